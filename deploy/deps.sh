@@ -1,0 +1,25 @@
+#!/bin/sh
+# deploy/deps.sh - installs the Debian packages moemesh needs to build and
+# test, if any are missing. Idempotent; needs root (or sudo) only when
+# something is missing.
+set -e
+PKGS="gcc make pkg-config libc6-dev ca-certificates"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+# Node.js and npm run the test tooling (llama.cpp reference, real clients).
+# An installed node is kept; else Debian's (18), and tests/ref/install.sh then
+# bootstraps Node 20 from npm, which node-llama-cpp needs.
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
+[ -z "$missing" ] && exit 0
+echo "deps: installing:$missing"
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "deps: error: need root to install:$missing" >&2; exit 1; }
+    SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,181 @@
+/*
+ * moe/model.h - MoE transformer models from GGUF files, and contexts that run
+ * them (a KV cache with a slot per sequence, batched forward passes).
+ *
+ * Architectures (llama.cpp's GGUF key and tensor names):
+ *   llama     Mixtral-style experts: softmax over all experts, top-k, renormalised
+ *   qwen2moe  q/k/v biases, no renormalisation, shared expert with a sigmoid gate
+ *   qwen3moe  per-head q/k RMSNorm, renormalised
+ *   olmoe     q/k RMSNorm over the full width, no renormalisation
+ *
+ *     moe_model *m; moe_ctx *c; moe_err err;
+ *     if (moe_model_load(&m, "model.gguf", &err) < 0) ...
+ *     moe_ctx_params p = moe_ctx_default_params();
+ *     p.n_threads = 2;
+ *     if (moe_ctx_create(&c, m, &p, &err) < 0) ...
+ *     int32_t tok[3] = {1, 2, 3}, pos[3] = {0, 1, 2}, slot[3] = {0, 0, 0};
+ *     int8_t out[3] = {0, 0, 1};                  // logits for the last row
+ *     moe_batch b = {3, tok, pos, slot, out};
+ *     if (moe_ctx_decode(c, &b, &err) < 0) ...
+ *     const float *logits = moe_ctx_logits(c, 0); // n_vocab floats
+ *     moe_ctx_destroy(c); moe_model_free(m);
+ *
+ * A sequence lives in a slot; its tokens must arrive in position order, the
+ * first at the slot's current length. Many slots can decode in one batch.
+ */
+#ifndef MOE_MODEL_H
+#define MOE_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moe/dtype.h"
+#include "moe/error.h"
+#include "moe/expert.h"
+#include "moe/gguf.h"
+
+typedef enum moe_arch {
+    MOE_ARCH_LLAMA = 0,
+    MOE_ARCH_QWEN2MOE,
+    MOE_ARCH_QWEN3MOE,
+    MOE_ARCH_OLMOE,
+    MOE_ARCH_COUNT
+} moe_arch;
+
+/* "llama", "qwen2moe", ...; NULL for an out-of-range value. */
+const char *moe_arch_name(moe_arch a);
+/* Parses a GGUF general.architecture string; MOE_ENOTSUP if unknown. */
+int moe_arch_parse(const char *name, moe_arch *out);
+
+typedef enum moe_gating {
+    MOE_GATING_SOFTMAX = 0, /* probs = softmax(logits) over all experts */
+    MOE_GATING_SIGMOID = 1, /* probs = sigmoid(logits) */
+} moe_gating;
+
+typedef enum moe_qk_norm {
+    MOE_QK_NORM_NONE = 0,
+    MOE_QK_NORM_HEAD = 1, /* RMSNorm of each head (qwen3moe), weight (head_dim) */
+    MOE_QK_NORM_FULL = 2, /* RMSNorm over all heads (olmoe), weight (n_head*head_dim) */
+} moe_qk_norm;
+
+typedef struct moe_hparams {
+    moe_arch arch;
+    int n_vocab;
+    int n_ctx_train;
+    int n_embd;
+    int n_layer;
+    int n_head;
+    int n_head_kv;
+    int head_dim;     /* key/value head size (attention.key_length, else n_embd/n_head) */
+    int n_rot;        /* rotary dims (rope.dimension_count, else head_dim) */
+    int n_ff_exp;     /* routed expert FFN width */
+    int n_ff_shexp;   /* shared expert FFN width (0: none) */
+    int n_expert;
+    int n_expert_used;
+    float rms_eps;
+    float rope_freq_base;
+    float rope_freq_scale;
+    int rope_neox;    /* 1: NeoX pairs (i, i+n_rot/2); 0: adjacent pairs */
+    moe_gating gating;
+    int expert_norm;  /* 1: renormalise the chosen experts' weights to sum 1 */
+    float expert_scale; /* routed weights multiplied by this (1 for none) */
+    int qkv_bias;     /* attn_q/k/v have biases */
+    moe_qk_norm qk_norm;
+    int shexp_gate;   /* shared expert output scaled by sigmoid(gate_inp_shexp . x) */
+} moe_hparams;
+
+/* A weight: a view into the mapped file. ne[0] is the contiguous dim. */
+typedef struct moe_tensor {
+    const void *data;  /* NULL if the tensor is absent (optional ones) */
+    moe_dtype type;
+    int64_t ne[4];
+} moe_tensor;
+
+typedef struct moe_layer {
+    moe_tensor attn_norm;      /* (n_embd) */
+    moe_tensor wq;             /* (n_embd -> n_head*head_dim) */
+    moe_tensor wk;             /* (n_embd -> n_head_kv*head_dim) */
+    moe_tensor wv;             /* (n_embd -> n_head_kv*head_dim) */
+    moe_tensor bq, bk, bv;     /* biases (qwen2moe), f32 */
+    moe_tensor q_norm, k_norm; /* (head_dim) or full width, per qk_norm */
+    moe_tensor wo;             /* (n_head*head_dim -> n_embd) */
+    moe_tensor ffn_norm;       /* (n_embd) */
+    moe_tensor gate_inp;       /* router (n_embd -> n_expert) */
+    moe_tensor gate_exps;      /* (n_embd -> n_ff_exp) x n_expert */
+    moe_tensor up_exps;        /* (n_embd -> n_ff_exp) x n_expert */
+    moe_tensor down_exps;      /* (n_ff_exp -> n_embd) x n_expert */
+    moe_tensor gate_inp_shexp; /* (n_embd) -> 1 */
+    moe_tensor gate_shexp;     /* (n_embd -> n_ff_shexp) */
+    moe_tensor up_shexp;       /* (n_embd -> n_ff_shexp) */
+    moe_tensor down_shexp;     /* (n_ff_shexp -> n_embd) */
+} moe_layer;
+
+struct moe_model {
+    moe_gguf *gguf;       /* owns the mapping */
+    moe_hparams hp;
+    moe_tensor tok_embd;  /* (n_embd) x n_vocab */
+    moe_tensor output_norm; /* (n_embd) */
+    moe_tensor output;    /* (n_embd -> n_vocab); tok_embd if the file has none */
+    moe_layer *layers;    /* (n_layer) */
+    size_t n_params;      /* elements in all tensors */
+    size_t n_bytes;       /* bytes of all tensors */
+    int bos_id, eos_id;   /* -1 if absent */
+};
+
+/* Loads a model: maps the file, reads and checks hyperparameters and every
+ * tensor's type and shape. The result owns the mapping; free with
+ * moe_model_free. On failure returns MOE_E* and fills err. */
+int moe_model_load(moe_model **out, const char *path, moe_err *err);
+void moe_model_free(moe_model *m);
+
+/* Bytes of weights read per token at batch 1 (attention, router, the chosen
+ * experts, shared experts, output head): the memory-bound decode's traffic. */
+size_t moe_model_active_bytes(const moe_model *m);
+
+/* ---- Context ------------------------------------------------------------ */
+
+typedef struct moe_ctx_params {
+    int n_threads;  /* >= 1 */
+    int n_ctx;      /* positions per slot (default: min(n_ctx_train, 4096)) */
+    int n_slots;    /* sequences held at once (default 1) */
+    int n_batch;    /* tokens per forward step; larger batches are split (default 512) */
+    moe_expert_backend *experts; /* NULL: a local backend is created and owned */
+} moe_ctx_params;
+
+moe_ctx_params moe_ctx_default_params(void);
+
+typedef struct moe_ctx moe_ctx;
+
+/* Creates a context: thread pool, KV cache (n_slots x n_ctx), scratch for
+ * n_batch tokens. The model is borrowed for the context's lifetime; an
+ * experts backend given in params is borrowed too. */
+int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, moe_err *err);
+void moe_ctx_destroy(moe_ctx *c);
+
+/* A batch of tokens, each in a slot at a position. */
+typedef struct moe_batch {
+    int n_tokens;
+    const int32_t *token;  /* (n_tokens) */
+    const int32_t *pos;    /* (n_tokens) */
+    const int32_t *slot;   /* (n_tokens) */
+    const int8_t *logits;  /* (n_tokens) 1: keep this row's logits; NULL: last row only */
+} moe_batch;
+
+/* Runs the batch through the model, appending each token to its slot's KV
+ * cache, and keeps the logits of the flagged rows (read them with
+ * moe_ctx_logits, in row order). Checks every token id, slot and position
+ * first: on a bad batch nothing is changed and MOE_EINVAL/MOE_ERANGE is
+ * returned with a message. */
+int moe_ctx_decode(moe_ctx *c, const moe_batch *b, moe_err *err);
+/* Logits of the i-th flagged row of the last decode (n_vocab floats), or NULL. */
+const float *moe_ctx_logits(const moe_ctx *c, int i);
+/* Number of logit rows the last decode kept. */
+int moe_ctx_n_logits(const moe_ctx *c);
+/* Empties a slot (its next token must be at position 0). */
+void moe_ctx_slot_clear(moe_ctx *c, int slot);
+/* Current length of a slot. */
+int moe_ctx_slot_len(const moe_ctx *c, int slot);
+/* Bytes of KV cache per token per slot. */
+size_t moe_ctx_kv_bytes_per_token(const moe_ctx *c);
+
+#endif

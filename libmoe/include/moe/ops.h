@@ -1,0 +1,114 @@
+/*
+ * moe/ops.h - CPU kernels, on the stored weight types.
+ *
+ * Weights stay in their stored type (F32, F16, BF16, Q8_0); activations are
+ * converted to the weight's dot type first (moe_dtype_dot_type: Q8_0
+ * activations for Q8_0 weights, F16 for F16, ...), exactly as llama.cpp does,
+ * so results agree with it and the inner loop reads the fewest bytes.
+ *
+ * The SIMD level is picked at run time from CPUID: AVX-512 (F, BW, VL, VNNI),
+ * AVX2 (+FMA, F16C) or scalar. Each level is a table of function pointers;
+ * tests compare every level the CPU has against the scalar table.
+ *
+ *     const moe_cpu_kernels *k = moe_cpu_kernels_best();
+ *     // y (nb x m) = x (nb x kdim) . W^T,   W: m rows of kdim in Q8_0
+ *     size_t xq_bytes = nb * moe_dtype_row_bytes(moe_dtype_dot_type(wt), kdim);
+ *     moe_op_quantize(k, wt, x, xq, nb, kdim);
+ *     moe_op_matmul(k, pool, wt, W, m, kdim, xq, nb, y, m);
+ */
+#ifndef MOE_OPS_H
+#define MOE_OPS_H
+
+#include <stdint.h>
+
+#include "moe/dtype.h"
+#include "moe/threadpool.h"
+
+typedef enum moe_cpu_level {
+    MOE_CPU_SCALAR = 0,
+    MOE_CPU_AVX2 = 1,   /* AVX2 + FMA + F16C */
+    MOE_CPU_AVX512 = 2, /* AVX-512 F, BW, VL, DQ, VNNI (and BF16 if present) */
+    MOE_CPU_LEVEL_COUNT
+} moe_cpu_level;
+
+/* A table of kernels for one SIMD level. Members are never NULL. */
+typedef struct moe_cpu_kernels {
+    moe_cpu_level level;
+    const char *name; /* "scalar", "avx2", "avx512" */
+
+    /* Converts n floats (n a multiple of the block size) to type dt, which
+     * is a dot type (F32, F16, BF16 or Q8_0), as ggml's from_float does. */
+    void (*from_f32)(moe_dtype dt, const float *x, void *y, int64_t n);
+
+    /* The GEMM tile: for rows r in [r0, r1) of W and rows b in [0, nb) of X,
+     *   Y[b * ldy + r] = dot(W row r, X row b)
+     * W: rows of moe_dtype_row_bytes(wt, k) bytes, weight type wt.
+     * X: nb rows of moe_dtype_row_bytes(moe_dtype_dot_type(wt), k) bytes.
+     * k is a multiple of 32. Single-threaded. */
+    void (*gemm)(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                 const void *X, int64_t nb, float *Y, int64_t ldy);
+
+    /* sum a[i] * b[i] over n floats. */
+    float (*dot_f32)(int64_t n, const float *a, const float *b);
+    /* y[i] += a * x[i] over n floats. */
+    void (*axpy_f32)(int64_t n, float a, const float *x, float *y);
+} moe_cpu_kernels;
+
+/* The best level this CPU supports (detected once; thread-safe). */
+moe_cpu_level moe_cpu_detect(void);
+/* The kernel table of a level, or NULL if this CPU lacks it. */
+const moe_cpu_kernels *moe_cpu_kernels_get(moe_cpu_level level);
+/* moe_cpu_kernels_get(moe_cpu_detect()); honours MOE_CPU=scalar|avx2|avx512
+ * in the environment to force a lower level. */
+const moe_cpu_kernels *moe_cpu_kernels_best(void);
+
+/* ---- Matrix ops ----------------------------------------------------------- */
+
+/* Converts nrows rows of n floats (contiguous) to the dot type of weight type
+ * wt; dst holds nrows * moe_dtype_row_bytes(moe_dtype_dot_type(wt), n) bytes. */
+void moe_op_quantize(const moe_cpu_kernels *k, moe_dtype wt, const float *x,
+                     void *dst, int64_t nrows, int64_t n);
+
+/* Y (nb rows, row stride ldy) = Xq . W^T, where W is m rows of kdim elements
+ * of type wt and Xq came from moe_op_quantize. Splits the rows of W over the
+ * pool's threads (pool may be NULL). */
+void moe_op_matmul(const moe_cpu_kernels *k, moe_pool *pool, moe_dtype wt,
+                   const void *W, int64_t m, int64_t kdim, const void *Xq,
+                   int64_t nb, float *Y, int64_t ldy);
+
+/* ---- Elementwise / row ops (single-threaded, one row) ---------------------- */
+
+/* y = x / sqrt(mean(x^2) + eps) * w; w may be NULL (no weight). The sum of
+ * squares is accumulated in double, as ggml. y may equal x. */
+void moe_op_rmsnorm(const float *x, const float *w, int64_t n, float eps, float *y);
+
+/* In-place softmax over n floats (max subtracted, sum in double). */
+void moe_op_softmax(float *x, int64_t n);
+
+/* y[i] = silu(g[i]) * u[i] = g / (1 + exp(-g)) * u. y may alias g or u. */
+void moe_op_swiglu(const float *g, const float *u, float *y, int64_t n);
+
+/* Rotary position embedding parameters. */
+typedef struct moe_rope {
+    int n_rot;          /* rotated dims per head (<= head_dim, even) */
+    int neox;           /* 0: rotate pairs (2i, 2i+1) (llama "normal");
+                         * 1: rotate pairs (i, i + n_rot/2) (NeoX) */
+    float freq_base;    /* theta base, e.g. 10000 */
+    float freq_scale;   /* 1 / linear scaling factor; 1 for none */
+    /* YaRN (0 ext_factor = off) */
+    float ext_factor;
+    float attn_factor;  /* magnitude scale, 1 for none */
+    float beta_fast;
+    float beta_slow;
+    int n_ctx_orig;
+} moe_rope;
+
+/* Fills params with no scaling: freq_scale 1, ext_factor 0, attn_factor 1. */
+void moe_rope_init(moe_rope *r, int n_rot, int neox, float freq_base);
+
+/* Rotates n_heads heads of head_dim floats (contiguous) in place for
+ * position pos, as ggml_rope_ext does. */
+void moe_op_rope(const moe_rope *r, float *x, int64_t n_heads, int64_t head_dim,
+                 int64_t pos);
+
+#endif

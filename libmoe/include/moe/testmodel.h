@@ -1,0 +1,46 @@
+/*
+ * moe/testmodel.h - random-weight MoE models in GGUF, for tests, benchmarks
+ * and demos (no weights are ever downloaded). llama.cpp loads them too.
+ *
+ *     moe_testmodel_params p;
+ *     moe_testmodel_defaults(&p, MOE_ARCH_QWEN2MOE, "tiny");
+ *     p.dtype = MOE_DTYPE_Q8_0;
+ *     p.seed = 7;
+ *     if (moe_testmodel_write(&p, "/tmp/m.gguf", &err) < 0) ...
+ *
+ * Same parameters, same bytes. Weights are uniform with a fan-in scale;
+ * norms 1 + noise; the router is scaled up so most routing margins are wide.
+ * Matrices are stored in dtype; norms, biases and the router stay f32, as
+ * llama.cpp's converters and quantizer keep them. The vocabulary is a small
+ * byte-level BPE (256 byte tokens, generated merges, one control token).
+ */
+#ifndef MOE_TESTMODEL_H
+#define MOE_TESTMODEL_H
+
+#include <stdint.h>
+
+#include "moe/dtype.h"
+#include "moe/error.h"
+#include "moe/model.h"
+
+typedef struct moe_testmodel_params {
+    moe_arch arch;
+    moe_dtype dtype;
+    uint64_t seed;
+    int n_embd, n_layer, n_head, n_head_kv, head_dim;
+    int n_ff;        /* routed expert width */
+    int n_ff_shexp;  /* shared expert width (qwen2moe) */
+    int n_expert, n_expert_used;
+    int n_vocab, n_ctx;
+    float rope_base;
+} moe_testmodel_params;
+
+/* Fills p for arch with a preset: "tiny" (hidden 128, 2 layers, 8 experts
+ * top-2, vocab 512) or "bench" (hidden 1024, 8 layers, 8 experts top-2, ff
+ * 2816, vocab 4096). dtype f32, seed 1. MOE_EINVAL for an unknown preset. */
+int moe_testmodel_defaults(moe_testmodel_params *p, moe_arch arch, const char *preset);
+
+/* Checks p; writes the model to path. */
+int moe_testmodel_write(const moe_testmodel_params *p, const char *path, moe_err *err);
+
+#endif

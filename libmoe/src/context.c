@@ -1,0 +1,510 @@
+/*
+ * context.c - a model context: thread pool, KV cache with a slot per
+ * sequence, scratch sized once for n_batch tokens, and the batched forward
+ * pass (see moe/model.h).
+ *
+ * One forward step over n tokens (any mix of slots and positions):
+ *   x = embed(tokens)
+ *   per layer:  h = rmsnorm(x);  q,k,v = h.Wq,Wk,Wv (+bias, qk-norm, rope)
+ *               store k,v in the cache; attention per (token, head); x += o.Wo
+ *               h = rmsnorm(x);  router -> top-k experts per token
+ *               rows grouped by expert -> expert backend (submit)
+ *               shared expert while the backend works; wait; x += weighted sum
+ *   logits = rmsnorm(x).Wout for the flagged rows
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "moe/model.h"
+#include "moe/ops.h"
+
+struct moe_ctx {
+    const moe_model *m;
+    moe_hparams hp;
+    const moe_cpu_kernels *k;
+    moe_pool *pool;
+    moe_expert_backend *experts;
+    int own_experts;
+    int n_ctx, n_slots, n_batch;
+    int *slot_len;   /* (n_slots) */
+    int *slot_tmp;   /* (n_slots) validation scratch */
+    int q_dim, kv_dim;
+
+    float *kv_k;     /* (n_layer, n_slots, n_ctx, kv_dim) */
+    float *kv_v;     /* (n_layer, n_slots, n_ctx, kv_dim) */
+
+    /* scratch for one ubatch of up to n_batch tokens */
+    float *x;        /* (n_batch, n_embd) residual stream */
+    float *h;        /* (n_batch, n_embd) normed input of a block */
+    void *act;       /* (n_batch) rows of up to max_k elements in a dot type */
+    float *q;        /* (n_batch, q_dim) */
+    float *kx;       /* (n_batch, kv_dim) */
+    float *vx;       /* (n_batch, kv_dim) */
+    float *attn;     /* (n_batch, q_dim) attention output */
+    float *scores;   /* (n_threads, n_ctx) */
+    float *router;   /* (n_batch, n_expert) */
+    int32_t *sel;    /* (n_batch, n_expert_used) chosen experts */
+    float *selw;     /* (n_batch, n_expert_used) their weights */
+    int32_t *grp_expert; /* (n_expert) */
+    int32_t *grp_start;  /* (n_expert + 1) */
+    int32_t *row_of;     /* (n_batch, n_expert_used) row in ex_x of each choice */
+    int32_t *count;      /* (n_expert) */
+    float *ex_x;     /* (n_batch * n_expert_used, n_embd) */
+    float *ex_y;     /* (n_batch * n_expert_used, n_embd) */
+    float *sh_g;     /* (n_batch, n_ff_shexp) */
+    float *sh_u;     /* (n_batch, n_ff_shexp) */
+    float *sh_gate;  /* (n_batch) */
+    float *moe_out;  /* (n_batch, n_embd) */
+    float *out_rows; /* (n_batch, n_embd) normed rows that need logits */
+    moe__mm_job jobs[8];
+
+    float *logits;   /* (n_logits, n_vocab) of the last decode */
+    int n_logits, cap_logits;
+};
+
+moe_ctx_params moe_ctx_default_params(void) {
+    return (moe_ctx_params){.n_threads = 1, .n_ctx = 0, .n_slots = 1, .n_batch = 512,
+                            .experts = NULL};
+}
+
+void moe_ctx_destroy(moe_ctx *c) {
+    if (!c) return;
+    if (c->own_experts) moe_expert_backend_destroy(c->experts);
+    moe_pool_destroy(c->pool);
+    free(c->slot_len); free(c->slot_tmp);
+    free(c->kv_k); free(c->kv_v);
+    free(c->x); free(c->h); free(c->act); free(c->q); free(c->kx); free(c->vx);
+    free(c->attn); free(c->scores); free(c->router); free(c->sel); free(c->selw);
+    free(c->grp_expert); free(c->grp_start); free(c->row_of); free(c->count);
+    free(c->ex_x); free(c->ex_y); free(c->sh_g); free(c->sh_u); free(c->sh_gate);
+    free(c->moe_out); free(c->out_rows); free(c->logits);
+    free(c);
+}
+
+int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, moe_err *err) {
+    *out = NULL;
+    moe_ctx_params d = moe_ctx_default_params();
+    if (!p) p = &d;
+    const moe_hparams *hp = &m->hp;
+    int n_ctx = p->n_ctx > 0 ? p->n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
+    if (p->n_threads < 1 || p->n_threads > 256)
+        return moe_err_set(err, MOE_EINVAL, "n_threads %d out of range [1, 256]", p->n_threads);
+    if (p->n_slots < 1 || p->n_slots > 65536 || p->n_batch < 1 || p->n_batch > 65536 ||
+        n_ctx < 1 || n_ctx > (1 << 22))
+        return moe_err_set(err, MOE_EINVAL, "n_ctx %d, n_slots %d or n_batch %d out of range",
+                           n_ctx, p->n_slots, p->n_batch);
+    moe_ctx *c = calloc(1, sizeof *c);
+    if (!c) return moe_err_set(err, MOE_ENOMEM, "out of memory");
+    c->m = m;
+    c->hp = *hp;
+    c->k = moe_cpu_kernels_best();
+    c->n_ctx = n_ctx;
+    c->n_slots = p->n_slots;
+    c->n_batch = p->n_batch;
+    c->q_dim = hp->n_head * hp->head_dim;
+    c->kv_dim = hp->n_head_kv * hp->head_dim;
+    int rc = moe_pool_create(&c->pool, p->n_threads);
+    if (rc < 0) {
+        moe_err_set(err, rc, "cannot start %d threads", p->n_threads);
+        goto fail;
+    }
+
+    const size_t B = (size_t)c->n_batch, E = (size_t)hp->n_embd, K = (size_t)hp->n_expert_used;
+    const size_t kv = (size_t)hp->n_layer * (size_t)c->n_slots * (size_t)n_ctx * (size_t)c->kv_dim;
+    size_t max_k = E;
+    if ((size_t)c->q_dim > max_k) max_k = (size_t)c->q_dim;
+    if ((size_t)hp->n_ff_shexp > max_k) max_k = (size_t)hp->n_ff_shexp;
+    const size_t S = hp->n_ff_shexp ? (size_t)hp->n_ff_shexp : 1;
+    c->slot_len = calloc((size_t)c->n_slots, sizeof(int));
+    c->slot_tmp = calloc((size_t)c->n_slots, sizeof(int));
+    c->kv_k = moe__alloc(kv * sizeof(float));
+    c->kv_v = moe__alloc(kv * sizeof(float));
+    c->x = moe__alloc(B * E * 4);
+    c->h = moe__alloc(B * E * 4);
+    c->act = moe__alloc(B * max_k * 4);
+    c->q = moe__alloc(B * (size_t)c->q_dim * 4);
+    c->kx = moe__alloc(B * (size_t)c->kv_dim * 4);
+    c->vx = moe__alloc(B * (size_t)c->kv_dim * 4);
+    c->attn = moe__alloc(B * (size_t)c->q_dim * 4);
+    c->scores = moe__alloc((size_t)p->n_threads * (size_t)n_ctx * 4);
+    c->router = moe__alloc(B * (size_t)hp->n_expert * 4);
+    c->sel = moe__alloc(B * K * 4);
+    c->selw = moe__alloc(B * K * 4);
+    c->grp_expert = moe__alloc((size_t)hp->n_expert * 4);
+    c->grp_start = moe__alloc(((size_t)hp->n_expert + 1) * 4);
+    c->row_of = moe__alloc(B * K * 4);
+    c->count = moe__alloc((size_t)hp->n_expert * 4);
+    c->ex_x = moe__alloc(B * K * E * 4);
+    c->ex_y = moe__alloc(B * K * E * 4);
+    c->sh_g = moe__alloc(B * S * 4);
+    c->sh_u = moe__alloc(B * S * 4);
+    c->sh_gate = moe__alloc(B * 4);
+    c->moe_out = moe__alloc(B * E * 4);
+    c->out_rows = moe__alloc(B * E * 4);
+    if (!c->slot_len || !c->slot_tmp || !c->kv_k || !c->kv_v || !c->x || !c->h || !c->act ||
+        !c->q || !c->kx || !c->vx || !c->attn || !c->scores || !c->router || !c->sel ||
+        !c->selw || !c->grp_expert || !c->grp_start || !c->row_of || !c->count || !c->ex_x ||
+        !c->ex_y || !c->sh_g || !c->sh_u || !c->sh_gate || !c->moe_out || !c->out_rows) {
+        rc = moe_err_set(err, MOE_ENOMEM,
+                         "out of memory for the KV cache (%.1f MiB) and scratch",
+                         2.0 * (double)kv * 4 / (1 << 20));
+        goto fail;
+    }
+    if (p->experts) {
+        c->experts = p->experts;
+    } else {
+        rc = moe_expert_backend_local_create(&c->experts, m, c->pool, (int)(B * K), err);
+        if (rc < 0) goto fail;
+        c->own_experts = 1;
+    }
+    *out = c;
+    return 0;
+fail:
+    moe_ctx_destroy(c);
+    return rc;
+}
+
+/* ---- Helpers ----------------------------------------------------------------- */
+
+/* Y (n rows) = X . W^T for one weight, X given in f32 (quantised into c->act). */
+static void matmul_f32(moe_ctx *c, const moe_tensor *W, const float *X, int n, float *Y,
+                       int64_t ldy) {
+    const int64_t k = W->ne[0];
+    moe_op_quantize(c->k, W->type, X, c->act, n, k);
+    moe__mm_job j = {W->type, W->data, W->ne[1], k, c->act, n, Y, ldy};
+    moe__matmul_jobs(c->k, c->pool, &j, 1);
+}
+
+static void embed_row(const moe_tensor *t, int32_t tok, float *out) {
+    const size_t rb = moe_dtype_row_bytes(t->type, t->ne[0]);
+    moe_dtype_to_f32(t->type, (const char *)t->data + rb * (size_t)tok, out, t->ne[0]);
+}
+
+static inline float *kv_at(const moe_ctx *c, float *base, int il, int slot, int pos) {
+    return base + (((size_t)il * (size_t)c->n_slots + (size_t)slot) * (size_t)c->n_ctx +
+                   (size_t)pos) * (size_t)c->kv_dim;
+}
+
+/* ---- Attention ------------------------------------------------------------------ */
+
+typedef struct attn_ctx {
+    moe_ctx *c;
+    int il, n;
+    const int32_t *pos, *slot;
+} attn_ctx;
+
+static void attn_task(void *arg, int ith, int nth) {
+    const attn_ctx *a = arg;
+    moe_ctx *c = a->c;
+    const moe_hparams *hp = &c->hp;
+    const int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *sc = c->scores + (size_t)ith * (size_t)c->n_ctx;
+    const int total = a->n * hp->n_head;
+    for (int t = total * ith / nth; t < total * (ith + 1) / nth; t++) {
+        const int i = t / hp->n_head, h = t % hp->n_head, kh = h / group;
+        const int n_kv = a->pos[i] + 1;
+        const float *q = c->q + (size_t)i * (size_t)c->q_dim + (size_t)h * (size_t)hd;
+        const float *K0 = kv_at(c, c->kv_k, a->il, a->slot[i], 0) + (size_t)kh * (size_t)hd;
+        const float *V0 = kv_at(c, c->kv_v, a->il, a->slot[i], 0) + (size_t)kh * (size_t)hd;
+        for (int j = 0; j < n_kv; j++)
+            sc[j] = c->k->dot_f32(hd, q, K0 + (size_t)j * (size_t)c->kv_dim) * scale;
+        moe_op_softmax(sc, n_kv);
+        float *o = c->attn + (size_t)i * (size_t)c->q_dim + (size_t)h * (size_t)hd;
+        memset(o, 0, (size_t)hd * sizeof(float));
+        for (int j = 0; j < n_kv; j++) c->k->axpy_f32(hd, sc[j], V0 + (size_t)j * (size_t)c->kv_dim, o);
+    }
+}
+
+static void add_bias(float *x, const moe_tensor *b, int n, int dim) {
+    if (!b->data) return;
+    const float *bv = b->data;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < dim; j++) x[(size_t)i * (size_t)dim + (size_t)j] += bv[j];
+}
+
+static void attention_block(moe_ctx *c, int il, int n, const int32_t *pos, const int32_t *slot) {
+    const moe_hparams *hp = &c->hp;
+    const moe_layer *L = &c->m->layers[il];
+    const int E = hp->n_embd, hd = hp->head_dim;
+    for (int i = 0; i < n; i++)
+        moe_op_rmsnorm(c->x + (size_t)i * E, L->attn_norm.data, E, hp->rms_eps,
+                       c->h + (size_t)i * E);
+
+    /* q, k, v in one pool run when they share a type (they share the input) */
+    const int64_t qd = c->q_dim, kvd = c->kv_dim;
+    if (L->wq.type == L->wk.type && L->wq.type == L->wv.type) {
+        moe_op_quantize(c->k, L->wq.type, c->h, c->act, n, E);
+        c->jobs[0] = (moe__mm_job){L->wq.type, L->wq.data, qd, E, c->act, n, c->q, qd};
+        c->jobs[1] = (moe__mm_job){L->wk.type, L->wk.data, kvd, E, c->act, n, c->kx, kvd};
+        c->jobs[2] = (moe__mm_job){L->wv.type, L->wv.data, kvd, E, c->act, n, c->vx, kvd};
+        moe__matmul_jobs(c->k, c->pool, c->jobs, 3);
+    } else {
+        matmul_f32(c, &L->wq, c->h, n, c->q, qd);
+        matmul_f32(c, &L->wk, c->h, n, c->kx, kvd);
+        matmul_f32(c, &L->wv, c->h, n, c->vx, kvd);
+    }
+    add_bias(c->q, &L->bq, n, (int)qd);
+    add_bias(c->kx, &L->bk, n, (int)kvd);
+    add_bias(c->vx, &L->bv, n, (int)kvd);
+
+    moe_rope rope;
+    moe_rope_init(&rope, hp->n_rot, hp->rope_neox, hp->rope_freq_base);
+    rope.freq_scale = hp->rope_freq_scale;
+    for (int i = 0; i < n; i++) {
+        float *q = c->q + (size_t)i * qd, *k = c->kx + (size_t)i * kvd;
+        if (hp->qk_norm == MOE_QK_NORM_FULL) {
+            moe_op_rmsnorm(q, L->q_norm.data, qd, hp->rms_eps, q);
+            moe_op_rmsnorm(k, L->k_norm.data, kvd, hp->rms_eps, k);
+        } else if (hp->qk_norm == MOE_QK_NORM_HEAD) {
+            for (int h = 0; h < hp->n_head; h++)
+                moe_op_rmsnorm(q + (size_t)h * hd, L->q_norm.data, hd, hp->rms_eps,
+                               q + (size_t)h * hd);
+            for (int h = 0; h < hp->n_head_kv; h++)
+                moe_op_rmsnorm(k + (size_t)h * hd, L->k_norm.data, hd, hp->rms_eps,
+                               k + (size_t)h * hd);
+        }
+        moe_op_rope(&rope, q, hp->n_head, hd, pos[i]);
+        moe_op_rope(&rope, k, hp->n_head_kv, hd, pos[i]);
+        memcpy(kv_at(c, c->kv_k, il, slot[i], pos[i]), k, (size_t)kvd * sizeof(float));
+        memcpy(kv_at(c, c->kv_v, il, slot[i], pos[i]), c->vx + (size_t)i * kvd,
+               (size_t)kvd * sizeof(float));
+    }
+
+    attn_ctx a = {c, il, n, pos, slot};
+    moe_pool_run(c->pool, attn_task, &a);
+
+    /* x += attn . Wo (into h as scratch) */
+    matmul_f32(c, &L->wo, c->attn, n, c->h, E);
+    for (size_t i = 0; i < (size_t)n * (size_t)E; i++) c->x[i] += c->h[i];
+}
+
+/* ---- Routing ---------------------------------------------------------------------- */
+
+/* Chooses the top n_expert_used experts of one token and their weights.
+ * Ties go to the lowest expert index. Returns MOE_ENUMERIC on a non-finite
+ * router logit. */
+static int route_token(const moe_hparams *hp, float *logits, int32_t *sel, float *w) {
+    const int X = hp->n_expert, K = hp->n_expert_used;
+    for (int e = 0; e < X; e++)
+        if (!isfinite(logits[e])) return MOE_ENUMERIC;
+    float *p = logits; /* probabilities, in place */
+    if (hp->gating == MOE_GATING_SOFTMAX) {
+        moe_op_softmax(p, X);
+    } else {
+        for (int e = 0; e < X; e++) p[e] = 1.0f / (1.0f + expf(-p[e]));
+    }
+    for (int k = 0; k < K; k++) {
+        int best = -1;
+        for (int e = 0; e < X; e++) {
+            int taken = 0;
+            for (int j = 0; j < k; j++) taken |= sel[j] == e;
+            if (taken) continue;
+            if (best < 0 || p[e] > p[best]) best = e;
+        }
+        sel[k] = best;
+        w[k] = p[best];
+    }
+    if (hp->expert_norm) {
+        double s = 0.0;
+        for (int k = 0; k < K; k++) s += w[k];
+        const float sf = (float)s;
+        for (int k = 0; k < K; k++) w[k] /= sf;
+    }
+    if (hp->expert_scale != 1.0f)
+        for (int k = 0; k < K; k++) w[k] *= hp->expert_scale;
+    return 0;
+}
+
+typedef struct shexp_ctx {
+    moe_ctx *c;
+    int n;
+} shexp_ctx;
+
+static void shexp_act(void *arg, int ith, int nth) {
+    const shexp_ctx *s = arg;
+    moe_ctx *c = s->c;
+    const int64_t S = c->hp.n_ff_shexp;
+    for (int i = s->n * ith / nth; i < s->n * (ith + 1) / nth; i++)
+        moe_op_swiglu(c->sh_g + (size_t)i * S, c->sh_u + (size_t)i * S, c->sh_g + (size_t)i * S, S);
+}
+
+static int moe_block(moe_ctx *c, int il, int n, moe_err *err) {
+    const moe_hparams *hp = &c->hp;
+    const moe_layer *L = &c->m->layers[il];
+    const int E = hp->n_embd, X = hp->n_expert, K = hp->n_expert_used;
+    for (int i = 0; i < n; i++)
+        moe_op_rmsnorm(c->x + (size_t)i * E, L->ffn_norm.data, E, hp->rms_eps,
+                       c->h + (size_t)i * E);
+
+    /* router (and the shared expert's gate when it shares the router's type) */
+    matmul_f32(c, &L->gate_inp, c->h, n, c->router, X);
+    for (int i = 0; i < n; i++) {
+        if (route_token(hp, c->router + (size_t)i * X, c->sel + (size_t)i * K,
+                        c->selw + (size_t)i * K) < 0)
+            return moe_err_set(err, MOE_ENUMERIC,
+                               "layer %d: non-finite router logit for batch row %d", il, i);
+    }
+
+    /* group rows by expert */
+    memset(c->count, 0, (size_t)X * sizeof(int32_t));
+    for (int i = 0; i < n * K; i++) c->count[c->sel[i]]++;
+    int n_groups = 0, row = 0;
+    for (int e = 0; e < X; e++) {
+        if (!c->count[e]) continue;
+        c->grp_expert[n_groups] = e;
+        c->grp_start[n_groups] = row;
+        row += c->count[e];
+        c->count[e] = c->grp_start[n_groups]; /* now: next free row of e */
+        n_groups++;
+    }
+    c->grp_start[n_groups] = row;
+    for (int i = 0; i < n; i++) {
+        for (int k = 0; k < K; k++) {
+            const int r = c->count[c->sel[(size_t)i * K + k]]++;
+            c->row_of[(size_t)i * K + k] = r;
+            memcpy(c->ex_x + (size_t)r * E, c->h + (size_t)i * E, (size_t)E * sizeof(float));
+        }
+    }
+    moe_expert_work w = {.layer = il, .n_groups = n_groups, .expert = c->grp_expert,
+                         .row_start = c->grp_start, .n_embd = E, .x = c->ex_x, .y = c->ex_y};
+    int rc = c->experts->submit(c->experts->ctx, &w, err);
+    if (rc < 0) return rc;
+
+    /* shared expert while the routed ones are computed */
+    if (hp->n_ff_shexp) {
+        const int64_t S = hp->n_ff_shexp;
+        matmul_f32(c, &L->gate_inp_shexp, c->h, n, c->sh_gate, 1);
+        moe_op_quantize(c->k, L->gate_shexp.type, c->h, c->act, n, E);
+        c->jobs[0] = (moe__mm_job){L->gate_shexp.type, L->gate_shexp.data, S, E, c->act, n,
+                                   c->sh_g, S};
+        c->jobs[1] = (moe__mm_job){L->up_shexp.type, L->up_shexp.data, S, E, c->act, n,
+                                   c->sh_u, S};
+        moe__matmul_jobs(c->k, c->pool, c->jobs, 2);
+        shexp_ctx s = {c, n};
+        moe_pool_run(c->pool, shexp_act, &s);
+        matmul_f32(c, &L->down_shexp, c->sh_g, n, c->moe_out, E);
+        for (int i = 0; i < n; i++) {
+            const float gi = c->sh_gate[i], g = 1.0f / (1.0f + expf(-gi));
+            for (int j = 0; j < E; j++) c->moe_out[(size_t)i * E + j] *= g;
+        }
+    }
+
+    rc = c->experts->wait(c->experts->ctx, err);
+    if (rc < 0) return rc;
+
+    /* combine: sum over the choices in selection order, then the shared expert */
+    for (int i = 0; i < n; i++) {
+        float *xo = c->x + (size_t)i * E;
+        const float *sh = hp->n_ff_shexp ? c->moe_out + (size_t)i * E : NULL;
+        float *acc = c->h + (size_t)i * E; /* h is free now */
+        for (int k = 0; k < K; k++) {
+            const float wk = c->selw[(size_t)i * K + k];
+            const float *y = c->ex_y + (size_t)c->row_of[(size_t)i * K + k] * E;
+            if (k == 0)
+                for (int j = 0; j < E; j++) acc[j] = y[j] * wk;
+            else
+                for (int j = 0; j < E; j++) acc[j] += y[j] * wk;
+        }
+        if (sh)
+            for (int j = 0; j < E; j++) acc[j] += sh[j];
+        for (int j = 0; j < E; j++) xo[j] += acc[j];
+    }
+    return 0;
+}
+
+/* ---- Decode ------------------------------------------------------------------------ */
+
+static int forward_ubatch(moe_ctx *c, const moe_batch *b, int i0, int n, moe_err *err) {
+    const moe_hparams *hp = &c->hp;
+    const int E = hp->n_embd;
+    const int32_t *tok = b->token + i0, *pos = b->pos + i0, *slot = b->slot + i0;
+    for (int i = 0; i < n; i++) embed_row(&c->m->tok_embd, tok[i], c->x + (size_t)i * E);
+    for (int il = 0; il < hp->n_layer; il++) {
+        attention_block(c, il, n, pos, slot);
+        int rc = moe_block(c, il, n, err);
+        if (rc < 0) return rc;
+    }
+    for (int i = 0; i < n; i++) c->slot_len[slot[i]] = pos[i] + 1;
+
+    /* logits for the flagged rows */
+    int n_out = 0;
+    for (int i = 0; i < n; i++) {
+        const int want = b->logits ? b->logits[i0 + i] != 0 : (i0 + i == b->n_tokens - 1);
+        if (!want) continue;
+        moe_op_rmsnorm(c->x + (size_t)i * E, c->m->output_norm.data, E, hp->rms_eps,
+                       c->out_rows + (size_t)n_out * E);
+        n_out++;
+    }
+    if (n_out) {
+        float *dst = c->logits + (size_t)c->n_logits * (size_t)hp->n_vocab;
+        matmul_f32(c, &c->m->output, c->out_rows, n_out, dst, hp->n_vocab);
+        c->n_logits += n_out;
+    }
+    return 0;
+}
+
+int moe_ctx_decode(moe_ctx *c, const moe_batch *b, moe_err *err) {
+    const moe_hparams *hp = &c->hp;
+    if (!b || b->n_tokens < 0 || (b->n_tokens > 0 && (!b->token || !b->pos || !b->slot)))
+        return moe_err_set(err, MOE_EINVAL, "batch: missing token, pos or slot arrays");
+    /* validate everything before touching state */
+    memcpy(c->slot_tmp, c->slot_len, (size_t)c->n_slots * sizeof(int));
+    int n_out = 0;
+    for (int i = 0; i < b->n_tokens; i++) {
+        const int32_t t = b->token[i], s = b->slot[i], p = b->pos[i];
+        if (t < 0 || t >= hp->n_vocab)
+            return moe_err_set(err, MOE_ERANGE, "batch row %d: token id %d out of range [0, %d)",
+                               i, t, hp->n_vocab);
+        if (s < 0 || s >= c->n_slots)
+            return moe_err_set(err, MOE_ERANGE, "batch row %d: slot %d out of range [0, %d)", i,
+                               s, c->n_slots);
+        if (p != c->slot_tmp[s])
+            return moe_err_set(err, MOE_EINVAL,
+                               "batch row %d: slot %d expects position %d next, got %d", i, s,
+                               c->slot_tmp[s], p);
+        if (p >= c->n_ctx)
+            return moe_err_set(err, MOE_ENOSPC,
+                               "batch row %d: position %d exceeds the context size %d", i, p,
+                               c->n_ctx);
+        c->slot_tmp[s] = p + 1;
+        if (b->logits ? b->logits[i] != 0 : i == b->n_tokens - 1) n_out++;
+    }
+    if (n_out > c->cap_logits) {
+        float *nl = realloc(c->logits, (size_t)n_out * (size_t)hp->n_vocab * sizeof(float));
+        if (!nl) return moe_err_set(err, MOE_ENOMEM, "out of memory for %d logit rows", n_out);
+        c->logits = nl;
+        c->cap_logits = n_out;
+    }
+    c->n_logits = 0;
+    for (int i0 = 0; i0 < b->n_tokens; i0 += c->n_batch) {
+        const int n = b->n_tokens - i0 < c->n_batch ? b->n_tokens - i0 : c->n_batch;
+        int rc = forward_ubatch(c, b, i0, n, err);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+const float *moe_ctx_logits(const moe_ctx *c, int i) {
+    if (i < 0 || i >= c->n_logits) return NULL;
+    return c->logits + (size_t)i * (size_t)c->hp.n_vocab;
+}
+
+int moe_ctx_n_logits(const moe_ctx *c) {
+    return c->n_logits;
+}
+
+void moe_ctx_slot_clear(moe_ctx *c, int slot) {
+    if (slot >= 0 && slot < c->n_slots) c->slot_len[slot] = 0;
+}
+
+int moe_ctx_slot_len(const moe_ctx *c, int slot) {
+    return slot >= 0 && slot < c->n_slots ? c->slot_len[slot] : -1;
+}
+
+size_t moe_ctx_kv_bytes_per_token(const moe_ctx *c) {
+    return (size_t)c->hp.n_layer * 2 * (size_t)c->kv_dim * sizeof(float);
+}

@@ -1,0 +1,263 @@
+/*
+ * cpu/cpu.c - SIMD level detection and dispatch, the threaded matmul, and the
+ * row ops (rmsnorm, softmax, swiglu, rope) written plainly after ggml's CPU
+ * code so the numbers agree with llama.cpp.
+ *
+ * Compiled without ISA flags: only CPUID/XGETBV here; the SIMD code lives in
+ * kernels_<level>.c and is reached through the tables once the CPU has been
+ * checked.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#define MOE_X86 1
+#endif
+
+#include "kernels.h"
+#include "moe/error.h"
+#include "moe/ops.h"
+
+int moe__cpu_has_avx512bf16;
+
+/* ==== Detection ============================================================ */
+
+static moe_cpu_level cpu_level = MOE_CPU_SCALAR;
+static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
+
+#ifdef MOE_X86
+static uint64_t xgetbv0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+#endif
+
+static void cpu_detect_once(void) {
+#ifdef MOE_X86
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+    const int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    const int f16c = (c >> 29) & 1;
+    if (!osxsave || !avx) return;
+    const uint64_t xcr0 = xgetbv0();
+    const int os_avx = (xcr0 & 0x6) == 0x6;        /* XMM and YMM state */
+    const int os_avx512 = (xcr0 & 0xe6) == 0xe6;   /* + opmask, ZMM_Hi256, Hi16_ZMM */
+    if (!os_avx || __get_cpuid_max(0, NULL) < 7) return;
+    unsigned a7, b7, c7, d7;
+    __cpuid_count(7, 0, a7, b7, c7, d7);
+    const int avx2 = (b7 >> 5) & 1;
+    if (!(avx2 && fma && f16c)) return;
+    cpu_level = MOE_CPU_AVX2;
+
+    const int f = (b7 >> 16) & 1, dq = (b7 >> 17) & 1, bw = (b7 >> 30) & 1, vl = (b7 >> 31) & 1;
+    const int vnni = (c7 >> 11) & 1;
+    if (!(os_avx512 && f && dq && bw && vl && vnni)) return;
+    cpu_level = MOE_CPU_AVX512;
+    if (a7 >= 1) {
+        unsigned a71, b71, c71, d71;
+        __cpuid_count(7, 1, a71, b71, c71, d71);
+        moe__cpu_has_avx512bf16 = (a71 >> 5) & 1;
+    }
+#endif
+}
+
+moe_cpu_level moe_cpu_detect(void) {
+    pthread_once(&cpu_once, cpu_detect_once);
+    return cpu_level;
+}
+
+const moe_cpu_kernels *moe_cpu_kernels_get(moe_cpu_level level) {
+    const moe_cpu_level have = moe_cpu_detect();
+    if ((int)level < 0 || level >= MOE_CPU_LEVEL_COUNT || level > have) return NULL;
+    switch (level) {
+    case MOE_CPU_SCALAR: return &moe__kernels_scalar;
+    case MOE_CPU_AVX2: return &moe__kernels_avx2;
+    case MOE_CPU_AVX512: return &moe__kernels_avx512;
+    default: return NULL;
+    }
+}
+
+const moe_cpu_kernels *moe_cpu_kernels_best(void) {
+    moe_cpu_level level = moe_cpu_detect();
+    const char *want = getenv("MOE_CPU");
+    if (want && *want) {
+        static const char *const names[MOE_CPU_LEVEL_COUNT] = {"scalar", "avx2", "avx512"};
+        for (int l = 0; l < MOE_CPU_LEVEL_COUNT; l++)
+            if (!strcasecmp(want, names[l]) && (moe_cpu_level)l < level) level = (moe_cpu_level)l;
+    }
+    return moe_cpu_kernels_get(level);
+}
+
+/* ==== Matrix ops =========================================================== */
+
+void moe_op_quantize(const moe_cpu_kernels *k, moe_dtype wt, const float *x, void *dst,
+                     int64_t nrows, int64_t n) {
+    const moe_dtype dt = moe_dtype_dot_type(wt);
+    const size_t rb = moe_dtype_row_bytes(dt, n);
+    for (int64_t i = 0; i < nrows; i++) k->from_f32(dt, x + i * n, (char *)dst + (size_t)i * rb, n);
+}
+
+/* Rows of W are handed out in units of this many (the AVX-512 Q8_0 tile). */
+#define MATMUL_ROW_UNIT 16
+/* Activation rows per gemm call when the batch is large; the weight rows of
+ * one call (about MATMUL_W_BYTES) then stay in L2 while the batch tiles
+ * sweep over them. */
+#define MATMUL_NB_TILE 64
+#define MATMUL_W_BYTES (256 * 1024)
+/* Below this many multiply-adds a matmul runs on the calling thread alone. */
+#define MATMUL_MIN_PARALLEL (1 << 17)
+
+typedef struct matmul_ctx {
+    const moe_cpu_kernels *k;
+    moe_dtype wt;
+    const void *W;
+    int64_t m, kdim;
+    const void *Xq;
+    int64_t nb;
+    float *Y;
+    int64_t ldy;
+} matmul_ctx;
+
+static void matmul_rows(const matmul_ctx *c, int64_t r0, int64_t r1) {
+    if (c->nb <= MATMUL_NB_TILE) {
+        c->k->gemm(c->wt, c->kdim, c->W, r0, r1, c->Xq, c->nb, c->Y, c->ldy);
+        return;
+    }
+    const size_t wrb = moe_dtype_row_bytes(c->wt, c->kdim);
+    const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(c->wt), c->kdim);
+    int64_t rows = (int64_t)(MATMUL_W_BYTES / wrb);
+    rows = rows < MATMUL_ROW_UNIT ? MATMUL_ROW_UNIT : rows / MATMUL_ROW_UNIT * MATMUL_ROW_UNIT;
+    for (int64_t rc = r0; rc < r1; rc += rows) {
+        const int64_t rce = rc + rows < r1 ? rc + rows : r1;
+        for (int64_t b0 = 0; b0 < c->nb; b0 += MATMUL_NB_TILE) {
+            const int64_t nbt = c->nb - b0 < MATMUL_NB_TILE ? c->nb - b0 : MATMUL_NB_TILE;
+            c->k->gemm(c->wt, c->kdim, c->W, rc, rce, (const char *)c->Xq + (size_t)b0 * xrb, nbt,
+                       c->Y + b0 * c->ldy, c->ldy);
+        }
+    }
+}
+
+static void matmul_task(void *arg, int ith, int nth) {
+    const matmul_ctx *c = arg;
+    const int64_t units = (c->m + MATMUL_ROW_UNIT - 1) / MATMUL_ROW_UNIT;
+    const int64_t u0 = units * ith / nth, u1 = units * (ith + 1) / nth;
+    const int64_t r0 = u0 * MATMUL_ROW_UNIT;
+    const int64_t r1 = u1 * MATMUL_ROW_UNIT < c->m ? u1 * MATMUL_ROW_UNIT : c->m;
+    if (r0 < r1) matmul_rows(c, r0, r1);
+}
+
+void moe_op_matmul(const moe_cpu_kernels *k, moe_pool *pool, moe_dtype wt, const void *W,
+                   int64_t m, int64_t kdim, const void *Xq, int64_t nb, float *Y, int64_t ldy) {
+    if (m <= 0 || nb <= 0) return;
+    MOE_ASSERT(kdim % MOE_QK8_0 == 0 && ldy >= m);
+    matmul_ctx c = {k, wt, W, m, kdim, Xq, nb, Y, ldy};
+    if (!pool || moe_pool_n_threads(pool) == 1 || m <= MATMUL_ROW_UNIT ||
+        (double)m * (double)kdim * (double)nb < MATMUL_MIN_PARALLEL) {
+        matmul_rows(&c, 0, m);
+        return;
+    }
+    moe_pool_run(pool, matmul_task, &c);
+}
+
+/* ==== Row ops ============================================================== */
+
+void moe_op_rmsnorm(const float *x, const float *w, int64_t n, float eps, float *y) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
+    const float mean = (float)(sum / (double)n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    if (w) {
+        for (int64_t i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
+    } else {
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] * scale;
+    }
+}
+
+void moe_op_softmax(float *x, int64_t n) {
+    if (n <= 0) return;
+    float max = -INFINITY;
+    for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const float e = expf(x[i] - max);
+        x[i] = e;
+        sum += (double)e;
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void moe_op_swiglu(const float *g, const float *u, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float gi = g[i];
+        y[i] = gi / (1.0f + expf(-gi)) * u[i];
+    }
+}
+
+void moe_rope_init(moe_rope *r, int n_rot, int neox, float freq_base) {
+    memset(r, 0, sizeof *r);
+    r->n_rot = n_rot;
+    r->neox = neox;
+    r->freq_base = freq_base;
+    r->freq_scale = 1.0f;
+    r->ext_factor = 0.0f;
+    r->attn_factor = 1.0f;
+    r->beta_fast = 32.0f;
+    r->beta_slow = 1.0f;
+    r->n_ctx_orig = 0;
+}
+
+/* ggml_rope_yarn_corr_dim(s) */
+static float rope_yarn_corr_dim(int n_dims, int n_ctx_orig, float n_rot, float base) {
+    return n_dims * logf(n_ctx_orig / (n_rot * 2 * (float)M_PI)) / (2 * logf(base));
+}
+
+/* ggml's MAX/MIN (their NaN behaviour included) */
+#define ROPE_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define ROPE_MIN(a, b) ((a) < (b) ? (a) : (b))
+
+static float rope_yarn_ramp(float low, float high, int i0) {
+    const float y = (i0 / 2 - low) / ROPE_MAX(0.001f, high - low);
+    return 1 - ROPE_MIN(1, ROPE_MAX(0, y));
+}
+
+void moe_op_rope(const moe_rope *r, float *x, int64_t n_heads, int64_t head_dim, int64_t pos) {
+    const int n_dims = r->n_rot;
+    MOE_ASSERT(n_dims % 2 == 0 && n_dims <= head_dim);
+    const float theta_scale = powf(r->freq_base, -2.0f / n_dims);
+    float corr[2] = {0.0f, 0.0f};
+    if (r->ext_factor != 0.0f) {
+        const float start =
+            floorf(rope_yarn_corr_dim(n_dims, r->n_ctx_orig, r->beta_fast, r->freq_base));
+        const float end = ceilf(rope_yarn_corr_dim(n_dims, r->n_ctx_orig, r->beta_slow, r->freq_base));
+        corr[0] = ROPE_MAX(0, start);
+        corr[1] = ROPE_MIN(n_dims - 1, end);
+    }
+    const int64_t off = r->neox ? n_dims / 2 : 1; /* distance between the two of a pair */
+    float theta = (float)pos;                     /* theta_base = p, as ggml */
+    for (int i0 = 0; i0 < n_dims; i0 += 2) {
+        /* rope_yarn */
+        const float theta_extrap = theta;
+        const float theta_interp = r->freq_scale * theta_extrap;
+        float th = theta_interp, mscale = r->attn_factor;
+        if (r->ext_factor != 0.0f) {
+            const float ramp_mix = rope_yarn_ramp(corr[0], corr[1], i0) * r->ext_factor;
+            th = theta_interp * (1 - ramp_mix) + theta_extrap * ramp_mix;
+            mscale *= 1.0f + 0.1f * logf(1.0f / r->freq_scale);
+        }
+        const float cos_t = cosf(th) * mscale, sin_t = sinf(th) * mscale;
+        const int64_t ic = r->neox ? i0 / 2 : i0;
+        for (int64_t h = 0; h < n_heads; h++) {
+            float *p = x + h * head_dim + ic;
+            const float x0 = p[0], x1 = p[off];
+            p[0] = x0 * cos_t - x1 * sin_t;
+            p[off] = x0 * sin_t + x1 * cos_t;
+        }
+        theta *= theta_scale;
+    }
+}

@@ -1,0 +1,23 @@
+/*
+ * cpu/kernels.h - internal: the per-level kernel tables and what they share.
+ *
+ * Each kernels_<level>.c defines one table; cpu.c picks among them at run
+ * time (moe_cpu_kernels_get). The SIMD files are compiled with their ISA flags
+ * (see the Makefile), so nothing in them may run before cpu.c has checked the
+ * CPU: only call through the tables.
+ */
+#ifndef MOE_CPU_KERNELS_H
+#define MOE_CPU_KERNELS_H
+
+#include "moe/ops.h"
+
+extern const moe_cpu_kernels moe__kernels_scalar;
+extern const moe_cpu_kernels moe__kernels_avx2;
+extern const moe_cpu_kernels moe__kernels_avx512;
+
+/* 1 if the CPU (and OS) has AVX512_BF16 (vdpbf16ps); set by moe_cpu_detect()
+ * before any table is handed out. The avx512 table uses it for BF16 weights
+ * and falls back to widening + FMA without it. */
+extern int moe__cpu_has_avx512bf16;
+
+#endif

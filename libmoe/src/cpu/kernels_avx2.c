@@ -1,0 +1,269 @@
+/*
+ * cpu/kernels_avx2.c - AVX2 + FMA + F16C.
+ *
+ * Q8_0: ggml's x86 arithmetic (|w| x sign-adjusted x with vpmaddubsw, pairs
+ * summed with vpmaddwd into 8 int32 lanes, converted and FMA'd with dw*dx
+ * into 8 float lanes), register-tiled over 4 weight rows x up to 2
+ * activations so each loaded block is used several times.
+ * F32 / F16 / BF16: a 4 x C tile of 8-lane fp32 FMAs.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels.h"
+
+#define AI static inline __attribute__((always_inline))
+
+AI float hsum8(__m256 v) { /* as ggml's hsum_float_8 */
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+AI float f16_to_f32(uint16_t h) {
+    return _cvtsh_ss(h);
+}
+
+/* ==== Conversions ========================================================== */
+
+static void quantize_q8_0_avx2(const float *x, moe_block_q8_0 *y, int64_t n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t b = 0; b < n / MOE_QK8_0; b++, x += MOE_QK8_0) {
+        __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
+        __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+        __m256 m = _mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1));
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v2));
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v3));
+        __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        y[b].d = moe_f32_to_f16(d);
+        const __m256 mul = _mm256_set1_ps(id);
+        const int rnd = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), rnd));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), rnd));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), rnd));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), rnd));
+        i0 = _mm256_packs_epi32(i0, i1);
+        i2 = _mm256_packs_epi32(i2, i3);
+        i0 = _mm256_packs_epi16(i0, i2);
+        _mm256_storeu_si256((__m256i *)y[b].qs, _mm256_permutevar8x32_epi32(i0, perm));
+    }
+}
+
+/* f32 -> bf16, round to nearest even, NaN kept quiet (as moe_f32_to_bf16). */
+AI __m128i bf16_from_f32x8(__m256 v) {
+    const __m256i u = _mm256_castps_si256(v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+    /* NaN: |u| > 0x7f800000 (signed compare is fine on the masked value) */
+    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
+                                           _mm256_set1_epi32(0x7f800000));
+    const __m256i qn = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(64));
+    r = _mm256_blendv_epi8(r, qn, nan);
+    /* 8 x u32 (each < 65536) -> 8 x u16 */
+    r = _mm256_packus_epi32(r, r);
+    r = _mm256_permute4x64_epi64(r, 0x08);
+    return _mm256_castsi256_si128(r);
+}
+
+static void from_f32_avx2(moe_dtype dt, const float *x, void *y, int64_t n) {
+    int64_t i = 0;
+    switch (dt) {
+    case MOE_DTYPE_F32: memcpy(y, x, (size_t)n * sizeof(float)); return;
+    case MOE_DTYPE_F16: {
+        uint16_t *o = y;
+        for (; i + 8 <= n; i += 8)
+            _mm_storeu_si128((__m128i *)(o + i),
+                             _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+        for (; i < n; i++) o[i] = moe_f32_to_f16(x[i]);
+        return;
+    }
+    case MOE_DTYPE_BF16: {
+        uint16_t *o = y;
+        for (; i + 8 <= n; i += 8)
+            _mm_storeu_si128((__m128i *)(o + i), bf16_from_f32x8(_mm256_loadu_ps(x + i)));
+        for (; i < n; i++) o[i] = moe_f32_to_bf16(x[i]);
+        return;
+    }
+    case MOE_DTYPE_Q8_0: quantize_q8_0_avx2(x, y, n); return;
+    }
+}
+
+/* ==== Q8_0 ================================================================= */
+
+AI void q8_tile(const int R, const int C, int64_t nblk, const char *w0, size_t wrb, const char *x0,
+                size_t xrb, float *y, int64_t ldy) {
+    __m256 acc[4][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < nblk; b++) {
+        __m256i xq[2];
+        float dx[2];
+#pragma GCC unroll 2
+        for (int c = 0; c < C; c++) {
+            const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(x0 + (size_t)c * xrb) + b;
+            xq[c] = _mm256_loadu_si256((const __m256i *)xb->qs);
+            dx[c] = f16_to_f32(xb->d);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const moe_block_q8_0 *wb = (const moe_block_q8_0 *)(w0 + (size_t)r * wrb) + b;
+            const __m256i wq = _mm256_loadu_si256((const __m256i *)wb->qs);
+            const __m256i aw = _mm256_sign_epi8(wq, wq);
+            const float dw = f16_to_f32(wb->d);
+#pragma GCC unroll 2
+            for (int c = 0; c < C; c++) {
+                const __m256i p16 = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xq[c], wq));
+                const __m256 q = _mm256_cvtepi32_ps(_mm256_madd_epi16(ones, p16));
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), q, acc[r][c]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (int c = 0; c < C; c++) y[(int64_t)c * ldy + r] = hsum8(acc[r][c]);
+}
+
+static void q8_gemm(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
+                    size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    const int64_t nblk = k / MOE_QK8_0;
+    int64_t c = 0;
+    for (; c + 2 <= nb; c += 2) {
+        const char *x = X + (size_t)c * xrb;
+        int64_t r = r0;
+        for (; r + 4 <= r1; r += 4)
+            q8_tile(4, 2, nblk, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
+        for (; r < r1; r++) q8_tile(1, 2, nblk, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
+    }
+    for (; c < nb; c++) {
+        const char *x = X + (size_t)c * xrb;
+        int64_t r = r0;
+        for (; r + 4 <= r1; r += 4)
+            q8_tile(4, 1, nblk, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
+        for (; r < r1; r++) q8_tile(1, 1, nblk, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
+    }
+}
+
+/* ==== F32 / F16 / BF16 ===================================================== */
+
+enum { FK_F32, FK_F16, FK_BF16 };
+
+AI __m256 flt_load8(const int kind, const char *p, int64_t i) {
+    if (kind == FK_F32) return _mm256_loadu_ps((const float *)p + i);
+    const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + i));
+    if (kind == FK_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+AI void flt_tile(const int kind, const int R, const int C, int64_t k, const char *w0, size_t wrb,
+                 const char *x0, size_t xrb, float *y, int64_t ldy) {
+    __m256 acc[4][3];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 3
+        for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < k; i += 8) {
+        __m256 xv[3];
+#pragma GCC unroll 3
+        for (int c = 0; c < C; c++) xv[c] = flt_load8(kind, x0 + (size_t)c * xrb, i);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const __m256 wv = flt_load8(kind, w0 + (size_t)r * wrb, i);
+#pragma GCC unroll 3
+            for (int c = 0; c < C; c++) acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 3
+        for (int c = 0; c < C; c++) y[(int64_t)c * ldy + r] = hsum8(acc[r][c]);
+}
+
+#define FLT_TILE_FN(name, kind)                                                                \
+    static void name(int R, int C, int64_t k, const char *w, size_t wrb, const char *x,        \
+                     size_t xrb, float *y, int64_t ldy) {                                      \
+        switch (R * 8 + C) {                                                                   \
+        case 4 * 8 + 3: flt_tile(kind, 4, 3, k, w, wrb, x, xrb, y, ldy); break;                \
+        case 4 * 8 + 2: flt_tile(kind, 4, 2, k, w, wrb, x, xrb, y, ldy); break;                \
+        case 4 * 8 + 1: flt_tile(kind, 4, 1, k, w, wrb, x, xrb, y, ldy); break;                \
+        case 1 * 8 + 3: flt_tile(kind, 1, 3, k, w, wrb, x, xrb, y, ldy); break;                \
+        case 1 * 8 + 2: flt_tile(kind, 1, 2, k, w, wrb, x, xrb, y, ldy); break;                \
+        default: flt_tile(kind, 1, 1, k, w, wrb, x, xrb, y, ldy); break;                       \
+        }                                                                                      \
+    }
+
+FLT_TILE_FN(tile_f32, FK_F32)
+FLT_TILE_FN(tile_f16, FK_F16)
+FLT_TILE_FN(tile_bf16, FK_BF16)
+
+typedef void (*tile_fn)(int R, int C, int64_t k, const char *w, size_t wrb, const char *x,
+                        size_t xrb, float *y, int64_t ldy);
+
+static void flt_gemm(tile_fn tile, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
+                     const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    for (int64_t c = 0; c < nb; c += 3) {
+        const int C = (int)(nb - c < 3 ? nb - c : 3);
+        const char *x = X + (size_t)c * xrb;
+        int64_t r = r0;
+        for (; r + 4 <= r1; r += 4) tile(4, C, k, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
+        for (; r < r1; r++) tile(1, C, k, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
+    }
+}
+
+/* ==== Table ================================================================ */
+
+static void gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                      const void *X, int64_t nb, float *Y, int64_t ldy) {
+    if (r1 <= r0 || nb <= 0) return;
+    const size_t wrb = moe_dtype_row_bytes(wt, k);
+    const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
+    switch (wt) {
+    case MOE_DTYPE_Q8_0: q8_gemm(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
+    case MOE_DTYPE_F32: flt_gemm(tile_f32, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
+    case MOE_DTYPE_F16: flt_gemm(tile_f16, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
+    case MOE_DTYPE_BF16: flt_gemm(tile_bf16, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
+    }
+}
+
+static float dot_f32_avx2(int64_t n, const float *a, const float *b) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static void axpy_f32_avx2(int64_t n, float a, const float *x, float *y) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+const moe_cpu_kernels moe__kernels_avx2 = {
+    .level = MOE_CPU_AVX2,
+    .name = "avx2",
+    .from_f32 = from_f32_avx2,
+    .gemm = gemm_avx2,
+    .dot_f32 = dot_f32_avx2,
+    .axpy_f32 = axpy_f32_avx2,
+};

@@ -1,0 +1,156 @@
+/* dtype.c - element types and scalar conversions (see moe/dtype.h). */
+#include <math.h>
+#include <string.h>
+#include <strings.h>
+
+#include "moe/dtype.h"
+#include "moe/error.h"
+
+int moe_dtype_supported(uint32_t t) {
+    return t == MOE_DTYPE_F32 || t == MOE_DTYPE_F16 || t == MOE_DTYPE_Q8_0 ||
+           t == MOE_DTYPE_BF16;
+}
+
+const char *moe_dtype_name(moe_dtype t) {
+    switch (t) {
+    case MOE_DTYPE_F32: return "f32";
+    case MOE_DTYPE_F16: return "f16";
+    case MOE_DTYPE_Q8_0: return "q8_0";
+    case MOE_DTYPE_BF16: return "bf16";
+    }
+    return "?";
+}
+
+int moe_dtype_parse(const char *name, moe_dtype *t) {
+    static const moe_dtype all[] = {MOE_DTYPE_F32, MOE_DTYPE_F16, MOE_DTYPE_Q8_0,
+                                    MOE_DTYPE_BF16};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (!strcasecmp(name, moe_dtype_name(all[i]))) {
+            *t = all[i];
+            return 0;
+        }
+    }
+    return MOE_EINVAL;
+}
+
+size_t moe_dtype_block_elems(moe_dtype t) {
+    return t == MOE_DTYPE_Q8_0 ? MOE_QK8_0 : 1;
+}
+
+size_t moe_dtype_block_bytes(moe_dtype t) {
+    switch (t) {
+    case MOE_DTYPE_F32: return 4;
+    case MOE_DTYPE_F16: return 2;
+    case MOE_DTYPE_BF16: return 2;
+    case MOE_DTYPE_Q8_0: return sizeof(moe_block_q8_0);
+    }
+    return 0;
+}
+
+size_t moe_dtype_row_bytes(moe_dtype t, int64_t n) {
+    return (size_t)(n / (int64_t)moe_dtype_block_elems(t)) * moe_dtype_block_bytes(t);
+}
+
+moe_dtype moe_dtype_dot_type(moe_dtype t) {
+    return t;
+}
+
+static inline uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static inline float bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+float moe_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t man = h & 0x3ff;
+    if (exp == 0x1f) return bits_f32(sign | 0x7f800000u | (man << 13)); /* inf/nan */
+    if (exp == 0) {
+        if (man == 0) return bits_f32(sign);
+        /* subnormal: man * 2^-24 */
+        float f = (float)man * 5.9604644775390625e-8f;
+        return sign ? -f : f;
+    }
+    return bits_f32(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+uint16_t moe_f32_to_f16(float f) {
+    uint32_t x = f32_bits(f);
+    uint32_t sign = (x >> 16) & 0x8000;
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) /* inf or nan */
+        return (uint16_t)(sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 | ((ax >> 13) & 0x3ff) : 0));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* rounds to inf */
+    if (ax < 0x38800000u) {                                  /* subnormal or zero in f16 */
+        /* value * 2^24 rounded to nearest even gives the subnormal mantissa */
+        float v = bits_f32(ax) * 16777216.0f;
+        uint32_t m = (uint32_t)lrintf(v);
+        return (uint16_t)(sign | m);
+    }
+    /* normal: round mantissa from 23 to 10 bits, nearest even */
+    uint32_t r = ax + 0xfff + ((ax >> 13) & 1);
+    r -= 0x38000000u; /* rebias exponent 127 -> 15 */
+    return (uint16_t)(sign | (r >> 13));
+}
+
+float moe_bf16_to_f32(uint16_t h) {
+    return bits_f32((uint32_t)h << 16);
+}
+
+uint16_t moe_f32_to_bf16(float f) {
+    uint32_t x = f32_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 64); /* quiet nan */
+    return (uint16_t)((x + (0x7fff + ((x >> 16) & 1))) >> 16);
+}
+
+void moe_dtype_from_f32(moe_dtype t, const float *src, void *dst, int64_t n) {
+    switch (t) {
+    case MOE_DTYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
+    case MOE_DTYPE_F16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = moe_f32_to_f16(src[i]);
+        break;
+    case MOE_DTYPE_BF16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = moe_f32_to_bf16(src[i]);
+        break;
+    case MOE_DTYPE_Q8_0: {
+        moe_block_q8_0 *y = dst;
+        for (int64_t b = 0; b < n / MOE_QK8_0; b++) {
+            const float *x = src + b * MOE_QK8_0;
+            float amax = 0.0f;
+            for (int j = 0; j < MOE_QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
+            const float d = amax / 127.0f;
+            const float id = d != 0.0f ? 1.0f / d : 0.0f;
+            y[b].d = moe_f32_to_f16(d);
+            for (int j = 0; j < MOE_QK8_0; j++) y[b].qs[j] = (int8_t)roundf(x[j] * id);
+        }
+        break;
+    }
+    }
+}
+
+void moe_dtype_to_f32(moe_dtype t, const void *src, float *dst, int64_t n) {
+    switch (t) {
+    case MOE_DTYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
+    case MOE_DTYPE_F16:
+        for (int64_t i = 0; i < n; i++) dst[i] = moe_f16_to_f32(((const uint16_t *)src)[i]);
+        break;
+    case MOE_DTYPE_BF16:
+        for (int64_t i = 0; i < n; i++) dst[i] = moe_bf16_to_f32(((const uint16_t *)src)[i]);
+        break;
+    case MOE_DTYPE_Q8_0: {
+        const moe_block_q8_0 *x = src;
+        for (int64_t b = 0; b < n / MOE_QK8_0; b++) {
+            const float d = moe_f16_to_f32(x[b].d);
+            for (int j = 0; j < MOE_QK8_0; j++) dst[b * MOE_QK8_0 + j] = d * x[b].qs[j];
+        }
+        break;
+    }
+    }
+}

@@ -1,0 +1,36 @@
+/*
+ * internal.h - helpers shared inside libmoe (not installed, not public).
+ */
+#ifndef MOE_INTERNAL_H
+#define MOE_INTERNAL_H
+
+#include <stdint.h>
+
+#include "moe/ops.h"
+
+/* One matrix product of a batch of jobs: Y (nb rows, stride ldy) = X . W^T,
+ * W: m rows of k elements of type wt; X already in wt's dot type. */
+typedef struct moe__mm_job {
+    moe_dtype wt;
+    const void *W;
+    int64_t m, k;
+    const void *X;
+    int64_t nb;
+    float *Y;
+    int64_t ldy;
+} moe__mm_job;
+
+/* Runs all jobs in one pool run: each large job's rows are split over every
+ * thread; small ones go whole to one thread. */
+void moe__matmul_jobs(const moe_cpu_kernels *k, moe_pool *pool, const moe__mm_job *jobs,
+                      int n_jobs);
+
+/* Bytes of one row of k activations in the dot type of weight type wt. */
+static inline size_t moe__act_row_bytes(moe_dtype wt, int64_t k) {
+    return moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
+}
+
+/* Allocates zeroed memory aligned to 64 bytes; free with free(). NULL on failure. */
+void *moe__alloc(size_t n);
+
+#endif

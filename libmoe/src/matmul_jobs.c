@@ -1,0 +1,48 @@
+/* matmul_jobs.c - several matrix products in one thread-pool run. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+typedef struct jobs_ctx {
+    const moe_cpu_kernels *k;
+    const moe__mm_job *jobs;
+    int n_jobs;
+} jobs_ctx;
+
+/* Rows below this per thread are not worth splitting. */
+#define MIN_ROWS_PER_THREAD 32
+
+static void run_jobs(void *arg, int ith, int nth) {
+    const jobs_ctx *c = arg;
+    int small = 0; /* round-robin index over jobs too small to split */
+    for (int j = 0; j < c->n_jobs; j++) {
+        const moe__mm_job *J = &c->jobs[j];
+        if (J->m <= 0 || J->nb <= 0) continue;
+        int64_t r0, r1;
+        if (J->m < (int64_t)MIN_ROWS_PER_THREAD * nth) {
+            if (small++ % nth != ith) continue;
+            r0 = 0;
+            r1 = J->m;
+        } else {
+            /* contiguous shares, boundaries on multiples of 4 rows */
+            r0 = (J->m * ith / nth) & ~(int64_t)3;
+            r1 = ith == nth - 1 ? J->m : (J->m * (ith + 1) / nth) & ~(int64_t)3;
+        }
+        if (r1 > r0) c->k->gemm(J->wt, J->k, J->W, r0, r1, J->X, J->nb, J->Y, J->ldy);
+    }
+}
+
+void moe__matmul_jobs(const moe_cpu_kernels *k, moe_pool *pool, const moe__mm_job *jobs,
+                      int n_jobs) {
+    jobs_ctx c = {k, jobs, n_jobs};
+    moe_pool_run(pool, run_jobs, &c);
+}
+
+void *moe__alloc(size_t n) {
+    void *p = NULL;
+    if (n == 0) n = 64;
+    if (posix_memalign(&p, 64, (n + 63) & ~(size_t)63)) return NULL;
+    memset(p, 0, n);
+    return p;
+}

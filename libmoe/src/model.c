@@ -1,0 +1,386 @@
+/*
+ * model.c - loading MoE models from GGUF: hyperparameters and weights, each
+ * checked for presence, type and shape before use (see moe/model.h).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe/model.h"
+
+static const char *arch_names[MOE_ARCH_COUNT] = {
+    [MOE_ARCH_LLAMA] = "llama",
+    [MOE_ARCH_QWEN2MOE] = "qwen2moe",
+    [MOE_ARCH_QWEN3MOE] = "qwen3moe",
+    [MOE_ARCH_OLMOE] = "olmoe",
+};
+
+const char *moe_arch_name(moe_arch a) {
+    return (unsigned)a < MOE_ARCH_COUNT ? arch_names[a] : NULL;
+}
+
+int moe_arch_parse(const char *name, moe_arch *out) {
+    for (int i = 0; i < MOE_ARCH_COUNT; i++) {
+        if (!strcmp(name, arch_names[i])) {
+            *out = (moe_arch)i;
+            return 0;
+        }
+    }
+    return MOE_ENOTSUP;
+}
+
+/* ---- Hyperparameters ------------------------------------------------------ */
+
+typedef struct loader {
+    const moe_gguf *g;
+    const char *path;
+    const char *arch;
+    moe_err *err;
+} loader;
+
+/* Reads "<arch>.<key>" as u32 into *out; required keys fail when absent. */
+static int get_u32(loader *l, const char *key, int *out, int required) {
+    char full[128];
+    snprintf(full, sizeof full, "%s.%s", l->arch, key);
+    uint32_t v;
+    int rc = moe_gguf_get_u32(l->g, full, &v);
+    if (rc == MOE_ENOTFOUND && !required) return 0;
+    if (rc < 0)
+        return moe_err_set(l->err, rc == MOE_ENOTFOUND ? MOE_EFORMAT : rc,
+                           "%s: %s key '%s'", l->path,
+                           rc == MOE_ENOTFOUND ? "missing required" : "bad value for", full);
+    if (v > (1u << 30))
+        return moe_err_set(l->err, MOE_ERANGE, "%s: key '%s' = %u is out of range", l->path,
+                           full, v);
+    *out = (int)v;
+    return 0;
+}
+
+static int get_f32(loader *l, const char *key, float *out, int required) {
+    char full[128];
+    snprintf(full, sizeof full, "%s.%s", l->arch, key);
+    int rc = moe_gguf_get_f32(l->g, full, out);
+    if (rc == MOE_ENOTFOUND && !required) return 0;
+    if (rc < 0)
+        return moe_err_set(l->err, rc == MOE_ENOTFOUND ? MOE_EFORMAT : rc,
+                           "%s: %s key '%s'", l->path,
+                           rc == MOE_ENOTFOUND ? "missing required" : "bad value for", full);
+    return 0;
+}
+
+static int load_hparams(loader *l, moe_hparams *hp) {
+    int rc;
+    moe_arch arch = hp->arch;
+    memset(hp, 0, sizeof *hp);
+    hp->arch = arch;
+    if ((rc = get_u32(l, "context_length", &hp->n_ctx_train, 1)) < 0) return rc;
+    if ((rc = get_u32(l, "embedding_length", &hp->n_embd, 1)) < 0) return rc;
+    if ((rc = get_u32(l, "block_count", &hp->n_layer, 1)) < 0) return rc;
+    if ((rc = get_u32(l, "attention.head_count", &hp->n_head, 1)) < 0) return rc;
+    hp->n_head_kv = hp->n_head;
+    if ((rc = get_u32(l, "attention.head_count_kv", &hp->n_head_kv, 0)) < 0) return rc;
+    if ((rc = get_u32(l, "expert_count", &hp->n_expert, 1)) < 0) return rc;
+    if ((rc = get_u32(l, "expert_used_count", &hp->n_expert_used, 1)) < 0) return rc;
+    if ((rc = get_f32(l, "attention.layer_norm_rms_epsilon", &hp->rms_eps, 1)) < 0) return rc;
+    hp->rope_freq_base = 10000.0f;
+    if ((rc = get_f32(l, "rope.freq_base", &hp->rope_freq_base, 0)) < 0) return rc;
+    hp->rope_freq_scale = 1.0f;
+    float factor = 0.0f;
+    if ((rc = get_f32(l, "rope.scaling.factor", &factor, 0)) < 0) return rc;
+    if (factor > 0.0f) hp->rope_freq_scale = 1.0f / factor;
+
+    if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_head_kv <= 0)
+        return moe_err_set(l->err, MOE_EFORMAT,
+                           "%s: embedding_length, block_count and head counts must be > 0",
+                           l->path);
+    if (hp->n_head % hp->n_head_kv)
+        return moe_err_set(l->err, MOE_EFORMAT,
+                           "%s: head_count %d is not a multiple of head_count_kv %d", l->path,
+                           hp->n_head, hp->n_head_kv);
+    hp->head_dim = hp->n_embd / hp->n_head;
+    if ((rc = get_u32(l, "attention.key_length", &hp->head_dim, 0)) < 0) return rc;
+    int vlen = hp->head_dim;
+    if ((rc = get_u32(l, "attention.value_length", &vlen, 0)) < 0) return rc;
+    if (vlen != hp->head_dim)
+        return moe_err_set(l->err, MOE_ENOTSUP,
+                           "%s: attention.value_length %d != key_length %d is not supported "
+                           "for this architecture",
+                           l->path, vlen, hp->head_dim);
+    hp->n_rot = hp->head_dim;
+    if ((rc = get_u32(l, "rope.dimension_count", &hp->n_rot, 0)) < 0) return rc;
+    if (hp->head_dim <= 0 || hp->n_rot <= 0 || hp->n_rot > hp->head_dim || (hp->n_rot & 1))
+        return moe_err_set(l->err, MOE_EFORMAT,
+                           "%s: bad head size %d / rotary dims %d", l->path, hp->head_dim,
+                           hp->n_rot);
+    if (hp->n_expert < 1 || hp->n_expert > 1024 || hp->n_expert_used < 1 ||
+        hp->n_expert_used > hp->n_expert)
+        return moe_err_set(l->err, MOE_EFORMAT,
+                           "%s: expert_count %d / expert_used_count %d out of range", l->path,
+                           hp->n_expert, hp->n_expert_used);
+
+    hp->gating = MOE_GATING_SOFTMAX;
+    hp->expert_scale = 1.0f;
+    switch (hp->arch) {
+    case MOE_ARCH_LLAMA:
+        hp->rope_neox = 0;
+        hp->expert_norm = 1;
+        break;
+    case MOE_ARCH_QWEN2MOE:
+        hp->rope_neox = 1;
+        hp->expert_norm = 0;
+        hp->qkv_bias = 1;
+        hp->shexp_gate = 1;
+        break;
+    case MOE_ARCH_QWEN3MOE:
+        hp->rope_neox = 1;
+        hp->expert_norm = 1;
+        hp->qk_norm = MOE_QK_NORM_HEAD;
+        break;
+    case MOE_ARCH_OLMOE:
+        hp->rope_neox = 1;
+        hp->expert_norm = 0;
+        hp->qk_norm = MOE_QK_NORM_FULL;
+        break;
+    default: break;
+    }
+    return 0;
+}
+
+/* ---- Tensors --------------------------------------------------------------- */
+
+/* Finds a tensor and checks its shape (dims given, trailing ones ignored);
+ * returns 0 with t->data NULL if absent and optional. */
+static int get_tensor(loader *l, moe_tensor *t, const char *name, int n_dims,
+                      const int64_t *ne, int optional) {
+    memset(t, 0, sizeof *t);
+    const moe_gguf_tensor *gt = moe_gguf_find_tensor(l->g, name);
+    if (!gt) {
+        if (optional) return 0;
+        return moe_err_set(l->err, MOE_EFORMAT, "%s: missing tensor '%s'", l->path, name);
+    }
+    for (int d = 0; d < 4; d++) {
+        int64_t want = d < n_dims ? ne[d] : 1;
+        if (gt->ne[d] != want)
+            return moe_err_set(l->err, MOE_EFORMAT,
+                               "%s: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected "
+                               "[%lld, %lld, %lld] (dim %d differs)",
+                               l->path, name, (long long)gt->ne[0], (long long)gt->ne[1],
+                               (long long)gt->ne[2], (long long)gt->ne[3], (long long)ne[0],
+                               n_dims > 1 ? (long long)ne[1] : 1LL,
+                               n_dims > 2 ? (long long)ne[2] : 1LL, d);
+    }
+    t->data = gt->data;
+    t->type = gt->type;
+    memcpy(t->ne, gt->ne, sizeof t->ne);
+    return 0;
+}
+
+/* A weight used as a matmul operand: its row length must be a multiple of 32. */
+static int check_matmul(loader *l, const moe_tensor *t, const char *name) {
+    if (t->data && t->ne[0] % 32)
+        return moe_err_set(l->err, MOE_ENOTSUP,
+                           "%s: tensor '%s' row length %lld is not a multiple of 32", l->path,
+                           name, (long long)t->ne[0]);
+    return 0;
+}
+
+static int check_f32(loader *l, const moe_tensor *t, const char *name) {
+    if (t->data && t->type != MOE_DTYPE_F32)
+        return moe_err_set(l->err, MOE_ENOTSUP, "%s: tensor '%s' must be f32, not %s", l->path,
+                           name, moe_dtype_name(t->type));
+    return 0;
+}
+
+#define T1(a) ((const int64_t[]){a})
+#define T2(a, b) ((const int64_t[]){a, b})
+#define T3(a, b, c) ((const int64_t[]){a, b, c})
+
+static int load_layer(loader *l, moe_model *m, int il) {
+    const moe_hparams *hp = &m->hp;
+    moe_layer *L = &m->layers[il];
+    const int64_t E = hp->n_embd, qd = (int64_t)hp->n_head * hp->head_dim,
+                  kvd = (int64_t)hp->n_head_kv * hp->head_dim;
+    char name[128];
+    int rc;
+#define GET(field, suffix, nd, ne, opt)                                                           \
+    do {                                                                                          \
+        snprintf(name, sizeof name, "blk.%d.%s", il, suffix);                                     \
+        if ((rc = get_tensor(l, &L->field, name, nd, ne, opt)) < 0) return rc;                   \
+    } while (0)
+#define MM(field, suffix, nd, ne, opt)                                                            \
+    do {                                                                                          \
+        GET(field, suffix, nd, ne, opt);                                                          \
+        if ((rc = check_matmul(l, &L->field, name)) < 0) return rc;                               \
+    } while (0)
+#define VEC(field, suffix, n, opt)                                                                \
+    do {                                                                                          \
+        GET(field, suffix, 1, T1(n), opt);                                                        \
+        if ((rc = check_f32(l, &L->field, name)) < 0) return rc;                                  \
+    } while (0)
+
+    VEC(attn_norm, "attn_norm.weight", E, 0);
+    MM(wq, "attn_q.weight", 2, T2(E, qd), 0);
+    MM(wk, "attn_k.weight", 2, T2(E, kvd), 0);
+    MM(wv, "attn_v.weight", 2, T2(E, kvd), 0);
+    MM(wo, "attn_output.weight", 2, T2(qd, E), 0);
+    if (hp->qkv_bias) {
+        VEC(bq, "attn_q.bias", qd, 0);
+        VEC(bk, "attn_k.bias", kvd, 0);
+        VEC(bv, "attn_v.bias", kvd, 0);
+    }
+    if (hp->qk_norm == MOE_QK_NORM_HEAD) {
+        VEC(q_norm, "attn_q_norm.weight", hp->head_dim, 0);
+        VEC(k_norm, "attn_k_norm.weight", hp->head_dim, 0);
+    } else if (hp->qk_norm == MOE_QK_NORM_FULL) {
+        VEC(q_norm, "attn_q_norm.weight", qd, 0);
+        VEC(k_norm, "attn_k_norm.weight", kvd, 0);
+    }
+    VEC(ffn_norm, "ffn_norm.weight", E, 0);
+    MM(gate_inp, "ffn_gate_inp.weight", 2, T2(E, hp->n_expert), 0);
+
+    /* The expert width comes from the tensor; every layer must agree. */
+    snprintf(name, sizeof name, "blk.%d.ffn_gate_exps.weight", il);
+    const moe_gguf_tensor *ge = moe_gguf_find_tensor(l->g, name);
+    if (!ge) return moe_err_set(l->err, MOE_EFORMAT, "%s: missing tensor '%s'", l->path, name);
+    if (il == 0) m->hp.n_ff_exp = (int)ge->ne[1];
+    const int64_t F = hp->n_ff_exp, X = hp->n_expert;
+    MM(gate_exps, "ffn_gate_exps.weight", 3, T3(E, F, X), 0);
+    MM(up_exps, "ffn_up_exps.weight", 3, T3(E, F, X), 0);
+    MM(down_exps, "ffn_down_exps.weight", 3, T3(F, E, X), 0);
+    if (L->gate_exps.type != L->up_exps.type)
+        return moe_err_set(l->err, MOE_ENOTSUP,
+                           "%s: layer %d: ffn_gate_exps (%s) and ffn_up_exps (%s) must share a "
+                           "type",
+                           l->path, il, moe_dtype_name(L->gate_exps.type),
+                           moe_dtype_name(L->up_exps.type));
+
+    if (hp->shexp_gate) {
+        snprintf(name, sizeof name, "blk.%d.ffn_gate_shexp.weight", il);
+        const moe_gguf_tensor *gs = moe_gguf_find_tensor(l->g, name);
+        if (!gs) return moe_err_set(l->err, MOE_EFORMAT, "%s: missing tensor '%s'", l->path, name);
+        if (il == 0) m->hp.n_ff_shexp = (int)gs->ne[1];
+        const int64_t S = hp->n_ff_shexp;
+        MM(gate_inp_shexp, "ffn_gate_inp_shexp.weight", 1, T1(E), 0);
+        MM(gate_shexp, "ffn_gate_shexp.weight", 2, T2(E, S), 0);
+        MM(up_shexp, "ffn_up_shexp.weight", 2, T2(E, S), 0);
+        MM(down_shexp, "ffn_down_shexp.weight", 2, T2(S, E), 0);
+        if (L->gate_shexp.type != L->up_shexp.type)
+            return moe_err_set(l->err, MOE_ENOTSUP,
+                               "%s: layer %d: shared expert gate and up must share a type",
+                               l->path, il);
+    }
+#undef GET
+#undef MM
+#undef VEC
+    return 0;
+}
+
+static void count_tensor(moe_model *m, const moe_tensor *t) {
+    if (!t->data) return;
+    size_t n = (size_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
+    m->n_params += n;
+    m->n_bytes += moe_dtype_row_bytes(t->type, t->ne[0]) * (size_t)(t->ne[1] * t->ne[2] * t->ne[3]);
+}
+
+int moe_model_load(moe_model **out, const char *path, moe_err *err) {
+    *out = NULL;
+    moe_model *m = calloc(1, sizeof *m);
+    if (!m) return moe_err_set(err, MOE_ENOMEM, "out of memory");
+    int rc = moe_gguf_open(&m->gguf, path, err);
+    if (rc < 0) goto fail;
+
+    loader l = {.g = m->gguf, .path = path, .err = err};
+    moe_gguf_str as;
+    if (moe_gguf_get_str(m->gguf, "general.architecture", &as) < 0) {
+        rc = moe_err_set(err, MOE_EFORMAT, "%s: missing key 'general.architecture'", path);
+        goto fail;
+    }
+    char arch[64];
+    snprintf(arch, sizeof arch, "%.*s", (int)(as.len < 63 ? as.len : 63), as.ptr);
+    if (moe_arch_parse(arch, &m->hp.arch) < 0) {
+        rc = moe_err_set(err, MOE_ENOTSUP,
+                         "%s: architecture '%s' is not supported (supported: llama, qwen2moe, "
+                         "qwen3moe, olmoe)",
+                         path, arch);
+        goto fail;
+    }
+    l.arch = arch;
+    if ((rc = load_hparams(&l, &m->hp)) < 0) goto fail;
+
+    const moe_gguf_tensor *te = moe_gguf_find_tensor(m->gguf, "token_embd.weight");
+    if (!te) {
+        rc = moe_err_set(err, MOE_EFORMAT, "%s: missing tensor 'token_embd.weight'", path);
+        goto fail;
+    }
+    m->hp.n_vocab = (int)te->ne[1];
+    if (te->ne[1] < 1 || te->ne[1] > (1 << 24)) {
+        rc = moe_err_set(err, MOE_ERANGE, "%s: vocabulary size %lld out of range", path,
+                         (long long)te->ne[1]);
+        goto fail;
+    }
+    const int64_t E = m->hp.n_embd, V = m->hp.n_vocab;
+    if ((rc = get_tensor(&l, &m->tok_embd, "token_embd.weight", 2, T2(E, V), 0)) < 0) goto fail;
+    if ((rc = get_tensor(&l, &m->output_norm, "output_norm.weight", 1, T1(E), 0)) < 0) goto fail;
+    if ((rc = check_f32(&l, &m->output_norm, "output_norm.weight")) < 0) goto fail;
+    if ((rc = get_tensor(&l, &m->output, "output.weight", 2, T2(E, V), 1)) < 0) goto fail;
+    if (!m->output.data) m->output = m->tok_embd;
+    if ((rc = check_matmul(&l, &m->output, "output.weight")) < 0) goto fail;
+
+    m->layers = calloc((size_t)m->hp.n_layer, sizeof *m->layers);
+    if (!m->layers) {
+        rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (int il = 0; il < m->hp.n_layer; il++)
+        if ((rc = load_layer(&l, m, il)) < 0) goto fail;
+
+    m->bos_id = m->eos_id = -1;
+    uint32_t id;
+    if (moe_gguf_get_u32(m->gguf, "tokenizer.ggml.bos_token_id", &id) == 0 && id < (uint32_t)V)
+        m->bos_id = (int)id;
+    if (moe_gguf_get_u32(m->gguf, "tokenizer.ggml.eos_token_id", &id) == 0 && id < (uint32_t)V)
+        m->eos_id = (int)id;
+
+    for (int64_t i = 0; i < moe_gguf_n_tensors(m->gguf); i++) {
+        const moe_gguf_tensor *t = moe_gguf_tensor_at(m->gguf, i);
+        moe_tensor v = {.data = t->data, .type = t->type};
+        memcpy(v.ne, t->ne, sizeof v.ne);
+        count_tensor(m, &v);
+    }
+    *out = m;
+    return 0;
+fail:
+    moe_model_free(m);
+    return rc;
+}
+
+void moe_model_free(moe_model *m) {
+    if (!m) return;
+    free(m->layers);
+    moe_gguf_close(m->gguf);
+    free(m);
+}
+
+static size_t tensor_bytes(const moe_tensor *t) {
+    if (!t->data) return 0;
+    return moe_dtype_row_bytes(t->type, t->ne[0]) * (size_t)(t->ne[1] * t->ne[2] * t->ne[3]);
+}
+
+size_t moe_model_active_bytes(const moe_model *m) {
+    const moe_hparams *hp = &m->hp;
+    size_t b = tensor_bytes(&m->output) + tensor_bytes(&m->output_norm);
+    b += moe_dtype_row_bytes(m->tok_embd.type, hp->n_embd);
+    for (int il = 0; il < hp->n_layer; il++) {
+        const moe_layer *L = &m->layers[il];
+        b += tensor_bytes(&L->attn_norm) + tensor_bytes(&L->wq) + tensor_bytes(&L->wk) +
+             tensor_bytes(&L->wv) + tensor_bytes(&L->wo) + tensor_bytes(&L->ffn_norm) +
+             tensor_bytes(&L->gate_inp) + tensor_bytes(&L->gate_inp_shexp) +
+             tensor_bytes(&L->gate_shexp) + tensor_bytes(&L->up_shexp) +
+             tensor_bytes(&L->down_shexp);
+        size_t per_expert = (tensor_bytes(&L->gate_exps) + tensor_bytes(&L->up_exps) +
+                             tensor_bytes(&L->down_exps)) /
+                            (size_t)hp->n_expert;
+        b += per_expert * (size_t)hp->n_expert_used;
+    }
+    return b;
+}

@@ -1,0 +1,302 @@
+/*
+ * testmodel.c - random-weight MoE models in GGUF (see moe/testmodel.h).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe/gguf.h"
+#include "moe/testmodel.h"
+
+/* ---- Random numbers: one stream per tensor, from (seed, name) ---------------------- */
+
+static uint64_t splitmix(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t stream_for(uint64_t seed, const char *name) {
+    uint64_t h = 1469598103934665603ULL ^ seed;
+    for (const char *p = name; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return h;
+}
+
+/* uniform in [-1, 1) */
+static float urand(uint64_t *s) {
+    return (float)((double)(splitmix(s) >> 40) * (1.0 / 16777216.0) * 2.0 - 1.0);
+}
+
+/* ---- Tensors ---------------------------------------------------------------------- */
+
+typedef enum init_kind { INIT_UNIFORM, INIT_NORM, INIT_BIAS } init_kind;
+
+/* Adds a tensor of n_dims dims filled per kind: UNIFORM with amplitude amp,
+ * NORM 1 + 0.1 u, BIAS 0.1 u. Stored as type t. */
+static int add(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err, const char *name, moe_dtype t, int n_dims,
+               int64_t ne0, int64_t ne1, int64_t ne2, init_kind kind, float amp) {
+    const int64_t ne[3] = {ne0, ne1, ne2};
+    const size_t n = (size_t)ne0 * (size_t)(n_dims > 1 ? ne1 : 1) * (size_t)(n_dims > 2 ? ne2 : 1);
+    float *f = malloc(n * sizeof(float));
+    void *q = malloc(moe_dtype_row_bytes(t, ne0) * (n / (size_t)ne0) + 64);
+    if (!f || !q) {
+        free(f), free(q);
+        return moe_err_set(err, MOE_ENOMEM, "out of memory for tensor %s", name);
+    }
+    uint64_t s = stream_for(o->seed, name);
+    for (size_t i = 0; i < n; i++) {
+        float u = urand(&s);
+        f[i] = kind == INIT_NORM ? 1.0f + 0.1f * u : kind == INIT_BIAS ? 0.1f * u : amp * u;
+    }
+    const size_t rows = n / (size_t)ne0, rb = moe_dtype_row_bytes(t, ne0);
+    for (size_t r = 0; r < rows; r++)
+        moe_dtype_from_f32(t, f + r * (size_t)ne0, (char *)q + r * rb, ne0);
+    int rc = moe_gguf_writer_add_tensor(w, name, t, (uint32_t)n_dims, ne, q);
+    free(f);
+    free(q);
+    return rc < 0 ? moe_err_set(err, rc, "cannot add tensor %s", name) : 0;
+}
+
+/* ---- Vocabulary ------------------------------------------------------------------- */
+
+/* GPT-2's byte-to-unicode map: printable bytes map to themselves, the rest to
+ * 256 + k. Writes the UTF-8 of byte b's character to out; returns its length. */
+static int byte_char(int b, char *out) {
+    int cp;
+    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) {
+        cp = b;
+    } else {
+        int k = 0;
+        for (int x = 0; x < b; x++)
+            if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) k++;
+        cp = 256 + k;
+    }
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    out[0] = (char)(0xC0 | (cp >> 6));
+    out[1] = (char)(0x80 | (cp & 0x3F));
+    return 2;
+}
+
+static int add_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err) {
+    const int V = o->n_vocab;
+    char **tok = calloc((size_t)V, sizeof *tok);
+    int32_t *type = calloc((size_t)V, sizeof *type);
+    int n_merges = 0;
+    char **merges = calloc((size_t)V, sizeof *merges);
+    int rc = 0;
+    if (!tok || !type || !merges) {
+        rc = moe_err_set(err, MOE_ENOMEM, "out of memory for the vocabulary");
+        goto done;
+    }
+    for (int b = 0; b < 256; b++) {
+        char buf[4];
+        int l = byte_char(b, buf);
+        tok[b] = strndup(buf, (size_t)l);
+        type[b] = 1; /* normal */
+    }
+    /* merges over printable letters and earlier merges, unique, deterministic */
+    uint64_t s = stream_for(o->seed, "vocab");
+    int n = 256;
+    int tries = 0;
+    while (n < V - 1 && tries < V * 100) {
+        tries++;
+        int a = n > 256 && (splitmix(&s) & 1) ? 256 + (int)(splitmix(&s) % (uint64_t)(n - 256))
+                                             : 'a' + (int)(splitmix(&s) % 26);
+        int b = 'a' + (int)(splitmix(&s) % 26);
+        if (strlen(tok[a]) + strlen(tok[b]) > 12) continue;
+        char buf[32];
+        snprintf(buf, sizeof buf, "%s%s", tok[a], tok[b]);
+        int dup = 0;
+        for (int i = 256; i < n && !dup; i++) dup = !strcmp(tok[i], buf);
+        if (dup) continue;
+        tok[n] = strdup(buf);
+        type[n] = 1;
+        char mb[32];
+        snprintf(mb, sizeof mb, "%s %s", tok[a], tok[b]);
+        merges[n_merges++] = strdup(mb);
+        n++;
+    }
+    for (; n < V - 1; n++) { /* fallback: numbered tokens (only for odd sizes) */
+        char buf[32];
+        snprintf(buf, sizeof buf, "<|tok_%d|>", n);
+        tok[n] = strdup(buf);
+        type[n] = 4; /* user defined */
+    }
+    tok[V - 1] = strdup("<|endoftext|>");
+    type[V - 1] = 3; /* control */
+    for (int i = 0; i < V; i++)
+        if (!tok[i]) {
+            rc = moe_err_set(err, MOE_ENOMEM, "out of memory for the vocabulary");
+            goto done;
+        }
+    if (moe_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2") < 0 ||
+        moe_gguf_writer_set_str(w, "tokenizer.ggml.pre", "default") < 0 ||
+        moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tok, (uint64_t)V) < 0 ||
+        moe_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", MOE_GGUF_TYPE_INT32, type, (uint64_t)V) < 0 ||
+        moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, (uint64_t)n_merges) < 0 ||
+        moe_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)(V - 1)) < 0 ||
+        moe_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)(V - 1)) < 0 ||
+        moe_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", 0) < 0)
+        rc = moe_err_set(err, MOE_ENOMEM, "cannot add the vocabulary");
+done:
+    if (tok)
+        for (int i = 0; i < V; i++) free(tok[i]);
+    if (merges)
+        for (int i = 0; i < n_merges; i++) free(merges[i]);
+    free(tok);
+    free(type);
+    free(merges);
+    return rc;
+}
+
+/* ---- The model -------------------------------------------------------------------- */
+
+static int set_keys(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err) {
+    const char *a = moe_arch_name(o->arch);
+    char k[128];
+    int rc = 0;
+#define U32(key, v)                                                                           \
+    do {                                                                                      \
+        snprintf(k, sizeof k, "%s." key, a);                                                  \
+        rc |= moe_gguf_writer_set_u32(w, k, (uint32_t)(v));                                    \
+    } while (0)
+#define F32(key, v)                                                                           \
+    do {                                                                                      \
+        snprintf(k, sizeof k, "%s." key, a);                                                  \
+        rc |= moe_gguf_writer_set_f32(w, k, (v));                                              \
+    } while (0)
+    rc |= moe_gguf_writer_set_str(w, "general.architecture", a);
+    char name[64];
+    snprintf(name, sizeof name, "moemesh-test-%s-%s", a, moe_dtype_name(o->dtype));
+    rc |= moe_gguf_writer_set_str(w, "general.name", name);
+    U32("context_length", o->n_ctx);
+    U32("embedding_length", o->n_embd);
+    U32("block_count", o->n_layer);
+    U32("feed_forward_length", o->n_ff);
+    U32("attention.head_count", o->n_head);
+    U32("attention.head_count_kv", o->n_head_kv);
+    U32("attention.key_length", o->head_dim);
+    U32("attention.value_length", o->head_dim);
+    U32("rope.dimension_count", o->head_dim);
+    F32("rope.freq_base", o->rope_base);
+    F32("attention.layer_norm_rms_epsilon", 1e-5f);
+    U32("expert_count", o->n_expert);
+    U32("expert_used_count", o->n_expert_used);
+    U32("vocab_size", o->n_vocab);
+    if (o->arch == MOE_ARCH_QWEN2MOE || o->arch == MOE_ARCH_QWEN3MOE)
+        U32("expert_feed_forward_length", o->n_ff);
+    if (o->arch == MOE_ARCH_QWEN2MOE) U32("expert_shared_feed_forward_length", o->n_ff_shexp);
+#undef U32
+#undef F32
+    return rc < 0 ? moe_err_set(err, MOE_ENOMEM, "cannot add hyperparameters") : 0;
+}
+
+static int add_tensors(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err) {
+    const moe_dtype T = o->dtype, F32 = MOE_DTYPE_F32;
+    const int64_t E = o->n_embd, V = o->n_vocab, qd = (int64_t)o->n_head * o->head_dim,
+                  kvd = (int64_t)o->n_head_kv * o->head_dim, F = o->n_ff, X = o->n_expert,
+                  S = o->n_ff_shexp;
+    const float aE = sqrtf(3.0f / (float)E), aQ = sqrtf(3.0f / (float)qd), aF = sqrtf(3.0f / (float)F);
+    int rc = 0;
+    rc = rc ? rc : add(w, o, err, "token_embd.weight", T, 2, E, V, 1, INIT_UNIFORM, 1.0f);
+    for (int il = 0; il < o->n_layer && !rc; il++) {
+        char n[128];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
+        rc = rc ? rc : add(w, o, err, NAME("attn_norm.weight"), F32, 1, E, 1, 1, INIT_NORM, 0);
+        rc = rc ? rc : add(w, o, err, NAME("attn_q.weight"), T, 2, E, qd, 1, INIT_UNIFORM, aE);
+        rc = rc ? rc : add(w, o, err, NAME("attn_k.weight"), T, 2, E, kvd, 1, INIT_UNIFORM, aE);
+        rc = rc ? rc : add(w, o, err, NAME("attn_v.weight"), T, 2, E, kvd, 1, INIT_UNIFORM, aE);
+        if (o->arch == MOE_ARCH_QWEN2MOE) {
+            rc = rc ? rc : add(w, o, err, NAME("attn_q.bias"), F32, 1, qd, 1, 1, INIT_BIAS, 0);
+            rc = rc ? rc : add(w, o, err, NAME("attn_k.bias"), F32, 1, kvd, 1, 1, INIT_BIAS, 0);
+            rc = rc ? rc : add(w, o, err, NAME("attn_v.bias"), F32, 1, kvd, 1, 1, INIT_BIAS, 0);
+        }
+        if (o->arch == MOE_ARCH_QWEN3MOE) {
+            rc = rc ? rc : add(w, o, err, NAME("attn_q_norm.weight"), F32, 1, o->head_dim, 1, 1, INIT_NORM, 0);
+            rc = rc ? rc : add(w, o, err, NAME("attn_k_norm.weight"), F32, 1, o->head_dim, 1, 1, INIT_NORM, 0);
+        }
+        if (o->arch == MOE_ARCH_OLMOE) {
+            rc = rc ? rc : add(w, o, err, NAME("attn_q_norm.weight"), F32, 1, qd, 1, 1, INIT_NORM, 0);
+            rc = rc ? rc : add(w, o, err, NAME("attn_k_norm.weight"), F32, 1, kvd, 1, 1, INIT_NORM, 0);
+        }
+        rc = rc ? rc : add(w, o, err, NAME("attn_output.weight"), T, 2, qd, E, 1, INIT_UNIFORM, aQ);
+        rc = rc ? rc : add(w, o, err, NAME("ffn_norm.weight"), F32, 1, E, 1, 1, INIT_NORM, 0);
+        rc = rc ? rc : add(w, o, err, NAME("ffn_gate_inp.weight"), F32, 2, E, X, 1, INIT_UNIFORM, 3.0f * aE);
+        rc = rc ? rc : add(w, o, err, NAME("ffn_gate_exps.weight"), T, 3, E, F, X, INIT_UNIFORM, aE);
+        rc = rc ? rc : add(w, o, err, NAME("ffn_down_exps.weight"), T, 3, F, E, X, INIT_UNIFORM, aF);
+        rc = rc ? rc : add(w, o, err, NAME("ffn_up_exps.weight"), T, 3, E, F, X, INIT_UNIFORM, aE);
+        if (o->arch == MOE_ARCH_QWEN2MOE) {
+            const float aS = sqrtf(3.0f / (float)S);
+            rc = rc ? rc : add(w, o, err, NAME("ffn_gate_inp_shexp.weight"), F32, 1, E, 1, 1, INIT_UNIFORM, aE);
+            rc = rc ? rc : add(w, o, err, NAME("ffn_gate_shexp.weight"), T, 2, E, S, 1, INIT_UNIFORM, aE);
+            rc = rc ? rc : add(w, o, err, NAME("ffn_down_shexp.weight"), T, 2, S, E, 1, INIT_UNIFORM, aS);
+            rc = rc ? rc : add(w, o, err, NAME("ffn_up_shexp.weight"), T, 2, E, S, 1, INIT_UNIFORM, aE);
+        }
+#undef NAME
+    }
+    rc = rc ? rc : add(w, o, err, "output_norm.weight", F32, 1, E, 1, 1, INIT_NORM, 0);
+    rc = rc ? rc : add(w, o, err, "output.weight", T, 2, E, V, 1, INIT_UNIFORM, 2.0f * aE);
+    return rc;
+}
+
+
+int moe_testmodel_defaults(moe_testmodel_params *p, moe_arch arch, const char *preset) {
+    memset(p, 0, sizeof *p);
+    p->arch = arch;
+    p->dtype = MOE_DTYPE_F32;
+    p->seed = 1;
+    p->rope_base = 10000.0f;
+    if (!strcmp(preset, "tiny")) {
+        p->n_embd = 128, p->n_layer = 2, p->n_head = 4, p->n_head_kv = 2, p->head_dim = 32;
+        p->n_ff = 96, p->n_ff_shexp = 160, p->n_expert = 8, p->n_expert_used = 2;
+        p->n_vocab = 512, p->n_ctx = 512;
+    } else if (!strcmp(preset, "bench")) {
+        p->n_embd = 1024, p->n_layer = 8, p->n_head = 8, p->n_head_kv = 2, p->head_dim = 128;
+        p->n_ff = 2816, p->n_ff_shexp = 2816, p->n_expert = 8, p->n_expert_used = 2;
+        p->n_vocab = 4096, p->n_ctx = 4096;
+    } else {
+        return MOE_EINVAL;
+    }
+    if (arch == MOE_ARCH_OLMOE) p->n_head_kv = p->n_head; /* OLMoE has no GQA */
+    return 0;
+}
+
+int moe_testmodel_write(const moe_testmodel_params *o, const char *path, moe_err *err) {
+    if (!moe_arch_name(o->arch)) return moe_err_set(err, MOE_EINVAL, "unknown architecture");
+    if (!moe_dtype_supported(o->dtype)) return moe_err_set(err, MOE_EINVAL, "unknown dtype");
+    const int dims[] = {o->n_embd, o->n_layer, o->n_head, o->n_head_kv, o->head_dim, o->n_ff,
+                        o->n_ff_shexp, o->n_expert, o->n_expert_used, o->n_vocab, o->n_ctx};
+    for (size_t j = 0; j < sizeof dims / sizeof dims[0]; j++)
+        if (dims[j] < 1) return moe_err_set(err, MOE_EINVAL, "every dimension must be >= 1");
+    if (o->n_embd % 32 || o->n_ff % 32 || o->n_ff_shexp % 32 || (o->n_head * o->head_dim) % 32)
+        return moe_err_set(err, MOE_EINVAL,
+                           "n_embd, n_ff, n_ff_shexp and n_head x head_dim must be multiples of 32");
+    if (o->head_dim % 2) return moe_err_set(err, MOE_EINVAL, "head_dim must be even");
+    if (o->n_head % o->n_head_kv)
+        return moe_err_set(err, MOE_EINVAL, "n_head must be a multiple of n_head_kv");
+    if (o->arch == MOE_ARCH_OLMOE && o->n_head_kv != o->n_head)
+        return moe_err_set(err, MOE_EINVAL,
+                           "olmoe needs n_head_kv == n_head (its k norm spans n_embd in llama.cpp)");
+    if (o->n_expert_used > o->n_expert)
+        return moe_err_set(err, MOE_EINVAL, "n_expert_used exceeds n_expert");
+    if (o->n_vocab < 300)
+        return moe_err_set(err, MOE_EINVAL, "n_vocab must be >= 300 (256 bytes + merges + specials)");
+    if (o->n_expert > 256 || o->n_layer > 256 || o->n_vocab > 1 << 20 || o->n_embd > 1 << 16 ||
+        o->n_ff > 1 << 18 || o->n_ff_shexp > 1 << 18 || o->n_head > 1024 || o->head_dim > 1024 ||
+        o->n_ctx > 1 << 24)
+        return moe_err_set(err, MOE_EINVAL, "dimensions too large for a test model");
+
+    moe_gguf_writer *w = moe_gguf_writer_create();
+    if (!w) return moe_err_set(err, MOE_ENOMEM, "out of memory");
+    int rc = set_keys(w, o, err);
+    if (!rc) rc = add_vocab(w, o, err);
+    if (!rc) rc = add_tensors(w, o, err);
+    if (!rc) rc = moe_gguf_writer_write(w, path, err);
+    moe_gguf_writer_destroy(w);
+    return rc;
+}

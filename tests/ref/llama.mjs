@@ -1,0 +1,293 @@
+#!/usr/bin/env node
+// llama.mjs — CLI over llama.cpp (npm node-llama-cpp, prebuilt CPU binaries) with the same JSON
+// outputs as moectl, used as the independent numerical reference and speed peer.
+// stdout carries exactly one JSON document; all llama.cpp / node-llama-cpp logging goes to stderr.
+// Nothing is downloaded or compiled at run time (build: "never", skipDownload).
+
+const USAGE = `usage:
+  node tests/ref/llama.mjs logits   MODEL.gguf --tokens 1,2,3 [--threads N]
+      -> {"n_vocab": V, "positions": [{"pos": 0, "token": 1, "logits": [V numbers]}, ...]}
+         (teacher forced: logits after each prompt position, one batch)
+  node tests/ref/llama.mjs generate MODEL.gguf --tokens 1,2,3 -n 16 [--threads N]
+      -> {"tokens": [...]}   (greedy, exactly n generated ids, never stops at EOS/EOG)
+  node tests/ref/llama.mjs bench    MODEL.gguf [--prompt 128] [--gen 64] [--threads N] [--reps R]
+      -> {"prefill_tok_s": x, "decode_tok_s": y, "threads": N, "prompt": P, "gen": G}
+         (prefill: one batch of P tokens into a fresh sequence; decode: G single-token steps
+          after it; token ids i*7 % n_vocab skipping special tokens; best of R reps, default 3)
+
+options:
+  --threads N   threads for both batch and decode (default 1; 1 is deterministic)
+  --verbose     llama.cpp log level "info" instead of "warn" (always on stderr)
+  -h, --help    this text
+
+Settings: CPU only, KV cache F32 (K and V), flash attention off, mmap on, batch = ubatch >= prompt,
+context = tokens (+ generated) rounded up to 256, greedy sampling with a fixed seed.
+Exit status: 0 ok, 1 runtime error, 2 usage error. Errors go to stderr.`;
+
+class UsageError extends Error {}
+
+// Route any console.log/info/debug from libraries to stderr; stdout is reserved for the JSON result.
+console.log = console.error;
+console.info = console.error;
+console.debug = console.error;
+
+function parseArgs(argv) {
+    const o = { cmd: null, model: null, tokens: null, n: null, threads: 1, prompt: 128, gen: 64, reps: 3, verbose: false };
+    const pos = [];
+    const num = (flag, v, min) => {
+        if (v === undefined) throw new UsageError(`${flag} needs a value`);
+        if (!/^\d+$/.test(v)) throw new UsageError(`${flag}: not a non-negative integer: ${v}`);
+        const x = Number(v);
+        if (x < min) throw new UsageError(`${flag} must be >= ${min}`);
+        return x;
+    };
+    for (let i = 0; i < argv.length; i++) {
+        const a = argv[i];
+        switch (a) {
+            case "-h": case "--help": o.help = true; break;
+            case "--tokens": {
+                const v = argv[++i];
+                if (v === undefined) throw new UsageError("--tokens needs a value");
+                const parts = v.split(",").map(s => s.trim()).filter(s => s !== "");
+                if (parts.length === 0) throw new UsageError("--tokens: empty token list");
+                o.tokens = parts.map(s => {
+                    if (!/^\d+$/.test(s)) throw new UsageError(`--tokens: not a token id: ${s}`);
+                    return Number(s);
+                });
+                break;
+            }
+            case "-n": case "--n": o.n = num(a, argv[++i], 0); break;
+            case "--threads": o.threads = num(a, argv[++i], 1); break;
+            case "--prompt": o.prompt = num(a, argv[++i], 1); break;
+            case "--gen": o.gen = num(a, argv[++i], 0); break;
+            case "--reps": o.reps = num(a, argv[++i], 1); break;
+            case "--verbose": o.verbose = true; break;
+            default:
+                if (a.startsWith("-")) throw new UsageError(`unknown option: ${a}`);
+                pos.push(a);
+        }
+    }
+    if (o.help) return o;
+    if (pos.length < 1) throw new UsageError("missing command (logits | generate | bench)");
+    if (pos.length < 2) throw new UsageError("missing MODEL.gguf");
+    if (pos.length > 2) throw new UsageError(`unexpected argument: ${pos[2]}`);
+    [o.cmd, o.model] = pos;
+    if (!["logits", "generate", "bench"].includes(o.cmd)) throw new UsageError(`unknown command: ${o.cmd}`);
+    if ((o.cmd === "logits" || o.cmd === "generate") && !o.tokens) throw new UsageError(`${o.cmd} needs --tokens`);
+    if (o.cmd === "generate" && o.n === null) throw new UsageError("generate needs -n");
+    return o;
+}
+
+const roundUp = (x, m) => Math.ceil(Math.max(1, x) / m) * m;
+
+async function openModel(o) {
+    const fs = await import("node:fs");
+    if (!fs.existsSync(o.model)) throw new Error(`model not found: ${o.model}`);
+    let nlc;
+    try {
+        nlc = await import("node-llama-cpp");
+    } catch (e) {
+        throw new Error(`cannot load node-llama-cpp (run tests/ref/install.sh first): ${e.message}`);
+    }
+    const { getLlama, LlamaLogLevel } = nlc;
+    const llama = await getLlama({
+        gpu: false,
+        build: "never",            // prebuilt binary only: never compile
+        usePrebuiltBinaries: true,
+        skipDownload: true,        // never fetch llama.cpp sources
+        progressLogs: false,
+        maxThreads: 0,             // no thread-splitter cap: the context uses exactly --threads
+        logLevel: o.verbose ? LlamaLogLevel.info : LlamaLogLevel.warn,
+        logger: (level, message) => process.stderr.write(`[llama.cpp ${level}] ${message}${message.endsWith("\n") ? "" : "\n"}`),
+    });
+    const model = await llama.loadModel({
+        modelPath: o.model,
+        gpuLayers: 0,
+        useMmap: true,
+        useDirectIo: false,
+        useMlock: false,
+        defaultContextFlashAttention: false,
+    });
+    const md = model.fileInfo.metadata;
+    const arch = md.general?.architecture;
+    const nVocab = md[arch]?.vocab_size ?? md.tokenizer?.ggml?.tokens?.length;
+    return { llama, model, nVocab };
+}
+
+async function makeContext(model, nTokens, batch, threads) {
+    const context = await model.createContext({
+        contextSize: roundUp(nTokens, 256),
+        batchSize: Math.max(1, batch),
+        sequences: 1,
+        threads,
+        flashAttention: false,
+        experimentalKvCacheKeyType: "F32",
+        experimentalKvCacheValueType: "F32",
+        swaFullCache: true,
+        failedCreationRemedy: false,
+        ignoreMemorySafetyChecks: true,
+    });
+    return context;
+}
+
+const SAMPLE = { temperature: 0, seed: 1234 };   // greedy; seed fixed anyway
+
+function checkTokens(tokens, nVocab) {
+    if (nVocab == null) return;
+    for (const t of tokens)
+        if (t >= nVocab) throw new UsageError(`token id ${t} out of range (n_vocab ${nVocab})`);
+}
+
+async function cmdLogits(o) {
+    const { model, nVocab } = await openModel(o);
+    checkTokens(o.tokens, nVocab);
+    const ctx = await makeContext(model, o.tokens.length, o.tokens.length, o.threads);
+    const seq = ctx.getSequence();
+    const res = await seq.controlledEvaluate(
+        o.tokens.map(t => [t, { generateNext: { logits: true, options: SAMPLE } }]));
+    const positions = [];
+    let V = null;
+    for (let i = 0; i < o.tokens.length; i++) {
+        const m = res[i]?.next?.logits;
+        if (!m) throw new Error(`no logits returned for position ${i}`);
+        if (V === null) V = m.size;
+        if (m.size !== V || (nVocab != null && m.size !== nVocab))
+            throw new Error(`position ${i}: got ${m.size} logits, expected ${nVocab ?? V}`);
+        // values arrive as doubles converted from the float32 logits: a Float32Array holds them exactly
+        const row = new Float32Array(V).fill(NaN);
+        for (const [tok, val] of m) row[tok] = val;
+        for (let j = 0; j < V; j++)
+            if (!Number.isFinite(row[j])) throw new Error(`position ${i}: logit ${j} is ${row[j]}`);
+        positions.push({ pos: i, token: o.tokens[i], logits: row });
+    }
+    await ctx.dispose();
+    return { n_vocab: V, positions };
+}
+
+// Evaluates prompt, then greedily n tokens one at a time; never stops at EOG.
+async function greedy(seq, prompt, n, onStep) {
+    const out = [];
+    if (n === 0) {
+        await seq.controlledEvaluate(prompt);
+        return out;
+    }
+    const first = await seq.controlledEvaluate(
+        prompt.map((t, i) => i === prompt.length - 1 ? [t, { generateNext: { token: true, options: SAMPLE } }] : t));
+    let tok = first[prompt.length - 1]?.next?.token;
+    if (tok == null) throw new Error("no token sampled after prompt");
+    out.push(tok);
+    onStep?.(0);
+    while (out.length < n) {
+        const r = await seq.controlledEvaluate([[tok, { generateNext: { token: true, options: SAMPLE } }]]);
+        tok = r[0]?.next?.token;
+        if (tok == null) throw new Error(`no token sampled at step ${out.length}`);
+        out.push(tok);
+    }
+    return out;
+}
+
+async function cmdGenerate(o) {
+    const { model, nVocab } = await openModel(o);
+    checkTokens(o.tokens, nVocab);
+    const ctx = await makeContext(model, o.tokens.length + o.n, o.tokens.length, o.threads);
+    const seq = ctx.getSequence();
+    const tokens = await greedy(seq, o.tokens, o.n);
+    if (tokens.length !== o.n) throw new Error(`generated ${tokens.length} tokens, wanted ${o.n}`);
+    await ctx.dispose();
+    return { tokens };
+}
+
+async function cmdBench(o) {
+    const { model, nVocab } = await openModel(o);
+    if (!nVocab) throw new Error("cannot determine n_vocab from the GGUF metadata");
+    const prompt = [];
+    for (let i = 0; prompt.length < o.prompt; i++) {
+        if (i > o.prompt + nVocab) throw new Error("not enough non-special tokens for the bench prompt");
+        const t = (i * 7) % nVocab;
+        if (model.isSpecialToken(t) || model.isEogToken(t)) continue;
+        prompt.push(t);
+    }
+    const ctx = await makeContext(model, o.prompt + o.gen, o.prompt, o.threads);
+    const seq = ctx.getSequence();
+    let bestPrefill = 0, bestDecode = 0;
+    for (let r = 0; r < o.reps; r++) {
+        await seq.clearHistory();
+        const t0 = process.hrtime.bigint();
+        const res = await seq.controlledEvaluate(
+            prompt.map((t, i) => i === prompt.length - 1 ? [t, { generateNext: { token: true, options: SAMPLE } }] : t));
+        const t1 = process.hrtime.bigint();
+        let tok = res[prompt.length - 1]?.next?.token;
+        if (tok == null) throw new Error("no token sampled after prompt");
+        const t2 = process.hrtime.bigint();
+        for (let g = 0; g < o.gen; g++) {
+            const rr = await seq.controlledEvaluate([[tok, { generateNext: { token: true, options: SAMPLE } }]]);
+            tok = rr[0]?.next?.token;
+            if (tok == null) throw new Error(`no token sampled at decode step ${g}`);
+        }
+        const t3 = process.hrtime.bigint();
+        const prefill = o.prompt / (Number(t1 - t0) / 1e9);
+        bestPrefill = Math.max(bestPrefill, prefill);
+        if (o.gen > 0) bestDecode = Math.max(bestDecode, o.gen / (Number(t3 - t2) / 1e9));
+        process.stderr.write(`[bench] rep ${r + 1}/${o.reps}: prefill ${prefill.toFixed(1)} tok/s` +
+            (o.gen > 0 ? `, decode ${(o.gen / (Number(t3 - t2) / 1e9)).toFixed(1)} tok/s` : "") +
+            ` (threads ${ctx.currentThreads})\n`);
+    }
+    await ctx.dispose();
+    const r3 = x => Math.round(x * 1000) / 1000;
+    return { prefill_tok_s: r3(bestPrefill), decode_tok_s: o.gen > 0 ? r3(bestDecode) : null, threads: o.threads, prompt: o.prompt, gen: o.gen };
+}
+
+async function main() {
+    let o;
+    try {
+        o = parseArgs(process.argv.slice(2));
+    } catch (e) {
+        if (e instanceof UsageError) {
+            process.stderr.write(`llama.mjs: ${e.message}\n(run with --help for usage)\n`);
+            process.exit(2);
+        }
+        throw e;
+    }
+    if (o.help) {
+        process.stdout.write(USAGE + "\n");
+        return;
+    }
+    let result;
+    try {
+        if (o.cmd === "logits") result = await cmdLogits(o);
+        else if (o.cmd === "generate") result = await cmdGenerate(o);
+        else result = await cmdBench(o);
+    } catch (e) {
+        process.stderr.write(`llama.mjs ${o.cmd}: ${e instanceof UsageError ? "" : "error: "}${e?.message ?? e}\n`);
+        process.exit(e instanceof UsageError ? 2 : 1);
+    }
+    await writeResult(result);
+    process.exit(0);
+}
+
+// Number -> string gives the shortest decimal that round-trips the double; float32 values are exact
+// doubles, so logits are printed with full float32 precision. Logits files are streamed position by
+// position (a single JSON.stringify of a big-vocab run could exceed V8's maximum string length).
+async function writeResult(result) {
+    const { once } = await import("node:events");
+    const put = async (s) => {
+        if (!process.stdout.write(s)) await once(process.stdout, "drain");
+    };
+    if (result.positions) {
+        await put(`{"n_vocab":${result.n_vocab},"positions":[`);
+        for (let i = 0; i < result.positions.length; i++) {
+            const p = result.positions[i];
+            await put(`${i ? "," : ""}{"pos":${p.pos},"token":${p.token},"logits":[${Array.prototype.join.call(p.logits, ",")}]}`);
+        }
+        await put("]}\n");
+    } else {
+        await put(JSON.stringify(result) + "\n");
+    }
+    // wait until everything written so far is flushed before the caller exits
+    await new Promise((resolve, reject) => process.stdout.write("", (err) => err ? reject(err) : resolve()));
+}
+
+main().catch(e => {
+    process.stderr.write(`llama.mjs: error: ${e?.stack ?? e}\n`);
+    process.exit(1);
+});

@@ -1,0 +1,101 @@
+/* info.c - moectl info: what a model file holds. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe/model.h"
+#include "moectl.h"
+
+static const char help[] =
+    "usage: moectl info MODEL.gguf [--json]\n"
+    "Prints the architecture, hyperparameters, routing, tensors and sizes of a\n"
+    "GGUF model. Text by default; --json prints one JSON object.\n";
+
+static void routing_words(const moe_hparams *hp, char *buf, size_t n) {
+    snprintf(buf, n, "%s, %d of %d experts%s%s", hp->gating == MOE_GATING_SOFTMAX ? "softmax" : "sigmoid",
+             hp->n_expert_used, hp->n_expert, hp->expert_norm ? ", normalised" : ", not normalised",
+             hp->n_ff_shexp ? ", sigmoid-gated shared expert" : "");
+    if (hp->expert_scale != 1.0f) {
+        size_t l = strlen(buf);
+        snprintf(buf + l, n - l, ", x%g", (double)hp->expert_scale);
+    }
+}
+
+int cmd_info(int argc, char **argv) {
+    const char *path = NULL;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (is_help(argv[i])) return fputs(help, stdout), 0;
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (argv[i][0] == '-') return die("info: unknown option '%s'", argv[i]);
+        else if (!path) path = argv[i];
+        else return die("info: more than one model given");
+    }
+    if (!path) return fputs(help, stderr), 2;
+    moe_model *m;
+    moe_err err;
+    if (moe_model_load(&m, path, &err) < 0) return die("%s", err.msg);
+    const moe_hparams *hp = &m->hp;
+    char routing[256];
+    routing_words(hp, routing, sizeof routing);
+    const moe_gguf *g = m->gguf;
+    if (json) {
+        printf("{\"path\": ");
+        json_str(stdout, path, strlen(path));
+        printf(", \"architecture\": \"%s\", \"file_bytes\": %zu, \"n_params\": %zu, "
+               "\"n_bytes\": %zu, \"active_bytes_per_token\": %zu, \"routing\": ",
+               moe_arch_name(hp->arch), moe_gguf_file_size(g), m->n_params, m->n_bytes,
+               moe_model_active_bytes(m));
+        json_str(stdout, routing, strlen(routing));
+        printf(", \"hparams\": {\"n_vocab\": %d, \"n_ctx_train\": %d, \"n_embd\": %d, "
+               "\"n_layer\": %d, \"n_head\": %d, \"n_head_kv\": %d, \"head_dim\": %d, "
+               "\"n_rot\": %d, \"n_ff_exp\": %d, \"n_ff_shexp\": %d, \"n_expert\": %d, "
+               "\"n_expert_used\": %d, \"rms_eps\": %g, \"rope_freq_base\": %g, "
+               "\"rope_neox\": %s, \"expert_norm\": %s, \"qkv_bias\": %s, \"qk_norm\": \"%s\"}",
+               hp->n_vocab, hp->n_ctx_train, hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv,
+               hp->head_dim, hp->n_rot, hp->n_ff_exp, hp->n_ff_shexp, hp->n_expert,
+               hp->n_expert_used, (double)hp->rms_eps, (double)hp->rope_freq_base,
+               hp->rope_neox ? "true" : "false", hp->expert_norm ? "true" : "false",
+               hp->qkv_bias ? "true" : "false",
+               hp->qk_norm == MOE_QK_NORM_HEAD ? "head" : hp->qk_norm == MOE_QK_NORM_FULL ? "full" : "none");
+        printf(", \"tensors\": [");
+        for (int64_t i = 0; i < moe_gguf_n_tensors(g); i++) {
+            const moe_gguf_tensor *t = moe_gguf_tensor_at(g, i);
+            printf("%s{\"name\": ", i ? ", " : "");
+            json_str(stdout, t->name.ptr, t->name.len);
+            printf(", \"type\": \"%s\", \"shape\": [", moe_dtype_name(t->type));
+            for (uint32_t d = 0; d < t->n_dims; d++) printf("%s%lld", d ? ", " : "", (long long)t->ne[d]);
+            printf("], \"bytes\": %llu}", (unsigned long long)t->nbytes);
+        }
+        printf("]}\n");
+    } else {
+        printf("model         %s\n", path);
+        printf("architecture  %s\n", moe_arch_name(hp->arch));
+        printf("size          %.1f MiB in %lld tensors, %.1f M parameters\n",
+               (double)m->n_bytes / (1 << 20), (long long)moe_gguf_n_tensors(g), (double)m->n_params / 1e6);
+        printf("active/token  %.1f MiB read per decoded token at batch 1\n",
+               (double)moe_model_active_bytes(m) / (1 << 20));
+        printf("layers        %d, embedding %d, vocabulary %d, context %d\n", hp->n_layer,
+               hp->n_embd, hp->n_vocab, hp->n_ctx_train);
+        printf("attention     %d heads (%d kv) of %d, rope %s over %d dims, base %g%s%s\n",
+               hp->n_head, hp->n_head_kv, hp->head_dim, hp->rope_neox ? "neox" : "normal",
+               hp->n_rot, (double)hp->rope_freq_base, hp->qkv_bias ? ", qkv bias" : "",
+               hp->qk_norm == MOE_QK_NORM_HEAD ? ", per-head q/k norm" :
+               hp->qk_norm == MOE_QK_NORM_FULL ? ", full-width q/k norm" : "");
+        printf("experts       %d routed of width %d", hp->n_expert, hp->n_ff_exp);
+        if (hp->n_ff_shexp) printf(", shared expert of width %d", hp->n_ff_shexp);
+        printf("\nrouting       %s\n", routing);
+        printf("tensors:\n");
+        for (int64_t i = 0; i < moe_gguf_n_tensors(g); i++) {
+            const moe_gguf_tensor *t = moe_gguf_tensor_at(g, i);
+            char shape[96] = "";
+            for (uint32_t d = 0; d < t->n_dims; d++) {
+                size_t l = strlen(shape);
+                snprintf(shape + l, sizeof shape - l, "%s%lld", d ? " x " : "", (long long)t->ne[d]);
+            }
+            printf("  %-36.*s %-5s %-22s %10llu bytes\n", (int)t->name.len, t->name.ptr,
+                   moe_dtype_name(t->type), shape, (unsigned long long)t->nbytes);
+        }
+    }
+    moe_model_free(m);
+    return 0;
+}

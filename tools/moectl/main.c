@@ -1,0 +1,172 @@
+/*
+ * moectl - the moemesh command-line tool: inspect models, make test models,
+ * compute logits, generate, benchmark. JSON on stdout, errors on stderr.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "moectl.h"
+
+static const char usage[] =
+    "usage: moectl COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  info      MODEL.gguf [--json]          architecture, hyperparameters, tensors\n"
+    "  logits    MODEL.gguf --tokens 1,2,3    logits after every prompt position\n"
+    "  generate  MODEL.gguf --tokens 1,2,3 -n N   greedy (or --temp) continuation\n"
+    "  bench     MODEL.gguf [--prompt P] [--gen G] [--batch B]   tokens/s\n"
+    "  mkmodel   --arch A --dtype D --seed S -o OUT.gguf   random-weight test model\n"
+    "\n"
+    "'moectl COMMAND --help' describes each command. Output is JSON on stdout;\n"
+    "errors go to stderr with a non-zero exit status.\n";
+
+int die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("moectl: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+int is_help(const char *a) {
+    return !strcmp(a, "--help") || !strcmp(a, "-h");
+}
+
+static const char *opt_value(int argc, char **argv, int *i, const char *name) {
+    if (*i + 1 >= argc) {
+        die("option %s needs a value", name);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+int opt_int(int argc, char **argv, int *i, const char *name, int *out) {
+    if (strcmp(argv[*i], name)) return 0;
+    const char *v = opt_value(argc, argv, i, name);
+    if (!v) return -1;
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < -2147483647L || x > 2147483647L) {
+        die("option %s: '%s' is not an integer", name, v);
+        return -1;
+    }
+    *out = (int)x;
+    return 1;
+}
+
+int opt_u64(int argc, char **argv, int *i, const char *name, uint64_t *out) {
+    if (strcmp(argv[*i], name)) return 0;
+    const char *v = opt_value(argc, argv, i, name);
+    if (!v) return -1;
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || *end || end == v || v[0] == '-') {
+        die("option %s: '%s' is not a non-negative integer", name, v);
+        return -1;
+    }
+    *out = x;
+    return 1;
+}
+
+int opt_float(int argc, char **argv, int *i, const char *name, float *out) {
+    if (strcmp(argv[*i], name)) return 0;
+    const char *v = opt_value(argc, argv, i, name);
+    if (!v) return -1;
+    char *end;
+    errno = 0;
+    float x = strtof(v, &end);
+    if (errno || *end || end == v) {
+        die("option %s: '%s' is not a number", name, v);
+        return -1;
+    }
+    *out = x;
+    return 1;
+}
+
+int opt_str(int argc, char **argv, int *i, const char *name, const char **out) {
+    if (strcmp(argv[*i], name)) return 0;
+    const char *v = opt_value(argc, argv, i, name);
+    if (!v) return -1;
+    *out = v;
+    return 1;
+}
+
+int parse_tokens(const char *s, int32_t **out) {
+    int cap = 16, n = 0;
+    int32_t *t = malloc((size_t)cap * sizeof *t);
+    if (!t) return die("out of memory"), -1;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > 0x7fffffffL || (*end && *end != ',')) {
+            free(t);
+            die("--tokens: bad token id at '%s' (want comma-separated ids like 1,2,3)", p);
+            return -1;
+        }
+        if (n == cap) {
+            cap *= 2;
+            int32_t *nt = realloc(t, (size_t)cap * sizeof *t);
+            if (!nt) return free(t), die("out of memory"), -1;
+            t = nt;
+        }
+        t[n++] = (int32_t)v;
+        p = *end ? end + 1 : end;
+    }
+    if (n == 0) {
+        free(t);
+        die("--tokens: no token ids given");
+        return -1;
+    }
+    *out = t;
+    return n;
+}
+
+void json_float(FILE *f, float v) {
+    if (v != v || v == 1.0f / 0.0f || v == -1.0f / 0.0f) {
+        fputs("null", f);
+        return;
+    }
+    fprintf(f, "%.9g", (double)v);
+}
+
+void json_str(FILE *f, const char *s, size_t n) {
+    fputc('"', f);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+        else fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || is_help(argv[1])) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {{"info", cmd_info},   {"logits", cmd_logits},   {"generate", cmd_generate},
+                {"bench", cmd_bench}, {"mkmodel", cmd_mkmodel}};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "moectl: error: unknown command '%s'\n\n%s", argv[1], usage);
+    return 2;
+}

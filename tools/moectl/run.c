@@ -1,0 +1,262 @@
+/* run.c - moectl logits, generate and bench: running a model. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe/model.h"
+#include "moe/ops.h"
+#include "moectl.h"
+
+/* Options shared by the commands that run a model. */
+typedef struct run_opts {
+    const char *path;
+    int n_threads;
+} run_opts;
+
+/* Parses --threads and the model path; returns 1 if argv[*i] was consumed,
+ * 0 if not, -1 on error. */
+static int run_opt(int argc, char **argv, int *i, run_opts *o) {
+    int r;
+    if ((r = opt_int(argc, argv, i, "--threads", &o->n_threads))) return r;
+    if (!strcmp(argv[*i], "-t")) return opt_int(argc, argv, i, "-t", &o->n_threads);
+    if (argv[*i][0] != '-') {
+        if (o->path) return die("more than one model given ('%s' and '%s')", o->path, argv[*i]), -1;
+        o->path = argv[*i];
+        return 1;
+    }
+    return 0;
+}
+
+static int open_model(const run_opts *o, int n_ctx, int n_slots, int n_batch, moe_model **m,
+                      moe_ctx **c) {
+    moe_err err;
+    if (o->n_threads < 1) return die("--threads must be >= 1");
+    if (moe_model_load(m, o->path, &err) < 0) return die("%s", err.msg);
+    moe_ctx_params p = moe_ctx_default_params();
+    p.n_threads = o->n_threads;
+    p.n_ctx = n_ctx;
+    p.n_slots = n_slots;
+    p.n_batch = n_batch;
+    if (moe_ctx_create(c, *m, &p, &err) < 0) {
+        moe_model_free(*m);
+        return die("%s", err.msg);
+    }
+    return 0;
+}
+
+/* ---- logits ------------------------------------------------------------------ */
+
+static const char logits_help[] =
+    "usage: moectl logits MODEL.gguf --tokens 1,2,3 [--threads N]\n"
+    "Runs the prompt as one batch and prints the logits after every position:\n"
+    "  {\"n_vocab\": V, \"positions\": [{\"pos\": 0, \"token\": 1, \"logits\": [V numbers]}, ...]}\n";
+
+int cmd_logits(int argc, char **argv) {
+    run_opts o = {NULL, 1};
+    const char *toks = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (is_help(argv[i])) return fputs(logits_help, stdout), 0;
+        int r;
+        if ((r = run_opt(argc, argv, &i, &o)) || (r = opt_str(argc, argv, &i, "--tokens", &toks))) {
+            if (r < 0) return 1;
+            continue;
+        }
+        return die("logits: unknown option '%s' (see --help)", argv[i]);
+    }
+    if (!o.path || !toks) return fputs(logits_help, stderr), 2;
+    int32_t *tok;
+    int n = parse_tokens(toks, &tok);
+    if (n < 0) return 1;
+    moe_model *m;
+    moe_ctx *c;
+    if (open_model(&o, n, 1, 512, &m, &c)) return free(tok), 1;
+    int32_t *pos = malloc((size_t)n * 4), *slot = calloc((size_t)n, 4);
+    int8_t *want = malloc((size_t)n);
+    for (int i = 0; i < n; i++) pos[i] = i, want[i] = 1;
+    moe_batch b = {n, tok, pos, slot, want};
+    moe_err err;
+    int rc = 0;
+    if (moe_ctx_decode(c, &b, &err) < 0) {
+        rc = die("%s", err.msg);
+    } else {
+        const int V = m->hp.n_vocab;
+        printf("{\"n_vocab\": %d, \"positions\": [", V);
+        for (int i = 0; i < n; i++) {
+            const float *l = moe_ctx_logits(c, i);
+            printf("%s{\"pos\": %d, \"token\": %d, \"logits\": [", i ? ", " : "", i, tok[i]);
+            for (int v = 0; v < V; v++) {
+                if (v) fputs(", ", stdout);
+                json_float(stdout, l[v]);
+            }
+            printf("]}");
+        }
+        printf("]}\n");
+    }
+    free(tok); free(pos); free(slot); free(want);
+    moe_ctx_destroy(c);
+    moe_model_free(m);
+    return rc;
+}
+
+/* ---- generate ------------------------------------------------------------------ */
+
+static const char generate_help[] =
+    "usage: moectl generate MODEL.gguf --tokens 1,2,3 [-n 16] [--threads N]\n"
+    "                       [--temp T] [--seed S]\n"
+    "Continues the prompt by n tokens: greedy (ties go to the lowest id) unless\n"
+    "--temp > 0 is given, then sampled from softmax(logits / T) with --seed.\n"
+    "Prints {\"tokens\": [...]} (the generated ids only).\n";
+
+static int argmax(const float *l, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (l[i] > l[best]) best = i;
+    return best;
+}
+
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static int sample(const float *l, int n, float temp, uint64_t *rng, float *scratch) {
+    float mx = l[argmax(l, n)];
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += scratch[i] = expf((l[i] - mx) / temp);
+    double r = (double)(rng_next(rng) >> 11) * (1.0 / 9007199254740992.0) * sum;
+    for (int i = 0; i < n; i++) {
+        r -= scratch[i];
+        if (r < 0) return i;
+    }
+    return n - 1;
+}
+
+int cmd_generate(int argc, char **argv) {
+    run_opts o = {NULL, 1};
+    const char *toks = NULL;
+    int n_gen = 16;
+    float temp = 0.0f;
+    uint64_t seed = 0;
+    for (int i = 1; i < argc; i++) {
+        if (is_help(argv[i])) return fputs(generate_help, stdout), 0;
+        int r;
+        if ((r = run_opt(argc, argv, &i, &o)) || (r = opt_str(argc, argv, &i, "--tokens", &toks)) ||
+            (r = opt_int(argc, argv, &i, "-n", &n_gen)) || (r = opt_float(argc, argv, &i, "--temp", &temp)) ||
+            (r = opt_u64(argc, argv, &i, "--seed", &seed))) {
+            if (r < 0) return 1;
+            continue;
+        }
+        return die("generate: unknown option '%s' (see --help)", argv[i]);
+    }
+    if (!o.path || !toks) return fputs(generate_help, stderr), 2;
+    if (n_gen < 0 || n_gen > 1000000) return die("-n must be in [0, 1000000]");
+    if (!(temp >= 0.0f)) return die("--temp must be >= 0");
+    int32_t *tok;
+    int n = parse_tokens(toks, &tok);
+    if (n < 0) return 1;
+    moe_model *m;
+    moe_ctx *c;
+    if (open_model(&o, n + n_gen, 1, 512, &m, &c)) return free(tok), 1;
+    const int V = m->hp.n_vocab;
+    int32_t *pos = malloc((size_t)n * 4), *slot = calloc((size_t)n, 4), *out = malloc((size_t)n_gen * 4 + 4);
+    float *scratch = malloc((size_t)V * sizeof(float));
+    for (int i = 0; i < n; i++) pos[i] = i;
+    moe_err err;
+    int rc = 0;
+    uint64_t rng = seed;
+    moe_batch b = {n, tok, pos, slot, NULL};
+    if (moe_ctx_decode(c, &b, &err) < 0) rc = die("%s", err.msg);
+    for (int g = 0; !rc && g < n_gen; g++) {
+        const float *l = moe_ctx_logits(c, 0);
+        int32_t next = temp > 0.0f ? sample(l, V, temp, &rng, scratch) : argmax(l, V);
+        out[g] = next;
+        if (g + 1 == n_gen) break;
+        int32_t p = n + g, s = 0;
+        moe_batch nb = {1, &next, &p, &s, NULL};
+        if (moe_ctx_decode(c, &nb, &err) < 0) rc = die("%s", err.msg);
+    }
+    if (!rc) {
+        printf("{\"tokens\": [");
+        for (int g = 0; g < n_gen; g++) printf("%s%d", g ? ", " : "", out[g]);
+        printf("]}\n");
+    }
+    free(tok); free(pos); free(slot); free(out); free(scratch);
+    moe_ctx_destroy(c);
+    moe_model_free(m);
+    return rc;
+}
+
+/* ---- bench ---------------------------------------------------------------------- */
+
+static const char bench_help[] =
+    "usage: moectl bench MODEL.gguf [--prompt 128] [--gen 64] [--threads N] [--batch B]\n"
+    "                    [--reps R]\n"
+    "Prefill: B prompts of P tokens (deterministic ids), timed. Decode: G steps\n"
+    "with the B sequences decoding together, timed. Best of R repetitions (3).\n"
+    "Prints {\"prefill_tok_s\": x, \"decode_tok_s\": y, ...}.\n";
+
+int cmd_bench(int argc, char **argv) {
+    run_opts o = {NULL, 1};
+    int P = 128, G = 64, B = 1, reps = 3;
+    for (int i = 1; i < argc; i++) {
+        if (is_help(argv[i])) return fputs(bench_help, stdout), 0;
+        int r;
+        if ((r = run_opt(argc, argv, &i, &o)) || (r = opt_int(argc, argv, &i, "--prompt", &P)) ||
+            (r = opt_int(argc, argv, &i, "--gen", &G)) || (r = opt_int(argc, argv, &i, "--batch", &B)) ||
+            (r = opt_int(argc, argv, &i, "--reps", &reps))) {
+            if (r < 0) return 1;
+            continue;
+        }
+        return die("bench: unknown option '%s' (see --help)", argv[i]);
+    }
+    if (!o.path) return fputs(bench_help, stderr), 2;
+    if (P < 1 || G < 1 || B < 1 || B > 1024 || reps < 1 || P > 1 << 20 || G > 1 << 20)
+        return die("bench: --prompt, --gen, --reps must be >= 1 and --batch in [1, 1024]");
+    moe_model *m;
+    moe_ctx *c;
+    if (open_model(&o, P + G, B, P > 512 ? 512 : P, &m, &c)) return 1;
+    const int V = m->hp.n_vocab;
+    int32_t *tok = malloc((size_t)P * 4), *pos = malloc((size_t)P * 4), *slot = malloc((size_t)P * 4);
+    int32_t *dt = malloc((size_t)B * 4), *dp = malloc((size_t)B * 4), *ds = malloc((size_t)B * 4);
+    for (int i = 0; i < P; i++) tok[i] = (int32_t)((i * 7 + 3) % (V > 1 ? V - 1 : 1)), pos[i] = i;
+    double best_pf = 0, best_dec = 0;
+    moe_err err;
+    int rc = 0;
+    for (int r = 0; r < reps && !rc; r++) {
+        for (int s = 0; s < B; s++) moe_ctx_slot_clear(c, s);
+        double t0 = now_s();
+        for (int s = 0; s < B && !rc; s++) {
+            for (int i = 0; i < P; i++) slot[i] = s;
+            moe_batch b = {P, tok, pos, slot, NULL};
+            if (moe_ctx_decode(c, &b, &err) < 0) rc = die("%s", err.msg);
+        }
+        double t1 = now_s();
+        for (int g = 0; g < G && !rc; g++) {
+            for (int s = 0; s < B; s++) {
+                dt[s] = (int32_t)((g * 13 + s * 5 + 1) % (V > 1 ? V - 1 : 1));
+                dp[s] = P + g;
+                ds[s] = s;
+            }
+            moe_batch b = {B, dt, dp, ds, NULL};
+            if (moe_ctx_decode(c, &b, &err) < 0) rc = die("%s", err.msg);
+        }
+        double t2 = now_s();
+        double pf = (double)P * B / (t1 - t0), dec = (double)G * B / (t2 - t1);
+        if (pf > best_pf) best_pf = pf;
+        if (dec > best_dec) best_dec = dec;
+    }
+    if (!rc) {
+        const size_t ab = moe_model_active_bytes(m);
+        printf("{\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"threads\": %d, \"batch\": %d, "
+               "\"prompt\": %d, \"gen\": %d, \"reps\": %d, \"cpu\": \"%s\", "
+               "\"active_bytes_per_token\": %zu, \"decode_weight_gb_s\": %.2f}\n",
+               best_pf, best_dec, o.n_threads, B, P, G, reps, moe_cpu_kernels_best()->name, ab,
+               B == 1 ? best_dec * (double)ab / 1e9 : 0.0);
+    }
+    free(tok); free(pos); free(slot); free(dt); free(dp); free(ds);
+    moe_ctx_destroy(c);
+    moe_model_free(m);
+    return rc;
+}
