@@ -105,7 +105,9 @@ AI void q8_tile(const int R, const int C, int64_t nblk, const char *w0, size_t w
 #pragma GCC unroll 2
         for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
     const __m256i ones = _mm256_set1_epi16(1);
+    const char *pf = w0 + MOE_PF_DIST; /* see kernels.h */
     for (int64_t b = 0; b < nblk; b++) {
+        MOE_PREFETCH_SPAN(pf + b * R * (int64_t)sizeof(moe_block_q8_0), R * sizeof(moe_block_q8_0));
         __m256i xq[2];
         float dx[2];
 #pragma GCC unroll 2
@@ -172,7 +174,10 @@ AI void flt_tile(const int kind, const int R, const int C, int64_t k, const char
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 3
         for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
+    const int esz = kind == FK_F32 ? 4 : 2;
+    const char *pf = w0 + MOE_PF_DIST; /* see kernels.h */
     for (int64_t i = 0; i < k; i += 8) {
+        MOE_PREFETCH_SPAN(pf + i * R * esz, 8 * R * esz);
         __m256 xv[3];
 #pragma GCC unroll 3
         for (int c = 0; c < C; c++) xv[c] = flt_load8(kind, x0 + (size_t)c * xrb, i);

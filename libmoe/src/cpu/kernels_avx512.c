@@ -26,6 +26,7 @@
 
 #define AI static inline __attribute__((always_inline))
 
+int moe__pf_dist = 8192; /* TEMP tuning */
 /* Activation rows from which the Q8_0 gemm uses the transposed tile. */
 #define Q8_TILE_MIN_NB 3
 
@@ -118,7 +119,10 @@ AI void q8_direct_tile(const int R, const int C, int64_t nblk, const char *w0, s
 
     const __m256i k80 = _mm256_set1_epi8((char)0x80);
     const __m256i zero = _mm256_setzero_si256();
+    /* prefetch the R rows' stretch of memory linearly (see kernels.h) */
+    const char *pf = w0 + MOE_PF_DIST;
     for (int64_t b = 0; b < nblk; b++) {
+        MOE_PREFETCH_SPAN(pf + b * R * (int64_t)sizeof(moe_block_q8_0), R * sizeof(moe_block_q8_0));
         __m256i xq[2], nc[2];
         __m256 dx[2];
 #pragma GCC unroll 2
@@ -326,7 +330,10 @@ AI void flt_tile(const int kind, const int R, const int C, int64_t k, const char
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
+    const int esz = kind == FK_F32 ? 4 : 2;
+    const char *pf = w0 + MOE_PF_DIST;
     for (int64_t i = 0; i < k; i += 16) {
+        MOE_PREFETCH_SPAN(pf + i * R * esz, 16 * R * esz);
         __m512 xv[4];
 #pragma GCC unroll 4
         for (int c = 0; c < C; c++) xv[c] = flt_load16(kind, x0 + (size_t)c * xrb, i);
@@ -351,7 +358,9 @@ AI void bf16dp_tile(const int R, const int C, int64_t k, const char *w0, size_t 
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
+    const char *pf = w0 + MOE_PF_DIST;
     for (int64_t i = 0; i < k; i += 32) {
+        MOE_PREFETCH_SPAN(pf + i * R * 2, 32 * R * 2);
         __m512bh xv[4];
 #pragma GCC unroll 4
         for (int c = 0; c < C; c++)

@@ -1,0 +1,57 @@
+#!/bin/sh
+# bench/run.sh - `make bench`: moemesh against its peers, measured in the same
+# run on the same input, printed as ratios.
+#   1. each matrix x vector kernel's bytes/s against a plain memory-read loop
+#      (build/bench-kernels);
+#   2. decode and prefill tokens/s of moectl against llama.cpp (node-llama-cpp,
+#      prebuilt) on the same GGUF: a Mixtral-architecture Q8_0 model (hidden
+#      1024, 8 layers, 8 experts top-2, ff 2816, vocab 4096, ~620 MB) made by
+#      moectl mkmodel, at 1 and 2 threads, and the best of each engine.
+# Env: BENCH_THREADS="1 2", BENCH_PROMPT=128, BENCH_GEN=64, BENCH_REPS=3,
+#      BENCH_MODEL=models/bench-mixtral-q8_0.gguf
+set -u
+BUILD=${BUILD:-build}
+MOECTL="$BUILD/moectl"
+THREADS=${BENCH_THREADS:-"1 2"}
+P=${BENCH_PROMPT:-128}
+G=${BENCH_GEN:-64}
+R=${BENCH_REPS:-3}
+MODEL=${BENCH_MODEL:-models/bench-mixtral-q8_0.gguf}
+. tests/ref/env.sh
+
+echo "== kernels: matrix x vector bytes/s vs a plain memory-read loop (ratio = kernel / read)"
+"$BUILD/bench-kernels" || echo "bench-kernels failed"
+
+if [ ! -f "$MODEL" ]; then
+    echo "== making $MODEL (moectl mkmodel --preset bench --dtype q8_0 --seed 42)"
+    mkdir -p "$(dirname "$MODEL")"
+    "$MOECTL" mkmodel --arch llama --dtype q8_0 --seed 42 --preset bench -o "$MODEL" || exit 1
+fi
+have_ref=1
+[ -d tests/ref/node_modules/node-llama-cpp ] || { have_ref=0; echo "llama.cpp reference not installed (make ref): ratios skipped"; }
+
+echo "== engine: $MODEL, prompt $P, gen $G, best of $R"
+num() { sed -n "s/.*\"$1\": *\([0-9.]*\).*/\1/p"; }
+best_ours_pf=0; best_ours_dec=0; best_ref_pf=0; best_ref_dec=0
+max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b) ? a : b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+printf '%-8s %-8s %14s %14s %9s\n' threads phase "moectl tok/s" "llama.cpp" ratio
+for t in $THREADS; do
+    ours=$("$MOECTL" bench "$MODEL" --prompt "$P" --gen "$G" --threads "$t" --reps "$R") || { echo "moectl bench failed"; exit 1; }
+    echo "moectl:    $ours" >&2
+    o_pf=$(echo "$ours" | num prefill_tok_s); o_dec=$(echo "$ours" | num decode_tok_s)
+    r_pf=0; r_dec=0
+    if [ $have_ref = 1 ]; then
+        ref=$(node tests/ref/llama.mjs bench "$MODEL" --prompt "$P" --gen "$G" --threads "$t" --reps "$R" 2>/dev/null) || ref=""
+        echo "llama.cpp: $ref" >&2
+        r_pf=$(echo "$ref" | num prefill_tok_s); r_dec=$(echo "$ref" | num decode_tok_s)
+        r_pf=${r_pf:-0}; r_dec=${r_dec:-0}
+    fi
+    printf '%-8s %-8s %14.1f %14.1f %9s\n' "$t" prefill "$o_pf" "$r_pf" "$(ratio "$o_pf" "$r_pf")"
+    printf '%-8s %-8s %14.1f %14.1f %9s\n' "$t" decode "$o_dec" "$r_dec" "$(ratio "$o_dec" "$r_dec")"
+    best_ours_pf=$(max "$best_ours_pf" "$o_pf"); best_ours_dec=$(max "$best_ours_dec" "$o_dec")
+    best_ref_pf=$(max "$best_ref_pf" "$r_pf"); best_ref_dec=$(max "$best_ref_dec" "$r_dec")
+done
+printf '%-8s %-8s %14.1f %14.1f %9s\n' best prefill "$best_ours_pf" "$best_ref_pf" "$(ratio "$best_ours_pf" "$best_ref_pf")"
+printf '%-8s %-8s %14.1f %14.1f %9s\n' best decode "$best_ours_dec" "$best_ref_dec" "$(ratio "$best_ours_dec" "$best_ref_dec")"
+echo "targets: decode >= 1.0x and prefill >= 0.8x llama.cpp's best thread count"

@@ -1,0 +1,54 @@
+#!/bin/sh
+# moectl as a user meets it: --help everywhere, JSON on stdout, clear errors
+# on stderr with a non-zero exit, mkmodel deterministic.
+set -u
+MOECTL=${MOECTL:-build/moectl}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+fail=0
+ok() { echo "ok: $*"; }
+bad() { echo "FAIL: $*"; fail=1; }
+json_ok() { node -e 'JSON.parse(require("fs").readFileSync(0, "utf8"))' 2>/dev/null; }
+
+for c in info logits generate bench mkmodel; do
+    out=$("$MOECTL" $c --help) && echo "$out" | grep -q "usage: moectl $c" && ok "$c --help" || bad "$c --help"
+done
+"$MOECTL" --help | grep -q "commands:" && ok "moectl --help" || bad "moectl --help"
+"$MOECTL" frobnicate >/dev/null 2>"$TMP/e"; [ $? -eq 2 ] && grep -q "unknown command 'frobnicate'" "$TMP/e" && ok "unknown command" || bad "unknown command"
+
+M="$TMP/m.gguf"
+"$MOECTL" mkmodel --arch qwen2moe --dtype q8_0 --seed 3 -o "$M" | json_ok && ok "mkmodel prints JSON" || bad "mkmodel JSON"
+"$MOECTL" mkmodel --arch qwen2moe --dtype q8_0 --seed 3 -o "$TMP/m2.gguf" >/dev/null
+cmp -s "$M" "$TMP/m2.gguf" && ok "mkmodel: same arguments, same bytes" || bad "mkmodel not deterministic"
+"$MOECTL" mkmodel --arch qwen2moe --dtype q8_0 --seed 4 -o "$TMP/m3.gguf" >/dev/null
+cmp -s "$M" "$TMP/m3.gguf" && bad "mkmodel: different seed, same bytes" || ok "mkmodel: seed changes the weights"
+"$MOECTL" mkmodel --arch gpt9 -o "$TMP/x.gguf" 2>"$TMP/e" >/dev/null; [ $? -ne 0 ] && grep -q "unknown --arch 'gpt9'" "$TMP/e" && ok "mkmodel bad arch" || bad "mkmodel bad arch"
+"$MOECTL" mkmodel --arch llama --n-embd 100 -o "$TMP/x.gguf" 2>"$TMP/e" >/dev/null; [ $? -ne 0 ] && grep -q "multiples of 32" "$TMP/e" && ok "mkmodel bad dims" || bad "mkmodel bad dims"
+
+"$MOECTL" info "$M" --json | json_ok && ok "info --json is JSON" || bad "info --json"
+"$MOECTL" info "$M" --json | grep -q '"architecture": "qwen2moe"' && ok "info names the architecture" || bad "info architecture"
+"$MOECTL" info "$M" | grep -q "sigmoid-gated shared expert" && ok "info describes routing" || bad "info routing"
+"$MOECTL" logits "$M" --tokens 1,2,3 | json_ok && ok "logits JSON" || bad "logits JSON"
+n=$("$MOECTL" logits "$M" --tokens 1,2,3 | node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8")); console.log(j.positions.length + " " + j.positions[2].logits.length + " " + j.n_vocab)')
+[ "$n" = "3 512 512" ] && ok "logits: 3 positions of 512" || bad "logits shape: $n"
+"$MOECTL" generate "$M" --tokens 1,2,3 -n 5 | node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8")); process.exit(j.tokens.length===5?0:1)' && ok "generate 5 tokens" || bad "generate count"
+a=$("$MOECTL" generate "$M" --tokens 1,2,3 -n 8 --temp 0.8 --seed 9); b=$("$MOECTL" generate "$M" --tokens 1,2,3 -n 8 --temp 0.8 --seed 9)
+[ "$a" = "$b" ] && ok "sampling is seeded" || bad "sampling not reproducible"
+"$MOECTL" bench "$M" --prompt 8 --gen 4 --reps 1 --batch 3 | grep -q '"decode_tok_s"' && ok "bench JSON" || bad "bench"
+
+# errors: stderr, non-zero exit, nothing on stdout
+check_err() { # expected-substring cmd...
+    want=$1; shift
+    "$@" >"$TMP/o" 2>"$TMP/e"; rc=$?
+    if [ $rc -ne 0 ] && [ ! -s "$TMP/o" ] && grep -q "$want" "$TMP/e"; then ok "error: $want"; else bad "error '$want' (rc $rc): $(cat "$TMP/e")"; fi
+}
+check_err "token id 600 out of range" "$MOECTL" logits "$M" --tokens 1,600
+check_err "bad token id" "$MOECTL" logits "$M" --tokens 1,x
+check_err "No such file" "$MOECTL" info "$TMP/none.gguf"
+check_err "threads must be >= 1" "$MOECTL" generate "$M" --tokens 1 --threads 0
+check_err "needs a value" "$MOECTL" logits "$M" --tokens
+head -c 1000 "$M" >"$TMP/trunc.gguf"
+check_err "offset" "$MOECTL" info "$TMP/trunc.gguf"
+printf 'NOPE' >"$TMP/bad.gguf"
+check_err "offset" "$MOECTL" logits "$TMP/bad.gguf" --tokens 1
+exit $fail
