@@ -32,6 +32,10 @@ struct moe_ctx {
     int *slot_len;   /* (n_slots) */
     int *slot_tmp;   /* (n_slots) validation scratch */
     int q_dim, kv_dim;
+    int k_route;     /* experts per token: n_expert_used, or n_expert when dense */
+    int dense_moe;
+    float capacity_factor;
+    moe_ctx_stats stats;
 
     float *kv_k;     /* (n_layer, n_slots, n_ctx, kv_dim) */
     float *kv_v;     /* (n_layer, n_slots, n_ctx, kv_dim) */
@@ -46,6 +50,7 @@ struct moe_ctx {
     float *attn;     /* (n_batch, q_dim) attention output */
     float *scores;   /* (n_threads, n_ctx) */
     float *router;   /* (n_batch, n_expert) */
+    float *route_scratch; /* MOE_ROUTE_SCRATCH(n_expert) */
     int32_t *sel;    /* (n_batch, n_expert_used) chosen experts */
     float *selw;     /* (n_batch, n_expert_used) their weights */
     int32_t *grp_expert; /* (n_expert) */
@@ -54,8 +59,8 @@ struct moe_ctx {
     int32_t *count;      /* (n_expert) */
     float *ex_x;     /* (n_batch * n_expert_used, n_embd) */
     float *ex_y;     /* (n_batch * n_expert_used, n_embd) */
-    float *sh_g;     /* (n_batch, n_ff_shexp) */
-    float *sh_u;     /* (n_batch, n_ff_shexp) */
+    float *sh_g;     /* (n_batch, max(n_ff_shexp, n_ff)) shared/dense FFN gate */
+    float *sh_u;     /* (n_batch, max(n_ff_shexp, n_ff)) shared/dense FFN up */
     float *sh_gate;  /* (n_batch) */
     float *moe_out;  /* (n_batch, n_embd) */
     float *out_rows; /* (n_batch, n_embd) normed rows that need logits */
@@ -77,7 +82,8 @@ void moe_ctx_destroy(moe_ctx *c) {
     free(c->slot_len); free(c->slot_tmp);
     free(c->kv_k); free(c->kv_v);
     free(c->x); free(c->h); free(c->act); free(c->q); free(c->kx); free(c->vx);
-    free(c->attn); free(c->scores); free(c->router); free(c->sel); free(c->selw);
+    free(c->attn); free(c->scores); free(c->router); free(c->route_scratch);
+    free(c->sel); free(c->selw);
     free(c->grp_expert); free(c->grp_start); free(c->row_of); free(c->count);
     free(c->ex_x); free(c->ex_y); free(c->sh_g); free(c->sh_u); free(c->sh_gate);
     free(c->moe_out); free(c->out_rows); free(c->logits);
@@ -106,18 +112,21 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     c->n_batch = p->n_batch;
     c->q_dim = hp->n_head * hp->head_dim;
     c->kv_dim = hp->n_head_kv * hp->head_dim;
+    c->dense_moe = p->dense_moe != 0;
+    c->capacity_factor = p->capacity_factor > 0.0f ? p->capacity_factor : 0.0f;
+    c->k_route = c->dense_moe ? hp->n_expert : hp->n_expert_used;
     int rc = moe_pool_create(&c->pool, p->n_threads);
     if (rc < 0) {
         moe_err_set(err, rc, "cannot start %d threads", p->n_threads);
         goto fail;
     }
 
-    const size_t B = (size_t)c->n_batch, E = (size_t)hp->n_embd, K = (size_t)hp->n_expert_used;
+    const size_t B = (size_t)c->n_batch, E = (size_t)hp->n_embd, K = (size_t)c->k_route;
     const size_t kv = (size_t)hp->n_layer * (size_t)c->n_slots * (size_t)n_ctx * (size_t)c->kv_dim;
     size_t max_k = E;
     if ((size_t)c->q_dim > max_k) max_k = (size_t)c->q_dim;
-    if ((size_t)hp->n_ff_shexp > max_k) max_k = (size_t)hp->n_ff_shexp;
-    const size_t S = hp->n_ff_shexp ? (size_t)hp->n_ff_shexp : 1;
+    const size_t S = (size_t)(hp->n_ff_shexp > hp->n_ff ? hp->n_ff_shexp : hp->n_ff) + 1;
+    if (S > max_k) max_k = S;
     c->slot_len = calloc((size_t)c->n_slots, sizeof(int));
     c->slot_tmp = calloc((size_t)c->n_slots, sizeof(int));
     c->kv_k = moe__alloc(kv * sizeof(float));
@@ -131,6 +140,7 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     c->attn = moe__alloc(B * (size_t)c->q_dim * 4);
     c->scores = moe__alloc((size_t)p->n_threads * (size_t)n_ctx * 4);
     c->router = moe__alloc(B * (size_t)hp->n_expert * 4);
+    c->route_scratch = moe__alloc(MOE_ROUTE_SCRATCH(hp->n_expert) * 4);
     c->sel = moe__alloc(B * K * 4);
     c->selw = moe__alloc(B * K * 4);
     c->grp_expert = moe__alloc((size_t)hp->n_expert * 4);
@@ -145,7 +155,8 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     c->moe_out = moe__alloc(B * E * 4);
     c->out_rows = moe__alloc(B * E * 4);
     if (!c->slot_len || !c->slot_tmp || !c->kv_k || !c->kv_v || !c->x || !c->h || !c->act ||
-        !c->q || !c->kx || !c->vx || !c->attn || !c->scores || !c->router || !c->sel ||
+        !c->q || !c->kx || !c->vx || !c->attn || !c->scores || !c->router ||
+        !c->route_scratch || !c->sel ||
         !c->selw || !c->grp_expert || !c->grp_start || !c->row_of || !c->count || !c->ex_x ||
         !c->ex_y || !c->sh_g || !c->sh_u || !c->sh_gate || !c->moe_out || !c->out_rows) {
         rc = moe_err_set(err, MOE_ENOMEM,
@@ -282,76 +293,74 @@ static void attention_block(moe_ctx *c, int il, int n, const int32_t *pos, const
     for (size_t i = 0; i < (size_t)n * (size_t)E; i++) c->x[i] += c->h[i];
 }
 
-/* ---- Routing ---------------------------------------------------------------------- */
+/* ---- FFN blocks --------------------------------------------------------------------- */
 
-/* Chooses the top n_expert_used experts of one token and their weights.
- * Ties go to the lowest expert index. Returns MOE_ENUMERIC on a non-finite
- * router logit. */
-static int route_token(const moe_hparams *hp, float *logits, int32_t *sel, float *w) {
-    const int X = hp->n_expert, K = hp->n_expert_used;
-    for (int e = 0; e < X; e++)
-        if (!isfinite(logits[e])) return MOE_ENUMERIC;
-    float *p = logits; /* probabilities, in place */
-    if (hp->gating == MOE_GATING_SOFTMAX) {
-        moe_op_softmax(p, X);
-    } else {
-        for (int e = 0; e < X; e++) p[e] = 1.0f / (1.0f + expf(-p[e]));
-    }
-    for (int k = 0; k < K; k++) {
-        int best = -1;
-        for (int e = 0; e < X; e++) {
-            int taken = 0;
-            for (int j = 0; j < k; j++) taken |= sel[j] == e;
-            if (taken) continue;
-            if (best < 0 || p[e] > p[best]) best = e;
-        }
-        sel[k] = best;
-        w[k] = p[best];
-    }
-    if (hp->expert_norm) {
-        double s = 0.0;
-        for (int k = 0; k < K; k++) s += w[k];
-        const float sf = (float)s;
-        for (int k = 0; k < K; k++) w[k] /= sf;
-    }
-    if (hp->expert_scale != 1.0f)
-        for (int k = 0; k < K; k++) w[k] *= hp->expert_scale;
-    return 0;
+typedef struct swiglu_ctx {
+    float *g;
+    const float *u;
+    int n;
+    int64_t width;
+} swiglu_ctx;
+
+static void swiglu_rows(void *arg, int ith, int nth) {
+    const swiglu_ctx *s = arg;
+    for (int i = s->n * ith / nth; i < s->n * (ith + 1) / nth; i++)
+        moe_op_swiglu(s->g + (size_t)i * s->width, s->u + (size_t)i * s->width,
+                      s->g + (size_t)i * s->width, s->width);
 }
 
-typedef struct shexp_ctx {
-    moe_ctx *c;
-    int n;
-} shexp_ctx;
+/* out (n rows) = down(silu(gate . h) * (up . h)) for the rows of c->h: a dense
+ * FFN or a shared expert, computed here. */
+static void ffn_local(moe_ctx *c, const moe_tensor *gate, const moe_tensor *up,
+                      const moe_tensor *down, int n, float *out) {
+    const int64_t E = c->hp.n_embd, S = gate->ne[1];
+    moe_op_quantize(c->k, gate->type, c->h, c->act, n, E);
+    c->jobs[0] = (moe__mm_job){gate->type, gate->data, S, E, c->act, n, c->sh_g, S};
+    c->jobs[1] = (moe__mm_job){up->type, up->data, S, E, c->act, n, c->sh_u, S};
+    moe__matmul_jobs(c->k, c->pool, c->jobs, 2);
+    swiglu_ctx sw = {c->sh_g, c->sh_u, n, S};
+    moe_pool_run(c->pool, swiglu_rows, &sw);
+    matmul_f32(c, down, c->sh_g, n, out, E);
+}
 
-static void shexp_act(void *arg, int ith, int nth) {
-    const shexp_ctx *s = arg;
-    moe_ctx *c = s->c;
-    const int64_t S = c->hp.n_ff_shexp;
-    for (int i = s->n * ith / nth; i < s->n * (ith + 1) / nth; i++)
-        moe_op_swiglu(c->sh_g + (size_t)i * S, c->sh_u + (size_t)i * S, c->sh_g + (size_t)i * S, S);
+static void dense_block(moe_ctx *c, int il, int n) {
+    const moe_layer *L = &c->m->layers[il];
+    const int E = c->hp.n_embd;
+    ffn_local(c, &L->ffn_gate, &L->ffn_up, &L->ffn_down, n, c->moe_out);
+    for (size_t i = 0; i < (size_t)n * (size_t)E; i++) c->x[i] += c->moe_out[i];
 }
 
 static int moe_block(moe_ctx *c, int il, int n, moe_err *err) {
     const moe_hparams *hp = &c->hp;
     const moe_layer *L = &c->m->layers[il];
-    const int E = hp->n_embd, X = hp->n_expert, K = hp->n_expert_used;
+    const int E = hp->n_embd, X = hp->n_expert, K = c->k_route;
     for (int i = 0; i < n; i++)
         moe_op_rmsnorm(c->x + (size_t)i * E, L->ffn_norm.data, E, hp->rms_eps,
                        c->h + (size_t)i * E);
-
-    /* router (and the shared expert's gate when it shares the router's type) */
-    matmul_f32(c, &L->gate_inp, c->h, n, c->router, X);
-    for (int i = 0; i < n; i++) {
-        if (route_token(hp, c->router + (size_t)i * X, c->sel + (size_t)i * K,
-                        c->selw + (size_t)i * K) < 0)
-            return moe_err_set(err, MOE_ENUMERIC,
-                               "layer %d: non-finite router logit for batch row %d", il, i);
+    if (!moe_model_layer_is_moe(c->m, il)) {
+        dense_block(c, il, n);
+        return 0;
     }
 
-    /* group rows by expert */
+    /* router */
+    moe_routing r;
+    moe_model_routing(c->m, il, &r);
+    r.dense = c->dense_moe;
+    matmul_f32(c, &L->gate_inp, c->h, n, c->router, X);
+    for (int i = 0; i < n; i++) {
+        if (moe_route(&r, c->router + (size_t)i * X, c->route_scratch, c->sel + (size_t)i * K,
+                      c->selw + (size_t)i * K) < 0)
+            return moe_err_set(err, MOE_ENUMERIC,
+                               "layer %d: non-finite router logit (or bias) for batch row %d", il,
+                               i);
+    }
+    c->stats.n_dropped += (uint64_t)moe_route_capacity(c->capacity_factor, X, n, K, c->sel,
+                                                        c->selw, c->count);
+
+    /* group rows by expert; dropped choices (sel -1) get no row */
     memset(c->count, 0, (size_t)X * sizeof(int32_t));
-    for (int i = 0; i < n * K; i++) c->count[c->sel[i]]++;
+    for (int i = 0; i < n * K; i++)
+        if (c->sel[i] >= 0) c->count[c->sel[i]]++;
     int n_groups = 0, row = 0;
     for (int e = 0; e < X; e++) {
         if (!c->count[e]) continue;
@@ -362,11 +371,17 @@ static int moe_block(moe_ctx *c, int il, int n, moe_err *err) {
         n_groups++;
     }
     c->grp_start[n_groups] = row;
+    c->stats.n_expert_rows += (uint64_t)row;
     for (int i = 0; i < n; i++) {
         for (int k = 0; k < K; k++) {
-            const int r = c->count[c->sel[(size_t)i * K + k]]++;
-            c->row_of[(size_t)i * K + k] = r;
-            memcpy(c->ex_x + (size_t)r * E, c->h + (size_t)i * E, (size_t)E * sizeof(float));
+            const int32_t e = c->sel[(size_t)i * K + k];
+            if (e < 0) {
+                c->row_of[(size_t)i * K + k] = -1;
+                continue;
+            }
+            const int r_ = c->count[e]++;
+            c->row_of[(size_t)i * K + k] = r_;
+            memcpy(c->ex_x + (size_t)r_ * E, c->h + (size_t)i * E, (size_t)E * sizeof(float));
         }
     }
     moe_expert_work w = {.layer = il, .n_groups = n_groups, .expert = c->grp_expert,
@@ -374,43 +389,43 @@ static int moe_block(moe_ctx *c, int il, int n, moe_err *err) {
     int rc = c->experts->submit(c->experts->ctx, &w, err);
     if (rc < 0) return rc;
 
-    /* shared expert while the routed ones are computed */
+    /* shared experts while the routed ones are computed */
     if (hp->n_ff_shexp) {
-        const int64_t S = hp->n_ff_shexp;
-        matmul_f32(c, &L->gate_inp_shexp, c->h, n, c->sh_gate, 1);
-        moe_op_quantize(c->k, L->gate_shexp.type, c->h, c->act, n, E);
-        c->jobs[0] = (moe__mm_job){L->gate_shexp.type, L->gate_shexp.data, S, E, c->act, n,
-                                   c->sh_g, S};
-        c->jobs[1] = (moe__mm_job){L->up_shexp.type, L->up_shexp.data, S, E, c->act, n,
-                                   c->sh_u, S};
-        moe__matmul_jobs(c->k, c->pool, c->jobs, 2);
-        shexp_ctx s = {c, n};
-        moe_pool_run(c->pool, shexp_act, &s);
-        matmul_f32(c, &L->down_shexp, c->sh_g, n, c->moe_out, E);
-        for (int i = 0; i < n; i++) {
-            const float gi = c->sh_gate[i], g = 1.0f / (1.0f + expf(-gi));
-            for (int j = 0; j < E; j++) c->moe_out[(size_t)i * E + j] *= g;
+        ffn_local(c, &L->gate_shexp, &L->up_shexp, &L->down_shexp, n, c->moe_out);
+        if (L->gate_inp_shexp.data) {
+            matmul_f32(c, &L->gate_inp_shexp, c->h, n, c->sh_gate, 1);
+            for (int i = 0; i < n; i++) {
+                const float g = 1.0f / (1.0f + expf(-c->sh_gate[i]));
+                for (int j = 0; j < E; j++) c->moe_out[(size_t)i * E + j] *= g;
+            }
         }
     }
 
     rc = c->experts->wait(c->experts->ctx, err);
     if (rc < 0) return rc;
 
-    /* combine: sum over the choices in selection order, then the shared expert */
+    /* combine: the weighted routed outputs in selection order, then the
+     * shared experts, then the residual */
     for (int i = 0; i < n; i++) {
         float *xo = c->x + (size_t)i * E;
-        const float *sh = hp->n_ff_shexp ? c->moe_out + (size_t)i * E : NULL;
         float *acc = c->h + (size_t)i * E; /* h is free now */
+        int first = 1;
         for (int k = 0; k < K; k++) {
+            const int32_t r_ = c->row_of[(size_t)i * K + k];
+            if (r_ < 0) continue;
             const float wk = c->selw[(size_t)i * K + k];
-            const float *y = c->ex_y + (size_t)c->row_of[(size_t)i * K + k] * E;
-            if (k == 0)
+            const float *y = c->ex_y + (size_t)r_ * E;
+            if (first)
                 for (int j = 0; j < E; j++) acc[j] = y[j] * wk;
             else
                 for (int j = 0; j < E; j++) acc[j] += y[j] * wk;
+            first = 0;
         }
-        if (sh)
+        if (first) memset(acc, 0, (size_t)E * sizeof(float));
+        if (hp->n_ff_shexp) {
+            const float *sh = c->moe_out + (size_t)i * E;
             for (int j = 0; j < E; j++) acc[j] += sh[j];
+        }
         for (int j = 0; j < E; j++) xo[j] += acc[j];
     }
     return 0;
@@ -429,6 +444,7 @@ static int forward_ubatch(moe_ctx *c, const moe_batch *b, int i0, int n, moe_err
         if (rc < 0) return rc;
     }
     for (int i = 0; i < n; i++) c->slot_len[slot[i]] = pos[i] + 1;
+    c->stats.n_tokens += (uint64_t)n;
 
     /* logits for the flagged rows */
     int n_out = 0;
@@ -503,6 +519,10 @@ void moe_ctx_slot_clear(moe_ctx *c, int slot) {
 
 int moe_ctx_slot_len(const moe_ctx *c, int slot) {
     return slot >= 0 && slot < c->n_slots ? c->slot_len[slot] : -1;
+}
+
+void moe_ctx_get_stats(const moe_ctx *c, moe_ctx_stats *out) {
+    *out = c->stats;
 }
 
 size_t moe_ctx_kv_bytes_per_token(const moe_ctx *c) {

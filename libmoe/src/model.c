@@ -13,6 +13,7 @@ static const char *arch_names[MOE_ARCH_COUNT] = {
     [MOE_ARCH_QWEN2MOE] = "qwen2moe",
     [MOE_ARCH_QWEN3MOE] = "qwen3moe",
     [MOE_ARCH_OLMOE] = "olmoe",
+    [MOE_ARCH_DEEPSEEK] = "deepseek",
 };
 
 const char *moe_arch_name(moe_arch a) {
@@ -118,6 +119,14 @@ static int load_hparams(loader *l, moe_hparams *hp) {
                            "%s: expert_count %d / expert_used_count %d out of range", l->path,
                            hp->n_expert, hp->n_expert_used);
 
+    if ((rc = get_u32(l, "feed_forward_length", &hp->n_ff, 0)) < 0) return rc;
+    if ((rc = get_u32(l, "leading_dense_block_count", &hp->n_layer_dense_lead, 0)) < 0) return rc;
+    if ((rc = get_u32(l, "expert_shared_count", &hp->n_expert_shared, 0)) < 0) return rc;
+    if (hp->n_layer_dense_lead > hp->n_layer)
+        return moe_err_set(l->err, MOE_EFORMAT,
+                           "%s: leading_dense_block_count %d exceeds block_count %d", l->path,
+                           hp->n_layer_dense_lead, hp->n_layer);
+
     hp->gating = MOE_GATING_SOFTMAX;
     hp->expert_scale = 1.0f;
     switch (hp->arch) {
@@ -140,6 +149,12 @@ static int load_hparams(loader *l, moe_hparams *hp) {
         hp->rope_neox = 1;
         hp->expert_norm = 0;
         hp->qk_norm = MOE_QK_NORM_FULL;
+        break;
+    case MOE_ARCH_DEEPSEEK:
+        /* softmax, no renormalisation; llama.cpp reads expert_weights_scale
+         * but does not apply it to DeepSeekMoE v1 (nor does the HF model) */
+        hp->rope_neox = 0;
+        hp->expert_norm = 0;
         break;
     default: break;
     }
@@ -236,13 +251,28 @@ static int load_layer(loader *l, moe_model *m, int il) {
         VEC(k_norm, "attn_k_norm.weight", kvd, 0);
     }
     VEC(ffn_norm, "ffn_norm.weight", E, 0);
+    if (il < hp->n_layer_dense_lead) {
+        const int64_t D = hp->n_ff;
+        if (D <= 0)
+            return moe_err_set(l->err, MOE_EFORMAT,
+                               "%s: dense layer %d needs %s.feed_forward_length", l->path, il,
+                               l->arch);
+        MM(ffn_gate, "ffn_gate.weight", 2, T2(E, D), 0);
+        MM(ffn_up, "ffn_up.weight", 2, T2(E, D), 0);
+        MM(ffn_down, "ffn_down.weight", 2, T2(D, E), 0);
+        if (L->ffn_gate.type != L->ffn_up.type)
+            return moe_err_set(l->err, MOE_ENOTSUP,
+                               "%s: layer %d: ffn_gate and ffn_up must share a type", l->path, il);
+        return 0;
+    }
     MM(gate_inp, "ffn_gate_inp.weight", 2, T2(E, hp->n_expert), 0);
+    VEC(exp_probs_b, "exp_probs_b.bias", hp->n_expert, 1);
 
     /* The expert width comes from the tensor; every layer must agree. */
     snprintf(name, sizeof name, "blk.%d.ffn_gate_exps.weight", il);
     const moe_gguf_tensor *ge = moe_gguf_find_tensor(l->g, name);
     if (!ge) return moe_err_set(l->err, MOE_EFORMAT, "%s: missing tensor '%s'", l->path, name);
-    if (il == 0) m->hp.n_ff_exp = (int)ge->ne[1];
+    if (!m->hp.n_ff_exp) m->hp.n_ff_exp = (int)ge->ne[1];
     const int64_t F = hp->n_ff_exp, X = hp->n_expert;
     MM(gate_exps, "ffn_gate_exps.weight", 3, T3(E, F, X), 0);
     MM(up_exps, "ffn_up_exps.weight", 3, T3(E, F, X), 0);
@@ -254,13 +284,13 @@ static int load_layer(loader *l, moe_model *m, int il) {
                            l->path, il, moe_dtype_name(L->gate_exps.type),
                            moe_dtype_name(L->up_exps.type));
 
-    if (hp->shexp_gate) {
+    if (hp->shexp_gate || hp->n_expert_shared > 0) {
         snprintf(name, sizeof name, "blk.%d.ffn_gate_shexp.weight", il);
         const moe_gguf_tensor *gs = moe_gguf_find_tensor(l->g, name);
         if (!gs) return moe_err_set(l->err, MOE_EFORMAT, "%s: missing tensor '%s'", l->path, name);
-        if (il == 0) m->hp.n_ff_shexp = (int)gs->ne[1];
+        if (!m->hp.n_ff_shexp) m->hp.n_ff_shexp = (int)gs->ne[1];
         const int64_t S = hp->n_ff_shexp;
-        MM(gate_inp_shexp, "ffn_gate_inp_shexp.weight", 1, T1(E), 0);
+        if (hp->shexp_gate) MM(gate_inp_shexp, "ffn_gate_inp_shexp.weight", 1, T1(E), 0);
         MM(gate_shexp, "ffn_gate_shexp.weight", 2, T2(E, S), 0);
         MM(up_shexp, "ffn_up_shexp.weight", 2, T2(E, S), 0);
         MM(down_shexp, "ffn_down_shexp.weight", 2, T2(S, E), 0);
@@ -300,7 +330,7 @@ int moe_model_load(moe_model **out, const char *path, moe_err *err) {
     if (moe_arch_parse(arch, &m->hp.arch) < 0) {
         rc = moe_err_set(err, MOE_ENOTSUP,
                          "%s: architecture '%s' is not supported (supported: llama, qwen2moe, "
-                         "qwen3moe, olmoe)",
+                         "qwen3moe, olmoe, deepseek)",
                          path, arch);
         goto fail;
     }
@@ -376,11 +406,30 @@ size_t moe_model_active_bytes(const moe_model *m) {
              tensor_bytes(&L->wv) + tensor_bytes(&L->wo) + tensor_bytes(&L->ffn_norm) +
              tensor_bytes(&L->gate_inp) + tensor_bytes(&L->gate_inp_shexp) +
              tensor_bytes(&L->gate_shexp) + tensor_bytes(&L->up_shexp) +
-             tensor_bytes(&L->down_shexp);
+             tensor_bytes(&L->down_shexp) + tensor_bytes(&L->ffn_gate) +
+             tensor_bytes(&L->ffn_up) + tensor_bytes(&L->ffn_down) + tensor_bytes(&L->exp_probs_b);
+        if (!moe_model_layer_is_moe(m, il)) continue;
         size_t per_expert = (tensor_bytes(&L->gate_exps) + tensor_bytes(&L->up_exps) +
                              tensor_bytes(&L->down_exps)) /
                             (size_t)hp->n_expert;
         b += per_expert * (size_t)hp->n_expert_used;
     }
     return b;
+}
+
+int moe_model_layer_is_moe(const moe_model *m, int il) {
+    return il >= m->hp.n_layer_dense_lead;
+}
+
+void moe_model_routing(const moe_model *m, int il, moe_routing *r) {
+    const moe_hparams *hp = &m->hp;
+    memset(r, 0, sizeof *r);
+    r->gating = hp->gating;
+    r->n_expert = hp->n_expert;
+    r->n_used = hp->n_expert_used;
+    r->norm = hp->expert_norm;
+    r->scale = hp->expert_scale;
+    r->n_groups = hp->n_expert_groups;
+    r->n_groups_used = hp->n_group_used;
+    if (il >= 0 && il < hp->n_layer) r->bias = m->layers[il].exp_probs_b.data;
 }

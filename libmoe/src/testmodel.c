@@ -177,7 +177,7 @@ static int set_keys(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *
     U32("context_length", o->n_ctx);
     U32("embedding_length", o->n_embd);
     U32("block_count", o->n_layer);
-    U32("feed_forward_length", o->n_ff);
+    U32("feed_forward_length", o->arch == MOE_ARCH_DEEPSEEK ? o->n_ff_dense : o->n_ff);
     U32("attention.head_count", o->n_head);
     U32("attention.head_count_kv", o->n_head_kv);
     U32("attention.key_length", o->head_dim);
@@ -191,6 +191,12 @@ static int set_keys(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *
     if (o->arch == MOE_ARCH_QWEN2MOE || o->arch == MOE_ARCH_QWEN3MOE)
         U32("expert_feed_forward_length", o->n_ff);
     if (o->arch == MOE_ARCH_QWEN2MOE) U32("expert_shared_feed_forward_length", o->n_ff_shexp);
+    if (o->arch == MOE_ARCH_DEEPSEEK) {
+        U32("leading_dense_block_count", o->n_layer_dense_lead);
+        U32("expert_feed_forward_length", o->n_ff);
+        U32("expert_shared_count", o->n_expert_shared);
+        F32("expert_weights_scale", 1.0f);
+    }
 #undef U32
 #undef F32
     return rc < 0 ? moe_err_set(err, MOE_ENOMEM, "cannot add hyperparameters") : 0;
@@ -226,10 +232,25 @@ static int add_tensors(moe_gguf_writer *w, const moe_testmodel_params *o, moe_er
         }
         rc = rc ? rc : add(w, o, err, NAME("attn_output.weight"), T, 2, qd, E, 1, INIT_UNIFORM, aQ);
         rc = rc ? rc : add(w, o, err, NAME("ffn_norm.weight"), F32, 1, E, 1, 1, INIT_NORM, 0);
+        if (o->arch == MOE_ARCH_DEEPSEEK && il < o->n_layer_dense_lead) {
+            const int64_t D = o->n_ff_dense;
+            const float aD = sqrtf(3.0f / (float)D);
+            rc = rc ? rc : add(w, o, err, NAME("ffn_gate.weight"), T, 2, E, D, 1, INIT_UNIFORM, aE);
+            rc = rc ? rc : add(w, o, err, NAME("ffn_down.weight"), T, 2, D, E, 1, INIT_UNIFORM, aD);
+            rc = rc ? rc : add(w, o, err, NAME("ffn_up.weight"), T, 2, E, D, 1, INIT_UNIFORM, aE);
+            continue;
+        }
         rc = rc ? rc : add(w, o, err, NAME("ffn_gate_inp.weight"), F32, 2, E, X, 1, INIT_UNIFORM, 3.0f * aE);
         rc = rc ? rc : add(w, o, err, NAME("ffn_gate_exps.weight"), T, 3, E, F, X, INIT_UNIFORM, aE);
         rc = rc ? rc : add(w, o, err, NAME("ffn_down_exps.weight"), T, 3, F, E, X, INIT_UNIFORM, aF);
         rc = rc ? rc : add(w, o, err, NAME("ffn_up_exps.weight"), T, 3, E, F, X, INIT_UNIFORM, aE);
+        if (o->arch == MOE_ARCH_DEEPSEEK) {
+            const int64_t SD = (int64_t)o->n_ff * o->n_expert_shared;
+            const float aS = sqrtf(3.0f / (float)SD);
+            rc = rc ? rc : add(w, o, err, NAME("ffn_gate_shexp.weight"), T, 2, E, SD, 1, INIT_UNIFORM, aE);
+            rc = rc ? rc : add(w, o, err, NAME("ffn_down_shexp.weight"), T, 2, SD, E, 1, INIT_UNIFORM, aS);
+            rc = rc ? rc : add(w, o, err, NAME("ffn_up_shexp.weight"), T, 2, E, SD, 1, INIT_UNIFORM, aE);
+        }
         if (o->arch == MOE_ARCH_QWEN2MOE) {
             const float aS = sqrtf(3.0f / (float)S);
             rc = rc ? rc : add(w, o, err, NAME("ffn_gate_inp_shexp.weight"), F32, 1, E, 1, 1, INIT_UNIFORM, aE);
@@ -263,6 +284,17 @@ int moe_testmodel_defaults(moe_testmodel_params *p, moe_arch arch, const char *p
         return MOE_EINVAL;
     }
     if (arch == MOE_ARCH_OLMOE) p->n_head_kv = p->n_head; /* OLMoE has no GQA */
+    if (arch == MOE_ARCH_DEEPSEEK) {
+        /* fine-grained experts, shared experts, a leading dense layer */
+        p->n_layer += 1;
+        p->n_layer_dense_lead = 1;
+        p->n_expert *= 2;
+        p->n_expert_used *= 2;
+        p->n_ff = p->n_ff >= 64 ? p->n_ff / 2 : 32;
+        p->n_ff -= p->n_ff % 32;
+        p->n_expert_shared = 2;
+        p->n_ff_dense = 2 * p->n_ff * p->n_expert_used;
+    }
     return 0;
 }
 
@@ -284,6 +316,12 @@ int moe_testmodel_write(const moe_testmodel_params *o, const char *path, moe_err
                            "olmoe needs n_head_kv == n_head (its k norm spans n_embd in llama.cpp)");
     if (o->n_expert_used > o->n_expert)
         return moe_err_set(err, MOE_EINVAL, "n_expert_used exceeds n_expert");
+    if (o->arch == MOE_ARCH_DEEPSEEK &&
+        (o->n_layer_dense_lead < 0 || o->n_layer_dense_lead >= o->n_layer || o->n_expert_shared < 1 ||
+         o->n_ff_dense < 32 || o->n_ff_dense % 32))
+        return moe_err_set(err, MOE_EINVAL,
+                           "deepseek needs 0 <= dense lead layers < n_layer, >= 1 shared expert and "
+                           "a dense width that is a multiple of 32");
     if (o->n_vocab < 300)
         return moe_err_set(err, MOE_EINVAL, "n_vocab must be >= 300 (256 bytes + merges + specials)");
     if (o->n_expert > 256 || o->n_layer > 256 || o->n_vocab > 1 << 20 || o->n_embd > 1 << 16 ||

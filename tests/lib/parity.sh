@@ -26,7 +26,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 TOKENS="1,17,300,42,99,7,256,5,64,128,255,3,77,410,12,8,200,33,90,150,11,60,480,2"
 fail=0
-for DT in f32 f16 bf16 q8_0; do
+for DT in ${PARITY_DTYPES:-f32 f16 bf16 q8_0}; do
     case $DT in
         f32)  TOL="--atol 1e-4" ;;
         f16)  TOL="--atol 1e-2 --margin 0.05" ;;

@@ -360,6 +360,84 @@ TEST(kernels_gemm_subranges_consistent) {
     }
 }
 
+/* ggml's x86 vec_dot_q8_0_q8_0 (AVX2 / AVX512-VNNI builds), written out: 8
+ * int32 lanes of 4 products each, acc_lane = fma(dw * dx, lane, acc_lane)
+ * per block, then hsum_float_8's order of additions. */
+static float ggml_x86_dot_q8_0(int64_t k, const moe_block_q8_0 *w, const moe_block_q8_0 *x) {
+    float acc[8] = {0};
+    for (int64_t b = 0; b < k / 32; b++) {
+        const float d = moe_f16_to_f32(w[b].d) * moe_f16_to_f32(x[b].d);
+        for (int l = 0; l < 8; l++) {
+            int32_t s = 0;
+            for (int j = 0; j < 4; j++) s += (int32_t)w[b].qs[4 * l + j] * x[b].qs[4 * l + j];
+            acc[l] = fmaf(d, (float)s, acc[l]);
+        }
+    }
+    const float r0 = acc[4] + acc[0], r1 = acc[5] + acc[1], r2 = acc[6] + acc[2], r3 = acc[7] + acc[3];
+    return (r0 + r2) + (r1 + r3);
+}
+
+/* Decode (nb <= 2) Q8_0 matvecs of the SIMD levels equal llama.cpp's x86
+ * arithmetic bit for bit. */
+TEST(kernels_q8_0_matvec_bitexact_ggml_x86) {
+    const int64_t shapes[][4] = {{1024, 37, 0, 37}, {4096 + 32, 9, 2, 9}, {32, 5, 1, 4}, {2816, 20, 0, 20}};
+    for (int si = 0; si < 4; si++) {
+        const int64_t k = shapes[si][0], m = shapes[si][1], r0 = shapes[si][2], r1 = shapes[si][3];
+        gemm_data g;
+        gemm_data_init(&g, MOE_DTYPE_Q8_0, k, m, 2, 900 + si);
+        const size_t rb = moe_dtype_row_bytes(MOE_DTYPE_Q8_0, k);
+        void *xq = xmalloc(rb * 2);
+        moe_op_quantize(moe_cpu_kernels_get(MOE_CPU_SCALAR), MOE_DTYPE_Q8_0, g.xf, xq, 2, k);
+        for (int l = MOE_CPU_AVX2; l < MOE_CPU_LEVEL_COUNT; l++) {
+            const moe_cpu_kernels *kt = moe_cpu_kernels_get((moe_cpu_level)l);
+            if (!kt) continue;
+            for (int64_t nb = 1; nb <= 2; nb++) {
+                float *y = xmalloc(sizeof(float) * m * nb);
+                kt->gemm(MOE_DTYPE_Q8_0, k, g.W, r0, r1, xq, nb, y, m);
+                for (int64_t b = 0; b < nb; b++)
+                    for (int64_t r = r0; r < r1; r++) {
+                        const float want = ggml_x86_dot_q8_0(
+                            k, (const moe_block_q8_0 *)((char *)g.W + r * rb),
+                            (const moe_block_q8_0 *)((char *)xq + b * rb));
+                        if (memcmp(&want, &y[b * m + r], sizeof want) != 0)
+                            TEST_FAIL("%s nb=%lld k=%lld row %lld: %.9g, ggml x86 %.9g", kt->name,
+                                      (long long)nb, (long long)k, (long long)r, y[b * m + r], want);
+                    }
+                free(y);
+            }
+        }
+        free(xq);
+        gemm_data_free(&g);
+    }
+}
+
+/* The AVX-512 Q8_0 tile (nb >= 3) does the scalar table's float arithmetic. */
+TEST(kernels_q8_0_tile_equals_scalar) {
+    const moe_cpu_kernels *kt = moe_cpu_kernels_get(MOE_CPU_AVX512);
+    if (!kt) SKIP("no AVX-512 on this CPU");
+    const moe_cpu_kernels *ks = moe_cpu_kernels_get(MOE_CPU_SCALAR);
+    const int64_t shapes[][3] = {{1024, 35, 3}, {2816, 17, 9}, {96, 40, 70}, {4096 + 32, 16, 4}};
+    for (int si = 0; si < 4; si++) {
+        const int64_t k = shapes[si][0], m = shapes[si][1], nb = shapes[si][2];
+        gemm_data g;
+        gemm_data_init(&g, MOE_DTYPE_Q8_0, k, m, nb, 300 + si);
+        const size_t rb = moe_dtype_row_bytes(MOE_DTYPE_Q8_0, k);
+        void *xq = xmalloc(rb * nb);
+        moe_op_quantize(ks, MOE_DTYPE_Q8_0, g.xf, xq, nb, k);
+        float *y = xmalloc(sizeof(float) * m * nb), *ys = xmalloc(sizeof(float) * m * nb);
+        kt->gemm(MOE_DTYPE_Q8_0, k, g.W, 0, m, xq, nb, y, m);
+        ks->gemm(MOE_DTYPE_Q8_0, k, g.W, 0, m, xq, nb, ys, m);
+        for (int64_t i = 0; i < m * nb; i++)
+            if (memcmp(&y[i], &ys[i], sizeof(float)) != 0)
+                TEST_FAIL("k=%lld m=%lld nb=%lld: y[%lld] = %.9g, scalar %.9g", (long long)k,
+                          (long long)m, (long long)nb, (long long)i, y[i], ys[i]);
+        free(y);
+        free(ys);
+        free(xq);
+        gemm_data_free(&g);
+    }
+}
+
 /* ==== matmul with a pool =================================================== */
 
 TEST(kernels_matmul_pool_matches_single_thread) {

@@ -119,9 +119,12 @@ TEST(model_prefill_equals_incremental) {
         for (int i = 0; i < 8; i++) {
             decode(b, 1, tok + i, pos + i, slot, NULL);
             double diff = max_diff(moe_ctx_logits(a, i), moe_ctx_logits(b, 0), V);
-            /* quantised activations are per row, so rows agree exactly up to
-             * float reassociation in the GEMM tiles */
-            if (!(diff < 1e-3))
+            /* the GEMM tile and the matrix x vector kernel sum in different
+             * orders; rounding activations to f16/bf16 amplifies that (see
+             * tests/lib/parity.sh), Q8_0 products are integer-exact */
+            const double tol = dts[d] == MOE_DTYPE_F32 ? 1e-4 : dts[d] == MOE_DTYPE_F16 ? 1e-2 :
+                               dts[d] == MOE_DTYPE_BF16 ? 5e-2 : 2e-2;
+            if (!(diff < tol))
                 TEST_FAIL("%s pos %d: prefill vs incremental differ by %g", moe_dtype_name(dts[d]), i, diff);
         }
         ASSERT_EQ_INT(moe_ctx_slot_len(a, 0), 8);

@@ -10,14 +10,14 @@ static const char help[] =
     "Prints the architecture, hyperparameters, routing, tensors and sizes of a\n"
     "GGUF model. Text by default; --json prints one JSON object.\n";
 
-static void routing_words(const moe_hparams *hp, char *buf, size_t n) {
-    snprintf(buf, n, "%s, %d of %d experts%s%s", hp->gating == MOE_GATING_SOFTMAX ? "softmax" : "sigmoid",
-             hp->n_expert_used, hp->n_expert, hp->expert_norm ? ", normalised" : ", not normalised",
-             hp->n_ff_shexp ? ", sigmoid-gated shared expert" : "");
-    if (hp->expert_scale != 1.0f) {
-        size_t l = strlen(buf);
-        snprintf(buf + l, n - l, ", x%g", (double)hp->expert_scale);
-    }
+static void routing_words(const moe_model *m, char *buf, size_t n) {
+    moe_routing r;
+    moe_model_routing(m, m->hp.n_layer - 1, &r);
+    int len = moe_routing_describe(&r, buf, (int)n);
+    const moe_hparams *hp = &m->hp;
+    if (len > 0 && (size_t)len < n && hp->n_ff_shexp)
+        snprintf(buf + len, n - (size_t)len, "%s",
+                 hp->shexp_gate ? ", sigmoid-gated shared expert" : ", shared experts");
 }
 
 int cmd_info(int argc, char **argv) {
@@ -36,7 +36,7 @@ int cmd_info(int argc, char **argv) {
     if (moe_model_load(&m, path, &err) < 0) return die("%s", err.msg);
     const moe_hparams *hp = &m->hp;
     char routing[256];
-    routing_words(hp, routing, sizeof routing);
+    routing_words(m, routing, sizeof routing);
     const moe_gguf *g = m->gguf;
     if (json) {
         printf("{\"path\": ");
@@ -82,7 +82,14 @@ int cmd_info(int argc, char **argv) {
                hp->qk_norm == MOE_QK_NORM_HEAD ? ", per-head q/k norm" :
                hp->qk_norm == MOE_QK_NORM_FULL ? ", full-width q/k norm" : "");
         printf("experts       %d routed of width %d", hp->n_expert, hp->n_ff_exp);
-        if (hp->n_ff_shexp) printf(", shared expert of width %d", hp->n_ff_shexp);
+        if (hp->n_expert_shared > 0)
+            printf(", %d shared of width %d (one FFN of %d)", hp->n_expert_shared,
+                   hp->n_ff_shexp / hp->n_expert_shared, hp->n_ff_shexp);
+        else if (hp->n_ff_shexp)
+            printf(", shared expert of width %d", hp->n_ff_shexp);
+        if (hp->n_layer_dense_lead)
+            printf("\ndense         first %d layer(s) dense, FFN width %d", hp->n_layer_dense_lead,
+                   hp->n_ff);
         printf("\nrouting       %s\n", routing);
         printf("tensors:\n");
         for (int64_t i = 0; i < moe_gguf_n_tensors(g); i++) {

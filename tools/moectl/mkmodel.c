@@ -7,7 +7,7 @@
 static const char help[] =
     "usage: moectl mkmodel --arch A [--dtype D] [--seed S] [dims...] -o OUT.gguf\n"
     "Writes a random-weight model that llama.cpp also loads.\n"
-    "  --arch A          llama | qwen2moe | qwen3moe | olmoe\n"
+    "  --arch A          llama | qwen2moe | qwen3moe | olmoe | deepseek\n"
     "  --dtype D         f32 | f16 | bf16 | q8_0 (matrices; default f32)\n"
     "  --seed S          weights seed (default 1)\n"
     "  --preset P        tiny (default) | bench (hidden 1024, 8 layers, 8 experts\n"
@@ -16,16 +16,19 @@ static const char help[] =
     "  --n-embd N --n-layer N --n-head N --n-head-kv N --head-dim N --n-ff N\n"
     "  --n-ff-shexp N --n-expert N --n-expert-used N --n-vocab N --n-ctx N\n"
     "  --rope-base F\n"
+    "  deepseek: --n-expert-shared N --n-dense-lead N --n-ff-dense N\n"
     "Dimensions that feed a matrix product must be multiples of 32.\n";
 
 int cmd_mkmodel(int argc, char **argv) {
     const char *out = NULL, *arch = NULL, *dtype = NULL, *preset = "tiny";
     uint64_t seed = 1;
-    int ov[11];
-    for (int j = 0; j < 11; j++) ov[j] = -1;
-    static const char *dim_names[11] = {"--n-embd", "--n-layer", "--n-head", "--n-head-kv",
-                                        "--head-dim", "--n-ff", "--n-ff-shexp", "--n-expert",
-                                        "--n-expert-used", "--n-vocab", "--n-ctx"};
+    int ov[14];
+    for (int j = 0; j < 14; j++) ov[j] = -1;
+    static const char *dim_names[14] = {"--n-embd",     "--n-layer",       "--n-head",
+                                        "--n-head-kv",  "--head-dim",      "--n-ff",
+                                        "--n-ff-shexp", "--n-expert",      "--n-expert-used",
+                                        "--n-vocab",    "--n-ctx",         "--n-expert-shared",
+                                        "--n-dense-lead", "--n-ff-dense"};
     float rope_base = 10000.0f;
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) return fputs(help, stdout), 0;
@@ -37,7 +40,7 @@ int cmd_mkmodel(int argc, char **argv) {
             if (r < 0) return 1;
             continue;
         }
-        for (int j = 0; j < 11 && !r; j++) r = opt_int(argc, argv, &i, dim_names[j], &ov[j]);
+        for (int j = 0; j < 14 && !r; j++) r = opt_int(argc, argv, &i, dim_names[j], &ov[j]);
         if (r < 0) return 1;
         if (r) continue;
         return die("mkmodel: unknown option '%s' (see --help)", argv[i]);
@@ -45,7 +48,7 @@ int cmd_mkmodel(int argc, char **argv) {
     if (!arch || !out) return fputs(help, stderr), 2;
     moe_arch a;
     if (moe_arch_parse(arch, &a) < 0)
-        return die("mkmodel: unknown --arch '%s' (llama, qwen2moe, qwen3moe, olmoe)", arch);
+        return die("mkmodel: unknown --arch '%s' (llama, qwen2moe, qwen3moe, olmoe, deepseek)", arch);
     moe_testmodel_params p;
     if (moe_testmodel_defaults(&p, a, preset) < 0)
         return die("mkmodel: unknown --preset '%s' (tiny, bench)", preset);
@@ -53,9 +56,11 @@ int cmd_mkmodel(int argc, char **argv) {
         return die("mkmodel: unknown --dtype '%s' (f32, f16, bf16, q8_0)", dtype);
     p.seed = seed;
     p.rope_base = rope_base;
-    int *dims[11] = {&p.n_embd, &p.n_layer, &p.n_head, &p.n_head_kv, &p.head_dim, &p.n_ff,
-                     &p.n_ff_shexp, &p.n_expert, &p.n_expert_used, &p.n_vocab, &p.n_ctx};
-    for (int j = 0; j < 11; j++)
+    int *dims[14] = {&p.n_embd,     &p.n_layer,       &p.n_head,     &p.n_head_kv,
+                     &p.head_dim,   &p.n_ff,          &p.n_ff_shexp, &p.n_expert,
+                     &p.n_expert_used, &p.n_vocab,    &p.n_ctx,      &p.n_expert_shared,
+                     &p.n_layer_dense_lead, &p.n_ff_dense};
+    for (int j = 0; j < 14; j++)
         if (ov[j] >= 0) *dims[j] = ov[j];
     if (ov[4] < 0 && (ov[0] >= 0 || ov[2] >= 0) && p.n_head > 0) p.head_dim = p.n_embd / p.n_head;
     moe_err err;

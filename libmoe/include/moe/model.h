@@ -7,6 +7,8 @@
  *   qwen2moe  q/k/v biases, no renormalisation, shared expert with a sigmoid gate
  *   qwen3moe  per-head q/k RMSNorm, renormalised
  *   olmoe     q/k RMSNorm over the full width, no renormalisation
+ *   deepseek  DeepSeekMoE: leading dense FFN layers, fine-grained routed
+ *             experts, ungated shared experts, softmax, no renormalisation
  *
  *     moe_model *m; moe_ctx *c; moe_err err;
  *     if (moe_model_load(&m, "model.gguf", &err) < 0) ...
@@ -33,12 +35,14 @@
 #include "moe/error.h"
 #include "moe/expert.h"
 #include "moe/gguf.h"
+#include "moe/routing.h"
 
 typedef enum moe_arch {
     MOE_ARCH_LLAMA = 0,
     MOE_ARCH_QWEN2MOE,
     MOE_ARCH_QWEN3MOE,
     MOE_ARCH_OLMOE,
+    MOE_ARCH_DEEPSEEK,
     MOE_ARCH_COUNT
 } moe_arch;
 
@@ -46,11 +50,6 @@ typedef enum moe_arch {
 const char *moe_arch_name(moe_arch a);
 /* Parses a GGUF general.architecture string; MOE_ENOTSUP if unknown. */
 int moe_arch_parse(const char *name, moe_arch *out);
-
-typedef enum moe_gating {
-    MOE_GATING_SOFTMAX = 0, /* probs = softmax(logits) over all experts */
-    MOE_GATING_SIGMOID = 1, /* probs = sigmoid(logits) */
-} moe_gating;
 
 typedef enum moe_qk_norm {
     MOE_QK_NORM_NONE = 0,
@@ -68,10 +67,15 @@ typedef struct moe_hparams {
     int n_head_kv;
     int head_dim;     /* key/value head size (attention.key_length, else n_embd/n_head) */
     int n_rot;        /* rotary dims (rope.dimension_count, else head_dim) */
+    int n_ff;         /* dense FFN width (leading dense layers) */
     int n_ff_exp;     /* routed expert FFN width */
-    int n_ff_shexp;   /* shared expert FFN width (0: none) */
+    int n_ff_shexp;   /* shared experts' FFN width, all of them together (0: none) */
     int n_expert;
     int n_expert_used;
+    int n_expert_shared; /* shared experts (deepseek: one FFN of n_ff_shexp) */
+    int n_layer_dense_lead; /* leading layers with a dense FFN instead of experts */
+    int n_expert_groups;    /* group-limited routing (<= 1: none) */
+    int n_group_used;
     float rms_eps;
     float rope_freq_base;
     float rope_freq_scale;
@@ -100,7 +104,11 @@ typedef struct moe_layer {
     moe_tensor q_norm, k_norm; /* (head_dim) or full width, per qk_norm */
     moe_tensor wo;             /* (n_head*head_dim -> n_embd) */
     moe_tensor ffn_norm;       /* (n_embd) */
+    moe_tensor ffn_gate;       /* dense layers: (n_embd -> n_ff) */
+    moe_tensor ffn_up;         /* dense layers: (n_embd -> n_ff) */
+    moe_tensor ffn_down;       /* dense layers: (n_ff -> n_embd) */
     moe_tensor gate_inp;       /* router (n_embd -> n_expert) */
+    moe_tensor exp_probs_b;    /* (n_expert) selection-only bias, f32, optional */
     moe_tensor gate_exps;      /* (n_embd -> n_ff_exp) x n_expert */
     moe_tensor up_exps;        /* (n_embd -> n_ff_exp) x n_expert */
     moe_tensor down_exps;      /* (n_ff_exp -> n_embd) x n_expert */
@@ -128,6 +136,11 @@ struct moe_model {
 int moe_model_load(moe_model **out, const char *path, moe_err *err);
 void moe_model_free(moe_model *m);
 
+/* The routing of layer il (a MoE layer) as the model defines it. */
+void moe_model_routing(const moe_model *m, int il, moe_routing *r);
+/* 1 if layer il has routed experts (not a leading dense layer). */
+int moe_model_layer_is_moe(const moe_model *m, int il);
+
 /* Bytes of weights read per token at batch 1 (attention, router, the chosen
  * experts, shared experts, output head): the memory-bound decode's traffic. */
 size_t moe_model_active_bytes(const moe_model *m);
@@ -140,6 +153,8 @@ typedef struct moe_ctx_params {
     int n_slots;    /* sequences held at once (default 1) */
     int n_batch;    /* tokens per forward step; larger batches are split (default 512) */
     moe_expert_backend *experts; /* NULL: a local backend is created and owned */
+    int dense_moe;          /* 1: every expert for every token (weights from the gate) */
+    float capacity_factor;  /* > 0: bound each expert's rows per batch (drops overflow) */
 } moe_ctx_params;
 
 moe_ctx_params moe_ctx_default_params(void);
@@ -175,6 +190,14 @@ int moe_ctx_n_logits(const moe_ctx *c);
 void moe_ctx_slot_clear(moe_ctx *c, int slot);
 /* Current length of a slot. */
 int moe_ctx_slot_len(const moe_ctx *c, int slot);
+/* Counters since the context was created. */
+typedef struct moe_ctx_stats {
+    uint64_t n_tokens;          /* tokens run */
+    uint64_t n_expert_rows;     /* (token, expert) rows sent to experts */
+    uint64_t n_dropped;         /* choices dropped by the capacity factor */
+} moe_ctx_stats;
+void moe_ctx_get_stats(const moe_ctx *c, moe_ctx_stats *out);
+
 /* Bytes of KV cache per token per slot. */
 size_t moe_ctx_kv_bytes_per_token(const moe_ctx *c);
 

