@@ -207,3 +207,71 @@ TEST(model_load_errors) {
     ASSERT_STR_CONTAINS(err.msg, "olmoe.embedding_length");
     unlink(path);
 }
+
+/* Logits of tokens 1..n at the last position with the given options. */
+static void run_opts(const char *path, int dense, float cf, int n, float *out, moe_ctx_stats *st) {
+    moe_model *m;
+    moe_err err;
+    if (moe_model_load(&m, path, &err) < 0) TEST_FAIL("load: %s", err.msg);
+    moe_ctx_params p = moe_ctx_default_params();
+    p.n_ctx = 64;
+    p.dense_moe = dense;
+    p.capacity_factor = cf;
+    moe_ctx *c;
+    if (moe_ctx_create(&c, m, &p, &err) < 0) TEST_FAIL("ctx: %s", err.msg);
+    int32_t tok[32], pos[32], slot[32] = {0};
+    for (int i = 0; i < n; i++) tok[i] = 1 + 37 * i % 500, pos[i] = i;
+    decode(c, n, tok, pos, slot, NULL);
+    memcpy(out, moe_ctx_logits(c, 0), sizeof(float) * (size_t)m->hp.n_vocab);
+    moe_ctx_get_stats(c, st);
+    moe_ctx_destroy(c);
+    moe_model_free(m);
+}
+
+/* Dense MoE equals top-k when k is every expert (softmax, renormalised: the
+ * same weights, summed in another order); otherwise it differs. */
+TEST(model_dense_moe) {
+    moe_testmodel_params p;
+    moe_testmodel_defaults(&p, MOE_ARCH_LLAMA, "tiny");
+    p.n_expert = 4;
+    p.n_expert_used = 4;
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/moe-test-%d-dense.gguf", (int)getpid());
+    moe_err err;
+    if (moe_testmodel_write(&p, path, &err) < 0) TEST_FAIL("%s", err.msg);
+    float a[512], b[512];
+    moe_ctx_stats st;
+    run_opts(path, 0, 0, 6, a, &st);
+    ASSERT_EQ_INT(st.n_expert_rows, 6 * 2 * 4);
+    run_opts(path, 1, 0, 6, b, &st);
+    ASSERT(max_diff(a, b, 512) < 1e-5);
+    p.n_expert_used = 1;
+    if (moe_testmodel_write(&p, path, &err) < 0) TEST_FAIL("%s", err.msg);
+    run_opts(path, 0, 0, 6, a, &st);
+    ASSERT_EQ_INT(st.n_expert_rows, 6 * 2 * 1);
+    run_opts(path, 1, 0, 6, b, &st);
+    ASSERT_EQ_INT(st.n_expert_rows, 6 * 2 * 4);
+    ASSERT(max_diff(a, b, 512) > 1e-3);
+    unlink(path);
+}
+
+/* A capacity factor large enough drops nothing and changes nothing; a small
+ * one drops choices, counts them, and changes the output. */
+TEST(model_capacity_factor) {
+    char path[256];
+    tiny_model(MOE_ARCH_QWEN3MOE, MOE_DTYPE_F32, path, sizeof path);
+    float a[512], b[512];
+    moe_ctx_stats st;
+    run_opts(path, 0, 0, 16, a, &st);
+    ASSERT_EQ_INT(st.n_dropped, 0);
+    run_opts(path, 0, 100.0f, 16, b, &st);
+    ASSERT_EQ_INT(st.n_dropped, 0);
+    ASSERT(max_diff(a, b, 512) == 0.0);
+    run_opts(path, 0, 0.25f, 16, b, &st);
+    /* capacity ceil(0.25 * 16 * 2 / 8) = 1 row per expert per layer: at most
+     * 8 of the 32 choices of each of the 2 layers survive */
+    ASSERT(st.n_dropped >= 2 * (32 - 8));
+    ASSERT_EQ_INT(st.n_expert_rows + st.n_dropped, 2 * 32);
+    ASSERT(max_diff(a, b, 512) > 1e-3);
+    unlink(path);
+}

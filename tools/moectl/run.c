@@ -11,13 +11,29 @@
 typedef struct run_opts {
     const char *path;
     int n_threads;
+    int dense_moe;
+    float capacity_factor;
 } run_opts;
+
+#define RUN_OPTS_HELP                                                                         \
+    "  --threads N            threads (default 1)\n"                                         \
+    "  --dense-moe            every expert for every token, weighted by the gate\n"           \
+    "  --capacity-factor F    bound each expert's rows per batch to\n"                       \
+    "                         ceil(F * tokens * k / experts); overflow is dropped (the\n"    \
+    "                         token keeps its residual) at an accuracy cost; the drop\n"     \
+    "                         count is reported as \"dropped\"\n"
 
 /* Parses --threads and the model path; returns 1 if argv[*i] was consumed,
  * 0 if not, -1 on error. */
 static int run_opt(int argc, char **argv, int *i, run_opts *o) {
     int r;
     if ((r = opt_int(argc, argv, i, "--threads", &o->n_threads))) return r;
+    if ((r = opt_float(argc, argv, i, "--capacity-factor", &o->capacity_factor))) {
+        if (r > 0 && !(o->capacity_factor > 0.0f && o->capacity_factor < 1e6f))
+            return die("--capacity-factor must be > 0"), -1;
+        return r;
+    }
+    if (!strcmp(argv[*i], "--dense-moe")) return o->dense_moe = 1, 1;
     if (!strcmp(argv[*i], "-t")) return opt_int(argc, argv, i, "-t", &o->n_threads);
     if (argv[*i][0] != '-') {
         if (o->path) return die("more than one model given ('%s' and '%s')", o->path, argv[*i]), -1;
@@ -37,6 +53,8 @@ static int open_model(const run_opts *o, int n_ctx, int n_slots, int n_batch, mo
     p.n_ctx = n_ctx;
     p.n_slots = n_slots;
     p.n_batch = n_batch;
+    p.dense_moe = o->dense_moe;
+    p.capacity_factor = o->capacity_factor;
     if (moe_ctx_create(c, *m, &p, &err) < 0) {
         moe_model_free(*m);
         return die("%s", err.msg);
@@ -44,15 +62,26 @@ static int open_model(const run_opts *o, int n_ctx, int n_slots, int n_batch, mo
     return 0;
 }
 
+/* Appends , "dropped": N when a capacity factor is set. */
+static void print_dropped(const run_opts *o, const moe_ctx *c) {
+    if (!(o->capacity_factor > 0.0f)) return;
+    moe_ctx_stats st;
+    moe_ctx_get_stats(c, &st);
+    printf(", \"capacity_factor\": %g, \"dropped\": %llu, \"expert_rows\": %llu",
+           (double)o->capacity_factor, (unsigned long long)st.n_dropped,
+           (unsigned long long)st.n_expert_rows);
+}
+
 /* ---- logits ------------------------------------------------------------------ */
 
 static const char logits_help[] =
-    "usage: moectl logits MODEL.gguf --tokens 1,2,3 [--threads N]\n"
+    "usage: moectl logits MODEL.gguf --tokens 1,2,3 [options]\n"
     "Runs the prompt as one batch and prints the logits after every position:\n"
-    "  {\"n_vocab\": V, \"positions\": [{\"pos\": 0, \"token\": 1, \"logits\": [V numbers]}, ...]}\n";
+    "  {\"n_vocab\": V, \"positions\": [{\"pos\": 0, \"token\": 1, \"logits\": [V numbers]}, ...]}\n"
+    RUN_OPTS_HELP;
 
 int cmd_logits(int argc, char **argv) {
-    run_opts o = {NULL, 1};
+    run_opts o = {NULL, 1, 0, 0.0f};
     const char *toks = NULL;
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) return fputs(logits_help, stdout), 0;
@@ -90,7 +119,9 @@ int cmd_logits(int argc, char **argv) {
             }
             printf("]}");
         }
-        printf("]}\n");
+        printf("]");
+        print_dropped(&o, c);
+        printf("}\n");
     }
     free(tok); free(pos); free(slot); free(want);
     moe_ctx_destroy(c);
@@ -101,11 +132,11 @@ int cmd_logits(int argc, char **argv) {
 /* ---- generate ------------------------------------------------------------------ */
 
 static const char generate_help[] =
-    "usage: moectl generate MODEL.gguf --tokens 1,2,3 [-n 16] [--threads N]\n"
-    "                       [--temp T] [--seed S]\n"
+    "usage: moectl generate MODEL.gguf --tokens 1,2,3 [-n 16] [--temp T] [--seed S]\n"
+    "                       [options]\n"
     "Continues the prompt by n tokens: greedy (ties go to the lowest id) unless\n"
     "--temp > 0 is given, then sampled from softmax(logits / T) with --seed.\n"
-    "Prints {\"tokens\": [...]} (the generated ids only).\n";
+    "Prints {\"tokens\": [...]} (the generated ids only).\n" RUN_OPTS_HELP;
 
 static int argmax(const float *l, int n) {
     int best = 0;
@@ -134,7 +165,7 @@ static int sample(const float *l, int n, float temp, uint64_t *rng, float *scrat
 }
 
 int cmd_generate(int argc, char **argv) {
-    run_opts o = {NULL, 1};
+    run_opts o = {NULL, 1, 0, 0.0f};
     const char *toks = NULL;
     int n_gen = 16;
     float temp = 0.0f;
@@ -180,7 +211,9 @@ int cmd_generate(int argc, char **argv) {
     if (!rc) {
         printf("{\"tokens\": [");
         for (int g = 0; g < n_gen; g++) printf("%s%d", g ? ", " : "", out[g]);
-        printf("]}\n");
+        printf("]");
+        print_dropped(&o, c);
+        printf("}\n");
     }
     free(tok); free(pos); free(slot); free(out); free(scratch);
     moe_ctx_destroy(c);
@@ -191,14 +224,14 @@ int cmd_generate(int argc, char **argv) {
 /* ---- bench ---------------------------------------------------------------------- */
 
 static const char bench_help[] =
-    "usage: moectl bench MODEL.gguf [--prompt 128] [--gen 64] [--threads N] [--batch B]\n"
-    "                    [--reps R]\n"
+    "usage: moectl bench MODEL.gguf [--prompt 128] [--gen 64] [--batch B] [--reps R]\n"
+    "                    [options]\n"
     "Prefill: B prompts of P tokens (deterministic ids), timed. Decode: G steps\n"
     "with the B sequences decoding together, timed. Best of R repetitions (3).\n"
-    "Prints {\"prefill_tok_s\": x, \"decode_tok_s\": y, ...}.\n";
+    "Prints {\"prefill_tok_s\": x, \"decode_tok_s\": y, ...}.\n" RUN_OPTS_HELP;
 
 int cmd_bench(int argc, char **argv) {
-    run_opts o = {NULL, 1};
+    run_opts o = {NULL, 1, 0, 0.0f};
     int P = 128, G = 64, B = 1, reps = 3;
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) return fputs(bench_help, stdout), 0;
@@ -251,9 +284,11 @@ int cmd_bench(int argc, char **argv) {
         const size_t ab = moe_model_active_bytes(m);
         printf("{\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"threads\": %d, \"batch\": %d, "
                "\"prompt\": %d, \"gen\": %d, \"reps\": %d, \"cpu\": \"%s\", "
-               "\"active_bytes_per_token\": %zu, \"decode_weight_gb_s\": %.2f}\n",
+               "\"active_bytes_per_token\": %zu, \"decode_weight_gb_s\": %.2f",
                best_pf, best_dec, o.n_threads, B, P, G, reps, moe_cpu_kernels_best()->name, ab,
                B == 1 ? best_dec * (double)ab / 1e9 : 0.0);
+        print_dropped(&o, c);
+        printf("}\n");
     }
     free(tok); free(pos); free(slot); free(dt); free(dp); free(ds);
     moe_ctx_destroy(c);

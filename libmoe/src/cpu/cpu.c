@@ -9,6 +9,7 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -102,16 +103,26 @@ void moe_op_quantize(const moe_cpu_kernels *k, moe_dtype wt, const float *x, voi
     for (int64_t i = 0; i < nrows; i++) k->from_f32(dt, x + i * n, (char *)dst + (size_t)i * rb, n);
 }
 
-/* Rows of W are handed out in units of this many (the AVX-512 Q8_0 tile). */
+/* Rows of W are handed out in chunks of a multiple of this many (the
+ * AVX-512 Q8_0 tile). */
 #define MATMUL_ROW_UNIT 16
 /* Activation rows per gemm call when the batch is large; the weight rows of
- * one call (about MATMUL_W_BYTES) then stay in L2 while the batch tiles
+ * one chunk (about MATMUL_W_BYTES) then stay in L2 while the batch tiles
  * sweep over them. */
 #define MATMUL_NB_TILE 64
 #define MATMUL_W_BYTES (256 * 1024)
+/* With a small batch, chunks of about 1/MATMUL_CHUNKS_PER_THREAD of a
+ * thread's share. */
+#define MATMUL_CHUNKS_PER_THREAD 4
 /* Below this many multiply-adds a matmul runs on the calling thread alone. */
 #define MATMUL_MIN_PARALLEL (1 << 17)
 
+/* Threads take chunks of contiguous rows from a shared counter until none is
+ * left, so a worker that wakes late (a futex wake costs tens of
+ * microseconds on a VM) or a core taken by another process only shifts work
+ * to the others. Each output's arithmetic does not depend on which thread
+ * computes it or which rows share its gemm call, so results are the same
+ * for any number of threads. */
 typedef struct matmul_ctx {
     const moe_cpu_kernels *k;
     moe_dtype wt;
@@ -121,6 +132,8 @@ typedef struct matmul_ctx {
     int64_t nb;
     float *Y;
     int64_t ldy;
+    int64_t chunk; /* rows per chunk */
+    _Alignas(64) atomic_llong next; /* first row of the next chunk */
 } matmul_ctx;
 
 static void matmul_rows(const matmul_ctx *c, int64_t r0, int64_t r1) {
@@ -128,40 +141,46 @@ static void matmul_rows(const matmul_ctx *c, int64_t r0, int64_t r1) {
         c->k->gemm(c->wt, c->kdim, c->W, r0, r1, c->Xq, c->nb, c->Y, c->ldy);
         return;
     }
-    const size_t wrb = moe_dtype_row_bytes(c->wt, c->kdim);
     const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(c->wt), c->kdim);
-    int64_t rows = (int64_t)(MATMUL_W_BYTES / wrb);
-    rows = rows < MATMUL_ROW_UNIT ? MATMUL_ROW_UNIT : rows / MATMUL_ROW_UNIT * MATMUL_ROW_UNIT;
-    for (int64_t rc = r0; rc < r1; rc += rows) {
-        const int64_t rce = rc + rows < r1 ? rc + rows : r1;
-        for (int64_t b0 = 0; b0 < c->nb; b0 += MATMUL_NB_TILE) {
-            const int64_t nbt = c->nb - b0 < MATMUL_NB_TILE ? c->nb - b0 : MATMUL_NB_TILE;
-            c->k->gemm(c->wt, c->kdim, c->W, rc, rce, (const char *)c->Xq + (size_t)b0 * xrb, nbt,
-                       c->Y + b0 * c->ldy, c->ldy);
-        }
+    for (int64_t b0 = 0; b0 < c->nb; b0 += MATMUL_NB_TILE) {
+        const int64_t nbt = c->nb - b0 < MATMUL_NB_TILE ? c->nb - b0 : MATMUL_NB_TILE;
+        c->k->gemm(c->wt, c->kdim, c->W, r0, r1, (const char *)c->Xq + (size_t)b0 * xrb, nbt,
+                   c->Y + b0 * c->ldy, c->ldy);
     }
 }
 
 static void matmul_task(void *arg, int ith, int nth) {
-    const matmul_ctx *c = arg;
-    const int64_t units = (c->m + MATMUL_ROW_UNIT - 1) / MATMUL_ROW_UNIT;
-    const int64_t u0 = units * ith / nth, u1 = units * (ith + 1) / nth;
-    const int64_t r0 = u0 * MATMUL_ROW_UNIT;
-    const int64_t r1 = u1 * MATMUL_ROW_UNIT < c->m ? u1 * MATMUL_ROW_UNIT : c->m;
-    if (r0 < r1) matmul_rows(c, r0, r1);
+    matmul_ctx *c = arg;
+    (void)ith;
+    (void)nth;
+    for (;;) {
+        const int64_t r0 = atomic_fetch_add_explicit(&c->next, c->chunk, memory_order_relaxed);
+        if (r0 >= c->m) break;
+        matmul_rows(c, r0, r0 + c->chunk < c->m ? r0 + c->chunk : c->m);
+    }
 }
 
 void moe_op_matmul(const moe_cpu_kernels *k, moe_pool *pool, moe_dtype wt, const void *W,
                    int64_t m, int64_t kdim, const void *Xq, int64_t nb, float *Y, int64_t ldy) {
     if (m <= 0 || nb <= 0) return;
     MOE_ASSERT(kdim % MOE_QK8_0 == 0 && ldy >= m);
-    matmul_ctx c = {k, wt, W, m, kdim, Xq, nb, Y, ldy};
-    if (!pool || moe_pool_n_threads(pool) == 1 || m <= MATMUL_ROW_UNIT ||
-        (double)m * (double)kdim * (double)nb < MATMUL_MIN_PARALLEL) {
-        matmul_rows(&c, 0, m);
-        return;
+    matmul_ctx c = {.k = k, .wt = wt, .W = W, .m = m, .kdim = kdim, .Xq = Xq, .nb = nb, .Y = Y,
+                    .ldy = ldy};
+    const int nth = moe_pool_n_threads(pool);
+    const int64_t units = (m + MATMUL_ROW_UNIT - 1) / MATMUL_ROW_UNIT;
+    int64_t cu; /* units per chunk */
+    if (nb > MATMUL_NB_TILE) {
+        cu = (int64_t)(MATMUL_W_BYTES / moe_dtype_row_bytes(wt, kdim)) / MATMUL_ROW_UNIT;
+    } else {
+        cu = units / ((int64_t)nth * MATMUL_CHUNKS_PER_THREAD);
     }
-    moe_pool_run(pool, matmul_task, &c);
+    if (cu < 1) cu = 1;
+    c.chunk = cu * MATMUL_ROW_UNIT;
+    atomic_init(&c.next, 0);
+    if (nth == 1 || units < 2 || (double)m * (double)kdim * (double)nb < MATMUL_MIN_PARALLEL)
+        matmul_task(&c, 0, 1);
+    else
+        moe_pool_run(pool, matmul_task, &c);
 }
 
 /* ==== Row ops ============================================================== */
