@@ -164,8 +164,8 @@ static void bench_pool(int n_threads) {
         const double t = (now_s() - t0) / hot;
         if (t < best) best = t;
     }
-    printf("{\"kernel\":\"pool_run_empty\",\"threads\":%d,\"mode\":\"hot\",\"us\":%.3f}\n", n_threads,
-           best * 1e6);
+    printf("{\"kernel\":\"pool_run_empty\",\"threads\":%d,\"mode\":\"hot\",\"us\":%.3f}\n",
+           n_threads, best * 1e6);
     /* after an idle gap longer than the spin: the workers sleep on the futex */
     const int cold = quick ? 20 : 300;
     double sum = 0, mn = 1e30;
@@ -189,7 +189,7 @@ static void bench_pool(int n_threads) {
 static void usage(FILE *f) {
     fprintf(f, "usage: bench-kernels [--quick]\n"
                "Measures memory read bandwidth, matrix x vector throughput of every kernel\n"
-               "level against it, GEMM throughput at nb=64, and the pool's hand-off cost.\n"
+               "level against it, GEMM throughput at nb=16/64/256, and the pool's hand-off cost.\n"
                "Prints one JSON object per line.\n"
                "  --quick   tiny sizes (a smoke test; the numbers mean little)\n"
                "  --help    this text\n");
@@ -197,7 +197,8 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--quick")) quick = 1;
+        if (!strcmp(argv[i], "--quick"))
+            quick = 1;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;

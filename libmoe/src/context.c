@@ -47,7 +47,13 @@ struct moe_ctx {
     float *q;        /* (n_batch, q_dim) */
     float *kx;       /* (n_batch, kv_dim) */
     float *vx;       /* (n_batch, kv_dim) */
-    float *attn;     /* (n_batch, q_dim) attention output */
+    float *attn;     /* (n_batch, max(q_dim, n_head*head_dim_v)) attention output */
+    /* MLA scratch (deepseek2) */
+    float *mla_qa;   /* (n_batch, q_lora_rank) */
+    float *mla_qabs; /* (n_batch, n_head*(kv_lora_rank+n_rot)) absorbed q | q_pe */
+    float *mla_o;    /* (n_batch, n_head*kv_lora_rank) attention output in the latent */
+    float *mla_tmp;  /* (n_batch, max(head_dim - n_rot, kv_lora_rank)) one head's rows */
+    moe__mm_job *head_jobs; /* (n_head) */
     float *scores;   /* (n_threads, n_ctx) */
     float *router;   /* (n_batch, n_expert) */
     float *route_scratch; /* MOE_ROUTE_SCRATCH(n_expert) */
@@ -87,6 +93,7 @@ void moe_ctx_destroy(moe_ctx *c) {
     free(c->grp_expert); free(c->grp_start); free(c->row_of); free(c->count);
     free(c->ex_x); free(c->ex_y); free(c->sh_g); free(c->sh_u); free(c->sh_gate);
     free(c->moe_out); free(c->out_rows); free(c->logits);
+    free(c->mla_qa); free(c->mla_qabs); free(c->mla_o); free(c->mla_tmp); free(c->head_jobs);
     free(c);
 }
 
@@ -111,7 +118,7 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     c->n_slots = p->n_slots;
     c->n_batch = p->n_batch;
     c->q_dim = hp->n_head * hp->head_dim;
-    c->kv_dim = hp->n_head_kv * hp->head_dim;
+    c->kv_dim = hp->is_mla ? hp->kv_lora_rank + hp->n_rot : hp->n_head_kv * hp->head_dim;
     c->dense_moe = p->dense_moe != 0;
     c->capacity_factor = p->capacity_factor > 0.0f ? p->capacity_factor : 0.0f;
     c->k_route = c->dense_moe ? hp->n_expert : hp->n_expert_used;
@@ -123,21 +130,38 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
 
     const size_t B = (size_t)c->n_batch, E = (size_t)hp->n_embd, K = (size_t)c->k_route;
     const size_t kv = (size_t)hp->n_layer * (size_t)c->n_slots * (size_t)n_ctx * (size_t)c->kv_dim;
+    const size_t H = (size_t)hp->n_head, R = (size_t)hp->kv_lora_rank;
+    const size_t attn_w = (size_t)c->q_dim > H * (size_t)hp->head_dim_v ? (size_t)c->q_dim
+                                                                          : H * (size_t)hp->head_dim_v;
     size_t max_k = E;
-    if ((size_t)c->q_dim > max_k) max_k = (size_t)c->q_dim;
+    if (attn_w > max_k) max_k = attn_w;
+    if (hp->is_mla) {
+        const size_t tmpw = R > (size_t)(hp->head_dim - hp->n_rot) ? R : (size_t)(hp->head_dim - hp->n_rot);
+        if (H * tmpw > max_k) max_k = H * tmpw; /* every head's rows quantised at once */
+        if ((size_t)hp->q_lora_rank > max_k) max_k = (size_t)hp->q_lora_rank;
+        c->mla_qa = moe__alloc(B * ((size_t)hp->q_lora_rank + 1) * 4);
+        c->mla_qabs = moe__alloc(B * H * (R + (size_t)hp->n_rot) * 4);
+        c->mla_o = moe__alloc(B * H * R * 4);
+        c->mla_tmp = moe__alloc(B * tmpw * 4);
+        c->head_jobs = calloc(H, sizeof *c->head_jobs);
+        if (!c->mla_qa || !c->mla_qabs || !c->mla_o || !c->mla_tmp || !c->head_jobs) {
+            rc = moe_err_set(err, MOE_ENOMEM, "out of memory for MLA scratch");
+            goto fail;
+        }
+    }
     const size_t S = (size_t)(hp->n_ff_shexp > hp->n_ff ? hp->n_ff_shexp : hp->n_ff) + 1;
     if (S > max_k) max_k = S;
     c->slot_len = calloc((size_t)c->n_slots, sizeof(int));
     c->slot_tmp = calloc((size_t)c->n_slots, sizeof(int));
     c->kv_k = moe__alloc(kv * sizeof(float));
-    c->kv_v = moe__alloc(kv * sizeof(float));
+    c->kv_v = moe__alloc(hp->is_mla ? 64 : kv * sizeof(float)); /* MLA: V is K's latent */
     c->x = moe__alloc(B * E * 4);
     c->h = moe__alloc(B * E * 4);
     c->act = moe__alloc(B * max_k * 4);
     c->q = moe__alloc(B * (size_t)c->q_dim * 4);
     c->kx = moe__alloc(B * (size_t)c->kv_dim * 4);
     c->vx = moe__alloc(B * (size_t)c->kv_dim * 4);
-    c->attn = moe__alloc(B * (size_t)c->q_dim * 4);
+    c->attn = moe__alloc(B * attn_w * 4);
     c->scores = moe__alloc((size_t)p->n_threads * (size_t)n_ctx * 4);
     c->router = moe__alloc(B * (size_t)hp->n_expert * 4);
     c->route_scratch = moe__alloc(MOE_ROUTE_SCRATCH(hp->n_expert) * 4);
@@ -205,29 +229,47 @@ typedef struct attn_ctx {
     moe_ctx *c;
     int il, n;
     const int32_t *pos, *slot;
+    const float *q;  /* head h of row i at q + i*q_stride + h*dk */
+    int q_stride;
+    int dk, dv;      /* q/k head size, v head size */
+    float *out;      /* head h of row i at out + i*out_stride + h*dv */
+    int out_stride;
+    int mla;         /* V is the first dv values of each K row, one kv head */
 } attn_ctx;
 
 static void attn_task(void *arg, int ith, int nth) {
     const attn_ctx *a = arg;
     moe_ctx *c = a->c;
     const moe_hparams *hp = &c->hp;
-    const int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const int group = hp->n_head / (a->mla ? 1 : hp->n_head_kv);
+    const float scale = hp->kq_scale;
     float *sc = c->scores + (size_t)ith * (size_t)c->n_ctx;
     const int total = a->n * hp->n_head;
     for (int t = total * ith / nth; t < total * (ith + 1) / nth; t++) {
         const int i = t / hp->n_head, h = t % hp->n_head, kh = h / group;
         const int n_kv = a->pos[i] + 1;
-        const float *q = c->q + (size_t)i * (size_t)c->q_dim + (size_t)h * (size_t)hd;
-        const float *K0 = kv_at(c, c->kv_k, a->il, a->slot[i], 0) + (size_t)kh * (size_t)hd;
-        const float *V0 = kv_at(c, c->kv_v, a->il, a->slot[i], 0) + (size_t)kh * (size_t)hd;
+        const float *q = a->q + (size_t)i * (size_t)a->q_stride + (size_t)h * (size_t)a->dk;
+        const float *K0 = kv_at(c, c->kv_k, a->il, a->slot[i], 0) + (size_t)kh * (size_t)a->dk;
+        const float *V0 = a->mla ? K0 : kv_at(c, c->kv_v, a->il, a->slot[i], 0) + (size_t)kh * (size_t)a->dv;
         for (int j = 0; j < n_kv; j++)
-            sc[j] = c->k->dot_f32(hd, q, K0 + (size_t)j * (size_t)c->kv_dim) * scale;
+            sc[j] = c->k->dot_f32(a->dk, q, K0 + (size_t)j * (size_t)c->kv_dim) * scale;
         moe_op_softmax(sc, n_kv);
-        float *o = c->attn + (size_t)i * (size_t)c->q_dim + (size_t)h * (size_t)hd;
-        memset(o, 0, (size_t)hd * sizeof(float));
-        for (int j = 0; j < n_kv; j++) c->k->axpy_f32(hd, sc[j], V0 + (size_t)j * (size_t)c->kv_dim, o);
+        float *o = a->out + (size_t)i * (size_t)a->out_stride + (size_t)h * (size_t)a->dv;
+        memset(o, 0, (size_t)a->dv * sizeof(float));
+        for (int j = 0; j < n_kv; j++)
+            c->k->axpy_f32(a->dv, sc[j], V0 + (size_t)j * (size_t)c->kv_dim, o);
     }
+}
+
+/* The model's RoPE over n_rot dims (YaRN included). */
+static void rope_params(const moe_hparams *hp, moe_rope *r) {
+    moe_rope_init(r, hp->n_rot, hp->rope_neox, hp->rope_freq_base);
+    r->freq_scale = hp->rope_freq_scale;
+    r->ext_factor = hp->rope_ext_factor;
+    r->attn_factor = hp->rope_attn_factor;
+    r->beta_fast = hp->rope_beta_fast;
+    r->beta_slow = hp->rope_beta_slow;
+    r->n_ctx_orig = hp->rope_n_ctx_orig;
 }
 
 static void add_bias(float *x, const moe_tensor *b, int n, int dim) {
@@ -263,8 +305,7 @@ static void attention_block(moe_ctx *c, int il, int n, const int32_t *pos, const
     add_bias(c->vx, &L->bv, n, (int)kvd);
 
     moe_rope rope;
-    moe_rope_init(&rope, hp->n_rot, hp->rope_neox, hp->rope_freq_base);
-    rope.freq_scale = hp->rope_freq_scale;
+    rope_params(hp, &rope);
     for (int i = 0; i < n; i++) {
         float *q = c->q + (size_t)i * qd, *k = c->kx + (size_t)i * kvd;
         if (hp->qk_norm == MOE_QK_NORM_FULL) {
@@ -285,10 +326,86 @@ static void attention_block(moe_ctx *c, int il, int n, const int32_t *pos, const
                (size_t)kvd * sizeof(float));
     }
 
-    attn_ctx a = {c, il, n, pos, slot};
+    attn_ctx a = {c, il, n, pos, slot, c->q, (int)qd, hd, hd, c->attn, (int)qd, 0};
     moe_pool_run(c->pool, attn_task, &a);
 
     /* x += attn . Wo (into h as scratch) */
+    matmul_f32(c, &L->wo, c->attn, n, c->h, E);
+    for (size_t i = 0; i < (size_t)n * (size_t)E; i++) c->x[i] += c->h[i];
+}
+
+/* Per-head products: for each head h, Y_h (n rows) = X_h . W_h^T where X_h is
+ * the k columns at h*head_stride of X (row stride x_stride) and W_h the h-th
+ * matrix of W (m rows of k). Y_h goes to Y + h*m with row stride ldy. */
+static void matmul_heads(moe_ctx *c, const moe_tensor *W, const float *X, int x_stride,
+                         int head_stride, int n, float *Y, int64_t ldy) {
+    const int H = c->hp.n_head;
+    const int64_t k = W->ne[0], m = W->ne[1];
+    const size_t arb = moe__act_row_bytes(W->type, k), wrb = moe_dtype_row_bytes(W->type, k);
+    for (int h = 0; h < H; h++) {
+        for (int i = 0; i < n; i++)
+            memcpy(c->mla_tmp + (size_t)i * (size_t)k,
+                   X + (size_t)i * (size_t)x_stride + (size_t)h * (size_t)head_stride,
+                   (size_t)k * sizeof(float));
+        char *xq = (char *)c->act + arb * (size_t)n * (size_t)h;
+        moe_op_quantize(c->k, W->type, c->mla_tmp, xq, n, k);
+        c->head_jobs[h] = (moe__mm_job){W->type, (const char *)W->data + wrb * (size_t)m * (size_t)h,
+                                        m, k, xq, n, Y + (size_t)h * (size_t)m, ldy};
+    }
+    moe__matmul_jobs(c->k, c->pool, c->head_jobs, H);
+}
+
+/* Multi-head Latent Attention, absorbed (deepseek2.cpp): the cache holds
+ * [rmsnorm(latent) | rope(k_pe)] per token, one "kv head" for all heads;
+ * q_nope is absorbed through attn_k_b into the latent space, the output is
+ * expanded per head through attn_v_b. */
+static void attention_mla(moe_ctx *c, int il, int n, const int32_t *pos, const int32_t *slot) {
+    const moe_hparams *hp = &c->hp;
+    const moe_layer *L = &c->m->layers[il];
+    const int E = hp->n_embd, H = hp->n_head, R = hp->kv_lora_rank, P = hp->n_rot;
+    const int Dk = hp->head_dim, nope = Dk - P, Dv = hp->head_dim_v, QA = R + P;
+    for (int i = 0; i < n; i++)
+        moe_op_rmsnorm(c->x + (size_t)i * E, L->attn_norm.data, E, hp->rms_eps,
+                       c->h + (size_t)i * E);
+    if (hp->q_lora_rank) {
+        const int QL = hp->q_lora_rank;
+        matmul_f32(c, &L->wq_a, c->h, n, c->mla_qa, QL);
+        for (int i = 0; i < n; i++)
+            moe_op_rmsnorm(c->mla_qa + (size_t)i * QL, L->q_a_norm.data, QL, hp->rms_eps,
+                           c->mla_qa + (size_t)i * QL);
+        matmul_f32(c, &L->wq_b, c->mla_qa, n, c->q, c->q_dim);
+    } else {
+        matmul_f32(c, &L->wq, c->h, n, c->q, c->q_dim);
+    }
+    matmul_f32(c, &L->wkv_a_mqa, c->h, n, c->kx, QA);
+
+    moe_rope rope;
+    rope_params(hp, &rope);
+    for (int i = 0; i < n; i++) {
+        float *q = c->q + (size_t)i * (size_t)c->q_dim, *kv = c->kx + (size_t)i * (size_t)QA;
+        for (int h = 0; h < H; h++) moe_op_rope(&rope, q + (size_t)h * Dk + nope, 1, P, pos[i]);
+        moe_op_rope(&rope, kv + R, 1, P, pos[i]);
+        moe_op_rmsnorm(kv, L->kv_a_norm.data, R, hp->rms_eps, kv);
+        memcpy(kv_at(c, c->kv_k, il, slot[i], pos[i]), kv, (size_t)QA * sizeof(float));
+    }
+
+    /* q_abs[h] = attn_k_b[h] . q_nope[h]; then q_pe after it */
+    matmul_heads(c, &L->wk_b, c->q, c->q_dim, Dk, n, c->mla_qabs, (int64_t)H * QA);
+    /* matmul_heads wrote head h at offset h*R; spread them to stride QA */
+    for (int i = 0; i < n; i++) {
+        float *row = c->mla_qabs + (size_t)i * (size_t)H * QA;
+        for (int h = H - 1; h >= 0; h--) {
+            memmove(row + (size_t)h * QA, row + (size_t)h * R, (size_t)R * sizeof(float));
+            memcpy(row + (size_t)h * QA + R, c->q + (size_t)i * (size_t)c->q_dim + (size_t)h * Dk + nope,
+                   (size_t)P * sizeof(float));
+        }
+    }
+
+    attn_ctx a = {c, il, n, pos, slot, c->mla_qabs, H * QA, QA, R, c->mla_o, H * R, 1};
+    moe_pool_run(c->pool, attn_task, &a);
+
+    /* out[h] = attn_v_b[h] . o[h] */
+    matmul_heads(c, &L->wv_b, c->mla_o, H * R, R, n, c->attn, (int64_t)H * Dv);
     matmul_f32(c, &L->wo, c->attn, n, c->h, E);
     for (size_t i = 0; i < (size_t)n * (size_t)E; i++) c->x[i] += c->h[i];
 }
@@ -439,7 +556,10 @@ static int forward_ubatch(moe_ctx *c, const moe_batch *b, int i0, int n, moe_err
     const int32_t *tok = b->token + i0, *pos = b->pos + i0, *slot = b->slot + i0;
     for (int i = 0; i < n; i++) embed_row(&c->m->tok_embd, tok[i], c->x + (size_t)i * E);
     for (int il = 0; il < hp->n_layer; il++) {
-        attention_block(c, il, n, pos, slot);
+        if (hp->is_mla)
+            attention_mla(c, il, n, pos, slot);
+        else
+            attention_block(c, il, n, pos, slot);
         int rc = moe_block(c, il, n, err);
         if (rc < 0) return rc;
     }
@@ -526,5 +646,5 @@ void moe_ctx_get_stats(const moe_ctx *c, moe_ctx_stats *out) {
 }
 
 size_t moe_ctx_kv_bytes_per_token(const moe_ctx *c) {
-    return (size_t)c->hp.n_layer * 2 * (size_t)c->kv_dim * sizeof(float);
+    return moe_model_kv_bytes_per_token(c->m, NULL);
 }

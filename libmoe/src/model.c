@@ -2,6 +2,7 @@
  * model.c - loading MoE models from GGUF: hyperparameters and weights, each
  * checked for presence, type and shape before use (see moe/model.h).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@ static const char *arch_names[MOE_ARCH_COUNT] = {
     [MOE_ARCH_QWEN3MOE] = "qwen3moe",
     [MOE_ARCH_OLMOE] = "olmoe",
     [MOE_ARCH_DEEPSEEK] = "deepseek",
+    [MOE_ARCH_DEEPSEEK2] = "deepseek2",
 };
 
 const char *moe_arch_name(moe_arch a) {
@@ -69,6 +71,91 @@ static int get_f32(loader *l, const char *key, float *out, int required) {
     return 0;
 }
 
+/* MLA dimensions (deepseek2). In llama.cpp's MLA files key_length and
+ * value_length describe the latent cache (kv_lora_rank + n_rot and
+ * kv_lora_rank); the per-head q/k and v sizes are key_length_mla and
+ * value_length_mla. */
+static int load_mla(loader *l, moe_hparams *hp) {
+    int rc;
+    hp->is_mla = 1;
+    if ((rc = get_u32(l, "attention.q_lora_rank", &hp->q_lora_rank, 0)) < 0) return rc;
+    if ((rc = get_u32(l, "attention.kv_lora_rank", &hp->kv_lora_rank, 1)) < 0) return rc;
+    if ((rc = get_u32(l, "rope.dimension_count", &hp->n_rot, 1)) < 0) return rc;
+    int kmla = 0, vmla = 0;
+    if ((rc = get_u32(l, "attention.key_length_mla", &kmla, 0)) < 0) return rc;
+    if ((rc = get_u32(l, "attention.value_length_mla", &vmla, 0)) < 0) return rc;
+    if (!kmla || !vmla)
+        return moe_err_set(l->err, MOE_ENOTSUP,
+                           "%s: %s.attention.key_length_mla/value_length_mla missing: only the "
+                           "absorbed MLA layout (attn_k_b/attn_v_b) is supported",
+                           l->path, l->arch);
+    if (hp->head_dim != hp->kv_lora_rank + hp->n_rot || hp->head_dim_v != hp->kv_lora_rank)
+        return moe_err_set(l->err, MOE_EFORMAT,
+                           "%s: MLA key_length %d / value_length %d should be kv_lora_rank + "
+                           "rope dims (%d) / kv_lora_rank (%d)",
+                           l->path, hp->head_dim, hp->head_dim_v, hp->kv_lora_rank + hp->n_rot,
+                           hp->kv_lora_rank);
+    if (kmla <= hp->n_rot || hp->kv_lora_rank < 32 || hp->kv_lora_rank % 32 ||
+        (kmla - hp->n_rot) % 32 || vmla % 32 || hp->q_lora_rank % 32)
+        return moe_err_set(l->err, MOE_ENOTSUP,
+                           "%s: MLA dims (q_lora %d, kv_lora %d, k %d, v %d, rope %d) must be "
+                           "multiples of 32 beyond the rope part",
+                           l->path, hp->q_lora_rank, hp->kv_lora_rank, kmla, vmla, hp->n_rot);
+    hp->head_dim = kmla;
+    hp->head_dim_v = vmla;
+    return 0;
+}
+
+/* RoPE scaling: linear (rope.scaling.factor) and YaRN, as llama.cpp's
+ * context defaults derive them (ext_factor 1, beta_fast 32, beta_slow 1). */
+static int load_rope_scaling(loader *l, moe_hparams *hp) {
+    int rc;
+    char key[128];
+    moe_gguf_str type = {"", 0};
+    snprintf(key, sizeof key, "%s.rope.scaling.type", l->arch);
+    if ((rc = moe_gguf_get_str(l->g, key, &type)) < 0 && rc != MOE_ENOTFOUND)
+        return moe_err_set(l->err, rc, "%s: bad value for key '%s'", l->path, key);
+    float factor = 0.0f;
+    if ((rc = get_f32(l, "rope.scaling.factor", &factor, 0)) < 0) return rc;
+    hp->rope_freq_scale = factor > 0.0f ? 1.0f / factor : 1.0f;
+    hp->rope_attn_factor = 1.0f;
+    hp->rope_beta_fast = 32.0f;
+    hp->rope_beta_slow = 1.0f;
+    hp->rope_n_ctx_orig = hp->n_ctx_train;
+    if ((rc = get_u32(l, "rope.scaling.original_context_length", &hp->rope_n_ctx_orig, 0)) < 0)
+        return rc;
+    float log_mul = 0.0f, attn_scale = 1.0f;
+    if ((rc = get_f32(l, "rope.scaling.yarn_log_multiplier", &log_mul, 0)) < 0) return rc;
+    if ((rc = get_f32(l, "rope.scaling.attn_factor", &attn_scale, 0)) < 0) return rc;
+    if (moe_gguf_str_eq(type, "none")) hp->rope_freq_scale = 1.0f;
+    if (moe_gguf_str_eq(type, "yarn")) {
+        hp->rope_ext_factor = 1.0f;
+    } else if (type.len && !moe_gguf_str_eq(type, "linear") && !moe_gguf_str_eq(type, "none")) {
+        return moe_err_set(l->err, MOE_ENOTSUP, "%s: rope scaling type '%.*s' is not supported",
+                           l->path, (int)type.len, type.ptr);
+    }
+    /* The attention factor, as llama.cpp's context derives it: converters
+     * store yarn_log_multiplier as 0.1 * mscale_all_dim; the rope kernel
+     * re-applies 1 + 0.1 ln(factor), which this cancels. */
+    hp->rope_yarn_log_mul = log_mul / 0.1f;
+    float attn = 1.0f;
+    if (hp->rope_ext_factor != 0.0f) {
+        const float sf = 1.0f / hp->rope_freq_scale;
+#define MSCALE(s, m) ((s) <= 1.0f ? 1.0f : 1.0f + 0.1f * (m)*logf(s))
+        if (hp->rope_yarn_log_mul != 0.0f) {
+            const float all = hp->rope_yarn_log_mul;
+            const float m = hp->arch == MOE_ARCH_DEEPSEEK2 && all != 1.0f ? all : 1.0f;
+            attn = MSCALE(sf, m) / MSCALE(sf, all);
+        } else {
+            attn = MSCALE(sf, 1.0f);
+        }
+#undef MSCALE
+        attn *= 1.0f / (1.0f + 0.1f * logf(sf));
+    }
+    hp->rope_attn_factor = attn * attn_scale;
+    return 0;
+}
+
 static int load_hparams(loader *l, moe_hparams *hp) {
     int rc;
     moe_arch arch = hp->arch;
@@ -85,10 +172,7 @@ static int load_hparams(loader *l, moe_hparams *hp) {
     if ((rc = get_f32(l, "attention.layer_norm_rms_epsilon", &hp->rms_eps, 1)) < 0) return rc;
     hp->rope_freq_base = 10000.0f;
     if ((rc = get_f32(l, "rope.freq_base", &hp->rope_freq_base, 0)) < 0) return rc;
-    hp->rope_freq_scale = 1.0f;
-    float factor = 0.0f;
-    if ((rc = get_f32(l, "rope.scaling.factor", &factor, 0)) < 0) return rc;
-    if (factor > 0.0f) hp->rope_freq_scale = 1.0f / factor;
+    if ((rc = load_rope_scaling(l, hp)) < 0) return rc;
 
     if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_head_kv <= 0)
         return moe_err_set(l->err, MOE_EFORMAT,
@@ -102,13 +186,17 @@ static int load_hparams(loader *l, moe_hparams *hp) {
     if ((rc = get_u32(l, "attention.key_length", &hp->head_dim, 0)) < 0) return rc;
     int vlen = hp->head_dim;
     if ((rc = get_u32(l, "attention.value_length", &vlen, 0)) < 0) return rc;
-    if (vlen != hp->head_dim)
+    hp->head_dim_v = vlen;
+    if (hp->arch == MOE_ARCH_DEEPSEEK2 && (rc = load_mla(l, hp)) < 0) return rc;
+    if (vlen != hp->head_dim && !hp->is_mla)
         return moe_err_set(l->err, MOE_ENOTSUP,
                            "%s: attention.value_length %d != key_length %d is not supported "
                            "for this architecture",
                            l->path, vlen, hp->head_dim);
-    hp->n_rot = hp->head_dim;
-    if ((rc = get_u32(l, "rope.dimension_count", &hp->n_rot, 0)) < 0) return rc;
+    if (!hp->is_mla) {
+        hp->n_rot = hp->head_dim;
+        if ((rc = get_u32(l, "rope.dimension_count", &hp->n_rot, 0)) < 0) return rc;
+    }
     if (hp->head_dim <= 0 || hp->n_rot <= 0 || hp->n_rot > hp->head_dim || (hp->n_rot & 1))
         return moe_err_set(l->err, MOE_EFORMAT,
                            "%s: bad head size %d / rotary dims %d", l->path, hp->head_dim,
@@ -126,6 +214,17 @@ static int load_hparams(loader *l, moe_hparams *hp) {
         return moe_err_set(l->err, MOE_EFORMAT,
                            "%s: leading_dense_block_count %d exceeds block_count %d", l->path,
                            hp->n_layer_dense_lead, hp->n_layer);
+
+    hp->kq_scale = 1.0f / sqrtf((float)hp->head_dim);
+    if (hp->is_mla) {
+        /* llama.cpp pre-scales kq_scale by mscale^2 for YaRN (deepseek2.cpp):
+         * attn_org = attn_factor * (1 + 0.1 ln(1 / freq_scale)),
+         * mscale = attn_org * (1 + 0.1 * yarn_log_mul * ln(1 / freq_scale)) */
+        const float lf = logf(1.0f / hp->rope_freq_scale);
+        const float org = hp->rope_attn_factor * (1.0f + 0.1f * lf);
+        const float mscale = org * (1.0f + 0.1f * hp->rope_yarn_log_mul * lf);
+        hp->kq_scale = mscale * mscale / sqrtf((float)hp->head_dim);
+    }
 
     hp->gating = MOE_GATING_SOFTMAX;
     hp->expert_scale = 1.0f;
@@ -156,6 +255,29 @@ static int load_hparams(loader *l, moe_hparams *hp) {
         hp->rope_neox = 0;
         hp->expert_norm = 0;
         break;
+    case MOE_ARCH_DEEPSEEK2: {
+        hp->rope_neox = 0;
+        uint32_t gf = 1;
+        char key[128];
+        snprintf(key, sizeof key, "%s.expert_gating_func", l->arch);
+        if ((rc = moe_gguf_get_u32(l->g, key, &gf)) < 0 && rc != MOE_ENOTFOUND)
+            return moe_err_set(l->err, rc, "%s: bad value for key '%s'", l->path, key);
+        if (gf != 1 && gf != 2)
+            return moe_err_set(l->err, MOE_ENOTSUP,
+                               "%s: %s = %u is not supported (1 softmax, 2 sigmoid)", l->path,
+                               key, gf);
+        hp->gating = gf == 2 ? MOE_GATING_SIGMOID : MOE_GATING_SOFTMAX;
+        snprintf(key, sizeof key, "%s.expert_weights_norm", l->arch);
+        if ((rc = moe_gguf_get_bool(l->g, key, &hp->expert_norm)) < 0 && rc != MOE_ENOTFOUND)
+            return moe_err_set(l->err, rc, "%s: bad value for key '%s'", l->path, key);
+        if (rc == MOE_ENOTFOUND) hp->expert_norm = 0;
+        float sc = 0.0f;
+        if ((rc = get_f32(l, "expert_weights_scale", &sc, 0)) < 0) return rc;
+        hp->expert_scale = sc != 0.0f ? sc : 1.0f; /* 0: not applied */
+        if ((rc = get_u32(l, "expert_group_count", &hp->n_expert_groups, 0)) < 0) return rc;
+        if ((rc = get_u32(l, "expert_group_used_count", &hp->n_group_used, 0)) < 0) return rc;
+        break;
+    }
     default: break;
     }
     return 0;
@@ -234,10 +356,26 @@ static int load_layer(loader *l, moe_model *m, int il) {
     } while (0)
 
     VEC(attn_norm, "attn_norm.weight", E, 0);
-    MM(wq, "attn_q.weight", 2, T2(E, qd), 0);
-    MM(wk, "attn_k.weight", 2, T2(E, kvd), 0);
-    MM(wv, "attn_v.weight", 2, T2(E, kvd), 0);
-    MM(wo, "attn_output.weight", 2, T2(qd, E), 0);
+    if (hp->is_mla) {
+        const int64_t R = hp->kv_lora_rank, H = hp->n_head, nope = hp->head_dim - hp->n_rot;
+        if (hp->q_lora_rank) {
+            MM(wq_a, "attn_q_a.weight", 2, T2(E, hp->q_lora_rank), 0);
+            VEC(q_a_norm, "attn_q_a_norm.weight", hp->q_lora_rank, 0);
+            MM(wq_b, "attn_q_b.weight", 2, T2(hp->q_lora_rank, qd), 0);
+        } else {
+            MM(wq, "attn_q.weight", 2, T2(E, qd), 0);
+        }
+        MM(wkv_a_mqa, "attn_kv_a_mqa.weight", 2, T2(E, R + hp->n_rot), 0);
+        VEC(kv_a_norm, "attn_kv_a_norm.weight", R, 0);
+        MM(wk_b, "attn_k_b.weight", 3, T3(nope, R, H), 0);
+        MM(wv_b, "attn_v_b.weight", 3, T3(R, hp->head_dim_v, H), 0);
+        MM(wo, "attn_output.weight", 2, T2(H * hp->head_dim_v, E), 0);
+    } else {
+        MM(wq, "attn_q.weight", 2, T2(E, qd), 0);
+        MM(wk, "attn_k.weight", 2, T2(E, kvd), 0);
+        MM(wv, "attn_v.weight", 2, T2(E, kvd), 0);
+        MM(wo, "attn_output.weight", 2, T2(qd, E), 0);
+    }
     if (hp->qkv_bias) {
         VEC(bq, "attn_q.bias", qd, 0);
         VEC(bk, "attn_k.bias", kvd, 0);
@@ -330,7 +468,7 @@ int moe_model_load(moe_model **out, const char *path, moe_err *err) {
     if (moe_arch_parse(arch, &m->hp.arch) < 0) {
         rc = moe_err_set(err, MOE_ENOTSUP,
                          "%s: architecture '%s' is not supported (supported: llama, qwen2moe, "
-                         "qwen3moe, olmoe, deepseek)",
+                         "qwen3moe, olmoe, deepseek, deepseek2)",
                          path, arch);
         goto fail;
     }
@@ -402,6 +540,9 @@ size_t moe_model_active_bytes(const moe_model *m) {
     b += moe_dtype_row_bytes(m->tok_embd.type, hp->n_embd);
     for (int il = 0; il < hp->n_layer; il++) {
         const moe_layer *L = &m->layers[il];
+        b += tensor_bytes(&L->wq_a) + tensor_bytes(&L->q_a_norm) + tensor_bytes(&L->wq_b) +
+             tensor_bytes(&L->wkv_a_mqa) + tensor_bytes(&L->kv_a_norm) + tensor_bytes(&L->wk_b) +
+             tensor_bytes(&L->wv_b);
         b += tensor_bytes(&L->attn_norm) + tensor_bytes(&L->wq) + tensor_bytes(&L->wk) +
              tensor_bytes(&L->wv) + tensor_bytes(&L->wo) + tensor_bytes(&L->ffn_norm) +
              tensor_bytes(&L->gate_inp) + tensor_bytes(&L->gate_inp_shexp) +
@@ -432,4 +573,13 @@ void moe_model_routing(const moe_model *m, int il, moe_routing *r) {
     r->n_groups = hp->n_expert_groups;
     r->n_groups_used = hp->n_group_used;
     if (il >= 0 && il < hp->n_layer) r->bias = m->layers[il].exp_probs_b.data;
+}
+
+size_t moe_model_kv_bytes_per_token(const moe_model *m, size_t *mha_equiv) {
+    const moe_hparams *hp = &m->hp;
+    const size_t L = (size_t)hp->n_layer;
+    const size_t mha = L * (size_t)hp->n_head_kv * (size_t)(hp->head_dim + hp->head_dim_v) * 4;
+    if (mha_equiv) *mha_equiv = hp->is_mla ? L * (size_t)hp->n_head * (size_t)(hp->head_dim + hp->head_dim_v) * 4 : mha;
+    if (hp->is_mla) return L * (size_t)(hp->kv_lora_rank + hp->n_rot) * 4;
+    return mha;
 }

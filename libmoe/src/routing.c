@@ -82,7 +82,8 @@ int moe_route(const moe_routing *r, const float *logits, float *scratch, int32_t
     if (r->norm) {
         double s = 0.0;
         for (int k = 0; k < K; k++) s += w[k];
-        const float sf = (float)s;
+        float sf = (float)s;
+        if (sf < 6.103515625e-5f) sf = 6.103515625e-5f; /* as llama.cpp: no division by ~0 */
         for (int k = 0; k < K; k++) w[k] /= sf;
     }
     if (r->scale != 1.0f)

@@ -177,12 +177,25 @@ static int set_keys(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *
     U32("context_length", o->n_ctx);
     U32("embedding_length", o->n_embd);
     U32("block_count", o->n_layer);
-    U32("feed_forward_length", o->arch == MOE_ARCH_DEEPSEEK ? o->n_ff_dense : o->n_ff);
+    U32("feed_forward_length",
+        o->arch == MOE_ARCH_DEEPSEEK || o->arch == MOE_ARCH_DEEPSEEK2 ? o->n_ff_dense : o->n_ff);
     U32("attention.head_count", o->n_head);
     U32("attention.head_count_kv", o->n_head_kv);
-    U32("attention.key_length", o->head_dim);
-    U32("attention.value_length", o->head_dim);
-    U32("rope.dimension_count", o->head_dim);
+    if (o->arch == MOE_ARCH_DEEPSEEK2) {
+        /* MLA as llama.cpp's converter writes it: the cache is one "head" of
+         * latent + rope; the per-head sizes are the _mla keys */
+        U32("attention.key_length", o->kv_lora_rank + o->rope_dim);
+        U32("attention.value_length", o->kv_lora_rank);
+        U32("attention.key_length_mla", o->head_dim + o->rope_dim);
+        U32("attention.value_length_mla", o->head_dim_v);
+        U32("attention.q_lora_rank", o->q_lora_rank);
+        U32("attention.kv_lora_rank", o->kv_lora_rank);
+        U32("rope.dimension_count", o->rope_dim);
+    } else {
+        U32("attention.key_length", o->head_dim);
+        U32("attention.value_length", o->head_dim);
+        U32("rope.dimension_count", o->head_dim);
+    }
     F32("rope.freq_base", o->rope_base);
     F32("attention.layer_norm_rms_epsilon", 1e-5f);
     U32("expert_count", o->n_expert);
@@ -191,6 +204,26 @@ static int set_keys(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *
     if (o->arch == MOE_ARCH_QWEN2MOE || o->arch == MOE_ARCH_QWEN3MOE)
         U32("expert_feed_forward_length", o->n_ff);
     if (o->arch == MOE_ARCH_QWEN2MOE) U32("expert_shared_feed_forward_length", o->n_ff_shexp);
+    if (o->arch == MOE_ARCH_DEEPSEEK2) {
+        U32("leading_dense_block_count", o->n_layer_dense_lead);
+        U32("expert_feed_forward_length", o->n_ff);
+        U32("expert_shared_count", o->n_expert_shared);
+        F32("expert_weights_scale", o->expert_scale);
+        snprintf(k, sizeof k, "%s.expert_weights_norm", a);
+        rc |= moe_gguf_writer_set_bool(w, k, o->expert_norm);
+        U32("expert_gating_func", o->gating_sigmoid ? 2 : 1);
+        if (o->n_groups > 1) {
+            U32("expert_group_count", o->n_groups);
+            U32("expert_group_used_count", o->n_groups_used);
+        }
+        if (o->yarn_factor > 1.0f) {
+            snprintf(k, sizeof k, "%s.rope.scaling.type", a);
+            rc |= moe_gguf_writer_set_str(w, k, "yarn");
+            F32("rope.scaling.factor", o->yarn_factor);
+            U32("rope.scaling.original_context_length", o->yarn_orig_ctx);
+            F32("rope.scaling.yarn_log_multiplier", 0.1f * o->yarn_mscale_all);
+        }
+    }
     if (o->arch == MOE_ARCH_DEEPSEEK) {
         U32("leading_dense_block_count", o->n_layer_dense_lead);
         U32("expert_feed_forward_length", o->n_ff);
@@ -214,6 +247,27 @@ static int add_tensors(moe_gguf_writer *w, const moe_testmodel_params *o, moe_er
         char n[128];
 #define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
         rc = rc ? rc : add(w, o, err, NAME("attn_norm.weight"), F32, 1, E, 1, 1, INIT_NORM, 0);
+        if (o->arch == MOE_ARCH_DEEPSEEK2) {
+            const int64_t H = o->n_head, Dk = o->head_dim + o->rope_dim, R = o->kv_lora_rank,
+                          QL = o->q_lora_rank, Dv = o->head_dim_v;
+            const float aR = sqrtf(3.0f / (float)R);
+            if (QL) {
+                rc = rc ? rc : add(w, o, err, NAME("attn_q_a.weight"), T, 2, E, QL, 1, INIT_UNIFORM, aE);
+                rc = rc ? rc : add(w, o, err, NAME("attn_q_a_norm.weight"), F32, 1, QL, 1, 1, INIT_NORM, 0);
+                rc = rc ? rc : add(w, o, err, NAME("attn_q_b.weight"), T, 2, QL, H * Dk, 1, INIT_UNIFORM,
+                                   sqrtf(3.0f / (float)QL));
+            } else {
+                rc = rc ? rc : add(w, o, err, NAME("attn_q.weight"), T, 2, E, H * Dk, 1, INIT_UNIFORM, aE);
+            }
+            rc = rc ? rc : add(w, o, err, NAME("attn_kv_a_mqa.weight"), T, 2, E, R + o->rope_dim, 1,
+                               INIT_UNIFORM, aE);
+            rc = rc ? rc : add(w, o, err, NAME("attn_kv_a_norm.weight"), F32, 1, R, 1, 1, INIT_NORM, 0);
+            rc = rc ? rc : add(w, o, err, NAME("attn_k_b.weight"), T, 3, o->head_dim, R, H, INIT_UNIFORM,
+                               sqrtf(3.0f / (float)o->head_dim));
+            rc = rc ? rc : add(w, o, err, NAME("attn_v_b.weight"), T, 3, R, Dv, H, INIT_UNIFORM, aR);
+            rc = rc ? rc : add(w, o, err, NAME("attn_output.weight"), T, 2, H * Dv, E, 1, INIT_UNIFORM,
+                               sqrtf(3.0f / (float)(H * Dv)));
+        } else {
         rc = rc ? rc : add(w, o, err, NAME("attn_q.weight"), T, 2, E, qd, 1, INIT_UNIFORM, aE);
         rc = rc ? rc : add(w, o, err, NAME("attn_k.weight"), T, 2, E, kvd, 1, INIT_UNIFORM, aE);
         rc = rc ? rc : add(w, o, err, NAME("attn_v.weight"), T, 2, E, kvd, 1, INIT_UNIFORM, aE);
@@ -231,8 +285,10 @@ static int add_tensors(moe_gguf_writer *w, const moe_testmodel_params *o, moe_er
             rc = rc ? rc : add(w, o, err, NAME("attn_k_norm.weight"), F32, 1, kvd, 1, 1, INIT_NORM, 0);
         }
         rc = rc ? rc : add(w, o, err, NAME("attn_output.weight"), T, 2, qd, E, 1, INIT_UNIFORM, aQ);
+        }
         rc = rc ? rc : add(w, o, err, NAME("ffn_norm.weight"), F32, 1, E, 1, 1, INIT_NORM, 0);
-        if (o->arch == MOE_ARCH_DEEPSEEK && il < o->n_layer_dense_lead) {
+        if ((o->arch == MOE_ARCH_DEEPSEEK || o->arch == MOE_ARCH_DEEPSEEK2) &&
+            il < o->n_layer_dense_lead) {
             const int64_t D = o->n_ff_dense;
             const float aD = sqrtf(3.0f / (float)D);
             rc = rc ? rc : add(w, o, err, NAME("ffn_gate.weight"), T, 2, E, D, 1, INIT_UNIFORM, aE);
@@ -240,11 +296,15 @@ static int add_tensors(moe_gguf_writer *w, const moe_testmodel_params *o, moe_er
             rc = rc ? rc : add(w, o, err, NAME("ffn_up.weight"), T, 2, E, D, 1, INIT_UNIFORM, aE);
             continue;
         }
-        rc = rc ? rc : add(w, o, err, NAME("ffn_gate_inp.weight"), F32, 2, E, X, 1, INIT_UNIFORM, 3.0f * aE);
+        /* router logits of std ~3: wide margins between experts */
+        rc = rc ? rc : add(w, o, err, NAME("ffn_gate_inp.weight"), F32, 2, E, X, 1, INIT_UNIFORM,
+                           3.0f * aE);
+        if (o->expert_bias)
+            rc = rc ? rc : add(w, o, err, NAME("exp_probs_b.bias"), F32, 1, X, 1, 1, INIT_UNIFORM, 0.3f);
         rc = rc ? rc : add(w, o, err, NAME("ffn_gate_exps.weight"), T, 3, E, F, X, INIT_UNIFORM, aE);
         rc = rc ? rc : add(w, o, err, NAME("ffn_down_exps.weight"), T, 3, F, E, X, INIT_UNIFORM, aF);
         rc = rc ? rc : add(w, o, err, NAME("ffn_up_exps.weight"), T, 3, E, F, X, INIT_UNIFORM, aE);
-        if (o->arch == MOE_ARCH_DEEPSEEK) {
+        if (o->arch == MOE_ARCH_DEEPSEEK || o->arch == MOE_ARCH_DEEPSEEK2) {
             const int64_t SD = (int64_t)o->n_ff * o->n_expert_shared;
             const float aS = sqrtf(3.0f / (float)SD);
             rc = rc ? rc : add(w, o, err, NAME("ffn_gate_shexp.weight"), T, 2, E, SD, 1, INIT_UNIFORM, aE);
@@ -272,6 +332,12 @@ int moe_testmodel_defaults(moe_testmodel_params *p, moe_arch arch, const char *p
     p->dtype = MOE_DTYPE_F32;
     p->seed = 1;
     p->rope_base = 10000.0f;
+    int v2 = 0;
+    if (arch == MOE_ARCH_DEEPSEEK2) { /* MLA presets are tiny only, for now */
+        if (!strcmp(preset, "tiny-v2")) v2 = 1;
+        else if (strcmp(preset, "tiny")) return MOE_EINVAL;
+        preset = "tiny";
+    }
     if (!strcmp(preset, "tiny")) {
         p->n_embd = 128, p->n_layer = 2, p->n_head = 4, p->n_head_kv = 2, p->head_dim = 32;
         p->n_ff = 96, p->n_ff_shexp = 160, p->n_expert = 8, p->n_expert_used = 2;
@@ -284,6 +350,33 @@ int moe_testmodel_defaults(moe_testmodel_params *p, moe_arch arch, const char *p
         return MOE_EINVAL;
     }
     if (arch == MOE_ARCH_OLMOE) p->n_head_kv = p->n_head; /* OLMoE has no GQA */
+    p->expert_scale = 1.0f;
+    if (arch == MOE_ARCH_DEEPSEEK2) {
+        /* MLA: 4 heads of (32 no-rope + 32 rope) q/k dims, 32 v dims, latent 64 */
+        p->n_layer += 1;
+        p->n_layer_dense_lead = 1;
+        p->n_head = 4;
+        p->n_head_kv = 1;
+        p->head_dim = 32;
+        p->rope_dim = 32;
+        p->head_dim_v = 32;
+        p->kv_lora_rank = 64;
+        p->q_lora_rank = v2 ? 0 : 64;
+        p->n_expert = 16;
+        p->n_expert_used = 4;
+        p->n_ff = 32;
+        p->n_expert_shared = 1;
+        p->n_ff_dense = 256;
+        p->gating_sigmoid = !v2;
+        p->expert_bias = !v2;
+        p->n_groups = v2 ? 0 : 4;
+        p->n_groups_used = v2 ? 0 : 2;
+        p->expert_norm = !v2;
+        p->expert_scale = v2 ? 1.0f : 2.5f;
+        p->yarn_factor = v2 ? 0.0f : 4.0f;
+        p->yarn_orig_ctx = 128;
+        p->yarn_mscale_all = 0.707f;
+    }
     if (arch == MOE_ARCH_DEEPSEEK) {
         /* fine-grained experts, shared experts, a leading dense layer */
         p->n_layer += 1;
@@ -305,6 +398,14 @@ int moe_testmodel_write(const moe_testmodel_params *o, const char *path, moe_err
                         o->n_ff_shexp, o->n_expert, o->n_expert_used, o->n_vocab, o->n_ctx};
     for (size_t j = 0; j < sizeof dims / sizeof dims[0]; j++)
         if (dims[j] < 1) return moe_err_set(err, MOE_EINVAL, "every dimension must be >= 1");
+    if (o->arch == MOE_ARCH_DEEPSEEK2 &&
+        (o->kv_lora_rank < 32 || o->kv_lora_rank % 32 || o->q_lora_rank % 32 || o->q_lora_rank < 0 ||
+         o->rope_dim < 2 || o->rope_dim % 2 || o->head_dim_v % 32 || o->head_dim_v < 32 ||
+         o->n_head_kv != 1 || (o->n_layer >= 26 && o->n_layer <= 27)))
+        return moe_err_set(err, MOE_EINVAL,
+                           "deepseek2 needs kv/q LoRA ranks and v head dims that are multiples of "
+                           "32, an even rope dim, one kv head, and not 26/27 layers (llama.cpp "
+                           "treats those as V2-Lite)");
     if (o->n_embd % 32 || o->n_ff % 32 || o->n_ff_shexp % 32 || (o->n_head * o->head_dim) % 32)
         return moe_err_set(err, MOE_EINVAL,
                            "n_embd, n_ff, n_ff_shexp and n_head x head_dim must be multiples of 32");
@@ -316,7 +417,15 @@ int moe_testmodel_write(const moe_testmodel_params *o, const char *path, moe_err
                            "olmoe needs n_head_kv == n_head (its k norm spans n_embd in llama.cpp)");
     if (o->n_expert_used > o->n_expert)
         return moe_err_set(err, MOE_EINVAL, "n_expert_used exceeds n_expert");
-    if (o->arch == MOE_ARCH_DEEPSEEK &&
+    if (o->n_groups > 1) {
+        moe_routing r = {.n_expert = o->n_expert, .n_used = o->n_expert_used, .scale = 1,
+                         .n_groups = o->n_groups, .n_groups_used = o->n_groups_used};
+        if (moe_routing_check(&r) < 0 || o->n_groups_used >= o->n_groups)
+            return moe_err_set(err, MOE_EINVAL,
+                               "expert groups: %d experts in %d groups with %d used cannot give %d",
+                               o->n_expert, o->n_groups, o->n_groups_used, o->n_expert_used);
+    }
+    if ((o->arch == MOE_ARCH_DEEPSEEK || o->arch == MOE_ARCH_DEEPSEEK2) &&
         (o->n_layer_dense_lead < 0 || o->n_layer_dense_lead >= o->n_layer || o->n_expert_shared < 1 ||
          o->n_ff_dense < 32 || o->n_ff_dense % 32))
         return moe_err_set(err, MOE_EINVAL,

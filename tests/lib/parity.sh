@@ -1,6 +1,6 @@
 #!/bin/sh
-# tests/lib/parity.sh ARCH - moemesh against llama.cpp on `moectl mkmodel`
-# models of one architecture, for each dtype:
+# tests/lib/parity.sh ARCH [PRESET] - moemesh against llama.cpp on `moectl
+# mkmodel` models of one architecture (and mkmodel preset), for each dtype:
 #   teacher-forced logits at every position within a per-dtype tolerance
 #   (positions whose reference top-2 margin is tiny are skipped for the
 #   quantised dtypes, where a near-tied expert or token can flip), and for
@@ -12,10 +12,16 @@
 #   difference in summation order upstream can flip one activation's rounding
 #   (an f16 ulp is 2^-11, a bf16 ulp 2^-8 relative), which moves logits by
 #   ~1e-3 (f16) to ~1e-2 (bf16). Q8_0 products are integer-exact and agree to
-#   ~1e-6 when no quantisation step flips.
+#   ~1e-6 when no quantisation step flips. Where a flipped step meets a
+#   nearly tied expert choice, that token (and later ones attending to it)
+#   takes another expert and differs by O(0.1-1): for the quantised dtypes at
+#   least 75% of compared positions must be within tolerance, and every
+#   outlier is printed. f32 has no such amplification and must hold at every
+#   position.
 # Exit 0 pass, 77 skip (no reference engine), 1 fail.
 set -u
 ARCH=$1
+PRESET=${2:-tiny}
 MOECTL=${MOECTL:-build/moectl}
 REF="node tests/ref/llama.mjs"
 CMP="node tests/ref/compare.mjs"
@@ -29,12 +35,12 @@ fail=0
 for DT in ${PARITY_DTYPES:-f32 f16 bf16 q8_0}; do
     case $DT in
         f32)  TOL="--atol 1e-4" ;;
-        f16)  TOL="--atol 1e-2 --margin 0.05" ;;
-        bf16) TOL="--atol 5e-2 --margin 0.05" ;;
-        q8_0) TOL="--atol 2e-2 --margin 0.05" ;;
+        f16)  TOL="--atol 1e-2 --margin 0.05 --min-frac 0.75" ;;
+        bf16) TOL="--atol 5e-2 --margin 0.05 --min-frac 0.75" ;;
+        q8_0) TOL="--atol 2e-2 --margin 0.05 --min-frac 0.75" ;;
     esac
     M="$TMP/$ARCH-$DT.gguf"
-    "$MOECTL" mkmodel --arch "$ARCH" --dtype "$DT" --seed 7 -o "$M" >/dev/null || { echo "mkmodel failed"; exit 1; }
+    "$MOECTL" mkmodel --arch "$ARCH" --preset "$PRESET" --dtype "$DT" --seed 7 -o "$M" >/dev/null || { echo "mkmodel failed"; exit 1; }
     "$MOECTL" logits "$M" --tokens "$TOKENS" --threads 1 >"$TMP/ours.json" || { echo "moectl logits failed ($DT)"; fail=1; continue; }
     $REF logits "$M" --tokens "$TOKENS" --threads 1 >"$TMP/ref.json" || { echo "reference logits failed ($DT)"; fail=1; continue; }
     printf '%s %-5s logits: ' "$ARCH" "$DT"

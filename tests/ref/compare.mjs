@@ -2,18 +2,22 @@
 // compare.mjs — compare two logits JSON files ({"n_vocab": V, "positions": [{"pos", "token", "logits"}]})
 // as written by `moectl logits` (OURS) and `node tests/ref/llama.mjs logits` (REF).
 //
-//   node tests/ref/compare.mjs OURS.json REF.json --atol 1e-4 [--margin M] [--rtol R]
+//   node tests/ref/compare.mjs OURS.json REF.json --atol 1e-4 [--margin M] [--rtol R] [--min-frac F]
 //
 // Per position: max |ours - ref| over the vocab. With --margin M, positions whose reference top-2
 // logit margin is < M are skipped (argmax there is a near tie; tiny differences may legitimately
-// route experts differently). A compared position fails if max_abs_diff > atol + rtol * max|ref|.
+// route experts differently). A compared position is outside tolerance if max_abs_diff > atol +
+// rtol * max|ref|. With --min-frac F (default 1) the run passes if at least F of the compared
+// positions are within tolerance: for quantised activations a summation-order difference can flip
+// one rounding step, and where an expert choice is nearly tied that flips the expert for that
+// token and for the later positions that attend to it; the outliers are listed either way.
 // Structural mismatches (n_vocab, number of positions, pos/token lists, row lengths, non-finite
 // values) always fail. Prints one JSON summary line on stdout; failure details go to stderr.
 // Exit: 0 pass, 1 mismatch, 2 usage / unreadable input.
 
 import fs from "node:fs";
 
-const USAGE = "usage: node tests/ref/compare.mjs OURS.json REF.json --atol A [--margin M] [--rtol R]";
+const USAGE = "usage: node tests/ref/compare.mjs OURS.json REF.json --atol A [--margin M] [--rtol R] [--min-frac F]";
 
 function die(code, msg) {
     process.stderr.write(`compare.mjs: ${msg}\n`);
@@ -21,7 +25,7 @@ function die(code, msg) {
 }
 
 function parseArgs(argv) {
-    const o = { files: [], atol: null, rtol: 0, margin: null };
+    const o = { files: [], atol: null, rtol: 0, margin: null, minFrac: 1 };
     const num = (flag, v) => {
         const x = Number(v);
         if (v === undefined || v === "" || !Number.isFinite(x) || x < 0) die(2, `${flag} needs a non-negative number\n${USAGE}`);
@@ -33,6 +37,7 @@ function parseArgs(argv) {
         else if (a === "--atol") o.atol = num(a, argv[++i]);
         else if (a === "--rtol") o.rtol = num(a, argv[++i]);
         else if (a === "--margin") o.margin = num(a, argv[++i]);
+        else if (a === "--min-frac") o.minFrac = num(a, argv[++i]);
         else if (a.startsWith("-")) die(2, `unknown option: ${a}\n${USAGE}`);
         else o.files.push(a);
     }
@@ -68,10 +73,19 @@ const o = parseArgs(process.argv.slice(2));
 const ours = load(o.files[0], "OURS");
 const ref = load(o.files[1], "REF");
 
-const summary = { positions: ref.positions.length, compared: 0, skipped: 0, max_abs_diff: 0, worst_pos: null, argmax_agree: 0 };
-const failures = [];
+const summary = { positions: ref.positions.length, compared: 0, skipped: 0, max_abs_diff: 0, worst_pos: null, argmax_agree: 0, within_tol: 0 };
+const failures = [];   // structural: always fail
+const outliers = [];   // outside tolerance: fail unless within --min-frac
 const skippedPos = [];
 const finish = () => {
+    if (outliers.length) {
+        const frac = summary.compared ? summary.within_tol / summary.compared : 0;
+        if (frac >= o.minFrac) {
+            for (const f of outliers) process.stderr.write(`outside tolerance (allowed: ${summary.within_tol}/${summary.compared} within, min-frac ${o.minFrac}): ${f}\n`);
+        } else {
+            failures.push(...outliers);
+        }
+    }
     process.stdout.write(JSON.stringify(summary) + "\n");
     if (failures.length) {
         for (const f of failures.slice(0, 20)) process.stderr.write(`FAIL: ${f}\n`);
@@ -129,8 +143,9 @@ for (let k = 0; k < ref.positions.length; k++) {
         summary.worst_pos = p;
     }
     const tol = o.atol + o.rtol * refMax;
-    if (!(d <= tol))
-        failures.push(`position ${p} (token ${b.token}): max abs diff ${d} at vocab id ${at} ` +
+    if (d <= tol) summary.within_tol++;
+    else
+        outliers.push(`position ${p} (token ${b.token}): max abs diff ${d} at vocab id ${at} ` +
             `(ours ${a.logits[at]}, ref ${b.logits[at]}) > tolerance ${tol} (atol ${o.atol} + rtol ${o.rtol} * max|ref| ${refMax}); ` +
             `argmax ours ${to.argmax} ref ${tr.argmax}, ref top-2 margin ${tr.margin}`);
 }

@@ -19,6 +19,8 @@
 #include "moe/threadpool.h"
 #include "test.h"
 
+#include "../../libmoe/src/cpu/kernels.h" /* moe__cpu_has_avx512bf16 */
+
 #define GEMM_RTOL 3e-5
 
 static const moe_dtype all_types[] = {MOE_DTYPE_F32, MOE_DTYPE_F16, MOE_DTYPE_BF16, MOE_DTYPE_Q8_0};
@@ -188,7 +190,8 @@ TEST(kernels_quantize_rows) {
         const size_t rb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), n);
         unsigned char *a = xmalloc(rb * rows), *b = xmalloc(rb * rows);
         moe_op_quantize(k, wt, x, a, rows, n);
-        for (int64_t r = 0; r < rows; r++) k->from_f32(moe_dtype_dot_type(wt), x + r * n, b + r * rb, n);
+        for (int64_t r = 0; r < rows; r++)
+            k->from_f32(moe_dtype_dot_type(wt), x + r * n, b + r * rb, n);
         ASSERT(memcmp(a, b, rb * rows) == 0);
         free(a);
         free(b);
@@ -203,28 +206,22 @@ typedef struct gemm_case {
 } gemm_case;
 
 static const gemm_case gemm_cases[] = {
-    {32, 1, 0, 1, 1, 1},
-    {32, 5, 0, 5, 1, 5},
-    {64, 7, 0, 7, 3, 9},
-    {64, 16, 0, 16, 4, 16},
-    {96, 33, 3, 30, 2, 40},
-    {256, 19, 0, 19, 17, 19},
-    {4096 + 32, 37, 0, 37, 1, 37},
-    {4096 + 32, 37, 5, 36, 3, 41},
-    {4096 + 32, 21, 1, 20, 17, 23},
-    {512, 50, 0, 50, 70, 53},
-    {1024, 40, 7, 33, 8, 40},
+    {32, 1, 0, 1, 1, 1},           {32, 5, 0, 5, 1, 5},           {64, 7, 0, 7, 3, 9},
+    {64, 16, 0, 16, 4, 16},        {96, 33, 3, 30, 2, 40},        {256, 19, 0, 19, 17, 19},
+    {4096 + 32, 37, 0, 37, 1, 37}, {4096 + 32, 37, 5, 36, 3, 41}, {4096 + 32, 21, 1, 20, 17, 23},
+    {512, 50, 0, 50, 70, 53},      {1024, 40, 7, 33, 8, 40},
 };
 
 typedef struct gemm_data {
     moe_dtype wt;
     int64_t k, m, nb;
-    void *W;        /* m rows of wt */
-    float *Wf;      /* dequantised W */
-    float *xf;      /* nb x k activations (float) */
+    void *W;   /* m rows of wt */
+    float *Wf; /* dequantised W */
+    float *xf; /* nb x k activations (float) */
 } gemm_data;
 
-static void gemm_data_init(gemm_data *g, moe_dtype wt, int64_t k, int64_t m, int64_t nb, uint64_t seed) {
+static void gemm_data_init(gemm_data *g, moe_dtype wt, int64_t k, int64_t m, int64_t nb,
+                           uint64_t seed) {
     g->wt = wt;
     g->k = k;
     g->m = m;
@@ -264,8 +261,8 @@ static float *run_gemm(const moe_cpu_kernels *k, const gemm_data *g, void *xq, c
                 TEST_FAIL("%s %s: wrote outside the output at b=%lld r=%lld", k->name,
                           moe_dtype_name(g->wt), (long long)b, (long long)r);
             if (inside && y[b * c->ldy + r] == sentinel)
-                TEST_FAIL("%s %s: output b=%lld r=%lld not written", k->name,
-                          moe_dtype_name(g->wt), (long long)b, (long long)r);
+                TEST_FAIL("%s %s: output b=%lld r=%lld not written", k->name, moe_dtype_name(g->wt),
+                          (long long)b, (long long)r);
         }
     return y;
 }
@@ -315,10 +312,25 @@ static void check_gemm_type(moe_dtype wt) {
     }
 }
 
-TEST(kernels_gemm_f32) { check_gemm_type(MOE_DTYPE_F32); }
-TEST(kernels_gemm_f16) { check_gemm_type(MOE_DTYPE_F16); }
-TEST(kernels_gemm_bf16) { check_gemm_type(MOE_DTYPE_BF16); }
-TEST(kernels_gemm_q8_0) { check_gemm_type(MOE_DTYPE_Q8_0); }
+TEST(kernels_gemm_f32) {
+    check_gemm_type(MOE_DTYPE_F32);
+}
+TEST(kernels_gemm_f16) {
+    check_gemm_type(MOE_DTYPE_F16);
+}
+TEST(kernels_gemm_bf16) {
+    check_gemm_type(MOE_DTYPE_BF16);
+}
+TEST(kernels_gemm_q8_0) {
+    check_gemm_type(MOE_DTYPE_Q8_0);
+}
+
+/* The AVX-512 BF16 path of CPUs without AVX512_BF16 (widen + FMA). */
+TEST(kernels_gemm_bf16_without_avx512bf16) {
+    if (!moe_cpu_kernels_get(MOE_CPU_AVX512)) SKIP("no AVX-512 on this CPU");
+    moe__cpu_has_avx512bf16 = 0;
+    check_gemm_type(MOE_DTYPE_BF16);
+}
 
 /* A row's result does not depend on which rows or columns share its call. */
 TEST(kernels_gemm_subranges_consistent) {
@@ -347,7 +359,8 @@ TEST(kernels_gemm_subranges_consistent) {
              * the level may switch kernels with the batch size: allow
              * reassociation-level differences, and demand exactness for
              * the row split at a fixed batch. */
-            for (int64_t i = 0; i < m * nb; i++) ASSERT_NEAR(part[i], full[i], 1e-4 * (1 + fabs(full[i])));
+            for (int64_t i = 0; i < m * nb; i++)
+                ASSERT_NEAR(part[i], full[i], 1e-4 * (1 + fabs(full[i])));
             for (int ci = 0; ci + 1 < 7; ci++)
                 kt->gemm(wt, k, g.W, cuts[ci], cuts[ci + 1], xq, nb, part, m);
             if (memcmp(part, full, sizeof(float) * m * nb) != 0)
@@ -373,15 +386,21 @@ static float ggml_x86_dot_q8_0(int64_t k, const moe_block_q8_0 *w, const moe_blo
             acc[l] = fmaf(d, (float)s, acc[l]);
         }
     }
-    const float r0 = acc[4] + acc[0], r1 = acc[5] + acc[1], r2 = acc[6] + acc[2], r3 = acc[7] + acc[3];
+    const float r0 = acc[4] + acc[0], r1 = acc[5] + acc[1], r2 = acc[6] + acc[2],
+                r3 = acc[7] + acc[3];
     return (r0 + r2) + (r1 + r3);
 }
 
 /* Decode (nb <= 2) Q8_0 matvecs of the SIMD levels equal llama.cpp's x86
  * arithmetic bit for bit. */
 TEST(kernels_q8_0_matvec_bitexact_ggml_x86) {
-    const int64_t shapes[][4] = {{1024, 37, 0, 37}, {4096 + 32, 9, 2, 9}, {32, 5, 1, 4}, {2816, 20, 0, 20}};
-    for (int si = 0; si < 4; si++) {
+    /* the last shape is past the kernels' table of activation scales */
+    const int64_t shapes[][4] = {{1024, 37, 0, 37},
+                                 {4096 + 32, 9, 2, 9},
+                                 {32, 5, 1, 4},
+                                 {2816, 20, 0, 20},
+                                 {32768 + 64, 3, 0, 3}};
+    for (int si = 0; si < 5; si++) {
         const int64_t k = shapes[si][0], m = shapes[si][1], r0 = shapes[si][2], r1 = shapes[si][3];
         gemm_data g;
         gemm_data_init(&g, MOE_DTYPE_Q8_0, k, m, 2, 900 + si);
@@ -396,12 +415,13 @@ TEST(kernels_q8_0_matvec_bitexact_ggml_x86) {
                 kt->gemm(MOE_DTYPE_Q8_0, k, g.W, r0, r1, xq, nb, y, m);
                 for (int64_t b = 0; b < nb; b++)
                     for (int64_t r = r0; r < r1; r++) {
-                        const float want = ggml_x86_dot_q8_0(
-                            k, (const moe_block_q8_0 *)((char *)g.W + r * rb),
-                            (const moe_block_q8_0 *)((char *)xq + b * rb));
+                        const float want =
+                            ggml_x86_dot_q8_0(k, (const moe_block_q8_0 *)((char *)g.W + r * rb),
+                                              (const moe_block_q8_0 *)((char *)xq + b * rb));
                         if (memcmp(&want, &y[b * m + r], sizeof want) != 0)
                             TEST_FAIL("%s nb=%lld k=%lld row %lld: %.9g, ggml x86 %.9g", kt->name,
-                                      (long long)nb, (long long)k, (long long)r, y[b * m + r], want);
+                                      (long long)nb, (long long)k, (long long)r, y[b * m + r],
+                                      want);
                     }
                 free(y);
             }
@@ -457,7 +477,8 @@ TEST(kernels_matmul_pool_matches_single_thread) {
                 const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
                 void *xq = xmalloc(xrb * nb);
                 moe_op_quantize(kt, wt, g.xf, xq, nb, k);
-                float *y1 = xmalloc(sizeof(float) * ldy * nb), *y2 = xmalloc(sizeof(float) * ldy * nb);
+                float *y1 = xmalloc(sizeof(float) * ldy * nb),
+                      *y2 = xmalloc(sizeof(float) * ldy * nb);
                 float *yg = xmalloc(sizeof(float) * ldy * nb);
                 memset(y1, 0, sizeof(float) * ldy * nb);
                 memset(y2, 0, sizeof(float) * ldy * nb);
@@ -625,7 +646,8 @@ TEST(kernels_rope_normal_vs_neox) {
         for (int h = 0; h < 2; h++) {
             double ref[8];
             rope_ref(x + 8 * h, ref, 8, 4, neox, 10000.0, 1.0, 3);
-            for (int i = 0; i < 8; i++) ASSERT_NEAR(y[8 * h + i], ref[i], 2e-6 * (1 + fabs(ref[i])));
+            for (int i = 0; i < 8; i++)
+                ASSERT_NEAR(y[8 * h + i], ref[i], 2e-6 * (1 + fabs(ref[i])));
             for (int i = 4; i < 8; i++) ASSERT(y[8 * h + i] == x[8 * h + i]);
         }
     }
@@ -644,7 +666,7 @@ TEST(kernels_rope_normal_vs_neox) {
     moe_op_rope(&r, b, 1, 4, 1);
     ASSERT_NEAR(a[1], sin(1.0), 1e-7); /* partner of dim 0 is dim 1 */
     ASSERT(a[2] == 0.0f);
-    ASSERT(b[1] == 0.0f);              /* partner of dim 0 is dim 2 */
+    ASSERT(b[1] == 0.0f); /* partner of dim 0 is dim 2 */
     ASSERT_NEAR(b[2], sin(1.0), 1e-7);
 }
 

@@ -19,7 +19,8 @@ typedef struct count_ctx {
 
 static void count_fn(void *arg, int ith, int nth) {
     count_ctx *c = arg;
-    if (nth != c->want_nth || ith < 0 || ith >= nth) atomic_fetch_add(&c->bad_nth, 1);
+    if (nth != c->want_nth || ith < 0 || ith >= nth)
+        atomic_fetch_add(&c->bad_nth, 1);
     else {
         atomic_fetch_add(&c->calls[ith], 1);
         c->out[ith]++;
@@ -89,8 +90,8 @@ TEST(pool_sleeping_workers) {
     setenv("MOE_POOL_SPIN_US", "0", 1);
     moe_pool *p;
     ASSERT_EQ_INT(moe_pool_create(&p, 3), 0);
-    check_runs(p, 3, 2000, 0);   /* sleep right away: every run is a futex wake */
-    check_runs(p, 3, 20, 2000);  /* and after a real idle gap */
+    check_runs(p, 3, 2000, 0);  /* sleep right away: every run is a futex wake */
+    check_runs(p, 3, 20, 2000); /* and after a real idle gap */
     moe_pool_destroy(p);
     unsetenv("MOE_POOL_SPIN_US");
 }

@@ -38,21 +38,27 @@ int cmd_info(int argc, char **argv) {
     char routing[256];
     routing_words(m, routing, sizeof routing);
     const moe_gguf *g = m->gguf;
+    size_t kv_mha;
+    moe_model_kv_bytes_per_token(m, &kv_mha);
     if (json) {
         printf("{\"path\": ");
         json_str(stdout, path, strlen(path));
         printf(", \"architecture\": \"%s\", \"file_bytes\": %zu, \"n_params\": %zu, "
-               "\"n_bytes\": %zu, \"active_bytes_per_token\": %zu, \"routing\": ",
+               "\"n_bytes\": %zu, \"active_bytes_per_token\": %zu, \"kv_bytes_per_token\": %zu, "
+               "\"kv_bytes_per_token_mha\": %zu, \"routing\": ",
                moe_arch_name(hp->arch), moe_gguf_file_size(g), m->n_params, m->n_bytes,
-               moe_model_active_bytes(m));
+               moe_model_active_bytes(m), moe_model_kv_bytes_per_token(m, NULL), kv_mha);
         json_str(stdout, routing, strlen(routing));
         printf(", \"hparams\": {\"n_vocab\": %d, \"n_ctx_train\": %d, \"n_embd\": %d, "
                "\"n_layer\": %d, \"n_head\": %d, \"n_head_kv\": %d, \"head_dim\": %d, "
+               "\"head_dim_v\": %d, \"kv_lora_rank\": %d, \"q_lora_rank\": %d, "
+               "\"n_layer_dense_lead\": %d, \"n_expert_shared\": %d, "
                "\"n_rot\": %d, \"n_ff_exp\": %d, \"n_ff_shexp\": %d, \"n_expert\": %d, "
                "\"n_expert_used\": %d, \"rms_eps\": %g, \"rope_freq_base\": %g, "
                "\"rope_neox\": %s, \"expert_norm\": %s, \"qkv_bias\": %s, \"qk_norm\": \"%s\"}",
                hp->n_vocab, hp->n_ctx_train, hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv,
-               hp->head_dim, hp->n_rot, hp->n_ff_exp, hp->n_ff_shexp, hp->n_expert,
+               hp->head_dim, hp->head_dim_v, hp->kv_lora_rank, hp->q_lora_rank,
+               hp->n_layer_dense_lead, hp->n_expert_shared, hp->n_rot, hp->n_ff_exp, hp->n_ff_shexp, hp->n_expert,
                hp->n_expert_used, (double)hp->rms_eps, (double)hp->rope_freq_base,
                hp->rope_neox ? "true" : "false", hp->expert_norm ? "true" : "false",
                hp->qkv_bias ? "true" : "false",
@@ -81,6 +87,16 @@ int cmd_info(int argc, char **argv) {
                hp->n_rot, (double)hp->rope_freq_base, hp->qkv_bias ? ", qkv bias" : "",
                hp->qk_norm == MOE_QK_NORM_HEAD ? ", per-head q/k norm" :
                hp->qk_norm == MOE_QK_NORM_FULL ? ", full-width q/k norm" : "");
+        size_t mha;
+        const size_t kvb = moe_model_kv_bytes_per_token(m, &mha);
+        if (hp->is_mla)
+            printf("mla           latent %d + rope %d per token, q LoRA %d, heads %d (q/k %d, v %d)\n"
+                   "kv cache      %zu bytes/token (f32); plain multi-head attention would need "
+                   "%zu (%.1fx)\n",
+                   hp->kv_lora_rank, hp->n_rot, hp->q_lora_rank, hp->n_head, hp->head_dim,
+                   hp->head_dim_v, kvb, mha, (double)mha / (double)kvb);
+        else
+            printf("kv cache      %zu bytes/token (f32)\n", kvb);
         printf("experts       %d routed of width %d", hp->n_expert, hp->n_ff_exp);
         if (hp->n_expert_shared > 0)
             printf(", %d shared of width %d (one FFN of %d)", hp->n_expert_shared,

@@ -7,11 +7,13 @@
 static const char help[] =
     "usage: moectl mkmodel --arch A [--dtype D] [--seed S] [dims...] -o OUT.gguf\n"
     "Writes a random-weight model that llama.cpp also loads.\n"
-    "  --arch A          llama | qwen2moe | qwen3moe | olmoe | deepseek\n"
+    "  --arch A          llama | qwen2moe | qwen3moe | olmoe | deepseek | deepseek2\n"
     "  --dtype D         f32 | f16 | bf16 | q8_0 (matrices; default f32)\n"
     "  --seed S          weights seed (default 1)\n"
     "  --preset P        tiny (default) | bench (hidden 1024, 8 layers, 8 experts\n"
     "                    top-2, ff 2816, vocab 4096: ~620 MB in q8_0)\n"
+    "                    deepseek2: tiny (V3-style: sigmoid, bias, groups, q LoRA,\n"
+    "                    x2.5, YaRN) | tiny-v2 (V2-style: softmax, no q LoRA)\n"
     "dims (override the preset):\n"
     "  --n-embd N --n-layer N --n-head N --n-head-kv N --head-dim N --n-ff N\n"
     "  --n-ff-shexp N --n-expert N --n-expert-used N --n-vocab N --n-ctx N\n"
@@ -48,10 +50,11 @@ int cmd_mkmodel(int argc, char **argv) {
     if (!arch || !out) return fputs(help, stderr), 2;
     moe_arch a;
     if (moe_arch_parse(arch, &a) < 0)
-        return die("mkmodel: unknown --arch '%s' (llama, qwen2moe, qwen3moe, olmoe, deepseek)", arch);
+        return die("mkmodel: unknown --arch '%s' (llama, qwen2moe, qwen3moe, olmoe, deepseek, deepseek2)", arch);
     moe_testmodel_params p;
     if (moe_testmodel_defaults(&p, a, preset) < 0)
-        return die("mkmodel: unknown --preset '%s' (tiny, bench)", preset);
+        return die("mkmodel: unknown --preset '%s' for %s (tiny, bench; deepseek2: tiny, tiny-v2)",
+                   preset, arch);
     if (dtype && moe_dtype_parse(dtype, &p.dtype) < 0)
         return die("mkmodel: unknown --dtype '%s' (f32, f16, bf16, q8_0)", dtype);
     p.seed = seed;

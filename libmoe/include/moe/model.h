@@ -9,6 +9,10 @@
  *   olmoe     q/k RMSNorm over the full width, no renormalisation
  *   deepseek  DeepSeekMoE: leading dense FFN layers, fine-grained routed
  *             experts, ungated shared experts, softmax, no renormalisation
+ *   deepseek2 DeepSeek-V2/V3: Multi-head Latent Attention (absorbed layout:
+ *             the KV cache holds the compressed latent and the RoPE key per
+ *             token), softmax or sigmoid gating, selection bias, expert
+ *             groups, routed scaling, YaRN
  *
  *     moe_model *m; moe_ctx *c; moe_err err;
  *     if (moe_model_load(&m, "model.gguf", &err) < 0) ...
@@ -43,6 +47,7 @@ typedef enum moe_arch {
     MOE_ARCH_QWEN3MOE,
     MOE_ARCH_OLMOE,
     MOE_ARCH_DEEPSEEK,
+    MOE_ARCH_DEEPSEEK2,
     MOE_ARCH_COUNT
 } moe_arch;
 
@@ -80,6 +85,15 @@ typedef struct moe_hparams {
     float rope_freq_base;
     float rope_freq_scale;
     int rope_neox;    /* 1: NeoX pairs (i, i+n_rot/2); 0: adjacent pairs */
+    /* YaRN (rope.scaling.type "yarn"); ext_factor 0 = off */
+    float rope_ext_factor, rope_attn_factor, rope_beta_fast, rope_beta_slow, rope_yarn_log_mul;
+    int rope_n_ctx_orig;
+    float kq_scale;   /* attention logit scale (1/sqrt(head_dim) unless MLA/YaRN) */
+    /* Multi-head Latent Attention (deepseek2) */
+    int is_mla;
+    int q_lora_rank;  /* 0: plain attn_q */
+    int kv_lora_rank; /* compressed latent width */
+    int head_dim_v;   /* value head size after attn_v_b (head_dim is q/k's) */
     moe_gating gating;
     int expert_norm;  /* 1: renormalise the chosen experts' weights to sum 1 */
     float expert_scale; /* routed weights multiplied by this (1 for none) */
@@ -102,7 +116,15 @@ typedef struct moe_layer {
     moe_tensor wv;             /* (n_embd -> n_head_kv*head_dim) */
     moe_tensor bq, bk, bv;     /* biases (qwen2moe), f32 */
     moe_tensor q_norm, k_norm; /* (head_dim) or full width, per qk_norm */
-    moe_tensor wo;             /* (n_head*head_dim -> n_embd) */
+    moe_tensor wo;             /* (n_head*head_dim_v -> n_embd) */
+    /* MLA: q = wq_b(rmsnorm(wq_a x)) or wq x; [latent | k_pe] = wkv_a_mqa x */
+    moe_tensor wq_a;           /* (n_embd -> q_lora_rank) */
+    moe_tensor q_a_norm;       /* (q_lora_rank) */
+    moe_tensor wq_b;           /* (q_lora_rank -> n_head*head_dim) */
+    moe_tensor wkv_a_mqa;      /* (n_embd -> kv_lora_rank + n_rot) */
+    moe_tensor kv_a_norm;      /* (kv_lora_rank) */
+    moe_tensor wk_b;           /* per head (head_dim - n_rot -> kv_lora_rank) x n_head */
+    moe_tensor wv_b;           /* per head (kv_lora_rank -> head_dim_v) x n_head */
     moe_tensor ffn_norm;       /* (n_embd) */
     moe_tensor ffn_gate;       /* dense layers: (n_embd -> n_ff) */
     moe_tensor ffn_up;         /* dense layers: (n_embd -> n_ff) */
@@ -140,6 +162,11 @@ void moe_model_free(moe_model *m);
 void moe_model_routing(const moe_model *m, int il, moe_routing *r);
 /* 1 if layer il has routed experts (not a leading dense layer). */
 int moe_model_layer_is_moe(const moe_model *m, int il);
+
+/* Bytes of f32 KV cache per token (all layers). For MLA the cache holds the
+ * latent and the RoPE key; *mha_equiv (if non-NULL) gets what plain
+ * multi-head attention of the same model would hold (K and V of every head). */
+size_t moe_model_kv_bytes_per_token(const moe_model *m, size_t *mha_equiv);
 
 /* Bytes of weights read per token at batch 1 (attention, router, the chosen
  * experts, shared experts, output head): the memory-bound decode's traffic. */

@@ -11,7 +11,7 @@
  *               of its top-2 selection values; the n_groups_used best groups
  *               stay, the others are excluded
  *   chosen    = top n_used of selection (ties: lowest expert index)
- *   weights   = probs[chosen]; / their sum if norm; * scale
+ *   weights   = probs[chosen]; / max(their sum, 2^-14) if norm; * scale
  *
  *     moe_routing r = {.gating = MOE_GATING_SIGMOID, .n_expert = 256, .n_used = 8,
  *                      .norm = 1, .scale = 2.5f, .n_groups = 8, .n_groups_used = 4,

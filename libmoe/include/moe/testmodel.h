@@ -34,6 +34,19 @@ typedef struct moe_testmodel_params {
     int n_expert_shared;    /* deepseek: shared experts (width n_ff each) */
     int n_layer_dense_lead; /* deepseek: leading dense FFN layers */
     int n_ff_dense;         /* deepseek: dense FFN width */
+    /* deepseek2 (MLA and V3 routing) */
+    int q_lora_rank;        /* 0: plain attn_q (V2-Lite style) */
+    int kv_lora_rank;
+    int rope_dim;           /* decoupled RoPE dims; head_dim is the no-RoPE part */
+    int head_dim_v;
+    int gating_sigmoid;     /* 1: sigmoid gating (V3), 0: softmax (V2) */
+    int expert_bias;        /* 1: exp_probs_b selection bias */
+    int n_groups, n_groups_used;
+    int expert_norm;
+    float expert_scale;
+    float yarn_factor;      /* > 1: YaRN rope scaling with this factor */
+    int yarn_orig_ctx;
+    float yarn_mscale_all;  /* mscale_all_dim (stored x0.1 as yarn_log_multiplier) */
     int n_vocab, n_ctx;
     float rope_base;
 } moe_testmodel_params;
@@ -43,6 +56,9 @@ typedef struct moe_testmodel_params {
  * experts top-4 and 2 shared) or "bench" (hidden 1024, 8 layers, 8 experts top-2, ff
  * 2816, vocab 4096). dtype f32, seed 1. MOE_EINVAL for an unknown preset. */
 int moe_testmodel_defaults(moe_testmodel_params *p, moe_arch arch, const char *preset);
+/* deepseek2 presets: "tiny" is V3-style (sigmoid, bias, 4 groups of 4 with
+ * 2 used, q LoRA, normalised, x2.5, YaRN x4); "tiny-v2" is V2-style
+ * (softmax, no bias or groups, no q LoRA, not normalised, no YaRN). */
 
 /* Checks p; writes the model to path. */
 int moe_testmodel_write(const moe_testmodel_params *p, const char *path, moe_err *err);

@@ -46,8 +46,8 @@ static void cpu_detect_once(void) {
     const int f16c = (c >> 29) & 1;
     if (!osxsave || !avx) return;
     const uint64_t xcr0 = xgetbv0();
-    const int os_avx = (xcr0 & 0x6) == 0x6;        /* XMM and YMM state */
-    const int os_avx512 = (xcr0 & 0xe6) == 0xe6;   /* + opmask, ZMM_Hi256, Hi16_ZMM */
+    const int os_avx = (xcr0 & 0x6) == 0x6;      /* XMM and YMM state */
+    const int os_avx512 = (xcr0 & 0xe6) == 0xe6; /* + opmask, ZMM_Hi256, Hi16_ZMM */
     if (!os_avx || __get_cpuid_max(0, NULL) < 7) return;
     unsigned a7, b7, c7, d7;
     __cpuid_count(7, 0, a7, b7, c7, d7);
@@ -76,10 +76,14 @@ const moe_cpu_kernels *moe_cpu_kernels_get(moe_cpu_level level) {
     const moe_cpu_level have = moe_cpu_detect();
     if ((int)level < 0 || level >= MOE_CPU_LEVEL_COUNT || level > have) return NULL;
     switch (level) {
-    case MOE_CPU_SCALAR: return &moe__kernels_scalar;
-    case MOE_CPU_AVX2: return &moe__kernels_avx2;
-    case MOE_CPU_AVX512: return &moe__kernels_avx512;
-    default: return NULL;
+    case MOE_CPU_SCALAR:
+        return &moe__kernels_scalar;
+    case MOE_CPU_AVX2:
+        return &moe__kernels_avx2;
+    case MOE_CPU_AVX512:
+        return &moe__kernels_avx512;
+    default:
+        return NULL;
     }
 }
 
@@ -117,12 +121,13 @@ void moe_op_quantize(const moe_cpu_kernels *k, moe_dtype wt, const float *x, voi
 /* Below this many multiply-adds a matmul runs on the calling thread alone. */
 #define MATMUL_MIN_PARALLEL (1 << 17)
 
-/* Threads take chunks of contiguous rows from a shared counter until none is
- * left, so a worker that wakes late (a futex wake costs tens of
- * microseconds on a VM) or a core taken by another process only shifts work
- * to the others. Each output's arithmetic does not depend on which thread
- * computes it or which rows share its gemm call, so results are the same
- * for any number of threads. */
+/* Threads take chunks of contiguous rows (each read as sequential streams)
+ * from a shared counter until none is left, so a thread that starts late (a
+ * worker woken from its futex) or runs slowly (a core shared with another
+ * process) leaves its rows to the others instead of holding them up. Each
+ * output's arithmetic does not depend on which thread computes it or which
+ * rows share its gemm call, so results are identical for any number of
+ * threads. */
 typedef struct matmul_ctx {
     const moe_cpu_kernels *k;
     moe_dtype wt;
@@ -132,7 +137,7 @@ typedef struct matmul_ctx {
     int64_t nb;
     float *Y;
     int64_t ldy;
-    int64_t chunk; /* rows per chunk */
+    int64_t chunk;                  /* rows per chunk */
     _Alignas(64) atomic_llong next; /* first row of the next chunk */
 } matmul_ctx;
 
@@ -160,12 +165,12 @@ static void matmul_task(void *arg, int ith, int nth) {
     }
 }
 
-void moe_op_matmul(const moe_cpu_kernels *k, moe_pool *pool, moe_dtype wt, const void *W,
-                   int64_t m, int64_t kdim, const void *Xq, int64_t nb, float *Y, int64_t ldy) {
+void moe_op_matmul(const moe_cpu_kernels *k, moe_pool *pool, moe_dtype wt, const void *W, int64_t m,
+                   int64_t kdim, const void *Xq, int64_t nb, float *Y, int64_t ldy) {
     if (m <= 0 || nb <= 0) return;
     MOE_ASSERT(kdim % MOE_QK8_0 == 0 && ldy >= m);
-    matmul_ctx c = {.k = k, .wt = wt, .W = W, .m = m, .kdim = kdim, .Xq = Xq, .nb = nb, .Y = Y,
-                    .ldy = ldy};
+    matmul_ctx c = {
+        .k = k, .wt = wt, .W = W, .m = m, .kdim = kdim, .Xq = Xq, .nb = nb, .Y = Y, .ldy = ldy};
     const int nth = moe_pool_n_threads(pool);
     const int64_t units = (m + MATMUL_ROW_UNIT - 1) / MATMUL_ROW_UNIT;
     int64_t cu; /* units per chunk */
@@ -253,7 +258,8 @@ void moe_op_rope(const moe_rope *r, float *x, int64_t n_heads, int64_t head_dim,
     if (r->ext_factor != 0.0f) {
         const float start =
             floorf(rope_yarn_corr_dim(n_dims, r->n_ctx_orig, r->beta_fast, r->freq_base));
-        const float end = ceilf(rope_yarn_corr_dim(n_dims, r->n_ctx_orig, r->beta_slow, r->freq_base));
+        const float end =
+            ceilf(rope_yarn_corr_dim(n_dims, r->n_ctx_orig, r->beta_slow, r->freq_base));
         corr[0] = ROPE_MAX(0, start);
         corr[1] = ROPE_MIN(n_dims - 1, end);
     }

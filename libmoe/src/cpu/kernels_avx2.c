@@ -63,7 +63,8 @@ static void quantize_q8_0_avx2(const float *x, moe_block_q8_0 *y, int64_t n) {
 AI __m128i bf16_from_f32x8(__m256 v) {
     const __m256i u = _mm256_castps_si256(v);
     const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+    __m256i r = _mm256_srli_epi32(
+        _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
     /* NaN: |u| > 0x7f800000 (signed compare is fine on the masked value) */
     const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
                                            _mm256_set1_epi32(0x7f800000));
@@ -78,7 +79,9 @@ AI __m128i bf16_from_f32x8(__m256 v) {
 static void from_f32_avx2(moe_dtype dt, const float *x, void *y, int64_t n) {
     int64_t i = 0;
     switch (dt) {
-    case MOE_DTYPE_F32: memcpy(y, x, (size_t)n * sizeof(float)); return;
+    case MOE_DTYPE_F32:
+        memcpy(y, x, (size_t)n * sizeof(float));
+        return;
     case MOE_DTYPE_F16: {
         uint16_t *o = y;
         for (; i + 8 <= n; i += 8)
@@ -94,7 +97,9 @@ static void from_f32_avx2(moe_dtype dt, const float *x, void *y, int64_t n) {
         for (; i < n; i++) o[i] = moe_f32_to_bf16(x[i]);
         return;
     }
-    case MOE_DTYPE_Q8_0: quantize_q8_0_avx2(x, y, n); return;
+    case MOE_DTYPE_Q8_0:
+        quantize_q8_0_avx2(x, y, n);
+        return;
     }
 }
 
@@ -137,8 +142,8 @@ AI void q8_rows_tile(const int R, const int C, int64_t nblk, const moe_block_q8_
             const float dw = f16_to_f32(w[r][b].d);
 #pragma GCC unroll 2
             for (int c = 0; c < C; c++)
-                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), q8_lanes(aw, wq, xq[c]),
-                                            acc[r][c]);
+                acc[r][c] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), q8_lanes(aw, wq, xq[c]), acc[r][c]);
         }
     }
 #pragma GCC unroll 2
@@ -172,8 +177,8 @@ AI void q8_tile(const int R, const int C, int64_t nblk, const char *w0, size_t w
             const float dw = f16_to_f32(wb->d);
 #pragma GCC unroll 2
             for (int c = 0; c < C; c++)
-                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), q8_lanes(aw, wq, xq[c]),
-                                            acc[r][c]);
+                acc[r][c] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), q8_lanes(aw, wq, xq[c]), acc[r][c]);
         }
     }
 #pragma GCC unroll 4
@@ -185,7 +190,7 @@ AI void q8_tile(const int R, const int C, int64_t nblk, const char *w0, size_t w
 static void q8_gemm(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
                     size_t xrb, int64_t nb, float *Y, int64_t ldy) {
     const int64_t nblk = k / MOE_QK8_0;
-#define Q8_ROW(r) ((const moe_block_q8_0 *)(W + (size_t)(r) * wrb))
+#define Q8_ROW(r) ((const moe_block_q8_0 *)(W + (size_t)(r)*wrb))
     if (nb == 1) {
         const int64_t h = (r1 - r0) / 2;
         for (int64_t i = 0; i < h; i++) {
@@ -215,14 +220,16 @@ static void q8_gemm(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1
         int64_t r = r0;
         for (; r + 4 <= r1; r += 4)
             q8_tile(4, 2, nblk, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
-        for (; r < r1; r++) q8_tile(1, 2, nblk, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
+        for (; r < r1; r++)
+            q8_tile(1, 2, nblk, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
     }
     for (; c < nb; c++) {
         const char *x = X + (size_t)c * xrb;
         int64_t r = r0;
         for (; r + 4 <= r1; r += 4)
             q8_tile(4, 1, nblk, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
-        for (; r < r1; r++) q8_tile(1, 1, nblk, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
+        for (; r < r1; r++)
+            q8_tile(1, 1, nblk, W + (size_t)r * wrb, wrb, x, xrb, Y + c * ldy + r, ldy);
     }
 }
 
@@ -253,7 +260,8 @@ AI void flt_row(const int kind, const int C, const int NA, int64_t k, const char
             const __m256 wv = flt_load8(kind, w, i + a * 8);
 #pragma GCC unroll 3
             for (int c = 0; c < C; c++)
-                acc[c][a] = _mm256_fmadd_ps(wv, flt_load8(kind, X + (size_t)c * xrb, i + a * 8), acc[c][a]);
+                acc[c][a] =
+                    _mm256_fmadd_ps(wv, flt_load8(kind, X + (size_t)c * xrb, i + a * 8), acc[c][a]);
         }
     for (; i < k; i += 8) {
         const __m256 wv = flt_load8(kind, w, i);
@@ -300,9 +308,12 @@ AI void flt_gemm(const int kind, int64_t k, const char *W, size_t wrb, int64_t r
     if (nb <= 3) {
         for (int64_t r = r0; r < r1; r++) {
             const char *w = W + (size_t)r * wrb;
-            if (nb == 1) flt_row(kind, 1, 4, k, w, X, xrb, Y + r, ldy);
-            else if (nb == 2) flt_row(kind, 2, 2, k, w, X, xrb, Y + r, ldy);
-            else flt_row(kind, 3, 2, k, w, X, xrb, Y + r, ldy);
+            if (nb == 1)
+                flt_row(kind, 1, 4, k, w, X, xrb, Y + r, ldy);
+            else if (nb == 2)
+                flt_row(kind, 2, 2, k, w, X, xrb, Y + r, ldy);
+            else
+                flt_row(kind, 3, 2, k, w, X, xrb, Y + r, ldy);
         }
         return;
     }
@@ -314,17 +325,29 @@ AI void flt_gemm(const int kind, int64_t k, const char *W, size_t wrb, int64_t r
         for (; r + 4 <= r1; r += 4) {
             const char *w = W + (size_t)r * wrb;
             switch (C) {
-            case 3: flt_tile(kind, 4, 3, k, w, wrb, x, xrb, y + r, ldy); break;
-            case 2: flt_tile(kind, 4, 2, k, w, wrb, x, xrb, y + r, ldy); break;
-            default: flt_tile(kind, 4, 1, k, w, wrb, x, xrb, y + r, ldy); break;
+            case 3:
+                flt_tile(kind, 4, 3, k, w, wrb, x, xrb, y + r, ldy);
+                break;
+            case 2:
+                flt_tile(kind, 4, 2, k, w, wrb, x, xrb, y + r, ldy);
+                break;
+            default:
+                flt_tile(kind, 4, 1, k, w, wrb, x, xrb, y + r, ldy);
+                break;
             }
         }
         for (; r < r1; r++) {
             const char *w = W + (size_t)r * wrb;
             switch (C) {
-            case 3: flt_tile(kind, 1, 3, k, w, wrb, x, xrb, y + r, ldy); break;
-            case 2: flt_tile(kind, 1, 2, k, w, wrb, x, xrb, y + r, ldy); break;
-            default: flt_tile(kind, 1, 1, k, w, wrb, x, xrb, y + r, ldy); break;
+            case 3:
+                flt_tile(kind, 1, 3, k, w, wrb, x, xrb, y + r, ldy);
+                break;
+            case 2:
+                flt_tile(kind, 1, 2, k, w, wrb, x, xrb, y + r, ldy);
+                break;
+            default:
+                flt_tile(kind, 1, 1, k, w, wrb, x, xrb, y + r, ldy);
+                break;
             }
         }
     }
@@ -345,16 +368,24 @@ static void gemm_bf16(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t 
 
 /* ==== Table ================================================================ */
 
-static void gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
-                      const void *X, int64_t nb, float *Y, int64_t ldy) {
+static void gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+                      int64_t nb, float *Y, int64_t ldy) {
     if (r1 <= r0 || nb <= 0) return;
     const size_t wrb = moe_dtype_row_bytes(wt, k);
     const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
     switch (wt) {
-    case MOE_DTYPE_Q8_0: q8_gemm(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
-    case MOE_DTYPE_F32: gemm_f32(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
-    case MOE_DTYPE_F16: gemm_f16(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
-    case MOE_DTYPE_BF16: gemm_bf16(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
+    case MOE_DTYPE_Q8_0:
+        q8_gemm(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        return;
+    case MOE_DTYPE_F32:
+        gemm_f32(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        return;
+    case MOE_DTYPE_F16:
+        gemm_f16(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        return;
+    case MOE_DTYPE_BF16:
+        gemm_bf16(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        return;
     }
 }
 
@@ -368,7 +399,8 @@ static float dot_f32_avx2(int64_t n, const float *a, const float *b) {
         s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
         s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
     }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    for (; i + 8 <= n; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
     float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
     for (; i < n; i++) s += a[i] * b[i];
     return s;
@@ -378,7 +410,8 @@ static void axpy_f32_avx2(int64_t n, float a, const float *x, float *y) {
     const __m256 va = _mm256_set1_ps(a);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+        _mm256_storeu_ps(y + i,
+                         _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; i++) y[i] += a * x[i];
 }
 

@@ -82,9 +82,10 @@ static void quantize_q8_0_avx512(const float *x, moe_block_q8_0 *y, int64_t n) {
 AI __m256i bf16_from_f32x16(__m512 v) {
     const __m512i u = _mm512_castps_si512(v);
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                                 _mm512_set1_epi32(0x7f800000));
+    __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+        _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
     r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(64));
     return _mm512_cvtepi32_epi16(r);
 }
@@ -92,7 +93,9 @@ AI __m256i bf16_from_f32x16(__m512 v) {
 static void from_f32_avx512(moe_dtype dt, const float *x, void *y, int64_t n) {
     int64_t i = 0;
     switch (dt) {
-    case MOE_DTYPE_F32: memcpy(y, x, (size_t)n * sizeof(float)); return;
+    case MOE_DTYPE_F32:
+        memcpy(y, x, (size_t)n * sizeof(float));
+        return;
     case MOE_DTYPE_F16: {
         uint16_t *o = y;
         for (; i + 16 <= n; i += 16)
@@ -109,7 +112,9 @@ static void from_f32_avx512(moe_dtype dt, const float *x, void *y, int64_t n) {
         for (; i < n; i++) o[i] = moe_f32_to_bf16(x[i]);
         return;
     }
-    case MOE_DTYPE_Q8_0: quantize_q8_0_avx512(x, y, n); return;
+    case MOE_DTYPE_Q8_0:
+        quantize_q8_0_avx512(x, y, n);
+        return;
     }
 }
 
@@ -152,7 +157,8 @@ AI void q8_rows_tile(const int R, const int C, int64_t nblk, const moe_block_q8_
 #pragma GCC unroll 2
             for (int c = 0; c < C; c++) {
                 const __m256i sx = _mm256_sign_epi8(xq[c], wq);
-                const __m256 q = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx));
+                const __m256 q =
+                    _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx));
                 acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dxv[c]), q, acc[r][c]);
             }
         }
@@ -177,7 +183,7 @@ static void q8_rows(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1
         }
         dx = dxp;
     }
-#define Q8_ROW(r) ((const moe_block_q8_0 *)(W + (size_t)(r) * wrb))
+#define Q8_ROW(r) ((const moe_block_q8_0 *)(W + (size_t)(r)*wrb))
     if (nb == 1) {
         const int64_t h = (r1 - r0) / 2;
         for (int64_t i = 0; i < h; i++) {
@@ -202,8 +208,8 @@ static void q8_rows(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1
 
 /* ==== Q8_0: transposed tile (prefill) ====================================== */
 
-#define Q8T_KB 32 /* blocks per K chunk */
-#define Q8T_NC 64 /* activation rows per chunk */
+#define Q8T_KB 32      /* blocks per K chunk */
+#define Q8T_NC 64      /* activation rows per chunk */
 #define Q8T_PF_TILES 2 /* prefetch the rows of the tile this many ahead */
 
 typedef struct q8t_buf {
@@ -354,12 +360,29 @@ static void q8_tiled(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r
                 for (; c + 8 <= nc; c += 8)
                     q8t_compute(8, &t, c, Xc, xrb, kb0, kcb, kb0 == 0, m, y + c * ldy, ldy);
                 switch (nc - c) {
-#define Q8T_CASE(n)                                                                        \
-    case n: q8t_compute(n, &t, c, Xc, xrb, kb0, kcb, kb0 == 0, m, y + c * ldy, ldy); break;
-                    Q8T_CASE(1) Q8T_CASE(2) Q8T_CASE(3) Q8T_CASE(4)
-                    Q8T_CASE(5) Q8T_CASE(6) Q8T_CASE(7)
-#undef Q8T_CASE
-                default: break;
+                case 7:
+                    q8t_compute(7, &t, c, Xc, xrb, kb0, kcb, kb0 == 0, m, y + c * ldy, ldy);
+                    break;
+                case 6:
+                    q8t_compute(6, &t, c, Xc, xrb, kb0, kcb, kb0 == 0, m, y + c * ldy, ldy);
+                    break;
+                case 5:
+                    q8t_compute(5, &t, c, Xc, xrb, kb0, kcb, kb0 == 0, m, y + c * ldy, ldy);
+                    break;
+                case 4:
+                    q8t_compute(4, &t, c, Xc, xrb, kb0, kcb, kb0 == 0, m, y + c * ldy, ldy);
+                    break;
+                case 3:
+                    q8t_compute(3, &t, c, Xc, xrb, kb0, kcb, kb0 == 0, m, y + c * ldy, ldy);
+                    break;
+                case 2:
+                    q8t_compute(2, &t, c, Xc, xrb, kb0, kcb, kb0 == 0, m, y + c * ldy, ldy);
+                    break;
+                case 1:
+                    q8t_compute(1, &t, c, Xc, xrb, kb0, kcb, kb0 == 0, m, y + c * ldy, ldy);
+                    break;
+                default:
+                    break;
                 }
             }
         }
@@ -410,7 +433,8 @@ AI void flt_row(const int kind, const int C, const int NA, int64_t k, const char
                 acc[c][a] = flt_step(kind, acc[c][a], w, X + (size_t)c * xrb, i + a * st);
     for (; i < k; i += st)
 #pragma GCC unroll 3
-        for (int c = 0; c < C; c++) acc[c][0] = flt_step(kind, acc[c][0], w, X + (size_t)c * xrb, i);
+        for (int c = 0; c < C; c++)
+            acc[c][0] = flt_step(kind, acc[c][0], w, X + (size_t)c * xrb, i);
 #pragma GCC unroll 3
     for (int c = 0; c < C; c++) {
         __m512 s = acc[c][0];
@@ -426,9 +450,12 @@ AI void flt_rows(const int kind, int64_t k, const char *W, size_t wrb, int64_t r
                  const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
     for (int64_t r = r0; r < r1; r++) {
         const char *w = W + (size_t)r * wrb;
-        if (nb == 1) flt_row(kind, 1, 4, k, w, X, xrb, Y + r, ldy);
-        else if (nb == 2) flt_row(kind, 2, 2, k, w, X, xrb, Y + r, ldy);
-        else flt_row(kind, 3, 2, k, w, X, xrb, Y + r, ldy);
+        if (nb == 1)
+            flt_row(kind, 1, 4, k, w, X, xrb, Y + r, ldy);
+        else if (nb == 2)
+            flt_row(kind, 2, 2, k, w, X, xrb, Y + r, ldy);
+        else
+            flt_row(kind, 3, 2, k, w, X, xrb, Y + r, ldy);
     }
 }
 
@@ -481,29 +508,47 @@ AI void flt_tiles(const int kind, int64_t k, const char *W, size_t wrb, int64_t 
         for (; r + 4 <= r1; r += 4) {
             const char *w = W + (size_t)r * wrb;
             switch (C) {
-            case 4: flt_tile(kind, 4, 4, k, w, wrb, x, xrb, y + r, ldy); break;
-            case 3: flt_tile(kind, 4, 3, k, w, wrb, x, xrb, y + r, ldy); break;
-            case 2: flt_tile(kind, 4, 2, k, w, wrb, x, xrb, y + r, ldy); break;
-            default: flt_tile(kind, 4, 1, k, w, wrb, x, xrb, y + r, ldy); break;
+            case 4:
+                flt_tile(kind, 4, 4, k, w, wrb, x, xrb, y + r, ldy);
+                break;
+            case 3:
+                flt_tile(kind, 4, 3, k, w, wrb, x, xrb, y + r, ldy);
+                break;
+            case 2:
+                flt_tile(kind, 4, 2, k, w, wrb, x, xrb, y + r, ldy);
+                break;
+            default:
+                flt_tile(kind, 4, 1, k, w, wrb, x, xrb, y + r, ldy);
+                break;
             }
         }
         for (; r < r1; r++) {
             const char *w = W + (size_t)r * wrb;
             switch (C) {
-            case 4: flt_tile(kind, 1, 4, k, w, wrb, x, xrb, y + r, ldy); break;
-            case 3: flt_tile(kind, 1, 3, k, w, wrb, x, xrb, y + r, ldy); break;
-            case 2: flt_tile(kind, 1, 2, k, w, wrb, x, xrb, y + r, ldy); break;
-            default: flt_tile(kind, 1, 1, k, w, wrb, x, xrb, y + r, ldy); break;
+            case 4:
+                flt_tile(kind, 1, 4, k, w, wrb, x, xrb, y + r, ldy);
+                break;
+            case 3:
+                flt_tile(kind, 1, 3, k, w, wrb, x, xrb, y + r, ldy);
+                break;
+            case 2:
+                flt_tile(kind, 1, 2, k, w, wrb, x, xrb, y + r, ldy);
+                break;
+            default:
+                flt_tile(kind, 1, 1, k, w, wrb, x, xrb, y + r, ldy);
+                break;
             }
         }
     }
 }
 
-#define FLT_GEMM_FN(name, kind)                                                                \
-    static void name(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,             \
-                     const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {           \
-        if (nb <= FLT_ROWS_MAX_NB) flt_rows(kind, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);       \
-        else flt_tiles(kind, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);                            \
+#define FLT_GEMM_FN(name, kind)                                                                    \
+    static void name(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,  \
+                     size_t xrb, int64_t nb, float *Y, int64_t ldy) {                              \
+        if (nb <= FLT_ROWS_MAX_NB)                                                                 \
+            flt_rows(kind, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);                                 \
+        else                                                                                       \
+            flt_tiles(kind, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);                                \
     }
 
 FLT_GEMM_FN(gemm_f32, FK_F32)
@@ -520,14 +565,22 @@ static void gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int6
     const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
     switch (wt) {
     case MOE_DTYPE_Q8_0:
-        if (nb <= Q8_ROWS_MAX_NB) q8_rows(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
-        else q8_tiled(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        if (nb <= Q8_ROWS_MAX_NB)
+            q8_rows(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        else
+            q8_tiled(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
         return;
-    case MOE_DTYPE_F32: gemm_f32(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
-    case MOE_DTYPE_F16: gemm_f16(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy); return;
+    case MOE_DTYPE_F32:
+        gemm_f32(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        return;
+    case MOE_DTYPE_F16:
+        gemm_f16(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        return;
     case MOE_DTYPE_BF16:
-        if (moe__cpu_has_avx512bf16) gemm_bf16dp(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
-        else gemm_bf16w(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        if (moe__cpu_has_avx512bf16)
+            gemm_bf16dp(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        else
+            gemm_bf16w(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
         return;
     }
 }
@@ -555,12 +608,13 @@ static void axpy_f32_avx512(int64_t n, float a, const float *x, float *y) {
     const __m512 va = _mm512_set1_ps(a);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+        _mm512_storeu_ps(y + i,
+                         _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
     if (i < n) {
         const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        _mm512_mask_storeu_ps(y + i, m,
-                              _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i),
-                                              _mm512_maskz_loadu_ps(m, y + i)));
+        _mm512_mask_storeu_ps(
+            y + i, m,
+            _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
     }
 }
 

@@ -42,14 +42,18 @@ static void quantize_q8_0_scalar(const float *x, moe_block_q8_0 *y, int64_t n) {
 
 static void from_f32_scalar(moe_dtype dt, const float *x, void *y, int64_t n) {
     switch (dt) {
-    case MOE_DTYPE_F32: memcpy(y, x, (size_t)n * sizeof(float)); return;
+    case MOE_DTYPE_F32:
+        memcpy(y, x, (size_t)n * sizeof(float));
+        return;
     case MOE_DTYPE_F16:
         for (int64_t i = 0; i < n; i++) ((uint16_t *)y)[i] = moe_f32_to_f16(x[i]);
         return;
     case MOE_DTYPE_BF16:
         for (int64_t i = 0; i < n; i++) ((uint16_t *)y)[i] = moe_f32_to_bf16(x[i]);
         return;
-    case MOE_DTYPE_Q8_0: quantize_q8_0_scalar(x, y, n); return;
+    case MOE_DTYPE_Q8_0:
+        quantize_q8_0_scalar(x, y, n);
+        return;
     }
 }
 
@@ -73,8 +77,37 @@ static float dot_row_bf16(int64_t k, const uint16_t *w, const uint16_t *x) {
     return (float)s;
 }
 
+#include <stdlib.h>
 static float dot_row_q8_0(int64_t k, const moe_block_q8_0 *w, const moe_block_q8_0 *x) {
+    static int mode = -1;
+    if (mode < 0) mode = getenv("Q8F") ? atoi(getenv("Q8F")) : 0;
     float s = 0.0f;
+    if (mode == 1) { /* x86 vec_dot */
+        float acc[8] = {0};
+        for (int64_t b = 0; b < k / 32; b++) {
+            const float d = moe_f16_to_f32(w[b].d) * moe_f16_to_f32(x[b].d);
+            for (int l = 0; l < 8; l++) {
+                int32_t t = 0;
+                for (int j = 0; j < 4; j++) t += (int32_t)w[b].qs[4 * l + j] * x[b].qs[4 * l + j];
+                acc[l] = fmaf(d, (float)t, acc[l]);
+            }
+        }
+        const float r0 = acc[4] + acc[0], r1 = acc[5] + acc[1], r2 = acc[6] + acc[2], r3 = acc[7] + acc[3];
+        return (r0 + r2) + (r1 + r3);
+    }
+    if (mode == 2 || mode == 3 || mode == 4 || mode == 5) { /* repack generic, blocklen 8 / 4; 4,5: fma */
+        const int bl = (mode == 2 || mode == 4) ? 8 : 4;
+        for (int64_t b = 0; b < k / 32; b++) {
+            const float dw = moe_f16_to_f32(w[b].d), dx = moe_f16_to_f32(x[b].d);
+            for (int kk = 0; kk < 32 / bl; kk++) {
+                int32_t t = 0;
+                for (int i = 0; i < bl; i++) t += (int32_t)w[b].qs[kk * bl + i] * x[b].qs[kk * bl + i];
+                if (mode <= 3) s += t * dw * dx;
+                else s = fmaf(t * dw, dx, s);
+            }
+        }
+        return s;
+    }
     for (int64_t b = 0; b < k / MOE_QK8_0; b++) {
         int32_t sumi = 0;
         for (int j = 0; j < MOE_QK8_0; j++) sumi += (int32_t)w[b].qs[j] * (int32_t)x[b].qs[j];
@@ -93,10 +126,18 @@ static void gemm_scalar(moe_dtype wt, int64_t k, const void *W, int64_t r0, int6
             const void *w = (const char *)W + (size_t)r * wrb;
             float v = 0.0f;
             switch (wt) {
-            case MOE_DTYPE_F32: v = dot_row_f32(k, w, x); break;
-            case MOE_DTYPE_F16: v = dot_row_f16(k, w, x); break;
-            case MOE_DTYPE_BF16: v = dot_row_bf16(k, w, x); break;
-            case MOE_DTYPE_Q8_0: v = dot_row_q8_0(k, w, x); break;
+            case MOE_DTYPE_F32:
+                v = dot_row_f32(k, w, x);
+                break;
+            case MOE_DTYPE_F16:
+                v = dot_row_f16(k, w, x);
+                break;
+            case MOE_DTYPE_BF16:
+                v = dot_row_bf16(k, w, x);
+                break;
+            case MOE_DTYPE_Q8_0:
+                v = dot_row_q8_0(k, w, x);
+                break;
             }
             Y[b * ldy + r] = v;
         }
