@@ -49,6 +49,7 @@ UNIT   := $(BUILD)/unit-tests
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
 
 .PHONY: all deps test test-san bench run clean format ref
+.SECONDARY:
 all: $(LIBMOE) $(MOECTL) $(UNIT) $(BENCH_BINS)
 
 $(BUILD)/%_avx2.o: EXTRA_ISA := $(ISA_AVX2)

@@ -77,43 +77,18 @@ static float dot_row_bf16(int64_t k, const uint16_t *w, const uint16_t *x) {
     return (float)s;
 }
 
-#include <stdlib.h>
 static float dot_row_q8_0(int64_t k, const moe_block_q8_0 *w, const moe_block_q8_0 *x) {
-    static int mode = -1;
-    if (mode < 0) mode = getenv("Q8F") ? atoi(getenv("Q8F")) : 0;
-    float s = 0.0f;
-    if (mode == 1) { /* x86 vec_dot */
-        float acc[8] = {0};
-        for (int64_t b = 0; b < k / 32; b++) {
-            const float d = moe_f16_to_f32(w[b].d) * moe_f16_to_f32(x[b].d);
-            for (int l = 0; l < 8; l++) {
-                int32_t t = 0;
-                for (int j = 0; j < 4; j++) t += (int32_t)w[b].qs[4 * l + j] * x[b].qs[4 * l + j];
-                acc[l] = fmaf(d, (float)t, acc[l]);
-            }
+    float acc[8] = {0};
+    for (int64_t b = 0; b < k / 32; b++) {
+        const float d = moe_f16_to_f32(w[b].d) * moe_f16_to_f32(x[b].d);
+        for (int l = 0; l < 8; l++) {
+            int32_t t = 0;
+            for (int j = 0; j < 4; j++) t += (int32_t)w[b].qs[4 * l + j] * x[b].qs[4 * l + j];
+            acc[l] = fmaf(d, (float)t, acc[l]);
         }
-        const float r0 = acc[4] + acc[0], r1 = acc[5] + acc[1], r2 = acc[6] + acc[2], r3 = acc[7] + acc[3];
-        return (r0 + r2) + (r1 + r3);
     }
-    if (mode == 2 || mode == 3 || mode == 4 || mode == 5) { /* repack generic, blocklen 8 / 4; 4,5: fma */
-        const int bl = (mode == 2 || mode == 4) ? 8 : 4;
-        for (int64_t b = 0; b < k / 32; b++) {
-            const float dw = moe_f16_to_f32(w[b].d), dx = moe_f16_to_f32(x[b].d);
-            for (int kk = 0; kk < 32 / bl; kk++) {
-                int32_t t = 0;
-                for (int i = 0; i < bl; i++) t += (int32_t)w[b].qs[kk * bl + i] * x[b].qs[kk * bl + i];
-                if (mode <= 3) s += t * dw * dx;
-                else s = fmaf(t * dw, dx, s);
-            }
-        }
-        return s;
-    }
-    for (int64_t b = 0; b < k / MOE_QK8_0; b++) {
-        int32_t sumi = 0;
-        for (int j = 0; j < MOE_QK8_0; j++) sumi += (int32_t)w[b].qs[j] * (int32_t)x[b].qs[j];
-        s += (float)sumi * (moe_f16_to_f32(w[b].d) * moe_f16_to_f32(x[b].d));
-    }
-    return s;
+    const float r0 = acc[4] + acc[0], r1 = acc[5] + acc[1], r2 = acc[6] + acc[2], r3 = acc[7] + acc[3];
+    return (r0 + r2) + (r1 + r3);
 }
 
 static void gemm_scalar(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
