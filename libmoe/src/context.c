@@ -122,6 +122,13 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     c->dense_moe = p->dense_moe != 0;
     c->capacity_factor = p->capacity_factor > 0.0f ? p->capacity_factor : 0.0f;
     c->k_route = c->dense_moe ? hp->n_expert : hp->n_expert_used;
+    moe_routing rcheck;
+    moe_model_routing(m, hp->n_layer - 1, &rcheck);
+    rcheck.dense = c->dense_moe;
+    if (moe_routing_check(&rcheck) < 0) {
+        free(c);
+        return moe_err_set(err, MOE_EINVAL, "the model's routing configuration is invalid");
+    }
     int rc = moe_pool_create(&c->pool, p->n_threads);
     if (rc < 0) {
         moe_err_set(err, rc, "cannot start %d threads", p->n_threads);
@@ -149,7 +156,8 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
             goto fail;
         }
     }
-    const size_t S = (size_t)(hp->n_ff_shexp > hp->n_ff ? hp->n_ff_shexp : hp->n_ff) + 1;
+    const int n_ff_dense = hp->n_layer_dense_lead > 0 ? hp->n_ff : 0;
+    const size_t S = (size_t)(hp->n_ff_shexp > n_ff_dense ? hp->n_ff_shexp : n_ff_dense) + 1;
     if (S > max_k) max_k = S;
     c->slot_len = calloc((size_t)c->n_slots, sizeof(int));
     c->slot_tmp = calloc((size_t)c->n_slots, sizeof(int));
@@ -244,9 +252,9 @@ static void attn_task(void *arg, int ith, int nth) {
     const int group = hp->n_head / (a->mla ? 1 : hp->n_head_kv);
     const float scale = hp->kq_scale;
     float *sc = c->scores + (size_t)ith * (size_t)c->n_ctx;
-    const int total = a->n * hp->n_head;
-    for (int t = total * ith / nth; t < total * (ith + 1) / nth; t++) {
-        const int i = t / hp->n_head, h = t % hp->n_head, kh = h / group;
+    const int64_t total = (int64_t)a->n * hp->n_head;
+    for (int64_t t = total * ith / nth; t < total * (ith + 1) / nth; t++) {
+        const int i = (int)(t / hp->n_head), h = (int)(t % hp->n_head), kh = h / group;
         const int n_kv = a->pos[i] + 1;
         const float *q = a->q + (size_t)i * (size_t)a->q_stride + (size_t)h * (size_t)a->dk;
         const float *K0 = kv_at(c, c->kv_k, a->il, a->slot[i], 0) + (size_t)kh * (size_t)a->dk;
@@ -421,7 +429,7 @@ typedef struct swiglu_ctx {
 
 static void swiglu_rows(void *arg, int ith, int nth) {
     const swiglu_ctx *s = arg;
-    for (int i = s->n * ith / nth; i < s->n * (ith + 1) / nth; i++)
+    for (int64_t i = (int64_t)s->n * ith / nth; i < (int64_t)s->n * (ith + 1) / nth; i++)
         moe_op_swiglu(s->g + (size_t)i * s->width, s->u + (size_t)i * s->width,
                       s->g + (size_t)i * s->width, s->width);
 }
@@ -447,7 +455,7 @@ static void dense_block(moe_ctx *c, int il, int n) {
     for (size_t i = 0; i < (size_t)n * (size_t)E; i++) c->x[i] += c->moe_out[i];
 }
 
-static int moe_block(moe_ctx *c, int il, int n, moe_err *err) {
+static int moe_block(moe_ctx *c, int il, int n, int row0, moe_err *err) {
     const moe_hparams *hp = &c->hp;
     const moe_layer *L = &c->m->layers[il];
     const int E = hp->n_embd, X = hp->n_expert, K = c->k_route;
@@ -469,7 +477,7 @@ static int moe_block(moe_ctx *c, int il, int n, moe_err *err) {
                       c->selw + (size_t)i * K) < 0)
             return moe_err_set(err, MOE_ENUMERIC,
                                "layer %d: non-finite router logit (or bias) for batch row %d", il,
-                               i);
+                               row0 + i);
     }
     c->stats.n_dropped += (uint64_t)moe_route_capacity(c->capacity_factor, X, n, K, c->sel,
                                                         c->selw, c->count);
@@ -560,7 +568,7 @@ static int forward_ubatch(moe_ctx *c, const moe_batch *b, int i0, int n, moe_err
             attention_mla(c, il, n, pos, slot);
         else
             attention_block(c, il, n, pos, slot);
-        int rc = moe_block(c, il, n, err);
+        int rc = moe_block(c, il, n, i0, err);
         if (rc < 0) return rc;
     }
     for (int i = 0; i < n; i++) c->slot_len[slot[i]] = pos[i] + 1;
@@ -616,10 +624,18 @@ int moe_ctx_decode(moe_ctx *c, const moe_batch *b, moe_err *err) {
         c->cap_logits = n_out;
     }
     c->n_logits = 0;
+    /* slot_tmp holds the lengths before this batch: restored on failure so
+     * a failed batch changes nothing (cache rows past a slot's length are
+     * never read) */
+    memcpy(c->slot_tmp, c->slot_len, (size_t)c->n_slots * sizeof(int));
     for (int i0 = 0; i0 < b->n_tokens; i0 += c->n_batch) {
         const int n = b->n_tokens - i0 < c->n_batch ? b->n_tokens - i0 : c->n_batch;
         int rc = forward_ubatch(c, b, i0, n, err);
-        if (rc < 0) return rc;
+        if (rc < 0) {
+            memcpy(c->slot_len, c->slot_tmp, (size_t)c->n_slots * sizeof(int));
+            c->n_logits = 0;
+            return rc;
+        }
     }
     return 0;
 }

@@ -37,7 +37,7 @@ static void act_rows(void *arg, int ith, int nth) {
     const local_be *b = a->b;
     const int64_t F = b->m->hp.n_ff_exp;
     const size_t rb = moe__act_row_bytes(a->down_type, F);
-    int r0 = a->n_rows * ith / nth, r1 = a->n_rows * (ith + 1) / nth;
+    const int r0 = (int)((int64_t)a->n_rows * ith / nth), r1 = (int)((int64_t)a->n_rows * (ith + 1) / nth);
     for (int r = r0; r < r1; r++) {
         float *g = b->g + (size_t)r * F;
         moe_op_swiglu(g, b->u + (size_t)r * F, g, F);

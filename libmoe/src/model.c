@@ -52,7 +52,7 @@ static int get_u32(loader *l, const char *key, int *out, int required) {
         return moe_err_set(l->err, rc == MOE_ENOTFOUND ? MOE_EFORMAT : rc,
                            "%s: %s key '%s'", l->path,
                            rc == MOE_ENOTFOUND ? "missing required" : "bad value for", full);
-    if (v > (1u << 30))
+    if (v > (1u << 24)) /* no dimension of a real model comes near; keeps products in int */
         return moe_err_set(l->err, MOE_ERANGE, "%s: key '%s' = %u is out of range", l->path,
                            full, v);
     *out = (int)v;
@@ -81,6 +81,8 @@ static int load_mla(loader *l, moe_hparams *hp) {
     if ((rc = get_u32(l, "attention.q_lora_rank", &hp->q_lora_rank, 0)) < 0) return rc;
     if ((rc = get_u32(l, "attention.kv_lora_rank", &hp->kv_lora_rank, 1)) < 0) return rc;
     if ((rc = get_u32(l, "rope.dimension_count", &hp->n_rot, 1)) < 0) return rc;
+    if (hp->kv_lora_rank > 65536 || hp->q_lora_rank > 65536 || hp->n_rot > 65536)
+        return moe_err_set(l->err, MOE_ERANGE, "%s: MLA ranks or rope dims out of range", l->path);
     int kmla = 0, vmla = 0;
     if ((rc = get_u32(l, "attention.key_length_mla", &kmla, 0)) < 0) return rc;
     if ((rc = get_u32(l, "attention.value_length_mla", &vmla, 0)) < 0) return rc;
@@ -124,6 +126,7 @@ static int load_rope_scaling(loader *l, moe_hparams *hp) {
     hp->rope_n_ctx_orig = hp->n_ctx_train;
     if ((rc = get_u32(l, "rope.scaling.original_context_length", &hp->rope_n_ctx_orig, 0)) < 0)
         return rc;
+    if (hp->rope_n_ctx_orig <= 0) hp->rope_n_ctx_orig = hp->n_ctx_train; /* as llama.cpp */
     float log_mul = 0.0f, attn_scale = 1.0f;
     if ((rc = get_f32(l, "rope.scaling.yarn_log_multiplier", &log_mul, 0)) < 0) return rc;
     if ((rc = get_f32(l, "rope.scaling.attn_factor", &attn_scale, 0)) < 0) return rc;
@@ -178,6 +181,11 @@ static int load_hparams(loader *l, moe_hparams *hp) {
         return moe_err_set(l->err, MOE_EFORMAT,
                            "%s: embedding_length, block_count and head counts must be > 0",
                            l->path);
+    if (hp->n_layer > 4096 || hp->n_head > 4096 || hp->n_embd > (1 << 20) || hp->n_ctx_train < 1)
+        return moe_err_set(l->err, MOE_ERANGE,
+                           "%s: block_count %d, head_count %d, embedding_length %d or "
+                           "context_length %d out of range",
+                           l->path, hp->n_layer, hp->n_head, hp->n_embd, hp->n_ctx_train);
     if (hp->n_head % hp->n_head_kv)
         return moe_err_set(l->err, MOE_EFORMAT,
                            "%s: head_count %d is not a multiple of head_count_kv %d", l->path,
@@ -197,7 +205,8 @@ static int load_hparams(loader *l, moe_hparams *hp) {
         hp->n_rot = hp->head_dim;
         if ((rc = get_u32(l, "rope.dimension_count", &hp->n_rot, 0)) < 0) return rc;
     }
-    if (hp->head_dim <= 0 || hp->n_rot <= 0 || hp->n_rot > hp->head_dim || (hp->n_rot & 1))
+    if (hp->head_dim <= 0 || hp->head_dim > 65536 || hp->head_dim_v <= 0 || hp->head_dim_v > 65536 ||
+        hp->n_rot <= 0 || hp->n_rot > hp->head_dim || (hp->n_rot & 1))
         return moe_err_set(l->err, MOE_EFORMAT,
                            "%s: bad head size %d / rotary dims %d", l->path, hp->head_dim,
                            hp->n_rot);
@@ -207,9 +216,14 @@ static int load_hparams(loader *l, moe_hparams *hp) {
                            "%s: expert_count %d / expert_used_count %d out of range", l->path,
                            hp->n_expert, hp->n_expert_used);
 
-    if ((rc = get_u32(l, "feed_forward_length", &hp->n_ff, 0)) < 0) return rc;
-    if ((rc = get_u32(l, "leading_dense_block_count", &hp->n_layer_dense_lead, 0)) < 0) return rc;
-    if ((rc = get_u32(l, "expert_shared_count", &hp->n_expert_shared, 0)) < 0) return rc;
+    if (hp->arch == MOE_ARCH_DEEPSEEK || hp->arch == MOE_ARCH_DEEPSEEK2) {
+        /* dense leading layers and shared experts (llama.cpp reads these
+         * only for the DeepSeek family) */
+        if ((rc = get_u32(l, "leading_dense_block_count", &hp->n_layer_dense_lead, 0)) < 0) return rc;
+        if ((rc = get_u32(l, "expert_shared_count", &hp->n_expert_shared, 1)) < 0) return rc;
+        if (hp->n_layer_dense_lead > 0 && (rc = get_u32(l, "feed_forward_length", &hp->n_ff, 1)) < 0)
+            return rc;
+    }
     if (hp->n_layer_dense_lead > hp->n_layer)
         return moe_err_set(l->err, MOE_EFORMAT,
                            "%s: leading_dense_block_count %d exceeds block_count %d", l->path,
@@ -280,6 +294,24 @@ static int load_hparams(loader *l, moe_hparams *hp) {
     }
     default: break;
     }
+    /* routing: group limits as llama.cpp asserts them, then our own checks */
+    if (hp->n_expert_groups > 1 &&
+        !(hp->n_expert_groups < hp->n_expert && hp->n_group_used >= 1 &&
+          hp->n_group_used < hp->n_expert_groups))
+        return moe_err_set(l->err, MOE_EFORMAT,
+                           "%s: expert_group_count %d / expert_group_used_count %d invalid for %d "
+                           "experts (need 0 < used < groups < experts)",
+                           l->path, hp->n_expert_groups, hp->n_group_used, hp->n_expert);
+    moe_routing r = {.gating = hp->gating, .n_expert = hp->n_expert, .n_used = hp->n_expert_used,
+                     .norm = hp->expert_norm, .scale = hp->expert_scale,
+                     .n_groups = hp->n_expert_groups, .n_groups_used = hp->n_group_used};
+    if (moe_routing_check(&r) < 0)
+        return moe_err_set(l->err, MOE_EFORMAT,
+                           "%s: routing of %d of %d experts in %d of %d groups (scale %g) is "
+                           "invalid: groups must divide the experts and hold at least 2 each, "
+                           "the allowed groups at least %d experts",
+                           l->path, hp->n_expert_used, hp->n_expert, hp->n_group_used,
+                           hp->n_expert_groups, (double)hp->expert_scale, hp->n_expert_used);
     return 0;
 }
 

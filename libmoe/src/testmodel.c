@@ -98,8 +98,21 @@ static int add_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err 
         int l = byte_char(b, buf);
         tok[b] = strndup(buf, (size_t)l);
         type[b] = 1; /* normal */
+        if (!tok[b]) {
+            rc = moe_err_set(err, MOE_ENOMEM, "out of memory for the vocabulary");
+            goto done;
+        }
     }
-    /* merges over printable letters and earlier merges, unique, deterministic */
+    /* merges over printable letters and earlier merges, unique, deterministic;
+     * a hash set of the merged tokens keeps this linear in the vocabulary */
+    size_t cap = 64;
+    while (cap < (size_t)V * 2) cap *= 2;
+    int32_t *set = malloc(cap * sizeof *set);
+    if (!set) {
+        rc = moe_err_set(err, MOE_ENOMEM, "out of memory for the vocabulary");
+        goto done;
+    }
+    for (size_t i = 0; i < cap; i++) set[i] = -1;
     uint64_t s = stream_for(o->seed, "vocab");
     int n = 256;
     int tries = 0;
@@ -111,16 +124,29 @@ static int add_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err 
         if (strlen(tok[a]) + strlen(tok[b]) > 12) continue;
         char buf[32];
         snprintf(buf, sizeof buf, "%s%s", tok[a], tok[b]);
+        size_t h = (size_t)stream_for(0, buf) & (cap - 1);
         int dup = 0;
-        for (int i = 256; i < n && !dup; i++) dup = !strcmp(tok[i], buf);
+        for (; set[h] >= 0; h = (h + 1) & (cap - 1))
+            if (!strcmp(tok[set[h]], buf)) {
+                dup = 1;
+                break;
+            }
         if (dup) continue;
-        tok[n] = strdup(buf);
-        type[n] = 1;
         char mb[32];
         snprintf(mb, sizeof mb, "%s %s", tok[a], tok[b]);
-        merges[n_merges++] = strdup(mb);
+        tok[n] = strdup(buf);
+        merges[n_merges] = strdup(mb);
+        if (!tok[n] || !merges[n_merges]) {
+            free(set);
+            rc = moe_err_set(err, MOE_ENOMEM, "out of memory for the vocabulary");
+            goto done;
+        }
+        n_merges++;
+        set[h] = n;
+        type[n] = 1;
         n++;
     }
+    free(set);
     for (; n < V - 1; n++) { /* fallback: numbered tokens (only for odd sizes) */
         char buf[32];
         snprintf(buf, sizeof buf, "<|tok_%d|>", n);
@@ -398,13 +424,19 @@ int moe_testmodel_write(const moe_testmodel_params *o, const char *path, moe_err
                         o->n_ff_shexp, o->n_expert, o->n_expert_used, o->n_vocab, o->n_ctx};
     for (size_t j = 0; j < sizeof dims / sizeof dims[0]; j++)
         if (dims[j] < 1) return moe_err_set(err, MOE_EINVAL, "every dimension must be >= 1");
+    if (o->n_expert > 256 || o->n_layer > 256 || o->n_vocab > 1 << 20 || o->n_embd > 1 << 16 ||
+        o->n_ff > 1 << 18 || o->n_ff_shexp > 1 << 18 || o->n_head > 1024 || o->head_dim > 1024 ||
+        o->n_ctx > 1 << 24 || o->n_ff_dense > 1 << 18 || o->n_expert_shared > 64 ||
+        o->kv_lora_rank > 1 << 16 || o->q_lora_rank > 1 << 16 || o->rope_dim > 1024 ||
+        o->head_dim_v > 1024)
+        return moe_err_set(err, MOE_EINVAL, "dimensions too large for a test model");
     if (o->arch == MOE_ARCH_DEEPSEEK2 &&
-        (o->kv_lora_rank < 32 || o->kv_lora_rank % 32 || o->q_lora_rank % 32 || o->q_lora_rank < 0 ||
+        (o->head_dim % 32 || o->kv_lora_rank < 32 || o->kv_lora_rank % 32 || o->q_lora_rank % 32 || o->q_lora_rank < 0 ||
          o->rope_dim < 2 || o->rope_dim % 2 || o->head_dim_v % 32 || o->head_dim_v < 32 ||
          o->n_head_kv != 1 || (o->n_layer >= 26 && o->n_layer <= 27)))
         return moe_err_set(err, MOE_EINVAL,
-                           "deepseek2 needs kv/q LoRA ranks and v head dims that are multiples of "
-                           "32, an even rope dim, one kv head, and not 26/27 layers (llama.cpp "
+                           "deepseek2 needs kv/q LoRA ranks, the no-rope head dim and v head dims "
+                           "that are multiples of 32, an even rope dim, one kv head, and not 26/27 layers (llama.cpp "
                            "treats those as V2-Lite)");
     if (o->n_embd % 32 || o->n_ff % 32 || o->n_ff_shexp % 32 || (o->n_head * o->head_dim) % 32)
         return moe_err_set(err, MOE_EINVAL,

@@ -275,3 +275,89 @@ TEST(model_capacity_factor) {
     ASSERT(max_diff(a, b, 512) > 1e-3);
     unlink(path);
 }
+
+/* A batch that fails part-way (a non-finite router input in its second
+ * ubatch) changes nothing: slot lengths are restored and the same slot can
+ * go on with good tokens. The embedding row of token 5 is set to +inf in the
+ * file, found through the GGUF reader. */
+TEST(model_failed_batch_changes_nothing) {
+    char path[256];
+    tiny_model(MOE_ARCH_LLAMA, MOE_DTYPE_F32, path, sizeof path);
+    FILE *f = fopen(path, "r+b");
+    ASSERT(f != NULL);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    char *buf = malloc((size_t)size);
+    fseek(f, 0, SEEK_SET);
+    ASSERT_EQ_INT(fread(buf, 1, (size_t)size, f), size);
+    moe_gguf *g;
+    moe_err err;
+    if (moe_gguf_open_buffer(&g, buf, (size_t)size, path, &err) < 0) TEST_FAIL("%s", err.msg);
+    const moe_gguf_tensor *te = moe_gguf_find_tensor(g, "token_embd.weight");
+    ASSERT(te != NULL && te->type == MOE_DTYPE_F32);
+    const long off = (long)((const char *)te->data - buf) + 5L * te->ne[0] * 4;
+    float inf[128];
+    for (int i = 0; i < 128; i++) inf[i] = INFINITY;
+    fseek(f, off, SEEK_SET);
+    ASSERT_EQ_INT(fwrite(inf, 4, (size_t)te->ne[0], f), te->ne[0]);
+    fclose(f);
+    moe_gguf_close(g);
+    free(buf);
+
+    moe_model *m;
+    if (moe_model_load(&m, path, &err) < 0) TEST_FAIL("load: %s", err.msg);
+    moe_ctx *c = make_ctx(m, 1, 1, 2); /* ubatches of 2: the bad token is in the second */
+    int32_t tok[3] = {1, 2, 5}, pos[3] = {0, 1, 2}, slot[3] = {0, 0, 0};
+    moe_batch b = {3, tok, pos, slot, NULL};
+    ASSERT_EQ_INT(moe_ctx_decode(c, &b, &err), MOE_ENUMERIC);
+    ASSERT_STR_CONTAINS(err.msg, "batch row 2");
+    ASSERT_EQ_INT(moe_ctx_slot_len(c, 0), 0);
+    ASSERT_EQ_INT(moe_ctx_n_logits(c), 0);
+    tok[2] = 3;
+    decode(c, 3, tok, pos, slot, NULL); /* the same positions again, now fine */
+    ASSERT_EQ_INT(moe_ctx_slot_len(c, 0), 3);
+    moe_ctx_destroy(c);
+    moe_model_free(m);
+    unlink(path);
+}
+
+#include "gguf_patch.h"
+
+/* Metadata that would break routing or overflow sizes is refused at load
+ * with the key named, never used. */
+TEST(model_bad_metadata_refused) {
+    char path[256], bad[300];
+    tiny_model(MOE_ARCH_DEEPSEEK2, MOE_DTYPE_F32, path, sizeof path);
+    snprintf(bad, sizeof bad, "%s.bad.gguf", path);
+    static const struct {
+        const char *key;
+        uint32_t v;
+        const char *msg;
+    } cases[] = {
+        {"deepseek2.expert_group_count", 32, "expert_group_count 32"},
+        {"deepseek2.expert_group_count", 3, "groups must divide"},
+        {"deepseek2.expert_group_used_count", 0, "expert_group_used_count 0"},
+        {"deepseek2.expert_group_used_count", 4, "need 0 < used < groups"},
+        {"deepseek2.expert_used_count", 17, "expert_used_count 17"},
+        {"deepseek2.block_count", 1u << 30, "out of range"},
+        {"deepseek2.attention.kv_lora_rank", 1u << 30, "out of range"},
+        {"deepseek2.attention.head_count", 0, "must be > 0"},
+        {"deepseek2.expert_gating_func", 7, "expert_gating_func = 7"},
+        {"deepseek2.attention.key_length_mla", 0, "key_length_mla"},
+        {"deepseek2.embedding_length", 96, "shape"},
+    };
+    moe_model *m;
+    moe_err err;
+    ASSERT_EQ_INT(moe_model_load(&m, path, &err), 0); /* the original is fine */
+    moe_model_free(m);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        gguf_patch_u32(path, bad, cases[i].key, cases[i].v);
+        int rc = moe_model_load(&m, bad, &err);
+        if (rc == 0) TEST_FAIL("%s = %u was accepted", cases[i].key, cases[i].v);
+        if (!strstr(err.msg, cases[i].msg))
+            TEST_FAIL("%s = %u: message '%s' lacks '%s'", cases[i].key, cases[i].v, err.msg,
+                      cases[i].msg);
+    }
+    unlink(bad);
+    unlink(path);
+}

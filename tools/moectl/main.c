@@ -119,6 +119,11 @@ int parse_tokens(const char *s, int32_t **out) {
             t = nt;
         }
         t[n++] = (int32_t)v;
+        if (*end == ',' && end[1] == '\0') {
+            free(t);
+            die("--tokens: trailing comma in '%s'", s);
+            return -1;
+        }
         p = *end ? end + 1 : end;
     }
     if (n == 0) {

@@ -1,4 +1,5 @@
 /* mkmodel.c - moectl mkmodel: random-weight test models (see moe/testmodel.h). */
+#include <limits.h>
 #include <string.h>
 
 #include "moe/testmodel.h"
@@ -25,7 +26,7 @@ int cmd_mkmodel(int argc, char **argv) {
     const char *out = NULL, *arch = NULL, *dtype = NULL, *preset = "tiny";
     uint64_t seed = 1;
     int ov[14];
-    for (int j = 0; j < 14; j++) ov[j] = -1;
+    for (int j = 0; j < 14; j++) ov[j] = INT_MIN; /* not given */
     static const char *dim_names[14] = {"--n-embd",     "--n-layer",       "--n-head",
                                         "--n-head-kv",  "--head-dim",      "--n-ff",
                                         "--n-ff-shexp", "--n-expert",      "--n-expert-used",
@@ -63,9 +64,15 @@ int cmd_mkmodel(int argc, char **argv) {
                      &p.head_dim,   &p.n_ff,          &p.n_ff_shexp, &p.n_expert,
                      &p.n_expert_used, &p.n_vocab,    &p.n_ctx,      &p.n_expert_shared,
                      &p.n_layer_dense_lead, &p.n_ff_dense};
-    for (int j = 0; j < 14; j++)
-        if (ov[j] >= 0) *dims[j] = ov[j];
-    if (ov[4] < 0 && (ov[0] >= 0 || ov[2] >= 0) && p.n_head > 0) p.head_dim = p.n_embd / p.n_head;
+    for (int j = 0; j < 14; j++) {
+        if (ov[j] == INT_MIN) continue;
+        if (ov[j] < 1 && !(ov[j] == 0 && j == 12)) /* 0 dense layers is fine */
+            return die("mkmodel: %s must be >= 1", dim_names[j]);
+        *dims[j] = ov[j];
+    }
+    if (ov[4] == INT_MIN && (ov[0] != INT_MIN || ov[2] != INT_MIN) && p.n_head > 0 &&
+        p.arch != MOE_ARCH_DEEPSEEK2)
+        p.head_dim = p.n_embd / p.n_head; /* deepseek2's head dims are set by its preset */
     moe_err err;
     if (moe_testmodel_write(&p, out, &err) < 0) return die("mkmodel: %s", err.msg);
     printf("{\"path\": ");

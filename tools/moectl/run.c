@@ -101,10 +101,14 @@ int cmd_logits(int argc, char **argv) {
     if (open_model(&o, n, 1, 512, &m, &c)) return free(tok), 1;
     int32_t *pos = malloc((size_t)n * 4), *slot = calloc((size_t)n, 4);
     int8_t *want = malloc((size_t)n);
-    for (int i = 0; i < n; i++) pos[i] = i, want[i] = 1;
-    moe_batch b = {n, tok, pos, slot, want};
     moe_err err;
     int rc = 0;
+    if (!pos || !slot || !want) {
+        rc = die("out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n; i++) pos[i] = i, want[i] = 1;
+    moe_batch b = {n, tok, pos, slot, want};
     if (moe_ctx_decode(c, &b, &err) < 0) {
         rc = die("%s", err.msg);
     } else {
@@ -123,6 +127,7 @@ int cmd_logits(int argc, char **argv) {
         print_dropped(&o, c);
         printf("}\n");
     }
+done:
     free(tok); free(pos); free(slot); free(want);
     moe_ctx_destroy(c);
     moe_model_free(m);
@@ -193,12 +198,17 @@ int cmd_generate(int argc, char **argv) {
     const int V = m->hp.n_vocab;
     int32_t *pos = malloc((size_t)n * 4), *slot = calloc((size_t)n, 4), *out = malloc((size_t)n_gen * 4 + 4);
     float *scratch = malloc((size_t)V * sizeof(float));
-    for (int i = 0; i < n; i++) pos[i] = i;
     moe_err err;
     int rc = 0;
+    if (!pos || !slot || !out || !scratch) {
+        rc = die("out of memory");
+        n_gen = 0;
+    } else {
+        for (int i = 0; i < n; i++) pos[i] = i;
+    }
     uint64_t rng = seed;
     moe_batch b = {n, tok, pos, slot, NULL};
-    if (moe_ctx_decode(c, &b, &err) < 0) rc = die("%s", err.msg);
+    if (!rc && moe_ctx_decode(c, &b, &err) < 0) rc = die("%s", err.msg);
     for (int g = 0; !rc && g < n_gen; g++) {
         const float *l = moe_ctx_logits(c, 0);
         int32_t next = temp > 0.0f ? sample(l, V, temp, &rng, scratch) : argmax(l, V);
@@ -253,10 +263,15 @@ int cmd_bench(int argc, char **argv) {
     const int V = m->hp.n_vocab;
     int32_t *tok = malloc((size_t)P * 4), *pos = malloc((size_t)P * 4), *slot = malloc((size_t)P * 4);
     int32_t *dt = malloc((size_t)B * 4), *dp = malloc((size_t)B * 4), *ds = malloc((size_t)B * 4);
-    for (int i = 0; i < P; i++) tok[i] = (int32_t)((i * 7 + 3) % (V > 1 ? V - 1 : 1)), pos[i] = i;
     double best_pf = 0, best_dec = 0;
     moe_err err;
     int rc = 0;
+    if (!tok || !pos || !slot || !dt || !dp || !ds) {
+        rc = die("out of memory");
+        reps = 0;
+    } else {
+        for (int i = 0; i < P; i++) tok[i] = (int32_t)((i * 7 + 3) % (V > 1 ? V - 1 : 1)), pos[i] = i;
+    }
     for (int r = 0; r < reps && !rc; r++) {
         for (int s = 0; s < B; s++) moe_ctx_slot_clear(c, s);
         double t0 = now_s();
