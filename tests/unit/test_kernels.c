@@ -9,6 +9,7 @@
  * dot itself is ~ sum|w x| / sqrt(k), so an error of one element or one block
  * is far above this bound.
  */
+#include <dlfcn.h>
 #include <float.h>
 #include <stdlib.h>
 #include <string.h>
@@ -391,68 +392,40 @@ static float ggml_x86_dot_q8_0(int64_t k, const moe_block_q8_0 *w, const moe_blo
     return (r0 + r2) + (r1 + r3);
 }
 
-/* Decode (nb <= 2) Q8_0 matvecs of the SIMD levels equal llama.cpp's x86
- * arithmetic bit for bit. */
-TEST(kernels_q8_0_matvec_bitexact_ggml_x86) {
-    /* the last shape is past the kernels' table of activation scales */
-    const int64_t shapes[][4] = {{1024, 37, 0, 37},
-                                 {4096 + 32, 9, 2, 9},
-                                 {32, 5, 1, 4},
-                                 {2816, 20, 0, 20},
-                                 {32768 + 64, 3, 0, 3}};
-    for (int si = 0; si < 5; si++) {
+/* The SIMD levels' Q8_0 gemm equals llama.cpp's x86 arithmetic bit for bit,
+ * for every batch size (vec_dot at decode, llamafile's Q8_0 sgemm in
+ * prefill: the same per-lane arithmetic). */
+TEST(kernels_q8_0_gemm_bitexact_ggml_x86) {
+    /* {k, m, r0, r1, nb}; the 32768+64 shape is past the kernels' tables */
+    const int64_t shapes[][5] = {{1024, 37, 0, 37, 1},      {4096 + 32, 9, 2, 9, 2},
+                                 {32, 5, 1, 4, 3},          {2816, 20, 0, 20, 9},
+                                 {1024, 35, 3, 35, 17},     {96, 40, 0, 40, 70},
+                                 {4096 + 32, 16, 0, 16, 4}, {32768 + 64, 3, 0, 3, 1}};
+    for (int si = 0; si < 8; si++) {
         const int64_t k = shapes[si][0], m = shapes[si][1], r0 = shapes[si][2], r1 = shapes[si][3];
+        const int64_t nb = shapes[si][4];
         gemm_data g;
-        gemm_data_init(&g, MOE_DTYPE_Q8_0, k, m, 2, 900 + si);
+        gemm_data_init(&g, MOE_DTYPE_Q8_0, k, m, nb, 900 + si);
         const size_t rb = moe_dtype_row_bytes(MOE_DTYPE_Q8_0, k);
-        void *xq = xmalloc(rb * 2);
-        moe_op_quantize(moe_cpu_kernels_get(MOE_CPU_SCALAR), MOE_DTYPE_Q8_0, g.xf, xq, 2, k);
+        void *xq = xmalloc(rb * nb);
+        moe_op_quantize(moe_cpu_kernels_get(MOE_CPU_SCALAR), MOE_DTYPE_Q8_0, g.xf, xq, nb, k);
         for (int l = MOE_CPU_AVX2; l < MOE_CPU_LEVEL_COUNT; l++) {
             const moe_cpu_kernels *kt = moe_cpu_kernels_get((moe_cpu_level)l);
             if (!kt) continue;
-            for (int64_t nb = 1; nb <= 2; nb++) {
-                float *y = xmalloc(sizeof(float) * m * nb);
-                kt->gemm(MOE_DTYPE_Q8_0, k, g.W, r0, r1, xq, nb, y, m);
-                for (int64_t b = 0; b < nb; b++)
-                    for (int64_t r = r0; r < r1; r++) {
-                        const float want =
-                            ggml_x86_dot_q8_0(k, (const moe_block_q8_0 *)((char *)g.W + r * rb),
-                                              (const moe_block_q8_0 *)((char *)xq + b * rb));
-                        if (memcmp(&want, &y[b * m + r], sizeof want) != 0)
-                            TEST_FAIL("%s nb=%lld k=%lld row %lld: %.9g, ggml x86 %.9g", kt->name,
-                                      (long long)nb, (long long)k, (long long)r, y[b * m + r],
-                                      want);
-                    }
-                free(y);
-            }
+            float *y = xmalloc(sizeof(float) * m * nb);
+            kt->gemm(MOE_DTYPE_Q8_0, k, g.W, r0, r1, xq, nb, y, m);
+            for (int64_t b = 0; b < nb; b++)
+                for (int64_t r = r0; r < r1; r++) {
+                    const float want =
+                        ggml_x86_dot_q8_0(k, (const moe_block_q8_0 *)((char *)g.W + r * rb),
+                                          (const moe_block_q8_0 *)((char *)xq + b * rb));
+                    if (memcmp(&want, &y[b * m + r], sizeof want) != 0)
+                        TEST_FAIL("%s nb=%lld k=%lld row %lld col %lld: %.9g, ggml x86 %.9g",
+                                  kt->name, (long long)nb, (long long)k, (long long)r, (long long)b,
+                                  y[b * m + r], want);
+                }
+            free(y);
         }
-        free(xq);
-        gemm_data_free(&g);
-    }
-}
-
-/* The AVX-512 Q8_0 tile (nb >= 3) does the scalar table's float arithmetic. */
-TEST(kernels_q8_0_tile_equals_scalar) {
-    const moe_cpu_kernels *kt = moe_cpu_kernels_get(MOE_CPU_AVX512);
-    if (!kt) SKIP("no AVX-512 on this CPU");
-    const moe_cpu_kernels *ks = moe_cpu_kernels_get(MOE_CPU_SCALAR);
-    const int64_t shapes[][3] = {{1024, 35, 3}, {2816, 17, 9}, {96, 40, 70}, {4096 + 32, 16, 4}};
-    for (int si = 0; si < 4; si++) {
-        const int64_t k = shapes[si][0], m = shapes[si][1], nb = shapes[si][2];
-        gemm_data g;
-        gemm_data_init(&g, MOE_DTYPE_Q8_0, k, m, nb, 300 + si);
-        const size_t rb = moe_dtype_row_bytes(MOE_DTYPE_Q8_0, k);
-        void *xq = xmalloc(rb * nb);
-        moe_op_quantize(ks, MOE_DTYPE_Q8_0, g.xf, xq, nb, k);
-        float *y = xmalloc(sizeof(float) * m * nb), *ys = xmalloc(sizeof(float) * m * nb);
-        kt->gemm(MOE_DTYPE_Q8_0, k, g.W, 0, m, xq, nb, y, m);
-        ks->gemm(MOE_DTYPE_Q8_0, k, g.W, 0, m, xq, nb, ys, m);
-        for (int64_t i = 0; i < m * nb; i++)
-            if (memcmp(&y[i], &ys[i], sizeof(float)) != 0)
-                TEST_FAIL("k=%lld m=%lld nb=%lld: y[%lld] = %.9g, scalar %.9g", (long long)k,
-                          (long long)m, (long long)nb, (long long)i, y[i], ys[i]);
-        free(y);
-        free(ys);
         free(xq);
         gemm_data_free(&g);
     }
@@ -751,4 +724,147 @@ TEST(kernels_rope_yarn) {
         ASSERT_NEAR(y[i], ya, 2e-5);
         ASSERT_NEAR(y[i + nd / 2], yb, 2e-5);
     }
+}
+
+/* ==== Bit for bit with llama.cpp's prebuilt CPU backend ==================== */
+
+/* The reference engine's ggml CPU variants (installed by `make ref`) export
+ * their kernels; each SIMD level must reproduce the variant llama.cpp picks
+ * for it exactly: decode dots, activation conversions, softmax and SwiGLU.
+ * MOE_LLAMA_BIN_DIR overrides where the libraries are. Skips when absent. */
+#define LLAMA_BIN_DIR "tests/ref/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64"
+
+typedef void (*ggml_vdot_fn)(int n, float *s, size_t bs, const void *x, size_t bx, const void *y,
+                             size_t by, int nrc);
+typedef void (*ggml_conv_fn)(const float *x, void *y, int64_t n);
+typedef double (*ggml_softmax_fn)(int n, float *y, const float *x, float max);
+typedef void (*ggml_swiglu_fn)(int n, float *y, const float *x, const float *g);
+
+static void *ggml_variant_open(const char *dir, const char *variant) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/libggml-cpu-%s.so", dir, variant);
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) return NULL;
+    int (*score)(void) = (int (*)(void))dlsym(h, "ggml_backend_score");
+    void (*init)(void) = (void (*)(void))dlsym(h, "ggml_cpu_init");
+    if (!score || !init || score() <= 0) return NULL; /* not for this CPU */
+    init();
+    return h;
+}
+
+static int ggml_compare_level(void *h, const moe_cpu_kernels *k, int row_ops) {
+    static const struct {
+        const char *sym;
+        moe_dtype t;
+    } dots[] = {{"ggml_vec_dot_f32", MOE_DTYPE_F32},
+                {"ggml_vec_dot_f16", MOE_DTYPE_F16},
+                {"ggml_vec_dot_bf16", MOE_DTYPE_BF16},
+                {"ggml_vec_dot_q8_0_q8_0", MOE_DTYPE_Q8_0}};
+    static const char *const convs[] = {"ggml_cpu_fp32_to_fp16", "ggml_cpu_fp32_to_bf16",
+                                        "quantize_row_q8_0"};
+    static const moe_dtype conv_t[] = {MOE_DTYPE_F16, MOE_DTYPE_BF16, MOE_DTYPE_Q8_0};
+    const int64_t ks[] = {32, 96, 1024, 1056};
+    uint64_t seed = 2024;
+    int checked = 0;
+    float *w = xmalloc(1056 * 4), *x = xmalloc(1056 * 4), *z = xmalloc(1056 * 4);
+    char *wq = xmalloc(1056 * 4), *xq = xmalloc(1056 * 4), *rq = xmalloc(1056 * 4);
+    for (int d = 0; d < 4; d++) {
+        ggml_vdot_fn f = (ggml_vdot_fn)dlsym(h, dots[d].sym);
+        if (!f) continue;
+        for (int ki = 0; ki < 4; ki++)
+            for (int rep = 0; rep < 40; rep++) {
+                const int64_t n = ks[ki];
+                for (int64_t i = 0; i < n; i++)
+                    w[i] = test_rand_f32(&seed), x[i] = 3 * test_rand_f32(&seed);
+                moe_dtype_from_f32(dots[d].t, w, wq, n);
+                moe_op_quantize(k, dots[d].t, x, xq, 1, n);
+                float want, got;
+                f((int)n, &want, 0, wq, 0, xq, 0, 1);
+                k->gemm(dots[d].t, n, wq, 0, 1, xq, 1, &got, 1);
+                if (memcmp(&want, &got, 4))
+                    TEST_FAIL("%s: gemm nb=1 %s k=%lld: %.9g, llama.cpp %.9g", k->name,
+                              moe_dtype_name(dots[d].t), (long long)n, got, want);
+                if (dots[d].t == MOE_DTYPE_F32) {
+                    const int64_t m = n - rep % 7; /* any length */
+                    f((int)m, &want, 0, w, 0, x, 0, 1);
+                    got = k->dot_f32(m, w, x);
+                    if (memcmp(&want, &got, 4))
+                        TEST_FAIL("%s: dot_f32 n=%lld: %.9g, llama.cpp %.9g", k->name, (long long)m,
+                                  got, want);
+                }
+                checked++;
+            }
+    }
+    for (int c = 0; c < 3; c++) {
+        ggml_conv_fn f = (ggml_conv_fn)dlsym(h, convs[c]);
+        if (!f) continue;
+        float *v = special_input(&seed, 1024);
+        const size_t rb = moe_dtype_row_bytes(conv_t[c], 1024);
+        f(v, rq, 1024);
+        k->from_f32(conv_t[c], v, xq, 1024);
+        if (memcmp(rq, xq, rb))
+            TEST_FAIL("%s: from_f32 %s differs from %s", k->name, moe_dtype_name(conv_t[c]),
+                      convs[c]);
+        free(v);
+        checked++;
+    }
+    ggml_softmax_fn sm = (ggml_softmax_fn)dlsym(h, "ggml_vec_soft_max_f32");
+    ggml_swiglu_fn sw = (ggml_swiglu_fn)dlsym(h, "ggml_vec_swiglu_f32");
+    if (row_ops && sm && sw) {
+        const int ns[] = {1, 8, 13, 16, 40, 96, 1000};
+        for (int t = 0; t < 7; t++)
+            for (int rep = 0; rep < 20; rep++) {
+                const int n = ns[t];
+                for (int i = 0; i < n; i++)
+                    x[i] = 20 * test_rand_f32(&seed), w[i] = test_rand_f32(&seed);
+                if (rep == 3) x[n / 2] = -INFINITY;
+                float max = -INFINITY;
+                for (int i = 0; i < n; i++) max = max > x[i] ? max : x[i];
+                const double sum = sm(n, z, x, max);
+                for (int i = 0; i < n; i++) z[i] *= (float)(1.0 / sum); /* as ggml's soft_max */
+                memcpy(rq, x, (size_t)n * 4);
+                moe_op_softmax((float *)rq, n);
+                if (memcmp(rq, z, (size_t)n * 4)) TEST_FAIL("%s: softmax n=%d differs", k->name, n);
+                if (rep == 3) continue;
+                sw(n, z, x, w);
+                moe_op_swiglu(x, w, (float *)rq, n);
+                if (memcmp(rq, z, (size_t)n * 4)) TEST_FAIL("%s: swiglu n=%d differs", k->name, n);
+                checked++;
+            }
+    }
+    free(w);
+    free(x);
+    free(z);
+    free(wq);
+    free(xq);
+    free(rq);
+    return checked;
+}
+
+TEST(kernels_bitexact_llama_cpp_prebuilt) {
+    const char *dir = getenv("MOE_LLAMA_BIN_DIR") ? getenv("MOE_LLAMA_BIN_DIR") : LLAMA_BIN_DIR;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/libggml-base.so", dir);
+    if (!dlopen(path, RTLD_NOW | RTLD_GLOBAL))
+        SKIP("llama.cpp prebuilt CPU libraries not installed (make ref)");
+    int compared = 0;
+    const moe_cpu_level best = moe_cpu_kernels_best()->level;
+    if (moe_cpu_kernels_get(MOE_CPU_AVX512)) {
+        void *h = ggml_variant_open(dir, moe__cpu_has_avx512bf16 ? "zen4" : "icelake");
+        if (h) {
+            compared +=
+                ggml_compare_level(h, moe_cpu_kernels_get(MOE_CPU_AVX512), best == MOE_CPU_AVX512);
+            fprintf(stderr, "avx512: bit-exact with llama.cpp's %s build\n",
+                    moe__cpu_has_avx512bf16 ? "zen4" : "icelake");
+        }
+    }
+    if (moe_cpu_kernels_get(MOE_CPU_AVX2)) {
+        void *h = ggml_variant_open(dir, "haswell");
+        if (h) {
+            compared +=
+                ggml_compare_level(h, moe_cpu_kernels_get(MOE_CPU_AVX2), best == MOE_CPU_AVX2);
+            fprintf(stderr, "avx2: bit-exact with llama.cpp's haswell build\n");
+        }
+    }
+    if (!compared) SKIP("no llama.cpp CPU variant for this CPU");
 }

@@ -202,73 +202,61 @@ void moe_op_rmsnorm(const float *x, const float *w, int64_t n, float eps, float 
     }
 }
 
-static float vexpf512(float x) {
-    const float r = 0x1.8p23f;
-    const float z = fmaf(x, 0x1.715476p+0f, r);
-    const float n = z - r;
-    const float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
-    const float u = b * b;
-    const float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)), u, fmaf(0x1.ffffecp-1f, b, 1.0f));
-    if (isnan(n)) return n;
-    if (fabsf(n) > 192) return n <= 0 ? 0.0f : INFINITY;
-    return scalbnf(j, (int)n);
-}
-static int vx_mode = -1;
-static float red16(const float *v) {
-    float t3[8], t6[4];
-    for (int i = 0; i < 8; i++) t3[i] = v[i + 8] + v[i];
-    for (int i = 0; i < 4; i++) t6[i] = t3[i + 4] + t3[i];
-    return (t6[0] + t6[2]) + (t6[1] + t6[3]);
-}
-void moe_op_softmax(float *x, int64_t n) {
-    if (vx_mode < 0) vx_mode = getenv("VX") ? atoi(getenv("VX")) : 0;
-    if (vx_mode & 2) {
-        float max = -INFINITY;
-        for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
-        double sum = 0.0;
-        int64_t i = 0;
-        for (; i + 15 < n; i += 16) {
-            for (int l = 0; l < 16; l++) x[i + l] = vexpf512(x[i + l] - max);
-            sum += (double)red16(x + i);
-        }
-        if (vx_mode & 4) {
-            float tmp[16] = {0};
-            int64_t m = 0;
-            for (; i < n; i++, m++) { x[i] = vexpf512(x[i] - max); tmp[m] = x[i]; }
-            if (m) sum += (double)red16(tmp);
-        }
-        for (; i < n; i++) { const float e = expf(x[i] - max); x[i] = e; sum += (double)e; }
-        const float inv = (float)(1.0 / sum);
-        for (int64_t k = 0; k < n; k++) x[k] *= inv;
-        return;
+/* The row ops follow moe_cpu_kernels_best()'s level, chosen once: llama.cpp
+ * computes softmax and SiLU with ggml's vectorised exp on whole vectors
+ * (16 floats on its AVX-512 builds, 8 on AVX2) and expf on the rest, and so
+ * do these, so they round alike. */
+typedef struct rowops {
+    void (*swiglu)(const float *g, const float *u, float *y, int64_t n);
+    double (*softmax_exp)(float *x, int64_t n, float max);
+} rowops;
+
+static void swiglu_scalar(const float *g, const float *u, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float gi = g[i];
+        y[i] = gi / (1.0f + expf(-gi)) * u[i];
     }
-    if (n <= 0) return;
-    float max = -INFINITY;
-    for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+}
+
+static double softmax_exp_scalar(float *x, int64_t n, float max) {
     double sum = 0.0;
     for (int64_t i = 0; i < n; i++) {
         const float e = expf(x[i] - max);
         x[i] = e;
         sum += (double)e;
     }
+    return sum;
+}
+
+static rowops row_ops = {swiglu_scalar, softmax_exp_scalar};
+static pthread_once_t row_ops_once = PTHREAD_ONCE_INIT;
+
+static void row_ops_init(void) {
+    switch (moe_cpu_kernels_best()->level) {
+    case MOE_CPU_AVX512:
+        row_ops = (rowops){moe__swiglu_avx512, moe__softmax_exp_avx512};
+        break;
+    case MOE_CPU_AVX2:
+        row_ops = (rowops){moe__swiglu_avx2, moe__softmax_exp_avx2};
+        break;
+    default:
+        break;
+    }
+}
+
+void moe_op_softmax(float *x, int64_t n) {
+    if (n <= 0) return;
+    pthread_once(&row_ops_once, row_ops_init);
+    float max = -INFINITY;
+    for (int64_t i = 0; i < n; i++) max = max > x[i] ? max : x[i]; /* ggml's MAX */
+    const double sum = row_ops.softmax_exp(x, n, max);
     const float inv = (float)(1.0 / sum);
     for (int64_t i = 0; i < n; i++) x[i] *= inv;
 }
 
 void moe_op_swiglu(const float *g, const float *u, float *y, int64_t n) {
-    if (vx_mode < 0) vx_mode = getenv("VX") ? atoi(getenv("VX")) : 0;
-    int64_t i0 = 0;
-    if (vx_mode & 1) {
-        for (; i0 + 15 < n; i0 += 16)
-            for (int l = 0; l < 16; l++) {
-                const float gi = g[i0 + l];
-                y[i0 + l] = gi / (1.0f + vexpf512(0.0f - gi)) * u[i0 + l];
-            }
-    }
-    for (int64_t i = i0; i < n; i++) {
-        const float gi = g[i];
-        y[i] = gi / (1.0f + expf(-gi)) * u[i];
-    }
+    pthread_once(&row_ops_once, row_ops_init);
+    row_ops.swiglu(g, u, y, n);
 }
 
 void moe_rope_init(moe_rope *r, int n_rot, int neox, float freq_base) {

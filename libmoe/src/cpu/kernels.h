@@ -20,9 +20,20 @@ extern const moe_cpu_kernels moe__kernels_avx512;
  * and falls back to widening + FMA without it. */
 extern int moe__cpu_has_avx512bf16;
 
+/* Row-op helpers of the SIMD levels; the public row ops (moe_op_swiglu,
+ * moe_op_softmax) call the level of moe_cpu_kernels_best() so they round
+ * as llama.cpp's build for that level does (ggml's vectorised exp).
+ *   swiglu:      y = silu(g) * u.
+ *   softmax_exp: x = exp(x - max) in place; returns the sum, as ggml's
+ *                ggml_vec_soft_max_f32 forms it. */
+void moe__swiglu_avx512(const float *g, const float *u, float *y, int64_t n);
+double moe__softmax_exp_avx512(float *x, int64_t n, float max);
+void moe__swiglu_avx2(const float *g, const float *u, float *y, int64_t n);
+double moe__softmax_exp_avx2(float *x, int64_t n, float max);
+
 /* Software prefetch distance (bytes) for the Q8_0 matrix x vector kernels,
  * which read weight rows in sequence: on this class of machine (AMD EPYC,
- * ~30 GB/s per core) it lifts them from ~0.88 to ~0.97 of the plain read
+ * ~30 GB/s per core) it lifted them from ~0.88 to ~0.97 of the plain read
  * loop's bandwidth; the float kernels are as fast without. */
 #define MOE_PF_DIST 8192
 

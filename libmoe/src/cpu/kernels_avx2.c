@@ -1,16 +1,19 @@
 /*
  * cpu/kernels_avx2.c - AVX2 + FMA + F16C.
  *
+ * Reproduces llama.cpp's AVX2 CPU build (its haswell variant) bit for bit,
+ * as kernels_avx512.c does the AVX-512 one.
  * Q8_0: ggml's x86 arithmetic (|w| times x carrying w's sign with
  * vpmaddubsw, pairs summed by vpmaddwd into 8 int32 lanes, converted and
- * FMA'd with dw*dx into 8 float lanes, summed as hsum_float_8), so results
- * equal the AVX-512 rows kernel's and llama.cpp's. For nb <= 2 the weight
- * rows stream in sequence (see kernels_avx512.c); beyond, a 4-row x
- * 2-activation register tile reuses each loaded block.
- * F32 / F16 / BF16: rows in sequence for nb <= 3, a 4 x 3 tile of 8-lane
- * fp32 FMAs beyond.
+ * FMA'd with dw*dx into 8 float lanes, summed as hsum_float_8); the same
+ * numbers as the AVX-512 kernels. For nb <= 2 the weight rows stream in
+ * sequence (see kernels_avx512.c); beyond, a 4-row x 2-activation register
+ * tile reuses each loaded block.
+ * F32 / F16 / BF16: ggml's AVX2 vec_dot at nb = 1; tinyBLAS arithmetic
+ * (one accumulator per output) for nb >= 2, as 4 x 3 tiles from nb = 4.
  */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -244,41 +247,58 @@ AI __m256 flt_load8(const int kind, const char *p, int64_t i) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-/* Few activations: weight rows in sequence (one memory stream), NA
- * accumulators per activation. */
-AI void flt_row(const int kind, const int C, const int NA, int64_t k, const char *w, const char *X,
-                size_t xrb, float *y, int64_t ldy) {
-    __m256 acc[3][4];
-#pragma GCC unroll 3
-    for (int c = 0; c < C; c++)
-#pragma GCC unroll 4
-        for (int a = 0; a < NA; a++) acc[c][a] = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + NA * 8 <= k; i += NA * 8)
-#pragma GCC unroll 4
-        for (int a = 0; a < NA; a++) {
-            const __m256 wv = flt_load8(kind, w, i + a * 8);
-#pragma GCC unroll 3
-            for (int c = 0; c < C; c++)
-                acc[c][a] =
-                    _mm256_fmadd_ps(wv, flt_load8(kind, X + (size_t)c * xrb, i + a * 8), acc[c][a]);
-        }
-    for (; i < k; i += 8) {
-        const __m256 wv = flt_load8(kind, w, i);
-#pragma GCC unroll 3
-        for (int c = 0; c < C; c++)
-            acc[c][0] = _mm256_fmadd_ps(wv, flt_load8(kind, X + (size_t)c * xrb, i), acc[c][0]);
-    }
-#pragma GCC unroll 3
-    for (int c = 0; c < C; c++) {
-        __m256 s = acc[c][0];
-#pragma GCC unroll 4
-        for (int a = 1; a < NA; a++) s = _mm256_add_ps(s, acc[c][a]);
-        y[(int64_t)c * ldy] = hsum8(s);
-    }
+AI float flt_scalar(const int kind, const char *p, int64_t i) {
+    if (kind == FK_F32) return ((const float *)p)[i];
+    const uint16_t h = ((const uint16_t *)p)[i];
+    if (kind == FK_F16) return _cvtsh_ss(h);
+    return moe_bf16_to_f32(h);
 }
 
-/* Many activations: 4 weight rows x C activations, one accumulator each. */
+/* ggml's GGML_F32x8_REDUCE tail: lo + hi, then two horizontal adds. */
+AI float hadd8(__m256 v) {
+    const __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 t1 = _mm_hadd_ps(t0, t0);
+    return _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+}
+
+/* One activation row (decode), llama.cpp's path for it: ggml's AVX2
+ * vec_dot_{f32,f16,bf16}, step for step (checked bit for bit against the
+ * prebuilt haswell build):
+ *   f32/f16: 4 accumulators of 8 over steps of 32, (a0 + a2) + (a1 + a3),
+ *            hadd8; the tail added one product at a time (double for f16);
+ *   bf16:    4 accumulators of 8 over steps of 32, (c1 + c3) + (c2 + c4),
+ *            hsum_float_8, in double, then the tail.
+ * Rows are read one after another: one sequential memory stream. */
+AI float vdot_row(const int kind, int64_t k, const char *w, const char *x) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const int64_t np = k & ~(int64_t)31;
+    for (int64_t i = 0; i < np; i += 32) {
+        a0 = _mm256_fmadd_ps(flt_load8(kind, w, i), flt_load8(kind, x, i), a0);
+        a1 = _mm256_fmadd_ps(flt_load8(kind, w, i + 8), flt_load8(kind, x, i + 8), a1);
+        a2 = _mm256_fmadd_ps(flt_load8(kind, w, i + 16), flt_load8(kind, x, i + 16), a2);
+        a3 = _mm256_fmadd_ps(flt_load8(kind, w, i + 24), flt_load8(kind, x, i + 24), a3);
+    }
+    const __m256 v = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
+    if (kind == FK_F32) {
+        float s = hadd8(v);
+        /* ggml's tail loop as its compiler built it: products rounded over
+         * whole vectors of 4 (an in-order vectorised reduction), fused into
+         * the sum (FMA) for the rest */
+        const int64_t nv = np + ((k - np) & ~(int64_t)3);
+        for (int64_t i = np; i < nv; i++) s += flt_scalar(kind, w, i) * flt_scalar(kind, x, i);
+        for (int64_t i = nv; i < k; i++)
+            s = fmaf(flt_scalar(kind, w, i), flt_scalar(kind, x, i), s);
+        return s;
+    }
+    double s = kind == FK_F16 ? (double)hadd8(v) : (double)hsum8(v);
+    for (int64_t i = np; i < k; i++) s += (double)(flt_scalar(kind, w, i) * flt_scalar(kind, x, i));
+    return (float)s;
+}
+
+/* Two or more activation rows (prefill), llama.cpp's path for them:
+ * llamafile's tinyBLAS, one accumulator per output over steps of 8,
+ * acc = fma(w, x, acc), summed as hsum_float_8. R = 4 weight rows x C
+ * activations share each loaded vector. */
 AI void flt_tile(const int kind, const int R, const int C, int64_t k, const char *w0, size_t wrb,
                  const char *x0, size_t xrb, float *y, int64_t ldy) {
     __m256 acc[4][3];
@@ -303,17 +323,21 @@ AI void flt_tile(const int kind, const int R, const int C, int64_t k, const char
         for (int c = 0; c < C; c++) y[(int64_t)c * ldy + r] = hsum8(acc[r][c]);
 }
 
+/* nb == 1: vec_dot, rows in sequence; 2 <= nb <= 3: tinyBLAS arithmetic one
+ * weight row at a time (one memory stream); nb >= 4: 4 x 3 tiles. */
 AI void flt_gemm(const int kind, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
                  const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    if (nb == 1) {
+        for (int64_t r = r0; r < r1; r++) Y[r] = vdot_row(kind, k, W + (size_t)r * wrb, X);
+        return;
+    }
     if (nb <= 3) {
         for (int64_t r = r0; r < r1; r++) {
             const char *w = W + (size_t)r * wrb;
-            if (nb == 1)
-                flt_row(kind, 1, 4, k, w, X, xrb, Y + r, ldy);
-            else if (nb == 2)
-                flt_row(kind, 2, 2, k, w, X, xrb, Y + r, ldy);
+            if (nb == 2)
+                flt_tile(kind, 1, 2, k, w, wrb, X, xrb, Y + r, ldy);
             else
-                flt_row(kind, 3, 2, k, w, X, xrb, Y + r, ldy);
+                flt_tile(kind, 1, 3, k, w, wrb, X, xrb, Y + r, ldy);
         }
         return;
     }
@@ -389,30 +413,87 @@ static void gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_
     }
 }
 
-static float dot_f32_avx2(int64_t n, const float *a, const float *b) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
-    }
-    for (; i + 8 <= n; i += 8)
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
+/* ==== Row-op helpers ======================================================= */
+
+/* ggml's AVX2 exp (ggml_v_expf; not the same operations as the AVX-512 one:
+ * the polynomial leaves out the 1 and the scale is applied as fma(j, k, k)),
+ * operation for operation. */
+AI __m256 v_expf8(__m256 x) {
+    const __m256 r = _mm256_set1_ps(0x1.8p23f);
+    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r);
+    const __m256 n = _mm256_sub_ps(z, r);
+    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+    const __m256 k =
+        _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1))));
+    const __m256 an = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), n);
+    const __m256 c = _mm256_cmp_ps(an, _mm256_set1_ps(126), _CMP_GT_OQ);
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(
+            _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+            _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
+    if (!_mm256_movemask_ps(c)) return _mm256_fmadd_ps(j, k, k);
+    const __m256i g =
+        _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                         _mm256_set1_epi32((int)0x82000000u));
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    const __m256 d = _mm256_cmp_ps(an, _mm256_set1_ps(192), _CMP_GT_OQ);
+    return _mm256_or_ps(
+        _mm256_and_ps(d, _mm256_mul_ps(s1, s1)),
+        _mm256_andnot_ps(
+            d, _mm256_or_ps(_mm256_and_ps(c, _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+                            _mm256_andnot_ps(c, _mm256_fmadd_ps(k, j, k)))));
 }
 
+/* ggml_vec_swiglu_f32 (AVX2): v_expf8 on whole groups of 8, expf on the tail. */
+void moe__swiglu_avx2(const float *g, const float *u, float *y, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i);
+        const __m256 silu = _mm256_div_ps(x, _mm256_add_ps(one, v_expf8(_mm256_sub_ps(zero, x))));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* ggml_vec_soft_max_f32 (AVX2): groups of 8 through v_expf8, each summed as
+ * hsum_float_8 in float, then in double; the tail with expf. */
+double moe__softmax_exp_avx2(float *x, int64_t n, float max) {
+    const __m256 vmax = _mm256_set1_ps(max);
+    double sum = 0.0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = v_expf8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax));
+        _mm256_storeu_ps(x + i, v);
+        sum += (double)hsum8(v);
+    }
+    for (; i < n; i++) {
+        const float e = expf(x[i] - max);
+        x[i] = e;
+        sum += (double)e;
+    }
+    return sum;
+}
+
+/* ggml_vec_dot_f32 (AVX2), as vdot_row. */
+static float dot_f32_avx2(int64_t n, const float *a, const float *b) {
+    return vdot_row(FK_F32, n, (const char *)a, (const char *)b);
+}
+
+/* ggml_vec_mad_f32 (AVX2): y = fma(x, a, y) over the first n & ~31
+ * elements, then y += x * a one at a time. */
 static void axpy_f32_avx2(int64_t n, float a, const float *x, float *y) {
     const __m256 va = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
+    const int64_t np = n & ~(int64_t)31;
+    for (int64_t i = 0; i < np; i += 8)
         _mm256_storeu_ps(y + i,
-                         _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
+                         _mm256_fmadd_ps(_mm256_loadu_ps(x + i), va, _mm256_loadu_ps(y + i)));
+    for (int64_t i = np; i < n; i++) y[i] += x[i] * a;
 }
 
 const moe_cpu_kernels moe__kernels_avx2 = {

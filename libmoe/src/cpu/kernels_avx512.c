@@ -1,30 +1,34 @@
 /*
  * cpu/kernels_avx512.c - AVX-512 (F, BW, VL, DQ, VNNI; BF16 if present).
  *
- * Q8_0 weights, two kernels:
+ * Every kernel here reproduces the arithmetic of llama.cpp's AVX-512 CPU
+ * build (the ggml variant it loads on such a CPU: zen4, or icelake without
+ * AVX512_BF16) operation for operation, so results are identical bit for bit;
+ * tests/unit/test_kernels.c checks this against the prebuilt reference.
+ *
+ * Q8_0 weights (per block: 8 int32 lanes of 4 products, acc_lane =
+ * fma(dw * dx, (float)lane, acc_lane), lanes summed as hsum_float_8 - ggml's
+ * vec_dot_q8_0_q8_0, and llamafile's Q8_0 sgemm in prefill):
  *   - rows (nb <= 2, decode; memory-bound): weight rows are read one after
  *     another, so the matrix is one sequential stream (several interleaved
  *     short row streams defeat the hardware prefetchers: ~0.6-0.75 of the
  *     read bandwidth, against ~0.95 this way), with a software prefetch
- *     ahead. Per block: vpdpbusd of |w| against x carrying w's sign into 8
- *     int32 lanes, acc = fma(dw * dx, (float)lanes, acc), summed at the end
- *     as hsum_float_8: ggml's x86 ggml_vec_dot_q8_0_q8_0 step for step, so a
- *     decode matvec matches llama.cpp bit for bit.
- *   - transposed tile (nb >= 3, prefill; compute-bound): 16 weight rows x
- *     32 blocks are repacked on the stack so one zmm holds 4 bytes of each
- *     of 16 rows, offset to unsigned (w ^ 0x80); activation bytes are
- *     broadcast ({1to16} operands) and 8 vpdpbusd, started at -128 * sum(x),
- *     give the exact int32 block dot of 16 rows at once, so the float work
- *     per block is one convert, one scale and one add for 16 outputs. Its
- *     float arithmetic is the scalar table's (sum += (float)sumi * (dw*dx)),
- *     so it equals the scalar result exactly.
- * F32 / F16 / BF16 weights: rows in sequence with several accumulators for
- * nb <= 3, a 4 x 4 register tile of FMAs beyond (vdpbf16ps for BF16 when the
- * CPU has AVX512_BF16).
+ *     ahead; at nb = 1 two rows from the two halves of the range share a
+ *     pass so that two FMA chains are in flight. vpdpbusd of |w| against x
+ *     carrying w's sign gives the lanes.
+ *   - transposed tile (nb >= 3, prefill; compute-bound): 16 weight rows x 16
+ *     blocks repacked on the stack so one zmm holds lane j of 16 rows; see
+ *     the section's comment.
+ * F32 / F16 / BF16 weights: ggml's vec_dot at nb = 1 (rows in sequence);
+ * llamafile's tinyBLAS arithmetic (one accumulator per output) for nb >= 2,
+ * as 4 x 4 register tiles from nb = 4 (vdpbf16ps for BF16 when the CPU has
+ * AVX512_BF16).
+ * Row-op helpers: softmax and SwiGLU with ggml's vectorised exp.
  *
- * Stack use: up to ~36 KB (the Q8_0 tile's buffers).
+ * Stack use: up to ~45 KB (the Q8_0 tile's buffers).
  */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -178,7 +182,7 @@ static void q8_rows(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1
     if (nblk <= Q8_ROWS_DX_BLK) {
         for (int64_t c = 0; c < nb; c++) {
             const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(X + (size_t)c * xrb);
-            for (int64_t b = 0; b < nblk; b++) dxs[c][b] = moe_f16_to_f32(xb[b].d);
+            for (int64_t b = 0; b < nblk; b++) dxs[c][b] = _cvtsh_ss(xb[b].d);
             dxp[c] = dxs[c];
         }
         dx = dxp;
@@ -208,15 +212,27 @@ static void q8_rows(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1
 
 /* ==== Q8_0: transposed tile (prefill) ====================================== */
 
-#define Q8T_KB 32      /* blocks per K chunk */
-#define Q8T_NC 64      /* activation rows per chunk */
+/* 16 weight rows x Q8T_KB blocks are repacked on the stack so that one zmm
+ * holds the same 4-byte group j of a block for 16 rows, offset to unsigned
+ * (w ^ 0x80). For an activation block, vpdpbusd of that vector with the
+ * activation's group j broadcast ({1to16}), started at -128 * (sum of the
+ * group's 4 activation bytes) to cancel the offset, gives exactly lane j of
+ * ggml's per-block int32 lanes for 16 rows at once. Each of the 8 lanes is
+ * then accumulated as ggml does, acc_j = fma(dw * dx, (float)lane_j, acc_j),
+ * and the 8 accumulators are summed in hsum_float_8's order at the end, so
+ * the result is ggml's vec_dot_q8_0_q8_0 (and llamafile's Q8_0 sgemm) bit
+ * for bit, like the rows kernel. */
+
+#define Q8T_KB 16      /* blocks per K chunk */
+#define Q8T_NC 32      /* activation rows per chunk */
 #define Q8T_PF_TILES 2 /* prefetch the rows of the tile this many ahead */
 
 typedef struct q8t_buf {
-    _Alignas(64) uint8_t w[Q8T_KB][8][64]; /* [block][dword j][row]: (w ^ 0x80) bytes */
-    _Alignas(64) float wd[Q8T_KB][16];     /* [block][row]: weight scales */
-    int32_t xs[Q8T_NC][Q8T_KB];            /* [col][block]: -128 * sum of x */
-    float xd[Q8T_NC][Q8T_KB];              /* [col][block]: activation scales */
+    _Alignas(64) uint8_t w[Q8T_KB][8][64];      /* [block][group j][row]: (w ^ 0x80) bytes */
+    _Alignas(64) float wd[Q8T_KB][16];          /* [block][row]: weight scales */
+    _Alignas(64) int32_t xc[Q8T_NC][Q8T_KB][8]; /* [col][block][j]: -128 * sum of group j */
+    float xd[Q8T_NC][Q8T_KB];                   /* [col][block]: activation scales */
+    _Alignas(64) float acc[Q8T_NC][8][16];      /* [col][lane j][row]: running sums */
 } q8t_buf;
 
 /* Repacks rows w (nr <= 16 of them, wrb apart), blocks [kb0, kb0 + kcb),
@@ -271,10 +287,10 @@ static void q8t_pack_w(q8t_buf *t, const char *w, size_t wrb, int nr, int64_t kb
         }
 #pragma GCC unroll 2
         for (int i = 0; i < 8; i += 4) {
-            u[i + 0] = _mm512_unpacklo_epi64(p[i + 0], p[i + 2]); /* dword 0 (and 4) */
-            u[i + 1] = _mm512_unpackhi_epi64(p[i + 0], p[i + 2]); /* dword 1 (and 5) */
-            u[i + 2] = _mm512_unpacklo_epi64(p[i + 1], p[i + 3]); /* dword 2 (and 6) */
-            u[i + 3] = _mm512_unpackhi_epi64(p[i + 1], p[i + 3]); /* dword 3 (and 7) */
+            u[i + 0] = _mm512_unpacklo_epi64(p[i + 0], p[i + 2]); /* group 0 (and 4) */
+            u[i + 1] = _mm512_unpackhi_epi64(p[i + 0], p[i + 2]); /* group 1 (and 5) */
+            u[i + 2] = _mm512_unpacklo_epi64(p[i + 1], p[i + 3]); /* group 2 (and 6) */
+            u[i + 3] = _mm512_unpackhi_epi64(p[i + 1], p[i + 3]); /* group 3 (and 7) */
         }
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
@@ -286,56 +302,65 @@ static void q8t_pack_w(q8t_buf *t, const char *w, size_t wrb, int nr, int64_t kb
     }
 }
 
-/* Activation sums and scales for columns [0, nc) of X, blocks [kb0, kb0+kcb). */
+/* Offset corrections and scales of columns [0, nc) of X, blocks [kb0, kb0+kcb). */
 static void q8t_pack_x(q8t_buf *t, const char *X, size_t xrb, int nc, int64_t kb0, int kcb) {
-    const __m256i ones = _mm256_set1_epi8(1);
+    const __m256i k80 = _mm256_set1_epi8((char)0x80), zero = _mm256_setzero_si256();
     for (int c = 0; c < nc; c++) {
         const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(X + (size_t)c * xrb) + kb0;
         for (int b = 0; b < kcb; b++) {
-            const __m256i s8 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones,
-                                                   _mm256_loadu_si256((const __m256i *)xb[b].qs));
-            __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
-            s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
-            t->xs[c][b] = -128 * _mm_cvtsi128_si32(s);
-            t->xd[c][b] = moe_f16_to_f32(xb[b].d);
+            const __m256i s =
+                _mm256_dpbusd_epi32(zero, k80, _mm256_loadu_si256((const __m256i *)xb[b].qs));
+            _mm256_store_si256((__m256i *)t->xc[c][b], _mm256_sub_epi32(zero, s));
+            t->xd[c][b] = _cvtsh_ss(xb[b].d);
         }
     }
 }
 
-/* NC activations (columns c0.., X rows) against the packed 16-row tile. */
-AI void q8t_compute(const int NC, const q8t_buf *t, int c0, const char *X, size_t xrb, int64_t kb0,
-                    int kcb, int first, __mmask16 m, float *y, int64_t ldy) {
-    __m512 acc[8];
-#pragma GCC unroll 8
+/* NC (1 or 2) activations, columns c0.., through kcb blocks of the tile. */
+AI void q8t_compute(const int NC, q8t_buf *t, int c0, const char *X, size_t xrb, int64_t kb0,
+                    int kcb, int first) {
+    __m512 acc[2][8];
+#pragma GCC unroll 2
     for (int c = 0; c < NC; c++)
-        acc[c] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, y + (int64_t)c * ldy);
-    const char *xq[8];
 #pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            acc[c][j] = first ? _mm512_setzero_ps() : _mm512_load_ps(t->acc[c0 + c][j]);
+    const char *xq[2];
+#pragma GCC unroll 2
     for (int c = 0; c < NC; c++)
         xq[c] = X + (size_t)(c0 + c) * xrb + (size_t)kb0 * sizeof(moe_block_q8_0) + 2;
 
     for (int b = 0; b < kcb; b++) {
-        __m512i s[8];
+        __m512i wj[8];
 #pragma GCC unroll 8
-        for (int c = 0; c < NC; c++) s[c] = _mm512_set1_epi32(t->xs[c0 + c][b]);
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) {
-            const __m512i wj = _mm512_load_si512((const __m512i *)t->w[b][j]);
-#pragma GCC unroll 8
-            for (int c = 0; c < NC; c++)
-                s[c] = _mm512_dpbusd_epi32(s[c], wj, _mm512_set1_epi32(load_i32(xq[c] + 4 * j)));
-        }
+        for (int j = 0; j < 8; j++) wj[j] = _mm512_load_si512((const __m512i *)t->w[b][j]);
         const __m512 wd = _mm512_load_ps(t->wd[b]);
-#pragma GCC unroll 8
+#pragma GCC unroll 2
         for (int c = 0; c < NC; c++) {
             const __m512 d = _mm512_mul_ps(wd, _mm512_set1_ps(t->xd[c0 + c][b]));
-            acc[c] = _mm512_add_ps(acc[c], _mm512_mul_ps(_mm512_cvtepi32_ps(s[c]), d));
+            const int32_t *corr = t->xc[c0 + c][b];
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                const __m512i s = _mm512_dpbusd_epi32(_mm512_set1_epi32(corr[j]), wj[j],
+                                                      _mm512_set1_epi32(load_i32(xq[c] + 4 * j)));
+                acc[c][j] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[c][j]);
+            }
             xq[c] += sizeof(moe_block_q8_0);
         }
     }
+#pragma GCC unroll 2
+    for (int c = 0; c < NC; c++)
 #pragma GCC unroll 8
-    for (int c = 0; c < NC; c++) _mm512_mask_storeu_ps(y + (int64_t)c * ldy, m, acc[c]);
+        for (int j = 0; j < 8; j++) _mm512_store_ps(t->acc[c0 + c][j], acc[c][j]);
+}
+
+/* hsum_float_8's order over the 8 lane accumulators, for 16 rows at once. */
+AI __m512 q8t_lane_sum(const float (*a)[16]) {
+    const __m512 r0 = _mm512_add_ps(_mm512_load_ps(a[4]), _mm512_load_ps(a[0]));
+    const __m512 r1 = _mm512_add_ps(_mm512_load_ps(a[5]), _mm512_load_ps(a[1]));
+    const __m512 r2 = _mm512_add_ps(_mm512_load_ps(a[6]), _mm512_load_ps(a[2]));
+    const __m512 r3 = _mm512_add_ps(_mm512_load_ps(a[7]), _mm512_load_ps(a[3]));
+    return _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3));
 }
 
 static void q8_tiled(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
@@ -345,46 +370,22 @@ static void q8_tiled(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r
     for (int64_t cs = 0; cs < nb; cs += Q8T_NC) {
         const int nc = (int)(nb - cs < Q8T_NC ? nb - cs : Q8T_NC);
         const char *Xc = X + (size_t)cs * xrb;
-        for (int64_t kb0 = 0; kb0 < nblk; kb0 += Q8T_KB) {
-            const int kcb = (int)(nblk - kb0 < Q8T_KB ? nblk - kb0 : Q8T_KB);
-            q8t_pack_x(&t, Xc, xrb, nc, kb0, kcb);
-            for (int64_t rt = r0; rt < r1; rt += 16) {
-                const int nr = (int)(r1 - rt < 16 ? r1 - rt : 16);
-                const __mmask16 m = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
-                const char *pf = rt + 16 * (Q8T_PF_TILES + 1) <= r1
-                                     ? W + (size_t)(rt + 16 * Q8T_PF_TILES) * wrb
-                                     : NULL;
+        for (int64_t rt = r0; rt < r1; rt += 16) {
+            const int nr = (int)(r1 - rt < 16 ? r1 - rt : 16);
+            const __mmask16 m = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
+            const char *pf = rt + 16 * (Q8T_PF_TILES + 1) <= r1
+                                 ? W + (size_t)(rt + 16 * Q8T_PF_TILES) * wrb
+                                 : NULL;
+            for (int64_t kb0 = 0; kb0 < nblk; kb0 += Q8T_KB) {
+                const int kcb = (int)(nblk - kb0 < Q8T_KB ? nblk - kb0 : Q8T_KB);
+                q8t_pack_x(&t, Xc, xrb, nc, kb0, kcb);
                 q8t_pack_w(&t, W + (size_t)rt * wrb, wrb, nr, kb0, kcb, pf);
                 int c = 0;
-                float *y = Y + cs * ldy + rt;
-                for (; c + 8 <= nc; c += 8)
-                    q8t_compute(8, &t, c, Xc, xrb, kb0, kcb, kb0 == 0, m, y + c * ldy, ldy);
-                switch (nc - c) {
-                case 7:
-                    q8t_compute(7, &t, c, Xc, xrb, kb0, kcb, kb0 == 0, m, y + c * ldy, ldy);
-                    break;
-                case 6:
-                    q8t_compute(6, &t, c, Xc, xrb, kb0, kcb, kb0 == 0, m, y + c * ldy, ldy);
-                    break;
-                case 5:
-                    q8t_compute(5, &t, c, Xc, xrb, kb0, kcb, kb0 == 0, m, y + c * ldy, ldy);
-                    break;
-                case 4:
-                    q8t_compute(4, &t, c, Xc, xrb, kb0, kcb, kb0 == 0, m, y + c * ldy, ldy);
-                    break;
-                case 3:
-                    q8t_compute(3, &t, c, Xc, xrb, kb0, kcb, kb0 == 0, m, y + c * ldy, ldy);
-                    break;
-                case 2:
-                    q8t_compute(2, &t, c, Xc, xrb, kb0, kcb, kb0 == 0, m, y + c * ldy, ldy);
-                    break;
-                case 1:
-                    q8t_compute(1, &t, c, Xc, xrb, kb0, kcb, kb0 == 0, m, y + c * ldy, ldy);
-                    break;
-                default:
-                    break;
-                }
+                for (; c + 2 <= nc; c += 2) q8t_compute(2, &t, c, Xc, xrb, kb0, kcb, kb0 == 0);
+                if (c < nc) q8t_compute(1, &t, c, Xc, xrb, kb0, kcb, kb0 == 0);
             }
+            for (int c = 0; c < nc; c++)
+                _mm512_mask_storeu_ps(Y + (cs + c) * ldy + rt, m, q8t_lane_sum(t.acc[c]));
         }
     }
 }
@@ -402,65 +403,75 @@ AI __m512 flt_load16(const int kind, const char *p, int64_t i) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* acc += w[i..] * x[i..] over one step: 16 elements, or 32 for BF16DP. */
-AI __m512 flt_step(const int kind, __m512 acc, const char *w, const char *x, int64_t i) {
-    if (kind == FK_BF16DP)
-        return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512((const uint16_t *)w + i),
-                                (__m512bh)_mm512_loadu_si512((const uint16_t *)x + i));
-    return _mm512_fmadd_ps(flt_load16(kind, w, i), flt_load16(kind, x, i), acc);
+AI float flt_scalar(const int kind, const char *p, int64_t i) {
+    if (kind == FK_F32) return ((const float *)p)[i];
+    const uint16_t h = ((const uint16_t *)p)[i];
+    if (kind == FK_F16) return _cvtsh_ss(h);
+    return moe_bf16_to_f32(h);
 }
 
-#define FLT_STEP(kind) ((kind) == FK_BF16DP ? 32 : 16)
-
-/* Few activations (decode): weight rows one after another, so the matrix
- * is read as one sequential stream (several interleaved short row streams
- * defeat the prefetchers: measured 0.6-0.75 of the read bandwidth, against
- * ~0.95 this way). NA accumulators per activation hide the FMA latency. */
-AI void flt_row(const int kind, const int C, const int NA, int64_t k, const char *w, const char *X,
-                size_t xrb, float *y, int64_t ldy) {
-    __m512 acc[3][4];
-#pragma GCC unroll 3
-    for (int c = 0; c < C; c++)
-#pragma GCC unroll 4
-        for (int a = 0; a < NA; a++) acc[c][a] = _mm512_setzero_ps();
-    const int64_t st = FLT_STEP(kind);
+/* One activation row (decode), llama.cpp's path for it: ggml's AVX-512
+ * vec_dot_{f32,f16,bf16}, step for step (checked bit for bit against the
+ * prebuilt zen4 and icelake builds):
+ *   f32/f16: 4 accumulators of 16 over steps of 64, reduced as
+ *            (a0 + a2) + (a1 + a3), then _mm512_reduce_add_ps; the tail
+ *            (k % 64) added one product at a time (in double for f16);
+ *   bf16:    2 accumulators over steps of 64 (vdpbf16ps, 32 elements each)
+ *            or of 32 (widened, 16 each), each reduced and added in double.
+ * Rows are read one after another: one sequential memory stream. */
+AI float vdot_row(const int kind, int64_t k, const char *w, const char *x) {
+    if (kind == FK_F32 || kind == FK_F16) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const int64_t np = k & ~(int64_t)63;
+        for (int64_t i = 0; i < np; i += 64) {
+            a0 = _mm512_fmadd_ps(flt_load16(kind, w, i), flt_load16(kind, x, i), a0);
+            a1 = _mm512_fmadd_ps(flt_load16(kind, w, i + 16), flt_load16(kind, x, i + 16), a1);
+            a2 = _mm512_fmadd_ps(flt_load16(kind, w, i + 32), flt_load16(kind, x, i + 32), a2);
+            a3 = _mm512_fmadd_ps(flt_load16(kind, w, i + 48), flt_load16(kind, x, i + 48), a3);
+        }
+        const float r =
+            _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3)));
+        if (kind == FK_F32) {
+            float s = r;
+            /* ggml's tail loop as its compiler built it: products rounded over
+             * whole vectors of 8 (an in-order vectorised reduction), fused into
+             * the sum (FMA) for the rest */
+            const int64_t nv = np + ((k - np) & ~(int64_t)7);
+            for (int64_t i = np; i < nv; i++) s += flt_scalar(kind, w, i) * flt_scalar(kind, x, i);
+            for (int64_t i = nv; i < k; i++)
+                s = fmaf(flt_scalar(kind, w, i), flt_scalar(kind, x, i), s);
+            return s;
+        }
+        double s = r;
+        for (int64_t i = np; i < k; i++)
+            s += (double)(flt_scalar(kind, w, i) * flt_scalar(kind, x, i));
+        return (float)s;
+    }
+    __m512 c1 = _mm512_setzero_ps(), c2 = c1;
     int64_t i = 0;
-    for (; i + NA * st <= k; i += NA * st)
-#pragma GCC unroll 4
-        for (int a = 0; a < NA; a++)
-#pragma GCC unroll 3
-            for (int c = 0; c < C; c++)
-                acc[c][a] = flt_step(kind, acc[c][a], w, X + (size_t)c * xrb, i + a * st);
-    for (; i < k; i += st)
-#pragma GCC unroll 3
-        for (int c = 0; c < C; c++)
-            acc[c][0] = flt_step(kind, acc[c][0], w, X + (size_t)c * xrb, i);
-#pragma GCC unroll 3
-    for (int c = 0; c < C; c++) {
-        __m512 s = acc[c][0];
-#pragma GCC unroll 4
-        for (int a = 1; a < NA; a++) s = _mm512_add_ps(s, acc[c][a]);
-        y[(int64_t)c * ldy] = _mm512_reduce_add_ps(s);
+    if (kind == FK_BF16DP) {
+        for (; i + 64 <= k; i += 64) {
+            c1 = _mm512_dpbf16_ps(c1, (__m512bh)_mm512_loadu_si512((const uint16_t *)w + i),
+                                  (__m512bh)_mm512_loadu_si512((const uint16_t *)x + i));
+            c2 = _mm512_dpbf16_ps(c2, (__m512bh)_mm512_loadu_si512((const uint16_t *)w + i + 32),
+                                  (__m512bh)_mm512_loadu_si512((const uint16_t *)x + i + 32));
+        }
+    } else {
+        for (; i + 32 <= k; i += 32) {
+            c1 = _mm512_fmadd_ps(flt_load16(kind, w, i), flt_load16(kind, x, i), c1);
+            c2 = _mm512_fmadd_ps(flt_load16(kind, w, i + 16), flt_load16(kind, x, i + 16), c2);
+        }
     }
+    double s = (double)_mm512_reduce_add_ps(c1);
+    s += (double)_mm512_reduce_add_ps(c2);
+    for (; i < k; i++) s += (double)(flt_scalar(FK_BF16, w, i) * flt_scalar(FK_BF16, x, i));
+    return (float)s;
 }
 
-#define FLT_ROWS_MAX_NB 3
-
-AI void flt_rows(const int kind, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
-                 const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
-    for (int64_t r = r0; r < r1; r++) {
-        const char *w = W + (size_t)r * wrb;
-        if (nb == 1)
-            flt_row(kind, 1, 4, k, w, X, xrb, Y + r, ldy);
-        else if (nb == 2)
-            flt_row(kind, 2, 2, k, w, X, xrb, Y + r, ldy);
-        else
-            flt_row(kind, 3, 2, k, w, X, xrb, Y + r, ldy);
-    }
-}
-
-/* Many activations (prefill): R = 4 weight rows x C activations, one
- * accumulator per output, so each loaded vector feeds several FMAs. */
+/* Two or more activation rows (prefill), llama.cpp's path for them:
+ * llamafile's tinyBLAS, one accumulator per output over steps of 16 (32
+ * for vdpbf16ps), acc = fma(w, x, acc), then _mm512_reduce_add_ps. R = 4
+ * weight rows x C activations share each loaded vector. */
 AI void flt_tile(const int kind, const int R, const int C, int64_t k, const char *w0, size_t wrb,
                  const char *x0, size_t xrb, float *y, int64_t ldy) {
     __m512 acc[4][4];
@@ -468,7 +479,7 @@ AI void flt_tile(const int kind, const int R, const int C, int64_t k, const char
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
-    const int64_t st = FLT_STEP(kind);
+    const int64_t st = kind == FK_BF16DP ? 32 : 16;
     for (int64_t i = 0; i < k; i += st) {
         __m512 xv[4];
         if (kind != FK_BF16DP)
@@ -497,9 +508,26 @@ AI void flt_tile(const int kind, const int R, const int C, int64_t k, const char
         for (int c = 0; c < C; c++) y[(int64_t)c * ldy + r] = _mm512_reduce_add_ps(acc[r][c]);
 }
 
-/* Columns in groups of 4, rows in groups of 4 (then single rows). */
-AI void flt_tiles(const int kind, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
-                  const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+/* nb == 1: vec_dot, rows in sequence. 2 <= nb <= 3 (memory-bound): the
+ * tinyBLAS arithmetic, one weight row at a time (one memory stream).
+ * nb >= 4: 4 x 4 tiles. Every output's arithmetic is the same whichever
+ * rows or columns share its tile. */
+AI void flt_gemm(const int kind, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
+                 const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    if (nb == 1) {
+        for (int64_t r = r0; r < r1; r++) Y[r] = vdot_row(kind, k, W + (size_t)r * wrb, X);
+        return;
+    }
+    if (nb <= 3) {
+        for (int64_t r = r0; r < r1; r++) {
+            const char *w = W + (size_t)r * wrb;
+            if (nb == 2)
+                flt_tile(kind, 1, 2, k, w, wrb, X, xrb, Y + r, ldy);
+            else
+                flt_tile(kind, 1, 3, k, w, wrb, X, xrb, Y + r, ldy);
+        }
+        return;
+    }
     for (int64_t c = 0; c < nb; c += 4) {
         const int C = (int)(nb - c < 4 ? nb - c : 4);
         const char *x = X + (size_t)c * xrb;
@@ -542,19 +570,22 @@ AI void flt_tiles(const int kind, int64_t k, const char *W, size_t wrb, int64_t 
     }
 }
 
-#define FLT_GEMM_FN(name, kind)                                                                    \
-    static void name(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,  \
-                     size_t xrb, int64_t nb, float *Y, int64_t ldy) {                              \
-        if (nb <= FLT_ROWS_MAX_NB)                                                                 \
-            flt_rows(kind, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);                                 \
-        else                                                                                       \
-            flt_tiles(kind, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);                                \
-    }
-
-FLT_GEMM_FN(gemm_f32, FK_F32)
-FLT_GEMM_FN(gemm_f16, FK_F16)
-FLT_GEMM_FN(gemm_bf16w, FK_BF16)
-FLT_GEMM_FN(gemm_bf16dp, FK_BF16DP)
+static void gemm_f32(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
+                     size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    flt_gemm(FK_F32, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+}
+static void gemm_f16(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
+                     size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    flt_gemm(FK_F16, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+}
+static void gemm_bf16w(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
+                       size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    flt_gemm(FK_BF16, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+}
+static void gemm_bf16dp(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
+                        size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    flt_gemm(FK_BF16DP, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+}
 
 /* ==== Table ================================================================ */
 
@@ -585,37 +616,79 @@ static void gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int6
     }
 }
 
-static float dot_f32_avx512(int64_t n, const float *a, const float *b) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    __m512 s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
-        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
-        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
-    }
-    for (; i + 16 <= n; i += 16)
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    if (i < n) {
-        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+/* ==== Row-op helpers ======================================================= */
+
+/* ggml's AVX-512 exp (ggml_v_expf, after ARM's optimized-routines expf: max
+ * error ~1.5 ulp; overflow to inf above ~88.38, flush to 0 below ~-103.97),
+ * operation for operation, so softmax and SiLU round as llama.cpp's. */
+AI __m512 v_expf16(__m512 x) {
+    const __m512 r = _mm512_set1_ps(0x1.8p23f);
+    const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), r);
+    const __m512 n = _mm512_sub_ps(z, r);
+    const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
+    const __mmask16 big = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192), _CMP_GT_OQ);
+    const __m512 u = _mm512_mul_ps(b, b);
+    const __m512 p = _mm512_fmadd_ps(
+        _mm512_fmadd_ps(
+            _mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
+            _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
+    const __m512 res = _mm512_scalef_ps(p, n);
+    if (_mm512_kortestz(big, big)) return res;
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 alt = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(n, zero, _CMP_LE_OQ),
+                                            _mm512_set1_ps(INFINITY), zero);
+    return _mm512_mask_blend_ps(big, res, alt);
 }
 
+/* ggml_vec_swiglu_f32 (AVX-512): y = silu(g) * u, silu(x) = x / (1 + exp(0 - x))
+ * with v_expf16 on whole groups of 16, expf on the tail. */
+void moe__swiglu_avx512(const float *g, const float *u, float *y, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 x = _mm512_loadu_ps(g + i);
+        const __m512 silu = _mm512_div_ps(x, _mm512_add_ps(one, v_expf16(_mm512_sub_ps(zero, x))));
+        _mm512_storeu_ps(y + i, _mm512_mul_ps(silu, _mm512_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* ggml_vec_soft_max_f32 (AVX-512): x = exp(x - max) in place; returns the
+ * sum as ggml forms it (each group of 16 summed in float by
+ * _mm512_reduce_add_ps, then in double; the tail one by one in double). */
+double moe__softmax_exp_avx512(float *x, int64_t n, float max) {
+    const __m512 vmax = _mm512_set1_ps(max);
+    double sum = 0.0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = v_expf16(_mm512_sub_ps(_mm512_loadu_ps(x + i), vmax));
+        _mm512_storeu_ps(x + i, v);
+        sum += (double)_mm512_reduce_add_ps(v);
+    }
+    for (; i < n; i++) {
+        const float e = expf(x[i] - max);
+        x[i] = e;
+        sum += (double)e;
+    }
+    return sum;
+}
+
+/* ggml_vec_dot_f32 (AVX-512), as vdot_row. */
+static float dot_f32_avx512(int64_t n, const float *a, const float *b) {
+    return vdot_row(FK_F32, n, (const char *)a, (const char *)b);
+}
+
+/* ggml_vec_mad_f32 (AVX-512): y = fma(x, a, y) over the first n & ~63
+ * elements, then y += x * a one at a time. */
 static void axpy_f32_avx512(int64_t n, float a, const float *x, float *y) {
     const __m512 va = _mm512_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
+    const int64_t np = n & ~(int64_t)63;
+    for (int64_t i = 0; i < np; i += 16)
         _mm512_storeu_ps(y + i,
-                         _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
-    if (i < n) {
-        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        _mm512_mask_storeu_ps(
-            y + i, m,
-            _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
-    }
+                         _mm512_fmadd_ps(_mm512_loadu_ps(x + i), va, _mm512_loadu_ps(y + i)));
+    for (int64_t i = np; i < n; i++) y[i] += x[i] * a;
 }
 
 const moe_cpu_kernels moe__kernels_avx512 = {

@@ -2,9 +2,10 @@
  * cpu/kernels_scalar.c - the portable kernel table: the reference the SIMD
  * levels are tested against, and the fallback on CPUs without AVX2.
  *
- * Numerics follow ggml's generic CPU code: float products summed in double
- * for F32/F16/BF16 dots; for Q8_0 an exact int32 sum per block times
- * (d_w * d_x) accumulated in float.
+ * Numerics follow ggml's generic (non-SIMD) CPU code: float products summed
+ * in double for F32/F16/BF16 dots; for Q8_0 an exact int32 sum per block
+ * times (d_w * d_x) accumulated in float. The SIMD levels instead reproduce
+ * llama.cpp's SIMD builds exactly; they agree with these to float rounding.
  */
 #include <math.h>
 #include <string.h>
@@ -78,17 +79,13 @@ static float dot_row_bf16(int64_t k, const uint16_t *w, const uint16_t *x) {
 }
 
 static float dot_row_q8_0(int64_t k, const moe_block_q8_0 *w, const moe_block_q8_0 *x) {
-    float acc[8] = {0};
-    for (int64_t b = 0; b < k / 32; b++) {
-        const float d = moe_f16_to_f32(w[b].d) * moe_f16_to_f32(x[b].d);
-        for (int l = 0; l < 8; l++) {
-            int32_t t = 0;
-            for (int j = 0; j < 4; j++) t += (int32_t)w[b].qs[4 * l + j] * x[b].qs[4 * l + j];
-            acc[l] = fmaf(d, (float)t, acc[l]);
-        }
+    float s = 0.0f;
+    for (int64_t b = 0; b < k / MOE_QK8_0; b++) {
+        int32_t sumi = 0;
+        for (int j = 0; j < MOE_QK8_0; j++) sumi += (int32_t)w[b].qs[j] * (int32_t)x[b].qs[j];
+        s += (float)sumi * (moe_f16_to_f32(w[b].d) * moe_f16_to_f32(x[b].d));
     }
-    const float r0 = acc[4] + acc[0], r1 = acc[5] + acc[1], r2 = acc[6] + acc[2], r3 = acc[7] + acc[3];
-    return (r0 + r2) + (r1 + r3);
+    return s;
 }
 
 static void gemm_scalar(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
