@@ -299,9 +299,10 @@ int cmd_bench(int argc, char **argv) {
         const size_t ab = moe_model_active_bytes(m);
         printf("{\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"threads\": %d, \"batch\": %d, "
                "\"prompt\": %d, \"gen\": %d, \"reps\": %d, \"cpu\": \"%s\", "
-               "\"active_bytes_per_token\": %zu, \"decode_weight_gb_s\": %.2f",
-               best_pf, best_dec, o.n_threads, B, P, G, reps, moe_cpu_kernels_best()->name, ab,
-               B == 1 ? best_dec * (double)ab / 1e9 : 0.0);
+               "\"active_bytes_per_token\": %zu",
+               best_pf, best_dec, o.n_threads, B, P, G, reps, moe_cpu_kernels_best()->name, ab);
+        /* batch 1 reads every active weight once per token */
+        if (B == 1) printf(", \"decode_weight_gb_s\": %.2f", best_dec * (double)ab / 1e9);
         print_dropped(&o, c);
         printf("}\n");
     }
