@@ -34,6 +34,10 @@ ISA_AVX512 := -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq \
               -mavx512vnni -mavx512bf16
 
 LIBMOE_SRC  := $(sort $(wildcard libmoe/src/*.c libmoe/src/cpu/*.c))
+# The network side (gRPC core + protobuf-c): libmoe_rpc.a, over code that
+# protoc-c generates from proto/ into $(BUILD)/gen at build time.
+RPC_SRC     := $(sort $(wildcard libmoe/src/rpc/*.c))
+PROTO_SRC   := proto/moe/v1/expert.proto proto/grpc/health/v1/health.proto
 MOECTL_SRC  := $(sort $(wildcard tools/moectl/*.c))
 UNIT_SRC    := $(sort $(wildcard tests/unit/*.c))
 BENCH_SRC   := $(sort $(wildcard bench/*.c))
@@ -43,7 +47,15 @@ LIBMOE_OBJ := $(call obj,$(LIBMOE_SRC))
 MOECTL_OBJ := $(call obj,$(MOECTL_SRC))
 UNIT_OBJ   := $(call obj,$(UNIT_SRC))
 
+GEN      := $(BUILD)/gen
+PROTO_C  := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTO_SRC))
+PROTO_H  := $(PROTO_C:.c=.h)
+RPC_OBJ  := $(call obj,$(RPC_SRC)) $(PROTO_C:.c=.o)
+RPC_CFLAGS := $(shell pkg-config --cflags grpc libprotobuf-c 2>/dev/null) -I$(GEN)
+RPC_LIBS   := $(shell pkg-config --libs grpc libprotobuf-c 2>/dev/null)
+
 LIBMOE := $(BUILD)/libmoe.a
+LIBRPC := $(BUILD)/libmoe_rpc.a
 MOECTL := $(BUILD)/moectl
 UNIT   := $(BUILD)/unit-tests
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
@@ -52,13 +64,28 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
 .SECONDARY:
 all: $(LIBMOE) $(MOECTL) $(UNIT) $(BENCH_BINS)
 
-$(BUILD)/%_avx2.o: EXTRA_ISA := $(ISA_AVX2)
-$(BUILD)/%_avx512.o: EXTRA_ISA := $(ISA_AVX512)
+$(BUILD)/%_avx2.o: FILE_CFLAGS := $(ISA_AVX2)
+$(BUILD)/%_avx512.o: FILE_CFLAGS := $(ISA_AVX512)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(CFLAGS) $(EXTRA_ISA) -c $< -o $@
+	$(Q)$(CC) $(CFLAGS) $(FILE_CFLAGS) -c $< -o $@
+
+# protoc-c output, and the objects that include it
+$(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
+	@mkdir -p $(GEN)
+	@$(if $(Q),echo "  PROTOC  $<")
+	$(Q)protoc-c --c_out=$(GEN) -Iproto $<
+$(GEN)/%.pb-c.o: $(GEN)/%.pb-c.c
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(filter-out -Wshadow -Wstrict-prototypes,$(CFLAGS)) $(RPC_CFLAGS) -c $< -o $@
+$(call obj,$(RPC_SRC)): FILE_CFLAGS := $(RPC_CFLAGS)
+$(call obj,$(RPC_SRC)): | $(PROTO_H)
+
+$(LIBRPC): $(RPC_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(LIBMOE): $(LIBMOE_OBJ)
 	@$(if $(Q),echo "  AR      $@")
@@ -68,9 +95,11 @@ $(MOECTL): $(MOECTL_OBJ) $(LIBMOE)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(UNIT): $(UNIT_OBJ) $(LIBMOE)
+$(call obj,$(UNIT_SRC)): FILE_CFLAGS := $(RPC_CFLAGS)
+$(call obj,$(UNIT_SRC)): | $(PROTO_H)
+$(UNIT): $(UNIT_OBJ) $(LIBRPC) $(LIBMOE)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RPC_LIBS) $(LDLIBS)
 
 $(BUILD)/bench-%: $(BUILD)/bench/%.o $(LIBMOE)
 	@$(if $(Q),echo "  LD      $@")

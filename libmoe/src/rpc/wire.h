@@ -1,0 +1,44 @@
+/*
+ * wire.h - the moe.v1 messages between a gateway and expert workers: checks
+ * of a received ForwardRequest against the model, and activation packing in
+ * f32 (exact) or bf16 (half the bytes). Internal to moemesh (protobuf-c
+ * types appear here, never in the public moe/ headers).
+ *
+ *     Moe__V1__ForwardRequest *r = moe__v1__forward_request__unpack(NULL, len, buf);
+ *     if (!r) -> INVALID_ARGUMENT "not a ForwardRequest"
+ *     if (moe_wire_check_request(r, &shape, &rows, &err) < 0) -> INVALID_ARGUMENT err.msg
+ */
+#ifndef MOE_RPC_WIRE_H
+#define MOE_RPC_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "moe/error.h"
+#include "moe/v1/expert.pb-c.h"
+
+/* What a request must agree with. */
+typedef struct moe_wire_shape {
+    int n_layer;
+    int n_expert;
+    int hidden;
+    int max_rows; /* rows one request may carry */
+} moe_wire_shape;
+
+/* Bytes per element of a wire dtype; 0 if unknown. */
+size_t moe_wire_elt_bytes(int dtype);
+
+/* Checks a decoded request: known dtype, layer and experts in range, hidden
+ * equal to the model's, groups contiguous from row 0 with no empty group,
+ * rows within max_rows, activations exactly rows x hidden elements. Sets
+ * *n_rows. Returns 0 or MOE_EFORMAT with a message naming the field. */
+int moe_wire_check_request(const Moe__V1__ForwardRequest *r, const moe_wire_shape *s, int *n_rows,
+                           moe_err *err);
+
+/* Converts n wire elements of dtype to floats, and back (bf16: round to
+ * nearest even). */
+void moe_wire_to_f32(int dtype, const uint8_t *src, size_t n, float *dst);
+void moe_wire_from_f32(int dtype, const float *src, size_t n, uint8_t *dst);
+
+#endif
