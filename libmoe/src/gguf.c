@@ -1,6 +1,13 @@
 /*
- * gguf.c - the GGUF reader (see moe/gguf.h; the writer is gguf_write.c).
- *
+ * gguf.c - the GGUF reader's parser (see moe/gguf.h; the look-ups are in
+ * gguf_lookup.c, the writer in gguf_write.c): moe_gguf_open (a mapped file)
+ * and moe_gguf_open_buffer (a borrowed buffer) check and decode the header,
+ * key/values and tensor infos into a moe_gguf, with the indexes the look-ups
+ * search (key and tensor names sorted, which also finds duplicates; the
+ * offsets of string array elements); moe_gguf_close frees it.
+ */
+
+/*
  * File layout (GGUF v2/v3, little-endian):
  *
  *   header      "GGUF", u32 version, i64 n_tensors, i64 n_kv
@@ -23,20 +30,12 @@
  * multiple of the file's size (each key/value or tensor info takes at least
  * 13 or 32 bytes of it).
  * Errors name the file, the field and the field's byte offset.
- *
- * Look-ups: keys and tensor names are indexed in arrays sorted by name, which
- * also bring duplicates together (O(n log n) whatever the names). String arrays
- * get an index of their elements' offsets at open, so moe_gguf_arr_str is O(1).
- * Nothing here is global: a moe_gguf owns everything it points to, except the
- * caller's buffer for moe_gguf_open_buffer.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* mkostemp, strerror_r, O_CLOEXEC (the Makefile sets it too) */
 #endif
 #include <errno.h>
 #include <fcntl.h>
-#include <float.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,14 +44,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "moe/gguf.h"
+#include "gguf_internal.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gguf.c reads little-endian GGUF files on little-endian hosts only"
 #endif
 
 #define GG_DEFAULT_ALIGNMENT 32
-#define GG_HEADER_BYTES 24
 /* Fewest bytes one key/value can take: key length, type, a one-byte value. */
 #define GG_MIN_KV_BYTES 13
 /* Fewest bytes one tensor info can take: name length, n_dims, one ne, type,
@@ -60,82 +58,6 @@
 #define GG_MIN_TENSOR_BYTES 32
 /* Longest name quoted in an error message. */
 #define GG_SHOW_MAX 64
-
-/* ==== Sorted name index ================================================ */
-
-/* Keys and tensor names are looked up in arrays sorted by name (bytes, then
- * length, then file order): O(log n) finds, duplicates adjacent after the
- * sort, and no input can make building it slower than O(n log n) (a hash
- * table fed colliding names could). */
-typedef struct gg_name {
-    moe_gguf_str name;
-    int64_t idx; /* kv or tensor number */
-} gg_name;
-
-static int gg_str_cmp(moe_gguf_str a, const void *s, uint64_t len) {
-    uint64_t n = a.len < len ? a.len : len;
-    int c = n ? memcmp(a.ptr, s, n) : 0;
-    if (c) return c;
-    return a.len < len ? -1 : a.len > len;
-}
-
-static int gg_name_cmp(const void *pa, const void *pb) {
-    const gg_name *a = pa, *b = pb;
-    int c = gg_str_cmp(a->name, b->name.ptr, b->name.len);
-    return c ? c : (a->idx > b->idx) - (a->idx < b->idx);
-}
-
-/* Sorts ix[0..n). Returns the smallest idx whose name an earlier item already
- * has (and that item's idx in *first), or -1 if all names differ. */
-static int64_t gg_names_sort(gg_name *ix, int64_t n, int64_t *first) {
-    int64_t dup = -1;
-    if (n > 1) qsort(ix, (size_t)n, sizeof *ix, gg_name_cmp);
-    for (int64_t i = 1, run = 0; i < n; i++) {
-        if (gg_str_cmp(ix[i].name, ix[i - 1].name.ptr, ix[i - 1].name.len) != 0) {
-            run = i;
-        } else if (dup < 0 || ix[i].idx < dup) {
-            dup = ix[i].idx;
-            *first = ix[run].idx;
-        }
-    }
-    return dup;
-}
-
-/* The idx of the item named s[0..len) in sorted ix[0..n), or -1. */
-static int64_t gg_names_find(const gg_name *ix, int64_t n, const void *s, uint64_t len) {
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        int c = gg_str_cmp(ix[mid].name, s, len);
-        if (c == 0) return ix[mid].idx;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return -1;
-}
-
-/* ==== The handle ======================================================== */
-
-struct moe_gguf {
-    const uint8_t *base; /* file bytes: our mapping or the caller's buffer */
-    size_t size;         /* bytes at base */
-    void *map;           /* our mmap of size bytes (NULL: borrowed buffer) */
-    uint32_t version;
-    uint64_t alignment;
-    uint64_t data_start; /* file offset of the data section */
-    int64_t n_kv;
-    moe_gguf_kv *kv;        /* owned, n_kv */
-    uint64_t *kv_str_first; /* owned, n_kv: STRING arrays' first str_off entry */
-    uint64_t *str_off;      /* owned: offset of each string array element's
-                               length prefix, all arrays back to back */
-    uint64_t n_str_off, cap_str_off;
-    int64_t n_tensors;
-    moe_gguf_tensor *tensors; /* owned, n_tensors */
-    gg_name *kv_names;        /* owned, n_kv, sorted */
-    gg_name *tensor_names;    /* owned, n_tensors, sorted */
-};
 
 /* ==== Reading with bounds and messages ================================== */
 
@@ -164,12 +86,6 @@ static int gg_rd_u32(gg_rd *r, uint32_t *v) {
 
 static int gg_rd_u64(gg_rd *r, uint64_t *v) {
     return gg_rd_bytes(r, v, 8);
-}
-
-static uint64_t gg_load_u64(const uint8_t *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
 }
 
 /* Fails with "<file>: <field>: <problem> (field at offset N)"; fmt gives the
@@ -503,8 +419,8 @@ static int gg_parse_kvs(moe_gguf *g, gg_rd *r) {
     }
 
     int64_t first = -1, dup;
-    for (int64_t i = 0; i < g->n_kv; i++) g->kv_names[i] = (gg_name){g->kv[i].key, i};
-    if ((dup = gg_names_sort(g->kv_names, g->n_kv, &first)) >= 0) {
+    for (int64_t i = 0; i < g->n_kv; i++) g->kv_names[i] = (moe__gguf_name){g->kv[i].key, i};
+    if ((dup = moe__gguf_names_sort(g->kv_names, g->n_kv, &first)) >= 0) {
         return gg_fail(r, MOE_EFORMAT, g->kv[dup].offset,
                        "key #%lld '%s': duplicate key (first is key #%lld)", (long long)dup,
                        gg_show(shown, sizeof shown, g->kv[dup].key.ptr, g->kv[dup].key.len),
@@ -516,7 +432,7 @@ static int gg_parse_kvs(moe_gguf *g, gg_rd *r) {
 /* general.alignment: if present, a u32 power of two. */
 static int gg_parse_alignment(moe_gguf *g, gg_rd *r) {
     g->alignment = GG_DEFAULT_ALIGNMENT;
-    int64_t i = gg_names_find(g->kv_names, g->n_kv, "general.alignment", 17);
+    int64_t i = moe__gguf_names_find(g->kv_names, g->n_kv, "general.alignment", 17);
     if (i < 0) return 0;
     const moe_gguf_kv *kv = &g->kv[i];
     uint64_t type_off = kv->offset + 8 + kv->key.len;
@@ -630,8 +546,8 @@ static int gg_parse_tensors(moe_gguf *g, gg_rd *r) {
     }
     int64_t first = -1, dup;
     for (int64_t i = 0; i < g->n_tensors; i++)
-        g->tensor_names[i] = (gg_name){g->tensors[i].name, i};
-    if ((dup = gg_names_sort(g->tensor_names, g->n_tensors, &first)) >= 0) {
+        g->tensor_names[i] = (moe__gguf_name){g->tensors[i].name, i};
+    if ((dup = moe__gguf_names_sort(g->tensor_names, g->n_tensors, &first)) >= 0) {
         const moe_gguf_tensor *t = &g->tensors[dup];
         rc = gg_fail(r, MOE_EFORMAT, off_field[2 * dup],
                      "tensor '%s' (#%lld) name: duplicate tensor (first is tensor #%lld)",
@@ -779,135 +695,4 @@ fail:
     moe_gguf_close(g);
     if (fd >= 0) close(fd);
     return rc;
-}
-
-/* ==== Accessors ========================================================= */
-
-uint32_t moe_gguf_version(const moe_gguf *g) {
-    return g->version;
-}
-
-uint64_t moe_gguf_alignment(const moe_gguf *g) {
-    return g->alignment;
-}
-
-size_t moe_gguf_file_size(const moe_gguf *g) {
-    return g->size;
-}
-
-int64_t moe_gguf_n_kv(const moe_gguf *g) {
-    return g->n_kv;
-}
-
-const moe_gguf_kv *moe_gguf_kv_at(const moe_gguf *g, int64_t i) {
-    return i >= 0 && i < g->n_kv ? &g->kv[i] : NULL;
-}
-
-const moe_gguf_kv *moe_gguf_find_kv(const moe_gguf *g, const char *key) {
-    int64_t i = gg_names_find(g->kv_names, g->n_kv, key, strlen(key));
-    return i >= 0 ? &g->kv[i] : NULL;
-}
-
-int64_t moe_gguf_n_tensors(const moe_gguf *g) {
-    return g->n_tensors;
-}
-
-const moe_gguf_tensor *moe_gguf_tensor_at(const moe_gguf *g, int64_t i) {
-    return i >= 0 && i < g->n_tensors ? &g->tensors[i] : NULL;
-}
-
-const moe_gguf_tensor *moe_gguf_find_tensor(const moe_gguf *g, const char *name) {
-    int64_t i = gg_names_find(g->tensor_names, g->n_tensors, name, strlen(name));
-    return i >= 0 ? &g->tensors[i] : NULL;
-}
-
-int moe_gguf_str_eq(moe_gguf_str a, const char *s) {
-    return gg_str_cmp(a, s, strlen(s)) == 0;
-}
-
-/* Element i of a STRING array; {NULL, 0} if kv is not a string array of g or i
- * is out of range. */
-moe_gguf_str moe_gguf_arr_str(const moe_gguf *g, const moe_gguf_kv *kv, uint64_t i) {
-    moe_gguf_str s = {NULL, 0};
-    uintptr_t a = (uintptr_t)kv, lo = (uintptr_t)g->kv, hi = (uintptr_t)(g->kv + g->n_kv);
-    if (a < lo || a >= hi || (a - lo) % sizeof *kv != 0) return s;
-    if (kv->type != MOE_GGUF_TYPE_ARRAY || kv->arr_type != MOE_GGUF_TYPE_STRING) return s;
-    if (i >= kv->arr_n) return s;
-    uint64_t off = g->str_off[g->kv_str_first[(a - lo) / sizeof *kv] + i];
-    s.len = gg_load_u64(g->base + off);
-    s.ptr = (const char *)g->base + off + 8;
-    return s;
-}
-
-/* ==== Typed getters ===================================================== */
-
-static int gg_is_unsigned(moe_gguf_type t) {
-    return t == MOE_GGUF_TYPE_UINT8 || t == MOE_GGUF_TYPE_UINT16 || t == MOE_GGUF_TYPE_UINT32 ||
-           t == MOE_GGUF_TYPE_UINT64;
-}
-
-static int gg_is_signed(moe_gguf_type t) {
-    return t == MOE_GGUF_TYPE_INT8 || t == MOE_GGUF_TYPE_INT16 || t == MOE_GGUF_TYPE_INT32 ||
-           t == MOE_GGUF_TYPE_INT64;
-}
-
-int moe_gguf_get_u32(const moe_gguf *g, const char *key, uint32_t *out) {
-    const moe_gguf_kv *kv = moe_gguf_find_kv(g, key);
-    if (!kv) return MOE_ENOTFOUND;
-    if (gg_is_unsigned(kv->type) && kv->v.u64 <= UINT32_MAX) {
-        *out = (uint32_t)kv->v.u64;
-        return 0;
-    }
-    if (gg_is_signed(kv->type) && kv->v.i64 >= 0 && kv->v.i64 <= (int64_t)UINT32_MAX) {
-        *out = (uint32_t)kv->v.i64;
-        return 0;
-    }
-    return MOE_EFORMAT;
-}
-
-int moe_gguf_get_i64(const moe_gguf *g, const char *key, int64_t *out) {
-    const moe_gguf_kv *kv = moe_gguf_find_kv(g, key);
-    if (!kv) return MOE_ENOTFOUND;
-    if (gg_is_unsigned(kv->type) && kv->v.u64 <= (uint64_t)INT64_MAX) {
-        *out = (int64_t)kv->v.u64;
-        return 0;
-    }
-    if (gg_is_signed(kv->type)) {
-        *out = kv->v.i64;
-        return 0;
-    }
-    return MOE_EFORMAT;
-}
-
-/* FLOAT32, or FLOAT64 within float range (NaN and infinities pass through). */
-int moe_gguf_get_f32(const moe_gguf *g, const char *key, float *out) {
-    const moe_gguf_kv *kv = moe_gguf_find_kv(g, key);
-    if (!kv) return MOE_ENOTFOUND;
-    if (kv->type == MOE_GGUF_TYPE_FLOAT32) {
-        *out = (float)kv->v.f64;
-        return 0;
-    }
-    if (kv->type == MOE_GGUF_TYPE_FLOAT64) {
-        double v = kv->v.f64;
-        if (isfinite(v) && fabs(v) > (double)FLT_MAX) return MOE_EFORMAT; /* beyond float */
-        *out = (float)v;
-        return 0;
-    }
-    return MOE_EFORMAT;
-}
-
-int moe_gguf_get_bool(const moe_gguf *g, const char *key, int *out) {
-    const moe_gguf_kv *kv = moe_gguf_find_kv(g, key);
-    if (!kv) return MOE_ENOTFOUND;
-    if (kv->type != MOE_GGUF_TYPE_BOOL) return MOE_EFORMAT;
-    *out = kv->v.u64 != 0;
-    return 0;
-}
-
-int moe_gguf_get_str(const moe_gguf *g, const char *key, moe_gguf_str *out) {
-    const moe_gguf_kv *kv = moe_gguf_find_kv(g, key);
-    if (!kv) return MOE_ENOTFOUND;
-    if (kv->type != MOE_GGUF_TYPE_STRING) return MOE_EFORMAT;
-    *out = kv->v.str;
-    return 0;
 }
