@@ -39,12 +39,14 @@ LIBMOE_SRC  := $(sort $(wildcard libmoe/src/*.c libmoe/src/cpu/*.c))
 RPC_SRC     := $(sort $(wildcard libmoe/src/rpc/*.c))
 PROTO_SRC   := proto/moe/v1/expert.proto proto/grpc/health/v1/health.proto
 MOECTL_SRC  := $(sort $(wildcard tools/moectl/*.c))
+WORKER_SRC  := $(sort $(wildcard expert-worker/*.c))
 UNIT_SRC    := $(sort $(wildcard tests/unit/*.c))
 BENCH_SRC   := $(sort $(wildcard bench/*.c))
 
-obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LIBMOE_OBJ := $(call obj,$(LIBMOE_SRC))
 MOECTL_OBJ := $(call obj,$(MOECTL_SRC))
+WORKER_OBJ := $(call obj,$(WORKER_SRC))
 UNIT_OBJ   := $(call obj,$(UNIT_SRC))
 
 GEN      := $(BUILD)/gen
@@ -57,17 +59,18 @@ RPC_LIBS   := $(shell pkg-config --libs grpc libprotobuf-c 2>/dev/null)
 LIBMOE := $(BUILD)/libmoe.a
 LIBRPC := $(BUILD)/libmoe_rpc.a
 MOECTL := $(BUILD)/moectl
+WORKER := $(BUILD)/expert-worker
 UNIT   := $(BUILD)/unit-tests
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
 
 .PHONY: all deps test test-san bench run clean format ref
 .SECONDARY:
-all: $(LIBMOE) $(MOECTL) $(UNIT) $(BENCH_BINS)
+all: $(LIBMOE) $(MOECTL) $(WORKER) $(UNIT) $(BENCH_BINS)
 
-$(BUILD)/%_avx2.o: FILE_CFLAGS := $(ISA_AVX2)
-$(BUILD)/%_avx512.o: FILE_CFLAGS := $(ISA_AVX512)
+$(BUILD)/obj/%_avx2.o: FILE_CFLAGS := $(ISA_AVX2)
+$(BUILD)/obj/%_avx512.o: FILE_CFLAGS := $(ISA_AVX512)
 
-$(BUILD)/%.o: %.c
+$(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) $(FILE_CFLAGS) -c $< -o $@
@@ -95,13 +98,19 @@ $(MOECTL): $(MOECTL_OBJ) $(LIBMOE)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(WORKER_OBJ): FILE_CFLAGS := $(RPC_CFLAGS)
+$(WORKER_OBJ): | $(PROTO_H)
+$(WORKER): $(WORKER_OBJ) $(LIBRPC) $(LIBMOE)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RPC_LIBS) $(LDLIBS)
+
 $(call obj,$(UNIT_SRC)): FILE_CFLAGS := $(RPC_CFLAGS)
 $(call obj,$(UNIT_SRC)): | $(PROTO_H)
 $(UNIT): $(UNIT_OBJ) $(LIBRPC) $(LIBMOE)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RPC_LIBS) $(LDLIBS)
 
-$(BUILD)/bench-%: $(BUILD)/bench/%.o $(LIBMOE)
+$(BUILD)/bench-%: $(BUILD)/obj/bench/%.o $(LIBMOE)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -133,7 +142,7 @@ run: deps
 	$(Q)BUILD=$(BUILD) sh deploy/demo.sh
 
 format:
-	$(Q)clang-format -i $(LIBMOE_SRC) $(MOECTL_SRC) $(UNIT_SRC) $(BENCH_SRC) libmoe/include/moe/*.h
+	$(Q)clang-format -i $(LIBMOE_SRC) $(RPC_SRC) $(MOECTL_SRC) $(WORKER_SRC) $(UNIT_SRC) $(BENCH_SRC) libmoe/include/moe/*.h
 
 clean:
 	rm -rf build build-san

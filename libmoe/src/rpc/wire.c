@@ -21,6 +21,9 @@ int moe_wire_check_request(const Moe__V1__ForwardRequest *r, const moe_wire_shap
     if (r->hidden != (uint32_t)s->hidden)
         return moe_err_set(err, MOE_EFORMAT, "hidden %u, the model's is %d", r->hidden, s->hidden);
     if (r->n_groups == 0) return moe_err_set(err, MOE_EFORMAT, "no row groups");
+    if (r->n_groups > (size_t)s->n_expert)
+        return moe_err_set(err, MOE_EFORMAT, "%zu row groups for %d experts (one group per expert)",
+                           r->n_groups, s->n_expert);
     uint64_t next = 0;
     for (size_t g = 0; g < r->n_groups; g++) {
         const Moe__V1__RowGroup *rg = r->groups[g];

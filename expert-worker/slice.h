@@ -1,0 +1,28 @@
+/* slice.h - which (layer, expert) pairs an expert worker hosts. */
+#ifndef EW_SLICE_H
+#define EW_SLICE_H
+
+#include <stdint.h>
+
+#include "moe/error.h"
+
+typedef struct ew_slice {
+    int n_layer, n_expert;
+    uint8_t *held; /* (n_layer, n_expert): 1 if hosted */
+} ew_slice;
+
+/* Parses a spec against a model's shape:
+ *   "all"                every expert of every MoE layer
+ *   "0-3,6"              those experts in every layer
+ *   "L1:0-7,L2:0-3;L5:1" per layer (layer groups separated by ';' or by a new
+ *                        "L<n>:" prefix; a range list after each)
+ * moe_layer_ok(l) says which layers have experts. Returns 0 or MOE_EINVAL
+ * with a message pointing at the bad part. Free with ew_slice_free. */
+int ew_slice_parse(ew_slice *s, const char *spec, int n_layer, int n_expert,
+                   const uint8_t *moe_layer_ok, moe_err *err);
+void ew_slice_free(ew_slice *s);
+int ew_slice_has(const ew_slice *s, int layer, int expert);
+/* Number of (layer, expert) pairs held. */
+int ew_slice_count(const ew_slice *s);
+
+#endif
