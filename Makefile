@@ -94,9 +94,10 @@ $(LIBMOE): $(LIBMOE_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(MOECTL): $(MOECTL_OBJ) $(LIBMOE)
+$(MOECTL_OBJ): | $(PROTO_H)
+$(MOECTL): $(MOECTL_OBJ) $(LIBRPC) $(LIBMOE)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RPC_LIBS) $(LDLIBS)
 
 $(WORKER_OBJ): FILE_CFLAGS := $(RPC_CFLAGS)
 $(WORKER_OBJ): | $(PROTO_H)

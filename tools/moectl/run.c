@@ -5,6 +5,7 @@
 
 #include "moe/model.h"
 #include "moe/ops.h"
+#include "moe/remote.h"
 #include "moectl.h"
 
 /* Options shared by the commands that run a model. */
@@ -13,6 +14,10 @@ typedef struct run_opts {
     int n_threads;
     int dense_moe;
     float capacity_factor;
+    const char *workers; /* "host:port,host:port": experts on expert workers */
+    int wire_bf16;
+    int deadline_ms;
+    moe_expert_backend *remote; /* created by open_model, freed by close_model */
 } run_opts;
 
 #define RUN_OPTS_HELP                                                                         \
@@ -21,7 +26,11 @@ typedef struct run_opts {
     "  --capacity-factor F    bound each expert's rows per batch to\n"                       \
     "                         ceil(F * tokens * k / experts); overflow is dropped (the\n"    \
     "                         token keeps its residual) at an accuracy cost; the drop\n"     \
-    "                         count is reported as \"dropped\"\n"
+    "                         count is reported as \"dropped\"\n"                        \
+    "  --workers H:P,...      run the routed experts on these expert workers (each\n"     \
+    "                         worker's Info says which it holds)\n"                         \
+    "  --wire bf16|f32        activations on the wire (default f32: exact)\n"            \
+    "  --deadline-ms N        per-layer deadline for the workers (default 10000)\n"
 
 /* Parses --threads and the model path; returns 1 if argv[*i] was consumed,
  * 0 if not, -1 on error. */
@@ -34,6 +43,18 @@ static int run_opt(int argc, char **argv, int *i, run_opts *o) {
         return r;
     }
     if (!strcmp(argv[*i], "--dense-moe")) return o->dense_moe = 1, 1;
+    if ((r = opt_str(argc, argv, i, "--workers", &o->workers))) return r;
+    if ((r = opt_int(argc, argv, i, "--deadline-ms", &o->deadline_ms))) {
+        if (r > 0 && o->deadline_ms < 1) return die("--deadline-ms must be >= 1"), -1;
+        return r;
+    }
+    const char *wire = NULL;
+    if ((r = opt_str(argc, argv, i, "--wire", &wire))) {
+        if (r > 0 && strcmp(wire, "f32") && strcmp(wire, "bf16"))
+            return die("--wire must be f32 or bf16, not '%s'", wire), -1;
+        if (r > 0) o->wire_bf16 = !strcmp(wire, "bf16");
+        return r;
+    }
     if (!strcmp(argv[*i], "-t")) return opt_int(argc, argv, i, "-t", &o->n_threads);
     if (argv[*i][0] != '-') {
         if (o->path) return die("more than one model given ('%s' and '%s')", o->path, argv[*i]), -1;
@@ -43,11 +64,45 @@ static int run_opt(int argc, char **argv, int *i, run_opts *o) {
     return 0;
 }
 
-static int open_model(const run_opts *o, int n_ctx, int n_slots, int n_batch, moe_model **m,
+/* Splits "a,b,c" into a malloc'd array of strings (one allocation). */
+static char **split_list(const char *s, int *n) {
+    int k = 1;
+    for (const char *p = s; *p; p++) k += *p == ',';
+    char **v = malloc((size_t)k * sizeof *v + strlen(s) + 1);
+    if (!v) return NULL;
+    char *copy = (char *)(v + k);
+    strcpy(copy, s);
+    *n = 0;
+    for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) v[(*n)++] = tok;
+    return v;
+}
+
+static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_model **m,
                       moe_ctx **c) {
     moe_err err;
     if (o->n_threads < 1) return die("--threads must be >= 1");
     if (moe_model_load(m, o->path, &err) < 0) return die("%s", err.msg);
+    o->remote = NULL;
+    if (o->workers) {
+        int nw = 0;
+        char **list = split_list(o->workers, &nw);
+        if (!list || nw == 0) {
+            free(list);
+            moe_model_free(*m);
+            return die("--workers: give host:port[,host:port...]");
+        }
+        moe_remote_params rp = moe_remote_default_params();
+        rp.wire_bf16 = o->wire_bf16;
+        if (o->deadline_ms > 0) rp.deadline_ms = o->deadline_ms;
+        rp.max_rows = n_batch * (o->dense_moe ? (*m)->hp.n_expert : (*m)->hp.n_expert_used);
+        int rc = moe_expert_backend_remote_create(&o->remote, *m, (const char *const *)list, nw,
+                                                  &rp, &err);
+        free(list);
+        if (rc < 0) {
+            moe_model_free(*m);
+            return die("%s", err.msg);
+        }
+    }
     moe_ctx_params p = moe_ctx_default_params();
     p.n_threads = o->n_threads;
     p.n_ctx = n_ctx;
@@ -55,7 +110,9 @@ static int open_model(const run_opts *o, int n_ctx, int n_slots, int n_batch, mo
     p.n_batch = n_batch;
     p.dense_moe = o->dense_moe;
     p.capacity_factor = o->capacity_factor;
+    p.experts = o->remote;
     if (moe_ctx_create(c, *m, &p, &err) < 0) {
+        moe_expert_backend_destroy(o->remote);
         moe_model_free(*m);
         return die("%s", err.msg);
     }
@@ -81,7 +138,7 @@ static const char logits_help[] =
     RUN_OPTS_HELP;
 
 int cmd_logits(int argc, char **argv) {
-    run_opts o = {NULL, 1, 0, 0.0f};
+    run_opts o = {NULL, 1, 0, 0.0f, NULL, 0, 0, NULL};
     const char *toks = NULL;
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) return fputs(logits_help, stdout), 0;
@@ -130,6 +187,7 @@ int cmd_logits(int argc, char **argv) {
 done:
     free(tok); free(pos); free(slot); free(want);
     moe_ctx_destroy(c);
+    moe_expert_backend_destroy(o.remote);
     moe_model_free(m);
     return rc;
 }
@@ -170,7 +228,7 @@ static int sample(const float *l, int n, float temp, uint64_t *rng, float *scrat
 }
 
 int cmd_generate(int argc, char **argv) {
-    run_opts o = {NULL, 1, 0, 0.0f};
+    run_opts o = {NULL, 1, 0, 0.0f, NULL, 0, 0, NULL};
     const char *toks = NULL;
     int n_gen = 16;
     float temp = 0.0f;
@@ -227,6 +285,7 @@ int cmd_generate(int argc, char **argv) {
     }
     free(tok); free(pos); free(slot); free(out); free(scratch);
     moe_ctx_destroy(c);
+    moe_expert_backend_destroy(o.remote);
     moe_model_free(m);
     return rc;
 }
@@ -241,7 +300,7 @@ static const char bench_help[] =
     "Prints {\"prefill_tok_s\": x, \"decode_tok_s\": y, ...}.\n" RUN_OPTS_HELP;
 
 int cmd_bench(int argc, char **argv) {
-    run_opts o = {NULL, 1, 0, 0.0f};
+    run_opts o = {NULL, 1, 0, 0.0f, NULL, 0, 0, NULL};
     int P = 128, G = 64, B = 1, reps = 3;
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) return fputs(bench_help, stdout), 0;
@@ -308,6 +367,7 @@ int cmd_bench(int argc, char **argv) {
     }
     free(tok); free(pos); free(slot); free(dt); free(dp); free(ds);
     moe_ctx_destroy(c);
+    moe_expert_backend_destroy(o.remote);
     moe_model_free(m);
     return rc;
 }

@@ -1,0 +1,118 @@
+#!/bin/sh
+# The engine with its routed experts on expert-worker processes (loopback):
+# logits bit-identical to the single-process engine in f32 wire mode, for
+# every architecture, with 1, 2 and 3 workers holding different slices; bf16
+# wire within 0.05; and failures that give a clear error within the deadline,
+# never a hang: an expert no worker holds, a worker that is down, a worker
+# that stops answering (SIGSTOP), a worker killed mid-generation. Only
+# processes started here are signalled, by PID; every wait is bounded.
+set -u
+MOECTL=${MOECTL:-build/moectl}
+WORKER=${WORKER:-$(dirname "$MOECTL")/expert-worker}
+TMP=$(mktemp -d)
+PIDS=""
+cleanup() { for p in $PIDS; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null; done; rm -rf "$TMP"; }
+trap cleanup EXIT
+fail=0
+ok() { echo "ok: $*"; }
+bad() { echo "FAIL: $*"; fail=1; }
+T=1,17,300,42,99,7,256,5,64,128,255,3
+
+# start NAME MODEL EXPERTS -> sets ADDR and PID
+start() {
+    "$WORKER" --model "$2" --listen 127.0.0.1:0 --experts "$3" >"$TMP/$1.out" 2>"$TMP/$1.err" &
+    PID=$!
+    PIDS="$PIDS $PID"
+    i=0
+    while [ $i -lt 100 ] && ! grep -q "listening on" "$TMP/$1.out"; do sleep 0.1; i=$((i + 1)); done
+    ADDR=$(sed -n 's/^listening on //p' "$TMP/$1.out")
+    [ -n "$ADDR" ] || bad "$1 did not start: $(cat "$TMP/$1.err")"
+}
+stop() { kill "$1" 2>/dev/null; i=0; while [ $i -lt 50 ] && kill -0 "$1" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done; }
+
+same_as_local() { # label model workers [extra args]
+    label=$1 m=$2 w=$3; shift 3
+    "$MOECTL" logits "$m" --tokens $T "$@" >"$TMP/local.json" || { bad "$label: local logits"; return; }
+    "$MOECTL" logits "$m" --tokens $T --workers "$w" "$@" >"$TMP/remote.json" 2>"$TMP/remote.err" ||
+        { bad "$label: remote logits: $(cat "$TMP/remote.err")"; return; }
+    cmp -s "$TMP/local.json" "$TMP/remote.json" && ok "$label: logits bit-identical to the local engine" ||
+        bad "$label: remote logits differ from local"
+}
+
+for arch in llama qwen2moe qwen3moe olmoe deepseek deepseek2; do
+    M="$TMP/$arch.gguf"
+    "$MOECTL" mkmodel --arch "$arch" --dtype f32 --seed 9 -o "$M" >/dev/null || { bad "mkmodel $arch"; continue; }
+    n=$("$MOECTL" info "$M" --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).hparams.n_expert)')
+    h=$((n / 2)); t=$((n / 3))
+    start "$arch-a" "$M" "0-$((h - 1))"; A=$ADDR; PA=$PID
+    start "$arch-b" "$M" "$h-$((n - 1))"; B=$ADDR; PB=$PID
+    same_as_local "$arch, 2 workers" "$M" "$A,$B"
+    if [ $arch = llama ] || [ $arch = deepseek2 ]; then
+        start "$arch-all" "$M" all; ALL=$ADDR; PALL=$PID
+        same_as_local "$arch, 1 worker" "$M" "$ALL"
+        stop $PALL
+        start "$arch-1" "$M" "0-$((t - 1))"; X1=$ADDR; P1=$PID
+        start "$arch-2" "$M" "$t-$((2 * t - 1))"; X2=$ADDR; P2=$PID
+        start "$arch-3" "$M" "$((2 * t))-$((n - 1))"; X3=$ADDR; P3=$PID
+        same_as_local "$arch, 3 workers" "$M" "$X1,$X2,$X3"
+        same_as_local "$arch, 3 workers, 2 threads, dense MoE" "$M" "$X1,$X2,$X3" --threads 2 --dense-moe
+        "$MOECTL" logits "$M" --tokens $T >"$TMP/local.json" &&
+        "$MOECTL" logits "$M" --tokens $T --workers "$X1,$X2,$X3" --wire bf16 >"$TMP/bf.json" &&
+            out=$(node tests/ref/compare.mjs "$TMP/bf.json" "$TMP/local.json" --atol 0.05) &&
+            ok "$arch, bf16 wire within 0.05: $out" || bad "$arch bf16 wire: $out"
+        stop $P1; stop $P2; stop $P3
+    fi
+    stop $PA; stop $PB
+done
+
+# failures: a clear error, quickly, no hang
+M="$TMP/llama.gguf"
+start half "$M" "0-3"; H=$ADDR; PH=$PID
+check_err() { # label expected-substring max-seconds cmd...
+    label=$1 want=$2 max=$3; shift 3
+    t0=$(date +%s)
+    timeout 60 "$@" >"$TMP/o" 2>"$TMP/e"; rc=$?
+    secs=$(($(date +%s) - t0))
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "$want" "$TMP/e" && [ $secs -le "$max" ]; then
+        ok "$label: error in ${secs}s: $(head -c 160 "$TMP/e")"
+    else
+        bad "$label (rc $rc, ${secs}s): $(cat "$TMP/e")"
+    fi
+}
+check_err "an expert no worker holds" "no worker holds layer 0 expert 4" 5 "$MOECTL" logits "$M" --tokens $T --workers "$H"
+check_err "a worker that is down" "127.0.0.1:9" 12 "$MOECTL" logits "$M" --tokens $T --workers "$H,127.0.0.1:9" --deadline-ms 3000
+start other "$M" "4-7"; O=$ADDR; PO=$PID
+kill -STOP $PO
+check_err "a worker that does not answer Info" "Deadline Exceeded" 8 "$MOECTL" logits "$M" --tokens $T --workers "$H,$O" --deadline-ms 1500
+kill -CONT $PO
+# a worker that stops answering mid-generation: the batch deadline fires
+"$MOECTL" generate "$M" --tokens $T -n 100000 --workers "$H,$O" --deadline-ms 1500 >"$TMP/s.out" 2>"$TMP/s.err" &
+G=$!
+sleep 1
+kill -STOP $PO
+i=0
+while [ $i -lt 80 ] && kill -0 $G 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+kill -CONT $PO
+if kill -0 $G 2>/dev/null; then
+    bad "stalled worker: moectl still running 8 s later"; kill $G
+else
+    wait $G; rc=$?
+    [ $rc -ne 0 ] && grep -q "worker $O: no result within 1500 ms" "$TMP/s.err" && ok "stalled worker mid-generation: $(head -c 160 "$TMP/s.err")" ||
+        bad "stalled worker: rc $rc, $(cat "$TMP/s.err")"
+fi
+# killed mid-generation: a long generate, the worker dies under it
+"$MOECTL" generate "$M" --tokens $T -n 100000 --workers "$H,$O" --deadline-ms 3000 >"$TMP/g.out" 2>"$TMP/g.err" &
+G=$!
+sleep 1
+kill -KILL $PO
+i=0
+while [ $i -lt 100 ] && kill -0 $G 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+if kill -0 $G 2>/dev/null; then
+    bad "worker killed mid-generation: moectl still running after 10 s"; kill $G
+else
+    wait $G; rc=$?
+    [ $rc -ne 0 ] && grep -q "worker $O" "$TMP/g.err" && ok "worker killed mid-generation: exit $rc, $(head -c 160 "$TMP/g.err")" ||
+        bad "worker killed mid-generation: rc $rc, $(cat "$TMP/g.err")"
+fi
+stop $PH
+exit $fail
