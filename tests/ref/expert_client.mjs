@@ -4,6 +4,7 @@
 //
 //   node tests/ref/expert_client.mjs check ADDR MODEL.gguf [--dtype f32|bf16] [--seed S]
 //   node tests/ref/expert_client.mjs info ADDR
+//   node tests/ref/expert_client.mjs touch ADDR   (one row through every held expert)
 //
 // check: Info and Health answer; pipelined Forward batches over held experts
 // match the float64 reference (f32: 1e-4 relative, bf16: 2e-2); a batch
@@ -183,10 +184,31 @@ async function check(addr, model, dtypeName, seed) {
     return { batches: reqs.length, max_rel_diff: maxRel, tol, unheld_checked: missing !== undefined, held_layers: inf.held.length, device: inf.device, capacity_bytes: inf.capacity_bytes };
 }
 
+// One row through every expert the worker holds (any dtype of model).
+async function touch(addr) {
+    const c = new pkg.moe.v1.ExpertService(addr, grpc.credentials.createInsecure());
+    const inf = await call(c.Info.bind(c), {});
+    const stream = c.Forward({ deadline: Date.now() + 60000 });
+    let n = 0, bad = null;
+    const done = new Promise((res, rej) => { stream.on("data", (r) => { if (r.status) bad = r.error; n++; }); stream.on("end", res); stream.on("error", rej); });
+    let id = 1;
+    for (const le of inf.held) {
+        const rows = le.experts.map(() => new Array(inf.hidden).fill(0.01));
+        const groups = le.experts.map((e, i) => ({ expert: e, first_row: i, row_count: 1 }));
+        stream.write({ id: id++, layer: le.layer, placement_epoch: 0, dtype: 0, hidden: inf.hidden, groups, activations: pack(rows, 0) });
+    }
+    stream.end();
+    await done;
+    c.close();
+    if (bad) fail(`touch: ${bad}`);
+    return { batches: n, experts: inf.held.reduce((a, l) => a + l.experts.length, 0), capacity_bytes: inf.capacity_bytes };
+}
+
 const [cmd, addr, model, ...rest] = process.argv.slice(2);
 const opt = (k, d) => { const i = rest.indexOf(k); return i >= 0 ? rest[i + 1] : d; };
 try {
     if (cmd === "info" && addr) console.log(JSON.stringify(await info(addr)));
+    else if (cmd === "touch" && addr) console.log(JSON.stringify(await touch(addr)));
     else if (cmd === "check" && addr && model) console.log(JSON.stringify(await check(addr, model, opt("--dtype", "f32"), Number(opt("--seed", "1")))));
     else { process.stderr.write("usage: node tests/ref/expert_client.mjs check ADDR MODEL.gguf [--dtype f32|bf16] [--seed S] | info ADDR\n"); process.exit(2); }
 } catch (e) { fail(e.stack || String(e)); }
