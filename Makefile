@@ -111,9 +111,10 @@ $(UNIT): $(UNIT_OBJ) $(LIBRPC) $(LIBMOE)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RPC_LIBS) $(LDLIBS)
 
-$(BUILD)/bench-%: $(BUILD)/obj/bench/%.o $(LIBMOE)
+$(call obj,$(BENCH_SRC)): | $(PROTO_H)
+$(BUILD)/bench-%: $(BUILD)/obj/bench/%.o $(LIBRPC) $(LIBMOE)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RPC_LIBS) $(LDLIBS)
 
 deps:
 	$(Q)sh deploy/deps.sh

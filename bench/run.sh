@@ -55,3 +55,34 @@ done
 printf '%-8s %-8s %14.1f %14.1f %9s\n' best prefill "$best_ours_pf" "$best_ref_pf" "$(ratio "$best_ours_pf" "$best_ref_pf")"
 printf '%-8s %-8s %14.1f %14.1f %9s\n' best decode "$best_ours_dec" "$best_ref_dec" "$(ratio "$best_ours_dec" "$best_ref_dec")"
 echo "targets: decode >= 1.0x and prefill >= 0.8x llama.cpp's best thread count"
+
+# ---- experts over gRPC (loopback) ----------------------------------------------
+echo "== experts on 2 expert-worker processes (loopback, 1 thread each) vs the single-process engine (2 threads)"
+WORKER="$BUILD/expert-worker"
+WTMP=$(mktemp -d)
+WPIDS=""
+trap 'for p in $WPIDS; do kill "$p" 2>/dev/null; done; rm -rf "$WTMP"' EXIT
+start_w() {
+    "$WORKER" --model "$MODEL" --listen 127.0.0.1:0 --experts "$2" --threads 1 >"$WTMP/$1.out" 2>"$WTMP/$1.err" &
+    WPIDS="$WPIDS $!"
+    i=0
+    while [ $i -lt 100 ] && ! grep -q "listening on" "$WTMP/$1.out"; do sleep 0.1; i=$((i + 1)); done
+    sed -n 's/^listening on //p' "$WTMP/$1.out"
+}
+WA=$(start_w a 0-3); WB=$(start_w b 4-7)
+if [ -z "$WA" ] || [ -z "$WB" ]; then
+    echo "expert workers did not start"
+else
+    echo "-- one MoE layer, dispatch + combine (remote: 2 workers; local: 1 thread, then 2)"
+    "$BUILD/bench-remote" "$MODEL" "$WA,$WB" --reps 200 --threads 1
+    "$BUILD/bench-remote" "$MODEL" "$WA,$WB" --reps 200 --threads 2 | grep moe_layer
+    "$BUILD/bench-remote" "$MODEL" "$WA,$WB" --reps 200 --threads 1 --bf16 | grep -v '"tokens":64'
+    printf '%-8s %16s %16s %9s\n' batch "2 workers tok/s" "1 process tok/s" ratio
+    for B in 1 32; do
+        P2=$([ $B = 1 ] && echo 128 || echo 16)
+        r=$("$MOECTL" bench "$MODEL" --prompt $P2 --gen 32 --batch $B --threads 2 --reps 2 --workers "$WA,$WB" | num decode_tok_s)
+        l=$("$MOECTL" bench "$MODEL" --prompt $P2 --gen 32 --batch $B --threads 2 --reps 2 | num decode_tok_s)
+        printf '%-8s %16.1f %16.1f %9s\n' "$B" "$r" "$l" "$(ratio "$r" "$l")"
+    done
+    echo "targets: a MoE layer at batch 1 adds <= 150 us p50; 32 sequences on 2 workers >= 0.7x the single process"
+fi
