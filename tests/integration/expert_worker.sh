@@ -49,6 +49,22 @@ for arch in llama qwen2moe deepseek2; do
         out=$(node tests/ref/expert_client.mjs check "$ADDR" "$M" --dtype "$dt" --seed 3 2>&1) &&
             ok "$arch $dt: $out" || bad "$arch $dt: $out"
     done
+    if [ $arch = deepseek2 ]; then
+        # the same batch from the Node client and from the C client (moectl
+        # expert --workers, the engine's remote backend), and computed locally:
+        # bit-identical outputs
+        node tests/ref/expert_client.mjs dump "$ADDR" 1 "$TMP/in.txt" --seed 4 >"$TMP/node.json" &&
+        "$MOECTL" expert "$M" --layer 1 --input "$TMP/in.txt" --workers "$ADDR" >"$TMP/c.json" &&
+        "$MOECTL" expert "$M" --layer 1 --input "$TMP/in.txt" >"$TMP/local.json" &&
+        res=$(node -e '
+            const fs = require("fs"), rd = (f) => JSON.parse(fs.readFileSync(f)).outputs.flat();
+            const hex = (x) => Buffer.from(new Float32Array(x).buffer).toString("hex");
+            const [a, b, c] = [rd(process.argv[1]), rd(process.argv[2]), rd(process.argv[3])];
+            console.log(a.length > 0 && hex(a) === hex(b) && hex(b) === hex(c) ? "same" : "differ");' \
+            "$TMP/node.json" "$TMP/c.json" "$TMP/local.json") && [ "$res" = same ] &&
+            ok "Node client, C client and local engine: bit-identical outputs" ||
+            bad "Node vs C client outputs: ${res:-error}"
+    fi
     stop_worker "$arch"
 done
 

@@ -5,6 +5,10 @@
 //   node tests/ref/expert_client.mjs check ADDR MODEL.gguf [--dtype f32|bf16] [--seed S]
 //   node tests/ref/expert_client.mjs info ADDR
 //   node tests/ref/expert_client.mjs touch ADDR   (one row through every held expert)
+//   node tests/ref/expert_client.mjs dump ADDR LAYER INPUT_FILE [--seed S]
+//       sends one batch of seeded rows (two groups of the first held experts
+//       of LAYER), writes them to INPUT_FILE in `moectl expert --input`'s
+//       format and prints {"outputs": [[...]]} as received
 //
 // check: Info and Health answer; pipelined Forward batches over held experts
 // match the float64 reference (f32: 1e-4 relative, bf16: 2e-2); a batch
@@ -204,11 +208,36 @@ async function touch(addr) {
     return { batches: n, experts: inf.held.reduce((a, l) => a + l.experts.length, 0), capacity_bytes: inf.capacity_bytes };
 }
 
+async function dump(addr, layer, file, seed) {
+    const c = new pkg.moe.v1.ExpertService(addr, grpc.credentials.createInsecure());
+    const inf = await call(c.Info.bind(c), {});
+    const le = inf.held.find((h) => h.layer === layer);
+    if (!le) fail(`the worker holds nothing in layer ${layer}`);
+    const rand = rng(seed), ex = le.experts.slice(0, 2), groups = [], rows = [];
+    for (const e of ex) {
+        groups.push({ expert: e, first_row: rows.length, row_count: 2 });
+        for (let i = 0; i < 2; i++) rows.push(Array.from({ length: inf.hidden }, () => Math.fround(rand())));
+    }
+    const stream = c.Forward({ deadline: Date.now() + 10000 });
+    const got = new Promise((res, rej) => { stream.on("data", res); stream.on("error", rej); });
+    stream.write({ id: 1, layer, placement_epoch: 0, dtype: 0, hidden: inf.hidden, groups, activations: pack(rows, 0) });
+    stream.end();
+    const r = await got;
+    c.close();
+    if (r.status) fail(`status ${r.status}: ${r.error}`);
+    // floats as shortest round-trip decimals: parsed back, they are the same f32 values
+    fs.writeFileSync(file, `${groups.length} ${groups.map((g) => `${g.expert} ${g.row_count}`).join(" ")}\n` + rows.map((row) => row.join(" ")).join("\n") + "\n");
+    const y = unpack(r.outputs, 0), out = [];
+    for (let i = 0; i < rows.length; i++) out.push(Array.from(y.subarray(i * inf.hidden, (i + 1) * inf.hidden)));
+    return { outputs: out };
+}
+
 const [cmd, addr, model, ...rest] = process.argv.slice(2);
 const opt = (k, d) => { const i = rest.indexOf(k); return i >= 0 ? rest[i + 1] : d; };
 try {
     if (cmd === "info" && addr) console.log(JSON.stringify(await info(addr)));
     else if (cmd === "touch" && addr) console.log(JSON.stringify(await touch(addr)));
+    else if (cmd === "dump" && addr && model && rest[0]) console.log(JSON.stringify(await dump(addr, Number(model), rest[0], Number(opt("--seed", "1")))));
     else if (cmd === "check" && addr && model) console.log(JSON.stringify(await check(addr, model, opt("--dtype", "f32"), Number(opt("--seed", "1")))));
     else { process.stderr.write("usage: node tests/ref/expert_client.mjs check ADDR MODEL.gguf [--dtype f32|bf16] [--seed S] | info ADDR\n"); process.exit(2); }
 } catch (e) { fail(e.stack || String(e)); }

@@ -27,6 +27,8 @@ typedef struct moe_remote_params {
     int wire_bf16;      /* 1: activations and outputs as bf16 (half the bytes) */
     int deadline_ms;    /* per batch (default 10000) */
     int max_rows;       /* rows one submit may carry (default 4096) */
+    int allow_partial;  /* 1: do not require every expert to be held at create
+                         * (a submit naming an unheld one still fails) */
 } moe_remote_params;
 
 moe_remote_params moe_remote_default_params(void);

@@ -511,7 +511,7 @@ int moe_expert_backend_remote_create(moe_expert_backend **out, const moe_model *
         w->m_info = grpc_channel_register_call(w->ch, "/moe.v1.ExpertService/Info", NULL, NULL);
         if ((rc = read_info(b, i, err)) < 0) goto fail;
     }
-    for (int l = 0; l < hp->n_layer; l++) {
+    for (int l = 0; l < hp->n_layer && !p->allow_partial; l++) {
         if (!moe_model_layer_is_moe(m, l)) continue;
         for (int e = 0; e < hp->n_expert; e++)
             if (b->holder[(size_t)l * hp->n_expert + e] < 0) {

@@ -1,0 +1,133 @@
+/* expert.c - moectl expert: one MoE layer's expert FFNs on given rows,
+ * locally or on expert workers (the C client of moe.v1). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe/model.h"
+#include "moe/remote.h"
+#include "moe/threadpool.h"
+#include "moectl.h"
+
+static const char help[] =
+    "usage: moectl expert MODEL.gguf --layer L --input FILE [--workers H:P,...] [--wire f32|bf16]\n"
+    "                     [--threads N]\n"
+    "Runs rows through experts of one MoE layer and prints {\"outputs\": [[...], ...]}\n"
+    "in row order: y = down(silu(gate x) * up x). FILE is text: a first line\n"
+    "'G e1 n1 ... eG nG' (G groups: expert e takes the next n rows), then one row\n"
+    "of hidden-size numbers per line. With --workers the rows go over gRPC.\n";
+
+int cmd_expert(int argc, char **argv) {
+    const char *path = NULL, *input = NULL, *workers = NULL, *wire = "f32";
+    int layer = -1, threads = 1;
+    for (int i = 1; i < argc; i++) {
+        if (is_help(argv[i])) return fputs(help, stdout), 0;
+        int r;
+        if ((r = opt_int(argc, argv, &i, "--layer", &layer)) || (r = opt_str(argc, argv, &i, "--input", &input)) ||
+            (r = opt_str(argc, argv, &i, "--workers", &workers)) || (r = opt_str(argc, argv, &i, "--wire", &wire)) ||
+            (r = opt_int(argc, argv, &i, "--threads", &threads))) {
+            if (r < 0) return 1;
+            continue;
+        }
+        if (argv[i][0] == '-') return die("expert: unknown option '%s' (see --help)", argv[i]);
+        path = argv[i];
+    }
+    if (!path || !input || layer < 0) return fputs(help, stderr), 2;
+    if (strcmp(wire, "f32") && strcmp(wire, "bf16")) return die("--wire must be f32 or bf16");
+    if (threads < 1 || threads > 256) return die("--threads must be in [1, 256]");
+    moe_model *m;
+    moe_err err;
+    if (moe_model_load(&m, path, &err) < 0) return die("%s", err.msg);
+    const int E = m->hp.n_embd;
+    int rc = 0, ng = 0, rows = 0;
+    int32_t *expert = NULL, *row_start = NULL;
+    float *x = NULL, *y = NULL;
+    moe_pool *pool = NULL;
+    moe_expert_backend *be = NULL;
+    char **list = NULL, *copy = NULL;
+    FILE *f = fopen(input, "r");
+    if (!f) {
+        rc = die("%s: %s", input, strerror(errno));
+        goto done;
+    }
+    if (layer >= m->hp.n_layer || !moe_model_layer_is_moe(m, layer)) {
+        rc = die("layer %d is not a MoE layer of this model", layer);
+        goto done;
+    }
+    if (fscanf(f, "%d", &ng) != 1 || ng < 1 || ng > m->hp.n_expert) {
+        rc = die("%s: first line must start with a group count in [1, %d]", input, m->hp.n_expert);
+        goto done;
+    }
+    expert = calloc((size_t)ng, sizeof *expert);
+    row_start = calloc((size_t)ng + 1, sizeof *row_start);
+    for (int g = 0; g < ng; g++) {
+        int e, n;
+        if (fscanf(f, "%d %d", &e, &n) != 2 || e < 0 || e >= m->hp.n_expert || n < 1 || n > 4096) {
+            rc = die("%s: group %d needs an expert in [0, %d) and a row count in [1, 4096]", input,
+                     g, m->hp.n_expert);
+            goto done;
+        }
+        expert[g] = e;
+        row_start[g] = rows;
+        rows += n;
+    }
+    row_start[ng] = rows;
+    x = malloc((size_t)rows * E * sizeof *x);
+    y = malloc((size_t)rows * E * sizeof *y);
+    for (size_t i = 0; i < (size_t)rows * E; i++)
+        if (fscanf(f, "%f", &x[i]) != 1) {
+            rc = die("%s: expected %d rows of %d numbers, ran out at number %zu", input, rows, E, i);
+            goto done;
+        }
+    if (moe_pool_create(&pool, threads) < 0) {
+        rc = die("cannot start threads");
+        goto done;
+    }
+    if (workers) {
+        int n = 1;
+        for (const char *p = workers; *p; p++) n += *p == ',';
+        list = calloc((size_t)n, sizeof *list);
+        copy = strdup(workers);
+        if (!list || !copy) {
+            rc = die("out of memory");
+            goto done;
+        }
+        n = 0;
+        for (char *t = strtok(copy, ","); t; t = strtok(NULL, ",")) list[n++] = t;
+        moe_remote_params rp = moe_remote_default_params();
+        rp.wire_bf16 = !strcmp(wire, "bf16");
+        rp.max_rows = rows;
+        rp.allow_partial = 1; /* only the experts in FILE need a worker */
+        int r = moe_expert_backend_remote_create(&be, m, (const char *const *)list, n, &rp, &err);
+        if (r < 0) {
+            rc = die("%s", err.msg);
+            goto done;
+        }
+    } else if (moe_expert_backend_local_create(&be, m, pool, rows, &err) < 0) {
+        rc = die("%s", err.msg);
+        goto done;
+    }
+    moe_expert_work w = {layer, ng, expert, row_start, E, x, y};
+    if (be->submit(be->ctx, &w, &err) < 0 || be->wait(be->ctx, &err) < 0) {
+        rc = die("%s", err.msg);
+        goto done;
+    }
+    printf("{\"outputs\": [");
+    for (int r = 0; r < rows; r++) {
+        printf("%s[", r ? ", " : "");
+        for (int j = 0; j < E; j++) {
+            if (j) fputs(", ", stdout);
+            json_float(stdout, y[(size_t)r * E + j]);
+        }
+        printf("]");
+    }
+    printf("]}\n");
+done:
+    if (f) fclose(f);
+    moe_expert_backend_destroy(be);
+    moe_pool_destroy(pool);
+    free(copy);
+    free(list), free(expert), free(row_start), free(x), free(y);
+    moe_model_free(m);
+    return rc;
+}
