@@ -79,10 +79,10 @@ int main(int argc, char **argv) {
     const moe_hparams *hp = &m->hp;
     const int E = hp->n_embd, X = hp->n_expert, K = hp->n_expert_used;
     const int layer = hp->n_layer_dense_lead; /* the first MoE layer */
-    const int tokens[] = {1, 8, 64};
+    const int rows_of[] = {1, 8, 64};
     for (int ti = 0; ti < 3; ti++) {
-        /* rows as routing makes them: each token's K choices, grouped */
-        const int T = tokens[ti], R = T * K;
+        /* R rows spread over the experts as routing would spread them */
+        const int R = rows_of[ti];
         int32_t expert[1024], row_start[1025];
         int ng = 0, row = 0;
         for (int e = 0; e < X && row < R; e++) {
@@ -99,15 +99,15 @@ int main(int argc, char **argv) {
             s = s * 6364136223846793005ULL + 1442695040888963407ULL;
             x[i] = (float)((double)(s >> 40) / 16777216.0 - 0.5);
         }
-        moe_expert_work w = {layer, ng, expert, row_start, E, x, y};
+        moe_expert_work w = {layer, ng, expert, row_start, E, x, y, NULL};
         double r50, r99, l50, l99;
         if (time_layer(remote, &w, reps, &r50, &r99) < 0 || time_layer(local, &w, reps, &l50, &l99) < 0)
             return 1;
         const size_t wire = (size_t)row * E * (bf16 ? 2 : 4) * 2;
-        printf("{\"bench\":\"moe_layer\",\"tokens\":%d,\"rows\":%d,\"workers\":%d,\"local_threads\":%d,\"wire\":\"%s\","
+        printf("{\"bench\":\"moe_layer\",\"rows\":%d,\"workers\":%d,\"local_threads\":%d,\"wire\":\"%s\","
                "\"remote_p50_us\":%.1f,\"remote_p99_us\":%.1f,\"local_p50_us\":%.1f,"
                "\"local_p99_us\":%.1f,\"added_p50_us\":%.1f,\"wire_bytes\":%zu}\n",
-               T, row, n, threads, bf16 ? "bf16" : "f32", r50, r99, l50, l99, r50 - l50, wire);
+               row, n, threads, bf16 ? "bf16" : "f32", r50, r99, l50, l99, r50 - l50, wire);
         free(x), free(y);
     }
     /* bytes on the wire per decoded token: every MoE layer sends K rows and

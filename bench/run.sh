@@ -76,7 +76,7 @@ else
     echo "-- one MoE layer, dispatch + combine (remote: 2 workers; local: 1 thread, then 2)"
     "$BUILD/bench-remote" "$MODEL" "$WA,$WB" --reps 200 --threads 1
     "$BUILD/bench-remote" "$MODEL" "$WA,$WB" --reps 200 --threads 2 | grep moe_layer
-    "$BUILD/bench-remote" "$MODEL" "$WA,$WB" --reps 200 --threads 1 --bf16 | grep -v '"tokens":64'
+    "$BUILD/bench-remote" "$MODEL" "$WA,$WB" --reps 200 --threads 1 --bf16 | grep -v '"rows":64'
     printf '%-8s %16s %16s %9s\n' batch "2 workers tok/s" "1 process tok/s" ratio
     for B in 1 32; do
         P2=$([ $B = 1 ] && echo 128 || echo 16)

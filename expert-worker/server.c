@@ -55,6 +55,7 @@ struct ew_server {
     moe_expert_backend *experts;
     float *x, *y;              /* (max_rows, hidden) */
     int32_t *expert, *row_start;
+    uint32_t *expert_us;       /* (max_rows) per group */
     uint8_t *out;              /* packed outputs, (max_rows, hidden) x 4 bytes */
     int n_live;                /* calls not yet freed */
     uint64_t n_batches, n_rows;
@@ -250,7 +251,7 @@ static void forward_one(ew_call *c, const uint8_t *data, size_t len) {
     moe_wire_to_f32((int)r->dtype, r->activations.data, n, s->x);
     moe_expert_work w = {.layer = (int)r->layer, .n_groups = (int)r->n_groups,
                          .expert = s->expert, .row_start = s->row_start, .n_embd = hp->n_embd,
-                         .x = s->x, .y = s->y};
+                         .x = s->x, .y = s->y, .expert_us = s->expert_us};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = s->experts->submit(s->experts->ctx, &w, &err);
@@ -266,6 +267,8 @@ static void forward_one(ew_call *c, const uint8_t *data, size_t len) {
     moe_wire_from_f32((int)r->dtype, s->y, n, s->out);
     res.outputs.data = s->out;
     res.outputs.len = n * moe_wire_elt_bytes((int)r->dtype);
+    res.n_expert_us = r->n_groups;
+    res.expert_us = s->expert_us;
     s->n_batches++;
     s->n_rows += (uint64_t)rows;
 send:;
@@ -411,7 +414,8 @@ int ew_server_run(const ew_config *cfg, moe_err *err) {
     s.out = malloc(n * 4);
     s.expert = calloc((size_t)cfg->max_rows + 1, sizeof *s.expert);
     s.row_start = calloc((size_t)cfg->max_rows + 2, sizeof *s.row_start);
-    if (!s.x || !s.y || !s.out || !s.expert || !s.row_start) {
+    s.expert_us = calloc((size_t)cfg->max_rows + 1, sizeof *s.expert_us);
+    if (!s.x || !s.y || !s.out || !s.expert || !s.row_start || !s.expert_us) {
         rc = moe_err_set(err, MOE_ENOMEM, "out of memory for %d rows", cfg->max_rows);
         goto done;
     }
@@ -485,7 +489,7 @@ int ew_server_run(const ew_config *cfg, moe_err *err) {
             (unsigned long long)s.n_batches, (unsigned long long)s.n_rows);
     rc = 0;
 done:
-    free(s.x), free(s.y), free(s.out), free(s.expert), free(s.row_start);
+    free(s.x), free(s.y), free(s.out), free(s.expert), free(s.row_start), free(s.expert_us);
     moe_expert_backend_destroy(s.experts);
     moe_pool_destroy(s.pool);
     return rc;

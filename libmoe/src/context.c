@@ -217,7 +217,7 @@ static void matmul_f32(moe_ctx *c, const moe_tensor *W, const float *X, int n, f
                        int64_t ldy) {
     const int64_t k = W->ne[0];
     moe_op_quantize(c->k, W->type, X, c->act, n, k);
-    moe__mm_job j = {W->type, W->data, W->ne[1], k, c->act, n, Y, ldy};
+    moe__mm_job j = {W->type, W->data, W->ne[1], k, c->act, n, Y, ldy, NULL};
     moe__matmul_jobs(c->k, c->pool, &j, 1);
 }
 
@@ -299,9 +299,9 @@ static void attention_block(moe_ctx *c, int il, int n, const int32_t *pos, const
     const int64_t qd = c->q_dim, kvd = c->kv_dim;
     if (L->wq.type == L->wk.type && L->wq.type == L->wv.type) {
         moe_op_quantize(c->k, L->wq.type, c->h, c->act, n, E);
-        c->jobs[0] = (moe__mm_job){L->wq.type, L->wq.data, qd, E, c->act, n, c->q, qd};
-        c->jobs[1] = (moe__mm_job){L->wk.type, L->wk.data, kvd, E, c->act, n, c->kx, kvd};
-        c->jobs[2] = (moe__mm_job){L->wv.type, L->wv.data, kvd, E, c->act, n, c->vx, kvd};
+        c->jobs[0] = (moe__mm_job){L->wq.type, L->wq.data, qd, E, c->act, n, c->q, qd, NULL};
+        c->jobs[1] = (moe__mm_job){L->wk.type, L->wk.data, kvd, E, c->act, n, c->kx, kvd, NULL};
+        c->jobs[2] = (moe__mm_job){L->wv.type, L->wv.data, kvd, E, c->act, n, c->vx, kvd, NULL};
         moe__matmul_jobs(c->k, c->pool, c->jobs, 3);
     } else {
         matmul_f32(c, &L->wq, c->h, n, c->q, qd);
@@ -358,7 +358,7 @@ static void matmul_heads(moe_ctx *c, const moe_tensor *W, const float *X, int x_
         char *xq = (char *)c->act + arb * (size_t)n * (size_t)h;
         moe_op_quantize(c->k, W->type, c->mla_tmp, xq, n, k);
         c->head_jobs[h] = (moe__mm_job){W->type, (const char *)W->data + wrb * (size_t)m * (size_t)h,
-                                        m, k, xq, n, Y + (size_t)h * (size_t)m, ldy};
+                                        m, k, xq, n, Y + (size_t)h * (size_t)m, ldy, NULL};
     }
     moe__matmul_jobs(c->k, c->pool, c->head_jobs, H);
 }
@@ -440,8 +440,8 @@ static void ffn_local(moe_ctx *c, const moe_tensor *gate, const moe_tensor *up,
                       const moe_tensor *down, int n, float *out) {
     const int64_t E = c->hp.n_embd, S = gate->ne[1];
     moe_op_quantize(c->k, gate->type, c->h, c->act, n, E);
-    c->jobs[0] = (moe__mm_job){gate->type, gate->data, S, E, c->act, n, c->sh_g, S};
-    c->jobs[1] = (moe__mm_job){up->type, up->data, S, E, c->act, n, c->sh_u, S};
+    c->jobs[0] = (moe__mm_job){gate->type, gate->data, S, E, c->act, n, c->sh_g, S, NULL};
+    c->jobs[1] = (moe__mm_job){up->type, up->data, S, E, c->act, n, c->sh_u, S, NULL};
     moe__matmul_jobs(c->k, c->pool, c->jobs, 2);
     swiglu_ctx sw = {c->sh_g, c->sh_u, n, S};
     moe_pool_run(c->pool, swiglu_rows, &sw);

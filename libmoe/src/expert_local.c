@@ -22,6 +22,7 @@ typedef struct local_be {
     float *u;          /* (max_rows, n_ff_exp) up outputs */
     void *hq;          /* (max_rows) hidden rows in the down dot type */
     moe__mm_job *jobs; /* (2 * max_groups) */
+    uint64_t *ns;      /* (max_groups) time per group, when asked */
     int status;
     moe_err err;
 } local_be;
@@ -77,6 +78,8 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
     const size_t wdown = moe_dtype_row_bytes(dt, F) * (size_t)E;
 
     moe_op_quantize(b->k, gt, w->x, b->xq, n_rows, E);
+    uint64_t *ns = w->expert_us ? b->ns : NULL;
+    if (ns) memset(ns, 0, (size_t)w->n_groups * sizeof *ns);
 
     int nj = 0;
     for (int g = 0; g < w->n_groups; g++) {
@@ -84,9 +87,9 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
         if (nb == 0) continue;
         const void *X = (const char *)b->xq + xrb * (size_t)r0;
         b->jobs[nj++] = (moe__mm_job){gt, (const char *)L->gate_exps.data + wgate * (size_t)e,
-                                      F, E, X, nb, b->g + (size_t)r0 * F, F};
+                                      F, E, X, nb, b->g + (size_t)r0 * F, F, ns ? ns + g : NULL};
         b->jobs[nj++] = (moe__mm_job){gt, (const char *)L->up_exps.data + wgate * (size_t)e,
-                                      F, E, X, nb, b->u + (size_t)r0 * F, F};
+                                      F, E, X, nb, b->u + (size_t)r0 * F, F, ns ? ns + g : NULL};
     }
     moe__matmul_jobs(b->k, b->pool, b->jobs, nj);
 
@@ -99,9 +102,11 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
         if (nb == 0) continue;
         b->jobs[nj++] = (moe__mm_job){dt, (const char *)L->down_exps.data + wdown * (size_t)e,
                                       E, F, (const char *)b->hq + hrb * (size_t)r0, nb,
-                                      w->y + (size_t)r0 * E, E};
+                                      w->y + (size_t)r0 * E, E, ns ? ns + g : NULL};
     }
     moe__matmul_jobs(b->k, b->pool, b->jobs, nj);
+    if (ns)
+        for (int g = 0; g < w->n_groups; g++) w->expert_us[g] = (uint32_t)((ns[g] + 500) / 1000);
     return 0;
 }
 
@@ -118,6 +123,7 @@ static void local_destroy(void *ctx) {
     free(b->u);
     free(b->hq);
     free(b->jobs);
+    free(b->ns);
     free(b);
 }
 
@@ -139,7 +145,8 @@ int moe_expert_backend_local_create(moe_expert_backend **out, const moe_model *m
     b->u = moe__alloc(R * F * 4);
     b->hq = moe__alloc(R * F * 4);
     b->jobs = calloc((size_t)b->max_groups * 2, sizeof *b->jobs);
-    if (!b->xq || !b->g || !b->u || !b->hq || !b->jobs) {
+    b->ns = calloc((size_t)b->max_groups, sizeof *b->ns);
+    if (!b->xq || !b->g || !b->u || !b->hq || !b->jobs || !b->ns) {
         local_destroy(b);
         return moe_err_set(err, MOE_ENOMEM, "out of memory for expert scratch (%d rows)",
                            max_rows);

@@ -18,6 +18,7 @@ typedef struct moe__mm_job {
     int64_t nb;
     float *Y;
     int64_t ldy;
+    uint64_t *ns; /* optional: each thread adds the nanoseconds it spent on this job */
 } moe__mm_job;
 
 /* Runs all jobs in one pool run: each large job's rows are split over every

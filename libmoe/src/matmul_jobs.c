@@ -1,6 +1,7 @@
 /* matmul_jobs.c - several matrix products in one thread-pool run. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -29,7 +30,15 @@ static void run_jobs(void *arg, int ith, int nth) {
             r0 = (J->m * ith / nth) & ~(int64_t)3;
             r1 = ith == nth - 1 ? J->m : (J->m * (ith + 1) / nth) & ~(int64_t)3;
         }
-        if (r1 > r0) c->k->gemm(J->wt, J->k, J->W, r0, r1, J->X, J->nb, J->Y, J->ldy);
+        if (r1 <= r0) continue;
+        struct timespec t0, t1;
+        if (J->ns) clock_gettime(CLOCK_MONOTONIC, &t0);
+        c->k->gemm(J->wt, J->k, J->W, r0, r1, J->X, J->nb, J->Y, J->ldy);
+        if (J->ns) {
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            const int64_t dt = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec);
+            __atomic_fetch_add(J->ns, (uint64_t)(dt > 0 ? dt : 0), __ATOMIC_RELAXED);
+        }
     }
 }
 

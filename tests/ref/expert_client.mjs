@@ -167,6 +167,7 @@ async function check(addr, model, dtypeName, seed) {
         const got = results.get(r.id);
         if (!got) fail(`no result for batch ${r.id}`);
         if (got.status !== 0) fail(`batch ${r.id}: status ${got.status}: ${got.error}`);
+        if (got.expert_us.length !== r.groups.length) fail(`batch ${r.id}: ${got.expert_us.length} expert times for ${r.groups.length} groups`);
         const y = unpack(got.outputs, dtype);
         if (y.length !== r.rows.length * hidden) fail(`batch ${r.id}: ${y.length} outputs, want ${r.rows.length * hidden}`);
         for (const grp of r.groups) for (let i = 0; i < grp.row_count; i++) {

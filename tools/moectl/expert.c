@@ -107,7 +107,7 @@ int cmd_expert(int argc, char **argv) {
         rc = die("%s", err.msg);
         goto done;
     }
-    moe_expert_work w = {layer, ng, expert, row_start, E, x, y};
+    moe_expert_work w = {layer, ng, expert, row_start, E, x, y, NULL};
     if (be->submit(be->ctx, &w, &err) < 0 || be->wait(be->ctx, &err) < 0) {
         rc = die("%s", err.msg);
         goto done;

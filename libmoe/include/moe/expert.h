@@ -37,6 +37,8 @@ typedef struct moe_expert_work {
     int n_embd;              /* row width of x and y */
     const float *x;          /* (n_rows, n_embd) inputs, grouped; borrowed until wait returns */
     float *y;                /* (n_rows, n_embd) outputs: y = down(silu(gate x) * up x) */
+    uint32_t *expert_us;     /* (n_groups) optional output: CPU microseconds each group's
+                              * products took, summed over threads; NULL to skip */
 } moe_expert_work;
 
 /* A backend: a struct of function pointers over an opaque ctx. */
