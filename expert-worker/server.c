@@ -114,19 +114,6 @@ static void unary_reply(ew_call *c, grpc_status_code st, const char *details) {
     start(c, &close_op, 1, &c->t_close);
 }
 
-/* Reads a whole byte buffer into a malloc'd copy; NULL if empty. */
-static uint8_t *read_all(grpc_byte_buffer *bb, size_t *len) {
-    grpc_byte_buffer_reader r;
-    if (!grpc_byte_buffer_reader_init(&r, bb)) return NULL;
-    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
-    grpc_byte_buffer_reader_destroy(&r);
-    *len = GRPC_SLICE_LENGTH(s);
-    uint8_t *p = malloc(*len ? *len : 1);
-    if (p) memcpy(p, GRPC_SLICE_START_PTR(s), *len);
-    grpc_slice_unref(s);
-    return p;
-}
-
 static void reply_info(ew_call *c) {
     const ew_config *cfg = c->srv->cfg;
     const moe_model *m = cfg->model;
@@ -185,7 +172,7 @@ static void reply_info(ew_call *c) {
 
 static void reply_health(ew_call *c) {
     size_t len = 0;
-    uint8_t *req = c->recv ? read_all(c->recv, &len) : NULL;
+    uint8_t *req = c->recv ? moe_wire_read_all(c->recv, &len) : NULL;
     Grpc__Health__V1__HealthCheckRequest *hr =
         req ? grpc__health__v1__health_check_request__unpack(NULL, len, req) : NULL;
     free(req);
@@ -338,7 +325,7 @@ static void on_event(ew_server *s, ew_tag *t, int ok) {
         }
         {
             size_t len = 0;
-            uint8_t *data = read_all(c->recv, &len);
+            uint8_t *data = moe_wire_read_all(c->recv, &len);
             grpc_byte_buffer_destroy(c->recv);
             c->recv = NULL;
             forward_one(c, data ? data : (const uint8_t *)"", data ? len : 0);

@@ -116,18 +116,6 @@ static int open_stream(remote_be *b, rworker *w) {
     return w->open ? 0 : -1;
 }
 
-static uint8_t *read_all(grpc_byte_buffer *bb, size_t *len) {
-    grpc_byte_buffer_reader r;
-    if (!grpc_byte_buffer_reader_init(&r, bb)) return NULL;
-    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
-    grpc_byte_buffer_reader_destroy(&r);
-    *len = GRPC_SLICE_LENGTH(s);
-    uint8_t *p = malloc(*len ? *len : 1);
-    if (p) memcpy(p, GRPC_SLICE_START_PTR(s), *len);
-    grpc_slice_unref(s);
-    return p;
-}
-
 /* ==== Batches ================================================================== */
 
 static int fail(remote_be *b, moe_err *err, const char *fmt, const char *addr, const char *why) {
@@ -216,7 +204,7 @@ static int remote_submit(void *ctx, const moe_expert_work *wk, moe_err *err) {
 static void take_result(remote_be *b, rworker *w) {
     const moe_hparams *hp = &b->m->hp;
     size_t len = 0;
-    uint8_t *data = read_all(w->recv, &len);
+    uint8_t *data = moe_wire_read_all(w->recv, &len);
     grpc_byte_buffer_destroy(w->recv);
     w->recv = NULL;
     Moe__V1__ForwardResult *r = data ? moe__v1__forward_result__unpack(NULL, len, data) : NULL;
@@ -418,7 +406,7 @@ static int read_info(remote_be *b, int i, moe_err *err) {
         gpr_free(d);
     } else if (rc == 0) {
         size_t len = 0;
-        uint8_t *data = resp ? read_all(resp, &len) : NULL;
+        uint8_t *data = resp ? moe_wire_read_all(resp, &len) : NULL;
         r = data ? moe__v1__info_response__unpack(NULL, len, data) : NULL;
         free(data);
         if (!r) rc = moe_err_set(err, MOE_EFORMAT, "worker %s: Info reply is malformed", w->addr);

@@ -1,5 +1,9 @@
 /* wire.c - moe.v1 message checks and activation packing (see wire.h). */
+#include <stdlib.h>
 #include <string.h>
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/slice.h>
 
 #include "moe/dtype.h"
 #include "wire.h"
@@ -72,4 +76,16 @@ void moe_wire_from_f32(int dtype, const float *src, size_t n, uint8_t *dst) {
     } else {
         memcpy(dst, src, n * 4);
     }
+}
+
+uint8_t *moe_wire_read_all(grpc_byte_buffer *bb, size_t *len) {
+    grpc_byte_buffer_reader r;
+    if (!grpc_byte_buffer_reader_init(&r, bb)) return NULL;
+    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    *len = GRPC_SLICE_LENGTH(s);
+    uint8_t *p = malloc(*len ? *len : 1);
+    if (p) memcpy(p, GRPC_SLICE_START_PTR(s), *len);
+    grpc_slice_unref(s);
+    return p;
 }

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <grpc/byte_buffer.h>
+
 #include "grpc/health/v1/health.pb-c.h"
 #include "moe/error.h"
 #include "moe/v1/expert.pb-c.h"
@@ -40,5 +42,9 @@ int moe_wire_check_request(const Moe__V1__ForwardRequest *r, const moe_wire_shap
  * nearest even). */
 void moe_wire_to_f32(int dtype, const uint8_t *src, size_t n, float *dst);
 void moe_wire_from_f32(int dtype, const float *src, size_t n, uint8_t *dst);
+
+/* A received message's bytes: a malloc'd copy of the whole byte buffer
+ * (*len set), or NULL if it cannot be read or allocated. */
+uint8_t *moe_wire_read_all(grpc_byte_buffer *bb, size_t *len);
 
 #endif
