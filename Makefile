@@ -33,7 +33,7 @@ ISA_AVX2   := -mavx2 -mfma -mf16c
 ISA_AVX512 := -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq \
               -mavx512vnni -mavx512bf16
 
-LIBMOE_SRC  := $(sort $(wildcard libmoe/src/*.c libmoe/src/cpu/*.c))
+LIBMOE_SRC  := $(sort $(wildcard libmoe/src/*.c libmoe/src/cpu/*.c libmoe/src/text/*.c))
 # The network side (gRPC core + protobuf-c): libmoe_rpc.a, over code that
 # protoc-c generates from proto/ into $(BUILD)/gen at build time.
 RPC_SRC     := $(sort $(wildcard libmoe/src/rpc/*.c))

@@ -8,6 +8,7 @@
 
 #include "moe/gguf.h"
 #include "moe/testmodel.h"
+#include "text/vocab_internal.h"
 
 /* ---- Random numbers: one stream per tensor, from (seed, name) ---------------------- */
 
@@ -61,27 +62,6 @@ static int add(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err, 
 
 /* ---- Vocabulary ------------------------------------------------------------------- */
 
-/* GPT-2's byte-to-unicode map: printable bytes map to themselves, the rest to
- * 256 + k. Writes the UTF-8 of byte b's character to out; returns its length. */
-static int byte_char(int b, char *out) {
-    int cp;
-    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) {
-        cp = b;
-    } else {
-        int k = 0;
-        for (int x = 0; x < b; x++)
-            if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) k++;
-        cp = 256 + k;
-    }
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    out[0] = (char)(0xC0 | (cp >> 6));
-    out[1] = (char)(0x80 | (cp & 0x3F));
-    return 2;
-}
-
 static int add_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err) {
     const int V = o->n_vocab;
     char **tok = calloc((size_t)V, sizeof *tok);
@@ -95,7 +75,7 @@ static int add_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err 
     }
     for (int b = 0; b < 256; b++) {
         char buf[4];
-        int l = byte_char(b, buf);
+        int l = moe__gpt2_byte_char(b, buf);
         tok[b] = strndup(buf, (size_t)l);
         type[b] = 1; /* normal */
         if (!tok[b]) {

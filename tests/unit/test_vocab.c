@@ -1,0 +1,126 @@
+/* test_vocab.c - GGUF vocabularies and byte-level BPE. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "moe/gguf.h"
+#include "moe/testmodel.h"
+#include "moe/vocab.h"
+#include "test.h"
+
+static moe_vocab *tiny_vocab(moe_gguf **g, char *path, size_t n) {
+    moe_testmodel_params p;
+    moe_testmodel_defaults(&p, MOE_ARCH_LLAMA, "tiny");
+    snprintf(path, n, "/tmp/moe-test-%d-vocab.gguf", (int)getpid());
+    moe_err err;
+    if (moe_testmodel_write(&p, path, &err) < 0) TEST_FAIL("%s", err.msg);
+    if (moe_gguf_open(g, path, &err) < 0) TEST_FAIL("%s", err.msg);
+    moe_vocab *v;
+    if (moe_vocab_load(&v, *g, &err) < 0) TEST_FAIL("%s", err.msg);
+    return v;
+}
+
+/* decoding what was encoded gives the input back, for any bytes */
+TEST(vocab_bpe_roundtrip_random_bytes) {
+    moe_gguf *g;
+    char path[256];
+    moe_vocab *v = tiny_vocab(&g, path, sizeof path);
+    ASSERT_EQ_INT(moe_vocab_kind_of(v), MOE_VOCAB_BPE);
+    ASSERT_EQ_INT(moe_vocab_n_tokens(v), 512);
+    ASSERT_EQ_INT(moe_vocab_eos(v), 511);
+    uint64_t s = 99;
+    for (int t = 0; t < 500; t++) {
+        char word[40];
+        const int n = 1 + (int)(test_rand_u64(&s) % 39);
+        for (int i = 0; i < n; i++)
+            word[i] = t % 2 ? (char)('a' + test_rand_u64(&s) % 26) : (char)test_rand_u64(&s);
+        int32_t ids[40];
+        const int k = moe_vocab_encode_word(v, word, (size_t)n, ids, 40);
+        ASSERT(k >= 1 && k <= n);
+        char back[400];
+        size_t o = 0;
+        for (int i = 0; i < k; i++) {
+            const int l = moe_vocab_token_bytes(v, ids[i], back + o, sizeof back - o);
+            ASSERT(l > 0);
+            o += (size_t)l;
+        }
+        ASSERT_EQ_INT(o, n);
+        ASSERT(memcmp(back, word, (size_t)n) == 0);
+    }
+    int32_t one[1];
+    ASSERT_EQ_INT(moe_vocab_encode_word(v, "ab", 2, one, 1), MOE_ENOSPC);
+    moe_vocab_free(v);
+    moe_gguf_close(g);
+    unlink(path);
+}
+
+/* the rank-0 merge always applies to its own two parts */
+TEST(vocab_bpe_first_merge) {
+    moe_gguf *g;
+    char path[256];
+    moe_vocab *v = tiny_vocab(&g, path, sizeof path);
+    const moe_gguf_kv *mk = moe_gguf_find_kv(g, "tokenizer.ggml.merges");
+    ASSERT(mk && mk->arr_n > 0);
+    const moe_gguf_str m0 = moe_gguf_arr_str(g, mk, 0);
+    char joined[64];
+    size_t j = 0;
+    for (size_t i = 0; i < m0.len; i++)
+        if (m0.ptr[i] != ' ') joined[j++] = m0.ptr[i];
+    const int32_t want = moe_vocab_find(v, joined, j);
+    ASSERT(want >= 256);
+    int32_t ids[8];
+    ASSERT_EQ_INT(moe_vocab_encode_word(v, joined, j, ids, 8), 1); /* plain letters: bytes = text */
+    ASSERT_EQ_INT(ids[0], want);
+    moe_vocab_free(v);
+    moe_gguf_close(g);
+    unlink(path);
+}
+
+TEST(vocab_utf8_complete) {
+    ASSERT_EQ_INT(moe_utf8_complete("abc", 3), 3);
+    ASSERT_EQ_INT(moe_utf8_complete("a\xC3", 2), 1);          /* lead of 2, missing 1 */
+    ASSERT_EQ_INT(moe_utf8_complete("a\xC3\xA9", 3), 3);      /* é complete */
+    ASSERT_EQ_INT(moe_utf8_complete("\xE2\x82", 2), 0);       /* € missing 1 */
+    ASSERT_EQ_INT(moe_utf8_complete("x\xE2\x82\xAC", 4), 4);  /* € complete */
+    ASSERT_EQ_INT(moe_utf8_complete("\xF0\x9F\x98", 3), 0);   /* emoji missing 1 */
+    ASSERT_EQ_INT(moe_utf8_complete("\xF0\x9F\x98\x80", 4), 4);
+    ASSERT_EQ_INT(moe_utf8_complete("", 0), 0);
+}
+
+TEST(vocab_load_errors) {
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/moe-test-%d-badvocab.gguf", (int)getpid());
+    moe_err err;
+    moe_gguf *g;
+    moe_vocab *v;
+    moe_gguf_writer *w = moe_gguf_writer_create();
+    moe_gguf_writer_set_str(w, "general.architecture", "llama");
+    ASSERT_EQ_INT(moe_gguf_writer_write(w, path, &err), 0);
+    moe_gguf_writer_destroy(w);
+    ASSERT_EQ_INT(moe_gguf_open(&g, path, &err), 0);
+    ASSERT_EQ_INT(moe_vocab_load(&v, g, &err), MOE_EFORMAT);
+    ASSERT_STR_CONTAINS(err.msg, "tokenizer.ggml.model");
+    moe_gguf_close(g);
+    w = moe_gguf_writer_create();
+    moe_gguf_writer_set_str(w, "tokenizer.ggml.model", "t5");
+    ASSERT_EQ_INT(moe_gguf_writer_write(w, path, &err), 0);
+    moe_gguf_writer_destroy(w);
+    ASSERT_EQ_INT(moe_gguf_open(&g, path, &err), 0);
+    ASSERT_EQ_INT(moe_vocab_load(&v, g, &err), MOE_ENOTSUP);
+    ASSERT_STR_CONTAINS(err.msg, "'t5'");
+    moe_gguf_close(g);
+    w = moe_gguf_writer_create();
+    moe_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
+    const char *toks[2] = {"a", "b"};
+    moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, 2);
+    const int32_t types[3] = {1, 1, 1};
+    moe_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", MOE_GGUF_TYPE_INT32, types, 3);
+    ASSERT_EQ_INT(moe_gguf_writer_write(w, path, &err), 0);
+    moe_gguf_writer_destroy(w);
+    ASSERT_EQ_INT(moe_gguf_open(&g, path, &err), 0);
+    ASSERT_EQ_INT(moe_vocab_load(&v, g, &err), MOE_EFORMAT);
+    ASSERT_STR_CONTAINS(err.msg, "token_type");
+    moe_gguf_close(g);
+    unlink(path);
+}
