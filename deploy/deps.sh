@@ -3,7 +3,7 @@
 # test, if any are missing. Idempotent; needs root (or sudo) only when
 # something is missing.
 set -e
-PKGS="gcc make pkg-config libc6-dev ca-certificates libgrpc-dev libprotobuf-c-dev protobuf-c-compiler"
+PKGS="gcc make pkg-config libc6-dev ca-certificates libgrpc-dev libprotobuf-c-dev protobuf-c-compiler unicode-data"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

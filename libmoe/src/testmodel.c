@@ -141,7 +141,7 @@ static int add_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err 
             goto done;
         }
     if (moe_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2") < 0 ||
-        moe_gguf_writer_set_str(w, "tokenizer.ggml.pre", "default") < 0 ||
+        moe_gguf_writer_set_str(w, "tokenizer.ggml.pre", o->tokenizer_pre ? o->tokenizer_pre : "default") < 0 ||
         moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tok, (uint64_t)V) < 0 ||
         moe_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", MOE_GGUF_TYPE_INT32, type, (uint64_t)V) < 0 ||
         moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, (uint64_t)n_merges) < 0 ||

@@ -10,6 +10,10 @@ const USAGE = `usage:
          (teacher forced: logits after each prompt position, one batch)
   node tests/ref/llama.mjs generate MODEL.gguf --tokens 1,2,3 -n 16 [--threads N]
       -> {"tokens": [...]}   (greedy, exactly n generated ids, never stops at EOS/EOG)
+  node tests/ref/llama.mjs tokenize MODEL.gguf --texts FILE.json [--special]
+      -> {"results": [{"tokens": [...]}, ...]}  (FILE.json: an array of strings; llama.cpp's
+         tokenizer with the model's pre-tokenizer; --special parses special-token text; no
+         BOS is added)
   node tests/ref/llama.mjs bench    MODEL.gguf [--prompt 128] [--gen 64] [--threads N] [--reps R]
       -> {"prefill_tok_s": x, "decode_tok_s": y, "threads": N, "prompt": P, "gen": G}
          (prefill: one batch of P tokens into a fresh sequence; decode: G single-token steps
@@ -62,6 +66,8 @@ function parseArgs(argv) {
             case "--gen": o.gen = num(a, argv[++i], 0); break;
             case "--reps": o.reps = num(a, argv[++i], 1); break;
             case "--verbose": o.verbose = true; break;
+            case "--texts": o.texts = argv[++i]; break;
+            case "--special": o.special = true; break;
             default:
                 if (a.startsWith("-")) throw new UsageError(`unknown option: ${a}`);
                 pos.push(a);
@@ -72,7 +78,8 @@ function parseArgs(argv) {
     if (pos.length < 2) throw new UsageError("missing MODEL.gguf");
     if (pos.length > 2) throw new UsageError(`unexpected argument: ${pos[2]}`);
     [o.cmd, o.model] = pos;
-    if (!["logits", "generate", "bench"].includes(o.cmd)) throw new UsageError(`unknown command: ${o.cmd}`);
+    if (!["logits", "generate", "bench", "tokenize"].includes(o.cmd)) throw new UsageError(`unknown command: ${o.cmd}`);
+    if (o.cmd === "tokenize" && !o.texts) throw new UsageError("tokenize needs --texts FILE.json");
     if ((o.cmd === "logits" || o.cmd === "generate") && !o.tokens) throw new UsageError(`${o.cmd} needs --tokens`);
     if (o.cmd === "generate" && o.n === null) throw new UsageError("generate needs -n");
     return o;
@@ -237,6 +244,15 @@ async function cmdBench(o) {
     return { prefill_tok_s: r3(bestPrefill), decode_tok_s: o.gen > 0 ? r3(bestDecode) : null, threads: o.threads, prompt: o.prompt, gen: o.gen };
 }
 
+async function cmdTokenize(o) {
+    const fs = await import("node:fs");
+    const texts = JSON.parse(fs.readFileSync(o.texts, "utf8"));
+    if (!Array.isArray(texts) || texts.some((t) => typeof t !== "string"))
+        throw new UsageError("--texts must hold a JSON array of strings");
+    const { model } = await openModel(o);
+    return { results: texts.map((t) => ({ tokens: Array.from(model.tokenize(t, !!o.special)) })) };
+}
+
 async function main() {
     let o;
     try {
@@ -256,6 +272,7 @@ async function main() {
     try {
         if (o.cmd === "logits") result = await cmdLogits(o);
         else if (o.cmd === "generate") result = await cmdGenerate(o);
+        else if (o.cmd === "tokenize") result = await cmdTokenize(o);
         else result = await cmdBench(o);
     } catch (e) {
         process.stderr.write(`llama.mjs ${o.cmd}: ${e instanceof UsageError ? "" : "error: "}${e?.message ?? e}\n`);

@@ -20,6 +20,8 @@ static const char usage[] =
     "  bench     MODEL.gguf [--prompt P] [--gen G] [--batch B]   tokens/s\n"
     "  mkmodel   --arch A --dtype D --seed S -o OUT.gguf   random-weight test model\n"
     "  expert    MODEL.gguf --layer L --input FILE [--workers H:P,...]   one layer's experts\n"
+    "  tokenize  MODEL.gguf --text TEXT | --texts FILE.json   text -> token ids\n"
+    "  detokenize MODEL.gguf --tokens 1,2,3                  token ids -> text\n"
     "\n"
     "'moectl COMMAND --help' describes each command. Output is JSON on stdout;\n"
     "errors go to stderr with a non-zero exit status.\n";
@@ -170,7 +172,8 @@ int main(int argc, char **argv) {
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {{"info", cmd_info},   {"logits", cmd_logits},   {"generate", cmd_generate},
-                {"bench", cmd_bench}, {"mkmodel", cmd_mkmodel}, {"expert", cmd_expert}};
+                {"bench", cmd_bench}, {"mkmodel", cmd_mkmodel}, {"expert", cmd_expert},
+                {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "moectl: error: unknown command '%s'\n\n%s", argv[1], usage);

@@ -47,6 +47,7 @@ typedef struct moe_testmodel_params {
     float yarn_factor;      /* > 1: YaRN rope scaling with this factor */
     int yarn_orig_ctx;
     float yarn_mscale_all;  /* mscale_all_dim (stored x0.1 as yarn_log_multiplier) */
+    const char *tokenizer_pre; /* tokenizer.ggml.pre (default "default") */
     int n_vocab, n_ctx;
     float rope_base;
 } moe_testmodel_params;

@@ -57,6 +57,17 @@ int moe_vocab_encode_word(const moe_vocab *v, const char *word, size_t len, int3
  * join pieces with moe_utf8_complete before showing them. */
 int moe_vocab_token_bytes(const moe_vocab *v, int32_t id, char *out, size_t cap);
 
+/* Tokenizes text: special tokens (control and user-defined) are matched as
+ * text when parse_special; the rest is split by the vocabulary's
+ * pre-tokenizer (tokenizer.ggml.pre: default, gpt-2, olmo so far) and each
+ * piece encoded with BPE. add_bos prepends BOS (if the vocabulary has one).
+ * Returns the number of ids written to out, MOE_ENOSPC if cap is too small
+ * (err says how many are needed), MOE_ENOTSUP for an unsupported
+ * pre-tokenizer or a SentencePiece vocabulary. Invalid UTF-8 is tokenized
+ * byte by byte, never an error. */
+int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, int parse_special,
+                 int32_t *out, int cap, moe_err *err);
+
 /* Length of the longest prefix of s[0..n) that does not end inside a UTF-8
  * sequence (a streaming detokenizer emits that much and keeps the rest). */
 size_t moe_utf8_complete(const char *s, size_t n);

@@ -1,0 +1,49 @@
+#!/bin/sh
+# moemesh's tokenizer against llama.cpp's (node-llama-cpp) on the same GGUF
+# vocabulary, for each pre-tokenizer supported so far, over the corpus in
+# tests/data/tokenizer_corpus.json (scripts, code, numbers, emoji,
+# whitespace runs, control characters, special-token text): identical token
+# ids with and without special-token parsing, and detokenize(tokenize(s)) == s.
+set -u
+MOECTL=${MOECTL:-build/moectl}
+[ -d tests/ref/node_modules/node-llama-cpp ] || { echo "llama.cpp reference not installed (make ref)"; exit 77; }
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+C=tests/data/tokenizer_corpus.json
+fail=0
+for pre in default gpt-2; do
+    M="$TMP/$pre.gguf"
+    "$MOECTL" mkmodel --arch llama --seed 3 --pre "$pre" -o "$M" >/dev/null || { echo "mkmodel failed"; exit 1; }
+    for sp in "" --special; do
+        "$MOECTL" tokenize "$M" --texts "$C" $sp >"$TMP/ours.json" || { echo "FAIL: moectl tokenize ($pre $sp)"; fail=1; continue; }
+        node tests/ref/llama.mjs tokenize "$M" --texts "$C" $sp >"$TMP/ref.json" 2>"$TMP/ref.err" || { echo "FAIL: llama.cpp tokenize: $(tail -2 "$TMP/ref.err")"; fail=1; continue; }
+        node -e '
+            const fs = require("fs");
+            const corpus = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
+            const a = JSON.parse(fs.readFileSync(process.argv[2], "utf8")).results;
+            const b = JSON.parse(fs.readFileSync(process.argv[3], "utf8")).results;
+            let bad = 0, tokens = 0;
+            for (let i = 0; i < corpus.length; i++) {
+                tokens += b[i].tokens.length;
+                if (JSON.stringify(a[i].tokens) !== JSON.stringify(b[i].tokens)) {
+                    if (bad++ < 5) console.log(`  differ on ${JSON.stringify(corpus[i])}: ours ${JSON.stringify(a[i].tokens)} llama.cpp ${JSON.stringify(b[i].tokens)}`);
+                }
+            }
+            console.log(`${bad ? "FAIL" : "ok"}: ${process.argv[4]}: ${corpus.length - bad}/${corpus.length} strings identical (${tokens} tokens)`);
+            process.exit(bad ? 1 : 0);' "$C" "$TMP/ours.json" "$TMP/ref.json" "pre $pre ${sp:-plain}" || fail=1
+    done
+    # round trip through detokenize
+    bad=$(node -e '
+        const fs = require("fs"), { execFileSync } = require("child_process");
+        const corpus = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
+        const res = JSON.parse(fs.readFileSync(process.argv[2], "utf8")).results;
+        let bad = 0;
+        for (let i = 0; i < corpus.length; i++) {
+            if (!res[i].tokens.length) continue;
+            const out = JSON.parse(execFileSync(process.argv[3], ["detokenize", process.argv[4], "--tokens", res[i].tokens.join(",")], { encoding: "utf8" }));
+            if (out.text !== corpus[i]) { bad++; console.error(`round trip: ${JSON.stringify(corpus[i])} -> ${JSON.stringify(out.text)}`); }
+        }
+        console.log(bad);' "$C" "$TMP/ours.json" "$MOECTL" "$M")
+    [ "$bad" = 0 ] && echo "ok: pre $pre: detokenize(tokenize(s)) == s for every string" || { echo "FAIL: pre $pre: $bad round trips differ"; fail=1; }
+done
+exit $fail

@@ -1,0 +1,237 @@
+/* text.c - moectl tokenize / detokenize. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe/gguf.h"
+#include "moe/vocab.h"
+#include "moectl.h"
+
+static const char tok_help[] =
+    "usage: moectl tokenize MODEL.gguf (--text TEXT | --texts FILE.json) [--special] [--bos]\n"
+    "Prints {\"tokens\": [...]} for --text, or {\"results\": [{\"tokens\": [...]}, ...]} for a\n"
+    "JSON array of strings. --special matches special-token text; --bos prepends BOS.\n";
+
+static const char detok_help[] =
+    "usage: moectl detokenize MODEL.gguf --tokens 1,2,3\n"
+    "Prints {\"text\": \"...\"}: the tokens' bytes joined (invalid UTF-8 shown as U+FFFD).\n";
+
+/* Parses a JSON array of strings (whole file); returns count or -1. Strings
+ * are malloc'd with their byte lengths. */
+static int parse_string_array(const char *s, char ***out, size_t **lens) {
+    int cap = 64, n = 0;
+    char **v = malloc((size_t)cap * sizeof *v);
+    size_t *l = malloc((size_t)cap * sizeof *l);
+    if (!v || !l) return free(v), free(l), -1;
+    while (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t') s++;
+    if (*s++ != '[') goto bad;
+    for (;;) {
+        while (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t' || *s == ',') s++;
+        if (*s == ']') break;
+        if (*s++ != '"') goto bad;
+        size_t sz = 0, scap = 64;
+        char *str = malloc(scap);
+        if (!str) goto bad;
+        while (*s && *s != '"') {
+            uint32_t cp;
+            if (*s == '\\') {
+                s++;
+                switch (*s) {
+                case 'n': cp = '\n'; break;
+                case 't': cp = '\t'; break;
+                case 'r': cp = '\r'; break;
+                case 'b': cp = '\b'; break;
+                case 'f': cp = '\f'; break;
+                case 'u': {
+                    char h[5] = {0};
+                    memcpy(h, s + 1, 4);
+                    cp = (uint32_t)strtoul(h, NULL, 16);
+                    s += 4;
+                    if (cp >= 0xD800 && cp < 0xDC00 && s[1] == '\\' && s[2] == 'u') {
+                        memcpy(h, s + 3, 4);
+                        const uint32_t lo = (uint32_t)strtoul(h, NULL, 16);
+                        if (lo >= 0xDC00 && lo < 0xE000) cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00), s += 6;
+                    }
+                    break;
+                }
+                default: cp = (unsigned char)*s;
+                }
+                s++;
+            } else {
+                if (sz + 1 >= scap) str = realloc(str, scap *= 2);
+                str[sz++] = *s++;
+                continue;
+            }
+            if (sz + 5 >= scap) str = realloc(str, scap *= 2);
+            if (cp < 0x80) str[sz++] = (char)cp;
+            else if (cp < 0x800) str[sz++] = (char)(0xC0 | cp >> 6), str[sz++] = (char)(0x80 | (cp & 63));
+            else if (cp < 0x10000) str[sz++] = (char)(0xE0 | cp >> 12), str[sz++] = (char)(0x80 | (cp >> 6 & 63)), str[sz++] = (char)(0x80 | (cp & 63));
+            else str[sz++] = (char)(0xF0 | cp >> 18), str[sz++] = (char)(0x80 | (cp >> 12 & 63)), str[sz++] = (char)(0x80 | (cp >> 6 & 63)), str[sz++] = (char)(0x80 | (cp & 63));
+        }
+        if (*s++ != '"') {
+            free(str);
+            goto bad;
+        }
+        if (n == cap) {
+            cap *= 2;
+            v = realloc(v, (size_t)cap * sizeof *v);
+            l = realloc(l, (size_t)cap * sizeof *l);
+        }
+        v[n] = str;
+        l[n++] = sz;
+    }
+    *out = v;
+    *lens = l;
+    return n;
+bad:
+    for (int i = 0; i < n; i++) free(v[i]);
+    free(v), free(l);
+    return -1;
+}
+
+static int open_vocab(const char *path, moe_gguf **g, moe_vocab **v) {
+    moe_err err;
+    if (moe_gguf_open(g, path, &err) < 0) return die("%s", err.msg);
+    if (moe_vocab_load(v, *g, &err) < 0) {
+        moe_gguf_close(*g);
+        return die("%s: %s", path, err.msg);
+    }
+    return 0;
+}
+
+static int print_tokens(const moe_vocab *v, const char *t, size_t n, int bos, int special) {
+    int cap = (int)n + 8;
+    int32_t *ids = malloc((size_t)cap * sizeof *ids);
+    moe_err err;
+    const int k = ids ? moe_tokenize(v, t, n, bos, special, ids, cap, &err) : MOE_ENOMEM;
+    if (k < 0) {
+        free(ids);
+        return die("%s", k == MOE_ENOMEM ? "out of memory" : err.msg);
+    }
+    printf("{\"tokens\": [");
+    for (int i = 0; i < k; i++) printf("%s%d", i ? ", " : "", ids[i]);
+    printf("]}");
+    free(ids);
+    return 0;
+}
+
+int cmd_tokenize(int argc, char **argv) {
+    const char *path = NULL, *text = NULL, *texts = NULL;
+    int special = 0, bos = 0;
+    for (int i = 1; i < argc; i++) {
+        if (is_help(argv[i])) return fputs(tok_help, stdout), 0;
+        int r;
+        if ((r = opt_str(argc, argv, &i, "--text", &text)) || (r = opt_str(argc, argv, &i, "--texts", &texts))) {
+            if (r < 0) return 1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--special")) special = 1;
+        else if (!strcmp(argv[i], "--bos")) bos = 1;
+        else if (argv[i][0] == '-') return die("tokenize: unknown option '%s' (see --help)", argv[i]);
+        else path = argv[i];
+    }
+    if (!path || (!text == !texts)) return fputs(tok_help, stderr), 2;
+    moe_gguf *g;
+    moe_vocab *v;
+    if (open_vocab(path, &g, &v)) return 1;
+    int rc = 0;
+    if (text) {
+        rc = print_tokens(v, text, strlen(text), bos, special);
+        if (!rc) printf("\n");
+    } else {
+        FILE *f = fopen(texts, "rb");
+        char *buf = NULL;
+        long size = 0;
+        if (f && !fseek(f, 0, SEEK_END) && (size = ftell(f)) >= 0 && !fseek(f, 0, SEEK_SET) &&
+            (buf = malloc((size_t)size + 1)) && fread(buf, 1, (size_t)size, f) == (size_t)size) {
+            buf[size] = 0;
+            char **strs;
+            size_t *lens;
+            const int n = parse_string_array(buf, &strs, &lens);
+            if (n < 0) {
+                rc = die("%s: not a JSON array of strings", texts);
+            } else {
+                printf("{\"results\": [");
+                for (int i = 0; i < n && !rc; i++) {
+                    if (i) printf(", ");
+                    rc = print_tokens(v, strs[i], lens[i], bos, special);
+                }
+                printf("]}\n");
+                for (int i = 0; i < n; i++) free(strs[i]);
+                free(strs), free(lens);
+            }
+        } else {
+            rc = die("%s: %s", texts, strerror(errno));
+        }
+        free(buf);
+        if (f) fclose(f);
+    }
+    moe_vocab_free(v);
+    moe_gguf_close(g);
+    return rc;
+}
+
+int cmd_detokenize(int argc, char **argv) {
+    const char *path = NULL, *toks = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (is_help(argv[i])) return fputs(detok_help, stdout), 0;
+        int r;
+        if ((r = opt_str(argc, argv, &i, "--tokens", &toks))) {
+            if (r < 0) return 1;
+            continue;
+        }
+        if (argv[i][0] == '-') return die("detokenize: unknown option '%s' (see --help)", argv[i]);
+        path = argv[i];
+    }
+    if (!path || !toks) return fputs(detok_help, stderr), 2;
+    int32_t *ids;
+    const int n = parse_tokens(toks, &ids);
+    if (n < 0) return 1;
+    moe_gguf *g;
+    moe_vocab *v;
+    if (open_vocab(path, &g, &v)) return free(ids), 1;
+    int rc = 0;
+    size_t cap = 256, len = 0;
+    char *out = malloc(cap);
+    for (int i = 0; i < n && !rc; i++) {
+        if (ids[i] >= moe_vocab_n_tokens(v)) {
+            rc = die("token id %d out of range [0, %d)", ids[i], moe_vocab_n_tokens(v));
+            break;
+        }
+        for (;;) {
+            const int l = moe_vocab_token_bytes(v, ids[i], out + len, cap - len);
+            if (l >= 0) {
+                len += (size_t)l;
+                break;
+            }
+            out = realloc(out, cap *= 2);
+        }
+    }
+    if (!rc) {
+        /* valid JSON: invalid UTF-8 bytes become U+FFFD */
+        printf("{\"text\": \"");
+        for (size_t i = 0; i < len;) {
+            const unsigned char c = (unsigned char)out[i];
+            size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+            int ok = need && i + need <= len;
+            for (size_t k = 1; ok && k < need; k++) ok = ((unsigned char)out[i + k] & 0xC0) == 0x80;
+            if (!ok) {
+                fputs("\\ufffd", stdout);
+                i++;
+            } else if (need == 1) {
+                if (c == '"' || c == '\\') printf("\\%c", c);
+                else if (c < 0x20) printf("\\u%04x", c);
+                else putchar(c);
+                i++;
+            } else {
+                fwrite(out + i, 1, need, stdout);
+                i += need;
+            }
+        }
+        printf("\"}\n");
+    }
+    free(out), free(ids);
+    moe_vocab_free(v);
+    moe_gguf_close(g);
+    return rc;
+}
