@@ -14,8 +14,8 @@ if [ ! -f "$MODEL" ]; then
 fi
 echo "== moectl info $MODEL"
 "$MOECTL" info "$MODEL" | sed -n '1,9p'
-echo "== moectl generate: 32 tokens after 1,2,3 (greedy, $THREADS threads)"
-"$MOECTL" generate "$MODEL" --tokens 1,2,3 -n 32 --threads "$THREADS"
+echo "== moectl generate: 32 tokens after a text prompt (greedy, $THREADS threads)"
+"$MOECTL" generate "$MODEL" --prompt "the demo model has random weights" -n 32 --ignore-eos --threads "$THREADS"
 echo "== moectl bench: prompt 128, 64 decode steps, batch 1 and 8"
 "$MOECTL" bench "$MODEL" --prompt 128 --gen 64 --threads "$THREADS"
 "$MOECTL" bench "$MODEL" --prompt 32 --gen 32 --batch 8 --threads "$THREADS"

@@ -10,13 +10,14 @@ ok() { echo "ok: $*"; }
 bad() { echo "FAIL: $*"; fail=1; }
 json_ok() { node -e 'JSON.parse(require("fs").readFileSync(0, "utf8"))' 2>/dev/null; }
 
-for c in info logits generate bench mkmodel; do
+for c in info logits generate bench mkmodel tokenize detokenize expert; do
     out=$("$MOECTL" $c --help) && echo "$out" | grep -q "usage: moectl $c" && ok "$c --help" || bad "$c --help"
 done
 "$MOECTL" --help | grep -q "commands:" && ok "moectl --help" || bad "moectl --help"
 "$MOECTL" frobnicate >/dev/null 2>"$TMP/e"; [ $? -eq 2 ] && grep -q "unknown command 'frobnicate'" "$TMP/e" && ok "unknown command" || bad "unknown command"
 
 M="$TMP/m.gguf"
+"$MOECTL" mkmodel --arch llama --pre llama-bpe -o "$TMP/bad-pre.gguf" >/dev/null
 "$MOECTL" mkmodel --arch qwen2moe --dtype q8_0 --seed 3 -o "$M" | json_ok && ok "mkmodel prints JSON" || bad "mkmodel JSON"
 "$MOECTL" mkmodel --arch qwen2moe --dtype q8_0 --seed 3 -o "$TMP/m2.gguf" >/dev/null
 cmp -s "$M" "$TMP/m2.gguf" && ok "mkmodel: same arguments, same bytes" || bad "mkmodel not deterministic"
@@ -31,9 +32,15 @@ cmp -s "$M" "$TMP/m3.gguf" && bad "mkmodel: different seed, same bytes" || ok "m
 "$MOECTL" logits "$M" --tokens 1,2,3 | json_ok && ok "logits JSON" || bad "logits JSON"
 n=$("$MOECTL" logits "$M" --tokens 1,2,3 | node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8")); console.log(j.positions.length + " " + j.positions[2].logits.length + " " + j.n_vocab)')
 [ "$n" = "3 512 512" ] && ok "logits: 3 positions of 512" || bad "logits shape: $n"
-"$MOECTL" generate "$M" --tokens 1,2,3 -n 5 | node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8")); process.exit(j.tokens.length===5?0:1)' && ok "generate 5 tokens" || bad "generate count"
+"$MOECTL" generate "$M" --tokens 1,2,3 -n 5 --ignore-eos | node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8")); process.exit(j.tokens.length===5?0:1)' && ok "generate 5 tokens" || bad "generate count"
 a=$("$MOECTL" generate "$M" --tokens 1,2,3 -n 8 --temp 0.8 --seed 9); b=$("$MOECTL" generate "$M" --tokens 1,2,3 -n 8 --temp 0.8 --seed 9)
 [ "$a" = "$b" ] && ok "sampling is seeded" || bad "sampling not reproducible"
+# text in, text out, sampling options, logprobs
+out=$("$MOECTL" generate "$M" --prompt "hello world" -n 6 --ignore-eos --temp 0.7 --top-k 20 --top-p 0.9 --min-p 0.01 --repeat-penalty 1.1 --seed 5 --logprobs 3) &&
+    echo "$out" | node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8")); process.exit(j.tokens.length===6 && typeof j.text==="string" && j.prompt_tokens>0 && j.logprobs.length===6 && j.logprobs[0].top.length===3 ? 0 : 1)' &&
+    ok "generate --prompt with sampling and logprobs" || bad "generate --prompt: $out"
+t=$("$MOECTL" tokenize "$M" --text "hello world") && d=$("$MOECTL" detokenize "$M" --tokens "$(echo "$t" | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).tokens.join(","))')") &&
+    [ "$d" = '{"text": "hello world"}' ] && ok "tokenize/detokenize round trip" || bad "tokenize/detokenize: $t $d"
 "$MOECTL" bench "$M" --prompt 8 --gen 4 --reps 1 --batch 3 | grep -q '"decode_tok_s"' && ok "bench JSON" || bad "bench"
 
 # errors: stderr, non-zero exit, nothing on stdout
@@ -46,6 +53,8 @@ check_err "token id 600 out of range" "$MOECTL" logits "$M" --tokens 1,600
 check_err "bad token id" "$MOECTL" logits "$M" --tokens 1,x
 check_err "No such file" "$MOECTL" info "$TMP/none.gguf"
 check_err "threads must be >= 1" "$MOECTL" generate "$M" --tokens 1 --threads 0
+check_err "top_p" "$MOECTL" generate "$M" --tokens 1 --temp 1 --top-p 1.5
+check_err "pre-tokenizer" "$MOECTL" tokenize "$TMP/bad-pre.gguf" --text hi
 check_err "needs a value" "$MOECTL" logits "$M" --tokens
 head -c 1000 "$M" >"$TMP/trunc.gguf"
 check_err "offset" "$MOECTL" info "$TMP/trunc.gguf"

@@ -86,7 +86,7 @@ kill -STOP $PO
 check_err "a worker that does not answer Info" "Deadline Exceeded" 8 "$MOECTL" logits "$M" --tokens $T --workers "$H,$O" --deadline-ms 1500
 kill -CONT $PO
 # a worker that stops answering mid-generation: the batch deadline fires
-"$MOECTL" generate "$M" --tokens $T -n 100000 --workers "$H,$O" --deadline-ms 1500 >"$TMP/s.out" 2>"$TMP/s.err" &
+"$MOECTL" generate "$M" --tokens $T -n 100000 --ignore-eos --workers "$H,$O" --deadline-ms 1500 >"$TMP/s.out" 2>"$TMP/s.err" &
 G=$!
 sleep 1
 kill -STOP $PO
@@ -101,7 +101,7 @@ else
         bad "stalled worker: rc $rc, $(cat "$TMP/s.err")"
 fi
 # killed mid-generation: a long generate, the worker dies under it
-"$MOECTL" generate "$M" --tokens $T -n 100000 --workers "$H,$O" --deadline-ms 3000 >"$TMP/g.out" 2>"$TMP/g.err" &
+"$MOECTL" generate "$M" --tokens $T -n 100000 --ignore-eos --workers "$H,$O" --deadline-ms 3000 >"$TMP/g.out" 2>"$TMP/g.err" &
 G=$!
 sleep 1
 kill -KILL $PO

@@ -47,7 +47,7 @@ for DT in ${PARITY_DTYPES:-f32 f16 bf16 q8_0}; do
     printf '%s %-5s logits: ' "$ARCH" "$DT"
     $CMP "$TMP/ours.json" "$TMP/ref.json" $TOL || fail=1
     if [ "$DT" = f32 ]; then
-        ours=$("$MOECTL" generate "$M" --tokens "$TOKENS" -n 16 --threads 1) || { echo "moectl generate failed"; fail=1; continue; }
+        ours=$("$MOECTL" generate "$M" --tokens "$TOKENS" -n 16 --ignore-eos --threads 1) || { echo "moectl generate failed"; fail=1; continue; }
         ref=$($REF generate "$M" --tokens "$TOKENS" -n 16 --threads 1) || { echo "reference generate failed"; fail=1; continue; }
         if [ "$(echo "$ours" | tr -d ' ')" = "$(echo "$ref" | tr -d ' ')" ]; then
             echo "$ARCH f32   greedy 16: identical $ours"

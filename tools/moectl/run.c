@@ -6,6 +6,8 @@
 #include "moe/model.h"
 #include "moe/ops.h"
 #include "moe/remote.h"
+#include "moe/sampler.h"
+#include "moe/vocab.h"
 #include "moectl.h"
 
 /* Options shared by the commands that run a model. */
@@ -195,98 +197,163 @@ done:
 /* ---- generate ------------------------------------------------------------------ */
 
 static const char generate_help[] =
-    "usage: moectl generate MODEL.gguf --tokens 1,2,3 [-n 16] [--temp T] [--seed S]\n"
+    "usage: moectl generate MODEL.gguf (--tokens 1,2,3 | --prompt TEXT) [-n 16] [sampling]\n"
     "                       [options]\n"
-    "Continues the prompt by n tokens: greedy (ties go to the lowest id) unless\n"
-    "--temp > 0 is given, then sampled from softmax(logits / T) with --seed.\n"
-    "Prints {\"tokens\": [...]} (the generated ids only).\n" RUN_OPTS_HELP;
+    "Continues the prompt by up to n tokens, stopping at end-of-sequence unless\n"
+    "--ignore-eos. Prints {\"tokens\": [...]} (generated ids only), plus \"text\" (the\n"
+    "decoded continuation) with --prompt and \"logprobs\" with --logprobs N.\n"
+    "  --prompt TEXT          tokenized with the model's vocabulary (BOS as the file says)\n"
+    "  --special              special-token text in --prompt becomes those tokens\n"
+    "sampling (default greedy: ties go to the lowest id):\n"
+    "  --temp T  --top-k K  --top-p P  --min-p P  --seed S\n"
+    "  --repeat-penalty R  --frequency-penalty F  --presence-penalty P  --penalty-last-n N\n"
+    "  --logprobs N           logprob of each chosen token and the top N (0-20)\n" RUN_OPTS_HELP;
 
-static int argmax(const float *l, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (l[i] > l[best]) best = i;
-    return best;
-}
-
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
-static int sample(const float *l, int n, float temp, uint64_t *rng, float *scratch) {
-    float mx = l[argmax(l, n)];
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) sum += scratch[i] = expf((l[i] - mx) / temp);
-    double r = (double)(rng_next(rng) >> 11) * (1.0 / 9007199254740992.0) * sum;
-    for (int i = 0; i < n; i++) {
-        r -= scratch[i];
-        if (r < 0) return i;
+/* Writes token ids' bytes as a JSON string (invalid UTF-8 as U+FFFD). */
+static void json_token_text(const moe_vocab *v, const int32_t *ids, int n) {
+    size_t cap = 256, len = 0;
+    char *buf = malloc(cap);
+    for (int i = 0; buf && i < n; i++) {
+        int l;
+        while ((l = moe_vocab_token_bytes(v, ids[i], buf + len, cap - len)) == MOE_ENOSPC) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb) break;
+            buf = nb;
+        }
+        if (l > 0) len += (size_t)l;
     }
-    return n - 1;
+    putchar('"');
+    for (size_t i = 0; buf && i < len;) {
+        const unsigned char c = (unsigned char)buf[i];
+        size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        int ok = need && i + need <= len;
+        for (size_t k = 1; ok && k < need; k++) ok = ((unsigned char)buf[i + k] & 0xC0) == 0x80;
+        if (!ok) fputs("\\ufffd", stdout), i++;
+        else if (need > 1) fwrite(buf + i, 1, need, stdout), i += need;
+        else if (c == '"' || c == '\\') printf("\\%c", c), i++;
+        else if (c < 0x20) printf("\\u%04x", c), i++;
+        else putchar(c), i++;
+    }
+    putchar('"');
+    free(buf);
 }
 
 int cmd_generate(int argc, char **argv) {
     run_opts o = {NULL, 1, 0, 0.0f, NULL, 0, 0, NULL};
-    const char *toks = NULL;
-    int n_gen = 16;
-    float temp = 0.0f;
-    uint64_t seed = 0;
+    const char *toks = NULL, *prompt = NULL;
+    int n_gen = 16, ignore_eos = 0, special = 0;
+    moe_sampler_params sp = moe_sampler_default_params();
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) return fputs(generate_help, stdout), 0;
         int r;
         if ((r = run_opt(argc, argv, &i, &o)) || (r = opt_str(argc, argv, &i, "--tokens", &toks)) ||
-            (r = opt_int(argc, argv, &i, "-n", &n_gen)) || (r = opt_float(argc, argv, &i, "--temp", &temp)) ||
-            (r = opt_u64(argc, argv, &i, "--seed", &seed))) {
+            (r = opt_str(argc, argv, &i, "--prompt", &prompt)) ||
+            (r = opt_int(argc, argv, &i, "-n", &n_gen)) || (r = opt_float(argc, argv, &i, "--temp", &sp.temperature)) ||
+            (r = opt_int(argc, argv, &i, "--top-k", &sp.top_k)) || (r = opt_float(argc, argv, &i, "--top-p", &sp.top_p)) ||
+            (r = opt_float(argc, argv, &i, "--min-p", &sp.min_p)) ||
+            (r = opt_float(argc, argv, &i, "--repeat-penalty", &sp.repeat_penalty)) ||
+            (r = opt_float(argc, argv, &i, "--frequency-penalty", &sp.frequency_penalty)) ||
+            (r = opt_float(argc, argv, &i, "--presence-penalty", &sp.presence_penalty)) ||
+            (r = opt_int(argc, argv, &i, "--penalty-last-n", &sp.penalty_last_n)) ||
+            (r = opt_int(argc, argv, &i, "--logprobs", &sp.n_logprobs)) ||
+            (r = opt_u64(argc, argv, &i, "--seed", &sp.seed))) {
             if (r < 0) return 1;
             continue;
         }
-        return die("generate: unknown option '%s' (see --help)", argv[i]);
+        if (!strcmp(argv[i], "--ignore-eos")) ignore_eos = 1;
+        else if (!strcmp(argv[i], "--special")) special = 1;
+        else return die("generate: unknown option '%s' (see --help)", argv[i]);
     }
-    if (!o.path || !toks) return fputs(generate_help, stderr), 2;
+    if (!o.path || !toks == !prompt) return fputs(generate_help, stderr), 2;
     if (n_gen < 0 || n_gen > 1000000) return die("-n must be in [0, 1000000]");
-    if (!(temp >= 0.0f)) return die("--temp must be >= 0");
-    int32_t *tok;
-    int n = parse_tokens(toks, &tok);
-    if (n < 0) return 1;
+    moe_err err;
+    /* the prompt: ids, or text through the model's vocabulary */
+    int32_t *tok = NULL;
+    int n = 0;
+    moe_gguf *g = NULL;
+    moe_vocab *v = NULL;
+    if (moe_gguf_open(&g, o.path, &err) < 0) return die("%s", err.msg);
+    if (moe_vocab_load(&v, g, &err) < 0 && prompt) {
+        moe_gguf_close(g);
+        return die("%s: %s", o.path, err.msg);
+    }
+    if (prompt) {
+        const size_t pl = strlen(prompt);
+        tok = malloc((pl + 2) * sizeof *tok);
+        n = tok ? moe_tokenize(v, prompt, pl, moe_vocab_add_bos(v), special, tok, (int)pl + 2, &err) : MOE_ENOMEM;
+        if (n <= 0) {
+            free(tok), moe_vocab_free(v), moe_gguf_close(g);
+            return n < 0 ? die("%s", n == MOE_ENOMEM ? "out of memory" : err.msg) : die("the prompt has no tokens");
+        }
+    } else if ((n = parse_tokens(toks, &tok)) < 0) {
+        moe_vocab_free(v), moe_gguf_close(g);
+        return 1;
+    }
     moe_model *m;
     moe_ctx *c;
-    if (open_model(&o, n + n_gen, 1, 512, &m, &c)) return free(tok), 1;
-    const int V = m->hp.n_vocab;
-    int32_t *pos = malloc((size_t)n * 4), *slot = calloc((size_t)n, 4), *out = malloc((size_t)n_gen * 4 + 4);
-    float *scratch = malloc((size_t)V * sizeof(float));
-    moe_err err;
-    int rc = 0;
-    if (!pos || !slot || !out || !scratch) {
-        rc = die("out of memory");
-        n_gen = 0;
-    } else {
-        for (int i = 0; i < n; i++) pos[i] = i;
+    if (open_model(&o, n + n_gen, 1, 512, &m, &c)) {
+        free(tok), moe_vocab_free(v), moe_gguf_close(g);
+        return 1;
     }
-    uint64_t rng = seed;
+    const int V = m->hp.n_vocab, eos = v ? moe_vocab_eos(v) : m->eos_id;
+    moe_sampler *smp = NULL;
+    int32_t *pos = malloc((size_t)n * 4), *slot = calloc((size_t)n, 4), *out = malloc((size_t)n_gen * 4 + 4);
+    moe_sample_result *lp = sp.n_logprobs > 0 ? calloc((size_t)n_gen + 1, sizeof *lp) : NULL;
+    int rc = 0, n_out = 0;
+    if (moe_sampler_create(&smp, V, &sp, &err) < 0) rc = die("%s", err.msg);
+    else if (!pos || !slot || !out || (sp.n_logprobs > 0 && !lp)) rc = die("out of memory");
+    for (int i = 0; !rc && i < n; i++) pos[i] = i, moe_sampler_accept(smp, tok[i] < V ? tok[i] : 0);
     moe_batch b = {n, tok, pos, slot, NULL};
     if (!rc && moe_ctx_decode(c, &b, &err) < 0) rc = die("%s", err.msg);
-    for (int g = 0; !rc && g < n_gen; g++) {
-        const float *l = moe_ctx_logits(c, 0);
-        int32_t next = temp > 0.0f ? sample(l, V, temp, &rng, scratch) : argmax(l, V);
-        out[g] = next;
-        if (g + 1 == n_gen) break;
-        int32_t p = n + g, s = 0;
+    for (int g_ = 0; !rc && g_ < n_gen; g_++) {
+        moe_sample_result res;
+        if (moe_sampler_sample(smp, moe_ctx_logits(c, 0), &res) < 0) {
+            rc = die("sampling failed: non-finite logits");
+            break;
+        }
+        out[n_out++] = res.token;
+        if (lp) lp[g_] = res;
+        moe_sampler_accept(smp, res.token);
+        if (res.token == eos && !ignore_eos) break;
+        if (g_ + 1 == n_gen) break;
+        int32_t p = n + g_, s = 0, next = res.token;
         moe_batch nb = {1, &next, &p, &s, NULL};
         if (moe_ctx_decode(c, &nb, &err) < 0) rc = die("%s", err.msg);
     }
     if (!rc) {
         printf("{\"tokens\": [");
-        for (int g = 0; g < n_gen; g++) printf("%s%d", g ? ", " : "", out[g]);
+        for (int i = 0; i < n_out; i++) printf("%s%d", i ? ", " : "", out[i]);
         printf("]");
+        if (prompt && v) {
+            printf(", \"text\": ");
+            json_token_text(v, out, n_out);
+            printf(", \"prompt_tokens\": %d", n);
+        }
+        if (lp) {
+            printf(", \"logprobs\": [");
+            for (int i = 0; i < n_out; i++) {
+                printf("%s{\"token\": %d, \"logprob\": ", i ? ", " : "", lp[i].token);
+                json_float(stdout, lp[i].logprob);
+                printf(", \"top\": [");
+                for (int k = 0; k < lp[i].n_top; k++) {
+                    printf("%s[%d, ", k ? ", " : "", lp[i].top[k].token);
+                    json_float(stdout, lp[i].top[k].logprob);
+                    printf("]");
+                }
+                printf("]}");
+            }
+            printf("]");
+        }
         print_dropped(&o, c);
         printf("}\n");
     }
-    free(tok); free(pos); free(slot); free(out); free(scratch);
+    free(tok); free(pos); free(slot); free(out); free(lp);
+    moe_sampler_destroy(smp);
     moe_ctx_destroy(c);
     moe_expert_backend_destroy(o.remote);
     moe_model_free(m);
+    moe_vocab_free(v);
+    moe_gguf_close(g);
     return rc;
 }
 

@@ -39,6 +39,8 @@ moe_vocab_kind moe_vocab_kind_of(const moe_vocab *v);
 int moe_vocab_n_tokens(const moe_vocab *v);
 int moe_vocab_bos(const moe_vocab *v); /* -1 if none */
 int moe_vocab_eos(const moe_vocab *v); /* -1 if none */
+/* 1 if a prompt should start with BOS (tokenizer.ggml.add_bos_token) */
+int moe_vocab_add_bos(const moe_vocab *v);
 /* tokenizer.ggml.pre, "" if absent */
 const char *moe_vocab_pre(const moe_vocab *v);
 /* GGUF token type: 1 normal, 2 unknown, 3 control, 4 user defined, 5 unused, 6 byte */

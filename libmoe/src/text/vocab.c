@@ -23,6 +23,7 @@ struct moe_vocab {
     int32_t byte_id[256]; /* the token of each byte (-1 if missing) */
     int16_t cp_byte[512]; /* GPT-2 char (code point < 512) -> byte, or -1 */
     int bos, eos;
+    int add_bos;        /* tokenizer.ggml.add_bos_token */
     char pre[64];
 };
 
@@ -220,6 +221,7 @@ int moe_vocab_load(moe_vocab **out, const moe_gguf *g, moe_err *err) {
     uint32_t id;
     v->bos = moe_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &id) == 0 && id < (uint32_t)v->n ? (int)id : -1;
     v->eos = moe_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &id) == 0 && id < (uint32_t)v->n ? (int)id : -1;
+    if (moe_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &v->add_bos) < 0) v->add_bos = 0;
     moe_gguf_str pre;
     if (moe_gguf_get_str(g, "tokenizer.ggml.pre", &pre) == 0)
         snprintf(v->pre, sizeof v->pre, "%.*s", (int)(pre.len < 63 ? pre.len : 63), pre.ptr);
@@ -237,6 +239,7 @@ int moe_vocab_n_tokens(const moe_vocab *v) { return v->n; }
 int moe_vocab_bos(const moe_vocab *v) { return v->bos; }
 int moe_vocab_eos(const moe_vocab *v) { return v->eos; }
 const char *moe_vocab_pre(const moe_vocab *v) { return v->pre; }
+int moe_vocab_add_bos(const moe_vocab *v) { return v->add_bos && v->bos >= 0; }
 int moe_vocab_token_type(const moe_vocab *v, int32_t id) {
     return id >= 0 && id < v->n ? v->type[id] : 0;
 }
