@@ -5,6 +5,7 @@
 #   make bench      benchmarks against llama.cpp and memory bandwidth
 #   make run        build and run the demo (a generated model)
 #   make deps       install the Debian packages the build needs (idempotent)
+#   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 30)
 # Quiet unless V=1; warnings are errors when CI=true.
 
 CC      ?= cc
@@ -21,6 +22,10 @@ CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -g -pthread -fno-strict-aliasing \
            $(CFLAGS_WARN) -MMD -MP -Ilibmoe/include $(EXTRA_CFLAGS)
 LDFLAGS := -pthread $(EXTRA_LDFLAGS)
 LDLIBS  := -lm
+# cJSON reads Hugging Face tokenizer.json files (libmoe/src/text/hf_tokenizer.c)
+CJSON_CFLAGS := $(shell pkg-config --cflags libcjson 2>/dev/null)
+CJSON_LIBS   := $(shell pkg-config --libs libcjson 2>/dev/null)
+LDLIBS  += $(CJSON_LIBS)
 
 ifeq ($(SAN),1)
 BUILD   := build-san
@@ -63,12 +68,13 @@ WORKER := $(BUILD)/expert-worker
 UNIT   := $(BUILD)/unit-tests
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
 
-.PHONY: all deps test test-san bench run clean format ref
+.PHONY: all deps test test-san bench run clean format ref fuzz
 .SECONDARY:
 all: $(LIBMOE) $(MOECTL) $(WORKER) $(UNIT) $(BENCH_BINS)
 
 $(BUILD)/obj/%_avx2.o: FILE_CFLAGS := $(ISA_AVX2)
 $(BUILD)/obj/%_avx512.o: FILE_CFLAGS := $(ISA_AVX512)
+$(BUILD)/obj/libmoe/src/text/hf_tokenizer.o: FILE_CFLAGS := $(CJSON_CFLAGS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
@@ -134,6 +140,13 @@ test-san: deps
 	$(Q)$(MAKE) --no-print-directory ref
 	$(Q)BUILD=build-san MOE_SAN=1 sh tests/run.sh
 
+# Fuzz targets (tests/fuzz/fuzz_*.c: tokenizer, GGUF reader, wire decoder)
+# with libFuzzer + ASan/UBSan, FUZZ_SECONDS each (default 30).
+fuzz:
+	$(Q)sh deploy/deps.sh fuzz
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)sh tests/fuzz/run.sh
+
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(MAKE) --no-print-directory ref
@@ -147,6 +160,6 @@ format:
 	$(Q)clang-format -i $(LIBMOE_SRC) $(RPC_SRC) $(MOECTL_SRC) $(WORKER_SRC) $(UNIT_SRC) $(BENCH_SRC) libmoe/include/moe/*.h
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -8,6 +8,7 @@
 
 #include "moe/gguf.h"
 #include "moe/testmodel.h"
+#include "text/hf_tokenizer.h"
 #include "text/vocab_internal.h"
 
 /* ---- Random numbers: one stream per tensor, from (seed, name) ---------------------- */
@@ -62,7 +63,25 @@ static int add(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err, 
 
 /* ---- Vocabulary ------------------------------------------------------------------- */
 
-static int add_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err) {
+/* A real tokenizer's vocabulary (see moe__hf_vocab_load); o->tokenizer_pre overrides its pre. */
+static int add_hf_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, const moe__hf_vocab *hv,
+                        moe_err *err) {
+    const uint64_t V = (uint64_t)hv->n_tokens;
+    int rc = moe_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2") < 0 ||
+             moe_gguf_writer_set_str(w, "tokenizer.ggml.pre", o->tokenizer_pre ? o->tokenizer_pre : hv->pre) < 0 ||
+             moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)hv->tokens, V) < 0 ||
+             moe_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", MOE_GGUF_TYPE_INT32, hv->types, V) < 0 ||
+             moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)hv->merges,
+                                         (uint64_t)hv->n_merges) < 0 ||
+             (hv->bos_id >= 0 && moe_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)hv->bos_id) < 0) ||
+             (hv->eos_id >= 0 && moe_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)hv->eos_id) < 0) ||
+             moe_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", hv->add_bos) < 0;
+    return rc ? moe_err_set(err, MOE_ENOMEM, "cannot add the vocabulary") : 0;
+}
+
+static int add_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, const moe__hf_vocab *hv,
+                     moe_err *err) {
+    if (hv) return add_hf_vocab(w, o, hv, err);
     const int V = o->n_vocab;
     char **tok = calloc((size_t)V, sizeof *tok);
     int32_t *type = calloc((size_t)V, sizeof *type);
@@ -397,7 +416,9 @@ int moe_testmodel_defaults(moe_testmodel_params *p, moe_arch arch, const char *p
     return 0;
 }
 
-int moe_testmodel_write(const moe_testmodel_params *o, const char *path, moe_err *err) {
+/* Writes the model; hv: the vocabulary of o->tokenizer_json (n_vocab already set), or NULL. */
+static int testmodel_write(const moe_testmodel_params *o, const moe__hf_vocab *hv, const char *path,
+                           moe_err *err) {
     if (!moe_arch_name(o->arch)) return moe_err_set(err, MOE_EINVAL, "unknown architecture");
     if (!moe_dtype_supported(o->dtype)) return moe_err_set(err, MOE_EINVAL, "unknown dtype");
     const int dims[] = {o->n_embd, o->n_layer, o->n_head, o->n_head_kv, o->head_dim, o->n_ff,
@@ -453,9 +474,21 @@ int moe_testmodel_write(const moe_testmodel_params *o, const char *path, moe_err
     moe_gguf_writer *w = moe_gguf_writer_create();
     if (!w) return moe_err_set(err, MOE_ENOMEM, "out of memory");
     int rc = set_keys(w, o, err);
-    if (!rc) rc = add_vocab(w, o, err);
+    if (!rc) rc = add_vocab(w, o, hv, err);
     if (!rc) rc = add_tensors(w, o, err);
     if (!rc) rc = moe_gguf_writer_write(w, path, err);
     moe_gguf_writer_destroy(w);
+    return rc;
+}
+
+int moe_testmodel_write(const moe_testmodel_params *o, const char *path, moe_err *err) {
+    if (!o->tokenizer_json) return testmodel_write(o, NULL, path, err);
+    moe__hf_vocab hv;
+    int rc = moe__hf_vocab_load(&hv, o->tokenizer_json, err);
+    if (rc) return rc;
+    moe_testmodel_params p = *o;
+    p.n_vocab = hv.n_tokens;
+    rc = testmodel_write(&p, &hv, path, err);
+    moe__hf_vocab_free(&hv);
     return rc;
 }

