@@ -59,6 +59,27 @@ for spec in llama3:llama-bpe qwen3:qwen2 deepseek_v3:deepseek-v3; do
                     `${known ? `, ${known} known NFC difference(s)` : ""} (${tokens} tokens)`);
         process.exit(bad ? 1 : 0);' "$C" "$TMP/hf.json" "$TMP/ref-$(basename "$C")" "$TMP/ref-nfc.json" "$J" "$name" "$pre" \
         "$(wc -c <"$M" | tr -d " ")" || fail=1
+    # moemesh's own tokenizer on the same file: identical to llama.cpp, with
+    # special-token parsing and without (pre-tokenizers not written yet say so)
+    if "$MOECTL" tokenize "$M" --text probe >/dev/null 2>"$TMP/probe.err"; then
+        for sp in --special ""; do
+            [ -z "$sp" ] && { node tests/ref/llama.mjs tokenize "$M" --texts "$C" >"$TMP/ref-plain.json" 2>/dev/null || fail=1; }
+            r="$TMP/ref-$(basename "$C")"; [ -z "$sp" ] && r="$TMP/ref-plain.json"
+            "$MOECTL" tokenize "$M" --texts "$C" $sp >"$TMP/ours.json" || { echo "FAIL: $name: moectl tokenize"; fail=1; continue; }
+            node -e '
+                const fs = require("fs"), [c, a, b, label] = process.argv.slice(1);
+                const corpus = JSON.parse(fs.readFileSync(c, "utf8"));
+                const x = JSON.parse(fs.readFileSync(a, "utf8")).results, y = JSON.parse(fs.readFileSync(b, "utf8")).results;
+                let bad = 0;
+                for (let i = 0; i < corpus.length; i++)
+                    if (JSON.stringify(x[i].tokens) !== JSON.stringify(y[i].tokens) && bad++ < 3)
+                        console.log(`  differ on ${JSON.stringify(corpus[i])}: ours ${JSON.stringify(x[i].tokens)} llama.cpp ${JSON.stringify(y[i].tokens)}`);
+                console.log(`${bad ? "FAIL" : "ok"}: ${label}: moectl tokenize ${corpus.length - bad}/${corpus.length} identical to llama.cpp`);
+                process.exit(bad ? 1 : 0);' "$C" "$TMP/ours.json" "$r" "$name ${sp:-plain}" || fail=1
+        done
+    else
+        echo "note: $name: moectl has no $pre pre-tokenizer yet: $(tail -1 "$TMP/probe.err")"
+    fi
     # the pre-tokenizer name written (llama.cpp would refuse an unknown one)
     node -e '
         const fs = require("fs"), b = fs.readFileSync(process.argv[1]).subarray(0, 1 << 16);

@@ -8,6 +8,9 @@
  *
  *   gpt2     's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)
  *   default  [\p{P}$+<=>^~|]+ , gpt2 , \p{N}+ , [0-9][0-9][0-9]
+ *   llama3   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
+ *            ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ *   qwen2    the same with \p{N} (single digits)
  */
 #include <string.h>
 
@@ -67,6 +70,75 @@ static size_t m_gpt2(const char *s, size_t n, size_t i) {
     return last - i;
 }
 
+/* ---- llama3 / qwen2: ordered alternatives, as the regex tries them ---- */
+
+static int is_crlf(uint32_t c) { return c == '\r' || c == '\n'; }
+static int is_not_s_l_n(uint32_t c) { return !is_space(c) && !is_letter(c) && !is_number(c); }
+
+static size_t contraction_ci(const char *s, size_t n, size_t i) {
+    if (s[i] != '\'' || i + 1 >= n) return 0;
+    static const char *const sfx[] = {"s", "t", "re", "ve", "m", "ll", "d"};
+    for (int k = 0; k < 7; k++) {
+        const size_t l = strlen(sfx[k]);
+        if (i + 1 + l > n) continue;
+        size_t j = 0;
+        while (j < l && (s[i + 1 + j] | 0x20) == sfx[k][j]) j++;
+        if (j == l) return 1 + l;
+    }
+    return 0;
+}
+
+static size_t m_llama3_digits(const char *s, size_t n, size_t i, int max_digits) {
+    size_t l;
+    const size_t c = contraction_ci(s, n, i);
+    if (c) return c;
+    uint32_t c0 = cp_at(s, n, i, &l);
+    /* [^\r\n\p{L}\p{N}]?\p{L}+ */
+    if (!is_crlf(c0) && !is_letter(c0) && !is_number(c0) && i + l < n) {
+        const size_t lr = run(s, n, i + l, is_letter);
+        if (lr) return l + lr;
+    }
+    if (is_letter(c0)) return run(s, n, i, is_letter);
+    /* \p{N}{1,max} */
+    if (is_number(c0)) {
+        size_t j = i, k = 0, ln;
+        while (j < n && k < (size_t)max_digits && is_number(cp_at(s, n, j, &ln))) j += ln, k++;
+        return j - i;
+    }
+    /*  ?[^\s\p{L}\p{N}]+[\r\n]* */
+    {
+        size_t j = i;
+        if (c0 == ' ' && i + l < n) j += l;
+        const size_t r = run(s, n, j, is_not_s_l_n);
+        if (r) return j + r - i + run(s, n, j + r, is_crlf);
+    }
+    /* \s*[\r\n]+ : up to and including the last CR/LF of the whitespace run */
+    const size_t w = run(s, n, i, is_space);
+    if (w) {
+        size_t last = 0, k = i;
+        uint32_t cc;
+        while (k < i + w) {
+            const size_t lk = (size_t)moe__utf8_next(s + k, n - k, &cc);
+            if (is_crlf(cc)) last = k + lk;
+            k += lk;
+        }
+        if (last) return last - i;
+    }
+    /* \s+(?!\S) and \s+ */
+    if (!w) return 0;
+    if (i + w >= n) return w;
+    if (w > 1) {
+        size_t lastc = i, k = i;
+        uint32_t cc;
+        while (k < i + w) lastc = k, k += (size_t)moe__utf8_next(s + k, n - k, &cc);
+        return lastc - i;
+    }
+    return w;
+}
+
+static size_t m_llama3(const char *s, size_t n, size_t i) { return m_llama3_digits(s, n, i, 3); }
+static size_t m_qwen2(const char *s, size_t n, size_t i) { return m_llama3_digits(s, n, i, 1); }
+
 static int is_punct_default(uint32_t c) {
     return moe__unicode_class(c) == MOE__UC_PUNCT || c == '$' || c == '+' || c == '<' ||
            c == '=' || c == '>' || c == '^' || c == '~' || c == '|';
@@ -114,15 +186,21 @@ static int split(const char *s, const size_t *off, int n_pieces, matcher m, size
 int moe__pretok_kind(const char *pre) {
     if (!*pre || !strcmp(pre, "default")) return MOE__PRETOK_DEFAULT;
     if (!strcmp(pre, "gpt-2") || !strcmp(pre, "gpt2") || !strcmp(pre, "olmo")) return MOE__PRETOK_GPT2;
+    if (!strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3")) return MOE__PRETOK_LLAMA3;
+    if (!strcmp(pre, "qwen2")) return MOE__PRETOK_QWEN2;
     return -1;
 }
 
 int moe__pretok_split(int kind, const char *s, size_t n, size_t *off, size_t *tmp, int cap) {
     if (n == 0) return 0;
     static const matcher chain_default[] = {m_punct, m_gpt2, m_digits, m_3digits};
-    static const matcher chain_gpt2[] = {m_gpt2};
-    const matcher *chain = kind == MOE__PRETOK_GPT2 ? chain_gpt2 : chain_default;
-    const int nm = kind == MOE__PRETOK_GPT2 ? 1 : 4;
+    static const matcher chain_gpt2[] = {m_gpt2}, chain_llama3[] = {m_llama3},
+                         chain_qwen2[] = {m_qwen2};
+    const matcher *chain = kind == MOE__PRETOK_GPT2     ? chain_gpt2
+                           : kind == MOE__PRETOK_LLAMA3 ? chain_llama3
+                           : kind == MOE__PRETOK_QWEN2  ? chain_qwen2
+                                                        : chain_default;
+    const int nm = kind == MOE__PRETOK_DEFAULT ? 4 : 1;
     if (cap < 2) return -1;
     off[0] = 0, off[1] = n;
     int np = 1;

@@ -5,6 +5,7 @@
 
 #include "moe/vocab.h"
 #include "pretok.h"
+#include "vocab_internal.h"
 
 /* A special token whose text occurs at s[i], longest first; -1 if none. */
 static int32_t special_at(const moe_vocab *v, const int32_t *sp, int n_sp, const char *s, size_t n,
@@ -42,7 +43,7 @@ int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, 
         return moe_err_set(err, MOE_ENOTSUP, "tokenizing SentencePiece vocabularies is not supported yet");
     const int kind = moe__pretok_kind(moe_vocab_pre(v));
     if (kind < 0)
-        return moe_err_set(err, MOE_ENOTSUP, "pre-tokenizer '%s' is not supported yet (default, gpt-2, olmo)",
+        return moe_err_set(err, MOE_ENOTSUP, "pre-tokenizer '%s' is not supported yet (default, gpt-2, olmo, llama-bpe, qwen2)",
                            moe_vocab_pre(v));
     const int nv = moe_vocab_n_tokens(v);
     int32_t *sp = NULL;
@@ -87,6 +88,15 @@ int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, 
                 goto done;
             }
             for (int p = 0; p < np; p++) {
+                /* Llama 3's tokenizer ignores merges for a piece that is a
+                 * token (HF ignore_merges; llama.cpp does the same) */
+                if (kind == MOE__PRETOK_LLAMA3) {
+                    const int32_t whole = moe__vocab_find_bytes(v, text + i + off[p], off[p + 1] - off[p]);
+                    if (whole >= 0) {
+                        PUSH(whole);
+                        continue;
+                    }
+                }
                 const int k = moe_vocab_encode_word(v, text + i + off[p], off[p + 1] - off[p], word,
                                                     (int)(len + 1));
                 if (k < 0) {

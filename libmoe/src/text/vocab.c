@@ -314,3 +314,13 @@ size_t moe_utf8_complete(const char *s, size_t n) {
     size_t need = lead < 0x80 ? 1 : (lead & 0xE0) == 0xC0 ? 2 : (lead & 0xF0) == 0xE0 ? 3 : (lead & 0xF8) == 0xF0 ? 4 : 1;
     return back + 1 >= need ? n : i - 1;
 }
+
+int32_t moe__vocab_find_bytes(const moe_vocab *v, const char *bytes, size_t len) {
+    char buf[512];
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (o + 2 > sizeof buf) return -1;
+        o += (size_t)moe__gpt2_byte_char((unsigned char)bytes[i], buf + o);
+    }
+    return moe_vocab_find(v, buf, o);
+}
