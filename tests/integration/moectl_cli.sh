@@ -17,7 +17,7 @@ done
 "$MOECTL" frobnicate >/dev/null 2>"$TMP/e"; [ $? -eq 2 ] && grep -q "unknown command 'frobnicate'" "$TMP/e" && ok "unknown command" || bad "unknown command"
 
 M="$TMP/m.gguf"
-"$MOECTL" mkmodel --arch llama --pre llama-bpe -o "$TMP/bad-pre.gguf" >/dev/null
+"$MOECTL" mkmodel --arch llama --pre no-such-pre -o "$TMP/bad-pre.gguf" >/dev/null
 "$MOECTL" mkmodel --arch qwen2moe --dtype q8_0 --seed 3 -o "$M" | json_ok && ok "mkmodel prints JSON" || bad "mkmodel JSON"
 "$MOECTL" mkmodel --arch qwen2moe --dtype q8_0 --seed 3 -o "$TMP/m2.gguf" >/dev/null
 cmp -s "$M" "$TMP/m2.gguf" && ok "mkmodel: same arguments, same bytes" || bad "mkmodel not deterministic"
