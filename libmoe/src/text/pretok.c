@@ -11,6 +11,9 @@
  *   llama3   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
  *            ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
  *   qwen2    the same with \p{N} (single digits)
+ *   deepseek-v3  \p{N}{1,3} , [\u4E00-\u9FA5\u3040-\u309F\u30A0-\u30FF]+ ,
+ *            [ASCII punct][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+|
+ *             ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
  */
 #include <string.h>
 
@@ -139,6 +142,68 @@ static size_t m_llama3_digits(const char *s, size_t n, size_t i, int max_digits)
 static size_t m_llama3(const char *s, size_t n, size_t i) { return m_llama3_digits(s, n, i, 3); }
 static size_t m_qwen2(const char *s, size_t n, size_t i) { return m_llama3_digits(s, n, i, 1); }
 
+/* ---- deepseek-v3 ---- */
+
+static int is_ds_cjk(uint32_t c) {
+    return (c >= 0x4E00 && c <= 0x9FA5) || (c >= 0x3040 && c <= 0x309F) || (c >= 0x30A0 && c <= 0x30FF);
+}
+static int is_ascii_punct(uint32_t c) {
+    return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126);
+}
+static int is_ascii_letter(uint32_t c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; }
+static int is_p_or_s(uint32_t c) {
+    const int k = moe__unicode_class(c);
+    return k == MOE__UC_PUNCT || k == MOE__UC_SYMBOL;
+}
+static int is_l_or_m(uint32_t c) {
+    const int k = moe__unicode_class(c);
+    return k == MOE__UC_LETTER || k == MOE__UC_MARK;
+}
+
+static size_t m_ds_digits(const char *s, size_t n, size_t i) {
+    size_t j = i, k = 0, l;
+    while (j < n && k < 3 && is_number(cp_at(s, n, j, &l))) j += l, k++;
+    return j - i;
+}
+static size_t m_ds_cjk(const char *s, size_t n, size_t i) { return run(s, n, i, is_ds_cjk); }
+
+static size_t m_ds3(const char *s, size_t n, size_t i) {
+    size_t l;
+    const uint32_t c0 = cp_at(s, n, i, &l);
+    /* [ASCII punct][A-Za-z]+ */
+    if (is_ascii_punct(c0) && i + l < n) {
+        const size_t r = run(s, n, i + l, is_ascii_letter);
+        if (r) return l + r;
+    }
+    /* [^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+ */
+    if (!is_crlf(c0) && !is_letter(c0) && !is_p_or_s(c0) && i + l < n) {
+        const size_t r = run(s, n, i + l, is_l_or_m);
+        if (r) return l + r;
+    }
+    if (is_l_or_m(c0)) return run(s, n, i, is_l_or_m);
+    /*  ?[\p{P}\p{S}]+[\r\n]* */
+    {
+        size_t j = i;
+        if (c0 == ' ' && i + l < n) j += l;
+        const size_t r = run(s, n, j, is_p_or_s);
+        if (r) return j + r - i + run(s, n, j + r, is_crlf);
+    }
+    /* \s*[\r\n]+ , \s+(?!\S) , \s+ : as in llama3 */
+    const size_t w = run(s, n, i, is_space);
+    if (!w) return 0;
+    size_t last = 0, lastc = i, k = i;
+    uint32_t cc;
+    while (k < i + w) {
+        const size_t lk = (size_t)moe__utf8_next(s + k, n - k, &cc);
+        if (is_crlf(cc)) last = k + lk;
+        lastc = k;
+        k += lk;
+    }
+    if (last) return last - i;
+    if (i + w >= n) return w;
+    return w > 1 ? lastc - i : w;
+}
+
 static int is_punct_default(uint32_t c) {
     return moe__unicode_class(c) == MOE__UC_PUNCT || c == '$' || c == '+' || c == '<' ||
            c == '=' || c == '>' || c == '^' || c == '~' || c == '|';
@@ -188,6 +253,7 @@ int moe__pretok_kind(const char *pre) {
     if (!strcmp(pre, "gpt-2") || !strcmp(pre, "gpt2") || !strcmp(pre, "olmo")) return MOE__PRETOK_GPT2;
     if (!strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3")) return MOE__PRETOK_LLAMA3;
     if (!strcmp(pre, "qwen2")) return MOE__PRETOK_QWEN2;
+    if (!strcmp(pre, "deepseek-v3")) return MOE__PRETOK_DEEPSEEK3;
     return -1;
 }
 
@@ -195,12 +261,13 @@ int moe__pretok_split(int kind, const char *s, size_t n, size_t *off, size_t *tm
     if (n == 0) return 0;
     static const matcher chain_default[] = {m_punct, m_gpt2, m_digits, m_3digits};
     static const matcher chain_gpt2[] = {m_gpt2}, chain_llama3[] = {m_llama3},
-                         chain_qwen2[] = {m_qwen2};
-    const matcher *chain = kind == MOE__PRETOK_GPT2     ? chain_gpt2
-                           : kind == MOE__PRETOK_LLAMA3 ? chain_llama3
-                           : kind == MOE__PRETOK_QWEN2  ? chain_qwen2
-                                                        : chain_default;
-    const int nm = kind == MOE__PRETOK_DEFAULT ? 4 : 1;
+                         chain_qwen2[] = {m_qwen2}, chain_ds3[] = {m_ds_digits, m_ds_cjk, m_ds3};
+    const matcher *chain = kind == MOE__PRETOK_GPT2        ? chain_gpt2
+                           : kind == MOE__PRETOK_LLAMA3    ? chain_llama3
+                           : kind == MOE__PRETOK_QWEN2     ? chain_qwen2
+                           : kind == MOE__PRETOK_DEEPSEEK3 ? chain_ds3
+                                                           : chain_default;
+    const int nm = kind == MOE__PRETOK_DEFAULT ? 4 : kind == MOE__PRETOK_DEEPSEEK3 ? 3 : 1;
     if (cap < 2) return -1;
     off[0] = 0, off[1] = n;
     int np = 1;

@@ -43,7 +43,7 @@ int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, 
         return moe_err_set(err, MOE_ENOTSUP, "tokenizing SentencePiece vocabularies is not supported yet");
     const int kind = moe__pretok_kind(moe_vocab_pre(v));
     if (kind < 0)
-        return moe_err_set(err, MOE_ENOTSUP, "pre-tokenizer '%s' is not supported yet (default, gpt-2, olmo, llama-bpe, qwen2)",
+        return moe_err_set(err, MOE_ENOTSUP, "pre-tokenizer '%s' is not supported yet (default, gpt-2, olmo, llama-bpe, qwen2, deepseek-v3)",
                            moe_vocab_pre(v));
     const int nv = moe_vocab_n_tokens(v);
     int32_t *sp = NULL;
