@@ -39,6 +39,15 @@ a=$("$MOECTL" generate "$M" --tokens 1,2,3 -n 8 --temp 0.8 --seed 9); b=$("$MOEC
 out=$("$MOECTL" generate "$M" --prompt "hello world" -n 6 --ignore-eos --temp 0.7 --top-k 20 --top-p 0.9 --min-p 0.01 --repeat-penalty 1.1 --seed 5 --logprobs 3) &&
     echo "$out" | node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8")); process.exit(j.tokens.length===6 && typeof j.text==="string" && j.prompt_tokens>0 && j.logprobs.length===6 && j.logprobs[0].top.length===3 ? 0 : 1)' &&
     ok "generate --prompt with sampling and logprobs" || bad "generate --prompt: $out"
+# a stop string found across token boundaries ends the text just before it
+full=$("$MOECTL" generate "$M" --prompt "hello" -n 24 --ignore-eos | node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(0,"utf8")).text)')
+stop=$(printf '%s' "$full" | node -e 'const t=require("fs").readFileSync(0,"utf8"); const m=t.slice(4).match(/[a-z]{3}/); console.log(m ? m[0] : "zzzz")')
+out=$("$MOECTL" generate "$M" --prompt "hello" -n 24 --ignore-eos --stop "$stop")
+echo "$out" | node -e '
+    const j = JSON.parse(require("fs").readFileSync(0, "utf8")), [full, stop] = process.argv.slice(1);
+    const at = full.indexOf(stop);
+    process.exit(j.finish_reason === "stop" && at >= 0 && j.text === full.slice(0, at) ? 0 : 1);' "$full" "$stop" &&
+    ok "--stop across tokens: text ends before '$stop'" || bad "--stop: $out (full '$full', stop '$stop')"
 t=$("$MOECTL" tokenize "$M" --text "hello world") && d=$("$MOECTL" detokenize "$M" --tokens "$(echo "$t" | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).tokens.join(","))')") &&
     [ "$d" = '{"text": "hello world"}' ] && ok "tokenize/detokenize round trip" || bad "tokenize/detokenize: $t $d"
 "$MOECTL" bench "$M" --prompt 8 --gen 4 --reps 1 --batch 3 | grep -q '"decode_tok_s"' && ok "bench JSON" || bad "bench"

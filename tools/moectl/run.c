@@ -207,9 +207,28 @@ static const char generate_help[] =
     "sampling (default greedy: ties go to the lowest id):\n"
     "  --temp T  --top-k K  --top-p P  --min-p P  --seed S\n"
     "  --repeat-penalty R  --frequency-penalty F  --presence-penalty P  --penalty-last-n N\n"
-    "  --logprobs N           logprob of each chosen token and the top N (0-20)\n" RUN_OPTS_HELP;
+    "  --logprobs N           logprob of each chosen token and the top N (0-20)\n"
+    "  --stop STR             stop when the generated text contains STR (may span\n"
+    "                         tokens; up to 8; the text ends before it)\n" RUN_OPTS_HELP;
 
-/* Writes token ids' bytes as a JSON string (invalid UTF-8 as U+FFFD). */
+/* Writes bytes as a JSON string (invalid UTF-8 as U+FFFD). */
+static void json_bytes(const char *buf, size_t len) {
+    putchar('"');
+    for (size_t i = 0; i < len;) {
+        const unsigned char c = (unsigned char)buf[i];
+        size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        int ok = need && i + need <= len;
+        for (size_t k = 1; ok && k < need; k++) ok = ((unsigned char)buf[i + k] & 0xC0) == 0x80;
+        if (!ok) fputs("\\ufffd", stdout), i++;
+        else if (need > 1) fwrite(buf + i, 1, need, stdout), i += need;
+        else if (c == '"' || c == '\\') printf("\\%c", c), i++;
+        else if (c < 0x20) printf("\\u%04x", c), i++;
+        else putchar(c), i++;
+    }
+    putchar('"');
+}
+
+/* Writes token ids' bytes as a JSON string. */
 static void json_token_text(const moe_vocab *v, const int32_t *ids, int n) {
     size_t cap = 256, len = 0;
     char *buf = malloc(cap);
@@ -222,26 +241,14 @@ static void json_token_text(const moe_vocab *v, const int32_t *ids, int n) {
         }
         if (l > 0) len += (size_t)l;
     }
-    putchar('"');
-    for (size_t i = 0; buf && i < len;) {
-        const unsigned char c = (unsigned char)buf[i];
-        size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-        int ok = need && i + need <= len;
-        for (size_t k = 1; ok && k < need; k++) ok = ((unsigned char)buf[i + k] & 0xC0) == 0x80;
-        if (!ok) fputs("\\ufffd", stdout), i++;
-        else if (need > 1) fwrite(buf + i, 1, need, stdout), i += need;
-        else if (c == '"' || c == '\\') printf("\\%c", c), i++;
-        else if (c < 0x20) printf("\\u%04x", c), i++;
-        else putchar(c), i++;
-    }
-    putchar('"');
+    json_bytes(buf ? buf : "", buf ? len : 0);
     free(buf);
 }
 
 int cmd_generate(int argc, char **argv) {
     run_opts o = {NULL, 1, 0, 0.0f, NULL, 0, 0, NULL};
-    const char *toks = NULL, *prompt = NULL;
-    int n_gen = 16, ignore_eos = 0, special = 0;
+    const char *toks = NULL, *prompt = NULL, *stops[8];
+    int n_gen = 16, ignore_eos = 0, special = 0, n_stops = 0;
     moe_sampler_params sp = moe_sampler_default_params();
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) return fputs(generate_help, stdout), 0;
@@ -258,6 +265,14 @@ int cmd_generate(int argc, char **argv) {
             (r = opt_int(argc, argv, &i, "--logprobs", &sp.n_logprobs)) ||
             (r = opt_u64(argc, argv, &i, "--seed", &sp.seed))) {
             if (r < 0) return 1;
+            continue;
+        }
+        const char *st = NULL;
+        if ((r = opt_str(argc, argv, &i, "--stop", &st))) {
+            if (r < 0) return 1;
+            if (n_stops == 8) return die("at most 8 --stop strings");
+            if (!*st) return die("--stop needs a non-empty string");
+            stops[n_stops++] = st;
             continue;
         }
         if (!strcmp(argv[i], "--ignore-eos")) ignore_eos = 1;
@@ -300,6 +315,11 @@ int cmd_generate(int argc, char **argv) {
     int32_t *pos = malloc((size_t)n * 4), *slot = calloc((size_t)n, 4), *out = malloc((size_t)n_gen * 4 + 4);
     moe_sample_result *lp = sp.n_logprobs > 0 ? calloc((size_t)n_gen + 1, sizeof *lp) : NULL;
     int rc = 0, n_out = 0;
+    const char *finish = "length";
+    /* generated text so far, for stop strings that span tokens */
+    size_t tcap = 4096, tlen = 0, cut = (size_t)-1;
+    char *gtext = n_stops ? malloc(tcap) : NULL;
+    if (n_stops && (!gtext || !v)) rc = die(gtext ? "--stop needs the model's vocabulary" : "out of memory");
     if (moe_sampler_create(&smp, V, &sp, &err) < 0) rc = die("%s", err.msg);
     else if (!pos || !slot || !out || (sp.n_logprobs > 0 && !lp)) rc = die("out of memory");
     for (int i = 0; !rc && i < n; i++) pos[i] = i, moe_sampler_accept(smp, tok[i] < V ? tok[i] : 0);
@@ -314,7 +334,30 @@ int cmd_generate(int argc, char **argv) {
         out[n_out++] = res.token;
         if (lp) lp[g_] = res;
         moe_sampler_accept(smp, res.token);
-        if (res.token == eos && !ignore_eos) break;
+        if (res.token == eos && !ignore_eos) {
+            finish = "eos";
+            break;
+        }
+        if (n_stops) {
+            int l;
+            while ((l = moe_vocab_token_bytes(v, res.token, gtext + tlen, tcap - tlen)) == MOE_ENOSPC) {
+                char *nt = realloc(gtext, tcap *= 2);
+                if (!nt) break;
+                gtext = nt;
+            }
+            const size_t before = tlen;
+            if (l > 0) tlen += (size_t)l;
+            for (int k = 0; k < n_stops && cut == (size_t)-1; k++) {
+                const size_t sl = strlen(stops[k]);
+                const size_t from = before >= sl ? before - sl + 1 : 0; /* new matches only */
+                const char *hit = tlen >= from ? memmem(gtext + from, tlen - from, stops[k], sl) : NULL;
+                if (hit) cut = (size_t)(hit - gtext);
+            }
+            if (cut != (size_t)-1) {
+                finish = "stop";
+                break;
+            }
+        }
         if (g_ + 1 == n_gen) break;
         int32_t p = n + g_, s = 0, next = res.token;
         moe_batch nb = {1, &next, &p, &s, NULL};
@@ -326,9 +369,14 @@ int cmd_generate(int argc, char **argv) {
         printf("]");
         if (prompt && v) {
             printf(", \"text\": ");
-            json_token_text(v, out, n_out);
+            if (cut != (size_t)-1) { /* the text before the stop string */
+                json_bytes(gtext, cut);
+            } else {
+                json_token_text(v, out, n_out);
+            }
             printf(", \"prompt_tokens\": %d", n);
         }
+        printf(", \"finish_reason\": \"%s\"", finish);
         if (lp) {
             printf(", \"logprobs\": [");
             for (int i = 0; i < n_out; i++) {
@@ -347,7 +395,7 @@ int cmd_generate(int argc, char **argv) {
         print_dropped(&o, c);
         printf("}\n");
     }
-    free(tok); free(pos); free(slot); free(out); free(lp);
+    free(tok); free(pos); free(slot); free(out); free(lp); free(gtext);
     moe_sampler_destroy(smp);
     moe_ctx_destroy(c);
     moe_expert_backend_destroy(o.remote);
