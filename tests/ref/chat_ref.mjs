@@ -15,6 +15,10 @@ const usage = `usage:
   FILE.json: an array of {"role": ..., "content": ...}.
   --chat-template FILE renders FILE's template instead of the package's;
   --bos / --eos replace bos_token / eos_token (for such a template).
+  Rendering uses @huggingface/jinja when installed (the engine transformers.js
+  uses; @lenml/tokenizers bundles an older copy that cannot parse Qwen3's
+  template), else @lenml/tokenizers' apply_chat_template; --lenml forces the
+  latter.
 Exit status: 0 ok, 1 runtime error, 2 usage error.`;
 
 import fs from "node:fs";
@@ -30,7 +34,7 @@ function usageError(msg) {
 
 function main(argv) {
     let pkg = null, messages = null, gen = false, printTemplate = false;
-    let tmplFile = null, bos = null, eos = null;
+    let tmplFile = null, bos = null, eos = null, lenmlOnly = false;
     for (let i = 0; i < argv.length; i++) {
         const a = argv[i];
         const val = () => {
@@ -44,6 +48,7 @@ function main(argv) {
         else if (a === "--chat-template") tmplFile = val();
         else if (a === "--bos") bos = val();
         else if (a === "--eos") eos = val();
+        else if (a === "--lenml") lenmlOnly = true;
         else if (a.startsWith("-")) throw usageError(`unknown option ${a}`);
         else if (!pkg) pkg = a;
         else throw usageError(`unexpected argument ${a}`);
@@ -59,19 +64,39 @@ function main(argv) {
     if (tmplFile) config.chat_template = fs.readFileSync(tmplFile, "utf8");
     if (bos !== null) config.bos_token = bos;
     if (eos !== null) config.eos_token = eos;
-    let TokenizerLoader;
-    try {
-        ({ TokenizerLoader } = require("@lenml/tokenizers"));
-    } catch (e) {
-        throw new Error(`cannot load @lenml/tokenizers (run tests/ref/install.sh first): ${e.message}`);
-    }
-    const tokenizer = TokenizerLoader.fromPreTrained({
-        tokenizerJSON: JSON.parse(fs.readFileSync(tjson, "utf8")),
-        tokenizerConfig: config,
-    });
     const msgs = JSON.parse(fs.readFileSync(messages, "utf8"));
     if (!Array.isArray(msgs)) throw new Error(`${messages}: not an array of messages`);
-    const text = tokenizer.apply_chat_template(msgs, { tokenize: false, add_generation_prompt: gen });
+    let text;
+    // @lenml/tokenizers bundles an older @huggingface/jinja that cannot parse
+    // Qwen3's template (messages[::-1], str.startswith, call()[i]); when the
+    // standalone @huggingface/jinja is installed (node-llama-cpp depends on
+    // it), render with it exactly as transformers.js's apply_chat_template
+    // does: the messages, add_generation_prompt and the special tokens.
+    let Template = null;
+    try {
+        ({ Template } = require("@huggingface/jinja"));
+    } catch {}
+    if (Template && !lenmlOnly) {
+        const ctx = { messages: msgs, add_generation_prompt: gen };
+        for (const k of ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"]) {
+            const v = config[k];
+            if (typeof v === "string") ctx[k] = v;
+            else if (v && typeof v.content === "string") ctx[k] = v.content;
+        }
+        text = new Template(config.chat_template).render(ctx);
+    } else {
+        let TokenizerLoader;
+        try {
+            ({ TokenizerLoader } = require("@lenml/tokenizers"));
+        } catch (e) {
+            throw new Error(`cannot load @lenml/tokenizers (run tests/ref/install.sh first): ${e.message}`);
+        }
+        const tokenizer = TokenizerLoader.fromPreTrained({
+            tokenizerJSON: JSON.parse(fs.readFileSync(tjson, "utf8")),
+            tokenizerConfig: config,
+        });
+        text = tokenizer.apply_chat_template(msgs, { tokenize: false, add_generation_prompt: gen });
+    }
     process.stdout.write(JSON.stringify({ text }) + "\n");
     return 0;
 }

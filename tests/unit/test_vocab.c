@@ -124,3 +124,39 @@ TEST(vocab_load_errors) {
     moe_gguf_close(g);
     unlink(path);
 }
+
+/* invalid UTF-8 (overlong, surrogate, truncated, lone continuation, 0xFF)
+ * is tokenized byte by byte, never an error, and decodes to the same bytes,
+ * for every pre-tokenizer */
+TEST(vocab_tokenize_invalid_utf8) {
+    static const char *pres[] = {"default", "gpt-2", "llama-bpe", "qwen2", "deepseek-v3"};
+    static const char bad[] = "ok \xC0\xAF \xED\xA0\x80 \xF4\x90\x80\x80 \xE2\x82 \x80\x80 \xFF\xFE end\xC3";
+    const size_t n = sizeof bad - 1;
+    for (size_t k = 0; k < sizeof pres / sizeof pres[0]; k++) {
+        moe_testmodel_params p;
+        moe_testmodel_defaults(&p, MOE_ARCH_LLAMA, "tiny");
+        p.tokenizer_pre = pres[k];
+        char path[256];
+        snprintf(path, sizeof path, "/tmp/moe-test-%d-utf8.gguf", (int)getpid());
+        moe_err err;
+        moe_gguf *g;
+        moe_vocab *v;
+        if (moe_testmodel_write(&p, path, &err) < 0 || moe_gguf_open(&g, path, &err) < 0 ||
+            moe_vocab_load(&v, g, &err) < 0)
+            TEST_FAIL("%s", err.msg);
+        char *copy = malloc(n); /* exact length: ASan catches any overread */
+        memcpy(copy, bad, n);
+        int32_t ids[128];
+        const int m = moe_tokenize(v, copy, n, 0, 1, ids, 128, &err);
+        if (m <= 0) TEST_FAIL("%s: %s", pres[k], err.msg);
+        char back[256];
+        size_t o = 0;
+        for (int i = 0; i < m; i++) o += (size_t)moe_vocab_token_bytes(v, ids[i], back + o, sizeof back - o);
+        ASSERT_EQ_INT(o, n);
+        ASSERT(memcmp(back, bad, n) == 0);
+        free(copy);
+        moe_vocab_free(v);
+        moe_gguf_close(g);
+        unlink(path);
+    }
+}
