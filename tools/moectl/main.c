@@ -22,6 +22,8 @@ static const char usage[] =
     "  expert    MODEL.gguf --layer L --input FILE [--workers H:P,...]   one layer's experts\n"
     "  tokenize  MODEL.gguf --text TEXT | --texts FILE.json   text -> token ids\n"
     "  detokenize MODEL.gguf --tokens 1,2,3                  token ids -> text\n"
+    "  chat-template (--model M.gguf | --template-file F | --name N) --messages FILE.json [--gen]\n"
+    "                                                        messages -> chat prompt text\n"
     "\n"
     "'moectl COMMAND --help' describes each command. Output is JSON on stdout;\n"
     "errors go to stderr with a non-zero exit status.\n";
@@ -173,7 +175,8 @@ int main(int argc, char **argv) {
         int (*fn)(int, char **);
     } cmds[] = {{"info", cmd_info},   {"logits", cmd_logits},   {"generate", cmd_generate},
                 {"bench", cmd_bench}, {"mkmodel", cmd_mkmodel}, {"expert", cmd_expert},
-                {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize}};
+                {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize},
+                {"chat-template", cmd_chat_template}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "moectl: error: unknown command '%s'\n\n%s", argv[1], usage);

@@ -13,6 +13,7 @@ int cmd_mkmodel(int argc, char **argv);
 int cmd_expert(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
+int cmd_chat_template(int argc, char **argv);
 
 /* Prints "moectl: error: ..." to stderr; returns 1 (the exit status). */
 int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

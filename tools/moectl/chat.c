@@ -1,0 +1,283 @@
+/* chat.c - moectl chat-template: render messages with a chat template. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe/chat.h"
+#include "moe/gguf.h"
+#include "moectl.h"
+
+static const char chat_help[] =
+    "usage: moectl chat-template (--model MODEL.gguf | --template-file F | --name NAME)\n"
+    "                            --messages FILE.json [--gen]\n"
+    "Prints {\"template\": NAME, \"text\": \"...\"}: the messages rendered in the chat format\n"
+    "recognised from the model's tokenizer.chat_template (or from the Jinja template in F),\n"
+    "or named (--name or --chat-template: chatml, mistral, llama3, deepseek3, olmoe). FILE.json is an array of\n"
+    "{\"role\": \"system\"|\"user\"|\"assistant\", \"content\": \"...\"}. --gen adds the\n"
+    "generation prompt (the start of the assistant's turn).\n";
+
+/* Reads a whole file, NUL-terminated; NULL (reported) on failure. */
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return die("cannot open %s", path), NULL;
+    char *buf = NULL;
+    long size = 0;
+    if (!fseek(f, 0, SEEK_END) && (size = ftell(f)) >= 0 && !fseek(f, 0, SEEK_SET) &&
+        (buf = malloc((size_t)size + 1)) && fread(buf, 1, (size_t)size, f) == (size_t)size) {
+        buf[size] = 0;
+        fclose(f);
+        *len = (size_t)size;
+        return buf;
+    }
+    free(buf);
+    fclose(f);
+    die("cannot read %s", path);
+    return NULL;
+}
+
+static void skip_ws(const char **s) {
+    while (**s == ' ' || **s == '\n' || **s == '\r' || **s == '\t') ++*s;
+}
+
+static int hex4(const char *s, uint32_t *out) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        const char c = s[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (uint32_t)(c - 'A' + 10);
+        else return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Parses a JSON string at *s (at its opening quote) into a malloc'd,
+ * NUL-terminated UTF-8 string; NULL on a syntax error or out of memory. */
+static char *parse_str(const char **s) {
+    const char *p = *s;
+    if (*p++ != '"') return NULL;
+    size_t sz = 0, cap = 64;
+    char *str = malloc(cap);
+    if (!str) return NULL;
+    while (*p != '"') {
+        if (sz + 5 >= cap) {
+            char *ns = realloc(str, cap *= 2);
+            if (!ns) return free(str), NULL;
+            str = ns;
+        }
+        if ((unsigned char)*p < 0x20) return free(str), NULL; /* also the NUL at the end */
+        if (*p != '\\') {
+            str[sz++] = *p++;
+            continue;
+        }
+        p++;
+        uint32_t cp;
+        switch (*p) {
+        case '"': case '\\': case '/': cp = (unsigned char)*p; break;
+        case 'n': cp = '\n'; break;
+        case 't': cp = '\t'; break;
+        case 'r': cp = '\r'; break;
+        case 'b': cp = '\b'; break;
+        case 'f': cp = '\f'; break;
+        case 'u':
+            if (hex4(p + 1, &cp)) return free(str), NULL;
+            p += 4;
+            if (cp >= 0xD800 && cp < 0xDC00) {
+                uint32_t lo;
+                if (p[1] != '\\' || p[2] != 'u' || hex4(p + 3, &lo) || lo < 0xDC00 || lo >= 0xE000)
+                    return free(str), NULL;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                p += 6;
+            } else if (cp >= 0xDC00 && cp < 0xE000) {
+                return free(str), NULL;
+            }
+            break;
+        default: return free(str), NULL;
+        }
+        p++;
+        if (cp == 0) return free(str), NULL; /* contents are C strings */
+        if (cp < 0x80) {
+            str[sz++] = (char)cp;
+        } else if (cp < 0x800) {
+            str[sz++] = (char)(0xC0 | cp >> 6);
+            str[sz++] = (char)(0x80 | (cp & 63));
+        } else if (cp < 0x10000) {
+            str[sz++] = (char)(0xE0 | cp >> 12);
+            str[sz++] = (char)(0x80 | (cp >> 6 & 63));
+            str[sz++] = (char)(0x80 | (cp & 63));
+        } else {
+            str[sz++] = (char)(0xF0 | cp >> 18);
+            str[sz++] = (char)(0x80 | (cp >> 12 & 63));
+            str[sz++] = (char)(0x80 | (cp >> 6 & 63));
+            str[sz++] = (char)(0x80 | (cp & 63));
+        }
+    }
+    str[sz] = 0;
+    *s = p + 1;
+    return str;
+}
+
+static void free_msgs(moe_chat_msg *m, int n) {
+    for (int i = 0; i < n; i++) free((char *)m[i].role), free((char *)m[i].content);
+    free(m);
+}
+
+/* Parses [{"role": "...", "content": "..."}, ...] (other keys with string
+ * values are ignored); returns the count or -1 (reported). */
+static int parse_messages(const char *s, const char *path, moe_chat_msg **out) {
+    int cap = 8, n = 0;
+    moe_chat_msg *m = malloc((size_t)cap * sizeof *m);
+    if (!m) return die("out of memory"), -1;
+    skip_ws(&s);
+    if (*s++ != '[') goto bad;
+    skip_ws(&s);
+    if (*s == ']') {
+        s++;
+        goto done;
+    }
+    for (;;) {
+        skip_ws(&s);
+        if (*s++ != '{') goto bad;
+        if (n == cap) {
+            moe_chat_msg *nm = realloc(m, (size_t)(cap *= 2) * sizeof *m);
+            if (!nm) goto bad;
+            m = nm;
+        }
+        m[n].role = m[n].content = NULL;
+        n++;
+        skip_ws(&s);
+        if (*s != '}') {
+            for (;;) {
+                skip_ws(&s);
+                char *key = parse_str(&s);
+                if (!key) goto bad;
+                skip_ws(&s);
+                char *val = NULL;
+                if (*s++ == ':') skip_ws(&s), val = parse_str(&s);
+                if (!val) {
+                    free(key);
+                    goto bad;
+                }
+                const char **slot = !strcmp(key, "role")      ? &m[n - 1].role
+                                    : !strcmp(key, "content") ? &m[n - 1].content
+                                                              : NULL;
+                free(key);
+                if (slot) free((char *)*slot), *slot = val;
+                else free(val);
+                skip_ws(&s);
+                if (*s == ',') {
+                    s++;
+                    continue;
+                }
+                break;
+            }
+        }
+        if (*s++ != '}') goto bad;
+        if (!m[n - 1].role || !m[n - 1].content) {
+            die("%s: message %d needs a \"role\" and a \"content\" string", path, n - 1);
+            free_msgs(m, n);
+            return -1;
+        }
+        skip_ws(&s);
+        if (*s == ',') {
+            s++;
+            continue;
+        }
+        break;
+    }
+    if (*s++ != ']') goto bad;
+done:
+    skip_ws(&s);
+    if (*s) goto bad;
+    *out = m;
+    return n;
+bad:
+    free_msgs(m, n);
+    die("%s: not a JSON array of {\"role\": \"...\", \"content\": \"...\"} objects", path);
+    return -1;
+}
+
+/* The chat format from --model, --template-file or --name; -1 (reported). */
+static int pick_kind(const char *model, const char *tfile, const char *name) {
+    moe_err err;
+    if (name) {
+        const int k = moe_chat_template_parse_name(name);
+        if (k < 0)
+            die("--name: unknown chat template '%s' (want chatml, mistral, llama3, deepseek3 or olmoe)",
+                name);
+        return k < 0 ? -1 : k;
+    }
+    if (tfile) {
+        size_t len;
+        char *t = read_file(tfile, &len);
+        if (!t) return -1;
+        const int k = moe_chat_template_detect(t, len, &err);
+        free(t);
+        if (k < 0) return die("%s: %s", tfile, err.msg), -1;
+        return k;
+    }
+    moe_gguf *g;
+    if (moe_gguf_open(&g, model, &err) < 0) return die("%s", err.msg), -1;
+    moe_gguf_str t;
+    int k = moe_gguf_get_str(g, "tokenizer.chat_template", &t);
+    if (k < 0) {
+        die("%s: %s tokenizer.chat_template; choose a format with --chat-template NAME (or "
+            "--name NAME: chatml, mistral, llama3, deepseek3, olmoe)",
+            model, k == MOE_ENOTFOUND ? "no" : "bad");
+        k = -1;
+    } else if ((k = moe_chat_template_detect(t.ptr, (size_t)t.len, &err)) < 0) {
+        die("%s: %s", model, err.msg);
+        k = -1;
+    }
+    moe_gguf_close(g);
+    return k;
+}
+
+int cmd_chat_template(int argc, char **argv) {
+    const char *model = NULL, *tfile = NULL, *name = NULL, *mpath = NULL;
+    int gen = 0;
+    for (int i = 1; i < argc; i++) {
+        if (is_help(argv[i])) return fputs(chat_help, stdout), 0;
+        int r;
+        if ((r = opt_str(argc, argv, &i, "--model", &model)) ||
+            (r = opt_str(argc, argv, &i, "--template-file", &tfile)) ||
+            (r = opt_str(argc, argv, &i, "--name", &name)) ||
+            (r = opt_str(argc, argv, &i, "--chat-template", &name)) ||
+            (r = opt_str(argc, argv, &i, "--messages", &mpath))) {
+            if (r < 0) return 1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--gen")) gen = 1;
+        else return die("chat-template: unknown option '%s' (see --help)", argv[i]);
+    }
+    if (!mpath || (!!model + !!tfile + !!name) != 1) return fputs(chat_help, stderr), 2;
+    const int kind = pick_kind(model, tfile, name);
+    if (kind < 0) return 1;
+    size_t len;
+    char *json = read_file(mpath, &len);
+    if (!json) return 1;
+    moe_chat_msg *msgs;
+    const int n = parse_messages(json, mpath, &msgs);
+    free(json);
+    if (n < 0) return 1;
+    moe_err err;
+    size_t need = 0;
+    char *out = NULL;
+    int rc = moe_chat_apply(kind, msgs, n, gen, NULL, 0, &need, &err);
+    if (rc == MOE_ENOSPC) {
+        out = malloc(need);
+        rc = out ? moe_chat_apply(kind, msgs, n, gen, out, need, &need, &err) : MOE_ENOMEM;
+    }
+    free_msgs(msgs, n);
+    if (rc < 0) {
+        free(out);
+        return die("%s", rc == MOE_ENOMEM ? "out of memory" : err.msg);
+    }
+    printf("{\"template\": \"%s\", \"text\": ", moe_chat_template_name(kind));
+    json_str(stdout, out, need - 1);
+    printf("}\n");
+    free(out);
+    return 0;
+}
