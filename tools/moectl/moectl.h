@@ -35,6 +35,12 @@ void json_float(FILE *f, float v);
 /* Writes a JSON string with escapes. */
 void json_str(FILE *f, const char *s, size_t n);
 
+/* Renders a JSON message list (file) with the model's chat template, or the
+ * named one, plus the generation prompt: a malloc'd text in *out. -1 if it
+ * fails (reported). */
+int chat_render(const char *model, const char *name, const char *messages_file, char **out,
+                size_t *len);
+
 /* Monotonic seconds. */
 double now_s(void);
 

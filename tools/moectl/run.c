@@ -197,13 +197,17 @@ done:
 /* ---- generate ------------------------------------------------------------------ */
 
 static const char generate_help[] =
-    "usage: moectl generate MODEL.gguf (--tokens 1,2,3 | --prompt TEXT) [-n 16] [sampling]\n"
+    "usage: moectl generate MODEL.gguf (--tokens 1,2,3 | --prompt TEXT | --chat FILE.json)\n"
+    "                       [-n 16] [sampling]\n"
     "                       [options]\n"
     "Continues the prompt by up to n tokens, stopping at end-of-sequence unless\n"
     "--ignore-eos. Prints {\"tokens\": [...]} (generated ids only), plus \"text\" (the\n"
     "decoded continuation) with --prompt and \"logprobs\" with --logprobs N.\n"
     "  --prompt TEXT          tokenized with the model's vocabulary (BOS as the file says)\n"
     "  --special              special-token text in --prompt becomes those tokens\n"
+    "  --chat FILE.json       [{\"role\": \"user\", \"content\": \"...\"}, ...] rendered with the\n"
+    "                         model's tokenizer.chat_template (or --chat-template NAME:\n"
+    "                         chatml, mistral, llama3, deepseek3, olmoe) + the reply prompt\n"
     "sampling (default greedy: ties go to the lowest id):\n"
     "  --temp T  --top-k K  --top-p P  --min-p P  --seed S\n"
     "  --repeat-penalty R  --frequency-penalty F  --presence-penalty P  --penalty-last-n N\n"
@@ -247,7 +251,8 @@ static void json_token_text(const moe_vocab *v, const int32_t *ids, int n) {
 
 int cmd_generate(int argc, char **argv) {
     run_opts o = {NULL, 1, 0, 0.0f, NULL, 0, 0, NULL};
-    const char *toks = NULL, *prompt = NULL, *stops[8];
+    const char *toks = NULL, *prompt = NULL, *stops[8], *chat = NULL, *chat_name = NULL;
+    char *chat_text = NULL;
     int n_gen = 16, ignore_eos = 0, special = 0, n_stops = 0;
     moe_sampler_params sp = moe_sampler_default_params();
     for (int i = 1; i < argc; i++) {
@@ -255,6 +260,8 @@ int cmd_generate(int argc, char **argv) {
         int r;
         if ((r = run_opt(argc, argv, &i, &o)) || (r = opt_str(argc, argv, &i, "--tokens", &toks)) ||
             (r = opt_str(argc, argv, &i, "--prompt", &prompt)) ||
+            (r = opt_str(argc, argv, &i, "--chat", &chat)) ||
+            (r = opt_str(argc, argv, &i, "--chat-template", &chat_name)) ||
             (r = opt_int(argc, argv, &i, "-n", &n_gen)) || (r = opt_float(argc, argv, &i, "--temp", &sp.temperature)) ||
             (r = opt_int(argc, argv, &i, "--top-k", &sp.top_k)) || (r = opt_float(argc, argv, &i, "--top-p", &sp.top_p)) ||
             (r = opt_float(argc, argv, &i, "--min-p", &sp.min_p)) ||
@@ -279,7 +286,13 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(argv[i], "--special")) special = 1;
         else return die("generate: unknown option '%s' (see --help)", argv[i]);
     }
-    if (!o.path || !toks == !prompt) return fputs(generate_help, stderr), 2;
+    if (!o.path || (!!toks + !!prompt + !!chat) != 1) return fputs(generate_help, stderr), 2;
+    if (chat) {
+        size_t cl;
+        if (chat_render(o.path, chat_name, chat, &chat_text, &cl) < 0) return 1;
+        prompt = chat_text;
+        special = 1; /* the template's markers are special tokens */
+    }
     if (n_gen < 0 || n_gen > 1000000) return die("-n must be in [0, 1000000]");
     moe_err err;
     /* the prompt: ids, or text through the model's vocabulary */
@@ -295,7 +308,9 @@ int cmd_generate(int argc, char **argv) {
     if (prompt) {
         const size_t pl = strlen(prompt);
         tok = malloc((pl + 2) * sizeof *tok);
-        n = tok ? moe_tokenize(v, prompt, pl, moe_vocab_add_bos(v), special, tok, (int)pl + 2, &err) : MOE_ENOMEM;
+        /* a chat template writes its own BOS text */
+        n = tok ? moe_tokenize(v, prompt, pl, chat ? 0 : moe_vocab_add_bos(v), special, tok, (int)pl + 2, &err)
+                : MOE_ENOMEM;
         if (n <= 0) {
             free(tok), moe_vocab_free(v), moe_gguf_close(g);
             return n < 0 ? die("%s", n == MOE_ENOMEM ? "out of memory" : err.msg) : die("the prompt has no tokens");
@@ -395,7 +410,7 @@ int cmd_generate(int argc, char **argv) {
         print_dropped(&o, c);
         printf("}\n");
     }
-    free(tok); free(pos); free(slot); free(out); free(lp); free(gtext);
+    free(tok); free(pos); free(slot); free(out); free(lp); free(gtext); free(chat_text);
     moe_sampler_destroy(smp);
     moe_ctx_destroy(c);
     moe_expert_backend_destroy(o.remote);

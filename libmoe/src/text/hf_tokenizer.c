@@ -195,6 +195,11 @@ static int special_ids(moe__hf_vocab *v, const cJSON *root, const char *path, mo
         if (e) v->eos_id = token_id(v, e);
         const cJSON *ab = cJSON_GetObjectItemCaseSensitive(cfg, "add_bos_token");
         if (cJSON_IsBool(ab)) v->add_bos = cJSON_IsTrue(ab), add_bos_known = 1;
+        const cJSON *ct = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
+        if (cJSON_IsString(ct) && !(v->chat_template = strdup(ct->valuestring))) {
+            cJSON_Delete(cfg);
+            return moe_err_set(err, MOE_ENOMEM, "out of memory");
+        }
         cJSON_Delete(cfg);
     }
     /* TemplateProcessing (possibly inside a Sequence): single = [SpecialToken, Sequence, ...] */
@@ -234,6 +239,7 @@ void moe__hf_vocab_free(moe__hf_vocab *v) {
     free(v->tokens);
     free(v->types);
     free(v->merges);
+    free(v->chat_template);
     memset(v, 0, sizeof *v);
 }
 

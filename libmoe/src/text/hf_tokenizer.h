@@ -25,6 +25,7 @@ typedef struct moe__hf_vocab {
     int bos_id;       /* -1: not known */
     int eos_id;       /* -1: not known */
     int add_bos;      /* 1 if the tokenizer adds BOS by default */
+    char *chat_template; /* tokenizer_config.json's chat_template (a string), or NULL; owned */
 } moe__hf_vocab;
 
 /* Reads a byte-level BPE tokenizer.json (model.type "BPE" without byte
