@@ -49,7 +49,8 @@ for DT in ${PARITY_DTYPES:-f32 f16 bf16 q8_0}; do
     if [ "$DT" = f32 ]; then
         ours=$("$MOECTL" generate "$M" --tokens "$TOKENS" -n 16 --ignore-eos --threads 1) || { echo "moectl generate failed"; fail=1; continue; }
         ref=$($REF generate "$M" --tokens "$TOKENS" -n 16 --threads 1) || { echo "reference generate failed"; fail=1; continue; }
-        if [ "$(echo "$ours" | tr -d ' ')" = "$(echo "$ref" | tr -d ' ')" ]; then
+        if node -e 'const [a, b] = process.argv.slice(1).map((s) => JSON.parse(s).tokens);
+                    process.exit(JSON.stringify(a) === JSON.stringify(b) ? 0 : 1)' "$ours" "$ref"; then
             echo "$ARCH f32   greedy 16: identical $ours"
         else
             echo "$ARCH f32   greedy 16 differ: ours $ours, llama.cpp $ref"; fail=1
