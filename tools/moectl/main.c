@@ -159,6 +159,23 @@ void json_str(FILE *f, const char *s, size_t n) {
     fputc('"', f);
 }
 
+/* Writes bytes as a JSON string; invalid UTF-8 bytes become U+FFFD. */
+void json_utf8(FILE *f, const char *buf, size_t len) {
+    fputc('"', f);
+    for (size_t i = 0; i < len;) {
+        const unsigned char c = (unsigned char)buf[i];
+        size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        int ok = need && i + need <= len;
+        for (size_t k = 1; ok && k < need; k++) ok = ((unsigned char)buf[i + k] & 0xC0) == 0x80;
+        if (!ok) fputs("\\ufffd", f), i++;
+        else if (need > 1) fwrite(buf + i, 1, need, f), i += need;
+        else if (c == '"' || c == '\\') fprintf(f, "\\%c", c), i++;
+        else if (c < 0x20) fprintf(f, "\\u%04x", c), i++;
+        else fputc(c, f), i++;
+    }
+    fputc('"', f);
+}
+
 double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -41,6 +41,9 @@ void json_str(FILE *f, const char *s, size_t n);
 int chat_render(const char *model, const char *name, const char *messages_file, char **out,
                 size_t *len);
 
+/* Writes bytes as a JSON string; invalid UTF-8 bytes become U+FFFD. */
+void json_utf8(FILE *f, const char *buf, size_t len);
+
 /* Monotonic seconds. */
 double now_s(void);
 

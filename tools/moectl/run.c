@@ -215,23 +215,6 @@ static const char generate_help[] =
     "  --stop STR             stop when the generated text contains STR (may span\n"
     "                         tokens; up to 8; the text ends before it)\n" RUN_OPTS_HELP;
 
-/* Writes bytes as a JSON string (invalid UTF-8 as U+FFFD). */
-static void json_bytes(const char *buf, size_t len) {
-    putchar('"');
-    for (size_t i = 0; i < len;) {
-        const unsigned char c = (unsigned char)buf[i];
-        size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-        int ok = need && i + need <= len;
-        for (size_t k = 1; ok && k < need; k++) ok = ((unsigned char)buf[i + k] & 0xC0) == 0x80;
-        if (!ok) fputs("\\ufffd", stdout), i++;
-        else if (need > 1) fwrite(buf + i, 1, need, stdout), i += need;
-        else if (c == '"' || c == '\\') printf("\\%c", c), i++;
-        else if (c < 0x20) printf("\\u%04x", c), i++;
-        else putchar(c), i++;
-    }
-    putchar('"');
-}
-
 /* Writes token ids' bytes as a JSON string. */
 static void json_token_text(const moe_vocab *v, const int32_t *ids, int n) {
     size_t cap = 256, len = 0;
@@ -245,7 +228,7 @@ static void json_token_text(const moe_vocab *v, const int32_t *ids, int n) {
         }
         if (l > 0) len += (size_t)l;
     }
-    json_bytes(buf ? buf : "", buf ? len : 0);
+    json_utf8(stdout, buf ? buf : "", buf ? len : 0);
     free(buf);
 }
 
@@ -385,7 +368,7 @@ int cmd_generate(int argc, char **argv) {
         if (prompt && v) {
             printf(", \"text\": ");
             if (cut != (size_t)-1) { /* the text before the stop string */
-                json_bytes(gtext, cut);
+                json_utf8(stdout, gtext, cut);
             } else {
                 json_token_text(v, out, n_out);
             }

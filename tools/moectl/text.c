@@ -230,27 +230,9 @@ int cmd_detokenize(int argc, char **argv) {
         }
     }
     if (!rc) {
-        /* valid JSON: invalid UTF-8 bytes become U+FFFD */
-        printf("{\"text\": \"");
-        for (size_t i = 0; i < len;) {
-            const unsigned char c = (unsigned char)out[i];
-            size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-            int ok = need && i + need <= len;
-            for (size_t k = 1; ok && k < need; k++) ok = ((unsigned char)out[i + k] & 0xC0) == 0x80;
-            if (!ok) {
-                fputs("\\ufffd", stdout);
-                i++;
-            } else if (need == 1) {
-                if (c == '"' || c == '\\') printf("\\%c", c);
-                else if (c < 0x20) printf("\\u%04x", c);
-                else putchar(c);
-                i++;
-            } else {
-                fwrite(out + i, 1, need, stdout);
-                i += need;
-            }
-        }
-        printf("\"}\n");
+        printf("{\"text\": ");
+        json_utf8(stdout, out, len);
+        printf("}\n");
     }
     free(out), free(ids);
     moe_vocab_free(v);
