@@ -76,14 +76,17 @@ WORKER="$BUILD/expert-worker"
 WTMP=$(mktemp -d)
 WPIDS=""
 trap 'for p in $WPIDS; do kill "$p" 2>/dev/null; done; rm -rf "$WTMP"' EXIT
+# started in this shell (not in $(...)), so the EXIT trap knows every PID
 start_w() {
     "$WORKER" --model "$MODEL" --listen 127.0.0.1:0 --experts "$2" --threads 1 >"$WTMP/$1.out" 2>"$WTMP/$1.err" &
     WPIDS="$WPIDS $!"
     i=0
     while [ $i -lt 100 ] && ! grep -q "listening on" "$WTMP/$1.out"; do sleep 0.1; i=$((i + 1)); done
-    sed -n 's/^listening on //p' "$WTMP/$1.out"
 }
-WA=$(start_w a 0-3); WB=$(start_w b 4-7)
+start_w a 0-3
+start_w b 4-7
+WA=$(sed -n 's/^listening on //p' "$WTMP/a.out")
+WB=$(sed -n 's/^listening on //p' "$WTMP/b.out")
 if [ -z "$WA" ] || [ -z "$WB" ]; then
     echo "expert workers did not start"
 else
