@@ -1,9 +1,12 @@
 #!/bin/sh
-# tools/gen_unicode.sh - generates libmoe/src/text/unicode_data.c, the Unicode
-# tables behind libmoe/src/text/unicode.h, from the Unicode Character Database
-# that Debian's `unicode-data` package installs (apt-get install unicode-data).
+# tools/gen_unicode.sh - generates libmoe/src/text/unicode_data.c (general
+# categories) and unicode_case.c beside it (White_Space, lowercase), the
+# Unicode tables behind libmoe/src/text/unicode.h, from the Unicode Character
+# Database that Debian's `unicode-data` package installs
+# (apt-get install unicode-data).
 #
-#   sh tools/gen_unicode.sh [OUTPUT]     (default: libmoe/src/text/unicode_data.c)
+#   sh tools/gen_unicode.sh [OUTPUT]     (default: libmoe/src/text/unicode_data.c;
+#                                         unicode_case.c goes in the same folder)
 #   UNICODE_DIR=/path/to/ucd sh tools/gen_unicode.sh    (default /usr/share/unicode)
 #
 # POSIX sh + awk only (mawk and gawk both work). The output depends only on
@@ -34,7 +37,7 @@ if [ -z "$version" ]; then
 fi
 
 tmp="$out.tmp.$$"
-trap 'rm -f "$tmp"' EXIT
+trap 'rm -f "$tmp" "$tmp.a" "$tmp.b"' EXIT
 
 awk -v version="$version" -v udata="$udata" -v plist="$plist" '
 function hex(s,    i, n) {
@@ -115,7 +118,7 @@ BEGIN {
     print "};"
     print "#undef R"
     print "const int moe__unicode_gc_runs_n = " nrun ";"
-    print ""
+    print "@@SPLIT@@"
     print "/* White_Space ranges {first, last}, sorted. */"
     print "const uint32_t moe__unicode_space_ranges[][2] = {"
     per = 3; col = 0
@@ -134,6 +137,14 @@ BEGIN {
     print "// clang-format on"
 }' > "$tmp"
 
-mv "$tmp" "$out"
+# two modules: the categories (header + runs), and white space + lowercase
+# (the same 12-line header, named for its file)
+case_out="$(dirname "$out")/unicode_case.c"
+{ sed -n '1,/^@@SPLIT@@$/p' "$tmp" | sed '$d'; echo "// clang-format on"; } >"$tmp.a"
+{ sed -n '1,12p' "$tmp" | sed 's/unicode_data\.c - GENERATED/unicode_case.c - GENERATED/'
+  sed -n '/^@@SPLIT@@$/,$p' "$tmp" | sed '1d'; } >"$tmp.b"
+mv "$tmp.a" "$out"
+mv "$tmp.b" "$case_out"
+rm -f "$tmp"
 trap - EXIT
-echo "gen_unicode.sh: wrote $out (Unicode $version)" >&2
+echo "gen_unicode.sh: wrote $out and $case_out (Unicode $version)" >&2

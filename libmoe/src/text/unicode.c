@@ -1,6 +1,6 @@
 /*
  * unicode.c - UTF-8 decoding/encoding and lookups in the generated Unicode
- * tables (see unicode.h; the tables are in unicode_data.c).
+ * tables (see unicode.h; the tables are in unicode_data.c and unicode_case.c).
  */
 #include "unicode.h"
 
