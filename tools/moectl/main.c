@@ -103,6 +103,26 @@ int opt_str(int argc, char **argv, int *i, const char *name, const char **out) {
     return 1;
 }
 
+/* Reads a whole file, NUL-terminated; NULL (reported) on failure. */
+char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return die("cannot open %s", path), NULL;
+    char *buf = NULL;
+    long size = 0;
+    if (!fseek(f, 0, SEEK_END) && (size = ftell(f)) >= 0 && !fseek(f, 0, SEEK_SET) &&
+        (buf = malloc((size_t)size + 1)) && fread(buf, 1, (size_t)size, f) == (size_t)size) {
+        buf[size] = 0;
+        fclose(f);
+        *len = (size_t)size;
+        return buf;
+    }
+    free(buf);
+    fclose(f);
+    die("cannot read %s", path);
+    return NULL;
+}
+
+
 int parse_tokens(const char *s, int32_t **out) {
     int cap = 16, n = 0;
     int32_t *t = malloc((size_t)cap * sizeof *t);

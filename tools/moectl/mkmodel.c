@@ -23,13 +23,17 @@ static const char help[] =
     "  --tokenizer FILE  a Hugging Face tokenizer.json (byte-level BPE, e.g. Llama 3,\n"
     "                    Qwen2/3, DeepSeek-V3): its vocabulary, merges, added tokens,\n"
     "                    bos/eos (from tokenizer_config.json beside it, if any) and\n"
-    "                    pre-tokenizer name; n_vocab becomes its size\n"
+    "                    pre-tokenizer name; n_vocab becomes its size. Also\n"
+    "                    SentencePiece-style BPE with byte fallback (Llama 2, Mistral)\n"
+    "  --spm             a generated SentencePiece vocabulary (tokenizer model \"llama\",\n"
+    "                    scores, byte fallback, BOS added) instead of byte-level BPE\n"
     "  deepseek: --n-expert-shared N --n-dense-lead N --n-ff-dense N\n"
     "Dimensions that feed a matrix product must be multiples of 32.\n";
 
 int cmd_mkmodel(int argc, char **argv) {
     const char *out = NULL, *arch = NULL, *dtype = NULL, *preset = "tiny", *pre = NULL, *tokenizer = NULL;
     uint64_t seed = 1;
+    int spm = 0;
     int ov[14];
     for (int j = 0; j < 14; j++) ov[j] = INT_MIN; /* not given */
     static const char *dim_names[14] = {"--n-embd",     "--n-layer",       "--n-head",
@@ -47,6 +51,10 @@ int cmd_mkmodel(int argc, char **argv) {
             (r = opt_str(argc, argv, &i, "--tokenizer", &tokenizer)) ||
             (r = opt_float(argc, argv, &i, "--rope-base", &rope_base))) {
             if (r < 0) return 1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--spm")) {
+            spm = 1;
             continue;
         }
         for (int j = 0; j < 14 && !r; j++) r = opt_int(argc, argv, &i, dim_names[j], &ov[j]);
@@ -68,6 +76,8 @@ int cmd_mkmodel(int argc, char **argv) {
     p.rope_base = rope_base;
     p.tokenizer_pre = pre;
     p.tokenizer_json = tokenizer;
+    p.tokenizer_spm = spm;
+    if (spm && (tokenizer || pre)) return die("mkmodel: --spm makes its own vocabulary (not with --tokenizer or --pre)");
     int *dims[14] = {&p.n_embd,     &p.n_layer,       &p.n_head,     &p.n_head_kv,
                      &p.head_dim,   &p.n_ff,          &p.n_ff_shexp, &p.n_expert,
                      &p.n_expert_used, &p.n_vocab,    &p.n_ctx,      &p.n_expert_shared,

@@ -27,6 +27,9 @@ int opt_float(int argc, char **argv, int *i, const char *name, float *out);
 int opt_str(int argc, char **argv, int *i, const char *name, const char **out);
 int is_help(const char *a);
 
+/* Reads a whole file, NUL-terminated; NULL (reported) on failure. */
+char *read_file(const char *path, size_t *len);
+
 /* Parses "1,2,3" into a malloc'd array; returns count or -1 (reported). */
 int parse_tokens(const char *s, int32_t **out);
 

@@ -122,14 +122,16 @@ static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_mode
 }
 
 /* Appends , "dropped": N when a capacity factor is set. */
-static void print_dropped(const run_opts *o, const moe_ctx *c) {
+static void print_dropped_to(FILE *f, const run_opts *o, const moe_ctx *c) {
     if (!(o->capacity_factor > 0.0f)) return;
     moe_ctx_stats st;
     moe_ctx_get_stats(c, &st);
-    printf(", \"capacity_factor\": %g, \"dropped\": %llu, \"expert_rows\": %llu",
+    fprintf(f, ", \"capacity_factor\": %g, \"dropped\": %llu, \"expert_rows\": %llu",
            (double)o->capacity_factor, (unsigned long long)st.n_dropped,
            (unsigned long long)st.n_expert_rows);
 }
+
+static void print_dropped(const run_opts *o, const moe_ctx *c) { print_dropped_to(stdout, o, c); }
 
 /* ---- logits ------------------------------------------------------------------ */
 
@@ -213,30 +215,45 @@ static const char generate_help[] =
     "  --repeat-penalty R  --frequency-penalty F  --presence-penalty P  --penalty-last-n N\n"
     "  --logprobs N           logprob of each chosen token and the top N (0-20)\n"
     "  --stop STR             stop when the generated text contains STR (may span\n"
-    "                         tokens; up to 8; the text ends before it)\n" RUN_OPTS_HELP;
+    "                         tokens; up to 8; the text ends before it)\n"
+    "  --stream               write the text to stdout as it is generated (whole\n"
+    "                         UTF-8 characters; text that may begin a --stop string\n"
+    "                         is held until it is decided) and the JSON to stderr\n" RUN_OPTS_HELP;
 
-/* Writes token ids' bytes as a JSON string. */
-static void json_token_text(const moe_vocab *v, const int32_t *ids, int n) {
-    size_t cap = 256, len = 0;
-    char *buf = malloc(cap);
-    for (int i = 0; buf && i < n; i++) {
-        int l;
-        while ((l = moe_vocab_token_bytes(v, ids[i], buf + len, cap - len)) == MOE_ENOSPC) {
-            char *nb = realloc(buf, cap *= 2);
-            if (!nb) break;
-            buf = nb;
-        }
-        if (l > 0) len += (size_t)l;
+/* Appends n bytes to a growing buffer; -1 if out of memory. */
+static int buf_add(char **buf, size_t *len, size_t *cap, const char *p, size_t n) {
+    if (*len + n > *cap) {
+        size_t nc = *cap ? *cap : 256;
+        while (nc < *len + n) nc *= 2;
+        char *nb = realloc(*buf, nc);
+        if (!nb) return -1;
+        *buf = nb, *cap = nc;
     }
-    json_utf8(stdout, buf ? buf : "", buf ? len : 0);
-    free(buf);
+    memcpy(*buf + *len, p, n);
+    *len += n;
+    return 0;
+}
+
+/* How much of text[0..n) can be shown while a stop string may still match:
+ * up to the longest suffix that is a proper prefix of a stop string. */
+static size_t stop_safe(const char *text, size_t n, const char *const *stops, int n_stops) {
+    size_t hold = 0;
+    for (int k = 0; k < n_stops; k++) {
+        const size_t sl = strlen(stops[k]);
+        for (size_t l = sl - 1; l > hold; l--)
+            if (l <= n && !memcmp(text + n - l, stops[k], l)) {
+                hold = l;
+                break;
+            }
+    }
+    return moe_utf8_complete(text, n - hold);
 }
 
 int cmd_generate(int argc, char **argv) {
     run_opts o = {NULL, 1, 0, 0.0f, NULL, 0, 0, NULL};
     const char *toks = NULL, *prompt = NULL, *stops[8], *chat = NULL, *chat_name = NULL;
     char *chat_text = NULL;
-    int n_gen = 16, ignore_eos = 0, special = 0, n_stops = 0;
+    int n_gen = 16, ignore_eos = 0, special = 0, n_stops = 0, stream = 0;
     moe_sampler_params sp = moe_sampler_default_params();
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) return fputs(generate_help, stdout), 0;
@@ -267,6 +284,7 @@ int cmd_generate(int argc, char **argv) {
         }
         if (!strcmp(argv[i], "--ignore-eos")) ignore_eos = 1;
         else if (!strcmp(argv[i], "--special")) special = 1;
+        else if (!strcmp(argv[i], "--stream")) stream = 1;
         else return die("generate: unknown option '%s' (see --help)", argv[i]);
     }
     if (!o.path || (!!toks + !!prompt + !!chat) != 1) return fputs(generate_help, stderr), 2;
@@ -314,10 +332,14 @@ int cmd_generate(int argc, char **argv) {
     moe_sample_result *lp = sp.n_logprobs > 0 ? calloc((size_t)n_gen + 1, sizeof *lp) : NULL;
     int rc = 0, n_out = 0;
     const char *finish = "length";
-    /* generated text so far, for stop strings that span tokens */
-    size_t tcap = 4096, tlen = 0, cut = (size_t)-1;
-    char *gtext = n_stops ? malloc(tcap) : NULL;
-    if (n_stops && (!gtext || !v)) rc = die(gtext ? "--stop needs the model's vocabulary" : "out of memory");
+    /* the generated text so far (whole characters), for stop strings that
+     * span tokens and for --stream; shown is how much has been written */
+    size_t tcap = 0, tlen = 0, cut = (size_t)-1, shown = 0;
+    char *gtext = NULL, piece[1024];
+    moe_detok_stream ds;
+    if (v) moe_detok_stream_init(&ds, v, 0); /* a continuation: its leading space is real */
+    if ((n_stops || stream) && !v) rc = die("--stop and --stream need the model's vocabulary");
+    FILE *js = stream ? stderr : stdout;
     if (moe_sampler_create(&smp, V, &sp, &err) < 0) rc = die("%s", err.msg);
     else if (!pos || !slot || !out || (sp.n_logprobs > 0 && !lp)) rc = die("out of memory");
     for (int i = 0; !rc && i < n; i++) pos[i] = i, moe_sampler_accept(smp, tok[i] < V ? tok[i] : 0);
@@ -333,18 +355,13 @@ int cmd_generate(int argc, char **argv) {
         if (lp) lp[g_] = res;
         moe_sampler_accept(smp, res.token);
         if (res.token == eos && !ignore_eos) {
-            finish = "eos";
+            finish = "eos"; /* the end-of-sequence token is not part of the text */
             break;
         }
-        if (n_stops) {
-            int l;
-            while ((l = moe_vocab_token_bytes(v, res.token, gtext + tlen, tcap - tlen)) == MOE_ENOSPC) {
-                char *nt = realloc(gtext, tcap *= 2);
-                if (!nt) break;
-                gtext = nt;
-            }
+        if (v) {
+            const int l = moe_detok_stream_push(&ds, res.token, piece, sizeof piece);
             const size_t before = tlen;
-            if (l > 0) tlen += (size_t)l;
+            if (l > 0 && buf_add(&gtext, &tlen, &tcap, piece, (size_t)l) < 0) rc = die("out of memory");
             for (int k = 0; k < n_stops && cut == (size_t)-1; k++) {
                 const size_t sl = strlen(stops[k]);
                 const size_t from = before >= sl ? before - sl + 1 : 0; /* new matches only */
@@ -355,43 +372,55 @@ int cmd_generate(int argc, char **argv) {
                 finish = "stop";
                 break;
             }
+            const size_t safe = stream ? stop_safe(gtext, tlen, stops, n_stops) : 0;
+            if (safe > shown) {
+                fwrite(gtext + shown, 1, safe - shown, stdout);
+                fflush(stdout);
+                shown = safe;
+            }
         }
         if (g_ + 1 == n_gen) break;
         int32_t p = n + g_, s = 0, next = res.token;
         moe_batch nb = {1, &next, &p, &s, NULL};
         if (moe_ctx_decode(c, &nb, &err) < 0) rc = die("%s", err.msg);
     }
+    if (v && cut == (size_t)-1) { /* a character cut off by the end */
+        const int l = moe_detok_stream_flush(&ds, piece, sizeof piece);
+        if (l > 0 && buf_add(&gtext, &tlen, &tcap, piece, (size_t)l) < 0) rc = die("out of memory");
+    }
+    const size_t text_len = cut != (size_t)-1 ? cut : tlen;
+    if (stream) {
+        if (text_len > shown) fwrite(gtext + shown, 1, text_len - shown, stdout);
+        fputc('\n', stdout);
+        fflush(stdout);
+    }
     if (!rc) {
-        printf("{\"tokens\": [");
-        for (int i = 0; i < n_out; i++) printf("%s%d", i ? ", " : "", out[i]);
-        printf("]");
+        fprintf(js, "{\"tokens\": [");
+        for (int i = 0; i < n_out; i++) fprintf(js, "%s%d", i ? ", " : "", out[i]);
+        fprintf(js, "]");
         if (prompt && v) {
-            printf(", \"text\": ");
-            if (cut != (size_t)-1) { /* the text before the stop string */
-                json_utf8(stdout, gtext, cut);
-            } else {
-                json_token_text(v, out, n_out);
-            }
-            printf(", \"prompt_tokens\": %d", n);
+            fprintf(js, ", \"text\": ");
+            json_utf8(js, gtext ? gtext : "", text_len);
+            fprintf(js, ", \"prompt_tokens\": %d", n);
         }
-        printf(", \"finish_reason\": \"%s\"", finish);
+        fprintf(js, ", \"finish_reason\": \"%s\"", finish);
         if (lp) {
-            printf(", \"logprobs\": [");
+            fprintf(js, ", \"logprobs\": [");
             for (int i = 0; i < n_out; i++) {
-                printf("%s{\"token\": %d, \"logprob\": ", i ? ", " : "", lp[i].token);
-                json_float(stdout, lp[i].logprob);
-                printf(", \"top\": [");
+                fprintf(js, "%s{\"token\": %d, \"logprob\": ", i ? ", " : "", lp[i].token);
+                json_float(js, lp[i].logprob);
+                fprintf(js, ", \"top\": [");
                 for (int k = 0; k < lp[i].n_top; k++) {
-                    printf("%s[%d, ", k ? ", " : "", lp[i].top[k].token);
-                    json_float(stdout, lp[i].top[k].logprob);
-                    printf("]");
+                    fprintf(js, "%s[%d, ", k ? ", " : "", lp[i].top[k].token);
+                    json_float(js, lp[i].top[k].logprob);
+                    fprintf(js, "]");
                 }
-                printf("]}");
+                fprintf(js, "]}");
             }
-            printf("]");
+            fprintf(js, "]");
         }
-        print_dropped(&o, c);
-        printf("}\n");
+        print_dropped_to(js, &o, c);
+        fprintf(js, "}\n");
     }
     free(tok); free(pos); free(slot); free(out); free(lp); free(gtext); free(chat_text);
     moe_sampler_destroy(smp);

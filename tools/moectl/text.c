@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cJSON.h>
+
 #include "moe/gguf.h"
 #include "moe/vocab.h"
 #include "moectl.h"
@@ -15,8 +17,14 @@ static const char tok_help[] =
     "--bench R tokenizes the texts R times (best of 3) and prints {\"mb_s\": ...} instead.\n";
 
 static const char detok_help[] =
-    "usage: moectl detokenize MODEL.gguf --tokens 1,2,3\n"
-    "Prints {\"text\": \"...\"}: the tokens' bytes joined (invalid UTF-8 shown as U+FFFD).\n";
+    "usage: moectl detokenize MODEL.gguf (--tokens 1,2,3 | --results FILE.json)\n"
+    "                         [--skip-special] [--continuation]\n"
+    "Prints {\"text\": \"...\"}: the tokens' text joined (invalid UTF-8 shown as U+FFFD).\n"
+    "--results reads what `moectl tokenize --texts` prints ({\"results\": [{\"tokens\":\n"
+    "[...]}, ...]}) and prints {\"results\": [{\"text\": \"...\"}, ...]}.\n"
+    "For a SentencePiece vocabulary the space the tokenizer puts before the text is\n"
+    "removed, unless --continuation (the tokens continue an earlier text).\n"
+    "--skip-special gives control and unknown tokens (BOS, EOS, <unk>) no text.\n";
 
 /* Parses a JSON array of strings (whole file); returns count or -1. Strings
  * are malloc'd with their byte lengths. */
@@ -193,48 +201,81 @@ int cmd_tokenize(int argc, char **argv) {
     return rc;
 }
 
+/* Prints {"text": ...} for ids (checked against the vocabulary). */
+static int print_text(const moe_vocab *v, const int32_t *ids, int n, int flags, const char *end) {
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= moe_vocab_n_tokens(v))
+            return die("token id %d out of range [0, %d)", ids[i], moe_vocab_n_tokens(v));
+    size_t cap = 256;
+    char *out = malloc(cap);
+    long len = 0;
+    while (out && (len = moe_detokenize(v, ids, n, flags, out, cap)) > (long)cap) {
+        free(out);
+        out = malloc(cap = (size_t)len);
+    }
+    if (!out || len < 0) return free(out), die("%s", out ? "detokenize failed" : "out of memory");
+    printf("{\"text\": ");
+    json_utf8(stdout, out, (size_t)len);
+    printf("}%s", end);
+    free(out);
+    return 0;
+}
+
 int cmd_detokenize(int argc, char **argv) {
-    const char *path = NULL, *toks = NULL;
+    const char *path = NULL, *toks = NULL, *results = NULL;
+    int flags = MOE_DETOK_STRIP_SPACE;
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) return fputs(detok_help, stdout), 0;
         int r;
-        if ((r = opt_str(argc, argv, &i, "--tokens", &toks))) {
+        if ((r = opt_str(argc, argv, &i, "--tokens", &toks)) || (r = opt_str(argc, argv, &i, "--results", &results))) {
             if (r < 0) return 1;
             continue;
         }
-        if (argv[i][0] == '-') return die("detokenize: unknown option '%s' (see --help)", argv[i]);
-        path = argv[i];
+        if (!strcmp(argv[i], "--skip-special")) flags |= MOE_DETOK_SKIP_SPECIAL;
+        else if (!strcmp(argv[i], "--continuation")) flags &= ~MOE_DETOK_STRIP_SPACE;
+        else if (argv[i][0] == '-') return die("detokenize: unknown option '%s' (see --help)", argv[i]);
+        else path = argv[i];
     }
-    if (!path || !toks) return fputs(detok_help, stderr), 2;
-    int32_t *ids;
-    const int n = parse_tokens(toks, &ids);
-    if (n < 0) return 1;
+    if (!path || !!toks + !!results != 1) return fputs(detok_help, stderr), 2;
     moe_gguf *g;
     moe_vocab *v;
-    if (open_vocab(path, &g, &v)) return free(ids), 1;
+    if (open_vocab(path, &g, &v)) return 1;
     int rc = 0;
-    size_t cap = 256, len = 0;
-    char *out = malloc(cap);
-    for (int i = 0; i < n && !rc; i++) {
-        if (ids[i] >= moe_vocab_n_tokens(v)) {
-            rc = die("token id %d out of range [0, %d)", ids[i], moe_vocab_n_tokens(v));
-            break;
-        }
-        for (;;) {
-            const int l = moe_vocab_token_bytes(v, ids[i], out + len, cap - len);
-            if (l >= 0) {
-                len += (size_t)l;
+    if (toks) {
+        int32_t *ids;
+        const int n = parse_tokens(toks, &ids);
+        if (n < 0) rc = 1;
+        else rc = print_text(v, ids, n, flags, "\n"), free(ids);
+    } else {
+        size_t fl;
+        char *f = read_file(results, &fl);
+        cJSON *root = f ? cJSON_ParseWithLength(f, fl) : NULL;
+        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "results"), *e;
+        if (!f) rc = 1;
+        else if (!cJSON_IsArray(arr)) rc = die("%s: not {\"results\": [...]} JSON", results);
+        int first = 1;
+        if (!rc) printf("{\"results\": [");
+        cJSON_ArrayForEach(e, arr) {
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "tokens"), *x;
+            const int n = cJSON_GetArraySize(t);
+            int32_t *ids = malloc((size_t)(n + 1) * sizeof *ids);
+            int k = 0;
+            if (!ids || !cJSON_IsArray(t)) {
+                rc = die("%s: a result without \"tokens\"", results);
+                free(ids);
                 break;
             }
-            out = realloc(out, cap *= 2);
+            cJSON_ArrayForEach(x, t) ids[k++] = cJSON_IsNumber(x) && x->valuedouble >= 0 && x->valuedouble < 2147483647.0 ? x->valueint : -1;
+            printf("%s", first ? "" : ", ");
+            first = 0;
+            rc = print_text(v, ids, n, flags, "");
+            free(ids);
+            if (rc) break;
         }
+        if (!rc) printf("]}\n");
+        cJSON_Delete(root);
+        free(f);
     }
-    if (!rc) {
-        printf("{\"text\": ");
-        json_utf8(stdout, out, len);
-        printf("}\n");
-    }
-    free(out), free(ids);
     moe_vocab_free(v);
     moe_gguf_close(g);
     return rc;

@@ -1,6 +1,7 @@
 /*
  * moe/vocab.h - a model's vocabulary from its GGUF (tokenizer.ggml.*), and
- * text <-> token ids for byte-level BPE ("gpt2" models).
+ * text <-> token ids: byte-level BPE ("gpt2": Llama 3, Qwen, DeepSeek, OLMoE)
+ * and SentencePiece-style BPE ("llama": Llama 2, Mistral, Mixtral).
  *
  *     moe_vocab *v;
  *     if (moe_vocab_load(&v, model->gguf, &err) < 0) ...
@@ -24,7 +25,7 @@
 
 typedef enum moe_vocab_kind {
     MOE_VOCAB_BPE = 0, /* tokenizer.ggml.model "gpt2": byte-level BPE */
-    MOE_VOCAB_SPM = 1, /* "llama": SentencePiece (not yet supported for encoding) */
+    MOE_VOCAB_SPM = 1, /* "llama": SentencePiece BPE with scores and byte fallback */
 } moe_vocab_kind;
 
 typedef struct moe_vocab moe_vocab;
@@ -39,6 +40,13 @@ moe_vocab_kind moe_vocab_kind_of(const moe_vocab *v);
 int moe_vocab_n_tokens(const moe_vocab *v);
 int moe_vocab_bos(const moe_vocab *v); /* -1 if none */
 int moe_vocab_eos(const moe_vocab *v); /* -1 if none */
+int moe_vocab_unk(const moe_vocab *v); /* -1 if none */
+/* 1 if text gets a leading space (SentencePiece's rule; add_space_prefix) */
+int moe_vocab_add_space_prefix(const moe_vocab *v);
+/* tokenizer.ggml.scores[id] (0 without scores) */
+float moe_vocab_score(const moe_vocab *v, int32_t id);
+/* A token's text as stored in the file (not NUL-terminated), or NULL. */
+const char *moe_vocab_text(const moe_vocab *v, int32_t id, size_t *len);
 /* 1 if a prompt should start with BOS (tokenizer.ggml.add_bos_token) */
 int moe_vocab_add_bos(const moe_vocab *v);
 /* tokenizer.ggml.pre, "" if absent */
@@ -54,21 +62,58 @@ int32_t moe_vocab_find(const moe_vocab *v, const char *text, size_t len);
 int moe_vocab_encode_word(const moe_vocab *v, const char *word, size_t len, int32_t *out, int cap);
 
 /* The raw bytes a token stands for (byte-level BPE: its characters mapped
- * back to bytes; control tokens: their text). Returns the length written, or
+ * back to bytes; SentencePiece: U+2581 as a space, <0xNN> as that byte;
+ * unknown, control and user-defined tokens: their text; SentencePiece unused
+ * tokens: nothing). Returns the length written, or
  * MOE_ENOSPC / MOE_ERANGE. The bytes of one token need not be whole UTF-8:
  * join pieces with moe_utf8_complete before showing them. */
 int moe_vocab_token_bytes(const moe_vocab *v, int32_t id, char *out, size_t cap);
 
-/* Tokenizes text: special tokens (control and user-defined) are matched as
- * text when parse_special; the rest is split by the vocabulary's
- * pre-tokenizer (tokenizer.ggml.pre: default, gpt-2, olmo so far) and each
- * piece encoded with BPE. add_bos prepends BOS (if the vocabulary has one).
- * Returns the number of ids written to out, MOE_ENOSPC if cap is too small
- * (err says how many are needed), MOE_ENOTSUP for an unsupported
- * pre-tokenizer or a SentencePiece vocabulary. Invalid UTF-8 is tokenized
+/* Tokenizes text as llama.cpp does: user-defined tokens' text is always
+ * matched, control and unknown tokens' only when parse_special (each token,
+ * longest first, splits the text at all its occurrences); the text between
+ * is split by the vocabulary's pre-tokenizer (tokenizer.ggml.pre) and
+ * encoded with byte-level BPE, or SentencePiece-encoded (a leading space at
+ * the start and after each special token, when add_space_prefix). add_bos
+ * prepends BOS (if the vocabulary has one). Returns the number of ids written
+ * to out, MOE_ENOSPC if cap is too small (err says how many are needed),
+ * MOE_ENOTSUP for an unsupported pre-tokenizer. Invalid UTF-8 is tokenized
  * byte by byte, never an error. */
 int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, int parse_special,
                  int32_t *out, int cap, moe_err *err);
+
+/* Token ids to text (llama.cpp's detokenize): MOE_DETOK_STRIP_SPACE removes
+ * the space a SentencePiece tokenizer put before the first token (for a
+ * whole text; not for a continuation); MOE_DETOK_SKIP_SPECIAL gives control
+ * and unknown tokens no text. Writes at most cap bytes and returns the full
+ * length (more than cap: call again with a larger buffer), or MOE_ERANGE for
+ * an id outside the vocabulary. */
+enum { MOE_DETOK_STRIP_SPACE = 1, MOE_DETOK_SKIP_SPECIAL = 2 };
+long moe_detokenize(const moe_vocab *v, const int32_t *ids, int n, int flags, char *out, size_t cap);
+
+/* Streaming detokenizer: text for one token at a time, never ending inside
+ * a UTF-8 character (the bytes of a character split over tokens are held
+ * until it is complete). Plain struct: no allocation.
+ *
+ *     moe_detok_stream ds;
+ *     moe_detok_stream_init(&ds, v, 0);
+ *     for each generated id: n = moe_detok_stream_push(&ds, id, buf, sizeof buf); emit buf[0..n)
+ *     at the end: n = moe_detok_stream_flush(&ds, buf, sizeof buf);   // a cut-off tail
+ */
+typedef struct moe_detok_stream {
+    const moe_vocab *v;
+    int flags;    /* MOE_DETOK_* for the first token */
+    int n_tokens; /* pushed so far */
+    int n_pend;
+    char pend[4]; /* an incomplete UTF-8 character */
+} moe_detok_stream;
+void moe_detok_stream_init(moe_detok_stream *s, const moe_vocab *v, int flags);
+/* Writes the newly complete text (at most cap bytes; 4 + the longest
+ * token's length always suffices) and returns its length, or MOE_ENOSPC
+ * (nothing consumed) / MOE_ERANGE. */
+int moe_detok_stream_push(moe_detok_stream *s, int32_t id, char *out, size_t cap);
+/* The held bytes of a character that never completed; returns their count. */
+int moe_detok_stream_flush(moe_detok_stream *s, char *out, size_t cap);
 
 /* Length of the longest prefix of s[0..n) that does not end inside a UTF-8
  * sequence (a streaming detokenizer emits that much and keeps the rest). */

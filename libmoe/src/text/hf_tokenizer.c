@@ -133,6 +133,101 @@ static int pre_name(const cJSON *j, const char **pre, moe_err *err) {
     return rc;
 }
 
+/* ---- SentencePiece-style BPE ---------------------------------------------------- */
+
+static int json_type_is(const cJSON *j, const char *type) {
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "type");
+    return cJSON_IsString(t) && !strcmp(t->valuestring, type);
+}
+
+/* A byte-fallback BPE must write spaces as U+2581 with one prepended, the
+ * way llama.cpp's SentencePiece tokenizer does: Llama 2's normalizer
+ * (Prepend "▁", Replace " " -> "▁") or a Metaspace pre-tokenizer that
+ * prepends and does not split. */
+static int spm_check(const cJSON *root, const char *path, moe_err *err) {
+    static const char mark[] = "\xe2\x96\x81";
+    const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
+    const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
+    int prepend = 0, replace = 0, other = 0;
+    const cJSON *e, *list = json_type_is(norm, "Sequence") ? cJSON_GetObjectItemCaseSensitive(norm, "normalizers") : NULL;
+    if (list) {
+        cJSON_ArrayForEach(e, list) {
+            const cJSON *pp = cJSON_GetObjectItemCaseSensitive(e, "prepend");
+            const cJSON *pat = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(e, "pattern"), "String");
+            const cJSON *content = cJSON_GetObjectItemCaseSensitive(e, "content");
+            if (json_type_is(e, "Prepend") && cJSON_IsString(pp) && !strcmp(pp->valuestring, mark)) prepend = 1;
+            else if (json_type_is(e, "Replace") && cJSON_IsString(pat) && !strcmp(pat->valuestring, " ") &&
+                     cJSON_IsString(content) && !strcmp(content->valuestring, mark))
+                replace = 1;
+            else other = 1;
+        }
+    } else if (norm && !cJSON_IsNull(norm)) {
+        other = 1;
+    }
+    if (!other && prepend && replace && (!pre || cJSON_IsNull(pre))) return 0;
+    if ((!norm || cJSON_IsNull(norm)) && json_type_is(pre, "Metaspace")) {
+        const cJSON *rep = cJSON_GetObjectItemCaseSensitive(pre, "replacement");
+        const cJSON *scheme = cJSON_GetObjectItemCaseSensitive(pre, "prepend_scheme");
+        const cJSON *split = cJSON_GetObjectItemCaseSensitive(pre, "split");
+        if (cJSON_IsString(rep) && !strcmp(rep->valuestring, mark) && cJSON_IsFalse(split) &&
+            (!scheme || (cJSON_IsString(scheme) && (!strcmp(scheme->valuestring, "always") ||
+                                                    !strcmp(scheme->valuestring, "first")))))
+            return 0;
+    }
+    return moe_err_set(err, MOE_ENOTSUP,
+                       "%s: a byte-fallback BPE whose spaces are not written the SentencePiece way "
+                       "(normalizer Prepend+Replace with U+2581, or a non-splitting Metaspace) is not supported yet",
+                       path);
+}
+
+typedef struct text_id {
+    const char *text;
+    int id;
+} text_id;
+
+static int cmp_text_id(const void *a, const void *b) {
+    return strcmp(((const text_id *)a)->text, ((const text_id *)b)->text);
+}
+
+static int is_byte_token(const char *t) {
+    static const char hex[] = "0123456789ABCDEF";
+    return strlen(t) == 6 && !strncmp(t, "<0x", 3) && t[5] == '>' && strchr(hex, t[3]) && strchr(hex, t[4]) &&
+           t[3] && t[4];
+}
+
+/* Byte tokens typed 6; scores from the merges: a token scores minus the rank
+ * of the first merge that makes it, so SentencePiece's "highest score first"
+ * merges in HF's rank order. Tokens no merge makes score below all others. */
+static int spm_types_scores(moe__hf_vocab *v, moe_err *err) {
+    text_id *ix = malloc((size_t)v->n_tokens * sizeof *ix);
+    v->scores = malloc((size_t)v->n_tokens * sizeof *v->scores);
+    char *buf = malloc(4096);
+    if (!ix || !v->scores || !buf) {
+        free(ix), free(buf);
+        return moe_err_set(err, MOE_ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < v->n_tokens; i++) {
+        ix[i] = (text_id){v->tokens[i], i};
+        if (v->types[i] == 1 && is_byte_token(v->tokens[i])) v->types[i] = 6;
+        /* a single character or a byte token is never a merge result */
+        const unsigned char c = (unsigned char)v->tokens[i][0];
+        const size_t cl = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+        v->scores[i] = v->types[i] != 1 || strlen(v->tokens[i]) <= cl ? 0.0f : -(float)(v->n_merges + i);
+    }
+    qsort(ix, (size_t)v->n_tokens, sizeof *ix, cmp_text_id);
+    for (int r = v->n_merges - 1; r >= 0; r--) { /* the lowest rank is written last */
+        const char *m = v->merges[r], *sp = strchr(m, ' ');
+        const size_t l = strlen(m);
+        if (!sp || l >= 4096) continue;
+        memcpy(buf, m, (size_t)(sp - m));
+        memcpy(buf + (sp - m), sp + 1, l - (size_t)(sp - m)); /* with the NUL */
+        const text_id key = {buf, 0}, *hit = bsearch(&key, ix, (size_t)v->n_tokens, sizeof *ix, cmp_text_id);
+        if (hit) v->scores[hit->id] = -(float)r;
+    }
+    free(ix), free(buf);
+    return 0;
+}
+
 /* ---- Files ------------------------------------------------------------------------ */
 
 /* Reads and parses a JSON file; *out NULL (and 0 returned) if it does not
@@ -239,6 +334,7 @@ void moe__hf_vocab_free(moe__hf_vocab *v) {
     free(v->tokens);
     free(v->types);
     free(v->merges);
+    free(v->scores);
     free(v->chat_template);
     memset(v, 0, sizeof *v);
 }
@@ -275,21 +371,21 @@ int moe__hf_vocab_load(moe__hf_vocab *v, const char *path, moe_err *err) {
         goto fail;
     }
     if (strcmp(mtype->valuestring, "BPE")) {
-        rc = moe_err_set(err, MOE_ENOTSUP, "%s: model.type \"%.40s\" is not supported yet (only byte-level BPE)",
+        rc = moe_err_set(err, MOE_ENOTSUP, "%s: model.type \"%.40s\" is not supported (BPE only: byte-level or SentencePiece-style with byte fallback)",
                          path, mtype->valuestring);
         goto fail;
     }
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"))) {
-        rc = moe_err_set(err, MOE_ENOTSUP,
-                         "%s: BPE with byte_fallback (SentencePiece style, e.g. Llama 2) is not supported yet",
-                         path);
-        goto fail;
-    }
+    v->unk_id = -1;
+    v->spm = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
     if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges)) {
         rc = moe_err_set(err, MOE_EFORMAT, "%s: model.vocab or model.merges missing", path);
         goto fail;
     }
-    if ((rc = pre_name(cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), &v->pre, err))) goto fail;
+    if (v->spm) {
+        if ((rc = spm_check(root, path, err))) goto fail;
+    } else if ((rc = pre_name(cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), &v->pre, err))) {
+        goto fail;
+    }
 
     /* ids: the largest in vocab and added_tokens, then every one filled exactly once */
     int max_id = -1;
@@ -356,6 +452,11 @@ int moe__hf_vocab_load(moe__hf_vocab *v, const char *path, moe_err *err) {
             goto fail;
         }
         v->merges[v->n_merges++] = m;
+    }
+    if (v->spm) {
+        const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+        if (cJSON_IsString(unk) && (v->unk_id = token_id(v, unk->valuestring)) >= 0) v->types[v->unk_id] = 2;
+        if ((rc = spm_types_scores(v, err))) goto fail;
     }
     if ((rc = special_ids(v, root, path, err))) goto fail;
     cJSON_Delete(root);

@@ -1,5 +1,6 @@
-/* tokenize.c - text to token ids: special tokens, pre-tokenizer, BPE (see
- * moe/vocab.h). Not on the decode hot path: scratch is allocated per call. */
+/* tokenize.c - text to token ids: special tokens, then the pre-tokenizer and
+ * BPE, or SentencePiece (see moe/vocab.h). Not on the decode hot path:
+ * scratch is allocated per call. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,62 +8,76 @@
 #include "pretok.h"
 #include "vocab_internal.h"
 
-/* A special token whose text occurs at s[i], longest first; -1 if none. */
-static int32_t special_at(const moe_vocab *v, const int32_t *sp, int n_sp, const char *s, size_t n,
-                          size_t i, size_t *len) {
-    char buf[256];
+/* A piece of the input: raw text [off, off+len), or a special token. */
+typedef struct frag {
+    size_t off, len;
+    int32_t token; /* -1: raw text */
+} frag;
+
+/* Splits the raw fragments at every occurrence of each special token's text,
+ * longest token first (llama.cpp's tokenizer_st_partition). *pf holds *nf
+ * fragments on entry and on return; it grows as needed. */
+static int partition(const moe_vocab *v, int parse_special, const char *text, frag **pf, int *nf,
+                     int *capf) {
+    const int32_t *sp;
+    const int n_sp = moe__vocab_specials(v, &sp);
     for (int k = 0; k < n_sp; k++) {
-        const int l = moe_vocab_token_bytes(v, sp[k], buf, sizeof buf);
-        if (l > 0 && i + (size_t)l <= n && !memcmp(s + i, buf, (size_t)l)) {
-            *len = (size_t)l;
-            return sp[k];
+        const int ty = moe_vocab_token_type(v, sp[k]);
+        if (!parse_special && (ty == 2 || ty == 3)) continue; /* user-defined ones always */
+        size_t tl;
+        const char *t = moe_vocab_text(v, sp[k], &tl);
+        for (int f = 0; f < *nf; f++) {
+            frag *fr = &(*pf)[f];
+            if (fr->token >= 0 || fr->len < tl) continue;
+            const char *hit = memmem(text + fr->off, fr->len, t, tl);
+            if (!hit) continue;
+            /* [left] token [right]: the right part is examined next */
+            if (*nf + 2 > *capf) {
+                const int nc = *capf * 2 + 8;
+                frag *n = realloc(*pf, (size_t)nc * sizeof *n);
+                if (!n) return MOE_ENOMEM;
+                *pf = n, *capf = nc;
+                fr = &(*pf)[f];
+            }
+            const size_t at = (size_t)(hit - text), end = fr->off + fr->len;
+            const int has_left = at > fr->off, has_right = at + tl < end;
+            const frag left = {fr->off, at - fr->off, -1}, tok = {at, tl, sp[k]},
+                       right = {at + tl, end - at - tl, -1};
+            const int add = has_left + 1 + has_right;
+            memmove(&(*pf)[f + add], &(*pf)[f + 1], (size_t)(*nf - f - 1) * sizeof(frag));
+            int w = f;
+            if (has_left) (*pf)[w++] = left;
+            (*pf)[w++] = tok;
+            if (has_right) (*pf)[w++] = right;
+            *nf += add - 1;
+            f = w - 1 - has_right; /* continue with the right part (f++ reaches it) */
         }
     }
-    return -1;
-}
-
-typedef struct sort_ctx {
-    const moe_vocab *v;
-} sort_ctx;
-
-static int token_len(const moe_vocab *v, int32_t id) {
-    char buf[256];
-    return moe_vocab_token_bytes(v, id, buf, sizeof buf);
-}
-
-static int cmp_len_desc(const void *a, const void *b, void *ctx) {
-    const sort_ctx *c = ctx;
-    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    const int lx = token_len(c->v, x), ly = token_len(c->v, y);
-    return lx != ly ? ly - lx : (x > y) - (x < y);
+    return 0;
 }
 
 int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, int parse_special,
                  int32_t *out, int cap, moe_err *err) {
-    if (moe_vocab_kind_of(v) != MOE_VOCAB_BPE)
-        return moe_err_set(err, MOE_ENOTSUP, "tokenizing SentencePiece vocabularies is not supported yet");
-    const int kind = moe__pretok_kind(moe_vocab_pre(v));
+    const int spm = moe_vocab_kind_of(v) == MOE_VOCAB_SPM;
+    const int kind = spm ? 0 : moe__pretok_kind(moe_vocab_pre(v));
     if (kind < 0)
-        return moe_err_set(err, MOE_ENOTSUP, "pre-tokenizer '%s' is not supported yet (default, gpt-2, olmo, llama-bpe, qwen2, deepseek-v3)",
+        return moe_err_set(err, MOE_ENOTSUP,
+                           "pre-tokenizer '%s' is not supported yet (default, gpt-2, olmo, llama-bpe, "
+                           "qwen2, deepseek-v3, deepseek-llm)",
                            moe_vocab_pre(v));
-    const int nv = moe_vocab_n_tokens(v);
-    int32_t *sp = NULL;
-    int n_sp = 0;
-    if (parse_special) {
-        sp = malloc((size_t)nv * sizeof *sp);
-        if (!sp) return moe_err_set(err, MOE_ENOMEM, "out of memory");
-        for (int32_t id = 0; id < nv; id++) {
-            const int t = moe_vocab_token_type(v, id);
-            if ((t == 3 || t == 4) && token_len(v, id) > 0) sp[n_sp++] = id;
-        }
-        sort_ctx sc = {v};
-        qsort_r(sp, (size_t)n_sp, sizeof *sp, cmp_len_desc, &sc);
-    }
+    int capf = 16, nf = 0;
+    frag *fr = malloc((size_t)capf * sizeof *fr);
     const int pcap = (int)(len < 1 ? 2 : len + 2);
-    size_t *off = malloc((size_t)pcap * sizeof *off), *tmp = malloc((size_t)pcap * sizeof *tmp);
-    int32_t *word = malloc((len + 1) * sizeof *word);
+    size_t *off = spm ? NULL : malloc((size_t)pcap * sizeof *off);
+    size_t *tmp = spm ? NULL : malloc((size_t)pcap * sizeof *tmp);
+    int32_t *word = spm ? NULL : malloc((len + 1) * sizeof *word);
     int rc = 0, n = 0;
-    if (!off || !tmp || !word) {
+    if (!fr || (!spm && (!off || !tmp || !word))) {
+        rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
+        goto done;
+    }
+    if (len) fr[nf++] = (frag){0, len, -1};
+    if (partition(v, parse_special, text, &fr, &nf, &capf) < 0) {
         rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
         goto done;
     }
@@ -72,49 +87,52 @@ int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, 
         n++;                                                                                  \
     } while (0)
     if (add_bos && moe_vocab_bos(v) >= 0) PUSH(moe_vocab_bos(v));
-    size_t i = 0;
-    while (i < len) {
-        /* the next raw segment ends at the next special token */
-        size_t j = i, sl = 0;
-        int32_t sid = -1;
-        if (n_sp)
-            for (; j < len; j++)
-                if ((sid = special_at(v, sp, n_sp, text, len, j, &sl)) >= 0) break;
-        if (!n_sp) j = len;
-        if (j > i) {
-            const int np = moe__pretok_split(kind, text + i, j - i, off, tmp, pcap);
-            if (np < 0) {
-                rc = moe_err_set(err, MOE_ENOMEM, "too many pieces");
+    int prev_special = 1; /* SentencePiece: a leading space at the start */
+    for (int f = 0; f < nf; f++) {
+        const char *s = text + fr[f].off;
+        const size_t sl = fr[f].len;
+        if (fr[f].token >= 0) {
+            PUSH(fr[f].token);
+            prev_special = 1;
+            continue;
+        }
+        if (spm) {
+            const int k = moe__spm_encode(v, s, sl, moe_vocab_add_space_prefix(v) && prev_special,
+                                          n < cap ? out + n : NULL, n < cap ? cap - n : 0);
+            if (k < 0) {
+                rc = moe_err_set(err, k, k == MOE_ENOMEM ? "out of memory" : "a byte has no token in this vocabulary");
                 goto done;
             }
-            for (int p = 0; p < np; p++) {
-                /* Llama 3's tokenizer ignores merges for a piece that is a
-                 * token (HF ignore_merges; llama.cpp does the same) */
-                if (kind == MOE__PRETOK_LLAMA3) {
-                    const int32_t whole = moe__vocab_find_bytes(v, text + i + off[p], off[p + 1] - off[p]);
-                    if (whole >= 0) {
-                        PUSH(whole);
-                        continue;
-                    }
+            n += k;
+            prev_special = 0;
+            continue;
+        }
+        const int np = moe__pretok_split(kind, s, sl, off, tmp, pcap);
+        if (np < 0) {
+            rc = moe_err_set(err, MOE_ENOMEM, "too many pieces");
+            goto done;
+        }
+        for (int p = 0; p < np; p++) {
+            /* Llama 3's tokenizer ignores merges for a piece that is a
+             * token (HF ignore_merges; llama.cpp does the same) */
+            if (kind == MOE__PRETOK_LLAMA3) {
+                const int32_t whole = moe__vocab_find_bytes(v, s + off[p], off[p + 1] - off[p]);
+                if (whole >= 0) {
+                    PUSH(whole);
+                    continue;
                 }
-                const int k = moe_vocab_encode_word(v, text + i + off[p], off[p + 1] - off[p], word,
-                                                    (int)(len + 1));
-                if (k < 0) {
-                    rc = moe_err_set(err, k, "a byte has no token in this vocabulary");
-                    goto done;
-                }
-                for (int q = 0; q < k; q++) PUSH(word[q]);
             }
+            const int k = moe_vocab_encode_word(v, s + off[p], off[p + 1] - off[p], word, (int)(len + 1));
+            if (k < 0) {
+                rc = moe_err_set(err, k, "a byte has no token in this vocabulary");
+                goto done;
+            }
+            for (int q = 0; q < k; q++) PUSH(word[q]);
         }
-        if (sid >= 0) {
-            PUSH(sid);
-            j += sl;
-        }
-        i = j;
     }
 #undef PUSH
     if (n > cap) rc = moe_err_set(err, MOE_ENOSPC, "%d tokens do not fit in %d", n, cap);
 done:
-    free(sp), free(off), free(tmp), free(word);
+    free(fr), free(off), free(tmp), free(word);
     return rc < 0 ? rc : n;
 }

@@ -1,4 +1,5 @@
-/* vocab.c - GGUF vocabularies and byte-level BPE (see moe/vocab.h). */
+/* vocab.c - GGUF vocabularies, byte-level BPE merges and token text (see
+ * moe/vocab.h). SentencePiece encoding is in spm.c, text to ids in tokenize.c. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,8 +23,13 @@ struct moe_vocab {
     size_t mcap;
     int32_t byte_id[256]; /* the token of each byte (-1 if missing) */
     int16_t cp_byte[512]; /* GPT-2 char (code point < 512) -> byte, or -1 */
-    int bos, eos;
-    int add_bos;        /* tokenizer.ggml.add_bos_token */
+    float *score;       /* (n) tokenizer.ggml.scores, or NULL (all 0) */
+    int32_t *special;   /* token ids matched as text before splitting: unknown,
+                         * control and user-defined, longest text first */
+    int n_special;
+    int bos, eos, unk;
+    int add_bos;        /* tokenizer.ggml.add_bos_token (SentencePiece default 1) */
+    int add_space_prefix; /* tokenizer.ggml.add_space_prefix (SentencePiece default 1) */
     char pre[64];
 };
 
@@ -93,6 +99,7 @@ void moe_vocab_free(moe_vocab *v) {
     if (!v) return;
     free(v->arena), free(v->off), free(v->len), free(v->type), free(v->ids);
     free(v->mkey), free(v->mrank), free(v->mres);
+    free(v->score), free(v->special);
     free(v);
 }
 
@@ -100,6 +107,26 @@ static size_t pow2_at_least(size_t n) {
     size_t c = 16;
     while (c < n) c <<= 1;
     return c;
+}
+
+static int cmp_special(const void *a, const void *b, void *ctx) {
+    const moe_vocab *v = ctx;
+    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return v->len[x] != v->len[y] ? (v->len[x] < v->len[y] ? 1 : -1) : (x > y) - (x < y);
+}
+
+/* The tokens matched as text before the rest is split (llama.cpp's
+ * cache_special_tokens): unknown, control and user-defined, longest first. */
+static int load_specials(moe_vocab *v, moe_err *err) {
+    int n = 0;
+    for (int i = 0; i < v->n; i++) n += (v->type[i] == 2 || v->type[i] == 3 || v->type[i] == 4) && v->len[i] > 0;
+    if (!n) return 0;
+    if (!(v->special = malloc((size_t)n * sizeof *v->special)))
+        return moe_err_set(err, MOE_ENOMEM, "out of memory for special tokens");
+    for (int i = 0; i < v->n; i++)
+        if ((v->type[i] == 2 || v->type[i] == 3 || v->type[i] == 4) && v->len[i] > 0) v->special[v->n_special++] = i;
+    qsort_r(v->special, (size_t)n, sizeof *v->special, cmp_special, v);
+    return 0;
 }
 
 int moe_vocab_load(moe_vocab **out, const moe_gguf *g, moe_err *err) {
@@ -145,13 +172,10 @@ int moe_vocab_load(moe_vocab **out, const moe_gguf *g, moe_err *err) {
         v->type[i] = 1;
         at += s.len + 1;
         size_t h = hash_bytes(s.ptr, s.len) & (v->cap - 1);
-        int dup = 0;
         for (; v->ids[h] >= 0; h = (h + 1) & (v->cap - 1))
-            if (v->len[v->ids[h]] == s.len && !memcmp(v->arena + v->off[v->ids[h]], s.ptr, s.len)) {
-                dup = 1; /* first occurrence wins, as llama.cpp's map insert */
-                break;
-            }
-        if (!dup) v->ids[h] = i;
+            if (v->len[v->ids[h]] == s.len && !memcmp(v->arena + v->off[v->ids[h]], s.ptr, s.len))
+                break; /* a repeated text: the last id wins, as llama.cpp's token_to_id[word] = i */
+        v->ids[h] = i;
     }
     const moe_gguf_kv *tt = moe_gguf_find_kv(g, "tokenizer.ggml.token_type");
     if (tt) {
@@ -218,10 +242,34 @@ int moe_vocab_load(moe_vocab **out, const moe_gguf *g, moe_err *err) {
         }
         free(tmp);
     }
+    const moe_gguf_kv *sc = moe_gguf_find_kv(g, "tokenizer.ggml.scores");
+    if (sc) {
+        if (sc->type != MOE_GGUF_TYPE_ARRAY || sc->arr_n != tk->arr_n ||
+            (sc->arr_type != MOE_GGUF_TYPE_FLOAT32 && sc->arr_type != MOE_GGUF_TYPE_INT32)) {
+            rc = moe_err_set(err, MOE_EFORMAT, "'tokenizer.ggml.scores' must be %d float32 (or int32) values", v->n);
+            goto fail;
+        }
+        if (!(v->score = malloc((size_t)v->n * sizeof *v->score))) {
+            rc = moe_err_set(err, MOE_ENOMEM, "out of memory for scores");
+            goto fail;
+        }
+        memcpy(v->score, sc->arr_data, (size_t)v->n * 4);
+        if (sc->arr_type == MOE_GGUF_TYPE_INT32)
+            for (int i = 0; i < v->n; i++) {
+                int32_t x;
+                memcpy(&x, &v->score[i], 4);
+                v->score[i] = (float)x;
+            }
+    }
     uint32_t id;
     v->bos = moe_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &id) == 0 && id < (uint32_t)v->n ? (int)id : -1;
     v->eos = moe_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &id) == 0 && id < (uint32_t)v->n ? (int)id : -1;
-    if (moe_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &v->add_bos) < 0) v->add_bos = 0;
+    v->unk = moe_gguf_get_u32(g, "tokenizer.ggml.unknown_token_id", &id) == 0 && id < (uint32_t)v->n ? (int)id : -1;
+    /* defaults as llama.cpp: SentencePiece adds BOS and a leading space */
+    if (moe_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &v->add_bos) < 0) v->add_bos = kind == MOE_VOCAB_SPM;
+    if (moe_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix) < 0)
+        v->add_space_prefix = kind == MOE_VOCAB_SPM;
+    if ((rc = load_specials(v, err))) goto fail;
     moe_gguf_str pre;
     if (moe_gguf_get_str(g, "tokenizer.ggml.pre", &pre) == 0)
         snprintf(v->pre, sizeof v->pre, "%.*s", (int)(pre.len < 63 ? pre.len : 63), pre.ptr);
@@ -240,6 +288,21 @@ int moe_vocab_bos(const moe_vocab *v) { return v->bos; }
 int moe_vocab_eos(const moe_vocab *v) { return v->eos; }
 const char *moe_vocab_pre(const moe_vocab *v) { return v->pre; }
 int moe_vocab_add_bos(const moe_vocab *v) { return v->add_bos && v->bos >= 0; }
+int moe_vocab_unk(const moe_vocab *v) { return v->unk; }
+int moe_vocab_add_space_prefix(const moe_vocab *v) { return v->add_space_prefix; }
+float moe_vocab_score(const moe_vocab *v, int32_t id) {
+    return v->score && id >= 0 && id < v->n ? v->score[id] : 0.0f;
+}
+const char *moe_vocab_text(const moe_vocab *v, int32_t id, size_t *len) {
+    if (id < 0 || id >= v->n) return *len = 0, NULL;
+    *len = v->len[id];
+    return v->arena + v->off[id];
+}
+int moe__vocab_specials(const moe_vocab *v, const int32_t **ids) {
+    *ids = v->special;
+    return v->n_special;
+}
+int32_t moe__vocab_byte_token(const moe_vocab *v, int b) { return v->byte_id[b & 255]; }
 int moe_vocab_token_type(const moe_vocab *v, int32_t id) {
     return id >= 0 && id < v->n ? v->type[id] : 0;
 }
@@ -274,16 +337,44 @@ int moe_vocab_encode_word(const moe_vocab *v, const char *word, size_t len, int3
     return n;
 }
 
+static int hex_digit(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* SentencePiece: a byte token <0xNN> is that byte; a normal token's U+2581
+ * (the escaped space) is a space; unused tokens have no text (llama.cpp). */
+static int spm_token_bytes(const char *t, size_t tl, int type, char *out, size_t cap) {
+    if (type == 6 && tl == 6 && t[0] == '<' && t[1] == '0' && t[2] == 'x' && t[5] == '>' &&
+        hex_digit(t[3]) >= 0 && hex_digit(t[4]) >= 0) {
+        if (cap < 1) return MOE_ENOSPC;
+        out[0] = (char)(hex_digit(t[3]) << 4 | hex_digit(t[4]));
+        return 1;
+    }
+    if (type != 1 && type != 6) return 0;
+    size_t o = 0;
+    for (size_t i = 0; i < tl;) {
+        if (i + 3 <= tl && !memcmp(t + i, "\xe2\x96\x81", 3)) {
+            if (o >= cap) return MOE_ENOSPC;
+            out[o++] = ' ', i += 3;
+        } else {
+            if (o >= cap) return MOE_ENOSPC;
+            out[o++] = t[i++];
+        }
+    }
+    return (int)o;
+}
+
 int moe_vocab_token_bytes(const moe_vocab *v, int32_t id, char *out, size_t cap) {
     if (id < 0 || id >= v->n) return MOE_ERANGE;
     const char *t = v->arena + v->off[id];
     const size_t tl = v->len[id];
     const int type = v->type[id];
-    if (v->kind != MOE_VOCAB_BPE || type == 3 || type == 4) { /* control / user text as is */
+    if (type == 2 || type == 3 || type == 4) { /* unknown, control, user-defined: their text */
         if (tl > cap) return MOE_ENOSPC;
         memcpy(out, t, tl);
         return (int)tl;
     }
+    if (v->kind == MOE_VOCAB_SPM) return spm_token_bytes(t, tl, type, out, cap);
     size_t o = 0;
     for (size_t i = 0; i < tl;) {
         const unsigned char c = (unsigned char)t[i];
