@@ -14,6 +14,9 @@
  *   deepseek-v3  \p{N}{1,3} , [\u4E00-\u9FA5\u3040-\u309F\u30A0-\u30FF]+ ,
  *            [ASCII punct][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+|
  *             ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ *   deepseek-llm  [\r\n] , \s?[A-Za-zµÀ-ÖØ-ö...]+ (cased letters: dsl_letters) ,
+ *            \s?[!-/:-~！-／：-～‘-‟　-。]+ , \s+$ , [一-龥ࠀ-一가-퟿]+ , \p{N}+
+ *            ($: the end of the piece being split; see the deepseek-llm banner)
  */
 #include <string.h>
 
@@ -204,6 +207,112 @@ static size_t m_ds3(const char *s, size_t n, size_t i) {
     return w > 1 ? lastc - i : w;
 }
 
+/* ---- deepseek-llm ----
+ *
+ * llama.cpp runs these patterns through std::wregex (all but the last) on
+ * the code points with every non-ASCII White_Space character replaced by
+ * U+000B, and \p{N}+ through std::regex on a one-byte-per-code-point
+ * "collapsed" text. So: \s is exactly White_Space (libstdc++'s \s covers
+ * only \t..\r and space, the rest is U+000B), no bracket below ever matches
+ * a White_Space character (U+3000 in 　-。 and the spaces inside ࠀ-一 never
+ * reach the regex as themselves), $ is the end of the piece being split,
+ * and \p{N} is '0'..'9' or a non-ASCII code point of category N. The
+ * patterns apply piece by piece, so the ASCII-only punctuation class (it
+ * covers A-Z and a-z too) cuts a letter piece such as "café" into "caf",
+ * "é", and " über" into " ü", "ber": llama.cpp does the same.
+ */
+
+/* the letter class of the second pattern, as listed in llama.cpp (adjacent
+ * ranges merged); {first, last}, sorted */
+static const uint32_t dsl_letters[][2] = {
+    {0x0041, 0x005A}, {0x0061, 0x007A}, {0x00B5, 0x00B5}, {0x00C0, 0x00D6}, {0x00D8, 0x00F6},
+    {0x00F8, 0x01BA}, {0x01BC, 0x01BF}, {0x01C4, 0x0293}, {0x0295, 0x02AF}, {0x0370, 0x0373},
+    {0x0376, 0x0377}, {0x037B, 0x037D}, {0x037F, 0x037F}, {0x0386, 0x0386}, {0x0388, 0x038A},
+    {0x038C, 0x038C}, {0x038E, 0x03A1}, {0x03A3, 0x03F5}, {0x03F7, 0x0481}, {0x048A, 0x052F},
+    {0x0531, 0x0556}, {0x10A0, 0x10C5}, {0x13A0, 0x13F5}, {0x13F8, 0x13FD}, {0x1C90, 0x1CBA},
+    {0x1CBD, 0x1CBF}, {0x1D00, 0x1D2B}, {0x1D6B, 0x1D77}, {0x1D79, 0x1D9A}, {0x1E00, 0x1F15},
+    {0x1F18, 0x1F1D}, {0x1F20, 0x1F45}, {0x1F48, 0x1F4D}, {0x1F50, 0x1F57}, {0x1F59, 0x1F59},
+    {0x1F5B, 0x1F5B}, {0x1F5D, 0x1F5D}, {0x1F5F, 0x1F7D}, {0x1F80, 0x1FB4}, {0x1FB6, 0x1FBC},
+    {0x1FBE, 0x1FBE}, {0x1FC2, 0x1FC4}, {0x1FC6, 0x1FCC}, {0x1FD0, 0x1FD3}, {0x1FD6, 0x1FDB},
+    {0x1FE0, 0x1FEC}, {0x1FF2, 0x1FF4}, {0x1FF6, 0x1FFC}, {0x2102, 0x2102}, {0x2107, 0x2107},
+    {0x210A, 0x2113}, {0x2115, 0x2115}, {0x2119, 0x211D}, {0x2124, 0x2124}, {0x2126, 0x2126},
+    {0x2128, 0x2128}, {0x212A, 0x212D}, {0x212F, 0x2134}, {0x2139, 0x2139}, {0x213C, 0x213F},
+    {0x2145, 0x2149}, {0x214E, 0x214E}, {0x2183, 0x2184}, {0x2C00, 0x2C7B}, {0x2C7E, 0x2CE4},
+    {0x2CEB, 0x2CEE}, {0x2CF2, 0x2CF3}, {0xA640, 0xA66D}, {0xA680, 0xA69B}, {0xA722, 0xA76F},
+    {0xA771, 0xA787}, {0xA78B, 0xA78E}, {0xAB70, 0xABBF}, {0xFB00, 0xFB06}, {0xFB13, 0xFB17},
+    {0xFF21, 0xFF3A}, {0xFF41, 0xFF5A}, {0x10400, 0x1044F}, {0x104B0, 0x104D3}, {0x104D8, 0x104FB},
+    {0x10C80, 0x10CB2}, {0x10CC0, 0x10CF2}, {0x118A0, 0x118DF}, {0x1E900, 0x1E943},
+};
+
+static int is_dsl_letter(uint32_t c) {
+    int lo = 0, hi = (int)(sizeof dsl_letters / sizeof *dsl_letters) - 1;
+    while (lo <= hi) {
+        const int mid = (lo + hi) / 2;
+        if (c < dsl_letters[mid][0]) hi = mid - 1;
+        else if (c > dsl_letters[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+/* [!-/:-~！-／：-～‘-‟　-。] less U+3000 (a space, see above) */
+static int is_dsl_punct(uint32_t c) {
+    return (c >= 0x21 && c <= 0x2F) || (c >= 0x3A && c <= 0x7E) || (c >= 0xFF01 && c <= 0xFF0F) ||
+           (c >= 0xFF1A && c <= 0xFF5E) || (c >= 0x2018 && c <= 0x201F) || c == 0x3001 || c == 0x3002;
+}
+/* [一-龥ࠀ-一가-퟿] less the White_Space characters in U+0800..U+4E00 */
+static int is_dsl_cjk(uint32_t c) {
+    return ((c >= 0x0800 && c <= 0x9FA5) || (c >= 0xAC00 && c <= 0xD7FF)) && !is_space(c);
+}
+static int is_dsl_number(uint32_t c) { return c < 0x80 ? c >= '0' && c <= '9' : is_number(c) && !is_space(c); }
+
+static size_t m_dsl_crlf(const char *s, size_t n, size_t i) {
+    (void)n;
+    return s[i] == '\r' || s[i] == '\n';
+}
+
+/* \s?[class]+ */
+static size_t space_opt_run(const char *s, size_t n, size_t i, int (*f)(uint32_t)) {
+    size_t l;
+    const uint32_t c0 = cp_at(s, n, i, &l);
+    if (is_space(c0) && i + l < n) {
+        const size_t r = run(s, n, i + l, f);
+        if (r) return l + r;
+    }
+    return run(s, n, i, f);
+}
+static size_t m_dsl_letters(const char *s, size_t n, size_t i) { return space_opt_run(s, n, i, is_dsl_letter); }
+static size_t m_dsl_punct(const char *s, size_t n, size_t i) { return space_opt_run(s, n, i, is_dsl_punct); }
+static size_t m_dsl_cjk(const char *s, size_t n, size_t i) { return run(s, n, i, is_dsl_cjk); }
+static size_t m_dsl_digits(const char *s, size_t n, size_t i) { return run(s, n, i, is_dsl_number); }
+
+/* \s+$ splits each piece into the text before its trailing whitespace run
+ * and that run: one pass per piece (a matcher tried at every position
+ * would rescan whitespace runs that stop short of the end: quadratic). */
+static int split_trailing_space(const char *s, const size_t *off, int n_pieces, size_t *out, int cap) {
+    int k = 0;
+    for (int p = 0; p < n_pieces; p++) {
+        const size_t a = off[p], b = off[p + 1];
+        size_t i = a, ws = b; /* ws: start of the current whitespace run (b: none) */
+        while (i < b) {
+            uint32_t c;
+            const size_t l = (size_t)moe__utf8_next(s + i, b - i, &c);
+            if (!is_space(c)) ws = b;
+            else if (ws == b) ws = i;
+            i += l;
+        }
+        if (a < ws) {
+            if (k + 1 >= cap) return -1;
+            out[k++] = a;
+        }
+        if (ws < b) {
+            if (k + 1 >= cap) return -1;
+            out[k++] = ws;
+        }
+    }
+    out[k] = n_pieces ? off[n_pieces] : 0;
+    return k;
+}
+
 static int is_punct_default(uint32_t c) {
     return moe__unicode_class(c) == MOE__UC_PUNCT || c == '$' || c == '+' || c == '<' ||
            c == '=' || c == '>' || c == '^' || c == '~' || c == '|';
@@ -254,25 +363,32 @@ int moe__pretok_kind(const char *pre) {
     if (!strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3")) return MOE__PRETOK_LLAMA3;
     if (!strcmp(pre, "qwen2")) return MOE__PRETOK_QWEN2;
     if (!strcmp(pre, "deepseek-v3")) return MOE__PRETOK_DEEPSEEK3;
+    if (!strcmp(pre, "deepseek-llm")) return MOE__PRETOK_DEEPSEEK_LLM;
     return -1;
 }
 
 int moe__pretok_split(int kind, const char *s, size_t n, size_t *off, size_t *tmp, int cap) {
     if (n == 0) return 0;
+    /* NULL in a chain: split_trailing_space (\s+$) */
     static const matcher chain_default[] = {m_punct, m_gpt2, m_digits, m_3digits};
     static const matcher chain_gpt2[] = {m_gpt2}, chain_llama3[] = {m_llama3},
-                         chain_qwen2[] = {m_qwen2}, chain_ds3[] = {m_ds_digits, m_ds_cjk, m_ds3};
-    const matcher *chain = kind == MOE__PRETOK_GPT2        ? chain_gpt2
-                           : kind == MOE__PRETOK_LLAMA3    ? chain_llama3
-                           : kind == MOE__PRETOK_QWEN2     ? chain_qwen2
-                           : kind == MOE__PRETOK_DEEPSEEK3 ? chain_ds3
-                                                           : chain_default;
-    const int nm = kind == MOE__PRETOK_DEFAULT ? 4 : kind == MOE__PRETOK_DEEPSEEK3 ? 3 : 1;
+                         chain_qwen2[] = {m_qwen2}, chain_ds3[] = {m_ds_digits, m_ds_cjk, m_ds3},
+                         chain_dsl[] = {m_dsl_crlf, m_dsl_letters, m_dsl_punct, NULL, m_dsl_cjk, m_dsl_digits};
+    static const struct {
+        const matcher *m;
+        int n;
+    } chains[] = {
+        [MOE__PRETOK_DEFAULT] = {chain_default, 4}, [MOE__PRETOK_GPT2] = {chain_gpt2, 1},
+        [MOE__PRETOK_LLAMA3] = {chain_llama3, 1},   [MOE__PRETOK_QWEN2] = {chain_qwen2, 1},
+        [MOE__PRETOK_DEEPSEEK3] = {chain_ds3, 3},   [MOE__PRETOK_DEEPSEEK_LLM] = {chain_dsl, 6},
+    };
+    if (kind < 0 || kind >= (int)(sizeof chains / sizeof *chains)) kind = MOE__PRETOK_DEFAULT;
     if (cap < 2) return -1;
     off[0] = 0, off[1] = n;
     int np = 1;
-    for (int k = 0; k < nm; k++) {
-        np = split(s, off, np, chain[k], tmp, cap);
+    for (int k = 0; k < chains[kind].n; k++) {
+        const matcher m = chains[kind].m[k];
+        np = m ? split(s, off, np, m, tmp, cap) : split_trailing_space(s, off, np, tmp, cap);
         if (np < 0) return -1;
         memcpy(off, tmp, (size_t)(np + 1) * sizeof *off);
     }
