@@ -1,17 +1,20 @@
 #!/bin/sh
 # tools/gen_unicode.sh - generates libmoe/src/text/unicode_data.c (general
-# categories) and unicode_case.c beside it (White_Space, lowercase), the
-# Unicode tables behind libmoe/src/text/unicode.h, from the Unicode Character
+# categories) and, beside it, unicode_case.c (White_Space, lowercase) and
+# unicode_norm_data.c (NFC: combining classes, canonical decompositions,
+# compositions, NFC_Quick_Check), the Unicode tables behind
+# libmoe/src/text/unicode.h and unicode_norm.h, from the Unicode Character
 # Database that Debian's `unicode-data` package installs
 # (apt-get install unicode-data).
 #
 #   sh tools/gen_unicode.sh [OUTPUT]     (default: libmoe/src/text/unicode_data.c;
-#                                         unicode_case.c goes in the same folder)
+#                                         the other two go in the same folder)
 #   UNICODE_DIR=/path/to/ucd sh tools/gen_unicode.sh    (default /usr/share/unicode)
 #
 # POSIX sh + awk only (mawk and gawk both work). The output depends only on
-# UnicodeData.txt and PropList.txt, so it is deterministic; the generated file
-# is committed and only this script needs the package.
+# UnicodeData.txt, PropList.txt and DerivedNormalizationProps.txt, so it is
+# deterministic; the generated files are committed and only this script needs
+# the package.
 set -eu
 LC_ALL=C
 export LC_ALL
@@ -21,8 +24,9 @@ out=${1:-"$root/libmoe/src/text/unicode_data.c"}
 ucd=${UNICODE_DIR:-/usr/share/unicode}
 udata="$ucd/UnicodeData.txt"
 plist="$ucd/PropList.txt"
+nprops="$ucd/DerivedNormalizationProps.txt"
 
-for f in "$udata" "$plist"; do
+for f in "$udata" "$plist" "$nprops"; do
     if [ ! -r "$f" ]; then
         echo "gen_unicode.sh: cannot read $f (apt-get install unicode-data)" >&2
         exit 1
@@ -37,7 +41,7 @@ if [ -z "$version" ]; then
 fi
 
 tmp="$out.tmp.$$"
-trap 'rm -f "$tmp" "$tmp.a" "$tmp.b"' EXIT
+trap 'rm -f "$tmp" "$tmp.a" "$tmp.b" "$tmp.c"' EXIT
 
 awk -v version="$version" -v udata="$udata" -v plist="$plist" '
 function hex(s,    i, n) {
@@ -143,8 +147,151 @@ case_out="$(dirname "$out")/unicode_case.c"
 { sed -n '1,/^@@SPLIT@@$/p' "$tmp" | sed '$d'; echo "// clang-format on"; } >"$tmp.a"
 { sed -n '1,12p' "$tmp" | sed 's/unicode_data\.c - GENERATED/unicode_case.c - GENERATED/'
   sed -n '/^@@SPLIT@@$/,$p' "$tmp" | sed '1d'; } >"$tmp.b"
+
+# the NFC tables (unicode_norm_data.c): a third module with its own header
+norm_out="$(dirname "$out")/unicode_norm_data.c"
+awk -v version="$version" -v udata="$udata" -v nprops="$nprops" '
+function hex(s,    i, n) {
+    s = toupper(s); n = 0
+    for (i = 1; i <= length(s); i++)
+        n = n * 16 + index("0123456789ABCDEF", substr(s, i, 1)) - 1
+    return n
+}
+function trim(s) { gsub(/^[ \t]+|[ \t]+$/, "", s); return s }
+function item(s) {   # prints comma-separated items, `per` to a line
+    if (col == 0) printf "   "
+    printf " %s,", s
+    if (++col == per) { printf "\n"; col = 0 }
+}
+function endlist() { if (col) printf "\n"; col = 0 }
+# the full canonical decomposition of cp (hex, space separated), recursively
+function full(cp,    k, parts, i, r) {
+    if (!(cp in dmap)) return sprintf("%04X", cp)
+    if (cp in dfull) return dfull[cp]
+    k = split(dmap[cp], parts, " "); r = ""
+    for (i = 1; i <= k; i++) r = r (i > 1 ? " " : "") full(hex(parts[i]))
+    dfull[cp] = r
+    return r
+}
+BEGIN {
+    nccc = 0; run_last = -2; ndec = 0
+    while ((getline line < udata) > 0) {
+        n = split(line, f, ";")
+        if (n < 15) { print "gen_unicode.sh: bad line: " line > "/dev/stderr"; exit 1 }
+        cp = hex(f[1]); ccc = f[4] + 0
+        if (ccc != 0) {   # ccc runs, merging consecutive code points of one class
+            if (nccc && cp == run_last + 1 && ccc == ccc_of[nccc]) ccc_last[nccc] = cp
+            else { nccc++; ccc_first[nccc] = cp; ccc_last[nccc] = cp; ccc_of[nccc] = ccc }
+            run_last = cp
+        }
+        if (f[6] != "" && f[6] !~ /^</) { ndec++; dec_cp[ndec] = cp; dmap[cp] = f[6] }
+    }
+    close(udata)
+    ncx = 0; nqc = 0
+    while ((getline line < nprops) > 0) {
+        sub(/#.*/, "", line)
+        n = split(line, f, ";")
+        if (n < 2) continue
+        prop = trim(f[2])
+        if (prop != "Full_Composition_Exclusion" && prop != "NFC_QC") continue
+        r = trim(f[1])
+        if (index(r, "..")) { split(r, ab, /\.\./); a = hex(ab[1]); b = hex(ab[2]) }
+        else { a = hex(r); b = a }
+        if (prop == "Full_Composition_Exclusion") { for (c = a; c <= b; c++) excl[c] = 1; ncx += b - a + 1; continue }
+        v = trim(f[3])
+        if (v != "N" && v != "M") { print "gen_unicode.sh: NFC_QC value " v > "/dev/stderr"; exit 1 }
+        nqc++; qc_first[nqc] = a; qc_last[nqc] = b; qc_val[nqc] = (v == "N" ? "NO" : "MAYBE")
+    }
+    close(nprops)
+    if (ncx == 0 || nqc == 0) { print "gen_unicode.sh: no Full_Composition_Exclusion/NFC_QC in " nprops > "/dev/stderr"; exit 1 }
+    # NFC_QC lines are grouped by value (N, then M): sort by first (insertion)
+    for (i = 2; i <= nqc; i++) {
+        a = qc_first[i]; b = qc_last[i]; v = qc_val[i]
+        for (j = i - 1; j >= 1 && qc_first[j] > a; j--) { qc_first[j + 1] = qc_first[j]; qc_last[j + 1] = qc_last[j]; qc_val[j + 1] = qc_val[j] }
+        qc_first[j + 1] = a; qc_last[j + 1] = b; qc_val[j + 1] = v
+    }
+    # the primary composites: pair decompositions not excluded, sorted by pair
+    ncomp = 0
+    for (i = 1; i <= ndec; i++) {
+        cp = dec_cp[i]
+        if (split(dmap[cp], parts, " ") != 2 || (cp in excl)) continue
+        a = hex(parts[1]); b = hex(parts[2]); key = a * 2097152 + b
+        for (j = ncomp; j >= 1 && comp_key[j] > key; j--) { comp_key[j + 1] = comp_key[j]; comp_a[j + 1] = comp_a[j]; comp_b[j + 1] = comp_b[j]; comp_c[j + 1] = comp_c[j] }
+        comp_key[j + 1] = key; comp_a[j + 1] = a; comp_b[j + 1] = b; comp_c[j + 1] = cp; ncomp++
+    }
+
+    print "/*"
+    print " * unicode_norm_data.c - GENERATED by tools/gen_unicode.sh; do not edit."
+    print " *"
+    print " * Source: the Unicode Character Database, version " version ","
+    print " * UnicodeData.txt (canonical combining classes, canonical decompositions)"
+    print " * and DerivedNormalizationProps.txt (Full_Composition_Exclusion, NFC_QC),"
+    print " * as installed by Debian package unicode-data under /usr/share/unicode."
+    print " * Hangul syllables are not listed: unicode_norm.c handles them by algorithm."
+    print " * Regenerate: apt-get install unicode-data && sh tools/gen_unicode.sh"
+    print " */"
+    print "#include \"unicode_norm.h\""
+    print ""
+    print "// clang-format off"
+    print "/* Canonical combining classes other than 0: {MOE__UC_RUN(first, ccc), last}. */"
+    print "#define C(first, ccc, last) {MOE__UC_RUN(0x##first, ccc), 0x##last}"
+    print "const uint32_t moe__unicode_ccc_ranges[][2] = {"
+    per = 5; col = 0
+    for (i = 1; i <= nccc; i++) item(sprintf("C(%04X,%d,%04X)", ccc_first[i], ccc_of[i], ccc_last[i]))
+    endlist()
+    print "};"
+    print "#undef C"
+    print "const int moe__unicode_ccc_ranges_n = " nccc ";"
+    print ""
+    print "/* Full canonical decompositions: {cp, MOE__UC_DECOMP(offset, length)} into"
+    print " * moe__unicode_decomp_seq, sorted by cp. */"
+    print "#define D(cp, offset, len) {0x##cp, MOE__UC_DECOMP(offset, len)}"
+    print "const uint32_t moe__unicode_decomp_index[][2] = {"
+    per = 6; col = 0; off = 0; maxlen = 0
+    for (i = 1; i <= ndec; i++) {
+        cp = dec_cp[i]; k = split(full(cp), parts, " ")
+        if (k > maxlen) maxlen = k
+        item(sprintf("D(%04X,%d,%d)", cp, off, k)); off += k
+    }
+    endlist()
+    print "};"
+    print "#undef D"
+    print "const int moe__unicode_decomp_index_n = " ndec ";"
+    if (maxlen > 4) { print "gen_unicode.sh: a decomposition longer than 4" > "/dev/stderr"; exit 1 }
+    print ""
+    print "/* The decompositions, one after another (" off " code points). */"
+    print "const uint32_t moe__unicode_decomp_seq[] = {"
+    per = 10; col = 0
+    for (i = 1; i <= ndec; i++) {
+        k = split(full(dec_cp[i]), parts, " ")
+        for (j = 1; j <= k; j++) item("0x" parts[j])
+    }
+    endlist()
+    print "};"
+    print ""
+    print "/* Primary composites {first, second, composite}, sorted by first, then second. */"
+    print "const uint32_t moe__unicode_comp_triples[][3] = {"
+    per = 3; col = 0
+    for (i = 1; i <= ncomp; i++) item(sprintf("{0x%04X, 0x%04X, 0x%04X}", comp_a[i], comp_b[i], comp_c[i]))
+    endlist()
+    print "};"
+    print "const int moe__unicode_comp_triples_n = " ncomp ";"
+    print ""
+    print "/* NFC_Quick_Check No and Maybe: {MOE__UC_RUN(first, MOE__NFC_QC_*), last}. */"
+    print "#define Q(first, v, last) {MOE__UC_RUN(0x##first, MOE__NFC_QC_##v), 0x##last}"
+    print "const uint32_t moe__unicode_nfc_qc_ranges[][2] = {"
+    per = 4; col = 0
+    for (i = 1; i <= nqc; i++) item(sprintf("Q(%04X,%s,%04X)", qc_first[i], qc_val[i], qc_last[i]))
+    endlist()
+    print "};"
+    print "#undef Q"
+    print "const int moe__unicode_nfc_qc_ranges_n = " nqc ";"
+    print "// clang-format on"
+}' > "$tmp.c"
+
 mv "$tmp.a" "$out"
 mv "$tmp.b" "$case_out"
+mv "$tmp.c" "$norm_out"
 rm -f "$tmp"
 trap - EXIT
-echo "gen_unicode.sh: wrote $out and $case_out (Unicode $version)" >&2
+echo "gen_unicode.sh: wrote $out, $case_out and $norm_out (Unicode $version)" >&2
