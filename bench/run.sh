@@ -60,7 +60,7 @@ echo "targets: decode >= 1.0x and prefill >= 0.8x llama.cpp's best thread count"
 if [ -d tests/ref/node_modules/@lenml/tokenizers ]; then
     echo "== tokenizer: MB/s on tests/data/tokenizer_corpus.json x 20 (best of 3), moectl vs the HF JS tokenizer"
     printf '%-14s %10s %10s %9s\n' vocabulary moectl "HF JS" ratio
-    for name in llama3 qwen3 deepseek_v3; do
+    for name in llama3 qwen3 deepseek_v3 llama2; do
         J=$(node tests/ref/hf_tokenize.mjs "@lenml/tokenizer-$name" --path) || continue
         TM="$BUILD/bench-tok-$name.gguf"
         [ -f "$TM" ] || "$MOECTL" mkmodel --arch llama --dtype q8_0 --tokenizer "$J" -o "$TM" >/dev/null || continue

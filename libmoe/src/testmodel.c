@@ -91,6 +91,7 @@ static int add_hf_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, const
              (hv->bos_id >= 0 && moe_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)hv->bos_id) < 0) ||
              (hv->eos_id >= 0 && moe_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)hv->eos_id) < 0) ||
              moe_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", hv->add_bos) < 0 ||
+             moe_gguf_writer_set_str(w, "moemesh.tokenizer.normalizer", hv->nfc ? "nfc" : "none") < 0 ||
              (hv->chat_template && moe_gguf_writer_set_str(w, "tokenizer.chat_template", hv->chat_template) < 0);
     return rc ? moe_err_set(err, MOE_ENOMEM, "cannot add the vocabulary") : 0;
 }

@@ -16,7 +16,7 @@ RPC_LIBS="$(pkg-config --libs grpc libprotobuf-c) $(pkg-config --libs libcjson 2
 fail=0
 for src in tests/fuzz/fuzz_*.c; do
     name=$(basename "$src" .c)
-    clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer $SAN -Ilibmoe/include $RPC_CFLAGS \
+    clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer $SAN -Ilibmoe/include -Ilibmoe/src $RPC_CFLAGS \
         "$src" $B/libmoe_rpc.a $B/libmoe.a $RPC_LIBS -lm -pthread -o "$B/$name" || { fail=1; continue; }
     mkdir -p "$B/corpus-$name"
     [ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$B/corpus-$name/" 2>/dev/null

@@ -8,9 +8,10 @@
 # no BOS) exactly as the HF tokenizer does (transformers.js,
 # add_special_tokens false). moectl's own tokenizer gives llama.cpp's ids,
 # with and without special-token parsing, and detokenize(tokenize(s)) == s.
-# Known difference: llama.cpp does not apply a tokenizer's NFC normalizer, so
-# a string that NFC changes may differ; it is accepted when llama.cpp on the
-# NFC form agrees with HF.
+# Known difference: llama.cpp does not apply a tokenizer's NFC normalizer
+# (Qwen's), so a string that NFC changes may differ; it is accepted when
+# llama.cpp on the NFC form agrees with HF. moemesh applies it, so moectl
+# tokenize equals HF on every string.
 set -u
 MOECTL=${MOECTL:-build/moectl}
 [ -d tests/ref/node_modules/node-llama-cpp ] || { echo "llama.cpp reference not installed (make ref)"; exit 77; }
@@ -61,23 +62,35 @@ for spec in llama3:llama-bpe qwen3:qwen2 deepseek_v3:deepseek-v3 llama2:; do
                     `${known ? `, ${known} known NFC difference(s)` : ""} (${tokens} tokens)`);
         process.exit(bad ? 1 : 0);' "$C" "$TMP/hf.json" "$TMP/ref-$(basename "$C")" "$TMP/ref-nfc.json" "$J" "$name" "$pre" \
         "$(wc -c <"$M" | tr -d " ")" || fail=1
-    # moemesh's own tokenizer on the same file: identical to llama.cpp, with
-    # special-token parsing and without (pre-tokenizers not written yet say so)
+    # moemesh's own tokenizer on the same file: identical to HF, and to
+    # llama.cpp with special-token parsing and without, except that moemesh
+    # applies the tokenizer's NFC normalizer (then it equals llama.cpp on the
+    # NFC form of the string)
     if "$MOECTL" tokenize "$M" --text probe >/dev/null 2>"$TMP/probe.err"; then
+        node tests/ref/llama.mjs tokenize "$M" --texts "$TMP/nfc.json" >"$TMP/ref-plain-nfc.json" 2>/dev/null || fail=1
         for sp in --special ""; do
             [ -z "$sp" ] && { node tests/ref/llama.mjs tokenize "$M" --texts "$C" >"$TMP/ref-plain.json" 2>/dev/null || fail=1; }
-            r="$TMP/ref-$(basename "$C")"; [ -z "$sp" ] && r="$TMP/ref-plain.json"
+            r="$TMP/ref-$(basename "$C")" rn="$TMP/ref-nfc.json"
+            [ -z "$sp" ] && r="$TMP/ref-plain.json" rn="$TMP/ref-plain-nfc.json"
             "$MOECTL" tokenize "$M" --texts "$C" $sp >"$TMP/ours.json" || { echo "FAIL: $name: moectl tokenize"; fail=1; continue; }
             node -e '
-                const fs = require("fs"), [c, a, b, label] = process.argv.slice(1);
-                const corpus = JSON.parse(fs.readFileSync(c, "utf8"));
-                const x = JSON.parse(fs.readFileSync(a, "utf8")).results, y = JSON.parse(fs.readFileSync(b, "utf8")).results;
-                let bad = 0;
-                for (let i = 0; i < corpus.length; i++)
-                    if (JSON.stringify(x[i].tokens) !== JSON.stringify(y[i].tokens) && bad++ < 3)
-                        console.log(`  differ on ${JSON.stringify(corpus[i])}: ours ${JSON.stringify(x[i].tokens)} llama.cpp ${JSON.stringify(y[i].tokens)}`);
-                console.log(`${bad ? "FAIL" : "ok"}: ${label}: moectl tokenize ${corpus.length - bad}/${corpus.length} identical to llama.cpp`);
-                process.exit(bad ? 1 : 0);' "$C" "$TMP/ours.json" "$r" "$name ${sp:-plain}" || fail=1
+                const fs = require("fs"), [c, a, b, bn, hfp, tj, label] = process.argv.slice(1);
+                const corpus = JSON.parse(fs.readFileSync(c, "utf8")), L = (f) => JSON.parse(fs.readFileSync(f, "utf8")).results;
+                const x = L(a), y = L(b), yn = L(bn), hf = hfp ? L(hfp) : null;
+                const nfc = JSON.stringify(JSON.parse(fs.readFileSync(tj, "utf8")).normalizer ?? null).includes("\"NFC\"");
+                const eq = (p, q) => JSON.stringify(p) === JSON.stringify(q);
+                let bad = 0, known = 0, badHf = 0;
+                for (let i = 0; i < corpus.length; i++) {
+                    if (hf && !eq(x[i].tokens, hf[i].tokens) && badHf++ < 3)
+                        console.log(`  differ from HF on ${JSON.stringify(corpus[i])}: ours ${JSON.stringify(x[i].tokens)} HF ${JSON.stringify(hf[i].tokens)}`);
+                    if (eq(x[i].tokens, y[i].tokens)) continue;
+                    if (nfc && corpus[i].normalize("NFC") !== corpus[i] && eq(x[i].tokens, yn[i].tokens)) { known++; continue; }
+                    if (bad++ < 3) console.log(`  differ on ${JSON.stringify(corpus[i])}: ours ${JSON.stringify(x[i].tokens)} llama.cpp ${JSON.stringify(y[i].tokens)}`);
+                }
+                console.log(`${bad || badHf ? "FAIL" : "ok"}: ${label}: moectl tokenize ${corpus.length - bad - known}/${corpus.length} identical to llama.cpp` +
+                            (known ? ` (+${known} where moectl applies NFC and equals llama.cpp on the NFC form)` : "") +
+                            (hf ? `, ${corpus.length - badHf}/${corpus.length} identical to HF` : ""));
+                process.exit(bad || badHf ? 1 : 0);' "$C" "$TMP/ours.json" "$r" "$rn" "$([ -n "$sp" ] && echo "$TMP/hf.json")" "$J" "$name ${sp:-plain}" || fail=1
         done
         # round trip (every one of these tokenizers is lossless without NFC)
         "$MOECTL" detokenize "$M" --results "$TMP/ours.json" >"$TMP/back.json" || { echo "FAIL: $name: moectl detokenize"; fail=1; }
@@ -86,11 +99,21 @@ for spec in llama3:llama-bpe qwen3:qwen2 deepseek_v3:deepseek-v3 llama2:; do
             const corpus = JSON.parse(fs.readFileSync(c, "utf8")), back = JSON.parse(fs.readFileSync(b, "utf8")).results;
             let bad = 0;
             for (let i = 0; i < corpus.length; i++) {
-                const want = nfc === "1" ? corpus[i].normalize("NFC") : corpus[i];
-                if (back[i].text !== want && back[i].text !== corpus[i] && bad++ < 3)
+                const want = nfc === "1" ? corpus[i].normalize("NFC") : corpus[i]; /* NFC is not undone */
+                if (back[i].text !== want && bad++ < 3)
                     console.error(`  round trip: ${JSON.stringify(corpus[i])} -> ${JSON.stringify(back[i].text)}`);
             }
             console.log(bad);' "$C" "$TMP/back.json" "$([ "$name" = qwen3 ] && echo 1 || echo 0)")
+        # invalid UTF-8 (overlong, surrogate, lone lead/continuation bytes,
+        # 0xFF, truncated emoji): tokenized without error, bytes kept
+        # (SentencePiece: a broken lead byte takes the bytes after it, as in
+        # llama.cpp, so compare the bytes that come back)
+        bin=$(printf 'a\377b\300\257c \355\240\200d\200 \360\237')
+        t=$("$MOECTL" tokenize "$M" --text "$bin" --special) &&
+            ids=$(echo "$t" | node -e 'console.log(JSON.parse(require("fs").readFileSync(0, "utf8")).tokens.join(","))') &&
+            [ -n "$ids" ] && "$MOECTL" detokenize "$M" --tokens "$ids" >/dev/null &&
+            echo "ok: $name: invalid UTF-8 tokenized ($(echo "$ids" | tr ',' '\n' | wc -l | tr -d ' ') tokens) and detokenized" ||
+            { echo "FAIL: $name: invalid UTF-8: $t"; fail=1; }
         [ "$bad" = 0 ] && echo "ok: $name: detokenize(tokenize(s)) == s for all ${C##*/} strings" || { echo "FAIL: $name: $bad round trips differ"; fail=1; }
     else
         echo "FAIL: $name: moectl cannot tokenize with it: $(tail -1 "$TMP/probe.err")"; fail=1

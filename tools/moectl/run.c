@@ -365,7 +365,7 @@ int cmd_generate(int argc, char **argv) {
             for (int k = 0; k < n_stops && cut == (size_t)-1; k++) {
                 const size_t sl = strlen(stops[k]);
                 const size_t from = before >= sl ? before - sl + 1 : 0; /* new matches only */
-                const char *hit = tlen >= from ? memmem(gtext + from, tlen - from, stops[k], sl) : NULL;
+                const char *hit = gtext && tlen >= from ? memmem(gtext + from, tlen - from, stops[k], sl) : NULL;
                 if (hit) cut = (size_t)(hit - gtext);
             }
             if (cut != (size_t)-1) {

@@ -43,6 +43,11 @@ int moe_vocab_eos(const moe_vocab *v); /* -1 if none */
 int moe_vocab_unk(const moe_vocab *v); /* -1 if none */
 /* 1 if text gets a leading space (SentencePiece's rule; add_space_prefix) */
 int moe_vocab_add_space_prefix(const moe_vocab *v);
+/* 1 if text is NFC-normalised before it is split, as the tokenizer.json
+ * asked (GGUF key moemesh.tokenizer.normalizer: "nfc" or "none"; without it,
+ * pre-tokenizer qwen2 normalises, as every Qwen2/Qwen3 tokenizer does, which
+ * llama.cpp skips). Special-token text is matched before normalising. */
+int moe_vocab_nfc(const moe_vocab *v);
 /* tokenizer.ggml.scores[id] (0 without scores) */
 float moe_vocab_score(const moe_vocab *v, int32_t id);
 /* A token's text as stored in the file (not NUL-terminated), or NULL. */

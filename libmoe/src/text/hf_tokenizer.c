@@ -133,6 +133,23 @@ static int pre_name(const cJSON *j, const char **pre, moe_err *err) {
     return rc;
 }
 
+/* A byte-level BPE's normalizer: none, an empty Sequence, or NFC (alone or
+ * as the one step of a Sequence). Others would change ids unnoticed. */
+static int bpe_normalizer(const cJSON *root, const char *path, int *nfc, moe_err *err) {
+    const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
+    *nfc = 0;
+    if (!norm || cJSON_IsNull(norm)) return 0;
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(norm, "normalizers");
+    const int seq = cJSON_IsArray(list) && cJSON_GetArraySize(list) <= 1;
+    const cJSON *one = seq ? cJSON_GetArrayItem(list, 0) : norm;
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(one, "type");
+    if (seq && !one) return 0; /* an empty Sequence */
+    if (cJSON_IsString(ty) && !strcmp(ty->valuestring, "NFC")) return *nfc = 1, 0;
+    ty = cJSON_GetObjectItemCaseSensitive(norm, "type");
+    return moe_err_set(err, MOE_ENOTSUP, "%s: normalizer \"%.40s\" is not supported (none or NFC)", path,
+                       cJSON_IsString(ty) ? ty->valuestring : "?");
+}
+
 /* ---- SentencePiece-style BPE ---------------------------------------------------- */
 
 static int json_type_is(const cJSON *j, const char *type) {
@@ -383,7 +400,8 @@ int moe__hf_vocab_load(moe__hf_vocab *v, const char *path, moe_err *err) {
     }
     if (v->spm) {
         if ((rc = spm_check(root, path, err))) goto fail;
-    } else if ((rc = pre_name(cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), &v->pre, err))) {
+    } else if ((rc = pre_name(cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), &v->pre, err)) ||
+               (rc = bpe_normalizer(root, path, &v->nfc, err))) {
         goto fail;
     }
 

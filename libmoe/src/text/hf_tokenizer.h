@@ -24,6 +24,7 @@ typedef struct moe__hf_vocab {
     float *scores;    /* (n_tokens) spm only: minus the rank of the first merge
                        * that makes the token (so merges go in HF's order), owned */
     int unk_id;       /* -1: none */
+    int nfc;          /* 1: the normalizer is NFC (byte-level BPE; Qwen) */
     int n_merges;
     char **merges;    /* (n_merges) "left right", in rank order, owned */
     const char *pre;  /* tokenizer.ggml.pre for llama.cpp: "llama-bpe", "qwen2",

@@ -6,6 +6,7 @@
 
 #include "moe/vocab.h"
 #include "pretok.h"
+#include "unicode_norm.h"
 #include "vocab_internal.h"
 
 /* A piece of the input: raw text [off, off+len), or a special token. */
@@ -67,12 +68,12 @@ int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, 
                            moe_vocab_pre(v));
     int capf = 16, nf = 0;
     frag *fr = malloc((size_t)capf * sizeof *fr);
-    const int pcap = (int)(len < 1 ? 2 : len + 2);
-    size_t *off = spm ? NULL : malloc((size_t)pcap * sizeof *off);
-    size_t *tmp = spm ? NULL : malloc((size_t)pcap * sizeof *tmp);
-    int32_t *word = spm ? NULL : malloc((len + 1) * sizeof *word);
+    /* BPE scratch for a fragment of up to wcap bytes (NFC may lengthen one) */
+    size_t wcap = 0, *off = NULL, *tmp = NULL;
+    int32_t *word = NULL;
+    char *norm = NULL;
     int rc = 0, n = 0;
-    if (!fr || (!spm && (!off || !tmp || !word))) {
+    if (!fr) {
         rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
         goto done;
     }
@@ -90,11 +91,29 @@ int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, 
     int prev_special = 1; /* SentencePiece: a leading space at the start */
     for (int f = 0; f < nf; f++) {
         const char *s = text + fr[f].off;
-        const size_t sl = fr[f].len;
+        size_t sl = fr[f].len;
         if (fr[f].token >= 0) {
             PUSH(fr[f].token);
             prev_special = 1;
             continue;
+        }
+        if (moe_vocab_nfc(v) && !moe__utf8_is_nfc_quick(s, sl)) {
+            free(norm);
+            norm = NULL;
+            if (moe__utf8_nfc(s, sl, &norm, &sl) < 0) {
+                rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
+                goto done;
+            }
+            s = norm;
+        }
+        if (!spm && sl + 2 > wcap) {
+            wcap = sl + 2;
+            free(off), free(tmp), free(word);
+            off = malloc(wcap * sizeof *off), tmp = malloc(wcap * sizeof *tmp), word = malloc(wcap * sizeof *word);
+            if (!off || !tmp || !word) {
+                rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
+                goto done;
+            }
         }
         if (spm) {
             const int k = moe__spm_encode(v, s, sl, moe_vocab_add_space_prefix(v) && prev_special,
@@ -107,7 +126,7 @@ int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, 
             prev_special = 0;
             continue;
         }
-        const int np = moe__pretok_split(kind, s, sl, off, tmp, pcap);
+        const int np = moe__pretok_split(kind, s, sl, off, tmp, (int)wcap);
         if (np < 0) {
             rc = moe_err_set(err, MOE_ENOMEM, "too many pieces");
             goto done;
@@ -122,7 +141,7 @@ int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, 
                     continue;
                 }
             }
-            const int k = moe_vocab_encode_word(v, s + off[p], off[p + 1] - off[p], word, (int)(len + 1));
+            const int k = moe_vocab_encode_word(v, s + off[p], off[p + 1] - off[p], word, (int)wcap);
             if (k < 0) {
                 rc = moe_err_set(err, k, "a byte has no token in this vocabulary");
                 goto done;
@@ -133,6 +152,6 @@ int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, 
 #undef PUSH
     if (n > cap) rc = moe_err_set(err, MOE_ENOSPC, "%d tokens do not fit in %d", n, cap);
 done:
-    free(fr), free(off), free(tmp), free(word);
+    free(fr), free(off), free(tmp), free(word), free(norm);
     return rc < 0 ? rc : n;
 }

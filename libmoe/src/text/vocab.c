@@ -30,6 +30,7 @@ struct moe_vocab {
     int bos, eos, unk;
     int add_bos;        /* tokenizer.ggml.add_bos_token (SentencePiece default 1) */
     int add_space_prefix; /* tokenizer.ggml.add_space_prefix (SentencePiece default 1) */
+    int nfc;            /* NFC-normalise text before splitting (see moe_vocab_nfc) */
     char pre[64];
 };
 
@@ -269,10 +270,24 @@ int moe_vocab_load(moe_vocab **out, const moe_gguf *g, moe_err *err) {
     if (moe_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &v->add_bos) < 0) v->add_bos = kind == MOE_VOCAB_SPM;
     if (moe_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix) < 0)
         v->add_space_prefix = kind == MOE_VOCAB_SPM;
-    if ((rc = load_specials(v, err))) goto fail;
     moe_gguf_str pre;
     if (moe_gguf_get_str(g, "tokenizer.ggml.pre", &pre) == 0)
         snprintf(v->pre, sizeof v->pre, "%.*s", (int)(pre.len < 63 ? pre.len : 63), pre.ptr);
+    /* moemesh.tokenizer.normalizer ("nfc" or "none"; written by mkmodel
+     * --tokenizer from tokenizer.json); without it, the Qwen2/Qwen3 family,
+     * whose tokenizer.json files all normalise to NFC */
+    moe_gguf_str norm;
+    if (moe_gguf_get_str(g, "moemesh.tokenizer.normalizer", &norm) == 0) {
+        if (moe_gguf_str_eq(norm, "nfc")) v->nfc = 1;
+        else if (!moe_gguf_str_eq(norm, "none")) {
+            rc = moe_err_set(err, MOE_EFORMAT, "'moemesh.tokenizer.normalizer' is '%.*s' (nfc or none)",
+                             (int)(norm.len < 32 ? norm.len : 32), norm.ptr);
+            goto fail;
+        }
+    } else {
+        v->nfc = kind == MOE_VOCAB_BPE && !strcmp(v->pre, "qwen2");
+    }
+    if ((rc = load_specials(v, err))) goto fail;
     *out = v;
     return 0;
 fail:
@@ -290,6 +305,7 @@ const char *moe_vocab_pre(const moe_vocab *v) { return v->pre; }
 int moe_vocab_add_bos(const moe_vocab *v) { return v->add_bos && v->bos >= 0; }
 int moe_vocab_unk(const moe_vocab *v) { return v->unk; }
 int moe_vocab_add_space_prefix(const moe_vocab *v) { return v->add_space_prefix; }
+int moe_vocab_nfc(const moe_vocab *v) { return v->nfc; }
 float moe_vocab_score(const moe_vocab *v, int32_t id) {
     return v->score && id >= 0 && id < v->n ? v->score[id] : 0.0f;
 }
