@@ -22,11 +22,16 @@ static int partition(const moe_vocab *v, int parse_special, const char *text, fr
                      int *capf) {
     const int32_t *sp;
     const int n_sp = moe__vocab_specials(v, &sp);
+    if (!n_sp || !*nf) return 0;
+    /* a token whose first byte the text lacks cannot occur in it */
+    unsigned char present[256] = {0};
+    for (size_t i = 0; i < (*pf)[0].len; i++) present[(unsigned char)text[(*pf)[0].off + i]] = 1;
     for (int k = 0; k < n_sp; k++) {
         const int ty = moe_vocab_token_type(v, sp[k]);
         if (!parse_special && (ty == 2 || ty == 3)) continue; /* user-defined ones always */
         size_t tl;
         const char *t = moe_vocab_text(v, sp[k], &tl);
+        if (!present[(unsigned char)t[0]]) continue;
         for (int f = 0; f < *nf; f++) {
             frag *fr = &(*pf)[f];
             if (fr->token >= 0 || fr->len < tl) continue;
