@@ -45,6 +45,9 @@ RPC_SRC     := $(sort $(wildcard libmoe/src/rpc/*.c))
 PROTO_SRC   := proto/moe/v1/expert.proto proto/grpc/health/v1/health.proto
 MOECTL_SRC  := $(sort $(wildcard tools/moectl/*.c))
 WORKER_SRC  := $(sort $(wildcard expert-worker/*.c))
+# router-svc's modules (placement, ...) as librouter.a; its main.c, once it
+# exists, links against it
+ROUTER_SRC  := $(sort $(filter-out router-svc/main.c,$(wildcard router-svc/*.c)))
 UNIT_SRC    := $(sort $(wildcard tests/unit/*.c))
 BENCH_SRC   := $(sort $(wildcard bench/*.c))
 
@@ -52,6 +55,7 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LIBMOE_OBJ := $(call obj,$(LIBMOE_SRC))
 MOECTL_OBJ := $(call obj,$(MOECTL_SRC))
 WORKER_OBJ := $(call obj,$(WORKER_SRC))
+ROUTER_OBJ := $(call obj,$(ROUTER_SRC))
 UNIT_OBJ   := $(call obj,$(UNIT_SRC))
 
 GEN      := $(BUILD)/gen
@@ -63,6 +67,7 @@ RPC_LIBS   := $(shell pkg-config --libs grpc libprotobuf-c 2>/dev/null)
 
 LIBMOE := $(BUILD)/libmoe.a
 LIBRPC := $(BUILD)/libmoe_rpc.a
+LIBROUTER := $(BUILD)/librouter.a
 MOECTL := $(BUILD)/moectl
 WORKER := $(BUILD)/expert-worker
 UNIT   := $(BUILD)/unit-tests
@@ -70,7 +75,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
 
 .PHONY: all deps test test-san bench run clean format ref fuzz
 .SECONDARY:
-all: $(LIBMOE) $(MOECTL) $(WORKER) $(UNIT) $(BENCH_BINS)
+all: $(LIBMOE) $(LIBROUTER) $(MOECTL) $(WORKER) $(UNIT) $(BENCH_BINS)
 
 $(BUILD)/obj/%_avx2.o: FILE_CFLAGS := $(ISA_AVX2)
 $(BUILD)/obj/%_avx512.o: FILE_CFLAGS := $(ISA_AVX512)
@@ -101,6 +106,10 @@ $(LIBMOE): $(LIBMOE_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+$(LIBROUTER): $(ROUTER_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
 $(MOECTL_OBJ): | $(PROTO_H)
 $(MOECTL): $(MOECTL_OBJ) $(LIBRPC) $(LIBMOE)
 	@$(if $(Q),echo "  LD      $@")
@@ -112,9 +121,9 @@ $(WORKER): $(WORKER_OBJ) $(LIBRPC) $(LIBMOE)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RPC_LIBS) $(LDLIBS)
 
-$(call obj,$(UNIT_SRC)): FILE_CFLAGS := $(RPC_CFLAGS)
+$(call obj,$(UNIT_SRC)): FILE_CFLAGS := $(RPC_CFLAGS) -Irouter-svc
 $(call obj,$(UNIT_SRC)): | $(PROTO_H)
-$(UNIT): $(UNIT_OBJ) $(LIBRPC) $(LIBMOE)
+$(UNIT): $(UNIT_OBJ) $(LIBROUTER) $(LIBRPC) $(LIBMOE)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RPC_LIBS) $(LDLIBS)
 
@@ -158,7 +167,7 @@ run: deps
 	$(Q)BUILD=$(BUILD) sh deploy/demo.sh
 
 format:
-	$(Q)clang-format -i $(LIBMOE_SRC) $(RPC_SRC) $(MOECTL_SRC) $(WORKER_SRC) $(UNIT_SRC) $(BENCH_SRC) libmoe/include/moe/*.h
+	$(Q)clang-format -i $(LIBMOE_SRC) $(RPC_SRC) $(MOECTL_SRC) $(WORKER_SRC) $(ROUTER_SRC) $(UNIT_SRC) $(BENCH_SRC) libmoe/include/moe/*.h router-svc/*.h
 
 clean:
 	rm -rf build build-san build-fuzz
