@@ -1,14 +1,14 @@
 #!/bin/sh
 # tools/gen_unicode.sh - generates libmoe/src/text/unicode_data.c (general
 # categories) and, beside it, unicode_case.c (White_Space, lowercase) and
-# unicode_norm_data.c (NFC: combining classes, canonical decompositions,
-# compositions, NFC_Quick_Check), the Unicode tables behind
+# unicode_norm_data.c + unicode_decomp_data.c (NFC: combining classes,
+# canonical decompositions, compositions, NFC_Quick_Check), the tables behind
 # libmoe/src/text/unicode.h and unicode_norm.h, from the Unicode Character
 # Database that Debian's `unicode-data` package installs
 # (apt-get install unicode-data).
 #
 #   sh tools/gen_unicode.sh [OUTPUT]     (default: libmoe/src/text/unicode_data.c;
-#                                         the other two go in the same folder)
+#                                         the others go in the same folder)
 #   UNICODE_DIR=/path/to/ucd sh tools/gen_unicode.sh    (default /usr/share/unicode)
 #
 # POSIX sh + awk only (mawk and gawk both work). The output depends only on
@@ -41,7 +41,7 @@ if [ -z "$version" ]; then
 fi
 
 tmp="$out.tmp.$$"
-trap 'rm -f "$tmp" "$tmp.a" "$tmp.b" "$tmp.c"' EXIT
+trap 'rm -f "$tmp" "$tmp.a" "$tmp.b" "$tmp.c" "$tmp.d" "$tmp.e"' EXIT
 
 awk -v version="$version" -v udata="$udata" -v plist="$plist" '
 function hex(s,    i, n) {
@@ -141,14 +141,22 @@ BEGIN {
     print "// clang-format on"
 }' > "$tmp"
 
-# two modules: the categories (header + runs), and white space + lowercase
-# (the same 12-line header, named for its file)
-case_out="$(dirname "$out")/unicode_case.c"
-{ sed -n '1,/^@@SPLIT@@$/p' "$tmp" | sed '$d'; echo "// clang-format on"; } >"$tmp.a"
-{ sed -n '1,12p' "$tmp" | sed 's/unicode_data\.c - GENERATED/unicode_case.c - GENERATED/'
-  sed -n '/^@@SPLIT@@$/,$p' "$tmp" | sed '1d'; } >"$tmp.b"
+# split_at_marker SRC HEADER_LINES NAME1 NAME2 OUT1 OUT2: SRC's text before
+# the line @@SPLIT@@ goes to OUT1 (closed with "// clang-format on"); its
+# first HEADER_LINES lines, with NAME1 renamed NAME2, and the text after the
+# marker go to OUT2 - one generated table file as two modules
+split_at_marker() {
+    { sed -n '1,/^@@SPLIT@@$/p' "$1" | sed '$d'; echo "// clang-format on"; } >"$5"
+    { sed -n "1,$2p" "$1" | sed "s/$3 - GENERATED/$4 - GENERATED/"
+      sed -n '/^@@SPLIT@@$/,$p' "$1" | sed '1d'; } >"$6"
+}
 
-# the NFC tables (unicode_norm_data.c): a third module with its own header
+# two modules: the categories (header + runs), and white space + lowercase
+case_out="$(dirname "$out")/unicode_case.c"
+split_at_marker "$tmp" 12 unicode_data.c unicode_case.c "$tmp.a" "$tmp.b"
+
+# the NFC tables: unicode_norm_data.c (combining classes, compositions, quick
+# check) and unicode_decomp_data.c (decompositions), each with its own header
 norm_out="$(dirname "$out")/unicode_norm_data.c"
 awk -v version="$version" -v udata="$udata" -v nprops="$nprops" '
 function hex(s,    i, n) {
@@ -243,6 +251,24 @@ BEGIN {
     print "#undef C"
     print "const int moe__unicode_ccc_ranges_n = " nccc ";"
     print ""
+    print "/* Primary composites {first, second, composite}, sorted by first, then second. */"
+    print "const uint32_t moe__unicode_comp_triples[][3] = {"
+    per = 3; col = 0
+    for (i = 1; i <= ncomp; i++) item(sprintf("{0x%04X, 0x%04X, 0x%04X}", comp_a[i], comp_b[i], comp_c[i]))
+    endlist()
+    print "};"
+    print "const int moe__unicode_comp_triples_n = " ncomp ";"
+    print ""
+    print "/* NFC_Quick_Check No and Maybe: {MOE__UC_RUN(first, MOE__NFC_QC_*), last}. */"
+    print "#define Q(first, v, last) {MOE__UC_RUN(0x##first, MOE__NFC_QC_##v), 0x##last}"
+    print "const uint32_t moe__unicode_nfc_qc_ranges[][2] = {"
+    per = 4; col = 0
+    for (i = 1; i <= nqc; i++) item(sprintf("Q(%04X,%s,%04X)", qc_first[i], qc_val[i], qc_last[i]))
+    endlist()
+    print "};"
+    print "#undef Q"
+    print "const int moe__unicode_nfc_qc_ranges_n = " nqc ";"
+    print "@@SPLIT@@"
     print "/* Full canonical decompositions: {cp, MOE__UC_DECOMP(offset, length)} into"
     print " * moe__unicode_decomp_seq, sorted by cp. */"
     print "#define D(cp, offset, len) {0x##cp, MOE__UC_DECOMP(offset, len)}"
@@ -269,29 +295,17 @@ BEGIN {
     endlist()
     print "};"
     print ""
-    print "/* Primary composites {first, second, composite}, sorted by first, then second. */"
-    print "const uint32_t moe__unicode_comp_triples[][3] = {"
-    per = 3; col = 0
-    for (i = 1; i <= ncomp; i++) item(sprintf("{0x%04X, 0x%04X, 0x%04X}", comp_a[i], comp_b[i], comp_c[i]))
-    endlist()
-    print "};"
-    print "const int moe__unicode_comp_triples_n = " ncomp ";"
-    print ""
-    print "/* NFC_Quick_Check No and Maybe: {MOE__UC_RUN(first, MOE__NFC_QC_*), last}. */"
-    print "#define Q(first, v, last) {MOE__UC_RUN(0x##first, MOE__NFC_QC_##v), 0x##last}"
-    print "const uint32_t moe__unicode_nfc_qc_ranges[][2] = {"
-    per = 4; col = 0
-    for (i = 1; i <= nqc; i++) item(sprintf("Q(%04X,%s,%04X)", qc_first[i], qc_val[i], qc_last[i]))
-    endlist()
-    print "};"
-    print "#undef Q"
-    print "const int moe__unicode_nfc_qc_ranges_n = " nqc ";"
     print "// clang-format on"
 }' > "$tmp.c"
 
 mv "$tmp.a" "$out"
 mv "$tmp.b" "$case_out"
-mv "$tmp.c" "$norm_out"
+# the decompositions go to a module of their own (the same header, named for it)
+decomp_out="$(dirname "$out")/unicode_decomp_data.c"
+split_at_marker "$tmp.c" 13 unicode_norm_data.c unicode_decomp_data.c "$tmp.d" "$tmp.e"
+rm -f "$tmp.c"
+mv "$tmp.d" "$norm_out"
+mv "$tmp.e" "$decomp_out"
 rm -f "$tmp"
 trap - EXIT
-echo "gen_unicode.sh: wrote $out, $case_out and $norm_out (Unicode $version)" >&2
+echo "gen_unicode.sh: wrote $out, $case_out, $norm_out and $decomp_out (Unicode $version)" >&2

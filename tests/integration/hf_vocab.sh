@@ -95,15 +95,16 @@ for spec in llama3:llama-bpe qwen3:qwen2 deepseek_v3:deepseek-v3 llama2:; do
         # round trip (every one of these tokenizers is lossless without NFC)
         "$MOECTL" detokenize "$M" --results "$TMP/ours.json" >"$TMP/back.json" || { echo "FAIL: $name: moectl detokenize"; fail=1; }
         bad=$(node -e '
-            const fs = require("fs"), [c, b, nfc] = process.argv.slice(1);
+            const fs = require("fs"), [c, b, tj] = process.argv.slice(1);
+            const nfc = JSON.stringify(JSON.parse(fs.readFileSync(tj, "utf8")).normalizer ?? null).includes("\"NFC\"");
             const corpus = JSON.parse(fs.readFileSync(c, "utf8")), back = JSON.parse(fs.readFileSync(b, "utf8")).results;
             let bad = 0;
             for (let i = 0; i < corpus.length; i++) {
-                const want = nfc === "1" ? corpus[i].normalize("NFC") : corpus[i]; /* NFC is not undone */
+                const want = nfc ? corpus[i].normalize("NFC") : corpus[i]; /* NFC is not undone */
                 if (back[i].text !== want && bad++ < 3)
                     console.error(`  round trip: ${JSON.stringify(corpus[i])} -> ${JSON.stringify(back[i].text)}`);
             }
-            console.log(bad);' "$C" "$TMP/back.json" "$([ "$name" = qwen3 ] && echo 1 || echo 0)")
+            console.log(bad);' "$C" "$TMP/back.json" "$J")
         # invalid UTF-8 (overlong, surrogate, lone lead/continuation bytes,
         # 0xFF, truncated emoji): tokenized without error, bytes kept
         # (SentencePiece: a broken lead byte takes the bytes after it, as in

@@ -3,7 +3,7 @@
 # String.prototype.normalize("NFC"): the strings of
 # tests/data/tokenizer_corpus.json, every code point alone, and seeded random
 # strings of letters, combining marks and Hangul jamo. Node writes the pairs;
-# the unit test nfc_node_pairs compares (it skips inputs with code points our
+# the unit test ext_nfc_node_pairs compares (it skips inputs with code points our
 # Unicode tables do not assign, as Node's ICU may be a newer version). The
 # Unicode conformance file itself is checked by the unit test nfc_conformance.
 set -u
@@ -35,4 +35,4 @@ for (let i = 0; i < 50000; i++) {
 }
 fs.writeFileSync(process.argv[2], out.join("\n") + "\n");
 ' tests/data/tokenizer_corpus.json "$TMP/pairs.txt" || { echo "FAIL: node"; exit 1; }
-MOE_NFC_PAIRS="$TMP/pairs.txt" "$BUILD/unit-tests" nfc_node_pairs
+MOE_NFC_PAIRS="$TMP/pairs.txt" "$BUILD/unit-tests" ext_nfc_node_pairs

@@ -395,7 +395,7 @@ static int all_assigned(const char *s, size_t n) {
 /* Pairs "HEX(input) HEX(NFC by Node)" a line in $MOE_NFC_PAIRS, written by
  * tests/integration/nfc_conformance.sh. Inputs with code points unassigned in
  * our Unicode version are not compared (Node's may be newer). */
-TEST(nfc_node_pairs) {
+TEST(ext_nfc_node_pairs) {
     const char *path = getenv("MOE_NFC_PAIRS");
     if (!path || !*path)
         SKIP("MOE_NFC_PAIRS not set (tests/integration/nfc_conformance.sh sets it)");

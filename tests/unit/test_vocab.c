@@ -9,10 +9,12 @@
 #include "moe/vocab.h"
 #include "test.h"
 
-static moe_vocab *tiny_vocab(moe_gguf **g, char *path, size_t n) {
+/* The vocabulary of a generated tiny model: byte-level BPE, or SentencePiece. */
+static moe_vocab *gen_vocab(moe_gguf **g, char *path, size_t n, int spm) {
     moe_testmodel_params p;
     moe_testmodel_defaults(&p, MOE_ARCH_LLAMA, "tiny");
-    snprintf(path, n, "/tmp/moe-test-%d-vocab.gguf", (int)getpid());
+    p.tokenizer_spm = spm;
+    snprintf(path, n, "/tmp/moe-test-%d-%s.gguf", (int)getpid(), spm ? "spm" : "vocab");
     moe_err err;
     if (moe_testmodel_write(&p, path, &err) < 0) TEST_FAIL("%s", err.msg);
     if (moe_gguf_open(g, path, &err) < 0) TEST_FAIL("%s", err.msg);
@@ -20,6 +22,9 @@ static moe_vocab *tiny_vocab(moe_gguf **g, char *path, size_t n) {
     if (moe_vocab_load(&v, *g, &err) < 0) TEST_FAIL("%s", err.msg);
     return v;
 }
+
+static moe_vocab *tiny_vocab(moe_gguf **g, char *path, size_t n) { return gen_vocab(g, path, n, 0); }
+static moe_vocab *spm_vocab(moe_gguf **g, char *path, size_t n) { return gen_vocab(g, path, n, 1); }
 
 /* decoding what was encoded gives the input back, for any bytes */
 TEST(vocab_bpe_roundtrip_random_bytes) {
@@ -159,19 +164,6 @@ TEST(vocab_tokenize_invalid_utf8) {
         moe_gguf_close(g);
         unlink(path);
     }
-}
-
-static moe_vocab *spm_vocab(moe_gguf **g, char *path, size_t n) {
-    moe_testmodel_params p;
-    moe_testmodel_defaults(&p, MOE_ARCH_LLAMA, "tiny");
-    p.tokenizer_spm = 1;
-    snprintf(path, n, "/tmp/moe-test-%d-spm.gguf", (int)getpid());
-    moe_err err;
-    if (moe_testmodel_write(&p, path, &err) < 0) TEST_FAIL("%s", err.msg);
-    if (moe_gguf_open(g, path, &err) < 0) TEST_FAIL("%s", err.msg);
-    moe_vocab *v;
-    if (moe_vocab_load(&v, *g, &err) < 0) TEST_FAIL("%s", err.msg);
-    return v;
 }
 
 static int text_is(const moe_vocab *v, int32_t id, const char *want) {

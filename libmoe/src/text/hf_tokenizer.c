@@ -208,8 +208,7 @@ static int cmp_text_id(const void *a, const void *b) {
 
 static int is_byte_token(const char *t) {
     static const char hex[] = "0123456789ABCDEF";
-    return strlen(t) == 6 && !strncmp(t, "<0x", 3) && t[5] == '>' && strchr(hex, t[3]) && strchr(hex, t[4]) &&
-           t[3] && t[4];
+    return strlen(t) == 6 && !strncmp(t, "<0x", 3) && t[5] == '>' && strchr(hex, t[3]) && strchr(hex, t[4]);
 }
 
 /* Byte tokens typed 6; scores from the merges: a token scores minus the rank
