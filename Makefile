@@ -62,8 +62,9 @@ GEN      := $(BUILD)/gen
 PROTO_C  := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTO_SRC))
 PROTO_H  := $(PROTO_C:.c=.h)
 RPC_OBJ  := $(call obj,$(RPC_SRC)) $(PROTO_C:.c=.o)
-RPC_CFLAGS := $(shell pkg-config --cflags grpc libprotobuf-c 2>/dev/null) -I$(GEN)
-RPC_LIBS   := $(shell pkg-config --libs grpc libprotobuf-c 2>/dev/null)
+# hiredis: the control plane's Redis links (rlink.c)
+RPC_CFLAGS := $(shell pkg-config --cflags grpc libprotobuf-c hiredis 2>/dev/null) -I$(GEN) $(CJSON_CFLAGS)
+RPC_LIBS   := $(shell pkg-config --libs grpc libprotobuf-c hiredis 2>/dev/null)
 
 LIBMOE := $(BUILD)/libmoe.a
 LIBRPC := $(BUILD)/libmoe_rpc.a

@@ -1,9 +1,11 @@
 /*
  * remote.c - the remote expert backend (see moe/remote.h): one completion
  * queue, one persistent Forward stream per worker, one message per involved
- * worker per MoE layer. submit packs and sends; wait drives the queue until
- * every involved worker has answered or the deadline passes.
+ * worker per MoE layer. submit assigns every row group to a replica and
+ * sends; wait drives the queue until every group has its result, sending a
+ * failed worker's groups again to another replica.
  */
+#include <inttypes.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,61 +13,17 @@
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
-#include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
-#include "moe/remote.h"
-#include "wire.h"
-
-typedef enum rop { R_START, R_SEND, R_RECV, R_STATUS, R_INFO } rop;
-typedef struct rworker rworker;
-typedef struct rtag {
-    rworker *w;
-    rop op;
-} rtag;
-
-struct rworker {
-    char *addr;
-    grpc_channel *ch;
-    void *m_forward, *m_info;
-    grpc_call *call;          /* the Forward stream; NULL when closed */
-    int open;                 /* stream usable */
-    int pending;              /* batches started on call, not completed */
-    grpc_metadata_array md_init, md_trail;
-    grpc_status_code status;
-    grpc_slice details;
-    grpc_byte_buffer *send, *recv;
-    /* this layer's batch */
-    int active, got;
-    uint64_t id;              /* the id this worker's result must carry */
-    int n_rows, n_groups;
-    int32_t *rowmap;          /* (max_rows) wire row -> row of the work */
-    Moe__V1__RowGroup *groups;/* (n_expert) */
-    Moe__V1__RowGroup **gp;
-    uint8_t *act;             /* (max_rows, hidden) wire activations */
-    uint8_t *msg;             /* packed request */
-    size_t msg_cap;
-    rtag t_start, t_send, t_recv, t_status, t_info;
-};
-
-typedef struct remote_be {
-    moe_expert_backend be;
-    const moe_model *m;
-    moe_remote_params p;
-    grpc_completion_queue *cq;
-    rworker *w;
-    int n;
-    int16_t *holder;          /* (n_layer, n_expert) worker index or -1 */
-    const moe_expert_work *work;
-    uint64_t next_id;
-    int status;
-    moe_err err;
-} remote_be;
+#include "remote_internal.h"
+#include "rlink.h"
 
 moe_remote_params moe_remote_default_params(void) {
-    return (moe_remote_params){.wire_bf16 = 0, .deadline_ms = 10000, .max_rows = 4096};
+    return (moe_remote_params){.wire_bf16 = 0, .deadline_ms = 10000, .max_rows = 4096,
+                               .failover_ms = 30000, .down_ms = 1000,
+                               .placement_wait_ms = 30000};
 }
 
 static gpr_timespec in_ms(int ms) {
@@ -116,7 +74,106 @@ static int open_stream(remote_be *b, rworker *w) {
     return w->open ? 0 : -1;
 }
 
-/* ==== Batches ================================================================== */
+/* ==== Workers and placements ======================================================= */
+
+static void worker_free(rworker *w) {
+    if (!w) return;
+    reap(w);
+    if (w->ch) grpc_channel_destroy(w->ch);
+    free(w->addr), free(w->rowmap), free(w->groups), free(w->gp), free(w->act), free(w->msg);
+    free(w->msg_groups), free(w->queued);
+    free(w);
+}
+
+/* The worker at addr, created (with its channel) if new; -1 when out of memory. */
+static int worker_get(remote_be *b, const char *addr) {
+    for (int i = 0; i < b->n; i++)
+        if (!strcmp(b->w[i]->addr, addr)) return i;
+    if (b->n == b->cap) {
+        int nc = b->cap ? b->cap * 2 : 8;
+        rworker **nw = realloc(b->w, (size_t)nc * sizeof *nw);
+        if (!nw) return -1;
+        b->w = nw;
+        b->cap = nc;
+    }
+    const int ne = b->m->hp.n_expert;
+    rworker *w = calloc(1, sizeof *w);
+    if (!w) return -1;
+    w->t_start = (rtag){w, R_START};
+    w->t_send = (rtag){w, R_SEND};
+    w->t_recv = (rtag){w, R_RECV};
+    w->t_status = (rtag){w, R_STATUS};
+    w->t_info = (rtag){w, R_INFO};
+    w->addr = strdup(addr);
+    w->rowmap = malloc((size_t)b->p.max_rows * sizeof *w->rowmap);
+    w->groups = calloc((size_t)ne, sizeof *w->groups);
+    w->gp = calloc((size_t)ne, sizeof *w->gp);
+    w->msg_groups = calloc((size_t)ne, sizeof *w->msg_groups);
+    w->queued = calloc((size_t)ne, sizeof *w->queued);
+    if (!w->addr || !w->rowmap || !w->groups || !w->gp || !w->msg_groups || !w->queued) {
+        worker_free(w);
+        return -1;
+    }
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    w->ch = grpc_channel_create(w->addr, creds, &b->ch_args);
+    grpc_channel_credentials_release(creds);
+    w->m_forward = grpc_channel_register_call(w->ch, "/moe.v1.ExpertService/Forward", NULL, NULL);
+    w->m_info = grpc_channel_register_call(w->ch, "/moe.v1.ExpertService/Info", NULL, NULL);
+    b->w[b->n] = w;
+    return b->n++;
+}
+
+static size_t n_pairs(const remote_be *b) {
+    return (size_t)b->m->hp.n_layer * (size_t)b->m->hp.n_expert;
+}
+
+/* Builds the replica table from a placement document (workers by address).
+ * Returns 0 or MOE_ENOMEM; b->pl is replaced only on success. */
+static int apply_doc(remote_be *b, const moe_pldoc *d, moe_err *err) {
+    const size_t np = n_pairs(b);
+    const int ne = b->m->hp.n_expert;
+    uint32_t *off = calloc(np + 1, sizeof *off);
+    size_t total = 0;
+    for (size_t i = 0; i < d->n_experts; i++) total += (size_t)d->experts[i].n_replicas;
+    int32_t *rep = malloc((total + 1) * sizeof *rep);
+    int *widx = malloc(((size_t)d->n_workers + 1) * sizeof *widx);
+    if (!off || !rep || !widx) goto oom;
+    for (int i = 0; i < d->n_workers; i++)
+        if ((widx[i] = worker_get(b, d->addrs[i])) < 0) goto oom;
+    for (size_t i = 0; i < d->n_experts; i++)
+        off[(size_t)d->experts[i].layer * ne + d->experts[i].expert + 1] +=
+            (uint32_t)d->experts[i].n_replicas;
+    for (size_t i = 0; i < np; i++) off[i + 1] += off[i];
+    uint32_t *fill = calloc(np + 1, sizeof *fill);
+    if (!fill) goto oom;
+    for (size_t i = 0; i < d->n_experts; i++) {
+        const size_t k = (size_t)d->experts[i].layer * ne + d->experts[i].expert;
+        for (int r = 0; r < d->experts[i].n_replicas; r++)
+            rep[off[k] + fill[k]++] = widx[d->experts[i].replicas[r]];
+    }
+    free(fill), free(widx);
+    free(b->pl.off), free(b->pl.rep);
+    b->pl = (rplace){d->epoch, off, rep};
+    b->st.epoch = d->epoch;
+    return 0;
+oom:
+    free(off), free(rep), free(widx);
+    return moe_err_set(err, MOE_ENOMEM, "out of memory for a placement");
+}
+
+/* Takes a newer placement from the control thread, if one came; 1 if so. */
+static int refresh_placement(remote_be *b) {
+    if (!b->ctl) return 0;
+    moe_pldoc *d = rctl_take(b->ctl);
+    if (!d) return 0;
+    moe_err err;
+    int rc = apply_doc(b, d, &err);
+    if (rc < 0 && !b->p.quiet) fprintf(stderr, "remote experts: %s\n", err.msg);
+    moe_pldoc_free(d);
+    return rc == 0;
+}
+
+/* ==== Batches ======================================================================= */
 
 static int fail(remote_be *b, moe_err *err, const char *fmt, const char *addr, const char *why) {
     if (b->status == 0) b->status = moe_err_set(&b->err, MOE_EUNAVAIL, fmt, addr, why);
@@ -124,80 +181,137 @@ static int fail(remote_be *b, moe_err *err, const char *fmt, const char *addr, c
     return b->status;
 }
 
-static int remote_submit(void *ctx, const moe_expert_work *wk, moe_err *err) {
-    remote_be *b = ctx;
+static int group_rows(const remote_be *b, int g) {
+    return b->work->row_start[g + 1] - b->work->row_start[g];
+}
+
+/* Gives group g to the live replica with the fewest rows in flight (ties
+ * rotate), or leaves it unassigned (-1) when none is left. */
+static void assign(remote_be *b, int g) {
+    const int ne = b->m->hp.n_expert;
+    const size_t k = (size_t)b->work->layer * ne + b->work->expert[g];
+    const uint32_t lo = b->pl.off ? b->pl.off[k] : 0, hi = b->pl.off ? b->pl.off[k + 1] : 0;
+    const int64_t now = moe_mono_ms();
+    int best = -1;
+    int64_t best_rows = 0;
+    const uint32_t n = hi - lo;
+    for (uint32_t j = 0; j < n; j++) {
+        const int wi = b->pl.rep[lo + (j + b->rr) % n];
+        const rworker *w = b->w[wi];
+        if (w->failed || w->down_until_ms > now) continue;
+        if (best < 0 || w->rows_in_flight < best_rows) best = wi, best_rows = w->rows_in_flight;
+    }
+    if (best < 0) { /* every replica failed lately: retry the ones not failed in this batch */
+        for (uint32_t j = 0; j < n && best < 0; j++)
+            if (!b->w[b->pl.rep[lo + j]]->failed) best = b->pl.rep[lo + j];
+    }
+    b->owner[g] = best;
+    if (best < 0) return;
+    rworker *w = b->w[best];
+    w->queued[w->n_queued++] = g;
+    w->rows_in_flight += group_rows(b, g);
+}
+
+/* Sends w's queued groups as one message. Returns 0 or -1 (the stream failed). */
+static int send_queued(remote_be *b, rworker *w) {
     const moe_hparams *hp = &b->m->hp;
-    b->status = 0;
-    b->work = wk;
-    if (wk->layer < 0 || wk->layer >= hp->n_layer || wk->n_embd != hp->n_embd ||
-        wk->n_groups < 0 || wk->n_groups > hp->n_expert)
-        return b->status = moe_err_set(err, MOE_EINVAL, "remote experts: bad work");
-    const int rows = wk->n_groups ? wk->row_start[wk->n_groups] : 0;
-    if (rows > b->p.max_rows)
-        return b->status = moe_err_set(err, MOE_ERANGE, "remote experts: %d rows exceed %d", rows,
-                                       b->p.max_rows);
-    for (int i = 0; i < b->n; i++) b->w[i].active = b->w[i].got = b->w[i].n_rows = b->w[i].n_groups = 0;
-    for (int g = 0; g < wk->n_groups; g++) {
-        const int e = wk->expert[g];
-        const int h = e >= 0 && e < hp->n_expert ? b->holder[(size_t)wk->layer * hp->n_expert + e] : -1;
-        if (h < 0)
-            return b->status = moe_err_set(err, MOE_EUNAVAIL,
-                                           "no worker holds layer %d expert %d", wk->layer, e);
-        rworker *w = &b->w[h];
-        const int r0 = wk->row_start[g], nr = wk->row_start[g + 1] - r0;
-        if (nr <= 0) continue;
+    const moe_expert_work *wk = b->work;
+    const int dtype = b->p.wire_bf16 ? MOE__V1__DTYPE__DTYPE_BF16 : MOE__V1__DTYPE__DTYPE_F32;
+    const size_t rb = (size_t)hp->n_embd * moe_wire_elt_bytes(dtype);
+    reap(w);
+    if (w->call && !w->open) return -1; /* the old stream is still closing */
+    if (!w->call && open_stream(b, w) < 0) return -1;
+    w->n_rows = w->n_groups = 0;
+    for (int q = 0; q < w->n_queued; q++) {
+        const int g = w->queued[q], r0 = wk->row_start[g], nr = group_rows(b, g);
         Moe__V1__RowGroup *rg = &w->groups[w->n_groups];
         moe__v1__row_group__init(rg);
-        rg->expert = (uint32_t)e;
+        rg->expert = (uint32_t)wk->expert[g];
         rg->first_row = (uint32_t)w->n_rows;
         rg->row_count = (uint32_t)nr;
-        w->gp[w->n_groups++] = rg;
+        w->gp[w->n_groups] = rg;
+        w->msg_groups[w->n_groups++] = g;
         for (int r = 0; r < nr; r++) w->rowmap[w->n_rows++] = r0 + r;
-        w->active = 1;
     }
-    const int dtype = b->p.wire_bf16 ? MOE__V1__DTYPE__DTYPE_BF16 : MOE__V1__DTYPE__DTYPE_F32;
-    const size_t eb = moe_wire_elt_bytes(dtype), rb = (size_t)hp->n_embd * eb;
-    for (int i = 0; i < b->n; i++) {
-        rworker *w = &b->w[i];
-        if (!w->active) continue;
-        reap(w);
-        if (!w->call && open_stream(b, w) < 0)
-            return fail(b, err, "worker %s: %s", w->addr, "cannot open a Forward stream");
-        for (int r = 0; r < w->n_rows; r++)
-            moe_wire_from_f32(dtype, wk->x + (size_t)w->rowmap[r] * (size_t)hp->n_embd,
-                              (size_t)hp->n_embd, w->act + (size_t)r * rb);
-        Moe__V1__ForwardRequest req = MOE__V1__FORWARD_REQUEST__INIT;
-        req.id = w->id = ++b->next_id;
-        req.layer = (uint32_t)wk->layer;
-        req.dtype = dtype;
-        req.hidden = (uint32_t)hp->n_embd;
-        req.n_groups = (size_t)w->n_groups;
-        req.groups = w->gp;
-        req.activations.data = w->act;
-        req.activations.len = (size_t)w->n_rows * rb;
-        const size_t need = moe__v1__forward_request__get_packed_size(&req);
-        if (need > w->msg_cap) {
-            uint8_t *nm = realloc(w->msg, need);
-            if (!nm) return fail(b, err, "worker %s: %s", w->addr, "out of memory");
-            w->msg = nm;
-            w->msg_cap = need;
+    w->n_queued = 0;
+    if ((size_t)w->n_rows * rb > w->act_cap) {
+        uint8_t *na = realloc(w->act, (size_t)w->n_rows * rb);
+        if (!na) return -1;
+        w->act = na;
+        w->act_cap = (size_t)w->n_rows * rb;
+    }
+    for (int r = 0; r < w->n_rows; r++)
+        moe_wire_from_f32(dtype, wk->x + (size_t)w->rowmap[r] * (size_t)hp->n_embd,
+                          (size_t)hp->n_embd, w->act + (size_t)r * rb);
+    Moe__V1__ForwardRequest req = MOE__V1__FORWARD_REQUEST__INIT;
+    req.id = w->id = ++b->next_id;
+    req.layer = (uint32_t)wk->layer;
+    req.placement_epoch = b->pl.epoch;
+    req.dtype = dtype;
+    req.hidden = (uint32_t)hp->n_embd;
+    req.n_groups = (size_t)w->n_groups;
+    req.groups = w->gp;
+    req.activations.data = w->act;
+    req.activations.len = (size_t)w->n_rows * rb;
+    const size_t need = moe__v1__forward_request__get_packed_size(&req);
+    if (need > w->msg_cap) {
+        uint8_t *nm = realloc(w->msg, need);
+        if (!nm) return -1;
+        w->msg = nm;
+        w->msg_cap = need;
+    }
+    moe__v1__forward_request__pack(&req, w->msg);
+    grpc_slice sl = grpc_slice_from_copied_buffer((const char *)w->msg, need);
+    w->send = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_SEND_MESSAGE;
+    op.data.send_message.send_message = w->send;
+    start(w, w->call, &op, 1, &w->t_send);
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &w->recv;
+    start(w, w->call, &op, 1, &w->t_recv);
+    w->busy = 1;
+    w->sent_ms = moe_mono_ms();
+    b->st.messages++;
+    return w->open ? 0 : -1;
+}
+
+/* A worker failed this batch (down: its connection broke or it timed out,
+ * so it is avoided for down_ms; else it refused, e.g. an expert it no
+ * longer holds): its groups go to other replicas now. */
+static void worker_failed(remote_be *b, rworker *w, int down, const char *why) {
+    w->failed = 1;
+    w->n_failures++;
+    snprintf(b->last_why, sizeof b->last_why, "worker %s: %s", w->addr, why);
+    b->st.worker_failures++;
+    if (down) {
+        w->down_until_ms = moe_mono_ms() + b->p.down_ms;
+        if (w->call) {
+            grpc_call_cancel(w->call, NULL);
+            w->open = 0;
         }
-        moe__v1__forward_request__pack(&req, w->msg);
-        grpc_slice sl = grpc_slice_from_copied_buffer((const char *)w->msg, need);
-        w->send = grpc_raw_byte_buffer_create(&sl, 1);
-        grpc_slice_unref(sl);
-        grpc_op op;
-        memset(&op, 0, sizeof op);
-        op.op = GRPC_OP_SEND_MESSAGE;
-        op.data.send_message.send_message = w->send;
-        start(w, w->call, &op, 1, &w->t_send);
-        memset(&op, 0, sizeof op);
-        op.op = GRPC_OP_RECV_MESSAGE;
-        op.data.recv_message.recv_message = &w->recv;
-        start(w, w->call, &op, 1, &w->t_recv);
-        if (!w->open) return fail(b, err, "worker %s: %s", w->addr, "the Forward stream failed");
     }
-    return 0;
+    int n = 0;
+    int32_t *moved = b->moved; /* a group is in flight or queued, not both */
+    if (w->busy)
+        for (int i = 0; i < w->n_groups; i++) moved[n++] = w->msg_groups[i];
+    for (int i = 0; i < w->n_queued; i++) moved[n++] = w->queued[i];
+    w->busy = 0;
+    w->n_queued = 0;
+    w->n_groups = 0;
+    w->rows_in_flight = 0;
+    if (!b->p.quiet && (!w->was_down || !down))
+        fprintf(stderr, "remote experts: worker %s failed (%s); %d row group(s) to send again\n",
+                w->addr, why, n);
+    w->was_down |= down;
+    if (b->ctl) rctl_kick(b->ctl);
+    for (int i = 0; i < n; i++) {
+        b->st.retries++;
+        assign(b, moved[i]);
+    }
 }
 
 /* One result: checks it and scatters its rows into the work's y. */
@@ -215,7 +329,12 @@ static void take_result(remote_be *b, rworker *w) {
         return;
     }
     const size_t eb = moe_wire_elt_bytes((int)r->dtype);
-    if (r->status != 0) {
+    if (r->status == GRPC_STATUS_FAILED_PRECONDITION || r->status == GRPC_STATUS_UNAVAILABLE ||
+        r->status == GRPC_STATUS_RESOURCE_EXHAUSTED) {
+        /* it does not hold an expert (any more), or cannot serve now: retry elsewhere */
+        snprintf(why, sizeof why, "status %d: %s", r->status, r->error ? r->error : "");
+        worker_failed(b, w, r->status != GRPC_STATUS_FAILED_PRECONDITION, why);
+    } else if (r->status != 0) {
         snprintf(why, sizeof why, "status %d: %s", r->status, r->error ? r->error : "");
         fail(b, NULL, "worker %s: %s", w->addr, why);
     } else if (r->id != w->id) {
@@ -227,7 +346,18 @@ static void take_result(remote_be *b, rworker *w) {
             moe_wire_to_f32((int)r->dtype, r->outputs.data + (size_t)i * (size_t)hp->n_embd * eb,
                             (size_t)hp->n_embd,
                             b->work->y + (size_t)w->rowmap[i] * (size_t)hp->n_embd);
-        w->got = 1;
+        for (int i = 0; i < w->n_groups; i++) {
+            const int g = w->msg_groups[i];
+            if (!b->done[g]) b->done[g] = 1, b->n_todo--;
+        }
+        w->rows_in_flight -= w->n_rows;
+        if (w->rows_in_flight < 0) w->rows_in_flight = 0;
+        w->busy = 0;
+        w->n_groups = 0;
+        w->n_batches++;
+        if (w->was_down && !b->p.quiet)
+            fprintf(stderr, "remote experts: worker %s serves again\n", w->addr);
+        w->was_down = 0;
     }
     moe__v1__forward_result__free_unpacked(r, NULL);
 }
@@ -247,69 +377,166 @@ static void on_event(remote_be *b, rtag *t, int ok) {
     case R_RECV:
         if (!ok || !w->recv) {
             w->open = 0;
-            if (w->active && !w->got) fail(b, NULL, "worker %s: %s", w->addr, "the stream ended");
-        } else {
+            if (w->busy) worker_failed(b, w, 1, "the stream ended");
+        } else if (w->busy) {
             take_result(b, w);
+        } else {
+            grpc_byte_buffer_destroy(w->recv);
+            w->recv = NULL;
         }
         break;
-    case R_STATUS: {
+    case R_STATUS:
         w->open = 0;
-        if (w->active && !w->got) {
+        if (w->busy) {
             char why[300];
             char *d = grpc_slice_to_c_string(w->details);
             snprintf(why, sizeof why, "stream closed (status %d: %s)", (int)w->status, d);
             gpr_free(d);
-            fail(b, NULL, "worker %s: %s", w->addr, why);
+            worker_failed(b, w, 1, why);
         }
         break;
-    }
     }
     reap(w);
 }
 
+static int remote_submit(void *ctx, const moe_expert_work *wk, moe_err *err) {
+    remote_be *b = ctx;
+    const moe_hparams *hp = &b->m->hp;
+    b->status = 0;
+    b->last_why[0] = 0;
+    b->work = wk;
+    b->n_todo = 0;
+    if (wk->layer < 0 || wk->layer >= hp->n_layer || wk->n_embd != hp->n_embd ||
+        wk->n_groups < 0 || wk->n_groups > hp->n_expert)
+        return b->status = moe_err_set(err, MOE_EINVAL, "remote experts: bad work");
+    const int rows = wk->n_groups ? wk->row_start[wk->n_groups] : 0;
+    if (rows > b->p.max_rows)
+        return b->status = moe_err_set(err, MOE_ERANGE, "remote experts: %d rows exceed %d", rows,
+                                       b->p.max_rows);
+    for (int g = 0; g < wk->n_groups; g++)
+        if (wk->expert[g] < 0 || wk->expert[g] >= hp->n_expert)
+            return b->status = moe_err_set(err, MOE_EINVAL, "remote experts: expert %d out of range",
+                                           wk->expert[g]);
+    refresh_placement(b);
+    b->st.batches++;
+    if (b->ctl) rctl_count(b->ctl, wk->layer, wk->n_groups, wk->expert, wk->row_start);
+    for (int i = 0; i < b->n; i++) {
+        rworker *w = b->w[i];
+        w->failed = w->busy = w->n_queued = w->n_groups = 0;
+        w->rows_in_flight = 0;
+    }
+    b->rr++;
+    for (int g = 0; g < wk->n_groups; g++) {
+        b->done[g] = group_rows(b, g) <= 0;
+        b->owner[g] = -1;
+        if (b->done[g]) continue;
+        b->n_todo++;
+        assign(b, g);
+    }
+    return 0;
+}
+
+/* Sends every idle worker's queued groups; a worker whose stream cannot be
+ * used fails over. */
+static void dispatch(remote_be *b) {
+    for (int again = 1; again;) {
+        again = 0;
+        for (int i = 0; i < b->n; i++) {
+            rworker *w = b->w[i];
+            if (!w->n_queued || w->busy) continue;
+            if (send_queued(b, w) < 0) {
+                worker_failed(b, w, 1, "cannot open a Forward stream");
+                again = 1;
+            }
+        }
+    }
+}
+
 static int remote_wait(void *ctx, moe_err *err) {
     remote_be *b = ctx;
-    const gpr_timespec deadline = in_ms(b->p.deadline_ms);
-    for (;;) {
-        int waiting = 0;
+    if (b->status) {
+        if (err) *err = b->err;
+        return b->status;
+    }
+    const int ng = b->work->n_groups;
+    const int64_t t0 = moe_mono_ms();
+    while (b->n_todo > 0 && !b->status) {
+        dispatch(b);
+        /* groups no live replica holds: wait for a placement that has one */
+        int orphans = 0;
+        for (int g = 0; g < ng; g++) orphans += !b->done[g] && b->owner[g] < 0;
+        const int64_t now = moe_mono_ms();
+        if (orphans) {
+            if (b->ctl) {
+                rctl_kick(b->ctl);
+                if (refresh_placement(b))
+                    for (int i = 0; i < b->n; i++) b->w[i]->failed = 0; /* it decides now */
+                for (int g = 0; g < ng; g++)
+                    if (!b->done[g] && b->owner[g] < 0) assign(b, g);
+                dispatch(b);
+            }
+            int left = 0;
+            for (int g = 0; g < ng; g++) left += !b->done[g] && b->owner[g] < 0;
+            if (left && (!b->ctl || now - t0 > b->p.failover_ms)) {
+                char why[200];
+                int g = 0;
+                while (b->done[g] || b->owner[g] >= 0) g++;
+                if (b->ctl)
+                    snprintf(why, sizeof why,
+                             "no live worker holds layer %d expert %d (waited %d ms for a new "
+                             "placement)",
+                             b->work->layer, b->work->expert[g], b->p.failover_ms);
+                else
+                    snprintf(why, sizeof why, "no other worker holds layer %d expert %d",
+                             b->work->layer, b->work->expert[g]);
+                if (*b->last_why) {
+                    fail(b, NULL, "%s; %s", b->last_why, why);
+                    break;
+                }
+                fail(b, NULL, "%s%s", "", why);
+                break;
+            }
+        }
+        /* the nearest message deadline, or a short poll while groups wait */
+        int64_t wake = now + (orphans ? 50 : b->p.deadline_ms);
         for (int i = 0; i < b->n; i++)
-            if (b->w[i].active && (!b->w[i].got || b->w[i].send)) waiting = 1;
-        if (!waiting || b->status) break;
-        grpc_event ev = grpc_completion_queue_next(b->cq, deadline, NULL);
-        if (ev.type == GRPC_QUEUE_TIMEOUT) {
-            for (int i = 0; i < b->n; i++) {
-                rworker *w = &b->w[i];
-                if (!w->active || w->got) continue;
+            if (b->w[i]->busy && b->w[i]->sent_ms + b->p.deadline_ms < wake)
+                wake = b->w[i]->sent_ms + b->p.deadline_ms;
+        grpc_event ev =
+            grpc_completion_queue_next(b->cq, in_ms((int)(wake > now ? wake - now : 0)), NULL);
+        if (ev.type == GRPC_OP_COMPLETE) on_event(b, ev.tag, ev.success);
+        const int64_t after = moe_mono_ms();
+        for (int i = 0; i < b->n; i++) {
+            rworker *w = b->w[i];
+            if (w->busy && after - w->sent_ms >= b->p.deadline_ms) {
                 char why[64];
                 snprintf(why, sizeof why, "no result within %d ms", b->p.deadline_ms);
-                fail(b, NULL, "worker %s: %s", w->addr, why);
+                worker_failed(b, w, 1, why);
             }
-            break;
         }
-        if (ev.type == GRPC_OP_COMPLETE) on_event(b, ev.tag, ev.success);
     }
     if (b->status) {
-        /* a failed batch: cancel the involved streams that did not answer;
-         * the next batch opens new ones */
+        /* a failed batch: cancel the streams still busy; the next batch opens new ones */
         for (int i = 0; i < b->n; i++) {
-            rworker *w = &b->w[i];
-            if (w->call && (!w->got || !w->open)) {
+            rworker *w = b->w[i];
+            if (w->call && w->busy) {
                 grpc_call_cancel(w->call, NULL);
                 w->open = 0;
             }
+            w->busy = 0;
         }
-        /* collect what the cancellation completes (bounded) */
-        const gpr_timespec drain = in_ms(2000);
-        for (;;) {
-            int pending = 0;
-            for (int i = 0; i < b->n; i++) pending |= b->w[i].pending > 0 && !b->w[i].open;
-            if (!pending) break;
-            grpc_event ev = grpc_completion_queue_next(b->cq, drain, NULL);
-            if (ev.type != GRPC_OP_COMPLETE) break;
-            on_event(b, ev.tag, ev.success);
-        }
-        if (err) *err = b->err;
     }
+    /* collect what cancellations complete (bounded), so the streams reopen */
+    const gpr_timespec drain = in_ms(2000);
+    for (;;) {
+        int pending = 0;
+        for (int i = 0; i < b->n; i++) pending |= b->w[i]->pending > 0 && !b->w[i]->open;
+        if (!pending) break;
+        grpc_event ev = grpc_completion_queue_next(b->cq, drain, NULL);
+        if (ev.type != GRPC_OP_COMPLETE) break;
+        on_event(b, ev.tag, ev.success);
+    }
+    if (b->status && err) *err = b->err;
     return b->status;
 }
 
@@ -318,8 +545,9 @@ static int remote_wait(void *ctx, moe_err *err) {
 static void remote_destroy(void *ctx) {
     remote_be *b = ctx;
     if (!b) return;
+    rctl_stop(b->ctl);
     for (int i = 0; i < b->n; i++) {
-        rworker *w = &b->w[i];
+        rworker *w = b->w[i];
         if (w->call) {
             grpc_call_cancel(w->call, NULL);
             w->open = 0;
@@ -328,18 +556,13 @@ static void remote_destroy(void *ctx) {
     const gpr_timespec drain = in_ms(2000);
     for (;;) {
         int pending = 0;
-        for (int i = 0; i < b->n; i++) pending |= b->w[i].pending > 0;
+        for (int i = 0; i < b->n; i++) pending |= b->w[i]->pending > 0;
         if (!pending) break;
         grpc_event ev = grpc_completion_queue_next(b->cq, drain, NULL);
         if (ev.type != GRPC_OP_COMPLETE) break;
         on_event(b, ev.tag, ev.success);
     }
-    for (int i = 0; i < b->n; i++) {
-        rworker *w = &b->w[i];
-        reap(w);
-        if (w->ch) grpc_channel_destroy(w->ch);
-        free(w->addr), free(w->rowmap), free(w->groups), free(w->gp), free(w->act), free(w->msg);
-    }
+    for (int i = 0; i < b->n; i++) worker_free(b->w[i]);
     if (b->cq) {
         grpc_completion_queue_shutdown(b->cq);
         while (grpc_completion_queue_next(b->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
@@ -347,108 +570,21 @@ static void remote_destroy(void *ctx) {
         }
         grpc_completion_queue_destroy(b->cq);
     }
-    free(b->w);
-    free(b->holder);
+    free(b->w), free(b->pl.off), free(b->pl.rep), free(b->owner), free(b->done);
+    free(b->moved);
     free(b);
     grpc_shutdown();
 }
 
-/* Info of one worker (blocking, with the deadline); fills holder. */
-static int read_info(remote_be *b, int i, moe_err *err) {
-    rworker *w = &b->w[i];
-    const moe_hparams *hp = &b->m->hp;
-    grpc_call *call = grpc_channel_create_registered_call(w->ch, NULL, GRPC_PROPAGATE_DEFAULTS, b->cq,
-                                                          w->m_info, in_ms(b->p.deadline_ms), NULL);
-    if (!call) return moe_err_set(err, MOE_EUNAVAIL, "worker %s: cannot call Info", w->addr);
-    Moe__V1__InfoRequest ir = MOE__V1__INFO_REQUEST__INIT;
-    uint8_t ibuf[8];
-    size_t il = moe__v1__info_request__pack(&ir, ibuf);
-    grpc_slice sl = grpc_slice_from_copied_buffer((const char *)ibuf, il);
-    grpc_byte_buffer *req = grpc_raw_byte_buffer_create(&sl, 1), *resp = NULL;
-    grpc_slice_unref(sl);
-    grpc_metadata_array mi, mt;
-    grpc_metadata_array_init(&mi);
-    grpc_metadata_array_init(&mt);
-    grpc_status_code st = GRPC_STATUS_UNKNOWN;
-    grpc_slice details = grpc_empty_slice();
-    grpc_op ops[6];
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = req;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &mi;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &resp;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &mt;
-    ops[5].data.recv_status_on_client.status = &st;
-    ops[5].data.recv_status_on_client.status_details = &details;
-    int rc = 0;
-    if (grpc_call_start_batch(call, ops, 6, &w->t_info, NULL) != GRPC_CALL_OK) {
-        rc = moe_err_set(err, MOE_EUNAVAIL, "worker %s: cannot start Info", w->addr);
-    } else {
-        w->pending++;
-        for (;;) {
-            grpc_event ev = grpc_completion_queue_next(b->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-            if (ev.type == GRPC_OP_COMPLETE) {
-                ((rtag *)ev.tag)->w->pending--;
-                if (ev.tag == &w->t_info) break;
-            }
-        }
-    }
-    Moe__V1__InfoResponse *r = NULL;
-    if (rc == 0 && st != GRPC_STATUS_OK) {
-        char *d = grpc_slice_to_c_string(details);
-        rc = moe_err_set(err, MOE_EUNAVAIL, "worker %s: Info failed (status %d: %s)", w->addr,
-                         (int)st, d);
-        gpr_free(d);
-    } else if (rc == 0) {
-        size_t len = 0;
-        uint8_t *data = resp ? moe_wire_read_all(resp, &len) : NULL;
-        r = data ? moe__v1__info_response__unpack(NULL, len, data) : NULL;
-        free(data);
-        if (!r) rc = moe_err_set(err, MOE_EFORMAT, "worker %s: Info reply is malformed", w->addr);
-    }
-    if (r && (r->n_layer != (uint32_t)hp->n_layer || r->n_expert != (uint32_t)hp->n_expert ||
-              r->hidden != (uint32_t)hp->n_embd))
-        rc = moe_err_set(err, MOE_EINVAL,
-                         "worker %s serves a model of %u layers, %u experts, hidden %u; this one "
-                         "has %d, %d, %d",
-                         w->addr, r->n_layer, r->n_expert, r->hidden, hp->n_layer, hp->n_expert,
-                         hp->n_embd);
-    for (size_t k = 0; r && rc == 0 && k < r->n_held; k++) {
-        const Moe__V1__LayerExperts *le = r->held[k];
-        for (size_t j = 0; j < le->n_experts; j++) {
-            if (le->layer >= (uint32_t)hp->n_layer || le->experts[j] >= (uint32_t)hp->n_expert) {
-                rc = moe_err_set(err, MOE_EFORMAT, "worker %s: Info names layer %u expert %u",
-                                 w->addr, le->layer, le->experts[j]);
-                break;
-            }
-            int16_t *h = &b->holder[(size_t)le->layer * hp->n_expert + le->experts[j]];
-            if (*h < 0) *h = (int16_t)i; /* first holder; replicas come with the control plane */
-        }
-    }
-    if (r) moe__v1__info_response__free_unpacked(r, NULL);
-    if (resp) grpc_byte_buffer_destroy(resp);
-    grpc_byte_buffer_destroy(req);
-    grpc_slice_unref(details);
-    grpc_metadata_array_destroy(&mi);
-    grpc_metadata_array_destroy(&mt);
-    grpc_call_unref(call);
-    return rc;
-}
-
-int moe_expert_backend_remote_create(moe_expert_backend **out, const moe_model *m,
-                                     const char *const *workers, int n,
-                                     const moe_remote_params *p, moe_err *err) {
+/* The common part of both creates. */
+static int create_common(remote_be **out, const moe_model *m, const moe_remote_params *p,
+                         moe_err *err) {
     *out = NULL;
-    if (n < 1 || n > 4096) return moe_err_set(err, MOE_EINVAL, "need 1 to 4096 workers");
     moe_remote_params dp = moe_remote_default_params();
     if (!p) p = &dp;
-    if (p->deadline_ms < 1 || p->max_rows < 1)
-        return moe_err_set(err, MOE_EINVAL, "deadline and max_rows must be >= 1");
+    if (p->deadline_ms < 1 || p->max_rows < 1 || p->failover_ms < 0 || p->down_ms < 0 ||
+        p->placement_wait_ms < 0)
+        return moe_err_set(err, MOE_EINVAL, "deadline and max_rows must be >= 1, waits >= 0");
     mallopt(M_MMAP_THRESHOLD, 256 << 20); /* reuse large message buffers (stack-notes) */
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
     grpc_init();
@@ -457,63 +593,136 @@ int moe_expert_backend_remote_create(moe_expert_backend **out, const moe_model *
         grpc_shutdown();
         return moe_err_set(err, MOE_ENOMEM, "out of memory");
     }
-    const moe_hparams *hp = &m->hp;
     b->m = m;
     b->p = *p;
-    b->n = n;
     b->cq = grpc_completion_queue_create_for_next(NULL);
-    b->w = calloc((size_t)n, sizeof *b->w);
-    b->holder = malloc((size_t)hp->n_layer * (size_t)hp->n_expert * sizeof *b->holder);
-    int rc = 0;
-    if (!b->w || !b->holder) {
-        rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
-        goto fail;
+    b->args[0] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                            .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                            .value.integer = 1 << 30};
+    b->args[1] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                            .key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+                            .value.integer = 1 << 30};
+    b->ch_args = (grpc_channel_args){2, b->args};
+    b->owner = calloc((size_t)m->hp.n_expert + 1, sizeof *b->owner);
+    b->done = calloc((size_t)m->hp.n_expert + 1, 1);
+    b->moved = calloc((size_t)m->hp.n_expert + 1, sizeof *b->moved);
+    b->be = (moe_expert_backend){b, "remote", remote_submit, remote_wait, remote_destroy};
+    *out = b;
+    if (!b->owner || !b->done || !b->moved) return moe_err_set(err, MOE_ENOMEM, "out of memory");
+    return 0;
+}
+
+/* Every routed expert of every MoE layer has a replica (unless allow_partial). */
+static int check_coverage(const remote_be *b, const char *hint, moe_err *err) {
+    const moe_hparams *hp = &b->m->hp;
+    for (int l = 0; l < hp->n_layer && !b->p.allow_partial; l++) {
+        if (!moe_model_layer_is_moe(b->m, l)) continue;
+        for (int e = 0; e < hp->n_expert; e++) {
+            const size_t k = (size_t)l * hp->n_expert + e;
+            if (!b->pl.off || b->pl.off[k] == b->pl.off[k + 1])
+                return moe_err_set(err, MOE_EUNAVAIL, "no worker holds layer %d expert %d (%s)", l,
+                                   e, hint);
+        }
     }
-    for (size_t i = 0; i < (size_t)hp->n_layer * (size_t)hp->n_expert; i++) b->holder[i] = -1;
-    const size_t eb = p->wire_bf16 ? 2 : 4;
-    grpc_arg args[2] = {
-        {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, .value.integer = 1 << 30},
-        {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, .value.integer = 1 << 30},
-    };
-    grpc_channel_args ch_args = {2, args};
-    for (int i = 0; i < n; i++) {
-        rworker *w = &b->w[i];
-        w->t_start = (rtag){w, R_START};
-        w->t_send = (rtag){w, R_SEND};
-        w->t_recv = (rtag){w, R_RECV};
-        w->t_status = (rtag){w, R_STATUS};
-        w->t_info = (rtag){w, R_INFO};
-        w->addr = strdup(workers[i]);
-        w->rowmap = malloc((size_t)p->max_rows * sizeof *w->rowmap);
-        w->groups = calloc((size_t)hp->n_expert, sizeof *w->groups);
-        w->gp = calloc((size_t)hp->n_expert, sizeof *w->gp);
-        w->act = malloc((size_t)p->max_rows * (size_t)hp->n_embd * eb);
-        if (!w->addr || !w->rowmap || !w->groups || !w->gp || !w->act) {
+    return 0;
+}
+
+typedef struct info_acc {
+    remote_be *b;
+    int wi;
+    uint8_t *held; /* (n_layer, n_expert, n_workers) */
+} info_acc;
+
+static void info_pair(void *ud, int l, int e) {
+    info_acc *a = ud;
+    a->held[((size_t)l * a->b->m->hp.n_expert + e) * (size_t)a->b->cap + a->wi] = 1;
+}
+
+int moe_expert_backend_remote_create(moe_expert_backend **out, const moe_model *m,
+                                     const char *const *workers, int n,
+                                     const moe_remote_params *p, moe_err *err) {
+    *out = NULL;
+    if (n < 1 || n > 4096) return moe_err_set(err, MOE_EINVAL, "need 1 to 4096 workers");
+    remote_be *b = NULL;
+    int rc = create_common(&b, m, p, err);
+    if (rc < 0) goto fail;
+    for (int i = 0; i < n; i++)
+        if (worker_get(b, workers[i]) < 0) {
             rc = moe_err_set(err, MOE_ENOMEM, "out of memory for worker buffers");
             goto fail;
         }
-        grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-        w->ch = grpc_channel_create(w->addr, creds, &ch_args);
-        grpc_channel_credentials_release(creds);
-        w->m_forward = grpc_channel_register_call(w->ch, "/moe.v1.ExpertService/Forward", NULL, NULL);
-        w->m_info = grpc_channel_register_call(w->ch, "/moe.v1.ExpertService/Info", NULL, NULL);
-        if ((rc = read_info(b, i, err)) < 0) goto fail;
+    /* the replicas each worker's Info names, as a placement of epoch 0 */
+    const size_t np = n_pairs(b);
+    info_acc acc = {b, 0, calloc(np * (size_t)b->cap + 1, 1)};
+    b->pl.off = calloc(np + 1, sizeof *b->pl.off);
+    b->pl.rep = malloc((np * (size_t)b->n + 1) * sizeof *b->pl.rep);
+    if (!acc.held || !b->pl.off || !b->pl.rep) {
+        free(acc.held);
+        rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
+        goto fail;
     }
-    for (int l = 0; l < hp->n_layer && !p->allow_partial; l++) {
-        if (!moe_model_layer_is_moe(m, l)) continue;
-        for (int e = 0; e < hp->n_expert; e++)
-            if (b->holder[(size_t)l * hp->n_expert + e] < 0) {
-                rc = moe_err_set(err, MOE_EUNAVAIL,
-                                 "no worker holds layer %d expert %d (the %d worker(s) given "
-                                 "leave it out)",
-                                 l, e, n);
-                goto fail;
-            }
+    for (acc.wi = 0; acc.wi < b->n; acc.wi++)
+        if ((rc = moe__remote_read_info(b, b->w[acc.wi], info_pair, &acc, err)) < 0) {
+            free(acc.held);
+            goto fail;
+        }
+    size_t k = 0;
+    for (size_t i = 0; i < np; i++) {
+        b->pl.off[i] = (uint32_t)k;
+        for (int wi = 0; wi < b->n; wi++)
+            if (acc.held[i * (size_t)b->cap + wi]) b->pl.rep[k++] = wi;
     }
-    b->be = (moe_expert_backend){b, "remote", remote_submit, remote_wait, remote_destroy};
+    b->pl.off[np] = (uint32_t)k;
+    free(acc.held);
+    char hint[64];
+    snprintf(hint, sizeof hint, "the %d worker(s) given leave it out", n);
+    if ((rc = check_coverage(b, hint, err)) < 0) goto fail;
     *out = &b->be;
     return 0;
 fail:
     remote_destroy(b);
     return rc;
+}
+
+int moe_expert_backend_remote_redis_create(moe_expert_backend **out, const moe_model *m,
+                                           const char *url, const char *prefix,
+                                           const moe_remote_params *p, moe_err *err) {
+    *out = NULL;
+    remote_be *b = NULL;
+    int rc = create_common(&b, m, p, err);
+    if (rc < 0) goto fail;
+    if ((rc = rctl_start(&b->ctl, url, prefix, m->hp.n_layer, m->hp.n_expert, err)) < 0) goto fail;
+    if (!rctl_wait(b->ctl, b->p.placement_wait_ms)) {
+        rc = moe_err_set(err, MOE_EUNAVAIL,
+                         "no active placement in Redis %s (prefix '%s') after %d ms: is "
+                         "router-svc running, with workers registered?",
+                         url, prefix && *prefix ? prefix : "moemesh", b->p.placement_wait_ms);
+        goto fail;
+    }
+    moe_pldoc *d = rctl_take(b->ctl);
+    rc = d ? apply_doc(b, d, err) : moe_err_set(err, MOE_EUNAVAIL, "no placement");
+    moe_pldoc_free(d);
+    if (rc < 0) goto fail;
+    if ((rc = check_coverage(b, "the active placement leaves it out", err)) < 0) goto fail;
+    *out = &b->be;
+    return 0;
+fail:
+    remote_destroy(b);
+    return rc;
+}
+
+moe_remote_stats moe_remote_get_stats(const moe_expert_backend *be) {
+    moe_remote_stats s;
+    memset(&s, 0, sizeof s);
+    if (!be || !be->name || strcmp(be->name, "remote")) return s;
+    const remote_be *b = be->ctx;
+    s = b->st;
+    s.workers = b->n;
+    if (b->ctl) {
+        rctl_stats c = rctl_get_stats(b->ctl);
+        s.placements = c.placements;
+        s.rows_reported = c.rows_reported;
+        s.redis_failures = c.redis_failures;
+    }
+    return s;
 }

@@ -1,0 +1,235 @@
+/* remote_ctl.c - the remote backend's control thread (see remote_ctl.h). */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "remote_ctl.h"
+#include "rlink.h"
+
+#define CHECK_MS 1000
+#define FLUSH_MS 1000
+#define BUCKET_S 10
+#define LOAD_TTL_S 600
+
+struct rctl {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop, kick;
+    moe_rlink *cmd, *sub;
+    char *prefix;
+    int n_layer, n_expert;
+    moe_pldoc *next;         /* newest placement not taken yet */
+    uint64_t seen_epoch;     /* the epoch of the newest document read */
+    int have_seen;
+    uint64_t *counts;        /* (n_layer, n_expert) rows since the last flush */
+    uint64_t *unsent;        /* control thread only: counts taken, not written yet */
+    uint64_t bad_epoch;      /* an epoch whose document failed to parse (logged once) */
+    rctl_stats st;
+};
+
+static void on_message(void *ud, const char *channel, const char *msg) {
+    rctl *c = ud;
+    (void)channel;
+    if (!strncmp(msg, "active ", 7) || !strncmp(msg, "down ", 5)) {
+        pthread_mutex_lock(&c->mu);
+        c->kick = 1;
+        pthread_mutex_unlock(&c->mu);
+    }
+}
+
+/* Reads the active epoch and, if it changed, its document. */
+static void check(rctl *c) {
+    redisReply *r = moe_rlink_cmd(c->cmd, "GET %s:placement:active", c->prefix);
+    if (!r) return;
+    uint64_t e = 0;
+    int have = 0;
+    if (r->type == REDIS_REPLY_STRING) {
+        char *end;
+        e = strtoull(r->str, &end, 10);
+        have = *r->str && !*end;
+    }
+    freeReplyObject(r);
+    if (!have || (c->have_seen && e == c->seen_epoch) || e == c->bad_epoch) return;
+    r = moe_rlink_cmd(c->cmd, "GET %s:placement:%" PRIu64, c->prefix, e);
+    if (!r) return;
+    if (r->type == REDIS_REPLY_STRING) {
+        moe_pldoc *d;
+        moe_err err;
+        if (moe_pldoc_parse(&d, r->str, r->len, c->n_layer, c->n_expert, &err) < 0) {
+            fprintf(stderr, "remote experts: placement epoch %" PRIu64 " is unusable: %s\n", e,
+                    err.msg);
+            c->bad_epoch = e;
+        } else {
+            pthread_mutex_lock(&c->mu);
+            moe_pldoc_free(c->next);
+            c->next = d;
+            c->seen_epoch = e;
+            c->have_seen = 1;
+            c->st.epoch = e;
+            pthread_cond_broadcast(&c->cv);
+            pthread_mutex_unlock(&c->mu);
+        }
+    }
+    freeReplyObject(r);
+}
+
+/* Writes the counts in one pipeline: HINCRBY per expert seen, one EXPIRE. */
+static void flush(rctl *c) {
+    const size_t n = (size_t)c->n_layer * (size_t)c->n_expert;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < n; i++) {
+        c->unsent[i] += c->counts[i];
+        c->counts[i] = 0;
+    }
+    pthread_mutex_unlock(&c->mu);
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) total += c->unsent[i];
+    if (!total || !moe_rlink_begin(c->cmd)) return;
+    char key[300];
+    snprintf(key, sizeof key, "%s:load:%lld", c->prefix, (long long)(moe_wall_ms() / 1000 / BUCKET_S));
+    for (size_t i = 0; i < n; i++) {
+        if (!c->unsent[i]) continue;
+        char field[32];
+        snprintf(field, sizeof field, "%d:%d", (int)(i / (size_t)c->n_expert),
+                 (int)(i % (size_t)c->n_expert));
+        moe_rlink_append(c->cmd, "HINCRBY %s %s %llu", key, field, (unsigned long long)c->unsent[i]);
+    }
+    moe_rlink_append(c->cmd, "EXPIRE %s %d", key, LOAD_TTL_S);
+    if (moe_rlink_flush(c->cmd, NULL, NULL) == 0) {
+        memset(c->unsent, 0, n * sizeof *c->unsent);
+        pthread_mutex_lock(&c->mu);
+        c->st.load_flushes++;
+        c->st.rows_reported += total;
+        pthread_mutex_unlock(&c->mu);
+    }
+}
+
+static void *run(void *arg) {
+    rctl *c = arg;
+    char chan[300];
+    snprintf(chan, sizeof chan, "%s:events", c->prefix);
+    moe_rlink_subscribe(c->sub, chan);
+    int64_t next_check = 0, next_flush = moe_mono_ms() + FLUSH_MS;
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        int stop = c->stop, kick = c->kick;
+        c->kick = 0;
+        pthread_mutex_unlock(&c->mu);
+        if (stop) break;
+        const int64_t now = moe_mono_ms();
+        if (kick || now >= next_check) {
+            check(c);
+            next_check = now + CHECK_MS;
+        }
+        if (now >= next_flush) {
+            flush(c);
+            next_flush = now + FLUSH_MS;
+        }
+        moe_rlink_sub_poll(c->sub, 100, on_message, c);
+        moe_rlink_stats a = moe_rlink_get_stats(c->cmd), b = moe_rlink_get_stats(c->sub);
+        pthread_mutex_lock(&c->mu);
+        c->st.redis_connects = a.connects + b.connects;
+        c->st.redis_failures = a.failures + b.failures;
+        pthread_mutex_unlock(&c->mu);
+    }
+    flush(c); /* the last counts, if Redis is there */
+    return NULL;
+}
+
+int rctl_start(rctl **out, const char *url, const char *prefix, int n_layer, int n_expert,
+               moe_err *err) {
+    *out = NULL;
+    rctl *c = calloc(1, sizeof *c);
+    if (!c) return moe_err_set(err, MOE_ENOMEM, "out of memory");
+    const size_t n = (size_t)n_layer * (size_t)n_expert;
+    c->n_layer = n_layer;
+    c->n_expert = n_expert;
+    c->prefix = strdup(prefix && *prefix ? prefix : "moemesh");
+    c->counts = calloc(n + 1, sizeof *c->counts);
+    c->unsent = calloc(n + 1, sizeof *c->unsent);
+    int rc = 0;
+    if (!c->prefix || !c->counts || !c->unsent) rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
+    if (!rc) rc = moe_rlink_create(&c->cmd, url, "remote experts", err);
+    if (!rc) rc = moe_rlink_create(&c->sub, url, "remote experts", err);
+    if (!rc) {
+        pthread_mutex_init(&c->mu, NULL);
+        pthread_cond_init(&c->cv, NULL);
+        if (pthread_create(&c->th, NULL, run, c) != 0) {
+            pthread_mutex_destroy(&c->mu);
+            pthread_cond_destroy(&c->cv);
+            rc = moe_err_set(err, MOE_ENOMEM, "cannot start the control thread");
+        }
+    }
+    if (rc < 0) {
+        moe_rlink_free(c->cmd), moe_rlink_free(c->sub);
+        free(c->prefix), free(c->counts), free(c->unsent), free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+void rctl_stop(rctl *c) {
+    if (!c) return;
+    pthread_mutex_lock(&c->mu);
+    c->stop = 1;
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->th, NULL);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    moe_rlink_free(c->cmd), moe_rlink_free(c->sub);
+    moe_pldoc_free(c->next);
+    free(c->prefix), free(c->counts), free(c->unsent), free(c);
+}
+
+moe_pldoc *rctl_take(rctl *c) {
+    pthread_mutex_lock(&c->mu);
+    moe_pldoc *d = c->next;
+    c->next = NULL;
+    if (d) c->st.placements++;
+    pthread_mutex_unlock(&c->mu);
+    return d;
+}
+
+int rctl_wait(rctl *c, int ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&c->mu);
+    while (!c->next) {
+        if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) != 0) break;
+    }
+    int have = c->next != NULL;
+    pthread_mutex_unlock(&c->mu);
+    return have;
+}
+
+void rctl_count(rctl *c, int layer, int n_groups, const int32_t *expert,
+                const int32_t *row_start) {
+    if (layer < 0 || layer >= c->n_layer) return;
+    pthread_mutex_lock(&c->mu);
+    for (int g = 0; g < n_groups; g++)
+        if (expert[g] >= 0 && expert[g] < c->n_expert)
+            c->counts[(size_t)layer * (size_t)c->n_expert + (size_t)expert[g]] +=
+                (uint64_t)(row_start[g + 1] - row_start[g]);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void rctl_kick(rctl *c) {
+    pthread_mutex_lock(&c->mu);
+    c->kick = 1;
+    pthread_mutex_unlock(&c->mu);
+}
+
+rctl_stats rctl_get_stats(rctl *c) {
+    pthread_mutex_lock(&c->mu);
+    rctl_stats s = c->st;
+    pthread_mutex_unlock(&c->mu);
+    return s;
+}

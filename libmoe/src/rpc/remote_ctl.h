@@ -1,0 +1,45 @@
+/*
+ * remote_ctl.h - the remote backend's control thread (the gateway side of
+ * router-svc, docs/redis-schema.md): follows the active placement (P:events
+ * pub/sub plus a check every second), and flushes the per-(layer, expert)
+ * row counts to P:load:<bucket> once a second in one pipeline. While Redis
+ * is away it keeps the last placement, keeps counting (one counter per
+ * expert: bounded), and reconnects with backoff.
+ *
+ * The compute thread talks to it through a mutex: rctl_take() for a newer
+ * placement, rctl_count() after each submit, rctl_kick() when a worker
+ * failed or refused a batch (check the placement now).
+ */
+#ifndef MOE_REMOTE_CTL_H
+#define MOE_REMOTE_CTL_H
+
+#include <stdint.h>
+
+#include "moe/error.h"
+#include "pldoc.h"
+
+typedef struct rctl rctl;
+
+typedef struct rctl_stats {
+    uint64_t placements;    /* placement documents taken */
+    uint64_t load_flushes;  /* pipelines of load counts written */
+    uint64_t rows_reported; /* rows written to P:load */
+    uint64_t redis_connects, redis_failures;
+    uint64_t epoch;         /* newest active epoch seen */
+} rctl_stats;
+
+int rctl_start(rctl **out, const char *url, const char *prefix, int n_layer, int n_expert,
+               moe_err *err);
+void rctl_stop(rctl *c);
+/* The newest placement, if one came since the last take (the caller owns
+ * it), else NULL. */
+moe_pldoc *rctl_take(rctl *c);
+/* Waits up to ms for a placement not taken yet; 1 if there is one. */
+int rctl_wait(rctl *c, int ms);
+/* Adds one submit's rows per expert (groups as in moe_expert_work). */
+void rctl_count(rctl *c, int layer, int n_groups, const int32_t *expert,
+                const int32_t *row_start);
+void rctl_kick(rctl *c);
+rctl_stats rctl_get_stats(rctl *c);
+
+#endif

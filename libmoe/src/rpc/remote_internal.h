@@ -1,0 +1,90 @@
+/* remote_internal.h - the remote backend's state, shared by remote.c (batches,
+ * replicas, failover) and remote_info.c (reading a worker's Info). */
+#ifndef MOE_REMOTE_INTERNAL_H
+#define MOE_REMOTE_INTERNAL_H
+
+#include <grpc/grpc.h>
+
+#include "moe/remote.h"
+#include "remote_ctl.h"
+#include "wire.h"
+
+typedef enum rop { R_START, R_SEND, R_RECV, R_STATUS, R_INFO } rop;
+typedef struct rworker rworker;
+typedef struct rtag {
+    rworker *w;
+    rop op;
+} rtag;
+
+struct rworker {
+    char *addr;
+    grpc_channel *ch;
+    void *m_forward, *m_info;
+    grpc_call *call;          /* the Forward stream; NULL when closed */
+    int open;                 /* stream usable */
+    int pending;              /* batches started on call, not completed */
+    grpc_metadata_array md_init, md_trail;
+    grpc_status_code status;
+    grpc_slice details;
+    grpc_byte_buffer *send, *recv;
+    int64_t down_until_ms;    /* failed recently: not chosen before this */
+    int was_down;             /* logged as failed; logged again when it serves */
+    /* this batch */
+    int busy;                 /* a message in flight */
+    int failed;               /* failed or refused during this batch: not chosen again */
+    int64_t sent_ms;
+    uint64_t id;              /* the id the in-flight message's result must carry */
+    int n_rows, n_groups;     /* the in-flight message */
+    int32_t *msg_groups;      /* (n_expert) indices into the work's groups */
+    int n_queued;
+    int32_t *queued;          /* (n_expert) groups waiting for this worker */
+    int64_t rows_in_flight;   /* rows assigned to this worker and not answered */
+    int32_t *rowmap;          /* (max_rows) wire row -> row of the work */
+    Moe__V1__RowGroup *groups;/* (n_expert) */
+    Moe__V1__RowGroup **gp;
+    uint8_t *act;             /* wire activations, grown on demand */
+    size_t act_cap;
+    uint8_t *msg;             /* packed request */
+    size_t msg_cap;
+    uint64_t n_batches, n_failures;
+    rtag t_start, t_send, t_recv, t_status, t_info;
+};
+
+/* Which workers hold each (layer, expert): rep[off[i] .. off[i+1]). */
+typedef struct rplace {
+    uint64_t epoch;
+    uint32_t *off;            /* (n_layer * n_expert + 1) */
+    int32_t *rep;             /* worker indices into remote_be.w */
+} rplace;
+
+typedef struct remote_be {
+    moe_expert_backend be;
+    const moe_model *m;
+    moe_remote_params p;
+    grpc_completion_queue *cq;
+    grpc_channel_args ch_args;
+    grpc_arg args[2];
+    rworker **w;
+    int n, cap;
+    rplace pl;
+    rctl *ctl;                /* NULL with a fixed worker list */
+    /* the batch */
+    const moe_expert_work *work;
+    int32_t *owner;           /* (n_expert) worker of each group, -1 = none now */
+    uint8_t *done;            /* (n_expert) */
+    int32_t *moved;           /* (n_expert) scratch: a failed worker's groups */
+    int n_todo;
+    unsigned rr;              /* rotates ties between equally loaded replicas */
+    uint64_t next_id;
+    int status;
+    moe_err err;
+    char last_why[400];       /* the batch's last worker failure, for the error */
+    moe_remote_stats st;
+} remote_be;
+
+/* Info of worker i (blocking, with the deadline); calls cb(ud, layer,
+ * expert) for every pair it holds after checking the model's shape. */
+int moe__remote_read_info(remote_be *b, rworker *w, void (*cb)(void *ud, int l, int e), void *ud,
+                          moe_err *err);
+
+#endif
