@@ -45,8 +45,8 @@ RPC_SRC     := $(sort $(wildcard libmoe/src/rpc/*.c))
 PROTO_SRC   := proto/moe/v1/expert.proto proto/grpc/health/v1/health.proto
 MOECTL_SRC  := $(sort $(wildcard tools/moectl/*.c))
 WORKER_SRC  := $(sort $(wildcard expert-worker/*.c))
-# router-svc's modules (placement, ...) as librouter.a; its main.c, once it
-# exists, links against it
+# router-svc's modules (placement, the control loop, ...) as librouter.a;
+# its main.c links against it
 ROUTER_SRC  := $(sort $(filter-out router-svc/main.c,$(wildcard router-svc/*.c)))
 UNIT_SRC    := $(sort $(wildcard tests/unit/*.c))
 BENCH_SRC   := $(sort $(wildcard bench/*.c))
@@ -71,12 +71,13 @@ LIBRPC := $(BUILD)/libmoe_rpc.a
 LIBROUTER := $(BUILD)/librouter.a
 MOECTL := $(BUILD)/moectl
 WORKER := $(BUILD)/expert-worker
+ROUTER := $(BUILD)/router-svc
 UNIT   := $(BUILD)/unit-tests
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
 
 .PHONY: all deps test test-san bench run clean format ref fuzz
 .SECONDARY:
-all: $(LIBMOE) $(LIBROUTER) $(MOECTL) $(WORKER) $(UNIT) $(BENCH_BINS)
+all: $(LIBMOE) $(LIBROUTER) $(MOECTL) $(WORKER) $(ROUTER) $(UNIT) $(BENCH_BINS)
 
 $(BUILD)/obj/%_avx2.o: FILE_CFLAGS := $(ISA_AVX2)
 $(BUILD)/obj/%_avx512.o: FILE_CFLAGS := $(ISA_AVX512)
@@ -119,6 +120,11 @@ $(MOECTL): $(MOECTL_OBJ) $(LIBRPC) $(LIBMOE)
 $(WORKER_OBJ): FILE_CFLAGS := $(RPC_CFLAGS)
 $(WORKER_OBJ): | $(PROTO_H)
 $(WORKER): $(WORKER_OBJ) $(LIBRPC) $(LIBMOE)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RPC_LIBS) $(LDLIBS)
+
+$(ROUTER_OBJ) $(BUILD)/obj/router-svc/main.o: FILE_CFLAGS := $(RPC_CFLAGS)
+$(ROUTER): $(BUILD)/obj/router-svc/main.o $(LIBROUTER) $(LIBRPC) $(LIBMOE)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RPC_LIBS) $(LDLIBS)
 

@@ -143,11 +143,7 @@ static void reply_info(ew_call *c) {
         for (int e = 0; e < m->hp.n_expert; e++)
             if (ew_slice_has(sl, l, e)) first[k++] = (uint32_t)e;
         if (!k) continue;
-        const moe_layer *L = &m->layers[l];
-        const size_t per = (moe_dtype_row_bytes(L->gate_exps.type, L->gate_exps.ne[0]) *
-                                (size_t)L->gate_exps.ne[1] * 2 +
-                            moe_dtype_row_bytes(L->down_exps.type, L->down_exps.ne[0]) *
-                                (size_t)L->down_exps.ne[1]);
+        const size_t per = ew_expert_bytes(m, l);
         bytes += per * k;
         moe__v1__layer_experts__init(&le[nl]);
         le[nl].layer = (uint32_t)l;
@@ -342,8 +338,7 @@ static void on_event(ew_server *s, ew_tag *t, int ok) {
     case OP_SEND:
         grpc_byte_buffer_destroy(c->send);
         c->send = NULL;
-        if (ok && !*s->cfg->stop) forward_recv(c);
-        else if (ok) forward_status(c); /* stopping: end the stream cleanly */
+        if (ok) forward_recv(c); /* stopping ends the streams at shutdown */
         break;
     case OP_CLOSE:
         c->closed = 1;
@@ -446,8 +441,9 @@ int ew_server_run(const ew_config *cfg, moe_err *err) {
     const char *colon = strrchr(cfg->listen, ':');
     printf("listening on %.*s:%d\n", colon ? (int)(colon - cfg->listen) : 0, cfg->listen, port);
     fflush(stdout);
+    if (cfg->on_listen) cfg->on_listen(cfg->on_listen_ud, port);
 
-    while (!*cfg->stop) {
+    while (!*cfg->stop || (cfg->may_stop && !cfg->may_stop(cfg->on_listen_ud))) {
         gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(100, GPR_TIMESPAN));
         grpc_event ev = grpc_completion_queue_next(s.cq, dl, NULL);
         if (ev.type == GRPC_OP_COMPLETE) on_event(&s, ev.tag, ev.success);

@@ -26,6 +26,12 @@ typedef struct ew_config {
     int n_threads;
     int max_rows;         /* rows one request may carry */
     volatile sig_atomic_t *stop; /* set by a signal handler: finish in-flight work, exit */
+    /* called once bound, with the real port (registration starts here) */
+    void (*on_listen)(void *ud, int port);
+    /* once stop is set, polled every 100 ms while serving goes on: returns 1
+     * when the worker may stop (a drain finished); NULL: stop at once */
+    int (*may_stop)(void *ud);
+    void *on_listen_ud;       /* ud of both */
 } ew_config;
 
 /* Runs the server until *stop. Prints one line "listening on HOST:PORT" to

@@ -1,8 +1,12 @@
 /* slice.c - parsing --experts (see slice.h). */
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include "moe/dtype.h"
 #include "slice.h"
 
 /* Parses "a-b,c" at *p into mark[0..n); stops at end, ';' or 'L'. */
@@ -99,13 +103,95 @@ void ew_slice_free(ew_slice *s) {
     s->held = NULL;
 }
 
+int ew_slice_init_empty(ew_slice *s, int n_layer, int n_expert) {
+    s->n_layer = n_layer;
+    s->n_expert = n_expert;
+    s->held = calloc((size_t)n_layer * (size_t)n_expert + 1, 1);
+    return s->held ? 0 : MOE_ENOMEM;
+}
+
 int ew_slice_has(const ew_slice *s, int layer, int expert) {
     return layer >= 0 && layer < s->n_layer && expert >= 0 && expert < s->n_expert &&
-           s->held[(size_t)layer * s->n_expert + expert];
+           __atomic_load_n(&s->held[(size_t)layer * s->n_expert + expert], __ATOMIC_ACQUIRE);
+}
+
+void ew_slice_set(ew_slice *s, int layer, int expert, int held) {
+    __atomic_store_n(&s->held[(size_t)layer * s->n_expert + expert], (uint8_t)(held != 0),
+                     __ATOMIC_RELEASE);
 }
 
 int ew_slice_count(const ew_slice *s) {
     int n = 0;
-    for (size_t i = 0; i < (size_t)s->n_layer * (size_t)s->n_expert; i++) n += s->held[i];
+    for (int l = 0; l < s->n_layer; l++)
+        for (int e = 0; e < s->n_expert; e++) n += ew_slice_has(s, l, e);
     return n;
+}
+
+size_t ew_slice_format(const ew_slice *s, char *buf, size_t cap) {
+    size_t n = 0;
+    if (cap) buf[0] = 0;
+    for (int l = 0; l < s->n_layer; l++) {
+        int first = 1;
+        for (int e = 0; e < s->n_expert; e++) {
+            if (!ew_slice_has(s, l, e)) continue;
+            int f = e;
+            while (e + 1 < s->n_expert && ew_slice_has(s, l, e + 1)) e++;
+            char part[48];
+            int k = first ? snprintf(part, sizeof part, "%sL%d:", n ? ";" : "", l) : 0;
+            k += f == e ? snprintf(part + k, sizeof part - (size_t)k, "%s%d", first ? "" : ",", f)
+                        : snprintf(part + k, sizeof part - (size_t)k, "%s%d-%d", first ? "" : ",", f, e);
+            first = 0;
+            if (n + (size_t)k < cap) memcpy(buf + n, part, (size_t)k + 1);
+            n += (size_t)k;
+        }
+    }
+    return n;
+}
+
+/* The three expert tensors of layer l and the bytes of expert e in each. */
+static void expert_parts(const moe_model *m, int l, int e, const uint8_t *base[3], size_t len[3]) {
+    const moe_layer *L = &m->layers[l];
+    const moe_tensor *t[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+    for (int i = 0; i < 3; i++) {
+        len[i] = t[i]->data ? moe_dtype_row_bytes(t[i]->type, t[i]->ne[0]) * (size_t)t[i]->ne[1] : 0;
+        base[i] = t[i]->data ? (const uint8_t *)t[i]->data + len[i] * (size_t)e : NULL;
+    }
+}
+
+size_t ew_expert_bytes(const moe_model *m, int l) {
+    const uint8_t *base[3];
+    size_t len[3];
+    expert_parts(m, l, 0, base, len);
+    return len[0] + len[1] + len[2];
+}
+
+void ew_expert_load(const moe_model *m, int l, int e) {
+    const uint8_t *base[3];
+    size_t len[3];
+    expert_parts(m, l, e, base, len);
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < 3; i++) {
+        if (!base[i]) continue;
+        uintptr_t a = (uintptr_t)base[i] & ~(uintptr_t)(page - 1);
+        madvise((void *)a, (size_t)((uintptr_t)base[i] + len[i] - a), MADV_WILLNEED);
+        volatile uint8_t sink = 0;
+        for (size_t off = 0; off < len[i]; off += page) sink ^= base[i][off];
+        (void)sink;
+    }
+}
+
+void ew_expert_unload(const moe_model *m, int l, int e) {
+    const uint8_t *base[3];
+    size_t len[3];
+    expert_parts(m, l, e, base, len);
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < 3; i++) {
+        if (!base[i]) continue;
+        /* whole pages inside the expert only: neighbours may be held. The
+         * weights are a read-only file mapping, so dropped pages come back
+         * from the file if they are read again. */
+        uintptr_t a = ((uintptr_t)base[i] + page - 1) & ~(uintptr_t)(page - 1);
+        uintptr_t z = ((uintptr_t)base[i] + len[i]) & ~(uintptr_t)(page - 1);
+        if (z > a) madvise((void *)a, (size_t)(z - a), MADV_DONTNEED);
+    }
 }

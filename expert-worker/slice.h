@@ -5,11 +5,27 @@
 #include <stdint.h>
 
 #include "moe/error.h"
+#include "moe/model.h"
 
 typedef struct ew_slice {
     int n_layer, n_expert;
-    uint8_t *held; /* (n_layer, n_expert): 1 if hosted */
+    uint8_t *held; /* (n_layer, n_expert): 1 if hosted; read and written
+                    * atomically (the registry changes it while serving) */
 } ew_slice;
+
+/* An empty slice (a worker that takes what router-svc gives it). 0 or MOE_ENOMEM. */
+int ew_slice_init_empty(ew_slice *s, int n_layer, int n_expert);
+void ew_slice_set(ew_slice *s, int layer, int expert, int held);
+/* Writes the slice as a spec ("L1:0-7;L2:0-3", "" when empty) into buf (cap
+ * bytes, truncated); returns the full length. */
+size_t ew_slice_format(const ew_slice *s, char *buf, size_t cap);
+
+/* Weight bytes of one expert of layer l (its gate, up and down matrices). */
+size_t ew_expert_bytes(const moe_model *m, int l);
+/* Brings expert e of layer l into memory (its pages of the mapped file). */
+void ew_expert_load(const moe_model *m, int l, int e);
+/* Lets its memory go (the pages wholly inside it). */
+void ew_expert_unload(const moe_model *m, int l, int e);
 
 /* Parses a spec against a model's shape:
  *   "all"                every expert of every MoE layer

@@ -1,5 +1,6 @@
 /* router-svc/placement.c - the placement algorithm (see placement.h). */
 #include "placement.h"
+#include "strbuf.h"
 
 #include <limits.h>
 #include <math.h>
@@ -405,6 +406,50 @@ static int pl_check(const rt_worker *workers, size_t nw, const rt_expert *expert
 
 /* ==== rt_placement ==== */
 
+int rt_placement_from_lists(rt_placement **out, uint64_t epoch, char *const *ids,
+                            size_t n_workers, const rt_placement_expert *experts, size_t n_experts) {
+    *out = NULL;
+    size_t total = 0;
+    for (size_t i = 0; i < n_experts; i++) {
+        if (experts[i].n_replicas < 0) return MOE_EINVAL;
+        for (int k = 0; k < experts[i].n_replicas; k++)
+            if (experts[i].replicas[k] < 0 || (size_t)experts[i].replicas[k] >= n_workers)
+                return MOE_EINVAL;
+        total += (size_t)experts[i].n_replicas;
+    }
+    rt_placement *pl = calloc(1, sizeof *pl);
+    if (!pl) return MOE_ENOMEM;
+    pl->epoch = epoch;
+    pl->n_workers = n_workers;
+    pl->n_experts = n_experts;
+    pl->n_assignments = total;
+    pl->worker_ids = calloc(n_workers + 1, sizeof *pl->worker_ids);
+    pl->worker_bytes = calloc(n_workers + 1, sizeof *pl->worker_bytes);
+    pl->worker_load = calloc(n_workers + 1, sizeof *pl->worker_load);
+    pl->experts = calloc(n_experts + 1, sizeof *pl->experts);
+    int *block = malloc((total + 1) * sizeof *block);
+    if (!pl->worker_ids || !pl->worker_bytes || !pl->worker_load || !pl->experts || !block) {
+        free(block);
+        rt_placement_free(pl);
+        return MOE_ENOMEM;
+    }
+    pl->experts[0].replicas = block; /* freed through experts[0] */
+    for (size_t i = 0; i < n_workers; i++)
+        if (!(pl->worker_ids[i] = strdup(ids[i]))) {
+            rt_placement_free(pl);
+            return MOE_ENOMEM;
+        }
+    for (size_t i = 0, off = 0; i < n_experts; i++) {
+        pl->experts[i] = experts[i];
+        pl->experts[i].replicas = block + off;
+        memcpy(block + off, experts[i].replicas, (size_t)experts[i].n_replicas * sizeof *block);
+        qsort(block + off, (size_t)experts[i].n_replicas, sizeof *block, cmp_int);
+        off += (size_t)experts[i].n_replicas;
+    }
+    *out = pl;
+    return 0;
+}
+
 void rt_placement_free(rt_placement *pl) {
     if (!pl) return;
     if (pl->worker_ids)
@@ -662,74 +707,27 @@ done:
 
 /* ==== JSON ==== */
 
-typedef struct {
-    char *s;
-    size_t n, cap;
-    int oom;
-} pl_buf;
-
-static void buf_printf(pl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void buf_printf(pl_buf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->oom = 1;
-            return;
-        }
-        if ((size_t)k < b->cap - b->n) {
-            b->n += (size_t)k;
-            return;
-        }
-        size_t cap = b->cap * 2 + (size_t)k + 1;
-        char *s = realloc(b->s, cap);
-        if (!s) {
-            b->oom = 1;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-}
-
-static void buf_json_string(pl_buf *b, const char *s) {
-    buf_printf(b, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            buf_printf(b, "\\%c", *p);
-        else if (*p < 0x20)
-            buf_printf(b, "\\u%04x", *p);
-        else
-            buf_printf(b, "%c", *p);
-    }
-    buf_printf(b, "\"");
-}
-
 int rt_placement_to_json(const rt_placement *pl, char **out) {
     if (!out) return MOE_EINVAL;
     *out = NULL;
     if (!pl) return MOE_EINVAL;
-    pl_buf b = {.s = malloc(256), .cap = 256};
+    rt_buf b = {.s = malloc(256), .cap = 256};
     if (!b.s) return MOE_ENOMEM;
     b.s[0] = 0;
-    buf_printf(&b, "{\"epoch\":%llu,\"workers\":[", (unsigned long long)pl->epoch);
+    rt_buf_printf(&b, "{\"epoch\":%llu,\"workers\":[", (unsigned long long)pl->epoch);
     for (size_t i = 0; i < pl->n_workers; i++) {
-        if (i) buf_printf(&b, ",");
-        buf_json_string(&b, pl->worker_ids[i]);
+        if (i) rt_buf_printf(&b, ",");
+        rt_buf_json(&b, pl->worker_ids[i]);
     }
-    buf_printf(&b, "],\"experts\":[");
+    rt_buf_printf(&b, "],\"experts\":[");
     for (size_t i = 0; i < pl->n_experts; i++) {
         const rt_placement_expert *e = &pl->experts[i];
-        buf_printf(&b, "%s[%d,%d,[", i ? "," : "", e->layer, e->expert);
+        rt_buf_printf(&b, "%s[%d,%d,[", i ? "," : "", e->layer, e->expert);
         for (int k = 0; k < e->n_replicas; k++)
-            buf_printf(&b, "%s%d", k ? "," : "", e->replicas[k]);
-        buf_printf(&b, "]]");
+            rt_buf_printf(&b, "%s%d", k ? "," : "", e->replicas[k]);
+        rt_buf_printf(&b, "]]");
     }
-    buf_printf(&b, "],\"moves_added\":%zu,\"moves_removed\":%zu,\"workers_wanted\":%zu}",
+    rt_buf_printf(&b, "],\"moves_added\":%zu,\"moves_removed\":%zu,\"workers_wanted\":%zu}",
                pl->moves_added, pl->moves_removed, pl->workers_wanted);
     if (b.oom) {
         free(b.s);

@@ -17,6 +17,8 @@ typedef struct run_opts {
     int dense_moe;
     float capacity_factor;
     const char *workers; /* "host:port,host:port": experts on expert workers */
+    const char *redis;   /* follow router-svc's placement instead */
+    const char *prefix;
     int wire_bf16;
     int deadline_ms;
     moe_expert_backend *remote; /* created by open_model, freed by close_model */
@@ -31,6 +33,10 @@ typedef struct run_opts {
     "                         count is reported as \"dropped\"\n"                        \
     "  --workers H:P,...      run the routed experts on these expert workers (each\n"     \
     "                         worker's Info says which it holds)\n"                         \
+    "  --redis URL            run them on the workers router-svc's active placement\n"    \
+    "                         names (redis://host:port), following its changes;\n"       \
+    "                         a failed worker's rows go to another replica\n"             \
+    "  --prefix P             the deployment's Redis key prefix (default moemesh)\n"      \
     "  --wire bf16|f32        activations on the wire (default f32: exact)\n"            \
     "  --deadline-ms N        per-layer deadline for the workers (default 10000)\n"
 
@@ -46,6 +52,8 @@ static int run_opt(int argc, char **argv, int *i, run_opts *o) {
     }
     if (!strcmp(argv[*i], "--dense-moe")) return o->dense_moe = 1, 1;
     if ((r = opt_str(argc, argv, i, "--workers", &o->workers))) return r;
+    if ((r = opt_str(argc, argv, i, "--redis", &o->redis))) return r;
+    if ((r = opt_str(argc, argv, i, "--prefix", &o->prefix))) return r;
     if ((r = opt_int(argc, argv, i, "--deadline-ms", &o->deadline_ms))) {
         if (r > 0 && o->deadline_ms < 1) return die("--deadline-ms must be >= 1"), -1;
         return r;
@@ -85,7 +93,21 @@ static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_mode
     if (o->n_threads < 1) return die("--threads must be >= 1");
     if (moe_model_load(m, o->path, &err) < 0) return die("%s", err.msg);
     o->remote = NULL;
-    if (o->workers) {
+    if (o->workers && o->redis) {
+        moe_model_free(*m);
+        return die("--workers and --redis exclude each other");
+    }
+    if (o->redis) {
+        moe_remote_params rp = moe_remote_default_params();
+        rp.wire_bf16 = o->wire_bf16;
+        if (o->deadline_ms > 0) rp.deadline_ms = o->deadline_ms;
+        rp.max_rows = n_batch * (o->dense_moe ? (*m)->hp.n_expert : (*m)->hp.n_expert_used);
+        if (moe_expert_backend_remote_redis_create(&o->remote, *m, o->redis, o->prefix, &rp,
+                                                   &err) < 0) {
+            moe_model_free(*m);
+            return die("%s", err.msg);
+        }
+    } else if (o->workers) {
         int nw = 0;
         char **list = split_list(o->workers, &nw);
         if (!list || nw == 0) {
@@ -121,6 +143,20 @@ static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_mode
     return 0;
 }
 
+/* Appends the remote backend's counters when experts ran on workers. */
+static void print_remote_to(FILE *f, const run_opts *o) {
+    if (o->remote) {
+        moe_remote_stats rs = moe_remote_get_stats(o->remote);
+        fprintf(f,
+                ", \"remote\": {\"workers\": %d, \"epoch\": %llu, \"messages\": %llu, "
+                "\"worker_failures\": %llu, \"retries\": %llu, \"placements\": %llu, "
+                "\"rows_reported\": %llu}",
+                rs.workers, (unsigned long long)rs.epoch, (unsigned long long)rs.messages,
+                (unsigned long long)rs.worker_failures, (unsigned long long)rs.retries,
+                (unsigned long long)rs.placements, (unsigned long long)rs.rows_reported);
+    }
+}
+
 /* Appends , "dropped": N when a capacity factor is set. */
 static void print_dropped_to(FILE *f, const run_opts *o, const moe_ctx *c) {
     if (!(o->capacity_factor > 0.0f)) return;
@@ -142,7 +178,7 @@ static const char logits_help[] =
     RUN_OPTS_HELP;
 
 int cmd_logits(int argc, char **argv) {
-    run_opts o = {NULL, 1, 0, 0.0f, NULL, 0, 0, NULL};
+    run_opts o = {.n_threads = 1};
     const char *toks = NULL;
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) return fputs(logits_help, stdout), 0;
@@ -250,7 +286,7 @@ static size_t stop_safe(const char *text, size_t n, const char *const *stops, in
 }
 
 int cmd_generate(int argc, char **argv) {
-    run_opts o = {NULL, 1, 0, 0.0f, NULL, 0, 0, NULL};
+    run_opts o = {.n_threads = 1};
     const char *toks = NULL, *prompt = NULL, *stops[8], *chat = NULL, *chat_name = NULL;
     char *chat_text = NULL;
     int n_gen = 16, ignore_eos = 0, special = 0, n_stops = 0, stream = 0;
@@ -420,6 +456,7 @@ int cmd_generate(int argc, char **argv) {
             fprintf(js, "]");
         }
         print_dropped_to(js, &o, c);
+        print_remote_to(js, &o);
         fprintf(js, "}\n");
     }
     free(tok); free(pos); free(slot); free(out); free(lp); free(gtext); free(chat_text);
@@ -442,7 +479,7 @@ static const char bench_help[] =
     "Prints {\"prefill_tok_s\": x, \"decode_tok_s\": y, ...}.\n" RUN_OPTS_HELP;
 
 int cmd_bench(int argc, char **argv) {
-    run_opts o = {NULL, 1, 0, 0.0f, NULL, 0, 0, NULL};
+    run_opts o = {.n_threads = 1};
     int P = 128, G = 64, B = 1, reps = 3;
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) return fputs(bench_help, stdout), 0;
@@ -505,6 +542,7 @@ int cmd_bench(int argc, char **argv) {
         /* batch 1 reads every active weight once per token */
         if (B == 1) printf(", \"decode_weight_gb_s\": %.2f", best_dec * (double)ab / 1e9);
         print_dropped(&o, c);
+        print_remote_to(stdout, &o);
         printf("}\n");
     }
     free(tok); free(pos); free(slot); free(dt); free(dp); free(ds);

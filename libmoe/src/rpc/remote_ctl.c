@@ -154,7 +154,7 @@ int rctl_start(rctl **out, const char *url, const char *prefix, int n_layer, int
     int rc = 0;
     if (!c->prefix || !c->counts || !c->unsent) rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
     if (!rc) rc = moe_rlink_create(&c->cmd, url, "remote experts", err);
-    if (!rc) rc = moe_rlink_create(&c->sub, url, "remote experts", err);
+    if (!rc) rc = moe_rlink_create(&c->sub, url, "remote experts (events)", err);
     if (!rc) {
         pthread_mutex_init(&c->mu, NULL);
         pthread_cond_init(&c->cv, NULL);

@@ -1,0 +1,354 @@
+/* registry.c - an expert worker's lease and placement (see registry.h). */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../libmoe/src/rpc/pldoc.h"
+#include "../libmoe/src/rpc/rlink.h"
+#include "registry.h"
+
+#define CHECK_MS 1000
+#define POLL_MS 100
+
+struct ew_registry {
+    ew_registry_cfg cfg;
+    char *url, *prefix, *id, *addr, *domain, *device; /* copies */
+    pthread_t th;
+    pthread_mutex_t mu;
+    int stop;
+    moe_rlink *cmd, *sub;
+    int kick;                 /* an event came: check now */
+    size_t np;                /* n_layer * n_expert */
+    uint8_t *share_active;    /* (np) what the active epoch gives this worker */
+    uint8_t *share_pending;   /* (np) what the pending epoch gives it */
+    int have_active, have_pending;
+    uint64_t active, pending, acked;
+    int64_t drop_at_ms;       /* 0: nothing to drop */
+    int draining;
+    int want_drain;           /* leaving: asked router-svc to move everything away */
+    int drained;              /* the active epoch gives it nothing, and gateways had time */
+    int64_t active_since_ms;
+    int64_t started_ms;
+    char model_id[160];
+    char *expert_bytes;       /* "L:bytes,..." for MoE layers */
+    ew_registry_stats st;
+};
+
+static void log_line(ew_registry *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_line(ew_registry *r, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "expert-worker %s: %s\n", r->id, msg);
+}
+
+/* ==== Lease ===================================================================== */
+
+static void heartbeat(ew_registry *r) {
+    if (!moe_rlink_begin(r->cmd)) return;
+    char key[400], held[16384], cap[32], epoch[32], pid[32], started[32], nl[16], ne[16], lease[16];
+    snprintf(key, sizeof key, "%s:worker:%s", r->prefix, r->id);
+    size_t hn = ew_slice_format(r->cfg.slice, held, sizeof held);
+    if (hn >= sizeof held) snprintf(held, sizeof held, "*"); /* too long to list: router reads epochs */
+    snprintf(cap, sizeof cap, "%" PRIu64, r->cfg.capacity_bytes);
+    snprintf(epoch, sizeof epoch, "%" PRIu64, r->acked);
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    snprintf(started, sizeof started, "%" PRId64, r->started_ms);
+    snprintf(nl, sizeof nl, "%d", r->cfg.model->hp.n_layer);
+    snprintf(ne, sizeof ne, "%d", r->cfg.model->hp.n_expert);
+    snprintf(lease, sizeof lease, "%d", r->cfg.lease_ms);
+    const char *argv[] = {"HSET", key, "addr", r->addr, "capacity_bytes", cap, "device", r->device,
+                          "domain", r->domain, "state", r->draining ? "draining" : "ready",
+                          "held", held, "epoch", epoch, "model", r->model_id, "pid", pid,
+                          "started_ms", started, "n_layer", nl, "n_expert", ne, "expert_bytes",
+                          r->expert_bytes};
+    moe_rlink_appendargv(r->cmd, (int)(sizeof argv / sizeof *argv), argv, NULL);
+    moe_rlink_append(r->cmd, "PEXPIRE %s %s", key, lease);
+    moe_rlink_append(r->cmd, "ZADD %s:workers %lld %s", r->prefix, (long long)moe_wall_ms(), r->id);
+    if (moe_rlink_flush(r->cmd, NULL, NULL) == 0) r->st.heartbeats++;
+}
+
+/* ==== Placement ================================================================== */
+
+/* Reads epoch e's document into share (what it gives this worker). 0, or -1
+ * when Redis is away or the document is missing or malformed. */
+static int read_share(ew_registry *r, uint64_t e, uint8_t *share) {
+    redisReply *rep = moe_rlink_cmd(r->cmd, "GET %s:placement:%" PRIu64, r->prefix, e);
+    if (!rep) return -1;
+    int rc = -1;
+    if (rep->type == REDIS_REPLY_STRING) {
+        moe_pldoc *d;
+        moe_err err;
+        const moe_hparams *hp = &r->cfg.model->hp;
+        if (moe_pldoc_parse(&d, rep->str, rep->len, hp->n_layer, hp->n_expert, &err) < 0) {
+            log_line(r, "placement epoch %" PRIu64 " is unusable: %s", e, err.msg);
+        } else {
+            memset(share, 0, r->np);
+            const int me = moe_pldoc_worker(d, r->id);
+            for (size_t i = 0; me >= 0 && i < d->n_experts; i++) {
+                const moe_pldoc_expert *x = &d->experts[i];
+                if (!moe_model_layer_is_moe(r->cfg.model, x->layer)) continue;
+                for (int k = 0; k < x->n_replicas; k++)
+                    if (x->replicas[k] == me) share[(size_t)x->layer * hp->n_expert + x->expert] = 1;
+            }
+            moe_pldoc_free(d);
+            rc = 0;
+        }
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
+/* Loads every expert share gives and this worker does not hold yet. */
+static void load_share(ew_registry *r, const uint8_t *share, uint64_t e) {
+    const int ne = r->cfg.model->hp.n_expert;
+    const int64_t t0 = moe_mono_ms();
+    int n = 0;
+    size_t bytes = 0;
+    for (size_t i = 0; i < r->np; i++) {
+        const int l = (int)(i / (size_t)ne), x = (int)(i % (size_t)ne);
+        if (!share[i] || ew_slice_has(r->cfg.slice, l, x)) continue;
+        ew_expert_load(r->cfg.model, l, x);
+        ew_slice_set(r->cfg.slice, l, x, 1);
+        bytes += ew_expert_bytes(r->cfg.model, l);
+        n++;
+    }
+    r->st.loads += (uint64_t)n;
+    if (n)
+        log_line(r, "epoch %" PRIu64 ": loaded %d expert(s), %.1f MB, in %lld ms", e, n,
+                 (double)bytes / 1e6, (long long)(moe_mono_ms() - t0));
+}
+
+/* Drops what neither the active nor the pending epoch gives this worker. */
+static void drop_unwanted(ew_registry *r) {
+    const int ne = r->cfg.model->hp.n_expert;
+    int n = 0;
+    for (size_t i = 0; i < r->np; i++) {
+        const int l = (int)(i / (size_t)ne), x = (int)(i % (size_t)ne);
+        if (!ew_slice_has(r->cfg.slice, l, x)) continue;
+        if ((r->have_active && r->share_active[i]) || (r->have_pending && r->share_pending[i]))
+            continue;
+        ew_slice_set(r->cfg.slice, l, x, 0);
+        ew_expert_unload(r->cfg.model, l, x);
+        n++;
+    }
+    r->st.unloads += (uint64_t)n;
+    if (n) log_line(r, "epoch %" PRIu64 ": dropped %d expert(s) after the grace period", r->active, n);
+}
+
+static int reply_epoch(const redisReply *x, uint64_t *e) {
+    if (!x || x->type != REDIS_REPLY_STRING || !*x->str) return 0;
+    char *end;
+    *e = strtoull(x->str, &end, 10);
+    return !*end;
+}
+
+typedef struct check_replies {
+    int have_pending, have_active, draining;
+    uint64_t pending, active;
+} check_replies;
+
+static void on_check_reply(void *ud, size_t i, redisReply *x) {
+    check_replies *c = ud;
+    if (i == 0) c->have_pending = reply_epoch(x, &c->pending);
+    else if (i == 1) c->have_active = reply_epoch(x, &c->active);
+    else c->draining = x->type == REDIS_REPLY_INTEGER && x->integer == 1;
+}
+
+static void check(ew_registry *r) {
+    if (!moe_rlink_begin(r->cmd)) return;
+    moe_rlink_append(r->cmd, "GET %s:placement:pending", r->prefix);
+    moe_rlink_append(r->cmd, "GET %s:placement:active", r->prefix);
+    moe_rlink_append(r->cmd, "SISMEMBER %s:drain %s", r->prefix, r->id);
+    check_replies c = {0};
+    if (moe_rlink_flush(r->cmd, on_check_reply, &c) < 0) return;
+    if (c.draining != r->draining) log_line(r, c.draining ? "draining" : "no longer draining");
+    r->draining = c.draining;
+    /* phase 1: load what a pending epoch gives, then acknowledge */
+    if (c.have_pending && (!r->have_pending || c.pending != r->pending) &&
+        (!r->have_active || c.pending != r->active)) {
+        if (read_share(r, c.pending, r->share_pending) == 0) {
+            load_share(r, r->share_pending, c.pending);
+            redisReply *x = moe_rlink_cmd(r->cmd, "SADD %s:ack:%" PRIu64 " %s", r->prefix,
+                                          c.pending, r->id);
+            if (x) {
+                freeReplyObject(x);
+                x = moe_rlink_cmd(r->cmd, "EXPIRE %s:ack:%" PRIu64 " 3600", r->prefix, c.pending);
+                if (x) freeReplyObject(x);
+                r->pending = r->acked = c.pending;
+                r->have_pending = 1;
+                r->st.epoch_acked = c.pending;
+                log_line(r, "epoch %" PRIu64 ": acknowledged", c.pending);
+                heartbeat(r); /* the lease shows the new epoch and held set at once */
+            }
+        }
+    } else if (!c.have_pending) {
+        r->have_pending = 0;
+    }
+    /* phase 2: an epoch became active */
+    if (c.have_active && (!r->have_active || c.active != r->active)) {
+        if (read_share(r, c.active, r->share_active) == 0) {
+            load_share(r, r->share_active, c.active); /* normally loaded in phase 1 already */
+            r->active = c.active;
+            r->have_active = 1;
+            if (r->acked < c.active || !r->acked) r->acked = c.active;
+            if (r->have_pending && r->pending == c.active) r->have_pending = 0;
+            r->st.epoch_active = c.active;
+            r->drop_at_ms = moe_mono_ms() + r->cfg.grace_ms;
+            r->active_since_ms = moe_mono_ms();
+            log_line(r, "epoch %" PRIu64 " active: holding %d expert(s)", c.active,
+                     ew_slice_count(r->cfg.slice));
+        }
+    }
+}
+
+/* ==== Thread ===================================================================== */
+
+static void on_message(void *ud, const char *channel, const char *msg) {
+    ew_registry *r = ud;
+    (void)channel;
+    if (!strncmp(msg, "pending ", 8) || !strncmp(msg, "active ", 7)) r->kick = 1;
+}
+
+static void *run(void *arg) {
+    ew_registry *r = arg;
+    char chan[300];
+    snprintf(chan, sizeof chan, "%s:events", r->prefix);
+    moe_rlink_subscribe(r->sub, chan);
+    int64_t next_beat = 0, next_check = 0;
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        const int stop = r->stop, want_drain = r->want_drain;
+        pthread_mutex_unlock(&r->mu);
+        if (stop) break;
+        if (want_drain && !r->draining) {
+            redisReply *x = moe_rlink_cmd(r->cmd, "SADD %s:drain %s", r->prefix, r->id);
+            if (x) {
+                freeReplyObject(x);
+                r->kick = 1; /* read the drain flag back now */
+            }
+        }
+        if (want_drain && r->draining && r->have_active && !r->have_pending) {
+            size_t held = 0;
+            for (size_t i = 0; i < r->np; i++) held += r->share_active[i];
+            /* gateways switch on the event or within a second: give them two */
+            if (!held && moe_mono_ms() - r->active_since_ms >= 2000) {
+                pthread_mutex_lock(&r->mu);
+                if (!r->drained) log_line(r, "drained: the active epoch gives it nothing");
+                r->drained = 1;
+                pthread_mutex_unlock(&r->mu);
+            }
+        }
+        int64_t now = moe_mono_ms();
+        if (now >= next_beat) {
+            heartbeat(r);
+            next_beat = now + r->cfg.lease_ms / 3;
+        }
+        if (r->kick || now >= next_check) {
+            r->kick = 0;
+            check(r);
+            next_check = moe_mono_ms() + CHECK_MS;
+        }
+        if (r->drop_at_ms && moe_mono_ms() >= r->drop_at_ms) {
+            drop_unwanted(r);
+            r->drop_at_ms = 0;
+        }
+        moe_rlink_sub_poll(r->sub, POLL_MS, on_message, r);
+        pthread_mutex_lock(&r->mu);
+        r->st.redis_up = moe_rlink_get_stats(r->cmd).connected;
+        pthread_mutex_unlock(&r->mu);
+    }
+    /* a clean leave: the router reassigns at once instead of after the lease */
+    redisReply *x = moe_rlink_cmd(r->cmd, "DEL %s:worker:%s", r->prefix, r->id);
+    if (x) freeReplyObject(x);
+    x = r->want_drain ? moe_rlink_cmd(r->cmd, "SREM %s:drain %s", r->prefix, r->id) : NULL;
+    if (x) freeReplyObject(x);
+    x = moe_rlink_cmd(r->cmd, "ZREM %s:workers %s", r->prefix, r->id);
+    if (x) freeReplyObject(x);
+    return NULL;
+}
+
+static void reg_free(ew_registry *r) {
+    moe_rlink_free(r->cmd), moe_rlink_free(r->sub);
+    free(r->url), free(r->prefix), free(r->id), free(r->addr), free(r->domain), free(r->device);
+    free(r->share_active), free(r->share_pending), free(r->expert_bytes);
+    free(r);
+}
+
+int ew_registry_start(ew_registry **out, const ew_registry_cfg *cfg, moe_err *err) {
+    *out = NULL;
+    ew_registry *r = calloc(1, sizeof *r);
+    if (!r) return moe_err_set(err, MOE_ENOMEM, "out of memory");
+    r->cfg = *cfg;
+    const moe_model *m = cfg->model;
+    r->url = strdup(cfg->url);
+    r->prefix = strdup(cfg->prefix && *cfg->prefix ? cfg->prefix : "moemesh");
+    r->id = strdup(cfg->id);
+    r->addr = strdup(cfg->addr);
+    r->domain = strdup(cfg->domain ? cfg->domain : "");
+    r->device = strdup(cfg->device ? cfg->device : "cpu");
+    r->np = (size_t)m->hp.n_layer * (size_t)m->hp.n_expert;
+    r->share_active = calloc(r->np + 1, 1);
+    r->share_pending = calloc(r->np + 1, 1);
+    r->expert_bytes = calloc((size_t)m->hp.n_layer * 32 + 1, 1);
+    r->started_ms = moe_wall_ms();
+    int rc = 0;
+    if (!r->url || !r->prefix || !r->id || !r->addr || !r->domain || !r->device ||
+        !r->share_active || !r->share_pending || !r->expert_bytes)
+        rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
+    if (!rc) rc = moe_rlink_create(&r->cmd, cfg->url, "expert-worker", err);
+    if (!rc) rc = moe_rlink_create(&r->sub, cfg->url, "expert-worker (events)", err);
+    if (rc < 0) {
+        reg_free(r);
+        return rc;
+    }
+    r->cfg.url = r->url, r->cfg.prefix = r->prefix, r->cfg.id = r->id, r->cfg.addr = r->addr;
+    r->cfg.domain = r->domain, r->cfg.device = r->device;
+    size_t n = 0;
+    for (int l = 0; l < m->hp.n_layer; l++)
+        if (moe_model_layer_is_moe(m, l))
+            n += (size_t)sprintf(r->expert_bytes + n, "%s%d:%zu", n ? "," : "", l,
+                                 ew_expert_bytes(m, l));
+    snprintf(r->model_id, sizeof r->model_id, "%s/%dx%d/%d/%zu", moe_arch_name(m->hp.arch),
+             m->hp.n_layer, m->hp.n_expert, m->hp.n_embd, m->n_bytes);
+    pthread_mutex_init(&r->mu, NULL);
+    if (pthread_create(&r->th, NULL, run, r) != 0) {
+        pthread_mutex_destroy(&r->mu);
+        reg_free(r);
+        return moe_err_set(err, MOE_ENOMEM, "cannot start the registry thread");
+    }
+    *out = r;
+    return 0;
+}
+
+void ew_registry_stop(ew_registry *r) {
+    if (!r) return;
+    pthread_mutex_lock(&r->mu);
+    r->stop = 1;
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->th, NULL);
+    pthread_mutex_destroy(&r->mu);
+    reg_free(r);
+}
+
+int ew_registry_drain(ew_registry *r) {
+    pthread_mutex_lock(&r->mu);
+    if (!r->want_drain) log_line(r, "leaving: draining (its experts move to other workers first)");
+    r->want_drain = 1;
+    const int done = r->drained;
+    pthread_mutex_unlock(&r->mu);
+    return done;
+}
+
+ew_registry_stats ew_registry_get_stats(ew_registry *r) {
+    pthread_mutex_lock(&r->mu);
+    ew_registry_stats s = r->st;
+    pthread_mutex_unlock(&r->mu);
+    return s;
+}

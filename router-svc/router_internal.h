@@ -1,0 +1,72 @@
+/* router_internal.h - router-svc's state, shared by router.c (the loop) and
+ * router_views.c (what HTTP shows). */
+#ifndef RT_ROUTER_INTERNAL_H
+#define RT_ROUTER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "../libmoe/src/rpc/rlink.h"
+#include "placement.h"
+#include "router.h"
+
+/* A worker as its lease describes it. */
+typedef struct rs_worker {
+    char *id, *addr, *domain, *model, *held, *expert_bytes;
+    uint64_t capacity, epoch;
+    int n_layer, n_expert;
+    int draining;  /* state "draining" or in P:drain */
+    int usable;    /* serves the deployment's model */
+} rs_worker;
+
+/* What the HTTP thread reads. */
+typedef struct rs_snap {
+    int leader, redis_up;
+    int n_workers, n_usable, n_draining;
+    uint64_t epoch, pending;
+    size_t workers_wanted, replicas_short, n_assignments;
+    uint64_t rounds, failovers, rounds_abandoned, moves_added, moves_removed;
+    uint64_t redis_failures;
+    double last_switch_ms;
+    int n_layer, n_expert;
+    double *load;       /* (n_layer * n_expert) rows/s */
+    int *replicas;      /* (n_layer * n_expert) in the active placement; -1 = not an expert */
+    char *placement;    /* the active epoch's document */
+} rs_snap;
+
+struct router {
+    router_cfg cfg;
+    char *prefix, *id;
+    moe_rlink *cmd;
+    /* leases */
+    rs_worker *ws;
+    int nw;
+    char *worker_sig;      /* the eligible set, to see changes */
+    int64_t stable_since_ms;
+    /* the deployment's model, from the leases */
+    char *model;
+    int n_layer, n_expert;
+    uint64_t *layer_bytes; /* (n_layer) bytes of one expert; 0: not a MoE layer */
+    /* load */
+    double *load;          /* (np) moving average, rows/s */
+    int64_t slot_id[2];
+    uint64_t *slot[2];     /* (np) counts seen in bucket slot_id[i] */
+    int64_t last_load_ms;
+    int load_primed;
+    /* placement */
+    int leader;
+    int64_t leader_renewed_ms;
+    int have_prev_loaded;
+    rt_placement *active;
+    int active_published;  /* 0: rebuilt from the workers' held experts, not in Redis */
+    rt_placement *round;
+    int64_t round_started_ms, last_round_ms, round_urgent_since_ms;
+    uint64_t next_epoch;
+    size_t workers_wanted_written;
+    int64_t wanted_written_ms;
+    char *active_doc;
+    rs_snap st;
+    pthread_mutex_t mu;    /* guards st */
+};
+
+#endif
