@@ -1,0 +1,761 @@
+/*
+ * httpd.c - the admin HTTP/1.1 server (see httpd.h).
+ *
+ * One thread runs one poll() loop over a wake pipe, the listening socket and
+ * up to HTTPD_MAX_CONN nonblocking connections. A connection has an input
+ * buffer (the request being read, and whatever pipelined bytes came with it)
+ * and an output buffer (answers not yet written, in request order). Bytes
+ * are read only up to the end of the request being parsed, and neither read
+ * nor parsed while more than HTTPD_OUT_HIGH bytes wait to be written, so a
+ * client that never reads holds at most that much plus one answer, and
+ * blocks nobody: every write is nonblocking and retried on POLLOUT.
+ *
+ * A connection's life: HC_OPEN (reading requests, answering them), HC_DRAIN
+ * (its last answer is queued: an error, "Connection: close", or the client
+ * finished sending), HC_LINGER (answer written, our side shut down; unread
+ * input is discarded until the client closes or HTTPD_LINGER_MS pass, so
+ * closing with unread bytes does not reset the connection and lose the
+ * answer), HC_DEAD (closed, freed at the end of the loop iteration).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "httpd.h"
+
+#define HTTPD_MAX_CONN 256
+#define HTTPD_MAX_HEAD (16 * 1024)   /* request line + headers + blank line */
+#define HTTPD_MAX_BODY (1024 * 1024) /* Content-Length */
+#define HTTPD_OUT_HIGH (64 * 1024)   /* unwritten bytes above which a connection pauses */
+#define HTTPD_IN_MIN 4096
+#define HTTPD_IDLE_MS 30000
+#define HTTPD_REQUEST_MS 10000
+#define HTTPD_LINGER_MS 2000
+#define HTTPD_ACCEPT_BATCH 64     /* accepts per loop iteration */
+#define HTTPD_ACCEPT_PAUSE_MS 100 /* after EMFILE and the like */
+#define HTTPD_POLL_MAX_MS 1000
+
+enum { HC_OPEN, HC_DRAIN, HC_LINGER, HC_DEAD };
+enum { HM_GET, HM_HEAD, HM_POST };
+
+typedef struct hconn {
+    int fd;
+    int state;         /* HC_* */
+    int read_eof;      /* the client shut its side down */
+    int64_t t_active;  /* ms: last byte read or written, or the accept */
+    int64_t t_request; /* ms: first byte of the request being read */
+    int64_t t_linger;  /* ms: HC_LINGER closes at this time */
+    char *in;          /* (in_cap) in_len bytes read; in_cap > in_len when in != NULL */
+    size_t in_len, in_cap;
+    char *out; /* (out_cap) bytes [out_off, out_len) not yet written */
+    size_t out_off, out_len, out_cap;
+    /* the request being read, once its header block has been parsed */
+    size_t scanned; /* the head is incomplete up to here (resume point) */
+    int have_head;
+    size_t head_len, body_len;              /* the request is in[0, head_len + body_len) */
+    size_t off_method, off_path, off_query; /* NUL-terminated in in[]; off_query 0: none */
+    int method;                             /* HM_* */
+    int minor;                              /* HTTP/1.<minor> */
+    int keep_alive;
+    int expect_continue, continue_sent;
+} hconn;
+
+struct moe_httpd {
+    int lfd;
+    int wake[2]; /* moe_httpd_stop writes a byte to wake[1] */
+    int port;
+    moe_http_handler handler;
+    void *ud;
+    pthread_t tid;
+    atomic_int stop;
+    atomic_int idle_ms, request_ms;
+    int64_t now;                 /* ms, read once per loop iteration */
+    int64_t accept_paused_until; /* ms */
+    int n_conn;
+    hconn *conns[HTTPD_MAX_CONN];
+    hconn *polled[HTTPD_MAX_CONN]; /* the connection behind pfd[2 + i] */
+    struct pollfd pfd[HTTPD_MAX_CONN + 2];
+};
+
+/* ==== Small helpers ======================================================== */
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Grows *p to hold need bytes (at least doubling). Returns 0 or -1. */
+static int buf_reserve(char **p, size_t *cap, size_t need) {
+    if (need <= *cap) return 0;
+    size_t n = *cap * 2 > need ? *cap * 2 : need;
+    if (n < HTTPD_IN_MIN) n = HTTPD_IN_MIN;
+    char *q = realloc(*p, n);
+    if (!q) return -1;
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+static size_t out_pending(const hconn *c) {
+    return c->out_len - c->out_off;
+}
+
+static int is_tchar(unsigned char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+static int all_tchars(const char *p, size_t n) {
+    if (n == 0) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!is_tchar((unsigned char)p[i])) return 0;
+    return 1;
+}
+
+/* Case-insensitive: does [p, p+n) equal the lowercase literal s? */
+static int token_is(const char *p, size_t n, const char *s) {
+    return strlen(s) == n && strncasecmp(p, s, n) == 0;
+}
+
+/* Does the comma-separated list [p, p+n) hold token s (case-insensitive)? */
+static int list_has(const char *p, size_t n, const char *s) {
+    const char *e = p + n;
+    while (p < e) {
+        const char *q = memchr(p, ',', (size_t)(e - p));
+        if (!q) q = e;
+        const char *a = p, *b = q;
+        while (a < b && (*a == ' ' || *a == '\t')) a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
+        if (token_is(a, (size_t)(b - a), s)) return 1;
+        p = q + 1;
+    }
+    return 0;
+}
+
+static const char *status_reason(int status) {
+    static const struct {
+        int status;
+        const char *reason;
+    } reasons[] = {{100, "Continue"},
+                   {200, "OK"},
+                   {201, "Created"},
+                   {202, "Accepted"},
+                   {204, "No Content"},
+                   {301, "Moved Permanently"},
+                   {302, "Found"},
+                   {304, "Not Modified"},
+                   {400, "Bad Request"},
+                   {401, "Unauthorized"},
+                   {403, "Forbidden"},
+                   {404, "Not Found"},
+                   {405, "Method Not Allowed"},
+                   {408, "Request Timeout"},
+                   {409, "Conflict"},
+                   {411, "Length Required"},
+                   {413, "Content Too Large"},
+                   {415, "Unsupported Media Type"},
+                   {422, "Unprocessable Content"},
+                   {429, "Too Many Requests"},
+                   {431, "Request Header Fields Too Large"},
+                   {500, "Internal Server Error"},
+                   {501, "Not Implemented"},
+                   {503, "Service Unavailable"},
+                   {505, "HTTP Version Not Supported"}};
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+        if (reasons[i].status == status) return reasons[i].reason;
+    return "";
+}
+
+/* ==== Connections: closing, writing ======================================== */
+
+static void conn_close(hconn *c) {
+    if (c->state == HC_DEAD) return;
+    close(c->fd);
+    c->fd = -1;
+    c->state = HC_DEAD;
+}
+
+static void conn_free(hconn *c) {
+    if (c->fd >= 0) close(c->fd);
+    free(c->in);
+    free(c->out);
+    free(c);
+}
+
+static int out_append(hconn *c, const void *p, size_t n) {
+    if (out_pending(c) == 0) c->out_off = c->out_len = 0;
+    if (buf_reserve(&c->out, &c->out_cap, c->out_len + n) < 0) return -1;
+    memcpy(c->out + c->out_len, p, n);
+    c->out_len += n;
+    return 0;
+}
+
+/* Writes what it can. Once all is written, a draining connection shuts its
+ * side down and lingers (or closes, if the client already finished). */
+static void conn_flush(moe_httpd *s, hconn *c) {
+    while (c->state != HC_DEAD && out_pending(c) > 0) {
+        ssize_t n = send(c->fd, c->out + c->out_off, out_pending(c), MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out_off += (size_t)n;
+            c->t_active = s->now;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        } else {
+            conn_close(c); /* EPIPE, ECONNRESET: the client is gone */
+            return;
+        }
+    }
+    if (c->state == HC_DEAD) return;
+    c->out_off = c->out_len = 0;
+    if (c->out_cap > 4 * HTTPD_OUT_HIGH) {
+        free(c->out);
+        c->out = NULL;
+        c->out_cap = 0;
+    }
+    if (c->state == HC_DRAIN) {
+        if (c->read_eof) {
+            conn_close(c);
+            return;
+        }
+        shutdown(c->fd, SHUT_WR);
+        c->state = HC_LINGER;
+        c->t_linger = s->now + HTTPD_LINGER_MS;
+    }
+}
+
+/* Queues one answer. extra: more header lines ("Name: value\r\n") or "". */
+static int conn_queue_answer(hconn *c, int status, const char *ctype, const char *extra,
+                             const char *body, size_t len, int send_body, int keep_alive) {
+    char date[64], head[512];
+    time_t t = time(NULL);
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || !strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm))
+        date[0] = '\0';
+    const char *conn = !keep_alive     ? "Connection: close\r\n"
+                       : c->minor == 0 ? "Connection: keep-alive\r\n"
+                                       : "";
+    char clen[48] = "";
+    if (status != 204 && status != 304)
+        snprintf(clen, sizeof clen, "Content-Length: %zu\r\n", len);
+    else
+        send_body = 0; /* these never have a body, nor a length */
+    int n =
+        snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\n%s%s%s\r\n",
+                 status, status_reason(status), date, ctype, clen, conn, extra);
+    MOE_ASSERT(n > 0 && (size_t)n < sizeof head); /* ctype is at most 200 bytes */
+    if (out_append(c, head, (size_t)n) < 0) return -1;
+    if (send_body && len > 0 && out_append(c, body, len) < 0) return -1;
+    return 0;
+}
+
+/* Answers a request the server refuses (status >= 400) and closes after. */
+static void conn_refuse(hconn *c, int status) {
+    char body[64];
+    int n = snprintf(body, sizeof body, "%d %s\n", status, status_reason(status));
+    const char *extra = status == 405 ? "Allow: GET, HEAD, POST\r\n" : "";
+    c->in_len = 0; /* nothing after a bad request can be trusted */
+    c->have_head = 0;
+    c->scanned = 0;
+    if (conn_queue_answer(c, status, "text/plain; charset=utf-8", extra, body, (size_t)n,
+                          c->method != HM_HEAD, 0) < 0) {
+        conn_close(c);
+        return;
+    }
+    c->state = HC_DRAIN;
+}
+
+/* ==== Parsing a request head =============================================== */
+
+/* Parses the header block at the start of c->in once it is complete (after
+ * any empty lines, which RFC 9112 lets a server skip). Returns 0 if more
+ * bytes are needed, 1 with c's request fields set (and the request line cut
+ * into NUL-terminated strings in place), or the status refusing the request. */
+static int conn_parse_head(hconn *c) {
+    char *b = c->in;
+    size_t n = c->in_len, lim = n < HTTPD_MAX_HEAD ? n : HTTPD_MAX_HEAD;
+    size_t start = 0, end = 0;
+    c->method = HM_GET; /* until known: a refusal has a body */
+    while (start < lim && start < 8 && (b[start] == '\r' || b[start] == '\n')) start++;
+    for (size_t i = c->scanned > start + 2 ? c->scanned - 2 : start; i < lim; i++) {
+        unsigned char ch = (unsigned char)b[i];
+        if ((ch < 0x20 && ch != '\r' && ch != '\n' && ch != '\t') || ch == 0x7f)
+            return 400; /* binary, a TLS handshake, ...: no need to wait */
+        if (ch != '\n') continue;
+        if (i + 1 < lim && b[i + 1] == '\n') {
+            end = i + 2;
+            break;
+        }
+        if (i + 2 < lim && b[i + 1] == '\r' && b[i + 2] == '\n') {
+            end = i + 3;
+            break;
+        }
+    }
+    if (end == 0) {
+        c->scanned = lim; /* a client trickling bytes costs no rescans */
+        return n >= HTTPD_MAX_HEAD ? 431 : 0;
+    }
+
+    /* Lines are [p, le) with the '\n' and an optional '\r' before it cut off;
+     * a '\r' anywhere else is malformed. */
+    char *p = b + start, *e = b + end;
+    char *nl = memchr(p, '\n', (size_t)(e - p));
+    char *le = nl > p && nl[-1] == '\r' ? nl - 1 : nl;
+    if (memchr(p, '\r', (size_t)(le - p))) return 400;
+
+    /* request line: method SP target SP HTTP/d.d */
+    char *sp1 = memchr(p, ' ', (size_t)(le - p));
+    char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(le - sp1 - 1)) : NULL;
+    if (!sp1 || !sp2 || memchr(sp2 + 1, ' ', (size_t)(le - sp2 - 1))) return 400;
+    char *target = sp1 + 1, *ver = sp2 + 1;
+    size_t mlen = (size_t)(sp1 - p), tlen = (size_t)(sp2 - target), vlen = (size_t)(le - ver);
+    if (mlen > 32 || !all_tchars(p, mlen) || tlen == 0 || target[0] != '/') return 400;
+    for (size_t i = 0; i < tlen; i++) {
+        unsigned char ch = (unsigned char)target[i];
+        if (ch <= 0x20 || ch >= 0x7f) return 400;
+    }
+    if (vlen != 8 || memcmp(ver, "HTTP/", 5) || ver[5] < '0' || ver[5] > '9' || ver[6] != '.' ||
+        ver[7] < '0' || ver[7] > '9')
+        return 400;
+    if (ver[5] != '1') return 505;
+    c->minor = ver[7] - '0';
+    if (mlen == 3 && !memcmp(p, "GET", 3))
+        c->method = HM_GET;
+    else if (mlen == 4 && !memcmp(p, "HEAD", 4))
+        c->method = HM_HEAD;
+    else if (mlen == 4 && !memcmp(p, "POST", 4))
+        c->method = HM_POST;
+    else
+        return 405;
+
+    /* header fields: name ":" OWS value OWS */
+    int conn_close_tok = 0, conn_keep_tok = 0, chunked = 0, have_len = 0;
+    size_t clen = 0;
+    c->expect_continue = 0;
+    for (char *q = nl + 1; q < e;) {
+        char *qn = memchr(q, '\n', (size_t)(e - q));
+        char *qe = qn > q && qn[-1] == '\r' ? qn - 1 : qn;
+        if (qe == q) break; /* the blank line */
+        if (memchr(q, '\r', (size_t)(qe - q))) return 400;
+        if (*q == ' ' || *q == '\t') return 400; /* obsolete line folding */
+        char *colon = memchr(q, ':', (size_t)(qe - q));
+        if (!colon || !all_tchars(q, (size_t)(colon - q))) return 400;
+        size_t nlen = (size_t)(colon - q);
+        char *v = colon + 1, *ve = qe;
+        while (v < ve && (*v == ' ' || *v == '\t')) v++;
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+        size_t vl = (size_t)(ve - v);
+        if (token_is(q, nlen, "content-length")) {
+            size_t x = 0;
+            if (vl == 0) return 400;
+            for (size_t i = 0; i < vl; i++) {
+                if (v[i] < '0' || v[i] > '9') return 400;
+                x = x > HTTPD_MAX_BODY ? x : x * 10 + (size_t)(v[i] - '0'); /* saturates */
+            }
+            if (have_len && x != clen) return 400;
+            have_len = 1;
+            clen = x;
+        } else if (token_is(q, nlen, "transfer-encoding")) {
+            chunked = 1;
+        } else if (token_is(q, nlen, "connection")) {
+            conn_close_tok |= list_has(v, vl, "close");
+            conn_keep_tok |= list_has(v, vl, "keep-alive");
+        } else if (token_is(q, nlen, "expect")) {
+            c->expect_continue = token_is(v, vl, "100-continue");
+        }
+        q = qn + 1;
+    }
+    if (chunked) return 501;
+    if (clen > HTTPD_MAX_BODY) return 413;
+
+    /* cut the request line into strings */
+    *sp1 = '\0';
+    *sp2 = '\0';
+    char *qm = memchr(target, '?', tlen);
+    if (qm) *qm = '\0';
+    c->off_method = (size_t)(p - b);
+    c->off_path = (size_t)(target - b);
+    c->off_query = qm ? (size_t)(qm + 1 - b) : 0;
+    c->keep_alive = c->minor >= 1 ? !conn_close_tok : conn_keep_tok && !conn_close_tok;
+    c->head_len = end;
+    c->body_len = clen;
+    c->scanned = 0;
+    c->have_head = 1;
+    c->continue_sent = 0;
+    return 1;
+}
+
+/* ==== Serving requests ===================================================== */
+
+/* Calls the handler on the complete request at the start of c->in, queues
+ * its answer and drops the request from the buffer. */
+static void conn_dispatch(moe_httpd *s, hconn *c) {
+    char *b = c->in;
+    size_t end = c->head_len + c->body_len;
+    char saved = b[end]; /* the next pipelined byte, or spare room (in_cap > in_len) */
+    b[end] = '\0';
+    moe_http_req req = {
+        .method = b + c->off_method,
+        .path = b + c->off_path,
+        .query = c->off_query ? b + c->off_query : "",
+        .body = b + c->head_len,
+        .body_len = c->body_len,
+    };
+    moe_http_resp resp = {0};
+    s->handler(s->ud, &req, &resp);
+    b[end] = saved;
+
+    int status = resp.status;
+    const char *ctype = resp.content_type ? resp.content_type : "text/plain; charset=utf-8";
+    const char *body = resp.body ? resp.body : "";
+    size_t len = resp.body ? resp.body_len : 0;
+    size_t ctlen = strnlen(ctype, 201);
+    int ctype_ok = ctlen <= 200;
+    for (size_t i = 0; i < ctlen && ctype_ok; i++)
+        if ((unsigned char)ctype[i] < 0x20 || ctype[i] == 0x7f) ctype_ok = 0;
+    if (status == 0 || status < 200 || status > 599 || !ctype_ok) {
+        status = status == 0 ? 404 : 500;
+        ctype = "text/plain; charset=utf-8";
+        body = status == 404 ? "404 Not Found\n" : "500 Internal Server Error\n";
+        len = strlen(body);
+    }
+    int rc =
+        conn_queue_answer(c, status, ctype, "", body, len, c->method != HM_HEAD, c->keep_alive);
+    free(resp.body);
+    if (rc < 0) {
+        conn_close(c);
+        return;
+    }
+
+    memmove(b, b + end, c->in_len - end);
+    c->in_len -= end;
+    c->have_head = 0;
+    c->scanned = 0;
+    if (c->in_len > 0) c->t_request = s->now;
+    if (c->in_cap > 2 * (HTTPD_MAX_HEAD + 1) && c->in_len <= HTTPD_MAX_HEAD) {
+        char *q = realloc(c->in, HTTPD_MAX_HEAD + 1); /* after a big body */
+        if (q) c->in = q, c->in_cap = HTTPD_MAX_HEAD + 1;
+    }
+    if (!c->keep_alive) c->state = HC_DRAIN;
+}
+
+/* Serves the complete requests buffered on c, in order, while its unwritten
+ * output stays below HTTPD_OUT_HIGH, and writes what it can. */
+static void conn_service(moe_httpd *s, hconn *c) {
+    for (;;) {
+        int paused = 0;
+        while (c->state == HC_OPEN) {
+            if (out_pending(c) >= HTTPD_OUT_HIGH) {
+                paused = 1;
+                break;
+            }
+            if (!c->have_head) {
+                int r = conn_parse_head(c);
+                if (r > 1) {
+                    conn_refuse(c, r);
+                    break;
+                }
+                if (r == 0) {
+                    if (c->read_eof) c->state = HC_DRAIN; /* a partial request is dropped */
+                    break;
+                }
+            }
+            if (c->in_len < c->head_len + c->body_len) {
+                if (c->read_eof) {
+                    c->state = HC_DRAIN;
+                } else if (c->expect_continue && !c->continue_sent && c->minor >= 1) {
+                    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+                    if (out_append(c, cont, sizeof cont - 1) < 0) conn_close(c);
+                    c->continue_sent = 1;
+                }
+                break;
+            }
+            conn_dispatch(s, c);
+        }
+        conn_flush(s, c);
+        /* paused, and the write freed room: serve what is buffered */
+        if (!paused || c->state != HC_OPEN || out_pending(c) >= HTTPD_OUT_HIGH) break;
+    }
+}
+
+/* How many bytes c takes now: up to the header limit while the head is
+ * incomplete, then up to the end of the request's body. */
+static size_t conn_room(const hconn *c) {
+    size_t want = c->have_head ? c->head_len + c->body_len : HTTPD_MAX_HEAD;
+    return c->in_len < want ? want - c->in_len : 0;
+}
+
+static int conn_wants_read(const hconn *c) {
+    if (c->state == HC_LINGER) return 1;
+    return c->state == HC_OPEN && !c->read_eof && out_pending(c) < HTTPD_OUT_HIGH &&
+           conn_room(c) > 0;
+}
+
+static void conn_read(moe_httpd *s, hconn *c) {
+    if (c->state == HC_LINGER) {
+        char tmp[4096];
+        ssize_t n = recv(c->fd, tmp, sizeof tmp, 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            conn_close(c);
+        return;
+    }
+    size_t room = conn_room(c);
+    if (!conn_wants_read(c)) return;
+    if (buf_reserve(&c->in, &c->in_cap, c->in_len + room + 1) < 0) {
+        conn_close(c);
+        return;
+    }
+    ssize_t n = recv(c->fd, c->in + c->in_len, room, 0);
+    if (n > 0) {
+        if (c->in_len == 0) c->t_request = s->now;
+        c->in_len += (size_t)n;
+        c->t_active = s->now;
+    } else if (n == 0) {
+        c->read_eof = 1;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        return;
+    } else {
+        conn_close(c); /* ECONNRESET and the like */
+        return;
+    }
+    conn_service(s, c);
+}
+
+/* When c is closed if nothing happens. */
+static int64_t conn_deadline(const moe_httpd *s, const hconn *c) {
+    int64_t idle = atomic_load(&s->idle_ms), request = atomic_load(&s->request_ms);
+    if (c->state == HC_LINGER) return c->t_linger;
+    if (out_pending(c) > 0) return c->t_active + idle; /* a client that stopped reading */
+    if (c->in_len > 0) return c->t_request + request;
+    return c->t_active + idle;
+}
+
+/* ==== The loop ============================================================= */
+
+static void server_accept(moe_httpd *s) {
+    for (int k = 0; k < HTTPD_ACCEPT_BATCH; k++) {
+        int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+            s->accept_paused_until = s->now + HTTPD_ACCEPT_PAUSE_MS; /* EMFILE, ENOBUFS, ... */
+            return;
+        }
+        hconn *c = s->n_conn < HTTPD_MAX_CONN ? calloc(1, sizeof *c) : NULL;
+        if (!c) {
+            close(fd); /* full */
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c->fd = fd;
+        c->state = HC_OPEN;
+        c->t_active = s->now;
+        s->conns[s->n_conn++] = c;
+    }
+}
+
+static void *server_main(void *arg) {
+    moe_httpd *s = arg;
+    while (!atomic_load(&s->stop)) {
+        s->now = now_ms();
+        int64_t timeout = HTTPD_POLL_MAX_MS;
+        s->pfd[0] = (struct pollfd){.fd = s->wake[0], .events = POLLIN};
+        s->pfd[1] =
+            (struct pollfd){.fd = s->now >= s->accept_paused_until ? s->lfd : -1, .events = POLLIN};
+        if (s->pfd[1].fd < 0) timeout = s->accept_paused_until - s->now;
+        int np = 0;
+        for (int i = 0; i < s->n_conn; i++) {
+            hconn *c = s->conns[i];
+            short ev = (short)((conn_wants_read(c) ? POLLIN : 0) | (out_pending(c) ? POLLOUT : 0));
+            int64_t left = conn_deadline(s, c) - s->now;
+            if (left < timeout) timeout = left < 0 ? 0 : left;
+            s->polled[np] = c;
+            s->pfd[2 + np++] = (struct pollfd){.fd = c->fd, .events = ev};
+        }
+        int rc = poll(s->pfd, (nfds_t)(2 + np), (int)timeout);
+        if (rc < 0) {
+            if (errno != EINTR) {
+                struct timespec ts = {0, 10 * 1000000}; /* ENOMEM: try again shortly */
+                nanosleep(&ts, NULL);
+            }
+            continue;
+        }
+        s->now = now_ms();
+        if (s->pfd[0].revents) {
+            char tmp[64];
+            while (read(s->wake[0], tmp, sizeof tmp) > 0) {
+            }
+            continue; /* the loop condition reads stop */
+        }
+        for (int i = 0; i < np; i++) {
+            hconn *c = s->polled[i];
+            short re = s->pfd[2 + i].revents, ev = s->pfd[2 + i].events;
+            if (!re || c->state == HC_DEAD) continue;
+            if (re & (POLLERR | POLLNVAL)) {
+                conn_close(c);
+                continue;
+            }
+            if (re & POLLOUT) conn_service(s, c); /* writes, then serves what waited */
+            if (c->state != HC_DEAD && (re & POLLIN)) conn_read(s, c);
+            if (c->state != HC_DEAD && (re & POLLHUP) && !(ev & POLLIN)) conn_close(c);
+        }
+        if (s->pfd[1].fd >= 0 && (s->pfd[1].revents & POLLIN)) server_accept(s);
+        /* timeouts, and freeing the closed */
+        for (int i = 0; i < s->n_conn;) {
+            hconn *c = s->conns[i];
+            if (c->state != HC_DEAD && s->now >= conn_deadline(s, c)) conn_close(c);
+            if (c->state == HC_DEAD) {
+                conn_free(c);
+                s->conns[i] = s->conns[--s->n_conn];
+            } else {
+                i++;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* ==== Start and stop ======================================================= */
+
+/* "host:port" -> an IPv4 address; host "", "*" and "0.0.0.0" mean any. */
+static int parse_listen(const char *addr, struct sockaddr_in *sa, moe_err *err) {
+    const char *colon = addr ? strrchr(addr, ':') : NULL;
+    if (!colon)
+        return moe_err_set(err, MOE_EINVAL, "httpd: listen address '%s' is not host:port",
+                           addr ? addr : "(null)");
+    char host[64];
+    size_t hlen = (size_t)(colon - addr);
+    const char *port = colon + 1;
+    size_t plen = strlen(port);
+    unsigned long pv = 0;
+    int port_ok = plen >= 1 && plen <= 5;
+    for (size_t i = 0; i < plen && port_ok; i++) {
+        if (port[i] < '0' || port[i] > '9') port_ok = 0;
+        pv = pv * 10 + (unsigned long)(port[i] - '0');
+    }
+    if (!port_ok || pv > 65535)
+        return moe_err_set(err, MOE_EINVAL, "httpd: listen address '%s': bad port", addr);
+    if (hlen >= sizeof host)
+        return moe_err_set(err, MOE_EINVAL, "httpd: listen address '%s': host too long", addr);
+    memcpy(host, addr, hlen);
+    host[hlen] = '\0';
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((uint16_t)pv);
+    if (!hlen || !strcmp(host, "*") || !strcmp(host, "0.0.0.0"))
+        sa->sin_addr.s_addr = htonl(INADDR_ANY);
+    else if (!strcmp(host, "localhost"))
+        sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
+        return moe_err_set(err, MOE_EINVAL,
+                           "httpd: listen address '%s': '%s' is not an IPv4 address", addr, host);
+    return 0;
+}
+
+int moe_httpd_start(moe_httpd **out, const char *addr, moe_http_handler h, void *ud, moe_err *err) {
+    if (!out || !h) return moe_err_set(err, MOE_EINVAL, "httpd: no out pointer or handler");
+    *out = NULL;
+    struct sockaddr_in sa;
+    int rc = parse_listen(addr, &sa, err);
+    if (rc < 0) return rc;
+
+    moe_httpd *s = calloc(1, sizeof *s);
+    if (!s) return moe_err_set(err, MOE_ENOMEM, "httpd: out of memory");
+    s->lfd = s->wake[0] = s->wake[1] = -1;
+    s->handler = h;
+    s->ud = ud;
+    atomic_init(&s->stop, 0);
+    atomic_init(&s->idle_ms, HTTPD_IDLE_MS);
+    atomic_init(&s->request_ms, HTTPD_REQUEST_MS);
+
+    int one = 1;
+    socklen_t salen = sizeof sa;
+    s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->lfd < 0) {
+        rc = moe_err_set(err, MOE_EIO, "httpd: socket: %s", strerror(errno));
+        goto fail;
+    }
+    setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(s->lfd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        rc = moe_err_set(err, MOE_EIO, "httpd: cannot bind %s: %s", addr, strerror(errno));
+        goto fail;
+    }
+    if (listen(s->lfd, SOMAXCONN) < 0 || getsockname(s->lfd, (struct sockaddr *)&sa, &salen) < 0) {
+        rc = moe_err_set(err, MOE_EIO, "httpd: cannot listen on %s: %s", addr, strerror(errno));
+        goto fail;
+    }
+    s->port = ntohs(sa.sin_port);
+    if (pipe2(s->wake, O_NONBLOCK | O_CLOEXEC) < 0) {
+        rc = moe_err_set(err, MOE_EIO, "httpd: pipe: %s", strerror(errno));
+        goto fail;
+    }
+
+    /* The thread takes no asynchronous signals: they stay with the
+     * application's threads (and never interrupt the loop). */
+    sigset_t all, old;
+    sigfillset(&all);
+    int sync_sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS};
+    for (size_t i = 0; i < sizeof sync_sigs / sizeof sync_sigs[0]; i++)
+        sigdelset(&all, sync_sigs[i]);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int prc = pthread_create(&s->tid, NULL, server_main, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (prc != 0) {
+        rc = moe_err_set(err, prc == ENOMEM || prc == EAGAIN ? MOE_ENOMEM : MOE_EIO,
+                         "httpd: cannot start the server thread: %s", strerror(prc));
+        goto fail;
+    }
+    *out = s;
+    return 0;
+
+fail:
+    if (s->wake[0] >= 0) close(s->wake[0]);
+    if (s->wake[1] >= 0) close(s->wake[1]);
+    if (s->lfd >= 0) close(s->lfd);
+    free(s);
+    return rc;
+}
+
+int moe_httpd_port(const moe_httpd *s) {
+    return s ? s->port : -1;
+}
+
+void moe__httpd_set_timeouts(moe_httpd *s, int idle_ms, int request_ms) {
+    atomic_store(&s->idle_ms, idle_ms);
+    atomic_store(&s->request_ms, request_ms);
+    char b = 1;
+    ssize_t r = write(s->wake[1], &b, 1); /* recompute the poll timeout now */
+    (void)r;
+}
+
+void moe_httpd_stop(moe_httpd *s) {
+    if (!s) return;
+    MOE_ASSERT(!pthread_equal(pthread_self(), s->tid)); /* not from the handler */
+    atomic_store(&s->stop, 1);
+    char b = 1;
+    ssize_t r = write(s->wake[1], &b, 1); /* a full pipe is already a wake-up */
+    (void)r;
+    pthread_join(s->tid, NULL);
+    for (int i = 0; i < s->n_conn; i++) conn_free(s->conns[i]);
+    close(s->wake[0]);
+    close(s->wake[1]);
+    close(s->lfd);
+    free(s);
+}
