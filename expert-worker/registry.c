@@ -315,8 +315,7 @@ int ew_registry_start(ew_registry **out, const ew_registry_cfg *cfg, moe_err *er
         if (moe_model_layer_is_moe(m, l))
             n += (size_t)sprintf(r->expert_bytes + n, "%s%d:%zu", n ? "," : "", l,
                                  ew_expert_bytes(m, l));
-    snprintf(r->model_id, sizeof r->model_id, "%s/%dx%d/%d/%zu", moe_arch_name(m->hp.arch),
-             m->hp.n_layer, m->hp.n_expert, m->hp.n_embd, m->n_bytes);
+    moe_model_identity(m, r->model_id, sizeof r->model_id);
     pthread_mutex_init(&r->mu, NULL);
     if (pthread_create(&r->th, NULL, run, r) != 0) {
         pthread_mutex_destroy(&r->mu);

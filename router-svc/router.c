@@ -643,6 +643,17 @@ static void drive(router *r) {
             abandon_round(r, "not every worker acknowledged in time");
         else return;
     }
+    if (r->active && r->active_published) { /* Redis restarted empty: publish it again */
+        redisReply *x = moe_rlink_cmd(r->cmd, "GET %s:placement:active", r->prefix);
+        if (!x) return;
+        if (x->type != REDIS_REPLY_STRING || strtoull(x->str, NULL, 10) != r->active->epoch) {
+            log_line("the active epoch %" PRIu64 " is gone from Redis (a restart?): publishing "
+                     "the placement again",
+                     r->active->epoch);
+            r->active_published = 0;
+        }
+        freeReplyObject(x);
+    }
     const size_t np = n_pairs(r);
     rt_worker *ws = calloc((size_t)r->nw + 1, sizeof *ws);
     rt_expert *es = calloc(np + 1, sizeof *es);

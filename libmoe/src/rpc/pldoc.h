@@ -40,6 +40,11 @@ typedef struct moe_pldoc {
 int moe_pldoc_parse(moe_pldoc **out, const char *json, size_t len, int n_layer, int n_expert,
                     moe_err *err);
 void moe_pldoc_free(moe_pldoc *d);
+/* A model's identity as workers publish it and documents carry it:
+ * "arch/<layers>x<experts>/<hidden>/<tensor bytes>". */
+typedef struct moe_model moe_model;
+void moe_model_identity(const moe_model *m, char *buf, size_t cap);
+
 /* Index of a worker id, or -1. */
 int moe_pldoc_worker(const moe_pldoc *d, const char *id);
 

@@ -443,7 +443,7 @@ static void dispatch(remote_be *b) {
         again = 0;
         for (int i = 0; i < b->n; i++) {
             rworker *w = b->w[i];
-            if (!w->n_queued || w->busy) continue;
+            if (!w->n_queued || w->busy || w->send) continue; /* one send at a time */
             if (send_queued(b, w) < 0) {
                 worker_failed(b, w, 1, "cannot open a Forward stream");
                 again = 1;
@@ -460,7 +460,10 @@ static int remote_wait(void *ctx, moe_err *err) {
     }
     const int ng = b->work->n_groups;
     const int64_t t0 = moe_mono_ms();
-    while (b->n_todo > 0 && !b->status) {
+    for (;;) {
+        int sending = 0; /* a stream takes one message at a time: see each send complete */
+        for (int i = 0; i < b->n; i++) sending |= b->w[i]->send != NULL && b->w[i]->open;
+        if ((b->n_todo == 0 && !sending) || b->status) break;
         dispatch(b);
         /* groups no live replica holds: wait for a placement that has one */
         int orphans = 0;
@@ -691,12 +694,13 @@ int moe_expert_backend_remote_redis_create(moe_expert_backend **out, const moe_m
     remote_be *b = NULL;
     int rc = create_common(&b, m, p, err);
     if (rc < 0) goto fail;
-    if ((rc = rctl_start(&b->ctl, url, prefix, m->hp.n_layer, m->hp.n_expert, err)) < 0) goto fail;
+    if ((rc = rctl_start(&b->ctl, url, prefix, m, err)) < 0) goto fail;
     if (!rctl_wait(b->ctl, b->p.placement_wait_ms)) {
-        rc = moe_err_set(err, MOE_EUNAVAIL,
-                         "no active placement in Redis %s (prefix '%s') after %d ms: is "
-                         "router-svc running, with workers registered?",
-                         url, prefix && *prefix ? prefix : "moemesh", b->p.placement_wait_ms);
+        char why[400];
+        rctl_problem(b->ctl, why, sizeof why);
+        rc = moe_err_set(err, MOE_EUNAVAIL, "no usable placement in Redis %s (prefix '%s') after %d ms: %s",
+                         url, prefix && *prefix ? prefix : "moemesh", b->p.placement_wait_ms,
+                         *why ? why : "is router-svc running, with workers registered?");
         goto fail;
     }
     moe_pldoc *d = rctl_take(b->ctl);

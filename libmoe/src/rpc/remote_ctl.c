@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "moe/model.h"
 #include "remote_ctl.h"
 #include "rlink.h"
 
@@ -28,6 +29,8 @@ struct rctl {
     uint64_t *counts;        /* (n_layer, n_expert) rows since the last flush */
     uint64_t *unsent;        /* control thread only: counts taken, not written yet */
     uint64_t bad_epoch;      /* an epoch whose document failed to parse (logged once) */
+    char model_id[160];      /* this model's identity; documents must match */
+    char problem[600];       /* why the newest epoch is unusable ("" if none) */
     rctl_stats st;
 };
 
@@ -59,9 +62,18 @@ static void check(rctl *c) {
     if (r->type == REDIS_REPLY_STRING) {
         moe_pldoc *d;
         moe_err err;
-        if (moe_pldoc_parse(&d, r->str, r->len, c->n_layer, c->n_expert, &err) < 0) {
-            fprintf(stderr, "remote experts: placement epoch %" PRIu64 " is unusable: %s\n", e,
-                    err.msg);
+        int rc = moe_pldoc_parse(&d, r->str, r->len, c->n_layer, c->n_expert, &err);
+        if (rc == 0 && *d->model && strcmp(d->model, c->model_id)) {
+            rc = moe_err_set(&err, MOE_EINVAL, "it places model %.100s, not this one (%.100s)",
+                             d->model, c->model_id);
+            moe_pldoc_free(d);
+        }
+        if (rc < 0) {
+            pthread_mutex_lock(&c->mu);
+            snprintf(c->problem, sizeof c->problem, "placement epoch %" PRIu64 " is unusable: %.300s",
+                     e, err.msg);
+            fprintf(stderr, "remote experts: %s\n", c->problem);
+            pthread_mutex_unlock(&c->mu);
             c->bad_epoch = e;
         } else {
             pthread_mutex_lock(&c->mu);
@@ -140,14 +152,16 @@ static void *run(void *arg) {
     return NULL;
 }
 
-int rctl_start(rctl **out, const char *url, const char *prefix, int n_layer, int n_expert,
+int rctl_start(rctl **out, const char *url, const char *prefix, const moe_model *m,
                moe_err *err) {
+    const int n_layer = m->hp.n_layer, n_expert = m->hp.n_expert;
     *out = NULL;
     rctl *c = calloc(1, sizeof *c);
     if (!c) return moe_err_set(err, MOE_ENOMEM, "out of memory");
     const size_t n = (size_t)n_layer * (size_t)n_expert;
     c->n_layer = n_layer;
     c->n_expert = n_expert;
+    moe_model_identity(m, c->model_id, sizeof c->model_id);
     c->prefix = strdup(prefix && *prefix ? prefix : "moemesh");
     c->counts = calloc(n + 1, sizeof *c->counts);
     c->unsent = calloc(n + 1, sizeof *c->unsent);
@@ -224,6 +238,12 @@ void rctl_count(rctl *c, int layer, int n_groups, const int32_t *expert,
 void rctl_kick(rctl *c) {
     pthread_mutex_lock(&c->mu);
     c->kick = 1;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void rctl_problem(rctl *c, char *buf, size_t cap) {
+    pthread_mutex_lock(&c->mu);
+    snprintf(buf, cap, "%s", c->problem);
     pthread_mutex_unlock(&c->mu);
 }
 

@@ -28,8 +28,12 @@ typedef struct rctl_stats {
     uint64_t epoch;         /* newest active epoch seen */
 } rctl_stats;
 
-int rctl_start(rctl **out, const char *url, const char *prefix, int n_layer, int n_expert,
+/* Starts following the deployment for model m (borrowed; documents must
+ * name its identity). */
+int rctl_start(rctl **out, const char *url, const char *prefix, const moe_model *m,
                moe_err *err);
+/* Why the newest active epoch is unusable, or "" (for error messages). */
+void rctl_problem(rctl *c, char *buf, size_t cap);
 void rctl_stop(rctl *c);
 /* The newest placement, if one came since the last take (the caller owns
  * it), else NULL. */
