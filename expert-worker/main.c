@@ -14,6 +14,7 @@
 
 #include "moe/model.h"
 #include "moe/ops.h"
+#include "metrics.h"
 #include "registry.h"
 #include "server.h"
 #include "slice.h"
@@ -28,6 +29,8 @@ static const char usage[] =
     "                    L1:0-7;L2:0-3 (MOE_EXPERTS, default all)\n"
     "  --threads N       compute threads (MOE_THREADS, default 1)\n"
     "  --max-rows N      rows one request may carry (MOE_MAX_ROWS, default 4096)\n"
+    "  --metrics ADDR    HTTP /metrics and /healthz on host:port (MOE_METRICS; off by\n"
+    "                    default)\n"
     "Joining a router-svc deployment (instead of --experts; see docs/redis-schema.md):\n"
     "  --redis URL       redis://host:port: register, take the experts router-svc\n"
     "                    assigns, load and drop them as the placement changes (MOE_REDIS)\n"
@@ -54,6 +57,7 @@ typedef struct reg_start {
     ew_registry_cfg cfg;
     const char *advertise, *listen;
     ew_registry *reg;
+    ew_metrics *metrics;
     int failed;
     int drain_ms;
     long long drain_deadline;
@@ -94,6 +98,7 @@ static void on_listen(void *ud, int port) {
         g_stop = 1;
         return;
     }
+    if (rs->metrics) __atomic_store_n(&rs->metrics->reg, rs->reg, __ATOMIC_RELEASE);
     fprintf(stderr, "expert-worker: joined %s as '%s' (%s), capacity %.1f MB, domain '%s'\n",
             rs->cfg.url, rs->cfg.id, addr, (double)rs->cfg.capacity_bytes / 1e6,
             rs->cfg.domain ? rs->cfg.domain : "");
@@ -156,7 +161,8 @@ int main(int argc, char **argv) {
                *prefix = getenv("MOE_PREFIX"), *domain = getenv("MOE_FAILURE_DOMAIN"),
                *worker_id = getenv("MOE_WORKER_ID"), *advertise = getenv("MOE_ADVERTISE"),
                *capacity_s = getenv("MOE_CAPACITY"), *lease_s = getenv("MOE_LEASE_MS"),
-               *grace_s = getenv("MOE_GRACE_MS"), *drain_s = getenv("MOE_DRAIN_MS");
+               *grace_s = getenv("MOE_GRACE_MS"), *drain_s = getenv("MOE_DRAIN_MS"),
+               *metrics_addr = getenv("MOE_METRICS");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(usage, stdout), 0;
@@ -175,6 +181,7 @@ int main(int argc, char **argv) {
                            : !strcmp(a, "--lease-ms") ? &lease_s
                            : !strcmp(a, "--grace-ms") ? &grace_s
                            : !strcmp(a, "--drain-ms") ? &drain_s
+                           : !strcmp(a, "--metrics") ? &metrics_addr
                                                       : NULL;
         if (!dst) {
             fprintf(stderr, "expert-worker: error: unknown option '%s'\n\n%s", a, usage);
@@ -256,9 +263,24 @@ int main(int argc, char **argv) {
         cfg.may_stop = may_stop;
         cfg.on_listen_ud = &rs;
     }
-    int rc = ew_server_run(&cfg, &err);
+    ew_counters counters = {.expert_rows = calloc((size_t)m->hp.n_layer * (size_t)m->hp.n_expert + 1,
+                                                  sizeof *counters.expert_rows)};
+    ew_metrics metrics = {.model = m, .slice = &slice, .counters = &counters};
+    cfg.counters = &counters;
+    rs.metrics = &metrics;
+    moe_httpd *admin = NULL;
+    int rc = 0;
+    if (metrics_addr && *metrics_addr) {
+        rc = moe_httpd_start(&admin, metrics_addr, ew_metrics_http, &metrics, &err);
+        if (rc == 0)
+            fprintf(stderr, "expert-worker: metrics on http://%s (port %d)\n", metrics_addr,
+                    moe_httpd_port(admin));
+    }
+    if (rc == 0) rc = ew_server_run(&cfg, &err);
     if (rc < 0) fprintf(stderr, "expert-worker: error: %s\n", err.msg);
+    moe_httpd_stop(admin);
     ew_registry_stop(rs.reg);
+    free(counters.expert_rows);
     if (rs.failed) rc = -1;
     ew_slice_free(&slice);
     moe_model_free(m);

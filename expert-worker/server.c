@@ -220,6 +220,7 @@ static void forward_one(ew_call *c, const uint8_t *data, size_t len) {
     for (size_t g = 0; g < r->n_groups; g++) {
         if (!ew_slice_has(cfg->slice, (int)r->layer, (int)r->groups[g]->expert)) {
             res.status = GRPC_STATUS_FAILED_PRECONDITION;
+            if (cfg->counters) __atomic_add_fetch(&cfg->counters->refused, 1, __ATOMIC_RELAXED);
             snprintf(msg, sizeof msg,
                      "layer %u expert %u is not held by this worker (placement epoch %llu)",
                      r->layer, r->groups[g]->expert, (unsigned long long)r->placement_epoch);
@@ -254,7 +255,18 @@ static void forward_one(ew_call *c, const uint8_t *data, size_t len) {
     res.expert_us = s->expert_us;
     s->n_batches++;
     s->n_rows += (uint64_t)rows;
-send:;
+    if (cfg->counters) {
+        ew_counters *k = cfg->counters;
+        __atomic_add_fetch(&k->batches, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&k->rows, (uint64_t)rows, __ATOMIC_RELAXED);
+        for (size_t g = 0; g < r->n_groups && k->expert_rows; g++)
+            __atomic_add_fetch(&k->expert_rows[(size_t)r->layer * (size_t)hp->n_expert +
+                                               r->groups[g]->expert],
+                               (uint64_t)r->groups[g]->row_count, __ATOMIC_RELAXED);
+    }
+send:
+    if (cfg->counters && res.status != 0 && res.status != GRPC_STATUS_FAILED_PRECONDITION)
+        __atomic_add_fetch(&cfg->counters->errors, 1, __ATOMIC_RELAXED);
     size_t plen = moe__v1__forward_result__get_packed_size(&res);
     uint8_t *buf = malloc(plen ? plen : 1);
     if (buf) {

@@ -13,10 +13,18 @@
 #define EW_SERVER_H
 
 #include <signal.h>
+#include <stdint.h>
 
 #include "moe/error.h"
 #include "moe/model.h"
 #include "slice.h"
+
+/* Counters the server keeps for /metrics (read with __atomic loads from
+ * another thread). */
+typedef struct ew_counters {
+    uint64_t batches, rows, refused, errors;
+    uint64_t *expert_rows;    /* (n_layer * n_expert) rows served per expert */
+} ew_counters;
 
 typedef struct ew_config {
     const moe_model *model;
@@ -25,6 +33,7 @@ typedef struct ew_config {
     const char *listen;   /* "127.0.0.1:0", "0.0.0.0:50051", ... */
     int n_threads;
     int max_rows;         /* rows one request may carry */
+    ew_counters *counters;    /* NULL: none */
     volatile sig_atomic_t *stop; /* set by a signal handler: finish in-flight work, exit */
     /* called once bound, with the real port (registration starts here) */
     void (*on_listen)(void *ud, int port);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../libmoe/src/rpc/topn.h"
 #include "router_internal.h"
 #include "strbuf.h"
 
@@ -104,16 +105,7 @@ static void metrics(const router *r, const rs_snap *s, rt_buf *b) {
                      "(rows/s), by rank.\n# TYPE moemesh_router_hot_expert_load_rows gauge\n",
                   TOP_N);
     size_t top[TOP_N];
-    int nt = 0;
-    for (size_t i = 0; i < np; i++) {
-        if (s->load[i] <= 0) continue;
-        int j;
-        if (nt < TOP_N) j = nt++;
-        else if (s->load[i] > s->load[top[TOP_N - 1]]) j = TOP_N - 1;
-        else continue;
-        while (j > 0 && s->load[top[j - 1]] < s->load[i]) top[j] = top[j - 1], j--;
-        top[j] = i;
-    }
+    const int nt = moe_top_n(s->load, np, top, TOP_N);
     for (int k = 0; k < nt; k++)
         rt_buf_printf(b,
                       "moemesh_router_hot_expert_load_rows{rank=\"%d\",layer=\"%zu\",expert=\"%zu\","

@@ -56,6 +56,9 @@ typedef struct moe_remote_stats {
     uint64_t rows_reported;  /* rows written to Redis load buckets */
     uint64_t redis_failures; /* Redis connections lost or refused */
     int workers;             /* workers known */
+    double stall_ms_max;     /* longest time from a worker's failure in a batch to that
+                              * batch served by replicas (failover latency) */
+    double stall_ms_last;
 } moe_remote_stats;
 
 moe_remote_params moe_remote_default_params(void);

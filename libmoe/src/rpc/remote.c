@@ -285,6 +285,7 @@ static int send_queued(remote_be *b, rworker *w) {
 static void worker_failed(remote_be *b, rworker *w, int down, const char *why) {
     w->failed = 1;
     w->n_failures++;
+    if (!b->fail_ms) b->fail_ms = moe_mono_ms();
     snprintf(b->last_why, sizeof b->last_why, "worker %s: %s", w->addr, why);
     b->st.worker_failures++;
     if (down) {
@@ -539,6 +540,12 @@ static int remote_wait(void *ctx, moe_err *err) {
         if (ev.type != GRPC_OP_COMPLETE) break;
         on_event(b, ev.tag, ev.success);
     }
+    if (!b->status && b->fail_ms) { /* served despite a failure: how long it stalled */
+        const double ms = (double)(moe_mono_ms() - b->fail_ms);
+        b->st.stall_ms_last = ms;
+        if (ms > b->st.stall_ms_max) b->st.stall_ms_max = ms;
+    }
+    b->fail_ms = 0;
     if (b->status && err) *err = b->err;
     return b->status;
 }
