@@ -44,11 +44,12 @@ router() { # NAME PREFIX ARGS...
     CPIDS="$CPIDS $PID"
 }
 wait_active() { i=0; while [ $i -lt 100 ] && [ -z "$($RC get "$1:placement:active")" ]; do sleep 0.1; i=$((i + 1)); done; }
-gen() { # PREFIX OUT: tokens/s
+gen() { # PREFIX OUT [N]: tokens/s
+    n=${3:-$NGEN}
     t0=$(now_ms)
-    "$MOECTL" generate "$M" --tokens 1,2,3 -n "$NGEN" --ignore-eos --redis "$REDIS_URL" --prefix "$1" >"$2" 2>"$2.err" || return 1
+    "$MOECTL" generate "$M" --tokens 1,2,3 -n "$n" --ignore-eos --redis "$REDIS_URL" --prefix "$1" >"$2" 2>"$2.err" || return 1
     t1=$(now_ms)
-    awk -v n="$NGEN" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f", n * 1000 / ms }'
+    awk -v n="$n" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f", n * 1000 / ms }'
 }
 
 echo "== control plane: failover, rebalance, throughput during a rebalance (3 workers, loopback)"
@@ -79,8 +80,33 @@ P=r$$
 worker w1 $P 60M z1; worker w2 $P 60M z2; worker w3 $P 60M z3
 router r $P --min-replicas 1 --target-load 2000 --rebalance-ms 500 --halflife-ms 500
 wait_active $P
-steady=$(gen $P "$CT/s2.json")
-# a load shift: layer 1 expert 6 becomes hot
+# throughput while the hot expert moves every 1.5 s, against the same load
+# injection aimed at a key nobody reads (the same redis-cli traffic and CPU)
+inject_loop() { # KEY_PREFIX
+    j=0
+    while [ $j -lt 300 ]; do
+        e=$(( (j / 15) % 8 ))
+        $RC hincrby "$1:load:$(($(date +%s) / 10))" 2:$e 3000 >/dev/null 2>&1
+        sleep 0.1; j=$((j + 1))
+    done
+}
+inject_loop "idle$$" &
+INJ=$!
+CPIDS="$CPIDS $INJ"
+steady=$(gen $P "$CT/s2.json" 6000)
+kill $INJ 2>/dev/null
+inject_loop "$P" &
+INJ=$!
+CPIDS="$CPIDS $INJ"
+r0=$(sed -n 's/.*epoch \([0-9]*\) active.*/\1/p' "$CT/r.err" | tail -1)
+during=$(gen $P "$CT/d.json" 6000)
+r1=$(sed -n 's/.*epoch \([0-9]*\) active.*/\1/p' "$CT/r.err" | tail -1)
+kill $INJ 2>/dev/null
+printf '%-34s %12s %14s %9s\n' throughput "tok/s" "steady tok/s" ratio
+printf '%-34s %12s %14s %9s\n' "during $((r1 - r0)) epoch switches" "$during" "$steady" "$(ratio "$during" "$steady")"
+# a load shift: layer 1 expert 6 becomes hot (after the experts the loop
+# heated have cooled)
+sleep 3
 replicas() { $RC get "$P:placement:$($RC get "$P:placement:active")" | node -e 'const d = JSON.parse(require("fs").readFileSync(0, "utf8")); console.log(d.experts.find(x => x[0] == 1 && x[1] == 6)[2].length)'; }
 t0=$(now_ms)
 i=0
@@ -92,20 +118,3 @@ done
 t1=$(now_ms)
 sw=$(sed -n 's/.*epoch [0-9]* active after \([0-9]*\) ms/\1/p' "$CT/r.err" | tail -1)
 echo "rebalance: load shift to 1 expert -> $(replicas) replicas active in $((t1 - t0)) ms (pending -> active: ${sw:-?} ms; router samples load every 1 s, half-life 0.5 s)"
-# throughput while the hot expert moves every 0.7 s
-(
-    j=0
-    while [ $j -lt 200 ]; do
-        e=$(( (j / 7) % 8 ))
-        $RC hincrby "$P:load:$(($(date +%s) / 10))" 2:$e 3000 >/dev/null 2>&1
-        sleep 0.1; j=$((j + 1))
-    done
-) &
-INJ=$!
-CPIDS="$CPIDS $INJ"
-r0=$(sed -n 's/.*epoch \([0-9]*\) active.*/\1/p' "$CT/r.err" | tail -1)
-during=$(gen $P "$CT/d.json")
-r1=$(sed -n 's/.*epoch \([0-9]*\) active.*/\1/p' "$CT/r.err" | tail -1)
-kill $INJ 2>/dev/null
-printf '%-34s %12s %14s %9s\n' throughput "tok/s" "steady tok/s" ratio
-printf '%-34s %12s %14s %9s\n' "during $((r1 - r0)) epoch switches" "$during" "$steady" "$(ratio "$during" "$steady")"

@@ -6,7 +6,9 @@
 #   2. decode and prefill tokens/s of moectl against llama.cpp (node-llama-cpp,
 #      prebuilt) on the same GGUF: a Mixtral-architecture Q8_0 model (hidden
 #      1024, 8 layers, 8 experts top-2, ff 2816, vocab 4096, ~620 MB) made by
-#      moectl mkmodel, at 1 and 2 threads, and the best of each engine.
+#      moectl mkmodel, at 1 and 2 threads, and the best of each engine;
+#   3. experts over gRPC, the tokenizer, and the control plane (bench/cluster.sh:
+#      failover stall, rebalance time, throughput during epoch switches).
 # Env: BENCH_THREADS="1 2", BENCH_PROMPT=128, BENCH_GEN=64, BENCH_REPS=3,
 #      BENCH_MODEL=models/bench-mixtral-q8_0.gguf
 set -u
@@ -103,3 +105,6 @@ else
     done
     echo "targets: a MoE layer at batch 1 adds <= 150 us p50; 32 sequences on 2 workers >= 0.7x the single process"
 fi
+
+# ---- the control plane (router-svc + Redis) ---------------------------------------
+BUILD=$BUILD sh bench/cluster.sh

@@ -45,7 +45,8 @@ static void log_line(ew_registry *r, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "expert-worker %s: %s\n", r->id, msg);
+    char t[32];
+    fprintf(stderr, "%s expert-worker %s: %s\n", moe_log_stamp(t, sizeof t), r->id, msg);
 }
 
 /* ==== Lease ===================================================================== */

@@ -26,7 +26,8 @@ static void log_line(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "router-svc: %s\n", msg);
+    char t[32];
+    fprintf(stderr, "%s router-svc: %s\n", moe_log_stamp(t, sizeof t), msg);
 }
 
 static size_t n_pairs(const router *r) { return (size_t)r->n_layer * (size_t)r->n_expert; }
@@ -491,7 +492,9 @@ done:
 }
 
 static void publish_cmd(router *r, const char *what, uint64_t e) {
-    moe_rlink_append(r->cmd, "PUBLISH %s:events %s %" PRIu64, r->prefix, what, e);
+    char msg[64]; /* one argument: "pending 7" */
+    snprintf(msg, sizeof msg, "%s %" PRIu64, what, e);
+    moe_rlink_append(r->cmd, "PUBLISH %s:events %s", r->prefix, msg);
 }
 
 static void start_round(router *r, rt_placement *pl, const char *why) {
@@ -742,7 +745,9 @@ int router_run(router *r, moe_err *err) {
             drive(r);
         }
         snapshot(r);
-        int64_t left = r->cfg.tick_ms - (moe_mono_ms() - t0);
+        /* while workers load a pending epoch, look for their acks more often */
+        const int tick = r->round && r->cfg.tick_ms > 50 ? 50 : r->cfg.tick_ms;
+        int64_t left = tick - (moe_mono_ms() - t0);
         while (left > 0 && !*r->cfg.stop) {
             const int64_t step = left < 50 ? left : 50;
             struct timespec ts = {0, (long)step * 1000000L};

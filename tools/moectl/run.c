@@ -150,7 +150,7 @@ static void print_remote_to(FILE *f, const run_opts *o) {
         fprintf(f,
                 ", \"remote\": {\"workers\": %d, \"epoch\": %llu, \"messages\": %llu, "
                 "\"worker_failures\": %llu, \"retries\": %llu, \"placements\": %llu, "
-                "\"rows_reported\": %llu, \"failover_stall_ms_max\": %.1f}",
+                "\"rows_reported\": %llu, \"failover_stall_ms_max\": %.3f}",
                 rs.workers, (unsigned long long)rs.epoch, (unsigned long long)rs.messages,
                 (unsigned long long)rs.worker_failures, (unsigned long long)rs.retries,
                 (unsigned long long)rs.placements, (unsigned long long)rs.rows_reported,

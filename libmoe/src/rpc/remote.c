@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -24,6 +25,12 @@ moe_remote_params moe_remote_default_params(void) {
     return (moe_remote_params){.wire_bf16 = 0, .deadline_ms = 10000, .max_rows = 4096,
                                .failover_ms = 30000, .down_ms = 1000,
                                .placement_wait_ms = 30000};
+}
+
+static int64_t mono_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static gpr_timespec in_ms(int ms) {
@@ -285,7 +292,7 @@ static int send_queued(remote_be *b, rworker *w) {
 static void worker_failed(remote_be *b, rworker *w, int down, const char *why) {
     w->failed = 1;
     w->n_failures++;
-    if (!b->fail_ms) b->fail_ms = moe_mono_ms();
+    if (!b->fail_us) b->fail_us = mono_us();
     snprintf(b->last_why, sizeof b->last_why, "worker %s: %s", w->addr, why);
     b->st.worker_failures++;
     if (down) {
@@ -540,12 +547,12 @@ static int remote_wait(void *ctx, moe_err *err) {
         if (ev.type != GRPC_OP_COMPLETE) break;
         on_event(b, ev.tag, ev.success);
     }
-    if (!b->status && b->fail_ms) { /* served despite a failure: how long it stalled */
-        const double ms = (double)(moe_mono_ms() - b->fail_ms);
+    if (!b->status && b->fail_us) { /* served despite a failure: how long it stalled */
+        const double ms = (double)(mono_us() - b->fail_us) / 1000.0;
         b->st.stall_ms_last = ms;
         if (ms > b->st.stall_ms_max) b->st.stall_ms_max = ms;
     }
-    b->fail_ms = 0;
+    b->fail_us = 0;
     if (b->status && err) *err = b->err;
     return b->status;
 }

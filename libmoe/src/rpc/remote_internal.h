@@ -78,7 +78,7 @@ typedef struct remote_be {
     uint64_t next_id;
     int status;
     moe_err err;
-    int64_t fail_ms;          /* the batch's first worker failure (0: none) */
+    int64_t fail_us;          /* the batch's first worker failure (0: none) */
     char last_why[400];       /* the batch's last worker failure, for the error */
     moe_remote_stats st;
 } remote_be;

@@ -48,6 +48,17 @@ static int copy_part(char *dst, size_t cap, const char *s, size_t n) {
     return 0;
 }
 
+const char *moe_log_stamp(char *buf, size_t cap) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char day[24];
+    strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, cap, "%s.%03ldZ", day, ts.tv_nsec / 1000000);
+    return buf;
+}
+
 int moe_redis_url_parse(moe_redis_url *u, const char *url, moe_err *err) {
     memset(u, 0, sizeof *u);
     u->port = 6379;
@@ -137,8 +148,9 @@ void moe_rlink_drop(moe_rlink *l, const char *why) {
     l->st.failures++;
     l->st.connected = 0;
     if (l->was_up || !l->logged_down) {
-        fprintf(stderr, "%s: redis %s:%d unavailable (%s); retrying with backoff\n", l->who,
-                l->u.host, l->u.port, why ? why : "error");
+        char t[32];
+        fprintf(stderr, "%s %s: redis %s:%d unavailable (%s); retrying with backoff\n",
+                moe_log_stamp(t, sizeof t), l->who, l->u.host, l->u.port, why ? why : "error");
         l->logged_down = 1;
     }
     l->was_up = 0;
@@ -184,8 +196,11 @@ int moe_rlink_up(moe_rlink *l) {
             return 0;
         }
     }
-    if (!l->logged_down || !l->was_up)
-        fprintf(stderr, "%s: redis %s:%d connected\n", l->who, l->u.host, l->u.port);
+    if (!l->logged_down || !l->was_up) {
+        char t[32];
+        fprintf(stderr, "%s %s: redis %s:%d connected\n", moe_log_stamp(t, sizeof t), l->who,
+                l->u.host, l->u.port);
+    }
     l->was_up = 1;
     l->logged_down = 0;
     l->backoff_ms = BACKOFF_MIN_MS;
@@ -250,7 +265,13 @@ int moe_rlink_flush(moe_rlink *l, void (*cb)(void *ud, size_t i, redisReply *r),
             check_reply(l, NULL);
             return -1;
         }
-        if (cb) cb(ud, i, r);
+        if (cb) {
+            cb(ud, i, r);
+        } else if (((redisReply *)r)->type == REDIS_REPLY_ERROR) {
+            char t[32];
+            fprintf(stderr, "%s %s: redis: command %zu of a pipeline failed: %s\n",
+                    moe_log_stamp(t, sizeof t), l->who, i + 1, ((redisReply *)r)->str);
+        }
         freeReplyObject(r);
     }
     l->n_appended = 0;
