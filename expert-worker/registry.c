@@ -68,7 +68,7 @@ static void heartbeat(ew_registry *r) {
                           "domain", r->domain, "state", r->draining ? "draining" : "ready",
                           "held", held, "epoch", epoch, "model", r->model_id, "pid", pid,
                           "started_ms", started, "n_layer", nl, "n_expert", ne, "expert_bytes",
-                          r->expert_bytes};
+                          r->expert_bytes, "lease_ms", lease};
     moe_rlink_appendargv(r->cmd, (int)(sizeof argv / sizeof *argv), argv, NULL);
     moe_rlink_append(r->cmd, "PEXPIRE %s %s", key, lease);
     moe_rlink_append(r->cmd, "ZADD %s:workers %lld %s", r->prefix, (long long)moe_wall_ms(), r->id);

@@ -115,6 +115,10 @@ static void on_lease(void *ud, size_t i, redisReply *x) {
         else if (!strcmp(f, "n_layer")) w->n_layer = atoi(v);
         else if (!strcmp(f, "n_expert")) w->n_expert = atoi(v);
         else if (!strcmp(f, "state")) w->draining = !strcmp(v, "draining");
+        else if (!strcmp(f, "lease_ms")) {
+            const int ms = atoi(v);
+            if (ms > lr->r->max_lease_ms && ms <= 600000) lr->r->max_lease_ms = ms;
+        }
     }
     w->id = strdup(id);
     if (!w->id || !w->addr || !w->model || !w->expert_bytes || w->n_layer < 1 ||
@@ -196,6 +200,15 @@ static int choose_model(router *r) {
 static int read_workers(router *r) {
     redisReply *ids = moe_rlink_cmd(r->cmd, "ZRANGE %s:workers 0 %d", r->prefix, MAX_WORKERS - 1);
     if (!ids) return -1;
+    const uint64_t connects = moe_rlink_get_stats(r->cmd).connects;
+    if (connects > 1 && connects != r->redis_connects) {
+        /* Redis came back (maybe empty): every worker re-registers within a
+         * heartbeat; until a whole lease has passed, a missing one is not dead */
+        const int lease = r->max_lease_ms ? r->max_lease_ms : 3000;
+        r->hold_until_ms = moe_mono_ms() + lease;
+        log_line("Redis is back: no placement change for %d ms while leases return", lease);
+    }
+    r->redis_connects = connects;
     if (ids->type != REDIS_REPLY_ARRAY) {
         freeReplyObject(ids);
         return -1;
@@ -633,6 +646,7 @@ static void write_wanted(router *r, size_t wanted) {
 static void drive(router *r) {
     if (!r->model) return;
     const int64_t now = moe_mono_ms();
+    if (now < r->hold_until_ms) return;
     if (!r->have_prev_loaded) load_prev(r);
     if (!r->have_prev_loaded) return;
     if (r->round) {

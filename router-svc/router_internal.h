@@ -43,6 +43,9 @@ struct router {
     int nw;
     char *worker_sig;      /* the eligible set, to see changes */
     int64_t stable_since_ms;
+    int64_t hold_until_ms;  /* after Redis came back: leases are still returning */
+    uint64_t redis_connects;
+    int max_lease_ms;       /* the longest lease a worker has announced */
     /* the deployment's model, from the leases */
     char *model;
     int n_layer, n_expert;
