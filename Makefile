@@ -157,8 +157,9 @@ test-san: deps
 	$(Q)$(MAKE) --no-print-directory ref
 	$(Q)BUILD=build-san MOE_SAN=1 sh tests/run.sh
 
-# Fuzz targets (tests/fuzz/fuzz_*.c: tokenizer, GGUF reader, wire decoder)
-# with libFuzzer + ASan/UBSan, FUZZ_SECONDS each (default 30).
+# Fuzz targets (tests/fuzz/fuzz_*.c: tokenizer, GGUF reader, wire decoder,
+# placement documents and Redis URLs) with libFuzzer + ASan/UBSan,
+# FUZZ_SECONDS each (default 30).
 fuzz:
 	$(Q)sh deploy/deps.sh fuzz
 	$(Q)$(MAKE) --no-print-directory all

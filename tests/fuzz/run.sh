@@ -11,8 +11,8 @@ SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-fram
 make --no-print-directory BUILD=$B CC=clang OPT=-O1 \
     EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $SAN -Wno-unused-command-line-argument" \
     EXTRA_LDFLAGS="$SAN" $B/libmoe.a $B/libmoe_rpc.a || exit 1
-RPC_CFLAGS="$(pkg-config --cflags grpc libprotobuf-c) -I$B/gen"
-RPC_LIBS="$(pkg-config --libs grpc libprotobuf-c) $(pkg-config --libs libcjson 2>/dev/null)"
+RPC_CFLAGS="$(pkg-config --cflags grpc libprotobuf-c hiredis) -I$B/gen"
+RPC_LIBS="$(pkg-config --libs grpc libprotobuf-c hiredis) $(pkg-config --libs libcjson 2>/dev/null)"
 fail=0
 for src in tests/fuzz/fuzz_*.c; do
     name=$(basename "$src" .c)

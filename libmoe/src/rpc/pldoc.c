@@ -35,8 +35,14 @@ static int is_uint(const cJSON *j, double max) {
 int moe_pldoc_parse(moe_pldoc **out, const char *json, size_t len, int n_layer, int n_expert,
                     moe_err *err) {
     *out = NULL;
-    cJSON *root = cJSON_ParseWithLength(json, len);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root) return moe_err_set(err, MOE_EFORMAT, "placement: not JSON");
+    while (end < json + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
+    if (end != json + len) { /* cJSON stops after one value; the rest must be empty */
+        cJSON_Delete(root);
+        return moe_err_set(err, MOE_EFORMAT, "placement: bytes after the JSON document");
+    }
     int rc = 0;
     moe_pldoc *d = calloc(1, sizeof *d);
     if (!d) {
@@ -48,13 +54,14 @@ int moe_pldoc_parse(moe_pldoc **out, const char *json, size_t len, int n_layer, 
     const cJSON *ws = cJSON_GetObjectItemCaseSensitive(root, "workers");
     const cJSON *ex = cJSON_GetObjectItemCaseSensitive(root, "experts");
     if (!cJSON_IsObject(root) || !is_uint(ep, 9007199254740991.0) || !cJSON_IsObject(ws) ||
-        !cJSON_IsArray(ex)) {
+        !cJSON_IsArray(ex) || (model && !cJSON_IsString(model))) {
         rc = moe_err_set(err, MOE_EFORMAT,
-                         "placement: need {\"epoch\": N, \"workers\": {...}, \"experts\": [...]}");
+                         "placement: need {\"epoch\": N, \"model\": \"...\" (optional), "
+                         "\"workers\": {...}, \"experts\": [...]}");
         goto done;
     }
     d->epoch = (uint64_t)ep->valuedouble;
-    d->model = strdup(cJSON_IsString(model) ? model->valuestring : "");
+    d->model = strdup(model ? model->valuestring : "");
     int nw = cJSON_GetArraySize(ws);
     int ne = cJSON_GetArraySize(ex);
     if (nw > 65536 || ne > 16 * 1024 * 1024) {

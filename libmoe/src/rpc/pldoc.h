@@ -34,9 +34,11 @@ typedef struct moe_pldoc {
     moe_pldoc_expert *experts;
 } moe_pldoc;
 
-/* Parses a document. Layers must be < n_layer and experts < n_expert (pass 0
- * to skip the check). Returns 0, MOE_EFORMAT naming the problem, or
- * MOE_ENOMEM. */
+/* Parses a document: the len bytes at json hold one JSON object and nothing
+ * else but whitespace; "model", when present, is a string. Layers must be
+ * < n_layer and experts < n_expert (pass 0 to skip the check). A worker named
+ * twice in one expert's replicas counts once. Returns 0 (*out: free with
+ * moe_pldoc_free), MOE_EFORMAT naming the problem, or MOE_ENOMEM (*out NULL). */
 int moe_pldoc_parse(moe_pldoc **out, const char *json, size_t len, int n_layer, int n_expert,
                     moe_err *err);
 void moe_pldoc_free(moe_pldoc *d);

@@ -1,4 +1,5 @@
 /* rlink.c - a Redis link that outlives Redis (see rlink.h). */
+#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -59,14 +60,34 @@ const char *moe_log_stamp(char *buf, size_t cap) {
     return buf;
 }
 
+/* url for error messages, the credentials replaced by "***". */
+static void url_redact(char *buf, size_t cap, const char *url) {
+    const char *at = strrchr(url, '@'), *s = strstr(url, "://");
+    if (!at) {
+        snprintf(buf, cap, "%.200s", url);
+        return;
+    }
+    const int keep = s && s < at && s - url < 32 ? (int)(s + 3 - url) : 0;
+    snprintf(buf, cap, "%.*s***%.200s", keep, url, at);
+}
+
+/* A host name or IPv4 address: letters, digits, '.', '-', '_'. */
+static int host_ok(const char *h) {
+    for (; *h; h++)
+        if (!isalnum((unsigned char)*h) && *h != '.' && *h != '-' && *h != '_') return 0;
+    return 1;
+}
+
 int moe_redis_url_parse(moe_redis_url *u, const char *url, moe_err *err) {
     memset(u, 0, sizeof *u);
     u->port = 6379;
     if (!url || !*url) return moe_err_set(err, MOE_EINVAL, "empty Redis URL");
+    char shown[256];
+    url_redact(shown, sizeof shown, url);
     const char *p = url;
     if (!strncmp(p, "redis://", 8)) p += 8;
     else if (strstr(p, "://"))
-        return moe_err_set(err, MOE_EINVAL, "Redis URL '%s': only redis:// is supported", url);
+        return moe_err_set(err, MOE_EINVAL, "Redis URL '%s': only redis:// is supported", shown);
     const char *at = strrchr(p, '@');
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
@@ -80,30 +101,33 @@ int moe_redis_url_parse(moe_redis_url *u, const char *url, moe_err *err) {
         p = at + 1;
     }
     size_t hl = strcspn(p, ":/");
-    if (hl == 0) return moe_err_set(err, MOE_EINVAL, "Redis URL '%s': no host", url);
+    if (hl == 0) return moe_err_set(err, MOE_EINVAL, "Redis URL '%s': no host", shown);
     if (copy_part(u->host, sizeof u->host, p, hl) < 0)
-        return moe_err_set(err, MOE_EINVAL, "Redis URL '%s': host too long", url);
+        return moe_err_set(err, MOE_EINVAL, "Redis URL '%s': host too long", shown);
+    if (!host_ok(u->host))
+        return moe_err_set(err, MOE_EINVAL, "Redis URL '%s': bad host '%.100s'", shown, u->host);
     p += hl;
     if (*p == ':') {
-        char *end;
+        char *end = (char *)p + 1;
         errno = 0;
-        long port = strtol(p + 1, &end, 10);
-        if (errno || end == p + 1 || port < 1 || port > 65535 || (*end && *end != '/'))
-            return moe_err_set(err, MOE_EINVAL, "Redis URL '%s': bad port", url);
+        long port = isdigit((unsigned char)p[1]) ? strtol(p + 1, &end, 10) : 0;
+        if (errno || port < 1 || port > 65535 || (*end && *end != '/'))
+            return moe_err_set(err, MOE_EINVAL, "Redis URL '%s': bad port", shown);
         u->port = (int)port;
         p = end;
     }
     if (*p == '/') {
         p++;
         if (*p) {
-            char *end;
-            long db = strtol(p, &end, 10);
-            if (*end || db < 0 || db > 1000000)
-                return moe_err_set(err, MOE_EINVAL, "Redis URL '%s': bad database number", url);
+            char *end = (char *)p;
+            errno = 0;
+            long db = isdigit((unsigned char)*p) ? strtol(p, &end, 10) : -1;
+            if (db < 0 || errno || *end || db > 1000000)
+                return moe_err_set(err, MOE_EINVAL, "Redis URL '%s': bad database number", shown);
             u->db = (int)db;
         }
     } else if (*p) {
-        return moe_err_set(err, MOE_EINVAL, "Redis URL '%s': unexpected '%s'", url, p);
+        return moe_err_set(err, MOE_EINVAL, "Redis URL '%s': unexpected '%s'", shown, p);
     }
     return 0;
 }

@@ -22,7 +22,9 @@
  *     moe_rlink_sub_poll(sub, 100, on_message, ud);       // waits up to 100 ms
  *
  * URLs: redis://[[user:]password@]host[:port][/db], or host[:port]; the port
- * defaults to 6379. The password is sent with AUTH on each connect.
+ * defaults to 6379, the database to 0; the host is a name or an IPv4 address.
+ * The password is sent with AUTH on each connect; error messages show the
+ * credentials as "***".
  */
 #ifndef MOE_RLINK_H
 #define MOE_RLINK_H
