@@ -41,6 +41,7 @@ NGEN=2500
 worker() {
     "$BIN/expert-worker" --model "$M" --listen 127.0.0.1:0 --redis "$REDIS_URL" --prefix "$2" \
         --capacity "$3" --failure-domain "$4" --lease-ms 1500 --grace-ms 2000 --drain-ms 8000 \
+        --metrics 127.0.0.1:0 \
         >"$TMP/$1.out" 2>"$TMP/$1.err" &
     PID=$!
     PIDS="$PIDS $PID"
@@ -108,6 +109,15 @@ done
 rows() { for k in $($RC keys "$1:load:*"); do $RC hvals "$k"; done | awk '{s += $1} END {print s + 0}'; }
 r=$(rows $A)
 [ "$r" = 96 ] && ok "load reported: 96 rows (12 tokens x 2 experts x 4 layers)" || bad "load rows $r, want 96"
+
+# a worker's own metrics: what it served, bounded per-expert series
+sed -n 's/.*metrics on .*(port \([0-9]*\)).*/\1/p' "$TMP/a1.err" >"$TMP/a1.port"
+http a1 /metrics >"$TMP/wm.txt"
+wb=$(sed -n 's/^moemesh_worker_batches_total //p' "$TMP/wm.txt")
+wh=$(sed -n 's/^moemesh_worker_experts_held //p' "$TMP/wm.txt")
+ws=$(grep -vc '^#' "$TMP/wm.txt")
+[ "${wb:-0}" -gt 0 ] && [ "${wh:-0}" -gt 0 ] && [ "$ws" -le 40 ] &&
+    ok "worker /metrics: $wb batches, $wh experts held, $ws series" || bad "worker /metrics: $(head -c 400 "$TMP/wm.txt")"
 
 # metrics and the autoscaling signal
 http ra /metrics >"$TMP/metrics.txt"

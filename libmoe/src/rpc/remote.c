@@ -161,6 +161,17 @@ static int apply_doc(remote_be *b, const moe_pldoc *d, moe_err *err) {
     free(fill), free(widx);
     free(b->pl.off), free(b->pl.rep);
     b->pl = (rplace){d->epoch, off, rep};
+    /* workers this placement does not use give their buffers back (their
+     * channels stay: cheap while idle, and reused if they come back) */
+    for (int i = 0; i < b->n; i++) {
+        rworker *w = b->w[i];
+        int used = 0;
+        for (size_t k = 0; k < total && !used; k++) used = rep[k] == i;
+        if (used || w->busy || w->n_queued || w->send) continue;
+        free(w->act), free(w->msg);
+        w->act = w->msg = NULL;
+        w->act_cap = w->msg_cap = 0;
+    }
     b->st.epoch = d->epoch;
     return 0;
 oom:
