@@ -5,43 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../libmoe/src/rpc/strbuf.h"
 #include "../libmoe/src/rpc/topn.h"
 #include "metrics.h"
 
 #define TOP_N 10
 
-typedef struct mbuf {
-    char *s;
-    size_t n, cap;
-} mbuf;
-
-static void put(mbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(mbuf *b, const char *fmt, ...) {
-    if (!b->s) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
-        va_end(ap);
-        if (k < 0) return;
-        if ((size_t)k < b->cap - b->n) {
-            b->n += (size_t)k;
-            return;
-        }
-        char *ns = realloc(b->s, b->cap * 2 + (size_t)k);
-        if (!ns) {
-            free(b->s);
-            b->s = NULL;
-            return;
-        }
-        b->s = ns;
-        b->cap = b->cap * 2 + (size_t)k;
-    }
-}
-
 static uint64_t ld(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 
-static void render(const ew_metrics *m, mbuf *b) {
+static void render(const ew_metrics *m, moe_buf *b) {
     const ew_counters *k = m->counters;
     const moe_hparams *hp = &m->model->hp;
     const size_t np = (size_t)hp->n_layer * (size_t)hp->n_expert;
@@ -50,7 +22,7 @@ static void render(const ew_metrics *m, mbuf *b) {
     for (int l = 0; l < hp->n_layer; l++)
         for (int e = 0; e < hp->n_expert; e++)
             if (ew_slice_has(m->slice, l, e)) held++, bytes += ew_expert_bytes(m->model, l);
-    put(b,
+    moe_buf_printf(b,
         "# HELP moemesh_worker_batches_total Forward batches computed.\n"
         "# TYPE moemesh_worker_batches_total counter\nmoemesh_worker_batches_total %" PRIu64 "\n"
         "# HELP moemesh_worker_rows_total Token rows computed.\n"
@@ -68,7 +40,7 @@ static void render(const ew_metrics *m, mbuf *b) {
     ew_registry *reg = __atomic_load_n(&m->reg, __ATOMIC_ACQUIRE);
     if (reg) {
         ew_registry_stats rs = ew_registry_get_stats(reg);
-        put(b,
+        moe_buf_printf(b,
             "# HELP moemesh_worker_epoch Placement epochs: the newest loaded, the active one.\n"
             "# TYPE moemesh_worker_epoch gauge\n"
             "moemesh_worker_epoch{kind=\"acked\"} %" PRIu64 "\n"
@@ -94,7 +66,7 @@ static void render(const ew_metrics *m, mbuf *b) {
             n++, sum += rows[i];
     }
     static const double le[] = {0, 100, 1e3, 1e4, 1e5, 1e6, 1e7};
-    put(b, "# HELP moemesh_worker_expert_rows Experts (held or served) by rows served.\n"
+    moe_buf_printf(b, "# HELP moemesh_worker_expert_rows Experts (held or served) by rows served.\n"
            "# TYPE moemesh_worker_expert_rows histogram\n");
     for (size_t j = 0; j < sizeof le / sizeof *le; j++) {
         size_t c = 0;
@@ -102,26 +74,26 @@ static void render(const ew_metrics *m, mbuf *b) {
             c += (rows[i] > 0 || ew_slice_has(m->slice, (int)(i / (size_t)hp->n_expert),
                                               (int)(i % (size_t)hp->n_expert))) &&
                  rows[i] <= le[j];
-        put(b, "moemesh_worker_expert_rows_bucket{le=\"%g\"} %zu\n", le[j], c);
+        moe_buf_printf(b, "moemesh_worker_expert_rows_bucket{le=\"%g\"} %zu\n", le[j], c);
     }
-    put(b,
+    moe_buf_printf(b,
         "moemesh_worker_expert_rows_bucket{le=\"+Inf\"} %zu\nmoemesh_worker_expert_rows_sum %.0f\n"
         "moemesh_worker_expert_rows_count %zu\n",
         n, sum, n);
     size_t top[TOP_N];
     const int nt = moe_top_n(rows, np, top, TOP_N);
-    put(b, "# HELP moemesh_worker_hot_expert_rows The %d experts that served the most rows.\n"
+    moe_buf_printf(b, "# HELP moemesh_worker_hot_expert_rows The %d experts that served the most rows.\n"
            "# TYPE moemesh_worker_hot_expert_rows gauge\n",
         TOP_N);
     for (int j = 0; j < nt; j++)
-        put(b, "moemesh_worker_hot_expert_rows{rank=\"%d\",layer=\"%zu\",expert=\"%zu\"} %.0f\n",
+        moe_buf_printf(b, "moemesh_worker_hot_expert_rows{rank=\"%d\",layer=\"%zu\",expert=\"%zu\"} %.0f\n",
             j + 1, top[j] / (size_t)hp->n_expert, top[j] % (size_t)hp->n_expert, rows[top[j]]);
     free(rows);
 }
 
 void ew_metrics_http(void *ud, const moe_http_req *req, moe_http_resp *resp) {
     const ew_metrics *m = ud;
-    mbuf b = {malloc(4096), 0, 4096};
+    moe_buf b = {.s = malloc(4096), .cap = 4096};
     if (!b.s) {
         resp->status = 500;
         return;
@@ -130,12 +102,13 @@ void ew_metrics_http(void *ud, const moe_http_req *req, moe_http_resp *resp) {
         resp->content_type = "text/plain; version=0.0.4";
         render(m, &b);
     } else if (!strcmp(req->path, "/healthz")) {
-        put(&b, "ok\n");
+        moe_buf_printf(&b, "ok\n");
     } else {
         free(b.s);
         return; /* 404 */
     }
-    if (!b.s) {
+    if (!b.s || b.oom) {
+        free(b.s);
         resp->status = 500;
         return;
     }

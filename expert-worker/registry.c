@@ -32,6 +32,7 @@ struct ew_registry {
     int want_drain;           /* leaving: asked router-svc to move everything away */
     int drained;              /* the active epoch gives it nothing, and gateways had time */
     int64_t active_since_ms;
+    int64_t next_beat_ms;     /* the next heartbeat is due (loading keeps it up) */
     int64_t started_ms;
     char model_id[160];
     char *expert_bytes;       /* "L:bytes,..." for MoE layers */
@@ -47,6 +48,18 @@ static void log_line(ew_registry *r, const char *fmt, ...) {
     va_end(ap);
     char t[32];
     fprintf(stderr, "%s expert-worker %s: %s\n", moe_log_stamp(t, sizeof t), r->id, msg);
+}
+
+static void stat_add(ew_registry *r, uint64_t *v, uint64_t n) {
+    pthread_mutex_lock(&r->mu);
+    *v += n;
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void stat_set(ew_registry *r, uint64_t *v, uint64_t x) {
+    pthread_mutex_lock(&r->mu);
+    *v = x;
+    pthread_mutex_unlock(&r->mu);
 }
 
 /* ==== Lease ===================================================================== */
@@ -72,7 +85,8 @@ static void heartbeat(ew_registry *r) {
     moe_rlink_appendargv(r->cmd, (int)(sizeof argv / sizeof *argv), argv, NULL);
     moe_rlink_append(r->cmd, "PEXPIRE %s %s", key, lease);
     moe_rlink_append(r->cmd, "ZADD %s:workers %lld %s", r->prefix, (long long)moe_wall_ms(), r->id);
-    if (moe_rlink_flush(r->cmd, NULL, NULL) == 0) r->st.heartbeats++;
+    if (moe_rlink_flush(r->cmd, NULL, NULL) == 0) stat_add(r, &r->st.heartbeats, 1);
+    r->next_beat_ms = moe_mono_ms() + r->cfg.lease_ms / 3;
 }
 
 /* ==== Placement ================================================================== */
@@ -115,12 +129,13 @@ static void load_share(ew_registry *r, const uint8_t *share, uint64_t e) {
     for (size_t i = 0; i < r->np; i++) {
         const int l = (int)(i / (size_t)ne), x = (int)(i % (size_t)ne);
         if (!share[i] || ew_slice_has(r->cfg.slice, l, x)) continue;
+        if (moe_mono_ms() >= r->next_beat_ms) heartbeat(r); /* a long load must not lose the lease */
         ew_expert_load(r->cfg.model, l, x);
         ew_slice_set(r->cfg.slice, l, x, 1);
         bytes += ew_expert_bytes(r->cfg.model, l);
         n++;
     }
-    r->st.loads += (uint64_t)n;
+    stat_add(r, &r->st.loads, (uint64_t)n);
     if (n)
         log_line(r, "epoch %" PRIu64 ": loaded %d expert(s), %.1f MB, in %lld ms", e, n,
                  (double)bytes / 1e6, (long long)(moe_mono_ms() - t0));
@@ -139,7 +154,7 @@ static void drop_unwanted(ew_registry *r) {
         ew_expert_unload(r->cfg.model, l, x);
         n++;
     }
-    r->st.unloads += (uint64_t)n;
+    stat_add(r, &r->st.unloads, (uint64_t)n);
     if (n) log_line(r, "epoch %" PRIu64 ": dropped %d expert(s) after the grace period", r->active, n);
 }
 
@@ -178,19 +193,22 @@ static void check(ew_registry *r) {
             load_share(r, r->share_pending, c.pending);
             redisReply *x = moe_rlink_cmd(r->cmd, "SADD %s:ack:%" PRIu64 " %s", r->prefix,
                                           c.pending, r->id);
+            if (x && x->type == REDIS_REPLY_ERROR) {
+                log_line(r, "epoch %" PRIu64 ": acknowledging failed: %s", c.pending, x->str);
+                freeReplyObject(x);
+                x = NULL;
+            }
             if (x) {
                 freeReplyObject(x);
                 x = moe_rlink_cmd(r->cmd, "EXPIRE %s:ack:%" PRIu64 " 3600", r->prefix, c.pending);
                 if (x) freeReplyObject(x);
                 r->pending = r->acked = c.pending;
                 r->have_pending = 1;
-                r->st.epoch_acked = c.pending;
+                stat_set(r, &r->st.epoch_acked, c.pending);
                 log_line(r, "epoch %" PRIu64 ": acknowledged", c.pending);
                 heartbeat(r); /* the lease shows the new epoch and held set at once */
             }
         }
-    } else if (!c.have_pending) {
-        r->have_pending = 0;
     }
     /* phase 2: an epoch became active */
     if (c.have_active && (!r->have_active || c.active != r->active)) {
@@ -200,13 +218,17 @@ static void check(ew_registry *r) {
             r->have_active = 1;
             if (r->acked < c.active || !r->acked) r->acked = c.active;
             if (r->have_pending && r->pending == c.active) r->have_pending = 0;
-            r->st.epoch_active = c.active;
+            stat_set(r, &r->st.epoch_active, c.active);
             r->drop_at_ms = moe_mono_ms() + r->cfg.grace_ms;
             r->active_since_ms = moe_mono_ms();
             log_line(r, "epoch %" PRIu64 " active: holding %d expert(s)", c.active,
                      ew_slice_count(r->cfg.slice));
         }
     }
+    /* no pending epoch: its share stops protecting experts only once the
+     * active epoch read is current (it may be the pending one, activated) */
+    if (!c.have_pending && (!c.have_active || (r->have_active && r->active == c.active)))
+        r->have_pending = 0;
 }
 
 /* ==== Thread ===================================================================== */
@@ -222,7 +244,7 @@ static void *run(void *arg) {
     char chan[300];
     snprintf(chan, sizeof chan, "%s:events", r->prefix);
     moe_rlink_subscribe(r->sub, chan);
-    int64_t next_beat = 0, next_check = 0;
+    int64_t next_check = 0;
     for (;;) {
         pthread_mutex_lock(&r->mu);
         const int stop = r->stop, want_drain = r->want_drain;
@@ -247,10 +269,7 @@ static void *run(void *arg) {
             }
         }
         int64_t now = moe_mono_ms();
-        if (now >= next_beat) {
-            heartbeat(r);
-            next_beat = now + r->cfg.lease_ms / 3;
-        }
+        if (now >= r->next_beat_ms) heartbeat(r);
         if (r->kick || now >= next_check) {
             r->kick = 0;
             check(r);

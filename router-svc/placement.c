@@ -1,6 +1,6 @@
 /* router-svc/placement.c - the placement algorithm (see placement.h). */
 #include "placement.h"
-#include "strbuf.h"
+#include "../libmoe/src/rpc/strbuf.h"
 
 #include <limits.h>
 #include <math.h>
@@ -711,23 +711,23 @@ int rt_placement_to_json(const rt_placement *pl, char **out) {
     if (!out) return MOE_EINVAL;
     *out = NULL;
     if (!pl) return MOE_EINVAL;
-    rt_buf b = {.s = malloc(256), .cap = 256};
+    moe_buf b = {.s = malloc(256), .cap = 256};
     if (!b.s) return MOE_ENOMEM;
     b.s[0] = 0;
-    rt_buf_printf(&b, "{\"epoch\":%llu,\"workers\":[", (unsigned long long)pl->epoch);
+    moe_buf_printf(&b, "{\"epoch\":%llu,\"workers\":[", (unsigned long long)pl->epoch);
     for (size_t i = 0; i < pl->n_workers; i++) {
-        if (i) rt_buf_printf(&b, ",");
-        rt_buf_json(&b, pl->worker_ids[i]);
+        if (i) moe_buf_printf(&b, ",");
+        moe_buf_json(&b, pl->worker_ids[i]);
     }
-    rt_buf_printf(&b, "],\"experts\":[");
+    moe_buf_printf(&b, "],\"experts\":[");
     for (size_t i = 0; i < pl->n_experts; i++) {
         const rt_placement_expert *e = &pl->experts[i];
-        rt_buf_printf(&b, "%s[%d,%d,[", i ? "," : "", e->layer, e->expert);
+        moe_buf_printf(&b, "%s[%d,%d,[", i ? "," : "", e->layer, e->expert);
         for (int k = 0; k < e->n_replicas; k++)
-            rt_buf_printf(&b, "%s%d", k ? "," : "", e->replicas[k]);
-        rt_buf_printf(&b, "]]");
+            moe_buf_printf(&b, "%s%d", k ? "," : "", e->replicas[k]);
+        moe_buf_printf(&b, "]]");
     }
-    rt_buf_printf(&b, "],\"moves_added\":%zu,\"moves_removed\":%zu,\"workers_wanted\":%zu}",
+    moe_buf_printf(&b, "],\"moves_added\":%zu,\"moves_removed\":%zu,\"workers_wanted\":%zu}",
                pl->moves_added, pl->moves_removed, pl->workers_wanted);
     if (b.oom) {
         free(b.s);

@@ -72,4 +72,11 @@ struct router {
     pthread_mutex_t mu;    /* guards st */
 };
 
+/* router_leases.c */
+void rt_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void rt_lead(router *r);               /* take or renew the leader lock */
+int rt_read_workers(router *r);        /* 0, or -1 when Redis is away */
+void rt_workers_clear(router *r);
+const rs_worker *rt_find_worker(const router *r, const char *id);
+
 #endif

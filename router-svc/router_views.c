@@ -7,15 +7,15 @@
 
 #include "../libmoe/src/rpc/topn.h"
 #include "router_internal.h"
-#include "strbuf.h"
+#include "../libmoe/src/rpc/strbuf.h"
 
 /* ==== HTTP views ================================================================= */
 
 /* The N busiest experts, for a bounded top-N series. */
 #define TOP_N 10
 
-static void metrics(const router *r, const rs_snap *s, rt_buf *b) {
-    rt_buf_printf(b,
+static void metrics(const router *r, const rs_snap *s, moe_buf *b) {
+    moe_buf_printf(b,
                   "# HELP moemesh_router_leader 1 if this replica leads.\n"
                   "# TYPE moemesh_router_leader gauge\nmoemesh_router_leader %d\n"
                   "# HELP moemesh_router_redis_up 1 if Redis answers.\n"
@@ -69,7 +69,7 @@ static void metrics(const router *r, const rs_snap *s, rt_buf *b) {
     /* experts by replica count and by load: histograms, not a series per expert */
     static const int rb[] = {1, 2, 3, 4, 6, 8, 16};
     static const double lb[] = {1, 10, 100, 1000, 10000, 100000};
-    rt_buf_printf(b, "# HELP moemesh_router_expert_replicas Experts by replica count.\n"
+    moe_buf_printf(b, "# HELP moemesh_router_expert_replicas Experts by replica count.\n"
                      "# TYPE moemesh_router_expert_replicas histogram\n");
     size_t n = 0, sum = 0;
     for (size_t i = 0; i < np; i++)
@@ -77,14 +77,14 @@ static void metrics(const router *r, const rs_snap *s, rt_buf *b) {
     for (size_t k = 0; k < sizeof rb / sizeof *rb; k++) {
         size_t c = 0;
         for (size_t i = 0; i < np; i++) c += s->replicas[i] >= 0 && s->replicas[i] <= rb[k];
-        rt_buf_printf(b, "moemesh_router_expert_replicas_bucket{le=\"%d\"} %zu\n", rb[k], c);
+        moe_buf_printf(b, "moemesh_router_expert_replicas_bucket{le=\"%d\"} %zu\n", rb[k], c);
     }
-    rt_buf_printf(b,
+    moe_buf_printf(b,
                   "moemesh_router_expert_replicas_bucket{le=\"+Inf\"} %zu\n"
                   "moemesh_router_expert_replicas_sum %zu\nmoemesh_router_expert_replicas_count "
                   "%zu\n",
                   n, sum, n);
-    rt_buf_printf(b, "# HELP moemesh_router_expert_load_rows Experts by smoothed load (rows/s).\n"
+    moe_buf_printf(b, "# HELP moemesh_router_expert_load_rows Experts by smoothed load (rows/s).\n"
                      "# TYPE moemesh_router_expert_load_rows histogram\n");
     double lsum = 0;
     size_t ln = 0;
@@ -94,20 +94,20 @@ static void metrics(const router *r, const rs_snap *s, rt_buf *b) {
         size_t c = 0;
         for (size_t i = 0; i < np; i++)
             c += (s->replicas[i] >= 0 || s->load[i] > 0) && s->load[i] <= lb[k];
-        rt_buf_printf(b, "moemesh_router_expert_load_rows_bucket{le=\"%g\"} %zu\n", lb[k], c);
+        moe_buf_printf(b, "moemesh_router_expert_load_rows_bucket{le=\"%g\"} %zu\n", lb[k], c);
     }
-    rt_buf_printf(b,
+    moe_buf_printf(b,
                   "moemesh_router_expert_load_rows_bucket{le=\"+Inf\"} %zu\n"
                   "moemesh_router_expert_load_rows_sum %.3f\n"
                   "moemesh_router_expert_load_rows_count %zu\n",
                   ln, lsum, ln);
-    rt_buf_printf(b, "# HELP moemesh_router_hot_expert_load_rows The %d busiest experts' load "
+    moe_buf_printf(b, "# HELP moemesh_router_hot_expert_load_rows The %d busiest experts' load "
                      "(rows/s), by rank.\n# TYPE moemesh_router_hot_expert_load_rows gauge\n",
                   TOP_N);
     size_t top[TOP_N];
     const int nt = moe_top_n(s->load, np, top, TOP_N);
     for (int k = 0; k < nt; k++)
-        rt_buf_printf(b,
+        moe_buf_printf(b,
                       "moemesh_router_hot_expert_load_rows{rank=\"%d\",layer=\"%zu\",expert=\"%zu\","
                       "replicas=\"%d\"} %.3f\n",
                       k + 1, top[k] / (size_t)s->n_expert, top[k] % (size_t)s->n_expert,
@@ -116,7 +116,7 @@ static void metrics(const router *r, const rs_snap *s, rt_buf *b) {
 }
 
 int router_render(router *r, const char *path, char **body, const char **content_type) {
-    rt_buf b = {.s = malloc(4096), .cap = 4096};
+    moe_buf b = {.s = malloc(4096), .cap = 4096};
     *body = NULL;
     *content_type = "application/json";
     if (!b.s) return 500;
@@ -127,20 +127,20 @@ int router_render(router *r, const char *path, char **body, const char **content
         *content_type = "text/plain; version=0.0.4";
         metrics(r, s, &b);
     } else if (!strcmp(path, "/v1/scale")) {
-        rt_buf_printf(&b,
+        moe_buf_printf(&b,
                       "{\"workers_wanted\":%zu,\"workers\":%d,\"draining\":%d,\"epoch\":%" PRIu64
                       ",\"replicas_short\":%zu,\"leader\":%s}\n",
                       s->workers_wanted, s->n_usable, s->n_draining, s->epoch, s->replicas_short,
                       s->leader ? "true" : "false");
     } else if (!strcmp(path, "/v1/placement")) {
-        if (s->placement) rt_buf_printf(&b, "%s\n", s->placement);
-        else status = 404, rt_buf_printf(&b, "{\"error\":\"no active placement yet\"}\n");
+        if (s->placement) moe_buf_printf(&b, "%s\n", s->placement);
+        else status = 404, moe_buf_printf(&b, "{\"error\":\"no active placement yet\"}\n");
     } else if (!strcmp(path, "/healthz")) {
         *content_type = "text/plain";
-        rt_buf_printf(&b, "ok\n");
+        moe_buf_printf(&b, "ok\n");
     } else {
         status = 404;
-        rt_buf_printf(&b, "{\"error\":\"not found\"}\n");
+        moe_buf_printf(&b, "{\"error\":\"not found\"}\n");
     }
     pthread_mutex_unlock(&r->mu);
     if (b.oom) {

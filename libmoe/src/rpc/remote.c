@@ -239,7 +239,7 @@ static int send_queued(remote_be *b, rworker *w) {
     reap(w);
     if (w->call && !w->open) return -1; /* the old stream is still closing */
     if (!w->call && open_stream(b, w) < 0) return -1;
-    w->n_rows = w->n_groups = 0;
+    w->n_rows = w->n_groups = 0; /* built from queued; queued is emptied only once it is sent */
     for (int q = 0; q < w->n_queued; q++) {
         const int g = w->queued[q], r0 = wk->row_start[g], nr = group_rows(b, g);
         Moe__V1__RowGroup *rg = &w->groups[w->n_groups];
@@ -251,7 +251,6 @@ static int send_queued(remote_be *b, rworker *w) {
         w->msg_groups[w->n_groups++] = g;
         for (int r = 0; r < nr; r++) w->rowmap[w->n_rows++] = r0 + r;
     }
-    w->n_queued = 0;
     if ((size_t)w->n_rows * rb > w->act_cap) {
         uint8_t *na = realloc(w->act, (size_t)w->n_rows * rb);
         if (!na) return -1;
@@ -282,6 +281,8 @@ static int send_queued(remote_be *b, rworker *w) {
     grpc_slice sl = grpc_slice_from_copied_buffer((const char *)w->msg, need);
     w->send = grpc_raw_byte_buffer_create(&sl, 1);
     grpc_slice_unref(sl);
+    w->n_queued = 0; /* the groups are in the message now: a failure moves those */
+    w->busy = 1;
     grpc_op op;
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_SEND_MESSAGE;
@@ -291,7 +292,6 @@ static int send_queued(remote_be *b, rworker *w) {
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &w->recv;
     start(w, w->call, &op, 1, &w->t_recv);
-    w->busy = 1;
     w->sent_ms = moe_mono_ms();
     b->st.messages++;
     return w->open ? 0 : -1;
@@ -306,8 +306,13 @@ static void worker_failed(remote_be *b, rworker *w, int down, const char *why) {
     if (!b->fail_us) b->fail_us = mono_us();
     snprintf(b->last_why, sizeof b->last_why, "worker %s: %s", w->addr, why);
     b->st.worker_failures++;
+    w->failed_ms = moe_mono_ms();
     if (down) {
-        w->down_until_ms = moe_mono_ms() + b->p.down_ms;
+        /* a worker that keeps failing is tried less and less often (a host
+         * that vanished without a reset costs a deadline per try) */
+        w->down_ms = w->down_ms ? w->down_ms * 2 : b->p.down_ms;
+        if (w->down_ms > 16 * b->p.down_ms) w->down_ms = 16 * b->p.down_ms;
+        w->down_until_ms = w->failed_ms + w->down_ms;
         if (w->call) {
             grpc_call_cancel(w->call, NULL);
             w->open = 0;
@@ -374,6 +379,7 @@ static void take_result(remote_be *b, rworker *w) {
         w->busy = 0;
         w->n_groups = 0;
         w->n_batches++;
+        w->down_ms = 0;
         if (w->was_down && !b->p.quiet)
             fprintf(stderr, "remote experts: worker %s serves again\n", w->addr);
         w->was_down = 0;
@@ -491,8 +497,17 @@ static int remote_wait(void *ctx, moe_err *err) {
         if (orphans) {
             if (b->ctl) {
                 rctl_kick(b->ctl);
-                if (refresh_placement(b))
-                    for (int i = 0; i < b->n; i++) b->w[i]->failed = 0; /* it decides now */
+                const int fresh = refresh_placement(b);
+                /* a new placement decides again; else a worker that failed may be
+                 * back (restarted, done loading): retry it once its backoff passed
+                 * (a refusal: after 100 ms) */
+                for (int i = 0; i < b->n; i++) {
+                    rworker *w = b->w[i];
+                    if (fresh || (w->failed && now >= (w->down_until_ms > w->failed_ms + 100
+                                                          ? w->down_until_ms
+                                                          : w->failed_ms + 100)))
+                        w->failed = 0;
+                }
                 for (int g = 0; g < ng; g++)
                     if (!b->done[g] && b->owner[g] < 0) assign(b, g);
                 dispatch(b);

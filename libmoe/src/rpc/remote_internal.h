@@ -28,6 +28,8 @@ struct rworker {
     grpc_slice details;
     grpc_byte_buffer *send, *recv;
     int64_t down_until_ms;    /* failed recently: not chosen before this */
+    int64_t failed_ms;        /* when it last failed */
+    int down_ms;              /* the current backoff (doubles while it keeps failing) */
     int was_down;             /* logged as failed; logged again when it serves */
     /* this batch */
     int busy;                 /* a message in flight */

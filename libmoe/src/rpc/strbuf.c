@@ -5,7 +5,7 @@
 
 #include "strbuf.h"
 
-void rt_buf_printf(rt_buf *b, const char *fmt, ...) {
+void moe_buf_printf(moe_buf *b, const char *fmt, ...) {
     if (b->oom) return;
     for (;;) {
         va_list ap;
@@ -31,16 +31,16 @@ void rt_buf_printf(rt_buf *b, const char *fmt, ...) {
     }
 }
 
-void rt_buf_json(rt_buf *b, const char *s) {
-    rt_buf_printf(b, "\"");
+void moe_buf_json(moe_buf *b, const char *s) {
+    moe_buf_printf(b, "\"");
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         if (*p == '"' || *p == '\\')
-            rt_buf_printf(b, "\\%c", *p);
+            moe_buf_printf(b, "\\%c", *p);
         else if (*p < 0x20)
-            rt_buf_printf(b, "\\u%04x", *p);
+            moe_buf_printf(b, "\\u%04x", *p);
         else
-            rt_buf_printf(b, "%c", *p);
+            moe_buf_printf(b, "%c", *p);
     }
-    rt_buf_printf(b, "\"");
+    moe_buf_printf(b, "\"");
 }
 

@@ -1,0 +1,287 @@
+/* router_leases.c - router-svc's leadership (the P:leader lock) and the
+ * workers' leases (see router.h, docs/redis-schema.md). */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "router_internal.h"
+#include "../libmoe/src/rpc/strbuf.h"
+
+#define MAX_WORKERS 4096
+
+void rt_log(const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    char t[32];
+    fprintf(stderr, "%s router-svc: %s\n", moe_log_stamp(t, sizeof t), msg);
+}
+
+static size_t n_pairs(const router *r) { return (size_t)r->n_layer * (size_t)r->n_expert; }
+
+/* ==== Leadership ============================================================= */
+
+static const char RENEW_LUA[] =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+
+void rt_lead(router *r) {
+    const int64_t now = moe_mono_ms();
+    if (r->leader && now - r->leader_renewed_ms < r->cfg.leader_ttl_ms / 4) return;
+    char key[300], ttl[16];
+    snprintf(key, sizeof key, "%s:leader", r->prefix);
+    snprintf(ttl, sizeof ttl, "%d", r->cfg.leader_ttl_ms);
+    int was = r->leader;
+    redisReply *x = NULL;
+    if (r->leader) {
+        x = moe_rlink_cmd(r->cmd, "EVAL %s 1 %s %s %s", RENEW_LUA, key, r->id, ttl);
+        r->leader = x && x->type == REDIS_REPLY_INTEGER && x->integer == 1;
+        if (x) freeReplyObject(x);
+        /* lost the key (Redis restarted empty): take it again if free */
+    }
+    if (!r->leader) {
+        x = moe_rlink_cmd(r->cmd, "SET %s %s NX PX %s", key, r->id, ttl);
+        r->leader = x && x->type == REDIS_REPLY_STATUS;
+        if (x) freeReplyObject(x);
+    }
+    if (!r->leader && was && now - r->leader_renewed_ms < r->cfg.leader_ttl_ms) {
+        /* Redis unreachable: the lock may still be ours until it expires */
+        if (!moe_rlink_get_stats(r->cmd).connected) r->leader = 1;
+    }
+    if (r->leader && (x || !was)) r->leader_renewed_ms = now;
+    if (r->leader != was) {
+        rt_log(r->leader ? "leading (%s)" : "standing by (%s)", r->id);
+        r->have_prev_loaded = 0; /* a new leader reads the placement back first */
+    }
+}
+
+/* ==== Leases ================================================================= */
+
+static void worker_clear(rs_worker *w) {
+    free(w->id), free(w->addr), free(w->domain), free(w->model), free(w->held);
+    free(w->expert_bytes);
+    memset(w, 0, sizeof *w);
+}
+
+void rt_workers_clear(router *r) {
+    for (int i = 0; i < r->nw; i++) worker_clear(&r->ws[i]);
+    free(r->ws);
+    r->ws = NULL;
+    r->nw = 0;
+}
+
+typedef struct lease_read {
+    router *r;
+    rs_worker *ws;
+    int n;
+    const redisReply *ids;
+    char **gone;
+    int n_gone;
+} lease_read;
+
+static void on_lease(void *ud, size_t i, redisReply *x) {
+    lease_read *lr = ud;
+    if (i >= lr->ids->elements) return;
+    const char *id = lr->ids->element[i]->str;
+    if (x->type != REDIS_REPLY_ARRAY || x->elements < 2) {
+        if (lr->n_gone < MAX_WORKERS) lr->gone[lr->n_gone++] = strdup(id);
+        return;
+    }
+    rs_worker *w = &lr->ws[lr->n];
+    memset(w, 0, sizeof *w);
+    for (size_t k = 0; k + 1 < x->elements; k += 2) {
+        const char *f = x->element[k]->str, *v = x->element[k + 1]->str;
+        if (!f || !v) continue;
+        if (!strcmp(f, "addr")) free(w->addr), w->addr = strdup(v);
+        else if (!strcmp(f, "domain")) free(w->domain), w->domain = strdup(v);
+        else if (!strcmp(f, "model")) free(w->model), w->model = strdup(v);
+        else if (!strcmp(f, "held")) free(w->held), w->held = strdup(v);
+        else if (!strcmp(f, "expert_bytes")) free(w->expert_bytes), w->expert_bytes = strdup(v);
+        else if (!strcmp(f, "capacity_bytes")) w->capacity = strtoull(v, NULL, 10);
+        else if (!strcmp(f, "epoch")) w->epoch = strtoull(v, NULL, 10);
+        else if (!strcmp(f, "n_layer")) w->n_layer = atoi(v);
+        else if (!strcmp(f, "n_expert")) w->n_expert = atoi(v);
+        else if (!strcmp(f, "state")) w->draining = !strcmp(v, "draining");
+        else if (!strcmp(f, "lease_ms")) {
+            const int ms = atoi(v);
+            if (ms > lr->r->max_lease_ms && ms <= 60000) lr->r->max_lease_ms = ms;
+        }
+    }
+    w->id = strdup(id);
+    if (!w->id || !w->addr || !w->model || !w->expert_bytes || w->n_layer < 1 ||
+        w->n_layer > 4096 || w->n_expert < 1 || w->n_expert > 4096) {
+        worker_clear(w); /* a lease without what placement needs: not a worker */
+        return;
+    }
+    if (!w->domain) w->domain = strdup("");
+    if (!w->held) w->held = strdup("");
+    lr->n++;
+}
+
+static int cmp_worker(const void *a, const void *b) {
+    return strcmp(((const rs_worker *)a)->id, ((const rs_worker *)b)->id);
+}
+
+/* Parses "1:147456,2:147456" into layer_bytes. 0 or -1. */
+static int parse_layer_bytes(router *r, const char *s) {
+    memset(r->layer_bytes, 0, (size_t)r->n_layer * sizeof *r->layer_bytes);
+    while (*s) {
+        char *end;
+        long l = strtol(s, &end, 10);
+        if (*end != ':' || l < 0 || l >= r->n_layer) return -1;
+        unsigned long long b = strtoull(end + 1, &end, 10);
+        if (!b || (*end && *end != ',')) return -1;
+        r->layer_bytes[l] = b;
+        s = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+/* The model most usable workers serve (ties: the first by id) becomes the
+ * deployment's; workers of another model are left out, once logged. */
+static int choose_model(router *r) {
+    const char *best = NULL;
+    int best_n = 0;
+    for (int i = 0; i < r->nw; i++) {
+        int n = 0;
+        for (int j = 0; j < r->nw; j++) n += !strcmp(r->ws[i].model, r->ws[j].model);
+        if (n > best_n) best = r->ws[i].model, best_n = n;
+    }
+    if (!best) return -1;
+    if (!r->model || strcmp(r->model, best)) {
+        const rs_worker *w = NULL;
+        for (int i = 0; i < r->nw && !w; i++)
+            if (!strcmp(r->ws[i].model, best)) w = &r->ws[i];
+        if (r->model && n_pairs(r) != (size_t)w->n_layer * (size_t)w->n_expert) {
+            rt_log("the workers' model changed from %s to %s; keeping %s", r->model, best,
+                     r->model);
+            best = r->model;
+        } else if (!r->model) {
+            r->n_layer = w->n_layer;
+            r->n_expert = w->n_expert;
+            const size_t np = n_pairs(r);
+            r->layer_bytes = calloc((size_t)r->n_layer, sizeof *r->layer_bytes);
+            r->load = calloc(np, sizeof *r->load);
+            r->slot[0] = calloc(np, sizeof **r->slot);
+            r->slot[1] = calloc(np, sizeof **r->slot);
+            r->model = strdup(best);
+            if (!r->layer_bytes || !r->load || !r->slot[0] || !r->slot[1] || !r->model ||
+                parse_layer_bytes(r, w->expert_bytes) < 0) {
+                static char logged[64];
+                if (strncmp(logged, w->id, sizeof logged - 1)) {
+                    rt_log("worker %s: unusable expert_bytes '%.200s'", w->id, w->expert_bytes);
+                    snprintf(logged, sizeof logged, "%s", w->id);
+                }
+                free(r->model), free(r->layer_bytes), free(r->load), free(r->slot[0]),
+                    free(r->slot[1]);
+                r->model = NULL;
+                r->layer_bytes = NULL;
+                r->load = NULL;
+                r->slot[0] = r->slot[1] = NULL;
+                r->n_layer = r->n_expert = 0;
+                return -1;
+            }
+            rt_log("model %s: %d layers x %d experts", r->model, r->n_layer, r->n_expert);
+        }
+    }
+    for (int i = 0; i < r->nw; i++) {
+        rs_worker *w = &r->ws[i];
+        w->usable = !strcmp(w->model, r->model) && w->n_layer == r->n_layer &&
+                    w->n_expert == r->n_expert;
+    }
+    return 0;
+}
+
+/* Reads every lease; prunes P:workers of expired ones. 0, or -1 (Redis away). */
+int rt_read_workers(router *r) {
+    redisReply *ids = moe_rlink_cmd(r->cmd, "ZRANGE %s:workers 0 %d", r->prefix, MAX_WORKERS - 1);
+    if (!ids) return -1;
+    const uint64_t connects = moe_rlink_get_stats(r->cmd).connects;
+    if (connects > 1 && connects != r->redis_connects) {
+        /* Redis came back (maybe empty): every worker re-registers within a
+         * heartbeat; until a whole lease has passed, a missing one is not dead */
+        const int lease = r->max_lease_ms ? r->max_lease_ms : 3000;
+        r->hold_until_ms = moe_mono_ms() + lease;
+        rt_log("Redis is back: no placement change for %d ms while leases return", lease);
+    }
+    r->redis_connects = connects;
+    if (ids->type != REDIS_REPLY_ARRAY) {
+        static int64_t logged;
+        if (moe_mono_ms() - logged > 10000) {
+            rt_log("%s:workers is not a sorted set (%s): no worker can be read",
+                     r->prefix, ids->type == REDIS_REPLY_ERROR ? ids->str : "wrong type");
+            logged = moe_mono_ms();
+        }
+        freeReplyObject(ids);
+        return -1;
+    }
+    lease_read lr = {r, calloc(ids->elements + 1, sizeof *lr.ws), 0, ids,
+                     calloc(ids->elements + 1, sizeof *lr.gone), 0};
+    int rc = -1;
+    if (lr.ws && lr.gone && moe_rlink_begin(r->cmd)) {
+        for (size_t i = 0; i < ids->elements; i++)
+            moe_rlink_append(r->cmd, "HGETALL %s:worker:%s", r->prefix,
+                             ids->element[i]->str ? ids->element[i]->str : "");
+        rc = moe_rlink_flush(r->cmd, on_lease, &lr) == 0 ? 0 : -1;
+    }
+    redisReply *drain = rc == 0 ? moe_rlink_cmd(r->cmd, "SMEMBERS %s:drain", r->prefix) : NULL;
+    for (int i = 0; drain && drain->type == REDIS_REPLY_ARRAY && i < lr.n; i++)
+        for (size_t k = 0; k < drain->elements; k++)
+            if (drain->element[k]->str && !strcmp(drain->element[k]->str, lr.ws[i].id))
+                lr.ws[i].draining = 1;
+    if (drain) freeReplyObject(drain);
+    for (int i = 0; i < lr.n_gone; i++) {
+        if (rc == 0 && lr.gone[i]) {
+            redisReply *x = moe_rlink_cmd(r->cmd, "ZREM %s:workers %s", r->prefix, lr.gone[i]);
+            if (x) freeReplyObject(x);
+            x = moe_rlink_cmd(r->cmd, "SREM %s:drain %s", r->prefix, lr.gone[i]);
+            if (x) freeReplyObject(x);
+            if (r->leader) { /* gateways check the placement now */
+                char msg[400];
+                snprintf(msg, sizeof msg, "down %.300s", lr.gone[i]);
+                x = moe_rlink_cmd(r->cmd, "PUBLISH %s:events %s", r->prefix, msg);
+                if (x) freeReplyObject(x);
+            }
+            rt_log("worker %s: lease expired", lr.gone[i]);
+        }
+        free(lr.gone[i]);
+    }
+    free(lr.gone);
+    freeReplyObject(ids);
+    if (rc < 0) {
+        for (int i = 0; i < lr.n; i++) worker_clear(&lr.ws[i]);
+        free(lr.ws);
+        return -1;
+    }
+    qsort(lr.ws, (size_t)lr.n, sizeof *lr.ws, cmp_worker);
+    rt_workers_clear(r);
+    r->ws = lr.ws;
+    r->nw = lr.n;
+    if (r->nw) choose_model(r);
+    /* the eligible set's signature: a change restarts the settle clock */
+    moe_buf sig = {.s = malloc(64), .cap = 64};
+    for (int i = 0; i < r->nw; i++)
+        if (r->ws[i].usable)
+            moe_buf_printf(&sig, "%s%s%s|", r->ws[i].id, r->ws[i].draining ? "-" : "+",
+                          r->ws[i].addr);
+    if (sig.s && !sig.oom && (!r->worker_sig || strcmp(sig.s, r->worker_sig))) {
+        free(r->worker_sig);
+        r->worker_sig = sig.s;
+        r->stable_since_ms = moe_mono_ms();
+    } else {
+        free(sig.s);
+    }
+    return 0;
+}
+
+const rs_worker *rt_find_worker(const router *r, const char *id) {
+    for (int i = 0; i < r->nw; i++)
+        if (!strcmp(r->ws[i].id, id)) return &r->ws[i];
+    return NULL;
+}
+
+
