@@ -469,8 +469,10 @@ static void drive(router *r) {
     rt_placement *pl;
     moe_err err;
     if (rt_placement_compute(&pl, ws, (size_t)n_ok, es, ne, &r->cfg.place, r->active, &err) < 0) {
-        static int64_t logged;
-        if (now - logged > 10000) rt_log("cannot place the experts: %s", err.msg), logged = now;
+        if (now - r->logged_place_ms > 10000) {
+            rt_log("cannot place the experts: %s", err.msg);
+            r->logged_place_ms = now;
+        }
         goto done;
     }
     write_wanted(r, pl->workers_wanted);

@@ -69,6 +69,9 @@ struct router {
     int64_t wanted_written_ms;
     char *active_doc;
     rs_snap st;
+    /* log once: the last model, bad lease and times of repeated complaints */
+    char logged_model[160], logged_lease[64];
+    int64_t logged_place_ms, logged_workers_ms;
     pthread_mutex_t mu;    /* guards st */
 };
 

@@ -156,11 +156,16 @@ static int choose_model(router *r) {
         const rs_worker *w = NULL;
         for (int i = 0; i < r->nw && !w; i++)
             if (!strcmp(r->ws[i].model, best)) w = &r->ws[i];
-        if (r->model && n_pairs(r) != (size_t)w->n_layer * (size_t)w->n_expert) {
-            rt_log("the workers' model changed from %s to %s; keeping %s", r->model, best,
-                     r->model);
+        if (r->model) { /* a rolling upgrade: keep placing the model in use (restart to switch) */
+            char *logged = r->logged_model;
+            if (strncmp(logged, best, sizeof r->logged_model - 1)) {
+                rt_log("most workers now serve model %s; still placing %s (restart router-svc "
+                       "to switch)",
+                       best, r->model);
+                snprintf(logged, sizeof r->logged_model, "%s", best);
+            }
             best = r->model;
-        } else if (!r->model) {
+        } else {
             r->n_layer = w->n_layer;
             r->n_expert = w->n_expert;
             const size_t np = n_pairs(r);
@@ -171,10 +176,10 @@ static int choose_model(router *r) {
             r->model = strdup(best);
             if (!r->layer_bytes || !r->load || !r->slot[0] || !r->slot[1] || !r->model ||
                 parse_layer_bytes(r, w->expert_bytes) < 0) {
-                static char logged[64];
-                if (strncmp(logged, w->id, sizeof logged - 1)) {
+                char *logged = r->logged_lease;
+                if (strncmp(logged, w->id, sizeof r->logged_lease - 1)) {
                     rt_log("worker %s: unusable expert_bytes '%.200s'", w->id, w->expert_bytes);
-                    snprintf(logged, sizeof logged, "%s", w->id);
+                    snprintf(logged, sizeof r->logged_lease, "%s", w->id);
                 }
                 free(r->model), free(r->layer_bytes), free(r->load), free(r->slot[0]),
                     free(r->slot[1]);
@@ -210,11 +215,10 @@ int rt_read_workers(router *r) {
     }
     r->redis_connects = connects;
     if (ids->type != REDIS_REPLY_ARRAY) {
-        static int64_t logged;
-        if (moe_mono_ms() - logged > 10000) {
+        if (moe_mono_ms() - r->logged_workers_ms > 10000) {
             rt_log("%s:workers is not a sorted set (%s): no worker can be read",
                      r->prefix, ids->type == REDIS_REPLY_ERROR ? ids->str : "wrong type");
-            logged = moe_mono_ms();
+            r->logged_workers_ms = moe_mono_ms();
         }
         freeReplyObject(ids);
         return -1;
