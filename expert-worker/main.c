@@ -9,15 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <time.h>
 #include <unistd.h>
 
 #include "moe/model.h"
 #include "moe/ops.h"
+#include "../libmoe/src/rpc/rlink.h"
 #include "metrics.h"
 #include "registry.h"
 #include "server.h"
-#include "slice.h"
+#include "../libmoe/src/rpc/slice.h"
 
 static const char usage[] =
     "usage: expert-worker --model MODEL.gguf [options]\n"
@@ -60,14 +60,9 @@ typedef struct reg_start {
     ew_metrics *metrics;
     int failed;
     int drain_ms;
-    long long drain_deadline;
+    int64_t drain_deadline;
 } reg_start;
 
-static long long moe_mono_ms_main(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Registration starts once the port is known. */
 static void on_listen(void *ud, int port) {
@@ -108,9 +103,9 @@ static void on_listen(void *ud, int port) {
 static int may_stop(void *ud) {
     reg_start *rs = ud;
     if (!rs->reg || rs->failed || rs->drain_ms == 0) return 1;
-    if (!rs->drain_deadline) rs->drain_deadline = moe_mono_ms_main() + rs->drain_ms;
+    if (!rs->drain_deadline) rs->drain_deadline = moe_mono_ms() + rs->drain_ms;
     if (ew_registry_drain(rs->reg)) return 1;
-    if (moe_mono_ms_main() >= rs->drain_deadline) {
+    if (moe_mono_ms() >= rs->drain_deadline) {
         fprintf(stderr, "expert-worker: drain not finished after %d ms; stopping anyway\n",
                 rs->drain_ms);
         return 1;
@@ -221,10 +216,10 @@ int main(int argc, char **argv) {
     }
     uint8_t *moe_ok = calloc((size_t)m->hp.n_layer, 1);
     for (int l = 0; l < m->hp.n_layer; l++) moe_ok[l] = (uint8_t)moe_model_layer_is_moe(m, l);
-    ew_slice slice;
-    if (joined ? ew_slice_init_empty(&slice, m->hp.n_layer, m->hp.n_expert) < 0 &&
+    moe_slice slice;
+    if (joined ? moe_slice_init_empty(&slice, m->hp.n_layer, m->hp.n_expert) < 0 &&
                      moe_err_set(&err, MOE_ENOMEM, "out of memory") < 0
-               : ew_slice_parse(&slice, experts && *experts ? experts : "all", m->hp.n_layer,
+               : moe_slice_parse(&slice, experts && *experts ? experts : "all", m->hp.n_layer,
                                 m->hp.n_expert, moe_ok, &err) < 0) {
         fprintf(stderr, "expert-worker: error: %s\n", err.msg);
         free(moe_ok);
@@ -233,7 +228,7 @@ int main(int argc, char **argv) {
     }
     free(moe_ok);
     fprintf(stderr, "expert-worker: %s (%s), hosting %d of %d (layer, expert) pairs, %d threads\n",
-            model, moe_arch_name(m->hp.arch), ew_slice_count(&slice),
+            model, moe_arch_name(m->hp.arch), moe_slice_count(&slice),
             m->hp.n_expert * (m->hp.n_layer - m->hp.n_layer_dense_lead), n_threads);
 
     struct sigaction sa;
@@ -253,7 +248,7 @@ int main(int argc, char **argv) {
     if (joined) {
         uint64_t all = 0;
         for (int l = 0; l < m->hp.n_layer; l++)
-            if (moe_model_layer_is_moe(m, l)) all += ew_expert_bytes(m, l) * (uint64_t)m->hp.n_expert;
+            if (moe_model_layer_is_moe(m, l)) all += moe_expert_bytes(m, l) * (uint64_t)m->hp.n_expert;
         rs.cfg = (ew_registry_cfg){.url = redis, .prefix = prefix, .id = worker_id,
                                    .domain = domain, .device = device,
                                    .capacity_bytes = capacity ? capacity : all,
@@ -282,7 +277,7 @@ int main(int argc, char **argv) {
     ew_registry_stop(rs.reg);
     free(counters.expert_rows);
     if (rs.failed) rc = -1;
-    ew_slice_free(&slice);
+    moe_slice_free(&slice);
     moe_model_free(m);
     return rc < 0 ? 1 : 0;
 }

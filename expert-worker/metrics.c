@@ -21,7 +21,7 @@ static void render(const ew_metrics *m, moe_buf *b) {
     uint64_t bytes = 0;
     for (int l = 0; l < hp->n_layer; l++)
         for (int e = 0; e < hp->n_expert; e++)
-            if (ew_slice_has(m->slice, l, e)) held++, bytes += ew_expert_bytes(m->model, l);
+            if (moe_slice_has(m->slice, l, e)) held++, bytes += moe_expert_bytes(m->model, l);
     moe_buf_printf(b,
         "# HELP moemesh_worker_batches_total Forward batches computed.\n"
         "# TYPE moemesh_worker_batches_total counter\nmoemesh_worker_batches_total %" PRIu64 "\n"
@@ -61,7 +61,7 @@ static void render(const ew_metrics *m, moe_buf *b) {
     double sum = 0;
     for (size_t i = 0; i < np; i++) {
         rows[i] = (double)ld(&k->expert_rows[i]);
-        if (rows[i] > 0 || ew_slice_has(m->slice, (int)(i / (size_t)hp->n_expert),
+        if (rows[i] > 0 || moe_slice_has(m->slice, (int)(i / (size_t)hp->n_expert),
                                         (int)(i % (size_t)hp->n_expert)))
             n++, sum += rows[i];
     }
@@ -71,7 +71,7 @@ static void render(const ew_metrics *m, moe_buf *b) {
     for (size_t j = 0; j < sizeof le / sizeof *le; j++) {
         size_t c = 0;
         for (size_t i = 0; i < np; i++)
-            c += (rows[i] > 0 || ew_slice_has(m->slice, (int)(i / (size_t)hp->n_expert),
+            c += (rows[i] > 0 || moe_slice_has(m->slice, (int)(i / (size_t)hp->n_expert),
                                               (int)(i % (size_t)hp->n_expert))) &&
                  rows[i] <= le[j];
         moe_buf_printf(b, "moemesh_worker_expert_rows_bucket{le=\"%g\"} %zu\n", le[j], c);

@@ -8,11 +8,11 @@
 #include "../libmoe/src/rpc/httpd.h"
 #include "registry.h"
 #include "server.h"
-#include "slice.h"
+#include "../libmoe/src/rpc/slice.h"
 
 typedef struct ew_metrics {
     const moe_model *model;
-    const ew_slice *slice;
+    const moe_slice *slice;
     ew_counters *counters;
     ew_registry *reg; /* NULL without --redis (set once registered) */
 } ew_metrics;

@@ -68,7 +68,7 @@ static void heartbeat(ew_registry *r) {
     if (!moe_rlink_begin(r->cmd)) return;
     char key[400], held[16384], cap[32], epoch[32], pid[32], started[32], nl[16], ne[16], lease[16];
     snprintf(key, sizeof key, "%s:worker:%s", r->prefix, r->id);
-    size_t hn = ew_slice_format(r->cfg.slice, held, sizeof held);
+    size_t hn = moe_slice_format(r->cfg.slice, held, sizeof held);
     if (hn >= sizeof held) snprintf(held, sizeof held, "*"); /* too long to list: router reads epochs */
     snprintf(cap, sizeof cap, "%" PRIu64, r->cfg.capacity_bytes);
     snprintf(epoch, sizeof epoch, "%" PRIu64, r->acked);
@@ -94,30 +94,24 @@ static void heartbeat(ew_registry *r) {
 /* Reads epoch e's document into share (what it gives this worker). 0, or -1
  * when Redis is away or the document is missing or malformed. */
 static int read_share(ew_registry *r, uint64_t e, uint8_t *share) {
-    redisReply *rep = moe_rlink_cmd(r->cmd, "GET %s:placement:%" PRIu64, r->prefix, e);
-    if (!rep) return -1;
-    int rc = -1;
-    if (rep->type == REDIS_REPLY_STRING) {
-        moe_pldoc *d;
-        moe_err err;
-        const moe_hparams *hp = &r->cfg.model->hp;
-        if (moe_pldoc_parse(&d, rep->str, rep->len, hp->n_layer, hp->n_expert, &err) < 0) {
-            log_line(r, "placement epoch %" PRIu64 " is unusable: %s", e, err.msg);
-        } else {
-            memset(share, 0, r->np);
-            const int me = moe_pldoc_worker(d, r->id);
-            for (size_t i = 0; me >= 0 && i < d->n_experts; i++) {
-                const moe_pldoc_expert *x = &d->experts[i];
-                if (!moe_model_layer_is_moe(r->cfg.model, x->layer)) continue;
-                for (int k = 0; k < x->n_replicas; k++)
-                    if (x->replicas[k] == me) share[(size_t)x->layer * hp->n_expert + x->expert] = 1;
-            }
-            moe_pldoc_free(d);
-            rc = 0;
-        }
+    const moe_hparams *hp = &r->cfg.model->hp;
+    moe_pldoc *d;
+    moe_err err;
+    int rc = moe_pldoc_fetch(&d, r->cmd, r->prefix, e, hp->n_layer, hp->n_expert, &err);
+    if (rc < 0) {
+        if (rc != MOE_EUNAVAIL) log_line(r, "placement epoch %" PRIu64 " is unusable: %s", e, err.msg);
+        return -1;
     }
-    freeReplyObject(rep);
-    return rc;
+    memset(share, 0, r->np);
+    const int me = moe_pldoc_worker(d, r->id);
+    for (size_t i = 0; me >= 0 && i < d->n_experts; i++) {
+        const moe_pldoc_expert *x = &d->experts[i];
+        if (!moe_model_layer_is_moe(r->cfg.model, x->layer)) continue;
+        for (int k = 0; k < x->n_replicas; k++)
+            if (x->replicas[k] == me) share[(size_t)x->layer * hp->n_expert + x->expert] = 1;
+    }
+    moe_pldoc_free(d);
+    return 0;
 }
 
 /* Loads every expert share gives and this worker does not hold yet. */
@@ -128,11 +122,11 @@ static void load_share(ew_registry *r, const uint8_t *share, uint64_t e) {
     size_t bytes = 0;
     for (size_t i = 0; i < r->np; i++) {
         const int l = (int)(i / (size_t)ne), x = (int)(i % (size_t)ne);
-        if (!share[i] || ew_slice_has(r->cfg.slice, l, x)) continue;
+        if (!share[i] || moe_slice_has(r->cfg.slice, l, x)) continue;
         if (moe_mono_ms() >= r->next_beat_ms) heartbeat(r); /* a long load must not lose the lease */
-        ew_expert_load(r->cfg.model, l, x);
-        ew_slice_set(r->cfg.slice, l, x, 1);
-        bytes += ew_expert_bytes(r->cfg.model, l);
+        moe_expert_load_pages(r->cfg.model, l, x);
+        moe_slice_set(r->cfg.slice, l, x, 1);
+        bytes += moe_expert_bytes(r->cfg.model, l);
         n++;
     }
     stat_add(r, &r->st.loads, (uint64_t)n);
@@ -147,22 +141,15 @@ static void drop_unwanted(ew_registry *r) {
     int n = 0;
     for (size_t i = 0; i < r->np; i++) {
         const int l = (int)(i / (size_t)ne), x = (int)(i % (size_t)ne);
-        if (!ew_slice_has(r->cfg.slice, l, x)) continue;
+        if (!moe_slice_has(r->cfg.slice, l, x)) continue;
         if ((r->have_active && r->share_active[i]) || (r->have_pending && r->share_pending[i]))
             continue;
-        ew_slice_set(r->cfg.slice, l, x, 0);
-        ew_expert_unload(r->cfg.model, l, x);
+        moe_slice_set(r->cfg.slice, l, x, 0);
+        moe_expert_drop_pages(r->cfg.model, l, x);
         n++;
     }
     stat_add(r, &r->st.unloads, (uint64_t)n);
     if (n) log_line(r, "epoch %" PRIu64 ": dropped %d expert(s) after the grace period", r->active, n);
-}
-
-static int reply_epoch(const redisReply *x, uint64_t *e) {
-    if (!x || x->type != REDIS_REPLY_STRING || !*x->str) return 0;
-    char *end;
-    *e = strtoull(x->str, &end, 10);
-    return !*end;
 }
 
 typedef struct check_replies {
@@ -172,8 +159,8 @@ typedef struct check_replies {
 
 static void on_check_reply(void *ud, size_t i, redisReply *x) {
     check_replies *c = ud;
-    if (i == 0) c->have_pending = reply_epoch(x, &c->pending);
-    else if (i == 1) c->have_active = reply_epoch(x, &c->active);
+    if (i == 0) c->have_pending = moe_reply_epoch(x, &c->pending);
+    else if (i == 1) c->have_active = moe_reply_epoch(x, &c->active);
     else c->draining = x->type == REDIS_REPLY_INTEGER && x->integer == 1;
 }
 
@@ -222,7 +209,7 @@ static void check(ew_registry *r) {
             r->drop_at_ms = moe_mono_ms() + r->cfg.grace_ms;
             r->active_since_ms = moe_mono_ms();
             log_line(r, "epoch %" PRIu64 " active: holding %d expert(s)", c.active,
-                     ew_slice_count(r->cfg.slice));
+                     moe_slice_count(r->cfg.slice));
         }
     }
     /* no pending epoch: its share stops protecting experts only once the
@@ -334,7 +321,7 @@ int ew_registry_start(ew_registry **out, const ew_registry_cfg *cfg, moe_err *er
     for (int l = 0; l < m->hp.n_layer; l++)
         if (moe_model_layer_is_moe(m, l))
             n += (size_t)sprintf(r->expert_bytes + n, "%s%d:%zu", n ? "," : "", l,
-                                 ew_expert_bytes(m, l));
+                                 moe_expert_bytes(m, l));
     moe_model_identity(m, r->model_id, sizeof r->model_id);
     pthread_mutex_init(&r->mu, NULL);
     if (pthread_create(&r->th, NULL, run, r) != 0) {

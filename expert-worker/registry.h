@@ -21,7 +21,7 @@
 
 #include "moe/error.h"
 #include "moe/model.h"
-#include "slice.h"
+#include "../libmoe/src/rpc/slice.h"
 
 typedef struct ew_registry_cfg {
     const char *url;          /* redis://host:port */
@@ -34,7 +34,7 @@ typedef struct ew_registry_cfg {
     int lease_ms;             /* lease TTL (heartbeat every lease/3) */
     int grace_ms;             /* how long dropped experts stay after a switch */
     const moe_model *model;
-    ew_slice *slice;          /* written as experts load and drop */
+    moe_slice *slice;          /* written as experts load and drop */
 } ew_registry_cfg;
 
 typedef struct ew_registry ew_registry;

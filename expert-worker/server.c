@@ -117,7 +117,7 @@ static void unary_reply(ew_call *c, grpc_status_code st, const char *details) {
 static void reply_info(ew_call *c) {
     const ew_config *cfg = c->srv->cfg;
     const moe_model *m = cfg->model;
-    const ew_slice *sl = cfg->slice;
+    const moe_slice *sl = cfg->slice;
     Moe__V1__InfoResponse r = MOE__V1__INFO_RESPONSE__INIT;
     r.model = (char *)cfg->model_name;
     r.architecture = (char *)moe_arch_name(m->hp.arch);
@@ -141,9 +141,9 @@ static void reply_info(ew_call *c) {
         uint32_t *first = ids + ni;
         size_t k = 0;
         for (int e = 0; e < m->hp.n_expert; e++)
-            if (ew_slice_has(sl, l, e)) first[k++] = (uint32_t)e;
+            if (moe_slice_has(sl, l, e)) first[k++] = (uint32_t)e;
         if (!k) continue;
-        const size_t per = ew_expert_bytes(m, l);
+        const size_t per = moe_expert_bytes(m, l);
         bytes += per * k;
         moe__v1__layer_experts__init(&le[nl]);
         le[nl].layer = (uint32_t)l;
@@ -218,7 +218,7 @@ static void forward_one(ew_call *c, const uint8_t *data, size_t len) {
         goto send;
     }
     for (size_t g = 0; g < r->n_groups; g++) {
-        if (!ew_slice_has(cfg->slice, (int)r->layer, (int)r->groups[g]->expert)) {
+        if (!moe_slice_has(cfg->slice, (int)r->layer, (int)r->groups[g]->expert)) {
             res.status = GRPC_STATUS_FAILED_PRECONDITION;
             if (cfg->counters) __atomic_add_fetch(&cfg->counters->refused, 1, __ATOMIC_RELAXED);
             snprintf(msg, sizeof msg,

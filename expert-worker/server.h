@@ -17,7 +17,7 @@
 
 #include "moe/error.h"
 #include "moe/model.h"
-#include "slice.h"
+#include "../libmoe/src/rpc/slice.h"
 
 /* Counters the server keeps for /metrics (read with __atomic loads from
  * another thread). */
@@ -29,7 +29,7 @@ typedef struct ew_counters {
 typedef struct ew_config {
     const moe_model *model;
     const char *model_name;
-    const ew_slice *slice;
+    const moe_slice *slice;
     const char *listen;   /* "127.0.0.1:0", "0.0.0.0:50051", ... */
     int n_threads;
     int max_rows;         /* rows one request may carry */

@@ -11,6 +11,7 @@
 
 #include "../libmoe/src/rpc/pldoc.h"
 #include "../libmoe/src/rpc/rlink.h"
+#include "../libmoe/src/rpc/slice.h"
 #include "router.h"
 #include "router_internal.h"
 #include "../libmoe/src/rpc/strbuf.h"
@@ -131,32 +132,22 @@ static char *placement_doc(const router *r, const rt_placement *pl) {
     return b.s;
 }
 
-/* Parses "L1:0-7;L2:0-3" (a worker's held experts) into mark (np). */
-static void parse_held(const router *r, const char *s, uint8_t *mark) {
-    long layer = -1;
-    while (*s) {
-        char *end;
-        if (*s == 'L') {
-            layer = strtol(s + 1, &end, 10);
-            if (*end != ':' || layer < 0 || layer >= r->n_layer) return;
-            s = end + 1;
-            continue;
-        }
-        if (*s == ',' || *s == ';') {
-            s++;
-            continue;
-        }
-        long a = strtol(s, &end, 10), z = a;
-        if (end == s || layer < 0) return;
-        s = end;
-        if (*s == '-') {
-            z = strtol(s + 1, &end, 10);
-            if (end == s + 1) return;
-            s = end;
-        }
-        for (long e = a; e <= z && e >= 0 && e < r->n_expert; e++)
-            mark[(size_t)layer * r->n_expert + e] = 1;
+/* The experts a worker's lease says it holds ("L1:0-7;L2:0-3", the --experts
+ * grammar) into mark (np); an unreadable list counts as none. */
+static void held_of(const router *r, const rs_worker *w, uint8_t *mark) {
+    if (!*w->held) return;
+    uint8_t *moe_ok = calloc((size_t)r->n_layer, 1);
+    if (!moe_ok) return;
+    for (int l = 0; l < r->n_layer; l++) moe_ok[l] = r->layer_bytes[l] != 0;
+    moe_slice sl;
+    moe_err err;
+    if (moe_slice_parse(&sl, w->held, r->n_layer, r->n_expert, moe_ok, &err) == 0) {
+        memcpy(mark, sl.held, n_pairs(r));
+        moe_slice_free(&sl);
+    } else {
+        rt_log("worker %s: its held experts cannot be read (%s); counted as none", w->id, err.msg);
     }
+    free(moe_ok);
 }
 
 /* Builds the previous placement from explicit assignments. */
@@ -210,28 +201,23 @@ static void load_prev(router *r) {
     uint64_t maxe = 0;
     for (int i = 0; i < r->nw; i++)
         if (r->ws[i].epoch > maxe) maxe = r->ws[i].epoch;
-    redisReply *a = moe_rlink_cmd(r->cmd, "GET %s:placement:active", r->prefix);
-    redisReply *p = moe_rlink_cmd(r->cmd, "GET %s:placement:pending", r->prefix);
-    redisReply *q = moe_rlink_cmd(r->cmd, "GET %s:placement:seq", r->prefix);
-    if (q && q->type == REDIS_REPLY_STRING && strtoull(q->str, NULL, 10) > maxe)
-        maxe = strtoull(q->str, NULL, 10);
-    if (q) freeReplyObject(q);
-    if (!a || !p) goto done;
-    if (p->type == REDIS_REPLY_STRING) { /* an earlier leader's round: start over, after it */
-        uint64_t pe = strtoull(p->str, NULL, 10);
-        if (pe > maxe) maxe = pe;
+    uint64_t a = 0, p = 0, q = 0;
+    const int have_a = moe_pldoc_get_epoch(r->cmd, r->prefix, "active", &a);
+    const int have_p = moe_pldoc_get_epoch(r->cmd, r->prefix, "pending", &p);
+    const int have_q = moe_pldoc_get_epoch(r->cmd, r->prefix, "seq", &q);
+    if (have_a < 0 || have_p < 0 || have_q < 0) goto done;
+    if (have_q && q > maxe) maxe = q;
+    if (have_p) { /* an earlier leader's round: start over, after it */
+        if (p > maxe) maxe = p;
         redisReply *x = moe_rlink_cmd(r->cmd, "DEL %s:placement:pending", r->prefix);
         if (x) freeReplyObject(x);
     }
     const size_t np = n_pairs(r);
-    if (a->type == REDIS_REPLY_STRING) {
-        uint64_t e = strtoull(a->str, NULL, 10);
-        if (e > maxe) maxe = e;
-        redisReply *d = moe_rlink_cmd(r->cmd, "GET %s:placement:%" PRIu64, r->prefix, e);
+    if (have_a) {
+        if (a > maxe) maxe = a;
         moe_pldoc *doc = NULL;
         moe_err err;
-        if (d && d->type == REDIS_REPLY_STRING &&
-            moe_pldoc_parse(&doc, d->str, d->len, r->n_layer, r->n_expert, &err) == 0) {
+        if (moe_pldoc_fetch(&doc, r->cmd, r->prefix, a, r->n_layer, r->n_expert, &err) == 0) {
             uint8_t *held = calloc((size_t)doc->n_workers * np + 1, 1);
             if (held) {
                 for (size_t i = 0; i < doc->n_experts; i++)
@@ -239,17 +225,18 @@ static void load_prev(router *r) {
                         held[(size_t)doc->experts[i].replicas[k] * np +
                              (size_t)doc->experts[i].layer * r->n_expert +
                              doc->experts[i].expert] = 1;
-                r->active = build_prev(r, e, doc->ids, doc->n_workers, held);
+                r->active = build_prev(r, a, doc->ids, doc->n_workers, held);
                 r->active_published = r->active != NULL;
                 if (r->active) {
-                    rt_log("epoch %" PRIu64 " is active (read back)", e);
+                    rt_log("epoch %" PRIu64 " is active (read back)", a);
                     snap_active(r, r->active);
                 }
             }
             free(held);
+        } else {
+            rt_log("the active epoch %" PRIu64 " cannot be read back: %s", a, err.msg);
         }
         moe_pldoc_free(doc);
-        if (d) freeReplyObject(d);
     }
     const int lease = r->max_lease_ms ? r->max_lease_ms : 3000;
     if (!r->active && moe_mono_ms() - r->stable_since_ms < (lease > r->cfg.settle_ms ? lease : r->cfg.settle_ms)) {
@@ -263,7 +250,7 @@ static void load_prev(router *r) {
         for (int i = 0; ids && held && i < r->nw; i++) {
             if (!r->ws[i].usable) continue;
             ids[n] = r->ws[i].id;
-            parse_held(r, r->ws[i].held, held + (size_t)n * np);
+            held_of(r, &r->ws[i], held + (size_t)n * np);
             for (size_t k = 0; k < np; k++) total += held[(size_t)n * np + k];
             n++;
         }
@@ -279,8 +266,6 @@ static void load_prev(router *r) {
     r->have_prev_loaded = 1;
 done:
     if (maxe + 1 > r->next_epoch) r->next_epoch = maxe + 1;
-    if (a) freeReplyObject(a);
-    if (p) freeReplyObject(p);
 }
 
 static void publish_cmd(router *r, const char *what, uint64_t e) {
@@ -420,11 +405,10 @@ static void drive(router *r) {
     if (!r->have_prev_loaded) load_prev(r);
     if (!r->have_prev_loaded) return;
     if (r->round) {
-        redisReply *x = moe_rlink_cmd(r->cmd, "GET %s:placement:pending", r->prefix);
-        if (!x) return;
-        const int gone = x->type != REDIS_REPLY_STRING || strtoull(x->str, NULL, 10) != r->round->epoch;
-        freeReplyObject(x);
-        if (gone) abandon_round(r, "its pending key is gone from Redis (a restart?)");
+        uint64_t e = 0;
+        const int have = moe_pldoc_get_epoch(r->cmd, r->prefix, "pending", &e);
+        if (have < 0) return;
+        if (!have || e != r->round->epoch) abandon_round(r, "its pending key is gone from Redis (a restart?)");
     }
     if (r->round) {
         int dead = 0;
@@ -438,15 +422,15 @@ static void drive(router *r) {
         else return;
     }
     if (r->active && r->active_published) { /* Redis restarted empty: publish it again */
-        redisReply *x = moe_rlink_cmd(r->cmd, "GET %s:placement:active", r->prefix);
-        if (!x) return;
-        if (x->type != REDIS_REPLY_STRING || strtoull(x->str, NULL, 10) != r->active->epoch) {
+        uint64_t e = 0;
+        const int have = moe_pldoc_get_epoch(r->cmd, r->prefix, "active", &e);
+        if (have < 0) return;
+        if (!have || e != r->active->epoch) {
             rt_log("the active epoch %" PRIu64 " is gone from Redis (a restart?): publishing "
                      "the placement again",
                      r->active->epoch);
             r->active_published = 0;
         }
-        freeReplyObject(x);
     }
     const size_t np = n_pairs(r);
     rt_worker *ws = calloc((size_t)r->nw + 1, sizeof *ws);

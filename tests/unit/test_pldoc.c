@@ -618,3 +618,33 @@ TEST(redis_url_long_host) {
     url_refuse(big, "bad database number");
     free(big);
 }
+
+/* Epochs as GET replies carry them: decimal digits only, no overflow. */
+TEST(pldoc_reply_epoch) {
+    struct {
+        const char *s;
+        int type, ok;
+        uint64_t want;
+    } cases[] = {
+        {"7", REDIS_REPLY_STRING, 1, 7},
+        {"18446744073709551615", REDIS_REPLY_STRING, 1, UINT64_MAX},
+        {"18446744073709551616", REDIS_REPLY_STRING, 0, 0},
+        {"12abc", REDIS_REPLY_STRING, 0, 0},
+        {"-3", REDIS_REPLY_STRING, 0, 0},
+        {" 3", REDIS_REPLY_STRING, 0, 0},
+        {"", REDIS_REPLY_STRING, 0, 0},
+        {"7", REDIS_REPLY_STATUS, 0, 0},
+        {"7", REDIS_REPLY_ERROR, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        redisReply r = {.type = cases[i].type, .str = (char *)cases[i].s,
+                        .len = strlen(cases[i].s)};
+        uint64_t e = 99;
+        ASSERT_EQ_INT(moe_reply_epoch(&r, &e), cases[i].ok);
+        if (cases[i].ok) ASSERT(e == cases[i].want);
+    }
+    ASSERT_EQ_INT(moe_reply_epoch(NULL, NULL), 0);
+    redisReply nil = {.type = REDIS_REPLY_NIL};
+    uint64_t e;
+    ASSERT_EQ_INT(moe_reply_epoch(&nil, &e), 0);
+}

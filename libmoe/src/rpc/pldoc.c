@@ -7,6 +7,7 @@
 
 #include "moe/model.h"
 #include "pldoc.h"
+#include "rlink.h"
 
 void moe_model_identity(const moe_model *m, char *buf, size_t cap) {
     snprintf(buf, cap, "%s/%dx%d/%d/%zu", moe_arch_name(m->hp.arch), m->hp.n_layer,
@@ -140,4 +141,38 @@ done:
     }
     *out = d;
     return 0;
+}
+
+int moe_reply_epoch(const redisReply *r, uint64_t *e) {
+    if (!r || r->type != REDIS_REPLY_STRING || r->len < 1 || r->len > 20) return 0;
+    uint64_t v = 0;
+    for (size_t i = 0; i < r->len; i++) {
+        const char c = r->str[i];
+        if (c < '0' || c > '9' || v > (UINT64_MAX - (uint64_t)(c - '0')) / 10) return 0;
+        v = v * 10 + (uint64_t)(c - '0');
+    }
+    *e = v;
+    return 1;
+}
+
+int moe_pldoc_get_epoch(moe_rlink *l, const char *prefix, const char *name, uint64_t *e) {
+    redisReply *r = moe_rlink_cmd(l, "GET %s:placement:%s", prefix, name);
+    if (!r) return -1;
+    const int have = moe_reply_epoch(r, e);
+    freeReplyObject(r);
+    return have;
+}
+
+int moe_pldoc_fetch(moe_pldoc **out, moe_rlink *l, const char *prefix, uint64_t e, int n_layer,
+                    int n_expert, moe_err *err) {
+    *out = NULL;
+    char key[320];
+    snprintf(key, sizeof key, "%.300s:placement:%llu", prefix, (unsigned long long)e);
+    redisReply *r = moe_rlink_cmd(l, "GET %s", key);
+    if (!r) return moe_err_set(err, MOE_EUNAVAIL, "Redis is away");
+    int rc = r->type == REDIS_REPLY_STRING
+                 ? moe_pldoc_parse(out, r->str, r->len, n_layer, n_expert, err)
+                 : moe_err_set(err, MOE_ENOTFOUND, "%s is missing", key);
+    freeReplyObject(r);
+    return rc;
 }

@@ -42,6 +42,21 @@ typedef struct moe_pldoc {
 int moe_pldoc_parse(moe_pldoc **out, const char *json, size_t len, int n_layer, int n_expert,
                     moe_err *err);
 void moe_pldoc_free(moe_pldoc *d);
+/* Reading them from Redis (the keys of docs/redis-schema.md). */
+typedef struct moe_rlink moe_rlink;
+typedef struct redisReply redisReply;
+
+/* A decimal epoch in a reply (GET of P:placement:active, pending or seq);
+ * 1 if the reply is one, 0 if it is absent or anything else. */
+int moe_reply_epoch(const redisReply *r, uint64_t *e);
+/* GET <prefix>:placement:<name> as an epoch: 1 found, 0 absent or not an
+ * epoch, -1 Redis away. */
+int moe_pldoc_get_epoch(moe_rlink *l, const char *prefix, const char *name, uint64_t *e);
+/* Reads and parses <prefix>:placement:<e>. Returns 0, MOE_EUNAVAIL (Redis
+ * away), MOE_ENOTFOUND (no such document), or what moe_pldoc_parse returns. */
+int moe_pldoc_fetch(moe_pldoc **out, moe_rlink *l, const char *prefix, uint64_t e, int n_layer,
+                    int n_expert, moe_err *err);
+
 /* A model's identity as workers publish it and documents carry it:
  * "arch/<layers>x<experts>/<hidden>/<tensor bytes>". */
 typedef struct moe_model moe_model;

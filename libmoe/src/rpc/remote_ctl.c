@@ -46,47 +46,39 @@ static void on_message(void *ud, const char *channel, const char *msg) {
 
 /* Reads the active epoch and, if it changed, its document. */
 static void check(rctl *c) {
-    redisReply *r = moe_rlink_cmd(c->cmd, "GET %s:placement:active", c->prefix);
-    if (!r) return;
     uint64_t e = 0;
-    int have = 0;
-    if (r->type == REDIS_REPLY_STRING) {
-        char *end;
-        e = strtoull(r->str, &end, 10);
-        have = *r->str && !*end;
+    if (moe_pldoc_get_epoch(c->cmd, c->prefix, "active", &e) != 1) return;
+    if ((c->have_seen && e == c->seen_epoch) || e == c->bad_epoch) return;
+    moe_pldoc *d;
+    moe_err err;
+    int rc = moe_pldoc_fetch(&d, c->cmd, c->prefix, e, c->n_layer, c->n_expert, &err);
+    if (rc == MOE_EUNAVAIL) return;
+    if (rc == MOE_ENOTFOUND) { /* tried again on the next check */
+        pthread_mutex_lock(&c->mu);
+        snprintf(c->problem, sizeof c->problem, "active epoch %" PRIu64 ": %.300s", e, err.msg);
+        pthread_mutex_unlock(&c->mu);
+        return;
     }
-    freeReplyObject(r);
-    if (!have || (c->have_seen && e == c->seen_epoch) || e == c->bad_epoch) return;
-    r = moe_rlink_cmd(c->cmd, "GET %s:placement:%" PRIu64, c->prefix, e);
-    if (!r) return;
-    if (r->type == REDIS_REPLY_STRING) {
-        moe_pldoc *d;
-        moe_err err;
-        int rc = moe_pldoc_parse(&d, r->str, r->len, c->n_layer, c->n_expert, &err);
-        if (rc == 0 && *d->model && strcmp(d->model, c->model_id)) {
-            rc = moe_err_set(&err, MOE_EINVAL, "it places model %.100s, not this one (%.100s)",
-                             d->model, c->model_id);
-            moe_pldoc_free(d);
-        }
-        if (rc < 0) {
-            pthread_mutex_lock(&c->mu);
-            snprintf(c->problem, sizeof c->problem, "placement epoch %" PRIu64 " is unusable: %.300s",
-                     e, err.msg);
-            fprintf(stderr, "remote experts: %s\n", c->problem);
-            pthread_mutex_unlock(&c->mu);
-            c->bad_epoch = e;
-        } else {
-            pthread_mutex_lock(&c->mu);
-            moe_pldoc_free(c->next);
-            c->next = d;
-            c->seen_epoch = e;
-            c->have_seen = 1;
-            c->st.epoch = e;
-            pthread_cond_broadcast(&c->cv);
-            pthread_mutex_unlock(&c->mu);
-        }
+    if (rc == 0 && *d->model && strcmp(d->model, c->model_id)) {
+        rc = moe_err_set(&err, MOE_EINVAL, "it places model %.100s, not this one (%.100s)",
+                         d->model, c->model_id);
+        moe_pldoc_free(d);
     }
-    freeReplyObject(r);
+    pthread_mutex_lock(&c->mu);
+    if (rc < 0) {
+        snprintf(c->problem, sizeof c->problem, "placement epoch %" PRIu64 " is unusable: %.300s",
+                 e, err.msg);
+        fprintf(stderr, "remote experts: %s\n", c->problem);
+        c->bad_epoch = e;
+    } else {
+        moe_pldoc_free(c->next);
+        c->next = d;
+        c->seen_epoch = e;
+        c->have_seen = 1;
+        c->st.epoch = e;
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
 }
 
 /* Writes the counts in one pipeline: HINCRBY per expert seen, one EXPIRE. */

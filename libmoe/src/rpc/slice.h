@@ -1,31 +1,31 @@
 /* slice.h - which (layer, expert) pairs an expert worker hosts. */
-#ifndef EW_SLICE_H
-#define EW_SLICE_H
+#ifndef MOE_SLICE_H
+#define MOE_SLICE_H
 
 #include <stdint.h>
 
 #include "moe/error.h"
 #include "moe/model.h"
 
-typedef struct ew_slice {
+typedef struct moe_slice {
     int n_layer, n_expert;
     uint8_t *held; /* (n_layer, n_expert): 1 if hosted; read and written
                     * atomically (the registry changes it while serving) */
-} ew_slice;
+} moe_slice;
 
 /* An empty slice (a worker that takes what router-svc gives it). 0 or MOE_ENOMEM. */
-int ew_slice_init_empty(ew_slice *s, int n_layer, int n_expert);
-void ew_slice_set(ew_slice *s, int layer, int expert, int held);
+int moe_slice_init_empty(moe_slice *s, int n_layer, int n_expert);
+void moe_slice_set(moe_slice *s, int layer, int expert, int held);
 /* Writes the slice as a spec ("L1:0-7;L2:0-3", "" when empty) into buf (cap
  * bytes, truncated); returns the full length. */
-size_t ew_slice_format(const ew_slice *s, char *buf, size_t cap);
+size_t moe_slice_format(const moe_slice *s, char *buf, size_t cap);
 
 /* Weight bytes of one expert of layer l (its gate, up and down matrices). */
-size_t ew_expert_bytes(const moe_model *m, int l);
+size_t moe_expert_bytes(const moe_model *m, int l);
 /* Brings expert e of layer l into memory (its pages of the mapped file). */
-void ew_expert_load(const moe_model *m, int l, int e);
+void moe_expert_load_pages(const moe_model *m, int l, int e);
 /* Lets its memory go (the pages wholly inside it). */
-void ew_expert_unload(const moe_model *m, int l, int e);
+void moe_expert_drop_pages(const moe_model *m, int l, int e);
 
 /* Parses a spec against a model's shape:
  *   "all"                every expert of every MoE layer
@@ -33,12 +33,12 @@ void ew_expert_unload(const moe_model *m, int l, int e);
  *   "L1:0-7,L2:0-3;L5:1" per layer (layer groups separated by ';' or by a new
  *                        "L<n>:" prefix; a range list after each)
  * moe_layer_ok(l) says which layers have experts. Returns 0 or MOE_EINVAL
- * with a message pointing at the bad part. Free with ew_slice_free. */
-int ew_slice_parse(ew_slice *s, const char *spec, int n_layer, int n_expert,
+ * with a message pointing at the bad part. Free with moe_slice_free. */
+int moe_slice_parse(moe_slice *s, const char *spec, int n_layer, int n_expert,
                    const uint8_t *moe_layer_ok, moe_err *err);
-void ew_slice_free(ew_slice *s);
-int ew_slice_has(const ew_slice *s, int layer, int expert);
+void moe_slice_free(moe_slice *s);
+int moe_slice_has(const moe_slice *s, int layer, int expert);
 /* Number of (layer, expert) pairs held. */
-int ew_slice_count(const ew_slice *s);
+int moe_slice_count(const moe_slice *s);
 
 #endif

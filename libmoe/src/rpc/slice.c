@@ -42,7 +42,7 @@ static int parse_ranges(const char **pp, uint8_t *mark, int n, const char *spec,
     return 0;
 }
 
-int ew_slice_parse(ew_slice *s, const char *spec, int n_layer, int n_expert,
+int moe_slice_parse(moe_slice *s, const char *spec, int n_layer, int n_expert,
                    const uint8_t *moe_layer_ok, moe_err *err) {
     s->n_layer = n_layer;
     s->n_expert = n_expert;
@@ -50,7 +50,7 @@ int ew_slice_parse(ew_slice *s, const char *spec, int n_layer, int n_expert,
     if (!s->held) return moe_err_set(err, MOE_ENOMEM, "out of memory");
     uint8_t *mark = calloc((size_t)n_expert, 1);
     if (!mark) {
-        ew_slice_free(s);
+        moe_slice_free(s);
         return moe_err_set(err, MOE_ENOMEM, "out of memory");
     }
     int rc = 0;
@@ -90,52 +90,52 @@ int ew_slice_parse(ew_slice *s, const char *spec, int n_layer, int n_expert,
             for (int e = 0; e < n_expert; e++) s->held[(size_t)l * n_expert + e] |= mark[e];
         }
     }
-    if (ew_slice_count(s) == 0)
+    if (moe_slice_count(s) == 0)
         rc = moe_err_set(err, MOE_EINVAL, "--experts '%s' selects no expert", spec);
 done:
     free(mark);
-    if (rc < 0) ew_slice_free(s);
+    if (rc < 0) moe_slice_free(s);
     return rc;
 }
 
-void ew_slice_free(ew_slice *s) {
+void moe_slice_free(moe_slice *s) {
     free(s->held);
     s->held = NULL;
 }
 
-int ew_slice_init_empty(ew_slice *s, int n_layer, int n_expert) {
+int moe_slice_init_empty(moe_slice *s, int n_layer, int n_expert) {
     s->n_layer = n_layer;
     s->n_expert = n_expert;
     s->held = calloc((size_t)n_layer * (size_t)n_expert + 1, 1);
     return s->held ? 0 : MOE_ENOMEM;
 }
 
-int ew_slice_has(const ew_slice *s, int layer, int expert) {
+int moe_slice_has(const moe_slice *s, int layer, int expert) {
     return layer >= 0 && layer < s->n_layer && expert >= 0 && expert < s->n_expert &&
            __atomic_load_n(&s->held[(size_t)layer * s->n_expert + expert], __ATOMIC_ACQUIRE);
 }
 
-void ew_slice_set(ew_slice *s, int layer, int expert, int held) {
+void moe_slice_set(moe_slice *s, int layer, int expert, int held) {
     __atomic_store_n(&s->held[(size_t)layer * s->n_expert + expert], (uint8_t)(held != 0),
                      __ATOMIC_RELEASE);
 }
 
-int ew_slice_count(const ew_slice *s) {
+int moe_slice_count(const moe_slice *s) {
     int n = 0;
     for (int l = 0; l < s->n_layer; l++)
-        for (int e = 0; e < s->n_expert; e++) n += ew_slice_has(s, l, e);
+        for (int e = 0; e < s->n_expert; e++) n += moe_slice_has(s, l, e);
     return n;
 }
 
-size_t ew_slice_format(const ew_slice *s, char *buf, size_t cap) {
+size_t moe_slice_format(const moe_slice *s, char *buf, size_t cap) {
     size_t n = 0;
     if (cap) buf[0] = 0;
     for (int l = 0; l < s->n_layer; l++) {
         int first = 1;
         for (int e = 0; e < s->n_expert; e++) {
-            if (!ew_slice_has(s, l, e)) continue;
+            if (!moe_slice_has(s, l, e)) continue;
             int f = e;
-            while (e + 1 < s->n_expert && ew_slice_has(s, l, e + 1)) e++;
+            while (e + 1 < s->n_expert && moe_slice_has(s, l, e + 1)) e++;
             char part[48];
             int k = first ? snprintf(part, sizeof part, "%sL%d:", n ? ";" : "", l) : 0;
             k += f == e ? snprintf(part + k, sizeof part - (size_t)k, "%s%d", first ? "" : ",", f)
@@ -158,14 +158,14 @@ static void expert_parts(const moe_model *m, int l, int e, const uint8_t *base[3
     }
 }
 
-size_t ew_expert_bytes(const moe_model *m, int l) {
+size_t moe_expert_bytes(const moe_model *m, int l) {
     const uint8_t *base[3];
     size_t len[3];
     expert_parts(m, l, 0, base, len);
     return len[0] + len[1] + len[2];
 }
 
-void ew_expert_load(const moe_model *m, int l, int e) {
+void moe_expert_load_pages(const moe_model *m, int l, int e) {
     const uint8_t *base[3];
     size_t len[3];
     expert_parts(m, l, e, base, len);
@@ -180,7 +180,7 @@ void ew_expert_load(const moe_model *m, int l, int e) {
     }
 }
 
-void ew_expert_unload(const moe_model *m, int l, int e) {
+void moe_expert_drop_pages(const moe_model *m, int l, int e) {
     const uint8_t *base[3];
     size_t len[3];
     expert_parts(m, l, e, base, len);
