@@ -22,10 +22,10 @@ CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -g -pthread -fno-strict-aliasing \
            $(CFLAGS_WARN) -MMD -MP -Ilibmoe/include $(EXTRA_CFLAGS)
 LDFLAGS := -pthread $(EXTRA_LDFLAGS)
 LDLIBS  := -lm
-# cJSON reads Hugging Face tokenizer.json files (libmoe/src/text/hf_tokenizer.c)
+# cJSON: placement documents (libmesh) and Hugging Face tokenizer.json files
+# (tools/testmodel); never the engine
 CJSON_CFLAGS := $(shell pkg-config --cflags libcjson 2>/dev/null)
 CJSON_LIBS   := $(shell pkg-config --libs libcjson 2>/dev/null)
-LDLIBS  += $(CJSON_LIBS)
 
 ifeq ($(SAN),1)
 BUILD   := build-san
@@ -38,10 +38,19 @@ ISA_AVX2   := -mavx2 -mfma -mf16c
 ISA_AVX512 := -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq \
               -mavx512vnni -mavx512bf16
 
+# One folder per archive; each library's public headers are in its include/:
+#   libmoe/   the engine (libmoe.a): GGUF, kernels, models, routing, text,
+#             generation. No gRPC, protobuf-c, hiredis or cJSON.
+#   libsvc/   the service kit (libsvc.a): flags, logs, clocks, metrics, the
+#             admin HTTP server. Depends on libmoe's error codes only.
+#   libmesh/  the network (libmesh.a): wire format, remote expert backend
+#             (gRPC core + protobuf-c, C generated from proto/ into
+#             $(BUILD)/gen at build time), Redis links and schema (hiredis).
+#   tools/testmodel/  random-weight GGUF models for tests (libtestmodel.a).
 LIBMOE_SRC  := $(sort $(wildcard libmoe/src/*.c libmoe/src/cpu/*.c libmoe/src/text/*.c))
-# The network side (gRPC core + protobuf-c): libmoe_rpc.a, over code that
-# protoc-c generates from proto/ into $(BUILD)/gen at build time.
-RPC_SRC     := $(sort $(wildcard libmoe/src/rpc/*.c))
+SVC_SRC     := $(sort $(wildcard libsvc/src/*.c))
+MESH_SRC    := $(sort $(wildcard libmesh/src/*.c))
+TESTMODEL_SRC := $(sort $(wildcard tools/testmodel/*.c))
 PROTO_SRC   := proto/moe/v1/expert.proto proto/grpc/health/v1/health.proto
 MOECTL_SRC  := $(sort $(wildcard tools/moectl/*.c))
 WORKER_SRC  := $(sort $(wildcard expert-worker/*.c))
@@ -53,21 +62,29 @@ BENCH_SRC   := $(sort $(wildcard bench/*.c))
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LIBMOE_OBJ := $(call obj,$(LIBMOE_SRC))
+SVC_OBJ    := $(call obj,$(SVC_SRC))
+TESTMODEL_OBJ := $(call obj,$(TESTMODEL_SRC))
 MOECTL_OBJ := $(call obj,$(MOECTL_SRC))
 WORKER_OBJ := $(call obj,$(WORKER_SRC))
 ROUTER_OBJ := $(call obj,$(ROUTER_SRC))
 UNIT_OBJ   := $(call obj,$(UNIT_SRC))
+BENCH_OBJ  := $(call obj,$(BENCH_SRC))
 
 GEN      := $(BUILD)/gen
 PROTO_C  := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTO_SRC))
 PROTO_H  := $(PROTO_C:.c=.h)
-RPC_OBJ  := $(call obj,$(RPC_SRC)) $(PROTO_C:.c=.o)
-# hiredis: the control plane's Redis links (rlink.c)
-RPC_CFLAGS := $(shell pkg-config --cflags grpc libprotobuf-c hiredis 2>/dev/null) -I$(GEN) $(CJSON_CFLAGS)
-RPC_LIBS   := $(shell pkg-config --libs grpc libprotobuf-c hiredis 2>/dev/null)
+MESH_OBJ := $(call obj,$(MESH_SRC)) $(PROTO_C:.c=.o)
+# what code above the engine compiles with: the kit's and the network's
+# headers, gRPC/protobuf-c/hiredis, and cJSON (placement documents)
+SVC_INC    := -Ilibsvc/include
+MESH_INC   := -Ilibmesh/include -Ilibsvc/include
+MESH_CFLAGS := $(MESH_INC) $(shell pkg-config --cflags grpc libprotobuf-c hiredis 2>/dev/null) -I$(GEN) $(CJSON_CFLAGS)
+MESH_LIBS  := $(shell pkg-config --libs grpc libprotobuf-c hiredis 2>/dev/null) $(CJSON_LIBS)
 
 LIBMOE := $(BUILD)/libmoe.a
-LIBRPC := $(BUILD)/libmoe_rpc.a
+LIBSVC := $(BUILD)/libsvc.a
+LIBMESH := $(BUILD)/libmesh.a
+LIBTESTMODEL := $(BUILD)/libtestmodel.a
 LIBROUTER := $(BUILD)/librouter.a
 MOECTL := $(BUILD)/moectl
 WORKER := $(BUILD)/expert-worker
@@ -75,14 +92,12 @@ ROUTER := $(BUILD)/router-svc
 UNIT   := $(BUILD)/unit-tests
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
 
-.PHONY: all deps test test-san bench run clean format ref fuzz
+.PHONY: all deps test test-san bench run clean format format-check ref fuzz
 .SECONDARY:
-all: $(LIBMOE) $(LIBROUTER) $(MOECTL) $(WORKER) $(ROUTER) $(UNIT) $(BENCH_BINS)
+all: $(LIBMOE) $(LIBSVC) $(LIBMESH) $(LIBROUTER) $(MOECTL) $(WORKER) $(ROUTER) $(UNIT) $(BENCH_BINS)
 
 $(BUILD)/obj/%_avx2.o: FILE_CFLAGS := $(ISA_AVX2)
 $(BUILD)/obj/%_avx512.o: FILE_CFLAGS := $(ISA_AVX512)
-$(BUILD)/obj/libmoe/src/text/hf_tokenizer.o: FILE_CFLAGS := $(CJSON_CFLAGS)
-$(BUILD)/obj/tools/moectl/text.o: FILE_CFLAGS := $(CJSON_CFLAGS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
@@ -96,48 +111,67 @@ $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
 	$(Q)protoc-c --c_out=$(GEN) -Iproto $<
 $(GEN)/%.pb-c.o: $(GEN)/%.pb-c.c
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(filter-out -Wshadow -Wstrict-prototypes,$(CFLAGS)) $(RPC_CFLAGS) -c $< -o $@
-$(call obj,$(RPC_SRC)): FILE_CFLAGS := $(RPC_CFLAGS)
-$(call obj,$(RPC_SRC)): | $(PROTO_H)
+	$(Q)$(CC) $(filter-out -Wshadow -Wstrict-prototypes,$(CFLAGS)) $(MESH_CFLAGS) -c $< -o $@
 
-$(LIBRPC): $(RPC_OBJ)
-	@$(if $(Q),echo "  AR      $@")
-	$(Q)rm -f $@ && ar rcs $@ $^
-
+archive = @$(if $(Q),echo "  AR      $@")
 $(LIBMOE): $(LIBMOE_OBJ)
-	@$(if $(Q),echo "  AR      $@")
+	$(archive)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+$(SVC_OBJ): FILE_CFLAGS := $(SVC_INC)
+$(LIBSVC): $(SVC_OBJ)
+	$(archive)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(call obj,$(MESH_SRC)): FILE_CFLAGS := $(MESH_CFLAGS) -Ilibmesh/src
+$(call obj,$(MESH_SRC)): | $(PROTO_H)
+$(LIBMESH): $(MESH_OBJ)
+	$(archive)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(TESTMODEL_OBJ): FILE_CFLAGS := $(CJSON_CFLAGS)
+$(LIBTESTMODEL): $(TESTMODEL_OBJ)
+	$(archive)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(ROUTER_OBJ) $(BUILD)/obj/router-svc/main.o: FILE_CFLAGS := $(MESH_CFLAGS)
+$(ROUTER_OBJ) $(BUILD)/obj/router-svc/main.o: | $(PROTO_H)
 $(LIBROUTER): $(ROUTER_OBJ)
-	@$(if $(Q),echo "  AR      $@")
+	$(archive)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+link = @$(if $(Q),echo "  LD      $@")
+# services and tools: their own objects, then the libraries, top down
+SVC_LINK := $(LIBMESH) $(LIBSVC) $(LIBMOE)
+
+$(MOECTL_OBJ): FILE_CFLAGS := $(MESH_CFLAGS) -Itools/testmodel
 $(MOECTL_OBJ): | $(PROTO_H)
-$(MOECTL): $(MOECTL_OBJ) $(LIBRPC) $(LIBMOE)
-	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RPC_LIBS) $(LDLIBS)
+$(MOECTL): $(MOECTL_OBJ) $(LIBTESTMODEL) $(SVC_LINK)
+	$(link)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(MESH_LIBS) $(LDLIBS)
 
-$(WORKER_OBJ): FILE_CFLAGS := $(RPC_CFLAGS)
+$(WORKER_OBJ): FILE_CFLAGS := $(MESH_CFLAGS)
 $(WORKER_OBJ): | $(PROTO_H)
-$(WORKER): $(WORKER_OBJ) $(LIBRPC) $(LIBMOE)
-	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RPC_LIBS) $(LDLIBS)
+$(WORKER): $(WORKER_OBJ) $(SVC_LINK)
+	$(link)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(MESH_LIBS) $(LDLIBS)
 
-$(ROUTER_OBJ) $(BUILD)/obj/router-svc/main.o: FILE_CFLAGS := $(RPC_CFLAGS)
-$(ROUTER): $(BUILD)/obj/router-svc/main.o $(LIBROUTER) $(LIBRPC) $(LIBMOE)
-	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RPC_LIBS) $(LDLIBS)
+$(ROUTER): $(BUILD)/obj/router-svc/main.o $(LIBROUTER) $(SVC_LINK)
+	$(link)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(MESH_LIBS) $(LDLIBS)
 
-$(call obj,$(UNIT_SRC)): FILE_CFLAGS := $(RPC_CFLAGS) -Irouter-svc
-$(call obj,$(UNIT_SRC)): | $(PROTO_H)
-$(UNIT): $(UNIT_OBJ) $(LIBROUTER) $(LIBRPC) $(LIBMOE)
-	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RPC_LIBS) $(LDLIBS)
+# unit tests may reach a library's private headers (libmoe/src, libmesh/src)
+$(UNIT_OBJ): FILE_CFLAGS := $(MESH_CFLAGS) -Ilibmoe/src -Ilibmesh/src -Irouter-svc -Itools/testmodel
+$(UNIT_OBJ): | $(PROTO_H)
+$(UNIT): $(UNIT_OBJ) $(LIBROUTER) $(LIBTESTMODEL) $(SVC_LINK)
+	$(link)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(MESH_LIBS) $(LDLIBS)
 
-$(call obj,$(BENCH_SRC)): | $(PROTO_H)
-$(BUILD)/bench-%: $(BUILD)/obj/bench/%.o $(LIBRPC) $(LIBMOE)
-	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RPC_LIBS) $(LDLIBS)
+$(BENCH_OBJ): FILE_CFLAGS := $(MESH_CFLAGS)
+$(BENCH_OBJ): | $(PROTO_H)
+$(BUILD)/bench-%: $(BUILD)/obj/bench/%.o $(SVC_LINK)
+	$(link)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(MESH_LIBS) $(LDLIBS)
 
 deps:
 	$(Q)sh deploy/deps.sh
@@ -175,7 +209,7 @@ run: deps
 	$(Q)BUILD=$(BUILD) sh deploy/demo.sh
 
 format:
-	$(Q)clang-format -i $(LIBMOE_SRC) $(RPC_SRC) $(MOECTL_SRC) $(WORKER_SRC) $(ROUTER_SRC) $(UNIT_SRC) $(BENCH_SRC) libmoe/include/moe/*.h router-svc/*.h
+	$(Q)clang-format -i $(LIBMOE_SRC) $(SVC_SRC) $(MESH_SRC) $(TESTMODEL_SRC) $(MOECTL_SRC) $(WORKER_SRC) $(ROUTER_SRC) $(UNIT_SRC) $(BENCH_SRC) libmoe/include/moe/*.h router-svc/*.h
 
 clean:
 	rm -rf build build-san build-fuzz

@@ -13,7 +13,7 @@
 #include <time.h>
 
 #include "moe/model.h"
-#include "moe/remote.h"
+#include "mesh/remote.h"
 #include "moe/threadpool.h"
 
 static double now_us(void) {

@@ -13,11 +13,12 @@
 
 #include "moe/model.h"
 #include "moe/ops.h"
-#include "../libmoe/src/rpc/rlink.h"
+#include "mesh/rlink.h"
 #include "metrics.h"
 #include "registry.h"
 #include "server.h"
-#include "../libmoe/src/rpc/slice.h"
+#include "mesh/slice.h"
+#include "svc/clock.h"
 
 static const char usage[] =
     "usage: expert-worker --model MODEL.gguf [options]\n"

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../libmoe/src/rpc/strbuf.h"
-#include "../libmoe/src/rpc/topn.h"
+#include "svc/strbuf.h"
+#include "svc/topn.h"
 #include "metrics.h"
 
 #define TOP_N 10

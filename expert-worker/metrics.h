@@ -5,10 +5,10 @@
 #ifndef EW_METRICS_H
 #define EW_METRICS_H
 
-#include "../libmoe/src/rpc/httpd.h"
+#include "svc/httpd.h"
 #include "registry.h"
 #include "server.h"
-#include "../libmoe/src/rpc/slice.h"
+#include "mesh/slice.h"
 
 typedef struct ew_metrics {
     const moe_model *model;

@@ -7,9 +7,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../libmoe/src/rpc/pldoc.h"
-#include "../libmoe/src/rpc/rlink.h"
+#include "mesh/pldoc.h"
+#include "mesh/rlink.h"
 #include "registry.h"
+#include "svc/clock.h"
 
 #define CHECK_MS 1000
 #define POLL_MS 100

@@ -21,7 +21,7 @@
 
 #include "moe/error.h"
 #include "moe/model.h"
-#include "../libmoe/src/rpc/slice.h"
+#include "mesh/slice.h"
 
 typedef struct ew_registry_cfg {
     const char *url;          /* redis://host:port */

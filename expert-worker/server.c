@@ -11,7 +11,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
-#include "../libmoe/src/rpc/wire.h"
+#include "mesh/wire.h"
 #include "moe/expert.h"
 #include "moe/ops.h"
 #include "moe/threadpool.h"

@@ -17,7 +17,7 @@
 
 #include "moe/error.h"
 #include "moe/model.h"
-#include "../libmoe/src/rpc/slice.h"
+#include "mesh/slice.h"
 
 /* Counters the server keeps for /metrics (read with __atomic loads from
  * another thread). */

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../libmoe/src/rpc/httpd.h"
+#include "svc/httpd.h"
 #include "router.h"
 
 static const char usage[] =

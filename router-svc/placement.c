@@ -1,6 +1,6 @@
 /* router-svc/placement.c - the placement algorithm (see placement.h). */
 #include "placement.h"
-#include "../libmoe/src/rpc/strbuf.h"
+#include "svc/strbuf.h"
 
 #include <limits.h>
 #include <math.h>

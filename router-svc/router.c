@@ -9,12 +9,13 @@
 #include <string.h>
 #include <time.h>
 
-#include "../libmoe/src/rpc/pldoc.h"
-#include "../libmoe/src/rpc/rlink.h"
-#include "../libmoe/src/rpc/slice.h"
+#include "mesh/pldoc.h"
+#include "mesh/rlink.h"
+#include "mesh/slice.h"
 #include "router.h"
 #include "router_internal.h"
-#include "../libmoe/src/rpc/strbuf.h"
+#include "svc/strbuf.h"
+#include "svc/clock.h"
 
 #define LOAD_MS 1000
 #define BUCKET_S 10

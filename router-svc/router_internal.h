@@ -6,7 +6,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#include "../libmoe/src/rpc/rlink.h"
+#include "mesh/rlink.h"
 #include "placement.h"
 #include "router.h"
 

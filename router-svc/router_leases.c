@@ -7,7 +7,8 @@
 #include <string.h>
 
 #include "router_internal.h"
-#include "../libmoe/src/rpc/strbuf.h"
+#include "svc/strbuf.h"
+#include "svc/clock.h"
 
 #define MAX_WORKERS 4096
 

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../libmoe/src/rpc/topn.h"
+#include "svc/topn.h"
 #include "router_internal.h"
-#include "../libmoe/src/rpc/strbuf.h"
+#include "svc/strbuf.h"
 
 /* ==== HTTP views ================================================================= */
 

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../libmoe/src/rpc/pldoc.h"
-#include "../../libmoe/src/rpc/rlink.h"
+#include "mesh/pldoc.h"
+#include "mesh/rlink.h"
 
 #define CHECK(x)                                                                                   \
     do {                                                                                           \

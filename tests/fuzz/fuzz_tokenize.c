@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "moe/gguf.h"
-#include "moe/testmodel.h"
+#include "testmodel.h"
 #include "moe/vocab.h"
 #include "text/unicode.h"
 

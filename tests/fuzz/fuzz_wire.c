@@ -3,7 +3,7 @@
  * a checked one's activations converted, never a crash. */
 #include <stdlib.h>
 
-#include "../../libmoe/src/rpc/wire.h"
+#include "mesh/wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
     Moe__V1__ForwardRequest *r = moe__v1__forward_request__unpack(NULL, n, data);

@@ -10,14 +10,14 @@ command -v clang >/dev/null || { echo "fuzz: clang is needed (make deps)"; exit 
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 make --no-print-directory BUILD=$B CC=clang OPT=-O1 \
     EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $SAN -Wno-unused-command-line-argument" \
-    EXTRA_LDFLAGS="$SAN" $B/libmoe.a $B/libmoe_rpc.a || exit 1
+    EXTRA_LDFLAGS="$SAN" $B/libmoe.a $B/libsvc.a $B/libmesh.a $B/libtestmodel.a || exit 1
 RPC_CFLAGS="$(pkg-config --cflags grpc libprotobuf-c hiredis) -I$B/gen"
 RPC_LIBS="$(pkg-config --libs grpc libprotobuf-c hiredis) $(pkg-config --libs libcjson 2>/dev/null)"
 fail=0
 for src in tests/fuzz/fuzz_*.c; do
     name=$(basename "$src" .c)
-    clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer $SAN -Ilibmoe/include -Ilibmoe/src $RPC_CFLAGS \
-        "$src" $B/libmoe_rpc.a $B/libmoe.a $RPC_LIBS -lm -pthread -o "$B/$name" || { fail=1; continue; }
+    clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer $SAN -Ilibmoe/include -Ilibmoe/src -Ilibmesh/include -Ilibmesh/src -Ilibsvc/include -Itools/testmodel $RPC_CFLAGS \
+        "$src" $B/libtestmodel.a $B/libmesh.a $B/libsvc.a $B/libmoe.a $RPC_LIBS -lm -pthread -o "$B/$name" || { fail=1; continue; }
     mkdir -p "$B/corpus-$name"
     [ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$B/corpus-$name/" 2>/dev/null
     # the GGUF reader starts from a small valid model (made by the regular build)

@@ -1,4 +1,4 @@
-/* tests/unit/test_httpd.c - the admin HTTP server (libmoe/src/rpc/httpd.h),
+/* tests/unit/test_httpd.c - the admin HTTP server (libsvc/include/svc/httpd.h),
  * over real sockets on 127.0.0.1. Every client socket has 5 s send and
  * receive timeouts and every loop a count bound, so a server bug fails a
  * test instead of hanging it. */
@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../libmoe/src/rpc/httpd.h"
+#include "svc/httpd.h"
 #include "moe/error.h"
 #include "test.h"
 

@@ -20,7 +20,7 @@
 #include "moe/threadpool.h"
 #include "test.h"
 
-#include "../../libmoe/src/cpu/kernels.h" /* moe__cpu_has_avx512bf16 */
+#include "cpu/kernels.h" /* moe__cpu_has_avx512bf16 */
 
 #define GEMM_RTOL 3e-5
 

@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "moe/model.h"
-#include "moe/testmodel.h"
+#include "testmodel.h"
 #include "test.h"
 
 /* Writes a tiny model of arch to a temp file; returns its path (static buf). */

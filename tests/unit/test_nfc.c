@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../libmoe/src/text/unicode.h"
-#include "../../libmoe/src/text/unicode_norm.h"
+#include "text/unicode.h"
+#include "text/unicode_norm.h"
 #include "moe/error.h"
 #include "test.h"
 

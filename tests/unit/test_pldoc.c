@@ -1,14 +1,14 @@
 /* test_pldoc.c - the two parsers of what the services read from Redis, both
- * untrusted input: placement documents (libmoe/src/rpc/pldoc.h) and Redis
- * URLs (libmoe/src/rpc/rlink.h). Valid input is read exactly; anything else
+ * untrusted input: placement documents (libmesh/include/mesh/pldoc.h) and Redis
+ * URLs (libmesh/include/mesh/rlink.h). Valid input is read exactly; anything else
  * is an error naming the problem, never a crash, a leak (build-san) or a
  * read past the bytes given (a guard page after the document). */
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "../../libmoe/src/rpc/pldoc.h"
-#include "../../libmoe/src/rpc/rlink.h"
+#include "mesh/pldoc.h"
+#include "mesh/rlink.h"
 #include "moe/error.h"
 #include "test.h"
 

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../libmoe/src/text/unicode.h"
+#include "text/unicode.h"
 #include "test.h"
 
 /* Decodes the first code point of a heap copy of exactly n bytes of s. */

@@ -5,7 +5,7 @@
 #include <unistd.h>
 
 #include "moe/gguf.h"
-#include "moe/testmodel.h"
+#include "testmodel.h"
 #include "moe/vocab.h"
 #include "test.h"
 

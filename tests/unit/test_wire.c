@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../libmoe/src/rpc/wire.h"
+#include "mesh/wire.h"
 #include "moe/dtype.h"
 #include "test.h"
 

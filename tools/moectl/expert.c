@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "moe/model.h"
-#include "moe/remote.h"
+#include "mesh/remote.h"
 #include "moe/threadpool.h"
 #include "moectl.h"
 

@@ -1,8 +1,8 @@
-/* mkmodel.c - moectl mkmodel: random-weight test models (see moe/testmodel.h). */
+/* mkmodel.c - moectl mkmodel: random-weight test models (see testmodel.h). */
 #include <limits.h>
 #include <string.h>
 
-#include "moe/testmodel.h"
+#include "testmodel.h"
 #include "moectl.h"
 
 static const char help[] =

@@ -5,7 +5,7 @@
 
 #include "moe/model.h"
 #include "moe/ops.h"
-#include "moe/remote.h"
+#include "mesh/remote.h"
 #include "moe/sampler.h"
 #include "moe/vocab.h"
 #include "moectl.h"

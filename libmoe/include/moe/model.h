@@ -228,4 +228,16 @@ void moe_ctx_get_stats(const moe_ctx *c, moe_ctx_stats *out);
 /* Bytes of KV cache per token per slot. */
 size_t moe_ctx_kv_bytes_per_token(const moe_ctx *c);
 
+/* ---- Expert residency (residency.c): for services hosting a slice ---- */
+
+/* Weight bytes of one expert of layer l (its gate, up and down matrices). */
+size_t moe_expert_bytes(const moe_model *m, int l);
+/* Brings expert e of layer l into memory (its pages of the mapped file). */
+void moe_expert_load_pages(const moe_model *m, int l, int e);
+/* Lets its memory go (the pages wholly inside it; neighbours' pages stay). */
+void moe_expert_drop_pages(const moe_model *m, int l, int e);
+/* A model's identity as workers publish it and placement documents carry it:
+ * "arch/<layers>x<experts>/<hidden>/<tensor bytes>" (buf >= 96 bytes). */
+void moe_model_identity(const moe_model *m, char *buf, size_t cap);
+
 #endif

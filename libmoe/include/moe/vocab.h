@@ -66,6 +66,10 @@ int32_t moe_vocab_find(const moe_vocab *v, const char *text, size_t len);
  * or MOE_ENOTFOUND if a byte has no token (a vocabulary without all 256). */
 int moe_vocab_encode_word(const moe_vocab *v, const char *word, size_t len, int32_t *out, int cap);
 
+/* GPT-2's byte-to-unicode map (byte-level BPE vocabularies): writes byte b's
+ * character as UTF-8 (1 or 2 bytes) to out and returns the length. */
+int moe_gpt2_byte_char(int b, char out[2]);
+
 /* The raw bytes a token stands for (byte-level BPE: its characters mapped
  * back to bytes; SentencePiece: U+2581 as a space, <0xNN> as that byte;
  * unknown, control and user-defined tokens: their text; SentencePiece unused

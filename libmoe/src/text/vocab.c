@@ -47,7 +47,7 @@ uint32_t moe__gpt2_byte_cp(int b) {
     return 256 + k;
 }
 
-int moe__gpt2_byte_char(int b, char out[2]) {
+int moe_gpt2_byte_char(int b, char out[2]) {
     const uint32_t cp = moe__gpt2_byte_cp(b);
     if (cp < 0x80) {
         out[0] = (char)cp;
@@ -194,7 +194,7 @@ int moe_vocab_load(moe_vocab **out, const moe_gguf *g, moe_err *err) {
         char c[8];
         int l;
         if (kind == MOE_VOCAB_BPE) {
-            l = moe__gpt2_byte_char(b, c);
+            l = moe_gpt2_byte_char(b, c);
             v->cp_byte[moe__gpt2_byte_cp(b)] = (int16_t)b;
         } else {
             static const char hex[] = "0123456789ABCDEF";
@@ -427,7 +427,7 @@ int32_t moe__vocab_find_bytes(const moe_vocab *v, const char *bytes, size_t len)
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
         if (o + 2 > sizeof buf) return -1;
-        o += (size_t)moe__gpt2_byte_char((unsigned char)bytes[i], buf + o);
+        o += (size_t)moe_gpt2_byte_char((unsigned char)bytes[i], buf + o);
     }
     return moe_vocab_find(v, buf, o);
 }

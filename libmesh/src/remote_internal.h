@@ -5,9 +5,9 @@
 
 #include <grpc/grpc.h>
 
-#include "moe/remote.h"
+#include "mesh/remote.h"
 #include "remote_ctl.h"
-#include "wire.h"
+#include "mesh/wire.h"
 
 typedef enum rop { R_START, R_SEND, R_RECV, R_STATUS, R_INFO } rop;
 typedef struct rworker rworker;

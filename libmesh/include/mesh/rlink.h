@@ -90,11 +90,5 @@ typedef struct moe_rlink_stats {
 } moe_rlink_stats;
 moe_rlink_stats moe_rlink_get_stats(const moe_rlink *l);
 
-/* The wall clock for log lines: "2026-11-22T14:40:01.123Z" (buf >= 32 bytes). */
-const char *moe_log_stamp(char *buf, size_t cap);
-
-/* Milliseconds of CLOCK_MONOTONIC and of the wall clock (for Redis scores). */
-int64_t moe_mono_ms(void);
-int64_t moe_wall_ms(void);
 
 #endif

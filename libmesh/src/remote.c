@@ -1,5 +1,5 @@
 /*
- * remote.c - the remote expert backend (see moe/remote.h): one completion
+ * remote.c - the remote expert backend (see mesh/remote.h): one completion
  * queue, one persistent Forward stream per worker, one message per involved
  * worker per MoE layer. submit assigns every row group to a replica and
  * sends; wait drives the queue until every group has its result, sending a
@@ -19,7 +19,8 @@
 #include <grpc/support/time.h>
 
 #include "remote_internal.h"
-#include "rlink.h"
+#include "mesh/rlink.h"
+#include "svc/clock.h"
 
 moe_remote_params moe_remote_default_params(void) {
     return (moe_remote_params){.wire_bf16 = 0, .deadline_ms = 10000, .max_rows = 4096,

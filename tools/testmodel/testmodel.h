@@ -1,5 +1,5 @@
 /*
- * moe/testmodel.h - random-weight MoE models in GGUF, for tests, benchmarks
+ * testmodel.h - random-weight MoE models in GGUF, for tests, benchmarks
  * and demos (no weights are ever downloaded). llama.cpp loads them too.
  *
  *     moe_testmodel_params p;

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "strbuf.h"
+#include "svc/strbuf.h"
 
 void moe_buf_printf(moe_buf *b, const char *fmt, ...) {
     if (b->oom) return;

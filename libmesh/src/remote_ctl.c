@@ -8,7 +8,8 @@
 
 #include "moe/model.h"
 #include "remote_ctl.h"
-#include "rlink.h"
+#include "mesh/rlink.h"
+#include "svc/clock.h"
 
 #define CHECK_MS 1000
 #define FLUSH_MS 1000

@@ -8,7 +8,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "rlink.h"
+#include "mesh/rlink.h"
+#include "svc/clock.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
@@ -30,18 +31,6 @@ struct moe_rlink {
     moe_rlink_stats st;
 };
 
-int64_t moe_mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t moe_wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int copy_part(char *dst, size_t cap, const char *s, size_t n) {
     if (n >= cap) return -1;
     memcpy(dst, s, n);
@@ -49,16 +38,6 @@ static int copy_part(char *dst, size_t cap, const char *s, size_t n) {
     return 0;
 }
 
-const char *moe_log_stamp(char *buf, size_t cap) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    char day[24];
-    strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf, cap, "%s.%03ldZ", day, ts.tv_nsec / 1000000);
-    return buf;
-}
 
 /* url for error messages, the credentials replaced by "***". */
 static void url_redact(char *buf, size_t cap, const char *url) {

@@ -6,7 +6,7 @@
 #include <grpc/slice.h>
 
 #include "moe/dtype.h"
-#include "wire.h"
+#include "mesh/wire.h"
 
 size_t moe_wire_elt_bytes(int dtype) {
     switch (dtype) {

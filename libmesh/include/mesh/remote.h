@@ -1,7 +1,7 @@
 /*
- * moe/remote.h - the remote expert backend: a model's routed experts on
+ * mesh/remote.h - the remote expert backend: a model's routed experts on
  * expert-worker processes, over gRPC (moe.v1.ExpertService). Same interface
- * as the local backend (moe/expert.h); link libmoe_rpc.a.
+ * as the local backend (moe/expert.h); link libmesh.a (and libsvc.a, libmoe.a).
  *
  *     moe_remote_params rp = moe_remote_default_params();
  *     const char *workers[] = {"127.0.0.1:50051", "127.0.0.1:50052"};

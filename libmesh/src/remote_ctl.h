@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #include "moe/error.h"
-#include "pldoc.h"
+#include "mesh/pldoc.h"
 
 typedef struct rctl rctl;
 

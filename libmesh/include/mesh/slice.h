@@ -20,12 +20,6 @@ void moe_slice_set(moe_slice *s, int layer, int expert, int held);
  * bytes, truncated); returns the full length. */
 size_t moe_slice_format(const moe_slice *s, char *buf, size_t cap);
 
-/* Weight bytes of one expert of layer l (its gate, up and down matrices). */
-size_t moe_expert_bytes(const moe_model *m, int l);
-/* Brings expert e of layer l into memory (its pages of the mapped file). */
-void moe_expert_load_pages(const moe_model *m, int l, int e);
-/* Lets its memory go (the pages wholly inside it). */
-void moe_expert_drop_pages(const moe_model *m, int l, int e);
 
 /* Parses a spec against a model's shape:
  *   "all"                every expert of every MoE layer

@@ -57,10 +57,6 @@ int moe_pldoc_get_epoch(moe_rlink *l, const char *prefix, const char *name, uint
 int moe_pldoc_fetch(moe_pldoc **out, moe_rlink *l, const char *prefix, uint64_t e, int n_layer,
                     int n_expert, moe_err *err);
 
-/* A model's identity as workers publish it and documents carry it:
- * "arch/<layers>x<experts>/<hidden>/<tensor bytes>". */
-typedef struct moe_model moe_model;
-void moe_model_identity(const moe_model *m, char *buf, size_t cap);
 
 /* Index of a worker id, or -1. */
 int moe_pldoc_worker(const moe_pldoc *d, const char *id);

@@ -35,7 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "httpd.h"
+#include "svc/httpd.h"
 
 #define HTTPD_MAX_CONN 256
 #define HTTPD_MAX_HEAD (16 * 1024)   /* request line + headers + blank line */

@@ -1,5 +1,5 @@
 /*
- * testmodel.c - random-weight MoE models in GGUF (see moe/testmodel.h).
+ * testmodel.c - random-weight MoE models in GGUF (see testmodel.h).
  */
 #include <math.h>
 #include <stdio.h>
@@ -7,9 +7,9 @@
 #include <string.h>
 
 #include "moe/gguf.h"
-#include "moe/testmodel.h"
-#include "text/hf_tokenizer.h"
-#include "text/vocab_internal.h"
+#include "testmodel.h"
+#include "hf_tokenizer.h"
+#include "moe/vocab.h"
 
 /* ---- Random numbers: one stream per tensor, from (seed, name) ---------------------- */
 
@@ -201,7 +201,7 @@ static int add_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, const mo
     }
     for (int b = 0; b < 256; b++) {
         char buf[4];
-        int l = moe__gpt2_byte_char(b, buf);
+        int l = moe_gpt2_byte_char(b, buf);
         tok[b] = strndup(buf, (size_t)l);
         type[b] = 1; /* normal */
         if (!tok[b]) {

@@ -6,13 +6,8 @@
 #include <cjson/cJSON.h>
 
 #include "moe/model.h"
-#include "pldoc.h"
-#include "rlink.h"
-
-void moe_model_identity(const moe_model *m, char *buf, size_t cap) {
-    snprintf(buf, cap, "%s/%dx%d/%d/%zu", moe_arch_name(m->hp.arch), m->hp.n_layer,
-             m->hp.n_expert, m->hp.n_embd, m->n_bytes);
-}
+#include "mesh/pldoc.h"
+#include "mesh/rlink.h"
 
 void moe_pldoc_free(moe_pldoc *d) {
     if (!d) return;
