@@ -26,14 +26,9 @@
 #include "moe/error.h"
 #include "moe/ops.h"
 #include "moe/threadpool.h"
+#include "svc/clock.h"
 
 static int quick;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void *xmalloc(size_t n) {
     void *p = aligned_alloc(64, (n + 63) / 64 * 64);
@@ -80,9 +75,9 @@ static double bench_read(moe_pool *pool, size_t bytes, int reps) {
     read_ctx c = {.p = buf, .n = bytes / 8};
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
-        const double t0 = now_s();
+        const double t0 = moe_mono_s();
         moe_pool_run(pool, read_task, &c);
-        const double t = now_s() - t0;
+        const double t = moe_mono_s() - t0;
         if (t < best) best = t;
     }
     volatile uint64_t sink = c.sum[0];
@@ -130,12 +125,12 @@ static double time_matmul(const moe_cpu_kernels *k, moe_pool *pool, const mats *
     moe_op_quantize(k, s->wt, x, xq, nb, s->k);
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
-        const double t0 = now_s();
+        const double t0 = moe_mono_s();
         for (int p = 0; p < passes; p++)
             for (int i = 0; i < s->n; i++)
                 moe_op_matmul(k, pool, s->wt, s->w + s->bytes * (size_t)i, s->m, s->k, xq, nb, y,
                               s->m);
-        const double t = (now_s() - t0) / passes;
+        const double t = (moe_mono_s() - t0) / passes;
         if (t < best) best = t;
     }
     free(x);
@@ -159,9 +154,9 @@ static void bench_pool(int n_threads) {
     for (int i = 0; i < 1000; i++) moe_pool_run(pool, empty_task, NULL);
     double best = 1e30;
     for (int r = 0; r < 3; r++) {
-        const double t0 = now_s();
+        const double t0 = moe_mono_s();
         for (int i = 0; i < hot; i++) moe_pool_run(pool, empty_task, NULL);
-        const double t = (now_s() - t0) / hot;
+        const double t = (moe_mono_s() - t0) / hot;
         if (t < best) best = t;
     }
     printf("{\"kernel\":\"pool_run_empty\",\"threads\":%d,\"mode\":\"hot\",\"us\":%.3f}\n",
@@ -171,9 +166,9 @@ static void bench_pool(int n_threads) {
     double sum = 0, mn = 1e30;
     for (int i = 0; i < cold; i++) {
         usleep(2000);
-        const double t0 = now_s();
+        const double t0 = moe_mono_s();
         moe_pool_run(pool, empty_task, NULL);
-        const double t = now_s() - t0;
+        const double t = moe_mono_s() - t0;
         sum += t;
         if (t < mn) mn = t;
     }

@@ -15,12 +15,7 @@
 #include "moe/model.h"
 #include "mesh/remote.h"
 #include "moe/threadpool.h"
-
-static double now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
-}
+#include "svc/clock.h"
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -33,13 +28,13 @@ static int time_layer(moe_expert_backend *be, const moe_expert_work *w, int reps
     double *t = malloc((size_t)reps * sizeof *t);
     moe_err err;
     for (int r = -3; r < reps; r++) { /* 3 warm-up runs */
-        double t0 = now_us();
+        double t0 = moe_mono_s() * 1e6;
         if (be->submit(be->ctx, w, &err) < 0 || be->wait(be->ctx, &err) < 0) {
             fprintf(stderr, "bench-remote: %s\n", err.msg);
             free(t);
             return -1;
         }
-        if (r >= 0) t[r] = now_us() - t0;
+        if (r >= 0) t[r] = moe_mono_s() * 1e6 - t0;
     }
     qsort(t, (size_t)reps, sizeof *t, cmp_d);
     *p50 = t[reps / 2];

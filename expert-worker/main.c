@@ -3,8 +3,6 @@
  * (layer, expert) FFNs (moe.v1.ExpertService; grpc.health.v1.Health).
  * Every flag has an environment twin, so a container needs no config file.
  */
-#include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,40 +17,21 @@
 #include "server.h"
 #include "mesh/slice.h"
 #include "svc/clock.h"
+#include "svc/flags.h"
+#include "svc/log.h"
+#include "svc/signal.h"
 
-static const char usage[] =
-    "usage: expert-worker --model MODEL.gguf [options]\n"
+static const char about[] =
     "Serves moe.v1.ExpertService (Forward, Info) and grpc.health.v1.Health.\n"
-    "  --model PATH      GGUF model (MOE_MODEL)\n"
-    "  --listen ADDR     host:port to listen on; port 0 picks a free one and is\n"
-    "                    printed (MOE_LISTEN, default 127.0.0.1:50051)\n"
-    "  --experts SPEC    which experts to host: all | 0-3,6 (every layer) |\n"
-    "                    L1:0-7;L2:0-3 (MOE_EXPERTS, default all)\n"
-    "  --threads N       compute threads (MOE_THREADS, default 1)\n"
-    "  --max-rows N      rows one request may carry (MOE_MAX_ROWS, default 4096)\n"
-    "  --metrics ADDR    HTTP /metrics and /healthz on host:port (MOE_METRICS; off by\n"
-    "                    default)\n"
-    "Joining a router-svc deployment (instead of --experts; see docs/redis-schema.md):\n"
-    "  --redis URL       redis://host:port: register, take the experts router-svc\n"
-    "                    assigns, load and drop them as the placement changes (MOE_REDIS)\n"
-    "  --prefix P        the deployment's key prefix (MOE_PREFIX, default moemesh)\n"
-    "  --failure-domain D  node or zone; replicas of an expert avoid sharing one\n"
-    "                    (MOE_FAILURE_DOMAIN, default: none)\n"
-    "  --worker-id ID    unique id (MOE_WORKER_ID, default: the advertised address)\n"
-    "  --advertise H:P   address gateways dial (MOE_ADVERTISE; default: the listen\n"
-    "                    host, or $POD_IP or the host name for 0.0.0.0, and the port)\n"
-    "  --capacity BYTES  memory for expert weights, with K/M/G suffixes (MOE_CAPACITY,\n"
-    "                    default: the whole model's experts)\n"
-    "  --lease-ms N      lease TTL; heartbeat every N/3 (MOE_LEASE_MS, default 3000)\n"
-    "  --grace-ms N      keep experts a new epoch drops this long (MOE_GRACE_MS,\n"
-    "                    default 10000)\n"
-    "  --drain-ms N      on SIGTERM, serve on while router-svc moves the experts away,\n"
-    "                    at most N ms (MOE_DRAIN_MS, default 30000; 0: leave at once)\n"
+    "Every flag has an environment twin (in brackets), so a container needs no file.";
+static const char footer[] =
+    "With --redis the worker joins a router-svc deployment (instead of --experts; see\n"
+    "docs/redis-schema.md): it registers, takes the experts router-svc assigns, and\n"
+    "loads and drops them as the placement changes.\n"
     "Only the hosted experts' weights are read from the file (it is mapped, so\n"
     "resident memory grows with the slice). SIGTERM/SIGINT: drain (with --redis),\n"
-    "finish the batch in hand, end the streams, leave the deployment, exit 0.\n";
-
-static volatile sig_atomic_t g_stop;
+    "finish the batch in hand, end the streams, leave the deployment, exit 0; a\n"
+    "second signal exits at once.\n";
 
 typedef struct reg_start {
     ew_registry_cfg cfg;
@@ -89,13 +68,13 @@ static void on_listen(void *ud, int port) {
     rs->cfg.addr = addr;
     moe_err err;
     if (ew_registry_start(&rs->reg, &rs->cfg, &err) < 0) {
-        fprintf(stderr, "expert-worker: error: %s\n", err.msg);
+        moe_log(MOE_LOG_ERROR, "expert-worker", "%s", err.msg);
         rs->failed = 1;
-        g_stop = 1;
+        moe_stop_request();
         return;
     }
     if (rs->metrics) __atomic_store_n(&rs->metrics->reg, rs->reg, __ATOMIC_RELEASE);
-    fprintf(stderr, "expert-worker: joined %s as '%s' (%s), capacity %.1f MB, domain '%s'\n",
+    moe_log(MOE_LOG_INFO, "expert-worker", "joined %s as '%s' (%s), capacity %.1f MB, domain '%s'",
             rs->cfg.url, rs->cfg.id, addr, (double)rs->cfg.capacity_bytes / 1e6,
             rs->cfg.domain ? rs->cfg.domain : "");
 }
@@ -107,112 +86,80 @@ static int may_stop(void *ud) {
     if (!rs->drain_deadline) rs->drain_deadline = moe_mono_ms() + rs->drain_ms;
     if (ew_registry_drain(rs->reg)) return 1;
     if (moe_mono_ms() >= rs->drain_deadline) {
-        fprintf(stderr, "expert-worker: drain not finished after %d ms; stopping anyway\n",
+        moe_log(MOE_LOG_WARN, "expert-worker", "drain not finished after %d ms; stopping anyway",
                 rs->drain_ms);
         return 1;
     }
     return 0;
 }
 
-static int parse_bytes(const char *v, uint64_t *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    double mul = 1;
-    if (*end == 'K' || *end == 'k') mul = 1024, end++;
-    else if (*end == 'M' || *end == 'm') mul = 1024.0 * 1024, end++;
-    else if (*end == 'G' || *end == 'g') mul = 1024.0 * 1024 * 1024, end++;
-    if (*end == 'i' || *end == 'B') end++;
-    if (*end == 'B') end++;
-    if (errno || end == v || *end || !(x > 0) || x * mul > 1e18) {
-        fprintf(stderr, "expert-worker: error: --capacity '%s' is not a size (e.g. 512M, 8G)\n", v);
-        return -1;
-    }
-    *out = (uint64_t)(x * mul);
-    return 0;
-}
-
-static void on_signal(int sig) {
-    (void)sig;
-    g_stop = 1;
-}
-
-static int parse_int(const char *name, const char *v, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || *end || end == v || x < lo || x > hi) {
-        fprintf(stderr, "expert-worker: error: %s '%s' is not an integer in [%d, %d]\n", name, v,
-                lo, hi);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
-
 int main(int argc, char **argv) {
-    const char *model = getenv("MOE_MODEL"), *listen = getenv("MOE_LISTEN"),
-               *experts = getenv("MOE_EXPERTS"), *threads_s = getenv("MOE_THREADS"),
-               *rows_s = getenv("MOE_MAX_ROWS"), *redis = getenv("MOE_REDIS"),
-               *prefix = getenv("MOE_PREFIX"), *domain = getenv("MOE_FAILURE_DOMAIN"),
-               *worker_id = getenv("MOE_WORKER_ID"), *advertise = getenv("MOE_ADVERTISE"),
-               *capacity_s = getenv("MOE_CAPACITY"), *lease_s = getenv("MOE_LEASE_MS"),
-               *grace_s = getenv("MOE_GRACE_MS"), *drain_s = getenv("MOE_DRAIN_MS"),
-               *metrics_addr = getenv("MOE_METRICS");
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(usage, stdout), 0;
-        const char **dst = !strcmp(a, "--model")     ? &model
-                           : !strcmp(a, "--listen")  ? &listen
-                           : !strcmp(a, "--experts") ? &experts
-                           : !strcmp(a, "--threads") ? &threads_s
-                           : !strcmp(a, "--max-rows") ? &rows_s
-                           : !strcmp(a, "--redis") ? &redis
-                           : !strcmp(a, "--router") ? &redis
-                           : !strcmp(a, "--prefix") ? &prefix
-                           : !strcmp(a, "--failure-domain") ? &domain
-                           : !strcmp(a, "--worker-id") ? &worker_id
-                           : !strcmp(a, "--advertise") ? &advertise
-                           : !strcmp(a, "--capacity") ? &capacity_s
-                           : !strcmp(a, "--lease-ms") ? &lease_s
-                           : !strcmp(a, "--grace-ms") ? &grace_s
-                           : !strcmp(a, "--drain-ms") ? &drain_s
-                           : !strcmp(a, "--metrics") ? &metrics_addr
-                                                      : NULL;
-        if (!dst) {
-            fprintf(stderr, "expert-worker: error: unknown option '%s'\n\n%s", a, usage);
-            return 2;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "expert-worker: error: %s needs a value\n", a);
-            return 2;
-        }
-        *dst = argv[++i];
+    const char *model = NULL, *listen = "127.0.0.1:50051", *experts = NULL, *redis = NULL,
+               *prefix = NULL, *domain = NULL, *worker_id = NULL, *advertise = NULL,
+               *metrics_addr = NULL, *log_level = "info", *log_format = "json";
+    int n_threads = 1, max_rows = 4096, lease_ms = 3000, grace_ms = 10000, drain_ms = 30000;
+    uint64_t capacity = 0;
+    const moe_flag flags[] = {
+        {"--model", "MOE_MODEL", MOE_FLAG_STRING, &model, "PATH", .help = "GGUF model"},
+        {"--listen", "MOE_LISTEN", MOE_FLAG_STRING, &listen, "ADDR",
+         .help = "host:port to listen on; port 0 picks a free one and is printed"},
+        {"--experts", "MOE_EXPERTS", MOE_FLAG_STRING, &experts, "SPEC",
+         .help = "which experts to host: all | 0-3,6 (every layer) | L1:0-7;L2:0-3", .def = "all"},
+        {"--threads", "MOE_THREADS", MOE_FLAG_INT, &n_threads, "N", .help = "compute threads", .min = 1,
+         .max = 256},
+        {"--max-rows", "MOE_MAX_ROWS", MOE_FLAG_INT, &max_rows, "N", .help = "rows one request may carry",
+         .min = 1, .max = 1 << 20},
+        {"--metrics", "MOE_METRICS", MOE_FLAG_STRING, &metrics_addr, "ADDR",
+         .help = "HTTP /metrics and /healthz on host:port", .def = "off"},
+        {"--redis", "MOE_REDIS", MOE_FLAG_STRING, &redis, "URL",
+         .help = "redis://host:port: join a router-svc deployment (see below)", .alias = "--router"},
+        {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &prefix, "P", .help = "the deployment's key prefix",
+         .def = "moemesh"},
+        {"--failure-domain", "MOE_FAILURE_DOMAIN", MOE_FLAG_STRING, &domain, "D",
+         .help = "node or zone; replicas of an expert avoid sharing one", .def = "none"},
+        {"--worker-id", "MOE_WORKER_ID", MOE_FLAG_STRING, &worker_id, "ID", .help = "unique id",
+         .def = "the advertised address"},
+        {"--advertise", "MOE_ADVERTISE", MOE_FLAG_STRING, &advertise, "H:P",
+         .help = "address gateways dial",
+         .def = "the listen host, or $POD_IP or the host name for 0.0.0.0, and the port"},
+        {"--capacity", "MOE_CAPACITY", MOE_FLAG_SIZE, &capacity, "BYTES",
+         .help = "memory for expert weights, with K/M/G suffixes", .def = "the whole model's experts",
+         .min = 1, .max = 1e18},
+        {"--lease-ms", "MOE_LEASE_MS", MOE_FLAG_MS, &lease_ms, "MS", .help = "lease TTL; heartbeat every N/3",
+         .min = 300, .max = 600000},
+        {"--grace-ms", "MOE_GRACE_MS", MOE_FLAG_MS, &grace_ms, "MS",
+         .help = "keep experts a new epoch drops this long", .min = 0, .max = 3600000},
+        {"--drain-ms", "MOE_DRAIN_MS", MOE_FLAG_MS, &drain_ms, "MS",
+         .help = "on SIGTERM, serve on while router-svc moves the experts away,\n"
+         "at most this long (0: leave at once)",
+         .min = 0, .max = 3600000},
+        MOE_LOGGER_FLAGS(&log_level, &log_format),
+        {0}};
+    const moe_flagset fs = {.prog = "expert-worker", .args = "--model MODEL.gguf [options]",
+                            .about = about, .footer = footer, .flags = flags};
+    int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+    if (status >= 0) return status;
+    moe_err err;
+    if (moe_logger_init(&(moe_logger_cfg){.out = stderr, .level = log_level, .format = log_format},
+                        &err) < 0) {
+        fprintf(stderr, "expert-worker: error: %s\n", err.msg);
+        return 2;
     }
     if (!model || !*model) {
-        fprintf(stderr, "expert-worker: error: no model (--model or MOE_MODEL)\n\n%s", usage);
+        moe_log(MOE_LOG_ERROR, "expert-worker", "no model (--model or MOE_MODEL; see --help)");
         return 2;
     }
-    int n_threads = 1, max_rows = 4096;
-    if (threads_s && parse_int("--threads", threads_s, 1, 256, &n_threads) < 0) return 2;
-    if (rows_s && parse_int("--max-rows", rows_s, 1, 1 << 20, &max_rows) < 0) return 2;
     const int joined = redis && *redis;
     if (joined && experts && *experts) {
-        fprintf(stderr, "expert-worker: error: --experts and --redis exclude each other "
-                        "(with --redis, router-svc assigns the experts)\n");
+        moe_log(MOE_LOG_ERROR, "expert-worker",
+                "--experts and --redis exclude each other (with --redis, router-svc assigns the "
+                "experts)");
         return 2;
     }
-    int lease_ms = 3000, grace_ms = 10000, drain_ms = 30000;
-    uint64_t capacity = 0;
-    if (lease_s && parse_int("--lease-ms", lease_s, 300, 600000, &lease_ms) < 0) return 2;
-    if (grace_s && parse_int("--grace-ms", grace_s, 0, 3600000, &grace_ms) < 0) return 2;
-    if (drain_s && parse_int("--drain-ms", drain_s, 0, 3600000, &drain_ms) < 0) return 2;
-    if (capacity_s && *capacity_s && parse_bytes(capacity_s, &capacity) < 0) return 2;
 
     moe_model *m;
-    moe_err err;
     if (moe_model_load(&m, model, &err) < 0) {
-        fprintf(stderr, "expert-worker: error: %s\n", err.msg);
+        moe_log(MOE_LOG_ERROR, "expert-worker", "%s", err.msg);
         return 1;
     }
     uint8_t *moe_ok = calloc((size_t)m->hp.n_layer, 1);
@@ -222,27 +169,27 @@ int main(int argc, char **argv) {
                      moe_err_set(&err, MOE_ENOMEM, "out of memory") < 0
                : moe_slice_parse(&slice, experts && *experts ? experts : "all", m->hp.n_layer,
                                 m->hp.n_expert, moe_ok, &err) < 0) {
-        fprintf(stderr, "expert-worker: error: %s\n", err.msg);
+        moe_log(MOE_LOG_ERROR, "expert-worker", "%s", err.msg);
         free(moe_ok);
         moe_model_free(m);
         return 2;
     }
     free(moe_ok);
-    fprintf(stderr, "expert-worker: %s (%s), hosting %d of %d (layer, expert) pairs, %d threads\n",
+    moe_log(MOE_LOG_INFO, "expert-worker", "%s (%s), hosting %d of %d (layer, expert) pairs, %d threads",
             model, moe_arch_name(m->hp.arch), moe_slice_count(&slice),
             m->hp.n_expert * (m->hp.n_layer - m->hp.n_layer_dense_lead), n_threads);
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    if (moe_stop_install(&err) < 0) {
+        moe_log(MOE_LOG_ERROR, "expert-worker", "%s", err.msg);
+        moe_slice_free(&slice);
+        moe_model_free(m);
+        return 1;
+    }
 
     const char *name = strrchr(model, '/');
     ew_config cfg = {.model = m, .model_name = name ? name + 1 : model, .slice = &slice,
                      .listen = listen && *listen ? listen : "127.0.0.1:50051",
-                     .n_threads = n_threads, .max_rows = max_rows, .stop = &g_stop};
+                     .n_threads = n_threads, .max_rows = max_rows, .stop = moe_stop_flag()};
     char device[48];
     snprintf(device, sizeof device, "cpu:%s", moe_cpu_kernels_best()->name);
     reg_start rs = {.listen = cfg.listen, .advertise = advertise, .drain_ms = drain_ms};
@@ -269,11 +216,11 @@ int main(int argc, char **argv) {
     if (metrics_addr && *metrics_addr) {
         rc = moe_httpd_start(&admin, metrics_addr, ew_metrics_http, &metrics, &err);
         if (rc == 0)
-            fprintf(stderr, "expert-worker: metrics on http://%s (port %d)\n", metrics_addr,
+            moe_log(MOE_LOG_INFO, "expert-worker", "metrics on http://%s (port %d)", metrics_addr,
                     moe_httpd_port(admin));
     }
     if (rc == 0) rc = ew_server_run(&cfg, &err);
-    if (rc < 0) fprintf(stderr, "expert-worker: error: %s\n", err.msg);
+    if (rc < 0) moe_log(MOE_LOG_ERROR, "expert-worker", "%s", err.msg);
     moe_httpd_stop(admin);
     ew_registry_stop(rs.reg);
     free(counters.expert_rows);

@@ -9,6 +9,7 @@
 
 #include "mesh/pldoc.h"
 #include "mesh/rlink.h"
+#include "moe/log.h"
 #include "registry.h"
 #include "svc/clock.h"
 
@@ -47,8 +48,8 @@ static void log_line(ew_registry *r, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    char t[32];
-    fprintf(stderr, "%s expert-worker %s: %s\n", moe_log_stamp(t, sizeof t), r->id, msg);
+    const moe_log_kv kv[] = {{"worker", r->id}};
+    moe_log_fields(MOE_LOG_INFO, "expert-worker", kv, 1, "%s", msg);
 }
 
 static void stat_add(ew_registry *r, uint64_t *v, uint64_t n) {

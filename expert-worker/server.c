@@ -16,6 +16,8 @@
 #include "moe/ops.h"
 #include "moe/threadpool.h"
 #include "server.h"
+#include "moe/log.h"
+#include "svc/clock.h"
 
 /* ==== State ================================================================ */
 
@@ -77,7 +79,7 @@ static void start(ew_call *c, const grpc_op *ops, size_t n, ew_tag *tag) {
     if (e == GRPC_CALL_OK) {
         c->outstanding++;
     } else {
-        fprintf(stderr, "expert-worker: start_batch failed (%d)\n", (int)e);
+        moe_log(MOE_LOG_ERROR, "expert-worker", "start_batch failed (%d)", (int)e);
         c->cancelled = 1;
     }
 }
@@ -236,18 +238,17 @@ static void forward_one(ew_call *c, const uint8_t *data, size_t len) {
     moe_expert_work w = {.layer = (int)r->layer, .n_groups = (int)r->n_groups,
                          .expert = s->expert, .row_start = s->row_start, .n_embd = hp->n_embd,
                          .x = s->x, .y = s->y, .expert_us = s->expert_us};
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const int64_t t0 = moe_mono_us();
     int rc = s->experts->submit(s->experts->ctx, &w, &err);
     if (rc == 0) rc = s->experts->wait(s->experts->ctx, &err);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const int64_t t1 = moe_mono_us();
     if (rc < 0) {
         res.status = GRPC_STATUS_INTERNAL;
         snprintf(msg, sizeof msg, "%s", err.msg);
         res.error = msg;
         goto send;
     }
-    res.compute_us = (uint32_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
+    res.compute_us = (uint32_t)(t1 - t0);
     moe_wire_from_f32((int)r->dtype, s->y, n, s->out);
     res.outputs.data = s->out;
     res.outputs.len = n * moe_wire_elt_bytes((int)r->dtype);
@@ -448,7 +449,7 @@ int ew_server_run(const ew_config *cfg, moe_err *err) {
     grpc_server_start(s.server);
     if (request_call(&s, CALL_FORWARD) < 0 || request_call(&s, CALL_INFO) < 0 ||
         request_call(&s, CALL_HEALTH) < 0)
-        fprintf(stderr, "expert-worker: cannot request calls\n");
+        moe_log(MOE_LOG_ERROR, "expert-worker", "cannot request calls");
     /* the real port (":0" binds any free one) */
     const char *colon = strrchr(cfg->listen, ':');
     printf("listening on %.*s:%d\n", colon ? (int)(colon - cfg->listen) : 0, cfg->listen, port);
@@ -480,7 +481,7 @@ int ew_server_run(const ew_config *cfg, moe_err *err) {
     }
     grpc_completion_queue_destroy(s.cq);
     grpc_shutdown();
-    fprintf(stderr, "expert-worker: stopped after %llu batches, %llu rows\n",
+    moe_log(MOE_LOG_INFO, "expert-worker", "stopped after %llu batches, %llu rows",
             (unsigned long long)s.n_batches, (unsigned long long)s.n_rows);
     rc = 0;
 done:

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "mesh/rlink.h"
+#include "moe/log.h"
 #include "placement.h"
 #include "router.h"
 
@@ -75,8 +76,8 @@ struct router {
     pthread_mutex_t mu;    /* guards st */
 };
 
-/* router_leases.c */
-void rt_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* a log line of router-svc (through moe_log; svc/log.h renders it) */
+#define rt_log(...) moe_log(MOE_LOG_INFO, "router-svc", __VA_ARGS__)
 void rt_lead(router *r);               /* take or renew the leader lock */
 int rt_read_workers(router *r);        /* 0, or -1 when Redis is away */
 void rt_workers_clear(router *r);

@@ -12,16 +12,6 @@
 
 #define MAX_WORKERS 4096
 
-void rt_log(const char *fmt, ...) {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    char t[32];
-    fprintf(stderr, "%s router-svc: %s\n", moe_log_stamp(t, sizeof t), msg);
-}
-
 static size_t n_pairs(const router *r) { return (size_t)r->n_layer * (size_t)r->n_expert; }
 
 /* ==== Leadership ============================================================= */

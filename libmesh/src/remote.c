@@ -20,18 +20,13 @@
 
 #include "remote_internal.h"
 #include "mesh/rlink.h"
+#include "moe/log.h"
 #include "svc/clock.h"
 
 moe_remote_params moe_remote_default_params(void) {
     return (moe_remote_params){.wire_bf16 = 0, .deadline_ms = 10000, .max_rows = 4096,
                                .failover_ms = 30000, .down_ms = 1000,
                                .placement_wait_ms = 30000};
-}
-
-static int64_t mono_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static gpr_timespec in_ms(int ms) {
@@ -187,7 +182,7 @@ static int refresh_placement(remote_be *b) {
     if (!d) return 0;
     moe_err err;
     int rc = apply_doc(b, d, &err);
-    if (rc < 0 && !b->p.quiet) fprintf(stderr, "remote experts: %s\n", err.msg);
+    if (rc < 0 && !b->p.quiet) moe_log(MOE_LOG_WARN, "remote experts", "%s", err.msg);
     moe_pldoc_free(d);
     return rc == 0;
 }
@@ -304,7 +299,7 @@ static int send_queued(remote_be *b, rworker *w) {
 static void worker_failed(remote_be *b, rworker *w, int down, const char *why) {
     w->failed = 1;
     w->n_failures++;
-    if (!b->fail_us) b->fail_us = mono_us();
+    if (!b->fail_us) b->fail_us = moe_mono_us();
     snprintf(b->last_why, sizeof b->last_why, "worker %s: %s", w->addr, why);
     b->st.worker_failures++;
     w->failed_ms = moe_mono_ms();
@@ -329,8 +324,8 @@ static void worker_failed(remote_be *b, rworker *w, int down, const char *why) {
     w->n_groups = 0;
     w->rows_in_flight = 0;
     if (!b->p.quiet && (!w->was_down || !down))
-        fprintf(stderr, "remote experts: worker %s failed (%s); %d row group(s) to send again\n",
-                w->addr, why, n);
+        moe_log(MOE_LOG_WARN, "remote experts",
+                "worker %s failed (%s); %d row group(s) to send again", w->addr, why, n);
     w->was_down |= down;
     if (b->ctl) rctl_kick(b->ctl);
     for (int i = 0; i < n; i++) {
@@ -382,7 +377,7 @@ static void take_result(remote_be *b, rworker *w) {
         w->n_batches++;
         w->down_ms = 0;
         if (w->was_down && !b->p.quiet)
-            fprintf(stderr, "remote experts: worker %s serves again\n", w->addr);
+            moe_log(MOE_LOG_INFO, "remote experts", "worker %s serves again", w->addr);
         w->was_down = 0;
     }
     moe__v1__forward_result__free_unpacked(r, NULL);
@@ -575,7 +570,7 @@ static int remote_wait(void *ctx, moe_err *err) {
         on_event(b, ev.tag, ev.success);
     }
     if (!b->status && b->fail_us) { /* served despite a failure: how long it stalled */
-        const double ms = (double)(mono_us() - b->fail_us) / 1000.0;
+        const double ms = (double)(moe_mono_us() - b->fail_us) / 1000.0;
         b->st.stall_ms_last = ms;
         if (ms > b->st.stall_ms_max) b->st.stall_ms_max = ms;
     }

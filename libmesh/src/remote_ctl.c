@@ -9,6 +9,7 @@
 #include "moe/model.h"
 #include "remote_ctl.h"
 #include "mesh/rlink.h"
+#include "moe/log.h"
 #include "svc/clock.h"
 
 #define CHECK_MS 1000
@@ -69,7 +70,7 @@ static void check(rctl *c) {
     if (rc < 0) {
         snprintf(c->problem, sizeof c->problem, "placement epoch %" PRIu64 " is unusable: %.300s",
                  e, err.msg);
-        fprintf(stderr, "remote experts: %s\n", c->problem);
+        moe_log(MOE_LOG_WARN, "remote experts", "%s", c->problem);
         c->bad_epoch = e;
     } else {
         moe_pldoc_free(c->next);

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "mesh/rlink.h"
+#include "moe/log.h"
 #include "svc/clock.h"
 
 #define BACKOFF_MIN_MS 100
@@ -151,9 +152,8 @@ void moe_rlink_drop(moe_rlink *l, const char *why) {
     l->st.failures++;
     l->st.connected = 0;
     if (l->was_up || !l->logged_down) {
-        char t[32];
-        fprintf(stderr, "%s %s: redis %s:%d unavailable (%s); retrying with backoff\n",
-                moe_log_stamp(t, sizeof t), l->who, l->u.host, l->u.port, why ? why : "error");
+        moe_log(MOE_LOG_WARN, l->who, "redis %s:%d unavailable (%s); retrying with backoff",
+                l->u.host, l->u.port, why ? why : "error");
         l->logged_down = 1;
     }
     l->was_up = 0;
@@ -165,7 +165,7 @@ void moe_rlink_drop(moe_rlink *l, const char *why) {
 static int setup_cmd(moe_rlink *l, int argc, const char **argv) {
     redisReply *r = redisCommandArgv(l->c, argc, argv, NULL);
     int ok = r && r->type != REDIS_REPLY_ERROR;
-    if (r && !ok) fprintf(stderr, "%s: redis: %s: %s\n", l->who, argv[0], r->str);
+    if (r && !ok) moe_log(MOE_LOG_ERROR, l->who, "redis: %s: %s", argv[0], r->str);
     if (r) freeReplyObject(r);
     return ok ? 0 : -1;
 }
@@ -200,9 +200,7 @@ int moe_rlink_up(moe_rlink *l) {
         }
     }
     if (!l->logged_down || !l->was_up) {
-        char t[32];
-        fprintf(stderr, "%s %s: redis %s:%d connected\n", moe_log_stamp(t, sizeof t), l->who,
-                l->u.host, l->u.port);
+        moe_log(MOE_LOG_INFO, l->who, "redis %s:%d connected", l->u.host, l->u.port);
     }
     l->was_up = 1;
     l->logged_down = 0;
@@ -271,9 +269,8 @@ int moe_rlink_flush(moe_rlink *l, void (*cb)(void *ud, size_t i, redisReply *r),
         if (cb) {
             cb(ud, i, r);
         } else if (((redisReply *)r)->type == REDIS_REPLY_ERROR) {
-            char t[32];
-            fprintf(stderr, "%s %s: redis: command %zu of a pipeline failed: %s\n",
-                    moe_log_stamp(t, sizeof t), l->who, i + 1, ((redisReply *)r)->str);
+            moe_log(MOE_LOG_ERROR, l->who, "redis: command %zu of a pipeline failed: %s", i + 1,
+                    ((redisReply *)r)->str);
         }
         freeReplyObject(r);
     }

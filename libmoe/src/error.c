@@ -1,9 +1,11 @@
 /* error.c - error codes and messages (see moe/error.h). */
 #include <stdarg.h>
+#include <string.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "moe/error.h"
+#include "moe/log.h"
 
 const char *moe_strerror(int code) {
     switch (code) {
@@ -22,6 +24,15 @@ const char *moe_strerror(int code) {
     }
 }
 
+const char *moe_errno_str(int errnum, char *buf, size_t cap) {
+#if defined(__GLIBC__) && defined(_GNU_SOURCE)
+    return strerror_r(errnum, buf, cap);
+#else
+    if (strerror_r(errnum, buf, cap) != 0) snprintf(buf, cap, "error %d", errnum);
+    return buf;
+#endif
+}
+
 int moe_err_set(moe_err *err, int code, const char *fmt, ...) {
     if (err) {
         va_list ap;
@@ -34,7 +45,7 @@ int moe_err_set(moe_err *err, int code, const char *fmt, ...) {
 }
 
 void moe__assert_fail(const char *file, int line, const char *expr) {
-    fprintf(stderr, "%s:%d: assertion failed: %s\n", file, line, expr);
-    fflush(stderr);
+    moe_log(MOE_LOG_ERROR, "moe", "%s:%d: assertion failed: %s", file, line, expr);
+    fflush(NULL);
     abort();
 }

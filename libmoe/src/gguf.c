@@ -634,16 +634,6 @@ fail:
     return rc;
 }
 
-/* strerror that is safe to call from several threads. */
-static const char *gg_strerror(int e, char *buf, size_t n) {
-#if defined(__GLIBC__) && defined(_GNU_SOURCE)
-    return strerror_r(e, buf, n);
-#else
-    if (strerror_r(e, buf, n) != 0) snprintf(buf, n, "error %d", e);
-    return buf;
-#endif
-}
-
 int moe_gguf_open(moe_gguf **out, const char *path, moe_err *err) {
     char ebuf[128];
     moe_gguf *g = NULL;
@@ -654,11 +644,11 @@ int moe_gguf_open(moe_gguf **out, const char *path, moe_err *err) {
     *out = NULL;
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        rc = moe_err_set(err, MOE_EIO, "%s: open: %s", path, gg_strerror(errno, ebuf, sizeof ebuf));
+        rc = moe_err_set(err, MOE_EIO, "%s: open: %s", path, moe_errno_str(errno, ebuf, sizeof ebuf));
         goto fail;
     }
     if (fstat(fd, &st) < 0) {
-        rc = moe_err_set(err, MOE_EIO, "%s: stat: %s", path, gg_strerror(errno, ebuf, sizeof ebuf));
+        rc = moe_err_set(err, MOE_EIO, "%s: stat: %s", path, moe_errno_str(errno, ebuf, sizeof ebuf));
         goto fail;
     }
     if (!S_ISREG(st.st_mode)) {
@@ -681,7 +671,7 @@ int moe_gguf_open(moe_gguf **out, const char *path, moe_err *err) {
     g->size = (size_t)st.st_size;
     void *map = mmap(NULL, g->size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED) {
-        rc = moe_err_set(err, MOE_EIO, "%s: mmap: %s", path, gg_strerror(errno, ebuf, sizeof ebuf));
+        rc = moe_err_set(err, MOE_EIO, "%s: mmap: %s", path, moe_errno_str(errno, ebuf, sizeof ebuf));
         goto fail;
     }
     g->map = map;

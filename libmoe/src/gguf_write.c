@@ -361,16 +361,6 @@ static void gw_write_all(moe_gguf_writer *w, gw_out *o, uint64_t alignment) {
     }
 }
 
-/* strerror that is safe to call from several threads. */
-static const char *gw_strerror(int e, char *buf, size_t n) {
-#if defined(__GLIBC__) && defined(_GNU_SOURCE)
-    return strerror_r(e, buf, n);
-#else
-    if (strerror_r(e, buf, n) != 0) snprintf(buf, n, "error %d", e);
-    return buf;
-#endif
-}
-
 int moe_gguf_writer_write(moe_gguf_writer *w, const char *path, moe_err *err) {
     char ebuf[128], *tmp = NULL;
     gw_out o = {NULL, 0, 0};
@@ -399,20 +389,20 @@ int moe_gguf_writer_write(moe_gguf_writer *w, const char *path, moe_err *err) {
     fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
         rc = moe_err_set(err, MOE_EIO, "%s: creating temporary file: %s", path,
-                         gw_strerror(errno, ebuf, sizeof ebuf));
+                         moe_errno_str(errno, ebuf, sizeof ebuf));
         free(tmp);
         tmp = NULL; /* nothing to remove */
         goto fail;
     }
     if (fchmod(fd, 0644) < 0) {
         rc = moe_err_set(err, MOE_EIO, "%s: chmod %s: %s", path, tmp,
-                         gw_strerror(errno, ebuf, sizeof ebuf));
+                         moe_errno_str(errno, ebuf, sizeof ebuf));
         goto fail;
     }
     o.f = fdopen(fd, "wb");
     if (!o.f) {
         rc = moe_err_set(err, MOE_EIO, "%s: fdopen: %s", path,
-                         gw_strerror(errno, ebuf, sizeof ebuf));
+                         moe_errno_str(errno, ebuf, sizeof ebuf));
         goto fail;
     }
     fd = -1; /* owned by o.f now */
@@ -422,19 +412,19 @@ int moe_gguf_writer_write(moe_gguf_writer *w, const char *path, moe_err *err) {
     if (!o.err && fsync(fileno(o.f)) != 0) o.err = errno;
     if (o.err) {
         rc =
-            moe_err_set(err, MOE_EIO, "%s: write: %s", path, gw_strerror(o.err, ebuf, sizeof ebuf));
+            moe_err_set(err, MOE_EIO, "%s: write: %s", path, moe_errno_str(o.err, ebuf, sizeof ebuf));
         goto fail;
     }
     FILE *f = o.f;
     o.f = NULL;
     if (fclose(f) != 0) {
         rc =
-            moe_err_set(err, MOE_EIO, "%s: close: %s", path, gw_strerror(errno, ebuf, sizeof ebuf));
+            moe_err_set(err, MOE_EIO, "%s: close: %s", path, moe_errno_str(errno, ebuf, sizeof ebuf));
         goto fail;
     }
     if (rename(tmp, path) != 0) {
         rc = moe_err_set(err, MOE_EIO, "%s: rename from %s: %s", path, tmp,
-                         gw_strerror(errno, ebuf, sizeof ebuf));
+                         moe_errno_str(errno, ebuf, sizeof ebuf));
         goto fail;
     }
     free(tmp);

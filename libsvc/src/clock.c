@@ -4,16 +4,22 @@
 
 #include "svc/clock.h"
 
-int64_t moe_mono_ms(void) {
+int64_t moe_mono_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t moe_mono_ms(void) {
+    return moe_mono_ns() / 1000000;
 }
 
 int64_t moe_mono_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    return moe_mono_ns() / 1000;
+}
+
+double moe_mono_s(void) {
+    return (double)moe_mono_ns() * 1e-9;
 }
 
 int64_t moe_wall_ms(void) {

@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "svc/clock.h"
 #include "svc/httpd.h"
 
 #define HTTPD_MAX_CONN 256
@@ -92,12 +93,6 @@ struct moe_httpd {
 };
 
 /* ==== Small helpers ======================================================== */
-
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Grows *p to hold need bytes (at least doubling). Returns 0 or -1. */
 static int buf_reserve(char **p, size_t *cap, size_t need) {
@@ -574,7 +569,7 @@ static void server_accept(moe_httpd *s) {
 static void *server_main(void *arg) {
     moe_httpd *s = arg;
     while (!atomic_load(&s->stop)) {
-        s->now = now_ms();
+        s->now = moe_mono_ms();
         int64_t timeout = HTTPD_POLL_MAX_MS;
         s->pfd[0] = (struct pollfd){.fd = s->wake[0], .events = POLLIN};
         s->pfd[1] =
@@ -597,7 +592,7 @@ static void *server_main(void *arg) {
             }
             continue;
         }
-        s->now = now_ms();
+        s->now = moe_mono_ms();
         if (s->pfd[0].revents) {
             char tmp[64];
             while (read(s->wake[0], tmp, sizeof tmp) > 0) {

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "svc/clock.h"
 #include "svc/httpd.h"
 #include "moe/error.h"
 #include "test.h"
@@ -90,12 +91,6 @@ static void srv_stop(srv *s) {
     moe_httpd_stop(s->h);
     ASSERT_EQ_INT(atomic_load(&s->bad), 0);
     free(s);
-}
-
-static int64_t ms_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ==== The client side ====================================================== */
@@ -197,9 +192,9 @@ static void cli_must_answer(cli *c, answer *a, int head_only) {
 /* Waits up to ms for the server to close (EOF or reset), discarding bytes.
  * Returns 1 if it closed. */
 static int fd_wait_closed(int fd, int ms) {
-    int64_t deadline = ms_now() + ms;
+    int64_t deadline = moe_mono_ms() + ms;
     for (int i = 0; i < 100000; i++) {
-        int left = (int)(deadline - ms_now());
+        int left = (int)(deadline - moe_mono_ms());
         if (left <= 0) return 0;
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, left) <= 0) continue;
@@ -503,9 +498,9 @@ TEST(httpd_slow_reader_blocks_nobody) {
     for (int i = 0; i < 32; i++) strcat(req, "GET /big HTTP/1.1\r\n\r\n");
     cli_send(slow, req); /* 32 MiB of answers it never reads */
     usleep(50000);
-    int64_t t0 = ms_now();
+    int64_t t0 = moe_mono_ms();
     for (int i = 0; i < 5; i++) assert_still_serves(s);
-    ASSERT(ms_now() - t0 < 3000);
+    ASSERT(moe_mono_ms() - t0 < 3000);
     /* the server paused it: it has not run all 32 requests */
     ASSERT(atomic_load(&s->n_req) < 32 + 5);
     cli_close(slow);
@@ -520,11 +515,11 @@ TEST(httpd_timeouts) {
     cli_send(used, "GET /echo HTTP/1.1\r\n\r\n");
     answer a;
     cli_must_answer(used, &a, 0);
-    int64_t t0 = ms_now();
+    int64_t t0 = moe_mono_ms();
     ASSERT(fd_wait_closed(partial->fd, 3000));
     ASSERT(fd_wait_closed(idle->fd, 3000));
     ASSERT(fd_wait_closed(used->fd, 3000));
-    int64_t dt = ms_now() - t0;
+    int64_t dt = moe_mono_ms() - t0;
     ASSERT(dt >= 250 && dt < 2500);
     cli_close(partial);
     cli_close(idle);
@@ -541,9 +536,9 @@ TEST(httpd_stop_is_prompt) {
     cli *mid = cli_open(s->port);
     cli_send(mid, "GET /echo HTTP/1.1\r\n"); /* and one mid-request */
     usleep(20000);
-    int64_t t0 = ms_now();
+    int64_t t0 = moe_mono_ms();
     srv_stop(s);
-    ASSERT(ms_now() - t0 < 1000);
+    ASSERT(moe_mono_ms() - t0 < 1000);
     ASSERT(fd_wait_closed(c->fd, 1000));
     ASSERT(fd_wait_closed(mid->fd, 1000));
     cli_close(c);
@@ -669,8 +664,8 @@ TEST(httpd_random_input_survives) {
         "HEAD /nope HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
     };
     uint64_t rng = 0x9e3779b97f4a7c15ULL;
-    int64_t t0 = ms_now();
-    for (int i = 0; i < 400 && ms_now() - t0 < 60000; i++) {
+    int64_t t0 = moe_mono_ms();
+    for (int i = 0; i < 400 && moe_mono_ms() - t0 < 60000; i++) {
         char buf[2048];
         size_t len;
         if (i % 4 == 0) {

@@ -37,6 +37,10 @@ enum moe_errno {
 /* Returns a static message for a MOE_E* code. */
 const char *moe_strerror(int code);
 
+/* errno's message, thread-safe (strerror_r): writes it into buf (cap bytes,
+ * "error N" if the C library has none) and returns buf or a static string. */
+const char *moe_errno_str(int errnum, char *buf, size_t cap);
+
 /* An error with detail. Functions that take a moe_err * fill it on failure
  * (code and a human readable message); passing NULL is allowed. */
 typedef struct moe_err {

@@ -15,6 +15,10 @@
 int64_t moe_mono_ms(void);
 /* Microseconds of CLOCK_MONOTONIC. */
 int64_t moe_mono_us(void);
+/* Nanoseconds of CLOCK_MONOTONIC (benchmarks). */
+int64_t moe_mono_ns(void);
+/* Seconds of CLOCK_MONOTONIC, with the clock's resolution (timings to print). */
+double moe_mono_s(void);
 /* Milliseconds of the wall clock (Redis scores, time stamps in documents). */
 int64_t moe_wall_ms(void);
 /* The wall clock for log lines, UTC: "2026-11-22T14:40:01.123Z" (buf >= 32 bytes). */

@@ -9,6 +9,7 @@
 #define MOE_STRBUF_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 typedef struct moe_buf {
     char *s;
@@ -17,7 +18,20 @@ typedef struct moe_buf {
 } moe_buf;
 
 void moe_buf_printf(moe_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends s as a quoted JSON string. */
+/* Appends s as a quoted JSON string: '"' and '\\' escaped, bytes below 0x20
+ * as \u00XX, everything else as it is (the tree's one JSON string escaper). */
 void moe_buf_json(moe_buf *b, const char *s);
+
+/* With moe_buf_json_n: bytes that are not part of a whole UTF-8 sequence
+ * are written as \ufffd (for text cut at any byte, such as token pieces). */
+#define MOE_JSON_UTF8_FIX 1
+
+/* moe_buf_json for n bytes of s (NULs included, as \u0000); flags: 0 or
+ * MOE_JSON_UTF8_FIX. */
+void moe_buf_json_n(moe_buf *b, const char *s, size_t n, int flags);
+
+/* Writes n bytes of s to f as moe_buf_json_n does. Returns 0, or
+ * MOE_ENOMEM / MOE_EIO. */
+int moe_json_write(FILE *f, const char *s, size_t n, int flags);
 
 #endif
