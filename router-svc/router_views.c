@@ -7,6 +7,7 @@
 
 #include "svc/topn.h"
 #include "router_internal.h"
+#include "svc/metrics.h"
 #include "svc/strbuf.h"
 
 /* ==== HTTP views ================================================================= */
@@ -14,105 +15,93 @@
 /* The N busiest experts, for a bounded top-N series. */
 #define TOP_N 10
 
-static void metrics(const router *r, const rs_snap *s, moe_buf *b) {
-    moe_buf_printf(b,
-                  "# HELP moemesh_router_leader 1 if this replica leads.\n"
-                  "# TYPE moemesh_router_leader gauge\nmoemesh_router_leader %d\n"
-                  "# HELP moemesh_router_redis_up 1 if Redis answers.\n"
-                  "# TYPE moemesh_router_redis_up gauge\nmoemesh_router_redis_up %d\n"
-                  "# HELP moemesh_router_redis_failures_total Redis connections lost or refused.\n"
-                  "# TYPE moemesh_router_redis_failures_total counter\n"
-                  "moemesh_router_redis_failures_total %" PRIu64 "\n"
-                  "# HELP moemesh_router_workers Workers with a live lease, by state.\n"
-                  "# TYPE moemesh_router_workers gauge\n"
-                  "moemesh_router_workers{state=\"serving\"} %d\n"
-                  "moemesh_router_workers{state=\"draining\"} %d\n"
-                  "moemesh_router_workers{state=\"other_model\"} %d\n"
-                  "# HELP moemesh_router_workers_wanted Workers the load calls for (the "
-                  "autoscaling signal).\n"
-                  "# TYPE moemesh_router_workers_wanted gauge\n"
-                  "moemesh_router_workers_wanted %zu\n"
-                  "# HELP moemesh_router_epoch The active placement epoch.\n"
-                  "# TYPE moemesh_router_epoch gauge\nmoemesh_router_epoch %" PRIu64 "\n"
-                  "# HELP moemesh_router_pending_epoch The epoch being loaded (0: none).\n"
-                  "# TYPE moemesh_router_pending_epoch gauge\n"
-                  "moemesh_router_pending_epoch %" PRIu64 "\n"
-                  "# HELP moemesh_router_assignments Replicas in the active placement.\n"
-                  "# TYPE moemesh_router_assignments gauge\nmoemesh_router_assignments %zu\n"
-                  "# HELP moemesh_router_replicas_short Replicas the load wants that memory "
-                  "does not allow.\n"
-                  "# TYPE moemesh_router_replicas_short gauge\n"
-                  "moemesh_router_replicas_short %zu\n"
-                  "# HELP moemesh_router_rounds_total Placement epochs started.\n"
-                  "# TYPE moemesh_router_rounds_total counter\n"
-                  "moemesh_router_rounds_total %" PRIu64 "\n"
-                  "# HELP moemesh_router_rounds_abandoned_total Epochs abandoned before "
-                  "activation.\n"
-                  "# TYPE moemesh_router_rounds_abandoned_total counter\n"
-                  "moemesh_router_rounds_abandoned_total %" PRIu64 "\n"
-                  "# HELP moemesh_router_failovers_total Epochs started because a worker left.\n"
-                  "# TYPE moemesh_router_failovers_total counter\n"
-                  "moemesh_router_failovers_total %" PRIu64 "\n"
-                  "# HELP moemesh_router_moves_total Assignments added and removed.\n"
-                  "# TYPE moemesh_router_moves_total counter\n"
-                  "moemesh_router_moves_total{kind=\"added\"} %" PRIu64 "\n"
-                  "moemesh_router_moves_total{kind=\"removed\"} %" PRIu64 "\n"
-                  "# HELP moemesh_router_switch_seconds The last epoch's pending-to-active time.\n"
-                  "# TYPE moemesh_router_switch_seconds gauge\n"
-                  "moemesh_router_switch_seconds %.3f\n",
-                  s->leader, s->redis_up, s->redis_failures, s->n_usable - s->n_draining,
-                  s->n_draining, s->n_workers - s->n_usable, s->workers_wanted, s->epoch,
-                  s->pending, s->n_assignments, s->replicas_short, s->rounds, s->rounds_abandoned,
-                  s->failovers, s->moves_added, s->moves_removed, s->last_switch_ms / 1000.0);
+static void set(moe_metric *m, const char *label, double v) {
+    moe_metric_set(m, label ? (const char *[]){label} : NULL, v);
+}
+
+static void metrics(const rs_snap *s, moe_metrics *reg) {
+    set(moe_metrics_gauge(reg, "moemesh_router_leader", "1 if this replica leads.", NULL, 0), NULL,
+        s->leader);
+    set(moe_metrics_gauge(reg, "moemesh_router_redis_up", "1 if Redis answers.", NULL, 0), NULL,
+        s->redis_up);
+    set(moe_metrics_counter(reg, "moemesh_router_redis_failures_total",
+                            "Redis connections lost or refused.", NULL, 0),
+        NULL, (double)s->redis_failures);
+    moe_metric *workers = moe_metrics_gauge(reg, "moemesh_router_workers",
+                                            "Workers with a live lease, by state.", "state", 3);
+    set(workers, "serving", s->n_usable - s->n_draining);
+    set(workers, "draining", s->n_draining);
+    set(workers, "other_model", s->n_workers - s->n_usable);
+    set(moe_metrics_gauge(reg, "moemesh_router_workers_wanted",
+                          "Workers the load calls for (the autoscaling signal).", NULL, 0),
+        NULL, (double)s->workers_wanted);
+    set(moe_metrics_gauge(reg, "moemesh_router_epoch", "The active placement epoch.", NULL, 0),
+        NULL, (double)s->epoch);
+    set(moe_metrics_gauge(reg, "moemesh_router_pending_epoch",
+                          "The epoch being loaded (0: none).", NULL, 0),
+        NULL, (double)s->pending);
+    set(moe_metrics_gauge(reg, "moemesh_router_assignments", "Replicas in the active placement.",
+                          NULL, 0),
+        NULL, (double)s->n_assignments);
+    set(moe_metrics_gauge(reg, "moemesh_router_replicas_short",
+                          "Replicas the load wants that memory does not allow.", NULL, 0),
+        NULL, (double)s->replicas_short);
+    set(moe_metrics_counter(reg, "moemesh_router_rounds_total", "Placement epochs started.", NULL,
+                            0),
+        NULL, (double)s->rounds);
+    set(moe_metrics_counter(reg, "moemesh_router_rounds_abandoned_total",
+                            "Epochs abandoned before activation.", NULL, 0),
+        NULL, (double)s->rounds_abandoned);
+    set(moe_metrics_counter(reg, "moemesh_router_failovers_total",
+                            "Epochs started because a worker left.", NULL, 0),
+        NULL, (double)s->failovers);
+    moe_metric *moves = moe_metrics_counter(reg, "moemesh_router_moves_total",
+                                            "Assignments added and removed.", "kind", 2);
+    set(moves, "added", (double)s->moves_added);
+    set(moves, "removed", (double)s->moves_removed);
+    set(moe_metrics_gauge(reg, "moemesh_router_switch_seconds",
+                          "The last epoch's pending-to-active time.", NULL, 0),
+        NULL, s->last_switch_ms / 1000.0);
     if (!s->load || !s->replicas) return;
     const size_t np = (size_t)s->n_layer * (size_t)s->n_expert;
     /* experts by replica count and by load: histograms, not a series per expert */
-    static const int rb[] = {1, 2, 3, 4, 6, 8, 16};
+    static const double rb[] = {1, 2, 3, 4, 6, 8, 16};
     static const double lb[] = {1, 10, 100, 1000, 10000, 100000};
-    moe_buf_printf(b, "# HELP moemesh_router_expert_replicas Experts by replica count.\n"
-                     "# TYPE moemesh_router_expert_replicas histogram\n");
-    size_t n = 0, sum = 0;
-    for (size_t i = 0; i < np; i++)
-        if (s->replicas[i] >= 0) n++, sum += (size_t)s->replicas[i];
-    for (size_t k = 0; k < sizeof rb / sizeof *rb; k++) {
-        size_t c = 0;
-        for (size_t i = 0; i < np; i++) c += s->replicas[i] >= 0 && s->replicas[i] <= rb[k];
-        moe_buf_printf(b, "moemesh_router_expert_replicas_bucket{le=\"%d\"} %zu\n", rb[k], c);
+    moe_metric *reps = moe_metrics_histogram(reg, "moemesh_router_expert_replicas",
+                                             "Experts by replica count.", NULL, 0, rb,
+                                             (int)(sizeof rb / sizeof *rb));
+    moe_metric *load = moe_metrics_histogram(reg, "moemesh_router_expert_load_rows",
+                                             "Experts by smoothed load (rows/s).", NULL, 0, lb,
+                                             (int)(sizeof lb / sizeof *lb));
+    for (size_t i = 0; i < np; i++) {
+        if (s->replicas[i] >= 0) moe_metric_observe(reps, NULL, s->replicas[i]);
+        if (s->replicas[i] >= 0 || s->load[i] > 0) moe_metric_observe(load, NULL, s->load[i]);
     }
-    moe_buf_printf(b,
-                  "moemesh_router_expert_replicas_bucket{le=\"+Inf\"} %zu\n"
-                  "moemesh_router_expert_replicas_sum %zu\nmoemesh_router_expert_replicas_count "
-                  "%zu\n",
-                  n, sum, n);
-    moe_buf_printf(b, "# HELP moemesh_router_expert_load_rows Experts by smoothed load (rows/s).\n"
-                     "# TYPE moemesh_router_expert_load_rows histogram\n");
-    double lsum = 0;
-    size_t ln = 0;
-    for (size_t i = 0; i < np; i++)
-        if (s->replicas[i] >= 0 || s->load[i] > 0) lsum += s->load[i], ln++;
-    for (size_t k = 0; k < sizeof lb / sizeof *lb; k++) {
-        size_t c = 0;
-        for (size_t i = 0; i < np; i++)
-            c += (s->replicas[i] >= 0 || s->load[i] > 0) && s->load[i] <= lb[k];
-        moe_buf_printf(b, "moemesh_router_expert_load_rows_bucket{le=\"%g\"} %zu\n", lb[k], c);
-    }
-    moe_buf_printf(b,
-                  "moemesh_router_expert_load_rows_bucket{le=\"+Inf\"} %zu\n"
-                  "moemesh_router_expert_load_rows_sum %.3f\n"
-                  "moemesh_router_expert_load_rows_count %zu\n",
-                  ln, lsum, ln);
-    moe_buf_printf(b, "# HELP moemesh_router_hot_expert_load_rows The %d busiest experts' load "
-                     "(rows/s), by rank.\n# TYPE moemesh_router_hot_expert_load_rows gauge\n",
-                  TOP_N);
+    char help[80];
+    snprintf(help, sizeof help, "The %d busiest experts' load (rows/s), by rank.", TOP_N);
+    moe_metric *hot = moe_metrics_gauge(reg, "moemesh_router_hot_expert_load_rows", help,
+                                        "rank,layer,expert,replicas", TOP_N);
     size_t top[TOP_N];
     const int nt = moe_top_n(s->load, np, top, TOP_N);
-    for (int k = 0; k < nt; k++)
-        moe_buf_printf(b,
-                      "moemesh_router_hot_expert_load_rows{rank=\"%d\",layer=\"%zu\",expert=\"%zu\","
-                      "replicas=\"%d\"} %.3f\n",
-                      k + 1, top[k] / (size_t)s->n_expert, top[k] % (size_t)s->n_expert,
-                      s->replicas[top[k]], s->load[top[k]]);
-    (void)r;
+    for (int k = 0; k < nt; k++) {
+        char rank[16], layer[24], expert[24], replicas[16];
+        snprintf(rank, sizeof rank, "%d", k + 1);
+        snprintf(layer, sizeof layer, "%zu", top[k] / (size_t)s->n_expert);
+        snprintf(expert, sizeof expert, "%zu", top[k] % (size_t)s->n_expert);
+        snprintf(replicas, sizeof replicas, "%d", s->replicas[top[k]]);
+        moe_metric_set(hot, (const char *[]){rank, layer, expert, replicas}, s->load[top[k]]);
+    }
+}
+
+/* The /metrics page from a registry filled from the snapshot; 0 or MOE_E*. */
+static int render_metrics(const rs_snap *s, moe_buf *b) {
+    moe_metrics *reg;
+    int rc = moe_metrics_create(&reg);
+    if (rc < 0) return rc;
+    metrics(s, reg);
+    rc = moe_metrics_render(reg, b, NULL);
+    moe_metrics_free(reg);
+    return rc;
 }
 
 int router_render(router *r, const char *path, char **body, const char **content_type) {
@@ -125,7 +114,7 @@ int router_render(router *r, const char *path, char **body, const char **content
     const rs_snap *s = &r->st;
     if (!strcmp(path, "/metrics")) {
         *content_type = "text/plain; version=0.0.4";
-        metrics(r, s, &b);
+        if (render_metrics(s, &b) < 0) status = 500;
     } else if (!strcmp(path, "/v1/scale")) {
         moe_buf_printf(&b,
                       "{\"workers_wanted\":%zu,\"workers\":%d,\"draining\":%d,\"epoch\":%" PRIu64

@@ -274,6 +274,7 @@ uint64_t moe_metric_refused(const moe_metric *m) {
 const char *moe_metrics_fmt(double v, char *buf, size_t cap) {
     if (isnan(v)) snprintf(buf, cap, "NaN");
     else if (isinf(v)) snprintf(buf, cap, v > 0 ? "+Inf" : "-Inf");
+    else if (v == floor(v) && fabs(v) < 1e15) snprintf(buf, cap, "%.0f", v); /* whole numbers */
     else
         for (int p = 1; p <= 17; p++) {
             snprintf(buf, cap, "%.*g", p, v);
@@ -312,8 +313,11 @@ static void render_family(moe_buf *b, const moe_metric *m) {
     moe_buf_printf(b, "# HELP %s ", m->name);
     escaped(b, m->help, 0);
     moe_buf_printf(b, "\n# TYPE %s %s\n", m->name, type[m->kind]);
-    for (int i = 0; i < m->n_series; i++) {
-        const series *s = &m->s[i];
+    /* a family without labels has its one series from the start, at zero */
+    const series zero = {0};
+    const int n = m->n_series ? m->n_series : !m->n_labels;
+    for (int i = 0; i < n; i++) {
+        const series *s = m->n_series ? &m->s[i] : &zero;
         if (m->kind != KIND_HISTOGRAM) {
             series_name(b, m, s, "", NULL);
             moe_buf_printf(b, " %s\n", moe_metrics_fmt(s->v, v, sizeof v));
@@ -321,7 +325,7 @@ static void render_family(moe_buf *b, const moe_metric *m) {
         }
         uint64_t cum = 0;
         for (int k = 0; k <= m->n_buckets; k++) {
-            cum += s->buckets[k];
+            cum += s == &zero ? 0 : s->buckets[k];
             series_name(b, m, s, "_bucket",
                         k < m->n_buckets ? moe_metrics_fmt(m->bounds[k], le, sizeof le) : "+Inf");
             moe_buf_printf(b, " %llu\n", (unsigned long long)cum);

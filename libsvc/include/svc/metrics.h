@@ -35,7 +35,8 @@
  *     moemesh_x_seconds_count 1
  *
  * Families render in the order they were added, series in the order they
- * first got a value; a family without series renders its HELP and TYPE
+ * first got a value (moe_metrics_fmt writes the numbers); a family without labels always has its one series (zero
+ * until updated), a labelled one without series renders its HELP and TYPE
  * only. Values print in the shortest form that reads back to the same double
  * (+Inf, -Inf, NaN as Prometheus spells them); HELP text escapes '\' and
  * newlines, label values '\', '"' and newlines.
@@ -106,7 +107,8 @@ uint64_t moe_metric_refused(const moe_metric *m);
  * not be added: named in err; the rest is rendered) or MOE_ENOMEM (out->oom). */
 int moe_metrics_render(moe_metrics *reg, moe_buf *out, moe_err *err);
 
-/* The shortest text of v that reads back to v ("12", "0.25", "1e+21",
+/* The shortest text of v that reads back to v; whole numbers below 1e15 in
+ * full ("12", "1000000", "0.25", "1e+21",
  * "+Inf", "NaN"); buf >= 32 bytes. Returns buf. */
 const char *moe_metrics_fmt(double v, char *buf, size_t cap);
 
