@@ -100,7 +100,8 @@ int main(int argc, char **argv) {
     int n_threads = 1, max_rows = 4096, lease_ms = 3000, grace_ms = 10000, drain_ms = 30000;
     uint64_t capacity = 0;
     const moe_flag flags[] = {
-        {"--model", "MOE_MODEL", MOE_FLAG_STRING, &model, "PATH", .help = "GGUF model"},
+        {"--model", "MOE_MODEL", MOE_FLAG_STRING, &model, "PATH", .help = "GGUF model",
+         .required = "model"},
         {"--listen", "MOE_LISTEN", MOE_FLAG_STRING, &listen, "ADDR",
          .help = "host:port to listen on; port 0 picks a free one and is printed"},
         {"--experts", "MOE_EXPERTS", MOE_FLAG_STRING, &experts, "SPEC",
@@ -137,18 +138,9 @@ int main(int argc, char **argv) {
         {0}};
     const moe_flagset fs = {.prog = "expert-worker", .args = "--model MODEL.gguf [options]",
                             .about = about, .footer = footer, .flags = flags};
-    int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+    int status = moe_logger_start(&fs, argc, argv, &log_level, &log_format);
     if (status >= 0) return status;
     moe_err err;
-    if (moe_logger_init(&(moe_logger_cfg){.out = stderr, .level = log_level, .format = log_format},
-                        &err) < 0) {
-        fprintf(stderr, "expert-worker: error: %s\n", err.msg);
-        return 2;
-    }
-    if (!model || !*model) {
-        moe_log(MOE_LOG_ERROR, "expert-worker", "no model (--model or MOE_MODEL; see --help)");
-        return 2;
-    }
     const int joined = redis && *redis;
     if (joined && experts && *experts) {
         moe_log(MOE_LOG_ERROR, "expert-worker",

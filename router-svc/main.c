@@ -43,7 +43,8 @@ int main(int argc, char **argv) {
     int minr = 1, maxr = 0, rebal = 5000, half = 5000, settle = 1500;
     double target = 2000, headroom = 0.1, wmax = 0;
     const moe_flag flags[] = {
-        {"--redis", "MOE_REDIS", MOE_FLAG_STRING, &redis, "URL", .help = "redis://host:port[/db]"},
+        {"--redis", "MOE_REDIS", MOE_FLAG_STRING, &redis, "URL", .help = "redis://host:port[/db]",
+         .required = "Redis"},
         {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &prefix, "P", .help = "the deployment's key prefix",
          .def = "moemesh"},
         {"--listen", "MOE_LISTEN", MOE_FLAG_STRING, &listen, "ADDR",
@@ -74,18 +75,9 @@ int main(int argc, char **argv) {
         {0}};
     const moe_flagset fs = {.prog = "router-svc", .args = "--redis URL [options]", .about = about,
                             .footer = footer, .flags = flags};
-    int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+    int status = moe_logger_start(&fs, argc, argv, &log_level, &log_format);
     if (status >= 0) return status;
     moe_err err;
-    if (moe_logger_init(&(moe_logger_cfg){.out = stderr, .level = log_level, .format = log_format},
-                        &err) < 0) {
-        fprintf(stderr, "router-svc: error: %s\n", err.msg);
-        return 2;
-    }
-    if (!redis || !*redis) {
-        moe_log(MOE_LOG_ERROR, "router-svc", "no Redis (--redis or MOE_REDIS; see --help)");
-        return 2;
-    }
     if (maxr && maxr < minr) {
         moe_log(MOE_LOG_ERROR, "router-svc", "--max-replicas %d is below --min-replicas %d", maxr,
                 minr);

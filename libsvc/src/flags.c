@@ -67,6 +67,7 @@ static const char *type_noun(moe_flag_type t) {
     switch (t) {
     case MOE_FLAG_INT:
     case MOE_FLAG_INT64: return "an integer";
+    case MOE_FLAG_UINT64: return "a non-negative integer";
     case MOE_FLAG_DOUBLE: return "a number";
     case MOE_FLAG_BOOL: return "a boolean (true/false)";
     case MOE_FLAG_SIZE: return "a size (e.g. 512M, 8G)";
@@ -75,8 +76,7 @@ static const char *type_noun(moe_flag_type t) {
     }
 }
 
-/* Parses v into f->dst; who is "--flag" or "MOE_VAR" for the message. */
-static int set_value(const moe_flag *f, const char *who, const char *v, moe_err *err) {
+int moe_flag_set(const moe_flag *f, const char *who, const char *v, moe_err *err) {
     int rc = 0;
     double num = 0;
     int has_num = 1;
@@ -110,6 +110,14 @@ static int set_value(const moe_flag *f, const char *who, const char *v, moe_err 
         rc = moe_flags_parse_size(v, &x.u);
         num = (double)x.u;
         break;
+    case MOE_FLAG_UINT64: {
+        char *end;
+        errno = 0;
+        x.u = strtoull(v, &end, 10);
+        if (errno || end == v || *end || !isdigit((unsigned char)*v)) rc = MOE_EINVAL;
+        num = (double)x.u;
+        break;
+    }
     case MOE_FLAG_MS:
         rc = moe_flags_parse_ms(v, &x.i);
         if (!rc && (x.i < INT32_MIN || x.i > INT32_MAX)) rc = MOE_EINVAL;
@@ -130,7 +138,8 @@ static int set_value(const moe_flag *f, const char *who, const char *v, moe_err 
     case MOE_FLAG_INT64: *(int64_t *)f->dst = x.i; break;
     case MOE_FLAG_DOUBLE: *(double *)f->dst = x.d; break;
     case MOE_FLAG_BOOL: *(int *)f->dst = x.b; break;
-    case MOE_FLAG_SIZE: *(uint64_t *)f->dst = x.u; break;
+    case MOE_FLAG_SIZE:
+    case MOE_FLAG_UINT64: *(uint64_t *)f->dst = x.u; break;
     }
     if (f->check) {
         char why[256] = "";
@@ -161,7 +170,7 @@ int moe_flags_parse(const moe_flagset *fs, int argc, char **argv, moe_err *err) 
     for (const moe_flag *f = fs->flags; f && f->name; f++) {
         const char *v = f->env ? getenv(f->env) : NULL;
         if (!v || !*v) continue; /* an empty variable is an unset one */
-        int rc = set_value(f, f->env, v, err);
+        int rc = moe_flag_set(f, f->env, v, err);
         if (rc < 0) return rc;
     }
     int only_pos = 0;
@@ -189,10 +198,16 @@ int moe_flags_parse(const moe_flagset *fs, int argc, char **argv, moe_err *err) 
             if (i + 1 >= argc) return moe_err_set(err, MOE_EINVAL, "%s needs a value", name);
             v = argv[++i];
         }
-        int rc = set_value(f, name, v, err);
+        int rc = moe_flag_set(f, name, v, err);
         if (rc < 0) return rc;
     }
     if (fs->n_pos) *fs->n_pos = n_pos;
+    for (const moe_flag *f = fs->flags; f && f->name; f++) {
+        const char *s = f->type == MOE_FLAG_STRING ? *(const char *const *)f->dst : NULL;
+        if (f->required && (!s || !*s))
+            return moe_err_set(err, MOE_EINVAL, "no %s (%s%s%s)", f->required, f->name,
+                               f->env ? " or " : "", f->env ? f->env : "");
+    }
     return 0;
 }
 
@@ -237,6 +252,7 @@ static void default_text(const moe_flag *f, char *buf, size_t cap) {
         if (*(const int *)f->dst) snprintf(buf, cap, "true");
         break;
     case MOE_FLAG_SIZE:
+    case MOE_FLAG_UINT64:
         if (*(const uint64_t *)f->dst) snprintf(buf, cap, "%" PRIu64, *(const uint64_t *)f->dst);
         break;
     }

@@ -8,20 +8,12 @@
 # here are signalled, by PID; every wait is bounded.
 set -u
 MOECTL=${MOECTL:-build/moectl}
-BIN=$(dirname "$MOECTL")
-TMP=$(mktemp -d)
-PIDS=""
-fail=0
+BIN=$(dirname "$MOECTL") TMP=$(mktemp -d) PIDS="" fail=0
 ok() { echo "ok: $*"; }
 bad() { echo "FAIL: $*"; fail=1; }
 . tests/lib/redis.sh
-cleanup() {
-    for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
-    redis_stop
-    [ -n "$REDIS_DIR" ] && rm -rf "$REDIS_DIR"
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+# processes started here, by PID; then Redis and the files
+trap 'for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; redis_stop; rm -rf "$TMP" ${REDIS_DIR:+"$REDIS_DIR"}' EXIT
 command -v promtool >/dev/null 2>&1 || { echo "skip: promtool not installed (make deps: prometheus)"; exit 77; }
 redis_start || { echo "skip: $(redis_start 2>&1 | tail -1)"; exit 77; }
 

@@ -42,7 +42,8 @@ static int check_even(const void *dst, char *why, size_t cap) {
 static int parse(opts *o, moe_err *err, const char *const *args, FILE *usage) {
     *o = (opts){.name = "anon", .threads = 1, .ms = 250, .ratio = 0.5};
     const moe_flag flags[] = {
-        {"--name", "MOE_T_NAME", MOE_FLAG_STRING, &o->name, "S", .help = "a name"},
+        {"--name", "MOE_T_NAME", MOE_FLAG_STRING, &o->name, "S", .help = "a name",
+         .required = "name"},
         {"--threads", "MOE_T_THREADS", MOE_FLAG_INT, &o->threads, "N", .help = "threads",
          .min = 1, .max = 64, .alias = "-t"},
         {"--verbose", "MOE_T_VERBOSE", MOE_FLAG_BOOL, &o->verbose, NULL, .help = "talk"},
@@ -92,6 +93,8 @@ TEST(svc_flags_types) {
     ASSERT_EQ_INT(o.ms, 120000);
     ASSERT_EQ_INT(o.verbose, 0);
     ASSERT_STR_EQ(o.pos[0], "-x");
+    ASSERT_EQ_INT(parse(&o, &err, (const char *[]){"--name=", NULL}, NULL), MOE_EINVAL);
+    ASSERT_STR_EQ(err.msg, "no name (--name or MOE_T_NAME)");
     /* untouched: the defaults */
     ASSERT_EQ_INT(parse(&o, &err, (const char *[]){NULL}, NULL), 0);
     ASSERT_EQ_INT(o.threads, 1);

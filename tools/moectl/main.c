@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "moectl.h"
+#include "svc/flags.h"
 
 static const char usage[] =
     "usage: moectl COMMAND [options]\n"
@@ -42,65 +43,34 @@ int is_help(const char *a) {
     return !strcmp(a, "--help") || !strcmp(a, "-h");
 }
 
-static const char *opt_value(int argc, char **argv, int *i, const char *name) {
-    if (*i + 1 >= argc) {
-        die("option %s needs a value", name);
-        return NULL;
-    }
-    return argv[++*i];
+/* If argv[*i] is name: parses its value into dst (svc/flags.h's parsers). */
+static int opt_typed(int argc, char **argv, int *i, const char *name, moe_flag_type type,
+                     void *dst) {
+    if (strcmp(argv[*i], name)) return 0;
+    if (*i + 1 >= argc) return die("option %s needs a value", name), -1;
+    const moe_flag f = {.name = name, .type = type, .dst = dst};
+    moe_err err;
+    if (moe_flag_set(&f, name, argv[++*i], &err) < 0) return die("option %s", err.msg), -1;
+    return 1;
 }
 
 int opt_int(int argc, char **argv, int *i, const char *name, int *out) {
-    if (strcmp(argv[*i], name)) return 0;
-    const char *v = opt_value(argc, argv, i, name);
-    if (!v) return -1;
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || *end || end == v || x < -2147483647L || x > 2147483647L) {
-        die("option %s: '%s' is not an integer", name, v);
-        return -1;
-    }
-    *out = (int)x;
-    return 1;
+    return opt_typed(argc, argv, i, name, MOE_FLAG_INT, out);
 }
 
 int opt_u64(int argc, char **argv, int *i, const char *name, uint64_t *out) {
-    if (strcmp(argv[*i], name)) return 0;
-    const char *v = opt_value(argc, argv, i, name);
-    if (!v) return -1;
-    char *end;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (errno || *end || end == v || v[0] == '-') {
-        die("option %s: '%s' is not a non-negative integer", name, v);
-        return -1;
-    }
-    *out = x;
-    return 1;
+    return opt_typed(argc, argv, i, name, MOE_FLAG_UINT64, out);
 }
 
 int opt_float(int argc, char **argv, int *i, const char *name, float *out) {
-    if (strcmp(argv[*i], name)) return 0;
-    const char *v = opt_value(argc, argv, i, name);
-    if (!v) return -1;
-    char *end;
-    errno = 0;
-    float x = strtof(v, &end);
-    if (errno || *end || end == v) {
-        die("option %s: '%s' is not a number", name, v);
-        return -1;
-    }
-    *out = x;
-    return 1;
+    double d = 0;
+    int rc = opt_typed(argc, argv, i, name, MOE_FLAG_DOUBLE, &d);
+    if (rc == 1) *out = (float)d;
+    return rc;
 }
 
 int opt_str(int argc, char **argv, int *i, const char *name, const char **out) {
-    if (strcmp(argv[*i], name)) return 0;
-    const char *v = opt_value(argc, argv, i, name);
-    if (!v) return -1;
-    *out = v;
-    return 1;
+    return opt_typed(argc, argv, i, name, MOE_FLAG_STRING, out);
 }
 
 /* Reads a whole file, NUL-terminated; NULL (reported) on failure. */
@@ -166,40 +136,6 @@ void json_float(FILE *f, float v) {
         return;
     }
     fprintf(f, "%.9g", (double)v);
-}
-
-void json_str(FILE *f, const char *s, size_t n) {
-    fputc('"', f);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-        else fputc(ch, f);
-    }
-    fputc('"', f);
-}
-
-/* Writes bytes as a JSON string; invalid UTF-8 bytes become U+FFFD. */
-void json_utf8(FILE *f, const char *buf, size_t len) {
-    fputc('"', f);
-    for (size_t i = 0; i < len;) {
-        const unsigned char c = (unsigned char)buf[i];
-        size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-        int ok = need && i + need <= len;
-        for (size_t k = 1; ok && k < need; k++) ok = ((unsigned char)buf[i + k] & 0xC0) == 0x80;
-        if (!ok) fputs("\\ufffd", f), i++;
-        else if (need > 1) fwrite(buf + i, 1, need, f), i += need;
-        else if (c == '"' || c == '\\') fprintf(f, "\\%c", c), i++;
-        else if (c < 0x20) fprintf(f, "\\u%04x", c), i++;
-        else fputc(c, f), i++;
-    }
-    fputc('"', f);
-}
-
-double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 int main(int argc, char **argv) {

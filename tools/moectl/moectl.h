@@ -5,6 +5,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "svc/clock.h"
+#include "svc/strbuf.h"
+
 int cmd_info(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
@@ -35,8 +38,10 @@ int parse_tokens(const char *s, int32_t **out);
 
 /* Writes a float that reads back to the same float (or null if non-finite). */
 void json_float(FILE *f, float v);
-/* Writes a JSON string with escapes. */
-void json_str(FILE *f, const char *s, size_t n);
+/* Writes n bytes of s as a JSON string with escapes (svc/strbuf.h). */
+static inline void json_str(FILE *f, const char *s, size_t n) {
+    moe_json_write(f, s, n, 0);
+}
 
 /* Renders a JSON message list (file) with the model's chat template, or the
  * named one, plus the generation prompt: a malloc'd text in *out. -1 if it
@@ -45,9 +50,13 @@ int chat_render(const char *model, const char *name, const char *messages_file, 
                 size_t *len);
 
 /* Writes bytes as a JSON string; invalid UTF-8 bytes become U+FFFD. */
-void json_utf8(FILE *f, const char *buf, size_t len);
+static inline void json_utf8(FILE *f, const char *buf, size_t len) {
+    moe_json_write(f, buf, len, MOE_JSON_UTF8_FIX);
+}
 
-/* Monotonic seconds. */
-double now_s(void);
+/* Monotonic seconds (svc/clock.h). */
+static inline double now_s(void) {
+    return moe_mono_s();
+}
 
 #endif

@@ -47,6 +47,7 @@ typedef enum moe_flag_type {
     MOE_FLAG_BOOL,   /* dst: int * (0 or 1) */
     MOE_FLAG_SIZE,   /* dst: uint64_t *, bytes */
     MOE_FLAG_MS,     /* dst: int *, milliseconds */
+    MOE_FLAG_UINT64, /* dst: uint64_t *, decimal (seeds, ids) */
 } moe_flag_type;
 
 /* One row of a table; a row with name NULL ends it. Borrowed by the parser. */
@@ -64,6 +65,9 @@ typedef struct moe_flag {
     /* (optional) a further check of the parsed value; returns 0, or -1 with a
      * reason in why (cap bytes), reported with the flag and the value */
     int (*check)(const void *dst, char *why, size_t cap);
+    /* (optional) a string flag that must be given, non-empty: what it names,
+     * for the error "no NOUN (--flag or ENV)" */
+    const char *required;
 } moe_flag;
 
 /* A binary's (or subcommand's) flags; borrowed by the parser. */
@@ -95,6 +99,11 @@ void moe_flags_usage(const moe_flagset *fs, FILE *out);
  * the exit status after writing the usage to out (--help: 0) or
  * "PROG: error: MSG" to errs (2). */
 int moe_flags_run(const moe_flagset *fs, int argc, char **argv, FILE *out, FILE *errs);
+
+/* Parses value into f->dst as moe_flags_parse does for one flag (range and
+ * check included); who names it in the error ("--seed", "MOE_SEED").
+ * Returns 0 or MOE_EINVAL. For programs that walk argv themselves. */
+int moe_flag_set(const moe_flag *f, const char *who, const char *value, moe_err *err);
 
 /* Parses a size ("512M", "8GiB", "1024"): the value parsers, for programs
  * that read one elsewhere. Return 0 or MOE_EINVAL. */

@@ -5,10 +5,9 @@
  *
  *     const char *level = "info", *format = "json";
  *     moe_flag flags[] = {..., MOE_LOGGER_FLAGS(&level, &format), {0}};
- *     ... moe_flags_run(...) ...
- *     moe_err err;
- *     if (moe_logger_init(&(moe_logger_cfg){.out = stderr, .level = level,
- *                                           .format = format}, &err) < 0) ...
+ *     moe_flagset fs = {.prog = "router-svc", .flags = flags, ...};
+ *     int status = moe_logger_start(&fs, argc, argv, &level, &format);
+ *     if (status >= 0) return status;        // --help, or a bad flag
  *     moe_log(MOE_LOG_INFO, "expert-worker", "joined %s", url);
  *     moe_log_kv kv[] = {{"worker", id}, {"epoch", "7"}};
  *     moe_log_fields(MOE_LOG_WARN, "router-svc", kv, 2, "worker left");
@@ -40,6 +39,13 @@ typedef struct moe_logger_cfg {
  * called again (tests). Returns 0 or MOE_EINVAL (a bad level or format,
  * named in err). */
 int moe_logger_init(const moe_logger_cfg *cfg, moe_err *err);
+
+/* A service's start: moe_flags_run over fs (whose table has the
+ * MOE_LOGGER_FLAGS rows writing *level and *format), then moe_logger_init
+ * on stderr with them. Returns -1 when the service goes on, else its exit
+ * status (0 after --help; 2 after a bad flag, reported on stderr). */
+int moe_logger_start(const moe_flagset *fs, int argc, char **argv, const char *const *level,
+                     const char *const *format);
 
 /* Parses "debug" / "info" / "warn" (or "warning") / "error"; 0 or MOE_EINVAL. */
 int moe_logger_parse_level(const char *s, moe_log_level *out);
