@@ -28,12 +28,12 @@ static void fill(const ew_metrics *m, moe_metrics *reg) {
     moe_metric_set(moe_metrics_counter(reg, "moemesh_worker_batches_total",
                                        "Forward batches computed.", NULL, 0),
                    NULL, ld(&k->batches));
-    moe_metric_set(moe_metrics_counter(reg, "moemesh_worker_rows_total", "Token rows computed.",
-                                       NULL, 0),
-                   NULL, ld(&k->rows));
+    moe_metric_set(
+        moe_metrics_counter(reg, "moemesh_worker_rows_total", "Token rows computed.", NULL, 0),
+        NULL, ld(&k->rows));
     moe_metric_set(moe_metrics_counter(reg, "moemesh_worker_refused_total",
-                                       "Batches naming an expert this worker does not hold.",
-                                       NULL, 0),
+                                       "Batches naming an expert this worker does not hold.", NULL,
+                                       0),
                    NULL, ld(&k->refused));
     moe_metric_set(moe_metrics_counter(reg, "moemesh_worker_errors_total",
                                        "Malformed batches and compute errors.", NULL, 0),
@@ -47,18 +47,18 @@ static void fill(const ew_metrics *m, moe_metrics *reg) {
     ew_registry *r = __atomic_load_n(&m->reg, __ATOMIC_ACQUIRE);
     if (r) {
         ew_registry_stats rs = ew_registry_get_stats(r);
-        moe_metric *epoch = moe_metrics_gauge(
-            reg, "moemesh_worker_epoch", "Placement epochs: the newest loaded, the active one.",
-            "kind", 2);
+        moe_metric *epoch =
+            moe_metrics_gauge(reg, "moemesh_worker_epoch",
+                              "Placement epochs: the newest loaded, the active one.", "kind", 2);
         moe_metric_set(epoch, (const char *[]){"acked"}, (double)rs.epoch_acked);
         moe_metric_set(epoch, (const char *[]){"active"}, (double)rs.epoch_active);
         moe_metric *changes = moe_metrics_counter(reg, "moemesh_worker_expert_changes_total",
                                                   "Experts loaded and dropped.", "kind", 2);
         moe_metric_set(changes, (const char *[]){"load"}, (double)rs.loads);
         moe_metric_set(changes, (const char *[]){"drop"}, (double)rs.unloads);
-        moe_metric_set(moe_metrics_gauge(reg, "moemesh_worker_redis_up", "1 if Redis answers.",
-                                         NULL, 0),
-                       NULL, rs.redis_up);
+        moe_metric_set(
+            moe_metrics_gauge(reg, "moemesh_worker_redis_up", "1 if Redis answers.", NULL, 0), NULL,
+            rs.redis_up);
     }
     if (!k->expert_rows) return;
     /* rows per held expert as a histogram, and the busiest by rank: bounded */
@@ -78,8 +78,8 @@ static void fill(const ew_metrics *m, moe_metrics *reg) {
     const int nt = moe_top_n(rows, np, top, TOP_N);
     char help[80];
     snprintf(help, sizeof help, "The %d experts that served the most rows.", TOP_N);
-    moe_metric *hot = moe_metrics_gauge(reg, "moemesh_worker_hot_expert_rows", help,
-                                        "rank,layer,expert", TOP_N);
+    moe_metric *hot =
+        moe_metrics_gauge(reg, "moemesh_worker_hot_expert_rows", help, "rank,layer,expert", TOP_N);
     for (int j = 0; j < nt; j++) {
         char rank[16], layer[24], expert[24];
         snprintf(rank, sizeof rank, "%d", j + 1);

@@ -15,10 +15,14 @@ void moe_log_set_callback(moe_log_fn fn, void *ud) {
 
 const char *moe_log_level_name(moe_log_level level) {
     switch (level) {
-    case MOE_LOG_DEBUG: return "debug";
-    case MOE_LOG_INFO: return "info";
-    case MOE_LOG_WARN: return "warn";
-    default: return "error";
+    case MOE_LOG_DEBUG:
+        return "debug";
+    case MOE_LOG_INFO:
+        return "info";
+    case MOE_LOG_WARN:
+        return "warn";
+    default:
+        return "error";
     }
 }
 
@@ -50,7 +54,7 @@ void moe_log(moe_log_level level, const char *who, const char *fmt, ...) {
 }
 
 void moe_log_fields(moe_log_level level, const char *who, const moe_log_kv *kv, size_t n_kv,
-                 const char *fmt, ...) {
+                    const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     emit(level, who, kv, n_kv, fmt, ap);

@@ -16,11 +16,16 @@ int moe_flags_parse_size(const char *s, uint64_t *out) {
     errno = 0;
     double x = strtod(s, &end);
     double mul = 1;
-    if (errno || end == s || *s == '-' || *s == '+' || isspace((unsigned char)*s)) return MOE_EINVAL;
-    if (*end == 'K' || *end == 'k') mul = 1024, end++;
-    else if (*end == 'M' || *end == 'm') mul = 1024.0 * 1024, end++;
-    else if (*end == 'G' || *end == 'g') mul = 1024.0 * 1024 * 1024, end++;
-    else if (*end == 'T' || *end == 't') mul = 1024.0 * 1024 * 1024 * 1024, end++;
+    if (errno || end == s || *s == '-' || *s == '+' || isspace((unsigned char)*s))
+        return MOE_EINVAL;
+    if (*end == 'K' || *end == 'k')
+        mul = 1024, end++;
+    else if (*end == 'M' || *end == 'm')
+        mul = 1024.0 * 1024, end++;
+    else if (*end == 'G' || *end == 'g')
+        mul = 1024.0 * 1024 * 1024, end++;
+    else if (*end == 'T' || *end == 't')
+        mul = 1024.0 * 1024 * 1024 * 1024, end++;
     if (mul > 1 && *end == 'i') end++;
     if (*end == 'B') end++;
     if (*end || !(x >= 0) || x * mul > 1.8e19) return MOE_EINVAL;
@@ -34,11 +39,16 @@ int moe_flags_parse_ms(const char *s, int64_t *out) {
     double x = strtod(s, &end);
     if (errno || end == s || isspace((unsigned char)*s)) return MOE_EINVAL;
     double mul = 1;
-    if (!strcmp(end, "ms") || !*end) mul = 1;
-    else if (!strcmp(end, "s")) mul = 1e3;
-    else if (!strcmp(end, "m")) mul = 60e3;
-    else if (!strcmp(end, "h")) mul = 3600e3;
-    else return MOE_EINVAL;
+    if (!strcmp(end, "ms") || !*end)
+        mul = 1;
+    else if (!strcmp(end, "s"))
+        mul = 1e3;
+    else if (!strcmp(end, "m"))
+        mul = 60e3;
+    else if (!strcmp(end, "h"))
+        mul = 3600e3;
+    else
+        return MOE_EINVAL;
     x *= mul;
     if (!(fabs(x) < 9.2e18)) return MOE_EINVAL;
     *out = (int64_t)llround(x);
@@ -55,7 +65,8 @@ static int parse_i64(const char *s, int64_t *out) {
 }
 
 static int parse_bool(const char *s, int *out) {
-    static const char *const yes[] = {"1", "true", "yes", "on"}, *const no[] = {"0", "false", "no", "off"};
+    static const char *const yes[] = {"1", "true", "yes", "on"}, *const no[] = {"0", "false", "no",
+                                                                                "off"};
     for (int i = 0; i < 4; i++) {
         if (!strcasecmp(s, yes[i])) return *out = 1, 0;
         if (!strcasecmp(s, no[i])) return *out = 0, 0;
@@ -66,13 +77,20 @@ static int parse_bool(const char *s, int *out) {
 static const char *type_noun(moe_flag_type t) {
     switch (t) {
     case MOE_FLAG_INT:
-    case MOE_FLAG_INT64: return "an integer";
-    case MOE_FLAG_UINT64: return "a non-negative integer";
-    case MOE_FLAG_DOUBLE: return "a number";
-    case MOE_FLAG_BOOL: return "a boolean (true/false)";
-    case MOE_FLAG_SIZE: return "a size (e.g. 512M, 8G)";
-    case MOE_FLAG_MS: return "a duration (e.g. 1500, 250ms, 1.5s)";
-    default: return "a string";
+    case MOE_FLAG_INT64:
+        return "an integer";
+    case MOE_FLAG_UINT64:
+        return "a non-negative integer";
+    case MOE_FLAG_DOUBLE:
+        return "a number";
+    case MOE_FLAG_BOOL:
+        return "a boolean (true/false)";
+    case MOE_FLAG_SIZE:
+        return "a size (e.g. 512M, 8G)";
+    case MOE_FLAG_MS:
+        return "a duration (e.g. 1500, 250ms, 1.5s)";
+    default:
+        return "a string";
     }
 }
 
@@ -87,7 +105,9 @@ int moe_flag_set(const moe_flag *f, const char *who, const char *v, moe_err *err
         int b;
     } x;
     switch (f->type) {
-    case MOE_FLAG_STRING: has_num = 0; break;
+    case MOE_FLAG_STRING:
+        has_num = 0;
+        break;
     case MOE_FLAG_INT:
     case MOE_FLAG_INT64:
         rc = parse_i64(v, &x.i);
@@ -132,14 +152,26 @@ int moe_flag_set(const moe_flag *f, const char *who, const char *v, moe_err *err
         return moe_err_set(err, MOE_EINVAL, "%s '%s' is not %s", who, v, type_noun(f->type));
     }
     switch (f->type) {
-    case MOE_FLAG_STRING: *(const char **)f->dst = v; break;
+    case MOE_FLAG_STRING:
+        *(const char **)f->dst = v;
+        break;
     case MOE_FLAG_INT:
-    case MOE_FLAG_MS: *(int *)f->dst = (int)x.i; break;
-    case MOE_FLAG_INT64: *(int64_t *)f->dst = x.i; break;
-    case MOE_FLAG_DOUBLE: *(double *)f->dst = x.d; break;
-    case MOE_FLAG_BOOL: *(int *)f->dst = x.b; break;
+    case MOE_FLAG_MS:
+        *(int *)f->dst = (int)x.i;
+        break;
+    case MOE_FLAG_INT64:
+        *(int64_t *)f->dst = x.i;
+        break;
+    case MOE_FLAG_DOUBLE:
+        *(double *)f->dst = x.d;
+        break;
+    case MOE_FLAG_BOOL:
+        *(int *)f->dst = x.b;
+        break;
     case MOE_FLAG_SIZE:
-    case MOE_FLAG_UINT64: *(uint64_t *)f->dst = x.u; break;
+    case MOE_FLAG_UINT64:
+        *(uint64_t *)f->dst = x.u;
+        break;
     }
     if (f->check) {
         char why[256] = "";
@@ -216,12 +248,18 @@ int moe_flags_parse(const moe_flagset *fs, int argc, char **argv, moe_err *err) 
 static const char *metavar(const moe_flag *f) {
     if (f->metavar) return f->metavar;
     switch (f->type) {
-    case MOE_FLAG_STRING: return "S";
-    case MOE_FLAG_DOUBLE: return "X";
-    case MOE_FLAG_BOOL: return NULL;
-    case MOE_FLAG_SIZE: return "BYTES";
-    case MOE_FLAG_MS: return "MS";
-    default: return "N";
+    case MOE_FLAG_STRING:
+        return "S";
+    case MOE_FLAG_DOUBLE:
+        return "X";
+    case MOE_FLAG_BOOL:
+        return NULL;
+    case MOE_FLAG_SIZE:
+        return "BYTES";
+    case MOE_FLAG_MS:
+        return "MS";
+    default:
+        return "N";
     }
 }
 
@@ -260,7 +298,8 @@ static void default_text(const moe_flag *f, char *buf, size_t cap) {
 
 void moe_flags_usage(const moe_flagset *fs, FILE *out) {
     fprintf(out, "usage: %s %s\n", fs->prog, fs->args ? fs->args : "[options]");
-    if (fs->about) fprintf(out, "%s%s", fs->about, fs->about[strlen(fs->about) - 1] == '\n' ? "" : "\n");
+    if (fs->about)
+        fprintf(out, "%s%s", fs->about, fs->about[strlen(fs->about) - 1] == '\n' ? "" : "\n");
     for (const moe_flag *f = fs->flags; f && f->name; f++) {
         char head[128], def[128], tail[320];
         const char *mv = metavar(f);
@@ -268,20 +307,30 @@ void moe_flags_usage(const moe_flagset *fs, FILE *out) {
                          f->alias ? f->alias : "", mv ? " " : "", mv ? mv : "");
         default_text(f, def, sizeof def);
         tail[0] = 0;
-        if (f->env && *def) snprintf(tail, sizeof tail, " (%s, default %s)", f->env, def);
-        else if (f->env) snprintf(tail, sizeof tail, " (%s)", f->env);
-        else if (*def) snprintf(tail, sizeof tail, " (default %s)", def);
-        if (n < 22) fprintf(out, "%-22s ", head);
-        else fprintf(out, "%s\n%-22s ", head, "");
+        if (f->env && *def)
+            snprintf(tail, sizeof tail, " (%s, default %s)", f->env, def);
+        else if (f->env)
+            snprintf(tail, sizeof tail, " (%s)", f->env);
+        else if (*def)
+            snprintf(tail, sizeof tail, " (default %s)", def);
+        if (n < 22)
+            fprintf(out, "%-22s ", head);
+        else
+            fprintf(out, "%s\n%-22s ", head, "");
         size_t col = 23; /* lines after the first indented; the twin on a line of its own
                           * when the help's last line leaves no room */
         for (const char *h = f->help ? f->help : ""; *h; h++)
-            if (*h == '\n') fprintf(out, "\n%-22s ", ""), col = 23;
-            else fputc(*h, out), col++;
-        if (*tail && col + strlen(tail) > 100) fprintf(out, "\n%-22s%s\n", "", tail);
-        else fprintf(out, "%s\n", tail);
+            if (*h == '\n')
+                fprintf(out, "\n%-22s ", ""), col = 23;
+            else
+                fputc(*h, out), col++;
+        if (*tail && col + strlen(tail) > 100)
+            fprintf(out, "\n%-22s%s\n", "", tail);
+        else
+            fprintf(out, "%s\n", tail);
     }
-    if (fs->footer) fprintf(out, "%s%s", fs->footer, fs->footer[strlen(fs->footer) - 1] == '\n' ? "" : "\n");
+    if (fs->footer)
+        fprintf(out, "%s%s", fs->footer, fs->footer[strlen(fs->footer) - 1] == '\n' ? "" : "\n");
 }
 
 int moe_flags_run(const moe_flagset *fs, int argc, char **argv, FILE *out, FILE *errs) {

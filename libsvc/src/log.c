@@ -19,8 +19,11 @@ int moe_logger_parse_level(const char *s, moe_log_level *out) {
     static const struct {
         const char *name;
         moe_log_level level;
-    } names[] = {{"debug", MOE_LOG_DEBUG}, {"info", MOE_LOG_INFO}, {"warn", MOE_LOG_WARN},
-                 {"warning", MOE_LOG_WARN}, {"error", MOE_LOG_ERROR}};
+    } names[] = {{"debug", MOE_LOG_DEBUG},
+                 {"info", MOE_LOG_INFO},
+                 {"warn", MOE_LOG_WARN},
+                 {"warning", MOE_LOG_WARN},
+                 {"error", MOE_LOG_ERROR}};
     for (size_t i = 0; s && i < sizeof names / sizeof names[0]; i++)
         if (!strcasecmp(s, names[i].name)) return *out = names[i].level, 0;
     return MOE_EINVAL;

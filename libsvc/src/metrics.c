@@ -159,7 +159,8 @@ static moe_metric *add(moe_metrics *reg, kind k, const char *name, const char *h
     pthread_mutex_unlock(&reg->mu);
     return m;
 fail:
-    if (!*reg->bad) snprintf(reg->bad, sizeof reg->bad, "metric '%.120s': %s", name ? name : "", why);
+    if (!*reg->bad)
+        snprintf(reg->bad, sizeof reg->bad, "metric '%.120s': %s", name ? name : "", why);
     pthread_mutex_unlock(&reg->mu);
     metric_free(m);
     return NULL;
@@ -207,7 +208,8 @@ static int find_series(moe_metric *m, const char *const *values) {
         m->cap_series = cap;
     }
     series s = {0};
-    if (m->n_labels && !(s.values = calloc((size_t)m->n_labels, sizeof *s.values))) return MOE_ENOMEM;
+    if (m->n_labels && !(s.values = calloc((size_t)m->n_labels, sizeof *s.values)))
+        return MOE_ENOMEM;
     for (int k = 0; k < m->n_labels; k++)
         if (!(s.values[k] = strdup(to_other ? "other" : values[k] ? values[k] : ""))) {
             series_free(&s, m->n_labels);
@@ -235,8 +237,10 @@ static int update(moe_metric *m, const char *const *values, double v, op o) {
     int i = find_series(m, values);
     if (i >= 0) {
         series *s = &m->s[i];
-        if (o == OP_INC) s->v += v;
-        else if (o == OP_SET) s->v = v;
+        if (o == OP_INC)
+            s->v += v;
+        else if (o == OP_SET)
+            s->v = v;
         else {
             int b = 0;
             while (b < m->n_buckets && !(v <= m->bounds[b])) b++;
@@ -272,9 +276,12 @@ uint64_t moe_metric_refused(const moe_metric *m) {
 /* ==== Rendering ==================================================================== */
 
 const char *moe_metrics_fmt(double v, char *buf, size_t cap) {
-    if (isnan(v)) snprintf(buf, cap, "NaN");
-    else if (isinf(v)) snprintf(buf, cap, v > 0 ? "+Inf" : "-Inf");
-    else if (v == floor(v) && fabs(v) < 1e15) snprintf(buf, cap, "%.0f", v); /* whole numbers */
+    if (isnan(v))
+        snprintf(buf, cap, "NaN");
+    else if (isinf(v))
+        snprintf(buf, cap, v > 0 ? "+Inf" : "-Inf");
+    else if (v == floor(v) && fabs(v) < 1e15)
+        snprintf(buf, cap, "%.0f", v); /* whole numbers */
     else
         for (int p = 1; p <= 17; p++) {
             snprintf(buf, cap, "%.*g", p, v);
@@ -285,10 +292,14 @@ const char *moe_metrics_fmt(double v, char *buf, size_t cap) {
 
 static void escaped(moe_buf *b, const char *s, int quote) {
     for (; *s; s++) {
-        if (*s == '\\') moe_buf_printf(b, "\\\\");
-        else if (*s == '\n') moe_buf_printf(b, "\\n");
-        else if (quote && *s == '"') moe_buf_printf(b, "\\\"");
-        else moe_buf_printf(b, "%c", *s);
+        if (*s == '\\')
+            moe_buf_printf(b, "\\\\");
+        else if (*s == '\n')
+            moe_buf_printf(b, "\\n");
+        else if (quote && *s == '"')
+            moe_buf_printf(b, "\\\"");
+        else
+            moe_buf_printf(b, "%c", *s);
     }
 }
 
@@ -354,8 +365,10 @@ int moe_metrics_render(moe_metrics *reg, moe_buf *out, moe_err *err) {
                                reg->m[i]->name, (unsigned long long)reg->m[i]->refused);
     }
     int rc = 0;
-    if (out->oom) rc = moe_err_set(err, MOE_ENOMEM, "out of memory rendering metrics");
-    else if (*reg->bad) rc = moe_err_set(err, MOE_EINVAL, "%s", reg->bad);
+    if (out->oom)
+        rc = moe_err_set(err, MOE_ENOMEM, "out of memory rendering metrics");
+    else if (*reg->bad)
+        rc = moe_err_set(err, MOE_EINVAL, "%s", reg->bad);
     pthread_mutex_unlock(&reg->mu);
     return rc;
 }

@@ -44,12 +44,12 @@ static int parse(opts *o, moe_err *err, const char *const *args, FILE *usage) {
     const moe_flag flags[] = {
         {"--name", "MOE_T_NAME", MOE_FLAG_STRING, &o->name, "S", .help = "a name",
          .required = "name"},
-        {"--threads", "MOE_T_THREADS", MOE_FLAG_INT, &o->threads, "N", .help = "threads",
-         .min = 1, .max = 64, .alias = "-t"},
+        {"--threads", "MOE_T_THREADS", MOE_FLAG_INT, &o->threads, "N", .help = "threads", .min = 1,
+         .max = 64, .alias = "-t"},
         {"--verbose", "MOE_T_VERBOSE", MOE_FLAG_BOOL, &o->verbose, NULL, .help = "talk"},
         {"--big", NULL, MOE_FLAG_INT64, &o->big, NULL, .help = "a large one"},
-        {"--ratio", "MOE_T_RATIO", MOE_FLAG_DOUBLE, &o->ratio, "R", .help = "a fraction",
-         .min = 0, .max = 1},
+        {"--ratio", "MOE_T_RATIO", MOE_FLAG_DOUBLE, &o->ratio, "R", .help = "a fraction", .min = 0,
+         .max = 1},
         {"--size", "MOE_T_SIZE", MOE_FLAG_SIZE, &o->size, NULL, .help = "bytes",
          .def = "all memory"},
         {"--wait", "MOE_T_WAIT", MOE_FLAG_MS, &o->ms, NULL, .help = "how long\nto wait",
@@ -58,16 +58,21 @@ static int parse(opts *o, moe_err *err, const char *const *args, FILE *usage) {
     int argc = 1;
     char *argv[32] = {"prog"};
     for (; args && args[argc - 1]; argc++) argv[argc] = (char *)args[argc - 1];
-    const moe_flagset fs = {.prog = "prog", .args = "[options] FILE", .about = "Does things.",
-                            .footer = "Footnote.", .flags = flags, .max_pos = 2, .pos = o->pos,
+    const moe_flagset fs = {.prog = "prog",
+                            .args = "[options] FILE",
+                            .about = "Does things.",
+                            .footer = "Footnote.",
+                            .flags = flags,
+                            .max_pos = 2,
+                            .pos = o->pos,
                             .n_pos = &o->n_pos};
     if (usage) moe_flags_usage(&fs, usage);
     return moe_flags_parse(&fs, argc, argv, err);
 }
 
 static void clear_env(void) {
-    static const char *const vars[] = {"MOE_T_NAME", "MOE_T_THREADS", "MOE_T_VERBOSE",
-                                       "MOE_T_RATIO", "MOE_T_SIZE", "MOE_T_WAIT"};
+    static const char *const vars[] = {"MOE_T_NAME",  "MOE_T_THREADS", "MOE_T_VERBOSE",
+                                       "MOE_T_RATIO", "MOE_T_SIZE",    "MOE_T_WAIT"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) unsetenv(vars[i]);
 }
 
@@ -75,8 +80,9 @@ TEST(svc_flags_types) {
     clear_env();
     opts o;
     moe_err err;
-    const char *a[] = {"--name", "w1", "-t", "8", "--verbose", "--big", "-9000000000",
-                       "--ratio=0.25", "--size", "1.5G", "--wait", "1.5s", "in.txt", NULL};
+    const char *a[] = {"--name", "w1",          "-t",           "8",      "--verbose",
+                       "--big",  "-9000000000", "--ratio=0.25", "--size", "1.5G",
+                       "--wait", "1.5s",        "in.txt",       NULL};
     ASSERT_EQ_INT(parse(&o, &err, a, NULL), 0);
     ASSERT_STR_EQ(o.name, "w1");
     ASSERT_EQ_INT(o.threads, 8);
@@ -116,7 +122,8 @@ TEST(svc_flags_env_twin_and_precedence) {
     ASSERT_EQ_INT(o.verbose, 1);
     ASSERT_EQ_INT(o.size, 2 << 20);
     /* the flag wins over its twin */
-    ASSERT_EQ_INT(parse(&o, &err, (const char *[]){"--threads", "16", "--name=flag", NULL}, NULL), 0);
+    ASSERT_EQ_INT(parse(&o, &err, (const char *[]){"--threads", "16", "--name=flag", NULL}, NULL),
+                  0);
     ASSERT_EQ_INT(o.threads, 16);
     ASSERT_STR_EQ(o.name, "flag");
     /* an empty variable is unset */
@@ -194,9 +201,8 @@ static FILE *log_to_memory(char **text, size_t *len, const char *level, const ch
     FILE *f = open_memstream(text, len);
     ASSERT(f);
     moe_err err;
-    ASSERT_EQ_INT(moe_logger_init(&(moe_logger_cfg){.out = f, .level = level, .format = format},
-                                  &err),
-                  0);
+    ASSERT_EQ_INT(
+        moe_logger_init(&(moe_logger_cfg){.out = f, .level = level, .format = format}, &err), 0);
     return f;
 }
 
@@ -325,8 +331,8 @@ TEST(svc_json_escaper) {
 TEST(svc_metrics_exact_text) {
     moe_metrics *reg;
     ASSERT_EQ_INT(moe_metrics_create(&reg), 0);
-    moe_metric *rows = moe_metrics_counter(reg, "t_rows_total", "Rows \\ served.\nTwo lines.",
-                                           NULL, 0);
+    moe_metric *rows =
+        moe_metrics_counter(reg, "t_rows_total", "Rows \\ served.\nTwo lines.", NULL, 0);
     moe_metric *st = moe_metrics_gauge(reg, "t_workers", "Workers by state.", "state,zone", 4);
     static const double le[] = {1, 10, 1e6};
     moe_metric *h = moe_metrics_histogram(reg, "t_seconds", "Latency.", NULL, 0, le, 3);
@@ -385,8 +391,8 @@ TEST(svc_metrics_label_bound) {
     moe_metrics *reg;
     ASSERT_EQ_INT(moe_metrics_create(&reg), 0);
     moe_metric *refuse = moe_metrics_counter(reg, "t_by_expert_total", "By expert.", "expert", 2);
-    moe_metric *other = moe_metrics_counter(reg, "t_by_model_total", "By model.", "model",
-                                            2 | MOE_METRIC_OTHER);
+    moe_metric *other =
+        moe_metrics_counter(reg, "t_by_model_total", "By model.", "model", 2 | MOE_METRIC_OTHER);
     char name[16];
     for (int i = 0; i < 5; i++) {
         snprintf(name, sizeof name, "e%d", i);
@@ -453,10 +459,10 @@ TEST(svc_metrics_promtool) {
         SKIP("promtool not installed (make deps: prometheus)");
     moe_metrics *reg;
     ASSERT_EQ_INT(moe_metrics_create(&reg), 0);
-    moe_metric *c = moe_metrics_counter(reg, "moemesh_t_rows_total", "Rows \\ served\nto all.",
-                                        "worker", 1);
-    moe_metric *g = moe_metrics_gauge(reg, "moemesh_t_workers", "Workers.", "state",
-                                      1 | MOE_METRIC_OTHER);
+    moe_metric *c =
+        moe_metrics_counter(reg, "moemesh_t_rows_total", "Rows \\ served\nto all.", "worker", 1);
+    moe_metric *g =
+        moe_metrics_gauge(reg, "moemesh_t_workers", "Workers.", "state", 1 | MOE_METRIC_OTHER);
     static const double le[] = {0.5, 1, 100};
     moe_metric *h = moe_metrics_histogram(reg, "moemesh_t_seconds", "Time.", "op", 2, le, 3);
     moe_metric_inc(c, (const char *[]){"w\"1\\\n"}, 3);

@@ -51,7 +51,7 @@ void moe_log(moe_log_level level, const char *who, const char *fmt, ...)
 
 /* moe_log with n_kv key=value fields (the default sink appends " key=val"). */
 void moe_log_fields(moe_log_level level, const char *who, const moe_log_kv *kv, size_t n_kv,
-                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* "debug", "info", "warn", "error". */
 const char *moe_log_level_name(moe_log_level level);

@@ -52,8 +52,8 @@ typedef enum moe_flag_type {
 
 /* One row of a table; a row with name NULL ends it. Borrowed by the parser. */
 typedef struct moe_flag {
-    const char *name;    /* "--threads" */
-    const char *env;     /* "MOE_THREADS", or NULL for no twin */
+    const char *name; /* "--threads" */
+    const char *env;  /* "MOE_THREADS", or NULL for no twin */
     moe_flag_type type;
     void *dst;           /* the destination, holding the default (see moe_flag_type) */
     const char *metavar; /* the value's name in --help ("N", "ADDR"); NULL: from the type */
@@ -72,14 +72,14 @@ typedef struct moe_flag {
 
 /* A binary's (or subcommand's) flags; borrowed by the parser. */
 typedef struct moe_flagset {
-    const char *prog;    /* "expert-worker", "moectl info" */
-    const char *args;    /* after "usage: PROG ": "--model PATH [options]" */
-    const char *about;   /* (optional) lines printed under the usage line */
-    const char *footer;  /* (optional) lines printed after the flags */
+    const char *prog;   /* "expert-worker", "moectl info" */
+    const char *args;   /* after "usage: PROG ": "--model PATH [options]" */
+    const char *about;  /* (optional) lines printed under the usage line */
+    const char *footer; /* (optional) lines printed after the flags */
     const moe_flag *flags;
-    int max_pos;         /* positional arguments allowed (0: none) */
-    const char **pos;    /* receives them (max_pos entries), borrowed from argv */
-    int *n_pos;          /* receives their count (may be NULL when max_pos is 0) */
+    int max_pos;      /* positional arguments allowed (0: none) */
+    const char **pos; /* receives them (max_pos entries), borrowed from argv */
+    int *n_pos;       /* receives their count (may be NULL when max_pos is 0) */
 } moe_flagset;
 
 /* What moe_flags_parse returns besides 0 and MOE_E*: --help or -h was given. */

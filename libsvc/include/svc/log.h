@@ -56,10 +56,17 @@ int moe_logger_check_format(const void *dst, char *why, size_t cap);
 
 /* The --log-level and --log-format rows of a flag table (MOE_LOG_LEVEL,
  * MOE_LOG_FORMAT); level and format are const char ** holding defaults. */
-#define MOE_LOGGER_FLAGS(level, format)                                                        \
-    {"--log-level", "MOE_LOG_LEVEL", MOE_FLAG_STRING, (level), "LEVEL",                        \
-     "debug, info, warn or error", .check = moe_logger_check_level},                           \
-    {"--log-format", "MOE_LOG_FORMAT", MOE_FLAG_STRING, (format), "F",                         \
-     "json (one object a line) or text", .check = moe_logger_check_format}
+#define MOE_LOGGER_FLAGS(level, format)                                                            \
+    {"--log-level",                                                                                \
+     "MOE_LOG_LEVEL",                                                                              \
+     MOE_FLAG_STRING,                                                                              \
+     (level),                                                                                      \
+     "LEVEL",                                                                                      \
+     "debug, info, warn or error",                                                                 \
+     .check = moe_logger_check_level},                                                             \
+    {                                                                                              \
+        "--log-format", "MOE_LOG_FORMAT", MOE_FLAG_STRING, (format), "F",                          \
+            "json (one object a line) or text", .check = moe_logger_check_format                   \
+    }
 
 #endif

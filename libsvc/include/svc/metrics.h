@@ -35,9 +35,9 @@
  *     moemesh_x_seconds_count 1
  *
  * Families render in the order they were added, series in the order they
- * first got a value (moe_metrics_fmt writes the numbers); a family without labels always has its one series (zero
- * until updated), a labelled one without series renders its HELP and TYPE
- * only. Values print in the shortest form that reads back to the same double
+ * first got a value (moe_metrics_fmt writes the numbers); a family without labels always has its
+ * one series (zero until updated), a labelled one without series renders its HELP and TYPE only.
+ * Values print in the shortest form that reads back to the same double
  * (+Inf, -Inf, NaN as Prometheus spells them); HELP text escapes '\' and
  * newlines, label values '\', '"' and newlines.
  *
