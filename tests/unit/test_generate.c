@@ -18,15 +18,15 @@
 /* ==== A small byte-level vocabulary: id b < 256 is byte b ==== */
 
 enum {
-    T_ND = 256,   /* "ND" */
-    T_END = 257,  /* "END" */
+    T_ND = 256,    /* "ND" */
+    T_END = 257,   /* "END" */
     T_HELLO = 258, /* "Hello" */
     T_WORLD = 259, /* " world" */
-    T_EOT = 260,  /* <|eot|> (control) */
-    T_EOS = 261,  /* </s> (control, EOS) */
-    T_EN = 262,   /* "EN" */
-    T_IMS = 263,  /* <|im_start|> (control) */
-    T_IME = 264,  /* <|im_end|> (control) */
+    T_EOT = 260,   /* <|eot|> (control) */
+    T_EOS = 261,   /* </s> (control, EOS) */
+    T_EN = 262,    /* "EN" */
+    T_IMS = 263,   /* <|im_start|> (control) */
+    T_IME = 264,   /* <|im_end|> (control) */
     N_VOCAB = 265
 };
 
@@ -93,12 +93,12 @@ static void step_to(moe_gen_seq *s, int32_t tok, moe_gen_step *st) {
 }
 
 /* The step's delta equals want (exact bytes). */
-#define ASSERT_TEXT(st, want)                                                                  \
-    do {                                                                                       \
-        const char *w_ = (want);                                                               \
-        if ((st).text_len != strlen(w_) || memcmp((st).text, w_, (st).text_len))               \
-            TEST_FAIL("delta '%.*s' (%zu bytes) != '%s'", (int)(st).text_len, (st).text,      \
-                      (st).text_len, w_);                                                      \
+#define ASSERT_TEXT(st, want)                                                                      \
+    do {                                                                                           \
+        const char *w_ = (want);                                                                   \
+        if ((st).text_len != strlen(w_) || memcmp((st).text, w_, (st).text_len))                   \
+            TEST_FAIL("delta '%.*s' (%zu bytes) != '%s'", (int)(st).text_len, (st).text,           \
+                      (st).text_len, w_);                                                          \
     } while (0)
 
 /* ==== Stop strings ==== */
@@ -115,9 +115,13 @@ TEST(gen_stop_string_split_across_tokens) {
     moe_gen_step st;
 
     moe_gen_seq *s = seq_new(&t, &p);
-    step_to(s, 'a', &st); ASSERT_TEXT(st, "a"); ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_NONE);
-    step_to(s, 'E', &st); ASSERT_TEXT(st, ""); /* could begin "END": held */
-    step_to(s, T_ND, &st); ASSERT_TEXT(st, "");
+    step_to(s, 'a', &st);
+    ASSERT_TEXT(st, "a");
+    ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_NONE);
+    step_to(s, 'E', &st);
+    ASSERT_TEXT(st, ""); /* could begin "END": held */
+    step_to(s, T_ND, &st);
+    ASSERT_TEXT(st, "");
     ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_STOP_STRING);
     ASSERT_EQ_INT(st.stop_index, 0);
     ASSERT(!strcmp(moe_gen_finish_reason(st.finish), "stop"));
@@ -125,7 +129,9 @@ TEST(gen_stop_string_split_across_tokens) {
     int n;
     const int32_t *ids = moe_gen_seq_tokens(s, &n);
     ASSERT_EQ_INT(n, 5);
-    ASSERT_EQ_INT(ids[2], 'a'); ASSERT_EQ_INT(ids[3], 'E'); ASSERT_EQ_INT(ids[4], T_ND);
+    ASSERT_EQ_INT(ids[2], 'a');
+    ASSERT_EQ_INT(ids[3], 'E');
+    ASSERT_EQ_INT(ids[4], T_ND);
     moe_err err;
     float l[N_VOCAB] = {0};
     ASSERT_EQ_INT(moe_gen_seq_step(s, l, &st, &err), MOE_EINVAL); /* finished */
@@ -133,13 +139,19 @@ TEST(gen_stop_string_split_across_tokens) {
 
     /* "E", "N", then "x": not a stop after all, "ENx" comes out at once */
     s = seq_new(&t, &p);
-    step_to(s, 'E', &st); ASSERT_TEXT(st, "");
-    step_to(s, 'N', &st); ASSERT_TEXT(st, "");
-    step_to(s, 'x', &st); ASSERT_TEXT(st, "ENx");
+    step_to(s, 'E', &st);
+    ASSERT_TEXT(st, "");
+    step_to(s, 'N', &st);
+    ASSERT_TEXT(st, "");
+    step_to(s, 'x', &st);
+    ASSERT_TEXT(st, "ENx");
     /* "EN" then "E": "EN" released, the new "E" held; then "ND" stops */
-    step_to(s, T_EN, &st); ASSERT_TEXT(st, "");
-    step_to(s, 'E', &st); ASSERT_TEXT(st, "EN");
-    step_to(s, T_ND, &st); ASSERT_TEXT(st, "");
+    step_to(s, T_EN, &st);
+    ASSERT_TEXT(st, "");
+    step_to(s, 'E', &st);
+    ASSERT_TEXT(st, "EN");
+    step_to(s, T_ND, &st);
+    ASSERT_TEXT(st, "");
     ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_STOP_STRING);
     moe_gen_seq_destroy(s);
 
@@ -147,16 +159,20 @@ TEST(gen_stop_string_split_across_tokens) {
     const char *stops2[] = {"llo", "ell"};
     p.stop = stops2, p.n_stop = 2;
     s = seq_new(&t, &p);
-    step_to(s, 'x', &st); ASSERT_TEXT(st, "x");
-    step_to(s, T_HELLO, &st); ASSERT_TEXT(st, "H"); /* "ell" starts first */
+    step_to(s, 'x', &st);
+    ASSERT_TEXT(st, "x");
+    step_to(s, T_HELLO, &st);
+    ASSERT_TEXT(st, "H"); /* "ell" starts first */
     ASSERT_EQ_INT(st.stop_index, 1);
     moe_gen_seq_destroy(s);
 
     /* held text at the end comes out: "E" and then the length limit */
     p.stop = stops, p.n_stop = 1, p.max_tokens = 2;
     s = seq_new(&t, &p);
-    step_to(s, 'a', &st); ASSERT_TEXT(st, "a");
-    step_to(s, 'E', &st); ASSERT_TEXT(st, "E");
+    step_to(s, 'a', &st);
+    ASSERT_TEXT(st, "a");
+    step_to(s, 'E', &st);
+    ASSERT_TEXT(st, "E");
     ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_MAX_TOKENS);
     moe_gen_seq_destroy(s);
 
@@ -164,8 +180,10 @@ TEST(gen_stop_string_split_across_tokens) {
     const char *stops3[] = {"o wo"};
     p.stop = stops3, p.max_tokens = 50;
     s = seq_new(&t, &p);
-    step_to(s, T_HELLO, &st); ASSERT_TEXT(st, "Hell");
-    step_to(s, T_WORLD, &st); ASSERT_TEXT(st, "");
+    step_to(s, T_HELLO, &st);
+    ASSERT_TEXT(st, "Hell");
+    step_to(s, T_WORLD, &st);
+    ASSERT_TEXT(st, "");
     ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_STOP_STRING);
     moe_gen_seq_destroy(s);
     tvocab_close(&t);
@@ -183,15 +201,22 @@ TEST(gen_utf8_split_across_tokens) {
     p.max_tokens = 50;
     moe_gen_step st;
     moe_gen_seq *s = seq_new(&t, &p);
-    step_to(s, 0xC3, &st); ASSERT_TEXT(st, "");
+    step_to(s, 0xC3, &st);
+    ASSERT_TEXT(st, "");
     ASSERT_EQ_INT(st.n_bytes, 1);
     ASSERT_EQ_INT((unsigned char)st.bytes[0], 0xC3); /* the token's own bytes */
-    step_to(s, 0xA9, &st); ASSERT_TEXT(st, "\xc3\xa9"); /* é */
-    step_to(s, 0xE2, &st); ASSERT_TEXT(st, "");
-    step_to(s, 0x82, &st); ASSERT_TEXT(st, "");
-    step_to(s, 0xAC, &st); ASSERT_TEXT(st, "\xe2\x82\xac"); /* € */
-    step_to(s, 0xF0, &st); ASSERT_TEXT(st, "");
-    step_to(s, 0x9F, &st); ASSERT_TEXT(st, "");
+    step_to(s, 0xA9, &st);
+    ASSERT_TEXT(st, "\xc3\xa9"); /* é */
+    step_to(s, 0xE2, &st);
+    ASSERT_TEXT(st, "");
+    step_to(s, 0x82, &st);
+    ASSERT_TEXT(st, "");
+    step_to(s, 0xAC, &st);
+    ASSERT_TEXT(st, "\xe2\x82\xac"); /* € */
+    step_to(s, 0xF0, &st);
+    ASSERT_TEXT(st, "");
+    step_to(s, 0x9F, &st);
+    ASSERT_TEXT(st, "");
     ASSERT_EQ_INT(moe_gen_seq_cancel(s, &st), 0); /* the cut-off bytes come out */
     ASSERT_TEXT(st, "\xf0\x9f");
     ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_ABORT);
@@ -201,13 +226,20 @@ TEST(gen_utf8_split_across_tokens) {
     const char *stops[] = {"\xc3\xa9!"};
     p.stop = stops, p.n_stop = 1;
     s = seq_new(&t, &p);
-    step_to(s, 'a', &st); ASSERT_TEXT(st, "a");
-    step_to(s, 0xC3, &st); ASSERT_TEXT(st, "");
-    step_to(s, 0xA9, &st); ASSERT_TEXT(st, ""); /* é could begin "é!" */
-    step_to(s, '?', &st); ASSERT_TEXT(st, "\xc3\xa9?");
-    step_to(s, 0xC3, &st); ASSERT_TEXT(st, "");
-    step_to(s, 0xA9, &st); ASSERT_TEXT(st, "");
-    step_to(s, '!', &st); ASSERT_TEXT(st, "");
+    step_to(s, 'a', &st);
+    ASSERT_TEXT(st, "a");
+    step_to(s, 0xC3, &st);
+    ASSERT_TEXT(st, "");
+    step_to(s, 0xA9, &st);
+    ASSERT_TEXT(st, ""); /* é could begin "é!" */
+    step_to(s, '?', &st);
+    ASSERT_TEXT(st, "\xc3\xa9?");
+    step_to(s, 0xC3, &st);
+    ASSERT_TEXT(st, "");
+    step_to(s, 0xA9, &st);
+    ASSERT_TEXT(st, "");
+    step_to(s, '!', &st);
+    ASSERT_TEXT(st, "");
     ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_STOP_STRING);
     moe_gen_seq_destroy(s);
 
@@ -216,16 +248,21 @@ TEST(gen_utf8_split_across_tokens) {
     const char *stops2[] = {"\xa9x"};
     p.stop = stops2;
     s = seq_new(&t, &p);
-    step_to(s, 0xC3, &st); ASSERT_TEXT(st, "");
-    step_to(s, 0xA9, &st); ASSERT_TEXT(st, "");
-    step_to(s, 'y', &st); ASSERT_TEXT(st, "\xc3\xa9y");
+    step_to(s, 0xC3, &st);
+    ASSERT_TEXT(st, "");
+    step_to(s, 0xA9, &st);
+    ASSERT_TEXT(st, "");
+    step_to(s, 'y', &st);
+    ASSERT_TEXT(st, "\xc3\xa9y");
     moe_gen_seq_destroy(s);
 
     /* the length limit on a cut character: its byte comes out raw */
     p.n_stop = 0, p.max_tokens = 2;
     s = seq_new(&t, &p);
-    step_to(s, 'a', &st); ASSERT_TEXT(st, "a");
-    step_to(s, 0xE2, &st); ASSERT_TEXT(st, "\xe2");
+    step_to(s, 'a', &st);
+    ASSERT_TEXT(st, "a");
+    step_to(s, 0xE2, &st);
+    ASSERT_TEXT(st, "\xe2");
     ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_MAX_TOKENS);
     moe_gen_seq_destroy(s);
     tvocab_close(&t);
@@ -293,7 +330,8 @@ TEST(gen_logprobs) {
     ASSERT_EQ_INT(st.token, 'A');
     ASSERT_NEAR(st.logprob, log(0.5), 1e-6);
     ASSERT_EQ_INT(st.n_top, 3);
-    ASSERT_EQ_INT(st.top[0].token, 'A'); ASSERT_EQ_INT(st.top[1].token, 'B');
+    ASSERT_EQ_INT(st.top[0].token, 'A');
+    ASSERT_EQ_INT(st.top[1].token, 'B');
     ASSERT_EQ_INT(st.top[2].token, 0xC3); /* a tie with Hello: the lower id */
     ASSERT_NEAR(st.top[1].logprob, log(0.25), 1e-6);
     ASSERT_NEAR(st.top[2].logprob, log(0.125), 1e-6);
@@ -326,8 +364,10 @@ TEST(gen_finish_reasons) {
     moe_gen_params p = moe_gen_default_params();
     p.max_tokens = 10, p.stop = stops, p.n_stop = 1;
     moe_gen_seq *s = seq_new(&t, &p);
-    step_to(s, 'E', &st); ASSERT_TEXT(st, "");
-    step_to(s, T_EOS, &st); ASSERT_TEXT(st, "E");
+    step_to(s, 'E', &st);
+    ASSERT_TEXT(st, "");
+    step_to(s, T_EOS, &st);
+    ASSERT_TEXT(st, "E");
     ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_EOS);
     ASSERT_EQ_INT(moe_gen_seq_finish(s), MOE_GEN_FINISH_EOS);
     ASSERT(!strcmp(moe_gen_finish_reason(st.finish), "stop"));
@@ -335,15 +375,18 @@ TEST(gen_finish_reasons) {
     /* ignore_eos: EOS is a token like any other, with its text */
     p.ignore_eos = 1;
     s = seq_new(&t, &p);
-    step_to(s, T_EOS, &st); ASSERT_TEXT(st, "</s>");
+    step_to(s, T_EOS, &st);
+    ASSERT_TEXT(st, "</s>");
     ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_NONE);
     moe_gen_seq_destroy(s);
     p.ignore_eos = 0;
     /* skip_special: the same token adds no text */
     p.ignore_eos = 1, p.skip_special = 1;
     s = seq_new(&t, &p);
-    step_to(s, T_EOS, &st); ASSERT_TEXT(st, "");
-    step_to(s, 'z', &st); ASSERT_TEXT(st, "z");
+    step_to(s, T_EOS, &st);
+    ASSERT_TEXT(st, "");
+    step_to(s, 'z', &st);
+    ASSERT_TEXT(st, "z");
     moe_gen_seq_destroy(s);
     p.ignore_eos = 0, p.skip_special = 0;
 
@@ -351,8 +394,10 @@ TEST(gen_finish_reasons) {
     const int32_t stop_ids[] = {T_IME, T_EOT};
     p.stop_tokens = stop_ids, p.n_stop_tokens = 2;
     s = seq_new(&t, &p);
-    step_to(s, 'q', &st); ASSERT_TEXT(st, "q");
-    step_to(s, T_EOT, &st); ASSERT_TEXT(st, "");
+    step_to(s, 'q', &st);
+    ASSERT_TEXT(st, "q");
+    step_to(s, T_EOT, &st);
+    ASSERT_TEXT(st, "");
     ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_STOP_TOKEN);
     ASSERT_EQ_INT(st.stop_index, 1);
     moe_gen_seq_destroy(s);
@@ -360,16 +405,19 @@ TEST(gen_finish_reasons) {
 
     /* a stop string */
     s = seq_new(&t, &p);
-    step_to(s, T_END, &st); ASSERT_TEXT(st, "");
+    step_to(s, T_END, &st);
+    ASSERT_TEXT(st, "");
     ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_STOP_STRING);
     moe_gen_seq_destroy(s);
 
     /* max tokens: "length" after exactly 3; max_tokens 0 is born finished */
     p.n_stop = 0, p.max_tokens = 3;
     s = seq_new(&t, &p);
-    step_to(s, 'a', &st); step_to(s, 'b', &st);
+    step_to(s, 'a', &st);
+    step_to(s, 'b', &st);
     ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_NONE);
-    step_to(s, 'c', &st); ASSERT_TEXT(st, "c");
+    step_to(s, 'c', &st);
+    ASSERT_TEXT(st, "c");
     ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_MAX_TOKENS);
     ASSERT(!strcmp(moe_gen_finish_reason(st.finish), "length"));
     ASSERT_EQ_INT(moe_gen_seq_step(s, l, &st, &err), MOE_EINVAL);
@@ -383,7 +431,8 @@ TEST(gen_finish_reasons) {
     /* the context limit: prompt 2 + 3 generated = n_ctx 5 */
     p.max_tokens = 100, p.n_ctx = 5;
     s = seq_new(&t, &p);
-    step_to(s, 'a', &st); step_to(s, 'b', &st);
+    step_to(s, 'a', &st);
+    step_to(s, 'b', &st);
     ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_NONE);
     step_to(s, 'c', &st);
     ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_CONTEXT);
@@ -406,7 +455,8 @@ TEST(gen_finish_reasons) {
     /* abort: the held text comes out; a second cancel is refused */
     p.stop = stops, p.n_stop = 1;
     s = seq_new(&t, &p);
-    step_to(s, 'E', &st); ASSERT_TEXT(st, "");
+    step_to(s, 'E', &st);
+    ASSERT_TEXT(st, "");
     ASSERT_EQ_INT(moe_gen_seq_cancel(s, &st), 0);
     ASSERT_TEXT(st, "E");
     ASSERT_EQ_INT(st.token, -1);
@@ -450,10 +500,13 @@ TEST(gen_prompts_text_chat_ids) {
     const int32_t *ids = moe_gen_seq_tokens(s, &n);
     ASSERT_EQ_INT(n, 3);
     ASSERT_EQ_INT(moe_gen_seq_n_prompt(s), 3);
-    ASSERT_EQ_INT(ids[0], 'H'); ASSERT_EQ_INT(ids[1], 'i'); ASSERT_EQ_INT(ids[2], '!');
+    ASSERT_EQ_INT(ids[0], 'H');
+    ASSERT_EQ_INT(ids[1], 'i');
+    ASSERT_EQ_INT(ids[2], '!');
     moe_gen_seq_destroy(s);
     /* special-token text: a token only when asked */
-    ASSERT_EQ_INT(moe_gen_seq_create_text(&s, t.v, 0, "a<|eot|>", 8, MOE_GEN_TEXT_SPECIAL, &p, &err), 0);
+    ASSERT_EQ_INT(
+        moe_gen_seq_create_text(&s, t.v, 0, "a<|eot|>", 8, MOE_GEN_TEXT_SPECIAL, &p, &err), 0);
     ids = moe_gen_seq_tokens(s, &n);
     ASSERT_EQ_INT(n, 2);
     ASSERT_EQ_INT(ids[1], T_EOT);
@@ -473,7 +526,8 @@ TEST(gen_prompts_text_chat_ids) {
         ASSERT_EQ_INT(ids[i], want[i] == 'S' ? T_IMS : want[i] == 'E' ? T_IME : want[i]);
     moe_gen_seq_destroy(s);
     const moe_chat_msg bad[] = {{"robot", "Hi"}};
-    ASSERT_EQ_INT(moe_gen_seq_create_chat(&s, t.v, 0, MOE_CHAT_CHATML, bad, 1, &p, &err), MOE_EINVAL);
+    ASSERT_EQ_INT(moe_gen_seq_create_chat(&s, t.v, 0, MOE_CHAT_CHATML, bad, 1, &p, &err),
+                  MOE_EINVAL);
     ASSERT_STR_CONTAINS(err.msg, "robot");
     /* ids: checked against n_vocab; no vocabulary, no stop strings */
     const int32_t ok_ids[2] = {1, 2}, bad_ids[2] = {1, N_VOCAB};
@@ -551,7 +605,8 @@ TEST(gen_scheduler_batch_matches_alone) {
         if (moe_ctx_create(&c, m, &cp, &err) < 0) TEST_FAIL("%s", err.msg);
         p.sampling.seed = 100 + (uint64_t)k;
         moe_gen_seq *s;
-        if (moe_gen_seq_create_text(&s, v, m->hp.n_vocab, prompts[k], strlen(prompts[k]), 0, &p, &err) < 0)
+        if (moe_gen_seq_create_text(&s, v, m->hp.n_vocab, prompts[k], strlen(prompts[k]), 0, &p,
+                                    &err) < 0)
             TEST_FAIL("%s", err.msg);
         int n;
         const int32_t *ids = moe_gen_seq_tokens(s, &n);
@@ -595,8 +650,8 @@ TEST(gen_scheduler_batch_matches_alone) {
         if (it < NS) { /* admit sequence it: its whole prompt, logits on the last row */
             const int k = it;
             p.sampling.seed = 100 + (uint64_t)k;
-            if (moe_gen_seq_create_text(&seq[k], v, m->hp.n_vocab, prompts[k], strlen(prompts[k]), 0, &p,
-                                        &err) < 0)
+            if (moe_gen_seq_create_text(&seq[k], v, m->hp.n_vocab, prompts[k], strlen(prompts[k]),
+                                        0, &p, &err) < 0)
                 TEST_FAIL("%s", err.msg);
             moe_ctx_slot_clear(c, k);
             int n;
@@ -611,7 +666,8 @@ TEST(gen_scheduler_batch_matches_alone) {
         for (int j = 0; j < nflag; j++) {
             const int k = owner[j];
             moe_gen_step st;
-            if (moe_gen_seq_step(seq[k], moe_ctx_logits(c, j), &st, &err) < 0) TEST_FAIL("%s", err.msg);
+            if (moe_gen_seq_step(seq[k], moe_ctx_logits(c, j), &st, &err) < 0)
+                TEST_FAIL("%s", err.msg);
             batched[k][n_gen[k]++] = st.token;
             n_done += st.finish != MOE_GEN_FINISH_NONE;
         }
@@ -623,7 +679,8 @@ TEST(gen_scheduler_batch_matches_alone) {
         moe_gen_seq_destroy(seq[k]);
     }
     /* the sequences did not all produce the same tokens (the check can fail) */
-    ASSERT(memcmp(alone[0], alone[1], sizeof alone[0]) || memcmp(alone[1], alone[2], sizeof alone[0]));
+    ASSERT(memcmp(alone[0], alone[1], sizeof alone[0]) ||
+           memcmp(alone[1], alone[2], sizeof alone[0]));
     moe_ctx_destroy(c);
     moe_vocab_free(v);
     moe_model_free(m);

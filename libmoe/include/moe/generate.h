@@ -10,7 +10,9 @@
  * matcher. It never touches a model context: whoever runs the model (a
  * scheduler, moectl) owns the moe_ctx and its slots, runs moe_ctx_decode and
  * hands each sequence its row of logits. Every buffer is sized when the
- * sequence is created; moe_gen_seq_step allocates nothing.
+ * sequence is created (its sampler's scratch is O(n_vocab); creating one also
+ * scans the vocabulary once for its longest token); moe_gen_seq_step
+ * allocates nothing.
  *
  * One sequence, one slot (what `moectl generate` does):
  *
@@ -82,10 +84,10 @@
 #include "moe/vocab.h"
 
 /* Limits checked by moe_gen_seq_create. */
-#define MOE_GEN_MAX_STOP 16            /* stop strings */
-#define MOE_GEN_MAX_STOP_LEN 1024      /* bytes of one stop string */
-#define MOE_GEN_MAX_STOP_TOKENS 64     /* stop token ids */
-#define MOE_GEN_MAX_TOKENS (1 << 24)   /* max_tokens */
+#define MOE_GEN_MAX_STOP 16          /* stop strings */
+#define MOE_GEN_MAX_STOP_LEN 1024    /* bytes of one stop string */
+#define MOE_GEN_MAX_STOP_TOKENS 64   /* stop token ids */
+#define MOE_GEN_MAX_TOKENS (1 << 24) /* max_tokens */
 /* eos_id's default: the vocabulary's end-of-sequence id (none without one). */
 #define MOE_GEN_EOS_FROM_VOCAB (-2)
 
@@ -106,21 +108,21 @@ typedef struct moe_gen_params {
     moe_sampler_params sampling; /* temperature, top-k/p, min-p, penalties, seed,
                                     n_logprobs (top alternatives, 0..20); copied.
                                     Default: moe_sampler_default_params() (greedy) */
-    int max_tokens;     /* tokens to generate, 0..MOE_GEN_MAX_TOKENS; < 0: no limit
-                           but n_ctx (which must then be set). Default 16 */
-    int n_ctx;          /* > 0: prompt + generated never exceed it (the slot's
-                           positions): finish "length" when they reach it; the
-                           prompt must be shorter. 0: no limit (default) */
-    int ignore_eos;     /* 1: the EOS token is generated like any other (default 0) */
-    int32_t eos_id;     /* end-of-sequence id; -1: none; default MOE_GEN_EOS_FROM_VOCAB */
-    int penalize_prompt; /* 1: the prompt enters the sampler's penalty window (default 1) */
-    int skip_special;   /* 1: control and unknown tokens add no text (default 0) */
-    const char *const *stop; /* (n_stop) NUL-terminated, non-empty stop strings;
-                                copied by create (borrowed only during the call) */
-    int n_stop;         /* 0..MOE_GEN_MAX_STOP; needs a vocabulary */
-    const int32_t *stop_tokens; /* (n_stop_tokens) ids that end the sequence like
-                                   EOS (not part of the text); copied by create */
-    int n_stop_tokens;  /* 0..MOE_GEN_MAX_STOP_TOKENS */
+    int max_tokens;              /* tokens to generate, 0..MOE_GEN_MAX_TOKENS; < 0: no limit
+                                    but n_ctx (which must then be set). Default 16 */
+    int n_ctx;                   /* > 0: prompt + generated never exceed it (the slot's
+                                    positions): finish "length" when they reach it; the
+                                    prompt must be shorter. 0: no limit (default) */
+    int ignore_eos;              /* 1: the EOS token is generated like any other (default 0) */
+    int32_t eos_id;              /* end-of-sequence id; -1: none; default MOE_GEN_EOS_FROM_VOCAB */
+    int penalize_prompt;         /* 1: the prompt enters the sampler's penalty window (default 1) */
+    int skip_special;            /* 1: control and unknown tokens add no text (default 0) */
+    const char *const *stop;     /* (n_stop) NUL-terminated, non-empty stop strings;
+                                    copied by create (borrowed only during the call) */
+    int n_stop;                  /* 0..MOE_GEN_MAX_STOP; needs a vocabulary */
+    const int32_t *stop_tokens;  /* (n_stop_tokens) ids that end the sequence like
+                                    EOS (not part of the text); copied by create */
+    int n_stop_tokens;           /* 0..MOE_GEN_MAX_STOP_TOKENS */
 } moe_gen_params;
 
 /* One alternative of a step's top logprobs. */
@@ -136,17 +138,17 @@ typedef struct moe_gen_top {
 /* What one step (or the end of a sequence) gives back. Pointers are borrowed
  * from the sequence until the next call on it (step, cancel, fail, destroy). */
 typedef struct moe_gen_step {
-    int32_t token;      /* the sampled id; -1 when nothing was sampled (cancel,
-                           fail, a failed step) */
-    float logprob;      /* its log probability (always filled; moe/sampler.h) */
-    const char *bytes;  /* (n_bytes) its raw bytes; empty without a vocabulary */
+    int32_t token;     /* the sampled id; -1 when nothing was sampled (cancel,
+                          fail, a failed step) */
+    float logprob;     /* its log probability (always filled; moe/sampler.h) */
+    const char *bytes; /* (n_bytes) its raw bytes; empty without a vocabulary */
     int n_bytes;
-    int n_top;          /* entries in top: min(sampling.n_logprobs, unmasked) */
+    int n_top; /* entries in top: min(sampling.n_logprobs, unmasked) */
     moe_gen_top top[MOE_SAMPLER_MAX_LOGPROBS]; /* (n_top) best first */
-    const char *text;   /* (text_len) the text this step adds; not NUL-terminated */
+    const char *text; /* (text_len) the text this step adds; not NUL-terminated */
     size_t text_len;
     moe_gen_finish finish; /* MOE_GEN_FINISH_NONE while the sequence goes on */
-    int stop_index;     /* STOP_STRING / STOP_TOKEN: index in stop / stop_tokens; else -1 */
+    int stop_index;        /* STOP_STRING / STOP_TOKEN: index in stop / stop_tokens; else -1 */
 } moe_gen_step;
 
 typedef struct moe_gen_seq moe_gen_seq;
@@ -210,8 +212,9 @@ int moe_gen_seq_create_chat(moe_gen_seq **out, const moe_vocab *v, int n_vocab, 
 void moe_gen_seq_destroy(moe_gen_seq *s);
 
 /* The sequence's tokens: the prompt, then every generated token (an EOS or
- * stop token that ended it included). Borrowed until the next step or
- * destroy; *n_tokens (if non-NULL) gets their count. */
+ * stop token that ended it included), in an array the sequence owns (it
+ * never moves: borrowed until moe_gen_seq_destroy); *n_tokens (if non-NULL)
+ * gets their count, which grows by one per step. */
 const int32_t *moe_gen_seq_tokens(const moe_gen_seq *s, int *n_tokens);
 /* Number of prompt tokens (for usage counts). */
 int moe_gen_seq_n_prompt(const moe_gen_seq *s);

@@ -15,24 +15,24 @@
 #include <string.h>
 
 struct moe_gen_seq {
-    const moe_vocab *v;       /* borrowed; NULL: ids only */
+    const moe_vocab *v; /* borrowed; NULL: ids only */
     int n_vocab;
-    moe_gen_params p;         /* stop and stop_tokens point into this struct's memory */
+    moe_gen_params p; /* stop and stop_tokens point into this struct's memory */
     moe_sampler *smp;
     moe_detok_stream ds;
-    int32_t eos;              /* -1: none */
-    int32_t *tokens;          /* (cap_tokens) prompt, then generated */
+    int32_t eos;     /* -1: none */
+    int32_t *tokens; /* (cap_tokens) prompt, then generated */
     int n_prompt, n_tokens, cap_tokens;
-    int max_gen;              /* generated tokens allowed by max_tokens (-1: no limit) */
-    char **stop;              /* (p.n_stop) copies, in one allocation with stop_len */
-    size_t *stop_len;         /* (p.n_stop) */
-    int32_t *stop_tokens;     /* (p.n_stop_tokens) */
-    char *held;               /* (cap_text) decoded, not yet emitted */
+    int max_gen;          /* generated tokens allowed by max_tokens (-1: no limit) */
+    char **stop;          /* (p.n_stop) copies, in one allocation with stop_len */
+    size_t *stop_len;     /* (p.n_stop) */
+    int32_t *stop_tokens; /* (p.n_stop_tokens) */
+    char *held;           /* (cap_text) decoded, not yet emitted */
     size_t n_held;
-    char *delta;              /* (cap_text) the text a step emits */
+    char *delta; /* (cap_text) the text a step emits */
     size_t cap_text;
-    char *bytes;              /* (1 + MOE_SAMPLER_MAX_LOGPROBS) x max_tok: token bytes */
-    size_t max_tok;           /* longest token text in the vocabulary */
+    char *bytes;    /* (1 + MOE_SAMPLER_MAX_LOGPROBS) x max_tok: token bytes */
+    size_t max_tok; /* longest token text in the vocabulary */
     moe_gen_finish finish;
 };
 
@@ -55,12 +55,17 @@ const char *moe_gen_finish_reason(moe_gen_finish f) {
     switch (f) {
     case MOE_GEN_FINISH_EOS:
     case MOE_GEN_FINISH_STOP_TOKEN:
-    case MOE_GEN_FINISH_STOP_STRING: return "stop";
+    case MOE_GEN_FINISH_STOP_STRING:
+        return "stop";
     case MOE_GEN_FINISH_MAX_TOKENS:
-    case MOE_GEN_FINISH_CONTEXT: return "length";
-    case MOE_GEN_FINISH_ABORT: return "abort";
-    case MOE_GEN_FINISH_ERROR: return "error";
-    default: return NULL;
+    case MOE_GEN_FINISH_CONTEXT:
+        return "length";
+    case MOE_GEN_FINISH_ABORT:
+        return "abort";
+    case MOE_GEN_FINISH_ERROR:
+        return "error";
+    default:
+        return NULL;
     }
 }
 
@@ -72,7 +77,8 @@ static int params_check(const moe_vocab *v, int n_vocab, const int32_t *prompt, 
     if (p->max_tokens > MOE_GEN_MAX_TOKENS)
         return moe_err_set(err, MOE_EINVAL, "generate: max_tokens must be <= %d, got %d",
                            MOE_GEN_MAX_TOKENS, p->max_tokens);
-    if (p->n_ctx < 0) return moe_err_set(err, MOE_EINVAL, "generate: n_ctx must be >= 0 (0 = no limit)");
+    if (p->n_ctx < 0)
+        return moe_err_set(err, MOE_EINVAL, "generate: n_ctx must be >= 0 (0 = no limit)");
     if (p->max_tokens < 0 && p->n_ctx == 0)
         return moe_err_set(err, MOE_EINVAL, "generate: max_tokens < 0 (no limit) needs n_ctx > 0");
     if (p->n_ctx > 0 && n_prompt >= p->n_ctx)
@@ -80,7 +86,8 @@ static int params_check(const moe_vocab *v, int n_vocab, const int32_t *prompt, 
                            "generate: the prompt (%d tokens) must be shorter than n_ctx %d",
                            n_prompt, p->n_ctx);
     if (p->n_stop < 0 || p->n_stop > MOE_GEN_MAX_STOP || (p->n_stop > 0 && !p->stop))
-        return moe_err_set(err, MOE_EINVAL, "generate: n_stop must be in [0, %d]", MOE_GEN_MAX_STOP);
+        return moe_err_set(err, MOE_EINVAL, "generate: n_stop must be in [0, %d]",
+                           MOE_GEN_MAX_STOP);
     if (p->n_stop > 0 && !v)
         return moe_err_set(err, MOE_EINVAL, "generate: stop strings need the model's vocabulary");
     for (int k = 0; k < p->n_stop; k++) {
@@ -95,8 +102,9 @@ static int params_check(const moe_vocab *v, int n_vocab, const int32_t *prompt, 
                            MOE_GEN_MAX_STOP_TOKENS);
     for (int k = 0; k < p->n_stop_tokens; k++)
         if (p->stop_tokens[k] < 0 || p->stop_tokens[k] >= n_vocab)
-            return moe_err_set(err, MOE_ERANGE, "generate: stop token %d: id %d out of range [0, %d)",
-                               k, p->stop_tokens[k], n_vocab);
+            return moe_err_set(err, MOE_ERANGE,
+                               "generate: stop token %d: id %d out of range [0, %d)", k,
+                               p->stop_tokens[k], n_vocab);
     for (int i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= n_vocab)
             return moe_err_set(err, MOE_ERANGE, "prompt token %d: id %d out of range [0, %d)", i,
@@ -112,7 +120,8 @@ int moe_gen_tokenize_text(const moe_vocab *v, const char *text, size_t len, int 
     int32_t *tok = NULL;
     *ids = NULL;
     *n = 0;
-    if (!v || (!text && len)) return moe_err_set(err, MOE_EINVAL, "generate: no vocabulary or text");
+    if (!v || (!text && len))
+        return moe_err_set(err, MOE_EINVAL, "generate: no vocabulary or text");
     if (len > (size_t)1 << 30) return moe_err_set(err, MOE_ERANGE, "generate: prompt over 1 GiB");
     tok = malloc((len + 2) * sizeof *tok); /* at most a token per byte, BOS and a space */
     if (!tok) return moe_err_set(err, MOE_ENOMEM, "out of memory");
@@ -145,8 +154,8 @@ int moe_gen_tokenize_chat(const moe_vocab *v, int chat_kind, const moe_chat_msg 
     rc = moe_chat_apply(chat_kind, msgs, n_msgs, 1, text, need, &need, err);
     if (rc < 0) goto done;
     /* the template writes its own BOS text; its markers are special tokens */
-    rc = moe_gen_tokenize_text(v, text, need - 1, MOE_GEN_TEXT_SPECIAL | MOE_GEN_TEXT_NO_BOS, ids, n,
-                               err);
+    rc = moe_gen_tokenize_text(v, text, need - 1, MOE_GEN_TEXT_SPECIAL | MOE_GEN_TEXT_NO_BOS, ids,
+                               n, err);
 done:
     free(text);
     return rc;
@@ -174,7 +183,8 @@ int moe_gen_seq_create(moe_gen_seq **out, const moe_vocab *v, int n_vocab, const
 
     /* tokens: the prompt and what may be generated */
     long room = p->max_tokens;
-    if (p->n_ctx > 0 && (room < 0 || room > (long)p->n_ctx - n_prompt)) room = (long)p->n_ctx - n_prompt;
+    if (p->n_ctx > 0 && (room < 0 || room > (long)p->n_ctx - n_prompt))
+        room = (long)p->n_ctx - n_prompt;
     s->max_gen = p->max_tokens;
     s->cap_tokens = n_prompt + (int)room;
     s->tokens = malloc((size_t)s->cap_tokens * sizeof *s->tokens);
@@ -279,10 +289,18 @@ const int32_t *moe_gen_seq_tokens(const moe_gen_seq *s, int *n_tokens) {
     return s->tokens;
 }
 
-int moe_gen_seq_n_prompt(const moe_gen_seq *s) { return s->n_prompt; }
-int moe_gen_seq_n_generated(const moe_gen_seq *s) { return s->n_tokens - s->n_prompt; }
-int moe_gen_seq_n_tokens(const moe_gen_seq *s) { return s->n_tokens; }
-moe_gen_finish moe_gen_seq_finish(const moe_gen_seq *s) { return s->finish; }
+int moe_gen_seq_n_prompt(const moe_gen_seq *s) {
+    return s->n_prompt;
+}
+int moe_gen_seq_n_generated(const moe_gen_seq *s) {
+    return s->n_tokens - s->n_prompt;
+}
+int moe_gen_seq_n_tokens(const moe_gen_seq *s) {
+    return s->n_tokens;
+}
+moe_gen_finish moe_gen_seq_finish(const moe_gen_seq *s) {
+    return s->finish;
+}
 
 /* ==== Text: hold-back and stop strings ==== */
 
@@ -402,7 +420,7 @@ int moe_gen_seq_step(moe_gen_seq *s, const float *logits, moe_gen_step *out, moe
     if (s->v) {
         const size_t old = s->n_held;
         const int l = moe_detok_stream_push(&s->ds, r.token, s->held + old, s->cap_text - old);
-        MOE_ASSERT(l != MOE_ENOSPC); /* cap_text fits the held text and any token */
+        MOE_ASSERT(l != MOE_ENOSPC);       /* cap_text fits the held text and any token */
         if (l > 0) s->n_held += (size_t)l; /* an id past the vocabulary has no text */
         size_t at = 0;
         const int k = stop_find(s, old, s->n_held, &at);
