@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "moe/chat.h"
 #include "svc/clock.h"
 #include "svc/strbuf.h"
 
@@ -43,11 +44,12 @@ static inline void json_str(FILE *f, const char *s, size_t n) {
     moe_json_write(f, s, n, 0);
 }
 
-/* Renders a JSON message list (file) with the model's chat template, or the
- * named one, plus the generation prompt: a malloc'd text in *out. -1 if it
- * fails (reported). */
-int chat_render(const char *model, const char *name, const char *messages_file, char **out,
-                size_t *len);
+/* Reads a JSON message list (file) and the chat format: the model's
+ * tokenizer.chat_template, or the named one. Returns the moe_chat_kind, with
+ * the messages in *msgs (free with chat_msgs_free), or -1 (reported). */
+int chat_load(const char *model, const char *name, const char *messages_file, moe_chat_msg **msgs,
+              int *n_msgs);
+void chat_msgs_free(moe_chat_msg *m, int n);
 
 /* Writes bytes as a JSON string; invalid UTF-8 bytes become U+FFFD. */
 static inline void json_utf8(FILE *f, const char *buf, size_t len) {
