@@ -80,12 +80,15 @@ static void heartbeat(ew_registry *r) {
     snprintf(nl, sizeof nl, "%d", r->cfg.model->hp.n_layer);
     snprintf(ne, sizeof ne, "%d", r->cfg.model->hp.n_expert);
     snprintf(lease, sizeof lease, "%d", r->cfg.lease_ms);
+    /* one field and its value a line */
+    /* clang-format off */
     const char *argv[] = {"HSET", key,
                           MOE_LEASE_ADDR, r->addr,
                           MOE_LEASE_CAPACITY_BYTES, cap,
                           MOE_LEASE_DEVICE, r->device,
                           MOE_LEASE_DOMAIN, r->domain,
-                          MOE_LEASE_STATE, r->draining ? MOE_LEASE_STATE_DRAINING : MOE_LEASE_STATE_READY,
+                          MOE_LEASE_STATE, r->draining ? MOE_LEASE_STATE_DRAINING
+                                                       : MOE_LEASE_STATE_READY,
                           MOE_LEASE_HELD, held,
                           MOE_LEASE_EPOCH, epoch,
                           MOE_LEASE_MODEL, r->model_id,
@@ -95,6 +98,7 @@ static void heartbeat(ew_registry *r) {
                           MOE_LEASE_N_EXPERT, ne,
                           MOE_LEASE_EXPERT_BYTES, r->expert_bytes,
                           MOE_LEASE_LEASE_MS, lease};
+    /* clang-format on */
     moe_rlink_appendargv(r->cmd, (int)(sizeof argv / sizeof *argv), argv, NULL);
     moe_rlink_append(r->cmd, "PEXPIRE %s %s", key, lease);
     moe_rlink_append(r->cmd, "ZADD %s %lld %s", workers, (long long)moe_wall_ms(), r->id);

@@ -717,8 +717,12 @@ int rt_placement_doc(const rt_placement *pl, const char *model, const char *cons
     char **as = calloc(pl->n_workers + 1, sizeof *as);
     moe_pldoc_expert *ex = calloc(pl->n_experts + 1, sizeof *ex);
     int *reps = calloc(n_reps + 1, sizeof *reps);
-    moe_pldoc d = {.epoch = pl->epoch, .model = (char *)model, .ids = ids, .addrs = as,
-                   .n_experts = pl->n_experts, .experts = ex};
+    moe_pldoc d = {.epoch = pl->epoch,
+                   .model = (char *)model,
+                   .ids = ids,
+                   .addrs = as,
+                   .n_experts = pl->n_experts,
+                   .experts = ex};
     int rc = MOE_ENOMEM;
     if (!widx || !ids || !as || !ex || !reps) goto done;
     for (size_t i = 0; i < pl->n_workers; i++) widx[i] = -1;

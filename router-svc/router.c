@@ -38,8 +38,7 @@ static void on_load(void *ud, size_t i, redisReply *x) {
         if (!f || !v) continue;
         char *end;
         int l, e;
-        if (moe_expert_field_parse(f, &l, &e) < 0 || l >= r->n_layer || e >= r->n_expert)
-            continue;
+        if (moe_expert_field_parse(f, &l, &e) < 0 || l >= r->n_layer || e >= r->n_expert) continue;
         const long long n = strtoll(v, &end, 10);
         if (*end || n < 0) continue; /* not a count */
         lr->got[i][(size_t)l * r->n_expert + e] = (uint64_t)n;

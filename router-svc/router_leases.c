@@ -98,17 +98,26 @@ static void on_lease(void *ud, size_t i, redisReply *x) {
     for (size_t k = 0; k + 1 < x->elements; k += 2) {
         const char *f = x->element[k]->str, *v = x->element[k + 1]->str;
         if (!f || !v) continue;
-        if (!strcmp(f, MOE_LEASE_ADDR)) free(w->addr), w->addr = strdup(v);
-        else if (!strcmp(f, MOE_LEASE_DOMAIN)) free(w->domain), w->domain = strdup(v);
-        else if (!strcmp(f, MOE_LEASE_MODEL)) free(w->model), w->model = strdup(v);
-        else if (!strcmp(f, MOE_LEASE_HELD)) free(w->held), w->held = strdup(v);
+        if (!strcmp(f, MOE_LEASE_ADDR))
+            free(w->addr), w->addr = strdup(v);
+        else if (!strcmp(f, MOE_LEASE_DOMAIN))
+            free(w->domain), w->domain = strdup(v);
+        else if (!strcmp(f, MOE_LEASE_MODEL))
+            free(w->model), w->model = strdup(v);
+        else if (!strcmp(f, MOE_LEASE_HELD))
+            free(w->held), w->held = strdup(v);
         else if (!strcmp(f, MOE_LEASE_EXPERT_BYTES))
             free(w->expert_bytes), w->expert_bytes = strdup(v);
-        else if (!strcmp(f, MOE_LEASE_CAPACITY_BYTES)) w->capacity = strtoull(v, NULL, 10);
-        else if (!strcmp(f, MOE_LEASE_EPOCH)) w->epoch = strtoull(v, NULL, 10);
-        else if (!strcmp(f, MOE_LEASE_N_LAYER)) w->n_layer = atoi(v);
-        else if (!strcmp(f, MOE_LEASE_N_EXPERT)) w->n_expert = atoi(v);
-        else if (!strcmp(f, MOE_LEASE_STATE)) w->draining = !strcmp(v, MOE_LEASE_STATE_DRAINING);
+        else if (!strcmp(f, MOE_LEASE_CAPACITY_BYTES))
+            w->capacity = strtoull(v, NULL, 10);
+        else if (!strcmp(f, MOE_LEASE_EPOCH))
+            w->epoch = strtoull(v, NULL, 10);
+        else if (!strcmp(f, MOE_LEASE_N_LAYER))
+            w->n_layer = atoi(v);
+        else if (!strcmp(f, MOE_LEASE_N_EXPERT))
+            w->n_expert = atoi(v);
+        else if (!strcmp(f, MOE_LEASE_STATE))
+            w->draining = !strcmp(v, MOE_LEASE_STATE_DRAINING);
         else if (!strcmp(f, MOE_LEASE_LEASE_MS)) {
             const int ms = atoi(v);
             if (ms > lr->r->max_lease_ms && ms <= 60000) lr->r->max_lease_ms = ms;
@@ -206,8 +215,8 @@ int rt_read_workers(router *r) {
     r->redis_connects = connects;
     if (ids->type != REDIS_REPLY_ARRAY) {
         if (moe_mono_ms() - r->logged_workers_ms > 10000) {
-            rt_log("%s is not a sorted set (%s): no worker can be read",
-                     workers, ids->type == REDIS_REPLY_ERROR ? ids->str : "wrong type");
+            rt_log("%s is not a sorted set (%s): no worker can be read", workers,
+                   ids->type == REDIS_REPLY_ERROR ? ids->str : "wrong type");
             r->logged_workers_ms = moe_mono_ms();
         }
         freeReplyObject(ids);

@@ -14,7 +14,9 @@
 
 /* ==== Constants ================================================================= */
 
-const char *moe_schema_prefix(const char *p) { return p && *p ? p : MOE_SCHEMA_PREFIX_DEFAULT; }
+const char *moe_schema_prefix(const char *p) {
+    return p && *p ? p : MOE_SCHEMA_PREFIX_DEFAULT;
+}
 
 int moe_schema_check_names(const char *prefix, const char *id, moe_err *err) {
     if (!prefix || !*prefix || strlen(prefix) > MOE_SCHEMA_PREFIX_MAX)
@@ -26,7 +28,9 @@ int moe_schema_check_names(const char *prefix, const char *id, moe_err *err) {
     return 0;
 }
 
-int64_t moe_schema_load_bucket(int64_t wall_ms) { return wall_ms / 1000 / MOE_SCHEMA_LOAD_BUCKET_S; }
+int64_t moe_schema_load_bucket(int64_t wall_ms) {
+    return wall_ms / 1000 / MOE_SCHEMA_LOAD_BUCKET_S;
+}
 
 /* ==== Keys ====================================================================== */
 
@@ -109,8 +113,10 @@ static int parse_u64(const char *s, size_t n, uint64_t *out) {
 
 int moe_event_format(char *buf, size_t cap, const moe_event *ev) {
     switch (ev->kind) {
-    case MOE_EVENT_PENDING: return fmt(buf, cap, "pending %" PRIu64, ev->epoch);
-    case MOE_EVENT_ACTIVE: return fmt(buf, cap, "active %" PRIu64, ev->epoch);
+    case MOE_EVENT_PENDING:
+        return fmt(buf, cap, "pending %" PRIu64, ev->epoch);
+    case MOE_EVENT_ACTIVE:
+        return fmt(buf, cap, "active %" PRIu64, ev->epoch);
     case MOE_EVENT_DOWN:
         if (!ev->worker || !*ev->worker) break;
         return fmt(buf, cap, "down %s", ev->worker);
@@ -168,8 +174,7 @@ int moe_lease_layer_bytes_parse(uint64_t *bytes, int n_layer, const char *s) {
         uint64_t l, b;
         if (!digits(s, &end, &l) || *end != ':' || l >= (uint64_t)(n_layer > 0 ? n_layer : 0))
             return MOE_EFORMAT;
-        if (!digits(end + 1, &end, &b) || !b || (*end && *end != ','))
-            return MOE_EFORMAT;
+        if (!digits(end + 1, &end, &b) || !b || (*end && *end != ',')) return MOE_EFORMAT;
         bytes[l] = b;
         s = *end ? end + 1 : end;
     }
@@ -303,7 +308,8 @@ int moe_pldoc_parse(moe_pldoc **out, const char *json, size_t len, int n_layer, 
             goto done;
         }
         if (moe_pldoc_worker(d, w->string) >= 0) {
-            rc = moe_err_set(err, MOE_EFORMAT, "placement: worker '%.100s' listed twice", w->string);
+            rc =
+                moe_err_set(err, MOE_EFORMAT, "placement: worker '%.100s' listed twice", w->string);
             goto done;
         }
         d->ids[d->n_workers] = strdup(w->string);

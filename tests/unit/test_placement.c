@@ -627,9 +627,10 @@ TEST(placement_doc) {
     const char *addrs[] = {"10.0.0.1:50051", "h:2", "h:3"};
     char *js = NULL;
     ASSERT_EQ_INT(rt_placement_doc(pl, "m/1", addrs, &js), 0);
-    static const char want[] = "{\"epoch\":9,\"model\":\"m/1\",\"workers\":{\"w0\":\"10.0.0.1:50051\","
-                               "\"w\\\"1\":\"h:2\"},\"experts\":[[0,0,[\"w0\",\"w\\\"1\"]],"
-                               "[1,3,[\"w\\\"1\"]]]}";
+    static const char want[] =
+        "{\"epoch\":9,\"model\":\"m/1\",\"workers\":{\"w0\":\"10.0.0.1:50051\","
+        "\"w\\\"1\":\"h:2\"},\"experts\":[[0,0,[\"w0\",\"w\\\"1\"]],"
+        "[1,3,[\"w\\\"1\"]]]}";
     if (strcmp(js, want)) TEST_FAIL("document\n  %s\nwant\n  %s", js, want);
     moe_pldoc *d = NULL;
     moe_err err;
@@ -650,7 +651,8 @@ TEST(placement_doc) {
     /* a worker whose address is unknown: "" (as before the writer moved to libmesh) */
     const char *none[] = {"h:1", NULL, "h:3"};
     ASSERT_EQ_INT(rt_placement_doc(pl, NULL, none, &js), 0);
-    ASSERT_STR_CONTAINS(js, "{\"epoch\":9,\"model\":\"\",\"workers\":{\"w0\":\"h:1\",\"w\\\"1\":\"\"}");
+    ASSERT_STR_CONTAINS(js,
+                        "{\"epoch\":9,\"model\":\"\",\"workers\":{\"w0\":\"h:1\",\"w\\\"1\":\"\"}");
     free(js);
     rt_placement_free(pl);
 }

@@ -131,10 +131,21 @@ TEST(schema_events) {
     ASSERT_EQ_INT(moe_event_parse(&got, msg), 0);
     ASSERT(got.kind == MOE_EVENT_DOWN && got.worker == msg + 5);
     /* not events */
-    static const char *bad[] = {"",          "pending",     "pending ",  "pending x",
-                                "pending -1", "pending 7 ", " pending 7", "Pending 7",
-                                "active",    "active 1e3",  "active 18446744073709551616",
-                                "down",      "down ",       "up w0",     "pending\t7"};
+    static const char *bad[] = {"",
+                                "pending",
+                                "pending ",
+                                "pending x",
+                                "pending -1",
+                                "pending 7 ",
+                                " pending 7",
+                                "Pending 7",
+                                "active",
+                                "active 1e3",
+                                "active 18446744073709551616",
+                                "down",
+                                "down ",
+                                "up w0",
+                                "pending\t7"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         if (moe_event_parse(&got, bad[i]) != MOE_EFORMAT) TEST_FAIL("'%s' parsed", bad[i]);
     /* what cannot be written */
@@ -187,9 +198,9 @@ TEST(schema_lease_layer_bytes) {
     ASSERT_EQ_INT(moe_lease_layer_bytes_parse(got, 2, s), 0);
     ASSERT(got[0] == 0 && got[1] == 0);
     /* refused: a layer past the model, a zero or missing count, junk */
-    static const char *bad[] = {"5:1",   "1:0",   "1:",      ":5",   "1",      "x:1",
-                                "1:5x",  "1;5",   "-1:5",    "1:-5", "1:5,,2:3", " 1:5",
-                                "1:+5",  "a",     "1:18446744073709551616"};
+    static const char *bad[] = {"5:1",      "1:0",  "1:",   ":5",   "1",
+                                "x:1",      "1:5x", "1;5",  "-1:5", "1:-5",
+                                "1:5,,2:3", " 1:5", "1:+5", "a",    "1:18446744073709551616"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         if (moe_lease_layer_bytes_parse(got, 5, bad[i]) != MOE_EFORMAT)
             TEST_FAIL("'%s' parsed", bad[i]);
@@ -208,9 +219,9 @@ TEST(schema_expert_field) {
     ASSERT(l == 0 && e == 0);
     ASSERT_EQ_INT(moe_expert_field_parse("1048576:1048576", &l, &e), 0);
     ASSERT(l == 1048576 && e == 1048576);
-    static const char *bad[] = {"",   "3",    "3:",  ":3",   "3:1:2", "a:1",     "1:b",
-                                " 1:2", "+1:2", "1:2 ", "-1:2", "1:-2",  "1048577:0", "0:1048577",
-                                "99999999999999999999:1"};
+    static const char *bad[] = {"",     "3",    "3:",        ":3",        "3:1:2",
+                                "a:1",  "1:b",  " 1:2",      "+1:2",      "1:2 ",
+                                "-1:2", "1:-2", "1048577:0", "0:1048577", "99999999999999999999:1"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         if (moe_expert_field_parse(bad[i], &l, &e) != MOE_EFORMAT) TEST_FAIL("'%s' parsed", bad[i]);
 }
@@ -246,8 +257,10 @@ static moe_pldoc *write_read(const moe_pldoc *d, int n_layer, int n_expert, char
     moe_err err;
     rc = moe_pldoc_parse(&got, js, strlen(js), n_layer, n_expert, &err);
     if (rc) TEST_FAIL("moe_pldoc_parse(%s): %d %s", js, rc, err.msg);
-    if (json) *json = js;
-    else free(js);
+    if (json)
+        *json = js;
+    else
+        free(js);
     return got;
 }
 
@@ -256,8 +269,13 @@ TEST(schema_pldoc_write_exact) {
     char *ids[] = {"w2", "w0", "w1"}, *addrs[] = {"10.0.0.7:50051", "10.0.0.5:50051", "h:1"};
     int r0[] = {1, 2}, r1[] = {0}, r2[] = {2, 0, 1};
     moe_pldoc_expert ex[] = {{1, 0, 2, r0}, {1, 7, 1, r1}, {3, 5, 3, r2}, {2, 2, 0, NULL}};
-    moe_pldoc d = {.epoch = 7, .model = "llama/4x8/64/1234", .n_workers = 3, .ids = ids,
-                   .addrs = addrs, .n_experts = 4, .experts = ex};
+    moe_pldoc d = {.epoch = 7,
+                   .model = "llama/4x8/64/1234",
+                   .n_workers = 3,
+                   .ids = ids,
+                   .addrs = addrs,
+                   .n_experts = 4,
+                   .experts = ex};
     char *js;
     moe_pldoc *got = write_read(&d, 4, 8, &js);
     static const char want[] =
@@ -286,8 +304,8 @@ TEST(schema_pldoc_write_refuses) {
     char *ids[] = {"w0", NULL}, *addrs[] = {"h:1", "h:2"};
     int bad_hi[] = {2}, bad_lo[] = {-1}, ok[] = {0};
     moe_pldoc_expert ex[] = {{0, 0, 1, ok}};
-    moe_pldoc d = {.epoch = 1, .n_workers = 2, .ids = ids, .addrs = addrs, .n_experts = 1,
-                   .experts = ex};
+    moe_pldoc d = {
+        .epoch = 1, .n_workers = 2, .ids = ids, .addrs = addrs, .n_experts = 1, .experts = ex};
     char *js = (char *)(uintptr_t)1;
     ASSERT_EQ_INT(moe_pldoc_write(&d, &js), MOE_EINVAL); /* a NULL id */
     ASSERT(js == NULL);
@@ -333,12 +351,33 @@ TEST(schema_pldoc_read_write_read) {
 
 /* A string of 1-12 characters from a set meant to break a JSON writer. */
 static void rand_str(char *s, uint64_t *seed) {
-    static const char *parts[] = {"a", "Z", "0", "-", ":", ".", "\"", "\\", "/", "\t", "\n",
-                                  "\x01", "\x1f", "\x7f", " ", "{", "]", ",", "\xc3\xa9",
-                                  "\xe2\x82\xac", "\xf0\x9f\x98\x80", "%s", "u0000"};
+    static const char *parts[] = {"a",
+                                  "Z",
+                                  "0",
+                                  "-",
+                                  ":",
+                                  ".",
+                                  "\"",
+                                  "\\",
+                                  "/",
+                                  "\t",
+                                  "\n",
+                                  "\x01",
+                                  "\x1f",
+                                  "\x7f",
+                                  " ",
+                                  "{",
+                                  "]",
+                                  ",",
+                                  "\xc3\xa9",
+                                  "\xe2\x82\xac",
+                                  "\xf0\x9f\x98\x80",
+                                  "%s",
+                                  "u0000"};
     const int n = 1 + (int)(test_rand_u64(seed) % 12);
     s[0] = 0;
-    for (int i = 0; i < n; i++) strcat(s, parts[test_rand_u64(seed) % (sizeof parts / sizeof *parts)]);
+    for (int i = 0; i < n; i++)
+        strcat(s, parts[test_rand_u64(seed) % (sizeof parts / sizeof *parts)]);
 }
 
 /* 300 seeded random documents (0-20 workers, 0-60 experts, 0-all replicas,
@@ -381,8 +420,12 @@ TEST(schema_pldoc_round_trip_random) {
             total_reps += (size_t)ex[i].n_replicas;
         }
         moe_pldoc d = {.epoch = test_rand_u64(&seed) % 9007199254740992ull,
-                       .model = (it % 7) ? model_s : NULL, .n_workers = nw, .ids = ids,
-                       .addrs = addrs, .n_experts = ne, .experts = ex};
+                       .model = (it % 7) ? model_s : NULL,
+                       .n_workers = nw,
+                       .ids = ids,
+                       .addrs = addrs,
+                       .n_experts = ne,
+                       .experts = ex};
         moe_pldoc *got = write_read(&d, n_layer, n_expert, NULL);
         moe_pldoc want = d;
         want.model = d.model ? d.model : "";

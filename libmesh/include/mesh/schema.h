@@ -90,7 +90,7 @@ int64_t moe_schema_load_bucket(int64_t wall_ms);
 
 int moe_key_worker(char *buf, size_t cap, const char *prefix, const char *id); /* P:worker:<w> */
 int moe_key_workers(char *buf, size_t cap, const char *prefix);                /* P:workers */
-int moe_key_placement(char *buf, size_t cap, const char *prefix, uint64_t e); /* P:placement:<e> */
+int moe_key_placement(char *buf, size_t cap, const char *prefix, uint64_t e);  /* P:placement:<e> */
 int moe_key_placement_active(char *buf, size_t cap, const char *prefix);  /* P:placement:active */
 int moe_key_placement_pending(char *buf, size_t cap, const char *prefix); /* P:placement:pending */
 int moe_key_placement_seq(char *buf, size_t cap, const char *prefix);     /* P:placement:seq */
@@ -177,7 +177,7 @@ typedef struct moe_pldoc_expert {
 
 typedef struct moe_pldoc {
     uint64_t epoch;
-    char *model;  /* "" when absent */
+    char *model; /* "" when absent */
     int n_workers;
     char **ids;   /* (n_workers) */
     char **addrs; /* (n_workers) host:port */
