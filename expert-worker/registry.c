@@ -7,9 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "mesh/pldoc.h"
 #include "mesh/rlink.h"
 #include "moe/log.h"
+#include "mesh/schema.h"
 #include "registry.h"
 #include "svc/clock.h"
 
@@ -68,8 +68,10 @@ static void stat_set(ew_registry *r, uint64_t *v, uint64_t x) {
 
 static void heartbeat(ew_registry *r) {
     if (!moe_rlink_begin(r->cmd)) return;
-    char key[400], held[16384], cap[32], epoch[32], pid[32], started[32], nl[16], ne[16], lease[16];
-    snprintf(key, sizeof key, "%s:worker:%s", r->prefix, r->id);
+    char key[MOE_SCHEMA_KEY_MAX], workers[MOE_SCHEMA_KEY_MAX], held[16384], cap[32], epoch[32],
+        pid[32], started[32], nl[16], ne[16], lease[16];
+    moe_key_worker(key, sizeof key, r->prefix, r->id);
+    moe_key_workers(workers, sizeof workers, r->prefix);
     size_t hn = moe_slice_format(r->cfg.slice, held, sizeof held);
     if (hn >= sizeof held) snprintf(held, sizeof held, "*"); /* too long to list: router reads epochs */
     snprintf(cap, sizeof cap, "%" PRIu64, r->cfg.capacity_bytes);
@@ -79,14 +81,28 @@ static void heartbeat(ew_registry *r) {
     snprintf(nl, sizeof nl, "%d", r->cfg.model->hp.n_layer);
     snprintf(ne, sizeof ne, "%d", r->cfg.model->hp.n_expert);
     snprintf(lease, sizeof lease, "%d", r->cfg.lease_ms);
-    const char *argv[] = {"HSET", key, "addr", r->addr, "capacity_bytes", cap, "device", r->device,
-                          "domain", r->domain, "state", r->draining ? "draining" : "ready",
-                          "held", held, "epoch", epoch, "model", r->model_id, "pid", pid,
-                          "started_ms", started, "n_layer", nl, "n_expert", ne, "expert_bytes",
-                          r->expert_bytes, "lease_ms", lease};
+    /* one field and its value a line */
+    /* clang-format off */
+    const char *argv[] = {"HSET", key,
+                          MOE_LEASE_ADDR, r->addr,
+                          MOE_LEASE_CAPACITY_BYTES, cap,
+                          MOE_LEASE_DEVICE, r->device,
+                          MOE_LEASE_DOMAIN, r->domain,
+                          MOE_LEASE_STATE, r->draining ? MOE_LEASE_STATE_DRAINING
+                                                       : MOE_LEASE_STATE_READY,
+                          MOE_LEASE_HELD, held,
+                          MOE_LEASE_EPOCH, epoch,
+                          MOE_LEASE_MODEL, r->model_id,
+                          MOE_LEASE_PID, pid,
+                          MOE_LEASE_STARTED_MS, started,
+                          MOE_LEASE_N_LAYER, nl,
+                          MOE_LEASE_N_EXPERT, ne,
+                          MOE_LEASE_EXPERT_BYTES, r->expert_bytes,
+                          MOE_LEASE_LEASE_MS, lease};
+    /* clang-format on */
     moe_rlink_appendargv(r->cmd, (int)(sizeof argv / sizeof *argv), argv, NULL);
     moe_rlink_append(r->cmd, "PEXPIRE %s %s", key, lease);
-    moe_rlink_append(r->cmd, "ZADD %s:workers %lld %s", r->prefix, (long long)moe_wall_ms(), r->id);
+    moe_rlink_append(r->cmd, "ZADD %s %lld %s", workers, (long long)moe_wall_ms(), r->id);
     if (moe_rlink_flush(r->cmd, NULL, NULL) == 0) stat_add(r, &r->st.heartbeats, 1);
     r->next_beat_ms = moe_mono_ms() + r->cfg.lease_ms / 3;
 }
@@ -167,10 +183,14 @@ static void on_check_reply(void *ud, size_t i, redisReply *x) {
 }
 
 static void check(ew_registry *r) {
+    char pending[MOE_SCHEMA_KEY_MAX], active[MOE_SCHEMA_KEY_MAX], drain[MOE_SCHEMA_KEY_MAX];
+    moe_key_placement_pending(pending, sizeof pending, r->prefix);
+    moe_key_placement_active(active, sizeof active, r->prefix);
+    moe_key_drain(drain, sizeof drain, r->prefix);
     if (!moe_rlink_begin(r->cmd)) return;
-    moe_rlink_append(r->cmd, "GET %s:placement:pending", r->prefix);
-    moe_rlink_append(r->cmd, "GET %s:placement:active", r->prefix);
-    moe_rlink_append(r->cmd, "SISMEMBER %s:drain %s", r->prefix, r->id);
+    moe_rlink_append(r->cmd, "GET %s", pending);
+    moe_rlink_append(r->cmd, "GET %s", active);
+    moe_rlink_append(r->cmd, "SISMEMBER %s %s", drain, r->id);
     check_replies c = {0};
     if (moe_rlink_flush(r->cmd, on_check_reply, &c) < 0) return;
     if (c.draining != r->draining) log_line(r, c.draining ? "draining" : "no longer draining");
@@ -180,8 +200,9 @@ static void check(ew_registry *r) {
         (!r->have_active || c.pending != r->active)) {
         if (read_share(r, c.pending, r->share_pending) == 0) {
             load_share(r, r->share_pending, c.pending);
-            redisReply *x = moe_rlink_cmd(r->cmd, "SADD %s:ack:%" PRIu64 " %s", r->prefix,
-                                          c.pending, r->id);
+            char ack[MOE_SCHEMA_KEY_MAX];
+            moe_key_ack(ack, sizeof ack, r->prefix, c.pending);
+            redisReply *x = moe_rlink_cmd(r->cmd, "SADD %s %s", ack, r->id);
             if (x && x->type == REDIS_REPLY_ERROR) {
                 log_line(r, "epoch %" PRIu64 ": acknowledging failed: %s", c.pending, x->str);
                 freeReplyObject(x);
@@ -189,7 +210,7 @@ static void check(ew_registry *r) {
             }
             if (x) {
                 freeReplyObject(x);
-                x = moe_rlink_cmd(r->cmd, "EXPIRE %s:ack:%" PRIu64 " 3600", r->prefix, c.pending);
+                x = moe_rlink_cmd(r->cmd, "EXPIRE %s %d", ack, MOE_SCHEMA_ACK_TTL_S);
                 if (x) freeReplyObject(x);
                 r->pending = r->acked = c.pending;
                 r->have_pending = 1;
@@ -225,13 +246,18 @@ static void check(ew_registry *r) {
 static void on_message(void *ud, const char *channel, const char *msg) {
     ew_registry *r = ud;
     (void)channel;
-    if (!strncmp(msg, "pending ", 8) || !strncmp(msg, "active ", 7)) r->kick = 1;
+    moe_event ev;
+    if (moe_event_parse(&ev, msg) == 0 && ev.kind != MOE_EVENT_DOWN) r->kick = 1;
 }
 
 static void *run(void *arg) {
     ew_registry *r = arg;
-    char chan[300];
-    snprintf(chan, sizeof chan, "%s:events", r->prefix);
+    char chan[MOE_SCHEMA_KEY_MAX], drain[MOE_SCHEMA_KEY_MAX], key[MOE_SCHEMA_KEY_MAX],
+        workers[MOE_SCHEMA_KEY_MAX];
+    moe_key_events(chan, sizeof chan, r->prefix);
+    moe_key_drain(drain, sizeof drain, r->prefix);
+    moe_key_worker(key, sizeof key, r->prefix, r->id);
+    moe_key_workers(workers, sizeof workers, r->prefix);
     moe_rlink_subscribe(r->sub, chan);
     int64_t next_check = 0;
     for (;;) {
@@ -240,7 +266,7 @@ static void *run(void *arg) {
         pthread_mutex_unlock(&r->mu);
         if (stop) break;
         if (want_drain && !r->draining) {
-            redisReply *x = moe_rlink_cmd(r->cmd, "SADD %s:drain %s", r->prefix, r->id);
+            redisReply *x = moe_rlink_cmd(r->cmd, "SADD %s %s", drain, r->id);
             if (x) {
                 freeReplyObject(x);
                 r->kick = 1; /* read the drain flag back now */
@@ -274,11 +300,11 @@ static void *run(void *arg) {
         pthread_mutex_unlock(&r->mu);
     }
     /* a clean leave: the router reassigns at once instead of after the lease */
-    redisReply *x = moe_rlink_cmd(r->cmd, "DEL %s:worker:%s", r->prefix, r->id);
+    redisReply *x = moe_rlink_cmd(r->cmd, "DEL %s", key);
     if (x) freeReplyObject(x);
-    x = r->want_drain ? moe_rlink_cmd(r->cmd, "SREM %s:drain %s", r->prefix, r->id) : NULL;
+    x = r->want_drain ? moe_rlink_cmd(r->cmd, "SREM %s %s", drain, r->id) : NULL;
     if (x) freeReplyObject(x);
-    x = moe_rlink_cmd(r->cmd, "ZREM %s:workers %s", r->prefix, r->id);
+    x = moe_rlink_cmd(r->cmd, "ZREM %s %s", workers, r->id);
     if (x) freeReplyObject(x);
     return NULL;
 }
@@ -297,7 +323,7 @@ int ew_registry_start(ew_registry **out, const ew_registry_cfg *cfg, moe_err *er
     r->cfg = *cfg;
     const moe_model *m = cfg->model;
     r->url = strdup(cfg->url);
-    r->prefix = strdup(cfg->prefix && *cfg->prefix ? cfg->prefix : "moemesh");
+    r->prefix = strdup(moe_schema_prefix(cfg->prefix));
     r->id = strdup(cfg->id);
     r->addr = strdup(cfg->addr);
     r->domain = strdup(cfg->domain ? cfg->domain : "");
@@ -305,25 +331,28 @@ int ew_registry_start(ew_registry **out, const ew_registry_cfg *cfg, moe_err *er
     r->np = (size_t)m->hp.n_layer * (size_t)m->hp.n_expert;
     r->share_active = calloc(r->np + 1, 1);
     r->share_pending = calloc(r->np + 1, 1);
-    r->expert_bytes = calloc((size_t)m->hp.n_layer * 32 + 1, 1);
+    const size_t eb_cap = (size_t)m->hp.n_layer * 32 + 1;
+    r->expert_bytes = calloc(eb_cap, 1);
+    uint64_t *layer_bytes = calloc((size_t)m->hp.n_layer + 1, sizeof *layer_bytes);
     r->started_ms = moe_wall_ms();
     int rc = 0;
     if (!r->url || !r->prefix || !r->id || !r->addr || !r->domain || !r->device ||
-        !r->share_active || !r->share_pending || !r->expert_bytes)
+        !r->share_active || !r->share_pending || !r->expert_bytes || !layer_bytes)
         rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
+    if (!rc) rc = moe_schema_check_names(r->prefix, r->id, err);
     if (!rc) rc = moe_rlink_create(&r->cmd, cfg->url, "expert-worker", err);
     if (!rc) rc = moe_rlink_create(&r->sub, cfg->url, "expert-worker (events)", err);
     if (rc < 0) {
+        free(layer_bytes);
         reg_free(r);
         return rc;
     }
     r->cfg.url = r->url, r->cfg.prefix = r->prefix, r->cfg.id = r->id, r->cfg.addr = r->addr;
     r->cfg.domain = r->domain, r->cfg.device = r->device;
-    size_t n = 0;
     for (int l = 0; l < m->hp.n_layer; l++)
-        if (moe_model_layer_is_moe(m, l))
-            n += (size_t)sprintf(r->expert_bytes + n, "%s%d:%zu", n ? "," : "", l,
-                                 moe_expert_bytes(m, l));
+        if (moe_model_layer_is_moe(m, l)) layer_bytes[l] = moe_expert_bytes(m, l);
+    moe_lease_layer_bytes_format(r->expert_bytes, eb_cap, layer_bytes, m->hp.n_layer);
+    free(layer_bytes);
     moe_model_identity(m, r->model_id, sizeof r->model_id);
     pthread_mutex_init(&r->mu, NULL);
     if (pthread_create(&r->th, NULL, run, r) != 0) {

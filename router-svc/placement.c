@@ -1,6 +1,6 @@
 /* router-svc/placement.c - the placement algorithm (see placement.h). */
 #include "placement.h"
-#include "svc/strbuf.h"
+#include "mesh/schema.h"
 
 #include <limits.h>
 #include <math.h>
@@ -705,34 +705,51 @@ done:
     return rc;
 }
 
-/* ==== JSON ==== */
+/* ==== The placement document ==== */
 
-int rt_placement_to_json(const rt_placement *pl, char **out) {
-    if (!out) return MOE_EINVAL;
+int rt_placement_doc(const rt_placement *pl, const char *model, const char *const *addrs,
+                     char **out) {
     *out = NULL;
-    if (!pl) return MOE_EINVAL;
-    moe_buf b = {.s = malloc(256), .cap = 256};
-    if (!b.s) return MOE_ENOMEM;
-    b.s[0] = 0;
-    moe_buf_printf(&b, "{\"epoch\":%llu,\"workers\":[", (unsigned long long)pl->epoch);
-    for (size_t i = 0; i < pl->n_workers; i++) {
-        if (i) moe_buf_printf(&b, ",");
-        moe_buf_json(&b, pl->worker_ids[i]);
+    size_t n_reps = 0;
+    for (size_t i = 0; i < pl->n_experts; i++) n_reps += (size_t)pl->experts[i].n_replicas;
+    int *widx = malloc((pl->n_workers + 1) * sizeof *widx); /* pl's index -> the document's */
+    char **ids = calloc(pl->n_workers + 1, sizeof *ids);
+    char **as = calloc(pl->n_workers + 1, sizeof *as);
+    moe_pldoc_expert *ex = calloc(pl->n_experts + 1, sizeof *ex);
+    int *reps = calloc(n_reps + 1, sizeof *reps);
+    moe_pldoc d = {.epoch = pl->epoch,
+                   .model = (char *)model,
+                   .ids = ids,
+                   .addrs = as,
+                   .n_experts = pl->n_experts,
+                   .experts = ex};
+    int rc = MOE_ENOMEM;
+    if (!widx || !ids || !as || !ex || !reps) goto done;
+    for (size_t i = 0; i < pl->n_workers; i++) widx[i] = -1;
+    for (size_t i = 0; i < pl->n_experts; i++)
+        for (int k = 0; k < pl->experts[i].n_replicas; k++) {
+            const int w = pl->experts[i].replicas[k];
+            if (w < 0 || (size_t)w >= pl->n_workers) {
+                rc = MOE_EINVAL;
+                goto done;
+            }
+            widx[w] = 0;
+        }
+    for (size_t i = 0; i < pl->n_workers; i++) { /* only workers with an assignment */
+        if (widx[i] < 0) continue;
+        widx[i] = d.n_workers;
+        ids[d.n_workers] = pl->worker_ids[i];
+        as[d.n_workers] = (char *)(addrs[i] ? addrs[i] : "");
+        d.n_workers++;
     }
-    moe_buf_printf(&b, "],\"experts\":[");
+    size_t r = 0;
     for (size_t i = 0; i < pl->n_experts; i++) {
         const rt_placement_expert *e = &pl->experts[i];
-        moe_buf_printf(&b, "%s[%d,%d,[", i ? "," : "", e->layer, e->expert);
-        for (int k = 0; k < e->n_replicas; k++)
-            moe_buf_printf(&b, "%s%d", k ? "," : "", e->replicas[k]);
-        moe_buf_printf(&b, "]]");
+        ex[i] = (moe_pldoc_expert){e->layer, e->expert, e->n_replicas, reps + r};
+        for (int k = 0; k < e->n_replicas; k++) reps[r++] = widx[e->replicas[k]];
     }
-    moe_buf_printf(&b, "],\"moves_added\":%zu,\"moves_removed\":%zu,\"workers_wanted\":%zu}",
-               pl->moves_added, pl->moves_removed, pl->workers_wanted);
-    if (b.oom) {
-        free(b.s);
-        return MOE_ENOMEM;
-    }
-    *out = b.s;
-    return 0;
+    rc = moe_pldoc_write(&d, out);
+done:
+    free(widx), free(ids), free(as), free(ex), free(reps);
+    return rc;
 }

@@ -146,13 +146,16 @@ int rt_placement_from_lists(rt_placement **out, uint64_t epoch, char *const *ids
 void rt_placement_free(rt_placement *pl);
 
 /*
- * Describes a placement as one line of JSON into *out (malloc'd; the caller
- * frees it):
- *     {"epoch":3,"workers":["w0","w1"],"experts":[[0,0,[0,1]],[0,1,[1]]],
- *      "moves_added":1,"moves_removed":0,"workers_wanted":2}
- * Experts are [layer, expert, [worker indices into "workers"]].
- * Returns 0 or MOE_ENOMEM.
+ * The placement document of pl (P:placement:<e>, written with libmesh's
+ * moe_pldoc_write, mesh/schema.h) into *out (malloc'd; the caller frees it):
+ *     {"epoch":3,"model":"...","workers":{"w0":"h:1","w1":"h:2"},
+ *      "experts":[[0,0,["w0","w1"]],[0,1,["w1"]]]}
+ * model and addrs ((n_workers) the workers' host:port, NULL written as "")
+ * are borrowed for the call. Only workers with an assignment are named, in
+ * pl's order; experts in pl's order. Returns 0, MOE_EINVAL (a replica index
+ * out of range) or MOE_ENOMEM.
  */
-int rt_placement_to_json(const rt_placement *pl, char **out);
+int rt_placement_doc(const rt_placement *pl, const char *model, const char *const *addrs,
+                     char **out);
 
 #endif

@@ -9,8 +9,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "mesh/pldoc.h"
 #include "mesh/rlink.h"
+#include "mesh/schema.h"
 #include "mesh/slice.h"
 #include "router.h"
 #include "router_internal.h"
@@ -18,7 +18,6 @@
 #include "svc/clock.h"
 
 #define LOAD_MS 1000
-#define BUCKET_S 10
 
 static size_t n_pairs(const router *r) { return (size_t)r->n_layer * (size_t)r->n_expert; }
 
@@ -38,10 +37,8 @@ static void on_load(void *ud, size_t i, redisReply *x) {
         const char *f = x->element[k]->str, *v = x->element[k + 1]->str;
         if (!f || !v) continue;
         char *end;
-        long l = strtol(f, &end, 10), e;
-        if (*end != ':') continue;
-        e = strtol(end + 1, &end, 10);
-        if (*end || l < 0 || l >= r->n_layer || e < 0 || e >= r->n_expert) continue;
+        int l, e;
+        if (moe_expert_field_parse(f, &l, &e) < 0 || l >= r->n_layer || e >= r->n_expert) continue;
         const long long n = strtoll(v, &end, 10);
         if (*end || n < 0) continue; /* not a count */
         lr->got[i][(size_t)l * r->n_expert + e] = (uint64_t)n;
@@ -55,11 +52,14 @@ static void read_load(router *r) {
     const int64_t now = moe_mono_ms();
     if (now - r->last_load_ms < LOAD_MS) return;
     const size_t np = n_pairs(r);
-    const int64_t b = moe_wall_ms() / 1000 / BUCKET_S;
+    const int64_t b = moe_schema_load_bucket(moe_wall_ms());
     load_read lr = {r, {b - 1, b}, {calloc(np, 8), calloc(np, 8)}};
+    char k0[MOE_SCHEMA_KEY_MAX], k1[MOE_SCHEMA_KEY_MAX];
+    moe_key_load(k0, sizeof k0, r->prefix, lr.bucket[0]);
+    moe_key_load(k1, sizeof k1, r->prefix, lr.bucket[1]);
     if (!lr.got[0] || !lr.got[1] || !moe_rlink_begin(r->cmd)) goto done;
-    moe_rlink_append(r->cmd, "HGETALL %s:load:%lld", r->prefix, (long long)lr.bucket[0]);
-    moe_rlink_append(r->cmd, "HGETALL %s:load:%lld", r->prefix, (long long)lr.bucket[1]);
+    moe_rlink_append(r->cmd, "HGETALL %s", k0);
+    moe_rlink_append(r->cmd, "HGETALL %s", k1);
     if (moe_rlink_flush(r->cmd, on_load, &lr) < 0) goto done;
     const double dt = r->last_load_ms ? (double)(now - r->last_load_ms) / 1000.0 : 1.0;
     double *rate = calloc(np, sizeof *rate);
@@ -91,46 +91,19 @@ done:
 
 /* ==== Placement ================================================================= */
 
-/* The active placement's document: workers with an assignment, by address. */
+/* The placement's document (P:placement:<e>): workers with an assignment, by
+ * address. NULL when out of memory. */
 static char *placement_doc(const router *r, const rt_placement *pl) {
-    moe_buf b = {.s = malloc(1024), .cap = 1024};
-    int *used = calloc(pl->n_workers + 1, sizeof *used);
-    if (!b.s || !used) {
-        free(b.s), free(used);
-        return NULL;
-    }
-    for (size_t i = 0; i < pl->n_experts; i++)
-        for (int k = 0; k < pl->experts[i].n_replicas; k++) used[pl->experts[i].replicas[k]] = 1;
-    moe_buf_printf(&b, "{\"epoch\":%" PRIu64 ",\"model\":", pl->epoch);
-    moe_buf_json(&b, r->model);
-    moe_buf_printf(&b, ",\"workers\":{");
-    int first = 1;
+    const char **addrs = calloc(pl->n_workers + 1, sizeof *addrs);
+    char *doc = NULL;
+    if (!addrs) return NULL;
     for (size_t i = 0; i < pl->n_workers; i++) {
-        if (!used[i]) continue;
         const rs_worker *w = rt_find_worker(r, pl->worker_ids[i]);
-        moe_buf_printf(&b, "%s", first ? "" : ",");
-        moe_buf_json(&b, pl->worker_ids[i]);
-        moe_buf_printf(&b, ":");
-        moe_buf_json(&b, w ? w->addr : "");
-        first = 0;
+        addrs[i] = w ? w->addr : "";
     }
-    moe_buf_printf(&b, "},\"experts\":[");
-    for (size_t i = 0; i < pl->n_experts; i++) {
-        const rt_placement_expert *e = &pl->experts[i];
-        moe_buf_printf(&b, "%s[%d,%d,[", i ? "," : "", e->layer, e->expert);
-        for (int k = 0; k < e->n_replicas; k++) {
-            moe_buf_printf(&b, "%s", k ? "," : "");
-            moe_buf_json(&b, pl->worker_ids[e->replicas[k]]);
-        }
-        moe_buf_printf(&b, "]]");
-    }
-    moe_buf_printf(&b, "]}");
-    free(used);
-    if (b.oom) {
-        free(b.s);
-        return NULL;
-    }
-    return b.s;
+    if (rt_placement_doc(pl, r->model, addrs, &doc) < 0) doc = NULL;
+    free(addrs);
+    return doc;
 }
 
 /* The experts a worker's lease says it holds ("L1:0-7;L2:0-3", the --experts
@@ -203,14 +176,18 @@ static void load_prev(router *r) {
     for (int i = 0; i < r->nw; i++)
         if (r->ws[i].epoch > maxe) maxe = r->ws[i].epoch;
     uint64_t a = 0, p = 0, q = 0;
-    const int have_a = moe_pldoc_get_epoch(r->cmd, r->prefix, "active", &a);
-    const int have_p = moe_pldoc_get_epoch(r->cmd, r->prefix, "pending", &p);
-    const int have_q = moe_pldoc_get_epoch(r->cmd, r->prefix, "seq", &q);
+    char ka[MOE_SCHEMA_KEY_MAX], kp[MOE_SCHEMA_KEY_MAX], kq[MOE_SCHEMA_KEY_MAX];
+    moe_key_placement_active(ka, sizeof ka, r->prefix);
+    moe_key_placement_pending(kp, sizeof kp, r->prefix);
+    moe_key_placement_seq(kq, sizeof kq, r->prefix);
+    const int have_a = moe_pldoc_get_epoch(r->cmd, ka, &a);
+    const int have_p = moe_pldoc_get_epoch(r->cmd, kp, &p);
+    const int have_q = moe_pldoc_get_epoch(r->cmd, kq, &q);
     if (have_a < 0 || have_p < 0 || have_q < 0) goto done;
     if (have_q && q > maxe) maxe = q;
     if (have_p) { /* an earlier leader's round: start over, after it */
         if (p > maxe) maxe = p;
-        redisReply *x = moe_rlink_cmd(r->cmd, "DEL %s:placement:pending", r->prefix);
+        redisReply *x = moe_rlink_cmd(r->cmd, "DEL %s", kp);
         if (x) freeReplyObject(x);
     }
     const size_t np = n_pairs(r);
@@ -239,7 +216,7 @@ static void load_prev(router *r) {
         }
         moe_pldoc_free(doc);
     }
-    const int lease = r->max_lease_ms ? r->max_lease_ms : 3000;
+    const int lease = r->max_lease_ms ? r->max_lease_ms : MOE_SCHEMA_LEASE_MS_DEFAULT;
     if (!r->active && moe_mono_ms() - r->stable_since_ms < (lease > r->cfg.settle_ms ? lease : r->cfg.settle_ms)) {
         goto done; /* leases may still be coming back: not loaded yet, try again */
     }
@@ -269,10 +246,12 @@ done:
     if (maxe + 1 > r->next_epoch) r->next_epoch = maxe + 1;
 }
 
-static void publish_cmd(router *r, const char *what, uint64_t e) {
-    char msg[64]; /* one argument: "pending 7" */
-    snprintf(msg, sizeof msg, "%s %" PRIu64, what, e);
-    moe_rlink_append(r->cmd, "PUBLISH %s:events %s", r->prefix, msg);
+static void publish_cmd(router *r, moe_event_kind what, uint64_t e) {
+    char chan[MOE_SCHEMA_KEY_MAX], msg[MOE_SCHEMA_KEY_MAX]; /* one argument: "pending 7" */
+    const moe_event ev = {.kind = what, .epoch = e};
+    moe_key_events(chan, sizeof chan, r->prefix);
+    moe_event_format(msg, sizeof msg, &ev);
+    moe_rlink_append(r->cmd, "PUBLISH %s %s", chan, msg);
 }
 
 static void start_round(router *r, rt_placement *pl, const char *why) {
@@ -283,13 +262,17 @@ static void start_round(router *r, rt_placement *pl, const char *why) {
         rt_placement_free(pl);
         return;
     }
-    char key[300];
-    snprintf(key, sizeof key, "%s:placement:%" PRIu64, r->prefix, pl->epoch);
-    moe_rlink_append(r->cmd, "DEL %s:ack:%" PRIu64, r->prefix, pl->epoch);
+    char key[MOE_SCHEMA_KEY_MAX], ack[MOE_SCHEMA_KEY_MAX], seq[MOE_SCHEMA_KEY_MAX],
+        pending[MOE_SCHEMA_KEY_MAX];
+    moe_key_placement(key, sizeof key, r->prefix, pl->epoch);
+    moe_key_ack(ack, sizeof ack, r->prefix, pl->epoch);
+    moe_key_placement_seq(seq, sizeof seq, r->prefix);
+    moe_key_placement_pending(pending, sizeof pending, r->prefix);
+    moe_rlink_append(r->cmd, "DEL %s", ack);
     moe_rlink_appendargv(r->cmd, 3, (const char *[]){"SET", key, doc}, NULL);
-    moe_rlink_append(r->cmd, "SET %s:placement:seq %" PRIu64, r->prefix, pl->epoch);
-    moe_rlink_append(r->cmd, "SET %s:placement:pending %" PRIu64, r->prefix, pl->epoch);
-    publish_cmd(r, "pending", pl->epoch);
+    moe_rlink_append(r->cmd, "SET %s %" PRIu64, seq, pl->epoch);
+    moe_rlink_append(r->cmd, "SET %s %" PRIu64, pending, pl->epoch);
+    publish_cmd(r, MOE_EVENT_PENDING, pl->epoch);
     free(doc);
     if (moe_rlink_flush(r->cmd, NULL, NULL) < 0) {
         rt_placement_free(pl);
@@ -309,7 +292,9 @@ static void start_round(router *r, rt_placement *pl, const char *why) {
 /* 1 if every worker the round gives experts to has acknowledged. */
 static int round_acked(router *r, int *missing_dead) {
     *missing_dead = 0;
-    redisReply *x = moe_rlink_cmd(r->cmd, "SMEMBERS %s:ack:%" PRIu64, r->prefix, r->round->epoch);
+    char ack[MOE_SCHEMA_KEY_MAX];
+    moe_key_ack(ack, sizeof ack, r->prefix, r->round->epoch);
+    redisReply *x = moe_rlink_cmd(r->cmd, "SMEMBERS %s", ack);
     if (!x || x->type != REDIS_REPLY_ARRAY) {
         if (x) freeReplyObject(x);
         return 0;
@@ -336,12 +321,17 @@ static int round_acked(router *r, int *missing_dead) {
 
 static void activate(router *r) {
     rt_placement *pl = r->round;
+    char active[MOE_SCHEMA_KEY_MAX], pending[MOE_SCHEMA_KEY_MAX], old[MOE_SCHEMA_KEY_MAX];
+    moe_key_placement_active(active, sizeof active, r->prefix);
+    moe_key_placement_pending(pending, sizeof pending, r->prefix);
     if (!moe_rlink_begin(r->cmd)) return;
-    moe_rlink_append(r->cmd, "SET %s:placement:active %" PRIu64, r->prefix, pl->epoch);
-    moe_rlink_append(r->cmd, "DEL %s:placement:pending", r->prefix);
-    if (r->active && r->active_published)
-        moe_rlink_append(r->cmd, "EXPIRE %s:placement:%" PRIu64 " 3600", r->prefix, r->active->epoch);
-    publish_cmd(r, "active", pl->epoch);
+    moe_rlink_append(r->cmd, "SET %s %" PRIu64, active, pl->epoch);
+    moe_rlink_append(r->cmd, "DEL %s", pending);
+    if (r->active && r->active_published) {
+        moe_key_placement(old, sizeof old, r->prefix, r->active->epoch);
+        moe_rlink_append(r->cmd, "EXPIRE %s %d", old, MOE_SCHEMA_PLACEMENT_OLD_TTL_S);
+    }
+    publish_cmd(r, MOE_EVENT_ACTIVE, pl->epoch);
     if (moe_rlink_flush(r->cmd, NULL, NULL) < 0) return;
     const double ms = (double)(moe_mono_ms() - r->round_started_ms);
     rt_log("epoch %" PRIu64 " active after %.0f ms", pl->epoch, ms);
@@ -359,9 +349,12 @@ static void activate(router *r) {
 
 static void abandon_round(router *r, const char *why) {
     rt_log("epoch %" PRIu64 " abandoned: %s", r->round->epoch, why);
-    redisReply *x = moe_rlink_cmd(r->cmd, "DEL %s:placement:pending", r->prefix);
+    char pending[MOE_SCHEMA_KEY_MAX], key[MOE_SCHEMA_KEY_MAX];
+    moe_key_placement_pending(pending, sizeof pending, r->prefix);
+    moe_key_placement(key, sizeof key, r->prefix, r->round->epoch);
+    redisReply *x = moe_rlink_cmd(r->cmd, "DEL %s", pending);
     if (x) freeReplyObject(x);
-    x = moe_rlink_cmd(r->cmd, "EXPIRE %s:placement:%" PRIu64 " 3600", r->prefix, r->round->epoch);
+    x = moe_rlink_cmd(r->cmd, "EXPIRE %s %d", key, MOE_SCHEMA_PLACEMENT_OLD_TTL_S);
     if (x) freeReplyObject(x);
     rt_placement_free(r->round);
     r->round = NULL;
@@ -390,8 +383,9 @@ static int active_lost_worker(const router *r) {
 static void write_wanted(router *r, size_t wanted) {
     const int64_t now = moe_mono_ms();
     if (wanted == r->workers_wanted_written && now - r->wanted_written_ms < 10000) return;
-    redisReply *x = moe_rlink_cmd(r->cmd, "SET %s:scale:workers_wanted %llu", r->prefix,
-                                  (unsigned long long)wanted);
+    char key[MOE_SCHEMA_KEY_MAX];
+    moe_key_workers_wanted(key, sizeof key, r->prefix);
+    redisReply *x = moe_rlink_cmd(r->cmd, "SET %s %llu", key, (unsigned long long)wanted);
     if (x) {
         freeReplyObject(x);
         r->workers_wanted_written = wanted;
@@ -407,7 +401,9 @@ static void drive(router *r) {
     if (!r->have_prev_loaded) return;
     if (r->round) {
         uint64_t e = 0;
-        const int have = moe_pldoc_get_epoch(r->cmd, r->prefix, "pending", &e);
+        char key[MOE_SCHEMA_KEY_MAX];
+        moe_key_placement_pending(key, sizeof key, r->prefix);
+        const int have = moe_pldoc_get_epoch(r->cmd, key, &e);
         if (have < 0) return;
         if (!have || e != r->round->epoch) abandon_round(r, "its pending key is gone from Redis (a restart?)");
     }
@@ -424,7 +420,9 @@ static void drive(router *r) {
     }
     if (r->active && r->active_published) { /* Redis restarted empty: publish it again */
         uint64_t e = 0;
-        const int have = moe_pldoc_get_epoch(r->cmd, r->prefix, "active", &e);
+        char key[MOE_SCHEMA_KEY_MAX];
+        moe_key_placement_active(key, sizeof key, r->prefix);
+        const int have = moe_pldoc_get_epoch(r->cmd, key, &e);
         if (have < 0) return;
         if (!have || e != r->active->epoch) {
             rt_log("the active epoch %" PRIu64 " is gone from Redis (a restart?): publishing "
@@ -534,8 +532,8 @@ int router_run(router *r, moe_err *err) {
         }
     }
     if (r->leader) { /* hand over at once */
-        char key[300];
-        snprintf(key, sizeof key, "%s:leader", r->prefix);
+        char key[MOE_SCHEMA_KEY_MAX];
+        moe_key_leader(key, sizeof key, r->prefix);
         redisReply *x = moe_rlink_cmd(r->cmd, "EVAL %s 1 %s %s", 
                                       "if redis.call('get', KEYS[1]) == ARGV[1] then "
                                       "return redis.call('del', KEYS[1]) else return 0 end",
@@ -556,13 +554,14 @@ int router_create(router **out, const router_cfg *cfg, moe_err *err) {
     if (r->cfg.rebalance_ms < 0) r->cfg.rebalance_ms = 5000;
     if (r->cfg.halflife_ms <= 0) r->cfg.halflife_ms = 5000;
     if (r->cfg.ack_timeout_ms <= 0) r->cfg.ack_timeout_ms = 60000;
-    if (r->cfg.leader_ttl_ms <= 0) r->cfg.leader_ttl_ms = 5000;
-    r->prefix = strdup(cfg->prefix && *cfg->prefix ? cfg->prefix : "moemesh");
+    if (r->cfg.leader_ttl_ms <= 0) r->cfg.leader_ttl_ms = MOE_SCHEMA_LEADER_TTL_MS_DEFAULT;
+    r->prefix = strdup(moe_schema_prefix(cfg->prefix));
     r->id = strdup(cfg->id && *cfg->id ? cfg->id : "router-svc");
     r->next_epoch = 1;
     r->slot_id[0] = r->slot_id[1] = -1;
     pthread_mutex_init(&r->mu, NULL);
     int rc = !r->prefix || !r->id ? moe_err_set(err, MOE_ENOMEM, "out of memory") : 0;
+    if (!rc) rc = moe_schema_check_names(r->prefix, NULL, err);
     if (!rc) rc = moe_rlink_create(&r->cmd, cfg->url, "router-svc", err);
     if (rc < 0) {
         router_free(r);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mesh/schema.h"
 #include "router_internal.h"
 #include "svc/strbuf.h"
 #include "svc/clock.h"
@@ -23,8 +24,8 @@ static const char RENEW_LUA[] =
 void rt_lead(router *r) {
     const int64_t now = moe_mono_ms();
     if (r->leader && now - r->leader_renewed_ms < r->cfg.leader_ttl_ms / 4) return;
-    char key[300], ttl[16];
-    snprintf(key, sizeof key, "%s:leader", r->prefix);
+    char key[MOE_SCHEMA_KEY_MAX], ttl[16];
+    moe_key_leader(key, sizeof key, r->prefix);
     snprintf(ttl, sizeof ttl, "%d", r->cfg.leader_ttl_ms);
     int was = r->leader;
     redisReply *x = NULL;
@@ -87,17 +88,27 @@ static void on_lease(void *ud, size_t i, redisReply *x) {
     for (size_t k = 0; k + 1 < x->elements; k += 2) {
         const char *f = x->element[k]->str, *v = x->element[k + 1]->str;
         if (!f || !v) continue;
-        if (!strcmp(f, "addr")) free(w->addr), w->addr = strdup(v);
-        else if (!strcmp(f, "domain")) free(w->domain), w->domain = strdup(v);
-        else if (!strcmp(f, "model")) free(w->model), w->model = strdup(v);
-        else if (!strcmp(f, "held")) free(w->held), w->held = strdup(v);
-        else if (!strcmp(f, "expert_bytes")) free(w->expert_bytes), w->expert_bytes = strdup(v);
-        else if (!strcmp(f, "capacity_bytes")) w->capacity = strtoull(v, NULL, 10);
-        else if (!strcmp(f, "epoch")) w->epoch = strtoull(v, NULL, 10);
-        else if (!strcmp(f, "n_layer")) w->n_layer = atoi(v);
-        else if (!strcmp(f, "n_expert")) w->n_expert = atoi(v);
-        else if (!strcmp(f, "state")) w->draining = !strcmp(v, "draining");
-        else if (!strcmp(f, "lease_ms")) {
+        if (!strcmp(f, MOE_LEASE_ADDR))
+            free(w->addr), w->addr = strdup(v);
+        else if (!strcmp(f, MOE_LEASE_DOMAIN))
+            free(w->domain), w->domain = strdup(v);
+        else if (!strcmp(f, MOE_LEASE_MODEL))
+            free(w->model), w->model = strdup(v);
+        else if (!strcmp(f, MOE_LEASE_HELD))
+            free(w->held), w->held = strdup(v);
+        else if (!strcmp(f, MOE_LEASE_EXPERT_BYTES))
+            free(w->expert_bytes), w->expert_bytes = strdup(v);
+        else if (!strcmp(f, MOE_LEASE_CAPACITY_BYTES))
+            w->capacity = strtoull(v, NULL, 10);
+        else if (!strcmp(f, MOE_LEASE_EPOCH))
+            w->epoch = strtoull(v, NULL, 10);
+        else if (!strcmp(f, MOE_LEASE_N_LAYER))
+            w->n_layer = atoi(v);
+        else if (!strcmp(f, MOE_LEASE_N_EXPERT))
+            w->n_expert = atoi(v);
+        else if (!strcmp(f, MOE_LEASE_STATE))
+            w->draining = !strcmp(v, MOE_LEASE_STATE_DRAINING);
+        else if (!strcmp(f, MOE_LEASE_LEASE_MS)) {
             const int ms = atoi(v);
             if (ms > lr->r->max_lease_ms && ms <= 60000) lr->r->max_lease_ms = ms;
         }
@@ -115,21 +126,6 @@ static void on_lease(void *ud, size_t i, redisReply *x) {
 
 static int cmp_worker(const void *a, const void *b) {
     return strcmp(((const rs_worker *)a)->id, ((const rs_worker *)b)->id);
-}
-
-/* Parses "1:147456,2:147456" into layer_bytes. 0 or -1. */
-static int parse_layer_bytes(router *r, const char *s) {
-    memset(r->layer_bytes, 0, (size_t)r->n_layer * sizeof *r->layer_bytes);
-    while (*s) {
-        char *end;
-        long l = strtol(s, &end, 10);
-        if (*end != ':' || l < 0 || l >= r->n_layer) return -1;
-        unsigned long long b = strtoull(end + 1, &end, 10);
-        if (!b || (*end && *end != ',')) return -1;
-        r->layer_bytes[l] = b;
-        s = *end ? end + 1 : end;
-    }
-    return 0;
 }
 
 /* The model most usable workers serve (ties: the first by id) becomes the
@@ -166,7 +162,7 @@ static int choose_model(router *r) {
             r->slot[1] = calloc(np, sizeof **r->slot);
             r->model = strdup(best);
             if (!r->layer_bytes || !r->load || !r->slot[0] || !r->slot[1] || !r->model ||
-                parse_layer_bytes(r, w->expert_bytes) < 0) {
+                moe_lease_layer_bytes_parse(r->layer_bytes, r->n_layer, w->expert_bytes) < 0) {
                 char *logged = r->logged_lease;
                 if (strncmp(logged, w->id, sizeof r->logged_lease - 1)) {
                     rt_log("worker %s: unusable expert_bytes '%.200s'", w->id, w->expert_bytes);
@@ -194,21 +190,23 @@ static int choose_model(router *r) {
 
 /* Reads every lease; prunes P:workers of expired ones. 0, or -1 (Redis away). */
 int rt_read_workers(router *r) {
-    redisReply *ids = moe_rlink_cmd(r->cmd, "ZRANGE %s:workers 0 %d", r->prefix, MAX_WORKERS - 1);
+    char workers[MOE_SCHEMA_KEY_MAX], key[MOE_SCHEMA_KEY_MAX];
+    moe_key_workers(workers, sizeof workers, r->prefix);
+    redisReply *ids = moe_rlink_cmd(r->cmd, "ZRANGE %s 0 %d", workers, MAX_WORKERS - 1);
     if (!ids) return -1;
     const uint64_t connects = moe_rlink_get_stats(r->cmd).connects;
     if (connects > 1 && connects != r->redis_connects) {
         /* Redis came back (maybe empty): every worker re-registers within a
          * heartbeat; until a whole lease has passed, a missing one is not dead */
-        const int lease = r->max_lease_ms ? r->max_lease_ms : 3000;
+        const int lease = r->max_lease_ms ? r->max_lease_ms : MOE_SCHEMA_LEASE_MS_DEFAULT;
         r->hold_until_ms = moe_mono_ms() + lease;
         rt_log("Redis is back: no placement change for %d ms while leases return", lease);
     }
     r->redis_connects = connects;
     if (ids->type != REDIS_REPLY_ARRAY) {
         if (moe_mono_ms() - r->logged_workers_ms > 10000) {
-            rt_log("%s:workers is not a sorted set (%s): no worker can be read",
-                     r->prefix, ids->type == REDIS_REPLY_ERROR ? ids->str : "wrong type");
+            rt_log("%s is not a sorted set (%s): no worker can be read", workers,
+                   ids->type == REDIS_REPLY_ERROR ? ids->str : "wrong type");
             r->logged_workers_ms = moe_mono_ms();
         }
         freeReplyObject(ids);
@@ -218,12 +216,19 @@ int rt_read_workers(router *r) {
                      calloc(ids->elements + 1, sizeof *lr.gone), 0};
     int rc = -1;
     if (lr.ws && lr.gone && moe_rlink_begin(r->cmd)) {
-        for (size_t i = 0; i < ids->elements; i++)
-            moe_rlink_append(r->cmd, "HGETALL %s:worker:%s", r->prefix,
-                             ids->element[i]->str ? ids->element[i]->str : "");
+        for (size_t i = 0; i < ids->elements; i++) {
+            /* an id too long for a key has no lease: read as gone */
+            if (moe_key_worker(key, sizeof key, r->prefix,
+                               ids->element[i]->str ? ids->element[i]->str : "") < 0)
+                moe_key_worker(key, sizeof key, r->prefix, "");
+            moe_rlink_append(r->cmd, "HGETALL %s", key);
+        }
         rc = moe_rlink_flush(r->cmd, on_lease, &lr) == 0 ? 0 : -1;
     }
-    redisReply *drain = rc == 0 ? moe_rlink_cmd(r->cmd, "SMEMBERS %s:drain", r->prefix) : NULL;
+    char drain_key[MOE_SCHEMA_KEY_MAX], events[MOE_SCHEMA_KEY_MAX];
+    moe_key_drain(drain_key, sizeof drain_key, r->prefix);
+    moe_key_events(events, sizeof events, r->prefix);
+    redisReply *drain = rc == 0 ? moe_rlink_cmd(r->cmd, "SMEMBERS %s", drain_key) : NULL;
     for (int i = 0; drain && drain->type == REDIS_REPLY_ARRAY && i < lr.n; i++)
         for (size_t k = 0; k < drain->elements; k++)
             if (drain->element[k]->str && !strcmp(drain->element[k]->str, lr.ws[i].id))
@@ -231,14 +236,15 @@ int rt_read_workers(router *r) {
     if (drain) freeReplyObject(drain);
     for (int i = 0; i < lr.n_gone; i++) {
         if (rc == 0 && lr.gone[i]) {
-            redisReply *x = moe_rlink_cmd(r->cmd, "ZREM %s:workers %s", r->prefix, lr.gone[i]);
+            redisReply *x = moe_rlink_cmd(r->cmd, "ZREM %s %s", workers, lr.gone[i]);
             if (x) freeReplyObject(x);
-            x = moe_rlink_cmd(r->cmd, "SREM %s:drain %s", r->prefix, lr.gone[i]);
+            x = moe_rlink_cmd(r->cmd, "SREM %s %s", drain_key, lr.gone[i]);
             if (x) freeReplyObject(x);
-            if (r->leader) { /* gateways check the placement now */
-                char msg[400];
-                snprintf(msg, sizeof msg, "down %.300s", lr.gone[i]);
-                x = moe_rlink_cmd(r->cmd, "PUBLISH %s:events %s", r->prefix, msg);
+            char msg[MOE_SCHEMA_KEY_MAX];
+            const moe_event ev = {.kind = MOE_EVENT_DOWN, .worker = lr.gone[i]};
+            if (r->leader && moe_event_format(msg, sizeof msg, &ev) >= 0) {
+                /* gateways check the placement now */
+                x = moe_rlink_cmd(r->cmd, "PUBLISH %s %s", events, msg);
                 if (x) freeReplyObject(x);
             }
             rt_log("worker %s: lease expired", lr.gone[i]);

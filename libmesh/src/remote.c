@@ -21,6 +21,7 @@
 #include "remote_internal.h"
 #include "mesh/rlink.h"
 #include "moe/log.h"
+#include "mesh/schema.h"
 #include "svc/clock.h"
 
 moe_remote_params moe_remote_default_params(void) {
@@ -734,8 +735,9 @@ int moe_expert_backend_remote_redis_create(moe_expert_backend **out, const moe_m
     if (!rctl_wait(b->ctl, b->p.placement_wait_ms)) {
         char why[400];
         rctl_problem(b->ctl, why, sizeof why);
-        rc = moe_err_set(err, MOE_EUNAVAIL, "no usable placement in Redis %s (prefix '%s') after %d ms: %s",
-                         url, prefix && *prefix ? prefix : "moemesh", b->p.placement_wait_ms,
+        rc = moe_err_set(err, MOE_EUNAVAIL,
+                         "no usable placement in Redis %s (prefix '%s') after %d ms: %s", url,
+                         moe_schema_prefix(prefix), b->p.placement_wait_ms,
                          *why ? why : "is router-svc running, with workers registered?");
         goto fail;
     }

@@ -10,12 +10,11 @@
 #include "remote_ctl.h"
 #include "mesh/rlink.h"
 #include "moe/log.h"
+#include "mesh/schema.h"
 #include "svc/clock.h"
 
 #define CHECK_MS 1000
 #define FLUSH_MS 1000
-#define BUCKET_S 10
-#define LOAD_TTL_S 600
 
 struct rctl {
     pthread_t th;
@@ -39,7 +38,8 @@ struct rctl {
 static void on_message(void *ud, const char *channel, const char *msg) {
     rctl *c = ud;
     (void)channel;
-    if (!strncmp(msg, "active ", 7) || !strncmp(msg, "down ", 5)) {
+    moe_event ev;
+    if (moe_event_parse(&ev, msg) == 0 && ev.kind != MOE_EVENT_PENDING) {
         pthread_mutex_lock(&c->mu);
         c->kick = 1;
         pthread_mutex_unlock(&c->mu);
@@ -49,7 +49,9 @@ static void on_message(void *ud, const char *channel, const char *msg) {
 /* Reads the active epoch and, if it changed, its document. */
 static void check(rctl *c) {
     uint64_t e = 0;
-    if (moe_pldoc_get_epoch(c->cmd, c->prefix, "active", &e) != 1) return;
+    char key[MOE_SCHEMA_KEY_MAX];
+    moe_key_placement_active(key, sizeof key, c->prefix);
+    if (moe_pldoc_get_epoch(c->cmd, key, &e) != 1) return;
     if ((c->have_seen && e == c->seen_epoch) || e == c->bad_epoch) return;
     moe_pldoc *d;
     moe_err err;
@@ -95,16 +97,16 @@ static void flush(rctl *c) {
     uint64_t total = 0;
     for (size_t i = 0; i < n; i++) total += c->unsent[i];
     if (!total || !moe_rlink_begin(c->cmd)) return;
-    char key[300];
-    snprintf(key, sizeof key, "%s:load:%lld", c->prefix, (long long)(moe_wall_ms() / 1000 / BUCKET_S));
+    char key[MOE_SCHEMA_KEY_MAX];
+    moe_key_load(key, sizeof key, c->prefix, moe_schema_load_bucket(moe_wall_ms()));
     for (size_t i = 0; i < n; i++) {
         if (!c->unsent[i]) continue;
         char field[32];
-        snprintf(field, sizeof field, "%d:%d", (int)(i / (size_t)c->n_expert),
-                 (int)(i % (size_t)c->n_expert));
+        moe_expert_field_format(field, sizeof field, (int)(i / (size_t)c->n_expert),
+                                (int)(i % (size_t)c->n_expert));
         moe_rlink_append(c->cmd, "HINCRBY %s %s %llu", key, field, (unsigned long long)c->unsent[i]);
     }
-    moe_rlink_append(c->cmd, "EXPIRE %s %d", key, LOAD_TTL_S);
+    moe_rlink_append(c->cmd, "EXPIRE %s %d", key, MOE_SCHEMA_LOAD_TTL_S);
     if (moe_rlink_flush(c->cmd, NULL, NULL) == 0) {
         memset(c->unsent, 0, n * sizeof *c->unsent);
         pthread_mutex_lock(&c->mu);
@@ -116,8 +118,8 @@ static void flush(rctl *c) {
 
 static void *run(void *arg) {
     rctl *c = arg;
-    char chan[300];
-    snprintf(chan, sizeof chan, "%s:events", c->prefix);
+    char chan[MOE_SCHEMA_KEY_MAX];
+    moe_key_events(chan, sizeof chan, c->prefix);
     moe_rlink_subscribe(c->sub, chan);
     int64_t next_check = 0, next_flush = moe_mono_ms() + FLUSH_MS;
     for (;;) {
@@ -156,11 +158,12 @@ int rctl_start(rctl **out, const char *url, const char *prefix, const moe_model 
     c->n_layer = n_layer;
     c->n_expert = n_expert;
     moe_model_identity(m, c->model_id, sizeof c->model_id);
-    c->prefix = strdup(prefix && *prefix ? prefix : "moemesh");
+    c->prefix = strdup(moe_schema_prefix(prefix));
     c->counts = calloc(n + 1, sizeof *c->counts);
     c->unsent = calloc(n + 1, sizeof *c->unsent);
     int rc = 0;
     if (!c->prefix || !c->counts || !c->unsent) rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
+    if (!rc) rc = moe_schema_check_names(c->prefix, NULL, err);
     if (!rc) rc = moe_rlink_create(&c->cmd, url, "remote experts", err);
     if (!rc) rc = moe_rlink_create(&c->sub, url, "remote experts (events)", err);
     if (!rc) {

@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #include "moe/error.h"
-#include "mesh/pldoc.h"
+#include "mesh/schema.h"
 
 typedef struct rctl rctl;
 

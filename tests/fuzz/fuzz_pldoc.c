@@ -1,5 +1,5 @@
 /* fuzz_pldoc.c - libFuzzer target: what the services read from Redis. Any
- * bytes as a placement document (pldoc.h), the first two giving the model's
+ * bytes as a placement document (schema.h), the first two giving the model's
  * layers and experts (0: unchecked), refused or parsed into a document whose
  * invariants hold; and the same bytes as a Redis URL (rlink.h), refused or
  * parsed into a usable host, port and database. Never a crash or a leak. */
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mesh/pldoc.h"
+#include "mesh/schema.h"
 #include "mesh/rlink.h"
 
 #define CHECK(x)                                                                                   \

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "mesh/schema.h"
 #include "moe/error.h"
 #include "placement.h"
 #include "test.h"
@@ -612,20 +613,77 @@ TEST(placement_workers_wanted) {
     ASSERT(last > 4);
 }
 
-/* ==== JSON ==== */
+/* ==== The placement document ==== */
 
-TEST(placement_json) {
-    static cluster c;
-    add_workers(&c, 2, 1000, 0);
-    c.w[1].id = "w\"1";
-    add_expert(&c, 0, 0, 100, 150); /* 2 replicas */
-    add_expert(&c, 1, 3, 100, 10);  /* min replicas first: w1, which is empty */
-    rt_placement *pl = place(&c, &P1, NULL);
+/* The document router-svc publishes (rt_placement_doc, written by libmesh's
+ * moe_pldoc_write): exact bytes, workers without an assignment left out,
+ * replicas by id; read back by the reader the workers and gateways use. */
+TEST(placement_doc) {
+    char *ids[] = {"w0", "w\"1", "w2"};
+    int r0[] = {0, 1}, r1[] = {1};
+    rt_placement_expert ex[] = {{0, 0, 2, r0}, {1, 3, 1, r1}};
+    rt_placement *pl = NULL;
+    ASSERT_EQ_INT(rt_placement_from_lists(&pl, 9, ids, 3, ex, 2), 0);
+    const char *addrs[] = {"10.0.0.1:50051", "h:2", "h:3"};
     char *js = NULL;
-    ASSERT_EQ_INT(rt_placement_to_json(pl, &js), 0);
-    ASSERT_STR_CONTAINS(js, "{\"epoch\":1,\"workers\":[\"w0\",\"w\\\"1\"],"
-                            "\"experts\":[[0,0,[0,1]],[1,3,[1]]],\"moves_added\":3,"
-                            "\"moves_removed\":0,\"workers_wanted\":2}");
+    ASSERT_EQ_INT(rt_placement_doc(pl, "m/1", addrs, &js), 0);
+    static const char want[] =
+        "{\"epoch\":9,\"model\":\"m/1\",\"workers\":{\"w0\":\"10.0.0.1:50051\","
+        "\"w\\\"1\":\"h:2\"},\"experts\":[[0,0,[\"w0\",\"w\\\"1\"]],"
+        "[1,3,[\"w\\\"1\"]]]}";
+    if (strcmp(js, want)) TEST_FAIL("document\n  %s\nwant\n  %s", js, want);
+    moe_pldoc *d = NULL;
+    moe_err err;
+    ASSERT_EQ_INT(moe_pldoc_parse(&d, js, strlen(js), 2, 4, &err), 0);
+    ASSERT_EQ_INT(d->epoch, 9);
+    ASSERT(!strcmp(d->model, "m/1"));
+    ASSERT_EQ_INT(d->n_workers, 2); /* w2 holds nothing */
+    ASSERT(!strcmp(d->ids[0], "w0") && !strcmp(d->addrs[0], "10.0.0.1:50051"));
+    ASSERT(!strcmp(d->ids[1], "w\"1") && !strcmp(d->addrs[1], "h:2"));
+    ASSERT_EQ_INT(d->n_experts, 2);
+    ASSERT(d->experts[0].layer == 0 && d->experts[0].expert == 0);
+    ASSERT(d->experts[0].n_replicas == 2 && d->experts[0].replicas[0] == 0 &&
+           d->experts[0].replicas[1] == 1);
+    ASSERT(d->experts[1].layer == 1 && d->experts[1].expert == 3);
+    ASSERT(d->experts[1].n_replicas == 1 && d->experts[1].replicas[0] == 1);
+    moe_pldoc_free(d);
+    free(js);
+    /* a worker whose address is unknown: "" (as before the writer moved to libmesh) */
+    const char *none[] = {"h:1", NULL, "h:3"};
+    ASSERT_EQ_INT(rt_placement_doc(pl, NULL, none, &js), 0);
+    ASSERT_STR_CONTAINS(js,
+                        "{\"epoch\":9,\"model\":\"\",\"workers\":{\"w0\":\"h:1\",\"w\\\"1\":\"\"}");
+    free(js);
+    rt_placement_free(pl);
+}
+
+/* A computed placement survives the document: every expert's replicas, by
+ * worker id, as the algorithm placed them. */
+TEST(placement_doc_computed) {
+    static cluster c;
+    add_workers(&c, 5, 1000, 2);
+    for (int i = 0; i < 12; i++) add_expert(&c, i / 4, i % 4, 100, 40.0 * (i % 5));
+    rt_placement *pl = place(&c, &P1, NULL);
+    const char *addrs[5] = {"a:0", "a:1", "a:2", "a:3", "a:4"};
+    char *js = NULL;
+    ASSERT_EQ_INT(rt_placement_doc(pl, "llama/3x4/8/9", addrs, &js), 0);
+    moe_pldoc *d = NULL;
+    moe_err err;
+    if (moe_pldoc_parse(&d, js, strlen(js), 3, 4, &err)) TEST_FAIL("%s: %s", js, err.msg);
+    ASSERT_EQ_INT(d->epoch, pl->epoch);
+    ASSERT_EQ_INT(d->n_experts, pl->n_experts);
+    for (size_t i = 0; i < pl->n_experts; i++) {
+        const rt_placement_expert *e = &pl->experts[i];
+        ASSERT_EQ_INT(d->experts[i].layer, e->layer);
+        ASSERT_EQ_INT(d->experts[i].expert, e->expert);
+        ASSERT_EQ_INT(d->experts[i].n_replicas, e->n_replicas);
+        for (int k = 0; k < e->n_replicas; k++) {
+            const int w = d->experts[i].replicas[k];
+            ASSERT(!strcmp(d->ids[w], pl->worker_ids[e->replicas[k]]));
+            ASSERT(!strcmp(d->addrs[w], addrs[e->replicas[k]]));
+        }
+    }
+    moe_pldoc_free(d);
     free(js);
     rt_placement_free(pl);
 }

@@ -1,5 +1,5 @@
 /* test_pldoc.c - the two parsers of what the services read from Redis, both
- * untrusted input: placement documents (libmesh/include/mesh/pldoc.h) and Redis
+ * untrusted input: placement documents (libmesh/include/mesh/schema.h) and Redis
  * URLs (libmesh/include/mesh/rlink.h). Valid input is read exactly; anything else
  * is an error naming the problem, never a crash, a leak (build-san) or a
  * read past the bytes given (a guard page after the document). */
@@ -7,7 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "mesh/pldoc.h"
+#include "mesh/schema.h"
 #include "mesh/rlink.h"
 #include "moe/error.h"
 #include "test.h"

@@ -18,7 +18,7 @@
  *     }
  *
  *     // subscriber: a second link in subscribe mode
- *     moe_rlink_subscribe(sub, "moemesh:events");
+ *     moe_rlink_subscribe(sub, chan);                     // moe_key_events(), mesh/schema.h
  *     moe_rlink_sub_poll(sub, 100, on_message, ud);       // waits up to 100 ms
  *
  * URLs: redis://[[user:]password@]host[:port][/db], or host[:port]; the port

@@ -1,0 +1,225 @@
+/*
+ * schema.h - the Redis schema of a deployment: the one place that knows key
+ * names, TTLs, message formats, lease fields and the placement document
+ * (docs/redis-schema.md explains the protocol; this header is its code).
+ * router-svc, the expert-workers and the gateways' remote backend build every
+ * key and message here, and write and read the placement document with the
+ * writer and the reader below, side by side.
+ *
+ * Every key starts with the deployment's prefix P (default "moemesh"); <w> is
+ * a worker id, <e> an epoch (decimal), <b> a load bucket (unix s / 10):
+ *
+ *     P:worker:<w>             hash, TTL = lease     a worker's lease (MOE_LEASE_* fields)
+ *     P:workers                sorted set            worker ids, score = last heartbeat (ms)
+ *     P:placement:active       string                the active epoch
+ *     P:placement:pending      string                the epoch being prepared, if any
+ *     P:placement:seq          string                the last epoch number used
+ *     P:placement:<e>          string (JSON)         epoch e's document; TTL 1 h once superseded
+ *     P:ack:<e>                set, TTL 1 h          workers that loaded their share of e
+ *     P:events                 pub/sub channel       "pending <e>", "active <e>", "down <w>"
+ *     P:load:<b>               hash, TTL 10 min      field "L:E" = rows routed to that expert
+ *     P:scale:workers_wanted   string                the workers the load calls for
+ *     P:drain                  set                   workers to empty
+ *     P:leader                 string, TTL 5 s       the leading router-svc replica's id
+ *
+ * A worked example, deployment "moemesh", worker "w0" at 10.0.0.5:50051:
+ *
+ *     char key[MOE_SCHEMA_KEY_MAX], msg[MOE_SCHEMA_KEY_MAX];
+ *     moe_key_worker(key, sizeof key, "moemesh", "w0");      // "moemesh:worker:w0"
+ *     moe_key_placement(key, sizeof key, "moemesh", 7);      // "moemesh:placement:7"
+ *     moe_key_load(key, sizeof key, "moemesh",
+ *                  moe_schema_load_bucket(moe_wall_ms()));   // "moemesh:load:172000000"
+ *     moe_event ev = {.kind = MOE_EVENT_ACTIVE, .epoch = 7};
+ *     moe_event_format(msg, sizeof msg, &ev);                // "active 7"
+ *
+ *     // router-svc writes epoch 7 (workers and replicas as indices) ...
+ *     char *ids[] = {"w0"}, *addrs[] = {"10.0.0.5:50051"};
+ *     int reps[] = {0};
+ *     moe_pldoc_expert ex[] = {{.layer = 1, .expert = 3, .n_replicas = 1, .replicas = reps}};
+ *     moe_pldoc d = {.epoch = 7, .model = "llama/4x8/64/1234", .n_workers = 1, .ids = ids,
+ *                    .addrs = addrs, .n_experts = 1, .experts = ex};
+ *     char *json;
+ *     moe_pldoc_write(&d, &json);
+ *     // {"epoch":7,"model":"llama/4x8/64/1234","workers":{"w0":"10.0.0.5:50051"},
+ *     //  "experts":[[1,3,["w0"]]]}
+ *     // ... SET moemesh:placement:7 <json>; a worker or gateway reads it back:
+ *     moe_pldoc *got;
+ *     if (moe_pldoc_parse(&got, json, strlen(json), n_layer, n_expert, &err) == 0) ...
+ *
+ * Key builders take a prefix of at most MOE_SCHEMA_PREFIX_MAX bytes and ids
+ * of at most MOE_SCHEMA_ID_MAX bytes (moe_schema_check_names at start-up), so
+ * every key fits in MOE_SCHEMA_KEY_MAX bytes.
+ */
+#ifndef MOE_SCHEMA_H
+#define MOE_SCHEMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moe/error.h"
+
+/* ==== Constants ================================================================= */
+
+#define MOE_SCHEMA_PREFIX_DEFAULT "moemesh" /* --prefix when none is given */
+#define MOE_SCHEMA_PREFIX_MAX 200           /* bytes of a prefix */
+#define MOE_SCHEMA_ID_MAX 200               /* bytes of a worker id */
+#define MOE_SCHEMA_KEY_MAX 512              /* any key or event message fits (limits above) */
+
+#define MOE_SCHEMA_LOAD_BUCKET_S 10           /* width of a P:load:<b> bucket, seconds */
+#define MOE_SCHEMA_LOAD_TTL_S 600             /* P:load:<b> expires after (EXPIRE per flush) */
+#define MOE_SCHEMA_PLACEMENT_OLD_TTL_S 3600   /* P:placement:<e> once superseded or abandoned */
+#define MOE_SCHEMA_ACK_TTL_S 3600             /* P:ack:<e> */
+#define MOE_SCHEMA_LEASE_MS_DEFAULT 3000      /* a worker's lease TTL (heartbeat: a third) */
+#define MOE_SCHEMA_LEADER_TTL_MS_DEFAULT 5000 /* P:leader */
+
+/* The prefix to use: p, or MOE_SCHEMA_PREFIX_DEFAULT when p is NULL or "". */
+const char *moe_schema_prefix(const char *p);
+
+/* Checks a prefix (non-empty, <= MOE_SCHEMA_PREFIX_MAX bytes) and, unless
+ * id is NULL, a worker id (non-empty, <= MOE_SCHEMA_ID_MAX bytes): then no
+ * key built from them is cut short. Returns 0 or MOE_EINVAL naming which. */
+int moe_schema_check_names(const char *prefix, const char *id, moe_err *err);
+
+/* The load bucket of a wall-clock time (ms since the epoch): unix seconds /
+ * MOE_SCHEMA_LOAD_BUCKET_S. */
+int64_t moe_schema_load_bucket(int64_t wall_ms);
+
+/* ==== Keys ====================================================================== */
+/* Each writes the key, NUL-terminated, into buf (cap bytes) and returns its
+ * length, or MOE_ERANGE (buf then holds "") when it does not fit. */
+
+int moe_key_worker(char *buf, size_t cap, const char *prefix, const char *id); /* P:worker:<w> */
+int moe_key_workers(char *buf, size_t cap, const char *prefix);                /* P:workers */
+int moe_key_placement(char *buf, size_t cap, const char *prefix, uint64_t e);  /* P:placement:<e> */
+int moe_key_placement_active(char *buf, size_t cap, const char *prefix);  /* P:placement:active */
+int moe_key_placement_pending(char *buf, size_t cap, const char *prefix); /* P:placement:pending */
+int moe_key_placement_seq(char *buf, size_t cap, const char *prefix);     /* P:placement:seq */
+int moe_key_ack(char *buf, size_t cap, const char *prefix, uint64_t e);   /* P:ack:<e> */
+int moe_key_events(char *buf, size_t cap, const char *prefix);            /* P:events */
+int moe_key_load(char *buf, size_t cap, const char *prefix, int64_t bucket); /* P:load:<b> */
+int moe_key_workers_wanted(char *buf, size_t cap, const char *prefix); /* P:scale:workers_wanted */
+int moe_key_drain(char *buf, size_t cap, const char *prefix);          /* P:drain */
+int moe_key_leader(char *buf, size_t cap, const char *prefix);         /* P:leader */
+
+/* ==== Events (P:events) ========================================================= */
+
+typedef enum moe_event_kind {
+    MOE_EVENT_PENDING = 1, /* "pending <e>": epoch e is being prepared (load, then ack) */
+    MOE_EVENT_ACTIVE,      /* "active <e>": epoch e is active */
+    MOE_EVENT_DOWN,        /* "down <w>": worker w's lease expired */
+} moe_event_kind;
+
+typedef struct moe_event {
+    moe_event_kind kind;
+    uint64_t epoch;     /* pending, active */
+    const char *worker; /* down: borrowed (from the caller, or the parsed message) */
+} moe_event;
+
+/* Writes ev's message into buf; its length, MOE_EINVAL (unknown kind, a down
+ * event without a worker) or MOE_ERANGE (buf then holds ""). */
+int moe_event_format(char *buf, size_t cap, const moe_event *ev);
+/* Reads a message: 0 (ev->worker points into msg), or MOE_EFORMAT (another
+ * kind, an epoch that is not decimal digits within uint64, no worker). */
+int moe_event_parse(moe_event *ev, const char *msg);
+
+/* ==== Fields ==================================================================== */
+
+/* P:worker:<w>'s hash fields (docs/redis-schema.md, "Worker leases"). */
+#define MOE_LEASE_ADDR "addr"                     /* host:port of its gRPC server */
+#define MOE_LEASE_CAPACITY_BYTES "capacity_bytes" /* memory for expert weights */
+#define MOE_LEASE_DEVICE "device"                 /* "cpu", "cuda:0" */
+#define MOE_LEASE_DOMAIN "domain"                 /* failure domain */
+#define MOE_LEASE_STATE "state"                   /* MOE_LEASE_STATE_* */
+#define MOE_LEASE_HELD "held"                     /* experts loaded ("L:E-E,...;L:...") */
+#define MOE_LEASE_EPOCH "epoch"                   /* newest epoch whose share it loaded */
+#define MOE_LEASE_MODEL "model"                   /* the model's identity */
+#define MOE_LEASE_N_LAYER "n_layer"
+#define MOE_LEASE_N_EXPERT "n_expert"
+#define MOE_LEASE_EXPERT_BYTES "expert_bytes" /* "L:bytes,...": moe_lease_layer_bytes_* */
+#define MOE_LEASE_PID "pid"
+#define MOE_LEASE_STARTED_MS "started_ms" /* wall clock, ms */
+#define MOE_LEASE_LEASE_MS "lease_ms"     /* its lease TTL */
+#define MOE_LEASE_STATE_STARTING "starting"
+#define MOE_LEASE_STATE_READY "ready"
+#define MOE_LEASE_STATE_DRAINING "draining"
+
+/* A lease's expert_bytes: "L:bytes,..." for each layer l with bytes[l] != 0
+ * (n_layer entries; 0: not an MoE layer), ascending. Returns the length, or
+ * MOE_ERANGE (buf then holds ""). */
+int moe_lease_layer_bytes_format(char *buf, size_t cap, const uint64_t *bytes, int n_layer);
+/* Reads expert_bytes into bytes (n_layer entries, 0 for layers not named):
+ * each L < n_layer, each byte count > 0, decimal digits. 0 or MOE_EFORMAT
+ * (bytes then partly written). */
+int moe_lease_layer_bytes_parse(uint64_t *bytes, int n_layer, const char *s);
+
+/* A P:load:<b> field: "L:E" (layer, expert). Returns the length, or MOE_ERANGE. */
+int moe_expert_field_format(char *buf, size_t cap, int layer, int expert);
+/* Reads "L:E" (decimal digits, each <= 2^20): 0 or MOE_EFORMAT. */
+int moe_expert_field_parse(const char *s, int *layer, int *expert);
+
+/* ==== The placement document (P:placement:<e>) ================================== */
+/*
+ *     {"epoch": 7, "model": "...",
+ *      "workers": {"w0": "10.0.0.5:50051", "w1": "10.0.0.6:50051"},
+ *      "experts": [[1, 0, ["w0", "w1"]], [1, 1, ["w1"]], ...]}
+ *
+ * Written by router-svc (moe_pldoc_write); read by the expert-workers (their
+ * share), the gateways (the replicas of every expert) and a new leader
+ * (moe_pldoc_parse). The reader checks everything: a malformed document is
+ * an error, never a crash. A document names only workers with an assignment.
+ */
+
+typedef struct moe_pldoc_expert {
+    int32_t layer, expert;
+    int n_replicas;
+    int *replicas; /* (n_replicas) indices into ids/addrs */
+} moe_pldoc_expert;
+
+typedef struct moe_pldoc {
+    uint64_t epoch;
+    char *model; /* "" when absent */
+    int n_workers;
+    char **ids;   /* (n_workers) */
+    char **addrs; /* (n_workers) host:port */
+    size_t n_experts;
+    moe_pldoc_expert *experts; /* (n_experts) */
+} moe_pldoc;
+
+/* Writes d as one line of JSON into *out (malloc'd, NUL-terminated; the
+ * caller frees it). d is borrowed for the call (a caller may fill it with
+ * pointers it owns: the writer frees nothing); model NULL is written as "".
+ * Workers and experts are written in d's order. Returns 0, MOE_EINVAL (a
+ * NULL id or address, a replica index out of range, an epoch above 2^53 - 1)
+ * or MOE_ENOMEM; *out is NULL on failure. */
+int moe_pldoc_write(const moe_pldoc *d, char **out);
+
+/* Parses a document: the len bytes at json hold one JSON object and nothing
+ * else but whitespace; "model", when present, is a string. Layers must be
+ * < n_layer and experts < n_expert (pass 0 to skip the check). A worker named
+ * twice in one expert's replicas counts once. Returns 0 (*out: free with
+ * moe_pldoc_free), MOE_EFORMAT naming the problem, or MOE_ENOMEM (*out NULL). */
+int moe_pldoc_parse(moe_pldoc **out, const char *json, size_t len, int n_layer, int n_expert,
+                    moe_err *err);
+/* Frees a parsed document (NULL is allowed). */
+void moe_pldoc_free(moe_pldoc *d);
+/* Index of a worker id, or -1. */
+int moe_pldoc_worker(const moe_pldoc *d, const char *id);
+
+/* ==== Reading from Redis ======================================================== */
+
+typedef struct moe_rlink moe_rlink;
+typedef struct redisReply redisReply;
+
+/* A decimal epoch in a reply (GET of P:placement:active, pending or seq);
+ * 1 if the reply is one, 0 if it is absent or anything else. */
+int moe_reply_epoch(const redisReply *r, uint64_t *e);
+/* GET key (P:placement:active, pending or seq) as an epoch: 1 found, 0
+ * absent or not an epoch, -1 Redis away. */
+int moe_pldoc_get_epoch(moe_rlink *l, const char *key, uint64_t *e);
+/* Reads and parses <prefix>:placement:<e>. Returns 0, MOE_EUNAVAIL (Redis
+ * away), MOE_ENOTFOUND (no such document), MOE_ERANGE (prefix too long), or
+ * what moe_pldoc_parse returns. */
+int moe_pldoc_fetch(moe_pldoc **out, moe_rlink *l, const char *prefix, uint64_t e, int n_layer,
+                    int n_expert, moe_err *err);
+
+#endif
