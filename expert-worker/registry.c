@@ -67,7 +67,7 @@ static void stat_set(ew_registry *r, uint64_t *v, uint64_t x) {
 /* ==== Lease ===================================================================== */
 
 static void heartbeat(ew_registry *r) {
-    if (!moe_rlink_begin(r->cmd)) return;
+    if (moe_rlink_begin(r->cmd) < 0) return;
     char key[MOE_SCHEMA_KEY_MAX], workers[MOE_SCHEMA_KEY_MAX], held[16384], cap[32], epoch[32],
         pid[32], started[32], nl[16], ne[16], lease[16];
     moe_key_worker(key, sizeof key, r->prefix, r->id);
@@ -187,7 +187,7 @@ static void check(ew_registry *r) {
     moe_key_placement_pending(pending, sizeof pending, r->prefix);
     moe_key_placement_active(active, sizeof active, r->prefix);
     moe_key_drain(drain, sizeof drain, r->prefix);
-    if (!moe_rlink_begin(r->cmd)) return;
+    if (moe_rlink_begin(r->cmd) < 0) return;
     moe_rlink_append(r->cmd, "GET %s", pending);
     moe_rlink_append(r->cmd, "GET %s", active);
     moe_rlink_append(r->cmd, "SISMEMBER %s %s", drain, r->id);

@@ -57,7 +57,7 @@ static void read_load(router *r) {
     char k0[MOE_SCHEMA_KEY_MAX], k1[MOE_SCHEMA_KEY_MAX];
     moe_key_load(k0, sizeof k0, r->prefix, lr.bucket[0]);
     moe_key_load(k1, sizeof k1, r->prefix, lr.bucket[1]);
-    if (!lr.got[0] || !lr.got[1] || !moe_rlink_begin(r->cmd)) goto done;
+    if (!lr.got[0] || !lr.got[1] || moe_rlink_begin(r->cmd) < 0) goto done;
     moe_rlink_append(r->cmd, "HGETALL %s", k0);
     moe_rlink_append(r->cmd, "HGETALL %s", k1);
     if (moe_rlink_flush(r->cmd, on_load, &lr) < 0) goto done;
@@ -180,10 +180,11 @@ static void load_prev(router *r) {
     moe_key_placement_active(ka, sizeof ka, r->prefix);
     moe_key_placement_pending(kp, sizeof kp, r->prefix);
     moe_key_placement_seq(kq, sizeof kq, r->prefix);
-    const int have_a = moe_pldoc_get_epoch(r->cmd, ka, &a);
-    const int have_p = moe_pldoc_get_epoch(r->cmd, kp, &p);
-    const int have_q = moe_pldoc_get_epoch(r->cmd, kq, &q);
-    if (have_a < 0 || have_p < 0 || have_q < 0) goto done;
+    const int ra = moe_pldoc_get_epoch(r->cmd, ka, &a);
+    const int rp = moe_pldoc_get_epoch(r->cmd, kp, &p);
+    const int rq = moe_pldoc_get_epoch(r->cmd, kq, &q);
+    if (ra == MOE_EUNAVAIL || rp == MOE_EUNAVAIL || rq == MOE_EUNAVAIL) goto done;
+    const int have_a = ra == 0, have_p = rp == 0, have_q = rq == 0;
     if (have_q && q > maxe) maxe = q;
     if (have_p) { /* an earlier leader's round: start over, after it */
         if (p > maxe) maxe = p;
@@ -257,7 +258,7 @@ static void publish_cmd(router *r, moe_event_kind what, uint64_t e) {
 static void start_round(router *r, rt_placement *pl, const char *why) {
     pl->epoch = r->next_epoch++; /* burnt even if this fails: never reused */
     char *doc = placement_doc(r, pl);
-    if (!doc || !moe_rlink_begin(r->cmd)) {
+    if (!doc || moe_rlink_begin(r->cmd) < 0) {
         free(doc);
         rt_placement_free(pl);
         return;
@@ -324,7 +325,7 @@ static void activate(router *r) {
     char active[MOE_SCHEMA_KEY_MAX], pending[MOE_SCHEMA_KEY_MAX], old[MOE_SCHEMA_KEY_MAX];
     moe_key_placement_active(active, sizeof active, r->prefix);
     moe_key_placement_pending(pending, sizeof pending, r->prefix);
-    if (!moe_rlink_begin(r->cmd)) return;
+    if (moe_rlink_begin(r->cmd) < 0) return;
     moe_rlink_append(r->cmd, "SET %s %" PRIu64, active, pl->epoch);
     moe_rlink_append(r->cmd, "DEL %s", pending);
     if (r->active && r->active_published) {
@@ -403,9 +404,9 @@ static void drive(router *r) {
         uint64_t e = 0;
         char key[MOE_SCHEMA_KEY_MAX];
         moe_key_placement_pending(key, sizeof key, r->prefix);
-        const int have = moe_pldoc_get_epoch(r->cmd, key, &e);
-        if (have < 0) return;
-        if (!have || e != r->round->epoch) abandon_round(r, "its pending key is gone from Redis (a restart?)");
+        const int rc = moe_pldoc_get_epoch(r->cmd, key, &e);
+        if (rc == MOE_EUNAVAIL) return;
+        if (rc < 0 || e != r->round->epoch) abandon_round(r, "its pending key is gone from Redis (a restart?)");
     }
     if (r->round) {
         int dead = 0;
@@ -422,9 +423,9 @@ static void drive(router *r) {
         uint64_t e = 0;
         char key[MOE_SCHEMA_KEY_MAX];
         moe_key_placement_active(key, sizeof key, r->prefix);
-        const int have = moe_pldoc_get_epoch(r->cmd, key, &e);
-        if (have < 0) return;
-        if (!have || e != r->active->epoch) {
+        const int rc = moe_pldoc_get_epoch(r->cmd, key, &e);
+        if (rc == MOE_EUNAVAIL) return;
+        if (rc < 0 || e != r->active->epoch) {
             rt_log("the active epoch %" PRIu64 " is gone from Redis (a restart?): publishing "
                      "the placement again",
                      r->active->epoch);

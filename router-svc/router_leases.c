@@ -215,7 +215,7 @@ int rt_read_workers(router *r) {
     lease_read lr = {r, calloc(ids->elements + 1, sizeof *lr.ws), 0, ids,
                      calloc(ids->elements + 1, sizeof *lr.gone), 0};
     int rc = -1;
-    if (lr.ws && lr.gone && moe_rlink_begin(r->cmd)) {
+    if (lr.ws && lr.gone && moe_rlink_begin(r->cmd) == 0) {
         for (size_t i = 0; i < ids->elements; i++) {
             /* an id too long for a key has no lease: read as gone */
             if (moe_key_worker(key, sizeof key, r->prefix,

@@ -179,7 +179,7 @@ oom:
 /* Takes a newer placement from the control thread, if one came; 1 if so. */
 static int refresh_placement(remote_be *b) {
     if (!b->ctl) return 0;
-    moe_pldoc *d = rctl_take(b->ctl);
+    moe_pldoc *d = moe__rctl_take(b->ctl);
     if (!d) return 0;
     moe_err err;
     int rc = apply_doc(b, d, &err);
@@ -328,7 +328,7 @@ static void worker_failed(remote_be *b, rworker *w, int down, const char *why) {
         moe_log(MOE_LOG_WARN, "remote experts",
                 "worker %s failed (%s); %d row group(s) to send again", w->addr, why, n);
     w->was_down |= down;
-    if (b->ctl) rctl_kick(b->ctl);
+    if (b->ctl) moe__rctl_kick(b->ctl);
     for (int i = 0; i < n; i++) {
         b->st.retries++;
         assign(b, moved[i]);
@@ -441,7 +441,7 @@ static int remote_submit(void *ctx, const moe_expert_work *wk, moe_err *err) {
                                            wk->expert[g]);
     refresh_placement(b);
     b->st.batches++;
-    if (b->ctl) rctl_count(b->ctl, wk->layer, wk->n_groups, wk->expert, wk->row_start);
+    if (b->ctl) moe__rctl_count(b->ctl, wk->layer, wk->n_groups, wk->expert, wk->row_start);
     for (int i = 0; i < b->n; i++) {
         rworker *w = b->w[i];
         w->failed = w->busy = w->n_queued = w->n_groups = 0;
@@ -493,7 +493,7 @@ static int remote_wait(void *ctx, moe_err *err) {
         const int64_t now = moe_mono_ms();
         if (orphans) {
             if (b->ctl) {
-                rctl_kick(b->ctl);
+                moe__rctl_kick(b->ctl);
                 const int fresh = refresh_placement(b);
                 /* a new placement decides again; else a worker that failed may be
                  * back (restarted, done loading): retry it once its backoff passed
@@ -585,7 +585,7 @@ static int remote_wait(void *ctx, moe_err *err) {
 static void remote_destroy(void *ctx) {
     remote_be *b = ctx;
     if (!b) return;
-    rctl_stop(b->ctl);
+    moe__rctl_stop(b->ctl);
     for (int i = 0; i < b->n; i++) {
         rworker *w = b->w[i];
         if (w->call) {
@@ -731,17 +731,17 @@ int moe_expert_backend_remote_redis_create(moe_expert_backend **out, const moe_m
     remote_be *b = NULL;
     int rc = create_common(&b, m, p, err);
     if (rc < 0) goto fail;
-    if ((rc = rctl_start(&b->ctl, url, prefix, m, err)) < 0) goto fail;
-    if (!rctl_wait(b->ctl, b->p.placement_wait_ms)) {
+    if ((rc = moe__rctl_start(&b->ctl, url, prefix, m, err)) < 0) goto fail;
+    if (!moe__rctl_wait(b->ctl, b->p.placement_wait_ms)) {
         char why[400];
-        rctl_problem(b->ctl, why, sizeof why);
+        moe__rctl_problem(b->ctl, why, sizeof why);
         rc = moe_err_set(err, MOE_EUNAVAIL,
                          "no usable placement in Redis %s (prefix '%s') after %d ms: %s", url,
                          moe_schema_prefix(prefix), b->p.placement_wait_ms,
                          *why ? why : "is router-svc running, with workers registered?");
         goto fail;
     }
-    moe_pldoc *d = rctl_take(b->ctl);
+    moe_pldoc *d = moe__rctl_take(b->ctl);
     rc = d ? apply_doc(b, d, err) : moe_err_set(err, MOE_EUNAVAIL, "no placement");
     moe_pldoc_free(d);
     if (rc < 0) goto fail;
@@ -761,7 +761,7 @@ moe_remote_stats moe_remote_get_stats(const moe_expert_backend *be) {
     s = b->st;
     s.workers = b->n;
     if (b->ctl) {
-        rctl_stats c = rctl_get_stats(b->ctl);
+        moe__rctl_stats c = moe__rctl_get_stats(b->ctl);
         s.placements = c.placements;
         s.rows_reported = c.rows_reported;
         s.redis_failures = c.redis_failures;

@@ -16,7 +16,7 @@
 #define CHECK_MS 1000
 #define FLUSH_MS 1000
 
-struct rctl {
+struct moe__rctl {
     pthread_t th;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -32,11 +32,11 @@ struct rctl {
     uint64_t bad_epoch;      /* an epoch whose document failed to parse (logged once) */
     char model_id[160];      /* this model's identity; documents must match */
     char problem[600];       /* why the newest epoch is unusable ("" if none) */
-    rctl_stats st;
+    moe__rctl_stats st;
 };
 
 static void on_message(void *ud, const char *channel, const char *msg) {
-    rctl *c = ud;
+    moe__rctl *c = ud;
     (void)channel;
     moe_event ev;
     if (moe_event_parse(&ev, msg) == 0 && ev.kind != MOE_EVENT_PENDING) {
@@ -47,11 +47,11 @@ static void on_message(void *ud, const char *channel, const char *msg) {
 }
 
 /* Reads the active epoch and, if it changed, its document. */
-static void check(rctl *c) {
+static void check(moe__rctl *c) {
     uint64_t e = 0;
     char key[MOE_SCHEMA_KEY_MAX];
     moe_key_placement_active(key, sizeof key, c->prefix);
-    if (moe_pldoc_get_epoch(c->cmd, key, &e) != 1) return;
+    if (moe_pldoc_get_epoch(c->cmd, key, &e) != 0) return;
     if ((c->have_seen && e == c->seen_epoch) || e == c->bad_epoch) return;
     moe_pldoc *d;
     moe_err err;
@@ -86,7 +86,7 @@ static void check(rctl *c) {
 }
 
 /* Writes the counts in one pipeline: HINCRBY per expert seen, one EXPIRE. */
-static void flush(rctl *c) {
+static void flush(moe__rctl *c) {
     const size_t n = (size_t)c->n_layer * (size_t)c->n_expert;
     pthread_mutex_lock(&c->mu);
     for (size_t i = 0; i < n; i++) {
@@ -96,7 +96,7 @@ static void flush(rctl *c) {
     pthread_mutex_unlock(&c->mu);
     uint64_t total = 0;
     for (size_t i = 0; i < n; i++) total += c->unsent[i];
-    if (!total || !moe_rlink_begin(c->cmd)) return;
+    if (!total || moe_rlink_begin(c->cmd) < 0) return;
     char key[MOE_SCHEMA_KEY_MAX];
     moe_key_load(key, sizeof key, c->prefix, moe_schema_load_bucket(moe_wall_ms()));
     for (size_t i = 0; i < n; i++) {
@@ -117,7 +117,7 @@ static void flush(rctl *c) {
 }
 
 static void *run(void *arg) {
-    rctl *c = arg;
+    moe__rctl *c = arg;
     char chan[MOE_SCHEMA_KEY_MAX];
     moe_key_events(chan, sizeof chan, c->prefix);
     moe_rlink_subscribe(c->sub, chan);
@@ -148,11 +148,11 @@ static void *run(void *arg) {
     return NULL;
 }
 
-int rctl_start(rctl **out, const char *url, const char *prefix, const moe_model *m,
+int moe__rctl_start(moe__rctl **out, const char *url, const char *prefix, const moe_model *m,
                moe_err *err) {
     const int n_layer = m->hp.n_layer, n_expert = m->hp.n_expert;
     *out = NULL;
-    rctl *c = calloc(1, sizeof *c);
+    moe__rctl *c = calloc(1, sizeof *c);
     if (!c) return moe_err_set(err, MOE_ENOMEM, "out of memory");
     const size_t n = (size_t)n_layer * (size_t)n_expert;
     c->n_layer = n_layer;
@@ -184,7 +184,7 @@ int rctl_start(rctl **out, const char *url, const char *prefix, const moe_model 
     return 0;
 }
 
-void rctl_stop(rctl *c) {
+void moe__rctl_stop(moe__rctl *c) {
     if (!c) return;
     pthread_mutex_lock(&c->mu);
     c->stop = 1;
@@ -197,7 +197,7 @@ void rctl_stop(rctl *c) {
     free(c->prefix), free(c->counts), free(c->unsent), free(c);
 }
 
-moe_pldoc *rctl_take(rctl *c) {
+moe_pldoc *moe__rctl_take(moe__rctl *c) {
     pthread_mutex_lock(&c->mu);
     moe_pldoc *d = c->next;
     c->next = NULL;
@@ -206,7 +206,7 @@ moe_pldoc *rctl_take(rctl *c) {
     return d;
 }
 
-int rctl_wait(rctl *c, int ms) {
+int moe__rctl_wait(moe__rctl *c, int ms) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += ms / 1000;
@@ -221,7 +221,7 @@ int rctl_wait(rctl *c, int ms) {
     return have;
 }
 
-void rctl_count(rctl *c, int layer, int n_groups, const int32_t *expert,
+void moe__rctl_count(moe__rctl *c, int layer, int n_groups, const int32_t *expert,
                 const int32_t *row_start) {
     if (layer < 0 || layer >= c->n_layer) return;
     pthread_mutex_lock(&c->mu);
@@ -232,21 +232,21 @@ void rctl_count(rctl *c, int layer, int n_groups, const int32_t *expert,
     pthread_mutex_unlock(&c->mu);
 }
 
-void rctl_kick(rctl *c) {
+void moe__rctl_kick(moe__rctl *c) {
     pthread_mutex_lock(&c->mu);
     c->kick = 1;
     pthread_mutex_unlock(&c->mu);
 }
 
-void rctl_problem(rctl *c, char *buf, size_t cap) {
+void moe__rctl_problem(moe__rctl *c, char *buf, size_t cap) {
     pthread_mutex_lock(&c->mu);
     snprintf(buf, cap, "%s", c->problem);
     pthread_mutex_unlock(&c->mu);
 }
 
-rctl_stats rctl_get_stats(rctl *c) {
+moe__rctl_stats moe__rctl_get_stats(moe__rctl *c) {
     pthread_mutex_lock(&c->mu);
-    rctl_stats s = c->st;
+    moe__rctl_stats s = c->st;
     pthread_mutex_unlock(&c->mu);
     return s;
 }

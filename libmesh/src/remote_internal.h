@@ -69,7 +69,7 @@ typedef struct remote_be {
     rworker **w;
     int n, cap;
     rplace pl;
-    rctl *ctl;                /* NULL with a fixed worker list */
+    moe__rctl *ctl;                /* NULL with a fixed worker list */
     /* the batch */
     const moe_expert_work *work;
     int32_t *owner;           /* (n_expert) worker of each group, -1 = none now */

@@ -236,7 +236,7 @@ redisReply *moe_rlink_cmdargv(moe_rlink *l, int argc, const char **argv, const s
 int moe_rlink_begin(moe_rlink *l) {
     l->n_appended = 0;
     l->pipe_broken = 0;
-    return moe_rlink_up(l);
+    return moe_rlink_up(l) ? 0 : MOE_EUNAVAIL;
 }
 
 void moe_rlink_append(moe_rlink *l, const char *fmt, ...) {
@@ -255,16 +255,16 @@ void moe_rlink_appendargv(moe_rlink *l, int argc, const char **argv, const size_
 }
 
 int moe_rlink_flush(moe_rlink *l, void (*cb)(void *ud, size_t i, redisReply *r), void *ud) {
-    if (!l->c) return -1;
+    if (!l->c) return MOE_EUNAVAIL;
     if (l->pipe_broken) {
         moe_rlink_drop(l, "pipeline append failed");
-        return -1;
+        return MOE_EUNAVAIL;
     }
     for (size_t i = 0; i < l->n_appended; i++) {
         void *r = NULL;
         if (redisGetReply(l->c, &r) != REDIS_OK || !r) {
             check_reply(l, NULL);
-            return -1;
+            return MOE_EUNAVAIL;
         }
         if (cb) {
             cb(ud, i, r);
@@ -297,14 +297,14 @@ int moe_rlink_sub_poll(moe_rlink *l, int timeout_ms,
                        void (*cb)(void *ud, const char *channel, const char *msg), void *ud) {
     if (!moe_rlink_up(l)) {
         sleep_ms(timeout_ms);
-        return -1;
+        return MOE_EUNAVAIL;
     }
     /* appended SUBSCRIBEs go out first */
     int done = 0;
     while (!done) {
         if (redisBufferWrite(l->c, &done) != REDIS_OK) {
             check_reply(l, NULL);
-            return -1;
+            return MOE_EUNAVAIL;
         }
     }
     int n = 0;
@@ -313,7 +313,7 @@ int moe_rlink_sub_poll(moe_rlink *l, int timeout_ms,
         void *r = NULL;
         if (redisGetReplyFromReader(l->c, &r) != REDIS_OK) {
             check_reply(l, NULL);
-            return -1;
+            return MOE_EUNAVAIL;
         }
         if (r) {
             redisReply *rr = r;
@@ -335,7 +335,7 @@ int moe_rlink_sub_poll(moe_rlink *l, int timeout_ms,
         if (pr <= 0) break;
         if (redisBufferRead(l->c) != REDIS_OK) {
             check_reply(l, NULL);
-            return -1;
+            return MOE_EUNAVAIL;
         }
     }
     return n;

@@ -378,10 +378,10 @@ int moe_reply_epoch(const redisReply *r, uint64_t *e) {
 
 int moe_pldoc_get_epoch(moe_rlink *l, const char *key, uint64_t *e) {
     redisReply *r = moe_rlink_cmd(l, "GET %s", key);
-    if (!r) return -1;
+    if (!r) return MOE_EUNAVAIL;
     const int have = moe_reply_epoch(r, e);
     freeReplyObject(r);
-    return have;
+    return have ? 0 : MOE_ENOTFOUND;
 }
 
 int moe_pldoc_fetch(moe_pldoc **out, moe_rlink *l, const char *prefix, uint64_t e, int n_layer,

@@ -11,7 +11,7 @@
  *     if (r) { ... freeReplyObject(r); }
  *
  *     // a pipeline: append, then one reply per appended command
- *     if (moe_rlink_begin(l)) {
+ *     if (moe_rlink_begin(l) == 0) {
  *         moe_rlink_append(l, "HINCRBY %s %s %lld", key, field, n);
  *         ...
  *         if (moe_rlink_flush(l, NULL, NULL) == 0) ...    // every reply read
@@ -66,9 +66,10 @@ void moe_rlink_set_timeouts(moe_rlink *l, int connect_ms, int cmd_ms);
 redisReply *moe_rlink_cmd(moe_rlink *l, const char *fmt, ...);
 redisReply *moe_rlink_cmdargv(moe_rlink *l, int argc, const char **argv, const size_t *argvlen);
 
-/* A pipeline: begin (0: not connected), append commands, flush reads every
- * reply, handing each to cb (which must not keep it) in order. Returns 0 or
- * -1 (the connection broke; the link is dropped). */
+/* A pipeline: begin (0, or MOE_EUNAVAIL when not connected), append
+ * commands, flush reads every reply, handing each to cb (which must not keep
+ * it) in order. flush returns 0 or MOE_EUNAVAIL (the connection broke; the
+ * link is dropped). */
 int moe_rlink_begin(moe_rlink *l);
 void moe_rlink_append(moe_rlink *l, const char *fmt, ...);
 void moe_rlink_appendargv(moe_rlink *l, int argc, const char **argv, const size_t *argvlen);
@@ -77,7 +78,7 @@ int moe_rlink_flush(moe_rlink *l, void (*cb)(void *ud, size_t i, redisReply *r),
 /* Subscriber mode: the channel is (re)subscribed on every connect. */
 void moe_rlink_subscribe(moe_rlink *l, const char *channel);
 /* Waits up to timeout_ms for messages and calls cb(channel, message) for
- * each. Returns the number of messages, 0 on timeout, -1 when not connected
+ * each. Returns the number of messages, 0 on timeout, MOE_EUNAVAIL when not connected
  * (it then sleeps for the timeout, so a loop around it does not spin). */
 int moe_rlink_sub_poll(moe_rlink *l, int timeout_ms,
                        void (*cb)(void *ud, const char *channel, const char *msg), void *ud);

@@ -213,8 +213,8 @@ typedef struct redisReply redisReply;
 /* A decimal epoch in a reply (GET of P:placement:active, pending or seq);
  * 1 if the reply is one, 0 if it is absent or anything else. */
 int moe_reply_epoch(const redisReply *r, uint64_t *e);
-/* GET key (P:placement:active, pending or seq) as an epoch: 1 found, 0
- * absent or not an epoch, -1 Redis away. */
+/* GET key (P:placement:active, pending or seq) as an epoch: 0 (*e set),
+ * MOE_ENOTFOUND (absent or not an epoch) or MOE_EUNAVAIL (Redis away). */
 int moe_pldoc_get_epoch(moe_rlink *l, const char *key, uint64_t *e);
 /* Reads and parses <prefix>:placement:<e>. Returns 0, MOE_EUNAVAIL (Redis
  * away), MOE_ENOTFOUND (no such document), MOE_ERANGE (prefix too long), or
