@@ -1,6 +1,7 @@
 /* flags.c - flags with environment twins and generated --help (see svc/flags.h). */
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -82,6 +83,7 @@ static const char *type_noun(moe_flag_type t) {
     case MOE_FLAG_UINT64:
         return "a non-negative integer";
     case MOE_FLAG_DOUBLE:
+    case MOE_FLAG_FLOAT:
         return "a number";
     case MOE_FLAG_BOOL:
         return "a boolean (true/false)";
@@ -108,17 +110,27 @@ int moe_flag_set(const moe_flag *f, const char *who, const char *v, moe_err *err
     case MOE_FLAG_STRING:
         has_num = 0;
         break;
+    case MOE_FLAG_STRINGS: {
+        const moe_flag_strs *l = f->dst;
+        if (l->n >= l->max)
+            return moe_err_set(err, MOE_EINVAL, "%s '%s': given more than %d times", who, v,
+                               l->max);
+        has_num = 0;
+        break;
+    }
     case MOE_FLAG_INT:
     case MOE_FLAG_INT64:
         rc = parse_i64(v, &x.i);
         if (!rc && f->type == MOE_FLAG_INT && (x.i < INT32_MIN || x.i > INT32_MAX)) rc = MOE_EINVAL;
         num = (double)x.i;
         break;
-    case MOE_FLAG_DOUBLE: {
+    case MOE_FLAG_DOUBLE:
+    case MOE_FLAG_FLOAT: {
         char *end;
         errno = 0;
         x.d = strtod(v, &end);
         if (errno || end == v || *end || !isfinite(x.d)) rc = MOE_EINVAL;
+        if (f->type == MOE_FLAG_FLOAT && !(fabs(x.d) <= FLT_MAX)) rc = MOE_EINVAL;
         num = x.d;
         break;
     }
@@ -155,6 +167,11 @@ int moe_flag_set(const moe_flag *f, const char *who, const char *v, moe_err *err
     case MOE_FLAG_STRING:
         *(const char **)f->dst = v;
         break;
+    case MOE_FLAG_STRINGS: {
+        moe_flag_strs *l = f->dst;
+        l->v[l->n++] = v;
+        break;
+    }
     case MOE_FLAG_INT:
     case MOE_FLAG_MS:
         *(int *)f->dst = (int)x.i;
@@ -164,6 +181,9 @@ int moe_flag_set(const moe_flag *f, const char *who, const char *v, moe_err *err
         break;
     case MOE_FLAG_DOUBLE:
         *(double *)f->dst = x.d;
+        break;
+    case MOE_FLAG_FLOAT:
+        *(float *)f->dst = (float)x.d;
         break;
     case MOE_FLAG_BOOL:
         *(int *)f->dst = x.b;
@@ -183,8 +203,40 @@ int moe_flag_set(const moe_flag *f, const char *who, const char *v, moe_err *err
 
 /* ==== Parsing ==================================================================== */
 
+/* The next flag row at or after *at, stepping into included tables (stack:
+ * where to go on after each, depth at most MAX_DEPTH); NULL at the end. */
+#define MAX_DEPTH 4
+typedef struct walk {
+    const moe_flag *at, *stack[MAX_DEPTH];
+    int depth;
+} walk;
+
+static walk walk_start(const moe_flag *t) {
+    return (walk){.at = t};
+}
+
+static const moe_flag *walk_next(walk *w) {
+    while (w->at) {
+        const moe_flag *f = w->at;
+        if (f->name) {
+            w->at = f + 1;
+            return f;
+        }
+        if (f->include && w->depth < MAX_DEPTH) { /* deeper nesting is left out */
+            w->stack[w->depth++] = f + 1;
+            w->at = f->include;
+        } else if (f->include) {
+            w->at = f + 1;
+        } else {
+            w->at = w->depth ? w->stack[--w->depth] : NULL;
+        }
+    }
+    return NULL;
+}
+
 static const moe_flag *find(const moe_flagset *fs, const char *a, size_t n) {
-    for (const moe_flag *f = fs->flags; f && f->name; f++)
+    walk w = walk_start(fs->flags);
+    for (const moe_flag *f; (f = walk_next(&w));)
         if ((strlen(f->name) == n && !strncmp(f->name, a, n)) ||
             (f->alias && strlen(f->alias) == n && !strncmp(f->alias, a, n)))
             return f;
@@ -199,7 +251,8 @@ int moe_flags_parse(const moe_flagset *fs, int argc, char **argv, moe_err *err) 
         const moe_flag *f = argv[i][0] == '-' ? find(fs, argv[i], strlen(argv[i])) : NULL;
         if (f && f->type != MOE_FLAG_BOOL) i++; /* its value */
     }
-    for (const moe_flag *f = fs->flags; f && f->name; f++) {
+    walk w = walk_start(fs->flags);
+    for (const moe_flag *f; (f = walk_next(&w));) {
         const char *v = f->env ? getenv(f->env) : NULL;
         if (!v || !*v) continue; /* an empty variable is an unset one */
         int rc = moe_flag_set(f, f->env, v, err);
@@ -234,7 +287,8 @@ int moe_flags_parse(const moe_flagset *fs, int argc, char **argv, moe_err *err) 
         if (rc < 0) return rc;
     }
     if (fs->n_pos) *fs->n_pos = n_pos;
-    for (const moe_flag *f = fs->flags; f && f->name; f++) {
+    w = walk_start(fs->flags);
+    for (const moe_flag *f; (f = walk_next(&w));) {
         const char *s = f->type == MOE_FLAG_STRING ? *(const char *const *)f->dst : NULL;
         if (f->required && (!s || !*s))
             return moe_err_set(err, MOE_EINVAL, "no %s (%s%s%s)", f->required, f->name,
@@ -249,8 +303,10 @@ static const char *metavar(const moe_flag *f) {
     if (f->metavar) return f->metavar;
     switch (f->type) {
     case MOE_FLAG_STRING:
+    case MOE_FLAG_STRINGS:
         return "S";
     case MOE_FLAG_DOUBLE:
+    case MOE_FLAG_FLOAT:
         return "X";
     case MOE_FLAG_BOOL:
         return NULL;
@@ -286,6 +342,11 @@ static void default_text(const moe_flag *f, char *buf, size_t cap) {
     case MOE_FLAG_DOUBLE:
         if (*(const double *)f->dst != 0) snprintf(buf, cap, "%g", *(const double *)f->dst);
         break;
+    case MOE_FLAG_FLOAT:
+        if (*(const float *)f->dst != 0) snprintf(buf, cap, "%g", (double)*(const float *)f->dst);
+        break;
+    case MOE_FLAG_STRINGS:
+        break;
     case MOE_FLAG_BOOL:
         if (*(const int *)f->dst) snprintf(buf, cap, "true");
         break;
@@ -300,7 +361,8 @@ void moe_flags_usage(const moe_flagset *fs, FILE *out) {
     fprintf(out, "usage: %s %s\n", fs->prog, fs->args ? fs->args : "[options]");
     if (fs->about)
         fprintf(out, "%s%s", fs->about, fs->about[strlen(fs->about) - 1] == '\n' ? "" : "\n");
-    for (const moe_flag *f = fs->flags; f && f->name; f++) {
+    walk w = walk_start(fs->flags);
+    for (const moe_flag *f; (f = walk_next(&w));) {
         char head[128], def[128], tail[320];
         const char *mv = metavar(f);
         int n = snprintf(head, sizeof head, "  %s%s%s%s%s", f->name, f->alias ? ", " : "",

@@ -194,6 +194,102 @@ TEST(svc_flags_help) {
     ASSERT_STR_EQ(o.name, "--help");
 }
 
+/* A shared fragment ({.include}), nested twice, with a float and a repeated
+ * string flag: found, twinned, checked and listed where it stands. */
+static int check_nonempty(const void *dst, char *why, size_t cap) {
+    const moe_flag_strs *l = dst;
+    if (*l->v[l->n - 1]) return 0;
+    snprintf(why, cap, "must not be empty");
+    return -1;
+}
+
+TEST(svc_flags_include_float_strings) {
+    unsetenv("MOE_T_TEMP");
+    int threads = 1, n = 16;
+    float temp = 0.5f;
+    const char *stop_v[2];
+    moe_flag_strs stop = {.v = stop_v, .max = 2};
+    const moe_flag inner[] = {{"--temp", "MOE_T_TEMP", MOE_FLAG_FLOAT, &temp, "T",
+                               .help = "temperature", .min = 0, .max = 2},
+                              {0}};
+    const moe_flag shared[] = {{"--threads", NULL, MOE_FLAG_INT, &threads, "N", .help = "threads",
+                                .alias = "-t"},
+                               {.include = inner},
+                               {0}};
+    const moe_flag flags[] = {{"-n", NULL, MOE_FLAG_INT, &n, "N", .help = "count"},
+                              {.include = shared},
+                              {"--stop", NULL, MOE_FLAG_STRINGS, &stop, "STR",
+                               .help = "stop string (up to 2)", .check = check_nonempty},
+                              {0}};
+    const moe_flagset fs = {.prog = "prog", .about = "About.", .footer = "Footer.", .flags = flags};
+    moe_err err;
+    char *argv[] = {"prog", "--stop", "a", "-t", "3", "--temp=1.25", "-n", "4", "--stop", "b c"};
+    ASSERT_EQ_INT(moe_flags_parse(&fs, 10, argv, &err), 0);
+    ASSERT_EQ_INT(threads, 3);
+    ASSERT_EQ_INT(n, 4);
+    ASSERT_NEAR(temp, 1.25, 0);
+    ASSERT_EQ_INT(stop.n, 2);
+    ASSERT_STR_EQ(stop.v[0], "a");
+    ASSERT_STR_EQ(stop.v[1], "b c");
+    /* a twin inside a nested fragment; the flag still wins */
+    setenv("MOE_T_TEMP", "0.75", 1);
+    stop.n = 0;
+    ASSERT_EQ_INT(moe_flags_parse(&fs, 1, argv, &err), 0);
+    ASSERT_NEAR(temp, 0.75, 0);
+    ASSERT_EQ_INT(moe_flags_parse(&fs, 2, (char *[]){"prog", "--temp=2", NULL}, &err), 0);
+    ASSERT_NEAR(temp, 2, 0);
+    unsetenv("MOE_T_TEMP");
+    static const struct {
+        const char *args[8];
+        const char *msg;
+    } cases[] = {
+        {{"--temp", "3"}, "--temp '3' is not a number in [0, 2]"},
+        {{"--temp", "1e300"}, "--temp '1e300' is not a number in [0, 2]"},
+        {{"--stop", "a", "--stop", "b", "--stop", "c"}, "--stop 'c': given more than 2 times"},
+        {{"--stop", ""}, "--stop '': must not be empty"},
+        {{"--frob"}, "unknown option '--frob'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *a[10] = {"prog"};
+        int argc = 1;
+        while (argc < 9 && cases[i].args[argc - 1]) a[argc] = (char *)cases[i].args[argc - 1], argc++;
+        stop.n = 0;
+        err.msg[0] = 0;
+        ASSERT_EQ_INT(moe_flags_parse(&fs, argc, a, &err), MOE_EINVAL);
+        ASSERT_STR_EQ(err.msg, cases[i].msg);
+    }
+    /* a float flag out of float's range, without a range of its own */
+    float f = 1;
+    const moe_flag fl[] = {{"--f", NULL, MOE_FLAG_FLOAT, &f, NULL, .help = "f"}, {0}};
+    const moe_flagset ffs = {.prog = "p", .flags = fl};
+    ASSERT_EQ_INT(moe_flags_parse(&ffs, 3, (char *[]){"p", "--f", "1e39", NULL}, &err), MOE_EINVAL);
+    ASSERT_STR_EQ(err.msg, "--f '1e39' is not a number");
+    ASSERT_EQ_INT(moe_flags_parse(&ffs, 3, (char *[]){"p", "--f", "-2.5", NULL}, &err), 0);
+    ASSERT_NEAR(f, -2.5, 0);
+    /* --help lists the included flags where the include rows stand */
+    temp = 0.5f, threads = 1, n = 16;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    moe_flags_usage(&fs, out);
+    fclose(out);
+    ASSERT_STR_EQ(text, "usage: prog [options]\n"
+                        "About.\n"
+                        "  -n N                 count (default 16)\n"
+                        "  --threads, -t N      threads (default 1)\n"
+                        "  --temp T             temperature (MOE_T_TEMP, default 0.5)\n"
+                        "  --stop STR           stop string (up to 2)\n"
+                        "Footer.\n");
+    free(text);
+    /* a table that includes itself ends (bounded depth), listing its rows a few times */
+    static moe_flag loop[3];
+    loop[0] = (moe_flag){"--x", NULL, MOE_FLAG_BOOL, &n, NULL, .help = "x"};
+    loop[1] = (moe_flag){.include = loop};
+    const moe_flagset lfs = {.prog = "p", .flags = loop};
+    ASSERT_EQ_INT(moe_flags_parse(&lfs, 2, (char *[]){"p", "--y", NULL}, &err), MOE_EINVAL);
+    ASSERT_STR_EQ(err.msg, "unknown option '--y'");
+}
+
 /* ==== Logs ======================================================================= */
 
 /* The logger writing into a memory stream at level (format json). */

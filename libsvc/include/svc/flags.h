@@ -23,6 +23,13 @@
  *     int rc = moe_flags_run(&fs, argc, argv, stdout, stderr);
  *     if (rc >= 0) return rc;   // --help printed (0), or an error reported (2)
  *
+ * A row {.include = t} stands for the rows of the table t (ended by {0}): a
+ * fragment that several tables share, e.g. the options of every moectl
+ * command that runs a model:
+ *
+ *     const moe_flag run[] = {{"--threads", ...}, {"--workers", ...}, {0}};
+ *     const moe_flag flags[] = {{"--tokens", ...}, {.include = run}, {0}};
+ *
  * Syntax: "--name value", "--name=value"; a bool flag takes no value
  * ("--name") unless written "--name=false". "--" ends the flags. "-h" and
  * "--help" ask for the usage. Values: int/int64 decimal; double; bool
@@ -48,10 +55,23 @@ typedef enum moe_flag_type {
     MOE_FLAG_SIZE,   /* dst: uint64_t *, bytes */
     MOE_FLAG_MS,     /* dst: int *, milliseconds */
     MOE_FLAG_UINT64, /* dst: uint64_t *, decimal (seeds, ids) */
+    MOE_FLAG_FLOAT,  /* dst: float * (finite in float) */
+    MOE_FLAG_STRINGS /* dst: moe_flag_strs *; each use appends one value */
 } moe_flag_type;
 
-/* One row of a table; a row with name NULL ends it. Borrowed by the parser. */
-typedef struct moe_flag {
+/* The destination of a MOE_FLAG_STRINGS flag: a flag given several times
+ * ("--stop a --stop b"). The caller owns v (max entries); values point into
+ * argv or the environment. More than max values is an error. */
+typedef struct moe_flag_strs {
+    const char **v;
+    int max;
+    int n; /* values so far (0 before parsing) */
+} moe_flag_strs;
+
+/* One row of a table; a row with neither name nor include ends it. Borrowed
+ * by the parser. */
+typedef struct moe_flag moe_flag;
+struct moe_flag {
     const char *name; /* "--threads" */
     const char *env;  /* "MOE_THREADS", or NULL for no twin */
     moe_flag_type type;
@@ -68,7 +88,10 @@ typedef struct moe_flag {
     /* (optional) a string flag that must be given, non-empty: what it names,
      * for the error "no NOUN (--flag or ENV)" */
     const char *required;
-} moe_flag;
+    /* (optional) instead of a flag: this row stands for the rows of another
+     * table (ended by {0}; borrowed; tables nest at most 4 deep) */
+    const moe_flag *include;
+};
 
 /* A binary's (or subcommand's) flags; borrowed by the parser. */
 typedef struct moe_flagset {
@@ -92,7 +115,8 @@ typedef struct moe_flagset {
 int moe_flags_parse(const moe_flagset *fs, int argc, char **argv, moe_err *err);
 
 /* Writes the usage generated from the table: usage line, about, one entry
- * per flag (metavar, help, "(MOE_X, default D)"), footer. */
+ * per flag (metavar, help, "(MOE_X, default D)"; included tables' flags
+ * where the include row stands), footer. */
 void moe_flags_usage(const moe_flagset *fs, FILE *out);
 
 /* moe_flags_parse for a main(): returns -1 when the program goes on; else
