@@ -7,14 +7,10 @@
 #include "moe/gguf.h"
 #include "moectl.h"
 
-static const char chat_help[] =
-    "usage: moectl chat-template (--model MODEL.gguf | --template-file F | --name NAME)\n"
-    "                            --messages FILE.json [--gen]\n"
+static const char chat_about[] =
     "Prints {\"template\": NAME, \"text\": \"...\"}: the messages rendered in the chat format\n"
     "recognised from the model's tokenizer.chat_template (or from the Jinja template in F),\n"
-    "or named (--name or --chat-template: chatml, mistral, llama3, deepseek3, olmoe). FILE.json is an array of\n"
-    "{\"role\": \"system\"|\"user\"|\"assistant\", \"content\": \"...\"}. --gen adds the\n"
-    "generation prompt (the start of the assistant's turn).\n";
+    "or named (--name or --chat-template: chatml, mistral, llama3, deepseek3, olmoe).\n";
 
 static void skip_ws(const char **s) {
     while (**s == ' ' || **s == '\n' || **s == '\r' || **s == '\t') ++*s;
@@ -240,21 +236,27 @@ void chat_msgs_free(moe_chat_msg *m, int n) { free_msgs(m, n); }
 int cmd_chat_template(int argc, char **argv) {
     const char *model = NULL, *tfile = NULL, *name = NULL, *mpath = NULL;
     int gen = 0;
-    for (int i = 1; i < argc; i++) {
-        if (is_help(argv[i])) return fputs(chat_help, stdout), 0;
-        int r;
-        if ((r = opt_str(argc, argv, &i, "--model", &model)) ||
-            (r = opt_str(argc, argv, &i, "--template-file", &tfile)) ||
-            (r = opt_str(argc, argv, &i, "--name", &name)) ||
-            (r = opt_str(argc, argv, &i, "--chat-template", &name)) ||
-            (r = opt_str(argc, argv, &i, "--messages", &mpath))) {
-            if (r < 0) return 1;
-            continue;
-        }
-        if (!strcmp(argv[i], "--gen")) gen = 1;
-        else return die("chat-template: unknown option '%s' (see --help)", argv[i]);
-    }
-    if (!mpath || (!!model + !!tfile + !!name) != 1) return fputs(chat_help, stderr), 2;
+    const moe_flag flags[] = {
+        {"--model", NULL, MOE_FLAG_STRING, &model, "MODEL.gguf",
+         .help = "the format of its tokenizer.chat_template"},
+        {"--template-file", NULL, MOE_FLAG_STRING, &tfile, "F",
+         .help = "the format of the Jinja template in F"},
+        {"--name", NULL, MOE_FLAG_STRING, &name, "NAME", .alias = "--chat-template",
+         .help = "chatml, mistral, llama3, deepseek3 or olmoe"},
+        {"--messages", NULL, MOE_FLAG_STRING, &mpath, "FILE.json",
+         .help = "an array of {\"role\": \"system\"|\"user\"|\"assistant\", \"content\": "
+                 "\"...\"}"},
+        {"--gen", NULL, MOE_FLAG_BOOL, &gen, NULL,
+         .help = "add the generation prompt (the start of the assistant's turn)"},
+        {0}};
+    const moe_flagset fs = {.prog = "moectl chat-template",
+                            .args = "(--model MODEL.gguf | --template-file F | --name NAME)\n"
+                                    "                            --messages FILE.json [--gen]",
+                            .about = chat_about,
+                            .flags = flags};
+    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+    if (status >= 0) return status;
+    if (!mpath || (!!model + !!tfile + !!name) != 1) return usage_error(&fs);
     const int kind = pick_kind(model, tfile, name);
     if (kind < 0) return 1;
     size_t len;

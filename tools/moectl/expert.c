@@ -1,6 +1,7 @@
 /* expert.c - moectl expert: one MoE layer's expert FFNs on given rows,
  * locally or on expert workers (the C client of moe.v1). */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,9 +10,7 @@
 #include "moe/threadpool.h"
 #include "moectl.h"
 
-static const char help[] =
-    "usage: moectl expert MODEL.gguf --layer L --input FILE [--workers H:P,...] [--wire f32|bf16]\n"
-    "                     [--threads N]\n"
+static const char about[] =
     "Runs rows through experts of one MoE layer and prints {\"outputs\": [[...], ...]}\n"
     "in row order: y = down(silu(gate x) * up x). FILE is text: a first line\n"
     "'G e1 n1 ... eG nG' (G groups: expert e takes the next n rows), then one row\n"
@@ -19,22 +18,29 @@ static const char help[] =
 
 int cmd_expert(int argc, char **argv) {
     const char *path = NULL, *input = NULL, *workers = NULL, *wire = "f32";
-    int layer = -1, threads = 1;
-    for (int i = 1; i < argc; i++) {
-        if (is_help(argv[i])) return fputs(help, stdout), 0;
-        int r;
-        if ((r = opt_int(argc, argv, &i, "--layer", &layer)) || (r = opt_str(argc, argv, &i, "--input", &input)) ||
-            (r = opt_str(argc, argv, &i, "--workers", &workers)) || (r = opt_str(argc, argv, &i, "--wire", &wire)) ||
-            (r = opt_int(argc, argv, &i, "--threads", &threads))) {
-            if (r < 0) return 1;
-            continue;
-        }
-        if (argv[i][0] == '-') return die("expert: unknown option '%s' (see --help)", argv[i]);
-        path = argv[i];
-    }
-    if (!path || !input || layer < 0) return fputs(help, stderr), 2;
-    if (strcmp(wire, "f32") && strcmp(wire, "bf16")) return die("--wire must be f32 or bf16");
-    if (threads < 1 || threads > 256) return die("--threads must be in [1, 256]");
+    int layer = -1, threads = 1, n_pos = 0;
+    const moe_flag flags[] = {
+        {"--layer", NULL, MOE_FLAG_INT, &layer, "L", .help = "the MoE layer", .def = "none",
+         .min = 0, .max = INT32_MAX},
+        {"--input", NULL, MOE_FLAG_STRING, &input, "FILE", .help = "the groups and rows (above)"},
+        {"--workers", "MOE_WORKERS", MOE_FLAG_STRING, &workers, "H:P,...",
+         .help = "run the experts on these expert workers"},
+        {"--wire", "MOE_WIRE", MOE_FLAG_STRING, &wire, "f32|bf16",
+         .help = "activations on the wire", .check = check_wire},
+        {"--threads", "MOE_THREADS", MOE_FLAG_INT, &threads, "N", .help = "threads", .min = 1,
+         .max = 256},
+        {0}};
+    const moe_flagset fs = {.prog = "moectl expert",
+                            .args = "MODEL.gguf --layer L --input FILE [--workers H:P,...] "
+                                    "[--wire f32|bf16]\n                     [--threads N]",
+                            .about = about,
+                            .flags = flags,
+                            .max_pos = 1,
+                            .pos = &path,
+                            .n_pos = &n_pos};
+    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+    if (status >= 0) return status;
+    if (!path || !input || layer < 0) return usage_error(&fs);
     moe_model *m;
     moe_err err;
     if (moe_model_load(&m, path, &err) < 0) return die("%s", err.msg);

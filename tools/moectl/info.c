@@ -5,8 +5,7 @@
 #include "moe/model.h"
 #include "moectl.h"
 
-static const char help[] =
-    "usage: moectl info MODEL.gguf [--json]\n"
+static const char about[] =
     "Prints the architecture, hyperparameters, routing, tensors and sizes of a\n"
     "GGUF model. Text by default; --json prints one JSON object.\n";
 
@@ -22,15 +21,15 @@ static void routing_words(const moe_model *m, char *buf, size_t n) {
 
 int cmd_info(int argc, char **argv) {
     const char *path = NULL;
-    int json = 0;
-    for (int i = 1; i < argc; i++) {
-        if (is_help(argv[i])) return fputs(help, stdout), 0;
-        if (!strcmp(argv[i], "--json")) json = 1;
-        else if (argv[i][0] == '-') return die("info: unknown option '%s'", argv[i]);
-        else if (!path) path = argv[i];
-        else return die("info: more than one model given");
-    }
-    if (!path) return fputs(help, stderr), 2;
+    int json = 0, n_pos = 0;
+    const moe_flag flags[] = {
+        {"--json", NULL, MOE_FLAG_BOOL, &json, NULL, .help = "one JSON object instead of text"},
+        {0}};
+    const moe_flagset fs = {.prog = "moectl info", .args = "MODEL.gguf [--json]", .about = about,
+                            .flags = flags, .max_pos = 1, .pos = &path, .n_pos = &n_pos};
+    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+    if (status >= 0) return status;
+    if (!path) return usage_error(&fs);
     moe_model *m;
     moe_err err;
     if (moe_model_load(&m, path, &err) < 0) return die("%s", err.msg);

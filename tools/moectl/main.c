@@ -11,24 +11,6 @@
 #include "moectl.h"
 #include "svc/flags.h"
 
-static const char usage[] =
-    "usage: moectl COMMAND [options]\n"
-    "\n"
-    "commands:\n"
-    "  info      MODEL.gguf [--json]          architecture, hyperparameters, tensors\n"
-    "  logits    MODEL.gguf --tokens 1,2,3    logits after every prompt position\n"
-    "  generate  MODEL.gguf --tokens 1,2,3 -n N   greedy (or --temp) continuation\n"
-    "  bench     MODEL.gguf [--prompt P] [--gen G] [--batch B]   tokens/s\n"
-    "  mkmodel   --arch A --dtype D --seed S -o OUT.gguf   random-weight test model\n"
-    "  expert    MODEL.gguf --layer L --input FILE [--workers H:P,...]   one layer's experts\n"
-    "  tokenize  MODEL.gguf --text TEXT | --texts FILE.json   text -> token ids\n"
-    "  detokenize MODEL.gguf --tokens 1,2,3                  token ids -> text\n"
-    "  chat-template (--model M.gguf | --template-file F | --name N) --messages FILE.json [--gen]\n"
-    "                                                        messages -> chat prompt text\n"
-    "\n"
-    "'moectl COMMAND --help' describes each command. Output is JSON on stdout;\n"
-    "errors go to stderr with a non-zero exit status.\n";
-
 int die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -39,38 +21,16 @@ int die(const char *fmt, ...) {
     return 1;
 }
 
-int is_help(const char *a) {
-    return !strcmp(a, "--help") || !strcmp(a, "-h");
+int usage_error(const moe_flagset *fs) {
+    moe_flags_usage(fs, stderr);
+    return 2;
 }
 
-/* If argv[*i] is name: parses its value into dst (svc/flags.h's parsers). */
-static int opt_typed(int argc, char **argv, int *i, const char *name, moe_flag_type type,
-                     void *dst) {
-    if (strcmp(argv[*i], name)) return 0;
-    if (*i + 1 >= argc) return die("option %s needs a value", name), -1;
-    const moe_flag f = {.name = name, .type = type, .dst = dst};
-    moe_err err;
-    if (moe_flag_set(&f, name, argv[++*i], &err) < 0) return die("option %s", err.msg), -1;
-    return 1;
-}
-
-int opt_int(int argc, char **argv, int *i, const char *name, int *out) {
-    return opt_typed(argc, argv, i, name, MOE_FLAG_INT, out);
-}
-
-int opt_u64(int argc, char **argv, int *i, const char *name, uint64_t *out) {
-    return opt_typed(argc, argv, i, name, MOE_FLAG_UINT64, out);
-}
-
-int opt_float(int argc, char **argv, int *i, const char *name, float *out) {
-    double d = 0;
-    int rc = opt_typed(argc, argv, i, name, MOE_FLAG_DOUBLE, &d);
-    if (rc == 1) *out = (float)d;
-    return rc;
-}
-
-int opt_str(int argc, char **argv, int *i, const char *name, const char **out) {
-    return opt_typed(argc, argv, i, name, MOE_FLAG_STRING, out);
+int check_wire(const void *dst, char *why, size_t cap) {
+    const char *w = *(const char *const *)dst;
+    if (!strcmp(w, "f32") || !strcmp(w, "bf16")) return 0;
+    snprintf(why, cap, "must be f32 or bf16");
+    return -1;
 }
 
 /* Reads a whole file, NUL-terminated; NULL (reported) on failure. */
@@ -138,20 +98,43 @@ void json_float(FILE *f, float v) {
     fprintf(f, "%.9g", (double)v);
 }
 
+/* The commands: each parses its own flags (see 'moectl COMMAND --help'). */
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *synopsis; /* for 'moectl --help': arguments, then what it does */
+} cmds[] = {
+    {"info", cmd_info, "MODEL.gguf [--json]          architecture, hyperparameters, tensors"},
+    {"logits", cmd_logits, "MODEL.gguf --tokens 1,2,3    logits after every prompt position"},
+    {"generate", cmd_generate, "MODEL.gguf --tokens 1,2,3 -n N   greedy (or --temp) continuation"},
+    {"bench", cmd_bench, "MODEL.gguf [--prompt P] [--gen G] [--batch B]   tokens/s"},
+    {"mkmodel", cmd_mkmodel, "--arch A --dtype D --seed S -o OUT.gguf   random-weight test model"},
+    {"expert", cmd_expert,
+     "MODEL.gguf --layer L --input FILE [--workers H:P,...]   one layer's experts"},
+    {"tokenize", cmd_tokenize, "MODEL.gguf --text TEXT | --texts FILE.json   text -> token ids"},
+    {"detokenize", cmd_detokenize, "MODEL.gguf --tokens 1,2,3                  token ids -> text"},
+    {"chat-template", cmd_chat_template,
+     "(--model M.gguf | --template-file F | --name N) --messages FILE.json [--gen]\n"
+     "                                                        messages -> chat prompt text"},
+};
+
+static void usage(FILE *out) {
+    fputs("usage: moectl COMMAND [options]\n\ncommands:\n", out);
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        fprintf(out, "  %-9s %s\n", cmds[i].name, cmds[i].synopsis);
+    fputs("\n'moectl COMMAND --help' describes each command. Output is JSON on stdout;\n"
+          "errors go to stderr with a non-zero exit status.\n",
+          out);
+}
+
 int main(int argc, char **argv) {
-    if (argc < 2 || is_help(argv[1])) {
-        fputs(usage, argc < 2 ? stderr : stdout);
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    static const struct {
-        const char *name;
-        int (*fn)(int, char **);
-    } cmds[] = {{"info", cmd_info},   {"logits", cmd_logits},   {"generate", cmd_generate},
-                {"bench", cmd_bench}, {"mkmodel", cmd_mkmodel}, {"expert", cmd_expert},
-                {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize},
-                {"chat-template", cmd_chat_template}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
-    fprintf(stderr, "moectl: error: unknown command '%s'\n\n%s", argv[1], usage);
+    fprintf(stderr, "moectl: error: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
     return 2;
 }

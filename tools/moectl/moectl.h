@@ -7,6 +7,7 @@
 
 #include "moe/chat.h"
 #include "svc/clock.h"
+#include "svc/flags.h"
 #include "svc/strbuf.h"
 
 int cmd_info(int argc, char **argv);
@@ -22,14 +23,14 @@ int cmd_chat_template(int argc, char **argv);
 /* Prints "moectl: error: ..." to stderr; returns 1 (the exit status). */
 int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Option parsing: if argv[*i] is name, consumes it and its value. Returns 1
- * if matched (value parsed into *out), 0 if not this option, -1 on a bad or
- * missing value (already reported). */
-int opt_int(int argc, char **argv, int *i, const char *name, int *out);
-int opt_u64(int argc, char **argv, int *i, const char *name, uint64_t *out);
-int opt_float(int argc, char **argv, int *i, const char *name, float *out);
-int opt_str(int argc, char **argv, int *i, const char *name, const char **out);
-int is_help(const char *a);
+/* Each command parses its argv with a moe_flag table (svc/flags.h) and
+ * moe_flags_run: --help prints the usage generated from it. */
+
+/* A command's required argument is missing: its usage on stderr; returns 2. */
+int usage_error(const moe_flagset *fs);
+
+/* moe_flag check for --wire (dst: const char **): "f32" or "bf16". */
+int check_wire(const void *dst, char *why, size_t cap);
 
 /* Reads a whole file, NUL-terminated; NULL (reported) on failure. */
 char *read_file(const char *path, size_t *len);

@@ -1,5 +1,6 @@
 /* run.c - moectl logits, generate and bench: running a model. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,59 +21,54 @@ typedef struct run_opts {
     const char *workers; /* "host:port,host:port": experts on expert workers */
     const char *redis;   /* follow router-svc's placement instead */
     const char *prefix;
-    int wire_bf16;
+    const char *wire; /* "f32" or "bf16" */
     int deadline_ms;
     moe_expert_backend *remote; /* created by open_model, freed by close_model */
 } run_opts;
 
-#define RUN_OPTS_HELP                                                                         \
-    "  --threads N            threads (default 1)\n"                                         \
-    "  --dense-moe            every expert for every token, weighted by the gate\n"           \
-    "  --capacity-factor F    bound each expert's rows per batch to\n"                       \
-    "                         ceil(F * tokens * k / experts); overflow is dropped (the\n"    \
-    "                         token keeps its residual) at an accuracy cost; the drop\n"     \
-    "                         count is reported as \"dropped\"\n"                        \
-    "  --workers H:P,...      run the routed experts on these expert workers (each\n"     \
-    "                         worker's Info says which it holds)\n"                         \
-    "  --redis URL            run them on the workers router-svc's active placement\n"    \
-    "                         names (redis://host:port), following its changes;\n"       \
-    "                         a failed worker's rows go to another replica\n"             \
-    "  --prefix P             the deployment's Redis key prefix (default moemesh)\n"      \
-    "  --wire bf16|f32        activations on the wire (default f32: exact)\n"            \
-    "  --deadline-ms N        per-layer deadline for the workers (default 10000)\n"
+static run_opts run_opts_default(void) {
+    return (run_opts){.n_threads = 1,
+                      .wire = "f32",
+                      .deadline_ms = moe_remote_default_params().deadline_ms};
+}
 
-/* Parses --threads and the model path; returns 1 if argv[*i] was consumed,
- * 0 if not, -1 on error. */
-static int run_opt(int argc, char **argv, int *i, run_opts *o) {
-    int r;
-    if ((r = opt_int(argc, argv, i, "--threads", &o->n_threads))) return r;
-    if ((r = opt_float(argc, argv, i, "--capacity-factor", &o->capacity_factor))) {
-        if (r > 0 && !(o->capacity_factor > 0.0f && o->capacity_factor < 1e6f))
-            return die("--capacity-factor must be > 0"), -1;
-        return r;
-    }
-    if (!strcmp(argv[*i], "--dense-moe")) return o->dense_moe = 1, 1;
-    if ((r = opt_str(argc, argv, i, "--workers", &o->workers))) return r;
-    if ((r = opt_str(argc, argv, i, "--redis", &o->redis))) return r;
-    if ((r = opt_str(argc, argv, i, "--prefix", &o->prefix))) return r;
-    if ((r = opt_int(argc, argv, i, "--deadline-ms", &o->deadline_ms))) {
-        if (r > 0 && o->deadline_ms < 1) return die("--deadline-ms must be >= 1"), -1;
-        return r;
-    }
-    const char *wire = NULL;
-    if ((r = opt_str(argc, argv, i, "--wire", &wire))) {
-        if (r > 0 && strcmp(wire, "f32") && strcmp(wire, "bf16"))
-            return die("--wire must be f32 or bf16, not '%s'", wire), -1;
-        if (r > 0) o->wire_bf16 = !strcmp(wire, "bf16");
-        return r;
-    }
-    if (!strcmp(argv[*i], "-t")) return opt_int(argc, argv, i, "-t", &o->n_threads);
-    if (argv[*i][0] != '-') {
-        if (o->path) return die("more than one model given ('%s' and '%s')", o->path, argv[*i]), -1;
-        o->path = argv[*i];
-        return 1;
-    }
-    return 0;
+static int check_capacity_factor(const void *dst, char *why, size_t cap) {
+    const float f = *(const float *)dst;
+    if (f > 0.0f && f < 1e6f) return 0;
+    snprintf(why, cap, "must be > 0 (and < 1e6)");
+    return -1;
+}
+
+/* The flags of run_opts, writing into o: the table fragment logits, generate
+ * and bench include ({.include = t}). t has RUN_N_FLAGS rows and the end. */
+enum { RUN_N_FLAGS = 8 };
+static void run_flags(run_opts *o, moe_flag t[RUN_N_FLAGS + 1]) {
+    const moe_flag rows[RUN_N_FLAGS + 1] = {
+        {"--threads", "MOE_THREADS", MOE_FLAG_INT, &o->n_threads, "N", .alias = "-t",
+         .help = "threads", .min = 1, .max = INT32_MAX},
+        {"--dense-moe", NULL, MOE_FLAG_BOOL, &o->dense_moe, NULL,
+         .help = "every expert for every token, weighted by the gate"},
+        {"--capacity-factor", NULL, MOE_FLAG_FLOAT, &o->capacity_factor, "F",
+         .help = "bound each expert's rows per batch to\n"
+                 "ceil(F * tokens * k / experts); overflow is dropped (the\n"
+                 "token keeps its residual) at an accuracy cost; the drop\n"
+                 "count is reported as \"dropped\"",
+         .def = "off", .check = check_capacity_factor},
+        {"--workers", "MOE_WORKERS", MOE_FLAG_STRING, &o->workers, "H:P,...",
+         .help = "run the routed experts on these expert workers (each\n"
+                 "worker's Info says which it holds)"},
+        {"--redis", "MOE_REDIS", MOE_FLAG_STRING, &o->redis, "URL",
+         .help = "run them on the workers router-svc's active placement\n"
+                 "names (redis://host:port), following its changes;\n"
+                 "a failed worker's rows go to another replica"},
+        {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &o->prefix, "P",
+         .help = "the deployment's Redis key prefix", .def = "moemesh"},
+        {"--wire", "MOE_WIRE", MOE_FLAG_STRING, &o->wire, "bf16|f32",
+         .help = "activations on the wire (f32: exact)", .check = check_wire},
+        {"--deadline-ms", "MOE_DEADLINE_MS", MOE_FLAG_MS, &o->deadline_ms, "N",
+         .help = "per-layer deadline for the workers", .min = 1, .max = INT32_MAX},
+        {0}};
+    memcpy(t, rows, sizeof rows);
 }
 
 /* Splits "a,b,c" into a malloc'd array of strings (one allocation). */
@@ -91,17 +87,16 @@ static char **split_list(const char *s, int *n) {
 static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_model **m,
                       moe_ctx **c) {
     moe_err err;
-    if (o->n_threads < 1) return die("--threads must be >= 1");
     if (moe_model_load(m, o->path, &err) < 0) return die("%s", err.msg);
     o->remote = NULL;
     if (o->workers && o->redis) {
         moe_model_free(*m);
-        return die("--workers and --redis exclude each other");
+        return die("--workers and --redis (MOE_WORKERS, MOE_REDIS) exclude each other");
     }
     if (o->redis) {
         moe_remote_params rp = moe_remote_default_params();
-        rp.wire_bf16 = o->wire_bf16;
-        if (o->deadline_ms > 0) rp.deadline_ms = o->deadline_ms;
+        rp.wire_bf16 = !strcmp(o->wire, "bf16");
+        rp.deadline_ms = o->deadline_ms;
         rp.max_rows = n_batch * (o->dense_moe ? (*m)->hp.n_expert : (*m)->hp.n_expert_used);
         if (moe_expert_backend_remote_redis_create(&o->remote, *m, o->redis, o->prefix, &rp,
                                                    &err) < 0) {
@@ -117,8 +112,8 @@ static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_mode
             return die("--workers: give host:port[,host:port...]");
         }
         moe_remote_params rp = moe_remote_default_params();
-        rp.wire_bf16 = o->wire_bf16;
-        if (o->deadline_ms > 0) rp.deadline_ms = o->deadline_ms;
+        rp.wire_bf16 = !strcmp(o->wire, "bf16");
+        rp.deadline_ms = o->deadline_ms;
         rp.max_rows = n_batch * (o->dense_moe ? (*m)->hp.n_expert : (*m)->hp.n_expert_used);
         int rc = moe_expert_backend_remote_create(&o->remote, *m, (const char *const *)list, nw,
                                                   &rp, &err);
@@ -173,25 +168,30 @@ static void print_dropped(const run_opts *o, const moe_ctx *c) { print_dropped_t
 
 /* ---- logits ------------------------------------------------------------------ */
 
-static const char logits_help[] =
-    "usage: moectl logits MODEL.gguf --tokens 1,2,3 [options]\n"
+static const char logits_about[] =
     "Runs the prompt as one batch and prints the logits after every position:\n"
-    "  {\"n_vocab\": V, \"positions\": [{\"pos\": 0, \"token\": 1, \"logits\": [V numbers]}, ...]}\n"
-    RUN_OPTS_HELP;
+    "  {\"n_vocab\": V, \"positions\": [{\"pos\": 0, \"token\": 1, \"logits\": [V numbers]}, ...]}\n";
 
 int cmd_logits(int argc, char **argv) {
-    run_opts o = {.n_threads = 1};
+    run_opts o = run_opts_default();
     const char *toks = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (is_help(argv[i])) return fputs(logits_help, stdout), 0;
-        int r;
-        if ((r = run_opt(argc, argv, &i, &o)) || (r = opt_str(argc, argv, &i, "--tokens", &toks))) {
-            if (r < 0) return 1;
-            continue;
-        }
-        return die("logits: unknown option '%s' (see --help)", argv[i]);
-    }
-    if (!o.path || !toks) return fputs(logits_help, stderr), 2;
+    int n_pos = 0;
+    moe_flag run[RUN_N_FLAGS + 1];
+    run_flags(&o, run);
+    const moe_flag flags[] = {
+        {"--tokens", NULL, MOE_FLAG_STRING, &toks, "1,2,3", .help = "the prompt's token ids"},
+        {.include = run},
+        {0}};
+    const moe_flagset fs = {.prog = "moectl logits",
+                            .args = "MODEL.gguf --tokens 1,2,3 [options]",
+                            .about = logits_about,
+                            .flags = flags,
+                            .max_pos = 1,
+                            .pos = &o.path,
+                            .n_pos = &n_pos};
+    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+    if (status >= 0) return status;
+    if (!o.path || !toks) return usage_error(&fs);
     int32_t *tok;
     int n = parse_tokens(toks, &tok);
     if (n < 0) return 1;
@@ -236,27 +236,18 @@ done:
 
 /* ---- generate ------------------------------------------------------------------ */
 
-static const char generate_help[] =
-    "usage: moectl generate MODEL.gguf (--tokens 1,2,3 | --prompt TEXT | --chat FILE.json)\n"
-    "                       [-n 16] [sampling]\n"
-    "                       [options]\n"
+static const char generate_about[] =
     "Continues the prompt by up to n tokens, stopping at end-of-sequence unless\n"
     "--ignore-eos. Prints {\"tokens\": [...]} (generated ids only), plus \"text\" (the\n"
     "decoded continuation) with --prompt and \"logprobs\" with --logprobs N.\n"
-    "  --prompt TEXT          tokenized with the model's vocabulary (BOS as the file says)\n"
-    "  --special              special-token text in --prompt becomes those tokens\n"
-    "  --chat FILE.json       [{\"role\": \"user\", \"content\": \"...\"}, ...] rendered with the\n"
-    "                         model's tokenizer.chat_template (or --chat-template NAME:\n"
-    "                         chatml, mistral, llama3, deepseek3, olmoe) + the reply prompt\n"
-    "sampling (default greedy: ties go to the lowest id):\n"
-    "  --temp T  --top-k K  --top-p P  --min-p P  --seed S\n"
-    "  --repeat-penalty R  --frequency-penalty F  --presence-penalty P  --penalty-last-n N\n"
-    "  --logprobs N           logprob of each chosen token and the top N (0-20)\n"
-    "  --stop STR             stop when the generated text contains STR (may span\n"
-    "                         tokens; up to 8; the text ends before it)\n"
-    "  --stream               write the text to stdout as it is generated (whole\n"
-    "                         UTF-8 characters; text that may begin a --stop string\n"
-    "                         is held until it is decided) and the JSON to stderr\n" RUN_OPTS_HELP;
+    "Sampling is greedy by default (ties go to the lowest id); --temp T samples.\n";
+
+static int check_stop(const void *dst, char *why, size_t cap) {
+    const moe_flag_strs *l = dst;
+    if (*l->v[l->n - 1]) return 0;
+    snprintf(why, cap, "needs a non-empty string");
+    return -1;
+}
 
 /* Appends n bytes to a growing buffer; -1 if out of memory. */
 static int buf_add(char **buf, size_t *len, size_t *cap, const char *p, size_t n) {
@@ -273,50 +264,72 @@ static int buf_add(char **buf, size_t *len, size_t *cap, const char *p, size_t n
 }
 
 int cmd_generate(int argc, char **argv) {
-    run_opts o = {.n_threads = 1};
+    run_opts o = run_opts_default();
     const char *toks = NULL, *prompt = NULL, *stops[8], *chat = NULL, *chat_name = NULL;
-    int n_gen = 16, ignore_eos = 0, special = 0, n_stops = 0, stream = 0;
+    int n_gen = 16, ignore_eos = 0, special = 0, stream = 0, n_pos = 0;
+    moe_flag_strs stop = {.v = stops, .max = 8};
     moe_sampler_params sp = moe_sampler_default_params();
-    for (int i = 1; i < argc; i++) {
-        if (is_help(argv[i])) return fputs(generate_help, stdout), 0;
-        int r;
-        if ((r = run_opt(argc, argv, &i, &o)) || (r = opt_str(argc, argv, &i, "--tokens", &toks)) ||
-            (r = opt_str(argc, argv, &i, "--prompt", &prompt)) ||
-            (r = opt_str(argc, argv, &i, "--chat", &chat)) ||
-            (r = opt_str(argc, argv, &i, "--chat-template", &chat_name)) ||
-            (r = opt_int(argc, argv, &i, "-n", &n_gen)) || (r = opt_float(argc, argv, &i, "--temp", &sp.temperature)) ||
-            (r = opt_int(argc, argv, &i, "--top-k", &sp.top_k)) || (r = opt_float(argc, argv, &i, "--top-p", &sp.top_p)) ||
-            (r = opt_float(argc, argv, &i, "--min-p", &sp.min_p)) ||
-            (r = opt_float(argc, argv, &i, "--repeat-penalty", &sp.repeat_penalty)) ||
-            (r = opt_float(argc, argv, &i, "--frequency-penalty", &sp.frequency_penalty)) ||
-            (r = opt_float(argc, argv, &i, "--presence-penalty", &sp.presence_penalty)) ||
-            (r = opt_int(argc, argv, &i, "--penalty-last-n", &sp.penalty_last_n)) ||
-            (r = opt_int(argc, argv, &i, "--logprobs", &sp.n_logprobs)) ||
-            (r = opt_u64(argc, argv, &i, "--seed", &sp.seed))) {
-            if (r < 0) return 1;
-            continue;
-        }
-        const char *st = NULL;
-        if ((r = opt_str(argc, argv, &i, "--stop", &st))) {
-            if (r < 0) return 1;
-            if (n_stops == 8) return die("at most 8 --stop strings");
-            if (!*st) return die("--stop needs a non-empty string");
-            stops[n_stops++] = st;
-            continue;
-        }
-        if (!strcmp(argv[i], "--ignore-eos")) ignore_eos = 1;
-        else if (!strcmp(argv[i], "--special")) special = 1;
-        else if (!strcmp(argv[i], "--stream")) stream = 1;
-        else return die("generate: unknown option '%s' (see --help)", argv[i]);
-    }
-    if (!o.path || (!!toks + !!prompt + !!chat) != 1) return fputs(generate_help, stderr), 2;
+    moe_flag run[RUN_N_FLAGS + 1];
+    run_flags(&o, run);
+    const moe_flag flags[] = {
+        {"--tokens", NULL, MOE_FLAG_STRING, &toks, "1,2,3", .help = "the prompt's token ids"},
+        {"--prompt", NULL, MOE_FLAG_STRING, &prompt, "TEXT",
+         .help = "tokenized with the model's vocabulary (BOS as the file says)"},
+        {"--special", NULL, MOE_FLAG_BOOL, &special, NULL,
+         .help = "special-token text in --prompt becomes those tokens"},
+        {"--chat", NULL, MOE_FLAG_STRING, &chat, "FILE.json",
+         .help = "[{\"role\": \"user\", \"content\": \"...\"}, ...] rendered with the\n"
+                 "model's tokenizer.chat_template (or --chat-template) + the reply prompt"},
+        {"--chat-template", NULL, MOE_FLAG_STRING, &chat_name, "NAME",
+         .help = "chatml, mistral, llama3, deepseek3 or olmoe", .def = "the model's"},
+        {"-n", NULL, MOE_FLAG_INT, &n_gen, "N", .help = "tokens to generate at most", .min = 0,
+         .max = 1000000},
+        {"--ignore-eos", NULL, MOE_FLAG_BOOL, &ignore_eos, NULL,
+         .help = "go on after end-of-sequence"},
+        {"--temp", NULL, MOE_FLAG_FLOAT, &sp.temperature, "T",
+         .help = "sampling temperature", .def = "0: greedy"},
+        {"--top-k", NULL, MOE_FLAG_INT, &sp.top_k, "K", .help = "the K likeliest tokens only",
+         .def = "0: off"},
+        {"--top-p", NULL, MOE_FLAG_FLOAT, &sp.top_p, "P",
+         .help = "the likeliest tokens up to probability P"},
+        {"--min-p", NULL, MOE_FLAG_FLOAT, &sp.min_p, "P",
+         .help = "tokens at least P times the likeliest's probability", .def = "0: off"},
+        {"--seed", NULL, MOE_FLAG_UINT64, &sp.seed, "S", .help = "sampling seed", .def = "0"},
+        {"--repeat-penalty", NULL, MOE_FLAG_FLOAT, &sp.repeat_penalty, "R",
+         .help = "divides the logits of tokens seen lately"},
+        {"--frequency-penalty", NULL, MOE_FLAG_FLOAT, &sp.frequency_penalty, "F",
+         .help = "minus F per time a token was seen lately", .def = "0"},
+        {"--presence-penalty", NULL, MOE_FLAG_FLOAT, &sp.presence_penalty, "P",
+         .help = "minus P if a token was seen lately", .def = "0"},
+        {"--penalty-last-n", NULL, MOE_FLAG_INT, &sp.penalty_last_n, "N",
+         .help = "\"lately\": the last N tokens (0: no penalties)"},
+        {"--logprobs", NULL, MOE_FLAG_INT, &sp.n_logprobs, "N",
+         .help = "logprob of each chosen token and the top N (0-20)"},
+        {"--stop", NULL, MOE_FLAG_STRINGS, &stop, "STR",
+         .help = "stop when the generated text contains STR (may span\n"
+                 "tokens; up to 8; the text ends before it)",
+         .check = check_stop},
+        {"--stream", NULL, MOE_FLAG_BOOL, &stream, NULL,
+         .help = "write the text to stdout as it is generated (whole\n"
+                 "UTF-8 characters; text that may begin a --stop string\n"
+                 "is held until it is decided) and the JSON to stderr"},
+        {.include = run},
+        {0}};
+    const moe_flagset fs = {.prog = "moectl generate",
+                            .args = "MODEL.gguf (--tokens 1,2,3 | --prompt TEXT | --chat FILE.json)\n"
+                                    "                       [-n 16] [sampling] [options]",
+                            .about = generate_about,
+                            .flags = flags,
+                            .max_pos = 1,
+                            .pos = &o.path,
+                            .n_pos = &n_pos};
+    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+    if (status >= 0) return status;
+    const int n_stops = stop.n;
+    if (!o.path || (!!toks + !!prompt + !!chat) != 1) return usage_error(&fs);
     moe_chat_msg *msgs = NULL;
     int n_msgs = 0, kind = -1;
     if (chat && (kind = chat_load(o.path, chat_name, chat, &msgs, &n_msgs)) < 0) return 1;
-    if (n_gen < 0 || n_gen > 1000000) {
-        chat_msgs_free(msgs, n_msgs);
-        return die("-n must be in [0, 1000000]");
-    }
     moe_err err;
     /* the prompt: ids, or text (or messages) through the model's vocabulary */
     int32_t *tok = NULL, *pos = NULL, *slot = NULL, *out = NULL;
@@ -446,30 +459,36 @@ done:
 
 /* ---- bench ---------------------------------------------------------------------- */
 
-static const char bench_help[] =
-    "usage: moectl bench MODEL.gguf [--prompt 128] [--gen 64] [--batch B] [--reps R]\n"
-    "                    [options]\n"
+static const char bench_about[] =
     "Prefill: B prompts of P tokens (deterministic ids), timed. Decode: G steps\n"
-    "with the B sequences decoding together, timed. Best of R repetitions (3).\n"
-    "Prints {\"prefill_tok_s\": x, \"decode_tok_s\": y, ...}.\n" RUN_OPTS_HELP;
+    "with the B sequences decoding together, timed. Best of R repetitions.\n"
+    "Prints {\"prefill_tok_s\": x, \"decode_tok_s\": y, ...}.\n";
 
 int cmd_bench(int argc, char **argv) {
-    run_opts o = {.n_threads = 1};
-    int P = 128, G = 64, B = 1, reps = 3;
-    for (int i = 1; i < argc; i++) {
-        if (is_help(argv[i])) return fputs(bench_help, stdout), 0;
-        int r;
-        if ((r = run_opt(argc, argv, &i, &o)) || (r = opt_int(argc, argv, &i, "--prompt", &P)) ||
-            (r = opt_int(argc, argv, &i, "--gen", &G)) || (r = opt_int(argc, argv, &i, "--batch", &B)) ||
-            (r = opt_int(argc, argv, &i, "--reps", &reps))) {
-            if (r < 0) return 1;
-            continue;
-        }
-        return die("bench: unknown option '%s' (see --help)", argv[i]);
-    }
-    if (!o.path) return fputs(bench_help, stderr), 2;
-    if (P < 1 || G < 1 || B < 1 || B > 1024 || reps < 1 || P > 1 << 20 || G > 1 << 20)
-        return die("bench: --prompt, --gen, --reps must be >= 1 and --batch in [1, 1024]");
+    run_opts o = run_opts_default();
+    int P = 128, G = 64, B = 1, reps = 3, n_pos = 0;
+    moe_flag run[RUN_N_FLAGS + 1];
+    run_flags(&o, run);
+    const moe_flag flags[] = {
+        {"--prompt", NULL, MOE_FLAG_INT, &P, "P", .help = "prompt tokens", .min = 1,
+         .max = 1 << 20},
+        {"--gen", NULL, MOE_FLAG_INT, &G, "G", .help = "decode steps", .min = 1, .max = 1 << 20},
+        {"--batch", NULL, MOE_FLAG_INT, &B, "B", .help = "sequences", .min = 1, .max = 1024},
+        {"--reps", NULL, MOE_FLAG_INT, &reps, "R", .help = "repetitions (the best counts)",
+         .min = 1, .max = INT32_MAX},
+        {.include = run},
+        {0}};
+    const moe_flagset fs = {.prog = "moectl bench",
+                            .args = "MODEL.gguf [--prompt 128] [--gen 64] [--batch B] [--reps R]\n"
+                                    "                    [options]",
+                            .about = bench_about,
+                            .flags = flags,
+                            .max_pos = 1,
+                            .pos = &o.path,
+                            .n_pos = &n_pos};
+    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+    if (status >= 0) return status;
+    if (!o.path) return usage_error(&fs);
     moe_model *m;
     moe_ctx *c;
     if (open_model(&o, P + G, B, P > 512 ? 512 : P, &m, &c)) return 1;

@@ -9,22 +9,14 @@
 #include "moe/vocab.h"
 #include "moectl.h"
 
-static const char tok_help[] =
-    "usage: moectl tokenize MODEL.gguf (--text TEXT | --texts FILE.json) [--special] [--bos]\n"
-    "                       [--bench R]\n"
+static const char tok_about[] =
     "Prints {\"tokens\": [...]} for --text, or {\"results\": [{\"tokens\": [...]}, ...]} for a\n"
-    "JSON array of strings. --special matches special-token text; --bos prepends BOS.\n"
-    "--bench R tokenizes the texts R times (best of 3) and prints {\"mb_s\": ...} instead.\n";
+    "JSON array of strings.\n";
 
-static const char detok_help[] =
-    "usage: moectl detokenize MODEL.gguf (--tokens 1,2,3 | --results FILE.json)\n"
-    "                         [--skip-special] [--continuation]\n"
+static const char detok_about[] =
     "Prints {\"text\": \"...\"}: the tokens' text joined (invalid UTF-8 shown as U+FFFD).\n"
     "--results reads what `moectl tokenize --texts` prints ({\"results\": [{\"tokens\":\n"
-    "[...]}, ...]}) and prints {\"results\": [{\"text\": \"...\"}, ...]}.\n"
-    "For a SentencePiece vocabulary the space the tokenizer puts before the text is\n"
-    "removed, unless --continuation (the tokens continue an earlier text).\n"
-    "--skip-special gives control and unknown tokens (BOS, EOS, <unk>) no text.\n";
+    "[...]}, ...]}) and prints {\"results\": [{\"text\": \"...\"}, ...]}.\n";
 
 /* Parses a JSON array of strings (whole file); returns count or -1. Strings
  * are malloc'd with their byte lengths. */
@@ -127,21 +119,26 @@ static int print_tokens(const moe_vocab *v, const char *t, size_t n, int bos, in
 
 int cmd_tokenize(int argc, char **argv) {
     const char *path = NULL, *text = NULL, *texts = NULL;
-    int special = 0, bos = 0, bench = 0;
-    for (int i = 1; i < argc; i++) {
-        if (is_help(argv[i])) return fputs(tok_help, stdout), 0;
-        int r;
-        if ((r = opt_str(argc, argv, &i, "--text", &text)) || (r = opt_str(argc, argv, &i, "--texts", &texts)) ||
-            (r = opt_int(argc, argv, &i, "--bench", &bench))) {
-            if (r < 0) return 1;
-            continue;
-        }
-        if (!strcmp(argv[i], "--special")) special = 1;
-        else if (!strcmp(argv[i], "--bos")) bos = 1;
-        else if (argv[i][0] == '-') return die("tokenize: unknown option '%s' (see --help)", argv[i]);
-        else path = argv[i];
-    }
-    if (!path || (!text == !texts)) return fputs(tok_help, stderr), 2;
+    int special = 0, bos = 0, bench = 0, n_pos = 0;
+    const moe_flag flags[] = {
+        {"--text", NULL, MOE_FLAG_STRING, &text, "TEXT", .help = "one text"},
+        {"--texts", NULL, MOE_FLAG_STRING, &texts, "FILE.json", .help = "a JSON array of strings"},
+        {"--special", NULL, MOE_FLAG_BOOL, &special, NULL, .help = "match special-token text"},
+        {"--bos", NULL, MOE_FLAG_BOOL, &bos, NULL, .help = "prepend BOS"},
+        {"--bench", NULL, MOE_FLAG_INT, &bench, "R",
+         .help = "tokenize the texts R times (best of 3) and print {\"mb_s\": ...} instead"},
+        {0}};
+    const moe_flagset fs = {.prog = "moectl tokenize",
+                            .args = "MODEL.gguf (--text TEXT | --texts FILE.json) [--special] "
+                                    "[--bos]\n                       [--bench R]",
+                            .about = tok_about,
+                            .flags = flags,
+                            .max_pos = 1,
+                            .pos = &path,
+                            .n_pos = &n_pos};
+    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+    if (status >= 0) return status;
+    if (!path || (!text == !texts)) return usage_error(&fs);
     moe_gguf *g;
     moe_vocab *v;
     if (open_vocab(path, &g, &v)) return 1;
@@ -223,20 +220,30 @@ static int print_text(const moe_vocab *v, const int32_t *ids, int n, int flags, 
 
 int cmd_detokenize(int argc, char **argv) {
     const char *path = NULL, *toks = NULL, *results = NULL;
-    int flags = MOE_DETOK_STRIP_SPACE;
-    for (int i = 1; i < argc; i++) {
-        if (is_help(argv[i])) return fputs(detok_help, stdout), 0;
-        int r;
-        if ((r = opt_str(argc, argv, &i, "--tokens", &toks)) || (r = opt_str(argc, argv, &i, "--results", &results))) {
-            if (r < 0) return 1;
-            continue;
-        }
-        if (!strcmp(argv[i], "--skip-special")) flags |= MOE_DETOK_SKIP_SPECIAL;
-        else if (!strcmp(argv[i], "--continuation")) flags &= ~MOE_DETOK_STRIP_SPACE;
-        else if (argv[i][0] == '-') return die("detokenize: unknown option '%s' (see --help)", argv[i]);
-        else path = argv[i];
-    }
-    if (!path || !!toks + !!results != 1) return fputs(detok_help, stderr), 2;
+    int skip_special = 0, continuation = 0, n_pos = 0;
+    const moe_flag table[] = {
+        {"--tokens", NULL, MOE_FLAG_STRING, &toks, "1,2,3", .help = "token ids"},
+        {"--results", NULL, MOE_FLAG_STRING, &results, "FILE.json",
+         .help = "what `moectl tokenize --texts` prints"},
+        {"--skip-special", NULL, MOE_FLAG_BOOL, &skip_special, NULL,
+         .help = "control and unknown tokens (BOS, EOS, <unk>) have no text"},
+        {"--continuation", NULL, MOE_FLAG_BOOL, &continuation, NULL,
+         .help = "the tokens continue an earlier text: for a SentencePiece vocabulary,\n"
+                 "keep the space the tokenizer puts before the text (removed otherwise)"},
+        {0}};
+    const moe_flagset fs = {.prog = "moectl detokenize",
+                            .args = "MODEL.gguf (--tokens 1,2,3 | --results FILE.json)\n"
+                                    "                         [--skip-special] [--continuation]",
+                            .about = detok_about,
+                            .flags = table,
+                            .max_pos = 1,
+                            .pos = &path,
+                            .n_pos = &n_pos};
+    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+    if (status >= 0) return status;
+    if (!path || !!toks + !!results != 1) return usage_error(&fs);
+    const int flags = (skip_special ? MOE_DETOK_SKIP_SPECIAL : 0) |
+                      (continuation ? 0 : MOE_DETOK_STRIP_SPACE);
     moe_gguf *g;
     moe_vocab *v;
     if (open_vocab(path, &g, &v)) return 1;
