@@ -80,7 +80,7 @@ addr_of() { sed -n 's/^listening on //p' "$TMP/$1.out"; }
 # A streamed generation through the cluster, to inject a fault into while it
 # runs: gen_start NAME PREFIX starts `moectl generate --stream` (the text on
 # $TMP/NAME.txt as it is generated, the JSON as the last line of
-# $TMP/NAME.err) and waits until it has streamed at least 64 bytes of text;
+# $TMP/NAME.err) and waits (up to 60 s) until it has streamed 64 bytes of text;
 # the caller injects its fault, then calls gen_at_fault NAME, which records
 # the bytes streamed by then and that the generation was still running.
 # gen_finish NAME waits for it (60 s) and checks it streamed more text after
@@ -88,11 +88,15 @@ addr_of() { sed -n 's/^listening on //p' "$TMP/$1.out"; }
 # first token nor after its last), that the tokens are the fault-free run's,
 # and writes its JSON to $TMP/NAME.json. 0 or 1, with the reason in $WHY.
 gen_start() {
+    : >"$TMP/$1.txt" # exists before the child opens it: no race with wc below
     "$MOECTL" generate "$M" --tokens $PROMPT -n $NGEN --ignore-eos --stream --redis "$REDIS_URL" --prefix "$2" \
         >"$TMP/$1.txt" 2>"$TMP/$1.err" &
     G=$!
     i=0
-    while [ $i -lt 300 ] && [ "$(wc -c <"$TMP/$1.txt")" -lt 64 ] && kill -0 $G 2>/dev/null; do sleep 0.05; i=$((i + 1)); done
+    while [ $i -lt 1200 ] && [ "$(wc -c <"$TMP/$1.txt")" -lt 64 ] && kill -0 $G 2>/dev/null; do
+        sleep 0.05; i=$((i + 1))
+    done
+    GEN_WAIT_S=$((i / 20))
 }
 gen_at_fault() {
     AT_FAULT=$(wc -c <"$TMP/$1.txt")
@@ -108,7 +112,7 @@ gen_finish() {
     grep '^{"tokens"' "$TMP/$1.err" | tail -1 >"$TMP/$1.json"
     total=$(wc -c <"$TMP/$1.txt")
     if [ "$ALIVE_AT_FAULT" != 1 ] || [ "$AT_FAULT" -lt 64 ] || [ "$total" -le "$AT_FAULT" ]; then
-        WHY="the fault did not hit mid-generation: $AT_FAULT of $total text bytes streamed at the fault, running then: $ALIVE_AT_FAULT"
+        WHY="the fault did not hit mid-generation: $AT_FAULT of $total text bytes streamed at the fault (after ${GEN_WAIT_S} s), running then: $ALIVE_AT_FAULT"
         return 1
     fi
     [ "$(tokens "$TMP/$1.json" 2>/dev/null)" = "$REF" ] || { WHY="tokens differ from the fault-free run: $(tail -3 "$TMP/$1.err")"; return 1; }
