@@ -216,37 +216,26 @@ static int pick_kind(const char *model, const char *tfile, const char *name) {
     return k;
 }
 
-int chat_render(const char *model, const char *name, const char *messages_file, char **out,
-                size_t *len) {
+int chat_load(const char *model, const char *name, const char *messages_file, moe_chat_msg **msgs,
+              int *n_msgs) {
     size_t flen;
     char *js = read_file(messages_file, &flen);
     if (!js) return -1;
-    moe_chat_msg *msgs = NULL;
-    const int n = parse_messages(js, messages_file, &msgs);
+    moe_chat_msg *m = NULL;
+    const int n = parse_messages(js, messages_file, &m);
     free(js);
     if (n < 0) return -1;
     const int kind = pick_kind(model, NULL, name);
     if (kind < 0) {
-        free_msgs(msgs, n);
+        free_msgs(m, n);
         return -1;
     }
-    size_t need = 0;
-    moe_err err;
-    char *buf = NULL;
-    int rc = moe_chat_apply(kind, msgs, n, 1, NULL, 0, &need, &err);
-    if (rc == MOE_ENOSPC || rc == 0) {
-        buf = malloc(need ? need : 1);
-        rc = buf ? moe_chat_apply(kind, msgs, n, 1, buf, need, &need, &err) : MOE_ENOMEM;
-    }
-    free_msgs(msgs, n);
-    if (rc < 0) {
-        free(buf);
-        return die("%s", rc == MOE_ENOMEM ? "out of memory" : err.msg), -1;
-    }
-    *out = buf;
-    *len = strlen(buf);
-    return 0;
+    *msgs = m;
+    *n_msgs = n;
+    return kind;
 }
+
+void chat_msgs_free(moe_chat_msg *m, int n) { free_msgs(m, n); }
 
 int cmd_chat_template(int argc, char **argv) {
     const char *model = NULL, *tfile = NULL, *name = NULL, *mpath = NULL;

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "moe/chat.h"
+
 int cmd_info(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
@@ -38,11 +40,12 @@ void json_float(FILE *f, float v);
 /* Writes a JSON string with escapes. */
 void json_str(FILE *f, const char *s, size_t n);
 
-/* Renders a JSON message list (file) with the model's chat template, or the
- * named one, plus the generation prompt: a malloc'd text in *out. -1 if it
- * fails (reported). */
-int chat_render(const char *model, const char *name, const char *messages_file, char **out,
-                size_t *len);
+/* Reads a JSON message list (file) and the chat format: the model's
+ * tokenizer.chat_template, or the named one. Returns the moe_chat_kind, with
+ * the messages in *msgs (free with chat_msgs_free), or -1 (reported). */
+int chat_load(const char *model, const char *name, const char *messages_file, moe_chat_msg **msgs,
+              int *n_msgs);
+void chat_msgs_free(moe_chat_msg *m, int n);
 
 /* Writes bytes as a JSON string; invalid UTF-8 bytes become U+FFFD. */
 void json_utf8(FILE *f, const char *buf, size_t len);

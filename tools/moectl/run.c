@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "moe/generate.h"
 #include "moe/model.h"
 #include "moe/ops.h"
 #include "mesh/remote.h"
@@ -291,25 +292,9 @@ static int buf_add(char **buf, size_t *len, size_t *cap, const char *p, size_t n
     return 0;
 }
 
-/* How much of text[0..n) can be shown while a stop string may still match:
- * up to the longest suffix that is a proper prefix of a stop string. */
-static size_t stop_safe(const char *text, size_t n, const char *const *stops, int n_stops) {
-    size_t hold = 0;
-    for (int k = 0; k < n_stops; k++) {
-        const size_t sl = strlen(stops[k]);
-        for (size_t l = sl - 1; l > hold; l--)
-            if (l <= n && !memcmp(text + n - l, stops[k], l)) {
-                hold = l;
-                break;
-            }
-    }
-    return moe_utf8_complete(text, n - hold);
-}
-
 int cmd_generate(int argc, char **argv) {
     run_opts o = {.n_threads = 1};
     const char *toks = NULL, *prompt = NULL, *stops[8], *chat = NULL, *chat_name = NULL;
-    char *chat_text = NULL;
     int n_gen = 16, ignore_eos = 0, special = 0, n_stops = 0, stream = 0;
     moe_sampler_params sp = moe_sampler_default_params();
     for (int i = 1; i < argc; i++) {
@@ -345,119 +330,106 @@ int cmd_generate(int argc, char **argv) {
         else return die("generate: unknown option '%s' (see --help)", argv[i]);
     }
     if (!o.path || (!!toks + !!prompt + !!chat) != 1) return fputs(generate_help, stderr), 2;
-    if (chat) {
-        size_t cl;
-        if (chat_render(o.path, chat_name, chat, &chat_text, &cl) < 0) return 1;
-        prompt = chat_text;
-        special = 1; /* the template's markers are special tokens */
+    moe_chat_msg *msgs = NULL;
+    int n_msgs = 0, kind = -1;
+    if (chat && (kind = chat_load(o.path, chat_name, chat, &msgs, &n_msgs)) < 0) return 1;
+    if (n_gen < 0 || n_gen > 1000000) {
+        chat_msgs_free(msgs, n_msgs);
+        return die("-n must be in [0, 1000000]");
     }
-    if (n_gen < 0 || n_gen > 1000000) return die("-n must be in [0, 1000000]");
     moe_err err;
-    /* the prompt: ids, or text through the model's vocabulary */
-    int32_t *tok = NULL;
-    int n = 0;
+    /* the prompt: ids, or text (or messages) through the model's vocabulary */
+    int32_t *tok = NULL, *pos = NULL, *slot = NULL, *out = NULL;
+    int n = 0, rc = 0, n_out = 0;
     moe_gguf *g = NULL;
     moe_vocab *v = NULL;
-    if (moe_gguf_open(&g, o.path, &err) < 0) return die("%s", err.msg);
-    if (moe_vocab_load(&v, g, &err) < 0 && prompt) {
-        moe_gguf_close(g);
-        return die("%s: %s", o.path, err.msg);
+    moe_model *m = NULL;
+    moe_ctx *c = NULL;
+    moe_gen_seq *s = NULL;
+    moe_sample_result *lp = NULL;
+    size_t tcap = 0, tlen = 0;
+    char *gtext = NULL; /* the generated text: the steps' deltas */
+    moe_gen_step st;
+    const char *finish = "length";
+    FILE *js = stream ? stderr : stdout;
+    if (moe_gguf_open(&g, o.path, &err) < 0) {
+        rc = die("%s", err.msg);
+        goto done;
     }
-    if (prompt) {
-        const size_t pl = strlen(prompt);
-        tok = malloc((pl + 2) * sizeof *tok);
-        /* a chat template writes its own BOS text */
-        n = tok ? moe_tokenize(v, prompt, pl, chat ? 0 : moe_vocab_add_bos(v), special, tok, (int)pl + 2, &err)
-                : MOE_ENOMEM;
-        if (n <= 0) {
-            free(tok), moe_vocab_free(v), moe_gguf_close(g);
-            return n < 0 ? die("%s", n == MOE_ENOMEM ? "out of memory" : err.msg) : die("the prompt has no tokens");
+    if (moe_vocab_load(&v, g, &err) < 0 && (prompt || chat)) {
+        rc = die("%s: %s", o.path, err.msg);
+        goto done;
+    }
+    if (prompt || chat) {
+        const int r = prompt ? moe_gen_tokenize_text(v, prompt, strlen(prompt), special ? MOE_GEN_TEXT_SPECIAL : 0,
+                                                     &tok, &n, &err)
+                             : moe_gen_tokenize_chat(v, kind, msgs, n_msgs, &tok, &n, &err);
+        if (r < 0) {
+            rc = die("%s", err.msg);
+            goto done;
         }
     } else if ((n = parse_tokens(toks, &tok)) < 0) {
-        moe_vocab_free(v), moe_gguf_close(g);
-        return 1;
+        rc = 1;
+        goto done;
     }
-    moe_model *m;
-    moe_ctx *c;
     if (open_model(&o, n + n_gen, 1, 512, &m, &c)) {
-        free(tok), moe_vocab_free(v), moe_gguf_close(g);
-        return 1;
+        m = NULL, c = NULL, rc = 1;
+        goto done;
     }
-    const int V = m->hp.n_vocab, eos = v ? moe_vocab_eos(v) : m->eos_id;
-    moe_sampler *smp = NULL;
-    int32_t *pos = malloc((size_t)n * 4), *slot = calloc((size_t)n, 4), *out = malloc((size_t)n_gen * 4 + 4);
-    moe_sample_result *lp = sp.n_logprobs > 0 ? calloc((size_t)n_gen + 1, sizeof *lp) : NULL;
-    int rc = 0, n_out = 0;
-    const char *finish = "length";
-    /* the generated text so far (whole characters), for stop strings that
-     * span tokens and for --stream; shown is how much has been written */
-    size_t tcap = 0, tlen = 0, cut = (size_t)-1, shown = 0;
-    char *gtext = NULL, piece[1024];
-    moe_detok_stream ds;
-    if (v) moe_detok_stream_init(&ds, v, 0); /* a continuation: its leading space is real */
+    moe_gen_params gp = moe_gen_default_params();
+    gp.sampling = sp;
+    gp.max_tokens = n_gen;
+    gp.ignore_eos = ignore_eos;
+    gp.eos_id = v ? moe_vocab_eos(v) : m->eos_id;
+    gp.stop = stops;
+    gp.n_stop = n_stops;
+    pos = malloc((size_t)n * 4), slot = calloc((size_t)n, 4), out = malloc((size_t)n_gen * 4 + 4);
+    lp = sp.n_logprobs > 0 ? calloc((size_t)n_gen + 1, sizeof *lp) : NULL;
     if ((n_stops || stream) && !v) rc = die("--stop and --stream need the model's vocabulary");
-    FILE *js = stream ? stderr : stdout;
-    if (moe_sampler_create(&smp, V, &sp, &err) < 0) rc = die("%s", err.msg);
+    else if (moe_gen_seq_create(&s, v, m->hp.n_vocab, tok, n, &gp, &err) < 0) rc = die("%s", err.msg);
     else if (!pos || !slot || !out || (sp.n_logprobs > 0 && !lp)) rc = die("out of memory");
-    for (int i = 0; !rc && i < n; i++) pos[i] = i, moe_sampler_accept(smp, tok[i] < V ? tok[i] : 0);
+    for (int i = 0; !rc && i < n; i++) pos[i] = i;
     moe_batch b = {n, tok, pos, slot, NULL};
     if (!rc && moe_ctx_decode(c, &b, &err) < 0) rc = die("%s", err.msg);
-    for (int g_ = 0; !rc && g_ < n_gen; g_++) {
-        moe_sample_result res;
-        if (moe_sampler_sample(smp, moe_ctx_logits(c, 0), &res) < 0) {
+    /* one step per token: sample from the last logits, then run the token */
+    while (!rc && moe_gen_seq_finish(s) == MOE_GEN_FINISH_NONE) {
+        if (moe_gen_seq_step(s, moe_ctx_logits(c, 0), &st, &err) < 0) {
             rc = die("sampling failed: non-finite logits");
-            break;
-        }
-        out[n_out++] = res.token;
-        if (lp) lp[g_] = res;
-        moe_sampler_accept(smp, res.token);
-        if (res.token == eos && !ignore_eos) {
-            finish = "eos"; /* the end-of-sequence token is not part of the text */
-            break;
-        }
-        if (v) {
-            const int l = moe_detok_stream_push(&ds, res.token, piece, sizeof piece);
-            const size_t before = tlen;
-            if (l > 0 && buf_add(&gtext, &tlen, &tcap, piece, (size_t)l) < 0) rc = die("out of memory");
-            for (int k = 0; k < n_stops && cut == (size_t)-1; k++) {
-                const size_t sl = strlen(stops[k]);
-                const size_t from = before >= sl ? before - sl + 1 : 0; /* new matches only */
-                const char *hit = gtext && tlen >= from ? memmem(gtext + from, tlen - from, stops[k], sl) : NULL;
-                if (hit) cut = (size_t)(hit - gtext);
+        } else {
+            if (lp) {
+                lp[n_out].token = st.token, lp[n_out].logprob = st.logprob, lp[n_out].n_top = st.n_top;
+                for (int k = 0; k < st.n_top; k++)
+                    lp[n_out].top[k].token = st.top[k].token, lp[n_out].top[k].logprob = st.top[k].logprob;
             }
-            if (cut != (size_t)-1) {
-                finish = "stop";
-                break;
-            }
-            const size_t safe = stream ? stop_safe(gtext, tlen, stops, n_stops) : 0;
-            if (safe > shown) {
-                fwrite(gtext + shown, 1, safe - shown, stdout);
-                fflush(stdout);
-                shown = safe;
+            out[n_out++] = st.token;
+            if (st.finish == MOE_GEN_FINISH_NONE) {
+                int32_t p = moe_gen_seq_n_tokens(s) - 1, sl = 0, next = st.token;
+                moe_batch nb = {1, &next, &p, &sl, NULL};
+                if (moe_ctx_decode(c, &nb, &err) < 0) {
+                    rc = die("%s", err.msg);
+                    moe_gen_seq_fail(s, &st); /* st.text: the held text */
+                }
             }
         }
-        if (g_ + 1 == n_gen) break;
-        int32_t p = n + g_, s = 0, next = res.token;
-        moe_batch nb = {1, &next, &p, &s, NULL};
-        if (moe_ctx_decode(c, &nb, &err) < 0) rc = die("%s", err.msg);
+        if (st.text_len && buf_add(&gtext, &tlen, &tcap, st.text, st.text_len) < 0 && !rc) rc = die("out of memory");
+        if (stream && st.text_len) {
+            fwrite(st.text, 1, st.text_len, stdout);
+            fflush(stdout);
+        }
     }
-    if (v && cut == (size_t)-1) { /* a character cut off by the end */
-        const int l = moe_detok_stream_flush(&ds, piece, sizeof piece);
-        if (l > 0 && buf_add(&gtext, &tlen, &tcap, piece, (size_t)l) < 0) rc = die("out of memory");
-    }
-    const size_t text_len = cut != (size_t)-1 ? cut : tlen;
     if (stream) {
-        if (text_len > shown) fwrite(gtext + shown, 1, text_len - shown, stdout);
         fputc('\n', stdout);
         fflush(stdout);
     }
     if (!rc) {
+        const moe_gen_finish f = moe_gen_seq_finish(s);
+        finish = f == MOE_GEN_FINISH_EOS ? "eos" : moe_gen_finish_reason(f);
         fprintf(js, "{\"tokens\": [");
         for (int i = 0; i < n_out; i++) fprintf(js, "%s%d", i ? ", " : "", out[i]);
         fprintf(js, "]");
-        if (prompt && v) {
+        if ((prompt || chat) && v) {
             fprintf(js, ", \"text\": ");
-            json_utf8(js, gtext ? gtext : "", text_len);
+            json_utf8(js, gtext ? gtext : "", tlen);
             fprintf(js, ", \"prompt_tokens\": %d", n);
         }
         fprintf(js, ", \"finish_reason\": \"%s\"", finish);
@@ -480,13 +452,15 @@ int cmd_generate(int argc, char **argv) {
         print_remote_to(js, &o);
         fprintf(js, "}\n");
     }
-    free(tok); free(pos); free(slot); free(out); free(lp); free(gtext); free(chat_text);
-    moe_sampler_destroy(smp);
+done:
+    free(tok); free(pos); free(slot); free(out); free(lp); free(gtext);
+    moe_gen_seq_destroy(s);
     moe_ctx_destroy(c);
-    moe_expert_backend_destroy(o.remote);
+    if (m) moe_expert_backend_destroy(o.remote);
     moe_model_free(m);
     moe_vocab_free(v);
     moe_gguf_close(g);
+    chat_msgs_free(msgs, n_msgs);
     return rc;
 }
 
