@@ -19,10 +19,15 @@ done
 M="$TMP/m.gguf"
 "$MOECTL" mkmodel --arch llama --pre no-such-pre -o "$TMP/bad-pre.gguf" >/dev/null
 "$MOECTL" mkmodel --arch qwen2moe --dtype q8_0 --seed 3 -o "$M" | json_ok && ok "mkmodel prints JSON" || bad "mkmodel JSON"
-"$MOECTL" mkmodel --arch qwen2moe --dtype q8_0 --seed 3 -o "$TMP/m2.gguf" >/dev/null
-cmp -s "$M" "$TMP/m2.gguf" && ok "mkmodel: same arguments, same bytes" || bad "mkmodel not deterministic"
-"$MOECTL" mkmodel --arch qwen2moe --dtype q8_0 --seed 4 -o "$TMP/m3.gguf" >/dev/null
-cmp -s "$M" "$TMP/m3.gguf" && bad "mkmodel: different seed, same bytes" || ok "mkmodel: seed changes the weights"
+# a model file for the comparisons below: mkmodel succeeded and wrote a GGUF
+# (two missing files must not compare equal, nor a missing one differ)
+gguf_ok() { [ -s "$1" ] && [ "$(head -c 4 "$1")" = GGUF ]; }
+"$MOECTL" mkmodel --arch qwen2moe --dtype q8_0 --seed 3 -o "$TMP/m2.gguf" >/dev/null &&
+    gguf_ok "$M" && gguf_ok "$TMP/m2.gguf" && cmp -s "$M" "$TMP/m2.gguf" &&
+    ok "mkmodel: same arguments, same bytes" || bad "mkmodel not deterministic (or wrote no model)"
+"$MOECTL" mkmodel --arch qwen2moe --dtype q8_0 --seed 4 -o "$TMP/m3.gguf" >/dev/null &&
+    gguf_ok "$M" && gguf_ok "$TMP/m3.gguf" && ! cmp -s "$M" "$TMP/m3.gguf" &&
+    ok "mkmodel: seed changes the weights" || bad "mkmodel: different seed: same bytes, or no model written"
 "$MOECTL" mkmodel --arch gpt9 -o "$TMP/x.gguf" 2>"$TMP/e" >/dev/null; [ $? -ne 0 ] && grep -q "unknown --arch 'gpt9'" "$TMP/e" && ok "mkmodel bad arch" || bad "mkmodel bad arch"
 "$MOECTL" mkmodel --arch llama --n-embd 100 -o "$TMP/x.gguf" 2>"$TMP/e" >/dev/null; [ $? -ne 0 ] && grep -q "multiples of 32" "$TMP/e" && ok "mkmodel bad dims" || bad "mkmodel bad dims"
 
@@ -33,14 +38,19 @@ cmp -s "$M" "$TMP/m3.gguf" && bad "mkmodel: different seed, same bytes" || ok "m
 n=$("$MOECTL" logits "$M" --tokens 1,2,3 | node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8")); console.log(j.positions.length + " " + j.positions[2].logits.length + " " + j.n_vocab)')
 [ "$n" = "3 512 512" ] && ok "logits: 3 positions of 512" || bad "logits shape: $n"
 "$MOECTL" generate "$M" --tokens 1,2,3 -n 5 --ignore-eos | node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8")); process.exit(j.tokens.length===5?0:1)' && ok "generate 5 tokens" || bad "generate count"
-a=$("$MOECTL" generate "$M" --tokens 1,2,3 -n 8 --temp 0.8 --seed 9); b=$("$MOECTL" generate "$M" --tokens 1,2,3 -n 8 --temp 0.8 --seed 9)
-[ "$a" = "$b" ] && ok "sampling is seeded" || bad "sampling not reproducible"
+# both runs must succeed with 8 tokens each (two failed runs print nothing)
+# before their outputs are compared
+eight() { echo "$1" | node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8")); process.exit(Array.isArray(j.tokens) && j.tokens.length===8 && j.tokens.every(Number.isInteger) ? 0 : 1)'; }
+a=$("$MOECTL" generate "$M" --tokens 1,2,3 -n 8 --ignore-eos --temp 0.8 --seed 9) && eight "$a" &&
+    b=$("$MOECTL" generate "$M" --tokens 1,2,3 -n 8 --ignore-eos --temp 0.8 --seed 9) && eight "$b" &&
+    [ "$a" = "$b" ] && ok "sampling is seeded" || bad "sampling not reproducible (or a run failed): '$a' '${b:-}'"
 # text in, text out, sampling options, logprobs
 out=$("$MOECTL" generate "$M" --prompt "hello world" -n 6 --ignore-eos --temp 0.7 --top-k 20 --top-p 0.9 --min-p 0.01 --repeat-penalty 1.1 --seed 5 --logprobs 3) &&
     echo "$out" | node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8")); process.exit(j.tokens.length===6 && typeof j.text==="string" && j.prompt_tokens>0 && j.logprobs.length===6 && j.logprobs[0].top.length===3 ? 0 : 1)' &&
     ok "generate --prompt with sampling and logprobs" || bad "generate --prompt: $out"
 # a stop string found across token boundaries ends the text just before it
 full=$("$MOECTL" generate "$M" --prompt "hello" -n 24 --ignore-eos | node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(0,"utf8")).text)')
+[ ${#full} -ge 8 ] || bad "generate --prompt hello -n 24: no text to compare against ('$full')"
 stop=$(printf '%s' "$full" | node -e 'const t=require("fs").readFileSync(0,"utf8"); const m=t.slice(4).match(/[a-z]{3}/); console.log(m ? m[0] : "zzzz")')
 out=$("$MOECTL" generate "$M" --prompt "hello" -n 24 --ignore-eos --stop "$stop")
 echo "$out" | node -e '

@@ -18,7 +18,12 @@ static const char help[] =
     "dims (override the preset):\n"
     "  --n-embd N --n-layer N --n-head N --n-head-kv N --head-dim N --n-ff N\n"
     "  --n-ff-shexp N --n-expert N --n-expert-used N --n-vocab N --n-ctx N\n"
-    "  --rope-base F\n"
+    "  --rope-base F     rope.freq_base (default 10000; Qwen3: 1e6)\n"
+    "  --rope-dim N      rotary dims per head, rope.dimension_count (default: the\n"
+    "                    head dim; fewer: partial rotary, not for llama; deepseek2:\n"
+    "                    the decoupled RoPE dims, default 32)\n"
+    "  --rms-eps F       attention.layer_norm_rms_epsilon (default 1e-5)\n"
+    "  --expert-scale F  deepseek2: expert_weights_scale (tiny 2.5, tiny-v2 1)\n"
     "  --pre NAME        tokenizer.ggml.pre (default \"default\"; e.g. gpt-2)\n"
     "  --tokenizer FILE  a Hugging Face tokenizer.json (byte-level BPE, e.g. Llama 3,\n"
     "                    Qwen2/3, DeepSeek-V3): its vocabulary, merges, added tokens,\n"
@@ -41,7 +46,8 @@ int cmd_mkmodel(int argc, char **argv) {
                                         "--n-ff-shexp", "--n-expert",      "--n-expert-used",
                                         "--n-vocab",    "--n-ctx",         "--n-expert-shared",
                                         "--n-dense-lead", "--n-ff-dense"};
-    float rope_base = 10000.0f;
+    float rope_base = 10000.0f, rms_eps = -1.0f, expert_scale = -1.0f;
+    int rope_dim = -1;
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) return fputs(help, stdout), 0;
         int r = 0;
@@ -49,7 +55,10 @@ int cmd_mkmodel(int argc, char **argv) {
             (r = opt_u64(argc, argv, &i, "--seed", &seed)) || (r = opt_str(argc, argv, &i, "-o", &out)) ||
             (r = opt_str(argc, argv, &i, "--preset", &preset)) || (r = opt_str(argc, argv, &i, "--pre", &pre)) ||
             (r = opt_str(argc, argv, &i, "--tokenizer", &tokenizer)) ||
-            (r = opt_float(argc, argv, &i, "--rope-base", &rope_base))) {
+            (r = opt_float(argc, argv, &i, "--rope-base", &rope_base)) ||
+            (r = opt_float(argc, argv, &i, "--rms-eps", &rms_eps)) ||
+            (r = opt_float(argc, argv, &i, "--expert-scale", &expert_scale)) ||
+            (r = opt_int(argc, argv, &i, "--rope-dim", &rope_dim))) {
             if (r < 0) return 1;
             continue;
         }
@@ -74,6 +83,19 @@ int cmd_mkmodel(int argc, char **argv) {
         return die("mkmodel: unknown --dtype '%s' (f32, f16, bf16, q8_0)", dtype);
     p.seed = seed;
     p.rope_base = rope_base;
+    if (rms_eps != -1.0f) {
+        if (!(rms_eps > 0.0f && rms_eps < 1.0f)) return die("mkmodel: --rms-eps must be in (0, 1)");
+        p.rms_eps = rms_eps;
+    }
+    if (expert_scale != -1.0f) {
+        if (p.arch != MOE_ARCH_DEEPSEEK2) return die("mkmodel: --expert-scale is for deepseek2");
+        if (!(expert_scale > 0.0f && expert_scale < 1e3f)) return die("mkmodel: --expert-scale must be in (0, 1000)");
+        p.expert_scale = expert_scale;
+    }
+    if (rope_dim != -1) {
+        if (rope_dim < 2) return die("mkmodel: --rope-dim must be >= 2");
+        p.rope_dim = rope_dim;
+    }
     p.tokenizer_pre = pre;
     p.tokenizer_json = tokenizer;
     p.tokenizer_spm = spm;

@@ -23,6 +23,7 @@ typedef struct run_opts {
     int wire_bf16;
     int deadline_ms;
     moe_expert_backend *remote; /* created by open_model, freed by close_model */
+    int gate_margins;           /* logits --gate-margins */
 } run_opts;
 
 #define RUN_OPTS_HELP                                                                         \
@@ -136,6 +137,7 @@ static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_mode
     p.dense_moe = o->dense_moe;
     p.capacity_factor = o->capacity_factor;
     p.experts = o->remote;
+    p.gate_margins = o->gate_margins;
     if (moe_ctx_create(c, *m, &p, &err) < 0) {
         moe_expert_backend_destroy(o->remote);
         moe_model_free(*m);
@@ -151,11 +153,11 @@ static void print_remote_to(FILE *f, const run_opts *o) {
         fprintf(f,
                 ", \"remote\": {\"workers\": %d, \"epoch\": %llu, \"messages\": %llu, "
                 "\"worker_failures\": %llu, \"retries\": %llu, \"placements\": %llu, "
-                "\"rows_reported\": %llu, \"failover_stall_ms_max\": %.3f}",
+                "\"rows_reported\": %llu, \"redis_failures\": %llu, \"failover_stall_ms_max\": %.3f}",
                 rs.workers, (unsigned long long)rs.epoch, (unsigned long long)rs.messages,
                 (unsigned long long)rs.worker_failures, (unsigned long long)rs.retries,
                 (unsigned long long)rs.placements, (unsigned long long)rs.rows_reported,
-                rs.stall_ms_max);
+                (unsigned long long)rs.redis_failures, rs.stall_ms_max);
     }
 }
 
@@ -177,6 +179,12 @@ static const char logits_help[] =
     "usage: moectl logits MODEL.gguf --tokens 1,2,3 [options]\n"
     "Runs the prompt as one batch and prints the logits after every position:\n"
     "  {\"n_vocab\": V, \"positions\": [{\"pos\": 0, \"token\": 1, \"logits\": [V numbers]}, ...]}\n"
+    "  --gate-margins         add \"gate_margin\" to each position: the smallest gap, over\n"
+    "                         the MoE layers, between the last chosen expert's selection\n"
+    "                         score and the best unchosen one's (and between the last\n"
+    "                         allowed and the best excluded expert group's score), or\n"
+    "                         null if nothing competed; a tiny gap is a near tie that\n"
+    "                         another engine's rounding may break the other way\n"
     RUN_OPTS_HELP;
 
 int cmd_logits(int argc, char **argv) {
@@ -187,6 +195,10 @@ int cmd_logits(int argc, char **argv) {
         int r;
         if ((r = run_opt(argc, argv, &i, &o)) || (r = opt_str(argc, argv, &i, "--tokens", &toks))) {
             if (r < 0) return 1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--gate-margins")) {
+            o.gate_margins = 1;
             continue;
         }
         return die("logits: unknown option '%s' (see --help)", argv[i]);
@@ -215,7 +227,15 @@ int cmd_logits(int argc, char **argv) {
         printf("{\"n_vocab\": %d, \"positions\": [", V);
         for (int i = 0; i < n; i++) {
             const float *l = moe_ctx_logits(c, i);
-            printf("%s{\"pos\": %d, \"token\": %d, \"logits\": [", i ? ", " : "", i, tok[i]);
+            printf("%s{\"pos\": %d, \"token\": %d, ", i ? ", " : "", i, tok[i]);
+            if (o.gate_margins) {
+                const float gm = moe_ctx_gate_margin(c, i);
+                fputs("\"gate_margin\": ", stdout);
+                if (isfinite(gm)) json_float(stdout, gm);
+                else fputs("null", stdout);
+                fputs(", ", stdout);
+            }
+            fputs("\"logits\": [", stdout);
             for (int v = 0; v < V; v++) {
                 if (v) fputs(", ", stdout);
                 json_float(stdout, l[v]);
