@@ -113,34 +113,36 @@ $(GEN)/%.pb-c.o: $(GEN)/%.pb-c.c
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(filter-out -Wshadow -Wstrict-prototypes,$(CFLAGS)) $(MESH_CFLAGS) -c $< -o $@
 
-archive = @$(if $(Q),echo "  AR      $@")
+# the recipes every archive and every binary share
+define archive
+@$(if $(Q),echo "  AR      $@")
+$(Q)rm -f $@ && ar rcs $@ $^
+endef
+define link
+@$(if $(Q),echo "  LD      $@")
+$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(MESH_LIBS) $(LDLIBS)
+endef
 $(LIBMOE): $(LIBMOE_OBJ)
 	$(archive)
-	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(SVC_OBJ): FILE_CFLAGS := $(SVC_INC)
 $(LIBSVC): $(SVC_OBJ)
 	$(archive)
-	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(call obj,$(MESH_SRC)): FILE_CFLAGS := $(MESH_CFLAGS) -Ilibmesh/src
 $(call obj,$(MESH_SRC)): | $(PROTO_H)
 $(LIBMESH): $(MESH_OBJ)
 	$(archive)
-	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(TESTMODEL_OBJ): FILE_CFLAGS := $(CJSON_CFLAGS)
 $(LIBTESTMODEL): $(TESTMODEL_OBJ)
 	$(archive)
-	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(ROUTER_OBJ) $(BUILD)/obj/router-svc/main.o: FILE_CFLAGS := $(MESH_CFLAGS)
 $(ROUTER_OBJ) $(BUILD)/obj/router-svc/main.o: | $(PROTO_H)
 $(LIBROUTER): $(ROUTER_OBJ)
 	$(archive)
-	$(Q)rm -f $@ && ar rcs $@ $^
 
-link = @$(if $(Q),echo "  LD      $@")
 # services and tools: their own objects, then the libraries, top down
 SVC_LINK := $(LIBMESH) $(LIBSVC) $(LIBMOE)
 
@@ -148,30 +150,25 @@ $(MOECTL_OBJ): FILE_CFLAGS := $(MESH_CFLAGS) -Itools/testmodel
 $(MOECTL_OBJ): | $(PROTO_H)
 $(MOECTL): $(MOECTL_OBJ) $(LIBTESTMODEL) $(SVC_LINK)
 	$(link)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(MESH_LIBS) $(LDLIBS)
 
 $(WORKER_OBJ): FILE_CFLAGS := $(MESH_CFLAGS)
 $(WORKER_OBJ): | $(PROTO_H)
 $(WORKER): $(WORKER_OBJ) $(SVC_LINK)
 	$(link)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(MESH_LIBS) $(LDLIBS)
 
 $(ROUTER): $(BUILD)/obj/router-svc/main.o $(LIBROUTER) $(SVC_LINK)
 	$(link)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(MESH_LIBS) $(LDLIBS)
 
 # unit tests may reach a library's private headers (libmoe/src, libmesh/src)
 $(UNIT_OBJ): FILE_CFLAGS := $(MESH_CFLAGS) -Ilibmoe/src -Ilibmesh/src -Irouter-svc -Itools/testmodel
 $(UNIT_OBJ): | $(PROTO_H)
 $(UNIT): $(UNIT_OBJ) $(LIBROUTER) $(LIBTESTMODEL) $(SVC_LINK)
 	$(link)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(MESH_LIBS) $(LDLIBS)
 
 $(BENCH_OBJ): FILE_CFLAGS := $(MESH_CFLAGS)
 $(BENCH_OBJ): | $(PROTO_H)
 $(BUILD)/bench-%: $(BUILD)/obj/bench/%.o $(SVC_LINK)
 	$(link)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(MESH_LIBS) $(LDLIBS)
 
 deps:
 	$(Q)sh deploy/deps.sh

@@ -2,7 +2,9 @@
  * bench/remote.c - one MoE layer through the remote expert backend (expert
  * workers over gRPC) against the local backend, same rows, same process:
  * per-layer dispatch + combine latency p50/p99 at several row counts, and
- * the bytes on the wire. Prints one JSON object per line.
+ * the bytes on the wire as the remote backend counts them (serialized
+ * messages put in and read from gRPC byte buffers; payload_bytes is the
+ * activations alone, for comparison). Prints one JSON object per line.
  *
  *   build/bench-remote MODEL.gguf HOST:PORT[,HOST:PORT...] [--reps N] [--bf16] [--threads N]
  * (--threads: the local backend's threads, to compare like with like)
@@ -96,21 +98,51 @@ int main(int argc, char **argv) {
         }
         moe_expert_work w = {layer, ng, expert, row_start, E, x, y, NULL};
         double r50, r99, l50, l99;
+        const moe_remote_stats s0 = moe_remote_get_stats(remote);
         if (time_layer(remote, &w, reps, &r50, &r99) < 0 || time_layer(local, &w, reps, &l50, &l99) < 0)
             return 1;
-        const size_t wire = (size_t)row * E * (bf16 ? 2 : 4) * 2;
+        /* measured: the serialized bytes the remote backend put in (and read
+         * from) gRPC byte buffers over the reps + 3 warm-up runs, per run */
+        const moe_remote_stats s1 = moe_remote_get_stats(remote);
+        const uint64_t runs = (uint64_t)reps + 3;
+        const uint64_t sent = (s1.bytes_sent - s0.bytes_sent) / runs;
+        const uint64_t recv = (s1.bytes_received - s0.bytes_received) / runs;
         printf("{\"bench\":\"moe_layer\",\"rows\":%d,\"workers\":%d,\"local_threads\":%d,\"wire\":\"%s\","
                "\"remote_p50_us\":%.1f,\"remote_p99_us\":%.1f,\"local_p50_us\":%.1f,"
-               "\"local_p99_us\":%.1f,\"added_p50_us\":%.1f,\"wire_bytes\":%zu}\n",
-               row, n, threads, bf16 ? "bf16" : "f32", r50, r99, l50, l99, r50 - l50, wire);
+               "\"local_p99_us\":%.1f,\"added_p50_us\":%.1f,\"wire_bytes\":%llu,"
+               "\"bytes_sent\":%llu,\"bytes_received\":%llu,\"messages\":%.2f}\n",
+               row, n, threads, bf16 ? "bf16" : "f32", r50, r99, l50, l99, r50 - l50,
+               (unsigned long long)(sent + recv), (unsigned long long)sent, (unsigned long long)recv,
+               (double)(s1.messages - s0.messages) / (double)runs);
         free(x), free(y);
     }
-    /* bytes on the wire per decoded token: every MoE layer sends K rows and
-     * gets K rows back */
+    /* bytes on the wire per decoded token, measured: one token's K rows
+     * (experts 0, X/K, 2X/K, ...) through every MoE layer, counted by the
+     * remote backend as serialized messages in gRPC byte buffers */
     const int moe_layers = hp->n_layer - hp->n_layer_dense_lead;
-    printf("{\"bench\":\"wire_per_token\",\"bytes\":%zu,\"moe_layers\":%d,\"k\":%d,\"hidden\":%d,"
-           "\"wire\":\"%s\"}\n",
-           (size_t)moe_layers * K * E * (bf16 ? 2 : 4) * 2, moe_layers, K, E, bf16 ? "bf16" : "f32");
+    {
+        int32_t expert[64], row_start[65];
+        const int k = K < 64 ? K : 64;
+        for (int j = 0; j < k; j++) expert[j] = j * (X / k), row_start[j] = j;
+        row_start[k] = k;
+        float *x = calloc((size_t)k * E, sizeof *x), *y = malloc((size_t)k * E * sizeof *y);
+        for (size_t i = 0; i < (size_t)k * E; i++) x[i] = (float)(i % 7) * 0.01f;
+        const moe_remote_stats s0 = moe_remote_get_stats(remote);
+        for (int l = hp->n_layer_dense_lead; l < hp->n_layer; l++) {
+            moe_expert_work w = {l, k, expert, row_start, E, x, y, NULL};
+            if (remote->submit(remote->ctx, &w, &err) < 0 || remote->wait(remote->ctx, &err) < 0)
+                return fprintf(stderr, "bench-remote: %s\n", err.msg), 1;
+        }
+        const moe_remote_stats s1 = moe_remote_get_stats(remote);
+        const uint64_t sent = s1.bytes_sent - s0.bytes_sent, recv = s1.bytes_received - s0.bytes_received;
+        printf("{\"bench\":\"wire_per_token\",\"bytes\":%llu,\"bytes_sent\":%llu,\"bytes_received\":%llu,"
+               "\"messages\":%llu,\"payload_bytes\":%zu,\"moe_layers\":%d,\"k\":%d,\"hidden\":%d,"
+               "\"wire\":\"%s\"}\n",
+               (unsigned long long)(sent + recv), (unsigned long long)sent, (unsigned long long)recv,
+               (unsigned long long)(s1.messages - s0.messages),
+               (size_t)moe_layers * k * E * (bf16 ? 2 : 4) * 2, moe_layers, k, E, bf16 ? "bf16" : "f32");
+        free(x), free(y);
+    }
     moe_expert_backend_destroy(remote);
     moe_expert_backend_destroy(local);
     moe_pool_destroy(pool);

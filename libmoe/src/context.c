@@ -74,6 +74,9 @@ struct moe_ctx {
 
     float *logits;   /* (n_logits, n_vocab) of the last decode */
     int n_logits, cap_logits;
+    int gate_margins;      /* record gate_margin (moe_ctx_params.gate_margins) */
+    float *gate_margin;    /* (cap_margins) per row of the last decode, if recorded */
+    int n_margins, cap_margins;
 };
 
 moe_ctx_params moe_ctx_default_params(void) {
@@ -92,7 +95,7 @@ void moe_ctx_destroy(moe_ctx *c) {
     free(c->sel); free(c->selw);
     free(c->grp_expert); free(c->grp_start); free(c->row_of); free(c->count);
     free(c->ex_x); free(c->ex_y); free(c->sh_g); free(c->sh_u); free(c->sh_gate);
-    free(c->moe_out); free(c->out_rows); free(c->logits);
+    free(c->moe_out); free(c->out_rows); free(c->logits); free(c->gate_margin);
     free(c->mla_qa); free(c->mla_qabs); free(c->mla_o); free(c->mla_tmp); free(c->head_jobs);
     free(c);
 }
@@ -121,6 +124,7 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     c->kv_dim = hp->is_mla ? hp->kv_lora_rank + hp->n_rot : hp->n_head_kv * hp->head_dim;
     c->dense_moe = p->dense_moe != 0;
     c->capacity_factor = p->capacity_factor > 0.0f ? p->capacity_factor : 0.0f;
+    c->gate_margins = p->gate_margins != 0;
     c->k_route = c->dense_moe ? hp->n_expert : hp->n_expert_used;
     moe_routing rcheck;
     moe_model_routing(m, hp->n_layer - 1, &rcheck);
@@ -478,6 +482,11 @@ static int moe_block(moe_ctx *c, int il, int n, int row0, moe_err *err) {
             return moe_err_set(err, MOE_ENUMERIC,
                                "layer %d: non-finite router logit (or bias) for batch row %d", il,
                                row0 + i);
+        if (c->gate_margins) {
+            const float gm = moe_route_margin(&r, c->route_scratch, c->sel + (size_t)i * K);
+            float *mm = &c->gate_margin[row0 + i];
+            if (gm < *mm) *mm = gm;
+        }
     }
     c->stats.n_dropped += (uint64_t)moe_route_capacity(c->capacity_factor, X, n, K, c->sel,
                                                         c->selw, c->count);
@@ -624,6 +633,16 @@ int moe_ctx_decode(moe_ctx *c, const moe_batch *b, moe_err *err) {
         c->cap_logits = n_out;
     }
     c->n_logits = 0;
+    if (c->gate_margins) {
+        if (b->n_tokens > c->cap_margins) {
+            float *nm = realloc(c->gate_margin, (size_t)b->n_tokens * sizeof(float));
+            if (!nm) return moe_err_set(err, MOE_ENOMEM, "out of memory for gate margins");
+            c->gate_margin = nm;
+            c->cap_margins = b->n_tokens;
+        }
+        for (int i = 0; i < b->n_tokens; i++) c->gate_margin[i] = INFINITY;
+        c->n_margins = b->n_tokens;
+    }
     /* slot_tmp holds the lengths before this batch: restored on failure so
      * a failed batch changes nothing (cache rows past a slot's length are
      * never read) */
@@ -643,6 +662,11 @@ int moe_ctx_decode(moe_ctx *c, const moe_batch *b, moe_err *err) {
 const float *moe_ctx_logits(const moe_ctx *c, int i) {
     if (i < 0 || i >= c->n_logits) return NULL;
     return c->logits + (size_t)i * (size_t)c->hp.n_vocab;
+}
+
+float moe_ctx_gate_margin(const moe_ctx *c, int i) {
+    if (!c->gate_margins || i < 0 || i >= c->n_margins) return NAN;
+    return c->gate_margin[i];
 }
 
 int moe_ctx_n_logits(const moe_ctx *c) {

@@ -25,36 +25,35 @@ size_t moe_expert_bytes(const moe_model *m, int l) {
     return len[0] + len[1] + len[2];
 }
 
-void moe_expert_load_pages(const moe_model *m, int l, int e) {
-    const uint8_t *base[3];
-    size_t len[3];
-    expert_parts(m, l, e, base, len);
-    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    for (int i = 0; i < 3; i++) {
-        if (!base[i]) continue;
-        uintptr_t a = (uintptr_t)base[i] & ~(uintptr_t)(page - 1);
-        madvise((void *)a, (size_t)((uintptr_t)base[i] + len[i] - a), MADV_WILLNEED);
+/* Loads (the pages touching it) or drops (the whole pages inside it: its
+ * neighbours may be held) one part of an expert. The weights are a read-only
+ * file mapping, so dropped pages come back from the file if read again. */
+static void part_residency(const uint8_t *base, size_t len, int load) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = (uintptr_t)base, hi = lo + len;
+    if (load) {
+        const uintptr_t a = lo & ~(page - 1);
+        madvise((void *)a, (size_t)(hi - a), MADV_WILLNEED);
         volatile uint8_t sink = 0;
-        for (size_t off = 0; off < len[i]; off += page) sink ^= base[i][off];
+        for (size_t off = 0; off < len; off += page) sink ^= base[off];
         (void)sink;
-    }
-}
-
-void moe_expert_drop_pages(const moe_model *m, int l, int e) {
-    const uint8_t *base[3];
-    size_t len[3];
-    expert_parts(m, l, e, base, len);
-    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    for (int i = 0; i < 3; i++) {
-        if (!base[i]) continue;
-        /* whole pages inside the expert only: neighbours may be held. The
-         * weights are a read-only file mapping, so dropped pages come back
-         * from the file if they are read again. */
-        uintptr_t a = ((uintptr_t)base[i] + page - 1) & ~(uintptr_t)(page - 1);
-        uintptr_t z = ((uintptr_t)base[i] + len[i]) & ~(uintptr_t)(page - 1);
+    } else {
+        const uintptr_t a = (lo + page - 1) & ~(page - 1), z = hi & ~(page - 1);
         if (z > a) madvise((void *)a, (size_t)(z - a), MADV_DONTNEED);
     }
 }
+
+static void expert_residency(const moe_model *m, int l, int e, int load) {
+    const uint8_t *base[3];
+    size_t len[3];
+    expert_parts(m, l, e, base, len);
+    for (int i = 0; i < 3; i++)
+        if (base[i]) part_residency(base[i], len[i], load);
+}
+
+void moe_expert_load_pages(const moe_model *m, int l, int e) { expert_residency(m, l, e, 1); }
+
+void moe_expert_drop_pages(const moe_model *m, int l, int e) { expert_residency(m, l, e, 0); }
 
 void moe_model_identity(const moe_model *m, char *buf, size_t cap) {
     snprintf(buf, cap, "%s/%dx%d/%d/%zu", moe_arch_name(m->hp.arch), m->hp.n_layer,

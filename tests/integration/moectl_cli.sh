@@ -10,8 +10,21 @@ ok() { echo "ok: $*"; }
 bad() { echo "FAIL: $*"; fail=1; }
 json_ok() { node -e 'JSON.parse(require("fs").readFileSync(0, "utf8"))' 2>/dev/null; }
 
-for c in info logits generate bench mkmodel tokenize detokenize expert; do
+for c in info logits generate bench mkmodel tokenize detokenize expert chat-template; do
     out=$("$MOECTL" $c --help) && echo "$out" | grep -q "usage: moectl $c" && ok "$c --help" || bad "$c --help"
+    # every flag --help lists is one the command takes (each alone: a bad or
+    # missing value, or a missing argument, but never an unknown option)
+    for f in $(echo "$out" | sed -n 's/^  \(-[-a-z]*\)\(, \(-[-a-z]*\)\)\{0,1\}.*/\1 \3/p'); do
+        "$MOECTL" $c "$f" </dev/null >/dev/null 2>"$TMP/e"
+        grep -q "unknown option" "$TMP/e" && bad "$c --help lists $f, which $c does not take"
+    done
+done
+# the flags the scripts use appear in the --help of their command
+for cf in "generate -n" "generate --ignore-eos" "generate --chat" "logits --workers" "bench --redis" \
+    "bench --prefix" "generate --deadline-ms" "bench -t" "mkmodel -o" "mkmodel --n-layer" \
+    "mkmodel --rms-eps" "expert --layer" "tokenize --texts" "detokenize --results" "chat-template --chat-template"; do
+    set -- $cf
+    "$MOECTL" $1 --help | grep -q -- "^  \(-[-a-z]*, \)\{0,1\}$2[ ,]" && ok "$1 --help lists $2" || bad "$1 --help lacks $2"
 done
 "$MOECTL" --help | grep -q "commands:" && ok "moectl --help" || bad "moectl --help"
 "$MOECTL" frobnicate >/dev/null 2>"$TMP/e"; [ $? -eq 2 ] && grep -q "unknown command 'frobnicate'" "$TMP/e" && ok "unknown command" || bad "unknown command"
@@ -19,10 +32,15 @@ done
 M="$TMP/m.gguf"
 "$MOECTL" mkmodel --arch llama --pre no-such-pre -o "$TMP/bad-pre.gguf" >/dev/null
 "$MOECTL" mkmodel --arch qwen2moe --dtype q8_0 --seed 3 -o "$M" | json_ok && ok "mkmodel prints JSON" || bad "mkmodel JSON"
-"$MOECTL" mkmodel --arch qwen2moe --dtype q8_0 --seed 3 -o "$TMP/m2.gguf" >/dev/null
-cmp -s "$M" "$TMP/m2.gguf" && ok "mkmodel: same arguments, same bytes" || bad "mkmodel not deterministic"
-"$MOECTL" mkmodel --arch qwen2moe --dtype q8_0 --seed 4 -o "$TMP/m3.gguf" >/dev/null
-cmp -s "$M" "$TMP/m3.gguf" && bad "mkmodel: different seed, same bytes" || ok "mkmodel: seed changes the weights"
+# a model file for the comparisons below: mkmodel succeeded and wrote a GGUF
+# (two missing files must not compare equal, nor a missing one differ)
+gguf_ok() { [ -s "$1" ] && [ "$(head -c 4 "$1")" = GGUF ]; }
+"$MOECTL" mkmodel --arch qwen2moe --dtype q8_0 --seed 3 -o "$TMP/m2.gguf" >/dev/null &&
+    gguf_ok "$M" && gguf_ok "$TMP/m2.gguf" && cmp -s "$M" "$TMP/m2.gguf" &&
+    ok "mkmodel: same arguments, same bytes" || bad "mkmodel not deterministic (or wrote no model)"
+"$MOECTL" mkmodel --arch qwen2moe --dtype q8_0 --seed 4 -o "$TMP/m3.gguf" >/dev/null &&
+    gguf_ok "$M" && gguf_ok "$TMP/m3.gguf" && ! cmp -s "$M" "$TMP/m3.gguf" &&
+    ok "mkmodel: seed changes the weights" || bad "mkmodel: different seed: same bytes, or no model written"
 "$MOECTL" mkmodel --arch gpt9 -o "$TMP/x.gguf" 2>"$TMP/e" >/dev/null; [ $? -ne 0 ] && grep -q "unknown --arch 'gpt9'" "$TMP/e" && ok "mkmodel bad arch" || bad "mkmodel bad arch"
 "$MOECTL" mkmodel --arch llama --n-embd 100 -o "$TMP/x.gguf" 2>"$TMP/e" >/dev/null; [ $? -ne 0 ] && grep -q "multiples of 32" "$TMP/e" && ok "mkmodel bad dims" || bad "mkmodel bad dims"
 
@@ -33,14 +51,19 @@ cmp -s "$M" "$TMP/m3.gguf" && bad "mkmodel: different seed, same bytes" || ok "m
 n=$("$MOECTL" logits "$M" --tokens 1,2,3 | node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8")); console.log(j.positions.length + " " + j.positions[2].logits.length + " " + j.n_vocab)')
 [ "$n" = "3 512 512" ] && ok "logits: 3 positions of 512" || bad "logits shape: $n"
 "$MOECTL" generate "$M" --tokens 1,2,3 -n 5 --ignore-eos | node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8")); process.exit(j.tokens.length===5?0:1)' && ok "generate 5 tokens" || bad "generate count"
-a=$("$MOECTL" generate "$M" --tokens 1,2,3 -n 8 --temp 0.8 --seed 9); b=$("$MOECTL" generate "$M" --tokens 1,2,3 -n 8 --temp 0.8 --seed 9)
-[ "$a" = "$b" ] && ok "sampling is seeded" || bad "sampling not reproducible"
+# both runs must succeed with 8 tokens each (two failed runs print nothing)
+# before their outputs are compared
+eight() { echo "$1" | node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8")); process.exit(Array.isArray(j.tokens) && j.tokens.length===8 && j.tokens.every(Number.isInteger) ? 0 : 1)'; }
+a=$("$MOECTL" generate "$M" --tokens 1,2,3 -n 8 --ignore-eos --temp 0.8 --seed 9) && eight "$a" &&
+    b=$("$MOECTL" generate "$M" --tokens 1,2,3 -n 8 --ignore-eos --temp 0.8 --seed 9) && eight "$b" &&
+    [ "$a" = "$b" ] && ok "sampling is seeded" || bad "sampling not reproducible (or a run failed): '$a' '${b:-}'"
 # text in, text out, sampling options, logprobs
 out=$("$MOECTL" generate "$M" --prompt "hello world" -n 6 --ignore-eos --temp 0.7 --top-k 20 --top-p 0.9 --min-p 0.01 --repeat-penalty 1.1 --seed 5 --logprobs 3) &&
     echo "$out" | node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8")); process.exit(j.tokens.length===6 && typeof j.text==="string" && j.prompt_tokens>0 && j.logprobs.length===6 && j.logprobs[0].top.length===3 ? 0 : 1)' &&
     ok "generate --prompt with sampling and logprobs" || bad "generate --prompt: $out"
 # a stop string found across token boundaries ends the text just before it
 full=$("$MOECTL" generate "$M" --prompt "hello" -n 24 --ignore-eos | node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(0,"utf8")).text)')
+[ ${#full} -ge 8 ] || bad "generate --prompt hello -n 24: no text to compare against ('$full')"
 stop=$(printf '%s' "$full" | node -e 'const t=require("fs").readFileSync(0,"utf8"); const m=t.slice(4).match(/[a-z]{3}/); console.log(m ? m[0] : "zzzz")')
 out=$("$MOECTL" generate "$M" --prompt "hello" -n 24 --ignore-eos --stop "$stop")
 echo "$out" | node -e '
@@ -79,7 +102,20 @@ check_err() { # expected-substring cmd...
 check_err "token id 600 out of range" "$MOECTL" logits "$M" --tokens 1,600
 check_err "bad token id" "$MOECTL" logits "$M" --tokens 1,x
 check_err "No such file" "$MOECTL" info "$TMP/none.gguf"
-check_err "threads must be >= 1" "$MOECTL" generate "$M" --tokens 1 --threads 0
+check_err "threads '0' is not an integer in \[1," "$MOECTL" generate "$M" --tokens 1 --threads 0
+check_err "unknown option '--frobnicate'" "$MOECTL" generate "$M" --tokens 1 --frobnicate
+check_err "wire 'f16': must be f32 or bf16" "$MOECTL" logits "$M" --tokens 1 --wire f16
+check_err "batch '2000' is not an integer in \[1, 1024\]" "$MOECTL" bench "$M" --batch 2000
+check_err "stop '': needs a non-empty string" "$MOECTL" generate "$M" --tokens 1 --stop ""
+check_err "given more than 8 times" "$MOECTL" generate "$M" --tokens 1 --stop a --stop b --stop c --stop d --stop e --stop f --stop g --stop h --stop i
+check_err "unexpected argument" "$MOECTL" info "$M" "$M"
+# environment twins: MOE_THREADS sets the threads, the flag wins over it, a bad
+# value names the variable; none of them for the per-invocation flags
+t=$(MOE_THREADS=2 "$MOECTL" bench "$M" --prompt 4 --gen 2 --reps 1 | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).threads)')
+u=$(MOE_THREADS=2 "$MOECTL" bench "$M" --prompt 4 --gen 2 --reps 1 -t 3 | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).threads)')
+[ "$t $u" = "2 3" ] && ok "MOE_THREADS twin, -t wins" || bad "MOE_THREADS: $t $u"
+MOE_WIRE=f16 check_err "MOE_WIRE 'f16': must be f32 or bf16" "$MOECTL" logits "$M" --tokens 1
+MOE_WORKERS=127.0.0.1:1 MOE_REDIS=redis://127.0.0.1:1 check_err "exclude each other" "$MOECTL" logits "$M" --tokens 1
 check_err "top_p" "$MOECTL" generate "$M" --tokens 1 --temp 1 --top-p 1.5
 check_err "pre-tokenizer" "$MOECTL" tokenize "$TMP/bad-pre.gguf" --text hi
 check_err "needs a value" "$MOECTL" logits "$M" --tokens

@@ -77,6 +77,65 @@ doc() { $RC get "$1:placement:$(active_epoch "$1")"; }
 tokens() { node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).tokens.join(","))' "$1"; }
 jfield() { node -e 'const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(process.argv[2].split(".").reduce((o, k) => o[k], j))' "$1" "$2"; }
 addr_of() { sed -n 's/^listening on //p' "$TMP/$1.out"; }
+# A streamed generation through the cluster, to inject a fault into while it
+# runs: gen_start NAME PREFIX starts `moectl generate --stream` (the text on
+# $TMP/NAME.txt as it is generated, the JSON as the last line of
+# $TMP/NAME.err) and waits (up to 60 s) until it has streamed 64 bytes of text;
+# the caller injects its fault, then calls gen_at_fault NAME, which records
+# the bytes streamed by then and that the generation was still running.
+# gen_finish NAME waits for it (60 s) and checks it streamed more text after
+# the fault (so the fault hit the middle of the generation, not before its
+# first token nor after its last), that the tokens are the fault-free run's,
+# and writes its JSON to $TMP/NAME.json. 0 or 1, with the reason in $WHY.
+gen_start() {
+    : >"$TMP/$1.txt" # exists before the child opens it: no race with wc below
+    "$MOECTL" generate "$M" --tokens $PROMPT -n $NGEN --ignore-eos --stream --redis "$REDIS_URL" --prefix "$2" \
+        >"$TMP/$1.txt" 2>"$TMP/$1.err" &
+    G=$!
+    i=0
+    while [ $i -lt 1200 ] && [ "$(wc -c <"$TMP/$1.txt")" -lt 64 ] && kill -0 $G 2>/dev/null; do
+        sleep 0.05; i=$((i + 1))
+    done
+    GEN_WAIT_S=$((i / 20))
+}
+gen_at_fault() {
+    AT_FAULT=$(wc -c <"$TMP/$1.txt")
+    kill -0 $G 2>/dev/null && ALIVE_AT_FAULT=1 || ALIVE_AT_FAULT=0
+}
+gen_finish() {
+    i=0
+    while [ $i -lt 600 ] && kill -0 $G 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+    if kill -0 $G 2>/dev/null; then
+        WHY="still running 60 s after the fault"; kill $G; return 1
+    fi
+    wait $G || { WHY="moectl failed: $(tail -3 "$TMP/$1.err")"; return 1; }
+    grep '^{"tokens"' "$TMP/$1.err" | tail -1 >"$TMP/$1.json"
+    total=$(wc -c <"$TMP/$1.txt")
+    if [ "$ALIVE_AT_FAULT" != 1 ] || [ "$AT_FAULT" -lt 64 ] || [ "$total" -le "$AT_FAULT" ]; then
+        WHY="the fault did not hit mid-generation: $AT_FAULT of $total text bytes streamed at the fault (after ${GEN_WAIT_S} s), running then: $ALIVE_AT_FAULT"
+        return 1
+    fi
+    [ "$(tokens "$TMP/$1.json" 2>/dev/null)" = "$REF" ] || { WHY="tokens differ from the fault-free run: $(tail -3 "$TMP/$1.err")"; return 1; }
+    WHY="fault after $AT_FAULT of $total text bytes"
+    return 0
+}
+# left_placement PREFIX WORKER: the active placement document, read from
+# Redis, places all 32 experts on workers that do not include WORKER's address
+# (fails when no document is read, or WORKER has no address)
+left_placement() {
+    a=$(addr_of "$2")
+    [ -n "$a" ] || { WHY="$2 has no address"; return 1; }
+    e=$(active_epoch "$1")
+    [ -n "$e" ] || { WHY="no active placement epoch in Redis"; return 1; }
+    $RC get "$1:placement:$e" >"$TMP/doc.json"
+    WHY=$(node -e 'const [f, a] = process.argv.slice(1); let d;
+        try { d = JSON.parse(require("fs").readFileSync(f, "utf8")); } catch (e) { console.log("no placement document read: " + e.message); process.exit(1); }
+        const w = Object.values(d.workers || {});
+        if (!w.length || !Array.isArray(d.experts) || d.experts.length !== 32) { console.log("placement without workers or 32 experts"); process.exit(1); }
+        if (w.includes(a)) { console.log(a + " is still one of " + w.join(",")); process.exit(1); }
+        console.log(w.length + " workers: " + w.join(","));' "$TMP/doc.json" "$a") || return 1
+    WHY="epoch $e, $WHY"
+}
 
 # the reference: the single-process engine
 "$MOECTL" logits "$M" --tokens $T >"$TMP/local_logits.json" || bad "local logits"
@@ -159,40 +218,42 @@ $RC del "$A:placement:pending" >/dev/null
 router ra $A --min-replicas 1 --target-load 1000000; RA=$PID
 sleep 3 # the load average decays; replicas return to one per expert
 E1=$(active_epoch $A)
-"$MOECTL" generate "$M" --tokens $PROMPT -n $NGEN --ignore-eos --redis "$REDIS_URL" --prefix $A \
-    >"$TMP/g1.json" 2>"$TMP/g1.err" &
-G=$!
-sleep 1
+gen_start g1 $A
 kill -9 $A3
-i=0
-while [ $i -lt 600 ] && kill -0 $G 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
-if kill -0 $G 2>/dev/null; then
-    bad "generation still running 60 s after the kill"; kill $G
-elif wait $G && [ "$(tokens "$TMP/g1.json")" = "$REF" ]; then
-    ok "worker without replicas killed mid-generation: $NGEN tokens identical; failures seen $(jfield "$TMP/g1.json" remote.worker_failures), epoch $E1 -> $(jfield "$TMP/g1.json" remote.epoch)"
+gen_at_fault g1
+# required: the generation met the dead worker (worker_failures >= 1), sent
+# its row groups again (retries >= 1) and finished on a newer placement
+if gen_finish g1; then
+    wf=$(jfield "$TMP/g1.json" remote.worker_failures) rt=$(jfield "$TMP/g1.json" remote.retries) ep=$(jfield "$TMP/g1.json" remote.epoch)
+    if [ "$wf" -ge 1 ] && [ "$rt" -ge 1 ] && [ "$ep" -gt "$E1" ]; then
+        ok "worker without replicas killed mid-generation ($WHY): $NGEN tokens identical; worker_failures $wf, retries $rt, epoch $E1 -> $ep"
+    else
+        bad "worker killed mid-generation: want worker_failures >= 1, retries >= 1, epoch > $E1; got $wf, $rt, $ep"
+    fi
 else
-    bad "generation across a worker's death: $(tail -3 "$TMP/g1.err")"
+    bad "generation across a worker's death: $WHY"
 fi
-doc $A | grep -q "$(addr_of a3)" && bad "the dead worker is still in the active placement" ||
-    ok "the dead worker's experts moved to the survivors: $(grep -c 'lease expired' "$TMP/ra.err") lease expiry, $(grep 'failover' "$TMP/ra.err" | head -1 | cut -c1-90)"
+left_placement $A a3 && ok "the dead worker's experts moved to the survivors ($WHY): $(grep -c 'lease expired' "$TMP/ra.err") lease expiry, $(grep 'failover' "$TMP/ra.err" | head -1 | cut -c1-90)" ||
+    bad "the dead worker left the placement: $WHY"
 
 # Redis restarted mid-run: no request fails; the deployment rebuilds itself
 E2=$(active_epoch $A)
-"$MOECTL" generate "$M" --tokens $PROMPT -n $NGEN --ignore-eos --redis "$REDIS_URL" --prefix $A \
-    >"$TMP/g2.json" 2>"$TMP/g2.err" &
-G=$!
-sleep 1
+gen_start g2 $A
 redis_stop
+gen_at_fault g2
 sleep 3 # longer than a lease: nobody may be declared dead for it
 redis_start >/dev/null || bad "redis did not restart"
-i=0
-while [ $i -lt 600 ] && kill -0 $G 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
-if kill -0 $G 2>/dev/null; then
-    bad "generation still running 60 s after the Redis restart"; kill $G
-elif wait $G && [ "$(tokens "$TMP/g2.json")" = "$REF" ]; then
-    ok "Redis away 3 s mid-generation: $NGEN tokens identical, no error"
+# required: the generation's backend lost Redis (redis_failures >= 1) and no
+# worker failed for it (worker_failures 0, retries 0)
+if gen_finish g2; then
+    wf=$(jfield "$TMP/g2.json" remote.worker_failures) rt=$(jfield "$TMP/g2.json" remote.retries) rf=$(jfield "$TMP/g2.json" remote.redis_failures)
+    if [ "$rf" -ge 1 ] && [ "$wf" = 0 ] && [ "$rt" = 0 ]; then
+        ok "Redis away 3 s mid-generation ($WHY): $NGEN tokens identical, redis_failures $rf, worker_failures 0, retries 0"
+    else
+        bad "Redis away mid-generation: want redis_failures >= 1, worker_failures 0, retries 0; got $rf, $wf, $rt"
+    fi
 else
-    bad "generation across a Redis restart: $(tail -3 "$TMP/g2.err")"
+    bad "generation across a Redis restart: $WHY"
 fi
 nf=$(grep -c 'pending (failover' "$TMP/ra.err")
 [ "$nf" = 1 ] && ok "Redis away longer than a lease: no worker declared dead (failover rounds: only the kill's)" ||
@@ -210,27 +271,28 @@ r=$(rows $A)
 worker a4 $A 40M z4; A4=$PID
 four() { doc $A >/dev/null && [ "$($RC zcard $A:workers)" = 3 ]; }
 wait_for 10 four || bad "a4 did not register"
-"$MOECTL" generate "$M" --tokens $PROMPT -n $NGEN --ignore-eos --redis "$REDIS_URL" --prefix $A \
-    >"$TMP/g4.json" 2>"$TMP/g4.err" &
-G=$!
-sleep 1
+E4=$(active_epoch $A)
+gen_start g4 $A
 kill -TERM $A2
+gen_at_fault g4
 i=0
 while [ $i -lt 150 ] && kill -0 $A2 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
 kill -0 $A2 2>/dev/null && bad "a2 still running 15 s after SIGTERM"
-grep -q "drained" "$TMP/a2.err" && ok "SIGTERM: a2 drained, then left ($(grep -c . "$TMP/a2.err") log lines; epoch $(active_epoch $A) places nothing on it)" ||
+grep -q "drained" "$TMP/a2.err" && ok "SIGTERM: a2 drained, then left ($(grep -c . "$TMP/a2.err") log lines)" ||
     bad "a2 did not drain: $(tail -3 "$TMP/a2.err")"
-i=0
-while [ $i -lt 600 ] && kill -0 $G 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
-if kill -0 $G 2>/dev/null; then
-    bad "generation still running 60 s after the drain"; kill $G
-elif wait $G && [ "$(tokens "$TMP/g4.json")" = "$REF" ] &&
-    [ "$(jfield "$TMP/g4.json" remote.worker_failures)" = 0 ]; then
-    ok "generation through a drain: $NGEN tokens identical, 0 worker failures"
+# required: no worker failure and nothing re-sent (the drain moved a2's
+# experts first), and the generation followed the new placement (epoch > E4)
+if gen_finish g4; then
+    wf=$(jfield "$TMP/g4.json" remote.worker_failures) rt=$(jfield "$TMP/g4.json" remote.retries) ep=$(jfield "$TMP/g4.json" remote.epoch)
+    if [ "$wf" = 0 ] && [ "$rt" = 0 ] && [ "$ep" -gt "$E4" ]; then
+        ok "generation through a drain ($WHY): $NGEN tokens identical, worker_failures 0, retries 0, epoch $E4 -> $ep"
+    else
+        bad "generation through a drain: want worker_failures 0, retries 0, epoch > $E4; got $wf, $rt, $ep"
+    fi
 else
-    bad "generation through a drain: failures $(jfield "$TMP/g4.json" remote.worker_failures 2>&1) $(tail -3 "$TMP/g4.err")"
+    bad "generation through a drain: $WHY"
 fi
-doc $A | grep -q "$(addr_of a2)" && bad "the drained worker is still in the active placement"
+left_placement $A a2 && ok "the drained worker left the placement ($WHY)" || bad "the drained worker left the placement: $WHY"
 kill $A1 $A4 $RA 2>/dev/null
 
 # ==== B: 2 replicas per expert, 3 workers in 3 domains; two routers ===========
@@ -247,20 +309,20 @@ two=$(doc $B | node -e 'const d = JSON.parse(require("fs").readFileSync(0, "utf8
 grep -q '^moemesh_router_leader 0' "$(http rb2 /metrics >"$TMP/m2.txt"; echo "$TMP/m2.txt")" &&
     ok "B: the second router-svc stands by" || bad "B: rb2 metrics: $(grep leader "$TMP/m2.txt")"
 
-"$MOECTL" generate "$M" --tokens $PROMPT -n $NGEN --ignore-eos --redis "$REDIS_URL" --prefix $B \
-    >"$TMP/g3.json" 2>"$TMP/g3.err" &
-G=$!
-sleep 1
+gen_start g3 $B
 kill -9 $B2
-t0=$(date +%s)
-i=0
-while [ $i -lt 600 ] && kill -0 $G 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
-if kill -0 $G 2>/dev/null; then
-    bad "B: generation still running 60 s after the kill"; kill $G
-elif wait $G && [ "$(tokens "$TMP/g3.json")" = "$REF" ]; then
-    ok "B: kill -9 of a worker with replicas mid-generation: $NGEN tokens identical, $(jfield "$TMP/g3.json" remote.retries) row group(s) re-sent to replicas"
+gen_at_fault g3
+# required: the generation met the dead worker (worker_failures >= 1) and
+# sent its row groups to the replicas (retries >= 1)
+if gen_finish g3; then
+    wf=$(jfield "$TMP/g3.json" remote.worker_failures) rt=$(jfield "$TMP/g3.json" remote.retries)
+    if [ "$wf" -ge 1 ] && [ "$rt" -ge 1 ]; then
+        ok "B: kill -9 of a worker with replicas mid-generation ($WHY): $NGEN tokens identical, worker_failures $wf, $rt row group(s) re-sent to replicas"
+    else
+        bad "B: worker killed mid-generation: want worker_failures >= 1, retries >= 1; got $wf, $rt"
+    fi
 else
-    bad "B: generation across a worker's death: $(tail -3 "$TMP/g3.err")"
+    bad "B: generation across a worker's death: $WHY"
 fi
 # the leader dies: the standby takes over and restores 2 replicas on the survivors
 kill -9 $RB1

@@ -1,28 +1,40 @@
 #!/bin/sh
-# tests/lib/parity.sh ARCH [PRESET] - moemesh against llama.cpp on `moectl
-# mkmodel` models of one architecture (and mkmodel preset), for each dtype:
-#   teacher-forced logits at every position within a per-dtype tolerance
-#   (positions whose reference top-2 margin is tiny are skipped for the
-#   quantised dtypes, where a near-tied expert or token can flip), and for
-#   f32 the 16-token greedy continuation identical.
-# Tolerances (max abs logit difference; logits have std ~2):
-#   f32 1e-4 at every position; f16 1e-2, bf16 5e-2, q8_0 1e-1 at positions
-#   whose reference top-2 margin is >= 0.05. Why not tighter: both engines
-#   round activations to the weight type before each product, so a 1e-7
-#   difference in summation order upstream can flip one activation's rounding
-#   (an f16 ulp is 2^-11, a bf16 ulp 2^-8 relative), which moves logits by
-#   ~1e-3 (f16) to ~1e-2 (bf16). Q8_0 products are integer-exact and agree to
-#   ~1e-6 when no quantisation step flips; one flipped Q8_0 step (1/127 of a
-#   block's range) moves these models' logits by up to ~0.07. Where a flipped step meets a
-#   nearly tied expert choice, that token (and later ones attending to it)
-#   takes another expert and differs by O(0.1-1): for the quantised dtypes at
-#   least 75% of compared positions must be within tolerance, and every
-#   outlier is printed. f32 has no such amplification and must hold at every
-#   position.
+# tests/lib/parity.sh ARCH [PRESET [SEED]] - moemesh against llama.cpp on
+# `moectl mkmodel` models of one architecture (and mkmodel preset), for each
+# dtype: teacher-forced logits at every position within a per-dtype
+# tolerance, and for f32 the 16-token greedy continuation identical.
+# Extra mkmodel options (non-default hyperparameters) come from
+# $PARITY_MKMODEL_ARGS; $PARITY_LABEL names the case in the output.
+#
+# Tolerances (max abs logit difference over the vocab; logits have std ~2),
+# at EVERY position, set ~10x above what was observed. Observed (this
+# script's 24 tokens; llama, qwen2moe, qwen3moe, olmoe, deepseek, deepseek2
+# tiny and tiny-v2; seeds 1, 2, 3, 7; llama.cpp node-llama-cpp v0.5.0 CPU):
+#   f32   worst 6.4e-6                               -> 5e-5
+#   f16   worst 8.5e-3, at every position (both engines round activations to
+#         f16 before each product; a 1e-7 difference upstream moves the
+#         rounding by an f16 ulp, 2^-11 relative)    -> 1e-2 (not 10x: f16
+#         differs everywhere by this much, 10x would hide a real error)
+#   bf16  worst 1.4e-6 (llama), 5e-9 elsewhere        -> 2e-5
+#   q8_0  worst 9.6e-7 (integer-exact products)       -> 1e-5
+# except where a rounding step flips: a bf16 or q8_0 activation whose value
+# sits on a rounding boundary can round the other way after a 1e-7 summation
+# difference; that moves the position's K/V, so from that position on every
+# logit differs by 1e-2..9e-2 (seen for 9 of 52 bf16/q8_0 model x seed runs,
+# never at a gate near tie). Each architecture's SEED is therefore one where
+# no flip occurs in any dtype (llama, qwen2moe, olmoe: 3; others: 7); a
+# change of summation order in the engine can create one, and this test
+# then fails: check with another seed before loosening anything.
+# The only positions skipped are expert-selection near ties (moectl logits
+# --gate-margins: the smallest gap over layers between the last chosen and
+# the best unchosen expert's score below 1e-6 f32, 1e-4 f16, 1e-5 bf16/q8_0),
+# at most 2 per run; none of the chosen runs has one.
 # Exit 0 pass, 77 skip (no reference engine), 1 fail.
 set -u
 ARCH=$1
 PRESET=${2:-tiny}
+SEED=${3:-7}
+LABEL=${PARITY_LABEL:-$ARCH}
 MOECTL=${MOECTL:-build/moectl}
 REF="node tests/ref/llama.mjs"
 CMP="node tests/ref/compare.mjs"
@@ -35,30 +47,32 @@ TOKENS="1,17,300,42,99,7,256,5,64,128,255,3,77,410,12,8,200,33,90,150,11,60,480,
 fail=0
 for DT in ${PARITY_DTYPES:-f32 f16 bf16 q8_0}; do
     case $DT in
-        f32)  TOL="--atol 1e-4" ;;
-        f16)  TOL="--atol 1e-2 --margin 0.05 --min-frac 0.75" ;;
-        bf16) TOL="--atol 5e-2 --margin 0.05 --min-frac 0.75" ;;
-        q8_0) TOL="--atol 1e-1 --margin 0.05 --min-frac 0.75" ;;
+        f32)  TOL="--atol 5e-5 --gate-tie 1e-6" ;;
+        f16)  TOL="--atol 1e-2 --gate-tie 1e-4" ;;
+        bf16) TOL="--atol 2e-5 --gate-tie 1e-5" ;;
+        q8_0) TOL="--atol 1e-5 --gate-tie 1e-5" ;;
+        *)    echo "unknown dtype $DT"; exit 1 ;;
     esac
     M="$TMP/$ARCH-$DT.gguf"
-    "$MOECTL" mkmodel --arch "$ARCH" --preset "$PRESET" --dtype "$DT" --seed 7 -o "$M" >/dev/null || { echo "mkmodel failed"; exit 1; }
-    "$MOECTL" logits "$M" --tokens "$TOKENS" --threads 1 >"$TMP/ours.json" || { echo "moectl logits failed ($DT)"; fail=1; continue; }
+    # shellcheck disable=SC2086 # PARITY_MKMODEL_ARGS is a list of options
+    "$MOECTL" mkmodel --arch "$ARCH" --preset "$PRESET" --dtype "$DT" --seed "$SEED" ${PARITY_MKMODEL_ARGS:-} -o "$M" >/dev/null || { echo "mkmodel failed"; exit 1; }
+    "$MOECTL" logits "$M" --tokens "$TOKENS" --threads 1 --gate-margins >"$TMP/ours.json" || { echo "moectl logits failed ($DT)"; fail=1; continue; }
     $REF logits "$M" --tokens "$TOKENS" --threads 1 >"$TMP/ref.json" || { echo "reference logits failed ($DT)"; fail=1; continue; }
-    printf '%s %-5s logits: ' "$ARCH" "$DT"
+    printf '%s %-5s logits: ' "$LABEL" "$DT"
     $CMP "$TMP/ours.json" "$TMP/ref.json" $TOL || fail=1
     if [ "$DT" = f32 ]; then
         ours=$("$MOECTL" generate "$M" --tokens "$TOKENS" -n 16 --ignore-eos --threads 1) || { echo "moectl generate failed"; fail=1; continue; }
         ref=$($REF generate "$M" --tokens "$TOKENS" -n 16 --threads 1) || { echo "reference generate failed"; fail=1; continue; }
         if node -e 'const [a, b] = process.argv.slice(1).map((s) => JSON.parse(s).tokens);
                     process.exit(JSON.stringify(a) === JSON.stringify(b) ? 0 : 1)' "$ours" "$ref"; then
-            echo "$ARCH f32   greedy 16: identical $ours"
+            echo "$LABEL f32   greedy 16: identical $ours"
         else
-            echo "$ARCH f32   greedy 16 differ: ours $ours, llama.cpp $ref"; fail=1
+            echo "$LABEL f32   greedy 16 differ: ours $ours, llama.cpp $ref"; fail=1
         fi
         # two threads give the same logits within f32 tolerance
-        "$MOECTL" logits "$M" --tokens "$TOKENS" --threads 2 >"$TMP/ours2.json" || { fail=1; continue; }
-        printf '%s f32   2 threads vs llama.cpp: ' "$ARCH"
-        $CMP "$TMP/ours2.json" "$TMP/ref.json" --atol 1e-4 || fail=1
+        "$MOECTL" logits "$M" --tokens "$TOKENS" --threads 2 --gate-margins >"$TMP/ours2.json" || { fail=1; continue; }
+        printf '%s f32   2 threads vs llama.cpp: ' "$LABEL"
+        $CMP "$TMP/ours2.json" "$TMP/ref.json" $TOL || fail=1
     fi
 done
 exit $fail

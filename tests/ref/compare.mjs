@@ -2,22 +2,22 @@
 // compare.mjs — compare two logits JSON files ({"n_vocab": V, "positions": [{"pos", "token", "logits"}]})
 // as written by `moectl logits` (OURS) and `node tests/ref/llama.mjs logits` (REF).
 //
-//   node tests/ref/compare.mjs OURS.json REF.json --atol 1e-4 [--margin M] [--rtol R] [--min-frac F]
+//   node tests/ref/compare.mjs OURS.json REF.json --atol A [--rtol R] [--gate-tie T [--max-skipped N]]
 //
-// Per position: max |ours - ref| over the vocab. With --margin M, positions whose reference top-2
-// logit margin is < M are skipped (argmax there is a near tie; tiny differences may legitimately
-// route experts differently). A compared position is outside tolerance if max_abs_diff > atol +
-// rtol * max|ref|. With --min-frac F (default 1) the run passes if at least F of the compared
-// positions are within tolerance: for quantised activations a summation-order difference can flip
-// one rounding step, and where an expert choice is nearly tied that flips the expert for that
-// token and for the later positions that attend to it; the outliers are listed either way.
-// Structural mismatches (n_vocab, number of positions, pos/token lists, row lengths, non-finite
-// values) always fail. Prints one JSON summary line on stdout; failure details go to stderr.
-// Exit: 0 pass, 1 mismatch, 2 usage / unreadable input.
+// Per position: max |ours - ref| over the vocab; every compared position must be within
+// atol + rtol * max|ref|. With --gate-tie T, OURS must come from `moectl logits --gate-margins`
+// (a "gate_margin" per position: the smallest gap, over the MoE layers, between the last chosen
+// expert's selection score and the best unchosen one's): positions whose gate_margin is < T are
+// skipped, as a near tie in an expert choice that another engine's rounding may break the other
+// way. That is the only reason a position is skipped; more than --max-skipped N (default 2)
+// skipped positions fail the run (a broken margin must not skip everything), and a missing or
+// non-numeric gate_margin fails it. Structural mismatches (n_vocab, number of positions,
+// pos/token lists, row lengths, non-finite values) always fail. Prints one JSON summary line on
+// stdout; failure details go to stderr. Exit: 0 pass, 1 mismatch, 2 usage / unreadable input.
 
 import fs from "node:fs";
 
-const USAGE = "usage: node tests/ref/compare.mjs OURS.json REF.json --atol A [--margin M] [--rtol R] [--min-frac F]";
+const USAGE = "usage: node tests/ref/compare.mjs OURS.json REF.json --atol A [--rtol R] [--gate-tie T [--max-skipped N]]";
 
 function die(code, msg) {
     process.stderr.write(`compare.mjs: ${msg}\n`);
@@ -25,7 +25,7 @@ function die(code, msg) {
 }
 
 function parseArgs(argv) {
-    const o = { files: [], atol: null, rtol: 0, margin: null, minFrac: 1 };
+    const o = { files: [], atol: null, rtol: 0, gateTie: null, maxSkipped: 2 };
     const num = (flag, v) => {
         const x = Number(v);
         if (v === undefined || v === "" || !Number.isFinite(x) || x < 0) die(2, `${flag} needs a non-negative number\n${USAGE}`);
@@ -36,8 +36,8 @@ function parseArgs(argv) {
         if (a === "-h" || a === "--help") { process.stdout.write(USAGE + "\n"); process.exit(0); }
         else if (a === "--atol") o.atol = num(a, argv[++i]);
         else if (a === "--rtol") o.rtol = num(a, argv[++i]);
-        else if (a === "--margin") o.margin = num(a, argv[++i]);
-        else if (a === "--min-frac") o.minFrac = num(a, argv[++i]);
+        else if (a === "--gate-tie") o.gateTie = num(a, argv[++i]);
+        else if (a === "--max-skipped") o.maxSkipped = num(a, argv[++i]);
         else if (a.startsWith("-")) die(2, `unknown option: ${a}\n${USAGE}`);
         else o.files.push(a);
     }
@@ -73,26 +73,19 @@ const o = parseArgs(process.argv.slice(2));
 const ours = load(o.files[0], "OURS");
 const ref = load(o.files[1], "REF");
 
-const summary = { positions: ref.positions.length, compared: 0, skipped: 0, max_abs_diff: 0, worst_pos: null, argmax_agree: 0, within_tol: 0 };
-const failures = [];   // structural: always fail
-const outliers = [];   // outside tolerance: fail unless within --min-frac
+const summary = { positions: ref.positions.length, compared: 0, skipped: 0, max_abs_diff: 0, worst_pos: null, argmax_agree: 0, within_tol: 0, min_gate_margin: null };
+const failures = [];   // structural or outside tolerance: always fail
 const skippedPos = [];
 const finish = () => {
-    if (outliers.length) {
-        const frac = summary.compared ? summary.within_tol / summary.compared : 0;
-        if (frac >= o.minFrac) {
-            for (const f of outliers) process.stderr.write(`outside tolerance (allowed: ${summary.within_tol}/${summary.compared} within, min-frac ${o.minFrac}): ${f}\n`);
-        } else {
-            failures.push(...outliers);
-        }
-    }
+    if (o.gateTie !== null && summary.skipped > o.maxSkipped)
+        failures.push(`${summary.skipped} positions skipped for a gate near tie (< ${o.gateTie}): ${skippedPos.join(",")}; at most ${o.maxSkipped} allowed`);
     process.stdout.write(JSON.stringify(summary) + "\n");
     if (failures.length) {
         for (const f of failures.slice(0, 20)) process.stderr.write(`FAIL: ${f}\n`);
         if (failures.length > 20) process.stderr.write(`FAIL: ... and ${failures.length - 20} more\n`);
         process.exit(1);
     }
-    if (skippedPos.length) process.stderr.write(`skipped positions (ref top-2 margin < ${o.margin}): ${skippedPos.join(",")}\n`);
+    if (skippedPos.length) process.stderr.write(`skipped positions (gate margin < ${o.gateTie}): ${skippedPos.join(",")}\n`);
     process.exit(0);
 };
 
@@ -125,10 +118,18 @@ for (let k = 0; k < ref.positions.length; k++) {
         continue;
     }
     const tr = top2(b.logits), to = top2(a.logits);
-    if (o.margin !== null && tr.margin < o.margin) {
-        summary.skipped++;
-        skippedPos.push(p);
-        continue;
+    if (o.gateTie !== null) {
+        const g = a.gate_margin;
+        if (g !== null && (typeof g !== "number" || !Number.isFinite(g) || g < 0)) {
+            failures.push(`position ${p}: OURS has no gate_margin (${JSON.stringify(g)}): run moectl logits --gate-margins`);
+            continue;
+        }
+        if (g !== null && (summary.min_gate_margin === null || g < summary.min_gate_margin)) summary.min_gate_margin = g;
+        if (g !== null && g < o.gateTie) {
+            summary.skipped++;
+            skippedPos.push(p);
+            continue;
+        }
     }
     summary.compared++;
     if (tr.argmax === to.argmax) summary.argmax_agree++;
@@ -145,8 +146,8 @@ for (let k = 0; k < ref.positions.length; k++) {
     const tol = o.atol + o.rtol * refMax;
     if (d <= tol) summary.within_tol++;
     else
-        outliers.push(`position ${p} (token ${b.token}): max abs diff ${d} at vocab id ${at} ` +
+        failures.push(`position ${p} (token ${b.token}): max abs diff ${d} at vocab id ${at} ` +
             `(ours ${a.logits[at]}, ref ${b.logits[at]}) > tolerance ${tol} (atol ${o.atol} + rtol ${o.rtol} * max|ref| ${refMax}); ` +
-            `argmax ours ${to.argmax} ref ${tr.argmax}, ref top-2 margin ${tr.margin}`);
+            `argmax ours ${to.argmax} ref ${tr.argmax}` + (o.gateTie !== null ? `, gate margin ${a.gate_margin}` : ""));
 }
 finish();

@@ -231,3 +231,33 @@ TEST(routing_check_and_describe) {
     moe_routing z = {.n_expert = 4, .n_used = 5, .scale = 1};
     ASSERT_EQ_INT(moe_routing_check(&z), MOE_EINVAL);
 }
+
+/* moe_route_margin: the k-th chosen minus the best unchosen selection value,
+ * and with group limits the last allowed minus the best excluded group */
+TEST(routing_margin_experts_and_groups) {
+    const float logits[4] = {1, 3, 2, 0};
+    moe_routing r = {.gating = MOE_GATING_SOFTMAX, .n_expert = 4, .n_used = 2, .norm = 1, .scale = 1};
+    int32_t sel[4];
+    float w[4];
+    route(&r, logits, sel, w);
+    const double Z = exp(0) + exp(1) + exp(2) + exp(3);
+    ASSERT_NEAR(moe_route_margin(&r, scratch, sel), (exp(2) - exp(1)) / Z, 1e-6);
+    /* groups: 0 {5, -5} score 1.000, 1 {1, 1} 1.462, 2 {0.2, 0.2} 1.0997,
+     * 3 {-1, -2}; groups 1 and 2 allowed; chosen 2, 3 (s(1)); best free
+     * allowed s(0.2): expert margin s(1) - s(0.2) = 0.181 > group margin
+     * 2 s(0.2) - (s(5) + s(-5)) = 0.0997 */
+    const float gl[8] = {5, -5, 1, 1, 0.2f, 0.2f, -1, -2};
+    moe_routing g = {.gating = MOE_GATING_SIGMOID, .n_expert = 8, .n_used = 2, .norm = 1,
+                     .scale = 1, .n_groups = 4, .n_groups_used = 2};
+    route(&g, gl, sel, w);
+    ASSERT_EQ_INT(sel[0], 2);
+    ASSERT_EQ_INT(sel[1], 3);
+    ASSERT_NEAR(moe_route_margin(&g, scratch, sel), 2 * sigm(0.2) - (sigm(5) + sigm(-5)), 1e-6);
+    g.n_groups = 0; /* no groups: expert 0 (s(5)) and 2 (s(1)) chosen; best free s(1) */
+    route(&g, gl, sel, w);
+    ASSERT_NEAR(moe_route_margin(&g, scratch, sel), 0.0, 1e-7);
+    /* dense: nothing competes */
+    r.dense = 1;
+    route(&r, logits, sel, w);
+    ASSERT(isinf(moe_route_margin(&r, scratch, sel)));
+}

@@ -1,34 +1,35 @@
 /* mkmodel.c - moectl mkmodel: random-weight test models (see testmodel.h). */
 #include <limits.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "testmodel.h"
 #include "moectl.h"
 
-static const char help[] =
-    "usage: moectl mkmodel --arch A [--dtype D] [--seed S] [dims...] -o OUT.gguf\n"
-    "Writes a random-weight model that llama.cpp also loads.\n"
-    "  --arch A          llama | qwen2moe | qwen3moe | olmoe | deepseek | deepseek2\n"
-    "  --dtype D         f32 | f16 | bf16 | q8_0 (matrices; default f32)\n"
-    "  --seed S          weights seed (default 1)\n"
-    "  --preset P        tiny (default) | bench (hidden 1024, 8 layers, 8 experts\n"
-    "                    top-2, ff 2816, vocab 4096: ~620 MB in q8_0)\n"
-    "                    deepseek2: tiny (V3-style: sigmoid, bias, groups, q LoRA,\n"
-    "                    x2.5, YaRN) | tiny-v2 (V2-style: softmax, no q LoRA)\n"
-    "dims (override the preset):\n"
-    "  --n-embd N --n-layer N --n-head N --n-head-kv N --head-dim N --n-ff N\n"
-    "  --n-ff-shexp N --n-expert N --n-expert-used N --n-vocab N --n-ctx N\n"
-    "  --rope-base F\n"
-    "  --pre NAME        tokenizer.ggml.pre (default \"default\"; e.g. gpt-2)\n"
-    "  --tokenizer FILE  a Hugging Face tokenizer.json (byte-level BPE, e.g. Llama 3,\n"
-    "                    Qwen2/3, DeepSeek-V3): its vocabulary, merges, added tokens,\n"
-    "                    bos/eos (from tokenizer_config.json beside it, if any) and\n"
-    "                    pre-tokenizer name; n_vocab becomes its size. Also\n"
-    "                    SentencePiece-style BPE with byte fallback (Llama 2, Mistral)\n"
-    "  --spm             a generated SentencePiece vocabulary (tokenizer model \"llama\",\n"
-    "                    scores, byte fallback, BOS added) instead of byte-level BPE\n"
-    "  deepseek: --n-expert-shared N --n-dense-lead N --n-ff-dense N\n"
-    "Dimensions that feed a matrix product must be multiples of 32.\n";
+static const char about[] = "Writes a random-weight model that llama.cpp also loads.\n";
+
+static const char footer[] =
+    "The n- and head- flags override the preset's dimensions. Dimensions that feed a\n"
+    "matrix product must be multiples of 32.\n";
+
+static int check_rms_eps(const void *dst, char *why, size_t cap) {
+    const float f = *(const float *)dst;
+    if (f > 0.0f && f < 1.0f) return 0;
+    snprintf(why, cap, "must be in (0, 1)");
+    return -1;
+}
+
+static int check_expert_scale(const void *dst, char *why, size_t cap) {
+    const float f = *(const float *)dst;
+    if (f > 0.0f && f < 1e3f) return 0;
+    snprintf(why, cap, "must be in (0, 1000)");
+    return -1;
+}
+
+/* A dimension flag: writes ov (INT_MIN: not given, the preset's). */
+#define DIM(name, ov, help_, lo)                                                                   \
+    {name, NULL, MOE_FLAG_INT, ov, "N", .help = help_, .def = "the preset's", .min = lo,           \
+     .max = INT32_MAX}
 
 int cmd_mkmodel(int argc, char **argv) {
     const char *out = NULL, *arch = NULL, *dtype = NULL, *preset = "tiny", *pre = NULL, *tokenizer = NULL;
@@ -36,33 +37,67 @@ int cmd_mkmodel(int argc, char **argv) {
     int spm = 0;
     int ov[14];
     for (int j = 0; j < 14; j++) ov[j] = INT_MIN; /* not given */
-    static const char *dim_names[14] = {"--n-embd",     "--n-layer",       "--n-head",
-                                        "--n-head-kv",  "--head-dim",      "--n-ff",
-                                        "--n-ff-shexp", "--n-expert",      "--n-expert-used",
-                                        "--n-vocab",    "--n-ctx",         "--n-expert-shared",
-                                        "--n-dense-lead", "--n-ff-dense"};
-    float rope_base = 10000.0f;
-    for (int i = 1; i < argc; i++) {
-        if (is_help(argv[i])) return fputs(help, stdout), 0;
-        int r = 0;
-        if ((r = opt_str(argc, argv, &i, "--arch", &arch)) || (r = opt_str(argc, argv, &i, "--dtype", &dtype)) ||
-            (r = opt_u64(argc, argv, &i, "--seed", &seed)) || (r = opt_str(argc, argv, &i, "-o", &out)) ||
-            (r = opt_str(argc, argv, &i, "--preset", &preset)) || (r = opt_str(argc, argv, &i, "--pre", &pre)) ||
-            (r = opt_str(argc, argv, &i, "--tokenizer", &tokenizer)) ||
-            (r = opt_float(argc, argv, &i, "--rope-base", &rope_base))) {
-            if (r < 0) return 1;
-            continue;
-        }
-        if (!strcmp(argv[i], "--spm")) {
-            spm = 1;
-            continue;
-        }
-        for (int j = 0; j < 14 && !r; j++) r = opt_int(argc, argv, &i, dim_names[j], &ov[j]);
-        if (r < 0) return 1;
-        if (r) continue;
-        return die("mkmodel: unknown option '%s' (see --help)", argv[i]);
-    }
-    if (!arch || !out) return fputs(help, stderr), 2;
+    float rope_base = 10000.0f, rms_eps = -1.0f, expert_scale = -1.0f; /* -1: not given */
+    int rope_dim = -1;
+    const moe_flag flags[] = {
+        {"--arch", NULL, MOE_FLAG_STRING, &arch, "A",
+         .help = "llama | qwen2moe | qwen3moe | olmoe | deepseek | deepseek2"},
+        {"--dtype", NULL, MOE_FLAG_STRING, &dtype, "D",
+         .help = "f32 | f16 | bf16 | q8_0 (matrices)", .def = "f32"},
+        {"--seed", NULL, MOE_FLAG_UINT64, &seed, "S", .help = "weights seed"},
+        {"--preset", NULL, MOE_FLAG_STRING, &preset, "P",
+         .help = "tiny | bench (hidden 1024, 8 layers, 8 experts\n"
+                 "top-2, ff 2816, vocab 4096: ~620 MB in q8_0)\n"
+                 "deepseek2: tiny (V3-style: sigmoid, bias, groups, q LoRA,\n"
+                 "x2.5, YaRN) | tiny-v2 (V2-style: softmax, no q LoRA)"},
+        DIM("--n-embd", &ov[0], "hidden size", 1),
+        DIM("--n-layer", &ov[1], "layers", 1),
+        DIM("--n-head", &ov[2], "attention heads", 1),
+        DIM("--n-head-kv", &ov[3], "key/value heads", 1),
+        {"--head-dim", NULL, MOE_FLAG_INT, &ov[4], "N", .help = "dims per head",
+         .def = "the preset's; n-embd / n-head when either is given", .min = 1, .max = INT32_MAX},
+        DIM("--n-ff", &ov[5], "expert FFN width", 1),
+        DIM("--n-ff-shexp", &ov[6], "shared expert FFN width", 1),
+        DIM("--n-expert", &ov[7], "routed experts", 1),
+        DIM("--n-expert-used", &ov[8], "experts per token", 1),
+        DIM("--n-vocab", &ov[9], "vocabulary size", 1),
+        DIM("--n-ctx", &ov[10], "training context", 1),
+        DIM("--n-expert-shared", &ov[11], "deepseek: shared experts", 1),
+        DIM("--n-dense-lead", &ov[12], "deepseek: leading dense layers", 0),
+        DIM("--n-ff-dense", &ov[13], "deepseek: dense FFN width", 1),
+        {"--rope-base", NULL, MOE_FLAG_FLOAT, &rope_base, "F",
+         .help = "rope.freq_base (Qwen3: 1e6)"},
+        {"--rope-dim", NULL, MOE_FLAG_INT, &rope_dim, "N",
+         .help = "rotary dims per head, rope.dimension_count (fewer\n"
+                 "than the head dim: partial rotary, not for llama;\n"
+                 "deepseek2: the decoupled RoPE dims)",
+         .def = "the head dim; deepseek2: 32", .min = 2, .max = INT32_MAX},
+        {"--rms-eps", NULL, MOE_FLAG_FLOAT, &rms_eps, "F",
+         .help = "attention.layer_norm_rms_epsilon", .def = "1e-5", .check = check_rms_eps},
+        {"--expert-scale", NULL, MOE_FLAG_FLOAT, &expert_scale, "F",
+         .help = "deepseek2: expert_weights_scale", .def = "tiny 2.5, tiny-v2 1",
+         .check = check_expert_scale},
+        {"--pre", NULL, MOE_FLAG_STRING, &pre, "NAME",
+         .help = "tokenizer.ggml.pre (e.g. gpt-2)", .def = "\"default\""},
+        {"--tokenizer", NULL, MOE_FLAG_STRING, &tokenizer, "FILE",
+         .help = "a Hugging Face tokenizer.json (byte-level BPE, e.g. Llama 3,\n"
+                 "Qwen2/3, DeepSeek-V3): its vocabulary, merges, added tokens,\n"
+                 "bos/eos (from tokenizer_config.json beside it, if any) and\n"
+                 "pre-tokenizer name; n_vocab becomes its size. Also\n"
+                 "SentencePiece-style BPE with byte fallback (Llama 2, Mistral)"},
+        {"--spm", NULL, MOE_FLAG_BOOL, &spm, NULL,
+         .help = "a generated SentencePiece vocabulary (tokenizer model \"llama\",\n"
+                 "scores, byte fallback, BOS added) instead of byte-level BPE"},
+        {"-o", NULL, MOE_FLAG_STRING, &out, "OUT.gguf", .help = "the file to write"},
+        {0}};
+    const moe_flagset fs = {.prog = "moectl mkmodel",
+                            .args = "--arch A [--dtype D] [--seed S] [dims...] -o OUT.gguf",
+                            .about = about,
+                            .footer = footer,
+                            .flags = flags};
+    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+    if (status >= 0) return status;
+    if (!arch || !out) return usage_error(&fs);
     moe_arch a;
     if (moe_arch_parse(arch, &a) < 0)
         return die("mkmodel: unknown --arch '%s' (llama, qwen2moe, qwen3moe, olmoe, deepseek, deepseek2)", arch);
@@ -74,6 +109,12 @@ int cmd_mkmodel(int argc, char **argv) {
         return die("mkmodel: unknown --dtype '%s' (f32, f16, bf16, q8_0)", dtype);
     p.seed = seed;
     p.rope_base = rope_base;
+    if (rms_eps != -1.0f) p.rms_eps = rms_eps; /* checked by the table */
+    if (expert_scale != -1.0f) {
+        if (p.arch != MOE_ARCH_DEEPSEEK2) return die("mkmodel: --expert-scale is for deepseek2");
+        p.expert_scale = expert_scale;
+    }
+    if (rope_dim != -1) p.rope_dim = rope_dim;
     p.tokenizer_pre = pre;
     p.tokenizer_json = tokenizer;
     p.tokenizer_spm = spm;
@@ -82,12 +123,8 @@ int cmd_mkmodel(int argc, char **argv) {
                      &p.head_dim,   &p.n_ff,          &p.n_ff_shexp, &p.n_expert,
                      &p.n_expert_used, &p.n_vocab,    &p.n_ctx,      &p.n_expert_shared,
                      &p.n_layer_dense_lead, &p.n_ff_dense};
-    for (int j = 0; j < 14; j++) {
-        if (ov[j] == INT_MIN) continue;
-        if (ov[j] < 1 && !(ov[j] == 0 && j == 12)) /* 0 dense layers is fine */
-            return die("mkmodel: %s must be >= 1", dim_names[j]);
-        *dims[j] = ov[j];
-    }
+    for (int j = 0; j < 14; j++)
+        if (ov[j] != INT_MIN) *dims[j] = ov[j]; /* ranges checked by the table */
     if (ov[4] == INT_MIN && (ov[0] != INT_MIN || ov[2] != INT_MIN) && p.n_head > 0 &&
         p.arch != MOE_ARCH_DEEPSEEK2)
         p.head_dim = p.n_embd / p.n_head; /* deepseek2's head dims are set by its preset */

@@ -24,6 +24,7 @@ typedef struct run_opts {
     const char *wire; /* "f32" or "bf16" */
     int deadline_ms;
     moe_expert_backend *remote; /* created by open_model, freed by close_model */
+    int gate_margins;           /* logits --gate-margins */
 } run_opts;
 
 static run_opts run_opts_default(void) {
@@ -64,7 +65,7 @@ static void run_flags(run_opts *o, moe_flag t[RUN_N_FLAGS + 1]) {
         {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &o->prefix, "P",
          .help = "the deployment's Redis key prefix", .def = "moemesh"},
         {"--wire", "MOE_WIRE", MOE_FLAG_STRING, &o->wire, "bf16|f32",
-         .help = "activations on the wire (f32: exact)", .check = check_wire},
+         .help = "activations on the wire; f32 is exact", .check = check_wire},
         {"--deadline-ms", "MOE_DEADLINE_MS", MOE_FLAG_MS, &o->deadline_ms, "N",
          .help = "per-layer deadline for the workers", .min = 1, .max = INT32_MAX},
         {0}};
@@ -131,6 +132,7 @@ static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_mode
     p.dense_moe = o->dense_moe;
     p.capacity_factor = o->capacity_factor;
     p.experts = o->remote;
+    p.gate_margins = o->gate_margins;
     if (moe_ctx_create(c, *m, &p, &err) < 0) {
         moe_expert_backend_destroy(o->remote);
         moe_model_free(*m);
@@ -146,11 +148,11 @@ static void print_remote_to(FILE *f, const run_opts *o) {
         fprintf(f,
                 ", \"remote\": {\"workers\": %d, \"epoch\": %llu, \"messages\": %llu, "
                 "\"worker_failures\": %llu, \"retries\": %llu, \"placements\": %llu, "
-                "\"rows_reported\": %llu, \"failover_stall_ms_max\": %.3f}",
+                "\"rows_reported\": %llu, \"redis_failures\": %llu, \"failover_stall_ms_max\": %.3f}",
                 rs.workers, (unsigned long long)rs.epoch, (unsigned long long)rs.messages,
                 (unsigned long long)rs.worker_failures, (unsigned long long)rs.retries,
                 (unsigned long long)rs.placements, (unsigned long long)rs.rows_reported,
-                rs.stall_ms_max);
+                (unsigned long long)rs.redis_failures, rs.stall_ms_max);
     }
 }
 
@@ -180,6 +182,13 @@ int cmd_logits(int argc, char **argv) {
     run_flags(&o, run);
     const moe_flag flags[] = {
         {"--tokens", NULL, MOE_FLAG_STRING, &toks, "1,2,3", .help = "the prompt's token ids"},
+        {"--gate-margins", NULL, MOE_FLAG_BOOL, &o.gate_margins, NULL,
+         .help = "add \"gate_margin\" to each position: the smallest gap, over\n"
+                 "the MoE layers, between the last chosen expert's selection\n"
+                 "score and the best unchosen one's (and between the last\n"
+                 "allowed and the best excluded expert group's score), or\n"
+                 "null if nothing competed; a tiny gap is a near tie that\n"
+                 "another engine's rounding may break the other way"},
         {.include = run},
         {0}};
     const moe_flagset fs = {.prog = "moectl logits",
@@ -215,7 +224,15 @@ int cmd_logits(int argc, char **argv) {
         printf("{\"n_vocab\": %d, \"positions\": [", V);
         for (int i = 0; i < n; i++) {
             const float *l = moe_ctx_logits(c, i);
-            printf("%s{\"pos\": %d, \"token\": %d, \"logits\": [", i ? ", " : "", i, tok[i]);
+            printf("%s{\"pos\": %d, \"token\": %d, ", i ? ", " : "", i, tok[i]);
+            if (o.gate_margins) {
+                const float gm = moe_ctx_gate_margin(c, i);
+                fputs("\"gate_margin\": ", stdout);
+                if (isfinite(gm)) json_float(stdout, gm);
+                else fputs("null", stdout);
+                fputs(", ", stdout);
+            }
+            fputs("\"logits\": [", stdout);
             for (int v = 0; v < V; v++) {
                 if (v) fputs(", ", stdout);
                 json_float(stdout, l[v]);

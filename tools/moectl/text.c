@@ -164,17 +164,24 @@ int cmd_tokenize(int argc, char **argv) {
                 int32_t *ids = malloc((maxl + 8) * sizeof *ids);
                 double best = 1e30;
                 moe_err err;
-                for (int rep = 0; ids && rep < 3; rep++) {
+                if (!ids) rc = die("out of memory");
+                /* a text that fails to tokenize fails the benchmark: a
+                 * rate over errors would measure nothing */
+                for (int rep = 0; !rc && rep < 3; rep++) {
                     const double t0 = now_s();
-                    for (int r = 0; r < bench; r++)
-                        for (int i = 0; i < n; i++)
-                            (void)moe_tokenize(v, strs[i], lens[i], bos, special, ids, (int)maxl + 8, &err);
+                    for (int r = 0; !rc && r < bench; r++)
+                        for (int i = 0; !rc && i < n; i++) {
+                            const int k = moe_tokenize(v, strs[i], lens[i], bos, special, ids,
+                                                       (int)maxl + 8, &err);
+                            if (k < 0) rc = die("%s: text %d: %s", texts, i, err.msg);
+                        }
                     const double t = now_s() - t0;
                     if (t < best) best = t;
                 }
                 free(ids);
-                printf("{\"bytes\": %zu, \"seconds\": %.6f, \"mb_s\": %.3f}\n", bytes * (size_t)bench, best,
-                       (double)bytes * bench / best / 1e6);
+                if (!rc)
+                    printf("{\"bytes\": %zu, \"seconds\": %.6f, \"mb_s\": %.3f}\n", bytes * (size_t)bench,
+                           best, (double)bytes * bench / best / 1e6);
                 for (int i = 0; i < n; i++) free(strs[i]);
                 free(strs), free(lens);
             } else {

@@ -326,10 +326,10 @@ static int set_keys(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *
     } else {
         U32("attention.key_length", o->head_dim);
         U32("attention.value_length", o->head_dim);
-        U32("rope.dimension_count", o->head_dim);
+        U32("rope.dimension_count", o->rope_dim > 0 ? o->rope_dim : o->head_dim);
     }
     F32("rope.freq_base", o->rope_base);
-    F32("attention.layer_norm_rms_epsilon", 1e-5f);
+    F32("attention.layer_norm_rms_epsilon", o->rms_eps > 0.0f ? o->rms_eps : 1e-5f);
     U32("expert_count", o->n_expert);
     U32("expert_used_count", o->n_expert_used);
     U32("vocab_size", o->n_vocab);
@@ -464,6 +464,7 @@ int moe_testmodel_defaults(moe_testmodel_params *p, moe_arch arch, const char *p
     p->dtype = MOE_DTYPE_F32;
     p->seed = 1;
     p->rope_base = 10000.0f;
+    p->rms_eps = 1e-5f;
     int v2 = 0;
     if (arch == MOE_ARCH_DEEPSEEK2) { /* MLA presets are tiny only, for now */
         if (!strcmp(preset, "tiny-v2")) v2 = 1;
@@ -550,6 +551,14 @@ static int testmodel_write(const moe_testmodel_params *o, const moe__hf_vocab *h
         return moe_err_set(err, MOE_EINVAL,
                            "n_embd, n_ff, n_ff_shexp and n_head x head_dim must be multiples of 32");
     if (o->head_dim % 2) return moe_err_set(err, MOE_EINVAL, "head_dim must be even");
+    if (o->arch != MOE_ARCH_DEEPSEEK2 && o->rope_dim &&
+        (o->rope_dim < 2 || o->rope_dim % 2 || o->rope_dim > o->head_dim ||
+         (o->arch == MOE_ARCH_LLAMA && o->rope_dim != o->head_dim)))
+        return moe_err_set(err, MOE_EINVAL,
+                           "rope dims must be even and at most head_dim (llama: equal to it; "
+                           "llama.cpp refuses partial rotary there)");
+    if (!(o->rope_base > 0.0f) || !(o->rms_eps >= 0.0f) || !(o->expert_scale >= 0.0f))
+        return moe_err_set(err, MOE_EINVAL, "rope base must be > 0, rms eps and expert scale >= 0");
     if (o->n_head % o->n_head_kv)
         return moe_err_set(err, MOE_EINVAL, "n_head must be a multiple of n_head_kv");
     if (o->arch == MOE_ARCH_OLMOE && o->n_head_kv != o->n_head)

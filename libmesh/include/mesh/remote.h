@@ -49,6 +49,8 @@ typedef struct moe_remote_params {
 typedef struct moe_remote_stats {
     uint64_t batches;        /* submits */
     uint64_t messages;       /* Forward messages sent */
+    uint64_t bytes_sent;     /* serialized ForwardRequest bytes put in gRPC byte buffers */
+    uint64_t bytes_received; /* serialized ForwardResult bytes read from gRPC byte buffers */
     uint64_t retries;        /* row groups sent again after a worker failed */
     uint64_t worker_failures;/* worker failures seen (broken stream, deadline, refusal) */
     uint64_t epoch;          /* placement epoch in use (0: a fixed list) */

@@ -182,6 +182,8 @@ typedef struct moe_ctx_params {
     moe_expert_backend *experts; /* NULL: a local backend is created and owned */
     int dense_moe;          /* 1: every expert for every token (weights from the gate) */
     float capacity_factor;  /* > 0: bound each expert's rows per batch (drops overflow) */
+    int gate_margins;       /* 1: keep each decoded row's smallest routing margin over
+                             * layers (moe_ctx_gate_margin; a diagnostic, default 0) */
 } moe_ctx_params;
 
 moe_ctx_params moe_ctx_default_params(void);
@@ -217,6 +219,10 @@ int moe_ctx_n_logits(const moe_ctx *c);
 void moe_ctx_slot_clear(moe_ctx *c, int slot);
 /* Current length of a slot. */
 int moe_ctx_slot_len(const moe_ctx *c, int slot);
+/* With gate_margins set: the smallest moe_route_margin over the MoE layers
+ * of row i of the last decode (in batch order), INFINITY if no layer's
+ * selection had a competitor; NAN without gate_margins or for a bad i. */
+float moe_ctx_gate_margin(const moe_ctx *c, int i);
 /* Counters since the context was created. */
 typedef struct moe_ctx_stats {
     uint64_t n_tokens;          /* tokens run */

@@ -64,6 +64,15 @@ int moe_routing_k(const moe_routing *r);
  * logit (or a bias) is NaN or infinite. */
 int moe_route(const moe_routing *r, const float *logits, float *scratch, int32_t *sel, float *w);
 
+/* After moe_route(r, ..., scratch, sel, ...) with the same scratch: how
+ * close that token's selection came to another one (a diagnostic for
+ * comparing engines: below a rounding step, another engine may choose other
+ * experts). The smallest of: the k-th chosen expert's selection value minus
+ * the best unchosen one's in the allowed groups, and, with group limits, the
+ * last allowed group's score minus the best excluded group's. INFINITY when
+ * nothing competes (dense, or k = n_expert). Reads scratch only. */
+float moe_route_margin(const moe_routing *r, const float *scratch, const int32_t *sel);
+
 /* Applies a capacity factor to a batch's choices: sel/w are (n_tokens, k) as
  * moe_route wrote them. Choices past an expert's capacity (in token order)
  * get sel = -1 and w = 0. counts: (n_expert) scratch. Returns the number
