@@ -212,10 +212,10 @@ TEST(svc_flags_include_float_strings) {
     const moe_flag inner[] = {{"--temp", "MOE_T_TEMP", MOE_FLAG_FLOAT, &temp, "T",
                                .help = "temperature", .min = 0, .max = 2},
                               {0}};
-    const moe_flag shared[] = {{"--threads", NULL, MOE_FLAG_INT, &threads, "N", .help = "threads",
-                                .alias = "-t"},
-                               {.include = inner},
-                               {0}};
+    const moe_flag shared[] = {
+        {"--threads", NULL, MOE_FLAG_INT, &threads, "N", .help = "threads", .alias = "-t"},
+        {.include = inner},
+        {0}};
     const moe_flag flags[] = {{"-n", NULL, MOE_FLAG_INT, &n, "N", .help = "count"},
                               {.include = shared},
                               {"--stop", NULL, MOE_FLAG_STRINGS, &stop, "STR",
@@ -252,7 +252,8 @@ TEST(svc_flags_include_float_strings) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char *a[10] = {"prog"};
         int argc = 1;
-        while (argc < 9 && cases[i].args[argc - 1]) a[argc] = (char *)cases[i].args[argc - 1], argc++;
+        while (argc < 9 && cases[i].args[argc - 1])
+            a[argc] = (char *)cases[i].args[argc - 1], argc++;
         stop.n = 0;
         err.msg[0] = 0;
         ASSERT_EQ_INT(moe_flags_parse(&fs, argc, a, &err), MOE_EINVAL);

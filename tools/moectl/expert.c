@@ -20,8 +20,8 @@ int cmd_expert(int argc, char **argv) {
     const char *path = NULL, *input = NULL, *workers = NULL, *wire = "f32";
     int layer = -1, threads = 1, n_pos = 0;
     const moe_flag flags[] = {
-        {"--layer", NULL, MOE_FLAG_INT, &layer, "L", .help = "the MoE layer to run", .def = "none: required",
-         .min = 0, .max = INT32_MAX},
+        {"--layer", NULL, MOE_FLAG_INT, &layer, "L", .help = "the MoE layer to run",
+         .def = "none: required", .min = 0, .max = INT32_MAX},
         {"--input", NULL, MOE_FLAG_STRING, &input, "FILE", .help = "the groups and rows (above)"},
         {"--workers", "MOE_WORKERS", MOE_FLAG_STRING, &workers, "H:P,...",
          .help = "run the experts on these expert workers"},

@@ -25,8 +25,13 @@ int cmd_info(int argc, char **argv) {
     const moe_flag flags[] = {
         {"--json", NULL, MOE_FLAG_BOOL, &json, NULL, .help = "one JSON object instead of text"},
         {0}};
-    const moe_flagset fs = {.prog = "moectl info", .args = "MODEL.gguf [--json]", .about = about,
-                            .flags = flags, .max_pos = 1, .pos = &path, .n_pos = &n_pos};
+    const moe_flagset fs = {.prog = "moectl info",
+                            .args = "MODEL.gguf [--json]",
+                            .about = about,
+                            .flags = flags,
+                            .max_pos = 1,
+                            .pos = &path,
+                            .n_pos = &n_pos};
     const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
     if (status >= 0) return status;
     if (!path) return usage_error(&fs);

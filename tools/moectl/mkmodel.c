@@ -27,9 +27,11 @@ static int check_expert_scale(const void *dst, char *why, size_t cap) {
 }
 
 /* A dimension flag: writes ov (INT_MIN: not given, the preset's). */
+/* clang-format off */
 #define DIM(name, ov, help_, lo)                                                                   \
     {name, NULL, MOE_FLAG_INT, ov, "N", .help = help_, .def = "the preset's", .min = lo,           \
      .max = INT32_MAX}
+/* clang-format on */
 
 int cmd_mkmodel(int argc, char **argv) {
     const char *out = NULL, *arch = NULL, *dtype = NULL, *preset = "tiny", *pre = NULL, *tokenizer = NULL;
@@ -77,8 +79,8 @@ int cmd_mkmodel(int argc, char **argv) {
         {"--expert-scale", NULL, MOE_FLAG_FLOAT, &expert_scale, "F",
          .help = "deepseek2: expert_weights_scale", .def = "tiny 2.5, tiny-v2 1",
          .check = check_expert_scale},
-        {"--pre", NULL, MOE_FLAG_STRING, &pre, "NAME",
-         .help = "tokenizer.ggml.pre (e.g. gpt-2)", .def = "\"default\""},
+        {"--pre", NULL, MOE_FLAG_STRING, &pre, "NAME", .help = "tokenizer.ggml.pre (e.g. gpt-2)",
+         .def = "\"default\""},
         {"--tokenizer", NULL, MOE_FLAG_STRING, &tokenizer, "FILE",
          .help = "a Hugging Face tokenizer.json (byte-level BPE, e.g. Llama 3,\n"
                  "Qwen2/3, DeepSeek-V3): its vocabulary, merges, added tokens,\n"

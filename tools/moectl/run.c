@@ -28,9 +28,8 @@ typedef struct run_opts {
 } run_opts;
 
 static run_opts run_opts_default(void) {
-    return (run_opts){.n_threads = 1,
-                      .wire = "f32",
-                      .deadline_ms = moe_remote_default_params().deadline_ms};
+    return (run_opts){
+        .n_threads = 1, .wire = "f32", .deadline_ms = moe_remote_default_params().deadline_ms};
 }
 
 static int check_capacity_factor(const void *dst, char *why, size_t cap) {
@@ -172,7 +171,8 @@ static void print_dropped(const run_opts *o, const moe_ctx *c) { print_dropped_t
 
 static const char logits_about[] =
     "Runs the prompt as one batch and prints the logits after every position:\n"
-    "  {\"n_vocab\": V, \"positions\": [{\"pos\": 0, \"token\": 1, \"logits\": [V numbers]}, ...]}\n";
+    "  {\"n_vocab\": V, \"positions\": [{\"pos\": 0, \"token\": 1, \"logits\": [V numbers]}, "
+    "...]}\n";
 
 int cmd_logits(int argc, char **argv) {
     run_opts o = run_opts_default();
@@ -303,8 +303,8 @@ int cmd_generate(int argc, char **argv) {
          .max = 1000000},
         {"--ignore-eos", NULL, MOE_FLAG_BOOL, &ignore_eos, NULL,
          .help = "go on after end-of-sequence"},
-        {"--temp", NULL, MOE_FLAG_FLOAT, &sp.temperature, "T",
-         .help = "sampling temperature", .def = "0: greedy"},
+        {"--temp", NULL, MOE_FLAG_FLOAT, &sp.temperature, "T", .help = "sampling temperature",
+         .def = "0: greedy"},
         {"--top-k", NULL, MOE_FLAG_INT, &sp.top_k, "K", .help = "the K likeliest tokens only",
          .def = "0: off"},
         {"--top-p", NULL, MOE_FLAG_FLOAT, &sp.top_p, "P",
@@ -333,8 +333,9 @@ int cmd_generate(int argc, char **argv) {
         {.include = run},
         {0}};
     const moe_flagset fs = {.prog = "moectl generate",
-                            .args = "MODEL.gguf (--tokens 1,2,3 | --prompt TEXT | --chat FILE.json)\n"
-                                    "                       [-n 16] [sampling] [options]",
+                            .args =
+                                "MODEL.gguf (--tokens 1,2,3 | --prompt TEXT | --chat FILE.json)\n"
+                                "                       [-n 16] [sampling] [options]",
                             .about = generate_about,
                             .flags = flags,
                             .max_pos = 1,

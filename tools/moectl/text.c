@@ -249,8 +249,8 @@ int cmd_detokenize(int argc, char **argv) {
     const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
     if (status >= 0) return status;
     if (!path || !!toks + !!results != 1) return usage_error(&fs);
-    const int flags = (skip_special ? MOE_DETOK_SKIP_SPECIAL : 0) |
-                      (continuation ? 0 : MOE_DETOK_STRIP_SPACE);
+    const int flags =
+        (skip_special ? MOE_DETOK_SKIP_SPECIAL : 0) | (continuation ? 0 : MOE_DETOK_STRIP_SPACE);
     moe_gguf *g;
     moe_vocab *v;
     if (open_vocab(path, &g, &v)) return 1;
