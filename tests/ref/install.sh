@@ -65,7 +65,35 @@ installed_ok() {
         [ -f node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/llama-addon.node ]
 }
 
+# llama.cpp picks the best of its CPU builds at run time. On CPUs with AMX
+# (Intel Sapphire Rapids and later) that is libggml-cpu-sapphirerapids.so,
+# whose AMX weight buffer cannot run DeepSeek-V2's MLA graph in f16 or q8_0
+# (it aborts: GGML_ASSERT(*cur_backend_id != -1)) and rounds f16 differently
+# from every other build. So the reference runs a copy of the prebuilt
+# binaries without that build, in node-llama-cpp's local bins folder (which
+# node-llama-cpp tries before the package's): every machine is then compared
+# against the same AVX-512/AVX2 code. Idempotent.
+set_aside_amx() {
+    src=node_modules/@node-llama-cpp/linux-x64/bins/linux-x64
+    dst=node_modules/node-llama-cpp/bins/linux-x64
+    [ -d "$src" ] || return 0
+    if [ -f "$dst/llama-addon.node" ] && [ ! -e "$dst/libggml-cpu-sapphirerapids.so" ] &&
+        cmp -s "$src/llama-addon.node" "$dst/llama-addon.node"; then
+        return 0
+    fi
+    rm -rf "$dst.tmp" && mkdir -p "$dst.tmp" &&
+        for f in "$src"/* "$src"/.[!.]*; do
+            [ -e "$f" ] || continue
+            case $(basename "$f") in libggml-cpu-sapphirerapids.so) continue ;; esac
+            cp -p "$f" "$dst.tmp/" || return 1
+        done &&
+        rm -rf "$dst" && mv "$dst.tmp" "$dst" ||
+        die "cannot copy the prebuilt llama.cpp binaries to $dst"
+    echo "tests/ref: llama.cpp's AMX build set aside (reference runs $dst)"
+}
+
 if installed_ok; then
+    set_aside_amx
     echo "tests/ref: node_modules up to date (node-llama-cpp $(node -p 'require("./node_modules/node-llama-cpp/package.json").version'))"
     exit 0
 fi
@@ -87,5 +115,6 @@ node -e '
 [ -f node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/llama-addon.node ] ||
     die "prebuilt binary missing: node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/llama-addon.node"
 
+set_aside_amx
 printf '%s\n' "$want" >"$stamp.tmp" && mv "$stamp.tmp" "$stamp"
 echo "tests/ref: installed node-llama-cpp $(node -p 'require("./node_modules/node-llama-cpp/package.json").version')"
