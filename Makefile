@@ -205,8 +205,10 @@ run: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)BUILD=$(BUILD) sh deploy/demo.sh
 
+# every tracked C file but generated tables (tools/format-files.sh);
+# tests/integration/format.sh fails on a drift
 format:
-	$(Q)clang-format -i $(LIBMOE_SRC) $(SVC_SRC) $(MESH_SRC) $(TESTMODEL_SRC) $(MOECTL_SRC) $(WORKER_SRC) $(ROUTER_SRC) $(UNIT_SRC) $(BENCH_SRC) libmoe/include/moe/*.h router-svc/*.h
+	$(Q)clang-format -i $$(sh tools/format-files.sh)
 
 clean:
 	rm -rf build build-san build-fuzz

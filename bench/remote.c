@@ -47,14 +47,18 @@ static int time_layer(moe_expert_backend *be, const moe_expert_work *w, int reps
 
 int main(int argc, char **argv) {
     if (argc < 3 || !strcmp(argv[1], "--help")) {
-        fprintf(stderr, "usage: %s MODEL.gguf HOST:PORT[,HOST:PORT...] [--reps N] [--bf16]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL.gguf HOST:PORT[,HOST:PORT...] [--reps N] [--bf16]\n",
+                argv[0]);
         return 2;
     }
     int reps = 200, bf16 = 0, threads = 1;
     for (int i = 3; i < argc; i++) {
-        if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--bf16")) bf16 = 1;
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--bf16"))
+            bf16 = 1;
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
     }
     if (reps < 10) reps = 10;
     moe_model *m;
@@ -99,7 +103,8 @@ int main(int argc, char **argv) {
         moe_expert_work w = {layer, ng, expert, row_start, E, x, y, NULL};
         double r50, r99, l50, l99;
         const moe_remote_stats s0 = moe_remote_get_stats(remote);
-        if (time_layer(remote, &w, reps, &r50, &r99) < 0 || time_layer(local, &w, reps, &l50, &l99) < 0)
+        if (time_layer(remote, &w, reps, &r50, &r99) < 0 ||
+            time_layer(local, &w, reps, &l50, &l99) < 0)
             return 1;
         /* measured: the serialized bytes the remote backend put in (and read
          * from) gRPC byte buffers over the reps + 3 warm-up runs, per run */
@@ -107,13 +112,14 @@ int main(int argc, char **argv) {
         const uint64_t runs = (uint64_t)reps + 3;
         const uint64_t sent = (s1.bytes_sent - s0.bytes_sent) / runs;
         const uint64_t recv = (s1.bytes_received - s0.bytes_received) / runs;
-        printf("{\"bench\":\"moe_layer\",\"rows\":%d,\"workers\":%d,\"local_threads\":%d,\"wire\":\"%s\","
+        printf("{\"bench\":\"moe_layer\",\"rows\":%d,\"workers\":%d,\"local_threads\":%d,\"wire\":"
+               "\"%s\","
                "\"remote_p50_us\":%.1f,\"remote_p99_us\":%.1f,\"local_p50_us\":%.1f,"
                "\"local_p99_us\":%.1f,\"added_p50_us\":%.1f,\"wire_bytes\":%llu,"
                "\"bytes_sent\":%llu,\"bytes_received\":%llu,\"messages\":%.2f}\n",
                row, n, threads, bf16 ? "bf16" : "f32", r50, r99, l50, l99, r50 - l50,
-               (unsigned long long)(sent + recv), (unsigned long long)sent, (unsigned long long)recv,
-               (double)(s1.messages - s0.messages) / (double)runs);
+               (unsigned long long)(sent + recv), (unsigned long long)sent,
+               (unsigned long long)recv, (double)(s1.messages - s0.messages) / (double)runs);
         free(x), free(y);
     }
     /* bytes on the wire per decoded token, measured: one token's K rows
@@ -134,13 +140,16 @@ int main(int argc, char **argv) {
                 return fprintf(stderr, "bench-remote: %s\n", err.msg), 1;
         }
         const moe_remote_stats s1 = moe_remote_get_stats(remote);
-        const uint64_t sent = s1.bytes_sent - s0.bytes_sent, recv = s1.bytes_received - s0.bytes_received;
-        printf("{\"bench\":\"wire_per_token\",\"bytes\":%llu,\"bytes_sent\":%llu,\"bytes_received\":%llu,"
+        const uint64_t sent = s1.bytes_sent - s0.bytes_sent,
+                       recv = s1.bytes_received - s0.bytes_received;
+        printf("{\"bench\":\"wire_per_token\",\"bytes\":%llu,\"bytes_sent\":%llu,\"bytes_"
+               "received\":%llu,"
                "\"messages\":%llu,\"payload_bytes\":%zu,\"moe_layers\":%d,\"k\":%d,\"hidden\":%d,"
                "\"wire\":\"%s\"}\n",
-               (unsigned long long)(sent + recv), (unsigned long long)sent, (unsigned long long)recv,
-               (unsigned long long)(s1.messages - s0.messages),
-               (size_t)moe_layers * k * E * (bf16 ? 2 : 4) * 2, moe_layers, k, E, bf16 ? "bf16" : "f32");
+               (unsigned long long)(sent + recv), (unsigned long long)sent,
+               (unsigned long long)recv, (unsigned long long)(s1.messages - s0.messages),
+               (size_t)moe_layers * k * E * (bf16 ? 2 : 4) * 2, moe_layers, k, E,
+               bf16 ? "bf16" : "f32");
         free(x), free(y);
     }
     moe_expert_backend_destroy(remote);

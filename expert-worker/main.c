@@ -43,7 +43,6 @@ typedef struct reg_start {
     int64_t drain_deadline;
 } reg_start;
 
-
 /* Registration starts once the port is known. */
 static void on_listen(void *ud, int port) {
     reg_start *rs = ud;
@@ -56,8 +55,10 @@ static void on_listen(void *ud, int port) {
         snprintf(host, sizeof host, "%.*s", colon ? (int)(colon - rs->listen) : 0, rs->listen);
         if (!*host || !strcmp(host, "0.0.0.0") || !strcmp(host, "[::]")) {
             const char *pod = getenv("POD_IP");
-            if (pod && *pod) snprintf(host, sizeof host, "%s", pod);
-            else if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "localhost");
+            if (pod && *pod)
+                snprintf(host, sizeof host, "%s", pod);
+            else if (gethostname(host, sizeof host) != 0)
+                snprintf(host, sizeof host, "localhost");
         }
         snprintf(addr, sizeof addr, "%s:%d", host, port);
     }
@@ -106,16 +107,17 @@ int main(int argc, char **argv) {
          .help = "host:port to listen on; port 0 picks a free one and is printed"},
         {"--experts", "MOE_EXPERTS", MOE_FLAG_STRING, &experts, "SPEC",
          .help = "which experts to host: all | 0-3,6 (every layer) | L1:0-7;L2:0-3", .def = "all"},
-        {"--threads", "MOE_THREADS", MOE_FLAG_INT, &n_threads, "N", .help = "compute threads", .min = 1,
-         .max = 256},
-        {"--max-rows", "MOE_MAX_ROWS", MOE_FLAG_INT, &max_rows, "N", .help = "rows one request may carry",
-         .min = 1, .max = 1 << 20},
+        {"--threads", "MOE_THREADS", MOE_FLAG_INT, &n_threads, "N", .help = "compute threads",
+         .min = 1, .max = 256},
+        {"--max-rows", "MOE_MAX_ROWS", MOE_FLAG_INT, &max_rows, "N",
+         .help = "rows one request may carry", .min = 1, .max = 1 << 20},
         {"--metrics", "MOE_METRICS", MOE_FLAG_STRING, &metrics_addr, "ADDR",
          .help = "HTTP /metrics and /healthz on host:port", .def = "off"},
         {"--redis", "MOE_REDIS", MOE_FLAG_STRING, &redis, "URL",
-         .help = "redis://host:port: join a router-svc deployment (see below)", .alias = "--router"},
-        {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &prefix, "P", .help = "the deployment's key prefix",
-         .def = "moemesh"},
+         .help = "redis://host:port: join a router-svc deployment (see below)",
+         .alias = "--router"},
+        {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &prefix, "P",
+         .help = "the deployment's key prefix", .def = "moemesh"},
         {"--failure-domain", "MOE_FAILURE_DOMAIN", MOE_FLAG_STRING, &domain, "D",
          .help = "node or zone; replicas of an expert avoid sharing one", .def = "none"},
         {"--worker-id", "MOE_WORKER_ID", MOE_FLAG_STRING, &worker_id, "ID", .help = "unique id",
@@ -124,20 +126,23 @@ int main(int argc, char **argv) {
          .help = "address gateways dial",
          .def = "the listen host, or $POD_IP or the host name for 0.0.0.0, and the port"},
         {"--capacity", "MOE_CAPACITY", MOE_FLAG_SIZE, &capacity, "BYTES",
-         .help = "memory for expert weights, with K/M/G suffixes", .def = "the whole model's experts",
-         .min = 1, .max = 1e18},
-        {"--lease-ms", "MOE_LEASE_MS", MOE_FLAG_MS, &lease_ms, "MS", .help = "lease TTL; heartbeat every N/3",
-         .min = 300, .max = 600000},
+         .help = "memory for expert weights, with K/M/G suffixes",
+         .def = "the whole model's experts", .min = 1, .max = 1e18},
+        {"--lease-ms", "MOE_LEASE_MS", MOE_FLAG_MS, &lease_ms, "MS",
+         .help = "lease TTL; heartbeat every N/3", .min = 300, .max = 600000},
         {"--grace-ms", "MOE_GRACE_MS", MOE_FLAG_MS, &grace_ms, "MS",
          .help = "keep experts a new epoch drops this long", .min = 0, .max = 3600000},
         {"--drain-ms", "MOE_DRAIN_MS", MOE_FLAG_MS, &drain_ms, "MS",
          .help = "on SIGTERM, serve on while router-svc moves the experts away,\n"
-         "at most this long (0: leave at once)",
+                 "at most this long (0: leave at once)",
          .min = 0, .max = 3600000},
         MOE_LOGGER_FLAGS(&log_level, &log_format),
         {0}};
-    const moe_flagset fs = {.prog = "expert-worker", .args = "--model MODEL.gguf [options]",
-                            .about = about, .footer = footer, .flags = flags};
+    const moe_flagset fs = {.prog = "expert-worker",
+                            .args = "--model MODEL.gguf [options]",
+                            .about = about,
+                            .footer = footer,
+                            .flags = flags};
     int status = moe_logger_start(&fs, argc, argv, &log_level, &log_format);
     if (status >= 0) return status;
     moe_err err;
@@ -160,15 +165,16 @@ int main(int argc, char **argv) {
     if (joined ? moe_slice_init_empty(&slice, m->hp.n_layer, m->hp.n_expert) < 0 &&
                      moe_err_set(&err, MOE_ENOMEM, "out of memory") < 0
                : moe_slice_parse(&slice, experts && *experts ? experts : "all", m->hp.n_layer,
-                                m->hp.n_expert, moe_ok, &err) < 0) {
+                                 m->hp.n_expert, moe_ok, &err) < 0) {
         moe_log(MOE_LOG_ERROR, "expert-worker", "%s", err.msg);
         free(moe_ok);
         moe_model_free(m);
         return 2;
     }
     free(moe_ok);
-    moe_log(MOE_LOG_INFO, "expert-worker", "%s (%s), hosting %d of %d (layer, expert) pairs, %d threads",
-            model, moe_arch_name(m->hp.arch), moe_slice_count(&slice),
+    moe_log(MOE_LOG_INFO, "expert-worker",
+            "%s (%s), hosting %d of %d (layer, expert) pairs, %d threads", model,
+            moe_arch_name(m->hp.arch), moe_slice_count(&slice),
             m->hp.n_expert * (m->hp.n_layer - m->hp.n_layer_dense_lead), n_threads);
 
     if (moe_stop_install(&err) < 0) {
@@ -179,27 +185,38 @@ int main(int argc, char **argv) {
     }
 
     const char *name = strrchr(model, '/');
-    ew_config cfg = {.model = m, .model_name = name ? name + 1 : model, .slice = &slice,
+    ew_config cfg = {.model = m,
+                     .model_name = name ? name + 1 : model,
+                     .slice = &slice,
                      .listen = listen && *listen ? listen : "127.0.0.1:50051",
-                     .n_threads = n_threads, .max_rows = max_rows, .stop = moe_stop_flag()};
+                     .n_threads = n_threads,
+                     .max_rows = max_rows,
+                     .stop = moe_stop_flag()};
     char device[48];
     snprintf(device, sizeof device, "cpu:%s", moe_cpu_kernels_best()->name);
     reg_start rs = {.listen = cfg.listen, .advertise = advertise, .drain_ms = drain_ms};
     if (joined) {
         uint64_t all = 0;
         for (int l = 0; l < m->hp.n_layer; l++)
-            if (moe_model_layer_is_moe(m, l)) all += moe_expert_bytes(m, l) * (uint64_t)m->hp.n_expert;
-        rs.cfg = (ew_registry_cfg){.url = redis, .prefix = prefix, .id = worker_id,
-                                   .domain = domain, .device = device,
+            if (moe_model_layer_is_moe(m, l))
+                all += moe_expert_bytes(m, l) * (uint64_t)m->hp.n_expert;
+        rs.cfg = (ew_registry_cfg){.url = redis,
+                                   .prefix = prefix,
+                                   .id = worker_id,
+                                   .domain = domain,
+                                   .device = device,
                                    .capacity_bytes = capacity ? capacity : all,
-                                   .lease_ms = lease_ms, .grace_ms = grace_ms, .model = m,
+                                   .lease_ms = lease_ms,
+                                   .grace_ms = grace_ms,
+                                   .model = m,
                                    .slice = &slice};
         cfg.on_listen = on_listen;
         cfg.may_stop = may_stop;
         cfg.on_listen_ud = &rs;
     }
-    ew_counters counters = {.expert_rows = calloc((size_t)m->hp.n_layer * (size_t)m->hp.n_expert + 1,
-                                                  sizeof *counters.expert_rows)};
+    ew_counters counters = {.expert_rows =
+                                calloc((size_t)m->hp.n_layer * (size_t)m->hp.n_expert + 1,
+                                       sizeof *counters.expert_rows)};
     ew_metrics metrics = {.model = m, .slice = &slice, .counters = &counters};
     cfg.counters = &counters;
     rs.metrics = &metrics;

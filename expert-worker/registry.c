@@ -23,21 +23,21 @@ struct ew_registry {
     pthread_mutex_t mu;
     int stop;
     moe_rlink *cmd, *sub;
-    int kick;                 /* an event came: check now */
-    size_t np;                /* n_layer * n_expert */
-    uint8_t *share_active;    /* (np) what the active epoch gives this worker */
-    uint8_t *share_pending;   /* (np) what the pending epoch gives it */
+    int kick;               /* an event came: check now */
+    size_t np;              /* n_layer * n_expert */
+    uint8_t *share_active;  /* (np) what the active epoch gives this worker */
+    uint8_t *share_pending; /* (np) what the pending epoch gives it */
     int have_active, have_pending;
     uint64_t active, pending, acked;
-    int64_t drop_at_ms;       /* 0: nothing to drop */
+    int64_t drop_at_ms; /* 0: nothing to drop */
     int draining;
-    int want_drain;           /* leaving: asked router-svc to move everything away */
-    int drained;              /* the active epoch gives it nothing, and gateways had time */
+    int want_drain; /* leaving: asked router-svc to move everything away */
+    int drained;    /* the active epoch gives it nothing, and gateways had time */
     int64_t active_since_ms;
-    int64_t next_beat_ms;     /* the next heartbeat is due (loading keeps it up) */
+    int64_t next_beat_ms; /* the next heartbeat is due (loading keeps it up) */
     int64_t started_ms;
     char model_id[160];
-    char *expert_bytes;       /* "L:bytes,..." for MoE layers */
+    char *expert_bytes; /* "L:bytes,..." for MoE layers */
     ew_registry_stats st;
 };
 
@@ -73,7 +73,8 @@ static void heartbeat(ew_registry *r) {
     moe_key_worker(key, sizeof key, r->prefix, r->id);
     moe_key_workers(workers, sizeof workers, r->prefix);
     size_t hn = moe_slice_format(r->cfg.slice, held, sizeof held);
-    if (hn >= sizeof held) snprintf(held, sizeof held, "*"); /* too long to list: router reads epochs */
+    if (hn >= sizeof held)
+        snprintf(held, sizeof held, "*"); /* too long to list: router reads epochs */
     snprintf(cap, sizeof cap, "%" PRIu64, r->cfg.capacity_bytes);
     snprintf(epoch, sizeof epoch, "%" PRIu64, r->acked);
     snprintf(pid, sizeof pid, "%d", (int)getpid());
@@ -117,7 +118,8 @@ static int read_share(ew_registry *r, uint64_t e, uint8_t *share) {
     moe_err err;
     int rc = moe_pldoc_fetch(&d, r->cmd, r->prefix, e, hp->n_layer, hp->n_expert, &err);
     if (rc < 0) {
-        if (rc != MOE_EUNAVAIL) log_line(r, "placement epoch %" PRIu64 " is unusable: %s", e, err.msg);
+        if (rc != MOE_EUNAVAIL)
+            log_line(r, "placement epoch %" PRIu64 " is unusable: %s", e, err.msg);
         return -1;
     }
     memset(share, 0, r->np);
@@ -141,7 +143,8 @@ static void load_share(ew_registry *r, const uint8_t *share, uint64_t e) {
     for (size_t i = 0; i < r->np; i++) {
         const int l = (int)(i / (size_t)ne), x = (int)(i % (size_t)ne);
         if (!share[i] || moe_slice_has(r->cfg.slice, l, x)) continue;
-        if (moe_mono_ms() >= r->next_beat_ms) heartbeat(r); /* a long load must not lose the lease */
+        if (moe_mono_ms() >= r->next_beat_ms)
+            heartbeat(r); /* a long load must not lose the lease */
         moe_expert_load_pages(r->cfg.model, l, x);
         moe_slice_set(r->cfg.slice, l, x, 1);
         bytes += moe_expert_bytes(r->cfg.model, l);
@@ -167,7 +170,8 @@ static void drop_unwanted(ew_registry *r) {
         n++;
     }
     stat_add(r, &r->st.unloads, (uint64_t)n);
-    if (n) log_line(r, "epoch %" PRIu64 ": dropped %d expert(s) after the grace period", r->active, n);
+    if (n)
+        log_line(r, "epoch %" PRIu64 ": dropped %d expert(s) after the grace period", r->active, n);
 }
 
 typedef struct check_replies {
@@ -177,9 +181,12 @@ typedef struct check_replies {
 
 static void on_check_reply(void *ud, size_t i, redisReply *x) {
     check_replies *c = ud;
-    if (i == 0) c->have_pending = moe_reply_epoch(x, &c->pending);
-    else if (i == 1) c->have_active = moe_reply_epoch(x, &c->active);
-    else c->draining = x->type == REDIS_REPLY_INTEGER && x->integer == 1;
+    if (i == 0)
+        c->have_pending = moe_reply_epoch(x, &c->pending);
+    else if (i == 1)
+        c->have_active = moe_reply_epoch(x, &c->active);
+    else
+        c->draining = x->type == REDIS_REPLY_INTEGER && x->integer == 1;
 }
 
 static void check(ew_registry *r) {

@@ -24,24 +24,24 @@
 #include "mesh/slice.h"
 
 typedef struct ew_registry_cfg {
-    const char *url;          /* redis://host:port */
-    const char *prefix;       /* key prefix (default "moemesh") */
-    const char *id;           /* worker id (unique in the deployment) */
-    const char *addr;         /* host:port the gateways reach it at */
-    const char *domain;       /* failure domain ("" = its own) */
-    const char *device;       /* "cpu:avx512", ... */
-    uint64_t capacity_bytes;  /* memory for expert weights */
-    int lease_ms;             /* lease TTL (heartbeat every lease/3) */
-    int grace_ms;             /* how long dropped experts stay after a switch */
+    const char *url;         /* redis://host:port */
+    const char *prefix;      /* key prefix (default "moemesh") */
+    const char *id;          /* worker id (unique in the deployment) */
+    const char *addr;        /* host:port the gateways reach it at */
+    const char *domain;      /* failure domain ("" = its own) */
+    const char *device;      /* "cpu:avx512", ... */
+    uint64_t capacity_bytes; /* memory for expert weights */
+    int lease_ms;            /* lease TTL (heartbeat every lease/3) */
+    int grace_ms;            /* how long dropped experts stay after a switch */
     const moe_model *model;
-    moe_slice *slice;          /* written as experts load and drop */
+    moe_slice *slice; /* written as experts load and drop */
 } ew_registry_cfg;
 
 typedef struct ew_registry ew_registry;
 
 typedef struct ew_registry_stats {
     uint64_t epoch_acked, epoch_active;
-    uint64_t loads, unloads;  /* experts loaded and dropped */
+    uint64_t loads, unloads; /* experts loaded and dropped */
     uint64_t heartbeats;
     int redis_up;
 } ew_registry_stats;

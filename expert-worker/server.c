@@ -39,12 +39,12 @@ struct ew_call {
     grpc_call *call;
     gpr_timespec deadline;
     grpc_metadata_array md;
-    grpc_byte_buffer *recv;    /* RECV_MESSAGE target (and unary payload) */
-    grpc_byte_buffer *send;    /* lives until its batch completes */
+    grpc_byte_buffer *recv; /* RECV_MESSAGE target (and unary payload) */
+    grpc_byte_buffer *send; /* lives until its batch completes */
     grpc_slice details;
     int cancelled;
-    int outstanding;           /* batches started and not completed */
-    int closed;                /* RECV_CLOSE_ON_SERVER completed */
+    int outstanding; /* batches started and not completed */
+    int closed;      /* RECV_CLOSE_ON_SERVER completed */
     ew_tag t_new, t_recv, t_send, t_status, t_close, t_reply;
 };
 
@@ -55,11 +55,11 @@ struct ew_server {
     void *m_forward, *m_info, *m_health;
     moe_pool *pool;
     moe_expert_backend *experts;
-    float *x, *y;              /* (max_rows, hidden) */
+    float *x, *y; /* (max_rows, hidden) */
     int32_t *expert, *row_start;
-    uint32_t *expert_us;       /* (max_rows) per group */
-    uint8_t *out;              /* packed outputs, (max_rows, hidden) x 4 bytes */
-    int n_live;                /* calls not yet freed */
+    uint32_t *expert_us; /* (max_rows) per group */
+    uint8_t *out;        /* packed outputs, (max_rows, hidden) x 4 bytes */
+    int n_live;          /* calls not yet freed */
     uint64_t n_batches, n_rows;
 };
 
@@ -165,7 +165,8 @@ static void reply_info(ew_call *c) {
         set_send(c, buf, n);
     }
     free(buf), free(le), free(lp), free(ids);
-    unary_reply(c, buf ? GRPC_STATUS_OK : GRPC_STATUS_RESOURCE_EXHAUSTED, buf ? "" : "out of memory");
+    unary_reply(c, buf ? GRPC_STATUS_OK : GRPC_STATUS_RESOURCE_EXHAUSTED,
+                buf ? "" : "out of memory");
 }
 
 static void reply_health(ew_call *c) {
@@ -235,9 +236,14 @@ static void forward_one(ew_call *c, const uint8_t *data, size_t len) {
     s->row_start[r->n_groups] = rows;
     const size_t n = (size_t)rows * (size_t)hp->n_embd;
     moe_wire_to_f32((int)r->dtype, r->activations.data, n, s->x);
-    moe_expert_work w = {.layer = (int)r->layer, .n_groups = (int)r->n_groups,
-                         .expert = s->expert, .row_start = s->row_start, .n_embd = hp->n_embd,
-                         .x = s->x, .y = s->y, .expert_us = s->expert_us};
+    moe_expert_work w = {.layer = (int)r->layer,
+                         .n_groups = (int)r->n_groups,
+                         .expert = s->expert,
+                         .row_start = s->row_start,
+                         .n_embd = hp->n_embd,
+                         .x = s->x,
+                         .y = s->y,
+                         .expert_us = s->expert_us};
     const int64_t t0 = moe_mono_us();
     int rc = s->experts->submit(s->experts->ctx, &w, &err);
     if (rc == 0) rc = s->experts->wait(s->experts->ctx, &err);
@@ -261,9 +267,9 @@ static void forward_one(ew_call *c, const uint8_t *data, size_t len) {
         __atomic_add_fetch(&k->batches, 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&k->rows, (uint64_t)rows, __ATOMIC_RELAXED);
         for (size_t g = 0; g < r->n_groups && k->expert_rows; g++)
-            __atomic_add_fetch(&k->expert_rows[(size_t)r->layer * (size_t)hp->n_expert +
-                                               r->groups[g]->expert],
-                               (uint64_t)r->groups[g]->row_count, __ATOMIC_RELAXED);
+            __atomic_add_fetch(
+                &k->expert_rows[(size_t)r->layer * (size_t)hp->n_expert + r->groups[g]->expert],
+                (uint64_t)r->groups[g]->row_count, __ATOMIC_RELAXED);
     }
 send:
     if (cfg->counters && res.status != 0 && res.status != GRPC_STATUS_FAILED_PRECONDITION)
@@ -374,8 +380,8 @@ static int request_call(ew_server *s, call_kind kind) {
     for (int i = 0; i < 6; i++) *tags[i] = (ew_tag){c, ops[i]};
     void *m = kind == CALL_FORWARD ? s->m_forward : kind == CALL_INFO ? s->m_info : s->m_health;
     grpc_call_error e = grpc_server_request_registered_call(
-        s->server, m, &c->call, &c->deadline, &c->md, kind == CALL_FORWARD ? NULL : &c->recv,
-        s->cq, s->cq, &c->t_new);
+        s->server, m, &c->call, &c->deadline, &c->md, kind == CALL_FORWARD ? NULL : &c->recv, s->cq,
+        s->cq, &c->t_new);
     if (e != GRPC_CALL_OK) {
         grpc_metadata_array_destroy(&c->md);
         free(c);
@@ -418,9 +424,11 @@ int ew_server_run(const ew_config *cfg, moe_err *err) {
     grpc_init();
     s.cq = grpc_completion_queue_create_for_next(NULL);
     grpc_arg args[2] = {
-        {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+        {.type = GRPC_ARG_INTEGER,
+         .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
          .value.integer = (int)(n * 4 + (1 << 20) > (size_t)1 << 30 ? 1 << 30 : n * 4 + (1 << 20))},
-        {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+        {.type = GRPC_ARG_INTEGER,
+         .key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
          .value.integer = (int)(n * 4 + (1 << 20) > (size_t)1 << 30 ? 1 << 30 : n * 4 + (1 << 20))},
     };
     grpc_channel_args ch_args = {2, args};
@@ -457,7 +465,8 @@ int ew_server_run(const ew_config *cfg, moe_err *err) {
     if (cfg->on_listen) cfg->on_listen(cfg->on_listen_ud, port);
 
     while (!*cfg->stop || (cfg->may_stop && !cfg->may_stop(cfg->on_listen_ud))) {
-        gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(100, GPR_TIMESPAN));
+        gpr_timespec dl =
+            gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(100, GPR_TIMESPAN));
         grpc_event ev = grpc_completion_queue_next(s.cq, dl, NULL);
         if (ev.type == GRPC_OP_COMPLETE) on_event(&s, ev.tag, ev.success);
     }
@@ -477,7 +486,8 @@ int ew_server_run(const ew_config *cfg, moe_err *err) {
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(s.cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
-        if (ev.type == GRPC_OP_COMPLETE && ev.tag != &shutdown_tag) on_event(&s, ev.tag, ev.success);
+        if (ev.type == GRPC_OP_COMPLETE && ev.tag != &shutdown_tag)
+            on_event(&s, ev.tag, ev.success);
     }
     grpc_completion_queue_destroy(s.cq);
     grpc_shutdown();

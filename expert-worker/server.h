@@ -23,24 +23,24 @@
  * another thread). */
 typedef struct ew_counters {
     uint64_t batches, rows, refused, errors;
-    uint64_t *expert_rows;    /* (n_layer * n_expert) rows served per expert */
+    uint64_t *expert_rows; /* (n_layer * n_expert) rows served per expert */
 } ew_counters;
 
 typedef struct ew_config {
     const moe_model *model;
     const char *model_name;
     const moe_slice *slice;
-    const char *listen;   /* "127.0.0.1:0", "0.0.0.0:50051", ... */
+    const char *listen; /* "127.0.0.1:0", "0.0.0.0:50051", ... */
     int n_threads;
-    int max_rows;         /* rows one request may carry */
-    ew_counters *counters;    /* NULL: none */
+    int max_rows;                /* rows one request may carry */
+    ew_counters *counters;       /* NULL: none */
     volatile sig_atomic_t *stop; /* set by a signal handler: finish in-flight work, exit */
     /* called once bound, with the real port (registration starts here) */
     void (*on_listen)(void *ud, int port);
     /* once stop is set, polled every 100 ms while serving goes on: returns 1
      * when the worker may stop (a drain finished); NULL: stop at once */
     int (*may_stop)(void *ud);
-    void *on_listen_ud;       /* ud of both */
+    void *on_listen_ud; /* ud of both */
 } ew_config;
 
 /* Runs the server until *stop. Prints one line "listening on HOST:PORT" to

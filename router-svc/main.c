@@ -14,9 +14,8 @@
 #include "svc/signal.h"
 #include "router.h"
 
-static const char about[] =
-    "Owns the placement of a deployment's experts on its expert-workers.\n"
-    "Every flag has an environment twin (in brackets).";
+static const char about[] = "Owns the placement of a deployment's experts on its expert-workers.\n"
+                            "Every flag has an environment twin (in brackets).";
 static const char footer[] =
     "Two replicas may run: one leads (a Redis lock with a TTL), the other stands by.\n"
     "SIGTERM/SIGINT: hand leadership over and exit 0; a second signal exits at once.\n";
@@ -45,8 +44,8 @@ int main(int argc, char **argv) {
     const moe_flag flags[] = {
         {"--redis", "MOE_REDIS", MOE_FLAG_STRING, &redis, "URL", .help = "redis://host:port[/db]",
          .required = "Redis"},
-        {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &prefix, "P", .help = "the deployment's key prefix",
-         .def = "moemesh"},
+        {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &prefix, "P",
+         .help = "the deployment's key prefix", .def = "moemesh"},
         {"--listen", "MOE_LISTEN", MOE_FLAG_STRING, &listen, "ADDR",
          .help = "HTTP for /metrics, /v1/scale, /v1/placement, /healthz (port 0 picks one)"},
         {"--min-replicas", "MOE_MIN_REPLICAS", MOE_FLAG_INT, &minr, "N",
@@ -54,8 +53,8 @@ int main(int argc, char **argv) {
         {"--max-replicas", "MOE_MAX_REPLICAS", MOE_FLAG_INT, &maxr, "N",
          .help = "at most this many (0: the workers)", .def = "0", .min = 0, .max = 4096},
         {"--target-load", "MOE_TARGET_LOAD", MOE_FLAG_DOUBLE, &target, "R",
-         .help = "rows/s one replica should carry; busier experts get more replicas",
-         .min = 1e-6, .max = 1e12},
+         .help = "rows/s one replica should carry; busier experts get more replicas", .min = 1e-6,
+         .max = 1e12},
         {"--headroom", "MOE_HEADROOM", MOE_FLAG_DOUBLE, &headroom, "F",
          .help = "fraction of each worker's capacity kept free", .min = 0, .max = 0.99},
         {"--worker-max-load", "MOE_WORKER_MAX_LOAD", MOE_FLAG_DOUBLE, &wmax, "R",
@@ -67,14 +66,17 @@ int main(int argc, char **argv) {
         {"--halflife-ms", "MOE_HALFLIFE_MS", MOE_FLAG_MS, &half, "MS",
          .help = "half-life of the load's moving average", .min = 1, .max = 3.6e6},
         {"--settle-ms", "MOE_SETTLE_MS", MOE_FLAG_MS, &settle, "MS",
-         .help = "wait for the workers to be stable this long before the first placement",
-         .min = 0, .max = 3.6e6},
+         .help = "wait for the workers to be stable this long before the first placement", .min = 0,
+         .max = 3.6e6},
         {"--id", "MOE_ROUTER_ID", MOE_FLAG_STRING, &id_s, "ID",
          .help = "this replica's id for the leader lock", .def = "host:pid"},
         MOE_LOGGER_FLAGS(&log_level, &log_format),
         {0}};
-    const moe_flagset fs = {.prog = "router-svc", .args = "--redis URL [options]", .about = about,
-                            .footer = footer, .flags = flags};
+    const moe_flagset fs = {.prog = "router-svc",
+                            .args = "--redis URL [options]",
+                            .about = about,
+                            .footer = footer,
+                            .flags = flags};
     int status = moe_logger_start(&fs, argc, argv, &log_level, &log_format);
     if (status >= 0) return status;
     moe_err err;
@@ -97,11 +99,18 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    router_cfg cfg = {.url = redis, .prefix = prefix, .id = id,
-                      .place = {.min_replicas = minr, .max_replicas = maxr,
-                                .headroom = headroom, .target_load = target, .load_weight = 0.5,
+    router_cfg cfg = {.url = redis,
+                      .prefix = prefix,
+                      .id = id,
+                      .place = {.min_replicas = minr,
+                                .max_replicas = maxr,
+                                .headroom = headroom,
+                                .target_load = target,
+                                .load_weight = 0.5,
                                 .worker_max_load = wmax},
-                      .rebalance_ms = rebal, .halflife_ms = half, .settle_ms = settle,
+                      .rebalance_ms = rebal,
+                      .halflife_ms = half,
+                      .settle_ms = settle,
                       .stop = moe_stop_flag()};
     router *r;
     if (router_create(&r, &cfg, &err) < 0) {
@@ -115,8 +124,9 @@ int main(int argc, char **argv) {
         router_free(r);
         return 1;
     }
-    printf("listening on http://%.*s:%d\n", (int)(strrchr(listen, ':') ? strrchr(listen, ':') - listen : 0),
-           listen, moe_httpd_port(h));
+    printf("listening on http://%.*s:%d\n",
+           (int)(strrchr(listen, ':') ? strrchr(listen, ':') - listen : 0), listen,
+           moe_httpd_port(h));
     fflush(stdout);
     int rc = router_run(r, &err);
     if (rc < 0) moe_log(MOE_LOG_ERROR, "router-svc", "%s", err.msg);

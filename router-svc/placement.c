@@ -406,8 +406,8 @@ static int pl_check(const rt_worker *workers, size_t nw, const rt_expert *expert
 
 /* ==== rt_placement ==== */
 
-int rt_placement_from_lists(rt_placement **out, uint64_t epoch, char *const *ids,
-                            size_t n_workers, const rt_placement_expert *experts, size_t n_experts) {
+int rt_placement_from_lists(rt_placement **out, uint64_t epoch, char *const *ids, size_t n_workers,
+                            const rt_placement_expert *experts, size_t n_experts) {
     *out = NULL;
     size_t total = 0;
     for (size_t i = 0; i < n_experts; i++) {

@@ -139,8 +139,8 @@ int rt_placement_compute(rt_placement **out, const rt_worker *workers, size_t n_
  * experts the workers report holding), to be the previous placement of the
  * next computation. Replicas are indices into ids. Bytes and loads are left
  * zero. Returns 0, MOE_EINVAL (an index out of range) or MOE_ENOMEM. */
-int rt_placement_from_lists(rt_placement **out, uint64_t epoch, char *const *ids,
-                            size_t n_workers, const rt_placement_expert *experts, size_t n_experts);
+int rt_placement_from_lists(rt_placement **out, uint64_t epoch, char *const *ids, size_t n_workers,
+                            const rt_placement_expert *experts, size_t n_experts);
 
 /* Frees a placement (NULL is allowed). */
 void rt_placement_free(rt_placement *pl);

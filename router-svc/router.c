@@ -19,7 +19,9 @@
 
 #define LOAD_MS 1000
 
-static size_t n_pairs(const router *r) { return (size_t)r->n_layer * (size_t)r->n_expert; }
+static size_t n_pairs(const router *r) {
+    return (size_t)r->n_layer * (size_t)r->n_expert;
+}
 
 /* ==== Load ===================================================================== */
 
@@ -69,11 +71,14 @@ static void read_load(router *r) {
         if (s < 0) { /* a new bucket: take the slot of the older one */
             s = r->slot_id[0] < r->slot_id[1] ? 0 : 1;
             r->slot_id[s] = lr.bucket[k];
-            if (!r->load_primed) memcpy(r->slot[s], lr.got[k], np * 8);
-            else memset(r->slot[s], 0, np * 8);
+            if (!r->load_primed)
+                memcpy(r->slot[s], lr.got[k], np * 8);
+            else
+                memset(r->slot[s], 0, np * 8);
         }
         for (size_t i = 0; i < np; i++) {
-            if (lr.got[k][i] > r->slot[s][i]) rate[i] += (double)(lr.got[k][i] - r->slot[s][i]) / dt;
+            if (lr.got[k][i] > r->slot[s][i])
+                rate[i] += (double)(lr.got[k][i] - r->slot[s][i]) / dt;
             r->slot[s][i] = lr.got[k][i];
         }
     }
@@ -202,8 +207,8 @@ static void load_prev(router *r) {
                 for (size_t i = 0; i < doc->n_experts; i++)
                     for (int k = 0; k < doc->experts[i].n_replicas; k++)
                         held[(size_t)doc->experts[i].replicas[k] * np +
-                             (size_t)doc->experts[i].layer * r->n_expert +
-                             doc->experts[i].expert] = 1;
+                             (size_t)doc->experts[i].layer * r->n_expert + doc->experts[i].expert] =
+                            1;
                 r->active = build_prev(r, a, doc->ids, doc->n_workers, held);
                 r->active_published = r->active != NULL;
                 if (r->active) {
@@ -218,7 +223,8 @@ static void load_prev(router *r) {
         moe_pldoc_free(doc);
     }
     const int lease = r->max_lease_ms ? r->max_lease_ms : MOE_SCHEMA_LEASE_MS_DEFAULT;
-    if (!r->active && moe_mono_ms() - r->stable_since_ms < (lease > r->cfg.settle_ms ? lease : r->cfg.settle_ms)) {
+    if (!r->active && moe_mono_ms() - r->stable_since_ms <
+                          (lease > r->cfg.settle_ms ? lease : r->cfg.settle_ms)) {
         goto done; /* leases may still be coming back: not loaded yet, try again */
     }
     if (!r->active) { /* from what the workers hold */
@@ -237,8 +243,8 @@ static void load_prev(router *r) {
             r->active = build_prev(r, maxe, ids, n, held);
             if (r->active)
                 rt_log("no active placement in Redis: rebuilt epoch %" PRIu64
-                         " from the experts %d worker(s) hold",
-                         maxe, n);
+                       " from the experts %d worker(s) hold",
+                       maxe, n);
         }
         free(ids), free(held);
     }
@@ -286,8 +292,8 @@ static void start_round(router *r, rt_placement *pl, const char *why) {
     r->st.pending = pl->epoch;
     pthread_mutex_unlock(&r->mu);
     rt_log("epoch %" PRIu64 " pending (%s): %zu assignment(s) added, %zu removed, %zu replicas "
-             "short; waiting for the workers to load",
-             pl->epoch, why, pl->moves_added, pl->moves_removed, pl->replicas_short);
+           "short; waiting for the workers to load",
+           pl->epoch, why, pl->moves_added, pl->moves_removed, pl->replicas_short);
 }
 
 /* 1 if every worker the round gives experts to has acknowledged. */
@@ -406,7 +412,8 @@ static void drive(router *r) {
         moe_key_placement_pending(key, sizeof key, r->prefix);
         const int rc = moe_pldoc_get_epoch(r->cmd, key, &e);
         if (rc == MOE_EUNAVAIL) return;
-        if (rc < 0 || e != r->round->epoch) abandon_round(r, "its pending key is gone from Redis (a restart?)");
+        if (rc < 0 || e != r->round->epoch)
+            abandon_round(r, "its pending key is gone from Redis (a restart?)");
     }
     if (r->round) {
         int dead = 0;
@@ -414,10 +421,12 @@ static void drive(router *r) {
             activate(r);
             return;
         }
-        if (dead) abandon_round(r, "a worker it gives experts to is gone");
+        if (dead)
+            abandon_round(r, "a worker it gives experts to is gone");
         else if (now - r->round_started_ms > r->cfg.ack_timeout_ms)
             abandon_round(r, "not every worker acknowledged in time");
-        else return;
+        else
+            return;
     }
     if (r->active && r->active_published) { /* Redis restarted empty: publish it again */
         uint64_t e = 0;
@@ -427,8 +436,8 @@ static void drive(router *r) {
         if (rc == MOE_EUNAVAIL) return;
         if (rc < 0 || e != r->active->epoch) {
             rt_log("the active epoch %" PRIu64 " is gone from Redis (a restart?): publishing "
-                     "the placement again",
-                     r->active->epoch);
+                   "the placement again",
+                   r->active->epoch);
             r->active_published = 0;
         }
     }
@@ -467,14 +476,16 @@ static void drive(router *r) {
     const int moved = pl->moves_added + pl->moves_removed > 0;
     const int lost = active_lost_worker(r);
     if (!r->active || !r->active_published) {
-        start_round(r, pl, r->active ? "publishing the placement the workers hold" : "first placement");
+        start_round(r, pl,
+                    r->active ? "publishing the placement the workers hold" : "first placement");
     } else if (moved && lost) {
         pthread_mutex_lock(&r->mu);
         r->st.failovers++;
         pthread_mutex_unlock(&r->mu);
         start_round(r, pl, "failover: a worker is gone or draining");
     } else if (moved && now - r->last_round_ms >= r->cfg.rebalance_ms) {
-        start_round(r, pl, pl->fresh_layout ? "rebalance (fresh layout)" : "rebalance for the load");
+        start_round(r, pl,
+                    pl->fresh_layout ? "rebalance (fresh layout)" : "rebalance for the load");
     } else {
         rt_placement_free(pl);
     }
@@ -512,8 +523,8 @@ static void snapshot(router *r) {
 
 int router_run(router *r, moe_err *err) {
     (void)err;
-    rt_log("%s, prefix '%s', id %s: min %d replica(s), target %.0f rows/s per replica",
-             r->cfg.url, r->prefix, r->id, r->cfg.place.min_replicas, r->cfg.place.target_load);
+    rt_log("%s, prefix '%s', id %s: min %d replica(s), target %.0f rows/s per replica", r->cfg.url,
+           r->prefix, r->id, r->cfg.place.min_replicas, r->cfg.place.target_load);
     while (!*r->cfg.stop) {
         const int64_t t0 = moe_mono_ms();
         rt_lead(r);
@@ -535,7 +546,7 @@ int router_run(router *r, moe_err *err) {
     if (r->leader) { /* hand over at once */
         char key[MOE_SCHEMA_KEY_MAX];
         moe_key_leader(key, sizeof key, r->prefix);
-        redisReply *x = moe_rlink_cmd(r->cmd, "EVAL %s 1 %s %s", 
+        redisReply *x = moe_rlink_cmd(r->cmd, "EVAL %s 1 %s %s",
                                       "if redis.call('get', KEYS[1]) == ARGV[1] then "
                                       "return redis.call('del', KEYS[1]) else return 0 end",
                                       key, r->id);
@@ -585,4 +596,3 @@ void router_free(router *r) {
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
-

@@ -26,16 +26,16 @@
 #include "placement.h"
 
 typedef struct router_cfg {
-    const char *url;      /* redis://host:port */
-    const char *prefix;   /* key prefix (default "moemesh") */
-    const char *id;       /* this replica's id (leader lock value) */
+    const char *url;    /* redis://host:port */
+    const char *prefix; /* key prefix (default "moemesh") */
+    const char *id;     /* this replica's id (leader lock value) */
     rt_place_params place;
-    int tick_ms;          /* default 250 */
-    int settle_ms;        /* default 1500 */
-    int rebalance_ms;     /* default 5000 */
-    int halflife_ms;      /* load average half-life, default 5000 */
-    int ack_timeout_ms;   /* default 60000 */
-    int leader_ttl_ms;    /* default 5000 */
+    int tick_ms;        /* default 250 */
+    int settle_ms;      /* default 1500 */
+    int rebalance_ms;   /* default 5000 */
+    int halflife_ms;    /* load average half-life, default 5000 */
+    int ack_timeout_ms; /* default 60000 */
+    int leader_ttl_ms;  /* default 5000 */
     volatile sig_atomic_t *stop;
 } router_cfg;
 

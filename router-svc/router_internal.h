@@ -16,8 +16,8 @@ typedef struct rs_worker {
     char *id, *addr, *domain, *model, *held, *expert_bytes;
     uint64_t capacity, epoch;
     int n_layer, n_expert;
-    int draining;  /* state "draining" or in P:drain */
-    int usable;    /* serves the deployment's model */
+    int draining; /* state "draining" or in P:drain */
+    int usable;   /* serves the deployment's model */
 } rs_worker;
 
 /* What the HTTP thread reads. */
@@ -30,9 +30,9 @@ typedef struct rs_snap {
     uint64_t redis_failures;
     double last_switch_ms;
     int n_layer, n_expert;
-    double *load;       /* (n_layer * n_expert) rows/s */
-    int *replicas;      /* (n_layer * n_expert) in the active placement; -1 = not an expert */
-    char *placement;    /* the active epoch's document */
+    double *load;    /* (n_layer * n_expert) rows/s */
+    int *replicas;   /* (n_layer * n_expert) in the active placement; -1 = not an expert */
+    char *placement; /* the active epoch's document */
 } rs_snap;
 
 struct router {
@@ -42,19 +42,19 @@ struct router {
     /* leases */
     rs_worker *ws;
     int nw;
-    char *worker_sig;      /* the eligible set, to see changes */
+    char *worker_sig; /* the eligible set, to see changes */
     int64_t stable_since_ms;
-    int64_t hold_until_ms;  /* after Redis came back: leases are still returning */
+    int64_t hold_until_ms; /* after Redis came back: leases are still returning */
     uint64_t redis_connects;
-    int max_lease_ms;       /* the longest lease a worker has announced */
+    int max_lease_ms; /* the longest lease a worker has announced */
     /* the deployment's model, from the leases */
     char *model;
     int n_layer, n_expert;
     uint64_t *layer_bytes; /* (n_layer) bytes of one expert; 0: not a MoE layer */
     /* load */
-    double *load;          /* (np) moving average, rows/s */
+    double *load; /* (np) moving average, rows/s */
     int64_t slot_id[2];
-    uint64_t *slot[2];     /* (np) counts seen in bucket slot_id[i] */
+    uint64_t *slot[2]; /* (np) counts seen in bucket slot_id[i] */
     int64_t last_load_ms;
     int load_primed;
     /* placement */
@@ -62,7 +62,7 @@ struct router {
     int64_t leader_renewed_ms;
     int have_prev_loaded;
     rt_placement *active;
-    int active_published;  /* 0: rebuilt from the workers' held experts, not in Redis */
+    int active_published; /* 0: rebuilt from the workers' held experts, not in Redis */
     rt_placement *round;
     int64_t round_started_ms, last_round_ms, round_urgent_since_ms;
     uint64_t next_epoch;
@@ -73,13 +73,13 @@ struct router {
     /* log once: the last model, bad lease and times of repeated complaints */
     char logged_model[160], logged_lease[64];
     int64_t logged_place_ms, logged_workers_ms;
-    pthread_mutex_t mu;    /* guards st */
+    pthread_mutex_t mu; /* guards st */
 };
 
 /* a log line of router-svc (through moe_log; svc/log.h renders it) */
 #define rt_log(...) moe_log(MOE_LOG_INFO, "router-svc", __VA_ARGS__)
-void rt_lead(router *r);               /* take or renew the leader lock */
-int rt_read_workers(router *r);        /* 0, or -1 when Redis is away */
+void rt_lead(router *r);        /* take or renew the leader lock */
+int rt_read_workers(router *r); /* 0, or -1 when Redis is away */
 void rt_workers_clear(router *r);
 const rs_worker *rt_find_worker(const router *r, const char *id);
 

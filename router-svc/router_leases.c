@@ -13,13 +13,14 @@
 
 #define MAX_WORKERS 4096
 
-static size_t n_pairs(const router *r) { return (size_t)r->n_layer * (size_t)r->n_expert; }
+static size_t n_pairs(const router *r) {
+    return (size_t)r->n_layer * (size_t)r->n_expert;
+}
 
 /* ==== Leadership ============================================================= */
 
-static const char RENEW_LUA[] =
-    "if redis.call('get', KEYS[1]) == ARGV[1] then "
-    "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+static const char RENEW_LUA[] = "if redis.call('get', KEYS[1]) == ARGV[1] then "
+                                "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
 
 void rt_lead(router *r) {
     const int64_t now = moe_mono_ms();
@@ -182,8 +183,8 @@ static int choose_model(router *r) {
     }
     for (int i = 0; i < r->nw; i++) {
         rs_worker *w = &r->ws[i];
-        w->usable = !strcmp(w->model, r->model) && w->n_layer == r->n_layer &&
-                    w->n_expert == r->n_expert;
+        w->usable =
+            !strcmp(w->model, r->model) && w->n_layer == r->n_layer && w->n_expert == r->n_expert;
     }
     return 0;
 }
@@ -212,8 +213,8 @@ int rt_read_workers(router *r) {
         freeReplyObject(ids);
         return -1;
     }
-    lease_read lr = {r, calloc(ids->elements + 1, sizeof *lr.ws), 0, ids,
-                     calloc(ids->elements + 1, sizeof *lr.gone), 0};
+    lease_read lr = {r,   calloc(ids->elements + 1, sizeof *lr.ws),   0,
+                     ids, calloc(ids->elements + 1, sizeof *lr.gone), 0};
     int rc = -1;
     if (lr.ws && lr.gone && moe_rlink_begin(r->cmd) == 0) {
         for (size_t i = 0; i < ids->elements; i++) {
@@ -268,7 +269,7 @@ int rt_read_workers(router *r) {
     for (int i = 0; i < r->nw; i++)
         if (r->ws[i].usable)
             moe_buf_printf(&sig, "%s%s%s|", r->ws[i].id, r->ws[i].draining ? "-" : "+",
-                          r->ws[i].addr);
+                           r->ws[i].addr);
     if (sig.s && !sig.oom && (!r->worker_sig || strcmp(sig.s, r->worker_sig))) {
         free(r->worker_sig);
         r->worker_sig = sig.s;
@@ -284,5 +285,3 @@ const rs_worker *rt_find_worker(const router *r, const char *id) {
         if (!strcmp(r->ws[i].id, id)) return &r->ws[i];
     return NULL;
 }
-
-

@@ -37,8 +37,8 @@ static void metrics(const rs_snap *s, moe_metrics *reg) {
         NULL, (double)s->workers_wanted);
     set(moe_metrics_gauge(reg, "moemesh_router_epoch", "The active placement epoch.", NULL, 0),
         NULL, (double)s->epoch);
-    set(moe_metrics_gauge(reg, "moemesh_router_pending_epoch",
-                          "The epoch being loaded (0: none).", NULL, 0),
+    set(moe_metrics_gauge(reg, "moemesh_router_pending_epoch", "The epoch being loaded (0: none).",
+                          NULL, 0),
         NULL, (double)s->pending);
     set(moe_metrics_gauge(reg, "moemesh_router_assignments", "Replicas in the active placement.",
                           NULL, 0),
@@ -67,9 +67,9 @@ static void metrics(const rs_snap *s, moe_metrics *reg) {
     /* experts by replica count and by load: histograms, not a series per expert */
     static const double rb[] = {1, 2, 3, 4, 6, 8, 16};
     static const double lb[] = {1, 10, 100, 1000, 10000, 100000};
-    moe_metric *reps = moe_metrics_histogram(reg, "moemesh_router_expert_replicas",
-                                             "Experts by replica count.", NULL, 0, rb,
-                                             (int)(sizeof rb / sizeof *rb));
+    moe_metric *reps =
+        moe_metrics_histogram(reg, "moemesh_router_expert_replicas", "Experts by replica count.",
+                              NULL, 0, rb, (int)(sizeof rb / sizeof *rb));
     moe_metric *load = moe_metrics_histogram(reg, "moemesh_router_expert_load_rows",
                                              "Experts by smoothed load (rows/s).", NULL, 0, lb,
                                              (int)(sizeof lb / sizeof *lb));
@@ -117,13 +117,15 @@ int router_render(router *r, const char *path, char **body, const char **content
         if (render_metrics(s, &b) < 0) status = 500;
     } else if (!strcmp(path, "/v1/scale")) {
         moe_buf_printf(&b,
-                      "{\"workers_wanted\":%zu,\"workers\":%d,\"draining\":%d,\"epoch\":%" PRIu64
-                      ",\"replicas_short\":%zu,\"leader\":%s}\n",
-                      s->workers_wanted, s->n_usable, s->n_draining, s->epoch, s->replicas_short,
-                      s->leader ? "true" : "false");
+                       "{\"workers_wanted\":%zu,\"workers\":%d,\"draining\":%d,\"epoch\":%" PRIu64
+                       ",\"replicas_short\":%zu,\"leader\":%s}\n",
+                       s->workers_wanted, s->n_usable, s->n_draining, s->epoch, s->replicas_short,
+                       s->leader ? "true" : "false");
     } else if (!strcmp(path, "/v1/placement")) {
-        if (s->placement) moe_buf_printf(&b, "%s\n", s->placement);
-        else status = 404, moe_buf_printf(&b, "{\"error\":\"no active placement yet\"}\n");
+        if (s->placement)
+            moe_buf_printf(&b, "%s\n", s->placement);
+        else
+            status = 404, moe_buf_printf(&b, "{\"error\":\"no active placement yet\"}\n");
     } else if (!strcmp(path, "/healthz")) {
         *content_type = "text/plain";
         moe_buf_printf(&b, "ok\n");

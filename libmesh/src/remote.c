@@ -25,8 +25,11 @@
 #include "svc/clock.h"
 
 moe_remote_params moe_remote_default_params(void) {
-    return (moe_remote_params){.wire_bf16 = 0, .deadline_ms = 10000, .max_rows = 4096,
-                               .failover_ms = 30000, .down_ms = 1000,
+    return (moe_remote_params){.wire_bf16 = 0,
+                               .deadline_ms = 10000,
+                               .max_rows = 4096,
+                               .failover_ms = 30000,
+                               .down_ms = 1000,
                                .placement_wait_ms = 30000};
 }
 
@@ -35,8 +38,10 @@ static gpr_timespec in_ms(int ms) {
 }
 
 static void start(rworker *w, grpc_call *call, const grpc_op *ops, size_t n, rtag *t) {
-    if (grpc_call_start_batch(call, ops, n, t, NULL) == GRPC_CALL_OK) w->pending++;
-    else w->open = 0;
+    if (grpc_call_start_batch(call, ops, n, t, NULL) == GRPC_CALL_OK)
+        w->pending++;
+    else
+        w->open = 0;
 }
 
 /* Releases a closed stream once nothing is pending on it. */
@@ -54,9 +59,9 @@ static void reap(rworker *w) {
 }
 
 static int open_stream(remote_be *b, rworker *w) {
-    w->call = grpc_channel_create_registered_call(w->ch, NULL, GRPC_PROPAGATE_DEFAULTS, b->cq,
-                                                  w->m_forward, gpr_inf_future(GPR_CLOCK_REALTIME),
-                                                  NULL);
+    w->call =
+        grpc_channel_create_registered_call(w->ch, NULL, GRPC_PROPAGATE_DEFAULTS, b->cq,
+                                            w->m_forward, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     if (!w->call) return -1;
     w->open = 1;
     grpc_metadata_array_init(&w->md_init);
@@ -430,8 +435,8 @@ static int remote_submit(void *ctx, const moe_expert_work *wk, moe_err *err) {
     b->last_why[0] = 0;
     b->work = wk;
     b->n_todo = 0;
-    if (wk->layer < 0 || wk->layer >= hp->n_layer || wk->n_embd != hp->n_embd ||
-        wk->n_groups < 0 || wk->n_groups > hp->n_expert)
+    if (wk->layer < 0 || wk->layer >= hp->n_layer || wk->n_embd != hp->n_embd || wk->n_groups < 0 ||
+        wk->n_groups > hp->n_expert)
         return b->status = moe_err_set(err, MOE_EINVAL, "remote experts: bad work");
     const int rows = wk->n_groups ? wk->row_start[wk->n_groups] : 0;
     if (rows > b->p.max_rows)
@@ -439,8 +444,8 @@ static int remote_submit(void *ctx, const moe_expert_work *wk, moe_err *err) {
                                        b->p.max_rows);
     for (int g = 0; g < wk->n_groups; g++)
         if (wk->expert[g] < 0 || wk->expert[g] >= hp->n_expert)
-            return b->status = moe_err_set(err, MOE_EINVAL, "remote experts: expert %d out of range",
-                                           wk->expert[g]);
+            return b->status = moe_err_set(err, MOE_EINVAL,
+                                           "remote experts: expert %d out of range", wk->expert[g]);
     refresh_placement(b);
     b->st.batches++;
     if (b->ctl) moe__rctl_count(b->ctl, wk->layer, wk->n_groups, wk->expert, wk->row_start);
@@ -503,8 +508,8 @@ static int remote_wait(void *ctx, moe_err *err) {
                 for (int i = 0; i < b->n; i++) {
                     rworker *w = b->w[i];
                     if (fresh || (w->failed && now >= (w->down_until_ms > w->failed_ms + 100
-                                                          ? w->down_until_ms
-                                                          : w->failed_ms + 100)))
+                                                           ? w->down_until_ms
+                                                           : w->failed_ms + 100)))
                         w->failed = 0;
                 }
                 for (int g = 0; g < ng; g++)
@@ -681,8 +686,8 @@ static void info_pair(void *ud, int l, int e) {
 }
 
 int moe_expert_backend_remote_create(moe_expert_backend **out, const moe_model *m,
-                                     const char *const *workers, int n,
-                                     const moe_remote_params *p, moe_err *err) {
+                                     const char *const *workers, int n, const moe_remote_params *p,
+                                     moe_err *err) {
     *out = NULL;
     if (n < 1 || n > 4096) return moe_err_set(err, MOE_EINVAL, "need 1 to 4096 workers");
     remote_be *b = NULL;

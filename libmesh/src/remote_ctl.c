@@ -24,14 +24,14 @@ struct moe__rctl {
     moe_rlink *cmd, *sub;
     char *prefix;
     int n_layer, n_expert;
-    moe_pldoc *next;         /* newest placement not taken yet */
-    uint64_t seen_epoch;     /* the epoch of the newest document read */
+    moe_pldoc *next;     /* newest placement not taken yet */
+    uint64_t seen_epoch; /* the epoch of the newest document read */
     int have_seen;
-    uint64_t *counts;        /* (n_layer, n_expert) rows since the last flush */
-    uint64_t *unsent;        /* control thread only: counts taken, not written yet */
-    uint64_t bad_epoch;      /* an epoch whose document failed to parse (logged once) */
-    char model_id[160];      /* this model's identity; documents must match */
-    char problem[600];       /* why the newest epoch is unusable ("" if none) */
+    uint64_t *counts;   /* (n_layer, n_expert) rows since the last flush */
+    uint64_t *unsent;   /* control thread only: counts taken, not written yet */
+    uint64_t bad_epoch; /* an epoch whose document failed to parse (logged once) */
+    char model_id[160]; /* this model's identity; documents must match */
+    char problem[600];  /* why the newest epoch is unusable ("" if none) */
     moe__rctl_stats st;
 };
 
@@ -104,7 +104,8 @@ static void flush(moe__rctl *c) {
         char field[32];
         moe_expert_field_format(field, sizeof field, (int)(i / (size_t)c->n_expert),
                                 (int)(i % (size_t)c->n_expert));
-        moe_rlink_append(c->cmd, "HINCRBY %s %s %llu", key, field, (unsigned long long)c->unsent[i]);
+        moe_rlink_append(c->cmd, "HINCRBY %s %s %llu", key, field,
+                         (unsigned long long)c->unsent[i]);
     }
     moe_rlink_append(c->cmd, "EXPIRE %s %d", key, MOE_SCHEMA_LOAD_TTL_S);
     if (moe_rlink_flush(c->cmd, NULL, NULL) == 0) {
@@ -149,7 +150,7 @@ static void *run(void *arg) {
 }
 
 int moe__rctl_start(moe__rctl **out, const char *url, const char *prefix, const moe_model *m,
-               moe_err *err) {
+                    moe_err *err) {
     const int n_layer = m->hp.n_layer, n_expert = m->hp.n_expert;
     *out = NULL;
     moe__rctl *c = calloc(1, sizeof *c);
@@ -222,7 +223,7 @@ int moe__rctl_wait(moe__rctl *c, int ms) {
 }
 
 void moe__rctl_count(moe__rctl *c, int layer, int n_groups, const int32_t *expert,
-                const int32_t *row_start) {
+                     const int32_t *row_start) {
     if (layer < 0 || layer >= c->n_layer) return;
     pthread_mutex_lock(&c->mu);
     for (int g = 0; g < n_groups; g++)

@@ -25,13 +25,13 @@ typedef struct moe__rctl_stats {
     uint64_t load_flushes;  /* pipelines of load counts written */
     uint64_t rows_reported; /* rows written to P:load */
     uint64_t redis_connects, redis_failures;
-    uint64_t epoch;         /* newest active epoch seen */
+    uint64_t epoch; /* newest active epoch seen */
 } moe__rctl_stats;
 
 /* Starts following the deployment for model m (borrowed; documents must
  * name its identity). */
 int moe__rctl_start(moe__rctl **out, const char *url, const char *prefix, const moe_model *m,
-               moe_err *err);
+                    moe_err *err);
 /* Why the newest active epoch is unusable, or "" (for error messages). */
 void moe__rctl_problem(moe__rctl *c, char *buf, size_t cap);
 void moe__rctl_stop(moe__rctl *c);
@@ -42,7 +42,7 @@ moe_pldoc *moe__rctl_take(moe__rctl *c);
 int moe__rctl_wait(moe__rctl *c, int ms);
 /* Adds one submit's rows per expert (groups as in moe_expert_work). */
 void moe__rctl_count(moe__rctl *c, int layer, int n_groups, const int32_t *expert,
-                const int32_t *row_start);
+                     const int32_t *row_start);
 void moe__rctl_kick(moe__rctl *c);
 moe__rctl_stats moe__rctl_get_stats(moe__rctl *c);
 

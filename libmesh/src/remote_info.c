@@ -16,8 +16,8 @@ static gpr_timespec in_ms(int ms) {
 int moe__remote_read_info(remote_be *b, rworker *w, void (*cb)(void *ud, int l, int e), void *ud,
                           moe_err *err) {
     const moe_hparams *hp = &b->m->hp;
-    grpc_call *call = grpc_channel_create_registered_call(w->ch, NULL, GRPC_PROPAGATE_DEFAULTS, b->cq,
-                                                          w->m_info, in_ms(b->p.deadline_ms), NULL);
+    grpc_call *call = grpc_channel_create_registered_call(
+        w->ch, NULL, GRPC_PROPAGATE_DEFAULTS, b->cq, w->m_info, in_ms(b->p.deadline_ms), NULL);
     if (!call) return moe_err_set(err, MOE_EUNAVAIL, "worker %s: cannot call Info", w->addr);
     Moe__V1__InfoRequest ir = MOE__V1__INFO_REQUEST__INIT;
     uint8_t ibuf[8];
@@ -50,7 +50,8 @@ int moe__remote_read_info(remote_be *b, rworker *w, void (*cb)(void *ud, int l, 
     } else {
         w->pending++;
         for (;;) {
-            grpc_event ev = grpc_completion_queue_next(b->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+            grpc_event ev =
+                grpc_completion_queue_next(b->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
             if (ev.type == GRPC_OP_COMPLETE) {
                 ((rtag *)ev.tag)->w->pending--;
                 if (ev.tag == &w->t_info) break;
@@ -97,4 +98,3 @@ int moe__remote_read_info(remote_be *b, rworker *w, void (*cb)(void *ud, int l, 
     grpc_call_unref(call);
     return rc;
 }
-

@@ -20,33 +20,33 @@ struct rworker {
     char *addr;
     grpc_channel *ch;
     void *m_forward, *m_info;
-    grpc_call *call;          /* the Forward stream; NULL when closed */
-    int open;                 /* stream usable */
-    int pending;              /* batches started on call, not completed */
+    grpc_call *call; /* the Forward stream; NULL when closed */
+    int open;        /* stream usable */
+    int pending;     /* batches started on call, not completed */
     grpc_metadata_array md_init, md_trail;
     grpc_status_code status;
     grpc_slice details;
     grpc_byte_buffer *send, *recv;
-    int64_t down_until_ms;    /* failed recently: not chosen before this */
-    int64_t failed_ms;        /* when it last failed */
-    int down_ms;              /* the current backoff (doubles while it keeps failing) */
-    int was_down;             /* logged as failed; logged again when it serves */
+    int64_t down_until_ms; /* failed recently: not chosen before this */
+    int64_t failed_ms;     /* when it last failed */
+    int down_ms;           /* the current backoff (doubles while it keeps failing) */
+    int was_down;          /* logged as failed; logged again when it serves */
     /* this batch */
-    int busy;                 /* a message in flight */
-    int failed;               /* failed or refused during this batch: not chosen again */
+    int busy;   /* a message in flight */
+    int failed; /* failed or refused during this batch: not chosen again */
     int64_t sent_ms;
-    uint64_t id;              /* the id the in-flight message's result must carry */
-    int n_rows, n_groups;     /* the in-flight message */
-    int32_t *msg_groups;      /* (n_expert) indices into the work's groups */
+    uint64_t id;          /* the id the in-flight message's result must carry */
+    int n_rows, n_groups; /* the in-flight message */
+    int32_t *msg_groups;  /* (n_expert) indices into the work's groups */
     int n_queued;
-    int32_t *queued;          /* (n_expert) groups waiting for this worker */
-    int64_t rows_in_flight;   /* rows assigned to this worker and not answered */
-    int32_t *rowmap;          /* (max_rows) wire row -> row of the work */
-    Moe__V1__RowGroup *groups;/* (n_expert) */
+    int32_t *queued;           /* (n_expert) groups waiting for this worker */
+    int64_t rows_in_flight;    /* rows assigned to this worker and not answered */
+    int32_t *rowmap;           /* (max_rows) wire row -> row of the work */
+    Moe__V1__RowGroup *groups; /* (n_expert) */
     Moe__V1__RowGroup **gp;
-    uint8_t *act;             /* wire activations, grown on demand */
+    uint8_t *act; /* wire activations, grown on demand */
     size_t act_cap;
-    uint8_t *msg;             /* packed request */
+    uint8_t *msg; /* packed request */
     size_t msg_cap;
     uint64_t n_batches, n_failures;
     rtag t_start, t_send, t_recv, t_status, t_info;
@@ -55,8 +55,8 @@ struct rworker {
 /* Which workers hold each (layer, expert): rep[off[i] .. off[i+1]). */
 typedef struct rplace {
     uint64_t epoch;
-    uint32_t *off;            /* (n_layer * n_expert + 1) */
-    int32_t *rep;             /* worker indices into remote_be.w */
+    uint32_t *off; /* (n_layer * n_expert + 1) */
+    int32_t *rep;  /* worker indices into remote_be.w */
 } rplace;
 
 typedef struct remote_be {
@@ -69,19 +69,19 @@ typedef struct remote_be {
     rworker **w;
     int n, cap;
     rplace pl;
-    moe__rctl *ctl;                /* NULL with a fixed worker list */
+    moe__rctl *ctl; /* NULL with a fixed worker list */
     /* the batch */
     const moe_expert_work *work;
-    int32_t *owner;           /* (n_expert) worker of each group, -1 = none now */
-    uint8_t *done;            /* (n_expert) */
-    int32_t *moved;           /* (n_expert) scratch: a failed worker's groups */
+    int32_t *owner; /* (n_expert) worker of each group, -1 = none now */
+    uint8_t *done;  /* (n_expert) */
+    int32_t *moved; /* (n_expert) scratch: a failed worker's groups */
     int n_todo;
-    unsigned rr;              /* rotates ties between equally loaded replicas */
+    unsigned rr; /* rotates ties between equally loaded replicas */
     uint64_t next_id;
     int status;
     moe_err err;
-    int64_t fail_us;          /* the batch's first worker failure (0: none) */
-    char last_why[400];       /* the batch's last worker failure, for the error */
+    int64_t fail_us;    /* the batch's first worker failure (0: none) */
+    char last_why[400]; /* the batch's last worker failure, for the error */
     moe_remote_stats st;
 } remote_be;
 

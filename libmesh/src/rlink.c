@@ -21,11 +21,11 @@ struct moe_rlink {
     char who[64];
     redisContext *c;
     int connect_ms, cmd_ms;
-    int64_t next_try_ms;   /* no connection attempt before this */
+    int64_t next_try_ms; /* no connection attempt before this */
     int backoff_ms;
-    int was_up;            /* for "lost"/"connected" log lines once per change */
+    int was_up; /* for "lost"/"connected" log lines once per change */
     int logged_down;
-    size_t n_appended;     /* pipeline */
+    size_t n_appended; /* pipeline */
     int pipe_broken;
     char *channels[MAX_CHANNELS];
     int n_channels;
@@ -38,7 +38,6 @@ static int copy_part(char *dst, size_t cap, const char *s, size_t n) {
     dst[n] = 0;
     return 0;
 }
-
 
 /* url for error messages, the credentials replaced by "***". */
 static void url_redact(char *buf, size_t cap, const char *url) {
@@ -65,7 +64,8 @@ int moe_redis_url_parse(moe_redis_url *u, const char *url, moe_err *err) {
     char shown[256];
     url_redact(shown, sizeof shown, url);
     const char *p = url;
-    if (!strncmp(p, "redis://", 8)) p += 8;
+    if (!strncmp(p, "redis://", 8))
+        p += 8;
     else if (strstr(p, "://"))
         return moe_err_set(err, MOE_EINVAL, "Redis URL '%s': only redis:// is supported", shown);
     const char *at = strrchr(p, '@');
@@ -243,15 +243,19 @@ void moe_rlink_append(moe_rlink *l, const char *fmt, ...) {
     if (!l->c || l->pipe_broken) return;
     va_list ap;
     va_start(ap, fmt);
-    if (redisvAppendCommand(l->c, fmt, ap) == REDIS_OK) l->n_appended++;
-    else l->pipe_broken = 1;
+    if (redisvAppendCommand(l->c, fmt, ap) == REDIS_OK)
+        l->n_appended++;
+    else
+        l->pipe_broken = 1;
     va_end(ap);
 }
 
 void moe_rlink_appendargv(moe_rlink *l, int argc, const char **argv, const size_t *argvlen) {
     if (!l->c || l->pipe_broken) return;
-    if (redisAppendCommandArgv(l->c, argc, argv, argvlen) == REDIS_OK) l->n_appended++;
-    else l->pipe_broken = 1;
+    if (redisAppendCommandArgv(l->c, argc, argv, argvlen) == REDIS_OK)
+        l->n_appended++;
+    else
+        l->pipe_broken = 1;
 }
 
 int moe_rlink_flush(moe_rlink *l, void (*cb)(void *ud, size_t i, redisReply *r), void *ud) {
@@ -341,4 +345,6 @@ int moe_rlink_sub_poll(moe_rlink *l, int timeout_ms,
     return n;
 }
 
-moe_rlink_stats moe_rlink_get_stats(const moe_rlink *l) { return l->st; }
+moe_rlink_stats moe_rlink_get_stats(const moe_rlink *l) {
+    return l->st;
+}

@@ -27,13 +27,15 @@ static int parse_ranges(const char **pp, uint8_t *mark, int n, const char *spec,
         if (*p == '-') {
             p++;
             if (!isdigit((unsigned char)*p))
-                return moe_err_set(err, MOE_EINVAL, "--experts '%s': bad range end at '%s'", spec, p);
+                return moe_err_set(err, MOE_EINVAL, "--experts '%s': bad range end at '%s'", spec,
+                                   p);
             b = strtol(p, &end, 10);
             p = end;
         }
         if (a > b || b >= n)
-            return moe_err_set(err, MOE_EINVAL, "--experts '%s': experts %ld-%ld out of range [0, %d)",
-                               spec, a, b, n);
+            return moe_err_set(err, MOE_EINVAL,
+                               "--experts '%s': experts %ld-%ld out of range [0, %d)", spec, a, b,
+                               n);
         for (long e = a; e <= b; e++) mark[e] = 1;
         any = 1;
     }
@@ -43,7 +45,7 @@ static int parse_ranges(const char **pp, uint8_t *mark, int n, const char *spec,
 }
 
 int moe_slice_parse(moe_slice *s, const char *spec, int n_layer, int n_expert,
-                   const uint8_t *moe_layer_ok, moe_err *err) {
+                    const uint8_t *moe_layer_ok, moe_err *err) {
     s->n_layer = n_layer;
     s->n_expert = n_expert;
     s->held = calloc((size_t)n_layer * (size_t)n_expert, 1);
@@ -73,7 +75,8 @@ int moe_slice_parse(moe_slice *s, const char *spec, int n_layer, int n_expert,
                 continue;
             }
             if (*p != 'L' || !isdigit((unsigned char)p[1])) {
-                rc = moe_err_set(err, MOE_EINVAL, "--experts '%s': expected 'L<layer>:' at '%s'", spec, p);
+                rc = moe_err_set(err, MOE_EINVAL, "--experts '%s': expected 'L<layer>:' at '%s'",
+                                 spec, p);
                 goto done;
             }
             char *end;
@@ -81,7 +84,8 @@ int moe_slice_parse(moe_slice *s, const char *spec, int n_layer, int n_expert,
             if (*end != ':' || l < 0 || l >= n_layer || !moe_layer_ok[l]) {
                 rc = moe_err_set(err, MOE_EINVAL,
                                  "--experts '%s': layer at '%s' is not a MoE layer of this model "
-                                 "(0-%d)", spec, p, n_layer - 1);
+                                 "(0-%d)",
+                                 spec, p, n_layer - 1);
                 goto done;
             }
             p = end + 1;
@@ -139,7 +143,8 @@ size_t moe_slice_format(const moe_slice *s, char *buf, size_t cap) {
             char part[48];
             int k = first ? snprintf(part, sizeof part, "%sL%d:", n ? ";" : "", l) : 0;
             k += f == e ? snprintf(part + k, sizeof part - (size_t)k, "%s%d", first ? "" : ",", f)
-                        : snprintf(part + k, sizeof part - (size_t)k, "%s%d-%d", first ? "" : ",", f, e);
+                        : snprintf(part + k, sizeof part - (size_t)k, "%s%d-%d", first ? "" : ",",
+                                   f, e);
             first = 0;
             if (n + (size_t)k < cap) memcpy(buf + n, part, (size_t)k + 1);
             n += (size_t)k;

@@ -10,16 +10,20 @@
 
 size_t moe_wire_elt_bytes(int dtype) {
     switch (dtype) {
-    case MOE__V1__DTYPE__DTYPE_F32: return 4;
-    case MOE__V1__DTYPE__DTYPE_BF16: return 2;
-    default: return 0;
+    case MOE__V1__DTYPE__DTYPE_F32:
+        return 4;
+    case MOE__V1__DTYPE__DTYPE_BF16:
+        return 2;
+    default:
+        return 0;
     }
 }
 
 int moe_wire_check_request(const Moe__V1__ForwardRequest *r, const moe_wire_shape *s, int *n_rows,
                            moe_err *err) {
     const size_t eb = moe_wire_elt_bytes((int)r->dtype);
-    if (!eb) return moe_err_set(err, MOE_EFORMAT, "dtype %d is not f32 (0) or bf16 (1)", (int)r->dtype);
+    if (!eb)
+        return moe_err_set(err, MOE_EFORMAT, "dtype %d is not f32 (0) or bf16 (1)", (int)r->dtype);
     if (r->layer >= (uint32_t)s->n_layer)
         return moe_err_set(err, MOE_EFORMAT, "layer %u out of range [0, %d)", r->layer, s->n_layer);
     if (r->hidden != (uint32_t)s->hidden)
@@ -47,10 +51,9 @@ int moe_wire_check_request(const Moe__V1__ForwardRequest *r, const moe_wire_shap
     }
     const uint64_t want = next * (uint64_t)s->hidden * eb;
     if (r->activations.len != want)
-        return moe_err_set(err, MOE_EFORMAT,
-                           "activations are %zu bytes, %llu rows x %d x %zu bytes need %llu",
-                           r->activations.len, (unsigned long long)next, s->hidden, eb,
-                           (unsigned long long)want);
+        return moe_err_set(
+            err, MOE_EFORMAT, "activations are %zu bytes, %llu rows x %d x %zu bytes need %llu",
+            r->activations.len, (unsigned long long)next, s->hidden, eb, (unsigned long long)want);
     *n_rows = (int)next;
     return 0;
 }

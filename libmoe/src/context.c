@@ -29,74 +29,99 @@ struct moe_ctx {
     moe_expert_backend *experts;
     int own_experts;
     int n_ctx, n_slots, n_batch;
-    int *slot_len;   /* (n_slots) */
-    int *slot_tmp;   /* (n_slots) validation scratch */
+    int *slot_len; /* (n_slots) */
+    int *slot_tmp; /* (n_slots) validation scratch */
     int q_dim, kv_dim;
-    int k_route;     /* experts per token: n_expert_used, or n_expert when dense */
+    int k_route; /* experts per token: n_expert_used, or n_expert when dense */
     int dense_moe;
     float capacity_factor;
     moe_ctx_stats stats;
 
-    float *kv_k;     /* (n_layer, n_slots, n_ctx, kv_dim) */
-    float *kv_v;     /* (n_layer, n_slots, n_ctx, kv_dim) */
+    float *kv_k; /* (n_layer, n_slots, n_ctx, kv_dim) */
+    float *kv_v; /* (n_layer, n_slots, n_ctx, kv_dim) */
 
     /* scratch for one ubatch of up to n_batch tokens */
-    float *x;        /* (n_batch, n_embd) residual stream */
-    float *h;        /* (n_batch, n_embd) normed input of a block */
-    void *act;       /* (n_batch) rows of up to max_k elements in a dot type */
-    float *q;        /* (n_batch, q_dim) */
-    float *kx;       /* (n_batch, kv_dim) */
-    float *vx;       /* (n_batch, kv_dim) */
-    float *attn;     /* (n_batch, max(q_dim, n_head*head_dim_v)) attention output */
+    float *x;    /* (n_batch, n_embd) residual stream */
+    float *h;    /* (n_batch, n_embd) normed input of a block */
+    void *act;   /* (n_batch) rows of up to max_k elements in a dot type */
+    float *q;    /* (n_batch, q_dim) */
+    float *kx;   /* (n_batch, kv_dim) */
+    float *vx;   /* (n_batch, kv_dim) */
+    float *attn; /* (n_batch, max(q_dim, n_head*head_dim_v)) attention output */
     /* MLA scratch (deepseek2) */
-    float *mla_qa;   /* (n_batch, q_lora_rank) */
-    float *mla_qabs; /* (n_batch, n_head*(kv_lora_rank+n_rot)) absorbed q | q_pe */
-    float *mla_o;    /* (n_batch, n_head*kv_lora_rank) attention output in the latent */
-    float *mla_tmp;  /* (n_batch, max(head_dim - n_rot, kv_lora_rank)) one head's rows */
+    float *mla_qa;          /* (n_batch, q_lora_rank) */
+    float *mla_qabs;        /* (n_batch, n_head*(kv_lora_rank+n_rot)) absorbed q | q_pe */
+    float *mla_o;           /* (n_batch, n_head*kv_lora_rank) attention output in the latent */
+    float *mla_tmp;         /* (n_batch, max(head_dim - n_rot, kv_lora_rank)) one head's rows */
     moe__mm_job *head_jobs; /* (n_head) */
-    float *scores;   /* (n_threads, n_ctx) */
-    float *router;   /* (n_batch, n_expert) */
-    float *route_scratch; /* MOE_ROUTE_SCRATCH(n_expert) */
-    int32_t *sel;    /* (n_batch, n_expert_used) chosen experts */
-    float *selw;     /* (n_batch, n_expert_used) their weights */
-    int32_t *grp_expert; /* (n_expert) */
-    int32_t *grp_start;  /* (n_expert + 1) */
-    int32_t *row_of;     /* (n_batch, n_expert_used) row in ex_x of each choice */
-    int32_t *count;      /* (n_expert) */
-    float *ex_x;     /* (n_batch * n_expert_used, n_embd) */
-    float *ex_y;     /* (n_batch * n_expert_used, n_embd) */
-    float *sh_g;     /* (n_batch, max(n_ff_shexp, n_ff)) shared/dense FFN gate */
-    float *sh_u;     /* (n_batch, max(n_ff_shexp, n_ff)) shared/dense FFN up */
-    float *sh_gate;  /* (n_batch) */
-    float *moe_out;  /* (n_batch, n_embd) */
-    float *out_rows; /* (n_batch, n_embd) normed rows that need logits */
+    float *scores;          /* (n_threads, n_ctx) */
+    float *router;          /* (n_batch, n_expert) */
+    float *route_scratch;   /* MOE_ROUTE_SCRATCH(n_expert) */
+    int32_t *sel;           /* (n_batch, n_expert_used) chosen experts */
+    float *selw;            /* (n_batch, n_expert_used) their weights */
+    int32_t *grp_expert;    /* (n_expert) */
+    int32_t *grp_start;     /* (n_expert + 1) */
+    int32_t *row_of;        /* (n_batch, n_expert_used) row in ex_x of each choice */
+    int32_t *count;         /* (n_expert) */
+    float *ex_x;            /* (n_batch * n_expert_used, n_embd) */
+    float *ex_y;            /* (n_batch * n_expert_used, n_embd) */
+    float *sh_g;            /* (n_batch, max(n_ff_shexp, n_ff)) shared/dense FFN gate */
+    float *sh_u;            /* (n_batch, max(n_ff_shexp, n_ff)) shared/dense FFN up */
+    float *sh_gate;         /* (n_batch) */
+    float *moe_out;         /* (n_batch, n_embd) */
+    float *out_rows;        /* (n_batch, n_embd) normed rows that need logits */
     moe__mm_job jobs[8];
 
-    float *logits;   /* (n_logits, n_vocab) of the last decode */
+    float *logits; /* (n_logits, n_vocab) of the last decode */
     int n_logits, cap_logits;
-    int gate_margins;      /* record gate_margin (moe_ctx_params.gate_margins) */
-    float *gate_margin;    /* (cap_margins) per row of the last decode, if recorded */
+    int gate_margins;   /* record gate_margin (moe_ctx_params.gate_margins) */
+    float *gate_margin; /* (cap_margins) per row of the last decode, if recorded */
     int n_margins, cap_margins;
 };
 
 moe_ctx_params moe_ctx_default_params(void) {
-    return (moe_ctx_params){.n_threads = 1, .n_ctx = 0, .n_slots = 1, .n_batch = 512,
-                            .experts = NULL};
+    return (moe_ctx_params){
+        .n_threads = 1, .n_ctx = 0, .n_slots = 1, .n_batch = 512, .experts = NULL};
 }
 
 void moe_ctx_destroy(moe_ctx *c) {
     if (!c) return;
     if (c->own_experts) moe_expert_backend_destroy(c->experts);
     moe_pool_destroy(c->pool);
-    free(c->slot_len); free(c->slot_tmp);
-    free(c->kv_k); free(c->kv_v);
-    free(c->x); free(c->h); free(c->act); free(c->q); free(c->kx); free(c->vx);
-    free(c->attn); free(c->scores); free(c->router); free(c->route_scratch);
-    free(c->sel); free(c->selw);
-    free(c->grp_expert); free(c->grp_start); free(c->row_of); free(c->count);
-    free(c->ex_x); free(c->ex_y); free(c->sh_g); free(c->sh_u); free(c->sh_gate);
-    free(c->moe_out); free(c->out_rows); free(c->logits); free(c->gate_margin);
-    free(c->mla_qa); free(c->mla_qabs); free(c->mla_o); free(c->mla_tmp); free(c->head_jobs);
+    free(c->slot_len);
+    free(c->slot_tmp);
+    free(c->kv_k);
+    free(c->kv_v);
+    free(c->x);
+    free(c->h);
+    free(c->act);
+    free(c->q);
+    free(c->kx);
+    free(c->vx);
+    free(c->attn);
+    free(c->scores);
+    free(c->router);
+    free(c->route_scratch);
+    free(c->sel);
+    free(c->selw);
+    free(c->grp_expert);
+    free(c->grp_start);
+    free(c->row_of);
+    free(c->count);
+    free(c->ex_x);
+    free(c->ex_y);
+    free(c->sh_g);
+    free(c->sh_u);
+    free(c->sh_gate);
+    free(c->moe_out);
+    free(c->out_rows);
+    free(c->logits);
+    free(c->gate_margin);
+    free(c->mla_qa);
+    free(c->mla_qabs);
+    free(c->mla_o);
+    free(c->mla_tmp);
+    free(c->head_jobs);
     free(c);
 }
 
@@ -108,8 +133,8 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     int n_ctx = p->n_ctx > 0 ? p->n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
     if (p->n_threads < 1 || p->n_threads > 256)
         return moe_err_set(err, MOE_EINVAL, "n_threads %d out of range [1, 256]", p->n_threads);
-    if (p->n_slots < 1 || p->n_slots > 65536 || p->n_batch < 1 || p->n_batch > 65536 ||
-        n_ctx < 1 || n_ctx > (1 << 22))
+    if (p->n_slots < 1 || p->n_slots > 65536 || p->n_batch < 1 || p->n_batch > 65536 || n_ctx < 1 ||
+        n_ctx > (1 << 22))
         return moe_err_set(err, MOE_EINVAL, "n_ctx %d, n_slots %d or n_batch %d out of range",
                            n_ctx, p->n_slots, p->n_batch);
     moe_ctx *c = calloc(1, sizeof *c);
@@ -142,12 +167,14 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     const size_t B = (size_t)c->n_batch, E = (size_t)hp->n_embd, K = (size_t)c->k_route;
     const size_t kv = (size_t)hp->n_layer * (size_t)c->n_slots * (size_t)n_ctx * (size_t)c->kv_dim;
     const size_t H = (size_t)hp->n_head, R = (size_t)hp->kv_lora_rank;
-    const size_t attn_w = (size_t)c->q_dim > H * (size_t)hp->head_dim_v ? (size_t)c->q_dim
-                                                                          : H * (size_t)hp->head_dim_v;
+    const size_t attn_w = (size_t)c->q_dim > H * (size_t)hp->head_dim_v
+                              ? (size_t)c->q_dim
+                              : H * (size_t)hp->head_dim_v;
     size_t max_k = E;
     if (attn_w > max_k) max_k = attn_w;
     if (hp->is_mla) {
-        const size_t tmpw = R > (size_t)(hp->head_dim - hp->n_rot) ? R : (size_t)(hp->head_dim - hp->n_rot);
+        const size_t tmpw =
+            R > (size_t)(hp->head_dim - hp->n_rot) ? R : (size_t)(hp->head_dim - hp->n_rot);
         if (H * tmpw > max_k) max_k = H * tmpw; /* every head's rows quantised at once */
         if ((size_t)hp->q_lora_rank > max_k) max_k = (size_t)hp->q_lora_rank;
         c->mla_qa = moe__alloc(B * ((size_t)hp->q_lora_rank + 1) * 4);
@@ -191,12 +218,11 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     c->moe_out = moe__alloc(B * E * 4);
     c->out_rows = moe__alloc(B * E * 4);
     if (!c->slot_len || !c->slot_tmp || !c->kv_k || !c->kv_v || !c->x || !c->h || !c->act ||
-        !c->q || !c->kx || !c->vx || !c->attn || !c->scores || !c->router ||
-        !c->route_scratch || !c->sel ||
-        !c->selw || !c->grp_expert || !c->grp_start || !c->row_of || !c->count || !c->ex_x ||
-        !c->ex_y || !c->sh_g || !c->sh_u || !c->sh_gate || !c->moe_out || !c->out_rows) {
-        rc = moe_err_set(err, MOE_ENOMEM,
-                         "out of memory for the KV cache (%.1f MiB) and scratch",
+        !c->q || !c->kx || !c->vx || !c->attn || !c->scores || !c->router || !c->route_scratch ||
+        !c->sel || !c->selw || !c->grp_expert || !c->grp_start || !c->row_of || !c->count ||
+        !c->ex_x || !c->ex_y || !c->sh_g || !c->sh_u || !c->sh_gate || !c->moe_out ||
+        !c->out_rows) {
+        rc = moe_err_set(err, MOE_ENOMEM, "out of memory for the KV cache (%.1f MiB) and scratch",
                          2.0 * (double)kv * 4 / (1 << 20));
         goto fail;
     }
@@ -231,8 +257,9 @@ static void embed_row(const moe_tensor *t, int32_t tok, float *out) {
 }
 
 static inline float *kv_at(const moe_ctx *c, float *base, int il, int slot, int pos) {
-    return base + (((size_t)il * (size_t)c->n_slots + (size_t)slot) * (size_t)c->n_ctx +
-                   (size_t)pos) * (size_t)c->kv_dim;
+    return base +
+           (((size_t)il * (size_t)c->n_slots + (size_t)slot) * (size_t)c->n_ctx + (size_t)pos) *
+               (size_t)c->kv_dim;
 }
 
 /* ---- Attention ------------------------------------------------------------------ */
@@ -241,12 +268,12 @@ typedef struct attn_ctx {
     moe_ctx *c;
     int il, n;
     const int32_t *pos, *slot;
-    const float *q;  /* head h of row i at q + i*q_stride + h*dk */
+    const float *q; /* head h of row i at q + i*q_stride + h*dk */
     int q_stride;
-    int dk, dv;      /* q/k head size, v head size */
-    float *out;      /* head h of row i at out + i*out_stride + h*dv */
+    int dk, dv; /* q/k head size, v head size */
+    float *out; /* head h of row i at out + i*out_stride + h*dv */
     int out_stride;
-    int mla;         /* V is the first dv values of each K row, one kv head */
+    int mla; /* V is the first dv values of each K row, one kv head */
 } attn_ctx;
 
 static void attn_task(void *arg, int ith, int nth) {
@@ -262,7 +289,8 @@ static void attn_task(void *arg, int ith, int nth) {
         const int n_kv = a->pos[i] + 1;
         const float *q = a->q + (size_t)i * (size_t)a->q_stride + (size_t)h * (size_t)a->dk;
         const float *K0 = kv_at(c, c->kv_k, a->il, a->slot[i], 0) + (size_t)kh * (size_t)a->dk;
-        const float *V0 = a->mla ? K0 : kv_at(c, c->kv_v, a->il, a->slot[i], 0) + (size_t)kh * (size_t)a->dv;
+        const float *V0 =
+            a->mla ? K0 : kv_at(c, c->kv_v, a->il, a->slot[i], 0) + (size_t)kh * (size_t)a->dv;
         for (int j = 0; j < n_kv; j++)
             sc[j] = c->k->dot_f32(a->dk, q, K0 + (size_t)j * (size_t)c->kv_dim) * scale;
         moe_op_softmax(sc, n_kv);
@@ -361,8 +389,15 @@ static void matmul_heads(moe_ctx *c, const moe_tensor *W, const float *X, int x_
                    (size_t)k * sizeof(float));
         char *xq = (char *)c->act + arb * (size_t)n * (size_t)h;
         moe_op_quantize(c->k, W->type, c->mla_tmp, xq, n, k);
-        c->head_jobs[h] = (moe__mm_job){W->type, (const char *)W->data + wrb * (size_t)m * (size_t)h,
-                                        m, k, xq, n, Y + (size_t)h * (size_t)m, ldy, NULL};
+        c->head_jobs[h] = (moe__mm_job){W->type,
+                                        (const char *)W->data + wrb * (size_t)m * (size_t)h,
+                                        m,
+                                        k,
+                                        xq,
+                                        n,
+                                        Y + (size_t)h * (size_t)m,
+                                        ldy,
+                                        NULL};
     }
     moe__matmul_jobs(c->k, c->pool, c->head_jobs, H);
 }
@@ -408,7 +443,8 @@ static void attention_mla(moe_ctx *c, int il, int n, const int32_t *pos, const i
         float *row = c->mla_qabs + (size_t)i * (size_t)H * QA;
         for (int h = H - 1; h >= 0; h--) {
             memmove(row + (size_t)h * QA, row + (size_t)h * R, (size_t)R * sizeof(float));
-            memcpy(row + (size_t)h * QA + R, c->q + (size_t)i * (size_t)c->q_dim + (size_t)h * Dk + nope,
+            memcpy(row + (size_t)h * QA + R,
+                   c->q + (size_t)i * (size_t)c->q_dim + (size_t)h * Dk + nope,
                    (size_t)P * sizeof(float));
         }
     }
@@ -488,8 +524,8 @@ static int moe_block(moe_ctx *c, int il, int n, int row0, moe_err *err) {
             if (gm < *mm) *mm = gm;
         }
     }
-    c->stats.n_dropped += (uint64_t)moe_route_capacity(c->capacity_factor, X, n, K, c->sel,
-                                                        c->selw, c->count);
+    c->stats.n_dropped +=
+        (uint64_t)moe_route_capacity(c->capacity_factor, X, n, K, c->sel, c->selw, c->count);
 
     /* group rows by expert; dropped choices (sel -1) get no row */
     memset(c->count, 0, (size_t)X * sizeof(int32_t));
@@ -518,8 +554,13 @@ static int moe_block(moe_ctx *c, int il, int n, int row0, moe_err *err) {
             memcpy(c->ex_x + (size_t)r_ * E, c->h + (size_t)i * E, (size_t)E * sizeof(float));
         }
     }
-    moe_expert_work w = {.layer = il, .n_groups = n_groups, .expert = c->grp_expert,
-                         .row_start = c->grp_start, .n_embd = E, .x = c->ex_x, .y = c->ex_y};
+    moe_expert_work w = {.layer = il,
+                         .n_groups = n_groups,
+                         .expert = c->grp_expert,
+                         .row_start = c->grp_start,
+                         .n_embd = E,
+                         .x = c->ex_x,
+                         .y = c->ex_y};
     int rc = c->experts->submit(c->experts->ctx, &w, err);
     if (rc < 0) return rc;
 
@@ -610,11 +651,11 @@ int moe_ctx_decode(moe_ctx *c, const moe_batch *b, moe_err *err) {
     for (int i = 0; i < b->n_tokens; i++) {
         const int32_t t = b->token[i], s = b->slot[i], p = b->pos[i];
         if (t < 0 || t >= hp->n_vocab)
-            return moe_err_set(err, MOE_ERANGE, "batch row %d: token id %d out of range [0, %d)",
-                               i, t, hp->n_vocab);
+            return moe_err_set(err, MOE_ERANGE, "batch row %d: token id %d out of range [0, %d)", i,
+                               t, hp->n_vocab);
         if (s < 0 || s >= c->n_slots)
-            return moe_err_set(err, MOE_ERANGE, "batch row %d: slot %d out of range [0, %d)", i,
-                               s, c->n_slots);
+            return moe_err_set(err, MOE_ERANGE, "batch row %d: slot %d out of range [0, %d)", i, s,
+                               c->n_slots);
         if (p != c->slot_tmp[s])
             return moe_err_set(err, MOE_EINVAL,
                                "batch row %d: slot %d expects position %d next, got %d", i, s,

@@ -7,23 +7,25 @@
 #include "moe/error.h"
 
 int moe_dtype_supported(uint32_t t) {
-    return t == MOE_DTYPE_F32 || t == MOE_DTYPE_F16 || t == MOE_DTYPE_Q8_0 ||
-           t == MOE_DTYPE_BF16;
+    return t == MOE_DTYPE_F32 || t == MOE_DTYPE_F16 || t == MOE_DTYPE_Q8_0 || t == MOE_DTYPE_BF16;
 }
 
 const char *moe_dtype_name(moe_dtype t) {
     switch (t) {
-    case MOE_DTYPE_F32: return "f32";
-    case MOE_DTYPE_F16: return "f16";
-    case MOE_DTYPE_Q8_0: return "q8_0";
-    case MOE_DTYPE_BF16: return "bf16";
+    case MOE_DTYPE_F32:
+        return "f32";
+    case MOE_DTYPE_F16:
+        return "f16";
+    case MOE_DTYPE_Q8_0:
+        return "q8_0";
+    case MOE_DTYPE_BF16:
+        return "bf16";
     }
     return "?";
 }
 
 int moe_dtype_parse(const char *name, moe_dtype *t) {
-    static const moe_dtype all[] = {MOE_DTYPE_F32, MOE_DTYPE_F16, MOE_DTYPE_Q8_0,
-                                    MOE_DTYPE_BF16};
+    static const moe_dtype all[] = {MOE_DTYPE_F32, MOE_DTYPE_F16, MOE_DTYPE_Q8_0, MOE_DTYPE_BF16};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         if (!strcasecmp(name, moe_dtype_name(all[i]))) {
             *t = all[i];
@@ -39,10 +41,14 @@ size_t moe_dtype_block_elems(moe_dtype t) {
 
 size_t moe_dtype_block_bytes(moe_dtype t) {
     switch (t) {
-    case MOE_DTYPE_F32: return 4;
-    case MOE_DTYPE_F16: return 2;
-    case MOE_DTYPE_BF16: return 2;
-    case MOE_DTYPE_Q8_0: return sizeof(moe_block_q8_0);
+    case MOE_DTYPE_F32:
+        return 4;
+    case MOE_DTYPE_F16:
+        return 2;
+    case MOE_DTYPE_BF16:
+        return 2;
+    case MOE_DTYPE_Q8_0:
+        return sizeof(moe_block_q8_0);
     }
     return 0;
 }
@@ -112,7 +118,9 @@ uint16_t moe_f32_to_bf16(float f) {
 
 void moe_dtype_from_f32(moe_dtype t, const float *src, void *dst, int64_t n) {
     switch (t) {
-    case MOE_DTYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
+    case MOE_DTYPE_F32:
+        memcpy(dst, src, (size_t)n * 4);
+        break;
     case MOE_DTYPE_F16:
         for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = moe_f32_to_f16(src[i]);
         break;
@@ -137,7 +145,9 @@ void moe_dtype_from_f32(moe_dtype t, const float *src, void *dst, int64_t n) {
 
 void moe_dtype_to_f32(moe_dtype t, const void *src, float *dst, int64_t n) {
     switch (t) {
-    case MOE_DTYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
+    case MOE_DTYPE_F32:
+        memcpy(dst, src, (size_t)n * 4);
+        break;
     case MOE_DTYPE_F16:
         for (int64_t i = 0; i < n; i++) dst[i] = moe_f16_to_f32(((const uint16_t *)src)[i]);
         break;

@@ -9,18 +9,30 @@
 
 const char *moe_strerror(int code) {
     switch (code) {
-    case MOE_OK: return "success";
-    case MOE_EINVAL: return "invalid argument";
-    case MOE_ENOMEM: return "out of memory";
-    case MOE_EIO: return "input/output error";
-    case MOE_EFORMAT: return "malformed input";
-    case MOE_ERANGE: return "value out of range";
-    case MOE_ENOTSUP: return "not supported";
-    case MOE_ENOTFOUND: return "not found";
-    case MOE_ENOSPC: return "no space left";
-    case MOE_ENUMERIC: return "non-finite number";
-    case MOE_EUNAVAIL: return "unavailable";
-    default: return "unknown error";
+    case MOE_OK:
+        return "success";
+    case MOE_EINVAL:
+        return "invalid argument";
+    case MOE_ENOMEM:
+        return "out of memory";
+    case MOE_EIO:
+        return "input/output error";
+    case MOE_EFORMAT:
+        return "malformed input";
+    case MOE_ERANGE:
+        return "value out of range";
+    case MOE_ENOTSUP:
+        return "not supported";
+    case MOE_ENOTFOUND:
+        return "not found";
+    case MOE_ENOSPC:
+        return "no space left";
+    case MOE_ENUMERIC:
+        return "non-finite number";
+    case MOE_EUNAVAIL:
+        return "unavailable";
+    default:
+        return "unknown error";
     }
 }
 

@@ -38,7 +38,8 @@ static void act_rows(void *arg, int ith, int nth) {
     const local_be *b = a->b;
     const int64_t F = b->m->hp.n_ff_exp;
     const size_t rb = moe__act_row_bytes(a->down_type, F);
-    const int r0 = (int)((int64_t)a->n_rows * ith / nth), r1 = (int)((int64_t)a->n_rows * (ith + 1) / nth);
+    const int r0 = (int)((int64_t)a->n_rows * ith / nth),
+              r1 = (int)((int64_t)a->n_rows * (ith + 1) / nth);
     for (int r = r0; r < r1; r++) {
         float *g = b->g + (size_t)r * F;
         moe_op_swiglu(g, b->u + (size_t)r * F, g, F);
@@ -51,22 +52,23 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
     const moe_model *m = b->m;
     const moe_hparams *hp = &m->hp;
     b->status = 0;
-    if (w->layer < 0 || w->layer >= hp->n_layer || w->n_embd != hp->n_embd ||
-        w->n_groups < 0 || w->n_groups > b->max_groups)
+    if (w->layer < 0 || w->layer >= hp->n_layer || w->n_embd != hp->n_embd || w->n_groups < 0 ||
+        w->n_groups > b->max_groups)
         return b->status = moe_err_set(err, MOE_EINVAL,
                                        "expert work: bad layer %d, width %d or group count %d",
                                        w->layer, w->n_embd, w->n_groups);
     const int n_rows = w->n_groups ? w->row_start[w->n_groups] : 0;
     if (n_rows > b->max_rows || (w->n_groups && w->row_start[0] != 0))
-        return b->status = moe_err_set(err, MOE_ERANGE, "expert work: %d rows exceed the %d "
-                                                        "this backend was sized for",
+        return b->status = moe_err_set(err, MOE_ERANGE,
+                                       "expert work: %d rows exceed the %d "
+                                       "this backend was sized for",
                                        n_rows, b->max_rows);
     for (int g = 0; g < w->n_groups; g++) {
         if (w->expert[g] < 0 || w->expert[g] >= hp->n_expert ||
             w->row_start[g + 1] < w->row_start[g])
             return b->status = moe_err_set(err, MOE_EINVAL,
-                                           "expert work: group %d has bad expert %d or rows",
-                                           g, w->expert[g]);
+                                           "expert work: group %d has bad expert %d or rows", g,
+                                           w->expert[g]);
     }
     if (n_rows == 0) return 0;
 
@@ -86,10 +88,24 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
         const int e = w->expert[g], r0 = w->row_start[g], nb = w->row_start[g + 1] - r0;
         if (nb == 0) continue;
         const void *X = (const char *)b->xq + xrb * (size_t)r0;
-        b->jobs[nj++] = (moe__mm_job){gt, (const char *)L->gate_exps.data + wgate * (size_t)e,
-                                      F, E, X, nb, b->g + (size_t)r0 * F, F, ns ? ns + g : NULL};
-        b->jobs[nj++] = (moe__mm_job){gt, (const char *)L->up_exps.data + wgate * (size_t)e,
-                                      F, E, X, nb, b->u + (size_t)r0 * F, F, ns ? ns + g : NULL};
+        b->jobs[nj++] = (moe__mm_job){gt,
+                                      (const char *)L->gate_exps.data + wgate * (size_t)e,
+                                      F,
+                                      E,
+                                      X,
+                                      nb,
+                                      b->g + (size_t)r0 * F,
+                                      F,
+                                      ns ? ns + g : NULL};
+        b->jobs[nj++] = (moe__mm_job){gt,
+                                      (const char *)L->up_exps.data + wgate * (size_t)e,
+                                      F,
+                                      E,
+                                      X,
+                                      nb,
+                                      b->u + (size_t)r0 * F,
+                                      F,
+                                      ns ? ns + g : NULL};
     }
     moe__matmul_jobs(b->k, b->pool, b->jobs, nj);
 
@@ -100,9 +116,15 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
     for (int g = 0; g < w->n_groups; g++) {
         const int e = w->expert[g], r0 = w->row_start[g], nb = w->row_start[g + 1] - r0;
         if (nb == 0) continue;
-        b->jobs[nj++] = (moe__mm_job){dt, (const char *)L->down_exps.data + wdown * (size_t)e,
-                                      E, F, (const char *)b->hq + hrb * (size_t)r0, nb,
-                                      w->y + (size_t)r0 * E, E, ns ? ns + g : NULL};
+        b->jobs[nj++] = (moe__mm_job){dt,
+                                      (const char *)L->down_exps.data + wdown * (size_t)e,
+                                      E,
+                                      F,
+                                      (const char *)b->hq + hrb * (size_t)r0,
+                                      nb,
+                                      w->y + (size_t)r0 * E,
+                                      E,
+                                      ns ? ns + g : NULL};
     }
     moe__matmul_jobs(b->k, b->pool, b->jobs, nj);
     if (ns)
@@ -127,8 +149,8 @@ static void local_destroy(void *ctx) {
     free(b);
 }
 
-int moe_expert_backend_local_create(moe_expert_backend **out, const moe_model *m,
-                                    moe_pool *pool, int max_rows, moe_err *err) {
+int moe_expert_backend_local_create(moe_expert_backend **out, const moe_model *m, moe_pool *pool,
+                                    int max_rows, moe_err *err) {
     *out = NULL;
     if (max_rows < 1) return moe_err_set(err, MOE_EINVAL, "max_rows must be >= 1");
     local_be *b = calloc(1, sizeof *b);
@@ -148,8 +170,7 @@ int moe_expert_backend_local_create(moe_expert_backend **out, const moe_model *m
     b->ns = calloc((size_t)b->max_groups, sizeof *b->ns);
     if (!b->xq || !b->g || !b->u || !b->hq || !b->jobs || !b->ns) {
         local_destroy(b);
-        return moe_err_set(err, MOE_ENOMEM, "out of memory for expert scratch (%d rows)",
-                           max_rows);
+        return moe_err_set(err, MOE_ENOMEM, "out of memory for expert scratch (%d rows)", max_rows);
     }
     b->be = (moe_expert_backend){b, "local", local_submit, local_wait, local_destroy};
     *out = &b->be;

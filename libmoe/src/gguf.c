@@ -644,11 +644,13 @@ int moe_gguf_open(moe_gguf **out, const char *path, moe_err *err) {
     *out = NULL;
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        rc = moe_err_set(err, MOE_EIO, "%s: open: %s", path, moe_errno_str(errno, ebuf, sizeof ebuf));
+        rc = moe_err_set(err, MOE_EIO, "%s: open: %s", path,
+                         moe_errno_str(errno, ebuf, sizeof ebuf));
         goto fail;
     }
     if (fstat(fd, &st) < 0) {
-        rc = moe_err_set(err, MOE_EIO, "%s: stat: %s", path, moe_errno_str(errno, ebuf, sizeof ebuf));
+        rc = moe_err_set(err, MOE_EIO, "%s: stat: %s", path,
+                         moe_errno_str(errno, ebuf, sizeof ebuf));
         goto fail;
     }
     if (!S_ISREG(st.st_mode)) {
@@ -671,7 +673,8 @@ int moe_gguf_open(moe_gguf **out, const char *path, moe_err *err) {
     g->size = (size_t)st.st_size;
     void *map = mmap(NULL, g->size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED) {
-        rc = moe_err_set(err, MOE_EIO, "%s: mmap: %s", path, moe_errno_str(errno, ebuf, sizeof ebuf));
+        rc = moe_err_set(err, MOE_EIO, "%s: mmap: %s", path,
+                         moe_errno_str(errno, ebuf, sizeof ebuf));
         goto fail;
     }
     g->map = map;

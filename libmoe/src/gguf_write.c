@@ -411,15 +411,15 @@ int moe_gguf_writer_write(moe_gguf_writer *w, const char *path, moe_err *err) {
     if (!o.err && fflush(o.f) != 0) o.err = errno ? errno : EIO;
     if (!o.err && fsync(fileno(o.f)) != 0) o.err = errno;
     if (o.err) {
-        rc =
-            moe_err_set(err, MOE_EIO, "%s: write: %s", path, moe_errno_str(o.err, ebuf, sizeof ebuf));
+        rc = moe_err_set(err, MOE_EIO, "%s: write: %s", path,
+                         moe_errno_str(o.err, ebuf, sizeof ebuf));
         goto fail;
     }
     FILE *f = o.f;
     o.f = NULL;
     if (fclose(f) != 0) {
-        rc =
-            moe_err_set(err, MOE_EIO, "%s: close: %s", path, moe_errno_str(errno, ebuf, sizeof ebuf));
+        rc = moe_err_set(err, MOE_EIO, "%s: close: %s", path,
+                         moe_errno_str(errno, ebuf, sizeof ebuf));
         goto fail;
     }
     if (rename(tmp, path) != 0) {

@@ -36,7 +36,8 @@ static void run_jobs(void *arg, int ith, int nth) {
         c->k->gemm(J->wt, J->k, J->W, r0, r1, J->X, J->nb, J->Y, J->ldy);
         if (J->ns) {
             clock_gettime(CLOCK_MONOTONIC, &t1);
-            const int64_t dt = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec);
+            const int64_t dt =
+                (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec);
             __atomic_fetch_add(J->ns, (uint64_t)(dt > 0 ? dt : 0), __ATOMIC_RELAXED);
         }
     }

@@ -10,12 +10,9 @@
 #include "moe/model.h"
 
 static const char *arch_names[MOE_ARCH_COUNT] = {
-    [MOE_ARCH_LLAMA] = "llama",
-    [MOE_ARCH_QWEN2MOE] = "qwen2moe",
-    [MOE_ARCH_QWEN3MOE] = "qwen3moe",
-    [MOE_ARCH_OLMOE] = "olmoe",
-    [MOE_ARCH_DEEPSEEK] = "deepseek",
-    [MOE_ARCH_DEEPSEEK2] = "deepseek2",
+    [MOE_ARCH_LLAMA] = "llama",       [MOE_ARCH_QWEN2MOE] = "qwen2moe",
+    [MOE_ARCH_QWEN3MOE] = "qwen3moe", [MOE_ARCH_OLMOE] = "olmoe",
+    [MOE_ARCH_DEEPSEEK] = "deepseek", [MOE_ARCH_DEEPSEEK2] = "deepseek2",
 };
 
 const char *moe_arch_name(moe_arch a) {
@@ -49,12 +46,12 @@ static int get_u32(loader *l, const char *key, int *out, int required) {
     int rc = moe_gguf_get_u32(l->g, full, &v);
     if (rc == MOE_ENOTFOUND && !required) return 0;
     if (rc < 0)
-        return moe_err_set(l->err, rc == MOE_ENOTFOUND ? MOE_EFORMAT : rc,
-                           "%s: %s key '%s'", l->path,
-                           rc == MOE_ENOTFOUND ? "missing required" : "bad value for", full);
+        return moe_err_set(l->err, rc == MOE_ENOTFOUND ? MOE_EFORMAT : rc, "%s: %s key '%s'",
+                           l->path, rc == MOE_ENOTFOUND ? "missing required" : "bad value for",
+                           full);
     if (v > (1u << 24)) /* no dimension of a real model comes near; keeps products in int */
-        return moe_err_set(l->err, MOE_ERANGE, "%s: key '%s' = %u is out of range", l->path,
-                           full, v);
+        return moe_err_set(l->err, MOE_ERANGE, "%s: key '%s' = %u is out of range", l->path, full,
+                           v);
     *out = (int)v;
     return 0;
 }
@@ -65,9 +62,9 @@ static int get_f32(loader *l, const char *key, float *out, int required) {
     int rc = moe_gguf_get_f32(l->g, full, out);
     if (rc == MOE_ENOTFOUND && !required) return 0;
     if (rc < 0)
-        return moe_err_set(l->err, rc == MOE_ENOTFOUND ? MOE_EFORMAT : rc,
-                           "%s: %s key '%s'", l->path,
-                           rc == MOE_ENOTFOUND ? "missing required" : "bad value for", full);
+        return moe_err_set(l->err, rc == MOE_ENOTFOUND ? MOE_EFORMAT : rc, "%s: %s key '%s'",
+                           l->path, rc == MOE_ENOTFOUND ? "missing required" : "bad value for",
+                           full);
     return 0;
 }
 
@@ -205,11 +202,10 @@ static int load_hparams(loader *l, moe_hparams *hp) {
         hp->n_rot = hp->head_dim;
         if ((rc = get_u32(l, "rope.dimension_count", &hp->n_rot, 0)) < 0) return rc;
     }
-    if (hp->head_dim <= 0 || hp->head_dim > 65536 || hp->head_dim_v <= 0 || hp->head_dim_v > 65536 ||
-        hp->n_rot <= 0 || hp->n_rot > hp->head_dim || (hp->n_rot & 1))
-        return moe_err_set(l->err, MOE_EFORMAT,
-                           "%s: bad head size %d / rotary dims %d", l->path, hp->head_dim,
-                           hp->n_rot);
+    if (hp->head_dim <= 0 || hp->head_dim > 65536 || hp->head_dim_v <= 0 ||
+        hp->head_dim_v > 65536 || hp->n_rot <= 0 || hp->n_rot > hp->head_dim || (hp->n_rot & 1))
+        return moe_err_set(l->err, MOE_EFORMAT, "%s: bad head size %d / rotary dims %d", l->path,
+                           hp->head_dim, hp->n_rot);
     if (hp->n_expert < 1 || hp->n_expert > 1024 || hp->n_expert_used < 1 ||
         hp->n_expert_used > hp->n_expert)
         return moe_err_set(l->err, MOE_EFORMAT,
@@ -219,9 +215,11 @@ static int load_hparams(loader *l, moe_hparams *hp) {
     if (hp->arch == MOE_ARCH_DEEPSEEK || hp->arch == MOE_ARCH_DEEPSEEK2) {
         /* dense leading layers and shared experts (llama.cpp reads these
          * only for the DeepSeek family) */
-        if ((rc = get_u32(l, "leading_dense_block_count", &hp->n_layer_dense_lead, 0)) < 0) return rc;
+        if ((rc = get_u32(l, "leading_dense_block_count", &hp->n_layer_dense_lead, 0)) < 0)
+            return rc;
         if ((rc = get_u32(l, "expert_shared_count", &hp->n_expert_shared, 1)) < 0) return rc;
-        if (hp->n_layer_dense_lead > 0 && (rc = get_u32(l, "feed_forward_length", &hp->n_ff, 1)) < 0)
+        if (hp->n_layer_dense_lead > 0 &&
+            (rc = get_u32(l, "feed_forward_length", &hp->n_ff, 1)) < 0)
             return rc;
     }
     if (hp->n_layer_dense_lead > hp->n_layer)
@@ -278,8 +276,8 @@ static int load_hparams(loader *l, moe_hparams *hp) {
             return moe_err_set(l->err, rc, "%s: bad value for key '%s'", l->path, key);
         if (gf != 1 && gf != 2)
             return moe_err_set(l->err, MOE_ENOTSUP,
-                               "%s: %s = %u is not supported (1 softmax, 2 sigmoid)", l->path,
-                               key, gf);
+                               "%s: %s = %u is not supported (1 softmax, 2 sigmoid)", l->path, key,
+                               gf);
         hp->gating = gf == 2 ? MOE_GATING_SIGMOID : MOE_GATING_SOFTMAX;
         snprintf(key, sizeof key, "%s.expert_weights_norm", l->arch);
         if ((rc = moe_gguf_get_bool(l->g, key, &hp->expert_norm)) < 0 && rc != MOE_ENOTFOUND)
@@ -292,19 +290,23 @@ static int load_hparams(loader *l, moe_hparams *hp) {
         if ((rc = get_u32(l, "expert_group_used_count", &hp->n_group_used, 0)) < 0) return rc;
         break;
     }
-    default: break;
+    default:
+        break;
     }
     /* routing: group limits as llama.cpp asserts them, then our own checks */
-    if (hp->n_expert_groups > 1 &&
-        !(hp->n_expert_groups < hp->n_expert && hp->n_group_used >= 1 &&
-          hp->n_group_used < hp->n_expert_groups))
+    if (hp->n_expert_groups > 1 && !(hp->n_expert_groups < hp->n_expert && hp->n_group_used >= 1 &&
+                                     hp->n_group_used < hp->n_expert_groups))
         return moe_err_set(l->err, MOE_EFORMAT,
                            "%s: expert_group_count %d / expert_group_used_count %d invalid for %d "
                            "experts (need 0 < used < groups < experts)",
                            l->path, hp->n_expert_groups, hp->n_group_used, hp->n_expert);
-    moe_routing r = {.gating = hp->gating, .n_expert = hp->n_expert, .n_used = hp->n_expert_used,
-                     .norm = hp->expert_norm, .scale = hp->expert_scale,
-                     .n_groups = hp->n_expert_groups, .n_groups_used = hp->n_group_used};
+    moe_routing r = {.gating = hp->gating,
+                     .n_expert = hp->n_expert,
+                     .n_used = hp->n_expert_used,
+                     .norm = hp->expert_norm,
+                     .scale = hp->expert_scale,
+                     .n_groups = hp->n_expert_groups,
+                     .n_groups_used = hp->n_group_used};
     if (moe_routing_check(&r) < 0)
         return moe_err_set(l->err, MOE_EFORMAT,
                            "%s: routing of %d of %d experts in %d of %d groups (scale %g) is "
@@ -319,8 +321,8 @@ static int load_hparams(loader *l, moe_hparams *hp) {
 
 /* Finds a tensor and checks its shape (dims given, trailing ones ignored);
  * returns 0 with t->data NULL if absent and optional. */
-static int get_tensor(loader *l, moe_tensor *t, const char *name, int n_dims,
-                      const int64_t *ne, int optional) {
+static int get_tensor(loader *l, moe_tensor *t, const char *name, int n_dims, const int64_t *ne,
+                      int optional) {
     memset(t, 0, sizeof *t);
     const moe_gguf_tensor *gt = moe_gguf_find_tensor(l->g, name);
     if (!gt) {
@@ -348,8 +350,8 @@ static int get_tensor(loader *l, moe_tensor *t, const char *name, int n_dims,
 static int check_matmul(loader *l, const moe_tensor *t, const char *name) {
     if (t->data && t->ne[0] % 32)
         return moe_err_set(l->err, MOE_ENOTSUP,
-                           "%s: tensor '%s' row length %lld is not a multiple of 32", l->path,
-                           name, (long long)t->ne[0]);
+                           "%s: tensor '%s' row length %lld is not a multiple of 32", l->path, name,
+                           (long long)t->ne[0]);
     return 0;
 }
 
@@ -371,20 +373,20 @@ static int load_layer(loader *l, moe_model *m, int il) {
                   kvd = (int64_t)hp->n_head_kv * hp->head_dim;
     char name[128];
     int rc;
-#define GET(field, suffix, nd, ne, opt)                                                           \
-    do {                                                                                          \
-        snprintf(name, sizeof name, "blk.%d.%s", il, suffix);                                     \
-        if ((rc = get_tensor(l, &L->field, name, nd, ne, opt)) < 0) return rc;                   \
+#define GET(field, suffix, nd, ne, opt)                                                            \
+    do {                                                                                           \
+        snprintf(name, sizeof name, "blk.%d.%s", il, suffix);                                      \
+        if ((rc = get_tensor(l, &L->field, name, nd, ne, opt)) < 0) return rc;                     \
     } while (0)
-#define MM(field, suffix, nd, ne, opt)                                                            \
-    do {                                                                                          \
-        GET(field, suffix, nd, ne, opt);                                                          \
-        if ((rc = check_matmul(l, &L->field, name)) < 0) return rc;                               \
+#define MM(field, suffix, nd, ne, opt)                                                             \
+    do {                                                                                           \
+        GET(field, suffix, nd, ne, opt);                                                           \
+        if ((rc = check_matmul(l, &L->field, name)) < 0) return rc;                                \
     } while (0)
-#define VEC(field, suffix, n, opt)                                                                \
-    do {                                                                                          \
-        GET(field, suffix, 1, T1(n), opt);                                                        \
-        if ((rc = check_f32(l, &L->field, name)) < 0) return rc;                                  \
+#define VEC(field, suffix, n, opt)                                                                 \
+    do {                                                                                           \
+        GET(field, suffix, 1, T1(n), opt);                                                         \
+        if ((rc = check_f32(l, &L->field, name)) < 0) return rc;                                   \
     } while (0)
 
     VEC(attn_norm, "attn_norm.weight", E, 0);
@@ -466,8 +468,8 @@ static int load_layer(loader *l, moe_model *m, int il) {
         MM(down_shexp, "ffn_down_shexp.weight", 2, T2(S, E), 0);
         if (L->gate_shexp.type != L->up_shexp.type)
             return moe_err_set(l->err, MOE_ENOTSUP,
-                               "%s: layer %d: shared expert gate and up must share a type",
-                               l->path, il);
+                               "%s: layer %d: shared expert gate and up must share a type", l->path,
+                               il);
     }
 #undef GET
 #undef MM
@@ -579,8 +581,8 @@ size_t moe_model_active_bytes(const moe_model *m) {
              tensor_bytes(&L->wv) + tensor_bytes(&L->wo) + tensor_bytes(&L->ffn_norm) +
              tensor_bytes(&L->gate_inp) + tensor_bytes(&L->gate_inp_shexp) +
              tensor_bytes(&L->gate_shexp) + tensor_bytes(&L->up_shexp) +
-             tensor_bytes(&L->down_shexp) + tensor_bytes(&L->ffn_gate) +
-             tensor_bytes(&L->ffn_up) + tensor_bytes(&L->ffn_down) + tensor_bytes(&L->exp_probs_b);
+             tensor_bytes(&L->down_shexp) + tensor_bytes(&L->ffn_gate) + tensor_bytes(&L->ffn_up) +
+             tensor_bytes(&L->ffn_down) + tensor_bytes(&L->exp_probs_b);
         if (!moe_model_layer_is_moe(m, il)) continue;
         size_t per_expert = (tensor_bytes(&L->gate_exps) + tensor_bytes(&L->up_exps) +
                              tensor_bytes(&L->down_exps)) /
@@ -611,7 +613,9 @@ size_t moe_model_kv_bytes_per_token(const moe_model *m, size_t *mha_equiv) {
     const moe_hparams *hp = &m->hp;
     const size_t L = (size_t)hp->n_layer;
     const size_t mha = L * (size_t)hp->n_head_kv * (size_t)(hp->head_dim + hp->head_dim_v) * 4;
-    if (mha_equiv) *mha_equiv = hp->is_mla ? L * (size_t)hp->n_head * (size_t)(hp->head_dim + hp->head_dim_v) * 4 : mha;
+    if (mha_equiv)
+        *mha_equiv =
+            hp->is_mla ? L * (size_t)hp->n_head * (size_t)(hp->head_dim + hp->head_dim_v) * 4 : mha;
     if (hp->is_mla) return L * (size_t)(hp->kv_lora_rank + hp->n_rot) * 4;
     return mha;
 }

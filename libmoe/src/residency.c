@@ -13,7 +13,8 @@ static void expert_parts(const moe_model *m, int l, int e, const uint8_t *base[3
     const moe_layer *L = &m->layers[l];
     const moe_tensor *t[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
     for (int i = 0; i < 3; i++) {
-        len[i] = t[i]->data ? moe_dtype_row_bytes(t[i]->type, t[i]->ne[0]) * (size_t)t[i]->ne[1] : 0;
+        len[i] =
+            t[i]->data ? moe_dtype_row_bytes(t[i]->type, t[i]->ne[0]) * (size_t)t[i]->ne[1] : 0;
         base[i] = t[i]->data ? (const uint8_t *)t[i]->data + len[i] * (size_t)e : NULL;
     }
 }
@@ -51,11 +52,15 @@ static void expert_residency(const moe_model *m, int l, int e, int load) {
         if (base[i]) part_residency(base[i], len[i], load);
 }
 
-void moe_expert_load_pages(const moe_model *m, int l, int e) { expert_residency(m, l, e, 1); }
+void moe_expert_load_pages(const moe_model *m, int l, int e) {
+    expert_residency(m, l, e, 1);
+}
 
-void moe_expert_drop_pages(const moe_model *m, int l, int e) { expert_residency(m, l, e, 0); }
+void moe_expert_drop_pages(const moe_model *m, int l, int e) {
+    expert_residency(m, l, e, 0);
+}
 
 void moe_model_identity(const moe_model *m, char *buf, size_t cap) {
-    snprintf(buf, cap, "%s/%dx%d/%d/%zu", moe_arch_name(m->hp.arch), m->hp.n_layer,
-             m->hp.n_expert, m->hp.n_embd, m->n_bytes);
+    snprintf(buf, cap, "%s/%dx%d/%d/%zu", moe_arch_name(m->hp.arch), m->hp.n_layer, m->hp.n_expert,
+             m->hp.n_embd, m->n_bytes);
 }

@@ -68,7 +68,8 @@ int moe_route(const moe_routing *r, const float *logits, float *scratch, int32_t
                 gscore[g] = c[a] + c[b];
                 gtaken[g] = 0.0f;
             }
-            for (int j = 0; j < r->n_groups_used; j++) gtaken[argmax_free(gscore, gtaken, G)] = 1.0f;
+            for (int j = 0; j < r->n_groups_used; j++)
+                gtaken[argmax_free(gscore, gtaken, G)] = 1.0f;
             /* experts of unchosen groups are excluded */
             for (int e = 0; e < X; e++) taken[e] = gtaken[e / per] == 0.0f ? 1.0f : 0.0f;
         }
@@ -106,8 +107,10 @@ float moe_route_margin(const moe_routing *r, const float *scratch, const int32_t
         const float *gscore = scratch + 3 * X, *gtaken = gscore + G;
         float glow = INFINITY, ghigh = -INFINITY;
         for (int g = 0; g < G; g++) {
-            if (gtaken[g] != 0.0f) glow = fminf(glow, gscore[g]);
-            else ghigh = fmaxf(ghigh, gscore[g]);
+            if (gtaken[g] != 0.0f)
+                glow = fminf(glow, gscore[g]);
+            else
+                ghigh = fmaxf(ghigh, gscore[g]);
         }
         m = fminf(m, glow - ghigh);
     }

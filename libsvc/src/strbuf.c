@@ -37,7 +37,7 @@ void moe_buf_printf(moe_buf *b, const char *fmt, ...) {
 /* Bytes of the whole UTF-8 sequence that starts at s[i] (1 to 4), or 0. */
 static size_t utf8_len(const unsigned char *s, size_t i, size_t n) {
     const unsigned char c = s[i];
-    size_t need = c < 0x80              ? 1
+    size_t need = c < 0x80             ? 1
                   : (c & 0xE0) == 0xC0 ? 2
                   : (c & 0xF0) == 0xE0 ? 3
                   : (c & 0xF8) == 0xF0 ? 4
@@ -53,11 +53,16 @@ void moe_buf_json_n(moe_buf *b, const char *str, size_t n, int flags) {
     moe_buf_printf(b, "\"");
     for (size_t i = 0; i < n && !b->oom;) {
         const size_t k = flags & MOE_JSON_UTF8_FIX ? utf8_len(s, i, n) : 1;
-        if (!k) moe_buf_printf(b, "\\ufffd"), i++;
-        else if (k > 1) moe_buf_printf(b, "%.*s", (int)k, (const char *)s + i), i += k;
-        else if (s[i] == '"' || s[i] == '\\') moe_buf_printf(b, "\\%c", s[i]), i++;
-        else if (s[i] < 0x20) moe_buf_printf(b, "\\u%04x", s[i]), i++;
-        else moe_buf_printf(b, "%c", s[i]), i++;
+        if (!k)
+            moe_buf_printf(b, "\\ufffd"), i++;
+        else if (k > 1)
+            moe_buf_printf(b, "%.*s", (int)k, (const char *)s + i), i += k;
+        else if (s[i] == '"' || s[i] == '\\')
+            moe_buf_printf(b, "\\%c", s[i]), i++;
+        else if (s[i] < 0x20)
+            moe_buf_printf(b, "\\u%04x", s[i]), i++;
+        else
+            moe_buf_printf(b, "%c", s[i]), i++;
     }
     moe_buf_printf(b, "\"");
 }
@@ -71,8 +76,10 @@ int moe_json_write(FILE *f, const char *s, size_t n, int flags) {
     int rc = 0;
     if (!b.s) return MOE_ENOMEM;
     moe_buf_json_n(&b, s, n, flags);
-    if (b.oom) rc = MOE_ENOMEM;
-    else if (fwrite(b.s, 1, b.n, f) != b.n) rc = MOE_EIO;
+    if (b.oom)
+        rc = MOE_ENOMEM;
+    else if (fwrite(b.s, 1, b.n, f) != b.n)
+        rc = MOE_EIO;
     free(b.s);
     return rc;
 }

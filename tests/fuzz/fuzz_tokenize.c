@@ -21,7 +21,8 @@ static moe_gguf *gguf[N_VOCABS];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
-    static const char *pre[N_VOCABS] = {"default", "gpt-2", NULL, "qwen2"}; /* qwen2 normalises to NFC */
+    static const char *pre[N_VOCABS] = {"default", "gpt-2", NULL,
+                                        "qwen2"}; /* qwen2 normalises to NFC */
     for (int k = 0; k < N_VOCABS; k++) {
         moe_testmodel_params p;
         moe_testmodel_defaults(&p, MOE_ARCH_LLAMA, "tiny");
@@ -62,8 +63,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
         /* SentencePiece: a literal U+2581 reads as a space, and a broken
          * UTF-8 lead byte swallows the bytes after it, an escaped space's too
          * (llama.cpp does the same) */
-        const int escaped_space = k == 2 && (memmem(data, n, "\xe2\x96\x81", 3) || !valid_utf8(data, n));
-        if (o < 0 || (k != 3 && !escaped_space && ((size_t)o != n || memcmp(back, data, n)))) abort(); /* lossless */
+        const int escaped_space =
+            k == 2 && (memmem(data, n, "\xe2\x96\x81", 3) || !valid_utf8(data, n));
+        if (o < 0 || (k != 3 && !escaped_space && ((size_t)o != n || memcmp(back, data, n))))
+            abort(); /* lossless */
         (void)moe_tokenize(vocab[k], (const char *)data, n, 1, 1, ids, 4100, &err);
     }
     return 0;

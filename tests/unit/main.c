@@ -34,8 +34,9 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc != 2 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: %s --list | TEST_NAME\n"
-                        "Runs one unit test (tests/run.sh runs them all, one process each).\n",
+        fprintf(stderr,
+                "usage: %s --list | TEST_NAME\n"
+                "Runs one unit test (tests/run.sh runs them all, one process each).\n",
                 argv[0]);
         return 2;
     }

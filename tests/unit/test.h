@@ -23,57 +23,59 @@
 typedef void (*moe_test_fn)(void);
 void moe__test_register(const char *name, moe_test_fn fn);
 
-#define TEST(name)                                                             \
-    static void test_##name(void);                                             \
-    __attribute__((constructor)) static void test_register_##name(void) {      \
-        moe__test_register(#name, test_##name);                                \
-    }                                                                          \
+#define TEST(name)                                                                                 \
+    static void test_##name(void);                                                                 \
+    __attribute__((constructor)) static void test_register_##name(void) {                          \
+        moe__test_register(#name, test_##name);                                                    \
+    }                                                                                              \
     static void test_##name(void)
 
-#define TEST_FAIL(...)                                                         \
-    do {                                                                       \
-        fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                        \
-        fprintf(stderr, __VA_ARGS__);                                          \
-        fprintf(stderr, "\n");                                                 \
-        exit(1);                                                               \
+#define TEST_FAIL(...)                                                                             \
+    do {                                                                                           \
+        fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                                            \
+        fprintf(stderr, __VA_ARGS__);                                                              \
+        fprintf(stderr, "\n");                                                                     \
+        exit(1);                                                                                   \
     } while (0)
 
-#define SKIP(msg)                                                              \
-    do {                                                                       \
-        fprintf(stderr, "skipped: %s\n", msg);                                 \
-        exit(77);                                                              \
+#define SKIP(msg)                                                                                  \
+    do {                                                                                           \
+        fprintf(stderr, "skipped: %s\n", msg);                                                     \
+        exit(77);                                                                                  \
     } while (0)
 
-#define ASSERT(x)                                                              \
-    do {                                                                       \
-        if (!(x)) TEST_FAIL("assertion failed: %s", #x);                       \
+#define ASSERT(x)                                                                                  \
+    do {                                                                                           \
+        if (!(x)) TEST_FAIL("assertion failed: %s", #x);                                           \
     } while (0)
 
-#define ASSERT_EQ_INT(a, b)                                                    \
-    do {                                                                       \
-        long long a_ = (long long)(a), b_ = (long long)(b);                    \
-        if (a_ != b_) TEST_FAIL("%s == %s: %lld != %lld", #a, #b, a_, b_);     \
+#define ASSERT_EQ_INT(a, b)                                                                        \
+    do {                                                                                           \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
+        if (a_ != b_) TEST_FAIL("%s == %s: %lld != %lld", #a, #b, a_, b_);                         \
     } while (0)
 
 /* |a - b| <= tol (NaN never passes). */
-#define ASSERT_NEAR(a, b, tol)                                                 \
-    do {                                                                       \
-        double a_ = (double)(a), b_ = (double)(b), t_ = (double)(tol);         \
-        if (!(fabs(a_ - b_) <= t_))                                            \
-            TEST_FAIL("%s ~ %s: %.9g vs %.9g (diff %.3g > tol %.3g)", #a, #b,  \
-                      a_, b_, fabs(a_ - b_), t_);                              \
+#define ASSERT_NEAR(a, b, tol)                                                                     \
+    do {                                                                                           \
+        double a_ = (double)(a), b_ = (double)(b), t_ = (double)(tol);                             \
+        if (!(fabs(a_ - b_) <= t_))                                                                \
+            TEST_FAIL("%s ~ %s: %.9g vs %.9g (diff %.3g > tol %.3g)", #a, #b, a_, b_,              \
+                      fabs(a_ - b_), t_);                                                          \
     } while (0)
 
-#define ASSERT_STR_CONTAINS(hay, needle)                                       \
-    do {                                                                       \
-        const char *h_ = (hay), *n_ = (needle);                                \
-        if (!h_ || !strstr(h_, n_))                                            \
-            TEST_FAIL("'%s' does not contain '%s'", h_ ? h_ : "(null)", n_);   \
+#define ASSERT_STR_CONTAINS(hay, needle)                                                           \
+    do {                                                                                           \
+        const char *h_ = (hay), *n_ = (needle);                                                    \
+        if (!h_ || !strstr(h_, n_))                                                                \
+            TEST_FAIL("'%s' does not contain '%s'", h_ ? h_ : "(null)", n_);                       \
     } while (0)
 
 /* A small seeded PRNG for tests (xorshift64*). */
 static inline uint64_t test_rand_u64(uint64_t *s) {
-    *s ^= *s >> 12; *s ^= *s << 25; *s ^= *s >> 27;
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
     return *s * 0x2545F4914F6CDD1DULL;
 }
 /* Uniform in [-1, 1). */

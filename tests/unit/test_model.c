@@ -86,7 +86,8 @@ static void check_batched(moe_arch arch) {
     ASSERT_EQ_INT(moe_ctx_n_logits(c), 3);
     for (int s = 0; s < 3; s++) {
         double d = max_diff(alone + (size_t)s * V, moe_ctx_logits(c, s), V);
-        if (!(d < 1e-4)) TEST_FAIL("%s slot %d: batched vs alone differ by %g", moe_arch_name(arch), s, d);
+        if (!(d < 1e-4))
+            TEST_FAIL("%s slot %d: batched vs alone differ by %g", moe_arch_name(arch), s, d);
     }
     moe_ctx_destroy(c);
     moe_model_free(m);
@@ -94,10 +95,18 @@ static void check_batched(moe_arch arch) {
     unlink(path);
 }
 
-TEST(model_batched_equals_alone_llama) { check_batched(MOE_ARCH_LLAMA); }
-TEST(model_batched_equals_alone_qwen2moe) { check_batched(MOE_ARCH_QWEN2MOE); }
-TEST(model_batched_equals_alone_qwen3moe) { check_batched(MOE_ARCH_QWEN3MOE); }
-TEST(model_batched_equals_alone_olmoe) { check_batched(MOE_ARCH_OLMOE); }
+TEST(model_batched_equals_alone_llama) {
+    check_batched(MOE_ARCH_LLAMA);
+}
+TEST(model_batched_equals_alone_qwen2moe) {
+    check_batched(MOE_ARCH_QWEN2MOE);
+}
+TEST(model_batched_equals_alone_qwen3moe) {
+    check_batched(MOE_ARCH_QWEN3MOE);
+}
+TEST(model_batched_equals_alone_olmoe) {
+    check_batched(MOE_ARCH_OLMOE);
+}
 
 /* Prefill of 8 tokens (logits everywhere) equals feeding them one at a time,
  * for each dtype, and with n_batch 3 (the prompt split into ubatches). */
@@ -122,10 +131,13 @@ TEST(model_prefill_equals_incremental) {
             /* the GEMM tile and the matrix x vector kernel sum in different
              * orders; rounding activations to f16/bf16 amplifies that (see
              * tests/lib/parity.sh), Q8_0 products are integer-exact */
-            const double tol = dts[d] == MOE_DTYPE_F32 ? 1e-4 : dts[d] == MOE_DTYPE_F16 ? 1e-2 :
-                               dts[d] == MOE_DTYPE_BF16 ? 5e-2 : 2e-2;
+            const double tol = dts[d] == MOE_DTYPE_F32    ? 1e-4
+                               : dts[d] == MOE_DTYPE_F16  ? 1e-2
+                               : dts[d] == MOE_DTYPE_BF16 ? 5e-2
+                                                          : 2e-2;
             if (!(diff < tol))
-                TEST_FAIL("%s pos %d: prefill vs incremental differ by %g", moe_dtype_name(dts[d]), i, diff);
+                TEST_FAIL("%s pos %d: prefill vs incremental differ by %g", moe_dtype_name(dts[d]),
+                          i, diff);
         }
         ASSERT_EQ_INT(moe_ctx_slot_len(a, 0), 8);
         moe_ctx_destroy(a);

@@ -219,15 +219,15 @@ TEST(pldoc_parse_wrong_types) {
         snprintf(buf, sizeof buf, "{\"epoch\": 1, \"workers\": {}, \"experts\": %s}", experts[i]);
         refuse(buf, 4, 8, "placement: need {\"epoch\": N");
     }
-    static const char *entries[] = {
-        /* not a 3-element array */
-        "[]", "[0]", "[0, 0]", "[0, 0, [\"w0\"], 1]", "[0, 0, [], []]",
-        "{\"0\": 0, \"1\": 0, \"2\": []}", "null", "0", "\"w0\"",
-        /* a layer or expert that is no integer >= 0 */
-        "[\"0\", 0, []]", "[0, \"0\", []]", "[-1, 0, []]", "[0, -1, []]", "[0.5, 0, []]",
-        "[0, 1.5, []]", "[null, 0, []]", "[true, 0, []]", "[[0], 0, []]",
-        /* replicas that are no array */
-        "[0, 0, \"w0\"]", "[0, 0, null]", "[0, 0, {}]", "[0, 0, 0]"};
+    static const char *entries[] = {/* not a 3-element array */
+                                    "[]", "[0]", "[0, 0]", "[0, 0, [\"w0\"], 1]", "[0, 0, [], []]",
+                                    "{\"0\": 0, \"1\": 0, \"2\": []}", "null", "0", "\"w0\"",
+                                    /* a layer or expert that is no integer >= 0 */
+                                    "[\"0\", 0, []]", "[0, \"0\", []]", "[-1, 0, []]",
+                                    "[0, -1, []]", "[0.5, 0, []]", "[0, 1.5, []]", "[null, 0, []]",
+                                    "[true, 0, []]", "[[0], 0, []]",
+                                    /* replicas that are no array */
+                                    "[0, 0, \"w0\"]", "[0, 0, null]", "[0, 0, {}]", "[0, 0, 0]"};
     for (size_t i = 0; i < sizeof entries / sizeof *entries; i++)
         refuse_experts(entries[i], 4, 8, "is not [layer, expert, [workers]]");
     /* the bad entry named by position */
@@ -637,8 +637,8 @@ TEST(pldoc_reply_epoch) {
         {"7", REDIS_REPLY_ERROR, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        redisReply r = {.type = cases[i].type, .str = (char *)cases[i].s,
-                        .len = strlen(cases[i].s)};
+        redisReply r = {
+            .type = cases[i].type, .str = (char *)cases[i].s, .len = strlen(cases[i].s)};
         uint64_t e = 99;
         ASSERT_EQ_INT(moe_reply_epoch(&r, &e), cases[i].ok);
         if (cases[i].ok) ASSERT(e == cases[i].want);

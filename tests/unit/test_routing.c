@@ -14,13 +14,16 @@ static void route(const moe_routing *r, const float *logits, int32_t *sel, float
     ASSERT_EQ_INT(moe_route(r, logits, scratch, sel, w), 0);
 }
 
-static double sigm(double x) { return 1.0 / (1.0 + exp(-x)); }
+static double sigm(double x) {
+    return 1.0 / (1.0 + exp(-x));
+}
 
 /* softmax top-2 of 4, renormalised (Mixtral): logits 1,3,2,0 ->
  * probs e^1,e^3,e^2,e^0 / Z; chosen 1 then 2; weights e^3/(e^3+e^2), e^2/(...) */
 TEST(routing_softmax_topk_renormalised) {
     const float logits[4] = {1, 3, 2, 0};
-    moe_routing r = {.gating = MOE_GATING_SOFTMAX, .n_expert = 4, .n_used = 2, .norm = 1, .scale = 1};
+    moe_routing r = {
+        .gating = MOE_GATING_SOFTMAX, .n_expert = 4, .n_used = 2, .norm = 1, .scale = 1};
     int32_t sel[2];
     float w[2];
     route(&r, logits, sel, w);
@@ -33,7 +36,8 @@ TEST(routing_softmax_topk_renormalised) {
 /* the same without renormalisation (Qwen2-MoE, OLMoE): the softmax probs */
 TEST(routing_softmax_topk_not_renormalised) {
     const float logits[4] = {1, 3, 2, 0};
-    moe_routing r = {.gating = MOE_GATING_SOFTMAX, .n_expert = 4, .n_used = 2, .norm = 0, .scale = 1};
+    moe_routing r = {
+        .gating = MOE_GATING_SOFTMAX, .n_expert = 4, .n_used = 2, .norm = 0, .scale = 1};
     int32_t sel[2];
     float w[2];
     route(&r, logits, sel, w);
@@ -45,7 +49,8 @@ TEST(routing_softmax_topk_not_renormalised) {
 /* sigmoid gating: weights are sigmoids, not a distribution */
 TEST(routing_sigmoid_vs_softmax) {
     const float logits[4] = {-1, 0.5f, 2, -3};
-    moe_routing r = {.gating = MOE_GATING_SIGMOID, .n_expert = 4, .n_used = 2, .norm = 0, .scale = 1};
+    moe_routing r = {
+        .gating = MOE_GATING_SIGMOID, .n_expert = 4, .n_used = 2, .norm = 0, .scale = 1};
     int32_t sel[2];
     float w[2];
     route(&r, logits, sel, w);
@@ -63,8 +68,12 @@ TEST(routing_sigmoid_vs_softmax) {
 TEST(routing_bias_selects_only) {
     const float logits[4] = {2, 1, 0, -1};
     const float bias[4] = {0, 0, 0, 1.0f}; /* sigmoid(-1)+1 = 1.27 beats sigmoid(2) = 0.88 */
-    moe_routing r = {.gating = MOE_GATING_SIGMOID, .n_expert = 4, .n_used = 2, .norm = 0,
-                     .scale = 1, .bias = bias};
+    moe_routing r = {.gating = MOE_GATING_SIGMOID,
+                     .n_expert = 4,
+                     .n_used = 2,
+                     .norm = 0,
+                     .scale = 1,
+                     .bias = bias};
     int32_t sel[2];
     float w[2];
     route(&r, logits, sel, w);
@@ -88,8 +97,13 @@ TEST(routing_groups_score_and_mask) {
      * group 3: {-1, -2}  score            = 0.388
      * chosen groups: 1, 2; expert 0 (the best alone) is excluded. */
     const float logits[8] = {5, -5, 1, 1, 0.5f, 0.5f, -1, -2};
-    moe_routing r = {.gating = MOE_GATING_SIGMOID, .n_expert = 8, .n_used = 3, .norm = 1,
-                     .scale = 1, .n_groups = 4, .n_groups_used = 2};
+    moe_routing r = {.gating = MOE_GATING_SIGMOID,
+                     .n_expert = 8,
+                     .n_used = 3,
+                     .norm = 1,
+                     .scale = 1,
+                     .n_groups = 4,
+                     .n_groups_used = 2};
     int32_t sel[3];
     float w[3];
     route(&r, logits, sel, w);
@@ -109,8 +123,14 @@ TEST(routing_groups_score_and_mask) {
 TEST(routing_groups_use_bias) {
     const float logits[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     const float bias[8] = {0, 0, 0, 0, 0, 0, 0.3f, 0.3f};
-    moe_routing r = {.gating = MOE_GATING_SIGMOID, .n_expert = 8, .n_used = 2, .norm = 1,
-                     .scale = 1, .n_groups = 4, .n_groups_used = 1, .bias = bias};
+    moe_routing r = {.gating = MOE_GATING_SIGMOID,
+                     .n_expert = 8,
+                     .n_used = 2,
+                     .norm = 1,
+                     .scale = 1,
+                     .n_groups = 4,
+                     .n_groups_used = 1,
+                     .bias = bias};
     int32_t sel[2];
     float w[2];
     route(&r, logits, sel, w);
@@ -122,7 +142,8 @@ TEST(routing_groups_use_bias) {
 /* the routed scaling factor multiplies after renormalisation */
 TEST(routing_scale_after_norm) {
     const float logits[4] = {1, 2, 3, 4};
-    moe_routing r = {.gating = MOE_GATING_SIGMOID, .n_expert = 4, .n_used = 2, .norm = 1, .scale = 2.5f};
+    moe_routing r = {
+        .gating = MOE_GATING_SIGMOID, .n_expert = 4, .n_used = 2, .norm = 1, .scale = 2.5f};
     int32_t sel[2];
     float w[2];
     route(&r, logits, sel, w);
@@ -136,7 +157,8 @@ TEST(routing_scale_after_norm) {
 /* ties: the lowest expert index wins, at every rank */
 TEST(routing_ties_lowest_index) {
     const float logits[6] = {1, 2, 2, 1, 2, 0};
-    moe_routing r = {.gating = MOE_GATING_SOFTMAX, .n_expert = 6, .n_used = 4, .norm = 0, .scale = 1};
+    moe_routing r = {
+        .gating = MOE_GATING_SOFTMAX, .n_expert = 6, .n_used = 4, .norm = 0, .scale = 1};
     int32_t sel[4];
     float w[4];
     route(&r, logits, sel, w);
@@ -155,7 +177,8 @@ TEST(routing_ties_lowest_index) {
 
 /* NaN and Inf in gate logits (or the bias) are an error, not propagated */
 TEST(routing_rejects_non_finite) {
-    moe_routing r = {.gating = MOE_GATING_SOFTMAX, .n_expert = 4, .n_used = 2, .norm = 1, .scale = 1};
+    moe_routing r = {
+        .gating = MOE_GATING_SOFTMAX, .n_expert = 4, .n_used = 2, .norm = 1, .scale = 1};
     int32_t sel[2] = {-7, -7};
     float w[2] = {-7, -7};
     float bad[4] = {0, NAN, 1, 2};
@@ -174,8 +197,12 @@ TEST(routing_rejects_non_finite) {
 /* dense MoE: every expert, in index order, weighted by the gate */
 TEST(routing_dense_all_experts) {
     const float logits[3] = {0, 1, 2};
-    moe_routing r = {.gating = MOE_GATING_SOFTMAX, .n_expert = 3, .n_used = 1, .norm = 0,
-                     .scale = 1, .dense = 1};
+    moe_routing r = {.gating = MOE_GATING_SOFTMAX,
+                     .n_expert = 3,
+                     .n_used = 1,
+                     .norm = 0,
+                     .scale = 1,
+                     .dense = 1};
     ASSERT_EQ_INT(moe_routing_k(&r), 3);
     int32_t sel[3];
     float w[3];
@@ -216,14 +243,20 @@ TEST(routing_capacity_drops_overflow) {
 }
 
 TEST(routing_check_and_describe) {
-    moe_routing r = {.gating = MOE_GATING_SIGMOID, .n_expert = 256, .n_used = 8, .norm = 1,
-                     .scale = 2.5f, .n_groups = 8, .n_groups_used = 4};
+    moe_routing r = {.gating = MOE_GATING_SIGMOID,
+                     .n_expert = 256,
+                     .n_used = 8,
+                     .norm = 1,
+                     .scale = 2.5f,
+                     .n_groups = 8,
+                     .n_groups_used = 4};
     const float bias[256] = {0};
     r.bias = bias;
     ASSERT_EQ_INT(moe_routing_check(&r), 0);
     char buf[128];
     moe_routing_describe(&r, buf, sizeof buf);
-    ASSERT_STR_CONTAINS(buf, "sigmoid, bias-corrected, 8 of 256 experts in 4 of 8 groups, normalised, x2.5");
+    ASSERT_STR_CONTAINS(
+        buf, "sigmoid, bias-corrected, 8 of 256 experts in 4 of 8 groups, normalised, x2.5");
     r.n_groups = 7; /* 256 not divisible */
     ASSERT_EQ_INT(moe_routing_check(&r), MOE_EINVAL);
     r.n_groups = 128, r.n_groups_used = 2; /* 2 groups of 2 cannot give 8 */
@@ -236,7 +269,8 @@ TEST(routing_check_and_describe) {
  * and with group limits the last allowed minus the best excluded group */
 TEST(routing_margin_experts_and_groups) {
     const float logits[4] = {1, 3, 2, 0};
-    moe_routing r = {.gating = MOE_GATING_SOFTMAX, .n_expert = 4, .n_used = 2, .norm = 1, .scale = 1};
+    moe_routing r = {
+        .gating = MOE_GATING_SOFTMAX, .n_expert = 4, .n_used = 2, .norm = 1, .scale = 1};
     int32_t sel[4];
     float w[4];
     route(&r, logits, sel, w);
@@ -247,8 +281,13 @@ TEST(routing_margin_experts_and_groups) {
      * allowed s(0.2): expert margin s(1) - s(0.2) = 0.181 > group margin
      * 2 s(0.2) - (s(5) + s(-5)) = 0.0997 */
     const float gl[8] = {5, -5, 1, 1, 0.2f, 0.2f, -1, -2};
-    moe_routing g = {.gating = MOE_GATING_SIGMOID, .n_expert = 8, .n_used = 2, .norm = 1,
-                     .scale = 1, .n_groups = 4, .n_groups_used = 2};
+    moe_routing g = {.gating = MOE_GATING_SIGMOID,
+                     .n_expert = 8,
+                     .n_used = 2,
+                     .norm = 1,
+                     .scale = 1,
+                     .n_groups = 4,
+                     .n_groups_used = 2};
     route(&g, gl, sel, w);
     ASSERT_EQ_INT(sel[0], 2);
     ASSERT_EQ_INT(sel[1], 3);

@@ -154,8 +154,7 @@ TEST(sampler_top_k_support_exactly_k_best) {
 TEST(sampler_top_p_smallest_prefix) {
     const float l[5] = {logf(0.2f), logf(0.4f), -INFINITY, logf(0.1f), logf(0.3f)};
     const float ps[4] = {0.35f, 0.65f, 0.75f, 0.95f};
-    const int keep[4][5] = {
-        {0, 1, 0, 0, 0}, {0, 1, 0, 0, 1}, {1, 1, 0, 0, 1}, {1, 1, 0, 1, 1}};
+    const int keep[4][5] = {{0, 1, 0, 0, 0}, {0, 1, 0, 0, 1}, {1, 1, 0, 0, 1}, {1, 1, 0, 1, 1}};
     for (int c = 0; c < 4; c++) {
         moe_sampler_params p = moe_sampler_default_params();
         p.temperature = 1.0f;

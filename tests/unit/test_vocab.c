@@ -23,8 +23,12 @@ static moe_vocab *gen_vocab(moe_gguf **g, char *path, size_t n, int spm) {
     return v;
 }
 
-static moe_vocab *tiny_vocab(moe_gguf **g, char *path, size_t n) { return gen_vocab(g, path, n, 0); }
-static moe_vocab *spm_vocab(moe_gguf **g, char *path, size_t n) { return gen_vocab(g, path, n, 1); }
+static moe_vocab *tiny_vocab(moe_gguf **g, char *path, size_t n) {
+    return gen_vocab(g, path, n, 0);
+}
+static moe_vocab *spm_vocab(moe_gguf **g, char *path, size_t n) {
+    return gen_vocab(g, path, n, 1);
+}
 
 /* decoding what was encoded gives the input back, for any bytes */
 TEST(vocab_bpe_roundtrip_random_bytes) {
@@ -84,11 +88,11 @@ TEST(vocab_bpe_first_merge) {
 
 TEST(vocab_utf8_complete) {
     ASSERT_EQ_INT(moe_utf8_complete("abc", 3), 3);
-    ASSERT_EQ_INT(moe_utf8_complete("a\xC3", 2), 1);          /* lead of 2, missing 1 */
-    ASSERT_EQ_INT(moe_utf8_complete("a\xC3\xA9", 3), 3);      /* é complete */
-    ASSERT_EQ_INT(moe_utf8_complete("\xE2\x82", 2), 0);       /* € missing 1 */
-    ASSERT_EQ_INT(moe_utf8_complete("x\xE2\x82\xAC", 4), 4);  /* € complete */
-    ASSERT_EQ_INT(moe_utf8_complete("\xF0\x9F\x98", 3), 0);   /* emoji missing 1 */
+    ASSERT_EQ_INT(moe_utf8_complete("a\xC3", 2), 1);         /* lead of 2, missing 1 */
+    ASSERT_EQ_INT(moe_utf8_complete("a\xC3\xA9", 3), 3);     /* é complete */
+    ASSERT_EQ_INT(moe_utf8_complete("\xE2\x82", 2), 0);      /* € missing 1 */
+    ASSERT_EQ_INT(moe_utf8_complete("x\xE2\x82\xAC", 4), 4); /* € complete */
+    ASSERT_EQ_INT(moe_utf8_complete("\xF0\x9F\x98", 3), 0);  /* emoji missing 1 */
     ASSERT_EQ_INT(moe_utf8_complete("\xF0\x9F\x98\x80", 4), 4);
     ASSERT_EQ_INT(moe_utf8_complete("", 0), 0);
 }
@@ -135,7 +139,8 @@ TEST(vocab_load_errors) {
  * for every pre-tokenizer */
 TEST(vocab_tokenize_invalid_utf8) {
     static const char *pres[] = {"default", "gpt-2", "llama-bpe", "qwen2", "deepseek-v3"};
-    static const char bad[] = "ok \xC0\xAF \xED\xA0\x80 \xF4\x90\x80\x80 \xE2\x82 \x80\x80 \xFF\xFE end\xC3";
+    static const char bad[] =
+        "ok \xC0\xAF \xED\xA0\x80 \xF4\x90\x80\x80 \xE2\x82 \x80\x80 \xFF\xFE end\xC3";
     const size_t n = sizeof bad - 1;
     for (size_t k = 0; k < sizeof pres / sizeof pres[0]; k++) {
         moe_testmodel_params p;
@@ -156,7 +161,8 @@ TEST(vocab_tokenize_invalid_utf8) {
         if (m <= 0) TEST_FAIL("%s: %s", pres[k], err.msg);
         char back[256];
         size_t o = 0;
-        for (int i = 0; i < m; i++) o += (size_t)moe_vocab_token_bytes(v, ids[i], back + o, sizeof back - o);
+        for (int i = 0; i < m; i++)
+            o += (size_t)moe_vocab_token_bytes(v, ids[i], back + o, sizeof back - o);
         ASSERT_EQ_INT(o, n);
         ASSERT(memcmp(back, bad, n) == 0);
         free(copy);
@@ -223,7 +229,8 @@ TEST(vocab_spm_basics) {
 /* the streaming detokenizer emits whole characters only, and the pieces
  * add up to the whole text, for byte-level BPE and SentencePiece alike */
 TEST(vocab_detok_stream) {
-    static const char text[] = "h\xc3\xa9llo \xf0\x9f\x98\x80 w\xc3\xb6rld \xe4\xbd\xa0\xe5\xa5\xbd!";
+    static const char text[] =
+        "h\xc3\xa9llo \xf0\x9f\x98\x80 w\xc3\xb6rld \xe4\xbd\xa0\xe5\xa5\xbd!";
     const size_t tl = sizeof text - 1;
     for (int kind = 0; kind < 2; kind++) {
         moe_gguf *g;
@@ -252,7 +259,8 @@ TEST(vocab_detok_stream) {
         ASSERT(!memcmp(all, text, tl));
         /* a character cut off at the end comes out of flush */
         moe_detok_stream_init(&ds, v, 0);
-        const int32_t lead = moe_vocab_find(v, kind ? "<0xE4>" : "\xc3\xa4", kind ? 6 : 2); /* byte 0xE4 */
+        const int32_t lead =
+            moe_vocab_find(v, kind ? "<0xE4>" : "\xc3\xa4", kind ? 6 : 2); /* byte 0xE4 */
         ASSERT(lead >= 0);
         ASSERT_EQ_INT(moe_detok_stream_push(&ds, lead, piece, sizeof piece), 0);
         ASSERT_EQ_INT(moe_detok_stream_push(&ds, lead, piece, 1), MOE_ENOSPC);

@@ -63,10 +63,14 @@ TEST(wire_rejects_inconsistent_requests) {
         const char *what;
         const char *msg;
     } cases[] = {
-        {"dtype", "dtype 7"},          {"layer", "layer 4 out of range"},
-        {"hidden", "hidden 33"},       {"expert", "expert 8 out of range"},
-        {"gap", "first_row 3, expected 2"}, {"empty", "row_count is 0"},
-        {"short", "activations are"},  {"nogroups", "no row groups"},
+        {"dtype", "dtype 7"},
+        {"layer", "layer 4 out of range"},
+        {"hidden", "hidden 33"},
+        {"expert", "expert 8 out of range"},
+        {"gap", "first_row 3, expected 2"},
+        {"empty", "row_count is 0"},
+        {"short", "activations are"},
+        {"nogroups", "no row groups"},
         {"rows", "more than 64 rows"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -21,10 +21,14 @@ static int hex4(const char *s, uint32_t *out) {
     for (int i = 0; i < 4; i++) {
         const char c = s[i];
         v <<= 4;
-        if (c >= '0' && c <= '9') v |= (uint32_t)(c - '0');
-        else if (c >= 'a' && c <= 'f') v |= (uint32_t)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') v |= (uint32_t)(c - 'A' + 10);
-        else return -1;
+        if (c >= '0' && c <= '9')
+            v |= (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (uint32_t)(c - 'A' + 10);
+        else
+            return -1;
     }
     *out = v;
     return 0;
@@ -52,12 +56,26 @@ static char *parse_str(const char **s) {
         p++;
         uint32_t cp;
         switch (*p) {
-        case '"': case '\\': case '/': cp = (unsigned char)*p; break;
-        case 'n': cp = '\n'; break;
-        case 't': cp = '\t'; break;
-        case 'r': cp = '\r'; break;
-        case 'b': cp = '\b'; break;
-        case 'f': cp = '\f'; break;
+        case '"':
+        case '\\':
+        case '/':
+            cp = (unsigned char)*p;
+            break;
+        case 'n':
+            cp = '\n';
+            break;
+        case 't':
+            cp = '\t';
+            break;
+        case 'r':
+            cp = '\r';
+            break;
+        case 'b':
+            cp = '\b';
+            break;
+        case 'f':
+            cp = '\f';
+            break;
         case 'u':
             if (hex4(p + 1, &cp)) return free(str), NULL;
             p += 4;
@@ -71,7 +89,8 @@ static char *parse_str(const char **s) {
                 return free(str), NULL;
             }
             break;
-        default: return free(str), NULL;
+        default:
+            return free(str), NULL;
         }
         p++;
         if (cp == 0) return free(str), NULL; /* contents are C strings */
@@ -141,8 +160,10 @@ static int parse_messages(const char *s, const char *path, moe_chat_msg **out) {
                                     : !strcmp(key, "content") ? &m[n - 1].content
                                                               : NULL;
                 free(key);
-                if (slot) free((char *)*slot), *slot = val;
-                else free(val);
+                if (slot)
+                    free((char *)*slot), *slot = val;
+                else
+                    free(val);
                 skip_ws(&s);
                 if (*s == ',') {
                     s++;
@@ -182,7 +203,8 @@ static int pick_kind(const char *model, const char *tfile, const char *name) {
     if (name) {
         const int k = moe_chat_template_parse_name(name);
         if (k < 0)
-            die("--name: unknown chat template '%s' (want chatml, mistral, llama3, deepseek3 or olmoe)",
+            die("--name: unknown chat template '%s' (want chatml, mistral, llama3, deepseek3 or "
+                "olmoe)",
                 name);
         return k < 0 ? -1 : k;
     }
@@ -231,7 +253,9 @@ int chat_load(const char *model, const char *name, const char *messages_file, mo
     return kind;
 }
 
-void chat_msgs_free(moe_chat_msg *m, int n) { free_msgs(m, n); }
+void chat_msgs_free(moe_chat_msg *m, int n) {
+    free_msgs(m, n);
+}
 
 int cmd_chat_template(int argc, char **argv) {
     const char *model = NULL, *tfile = NULL, *name = NULL, *mpath = NULL;

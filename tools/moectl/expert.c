@@ -82,7 +82,8 @@ int cmd_expert(int argc, char **argv) {
     y = malloc((size_t)rows * E * sizeof *y);
     for (size_t i = 0; i < (size_t)rows * E; i++)
         if (fscanf(f, "%f", &x[i]) != 1) {
-            rc = die("%s: expected %d rows of %d numbers, ran out at number %zu", input, rows, E, i);
+            rc =
+                die("%s: expected %d rows of %d numbers, ran out at number %zu", input, rows, E, i);
             goto done;
         }
     if (moe_pool_create(&pool, threads) < 0) {

@@ -62,18 +62,21 @@ int cmd_info(int argc, char **argv) {
                "\"rope_neox\": %s, \"expert_norm\": %s, \"qkv_bias\": %s, \"qk_norm\": \"%s\"}",
                hp->n_vocab, hp->n_ctx_train, hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv,
                hp->head_dim, hp->head_dim_v, hp->kv_lora_rank, hp->q_lora_rank,
-               hp->n_layer_dense_lead, hp->n_expert_shared, hp->n_rot, hp->n_ff_exp, hp->n_ff_shexp, hp->n_expert,
-               hp->n_expert_used, (double)hp->rms_eps, (double)hp->rope_freq_base,
+               hp->n_layer_dense_lead, hp->n_expert_shared, hp->n_rot, hp->n_ff_exp, hp->n_ff_shexp,
+               hp->n_expert, hp->n_expert_used, (double)hp->rms_eps, (double)hp->rope_freq_base,
                hp->rope_neox ? "true" : "false", hp->expert_norm ? "true" : "false",
                hp->qkv_bias ? "true" : "false",
-               hp->qk_norm == MOE_QK_NORM_HEAD ? "head" : hp->qk_norm == MOE_QK_NORM_FULL ? "full" : "none");
+               hp->qk_norm == MOE_QK_NORM_HEAD   ? "head"
+               : hp->qk_norm == MOE_QK_NORM_FULL ? "full"
+                                                 : "none");
         printf(", \"tensors\": [");
         for (int64_t i = 0; i < moe_gguf_n_tensors(g); i++) {
             const moe_gguf_tensor *t = moe_gguf_tensor_at(g, i);
             printf("%s{\"name\": ", i ? ", " : "");
             json_str(stdout, t->name.ptr, t->name.len);
             printf(", \"type\": \"%s\", \"shape\": [", moe_dtype_name(t->type));
-            for (uint32_t d = 0; d < t->n_dims; d++) printf("%s%lld", d ? ", " : "", (long long)t->ne[d]);
+            for (uint32_t d = 0; d < t->n_dims; d++)
+                printf("%s%lld", d ? ", " : "", (long long)t->ne[d]);
             printf("], \"bytes\": %llu}", (unsigned long long)t->nbytes);
         }
         printf("]}\n");
@@ -81,7 +84,8 @@ int cmd_info(int argc, char **argv) {
         printf("model         %s\n", path);
         printf("architecture  %s\n", moe_arch_name(hp->arch));
         printf("size          %.1f MiB in %lld tensors, %.1f M parameters\n",
-               (double)m->n_bytes / (1 << 20), (long long)moe_gguf_n_tensors(g), (double)m->n_params / 1e6);
+               (double)m->n_bytes / (1 << 20), (long long)moe_gguf_n_tensors(g),
+               (double)m->n_params / 1e6);
         printf("active/token  %.1f MiB read per decoded token at batch 1\n",
                (double)moe_model_active_bytes(m) / (1 << 20));
         printf("layers        %d, embedding %d, vocabulary %d, context %d\n", hp->n_layer,
@@ -89,16 +93,18 @@ int cmd_info(int argc, char **argv) {
         printf("attention     %d heads (%d kv) of %d, rope %s over %d dims, base %g%s%s\n",
                hp->n_head, hp->n_head_kv, hp->head_dim, hp->rope_neox ? "neox" : "normal",
                hp->n_rot, (double)hp->rope_freq_base, hp->qkv_bias ? ", qkv bias" : "",
-               hp->qk_norm == MOE_QK_NORM_HEAD ? ", per-head q/k norm" :
-               hp->qk_norm == MOE_QK_NORM_FULL ? ", full-width q/k norm" : "");
+               hp->qk_norm == MOE_QK_NORM_HEAD   ? ", per-head q/k norm"
+               : hp->qk_norm == MOE_QK_NORM_FULL ? ", full-width q/k norm"
+                                                 : "");
         size_t mha;
         const size_t kvb = moe_model_kv_bytes_per_token(m, &mha);
         if (hp->is_mla)
-            printf("mla           latent %d + rope %d per token, q LoRA %d, heads %d (q/k %d, v %d)\n"
-                   "kv cache      %zu bytes/token (f32); plain multi-head attention would need "
-                   "%zu (%.1fx)\n",
-                   hp->kv_lora_rank, hp->n_rot, hp->q_lora_rank, hp->n_head, hp->head_dim,
-                   hp->head_dim_v, kvb, mha, (double)mha / (double)kvb);
+            printf(
+                "mla           latent %d + rope %d per token, q LoRA %d, heads %d (q/k %d, v %d)\n"
+                "kv cache      %zu bytes/token (f32); plain multi-head attention would need "
+                "%zu (%.1fx)\n",
+                hp->kv_lora_rank, hp->n_rot, hp->q_lora_rank, hp->n_head, hp->head_dim,
+                hp->head_dim_v, kvb, mha, (double)mha / (double)kvb);
         else
             printf("kv cache      %zu bytes/token (f32)\n", kvb);
         printf("experts       %d routed of width %d", hp->n_expert, hp->n_ff_exp);
@@ -117,7 +123,8 @@ int cmd_info(int argc, char **argv) {
             char shape[96] = "";
             for (uint32_t d = 0; d < t->n_dims; d++) {
                 size_t l = strlen(shape);
-                snprintf(shape + l, sizeof shape - l, "%s%lld", d ? " x " : "", (long long)t->ne[d]);
+                snprintf(shape + l, sizeof shape - l, "%s%lld", d ? " x " : "",
+                         (long long)t->ne[d]);
             }
             printf("  %-36.*s %-5s %-22s %10llu bytes\n", (int)t->name.len, t->name.ptr,
                    moe_dtype_name(t->type), shape, (unsigned long long)t->nbytes);

@@ -52,7 +52,6 @@ char *read_file(const char *path, size_t *len) {
     return NULL;
 }
 
-
 int parse_tokens(const char *s, int32_t **out) {
     int cap = 16, n = 0;
     int32_t *t = malloc((size_t)cap * sizeof *t);

@@ -34,11 +34,12 @@ static int check_expert_scale(const void *dst, char *why, size_t cap) {
 /* clang-format on */
 
 int cmd_mkmodel(int argc, char **argv) {
-    const char *out = NULL, *arch = NULL, *dtype = NULL, *preset = "tiny", *pre = NULL, *tokenizer = NULL;
+    const char *out = NULL, *arch = NULL, *dtype = NULL, *preset = "tiny", *pre = NULL,
+               *tokenizer = NULL;
     uint64_t seed = 1;
     int spm = 0;
     int ov[14];
-    for (int j = 0; j < 14; j++) ov[j] = INT_MIN; /* not given */
+    for (int j = 0; j < 14; j++) ov[j] = INT_MIN;                      /* not given */
     float rope_base = 10000.0f, rms_eps = -1.0f, expert_scale = -1.0f; /* -1: not given */
     int rope_dim = -1;
     const moe_flag flags[] = {
@@ -102,7 +103,9 @@ int cmd_mkmodel(int argc, char **argv) {
     if (!arch || !out) return usage_error(&fs);
     moe_arch a;
     if (moe_arch_parse(arch, &a) < 0)
-        return die("mkmodel: unknown --arch '%s' (llama, qwen2moe, qwen3moe, olmoe, deepseek, deepseek2)", arch);
+        return die(
+            "mkmodel: unknown --arch '%s' (llama, qwen2moe, qwen3moe, olmoe, deepseek, deepseek2)",
+            arch);
     moe_testmodel_params p;
     if (moe_testmodel_defaults(&p, a, preset) < 0)
         return die("mkmodel: unknown --preset '%s' for %s (tiny, bench; deepseek2: tiny, tiny-v2)",
@@ -120,11 +123,22 @@ int cmd_mkmodel(int argc, char **argv) {
     p.tokenizer_pre = pre;
     p.tokenizer_json = tokenizer;
     p.tokenizer_spm = spm;
-    if (spm && (tokenizer || pre)) return die("mkmodel: --spm makes its own vocabulary (not with --tokenizer or --pre)");
-    int *dims[14] = {&p.n_embd,     &p.n_layer,       &p.n_head,     &p.n_head_kv,
-                     &p.head_dim,   &p.n_ff,          &p.n_ff_shexp, &p.n_expert,
-                     &p.n_expert_used, &p.n_vocab,    &p.n_ctx,      &p.n_expert_shared,
-                     &p.n_layer_dense_lead, &p.n_ff_dense};
+    if (spm && (tokenizer || pre))
+        return die("mkmodel: --spm makes its own vocabulary (not with --tokenizer or --pre)");
+    int *dims[14] = {&p.n_embd,
+                     &p.n_layer,
+                     &p.n_head,
+                     &p.n_head_kv,
+                     &p.head_dim,
+                     &p.n_ff,
+                     &p.n_ff_shexp,
+                     &p.n_expert,
+                     &p.n_expert_used,
+                     &p.n_vocab,
+                     &p.n_ctx,
+                     &p.n_expert_shared,
+                     &p.n_layer_dense_lead,
+                     &p.n_ff_dense};
     for (int j = 0; j < 14; j++)
         if (ov[j] != INT_MIN) *dims[j] = ov[j]; /* ranges checked by the table */
     if (ov[4] == INT_MIN && (ov[0] != INT_MIN || ov[2] != INT_MIN) && p.n_head > 0 &&

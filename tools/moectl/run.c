@@ -98,8 +98,8 @@ static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_mode
         rp.wire_bf16 = !strcmp(o->wire, "bf16");
         rp.deadline_ms = o->deadline_ms;
         rp.max_rows = n_batch * (o->dense_moe ? (*m)->hp.n_expert : (*m)->hp.n_expert_used);
-        if (moe_expert_backend_remote_redis_create(&o->remote, *m, o->redis, o->prefix, &rp,
-                                                   &err) < 0) {
+        if (moe_expert_backend_remote_redis_create(&o->remote, *m, o->redis, o->prefix, &rp, &err) <
+            0) {
             moe_model_free(*m);
             return die("%s", err.msg);
         }
@@ -144,14 +144,15 @@ static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_mode
 static void print_remote_to(FILE *f, const run_opts *o) {
     if (o->remote) {
         moe_remote_stats rs = moe_remote_get_stats(o->remote);
-        fprintf(f,
-                ", \"remote\": {\"workers\": %d, \"epoch\": %llu, \"messages\": %llu, "
-                "\"worker_failures\": %llu, \"retries\": %llu, \"placements\": %llu, "
-                "\"rows_reported\": %llu, \"redis_failures\": %llu, \"failover_stall_ms_max\": %.3f}",
-                rs.workers, (unsigned long long)rs.epoch, (unsigned long long)rs.messages,
-                (unsigned long long)rs.worker_failures, (unsigned long long)rs.retries,
-                (unsigned long long)rs.placements, (unsigned long long)rs.rows_reported,
-                (unsigned long long)rs.redis_failures, rs.stall_ms_max);
+        fprintf(
+            f,
+            ", \"remote\": {\"workers\": %d, \"epoch\": %llu, \"messages\": %llu, "
+            "\"worker_failures\": %llu, \"retries\": %llu, \"placements\": %llu, "
+            "\"rows_reported\": %llu, \"redis_failures\": %llu, \"failover_stall_ms_max\": %.3f}",
+            rs.workers, (unsigned long long)rs.epoch, (unsigned long long)rs.messages,
+            (unsigned long long)rs.worker_failures, (unsigned long long)rs.retries,
+            (unsigned long long)rs.placements, (unsigned long long)rs.rows_reported,
+            (unsigned long long)rs.redis_failures, rs.stall_ms_max);
     }
 }
 
@@ -161,11 +162,13 @@ static void print_dropped_to(FILE *f, const run_opts *o, const moe_ctx *c) {
     moe_ctx_stats st;
     moe_ctx_get_stats(c, &st);
     fprintf(f, ", \"capacity_factor\": %g, \"dropped\": %llu, \"expert_rows\": %llu",
-           (double)o->capacity_factor, (unsigned long long)st.n_dropped,
-           (unsigned long long)st.n_expert_rows);
+            (double)o->capacity_factor, (unsigned long long)st.n_dropped,
+            (unsigned long long)st.n_expert_rows);
 }
 
-static void print_dropped(const run_opts *o, const moe_ctx *c) { print_dropped_to(stdout, o, c); }
+static void print_dropped(const run_opts *o, const moe_ctx *c) {
+    print_dropped_to(stdout, o, c);
+}
 
 /* ---- logits ------------------------------------------------------------------ */
 
@@ -228,8 +231,10 @@ int cmd_logits(int argc, char **argv) {
             if (o.gate_margins) {
                 const float gm = moe_ctx_gate_margin(c, i);
                 fputs("\"gate_margin\": ", stdout);
-                if (isfinite(gm)) json_float(stdout, gm);
-                else fputs("null", stdout);
+                if (isfinite(gm))
+                    json_float(stdout, gm);
+                else
+                    fputs("null", stdout);
                 fputs(", ", stdout);
             }
             fputs("\"logits\": [", stdout);
@@ -244,7 +249,10 @@ int cmd_logits(int argc, char **argv) {
         printf("}\n");
     }
 done:
-    free(tok); free(pos); free(slot); free(want);
+    free(tok);
+    free(pos);
+    free(slot);
+    free(want);
     moe_ctx_destroy(c);
     moe_expert_backend_destroy(o.remote);
     moe_model_free(m);
@@ -372,9 +380,10 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     if (prompt || chat) {
-        const int r = prompt ? moe_gen_tokenize_text(v, prompt, strlen(prompt), special ? MOE_GEN_TEXT_SPECIAL : 0,
-                                                     &tok, &n, &err)
-                             : moe_gen_tokenize_chat(v, kind, msgs, n_msgs, &tok, &n, &err);
+        const int r =
+            prompt ? moe_gen_tokenize_text(v, prompt, strlen(prompt),
+                                           special ? MOE_GEN_TEXT_SPECIAL : 0, &tok, &n, &err)
+                   : moe_gen_tokenize_chat(v, kind, msgs, n_msgs, &tok, &n, &err);
         if (r < 0) {
             rc = die("%s", err.msg);
             goto done;
@@ -396,9 +405,12 @@ int cmd_generate(int argc, char **argv) {
     gp.n_stop = n_stops;
     pos = malloc((size_t)n * 4), slot = calloc((size_t)n, 4), out = malloc((size_t)n_gen * 4 + 4);
     lp = sp.n_logprobs > 0 ? calloc((size_t)n_gen + 1, sizeof *lp) : NULL;
-    if ((n_stops || stream) && !v) rc = die("--stop and --stream need the model's vocabulary");
-    else if (moe_gen_seq_create(&s, v, m->hp.n_vocab, tok, n, &gp, &err) < 0) rc = die("%s", err.msg);
-    else if (!pos || !slot || !out || (sp.n_logprobs > 0 && !lp)) rc = die("out of memory");
+    if ((n_stops || stream) && !v)
+        rc = die("--stop and --stream need the model's vocabulary");
+    else if (moe_gen_seq_create(&s, v, m->hp.n_vocab, tok, n, &gp, &err) < 0)
+        rc = die("%s", err.msg);
+    else if (!pos || !slot || !out || (sp.n_logprobs > 0 && !lp))
+        rc = die("out of memory");
     for (int i = 0; !rc && i < n; i++) pos[i] = i;
     moe_batch b = {n, tok, pos, slot, NULL};
     if (!rc && moe_ctx_decode(c, &b, &err) < 0) rc = die("%s", err.msg);
@@ -408,9 +420,11 @@ int cmd_generate(int argc, char **argv) {
             rc = die("sampling failed: non-finite logits");
         } else {
             if (lp) {
-                lp[n_out].token = st.token, lp[n_out].logprob = st.logprob, lp[n_out].n_top = st.n_top;
+                lp[n_out].token = st.token, lp[n_out].logprob = st.logprob,
+                lp[n_out].n_top = st.n_top;
                 for (int k = 0; k < st.n_top; k++)
-                    lp[n_out].top[k].token = st.top[k].token, lp[n_out].top[k].logprob = st.top[k].logprob;
+                    lp[n_out].top[k].token = st.top[k].token,
+                    lp[n_out].top[k].logprob = st.top[k].logprob;
             }
             out[n_out++] = st.token;
             if (st.finish == MOE_GEN_FINISH_NONE) {
@@ -422,7 +436,8 @@ int cmd_generate(int argc, char **argv) {
                 }
             }
         }
-        if (st.text_len && buf_add(&gtext, &tlen, &tcap, st.text, st.text_len) < 0 && !rc) rc = die("out of memory");
+        if (st.text_len && buf_add(&gtext, &tlen, &tcap, st.text, st.text_len) < 0 && !rc)
+            rc = die("out of memory");
         if (stream && st.text_len) {
             fwrite(st.text, 1, st.text_len, stdout);
             fflush(stdout);
@@ -464,7 +479,12 @@ int cmd_generate(int argc, char **argv) {
         fprintf(js, "}\n");
     }
 done:
-    free(tok); free(pos); free(slot); free(out); free(lp); free(gtext);
+    free(tok);
+    free(pos);
+    free(slot);
+    free(out);
+    free(lp);
+    free(gtext);
     moe_gen_seq_destroy(s);
     moe_ctx_destroy(c);
     if (m) moe_expert_backend_destroy(o.remote);
@@ -511,7 +531,8 @@ int cmd_bench(int argc, char **argv) {
     moe_ctx *c;
     if (open_model(&o, P + G, B, P > 512 ? 512 : P, &m, &c)) return 1;
     const int V = m->hp.n_vocab;
-    int32_t *tok = malloc((size_t)P * 4), *pos = malloc((size_t)P * 4), *slot = malloc((size_t)P * 4);
+    int32_t *tok = malloc((size_t)P * 4), *pos = malloc((size_t)P * 4),
+            *slot = malloc((size_t)P * 4);
     int32_t *dt = malloc((size_t)B * 4), *dp = malloc((size_t)B * 4), *ds = malloc((size_t)B * 4);
     double best_pf = 0, best_dec = 0;
     moe_err err;
@@ -520,7 +541,8 @@ int cmd_bench(int argc, char **argv) {
         rc = die("out of memory");
         reps = 0;
     } else {
-        for (int i = 0; i < P; i++) tok[i] = (int32_t)((i * 7 + 3) % (V > 1 ? V - 1 : 1)), pos[i] = i;
+        for (int i = 0; i < P; i++)
+            tok[i] = (int32_t)((i * 7 + 3) % (V > 1 ? V - 1 : 1)), pos[i] = i;
     }
     for (int r = 0; r < reps && !rc; r++) {
         for (int s = 0; s < B; s++) moe_ctx_slot_clear(c, s);
@@ -557,7 +579,12 @@ int cmd_bench(int argc, char **argv) {
         print_remote_to(stdout, &o);
         printf("}\n");
     }
-    free(tok); free(pos); free(slot); free(dt); free(dp); free(ds);
+    free(tok);
+    free(pos);
+    free(slot);
+    free(dt);
+    free(dp);
+    free(ds);
     moe_ctx_destroy(c);
     moe_expert_backend_destroy(o.remote);
     moe_model_free(m);

@@ -39,11 +39,21 @@ static int parse_string_array(const char *s, char ***out, size_t **lens) {
             if (*s == '\\') {
                 s++;
                 switch (*s) {
-                case 'n': cp = '\n'; break;
-                case 't': cp = '\t'; break;
-                case 'r': cp = '\r'; break;
-                case 'b': cp = '\b'; break;
-                case 'f': cp = '\f'; break;
+                case 'n':
+                    cp = '\n';
+                    break;
+                case 't':
+                    cp = '\t';
+                    break;
+                case 'r':
+                    cp = '\r';
+                    break;
+                case 'b':
+                    cp = '\b';
+                    break;
+                case 'f':
+                    cp = '\f';
+                    break;
                 case 'u': {
                     char h[5] = {0};
                     memcpy(h, s + 1, 4);
@@ -52,11 +62,13 @@ static int parse_string_array(const char *s, char ***out, size_t **lens) {
                     if (cp >= 0xD800 && cp < 0xDC00 && s[1] == '\\' && s[2] == 'u') {
                         memcpy(h, s + 3, 4);
                         const uint32_t lo = (uint32_t)strtoul(h, NULL, 16);
-                        if (lo >= 0xDC00 && lo < 0xE000) cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00), s += 6;
+                        if (lo >= 0xDC00 && lo < 0xE000)
+                            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00), s += 6;
                     }
                     break;
                 }
-                default: cp = (unsigned char)*s;
+                default:
+                    cp = (unsigned char)*s;
                 }
                 s++;
             } else {
@@ -65,10 +77,16 @@ static int parse_string_array(const char *s, char ***out, size_t **lens) {
                 continue;
             }
             if (sz + 5 >= scap) str = realloc(str, scap *= 2);
-            if (cp < 0x80) str[sz++] = (char)cp;
-            else if (cp < 0x800) str[sz++] = (char)(0xC0 | cp >> 6), str[sz++] = (char)(0x80 | (cp & 63));
-            else if (cp < 0x10000) str[sz++] = (char)(0xE0 | cp >> 12), str[sz++] = (char)(0x80 | (cp >> 6 & 63)), str[sz++] = (char)(0x80 | (cp & 63));
-            else str[sz++] = (char)(0xF0 | cp >> 18), str[sz++] = (char)(0x80 | (cp >> 12 & 63)), str[sz++] = (char)(0x80 | (cp >> 6 & 63)), str[sz++] = (char)(0x80 | (cp & 63));
+            if (cp < 0x80)
+                str[sz++] = (char)cp;
+            else if (cp < 0x800)
+                str[sz++] = (char)(0xC0 | cp >> 6), str[sz++] = (char)(0x80 | (cp & 63));
+            else if (cp < 0x10000)
+                str[sz++] = (char)(0xE0 | cp >> 12), str[sz++] = (char)(0x80 | (cp >> 6 & 63)),
+                str[sz++] = (char)(0x80 | (cp & 63));
+            else
+                str[sz++] = (char)(0xF0 | cp >> 18), str[sz++] = (char)(0x80 | (cp >> 12 & 63)),
+                str[sz++] = (char)(0x80 | (cp >> 6 & 63)), str[sz++] = (char)(0x80 | (cp & 63));
         }
         if (*s++ != '"') {
             free(str);
@@ -160,7 +178,8 @@ int cmd_tokenize(int argc, char **argv) {
                 rc = die("%s: not a JSON array of strings", texts);
             } else if (bench > 0) {
                 size_t bytes = 0, maxl = 0;
-                for (int i = 0; i < n; i++) bytes += lens[i], maxl = lens[i] > maxl ? lens[i] : maxl;
+                for (int i = 0; i < n; i++)
+                    bytes += lens[i], maxl = lens[i] > maxl ? lens[i] : maxl;
                 int32_t *ids = malloc((maxl + 8) * sizeof *ids);
                 double best = 1e30;
                 moe_err err;
@@ -180,8 +199,8 @@ int cmd_tokenize(int argc, char **argv) {
                 }
                 free(ids);
                 if (!rc)
-                    printf("{\"bytes\": %zu, \"seconds\": %.6f, \"mb_s\": %.3f}\n", bytes * (size_t)bench,
-                           best, (double)bytes * bench / best / 1e6);
+                    printf("{\"bytes\": %zu, \"seconds\": %.6f, \"mb_s\": %.3f}\n",
+                           bytes * (size_t)bench, best, (double)bytes * bench / best / 1e6);
                 for (int i = 0; i < n; i++) free(strs[i]);
                 free(strs), free(lens);
             } else {
@@ -258,15 +277,19 @@ int cmd_detokenize(int argc, char **argv) {
     if (toks) {
         int32_t *ids;
         const int n = parse_tokens(toks, &ids);
-        if (n < 0) rc = 1;
-        else rc = print_text(v, ids, n, flags, "\n"), free(ids);
+        if (n < 0)
+            rc = 1;
+        else
+            rc = print_text(v, ids, n, flags, "\n"), free(ids);
     } else {
         size_t fl;
         char *f = read_file(results, &fl);
         cJSON *root = f ? cJSON_ParseWithLength(f, fl) : NULL;
         const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "results"), *e;
-        if (!f) rc = 1;
-        else if (!cJSON_IsArray(arr)) rc = die("%s: not {\"results\": [...]} JSON", results);
+        if (!f)
+            rc = 1;
+        else if (!cJSON_IsArray(arr))
+            rc = die("%s: not {\"results\": [...]} JSON", results);
         int first = 1;
         if (!rc) printf("{\"results\": [");
         cJSON_ArrayForEach(e, arr) {
@@ -279,7 +302,10 @@ int cmd_detokenize(int argc, char **argv) {
                 free(ids);
                 break;
             }
-            cJSON_ArrayForEach(x, t) ids[k++] = cJSON_IsNumber(x) && x->valuedouble >= 0 && x->valuedouble < 2147483647.0 ? x->valueint : -1;
+            cJSON_ArrayForEach(x, t) ids[k++] =
+                cJSON_IsNumber(x) && x->valuedouble >= 0 && x->valuedouble < 2147483647.0
+                    ? x->valueint
+                    : -1;
             printf("%s", first ? "" : ", ");
             first = 0;
             rc = print_text(v, ids, n, flags, "");

@@ -43,8 +43,10 @@ static char *regex_canon(const char *s) {
     if (!o) return NULL;
     for (; *s; s++) {
         char e = *s == '\r' ? 'r' : *s == '\n' ? 'n' : *s == '\t' ? 't' : 0;
-        if (e) *p++ = '\\', *p++ = e;
-        else *p++ = *s;
+        if (e)
+            *p++ = '\\', *p++ = e;
+        else
+            *p++ = *s;
     }
     *p = 0;
     return o;
@@ -66,12 +68,14 @@ static int pre_name(const cJSON *j, const char **pre, moe_err *err) {
     int n = 0;
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "type");
     if (!cJSON_IsString(t))
-        return moe_err_set(err, MOE_ENOTSUP, "tokenizer.json has no pre_tokenizer (not byte-level BPE)");
+        return moe_err_set(err, MOE_ENOTSUP,
+                           "tokenizer.json has no pre_tokenizer (not byte-level BPE)");
     if (!strcmp(t->valuestring, "Sequence")) {
         const cJSON *e, *a = cJSON_GetObjectItemCaseSensitive(j, "pretokenizers");
         cJSON_ArrayForEach(e, a) {
             if (n == MAX_SPLITS + 2)
-                return moe_err_set(err, MOE_ENOTSUP, "pre_tokenizer: more steps than any known one");
+                return moe_err_set(err, MOE_ENOTSUP,
+                                   "pre_tokenizer: more steps than any known one");
             list[n++] = e;
         }
     } else {
@@ -112,8 +116,11 @@ static int pre_name(const cJSON *j, const char **pre, moe_err *err) {
                          "pre_tokenizer has no ByteLevel step (SentencePiece-style tokenizers "
                          "are not supported yet)");
     if (!rc && n_rx == 0) {
-        if (use_regex) *pre = "gpt-2";
-        else rc = moe_err_set(err, MOE_ENOTSUP, "pre_tokenizer: ByteLevel without a regex and no Split");
+        if (use_regex)
+            *pre = "gpt-2";
+        else
+            rc = moe_err_set(err, MOE_ENOTSUP,
+                             "pre_tokenizer: ByteLevel without a regex and no Split");
     } else if (!rc) {
         *pre = NULL;
         for (size_t k = 0; k < sizeof pre_table / sizeof pre_table[0] && !*pre; k++) {
@@ -146,8 +153,8 @@ static int bpe_normalizer(const cJSON *root, const char *path, int *nfc, moe_err
     if (seq && !one) return 0; /* an empty Sequence */
     if (cJSON_IsString(ty) && !strcmp(ty->valuestring, "NFC")) return *nfc = 1, 0;
     ty = cJSON_GetObjectItemCaseSensitive(norm, "type");
-    return moe_err_set(err, MOE_ENOTSUP, "%s: normalizer \"%.40s\" is not supported (none or NFC)", path,
-                       cJSON_IsString(ty) ? ty->valuestring : "?");
+    return moe_err_set(err, MOE_ENOTSUP, "%s: normalizer \"%.40s\" is not supported (none or NFC)",
+                       path, cJSON_IsString(ty) ? ty->valuestring : "?");
 }
 
 /* ---- SentencePiece-style BPE ---------------------------------------------------- */
@@ -166,17 +173,23 @@ static int spm_check(const cJSON *root, const char *path, moe_err *err) {
     const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
     int prepend = 0, replace = 0, other = 0;
-    const cJSON *e, *list = json_type_is(norm, "Sequence") ? cJSON_GetObjectItemCaseSensitive(norm, "normalizers") : NULL;
+    const cJSON *e, *list = json_type_is(norm, "Sequence")
+                                ? cJSON_GetObjectItemCaseSensitive(norm, "normalizers")
+                                : NULL;
     if (list) {
         cJSON_ArrayForEach(e, list) {
             const cJSON *pp = cJSON_GetObjectItemCaseSensitive(e, "prepend");
-            const cJSON *pat = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(e, "pattern"), "String");
+            const cJSON *pat = cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetObjectItemCaseSensitive(e, "pattern"), "String");
             const cJSON *content = cJSON_GetObjectItemCaseSensitive(e, "content");
-            if (json_type_is(e, "Prepend") && cJSON_IsString(pp) && !strcmp(pp->valuestring, mark)) prepend = 1;
-            else if (json_type_is(e, "Replace") && cJSON_IsString(pat) && !strcmp(pat->valuestring, " ") &&
-                     cJSON_IsString(content) && !strcmp(content->valuestring, mark))
+            if (json_type_is(e, "Prepend") && cJSON_IsString(pp) && !strcmp(pp->valuestring, mark))
+                prepend = 1;
+            else if (json_type_is(e, "Replace") && cJSON_IsString(pat) &&
+                     !strcmp(pat->valuestring, " ") && cJSON_IsString(content) &&
+                     !strcmp(content->valuestring, mark))
                 replace = 1;
-            else other = 1;
+            else
+                other = 1;
         }
     } else if (norm && !cJSON_IsNull(norm)) {
         other = 1;
@@ -193,7 +206,8 @@ static int spm_check(const cJSON *root, const char *path, moe_err *err) {
     }
     return moe_err_set(err, MOE_ENOTSUP,
                        "%s: a byte-fallback BPE whose spaces are not written the SentencePiece way "
-                       "(normalizer Prepend+Replace with U+2581, or a non-splitting Metaspace) is not supported yet",
+                       "(normalizer Prepend+Replace with U+2581, or a non-splitting Metaspace) is "
+                       "not supported yet",
                        path);
 }
 
@@ -208,7 +222,8 @@ static int cmp_text_id(const void *a, const void *b) {
 
 static int is_byte_token(const char *t) {
     static const char hex[] = "0123456789ABCDEF";
-    return strlen(t) == 6 && !strncmp(t, "<0x", 3) && t[5] == '>' && strchr(hex, t[3]) && strchr(hex, t[4]);
+    return strlen(t) == 6 && !strncmp(t, "<0x", 3) && t[5] == '>' && strchr(hex, t[3]) &&
+           strchr(hex, t[4]);
 }
 
 /* Byte tokens typed 6; scores from the merges: a token scores minus the rank
@@ -228,7 +243,8 @@ static int spm_types_scores(moe__hf_vocab *v, moe_err *err) {
         /* a single character or a byte token is never a merge result */
         const unsigned char c = (unsigned char)v->tokens[i][0];
         const size_t cl = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-        v->scores[i] = v->types[i] != 1 || strlen(v->tokens[i]) <= cl ? 0.0f : -(float)(v->n_merges + i);
+        v->scores[i] =
+            v->types[i] != 1 || strlen(v->tokens[i]) <= cl ? 0.0f : -(float)(v->n_merges + i);
     }
     qsort(ix, (size_t)v->n_tokens, sizeof *ix, cmp_text_id);
     for (int r = v->n_merges - 1; r >= 0; r--) { /* the lowest rank is written last */
@@ -237,7 +253,8 @@ static int spm_types_scores(moe__hf_vocab *v, moe_err *err) {
         if (!sp || l >= 4096) continue;
         memcpy(buf, m, (size_t)(sp - m));
         memcpy(buf + (sp - m), sp + 1, l - (size_t)(sp - m)); /* with the NUL */
-        const text_id key = {buf, 0}, *hit = bsearch(&key, ix, (size_t)v->n_tokens, sizeof *ix, cmp_text_id);
+        const text_id key = {buf, 0},
+                      *hit = bsearch(&key, ix, (size_t)v->n_tokens, sizeof *ix, cmp_text_id);
         if (hit) v->scores[hit->id] = -(float)r;
     }
     free(ix), free(buf);
@@ -260,9 +277,12 @@ static int json_load(const char *path, int optional, cJSON **out, moe_err *err) 
         *out = cJSON_ParseWithLength(buf, (size_t)n);
     }
     int rc = 0;
-    if (n < 0) rc = moe_err_set(err, MOE_EIO, "cannot read %s", path);
-    else if (!buf) rc = moe_err_set(err, MOE_ENOMEM, "out of memory reading %s", path);
-    else if (!*out) rc = moe_err_set(err, MOE_EFORMAT, "%s: not valid JSON", path);
+    if (n < 0)
+        rc = moe_err_set(err, MOE_EIO, "cannot read %s", path);
+    else if (!buf)
+        rc = moe_err_set(err, MOE_ENOMEM, "out of memory reading %s", path);
+    else if (!*out)
+        rc = moe_err_set(err, MOE_EFORMAT, "%s: not valid JSON", path);
     free(buf);
     fclose(f);
     return rc;
@@ -326,7 +346,8 @@ static int special_ids(moe__hf_vocab *v, const cJSON *root, const char *path, mo
         if (cJSON_IsString(t) && !strcmp(t->valuestring, "TemplateProcessing")) tp = pp;
     }
     const cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(tp, "single"), 0);
-    const cJSON *st = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(first, "SpecialToken"), "id");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(first, "SpecialToken"), "id");
     if (cJSON_IsString(st)) {
         int id = token_id(v, st->valuestring);
         if (v->bos_id < 0) v->bos_id = id;
@@ -361,8 +382,8 @@ static int put_token(moe__hf_vocab *v, int id, const char *text, int32_t ty, moe
         return moe_err_set(err, MOE_EFORMAT, "token id %d out of range", id);
     if (v->tokens[id]) {
         if (strcmp(v->tokens[id], text))
-            return moe_err_set(err, MOE_EFORMAT, "token id %d is both \"%.100s\" and \"%.100s\"", id,
-                               v->tokens[id], text);
+            return moe_err_set(err, MOE_EFORMAT, "token id %d is both \"%.100s\" and \"%.100s\"",
+                               id, v->tokens[id], text);
         v->types[id] = ty;
         return 0;
     }
@@ -387,7 +408,9 @@ int moe__hf_vocab_load(moe__hf_vocab *v, const char *path, moe_err *err) {
         goto fail;
     }
     if (strcmp(mtype->valuestring, "BPE")) {
-        rc = moe_err_set(err, MOE_ENOTSUP, "%s: model.type \"%.40s\" is not supported (BPE only: byte-level or SentencePiece-style with byte fallback)",
+        rc = moe_err_set(err, MOE_ENOTSUP,
+                         "%s: model.type \"%.40s\" is not supported (BPE only: byte-level or "
+                         "SentencePiece-style with byte fallback)",
                          path, mtype->valuestring);
         goto fail;
     }
@@ -399,7 +422,8 @@ int moe__hf_vocab_load(moe__hf_vocab *v, const char *path, moe_err *err) {
     }
     if (v->spm) {
         if ((rc = spm_check(root, path, err))) goto fail;
-    } else if ((rc = pre_name(cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), &v->pre, err)) ||
+    } else if ((rc = pre_name(cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), &v->pre,
+                              err)) ||
                (rc = bpe_normalizer(root, path, &v->nfc, err))) {
         goto fail;
     }
@@ -408,7 +432,8 @@ int moe__hf_vocab_load(moe__hf_vocab *v, const char *path, moe_err *err) {
     int max_id = -1;
     cJSON_ArrayForEach(e, vocab) {
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= 1 << 24) {
-            rc = moe_err_set(err, MOE_EFORMAT, "%s: vocab entry \"%.100s\" has a bad id", path, e->string);
+            rc = moe_err_set(err, MOE_EFORMAT, "%s: vocab entry \"%.100s\" has a bad id", path,
+                             e->string);
             goto fail;
         }
         if (e->valueint > max_id) max_id = e->valueint;
@@ -441,8 +466,9 @@ int moe__hf_vocab_load(moe__hf_vocab *v, const char *path, moe_err *err) {
     }
     for (int i = 0; i < v->n_tokens; i++)
         if (!v->tokens[i]) {
-            rc = moe_err_set(err, MOE_EFORMAT, "%s: token ids are not dense: no token has id %d (of %d)",
-                             path, i, v->n_tokens);
+            rc = moe_err_set(err, MOE_EFORMAT,
+                             "%s: token ids are not dense: no token has id %d (of %d)", path, i,
+                             v->n_tokens);
             goto fail;
         }
 
@@ -452,8 +478,10 @@ int moe__hf_vocab_load(moe__hf_vocab *v, const char *path, moe_err *err) {
         if (cJSON_IsString(e)) {
             m = strdup(e->valuestring);
         } else if (cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 &&
-                   cJSON_IsString(cJSON_GetArrayItem(e, 0)) && cJSON_IsString(cJSON_GetArrayItem(e, 1))) {
-            const char *a = cJSON_GetArrayItem(e, 0)->valuestring, *b = cJSON_GetArrayItem(e, 1)->valuestring;
+                   cJSON_IsString(cJSON_GetArrayItem(e, 0)) &&
+                   cJSON_IsString(cJSON_GetArrayItem(e, 1))) {
+            const char *a = cJSON_GetArrayItem(e, 0)->valuestring,
+                       *b = cJSON_GetArrayItem(e, 1)->valuestring;
             size_t la = strlen(a), lb = strlen(b);
             if ((m = malloc(la + lb + 2))) {
                 memcpy(m, a, la);
@@ -461,7 +489,8 @@ int moe__hf_vocab_load(moe__hf_vocab *v, const char *path, moe_err *err) {
                 memcpy(m + la + 1, b, lb + 1);
             }
         } else {
-            rc = moe_err_set(err, MOE_EFORMAT, "%s: merge %d is neither \"a b\" nor [a, b]", path, v->n_merges);
+            rc = moe_err_set(err, MOE_EFORMAT, "%s: merge %d is neither \"a b\" nor [a, b]", path,
+                             v->n_merges);
             goto fail;
         }
         if (!m) {
@@ -472,7 +501,8 @@ int moe__hf_vocab_load(moe__hf_vocab *v, const char *path, moe_err *err) {
     }
     if (v->spm) {
         const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
-        if (cJSON_IsString(unk) && (v->unk_id = token_id(v, unk->valuestring)) >= 0) v->types[v->unk_id] = 2;
+        if (cJSON_IsString(unk) && (v->unk_id = token_id(v, unk->valuestring)) >= 0)
+            v->types[v->unk_id] = 2;
         if ((rc = spm_types_scores(v, err))) goto fail;
     }
     if ((rc = special_ids(v, root, path, err))) goto fail;

@@ -15,23 +15,23 @@
 #include "moe/error.h"
 
 typedef struct moe__hf_vocab {
-    int n_tokens;     /* ids are dense: 0..n_tokens-1 (model.vocab and added_tokens) */
-    char **tokens;    /* (n_tokens) id-indexed token text, owned */
-    int32_t *types;   /* (n_tokens) GGUF token types: 1 normal, 2 unknown, 3 control,
-                       * 4 user-defined, 6 byte (<0xNN>, SentencePiece) */
-    int spm;          /* 1: SentencePiece-style BPE with byte fallback (Llama 2,
-                       * Mistral): write tokenizer.ggml.model "llama" with scores */
-    float *scores;    /* (n_tokens) spm only: minus the rank of the first merge
-                       * that makes the token (so merges go in HF's order), owned */
-    int unk_id;       /* -1: none */
-    int nfc;          /* 1: the normalizer is NFC (byte-level BPE; Qwen) */
+    int n_tokens;   /* ids are dense: 0..n_tokens-1 (model.vocab and added_tokens) */
+    char **tokens;  /* (n_tokens) id-indexed token text, owned */
+    int32_t *types; /* (n_tokens) GGUF token types: 1 normal, 2 unknown, 3 control,
+                     * 4 user-defined, 6 byte (<0xNN>, SentencePiece) */
+    int spm;        /* 1: SentencePiece-style BPE with byte fallback (Llama 2,
+                     * Mistral): write tokenizer.ggml.model "llama" with scores */
+    float *scores;  /* (n_tokens) spm only: minus the rank of the first merge
+                     * that makes the token (so merges go in HF's order), owned */
+    int unk_id;     /* -1: none */
+    int nfc;        /* 1: the normalizer is NFC (byte-level BPE; Qwen) */
     int n_merges;
-    char **merges;    /* (n_merges) "left right", in rank order, owned */
-    const char *pre;  /* tokenizer.ggml.pre for llama.cpp: "llama-bpe", "qwen2",
-                       * "deepseek-v3" or "gpt-2" (a static string); NULL for spm */
-    int bos_id;       /* -1: not known */
-    int eos_id;       /* -1: not known */
-    int add_bos;      /* 1 if the tokenizer adds BOS by default */
+    char **merges;       /* (n_merges) "left right", in rank order, owned */
+    const char *pre;     /* tokenizer.ggml.pre for llama.cpp: "llama-bpe", "qwen2",
+                          * "deepseek-v3" or "gpt-2" (a static string); NULL for spm */
+    int bos_id;          /* -1: not known */
+    int eos_id;          /* -1: not known */
+    int add_bos;         /* 1 if the tokenizer adds BOS by default */
     char *chat_template; /* tokenizer_config.json's chat_template (a string), or NULL; owned */
 } moe__hf_vocab;
 

@@ -37,8 +37,9 @@ typedef enum init_kind { INIT_UNIFORM, INIT_NORM, INIT_BIAS } init_kind;
 
 /* Adds a tensor of n_dims dims filled per kind: UNIFORM with amplitude amp,
  * NORM 1 + 0.1 u, BIAS 0.1 u. Stored as type t. */
-static int add(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err, const char *name, moe_dtype t, int n_dims,
-               int64_t ne0, int64_t ne1, int64_t ne2, init_kind kind, float amp) {
+static int add(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err, const char *name,
+               moe_dtype t, int n_dims, int64_t ne0, int64_t ne1, int64_t ne2, init_kind kind,
+               float amp) {
     const int64_t ne[3] = {ne0, ne1, ne2};
     const size_t n = (size_t)ne0 * (size_t)(n_dims > 1 ? ne1 : 1) * (size_t)(n_dims > 2 ? ne2 : 1);
     float *f = malloc(n * sizeof(float));
@@ -69,30 +70,45 @@ static int add_hf_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, const
     const uint64_t V = (uint64_t)hv->n_tokens;
     if (hv->spm) { /* as llama.cpp's converter writes a SentencePiece vocabulary */
         int rc = moe_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama") < 0 ||
-                 (o->tokenizer_pre && moe_gguf_writer_set_str(w, "tokenizer.ggml.pre", o->tokenizer_pre) < 0) ||
-                 moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)hv->tokens, V) < 0 ||
-                 moe_gguf_writer_set_arr(w, "tokenizer.ggml.scores", MOE_GGUF_TYPE_FLOAT32, hv->scores, V) < 0 ||
-                 moe_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", MOE_GGUF_TYPE_INT32, hv->types, V) < 0 ||
-                 (hv->bos_id >= 0 && moe_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)hv->bos_id) < 0) ||
-                 (hv->eos_id >= 0 && moe_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)hv->eos_id) < 0) ||
-                 (hv->unk_id >= 0 && moe_gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)hv->unk_id) < 0) ||
+                 (o->tokenizer_pre &&
+                  moe_gguf_writer_set_str(w, "tokenizer.ggml.pre", o->tokenizer_pre) < 0) ||
+                 moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens",
+                                             (const char *const *)hv->tokens, V) < 0 ||
+                 moe_gguf_writer_set_arr(w, "tokenizer.ggml.scores", MOE_GGUF_TYPE_FLOAT32,
+                                         hv->scores, V) < 0 ||
+                 moe_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", MOE_GGUF_TYPE_INT32,
+                                         hv->types, V) < 0 ||
+                 (hv->bos_id >= 0 && moe_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id",
+                                                             (uint32_t)hv->bos_id) < 0) ||
+                 (hv->eos_id >= 0 && moe_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id",
+                                                             (uint32_t)hv->eos_id) < 0) ||
+                 (hv->unk_id >= 0 && moe_gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id",
+                                                             (uint32_t)hv->unk_id) < 0) ||
                  moe_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", hv->add_bos) < 0 ||
                  moe_gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", 0) < 0 ||
                  moe_gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", 1) < 0 ||
-                 (hv->chat_template && moe_gguf_writer_set_str(w, "tokenizer.chat_template", hv->chat_template) < 0);
+                 (hv->chat_template &&
+                  moe_gguf_writer_set_str(w, "tokenizer.chat_template", hv->chat_template) < 0);
         return rc ? moe_err_set(err, MOE_ENOMEM, "cannot add the vocabulary") : 0;
     }
-    int rc = moe_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2") < 0 ||
-             moe_gguf_writer_set_str(w, "tokenizer.ggml.pre", o->tokenizer_pre ? o->tokenizer_pre : hv->pre) < 0 ||
-             moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)hv->tokens, V) < 0 ||
-             moe_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", MOE_GGUF_TYPE_INT32, hv->types, V) < 0 ||
-             moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)hv->merges,
-                                         (uint64_t)hv->n_merges) < 0 ||
-             (hv->bos_id >= 0 && moe_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)hv->bos_id) < 0) ||
-             (hv->eos_id >= 0 && moe_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)hv->eos_id) < 0) ||
-             moe_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", hv->add_bos) < 0 ||
-             moe_gguf_writer_set_str(w, "moemesh.tokenizer.normalizer", hv->nfc ? "nfc" : "none") < 0 ||
-             (hv->chat_template && moe_gguf_writer_set_str(w, "tokenizer.chat_template", hv->chat_template) < 0);
+    int rc =
+        moe_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2") < 0 ||
+        moe_gguf_writer_set_str(w, "tokenizer.ggml.pre",
+                                o->tokenizer_pre ? o->tokenizer_pre : hv->pre) < 0 ||
+        moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)hv->tokens,
+                                    V) < 0 ||
+        moe_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", MOE_GGUF_TYPE_INT32, hv->types, V) <
+            0 ||
+        moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)hv->merges,
+                                    (uint64_t)hv->n_merges) < 0 ||
+        (hv->bos_id >= 0 &&
+         moe_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)hv->bos_id) < 0) ||
+        (hv->eos_id >= 0 &&
+         moe_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)hv->eos_id) < 0) ||
+        moe_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", hv->add_bos) < 0 ||
+        moe_gguf_writer_set_str(w, "moemesh.tokenizer.normalizer", hv->nfc ? "nfc" : "none") < 0 ||
+        (hv->chat_template &&
+         moe_gguf_writer_set_str(w, "tokenizer.chat_template", hv->chat_template) < 0);
     return rc ? moe_err_set(err, MOE_ENOMEM, "cannot add the vocabulary") : 0;
 }
 
@@ -102,13 +118,50 @@ static int add_hf_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, const
  * test sees llama.cpp's leftmost-first rule for equal scores; the characters
  * not in the list (most of Unicode) go through byte fallback. */
 static int add_spm_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err) {
-    static const char *const chars[] = {"\xe2\x96\x81", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k",
-                                        "l", "m", "n", "o", "p", "q", "r", "s", "t", "u", "v", "w", "x",
-                                        "y", "z", "T", "H", "A", "I", ".", ",", "'", "0", "1", "2",
-                                        "\xc3\xa9", "\xe4\xbd\xa0", "\xe5\xa5\xbd"};
+    static const char *const chars[] = {"\xe2\x96\x81",
+                                        "a",
+                                        "b",
+                                        "c",
+                                        "d",
+                                        "e",
+                                        "f",
+                                        "g",
+                                        "h",
+                                        "i",
+                                        "j",
+                                        "k",
+                                        "l",
+                                        "m",
+                                        "n",
+                                        "o",
+                                        "p",
+                                        "q",
+                                        "r",
+                                        "s",
+                                        "t",
+                                        "u",
+                                        "v",
+                                        "w",
+                                        "x",
+                                        "y",
+                                        "z",
+                                        "T",
+                                        "H",
+                                        "A",
+                                        "I",
+                                        ".",
+                                        ",",
+                                        "'",
+                                        "0",
+                                        "1",
+                                        "2",
+                                        "\xc3\xa9",
+                                        "\xe4\xbd\xa0",
+                                        "\xe5\xa5\xbd"};
     const int n_chars = (int)(sizeof chars / sizeof chars[0]), V = o->n_vocab;
     if (V < 3 + 256 + n_chars + 1)
-        return moe_err_set(err, MOE_EINVAL, "a SentencePiece test vocabulary needs n_vocab >= %d", 3 + 256 + n_chars + 1);
+        return moe_err_set(err, MOE_EINVAL, "a SentencePiece test vocabulary needs n_vocab >= %d",
+                           3 + 256 + n_chars + 1);
     char **tok = calloc((size_t)V, sizeof *tok);
     int32_t *type = calloc((size_t)V, sizeof *type);
     float *score = calloc((size_t)V, sizeof *score);
@@ -129,17 +182,41 @@ static int add_spm_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, moe_
     for (int c = 0; c < n_chars; c++) tok[n] = strdup(chars[c]), type[n++] = 1;
     /* English-like pieces first (every prefix of these words, so merges
      * compete: "th"+"e" against "t"+"he"), then random pairs */
-    static const char *const words[] = {"\xe2\x96\x81the", "\xe2\x96\x81there", "\xe2\x96\x81hello", "\xe2\x96\x81test",
-                                        "\xe2\x96\x81it", "\xe2\x96\x81" "and", "\xe2\x96\x81" "a", "ing", "the", "he", "ere",
-                                        "er", "in", "re", "an", "on", "at", "es", "st", "'s", "ll", "lo",
-                                        "\xe2\x96\x81\xe2\x96\x81", "\xe2\x96\x81\xe2\x96\x81\xe2\x96\x81\xe2\x96\x81", "\xe4\xbd\xa0\xe5\xa5\xbd"};
+    static const char *const words[] = {"\xe2\x96\x81the",
+                                        "\xe2\x96\x81there",
+                                        "\xe2\x96\x81hello",
+                                        "\xe2\x96\x81test",
+                                        "\xe2\x96\x81it",
+                                        "\xe2\x96\x81"
+                                        "and",
+                                        "\xe2\x96\x81"
+                                        "a",
+                                        "ing",
+                                        "the",
+                                        "he",
+                                        "ere",
+                                        "er",
+                                        "in",
+                                        "re",
+                                        "an",
+                                        "on",
+                                        "at",
+                                        "es",
+                                        "st",
+                                        "'s",
+                                        "ll",
+                                        "lo",
+                                        "\xe2\x96\x81\xe2\x96\x81",
+                                        "\xe2\x96\x81\xe2\x96\x81\xe2\x96\x81\xe2\x96\x81",
+                                        "\xe4\xbd\xa0\xe5\xa5\xbd"};
     int made = 0;
     for (size_t w_ = 0; w_ < sizeof words / sizeof words[0] && n < V; w_++) {
         const char *wd = words[w_];
         for (size_t l = 1; l <= strlen(wd) && n < V; l++) {
             if ((wd[l] & 0xC0) == 0x80) continue; /* whole characters only */
             int dup = 0;
-            for (int i = first_char; i < n && !dup; i++) dup = strlen(tok[i]) == l && !memcmp(tok[i], wd, l);
+            for (int i = first_char; i < n && !dup; i++)
+                dup = strlen(tok[i]) == l && !memcmp(tok[i], wd, l);
             if (dup) continue;
             tok[n] = strndup(wd, l), type[n] = 1, score[n] = -(float)(made++ / 3);
             n++;
@@ -148,8 +225,9 @@ static int add_spm_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, moe_
     uint64_t s = stream_for(o->seed, "spm-vocab");
     for (int tries = 0; n < V && tries < V * 100; tries++) {
         /* a piece of two: mostly a character then anything made so far */
-        const int a = splitmix(&s) % 3 ? first_char + (int)(splitmix(&s) % (uint64_t)n_chars)
-                                       : first_char + (int)(splitmix(&s) % (uint64_t)(n - first_char));
+        const int a = splitmix(&s) % 3
+                          ? first_char + (int)(splitmix(&s) % (uint64_t)n_chars)
+                          : first_char + (int)(splitmix(&s) % (uint64_t)(n - first_char));
         const int b = first_char + (int)(splitmix(&s) % (uint64_t)(n - first_char));
         if (!tok[a] || !tok[b] || strlen(tok[a]) + strlen(tok[b]) > 16) continue;
         char buf[40];
@@ -171,9 +249,12 @@ static int add_spm_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, moe_
             goto done;
         }
     if (moe_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama") < 0 ||
-        moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tok, (uint64_t)V) < 0 ||
-        moe_gguf_writer_set_arr(w, "tokenizer.ggml.scores", MOE_GGUF_TYPE_FLOAT32, score, (uint64_t)V) < 0 ||
-        moe_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", MOE_GGUF_TYPE_INT32, type, (uint64_t)V) < 0 ||
+        moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tok,
+                                    (uint64_t)V) < 0 ||
+        moe_gguf_writer_set_arr(w, "tokenizer.ggml.scores", MOE_GGUF_TYPE_FLOAT32, score,
+                                (uint64_t)V) < 0 ||
+        moe_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", MOE_GGUF_TYPE_INT32, type,
+                                (uint64_t)V) < 0 ||
         moe_gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", 0) < 0 ||
         moe_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 1) < 0 ||
         moe_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2) < 0)
@@ -225,7 +306,7 @@ static int add_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, const mo
     while (n < V - 1 && tries < V * 100) {
         tries++;
         int a = n > 256 && (splitmix(&s) & 1) ? 256 + (int)(splitmix(&s) % (uint64_t)(n - 256))
-                                             : 'a' + (int)(splitmix(&s) % 26);
+                                              : 'a' + (int)(splitmix(&s) % 26);
         int b = 'a' + (int)(splitmix(&s) % 26);
         if (strlen(tok[a]) + strlen(tok[b]) > 12) continue;
         char buf[32];
@@ -267,10 +348,14 @@ static int add_vocab(moe_gguf_writer *w, const moe_testmodel_params *o, const mo
             goto done;
         }
     if (moe_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2") < 0 ||
-        moe_gguf_writer_set_str(w, "tokenizer.ggml.pre", o->tokenizer_pre ? o->tokenizer_pre : "default") < 0 ||
-        moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tok, (uint64_t)V) < 0 ||
-        moe_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", MOE_GGUF_TYPE_INT32, type, (uint64_t)V) < 0 ||
-        moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, (uint64_t)n_merges) < 0 ||
+        moe_gguf_writer_set_str(w, "tokenizer.ggml.pre",
+                                o->tokenizer_pre ? o->tokenizer_pre : "default") < 0 ||
+        moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tok,
+                                    (uint64_t)V) < 0 ||
+        moe_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", MOE_GGUF_TYPE_INT32, type,
+                                (uint64_t)V) < 0 ||
+        moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges,
+                                    (uint64_t)n_merges) < 0 ||
         moe_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)(V - 1)) < 0 ||
         moe_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)(V - 1)) < 0 ||
         moe_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", 0) < 0)
@@ -292,15 +377,15 @@ static int set_keys(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *
     const char *a = moe_arch_name(o->arch);
     char k[128];
     int rc = 0;
-#define U32(key, v)                                                                           \
-    do {                                                                                      \
-        snprintf(k, sizeof k, "%s." key, a);                                                  \
-        rc |= moe_gguf_writer_set_u32(w, k, (uint32_t)(v));                                    \
+#define U32(key, v)                                                                                \
+    do {                                                                                           \
+        snprintf(k, sizeof k, "%s." key, a);                                                       \
+        rc |= moe_gguf_writer_set_u32(w, k, (uint32_t)(v));                                        \
     } while (0)
-#define F32(key, v)                                                                           \
-    do {                                                                                      \
-        snprintf(k, sizeof k, "%s." key, a);                                                  \
-        rc |= moe_gguf_writer_set_f32(w, k, (v));                                              \
+#define F32(key, v)                                                                                \
+    do {                                                                                           \
+        snprintf(k, sizeof k, "%s." key, a);                                                       \
+        rc |= moe_gguf_writer_set_f32(w, k, (v));                                                  \
     } while (0)
     rc |= moe_gguf_writer_set_str(w, "general.architecture", a);
     char name[64];
@@ -372,7 +457,8 @@ static int add_tensors(moe_gguf_writer *w, const moe_testmodel_params *o, moe_er
     const int64_t E = o->n_embd, V = o->n_vocab, qd = (int64_t)o->n_head * o->head_dim,
                   kvd = (int64_t)o->n_head_kv * o->head_dim, F = o->n_ff, X = o->n_expert,
                   S = o->n_ff_shexp;
-    const float aE = sqrtf(3.0f / (float)E), aQ = sqrtf(3.0f / (float)qd), aF = sqrtf(3.0f / (float)F);
+    const float aE = sqrtf(3.0f / (float)E), aQ = sqrtf(3.0f / (float)qd),
+                aF = sqrtf(3.0f / (float)F);
     int rc = 0;
     rc = rc ? rc : add(w, o, err, "token_embd.weight", T, 2, E, V, 1, INIT_UNIFORM, 1.0f);
     for (int il = 0; il < o->n_layer && !rc; il++) {
@@ -384,39 +470,59 @@ static int add_tensors(moe_gguf_writer *w, const moe_testmodel_params *o, moe_er
                           QL = o->q_lora_rank, Dv = o->head_dim_v;
             const float aR = sqrtf(3.0f / (float)R);
             if (QL) {
-                rc = rc ? rc : add(w, o, err, NAME("attn_q_a.weight"), T, 2, E, QL, 1, INIT_UNIFORM, aE);
-                rc = rc ? rc : add(w, o, err, NAME("attn_q_a_norm.weight"), F32, 1, QL, 1, 1, INIT_NORM, 0);
-                rc = rc ? rc : add(w, o, err, NAME("attn_q_b.weight"), T, 2, QL, H * Dk, 1, INIT_UNIFORM,
-                                   sqrtf(3.0f / (float)QL));
+                rc = rc ? rc
+                        : add(w, o, err, NAME("attn_q_a.weight"), T, 2, E, QL, 1, INIT_UNIFORM, aE);
+                rc = rc ? rc
+                        : add(w, o, err, NAME("attn_q_a_norm.weight"), F32, 1, QL, 1, 1, INIT_NORM,
+                              0);
+                rc = rc ? rc
+                        : add(w, o, err, NAME("attn_q_b.weight"), T, 2, QL, H * Dk, 1, INIT_UNIFORM,
+                              sqrtf(3.0f / (float)QL));
             } else {
-                rc = rc ? rc : add(w, o, err, NAME("attn_q.weight"), T, 2, E, H * Dk, 1, INIT_UNIFORM, aE);
+                rc = rc ? rc
+                        : add(w, o, err, NAME("attn_q.weight"), T, 2, E, H * Dk, 1, INIT_UNIFORM,
+                              aE);
             }
-            rc = rc ? rc : add(w, o, err, NAME("attn_kv_a_mqa.weight"), T, 2, E, R + o->rope_dim, 1,
-                               INIT_UNIFORM, aE);
-            rc = rc ? rc : add(w, o, err, NAME("attn_kv_a_norm.weight"), F32, 1, R, 1, 1, INIT_NORM, 0);
-            rc = rc ? rc : add(w, o, err, NAME("attn_k_b.weight"), T, 3, o->head_dim, R, H, INIT_UNIFORM,
-                               sqrtf(3.0f / (float)o->head_dim));
-            rc = rc ? rc : add(w, o, err, NAME("attn_v_b.weight"), T, 3, R, Dv, H, INIT_UNIFORM, aR);
-            rc = rc ? rc : add(w, o, err, NAME("attn_output.weight"), T, 2, H * Dv, E, 1, INIT_UNIFORM,
-                               sqrtf(3.0f / (float)(H * Dv)));
+            rc = rc ? rc
+                    : add(w, o, err, NAME("attn_kv_a_mqa.weight"), T, 2, E, R + o->rope_dim, 1,
+                          INIT_UNIFORM, aE);
+            rc = rc ? rc
+                    : add(w, o, err, NAME("attn_kv_a_norm.weight"), F32, 1, R, 1, 1, INIT_NORM, 0);
+            rc = rc ? rc
+                    : add(w, o, err, NAME("attn_k_b.weight"), T, 3, o->head_dim, R, H, INIT_UNIFORM,
+                          sqrtf(3.0f / (float)o->head_dim));
+            rc =
+                rc ? rc : add(w, o, err, NAME("attn_v_b.weight"), T, 3, R, Dv, H, INIT_UNIFORM, aR);
+            rc = rc ? rc
+                    : add(w, o, err, NAME("attn_output.weight"), T, 2, H * Dv, E, 1, INIT_UNIFORM,
+                          sqrtf(3.0f / (float)(H * Dv)));
         } else {
-        rc = rc ? rc : add(w, o, err, NAME("attn_q.weight"), T, 2, E, qd, 1, INIT_UNIFORM, aE);
-        rc = rc ? rc : add(w, o, err, NAME("attn_k.weight"), T, 2, E, kvd, 1, INIT_UNIFORM, aE);
-        rc = rc ? rc : add(w, o, err, NAME("attn_v.weight"), T, 2, E, kvd, 1, INIT_UNIFORM, aE);
-        if (o->arch == MOE_ARCH_QWEN2MOE) {
-            rc = rc ? rc : add(w, o, err, NAME("attn_q.bias"), F32, 1, qd, 1, 1, INIT_BIAS, 0);
-            rc = rc ? rc : add(w, o, err, NAME("attn_k.bias"), F32, 1, kvd, 1, 1, INIT_BIAS, 0);
-            rc = rc ? rc : add(w, o, err, NAME("attn_v.bias"), F32, 1, kvd, 1, 1, INIT_BIAS, 0);
-        }
-        if (o->arch == MOE_ARCH_QWEN3MOE) {
-            rc = rc ? rc : add(w, o, err, NAME("attn_q_norm.weight"), F32, 1, o->head_dim, 1, 1, INIT_NORM, 0);
-            rc = rc ? rc : add(w, o, err, NAME("attn_k_norm.weight"), F32, 1, o->head_dim, 1, 1, INIT_NORM, 0);
-        }
-        if (o->arch == MOE_ARCH_OLMOE) {
-            rc = rc ? rc : add(w, o, err, NAME("attn_q_norm.weight"), F32, 1, qd, 1, 1, INIT_NORM, 0);
-            rc = rc ? rc : add(w, o, err, NAME("attn_k_norm.weight"), F32, 1, kvd, 1, 1, INIT_NORM, 0);
-        }
-        rc = rc ? rc : add(w, o, err, NAME("attn_output.weight"), T, 2, qd, E, 1, INIT_UNIFORM, aQ);
+            rc = rc ? rc : add(w, o, err, NAME("attn_q.weight"), T, 2, E, qd, 1, INIT_UNIFORM, aE);
+            rc = rc ? rc : add(w, o, err, NAME("attn_k.weight"), T, 2, E, kvd, 1, INIT_UNIFORM, aE);
+            rc = rc ? rc : add(w, o, err, NAME("attn_v.weight"), T, 2, E, kvd, 1, INIT_UNIFORM, aE);
+            if (o->arch == MOE_ARCH_QWEN2MOE) {
+                rc = rc ? rc : add(w, o, err, NAME("attn_q.bias"), F32, 1, qd, 1, 1, INIT_BIAS, 0);
+                rc = rc ? rc : add(w, o, err, NAME("attn_k.bias"), F32, 1, kvd, 1, 1, INIT_BIAS, 0);
+                rc = rc ? rc : add(w, o, err, NAME("attn_v.bias"), F32, 1, kvd, 1, 1, INIT_BIAS, 0);
+            }
+            if (o->arch == MOE_ARCH_QWEN3MOE) {
+                rc = rc ? rc
+                        : add(w, o, err, NAME("attn_q_norm.weight"), F32, 1, o->head_dim, 1, 1,
+                              INIT_NORM, 0);
+                rc = rc ? rc
+                        : add(w, o, err, NAME("attn_k_norm.weight"), F32, 1, o->head_dim, 1, 1,
+                              INIT_NORM, 0);
+            }
+            if (o->arch == MOE_ARCH_OLMOE) {
+                rc =
+                    rc ? rc
+                       : add(w, o, err, NAME("attn_q_norm.weight"), F32, 1, qd, 1, 1, INIT_NORM, 0);
+                rc = rc ? rc
+                        : add(w, o, err, NAME("attn_k_norm.weight"), F32, 1, kvd, 1, 1, INIT_NORM,
+                              0);
+            }
+            rc = rc ? rc
+                    : add(w, o, err, NAME("attn_output.weight"), T, 2, qd, E, 1, INIT_UNIFORM, aQ);
         }
         rc = rc ? rc : add(w, o, err, NAME("ffn_norm.weight"), F32, 1, E, 1, 1, INIT_NORM, 0);
         if ((o->arch == MOE_ARCH_DEEPSEEK || o->arch == MOE_ARCH_DEEPSEEK2) &&
@@ -429,26 +535,42 @@ static int add_tensors(moe_gguf_writer *w, const moe_testmodel_params *o, moe_er
             continue;
         }
         /* router logits of std ~3: wide margins between experts */
-        rc = rc ? rc : add(w, o, err, NAME("ffn_gate_inp.weight"), F32, 2, E, X, 1, INIT_UNIFORM,
-                           3.0f * aE);
+        rc = rc ? rc
+                : add(w, o, err, NAME("ffn_gate_inp.weight"), F32, 2, E, X, 1, INIT_UNIFORM,
+                      3.0f * aE);
         if (o->expert_bias)
-            rc = rc ? rc : add(w, o, err, NAME("exp_probs_b.bias"), F32, 1, X, 1, 1, INIT_UNIFORM, 0.3f);
-        rc = rc ? rc : add(w, o, err, NAME("ffn_gate_exps.weight"), T, 3, E, F, X, INIT_UNIFORM, aE);
-        rc = rc ? rc : add(w, o, err, NAME("ffn_down_exps.weight"), T, 3, F, E, X, INIT_UNIFORM, aF);
+            rc = rc ? rc
+                    : add(w, o, err, NAME("exp_probs_b.bias"), F32, 1, X, 1, 1, INIT_UNIFORM, 0.3f);
+        rc =
+            rc ? rc : add(w, o, err, NAME("ffn_gate_exps.weight"), T, 3, E, F, X, INIT_UNIFORM, aE);
+        rc =
+            rc ? rc : add(w, o, err, NAME("ffn_down_exps.weight"), T, 3, F, E, X, INIT_UNIFORM, aF);
         rc = rc ? rc : add(w, o, err, NAME("ffn_up_exps.weight"), T, 3, E, F, X, INIT_UNIFORM, aE);
         if (o->arch == MOE_ARCH_DEEPSEEK || o->arch == MOE_ARCH_DEEPSEEK2) {
             const int64_t SD = (int64_t)o->n_ff * o->n_expert_shared;
             const float aS = sqrtf(3.0f / (float)SD);
-            rc = rc ? rc : add(w, o, err, NAME("ffn_gate_shexp.weight"), T, 2, E, SD, 1, INIT_UNIFORM, aE);
-            rc = rc ? rc : add(w, o, err, NAME("ffn_down_shexp.weight"), T, 2, SD, E, 1, INIT_UNIFORM, aS);
-            rc = rc ? rc : add(w, o, err, NAME("ffn_up_shexp.weight"), T, 2, E, SD, 1, INIT_UNIFORM, aE);
+            rc = rc ? rc
+                    : add(w, o, err, NAME("ffn_gate_shexp.weight"), T, 2, E, SD, 1, INIT_UNIFORM,
+                          aE);
+            rc = rc ? rc
+                    : add(w, o, err, NAME("ffn_down_shexp.weight"), T, 2, SD, E, 1, INIT_UNIFORM,
+                          aS);
+            rc = rc ? rc
+                    : add(w, o, err, NAME("ffn_up_shexp.weight"), T, 2, E, SD, 1, INIT_UNIFORM, aE);
         }
         if (o->arch == MOE_ARCH_QWEN2MOE) {
             const float aS = sqrtf(3.0f / (float)S);
-            rc = rc ? rc : add(w, o, err, NAME("ffn_gate_inp_shexp.weight"), F32, 1, E, 1, 1, INIT_UNIFORM, aE);
-            rc = rc ? rc : add(w, o, err, NAME("ffn_gate_shexp.weight"), T, 2, E, S, 1, INIT_UNIFORM, aE);
-            rc = rc ? rc : add(w, o, err, NAME("ffn_down_shexp.weight"), T, 2, S, E, 1, INIT_UNIFORM, aS);
-            rc = rc ? rc : add(w, o, err, NAME("ffn_up_shexp.weight"), T, 2, E, S, 1, INIT_UNIFORM, aE);
+            rc = rc ? rc
+                    : add(w, o, err, NAME("ffn_gate_inp_shexp.weight"), F32, 1, E, 1, 1,
+                          INIT_UNIFORM, aE);
+            rc =
+                rc ? rc
+                   : add(w, o, err, NAME("ffn_gate_shexp.weight"), T, 2, E, S, 1, INIT_UNIFORM, aE);
+            rc =
+                rc ? rc
+                   : add(w, o, err, NAME("ffn_down_shexp.weight"), T, 2, S, E, 1, INIT_UNIFORM, aS);
+            rc = rc ? rc
+                    : add(w, o, err, NAME("ffn_up_shexp.weight"), T, 2, E, S, 1, INIT_UNIFORM, aE);
         }
 #undef NAME
     }
@@ -456,7 +578,6 @@ static int add_tensors(moe_gguf_writer *w, const moe_testmodel_params *o, moe_er
     rc = rc ? rc : add(w, o, err, "output.weight", T, 2, E, V, 1, INIT_UNIFORM, 2.0f * aE);
     return rc;
 }
-
 
 int moe_testmodel_defaults(moe_testmodel_params *p, moe_arch arch, const char *preset) {
     memset(p, 0, sizeof *p);
@@ -467,8 +588,10 @@ int moe_testmodel_defaults(moe_testmodel_params *p, moe_arch arch, const char *p
     p->rms_eps = 1e-5f;
     int v2 = 0;
     if (arch == MOE_ARCH_DEEPSEEK2) { /* MLA presets are tiny only, for now */
-        if (!strcmp(preset, "tiny-v2")) v2 = 1;
-        else if (strcmp(preset, "tiny")) return MOE_EINVAL;
+        if (!strcmp(preset, "tiny-v2"))
+            v2 = 1;
+        else if (strcmp(preset, "tiny"))
+            return MOE_EINVAL;
         preset = "tiny";
     }
     if (!strcmp(preset, "tiny")) {
@@ -529,8 +652,9 @@ static int testmodel_write(const moe_testmodel_params *o, const moe__hf_vocab *h
                            moe_err *err) {
     if (!moe_arch_name(o->arch)) return moe_err_set(err, MOE_EINVAL, "unknown architecture");
     if (!moe_dtype_supported(o->dtype)) return moe_err_set(err, MOE_EINVAL, "unknown dtype");
-    const int dims[] = {o->n_embd, o->n_layer, o->n_head, o->n_head_kv, o->head_dim, o->n_ff,
-                        o->n_ff_shexp, o->n_expert, o->n_expert_used, o->n_vocab, o->n_ctx};
+    const int dims[] = {o->n_embd,        o->n_layer, o->n_head,     o->n_head_kv,
+                        o->head_dim,      o->n_ff,    o->n_ff_shexp, o->n_expert,
+                        o->n_expert_used, o->n_vocab, o->n_ctx};
     for (size_t j = 0; j < sizeof dims / sizeof dims[0]; j++)
         if (dims[j] < 1) return moe_err_set(err, MOE_EINVAL, "every dimension must be >= 1");
     if (o->n_expert > 256 || o->n_layer > 256 || o->n_vocab > 1 << 20 || o->n_embd > 1 << 16 ||
@@ -540,16 +664,18 @@ static int testmodel_write(const moe_testmodel_params *o, const moe__hf_vocab *h
         o->head_dim_v > 1024)
         return moe_err_set(err, MOE_EINVAL, "dimensions too large for a test model");
     if (o->arch == MOE_ARCH_DEEPSEEK2 &&
-        (o->head_dim % 32 || o->kv_lora_rank < 32 || o->kv_lora_rank % 32 || o->q_lora_rank % 32 || o->q_lora_rank < 0 ||
-         o->rope_dim < 2 || o->rope_dim % 2 || o->head_dim_v % 32 || o->head_dim_v < 32 ||
-         o->n_head_kv != 1 || (o->n_layer >= 26 && o->n_layer <= 27)))
+        (o->head_dim % 32 || o->kv_lora_rank < 32 || o->kv_lora_rank % 32 || o->q_lora_rank % 32 ||
+         o->q_lora_rank < 0 || o->rope_dim < 2 || o->rope_dim % 2 || o->head_dim_v % 32 ||
+         o->head_dim_v < 32 || o->n_head_kv != 1 || (o->n_layer >= 26 && o->n_layer <= 27)))
         return moe_err_set(err, MOE_EINVAL,
                            "deepseek2 needs kv/q LoRA ranks, the no-rope head dim and v head dims "
-                           "that are multiples of 32, an even rope dim, one kv head, and not 26/27 layers (llama.cpp "
+                           "that are multiples of 32, an even rope dim, one kv head, and not 26/27 "
+                           "layers (llama.cpp "
                            "treats those as V2-Lite)");
     if (o->n_embd % 32 || o->n_ff % 32 || o->n_ff_shexp % 32 || (o->n_head * o->head_dim) % 32)
-        return moe_err_set(err, MOE_EINVAL,
-                           "n_embd, n_ff, n_ff_shexp and n_head x head_dim must be multiples of 32");
+        return moe_err_set(
+            err, MOE_EINVAL,
+            "n_embd, n_ff, n_ff_shexp and n_head x head_dim must be multiples of 32");
     if (o->head_dim % 2) return moe_err_set(err, MOE_EINVAL, "head_dim must be even");
     if (o->arch != MOE_ARCH_DEEPSEEK2 && o->rope_dim &&
         (o->rope_dim < 2 || o->rope_dim % 2 || o->rope_dim > o->head_dim ||
@@ -562,26 +688,32 @@ static int testmodel_write(const moe_testmodel_params *o, const moe__hf_vocab *h
     if (o->n_head % o->n_head_kv)
         return moe_err_set(err, MOE_EINVAL, "n_head must be a multiple of n_head_kv");
     if (o->arch == MOE_ARCH_OLMOE && o->n_head_kv != o->n_head)
-        return moe_err_set(err, MOE_EINVAL,
-                           "olmoe needs n_head_kv == n_head (its k norm spans n_embd in llama.cpp)");
+        return moe_err_set(
+            err, MOE_EINVAL,
+            "olmoe needs n_head_kv == n_head (its k norm spans n_embd in llama.cpp)");
     if (o->n_expert_used > o->n_expert)
         return moe_err_set(err, MOE_EINVAL, "n_expert_used exceeds n_expert");
     if (o->n_groups > 1) {
-        moe_routing r = {.n_expert = o->n_expert, .n_used = o->n_expert_used, .scale = 1,
-                         .n_groups = o->n_groups, .n_groups_used = o->n_groups_used};
+        moe_routing r = {.n_expert = o->n_expert,
+                         .n_used = o->n_expert_used,
+                         .scale = 1,
+                         .n_groups = o->n_groups,
+                         .n_groups_used = o->n_groups_used};
         if (moe_routing_check(&r) < 0 || o->n_groups_used >= o->n_groups)
             return moe_err_set(err, MOE_EINVAL,
                                "expert groups: %d experts in %d groups with %d used cannot give %d",
                                o->n_expert, o->n_groups, o->n_groups_used, o->n_expert_used);
     }
     if ((o->arch == MOE_ARCH_DEEPSEEK || o->arch == MOE_ARCH_DEEPSEEK2) &&
-        (o->n_layer_dense_lead < 0 || o->n_layer_dense_lead >= o->n_layer || o->n_expert_shared < 1 ||
-         o->n_ff_dense < 32 || o->n_ff_dense % 32))
-        return moe_err_set(err, MOE_EINVAL,
-                           "deepseek needs 0 <= dense lead layers < n_layer, >= 1 shared expert and "
-                           "a dense width that is a multiple of 32");
+        (o->n_layer_dense_lead < 0 || o->n_layer_dense_lead >= o->n_layer ||
+         o->n_expert_shared < 1 || o->n_ff_dense < 32 || o->n_ff_dense % 32))
+        return moe_err_set(
+            err, MOE_EINVAL,
+            "deepseek needs 0 <= dense lead layers < n_layer, >= 1 shared expert and "
+            "a dense width that is a multiple of 32");
     if (o->n_vocab < 300)
-        return moe_err_set(err, MOE_EINVAL, "n_vocab must be >= 300 (256 bytes + merges + specials)");
+        return moe_err_set(err, MOE_EINVAL,
+                           "n_vocab must be >= 300 (256 bytes + merges + specials)");
     if (o->n_expert > 256 || o->n_layer > 256 || o->n_vocab > 1 << 20 || o->n_embd > 1 << 16 ||
         o->n_ff > 1 << 18 || o->n_ff_shexp > 1 << 18 || o->n_head > 1024 || o->head_dim > 1024 ||
         o->n_ctx > 1 << 24)

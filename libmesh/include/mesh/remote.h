@@ -32,34 +32,34 @@
 #include "moe/model.h"
 
 typedef struct moe_remote_params {
-    int wire_bf16;      /* 1: activations and outputs as bf16 (half the bytes) */
-    int deadline_ms;    /* per batch (default 10000) */
-    int max_rows;       /* rows one submit may carry (default 4096) */
-    int allow_partial;  /* 1: do not require every expert to be held at create
-                         * (a submit naming an unheld one still fails) */
-    int failover_ms;    /* how long a batch waits for a placement that gives an
-                         * expert a live replica (default 30000) */
-    int down_ms;        /* a failed worker is not chosen again for this long,
-                         * while replicas remain (default 1000) */
+    int wire_bf16;         /* 1: activations and outputs as bf16 (half the bytes) */
+    int deadline_ms;       /* per batch (default 10000) */
+    int max_rows;          /* rows one submit may carry (default 4096) */
+    int allow_partial;     /* 1: do not require every expert to be held at create
+                            * (a submit naming an unheld one still fails) */
+    int failover_ms;       /* how long a batch waits for a placement that gives an
+                            * expert a live replica (default 30000) */
+    int down_ms;           /* a failed worker is not chosen again for this long,
+                            * while replicas remain (default 1000) */
     int placement_wait_ms; /* Redis: how long create waits for the first
                             * active placement (default 30000) */
-    int quiet;          /* 1: no log lines on stderr about failovers */
+    int quiet;             /* 1: no log lines on stderr about failovers */
 } moe_remote_params;
 
 typedef struct moe_remote_stats {
-    uint64_t batches;        /* submits */
-    uint64_t messages;       /* Forward messages sent */
-    uint64_t bytes_sent;     /* serialized ForwardRequest bytes put in gRPC byte buffers */
-    uint64_t bytes_received; /* serialized ForwardResult bytes read from gRPC byte buffers */
-    uint64_t retries;        /* row groups sent again after a worker failed */
-    uint64_t worker_failures;/* worker failures seen (broken stream, deadline, refusal) */
-    uint64_t epoch;          /* placement epoch in use (0: a fixed list) */
-    uint64_t placements;     /* placements taken from Redis */
-    uint64_t rows_reported;  /* rows written to Redis load buckets */
-    uint64_t redis_failures; /* Redis connections lost or refused */
-    int workers;             /* workers known */
-    double stall_ms_max;     /* longest time from a worker's failure in a batch to that
-                              * batch served by replicas (failover latency) */
+    uint64_t batches;         /* submits */
+    uint64_t messages;        /* Forward messages sent */
+    uint64_t bytes_sent;      /* serialized ForwardRequest bytes put in gRPC byte buffers */
+    uint64_t bytes_received;  /* serialized ForwardResult bytes read from gRPC byte buffers */
+    uint64_t retries;         /* row groups sent again after a worker failed */
+    uint64_t worker_failures; /* worker failures seen (broken stream, deadline, refusal) */
+    uint64_t epoch;           /* placement epoch in use (0: a fixed list) */
+    uint64_t placements;      /* placements taken from Redis */
+    uint64_t rows_reported;   /* rows written to Redis load buckets */
+    uint64_t redis_failures;  /* Redis connections lost or refused */
+    int workers;              /* workers known */
+    double stall_ms_max;      /* longest time from a worker's failure in a batch to that
+                               * batch served by replicas (failover latency) */
     double stall_ms_last;
 } moe_remote_stats;
 
@@ -68,8 +68,8 @@ moe_remote_params moe_remote_default_params(void);
 /* Connects to n workers ("host:port"), reads their Info, checks that every
  * routed expert is held and the model shapes agree. The model is borrowed. */
 int moe_expert_backend_remote_create(moe_expert_backend **out, const moe_model *m,
-                                     const char *const *workers, int n,
-                                     const moe_remote_params *p, moe_err *err);
+                                     const char *const *workers, int n, const moe_remote_params *p,
+                                     moe_err *err);
 
 /* Follows router-svc's active placement in Redis (url: redis://host:port,
  * prefix: the deployment's key prefix, NULL = "moemesh"): waits up to

@@ -85,11 +85,10 @@ int moe_rlink_sub_poll(moe_rlink *l, int timeout_ms,
 
 /* Counters for metrics and logs. */
 typedef struct moe_rlink_stats {
-    uint64_t connects;    /* successful connections */
-    uint64_t failures;    /* connection attempts and commands that failed */
+    uint64_t connects; /* successful connections */
+    uint64_t failures; /* connection attempts and commands that failed */
     int connected;
 } moe_rlink_stats;
 moe_rlink_stats moe_rlink_get_stats(const moe_rlink *l);
-
 
 #endif

@@ -20,7 +20,6 @@ void moe_slice_set(moe_slice *s, int layer, int expert, int held);
  * bytes, truncated); returns the full length. */
 size_t moe_slice_format(const moe_slice *s, char *buf, size_t cap);
 
-
 /* Parses a spec against a model's shape:
  *   "all"                every expert of every MoE layer
  *   "0-3,6"              those experts in every layer
@@ -29,7 +28,7 @@ size_t moe_slice_format(const moe_slice *s, char *buf, size_t cap);
  * moe_layer_ok(l) says which layers have experts. Returns 0 or MOE_EINVAL
  * with a message pointing at the bad part. Free with moe_slice_free. */
 int moe_slice_parse(moe_slice *s, const char *spec, int n_layer, int n_expert,
-                   const uint8_t *moe_layer_ok, moe_err *err);
+                    const uint8_t *moe_layer_ok, moe_err *err);
 void moe_slice_free(moe_slice *s);
 int moe_slice_has(const moe_slice *s, int layer, int expert);
 /* Number of (layer, expert) pairs held. */

@@ -79,7 +79,7 @@ int moe_chat_template_parse_name(const char *name);
  * length + 1 whether or not it fitted. Returns 0; MOE_ENOSPC if cap is too
  * small (out then holds nothing useful); MOE_EINVAL for an invalid kind, a
  * NULL role or content, or an unknown role (named in err). */
-int moe_chat_apply(int kind, const moe_chat_msg *msgs, int n, int add_generation_prompt,
-                   char *out, size_t cap, size_t *needed, moe_err *err);
+int moe_chat_apply(int kind, const moe_chat_msg *msgs, int n, int add_generation_prompt, char *out,
+                   size_t cap, size_t *needed, moe_err *err);
 
 #endif

@@ -25,7 +25,7 @@ typedef enum moe_dtype {
 
 /* One Q8_0 block: y[i] = d * qs[i]. */
 typedef struct moe_block_q8_0 {
-    uint16_t d;          /* fp16 scale */
+    uint16_t d;           /* fp16 scale */
     int8_t qs[MOE_QK8_0]; /* quants */
 } moe_block_q8_0;
 

@@ -50,16 +50,14 @@ typedef struct moe_err {
 
 /* Fills err (if non-NULL) with code and a printf-formatted message; returns
  * code, so it can be used as `return moe_err_set(err, MOE_EFORMAT, ...)`. */
-int moe_err_set(moe_err *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int moe_err_set(moe_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Aborts with file and line: for broken invariants only, never for input. */
-#define MOE_ASSERT(x)                                                          \
-    do {                                                                       \
-        if (!(x)) moe__assert_fail(__FILE__, __LINE__, #x);                    \
+#define MOE_ASSERT(x)                                                                              \
+    do {                                                                                           \
+        if (!(x)) moe__assert_fail(__FILE__, __LINE__, #x);                                        \
     } while (0)
 
-void moe__assert_fail(const char *file, int line, const char *expr)
-    __attribute__((noreturn));
+void moe__assert_fail(const char *file, int line, const char *expr) __attribute__((noreturn));
 
 #endif

@@ -30,15 +30,15 @@ typedef struct moe_pool moe_pool;
 
 /* One MoE layer's routed work: rows grouped by expert. */
 typedef struct moe_expert_work {
-    int layer;               /* layer index */
-    int n_groups;            /* number of (expert, rows) groups */
-    const int32_t *expert;   /* (n_groups) expert index of each group */
-    const int32_t *row_start;/* (n_groups + 1) group g is rows [row_start[g], row_start[g+1]) */
-    int n_embd;              /* row width of x and y */
-    const float *x;          /* (n_rows, n_embd) inputs, grouped; borrowed until wait returns */
-    float *y;                /* (n_rows, n_embd) outputs: y = down(silu(gate x) * up x) */
-    uint32_t *expert_us;     /* (n_groups) optional output: CPU microseconds each group's
-                              * products took, summed over threads; NULL to skip */
+    int layer;                /* layer index */
+    int n_groups;             /* number of (expert, rows) groups */
+    const int32_t *expert;    /* (n_groups) expert index of each group */
+    const int32_t *row_start; /* (n_groups + 1) group g is rows [row_start[g], row_start[g+1]) */
+    int n_embd;               /* row width of x and y */
+    const float *x;           /* (n_rows, n_embd) inputs, grouped; borrowed until wait returns */
+    float *y;                 /* (n_rows, n_embd) outputs: y = down(silu(gate x) * up x) */
+    uint32_t *expert_us;      /* (n_groups) optional output: CPU microseconds each group's
+                               * products took, summed over threads; NULL to skip */
 } moe_expert_work;
 
 /* A backend: a struct of function pointers over an opaque ctx. */
@@ -57,8 +57,8 @@ typedef struct moe_expert_backend {
 /* A backend over the model's own weights on this CPU. The model and pool are
  * borrowed for the backend's lifetime; max_rows bounds the rows of one work
  * (scratch is sized once, here). Returns 0 or MOE_ENOMEM. */
-int moe_expert_backend_local_create(moe_expert_backend **out, const moe_model *m,
-                                    moe_pool *pool, int max_rows, moe_err *err);
+int moe_expert_backend_local_create(moe_expert_backend **out, const moe_model *m, moe_pool *pool,
+                                    int max_rows, moe_err *err);
 /* Frees any backend (NULL allowed). */
 void moe_expert_backend_destroy(moe_expert_backend *be);
 

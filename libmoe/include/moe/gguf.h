@@ -94,8 +94,8 @@ typedef struct moe_gguf moe_gguf;
  * moe_gguf_close). On failure returns a negative MOE_E* code and fills err. */
 int moe_gguf_open(moe_gguf **out, const char *path, moe_err *err);
 /* Same, over a caller's buffer (borrowed until close); name is for messages. */
-int moe_gguf_open_buffer(moe_gguf **out, const void *buf, size_t size,
-                         const char *name, moe_err *err);
+int moe_gguf_open_buffer(moe_gguf **out, const void *buf, size_t size, const char *name,
+                         moe_err *err);
 void moe_gguf_close(moe_gguf *g);
 
 uint32_t moe_gguf_version(const moe_gguf *g);
@@ -142,16 +142,16 @@ int moe_gguf_writer_set_f32(moe_gguf_writer *w, const char *key, float v);
 int moe_gguf_writer_set_bool(moe_gguf_writer *w, const char *key, int v);
 int moe_gguf_writer_set_str(moe_gguf_writer *w, const char *key, const char *v);
 /* Array of n strings. */
-int moe_gguf_writer_set_arr_str(moe_gguf_writer *w, const char *key,
-                                const char *const *v, uint64_t n);
+int moe_gguf_writer_set_arr_str(moe_gguf_writer *w, const char *key, const char *const *v,
+                                uint64_t n);
 /* Array of n plain elements of type t (integers or FLOAT32), copied. */
-int moe_gguf_writer_set_arr(moe_gguf_writer *w, const char *key, moe_gguf_type t,
-                            const void *v, uint64_t n);
+int moe_gguf_writer_set_arr(moe_gguf_writer *w, const char *key, moe_gguf_type t, const void *v,
+                            uint64_t n);
 
 /* Adds a tensor: n_dims dims ne[0..n_dims) (ne[0] contiguous) of type t;
  * data holds moe_dtype_row_bytes(t, ne[0]) * ne[1] * ... bytes and is copied. */
-int moe_gguf_writer_add_tensor(moe_gguf_writer *w, const char *name, moe_dtype t,
-                               uint32_t n_dims, const int64_t *ne, const void *data);
+int moe_gguf_writer_add_tensor(moe_gguf_writer *w, const char *name, moe_dtype t, uint32_t n_dims,
+                               const int64_t *ne, const void *data);
 
 /* Writes the file (alignment 32, or general.alignment if set as u32). */
 int moe_gguf_writer_write(moe_gguf_writer *w, const char *path, moe_err *err);

@@ -70,41 +70,41 @@ typedef struct moe_hparams {
     int n_layer;
     int n_head;
     int n_head_kv;
-    int head_dim;     /* key/value head size (attention.key_length, else n_embd/n_head) */
-    int n_rot;        /* rotary dims (rope.dimension_count, else head_dim) */
-    int n_ff;         /* dense FFN width (leading dense layers) */
-    int n_ff_exp;     /* routed expert FFN width */
-    int n_ff_shexp;   /* shared experts' FFN width, all of them together (0: none) */
+    int head_dim;   /* key/value head size (attention.key_length, else n_embd/n_head) */
+    int n_rot;      /* rotary dims (rope.dimension_count, else head_dim) */
+    int n_ff;       /* dense FFN width (leading dense layers) */
+    int n_ff_exp;   /* routed expert FFN width */
+    int n_ff_shexp; /* shared experts' FFN width, all of them together (0: none) */
     int n_expert;
     int n_expert_used;
-    int n_expert_shared; /* shared experts (deepseek: one FFN of n_ff_shexp) */
+    int n_expert_shared;    /* shared experts (deepseek: one FFN of n_ff_shexp) */
     int n_layer_dense_lead; /* leading layers with a dense FFN instead of experts */
     int n_expert_groups;    /* group-limited routing (<= 1: none) */
     int n_group_used;
     float rms_eps;
     float rope_freq_base;
     float rope_freq_scale;
-    int rope_neox;    /* 1: NeoX pairs (i, i+n_rot/2); 0: adjacent pairs */
+    int rope_neox; /* 1: NeoX pairs (i, i+n_rot/2); 0: adjacent pairs */
     /* YaRN (rope.scaling.type "yarn"); ext_factor 0 = off */
     float rope_ext_factor, rope_attn_factor, rope_beta_fast, rope_beta_slow, rope_yarn_log_mul;
     int rope_n_ctx_orig;
-    float kq_scale;   /* attention logit scale (1/sqrt(head_dim) unless MLA/YaRN) */
+    float kq_scale; /* attention logit scale (1/sqrt(head_dim) unless MLA/YaRN) */
     /* Multi-head Latent Attention (deepseek2) */
     int is_mla;
     int q_lora_rank;  /* 0: plain attn_q */
     int kv_lora_rank; /* compressed latent width */
     int head_dim_v;   /* value head size after attn_v_b (head_dim is q/k's) */
     moe_gating gating;
-    int expert_norm;  /* 1: renormalise the chosen experts' weights to sum 1 */
+    int expert_norm;    /* 1: renormalise the chosen experts' weights to sum 1 */
     float expert_scale; /* routed weights multiplied by this (1 for none) */
-    int qkv_bias;     /* attn_q/k/v have biases */
+    int qkv_bias;       /* attn_q/k/v have biases */
     moe_qk_norm qk_norm;
-    int shexp_gate;   /* shared expert output scaled by sigmoid(gate_inp_shexp . x) */
+    int shexp_gate; /* shared expert output scaled by sigmoid(gate_inp_shexp . x) */
 } moe_hparams;
 
 /* A weight: a view into the mapped file. ne[0] is the contiguous dim. */
 typedef struct moe_tensor {
-    const void *data;  /* NULL if the tensor is absent (optional ones) */
+    const void *data; /* NULL if the tensor is absent (optional ones) */
     moe_dtype type;
     int64_t ne[4];
 } moe_tensor;
@@ -141,15 +141,15 @@ typedef struct moe_layer {
 } moe_layer;
 
 struct moe_model {
-    moe_gguf *gguf;       /* owns the mapping */
+    moe_gguf *gguf; /* owns the mapping */
     moe_hparams hp;
-    moe_tensor tok_embd;  /* (n_embd) x n_vocab */
+    moe_tensor tok_embd;    /* (n_embd) x n_vocab */
     moe_tensor output_norm; /* (n_embd) */
-    moe_tensor output;    /* (n_embd -> n_vocab); tok_embd if the file has none */
-    moe_layer *layers;    /* (n_layer) */
-    size_t n_params;      /* elements in all tensors */
-    size_t n_bytes;       /* bytes of all tensors */
-    int bos_id, eos_id;   /* -1 if absent */
+    moe_tensor output;      /* (n_embd -> n_vocab); tok_embd if the file has none */
+    moe_layer *layers;      /* (n_layer) */
+    size_t n_params;        /* elements in all tensors */
+    size_t n_bytes;         /* bytes of all tensors */
+    int bos_id, eos_id;     /* -1 if absent */
 };
 
 /* Loads a model: maps the file, reads and checks hyperparameters and every
@@ -175,15 +175,15 @@ size_t moe_model_active_bytes(const moe_model *m);
 /* ---- Context ------------------------------------------------------------ */
 
 typedef struct moe_ctx_params {
-    int n_threads;  /* >= 1 */
-    int n_ctx;      /* positions per slot (default: min(n_ctx_train, 4096)) */
-    int n_slots;    /* sequences held at once (default 1) */
-    int n_batch;    /* tokens per forward step; larger batches are split (default 512) */
+    int n_threads; /* >= 1 */
+    int n_ctx;     /* positions per slot (default: min(n_ctx_train, 4096)) */
+    int n_slots;   /* sequences held at once (default 1) */
+    int n_batch;   /* tokens per forward step; larger batches are split (default 512) */
     moe_expert_backend *experts; /* NULL: a local backend is created and owned */
-    int dense_moe;          /* 1: every expert for every token (weights from the gate) */
-    float capacity_factor;  /* > 0: bound each expert's rows per batch (drops overflow) */
-    int gate_margins;       /* 1: keep each decoded row's smallest routing margin over
-                             * layers (moe_ctx_gate_margin; a diagnostic, default 0) */
+    int dense_moe;               /* 1: every expert for every token (weights from the gate) */
+    float capacity_factor;       /* > 0: bound each expert's rows per batch (drops overflow) */
+    int gate_margins;            /* 1: keep each decoded row's smallest routing margin over
+                                  * layers (moe_ctx_gate_margin; a diagnostic, default 0) */
 } moe_ctx_params;
 
 moe_ctx_params moe_ctx_default_params(void);
@@ -199,10 +199,10 @@ void moe_ctx_destroy(moe_ctx *c);
 /* A batch of tokens, each in a slot at a position. */
 typedef struct moe_batch {
     int n_tokens;
-    const int32_t *token;  /* (n_tokens) */
-    const int32_t *pos;    /* (n_tokens) */
-    const int32_t *slot;   /* (n_tokens) */
-    const int8_t *logits;  /* (n_tokens) 1: keep this row's logits; NULL: last row only */
+    const int32_t *token; /* (n_tokens) */
+    const int32_t *pos;   /* (n_tokens) */
+    const int32_t *slot;  /* (n_tokens) */
+    const int8_t *logits; /* (n_tokens) 1: keep this row's logits; NULL: last row only */
 } moe_batch;
 
 /* Runs the batch through the model, appending each token to its slot's KV
@@ -225,9 +225,9 @@ int moe_ctx_slot_len(const moe_ctx *c, int slot);
 float moe_ctx_gate_margin(const moe_ctx *c, int i);
 /* Counters since the context was created. */
 typedef struct moe_ctx_stats {
-    uint64_t n_tokens;          /* tokens run */
-    uint64_t n_expert_rows;     /* (token, expert) rows sent to experts */
-    uint64_t n_dropped;         /* choices dropped by the capacity factor */
+    uint64_t n_tokens;      /* tokens run */
+    uint64_t n_expert_rows; /* (token, expert) rows sent to experts */
+    uint64_t n_dropped;     /* choices dropped by the capacity factor */
 } moe_ctx_stats;
 void moe_ctx_get_stats(const moe_ctx *c, moe_ctx_stats *out);
 

@@ -45,8 +45,8 @@ typedef struct moe_cpu_kernels {
      * W: rows of moe_dtype_row_bytes(wt, k) bytes, weight type wt.
      * X: nb rows of moe_dtype_row_bytes(moe_dtype_dot_type(wt), k) bytes.
      * k is a multiple of 32. Single-threaded. */
-    void (*gemm)(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
-                 const void *X, int64_t nb, float *Y, int64_t ldy);
+    void (*gemm)(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+                 int64_t nb, float *Y, int64_t ldy);
 
     /* sum a[i] * b[i] over n floats. */
     float (*dot_f32)(int64_t n, const float *a, const float *b);
@@ -66,15 +66,14 @@ const moe_cpu_kernels *moe_cpu_kernels_best(void);
 
 /* Converts nrows rows of n floats (contiguous) to the dot type of weight type
  * wt; dst holds nrows * moe_dtype_row_bytes(moe_dtype_dot_type(wt), n) bytes. */
-void moe_op_quantize(const moe_cpu_kernels *k, moe_dtype wt, const float *x,
-                     void *dst, int64_t nrows, int64_t n);
+void moe_op_quantize(const moe_cpu_kernels *k, moe_dtype wt, const float *x, void *dst,
+                     int64_t nrows, int64_t n);
 
 /* Y (nb rows, row stride ldy) = Xq . W^T, where W is m rows of kdim elements
  * of type wt and Xq came from moe_op_quantize. Splits the rows of W over the
  * pool's threads (pool may be NULL). */
-void moe_op_matmul(const moe_cpu_kernels *k, moe_pool *pool, moe_dtype wt,
-                   const void *W, int64_t m, int64_t kdim, const void *Xq,
-                   int64_t nb, float *Y, int64_t ldy);
+void moe_op_matmul(const moe_cpu_kernels *k, moe_pool *pool, moe_dtype wt, const void *W, int64_t m,
+                   int64_t kdim, const void *Xq, int64_t nb, float *Y, int64_t ldy);
 
 /* ---- Elementwise / row ops (single-threaded, one row) ---------------------- */
 
@@ -90,14 +89,14 @@ void moe_op_swiglu(const float *g, const float *u, float *y, int64_t n);
 
 /* Rotary position embedding parameters. */
 typedef struct moe_rope {
-    int n_rot;          /* rotated dims per head (<= head_dim, even) */
-    int neox;           /* 0: rotate pairs (2i, 2i+1) (llama "normal");
-                         * 1: rotate pairs (i, i + n_rot/2) (NeoX) */
-    float freq_base;    /* theta base, e.g. 10000 */
-    float freq_scale;   /* 1 / linear scaling factor; 1 for none */
+    int n_rot;        /* rotated dims per head (<= head_dim, even) */
+    int neox;         /* 0: rotate pairs (2i, 2i+1) (llama "normal");
+                       * 1: rotate pairs (i, i + n_rot/2) (NeoX) */
+    float freq_base;  /* theta base, e.g. 10000 */
+    float freq_scale; /* 1 / linear scaling factor; 1 for none */
     /* YaRN (0 ext_factor = off) */
     float ext_factor;
-    float attn_factor;  /* magnitude scale, 1 for none */
+    float attn_factor; /* magnitude scale, 1 for none */
     float beta_fast;
     float beta_slow;
     int n_ctx_orig;
@@ -108,7 +107,6 @@ void moe_rope_init(moe_rope *r, int n_rot, int neox, float freq_base);
 
 /* Rotates n_heads heads of head_dim floats (contiguous) in place for
  * position pos, as ggml_rope_ext does. */
-void moe_op_rope(const moe_rope *r, float *x, int64_t n_heads, int64_t head_dim,
-                 int64_t pos);
+void moe_op_rope(const moe_rope *r, float *x, int64_t n_heads, int64_t head_dim, int64_t pos);
 
 #endif

@@ -92,9 +92,9 @@ typedef struct moe_token_logprob {
 } moe_token_logprob;
 
 typedef struct moe_sample_result {
-    int32_t token;  /* the chosen token; -1 after an error */
-    float logprob;  /* its log probability (see moe_token_logprob) */
-    int n_top;      /* entries in top: min(n_logprobs, unmasked tokens) */
+    int32_t token; /* the chosen token; -1 after an error */
+    float logprob; /* its log probability (see moe_token_logprob) */
+    int n_top;     /* entries in top: min(n_logprobs, unmasked tokens) */
     moe_token_logprob top[MOE_SAMPLER_MAX_LOGPROBS]; /* (n_top) best first,
                                                         ties by lower id */
 } moe_sample_result;
@@ -112,8 +112,7 @@ int moe_sampler_params_check(int n_vocab, const moe_sampler_params *p, moe_err *
  * allocated here. On success *out is owned by the caller (free with
  * moe_sampler_destroy); on failure *out is NULL and MOE_EINVAL (a bad
  * parameter, see moe_sampler_params_check) or MOE_ENOMEM is returned. */
-int moe_sampler_create(moe_sampler **out, int n_vocab, const moe_sampler_params *p,
-                       moe_err *err);
+int moe_sampler_create(moe_sampler **out, int n_vocab, const moe_sampler_params *p, moe_err *err);
 
 /* Frees s and its scratch; NULL is allowed. */
 void moe_sampler_destroy(moe_sampler *s);

@@ -98,7 +98,8 @@ int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, 
  * length (more than cap: call again with a larger buffer), or MOE_ERANGE for
  * an id outside the vocabulary. */
 enum { MOE_DETOK_STRIP_SPACE = 1, MOE_DETOK_SKIP_SPECIAL = 2 };
-long moe_detokenize(const moe_vocab *v, const int32_t *ids, int n, int flags, char *out, size_t cap);
+long moe_detokenize(const moe_vocab *v, const int32_t *ids, int n, int flags, char *out,
+                    size_t cap);
 
 /* Streaming detokenizer: text for one token at a time, never ending inside
  * a UTF-8 character (the bytes of a character split over tokens are held

@@ -36,7 +36,9 @@ int moe_chat_template_detect(const char *tmpl, size_t len, moe_err *err) {
         if (contains(tmpl, len, "<|im_start|>")) return MOE_CHAT_CHATML;
         if (contains(tmpl, len, "<|start_header_id|>")) return MOE_CHAT_LLAMA3;
         if (contains(tmpl, len, "<\xef\xbd\x9cUser\xef\xbd\x9c>") ||
-            contains(tmpl, len, "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>"))
+            contains(tmpl, len,
+                     "<\xef\xbd\x9c"
+                     "Assistant\xef\xbd\x9c>"))
             return MOE_CHAT_DEEPSEEK3;
         if (contains(tmpl, len, "[INST]")) return MOE_CHAT_MISTRAL;
         if (contains(tmpl, len, "<|user|>") && contains(tmpl, len, "<|assistant|>"))
@@ -59,7 +61,9 @@ static void put(sink *s, const char *p, size_t n) {
     s->pos += n;
 }
 
-static void puts_(sink *s, const char *p) { put(s, p, strlen(p)); }
+static void puts_(sink *s, const char *p) {
+    put(s, p, strlen(p));
+}
 
 static int is_ws(unsigned char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
@@ -75,10 +79,16 @@ static void put_trimmed(sink *s, const char *p) {
 
 enum { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT };
 
-#define DS_BOS "<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
-#define DS_EOS "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
+#define DS_BOS                                                                                     \
+    "<\xef\xbd\x9c"                                                                                \
+    "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
+#define DS_EOS                                                                                     \
+    "<\xef\xbd\x9c"                                                                                \
+    "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
 #define DS_USER "<\xef\xbd\x9cUser\xef\xbd\x9c>"
-#define DS_ASSISTANT "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>"
+#define DS_ASSISTANT                                                                               \
+    "<\xef\xbd\x9c"                                                                                \
+    "Assistant\xef\xbd\x9c>"
 
 static void render(int kind, const moe_chat_msg *msgs, const int *roles, int n, int gen, sink *s) {
     switch (kind) {
@@ -163,9 +173,12 @@ static void render(int kind, const moe_chat_msg *msgs, const int *roles, int n, 
     case MOE_CHAT_OLMOE:
         puts_(s, "<|endoftext|>");
         for (int i = 0; i < n; i++) {
-            if (roles[i] == ROLE_SYSTEM) puts_(s, "<|system|>\n");
-            else if (roles[i] == ROLE_USER) puts_(s, "<|user|>\n");
-            else puts_(s, "<|assistant|>\n");
+            if (roles[i] == ROLE_SYSTEM)
+                puts_(s, "<|system|>\n");
+            else if (roles[i] == ROLE_USER)
+                puts_(s, "<|user|>\n");
+            else
+                puts_(s, "<|assistant|>\n");
             puts_(s, msgs[i].content);
             puts_(s, roles[i] == ROLE_ASSISTANT ? "<|endoftext|>\n" : "\n");
         }
@@ -175,13 +188,14 @@ static void render(int kind, const moe_chat_msg *msgs, const int *roles, int n, 
     }
 }
 
-int moe_chat_apply(int kind, const moe_chat_msg *msgs, int n, int add_generation_prompt,
-                   char *out, size_t cap, size_t *needed, moe_err *err) {
+int moe_chat_apply(int kind, const moe_chat_msg *msgs, int n, int add_generation_prompt, char *out,
+                   size_t cap, size_t *needed, moe_err *err) {
     if (kind < 0 || kind >= MOE_CHAT_COUNT)
         return moe_err_set(err, MOE_EINVAL, "invalid chat template kind %d", kind);
     if (n < 0 || (n > 0 && !msgs))
         return moe_err_set(err, MOE_EINVAL, "invalid message list (%d messages)", n);
-    if (!out && cap) return moe_err_set(err, MOE_EINVAL, "NULL output buffer with capacity %zu", cap);
+    if (!out && cap)
+        return moe_err_set(err, MOE_EINVAL, "NULL output buffer with capacity %zu", cap);
     enum { SMALL = 64 };
     int small[SMALL];
     int *roles = small;

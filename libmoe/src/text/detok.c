@@ -4,7 +4,8 @@
 
 #include "moe/vocab.h"
 
-long moe_detokenize(const moe_vocab *v, const int32_t *ids, int n, int flags, char *out, size_t cap) {
+long moe_detokenize(const moe_vocab *v, const int32_t *ids, int n, int flags, char *out,
+                    size_t cap) {
     size_t len = 0;
     for (int i = 0; i < n; i++) {
         size_t tl;
@@ -19,7 +20,8 @@ long moe_detokenize(const moe_vocab *v, const int32_t *ids, int n, int flags, ch
         int l = moe_vocab_token_bytes(v, ids[i], dst, tl);
         if (l < 0) l = 0;
         int skip = 0;
-        if (i == 0 && (flags & MOE_DETOK_STRIP_SPACE) && moe_vocab_add_space_prefix(v) && l > 0 && dst[0] == ' ')
+        if (i == 0 && (flags & MOE_DETOK_STRIP_SPACE) && moe_vocab_add_space_prefix(v) && l > 0 &&
+            dst[0] == ' ')
             skip = 1;
         if (direct) {
             if (skip) memmove(dst, dst + 1, (size_t)l - 1);

@@ -32,9 +32,15 @@ static uint32_t cp_at(const char *s, size_t n, size_t i, size_t *len) {
     return cp;
 }
 
-static int is_letter(uint32_t c) { return moe__unicode_class(c) == MOE__UC_LETTER; }
-static int is_number(uint32_t c) { return moe__unicode_class(c) == MOE__UC_NUMBER; }
-static int is_space(uint32_t c) { return moe__unicode_is_space(c); }
+static int is_letter(uint32_t c) {
+    return moe__unicode_class(c) == MOE__UC_LETTER;
+}
+static int is_number(uint32_t c) {
+    return moe__unicode_class(c) == MOE__UC_NUMBER;
+}
+static int is_space(uint32_t c) {
+    return moe__unicode_is_space(c);
+}
 
 /* length of the run of code points satisfying f starting at i */
 static size_t run(const char *s, size_t n, size_t i, int (*f)(uint32_t)) {
@@ -43,7 +49,9 @@ static size_t run(const char *s, size_t n, size_t i, int (*f)(uint32_t)) {
     return j - i;
 }
 
-static int is_other(uint32_t c) { return !is_space(c) && !is_letter(c) && !is_number(c); }
+static int is_other(uint32_t c) {
+    return !is_space(c) && !is_letter(c) && !is_number(c);
+}
 
 static size_t m_gpt2(const char *s, size_t n, size_t i) {
     if (s[i] == '\'' && i + 1 < n) {
@@ -78,8 +86,12 @@ static size_t m_gpt2(const char *s, size_t n, size_t i) {
 
 /* ---- llama3 / qwen2: ordered alternatives, as the regex tries them ---- */
 
-static int is_crlf(uint32_t c) { return c == '\r' || c == '\n'; }
-static int is_not_s_l_n(uint32_t c) { return !is_space(c) && !is_letter(c) && !is_number(c); }
+static int is_crlf(uint32_t c) {
+    return c == '\r' || c == '\n';
+}
+static int is_not_s_l_n(uint32_t c) {
+    return !is_space(c) && !is_letter(c) && !is_number(c);
+}
 
 static size_t contraction_ci(const char *s, size_t n, size_t i) {
     if (s[i] != '\'' || i + 1 >= n) return 0;
@@ -142,18 +154,26 @@ static size_t m_llama3_digits(const char *s, size_t n, size_t i, int max_digits)
     return w;
 }
 
-static size_t m_llama3(const char *s, size_t n, size_t i) { return m_llama3_digits(s, n, i, 3); }
-static size_t m_qwen2(const char *s, size_t n, size_t i) { return m_llama3_digits(s, n, i, 1); }
+static size_t m_llama3(const char *s, size_t n, size_t i) {
+    return m_llama3_digits(s, n, i, 3);
+}
+static size_t m_qwen2(const char *s, size_t n, size_t i) {
+    return m_llama3_digits(s, n, i, 1);
+}
 
 /* ---- deepseek-v3 ---- */
 
 static int is_ds_cjk(uint32_t c) {
-    return (c >= 0x4E00 && c <= 0x9FA5) || (c >= 0x3040 && c <= 0x309F) || (c >= 0x30A0 && c <= 0x30FF);
+    return (c >= 0x4E00 && c <= 0x9FA5) || (c >= 0x3040 && c <= 0x309F) ||
+           (c >= 0x30A0 && c <= 0x30FF);
 }
 static int is_ascii_punct(uint32_t c) {
-    return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126);
+    return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
+           (c >= 123 && c <= 126);
 }
-static int is_ascii_letter(uint32_t c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; }
+static int is_ascii_letter(uint32_t c) {
+    return (c | 0x20) >= 'a' && (c | 0x20) <= 'z';
+}
 static int is_p_or_s(uint32_t c) {
     const int k = moe__unicode_class(c);
     return k == MOE__UC_PUNCT || k == MOE__UC_SYMBOL;
@@ -168,7 +188,9 @@ static size_t m_ds_digits(const char *s, size_t n, size_t i) {
     while (j < n && k < 3 && is_number(cp_at(s, n, j, &l))) j += l, k++;
     return j - i;
 }
-static size_t m_ds_cjk(const char *s, size_t n, size_t i) { return run(s, n, i, is_ds_cjk); }
+static size_t m_ds_cjk(const char *s, size_t n, size_t i) {
+    return run(s, n, i, is_ds_cjk);
+}
 
 static size_t m_ds3(const char *s, size_t n, size_t i) {
     size_t l;
@@ -225,22 +247,26 @@ static size_t m_ds3(const char *s, size_t n, size_t i) {
 /* the letter class of the second pattern, as listed in llama.cpp (adjacent
  * ranges merged); {first, last}, sorted */
 static const uint32_t dsl_letters[][2] = {
-    {0x0041, 0x005A}, {0x0061, 0x007A}, {0x00B5, 0x00B5}, {0x00C0, 0x00D6}, {0x00D8, 0x00F6},
-    {0x00F8, 0x01BA}, {0x01BC, 0x01BF}, {0x01C4, 0x0293}, {0x0295, 0x02AF}, {0x0370, 0x0373},
-    {0x0376, 0x0377}, {0x037B, 0x037D}, {0x037F, 0x037F}, {0x0386, 0x0386}, {0x0388, 0x038A},
-    {0x038C, 0x038C}, {0x038E, 0x03A1}, {0x03A3, 0x03F5}, {0x03F7, 0x0481}, {0x048A, 0x052F},
-    {0x0531, 0x0556}, {0x10A0, 0x10C5}, {0x13A0, 0x13F5}, {0x13F8, 0x13FD}, {0x1C90, 0x1CBA},
-    {0x1CBD, 0x1CBF}, {0x1D00, 0x1D2B}, {0x1D6B, 0x1D77}, {0x1D79, 0x1D9A}, {0x1E00, 0x1F15},
-    {0x1F18, 0x1F1D}, {0x1F20, 0x1F45}, {0x1F48, 0x1F4D}, {0x1F50, 0x1F57}, {0x1F59, 0x1F59},
-    {0x1F5B, 0x1F5B}, {0x1F5D, 0x1F5D}, {0x1F5F, 0x1F7D}, {0x1F80, 0x1FB4}, {0x1FB6, 0x1FBC},
-    {0x1FBE, 0x1FBE}, {0x1FC2, 0x1FC4}, {0x1FC6, 0x1FCC}, {0x1FD0, 0x1FD3}, {0x1FD6, 0x1FDB},
-    {0x1FE0, 0x1FEC}, {0x1FF2, 0x1FF4}, {0x1FF6, 0x1FFC}, {0x2102, 0x2102}, {0x2107, 0x2107},
-    {0x210A, 0x2113}, {0x2115, 0x2115}, {0x2119, 0x211D}, {0x2124, 0x2124}, {0x2126, 0x2126},
-    {0x2128, 0x2128}, {0x212A, 0x212D}, {0x212F, 0x2134}, {0x2139, 0x2139}, {0x213C, 0x213F},
-    {0x2145, 0x2149}, {0x214E, 0x214E}, {0x2183, 0x2184}, {0x2C00, 0x2C7B}, {0x2C7E, 0x2CE4},
-    {0x2CEB, 0x2CEE}, {0x2CF2, 0x2CF3}, {0xA640, 0xA66D}, {0xA680, 0xA69B}, {0xA722, 0xA76F},
-    {0xA771, 0xA787}, {0xA78B, 0xA78E}, {0xAB70, 0xABBF}, {0xFB00, 0xFB06}, {0xFB13, 0xFB17},
-    {0xFF21, 0xFF3A}, {0xFF41, 0xFF5A}, {0x10400, 0x1044F}, {0x104B0, 0x104D3}, {0x104D8, 0x104FB},
+    {0x0041, 0x005A},   {0x0061, 0x007A},   {0x00B5, 0x00B5},   {0x00C0, 0x00D6},
+    {0x00D8, 0x00F6},   {0x00F8, 0x01BA},   {0x01BC, 0x01BF},   {0x01C4, 0x0293},
+    {0x0295, 0x02AF},   {0x0370, 0x0373},   {0x0376, 0x0377},   {0x037B, 0x037D},
+    {0x037F, 0x037F},   {0x0386, 0x0386},   {0x0388, 0x038A},   {0x038C, 0x038C},
+    {0x038E, 0x03A1},   {0x03A3, 0x03F5},   {0x03F7, 0x0481},   {0x048A, 0x052F},
+    {0x0531, 0x0556},   {0x10A0, 0x10C5},   {0x13A0, 0x13F5},   {0x13F8, 0x13FD},
+    {0x1C90, 0x1CBA},   {0x1CBD, 0x1CBF},   {0x1D00, 0x1D2B},   {0x1D6B, 0x1D77},
+    {0x1D79, 0x1D9A},   {0x1E00, 0x1F15},   {0x1F18, 0x1F1D},   {0x1F20, 0x1F45},
+    {0x1F48, 0x1F4D},   {0x1F50, 0x1F57},   {0x1F59, 0x1F59},   {0x1F5B, 0x1F5B},
+    {0x1F5D, 0x1F5D},   {0x1F5F, 0x1F7D},   {0x1F80, 0x1FB4},   {0x1FB6, 0x1FBC},
+    {0x1FBE, 0x1FBE},   {0x1FC2, 0x1FC4},   {0x1FC6, 0x1FCC},   {0x1FD0, 0x1FD3},
+    {0x1FD6, 0x1FDB},   {0x1FE0, 0x1FEC},   {0x1FF2, 0x1FF4},   {0x1FF6, 0x1FFC},
+    {0x2102, 0x2102},   {0x2107, 0x2107},   {0x210A, 0x2113},   {0x2115, 0x2115},
+    {0x2119, 0x211D},   {0x2124, 0x2124},   {0x2126, 0x2126},   {0x2128, 0x2128},
+    {0x212A, 0x212D},   {0x212F, 0x2134},   {0x2139, 0x2139},   {0x213C, 0x213F},
+    {0x2145, 0x2149},   {0x214E, 0x214E},   {0x2183, 0x2184},   {0x2C00, 0x2C7B},
+    {0x2C7E, 0x2CE4},   {0x2CEB, 0x2CEE},   {0x2CF2, 0x2CF3},   {0xA640, 0xA66D},
+    {0xA680, 0xA69B},   {0xA722, 0xA76F},   {0xA771, 0xA787},   {0xA78B, 0xA78E},
+    {0xAB70, 0xABBF},   {0xFB00, 0xFB06},   {0xFB13, 0xFB17},   {0xFF21, 0xFF3A},
+    {0xFF41, 0xFF5A},   {0x10400, 0x1044F}, {0x104B0, 0x104D3}, {0x104D8, 0x104FB},
     {0x10C80, 0x10CB2}, {0x10CC0, 0x10CF2}, {0x118A0, 0x118DF}, {0x1E900, 0x1E943},
 };
 
@@ -248,22 +274,28 @@ static int is_dsl_letter(uint32_t c) {
     int lo = 0, hi = (int)(sizeof dsl_letters / sizeof *dsl_letters) - 1;
     while (lo <= hi) {
         const int mid = (lo + hi) / 2;
-        if (c < dsl_letters[mid][0]) hi = mid - 1;
-        else if (c > dsl_letters[mid][1]) lo = mid + 1;
-        else return 1;
+        if (c < dsl_letters[mid][0])
+            hi = mid - 1;
+        else if (c > dsl_letters[mid][1])
+            lo = mid + 1;
+        else
+            return 1;
     }
     return 0;
 }
 /* [!-/:-~！-／：-～‘-‟　-。] less U+3000 (a space, see above) */
 static int is_dsl_punct(uint32_t c) {
     return (c >= 0x21 && c <= 0x2F) || (c >= 0x3A && c <= 0x7E) || (c >= 0xFF01 && c <= 0xFF0F) ||
-           (c >= 0xFF1A && c <= 0xFF5E) || (c >= 0x2018 && c <= 0x201F) || c == 0x3001 || c == 0x3002;
+           (c >= 0xFF1A && c <= 0xFF5E) || (c >= 0x2018 && c <= 0x201F) || c == 0x3001 ||
+           c == 0x3002;
 }
 /* [一-龥ࠀ-一가-퟿] less the White_Space characters in U+0800..U+4E00 */
 static int is_dsl_cjk(uint32_t c) {
     return ((c >= 0x0800 && c <= 0x9FA5) || (c >= 0xAC00 && c <= 0xD7FF)) && !is_space(c);
 }
-static int is_dsl_number(uint32_t c) { return c < 0x80 ? c >= '0' && c <= '9' : is_number(c) && !is_space(c); }
+static int is_dsl_number(uint32_t c) {
+    return c < 0x80 ? c >= '0' && c <= '9' : is_number(c) && !is_space(c);
+}
 
 static size_t m_dsl_crlf(const char *s, size_t n, size_t i) {
     (void)n;
@@ -280,15 +312,24 @@ static size_t space_opt_run(const char *s, size_t n, size_t i, int (*f)(uint32_t
     }
     return run(s, n, i, f);
 }
-static size_t m_dsl_letters(const char *s, size_t n, size_t i) { return space_opt_run(s, n, i, is_dsl_letter); }
-static size_t m_dsl_punct(const char *s, size_t n, size_t i) { return space_opt_run(s, n, i, is_dsl_punct); }
-static size_t m_dsl_cjk(const char *s, size_t n, size_t i) { return run(s, n, i, is_dsl_cjk); }
-static size_t m_dsl_digits(const char *s, size_t n, size_t i) { return run(s, n, i, is_dsl_number); }
+static size_t m_dsl_letters(const char *s, size_t n, size_t i) {
+    return space_opt_run(s, n, i, is_dsl_letter);
+}
+static size_t m_dsl_punct(const char *s, size_t n, size_t i) {
+    return space_opt_run(s, n, i, is_dsl_punct);
+}
+static size_t m_dsl_cjk(const char *s, size_t n, size_t i) {
+    return run(s, n, i, is_dsl_cjk);
+}
+static size_t m_dsl_digits(const char *s, size_t n, size_t i) {
+    return run(s, n, i, is_dsl_number);
+}
 
 /* \s+$ splits each piece into the text before its trailing whitespace run
  * and that run: one pass per piece (a matcher tried at every position
  * would rescan whitespace runs that stop short of the end: quadratic). */
-static int split_trailing_space(const char *s, const size_t *off, int n_pieces, size_t *out, int cap) {
+static int split_trailing_space(const char *s, const size_t *off, int n_pieces, size_t *out,
+                                int cap) {
     int k = 0;
     for (int p = 0; p < n_pieces; p++) {
         const size_t a = off[p], b = off[p + 1];
@@ -296,8 +337,10 @@ static int split_trailing_space(const char *s, const size_t *off, int n_pieces, 
         while (i < b) {
             uint32_t c;
             const size_t l = (size_t)moe__utf8_next(s + i, b - i, &c);
-            if (!is_space(c)) ws = b;
-            else if (ws == b) ws = i;
+            if (!is_space(c))
+                ws = b;
+            else if (ws == b)
+                ws = i;
             i += l;
         }
         if (a < ws) {
@@ -314,11 +357,15 @@ static int split_trailing_space(const char *s, const size_t *off, int n_pieces, 
 }
 
 static int is_punct_default(uint32_t c) {
-    return moe__unicode_class(c) == MOE__UC_PUNCT || c == '$' || c == '+' || c == '<' ||
-           c == '=' || c == '>' || c == '^' || c == '~' || c == '|';
+    return moe__unicode_class(c) == MOE__UC_PUNCT || c == '$' || c == '+' || c == '<' || c == '=' ||
+           c == '>' || c == '^' || c == '~' || c == '|';
 }
-static size_t m_punct(const char *s, size_t n, size_t i) { return run(s, n, i, is_punct_default); }
-static size_t m_digits(const char *s, size_t n, size_t i) { return run(s, n, i, is_number); }
+static size_t m_punct(const char *s, size_t n, size_t i) {
+    return run(s, n, i, is_punct_default);
+}
+static size_t m_digits(const char *s, size_t n, size_t i) {
+    return run(s, n, i, is_number);
+}
 static size_t m_3digits(const char *s, size_t n, size_t i) {
     return i + 3 <= n && s[i] >= '0' && s[i] <= '9' && s[i + 1] >= '0' && s[i + 1] <= '9' &&
                    s[i + 2] >= '0' && s[i + 2] <= '9'
@@ -359,7 +406,8 @@ static int split(const char *s, const size_t *off, int n_pieces, matcher m, size
 
 int moe__pretok_kind(const char *pre) {
     if (!*pre || !strcmp(pre, "default")) return MOE__PRETOK_DEFAULT;
-    if (!strcmp(pre, "gpt-2") || !strcmp(pre, "gpt2") || !strcmp(pre, "olmo")) return MOE__PRETOK_GPT2;
+    if (!strcmp(pre, "gpt-2") || !strcmp(pre, "gpt2") || !strcmp(pre, "olmo"))
+        return MOE__PRETOK_GPT2;
     if (!strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3")) return MOE__PRETOK_LLAMA3;
     if (!strcmp(pre, "qwen2")) return MOE__PRETOK_QWEN2;
     if (!strcmp(pre, "deepseek-v3")) return MOE__PRETOK_DEEPSEEK3;
@@ -373,7 +421,8 @@ int moe__pretok_split(int kind, const char *s, size_t n, size_t *off, size_t *tm
     static const matcher chain_default[] = {m_punct, m_gpt2, m_digits, m_3digits};
     static const matcher chain_gpt2[] = {m_gpt2}, chain_llama3[] = {m_llama3},
                          chain_qwen2[] = {m_qwen2}, chain_ds3[] = {m_ds_digits, m_ds_cjk, m_ds3},
-                         chain_dsl[] = {m_dsl_crlf, m_dsl_letters, m_dsl_punct, NULL, m_dsl_cjk, m_dsl_digits};
+                         chain_dsl[] = {m_dsl_crlf, m_dsl_letters, m_dsl_punct,
+                                        NULL,       m_dsl_cjk,     m_dsl_digits};
     static const struct {
         const matcher *m;
         int n;

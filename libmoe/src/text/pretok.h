@@ -4,8 +4,14 @@
 
 #include <stddef.h>
 
-enum { MOE__PRETOK_DEFAULT = 0, MOE__PRETOK_GPT2 = 1, MOE__PRETOK_LLAMA3 = 2, MOE__PRETOK_QWEN2 = 3,
-       MOE__PRETOK_DEEPSEEK3 = 4, MOE__PRETOK_DEEPSEEK_LLM = 5 };
+enum {
+    MOE__PRETOK_DEFAULT = 0,
+    MOE__PRETOK_GPT2 = 1,
+    MOE__PRETOK_LLAMA3 = 2,
+    MOE__PRETOK_QWEN2 = 3,
+    MOE__PRETOK_DEEPSEEK3 = 4,
+    MOE__PRETOK_DEEPSEEK_LLM = 5
+};
 
 /* The pre-tokenizer for a tokenizer.ggml.pre name, or -1 if not supported. */
 int moe__pretok_kind(const char *pre);

@@ -24,14 +24,14 @@ typedef struct cand {
 struct moe_sampler {
     int n_vocab;
     moe_sampler_params p;
-    uint64_t rng[4];  /* xoshiro256** state */
-    float *work;      /* (n_vocab) penalised logits */
-    cand *cands;      /* (n_vocab) unmasked candidates, then a heap */
-    cand *sorted;     /* (n_vocab) candidates popped from the heap, best first */
-    int32_t *counts;  /* (n_vocab) occurrences of each token in the window */
-    int32_t *window;  /* (p.penalty_last_n) ring of accepted tokens */
-    int win_len;      /* tokens in the window */
-    int win_pos;      /* next slot to write */
+    uint64_t rng[4]; /* xoshiro256** state */
+    float *work;     /* (n_vocab) penalised logits */
+    cand *cands;     /* (n_vocab) unmasked candidates, then a heap */
+    cand *sorted;    /* (n_vocab) candidates popped from the heap, best first */
+    int32_t *counts; /* (n_vocab) occurrences of each token in the window */
+    int32_t *window; /* (p.penalty_last_n) ring of accepted tokens */
+    int win_len;     /* tokens in the window */
+    int win_pos;     /* next slot to write */
 };
 
 /* ==== PRNG: xoshiro256**, seeded by splitmix64 ==== */
@@ -43,7 +43,9 @@ static uint64_t splitmix64(uint64_t *x) {
     return z ^ (z >> 31);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 static void rng_seed(uint64_t st[4], uint64_t seed) {
     for (int i = 0; i < 4; i++) st[i] = splitmix64(&seed);
@@ -62,7 +64,9 @@ static uint64_t rng_next(uint64_t st[4]) {
 }
 
 /* Uniform in [0, 1), 53 bits. */
-static double rng_uniform(uint64_t st[4]) { return (double)(rng_next(st) >> 11) * 0x1.0p-53; }
+static double rng_uniform(uint64_t st[4]) {
+    return (double)(rng_next(st) >> 11) * 0x1.0p-53;
+}
 
 /* ==== Parameters ==== */
 
@@ -87,19 +91,16 @@ int moe_sampler_params_check(int n_vocab, const moe_sampler_params *p, moe_err *
     if (n_vocab <= 0)
         return moe_err_set(err, MOE_EINVAL, "sampler: n_vocab must be > 0, got %d", n_vocab);
     if (!(p->temperature >= 0.0f) || !isfinite(p->temperature))
-        return moe_err_set(err, MOE_EINVAL,
-                           "sampler: temperature must be finite and >= 0, got %g",
+        return moe_err_set(err, MOE_EINVAL, "sampler: temperature must be finite and >= 0, got %g",
                            (double)p->temperature);
     if (p->top_k < 0)
         return moe_err_set(err, MOE_EINVAL, "sampler: top_k must be >= 0 (0 = off), got %d",
                            p->top_k);
     if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
-        return moe_err_set(err, MOE_EINVAL,
-                           "sampler: top_p must be in (0, 1] (1 = off), got %g",
+        return moe_err_set(err, MOE_EINVAL, "sampler: top_p must be in (0, 1] (1 = off), got %g",
                            (double)p->top_p);
     if (!(p->min_p >= 0.0f && p->min_p < 1.0f))
-        return moe_err_set(err, MOE_EINVAL,
-                           "sampler: min_p must be in [0, 1) (0 = off), got %g",
+        return moe_err_set(err, MOE_EINVAL, "sampler: min_p must be in [0, 1) (0 = off), got %g",
                            (double)p->min_p);
     if (!(p->repeat_penalty > 0.0f) || !isfinite(p->repeat_penalty))
         return moe_err_set(err, MOE_EINVAL,
@@ -123,8 +124,7 @@ int moe_sampler_params_check(int n_vocab, const moe_sampler_params *p, moe_err *
 
 /* ==== Life cycle ==== */
 
-int moe_sampler_create(moe_sampler **out, int n_vocab, const moe_sampler_params *p,
-                       moe_err *err) {
+int moe_sampler_create(moe_sampler **out, int n_vocab, const moe_sampler_params *p, moe_err *err) {
     int rc;
     moe_sampler *s = NULL;
     if (!out) return moe_err_set(err, MOE_EINVAL, "sampler: out is NULL");
@@ -173,8 +173,10 @@ int moe_sampler_accept(moe_sampler *s, int32_t token) {
     int n = s->p.penalty_last_n;
     if (token < 0 || token >= s->n_vocab) return MOE_ERANGE;
     if (n == 0) return 0;
-    if (s->win_len == n) s->counts[s->window[s->win_pos]]--; /* evict the oldest */
-    else s->win_len++;
+    if (s->win_len == n)
+        s->counts[s->window[s->win_pos]]--; /* evict the oldest */
+    else
+        s->win_len++;
     s->window[s->win_pos] = token;
     s->counts[token]++;
     s->win_pos = (s->win_pos + 1) % n;
@@ -184,15 +186,14 @@ int moe_sampler_accept(moe_sampler *s, int32_t token) {
 /* ==== Penalties ==== */
 
 static int penalties_active(const moe_sampler_params *p) {
-    return p->penalty_last_n > 0 &&
-           (p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f);
+    return p->penalty_last_n > 0 && (p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f ||
+                                     p->presence_penalty != 0.0f);
 }
 
 /* Penalises w once per distinct token in the window. A token's count is
  * negated once it is done and restored afterwards, so no extra memory. */
 static void penalties_apply(moe_sampler *s, float *w) {
-    const double rp = s->p.repeat_penalty, fp = s->p.frequency_penalty,
-                 pp = s->p.presence_penalty;
+    const double rp = s->p.repeat_penalty, fp = s->p.frequency_penalty, pp = s->p.presence_penalty;
     for (int i = 0; i < s->win_len; i++) {
         int32_t t = s->window[i];
         int32_t c = s->counts[t];

@@ -83,8 +83,8 @@ static void try_bigram(spm *p, int32_t l, int32_t r) {
 /* lengths by a lead byte's high nibble (continuation bytes count as 1) */
 static const uint8_t utf8_len[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
 
-int moe__spm_encode(const moe_vocab *v, const char *text, size_t len, int prefix_space, int32_t *out,
-                    int cap) {
+int moe__spm_encode(const moe_vocab *v, const char *text, size_t len, int prefix_space,
+                    int32_t *out, int cap) {
     /* escape: ' ' -> U+2581 (3 bytes) */
     size_t n_sp = prefix_space ? 1 : 0;
     for (size_t i = 0; i < len; i++) n_sp += text[i] == ' ';
@@ -103,8 +103,10 @@ int moe__spm_encode(const moe_vocab *v, const char *text, size_t len, int prefix
     size_t o = 0;
     if (prefix_space) memcpy(t, "\xe2\x96\x81", 3), o = 3;
     for (size_t i = 0; i < len; i++) {
-        if (text[i] == ' ') memcpy(t + o, "\xe2\x96\x81", 3), o += 3;
-        else t[o++] = text[i];
+        if (text[i] == ' ')
+            memcpy(t + o, "\xe2\x96\x81", 3), o += 3;
+        else
+            t[o++] = text[i];
     }
     int32_t ns = 0;
     for (size_t i = 0; i < el;) {
@@ -126,10 +128,10 @@ int moe__spm_encode(const moe_vocab *v, const char *text, size_t len, int prefix
         try_bigram(&p, l->prev, b.left);
         try_bigram(&p, b.left, l->next);
     }
-#define PUSH(id)                                                                              \
-    do {                                                                                      \
-        if (n < cap) out[n] = (id);                                                           \
-        n++;                                                                                  \
+#define PUSH(id)                                                                                   \
+    do {                                                                                           \
+        if (n < cap) out[n] = (id);                                                                \
+        n++;                                                                                       \
     } while (0)
     for (int32_t i = 0; i >= 0 && ns > 0; i = s[i].next) {
         const int32_t id = moe_vocab_find(v, t + s[i].off, s[i].n);

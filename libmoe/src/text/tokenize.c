@@ -67,10 +67,11 @@ int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, 
     const int spm = moe_vocab_kind_of(v) == MOE_VOCAB_SPM;
     const int kind = spm ? 0 : moe__pretok_kind(moe_vocab_pre(v));
     if (kind < 0)
-        return moe_err_set(err, MOE_ENOTSUP,
-                           "pre-tokenizer '%s' is not supported yet (default, gpt-2, olmo, llama-bpe, "
-                           "qwen2, deepseek-v3, deepseek-llm)",
-                           moe_vocab_pre(v));
+        return moe_err_set(
+            err, MOE_ENOTSUP,
+            "pre-tokenizer '%s' is not supported yet (default, gpt-2, olmo, llama-bpe, "
+            "qwen2, deepseek-v3, deepseek-llm)",
+            moe_vocab_pre(v));
     int capf = 16, nf = 0;
     frag *fr = malloc((size_t)capf * sizeof *fr);
     /* BPE scratch for a fragment of up to wcap bytes (NFC may lengthen one) */
@@ -87,10 +88,10 @@ int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, 
         rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
         goto done;
     }
-#define PUSH(id)                                                                              \
-    do {                                                                                      \
-        if (n < cap) out[n] = (id);                                                           \
-        n++;                                                                                  \
+#define PUSH(id)                                                                                   \
+    do {                                                                                           \
+        if (n < cap) out[n] = (id);                                                                \
+        n++;                                                                                       \
     } while (0)
     if (add_bos && moe_vocab_bos(v) >= 0) PUSH(moe_vocab_bos(v));
     int prev_special = 1; /* SentencePiece: a leading space at the start */
@@ -114,7 +115,8 @@ int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, 
         if (!spm && sl + 2 > wcap) {
             wcap = sl + 2;
             free(off), free(tmp), free(word);
-            off = malloc(wcap * sizeof *off), tmp = malloc(wcap * sizeof *tmp), word = malloc(wcap * sizeof *word);
+            off = malloc(wcap * sizeof *off), tmp = malloc(wcap * sizeof *tmp),
+            word = malloc(wcap * sizeof *word);
             if (!off || !tmp || !word) {
                 rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
                 goto done;
@@ -124,7 +126,9 @@ int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, 
             const int k = moe__spm_encode(v, s, sl, moe_vocab_add_space_prefix(v) && prev_special,
                                           n < cap ? out + n : NULL, n < cap ? cap - n : 0);
             if (k < 0) {
-                rc = moe_err_set(err, k, k == MOE_ENOMEM ? "out of memory" : "a byte has no token in this vocabulary");
+                rc = moe_err_set(err, k,
+                                 k == MOE_ENOMEM ? "out of memory"
+                                                 : "a byte has no token in this vocabulary");
                 goto done;
             }
             n += k;
@@ -146,7 +150,8 @@ int moe_tokenize(const moe_vocab *v, const char *text, size_t len, int add_bos, 
                     continue;
                 }
             }
-            const int k = moe_vocab_encode_word(v, s + off[p], off[p + 1] - off[p], word, (int)wcap);
+            const int k =
+                moe_vocab_encode_word(v, s + off[p], off[p + 1] - off[p], word, (int)wcap);
             if (k < 0) {
                 rc = moe_err_set(err, k, "a byte has no token in this vocabulary");
                 goto done;

@@ -11,26 +11,26 @@
 struct moe_vocab {
     moe_vocab_kind kind;
     int n;
-    char *arena;        /* every token's text, NUL-separated */
-    uint32_t *off;      /* (n) offset of token i in arena */
-    uint32_t *len;      /* (n) byte length */
-    int32_t *type;      /* (n) */
-    int32_t *ids;       /* token hash: (cap) id or -1 */
+    char *arena;   /* every token's text, NUL-separated */
+    uint32_t *off; /* (n) offset of token i in arena */
+    uint32_t *len; /* (n) byte length */
+    int32_t *type; /* (n) */
+    int32_t *ids;  /* token hash: (cap) id or -1 */
     size_t cap;
     /* merges as (left id, right id) -> (rank, merged id) */
-    uint64_t *mkey;     /* (mcap) left << 32 | right, or ~0 */
+    uint64_t *mkey; /* (mcap) left << 32 | right, or ~0 */
     int32_t *mrank, *mres;
     size_t mcap;
     int32_t byte_id[256]; /* the token of each byte (-1 if missing) */
     int16_t cp_byte[512]; /* GPT-2 char (code point < 512) -> byte, or -1 */
-    float *score;       /* (n) tokenizer.ggml.scores, or NULL (all 0) */
-    int32_t *special;   /* token ids matched as text before splitting: unknown,
-                         * control and user-defined, longest text first */
+    float *score;         /* (n) tokenizer.ggml.scores, or NULL (all 0) */
+    int32_t *special;     /* token ids matched as text before splitting: unknown,
+                           * control and user-defined, longest text first */
     int n_special;
     int bos, eos, unk;
-    int add_bos;        /* tokenizer.ggml.add_bos_token (SentencePiece default 1) */
+    int add_bos;          /* tokenizer.ggml.add_bos_token (SentencePiece default 1) */
     int add_space_prefix; /* tokenizer.ggml.add_space_prefix (SentencePiece default 1) */
-    int nfc;            /* NFC-normalise text before splitting (see moe_vocab_nfc) */
+    int nfc;              /* NFC-normalise text before splitting (see moe_vocab_nfc) */
     char pre[64];
 };
 
@@ -120,12 +120,14 @@ static int cmp_special(const void *a, const void *b, void *ctx) {
  * cache_special_tokens): unknown, control and user-defined, longest first. */
 static int load_specials(moe_vocab *v, moe_err *err) {
     int n = 0;
-    for (int i = 0; i < v->n; i++) n += (v->type[i] == 2 || v->type[i] == 3 || v->type[i] == 4) && v->len[i] > 0;
+    for (int i = 0; i < v->n; i++)
+        n += (v->type[i] == 2 || v->type[i] == 3 || v->type[i] == 4) && v->len[i] > 0;
     if (!n) return 0;
     if (!(v->special = malloc((size_t)n * sizeof *v->special)))
         return moe_err_set(err, MOE_ENOMEM, "out of memory for special tokens");
     for (int i = 0; i < v->n; i++)
-        if ((v->type[i] == 2 || v->type[i] == 3 || v->type[i] == 4) && v->len[i] > 0) v->special[v->n_special++] = i;
+        if ((v->type[i] == 2 || v->type[i] == 3 || v->type[i] == 4) && v->len[i] > 0)
+            v->special[v->n_special++] = i;
     qsort_r(v->special, (size_t)n, sizeof *v->special, cmp_special, v);
     return 0;
 }
@@ -136,10 +138,13 @@ int moe_vocab_load(moe_vocab **out, const moe_gguf *g, moe_err *err) {
     if (moe_gguf_get_str(g, "tokenizer.ggml.model", &model) < 0)
         return moe_err_set(err, MOE_EFORMAT, "missing key 'tokenizer.ggml.model'");
     moe_vocab_kind kind;
-    if (moe_gguf_str_eq(model, "gpt2")) kind = MOE_VOCAB_BPE;
-    else if (moe_gguf_str_eq(model, "llama")) kind = MOE_VOCAB_SPM;
+    if (moe_gguf_str_eq(model, "gpt2"))
+        kind = MOE_VOCAB_BPE;
+    else if (moe_gguf_str_eq(model, "llama"))
+        kind = MOE_VOCAB_SPM;
     else
-        return moe_err_set(err, MOE_ENOTSUP, "tokenizer model '%.*s' is not supported (gpt2, llama)",
+        return moe_err_set(err, MOE_ENOTSUP,
+                           "tokenizer model '%.*s' is not supported (gpt2, llama)",
                            (int)(model.len < 64 ? model.len : 64), model.ptr);
     const moe_gguf_kv *tk = moe_gguf_find_kv(g, "tokenizer.ggml.tokens");
     if (!tk || tk->type != MOE_GGUF_TYPE_ARRAY || tk->arr_type != MOE_GGUF_TYPE_STRING ||
@@ -228,7 +233,8 @@ int moe_vocab_load(moe_vocab **out, const moe_gguf *g, moe_err *err) {
             size_t sp = 1;
             while (sp < s.len && s.ptr[sp] != ' ') sp++;
             if (sp >= s.len || s.len - sp - 1 + sp > 1023) continue;
-            const int32_t l = moe_vocab_find(v, s.ptr, sp), r = moe_vocab_find(v, s.ptr + sp + 1, s.len - sp - 1);
+            const int32_t l = moe_vocab_find(v, s.ptr, sp),
+                          r = moe_vocab_find(v, s.ptr + sp + 1, s.len - sp - 1);
             memcpy(tmp, s.ptr, sp);
             memcpy(tmp + sp, s.ptr + sp + 1, s.len - sp - 1);
             const int32_t res = moe_vocab_find(v, tmp, s.len - 1);
@@ -247,7 +253,8 @@ int moe_vocab_load(moe_vocab **out, const moe_gguf *g, moe_err *err) {
     if (sc) {
         if (sc->type != MOE_GGUF_TYPE_ARRAY || sc->arr_n != tk->arr_n ||
             (sc->arr_type != MOE_GGUF_TYPE_FLOAT32 && sc->arr_type != MOE_GGUF_TYPE_INT32)) {
-            rc = moe_err_set(err, MOE_EFORMAT, "'tokenizer.ggml.scores' must be %d float32 (or int32) values", v->n);
+            rc = moe_err_set(err, MOE_EFORMAT,
+                             "'tokenizer.ggml.scores' must be %d float32 (or int32) values", v->n);
             goto fail;
         }
         if (!(v->score = malloc((size_t)v->n * sizeof *v->score))) {
@@ -263,11 +270,18 @@ int moe_vocab_load(moe_vocab **out, const moe_gguf *g, moe_err *err) {
             }
     }
     uint32_t id;
-    v->bos = moe_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &id) == 0 && id < (uint32_t)v->n ? (int)id : -1;
-    v->eos = moe_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &id) == 0 && id < (uint32_t)v->n ? (int)id : -1;
-    v->unk = moe_gguf_get_u32(g, "tokenizer.ggml.unknown_token_id", &id) == 0 && id < (uint32_t)v->n ? (int)id : -1;
+    v->bos = moe_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &id) == 0 && id < (uint32_t)v->n
+                 ? (int)id
+                 : -1;
+    v->eos = moe_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &id) == 0 && id < (uint32_t)v->n
+                 ? (int)id
+                 : -1;
+    v->unk = moe_gguf_get_u32(g, "tokenizer.ggml.unknown_token_id", &id) == 0 && id < (uint32_t)v->n
+                 ? (int)id
+                 : -1;
     /* defaults as llama.cpp: SentencePiece adds BOS and a leading space */
-    if (moe_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &v->add_bos) < 0) v->add_bos = kind == MOE_VOCAB_SPM;
+    if (moe_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &v->add_bos) < 0)
+        v->add_bos = kind == MOE_VOCAB_SPM;
     if (moe_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix) < 0)
         v->add_space_prefix = kind == MOE_VOCAB_SPM;
     moe_gguf_str pre;
@@ -278,9 +292,11 @@ int moe_vocab_load(moe_vocab **out, const moe_gguf *g, moe_err *err) {
      * whose tokenizer.json files all normalise to NFC */
     moe_gguf_str norm;
     if (moe_gguf_get_str(g, "moemesh.tokenizer.normalizer", &norm) == 0) {
-        if (moe_gguf_str_eq(norm, "nfc")) v->nfc = 1;
+        if (moe_gguf_str_eq(norm, "nfc"))
+            v->nfc = 1;
         else if (!moe_gguf_str_eq(norm, "none")) {
-            rc = moe_err_set(err, MOE_EFORMAT, "'moemesh.tokenizer.normalizer' is '%.*s' (nfc or none)",
+            rc = moe_err_set(err, MOE_EFORMAT,
+                             "'moemesh.tokenizer.normalizer' is '%.*s' (nfc or none)",
                              (int)(norm.len < 32 ? norm.len : 32), norm.ptr);
             goto fail;
         }
@@ -297,15 +313,33 @@ fail:
 
 /* ==== Accessors ==================================================================== */
 
-moe_vocab_kind moe_vocab_kind_of(const moe_vocab *v) { return v->kind; }
-int moe_vocab_n_tokens(const moe_vocab *v) { return v->n; }
-int moe_vocab_bos(const moe_vocab *v) { return v->bos; }
-int moe_vocab_eos(const moe_vocab *v) { return v->eos; }
-const char *moe_vocab_pre(const moe_vocab *v) { return v->pre; }
-int moe_vocab_add_bos(const moe_vocab *v) { return v->add_bos && v->bos >= 0; }
-int moe_vocab_unk(const moe_vocab *v) { return v->unk; }
-int moe_vocab_add_space_prefix(const moe_vocab *v) { return v->add_space_prefix; }
-int moe_vocab_nfc(const moe_vocab *v) { return v->nfc; }
+moe_vocab_kind moe_vocab_kind_of(const moe_vocab *v) {
+    return v->kind;
+}
+int moe_vocab_n_tokens(const moe_vocab *v) {
+    return v->n;
+}
+int moe_vocab_bos(const moe_vocab *v) {
+    return v->bos;
+}
+int moe_vocab_eos(const moe_vocab *v) {
+    return v->eos;
+}
+const char *moe_vocab_pre(const moe_vocab *v) {
+    return v->pre;
+}
+int moe_vocab_add_bos(const moe_vocab *v) {
+    return v->add_bos && v->bos >= 0;
+}
+int moe_vocab_unk(const moe_vocab *v) {
+    return v->unk;
+}
+int moe_vocab_add_space_prefix(const moe_vocab *v) {
+    return v->add_space_prefix;
+}
+int moe_vocab_nfc(const moe_vocab *v) {
+    return v->nfc;
+}
 float moe_vocab_score(const moe_vocab *v, int32_t id) {
     return v->score && id >= 0 && id < v->n ? v->score[id] : 0.0f;
 }
@@ -318,7 +352,9 @@ int moe__vocab_specials(const moe_vocab *v, const int32_t **ids) {
     *ids = v->special;
     return v->n_special;
 }
-int32_t moe__vocab_byte_token(const moe_vocab *v, int b) { return v->byte_id[b & 255]; }
+int32_t moe__vocab_byte_token(const moe_vocab *v, int b) {
+    return v->byte_id[b & 255];
+}
 int moe_vocab_token_type(const moe_vocab *v, int32_t id) {
     return id >= 0 && id < v->n ? v->type[id] : 0;
 }
@@ -354,7 +390,10 @@ int moe_vocab_encode_word(const moe_vocab *v, const char *word, size_t len, int3
 }
 
 static int hex_digit(char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                  : -1;
 }
 
 /* SentencePiece: a byte token <0xNN> is that byte; a normal token's U+2581
@@ -396,9 +435,12 @@ int moe_vocab_token_bytes(const moe_vocab *v, int32_t id, char *out, size_t cap)
         const unsigned char c = (unsigned char)t[i];
         uint32_t cp;
         size_t l;
-        if (c < 0x80) cp = c, l = 1;
-        else if ((c & 0xE0) == 0xC0 && i + 1 < tl) cp = (uint32_t)(c & 0x1F) << 6 | ((unsigned char)t[i + 1] & 0x3F), l = 2;
-        else cp = 0x7FFFFFFF, l = 1;
+        if (c < 0x80)
+            cp = c, l = 1;
+        else if ((c & 0xE0) == 0xC0 && i + 1 < tl)
+            cp = (uint32_t)(c & 0x1F) << 6 | ((unsigned char)t[i + 1] & 0x3F), l = 2;
+        else
+            cp = 0x7FFFFFFF, l = 1;
         if (o >= cap) return MOE_ENOSPC;
         if (cp < 512 && v->cp_byte[cp] >= 0) {
             out[o++] = (char)v->cp_byte[cp];
@@ -418,7 +460,11 @@ size_t moe_utf8_complete(const char *s, size_t n) {
     while (i > 0 && back < 4 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--, back++;
     if (i == 0) return back ? 0 : n; /* only continuation bytes: hold them */
     const unsigned char lead = (unsigned char)s[i - 1];
-    size_t need = lead < 0x80 ? 1 : (lead & 0xE0) == 0xC0 ? 2 : (lead & 0xF0) == 0xE0 ? 3 : (lead & 0xF8) == 0xF0 ? 4 : 1;
+    size_t need = lead < 0x80             ? 1
+                  : (lead & 0xE0) == 0xC0 ? 2
+                  : (lead & 0xF0) == 0xE0 ? 3
+                  : (lead & 0xF8) == 0xF0 ? 4
+                                          : 1;
     return back + 1 >= need ? n : i - 1;
 }
 

@@ -23,7 +23,7 @@ int32_t moe__vocab_byte_token(const moe_vocab *v, int b);
 /* SentencePiece-encodes one raw fragment (spm.c): writes at most cap ids to
  * out and returns how many there are (possibly more than cap), or
  * MOE_ENOMEM / MOE_ENOTFOUND (a byte with no token and no <unk>). */
-int moe__spm_encode(const moe_vocab *v, const char *text, size_t len, int prefix_space, int32_t *out,
-                    int cap);
+int moe__spm_encode(const moe_vocab *v, const char *text, size_t len, int prefix_space,
+                    int32_t *out, int cap);
 
 #endif

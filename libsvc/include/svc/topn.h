@@ -11,9 +11,12 @@ static inline int moe_top_n(const double *v, size_t n, size_t *idx, int k) {
     for (size_t i = 0; i < n; i++) {
         if (!(v[i] > 0)) continue;
         int j;
-        if (nt < k) j = nt++;
-        else if (v[i] > v[idx[k - 1]]) j = k - 1;
-        else continue;
+        if (nt < k)
+            j = nt++;
+        else if (v[i] > v[idx[k - 1]])
+            j = k - 1;
+        else
+            continue;
         while (j > 0 && v[idx[j - 1]] < v[i]) idx[j] = idx[j - 1], j--;
         idx[j] = i;
     }
