@@ -56,6 +56,14 @@ static inline size_t hb_key(hb *b, const char *key, uint32_t type) {
 static inline void hb_pad(hb *b, size_t a) {
     while (b->n % a) hb_u8(b, 0);
 }
+/* The GGUF v3 header: magic, version (at offset 4), the tensor count (at 8)
+ * and the key count (at 16). */
+static inline void hb_header(hb *b, uint64_t n_tensors, uint64_t n_kv) {
+    hb_put(b, "GGUF", 4);
+    hb_u32(b, 3);
+    hb_u64(b, n_tensors);
+    hb_u64(b, n_kv);
+}
 
 /* ==== Opening, writing, comparing ======================================= */
 
@@ -106,6 +114,12 @@ static inline moe_gguf *open_ok(const uint8_t *p, size_t n, uint8_t **copy) {
     return g;
 }
 
+/* Closes a file opened by open_ok (or open_copy) and frees its copy. */
+static inline void close_copy(moe_gguf *g, uint8_t *copy) {
+    moe_gguf_close(g);
+    free(copy);
+}
+
 static inline void assert_str(moe_gguf_str s, const char *want) {
     if (!moe_gguf_str_eq(s, want)) {
         TEST_FAIL("string '%.*s' (len %llu) != '%s'", (int)(s.len < 200 ? s.len : 200),
@@ -130,6 +144,30 @@ static const char *const arr_strs[] = {"<s>", "", "hello world", "\xe2\x96\x81th
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 
+/* The numeric arrays build_writer sets, in its key order. */
+typedef struct arr_key {
+    const char *key;
+    moe_gguf_type t;
+    const void *data;
+    size_t n, bytes;
+} arr_key;
+#define ARR_KEY(key, t, a)                                                                         \
+    { key, t, a, N_OF(a), sizeof a }
+static const arr_key arr_keys[] = {
+    ARR_KEY("a.u8", MOE_GGUF_TYPE_UINT8, arr_u8),
+    ARR_KEY("a.i8", MOE_GGUF_TYPE_INT8, arr_i8),
+    ARR_KEY("a.u16", MOE_GGUF_TYPE_UINT16, arr_u16),
+    ARR_KEY("a.i16", MOE_GGUF_TYPE_INT16, arr_i16),
+    ARR_KEY("a.u32", MOE_GGUF_TYPE_UINT32, arr_u32),
+    ARR_KEY("a.i32", MOE_GGUF_TYPE_INT32, arr_i32),
+    ARR_KEY("a.f32", MOE_GGUF_TYPE_FLOAT32, arr_f32),
+    ARR_KEY("a.u64", MOE_GGUF_TYPE_UINT64, arr_u64),
+    ARR_KEY("a.i64", MOE_GGUF_TYPE_INT64, arr_i64),
+    ARR_KEY("a.f64", MOE_GGUF_TYPE_FLOAT64, arr_f64),
+    ARR_KEY("a.bool", MOE_GGUF_TYPE_BOOL, arr_bool),
+    {"a.empty", MOE_GGUF_TYPE_UINT32, NULL, 0, 0},
+};
+
 static inline moe_gguf_writer *build_writer(void) {
     moe_gguf_writer *w = moe_gguf_writer_create();
     ASSERT(w);
@@ -142,27 +180,11 @@ static inline moe_gguf_writer *build_writer(void) {
     ASSERT_EQ_INT(moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", arr_strs, N_OF(arr_strs)),
                   0);
     ASSERT_EQ_INT(moe_gguf_writer_set_arr_str(w, "test.arr_str_empty", NULL, 0), 0);
-    ASSERT_EQ_INT(moe_gguf_writer_set_arr(w, "a.u8", MOE_GGUF_TYPE_UINT8, arr_u8, N_OF(arr_u8)), 0);
-    ASSERT_EQ_INT(moe_gguf_writer_set_arr(w, "a.i8", MOE_GGUF_TYPE_INT8, arr_i8, N_OF(arr_i8)), 0);
-    ASSERT_EQ_INT(moe_gguf_writer_set_arr(w, "a.u16", MOE_GGUF_TYPE_UINT16, arr_u16, N_OF(arr_u16)),
-                  0);
-    ASSERT_EQ_INT(moe_gguf_writer_set_arr(w, "a.i16", MOE_GGUF_TYPE_INT16, arr_i16, N_OF(arr_i16)),
-                  0);
-    ASSERT_EQ_INT(moe_gguf_writer_set_arr(w, "a.u32", MOE_GGUF_TYPE_UINT32, arr_u32, N_OF(arr_u32)),
-                  0);
-    ASSERT_EQ_INT(moe_gguf_writer_set_arr(w, "a.i32", MOE_GGUF_TYPE_INT32, arr_i32, N_OF(arr_i32)),
-                  0);
-    ASSERT_EQ_INT(
-        moe_gguf_writer_set_arr(w, "a.f32", MOE_GGUF_TYPE_FLOAT32, arr_f32, N_OF(arr_f32)), 0);
-    ASSERT_EQ_INT(moe_gguf_writer_set_arr(w, "a.u64", MOE_GGUF_TYPE_UINT64, arr_u64, N_OF(arr_u64)),
-                  0);
-    ASSERT_EQ_INT(moe_gguf_writer_set_arr(w, "a.i64", MOE_GGUF_TYPE_INT64, arr_i64, N_OF(arr_i64)),
-                  0);
-    ASSERT_EQ_INT(
-        moe_gguf_writer_set_arr(w, "a.f64", MOE_GGUF_TYPE_FLOAT64, arr_f64, N_OF(arr_f64)), 0);
-    ASSERT_EQ_INT(
-        moe_gguf_writer_set_arr(w, "a.bool", MOE_GGUF_TYPE_BOOL, arr_bool, N_OF(arr_bool)), 0);
-    ASSERT_EQ_INT(moe_gguf_writer_set_arr(w, "a.empty", MOE_GGUF_TYPE_UINT32, NULL, 0), 0);
+    for (size_t i = 0; i < N_OF(arr_keys); i++) {
+        const arr_key *a = &arr_keys[i];
+        int rc = moe_gguf_writer_set_arr(w, a->key, a->t, a->data, a->n);
+        if (rc != 0) TEST_FAIL("moe_gguf_writer_set_arr '%s': %d != 0", a->key, rc);
+    }
     /* Replacing keeps the first position. */
     ASSERT_EQ_INT(moe_gguf_writer_set_u32(w, "llama.block_count", 24), 0);
     return w;

@@ -29,8 +29,7 @@ static moe_err expect_bad(const uint8_t *p, size_t n, int want, size_t off) {
     uint8_t *copy;
     int rc = open_copy(p, n, &g, &err, &copy);
     if (rc == 0) {
-        moe_gguf_close(g);
-        free(copy);
+        close_copy(g, copy);
         TEST_FAIL("a corrupt file (%zu bytes) was accepted", n);
     }
     ASSERT_EQ_INT(rc, want);
@@ -50,74 +49,117 @@ static moe_err expect_bad(const uint8_t *p, size_t n, int want, size_t off) {
  * tensor's data ends the file (no trailing padding), so every truncation of
  * it is invalid. */
 enum { BASE_DUP_KEY = 1, BASE_DUP_TENSOR = 2 };
+typedef enum base_field {
+    F_NONE,        /* no field (a step that patches nothing) */
+    F_VERSION,     /* u32 header version */
+    F_N_TENSORS,   /* u64 header tensor count */
+    F_N_KV,        /* u64 header key count */
+    F_ARCH_KEY,    /* u64 key #0 name length */
+    F_ARCH_LEN,    /* u64 key #0 string value length */
+    F_ALIGN_TYPE,  /* u32 key #1 general.alignment type */
+    F_ALIGN_VAL,   /* u32 key #1 general.alignment value */
+    F_FLAG_TYPE,   /* u32 key #2 test.flag (bool) type */
+    F_FLAG_VAL,    /* u8  key #2 test.flag value */
+    F_VOCAB_N,     /* u64 key #3 test.vocab (string array) count */
+    F_VOCAB_ELEM1, /* u64 key #3 element 1 length */
+    F_DUP_KEY,     /* where the duplicate key starts (BASE_DUP_KEY) */
+    F_N_DIMS,      /* u32 tensor #0 tok_embd.weight n_dims */
+    F_NE0,         /* u64 tensor #0 dimension 0 */
+    F_NE1,         /* u64 tensor #0 dimension 1 */
+    F_TTYPE,       /* u32 tensor #0 type */
+    F_TOFF,        /* u64 tensor #0 data offset */
+    F_T1_NE0,      /* u64 tensor #1 output.weight (q8_0) dimension 0 */
+    F_T1_TYPE,     /* u32 tensor #1 type */
+    F_T1_OFF,      /* u64 tensor #1 data offset */
+    F_DUP_TENSOR,  /* where the duplicate tensor info starts (BASE_DUP_TENSOR) */
+    F_COUNT,
+    F_ANY = F_COUNT /* as an expected offset: any */
+} base_field;
+
+/* The width in bytes of each field (0: not written by base_put or patched). */
+static const uint8_t field_width[F_COUNT] = {
+    [F_VERSION] = 4,     [F_N_TENSORS] = 8, [F_N_KV] = 8,      [F_ARCH_KEY] = 8, [F_ARCH_LEN] = 8,
+    [F_ALIGN_TYPE] = 4,  [F_ALIGN_VAL] = 4, [F_FLAG_TYPE] = 4, [F_FLAG_VAL] = 1, [F_VOCAB_N] = 8,
+    [F_VOCAB_ELEM1] = 8, [F_N_DIMS] = 4,    [F_NE0] = 8,       [F_NE1] = 8,      [F_TTYPE] = 4,
+    [F_TOFF] = 8,        [F_T1_NE0] = 8,    [F_T1_TYPE] = 4,   [F_T1_OFF] = 8,
+};
+
 typedef struct base {
     hb b;
-    size_t arch_len;                      /* key #0 string value length */
-    size_t arch_key_len;                  /* key #0 name length */
-    size_t align_type, align_val;         /* key #1 general.alignment */
-    size_t flag_type, flag_val;           /* key #2 test.flag (bool) */
-    size_t vocab_n, vocab_elem1;          /* key #3 test.vocab (string array) */
-    size_t n_dims, ne0, ne1, ttype, toff; /* tensor #0 tok_embd.weight */
-    size_t t1_ne0, t1_type, t1_off;       /* tensor #1 output.weight (q8_0) */
+    size_t at[F_COUNT]; /* the offset of each field */
     size_t data_start;
-    size_t dup_key, dup_tensor; /* where the duplicate key / tensor info starts */
 } base;
+
+/* Writes v at field f of the base file, in the field's width. */
+static void base_patch(base *o, base_field f, uint64_t v) {
+    switch (field_width[f]) {
+    case 1:
+        o->b.p[o->at[f]] = (uint8_t)v;
+        break;
+    case 4:
+        patch_u32(o->b.p, o->at[f], (uint32_t)v);
+        break;
+    case 8:
+        patch_u64(o->b.p, o->at[f], v);
+        break;
+    default:
+        TEST_FAIL("field %d cannot be patched", (int)f);
+    }
+}
+
+/* Appends field f with value v, recording its offset. */
+static void base_put(base *o, base_field f, uint64_t v) {
+    static const uint8_t zero[8];
+    ASSERT(field_width[f] > 0);
+    o->at[f] = o->b.n;
+    hb_put(&o->b, zero, field_width[f]);
+    base_patch(o, f, v);
+}
 
 static void build_base(base *o, int flags) {
     hb *b = &o->b;
     memset(o, 0, sizeof *o);
-    hb_put(b, "GGUF", 4);
-    hb_u32(b, 3);
-    hb_u64(b, (flags & BASE_DUP_TENSOR) ? 3 : 2);
-    hb_u64(b, (flags & BASE_DUP_KEY) ? 5 : 4);
+    hb_header(b, (flags & BASE_DUP_TENSOR) ? 3 : 2, (flags & BASE_DUP_KEY) ? 5 : 4);
+    o->at[F_VERSION] = 4;
+    o->at[F_N_TENSORS] = 8;
+    o->at[F_N_KV] = 16;
 
-    o->arch_key_len = b->n;
+    o->at[F_ARCH_KEY] = b->n;
     hb_key(b, "general.architecture", MOE_GGUF_TYPE_STRING);
-    o->arch_len = b->n;
+    o->at[F_ARCH_LEN] = b->n;
     hb_str(b, "llama");
-    o->align_type = hb_key(b, "general.alignment", MOE_GGUF_TYPE_UINT32);
-    o->align_val = b->n;
-    hb_u32(b, 32);
-    o->flag_type = hb_key(b, "test.flag", MOE_GGUF_TYPE_BOOL);
-    o->flag_val = b->n;
-    hb_u8(b, 1);
+    o->at[F_ALIGN_TYPE] = hb_key(b, "general.alignment", MOE_GGUF_TYPE_UINT32);
+    base_put(o, F_ALIGN_VAL, 32);
+    o->at[F_FLAG_TYPE] = hb_key(b, "test.flag", MOE_GGUF_TYPE_BOOL);
+    base_put(o, F_FLAG_VAL, 1);
     hb_key(b, "test.vocab", MOE_GGUF_TYPE_ARRAY);
     hb_u32(b, MOE_GGUF_TYPE_STRING);
-    o->vocab_n = b->n;
-    hb_u64(b, 3);
+    base_put(o, F_VOCAB_N, 3);
     hb_str(b, "a");
-    o->vocab_elem1 = b->n;
+    o->at[F_VOCAB_ELEM1] = b->n;
     hb_str(b, "bc");
     hb_str(b, "");
     if (flags & BASE_DUP_KEY) {
-        o->dup_key = b->n;
+        o->at[F_DUP_KEY] = b->n;
         hb_key(b, "test.flag", MOE_GGUF_TYPE_UINT32);
         hb_u32(b, 5);
     }
 
     hb_str(b, "tok_embd.weight");
-    o->n_dims = b->n;
-    hb_u32(b, 2);
-    o->ne0 = b->n;
-    hb_u64(b, 32);
-    o->ne1 = b->n;
-    hb_u64(b, 3);
-    o->ttype = b->n;
-    hb_u32(b, MOE_DTYPE_F32);
-    o->toff = b->n;
-    hb_u64(b, 0); /* 384 bytes */
+    base_put(o, F_N_DIMS, 2);
+    base_put(o, F_NE0, 32);
+    base_put(o, F_NE1, 3);
+    base_put(o, F_TTYPE, MOE_DTYPE_F32);
+    base_put(o, F_TOFF, 0); /* 384 bytes */
 
     hb_str(b, "output.weight");
     hb_u32(b, 1);
-    o->t1_ne0 = b->n;
-    hb_u64(b, 32);
-    o->t1_type = b->n;
-    hb_u32(b, MOE_DTYPE_Q8_0);
-    o->t1_off = b->n;
-    hb_u64(b, 384); /* 34 bytes */
+    base_put(o, F_T1_NE0, 32);
+    base_put(o, F_T1_TYPE, MOE_DTYPE_Q8_0);
+    base_put(o, F_T1_OFF, 384); /* 34 bytes */
 
     if (flags & BASE_DUP_TENSOR) {
-        o->dup_tensor = b->n;
+        o->at[F_DUP_TENSOR] = b->n;
         hb_str(b, "output.weight");
         hb_u32(b, 1);
         hb_u64(b, 8);
@@ -133,6 +175,40 @@ static void build_base(base *o, int flags) {
         hb_pad(b, 32);
         for (int i = 0; i < 32; i++) hb_u8(b, 0);
     }
+}
+
+/* One step of a corruption: patch a field (unless F_NONE); then, unless want
+ * is 0, expect the file refused with want, its message naming the offset of
+ * field at (any if F_ANY) and containing msg and msg2 (where not NULL).
+ * Patches add up over the steps of one table. */
+typedef struct base_step {
+    base_field field;
+    uint64_t v;
+    int want;
+    base_field at;
+    const char *msg, *msg2;
+} base_step;
+/* A step that only patches. */
+#define PATCH(field, v)                                                                            \
+    { field, v, 0, F_NONE, NULL, NULL }
+
+static void base_run_steps(base *o, const base_step *s, size_t n) {
+    for (size_t i = 0; i < n; i++, s++) {
+        if (s->field != F_NONE) base_patch(o, s->field, s->v);
+        if (!s->want) continue;
+        size_t off = s->at == F_ANY ? SIZE_MAX : o->at[s->at];
+        moe_err e = expect_bad(o->b.p, o->b.n, s->want, off);
+        if (s->msg) ASSERT_STR_CONTAINS(e.msg, s->msg);
+        if (s->msg2) ASSERT_STR_CONTAINS(e.msg, s->msg2);
+    }
+}
+
+/* Builds the base file with flags and runs the steps on it. */
+static void check_base_steps(int flags, const base_step *s, size_t n) {
+    base o;
+    build_base(&o, flags);
+    base_run_steps(&o, s, n);
+    free(o.b.p);
 }
 
 /* Reads every byte the reader hands out (for AddressSanitizer). */
@@ -176,8 +252,7 @@ TEST(gguf_base_valid) {
     ASSERT((const uint8_t *)t->data == copy + o.data_start + 384);
     ASSERT((const uint8_t *)t->data + t->nbytes == copy + o.b.n);
     touch_all(g);
-    moe_gguf_close(g);
-    free(copy);
+    close_copy(g, copy);
     free(o.b.p);
 }
 
@@ -198,13 +273,11 @@ TEST(gguf_truncated_every_offset) {
     moe_gguf *g = open_ok(bytes, n, &copy);
     const moe_gguf_tensor *t = moe_gguf_find_tensor(g, "b");
     size_t end = (size_t)((const uint8_t *)t->data - copy) + t->nbytes;
-    moe_gguf_close(g);
-    free(copy);
+    close_copy(g, copy);
     for (size_t k = 0; k < end; k++) expect_bad(bytes, k, MOE_EFORMAT, SIZE_MAX);
     for (size_t k = end; k <= n; k++) {
         g = open_ok(bytes, k, &copy);
-        moe_gguf_close(g);
-        free(copy);
+        close_copy(g, copy);
     }
     free(bytes);
     free(o.b.p);
@@ -228,8 +301,7 @@ TEST(gguf_random_corruption) {
         uint8_t *copy;
         if (open_copy(p, o.b.n, &g, &err, &copy) == 0) {
             touch_all(g);
-            moe_gguf_close(g);
-            free(copy);
+            close_copy(g, copy);
             opened++;
         } else {
             ASSERT_STR_CONTAINS(err.msg, "offset");
@@ -250,115 +322,85 @@ TEST(gguf_bad_magic) {
 }
 
 TEST(gguf_bad_version) {
+    static const base_step steps[] = {
+        {F_VERSION, 1, MOE_EFORMAT, F_VERSION, "version", "v1"},
+        {F_VERSION, 4, MOE_EFORMAT, F_VERSION, "version: 4", NULL},
+        {F_VERSION, 0x03000000u, MOE_EFORMAT, F_VERSION, "big-endian", NULL},
+        /* v2 has the same little-endian layout and is read */
+        PATCH(F_VERSION, 2),
+    };
     base o;
     build_base(&o, 0);
-    patch_u32(o.b.p, 4, 1);
-    moe_err e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, 4);
-    ASSERT_STR_CONTAINS(e.msg, "version");
-    ASSERT_STR_CONTAINS(e.msg, "v1");
-    patch_u32(o.b.p, 4, 4);
-    e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, 4);
-    ASSERT_STR_CONTAINS(e.msg, "version: 4");
-    patch_u32(o.b.p, 4, 0x03000000u);
-    e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, 4);
-    ASSERT_STR_CONTAINS(e.msg, "big-endian");
-    /* v2 has the same little-endian layout and is read */
-    patch_u32(o.b.p, 4, 2);
+    base_run_steps(&o, steps, N_OF(steps));
     uint8_t *copy;
     moe_gguf *g = open_ok(o.b.p, o.b.n, &copy);
     ASSERT_EQ_INT(moe_gguf_version(g), 2);
-    moe_gguf_close(g);
-    free(copy);
+    close_copy(g, copy);
     free(o.b.p);
 }
 
 TEST(gguf_huge_counts) {
     base o;
     build_base(&o, 0);
-    uint8_t *p = o.b.p;
-    moe_err e;
-    patch_u64(p, 8, 1ull << 40);
-    e = expect_bad(p, o.b.n, MOE_EFORMAT, 8);
-    ASSERT_STR_CONTAINS(e.msg, "n_tensors");
-    patch_u64(p, 8, UINT64_MAX);
-    e = expect_bad(p, o.b.n, MOE_EFORMAT, 8);
-    ASSERT_STR_CONTAINS(e.msg, "n_tensors");
-    ASSERT_STR_CONTAINS(e.msg, "negative");
-    patch_u64(p, 8, 2);
-    patch_u64(p, 16, 1ull << 59);
-    e = expect_bad(p, o.b.n, MOE_EFORMAT, 16);
-    ASSERT_STR_CONTAINS(e.msg, "n_kv");
-    patch_u64(p, 16, 1ull << 63);
-    e = expect_bad(p, o.b.n, MOE_EFORMAT, 16);
-    ASSERT_STR_CONTAINS(e.msg, "n_kv");
-    /* individually plausible, together too many */
-    patch_u64(p, 8, (o.b.n - 24) / 32);
-    patch_u64(p, 16, (o.b.n - 24) / 13);
-    e = expect_bad(p, o.b.n, MOE_EFORMAT, 8);
-    ASSERT_STR_CONTAINS(e.msg, "n_kv");
-    /* a few too many: the parse runs off the end or into garbage */
-    patch_u64(p, 8, 2);
-    patch_u64(p, 16, 5);
-    expect_bad(p, o.b.n, MOE_EFORMAT, SIZE_MAX);
-    patch_u64(p, 16, 4);
-    patch_u64(p, 8, 3);
-    expect_bad(p, o.b.n, MOE_EFORMAT, SIZE_MAX);
-    free(p);
+    const base_step steps[] = {
+        {F_N_TENSORS, 1ull << 40, MOE_EFORMAT, F_N_TENSORS, "n_tensors", NULL},
+        {F_N_TENSORS, UINT64_MAX, MOE_EFORMAT, F_N_TENSORS, "n_tensors", "negative"},
+        PATCH(F_N_TENSORS, 2),
+        {F_N_KV, 1ull << 59, MOE_EFORMAT, F_N_KV, "n_kv", NULL},
+        {F_N_KV, 1ull << 63, MOE_EFORMAT, F_N_KV, "n_kv", NULL},
+        /* individually plausible, together too many */
+        PATCH(F_N_TENSORS, (o.b.n - 24) / 32),
+        {F_N_KV, (o.b.n - 24) / 13, MOE_EFORMAT, F_N_TENSORS, "n_kv", NULL},
+        /* a few too many: the parse runs off the end or into garbage */
+        PATCH(F_N_TENSORS, 2),
+        {F_N_KV, 5, MOE_EFORMAT, F_ANY, NULL, NULL},
+        PATCH(F_N_KV, 4),
+        {F_N_TENSORS, 3, MOE_EFORMAT, F_ANY, NULL, NULL},
+    };
+    base_run_steps(&o, steps, N_OF(steps));
+    free(o.b.p);
 }
 
 TEST(gguf_string_past_end) {
     base o;
     build_base(&o, 0);
-    moe_err e;
-    patch_u64(o.b.p, o.arch_len, 1ull << 40);
-    e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.arch_len);
-    ASSERT_STR_CONTAINS(e.msg, "key #0 'general.architecture' string value length");
-    patch_u64(o.b.p, o.arch_len, UINT64_MAX);
-    expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.arch_len);
-    patch_u64(o.b.p, o.arch_len, 5);
-    patch_u64(o.b.p, o.arch_key_len, o.b.n);
-    e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.arch_key_len);
-    ASSERT_STR_CONTAINS(e.msg, "key #0 name length");
-    patch_u64(o.b.p, o.arch_key_len, 20);
-    /* a string array element */
-    patch_u64(o.b.p, o.vocab_elem1, 1ull << 33);
-    e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.vocab_elem1);
-    ASSERT_STR_CONTAINS(e.msg, "key #3 'test.vocab' element 1 length");
-    patch_u64(o.b.p, o.vocab_elem1, 2);
-    /* a string array count */
-    patch_u64(o.b.p, o.vocab_n, 1ull << 60);
-    e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.vocab_n);
-    ASSERT_STR_CONTAINS(e.msg, "key #3 'test.vocab' array length");
+    const base_step steps[] = {
+        {F_ARCH_LEN, 1ull << 40, MOE_EFORMAT, F_ARCH_LEN,
+         "key #0 'general.architecture' string value length", NULL},
+        {F_ARCH_LEN, UINT64_MAX, MOE_EFORMAT, F_ARCH_LEN, NULL, NULL},
+        PATCH(F_ARCH_LEN, 5),
+        /* a key name as long as the file */
+        {F_ARCH_KEY, o.b.n, MOE_EFORMAT, F_ARCH_KEY, "key #0 name length", NULL},
+        PATCH(F_ARCH_KEY, 20),
+        /* a string array element */
+        {F_VOCAB_ELEM1, 1ull << 33, MOE_EFORMAT, F_VOCAB_ELEM1,
+         "key #3 'test.vocab' element 1 length", NULL},
+        PATCH(F_VOCAB_ELEM1, 2),
+        /* a string array count */
+        {F_VOCAB_N, 1ull << 60, MOE_EFORMAT, F_VOCAB_N, "key #3 'test.vocab' array length", NULL},
+    };
+    base_run_steps(&o, steps, N_OF(steps));
     free(o.b.p);
 }
 
 TEST(gguf_unknown_kv_type) {
-    base o;
-    build_base(&o, 0);
-    patch_u32(o.b.p, o.flag_type, 13);
-    moe_err e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.flag_type);
-    ASSERT_STR_CONTAINS(e.msg, "key #2 'test.flag' value type: 13");
-    patch_u32(o.b.p, o.flag_type, 0xffffffffu);
-    e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.flag_type);
-    ASSERT_STR_CONTAINS(e.msg, "4294967295");
-    free(o.b.p);
+    static const base_step steps[] = {
+        {F_FLAG_TYPE, 13, MOE_EFORMAT, F_FLAG_TYPE, "key #2 'test.flag' value type: 13", NULL},
+        {F_FLAG_TYPE, 0xffffffffu, MOE_EFORMAT, F_FLAG_TYPE, "4294967295", NULL},
+    };
+    check_base_steps(0, steps, N_OF(steps));
 }
 
 TEST(gguf_bad_bool) {
-    base o;
-    build_base(&o, 0);
-    o.b.p[o.flag_val] = 2;
-    moe_err e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.flag_val);
-    ASSERT_STR_CONTAINS(e.msg, "key #2 'test.flag' bool value");
-    free(o.b.p);
+    static const base_step steps[] = {
+        {F_FLAG_VAL, 2, MOE_EFORMAT, F_FLAG_VAL, "key #2 'test.flag' bool value", NULL},
+    };
+    check_base_steps(0, steps, N_OF(steps));
 }
 
 TEST(gguf_nested_array) {
     hb b = {0};
-    hb_put(&b, "GGUF", 4);
-    hb_u32(&b, 3);
-    hb_u64(&b, 0);
-    hb_u64(&b, 1);
+    hb_header(&b, 0, 1);
     hb_key(&b, "nested", MOE_GGUF_TYPE_ARRAY);
     size_t off = b.n;
     hb_u32(&b, MOE_GGUF_TYPE_ARRAY);
@@ -382,144 +424,106 @@ TEST(gguf_nested_array) {
 }
 
 TEST(gguf_unknown_tensor_type) {
-    base o;
-    build_base(&o, 0);
-    patch_u32(o.b.p, o.ttype, 12); /* Q4_K */
-    moe_err e = expect_bad(o.b.p, o.b.n, MOE_ENOTSUP, o.ttype);
-    ASSERT_STR_CONTAINS(e.msg, "tensor 'tok_embd.weight' (#0) type");
-    ASSERT_STR_CONTAINS(e.msg, "12");
-    patch_u32(o.b.p, o.ttype, 1000);
-    e = expect_bad(o.b.p, o.b.n, MOE_ENOTSUP, o.ttype);
-    ASSERT_STR_CONTAINS(e.msg, "1000");
-    free(o.b.p);
+    static const base_step steps[] = {
+        {F_TTYPE, 12 /* Q4_K */, MOE_ENOTSUP, F_TTYPE, "tensor 'tok_embd.weight' (#0) type", "12"},
+        {F_TTYPE, 1000, MOE_ENOTSUP, F_TTYPE, "1000", NULL},
+    };
+    check_base_steps(0, steps, N_OF(steps));
 }
 
 TEST(gguf_bad_n_dims) {
-    base o;
-    build_base(&o, 0);
-    patch_u32(o.b.p, o.n_dims, 0);
-    moe_err e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.n_dims);
-    ASSERT_STR_CONTAINS(e.msg, "tensor 'tok_embd.weight' (#0) n_dims");
-    patch_u32(o.b.p, o.n_dims, 5);
-    e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.n_dims);
-    ASSERT_STR_CONTAINS(e.msg, "n_dims: 5");
-    free(o.b.p);
+    static const base_step steps[] = {
+        {F_N_DIMS, 0, MOE_EFORMAT, F_N_DIMS, "tensor 'tok_embd.weight' (#0) n_dims", NULL},
+        {F_N_DIMS, 5, MOE_EFORMAT, F_N_DIMS, "n_dims: 5", NULL},
+    };
+    check_base_steps(0, steps, N_OF(steps));
 }
 
 TEST(gguf_ne_zero) {
-    base o;
-    build_base(&o, 0);
-    patch_u64(o.b.p, o.ne1, 0);
-    moe_err e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.ne1);
-    ASSERT_STR_CONTAINS(e.msg, "tensor 'tok_embd.weight' (#0) dimension 1");
-    patch_u64(o.b.p, o.ne1, (uint64_t)-5);
-    e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.ne1);
-    ASSERT_STR_CONTAINS(e.msg, "-5");
-    patch_u64(o.b.p, o.ne1, 3);
-    patch_u64(o.b.p, o.ne0, 0);
-    expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.ne0);
-    free(o.b.p);
+    static const base_step steps[] = {
+        {F_NE1, 0, MOE_EFORMAT, F_NE1, "tensor 'tok_embd.weight' (#0) dimension 1", NULL},
+        {F_NE1, (uint64_t)-5, MOE_EFORMAT, F_NE1, "-5", NULL},
+        PATCH(F_NE1, 3),
+        {F_NE0, 0, MOE_EFORMAT, F_NE0, NULL, NULL},
+    };
+    check_base_steps(0, steps, N_OF(steps));
 }
 
 TEST(gguf_ne_overflow) {
-    base o;
-    build_base(&o, 0);
-    moe_err e;
-    /* element count past int64 */
-    patch_u64(o.b.p, o.ne0, 1ull << 40);
-    patch_u64(o.b.p, o.ne1, 1ull << 40);
-    e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.ne1);
-    ASSERT_STR_CONTAINS(e.msg, "dimension 1");
-    ASSERT_STR_CONTAINS(e.msg, "overflow");
-    /* element count fits, byte count (x4 for f32) does not */
-    patch_u64(o.b.p, o.ne0, 1ull << 31);
-    patch_u64(o.b.p, o.ne1, 1ull << 31);
-    e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.ne1);
-    ASSERT_STR_CONTAINS(e.msg, "overflow");
-    /* both fit, but the data is far past the end */
-    patch_u64(o.b.p, o.ne0, 1ull << 20);
-    patch_u64(o.b.p, o.ne1, 1ull << 20);
-    e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.toff);
-    ASSERT_STR_CONTAINS(e.msg, "exceeds");
-    free(o.b.p);
+    static const base_step steps[] = {
+        /* element count past int64 */
+        PATCH(F_NE0, 1ull << 40),
+        {F_NE1, 1ull << 40, MOE_EFORMAT, F_NE1, "dimension 1", "overflow"},
+        /* element count fits, byte count (x4 for f32) does not */
+        PATCH(F_NE0, 1ull << 31),
+        {F_NE1, 1ull << 31, MOE_EFORMAT, F_NE1, "overflow", NULL},
+        /* both fit, but the data is far past the end */
+        PATCH(F_NE0, 1ull << 20),
+        {F_NE1, 1ull << 20, MOE_EFORMAT, F_TOFF, "exceeds", NULL},
+    };
+    check_base_steps(0, steps, N_OF(steps));
 }
 
 TEST(gguf_bad_block) {
-    base o;
-    build_base(&o, 0);
-    patch_u64(o.b.p, o.t1_ne0, 48);
-    moe_err e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.t1_ne0);
-    ASSERT_STR_CONTAINS(e.msg, "tensor 'output.weight' (#1) dimension 0");
-    ASSERT_STR_CONTAINS(e.msg, "block size 32");
-    free(o.b.p);
+    static const base_step steps[] = {
+        {F_T1_NE0, 48, MOE_EFORMAT, F_T1_NE0, "tensor 'output.weight' (#1) dimension 0",
+         "block size 32"},
+    };
+    check_base_steps(0, steps, N_OF(steps));
 }
 
 TEST(gguf_misaligned_offset) {
-    base o;
-    build_base(&o, 0);
-    patch_u64(o.b.p, o.t1_off, 385);
-    moe_err e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.t1_off);
-    ASSERT_STR_CONTAINS(e.msg, "tensor 'output.weight' (#1) data offset");
-    ASSERT_STR_CONTAINS(e.msg, "alignment 32");
-    patch_u64(o.b.p, o.t1_off, 384);
-    patch_u64(o.b.p, o.toff, 16);
-    expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.toff);
-    free(o.b.p);
+    static const base_step steps[] = {
+        {F_T1_OFF, 385, MOE_EFORMAT, F_T1_OFF, "tensor 'output.weight' (#1) data offset",
+         "alignment 32"},
+        PATCH(F_T1_OFF, 384),
+        {F_TOFF, 16, MOE_EFORMAT, F_TOFF, NULL, NULL},
+    };
+    check_base_steps(0, steps, N_OF(steps));
 }
 
 TEST(gguf_data_past_end) {
+    static const base_step steps[] = {
+        /* aligned, but 416 + 34 > 418 */
+        {F_T1_OFF, 416, MOE_EFORMAT, F_T1_OFF,
+         "tensor 'output.weight' (#1): data offset 416 + size 34", "exceeds"},
+        /* would wrap around */
+        {F_T1_OFF, UINT64_MAX - 31, MOE_EFORMAT, F_T1_OFF, NULL, NULL},
+        PATCH(F_T1_OFF, 384),
+    };
     base o;
     build_base(&o, 0);
-    patch_u64(o.b.p, o.t1_off, 416); /* aligned, but 416 + 34 > 418 */
-    moe_err e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.t1_off);
-    ASSERT_STR_CONTAINS(e.msg, "tensor 'output.weight' (#1): data offset 416 + size 34");
-    ASSERT_STR_CONTAINS(e.msg, "exceeds");
-    patch_u64(o.b.p, o.t1_off, UINT64_MAX - 31); /* would wrap around */
-    expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.t1_off);
+    base_run_steps(&o, steps, N_OF(steps));
     /* the file one byte short of the last tensor */
-    patch_u64(o.b.p, o.t1_off, 384);
-    expect_bad(o.b.p, o.b.n - 1, MOE_EFORMAT, o.t1_off);
+    expect_bad(o.b.p, o.b.n - 1, MOE_EFORMAT, o.at[F_T1_OFF]);
     free(o.b.p);
 }
 
 TEST(gguf_duplicate_tensor) {
-    base o;
-    build_base(&o, BASE_DUP_TENSOR);
-    moe_err e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.dup_tensor);
-    ASSERT_STR_CONTAINS(e.msg, "tensor 'output.weight' (#2) name: duplicate");
-    ASSERT_STR_CONTAINS(e.msg, "#1");
-    free(o.b.p);
+    static const base_step steps[] = {
+        {F_NONE, 0, MOE_EFORMAT, F_DUP_TENSOR, "tensor 'output.weight' (#2) name: duplicate", "#1"},
+    };
+    check_base_steps(BASE_DUP_TENSOR, steps, N_OF(steps));
 }
 
 TEST(gguf_duplicate_key) {
-    base o;
-    build_base(&o, BASE_DUP_KEY);
-    moe_err e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.dup_key);
-    ASSERT_STR_CONTAINS(e.msg, "key #4 'test.flag': duplicate key");
-    ASSERT_STR_CONTAINS(e.msg, "#2");
-    free(o.b.p);
+    static const base_step steps[] = {
+        {F_NONE, 0, MOE_EFORMAT, F_DUP_KEY, "key #4 'test.flag': duplicate key", "#2"},
+    };
+    check_base_steps(BASE_DUP_KEY, steps, N_OF(steps));
 }
 
 TEST(gguf_bad_alignment) {
-    base o;
-    build_base(&o, 0);
-    moe_err e;
-    patch_u32(o.b.p, o.align_val, 48);
-    e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.align_val);
-    ASSERT_STR_CONTAINS(e.msg, "'general.alignment'");
-    ASSERT_STR_CONTAINS(e.msg, "power of two");
-    patch_u32(o.b.p, o.align_val, 0);
-    expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.align_val);
-    patch_u32(o.b.p, o.align_val, 32);
-    patch_u32(o.b.p, o.align_type, MOE_GGUF_TYPE_INT32);
-    e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.align_type);
-    ASSERT_STR_CONTAINS(e.msg, "must be u32");
-    /* a valid alignment the tensor offsets do not meet */
-    patch_u32(o.b.p, o.align_type, MOE_GGUF_TYPE_UINT32);
-    patch_u32(o.b.p, o.align_val, 256);
-    e = expect_bad(o.b.p, o.b.n, MOE_EFORMAT, o.t1_off);
-    ASSERT_STR_CONTAINS(e.msg, "alignment 256");
-    free(o.b.p);
+    static const base_step steps[] = {
+        {F_ALIGN_VAL, 48, MOE_EFORMAT, F_ALIGN_VAL, "'general.alignment'", "power of two"},
+        {F_ALIGN_VAL, 0, MOE_EFORMAT, F_ALIGN_VAL, NULL, NULL},
+        PATCH(F_ALIGN_VAL, 32),
+        {F_ALIGN_TYPE, MOE_GGUF_TYPE_INT32, MOE_EFORMAT, F_ALIGN_TYPE, "must be u32", NULL},
+        /* a valid alignment the tensor offsets do not meet */
+        PATCH(F_ALIGN_TYPE, MOE_GGUF_TYPE_UINT32),
+        {F_ALIGN_VAL, 256, MOE_EFORMAT, F_T1_OFF, "alignment 256", NULL},
+    };
+    check_base_steps(0, steps, N_OF(steps));
 }
 
 TEST(gguf_bad_args) {
