@@ -8,10 +8,31 @@
 #include "test.h"
 
 static float scratch[4 * 64];
+static int32_t sel[256]; /* the chosen experts of the last route() */
+static float w[256];     /* and their weights */
 
-static void route(const moe_routing *r, const float *logits, int32_t *sel, float *w) {
+/* A routing config without groups, bias or dense (the caller sets those). */
+static moe_routing routing(moe_gating gating, int n_expert, int n_used, int norm, float scale) {
+    moe_routing r = {
+        .gating = gating, .n_expert = n_expert, .n_used = n_used, .norm = norm, .scale = scale};
+    return r;
+}
+
+/* Checks r and routes logits into sel and w. */
+static void route(const moe_routing *r, const float *logits) {
     ASSERT_EQ_INT(moe_routing_check(r), 0);
     ASSERT_EQ_INT(moe_route(r, logits, scratch, sel, w), 0);
+}
+
+/* Checks the first chosen experts: ASSERT_SEL(1, 2) is sel[0] == 1, sel[1] == 2. */
+#define ASSERT_SEL(...)                                                                            \
+    assert_sel((const int32_t[]){__VA_ARGS__},                                                     \
+               (int)(sizeof((const int32_t[]){__VA_ARGS__}) / sizeof(int32_t)), __LINE__)
+static void assert_sel(const int32_t *want, int n, int line) {
+    for (int i = 0; i < n; i++) {
+        if (sel[i] != want[i])
+            TEST_FAIL("(line %d) sel[%d] == %d, want %d", line, i, (int)sel[i], (int)want[i]);
+    }
 }
 
 static double sigm(double x) {
@@ -22,13 +43,9 @@ static double sigm(double x) {
  * probs e^1,e^3,e^2,e^0 / Z; chosen 1 then 2; weights e^3/(e^3+e^2), e^2/(...) */
 TEST(routing_softmax_topk_renormalised) {
     const float logits[4] = {1, 3, 2, 0};
-    moe_routing r = {
-        .gating = MOE_GATING_SOFTMAX, .n_expert = 4, .n_used = 2, .norm = 1, .scale = 1};
-    int32_t sel[2];
-    float w[2];
-    route(&r, logits, sel, w);
-    ASSERT_EQ_INT(sel[0], 1);
-    ASSERT_EQ_INT(sel[1], 2);
+    moe_routing r = routing(MOE_GATING_SOFTMAX, 4, 2, 1, 1);
+    route(&r, logits);
+    ASSERT_SEL(1, 2);
     ASSERT_NEAR(w[0], exp(3) / (exp(3) + exp(2)), 1e-6);
     ASSERT_NEAR(w[1], exp(2) / (exp(3) + exp(2)), 1e-6);
 }
@@ -36,11 +53,8 @@ TEST(routing_softmax_topk_renormalised) {
 /* the same without renormalisation (Qwen2-MoE, OLMoE): the softmax probs */
 TEST(routing_softmax_topk_not_renormalised) {
     const float logits[4] = {1, 3, 2, 0};
-    moe_routing r = {
-        .gating = MOE_GATING_SOFTMAX, .n_expert = 4, .n_used = 2, .norm = 0, .scale = 1};
-    int32_t sel[2];
-    float w[2];
-    route(&r, logits, sel, w);
+    moe_routing r = routing(MOE_GATING_SOFTMAX, 4, 2, 0, 1);
+    route(&r, logits);
     const double Z = exp(0) + exp(1) + exp(2) + exp(3);
     ASSERT_NEAR(w[0], exp(3) / Z, 1e-6);
     ASSERT_NEAR(w[1], exp(2) / Z, 1e-6);
@@ -49,17 +63,13 @@ TEST(routing_softmax_topk_not_renormalised) {
 /* sigmoid gating: weights are sigmoids, not a distribution */
 TEST(routing_sigmoid_vs_softmax) {
     const float logits[4] = {-1, 0.5f, 2, -3};
-    moe_routing r = {
-        .gating = MOE_GATING_SIGMOID, .n_expert = 4, .n_used = 2, .norm = 0, .scale = 1};
-    int32_t sel[2];
-    float w[2];
-    route(&r, logits, sel, w);
-    ASSERT_EQ_INT(sel[0], 2);
-    ASSERT_EQ_INT(sel[1], 1);
+    moe_routing r = routing(MOE_GATING_SIGMOID, 4, 2, 0, 1);
+    route(&r, logits);
+    ASSERT_SEL(2, 1);
     ASSERT_NEAR(w[0], sigm(2), 1e-6);
     ASSERT_NEAR(w[1], sigm(0.5), 1e-6);
     r.norm = 1;
-    route(&r, logits, sel, w);
+    route(&r, logits);
     ASSERT_NEAR(w[0], sigm(2) / (sigm(2) + sigm(0.5)), 1e-6);
     ASSERT_NEAR(w[0] + w[1], 1.0, 1e-6);
 }
@@ -68,23 +78,15 @@ TEST(routing_sigmoid_vs_softmax) {
 TEST(routing_bias_selects_only) {
     const float logits[4] = {2, 1, 0, -1};
     const float bias[4] = {0, 0, 0, 1.0f}; /* sigmoid(-1)+1 = 1.27 beats sigmoid(2) = 0.88 */
-    moe_routing r = {.gating = MOE_GATING_SIGMOID,
-                     .n_expert = 4,
-                     .n_used = 2,
-                     .norm = 0,
-                     .scale = 1,
-                     .bias = bias};
-    int32_t sel[2];
-    float w[2];
-    route(&r, logits, sel, w);
-    ASSERT_EQ_INT(sel[0], 3);
-    ASSERT_EQ_INT(sel[1], 0);
+    moe_routing r = routing(MOE_GATING_SIGMOID, 4, 2, 0, 1);
+    r.bias = bias;
+    route(&r, logits);
+    ASSERT_SEL(3, 0);
     ASSERT_NEAR(w[0], sigm(-1), 1e-6); /* unbiased */
     ASSERT_NEAR(w[1], sigm(2), 1e-6);
     r.bias = NULL;
-    route(&r, logits, sel, w);
-    ASSERT_EQ_INT(sel[0], 0);
-    ASSERT_EQ_INT(sel[1], 1);
+    route(&r, logits);
+    ASSERT_SEL(0, 1);
 }
 
 /* groups: 8 experts in 4 groups of 2; group score = sum of its top-2; the
@@ -97,90 +99,61 @@ TEST(routing_groups_score_and_mask) {
      * group 3: {-1, -2}  score            = 0.388
      * chosen groups: 1, 2; expert 0 (the best alone) is excluded. */
     const float logits[8] = {5, -5, 1, 1, 0.5f, 0.5f, -1, -2};
-    moe_routing r = {.gating = MOE_GATING_SIGMOID,
-                     .n_expert = 8,
-                     .n_used = 3,
-                     .norm = 1,
-                     .scale = 1,
-                     .n_groups = 4,
-                     .n_groups_used = 2};
-    int32_t sel[3];
-    float w[3];
-    route(&r, logits, sel, w);
-    ASSERT_EQ_INT(sel[0], 2); /* tie 2/3: lowest index first */
-    ASSERT_EQ_INT(sel[1], 3);
-    ASSERT_EQ_INT(sel[2], 4);
+    moe_routing r = routing(MOE_GATING_SIGMOID, 8, 3, 1, 1);
+    r.n_groups = 4, r.n_groups_used = 2;
+    route(&r, logits);
+    ASSERT_SEL(2, 3, 4); /* tie 2/3: lowest index first */
     const double s = 2 * sigm(1) + sigm(0.5);
     ASSERT_NEAR(w[0], sigm(1) / s, 1e-6);
     ASSERT_NEAR(w[2], sigm(0.5) / s, 1e-6);
     /* without the group limit expert 0 wins */
     r.n_groups = 0;
-    route(&r, logits, sel, w);
-    ASSERT_EQ_INT(sel[0], 0);
+    route(&r, logits);
+    ASSERT_SEL(0);
 }
 
 /* group scores use the biased selection values */
 TEST(routing_groups_use_bias) {
     const float logits[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     const float bias[8] = {0, 0, 0, 0, 0, 0, 0.3f, 0.3f};
-    moe_routing r = {.gating = MOE_GATING_SIGMOID,
-                     .n_expert = 8,
-                     .n_used = 2,
-                     .norm = 1,
-                     .scale = 1,
-                     .n_groups = 4,
-                     .n_groups_used = 1,
-                     .bias = bias};
-    int32_t sel[2];
-    float w[2];
-    route(&r, logits, sel, w);
-    ASSERT_EQ_INT(sel[0], 6);
-    ASSERT_EQ_INT(sel[1], 7);
+    moe_routing r = routing(MOE_GATING_SIGMOID, 8, 2, 1, 1);
+    r.n_groups = 4, r.n_groups_used = 1, r.bias = bias;
+    route(&r, logits);
+    ASSERT_SEL(6, 7);
     ASSERT_NEAR(w[0], 0.5, 1e-6);
 }
 
 /* the routed scaling factor multiplies after renormalisation */
 TEST(routing_scale_after_norm) {
     const float logits[4] = {1, 2, 3, 4};
-    moe_routing r = {
-        .gating = MOE_GATING_SIGMOID, .n_expert = 4, .n_used = 2, .norm = 1, .scale = 2.5f};
-    int32_t sel[2];
-    float w[2];
-    route(&r, logits, sel, w);
+    moe_routing r = routing(MOE_GATING_SIGMOID, 4, 2, 1, 2.5f);
+    route(&r, logits);
     ASSERT_NEAR(w[0] + w[1], 2.5, 1e-5);
     ASSERT_NEAR(w[0], 2.5 * sigm(4) / (sigm(4) + sigm(3)), 1e-6);
     r.norm = 0;
-    route(&r, logits, sel, w);
+    route(&r, logits);
     ASSERT_NEAR(w[0], 2.5 * sigm(4), 1e-6);
 }
 
 /* ties: the lowest expert index wins, at every rank */
 TEST(routing_ties_lowest_index) {
     const float logits[6] = {1, 2, 2, 1, 2, 0};
-    moe_routing r = {
-        .gating = MOE_GATING_SOFTMAX, .n_expert = 6, .n_used = 4, .norm = 0, .scale = 1};
-    int32_t sel[4];
-    float w[4];
-    route(&r, logits, sel, w);
-    ASSERT_EQ_INT(sel[0], 1);
-    ASSERT_EQ_INT(sel[1], 2);
-    ASSERT_EQ_INT(sel[2], 4);
-    ASSERT_EQ_INT(sel[3], 0);
+    moe_routing r = routing(MOE_GATING_SOFTMAX, 6, 4, 0, 1);
+    route(&r, logits);
+    ASSERT_SEL(1, 2, 4, 0);
     const float flat[4] = {0, 0, 0, 0};
     r.n_expert = 4;
     r.n_used = 2;
-    route(&r, flat, sel, w);
-    ASSERT_EQ_INT(sel[0], 0);
-    ASSERT_EQ_INT(sel[1], 1);
+    route(&r, flat);
+    ASSERT_SEL(0, 1);
     ASSERT_NEAR(w[0], 0.25, 1e-7);
 }
 
 /* NaN and Inf in gate logits (or the bias) are an error, not propagated */
 TEST(routing_rejects_non_finite) {
-    moe_routing r = {
-        .gating = MOE_GATING_SOFTMAX, .n_expert = 4, .n_used = 2, .norm = 1, .scale = 1};
-    int32_t sel[2] = {-7, -7};
-    float w[2] = {-7, -7};
+    moe_routing r = routing(MOE_GATING_SOFTMAX, 4, 2, 1, 1);
+    sel[0] = sel[1] = -7;
+    w[0] = w[1] = -7;
     float bad[4] = {0, NAN, 1, 2};
     ASSERT_EQ_INT(moe_route(&r, bad, scratch, sel, w), MOE_ENUMERIC);
     bad[1] = INFINITY;
@@ -197,16 +170,10 @@ TEST(routing_rejects_non_finite) {
 /* dense MoE: every expert, in index order, weighted by the gate */
 TEST(routing_dense_all_experts) {
     const float logits[3] = {0, 1, 2};
-    moe_routing r = {.gating = MOE_GATING_SOFTMAX,
-                     .n_expert = 3,
-                     .n_used = 1,
-                     .norm = 0,
-                     .scale = 1,
-                     .dense = 1};
+    moe_routing r = routing(MOE_GATING_SOFTMAX, 3, 1, 0, 1);
+    r.dense = 1;
     ASSERT_EQ_INT(moe_routing_k(&r), 3);
-    int32_t sel[3];
-    float w[3];
-    route(&r, logits, sel, w);
+    route(&r, logits);
     const double Z = exp(0) + exp(1) + exp(2);
     for (int e = 0; e < 3; e++) {
         ASSERT_EQ_INT(sel[e], e);
@@ -218,40 +185,30 @@ TEST(routing_dense_all_experts) {
  * choices, in batch order, are dropped with weight 0 */
 TEST(routing_capacity_drops_overflow) {
     /* 4 tokens, k = 1, 2 experts, factor 1 -> capacity 2 */
-    int32_t sel[4] = {0, 0, 0, 1};
-    float w[4] = {1, 1, 1, 1};
+    int32_t sel1[4] = {0, 0, 0, 1};
+    float w1[4] = {1, 1, 1, 1};
     int32_t counts[2];
-    ASSERT_EQ_INT(moe_route_capacity(1.0f, 2, 4, 1, sel, w, counts), 1);
-    ASSERT_EQ_INT(sel[2], -1);
-    ASSERT_NEAR(w[2], 0, 0);
-    ASSERT_EQ_INT(sel[3], 1);
+    ASSERT_EQ_INT(moe_route_capacity(1.0f, 2, 4, 1, sel1, w1, counts), 1);
+    ASSERT_EQ_INT(sel1[2], -1);
+    ASSERT_NEAR(w1[2], 0, 0);
+    ASSERT_EQ_INT(sel1[3], 1);
     /* factor 2 -> capacity 4: nothing dropped; factor 0: off */
     int32_t sel2[4] = {0, 0, 0, 1};
-    ASSERT_EQ_INT(moe_route_capacity(2.0f, 2, 4, 1, sel2, w, counts), 0);
-    ASSERT_EQ_INT(moe_route_capacity(0.0f, 2, 4, 1, sel2, w, counts), 0);
+    ASSERT_EQ_INT(moe_route_capacity(2.0f, 2, 4, 1, sel2, w1, counts), 0);
+    ASSERT_EQ_INT(moe_route_capacity(0.0f, 2, 4, 1, sel2, w1, counts), 0);
     /* k = 2, 3 tokens, 3 experts, factor 0.5 -> capacity ceil(1) = 1 */
-    int32_t sel3[6] = {0, 1, 0, 2, 1, 2};
+    const int32_t sel3[6] = {0, 1, 0, 2, 1, 2};
+    memcpy(sel, sel3, sizeof sel3);
     float w3[6] = {1, 1, 1, 1, 1, 1};
     int32_t c3[3];
-    ASSERT_EQ_INT(moe_route_capacity(0.5f, 3, 3, 2, sel3, w3, c3), 3);
-    ASSERT_EQ_INT(sel3[0], 0);
-    ASSERT_EQ_INT(sel3[1], 1);
-    ASSERT_EQ_INT(sel3[2], -1);
-    ASSERT_EQ_INT(sel3[3], 2);
-    ASSERT_EQ_INT(sel3[4], -1);
-    ASSERT_EQ_INT(sel3[5], -1);
+    ASSERT_EQ_INT(moe_route_capacity(0.5f, 3, 3, 2, sel, w3, c3), 3);
+    ASSERT_SEL(0, 1, -1, 2, -1, -1);
 }
 
 TEST(routing_check_and_describe) {
-    moe_routing r = {.gating = MOE_GATING_SIGMOID,
-                     .n_expert = 256,
-                     .n_used = 8,
-                     .norm = 1,
-                     .scale = 2.5f,
-                     .n_groups = 8,
-                     .n_groups_used = 4};
     const float bias[256] = {0};
-    r.bias = bias;
+    moe_routing r = routing(MOE_GATING_SIGMOID, 256, 8, 1, 2.5f);
+    r.n_groups = 8, r.n_groups_used = 4, r.bias = bias;
     ASSERT_EQ_INT(moe_routing_check(&r), 0);
     char buf[128];
     moe_routing_describe(&r, buf, sizeof buf);
@@ -269,11 +226,8 @@ TEST(routing_check_and_describe) {
  * and with group limits the last allowed minus the best excluded group */
 TEST(routing_margin_experts_and_groups) {
     const float logits[4] = {1, 3, 2, 0};
-    moe_routing r = {
-        .gating = MOE_GATING_SOFTMAX, .n_expert = 4, .n_used = 2, .norm = 1, .scale = 1};
-    int32_t sel[4];
-    float w[4];
-    route(&r, logits, sel, w);
+    moe_routing r = routing(MOE_GATING_SOFTMAX, 4, 2, 1, 1);
+    route(&r, logits);
     const double Z = exp(0) + exp(1) + exp(2) + exp(3);
     ASSERT_NEAR(moe_route_margin(&r, scratch, sel), (exp(2) - exp(1)) / Z, 1e-6);
     /* groups: 0 {5, -5} score 1.000, 1 {1, 1} 1.462, 2 {0.2, 0.2} 1.0997,
@@ -281,22 +235,16 @@ TEST(routing_margin_experts_and_groups) {
      * allowed s(0.2): expert margin s(1) - s(0.2) = 0.181 > group margin
      * 2 s(0.2) - (s(5) + s(-5)) = 0.0997 */
     const float gl[8] = {5, -5, 1, 1, 0.2f, 0.2f, -1, -2};
-    moe_routing g = {.gating = MOE_GATING_SIGMOID,
-                     .n_expert = 8,
-                     .n_used = 2,
-                     .norm = 1,
-                     .scale = 1,
-                     .n_groups = 4,
-                     .n_groups_used = 2};
-    route(&g, gl, sel, w);
-    ASSERT_EQ_INT(sel[0], 2);
-    ASSERT_EQ_INT(sel[1], 3);
+    moe_routing g = routing(MOE_GATING_SIGMOID, 8, 2, 1, 1);
+    g.n_groups = 4, g.n_groups_used = 2;
+    route(&g, gl);
+    ASSERT_SEL(2, 3);
     ASSERT_NEAR(moe_route_margin(&g, scratch, sel), 2 * sigm(0.2) - (sigm(5) + sigm(-5)), 1e-6);
     g.n_groups = 0; /* no groups: expert 0 (s(5)) and 2 (s(1)) chosen; best free s(1) */
-    route(&g, gl, sel, w);
+    route(&g, gl);
     ASSERT_NEAR(moe_route_margin(&g, scratch, sel), 0.0, 1e-7);
     /* dense: nothing competes */
     r.dense = 1;
-    route(&r, logits, sel, w);
+    route(&r, logits);
     ASSERT(isinf(moe_route_margin(&r, scratch, sel)));
 }
