@@ -95,12 +95,6 @@ static void srv_stop(srv *s) {
 
 /* ==== The client side ====================================================== */
 
-typedef struct cli {
-    int fd;
-    size_t len;
-    char buf[1 << 16]; /* received, not yet consumed */
-} cli;
-
 typedef struct answer {
     int status;
     long clen; /* -1: no Content-Length */
@@ -109,6 +103,14 @@ typedef struct answer {
     char body[8192]; /* NUL-terminated; longer bodies are cut */
     size_t body_len;
 } answer;
+
+typedef struct cli {
+    int fd;
+    size_t len;
+    char buf[1 << 16]; /* received, not yet consumed */
+    answer a;          /* the last answer cli_ask read */
+    srv *s;            /* the server cli_start started, or NULL */
+} cli;
 
 static int fd_connect(int port) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -189,6 +191,32 @@ static void cli_must_answer(cli *c, answer *a, int head_only) {
     if (cli_answer(c, a, head_only) < 0) TEST_FAIL("no answer: %s", strerror(errno));
 }
 
+/* Sends req (unless NULL), reads the next answer into c->a and checks its
+ * status (unless 0) and its body (unless NULL). */
+static void cli_ask(cli *c, const char *req, int head_only, int status, const char *body) {
+    answer *a = &c->a;
+    if (req) cli_send(c, req);
+    cli_must_answer(c, a, head_only);
+    if (status && a->status != status)
+        TEST_FAIL("status %d, want %d; head:\n%s", a->status, status, a->head);
+    if (body && strcmp(a->body, body)) TEST_FAIL("body '%s', want '%s'", a->body, body);
+}
+
+/* A fresh server (c->s) and a client connected to it. */
+static cli *cli_start(void) {
+    srv *s = srv_start();
+    cli *c = cli_open(s->port);
+    c->s = s;
+    return c;
+}
+
+/* Closes the client, then stops its server. */
+static void cli_stop(cli *c) {
+    srv *s = c->s;
+    cli_close(c);
+    srv_stop(s);
+}
+
 /* Waits up to ms for the server to close (EOF or reset), discarding bytes.
  * Returns 1 if it closed. */
 static int fd_wait_closed(int fd, int ms) {
@@ -222,24 +250,18 @@ static void assert_still_serves(srv *s) {
 /* ==== Requests and answers ================================================= */
 
 TEST(httpd_get_body_and_length) {
-    srv *s = srv_start();
-    cli *c = cli_open(s->port);
-    answer a;
-    cli_send(c, "GET /echo HTTP/1.1\r\nHost: t\r\nUser-Agent: test\r\n\r\n");
-    cli_must_answer(c, &a, 0);
-    ASSERT_EQ_INT(a.status, 200);
-    ASSERT(!strcmp(a.body, "GET /echo q= b="));
-    ASSERT_EQ_INT(a.clen, strlen("GET /echo q= b="));
-    ASSERT_STR_CONTAINS(a.head, "Content-Type: text/plain\r\n");
-    ASSERT_STR_CONTAINS(a.head, "\r\nDate: ");
-    ASSERT(!a.conn_close);
-    cli_close(c);
-    ASSERT_EQ_INT(atomic_load(&s->n_req), 1);
-    srv_stop(s);
+    cli *c = cli_start();
+    cli_ask(c, "GET /echo HTTP/1.1\r\nHost: t\r\nUser-Agent: test\r\n\r\n", 0, 200,
+            "GET /echo q= b=");
+    ASSERT_EQ_INT(c->a.clen, strlen("GET /echo q= b="));
+    ASSERT_STR_CONTAINS(c->a.head, "Content-Type: text/plain\r\n");
+    ASSERT_STR_CONTAINS(c->a.head, "\r\nDate: ");
+    ASSERT(!c->a.conn_close);
+    ASSERT_EQ_INT(atomic_load(&c->s->n_req), 1);
+    cli_stop(c);
 }
 
 TEST(httpd_query_split) {
-    srv *s = srv_start();
     static const struct {
         const char *target, *body;
     } cases[] = {
@@ -248,46 +270,32 @@ TEST(httpd_query_split) {
         {"/echo?x?y=%20", "GET /echo q=x?y=%20 b="},
         {"/echo", "GET /echo q= b="},
     };
-    cli *c = cli_open(s->port);
+    cli *c = cli_start();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char req[256];
         snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", cases[i].target);
-        cli_send(c, req);
-        answer a;
-        cli_must_answer(c, &a, 0);
-        ASSERT_EQ_INT(a.status, 200);
-        if (strcmp(a.body, cases[i].body)) TEST_FAIL("%s: got '%s'", cases[i].target, a.body);
+        cli_ask(c, req, 0, 200, NULL);
+        if (strcmp(c->a.body, cases[i].body)) TEST_FAIL("%s: got '%s'", cases[i].target, c->a.body);
     }
-    cli_close(c);
-    srv_stop(s);
+    cli_stop(c);
 }
 
 TEST(httpd_post_body) {
-    srv *s = srv_start();
-    cli *c = cli_open(s->port);
-    answer a;
-    cli_send(c, "POST /echo?k=v HTTP/1.1\r\nHost: t\r\ncontent-length:  11 \r\n\r\nhello world");
-    cli_must_answer(c, &a, 0);
-    ASSERT_EQ_INT(a.status, 200);
-    ASSERT(!strcmp(a.body, "POST /echo q=k=v b=hello world"));
+    cli *c = cli_start();
+    cli_ask(c, "POST /echo?k=v HTTP/1.1\r\nHost: t\r\ncontent-length:  11 \r\n\r\nhello world", 0,
+            200, "POST /echo q=k=v b=hello world");
     /* the body arriving in pieces, then a body of exactly the limit */
     cli_send(c, "POST /len HTTP/1.1\r\nContent-Length: 6\r\n\r\nab");
     usleep(20000);
-    cli_send(c, "cdef");
-    cli_must_answer(c, &a, 0);
-    ASSERT(!strcmp(a.body, "6"));
+    cli_ask(c, "cdef", 0, 0, "6");
     size_t n = 1 << 20;
     char *big = malloc(n + 1);
     memset(big, 'b', n);
     big[n] = '\0';
     cli_send(c, "POST /len HTTP/1.1\r\nContent-Length: 1048576\r\n\r\n");
-    cli_send(c, big);
-    cli_must_answer(c, &a, 0);
-    ASSERT_EQ_INT(a.status, 200);
-    ASSERT(!strcmp(a.body, "1048576"));
+    cli_ask(c, big, 0, 200, "1048576");
     free(big);
-    cli_close(c);
-    srv_stop(s);
+    cli_stop(c);
 }
 
 TEST(httpd_default_404) {
@@ -310,104 +318,72 @@ TEST(httpd_handler_misuse) {
     ASSERT(!strcmp(a.body, "status body"));
     /* 204 has neither body nor length; the connection stays usable */
     cli *c = cli_open(s->port);
-    cli_send(c, "GET /status?204 HTTP/1.1\r\n\r\nGET /echo HTTP/1.1\r\n\r\n");
-    cli_must_answer(c, &a, 0);
-    ASSERT_EQ_INT(a.status, 204);
-    ASSERT_EQ_INT(a.clen, -1);
-    cli_must_answer(c, &a, 0);
-    ASSERT_EQ_INT(a.status, 200);
+    cli_ask(c, "GET /status?204 HTTP/1.1\r\n\r\nGET /echo HTTP/1.1\r\n\r\n", 0, 204, NULL);
+    ASSERT_EQ_INT(c->a.clen, -1);
+    cli_ask(c, NULL, 0, 200, NULL);
     cli_close(c);
     srv_stop(s);
 }
 
 TEST(httpd_head_has_no_body) {
-    srv *s = srv_start();
-    cli *c = cli_open(s->port);
-    answer a;
+    cli *c = cli_start();
     /* HEAD then GET in one write: if the HEAD answer carried a body, the
      * GET's status line would not come next */
-    cli_send(c, "HEAD /echo HTTP/1.1\r\n\r\nGET /echo HTTP/1.1\r\n\r\n");
-    cli_must_answer(c, &a, 1);
-    ASSERT_EQ_INT(a.status, 200);
-    ASSERT_EQ_INT(a.clen, strlen("HEAD /echo q= b="));
-    cli_must_answer(c, &a, 0);
-    ASSERT_EQ_INT(a.status, 200);
-    ASSERT(!strcmp(a.body, "GET /echo q= b="));
-    cli_send(c, "HEAD /nope HTTP/1.1\r\n\r\n");
-    cli_must_answer(c, &a, 1);
-    ASSERT_EQ_INT(a.status, 404);
-    ASSERT(a.clen > 0);
+    cli_ask(c, "HEAD /echo HTTP/1.1\r\n\r\nGET /echo HTTP/1.1\r\n\r\n", 1, 200, NULL);
+    ASSERT_EQ_INT(c->a.clen, strlen("HEAD /echo q= b="));
+    cli_ask(c, NULL, 0, 200, "GET /echo q= b=");
+    cli_ask(c, "HEAD /nope HTTP/1.1\r\n\r\n", 1, 404, NULL);
+    ASSERT(c->a.clen > 0);
     usleep(50000);
-    ASSERT_EQ_INT(recv(c->fd, a.body, sizeof a.body, MSG_DONTWAIT), -1); /* nothing more */
-    cli_close(c);
-    srv_stop(s);
+    ASSERT_EQ_INT(recv(c->fd, c->a.body, sizeof c->a.body, MSG_DONTWAIT), -1); /* nothing more */
+    cli_stop(c);
 }
 
 TEST(httpd_expect_continue) {
-    srv *s = srv_start();
-    cli *c = cli_open(s->port);
-    answer a;
-    cli_send(c, "POST /len HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
-    cli_must_answer(c, &a, 0);
-    ASSERT_EQ_INT(a.status, 100);
-    cli_send(c, "abc");
-    cli_must_answer(c, &a, 0);
-    ASSERT_EQ_INT(a.status, 200);
-    ASSERT(!strcmp(a.body, "3"));
-    cli_close(c);
-    srv_stop(s);
+    cli *c = cli_start();
+    cli_ask(c, "POST /len HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", 0, 100,
+            NULL);
+    cli_ask(c, "abc", 0, 200, "3");
+    cli_stop(c);
 }
 
 /* ==== Connections ========================================================== */
 
 TEST(httpd_keepalive_pipelined) {
-    srv *s = srv_start();
-    cli *c = cli_open(s->port);
-    answer a;
-    cli_send(c, "GET /echo?n=1 HTTP/1.1\r\nHost: t\r\n\r\n"
-                "POST /echo?n=2 HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody"
-                "GET /echo?n=3 HTTP/1.1\r\nHost: t\r\n\r\n");
-    cli_must_answer(c, &a, 0);
-    ASSERT(!strcmp(a.body, "GET /echo q=n=1 b="));
-    cli_must_answer(c, &a, 0);
-    ASSERT(!strcmp(a.body, "POST /echo q=n=2 b=body"));
-    cli_must_answer(c, &a, 0);
-    ASSERT(!strcmp(a.body, "GET /echo q=n=3 b="));
-    ASSERT(!a.conn_close);
+    cli *c = cli_start();
+    cli_ask(c,
+            "GET /echo?n=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+            "POST /echo?n=2 HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody"
+            "GET /echo?n=3 HTTP/1.1\r\nHost: t\r\n\r\n",
+            0, 0, "GET /echo q=n=1 b=");
+    cli_ask(c, NULL, 0, 0, "POST /echo q=n=2 b=body");
+    cli_ask(c, NULL, 0, 0, "GET /echo q=n=3 b=");
+    ASSERT(!c->a.conn_close);
     /* still open: a later request on the same connection */
-    cli_send(c, "GET /echo?n=4 HTTP/1.1\r\n\r\n");
-    cli_must_answer(c, &a, 0);
-    ASSERT(!strcmp(a.body, "GET /echo q=n=4 b="));
-    ASSERT_EQ_INT(atomic_load(&s->n_req), 4);
-    cli_close(c);
-    srv_stop(s);
+    cli_ask(c, "GET /echo?n=4 HTTP/1.1\r\n\r\n", 0, 0, "GET /echo q=n=4 b=");
+    ASSERT_EQ_INT(atomic_load(&c->s->n_req), 4);
+    cli_stop(c);
 }
 
 TEST(httpd_connection_close) {
-    srv *s = srv_start();
-    answer a;
     static const char *closing[] = {
         "GET /echo HTTP/1.1\r\nConnection: close\r\n\r\n",
         "GET /echo HTTP/1.1\r\nConnection: foo, Close\r\n\r\n",
         "GET /echo HTTP/1.0\r\n\r\n",
     };
-    for (int i = 0; i < 3; i++) {
+    srv *s = srv_start();
+    for (size_t i = 0; i < sizeof closing / sizeof closing[0]; i++) {
         cli *c = cli_open(s->port);
-        cli_send(c, closing[i]);
-        cli_must_answer(c, &a, 0);
-        ASSERT_EQ_INT(a.status, 200);
-        ASSERT(a.conn_close);
+        cli_ask(c, closing[i], 0, 200, NULL);
+        ASSERT(c->a.conn_close);
         ASSERT(fd_wait_closed(c->fd, 3000));
         cli_close(c);
     }
     /* HTTP/1.0 asking for keep-alive stays open */
     cli *c = cli_open(s->port);
-    cli_send(c, "GET /echo?a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
-    cli_must_answer(c, &a, 0);
-    ASSERT_STR_CONTAINS(a.head, "Connection: keep-alive");
-    cli_send(c, "GET /echo?b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
-    cli_must_answer(c, &a, 0);
-    ASSERT(!strcmp(a.body, "GET /echo q=b b="));
+    cli_ask(c, "GET /echo?a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 0, 0, NULL);
+    ASSERT_STR_CONTAINS(c->a.head, "Connection: keep-alive");
+    cli_ask(c, "GET /echo?b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 0, 0, "GET /echo q=b b=");
     cli_close(c);
     srv_stop(s);
 }
@@ -433,9 +409,7 @@ TEST(httpd_client_gone_mid_request) {
     cli *c = cli_open(s->port);
     cli_send(c, "GET /echo?half HTTP/1.1\r\n\r\n");
     shutdown(c->fd, SHUT_WR);
-    answer a;
-    cli_must_answer(c, &a, 0);
-    ASSERT(!strcmp(a.body, "GET /echo q=half b="));
+    cli_ask(c, NULL, 0, 0, "GET /echo q=half b=");
     ASSERT(fd_wait_closed(c->fd, 3000));
     cli_close(c);
     /* a client gone while its (big) answer is being written */
@@ -557,10 +531,8 @@ TEST(httpd_oversize_head_431) {
     memset(req + l, 'a', n);
     strcpy(req + l + n, "\r\n\r\n");
     (void)send_try(c->fd, req, strlen(req));
-    answer a;
-    cli_must_answer(c, &a, 0);
-    ASSERT_EQ_INT(a.status, 431);
-    ASSERT(a.conn_close);
+    cli_ask(c, NULL, 0, 431, NULL);
+    ASSERT(c->a.conn_close);
     ASSERT(fd_wait_closed(c->fd, 3000));
     cli_close(c);
     free(req);
@@ -585,8 +557,7 @@ TEST(httpd_oversize_body_413) {
     for (int i = 0; i < 8; i++)
         if (send_try(c->fd, junk, 256 * 1024) < 0) break;
     free(junk);
-    cli_must_answer(c, &a, 0);
-    ASSERT_EQ_INT(a.status, 413);
+    cli_ask(c, NULL, 0, 413, NULL);
     cli_close(c);
     assert_still_serves(s);
     srv_stop(s);
@@ -651,18 +622,20 @@ TEST(httpd_garbage_400) {
     srv_stop(s);
 }
 
+/* Valid requests that httpd_random_input_survives changes at random. */
+static const char *const random_seeds[] = {
+    "GET /echo?a=1 HTTP/1.1\r\nHost: t\r\nConnection: keep-alive\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello"
+    "GET /len HTTP/1.0\r\n\r\n", /* two, pipelined */
+    "HEAD /nope HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+};
+
 /* Random bytes, and valid requests with random bytes changed, each on its own
  * connection closed for writing: whatever comes back is an HTTP answer, the
  * server serves on, and (under ASan) nothing leaks or is touched out of
  * bounds. */
 TEST(httpd_random_input_survives) {
     srv *s = srv_start();
-    static const char *seeds[] = {
-        "GET /echo?a=1 HTTP/1.1\r\nHost: t\r\nConnection: keep-alive\r\n\r\n",
-        "POST /echo HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello"
-        "GET /len HTTP/1.0\r\n\r\n", /* two, pipelined */
-        "HEAD /nope HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
-    };
     uint64_t rng = 0x9e3779b97f4a7c15ULL;
     int64_t t0 = moe_mono_ms();
     for (int i = 0; i < 400 && moe_mono_ms() - t0 < 60000; i++) {
@@ -672,7 +645,7 @@ TEST(httpd_random_input_survives) {
             len = 1 + test_rand_u64(&rng) % sizeof buf;
             for (size_t k = 0; k < len; k++) buf[k] = (char)test_rand_u64(&rng);
         } else {
-            const char *seed = seeds[test_rand_u64(&rng) % 3];
+            const char *seed = random_seeds[test_rand_u64(&rng) % 3];
             len = strlen(seed);
             memcpy(buf, seed, len);
             int edits = 1 + (int)(test_rand_u64(&rng) % 4);
