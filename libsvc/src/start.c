@@ -5,13 +5,13 @@
 
 int moe_svc_start(const moe_svc *svc, const moe_flag *flags, int argc, char **argv) {
     const char *level = "info", *format = "json";
-    const moe_flag all[] = {
-        {.include = flags},
-        {"--log-level", "MOE_LOG_LEVEL", MOE_FLAG_STRING, &level, "LEVEL",
-         .help = "debug, info, warn or error", .check = moe_logger_check_level},
-        {"--log-format", "MOE_LOG_FORMAT", MOE_FLAG_STRING, &format, "F",
-         .help = "json (one object a line) or text", .check = moe_logger_check_format},
-        {0}};
+    const moe_flag all[] = {{.include = flags},
+                            {"--log-level", "MOE_LOG_LEVEL", MOE_FLAG_STRING, &level, "LEVEL",
+                             .help = "debug, info, warn or error", .check = moe_logger_check_level},
+                            {"--log-format", "MOE_LOG_FORMAT", MOE_FLAG_STRING, &format, "F",
+                             .help = "json (one object a line) or text",
+                             .check = moe_logger_check_format},
+                            {0}};
     const moe_flagset fs = {.prog = svc->name,
                             .args = svc->args,
                             .about = svc->about,
