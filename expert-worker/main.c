@@ -17,9 +17,9 @@
 #include "server.h"
 #include "mesh/slice.h"
 #include "svc/clock.h"
-#include "svc/flags.h"
 #include "svc/log.h"
 #include "svc/signal.h"
+#include "svc/start.h"
 
 static const char about[] =
     "Serves moe.v1.ExpertService (Forward, Info) and grpc.health.v1.Health.\n"
@@ -32,6 +32,10 @@ static const char footer[] =
     "resident memory grows with the slice). SIGTERM/SIGINT: drain (with --redis),\n"
     "finish the batch in hand, end the streams, leave the deployment, exit 0; a\n"
     "second signal exits at once.\n";
+static const moe_svc svc = {.name = "expert-worker",
+                            .args = "--model MODEL.gguf [options]",
+                            .about = about,
+                            .footer = footer};
 
 typedef struct reg_start {
     ew_registry_cfg cfg;
@@ -97,7 +101,7 @@ static int may_stop(void *ud) {
 int main(int argc, char **argv) {
     const char *model = NULL, *listen = "127.0.0.1:50051", *experts = NULL, *redis = NULL,
                *prefix = NULL, *domain = NULL, *worker_id = NULL, *advertise = NULL,
-               *metrics_addr = NULL, *log_level = "info", *log_format = "json";
+               *metrics_addr = NULL;
     int n_threads = 1, max_rows = 4096, lease_ms = 3000, grace_ms = 10000, drain_ms = 30000;
     uint64_t capacity = 0;
     const moe_flag flags[] = {
@@ -136,14 +140,8 @@ int main(int argc, char **argv) {
          .help = "on SIGTERM, serve on while router-svc moves the experts away,\n"
                  "at most this long (0: leave at once)",
          .min = 0, .max = 3600000},
-        MOE_LOGGER_FLAGS(&log_level, &log_format),
         {0}};
-    const moe_flagset fs = {.prog = "expert-worker",
-                            .args = "--model MODEL.gguf [options]",
-                            .about = about,
-                            .footer = footer,
-                            .flags = flags};
-    int status = moe_logger_start(&fs, argc, argv, &log_level, &log_format);
+    const int status = moe_svc_start(&svc, flags, argc, argv);
     if (status >= 0) return status;
     moe_err err;
     const int joined = redis && *redis;
@@ -176,13 +174,6 @@ int main(int argc, char **argv) {
             "%s (%s), hosting %d of %d (layer, expert) pairs, %d threads", model,
             moe_arch_name(m->hp.arch), moe_slice_count(&slice),
             m->hp.n_expert * (m->hp.n_layer - m->hp.n_layer_dense_lead), n_threads);
-
-    if (moe_stop_install(&err) < 0) {
-        moe_log(MOE_LOG_ERROR, "expert-worker", "%s", err.msg);
-        moe_slice_free(&slice);
-        moe_model_free(m);
-        return 1;
-    }
 
     const char *name = strrchr(model, '/');
     ew_config cfg = {.model = m,

@@ -84,6 +84,19 @@ static void start(ew_call *c, const grpc_op *ops, size_t n, ew_tag *tag) {
     }
 }
 
+/* Starts one op (its other fields zero) as a batch of its own. */
+static void start_one(ew_call *c, grpc_op op, ew_tag *tag) {
+    start(c, &op, 1, tag);
+}
+
+/* Waits for the client's close, which says whether the call was cancelled. */
+static void start_close(ew_call *c) {
+    start_one(c,
+              (grpc_op){.op = GRPC_OP_RECV_CLOSE_ON_SERVER,
+                        .data.recv_close_on_server.cancelled = &c->cancelled},
+              &c->t_close);
+}
+
 /* ==== Replies ================================================================ */
 
 /* Wraps a packed message into a byte buffer owned by the call. */
@@ -109,11 +122,7 @@ static void unary_reply(ew_call *c, grpc_status_code st, const char *details) {
     ops[n++].data.send_status_from_server.status_details = &c->details;
     start(c, ops, n, &c->t_reply);
     grpc_slice_unref(c->details);
-    grpc_op close_op;
-    memset(&close_op, 0, sizeof close_op);
-    close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    close_op.data.recv_close_on_server.cancelled = &c->cancelled;
-    start(c, &close_op, 1, &c->t_close);
+    start_close(c);
 }
 
 static void reply_info(ew_call *c) {
@@ -285,21 +294,17 @@ send:
 }
 
 static void forward_recv(ew_call *c) {
-    grpc_op op;
-    memset(&op, 0, sizeof op);
-    op.op = GRPC_OP_RECV_MESSAGE;
-    op.data.recv_message.recv_message = &c->recv;
-    start(c, &op, 1, &c->t_recv);
+    start_one(c, (grpc_op){.op = GRPC_OP_RECV_MESSAGE, .data.recv_message.recv_message = &c->recv},
+              &c->t_recv);
 }
 
 static void forward_status(ew_call *c) {
-    grpc_op op;
-    memset(&op, 0, sizeof op);
     c->details = grpc_slice_from_static_string("");
-    op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    op.data.send_status_from_server.status = GRPC_STATUS_OK;
-    op.data.send_status_from_server.status_details = &c->details;
-    start(c, &op, 1, &c->t_status);
+    start_one(c,
+              (grpc_op){.op = GRPC_OP_SEND_STATUS_FROM_SERVER,
+                        .data.send_status_from_server = {.status = GRPC_STATUS_OK,
+                                                         .status_details = &c->details}},
+              &c->t_status);
 }
 
 /* ==== Dispatch ================================================================ */
@@ -321,11 +326,7 @@ static void on_event(ew_server *s, ew_tag *t, int ok) {
             ops[1].op = GRPC_OP_RECV_MESSAGE;
             ops[1].data.recv_message.recv_message = &c->recv;
             start(c, ops, 2, &c->t_recv);
-            grpc_op close_op;
-            memset(&close_op, 0, sizeof close_op);
-            close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-            close_op.data.recv_close_on_server.cancelled = &c->cancelled;
-            start(c, &close_op, 1, &c->t_close);
+            start_close(c);
         } else if (c->kind == CALL_INFO) {
             reply_info(c);
         } else {
@@ -346,13 +347,10 @@ static void on_event(ew_server *s, ew_tag *t, int ok) {
             forward_one(c, data ? data : (const uint8_t *)"", data ? len : 0);
             free(data);
         }
-        if (c->send) {
-            grpc_op op;
-            memset(&op, 0, sizeof op);
-            op.op = GRPC_OP_SEND_MESSAGE;
-            op.data.send_message.send_message = c->send;
-            start(c, &op, 1, &c->t_send);
-        }
+        if (c->send)
+            start_one(
+                c, (grpc_op){.op = GRPC_OP_SEND_MESSAGE, .data.send_message.send_message = c->send},
+                &c->t_send);
         break;
     case OP_SEND:
         grpc_byte_buffer_destroy(c->send);

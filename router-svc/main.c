@@ -8,10 +8,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "svc/flags.h"
 #include "svc/httpd.h"
 #include "svc/log.h"
 #include "svc/signal.h"
+#include "svc/start.h"
 #include "router.h"
 
 static const char about[] = "Owns the placement of a deployment's experts on its expert-workers.\n"
@@ -19,6 +19,8 @@ static const char about[] = "Owns the placement of a deployment's experts on its
 static const char footer[] =
     "Two replicas may run: one leads (a Redis lock with a TTL), the other stands by.\n"
     "SIGTERM/SIGINT: hand leadership over and exit 0; a second signal exits at once.\n";
+static const moe_svc svc = {
+    .name = "router-svc", .args = "--redis URL [options]", .about = about, .footer = footer};
 
 static void on_http(void *ud, const moe_http_req *req, moe_http_resp *resp) {
     if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
@@ -37,8 +39,7 @@ static void on_http(void *ud, const moe_http_req *req, moe_http_resp *resp) {
 }
 
 int main(int argc, char **argv) {
-    const char *redis = NULL, *prefix = NULL, *listen = "127.0.0.1:9400", *id_s = NULL,
-               *log_level = "info", *log_format = "json";
+    const char *redis = NULL, *prefix = NULL, *listen = "127.0.0.1:9400", *id_s = NULL;
     int minr = 1, maxr = 0, rebal = 5000, half = 5000, settle = 1500;
     double target = 2000, headroom = 0.1, wmax = 0;
     const moe_flag flags[] = {
@@ -70,14 +71,8 @@ int main(int argc, char **argv) {
          .max = 3.6e6},
         {"--id", "MOE_ROUTER_ID", MOE_FLAG_STRING, &id_s, "ID",
          .help = "this replica's id for the leader lock", .def = "host:pid"},
-        MOE_LOGGER_FLAGS(&log_level, &log_format),
         {0}};
-    const moe_flagset fs = {.prog = "router-svc",
-                            .args = "--redis URL [options]",
-                            .about = about,
-                            .footer = footer,
-                            .flags = flags};
-    int status = moe_logger_start(&fs, argc, argv, &log_level, &log_format);
+    const int status = moe_svc_start(&svc, flags, argc, argv);
     if (status >= 0) return status;
     moe_err err;
     if (maxr && maxr < minr) {
@@ -93,10 +88,6 @@ int main(int argc, char **argv) {
         if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "router");
         host[sizeof host - 1] = 0;
         snprintf(id, sizeof id, "%s:%d", host, (int)getpid());
-    }
-    if (moe_stop_install(&err) < 0) {
-        moe_log(MOE_LOG_ERROR, "router-svc", "%s", err.msg);
-        return 1;
     }
 
     router_cfg cfg = {.url = redis,

@@ -96,16 +96,3 @@ int moe_logger_init(const moe_logger_cfg *cfg, moe_err *err) {
     moe_log_set_callback(sink, NULL);
     return 0;
 }
-
-int moe_logger_start(const moe_flagset *fs, int argc, char **argv, const char *const *level,
-                     const char *const *format) {
-    int status = moe_flags_run(fs, argc, argv, stdout, stderr);
-    if (status >= 0) return status;
-    moe_err err;
-    if (moe_logger_init(&(moe_logger_cfg){.out = stderr, .level = *level, .format = *format},
-                        &err) < 0) {
-        fprintf(stderr, "%s: error: %s\n", fs->prog, err.msg);
-        return 2;
-    }
-    return -1;
-}

@@ -16,6 +16,15 @@ static void skip_ws(const char **s) {
     while (**s == ' ' || **s == '\n' || **s == '\r' || **s == '\t') ++*s;
 }
 
+/* After an array element or object member: skips white space and a comma;
+ * returns whether there was one (another element follows). */
+static int skip_comma(const char **s) {
+    skip_ws(s);
+    if (**s != ',') return 0;
+    ++*s;
+    return 1;
+}
+
 static int hex4(const char *s, uint32_t *out) {
     uint32_t v = 0;
     for (int i = 0; i < 4; i++) {
@@ -55,28 +64,10 @@ static char *parse_str(const char **s) {
         }
         p++;
         uint32_t cp;
-        switch (*p) {
-        case '"':
-        case '\\':
-        case '/':
-            cp = (unsigned char)*p;
-            break;
-        case 'n':
-            cp = '\n';
-            break;
-        case 't':
-            cp = '\t';
-            break;
-        case 'r':
-            cp = '\r';
-            break;
-        case 'b':
-            cp = '\b';
-            break;
-        case 'f':
-            cp = '\f';
-            break;
-        case 'u':
+        const int e = json_escape_char(*p);
+        if (e >= 0) {
+            cp = (uint32_t)e;
+        } else if (*p == 'u') {
             if (hex4(p + 1, &cp)) return free(str), NULL;
             p += 4;
             if (cp >= 0xD800 && cp < 0xDC00) {
@@ -88,27 +79,12 @@ static char *parse_str(const char **s) {
             } else if (cp >= 0xDC00 && cp < 0xE000) {
                 return free(str), NULL;
             }
-            break;
-        default:
+        } else {
             return free(str), NULL;
         }
         p++;
         if (cp == 0) return free(str), NULL; /* contents are C strings */
-        if (cp < 0x80) {
-            str[sz++] = (char)cp;
-        } else if (cp < 0x800) {
-            str[sz++] = (char)(0xC0 | cp >> 6);
-            str[sz++] = (char)(0x80 | (cp & 63));
-        } else if (cp < 0x10000) {
-            str[sz++] = (char)(0xE0 | cp >> 12);
-            str[sz++] = (char)(0x80 | (cp >> 6 & 63));
-            str[sz++] = (char)(0x80 | (cp & 63));
-        } else {
-            str[sz++] = (char)(0xF0 | cp >> 18);
-            str[sz++] = (char)(0x80 | (cp >> 12 & 63));
-            str[sz++] = (char)(0x80 | (cp >> 6 & 63));
-            str[sz++] = (char)(0x80 | (cp & 63));
-        }
+        sz += (size_t)utf8_encode(cp, str + sz);
     }
     str[sz] = 0;
     *s = p + 1;
@@ -133,7 +109,7 @@ static int parse_messages(const char *s, const char *path, moe_chat_msg **out) {
         s++;
         goto done;
     }
-    for (;;) {
+    do {
         skip_ws(&s);
         if (*s++ != '{') goto bad;
         if (n == cap) {
@@ -145,7 +121,7 @@ static int parse_messages(const char *s, const char *path, moe_chat_msg **out) {
         n++;
         skip_ws(&s);
         if (*s != '}') {
-            for (;;) {
+            do {
                 skip_ws(&s);
                 char *key = parse_str(&s);
                 if (!key) goto bad;
@@ -164,13 +140,7 @@ static int parse_messages(const char *s, const char *path, moe_chat_msg **out) {
                     free((char *)*slot), *slot = val;
                 else
                     free(val);
-                skip_ws(&s);
-                if (*s == ',') {
-                    s++;
-                    continue;
-                }
-                break;
-            }
+            } while (skip_comma(&s));
         }
         if (*s++ != '}') goto bad;
         if (!m[n - 1].role || !m[n - 1].content) {
@@ -178,13 +148,7 @@ static int parse_messages(const char *s, const char *path, moe_chat_msg **out) {
             free_msgs(m, n);
             return -1;
         }
-        skip_ws(&s);
-        if (*s == ',') {
-            s++;
-            continue;
-        }
-        break;
-    }
+    } while (skip_comma(&s));
     if (*s++ != ']') goto bad;
 done:
     skip_ws(&s);
@@ -278,7 +242,7 @@ int cmd_chat_template(int argc, char **argv) {
                                     "                            --messages FILE.json [--gen]",
                             .about = chat_about,
                             .flags = flags};
-    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+    const int status = parse_args(&fs, NULL, argc, argv);
     if (status >= 0) return status;
     if (!mpath || (!!model + !!tfile + !!name) != 1) return usage_error(&fs);
     const int kind = pick_kind(model, tfile, name);

@@ -18,7 +18,7 @@ static const char about[] =
 
 int cmd_expert(int argc, char **argv) {
     const char *path = NULL, *input = NULL, *workers = NULL, *wire = "f32";
-    int layer = -1, threads = 1, n_pos = 0;
+    int layer = -1, threads = 1;
     const moe_flag flags[] = {
         {"--layer", NULL, MOE_FLAG_INT, &layer, "L", .help = "the MoE layer to run",
          .def = "none: required", .min = 0, .max = INT32_MAX},
@@ -34,16 +34,13 @@ int cmd_expert(int argc, char **argv) {
                             .args = "MODEL.gguf --layer L --input FILE [--workers H:P,...] "
                                     "[--wire f32|bf16]\n                     [--threads N]",
                             .about = about,
-                            .flags = flags,
-                            .max_pos = 1,
-                            .pos = &path,
-                            .n_pos = &n_pos};
-    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+                            .flags = flags};
+    const int status = parse_args(&fs, &path, argc, argv);
     if (status >= 0) return status;
-    if (!path || !input || layer < 0) return usage_error(&fs);
+    if (!input || layer < 0) return usage_error(&fs);
     moe_model *m;
+    if (load_model(&m, path)) return 1;
     moe_err err;
-    if (moe_model_load(&m, path, &err) < 0) return die("%s", err.msg);
     const int E = m->hp.n_embd;
     int rc = 0, ng = 0, rows = 0;
     int32_t *expert = NULL, *row_start = NULL;

@@ -21,23 +21,16 @@ static void routing_words(const moe_model *m, char *buf, size_t n) {
 
 int cmd_info(int argc, char **argv) {
     const char *path = NULL;
-    int json = 0, n_pos = 0;
+    int json = 0;
     const moe_flag flags[] = {
         {"--json", NULL, MOE_FLAG_BOOL, &json, NULL, .help = "one JSON object instead of text"},
         {0}};
-    const moe_flagset fs = {.prog = "moectl info",
-                            .args = "MODEL.gguf [--json]",
-                            .about = about,
-                            .flags = flags,
-                            .max_pos = 1,
-                            .pos = &path,
-                            .n_pos = &n_pos};
-    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+    const moe_flagset fs = {
+        .prog = "moectl info", .args = "MODEL.gguf [--json]", .about = about, .flags = flags};
+    const int status = parse_args(&fs, &path, argc, argv);
     if (status >= 0) return status;
-    if (!path) return usage_error(&fs);
     moe_model *m;
-    moe_err err;
-    if (moe_model_load(&m, path, &err) < 0) return die("%s", err.msg);
+    if (load_model(&m, path)) return 1;
     const moe_hparams *hp = &m->hp;
     char routing[256];
     routing_words(m, routing, sizeof routing);

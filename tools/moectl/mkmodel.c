@@ -98,7 +98,7 @@ int cmd_mkmodel(int argc, char **argv) {
                             .about = about,
                             .footer = footer,
                             .flags = flags};
-    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+    const int status = parse_args(&fs, NULL, argc, argv);
     if (status >= 0) return status;
     if (!arch || !out) return usage_error(&fs);
     moe_arch a;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "moe/chat.h"
+#include "moe/model.h"
 #include "svc/clock.h"
 #include "svc/flags.h"
 #include "svc/strbuf.h"
@@ -29,6 +30,16 @@ int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A command's required argument is missing: its usage on stderr; returns 2. */
 int usage_error(const moe_flagset *fs);
 
+/* Parses a command's argv with fs (moe_flags_run); with path, MODEL.gguf is
+ * its one positional argument, required, written to *path (borrowed from
+ * argv). Returns -1 when the command goes on, else its exit status: 0 after
+ * --help, 2 after a bad flag or without MODEL.gguf (the usage on stderr). */
+int parse_args(const moe_flagset *fs, const char **path, int argc, char **argv);
+
+/* Loads the model at path into *m (free with moe_model_free); returns 0, or
+ * 1 (the exit status) with the error reported. */
+int load_model(moe_model **m, const char *path);
+
 /* moe_flag check for --wire (dst: const char **): "f32" or "bf16". */
 int check_wire(const void *dst, char *why, size_t cap);
 
@@ -37,6 +48,13 @@ char *read_file(const char *path, size_t *len);
 
 /* Parses "1,2,3" into a malloc'd array; returns count or -1 (reported). */
 int parse_tokens(const char *s, int32_t **out);
+
+/* The character a one-letter JSON escape stands for (after the backslash:
+ * n t r b f, and " \\ / for themselves), or -1 (also for 'u'). */
+int json_escape_char(char c);
+/* Writes cp (at most U+10FFFF) at dst as 1 to 4 bytes of UTF-8; returns how
+ * many. Surrogates are written as they come (CESU-8). */
+int utf8_encode(uint32_t cp, char *dst);
 
 /* Writes a float that reads back to the same float (or null if non-finite). */
 void json_float(FILE *f, float v);

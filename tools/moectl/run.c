@@ -86,8 +86,8 @@ static char **split_list(const char *s, int *n) {
 
 static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_model **m,
                       moe_ctx **c) {
+    if (load_model(m, o->path)) return 1;
     moe_err err;
-    if (moe_model_load(m, o->path, &err) < 0) return die("%s", err.msg);
     o->remote = NULL;
     if (o->workers && o->redis) {
         moe_model_free(*m);
@@ -180,7 +180,6 @@ static const char logits_about[] =
 int cmd_logits(int argc, char **argv) {
     run_opts o = run_opts_default();
     const char *toks = NULL;
-    int n_pos = 0;
     moe_flag run[RUN_N_FLAGS + 1];
     run_flags(&o, run);
     const moe_flag flags[] = {
@@ -197,13 +196,10 @@ int cmd_logits(int argc, char **argv) {
     const moe_flagset fs = {.prog = "moectl logits",
                             .args = "MODEL.gguf --tokens 1,2,3 [options]",
                             .about = logits_about,
-                            .flags = flags,
-                            .max_pos = 1,
-                            .pos = &o.path,
-                            .n_pos = &n_pos};
-    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+                            .flags = flags};
+    const int status = parse_args(&fs, &o.path, argc, argv);
     if (status >= 0) return status;
-    if (!o.path || !toks) return usage_error(&fs);
+    if (!toks) return usage_error(&fs);
     int32_t *tok;
     int n = parse_tokens(toks, &tok);
     if (n < 0) return 1;
@@ -291,7 +287,7 @@ static int buf_add(char **buf, size_t *len, size_t *cap, const char *p, size_t n
 int cmd_generate(int argc, char **argv) {
     run_opts o = run_opts_default();
     const char *toks = NULL, *prompt = NULL, *stops[8], *chat = NULL, *chat_name = NULL;
-    int n_gen = 16, ignore_eos = 0, special = 0, stream = 0, n_pos = 0;
+    int n_gen = 16, ignore_eos = 0, special = 0, stream = 0;
     moe_flag_strs stop = {.v = stops, .max = 8};
     moe_sampler_params sp = moe_sampler_default_params();
     moe_flag run[RUN_N_FLAGS + 1];
@@ -345,14 +341,11 @@ int cmd_generate(int argc, char **argv) {
                                 "MODEL.gguf (--tokens 1,2,3 | --prompt TEXT | --chat FILE.json)\n"
                                 "                       [-n 16] [sampling] [options]",
                             .about = generate_about,
-                            .flags = flags,
-                            .max_pos = 1,
-                            .pos = &o.path,
-                            .n_pos = &n_pos};
-    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+                            .flags = flags};
+    const int status = parse_args(&fs, &o.path, argc, argv);
     if (status >= 0) return status;
     const int n_stops = stop.n;
-    if (!o.path || (!!toks + !!prompt + !!chat) != 1) return usage_error(&fs);
+    if ((!!toks + !!prompt + !!chat) != 1) return usage_error(&fs);
     moe_chat_msg *msgs = NULL;
     int n_msgs = 0, kind = -1;
     if (chat && (kind = chat_load(o.path, chat_name, chat, &msgs, &n_msgs)) < 0) return 1;
@@ -504,7 +497,7 @@ static const char bench_about[] =
 
 int cmd_bench(int argc, char **argv) {
     run_opts o = run_opts_default();
-    int P = 128, G = 64, B = 1, reps = 3, n_pos = 0;
+    int P = 128, G = 64, B = 1, reps = 3;
     moe_flag run[RUN_N_FLAGS + 1];
     run_flags(&o, run);
     const moe_flag flags[] = {
@@ -520,13 +513,9 @@ int cmd_bench(int argc, char **argv) {
                             .args = "MODEL.gguf [--prompt 128] [--gen 64] [--batch B] [--reps R]\n"
                                     "                    [options]",
                             .about = bench_about,
-                            .flags = flags,
-                            .max_pos = 1,
-                            .pos = &o.path,
-                            .n_pos = &n_pos};
-    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+                            .flags = flags};
+    const int status = parse_args(&fs, &o.path, argc, argv);
     if (status >= 0) return status;
-    if (!o.path) return usage_error(&fs);
     moe_model *m;
     moe_ctx *c;
     if (open_model(&o, P + G, B, P > 512 ? 512 : P, &m, &c)) return 1;

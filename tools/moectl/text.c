@@ -36,57 +36,30 @@ static int parse_string_array(const char *s, char ***out, size_t **lens) {
         if (!str) goto bad;
         while (*s && *s != '"') {
             uint32_t cp;
-            if (*s == '\\') {
-                s++;
-                switch (*s) {
-                case 'n':
-                    cp = '\n';
-                    break;
-                case 't':
-                    cp = '\t';
-                    break;
-                case 'r':
-                    cp = '\r';
-                    break;
-                case 'b':
-                    cp = '\b';
-                    break;
-                case 'f':
-                    cp = '\f';
-                    break;
-                case 'u': {
-                    char h[5] = {0};
-                    memcpy(h, s + 1, 4);
-                    cp = (uint32_t)strtoul(h, NULL, 16);
-                    s += 4;
-                    if (cp >= 0xD800 && cp < 0xDC00 && s[1] == '\\' && s[2] == 'u') {
-                        memcpy(h, s + 3, 4);
-                        const uint32_t lo = (uint32_t)strtoul(h, NULL, 16);
-                        if (lo >= 0xDC00 && lo < 0xE000)
-                            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00), s += 6;
-                    }
-                    break;
-                }
-                default:
-                    cp = (unsigned char)*s;
-                }
-                s++;
-            } else {
+            if (*s != '\\') {
                 if (sz + 1 >= scap) str = realloc(str, scap *= 2);
                 str[sz++] = *s++;
                 continue;
             }
+            s++;
+            if (*s == 'u') {
+                char h[5] = {0};
+                memcpy(h, s + 1, 4);
+                cp = (uint32_t)strtoul(h, NULL, 16);
+                s += 4;
+                if (cp >= 0xD800 && cp < 0xDC00 && s[1] == '\\' && s[2] == 'u') {
+                    memcpy(h, s + 3, 4);
+                    const uint32_t lo = (uint32_t)strtoul(h, NULL, 16);
+                    if (lo >= 0xDC00 && lo < 0xE000)
+                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00), s += 6;
+                }
+            } else {
+                const int e = json_escape_char(*s); /* leniently, any other as itself */
+                cp = e >= 0 ? (uint32_t)e : (unsigned char)*s;
+            }
+            s++;
             if (sz + 5 >= scap) str = realloc(str, scap *= 2);
-            if (cp < 0x80)
-                str[sz++] = (char)cp;
-            else if (cp < 0x800)
-                str[sz++] = (char)(0xC0 | cp >> 6), str[sz++] = (char)(0x80 | (cp & 63));
-            else if (cp < 0x10000)
-                str[sz++] = (char)(0xE0 | cp >> 12), str[sz++] = (char)(0x80 | (cp >> 6 & 63)),
-                str[sz++] = (char)(0x80 | (cp & 63));
-            else
-                str[sz++] = (char)(0xF0 | cp >> 18), str[sz++] = (char)(0x80 | (cp >> 12 & 63)),
-                str[sz++] = (char)(0x80 | (cp >> 6 & 63)), str[sz++] = (char)(0x80 | (cp & 63));
+            sz += (size_t)utf8_encode(cp, str + sz);
         }
         if (*s++ != '"') {
             free(str);
@@ -137,7 +110,7 @@ static int print_tokens(const moe_vocab *v, const char *t, size_t n, int bos, in
 
 int cmd_tokenize(int argc, char **argv) {
     const char *path = NULL, *text = NULL, *texts = NULL;
-    int special = 0, bos = 0, bench = 0, n_pos = 0;
+    int special = 0, bos = 0, bench = 0;
     const moe_flag flags[] = {
         {"--text", NULL, MOE_FLAG_STRING, &text, "TEXT", .help = "one text"},
         {"--texts", NULL, MOE_FLAG_STRING, &texts, "FILE.json", .help = "a JSON array of strings"},
@@ -150,13 +123,10 @@ int cmd_tokenize(int argc, char **argv) {
                             .args = "MODEL.gguf (--text TEXT | --texts FILE.json) [--special] "
                                     "[--bos]\n                       [--bench R]",
                             .about = tok_about,
-                            .flags = flags,
-                            .max_pos = 1,
-                            .pos = &path,
-                            .n_pos = &n_pos};
-    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+                            .flags = flags};
+    const int status = parse_args(&fs, &path, argc, argv);
     if (status >= 0) return status;
-    if (!path || (!text == !texts)) return usage_error(&fs);
+    if (!text == !texts) return usage_error(&fs);
     moe_gguf *g;
     moe_vocab *v;
     if (open_vocab(path, &g, &v)) return 1;
@@ -246,7 +216,7 @@ static int print_text(const moe_vocab *v, const int32_t *ids, int n, int flags, 
 
 int cmd_detokenize(int argc, char **argv) {
     const char *path = NULL, *toks = NULL, *results = NULL;
-    int skip_special = 0, continuation = 0, n_pos = 0;
+    int skip_special = 0, continuation = 0;
     const moe_flag table[] = {
         {"--tokens", NULL, MOE_FLAG_STRING, &toks, "1,2,3", .help = "token ids"},
         {"--results", NULL, MOE_FLAG_STRING, &results, "FILE.json",
@@ -261,13 +231,10 @@ int cmd_detokenize(int argc, char **argv) {
                             .args = "MODEL.gguf (--tokens 1,2,3 | --results FILE.json)\n"
                                     "                         [--skip-special] [--continuation]",
                             .about = detok_about,
-                            .flags = table,
-                            .max_pos = 1,
-                            .pos = &path,
-                            .n_pos = &n_pos};
-    const int status = moe_flags_run(&fs, argc, argv, stdout, stderr);
+                            .flags = table};
+    const int status = parse_args(&fs, &path, argc, argv);
     if (status >= 0) return status;
-    if (!path || !!toks + !!results != 1) return usage_error(&fs);
+    if (!!toks + !!results != 1) return usage_error(&fs);
     const int flags =
         (skip_special ? MOE_DETOK_SKIP_SPECIAL : 0) | (continuation ? 0 : MOE_DETOK_STRIP_SPACE);
     moe_gguf *g;
