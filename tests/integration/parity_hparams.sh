@@ -21,14 +21,7 @@
 # compares with llama.cpp (f32 and q8_0; deepseek2: f32 and bf16, see below).
 # Exit 0 pass, 77 skip (no reference engine), 1 fail.
 set -u
-MOECTL=${MOECTL:-build/moectl}
-if [ ! -d tests/ref/node_modules/node-llama-cpp ]; then
-    echo "llama.cpp reference not installed (make ref)"; exit 77
-fi
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-TOKENS="1,17,300,42,99,7,256,5,64,128,255,3,77,410,12,8,200,33,90,150,11,60,480,2"
-fail=0
+. tests/lib/parity_env.sh
 
 # case ARCH PRESET SEED DTYPES "CASE ARGS" "DEFAULT ARGS"
 case_() {

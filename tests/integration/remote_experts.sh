@@ -85,34 +85,32 @@ start other "$M" "4-7"; O=$ADDR; PO=$PID
 kill -STOP $PO
 check_err "a worker that does not answer Info" "Deadline Exceeded" 8 "$MOECTL" logits "$M" --tokens $T --workers "$H,$O" --deadline-ms 1500
 kill -CONT $PO
+# mid_generation SIGNAL DEADLINE-MS TENTHS: a long generate on H and O, O
+# sent SIGNAL 1 s in; sets rc to moectl's exit status, or to "running" (and
+# ends it) when it had not exited TENTHS tenths of a second later
+mid_generation() {
+    "$MOECTL" generate "$M" --tokens $T -n 100000 --ignore-eos --workers "$H,$O" --deadline-ms "$2" >"$TMP/g.out" 2>"$TMP/g.err" &
+    G=$!
+    sleep 1
+    kill "-$1" $PO
+    i=0
+    while [ $i -lt "$3" ] && kill -0 $G 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+    [ "$1" = STOP ] && kill -CONT $PO
+    if kill -0 $G 2>/dev/null; then
+        rc=running; kill $G
+    else
+        wait $G; rc=$?
+    fi
+}
 # a worker that stops answering mid-generation: the batch deadline fires
-"$MOECTL" generate "$M" --tokens $T -n 100000 --ignore-eos --workers "$H,$O" --deadline-ms 1500 >"$TMP/s.out" 2>"$TMP/s.err" &
-G=$!
-sleep 1
-kill -STOP $PO
-i=0
-while [ $i -lt 80 ] && kill -0 $G 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
-kill -CONT $PO
-if kill -0 $G 2>/dev/null; then
-    bad "stalled worker: moectl still running 8 s later"; kill $G
-else
-    wait $G; rc=$?
-    [ $rc -ne 0 ] && grep -q "worker $O: no result within 1500 ms" "$TMP/s.err" && ok "stalled worker mid-generation: $(head -c 160 "$TMP/s.err")" ||
-        bad "stalled worker: rc $rc, $(cat "$TMP/s.err")"
-fi
+mid_generation STOP 1500 80
+if [ $rc = running ]; then bad "stalled worker: moectl still running 8 s later"
+elif [ $rc -ne 0 ] && grep -q "worker $O: no result within 1500 ms" "$TMP/g.err"; then ok "stalled worker mid-generation: $(head -c 160 "$TMP/g.err")"
+else bad "stalled worker: rc $rc, $(cat "$TMP/g.err")"; fi
 # killed mid-generation: a long generate, the worker dies under it
-"$MOECTL" generate "$M" --tokens $T -n 100000 --ignore-eos --workers "$H,$O" --deadline-ms 3000 >"$TMP/g.out" 2>"$TMP/g.err" &
-G=$!
-sleep 1
-kill -KILL $PO
-i=0
-while [ $i -lt 100 ] && kill -0 $G 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
-if kill -0 $G 2>/dev/null; then
-    bad "worker killed mid-generation: moectl still running after 10 s"; kill $G
-else
-    wait $G; rc=$?
-    [ $rc -ne 0 ] && grep -q "worker $O" "$TMP/g.err" && ok "worker killed mid-generation: exit $rc, $(head -c 160 "$TMP/g.err")" ||
-        bad "worker killed mid-generation: rc $rc, $(cat "$TMP/g.err")"
-fi
+mid_generation KILL 3000 100
+if [ $rc = running ]; then bad "worker killed mid-generation: moectl still running after 10 s"
+elif [ $rc -ne 0 ] && grep -q "worker $O" "$TMP/g.err"; then ok "worker killed mid-generation: exit $rc, $(head -c 160 "$TMP/g.err")"
+else bad "worker killed mid-generation: rc $rc, $(cat "$TMP/g.err")"; fi
 stop $PH
 exit $fail

@@ -38,16 +38,9 @@ ARCH=$1
 PRESET=${2:-tiny}
 SEED=${3:-7}
 LABEL=${PARITY_LABEL:-$ARCH}
-MOECTL=${MOECTL:-build/moectl}
 REF="node tests/ref/llama.mjs"
 CMP="node tests/ref/compare.mjs"
-if [ ! -d tests/ref/node_modules/node-llama-cpp ]; then
-    echo "llama.cpp reference not installed (make ref)"; exit 77
-fi
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-TOKENS="1,17,300,42,99,7,256,5,64,128,255,3,77,410,12,8,200,33,90,150,11,60,480,2"
-fail=0
+. tests/lib/parity_env.sh
 for DT in ${PARITY_DTYPES:-f32 f16 bf16 q8_0}; do
     case $DT in
         f32)  TOL="--atol 5e-5 --gate-tie 1e-6" ;;

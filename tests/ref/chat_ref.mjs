@@ -24,13 +24,10 @@ Exit status: 0 ok, 1 runtime error, 2 usage error.`;
 import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
+import { lenmlTokenizer, runCli, usageError } from "./hf_common.mjs";
 
 console.log = console.error; // stdout is reserved for the result
 const require = createRequire(import.meta.url);
-
-function usageError(msg) {
-    return Object.assign(new Error(msg), { usage: true });
-}
 
 function main(argv) {
     let pkg = null, messages = null, gen = false, printTemplate = false;
@@ -85,26 +82,11 @@ function main(argv) {
         }
         text = new Template(config.chat_template).render(ctx);
     } else {
-        let TokenizerLoader;
-        try {
-            ({ TokenizerLoader } = require("@lenml/tokenizers"));
-        } catch (e) {
-            throw new Error(`cannot load @lenml/tokenizers (run tests/ref/install.sh first): ${e.message}`);
-        }
-        const tokenizer = TokenizerLoader.fromPreTrained({
-            tokenizerJSON: JSON.parse(fs.readFileSync(tjson, "utf8")),
-            tokenizerConfig: config,
-        });
+        const tokenizer = lenmlTokenizer(tjson, config);
         text = tokenizer.apply_chat_template(msgs, { tokenize: false, add_generation_prompt: gen });
     }
     process.stdout.write(JSON.stringify({ text }) + "\n");
     return 0;
 }
 
-try {
-    process.exitCode = main(process.argv.slice(2));
-} catch (e) {
-    process.stderr.write(`chat_ref: ${e.message}\n`);
-    if (e.usage) process.stderr.write(usage + "\n");
-    process.exitCode = e.usage ? 2 : 1;
-}
+runCli("chat_ref", usage, main);

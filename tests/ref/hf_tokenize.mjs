@@ -18,6 +18,7 @@ Exit status: 0 ok, 1 runtime error, 2 usage error.`;
 import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
+import { lenmlTokenizer, runCli, usageError } from "./hf_common.mjs";
 
 console.log = console.error; // stdout is reserved for the JSON result
 const require = createRequire(import.meta.url);
@@ -36,24 +37,15 @@ function main(argv) {
         else if (a === "--path") printPath = true;
         else if (a === "--bench") bench = Number(argv[++i]);
         else if (a === "--special") {}
-        else if (a.startsWith("-")) throw Object.assign(new Error(`unknown option ${a}`), { usage: true });
+        else if (a.startsWith("-")) throw usageError(`unknown option ${a}`);
         else if (!name) name = a;
-        else throw Object.assign(new Error(`unexpected argument ${a}`), { usage: true });
+        else throw usageError(`unexpected argument ${a}`);
     }
-    if (!name || (!printPath && !texts)) throw Object.assign(new Error("need TOKENIZER and --texts"), { usage: true });
+    if (!name || (!printPath && !texts)) throw usageError("need TOKENIZER and --texts");
     const tjson = tokenizerPath(name);
     if (printPath) { process.stdout.write(tjson + "\n"); return 0; }
-    let TokenizerLoader;
-    try {
-        ({ TokenizerLoader } = require("@lenml/tokenizers"));
-    } catch (e) {
-        throw new Error(`cannot load @lenml/tokenizers (run tests/ref/install.sh first): ${e.message}`);
-    }
     const cfgPath = path.join(path.dirname(tjson), "tokenizer_config.json");
-    const tokenizer = TokenizerLoader.fromPreTrained({
-        tokenizerJSON: JSON.parse(fs.readFileSync(tjson, "utf8")),
-        tokenizerConfig: fs.existsSync(cfgPath) ? JSON.parse(fs.readFileSync(cfgPath, "utf8")) : {},
-    });
+    const tokenizer = lenmlTokenizer(tjson, fs.existsSync(cfgPath) ? JSON.parse(fs.readFileSync(cfgPath, "utf8")) : {});
     const corpus = JSON.parse(fs.readFileSync(texts, "utf8"));
     if (!Array.isArray(corpus)) throw new Error(`${texts}: not an array of strings`);
     if (bench > 0) { /* throughput: the corpus R times, best of 3 */
@@ -72,10 +64,4 @@ function main(argv) {
     return 0;
 }
 
-try {
-    process.exitCode = main(process.argv.slice(2));
-} catch (e) {
-    process.stderr.write(`hf_tokenize: ${e.message}\n`);
-    if (e.usage) process.stderr.write(usage + "\n");
-    process.exitCode = e.usage ? 2 : 1;
-}
+runCli("hf_tokenize", usage, main);

@@ -352,6 +352,20 @@ TEST(gen_logprobs) {
 
 /* ==== Finish reasons ==== */
 
+/* A sequence with params p that generates 'a', 'b' unfinished, then 'c'
+ * finished as want, a "length" reason; returned for more checks. */
+static moe_gen_seq *seq_length_after_abc(const tvocab *t, const moe_gen_params *p,
+                                         moe_gen_finish want, moe_gen_step *st) {
+    moe_gen_seq *s = seq_new(t, p);
+    step_to(s, 'a', st);
+    step_to(s, 'b', st);
+    ASSERT_EQ_INT(st->finish, MOE_GEN_FINISH_NONE);
+    step_to(s, 'c', st);
+    ASSERT_EQ_INT(st->finish, want);
+    ASSERT(!strcmp(moe_gen_finish_reason(st->finish), "length"));
+    return s;
+}
+
 TEST(gen_finish_reasons) {
     tvocab t;
     tvocab_open(&t);
@@ -412,14 +426,8 @@ TEST(gen_finish_reasons) {
 
     /* max tokens: "length" after exactly 3; max_tokens 0 is born finished */
     p.n_stop = 0, p.max_tokens = 3;
-    s = seq_new(&t, &p);
-    step_to(s, 'a', &st);
-    step_to(s, 'b', &st);
-    ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_NONE);
-    step_to(s, 'c', &st);
+    s = seq_length_after_abc(&t, &p, MOE_GEN_FINISH_MAX_TOKENS, &st);
     ASSERT_TEXT(st, "c");
-    ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_MAX_TOKENS);
-    ASSERT(!strcmp(moe_gen_finish_reason(st.finish), "length"));
     ASSERT_EQ_INT(moe_gen_seq_step(s, l, &st, &err), MOE_EINVAL);
     ASSERT_EQ_INT(moe_gen_seq_n_generated(s), 3);
     moe_gen_seq_destroy(s);
@@ -430,13 +438,7 @@ TEST(gen_finish_reasons) {
 
     /* the context limit: prompt 2 + 3 generated = n_ctx 5 */
     p.max_tokens = 100, p.n_ctx = 5;
-    s = seq_new(&t, &p);
-    step_to(s, 'a', &st);
-    step_to(s, 'b', &st);
-    ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_NONE);
-    step_to(s, 'c', &st);
-    ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_CONTEXT);
-    ASSERT(!strcmp(moe_gen_finish_reason(st.finish), "length"));
+    s = seq_length_after_abc(&t, &p, MOE_GEN_FINISH_CONTEXT, &st);
     ASSERT_EQ_INT(moe_gen_seq_n_tokens(s), 5);
     moe_gen_seq_destroy(s);
     p.max_tokens = -1; /* no limit but the context */

@@ -479,46 +479,66 @@ static void url_refuse(const char *s, const char *what) {
     ASSERT_STR_CONTAINS(err.msg, what);
 }
 
-#define ASSERT_URL(s, h, po, d, us, pw)                                                            \
-    do {                                                                                           \
-        moe_redis_url u_ = url_ok(s);                                                              \
-        if (strcmp(u_.host, h) || u_.port != (po) || u_.db != (d) || strcmp(u_.user, us) ||        \
-            strcmp(u_.password, pw))                                                               \
-            TEST_FAIL("'%s': host '%s' port %d db %d user '%s' password '%s'", s, u_.host,         \
-                      u_.port, u_.db, u_.user, u_.password);                                       \
-    } while (0)
+/* A URL and the host, port and database it parses to. */
+typedef struct url_case {
+    const char *url, *host;
+    int port, db;
+} url_case;
+
+/* c->url parses to c's host, port and database, user and password. */
+static void check_url(const url_case *c, const char *user, const char *password) {
+    moe_redis_url u = url_ok(c->url);
+    if (strcmp(u.host, c->host) || u.port != c->port || u.db != c->db || strcmp(u.user, user) ||
+        strcmp(u.password, password))
+        TEST_FAIL("'%s': host '%s' port %d db %d user '%s' password '%s', want host '%s' port %d "
+                  "db %d user '%s' password '%s'",
+                  c->url, u.host, u.port, u.db, u.user, u.password, c->host, c->port, c->db, user,
+                  password);
+}
+
+/* Each URL of cases has no user and no password. */
+#define CHECK_URLS(cases)                                                                          \
+    for (size_t i_ = 0; i_ < sizeof cases / sizeof *cases; i_++) check_url(&cases[i_], "", "")
 
 TEST(redis_url_defaults) {
-    ASSERT_URL("localhost", "localhost", 6379, 0, "", "");
-    ASSERT_URL("redis://localhost", "localhost", 6379, 0, "", "");
-    ASSERT_URL("redis://10.0.0.1/", "10.0.0.1", 6379, 0, "", "");
-    ASSERT_URL("redis-0.redis.svc.cluster.local", "redis-0.redis.svc.cluster.local", 6379, 0, "",
-               "");
-    ASSERT_URL("redis_1", "redis_1", 6379, 0, "", "");
+    static const url_case cases[] = {
+        {"localhost", "localhost", 6379, 0},
+        {"redis://localhost", "localhost", 6379, 0},
+        {"redis://10.0.0.1/", "10.0.0.1", 6379, 0},
+        {"redis-0.redis.svc.cluster.local", "redis-0.redis.svc.cluster.local", 6379, 0},
+        {"redis_1", "redis_1", 6379, 0},
+    };
+    CHECK_URLS(cases);
 }
 
 TEST(redis_url_host_port_db) {
-    ASSERT_URL("127.0.0.1:6380", "127.0.0.1", 6380, 0, "", "");
-    ASSERT_URL("redis://h:1", "h", 1, 0, "", "");
-    ASSERT_URL("redis://h:65535", "h", 65535, 0, "", "");
-    ASSERT_URL("redis://h:6379/3", "h", 6379, 3, "", "");
-    ASSERT_URL("redis://h/15", "h", 6379, 15, "", "");
-    ASSERT_URL("h:7000/2", "h", 7000, 2, "", "");
-    ASSERT_URL("redis://h:7000/", "h", 7000, 0, "", "");
-    ASSERT_URL("redis://h:007000/0", "h", 7000, 0, "", "");
-    ASSERT_URL("redis://h/1000000", "h", 6379, 1000000, "", "");
+    static const url_case cases[] = {
+        {"127.0.0.1:6380", "127.0.0.1", 6380, 0},  {"redis://h:1", "h", 1, 0},
+        {"redis://h:65535", "h", 65535, 0},        {"redis://h:6379/3", "h", 6379, 3},
+        {"redis://h/15", "h", 6379, 15},           {"h:7000/2", "h", 7000, 2},
+        {"redis://h:7000/", "h", 7000, 0},         {"redis://h:007000/0", "h", 7000, 0},
+        {"redis://h/1000000", "h", 6379, 1000000},
+    };
+    CHECK_URLS(cases);
 }
 
 TEST(redis_url_credentials) {
-    ASSERT_URL("redis://:secret@h", "h", 6379, 0, "", "secret");
-    ASSERT_URL("redis://secret@h:7000", "h", 7000, 0, "", "secret");
-    ASSERT_URL("redis://alice:secret@h:7000/4", "h", 7000, 4, "alice", "secret");
-    ASSERT_URL("redis://alice:@h", "h", 6379, 0, "alice", "");
-    ASSERT_URL("redis://@h", "h", 6379, 0, "", "");
-    /* the first ':' ends the user, the last '@' the password */
-    ASSERT_URL("redis://alice:se:cr:et@h", "h", 6379, 0, "alice", "se:cr:et");
-    ASSERT_URL("redis://alice:p@ss/w@h:1/2", "h", 1, 2, "alice", "p@ss/w");
-    ASSERT_URL("s3cret@h", "h", 6379, 0, "", "s3cret");
+    static const struct {
+        url_case at;
+        const char *user, *password;
+    } cases[] = {
+        {{"redis://:secret@h", "h", 6379, 0}, "", "secret"},
+        {{"redis://secret@h:7000", "h", 7000, 0}, "", "secret"},
+        {{"redis://alice:secret@h:7000/4", "h", 7000, 4}, "alice", "secret"},
+        {{"redis://alice:@h", "h", 6379, 0}, "alice", ""},
+        {{"redis://@h", "h", 6379, 0}, "", ""},
+        /* the first ':' ends the user, the last '@' the password */
+        {{"redis://alice:se:cr:et@h", "h", 6379, 0}, "alice", "se:cr:et"},
+        {{"redis://alice:p@ss/w@h:1/2", "h", 1, 2}, "alice", "p@ss/w"},
+        {{"s3cret@h", "h", 6379, 0}, "", "s3cret"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        check_url(&cases[i].at, cases[i].user, cases[i].password);
     /* lengths: user < 128, password < 256 */
     char s[700], cred[300];
     memset(cred, 'p', 255), cred[255] = 0;

@@ -215,6 +215,22 @@ static void assert_penalised(moe_sampler *s, const float *l, const float *want, 
     }
 }
 
+/* Accepts seq[0..n), each accepted. */
+static void accept_all(moe_sampler *s, const int32_t *seq, int n) {
+    for (int i = 0; i < n; i++) ASSERT_EQ_INT(moe_sampler_accept(s, seq[i]), 0);
+}
+
+/* A sampler over n tokens with params p (n logprobs) that has seen
+ * seen[0..n_seen) penalises the logits l to want. */
+static void check_penalised(moe_sampler_params p, int n, const float *l, const int32_t *seen,
+                            int n_seen, const float *want) {
+    p.n_logprobs = n;
+    moe_sampler *s = mk(n, p);
+    accept_all(s, seen, n_seen);
+    assert_penalised(s, l, want, n);
+    moe_sampler_destroy(s);
+}
+
 TEST(sampler_repeat_penalty_formula) {
     /* penalty 2 on tokens 0 (positive: /2) and 1 (negative: *2); 0 twice
      * still penalised once */
@@ -224,9 +240,7 @@ TEST(sampler_repeat_penalty_formula) {
     p.n_logprobs = 4;
     moe_sampler *s = mk(4, p);
     ASSERT_EQ_INT(draw(s, l), 0);
-    ASSERT_EQ_INT(moe_sampler_accept(s, 0), 0);
-    ASSERT_EQ_INT(moe_sampler_accept(s, 0), 0);
-    ASSERT_EQ_INT(moe_sampler_accept(s, 1), 0);
+    accept_all(s, (const int32_t[]){0, 0, 1}, 3);
     const float want[4] = {1.0f, -2.0f, 0.5f, 1.5f};
     assert_penalised(s, l, want, 4);
     ASSERT_EQ_INT(draw(s, l), 3); /* greedy flips from 0 to 3 */
@@ -239,14 +253,8 @@ TEST(sampler_frequency_presence_penalty_formula) {
     moe_sampler_params p = moe_sampler_default_params();
     p.frequency_penalty = 0.5f;
     p.presence_penalty = 0.25f;
-    p.n_logprobs = 4;
-    moe_sampler *s = mk(4, p);
-    ASSERT_EQ_INT(moe_sampler_accept(s, 0), 0);
-    ASSERT_EQ_INT(moe_sampler_accept(s, 0), 0);
-    ASSERT_EQ_INT(moe_sampler_accept(s, 1), 0);
     const float want[4] = {1.75f, 1.25f, 1.0f, 0.0f};
-    assert_penalised(s, l, want, 4);
-    moe_sampler_destroy(s);
+    check_penalised(p, 4, l, (const int32_t[]){0, 0, 1}, 3, want);
 
     /* repeat then frequency/presence, on a negative logit:
      * -1 * 2 - (1 * 1 + 0.5) = -3.5 */
@@ -254,12 +262,8 @@ TEST(sampler_frequency_presence_penalty_formula) {
     p.repeat_penalty = 2.0f;
     p.frequency_penalty = 1.0f;
     p.presence_penalty = 0.5f;
-    p.n_logprobs = 3;
-    s = mk(3, p);
-    ASSERT_EQ_INT(moe_sampler_accept(s, 0), 0);
     const float want2[3] = {-3.5f, 0.0f, 0.5f};
-    assert_penalised(s, l2, want2, 3);
-    moe_sampler_destroy(s);
+    check_penalised(p, 3, l2, (const int32_t[]){0}, 1, want2);
 }
 
 TEST(sampler_penalty_window_last_n) {
@@ -271,7 +275,7 @@ TEST(sampler_penalty_window_last_n) {
     p.n_logprobs = 4;
     moe_sampler *s = mk(4, p);
     const int32_t seq[4] = {0, 0, 1, 2};
-    for (int i = 0; i < 4; i++) ASSERT_EQ_INT(moe_sampler_accept(s, seq[i]), 0);
+    accept_all(s, seq, 4);
     const float want[4] = {3.0f, 1.0f, 0.0f, 0.0f};
     assert_penalised(s, l, want, 4);
     ASSERT_EQ_INT(moe_sampler_accept(s, 4), MOE_ERANGE);
@@ -291,10 +295,7 @@ TEST(sampler_penalty_window_last_n) {
     moe_sampler_destroy(s);
     /* penalty_last_n 0: no penalties at all */
     p.penalty_last_n = 0;
-    s = mk(4, p);
-    ASSERT_EQ_INT(moe_sampler_accept(s, 0), 0);
-    assert_penalised(s, l, l, 4);
-    moe_sampler_destroy(s);
+    check_penalised(p, 4, l, (const int32_t[]){0}, 1, l);
 }
 
 static void run_seq(moe_sampler *s, const float *l, int32_t *out, int n) {

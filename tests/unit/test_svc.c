@@ -38,6 +38,22 @@ static int check_even(const void *dst, char *why, size_t cap) {
     return -1;
 }
 
+/* argv: "prog", then args up to a NULL or max of them, then a NULL (argv
+ * holds max + 2); returns argc. */
+static int prog_argv(char **argv, const char *const *args, int max) {
+    int argc = 1;
+    argv[0] = "prog";
+    while (argc <= max && args && args[argc - 1]) argv[argc] = (char *)args[argc - 1], argc++;
+    argv[argc] = NULL;
+    return argc;
+}
+
+/* Arguments that are refused, and the message they give. */
+typedef struct bad_args {
+    const char *args[8]; /* NULL-terminated unless all 8 are used */
+    const char *msg;
+} bad_args;
+
 /* Parses argv (NULL-terminated) into o with a fresh table; returns the rc. */
 static int parse(opts *o, moe_err *err, const char *const *args, FILE *usage) {
     *o = (opts){.name = "anon", .threads = 1, .ms = 250, .ratio = 0.5};
@@ -55,9 +71,8 @@ static int parse(opts *o, moe_err *err, const char *const *args, FILE *usage) {
         {"--wait", "MOE_T_WAIT", MOE_FLAG_MS, &o->ms, NULL, .help = "how long\nto wait",
          .check = check_even},
         {0}};
-    int argc = 1;
-    char *argv[32] = {"prog"};
-    for (; args && args[argc - 1]; argc++) argv[argc] = (char *)args[argc - 1];
+    char *argv[32];
+    int argc = prog_argv(argv, args, 30);
     const moe_flagset fs = {.prog = "prog",
                             .args = "[options] FILE",
                             .about = "Does things.",
@@ -141,10 +156,7 @@ TEST(svc_flags_bad_values) {
     clear_env();
     opts o;
     moe_err err;
-    static const struct {
-        const char *args[4];
-        const char *msg;
-    } cases[] = {
+    static const bad_args cases[] = {
         {{"--threads", "two"}, "--threads 'two' is not an integer in [1, 64]"},
         {{"-t", "0"}, "-t '0' is not an integer in [1, 64]"},
         {{"--threads", "99999999999"}, "--threads '99999999999' is not an integer in [1, 64]"},
@@ -239,10 +251,7 @@ TEST(svc_flags_include_float_strings) {
     ASSERT_EQ_INT(moe_flags_parse(&fs, 2, (char *[]){"prog", "--temp=2", NULL}, &err), 0);
     ASSERT_NEAR(temp, 2, 0);
     unsetenv("MOE_T_TEMP");
-    static const struct {
-        const char *args[8];
-        const char *msg;
-    } cases[] = {
+    static const bad_args cases[] = {
         {{"--temp", "3"}, "--temp '3' is not a number in [0, 2]"},
         {{"--temp", "1e300"}, "--temp '1e300' is not a number in [0, 2]"},
         {{"--stop", "a", "--stop", "b", "--stop", "c"}, "--stop 'c': given more than 2 times"},
@@ -250,10 +259,8 @@ TEST(svc_flags_include_float_strings) {
         {{"--frob"}, "unknown option '--frob'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        char *a[10] = {"prog"};
-        int argc = 1;
-        while (argc < 9 && cases[i].args[argc - 1])
-            a[argc] = (char *)cases[i].args[argc - 1], argc++;
+        char *a[10];
+        int argc = prog_argv(a, cases[i].args, 8);
         stop.n = 0;
         err.msg[0] = 0;
         ASSERT_EQ_INT(moe_flags_parse(&fs, argc, a, &err), MOE_EINVAL);

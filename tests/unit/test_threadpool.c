@@ -45,6 +45,14 @@ static void check_runs(moe_pool *p, int nth, int runs, int sleep_us) {
     for (int i = nth; i < MAX_T; i++) ASSERT_EQ_INT(atomic_load(&c.calls[i]), 0);
 }
 
+/* check_runs on a pool of its own, made and destroyed here. */
+static void check_new_pool(int nth, int runs, int sleep_us) {
+    moe_pool *p;
+    ASSERT_EQ_INT(moe_pool_create(&p, nth), 0);
+    check_runs(p, nth, runs, sleep_us);
+    moe_pool_destroy(p);
+}
+
 TEST(pool_create_invalid) {
     moe_pool *p = (moe_pool *)1;
     ASSERT_EQ_INT(moe_pool_create(&p, 0), MOE_EINVAL);
@@ -65,24 +73,15 @@ TEST(pool_null_runs_inline) {
 }
 
 TEST(pool_one_thread) {
-    moe_pool *p;
-    ASSERT_EQ_INT(moe_pool_create(&p, 1), 0);
-    check_runs(p, 1, 1000, 0);
-    moe_pool_destroy(p);
+    check_new_pool(1, 1000, 0);
 }
 
 TEST(pool_two_threads_many_runs) {
-    moe_pool *p;
-    ASSERT_EQ_INT(moe_pool_create(&p, 2), 0);
-    check_runs(p, 2, 200000, 0);
-    moe_pool_destroy(p);
+    check_new_pool(2, 200000, 0);
 }
 
 TEST(pool_more_threads_than_cores) {
-    moe_pool *p;
-    ASSERT_EQ_INT(moe_pool_create(&p, 5), 0);
-    check_runs(p, 5, 5000, 0);
-    moe_pool_destroy(p);
+    check_new_pool(5, 5000, 0);
 }
 
 /* Workers that go to sleep between runs are woken for each one. */
@@ -98,10 +97,7 @@ TEST(pool_sleeping_workers) {
 
 /* The default spin, with gaps longer than it, so workers sleep in between. */
 TEST(pool_idle_gaps_default_spin) {
-    moe_pool *p;
-    ASSERT_EQ_INT(moe_pool_create(&p, 2), 0);
-    check_runs(p, 2, 30, 3000);
-    moe_pool_destroy(p);
+    check_new_pool(2, 30, 3000);
 }
 
 TEST(pool_destroy_with_workers_sleeping) {

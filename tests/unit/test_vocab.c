@@ -97,40 +97,36 @@ TEST(vocab_utf8_complete) {
     ASSERT_EQ_INT(moe_utf8_complete("", 0), 0);
 }
 
-TEST(vocab_load_errors) {
-    char path[256];
-    snprintf(path, sizeof path, "/tmp/moe-test-%d-badvocab.gguf", (int)getpid());
+/* Writes w (destroyed here) to path; loading its vocabulary fails with
+ * want, and a message that contains what. */
+static void expect_load_error(moe_gguf_writer *w, const char *path, int want, const char *what) {
     moe_err err;
     moe_gguf *g;
     moe_vocab *v;
+    ASSERT_EQ_INT(moe_gguf_writer_write(w, path, &err), 0);
+    moe_gguf_writer_destroy(w);
+    ASSERT_EQ_INT(moe_gguf_open(&g, path, &err), 0);
+    ASSERT_EQ_INT(moe_vocab_load(&v, g, &err), want);
+    ASSERT_STR_CONTAINS(err.msg, what);
+    moe_gguf_close(g);
+}
+
+TEST(vocab_load_errors) {
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/moe-test-%d-badvocab.gguf", (int)getpid());
     moe_gguf_writer *w = moe_gguf_writer_create();
     moe_gguf_writer_set_str(w, "general.architecture", "llama");
-    ASSERT_EQ_INT(moe_gguf_writer_write(w, path, &err), 0);
-    moe_gguf_writer_destroy(w);
-    ASSERT_EQ_INT(moe_gguf_open(&g, path, &err), 0);
-    ASSERT_EQ_INT(moe_vocab_load(&v, g, &err), MOE_EFORMAT);
-    ASSERT_STR_CONTAINS(err.msg, "tokenizer.ggml.model");
-    moe_gguf_close(g);
+    expect_load_error(w, path, MOE_EFORMAT, "tokenizer.ggml.model");
     w = moe_gguf_writer_create();
     moe_gguf_writer_set_str(w, "tokenizer.ggml.model", "t5");
-    ASSERT_EQ_INT(moe_gguf_writer_write(w, path, &err), 0);
-    moe_gguf_writer_destroy(w);
-    ASSERT_EQ_INT(moe_gguf_open(&g, path, &err), 0);
-    ASSERT_EQ_INT(moe_vocab_load(&v, g, &err), MOE_ENOTSUP);
-    ASSERT_STR_CONTAINS(err.msg, "'t5'");
-    moe_gguf_close(g);
+    expect_load_error(w, path, MOE_ENOTSUP, "'t5'");
     w = moe_gguf_writer_create();
     moe_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
     const char *toks[2] = {"a", "b"};
     moe_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, 2);
     const int32_t types[3] = {1, 1, 1};
     moe_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", MOE_GGUF_TYPE_INT32, types, 3);
-    ASSERT_EQ_INT(moe_gguf_writer_write(w, path, &err), 0);
-    moe_gguf_writer_destroy(w);
-    ASSERT_EQ_INT(moe_gguf_open(&g, path, &err), 0);
-    ASSERT_EQ_INT(moe_vocab_load(&v, g, &err), MOE_EFORMAT);
-    ASSERT_STR_CONTAINS(err.msg, "token_type");
-    moe_gguf_close(g);
+    expect_load_error(w, path, MOE_EFORMAT, "token_type");
     unlink(path);
 }
 
