@@ -41,12 +41,24 @@ static void add_expert(cluster *c, int layer, int expert, uint64_t bytes, double
     c->e[c->ne++] = (rt_expert){.layer = layer, .expert = expert, .bytes = bytes, .load = load};
 }
 
+/* Experts 0..n-1 of layer 0, of bytes each, with the loads given. */
+static void add_experts(cluster *c, uint64_t bytes, const double *loads, int n) {
+    for (int i = 0; i < n; i++) add_expert(c, 0, i, bytes, loads[i]);
+}
+
 static rt_placement *place(const cluster *c, const rt_place_params *p, const rt_placement *prev) {
     rt_placement *pl = NULL;
     moe_err err = {0};
     int rc = rt_placement_compute(&pl, c->w, c->nw, c->e, c->ne, p, prev, &err);
     if (rc < 0) TEST_FAIL("rt_placement_compute: %d %s", rc, err.msg);
     return pl;
+}
+
+/* Experts 0..n-1 of pl have want[i] replicas each. */
+static void assert_replicas(const rt_placement *pl, const int *want, int n) {
+    for (int i = 0; i < n; i++)
+        if (pl->experts[i].n_replicas != want[i])
+            TEST_FAIL("expert %d: %d replicas, want %d", i, pl->experts[i].n_replicas, want[i]);
 }
 
 static int holds(const rt_placement_expert *e, int w) {
@@ -245,16 +257,10 @@ TEST(placement_hot_experts_get_replicas) {
 TEST(placement_hot_experts_within_capacity) {
     static cluster c;
     add_workers(&c, 3, 200, 0);
-    add_expert(&c, 0, 0, 100, 300);
-    add_expert(&c, 0, 1, 100, 200);
-    add_expert(&c, 0, 2, 100, 100);
-    add_expert(&c, 0, 3, 100, 100);
+    add_experts(&c, 100, (const double[]){300, 200, 100, 100}, 4);
     rt_placement *pl = place(&c, &P1, NULL);
     check_invariants(&c, &P1, pl);
-    ASSERT_EQ_INT(pl->experts[0].n_replicas, 2);
-    ASSERT_EQ_INT(pl->experts[1].n_replicas, 2);
-    ASSERT_EQ_INT(pl->experts[2].n_replicas, 1);
-    ASSERT_EQ_INT(pl->experts[3].n_replicas, 1);
+    assert_replicas(pl, (const int[]){2, 2, 1, 1}, 4);
     ASSERT_EQ_INT(pl->replicas_short, 1);
     for (size_t w = 0; w < 3; w++) ASSERT_EQ_INT(pl->worker_bytes[w], 200);
     rt_placement_free(pl);
@@ -264,8 +270,7 @@ TEST(placement_hot_experts_within_capacity) {
 TEST(placement_max_replicas) {
     static cluster c;
     add_workers(&c, 6, 10000, 0);
-    add_expert(&c, 0, 0, 100, 10000);
-    add_expert(&c, 0, 1, 100, 10);
+    add_experts(&c, 100, (const double[]){10000, 10}, 2);
     rt_placement *pl = place(&c, &P1, NULL);
     ASSERT_EQ_INT(pl->experts[0].n_replicas, 4);
     rt_placement_free(pl);
@@ -273,8 +278,7 @@ TEST(placement_max_replicas) {
     p.max_replicas = 0;
     pl = place(&c, &p, NULL);
     check_invariants(&c, &p, pl);
-    ASSERT_EQ_INT(pl->experts[0].n_replicas, 6);
-    ASSERT_EQ_INT(pl->experts[1].n_replicas, 1);
+    assert_replicas(pl, (const int[]){6, 1}, 2);
     rt_placement_free(pl);
 }
 
@@ -518,8 +522,7 @@ TEST(placement_fresh_layout_when_incremental_does_not_fit) {
 TEST(placement_invalid_inputs) {
     static cluster c;
     add_workers(&c, 2, 1000, 0);
-    add_expert(&c, 0, 0, 100, 1);
-    add_expert(&c, 0, 1, 100, 1);
+    add_experts(&c, 100, (const double[]){1, 1}, 2);
     rt_placement *pl = NULL;
     moe_err err = {0};
     rt_place_params p = P1;
@@ -574,10 +577,7 @@ TEST(placement_empty) {
 TEST(placement_workers_wanted) {
     static cluster c;
     add_workers(&c, 4, 250, 0);
-    add_expert(&c, 0, 0, 100, 0);
-    add_expert(&c, 0, 1, 100, 0);
-    add_expert(&c, 0, 2, 100, 250);
-    add_expert(&c, 0, 3, 100, 50);
+    add_experts(&c, 100, (const double[]){0, 0, 250, 50}, 4);
     rt_place_params p = P1;
     p.headroom = 0.2;
     p.max_replicas = 8;

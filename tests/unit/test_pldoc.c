@@ -141,22 +141,27 @@ TEST(pldoc_parse_unknown_worker) {
     refuse_experts("[0, 0, [\"h:1\"]]", 2, 2, "names a worker");
 }
 
-TEST(pldoc_parse_bounds) {
-    moe_pldoc *d = parse_ok("{\"epoch\": 1, \"workers\": {\"w0\": \"h:1\"}, "
-                            "\"experts\": [[3, 7, [\"w0\"]], [0, 0, [\"w0\"]]]}",
-                            4, 8);
-    ASSERT_EQ_INT(d->experts[0].layer, 3);
-    ASSERT_EQ_INT(d->experts[0].expert, 7);
+/* text parses, within n_layers and n_experts, to a first entry for layer
+ * and expert. */
+static void parse_first_expert(const char *text, int n_layers, int n_experts, int layer,
+                               int expert) {
+    moe_pldoc *d = parse_ok(text, n_layers, n_experts);
+    ASSERT_EQ_INT(d->experts[0].layer, layer);
+    ASSERT_EQ_INT(d->experts[0].expert, expert);
     moe_pldoc_free(d);
+}
+
+TEST(pldoc_parse_bounds) {
+    parse_first_expert("{\"epoch\": 1, \"workers\": {\"w0\": \"h:1\"}, "
+                       "\"experts\": [[3, 7, [\"w0\"]], [0, 0, [\"w0\"]]]}",
+                       4, 8, 3, 7);
     refuse_experts("[4, 0, [\"w0\"]]", 4, 8, "within 4 layers and 8 experts");
     refuse_experts("[0, 8, [\"w0\"]]", 4, 8, "within 4 layers and 8 experts");
     refuse_experts("[0, 0, [\"w0\"]], [100, 0, [\"w0\"]]", 4, 8, "expert 1 is not");
     refuse_experts("[0, 1000000, [\"w0\"]]", 4, 8, "not [layer, expert, [workers]]");
     /* unchecked (0): anything up to 2^20 */
-    d = parse_ok("{\"epoch\": 1, \"workers\": {}, \"experts\": [[1048576, 1048576, []]]}", 0, 0);
-    ASSERT_EQ_INT(d->experts[0].layer, 1048576);
-    ASSERT_EQ_INT(d->experts[0].expert, 1048576);
-    moe_pldoc_free(d);
+    parse_first_expert("{\"epoch\": 1, \"workers\": {}, \"experts\": [[1048576, 1048576, []]]}", 0,
+                       0, 1048576, 1048576);
     refuse_experts("[1048577, 0, []]", 0, 0, "not [layer, expert, [workers]]");
     refuse_experts("[0, 1048577, []]", 0, 0, "not [layer, expert, [workers]]");
     /* one bound checked, the other not */

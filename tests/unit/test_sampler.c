@@ -40,10 +40,14 @@ static void histogram(moe_sampler *s, const float *logits, int n_vocab, int draw
     }
 }
 
-/* The support seen over `draws` draws is exactly the tokens with keep[t]. */
-static void assert_support(moe_sampler *s, const float *logits, int n_vocab, const int *keep) {
+/* The support a sampler with params p draws from (over 4000 draws) is
+ * exactly the tokens with keep[t]. */
+static void assert_support(moe_sampler_params p, const float *logits, int n_vocab,
+                           const int *keep) {
+    moe_sampler *s = mk(n_vocab, p);
     int hist[16];
     histogram(s, logits, n_vocab, 4000, hist);
+    moe_sampler_destroy(s);
     for (int t = 0; t < n_vocab; t++) {
         if (keep[t] && hist[t] == 0) TEST_FAIL("token %d kept but never drawn", t);
         if (!keep[t] && hist[t] != 0) TEST_FAIL("token %d dropped but drawn %d times", t, hist[t]);
@@ -101,21 +105,15 @@ TEST(sampler_top_k_support_exactly_k_best) {
     moe_sampler_params p = moe_sampler_default_params();
     p.temperature = 3.0f; /* flat enough that every kept token shows up */
     p.top_k = 3;
-    moe_sampler *s = mk(6, p);
     const int keep3[6] = {0, 1, 1, 1, 0, 0};
-    assert_support(s, l, 6, keep3);
-    moe_sampler_destroy(s);
+    assert_support(p, l, 6, keep3);
     p.top_k = 2;
-    s = mk(6, p);
     const int keep2[6] = {0, 1, 1, 0, 0, 0};
-    assert_support(s, l, 6, keep2);
-    moe_sampler_destroy(s);
+    assert_support(p, l, 6, keep2);
     /* k larger than the unmasked tokens: all five */
     p.top_k = 10;
-    s = mk(6, p);
     const int keep_all[6] = {1, 1, 1, 1, 1, 0};
-    assert_support(s, l, 6, keep_all);
-    moe_sampler_destroy(s);
+    assert_support(p, l, 6, keep_all);
 
     /* larger vocabulary: every draw is among the 5 best (found by brute force) */
     enum { V = 1000 };
@@ -133,7 +131,7 @@ TEST(sampler_top_k_support_exactly_k_best) {
     }
     p.top_k = 5;
     p.temperature = 10.0f;
-    s = mk(V, p);
+    moe_sampler *s = mk(V, p);
     int seen[5] = {0};
     for (int d = 0; d < 2000; d++) {
         int32_t t = draw(s, big);
@@ -160,9 +158,7 @@ TEST(sampler_top_p_smallest_prefix) {
         p.temperature = 1.0f;
         p.top_p = ps[c];
         p.seed = (uint64_t)c;
-        moe_sampler *s = mk(5, p);
-        assert_support(s, l, 5, keep[c]);
-        moe_sampler_destroy(s);
+        assert_support(p, l, 5, keep[c]);
     }
     /* after top-k 3 the mass renormalises to 4/9 3/9 2/9: top_p 0.75
      * (cumulative 0.444, 0.778) keeps {1, 4} only */
@@ -170,10 +166,8 @@ TEST(sampler_top_p_smallest_prefix) {
     p.temperature = 1.0f;
     p.top_k = 3;
     p.top_p = 0.75f;
-    moe_sampler *s = mk(5, p);
     const int keep_k[5] = {0, 1, 0, 0, 1};
-    assert_support(s, l, 5, keep_k);
-    moe_sampler_destroy(s);
+    assert_support(p, l, 5, keep_k);
 }
 
 /* probabilities 0.5 0.25 0.15 0.1: min_p 0.25 -> threshold 0.125 keeps
@@ -186,9 +180,7 @@ TEST(sampler_min_p_relative_threshold) {
         moe_sampler_params p = moe_sampler_default_params();
         p.temperature = 1.0f;
         p.min_p = mps[c];
-        moe_sampler *s = mk(4, p);
-        assert_support(s, l, 4, keep[c]);
-        moe_sampler_destroy(s);
+        assert_support(p, l, 4, keep[c]);
     }
     /* min-p acts after temperature: at T = 2 the ratios are sqrt'd, so
      * 0.25/0.5 -> 0.707, 0.15/0.5 -> 0.548, 0.1/0.5 -> 0.447; min_p 0.5
@@ -196,10 +188,8 @@ TEST(sampler_min_p_relative_threshold) {
     moe_sampler_params p = moe_sampler_default_params();
     p.temperature = 2.0f;
     p.min_p = 0.5f;
-    moe_sampler *s = mk(4, p);
     const int keep_t[4] = {0, 1, 1, 1};
-    assert_support(s, l, 4, keep_t);
-    moe_sampler_destroy(s);
+    assert_support(p, l, 4, keep_t);
 }
 
 /* The reported logprobs are log_softmax of the penalised logits, so they
@@ -392,10 +382,8 @@ TEST(sampler_masked_never_drawn) {
     const float l[5] = {-INFINITY, 0.0f, -INFINITY, 0.0f, -INFINITY};
     moe_sampler_params p = moe_sampler_default_params();
     p.temperature = 1.5f;
-    moe_sampler *s = mk(5, p);
     const int keep[5] = {0, 1, 0, 1, 0};
-    assert_support(s, l, 5, keep);
-    moe_sampler_destroy(s);
+    assert_support(p, l, 5, keep);
 }
 
 TEST(sampler_bad_logits) {

@@ -491,6 +491,15 @@ TEST(svc_metrics_exact_text) {
     moe_metrics_free(reg);
 }
 
+/* reg renders exactly as want; frees reg. */
+static void assert_rendered_free(moe_metrics *reg, const char *want) {
+    moe_buf b = {.s = malloc(64), .cap = 64};
+    ASSERT_EQ_INT(moe_metrics_render(reg, &b, NULL), 0);
+    ASSERT_STR_EQ(b.s, want);
+    free(b.s);
+    moe_metrics_free(reg);
+}
+
 TEST(svc_metrics_label_bound) {
     moe_metrics *reg;
     ASSERT_EQ_INT(moe_metrics_create(&reg), 0);
@@ -507,23 +516,20 @@ TEST(svc_metrics_label_bound) {
     ASSERT_EQ_INT(moe_metric_inc(refuse, (const char *[]){"e1"}, 1), 0);
     ASSERT_EQ_INT(moe_metric_refused(refuse), 3);
     ASSERT_EQ_INT(moe_metric_refused(other), 0);
-    moe_buf b = {.s = malloc(64), .cap = 64};
-    ASSERT_EQ_INT(moe_metrics_render(reg, &b, NULL), 0);
-    ASSERT_STR_EQ(b.s, "# HELP t_by_expert_total By expert.\n"
-                       "# TYPE t_by_expert_total counter\n"
-                       "t_by_expert_total{expert=\"e0\"} 1\n"
-                       "t_by_expert_total{expert=\"e1\"} 2\n"
-                       "# HELP t_by_model_total By model.\n"
-                       "# TYPE t_by_model_total counter\n"
-                       "t_by_model_total{model=\"e0\"} 1\n"
-                       "t_by_model_total{model=\"e1\"} 1\n"
-                       "t_by_model_total{model=\"other\"} 3\n"
-                       "# HELP moemesh_metrics_series_refused_total Updates refused: a new label "
-                       "set beyond the family's bound.\n"
-                       "# TYPE moemesh_metrics_series_refused_total counter\n"
-                       "moemesh_metrics_series_refused_total{metric=\"t_by_expert_total\"} 3\n");
-    free(b.s);
-    moe_metrics_free(reg);
+    assert_rendered_free(reg,
+                         "# HELP t_by_expert_total By expert.\n"
+                         "# TYPE t_by_expert_total counter\n"
+                         "t_by_expert_total{expert=\"e0\"} 1\n"
+                         "t_by_expert_total{expert=\"e1\"} 2\n"
+                         "# HELP t_by_model_total By model.\n"
+                         "# TYPE t_by_model_total counter\n"
+                         "t_by_model_total{model=\"e0\"} 1\n"
+                         "t_by_model_total{model=\"e1\"} 1\n"
+                         "t_by_model_total{model=\"other\"} 3\n"
+                         "# HELP moemesh_metrics_series_refused_total Updates refused: a new label "
+                         "set beyond the family's bound.\n"
+                         "# TYPE moemesh_metrics_series_refused_total counter\n"
+                         "moemesh_metrics_series_refused_total{metric=\"t_by_expert_total\"} 3\n");
 }
 
 TEST(svc_metrics_histogram_buckets) {
@@ -536,23 +542,19 @@ TEST(svc_metrics_histogram_buckets) {
     for (size_t i = 0; i < sizeof v / sizeof *v; i++)
         ASSERT_EQ_INT(moe_metric_observe(h, (const char *[]){"a"}, v[i]), 0);
     ASSERT_EQ_INT(moe_metric_observe(h, (const char *[]){"b"}, 7), 0);
-    moe_buf b = {.s = malloc(64), .cap = 64};
-    ASSERT_EQ_INT(moe_metrics_render(reg, &b, NULL), 0);
-    ASSERT_STR_EQ(b.s, "# HELP t_rows Rows.\n# TYPE t_rows histogram\n"
-                       "t_rows_bucket{kind=\"a\",le=\"0\"} 3\n"
-                       "t_rows_bucket{kind=\"a\",le=\"100\"} 4\n"
-                       "t_rows_bucket{kind=\"a\",le=\"1000\"} 6\n"
-                       "t_rows_bucket{kind=\"a\",le=\"+Inf\"} 7\n"
-                       "t_rows_sum{kind=\"a\"} 6199.5\n"
-                       "t_rows_count{kind=\"a\"} 7\n"
-                       "t_rows_bucket{kind=\"b\",le=\"0\"} 0\n"
-                       "t_rows_bucket{kind=\"b\",le=\"100\"} 1\n"
-                       "t_rows_bucket{kind=\"b\",le=\"1000\"} 1\n"
-                       "t_rows_bucket{kind=\"b\",le=\"+Inf\"} 1\n"
-                       "t_rows_sum{kind=\"b\"} 7\n"
-                       "t_rows_count{kind=\"b\"} 1\n");
-    free(b.s);
-    moe_metrics_free(reg);
+    assert_rendered_free(reg, "# HELP t_rows Rows.\n# TYPE t_rows histogram\n"
+                              "t_rows_bucket{kind=\"a\",le=\"0\"} 3\n"
+                              "t_rows_bucket{kind=\"a\",le=\"100\"} 4\n"
+                              "t_rows_bucket{kind=\"a\",le=\"1000\"} 6\n"
+                              "t_rows_bucket{kind=\"a\",le=\"+Inf\"} 7\n"
+                              "t_rows_sum{kind=\"a\"} 6199.5\n"
+                              "t_rows_count{kind=\"a\"} 7\n"
+                              "t_rows_bucket{kind=\"b\",le=\"0\"} 0\n"
+                              "t_rows_bucket{kind=\"b\",le=\"100\"} 1\n"
+                              "t_rows_bucket{kind=\"b\",le=\"1000\"} 1\n"
+                              "t_rows_bucket{kind=\"b\",le=\"+Inf\"} 1\n"
+                              "t_rows_sum{kind=\"b\"} 7\n"
+                              "t_rows_count{kind=\"b\"} 1\n");
 }
 
 /* promtool (Debian's prometheus package, installed by deploy/deps.sh) accepts a
