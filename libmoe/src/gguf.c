@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "gguf_internal.h"
+#include "internal.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gguf.c reads little-endian GGUF files on little-endian hosts only"
@@ -600,14 +601,8 @@ static int gg_parse(moe_gguf *g, const char *name, moe_err *err) {
 
 void moe_gguf_close(moe_gguf *g) {
     if (!g) return;
-    free(g->tensor_names);
-    free(g->kv_names);
-    free(g->tensors);
-    free(g->str_off);
-    free(g->kv_str_first);
-    free(g->kv);
     if (g->map) munmap(g->map, g->size);
-    free(g);
+    MOE_FREE_ALL(g->tensor_names, g->kv_names, g->tensors, g->str_off, g->kv_str_first, g->kv, g);
 }
 
 int moe_gguf_open_buffer(moe_gguf **out, const void *buf, size_t size, const char *name,

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../internal.h"
+
 struct moe_gen_seq {
     const moe_vocab *v; /* borrowed; NULL: ids only */
     int n_vocab;
@@ -274,14 +276,8 @@ int moe_gen_seq_create_chat(moe_gen_seq **out, const moe_vocab *v, int n_vocab, 
 
 void moe_gen_seq_destroy(moe_gen_seq *s) {
     if (!s) return;
-    free(s->bytes);
-    free(s->delta);
-    free(s->held);
-    free(s->stop_tokens);
-    free(s->stop);
-    free(s->tokens);
     moe_sampler_destroy(s->smp);
-    free(s);
+    MOE_FREE_ALL(s->bytes, s->delta, s->held, s->stop_tokens, s->stop, s->tokens, s);
 }
 
 const int32_t *moe_gen_seq_tokens(const moe_gen_seq *s, int *n_tokens) {

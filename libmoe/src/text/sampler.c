@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../internal.h"
+
 typedef struct cand {
     int32_t id;
     float logit; /* penalised, not temperature-scaled */
@@ -154,12 +156,7 @@ nomem:
 
 void moe_sampler_destroy(moe_sampler *s) {
     if (!s) return;
-    free(s->window);
-    free(s->counts);
-    free(s->sorted);
-    free(s->cands);
-    free(s->work);
-    free(s);
+    MOE_FREE_ALL(s->window, s->counts, s->sorted, s->cands, s->work, s);
 }
 
 void moe_sampler_reset(moe_sampler *s) {
