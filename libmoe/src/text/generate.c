@@ -251,15 +251,24 @@ fail:
     return rc;
 }
 
+/* moe_gen_seq_create over the n ids a tokenizer returned with status rc (a
+ * failure passes through with *out NULL); frees ids either way. */
+static int seq_create_tokenized(moe_gen_seq **out, const moe_vocab *v, int n_vocab, int rc,
+                                int32_t *ids, int n, const moe_gen_params *p, moe_err *err) {
+    if (rc == 0)
+        rc = moe_gen_seq_create(out, v, n_vocab, ids, n, p, err);
+    else if (out)
+        *out = NULL;
+    free(ids);
+    return rc;
+}
+
 int moe_gen_seq_create_text(moe_gen_seq **out, const moe_vocab *v, int n_vocab, const char *text,
                             size_t len, int flags, const moe_gen_params *p, moe_err *err) {
     int32_t *ids = NULL;
     int n = 0;
-    if (out) *out = NULL;
     int rc = moe_gen_tokenize_text(v, text, len, flags, &ids, &n, err);
-    if (rc == 0) rc = moe_gen_seq_create(out, v, n_vocab, ids, n, p, err);
-    free(ids);
-    return rc;
+    return seq_create_tokenized(out, v, n_vocab, rc, ids, n, p, err);
 }
 
 int moe_gen_seq_create_chat(moe_gen_seq **out, const moe_vocab *v, int n_vocab, int chat_kind,
@@ -267,11 +276,8 @@ int moe_gen_seq_create_chat(moe_gen_seq **out, const moe_vocab *v, int n_vocab, 
                             moe_err *err) {
     int32_t *ids = NULL;
     int n = 0;
-    if (out) *out = NULL;
     int rc = moe_gen_tokenize_chat(v, chat_kind, msgs, n_msgs, &ids, &n, err);
-    if (rc == 0) rc = moe_gen_seq_create(out, v, n_vocab, ids, n, p, err);
-    free(ids);
-    return rc;
+    return seq_create_tokenized(out, v, n_vocab, rc, ids, n, p, err);
 }
 
 void moe_gen_seq_destroy(moe_gen_seq *s) {
