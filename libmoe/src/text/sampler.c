@@ -73,19 +73,8 @@ static double rng_uniform(uint64_t st[4]) {
 /* ==== Parameters ==== */
 
 moe_sampler_params moe_sampler_default_params(void) {
-    moe_sampler_params p = {
-        .temperature = 0.0f,
-        .top_k = 0,
-        .top_p = 1.0f,
-        .min_p = 0.0f,
-        .repeat_penalty = 1.0f,
-        .frequency_penalty = 0.0f,
-        .presence_penalty = 0.0f,
-        .penalty_last_n = 64,
-        .seed = 0,
-        .n_logprobs = 0,
-    };
-    return p;
+    /* the defaults sampler.h gives: these, every other field 0 (greedy, filters off) */
+    return (moe_sampler_params){.top_p = 1.0f, .repeat_penalty = 1.0f, .penalty_last_n = 64};
 }
 
 int moe_sampler_params_check(int n_vocab, const moe_sampler_params *p, moe_err *err) {
