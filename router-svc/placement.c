@@ -70,11 +70,17 @@ static int cmp_name(const void *a, const void *b) {
     return c ? c : (x->idx > y->idx) - (x->idx < y->idx);
 }
 
-static int cmp_key(const void *a, const void *b) {
+/* by (layer, expert) alone: find_key's comparison */
+static int cmp_layer_expert(const void *a, const void *b) {
     const pl_key *x = a, *y = b;
     if (x->layer != y->layer) return x->layer < y->layer ? -1 : 1;
-    if (x->expert != y->expert) return x->expert < y->expert ? -1 : 1;
-    return (x->idx > y->idx) - (x->idx < y->idx);
+    return (x->expert > y->expert) - (x->expert < y->expert);
+}
+
+static int cmp_key(const void *a, const void *b) {
+    const pl_key *x = a, *y = b;
+    const int c = cmp_layer_expert(a, b);
+    return c ? c : (x->idx > y->idx) - (x->idx < y->idx);
 }
 
 /* heaviest first: load per replica, then bytes, then index */
@@ -462,32 +468,22 @@ void rt_placement_free(rt_placement *pl) {
     free(pl);
 }
 
-static int find_name(const pl_name *sorted, size_t n, const char *key) {
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(sorted[mid].key, key);
-        if (c == 0) return sorted[mid].idx;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return -1;
+/* bsearch's comparison of a worker id with a sorted entry */
+static int cmp_id_name(const void *id, const void *name) {
+    return strcmp(id, ((const pl_name *)name)->key);
 }
 
+/* The index of worker id key in sorted[0..n) (ids unique), or -1. */
+static int find_name(const pl_name *sorted, size_t n, const char *key) {
+    const pl_name *p = bsearch(key, sorted, n, sizeof *sorted, cmp_id_name);
+    return p ? p->idx : -1;
+}
+
+/* The index of expert (layer, expert) in sorted[0..n) (unique), or SIZE_MAX. */
 static size_t find_key(const pl_key *sorted, size_t n, int32_t layer, int32_t expert) {
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        const pl_key *k = &sorted[mid];
-        if (k->layer == layer && k->expert == expert) return k->idx;
-        if (k->layer < layer || (k->layer == layer && k->expert < expert))
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return SIZE_MAX;
+    const pl_key want = {layer, expert, 0};
+    const pl_key *p = bsearch(&want, sorted, n, sizeof *sorted, cmp_layer_expert);
+    return p ? p->idx : SIZE_MAX;
 }
 
 int rt_placement_compute(rt_placement **out, const rt_worker *workers, size_t n_workers,

@@ -52,49 +52,32 @@ int moe_key_worker(char *buf, size_t cap, const char *prefix, const char *id) {
     return fmt(buf, cap, "%s:worker:%s", prefix, id);
 }
 
-int moe_key_workers(char *buf, size_t cap, const char *prefix) {
-    return fmt(buf, cap, "%s:workers", prefix);
-}
-
 int moe_key_placement(char *buf, size_t cap, const char *prefix, uint64_t e) {
     return fmt(buf, cap, "%s:placement:%" PRIu64, prefix, e);
-}
-
-int moe_key_placement_active(char *buf, size_t cap, const char *prefix) {
-    return fmt(buf, cap, "%s:placement:active", prefix);
-}
-
-int moe_key_placement_pending(char *buf, size_t cap, const char *prefix) {
-    return fmt(buf, cap, "%s:placement:pending", prefix);
-}
-
-int moe_key_placement_seq(char *buf, size_t cap, const char *prefix) {
-    return fmt(buf, cap, "%s:placement:seq", prefix);
 }
 
 int moe_key_ack(char *buf, size_t cap, const char *prefix, uint64_t e) {
     return fmt(buf, cap, "%s:ack:%" PRIu64, prefix, e);
 }
 
-int moe_key_events(char *buf, size_t cap, const char *prefix) {
-    return fmt(buf, cap, "%s:events", prefix);
-}
-
 int moe_key_load(char *buf, size_t cap, const char *prefix, int64_t bucket) {
     return fmt(buf, cap, "%s:load:%" PRId64, prefix, bucket);
 }
 
-int moe_key_workers_wanted(char *buf, size_t cap, const char *prefix) {
-    return fmt(buf, cap, "%s:scale:workers_wanted", prefix);
-}
-
-int moe_key_drain(char *buf, size_t cap, const char *prefix) {
-    return fmt(buf, cap, "%s:drain", prefix);
-}
-
-int moe_key_leader(char *buf, size_t cap, const char *prefix) {
-    return fmt(buf, cap, "%s:leader", prefix);
-}
+/* The keys that are the prefix and a fixed suffix: "<prefix>:<suffix>". */
+#define FIXED_KEY(fn, suffix)                                                                      \
+    int fn(char *buf, size_t cap, const char *prefix) {                                            \
+        return fmt(buf, cap, "%s:" suffix, prefix);                                                \
+    }
+FIXED_KEY(moe_key_workers, "workers")
+FIXED_KEY(moe_key_placement_active, "placement:active")
+FIXED_KEY(moe_key_placement_pending, "placement:pending")
+FIXED_KEY(moe_key_placement_seq, "placement:seq")
+FIXED_KEY(moe_key_events, "events")
+FIXED_KEY(moe_key_workers_wanted, "scale:workers_wanted")
+FIXED_KEY(moe_key_drain, "drain")
+FIXED_KEY(moe_key_leader, "leader")
+#undef FIXED_KEY
 
 /* ==== Events ==================================================================== */
 

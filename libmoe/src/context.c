@@ -88,41 +88,11 @@ void moe_ctx_destroy(moe_ctx *c) {
     if (!c) return;
     if (c->own_experts) moe_expert_backend_destroy(c->experts);
     moe_pool_destroy(c->pool);
-    free(c->slot_len);
-    free(c->slot_tmp);
-    free(c->kv_k);
-    free(c->kv_v);
-    free(c->x);
-    free(c->h);
-    free(c->act);
-    free(c->q);
-    free(c->kx);
-    free(c->vx);
-    free(c->attn);
-    free(c->scores);
-    free(c->router);
-    free(c->route_scratch);
-    free(c->sel);
-    free(c->selw);
-    free(c->grp_expert);
-    free(c->grp_start);
-    free(c->row_of);
-    free(c->count);
-    free(c->ex_x);
-    free(c->ex_y);
-    free(c->sh_g);
-    free(c->sh_u);
-    free(c->sh_gate);
-    free(c->moe_out);
-    free(c->out_rows);
-    free(c->logits);
-    free(c->gate_margin);
-    free(c->mla_qa);
-    free(c->mla_qabs);
-    free(c->mla_o);
-    free(c->mla_tmp);
-    free(c->head_jobs);
-    free(c);
+    MOE_FREE_ALL(c->slot_len, c->slot_tmp, c->kv_k, c->kv_v, c->x, c->h, c->act, c->q, c->kx, c->vx,
+                 c->attn, c->scores, c->router, c->route_scratch, c->sel, c->selw, c->grp_expert,
+                 c->grp_start, c->row_of, c->count, c->ex_x, c->ex_y, c->sh_g, c->sh_u, c->sh_gate,
+                 c->moe_out, c->out_rows, c->logits, c->gate_margin, c->mla_qa, c->mla_qabs,
+                 c->mla_o, c->mla_tmp, c->head_jobs, c);
 }
 
 int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, moe_err *err) {

@@ -6,29 +6,37 @@
 #include "moe/dtype.h"
 #include "moe/error.h"
 
+/* The supported types, indexed by moe_dtype (holes: name NULL). */
+static const struct dtype_info {
+    const char *name;
+    size_t block_bytes;
+} dtype_infos[] = {
+    [MOE_DTYPE_F32] = {"f32", 4},
+    [MOE_DTYPE_F16] = {"f16", 2},
+    [MOE_DTYPE_Q8_0] = {"q8_0", sizeof(moe_block_q8_0)},
+    [MOE_DTYPE_BF16] = {"bf16", 2},
+};
+
+/* t's entry, or NULL for a type this library does not know. */
+static const struct dtype_info *dtype_info(uint32_t t) {
+    if (t >= sizeof dtype_infos / sizeof dtype_infos[0] || !dtype_infos[t].name) return NULL;
+    return &dtype_infos[t];
+}
+
 int moe_dtype_supported(uint32_t t) {
-    return t == MOE_DTYPE_F32 || t == MOE_DTYPE_F16 || t == MOE_DTYPE_Q8_0 || t == MOE_DTYPE_BF16;
+    return dtype_info(t) != NULL;
 }
 
 const char *moe_dtype_name(moe_dtype t) {
-    switch (t) {
-    case MOE_DTYPE_F32:
-        return "f32";
-    case MOE_DTYPE_F16:
-        return "f16";
-    case MOE_DTYPE_Q8_0:
-        return "q8_0";
-    case MOE_DTYPE_BF16:
-        return "bf16";
-    }
-    return "?";
+    const struct dtype_info *d = dtype_info(t);
+    return d ? d->name : "?";
 }
 
 int moe_dtype_parse(const char *name, moe_dtype *t) {
-    static const moe_dtype all[] = {MOE_DTYPE_F32, MOE_DTYPE_F16, MOE_DTYPE_Q8_0, MOE_DTYPE_BF16};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        if (!strcasecmp(name, moe_dtype_name(all[i]))) {
-            *t = all[i];
+    for (uint32_t i = 0; i < sizeof dtype_infos / sizeof dtype_infos[0]; i++) {
+        const struct dtype_info *d = dtype_info(i);
+        if (d && !strcasecmp(name, d->name)) {
+            *t = (moe_dtype)i;
             return 0;
         }
     }
@@ -40,17 +48,8 @@ size_t moe_dtype_block_elems(moe_dtype t) {
 }
 
 size_t moe_dtype_block_bytes(moe_dtype t) {
-    switch (t) {
-    case MOE_DTYPE_F32:
-        return 4;
-    case MOE_DTYPE_F16:
-        return 2;
-    case MOE_DTYPE_BF16:
-        return 2;
-    case MOE_DTYPE_Q8_0:
-        return sizeof(moe_block_q8_0);
-    }
-    return 0;
+    const struct dtype_info *d = dtype_info(t);
+    return d ? d->block_bytes : 0;
 }
 
 size_t moe_dtype_row_bytes(moe_dtype t, int64_t n) {

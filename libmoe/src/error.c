@@ -7,33 +7,23 @@
 #include "moe/error.h"
 #include "moe/log.h"
 
+static const char *const err_msgs[] = {
+    [-MOE_OK] = "success",
+    [-MOE_EINVAL] = "invalid argument",
+    [-MOE_ENOMEM] = "out of memory",
+    [-MOE_EIO] = "input/output error",
+    [-MOE_EFORMAT] = "malformed input",
+    [-MOE_ERANGE] = "value out of range",
+    [-MOE_ENOTSUP] = "not supported",
+    [-MOE_ENOTFOUND] = "not found",
+    [-MOE_ENOSPC] = "no space left",
+    [-MOE_ENUMERIC] = "non-finite number",
+    [-MOE_EUNAVAIL] = "unavailable",
+};
+
 const char *moe_strerror(int code) {
-    switch (code) {
-    case MOE_OK:
-        return "success";
-    case MOE_EINVAL:
-        return "invalid argument";
-    case MOE_ENOMEM:
-        return "out of memory";
-    case MOE_EIO:
-        return "input/output error";
-    case MOE_EFORMAT:
-        return "malformed input";
-    case MOE_ERANGE:
-        return "value out of range";
-    case MOE_ENOTSUP:
-        return "not supported";
-    case MOE_ENOTFOUND:
-        return "not found";
-    case MOE_ENOSPC:
-        return "no space left";
-    case MOE_ENUMERIC:
-        return "non-finite number";
-    case MOE_EUNAVAIL:
-        return "unavailable";
-    default:
-        return "unknown error";
-    }
+    const int n = (int)(sizeof err_msgs / sizeof err_msgs[0]);
+    return code <= 0 && code > -n ? err_msgs[-code] : "unknown error";
 }
 
 const char *moe_errno_str(int errnum, char *buf, size_t cap) {

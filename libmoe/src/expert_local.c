@@ -140,13 +140,7 @@ static int local_wait(void *ctx, moe_err *err) {
 static void local_destroy(void *ctx) {
     local_be *b = ctx;
     if (!b) return;
-    free(b->xq);
-    free(b->g);
-    free(b->u);
-    free(b->hq);
-    free(b->jobs);
-    free(b->ns);
-    free(b);
+    MOE_FREE_ALL(b->xq, b->g, b->u, b->hq, b->jobs, b->ns, b);
 }
 
 int moe_expert_backend_local_create(moe_expert_backend **out, const moe_model *m, moe_pool *pool,

@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "gguf_internal.h"
+#include "internal.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gguf.c reads little-endian GGUF files on little-endian hosts only"
@@ -261,42 +262,23 @@ static int gg_parse_value(gg_rd *r, uint32_t t, moe_gguf_kv *kv, const char *des
         uint64_t u64;
         int64_t i64;
         double f64;
-    } x;
+    } x = {.u64 = 0}; /* so x.u64 is any unsigned value read into it (little-endian host) */
 
     if (t == MOE_GGUF_TYPE_STRING) return gg_parse_str(r, &kv->v.str, desc, " string value");
+    MOE_ASSERT(sz > 0 && "gg_parse_value: not a scalar type");
     if (!gg_rd_bytes(r, &x, sz)) {
         return gg_fail_trunc(r, off, sz, "%s %s value", desc, gg_type_name(t));
     }
     switch (t) {
-    case MOE_GGUF_TYPE_UINT8:
-        kv->v.u64 = x.u8;
-        break;
     case MOE_GGUF_TYPE_INT8:
-        kv->v.i64 = x.i8;
-        break;
-    case MOE_GGUF_TYPE_UINT16:
-        kv->v.u64 = x.u16;
-        break;
     case MOE_GGUF_TYPE_INT16:
-        kv->v.i64 = x.i16;
-        break;
-    case MOE_GGUF_TYPE_UINT32:
-        kv->v.u64 = x.u32;
-        break;
     case MOE_GGUF_TYPE_INT32:
-        kv->v.i64 = x.i32;
+    case MOE_GGUF_TYPE_INT64: /* sign-extended */
+        kv->v.i64 = sz == 1 ? x.i8 : sz == 2 ? x.i16 : sz == 4 ? x.i32 : x.i64;
         break;
     case MOE_GGUF_TYPE_FLOAT32:
-        kv->v.f64 = x.f32;
-        break;
-    case MOE_GGUF_TYPE_UINT64:
-        kv->v.u64 = x.u64;
-        break;
-    case MOE_GGUF_TYPE_INT64:
-        kv->v.i64 = x.i64;
-        break;
     case MOE_GGUF_TYPE_FLOAT64:
-        kv->v.f64 = x.f64;
+        kv->v.f64 = sz == 4 ? x.f32 : x.f64;
         break;
     case MOE_GGUF_TYPE_BOOL:
         if (x.u8 > 1) {
@@ -305,8 +287,9 @@ static int gg_parse_value(gg_rd *r, uint32_t t, moe_gguf_kv *kv, const char *des
         }
         kv->v.u64 = x.u8;
         break;
-    default:
-        MOE_ASSERT(0 && "gg_parse_value: not a scalar type");
+    default: /* the unsigned integers, zero-extended */
+        kv->v.u64 = x.u64;
+        break;
     }
     return 0;
 }
@@ -600,14 +583,8 @@ static int gg_parse(moe_gguf *g, const char *name, moe_err *err) {
 
 void moe_gguf_close(moe_gguf *g) {
     if (!g) return;
-    free(g->tensor_names);
-    free(g->kv_names);
-    free(g->tensors);
-    free(g->str_off);
-    free(g->kv_str_first);
-    free(g->kv);
     if (g->map) munmap(g->map, g->size);
-    free(g);
+    MOE_FREE_ALL(g->tensor_names, g->kv_names, g->tensors, g->str_off, g->kv_str_first, g->kv, g);
 }
 
 int moe_gguf_open_buffer(moe_gguf **out, const void *buf, size_t size, const char *name,

@@ -5,6 +5,7 @@
 #define MOE_INTERNAL_H
 
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "moe/ops.h"
 
@@ -33,5 +34,16 @@ static inline size_t moe__act_row_bytes(moe_dtype wt, int64_t k) {
 
 /* Allocates zeroed memory aligned to 64 bytes; free with free(). NULL on failure. */
 void *moe__alloc(size_t n);
+
+/* Frees each of the n pointers in ps (NULL ones included, as free() takes them). */
+static inline void moe__free_each(void *const *ps, size_t n) {
+    for (size_t i = 0; i < n; i++) free(ps[i]);
+}
+
+/* MOE_FREE_ALL(a, b, ...): free(a); free(b); ... in the order given (each
+ * argument evaluated once): a destroy function's list of owned buffers. */
+#define MOE_FREE_ALL(...)                                                                          \
+    moe__free_each((void *const[]){__VA_ARGS__},                                                   \
+                   sizeof((void *const[]){__VA_ARGS__}) / sizeof(void *))
 
 #endif

@@ -14,16 +14,11 @@ void moe_log_set_callback(moe_log_fn fn, void *ud) {
 }
 
 const char *moe_log_level_name(moe_log_level level) {
-    switch (level) {
-    case MOE_LOG_DEBUG:
-        return "debug";
-    case MOE_LOG_INFO:
-        return "info";
-    case MOE_LOG_WARN:
-        return "warn";
-    default:
-        return "error";
-    }
+    static const char *const names[] = {[MOE_LOG_DEBUG] = "debug",
+                                        [MOE_LOG_INFO] = "info",
+                                        [MOE_LOG_WARN] = "warn",
+                                        [MOE_LOG_ERROR] = "error"};
+    return (unsigned)level < sizeof names / sizeof names[0] ? names[level] : "error";
 }
 
 static void emit(moe_log_level level, const char *who, const moe_log_kv *kv, size_t n_kv,

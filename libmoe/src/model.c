@@ -31,6 +31,25 @@ int moe_arch_parse(const char *name, moe_arch *out) {
 
 /* ---- Hyperparameters ------------------------------------------------------ */
 
+/* What no GGUF key says, per architecture, as llama.cpp hard-codes it (the
+ * rest zero until read). DeepSeek v1: softmax, no renormalisation; llama.cpp
+ * reads expert_weights_scale but does not apply it (nor does the HF model).
+ * DeepSeek v2/v3 read their gating, norm and scale (load_deepseek2_gating). */
+static const moe_hparams arch_hparams[MOE_ARCH_COUNT] = {
+    [MOE_ARCH_LLAMA] = {.arch = MOE_ARCH_LLAMA, .expert_norm = 1},
+    [MOE_ARCH_QWEN2MOE] = {.arch = MOE_ARCH_QWEN2MOE,
+                           .rope_neox = 1,
+                           .qkv_bias = 1,
+                           .shexp_gate = 1},
+    [MOE_ARCH_QWEN3MOE] = {.arch = MOE_ARCH_QWEN3MOE,
+                           .rope_neox = 1,
+                           .expert_norm = 1,
+                           .qk_norm = MOE_QK_NORM_HEAD},
+    [MOE_ARCH_OLMOE] = {.arch = MOE_ARCH_OLMOE, .rope_neox = 1, .qk_norm = MOE_QK_NORM_FULL},
+    [MOE_ARCH_DEEPSEEK] = {.arch = MOE_ARCH_DEEPSEEK},
+    [MOE_ARCH_DEEPSEEK2] = {.arch = MOE_ARCH_DEEPSEEK2},
+};
+
 typedef struct loader {
     const moe_gguf *g;
     const char *path;
@@ -156,11 +175,44 @@ static int load_rope_scaling(loader *l, moe_hparams *hp) {
     return 0;
 }
 
+/* The routing the hyperparameters give (no bias). */
+static moe_routing hparams_routing(const moe_hparams *hp) {
+    return (moe_routing){.gating = hp->gating,
+                         .n_expert = hp->n_expert,
+                         .n_used = hp->n_expert_used,
+                         .norm = hp->expert_norm,
+                         .scale = hp->expert_scale,
+                         .n_groups = hp->n_expert_groups,
+                         .n_groups_used = hp->n_group_used};
+}
+
+/* DeepSeek v2/v3 gating: softmax or sigmoid, the norm, the scale and the
+ * expert groups from their keys. */
+static int load_deepseek2_gating(loader *l, moe_hparams *hp) {
+    int rc;
+    uint32_t gf = 1;
+    char key[128];
+    snprintf(key, sizeof key, "%s.expert_gating_func", l->arch);
+    if ((rc = moe_gguf_get_u32(l->g, key, &gf)) < 0 && rc != MOE_ENOTFOUND)
+        return moe_err_set(l->err, rc, "%s: bad value for key '%s'", l->path, key);
+    if (gf != 1 && gf != 2)
+        return moe_err_set(l->err, MOE_ENOTSUP,
+                           "%s: %s = %u is not supported (1 softmax, 2 sigmoid)", l->path, key, gf);
+    hp->gating = gf == 2 ? MOE_GATING_SIGMOID : MOE_GATING_SOFTMAX;
+    snprintf(key, sizeof key, "%s.expert_weights_norm", l->arch);
+    if ((rc = moe_gguf_get_bool(l->g, key, &hp->expert_norm)) < 0 && rc != MOE_ENOTFOUND)
+        return moe_err_set(l->err, rc, "%s: bad value for key '%s'", l->path, key);
+    if (rc == MOE_ENOTFOUND) hp->expert_norm = 0;
+    float sc = 0.0f;
+    if ((rc = get_f32(l, "expert_weights_scale", &sc, 0)) < 0) return rc;
+    hp->expert_scale = sc != 0.0f ? sc : 1.0f; /* 0: not applied */
+    if ((rc = get_u32(l, "expert_group_count", &hp->n_expert_groups, 0)) < 0) return rc;
+    return get_u32(l, "expert_group_used_count", &hp->n_group_used, 0);
+}
+
 static int load_hparams(loader *l, moe_hparams *hp) {
     int rc;
-    moe_arch arch = hp->arch;
-    memset(hp, 0, sizeof *hp);
-    hp->arch = arch;
+    *hp = arch_hparams[hp->arch];
     if ((rc = get_u32(l, "context_length", &hp->n_ctx_train, 1)) < 0) return rc;
     if ((rc = get_u32(l, "embedding_length", &hp->n_embd, 1)) < 0) return rc;
     if ((rc = get_u32(l, "block_count", &hp->n_layer, 1)) < 0) return rc;
@@ -240,59 +292,7 @@ static int load_hparams(loader *l, moe_hparams *hp) {
 
     hp->gating = MOE_GATING_SOFTMAX;
     hp->expert_scale = 1.0f;
-    switch (hp->arch) {
-    case MOE_ARCH_LLAMA:
-        hp->rope_neox = 0;
-        hp->expert_norm = 1;
-        break;
-    case MOE_ARCH_QWEN2MOE:
-        hp->rope_neox = 1;
-        hp->expert_norm = 0;
-        hp->qkv_bias = 1;
-        hp->shexp_gate = 1;
-        break;
-    case MOE_ARCH_QWEN3MOE:
-        hp->rope_neox = 1;
-        hp->expert_norm = 1;
-        hp->qk_norm = MOE_QK_NORM_HEAD;
-        break;
-    case MOE_ARCH_OLMOE:
-        hp->rope_neox = 1;
-        hp->expert_norm = 0;
-        hp->qk_norm = MOE_QK_NORM_FULL;
-        break;
-    case MOE_ARCH_DEEPSEEK:
-        /* softmax, no renormalisation; llama.cpp reads expert_weights_scale
-         * but does not apply it to DeepSeekMoE v1 (nor does the HF model) */
-        hp->rope_neox = 0;
-        hp->expert_norm = 0;
-        break;
-    case MOE_ARCH_DEEPSEEK2: {
-        hp->rope_neox = 0;
-        uint32_t gf = 1;
-        char key[128];
-        snprintf(key, sizeof key, "%s.expert_gating_func", l->arch);
-        if ((rc = moe_gguf_get_u32(l->g, key, &gf)) < 0 && rc != MOE_ENOTFOUND)
-            return moe_err_set(l->err, rc, "%s: bad value for key '%s'", l->path, key);
-        if (gf != 1 && gf != 2)
-            return moe_err_set(l->err, MOE_ENOTSUP,
-                               "%s: %s = %u is not supported (1 softmax, 2 sigmoid)", l->path, key,
-                               gf);
-        hp->gating = gf == 2 ? MOE_GATING_SIGMOID : MOE_GATING_SOFTMAX;
-        snprintf(key, sizeof key, "%s.expert_weights_norm", l->arch);
-        if ((rc = moe_gguf_get_bool(l->g, key, &hp->expert_norm)) < 0 && rc != MOE_ENOTFOUND)
-            return moe_err_set(l->err, rc, "%s: bad value for key '%s'", l->path, key);
-        if (rc == MOE_ENOTFOUND) hp->expert_norm = 0;
-        float sc = 0.0f;
-        if ((rc = get_f32(l, "expert_weights_scale", &sc, 0)) < 0) return rc;
-        hp->expert_scale = sc != 0.0f ? sc : 1.0f; /* 0: not applied */
-        if ((rc = get_u32(l, "expert_group_count", &hp->n_expert_groups, 0)) < 0) return rc;
-        if ((rc = get_u32(l, "expert_group_used_count", &hp->n_group_used, 0)) < 0) return rc;
-        break;
-    }
-    default:
-        break;
-    }
+    if (hp->arch == MOE_ARCH_DEEPSEEK2 && (rc = load_deepseek2_gating(l, hp)) < 0) return rc;
     /* routing: group limits as llama.cpp asserts them, then our own checks */
     if (hp->n_expert_groups > 1 && !(hp->n_expert_groups < hp->n_expert && hp->n_group_used >= 1 &&
                                      hp->n_group_used < hp->n_expert_groups))
@@ -300,13 +300,7 @@ static int load_hparams(loader *l, moe_hparams *hp) {
                            "%s: expert_group_count %d / expert_group_used_count %d invalid for %d "
                            "experts (need 0 < used < groups < experts)",
                            l->path, hp->n_expert_groups, hp->n_group_used, hp->n_expert);
-    moe_routing r = {.gating = hp->gating,
-                     .n_expert = hp->n_expert,
-                     .n_used = hp->n_expert_used,
-                     .norm = hp->expert_norm,
-                     .scale = hp->expert_scale,
-                     .n_groups = hp->n_expert_groups,
-                     .n_groups_used = hp->n_group_used};
+    moe_routing r = hparams_routing(hp);
     if (moe_routing_check(&r) < 0)
         return moe_err_set(l->err, MOE_EFORMAT,
                            "%s: routing of %d of %d experts in %d of %d groups (scale %g) is "
@@ -597,16 +591,8 @@ int moe_model_layer_is_moe(const moe_model *m, int il) {
 }
 
 void moe_model_routing(const moe_model *m, int il, moe_routing *r) {
-    const moe_hparams *hp = &m->hp;
-    memset(r, 0, sizeof *r);
-    r->gating = hp->gating;
-    r->n_expert = hp->n_expert;
-    r->n_used = hp->n_expert_used;
-    r->norm = hp->expert_norm;
-    r->scale = hp->expert_scale;
-    r->n_groups = hp->n_expert_groups;
-    r->n_groups_used = hp->n_group_used;
-    if (il >= 0 && il < hp->n_layer) r->bias = m->layers[il].exp_probs_b.data;
+    *r = hparams_routing(&m->hp);
+    if (il >= 0 && il < m->hp.n_layer) r->bias = m->layers[il].exp_probs_b.data;
 }
 
 size_t moe_model_kv_bytes_per_token(const moe_model *m, size_t *mha_equiv) {

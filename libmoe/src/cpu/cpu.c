@@ -19,6 +19,7 @@
 #define MOE_X86 1
 #endif
 
+#include "../internal.h"
 #include "kernels.h"
 #include "moe/error.h"
 #include "moe/ops.h"
@@ -130,27 +131,22 @@ void moe_op_quantize(const moe_cpu_kernels *k, moe_dtype wt, const float *x, voi
  * threads. */
 typedef struct matmul_ctx {
     const moe_cpu_kernels *k;
-    moe_dtype wt;
-    const void *W;
-    int64_t m, kdim;
-    const void *Xq;
-    int64_t nb;
-    float *Y;
-    int64_t ldy;
+    moe__mm_job J;                  /* the product (J.ns unused) */
     int64_t chunk;                  /* rows per chunk */
     _Alignas(64) atomic_llong next; /* first row of the next chunk */
 } matmul_ctx;
 
 static void matmul_rows(const matmul_ctx *c, int64_t r0, int64_t r1) {
-    if (c->nb <= MATMUL_NB_TILE) {
-        c->k->gemm(c->wt, c->kdim, c->W, r0, r1, c->Xq, c->nb, c->Y, c->ldy);
+    const moe__mm_job *J = &c->J;
+    if (J->nb <= MATMUL_NB_TILE) {
+        c->k->gemm(J->wt, J->k, J->W, r0, r1, J->X, J->nb, J->Y, J->ldy);
         return;
     }
-    const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(c->wt), c->kdim);
-    for (int64_t b0 = 0; b0 < c->nb; b0 += MATMUL_NB_TILE) {
-        const int64_t nbt = c->nb - b0 < MATMUL_NB_TILE ? c->nb - b0 : MATMUL_NB_TILE;
-        c->k->gemm(c->wt, c->kdim, c->W, r0, r1, (const char *)c->Xq + (size_t)b0 * xrb, nbt,
-                   c->Y + b0 * c->ldy, c->ldy);
+    const size_t xrb = moe__act_row_bytes(J->wt, J->k);
+    for (int64_t b0 = 0; b0 < J->nb; b0 += MATMUL_NB_TILE) {
+        const int64_t nbt = J->nb - b0 < MATMUL_NB_TILE ? J->nb - b0 : MATMUL_NB_TILE;
+        c->k->gemm(J->wt, J->k, J->W, r0, r1, (const char *)J->X + (size_t)b0 * xrb, nbt,
+                   J->Y + b0 * J->ldy, J->ldy);
     }
 }
 
@@ -160,8 +156,8 @@ static void matmul_task(void *arg, int ith, int nth) {
     (void)nth;
     for (;;) {
         const int64_t r0 = atomic_fetch_add_explicit(&c->next, c->chunk, memory_order_relaxed);
-        if (r0 >= c->m) break;
-        matmul_rows(c, r0, r0 + c->chunk < c->m ? r0 + c->chunk : c->m);
+        if (r0 >= c->J.m) break;
+        matmul_rows(c, r0, r0 + c->chunk < c->J.m ? r0 + c->chunk : c->J.m);
     }
 }
 
@@ -169,8 +165,7 @@ void moe_op_matmul(const moe_cpu_kernels *k, moe_pool *pool, moe_dtype wt, const
                    int64_t kdim, const void *Xq, int64_t nb, float *Y, int64_t ldy) {
     if (m <= 0 || nb <= 0) return;
     MOE_ASSERT(kdim % MOE_QK8_0 == 0 && ldy >= m);
-    matmul_ctx c = {
-        .k = k, .wt = wt, .W = W, .m = m, .kdim = kdim, .Xq = Xq, .nb = nb, .Y = Y, .ldy = ldy};
+    matmul_ctx c = {.k = k, .J = {wt, W, m, kdim, Xq, nb, Y, ldy, NULL}};
     const int nth = moe_pool_n_threads(pool);
     const int64_t units = (m + MATMUL_ROW_UNIT - 1) / MATMUL_ROW_UNIT;
     int64_t cu; /* units per chunk */
@@ -260,16 +255,14 @@ void moe_op_swiglu(const float *g, const float *u, float *y, int64_t n) {
 }
 
 void moe_rope_init(moe_rope *r, int n_rot, int neox, float freq_base) {
-    memset(r, 0, sizeof *r);
-    r->n_rot = n_rot;
-    r->neox = neox;
-    r->freq_base = freq_base;
-    r->freq_scale = 1.0f;
-    r->ext_factor = 0.0f;
-    r->attn_factor = 1.0f;
-    r->beta_fast = 32.0f;
-    r->beta_slow = 1.0f;
-    r->n_ctx_orig = 0;
+    /* no scaling; YaRN off (ext_factor 0), its betas at llama.cpp's defaults */
+    *r = (moe_rope){.n_rot = n_rot,
+                    .neox = neox,
+                    .freq_base = freq_base,
+                    .freq_scale = 1.0f,
+                    .attn_factor = 1.0f,
+                    .beta_fast = 32.0f,
+                    .beta_slow = 1.0f};
 }
 
 /* ggml_rope_yarn_corr_dim(s) */

@@ -90,17 +90,32 @@ enum { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT };
     "<\xef\xbd\x9c"                                                                                \
     "Assistant\xef\xbd\x9c>"
 
+/* The formats with a header per message (ChatML, Llama 3): for each message
+ * open, role, sep, content (trimmed if trim), close; then, if gen, the
+ * assistant's header (open "assistant" sep). */
+static void render_headers(const moe_chat_msg *msgs, int n, int gen, const char *open,
+                           const char *sep, const char *close, int trim, sink *s) {
+    for (int i = 0; i < n; i++) {
+        puts_(s, open);
+        puts_(s, msgs[i].role);
+        puts_(s, sep);
+        if (trim)
+            put_trimmed(s, msgs[i].content);
+        else
+            puts_(s, msgs[i].content);
+        puts_(s, close);
+    }
+    if (gen) {
+        puts_(s, open);
+        puts_(s, "assistant");
+        puts_(s, sep);
+    }
+}
+
 static void render(int kind, const moe_chat_msg *msgs, const int *roles, int n, int gen, sink *s) {
     switch (kind) {
     case MOE_CHAT_CHATML:
-        for (int i = 0; i < n; i++) {
-            puts_(s, "<|im_start|>");
-            puts_(s, msgs[i].role);
-            puts_(s, "\n");
-            puts_(s, msgs[i].content);
-            puts_(s, "<|im_end|>\n");
-        }
-        if (gen) puts_(s, "<|im_start|>assistant\n");
+        render_headers(msgs, n, gen, "<|im_start|>", "\n", "<|im_end|>\n", 0, s);
         break;
     case MOE_CHAT_MISTRAL: {
         /* Mixtral-8x7B-Instruct-v0.1's template has no system role; a system
@@ -139,14 +154,8 @@ static void render(int kind, const moe_chat_msg *msgs, const int *roles, int n, 
     }
     case MOE_CHAT_LLAMA3:
         puts_(s, "<|begin_of_text|>");
-        for (int i = 0; i < n; i++) {
-            puts_(s, "<|start_header_id|>");
-            puts_(s, msgs[i].role);
-            puts_(s, "<|end_header_id|>\n\n");
-            put_trimmed(s, msgs[i].content);
-            puts_(s, "<|eot_id|>");
-        }
-        if (gen) puts_(s, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+        render_headers(msgs, n, gen, "<|start_header_id|>", "<|end_header_id|>\n\n", "<|eot_id|>",
+                       1, s);
         break;
     case MOE_CHAT_DEEPSEEK3: {
         puts_(s, DS_BOS);

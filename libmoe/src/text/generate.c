@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../internal.h"
+
 struct moe_gen_seq {
     const moe_vocab *v; /* borrowed; NULL: ids only */
     int n_vocab;
@@ -249,15 +251,24 @@ fail:
     return rc;
 }
 
+/* moe_gen_seq_create over the n ids a tokenizer returned with status rc (a
+ * failure passes through with *out NULL); frees ids either way. */
+static int seq_create_tokenized(moe_gen_seq **out, const moe_vocab *v, int n_vocab, int rc,
+                                int32_t *ids, int n, const moe_gen_params *p, moe_err *err) {
+    if (rc == 0)
+        rc = moe_gen_seq_create(out, v, n_vocab, ids, n, p, err);
+    else if (out)
+        *out = NULL;
+    free(ids);
+    return rc;
+}
+
 int moe_gen_seq_create_text(moe_gen_seq **out, const moe_vocab *v, int n_vocab, const char *text,
                             size_t len, int flags, const moe_gen_params *p, moe_err *err) {
     int32_t *ids = NULL;
     int n = 0;
-    if (out) *out = NULL;
     int rc = moe_gen_tokenize_text(v, text, len, flags, &ids, &n, err);
-    if (rc == 0) rc = moe_gen_seq_create(out, v, n_vocab, ids, n, p, err);
-    free(ids);
-    return rc;
+    return seq_create_tokenized(out, v, n_vocab, rc, ids, n, p, err);
 }
 
 int moe_gen_seq_create_chat(moe_gen_seq **out, const moe_vocab *v, int n_vocab, int chat_kind,
@@ -265,23 +276,14 @@ int moe_gen_seq_create_chat(moe_gen_seq **out, const moe_vocab *v, int n_vocab, 
                             moe_err *err) {
     int32_t *ids = NULL;
     int n = 0;
-    if (out) *out = NULL;
     int rc = moe_gen_tokenize_chat(v, chat_kind, msgs, n_msgs, &ids, &n, err);
-    if (rc == 0) rc = moe_gen_seq_create(out, v, n_vocab, ids, n, p, err);
-    free(ids);
-    return rc;
+    return seq_create_tokenized(out, v, n_vocab, rc, ids, n, p, err);
 }
 
 void moe_gen_seq_destroy(moe_gen_seq *s) {
     if (!s) return;
-    free(s->bytes);
-    free(s->delta);
-    free(s->held);
-    free(s->stop_tokens);
-    free(s->stop);
-    free(s->tokens);
     moe_sampler_destroy(s->smp);
-    free(s);
+    MOE_FREE_ALL(s->bytes, s->delta, s->held, s->stop_tokens, s->stop, s->tokens, s);
 }
 
 const int32_t *moe_gen_seq_tokens(const moe_gen_seq *s, int *n_tokens) {

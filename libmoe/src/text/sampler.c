@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../internal.h"
+
 typedef struct cand {
     int32_t id;
     float logit; /* penalised, not temperature-scaled */
@@ -71,19 +73,8 @@ static double rng_uniform(uint64_t st[4]) {
 /* ==== Parameters ==== */
 
 moe_sampler_params moe_sampler_default_params(void) {
-    moe_sampler_params p = {
-        .temperature = 0.0f,
-        .top_k = 0,
-        .top_p = 1.0f,
-        .min_p = 0.0f,
-        .repeat_penalty = 1.0f,
-        .frequency_penalty = 0.0f,
-        .presence_penalty = 0.0f,
-        .penalty_last_n = 64,
-        .seed = 0,
-        .n_logprobs = 0,
-    };
-    return p;
+    /* the defaults sampler.h gives: these, every other field 0 (greedy, filters off) */
+    return (moe_sampler_params){.top_p = 1.0f, .repeat_penalty = 1.0f, .penalty_last_n = 64};
 }
 
 int moe_sampler_params_check(int n_vocab, const moe_sampler_params *p, moe_err *err) {
@@ -154,12 +145,7 @@ nomem:
 
 void moe_sampler_destroy(moe_sampler *s) {
     if (!s) return;
-    free(s->window);
-    free(s->counts);
-    free(s->sorted);
-    free(s->cands);
-    free(s->work);
-    free(s);
+    MOE_FREE_ALL(s->window, s->counts, s->sorted, s->cands, s->work, s);
 }
 
 void moe_sampler_reset(moe_sampler *s) {
