@@ -221,7 +221,7 @@ void chat_msgs_free(moe_chat_msg *m, int n) {
     free_msgs(m, n);
 }
 
-int cmd_chat_template(int argc, char **argv) {
+int cmd_chat_template(const moectl_cmd *cmd, int argc, char **argv) {
     const char *model = NULL, *tfile = NULL, *name = NULL, *mpath = NULL;
     int gen = 0;
     const moe_flag flags[] = {
@@ -237,11 +237,7 @@ int cmd_chat_template(int argc, char **argv) {
         {"--gen", NULL, MOE_FLAG_BOOL, &gen, NULL,
          .help = "add the generation prompt (the start of the assistant's turn)"},
         {0}};
-    const moe_flagset fs = {.prog = "moectl chat-template",
-                            .args = "(--model MODEL.gguf | --template-file F | --name NAME)\n"
-                                    "                            --messages FILE.json [--gen]",
-                            .about = chat_about,
-                            .flags = flags};
+    const moe_flagset fs = cmd_flagset(cmd, chat_about, flags);
     const int status = parse_args(&fs, NULL, argc, argv);
     if (status >= 0) return status;
     if (!mpath || (!!model + !!tfile + !!name) != 1) return usage_error(&fs);

@@ -16,7 +16,7 @@ static const char about[] =
     "'G e1 n1 ... eG nG' (G groups: expert e takes the next n rows), then one row\n"
     "of hidden-size numbers per line. With --workers the rows go over gRPC.\n";
 
-int cmd_expert(int argc, char **argv) {
+int cmd_expert(const moectl_cmd *cmd, int argc, char **argv) {
     const char *path = NULL, *input = NULL, *workers = NULL, *wire = "f32";
     int layer = -1, threads = 1;
     const moe_flag flags[] = {
@@ -30,11 +30,7 @@ int cmd_expert(int argc, char **argv) {
         {"--threads", "MOE_THREADS", MOE_FLAG_INT, &threads, "N", .help = "threads", .min = 1,
          .max = 256},
         {0}};
-    const moe_flagset fs = {.prog = "moectl expert",
-                            .args = "MODEL.gguf --layer L --input FILE [--workers H:P,...] "
-                                    "[--wire f32|bf16]\n                     [--threads N]",
-                            .about = about,
-                            .flags = flags};
+    const moe_flagset fs = cmd_flagset(cmd, about, flags);
     const int status = parse_args(&fs, &path, argc, argv);
     if (status >= 0) return status;
     if (!input || layer < 0) return usage_error(&fs);

@@ -19,14 +19,13 @@ static void routing_words(const moe_model *m, char *buf, size_t n) {
                  hp->shexp_gate ? ", sigmoid-gated shared expert" : ", shared experts");
 }
 
-int cmd_info(int argc, char **argv) {
+int cmd_info(const moectl_cmd *cmd, int argc, char **argv) {
     const char *path = NULL;
     int json = 0;
     const moe_flag flags[] = {
         {"--json", NULL, MOE_FLAG_BOOL, &json, NULL, .help = "one JSON object instead of text"},
         {0}};
-    const moe_flagset fs = {
-        .prog = "moectl info", .args = "MODEL.gguf [--json]", .about = about, .flags = flags};
+    const moe_flagset fs = cmd_flagset(cmd, about, flags);
     const int status = parse_args(&fs, &path, argc, argv);
     if (status >= 0) return status;
     moe_model *m;

@@ -33,7 +33,7 @@ static int check_expert_scale(const void *dst, char *why, size_t cap) {
      .max = INT32_MAX}
 /* clang-format on */
 
-int cmd_mkmodel(int argc, char **argv) {
+int cmd_mkmodel(const moectl_cmd *cmd, int argc, char **argv) {
     const char *out = NULL, *arch = NULL, *dtype = NULL, *preset = "tiny", *pre = NULL,
                *tokenizer = NULL;
     uint64_t seed = 1;
@@ -93,11 +93,8 @@ int cmd_mkmodel(int argc, char **argv) {
                  "scores, byte fallback, BOS added) instead of byte-level BPE"},
         {"-o", NULL, MOE_FLAG_STRING, &out, "OUT.gguf", .help = "the file to write"},
         {0}};
-    const moe_flagset fs = {.prog = "moectl mkmodel",
-                            .args = "--arch A [--dtype D] [--seed S] [dims...] -o OUT.gguf",
-                            .about = about,
-                            .footer = footer,
-                            .flags = flags};
+    moe_flagset fs = cmd_flagset(cmd, about, flags);
+    fs.footer = footer;
     const int status = parse_args(&fs, NULL, argc, argv);
     if (status >= 0) return status;
     if (!arch || !out) return usage_error(&fs);

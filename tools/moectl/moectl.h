@@ -11,15 +11,33 @@
 #include "svc/flags.h"
 #include "svc/strbuf.h"
 
-int cmd_info(int argc, char **argv);
-int cmd_logits(int argc, char **argv);
-int cmd_generate(int argc, char **argv);
-int cmd_bench(int argc, char **argv);
-int cmd_mkmodel(int argc, char **argv);
-int cmd_expert(int argc, char **argv);
-int cmd_tokenize(int argc, char **argv);
-int cmd_detokenize(int argc, char **argv);
-int cmd_chat_template(int argc, char **argv);
+/* A command: its name, the usage line's program and arguments, its function
+ * and the line 'moectl --help' shows (all static). */
+typedef struct moectl_cmd moectl_cmd;
+struct moectl_cmd {
+    const char *name; /* "tokenize" */
+    const char *prog; /* "moectl tokenize" */
+    int (*fn)(const moectl_cmd *cmd, int argc, char **argv);
+    const char *args;     /* after "usage: PROG ": the command's arguments */
+    const char *synopsis; /* for 'moectl --help': arguments, then what it does */
+};
+
+/* The command's flagset: its usage line from cmd, the lines under it (about)
+ * and its flag table. */
+static inline moe_flagset cmd_flagset(const moectl_cmd *cmd, const char *about,
+                                      const moe_flag *flags) {
+    return (moe_flagset){.prog = cmd->prog, .args = cmd->args, .about = about, .flags = flags};
+}
+
+int cmd_info(const moectl_cmd *cmd, int argc, char **argv);
+int cmd_logits(const moectl_cmd *cmd, int argc, char **argv);
+int cmd_generate(const moectl_cmd *cmd, int argc, char **argv);
+int cmd_bench(const moectl_cmd *cmd, int argc, char **argv);
+int cmd_mkmodel(const moectl_cmd *cmd, int argc, char **argv);
+int cmd_expert(const moectl_cmd *cmd, int argc, char **argv);
+int cmd_tokenize(const moectl_cmd *cmd, int argc, char **argv);
+int cmd_detokenize(const moectl_cmd *cmd, int argc, char **argv);
+int cmd_chat_template(const moectl_cmd *cmd, int argc, char **argv);
 
 /* Prints "moectl: error: ..." to stderr; returns 1 (the exit status). */
 int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -177,7 +177,7 @@ static const char logits_about[] =
     "  {\"n_vocab\": V, \"positions\": [{\"pos\": 0, \"token\": 1, \"logits\": [V numbers]}, "
     "...]}\n";
 
-int cmd_logits(int argc, char **argv) {
+int cmd_logits(const moectl_cmd *cmd, int argc, char **argv) {
     run_opts o = run_opts_default();
     const char *toks = NULL;
     moe_flag run[RUN_N_FLAGS + 1];
@@ -193,10 +193,7 @@ int cmd_logits(int argc, char **argv) {
                  "another engine's rounding may break the other way"},
         {.include = run},
         {0}};
-    const moe_flagset fs = {.prog = "moectl logits",
-                            .args = "MODEL.gguf --tokens 1,2,3 [options]",
-                            .about = logits_about,
-                            .flags = flags};
+    const moe_flagset fs = cmd_flagset(cmd, logits_about, flags);
     const int status = parse_args(&fs, &o.path, argc, argv);
     if (status >= 0) return status;
     if (!toks) return usage_error(&fs);
@@ -284,7 +281,7 @@ static int buf_add(char **buf, size_t *len, size_t *cap, const char *p, size_t n
     return 0;
 }
 
-int cmd_generate(int argc, char **argv) {
+int cmd_generate(const moectl_cmd *cmd, int argc, char **argv) {
     run_opts o = run_opts_default();
     const char *toks = NULL, *prompt = NULL, *stops[8], *chat = NULL, *chat_name = NULL;
     int n_gen = 16, ignore_eos = 0, special = 0, stream = 0;
@@ -336,12 +333,7 @@ int cmd_generate(int argc, char **argv) {
                  "is held until it is decided) and the JSON to stderr"},
         {.include = run},
         {0}};
-    const moe_flagset fs = {.prog = "moectl generate",
-                            .args =
-                                "MODEL.gguf (--tokens 1,2,3 | --prompt TEXT | --chat FILE.json)\n"
-                                "                       [-n 16] [sampling] [options]",
-                            .about = generate_about,
-                            .flags = flags};
+    const moe_flagset fs = cmd_flagset(cmd, generate_about, flags);
     const int status = parse_args(&fs, &o.path, argc, argv);
     if (status >= 0) return status;
     const int n_stops = stop.n;
@@ -495,7 +487,7 @@ static const char bench_about[] =
     "with the B sequences decoding together, timed. Best of R repetitions.\n"
     "Prints {\"prefill_tok_s\": x, \"decode_tok_s\": y, ...}.\n";
 
-int cmd_bench(int argc, char **argv) {
+int cmd_bench(const moectl_cmd *cmd, int argc, char **argv) {
     run_opts o = run_opts_default();
     int P = 128, G = 64, B = 1, reps = 3;
     moe_flag run[RUN_N_FLAGS + 1];
@@ -509,11 +501,7 @@ int cmd_bench(int argc, char **argv) {
          .min = 1, .max = INT32_MAX},
         {.include = run},
         {0}};
-    const moe_flagset fs = {.prog = "moectl bench",
-                            .args = "MODEL.gguf [--prompt 128] [--gen 64] [--batch B] [--reps R]\n"
-                                    "                    [options]",
-                            .about = bench_about,
-                            .flags = flags};
+    const moe_flagset fs = cmd_flagset(cmd, bench_about, flags);
     const int status = parse_args(&fs, &o.path, argc, argv);
     if (status >= 0) return status;
     moe_model *m;

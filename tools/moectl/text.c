@@ -108,7 +108,7 @@ static int print_tokens(const moe_vocab *v, const char *t, size_t n, int bos, in
     return 0;
 }
 
-int cmd_tokenize(int argc, char **argv) {
+int cmd_tokenize(const moectl_cmd *cmd, int argc, char **argv) {
     const char *path = NULL, *text = NULL, *texts = NULL;
     int special = 0, bos = 0, bench = 0;
     const moe_flag flags[] = {
@@ -119,11 +119,7 @@ int cmd_tokenize(int argc, char **argv) {
         {"--bench", NULL, MOE_FLAG_INT, &bench, "R",
          .help = "tokenize the texts R times (best of 3) and print {\"mb_s\": ...} instead"},
         {0}};
-    const moe_flagset fs = {.prog = "moectl tokenize",
-                            .args = "MODEL.gguf (--text TEXT | --texts FILE.json) [--special] "
-                                    "[--bos]\n                       [--bench R]",
-                            .about = tok_about,
-                            .flags = flags};
+    const moe_flagset fs = cmd_flagset(cmd, tok_about, flags);
     const int status = parse_args(&fs, &path, argc, argv);
     if (status >= 0) return status;
     if (!text == !texts) return usage_error(&fs);
@@ -214,7 +210,7 @@ static int print_text(const moe_vocab *v, const int32_t *ids, int n, int flags, 
     return 0;
 }
 
-int cmd_detokenize(int argc, char **argv) {
+int cmd_detokenize(const moectl_cmd *cmd, int argc, char **argv) {
     const char *path = NULL, *toks = NULL, *results = NULL;
     int skip_special = 0, continuation = 0;
     const moe_flag table[] = {
@@ -227,11 +223,7 @@ int cmd_detokenize(int argc, char **argv) {
          .help = "the tokens continue an earlier text: for a SentencePiece vocabulary,\n"
                  "keep the space the tokenizer puts before the text (removed otherwise)"},
         {0}};
-    const moe_flagset fs = {.prog = "moectl detokenize",
-                            .args = "MODEL.gguf (--tokens 1,2,3 | --results FILE.json)\n"
-                                    "                         [--skip-special] [--continuation]",
-                            .about = detok_about,
-                            .flags = table};
+    const moe_flagset fs = cmd_flagset(cmd, detok_about, table);
     const int status = parse_args(&fs, &path, argc, argv);
     if (status >= 0) return status;
     if (!!toks + !!results != 1) return usage_error(&fs);
