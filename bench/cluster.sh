@@ -116,5 +116,5 @@ while [ $i -lt 100 ]; do
     sleep 0.1; i=$((i + 1))
 done
 t1=$(now_ms)
-sw=$(sed -n 's/.*epoch [0-9]* active after \([0-9]*\) ms/\1/p' "$CT/r.err" | tail -1)
+sw=$(sed -n 's/.*epoch [0-9]* active after \([0-9]*\) ms.*/\1/p' "$CT/r.err" | tail -1)
 echo "rebalance: load shift to 1 expert -> $(replicas) replicas active in $((t1 - t0)) ms (pending -> active: ${sw:-?} ms; router samples load every 1 s, half-life 0.5 s)"
