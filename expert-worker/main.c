@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "moe/model.h"
+#include "mesh/schema.h"
 #include "moe/ops.h"
 #include "mesh/rlink.h"
 #include "metrics.h"
@@ -102,7 +103,8 @@ int main(int argc, char **argv) {
     const char *model = NULL, *listen = "127.0.0.1:50051", *experts = NULL, *redis = NULL,
                *prefix = NULL, *domain = NULL, *worker_id = NULL, *advertise = NULL,
                *metrics_addr = NULL;
-    int n_threads = 1, max_rows = 4096, lease_ms = 3000, grace_ms = 10000, drain_ms = 30000;
+    int n_threads = 1, max_rows = 4096, lease_ms = MOE_SCHEMA_LEASE_MS_DEFAULT, grace_ms = 10000,
+        drain_ms = 30000;
     uint64_t capacity = 0;
     const moe_flag flags[] = {
         {"--model", "MOE_MODEL", MOE_FLAG_STRING, &model, "PATH", .help = "GGUF model",
@@ -121,7 +123,7 @@ int main(int argc, char **argv) {
          .help = "redis://host:port: join a router-svc deployment (see below)",
          .alias = "--router"},
         {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &prefix, "P",
-         .help = "the deployment's key prefix", .def = "moemesh"},
+         .help = "the deployment's key prefix", .def = MOE_SCHEMA_PREFIX_DEFAULT},
         {"--failure-domain", "MOE_FAILURE_DOMAIN", MOE_FLAG_STRING, &domain, "D",
          .help = "node or zone; replicas of an expert avoid sharing one", .def = "none"},
         {"--worker-id", "MOE_WORKER_ID", MOE_FLAG_STRING, &worker_id, "ID", .help = "unique id",

@@ -12,6 +12,7 @@
 #include "svc/log.h"
 #include "svc/signal.h"
 #include "svc/start.h"
+#include "mesh/schema.h"
 #include "router.h"
 
 static const char about[] = "Owns the placement of a deployment's experts on its expert-workers.\n"
@@ -46,7 +47,7 @@ int main(int argc, char **argv) {
         {"--redis", "MOE_REDIS", MOE_FLAG_STRING, &redis, "URL", .help = "redis://host:port[/db]",
          .required = "Redis"},
         {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &prefix, "P",
-         .help = "the deployment's key prefix", .def = "moemesh"},
+         .help = "the deployment's key prefix", .def = MOE_SCHEMA_PREFIX_DEFAULT},
         {"--listen", "MOE_LISTEN", MOE_FLAG_STRING, &listen, "ADDR",
          .help = "HTTP for /metrics, /v1/scale, /v1/placement, /healthz (port 0 picks one)"},
         {"--min-replicas", "MOE_MIN_REPLICAS", MOE_FLAG_INT, &minr, "N",

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "moe/generate.h"
+#include "mesh/schema.h"
 #include "moe/model.h"
 #include "moe/ops.h"
 #include "mesh/remote.h"
@@ -62,7 +63,7 @@ static void run_flags(run_opts *o, moe_flag t[RUN_N_FLAGS + 1]) {
                  "names (redis://host:port), following its changes;\n"
                  "a failed worker's rows go to another replica"},
         {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &o->prefix, "P",
-         .help = "the deployment's Redis key prefix", .def = "moemesh"},
+         .help = "the deployment's Redis key prefix", .def = MOE_SCHEMA_PREFIX_DEFAULT},
         {"--wire", "MOE_WIRE", MOE_FLAG_STRING, &o->wire, "bf16|f32",
          .help = "activations on the wire; f32 is exact", .check = check_wire},
         {"--deadline-ms", "MOE_DEADLINE_MS", MOE_FLAG_MS, &o->deadline_ms, "N",
