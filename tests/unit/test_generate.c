@@ -114,7 +114,54 @@ TEST(gen_stop_string_split_across_tokens) {
     p.stop = stops, p.n_stop = 1, p.max_tokens = 50;
     moe_gen_step st;
 
-    moe_gen_seq *s = seq_new(&t, &p);
+    moe_gen_seq *s;
+    /* a stop string whose partial match falls back to a shorter one: "aab"
+     * after "aaa" still holds "aa" (the matcher's state moves from 2 back to
+     * 2 through its prefix function, not to 0) */
+    {
+        const char *aab[] = {"aab"};
+        moe_gen_params q = p;
+        q.stop = aab;
+        s = seq_new(&t, &q);
+        step_to(s, 'a', &st);
+        ASSERT_TEXT(st, "");
+        step_to(s, 'a', &st);
+        ASSERT_TEXT(st, "");
+        step_to(s, 'a', &st);
+        ASSERT_TEXT(st, "a");
+        step_to(s, 'b', &st);
+        ASSERT_TEXT(st, "");
+        ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_STOP_STRING);
+        moe_gen_seq_destroy(s);
+    }
+    /* the longest stop string allowed is matched like any other */
+    {
+        static char big[MOE_GEN_MAX_STOP_LEN + 1];
+        memset(big, 'a', MOE_GEN_MAX_STOP_LEN);
+        const char *bigs[] = {big};
+        moe_gen_params q = p;
+        q.stop = bigs, q.max_tokens = 2 * MOE_GEN_MAX_STOP_LEN;
+        s = seq_new(&t, &q);
+        for (int i = 0; i < MOE_GEN_MAX_STOP_LEN - 1; i++) {
+            step_to(s, 'a', &st);
+            ASSERT_TEXT(st, "");
+        }
+        step_to(s, 'a', &st);
+        ASSERT_TEXT(st, "");
+        ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_STOP_STRING);
+        moe_gen_seq_destroy(s);
+        /* one byte too long: refused */
+        static const int32_t prompt[2] = {'H', 'i'};
+        moe_err err;
+        char over[MOE_GEN_MAX_STOP_LEN + 2];
+        memset(over, 'a', sizeof over - 1);
+        over[sizeof over - 1] = 0;
+        const char *overs[] = {over};
+        q.stop = overs;
+        ASSERT_EQ_INT(moe_gen_seq_create(&s, t.v, N_VOCAB, prompt, 2, &q, &err), MOE_EINVAL);
+    }
+
+    s = seq_new(&t, &p);
     step_to(s, 'a', &st);
     ASSERT_TEXT(st, "a");
     ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_NONE);
@@ -243,18 +290,18 @@ TEST(gen_utf8_split_across_tokens) {
     ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_STOP_STRING);
     moe_gen_seq_destroy(s);
 
-    /* a stop string that begins in the middle of a character's bytes: the
-     * held part is cut at the character boundary, whole characters only */
-    const char *stops2[] = {"\xa9x"};
-    p.stop = stops2;
-    s = seq_new(&t, &p);
-    step_to(s, 0xC3, &st);
-    ASSERT_TEXT(st, "");
-    step_to(s, 0xA9, &st);
-    ASSERT_TEXT(st, "");
-    step_to(s, 'y', &st);
-    ASSERT_TEXT(st, "\xc3\xa9y");
-    moe_gen_seq_destroy(s);
+    /* a stop string that is not whole UTF-8 (it could end a delta inside a
+     * character) is refused, naming it */
+    const char *stops2[] = {"ok", "\xa9x"};
+    p.stop = stops2, p.n_stop = 2;
+    {
+        static const int32_t prompt[2] = {'H', 'i'};
+        moe_err err;
+        s = (moe_gen_seq *)1;
+        ASSERT_EQ_INT(moe_gen_seq_create(&s, t.v, N_VOCAB, prompt, 2, &p, &err), MOE_EINVAL);
+        ASSERT(s == NULL);
+        ASSERT(strstr(err.msg, "stop string 1 is not valid UTF-8") != NULL);
+    }
 
     /* the length limit on a cut character: its byte comes out raw */
     p.n_stop = 0, p.max_tokens = 2;
@@ -687,4 +734,27 @@ TEST(gen_scheduler_batch_matches_alone) {
     moe_vocab_free(v);
     moe_model_free(m);
     unlink(path);
+}
+
+/* The token list starts small and doubles: a long generation keeps every
+ * token, in order, up to max_tokens exactly. */
+TEST(gen_token_list_grows) {
+    tvocab t;
+    tvocab_open(&t);
+    moe_gen_params p = moe_gen_default_params();
+    p.max_tokens = 2500;
+    moe_gen_step st;
+    moe_gen_seq *s = seq_new(&t, &p);
+    for (int i = 0; i < 2500; i++) {
+        ASSERT_EQ_INT(st.finish = MOE_GEN_FINISH_NONE, MOE_GEN_FINISH_NONE);
+        step_to(s, 'a' + i % 26, &st);
+    }
+    ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_MAX_TOKENS);
+    int n = 0;
+    const int32_t *ids = moe_gen_seq_tokens(s, &n);
+    ASSERT_EQ_INT(n, 2 + 2500);
+    ASSERT_EQ_INT(moe_gen_seq_n_generated(s), 2500);
+    for (int i = 0; i < 2500; i++) ASSERT_EQ_INT(ids[2 + i], 'a' + i % 26);
+    moe_gen_seq_destroy(s);
+    tvocab_close(&t);
 }

@@ -10,9 +10,10 @@
  * matcher. It never touches a model context: whoever runs the model (a
  * scheduler, moectl) owns the moe_ctx and its slots, runs moe_ctx_decode and
  * hands each sequence its row of logits. Every buffer is sized when the
- * sequence is created (its sampler's scratch is O(n_vocab); creating one also
- * scans the vocabulary once for its longest token); moe_gen_seq_step
- * allocates nothing.
+ * sequence is created (its sampler's scratch is O(n_vocab)); moe_gen_seq_step
+ * allocates only when the token list outgrows its first 1024 generated
+ * tokens (it doubles, up to max_tokens). A step costs O(new bytes x stop
+ * strings) for the stop strings, whatever their length.
  *
  * One sequence, one slot (what `moectl generate` does):
  *
@@ -189,7 +190,8 @@ int moe_gen_tokenize_chat(const moe_vocab *v, int chat_kind, const moe_chat_msg 
  * n_vocab logits (the model's hp.n_vocab; 0: the vocabulary's size). v may be
  * NULL (ids in, ids out: no text, no stop strings); otherwise it is borrowed
  * until moe_gen_seq_destroy. p is copied (stop strings and stop tokens too).
- * Every buffer the steps need is allocated here. On success *out is owned by
+ * Every buffer the steps need is allocated here (the token list grows). Stop
+ * strings must be valid UTF-8. On success *out is owned by
  * the caller (moe_gen_seq_destroy); if max_tokens is 0 the sequence is born
  * finished (MOE_GEN_FINISH_MAX_TOKENS). Errors (*out NULL, err says which
  * field): MOE_EINVAL (a bad parameter, see moe_sampler_params_check; an

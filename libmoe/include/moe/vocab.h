@@ -38,6 +38,8 @@ void moe_vocab_free(moe_vocab *v);
 
 moe_vocab_kind moe_vocab_kind_of(const moe_vocab *v);
 int moe_vocab_n_tokens(const moe_vocab *v);
+/* Bytes of the longest token text (a token's raw bytes are never longer). */
+size_t moe_vocab_max_token_len(const moe_vocab *v);
 int moe_vocab_bos(const moe_vocab *v); /* -1 if none */
 int moe_vocab_eos(const moe_vocab *v); /* -1 if none */
 int moe_vocab_unk(const moe_vocab *v); /* -1 if none */

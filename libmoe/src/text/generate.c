@@ -4,10 +4,12 @@
  *
  * The text a sequence has decoded but not yet emitted lives in `held`: at
  * most a stop string's length - 1 (a suffix that may begin a stop string)
- * plus the bytes of one UTF-8 character. A step appends its token's text,
- * looks for stop strings that end in the new text (none can lie wholly in the
- * held part, or the sequence would have stopped), and emits the longest
- * prefix that cannot begin one, cut at a character boundary, into `delta`.
+ * plus the bytes of one UTF-8 character. A step appends its token's text and
+ * feeds each new byte to one Knuth-Morris-Pratt matcher per stop string (its
+ * state: the longest suffix of the text so far that is a prefix of the stop
+ * string), so a step costs O(new bytes x stop strings) however long the stop
+ * strings are. A match ends the sequence; otherwise the longest prefix that
+ * cannot begin a stop string, cut at a character boundary, goes to `delta`.
  */
 #include "moe/generate.h"
 
@@ -15,6 +17,7 @@
 #include <string.h>
 
 #include "../internal.h"
+#include "unicode.h"
 
 struct moe_gen_seq {
     const moe_vocab *v; /* borrowed; NULL: ids only */
@@ -23,11 +26,13 @@ struct moe_gen_seq {
     moe_sampler *smp;
     moe_detok_stream ds;
     int32_t eos;     /* -1: none */
-    int32_t *tokens; /* (cap_tokens) prompt, then generated */
-    int n_prompt, n_tokens, cap_tokens;
+    int32_t *tokens; /* (cap_tokens) prompt, then generated; grows up to max_tokens_all */
+    int n_prompt, n_tokens, cap_tokens, max_tokens_all;
     int max_gen;          /* generated tokens allowed by max_tokens (-1: no limit) */
     char **stop;          /* (p.n_stop) copies, in one allocation with stop_len */
     size_t *stop_len;     /* (p.n_stop) */
+    size_t *stop_state;   /* (p.n_stop) KMP state: bytes of the stop string matched */
+    int32_t **stop_pi;    /* (p.n_stop) KMP prefix function of each (stop_len entries) */
     int32_t *stop_tokens; /* (p.n_stop_tokens) */
     char *held;           /* (cap_text) decoded, not yet emitted */
     size_t n_held;
@@ -37,6 +42,20 @@ struct moe_gen_seq {
     size_t max_tok; /* longest token text in the vocabulary */
     moe_gen_finish finish;
 };
+
+/* The tokens list's first size past the prompt (then it doubles). */
+#define GEN_TOKENS_FIRST 1024
+
+/* Knuth-Morris-Pratt: pi[i] = length of the longest proper prefix of
+ * t[0..i] that is also a suffix of it. */
+static void kmp_prefix(const char *t, size_t n, int32_t *pi) {
+    if (n) pi[0] = 0;
+    for (size_t i = 1; i < n; i++) {
+        int32_t q = pi[i - 1];
+        while (q > 0 && t[i] != t[q]) q = pi[q - 1];
+        pi[i] = q + (t[i] == t[q]);
+    }
+}
 
 /* ==== Parameters ==== */
 
@@ -97,6 +116,14 @@ static int params_check(const moe_vocab *v, int n_vocab, const int32_t *prompt, 
         if (l == 0 || l > MOE_GEN_MAX_STOP_LEN)
             return moe_err_set(err, MOE_EINVAL, "generate: stop string %d must have 1 to %d bytes",
                                k, MOE_GEN_MAX_STOP_LEN);
+        uint32_t cp;
+        for (size_t i = 0; i < l;) {
+            const int n = moe__utf8_decode(p->stop[k] + i, l - i, &cp);
+            if (n <= 0)
+                return moe_err_set(err, MOE_EINVAL,
+                                   "generate: stop string %d is not valid UTF-8 (byte %zu)", k, i);
+            i += (size_t)n;
+        }
     }
     if (p->n_stop_tokens < 0 || p->n_stop_tokens > MOE_GEN_MAX_STOP_TOKENS ||
         (p->n_stop_tokens > 0 && !p->stop_tokens))
@@ -188,7 +215,10 @@ int moe_gen_seq_create(moe_gen_seq **out, const moe_vocab *v, int n_vocab, const
     if (p->n_ctx > 0 && (room < 0 || room > (long)p->n_ctx - n_prompt))
         room = (long)p->n_ctx - n_prompt;
     s->max_gen = p->max_tokens;
-    s->cap_tokens = n_prompt + (int)room;
+    s->max_tokens_all = n_prompt + (int)room;
+    /* the list grows by doubling (moe_gen_seq_step), so a large max_tokens
+     * costs nothing until it is used */
+    s->cap_tokens = n_prompt + (int)(room < GEN_TOKENS_FIRST ? room : GEN_TOKENS_FIRST);
     s->tokens = malloc((size_t)s->cap_tokens * sizeof *s->tokens);
     if (!s->tokens) goto nomem;
     memcpy(s->tokens, prompt, (size_t)n_prompt * sizeof *prompt);
@@ -202,15 +232,26 @@ int moe_gen_seq_create(moe_gen_seq **out, const moe_vocab *v, int n_vocab, const
         if (l > max_stop) max_stop = l;
     }
     if (p->n_stop > 0) {
-        s->stop = malloc((size_t)p->n_stop * (sizeof *s->stop + sizeof *s->stop_len) + all);
+        /* one allocation: pointers, lengths, states, prefix functions, texts */
+        const size_t n = (size_t)p->n_stop;
+        s->stop = malloc(n * (2 * sizeof(char *) + 2 * sizeof(size_t)) +
+                         (all - n) * sizeof(int32_t) + all);
         if (!s->stop) goto nomem;
-        s->stop_len = (size_t *)(s->stop + p->n_stop);
-        char *str = (char *)(s->stop_len + p->n_stop);
+        s->stop_pi = (int32_t **)(s->stop + n);
+        s->stop_len = (size_t *)(s->stop_pi + n);
+        s->stop_state = s->stop_len + n;
+        int32_t *pi = (int32_t *)(s->stop_state + n);
+        char *str = (char *)(pi + (all - n));
         for (int k = 0; k < p->n_stop; k++) {
-            s->stop_len[k] = strlen(p->stop[k]);
-            memcpy(str, p->stop[k], s->stop_len[k] + 1);
+            const size_t sl = strlen(p->stop[k]);
+            s->stop_len[k] = sl;
+            s->stop_state[k] = 0;
+            memcpy(str, p->stop[k], sl + 1);
             s->stop[k] = str;
-            str += s->stop_len[k] + 1;
+            str += sl + 1;
+            s->stop_pi[k] = pi;
+            kmp_prefix(s->stop[k], sl, pi);
+            pi += sl;
         }
     }
     s->p.stop = (const char *const *)s->stop;
@@ -223,11 +264,7 @@ int moe_gen_seq_create(moe_gen_seq **out, const moe_vocab *v, int n_vocab, const
 
     /* text buffers: a token's bytes are never longer than its stored text */
     if (v) {
-        const int nt = moe_vocab_n_tokens(v);
-        for (int i = 0; i < nt; i++) {
-            size_t l = 0;
-            if (moe_vocab_text(v, i, &l) && l > s->max_tok) s->max_tok = l;
-        }
+        s->max_tok = moe_vocab_max_token_len(v);
         moe_detok_stream_init(&s->ds, v, p->skip_special ? MOE_DETOK_SKIP_SPECIAL : 0);
     }
     /* held: a stop string's prefix + a cut character; then a token's text and
@@ -307,34 +344,37 @@ moe_gen_finish moe_gen_seq_finish(const moe_gen_seq *s) {
 /* ==== Text: hold-back and stop strings ==== */
 
 /* How much of held[0..n) can be emitted while a stop string may still match:
- * up to the longest suffix that is a proper prefix of a stop string, cut at a
- * character boundary. */
+ * all but the longest matched prefix of a stop string (its KMP state), cut at
+ * a character boundary. */
 static size_t stop_safe(const moe_gen_seq *s, size_t n) {
     size_t hold = 0;
-    for (int k = 0; k < s->p.n_stop; k++) {
-        const size_t sl = s->stop_len[k];
-        for (size_t l = sl - 1; l > hold; l--)
-            if (l <= n && !memcmp(s->held + n - l, s->stop[k], l)) {
-                hold = l;
-                break;
-            }
-    }
+    for (int k = 0; k < s->p.n_stop; k++)
+        if (s->stop_state[k] > hold) hold = s->stop_state[k];
+    if (hold > n) hold = n; /* cannot happen: the matched bytes are still held */
     return moe_utf8_complete(s->held, n - hold);
 }
 
-/* The earliest stop string in held[0..n) that ends after old (the bytes held
- * before this step); its start in *at, its index returned, or -1. */
-static int stop_find(const moe_gen_seq *s, size_t old, size_t n, size_t *at) {
+/* Feeds held[old..n) (this step's new bytes) to every stop string's matcher.
+ * Returns the stop string whose first match in them starts earliest (ties:
+ * the first listed), its start in *at; or -1. */
+static int stop_find(moe_gen_seq *s, size_t old, size_t n, size_t *at) {
     int found = -1;
     for (int k = 0; k < s->p.n_stop; k++) {
+        const char *t = s->stop[k];
+        const int32_t *pi = s->stop_pi[k];
         const size_t sl = s->stop_len[k];
-        const size_t from = old >= sl ? old - sl + 1 : 0; /* new matches only */
-        if (from >= n) continue;
-        const char *hit = memmem(s->held + from, n - from, s->stop[k], sl);
-        if (hit && (found < 0 || (size_t)(hit - s->held) < *at)) {
-            found = k;
-            *at = (size_t)(hit - s->held);
+        size_t q = s->stop_state[k];
+        for (size_t i = old; i < n; i++) {
+            const char c = s->held[i];
+            while (q > 0 && t[q] != c) q = (size_t)pi[q - 1];
+            if (t[q] == c) q++;
+            if (q == sl) {
+                const size_t start = i + 1 - sl;
+                if (found < 0 || start < *at) found = k, *at = start;
+                break; /* the sequence ends: later bytes do not matter */
+            }
         }
+        s->stop_state[k] = q;
     }
     return found;
 }
@@ -389,6 +429,17 @@ int moe_gen_seq_step(moe_gen_seq *s, const float *logits, moe_gen_step *out, moe
                            moe_gen_finish_reason(s->finish));
     if (!logits || !out) return moe_err_set(err, MOE_EINVAL, "generate: logits or out is NULL");
     step_clear(out, s);
+    if (s->n_tokens == s->cap_tokens) { /* below max_tokens_all, or it would have ended */
+        const int cap = s->cap_tokens > s->max_tokens_all / 2 ? s->max_tokens_all
+                                                              : 2 * s->cap_tokens;
+        int32_t *t = realloc(s->tokens, (size_t)cap * sizeof *t);
+        if (!t) {
+            end_flush(s, MOE_GEN_FINISH_ERROR, out);
+            return moe_err_set(err, MOE_ENOMEM, "out of memory for the token list");
+        }
+        s->tokens = t;
+        s->cap_tokens = cap;
+    }
     int rc = moe_sampler_sample(s->smp, logits, &r);
     if (rc < 0) {
         end_flush(s, MOE_GEN_FINISH_ERROR, out);

@@ -28,6 +28,7 @@ struct moe_vocab {
                            * control and user-defined, longest text first */
     int n_special;
     int bos, eos, unk;
+    size_t max_len; /* the longest token text */
     int add_bos;          /* tokenizer.ggml.add_bos_token (SentencePiece default 1) */
     int add_space_prefix; /* tokenizer.ggml.add_space_prefix (SentencePiece default 1) */
     int nfc;              /* NFC-normalise text before splitting (see moe_vocab_nfc) */
@@ -175,6 +176,7 @@ int moe_vocab_load(moe_vocab **out, const moe_gguf *g, moe_err *err) {
         v->arena[at + s.len] = 0;
         v->off[i] = (uint32_t)at;
         v->len[i] = (uint32_t)s.len;
+        if (s.len > v->max_len) v->max_len = s.len;
         v->type[i] = 1;
         at += s.len + 1;
         size_t h = hash_bytes(s.ptr, s.len) & (v->cap - 1);
@@ -315,6 +317,9 @@ fail:
 
 moe_vocab_kind moe_vocab_kind_of(const moe_vocab *v) {
     return v->kind;
+}
+size_t moe_vocab_max_token_len(const moe_vocab *v) {
+    return v->max_len;
 }
 int moe_vocab_n_tokens(const moe_vocab *v) {
     return v->n;
