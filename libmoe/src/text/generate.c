@@ -430,8 +430,8 @@ int moe_gen_seq_step(moe_gen_seq *s, const float *logits, moe_gen_step *out, moe
     if (!logits || !out) return moe_err_set(err, MOE_EINVAL, "generate: logits or out is NULL");
     step_clear(out, s);
     if (s->n_tokens == s->cap_tokens) { /* below max_tokens_all, or it would have ended */
-        const int cap = s->cap_tokens > s->max_tokens_all / 2 ? s->max_tokens_all
-                                                              : 2 * s->cap_tokens;
+        const int cap =
+            s->cap_tokens > s->max_tokens_all / 2 ? s->max_tokens_all : 2 * s->cap_tokens;
         int32_t *t = realloc(s->tokens, (size_t)cap * sizeof *t);
         if (!t) {
             end_flush(s, MOE_GEN_FINISH_ERROR, out);

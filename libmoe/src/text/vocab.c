@@ -28,7 +28,7 @@ struct moe_vocab {
                            * control and user-defined, longest text first */
     int n_special;
     int bos, eos, unk;
-    size_t max_len; /* the longest token text */
+    size_t max_len;       /* the longest token text */
     int add_bos;          /* tokenizer.ggml.add_bos_token (SentencePiece default 1) */
     int add_space_prefix; /* tokenizer.ggml.add_space_prefix (SentencePiece default 1) */
     int nfc;              /* NFC-normalise text before splitting (see moe_vocab_nfc) */
