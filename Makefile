@@ -209,6 +209,8 @@ run: deps
 # tests/integration/format.sh fails on a drift
 format:
 	$(Q)clang-format -i $$(sh tools/format-files.sh)
+format-check:
+	$(Q)sh tests/integration/format.sh
 
 clean:
 	rm -rf build build-san build-fuzz

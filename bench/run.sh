@@ -12,6 +12,12 @@
 # Env: BENCH_THREADS="1 2", BENCH_PROMPT=128, BENCH_GEN=64, BENCH_REPS=3,
 #      BENCH_MODEL=models/bench-mixtral-q8_0.gguf
 set -u
+# The services' and moectl's flags read MOE_* environment twins: none may leak
+# in from the caller's shell (MOE_REDIS would turn a single-process reference
+# run into a cluster run). MOE_CPU (the SIMD table) is kept on purpose.
+for v in $(env | sed -n 's/^\(MOE_[A-Z0-9_]*\)=.*/\1/p'); do
+    case $v in MOE_CPU | MOE_SAN | MOE_REF_ENV) ;; *) unset "$v" ;; esac
+done
 BUILD=${BUILD:-build}
 MOECTL="$BUILD/moectl"
 THREADS=${BENCH_THREADS:-"1 2"}

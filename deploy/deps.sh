@@ -25,3 +25,13 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends $missing
+# prometheus is here for promtool only (the metrics tests): its server must
+# not be left listening on :9090 where systemd started it on install
+case " $missing " in
+*" prometheus "*)
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        $SUDO systemctl disable --now prometheus >/dev/null 2>&1 &&
+            echo "deps: prometheus installed for promtool; its service is stopped and disabled"
+    fi
+    ;;
+esac

@@ -9,6 +9,12 @@ BUILD=${BUILD:-build}
 UNIT_TIMEOUT=${UNIT_TIMEOUT:-120}
 INTEG_TIMEOUT=${INTEG_TIMEOUT:-900}
 export BUILD
+# The services' and moectl's flags read MOE_* environment twins: none may leak
+# in from the caller's shell (MOE_REDIS would turn a single-process reference
+# run into a cluster run). MOE_CPU (the SIMD table) is kept on purpose.
+for v in $(env | sed -n 's/^\(MOE_[A-Z0-9_]*\)=.*/\1/p'); do
+    case $v in MOE_CPU | MOE_SAN | MOE_REF_ENV) ;; *) unset "$v" ;; esac
+done
 # a Node.js >= 20 for the reference tooling (see tests/ref/env.sh)
 . tests/ref/env.sh
 export MOECTL="$PWD/$BUILD/moectl"

@@ -18,7 +18,7 @@
 # are in parity_deepseek2_v2/_v3.) Each case first checks that its key
 # matters: the model with the key at its default gives logits that differ
 # from the case's by more than 100x the tolerance; then tests/lib/parity.sh
-# compares with llama.cpp (f32 and q8_0; deepseek2: f32 and bf16, see below).
+# compares with llama.cpp (f32 and q8_0; deepseek2: also bf16).
 # Exit 0 pass, 77 skip (no reference engine), 1 fail.
 set -u
 . tests/lib/parity_env.sh
@@ -52,8 +52,6 @@ case_ qwen2moe tiny 3 "f32 q8_0" "--rope-base 500000" ""
 case_ deepseek tiny 7 "f32 q8_0" "--rope-base 50000" ""
 case_ olmoe tiny 3 "f32 q8_0" "--rms-eps 0.05" ""
 case_ llama tiny 3 "f32 q8_0" "--rms-eps 0.05" ""
-# deepseek2: llama.cpp's f16/q8_0 MLA graphs fail on CPUs with AMX here
-# (see parity_deepseek2_v2.sh); bf16 is the quantised check
-case_ deepseek2 tiny-v2 7 "f32 bf16" "--expert-scale 1.7" ""
-case_ deepseek2 tiny-v2 7 "f32 bf16" "--rope-dim 16" ""
+case_ deepseek2 tiny-v2 7 "f32 bf16 q8_0" "--expert-scale 1.7" ""
+case_ deepseek2 tiny-v2 7 "f32 bf16 q8_0" "--rope-dim 16" ""
 exit $fail

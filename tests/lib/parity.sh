@@ -45,7 +45,7 @@ for DT in ${PARITY_DTYPES:-f32 f16 bf16 q8_0}; do
     case $DT in
         f32)  TOL="--atol 5e-5 --gate-tie 1e-6" ;;
         f16)  TOL="--atol 1e-2 --gate-tie 1e-4" ;;
-        bf16) TOL="--atol 2e-5 --gate-tie 1e-5" ;;
+        bf16) TOL="--atol $BF16_ATOL --gate-tie 1e-5" ;;
         q8_0) TOL="--atol 1e-5 --gate-tie 1e-5" ;;
         *)    echo "unknown dtype $DT"; exit 1 ;;
     esac

@@ -68,27 +68,28 @@ installed_ok() {
 # llama.cpp picks the best of its CPU builds at run time. On CPUs with AMX
 # (Intel Sapphire Rapids and later) that is libggml-cpu-sapphirerapids.so,
 # whose AMX weight buffer cannot run DeepSeek-V2's MLA graph in f16 or q8_0
-# (it aborts: GGML_ASSERT(*cur_backend_id != -1)) and rounds f16 differently
-# from every other build. So the reference runs a copy of the prebuilt
-# binaries without that build, in node-llama-cpp's local bins folder (which
-# node-llama-cpp tries before the package's): every machine is then compared
-# against the same AVX-512/AVX2 code. Idempotent.
+# (it aborts: GGML_ASSERT(*cur_backend_id != -1)). So the reference runs a
+# copy of the prebuilt binaries without that build, in node-llama-cpp's local
+# bins folder (which node-llama-cpp tries before the package's); an AMX CPU
+# then gets llama.cpp's best AVX-512 build, as a CPU without AMX does.
+# Idempotent: the copy is remade when it differs from the package's files.
 set_aside_amx() {
     src=node_modules/@node-llama-cpp/linux-x64/bins/linux-x64
     dst=node_modules/node-llama-cpp/bins/linux-x64
+    amx=libggml-cpu-sapphirerapids.so
     [ -d "$src" ] || return 0
-    if [ -f "$dst/llama-addon.node" ] && [ ! -e "$dst/libggml-cpu-sapphirerapids.so" ] &&
-        cmp -s "$src/llama-addon.node" "$dst/llama-addon.node"; then
+    if [ -d "$dst" ] && [ ! -e "$dst/$amx" ] &&
+        diff -rq -x "$amx" "$src" "$dst" >/dev/null 2>&1; then
         return 0
     fi
-    rm -rf "$dst.tmp" && mkdir -p "$dst.tmp" &&
-        for f in "$src"/* "$src"/.[!.]*; do
-            [ -e "$f" ] || continue
-            case $(basename "$f") in libggml-cpu-sapphirerapids.so) continue ;; esac
-            cp -p "$f" "$dst.tmp/" || return 1
-        done &&
-        rm -rf "$dst" && mv "$dst.tmp" "$dst" ||
-        die "cannot copy the prebuilt llama.cpp binaries to $dst"
+    rm -rf "$dst.tmp"
+    mkdir -p "$dst.tmp" || die "cannot make $dst.tmp"
+    for f in "$src"/* "$src"/.[!.]*; do
+        [ -e "$f" ] || continue
+        [ "$(basename "$f")" = "$amx" ] && continue
+        cp -p "$f" "$dst.tmp/" || { rm -rf "$dst.tmp"; die "cannot copy $f to $dst.tmp"; }
+    done
+    rm -rf "$dst" && mv "$dst.tmp" "$dst" || die "cannot move $dst.tmp to $dst"
     echo "tests/ref: llama.cpp's AMX build set aside (reference runs $dst)"
 }
 
