@@ -704,7 +704,7 @@ done:
 /* ==== The placement document ==== */
 
 int rt_placement_doc(const rt_placement *pl, const char *model, const char *const *addrs,
-                     char **out) {
+                     char **out, moe_err *err) {
     *out = NULL;
     size_t n_reps = 0;
     for (size_t i = 0; i < pl->n_experts; i++) n_reps += (size_t)pl->experts[i].n_replicas;
@@ -719,14 +719,14 @@ int rt_placement_doc(const rt_placement *pl, const char *model, const char *cons
                    .addrs = as,
                    .n_experts = pl->n_experts,
                    .experts = ex};
-    int rc = MOE_ENOMEM;
+    int rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
     if (!widx || !ids || !as || !ex || !reps) goto done;
     for (size_t i = 0; i < pl->n_workers; i++) widx[i] = -1;
     for (size_t i = 0; i < pl->n_experts; i++)
         for (int k = 0; k < pl->experts[i].n_replicas; k++) {
             const int w = pl->experts[i].replicas[k];
             if (w < 0 || (size_t)w >= pl->n_workers) {
-                rc = MOE_EINVAL;
+                rc = moe_err_set(err, MOE_EINVAL, "placement: replica %d is no worker", w);
                 goto done;
             }
             widx[w] = 0;
@@ -735,7 +735,7 @@ int rt_placement_doc(const rt_placement *pl, const char *model, const char *cons
         if (widx[i] < 0) continue;
         widx[i] = d.n_workers;
         ids[d.n_workers] = pl->worker_ids[i];
-        as[d.n_workers] = (char *)(addrs[i] ? addrs[i] : "");
+        as[d.n_workers] = (char *)addrs[i]; /* NULL or "": the writer refuses it */
         d.n_workers++;
     }
     size_t r = 0;
@@ -744,7 +744,7 @@ int rt_placement_doc(const rt_placement *pl, const char *model, const char *cons
         ex[i] = (moe_pldoc_expert){e->layer, e->expert, e->n_replicas, reps + r};
         for (int k = 0; k < e->n_replicas; k++) reps[r++] = widx[e->replicas[k]];
     }
-    rc = moe_pldoc_write(&d, out);
+    rc = moe_pldoc_write(&d, out, err);
 done:
     free(widx), free(ids), free(as), free(ex), free(reps);
     return rc;

@@ -150,12 +150,13 @@ void rt_placement_free(rt_placement *pl);
  * moe_pldoc_write, mesh/schema.h) into *out (malloc'd; the caller frees it):
  *     {"epoch":3,"model":"...","workers":{"w0":"h:1","w1":"h:2"},
  *      "experts":[[0,0,["w0","w1"]],[0,1,["w1"]]]}
- * model and addrs ((n_workers) the workers' host:port, NULL written as "")
- * are borrowed for the call. Only workers with an assignment are named, in
- * pl's order; experts in pl's order. Returns 0, MOE_EINVAL (a replica index
- * out of range) or MOE_ENOMEM.
+ * model and addrs ((n_workers) the workers' host:port) are borrowed for the
+ * call. Only workers with an assignment are named, in pl's order; experts in
+ * pl's order. Returns 0, MOE_EINVAL naming the problem (a replica index out
+ * of range, a worker with an assignment whose address is NULL or "": the
+ * readers would refuse the document) or MOE_ENOMEM.
  */
 int rt_placement_doc(const rt_placement *pl, const char *model, const char *const *addrs,
-                     char **out);
+                     char **out, moe_err *err);
 
 #endif

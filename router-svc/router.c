@@ -97,16 +97,23 @@ done:
 /* ==== Placement ================================================================= */
 
 /* The placement's document (P:placement:<e>): workers with an assignment, by
- * address. NULL when out of memory. */
+ * address. NULL (logged) when out of memory or when a worker it gives experts
+ * to has no known address (its lease is gone): such a document is not
+ * published, since every reader would refuse it. */
 static char *placement_doc(const router *r, const rt_placement *pl) {
     const char **addrs = calloc(pl->n_workers + 1, sizeof *addrs);
     char *doc = NULL;
+    moe_err err;
     if (!addrs) return NULL;
     for (size_t i = 0; i < pl->n_workers; i++) {
         const rs_worker *w = rt_find_worker(r, pl->worker_ids[i]);
-        addrs[i] = w ? w->addr : "";
+        addrs[i] = w ? w->addr : NULL;
     }
-    if (rt_placement_doc(pl, r->model, addrs, &doc) < 0) doc = NULL;
+    if (rt_placement_doc(pl, r->model, addrs, &doc, &err) < 0) {
+        moe_log(MOE_LOG_WARN, "router-svc", "epoch %" PRIu64 " cannot be written: %s", pl->epoch,
+                err.msg);
+        doc = NULL;
+    }
     free(addrs);
     return doc;
 }

@@ -115,7 +115,7 @@ static void on_lease(void *ud, size_t i, redisReply *x) {
         }
     }
     w->id = strdup(id);
-    if (!w->id || !w->addr || !w->model || !w->expert_bytes || w->n_layer < 1 ||
+    if (!w->id || !w->addr || !*w->addr || !w->model || !w->expert_bytes || w->n_layer < 1 ||
         w->n_layer > 4096 || w->n_expert < 1 || w->n_expert > 4096) {
         worker_clear(w); /* a lease without what placement needs: not a worker */
         return;

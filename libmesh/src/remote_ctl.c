@@ -85,6 +85,30 @@ static void check(moe__rctl *c) {
     pthread_mutex_unlock(&c->mu);
 }
 
+typedef struct flush_read {
+    moe__rctl *c;
+    size_t n_incr; /* the HINCRBYs, in unsent's order; then the EXPIRE */
+    size_t at;     /* unsent's index of the next HINCRBY's reply */
+    uint64_t rows; /* rows Redis took */
+    size_t n_failed;
+    char first[128]; /* the first error reply */
+} flush_read;
+
+/* A count Redis took is cleared; one it refused (an error reply) is kept
+ * for the next flush, so nothing is counted twice or lost. */
+static void on_flush(void *ud, size_t i, redisReply *x) {
+    flush_read *f = ud;
+    const int bad = x->type == REDIS_REPLY_ERROR;
+    if (bad && !f->n_failed++) snprintf(f->first, sizeof f->first, "%s", x->str ? x->str : "");
+    if (i >= f->n_incr) return;
+    while (!f->c->unsent[f->at]) f->at++; /* the expert of the i-th HINCRBY */
+    if (!bad) {
+        f->rows += f->c->unsent[f->at];
+        f->c->unsent[f->at] = 0;
+    }
+    f->at++;
+}
+
 /* Writes the counts in one pipeline: HINCRBY per expert seen, one EXPIRE. */
 static void flush(moe__rctl *c) {
     const size_t n = (size_t)c->n_layer * (size_t)c->n_expert;
@@ -99,8 +123,10 @@ static void flush(moe__rctl *c) {
     if (!total || moe_rlink_begin(c->cmd) < 0) return;
     char key[MOE_SCHEMA_KEY_MAX];
     moe_key_load(key, sizeof key, c->prefix, moe_schema_load_bucket(moe_wall_ms()));
+    flush_read f = {.c = c};
     for (size_t i = 0; i < n; i++) {
         if (!c->unsent[i]) continue;
+        f.n_incr++;
         char field[32];
         moe_expert_field_format(field, sizeof field, (int)(i / (size_t)c->n_expert),
                                 (int)(i % (size_t)c->n_expert));
@@ -108,13 +134,15 @@ static void flush(moe__rctl *c) {
                          (unsigned long long)c->unsent[i]);
     }
     moe_rlink_append(c->cmd, "EXPIRE %s %d", key, MOE_SCHEMA_LOAD_TTL_S);
-    if (moe_rlink_flush(c->cmd, NULL, NULL) == 0) {
-        memset(c->unsent, 0, n * sizeof *c->unsent);
-        pthread_mutex_lock(&c->mu);
-        c->st.load_flushes++;
-        c->st.rows_reported += total;
-        pthread_mutex_unlock(&c->mu);
-    }
+    if (moe_rlink_flush(c->cmd, on_flush, &f) < 0) return; /* the link broke: all kept */
+    if (f.n_failed)
+        moe_log(MOE_LOG_WARN, "remote experts",
+                "load flush: %zu of %zu command(s) failed (%s); their counts are kept", f.n_failed,
+                f.n_incr + 1, f.first);
+    pthread_mutex_lock(&c->mu);
+    if (!f.n_failed) c->st.load_flushes++;
+    c->st.rows_reported += f.rows;
+    pthread_mutex_unlock(&c->mu);
 }
 
 static void *run(void *arg) {

@@ -264,6 +264,7 @@ int moe_rlink_flush(moe_rlink *l, void (*cb)(void *ud, size_t i, redisReply *r),
         moe_rlink_drop(l, "pipeline append failed");
         return MOE_EUNAVAIL;
     }
+    int failed = 0;
     for (size_t i = 0; i < l->n_appended; i++) {
         void *r = NULL;
         if (redisGetReply(l->c, &r) != REDIS_OK || !r) {
@@ -275,11 +276,12 @@ int moe_rlink_flush(moe_rlink *l, void (*cb)(void *ud, size_t i, redisReply *r),
         } else if (((redisReply *)r)->type == REDIS_REPLY_ERROR) {
             moe_log(MOE_LOG_ERROR, l->who, "redis: command %zu of a pipeline failed: %s", i + 1,
                     ((redisReply *)r)->str);
+            failed = 1;
         }
         freeReplyObject(r);
     }
     l->n_appended = 0;
-    return 0;
+    return failed ? MOE_EIO : 0;
 }
 
 void moe_rlink_subscribe(moe_rlink *l, const char *channel) {

@@ -157,8 +157,10 @@ int moe_lease_layer_bytes_parse(uint64_t *bytes, int n_layer, const char *s) {
         uint64_t l, b;
         if (!digits(s, &end, &l) || *end != ':' || l >= (uint64_t)(n_layer > 0 ? n_layer : 0))
             return MOE_EFORMAT;
-        if (!digits(end + 1, &end, &b) || !b || (*end && *end != ',')) return MOE_EFORMAT;
+        if (!digits(end + 1, &end, &b) || !b || (*end && *end != ',') || bytes[l])
+            return MOE_EFORMAT; /* bytes[l] set: a layer named twice */
         bytes[l] = b;
+        if (*end && !end[1]) return MOE_EFORMAT; /* a comma with no entry after it */
         s = *end ? end + 1 : end;
     }
     return 0;
@@ -180,17 +182,46 @@ int moe_expert_field_parse(const char *s, int *layer, int *expert) {
 
 /* ==== The placement document: writer ============================================ */
 
-int moe_pldoc_write(const moe_pldoc *d, char **out) {
+/* What the reader takes (moe_pldoc_parse); the writer refuses the rest. */
+#define PLDOC_EPOCH_MAX 9007199254740991ull /* 2^53 - 1: exact in a JSON number */
+#define PLDOC_WORKERS_MAX 65536
+#define PLDOC_EXPERTS_MAX (16 * 1024 * 1024)
+#define PLDOC_INDEX_MAX (1 << 20) /* a layer or expert number */
+
+int moe_pldoc_write(const moe_pldoc *d, char **out, moe_err *err) {
     *out = NULL;
-    if (d->epoch > 9007199254740991ull) return MOE_EINVAL; /* the reader's bound */
-    for (int i = 0; i < d->n_workers; i++)
-        if (!d->ids[i] || !d->addrs[i]) return MOE_EINVAL;
-    for (size_t i = 0; i < d->n_experts; i++)
-        for (int k = 0; k < d->experts[i].n_replicas; k++)
-            if (d->experts[i].replicas[k] < 0 || d->experts[i].replicas[k] >= d->n_workers)
-                return MOE_EINVAL;
+    if (d->epoch > PLDOC_EPOCH_MAX)
+        return moe_err_set(err, MOE_EINVAL, "placement: epoch %" PRIu64 " is above 2^53 - 1",
+                           d->epoch);
+    if (d->n_workers < 0 || d->n_workers > PLDOC_WORKERS_MAX || d->n_experts > PLDOC_EXPERTS_MAX)
+        return moe_err_set(err, MOE_EINVAL, "placement: %d workers, %zu experts: too many",
+                           d->n_workers, d->n_experts);
+    for (int i = 0; i < d->n_workers; i++) {
+        if (!d->ids[i] || !*d->ids[i])
+            return moe_err_set(err, MOE_EINVAL, "placement: worker %d has an empty id", i);
+        if (!d->addrs[i] || !*d->addrs[i])
+            return moe_err_set(err, MOE_EINVAL, "placement: worker '%.100s' has no address",
+                               d->ids[i]);
+        for (int j = 0; j < i; j++)
+            if (!strcmp(d->ids[i], d->ids[j]))
+                return moe_err_set(err, MOE_EINVAL, "placement: worker '%.100s' listed twice",
+                                   d->ids[i]);
+    }
+    for (size_t i = 0; i < d->n_experts; i++) {
+        const moe_pldoc_expert *e = &d->experts[i];
+        if (e->layer < 0 || e->layer > PLDOC_INDEX_MAX || e->expert < 0 ||
+            e->expert > PLDOC_INDEX_MAX || e->n_replicas < 0)
+            return moe_err_set(err, MOE_EINVAL,
+                               "placement: expert %zu (layer %d expert %d) is out of range", i,
+                               e->layer, e->expert);
+        for (int k = 0; k < e->n_replicas; k++)
+            if (e->replicas[k] < 0 || e->replicas[k] >= d->n_workers)
+                return moe_err_set(err, MOE_EINVAL,
+                                   "placement: layer %d expert %d: replica %d is no worker",
+                                   e->layer, e->expert, e->replicas[k]);
+    }
     moe_buf b = {.s = malloc(1024), .cap = 1024};
-    if (!b.s) return MOE_ENOMEM;
+    if (!b.s) return moe_err_set(err, MOE_ENOMEM, "out of memory");
     b.s[0] = 0;
     moe_buf_printf(&b, "{\"epoch\":%" PRIu64 ",\"model\":", d->epoch);
     moe_buf_json(&b, d->model ? d->model : "");
@@ -214,7 +245,7 @@ int moe_pldoc_write(const moe_pldoc *d, char **out) {
     moe_buf_printf(&b, "]}");
     if (b.oom) {
         free(b.s);
-        return MOE_ENOMEM;
+        return moe_err_set(err, MOE_ENOMEM, "out of memory");
     }
     *out = b.s;
     return 0;
@@ -262,7 +293,7 @@ int moe_pldoc_parse(moe_pldoc **out, const char *json, size_t len, int n_layer, 
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     const cJSON *ws = cJSON_GetObjectItemCaseSensitive(root, "workers");
     const cJSON *ex = cJSON_GetObjectItemCaseSensitive(root, "experts");
-    if (!cJSON_IsObject(root) || !is_uint(ep, 9007199254740991.0) || !cJSON_IsObject(ws) ||
+    if (!cJSON_IsObject(root) || !is_uint(ep, (double)PLDOC_EPOCH_MAX) || !cJSON_IsObject(ws) ||
         !cJSON_IsArray(ex) || (model && !cJSON_IsString(model))) {
         rc = moe_err_set(err, MOE_EFORMAT,
                          "placement: need {\"epoch\": N, \"model\": \"...\" (optional), "
@@ -273,7 +304,7 @@ int moe_pldoc_parse(moe_pldoc **out, const char *json, size_t len, int n_layer, 
     d->model = strdup(model ? model->valuestring : "");
     int nw = cJSON_GetArraySize(ws);
     int ne = cJSON_GetArraySize(ex);
-    if (nw > 65536 || ne > 16 * 1024 * 1024) {
+    if (nw > PLDOC_WORKERS_MAX || ne > PLDOC_EXPERTS_MAX) {
         rc = moe_err_set(err, MOE_EFORMAT, "placement: %d workers, %d experts: too many", nw, ne);
         goto done;
     }
@@ -286,8 +317,14 @@ int moe_pldoc_parse(moe_pldoc **out, const char *json, size_t len, int n_layer, 
     }
     const cJSON *w;
     cJSON_ArrayForEach(w, ws) {
-        if (!cJSON_IsString(w) || !*w->valuestring || !w->string || !*w->string) {
-            rc = moe_err_set(err, MOE_EFORMAT, "placement: worker addresses must be strings");
+        if (!w->string || !*w->string) {
+            rc = moe_err_set(err, MOE_EFORMAT, "placement: a worker id is empty");
+            goto done;
+        }
+        if (!cJSON_IsString(w) || !*w->valuestring) {
+            rc = moe_err_set(err, MOE_EFORMAT,
+                             "placement: worker '%.100s': its address must be a non-empty string",
+                             w->string);
             goto done;
         }
         if (moe_pldoc_worker(d, w->string) >= 0) {
@@ -308,8 +345,8 @@ int moe_pldoc_parse(moe_pldoc **out, const char *json, size_t len, int n_layer, 
     cJSON_ArrayForEach(e, ex) {
         const cJSON *L = cJSON_GetArrayItem(e, 0), *E = cJSON_GetArrayItem(e, 1),
                     *R = cJSON_GetArrayItem(e, 2);
-        if (!cJSON_IsArray(e) || cJSON_GetArraySize(e) != 3 || !is_uint(L, 1 << 20) ||
-            !is_uint(E, 1 << 20) || !cJSON_IsArray(R) ||
+        if (!cJSON_IsArray(e) || cJSON_GetArraySize(e) != 3 || !is_uint(L, PLDOC_INDEX_MAX) ||
+            !is_uint(E, PLDOC_INDEX_MAX) || !cJSON_IsArray(R) ||
             (n_layer > 0 && L->valuedouble >= n_layer) ||
             (n_expert > 0 && E->valuedouble >= n_expert)) {
             rc = moe_err_set(err, MOE_EFORMAT,
@@ -362,9 +399,12 @@ int moe_reply_epoch(const redisReply *r, uint64_t *e) {
 int moe_pldoc_get_epoch(moe_rlink *l, const char *key, uint64_t *e) {
     redisReply *r = moe_rlink_cmd(l, "GET %s", key);
     if (!r) return MOE_EUNAVAIL;
-    const int have = moe_reply_epoch(r, e);
+    /* an error reply (LOADING, NOAUTH, WRONGTYPE) says nothing about the key */
+    const int rc = r->type == REDIS_REPLY_ERROR ? MOE_EUNAVAIL
+                   : moe_reply_epoch(r, e)      ? 0
+                                                : MOE_ENOTFOUND;
     freeReplyObject(r);
-    return have ? 0 : MOE_ENOTFOUND;
+    return rc;
 }
 
 int moe_pldoc_fetch(moe_pldoc **out, moe_rlink *l, const char *prefix, uint64_t e, int n_layer,
@@ -375,9 +415,13 @@ int moe_pldoc_fetch(moe_pldoc **out, moe_rlink *l, const char *prefix, uint64_t 
         return moe_err_set(err, MOE_ERANGE, "the key prefix is too long");
     redisReply *r = moe_rlink_cmd(l, "GET %s", key);
     if (!r) return moe_err_set(err, MOE_EUNAVAIL, "Redis is away");
-    int rc = r->type == REDIS_REPLY_STRING
-                 ? moe_pldoc_parse(out, r->str, r->len, n_layer, n_expert, err)
-                 : moe_err_set(err, MOE_ENOTFOUND, "%s is missing", key);
+    int rc;
+    if (r->type == REDIS_REPLY_STRING)
+        rc = moe_pldoc_parse(out, r->str, r->len, n_layer, n_expert, err);
+    else if (r->type == REDIS_REPLY_ERROR)
+        rc = moe_err_set(err, MOE_EUNAVAIL, "GET %s: %.200s", key, r->str);
+    else
+        rc = moe_err_set(err, MOE_ENOTFOUND, "%s is missing", key);
     freeReplyObject(r);
     return rc;
 }

@@ -647,7 +647,10 @@ int moe_ctx_decode(moe_ctx *c, const moe_batch *b, moe_err *err) {
     if (c->gate_margins) {
         if (b->n_tokens > c->cap_margins) {
             float *nm = realloc(c->gate_margin, (size_t)b->n_tokens * sizeof(float));
-            if (!nm) return moe_err_set(err, MOE_ENOMEM, "out of memory for gate margins");
+            if (!nm) {
+                c->n_margins = 0;
+                return moe_err_set(err, MOE_ENOMEM, "out of memory for gate margins");
+            }
             c->gate_margin = nm;
             c->cap_margins = b->n_tokens;
         }
@@ -664,6 +667,7 @@ int moe_ctx_decode(moe_ctx *c, const moe_batch *b, moe_err *err) {
         if (rc < 0) {
             memcpy(c->slot_len, c->slot_tmp, (size_t)c->n_slots * sizeof(int));
             c->n_logits = 0;
+            c->n_margins = 0; /* partial minimums are no answer: NAN */
             return rc;
         }
     }

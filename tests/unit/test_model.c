@@ -318,16 +318,27 @@ TEST(model_failed_batch_changes_nothing) {
 
     moe_model *m;
     if (moe_model_load(&m, path, &err) < 0) TEST_FAIL("load: %s", err.msg);
-    moe_ctx *c = make_ctx(m, 1, 1, 2); /* ubatches of 2: the bad token is in the second */
+    moe_ctx_params p = moe_ctx_default_params();
+    p.n_threads = 1;
+    p.n_slots = 1;
+    p.n_ctx = 64;
+    p.n_batch = 2; /* ubatches of 2: the bad token is in the second */
+    p.gate_margins = 1;
+    moe_ctx *c;
+    if (moe_ctx_create(&c, m, &p, &err) < 0) TEST_FAIL("ctx: %s", err.msg);
     int32_t tok[3] = {1, 2, 5}, pos[3] = {0, 1, 2}, slot[3] = {0, 0, 0};
     moe_batch b = {3, tok, pos, slot, NULL};
     ASSERT_EQ_INT(moe_ctx_decode(c, &b, &err), MOE_ENUMERIC);
     ASSERT_STR_CONTAINS(err.msg, "batch row 2");
     ASSERT_EQ_INT(moe_ctx_slot_len(c, 0), 0);
     ASSERT_EQ_INT(moe_ctx_n_logits(c), 0);
+    for (int i = 0; i < 3; i++) /* no margins: the first ubatch's were partial */
+        if (!isnan(moe_ctx_gate_margin(c, i)))
+            TEST_FAIL("row %d: margin %g after a failed decode", i, moe_ctx_gate_margin(c, i));
     tok[2] = 3;
     decode(c, 3, tok, pos, slot, NULL); /* the same positions again, now fine */
     ASSERT_EQ_INT(moe_ctx_slot_len(c, 0), 3);
+    for (int i = 0; i < 3; i++) ASSERT(!isnan(moe_ctx_gate_margin(c, i)));
     moe_ctx_destroy(c);
     moe_model_free(m);
     unlink(path);

@@ -626,7 +626,7 @@ TEST(placement_doc) {
     ASSERT_EQ_INT(rt_placement_from_lists(&pl, 9, ids, 3, ex, 2), 0);
     const char *addrs[] = {"10.0.0.1:50051", "h:2", "h:3"};
     char *js = NULL;
-    ASSERT_EQ_INT(rt_placement_doc(pl, "m/1", addrs, &js), 0);
+    ASSERT_EQ_INT(rt_placement_doc(pl, "m/1", addrs, &js, NULL), 0);
     static const char want[] =
         "{\"epoch\":9,\"model\":\"m/1\",\"workers\":{\"w0\":\"10.0.0.1:50051\","
         "\"w\\\"1\":\"h:2\"},\"experts\":[[0,0,[\"w0\",\"w\\\"1\"]],"
@@ -648,11 +648,19 @@ TEST(placement_doc) {
     ASSERT(d->experts[1].n_replicas == 1 && d->experts[1].replicas[0] == 1);
     moe_pldoc_free(d);
     free(js);
-    /* a worker whose address is unknown: "" (as before the writer moved to libmesh) */
-    const char *none[] = {"h:1", NULL, "h:3"};
-    ASSERT_EQ_INT(rt_placement_doc(pl, NULL, none, &js), 0);
-    ASSERT_STR_CONTAINS(js,
-                        "{\"epoch\":9,\"model\":\"\",\"workers\":{\"w0\":\"h:1\",\"w\\\"1\":\"\"}");
+    /* a worker with an assignment whose address is unknown or "": no document
+     * (every reader would refuse one that names it without an address) */
+    const char *none[] = {"h:1", NULL, "h:3"}, *empty[] = {"h:1", "", "h:3"};
+    js = (char *)(uintptr_t)1;
+    ASSERT_EQ_INT(rt_placement_doc(pl, NULL, none, &js, &err), MOE_EINVAL);
+    ASSERT(js == NULL);
+    ASSERT_STR_CONTAINS(err.msg, "worker 'w\"1' has no address");
+    ASSERT_EQ_INT(rt_placement_doc(pl, NULL, empty, &js, &err), MOE_EINVAL);
+    ASSERT_STR_CONTAINS(err.msg, "has no address");
+    /* one without an assignment is left out, address or not */
+    const char *idle[] = {"h:1", "h:2", NULL};
+    ASSERT_EQ_INT(rt_placement_doc(pl, NULL, idle, &js, &err), 0);
+    ASSERT_STR_CONTAINS(js, "\"workers\":{\"w0\":\"h:1\",\"w\\\"1\":\"h:2\"}");
     free(js);
     rt_placement_free(pl);
 }
@@ -666,7 +674,7 @@ TEST(placement_doc_computed) {
     rt_placement *pl = place(&c, &P1, NULL);
     const char *addrs[5] = {"a:0", "a:1", "a:2", "a:3", "a:4"};
     char *js = NULL;
-    ASSERT_EQ_INT(rt_placement_doc(pl, "llama/3x4/8/9", addrs, &js), 0);
+    ASSERT_EQ_INT(rt_placement_doc(pl, "llama/3x4/8/9", addrs, &js, NULL), 0);
     moe_pldoc *d = NULL;
     moe_err err;
     if (moe_pldoc_parse(&d, js, strlen(js), 3, 4, &err)) TEST_FAIL("%s: %s", js, err.msg);

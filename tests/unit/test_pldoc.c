@@ -214,10 +214,12 @@ TEST(pldoc_parse_wrong_types) {
         snprintf(buf, sizeof buf,
                  "{\"epoch\": 1, \"workers\": {\"w0\": \"h:1\", \"w1\": %s}, \"experts\": []}",
                  addrs[i]);
-        refuse(buf, 4, 8, "worker addresses must be strings");
+        refuse(buf, 4, 8, "worker 'w1': its address must be a non-empty string");
     }
     refuse("{\"epoch\": 1, \"workers\": {\"\": \"h:1\"}, \"experts\": []}", 4, 8,
-           "worker addresses must be strings");
+           "a worker id is empty");
+    refuse("{\"epoch\": 1, \"workers\": {\"\\u0000x\": \"h:1\"}, \"experts\": []}", 4, 8,
+           "a worker id is empty");
     /* experts: an array of [layer, expert, [ids]] */
     static const char *experts[] = {"{}", "\"x\"", "null", "{\"0\": [0, 0, []]}"};
     for (size_t i = 0; i < sizeof experts / sizeof *experts; i++) {

@@ -3,10 +3,18 @@
  * limits that keep keys whole, load buckets, event messages, lease and load
  * fields, and the placement document: what the writer writes, the reader
  * reads back, field for field (fixed documents and seeded random ones with
- * quotes, escapes, control characters and UTF-8 in every string). */
+ * quotes, escapes, control characters and UTF-8 in every string), and what
+ * an error reply from Redis (LOADING, WRONGTYPE) means to the readers and to
+ * a pipeline (a fake Redis on a loopback port answers from a script). */
+#include <arpa/inet.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include "mesh/rlink.h"
 #include "mesh/schema.h"
 #include "moe/error.h"
 #include "test.h"
@@ -198,9 +206,10 @@ TEST(schema_lease_layer_bytes) {
     ASSERT_EQ_INT(moe_lease_layer_bytes_parse(got, 2, s), 0);
     ASSERT(got[0] == 0 && got[1] == 0);
     /* refused: a layer past the model, a zero or missing count, junk */
-    static const char *bad[] = {"5:1",      "1:0",  "1:",   ":5",   "1",
-                                "x:1",      "1:5x", "1;5",  "-1:5", "1:-5",
-                                "1:5,,2:3", " 1:5", "1:+5", "a",    "1:18446744073709551616"};
+    static const char *bad[] = {"5:1", "1:0", "1:", ":5", "1", "x:1", "1:5x", "1;5", "-1:5", "1:-5",
+                                "1:5,,2:3", " 1:5", "1:+5", "a", "1:18446744073709551616",
+                                /* a comma with no entry after it, a layer named twice */
+                                "1:5,", "3:10,", ",", "1:5,1:5", "1:5,3:10,1:6"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         if (moe_lease_layer_bytes_parse(got, 5, bad[i]) != MOE_EFORMAT)
             TEST_FAIL("'%s' parsed", bad[i]);
@@ -251,10 +260,10 @@ static void assert_same_doc(const moe_pldoc *a, const moe_pldoc *b) {
 
 static moe_pldoc *write_read(const moe_pldoc *d, int n_layer, int n_expert, char **json) {
     char *js = NULL;
-    int rc = moe_pldoc_write(d, &js);
-    if (rc) TEST_FAIL("moe_pldoc_write: %d", rc);
+    moe_err err = {0};
+    int rc = moe_pldoc_write(d, &js, &err);
+    if (rc) TEST_FAIL("moe_pldoc_write: %d %s", rc, err.msg);
     moe_pldoc *got = NULL;
-    moe_err err;
     rc = moe_pldoc_parse(&got, js, strlen(js), n_layer, n_expert, &err);
     if (rc) TEST_FAIL("moe_pldoc_parse(%s): %d %s", js, rc, err.msg);
     if (json)
@@ -300,29 +309,69 @@ TEST(schema_pldoc_write_exact) {
     moe_pldoc_free(got);
 }
 
+/* d must be refused as MOE_EINVAL with a message containing what, *out NULL. */
+static void write_refused(const moe_pldoc *d, const char *what) {
+    char *js = (char *)(uintptr_t)1;
+    moe_err err = {0};
+    const int rc = moe_pldoc_write(d, &js, &err);
+    if (rc != MOE_EINVAL) TEST_FAIL("rc %d (%s), want MOE_EINVAL for '%s'", rc, err.msg, what);
+    ASSERT(js == NULL);
+    ASSERT_STR_CONTAINS(err.msg, what);
+    ASSERT_EQ_INT(moe_pldoc_write(d, &js, NULL), MOE_EINVAL); /* err may be NULL */
+}
+
+/* The writer refuses exactly what the reader (moe_pldoc_parse) would: a
+ * document every consumer refuses would stall the round that publishes it. */
 TEST(schema_pldoc_write_refuses) {
-    char *ids[] = {"w0", NULL}, *addrs[] = {"h:1", "h:2"};
-    int bad_hi[] = {2}, bad_lo[] = {-1}, ok[] = {0};
+    char *ids[] = {"w0", NULL, "w2"}, *addrs[] = {"h:1", "h:2", "h:3"};
+    int bad_hi[] = {3}, bad_lo[] = {-1}, ok[] = {0};
     moe_pldoc_expert ex[] = {{0, 0, 1, ok}};
     moe_pldoc d = {
-        .epoch = 1, .n_workers = 2, .ids = ids, .addrs = addrs, .n_experts = 1, .experts = ex};
-    char *js = (char *)(uintptr_t)1;
-    ASSERT_EQ_INT(moe_pldoc_write(&d, &js), MOE_EINVAL); /* a NULL id */
-    ASSERT(js == NULL);
+        .epoch = 1, .n_workers = 3, .ids = ids, .addrs = addrs, .n_experts = 1, .experts = ex};
+    write_refused(&d, "worker 1 has an empty id"); /* a NULL id */
+    ids[1] = "";
+    write_refused(&d, "worker 1 has an empty id");
     ids[1] = "w1";
     addrs[1] = NULL;
-    ASSERT_EQ_INT(moe_pldoc_write(&d, &js), MOE_EINVAL); /* a NULL address */
+    write_refused(&d, "worker 'w1' has no address");
+    addrs[1] = "";
+    write_refused(&d, "worker 'w1' has no address");
     addrs[1] = "h:2";
+    ids[2] = "w0";
+    write_refused(&d, "worker 'w0' listed twice");
+    ids[2] = "w2";
     ex[0].replicas = bad_hi;
-    ASSERT_EQ_INT(moe_pldoc_write(&d, &js), MOE_EINVAL); /* a replica past the workers */
+    write_refused(&d, "replica 3 is no worker"); /* a replica past the workers */
     ex[0].replicas = bad_lo;
-    ASSERT_EQ_INT(moe_pldoc_write(&d, &js), MOE_EINVAL);
+    write_refused(&d, "replica -1 is no worker");
     ex[0].replicas = ok;
+    ex[0].layer = -1;
+    write_refused(&d, "layer -1 expert 0) is out of range");
+    ex[0].layer = (1 << 20) + 1;
+    write_refused(&d, "out of range");
+    ex[0].layer = 0;
+    ex[0].expert = (1 << 20) + 1;
+    write_refused(&d, "out of range");
+    ex[0].expert = 0;
     d.epoch = 9007199254740992ull; /* the reader would refuse it */
-    ASSERT_EQ_INT(moe_pldoc_write(&d, &js), MOE_EINVAL);
+    write_refused(&d, "above 2^53 - 1");
     d.epoch = 1;
-    ASSERT_EQ_INT(moe_pldoc_write(&d, &js), 0);
+    d.n_workers = 65537;
+    write_refused(&d, "too many");
+    d.n_workers = 3;
+    char *js = NULL;
+    moe_err err = {0};
+    ASSERT_EQ_INT(moe_pldoc_write(&d, &js, &err), 0);
     free(js);
+    /* what the reader refuses, written by hand, is refused by the reader */
+    static const char *docs[] = {
+        "{\"epoch\":1,\"workers\":{\"\":\"h:1\"},\"experts\":[]}",
+        "{\"epoch\":1,\"workers\":{\"w0\":\"\"},\"experts\":[]}",
+        "{\"epoch\":1,\"workers\":{\"w0\":\"h:1\",\"w0\":\"h:2\"},\"experts\":[]}"};
+    for (size_t i = 0; i < sizeof docs / sizeof *docs; i++) {
+        moe_pldoc *got = NULL;
+        ASSERT_EQ_INT(moe_pldoc_parse(&got, docs[i], strlen(docs[i]), 0, 0, &err), MOE_EFORMAT);
+    }
 }
 
 /* Reader, writer, reader: a document written by hand (spaces, escapes,
@@ -436,4 +485,162 @@ TEST(schema_pldoc_round_trip_random) {
         moe_pldoc_free(got);
     }
     fprintf(stderr, "300 documents, %zu replicas: written and read back equal\n", total_reps);
+}
+
+/* ==== Error replies from Redis ================================================== */
+
+/* A fake Redis on 127.0.0.1: one connection at a time, each command answered
+ * by its key (its second word): one containing "loading" or "wrongtype" gets
+ * that error reply, "absent" nil, "seven" the string 7, "good:placement:7" a
+ * valid document; anything else +OK. */
+static const char FAKE_DOC[] =
+    "{\"epoch\":7,\"workers\":{\"w0\":\"h:1\"},\"experts\":[[0,1,[\"w0\"]]]}";
+
+static void fake_reply(int fd, const char *key) {
+    char out[512];
+    if (strstr(key, "loading"))
+        snprintf(out, sizeof out, "-LOADING Redis is loading the dataset in memory\r\n");
+    else if (strstr(key, "wrongtype"))
+        snprintf(out, sizeof out,
+                 "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n");
+    else if (strstr(key, "absent"))
+        snprintf(out, sizeof out, "$-1\r\n");
+    else if (strstr(key, "seven"))
+        snprintf(out, sizeof out, "$1\r\n7\r\n");
+    else if (!strcmp(key, "good:placement:7"))
+        snprintf(out, sizeof out, "$%zu\r\n%s\r\n", strlen(FAKE_DOC), FAKE_DOC);
+    else
+        snprintf(out, sizeof out, "+OK\r\n");
+    ASSERT(write(fd, out, strlen(out)) == (ssize_t)strlen(out));
+}
+
+/* One RESP command ("*N\r\n" then N "$len\r\n<bytes>\r\n") at b[0..n):
+ * its length, 0 if incomplete; its second word (or "") into key. */
+static size_t fake_parse(const char *b, size_t n, char *key, size_t cap) {
+    const char *p = b, *end = b + n;
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    if (!nl) return 0;
+    ASSERT(*p == '*');
+    const long argc = strtol(p + 1, NULL, 10);
+    p = nl + 1;
+    key[0] = 0;
+    for (long i = 0; i < argc; i++) {
+        nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) return 0;
+        ASSERT(*p == '$');
+        const size_t len = (size_t)strtol(p + 1, NULL, 10);
+        p = nl + 1;
+        if ((size_t)(end - p) < len + 2) return 0;
+        if (i == 1) snprintf(key, cap, "%.*s", (int)len, p);
+        p += len + 2;
+    }
+    return (size_t)(p - b);
+}
+
+static void *fake_redis(void *arg) {
+    const int ls = (int)(intptr_t)arg;
+    for (;;) {
+        const int fd = accept(ls, NULL, NULL);
+        if (fd < 0) return NULL;
+        char buf[65536], key[256];
+        size_t n = 0;
+        ssize_t k;
+        while ((k = read(fd, buf + n, sizeof buf - n)) > 0) {
+            n += (size_t)k;
+            size_t used;
+            while ((used = fake_parse(buf, n, key, sizeof key)) > 0) {
+                fake_reply(fd, key);
+                memmove(buf, buf + used, n - used);
+                n -= used;
+            }
+        }
+        close(fd);
+    }
+}
+
+/* A link to a fresh fake Redis. */
+static moe_rlink *fake_link(void) {
+    const int ls = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT(ls >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    ASSERT(bind(ls, (struct sockaddr *)&a, sizeof a) == 0 && listen(ls, 4) == 0);
+    ASSERT(getsockname(ls, (struct sockaddr *)&a, &al) == 0);
+    pthread_t th;
+    ASSERT(pthread_create(&th, NULL, fake_redis, (void *)(intptr_t)ls) == 0);
+    pthread_detach(th);
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", ntohs(a.sin_port));
+    moe_rlink *l;
+    moe_err err;
+    if (moe_rlink_create(&l, url, "test", &err) < 0) TEST_FAIL("%s", err.msg);
+    return l;
+}
+
+/* An error reply is no answer about the key: MOE_EUNAVAIL (router-svc waits),
+ * never MOE_ENOTFOUND (which would abandon its round or publish again). */
+TEST(schema_pldoc_get_epoch_error_reply) {
+    moe_rlink *l = fake_link();
+    uint64_t e = 0;
+    ASSERT_EQ_INT(moe_pldoc_get_epoch(l, "p:placement:seven", &e), 0);
+    ASSERT_EQ_INT(e, 7);
+    ASSERT_EQ_INT(moe_pldoc_get_epoch(l, "p:placement:absent", &e), MOE_ENOTFOUND);
+    ASSERT_EQ_INT(moe_pldoc_get_epoch(l, "p:placement:loading", &e), MOE_EUNAVAIL);
+    ASSERT_EQ_INT(moe_pldoc_get_epoch(l, "p:placement:wrongtype", &e), MOE_EUNAVAIL);
+    ASSERT_EQ_INT(moe_pldoc_get_epoch(l, "p:placement:pending", &e), MOE_ENOTFOUND); /* "OK" */
+    ASSERT(moe_rlink_get_stats(l).connected);
+    moe_rlink_free(l);
+}
+
+TEST(schema_pldoc_fetch_error_reply) {
+    moe_rlink *l = fake_link();
+    moe_pldoc *d = NULL;
+    moe_err err = {0};
+    ASSERT_EQ_INT(moe_pldoc_fetch(&d, l, "good", 7, 4, 4, &err), 0);
+    ASSERT(d && d->epoch == 7 && d->n_workers == 1 && d->n_experts == 1);
+    moe_pldoc_free(d);
+    ASSERT_EQ_INT(moe_pldoc_fetch(&d, l, "absent", 7, 4, 4, &err), MOE_ENOTFOUND);
+    ASSERT(d == NULL);
+    ASSERT_STR_CONTAINS(err.msg, "absent:placement:7 is missing");
+    ASSERT_EQ_INT(moe_pldoc_fetch(&d, l, "loading", 7, 4, 4, &err), MOE_EUNAVAIL);
+    ASSERT(d == NULL);
+    ASSERT_STR_CONTAINS(err.msg, "LOADING");
+    ASSERT_EQ_INT(moe_pldoc_fetch(&d, l, "wrongtype", 7, 4, 4, &err), MOE_EUNAVAIL);
+    ASSERT_STR_CONTAINS(err.msg, "WRONGTYPE");
+    moe_rlink_free(l);
+}
+
+static void count_errors(void *ud, size_t i, redisReply *r) {
+    (void)i;
+    *(int *)ud += r->type == REDIS_REPLY_ERROR;
+}
+
+/* A pipeline without a callback whose replies include an error: every reply
+ * is read (the next command gets its own reply), and flush says so. */
+TEST(rlink_flush_error_reply) {
+    moe_rlink *l = fake_link();
+    ASSERT_EQ_INT(moe_rlink_begin(l), 0);
+    moe_rlink_append(l, "SET a 1");
+    moe_rlink_append(l, "SET loading 1");
+    moe_rlink_append(l, "SET b 1");
+    moe_rlink_append(l, "SET wrongtype 1");
+    moe_rlink_append(l, "SET c 1");
+    ASSERT_EQ_INT(moe_rlink_flush(l, NULL, NULL), MOE_EIO);
+    ASSERT(moe_rlink_get_stats(l).connected); /* the link stays up */
+    redisReply *r = moe_rlink_cmd(l, "GET seven");
+    ASSERT(r && r->type == REDIS_REPLY_STRING && !strcmp(r->str, "7"));
+    freeReplyObject(r);
+    /* all fine: 0 */
+    ASSERT_EQ_INT(moe_rlink_begin(l), 0);
+    moe_rlink_append(l, "SET a 1");
+    moe_rlink_append(l, "SET b 1");
+    ASSERT_EQ_INT(moe_rlink_flush(l, NULL, NULL), 0);
+    /* with a callback, the callback judges the replies */
+    int errors = 0;
+    ASSERT_EQ_INT(moe_rlink_begin(l), 0);
+    moe_rlink_append(l, "SET loading 1");
+    moe_rlink_append(l, "SET a 1");
+    ASSERT_EQ_INT(moe_rlink_flush(l, count_errors, &errors), 0);
+    ASSERT_EQ_INT(errors, 1);
+    moe_rlink_free(l);
 }

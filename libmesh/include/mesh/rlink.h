@@ -14,7 +14,7 @@
  *     if (moe_rlink_begin(l) == 0) {
  *         moe_rlink_append(l, "HINCRBY %s %s %lld", key, field, n);
  *         ...
- *         if (moe_rlink_flush(l, NULL, NULL) == 0) ...    // every reply read
+ *         if (moe_rlink_flush(l, NULL, NULL) == 0) ...    // every reply read, none an error
  *     }
  *
  *     // subscriber: a second link in subscribe mode
@@ -68,8 +68,11 @@ redisReply *moe_rlink_cmdargv(moe_rlink *l, int argc, const char **argv, const s
 
 /* A pipeline: begin (0, or MOE_EUNAVAIL when not connected), append
  * commands, flush reads every reply, handing each to cb (which must not keep
- * it) in order. flush returns 0 or MOE_EUNAVAIL (the connection broke; the
- * link is dropped). */
+ * it) in order. flush returns 0, MOE_EUNAVAIL (the connection broke; the
+ * link is dropped) or, with cb NULL only, MOE_EIO: every reply was read and
+ * at least one was an error reply (LOADING, NOAUTH, WRONGTYPE, ...; each is
+ * logged), so some commands may have taken effect and others not. With a cb,
+ * error replies are the cb's to judge. */
 int moe_rlink_begin(moe_rlink *l);
 void moe_rlink_append(moe_rlink *l, const char *fmt, ...);
 void moe_rlink_appendargv(moe_rlink *l, int argc, const char **argv, const size_t *argvlen);

@@ -39,7 +39,7 @@
  *     moe_pldoc d = {.epoch = 7, .model = "llama/4x8/64/1234", .n_workers = 1, .ids = ids,
  *                    .addrs = addrs, .n_experts = 1, .experts = ex};
  *     char *json;
- *     moe_pldoc_write(&d, &json);
+ *     moe_pldoc_write(&d, &json, &err);
  *     // {"epoch":7,"model":"llama/4x8/64/1234","workers":{"w0":"10.0.0.5:50051"},
  *     //  "experts":[[1,3,["w0"]]]}
  *     // ... SET moemesh:placement:7 <json>; a worker or gateway reads it back:
@@ -148,8 +148,8 @@ int moe_event_parse(moe_event *ev, const char *msg);
  * MOE_ERANGE (buf then holds ""). */
 int moe_lease_layer_bytes_format(char *buf, size_t cap, const uint64_t *bytes, int n_layer);
 /* Reads expert_bytes into bytes (n_layer entries, 0 for layers not named):
- * each L < n_layer, each byte count > 0, decimal digits. 0 or MOE_EFORMAT
- * (bytes then partly written). */
+ * each L < n_layer and named once, each byte count > 0, decimal digits, an
+ * entry after each comma. 0 or MOE_EFORMAT (bytes then partly written). */
 int moe_lease_layer_bytes_parse(uint64_t *bytes, int n_layer, const char *s);
 
 /* A P:load:<b> field: "L:E" (layer, expert). Returns the length, or MOE_ERANGE. */
@@ -188,10 +188,13 @@ typedef struct moe_pldoc {
 /* Writes d as one line of JSON into *out (malloc'd, NUL-terminated; the
  * caller frees it). d is borrowed for the call (a caller may fill it with
  * pointers it owns: the writer frees nothing); model NULL is written as "".
- * Workers and experts are written in d's order. Returns 0, MOE_EINVAL (a
- * NULL id or address, a replica index out of range, an epoch above 2^53 - 1)
- * or MOE_ENOMEM; *out is NULL on failure. */
-int moe_pldoc_write(const moe_pldoc *d, char **out);
+ * Workers and experts are written in d's order. It refuses what
+ * moe_pldoc_parse would refuse: returns 0, MOE_EINVAL naming the problem (a
+ * NULL or empty id, a NULL or empty address, an id listed twice, a replica
+ * index out of range, a layer or expert outside 0..2^20, an epoch above
+ * 2^53 - 1, too many workers or experts) or MOE_ENOMEM; *out is NULL on
+ * failure. err may be NULL. */
+int moe_pldoc_write(const moe_pldoc *d, char **out, moe_err *err);
 
 /* Parses a document: the len bytes at json hold one JSON object and nothing
  * else but whitespace; "model", when present, is a string. Layers must be
@@ -214,11 +217,13 @@ typedef struct redisReply redisReply;
  * 1 if the reply is one, 0 if it is absent or anything else. */
 int moe_reply_epoch(const redisReply *r, uint64_t *e);
 /* GET key (P:placement:active, pending or seq) as an epoch: 0 (*e set),
- * MOE_ENOTFOUND (absent or not an epoch) or MOE_EUNAVAIL (Redis away). */
+ * MOE_ENOTFOUND (absent or not an epoch) or MOE_EUNAVAIL (Redis away, or an
+ * error reply such as LOADING or NOAUTH: the key's state is unknown). */
 int moe_pldoc_get_epoch(moe_rlink *l, const char *key, uint64_t *e);
 /* Reads and parses <prefix>:placement:<e>. Returns 0, MOE_EUNAVAIL (Redis
- * away), MOE_ENOTFOUND (no such document), MOE_ERANGE (prefix too long), or
- * what moe_pldoc_parse returns. */
+ * away, or an error reply such as LOADING or WRONGTYPE), MOE_ENOTFOUND (no
+ * such document), MOE_ERANGE (prefix too long), or what moe_pldoc_parse
+ * returns. */
 int moe_pldoc_fetch(moe_pldoc **out, moe_rlink *l, const char *prefix, uint64_t e, int n_layer,
                     int n_expert, moe_err *err);
 

@@ -209,7 +209,8 @@ typedef struct moe_batch {
  * cache, and keeps the logits of the flagged rows (read them with
  * moe_ctx_logits, in row order). Checks every token id, slot and position
  * first: on a bad batch nothing is changed and MOE_EINVAL/MOE_ERANGE is
- * returned with a message. */
+ * returned with a message. A batch that fails part-way changes no slot and
+ * leaves no logits or gate margins (moe_ctx_n_logits 0, margins NAN). */
 int moe_ctx_decode(moe_ctx *c, const moe_batch *b, moe_err *err);
 /* Logits of the i-th flagged row of the last decode (n_vocab floats), or NULL. */
 const float *moe_ctx_logits(const moe_ctx *c, int i);
