@@ -69,9 +69,11 @@ if [ -d tests/ref/node_modules/@lenml/tokenizers ]; then
     echo "== tokenizer: MB/s on tests/data/tokenizer_corpus.json x 20 (best of 3), moectl vs the HF JS tokenizer"
     printf '%-14s %10s %10s %9s\n' vocabulary moectl "HF JS" ratio
     for name in llama3 qwen3 deepseek_v3 llama2; do
-        J=$(node tests/ref/hf_tokenize.mjs "@lenml/tokenizer-$name" --path) || continue
+        J=$(node tests/ref/hf_tokenize.mjs "@lenml/tokenizer-$name" --path) ||
+            { echo "hf_tokenize.mjs --path failed ($name)"; exit 1; }
         TM="$BUILD/bench-tok-$name.gguf"
-        [ -f "$TM" ] || "$MOECTL" mkmodel --arch llama --dtype q8_0 --tokenizer "$J" -o "$TM" >/dev/null || continue
+        "$MOECTL" mkmodel --arch llama --dtype q8_0 --tokenizer "$J" -o "$TM" >/dev/null ||
+            { echo "moectl mkmodel --tokenizer failed ($name)"; exit 1; }
         # a tokenize error (either side) fails the benchmark: no rate is printed for it
         o=$("$MOECTL" tokenize "$TM" --texts tests/data/tokenizer_corpus.json --bench 20) ||
             { echo "moectl tokenize --bench failed ($name)"; exit 1; }

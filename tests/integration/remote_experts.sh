@@ -91,6 +91,7 @@ kill -CONT $PO
 mid_generation() {
     "$MOECTL" generate "$M" --tokens $T -n 100000 --ignore-eos --workers "$H,$O" --deadline-ms "$2" >"$TMP/g.out" 2>"$TMP/g.err" &
     G=$!
+    PIDS="$PIDS $G"
     sleep 1
     kill "-$1" $PO
     i=0

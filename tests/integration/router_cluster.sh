@@ -92,6 +92,7 @@ gen_start() {
     "$MOECTL" generate "$M" --tokens $PROMPT -n $NGEN --ignore-eos --stream --redis "$REDIS_URL" --prefix "$2" \
         >"$TMP/$1.txt" 2>"$TMP/$1.err" &
     G=$!
+    PIDS="$PIDS $G"
     i=0
     while [ $i -lt 1200 ] && [ "$(wc -c <"$TMP/$1.txt")" -lt 64 ] && kill -0 $G 2>/dev/null; do
         sleep 0.05; i=$((i + 1))
