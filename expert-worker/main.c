@@ -80,8 +80,10 @@ static void on_listen(void *ud, int port) {
         return;
     }
     if (rs->metrics) __atomic_store_n(&rs->metrics->reg, rs->reg, __ATOMIC_RELEASE);
+    char url[MOE_REDIS_URL_SHOWN];
+    moe_redis_url_redact(url, sizeof url, rs->cfg.url);
     moe_log(MOE_LOG_INFO, "expert-worker", "joined %s as '%s' (%s), capacity %.1f MB, domain '%s'",
-            rs->cfg.url, rs->cfg.id, addr, (double)rs->cfg.capacity_bytes / 1e6,
+            url, rs->cfg.id, addr, (double)rs->cfg.capacity_bytes / 1e6,
             rs->cfg.domain ? rs->cfg.domain : "");
 }
 

@@ -41,15 +41,17 @@ struct ew_registry {
     ew_registry_stats st;
 };
 
-static void log_line(ew_registry *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void log_line(ew_registry *r, const char *fmt, ...) {
+/* A log line at level with the worker's id as a field. */
+static void log_line(ew_registry *r, moe_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void log_line(ew_registry *r, moe_log_level level, const char *fmt, ...) {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     const moe_log_kv kv[] = {{"worker", r->id}};
-    moe_log_fields(MOE_LOG_INFO, "expert-worker", kv, 1, "%s", msg);
+    moe_log_fields(level, "expert-worker", kv, 1, "%s", msg);
 }
 
 static void stat_add(ew_registry *r, uint64_t *v, uint64_t n) {
@@ -119,7 +121,7 @@ static int read_share(ew_registry *r, uint64_t e, uint8_t *share) {
     int rc = moe_pldoc_fetch(&d, r->cmd, r->prefix, e, hp->n_layer, hp->n_expert, &err);
     if (rc < 0) {
         if (rc != MOE_EUNAVAIL)
-            log_line(r, "placement epoch %" PRIu64 " is unusable: %s", e, err.msg);
+            log_line(r, MOE_LOG_WARN, "placement epoch %" PRIu64 " is unusable: %s", e, err.msg);
         return -1;
     }
     memset(share, 0, r->np);
@@ -152,8 +154,8 @@ static void load_share(ew_registry *r, const uint8_t *share, uint64_t e) {
     }
     stat_add(r, &r->st.loads, (uint64_t)n);
     if (n)
-        log_line(r, "epoch %" PRIu64 ": loaded %d expert(s), %.1f MB, in %lld ms", e, n,
-                 (double)bytes / 1e6, (long long)(moe_mono_ms() - t0));
+        log_line(r, MOE_LOG_INFO, "epoch %" PRIu64 ": loaded %d expert(s), %.1f MB, in %lld ms", e,
+                 n, (double)bytes / 1e6, (long long)(moe_mono_ms() - t0));
 }
 
 /* Drops what neither the active nor the pending epoch gives this worker. */
@@ -171,7 +173,8 @@ static void drop_unwanted(ew_registry *r) {
     }
     stat_add(r, &r->st.unloads, (uint64_t)n);
     if (n)
-        log_line(r, "epoch %" PRIu64 ": dropped %d expert(s) after the grace period", r->active, n);
+        log_line(r, MOE_LOG_INFO, "epoch %" PRIu64 ": dropped %d expert(s) after the grace period",
+                 r->active, n);
 }
 
 typedef struct check_replies {
@@ -200,7 +203,8 @@ static void check(ew_registry *r) {
     moe_rlink_append(r->cmd, "SISMEMBER %s %s", drain, r->id);
     check_replies c = {0};
     if (moe_rlink_flush(r->cmd, on_check_reply, &c) < 0) return;
-    if (c.draining != r->draining) log_line(r, c.draining ? "draining" : "no longer draining");
+    if (c.draining != r->draining)
+        log_line(r, MOE_LOG_INFO, c.draining ? "draining" : "no longer draining");
     r->draining = c.draining;
     /* phase 1: load what a pending epoch gives, then acknowledge */
     if (c.have_pending && (!r->have_pending || c.pending != r->pending) &&
@@ -211,7 +215,8 @@ static void check(ew_registry *r) {
             moe_key_ack(ack, sizeof ack, r->prefix, c.pending);
             redisReply *x = moe_rlink_cmd(r->cmd, "SADD %s %s", ack, r->id);
             if (x && x->type == REDIS_REPLY_ERROR) {
-                log_line(r, "epoch %" PRIu64 ": acknowledging failed: %s", c.pending, x->str);
+                log_line(r, MOE_LOG_ERROR, "epoch %" PRIu64 ": acknowledging failed: %s", c.pending,
+                         x->str);
                 freeReplyObject(x);
                 x = NULL;
             }
@@ -222,7 +227,7 @@ static void check(ew_registry *r) {
                 r->pending = r->acked = c.pending;
                 r->have_pending = 1;
                 stat_set(r, &r->st.epoch_acked, c.pending);
-                log_line(r, "epoch %" PRIu64 ": acknowledged", c.pending);
+                log_line(r, MOE_LOG_INFO, "epoch %" PRIu64 ": acknowledged", c.pending);
                 heartbeat(r); /* the lease shows the new epoch and held set at once */
             }
         }
@@ -238,7 +243,7 @@ static void check(ew_registry *r) {
             stat_set(r, &r->st.epoch_active, c.active);
             r->drop_at_ms = moe_mono_ms() + r->cfg.grace_ms;
             r->active_since_ms = moe_mono_ms();
-            log_line(r, "epoch %" PRIu64 " active: holding %d expert(s)", c.active,
+            log_line(r, MOE_LOG_INFO, "epoch %" PRIu64 " active: holding %d expert(s)", c.active,
                      moe_slice_count(r->cfg.slice));
         }
     }
@@ -285,7 +290,8 @@ static void *run(void *arg) {
             /* gateways switch on the event or within a second: give them two */
             if (!held && moe_mono_ms() - r->active_since_ms >= 2000) {
                 pthread_mutex_lock(&r->mu);
-                if (!r->drained) log_line(r, "drained: the active epoch gives it nothing");
+                if (!r->drained)
+                    log_line(r, MOE_LOG_INFO, "drained: the active epoch gives it nothing");
                 r->drained = 1;
                 pthread_mutex_unlock(&r->mu);
             }
@@ -383,7 +389,8 @@ void ew_registry_stop(ew_registry *r) {
 
 int ew_registry_drain(ew_registry *r) {
     pthread_mutex_lock(&r->mu);
-    if (!r->want_drain) log_line(r, "leaving: draining (its experts move to other workers first)");
+    if (!r->want_drain)
+        log_line(r, MOE_LOG_INFO, "leaving: draining (its experts move to other workers first)");
     r->want_drain = 1;
     const int done = r->drained;
     pthread_mutex_unlock(&r->mu);

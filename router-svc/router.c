@@ -131,7 +131,7 @@ static void held_of(const router *r, const rs_worker *w, uint8_t *mark) {
         memcpy(mark, sl.held, n_pairs(r));
         moe_slice_free(&sl);
     } else {
-        rt_log("worker %s: its held experts cannot be read (%s); counted as none", w->id, err.msg);
+        rt_warn("worker %s: its held experts cannot be read (%s); counted as none", w->id, err.msg);
     }
     free(moe_ok);
 }
@@ -225,7 +225,7 @@ static void load_prev(router *r) {
             }
             free(held);
         } else {
-            rt_log("the active epoch %" PRIu64 " cannot be read back: %s", a, err.msg);
+            rt_warn("the active epoch %" PRIu64 " cannot be read back: %s", a, err.msg);
         }
         moe_pldoc_free(doc);
     }
@@ -362,7 +362,7 @@ static void activate(router *r) {
 }
 
 static void abandon_round(router *r, const char *why) {
-    rt_log("epoch %" PRIu64 " abandoned: %s", r->round->epoch, why);
+    rt_warn("epoch %" PRIu64 " abandoned: %s", r->round->epoch, why);
     char pending[MOE_SCHEMA_KEY_MAX], key[MOE_SCHEMA_KEY_MAX];
     moe_key_placement_pending(pending, sizeof pending, r->prefix);
     moe_key_placement(key, sizeof key, r->prefix, r->round->epoch);
@@ -442,9 +442,9 @@ static void drive(router *r) {
         const int rc = moe_pldoc_get_epoch(r->cmd, key, &e);
         if (rc == MOE_EUNAVAIL) return;
         if (rc < 0 || e != r->active->epoch) {
-            rt_log("the active epoch %" PRIu64 " is gone from Redis (a restart?): publishing "
-                   "the placement again",
-                   r->active->epoch);
+            rt_warn("the active epoch %" PRIu64 " is gone from Redis (a restart?): publishing "
+                    "the placement again",
+                    r->active->epoch);
             r->active_published = 0;
         }
     }
@@ -470,7 +470,7 @@ static void drive(router *r) {
     moe_err err;
     if (rt_placement_compute(&pl, ws, (size_t)n_ok, es, ne, &r->cfg.place, r->active, &err) < 0) {
         if (now - r->logged_place_ms > 10000) {
-            rt_log("cannot place the experts: %s", err.msg);
+            rt_err("cannot place the experts: %s", err.msg);
             r->logged_place_ms = now;
         }
         goto done;
@@ -530,7 +530,9 @@ static void snapshot(router *r) {
 
 int router_run(router *r, moe_err *err) {
     (void)err;
-    rt_log("%s, prefix '%s', id %s: min %d replica(s), target %.0f rows/s per replica", r->cfg.url,
+    char url[MOE_REDIS_URL_SHOWN];
+    moe_redis_url_redact(url, sizeof url, r->cfg.url);
+    rt_log("%s, prefix '%s', id %s: min %d replica(s), target %.0f rows/s per replica", url,
            r->prefix, r->id, r->cfg.place.min_replicas, r->cfg.place.target_load);
     while (!*r->cfg.stop) {
         const int64_t t0 = moe_mono_ms();

@@ -76,8 +76,12 @@ struct router {
     pthread_mutex_t mu; /* guards st */
 };
 
-/* a log line of router-svc (through moe_log; svc/log.h renders it) */
+/* a log line of router-svc (through moe_log; svc/log.h renders it): rt_log for
+ * what happened, rt_warn for a failure it works around or an input it refuses,
+ * rt_err for a failure that stops it doing its job (e.g. no placement) */
 #define rt_log(...) moe_log(MOE_LOG_INFO, "router-svc", __VA_ARGS__)
+#define rt_warn(...) moe_log(MOE_LOG_WARN, "router-svc", __VA_ARGS__)
+#define rt_err(...) moe_log(MOE_LOG_ERROR, "router-svc", __VA_ARGS__)
 void rt_lead(router *r);        /* take or renew the leader lock */
 int rt_read_workers(router *r); /* 0, or -1 when Redis is away */
 void rt_workers_clear(router *r);

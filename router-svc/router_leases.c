@@ -147,9 +147,9 @@ static int choose_model(router *r) {
         if (r->model) { /* a rolling upgrade: keep placing the model in use (restart to switch) */
             char *logged = r->logged_model;
             if (strncmp(logged, best, sizeof r->logged_model - 1)) {
-                rt_log("most workers now serve model %s; still placing %s (restart router-svc "
-                       "to switch)",
-                       best, r->model);
+                rt_warn("most workers now serve model %s; still placing %s (restart router-svc "
+                        "to switch)",
+                        best, r->model);
                 snprintf(logged, sizeof r->logged_model, "%s", best);
             }
             best = r->model;
@@ -166,7 +166,7 @@ static int choose_model(router *r) {
                 moe_lease_layer_bytes_parse(r->layer_bytes, r->n_layer, w->expert_bytes) < 0) {
                 char *logged = r->logged_lease;
                 if (strncmp(logged, w->id, sizeof r->logged_lease - 1)) {
-                    rt_log("worker %s: unusable expert_bytes '%.200s'", w->id, w->expert_bytes);
+                    rt_warn("worker %s: unusable expert_bytes '%.200s'", w->id, w->expert_bytes);
                     snprintf(logged, sizeof r->logged_lease, "%s", w->id);
                 }
                 free(r->model), free(r->layer_bytes), free(r->load), free(r->slot[0]),
@@ -206,7 +206,7 @@ int rt_read_workers(router *r) {
     r->redis_connects = connects;
     if (ids->type != REDIS_REPLY_ARRAY) {
         if (moe_mono_ms() - r->logged_workers_ms > 10000) {
-            rt_log("%s is not a sorted set (%s): no worker can be read", workers,
+            rt_err("%s is not a sorted set (%s): no worker can be read", workers,
                    ids->type == REDIS_REPLY_ERROR ? ids->str : "wrong type");
             r->logged_workers_ms = moe_mono_ms();
         }
@@ -248,7 +248,7 @@ int rt_read_workers(router *r) {
                 x = moe_rlink_cmd(r->cmd, "PUBLISH %s %s", events, msg);
                 if (x) freeReplyObject(x);
             }
-            rt_log("worker %s: lease expired", lr.gone[i]);
+            rt_warn("worker %s: lease expired", lr.gone[i]);
         }
         free(lr.gone[i]);
     }

@@ -740,10 +740,11 @@ int moe_expert_backend_remote_redis_create(moe_expert_backend **out, const moe_m
     if (rc < 0) goto fail;
     if ((rc = moe__rctl_start(&b->ctl, url, prefix, m, err)) < 0) goto fail;
     if (!moe__rctl_wait(b->ctl, b->p.placement_wait_ms)) {
-        char why[400];
+        char why[400], shown[MOE_REDIS_URL_SHOWN];
         moe__rctl_problem(b->ctl, why, sizeof why);
+        moe_redis_url_redact(shown, sizeof shown, url);
         rc = moe_err_set(err, MOE_EUNAVAIL,
-                         "no usable placement in Redis %s (prefix '%s') after %d ms: %s", url,
+                         "no usable placement in Redis %s (prefix '%s') after %d ms: %s", shown,
                          moe_schema_prefix(prefix), b->p.placement_wait_ms,
                          *why ? why : "is router-svc running, with workers registered?");
         goto fail;

@@ -40,7 +40,7 @@ static int copy_part(char *dst, size_t cap, const char *s, size_t n) {
 }
 
 /* url for error messages, the credentials replaced by "***". */
-static void url_redact(char *buf, size_t cap, const char *url) {
+void moe_redis_url_redact(char *buf, size_t cap, const char *url) {
     const char *at = strrchr(url, '@'), *s = strstr(url, "://");
     if (!at) {
         snprintf(buf, cap, "%.200s", url);
@@ -62,7 +62,7 @@ int moe_redis_url_parse(moe_redis_url *u, const char *url, moe_err *err) {
     u->port = 6379;
     if (!url || !*url) return moe_err_set(err, MOE_EINVAL, "empty Redis URL");
     char shown[256];
-    url_redact(shown, sizeof shown, url);
+    moe_redis_url_redact(shown, sizeof shown, url);
     const char *p = url;
     if (!strncmp(p, "redis://", 8))
         p += 8;

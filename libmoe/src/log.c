@@ -1,8 +1,10 @@
 /* log.c - the log hook libraries report through (see moe/log.h). */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "moe/log.h"
+#include "moe/vocab.h"
 
 /* Set once at start-up (before other threads log); read on every line. */
 static moe_log_fn g_fn;
@@ -24,7 +26,9 @@ const char *moe_log_level_name(moe_log_level level) {
 static void emit(moe_log_level level, const char *who, const moe_log_kv *kv, size_t n_kv,
                  const char *fmt, va_list ap) {
     char msg[2048];
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    /* a longer message is cut at a character boundary, never inside one */
+    if (vsnprintf(msg, sizeof msg, fmt, ap) >= (int)sizeof msg)
+        msg[moe_utf8_complete(msg, strlen(msg))] = 0;
     moe_log_fn fn = __atomic_load_n(&g_fn, __ATOMIC_ACQUIRE);
     if (fn) {
         fn(__atomic_load_n(&g_ud, __ATOMIC_RELAXED), level, who ? who : "", msg, kv, n_kv);
@@ -36,7 +40,7 @@ static void emit(moe_log_level level, const char *who, const moe_log_kv *kv, siz
     for (size_t i = 0; i < n_kv && n >= 0 && (size_t)n < sizeof line; i++)
         n += snprintf(line + n, sizeof line - (size_t)n, " %s=%s", kv[i].key, kv[i].val);
     if (n < 0) return;
-    if ((size_t)n >= sizeof line - 1) n = (int)sizeof line - 2;
+    if ((size_t)n >= sizeof line - 1) n = (int)moe_utf8_complete(line, sizeof line - 2);
     line[n++] = '\n';
     fwrite(line, 1, (size_t)n, stderr);
 }

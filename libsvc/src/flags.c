@@ -12,13 +12,29 @@
 
 /* ==== Value parsers ============================================================== */
 
+/* Parses the decimal number at the start of s: digits with an optional
+ * fraction ("12", "1.5"), nothing else (no sign, space, exponent, hex,
+ * inf/nan). Returns its value and sets *end after it; *end = s when s does
+ * not start with a digit. */
+static double parse_decimal(const char *s, const char **end) {
+    const char *p = s;
+    while (isdigit((unsigned char)*p)) p++;
+    if (p == s) return *end = s, 0;
+    if (*p == '.' && isdigit((unsigned char)p[1]))
+        for (p++; isdigit((unsigned char)*p);) p++;
+    char buf[64];
+    if ((size_t)(p - s) >= sizeof buf) return *end = s, 0; /* too long to be a sane value */
+    memcpy(buf, s, (size_t)(p - s));
+    buf[p - s] = 0;
+    *end = p;
+    return strtod(buf, NULL);
+}
+
 int moe_flags_parse_size(const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(s, &end);
+    const char *end;
+    double x = parse_decimal(s, &end);
     double mul = 1;
-    if (errno || end == s || *s == '-' || *s == '+' || isspace((unsigned char)*s))
-        return MOE_EINVAL;
+    if (end == s) return MOE_EINVAL;
     if (*end == 'K' || *end == 'k')
         mul = 1024, end++;
     else if (*end == 'M' || *end == 'm')
@@ -35,10 +51,9 @@ int moe_flags_parse_size(const char *s, uint64_t *out) {
 }
 
 int moe_flags_parse_ms(const char *s, int64_t *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(s, &end);
-    if (errno || end == s || isspace((unsigned char)*s)) return MOE_EINVAL;
+    const char *end;
+    double x = parse_decimal(s, &end);
+    if (end == s) return MOE_EINVAL;
     double mul = 1;
     if (!strcmp(end, "ms") || !*end)
         mul = 1;
@@ -51,7 +66,7 @@ int moe_flags_parse_ms(const char *s, int64_t *out) {
     else
         return MOE_EINVAL;
     x *= mul;
-    if (!(fabs(x) < 9.2e18)) return MOE_EINVAL;
+    if (!(x < 9.2e18)) return MOE_EINVAL;
     *out = (int64_t)llround(x);
     return 0;
 }
@@ -222,11 +237,10 @@ static const moe_flag *walk_next(walk *w) {
             w->at = f + 1;
             return f;
         }
-        if (f->include && w->depth < MAX_DEPTH) { /* deeper nesting is left out */
+        if (f->include) { /* deeper nesting (or a table that includes itself) is a bug */
+            MOE_ASSERT(w->depth < MAX_DEPTH);
             w->stack[w->depth++] = f + 1;
             w->at = f->include;
-        } else if (f->include) {
-            w->at = f + 1;
         } else {
             w->at = w->depth ? w->stack[--w->depth] : NULL;
         }
@@ -253,6 +267,8 @@ int moe_flags_parse(const moe_flagset *fs, int argc, char **argv, moe_err *err) 
     }
     walk w = walk_start(fs->flags);
     for (const moe_flag *f; (f = walk_next(&w));) {
+        /* .required is for string flags only (a number has no "not given") */
+        MOE_ASSERT(!f->required || f->type == MOE_FLAG_STRING || f->type == MOE_FLAG_STRINGS);
         const char *v = f->env ? getenv(f->env) : NULL;
         if (!v || !*v) continue; /* an empty variable is an unset one */
         int rc = moe_flag_set(f, f->env, v, err);
@@ -290,7 +306,9 @@ int moe_flags_parse(const moe_flagset *fs, int argc, char **argv, moe_err *err) 
     w = walk_start(fs->flags);
     for (const moe_flag *f; (f = walk_next(&w));) {
         const char *s = f->type == MOE_FLAG_STRING ? *(const char *const *)f->dst : NULL;
-        if (f->required && (!s || !*s))
+        const int given =
+            f->type == MOE_FLAG_STRINGS ? ((const moe_flag_strs *)f->dst)->n > 0 : s && *s;
+        if (f->required && !given)
             return moe_err_set(err, MOE_EINVAL, "no %s (%s%s%s)", f->required, f->name,
                                f->env ? " or " : "", f->env ? f->env : "");
     }
@@ -359,7 +377,7 @@ static void default_text(const moe_flag *f, char *buf, size_t cap) {
 
 void moe_flags_usage(const moe_flagset *fs, FILE *out) {
     fprintf(out, "usage: %s %s\n", fs->prog, fs->args ? fs->args : "[options]");
-    if (fs->about)
+    if (fs->about && *fs->about)
         fprintf(out, "%s%s", fs->about, fs->about[strlen(fs->about) - 1] == '\n' ? "" : "\n");
     walk w = walk_start(fs->flags);
     for (const moe_flag *f; (f = walk_next(&w));) {
@@ -391,7 +409,7 @@ void moe_flags_usage(const moe_flagset *fs, FILE *out) {
         else
             fprintf(out, "%s\n", tail);
     }
-    if (fs->footer)
+    if (fs->footer && *fs->footer)
         fprintf(out, "%s%s", fs->footer, fs->footer[strlen(fs->footer) - 1] == '\n' ? "" : "\n");
 }
 

@@ -43,6 +43,31 @@ int moe_logger_check_format(const void *dst, char *why, size_t cap) {
     return -1;
 }
 
+/* Appends s as a JSON string, invalid UTF-8 repaired (peers' ids, Redis
+ * errors: any bytes). */
+static void put_json(moe_buf *b, const char *s) {
+    moe_buf_json_n(b, s, strlen(s), MOE_JSON_UTF8_FIX);
+}
+
+/* Appends s for a text line: '\\' and control characters escaped (\n, \r,
+ * \t, \xNN), so that no value can end the line or forge another. */
+static void put_text(moe_buf *b, const char *s) {
+    for (const unsigned char *p = (const unsigned char *)s; *p && !b->oom; p++) {
+        if (*p == '\\')
+            moe_buf_printf(b, "\\\\");
+        else if (*p == '\n')
+            moe_buf_printf(b, "\\n");
+        else if (*p == '\r')
+            moe_buf_printf(b, "\\r");
+        else if (*p == '\t')
+            moe_buf_printf(b, "\\t");
+        else if (*p < 0x20 || *p == 0x7f)
+            moe_buf_printf(b, "\\x%02x", *p);
+        else
+            moe_buf_printf(b, "%c", *p);
+    }
+}
+
 /* The callback: renders one line, writes it whole. */
 static void sink(void *ud, moe_log_level level, const char *who, const char *msg,
                  const moe_log_kv *kv, size_t n_kv) {
@@ -53,20 +78,27 @@ static void sink(void *ud, moe_log_level level, const char *who, const char *msg
     moe_buf b = {.s = malloc(512), .cap = 512};
     if (!b.s) return;
     if (g_log.text) {
-        moe_buf_printf(&b, "%s %s %s%s%s", ts, moe_log_level_name(level), who, *who ? ": " : "",
-                       msg);
-        for (size_t i = 0; i < n_kv; i++) moe_buf_printf(&b, " %s=%s", kv[i].key, kv[i].val);
+        moe_buf_printf(&b, "%s %s ", ts, moe_log_level_name(level));
+        put_text(&b, who);
+        moe_buf_printf(&b, "%s", *who ? ": " : "");
+        put_text(&b, msg);
+        for (size_t i = 0; i < n_kv; i++) {
+            moe_buf_printf(&b, " ");
+            put_text(&b, kv[i].key);
+            moe_buf_printf(&b, "=");
+            put_text(&b, kv[i].val ? kv[i].val : "");
+        }
     } else {
         moe_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"component\":", ts,
                        moe_log_level_name(level));
-        moe_buf_json(&b, who);
+        put_json(&b, who);
         moe_buf_printf(&b, ",\"msg\":");
-        moe_buf_json(&b, msg);
+        put_json(&b, msg);
         for (size_t i = 0; i < n_kv; i++) {
             moe_buf_printf(&b, ",");
-            moe_buf_json(&b, kv[i].key);
+            put_json(&b, kv[i].key);
             moe_buf_printf(&b, ":");
-            moe_buf_json(&b, kv[i].val ? kv[i].val : "");
+            put_json(&b, kv[i].val ? kv[i].val : "");
         }
         moe_buf_printf(&b, "}");
     }

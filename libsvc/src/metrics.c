@@ -9,6 +9,7 @@
 
 #define MAX_LABELS 8
 #define DEFAULT_MAX_SERIES 64
+#define MAX_VALUE_BYTES 128 /* a label value is cut (at a character boundary) to this */
 
 typedef enum { KIND_COUNTER, KIND_GAUGE, KIND_HISTOGRAM } kind;
 
@@ -184,17 +185,29 @@ moe_metric *moe_metrics_histogram(moe_metrics *reg, const char *name, const char
 
 /* ==== Updates ====================================================================== */
 
-/* The series for values (created if the bound allows): its index, or
- * MOE_ENOSPC / MOE_ENOMEM / MOE_EINVAL. Called with the mutex held. */
-static int find_series(moe_metric *m, const char *const *values) {
-    if (m->n_labels && !values) return MOE_EINVAL;
-    for (int i = 0; i < m->n_series; i++) {
+/* The series for raw (created if the bound allows): its index, or
+ * MOE_ENOSPC / MOE_ENOMEM / MOE_EINVAL. Label values are looked up and kept
+ * as well-formed UTF-8 of at most MAX_VALUE_BYTES; with MOE_METRIC_OTHER a
+ * label set that is all "other" is the overflow series, never a second one.
+ * Called with the mutex held. */
+static int find_series(moe_metric *m, const char *const *raw) {
+    if (m->n_labels && !raw) return MOE_EINVAL;
+    char buf[MAX_LABELS][MAX_VALUE_BYTES + 1];
+    const char *values[MAX_LABELS];
+    int all_other = m->other && m->n_labels > 0;
+    for (int k = 0; k < m->n_labels; k++) {
+        moe_utf8_repair(buf[k], sizeof buf[k], raw[k] ? raw[k] : "");
+        values[k] = buf[k];
+        all_other &= !strcmp(values[k], "other");
+    }
+    if (all_other && m->other_idx >= 0) return m->other_idx;
+    for (int i = 0; i < m->n_series && !all_other; i++) {
         int k = 0;
-        while (k < m->n_labels && !strcmp(m->s[i].values[k], values[k] ? values[k] : "")) k++;
+        while (k < m->n_labels && !strcmp(m->s[i].values[k], values[k])) k++;
         if (k == m->n_labels && i != m->other_idx) return i;
     }
     const int used = m->n_series - (m->other_idx >= 0);
-    const int to_other = used >= m->max_series;
+    const int to_other = all_other || used >= m->max_series;
     if (to_other && !m->other) {
         m->refused++;
         return MOE_ENOSPC;
@@ -211,7 +224,7 @@ static int find_series(moe_metric *m, const char *const *values) {
     if (m->n_labels && !(s.values = calloc((size_t)m->n_labels, sizeof *s.values)))
         return MOE_ENOMEM;
     for (int k = 0; k < m->n_labels; k++)
-        if (!(s.values[k] = strdup(to_other ? "other" : values[k] ? values[k] : ""))) {
+        if (!(s.values[k] = strdup(to_other ? "other" : values[k]))) {
             series_free(&s, m->n_labels);
             return MOE_ENOMEM;
         }
@@ -229,9 +242,10 @@ typedef enum { OP_INC, OP_SET, OP_OBSERVE } op;
 
 static int update(moe_metric *m, const char *const *values, double v, op o) {
     if (!m) return 0;
-    const int ok = o == OP_OBSERVE ? m->kind == KIND_HISTOGRAM
-                                   : m->kind != KIND_HISTOGRAM &&
-                                         !(m->kind == KIND_COUNTER && o == OP_INC && !(v >= 0));
+    /* a non-finite value is refused, never stored (a NaN _sum stays NaN) */
+    const int ok = isfinite(v) && (o == OP_OBSERVE ? m->kind == KIND_HISTOGRAM
+                                                   : m->kind != KIND_HISTOGRAM &&
+                                                         !(m->kind == KIND_COUNTER && v < 0));
     if (!ok) return MOE_EINVAL;
     pthread_mutex_lock(&m->reg->mu);
     int i = find_series(m, values);
@@ -239,6 +253,8 @@ static int update(moe_metric *m, const char *const *values, double v, op o) {
         series *s = &m->s[i];
         if (o == OP_INC)
             s->v += v;
+        else if (o == OP_SET && m->kind == KIND_COUNTER && v < s->v)
+            i = MOE_EINVAL; /* a counter never goes down */
         else if (o == OP_SET)
             s->v = v;
         else {

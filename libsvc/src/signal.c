@@ -8,6 +8,7 @@
 #include "svc/signal.h"
 
 static volatile sig_atomic_t g_stop;
+static int g_signals; /* stop signals received (atomic, lock-free: signal-safe) */
 static int g_pipe[2] = {-1, -1};
 
 void moe_stop_request(void) {
@@ -22,7 +23,8 @@ void moe_stop_request(void) {
 }
 
 static void on_signal(int sig) {
-    if (g_stop) _exit(128 + sig); /* the second signal: stop now */
+    /* the second signal - not a stop the service requested itself: stop now */
+    if (__atomic_add_fetch(&g_signals, 1, __ATOMIC_SEQ_CST) > 1) _exit(128 + sig);
     moe_stop_request();
 }
 

@@ -34,18 +34,45 @@ void moe_buf_printf(moe_buf *b, const char *fmt, ...) {
     }
 }
 
-/* Bytes of the whole UTF-8 sequence that starts at s[i] (1 to 4), or 0. */
+/* Bytes of the whole, well-formed UTF-8 sequence that starts at s[i] (1 to
+ * 4), or 0: a continuation or C0, C1, F5..FF lead byte, an overlong form, a
+ * surrogate (U+D800..U+DFFF), a value above U+10FFFF or a cut sequence
+ * (Unicode's table 3-7 of well-formed byte sequences). */
 static size_t utf8_len(const unsigned char *s, size_t i, size_t n) {
     const unsigned char c = s[i];
-    size_t need = c < 0x80             ? 1
-                  : (c & 0xE0) == 0xC0 ? 2
-                  : (c & 0xF0) == 0xE0 ? 3
-                  : (c & 0xF8) == 0xF0 ? 4
-                                       : 0;
-    if (!need || i + need > n) return 0;
-    for (size_t k = 1; k < need; k++)
+    unsigned char lo = 0x80, hi = 0xBF; /* the bounds of the second byte */
+    size_t need;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        need = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+        need = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4)
+        need = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    else
+        return 0;
+    if (i + need > n || s[i + 1] < lo || s[i + 1] > hi) return 0;
+    for (size_t k = 2; k < need; k++)
         if ((s[i + k] & 0xC0) != 0x80) return 0;
     return need;
+}
+
+size_t moe_utf8_repair(char *out, size_t cap, const char *str) {
+    static const char fffd[] = "\xEF\xBF\xBD";
+    const unsigned char *s = (const unsigned char *)str;
+    const size_t n = strlen(str);
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        const size_t k = utf8_len(s, i, n);
+        const char *src = k ? (const char *)s + i : fffd;
+        const size_t len = k ? k : 3;
+        if (o + len + 1 > cap) break;
+        memcpy(out + o, src, len);
+        o += len;
+        i += k ? k : 1;
+    }
+    if (cap) out[o] = 0;
+    return o;
 }
 
 void moe_buf_json_n(moe_buf *b, const char *str, size_t n, int flags) {

@@ -333,4 +333,18 @@ wait_for 15 lead2 && ok "B: the standby router-svc leads after the leader's kill
 kept() { doc $B | node -e 'const d = JSON.parse(require("fs").readFileSync(0, "utf8")); process.exit(Object.keys(d.workers).length == 2 && d.experts.every(x => x[2].length == 2) ? 0 : 1)'; }
 wait_for 20 kept && ok "B: the dead worker's replicas re-created on the 2 survivors (epoch $(active_epoch $B))" ||
     bad "B: placement after failover: $(doc $B | head -c 300)"
+# a password in the Redis URL never reaches a log line (the URL is shown redacted)
+$RC CONFIG SET requirepass hunter2 >/dev/null
+REDIS_URL="redis://:hunter2@127.0.0.1:$REDIS_PORT"
+worker wp C 64M zp
+router rp C
+joined() { grep -q joined "$TMP/wp.err" && grep -q "prefix '" "$TMP/rp.err"; }
+wait_for 10 joined || bad "with a password: no 'joined' line: $(tail -3 "$TMP/wp.err")"
+if grep -q hunter2 "$TMP/wp.err" "$TMP/rp.err" "$TMP/wp.out" "$TMP/rp.out"; then
+    bad "the Redis password is logged: $(grep -h hunter2 "$TMP/wp.err" "$TMP/rp.err" | head -2)"
+elif grep -q 'redis://\*\*\*@127' "$TMP/wp.err" && grep -q 'redis://\*\*\*@127' "$TMP/rp.err"; then
+    ok "a Redis URL with a password is logged redacted (redis://***@...)"
+else
+    bad "no redacted URL in the logs: $(head -c 300 "$TMP/rp.err")"
+fi
 exit $fail

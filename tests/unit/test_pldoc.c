@@ -581,6 +581,25 @@ TEST(redis_url_error_hides_credentials) {
     url_refuse("redis://alice:hunter2@h:bad", "Redis URL 'redis://***@h:bad': bad port");
 }
 
+/* What services log for a URL: the credentials never appear. */
+TEST(redis_url_redact) {
+    static const char *const cases[][2] = {
+        {"redis://:hunter2@h:6379/2", "redis://***@h:6379/2"},
+        {"redis://alice:hunter2@10.0.0.1", "redis://***@10.0.0.1"},
+        {"redis://alice:p@ss:hunter2@h", "redis://***@h"},
+        {"hunter2@h:7000", "***@h:7000"},
+        {"redis://h:6379", "redis://h:6379"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char shown[MOE_REDIS_URL_SHOWN];
+        moe_redis_url_redact(shown, sizeof shown, cases[i][0]);
+        if (strstr(shown, "hunter2") || strstr(shown, "alice"))
+            TEST_FAIL("'%s' shown as '%s'", cases[i][0], shown);
+        if (strcmp(shown, cases[i][1]))
+            TEST_FAIL("'%s' shown as '%s', want '%s'", cases[i][0], shown, cases[i][1]);
+    }
+}
+
 TEST(redis_url_bad_port) {
     static const char *urls[] = {"h:0",          "h:70000",  "h:65536", "h:abc",
                                  "h:",           "h:-1",     "h:+6379", "h: 6379",

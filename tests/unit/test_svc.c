@@ -3,14 +3,18 @@
  * callback) and the metrics registry (exact text, label bounds, buckets,
  * promtool on a rendered registry). */
 #include <cjson/cJSON.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "moe/log.h"
+#include "router_internal.h"
 #include "svc/flags.h"
 #include "svc/log.h"
 #include "svc/metrics.h"
+#include "svc/signal.h"
 #include "svc/strbuf.h"
 #include "test.h"
 
@@ -289,13 +293,7 @@ TEST(svc_flags_include_float_strings) {
                         "  --stop STR           stop string (up to 2)\n"
                         "Footer.\n");
     free(text);
-    /* a table that includes itself ends (bounded depth), listing its rows a few times */
-    static moe_flag loop[3];
-    loop[0] = (moe_flag){"--x", NULL, MOE_FLAG_BOOL, &n, NULL, .help = "x"};
-    loop[1] = (moe_flag){.include = loop};
-    const moe_flagset lfs = {.prog = "p", .flags = loop};
-    ASSERT_EQ_INT(moe_flags_parse(&lfs, 2, (char *[]){"p", "--y", NULL}, &err), MOE_EINVAL);
-    ASSERT_STR_EQ(err.msg, "unknown option '--y'");
+    /* a table that includes itself: see svc_flags_nesting_and_required (it aborts) */
 }
 
 /* ==== Logs ======================================================================= */
@@ -596,4 +594,312 @@ TEST(svc_metrics_promtool) {
     ASSERT(bad != 0);
     free(b.s);
     moe_metrics_free(reg);
+}
+
+/* ==== Review fixes: levels, UTF-8, assertions, signals, flags, metrics ========== */
+
+/* Runs fn in a child process with its fd 2 (and fd 1) captured into out
+ * (cap bytes, NUL-terminated); returns the child's wait status. */
+static int run_child(void (*fn)(void), char *out, size_t cap) {
+    int p[2];
+    ASSERT(pipe(p) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        close(p[0]);
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        fn();
+        _exit(0);
+    }
+    close(p[1]);
+    size_t n = 0;
+    for (ssize_t r; n + 1 < cap && (r = read(p[0], out + n, cap - 1 - n)) > 0;) n += (size_t)r;
+    out[n] = 0;
+    close(p[0]);
+    int st = 0;
+    ASSERT(waitpid(pid, &st, 0) == pid);
+    return st;
+}
+
+TEST(svc_log_router_levels) {
+    seen s = {0};
+    moe_log_set_callback(capture, &s);
+    rt_warn("worker %s: unusable expert_bytes '%s'", "w1", "x");
+    ASSERT_EQ_INT(s.level, MOE_LOG_WARN);
+    ASSERT_STR_EQ(s.msg, "worker w1: unusable expert_bytes 'x'");
+    rt_err("cannot place the experts: %s", "why");
+    ASSERT_EQ_INT(s.level, MOE_LOG_ERROR);
+    ASSERT_STR_EQ(s.who, "router-svc");
+    rt_log("epoch 3 active");
+    ASSERT_EQ_INT(s.level, MOE_LOG_INFO);
+    moe_log_set_callback(NULL, NULL);
+}
+
+TEST(svc_log_json_repairs_utf8) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = log_to_memory(&text, &len, "info", "json");
+    const moe_log_kv kv[] = {{"worker", "w\xff\xc0\xaf"}, {"why", "ERR \xed\xa0\x80 \xc3\xa9"}};
+    moe_log_fields(MOE_LOG_WARN, "comp\xf5", kv, 2, "bad \xe0\x80\xaf");
+    fflush(f);
+    for (size_t i = 0; i < len; i++) /* only é is non-ASCII, and well-formed */
+        if ((unsigned char)text[i] >= 0x80 &&
+            !((unsigned char)text[i] == 0xc3 && (unsigned char)text[i + 1] == 0xa9))
+            if (!(i && (unsigned char)text[i - 1] == 0xc3 && (unsigned char)text[i] == 0xa9))
+                TEST_FAIL("raw byte 0x%02x at %zu in %s", (unsigned char)text[i], i, text);
+    cJSON *a = cJSON_Parse(text);
+    ASSERT(a);
+    ASSERT_STR_EQ(cJSON_GetObjectItem(a, "component")->valuestring, "comp\xef\xbf\xbd");
+    ASSERT_STR_CONTAINS(text, "\"worker\":\"w\\ufffd\\ufffd\\ufffd\"");
+    ASSERT_STR_CONTAINS(text, "\"why\":\"ERR \\ufffd\\ufffd\\ufffd \xc3\xa9\"");
+    ASSERT_STR_CONTAINS(text, "\"msg\":\"bad \\ufffd\\ufffd\\ufffd\"");
+    cJSON_Delete(a);
+    moe_log_set_callback(NULL, NULL);
+    fclose(f);
+    free(text);
+}
+
+TEST(svc_utf8_strict) {
+    moe_buf b = {.s = malloc(16), .cap = 16};
+    /* overlong (C0 AF, E0 80 AF), a surrogate (ED A0 80), above U+10FFFF
+     * (F4 90 80 80), an F5 lead: each byte U+FFFD; then a valid 4-byte one */
+    moe_buf_json_n(&b, "\xc0\xaf\xe0\x80\xaf\xed\xa0\x80\xf4\x90\x80\x80\xf5\x80\xf0\x9f\x98\x80",
+                   18, MOE_JSON_UTF8_FIX);
+    char want[128] = "\"";
+    for (int i = 0; i < 14; i++) strcat(want, "\\ufffd");
+    strcat(want, "\xf0\x9f\x98\x80\"");
+    ASSERT_STR_EQ(b.s, want);
+    b.n = 0; /* the edges that are well-formed */
+    moe_buf_json_n(&b, "\xe0\xa0\x80\xed\x9f\xbf\xf4\x8f\xbf\xbf\xc2\x80", 12, MOE_JSON_UTF8_FIX);
+    ASSERT_STR_EQ(b.s, "\"\xe0\xa0\x80\xed\x9f\xbf\xf4\x8f\xbf\xbf\xc2\x80\"");
+    free(b.s);
+    char out[8];
+    ASSERT_EQ_INT(moe_utf8_repair(out, 5, "ab\xc3\xa9\xc3\xa9"), 4); /* cut between characters */
+    ASSERT_STR_EQ(out, "ab\xc3\xa9");
+    ASSERT_EQ_INT(moe_utf8_repair(out, sizeof out, "a\xff"), 4);
+    ASSERT_STR_EQ(out, "a\xef\xbf\xbd");
+}
+
+static size_t g_msg_len;
+static char g_msg_tail[8];
+static void capture_len(void *ud, moe_log_level level, const char *who, const char *msg,
+                        const moe_log_kv *kv, size_t n_kv) {
+    (void)ud, (void)level, (void)who, (void)kv, (void)n_kv;
+    g_msg_len = strlen(msg);
+    snprintf(g_msg_tail, sizeof g_msg_tail, "%s", msg + (g_msg_len > 2 ? g_msg_len - 2 : 0));
+}
+
+TEST(svc_log_cut_at_character) {
+    /* 2046 bytes and a 2-byte character: the 2047-byte cut would split it */
+    char *long_msg = malloc(2100);
+    memset(long_msg, 'a', 2046);
+    strcpy(long_msg + 2046, "\xc3\xa9\xc3\xa9");
+    moe_log_set_callback(capture_len, NULL);
+    moe_log(MOE_LOG_INFO, "x", "%s", long_msg);
+    ASSERT_EQ_INT(g_msg_len, 2046);
+    ASSERT_STR_EQ(g_msg_tail, "aa");
+    long_msg[2045] = 0; /* short ones pass whole */
+    moe_log(MOE_LOG_INFO, "x", "%s\xc3\xa9", long_msg);
+    ASSERT_EQ_INT(g_msg_len, 2047);
+    moe_log_set_callback(NULL, NULL);
+    free(long_msg);
+}
+
+TEST(svc_log_text_escapes_lines) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = log_to_memory(&text, &len, "info", "text");
+    const moe_log_kv kv[] = {{"worker", "w1\n2026-01-01T00:00:00.000Z error router-svc: forged"}};
+    moe_log_fields(MOE_LOG_WARN, "x", kv, 1, "left\r\tnow \x1b[31m back\\slash");
+    fflush(f);
+    ASSERT(strchr(text, '\n') == text + len - 1); /* one line */
+    ASSERT_STR_CONTAINS(text, " warn x: left\\r\\tnow \\x1b[31m back\\\\slash worker=w1\\n2026");
+    moe_log_set_callback(NULL, NULL);
+    fclose(f);
+    free(text);
+}
+
+static void assert_fails_in_child(void) {
+    moe_log_set_callback(capture, &(seen){0}); /* never called: fd 2 only */
+    moe__assert_fail("dir/file.c", 1234, "n > 0");
+}
+
+TEST(svc_assert_writes_fd2_then_aborts) {
+    char out[256];
+    int st = run_child(assert_fails_in_child, out, sizeof out);
+    ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+    ASSERT_STR_EQ(out, "dir/file.c:1234: assertion failed: n > 0\n");
+}
+
+static void stop_then_signals(void) {
+    moe_err err;
+    if (moe_stop_install(&err) < 0) _exit(3);
+    moe_stop_request(); /* a stop the service asked for itself */
+    raise(SIGTERM);     /* the first signal: still a graceful stop */
+    if (write(1, "alive\n", 6) != 6) _exit(4);
+    if (!*moe_stop_flag()) _exit(5);
+    raise(SIGTERM); /* the second signal: now */
+    _exit(0);
+}
+
+TEST(svc_signal_second_signal_only) {
+    char out[64];
+    int st = run_child(stop_then_signals, out, sizeof out);
+    ASSERT_STR_EQ(out, "alive\n");
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ_INT(WEXITSTATUS(st), 128 + SIGTERM);
+}
+
+TEST(svc_flags_empty_about_footer) {
+    /* the byte before each empty text is not a newline: nothing may read it */
+    static const char about[] = "x", footer[] = "y";
+    int v = 0;
+    const moe_flag fl[] = {{"--v", NULL, MOE_FLAG_BOOL, &v, NULL, .help = "v"}, {0}};
+    const moe_flagset fs = {.prog = "p", .about = about + 1, .footer = footer + 1, .flags = fl};
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    moe_flags_usage(&fs, out);
+    fclose(out);
+    ASSERT_STR_EQ(text, "usage: p [options]\n  --v                  v\n");
+    free(text);
+}
+
+static moe_flag g_deep[6][3];
+static int g_deep_v;
+/* g_deep[0] includes [1] ... includes [depth]; the flag "--deep" is in [depth] */
+static moe_flagset deep_tables(int depth) {
+    memset(g_deep, 0, sizeof g_deep);
+    for (int i = 0; i < depth; i++) g_deep[i][0] = (moe_flag){.include = g_deep[i + 1]};
+    g_deep[depth][0] = (moe_flag){"--deep", NULL, MOE_FLAG_BOOL, &g_deep_v, NULL, .help = "d"};
+    return (moe_flagset){.prog = "p", .flags = g_deep[0]};
+}
+
+static void parse_too_deep(void) {
+    const moe_flagset fs = deep_tables(5);
+    moe_err err;
+    moe_flags_parse(&fs, 2, (char *[]){"p", "--deep", NULL}, &err);
+}
+
+static void parse_self_include(void) {
+    static moe_flag loop[3];
+    loop[0] = (moe_flag){"--x", NULL, MOE_FLAG_BOOL, &g_deep_v, NULL, .help = "x"};
+    loop[1] = (moe_flag){.include = loop};
+    const moe_flagset fs = {.prog = "p", .flags = loop};
+    moe_err err;
+    moe_flags_parse(&fs, 2, (char *[]){"p", "--y", NULL}, &err);
+}
+
+static void parse_required_int(void) {
+    int n = 0;
+    const moe_flag fl[] = {{"--n", NULL, MOE_FLAG_INT, &n, NULL, .help = "n", .required = "n"},
+                           {0}};
+    const moe_flagset fs = {.prog = "p", .flags = fl};
+    moe_err err;
+    moe_flags_parse(&fs, 3, (char *[]){"p", "--n", "3", NULL}, &err);
+}
+
+TEST(svc_flags_nesting_and_required) {
+    /* 4 levels of includes work; a fifth (or a table including itself) is a bug */
+    const moe_flagset fs = deep_tables(4);
+    moe_err err;
+    g_deep_v = 0;
+    ASSERT_EQ_INT(moe_flags_parse(&fs, 2, (char *[]){"p", "--deep", NULL}, &err), 0);
+    ASSERT_EQ_INT(g_deep_v, 1);
+    char out[512];
+    int st = run_child(parse_too_deep, out, sizeof out);
+    ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+    ASSERT_STR_CONTAINS(out, "assertion failed");
+    st = run_child(parse_self_include, out, sizeof out);
+    ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+    /* .required: a string or strings flag; on a number it is a bug */
+    st = run_child(parse_required_int, out, sizeof out);
+    ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+    const char *v[2];
+    moe_flag_strs stop = {.v = v, .max = 2};
+    const moe_flag fl[] = {
+        {"--stop", NULL, MOE_FLAG_STRINGS, &stop, NULL, .help = "s", .required = "stop string"},
+        {0}};
+    const moe_flagset sfs = {.prog = "p", .flags = fl};
+    ASSERT_EQ_INT(moe_flags_parse(&sfs, 1, (char *[]){"p", NULL}, &err), MOE_EINVAL);
+    ASSERT_STR_EQ(err.msg, "no stop string (--stop)");
+    ASSERT_EQ_INT(moe_flags_parse(&sfs, 3, (char *[]){"p", "--stop", "x", NULL}, &err), 0);
+    ASSERT_EQ_INT(stop.n, 1);
+}
+
+TEST(svc_flags_decimal_only) {
+    static const char *const bad_ms[] = {"-5s", "0x10", "1e3", "+5",  " 5", "inf",  "nan",
+                                         ".5s", "1.s",  "-0",  "5 s", "",   "0x1p4"};
+    int64_t ms = 7;
+    for (size_t i = 0; i < sizeof bad_ms / sizeof *bad_ms; i++)
+        if (moe_flags_parse_ms(bad_ms[i], &ms) != MOE_EINVAL)
+            TEST_FAIL("duration '%s' accepted (%lld)", bad_ms[i], (long long)ms);
+    static const char *const bad_size[] = {"0x1p4", "0x10", "1e3", "-1",  "+1", " 1",
+                                           "inf",   "nan",  ".5K", "1.K", ""};
+    uint64_t size = 7;
+    for (size_t i = 0; i < sizeof bad_size / sizeof *bad_size; i++)
+        if (moe_flags_parse_size(bad_size[i], &size) != MOE_EINVAL)
+            TEST_FAIL("size '%s' accepted (%llu)", bad_size[i], (unsigned long long)size);
+    ASSERT_EQ_INT(moe_flags_parse_ms("1.5s", &ms), 0);
+    ASSERT_EQ_INT(ms, 1500);
+    ASSERT_EQ_INT(moe_flags_parse_ms("0", &ms), 0);
+    ASSERT_EQ_INT(ms, 0);
+    ASSERT_EQ_INT(moe_flags_parse_ms("2h", &ms), 0);
+    ASSERT_EQ_INT(ms, 7200000);
+    ASSERT_EQ_INT(moe_flags_parse_size("8GB", &size), 0);
+    ASSERT_EQ_INT(size, 8589934592ULL);
+    ASSERT_EQ_INT(moe_flags_parse_size("0.5KiB", &size), 0);
+    ASSERT_EQ_INT(size, 512);
+}
+
+TEST(svc_metrics_other_and_values) {
+    moe_metrics *reg;
+    ASSERT_EQ_INT(moe_metrics_create(&reg), 0);
+    moe_metric *c = moe_metrics_counter(reg, "t_total", "T.", "l", 2 | MOE_METRIC_OTHER);
+    /* a real "other" before the bound: the overflow series, never a second one */
+    ASSERT_EQ_INT(moe_metric_inc(c, (const char *[]){"other"}, 1), 0);
+    ASSERT_EQ_INT(moe_metric_inc(c, (const char *[]){"a"}, 1), 0);
+    ASSERT_EQ_INT(moe_metric_inc(c, (const char *[]){"b"}, 1), 0);
+    ASSERT_EQ_INT(moe_metric_inc(c, (const char *[]){"c"}, 1), 0);
+    ASSERT_EQ_INT(moe_metric_inc(c, (const char *[]){"other"}, 1), 0);
+    /* non-finite values are refused, not stored; a counter never goes down */
+    moe_metric *n = moe_metrics_counter(reg, "t_set_total", "S.", NULL, 0);
+    ASSERT_EQ_INT(moe_metric_set(n, NULL, 5), 0);
+    ASSERT_EQ_INT(moe_metric_set(n, NULL, 3), MOE_EINVAL);
+    ASSERT_EQ_INT(moe_metric_set(n, NULL, -1), MOE_EINVAL);
+    ASSERT_EQ_INT(moe_metric_inc(n, NULL, 1.0 / 0.0), MOE_EINVAL);
+    moe_metric *g = moe_metrics_gauge(reg, "t_g", "G.", "v", 4);
+    ASSERT_EQ_INT(moe_metric_set(g, (const char *[]){"n"}, 0.0 / 0.0), MOE_EINVAL);
+    ASSERT_EQ_INT(moe_metric_set(g, (const char *[]){"n"}, 2), 0);
+    ASSERT_EQ_INT(moe_metric_set(g, (const char *[]){"n"}, -1.0 / 0.0), MOE_EINVAL);
+    ASSERT_EQ_INT(moe_metric_inc(g, (const char *[]){"n"}, 0.0 / 0.0), MOE_EINVAL);
+    /* label values: at most 128 bytes, cut between characters; invalid UTF-8 repaired */
+    char longv[301], want[1024];
+    memset(longv, 'x', 300), longv[300] = 0;
+    longv[127] = '\xc3', longv[128] = '\xa9'; /* é across the 128-byte line */
+    ASSERT_EQ_INT(moe_metric_set(g, (const char *[]){longv}, 1), 0);
+    longv[250] = 'y'; /* differs only past the cut: the same series */
+    ASSERT_EQ_INT(moe_metric_set(g, (const char *[]){longv}, 3), 0);
+    ASSERT_EQ_INT(moe_metric_set(g,
+                                 (const char *[]){"a\xff"
+                                                  "b"},
+                                 4),
+                  0);
+    moe_metric *h = moe_metrics_histogram(reg, "t_h", "H.", NULL, 0, (const double[]){1}, 1);
+    ASSERT_EQ_INT(moe_metric_observe(h, NULL, 0.0 / 0.0), MOE_EINVAL);
+    ASSERT_EQ_INT(moe_metric_observe(h, NULL, 1.0 / 0.0), MOE_EINVAL);
+    ASSERT_EQ_INT(moe_metric_observe(h, NULL, 0.5), 0);
+    snprintf(want, sizeof want,
+             "# HELP t_total T.\n# TYPE t_total counter\n"
+             "t_total{l=\"other\"} 3\nt_total{l=\"a\"} 1\nt_total{l=\"b\"} 1\n"
+             "# HELP t_set_total S.\n# TYPE t_set_total counter\nt_set_total 5\n"
+             "# HELP t_g G.\n# TYPE t_g gauge\nt_g{v=\"n\"} 2\nt_g{v=\"%.127s\"} 3\n"
+             "t_g{v=\"a\xef\xbf\xbd"
+             "b\"} 4\n"
+             "# HELP t_h H.\n# TYPE t_h histogram\nt_h_bucket{le=\"1\"} 1\n"
+             "t_h_bucket{le=\"+Inf\"} 1\nt_h_sum 0.5\nt_h_count 1\n",
+             longv);
+    assert_rendered_free(reg, want);
 }

@@ -48,6 +48,13 @@ typedef struct moe_redis_url {
 /* Parses a Redis URL (see above). Returns 0 or MOE_EINVAL naming the part. */
 int moe_redis_url_parse(moe_redis_url *u, const char *url, moe_err *err);
 
+/* Writes url into buf (cap bytes, NUL-terminated; MOE_REDIS_URL_SHOWN is
+ * enough) with its credentials (user and password) replaced by "***": the
+ * scheme and "@host:port/db" are kept. Use it wherever a Redis URL is logged,
+ * printed or put in an error message: a password never appears there. */
+#define MOE_REDIS_URL_SHOWN 256
+void moe_redis_url_redact(char *buf, size_t cap, const char *url);
+
 /* A link (not connected yet). who names the process in log lines. Returns 0,
  * MOE_EINVAL (bad URL) or MOE_ENOMEM. */
 int moe_rlink_create(moe_rlink **out, const char *url, const char *who, moe_err *err);

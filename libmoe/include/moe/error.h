@@ -52,7 +52,9 @@ typedef struct moe_err {
  * code, so it can be used as `return moe_err_set(err, MOE_EFORMAT, ...)`. */
 int moe_err_set(moe_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Aborts with file and line: for broken invariants only, never for input. */
+/* Aborts with file and line: for broken invariants only, never for input.
+ * The line "file:line: assertion failed: x" goes straight to fd 2 (write(2)
+ * from a stack buffer: no malloc, no lock, not through the log callback). */
 #define MOE_ASSERT(x)                                                                              \
     do {                                                                                           \
         if (!(x)) moe__assert_fail(__FILE__, __LINE__, #x);                                        \

@@ -35,7 +35,9 @@
  * "--help" ask for the usage. Values: int/int64 decimal; double; bool
  * 1/0/true/false/yes/no/on/off; size a number with an optional K/M/G (x1024)
  * suffix and an optional "i"/"B" ("512M", "8GiB"); ms a duration in
- * milliseconds with an optional ms/s/m/h suffix ("1500", "1.5s").
+ * milliseconds with an optional ms/s/m/h suffix ("1500", "1.5s"). A size or a
+ * duration is decimal digits with an optional fraction, then the suffix: no
+ * sign, exponent or hex ("-5s", "0x10", "1e3" are refused).
  */
 #ifndef MOE_SVC_FLAGS_H
 #define MOE_SVC_FLAGS_H
@@ -85,11 +87,13 @@ struct moe_flag {
     /* (optional) a further check of the parsed value; returns 0, or -1 with a
      * reason in why (cap bytes), reported with the flag and the value */
     int (*check)(const void *dst, char *why, size_t cap);
-    /* (optional) a string flag that must be given, non-empty: what it names,
-     * for the error "no NOUN (--flag or ENV)" */
+    /* (optional) a string flag that must be given, non-empty (a strings flag:
+     * at least once): what it names, for the error "no NOUN (--flag or ENV)".
+     * On another type it is a bug (MOE_ASSERT). */
     const char *required;
     /* (optional) instead of a flag: this row stands for the rows of another
-     * table (ended by {0}; borrowed; tables nest at most 4 deep) */
+     * table (ended by {0}; borrowed; tables nest at most 4 deep: deeper is a
+     * bug, MOE_ASSERT) */
     const moe_flag *include;
 };
 

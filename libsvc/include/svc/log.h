@@ -11,7 +11,10 @@
  * A JSON line: {"ts":"2026-11-22T14:40:01.123Z","level":"warn",
  * "component":"router-svc","msg":"worker left","worker":"w1","epoch":"7"}
  * (fields after msg, in order; every value a JSON string). A text line:
- * "2026-11-22T14:40:01.123Z warn router-svc: worker left worker=w1 epoch=7".
+ * "2026-11-22T14:40:01.123Z warn router-svc: worker left worker=w1 epoch=7"
+ * ('\\' and control characters escaped as \\, \n, \r, \t, \xNN, so a value
+ * never starts a line of its own). JSON strings have invalid UTF-8 replaced
+ * by \ufffd.
  * Lines are written whole (one fwrite under a mutex, then a flush), so
  * threads never interleave.
  */

@@ -45,7 +45,11 @@
  * update for a new label set beyond the bound is refused and counted (the
  * count renders as moemesh_metrics_series_refused_total{metric="NAME"} once
  * it is not zero), unless the family was added with MOE_METRIC_OTHER: then it
- * goes to one extra series whose every label value is "other".
+ * goes to one extra series whose every label value is "other" (an update
+ * whose every label value is "other" goes there too, before the bound is
+ * reached, so that series is never rendered twice). A label value is kept as
+ * well-formed UTF-8 (invalid bytes become U+FFFD) of at most 128 bytes (cut
+ * at a character boundary): values that agree that far share a series.
  *
  * Thread-safe: updates and rendering take the registry's mutex. Adding a
  * family is for set-up (or one thread building a page). A failed add
@@ -90,8 +94,9 @@ moe_metric *moe_metrics_histogram(moe_metrics *reg, const char *name, const char
 /* Label values: an array of as many strings as the family has labels
  * (borrowed; copied when a series is created), or NULL for a family without.
  * Each returns 0, MOE_ENOSPC (a new label set beyond the bound: refused and
- * counted), MOE_EINVAL (the wrong kind of family, a negative counter step,
- * NULL values for a labelled family) or MOE_ENOMEM. */
+ * counted), MOE_EINVAL (the wrong kind of family, a non-finite value, a
+ * negative counter step, a counter set lower than it is, NULL values for a
+ * labelled family; nothing is stored) or MOE_ENOMEM. */
 
 /* Adds by (>= 0 for a counter) to a counter or a gauge. */
 int moe_metric_inc(moe_metric *m, const char *const *values, double by);

@@ -37,7 +37,9 @@ int moe_stop_wait(int timeout_ms);
 int moe_stop_fd(void);
 
 /* Sets the flag and wakes waiters as a signal would (for tests and for a
- * service that decides to stop itself); async-signal-safe. */
+ * service that decides to stop itself); async-signal-safe. It is not a
+ * signal: the first SIGTERM after it still stops gracefully, only a second
+ * signal ends the process at once. */
 void moe_stop_request(void);
 
 #endif

@@ -22,13 +22,21 @@ void moe_buf_printf(moe_buf *b, const char *fmt, ...) __attribute__((format(prin
  * as \u00XX, everything else as it is (the tree's one JSON string escaper). */
 void moe_buf_json(moe_buf *b, const char *s);
 
-/* With moe_buf_json_n: bytes that are not part of a whole UTF-8 sequence
- * are written as \ufffd (for text cut at any byte, such as token pieces). */
+/* With moe_buf_json_n: bytes that are not part of a whole, well-formed UTF-8
+ * sequence (cut, overlong, a surrogate, above U+10FFFF) are written as
+ * \ufffd, one per byte (for text cut at any byte, such as token pieces, and
+ * for text a peer sent). */
 #define MOE_JSON_UTF8_FIX 1
 
 /* moe_buf_json for n bytes of s (NULs included, as \u0000); flags: 0 or
  * MOE_JSON_UTF8_FIX. */
 void moe_buf_json_n(moe_buf *b, const char *s, size_t n, int flags);
+
+/* Copies the string s into out (cap bytes, NUL included) as well-formed
+ * UTF-8: a byte that is not part of a well-formed sequence becomes U+FFFD
+ * (EF BF BD); a string too long is cut at a character boundary. Returns the
+ * length written (< cap; 0 when cap is 0). */
+size_t moe_utf8_repair(char *out, size_t cap, const char *s);
 
 /* Writes n bytes of s to f as moe_buf_json_n does. Returns 0, or
  * MOE_ENOMEM / MOE_EIO. */
