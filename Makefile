@@ -54,6 +54,7 @@ TESTMODEL_SRC := $(sort $(wildcard tools/testmodel/*.c))
 PROTO_SRC   := proto/moe/v1/expert.proto proto/grpc/health/v1/health.proto
 MOECTL_SRC  := $(sort $(wildcard tools/moectl/*.c))
 WORKER_SRC  := $(sort $(wildcard expert-worker/*.c))
+GATEWAY_SRC := $(sort $(wildcard gateway/*.c))
 # router-svc's modules (placement, the control loop, ...) as librouter.a;
 # its main.c links against it
 ROUTER_SRC  := $(sort $(filter-out router-svc/main.c,$(wildcard router-svc/*.c)))
@@ -66,6 +67,7 @@ SVC_OBJ    := $(call obj,$(SVC_SRC))
 TESTMODEL_OBJ := $(call obj,$(TESTMODEL_SRC))
 MOECTL_OBJ := $(call obj,$(MOECTL_SRC))
 WORKER_OBJ := $(call obj,$(WORKER_SRC))
+GATEWAY_OBJ := $(call obj,$(GATEWAY_SRC))
 ROUTER_OBJ := $(call obj,$(ROUTER_SRC))
 UNIT_OBJ   := $(call obj,$(UNIT_SRC))
 BENCH_OBJ  := $(call obj,$(BENCH_SRC))
@@ -88,13 +90,17 @@ LIBTESTMODEL := $(BUILD)/libtestmodel.a
 LIBROUTER := $(BUILD)/librouter.a
 MOECTL := $(BUILD)/moectl
 WORKER := $(BUILD)/expert-worker
+GATEWAY := $(BUILD)/gateway
+# the gateway's HTTP: libmicrohttpd (maintained in Debian; see docs/ARCHITECTURE.md)
+MHD_CFLAGS := $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
+MHD_LIBS   := $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
 ROUTER := $(BUILD)/router-svc
 UNIT   := $(BUILD)/unit-tests
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
 
 .PHONY: all deps test test-san bench run clean format format-check ref fuzz
 .SECONDARY:
-all: $(LIBMOE) $(LIBSVC) $(LIBMESH) $(LIBROUTER) $(MOECTL) $(WORKER) $(ROUTER) $(UNIT) $(BENCH_BINS)
+all: $(LIBMOE) $(LIBSVC) $(LIBMESH) $(LIBROUTER) $(MOECTL) $(WORKER) $(ROUTER) $(GATEWAY) $(UNIT) $(BENCH_BINS)
 
 $(BUILD)/obj/%_avx2.o: FILE_CFLAGS := $(ISA_AVX2)
 $(BUILD)/obj/%_avx512.o: FILE_CFLAGS := $(ISA_AVX512)
@@ -158,6 +164,12 @@ $(WORKER): $(WORKER_OBJ) $(SVC_LINK)
 
 $(ROUTER): $(BUILD)/obj/router-svc/main.o $(LIBROUTER) $(SVC_LINK)
 	$(link)
+
+$(GATEWAY_OBJ): FILE_CFLAGS := $(MESH_CFLAGS) $(MHD_CFLAGS)
+$(GATEWAY_OBJ): | $(PROTO_H)
+$(GATEWAY): $(GATEWAY_OBJ) $(SVC_LINK)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(MHD_LIBS) $(MESH_LIBS) $(LDLIBS)
 
 # unit tests may reach a library's private headers (libmoe/src, libmesh/src)
 $(UNIT_OBJ): FILE_CFLAGS := $(MESH_CFLAGS) -Ilibmoe/src -Ilibmesh/src -Irouter-svc -Itools/testmodel

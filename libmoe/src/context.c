@@ -692,6 +692,34 @@ void moe_ctx_slot_clear(moe_ctx *c, int slot) {
     if (slot >= 0 && slot < c->n_slots) c->slot_len[slot] = 0;
 }
 
+int moe_ctx_slot_truncate(moe_ctx *c, int slot, int len) {
+    if (slot < 0 || slot >= c->n_slots || len < 0 || len > c->slot_len[slot]) return MOE_EINVAL;
+    c->slot_len[slot] = len;
+    return 0;
+}
+
+int moe_ctx_slot_copy(moe_ctx *c, int dst, int src) {
+    if (dst < 0 || dst >= c->n_slots || src < 0 || src >= c->n_slots) return MOE_EINVAL;
+    if (dst == src) return 0;
+    const int n = c->slot_len[src];
+    const size_t bytes = (size_t)n * (size_t)c->kv_dim * sizeof(float);
+    for (int il = 0; il < c->hp.n_layer; il++) {
+        memcpy(kv_at(c, c->kv_k, il, dst, 0), kv_at(c, c->kv_k, il, src, 0), bytes);
+        if (!c->hp.is_mla) /* MLA keeps one latent cache (kv_k) */
+            memcpy(kv_at(c, c->kv_v, il, dst, 0), kv_at(c, c->kv_v, il, src, 0), bytes);
+    }
+    c->slot_len[dst] = n;
+    return 0;
+}
+
+int moe_ctx_n_slots(const moe_ctx *c) {
+    return c->n_slots;
+}
+
+int moe_ctx_n_ctx(const moe_ctx *c) {
+    return c->n_ctx;
+}
+
 int moe_ctx_slot_len(const moe_ctx *c, int slot) {
     return slot >= 0 && slot < c->n_slots ? c->slot_len[slot] : -1;
 }

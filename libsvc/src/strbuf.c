@@ -34,6 +34,23 @@ void moe_buf_printf(moe_buf *b, const char *fmt, ...) {
     }
 }
 
+void moe_buf_append(moe_buf *b, const void *p, size_t n) {
+    if (b->oom || n == 0) return;
+    if (b->cap - b->n <= n) {
+        size_t cap = b->cap * 2 + n + 1;
+        char *s = realloc(b->s, cap);
+        if (!s) {
+            b->oom = 1;
+            return;
+        }
+        b->s = s;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->n, p, n);
+    b->n += n;
+    b->s[b->n] = 0;
+}
+
 /* Bytes of the whole, well-formed UTF-8 sequence that starts at s[i] (1 to
  * 4), or 0: a continuation or C0, C1, F5..FF lead byte, an overlong form, a
  * surrogate (U+D800..U+DFFF), a value above U+10FFFF or a cut sequence

@@ -70,6 +70,12 @@ int moe_chat_template_detect(const char *tmpl, size_t len, moe_err *err);
 /* The kind's name ("chatml", ...), or NULL for an invalid kind. */
 const char *moe_chat_template_name(int kind);
 
+/* The texts of the special tokens that end an assistant turn in the kind's
+ * format ("<|im_end|>" for chatml, "<|eot_id|>" for llama3, ...): a server
+ * looks each up in the vocabulary (moe_vocab_find) and stops on it. A
+ * NULL-terminated static list; empty for an invalid kind. */
+const char *const *moe_chat_end_texts(int kind);
+
 /* The kind for a name (case-insensitive), or MOE_EINVAL. */
 int moe_chat_template_parse_name(const char *name);
 

@@ -218,6 +218,18 @@ const float *moe_ctx_logits(const moe_ctx *c, int i);
 int moe_ctx_n_logits(const moe_ctx *c);
 /* Empties a slot (its next token must be at position 0). */
 void moe_ctx_slot_clear(moe_ctx *c, int slot);
+/* Keeps the first len positions of a slot (a cached prompt prefix); the
+ * next token goes at position len. MOE_EINVAL if len exceeds the slot's
+ * length or the slot is out of range (nothing changes). */
+int moe_ctx_slot_truncate(moe_ctx *c, int slot, int len);
+/* Copies slot src's cache (its moe_ctx_slot_len positions) into slot dst,
+ * which then has the same length: a prompt prefilled once serves several
+ * sequences (n choices). O(n_layer x length x KV width). MOE_EINVAL for a
+ * slot out of range. */
+int moe_ctx_slot_copy(moe_ctx *c, int dst, int src);
+/* The context's slots and positions per slot (its params, defaults applied). */
+int moe_ctx_n_slots(const moe_ctx *c);
+int moe_ctx_n_ctx(const moe_ctx *c);
 /* Current length of a slot. */
 int moe_ctx_slot_len(const moe_ctx *c, int slot);
 /* With gate_margins set: the smallest moe_route_margin over the MoE layers

@@ -13,6 +13,32 @@ const char *moe_chat_template_name(int kind) {
     return kind >= 0 && kind < MOE_CHAT_COUNT ? kind_names[kind] : NULL;
 }
 
+const char *const *moe_chat_end_texts(int kind) {
+    static const char *const chatml[] = {"<|im_end|>", "<|endoftext|>", NULL};
+    static const char *const mistral[] = {"</s>", NULL};
+    static const char *const llama3[] = {"<|eot_id|>", "<|end_of_text|>", "<|eom_id|>", NULL};
+    static const char *const deepseek3[] = {"<\xef\xbd\x9c"
+                                            "end\xe2\x96\x81of\xe2\x96\x81sentence"
+                                            "\xef\xbd\x9c>",
+                                            NULL};
+    static const char *const olmoe[] = {"<|endoftext|>", NULL};
+    static const char *const none[] = {NULL};
+    switch (kind) {
+    case MOE_CHAT_CHATML:
+        return chatml;
+    case MOE_CHAT_MISTRAL:
+        return mistral;
+    case MOE_CHAT_LLAMA3:
+        return llama3;
+    case MOE_CHAT_DEEPSEEK3:
+        return deepseek3;
+    case MOE_CHAT_OLMOE:
+        return olmoe;
+    default:
+        return none;
+    }
+}
+
 int moe_chat_template_parse_name(const char *name) {
     if (!name) return MOE_EINVAL;
     for (int k = 0; k < MOE_CHAT_COUNT; k++)

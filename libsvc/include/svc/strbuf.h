@@ -18,6 +18,8 @@ typedef struct moe_buf {
 } moe_buf;
 
 void moe_buf_printf(moe_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends n raw bytes (kept NUL-terminated after them). */
+void moe_buf_append(moe_buf *b, const void *p, size_t n);
 /* Appends s as a quoted JSON string: '"' and '\\' escaped, bytes below 0x20
  * as \u00XX, everything else as it is (the tree's one JSON string escaper). */
 void moe_buf_json(moe_buf *b, const char *s);

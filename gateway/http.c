@@ -1,0 +1,509 @@
+/* http.c - routes, bodies and streams on libmicrohttpd (see http.h). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "moe/log.h"
+#include "svc/clock.h"
+
+#define GW "gateway"
+
+typedef enum route {
+    R_NONE,
+    R_CHAT,
+    R_COMPLETIONS,
+    R_TOKENIZE,
+    R_DETOKENIZE,
+    R_MODELS,
+    R_MODEL,
+    R_HEALTHZ,
+    R_READYZ,
+    R_METRICS,
+} route;
+
+static const char *const route_names[] = {"other",      "chat",   "completions", "tokenize",
+                                          "detokenize", "models", "model",       "healthz",
+                                          "readyz",     "metrics"};
+
+struct gw_http {
+    gw_http_params p;
+    struct MHD_Daemon *d;
+    int fd;
+    char addr[80];
+    atomic_int draining;
+    pthread_mutex_t rng_mu;
+    uint64_t rng;
+};
+
+/* Per-connection request state (MHD's con_cls). */
+typedef struct gw_conn {
+    gw_http *h;
+    route r;
+    moe_buf body;
+    int too_large;
+    gw_job *job; /* a generation request, once queued */
+} gw_conn;
+
+/* ==== Responses ========================================================= */
+
+static void count(gw_http *h, route r, int status) {
+    char st[16];
+    snprintf(st, sizeof st, "%d", status);
+    moe_metric_inc(h->p.requests, (const char *[]){route_names[r], st}, 1);
+}
+
+/* Queues b (taken) as the response. */
+static enum MHD_Result reply_buf(gw_conn *cs, struct MHD_Connection *conn, int status,
+                                 const char *ctype, moe_buf *b) {
+    if (b->oom || !b->s) {
+        free(b->s);
+        *b = (moe_buf){0};
+        status = 500;
+        ctype = "application/json";
+        moe_buf_printf(b, "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+                          "\"param\":null,\"code\":null}}\n");
+        if (b->oom || !b->s) return MHD_NO;
+    }
+    struct MHD_Response *resp = MHD_create_response_from_buffer(b->n, b->s, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(b->s);
+        return MHD_NO;
+    }
+    *b = (moe_buf){0};
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (status == 405) {
+        const int get = cs->r >= R_MODELS;
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, get ? "GET, HEAD" : "POST");
+    }
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    count(cs->h, cs->r, status);
+    return ret;
+}
+
+static enum MHD_Result reply_error(gw_conn *cs, struct MHD_Connection *conn,
+                                   const gw_api_error *e) {
+    moe_buf b = {0};
+    gw_api_error_json(&b, e);
+    return reply_buf(cs, conn, e->status, "application/json", &b);
+}
+
+static enum MHD_Result reply_errorf(gw_conn *cs, struct MHD_Connection *conn, int status,
+                                    const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static enum MHD_Result reply_errorf(gw_conn *cs, struct MHD_Connection *conn, int status,
+                                    const char *param, const char *fmt, ...) {
+    gw_api_error e;
+    gw_api_error_set(&e, status, param, "%s", "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.message, sizeof e.message, fmt, ap);
+    va_end(ap);
+    return reply_error(cs, conn, &e);
+}
+
+/* ==== Routes ============================================================ */
+
+static route route_of(const char *url) {
+    static const struct {
+        const char *path;
+        route r;
+    } t[] = {{"/v1/chat/completions", R_CHAT},
+             {"/v1/completions", R_COMPLETIONS},
+             {"/tokenize", R_TOKENIZE},
+             {"/detokenize", R_DETOKENIZE},
+             {"/v1/models", R_MODELS},
+             {"/healthz", R_HEALTHZ},
+             {"/readyz", R_READYZ},
+             {"/metrics", R_METRICS}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (!strcmp(url, t[i].path)) return t[i].r;
+    if (!strncmp(url, "/v1/models/", 11) && url[11]) return R_MODEL;
+    return R_NONE;
+}
+
+static void model_json(moe_buf *b, const gw_http *h) {
+    moe_buf_printf(b, "{\"id\":");
+    moe_buf_json(b, h->p.api->model);
+    moe_buf_printf(b,
+                   ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"moemesh\","
+                   "\"max_model_len\":%d}",
+                   (long long)0, h->p.api->n_ctx);
+}
+
+static enum MHD_Result serve_get(gw_conn *cs, struct MHD_Connection *conn, const char *url) {
+    gw_http *h = cs->h;
+    moe_buf b = {0};
+    char why[256];
+    switch (cs->r) {
+    case R_HEALTHZ:
+        moe_buf_printf(&b, "ok\n");
+        return reply_buf(cs, conn, 200, "text/plain; charset=utf-8", &b);
+    case R_READYZ:
+        if (atomic_load(&h->draining)) {
+            moe_buf_printf(&b, "draining: the server is shutting down\n");
+            return reply_buf(cs, conn, 503, "text/plain; charset=utf-8", &b);
+        }
+        if (h->p.ready && h->p.ready(h->p.ready_ud, why, sizeof why) != 0) {
+            moe_buf_printf(&b, "not ready: %s\n", why);
+            return reply_buf(cs, conn, 503, "text/plain; charset=utf-8", &b);
+        }
+        moe_buf_printf(&b, "ready\n");
+        return reply_buf(cs, conn, 200, "text/plain; charset=utf-8", &b);
+    case R_METRICS: {
+        moe_err err = {0};
+        if (moe_metrics_render(h->p.reg, &b, &err) == MOE_ENOMEM) b.oom = 1;
+        return reply_buf(cs, conn, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
+    }
+    case R_MODELS:
+        moe_buf_printf(&b, "{\"object\":\"list\",\"data\":[");
+        model_json(&b, h);
+        moe_buf_printf(&b, "]}\n");
+        return reply_buf(cs, conn, 200, "application/json", &b);
+    case R_MODEL:
+        if (strcmp(url + 11, h->p.api->model)) {
+            gw_api_error e;
+            gw_api_error_set(&e, 404, "model",
+                             "the model '%.200s' does not exist; this server serves '%s'", url + 11,
+                             h->p.api->model);
+            snprintf(e.code, sizeof e.code, "model_not_found");
+            return reply_error(cs, conn, &e);
+        }
+        model_json(&b, h);
+        moe_buf_append(&b, "\n", 1);
+        return reply_buf(cs, conn, 200, "application/json", &b);
+    default:
+        return reply_errorf(cs, conn, 404, "", "no route %.200s", url);
+    }
+}
+
+/* ==== Streams =========================================================== */
+
+/* MHD's content reader for a streamed job: the SSE bytes so far, or a
+ * suspended connection until the engine thread has more. */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    gw_job *j = cls;
+    ssize_t n = 0;
+    pthread_mutex_lock(&j->mu);
+    if (j->out.oom) {
+        n = MHD_CONTENT_READER_END_WITH_ERROR;
+    } else if (j->out_sent < j->out.n) {
+        size_t k = j->out.n - j->out_sent;
+        if (k > max) k = max;
+        memcpy(buf, j->out.s + j->out_sent, k);
+        j->out_sent += k;
+        if (j->out_sent == j->out.n) j->out.n = j->out_sent = 0; /* reuse the buffer */
+        n = (ssize_t)k;
+    } else if (j->done) {
+        n = MHD_CONTENT_READER_END_OF_STREAM;
+    } else if (j->conn) {
+        j->suspended = 1;
+        MHD_suspend_connection(j->conn);
+    } else {
+        n = MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    pthread_mutex_unlock(&j->mu);
+    return n;
+}
+
+static void stream_free(void *cls) {
+    gw_job_unref(cls);
+}
+
+/* The engine thread's wake (under j->mu, with j->suspended). */
+static void wake_conn(gw_job *j) {
+    MHD_resume_connection(j->conn);
+}
+
+/* ==== Generation requests =============================================== */
+
+static enum MHD_Result reply_final(gw_conn *cs, struct MHD_Connection *conn) {
+    gw_job *j = cs->job;
+    pthread_mutex_lock(&j->mu);
+    if (!j->done) { /* a spurious resume: wait on */
+        j->suspended = 1;
+        MHD_suspend_connection(conn);
+        pthread_mutex_unlock(&j->mu);
+        return MHD_YES;
+    }
+    pthread_mutex_unlock(&j->mu);
+    if (j->failed) return reply_error(cs, conn, &j->err);
+    moe_buf b = {0};
+    gw_job_render_final(j, &b);
+    return reply_buf(cs, conn, 200, "application/json", &b);
+}
+
+static enum MHD_Result serve_generate(gw_conn *cs, struct MHD_Connection *conn) {
+    gw_http *h = cs->h;
+    if (atomic_load(&h->draining))
+        return reply_errorf(cs, conn, 503, "",
+                            "the server is shutting down; retry on another replica");
+    gw_api_req req;
+    gw_api_error e;
+    const gw_route gr = cs->r == R_CHAT ? GW_ROUTE_CHAT : GW_ROUTE_COMPLETIONS;
+    if (gw_api_parse(h->p.api, gr, cs->body.s ? cs->body.s : "", cs->body.n, &req, &e) < 0)
+        return reply_error(cs, conn, &e);
+    gw_job *j;
+    pthread_mutex_lock(&h->rng_mu);
+    int rc = gw_job_create(&j, &req, h->p.api->vocab, h->p.api->n_vocab, &h->rng, &e);
+    pthread_mutex_unlock(&h->rng_mu);
+    if (rc < 0) {
+        gw_api_req_free(&req);
+        return reply_error(cs, conn, &e);
+    }
+    j->wake = wake_conn;
+    j->conn = conn;
+    cs->job = j; /* the connection's reference */
+    if (gw_sched_submit(h->p.sched, j, &e) < 0) {
+        j->conn = NULL;
+        return reply_error(cs, conn, &e);
+    }
+    if (j->req.stream) {
+        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
+                                                                      stream_read, j, stream_free);
+        if (!resp) return MHD_NO;
+        gw_job_ref(j); /* the response's */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        enum MHD_Result ret = MHD_queue_response(conn, 200, resp);
+        MHD_destroy_response(resp);
+        count(h, cs->r, 200);
+        return ret;
+    }
+    return reply_final(cs, conn);
+}
+
+static enum MHD_Result serve_post(gw_conn *cs, struct MHD_Connection *conn) {
+    gw_http *h = cs->h;
+    if (cs->too_large)
+        return reply_errorf(cs, conn, 413, "",
+                            "the request body is larger than %llu bytes (--max-body); send less",
+                            (unsigned long long)h->p.max_body);
+    if (cs->r == R_CHAT || cs->r == R_COMPLETIONS) return serve_generate(cs, conn);
+    moe_buf b = {0};
+    gw_api_error e;
+    const char *body = cs->body.s ? cs->body.s : "";
+    int rc = cs->r == R_TOKENIZE ? gw_api_tokenize(h->p.api, body, cs->body.n, &b, &e)
+                                 : gw_api_detokenize(h->p.api, body, cs->body.n, &b, &e);
+    if (rc < 0) {
+        free(b.s);
+        return reply_error(cs, conn, &e);
+    }
+    return reply_buf(cs, conn, 200, "application/json", &b);
+}
+
+/* ==== MHD callbacks ===================================================== */
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls) {
+    (void)version;
+    gw_http *h = cls;
+    gw_conn *cs = *con_cls;
+    if (!cs) { /* the headers are in: answer at the final call (keep-alive) */
+        if (!(cs = calloc(1, sizeof *cs))) return MHD_NO;
+        cs->h = h;
+        cs->r = route_of(url);
+        *con_cls = cs;
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > h->p.max_body) { /* refused before it is sent */
+            cs->too_large = 1;
+            return serve_post(cs, conn);
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) { /* a piece of the body */
+        if (!cs->too_large) {
+            if (cs->body.n + *upload_size > h->p.max_body) {
+                cs->too_large = 1;
+                free(cs->body.s);
+                cs->body = (moe_buf){0};
+            } else {
+                moe_buf_append(&cs->body, upload, *upload_size);
+                if (cs->body.oom) return MHD_NO;
+            }
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (cs->job) return reply_final(cs, conn); /* resumed: the job is done */
+    const int post = !strcmp(method, "POST");
+    const int get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    if (cs->r == R_NONE)
+        return reply_errorf(cs, conn, 404, "",
+                            "no route %s %.200s; the API is under /v1 (/v1/chat/completions, "
+                            "/v1/completions, /v1/models)",
+                            method, url);
+    const int wants_post = cs->r <= R_DETOKENIZE;
+    if ((wants_post && !post) || (!wants_post && !get))
+        return reply_errorf(cs, conn, 405, "", "%s is not allowed on %.200s; use %s", method, url,
+                            wants_post ? "POST" : "GET");
+    if (get) return serve_get(cs, conn, url);
+    return serve_post(cs, conn);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)cls, (void)conn, (void)toe;
+    gw_conn *cs = *con_cls;
+    if (!cs) return;
+    *con_cls = NULL;
+    gw_job *j = cs->job;
+    if (j) {
+        pthread_mutex_lock(&j->mu);
+        j->conn = NULL;
+        j->suspended = 0;
+        const int done = j->done;
+        pthread_mutex_unlock(&j->mu);
+        if (!done) {
+            atomic_store(&j->cancelled, 1);
+            gw_sched_poke(cs->h->p.sched);
+        }
+        gw_job_unref(j);
+    }
+    free(cs->body.s);
+    free(cs);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = 0;
+    moe_log(MOE_LOG_DEBUG, GW, "http: %s", msg);
+}
+
+/* ==== Start and stop ==================================================== */
+
+/* Splits "host:port" / "[v6]:port". */
+static int split_hostport(const char *s, char *host, size_t hcap, char *port, size_t pcap) {
+    const char *colon;
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (!end || end[1] != ':') return -1;
+        if ((size_t)(end - s - 1) >= hcap) return -1;
+        memcpy(host, s + 1, (size_t)(end - s - 1));
+        host[end - s - 1] = 0;
+        colon = end + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || (size_t)(colon - s) >= hcap) return -1;
+        memcpy(host, s, (size_t)(colon - s));
+        host[colon - s] = 0;
+    }
+    if (!colon[1] || strlen(colon + 1) >= pcap) return -1;
+    snprintf(port, pcap, "%s", colon + 1);
+    return 0;
+}
+
+static int bind_listen(gw_http *h, moe_err *err) {
+    char host[256], port[16];
+    if (split_hostport(h->p.listen, host, sizeof host, port, sizeof port) < 0)
+        return moe_err_set(err, MOE_EINVAL, "--listen %s: give HOST:PORT (e.g. 127.0.0.1:8000)",
+                           h->p.listen);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE},
+                    *res = NULL;
+    int gai = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+    if (gai) return moe_err_set(err, MOE_EINVAL, "--listen %s: %s", h->p.listen, gai_strerror(gai));
+    int fd = -1, e = 0;
+    for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            e = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, a->ai_addr, a->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+            e = errno;
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return moe_err_set(err, MOE_EIO, "--listen %s: %s", h->p.listen,
+                           strerror(e ? e : EADDRNOTAVAIL));
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int bound_port = 0;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a6->sin6_addr, ip, sizeof ip);
+            bound_port = ntohs(a6->sin6_port);
+            snprintf(h->addr, sizeof h->addr, "[%s]:%d", ip, bound_port);
+        } else {
+            struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a4->sin_addr, ip, sizeof ip);
+            bound_port = ntohs(a4->sin_port);
+            snprintf(h->addr, sizeof h->addr, "%s:%d", ip, bound_port);
+        }
+    }
+    h->fd = fd;
+    return 0;
+}
+
+int gw_http_start(gw_http **out, const gw_http_params *p, moe_err *err) {
+    *out = NULL;
+    gw_http *h = calloc(1, sizeof *h);
+    if (!h) return moe_err_set(err, MOE_ENOMEM, "out of memory");
+    h->p = *p;
+    h->fd = -1;
+    h->rng = p->seed;
+    atomic_init(&h->draining, 0);
+    pthread_mutex_init(&h->rng_mu, NULL);
+    int rc = bind_listen(h, err);
+    if (rc < 0) goto fail;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+    h->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)h->fd,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)p->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)p->idle_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)64 * 1024, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(p->threads > 1 ? p->threads : 0),
+        MHD_OPTION_END);
+    if (!h->d) {
+        rc = moe_err_set(err, MOE_EIO, "cannot start the HTTP server on %s", h->p.listen);
+        goto fail;
+    }
+    *out = h;
+    return 0;
+fail:
+    if (h->fd >= 0) close(h->fd);
+    pthread_mutex_destroy(&h->rng_mu);
+    free(h);
+    return rc;
+}
+
+const char *gw_http_address(const gw_http *h) {
+    return h->addr;
+}
+
+void gw_http_drain(gw_http *h) {
+    atomic_store(&h->draining, 1);
+}
+
+void gw_http_stop(gw_http *h) {
+    if (!h) return;
+    MHD_stop_daemon(h->d);
+    if (h->fd >= 0) close(h->fd);
+    pthread_mutex_destroy(&h->rng_mu);
+    free(h);
+}

@@ -1,0 +1,107 @@
+/*
+ * job.h - one API request on its way through the gateway: its parsed
+ * parameters, a choice (a generated sequence) per prompt x n, and what goes
+ * back to the client. Shared by the HTTP thread (http.c), which creates it
+ * and sends its bytes, and the engine thread (sched.c), which runs its
+ * choices and appends output with the gw_job_emit_* functions.
+ *
+ * Ownership: reference counted. The HTTP side holds one reference while its
+ * connection lives (and the streaming response one more); the scheduler one
+ * from gw_sched_submit until it has emitted the job's end. The last
+ * gw_job_unref frees it.
+ *
+ * Threads: fields under "mu" are shared; the rest of the output state is
+ * the engine thread's until the job is done, then the HTTP thread's.
+ * cancelled is set by the HTTP side when its client goes away.
+ */
+#ifndef GW_JOB_H
+#define GW_JOB_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "api.h"
+#include "moe/generate.h"
+#include "svc/strbuf.h"
+
+typedef struct gw_choice {
+    moe_gen_seq *seq;
+    int index;         /* the OpenAI choice index: prompt * n + j */
+    int prompt;        /* index in req.prompts */
+    int leader;        /* 1: prefills the prompt; else copies the leader's slot */
+    int leader_idx;    /* index in ch[] of the choice that prefills this prompt */
+    int slot;          /* KV slot, -1 when none */
+    int n_prefilled;   /* prompt tokens in the slot (cached ones included) */
+    int started;       /* stream: the first chunk (role) was sent */
+    int64_t t_last_us; /* when its last token was emitted (inter-token latency) */
+    moe_gen_finish finish;
+    /* what the final (non-streamed) response needs */
+    moe_buf text;    /* echo + generated text */
+    moe_buf lp;      /* chat: logprobs content items; completions: "tokens" items */
+    moe_buf lp_vals; /* completions: token_logprobs items */
+    moe_buf lp_top;  /* completions: top_logprobs items */
+    moe_buf lp_off;  /* completions: text_offset items */
+    int n_lp;        /* logprob entries so far */
+    long text_off;   /* completions: bytes of text so far (text_offset) */
+} gw_choice;
+
+typedef struct gw_job gw_job;
+struct gw_job {
+    gw_api_req req; /* owned */
+    gw_choice *ch;  /* (n_ch) = req.n_prompts x req.n */
+    int n_ch;
+    char id[48];
+    int64_t created; /* unix seconds */
+    atomic_int refs;
+    atomic_int cancelled; /* the client went away */
+
+    pthread_mutex_t mu;
+    /* ---- under mu ---- */
+    moe_buf out; /* stream: SSE bytes not yet sent start at out_sent */
+    size_t out_sent;
+    int done;   /* the scheduler emitted the end (response complete) */
+    int failed; /* done with an error: err */
+    gw_api_error err;
+    int suspended;           /* the HTTP side waits for a wake */
+    void (*wake)(gw_job *j); /* the HTTP side's resume, called under mu when suspended */
+    void *conn;              /* the HTTP side's connection, NULL once it is gone */
+
+    /* ---- engine thread ---- */
+    int64_t t_arrive_us, t_admit_us, t_first_us, deadline_us;
+    int admitted;
+    int prompt_tokens, cached_tokens;
+    int n_done;        /* choices finished */
+    gw_job *next;      /* scheduler queues */
+    void *policy_data; /* for the scheduling policy (tenants) */
+};
+
+/* A job for a parsed request (takes ownership of *req, which is zeroed):
+ * its choices, their sequences (moe_gen_seq_create with per-choice seeds),
+ * an id. One reference. 0, or -1 with *e (503 out of memory, 400 from
+ * moe_gen_seq_create). */
+int gw_job_create(gw_job **out, gw_api_req *req, const moe_vocab *v, int n_vocab, uint64_t *rng,
+                  gw_api_error *e);
+void gw_job_ref(gw_job *j);
+void gw_job_unref(gw_job *j);
+
+/* ---- engine thread: output --------------------------------------------- */
+
+/* One step of choice c (from moe_gen_seq_step): text, logprobs, and the
+ * choice's finish when st->finish is set. */
+void gw_job_emit_step(gw_job *j, gw_choice *c, const moe_gen_step *st);
+/* Every choice finished: the stream's usage chunk and [DONE]; done = 1. */
+void gw_job_emit_end(gw_job *j);
+/* Ends the job with an error (status, message): a stream gets an error
+ * event and [DONE], a waiting client the error object; done = 1. */
+void gw_job_emit_error(gw_job *j, const gw_api_error *e);
+
+/* ---- HTTP thread: the response of a finished, non-streamed job -------- */
+
+/* The chat.completion or text_completion object (with usage) into b. */
+void gw_job_render_final(gw_job *j, moe_buf *b);
+
+/* usage: prompt, completion and total tokens, cached tokens. */
+int gw_job_completion_tokens(const gw_job *j);
+
+#endif

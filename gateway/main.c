@@ -1,0 +1,442 @@
+/*
+ * gateway - the OpenAI-compatible front door: HTTP (http.c) -> request
+ * parsing (api.c) -> the engine thread's continuous batching (sched.c) over
+ * the model's non-expert part, with the routed experts in this process, on
+ * a fixed list of expert-workers, or where router-svc's placement says.
+ * Every flag has an environment twin.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "mesh/remote.h"
+#include "mesh/rlink.h"
+#include "mesh/schema.h"
+#include "moe/chat.h"
+#include "moe/generate.h"
+#include "moe/model.h"
+#include "moe/vocab.h"
+#include "sched.h"
+#include "svc/clock.h"
+#include "svc/log.h"
+#include "svc/signal.h"
+#include "svc/start.h"
+
+#define GW "gateway"
+
+static const char about[] =
+    "Serves a MoE model over the OpenAI API (/v1/chat/completions, /v1/completions,\n"
+    "/v1/models; streaming as server-sent events), batching every live request into\n"
+    "each engine step. The routed experts run in this process (default), on\n"
+    "expert-workers (--workers) or where router-svc places them (--redis).\n"
+    "Every flag has an environment twin (in brackets).";
+static const char footer[] =
+    "Without API keys (not yet supported) the gateway listens on loopback only;\n"
+    "--insecure-no-auth allows another address, open to anyone who can reach it.\n"
+    "Probes: /healthz (alive), /readyz (serving: model loaded, experts reachable).\n"
+    "SIGTERM/SIGINT: stop taking requests, finish the running ones (up to\n"
+    "--drain-timeout), exit 0; a second signal exits at once.\n"
+    "Example: gateway --model m.gguf --listen 127.0.0.1:8000, then\n"
+    "  curl -N localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+    "    -d "
+    "'{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true}'\n";
+static const moe_svc svc = {
+    .name = GW, .args = "--model FILE [options]", .about = about, .footer = footer};
+
+typedef struct gw_opts {
+    const char *model, *listen, *name, *workers, *redis, *prefix, *wire, *chat_template;
+    int threads, max_seqs, ctx, max_batch_tokens, max_queue, chunked_prefill, timeout_ms;
+    int max_connections, idle_ms, http_threads, deadline_ms, insecure, drain_ms;
+    uint64_t max_body, seed;
+} gw_opts;
+
+typedef struct gw_state {
+    gw_opts o;
+    moe_model *m;
+    moe_vocab *vocab;
+    moe_expert_backend *remote;
+    moe_ctx *ctx;
+    gw_sched *sched;
+    gw_http *http;
+    moe_metrics *reg;
+} gw_state;
+
+static int check_wire(const void *dst, char *why, size_t cap) {
+    const char *w = *(const char *const *)dst;
+    if (!strcmp(w, "f32") || !strcmp(w, "bf16")) return 0;
+    snprintf(why, cap, "must be f32 or bf16");
+    return -1;
+}
+
+/* 1 if host (of HOST:PORT) names only loopback addresses. */
+static int is_loopback(const char *listen) {
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    size_t n = colon ? (size_t)(colon - listen) : strlen(listen);
+    if (n >= sizeof host) return 0;
+    memcpy(host, listen, n);
+    host[n] = 0;
+    if (host[0] == '[' && n >= 2 && host[n - 1] == ']') {
+        memmove(host, host + 1, n - 2);
+        host[n - 2] = 0;
+    }
+    return !strncmp(host, "127.", 4) || !strcmp(host, "::1") || !strcmp(host, "localhost");
+}
+
+/* The served name: the file's base name without .gguf. */
+static void default_name(const char *path, char *out, size_t cap) {
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    size_t n = strlen(b);
+    if (n > 5 && !strcmp(b + n - 5, ".gguf")) n -= 5;
+    if (n >= cap) n = cap - 1;
+    memcpy(out, b, n);
+    out[n] = 0;
+}
+
+static int chat_kind_of(const gw_state *s, const char *override) {
+    moe_err err;
+    if (override) {
+        const int k = moe_chat_template_parse_name(override);
+        if (k < 0)
+            moe_log(MOE_LOG_ERROR, GW,
+                    "--chat-template: unknown format '%s' (chatml, mistral, llama3, deepseek3, "
+                    "olmoe)",
+                    override);
+        return k;
+    }
+    moe_gguf_str t;
+    if (moe_gguf_get_str(s->m->gguf, "tokenizer.chat_template", &t) < 0) {
+        moe_log(MOE_LOG_WARN, GW,
+                "the model has no tokenizer.chat_template: chat messages use chatml "
+                "(--chat-template NAME to choose)");
+        return MOE_CHAT_CHATML;
+    }
+    const int k = moe_chat_template_detect(t.ptr, (size_t)t.len, &err);
+    if (k < 0) {
+        moe_log(MOE_LOG_WARN, GW, "%s; chat messages use chatml", err.msg);
+        return MOE_CHAT_CHATML;
+    }
+    return k;
+}
+
+static int ready(void *ud, char *why, size_t cap) {
+    gw_state *s = ud;
+    gw_sched_stats st;
+    gw_sched_get_stats(s->sched, &st);
+    if (st.last_decode_failed) {
+        snprintf(why, cap, "the last engine step failed (experts unavailable?)");
+        return -1;
+    }
+    if (s->remote) {
+        moe_remote_stats rs = moe_remote_get_stats(s->remote);
+        if (rs.workers <= 0) {
+            snprintf(why, cap, "no expert-worker known");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int open_experts(gw_state *s) {
+    const gw_opts *o = &s->o;
+    moe_err err;
+    if (o->workers && o->redis) {
+        moe_log(MOE_LOG_ERROR, GW,
+                "--workers and --redis (MOE_WORKERS, MOE_REDIS) exclude each other");
+        return -1;
+    }
+    if (!o->workers && !o->redis) return 0;
+    moe_remote_params rp = moe_remote_default_params();
+    rp.wire_bf16 = !strcmp(o->wire, "bf16");
+    rp.deadline_ms = o->deadline_ms;
+    rp.max_rows = (o->max_batch_tokens + o->max_seqs) * s->m->hp.n_expert_used;
+    int rc;
+    if (o->redis) {
+        char safe[512];
+        moe_redis_url_redact(safe, sizeof safe, o->redis);
+        moe_log(MOE_LOG_INFO, GW, "experts: following router-svc's placement in %s", safe);
+        rc = moe_expert_backend_remote_redis_create(&s->remote, s->m, o->redis, o->prefix, &rp,
+                                                    &err);
+    } else {
+        int n = 1;
+        for (const char *p = o->workers; *p; p++) n += *p == ',';
+        char *copy = strdup(o->workers);
+        const char **list = calloc((size_t)n, sizeof *list);
+        if (!copy || !list) {
+            free(copy);
+            free(list);
+            moe_log(MOE_LOG_ERROR, GW, "out of memory");
+            return -1;
+        }
+        int k = 0;
+        for (char *save = NULL, *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+            list[k++] = t;
+        if (k == 0) {
+            free(copy);
+            free(list);
+            moe_log(MOE_LOG_ERROR, GW, "--workers: give host:port[,host:port...]");
+            return -1;
+        }
+        moe_log(MOE_LOG_INFO, GW, "experts: on %d expert-workers (%s)", k, o->workers);
+        rc = moe_expert_backend_remote_create(&s->remote, s->m, list, k, &rp, &err);
+        free(copy);
+        free(list);
+    }
+    if (rc < 0) {
+        moe_log(MOE_LOG_ERROR, GW, "experts: %s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static gw_sched_metrics add_metrics(moe_metrics *r, moe_metric **requests) {
+    static const double lat[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+    static const double itl[] = {0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2.5};
+    static const double rows[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048};
+    static const double e2e[] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
+    *requests = moe_metrics_counter(r, "moemesh_gateway_requests_total",
+                                    "HTTP requests answered, by route and status.", "route,status",
+                                    96 | MOE_METRIC_OTHER);
+    gw_sched_metrics m = {
+        .ttft = moe_metrics_histogram(r, "moemesh_gateway_time_to_first_token_seconds",
+                                      "From a request's arrival to its first generated token.",
+                                      NULL, 0, lat, (int)(sizeof lat / sizeof lat[0])),
+        .itl = moe_metrics_histogram(r, "moemesh_gateway_inter_token_seconds",
+                                     "Between consecutive tokens of one sequence.", NULL, 0, itl,
+                                     (int)(sizeof itl / sizeof itl[0])),
+        .e2e = moe_metrics_histogram(r, "moemesh_gateway_request_seconds",
+                                     "From a generation request's arrival to its last token.", NULL,
+                                     0, e2e, (int)(sizeof e2e / sizeof e2e[0])),
+        .prompt_tokens = moe_metrics_counter(r, "moemesh_gateway_prompt_tokens_total",
+                                             "Prompt tokens of admitted requests.", NULL, 0),
+        .cached_tokens = moe_metrics_counter(r, "moemesh_gateway_cached_prompt_tokens_total",
+                                             "Prompt tokens reused from a slot's cache.", NULL, 0),
+        .gen_tokens = moe_metrics_counter(r, "moemesh_gateway_generation_tokens_total",
+                                          "Tokens generated.", NULL, 0),
+        .queue_depth = moe_metrics_gauge(r, "moemesh_gateway_queue_depth",
+                                         "Requests waiting for sequence slots.", NULL, 0),
+        .running = moe_metrics_gauge(r, "moemesh_gateway_running_sequences",
+                                     "Sequences prefilling or generating.", NULL, 0),
+        .slots_used = moe_metrics_gauge(r, "moemesh_gateway_kv_slots_used",
+                                        "KV-cache slots held by sequences.", NULL, 0),
+        .batch_rows = moe_metrics_histogram(r, "moemesh_gateway_batch_rows",
+                                            "Token rows per engine step (decode + prefill).", NULL,
+                                            0, rows, (int)(sizeof rows / sizeof rows[0])),
+        .step_seconds =
+            moe_metrics_histogram(r, "moemesh_gateway_step_seconds", "Time of one engine step.",
+                                  NULL, 0, itl, (int)(sizeof itl / sizeof itl[0])),
+        .ended = moe_metrics_counter(r, "moemesh_gateway_requests_ended_total",
+                                     "Generation requests ended, by reason "
+                                     "(stop, length, cancelled, deadline, error).",
+                                     "reason", 8),
+    };
+    return m;
+}
+
+int main(int argc, char **argv) {
+    gw_state s = {0};
+    gw_opts *o = &s.o;
+    *o = (gw_opts){.listen = "127.0.0.1:8000",
+                   .wire = "f32",
+                   .threads = (int)sysconf(_SC_NPROCESSORS_ONLN),
+                   .max_seqs = 32,
+                   .max_batch_tokens = 256,
+                   .max_queue = 256,
+                   .chunked_prefill = 1,
+                   .timeout_ms = 600000,
+                   .max_connections = 1024,
+                   .idle_ms = 30000,
+                   .http_threads = 1,
+                   .deadline_ms = moe_remote_default_params().deadline_ms,
+                   .drain_ms = 30000,
+                   .max_body = 8u << 20};
+    if (o->threads < 1) o->threads = 1;
+    const moe_flag flags[] = {
+        {"--model", "MOE_MODEL", MOE_FLAG_STRING, &o->model, "FILE", .help = "the GGUF model",
+         .required = "a model"},
+        {"--listen", "MOE_LISTEN", MOE_FLAG_STRING, &o->listen, "HOST:PORT",
+         .help = "the API's address (port 0 picks one; the log says which)"},
+        {"--served-model-name", "MOE_SERVED_MODEL_NAME", MOE_FLAG_STRING, &o->name, "NAME",
+         .help = "the model id clients send", .def = "the file's base name"},
+        {"--threads", "MOE_THREADS", MOE_FLAG_INT, &o->threads, "N", .alias = "-t",
+         .help = "engine threads", .def = "the CPUs", .min = 1, .max = 1024},
+        {"--max-seqs", "MOE_MAX_SEQS", MOE_FLAG_INT, &o->max_seqs, "N",
+         .help = "sequences decoded together (KV slots)", .min = 1, .max = 4096},
+        {"--ctx", "MOE_CTX", MOE_FLAG_INT, &o->ctx, "N",
+         .help = "positions per sequence (prompt + output)",
+         .def = "min(the model's training context, 4096)", .min = 0, .max = 1 << 24},
+        {"--max-batch-tokens", "MOE_MAX_BATCH_TOKENS", MOE_FLAG_INT, &o->max_batch_tokens, "N",
+         .help = "token rows per engine step: decode rows, then prompt chunks", .min = 1,
+         .max = 1 << 16},
+        {"--chunked-prefill", "MOE_CHUNKED_PREFILL", MOE_FLAG_BOOL, &o->chunked_prefill, NULL,
+         .help = "split long prompts over steps so running streams keep their pace\n"
+                 "(--chunked-prefill=false: each prompt in one step)",
+         .def = "true"},
+        {"--max-queue", "MOE_MAX_QUEUE", MOE_FLAG_INT, &o->max_queue, "N",
+         .help = "requests waiting for slots; more get 503", .min = 1, .max = 1 << 20},
+        {"--request-timeout", "MOE_REQUEST_TIMEOUT", MOE_FLAG_MS, &o->timeout_ms, "DUR",
+         .help = "a request's deadline from arrival (0: none)", .def = "600s", .min = 0,
+         .max = 86400000},
+        {"--workers", "MOE_WORKERS", MOE_FLAG_STRING, &o->workers, "H:P,...",
+         .help = "run the routed experts on these expert-workers"},
+        {"--redis", "MOE_REDIS", MOE_FLAG_STRING, &o->redis, "URL",
+         .help = "run them where router-svc's placement says (redis://host:port),\n"
+                 "reporting per-expert load"},
+        {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &o->prefix, "P",
+         .help = "the deployment's Redis key prefix", .def = MOE_SCHEMA_PREFIX_DEFAULT},
+        {"--wire", "MOE_WIRE", MOE_FLAG_STRING, &o->wire, "f32|bf16",
+         .help = "activations to workers; f32 is exact", .check = check_wire},
+        {"--deadline-ms", "MOE_DEADLINE_MS", MOE_FLAG_MS, &o->deadline_ms, "DUR",
+         .help = "per-layer deadline for the workers", .min = 1, .max = 3600000},
+        {"--chat-template", "MOE_CHAT_TEMPLATE", MOE_FLAG_STRING, &o->chat_template, "NAME",
+         .help = "chatml | mistral | llama3 | deepseek3 | olmoe",
+         .def = "from the model's tokenizer.chat_template"},
+        {"--max-body", "MOE_MAX_BODY", MOE_FLAG_SIZE, &o->max_body, "BYTES",
+         .help = "largest request body (413 beyond)", .min = 1024, .max = 1u << 30},
+        {"--max-connections", "MOE_MAX_CONNECTIONS", MOE_FLAG_INT, &o->max_connections, "N",
+         .help = "open HTTP connections", .min = 1, .max = 1 << 20},
+        {"--idle-timeout", "MOE_IDLE_TIMEOUT", MOE_FLAG_MS, &o->idle_ms, "DUR",
+         .help = "close a connection silent this long", .def = "30s", .min = 1000, .max = 86400000},
+        {"--http-threads", "MOE_HTTP_THREADS", MOE_FLAG_INT, &o->http_threads, "N",
+         .help = "HTTP threads", .min = 1, .max = 64},
+        {"--drain-timeout", "MOE_DRAIN_TIMEOUT", MOE_FLAG_MS, &o->drain_ms, "DUR",
+         .help = "on SIGTERM, wait this long for running requests", .def = "30s", .min = 0,
+         .max = 86400000},
+        {"--seed", "MOE_SEED", MOE_FLAG_UINT64, &o->seed, "N",
+         .help = "seeds requests that give none (and response ids)", .def = "the clock"},
+        {"--insecure-no-auth", "MOE_INSECURE_NO_AUTH", MOE_FLAG_BOOL, &o->insecure, NULL,
+         .help = "allow a non-loopback --listen without API keys"},
+        {0}};
+    const int status = moe_svc_start(&svc, flags, argc, argv);
+    if (status >= 0) return status;
+    if (!is_loopback(o->listen) && !o->insecure) {
+        moe_log(MOE_LOG_ERROR, GW,
+                "--listen %s is not a loopback address and API keys are not configured: anyone "
+                "who reaches it could use the model. Listen on 127.0.0.1, or pass "
+                "--insecure-no-auth (MOE_INSECURE_NO_AUTH=1) to accept that",
+                o->listen);
+        return 2;
+    }
+    if (!o->seed) o->seed = (uint64_t)moe_wall_ms() ^ ((uint64_t)getpid() << 32);
+    int rc = 1;
+    moe_err err = {0};
+    char name[256];
+    const int64_t t0 = moe_mono_ms();
+    if (moe_model_load(&s.m, o->model, &err) < 0) {
+        moe_log(MOE_LOG_ERROR, GW, "%s", err.msg);
+        return 1;
+    }
+    if (moe_vocab_load(&s.vocab, s.m->gguf, &err) < 0) {
+        moe_log(MOE_LOG_ERROR, GW, "%s: the model has no usable tokenizer: %s", o->model, err.msg);
+        goto out;
+    }
+    if (!o->name) {
+        default_name(o->model, name, sizeof name);
+        o->name = name;
+    }
+    const int kind = chat_kind_of(&s, o->chat_template);
+    if (kind < 0) goto out;
+    if (open_experts(&s) < 0) goto out;
+    moe_ctx_params cp = moe_ctx_default_params();
+    cp.n_threads = o->threads;
+    if (o->ctx) cp.n_ctx = o->ctx;
+    cp.n_slots = o->max_seqs;
+    cp.n_batch = o->max_batch_tokens + o->max_seqs;
+    cp.experts = s.remote;
+    if (moe_ctx_create(&s.ctx, s.m, &cp, &err) < 0) {
+        moe_log(MOE_LOG_ERROR, GW, "%s", err.msg);
+        goto out;
+    }
+    const int n_ctx = moe_ctx_n_ctx(s.ctx);
+    /* the ids that end an assistant turn stop chat sequences */
+    int32_t end_ids[8];
+    int n_end = 0;
+    for (const char *const *t = moe_chat_end_texts(kind); *t && n_end < 8; t++) {
+        const int32_t id = moe_vocab_find(s.vocab, *t, strlen(*t));
+        if (id >= 0) end_ids[n_end++] = id;
+    }
+    if (moe_metrics_create(&s.reg) < 0) {
+        moe_log(MOE_LOG_ERROR, GW, "out of memory");
+        goto out;
+    }
+    moe_metric *requests = NULL;
+    gw_sched_params sp = {.ctx = s.ctx,
+                          .vocab = s.vocab,
+                          .max_seqs = o->max_seqs,
+                          .max_queue = o->max_queue,
+                          .max_batch_tokens = o->max_batch_tokens,
+                          .chunked_prefill = o->chunked_prefill,
+                          .timeout_ms = o->timeout_ms,
+                          .metrics = add_metrics(s.reg, &requests)};
+    moe_metric_set(moe_metrics_gauge(s.reg, "moemesh_gateway_kv_slots",
+                                     "KV-cache slots (--max-seqs).", NULL, 0),
+                   NULL, o->max_seqs);
+    if (gw_sched_start(&s.sched, &sp, &err) < 0) {
+        moe_log(MOE_LOG_ERROR, GW, "%s", err.msg);
+        goto out;
+    }
+    const gw_api_ctx api = {.vocab = s.vocab,
+                            .n_vocab = s.m->hp.n_vocab,
+                            .n_ctx = n_ctx,
+                            .chat_kind = kind,
+                            .model = o->name,
+                            .end_ids = end_ids,
+                            .n_end = n_end,
+                            .max_seqs = o->max_seqs};
+    gw_http_params hp = {.listen = o->listen,
+                         .max_connections = o->max_connections,
+                         .idle_timeout_s = (o->idle_ms + 999) / 1000,
+                         .max_body = o->max_body,
+                         .threads = o->http_threads,
+                         .sched = s.sched,
+                         .api = &api,
+                         .reg = s.reg,
+                         .requests = requests,
+                         .ready = ready,
+                         .ready_ud = &s,
+                         .seed = o->seed};
+    if (gw_http_start(&s.http, &hp, &err) < 0) {
+        moe_log(MOE_LOG_ERROR, GW, "%s", err.msg);
+        goto out;
+    }
+    const double kv_mib =
+        (double)moe_ctx_kv_bytes_per_token(s.ctx) * n_ctx * o->max_seqs / 1048576.0;
+    moe_log(MOE_LOG_INFO, GW,
+            "serving %s as '%s' on http://%s (experts %s; %d sequences x %d positions, KV %.0f "
+            "MiB; chat format %s; %d threads; ready in %.1f s)",
+            o->model, o->name, gw_http_address(s.http),
+            o->redis     ? "per router-svc"
+            : o->workers ? "on workers"
+                         : "in process",
+            o->max_seqs, n_ctx, kv_mib, moe_chat_template_name(kind), o->threads,
+            (double)(moe_mono_ms() - t0) / 1000.0);
+    moe_stop_wait(-1);
+    /* drain: no new requests; the running ones finish */
+    gw_http_drain(s.http);
+    gw_sched_stats st;
+    gw_sched_get_stats(s.sched, &st);
+    moe_log(MOE_LOG_INFO, GW,
+            "stopping: draining %d running and %d waiting requests (up to %.0f s)", st.running,
+            st.waiting, o->drain_ms / 1000.0);
+    const int64_t until = moe_mono_ms() + o->drain_ms;
+    while (moe_mono_ms() < until) {
+        gw_sched_get_stats(s.sched, &st);
+        if (st.running == 0 && st.waiting == 0) break;
+        usleep(20000);
+    }
+    rc = 0;
+out:
+    gw_sched_stop(s.sched);
+    gw_http_stop(s.http);
+    moe_ctx_destroy(s.ctx);
+    moe_expert_backend_destroy(s.remote);
+    moe_metrics_free(s.reg);
+    moe_vocab_free(s.vocab);
+    moe_model_free(s.m);
+    if (rc == 0) moe_log(MOE_LOG_INFO, GW, "stopped");
+    return rc;
+}

@@ -1,0 +1,631 @@
+/* sched.c - the engine thread: continuous batching, chunked prefill,
+ * admission by free KV slots, prefix reuse (see sched.h). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sched.h"
+#include "svc/clock.h"
+#include "svc/log.h"
+
+/* ==== Policy ============================================================ */
+
+static int fifo_pick(void *state, gw_job *const *waiting, int n) {
+    (void)state, (void)waiting;
+    return n > 0 ? 0 : -1;
+}
+
+const gw_policy gw_policy_fifo = {.name = "fifo", .pick = fifo_pick};
+
+/* ==== State ============================================================= */
+
+/* A flagged (logits) row of the batch: whose logits they are. */
+typedef struct row_ref {
+    gw_job *j;
+    int ch;      /* choice index in j->ch */
+    int prefill; /* 1: the last row of a prompt (steps the leader and its followers) */
+} row_ref;
+
+struct gw_sched {
+    gw_sched_params p;
+    moe_ctx *c;
+    const gw_policy *pol;
+    int n_slots, n_ctx;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* ---- under mu ---- */
+    gw_job *in_head, *in_tail; /* submitted, not yet taken by the engine */
+    int queued;                /* submitted and not yet admitted or ended */
+    int stopping;
+    gw_sched_stats st;
+    /* ---- engine thread ---- */
+    gw_job **waiting; /* (max_queue) arrival order */
+    int n_waiting;
+    gw_job **running; /* (max_seqs) admitted, not ended */
+    int n_running;
+    unsigned char *slot_busy; /* (n_slots) */
+    int32_t *slot_tok;        /* (n_slots, n_ctx) the tokens each slot's cache holds */
+    int *slot_tok_len;        /* (n_slots) */
+    int slots_used;
+    int32_t *b_tok, *b_pos, *b_slot;
+    int8_t *b_logits;
+    row_ref *refs;
+    int b_cap;
+    int last_failed;
+};
+
+static int grow_batch(gw_sched *s, int need) {
+    if (need <= s->b_cap) return 0;
+    int cap = s->b_cap ? s->b_cap : 256;
+    while (cap < need) cap *= 2;
+    int32_t *t = realloc(s->b_tok, (size_t)cap * sizeof *t);
+    if (t) s->b_tok = t;
+    int32_t *p = realloc(s->b_pos, (size_t)cap * sizeof *p);
+    if (p) s->b_pos = p;
+    int32_t *sl = realloc(s->b_slot, (size_t)cap * sizeof *sl);
+    if (sl) s->b_slot = sl;
+    int8_t *l = realloc(s->b_logits, (size_t)cap);
+    if (l) s->b_logits = l;
+    row_ref *r = realloc(s->refs, (size_t)cap * sizeof *r);
+    if (r) s->refs = r;
+    if (!t || !p || !sl || !l || !r) return MOE_ENOMEM;
+    s->b_cap = cap;
+    return 0;
+}
+
+static double secs(int64_t us) {
+    return (double)us / 1e6;
+}
+
+/* ==== Slots ============================================================= */
+
+static int common_prefix(const int32_t *a, int na, const int32_t *b, int nb) {
+    int n = na < nb ? na : nb, i = 0;
+    while (i < n && a[i] == b[i]) i++;
+    return i;
+}
+
+/* A free slot for a prompt's leader: the one whose cached tokens share the
+ * longest prefix with the prompt (at most n - 1 reused: the last prompt
+ * token is decoded for its logits). *reuse gets that length. */
+static int take_slot_for_prompt(gw_sched *s, const int32_t *ids, int n, int *reuse) {
+    int best = -1, best_len = -1;
+    for (int k = 0; k < s->n_slots; k++) {
+        if (s->slot_busy[k]) continue;
+        int l = common_prefix(s->slot_tok + (size_t)k * (size_t)s->n_ctx, s->slot_tok_len[k], ids,
+                              n - 1);
+        /* ties: the slot with the least cached (keep long caches for later) */
+        if (l > best_len || (l == best_len && s->slot_tok_len[k] < s->slot_tok_len[best])) {
+            best = k;
+            best_len = l;
+        }
+    }
+    if (best < 0) return -1;
+    s->slot_busy[best] = 1;
+    s->slots_used++;
+    moe_ctx_slot_truncate(s->c, best, best_len);
+    s->slot_tok_len[best] = best_len;
+    *reuse = best_len;
+    return best;
+}
+
+/* A free slot whose cache is worth the least (followers overwrite it). */
+static int take_slot_any(gw_sched *s) {
+    int best = -1;
+    for (int k = 0; k < s->n_slots; k++)
+        if (!s->slot_busy[k] && (best < 0 || s->slot_tok_len[k] < s->slot_tok_len[best])) best = k;
+    if (best < 0) return -1;
+    s->slot_busy[best] = 1;
+    s->slots_used++;
+    moe_ctx_slot_clear(s->c, best);
+    s->slot_tok_len[best] = 0;
+    return best;
+}
+
+/* Frees c's slot, remembering the tokens its cache holds. */
+static void release_slot(gw_sched *s, gw_choice *c) {
+    if (c->slot < 0) return;
+    const int k = c->slot;
+    int n = moe_ctx_slot_len(s->c, k), nt = 0;
+    const int32_t *toks = moe_gen_seq_tokens(c->seq, &nt);
+    if (n > nt) n = nt; /* never: the cache holds a prefix of the tokens */
+    if (n < 0) n = 0;
+    memcpy(s->slot_tok + (size_t)k * (size_t)s->n_ctx, toks, (size_t)n * sizeof *toks);
+    s->slot_tok_len[k] = n;
+    moe_ctx_slot_truncate(s->c, k, n);
+    s->slot_busy[k] = 0;
+    s->slots_used--;
+    c->slot = -1;
+}
+
+/* ==== Ending jobs ======================================================= */
+
+static void count_end(gw_sched *s, const char *reason) {
+    moe_metric_inc(s->p.metrics.ended, (const char *[]){reason}, 1);
+}
+
+/* Removes j from the running list, frees its slots, tells the policy, drops
+ * the scheduler's reference. The caller emitted the job's end. */
+static void drop_running(gw_sched *s, gw_job *j) {
+    for (int i = 0; i < j->n_ch; i++) release_slot(s, &j->ch[i]);
+    for (int i = 0; i < s->n_running; i++)
+        if (s->running[i] == j) {
+            memmove(&s->running[i], &s->running[i + 1],
+                    (size_t)(s->n_running - i - 1) * sizeof *s->running);
+            s->n_running--;
+            break;
+        }
+    if (s->pol->on_end) s->pol->on_end(s->pol->state, j, gw_job_completion_tokens(j));
+    pthread_mutex_lock(&s->mu);
+    s->st.jobs_done++;
+    pthread_mutex_unlock(&s->mu);
+    gw_job_unref(j);
+}
+
+/* Ends every running choice of j (cancel) without output. */
+static void cancel_choices(gw_job *j) {
+    for (int i = 0; i < j->n_ch; i++) {
+        gw_choice *c = &j->ch[i];
+        if (moe_gen_seq_finish(c->seq) == MOE_GEN_FINISH_NONE) moe_gen_seq_cancel(c->seq, NULL);
+    }
+}
+
+static void fail_running(gw_sched *s, gw_job *j, const gw_api_error *e, const char *reason) {
+    cancel_choices(j);
+    gw_job_emit_error(j, e);
+    count_end(s, reason);
+    drop_running(s, j);
+}
+
+/* Takes j out of the waiting list (index k), ending it with e (or quietly
+ * if e is NULL: the client is gone). */
+static void drop_waiting(gw_sched *s, int k, const gw_api_error *e, const char *reason) {
+    gw_job *j = s->waiting[k];
+    memmove(&s->waiting[k], &s->waiting[k + 1],
+            (size_t)(s->n_waiting - k - 1) * sizeof *s->waiting);
+    s->n_waiting--;
+    pthread_mutex_lock(&s->mu);
+    s->queued--;
+    pthread_mutex_unlock(&s->mu);
+    cancel_choices(j);
+    if (e)
+        gw_job_emit_error(j, e);
+    else
+        gw_job_emit_end(j);
+    count_end(s, reason);
+    gw_job_unref(j);
+}
+
+/* ==== Steps ============================================================= */
+
+/* A choice's step result: output, metrics, and its end. */
+static void after_step(gw_sched *s, gw_job *j, gw_choice *c, const moe_gen_step *st, int64_t now) {
+    if (st->token >= 0) {
+        if (!j->t_first_us) {
+            j->t_first_us = now;
+            moe_metric_observe(s->p.metrics.ttft, NULL, secs(now - j->t_arrive_us));
+        }
+        if (c->t_last_us) moe_metric_observe(s->p.metrics.itl, NULL, secs(now - c->t_last_us));
+        c->t_last_us = now;
+    }
+    gw_job_emit_step(j, c, st);
+    if (st->finish != MOE_GEN_FINISH_NONE) {
+        release_slot(s, c);
+        j->n_done++;
+    }
+}
+
+/* The end of a job all of whose choices finished. */
+static void end_if_done(gw_sched *s, gw_job *j, int64_t now) {
+    if (j->n_done < j->n_ch) return;
+    int failed = 0;
+    for (int i = 0; i < j->n_ch; i++) failed |= j->ch[i].finish == MOE_GEN_FINISH_ERROR;
+    const int gen = gw_job_completion_tokens(j);
+    moe_metric_inc(s->p.metrics.gen_tokens, NULL, gen);
+    if (failed) {
+        gw_api_error e;
+        gw_api_error_set(&e, 500, "",
+                         "sampling failed: the model produced non-finite logits or every token "
+                         "was excluded; try other sampling parameters");
+        gw_job_emit_error(j, &e);
+        count_end(s, "error");
+    } else {
+        gw_job_emit_end(j);
+        moe_metric_observe(s->p.metrics.e2e, NULL, secs(now - j->t_arrive_us));
+        int length = 0;
+        for (int i = 0; i < j->n_ch; i++)
+            length |= j->ch[i].finish == MOE_GEN_FINISH_MAX_TOKENS ||
+                      j->ch[i].finish == MOE_GEN_FINISH_CONTEXT;
+        count_end(s, length ? "length" : "stop");
+    }
+    drop_running(s, j);
+}
+
+/* Admits j: slots for its choices (leaders reuse cached prefixes). */
+static void admit(gw_sched *s, gw_job *j, int64_t now) {
+    j->admitted = 1;
+    j->t_admit_us = now;
+    for (int i = 0; i < j->n_ch; i++) {
+        gw_choice *c = &j->ch[i];
+        if (moe_gen_seq_finish(c->seq) != MOE_GEN_FINISH_NONE) continue; /* max_tokens 0 */
+        const gw_prompt *pr = &j->req.prompts[c->prompt];
+        if (c->leader) {
+            int reuse = 0;
+            c->slot = take_slot_for_prompt(s, pr->ids, pr->n, &reuse);
+            c->n_prefilled = reuse;
+            j->cached_tokens += reuse;
+        } else {
+            c->slot = take_slot_any(s);
+        }
+    }
+    moe_metric_inc(s->p.metrics.prompt_tokens, NULL, j->prompt_tokens);
+    moe_metric_inc(s->p.metrics.cached_tokens, NULL, j->cached_tokens);
+    s->running[s->n_running++] = j;
+    if (s->pol->on_admit) s->pol->on_admit(s->pol->state, j);
+    /* choices born finished (max_tokens 0) end now */
+    for (int i = 0; i < j->n_ch; i++) {
+        gw_choice *c = &j->ch[i];
+        if (moe_gen_seq_finish(c->seq) == MOE_GEN_FINISH_NONE) continue;
+        moe_gen_step st = {.token = -1, .finish = moe_gen_seq_finish(c->seq), .stop_index = -1};
+        after_step(s, j, c, &st, now);
+    }
+    end_if_done(s, j, now);
+}
+
+/* Slots j still needs: its unfinished choices. */
+static int slots_needed(const gw_job *j) {
+    int n = 0;
+    for (int i = 0; i < j->n_ch; i++) n += moe_gen_seq_finish(j->ch[i].seq) == MOE_GEN_FINISH_NONE;
+    return n;
+}
+
+static void reap(gw_sched *s, int64_t now) {
+    for (int k = 0; k < s->n_waiting;) {
+        gw_job *j = s->waiting[k];
+        if (atomic_load(&j->cancelled)) {
+            drop_waiting(s, k, NULL, "cancelled");
+        } else if (j->deadline_us && now >= j->deadline_us) {
+            gw_api_error e;
+            gw_api_error_set(&e, 503, "",
+                             "the request waited %.1f s in the queue without a free sequence slot "
+                             "and passed its deadline (--request-timeout); retry later",
+                             secs(now - j->t_arrive_us));
+            drop_waiting(s, k, &e, "deadline");
+        } else {
+            k++;
+        }
+    }
+    for (int k = 0; k < s->n_running;) {
+        gw_job *j = s->running[k];
+        if (atomic_load(&j->cancelled)) {
+            cancel_choices(j);
+            gw_job_emit_end(j); /* nobody reads it */
+            moe_metric_inc(s->p.metrics.gen_tokens, NULL, gw_job_completion_tokens(j));
+            count_end(s, "cancelled");
+            drop_running(s, j);
+        } else if (j->deadline_us && now >= j->deadline_us) {
+            gw_api_error e;
+            gw_api_error_set(&e, 504, "",
+                             "the request passed its deadline after %.1f s (--request-timeout) "
+                             "with %d tokens generated; ask for fewer tokens",
+                             secs(now - j->t_arrive_us), gw_job_completion_tokens(j));
+            moe_metric_inc(s->p.metrics.gen_tokens, NULL, gw_job_completion_tokens(j));
+            fail_running(s, j, &e, "deadline");
+        } else {
+            k++;
+        }
+    }
+}
+
+static void admit_waiting(gw_sched *s, int64_t now) {
+    while (s->n_waiting > 0) {
+        int k = s->pol->pick(s->pol->state, s->waiting, s->n_waiting);
+        if (k < 0 || k >= s->n_waiting) break;
+        gw_job *j = s->waiting[k];
+        if (slots_needed(j) > s->p.max_seqs - s->slots_used || s->n_running >= s->p.max_seqs)
+            break; /* waits for slots: the policy's order is kept */
+        memmove(&s->waiting[k], &s->waiting[k + 1],
+                (size_t)(s->n_waiting - k - 1) * sizeof *s->waiting);
+        s->n_waiting--;
+        pthread_mutex_lock(&s->mu);
+        s->queued--;
+        pthread_mutex_unlock(&s->mu);
+        admit(s, j, now);
+    }
+}
+
+/* One engine step: builds the batch, decodes, hands out the logits. Returns
+ * the rows decoded (0: nothing to do). */
+static int step(gw_sched *s) {
+    int rows = 0, flagged = 0;
+    /* decode rows: every generating choice */
+    for (int r = 0; r < s->n_running; r++) {
+        gw_job *j = s->running[r];
+        for (int i = 0; i < j->n_ch; i++) {
+            gw_choice *c = &j->ch[i];
+            if (c->slot < 0 || moe_gen_seq_finish(c->seq) != MOE_GEN_FINISH_NONE ||
+                moe_gen_seq_n_generated(c->seq) == 0)
+                continue;
+            if (grow_batch(s, rows + 1) < 0) return -1;
+            int n = 0;
+            const int32_t *toks = moe_gen_seq_tokens(c->seq, &n);
+            s->b_tok[rows] = toks[n - 1];
+            s->b_pos[rows] = n - 1;
+            s->b_slot[rows] = c->slot;
+            s->b_logits[rows] = 1;
+            s->refs[flagged++] = (row_ref){j, i, 0};
+            rows++;
+        }
+    }
+    const int n_decode = rows;
+    /* prefill rows, in admission order, within the step's token budget */
+    int budget = s->p.max_batch_tokens - n_decode;
+    if (budget < s->p.max_batch_tokens / 4) budget = s->p.max_batch_tokens / 4;
+    if (budget < 1) budget = 1;
+    for (int r = 0; r < s->n_running && (budget > 0 || !s->p.chunked_prefill); r++) {
+        gw_job *j = s->running[r];
+        for (int i = 0; i < j->n_ch && (budget > 0 || !s->p.chunked_prefill); i++) {
+            gw_choice *c = &j->ch[i];
+            if (!c->leader || c->slot < 0 || moe_gen_seq_finish(c->seq) != MOE_GEN_FINISH_NONE)
+                continue;
+            const gw_prompt *pr = &j->req.prompts[c->prompt];
+            if (c->n_prefilled >= pr->n) continue;
+            int take = pr->n - c->n_prefilled;
+            if (s->p.chunked_prefill && take > budget) take = budget;
+            if (grow_batch(s, rows + take) < 0) return -1;
+            for (int t = 0; t < take; t++) {
+                const int pos = c->n_prefilled + t;
+                s->b_tok[rows] = pr->ids[pos];
+                s->b_pos[rows] = pos;
+                s->b_slot[rows] = c->slot;
+                s->b_logits[rows] = pos == pr->n - 1;
+                rows++;
+            }
+            if (c->n_prefilled + take == pr->n) s->refs[flagged++] = (row_ref){j, i, 1};
+            budget -= take;
+        }
+    }
+    if (rows == 0) return 0;
+    const moe_batch b = {rows, s->b_tok, s->b_pos, s->b_slot, s->b_logits};
+    moe_err err = {0};
+    const int64_t t0 = moe_mono_us();
+    int rc = moe_ctx_decode(s->c, &b, &err);
+    const int64_t now = moe_mono_us();
+    moe_metric_observe(s->p.metrics.batch_rows, NULL, rows);
+    moe_metric_observe(s->p.metrics.step_seconds, NULL, secs(now - t0));
+    if (rc < 0) {
+        /* nothing changed in the cache: end the jobs that had rows in it */
+        s->last_failed = 1;
+        moe_log(MOE_LOG_WARN, "gateway", "engine step of %d rows failed: %s", rows, err.msg);
+        gw_api_error e;
+        gw_api_error_set(&e, rc == MOE_EUNAVAIL ? 503 : 500, "", "the model step failed: %s",
+                         err.msg);
+        for (int r = s->n_running - 1; r >= 0; r--) {
+            gw_job *j = s->running[r];
+            int involved = 0;
+            for (int i = 0; i < j->n_ch && !involved; i++) involved = j->ch[i].slot >= 0;
+            if (involved) fail_running(s, j, &e, "error");
+        }
+        return rows;
+    }
+    s->last_failed = 0;
+    /* prefill progress */
+    for (int r = n_decode; r < rows;) {
+        const int slot = s->b_slot[r];
+        int k = r;
+        while (k < rows && s->b_slot[k] == slot) k++;
+        for (int jr = 0; jr < s->n_running; jr++) {
+            gw_job *j = s->running[jr];
+            for (int i = 0; i < j->n_ch; i++)
+                if (j->ch[i].slot == slot && j->ch[i].leader) j->ch[i].n_prefilled += k - r;
+        }
+        r = k;
+    }
+    /* logits, in flagged-row order */
+    for (int f = 0; f < flagged; f++) {
+        gw_job *j = s->refs[f].j;
+        gw_choice *c = &j->ch[s->refs[f].ch];
+        const float *logits = moe_ctx_logits(s->c, f);
+        if (s->refs[f].prefill) {
+            /* the prompt is in the leader's slot: followers copy it */
+            for (int i = 0; i < j->n_ch; i++) {
+                gw_choice *o = &j->ch[i];
+                if (o == c || o->leader_idx != c->index || o->slot < 0) continue;
+                moe_ctx_slot_copy(s->c, o->slot, c->slot);
+                o->n_prefilled = c->n_prefilled;
+            }
+            for (int i = 0; i < j->n_ch; i++) {
+                gw_choice *o = &j->ch[i];
+                if (o->leader_idx != c->index || o->slot < 0 ||
+                    moe_gen_seq_finish(o->seq) != MOE_GEN_FINISH_NONE)
+                    continue;
+                moe_gen_step st;
+                moe_gen_seq_step(o->seq, logits, &st, &err);
+                after_step(s, j, o, &st, now);
+            }
+        } else {
+            moe_gen_step st;
+            moe_gen_seq_step(c->seq, logits, &st, &err);
+            after_step(s, j, c, &st, now);
+        }
+    }
+    for (int r = s->n_running - 1; r >= 0; r--) end_if_done(s, s->running[r], now);
+    return rows;
+}
+
+static void publish_stats(gw_sched *s) {
+    int running_seqs = 0;
+    for (int r = 0; r < s->n_running; r++) running_seqs += slots_needed(s->running[r]);
+    pthread_mutex_lock(&s->mu);
+    s->st.waiting = s->queued;
+    s->st.running = running_seqs;
+    s->st.slots_used = s->slots_used;
+    s->st.last_decode_failed = s->last_failed;
+    const int queued = s->queued;
+    pthread_mutex_unlock(&s->mu);
+    moe_metric_set(s->p.metrics.queue_depth, NULL, queued);
+    moe_metric_set(s->p.metrics.running, NULL, running_seqs);
+    moe_metric_set(s->p.metrics.slots_used, NULL, s->slots_used);
+}
+
+static void *engine_main(void *arg) {
+    gw_sched *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        /* sleep while there is nothing to run (waiting jobs are rechecked
+         * for deadlines and cancellation every 50 ms) */
+        while (!s->stopping && !s->in_head && s->n_running == 0) {
+            if (s->n_waiting == 0) {
+                pthread_cond_wait(&s->cv, &s->mu);
+            } else {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += 50 * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+                if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT) break;
+            }
+        }
+        const int stopping = s->stopping;
+        gw_job *in = s->in_head;
+        s->in_head = s->in_tail = NULL;
+        pthread_mutex_unlock(&s->mu);
+        while (in) {
+            gw_job *next = in->next;
+            in->next = NULL;
+            s->waiting[s->n_waiting++] = in;
+            in = next;
+        }
+        if (stopping) break;
+        const int64_t now = moe_mono_us();
+        reap(s, now);
+        admit_waiting(s, now);
+        int rows = step(s);
+        if (rows < 0) {
+            moe_log(MOE_LOG_ERROR, "gateway", "out of memory for the engine's batch");
+            gw_api_error e;
+            gw_api_error_set(&e, 503, "", "the server is out of memory");
+            while (s->n_running) fail_running(s, s->running[0], &e, "error");
+        }
+        publish_stats(s);
+        pthread_mutex_lock(&s->mu);
+        s->st.steps += rows > 0;
+        pthread_mutex_unlock(&s->mu);
+    }
+    /* stopping: everything still here ends with 503 */
+    gw_api_error e;
+    gw_api_error_set(&e, 503, "", "the server is shutting down; retry on another replica");
+    while (s->n_running) fail_running(s, s->running[0], &e, "error");
+    while (s->n_waiting) drop_waiting(s, 0, &e, "error");
+    publish_stats(s);
+    return NULL;
+}
+
+/* ==== API =============================================================== */
+
+int gw_sched_start(gw_sched **out, const gw_sched_params *p, moe_err *err) {
+    *out = NULL;
+    if (p->max_seqs < 1 || p->max_seqs > moe_ctx_n_slots(p->ctx) || p->max_queue < 1 ||
+        p->max_batch_tokens < 1)
+        return moe_err_set(err, MOE_EINVAL, "scheduler: bad limits (max_seqs %d, slots %d)",
+                           p->max_seqs, moe_ctx_n_slots(p->ctx));
+    gw_sched *s = calloc(1, sizeof *s);
+    if (!s) return moe_err_set(err, MOE_ENOMEM, "out of memory");
+    s->p = *p;
+    s->c = p->ctx;
+    s->pol = p->policy ? p->policy : &gw_policy_fifo;
+    s->n_slots = moe_ctx_n_slots(p->ctx);
+    s->n_ctx = moe_ctx_n_ctx(p->ctx);
+    s->waiting = calloc((size_t)p->max_queue, sizeof *s->waiting);
+    s->running = calloc((size_t)p->max_seqs, sizeof *s->running);
+    s->slot_busy = calloc((size_t)s->n_slots, 1);
+    s->slot_tok = malloc((size_t)s->n_slots * (size_t)s->n_ctx * sizeof *s->slot_tok);
+    s->slot_tok_len = calloc((size_t)s->n_slots, sizeof *s->slot_tok_len);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if (!s->waiting || !s->running || !s->slot_busy || !s->slot_tok || !s->slot_tok_len ||
+        grow_batch(s, p->max_seqs + p->max_batch_tokens) < 0)
+        goto oom;
+    for (int k = 0; k < s->n_slots; k++) moe_ctx_slot_clear(s->c, k);
+    if (pthread_create(&s->th, NULL, engine_main, s) != 0) goto oom;
+    *out = s;
+    return 0;
+oom:
+    free(s->waiting), free(s->running), free(s->slot_busy), free(s->slot_tok);
+    free(s->slot_tok_len), free(s->b_tok), free(s->b_pos), free(s->b_slot), free(s->b_logits);
+    free(s->refs);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+    return moe_err_set(err, MOE_ENOMEM, "out of memory for the scheduler");
+}
+
+int gw_sched_submit(gw_sched *s, gw_job *j, gw_api_error *e) {
+    j->t_arrive_us = moe_mono_us();
+    j->deadline_us = s->p.timeout_ms > 0 ? j->t_arrive_us + s->p.timeout_ms * 1000 : 0;
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        gw_api_error_set(e, 503, "", "the server is shutting down; retry on another replica");
+        return -1;
+    }
+    if (s->queued >= s->p.max_queue) {
+        const int q = s->queued;
+        pthread_mutex_unlock(&s->mu);
+        gw_api_error_set(e, 503, "",
+                         "the server is at capacity: %d requests are already waiting "
+                         "(--max-queue); retry later",
+                         q);
+        return -1;
+    }
+    gw_job_ref(j);
+    j->next = NULL;
+    if (s->in_tail)
+        s->in_tail->next = j;
+    else
+        s->in_head = j;
+    s->in_tail = j;
+    s->queued++;
+    s->st.waiting = s->queued;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+void gw_sched_poke(gw_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void gw_sched_get_stats(gw_sched *s, gw_sched_stats *out) {
+    pthread_mutex_lock(&s->mu);
+    *out = s->st;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void gw_sched_stop(gw_sched *s) {
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->th, NULL);
+    gw_job *in = s->in_head; /* submitted after the thread's last look */
+    gw_api_error e;
+    gw_api_error_set(&e, 503, "", "the server is shutting down; retry on another replica");
+    while (in) {
+        gw_job *next = in->next;
+        cancel_choices(in);
+        gw_job_emit_error(in, &e);
+        gw_job_unref(in);
+        in = next;
+    }
+    free(s->waiting), free(s->running), free(s->slot_busy), free(s->slot_tok);
+    free(s->slot_tok_len), free(s->b_tok), free(s->b_pos), free(s->b_slot), free(s->b_logits);
+    free(s->refs);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
