@@ -563,6 +563,7 @@ int gw_api_parse(const gw_api_ctx *ctx, gw_route route, const char *body, size_t
         r->seed_given = 1;
     }
     if (get_bool(root, "ignore_eos", &g->ignore_eos, e) < 0) goto fail;
+    if (get_bool(root, "return_token_ids", &r->return_token_ids, e) < 0) goto fail;
     r->n = 1;
     if ((rc = get_int(root, "n", 1, GW_MAX_N, &iv, e)) < 0) goto fail;
     if (rc) r->n = (int)iv;

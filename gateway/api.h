@@ -78,11 +78,12 @@ typedef struct gw_api_req {
     int n_stop;
     int32_t stop_ids[MOE_GEN_MAX_STOP_TOKENS]; /* chat end ids; gen.stop_tokens */
     int logprobs;                              /* chat: 0/1; completions: 0/1 (logprobs given) */
-    int top_logprobs;   /* alternatives per token (chat top_logprobs, completions logprobs) */
-    int n;              /* choices per prompt, 1..GW_MAX_N */
-    int echo;           /* completions: the prompt's text before the completion */
-    char *user;         /* (optional) */
-    gw_prompt *prompts; /* (n_prompts) */
+    int top_logprobs;     /* alternatives per token (chat top_logprobs, completions logprobs) */
+    int n;                /* choices per prompt, 1..GW_MAX_N */
+    int echo;             /* completions: the prompt's text before the completion */
+    int return_token_ids; /* (vLLM's extension) each choice's generated ids as "token_ids" */
+    char *user;           /* (optional) */
+    gw_prompt *prompts;   /* (n_prompts) */
     int n_prompts;
 } gw_api_req;
 

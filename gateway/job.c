@@ -184,7 +184,8 @@ static void stream_step(gw_job *j, gw_choice *c, const moe_gen_step *st) {
             chunk_close(j);
         }
     }
-    if (st->text_len > 0 || lp) {
+    const int ids = j->req.return_token_ids && st->token >= 0;
+    if (st->text_len > 0 || lp || ids) {
         chunk_open(j);
         if (chat) {
             moe_buf_printf(&j->out, "{\"index\":%d,\"delta\":{\"content\":", c->index);
@@ -214,6 +215,7 @@ static void stream_step(gw_job *j, gw_choice *c, const moe_gen_step *st) {
                 moe_buf_printf(&j->out, "null");
             }
         }
+        if (ids) moe_buf_printf(&j->out, ",\"token_ids\":[%d]", (int)st->token);
         moe_buf_printf(&j->out, ",\"finish_reason\":null}");
         chunk_close(j);
     }
@@ -324,6 +326,14 @@ void gw_job_render_final(gw_job *j, moe_buf *b) {
                                c->lp_top.s ? c->lp_top.s : "", c->lp_off.s ? c->lp_off.s : "");
             else
                 moe_buf_printf(b, "null");
+        }
+        if (j->req.return_token_ids) {
+            int n = 0;
+            const int32_t *t = moe_gen_seq_tokens(c->seq, &n);
+            const int np = moe_gen_seq_n_prompt(c->seq);
+            moe_buf_printf(b, ",\"token_ids\":[");
+            for (int k = np; k < n; k++) moe_buf_printf(b, k > np ? ",%d" : "%d", (int)t[k]);
+            moe_buf_append(b, "]", 1);
         }
         moe_buf_printf(b, ",\"finish_reason\":\"%s\"}", why);
         if (c->text.oom || c->lp.oom || c->lp_vals.oom || c->lp_top.oom || c->lp_off.oom)
