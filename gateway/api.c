@@ -67,7 +67,7 @@ static int get_num(const cJSON *o, const char *name, double lo, double hi, doubl
         return -1;
     }
     if (f->valuedouble < lo || f->valuedouble > hi) {
-        gw_api_error_set(e, 400, name, "'%s' is %g; it must be between %g and %g", name,
+        gw_api_error_set(e, 400, name, "'%s' is %.15g; it must be between %.15g and %.15g", name,
                          f->valuedouble, lo, hi);
         return -1;
     }
