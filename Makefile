@@ -3,7 +3,7 @@
 #   make test       install what is missing, build, run every test
 #   make test-san   the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      benchmarks against llama.cpp and memory bandwidth
-#   make run        build and run the demo (a generated model)
+#   make run        build and serve a demo model over the OpenAI API (127.0.0.1:8000)
 #   make deps       install the Debian packages the build needs (idempotent)
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 30)
 # Quiet unless V=1; warnings are errors when CI=true.

@@ -1,21 +1,28 @@
 #!/bin/sh
-# deploy/demo.sh - `make run`: the most complete thing moemesh does today.
-# Makes a demo model (a Mixtral-style MoE with random weights, q8_0), shows
-# what it holds, generates a continuation, and benchmarks it.
+# deploy/demo.sh - `make run`: serves a demo model over the OpenAI API.
+# Makes the demo model if it is missing (a Mixtral-style MoE with random
+# weights, q8_0: it produces gibberish, quickly), then runs the gateway in the
+# foreground on LISTEN (default 127.0.0.1:8000) with the experts in process.
+# Ctrl-C (SIGINT) or SIGTERM stops it after the running requests finish.
+# Env: MODEL, LISTEN, THREADS, and any gateway flag's MOE_* twin.
 set -e
 BUILD=${BUILD:-build}
 MOECTL="$BUILD/moectl"
 MODEL=${MODEL:-models/demo-mixtral-q8_0.gguf}
+LISTEN=${LISTEN:-127.0.0.1:8000}
 THREADS=${THREADS:-$(nproc)}
 mkdir -p "$(dirname "$MODEL")"
 if [ ! -f "$MODEL" ]; then
-    echo "== making the demo model $MODEL (random weights, q8_0; the bench preset)"
+    echo "== making the demo model $MODEL (random weights, q8_0; the bench preset, ~620 MB)"
     "$MOECTL" mkmodel --arch llama --dtype q8_0 --seed 42 --preset bench -o "$MODEL"
 fi
+NAME=$(basename "$MODEL" .gguf)
 echo "== moectl info $MODEL"
 "$MOECTL" info "$MODEL" | sed -n '1,9p'
-echo "== moectl generate: 32 tokens after a text prompt (greedy, $THREADS threads)"
-"$MOECTL" generate "$MODEL" --prompt "the demo model has random weights" -n 32 --ignore-eos --threads "$THREADS"
-echo "== moectl bench: prompt 128, 64 decode steps, batch 1 and 8"
-"$MOECTL" bench "$MODEL" --prompt 128 --gen 64 --threads "$THREADS"
-"$MOECTL" bench "$MODEL" --prompt 32 --gen 32 --batch 8 --threads "$THREADS"
+cat <<MSG
+== serving '$NAME' on http://$LISTEN (Ctrl-C stops). From another shell:
+   curl -N http://$LISTEN/v1/chat/completions -H 'Content-Type: application/json' \\
+     -d '{"model": "$NAME", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32, "stream": true}'
+   curl http://$LISTEN/v1/models;  curl http://$LISTEN/metrics
+MSG
+exec "$BUILD/gateway" --model "$MODEL" --listen "$LISTEN" --threads "$THREADS" --log-format text
