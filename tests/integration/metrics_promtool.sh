@@ -65,6 +65,28 @@ check router "$TMP/router.prom" moemesh_router_leader moemesh_router_redis_up \
     moemesh_router_replicas_short moemesh_router_rounds_total moemesh_router_rounds_abandoned_total \
     moemesh_router_failovers_total moemesh_router_moves_total moemesh_router_switch_seconds \
     moemesh_router_expert_replicas moemesh_router_expert_load_rows moemesh_router_hot_expert_load_rows
+# the gateway, over the same cluster, after a streamed and a plain request
+"$BIN/gateway" --model "$M" --served-model-name m --listen 127.0.0.1:0 --redis "$REDIS_URL" --prefix $P \
+    --log-format text 2>"$TMP/g.err" &
+PIDS="$PIDS $!"
+i=0
+while [ $i -lt 100 ] && ! grep -q "serving " "$TMP/g.err"; do sleep 0.2; i=$((i + 1)); done
+GW="http://$(sed -n 's/.* on http:\/\/\([^ ]*\) .*/\1/p' "$TMP/g.err" | head -1)"
+curl -sf -m 30 -H 'Content-Type: application/json' -d '{"model":"m","prompt":[1,2,3],"max_tokens":5,"ignore_eos":true,"stream":true}' \
+    "$GW/v1/completions" >/dev/null || bad "gateway stream: $(tail -3 "$TMP/g.err")"
+curl -s -m 30 -d '{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":3}' "$GW/v1/chat/completions" >/dev/null
+curl -s -m 30 -d '{"model":"nope","prompt":"x"}' "$GW/v1/completions" >/dev/null
+curl -sf -m 10 "$GW/metrics" >"$TMP/gateway.prom" || bad "gateway /metrics"
+check gateway "$TMP/gateway.prom" moemesh_gateway_requests_total moemesh_gateway_time_to_first_token_seconds \
+    moemesh_gateway_inter_token_seconds moemesh_gateway_request_seconds moemesh_gateway_prompt_tokens_total \
+    moemesh_gateway_generation_tokens_total moemesh_gateway_queue_depth moemesh_gateway_running_sequences \
+    moemesh_gateway_kv_slots_used moemesh_gateway_kv_slots moemesh_gateway_batch_rows \
+    moemesh_gateway_step_seconds moemesh_gateway_requests_ended_total
+grep -q '^moemesh_gateway_requests_total{route="completions",status="404"} 1$' "$TMP/gateway.prom" &&
+    grep -q '^moemesh_gateway_generation_tokens_total 8$' "$TMP/gateway.prom" &&
+    grep -q '^moemesh_gateway_time_to_first_token_seconds_count 2$' "$TMP/gateway.prom" &&
+    ok "gateway: requests by status, 8 tokens generated, 2 first tokens timed" ||
+    bad "gateway counts: $(grep -E 'requests_total|generation_tokens_total |first_token_seconds_count' "$TMP/gateway.prom")"
 # what the pages say is what happened: 4 tokens x top-2 x 2 layers = 16 rows on the one worker
 grep -q '^moemesh_worker_rows_total 16$' "$TMP/worker.prom" && ok "worker rows_total 16" ||
     bad "worker rows: $(grep rows_total "$TMP/worker.prom")"
