@@ -142,8 +142,30 @@ static void release_slot(gw_sched *s, gw_choice *c) {
 
 /* ==== Ending jobs ======================================================= */
 
-static void count_end(gw_sched *s, const char *reason) {
+/* One log line per ended job (what happened to it) and the ended metric. */
+static void log_end(gw_sched *s, gw_job *j, const char *reason) {
     moe_metric_inc(s->p.metrics.ended, (const char *[]){reason}, 1);
+    const int64_t now = moe_mono_us();
+    char n_ch[16], prompt[16], cached[16], gen[16], ttft[32], total[32];
+    snprintf(n_ch, sizeof n_ch, "%d", j->n_ch);
+    snprintf(prompt, sizeof prompt, "%d", j->prompt_tokens);
+    snprintf(cached, sizeof cached, "%d", j->cached_tokens);
+    snprintf(gen, sizeof gen, "%d", gw_job_completion_tokens(j));
+    snprintf(ttft, sizeof ttft, "%.1f",
+             j->t_first_us ? (double)(j->t_first_us - j->t_arrive_us) / 1e3 : -1.0);
+    snprintf(total, sizeof total, "%.1f", (double)(now - j->t_arrive_us) / 1e3);
+    const moe_log_kv kv[] = {{"id", j->id},
+                             {"route", j->req.route == GW_ROUTE_CHAT ? "chat" : "completions"},
+                             {"end", reason},
+                             {"choices", n_ch},
+                             {"prompt_tokens", prompt},
+                             {"cached_tokens", cached},
+                             {"completion_tokens", gen},
+                             {"ttft_ms", ttft},
+                             {"total_ms", total},
+                             {"stream", j->req.stream ? "true" : "false"}};
+    moe_log_fields(!strcmp(reason, "error") ? MOE_LOG_WARN : MOE_LOG_INFO, "gateway", kv,
+                   sizeof kv / sizeof kv[0], "request ended");
 }
 
 /* Removes j from the running list, frees its slots, tells the policy, drops
@@ -175,7 +197,7 @@ static void cancel_choices(gw_job *j) {
 static void fail_running(gw_sched *s, gw_job *j, const gw_api_error *e, const char *reason) {
     cancel_choices(j);
     gw_job_emit_error(j, e);
-    count_end(s, reason);
+    log_end(s, j, reason);
     drop_running(s, j);
 }
 
@@ -194,7 +216,7 @@ static void drop_waiting(gw_sched *s, int k, const gw_api_error *e, const char *
         gw_job_emit_error(j, e);
     else
         gw_job_emit_end(j);
-    count_end(s, reason);
+    log_end(s, j, reason);
     gw_job_unref(j);
 }
 
@@ -230,7 +252,7 @@ static void end_if_done(gw_sched *s, gw_job *j, int64_t now) {
                          "sampling failed: the model produced non-finite logits or every token "
                          "was excluded; try other sampling parameters");
         gw_job_emit_error(j, &e);
-        count_end(s, "error");
+        log_end(s, j, "error");
     } else {
         gw_job_emit_end(j);
         moe_metric_observe(s->p.metrics.e2e, NULL, secs(now - j->t_arrive_us));
@@ -238,7 +260,7 @@ static void end_if_done(gw_sched *s, gw_job *j, int64_t now) {
         for (int i = 0; i < j->n_ch; i++)
             length |= j->ch[i].finish == MOE_GEN_FINISH_MAX_TOKENS ||
                       j->ch[i].finish == MOE_GEN_FINISH_CONTEXT;
-        count_end(s, length ? "length" : "stop");
+        log_end(s, j, length ? "length" : "stop");
     }
     drop_running(s, j);
 }
@@ -303,7 +325,7 @@ static void reap(gw_sched *s, int64_t now) {
             cancel_choices(j);
             gw_job_emit_end(j); /* nobody reads it */
             moe_metric_inc(s->p.metrics.gen_tokens, NULL, gw_job_completion_tokens(j));
-            count_end(s, "cancelled");
+            log_end(s, j, "cancelled");
             drop_running(s, j);
         } else if (j->deadline_us && now >= j->deadline_us) {
             gw_api_error e;
