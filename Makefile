@@ -201,8 +201,9 @@ test-san: deps
 	$(Q)BUILD=build-san MOE_SAN=1 sh tests/run.sh
 
 # Fuzz targets (tests/fuzz/fuzz_*.c: tokenizer, GGUF reader, wire decoder,
-# placement documents and Redis URLs) with libFuzzer + ASan/UBSan,
-# FUZZ_SECONDS each (default 30).
+# placement documents and Redis URLs, the gateway's OpenAI API request
+# parser) with libFuzzer + ASan/UBSan, FUZZ_SECONDS each (default 30;
+# FUZZ_TARGETS="fuzz_api ..." runs only those).
 fuzz:
 	$(Q)sh deploy/deps.sh fuzz
 	$(Q)$(MAKE) --no-print-directory all

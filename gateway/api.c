@@ -208,7 +208,12 @@ static int parse_prompt_item(const gw_api_ctx *ctx, const cJSON *it, int echo, g
         if (!p->text) {
             free(p->ids);
             memset(p, 0, sizeof *p);
-            gw_api_error_set(e, 503, "prompt", "out of memory");
+            if (need < 0 && need != MOE_ENOMEM) /* an id past the vocabulary (padded rows) */
+                gw_api_error_set(e, 400, "prompt",
+                                 "'prompt' has a token id without text; 'echo' needs ids below %d",
+                                 moe_vocab_n_tokens(ctx->vocab));
+            else
+                gw_api_error_set(e, 503, "prompt", "out of memory");
             return -1;
         }
     }
@@ -410,6 +415,13 @@ static int parse_stop(const cJSON *root, gw_api_req *r, gw_api_error *e) {
                              MOE_GEN_MAX_STOP_LEN);
             return -1;
         }
+        /* moe_gen_seq_create takes well-formed UTF-8 only (bad bytes grow to 3) */
+        char fixed[3 * MOE_GEN_MAX_STOP_LEN + 1];
+        if (moe_utf8_repair(fixed, sizeof fixed, it->valuestring) != len ||
+            memcmp(fixed, it->valuestring, len)) {
+            gw_api_error_set(e, 400, "stop", "'stop' item %d is not valid UTF-8", i);
+            return -1;
+        }
         if (!(r->stop[r->n_stop] = strdup(it->valuestring))) {
             gw_api_error_set(e, 503, "stop", "out of memory");
             return -1;
@@ -535,7 +547,7 @@ int gw_api_parse(const gw_api_ctx *ctx, gw_route route, const char *body, size_t
     if (rc) g->sampling.temperature = (float)dv;
     if ((rc = get_num(root, "top_p", 0, 1, &dv, e)) < 0) goto fail;
     if (rc) {
-        if (dv <= 0) {
+        if ((float)dv <= 0) { /* as a float: 1e-60 is 0 */
             gw_api_error_set(e, 400, "top_p", "'top_p' must be greater than 0 (and at most 1)");
             goto fail;
         }
@@ -545,7 +557,7 @@ int gw_api_parse(const gw_api_ctx *ctx, gw_route route, const char *body, size_t
     if (rc) g->sampling.top_k = iv < 0 ? 0 : (int)iv;
     if ((rc = get_num(root, "min_p", 0, 1, &dv, e)) < 0) goto fail;
     if (rc) {
-        if (dv >= 1) {
+        if ((float)dv >= 1) { /* as a float: 0.99999999 is 1 */
             gw_api_error_set(e, 400, "min_p", "'min_p' must be below 1");
             goto fail;
         }
@@ -751,6 +763,11 @@ int gw_api_detokenize(const gw_api_ctx *ctx, const char *body, size_t len, moe_b
         ids[i++] = (int32_t)it->valuedouble;
     }
     long need = moe_detokenize(ctx->vocab, ids, n, MOE_DETOK_STRIP_SPACE, NULL, 0);
+    if (need < 0 && need != MOE_ENOMEM) { /* an id past the vocabulary (padded rows) */
+        gw_api_error_set(e, 400, "tokens", "'tokens' has an id without text; give ids below %d",
+                         moe_vocab_n_tokens(ctx->vocab));
+        goto done;
+    }
     if (need < 0 || !(text = malloc((size_t)need + 1))) {
         gw_api_error_set(e, 503, "", "out of memory");
         goto done;

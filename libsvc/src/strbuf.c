@@ -13,7 +13,8 @@ void moe_buf_printf(moe_buf *b, const char *fmt, ...) {
     for (;;) {
         va_list ap;
         va_start(ap, fmt);
-        int k = vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
+        /* a zeroed buffer ({0}) has no storage yet: NULL + 0 is undefined */
+        int k = vsnprintf(b->s ? b->s + b->n : NULL, b->cap - b->n, fmt, ap);
         va_end(ap);
         if (k < 0) {
             b->oom = 1;

@@ -2,7 +2,9 @@
 # tests/fuzz/run.sh - `make fuzz`: builds libmoe with clang's libFuzzer
 # instrumentation plus ASan/UBSan (in build-fuzz/) and runs each fuzz target
 # for FUZZ_SECONDS (default 30) from its seed corpus. Bounded in time; a crash
-# leaves its input in build-fuzz/ and fails.
+# leaves its input in build-fuzz/ and fails. FUZZ_TARGETS (names, e.g.
+# "fuzz_api fuzz_nfc"; default all of tests/fuzz/fuzz_*.c) picks which run.
+# fuzz_api also compiles the gateway's gateway/api.c into its binary.
 set -u
 S=${FUZZ_SECONDS:-30}
 B=build-fuzz
@@ -13,11 +15,18 @@ make --no-print-directory BUILD=$B CC=clang OPT=-O1 \
     EXTRA_LDFLAGS="$SAN" $B/libmoe.a $B/libsvc.a $B/libmesh.a $B/libtestmodel.a || exit 1
 RPC_CFLAGS="$(pkg-config --cflags grpc libprotobuf-c hiredis) -I$B/gen"
 RPC_LIBS="$(pkg-config --libs grpc libprotobuf-c hiredis) $(pkg-config --libs libcjson 2>/dev/null)"
+CJSON_CFLAGS="$(pkg-config --cflags libcjson 2>/dev/null)"
 fail=0
 for src in tests/fuzz/fuzz_*.c; do
     name=$(basename "$src" .c)
+    case " ${FUZZ_TARGETS:-$name} " in *" $name "*) ;; *) continue ;; esac
+    # sources a target needs beyond the libraries
+    case $name in
+    fuzz_api) extra="-Igateway $CJSON_CFLAGS gateway/api.c" ;;
+    *) extra= ;;
+    esac
     clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer $SAN -Ilibmoe/include -Ilibmoe/src -Ilibmesh/include -Ilibmesh/src -Ilibsvc/include -Itools/testmodel $RPC_CFLAGS \
-        "$src" $B/libtestmodel.a $B/libmesh.a $B/libsvc.a $B/libmoe.a $RPC_LIBS -lm -pthread -o "$B/$name" || { fail=1; continue; }
+        "$src" $extra $B/libtestmodel.a $B/libmesh.a $B/libsvc.a $B/libmoe.a $RPC_LIBS -lm -pthread -o "$B/$name" || { fail=1; continue; }
     mkdir -p "$B/corpus-$name"
     [ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$B/corpus-$name/" 2>/dev/null
     # the GGUF reader starts from a small valid model (made by the regular build)
