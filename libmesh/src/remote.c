@@ -100,10 +100,11 @@ static int worker_get(remote_be *b, const char *addr) {
         if (!strcmp(b->w[i]->addr, addr)) return i;
     if (b->n == b->cap) {
         int nc = b->cap ? b->cap * 2 : 8;
+        pthread_mutex_lock(&b->pub_mu); /* other threads read the list */
         rworker **nw = realloc(b->w, (size_t)nc * sizeof *nw);
+        if (nw) b->w = nw, b->cap = nc;
+        pthread_mutex_unlock(&b->pub_mu);
         if (!nw) return -1;
-        b->w = nw;
-        b->cap = nc;
     }
     const int ne = b->m->hp.n_expert;
     rworker *w = calloc(1, sizeof *w);
@@ -128,8 +129,11 @@ static int worker_get(remote_be *b, const char *addr) {
     grpc_channel_credentials_release(creds);
     w->m_forward = grpc_channel_register_call(w->ch, "/moe.v1.ExpertService/Forward", NULL, NULL);
     w->m_info = grpc_channel_register_call(w->ch, "/moe.v1.ExpertService/Info", NULL, NULL);
+    pthread_mutex_lock(&b->pub_mu);
     b->w[b->n] = w;
-    return b->n++;
+    const int i = b->n++;
+    pthread_mutex_unlock(&b->pub_mu);
+    return i;
 }
 
 static size_t n_pairs(const remote_be *b) {
@@ -161,8 +165,10 @@ static int apply_doc(remote_be *b, const moe_pldoc *d, moe_err *err) {
             rep[off[k] + fill[k]++] = widx[d->experts[i].replicas[r]];
     }
     free(fill), free(widx);
+    pthread_mutex_lock(&b->pub_mu); /* other threads read the placement (coverage) */
     free(b->pl.off), free(b->pl.rep);
     b->pl = (rplace){d->epoch, off, rep};
+    pthread_mutex_unlock(&b->pub_mu);
     /* workers this placement does not use give their buffers back (their
      * channels stay: cheap while idle, and reused if they come back) */
     for (int i = 0; i < b->n; i++) {
@@ -285,6 +291,10 @@ static int send_queued(remote_be *b, rworker *w) {
     grpc_slice_unref(sl);
     w->n_queued = 0; /* the groups are in the message now: a failure moves those */
     w->busy = 1;
+    w->obs.messages++;
+    w->obs.rows += (uint64_t)w->n_rows;
+    w->dirty = 1;
+    w->sent_us = moe_mono_us();
     grpc_op op;
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_SEND_MESSAGE;
@@ -305,7 +315,7 @@ static int send_queued(remote_be *b, rworker *w) {
  * longer holds): its groups go to other replicas now. */
 static void worker_failed(remote_be *b, rworker *w, int down, const char *why) {
     w->failed = 1;
-    w->n_failures++;
+    moe__remote_note_failure(w);
     if (!b->fail_us) b->fail_us = moe_mono_us();
     snprintf(b->last_why, sizeof b->last_why, "worker %s: %s", w->addr, why);
     b->st.worker_failures++;
@@ -316,6 +326,7 @@ static void worker_failed(remote_be *b, rworker *w, int down, const char *why) {
         w->down_ms = w->down_ms ? w->down_ms * 2 : b->p.down_ms;
         if (w->down_ms > 16 * b->p.down_ms) w->down_ms = 16 * b->p.down_ms;
         w->down_until_ms = w->failed_ms + w->down_ms;
+        w->obs.down_until_ms = w->down_until_ms;
         if (w->call) {
             grpc_call_cancel(w->call, NULL);
             w->open = 0;
@@ -344,6 +355,7 @@ static void worker_failed(remote_be *b, rworker *w, int down, const char *why) {
 /* One result: checks it and scatters its rows into the work's y. */
 static void take_result(remote_be *b, rworker *w) {
     const moe_hparams *hp = &b->m->hp;
+    moe__remote_note_result(b, w);
     size_t len = 0;
     uint8_t *data = moe_wire_read_all(w->recv, &len);
     grpc_byte_buffer_destroy(w->recv);
@@ -353,6 +365,7 @@ static void take_result(remote_be *b, rworker *w) {
     free(data);
     char why[600];
     if (!r) {
+        moe__remote_note_failure(w);
         fail(b, NULL, "worker %s: %s", w->addr, "sent a result that is not a ForwardResult");
         return;
     }
@@ -364,10 +377,13 @@ static void take_result(remote_be *b, rworker *w) {
         worker_failed(b, w, r->status != GRPC_STATUS_FAILED_PRECONDITION, why);
     } else if (r->status != 0) {
         snprintf(why, sizeof why, "status %d: %s", r->status, r->error ? r->error : "");
+        moe__remote_note_failure(w);
         fail(b, NULL, "worker %s: %s", w->addr, why);
     } else if (r->id != w->id) {
+        moe__remote_note_failure(w);
         fail(b, NULL, "worker %s: %s", w->addr, "answered another batch");
     } else if (!eb || r->outputs.len != (size_t)w->n_rows * (size_t)hp->n_embd * eb) {
+        moe__remote_note_failure(w);
         fail(b, NULL, "worker %s: %s", w->addr, "returned outputs of the wrong size");
     } else {
         for (int i = 0; i < w->n_rows; i++)
@@ -382,8 +398,8 @@ static void take_result(remote_be *b, rworker *w) {
         if (w->rows_in_flight < 0) w->rows_in_flight = 0;
         w->busy = 0;
         w->n_groups = 0;
-        w->n_batches++;
         w->down_ms = 0;
+        w->obs.down_until_ms = 0; /* it serves: live, whatever its backoff said */
         if (w->was_down && !b->p.quiet)
             moe_log(MOE_LOG_INFO, "remote experts", "worker %s serves again", w->addr);
         w->was_down = 0;
@@ -484,6 +500,7 @@ static void dispatch(remote_be *b) {
 static int remote_wait(void *ctx, moe_err *err) {
     remote_be *b = ctx;
     if (b->status) {
+        moe__remote_publish(b);
         if (err) *err = b->err;
         return b->status;
     }
@@ -583,6 +600,7 @@ static int remote_wait(void *ctx, moe_err *err) {
         if (ms > b->st.stall_ms_max) b->st.stall_ms_max = ms;
     }
     b->fail_us = 0;
+    moe__remote_publish(b);
     if (b->status && err) *err = b->err;
     return b->status;
 }
@@ -619,6 +637,7 @@ static void remote_destroy(void *ctx) {
     }
     free(b->w), free(b->pl.off), free(b->pl.rep), free(b->owner), free(b->done);
     free(b->moved);
+    pthread_mutex_destroy(&b->pub_mu);
     free(b);
     grpc_shutdown();
 }
@@ -642,6 +661,7 @@ static int create_common(remote_be **out, const moe_model *m, const moe_remote_p
     }
     b->m = m;
     b->p = *p;
+    pthread_mutex_init(&b->pub_mu, NULL);
     b->cq = grpc_completion_queue_create_for_next(NULL);
     b->args[0] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                             .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
@@ -724,6 +744,7 @@ int moe_expert_backend_remote_create(moe_expert_backend **out, const moe_model *
     char hint[64];
     snprintf(hint, sizeof hint, "the %d worker(s) given leave it out", n);
     if ((rc = check_coverage(b, hint, err)) < 0) goto fail;
+    moe__remote_publish(b);
     *out = &b->be;
     return 0;
 fail:
@@ -754,25 +775,10 @@ int moe_expert_backend_remote_redis_create(moe_expert_backend **out, const moe_m
     moe_pldoc_free(d);
     if (rc < 0) goto fail;
     if ((rc = check_coverage(b, "the active placement leaves it out", err)) < 0) goto fail;
+    moe__remote_publish(b);
     *out = &b->be;
     return 0;
 fail:
     remote_destroy(b);
     return rc;
-}
-
-moe_remote_stats moe_remote_get_stats(const moe_expert_backend *be) {
-    moe_remote_stats s;
-    memset(&s, 0, sizeof s);
-    if (!be || !be->name || strcmp(be->name, "remote")) return s;
-    const remote_be *b = be->ctx;
-    s = b->st;
-    s.workers = b->n;
-    if (b->ctl) {
-        moe__rctl_stats c = moe__rctl_get_stats(b->ctl);
-        s.placements = c.placements;
-        s.rows_reported = c.rows_reported;
-        s.redis_failures = c.redis_failures;
-    }
-    return s;
 }

@@ -235,6 +235,14 @@ moe_pldoc *moe__rctl_take(moe__rctl *c) {
     return d;
 }
 
+int moe__rctl_peek(moe__rctl *c, void (*fn)(void *ud, const moe_pldoc *d), void *ud) {
+    pthread_mutex_lock(&c->mu);
+    const int have = c->next != NULL;
+    if (have) fn(ud, c->next);
+    pthread_mutex_unlock(&c->mu);
+    return have;
+}
+
 int moe__rctl_wait(moe__rctl *c, int ms) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

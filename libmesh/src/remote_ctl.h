@@ -38,6 +38,10 @@ void moe__rctl_stop(moe__rctl *c);
 /* The newest placement, if one came since the last take (the caller owns
  * it), else NULL. */
 moe_pldoc *moe__rctl_take(moe__rctl *c);
+/* Calls fn(ud, d) with the newest placement not taken yet, under the
+ * control thread's mutex (fn must not call back in); 1 if there was one,
+ * else 0 (fn not called). Any thread. */
+int moe__rctl_peek(moe__rctl *c, void (*fn)(void *ud, const moe_pldoc *d), void *ud);
 /* Waits up to ms for a placement not taken yet; 1 if there is one. */
 int moe__rctl_wait(moe__rctl *c, int ms);
 /* Adds one submit's rows per expert (groups as in moe_expert_work). */

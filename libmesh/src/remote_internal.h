@@ -1,7 +1,17 @@
 /* remote_internal.h - the remote backend's state, shared by remote.c (batches,
- * replicas, failover) and remote_info.c (reading a worker's Info). */
+ * replicas, failover), remote_info.c (reading a worker's Info) and
+ * remote_stats.c (what other threads may read: counters, coverage).
+ *
+ * Threads: the compute thread (the one calling submit/wait) owns everything
+ * here. Other threads read only what pub_mu guards: the worker list (w, n:
+ * grown under it; a worker's addr never changes), the placement pl (replaced
+ * under it), each worker's pub and the backend's pub_st (copied from obs and
+ * st under it once per wait). The compute thread reads those without the
+ * mutex (it is their only writer) and takes it only to change them. */
 #ifndef MOE_REMOTE_INTERNAL_H
 #define MOE_REMOTE_INTERNAL_H
+
+#include <pthread.h>
 
 #include <grpc/grpc.h>
 
@@ -10,6 +20,15 @@
 #include "mesh/wire.h"
 
 typedef enum rop { R_START, R_SEND, R_RECV, R_STATUS, R_INFO } rop;
+
+/* A worker's counters (moe_remote_worker_stats without the address). */
+typedef struct robs {
+    uint64_t messages, rows, failures, results;
+    double rtt_ms_sum;
+    uint64_t rtt_le[MOE_REMOTE_RTT_BUCKETS];
+    int64_t down_until_ms; /* in a down window until then; 0 once it served again */
+} robs;
+
 typedef struct rworker rworker;
 typedef struct rtag {
     rworker *w;
@@ -48,7 +67,10 @@ struct rworker {
     size_t act_cap;
     uint8_t *msg; /* packed request */
     size_t msg_cap;
-    uint64_t n_batches, n_failures;
+    int64_t sent_us; /* when the in-flight message was handed to gRPC (its RTT's start) */
+    robs obs;        /* compute thread's counters */
+    robs pub;        /* their copy other threads read (under pub_mu) */
+    int dirty;       /* obs changed since the last publish */
     rtag t_start, t_send, t_recv, t_status, t_info;
 };
 
@@ -83,11 +105,30 @@ typedef struct remote_be {
     int64_t fail_us;    /* the batch's first worker failure (0: none) */
     char last_why[400]; /* the batch's last worker failure, for the error */
     moe_remote_stats st;
+    /* what other threads read (see the top) */
+    pthread_mutex_t pub_mu;
+    moe_remote_stats pub_st;
+    moe_remote_rtt_fn rtt_fn; /* compute thread: called for each result */
+    void *rtt_ud;
 } remote_be;
 
 /* Info of worker i (blocking, with the deadline); calls cb(ud, layer,
  * expert) for every pair it holds after checking the model's shape. */
 int moe__remote_read_info(remote_be *b, rworker *w, void (*cb)(void *ud, int l, int e), void *ud,
                           moe_err *err);
+
+/* remote_stats.c. A result came from w (busy with a message): counts its
+ * round trip and calls the hook. */
+void moe__remote_note_result(remote_be *b, rworker *w);
+/* A message of w failed (counted once per failure). */
+void moe__remote_note_failure(rworker *w);
+/* Copies st and the dirty workers' obs to what other threads read (takes
+ * pub_mu). The compute thread, once per wait. */
+void moe__remote_publish(remote_be *b);
+/* Coverage of the placement in use (d NULL) or of document d (a placement
+ * not taken yet), with workers live by their published down windows at
+ * now_ms. The caller holds pub_mu. 0 or MOE_ENOMEM (out zeroed). */
+int moe__remote_cover(const remote_be *b, const moe_pldoc *d, int64_t now_ms,
+                      moe_remote_coverage *out);
 
 #endif

@@ -4,8 +4,10 @@
 # every architecture, with 1, 2 and 3 workers holding different slices; bf16
 # wire within 0.05; and failures that give a clear error within the deadline,
 # never a hang: an expert no worker holds, a worker that is down, a worker
-# that stops answering (SIGSTOP), a worker killed mid-generation. Only
-# processes started here are signalled, by PID; every wait is bounded.
+# that stops answering (SIGSTOP), a worker killed mid-generation; and a
+# replica killed mid-generation, seen in moectl's coverage and per-worker
+# counters. Only processes started here are signalled, by PID; every wait is
+# bounded.
 set -u
 MOECTL=${MOECTL:-build/moectl}
 WORKER=${WORKER:-$(dirname "$MOECTL")/expert-worker}
@@ -114,4 +116,51 @@ if [ $rc = running ]; then bad "worker killed mid-generation: moectl still runni
 elif [ $rc -ne 0 ] && grep -q "worker $O" "$TMP/g.err"; then ok "worker killed mid-generation: exit $rc, $(head -c 160 "$TMP/g.err")"
 else bad "worker killed mid-generation: rc $rc, $(cat "$TMP/g.err")"; fi
 stop $PH
+# a replica killed mid-generation (two workers hold every expert): the
+# generation completes on the other, and moectl's remote block says so: every
+# expert still covered, one worker of two live, the dead one's failures, the
+# survivor's round trips (one per message, histogram buckets consistent)
+start rep-a "$M" all; RA=$ADDR; PRA=$PID
+start rep-b "$M" all; RB=$ADDR; PRB=$PID
+: >"$TMP/r.txt"
+"$MOECTL" generate "$M" --tokens $T -n 3000 --ignore-eos --stream --workers "$RA,$RB" >"$TMP/r.txt" 2>"$TMP/r.err" &
+G=$!
+PIDS="$PIDS $G"
+i=0
+while [ $i -lt 400 ] && [ "$(wc -c <"$TMP/r.txt")" -lt 64 ] && kill -0 $G 2>/dev/null; do sleep 0.05; i=$((i + 1)); done
+kill -9 $PRB
+i=0
+while [ $i -lt 600 ] && kill -0 $G 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+if kill -0 $G 2>/dev/null; then
+    kill $G; bad "replica killed mid-generation: moectl still running 60 s later"
+elif ! wait $G; then
+    bad "replica killed mid-generation: moectl failed: $(tail -3 "$TMP/r.err")"
+else
+    grep '^{"tokens"' "$TMP/r.err" | tail -1 >"$TMP/r.json"
+    out=$(node -e '
+        const [a, b] = process.argv.slice(1);
+        const r = JSON.parse(require("fs").readFileSync(0, "utf8")).remote, c = r.coverage;
+        const wa = r.by_worker.find(w => w.addr == a), wb = r.by_worker.find(w => w.addr == b);
+        const why = [];
+        if (!(c.pairs > 0 && c.uncovered == 0 && c.workers == 2 && c.workers_live == 1))
+            why.push("coverage " + JSON.stringify(c));
+        if (!wa || !wb) why.push("by_worker lacks a worker");
+        else {
+            if (!(wb.failures >= 1 && !wb.live)) why.push("killed worker: " + JSON.stringify(wb));
+            const le = wa.rtt_le;
+            if (!(wa.live && wa.failures == 0 && wa.messages > 0 && wa.rtt_count == wa.messages &&
+                  le.every((n, i) => i == 0 || n >= le[i - 1]) && le[le.length - 1] <= wa.rtt_count &&
+                  wa.rtt_ms_sum > 0 && le.length == r.rtt_le_ms.length))
+                why.push("survivor: " + JSON.stringify(wa));
+            if (wa.messages + wb.messages != r.messages) why.push("messages do not add up");
+        }
+        console.log(why.length ? "FAIL " + why.join("; ") :
+            `uncovered 0 of ${c.pairs}, live ${c.workers_live}/${c.workers}, killed worker ${wb.failures} failure(s), survivor ${wa.rtt_count} RTTs, mean ${(wa.rtt_ms_sum / wa.rtt_count).toFixed(3)} ms`);
+    ' "$RA" "$RB" <"$TMP/r.json" 2>&1)
+    case $out in
+    FAIL*) bad "replica killed mid-generation: $out" ;;
+    *) ok "replica killed mid-generation: generation completed; $out" ;;
+    esac
+fi
+stop $PRA
 exit $fail

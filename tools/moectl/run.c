@@ -141,20 +141,50 @@ static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_mode
     return 0;
 }
 
-/* Appends the remote backend's counters when experts ran on workers. */
+/* Appends the remote backend's counters when experts ran on workers: its
+ * totals, coverage (pairs without a live worker) and, for up to 64 workers,
+ * per-worker messages, failures and round trips (rtt_le[i]: results within
+ * rtt_le_ms[i] ms). */
 static void print_remote_to(FILE *f, const run_opts *o) {
-    if (o->remote) {
-        moe_remote_stats rs = moe_remote_get_stats(o->remote);
-        fprintf(
-            f,
+    if (!o->remote) return;
+    moe_remote_stats rs = moe_remote_get_stats(o->remote);
+    fprintf(f,
             ", \"remote\": {\"workers\": %d, \"epoch\": %llu, \"messages\": %llu, "
             "\"worker_failures\": %llu, \"retries\": %llu, \"placements\": %llu, "
-            "\"rows_reported\": %llu, \"redis_failures\": %llu, \"failover_stall_ms_max\": %.3f}",
+            "\"rows_reported\": %llu, \"redis_failures\": %llu, \"failover_stall_ms_max\": %.3f",
             rs.workers, (unsigned long long)rs.epoch, (unsigned long long)rs.messages,
             (unsigned long long)rs.worker_failures, (unsigned long long)rs.retries,
             (unsigned long long)rs.placements, (unsigned long long)rs.rows_reported,
             (unsigned long long)rs.redis_failures, rs.stall_ms_max);
+    moe_remote_coverage cv;
+    if (moe_remote_get_coverage(o->remote, &cv) == 0)
+        fprintf(f,
+                ", \"coverage\": {\"pairs\": %d, \"uncovered\": %d, \"unplaced\": %d, "
+                "\"workers\": %d, \"workers_live\": %d}",
+                cv.pairs, cv.uncovered, cv.unplaced, cv.workers, cv.workers_live);
+    enum { MAX_SHOWN = 64 };
+    moe_remote_worker_stats *ws = malloc(MAX_SHOWN * sizeof *ws);
+    const int n = ws ? moe_remote_get_worker_stats(o->remote, ws, MAX_SHOWN) : 0;
+    fprintf(f, ", \"rtt_le_ms\": [");
+    for (int i = 0; i < MOE_REMOTE_RTT_BUCKETS; i++)
+        fprintf(f, "%s%g", i ? ", " : "", moe_remote_rtt_le_ms[i]);
+    fprintf(f, "], \"by_worker\": [");
+    for (int i = 0; i < n && i < MAX_SHOWN; i++) {
+        const moe_remote_worker_stats *w = &ws[i];
+        fprintf(f, "%s{\"addr\": ", i ? ", " : "");
+        json_utf8(f, w->addr, strlen(w->addr));
+        fprintf(f,
+                ", \"live\": %s, \"in_placement\": %s, \"messages\": %llu, \"rows\": %llu, "
+                "\"failures\": %llu, \"rtt_count\": %llu, \"rtt_ms_sum\": %.3f, \"rtt_le\": [",
+                w->live ? "true" : "false", w->in_placement ? "true" : "false",
+                (unsigned long long)w->messages, (unsigned long long)w->rows,
+                (unsigned long long)w->failures, (unsigned long long)w->rtt_count, w->rtt_ms_sum);
+        for (int k = 0; k < MOE_REMOTE_RTT_BUCKETS; k++)
+            fprintf(f, "%s%llu", k ? ", " : "", (unsigned long long)w->rtt_le[k]);
+        fprintf(f, "]}");
     }
+    fprintf(f, "]}");
+    free(ws);
 }
 
 /* Appends , "dropped": N when a capacity factor is set. */

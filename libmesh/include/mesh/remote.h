@@ -24,6 +24,15 @@
  * another replica; with no replica left the backend waits up to failover_ms
  * for a placement that has one. Only then does wait fail (MOE_EUNAVAIL, with
  * the worker's address and the reason).
+ *
+ * Threads: one thread at a time uses the backend (create, submit/wait
+ * through a context, destroy): "the compute thread". Another thread (an
+ * HTTP server's /readyz and /metrics) may call moe_remote_get_stats,
+ * moe_remote_get_coverage and moe_remote_get_worker_stats at any time
+ * between create and destroy: they read a snapshot the compute thread
+ * publishes under a mutex at the end of each wait (and when the placement
+ * or the worker list changes), so they cost the compute thread one lock per
+ * batch and never see a batch half-counted.
  */
 #ifndef MOE_REMOTE_H
 #define MOE_REMOTE_H
@@ -80,7 +89,72 @@ int moe_expert_backend_remote_redis_create(moe_expert_backend **out, const moe_m
                                            const char *url, const char *prefix,
                                            const moe_remote_params *p, moe_err *err);
 
-/* Counters of a remote backend (zeros for another backend). */
+/* Counters of a remote backend (zeros for another backend), as of the end
+ * of the last wait. Any thread. */
 moe_remote_stats moe_remote_get_stats(const moe_expert_backend *be);
+
+/* Whether every routed expert can be served now: readiness. A worker is
+ * live unless it failed (broken stream, deadline, "unavailable") and is in
+ * its down window (down_ms, doubling while it keeps failing, up to 16x); one
+ * never tried is live, one that served again is live at once. A worker that
+ * refuses an expert (no longer holds it) stays live. */
+typedef struct moe_remote_coverage {
+    uint64_t epoch;    /* of the placement counted (0: a fixed list) */
+    int pairs;         /* (layer, expert) pairs of the routed experts: MoE layers x n_expert */
+    int uncovered;     /* of those, pairs no live worker holds (0: ready) */
+    int unplaced;      /* of uncovered, pairs no worker holds at all (allow_partial,
+                        * or a placement that leaves them out) */
+    int workers;       /* workers the placement gives at least one pair */
+    int workers_live;  /* of those, live */
+    int workers_known; /* workers the backend has met (any placement so far) */
+    int layer, expert; /* the first uncovered pair (for a message), or -1, -1 */
+} moe_remote_coverage;
+
+/* Fills *out for the placement in use or, with Redis, the newest placement
+ * the control thread has read and the compute thread not taken yet (an idle
+ * backend takes a placement at its next submit), with liveness as of now.
+ * Returns 0, MOE_EINVAL (not a remote backend; *out zeroed, layer and
+ * expert -1) or MOE_ENOMEM. Any thread; it walks every pair under the
+ * backend's mutex (the compute thread may wait that long at the end of a
+ * batch), so call it per probe, not per token. */
+int moe_remote_get_coverage(const moe_expert_backend *be, moe_remote_coverage *out);
+
+/* Per-worker round trips: a Forward message's RTT runs from handing it to
+ * gRPC to reading its result (any status). Bucket i counts RTTs <=
+ * moe_remote_rtt_le_ms[i] (cumulative, as Prometheus "le" buckets; the
+ * +Inf bucket is rtt_count). */
+#define MOE_REMOTE_RTT_BUCKETS 11
+/* {0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000} milliseconds */
+extern const double moe_remote_rtt_le_ms[MOE_REMOTE_RTT_BUCKETS];
+
+typedef struct moe_remote_worker_stats {
+    char addr[256];     /* host:port (cut to fit) */
+    int in_placement;   /* the placement in use gives it at least one pair */
+    int live;           /* as in moe_remote_coverage */
+    uint64_t messages;  /* Forward messages sent to it */
+    uint64_t rows;      /* token rows in them */
+    uint64_t failures;  /* failures: broken stream, deadline, refusal, a bad result */
+    uint64_t rtt_count; /* results read: RTTs measured */
+    double rtt_ms_sum;
+    uint64_t rtt_le[MOE_REMOTE_RTT_BUCKETS];
+} moe_remote_worker_stats;
+
+/* Copies the counters of the first min(n, cap) workers the backend has met
+ * (in the order met: stable, so a series keeps its worker) into out
+ * (cap may be 0, out NULL). Returns n, the number of workers met (0 for
+ * another backend). Counters as of the end of the last wait. Any thread. */
+int moe_remote_get_worker_stats(const moe_expert_backend *be, moe_remote_worker_stats *out,
+                                int cap);
+
+/* Called for each result read, on the compute thread, inside wait: the
+ * worker's address (valid until destroy), the RTT in ms and the message's
+ * rows. It must not call the backend. (For a histogram by worker: e.g.
+ * moe_metric_observe, which is thread-safe.) */
+typedef void (*moe_remote_rtt_fn)(void *ud, const char *addr, double ms, int rows);
+
+/* Sets (fn NULL: clears) the RTT hook; ud is borrowed. Call it before the
+ * backend serves, or on the compute thread. Returns 0 or MOE_EINVAL (not a
+ * remote backend). */
+int moe_remote_set_rtt_hook(moe_expert_backend *be, moe_remote_rtt_fn fn, void *ud);
 
 #endif
