@@ -162,6 +162,7 @@ static enum MHD_Result serve_get(gw_conn *cs, struct MHD_Connection *conn, const
         return reply_buf(cs, conn, 200, "text/plain; charset=utf-8", &b);
     case R_METRICS: {
         moe_err err = {0};
+        if (h->p.before_metrics) h->p.before_metrics(h->p.ready_ud);
         if (moe_metrics_render(h->p.reg, &b, &err) == MOE_ENOMEM) b.oom = 1;
         return reply_buf(cs, conn, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
     }

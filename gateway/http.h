@@ -30,8 +30,9 @@ typedef struct gw_http_params {
     moe_metric *requests;  /* counter {route,status} */
     /* readiness: 0 when ready, else a reason written to why */
     int (*ready)(void *ud, char *why, size_t cap);
-    void *ready_ud;
-    uint64_t seed; /* request ids and unseeded choices */
+    void *ready_ud;                   /* also before_metrics' */
+    void (*before_metrics)(void *ud); /* (optional) sets gauges before /metrics renders */
+    uint64_t seed;                    /* request ids and unseeded choices */
 } gw_http_params;
 
 typedef struct gw_http gw_http;

@@ -62,6 +62,7 @@ typedef struct gw_state {
     gw_sched *sched;
     gw_http *http;
     moe_metrics *reg;
+    moe_metric *rtt, *uncovered, *workers_live; /* remote experts only */
 } gw_state;
 
 static int check_wire(const void *dst, char *why, size_t cap) {
@@ -125,20 +126,45 @@ static int chat_kind_of(const gw_state *s, const char *override) {
 
 static int ready(void *ud, char *why, size_t cap) {
     gw_state *s = ud;
+    if (s->remote) {
+        moe_remote_coverage cv;
+        if (moe_remote_get_coverage(s->remote, &cv) < 0) {
+            snprintf(why, cap, "the experts' coverage is unknown");
+            return -1;
+        }
+        if (cv.uncovered > 0) {
+            snprintf(why, cap,
+                     "%d of %d (layer, expert) pairs have no live holder (first: layer %d expert "
+                     "%d); %d of %d workers live",
+                     cv.uncovered, cv.pairs, cv.layer, cv.expert, cv.workers_live, cv.workers);
+            return -1;
+        }
+    }
     gw_sched_stats st;
     gw_sched_get_stats(s->sched, &st);
     if (st.last_decode_failed) {
         snprintf(why, cap, "the last engine step failed (experts unavailable?)");
         return -1;
     }
-    if (s->remote) {
-        moe_remote_stats rs = moe_remote_get_stats(s->remote);
-        if (rs.workers <= 0) {
-            snprintf(why, cap, "no expert-worker known");
-            return -1;
-        }
-    }
     return 0;
+}
+
+/* The remote backend's round trips, per worker (engine thread). */
+static void on_rtt(void *ud, const char *addr, double ms, int rows) {
+    (void)rows;
+    gw_state *s = ud;
+    moe_metric_observe(s->rtt, (const char *[]){addr}, ms / 1000.0);
+}
+
+/* Gauges read when /metrics is rendered. */
+static void before_metrics(void *ud) {
+    gw_state *s = ud;
+    if (!s->remote) return;
+    moe_remote_coverage cv;
+    if (moe_remote_get_coverage(s->remote, &cv) == 0) {
+        moe_metric_set(s->uncovered, NULL, cv.uncovered);
+        moe_metric_set(s->workers_live, NULL, cv.workers_live);
+    }
 }
 
 static int open_experts(gw_state *s) {
@@ -375,6 +401,18 @@ int main(int argc, char **argv) {
     moe_metric_set(moe_metrics_gauge(s.reg, "moemesh_gateway_kv_slots",
                                      "KV-cache slots (--max-seqs).", NULL, 0),
                    NULL, o->max_seqs);
+    if (s.remote) {
+        static const double le[] = {0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                    0.025,   0.05,   0.1,   0.25,   1};
+        s.rtt = moe_metrics_histogram(s.reg, "moemesh_gateway_expert_rtt_seconds",
+                                      "Round trip of one Forward message, by worker.", "worker",
+                                      64 | MOE_METRIC_OTHER, le, (int)(sizeof le / sizeof le[0]));
+        s.uncovered = moe_metrics_gauge(s.reg, "moemesh_gateway_experts_uncovered",
+                                        "(layer, expert) pairs with no live holder.", NULL, 0);
+        s.workers_live = moe_metrics_gauge(s.reg, "moemesh_gateway_expert_workers_live",
+                                           "Expert-workers not in a failure backoff.", NULL, 0);
+        moe_remote_set_rtt_hook(s.remote, on_rtt, &s);
+    }
     if (gw_sched_start(&s.sched, &sp, &err) < 0) {
         moe_log(MOE_LOG_ERROR, GW, "%s", err.msg);
         goto out;
@@ -398,6 +436,7 @@ int main(int argc, char **argv) {
                          .requests = requests,
                          .ready = ready,
                          .ready_ud = &s,
+                         .before_metrics = before_metrics,
                          .seed = o->seed};
     if (gw_http_start(&s.http, &hp, &err) < 0) {
         moe_log(MOE_LOG_ERROR, GW, "%s", err.msg);

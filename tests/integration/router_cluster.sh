@@ -356,6 +356,9 @@ if wait_for 30 gw_up; then
     for p in $B1 $B3; do [ "$(addr_of "b$([ $p = $B1 ] && echo 1 || echo 3)")" = "$victim" ] && VP=$p; done
     kill -9 ${VP:-$B1}
     for p in $SP; do wait $p; done
+    rz=$(curl -s -m 10 -w ' %{http_code}' "$GW/readyz")
+    case "$rz" in *200) ok "gateway /readyz after the kill: replicas hold every expert ($rz)" ;;
+    *) bad "gateway /readyz after the kill: $rz" ;; esac
     total=$(cat "$TMP"/s?.out | grep -c '^data: {')
     good=0
     for k in 1 2 3 4; do
