@@ -48,7 +48,8 @@ static const moe_svc svc = {
 
 typedef struct gw_opts {
     const char *model, *listen, *name, *workers, *redis, *prefix, *wire, *chat_template;
-    int threads, max_seqs, ctx, max_batch_tokens, max_queue, chunked_prefill, timeout_ms;
+    int threads, max_seqs, ctx, max_batch_tokens, max_queue, chunked_prefill, prefill_chunk;
+    int timeout_ms;
     int max_connections, idle_ms, http_threads, deadline_ms, insecure, drain_ms;
     uint64_t max_body, seed;
 } gw_opts;
@@ -302,6 +303,10 @@ int main(int argc, char **argv) {
          .help = "split long prompts over steps so running streams keep their pace\n"
                  "(--chunked-prefill=false: each prompt in one step)",
          .def = "true"},
+        {"--prefill-chunk", "MOE_PREFILL_CHUNK", MOE_FLAG_INT, &o->prefill_chunk, "N",
+         .help = "prompt rows per step while others decode (0: as many as\n"
+                 "the decode rows, at least 16: a step at most ~doubles)",
+         .def = "0", .min = 0, .max = 1 << 16},
         {"--max-queue", "MOE_MAX_QUEUE", MOE_FLAG_INT, &o->max_queue, "N",
          .help = "requests waiting for slots; more get 503", .min = 1, .max = 1 << 20},
         {"--request-timeout", "MOE_REQUEST_TIMEOUT", MOE_FLAG_MS, &o->timeout_ms, "DUR",
@@ -396,6 +401,7 @@ int main(int argc, char **argv) {
                           .max_queue = o->max_queue,
                           .max_batch_tokens = o->max_batch_tokens,
                           .chunked_prefill = o->chunked_prefill,
+                          .prefill_chunk = o->prefill_chunk,
                           .timeout_ms = o->timeout_ms,
                           .metrics = add_metrics(s.reg, &requests)};
     moe_metric_set(moe_metrics_gauge(s.reg, "moemesh_gateway_kv_slots",

@@ -358,6 +358,21 @@ static void admit_waiting(gw_sched *s, int64_t now) {
     }
 }
 
+/* Prompt rows this step may carry next to n_decode decode rows. Nobody
+ * decoding: the whole step budget. Otherwise a chunk that at most about
+ * doubles the step (max(16, n_decode) rows, or --prefill-chunk), so that a
+ * long prompt arriving costs the running streams at most ~2x one inter-token
+ * gap per step it takes, within max_batch_tokens (at least a quarter of it
+ * when decode rows fill it). */
+static int prefill_budget(const gw_sched_params *p, int n_decode) {
+    if (n_decode == 0) return p->max_batch_tokens;
+    int chunk = p->prefill_chunk > 0 ? p->prefill_chunk : (n_decode > 16 ? n_decode : 16);
+    int room = p->max_batch_tokens - n_decode;
+    if (room < p->max_batch_tokens / 4) room = p->max_batch_tokens / 4;
+    if (chunk > room) chunk = room;
+    return chunk > 0 ? chunk : 1;
+}
+
 /* One engine step: builds the batch, decodes, hands out the logits. Returns
  * the rows decoded (0: nothing to do). */
 static int step(gw_sched *s) {
@@ -383,9 +398,7 @@ static int step(gw_sched *s) {
     }
     const int n_decode = rows;
     /* prefill rows, in admission order, within the step's token budget */
-    int budget = s->p.max_batch_tokens - n_decode;
-    if (budget < s->p.max_batch_tokens / 4) budget = s->p.max_batch_tokens / 4;
-    if (budget < 1) budget = 1;
+    int budget = prefill_budget(&s->p, n_decode);
     for (int r = 0; r < s->n_running && (budget > 0 || !s->p.chunked_prefill); r++) {
         gw_job *j = s->running[r];
         for (int i = 0; i < j->n_ch && (budget > 0 || !s->p.chunked_prefill); i++) {

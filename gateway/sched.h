@@ -2,9 +2,11 @@
  * sched.h - the engine thread: continuous batching over one moe_ctx.
  *
  * Every iteration builds one batch from (1) a decode row for every running
- * sequence and (2) prefill rows of admitted prompts, chunked so that the
- * batch stays within max_batch_tokens (a long prompt takes several steps and
- * the running streams keep their pace). A request joins at the next step.
+ * sequence and (2) prefill rows of admitted prompts, chunked: while
+ * sequences decode, a step carries at most about as many prompt rows as
+ * decode rows (prefill_chunk), so a long prompt takes several steps and the
+ * running streams keep their pace; with nobody decoding a prompt gets the
+ * whole max_batch_tokens. A request joins at the next step.
  * Admission: a waiting job is admitted when the policy picks it and enough
  * KV slots are free for its choices; the queue of waiting jobs is bounded
  * (a full queue is answered 503 at submit). A prompt's choices (n > 1) share
@@ -69,6 +71,8 @@ typedef struct gw_sched_params {
     int max_queue;           /* waiting jobs; more are refused with 503 */
     int max_batch_tokens;    /* rows per step (decode + prefill) */
     int chunked_prefill;     /* 0: a prompt is prefilled whole in one step */
+    int prefill_chunk;       /* prompt rows per step beside decode rows (0: auto,
+                                max(16, decode rows): a step at most ~doubles) */
     int64_t timeout_ms;      /* per job, from arrival (0: none) */
     const gw_policy *policy; /* NULL: FIFO */
     gw_sched_metrics metrics;
