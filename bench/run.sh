@@ -7,10 +7,15 @@
 #      prebuilt) on the same GGUF: a Mixtral-architecture Q8_0 model (hidden
 #      1024, 8 layers, 8 experts top-2, ff 2816, vocab 4096, ~620 MB) made by
 #      moectl mkmodel, at 1 and 2 threads, and the best of each engine;
-#   3. experts over gRPC, the tokenizer, and the control plane (bench/cluster.sh:
+#   3. the gateway (bench/gateway.sh): N concurrent streaming clients against
+#      moectl bench --batch N and llama.cpp serving N sequences, then running
+#      streams' inter-token latency while long prompts arrive, chunked prefill
+#      on and off;
+#   4. experts over gRPC, the tokenizer, and the control plane (bench/cluster.sh:
 #      failover stall, rebalance time, throughput during epoch switches).
 # Env: BENCH_THREADS="1 2", BENCH_PROMPT=128, BENCH_GEN=64, BENCH_REPS=3,
-#      BENCH_MODEL=models/bench-mixtral-q8_0.gguf
+#      BENCH_MODEL=models/bench-mixtral-q8_0.gguf, BENCH_GW=0 (skip 3; its
+#      BENCH_GW_* and BENCH_CLIENTS knobs: bench/gateway.sh)
 set -u
 # The services' and moectl's flags read MOE_* environment twins: none may leak
 # in from the caller's shell (MOE_REDIS would turn a single-process reference
@@ -63,6 +68,14 @@ done
 printf '%-8s %-8s %14.1f %14.1f %9s\n' best prefill "$best_ours_pf" "$best_ref_pf" "$(ratio "$best_ours_pf" "$best_ref_pf")"
 printf '%-8s %-8s %14.1f %14.1f %9s\n' best decode "$best_ours_dec" "$best_ref_dec" "$(ratio "$best_ours_dec" "$best_ref_dec")"
 echo "targets: decode >= 1.0x and prefill >= 0.8x llama.cpp's best thread count"
+
+# ---- the gateway: N concurrent streams, and prefill interference -------------------
+# bench/gateway.sh: build/gateway under build/bench-gwload's streaming clients beside
+# moectl bench --batch N (the engine's ceiling) and llama.cpp serving the same load;
+# its BENCH_GW_* knobs are listed there. BENCH_GW=0 skips it.
+if [ "${BENCH_GW:-1}" != 0 ]; then
+    BUILD=$BUILD BENCH_MODEL=$MODEL sh bench/gateway.sh || echo "gateway bench failed"
+fi
 
 # ---- tokenizer throughput ----------------------------------------------------------
 if [ -d tests/ref/node_modules/@lenml/tokenizers ]; then

@@ -18,14 +18,26 @@ const USAGE = `usage:
       -> {"prefill_tok_s": x, "decode_tok_s": y, "threads": N, "prompt": P, "gen": G}
          (prefill: one batch of P tokens into a fresh sequence; decode: G single-token steps
           after it; token ids i*7 % n_vocab skipping special tokens; best of R reps, default 3)
+  node tests/ref/llama.mjs serve    MODEL.gguf --sequences N [--prompt 128] [--gen 64] [--threads N]
+                                   [--vocab 4000] [--seed 1]
+      -> {"sequences": N, "tok_s": x, "decode_tok_s": y, "ttft_p50_ms": ..., "itl_p99_ms": ...}
+         llama.cpp serving N streams at once (what llama-server --parallel N does): one
+         context with N sequences, N prompts of P random ids in [1, min(V, n_vocab)) (special
+         tokens skipped) prefilled together, then G-1 steps in which every sequence's
+         controlledEvaluate of its last token is awaited together (node-llama-cpp puts them
+         in one batch): G tokens per sequence, the first sampled after the prompt.
+         tok_s = N*G / (prompts + decode); TTFT = start -> a sequence's first token;
+         ITL = gaps between a sequence's consecutive tokens. One timed run, after an untimed
+         warm-up of the same shapes (other prompts, 2 steps).
 
 options:
   --threads N   threads for both batch and decode (default 1; 1 is deterministic)
   --verbose     llama.cpp log level "info" instead of "warn" (always on stderr)
   -h, --help    this text
 
-Settings: CPU only, KV cache F32 (K and V), flash attention off, mmap on, batch = ubatch >= prompt,
-context = tokens (+ generated) rounded up to 256, greedy sampling with a fixed seed.
+Settings: CPU only, KV cache F32 (K and V), flash attention off, mmap on, batch = ubatch >= prompt
+(serve: max(P, min(N*P, 512))), context = tokens (+ generated) rounded up to 256 (serve: per
+sequence), greedy sampling with a fixed seed.
 Exit status: 0 ok, 1 runtime error, 2 usage error. Errors go to stderr.`;
 
 class UsageError extends Error {}
@@ -36,7 +48,8 @@ console.info = console.error;
 console.debug = console.error;
 
 function parseArgs(argv) {
-    const o = { cmd: null, model: null, tokens: null, n: null, threads: 1, prompt: 128, gen: 64, reps: 3, verbose: false };
+    const o = { cmd: null, model: null, tokens: null, n: null, threads: 1, prompt: 128, gen: 64, reps: 3, verbose: false,
+                sequences: null, vocab: 4000, seed: 1 };
     const pos = [];
     const num = (flag, v, min) => {
         if (v === undefined) throw new UsageError(`${flag} needs a value`);
@@ -65,6 +78,9 @@ function parseArgs(argv) {
             case "--prompt": o.prompt = num(a, argv[++i], 1); break;
             case "--gen": o.gen = num(a, argv[++i], 0); break;
             case "--reps": o.reps = num(a, argv[++i], 1); break;
+            case "--sequences": o.sequences = num(a, argv[++i], 1); break;
+            case "--vocab": o.vocab = num(a, argv[++i], 2); break;
+            case "--seed": o.seed = num(a, argv[++i], 0); break;
             case "--verbose": o.verbose = true; break;
             case "--texts": o.texts = argv[++i]; break;
             case "--special": o.special = true; break;
@@ -74,11 +90,14 @@ function parseArgs(argv) {
         }
     }
     if (o.help) return o;
-    if (pos.length < 1) throw new UsageError("missing command (logits | generate | bench)");
+    if (pos.length < 1) throw new UsageError("missing command (logits | generate | bench | tokenize | serve)");
     if (pos.length < 2) throw new UsageError("missing MODEL.gguf");
     if (pos.length > 2) throw new UsageError(`unexpected argument: ${pos[2]}`);
     [o.cmd, o.model] = pos;
-    if (!["logits", "generate", "bench", "tokenize"].includes(o.cmd)) throw new UsageError(`unknown command: ${o.cmd}`);
+    if (!["logits", "generate", "bench", "tokenize", "serve"].includes(o.cmd)) throw new UsageError(`unknown command: ${o.cmd}`);
+    if (o.cmd === "serve" && !o.sequences) throw new UsageError("serve needs --sequences N");
+    if (o.cmd === "serve" && o.gen < 1) throw new UsageError("serve needs --gen >= 1");
+    if (o.sequences !== null && o.sequences > 1024) throw new UsageError("--sequences must be <= 1024");
     if (o.cmd === "tokenize" && !o.texts) throw new UsageError("tokenize needs --texts FILE.json");
     if ((o.cmd === "logits" || o.cmd === "generate") && !o.tokens) throw new UsageError(`${o.cmd} needs --tokens`);
     if (o.cmd === "generate" && o.n === null) throw new UsageError("generate needs -n");
@@ -244,6 +263,101 @@ async function cmdBench(o) {
     return { prefill_tok_s: r3(bestPrefill), decode_tok_s: o.gen > 0 ? r3(bestDecode) : null, threads: o.threads, prompt: o.prompt, gen: o.gen };
 }
 
+// Nearest-rank percentile of a sorted array (null when empty).
+function pct(sorted, q) {
+    if (!sorted.length) return null;
+    const i = Math.min(sorted.length, Math.max(1, Math.ceil(q * sorted.length)));
+    return sorted[i - 1];
+}
+
+async function cmdServe(o) {
+    const { model, nVocab } = await openModel(o);
+    if (!nVocab) throw new Error("cannot determine n_vocab from the GGUF metadata");
+    const N = o.sequences, P = o.prompt, G = o.gen;
+    const hi = Math.min(o.vocab, nVocab);
+    // one PRNG stream per sequence (mulberry32): different prompts, no shared prefixes
+    const rng = (seed) => () => {
+        seed = (seed + 0x6d2b79f5) | 0;
+        let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+        t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+        return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+    const prompts = [];
+    for (let s = 0; s < N; s++) {
+        const r = rng(o.seed * 100003 + s + 1), p = [];
+        for (let guard = 0; p.length < P; guard++) {
+            if (guard > 100 * P + 1000) throw new Error("not enough non-special tokens for the prompts");
+            const t = 1 + Math.floor(r() * (hi - 1));
+            if (model.isSpecialToken(t) || model.isEogToken(t)) continue;
+            p.push(t);
+        }
+        prompts.push(p);
+    }
+    const batch = Math.max(P, Math.min(N * P, 512));
+    const ctx = await model.createContext({
+        contextSize: roundUp(P + G, 256),   // per sequence
+        batchSize: batch,
+        sequences: N,
+        threads: o.threads,
+        flashAttention: false,
+        experimentalKvCacheKeyType: "F32",
+        experimentalKvCacheValueType: "F32",
+        swaFullCache: true,
+        failedCreationRemedy: false,
+        ignoreMemorySafetyChecks: true,
+    });
+    const seqs = [];
+    for (let s = 0; s < N; s++) seqs.push(ctx.getSequence());
+    const now = () => Number(process.hrtime.bigint()) / 1e6;   // ms
+    const gen1 = [{ generateNext: { token: true, options: SAMPLE } }];
+    // warm-up, not timed: the same shapes once (prompts shifted by one id, 2 steps), so the first
+    // batches' buffer allocations are not measured; then every sequence is emptied
+    await Promise.all(seqs.map((seq, s) => seq.controlledEvaluate(
+        prompts[s].map((t, i) => i === P - 1 ? [1 + (t % (hi - 1)), ...gen1] : 1 + (t % (hi - 1))))));
+    for (let w = 0; w < 2; w++) await Promise.all(seqs.map((seq, s) => seq.controlledEvaluate([[prompts[s][w % P], ...gen1]])));
+    for (const seq of seqs) await seq.clearHistory();
+    const last = new Array(N), tok = new Array(N), ttft = [], itl = [];
+    const t0 = now();
+    // prompts: all N evaluations queued in the same tick, batched together by node-llama-cpp
+    await Promise.all(seqs.map((seq, s) => seq.controlledEvaluate(
+        prompts[s].map((t, i) => i === P - 1 ? [t, { generateNext: { token: true, options: SAMPLE } }] : t))
+        .then((res) => {
+            const t = now();
+            tok[s] = res[P - 1]?.next?.token;
+            if (tok[s] == null) throw new Error(`sequence ${s}: no token sampled after the prompt`);
+            ttft.push(t - t0);
+            last[s] = t;
+        })));
+    const t1 = now();
+    for (let g = 1; g < G; g++) {
+        await Promise.all(seqs.map((seq, s) => seq.controlledEvaluate(
+            [[tok[s], { generateNext: { token: true, options: SAMPLE } }]])
+            .then((res) => {
+                const t = now();
+                tok[s] = res[0]?.next?.token;
+                if (tok[s] == null) throw new Error(`sequence ${s}: no token sampled at step ${g}`);
+                itl.push(t - last[s]);
+                last[s] = t;
+            })));
+    }
+    const t2 = now();
+    const threads = ctx.currentThreads;
+    await ctx.dispose();
+    ttft.sort((a, b) => a - b);
+    itl.sort((a, b) => a - b);
+    const r3 = x => x == null ? null : Math.round(x * 1000) / 1000;
+    return {
+        sequences: N, prompt: P, gen: G, threads, kv: "f32", batch,
+        tokens: N * G,
+        wall_s: r3((t2 - t0) / 1000),
+        tok_s: r3(N * G / ((t2 - t0) / 1000)),
+        prefill_tok_s: r3(N * P / ((t1 - t0) / 1000)),
+        decode_tok_s: G > 1 ? r3(N * (G - 1) / ((t2 - t1) / 1000)) : null,
+        ttft_p50_ms: r3(pct(ttft, 0.5)), ttft_p99_ms: r3(pct(ttft, 0.99)),
+        itl_p50_ms: r3(pct(itl, 0.5)), itl_p99_ms: r3(pct(itl, 0.99)),
+    };
+}
+
 async function cmdTokenize(o) {
     const fs = await import("node:fs");
     const texts = JSON.parse(fs.readFileSync(o.texts, "utf8"));
@@ -273,6 +387,7 @@ async function main() {
         if (o.cmd === "logits") result = await cmdLogits(o);
         else if (o.cmd === "generate") result = await cmdGenerate(o);
         else if (o.cmd === "tokenize") result = await cmdTokenize(o);
+        else if (o.cmd === "serve") result = await cmdServe(o);
         else result = await cmdBench(o);
     } catch (e) {
         process.stderr.write(`llama.mjs ${o.cmd}: ${e instanceof UsageError ? "" : "error: "}${e?.message ?? e}\n`);
