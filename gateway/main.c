@@ -304,8 +304,9 @@ int main(int argc, char **argv) {
                  "(--chunked-prefill=false: each prompt in one step)",
          .def = "true"},
         {"--prefill-chunk", "MOE_PREFILL_CHUNK", MOE_FLAG_INT, &o->prefill_chunk, "N",
-         .help = "prompt rows per step while others decode (0: as many as\n"
-                 "the decode rows, at least 16: a step at most ~doubles)",
+         .help = "prompt rows per step while others decode (0: 3x the\n"
+                 "decode rows, at least 32; smaller: steadier streams, larger:\n"
+                 "more throughput and faster first tokens)",
          .def = "0", .min = 0, .max = 1 << 16},
         {"--max-queue", "MOE_MAX_QUEUE", MOE_FLAG_INT, &o->max_queue, "N",
          .help = "requests waiting for slots; more get 503", .min = 1, .max = 1 << 20},

@@ -72,7 +72,7 @@ typedef struct gw_sched_params {
     int max_batch_tokens;    /* rows per step (decode + prefill) */
     int chunked_prefill;     /* 0: a prompt is prefilled whole in one step */
     int prefill_chunk;       /* prompt rows per step beside decode rows (0: auto,
-                                max(16, decode rows): a step at most ~doubles) */
+                                max(32, 3 x decode rows)) */
     int64_t timeout_ms;      /* per job, from arrival (0: none) */
     const gw_policy *policy; /* NULL: FIFO */
     gw_sched_metrics metrics;
