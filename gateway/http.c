@@ -265,6 +265,9 @@ static enum MHD_Result serve_generate(gw_conn *cs, struct MHD_Connection *conn) 
     }
     j->wake = wake_conn;
     j->conn = conn;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    j->fd = ci ? (int)ci->connect_fd : -1;
     cs->job = j; /* the connection's reference */
     if (gw_sched_submit(h->p.sched, j, &e) < 0) {
         j->conn = NULL;

@@ -1,7 +1,9 @@
 /* job.c - a request's choices and the bytes that go back (see job.h):
  * server-sent-event chunks as OpenAI streams them, and the final objects. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "job.h"
@@ -23,6 +25,7 @@ int gw_job_create(gw_job **out, gw_api_req *req, const moe_vocab *v, int n_vocab
     j->req = *req;
     memset(req, 0, sizeof *req);
     j->n_ch = n_ch;
+    j->fd = -1;
     atomic_init(&j->refs, 1);
     atomic_init(&j->cancelled, 0);
     pthread_mutex_init(&j->mu, NULL);
@@ -87,6 +90,20 @@ void gw_job_unref(gw_job *j) {
     gw_api_req_free(&j->req);
     pthread_mutex_destroy(&j->mu);
     free(j);
+}
+
+int gw_job_client_gone(gw_job *j) {
+    int gone = 0;
+    pthread_mutex_lock(&j->mu);
+    /* only while suspended: the HTTP library cannot close (and reuse) the
+     * socket of a suspended connection */
+    if (j->conn && j->suspended && j->fd >= 0) {
+        char c;
+        const ssize_t n = recv(j->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        gone = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    }
+    pthread_mutex_unlock(&j->mu);
+    return gone;
 }
 
 int gw_job_completion_tokens(const gw_job *j) {

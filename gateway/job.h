@@ -66,6 +66,7 @@ struct gw_job {
     int suspended;           /* the HTTP side waits for a wake */
     void (*wake)(gw_job *j); /* the HTTP side's resume, called under mu when suspended */
     void *conn;              /* the HTTP side's connection, NULL once it is gone */
+    int fd;                  /* its socket, -1 when unknown (peeked by gw_job_client_gone) */
 
     /* ---- engine thread ---- */
     int64_t t_arrive_us, t_admit_us, t_first_us, deadline_us;
@@ -95,6 +96,11 @@ void gw_job_emit_end(gw_job *j);
 /* Ends the job with an error (status, message): a stream gets an error
  * event and [DONE], a waiting client the error object; done = 1. */
 void gw_job_emit_error(gw_job *j, const gw_api_error *e);
+
+/* 1 if the client closed its connection while the job waits for output (a
+ * suspended connection is not watched by the HTTP library): a peek at its
+ * socket sees the end of the stream. Cheap (one recv(MSG_PEEK)); any thread. */
+int gw_job_client_gone(gw_job *j);
 
 /* ---- HTTP thread: the response of a finished, non-streamed job -------- */
 

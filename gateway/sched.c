@@ -54,6 +54,7 @@ struct gw_sched {
     row_ref *refs;
     int b_cap;
     int last_failed;
+    int64_t last_probe_us;
 };
 
 static int grow_batch(gw_sched *s, int need) {
@@ -304,6 +305,14 @@ static int slots_needed(const gw_job *j) {
 }
 
 static void reap(gw_sched *s, int64_t now) {
+    /* clients that hung up while their connection waits (every 100 ms) */
+    if (now - s->last_probe_us >= 100000) {
+        s->last_probe_us = now;
+        for (int k = 0; k < s->n_waiting; k++)
+            if (gw_job_client_gone(s->waiting[k])) atomic_store(&s->waiting[k]->cancelled, 1);
+        for (int k = 0; k < s->n_running; k++)
+            if (gw_job_client_gone(s->running[k])) atomic_store(&s->running[k]->cancelled, 1);
+    }
     for (int k = 0; k < s->n_waiting;) {
         gw_job *j = s->waiting[k];
         if (atomic_load(&j->cancelled)) {

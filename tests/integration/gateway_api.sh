@@ -90,6 +90,18 @@ gen=$(metric moemesh_gateway_generation_tokens_total)
 [ "$used" = 0 ] && [ "${ended:-0}" -gt "$ended0" ] &&
     ok "a disconnected stream is cancelled and its slot freed within $((i * 100)) ms (kv_slots_used 0, ended{cancelled} $ended, tokens generated in all: $gen)" ||
     bad "after a disconnect: kv_slots_used $used, ended{cancelled} $ended"
+# ... and so does one that waits for a whole (not streamed) response
+curl -s -m 1 -H "$J" -d '{"model":"tiny","prompt":"go on","max_tokens":15000,"ignore_eos":true}' \
+    "$GW/v1/completions" >/dev/null 2>&1
+i=0; used=1; ended1=$ended
+while [ $i -lt 50 ]; do
+    used=$(metric moemesh_gateway_kv_slots_used); ended1=$(metric 'moemesh_gateway_requests_ended_total{reason="cancelled"}')
+    [ "$used" = 0 ] && [ "${ended1:-0}" -gt "$ended" ] && break
+    sleep 0.1; i=$((i + 1))
+done
+[ "$used" = 0 ] && [ "${ended1:-0}" -gt "$ended" ] &&
+    ok "a client that gives up on a non-streamed request: cancelled, slot freed within $((i * 100)) ms of its hang-up" ||
+    bad "after a non-streamed hang-up: kv_slots_used $used, ended{cancelled} $ended1"
 stop $GPID
 
 # ---- a full queue: 503 at once; a deadline: 504
