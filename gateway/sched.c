@@ -375,10 +375,15 @@ static void admit_waiting(gw_sched *s, int64_t now) {
  * efficient (measured with bench/gateway.sh: at 32 streams, 1x n_decode gave
  * 0.68x the engine's throughput, 2x 0.91x, 4x 1.00x; the streams' ITL p99
  * under arriving 512-token prompts grew from 226 to 501 ms). Always within
- * max_batch_tokens (at least a quarter of it when decode rows fill it). */
-static int prefill_budget(const gw_sched_params *p, int n_decode) {
+ * max_batch_tokens (at least a quarter of it when decode rows fill it).
+ * When many prompt rows wait (a burst of requests: backlog, the admitted
+ * prompts' rows not yet prefilled), the chunk grows to a quarter of the
+ * backlog: the waiting requests' first tokens matter as much as the few
+ * running streams' pace. */
+static int prefill_budget(const gw_sched_params *p, int n_decode, int backlog) {
     if (n_decode == 0) return p->max_batch_tokens;
     int chunk = p->prefill_chunk > 0 ? p->prefill_chunk : (4 * n_decode > 64 ? 4 * n_decode : 64);
+    if (p->prefill_chunk == 0 && backlog / 4 > chunk) chunk = backlog / 4;
     int room = p->max_batch_tokens - n_decode;
     if (room < p->max_batch_tokens / 4) room = p->max_batch_tokens / 4;
     if (chunk > room) chunk = room;
@@ -410,7 +415,14 @@ static int step(gw_sched *s) {
     }
     const int n_decode = rows;
     /* prefill rows, in admission order, within the step's token budget */
-    int budget = prefill_budget(&s->p, n_decode);
+    int backlog = 0;
+    for (int r = 0; r < s->n_running; r++) {
+        const gw_job *j = s->running[r];
+        for (int i = 0; i < j->n_ch; i++)
+            if (j->ch[i].leader && j->ch[i].slot >= 0)
+                backlog += j->req.prompts[j->ch[i].prompt].n - j->ch[i].n_prefilled;
+    }
+    int budget = prefill_budget(&s->p, n_decode, backlog);
     for (int r = 0; r < s->n_running && (budget > 0 || !s->p.chunked_prefill); r++) {
         gw_job *j = s->running[r];
         for (int i = 0; i < j->n_ch && (budget > 0 || !s->p.chunked_prefill); i++) {
