@@ -257,7 +257,7 @@ static enum MHD_Result serve_generate(gw_conn *cs, struct MHD_Connection *conn) 
         return reply_error(cs, conn, &e);
     gw_job *j;
     pthread_mutex_lock(&h->rng_mu);
-    int rc = gw_job_create(&j, &req, h->p.api->vocab, h->p.api->n_vocab, &h->rng, &e);
+    int rc = gw_job_create(&j, &req, &h->rng, &e);
     pthread_mutex_unlock(&h->rng_mu);
     if (rc < 0) {
         gw_api_req_free(&req);

@@ -12,8 +12,7 @@
 
 /* ==== Life ============================================================== */
 
-int gw_job_create(gw_job **out, gw_api_req *req, const moe_vocab *v, int n_vocab, uint64_t *rng,
-                  gw_api_error *e) {
+int gw_job_create(gw_job **out, gw_api_req *req, uint64_t *rng, gw_api_error *e) {
     *out = NULL;
     gw_job *j = calloc(1, sizeof *j);
     const int n_ch = req->n_prompts * req->n;
@@ -32,7 +31,8 @@ int gw_job_create(gw_job **out, gw_api_req *req, const moe_vocab *v, int n_vocab
     j->created = (int64_t)time(NULL);
     gw_api_new_id(j->req.route, j->id, rng);
     for (int p = 0; p < j->req.n_prompts; p++) {
-        j->prompt_tokens += j->req.prompts[p].n;
+        const gw_prompt *pr = &j->req.prompts[p];
+        j->prompt_tokens += pr->n;
         for (int k = 0; k < j->req.n; k++) {
             gw_choice *c = &j->ch[p * j->req.n + k];
             c->index = p * j->req.n + k;
@@ -40,25 +40,13 @@ int gw_job_create(gw_job **out, gw_api_req *req, const moe_vocab *v, int n_vocab
             c->leader = k == 0;
             c->leader_idx = p * j->req.n;
             c->slot = -1;
-            moe_gen_params gp = j->req.gen;
             if (j->req.seed_given) {
-                gp.sampling.seed = j->req.gen.sampling.seed + (uint64_t)c->index;
+                c->seed = j->req.gen.sampling.seed + (uint64_t)c->index;
             } else {
                 *rng += 0x9e3779b97f4a7c15ull;
                 uint64_t z = *rng;
                 z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-                gp.sampling.seed = z ^ (z >> 31);
-            }
-            moe_err err = {0};
-            const gw_prompt *pr = &j->req.prompts[p];
-            int rc = moe_gen_seq_create(&c->seq, v, n_vocab, pr->ids, pr->n, &gp, &err);
-            if (rc < 0) {
-                if (rc == MOE_ENOMEM)
-                    gw_api_error_set(e, 503, "", "out of memory for a sequence");
-                else
-                    gw_api_error_set(e, 400, "", "%s", err.msg);
-                gw_job_unref(j);
-                return -1;
+                c->seed = z ^ (z >> 31);
             }
             if (j->req.echo && pr->text) {
                 c->text_off = (long)pr->text_len;
@@ -67,6 +55,26 @@ int gw_job_create(gw_job **out, gw_api_req *req, const moe_vocab *v, int n_vocab
         }
     }
     *out = j;
+    return 0;
+}
+
+int gw_job_start(gw_job *j, const moe_vocab *v, int n_vocab, gw_api_error *e) {
+    for (int i = 0; i < j->n_ch; i++) {
+        gw_choice *c = &j->ch[i];
+        if (c->seq) continue;
+        moe_gen_params gp = j->req.gen;
+        gp.sampling.seed = c->seed;
+        moe_err err = {0};
+        const gw_prompt *pr = &j->req.prompts[c->prompt];
+        int rc = moe_gen_seq_create(&c->seq, v, n_vocab, pr->ids, pr->n, &gp, &err);
+        if (rc < 0) {
+            if (rc == MOE_ENOMEM)
+                gw_api_error_set(e, 503, "", "out of memory for a sequence; retry later");
+            else
+                gw_api_error_set(e, 400, "", "%s", err.msg);
+            return -1;
+        }
+    }
     return 0;
 }
 

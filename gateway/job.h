@@ -26,7 +26,8 @@
 #include "svc/strbuf.h"
 
 typedef struct gw_choice {
-    moe_gen_seq *seq;
+    moe_gen_seq *seq;  /* NULL until the job is admitted (gw_job_start) */
+    uint64_t seed;     /* its sampler's seed */
     int index;         /* the OpenAI choice index: prompt * n + j */
     int prompt;        /* index in req.prompts */
     int leader;        /* 1: prefills the prompt; else copies the leader's slot */
@@ -78,11 +79,14 @@ struct gw_job {
 };
 
 /* A job for a parsed request (takes ownership of *req, which is zeroed):
- * its choices, their sequences (moe_gen_seq_create with per-choice seeds),
- * an id. One reference. 0, or -1 with *e (503 out of memory, 400 from
- * moe_gen_seq_create). */
-int gw_job_create(gw_job **out, gw_api_req *req, const moe_vocab *v, int n_vocab, uint64_t *rng,
-                  gw_api_error *e);
+ * its choices with their seeds (the request's seed + the choice index, or
+ * drawn from rng), an id. One reference. 0, or -1 with *e (503 out of
+ * memory). */
+int gw_job_create(gw_job **out, gw_api_req *req, uint64_t *rng, gw_api_error *e);
+/* Creates the choices' sequences (their O(n_vocab) sampler state): called
+ * when the job is admitted, so that queued jobs hold only their prompts.
+ * 0, or -1 with *e (503 out of memory, 400 from moe_gen_seq_create). */
+int gw_job_start(gw_job *j, const moe_vocab *v, int n_vocab, gw_api_error *e);
 void gw_job_ref(gw_job *j);
 void gw_job_unref(gw_job *j);
 

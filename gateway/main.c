@@ -398,6 +398,7 @@ int main(int argc, char **argv) {
     moe_metric *requests = NULL;
     gw_sched_params sp = {.ctx = s.ctx,
                           .vocab = s.vocab,
+                          .n_vocab = s.m->hp.n_vocab,
                           .max_seqs = o->max_seqs,
                           .max_queue = o->max_queue,
                           .max_batch_tokens = o->max_batch_tokens,

@@ -191,7 +191,8 @@ static void drop_running(gw_sched *s, gw_job *j) {
 static void cancel_choices(gw_job *j) {
     for (int i = 0; i < j->n_ch; i++) {
         gw_choice *c = &j->ch[i];
-        if (moe_gen_seq_finish(c->seq) == MOE_GEN_FINISH_NONE) moe_gen_seq_cancel(c->seq, NULL);
+        if (c->seq && moe_gen_seq_finish(c->seq) == MOE_GEN_FINISH_NONE)
+            moe_gen_seq_cancel(c->seq, NULL);
     }
 }
 
@@ -270,6 +271,14 @@ static void end_if_done(gw_sched *s, gw_job *j, int64_t now) {
 static void admit(gw_sched *s, gw_job *j, int64_t now) {
     j->admitted = 1;
     j->t_admit_us = now;
+    gw_api_error e;
+    if (gw_job_start(j, s->p.vocab, s->p.n_vocab, &e) < 0) {
+        cancel_choices(j);
+        gw_job_emit_error(j, &e);
+        log_end(s, j, "error");
+        gw_job_unref(j);
+        return;
+    }
     for (int i = 0; i < j->n_ch; i++) {
         gw_choice *c = &j->ch[i];
         if (moe_gen_seq_finish(c->seq) != MOE_GEN_FINISH_NONE) continue; /* max_tokens 0 */
@@ -299,6 +308,7 @@ static void admit(gw_sched *s, gw_job *j, int64_t now) {
 
 /* Slots j still needs: its unfinished choices. */
 static int slots_needed(const gw_job *j) {
+    if (!j->admitted) return j->req.gen.max_tokens == 0 ? 0 : j->n_ch;
     int n = 0;
     for (int i = 0; i < j->n_ch; i++) n += moe_gen_seq_finish(j->ch[i].seq) == MOE_GEN_FINISH_NONE;
     return n;

@@ -67,6 +67,7 @@ typedef struct gw_sched_metrics {
 typedef struct gw_sched_params {
     moe_ctx *ctx;            /* borrowed; n_slots >= max_seqs */
     const moe_vocab *vocab;  /* borrowed */
+    int n_vocab;             /* the model's logit rows */
     int max_seqs;            /* sequences at once (<= the context's slots) */
     int max_queue;           /* waiting jobs; more are refused with 503 */
     int max_batch_tokens;    /* rows per step (decode + prefill) */
