@@ -41,6 +41,7 @@ struct gw_http {
     int fd;
     char addr[80];
     atomic_int draining;
+    int64_t started; /* unix seconds: the model's "created" */
     pthread_mutex_t rng_mu;
     uint64_t rng;
 };
@@ -138,7 +139,7 @@ static void model_json(moe_buf *b, const gw_http *h) {
     moe_buf_printf(b,
                    ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"moemesh\","
                    "\"max_model_len\":%d}",
-                   (long long)0, h->p.api->n_ctx);
+                   (long long)h->started, h->p.api->n_ctx);
 }
 
 static enum MHD_Result serve_get(gw_conn *cs, struct MHD_Connection *conn, const char *url) {
@@ -470,6 +471,7 @@ int gw_http_start(gw_http **out, const gw_http_params *p, moe_err *err) {
     h->p = *p;
     h->fd = -1;
     h->rng = p->seed;
+    h->started = (int64_t)time(NULL);
     atomic_init(&h->draining, 0);
     pthread_mutex_init(&h->rng_mu, NULL);
     int rc = bind_listen(h, err);
