@@ -203,9 +203,8 @@ static void fail_running(gw_sched *s, gw_job *j, const gw_api_error *e, const ch
     drop_running(s, j);
 }
 
-/* Takes j out of the waiting list (index k), ending it with e (or quietly
- * if e is NULL: the client is gone). */
-static void drop_waiting(gw_sched *s, int k, const gw_api_error *e, const char *reason) {
+/* Removes and returns waiting job k (the queue has room for one more). */
+static gw_job *take_waiting(gw_sched *s, int k) {
     gw_job *j = s->waiting[k];
     memmove(&s->waiting[k], &s->waiting[k + 1],
             (size_t)(s->n_waiting - k - 1) * sizeof *s->waiting);
@@ -213,6 +212,13 @@ static void drop_waiting(gw_sched *s, int k, const gw_api_error *e, const char *
     pthread_mutex_lock(&s->mu);
     s->queued--;
     pthread_mutex_unlock(&s->mu);
+    return j;
+}
+
+/* Takes j out of the waiting list (index k), ending it with e (or quietly
+ * if e is NULL: the client is gone). */
+static void drop_waiting(gw_sched *s, int k, const gw_api_error *e, const char *reason) {
+    gw_job *j = take_waiting(s, k);
     cancel_choices(j);
     if (e)
         gw_job_emit_error(j, e);
@@ -367,13 +373,7 @@ static void admit_waiting(gw_sched *s, int64_t now) {
         gw_job *j = s->waiting[k];
         if (slots_needed(j) > s->p.max_seqs - s->slots_used || s->n_running >= s->p.max_seqs)
             break; /* waits for slots: the policy's order is kept */
-        memmove(&s->waiting[k], &s->waiting[k + 1],
-                (size_t)(s->n_waiting - k - 1) * sizeof *s->waiting);
-        s->n_waiting--;
-        pthread_mutex_lock(&s->mu);
-        s->queued--;
-        pthread_mutex_unlock(&s->mu);
-        admit(s, j, now);
+        admit(s, take_waiting(s, k), now);
     }
 }
 

@@ -7,27 +7,10 @@
 # loopback-only rule, and a graceful stop that finishes a running stream.
 # Only processes started here are signalled, by PID; every wait is bounded.
 set -u
-BUILD=${BUILD:-build}
-MOECTL=$BUILD/moectl GATEWAY=$BUILD/gateway WORKER=$BUILD/expert-worker
+. tests/lib/procs.sh
+MOECTL=$BUILD/moectl GATEWAY=$BUILD/gateway
 . tests/ref/env.sh
 [ -d tests/ref/node_modules/openai ] || { echo "skip: the openai client is not installed (make ref)"; exit 77; }
-TMP=$(mktemp -d)
-PIDS=""
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; rm -rf "$TMP"; }
-trap cleanup EXIT
-fail=0
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
-wait_log() { i=0; while [ $i -lt 300 ] && ! grep -q "$2" "$1" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done; grep -q "$2" "$1"; }
-stop() { kill "$1" 2>/dev/null; i=0; while [ $i -lt 100 ] && kill -0 "$1" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done; }
-# gateway NAME ARGS... -> GW (http://addr), GPID
-gateway() {
-    name=$1; shift
-    "$GATEWAY" --listen 127.0.0.1:0 --threads 2 --log-format text "$@" 2>"$TMP/$name.log" &
-    GPID=$!; PIDS="$PIDS $GPID"
-    wait_log "$TMP/$name.log" "serving " || { bad "$name did not start: $(tail -3 "$TMP/$name.log")"; return 1; }
-    GW="http://$(sed -n 's/.* on http:\/\/\([^ ]*\) .*/\1/p' "$TMP/$name.log" | head -1)"
-}
 # status LABEL WANT CURL-ARGS...: the HTTP status and an OpenAI error object
 status() {
     label=$1 want=$2; shift 2
@@ -122,10 +105,8 @@ code=$(cat "$TMP/b.code")
 stop $GPID
 
 # ---- experts that become unavailable: 503 with the reason, /readyz says so
-"$WORKER" --model "$M" --listen 127.0.0.1:0 --experts all >"$TMP/w.out" 2>"$TMP/w.err" &
-WP=$!; PIDS="$PIDS $WP"
-wait_log "$TMP/w.out" "listening on" || bad "worker did not start"
-gateway remote --model "$M" --served-model-name tiny --workers "$(sed -n 's/^listening on //p' "$TMP/w.out")" --deadline-ms 2s || exit 1
+worker w "$M" all; WP=$WPID
+gateway remote --model "$M" --served-model-name tiny --workers "$ADDR" --deadline-ms 2s || exit 1
 status "completion with experts on a worker" 200 -H "$J" -d '{"model":"tiny","prompt":"x","max_tokens":4}' "$GW/v1/completions"
 stop $WP
 status "the only worker is gone" 503 -H "$J" -d '{"model":"tiny","prompt":"x","max_tokens":4}' "$GW/v1/completions"

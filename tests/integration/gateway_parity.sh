@@ -7,38 +7,12 @@
 # llama.cpp matches exactly; see tests/lib/parity.sh). Only processes started
 # here are signalled, by PID; every wait is bounded.
 set -u
-BUILD=${BUILD:-build}
-MOECTL=$BUILD/moectl GATEWAY=$BUILD/gateway WORKER=$BUILD/expert-worker
+. tests/lib/procs.sh
+MOECTL=$BUILD/moectl
 . tests/ref/env.sh
 [ -d tests/ref/node_modules/node-llama-cpp ] || { echo "skip: llama.cpp reference not installed (make ref)"; exit 77; }
-TMP=$(mktemp -d)
-PIDS=""
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; rm -rf "$TMP"; }
-trap cleanup EXIT
-fail=0
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
 N=12
 PROMPTS="1,17,300,42,99,7;5,6,7,8;250,3,3,3,3,3,3,3,3,3,3,2;11;400,401,402,403,404,405,406,407,408,409,410,411,412,413,414,415,416,417,418,419,420,421,422,423,424,425,426,427,428,429,430,431,432,433"
-
-# wait_log FILE PATTERN: up to 30 s for PATTERN in FILE
-wait_log() { i=0; while [ $i -lt 300 ] && ! grep -q "$2" "$1" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done; grep -q "$2" "$1"; }
-stop() { kill "$1" 2>/dev/null; i=0; while [ $i -lt 50 ] && kill -0 "$1" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done; }
-
-# gateway NAME ARGS... -> sets GW (http://addr) and GPID
-gateway() {
-    name=$1; shift
-    "$GATEWAY" --listen 127.0.0.1:0 --threads 2 --log-format text "$@" 2>"$TMP/$name.log" &
-    GPID=$!; PIDS="$PIDS $GPID"
-    wait_log "$TMP/$name.log" "serving " || { bad "$name did not start: $(tail -3 "$TMP/$name.log")"; GW=""; return 1; }
-    GW="http://$(sed -n 's/.* on http:\/\/\([^ ]*\) .*/\1/p' "$TMP/$name.log" | head -1)"
-}
-worker() { # NAME MODEL EXPERTS -> ADDR, WPID
-    "$WORKER" --model "$2" --listen 127.0.0.1:0 --experts "$3" >"$TMP/$1.out" 2>"$TMP/$1.err" &
-    WPID=$!; PIDS="$PIDS $WPID"
-    wait_log "$TMP/$1.out" "listening on" || bad "$1 did not start: $(cat "$TMP/$1.err")"
-    ADDR=$(sed -n 's/^listening on //p' "$TMP/$1.out")
-}
 
 for arch in llama qwen2moe qwen3moe olmoe deepseek deepseek2; do
     M="$TMP/$arch.gguf"
