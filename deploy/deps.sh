@@ -12,7 +12,7 @@ for p in $PKGS; do
 done
 # Node.js and npm run the test tooling (llama.cpp reference, real clients).
 # An installed node is kept; else Debian's (18), and tests/ref/install.sh then
-# bootstraps Node 20 from npm, which node-llama-cpp needs.
+# bootstraps Node 22 from npm, which node-llama-cpp and the openai client need.
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
 [ -z "$missing" ] && exit 0

