@@ -384,3 +384,58 @@ TEST(model_bad_metadata_refused) {
     unlink(bad);
     unlink(path);
 }
+
+/* A slot copied from another continues exactly as the original would, and
+ * a truncated slot re-decodes its tail to the same logits (the gateway's
+ * n choices and prefix reuse); llama and deepseek2 (MLA: one latent cache). */
+static void check_slot_copy(moe_arch arch) {
+    char path[256];
+    tiny_model(arch, MOE_DTYPE_F32, path, sizeof path);
+    moe_model *m;
+    moe_err err;
+    if (moe_model_load(&m, path, &err) < 0) TEST_FAIL("load: %s", err.msg);
+    const int V = m->hp.n_vocab;
+    moe_ctx *c = make_ctx(m, 1, 3, 64);
+    const int32_t p[5] = {3, 99, 250, 7, 42}, pos[5] = {0, 1, 2, 3, 4}, s0[5] = {0};
+    decode(c, 5, p, pos, s0, NULL);
+    float *want = malloc(sizeof(float) * (size_t)V);
+    /* the next token in slot 0 */
+    const int32_t nt = 17, np = 5, z = 0;
+    decode(c, 1, &nt, &np, &z, NULL);
+    memcpy(want, moe_ctx_logits(c, 0), sizeof(float) * (size_t)V);
+    ASSERT_EQ_INT(moe_ctx_slot_truncate(c, 0, 5), 0); /* drop it again */
+    ASSERT_EQ_INT(moe_ctx_slot_truncate(c, 0, 6), MOE_EINVAL);
+    ASSERT_EQ_INT(moe_ctx_slot_copy(c, 2, 0), 0);
+    ASSERT_EQ_INT(moe_ctx_slot_len(c, 2), 5);
+    ASSERT_EQ_INT(moe_ctx_slot_copy(c, 3, 0), MOE_EINVAL);
+    /* slots 0 and 2 decode the same token together: identical rows, and
+     * (a batch of 2, not 1) within the batched tolerance of want */
+    const int32_t t2[2] = {17, 17}, p2[2] = {5, 5}, sl[2] = {0, 2};
+    const int8_t w2[2] = {1, 1};
+    decode(c, 2, t2, p2, sl, w2);
+    ASSERT(max_diff(moe_ctx_logits(c, 0), moe_ctx_logits(c, 1), V) == 0);
+    if (!(max_diff(moe_ctx_logits(c, 1), want, V) < 1e-4)) TEST_FAIL("copied slot differs");
+    /* truncate slot 2 to 3 and re-decode its tail (one batch of 3 rows, so
+     * within the batched-vs-incremental tolerance): the same logits */
+    ASSERT_EQ_INT(moe_ctx_slot_truncate(c, 2, 3), 0);
+    const int32_t t3[3] = {7, 42, 17}, p3[3] = {3, 4, 5}, s3[3] = {2, 2, 2};
+    decode(c, 3, t3, p3, s3, NULL);
+    const double d = max_diff(moe_ctx_logits(c, 0), want, V);
+    if (!(d < 1e-4)) TEST_FAIL("re-decoded tail differs by %g", d);
+    /* and a truncation that drops a token changes them (the cache is used) */
+    ASSERT_EQ_INT(moe_ctx_slot_truncate(c, 2, 4), 0);
+    const int32_t t4 = 18, p4 = 4, s4 = 2;
+    decode(c, 1, &t4, &p4, &s4, NULL);
+    ASSERT(max_diff(moe_ctx_logits(c, 0), want, V) > 1e-3);
+    free(want);
+    moe_ctx_destroy(c);
+    moe_model_free(m);
+    unlink(path);
+}
+
+TEST(model_slot_copy_truncate_llama) {
+    check_slot_copy(MOE_ARCH_LLAMA);
+}
+TEST(model_slot_copy_truncate_deepseek2) {
+    check_slot_copy(MOE_ARCH_DEEPSEEK2);
+}
