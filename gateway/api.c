@@ -624,7 +624,8 @@ int gw_api_parse(const gw_api_ctx *ctx, gw_route route, const char *body, size_t
         int k = 0;
         for (int i = 0; i < ctx->n_end && k < MOE_GEN_MAX_STOP_TOKENS; i++)
             r->stop_ids[k++] = ctx->end_ids[i];
-        g->stop_tokens = r->stop_ids;
+        r->n_stop_ids = k;
+        g->stop_tokens = k ? r->stop_ids : NULL;
         g->n_stop_tokens = k;
     } else {
         if (parse_completion_prompt(ctx, root, r, e) < 0) goto fail;

@@ -2,7 +2,7 @@
  * api.h - the OpenAI API's JSON, both ways: a request body becomes a
  * gw_api_req (parameters checked, prompts tokenized), and the scheduler's
  * output becomes response objects and server-sent-event chunks. No I/O and
- * no threads here: http.c calls the parser, sched.c the renderers.
+ * no threads here: http.c calls the parser, scheduler.c the renderers.
  *
  *     gw_api_req r;
  *     gw_api_error e;
@@ -76,8 +76,10 @@ typedef struct gw_api_req {
     int seed_given;
     char **stop; /* (n_stop) owned copies; gen.stop points here */
     int n_stop;
-    int32_t stop_ids[MOE_GEN_MAX_STOP_TOKENS]; /* chat end ids; gen.stop_tokens */
-    int logprobs;                              /* chat: 0/1; completions: 0/1 (logprobs given) */
+    int32_t stop_ids[MOE_GEN_MAX_STOP_TOKENS]; /* chat end ids; gen.stop_tokens points
+                                                  here (re-pointed when the struct moves) */
+    int n_stop_ids;
+    int logprobs;         /* chat: 0/1; completions: 0/1 (logprobs given) */
     int top_logprobs;     /* alternatives per token (chat top_logprobs, completions logprobs) */
     int n;                /* choices per prompt, 1..GW_MAX_N */
     int echo;             /* completions: the prompt's text before the completion */

@@ -41,6 +41,7 @@ struct gw_http {
     int fd;
     char addr[80];
     atomic_int draining;
+    atomic_int live; /* generation requests with an open connection */
     int64_t started; /* unix seconds: the model's "created" */
     pthread_mutex_t rng_mu;
     uint64_t rng;
@@ -53,6 +54,7 @@ typedef struct gw_conn {
     moe_buf body;
     int too_large;
     gw_job *job; /* a generation request, once queued */
+    int live;    /* counted in gw_http.live */
 } gw_conn;
 
 /* ==== Responses ========================================================= */
@@ -271,9 +273,14 @@ static enum MHD_Result serve_generate(gw_conn *cs, struct MHD_Connection *conn) 
     j->fd = ci ? (int)ci->connect_fd : -1;
     cs->job = j; /* the connection's reference */
     if (gw_sched_submit(h->p.sched, j, &e) < 0) {
+        pthread_mutex_lock(&j->mu);
         j->conn = NULL;
+        j->done = 1; /* never queued: nothing to cancel */
+        pthread_mutex_unlock(&j->mu);
         return reply_error(cs, conn, &e);
     }
+    cs->live = 1;
+    atomic_fetch_add(&h->live, 1);
     if (j->req.stream) {
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
                                                                       stream_read, j, stream_free);
@@ -365,6 +372,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!cs) return;
     *con_cls = NULL;
     gw_job *j = cs->job;
+    if (cs->live) atomic_fetch_sub(&cs->h->live, 1);
     if (j) {
         pthread_mutex_lock(&j->mu);
         j->conn = NULL;
@@ -473,6 +481,7 @@ int gw_http_start(gw_http **out, const gw_http_params *p, moe_err *err) {
     h->rng = p->seed;
     h->started = (int64_t)time(NULL);
     atomic_init(&h->draining, 0);
+    atomic_init(&h->live, 0);
     pthread_mutex_init(&h->rng_mu, NULL);
     int rc = bind_listen(h, err);
     if (rc < 0) goto fail;
@@ -502,14 +511,17 @@ const char *gw_http_address(const gw_http *h) {
     return h->addr;
 }
 
+int gw_http_live(gw_http *h) {
+    return atomic_load(&h->live);
+}
+
 void gw_http_drain(gw_http *h) {
     atomic_store(&h->draining, 1);
 }
 
 void gw_http_stop(gw_http *h) {
     if (!h) return;
-    MHD_stop_daemon(h->d);
-    if (h->fd >= 0) close(h->fd);
+    MHD_stop_daemon(h->d); /* closes the listening socket it was given */
     pthread_mutex_destroy(&h->rng_mu);
     free(h);
 }

@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #include "api.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "svc/metrics.h"
 
 typedef struct gw_http_params {
@@ -43,6 +43,10 @@ int gw_http_start(gw_http **out, const gw_http_params *p, moe_err *err);
 
 /* The bound address ("127.0.0.1:8000"), e.g. after port 0. */
 const char *gw_http_address(const gw_http *h);
+
+/* Generation requests whose connection is still open (their response not
+ * yet wholly sent): the drain waits for 0. */
+int gw_http_live(gw_http *h);
 
 /* Draining: new generation requests get 503 and /readyz says so;
  * running ones go on. */

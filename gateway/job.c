@@ -23,6 +23,10 @@ int gw_job_create(gw_job **out, gw_api_req *req, uint64_t *rng, gw_api_error *e)
     }
     j->req = *req;
     memset(req, 0, sizeof *req);
+    /* gen's pointers into the request itself follow it (stop strings are
+     * on the heap; stop ids are an array inside the struct) */
+    j->req.gen.stop_tokens = j->req.n_stop_ids ? j->req.stop_ids : NULL;
+    j->req.gen.n_stop_tokens = j->req.n_stop_ids;
     j->n_ch = n_ch;
     j->fd = -1;
     atomic_init(&j->refs, 1);
@@ -352,7 +356,7 @@ void gw_job_render_final(gw_job *j, moe_buf *b) {
             else
                 moe_buf_printf(b, "null");
         }
-        if (j->req.return_token_ids) {
+        if (j->req.return_token_ids && c->seq) {
             int n = 0;
             const int32_t *t = moe_gen_seq_tokens(c->seq, &n);
             const int np = moe_gen_seq_n_prompt(c->seq);

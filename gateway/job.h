@@ -2,7 +2,7 @@
  * job.h - one API request on its way through the gateway: its parsed
  * parameters, a choice (a generated sequence) per prompt x n, and what goes
  * back to the client. Shared by the HTTP thread (http.c), which creates it
- * and sends its bytes, and the engine thread (sched.c), which runs its
+ * and sends its bytes, and the engine thread (scheduler.c), which runs its
  * choices and appends output with the gw_job_emit_* functions.
  *
  * Ownership: reference counted. The HTTP side holds one reference while its

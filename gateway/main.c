@@ -1,6 +1,6 @@
 /*
  * gateway - the OpenAI-compatible front door: HTTP (http.c) -> request
- * parsing (api.c) -> the engine thread's continuous batching (sched.c) over
+ * parsing (api.c) -> the engine thread's continuous batching (scheduler.c) over
  * the model's non-expert part, with the routed experts in this process, on
  * a fixed list of expert-workers, or where router-svc's placement says.
  * Every flag has an environment twin.
@@ -19,7 +19,7 @@
 #include "moe/generate.h"
 #include "moe/model.h"
 #include "moe/vocab.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "svc/clock.h"
 #include "svc/log.h"
 #include "svc/signal.h"
@@ -143,8 +143,9 @@ static int ready(void *ud, char *why, size_t cap) {
     }
     gw_sched_stats st;
     gw_sched_get_stats(s->sched, &st);
-    if (st.last_decode_failed) {
-        snprintf(why, cap, "the last engine step failed (experts unavailable?)");
+    if (st.last_decode_failed && moe_mono_ms() - st.last_fail_ms < 5000) {
+        snprintf(why, cap, "an engine step failed %.1f s ago (experts unavailable?)",
+                 (double)(moe_mono_ms() - st.last_fail_ms) / 1000.0);
         return -1;
     }
     return 0;
@@ -472,13 +473,14 @@ int main(int argc, char **argv) {
     const int64_t until = moe_mono_ms() + o->drain_ms;
     while (moe_mono_ms() < until) {
         gw_sched_get_stats(s.sched, &st);
-        if (st.running == 0 && st.waiting == 0) break;
+        if (st.running == 0 && st.waiting == 0 && gw_http_live(s.http) == 0) break;
         usleep(20000);
     }
     rc = 0;
 out:
-    gw_sched_stop(s.sched);
+    gw_sched_stop(s.sched); /* ends what is left: every waiting connection is woken */
     gw_http_stop(s.http);
+    gw_sched_free(s.sched);
     moe_ctx_destroy(s.ctx);
     moe_expert_backend_destroy(s.remote);
     moe_metrics_free(s.reg);

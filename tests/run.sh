@@ -15,6 +15,12 @@ export BUILD
 for v in $(env | sed -n 's/^\(MOE_[A-Z0-9_]*\)=.*/\1/p'); do
     case $v in MOE_CPU | MOE_SAN | MOE_REF_ENV) ;; *) unset "$v" ;; esac
 done
+# under the sanitizers (make test-san): a use of a dead stack frame is an
+# error too (ASan's check for it is off by default)
+if [ "${MOE_SAN:-0}" = 1 ]; then
+    ASAN_OPTIONS="detect_stack_use_after_return=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+    export ASAN_OPTIONS
+fi
 # a Node.js >= 22 for the reference tooling (see tests/ref/env.sh)
 . tests/ref/env.sh
 export MOECTL="$PWD/$BUILD/moectl"

@@ -758,3 +758,63 @@ TEST(gen_token_list_grows) {
     moe_gen_seq_destroy(s);
     tvocab_close(&t);
 }
+
+/* ==== The gateway's jobs (gateway/api.c, gateway/job.c) ==== */
+
+#include "api.h"
+#include "job.h"
+
+/* Parses body into a request on this frame's stack and makes a job of it
+ * (the gateway's HTTP thread does the same; the frame is gone when the
+ * engine thread starts the job). */
+static __attribute__((noinline)) gw_job *job_from(const gw_api_ctx *ctx, gw_route r,
+                                                  const char *body) {
+    gw_api_req req;
+    gw_api_error e;
+    if (gw_api_parse(ctx, r, body, strlen(body), &req, &e) < 0) TEST_FAIL("parse: %s", e.message);
+    uint64_t rng = 1;
+    gw_job *j;
+    if (gw_job_create(&j, &req, &rng, &e) < 0) TEST_FAIL("job: %s", e.message);
+    return j;
+}
+
+static __attribute__((noinline)) void clobber_stack(void) {
+    volatile unsigned char junk[8192];
+    for (size_t i = 0; i < sizeof junk; i++) junk[i] = 0xA5;
+}
+
+TEST(gateway_job_chat_stops_at_end_of_turn) {
+    tvocab t;
+    tvocab_open(&t);
+    const int32_t end[1] = {T_IME};
+    const gw_api_ctx ctx = {.vocab = t.v,
+                            .n_vocab = N_VOCAB,
+                            .n_ctx = 256,
+                            .chat_kind = MOE_CHAT_CHATML,
+                            .model = "m",
+                            .end_ids = end,
+                            .n_end = 1,
+                            .max_seqs = 8};
+    gw_job *j = job_from(&ctx, GW_ROUTE_CHAT,
+                         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],"
+                         "\"n\":2,\"temperature\":0,\"stop\":[\"ND\"]}");
+    clobber_stack();
+    gw_api_error e;
+    if (gw_job_start(j, t.v, N_VOCAB, &e) < 0) TEST_FAIL("start: %s", e.message);
+    ASSERT_EQ_INT(j->n_ch, 2);
+    float *logits = calloc(N_VOCAB, sizeof *logits);
+    moe_gen_step st;
+    moe_err err;
+    logits['A'] = 5; /* "A": text */
+    ASSERT_EQ_INT(moe_gen_seq_step(j->ch[0].seq, logits, &st, &err), 0);
+    ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_NONE);
+    logits[T_IME] = 10; /* <|im_end|> ends the turn */
+    ASSERT_EQ_INT(moe_gen_seq_step(j->ch[0].seq, logits, &st, &err), 0);
+    ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_STOP_TOKEN);
+    logits[T_IME] = 0, logits[T_ND] = 10; /* the stop string, in choice 1 */
+    ASSERT_EQ_INT(moe_gen_seq_step(j->ch[1].seq, logits, &st, &err), 0);
+    ASSERT_EQ_INT(st.finish, MOE_GEN_FINISH_STOP_STRING);
+    free(logits);
+    gw_job_unref(j);
+    tvocab_close(&t);
+}

@@ -1,11 +1,11 @@
-/* sched.c - the engine thread: continuous batching, chunked prefill,
- * admission by free KV slots, prefix reuse (see sched.h). */
+/* scheduler.c - the engine thread: continuous batching, chunked prefill,
+ * admission by free KV slots, prefix reuse (see scheduler.h). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "sched.h"
+#include "scheduler.h"
 #include "svc/clock.h"
 #include "svc/log.h"
 
@@ -54,6 +54,7 @@ struct gw_sched {
     row_ref *refs;
     int b_cap;
     int last_failed;
+    int64_t last_fail_ms;
     int64_t last_probe_us;
 };
 
@@ -220,10 +221,12 @@ static gw_job *take_waiting(gw_sched *s, int k) {
 static void drop_waiting(gw_sched *s, int k, const gw_api_error *e, const char *reason) {
     gw_job *j = take_waiting(s, k);
     cancel_choices(j);
-    if (e)
-        gw_job_emit_error(j, e);
-    else
-        gw_job_emit_end(j);
+    gw_api_error gone;
+    if (!e) {
+        gw_api_error_set(&gone, 499, "", "the client closed the connection");
+        e = &gone;
+    }
+    gw_job_emit_error(j, e);
     log_end(s, j, reason);
     gw_job_unref(j);
 }
@@ -348,7 +351,9 @@ static void reap(gw_sched *s, int64_t now) {
         gw_job *j = s->running[k];
         if (atomic_load(&j->cancelled)) {
             cancel_choices(j);
-            gw_job_emit_end(j); /* nobody reads it */
+            gw_api_error e;
+            gw_api_error_set(&e, 499, "", "the client closed the connection");
+            gw_job_emit_error(j, &e); /* nobody reads it */
             moe_metric_inc(s->p.metrics.gen_tokens, NULL, gw_job_completion_tokens(j));
             log_end(s, j, "cancelled");
             drop_running(s, j);
@@ -467,6 +472,7 @@ static int step(gw_sched *s) {
     if (rc < 0) {
         /* nothing changed in the cache: end the jobs that had rows in it */
         s->last_failed = 1;
+        s->last_fail_ms = moe_mono_ms();
         moe_log(MOE_LOG_WARN, "gateway", "engine step of %d rows failed: %s", rows, err.msg);
         gw_api_error e;
         gw_api_error_set(&e, rc == MOE_EUNAVAIL ? 503 : 500, "", "the model step failed: %s",
@@ -532,6 +538,7 @@ static void publish_stats(gw_sched *s) {
     s->st.running = running_seqs;
     s->st.slots_used = s->slots_used;
     s->st.last_decode_failed = s->last_failed;
+    s->st.last_fail_ms = s->last_fail_ms;
     const int queued = s->queued;
     pthread_mutex_unlock(&s->mu);
     moe_metric_set(s->p.metrics.queue_depth, NULL, queued);
@@ -677,11 +684,19 @@ void gw_sched_get_stats(gw_sched *s, gw_sched_stats *out) {
 void gw_sched_stop(gw_sched *s) {
     if (!s) return;
     pthread_mutex_lock(&s->mu);
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
     s->stopping = 1;
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->th, NULL);
-    gw_job *in = s->in_head; /* submitted after the thread's last look */
+    /* submitted after the thread's last look (submit refuses from now on) */
+    pthread_mutex_lock(&s->mu);
+    gw_job *in = s->in_head;
+    s->in_head = s->in_tail = NULL;
+    pthread_mutex_unlock(&s->mu);
     gw_api_error e;
     gw_api_error_set(&e, 503, "", "the server is shutting down; retry on another replica");
     while (in) {
@@ -691,6 +706,11 @@ void gw_sched_stop(gw_sched *s) {
         gw_job_unref(in);
         in = next;
     }
+}
+
+void gw_sched_free(gw_sched *s) {
+    if (!s) return;
+    gw_sched_stop(s);
     free(s->waiting), free(s->running), free(s->slot_busy), free(s->slot_tok);
     free(s->slot_tok_len), free(s->b_tok), free(s->b_pos), free(s->b_slot), free(s->b_logits);
     free(s->refs);

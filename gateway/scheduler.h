@@ -1,5 +1,5 @@
 /*
- * sched.h - the engine thread: continuous batching over one moe_ctx.
+ * scheduler.h - the engine thread: continuous batching over one moe_ctx.
  *
  * Every iteration builds one batch from (1) a decode row for every running
  * sequence and (2) prefill rows of admitted prompts, chunked: while
@@ -22,8 +22,8 @@
  * A job whose client went away (job->cancelled) or that passed its deadline
  * is ended at the next step and its slots are free again.
  */
-#ifndef GW_SCHED_H
-#define GW_SCHED_H
+#ifndef GW_SCHEDULER_H
+#define GW_SCHEDULER_H
 
 #include <stdint.h>
 
@@ -95,11 +95,15 @@ typedef struct gw_sched_stats {
     int waiting, running, slots_used;
     uint64_t steps, jobs_done;
     int last_decode_failed; /* the last engine step failed (experts unavailable) */
+    int64_t last_fail_ms;   /* when a step last failed (moe_mono_ms; 0: never) */
 } gw_sched_stats;
 void gw_sched_get_stats(gw_sched *s, gw_sched_stats *out);
 
-/* Ends every job with 503 "the server is shutting down", stops the thread
- * and frees s. */
+/* Ends every job with 503 "the server is shutting down" and stops the
+ * thread; later submits get 503. s stays valid (the HTTP side may still
+ * call it) until gw_sched_free. */
 void gw_sched_stop(gw_sched *s);
+/* Frees a stopped scheduler (after the HTTP side is gone). NULL is allowed. */
+void gw_sched_free(gw_sched *s);
 
 #endif
