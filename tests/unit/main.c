@@ -3,6 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "test.h"
 
 #define MAX_TESTS 1024
@@ -25,6 +28,29 @@ void moe__test_register(const char *name, moe_test_fn fn) {
 
 static int cmp_test(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int test_run_child(void (*fn)(void), char *out, size_t cap) {
+    int p[2];
+    ASSERT(pipe(p) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        close(p[0]);
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        fn();
+        _exit(0);
+    }
+    close(p[1]);
+    size_t n = 0;
+    for (ssize_t r; n + 1 < cap && (r = read(p[0], out + n, cap - 1 - n)) > 0;) n += (size_t)r;
+    out[n] = 0;
+    close(p[0]);
+    int st = 0;
+    ASSERT(waitpid(pid, &st, 0) == pid);
+    return st;
 }
 
 int main(int argc, char **argv) {

@@ -64,6 +64,16 @@ void moe__test_register(const char *name, moe_test_fn fn);
                       fabs(a_ - b_), t_);                                                          \
     } while (0)
 
+#define ASSERT_STR_EQ(a, b)                                                                        \
+    do {                                                                                           \
+        const char *a_ = (a), *b_ = (b);                                                           \
+        if (!a_ || !b_ || strcmp(a_, b_)) TEST_FAIL("%s == %s:\n'%s'\n!=\n'%s'", #a, #b, a_, b_);  \
+    } while (0)
+
+/* Runs fn in a child process with its fd 1 and fd 2 captured into out (cap
+ * bytes, NUL-terminated); returns the child's wait status (tests/unit/main.c). */
+int test_run_child(void (*fn)(void), char *out, size_t cap);
+
 #define ASSERT_STR_CONTAINS(hay, needle)                                                           \
     do {                                                                                           \
         const char *h_ = (hay), *n_ = (needle);                                                    \
