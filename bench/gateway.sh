@@ -21,9 +21,7 @@
 #      BENCH_GW_FLAGS (more gateway flags, e.g. "--max-batch-tokens 512"),
 #      BENCH_GW_REF=0 (no llama.cpp), BENCH_GW_SCENARIOS="streams prefill".
 set -u
-for v in $(env | sed -n 's/^\(MOE_[A-Z0-9_]*\)=.*/\1/p'); do
-    case $v in MOE_CPU | MOE_SAN | MOE_REF_ENV) ;; *) unset "$v" ;; esac
-done
+. tests/lib/clean_env.sh
 BUILD=${BUILD:-build}
 MOECTL="$BUILD/moectl"
 GATEWAY="$BUILD/gateway"

@@ -17,12 +17,8 @@
 #      BENCH_MODEL=models/bench-mixtral-q8_0.gguf, BENCH_GW=0 (skip 3; its
 #      BENCH_GW_* and BENCH_CLIENTS knobs: bench/gateway.sh)
 set -u
-# The services' and moectl's flags read MOE_* environment twins: none may leak
-# in from the caller's shell (MOE_REDIS would turn a single-process reference
-# run into a cluster run). MOE_CPU (the SIMD table) is kept on purpose.
-for v in $(env | sed -n 's/^\(MOE_[A-Z0-9_]*\)=.*/\1/p'); do
-    case $v in MOE_CPU | MOE_SAN | MOE_REF_ENV) ;; *) unset "$v" ;; esac
-done
+# no MOE_* twin leaks in from the caller's shell
+. tests/lib/clean_env.sh
 BUILD=${BUILD:-build}
 MOECTL="$BUILD/moectl"
 THREADS=${BENCH_THREADS:-"1 2"}

@@ -132,6 +132,23 @@ static int check_fits(const gw_api_ctx *ctx, const gw_prompt *p, const char *par
     return 0;
 }
 
+/* Text of len bytes cannot fit the context when even the vocabulary's longest
+ * token (4x over, for normalization and a SentencePiece space) could not
+ * cover it in n_ctx - 1 tokens: refused before it is tokenized, so that a
+ * large body costs the HTTP thread no tokenizer time. */
+static int check_text_fits(const gw_api_ctx *ctx, size_t len, const char *param, gw_api_error *e) {
+    size_t per = moe_vocab_max_token_len(ctx->vocab);
+    if (per < 1) per = 1;
+    const size_t most = 4 * per * (size_t)(ctx->n_ctx > 1 ? ctx->n_ctx - 1 : 1);
+    if (len <= most) return 0;
+    gw_api_error_set(e, 413, param,
+                     "the prompt is %zu bytes, more than %d tokens of this vocabulary can hold "
+                     "(the context holds %d positions per sequence, --ctx): shorten it",
+                     len, ctx->n_ctx - 1, ctx->n_ctx);
+    snprintf(e->code, sizeof e->code, "context_length_exceeded");
+    return -1;
+}
+
 /* A completions prompt item: a string, or an array of token ids. */
 static int parse_prompt_item(const gw_api_ctx *ctx, const cJSON *it, int echo, gw_prompt *p,
                              gw_api_error *e) {
@@ -143,6 +160,7 @@ static int parse_prompt_item(const gw_api_ctx *ctx, const cJSON *it, int echo, g
             gw_api_error_set(e, 400, "prompt", "'prompt' is empty: give some text or token ids");
             return -1;
         }
+        if (check_text_fits(ctx, len, "prompt", e) < 0) return -1;
         int rc = moe_gen_tokenize_text(ctx->vocab, it->valuestring, len, 0, &p->ids, &p->n, &err);
         if (rc < 0) return tokenize_error(rc, &err, "prompt", e);
         if (echo) {
@@ -355,6 +373,9 @@ static int parse_chat_prompt(const gw_api_ctx *ctx, const cJSON *root, gw_api_re
         msgs[i].content = owned[i];
         i++;
     }
+    size_t bytes = 0;
+    for (int k = 0; k < n; k++) bytes += strlen(owned[k]);
+    if (check_text_fits(ctx, bytes, "messages", e) < 0) goto done;
     r->prompts = calloc(1, sizeof *r->prompts);
     if (!r->prompts) {
         gw_api_error_set(e, 503, "messages", "out of memory");
@@ -710,6 +731,7 @@ int gw_api_tokenize(const gw_api_ctx *ctx, const char *body, size_t len, moe_buf
         r.n_prompts = 1;
         moe_err err = {0};
         if (text[0]) {
+            if (check_text_fits(ctx, strlen(text), "prompt", e) < 0) goto done;
             int trc = moe_gen_tokenize_text(ctx->vocab, text, strlen(text),
                                             special ? 0 : MOE_GEN_TEXT_NO_BOS, &r.prompts[0].ids,
                                             &r.prompts[0].n, &err);

@@ -256,8 +256,12 @@ static enum MHD_Result serve_generate(gw_conn *cs, struct MHD_Connection *conn) 
     gw_api_req req;
     gw_api_error e;
     const gw_route gr = cs->r == R_CHAT ? GW_ROUTE_CHAT : GW_ROUTE_COMPLETIONS;
-    if (gw_api_parse(h->p.api, gr, cs->body.s ? cs->body.s : "", cs->body.n, &req, &e) < 0)
-        return reply_error(cs, conn, &e);
+    const int parsed =
+        gw_api_parse(h->p.api, gr, cs->body.s ? cs->body.s : "", cs->body.n, &req, &e);
+    /* the body (up to --max-body) is not kept while the request waits or runs */
+    free(cs->body.s);
+    cs->body = (moe_buf){0};
+    if (parsed < 0) return reply_error(cs, conn, &e);
     gw_job *j;
     pthread_mutex_lock(&h->rng_mu);
     int rc = gw_job_create(&j, &req, &h->rng, &e);

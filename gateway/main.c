@@ -47,10 +47,11 @@ static const moe_svc svc = {
     .name = GW, .args = "--model FILE [options]", .about = about, .footer = footer};
 
 typedef struct gw_opts {
-    const char *model, *listen, *name, *workers, *redis, *prefix, *wire, *chat_template;
+    const char *model, *listen, *name, *chat_template;
+    moe_remote_opts ro; /* where the experts run (mesh/remote.h) */
     int threads, max_seqs, ctx, max_batch_tokens, max_queue, chunked_prefill, prefill_chunk;
     int timeout_ms;
-    int max_connections, idle_ms, http_threads, deadline_ms, insecure, drain_ms;
+    int max_connections, idle_ms, http_threads, insecure, drain_ms;
     uint64_t max_body, seed;
 } gw_opts;
 
@@ -65,13 +66,6 @@ typedef struct gw_state {
     moe_metrics *reg;
     moe_metric *rtt, *uncovered, *workers_live; /* remote experts only */
 } gw_state;
-
-static int check_wire(const void *dst, char *why, size_t cap) {
-    const char *w = *(const char *const *)dst;
-    if (!strcmp(w, "f32") || !strcmp(w, "bf16")) return 0;
-    snprintf(why, cap, "must be f32 or bf16");
-    return -1;
-}
 
 /* 1 if host (of HOST:PORT) names only loopback addresses. */
 static int is_loopback(const char *listen) {
@@ -170,51 +164,18 @@ static void before_metrics(void *ud) {
 }
 
 static int open_experts(gw_state *s) {
-    const gw_opts *o = &s->o;
-    moe_err err;
-    if (o->workers && o->redis) {
-        moe_log(MOE_LOG_ERROR, GW,
-                "--workers and --redis (MOE_WORKERS, MOE_REDIS) exclude each other");
-        return -1;
-    }
-    if (!o->workers && !o->redis) return 0;
-    moe_remote_params rp = moe_remote_default_params();
-    rp.wire_bf16 = !strcmp(o->wire, "bf16");
-    rp.deadline_ms = o->deadline_ms;
-    rp.max_rows = (o->max_batch_tokens + o->max_seqs) * s->m->hp.n_expert_used;
-    int rc;
-    if (o->redis) {
+    const moe_remote_opts *ro = &s->o.ro;
+    if (ro->redis) {
         char safe[512];
-        moe_redis_url_redact(safe, sizeof safe, o->redis);
+        moe_redis_url_redact(safe, sizeof safe, ro->redis);
         moe_log(MOE_LOG_INFO, GW, "experts: following router-svc's placement in %s", safe);
-        rc = moe_expert_backend_remote_redis_create(&s->remote, s->m, o->redis, o->prefix, &rp,
-                                                    &err);
-    } else {
-        int n = 1;
-        for (const char *p = o->workers; *p; p++) n += *p == ',';
-        char *copy = strdup(o->workers);
-        const char **list = calloc((size_t)n, sizeof *list);
-        if (!copy || !list) {
-            free(copy);
-            free(list);
-            moe_log(MOE_LOG_ERROR, GW, "out of memory");
-            return -1;
-        }
-        int k = 0;
-        for (char *save = NULL, *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
-            list[k++] = t;
-        if (k == 0) {
-            free(copy);
-            free(list);
-            moe_log(MOE_LOG_ERROR, GW, "--workers: give host:port[,host:port...]");
-            return -1;
-        }
-        moe_log(MOE_LOG_INFO, GW, "experts: on %d expert-workers (%s)", k, o->workers);
-        rc = moe_expert_backend_remote_create(&s->remote, s->m, list, k, &rp, &err);
-        free(copy);
-        free(list);
+    } else if (ro->workers) {
+        moe_log(MOE_LOG_INFO, GW, "experts: on expert-workers %s", ro->workers);
     }
-    if (rc < 0) {
+    moe_remote_params rp = moe_remote_default_params();
+    rp.max_rows = (s->o.max_batch_tokens + s->o.max_seqs) * s->m->hp.n_expert_used;
+    moe_err err;
+    if (moe_remote_opts_open(&s->remote, s->m, ro, &rp, &err) < 0) {
         moe_log(MOE_LOG_ERROR, GW, "experts: %s", err.msg);
         return -1;
     }
@@ -269,7 +230,7 @@ int main(int argc, char **argv) {
     gw_state s = {0};
     gw_opts *o = &s.o;
     *o = (gw_opts){.listen = "127.0.0.1:8000",
-                   .wire = "f32",
+                   .ro = moe_remote_opts_default(),
                    .threads = (int)sysconf(_SC_NPROCESSORS_ONLN),
                    .max_seqs = 32,
                    .max_batch_tokens = 256,
@@ -279,10 +240,11 @@ int main(int argc, char **argv) {
                    .max_connections = 1024,
                    .idle_ms = 30000,
                    .http_threads = 1,
-                   .deadline_ms = moe_remote_default_params().deadline_ms,
                    .drain_ms = 30000,
                    .max_body = 8u << 20};
     if (o->threads < 1) o->threads = 1;
+    moe_flag remote[MOE_REMOTE_N_FLAGS + 1];
+    moe_remote_opts_flags(&o->ro, remote);
     const moe_flag flags[] = {
         {"--model", "MOE_MODEL", MOE_FLAG_STRING, &o->model, "FILE", .help = "the GGUF model",
          .required = "a model"},
@@ -314,17 +276,7 @@ int main(int argc, char **argv) {
         {"--request-timeout", "MOE_REQUEST_TIMEOUT", MOE_FLAG_MS, &o->timeout_ms, "DUR",
          .help = "a request's deadline from arrival (0: none)", .def = "600s", .min = 0,
          .max = 86400000},
-        {"--workers", "MOE_WORKERS", MOE_FLAG_STRING, &o->workers, "H:P,...",
-         .help = "run the routed experts on these expert-workers"},
-        {"--redis", "MOE_REDIS", MOE_FLAG_STRING, &o->redis, "URL",
-         .help = "run them where router-svc's placement says (redis://host:port),\n"
-                 "reporting per-expert load"},
-        {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &o->prefix, "P",
-         .help = "the deployment's Redis key prefix", .def = MOE_SCHEMA_PREFIX_DEFAULT},
-        {"--wire", "MOE_WIRE", MOE_FLAG_STRING, &o->wire, "f32|bf16",
-         .help = "activations to workers; f32 is exact", .check = check_wire},
-        {"--deadline-ms", "MOE_DEADLINE_MS", MOE_FLAG_MS, &o->deadline_ms, "DUR",
-         .help = "per-layer deadline for the workers", .min = 1, .max = 3600000},
+        {.include = remote},
         {"--chat-template", "MOE_CHAT_TEMPLATE", MOE_FLAG_STRING, &o->chat_template, "NAME",
          .help = "chatml | mistral | llama3 | deepseek3 | olmoe",
          .def = "from the model's tokenizer.chat_template"},
@@ -457,9 +409,9 @@ int main(int argc, char **argv) {
             "serving %s as '%s' on http://%s (experts %s; %d sequences x %d positions, KV %.0f "
             "MiB; chat format %s; %d threads; ready in %.1f s)",
             o->model, o->name, gw_http_address(s.http),
-            o->redis     ? "per router-svc"
-            : o->workers ? "on workers"
-                         : "in process",
+            o->ro.redis     ? "per router-svc"
+            : o->ro.workers ? "on workers"
+                            : "in process",
             o->max_seqs, n_ctx, kv_mib, moe_chat_template_name(kind), o->threads,
             (double)(moe_mono_ms() - t0) / 1000.0);
     moe_stop_wait(-1);

@@ -600,6 +600,16 @@ static void *engine_main(void *arg) {
 
 /* ==== API =============================================================== */
 
+/* Frees s and its buffers (no thread runs). */
+static void free_state(gw_sched *s) {
+    free(s->waiting), free(s->running), free(s->slot_busy), free(s->slot_tok);
+    free(s->slot_tok_len), free(s->b_tok), free(s->b_pos), free(s->b_slot), free(s->b_logits);
+    free(s->refs);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
 int gw_sched_start(gw_sched **out, const gw_sched_params *p, moe_err *err) {
     *out = NULL;
     if (p->max_seqs < 1 || p->max_seqs > moe_ctx_n_slots(p->ctx) || p->max_queue < 1 ||
@@ -628,12 +638,7 @@ int gw_sched_start(gw_sched **out, const gw_sched_params *p, moe_err *err) {
     *out = s;
     return 0;
 oom:
-    free(s->waiting), free(s->running), free(s->slot_busy), free(s->slot_tok);
-    free(s->slot_tok_len), free(s->b_tok), free(s->b_pos), free(s->b_slot), free(s->b_logits);
-    free(s->refs);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
-    free(s);
+    free_state(s);
     return moe_err_set(err, MOE_ENOMEM, "out of memory for the scheduler");
 }
 
@@ -711,10 +716,5 @@ void gw_sched_stop(gw_sched *s) {
 void gw_sched_free(gw_sched *s) {
     if (!s) return;
     gw_sched_stop(s);
-    free(s->waiting), free(s->running), free(s->slot_busy), free(s->slot_tok);
-    free(s->slot_tok_len), free(s->b_tok), free(s->b_pos), free(s->b_slot), free(s->b_logits);
-    free(s->refs);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
-    free(s);
+    free_state(s);
 }

@@ -9,12 +9,8 @@ BUILD=${BUILD:-build}
 UNIT_TIMEOUT=${UNIT_TIMEOUT:-120}
 INTEG_TIMEOUT=${INTEG_TIMEOUT:-900}
 export BUILD
-# The services' and moectl's flags read MOE_* environment twins: none may leak
-# in from the caller's shell (MOE_REDIS would turn a single-process reference
-# run into a cluster run). MOE_CPU (the SIMD table) is kept on purpose.
-for v in $(env | sed -n 's/^\(MOE_[A-Z0-9_]*\)=.*/\1/p'); do
-    case $v in MOE_CPU | MOE_SAN | MOE_REF_ENV) ;; *) unset "$v" ;; esac
-done
+# no MOE_* twin leaks in from the caller's shell
+. tests/lib/clean_env.sh
 # under the sanitizers (make test-san): a use of a dead stack frame is an
 # error too (ASan's check for it is off by default)
 if [ "${MOE_SAN:-0}" = 1 ]; then

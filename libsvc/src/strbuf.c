@@ -8,6 +8,20 @@
 
 #include "svc/strbuf.h"
 
+/* Room for more bytes after b->n plus a NUL; 0, or -1 with b->oom set. */
+static int buf_reserve(moe_buf *b, size_t more) {
+    if (b->cap - b->n > more) return 0;
+    const size_t cap = b->cap * 2 + more + 1;
+    char *s = realloc(b->s, cap);
+    if (!s) {
+        b->oom = 1;
+        return -1;
+    }
+    b->s = s;
+    b->cap = cap;
+    return 0;
+}
+
 void moe_buf_printf(moe_buf *b, const char *fmt, ...) {
     if (b->oom) return;
     for (;;) {
@@ -24,29 +38,12 @@ void moe_buf_printf(moe_buf *b, const char *fmt, ...) {
             b->n += (size_t)k;
             return;
         }
-        size_t cap = b->cap * 2 + (size_t)k + 1;
-        char *s = realloc(b->s, cap);
-        if (!s) {
-            b->oom = 1;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
+        if (buf_reserve(b, (size_t)k) < 0) return;
     }
 }
 
 void moe_buf_append(moe_buf *b, const void *p, size_t n) {
-    if (b->oom || n == 0) return;
-    if (b->cap - b->n <= n) {
-        size_t cap = b->cap * 2 + n + 1;
-        char *s = realloc(b->s, cap);
-        if (!s) {
-            b->oom = 1;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
+    if (b->oom || n == 0 || buf_reserve(b, n) < 0) return;
     memcpy(b->s + b->n, p, n);
     b->n += n;
     b->s[b->n] = 0;

@@ -11,13 +11,7 @@
 #include "mesh/schema.h"
 #include "mesh/rlink.h"
 
-#define CHECK(x)                                                                                   \
-    do {                                                                                           \
-        if (!(x)) {                                                                                \
-            fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #x);              \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz.h"
 
 static void check_doc(const moe_pldoc *d, int n_layer, int n_expert) {
     CHECK(d->epoch <= 9007199254740991ull);

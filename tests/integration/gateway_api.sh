@@ -22,6 +22,18 @@ status() {
     fi
 }
 metric() { curl -s -m 10 "$GW/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
+# wait_freed N: up to 5 s for no KV slot in use and more than N cancelled
+# requests; sets USED, ENDED and i (tenths of a second waited)
+wait_freed() {
+    i=0
+    while [ $i -lt 50 ]; do
+        USED=$(metric moemesh_gateway_kv_slots_used)
+        ENDED=$(metric 'moemesh_gateway_requests_ended_total{reason="cancelled"}')
+        [ "$USED" = 0 ] && [ "${ENDED:-0}" -gt "$1" ] && return 0
+        sleep 0.1; i=$((i + 1))
+    done
+    return 1
+}
 
 M="$TMP/m.gguf"
 "$MOECTL" mkmodel --arch llama --dtype f32 --seed 3 --n-ctx 16384 -o "$M" >/dev/null || { bad mkmodel; exit 1; }
@@ -63,12 +75,7 @@ status "detokenize a bad id" 400 -H "$J" -d '{"tokens":[-1]}' "$GW/detokenize"
 ended0=$(metric 'moemesh_gateway_requests_ended_total{reason="cancelled"}'); ended0=${ended0:-0}
 curl -sN -m 60 -H "$J" -d '{"model":"tiny","prompt":"go on","max_tokens":15000,"ignore_eos":true,"stream":true}' \
     "$GW/v1/completions" 2>/dev/null | head -c 3000 >/dev/null
-i=0; used=1; ended=$ended0
-while [ $i -lt 50 ]; do
-    used=$(metric moemesh_gateway_kv_slots_used); ended=$(metric 'moemesh_gateway_requests_ended_total{reason="cancelled"}')
-    [ "$used" = 0 ] && [ "${ended:-0}" -gt "$ended0" ] && break
-    sleep 0.1; i=$((i + 1))
-done
+wait_freed "$ended0"; used=$USED ended=$ENDED
 gen=$(metric moemesh_gateway_generation_tokens_total)
 [ "$used" = 0 ] && [ "${ended:-0}" -gt "$ended0" ] &&
     ok "a disconnected stream is cancelled and its slot freed within $((i * 100)) ms (kv_slots_used 0, ended{cancelled} $ended, tokens generated in all: $gen)" ||
@@ -76,12 +83,7 @@ gen=$(metric moemesh_gateway_generation_tokens_total)
 # ... and so does one that waits for a whole (not streamed) response
 curl -s -m 1 -H "$J" -d '{"model":"tiny","prompt":"go on","max_tokens":15000,"ignore_eos":true}' \
     "$GW/v1/completions" >/dev/null 2>&1
-i=0; used=1; ended1=$ended
-while [ $i -lt 50 ]; do
-    used=$(metric moemesh_gateway_kv_slots_used); ended1=$(metric 'moemesh_gateway_requests_ended_total{reason="cancelled"}')
-    [ "$used" = 0 ] && [ "${ended1:-0}" -gt "$ended" ] && break
-    sleep 0.1; i=$((i + 1))
-done
+wait_freed "$ended"; used=$USED ended1=$ENDED
 [ "$used" = 0 ] && [ "${ended1:-0}" -gt "$ended" ] &&
     ok "a client that gives up on a non-streamed request: cancelled, slot freed within $((i * 100)) ms of its hang-up" ||
     bad "after a non-streamed hang-up: kv_slots_used $used, ended{cancelled} $ended1"
@@ -106,7 +108,11 @@ stop $GPID
 
 # ---- experts that become unavailable: 503 with the reason, /readyz says so
 worker w "$M" all; WP=$WPID
-gateway remote --model "$M" --served-model-name tiny --workers "$ADDR" --deadline-ms 2s || exit 1
+gateway remote --model "$M" --served-model-name tiny --workers "$ADDR" --deadline-ms 2s --ctx 256 || exit 1
+# a text that cannot fit the context is refused by its size, before the tokenizer runs
+head -c 60000 /dev/zero | tr '\0' 'a' | sed 's/^/{"model":"tiny","prompt":"/; s/$/"}/' >"$TMP/text.json"
+status "a 60 kB text prompt for a 256-position context" 413 -H "$J" --data-binary @"$TMP/text.json" "$GW/v1/completions"
+grep -q '"the prompt is 60000 bytes' "$TMP/body" && ok "... refused by its size, untokenized" || bad "text size check: $(head -c 200 "$TMP/body")"
 status "completion with experts on a worker" 200 -H "$J" -d '{"model":"tiny","prompt":"x","max_tokens":4}' "$GW/v1/completions"
 stop $WP
 status "the only worker is gone" 503 -H "$J" -d '{"model":"tiny","prompt":"x","max_tokens":4}' "$GW/v1/completions"

@@ -12,6 +12,8 @@
 #include "moe/gguf.h"
 #include "moe/model.h"
 #include "moe/vocab.h"
+#include "api.h" /* gateway/ */
+#include "job.h"
 #include "test.h"
 #include "testmodel.h"
 
@@ -760,9 +762,6 @@ TEST(gen_token_list_grows) {
 }
 
 /* ==== The gateway's jobs (gateway/api.c, gateway/job.c) ==== */
-
-#include "api.h"
-#include "job.h"
 
 /* Parses body into a request on this frame's stack and makes a job of it
  * (the gateway's HTTP thread does the same; the frame is gone when the

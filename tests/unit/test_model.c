@@ -21,6 +21,15 @@ static const char *tiny_model(moe_arch arch, moe_dtype dt, char *path, size_t n)
     return path;
 }
 
+/* tiny_model, loaded (free it, then unlink path). */
+static moe_model *load_tiny(moe_arch arch, char *path, size_t n) {
+    tiny_model(arch, MOE_DTYPE_F32, path, n);
+    moe_model *m;
+    moe_err err;
+    if (moe_model_load(&m, path, &err) < 0) TEST_FAIL("load: %s", err.msg);
+    return m;
+}
+
 static moe_ctx *make_ctx(const moe_model *m, int threads, int slots, int n_batch) {
     moe_ctx_params p = moe_ctx_default_params();
     p.n_threads = threads;
@@ -53,10 +62,7 @@ static double max_diff(const float *a, const float *b, int n) {
  * one decode step with all three slots): same logits. */
 static void check_batched(moe_arch arch) {
     char path[256];
-    tiny_model(arch, MOE_DTYPE_F32, path, sizeof path);
-    moe_model *m;
-    moe_err err;
-    if (moe_model_load(&m, path, &err) < 0) TEST_FAIL("load: %s", err.msg);
+    moe_model *m = load_tiny(arch, path, sizeof path);
     const int V = m->hp.n_vocab;
     const int len[3] = {5, 3, 4};
     const int32_t seq[3][6] = {{1, 50, 300, 7, 9, 11}, {400, 2, 3, 4}, {33, 34, 35, 36, 37}};
@@ -390,10 +396,7 @@ TEST(model_bad_metadata_refused) {
  * n choices and prefix reuse); llama and deepseek2 (MLA: one latent cache). */
 static void check_slot_copy(moe_arch arch) {
     char path[256];
-    tiny_model(arch, MOE_DTYPE_F32, path, sizeof path);
-    moe_model *m;
-    moe_err err;
-    if (moe_model_load(&m, path, &err) < 0) TEST_FAIL("load: %s", err.msg);
+    moe_model *m = load_tiny(arch, path, sizeof path);
     const int V = m->hp.n_vocab;
     moe_ctx *c = make_ctx(m, 1, 3, 64);
     const int32_t p[5] = {3, 99, 250, 7, 42}, pos[5] = {0, 1, 2, 3, 4}, s0[5] = {0};

@@ -36,13 +36,6 @@ int load_model(moe_model **m, const char *path) {
     return moe_model_load(m, path, &err) < 0 ? die("%s", err.msg) : 0;
 }
 
-int check_wire(const void *dst, char *why, size_t cap) {
-    const char *w = *(const char *const *)dst;
-    if (!strcmp(w, "f32") || !strcmp(w, "bf16")) return 0;
-    snprintf(why, cap, "must be f32 or bf16");
-    return -1;
-}
-
 /* Reads a whole file, NUL-terminated; NULL (reported) on failure. */
 char *read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");

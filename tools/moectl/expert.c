@@ -17,16 +17,17 @@ static const char about[] =
     "of hidden-size numbers per line. With --workers the rows go over gRPC.\n";
 
 int cmd_expert(const moectl_cmd *cmd, int argc, char **argv) {
-    const char *path = NULL, *input = NULL, *workers = NULL, *wire = "f32";
+    const char *path = NULL, *input = NULL;
+    moe_remote_opts ro = moe_remote_opts_default();
     int layer = -1, threads = 1;
     const moe_flag flags[] = {
         {"--layer", NULL, MOE_FLAG_INT, &layer, "L", .help = "the MoE layer to run",
          .def = "none: required", .min = 0, .max = INT32_MAX},
         {"--input", NULL, MOE_FLAG_STRING, &input, "FILE", .help = "the groups and rows (above)"},
-        {"--workers", "MOE_WORKERS", MOE_FLAG_STRING, &workers, "H:P,...",
+        {"--workers", "MOE_WORKERS", MOE_FLAG_STRING, &ro.workers, "H:P,...",
          .help = "run the experts on these expert workers"},
-        {"--wire", "MOE_WIRE", MOE_FLAG_STRING, &wire, "f32|bf16",
-         .help = "activations on the wire", .check = check_wire},
+        {"--wire", "MOE_WIRE", MOE_FLAG_STRING, &ro.wire, "f32|bf16",
+         .help = "activations on the wire", .check = moe_remote_check_wire},
         {"--threads", "MOE_THREADS", MOE_FLAG_INT, &threads, "N", .help = "threads", .min = 1,
          .max = 256},
         {0}};
@@ -43,7 +44,6 @@ int cmd_expert(const moectl_cmd *cmd, int argc, char **argv) {
     float *x = NULL, *y = NULL;
     moe_pool *pool = NULL;
     moe_expert_backend *be = NULL;
-    char **list = NULL, *copy = NULL;
     FILE *f = fopen(input, "r");
     if (!f) {
         rc = die("%s: %s", input, strerror(errno));
@@ -83,23 +83,11 @@ int cmd_expert(const moectl_cmd *cmd, int argc, char **argv) {
         rc = die("cannot start threads");
         goto done;
     }
-    if (workers) {
-        int n = 1;
-        for (const char *p = workers; *p; p++) n += *p == ',';
-        list = calloc((size_t)n, sizeof *list);
-        copy = strdup(workers);
-        if (!list || !copy) {
-            rc = die("out of memory");
-            goto done;
-        }
-        n = 0;
-        for (char *t = strtok(copy, ","); t; t = strtok(NULL, ",")) list[n++] = t;
+    if (ro.workers) {
         moe_remote_params rp = moe_remote_default_params();
-        rp.wire_bf16 = !strcmp(wire, "bf16");
         rp.max_rows = rows;
         rp.allow_partial = 1; /* only the experts in FILE need a worker */
-        int r = moe_expert_backend_remote_create(&be, m, (const char *const *)list, n, &rp, &err);
-        if (r < 0) {
+        if (moe_remote_opts_open(&be, m, &ro, &rp, &err) < 0) {
             rc = die("%s", err.msg);
             goto done;
         }
@@ -126,8 +114,7 @@ done:
     if (f) fclose(f);
     moe_expert_backend_destroy(be);
     moe_pool_destroy(pool);
-    free(copy);
-    free(list), free(expert), free(row_start), free(x), free(y);
+    free(expert), free(row_start), free(x), free(y);
     moe_model_free(m);
     return rc;
 }

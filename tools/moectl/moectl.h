@@ -58,9 +58,6 @@ int parse_args(const moe_flagset *fs, const char **path, int argc, char **argv);
  * 1 (the exit status) with the error reported. */
 int load_model(moe_model **m, const char *path);
 
-/* moe_flag check for --wire (dst: const char **): "f32" or "bf16". */
-int check_wire(const void *dst, char *why, size_t cap);
-
 /* Reads a whole file, NUL-terminated; NULL (reported) on failure. */
 char *read_file(const char *path, size_t *len);
 

@@ -19,18 +19,14 @@ typedef struct run_opts {
     int n_threads;
     int dense_moe;
     float capacity_factor;
-    const char *workers; /* "host:port,host:port": experts on expert workers */
-    const char *redis;   /* follow router-svc's placement instead */
-    const char *prefix;
-    const char *wire; /* "f32" or "bf16" */
-    int deadline_ms;
-    moe_expert_backend *remote; /* created by open_model, freed by close_model */
-    int gate_margins;           /* logits --gate-margins */
+    moe_remote_opts ro;                        /* where the experts run (mesh/remote.h) */
+    moe_flag ro_flags[MOE_REMOTE_N_FLAGS + 1]; /* ro's flag rows, included by run_flags */
+    moe_expert_backend *remote;                /* created by open_model, freed by close_model */
+    int gate_margins;                          /* logits --gate-margins */
 } run_opts;
 
 static run_opts run_opts_default(void) {
-    return (run_opts){
-        .n_threads = 1, .wire = "f32", .deadline_ms = moe_remote_default_params().deadline_ms};
+    return (run_opts){.n_threads = 1, .ro = moe_remote_opts_default()};
 }
 
 static int check_capacity_factor(const void *dst, char *why, size_t cap) {
@@ -42,8 +38,9 @@ static int check_capacity_factor(const void *dst, char *why, size_t cap) {
 
 /* The flags of run_opts, writing into o: the table fragment logits, generate
  * and bench include ({.include = t}). t has RUN_N_FLAGS rows and the end. */
-enum { RUN_N_FLAGS = 8 };
+enum { RUN_N_FLAGS = 4 };
 static void run_flags(run_opts *o, moe_flag t[RUN_N_FLAGS + 1]) {
+    moe_remote_opts_flags(&o->ro, o->ro_flags);
     const moe_flag rows[RUN_N_FLAGS + 1] = {
         {"--threads", "MOE_THREADS", MOE_FLAG_INT, &o->n_threads, "N", .alias = "-t",
          .help = "threads", .min = 1, .max = INT32_MAX},
@@ -55,74 +52,20 @@ static void run_flags(run_opts *o, moe_flag t[RUN_N_FLAGS + 1]) {
                  "token keeps its residual) at an accuracy cost; the drop\n"
                  "count is reported as \"dropped\"",
          .def = "off", .check = check_capacity_factor},
-        {"--workers", "MOE_WORKERS", MOE_FLAG_STRING, &o->workers, "H:P,...",
-         .help = "run the routed experts on these expert workers (each\n"
-                 "worker's Info says which it holds)"},
-        {"--redis", "MOE_REDIS", MOE_FLAG_STRING, &o->redis, "URL",
-         .help = "run them on the workers router-svc's active placement\n"
-                 "names (redis://host:port), following its changes;\n"
-                 "a failed worker's rows go to another replica"},
-        {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &o->prefix, "P",
-         .help = "the deployment's Redis key prefix", .def = MOE_SCHEMA_PREFIX_DEFAULT},
-        {"--wire", "MOE_WIRE", MOE_FLAG_STRING, &o->wire, "bf16|f32",
-         .help = "activations on the wire; f32 is exact", .check = check_wire},
-        {"--deadline-ms", "MOE_DEADLINE_MS", MOE_FLAG_MS, &o->deadline_ms, "N",
-         .help = "per-layer deadline for the workers", .min = 1, .max = INT32_MAX},
+        {.include = o->ro_flags},
         {0}};
     memcpy(t, rows, sizeof rows);
-}
-
-/* Splits "a,b,c" into a malloc'd array of strings (one allocation). */
-static char **split_list(const char *s, int *n) {
-    int k = 1;
-    for (const char *p = s; *p; p++) k += *p == ',';
-    char **v = malloc((size_t)k * sizeof *v + strlen(s) + 1);
-    if (!v) return NULL;
-    char *copy = (char *)(v + k);
-    strcpy(copy, s);
-    *n = 0;
-    for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) v[(*n)++] = tok;
-    return v;
 }
 
 static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_model **m,
                       moe_ctx **c) {
     if (load_model(m, o->path)) return 1;
     moe_err err;
-    o->remote = NULL;
-    if (o->workers && o->redis) {
+    moe_remote_params rp = moe_remote_default_params();
+    rp.max_rows = n_batch * (o->dense_moe ? (*m)->hp.n_expert : (*m)->hp.n_expert_used);
+    if (moe_remote_opts_open(&o->remote, *m, &o->ro, &rp, &err) < 0) {
         moe_model_free(*m);
-        return die("--workers and --redis (MOE_WORKERS, MOE_REDIS) exclude each other");
-    }
-    if (o->redis) {
-        moe_remote_params rp = moe_remote_default_params();
-        rp.wire_bf16 = !strcmp(o->wire, "bf16");
-        rp.deadline_ms = o->deadline_ms;
-        rp.max_rows = n_batch * (o->dense_moe ? (*m)->hp.n_expert : (*m)->hp.n_expert_used);
-        if (moe_expert_backend_remote_redis_create(&o->remote, *m, o->redis, o->prefix, &rp, &err) <
-            0) {
-            moe_model_free(*m);
-            return die("%s", err.msg);
-        }
-    } else if (o->workers) {
-        int nw = 0;
-        char **list = split_list(o->workers, &nw);
-        if (!list || nw == 0) {
-            free(list);
-            moe_model_free(*m);
-            return die("--workers: give host:port[,host:port...]");
-        }
-        moe_remote_params rp = moe_remote_default_params();
-        rp.wire_bf16 = !strcmp(o->wire, "bf16");
-        rp.deadline_ms = o->deadline_ms;
-        rp.max_rows = n_batch * (o->dense_moe ? (*m)->hp.n_expert : (*m)->hp.n_expert_used);
-        int rc = moe_expert_backend_remote_create(&o->remote, *m, (const char *const *)list, nw,
-                                                  &rp, &err);
-        free(list);
-        if (rc < 0) {
-            moe_model_free(*m);
-            return die("%s", err.msg);
-        }
+        return die("%s", err.msg);
     }
     moe_ctx_params p = moe_ctx_default_params();
     p.n_threads = o->n_threads;

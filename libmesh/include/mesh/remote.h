@@ -39,6 +39,7 @@
 
 #include "moe/expert.h"
 #include "moe/model.h"
+#include "svc/flags.h"
 
 typedef struct moe_remote_params {
     int wire_bf16;         /* 1: activations and outputs as bf16 (half the bytes) */
@@ -156,5 +157,53 @@ typedef void (*moe_remote_rtt_fn)(void *ud, const char *addr, double ms, int row
  * backend serves, or on the compute thread. Returns 0 or MOE_EINVAL (not a
  * remote backend). */
 int moe_remote_set_rtt_hook(moe_expert_backend *be, moe_remote_rtt_fn fn, void *ud);
+
+/* ---- Options: where a program's experts run ------------------------------
+ *
+ * The flags every program that runs a model takes to put its routed experts
+ * on expert-workers (moectl, the gateway), as one table fragment (svc/flags.h)
+ * and the backend they describe:
+ *
+ *     moe_remote_opts ro = moe_remote_opts_default();
+ *     moe_flag remote[MOE_REMOTE_N_FLAGS + 1];
+ *     moe_remote_opts_flags(&ro, remote);
+ *     const moe_flag flags[] = {{"--model", ...}, {.include = remote}, {0}};
+ *     ... parse ...
+ *     moe_expert_backend *be;    // NULL: neither --workers nor --redis (local)
+ *     if (moe_remote_opts_open(&be, m, &ro, NULL, &err) < 0) -> err.msg
+ */
+
+typedef struct moe_remote_opts {
+    const char *workers; /* --workers "host:port,host:port" (NULL: none) */
+    const char *redis;   /* --redis URL: follow router-svc's placement (NULL: none) */
+    const char *prefix;  /* --prefix: the deployment's Redis key prefix (NULL: default) */
+    const char *wire;    /* --wire "f32" (exact) or "bf16" */
+    int deadline_ms;     /* --deadline-ms: per batch */
+} moe_remote_opts;
+
+/* The rows moe_remote_opts_flags writes, without the end row. */
+#define MOE_REMOTE_N_FLAGS 5
+
+/* No workers, no Redis, wire f32, moe_remote_default_params' deadline. */
+moe_remote_opts moe_remote_opts_default(void);
+
+/* Writes the flag rows of o (--workers, --redis, --prefix, --wire,
+ * --deadline-ms, each with its MOE_* twin) and an end row into t, for a
+ * {.include = t} row. o and t are borrowed by the parser. */
+void moe_remote_opts_flags(moe_remote_opts *o, moe_flag t[MOE_REMOTE_N_FLAGS + 1]);
+
+/* A flag check: the value is "f32" or "bf16". */
+int moe_remote_check_wire(const void *dst, char *why, size_t cap);
+
+/* The backend o describes, for model m (borrowed): *out is NULL (and 0 is
+ * returned) when o names neither workers nor Redis; otherwise the remote
+ * backend over the worker list or Redis placement, owned by the caller
+ * (moe_expert_backend_destroy). base (NULL: defaults) gives the other
+ * parameters (max_rows, allow_partial, ...); o's wire and deadline replace
+ * its. MOE_EINVAL (with err naming the flags) for workers and Redis both,
+ * an empty worker list or an unknown wire; else moe_expert_backend_remote_
+ * create's or _redis_create's errors. */
+int moe_remote_opts_open(moe_expert_backend **out, const moe_model *m, const moe_remote_opts *o,
+                         const moe_remote_params *base, moe_err *err);
 
 #endif
