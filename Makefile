@@ -104,6 +104,7 @@ all: $(LIBMOE) $(LIBSVC) $(LIBMESH) $(LIBROUTER) $(MOECTL) $(WORKER) $(ROUTER) $
 
 $(BUILD)/obj/%_avx2.o: FILE_CFLAGS := $(ISA_AVX2)
 $(BUILD)/obj/%_avx512.o: FILE_CFLAGS := $(ISA_AVX512)
+$(BUILD)/obj/%_amx.o: FILE_CFLAGS := $(ISA_AVX512) -mamx-tile -mamx-int8
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)

@@ -239,24 +239,31 @@ int main(int argc, char **argv) {
 
     /* GEMM: one expert-sized matrix (cache resident), batches of activations. */
     static const moe_dtype gtypes[] = {MOE_DTYPE_Q8_0, MOE_DTYPE_F16};
-    static const int64_t nbs[] = {16, 64, 256};
+    /* Q8_0 in both numerics: exact (llama.cpp's per-block formula) and fast
+     * (the int8 tile, AMX where "amx" is 1; MOE_AMX=0 shows the VNNI tile). */
+    static const int64_t nbs[] = {8, 16, 64, 256};
     for (size_t ti = 0; ti < sizeof gtypes / sizeof gtypes[0]; ti++) {
         mats s;
         mats_init(&s, gtypes[ti], em, ek, 0);
         for (int l = MOE_CPU_LEVEL_COUNT - 1; l >= 1; l--) {
-            const moe_cpu_kernels *k = moe_cpu_kernels_get((moe_cpu_level)l);
-            if (!k) continue;
-            for (size_t ni = 0; ni < sizeof nbs / sizeof nbs[0]; ni++) {
-                const int64_t nb = nbs[ni];
-                if (quick && nb > 64) continue;
-                for (int t = 1; t <= 2; t++) {
-                    const double sec = time_matmul(k, t == 1 ? NULL : pool2, &s, nb, reps, 2);
-                    const double gf = 2.0 * (double)s.m * (double)s.k * (double)nb / sec / 1e9;
-                    printf("{\"kernel\":\"%s_gemm\",\"level\":\"%s\",\"threads\":%d,\"nb\":%lld,"
-                           "\"gflop_s\":%.1f,\"m\":%lld,\"k\":%lld}\n",
-                           moe_dtype_name(s.wt), k->name, t, (long long)nb, gf, (long long)s.m,
-                           (long long)s.k);
-                    fflush(stdout);
+            const moe_cpu_kernels *kx = moe_cpu_kernels_get((moe_cpu_level)l);
+            if (!kx) continue;
+            for (int fast = 0; fast <= (s.wt == MOE_DTYPE_Q8_0); fast++) {
+                const moe_cpu_kernels *k = fast ? moe_cpu_kernels_fast(kx) : kx;
+                for (size_t ni = 0; ni < sizeof nbs / sizeof nbs[0]; ni++) {
+                    const int64_t nb = nbs[ni];
+                    if (quick && nb > 64) continue;
+                    for (int t = 1; t <= 2; t++) {
+                        const double sec = time_matmul(k, t == 1 ? NULL : pool2, &s, nb, reps, 2);
+                        const double gf = 2.0 * (double)s.m * (double)s.k * (double)nb / sec / 1e9;
+                        printf("{\"kernel\":\"%s_gemm\",\"level\":\"%s\",\"numerics\":\"%s\","
+                               "\"amx\":%d,\"threads\":%d,\"nb\":%lld,\"gflop_s\":%.1f,\"m\":%lld,"
+                               "\"k\":%lld}\n",
+                               moe_dtype_name(s.wt), k->name, fast ? "fast" : "exact",
+                               fast && l == MOE_CPU_AVX512 && moe_cpu_has_amx(), t, (long long)nb,
+                               gf, (long long)s.m, (long long)s.k);
+                        fflush(stdout);
+                    }
                 }
             }
         }

@@ -252,7 +252,8 @@ static void forward_one(ew_call *c, const uint8_t *data, size_t len) {
                          .n_embd = hp->n_embd,
                          .x = s->x,
                          .y = s->y,
-                         .expert_us = s->expert_us};
+                         .expert_us = s->expert_us,
+                         .exact = r->exact};
     const int64_t t0 = moe_mono_us();
     int rc = s->experts->submit(s->experts->ctx, &w, &err);
     if (rc == 0) rc = s->experts->wait(s->experts->ctx, &err);

@@ -274,6 +274,7 @@ static int send_queued(remote_be *b, rworker *w) {
     req.placement_epoch = b->pl.epoch;
     req.dtype = dtype;
     req.hidden = (uint32_t)hp->n_embd;
+    req.exact = wk->exact != 0;
     req.n_groups = (size_t)w->n_groups;
     req.groups = w->gp;
     req.activations.data = w->act;

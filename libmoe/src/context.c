@@ -34,6 +34,7 @@ struct moe_ctx {
     int q_dim, kv_dim;
     int k_route; /* experts per token: n_expert_used, or n_expert when dense */
     int dense_moe;
+    int exact; /* llama.cpp's exact Q8_0 arithmetic for batches (moe_ctx_params.exact) */
     float capacity_factor;
     moe_ctx_stats stats;
 
@@ -111,7 +112,8 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     if (!c) return moe_err_set(err, MOE_ENOMEM, "out of memory");
     c->m = m;
     c->hp = *hp;
-    c->k = moe_cpu_kernels_best();
+    c->k = moe_cpu_kernels_pick(p->exact);
+    c->exact = p->exact != 0;
     c->n_ctx = n_ctx;
     c->n_slots = p->n_slots;
     c->n_batch = p->n_batch;
@@ -530,7 +532,8 @@ static int moe_block(moe_ctx *c, int il, int n, int row0, moe_err *err) {
                          .row_start = c->grp_start,
                          .n_embd = E,
                          .x = c->ex_x,
-                         .y = c->ex_y};
+                         .y = c->ex_y,
+                         .exact = c->exact};
     int rc = c->experts->submit(c->experts->ctx, &w, err);
     if (rc < 0) return rc;
 

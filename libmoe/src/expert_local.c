@@ -79,6 +79,7 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
     const size_t wgate = moe_dtype_row_bytes(gt, E) * (size_t)F; /* one expert's matrix */
     const size_t wdown = moe_dtype_row_bytes(dt, F) * (size_t)E;
 
+    const moe_cpu_kernels *k = w->exact ? b->k : moe_cpu_kernels_fast(b->k);
     moe_op_quantize(b->k, gt, w->x, b->xq, n_rows, E);
     uint64_t *ns = w->expert_us ? b->ns : NULL;
     if (ns) memset(ns, 0, (size_t)w->n_groups * sizeof *ns);
@@ -107,7 +108,7 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
                                       F,
                                       ns ? ns + g : NULL};
     }
-    moe__matmul_jobs(b->k, b->pool, b->jobs, nj);
+    moe__matmul_jobs(k, b->pool, b->jobs, nj);
 
     act_ctx a = {b, n_rows, dt};
     moe_pool_run(b->pool, act_rows, &a);
@@ -126,7 +127,7 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
                                       E,
                                       ns ? ns + g : NULL};
     }
-    moe__matmul_jobs(b->k, b->pool, b->jobs, nj);
+    moe__matmul_jobs(k, b->pool, b->jobs, nj);
     if (ns)
         for (int g = 0; g < w->n_groups; g++) w->expert_us[g] = (uint32_t)((ns[g] + 500) / 1000);
     return 0;

@@ -67,6 +67,25 @@ for arch in llama qwen2moe qwen3moe olmoe deepseek deepseek2; do
     stop $PA; stop $PB
 done
 
+# Q8_0 experts: the sender's numerics travel with each request (ForwardRequest.exact),
+# so the workers compute as the local engine would, fast int8 tile or exact
+for arch in llama deepseek2; do
+    M="$TMP/$arch-q8.gguf"
+    "$MOECTL" mkmodel --arch "$arch" --dtype q8_0 --seed 9 -o "$M" >/dev/null || { bad "mkmodel $arch q8_0"; continue; }
+    n=$("$MOECTL" info "$M" --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).hparams.n_expert)')
+    start "$arch-q8a" "$M" "0-$((n / 2 - 1))"; A=$ADDR; PA=$PID
+    start "$arch-q8b" "$M" "$((n / 2))-$((n - 1))"; B=$ADDR; PB=$PID
+    same_as_local "$arch q8_0, 2 workers, fast int8 tile" "$M" "$A,$B" --threads 2
+    same_as_local "$arch q8_0, 2 workers, --exact" "$M" "$A,$B" --threads 2 --exact
+    "$MOECTL" logits "$M" --tokens $T --threads 2 >"$TMP/fast.json" &&
+        "$MOECTL" logits "$M" --tokens $T --threads 2 --exact >"$TMP/exact.json" &&
+        out=$(node tests/ref/compare.mjs "$TMP/fast.json" "$TMP/exact.json" --atol 0.1) &&
+        ok "$arch q8_0: fast within 0.1 of exact (float rounding; more only where a Q8_0 activation rounding flips, see tests/lib/parity.sh): $out" ||
+        bad "$arch q8_0 fast vs exact: ${out:-}"
+    cmp -s "$TMP/fast.json" "$TMP/exact.json" && bad "$arch q8_0: fast and exact logits are identical (is the fast tile used?)"
+    stop $PA; stop $PB
+done
+
 # failures: a clear error, quickly, no hang
 M="$TMP/llama.gguf"
 start half "$M" "0-3"; H=$ADDR; PH=$PID

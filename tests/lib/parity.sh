@@ -3,6 +3,9 @@
 # `moectl mkmodel` models of one architecture (and mkmodel preset), for each
 # dtype: teacher-forced logits at every position within a per-dtype
 # tolerance, and for f32 the 16-token greedy continuation identical.
+# moectl runs with --exact (llama.cpp's per-block Q8_0 arithmetic in
+# batches too); for q8_0 the default fast int8 tile (moe/ops.h:
+# moe_cpu_kernels_fast) is compared as well, within the same tolerance.
 # Extra mkmodel options (non-default hyperparameters) come from
 # $PARITY_MKMODEL_ARGS; $PARITY_LABEL names the case in the output.
 #
@@ -52,12 +55,17 @@ for DT in ${PARITY_DTYPES:-f32 f16 bf16 q8_0}; do
     M="$TMP/$ARCH-$DT.gguf"
     # shellcheck disable=SC2086 # PARITY_MKMODEL_ARGS is a list of options
     "$MOECTL" mkmodel --arch "$ARCH" --preset "$PRESET" --dtype "$DT" --seed "$SEED" ${PARITY_MKMODEL_ARGS:-} -o "$M" >/dev/null || { echo "mkmodel failed"; exit 1; }
-    "$MOECTL" logits "$M" --tokens "$TOKENS" --threads 1 --gate-margins >"$TMP/ours.json" || { echo "moectl logits failed ($DT)"; fail=1; continue; }
+    "$MOECTL" logits "$M" --tokens "$TOKENS" --threads 1 --gate-margins --exact >"$TMP/ours.json" || { echo "moectl logits failed ($DT)"; fail=1; continue; }
     $REF logits "$M" --tokens "$TOKENS" --threads 1 >"$TMP/ref.json" || { echo "reference logits failed ($DT)"; fail=1; continue; }
     printf '%s %-5s logits: ' "$LABEL" "$DT"
     $CMP "$TMP/ours.json" "$TMP/ref.json" $TOL || fail=1
+    if [ "$DT" = q8_0 ]; then
+        "$MOECTL" logits "$M" --tokens "$TOKENS" --threads 2 --gate-margins >"$TMP/fast.json" || { echo "moectl logits (fast) failed"; fail=1; continue; }
+        printf '%s %-5s fast int8 tile, 2 threads: ' "$LABEL" "$DT"
+        $CMP "$TMP/fast.json" "$TMP/ref.json" $TOL || fail=1
+    fi
     if [ "$DT" = f32 ]; then
-        ours=$("$MOECTL" generate "$M" --tokens "$TOKENS" -n 16 --ignore-eos --threads 1) || { echo "moectl generate failed"; fail=1; continue; }
+        ours=$("$MOECTL" generate "$M" --tokens "$TOKENS" -n 16 --ignore-eos --threads 1 --exact) || { echo "moectl generate failed"; fail=1; continue; }
         ref=$($REF generate "$M" --tokens "$TOKENS" -n 16 --threads 1) || { echo "reference generate failed"; fail=1; continue; }
         if node -e 'const [a, b] = process.argv.slice(1).map((s) => JSON.parse(s).tokens);
                     process.exit(JSON.stringify(a) === JSON.stringify(b) ? 0 : 1)' "$ours" "$ref"; then
@@ -66,7 +74,7 @@ for DT in ${PARITY_DTYPES:-f32 f16 bf16 q8_0}; do
             echo "$LABEL f32   greedy 16 differ: ours $ours, llama.cpp $ref"; fail=1
         fi
         # two threads give the same logits within f32 tolerance
-        "$MOECTL" logits "$M" --tokens "$TOKENS" --threads 2 --gate-margins >"$TMP/ours2.json" || { fail=1; continue; }
+        "$MOECTL" logits "$M" --tokens "$TOKENS" --threads 2 --gate-margins --exact >"$TMP/ours2.json" || { fail=1; continue; }
         printf '%s f32   2 threads vs llama.cpp: ' "$LABEL"
         $CMP "$TMP/ours2.json" "$TMP/ref.json" $TOL || fail=1
     fi

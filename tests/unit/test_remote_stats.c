@@ -6,6 +6,7 @@
  * locking). No processes: a backend is assembled by hand from
  * remote_internal.h, without gRPC. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -294,8 +295,8 @@ TEST(remote_worker_rtt_buckets) {
  * its count to its messages). Meant for -fsanitize=thread as well. */
 typedef struct reader {
     remote_be *b;
-    atomic_int stop;
-    int reads, torn;
+    atomic_int stop, reads;
+    int torn;
 } reader;
 
 static void *read_loop(void *arg) {
@@ -310,7 +311,7 @@ static void *read_loop(void *arg) {
                 ws[i].rtt_count != ws[i].messages)
                 r->torn++;
         (void)moe_remote_get_stats(&r->b->be);
-        r->reads++;
+        atomic_fetch_add(&r->reads, 1);
     }
     return NULL;
 }
@@ -321,6 +322,10 @@ TEST(remote_stats_concurrent_reader) {
     reader r = {.b = b};
     pthread_t th;
     ASSERT_EQ_INT(pthread_create(&th, NULL, read_loop, &r), 0);
+    /* the reader runs before and after the writes (a loaded 2-core machine
+     * may not schedule it at all otherwise); each wait bounded to 10 s */
+    const int64_t t_end = moe_mono_ms() + 10000;
+    while (atomic_load(&r.reads) == 0 && moe_mono_ms() < t_end) sched_yield();
     for (int batch = 0; batch < 20000; batch++) {
         for (int i = 0; i < 3; i++) {
             b->st.messages++;
@@ -332,9 +337,11 @@ TEST(remote_stats_concurrent_reader) {
         }
         moe__remote_publish(b);
     }
+    const int before = atomic_load(&r.reads);
+    while (atomic_load(&r.reads) <= before + 1 && moe_mono_ms() < t_end) sched_yield();
     atomic_store(&r.stop, 1);
     pthread_join(th, NULL);
-    ASSERT(r.reads > 0);
+    ASSERT(atomic_load(&r.reads) > before + 1);
     ASSERT_EQ_INT(r.torn, 0);
     ASSERT_EQ_INT(moe_remote_get_stats(&b->be).messages, 60000);
     fake_free(b);

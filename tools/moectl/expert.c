@@ -19,11 +19,14 @@ static const char about[] =
 int cmd_expert(const moectl_cmd *cmd, int argc, char **argv) {
     const char *path = NULL, *input = NULL;
     moe_remote_opts ro = moe_remote_opts_default();
-    int layer = -1, threads = 1;
+    int layer = -1, threads = 1, exact = 0;
     const moe_flag flags[] = {
         {"--layer", NULL, MOE_FLAG_INT, &layer, "L", .help = "the MoE layer to run",
          .def = "none: required", .min = 0, .max = INT32_MAX},
         {"--input", NULL, MOE_FLAG_STRING, &input, "FILE", .help = "the groups and rows (above)"},
+        {"--exact", "MOE_EXACT", MOE_FLAG_BOOL, &exact, NULL,
+         .help = "llama.cpp's exact Q8_0 arithmetic (default: the fast\nint8 tile for groups of 3+ "
+                 "rows)"},
         {"--workers", "MOE_WORKERS", MOE_FLAG_STRING, &ro.workers, "H:P,...",
          .help = "run the experts on these expert workers"},
         {"--wire", "MOE_WIRE", MOE_FLAG_STRING, &ro.wire, "f32|bf16",
@@ -95,7 +98,7 @@ int cmd_expert(const moectl_cmd *cmd, int argc, char **argv) {
         rc = die("%s", err.msg);
         goto done;
     }
-    moe_expert_work w = {layer, ng, expert, row_start, E, x, y, NULL};
+    moe_expert_work w = {layer, ng, expert, row_start, E, x, y, NULL, exact};
     if (be->submit(be->ctx, &w, &err) < 0 || be->wait(be->ctx, &err) < 0) {
         rc = die("%s", err.msg);
         goto done;

@@ -23,6 +23,7 @@ typedef struct run_opts {
     moe_flag ro_flags[MOE_REMOTE_N_FLAGS + 1]; /* ro's flag rows, included by run_flags */
     moe_expert_backend *remote;                /* created by open_model, freed by close_model */
     int gate_margins;                          /* logits --gate-margins */
+    int exact;                                 /* --exact */
 } run_opts;
 
 static run_opts run_opts_default(void) {
@@ -38,7 +39,7 @@ static int check_capacity_factor(const void *dst, char *why, size_t cap) {
 
 /* The flags of run_opts, writing into o: the table fragment logits, generate
  * and bench include ({.include = t}). t has RUN_N_FLAGS rows and the end. */
-enum { RUN_N_FLAGS = 4 };
+enum { RUN_N_FLAGS = 5 };
 static void run_flags(run_opts *o, moe_flag t[RUN_N_FLAGS + 1]) {
     moe_remote_opts_flags(&o->ro, o->ro_flags);
     const moe_flag rows[RUN_N_FLAGS + 1] = {
@@ -52,6 +53,10 @@ static void run_flags(run_opts *o, moe_flag t[RUN_N_FLAGS + 1]) {
                  "token keeps its residual) at an accuracy cost; the drop\n"
                  "count is reported as \"dropped\"",
          .def = "off", .check = check_capacity_factor},
+        {"--exact", "MOE_EXACT", MOE_FLAG_BOOL, &o->exact, NULL,
+         .help = "llama.cpp's exact Q8_0 arithmetic for batches too (the\n"
+                 "default computes 3+ rows per matrix with the fast int8\n"
+                 "tile: AMX or VNNI; logits within float rounding)"},
         {.include = o->ro_flags},
         {0}};
     memcpy(t, rows, sizeof rows);
@@ -76,6 +81,7 @@ static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_mode
     p.capacity_factor = o->capacity_factor;
     p.experts = o->remote;
     p.gate_margins = o->gate_margins;
+    p.exact = o->exact;
     if (moe_ctx_create(c, *m, &p, &err) < 0) {
         moe_expert_backend_destroy(o->remote);
         moe_model_free(*m);
@@ -522,8 +528,12 @@ int cmd_bench(const moectl_cmd *cmd, int argc, char **argv) {
         const size_t ab = moe_model_active_bytes(m);
         printf("{\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"threads\": %d, \"batch\": %d, "
                "\"prompt\": %d, \"gen\": %d, \"reps\": %d, \"cpu\": \"%s\", "
-               "\"active_bytes_per_token\": %zu",
-               best_pf, best_dec, o.n_threads, B, P, G, reps, moe_cpu_kernels_best()->name, ab);
+               "\"numerics\": \"%s\", \"active_bytes_per_token\": %zu",
+               best_pf, best_dec, o.n_threads, B, P, G, reps, moe_cpu_kernels_best()->name,
+               o.exact             ? "exact"
+               : moe_cpu_has_amx() ? "fast-amx"
+                                   : "fast",
+               ab);
         /* batch 1 reads every active weight once per token */
         if (B == 1) printf(", \"decode_weight_gb_s\": %.2f", best_dec * (double)ab / 1e9);
         print_dropped(&o, c);

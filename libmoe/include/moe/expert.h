@@ -39,6 +39,9 @@ typedef struct moe_expert_work {
     float *y;                 /* (n_rows, n_embd) outputs: y = down(silu(gate x) * up x) */
     uint32_t *expert_us;      /* (n_groups) optional output: CPU microseconds each group's
                                * products took, summed over threads; NULL to skip */
+    int exact;                /* 1: llama.cpp's exact Q8_0 arithmetic for every group;
+                               * 0: the fast int8 tile for groups of MOE_FAST_MIN_ROWS
+                               * rows or more (moe_cpu_kernels_fast) */
 } moe_expert_work;
 
 /* A backend: a struct of function pointers over an opaque ctx. */

@@ -184,6 +184,10 @@ typedef struct moe_ctx_params {
     float capacity_factor;       /* > 0: bound each expert's rows per batch (drops overflow) */
     int gate_margins;            /* 1: keep each decoded row's smallest routing margin over
                                   * layers (moe_ctx_gate_margin; a diagnostic, default 0) */
+    int exact;                   /* 1: llama.cpp's exact Q8_0 arithmetic for batches too
+                                  * (what the parity tests compare); 0 (default): the fast
+                                  * int8 tile from MOE_FAST_MIN_ROWS rows (moe/ops.h), its
+                                  * logits within float rounding of the exact ones */
 } moe_ctx_params;
 
 moe_ctx_params moe_ctx_default_params(void);

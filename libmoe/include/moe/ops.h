@@ -48,6 +48,15 @@ typedef struct moe_cpu_kernels {
     void (*gemm)(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
                  int64_t nb, float *Y, int64_t ldy);
 
+    /* The same product in the fast numerics (moe_cpu_kernels_fast): for Q8_0
+     * weights each block's 32 products are summed exactly in int32 and the
+     * blocks are accumulated in order, y = fmaf(d_w * d_x, (float)isum, y),
+     * identical bit for bit at every level (AMX, AVX-512 VNNI, AVX2, scalar);
+     * other types as gemm. */
+    void (*gemm_fast)(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+                      int64_t nb, float *Y, int64_t ldy);
+    int fast; /* 1 in a table from moe_cpu_kernels_fast (gemm is gemm_fast for batches) */
+
     /* sum a[i] * b[i] over n floats. */
     float (*dot_f32)(int64_t n, const float *a, const float *b);
     /* y[i] += a * x[i] over n floats. */
@@ -61,6 +70,19 @@ const moe_cpu_kernels *moe_cpu_kernels_get(moe_cpu_level level);
 /* moe_cpu_kernels_get(moe_cpu_detect()); honours MOE_CPU=scalar|avx2|avx512
  * in the environment to force a lower level. */
 const moe_cpu_kernels *moe_cpu_kernels_best(void);
+
+/* Activation rows from which a fast table computes Q8_0 with gemm_fast. */
+#define MOE_FAST_MIN_ROWS 3
+/* k's level with the fast numerics for batches: its gemm is k->gemm (exact,
+ * llama.cpp's arithmetic) for nb < MOE_FAST_MIN_ROWS and k->gemm_fast from
+ * there on (an int8 tile: AMX where the CPU and OS allow it, else VNNI).
+ * Decode rows are memory-bound and keep the exact path. Returns k itself if
+ * k is already fast; never NULL for a table of this CPU. */
+const moe_cpu_kernels *moe_cpu_kernels_fast(const moe_cpu_kernels *k);
+/* moe_cpu_kernels_best(), or its fast table unless exact. */
+const moe_cpu_kernels *moe_cpu_kernels_pick(int exact);
+/* 1 if the Q8_0 fast tile runs on AMX-INT8 here (MOE_AMX=0 turns it off). */
+int moe_cpu_has_amx(void);
 
 /* ---- Matrix ops ----------------------------------------------------------- */
 

@@ -18,6 +18,11 @@
 #include <cpuid.h>
 #define MOE_X86 1
 #endif
+#if defined(MOE_X86) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#define MOE_AMX_LINUX 1
+#endif
 
 #include "../internal.h"
 #include "kernels.h"
@@ -25,6 +30,7 @@
 #include "moe/ops.h"
 
 int moe__cpu_has_avx512bf16;
+int moe__cpu_use_amx;
 
 /* ==== Detection ============================================================ */
 
@@ -36,6 +42,23 @@ static uint64_t xgetbv0(void) {
     uint32_t lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     return ((uint64_t)hi << 32) | lo;
+}
+#endif
+
+#ifdef MOE_X86
+/* AMX-TILE and AMX-INT8 in CPUID, the tile state enabled in XCR0, and this
+ * process granted it by the kernel (Linux asks for it once per process:
+ * arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)); MOE_AMX=0 says no. */
+static int amx_usable(unsigned d7, uint64_t xcr0) {
+    const char *env = getenv("MOE_AMX");
+    if (env && !strcmp(env, "0")) return 0;
+    if (!((d7 >> 24) & 1) || !((d7 >> 25) & 1)) return 0;
+    if ((xcr0 & 0x60000) != 0x60000) return 0; /* XTILECFG, XTILEDATA */
+#ifdef MOE_AMX_LINUX
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+#else
+    return 0;
+#endif
 }
 #endif
 
@@ -65,6 +88,7 @@ static void cpu_detect_once(void) {
         __cpuid_count(7, 1, a71, b71, c71, d71);
         moe__cpu_has_avx512bf16 = (a71 >> 5) & 1;
     }
+    moe__cpu_use_amx = amx_usable(d7, xcr0);
 #endif
 }
 
@@ -97,6 +121,52 @@ const moe_cpu_kernels *moe_cpu_kernels_best(void) {
             if (!strcasecmp(want, names[l]) && (moe_cpu_level)l < level) level = (moe_cpu_level)l;
     }
     return moe_cpu_kernels_get(level);
+}
+
+int moe_cpu_has_amx(void) {
+    moe_cpu_detect();
+    return moe__cpu_use_amx;
+}
+
+/* The fast tables: each level's table with gemm switching to gemm_fast from
+ * MOE_FAST_MIN_ROWS activation rows. */
+#define FAST_GEMM(lv)                                                                              \
+    static void gemm_batch_##lv(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,    \
+                                const void *X, int64_t nb, float *Y, int64_t ldy) {                \
+        if (nb >= MOE_FAST_MIN_ROWS)                                                               \
+            moe__kernels_##lv.gemm_fast(wt, k, W, r0, r1, X, nb, Y, ldy);                          \
+        else                                                                                       \
+            moe__kernels_##lv.gemm(wt, k, W, r0, r1, X, nb, Y, ldy);                               \
+    }
+FAST_GEMM(scalar)
+FAST_GEMM(avx2)
+FAST_GEMM(avx512)
+
+static moe_cpu_kernels fast_tables[MOE_CPU_LEVEL_COUNT];
+static pthread_once_t fast_once = PTHREAD_ONCE_INIT;
+
+static void fast_init(void) {
+    const moe_cpu_kernels *base[MOE_CPU_LEVEL_COUNT] = {&moe__kernels_scalar, &moe__kernels_avx2,
+                                                        &moe__kernels_avx512};
+    void (*gemm[MOE_CPU_LEVEL_COUNT])(moe_dtype, int64_t, const void *, int64_t, int64_t,
+                                      const void *, int64_t, float *, int64_t) = {
+        gemm_batch_scalar, gemm_batch_avx2, gemm_batch_avx512};
+    for (int l = 0; l < MOE_CPU_LEVEL_COUNT; l++) {
+        fast_tables[l] = *base[l];
+        fast_tables[l].gemm = gemm[l];
+        fast_tables[l].fast = 1;
+    }
+}
+
+const moe_cpu_kernels *moe_cpu_kernels_fast(const moe_cpu_kernels *k) {
+    if (!k || k->fast) return k;
+    pthread_once(&fast_once, fast_init);
+    return &fast_tables[k->level];
+}
+
+const moe_cpu_kernels *moe_cpu_kernels_pick(int exact) {
+    const moe_cpu_kernels *k = moe_cpu_kernels_best();
+    return exact ? k : moe_cpu_kernels_fast(k);
 }
 
 /* ==== Matrix ops =========================================================== */

@@ -20,6 +20,20 @@ extern const moe_cpu_kernels moe__kernels_avx512;
  * and falls back to widening + FMA without it. */
 extern int moe__cpu_has_avx512bf16;
 
+/* 1 if the Q8_0 fast tile may use AMX-INT8: the CPU has it, the OS granted
+ * this process the tile state (arch_prctl) and MOE_AMX is not 0. Set by
+ * moe_cpu_detect(); tests may clear it to reach the VNNI tile. */
+extern int moe__cpu_use_amx;
+
+/* The Q8_0 fast tiles (q8_fast.h's numerics), the gemm contract with row
+ * and activation strides given. The AMX one computes whole tiles of 16 rows
+ * from r0 and returns the first row it left (r1 when 16 divides r1 - r0);
+ * it falls back to returning r0 if it cannot get scratch memory. */
+int64_t moe__q8_fast_amx(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
+                         const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy);
+void moe__q8_fast_vnni(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
+                       size_t xrb, int64_t nb, float *Y, int64_t ldy);
+
 /* Row-op helpers of the SIMD levels; the public row ops (moe_op_swiglu,
  * moe_op_softmax) call the level of moe_cpu_kernels_best() so they round
  * as llama.cpp's build for that level does (ggml's vectorised exp).

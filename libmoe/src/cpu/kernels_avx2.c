@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "q8_fast.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -413,6 +414,17 @@ static void gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_
     }
 }
 
+/* The fast numerics (q8_fast.h): the plain C loop, vectorised by the compiler
+ * for this level; identical bit for bit to the other levels'. */
+static void gemm_fast_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                           const void *X, int64_t nb, float *Y, int64_t ldy) {
+    if (r1 <= r0 || nb <= 0) return;
+    if (wt == MOE_DTYPE_Q8_0)
+        moe__q8_fast_gemm(k, W, r0, r1, X, nb, Y, ldy);
+    else
+        gemm_avx2(wt, k, W, r0, r1, X, nb, Y, ldy);
+}
+
 /* ==== Row-op helpers ======================================================= */
 
 /* ggml's AVX2 exp (ggml_v_expf; not the same operations as the AVX-512 one:
@@ -501,6 +513,7 @@ const moe_cpu_kernels moe__kernels_avx2 = {
     .name = "avx2",
     .from_f32 = from_f32_avx2,
     .gemm = gemm_avx2,
+    .gemm_fast = gemm_fast_avx2,
     .dot_f32 = dot_f32_avx2,
     .axpy_f32 = axpy_f32_avx2,
 };

@@ -232,6 +232,7 @@ typedef struct q8t_buf {
     _Alignas(64) float wd[Q8T_KB][16];          /* [block][row]: weight scales */
     _Alignas(64) int32_t xc[Q8T_NC][Q8T_KB][8]; /* [col][block][j]: -128 * sum of group j */
     float xd[Q8T_NC][Q8T_KB];                   /* [col][block]: activation scales */
+    int32_t xs[Q8T_NC][Q8T_KB];                 /* [col][block]: -128 * sum of the block */
     _Alignas(64) float acc[Q8T_NC][8][16];      /* [col][lane j][row]: running sums */
 } q8t_buf;
 
@@ -302,15 +303,25 @@ static void q8t_pack_w(q8t_buf *t, const char *w, size_t wrb, int nr, int64_t kb
     }
 }
 
-/* Offset corrections and scales of columns [0, nc) of X, blocks [kb0, kb0+kcb). */
-static void q8t_pack_x(q8t_buf *t, const char *X, size_t xrb, int nc, int64_t kb0, int kcb) {
+/* Offset corrections and scales of columns [0, nc) of X, blocks [kb0, kb0+kcb).
+ * Always inlined: as an out-of-line function shared by the exact and fast
+ * tiles, GCC 12.2 (-O1 and up) deleted its calls (its IPA mod/ref and
+ * pure-const analyses together; -fno-ipa-modref -fno-ipa-pure-const kept
+ * them), leaving the tiles to read stale corrections. */
+AI void q8t_pack_x(q8t_buf *t, const char *X, size_t xrb, int nc, int64_t kb0, int kcb) {
     const __m256i k80 = _mm256_set1_epi8((char)0x80), zero = _mm256_setzero_si256();
     for (int c = 0; c < nc; c++) {
         const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(X + (size_t)c * xrb) + kb0;
         for (int b = 0; b < kcb; b++) {
             const __m256i s =
                 _mm256_dpbusd_epi32(zero, k80, _mm256_loadu_si256((const __m256i *)xb[b].qs));
-            _mm256_store_si256((__m256i *)t->xc[c][b], _mm256_sub_epi32(zero, s));
+            const __m256i neg = _mm256_sub_epi32(zero, s);
+            _mm256_store_si256((__m256i *)t->xc[c][b], neg);
+            __m128i h =
+                _mm_add_epi32(_mm256_castsi256_si128(neg), _mm256_extracti128_si256(neg, 1));
+            h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+            h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+            t->xs[c][b] = _mm_cvtsi128_si32(h);
             t->xd[c][b] = _cvtsh_ss(xb[b].d);
         }
     }
@@ -386,6 +397,74 @@ static void q8_tiled(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r
             }
             for (int c = 0; c < nc; c++)
                 _mm512_mask_storeu_ps(Y + (cs + c) * ldy + rt, m, q8t_lane_sum(t.acc[c]));
+        }
+    }
+}
+
+/* ==== Q8_0: the fast tile (VNNI) =========================================== */
+
+/* The fast numerics (q8_fast.h) on the same repacked tile: a block's 8
+ * groups go through vpdpbusd into one int32 sum per row (two chains, added:
+ * integer sums are exact in any order), then acc = fma(dw * dx, sum, acc) in
+ * block order; the 16 rows of a column are one vector, so no lane sum at the
+ * end. The AMX tile (kernels_amx.c) gives the same bits; this one serves
+ * CPUs without it and the rows of a range that do not fill an AMX tile. */
+AI void q8f_compute(const int NC, q8t_buf *t, int c0, const char *X, size_t xrb, int64_t kb0,
+                    int kcb, int first) {
+    __m512 acc[4];
+#pragma GCC unroll 4
+    for (int c = 0; c < NC; c++)
+        acc[c] = first ? _mm512_setzero_ps() : _mm512_load_ps(t->acc[c0 + c][0]);
+    const char *xq[4];
+#pragma GCC unroll 4
+    for (int c = 0; c < NC; c++)
+        xq[c] = X + (size_t)(c0 + c) * xrb + (size_t)kb0 * sizeof(moe_block_q8_0) + 2;
+    for (int b = 0; b < kcb; b++) {
+        __m512i wj[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) wj[j] = _mm512_load_si512((const __m512i *)t->w[b][j]);
+        const __m512 wd = _mm512_load_ps(t->wd[b]);
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) {
+            __m512i s0 = _mm512_set1_epi32(t->xs[c0 + c][b]), s1 = _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                s0 = _mm512_dpbusd_epi32(s0, wj[j], _mm512_set1_epi32(load_i32(xq[c] + 4 * j)));
+                s1 = _mm512_dpbusd_epi32(s1, wj[j + 4],
+                                         _mm512_set1_epi32(load_i32(xq[c] + 4 * j + 16)));
+            }
+            const __m512 d = _mm512_mul_ps(wd, _mm512_set1_ps(t->xd[c0 + c][b]));
+            acc[c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc[c]);
+            xq[c] += sizeof(moe_block_q8_0);
+        }
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < NC; c++) _mm512_store_ps(t->acc[c0 + c][0], acc[c]);
+}
+
+void moe__q8_fast_vnni(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
+                       size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    q8t_buf t;
+    const int64_t nblk = k / MOE_QK8_0;
+    for (int64_t cs = 0; cs < nb; cs += Q8T_NC) {
+        const int nc = (int)(nb - cs < Q8T_NC ? nb - cs : Q8T_NC);
+        const char *Xc = X + (size_t)cs * xrb;
+        for (int64_t rt = r0; rt < r1; rt += 16) {
+            const int nr = (int)(r1 - rt < 16 ? r1 - rt : 16);
+            const __mmask16 m = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
+            const char *pf = rt + 16 * (Q8T_PF_TILES + 1) <= r1
+                                 ? W + (size_t)(rt + 16 * Q8T_PF_TILES) * wrb
+                                 : NULL;
+            for (int64_t kb0 = 0; kb0 < nblk; kb0 += Q8T_KB) {
+                const int kcb = (int)(nblk - kb0 < Q8T_KB ? nblk - kb0 : Q8T_KB);
+                q8t_pack_x(&t, Xc, xrb, nc, kb0, kcb);
+                q8t_pack_w(&t, W + (size_t)rt * wrb, wrb, nr, kb0, kcb, pf);
+                int c = 0;
+                for (; c + 4 <= nc; c += 4) q8f_compute(4, &t, c, Xc, xrb, kb0, kcb, kb0 == 0);
+                for (; c < nc; c++) q8f_compute(1, &t, c, Xc, xrb, kb0, kcb, kb0 == 0);
+            }
+            for (int c = 0; c < nc; c++)
+                _mm512_mask_storeu_ps(Y + (cs + c) * ldy + rt, m, _mm512_load_ps(t.acc[c][0]));
         }
     }
 }
@@ -616,6 +695,23 @@ static void gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int6
     }
 }
 
+/* Fast numerics: the int8 tile for Q8_0 batches (AMX-INT8 on whole tiles of
+ * 16 rows where the CPU has it, this file's VNNI tile for the rest). */
+static void gemm_fast_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                             const void *X, int64_t nb, float *Y, int64_t ldy) {
+    if (r1 <= r0 || nb <= 0) return;
+    if (wt != MOE_DTYPE_Q8_0) {
+        gemm_avx512(wt, k, W, r0, r1, X, nb, Y, ldy);
+        return;
+    }
+    const size_t wrb = moe_dtype_row_bytes(wt, k);
+    const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
+    int64_t r = r0;
+    if (moe__cpu_use_amx && r1 - r0 >= 16)
+        r = moe__q8_fast_amx(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+    if (r < r1) moe__q8_fast_vnni(k, W, wrb, r, r1, X, xrb, nb, Y, ldy);
+}
+
 /* ==== Row-op helpers ======================================================= */
 
 /* ggml's AVX-512 exp (ggml_v_expf, after ARM's optimized-routines expf: max
@@ -696,6 +792,7 @@ const moe_cpu_kernels moe__kernels_avx512 = {
     .name = "avx512",
     .from_f32 = from_f32_avx512,
     .gemm = gemm_avx512,
+    .gemm_fast = gemm_fast_avx512,
     .dot_f32 = dot_f32_avx512,
     .axpy_f32 = axpy_f32_avx512,
 };

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "q8_fast.h"
 
 /* ==== Conversions ========================================================== */
 
@@ -116,6 +117,14 @@ static void gemm_scalar(moe_dtype wt, int64_t k, const void *W, int64_t r0, int6
     }
 }
 
+static void gemm_fast_scalar(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                             const void *X, int64_t nb, float *Y, int64_t ldy) {
+    if (wt == MOE_DTYPE_Q8_0)
+        moe__q8_fast_gemm(k, W, r0, r1, X, nb, Y, ldy);
+    else
+        gemm_scalar(wt, k, W, r0, r1, X, nb, Y, ldy);
+}
+
 static float dot_f32_scalar(int64_t n, const float *a, const float *b) {
     return dot_row_f32(n, a, b);
 }
@@ -129,6 +138,7 @@ const moe_cpu_kernels moe__kernels_scalar = {
     .name = "scalar",
     .from_f32 = from_f32_scalar,
     .gemm = gemm_scalar,
+    .gemm_fast = gemm_fast_scalar,
     .dot_f32 = dot_f32_scalar,
     .axpy_f32 = axpy_f32_scalar,
 };

@@ -1,0 +1,190 @@
+/*
+ * tests/unit/test_kernels_fast.c - the fast Q8_0 numerics (moe_cpu_kernels_fast,
+ * cpu/q8_fast.h): every level's gemm_fast (and the AMX and VNNI tiles, each
+ * where the CPU has it) equals an independent plain-C formula bit for bit;
+ * the fast tables switch to it from MOE_FAST_MIN_ROWS rows and keep the
+ * exact kernels below; and the fast results stay within float rounding of
+ * the exact ones and of a double-precision product.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe/dtype.h"
+#include "moe/ops.h"
+#include "test.h"
+
+#include "cpu/kernels.h" /* moe__cpu_use_amx */
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) TEST_FAIL("out of memory");
+    return p;
+}
+
+/* Random Q8_0 rows: quants over the whole int8 range (-128 included) and
+ * scales of different magnitudes per block, some zero. */
+static void rand_q8_rows(uint64_t *s, moe_block_q8_0 *b, int64_t nblocks) {
+    for (int64_t i = 0; i < nblocks; i++) {
+        const uint64_t u = test_rand_u64(s);
+        const float d =
+            (u % 17 == 0) ? 0.0f
+                          : ldexpf(1.0f + (float)(u % 1000) / 1000.0f, (int)((u >> 10) % 24) - 16);
+        b[i].d = moe_f32_to_f16(d);
+        for (int j = 0; j < MOE_QK8_0; j++) b[i].qs[j] = (int8_t)(test_rand_u64(s) & 0xff);
+    }
+}
+
+/* The formula of q8_fast.h written out again, in double where it is exact:
+ * block sums in int64, scale products and accumulation as the contract says. */
+static float ref_fast(int64_t nblk, const moe_block_q8_0 *w, const moe_block_q8_0 *x) {
+    float s = 0.0f;
+    for (int64_t b = 0; b < nblk; b++) {
+        int64_t sum = 0;
+        for (int j = 0; j < MOE_QK8_0; j++) sum += (int64_t)w[b].qs[j] * x[b].qs[j];
+        const double d = (double)moe_f16_to_f32(w[b].d) * (double)moe_f16_to_f32(x[b].d);
+        s = (float)fma(d, (double)sum, (double)s); /* d * sum exact: one rounding */
+    }
+    return s;
+}
+
+typedef struct fcase {
+    int64_t k, m, r0, r1, nb, ldy;
+} fcase;
+
+static const fcase fcases[] = {
+    {32, 16, 0, 16, 3, 16},     {64, 20, 0, 20, 4, 24},         {96, 33, 3, 30, 5, 40},
+    {1024, 64, 0, 64, 8, 64},   {1024, 48, 4, 44, 16, 48},      {1024 + 32, 37, 0, 37, 17, 41},
+    {3072, 32, 0, 32, 33, 32},  {4096 + 32, 35, 1, 34, 20, 35}, {2816, 32, 16, 32, 64, 40},
+    {256, 160, 0, 160, 3, 160},
+};
+
+static float *run(void (*gemm)(moe_dtype, int64_t, const void *, int64_t, int64_t, const void *,
+                               int64_t, float *, int64_t),
+                  const void *W, const void *X, const fcase *c) {
+    const size_t ny = (size_t)(c->nb * c->ldy);
+    float *y = xmalloc(ny * sizeof *y);
+    for (size_t i = 0; i < ny; i++) y[i] = -7.0f;
+    gemm(MOE_DTYPE_Q8_0, c->k, W, c->r0, c->r1, X, c->nb, y, c->ldy);
+    for (int64_t b = 0; b < c->nb; b++)
+        for (int64_t r = 0; r < c->ldy; r++)
+            if ((r < c->r0 || r >= c->r1) && y[b * c->ldy + r] != -7.0f)
+                TEST_FAIL("wrote outside the output at b=%lld r=%lld", (long long)b, (long long)r);
+    return y;
+}
+
+static void check_bits(const char *what, const float *y, const float *ref, const fcase *c) {
+    for (int64_t b = 0; b < c->nb; b++)
+        for (int64_t r = c->r0; r < c->r1; r++) {
+            const float v = y[b * c->ldy + r], e = ref[b * c->ldy + r];
+            if (memcmp(&v, &e, sizeof v))
+                TEST_FAIL("%s k=%lld nb=%lld rows [%lld,%lld): y[%lld][%lld] = %.9g, want %.9g",
+                          what, (long long)c->k, (long long)c->nb, (long long)c->r0,
+                          (long long)c->r1, (long long)b, (long long)r, v, e);
+        }
+}
+
+TEST(kernels_fast_bitexact_every_level) {
+    uint64_t seed = 4242;
+    const int amx = moe__cpu_use_amx;
+    for (size_t ci = 0; ci < sizeof fcases / sizeof fcases[0]; ci++) {
+        const fcase *c = &fcases[ci];
+        const int64_t nblk = c->k / MOE_QK8_0;
+        moe_block_q8_0 *W = xmalloc((size_t)(c->m * nblk) * sizeof *W);
+        moe_block_q8_0 *X = xmalloc((size_t)(c->nb * nblk) * sizeof *X);
+        rand_q8_rows(&seed, W, c->m * nblk);
+        rand_q8_rows(&seed, X, c->nb * nblk);
+        float *ref = xmalloc((size_t)(c->nb * c->ldy) * sizeof *ref);
+        for (int64_t b = 0; b < c->nb; b++)
+            for (int64_t r = c->r0; r < c->r1; r++)
+                ref[b * c->ldy + r] = ref_fast(nblk, W + r * nblk, X + b * nblk);
+        for (int l = 0; l < MOE_CPU_LEVEL_COUNT; l++) {
+            const moe_cpu_kernels *k = moe_cpu_kernels_get((moe_cpu_level)l);
+            if (!k) continue;
+            /* the AVX-512 level twice where AMX is there: with it and without */
+            for (int use_amx = (l == MOE_CPU_AVX512 ? amx : 0); use_amx >= 0; use_amx--) {
+                moe__cpu_use_amx = use_amx;
+                float *y = run(k->gemm_fast, W, X, c);
+                char what[64];
+                snprintf(what, sizeof what, "%s%s gemm_fast", k->name, use_amx ? "+amx" : "");
+                check_bits(what, y, ref, c);
+                free(y);
+            }
+            moe__cpu_use_amx = amx;
+        }
+        free(ref);
+        free(W);
+        free(X);
+    }
+}
+
+/* A fast table's gemm: the exact kernel below MOE_FAST_MIN_ROWS rows, the
+ * fast one from there; F32 weights are the same in both. */
+TEST(kernels_fast_table_switches_at_min_rows) {
+    const moe_cpu_kernels *best = moe_cpu_kernels_best();
+    const moe_cpu_kernels *fast = moe_cpu_kernels_fast(best);
+    ASSERT(!best->fast && fast->fast && fast->level == best->level);
+    ASSERT(moe_cpu_kernels_fast(fast) == fast);
+    ASSERT(moe_cpu_kernels_pick(1) == best);
+    ASSERT(moe_cpu_kernels_pick(0) == fast);
+    uint64_t seed = 99;
+    for (int64_t nb = 1; nb <= 5; nb++) {
+        const fcase c = {1024, 32, 0, 32, nb, 32};
+        moe_block_q8_0 *W = xmalloc(32 * 32 * sizeof *W), *X = xmalloc((size_t)nb * 32 * sizeof *X);
+        rand_q8_rows(&seed, W, 32 * 32);
+        rand_q8_rows(&seed, X, nb * 32);
+        float *y = run(fast->gemm, W, X, &c);
+        float *e = run(nb >= MOE_FAST_MIN_ROWS ? best->gemm_fast : best->gemm, W, X, &c);
+        check_bits("fast table", y, e, &c);
+        free(y);
+        free(e);
+        free(W);
+        free(X);
+    }
+}
+
+/* The two numerics differ by float rounding only: each stays within a few
+ * ulps of sum |w x| of the double product, on quantised real-valued data. */
+TEST(kernels_fast_close_to_exact) {
+    const moe_cpu_kernels *best = moe_cpu_kernels_best();
+    uint64_t seed = 7;
+    const int64_t k = 2816, m = 48, nb = 9, nblk = k / MOE_QK8_0;
+    float *wf = xmalloc((size_t)(k * m) * 4), *xf = xmalloc((size_t)(k * nb) * 4);
+    for (int64_t i = 0; i < k * m; i++) wf[i] = test_rand_f32(&seed) * (1.0f + (float)(i % 7));
+    for (int64_t i = 0; i < k * nb; i++) xf[i] = test_rand_f32(&seed) * 3.0f;
+    moe_block_q8_0 *W = xmalloc((size_t)(m * nblk) * sizeof *W);
+    moe_block_q8_0 *X = xmalloc((size_t)(nb * nblk) * sizeof *X);
+    moe_op_quantize(best, MOE_DTYPE_Q8_0, wf, W, m, k);
+    moe_op_quantize(best, MOE_DTYPE_Q8_0, xf, X, nb, k);
+    const fcase c = {k, m, 0, m, nb, m};
+    float *ye = run(best->gemm, W, X, &c), *yf = run(best->gemm_fast, W, X, &c);
+    double worst = 0.0;
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t r = 0; r < m; r++) {
+            double ref = 0.0, mag = 0.0;
+            for (int64_t i = 0; i < nblk; i++) {
+                const moe_block_q8_0 *wb = W + r * nblk + i, *xb = X + b * nblk + i;
+                int64_t s = 0, a = 0;
+                for (int j = 0; j < MOE_QK8_0; j++) {
+                    s += (int64_t)wb->qs[j] * xb->qs[j];
+                    a += llabs((int64_t)wb->qs[j] * xb->qs[j]);
+                }
+                const double d = (double)moe_f16_to_f32(wb->d) * moe_f16_to_f32(xb->d);
+                ref += d * (double)s;
+                mag += fabs(d) * (double)a;
+            }
+            const double ef = fabs(yf[b * m + r] - ref) / mag, ee = fabs(ye[b * m + r] - ref) / mag;
+            if (!(ef <= 1e-6) || !(ee <= 1e-6))
+                TEST_FAIL("y[%lld][%lld]: fast %.9g, exact %.9g, double %.9g (sum|wx| %.3g)",
+                          (long long)b, (long long)r, yf[b * m + r], ye[b * m + r], ref, mag);
+            if (ef > worst) worst = ef;
+        }
+    fprintf(stderr, "fast vs double: worst error %.3g of sum|w x| (%s%s)\n", worst, best->name,
+            moe_cpu_has_amx() ? ", amx" : "");
+    free(ye);
+    free(yf);
+    free(W);
+    free(X);
+    free(wf);
+    free(xf);
+}
