@@ -188,7 +188,7 @@ int main(int argc, char **argv) {
                      .max_rows = max_rows,
                      .stop = moe_stop_flag()};
     char device[48];
-    snprintf(device, sizeof device, "cpu:%s", moe_cpu_kernels_best()->name);
+    snprintf(device, sizeof device, "cpu:%s", moe_cpu_describe());
     reg_start rs = {.listen = cfg.listen, .advertise = advertise, .drain_ms = drain_ms};
     if (joined) {
         uint64_t all = 0;

@@ -136,7 +136,7 @@ static void reply_info(ew_call *c) {
     r.n_expert = (uint32_t)m->hp.n_expert;
     r.hidden = (uint32_t)m->hp.n_embd;
     char device[32];
-    snprintf(device, sizeof device, "cpu:%s", moe_cpu_kernels_best()->name);
+    snprintf(device, sizeof device, "cpu:%s", moe_cpu_describe());
     r.device = device;
     Moe__V1__LayerExperts *le = calloc((size_t)m->hp.n_layer, sizeof *le);
     Moe__V1__LayerExperts **lp = calloc((size_t)m->hp.n_layer, sizeof *lp);

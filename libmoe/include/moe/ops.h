@@ -83,6 +83,8 @@ const moe_cpu_kernels *moe_cpu_kernels_fast(const moe_cpu_kernels *k);
 const moe_cpu_kernels *moe_cpu_kernels_pick(int exact);
 /* 1 if the Q8_0 fast tile runs on AMX-INT8 here (MOE_AMX=0 turns it off). */
 int moe_cpu_has_amx(void);
+/* The best level's name, with "+amx" when the fast tile uses AMX: "avx512+amx". */
+const char *moe_cpu_describe(void);
 
 /* ---- Matrix ops ----------------------------------------------------------- */
 

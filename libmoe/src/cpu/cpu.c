@@ -128,6 +128,12 @@ int moe_cpu_has_amx(void) {
     return moe__cpu_use_amx;
 }
 
+const char *moe_cpu_describe(void) {
+    const char *name = moe_cpu_kernels_best()->name;
+    if (!moe_cpu_has_amx() || strcmp(name, "avx512")) return name;
+    return "avx512+amx";
+}
+
 /* The fast tables: each level's table with gemm switching to gemm_fast from
  * MOE_FAST_MIN_ROWS activation rows. */
 #define FAST_GEMM(lv)                                                                              \
