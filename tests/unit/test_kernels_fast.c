@@ -56,7 +56,7 @@ static const fcase fcases[] = {
     {32, 16, 0, 16, 3, 16},     {64, 20, 0, 20, 4, 24},         {96, 33, 3, 30, 5, 40},
     {1024, 64, 0, 64, 8, 64},   {1024, 48, 4, 44, 16, 48},      {1024 + 32, 37, 0, 37, 17, 41},
     {3072, 32, 0, 32, 33, 32},  {4096 + 32, 35, 1, 34, 20, 35}, {2816, 32, 16, 32, 64, 40},
-    {256, 160, 0, 160, 3, 160},
+    {256, 160, 0, 160, 3, 160}, {160, 27, 2, 25, 67, 27},       {64, 6, 1, 4, 9, 6},
 };
 
 static float *run(void (*gemm)(moe_dtype, int64_t, const void *, int64_t, int64_t, const void *,
@@ -94,6 +94,13 @@ TEST(kernels_fast_bitexact_every_level) {
         moe_block_q8_0 *X = xmalloc((size_t)(c->nb * nblk) * sizeof *X);
         rand_q8_rows(&seed, W, c->m * nblk);
         rand_q8_rows(&seed, X, c->nb * nblk);
+        /* the extreme sums: -128 * -128 over a whole block (2^19), then -128 * 127 */
+        for (int64_t i = 0; i < c->m * nblk; i += nblk) memset(W[i].qs, 0x80, MOE_QK8_0);
+        for (int64_t i = 0; i < c->nb * nblk; i += nblk) memset(X[i].qs, 0x80, MOE_QK8_0);
+        for (int64_t i = nblk - 1; nblk > 1 && i < c->m * nblk; i += nblk)
+            memset(W[i].qs, 0x80, MOE_QK8_0);
+        for (int64_t i = nblk - 1; nblk > 1 && i < c->nb * nblk; i += nblk)
+            memset(X[i].qs, 0x7f, MOE_QK8_0);
         float *ref = xmalloc((size_t)(c->nb * c->ldy) * sizeof *ref);
         for (int64_t b = 0; b < c->nb; b++)
             for (int64_t r = c->r0; r < c->r1; r++)

@@ -8,7 +8,8 @@
  * FMA'd with dw*dx into 8 float lanes, summed as hsum_float_8); the same
  * numbers as the AVX-512 kernels. For nb <= 2 the weight rows stream in
  * sequence (see kernels_avx512.c); beyond, a 4-row x 2-activation register
- * tile reuses each loaded block.
+ * tile reuses each loaded block. The fast numerics (q8_fast.h): 8 weight
+ * rows transposed into the lanes of int16 vpmaddwd.
  * F32 / F16 / BF16: ggml's AVX2 vec_dot at nb = 1; tinyBLAS arithmetic
  * (one accumulator per output) for nb >= 2, as 4 x 3 tiles from nb = 4.
  */
@@ -17,7 +18,6 @@
 #include <string.h>
 
 #include "kernels.h"
-#include "q8_fast.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -237,6 +237,204 @@ static void q8_gemm(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1
     }
 }
 
+/* ==== Q8_0: the fast numerics ============================================== */
+
+/* The fast numerics (q8_fast.h) with vpmaddwd on int16: 16 products per
+ * instruction, exact for every int8 input (vpmaddubsw's |w| * sign(x, w)
+ * above gets w = x = -128 wrong; of w or x offset to unsigned, it saturates).
+ * 8 weight rows are transposed into the 8 int32 lanes of a vector, so each
+ * lane sums one row and no lanes are summed across: for dword u of a block
+ * (bytes 4u..4u+3) the lane of row i holds the int16 pairs 256 * (w[4u],
+ * w[4u+2]) ("lo": the bytes shifted up) and 256 * (w[4u+1], w[4u+3]) ("hi":
+ * the odd bytes masked), and the activation's matching pairs, sign-extended,
+ * are broadcast. 16 vpmaddwd and adds give s = 256 * each row's block sum,
+ * exactly (|s| <= 2^27), then acc = fma(dw * (dx / 256), (float)s, acc) in
+ * block order: dx / 256, the product of the scales and the conversion are
+ * exact, so the fma multiplies the same two reals as q8_fast.h's and rounds
+ * once: the same bits. Up to 4 activations share each loaded weight
+ * vector. Per K chunk, the activations are repacked once for all the rows,
+ * and each 8 rows once for all the activations, the next 8 while the first
+ * activations use these; the running sums wait in Y between K chunks. */
+
+#define Q8F_KB 8  /* blocks per K chunk */
+#define Q8F_NC 64 /* activation rows per chunk */
+#define Q8F_PF 2  /* prefetch the weight rows this many groups of 8 ahead */
+
+typedef struct q8f_w {
+    _Alignas(32) int32_t q[Q8F_KB][2][8][8]; /* [block][lo, hi][dword u][row]: int16 pairs */
+    _Alignas(32) float d[Q8F_KB][8];         /* [block][row]: weight scales */
+} q8f_w;
+
+typedef struct q8f_buf {
+    q8f_w w[2];                      /* 8 weight rows, and the next 8 */
+    int32_t x[Q8F_NC][Q8F_KB][2][8]; /* [col][block][lo, hi][dword u]: int16 pairs */
+    float xd[Q8F_NC][Q8F_KB];        /* [col][block]: activation scales / 256 */
+} q8f_buf;
+
+/* Activations [0, nc) of X, blocks [kb0, kb0 + kcb). */
+AI void q8f_pack_x(q8f_buf *t, const char *X, size_t xrb, int nc, int64_t kb0, int kcb) {
+    for (int c = 0; c < nc; c++) {
+        const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(X + (size_t)c * xrb) + kb0;
+        for (int b = 0; b < kcb; b++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)xb[b].qs);
+            _mm256_storeu_si256((__m256i *)t->x[c][b][0],
+                                _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8));
+            _mm256_storeu_si256((__m256i *)t->x[c][b][1], _mm256_srai_epi16(v, 8));
+            t->xd[c][b] = f16_to_f32(xb[b].d) * 0x1p-8f;
+        }
+    }
+}
+
+/* Block b of the weight rows at p[0..7]: an 8 x 8 transpose of dwords, the
+ * 16-byte halves of rows i and i + 4 sharing a vector. */
+AI void q8f_pack_w(q8f_w *w, const moe_block_q8_0 *const *p, int b) {
+    __m256i v[8], s[8];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        const __m128i *a = (const __m128i *)p[i][b].qs, *c = (const __m128i *)p[i + 4][b].qs;
+        v[i] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(a)),
+                                       _mm_loadu_si128(c), 1); /* dwords 0-3 */
+        v[i + 4] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(a + 1)),
+                                           _mm_loadu_si128(c + 1), 1); /* dwords 4-7 */
+    }
+    _Alignas(16) uint16_t dh[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) dh[i] = p[i][b].d;
+    _mm256_store_ps(w->d[b], _mm256_cvtph_ps(_mm_load_si128((const __m128i *)dh)));
+#pragma GCC unroll 4
+    for (int i = 0; i < 8; i += 2) {
+        s[i] = _mm256_unpacklo_epi32(v[i], v[i + 1]);
+        s[i + 1] = _mm256_unpackhi_epi32(v[i], v[i + 1]);
+    }
+    const __m256i odd = _mm256_set1_epi16((short)0xff00);
+#pragma GCC unroll 2
+    for (int h = 0; h < 8; h += 4) {
+        const __m256i d[4] = {
+            _mm256_unpacklo_epi64(s[h], s[h + 2]), _mm256_unpackhi_epi64(s[h], s[h + 2]),
+            _mm256_unpacklo_epi64(s[h + 1], s[h + 3]), _mm256_unpackhi_epi64(s[h + 1], s[h + 3])};
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; u++) {
+            _mm256_store_si256((__m256i *)w->q[b][0][h + u], _mm256_slli_epi16(d[u], 8));
+            _mm256_store_si256((__m256i *)w->q[b][1][h + u], _mm256_and_si256(d[u], odd));
+        }
+    }
+}
+
+/* Keeps v in a register here: GCC otherwise reassociates the chains of
+ * integer adds into one tree over all the products of a block and spills
+ * them (a third slower). */
+#define Q8F_KEEP(v) __asm__("" : "+x"(v))
+
+/* C (1 to 4) activations from column c of the buffer through the kcb blocks
+ * of w, whose first nr rows are valid; the running sums come from y (unless
+ * first) and go back there. With next, block b of the rows at next is
+ * repacked into wn after block b here. */
+AI void q8f_compute(const int C, const q8f_buf *t, const q8f_w *w, int c, int kcb, float *y,
+                    int64_t ldy, int nr, int first, const moe_block_q8_0 *const *next, q8f_w *wn) {
+    const __m256i mask =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256 acc[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < C; j++)
+        acc[j] = first     ? _mm256_setzero_ps()
+                 : nr == 8 ? _mm256_loadu_ps(y + j * ldy)
+                           : _mm256_maskload_ps(y + j * ldy, mask);
+    for (int b = 0; b < kcb; b++) {
+        __m256i s[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < C; j++) s[j] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) {
+            const __m256i lo = _mm256_load_si256((const __m256i *)w->q[b][0][u]);
+            const __m256i hi = _mm256_load_si256((const __m256i *)w->q[b][1][u]);
+#pragma GCC unroll 4
+            for (int j = 0; j < C; j++) {
+                s[j] = _mm256_add_epi32(
+                    s[j], _mm256_madd_epi16(lo, _mm256_set1_epi32(t->x[c + j][b][0][u])));
+                Q8F_KEEP(s[j]);
+                s[j] = _mm256_add_epi32(
+                    s[j], _mm256_madd_epi16(hi, _mm256_set1_epi32(t->x[c + j][b][1][u])));
+                Q8F_KEEP(s[j]);
+            }
+        }
+        const __m256 wd = _mm256_load_ps(w->d[b]);
+#pragma GCC unroll 4
+        for (int j = 0; j < C; j++)
+            acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(wd, _mm256_set1_ps(t->xd[c + j][b])),
+                                     _mm256_cvtepi32_ps(s[j]), acc[j]);
+        if (next) q8f_pack_w(wn, next, b);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < C; j++) {
+        if (nr == 8)
+            _mm256_storeu_ps(y + j * ldy, acc[j]);
+        else
+            _mm256_maskstore_ps(y + j * ldy, mask, acc[j]);
+    }
+}
+
+/* Blocks kb0.. of the 8 weight rows from r (rows from r1 on repeat the last
+ * one), the same blocks Q8F_PF groups on prefetched into L2. */
+AI void q8f_rows(const moe_block_q8_0 **p, const char *W, size_t wrb, int64_t r, int64_t r1,
+                 int64_t kb0, int kcb) {
+    for (int i = 0; i < 8; i++)
+        p[i] = (const moe_block_q8_0 *)(W + (size_t)(r + i < r1 ? r + i : r1 - 1) * wrb) + kb0;
+    if (r + 8 * (Q8F_PF + 1) <= r1) {
+        const char *pf = (const char *)p[0] + (size_t)(8 * Q8F_PF) * wrb;
+        const size_t seg = (size_t)kcb * sizeof(moe_block_q8_0) + 63;
+        for (int i = 0; i < 8; i++)
+            for (size_t o = 0; o < seg; o += 64) __builtin_prefetch(pf + i * wrb + o, 0, 2);
+    }
+}
+
+static void q8_fast_gemm(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
+                         const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    const int64_t nblk = k / MOE_QK8_0;
+    if (nblk == 0) {
+        for (int64_t c = 0; c < nb; c++)
+            for (int64_t r = r0; r < r1; r++) Y[c * ldy + r] = 0.0f;
+        return;
+    }
+    q8f_buf t;
+    for (int64_t cs = 0; cs < nb; cs += Q8F_NC) {
+        const int nc = (int)(nb - cs < Q8F_NC ? nb - cs : Q8F_NC);
+        for (int64_t kb0 = 0; kb0 < nblk; kb0 += Q8F_KB) {
+            const int kcb = (int)(nblk - kb0 < Q8F_KB ? nblk - kb0 : Q8F_KB);
+            const int first = kb0 == 0;
+            q8f_pack_x(&t, X + (size_t)cs * xrb, xrb, nc, kb0, kcb);
+            const moe_block_q8_0 *p[8], *pn[8];
+            q8f_rows(p, W, wrb, r0, r1, kb0, kcb);
+            for (int b = 0; b < kcb; b++) q8f_pack_w(&t.w[0], p, b);
+            int cur = 0;
+            for (int64_t r = r0; r < r1; r += 8, cur ^= 1) {
+                const int nr = (int)(r1 - r < 8 ? r1 - r : 8);
+                const moe_block_q8_0 *const *next = NULL; /* repacked with the first columns */
+                if (r + 8 < r1) {
+                    q8f_rows(pn, W, wrb, r + 8, r1, kb0, kcb);
+                    next = pn;
+                }
+                const q8f_w *w = &t.w[cur];
+                q8f_w *wn = &t.w[cur ^ 1];
+                float *y = Y + cs * ldy + r;
+                int c = 0;
+                for (; c + 4 <= nc; c += 4, next = NULL)
+                    q8f_compute(4, &t, w, c, kcb, y + c * ldy, ldy, nr, first, next, wn);
+                switch (nc - c) {
+                case 3:
+                    q8f_compute(3, &t, w, c, kcb, y + c * ldy, ldy, nr, first, next, wn);
+                    break;
+                case 2:
+                    q8f_compute(2, &t, w, c, kcb, y + c * ldy, ldy, nr, first, next, wn);
+                    break;
+                case 1:
+                    q8f_compute(1, &t, w, c, kcb, y + c * ldy, ldy, nr, first, next, wn);
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /* ==== F32 / F16 / BF16 ===================================================== */
 
 enum { FK_F32, FK_F16, FK_BF16 };
@@ -414,14 +612,15 @@ static void gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_
     }
 }
 
-/* The fast numerics (q8_fast.h): the plain C loop, vectorised by the compiler
- * for this level; identical bit for bit to the other levels'. */
+/* The fast numerics (q8_fast.h) for Q8_0 weights: q8_fast_gemm above,
+ * identical bit for bit to the other levels'. */
 static void gemm_fast_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                            const void *X, int64_t nb, float *Y, int64_t ldy) {
     if (r1 <= r0 || nb <= 0) return;
-    if (wt == MOE_DTYPE_Q8_0)
-        moe__q8_fast_gemm(k, W, r0, r1, X, nb, Y, ldy);
-    else
+    if (wt == MOE_DTYPE_Q8_0) {
+        const size_t rb = moe_dtype_row_bytes(wt, k); /* weights and activations alike */
+        q8_fast_gemm(k, W, rb, r0, r1, X, rb, nb, Y, ldy);
+    } else
         gemm_avx2(wt, k, W, r0, r1, X, nb, Y, ldy);
 }
 

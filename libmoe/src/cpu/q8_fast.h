@@ -1,14 +1,14 @@
 /*
- * cpu/q8_fast.h - internal: the fast Q8_0 numerics in plain C, included by
- * the scalar and AVX2 tables (the AVX2 build vectorises the integer sums).
+ * cpu/q8_fast.h - internal: the fast Q8_0 numerics in plain C, the scalar
+ * table's kernel.
  *
  * Per output: each block's 32 products summed exactly in int32 (|sum| <=
  * 32 * 128 * 128 = 2^19, so (float)sum is exact), the blocks accumulated in
  * order as y = fmaf(d_w * d_x, (float)sum, y). d_w * d_x is exact in float
  * (two fp16 values: at most 11 significant bits each), so the result has one
  * rounding per block and is the same bit for bit whatever computes it: the
- * AMX and AVX-512 VNNI tiles (kernels_amx.c, kernels_avx512.c) implement
- * exactly this.
+ * AMX and AVX-512 VNNI tiles (kernels_amx.c, kernels_avx512.c) and the AVX2
+ * int16 tile (kernels_avx2.c) implement exactly this.
  */
 #ifndef MOE_CPU_Q8_FAST_H
 #define MOE_CPU_Q8_FAST_H
