@@ -269,9 +269,10 @@ int main(int argc, char **argv) {
                  "(--chunked-prefill=false: each prompt in one step)",
          .def = "true"},
         {"--prefill-chunk", "MOE_PREFILL_CHUNK", MOE_FLAG_INT, &o->prefill_chunk, "N",
-         .help = "prompt rows per step while others decode (0: 3x the\n"
-                 "decode rows, at least 32; smaller: steadier streams, larger:\n"
-                 "more throughput and faster first tokens)",
+         .help = "prompt rows per step while others decode (0: as many as\n"
+                 "keep such a step within about 2x a decode step, by the measured\n"
+                 "step costs; smaller: steadier streams, larger: more throughput\n"
+                 "and faster first tokens)",
          .def = "0", .min = 0, .max = 1 << 16},
         {"--exact", "MOE_EXACT", MOE_FLAG_BOOL, &o->exact, NULL,
          .help = "llama.cpp's exact Q8_0 arithmetic for batches too (the\n"

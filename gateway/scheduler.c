@@ -55,6 +55,10 @@ struct gw_sched {
     int b_cap;
     int last_failed;
     int64_t last_fail_ms;
+    /* step costs, for the prompt chunk (prefill_budget): moving averages of
+     * a decode-only step's time and of one prompt row's added time (us; 0:
+     * not measured yet) */
+    double t_decode_us, t_row_us;
     int64_t last_probe_us;
 };
 
@@ -382,27 +386,63 @@ static void admit_waiting(gw_sched *s, int64_t now) {
     }
 }
 
+/* A step that carries a prompt chunk next to decode rows may take about
+ * this many times a decode-only step: the running streams' inter-token
+ * gap while prompts arrive stays within a small multiple of its median. */
+#define CHUNK_STEP_COST 2.0
+/* Weight of the newest step in the moving cost averages. */
+#define COST_EWMA 0.2
+
 /* Prompt rows this step may carry next to n_decode decode rows. Nobody
- * decoding: the whole step budget. Otherwise a chunk of max(64, 4 x
- * n_decode) rows (or --prefill-chunk): a step that carries a prompt chunk
- * costs the running streams a bounded multiple of their inter-token gap,
- * while prompts still go in batches large enough for the expert GEMMs to be
- * efficient (measured with bench/gateway.sh: at 32 streams, 1x n_decode gave
- * 0.68x the engine's throughput, 2x 0.91x, 4x 1.00x; the streams' ITL p99
- * under arriving 512-token prompts grew from 226 to 501 ms). Always within
- * max_batch_tokens (at least a quarter of it when decode rows fill it).
- * When many prompt rows wait (a burst of requests: backlog, the admitted
- * prompts' rows not yet prefilled), the chunk grows to a quarter of the
- * backlog: the waiting requests' first tokens matter as much as the few
- * running streams' pace. */
-static int prefill_budget(const gw_sched_params *p, int n_decode, int backlog) {
+ * decoding: the whole step budget. Otherwise (--prefill-chunk, or) as many
+ * rows as fit in (CHUNK_STEP_COST - 1) decode steps by the measured costs:
+ * the chunk follows the engine (with the fast int8 tile a decode step of 32
+ * streams is bound by reading the experts' weights and prompt rows are
+ * cheap; with --exact, or on a slower CPU, fewer rows fit), between 16 rows
+ * and the step budget. Until both costs are measured: max(64, 4 x n_decode)
+ * rows, the rule measured before (bench/gateway.sh, exact tile, 32 streams:
+ * 1x n_decode gave 0.68x the engine's throughput, 2x 0.91x, 4x 1.00x).
+ * Always within max_batch_tokens (at least a quarter of it when decode rows
+ * fill it). In a burst, when more prompts wait for their prefill than
+ * streams decode (backlog: their rows), the chunk grows to a quarter of the
+ * backlog: those requests' first tokens matter as much as the few running
+ * streams' pace. */
+static int prefill_budget(const gw_sched *s, int n_decode, int backlog, int n_backlog) {
+    const gw_sched_params *p = &s->p;
     if (n_decode == 0) return p->max_batch_tokens;
-    int chunk = p->prefill_chunk > 0 ? p->prefill_chunk : (4 * n_decode > 64 ? 4 * n_decode : 64);
-    if (p->prefill_chunk == 0 && backlog / 4 > chunk) chunk = backlog / 4;
+    int chunk;
+    if (p->prefill_chunk > 0) {
+        chunk = p->prefill_chunk;
+    } else if (s->t_decode_us > 0 && s->t_row_us > 0) {
+        const double c = (CHUNK_STEP_COST - 1.0) * s->t_decode_us / s->t_row_us;
+        chunk = c > 65536.0 ? 65536 : c < 16.0 ? 16 : (int)c;
+    } else {
+        chunk = 4 * n_decode > 64 ? 4 * n_decode : 64;
+    }
+    if (p->prefill_chunk == 0 && n_backlog >= 2) { /* a queue of prompts */
+        if (chunk < 4 * n_decode) chunk = 4 * n_decode;
+        if (chunk < backlog / 4) chunk = backlog / 4;
+    }
     int room = p->max_batch_tokens - n_decode;
     if (room < p->max_batch_tokens / 4) room = p->max_batch_tokens / 4;
     if (chunk > room) chunk = room;
     return chunk > 0 ? chunk : 1;
+}
+
+/* Folds a step's time into the cost averages: a decode-only step's time,
+ * and a mixed step's time beyond the decode average, per prompt row. */
+static void note_step_cost(gw_sched *s, int n_decode, int n_prompt, int64_t us) {
+    if (n_decode > 0 && n_prompt == 0) {
+        s->t_decode_us = s->t_decode_us > 0
+                             ? (1.0 - COST_EWMA) * s->t_decode_us + COST_EWMA * (double)us
+                             : (double)us;
+    } else if (n_decode > 0 && n_prompt > 0 && s->t_decode_us > 0) {
+        double per = ((double)us - s->t_decode_us) / n_prompt;
+        if (per < 1.0) per = 1.0;
+        s->t_row_us = s->t_row_us > 0 ? (1.0 - COST_EWMA) * s->t_row_us + COST_EWMA * per : per;
+    } else if (n_decode == 0 && n_prompt > 0 && s->t_row_us == 0) {
+        s->t_row_us = (double)us / n_prompt; /* a first guess: prefill alone */
+    }
 }
 
 /* One engine step: builds the batch, decodes, hands out the logits. Returns
@@ -430,14 +470,17 @@ static int step(gw_sched *s) {
     }
     const int n_decode = rows;
     /* prefill rows, in admission order, within the step's token budget */
-    int backlog = 0;
+    int backlog = 0, n_backlog = 0;
     for (int r = 0; r < s->n_running; r++) {
         const gw_job *j = s->running[r];
         for (int i = 0; i < j->n_ch; i++)
-            if (j->ch[i].leader && j->ch[i].slot >= 0)
-                backlog += j->req.prompts[j->ch[i].prompt].n - j->ch[i].n_prefilled;
+            if (j->ch[i].leader && j->ch[i].slot >= 0) {
+                const int left = j->req.prompts[j->ch[i].prompt].n - j->ch[i].n_prefilled;
+                backlog += left;
+                n_backlog += left > 0;
+            }
     }
-    int budget = prefill_budget(&s->p, n_decode, backlog);
+    int budget = prefill_budget(s, n_decode, backlog, n_backlog);
     for (int r = 0; r < s->n_running && (budget > 0 || !s->p.chunked_prefill); r++) {
         gw_job *j = s->running[r];
         for (int i = 0; i < j->n_ch && (budget > 0 || !s->p.chunked_prefill); i++) {
@@ -469,6 +512,7 @@ static int step(gw_sched *s) {
     const int64_t now = moe_mono_us();
     moe_metric_observe(s->p.metrics.batch_rows, NULL, rows);
     moe_metric_observe(s->p.metrics.step_seconds, NULL, secs(now - t0));
+    if (rc == 0) note_step_cost(s, n_decode, rows - n_decode, now - t0);
     if (rc < 0) {
         /* nothing changed in the cache: end the jobs that had rows in it */
         s->last_failed = 1;
