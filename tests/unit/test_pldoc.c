@@ -3,6 +3,7 @@
  * URLs (libmesh/include/mesh/rlink.h). Valid input is read exactly; anything else
  * is an error naming the problem, never a crash, a leak (build-san) or a
  * read past the bytes given (a guard page after the document). */
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include "mesh/schema.h"
 #include "mesh/rlink.h"
 #include "moe/error.h"
+#include "svc/clock.h"
 #include "test.h"
 
 /* ==== Placement documents ======================================================= */
@@ -445,6 +447,48 @@ TEST(pldoc_parse_large) {
     ASSERT(n < cap);
     ASSERT_EQ_INT(parse_rc_n(buf, n, 4, 8, &err), MOE_EFORMAT);
     ASSERT_STR_CONTAINS(err.msg, "65537 workers, 0 experts: too many");
+    free(buf);
+}
+
+/* Issue 14's finding: a 6 MB document of 65536 workers and experts naming
+ * late workers (and one naming every worker) took 62 s to parse with a
+ * linear search per name, past the 3 s lease of the registry thread that
+ * reads it. Lookups are hashed now: this parses in tens of milliseconds;
+ * the bound (10 s, for a loaded 2-core machine under ASan) only catches a
+ * return of the quadratic search, which takes minutes here. */
+TEST(pldoc_large_document_linear) {
+    const int nw = 65536, ne = 200000, wide = 20000;
+    const size_t cap = 12u << 20;
+    char *buf = malloc(cap);
+    ASSERT(buf != NULL);
+    size_t n = (size_t)snprintf(buf, cap, "{\"epoch\": 1, \"workers\": {");
+    for (int w = 0; w < nw; w++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s\"w%d\": \"h:1\"", w ? "," : "", w);
+    n += (size_t)snprintf(buf + n, cap - n, "}, \"experts\": [[0, 0, [");
+    for (int w = 0; w < wide; w++) /* one expert on 20000 workers, each named twice */
+        n += (size_t)snprintf(buf + n, cap - n, "%s\"w%d\",\"w%d\"", w ? "," : "", nw - 1 - w,
+                              nw - 1 - w);
+    n += (size_t)snprintf(buf + n, cap - n, "]]");
+    for (int e = 1; e < ne; e++)
+        n += (size_t)snprintf(buf + n, cap - n, ",[%d, %d, [\"w%d\"]]", e % 4, e % 8,
+                              nw - 1 - e % 100);
+    n += (size_t)snprintf(buf + n, cap - n, "]}");
+    ASSERT(n < cap);
+    moe_pldoc *d = NULL;
+    moe_err err;
+    const int64_t t0 = moe_mono_ms();
+    const int rc = moe_pldoc_parse(&d, buf, n, 4, 8, &err);
+    const int64_t ms = moe_mono_ms() - t0;
+    fprintf(stderr, "%.1f MB placement document (%d workers, %d experts) parsed in %lld ms\n",
+            (double)n / 1e6, nw, ne, (long long)ms);
+    if (rc) TEST_FAIL("%d %s", rc, err.msg);
+    ASSERT_EQ_INT(d->n_workers, nw);
+    ASSERT_EQ_INT(d->n_experts, (size_t)ne);
+    ASSERT_EQ_INT(d->experts[0].n_replicas, wide);
+    ASSERT_EQ_INT(d->experts[0].replicas[wide - 1], nw - wide);
+    ASSERT_EQ_INT(d->experts[ne - 1].replicas[0], nw - 1 - (ne - 1) % 100);
+    ASSERT(ms < 10000);
+    moe_pldoc_free(d);
     free(buf);
 }
 
