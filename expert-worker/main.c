@@ -103,8 +103,8 @@ static int may_stop(void *ud) {
 
 int main(int argc, char **argv) {
     const char *model = NULL, *listen = "127.0.0.1:50051", *experts = NULL, *redis = NULL,
-               *prefix = NULL, *domain = NULL, *worker_id = NULL, *advertise = NULL,
-               *metrics_addr = NULL;
+               *redis_pw = NULL, *prefix = NULL, *domain = NULL, *worker_id = NULL,
+               *advertise = NULL, *metrics_addr = NULL;
     int n_threads = 1, max_rows = 4096, lease_ms = MOE_SCHEMA_LEASE_MS_DEFAULT, grace_ms = 10000,
         drain_ms = 30000;
     uint64_t capacity = 0;
@@ -124,6 +124,7 @@ int main(int argc, char **argv) {
         {"--redis", "MOE_REDIS", MOE_FLAG_STRING, &redis, "URL",
          .help = "redis://host:port: join a router-svc deployment (see below)",
          .alias = "--router"},
+        MOE_RLINK_PASSWORD_FLAG(&redis_pw),
         {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &prefix, "P",
          .help = "the deployment's key prefix", .def = MOE_SCHEMA_PREFIX_DEFAULT},
         {"--failure-domain", "MOE_FAILURE_DOMAIN", MOE_FLAG_STRING, &domain, "D",
@@ -149,6 +150,10 @@ int main(int argc, char **argv) {
     if (status >= 0) return status;
     moe_err err;
     const int joined = redis && *redis;
+    if (redis_pw && moe_rlink_password_file(redis_pw, &err) < 0) {
+        moe_log(MOE_LOG_ERROR, "expert-worker", "%s", err.msg);
+        return 2;
+    }
     if (joined && experts && *experts) {
         moe_log(MOE_LOG_ERROR, "expert-worker",
                 "--experts and --redis exclude each other (with --redis, router-svc assigns the "

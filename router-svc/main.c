@@ -12,6 +12,7 @@
 #include "svc/log.h"
 #include "svc/signal.h"
 #include "svc/start.h"
+#include "mesh/rlink.h"
 #include "mesh/schema.h"
 #include "router.h"
 
@@ -41,11 +42,13 @@ static void on_http(void *ud, const moe_http_req *req, moe_http_resp *resp) {
 
 int main(int argc, char **argv) {
     const char *redis = NULL, *prefix = NULL, *listen = "127.0.0.1:9400", *id_s = NULL;
+    const char *redis_pw = NULL;
     int minr = 1, maxr = 0, rebal = 5000, half = 5000, settle = 1500;
     double target = 2000, headroom = 0.1, wmax = 0;
     const moe_flag flags[] = {
         {"--redis", "MOE_REDIS", MOE_FLAG_STRING, &redis, "URL", .help = "redis://host:port[/db]",
          .required = "Redis"},
+        MOE_RLINK_PASSWORD_FLAG(&redis_pw),
         {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &prefix, "P",
          .help = "the deployment's key prefix", .def = MOE_SCHEMA_PREFIX_DEFAULT},
         {"--listen", "MOE_LISTEN", MOE_FLAG_STRING, &listen, "ADDR",
@@ -76,6 +79,10 @@ int main(int argc, char **argv) {
     const int status = moe_svc_start(&svc, flags, argc, argv);
     if (status >= 0) return status;
     moe_err err;
+    if (redis_pw && moe_rlink_password_file(redis_pw, &err) < 0) {
+        moe_log(MOE_LOG_ERROR, "router-svc", "%s", err.msg);
+        return 2;
+    }
     if (maxr && maxr < minr) {
         moe_log(MOE_LOG_ERROR, "router-svc", "--max-replicas %d is below --min-replicas %d", maxr,
                 minr);

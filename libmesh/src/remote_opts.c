@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "mesh/remote.h"
+#include "mesh/rlink.h"
 #include "mesh/schema.h"
 
 moe_remote_opts moe_remote_opts_default(void) {
@@ -28,6 +29,7 @@ void moe_remote_opts_flags(moe_remote_opts *o, moe_flag t[MOE_REMOTE_N_FLAGS + 1
          .help = "run them where router-svc's active placement says\n"
                  "(redis://host:port), following its changes and reporting\n"
                  "per-expert load; a failed worker's rows go to a replica"},
+        MOE_RLINK_PASSWORD_FLAG(&o->redis_password_file),
         {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &o->prefix, "P",
          .help = "the deployment's Redis key prefix", .def = MOE_SCHEMA_PREFIX_DEFAULT},
         {"--wire", "MOE_WIRE", MOE_FLAG_STRING, &o->wire, "f32|bf16",
@@ -51,8 +53,13 @@ int moe_remote_opts_open(moe_expert_backend **out, const moe_model *m, const moe
     moe_remote_params rp = base ? *base : moe_remote_default_params();
     rp.wire_bf16 = !strcmp(o->wire, "bf16");
     rp.deadline_ms = o->deadline_ms;
-    if (o->redis)
+    if (o->redis) {
+        if (o->redis_password_file) {
+            const int rc = moe_rlink_password_file(o->redis_password_file, err);
+            if (rc < 0) return rc;
+        }
         return moe_expert_backend_remote_redis_create(out, m, o->redis, o->prefix, &rp, err);
+    }
     /* "a,b,c": one allocation holds the pointers and the copied text */
     int k = 1;
     for (const char *p = o->workers; *p; p++) k += *p == ',';

@@ -112,11 +112,58 @@ int moe_redis_url_parse(moe_redis_url *u, const char *url, moe_err *err) {
     return 0;
 }
 
+/* The password from moe_rlink_password_file, set once at start. */
+static char file_password[256];
+static int have_file_password;
+
+int moe_rlink_password_file(const char *path, moe_err *err) {
+    FILE *f = fopen(path, "r");
+    if (!f) return moe_err_set(err, MOE_EIO, "--redis-password-file %s: %s", path, strerror(errno));
+    char buf[sizeof file_password + 2];
+    const size_t n = fread(buf, 1, sizeof buf - 1, f);
+    const int bad = ferror(f);
+    fclose(f);
+    if (bad) return moe_err_set(err, MOE_EIO, "--redis-password-file %s: read error", path);
+    buf[n] = 0;
+    size_t len = strcspn(buf, "\r\n");
+    if (len == 0) return moe_err_set(err, MOE_EINVAL, "--redis-password-file %s: empty", path);
+    if (len >= sizeof file_password)
+        return moe_err_set(err, MOE_EINVAL, "--redis-password-file %s: longer than %zu bytes", path,
+                           sizeof file_password - 1);
+    memcpy(file_password, buf, len);
+    file_password[len] = 0;
+    have_file_password = 1;
+    memset(buf, 0, sizeof buf);
+    return 0;
+}
+
 int moe_rlink_create(moe_rlink **out, const char *url, const char *who, moe_err *err) {
     *out = NULL;
     moe_redis_url u;
     int rc = moe_redis_url_parse(&u, url, err);
     if (rc < 0) return rc;
+    if (have_file_password) {
+        /* with the password in a file, "redis://NAME@host" names the user */
+        const char *s = strncmp(url, "redis://", 8) ? url : url + 8, *at = strrchr(s, '@');
+        const char *colon = at ? memchr(s, ':', (size_t)(at - s)) : NULL;
+        if (at && !colon && *u.password && !*u.user) {
+            memcpy(u.user, u.password, sizeof u.user - 1);
+            u.user[sizeof u.user - 1] = 0;
+            memset(u.password, 0, sizeof u.password);
+        }
+        if (*u.password)
+            return moe_err_set(err, MOE_EINVAL,
+                               "the Redis password is both in the URL and in "
+                               "--redis-password-file: give it in the file only");
+        memcpy(u.password, file_password, sizeof u.password);
+    } else if (*u.password) {
+        static int warned;
+        if (!__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+            moe_log(MOE_LOG_WARN, who ? who : "moemesh",
+                    "the Redis URL carries a password: given as --redis it is visible to every "
+                    "user in the process list; put it in a file for --redis-password-file "
+                    "(MOE_REDIS_PASSWORD_FILE)");
+    }
     moe_rlink *l = calloc(1, sizeof *l);
     if (!l) return moe_err_set(err, MOE_ENOMEM, "out of memory");
     l->u = u;

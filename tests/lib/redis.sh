@@ -4,6 +4,8 @@
 #
 #     . tests/lib/redis.sh
 #     redis_start || exit 77          # skipped where redis-server is missing
+#     REDIS_ARGS="--aclfile F" redis_start   # more redis-server options (ready on
+#                                            # PONG or NOAUTH)
 #     ... "$REDIS_URL" (redis://127.0.0.1:PORT), $REDIS_PORT, $REDIS_PID ...
 #     redis_restart                    # the same port, empty again (a Redis restart)
 #     redis_stop
@@ -20,12 +22,12 @@ redis_start() {
     [ -n "$REDIS_DIR" ] || REDIS_DIR=$(mktemp -d)
     [ -n "$REDIS_PORT" ] || REDIS_PORT=$(redis_free_port) || return 1
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-        --dir "$REDIS_DIR" --logfile "$REDIS_DIR/redis.log" --daemonize no &
+        --dir "$REDIS_DIR" --logfile "$REDIS_DIR/redis.log" --daemonize no ${REDIS_ARGS:-} &
     REDIS_PID=$!
     REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
     i=0
     while [ $i -lt 100 ]; do # up to 5 s
-        redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && return 0
+        redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -Eq 'PONG|NOAUTH' && return 0
         kill -0 "$REDIS_PID" 2>/dev/null || break
         sleep 0.05
         i=$((i + 1))

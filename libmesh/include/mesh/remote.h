@@ -179,16 +179,17 @@ typedef struct moe_remote_opts {
     const char *prefix;  /* --prefix: the deployment's Redis key prefix (NULL: default) */
     const char *wire;    /* --wire "f32" (exact) or "bf16" */
     int deadline_ms;     /* --deadline-ms: per batch */
+    const char *redis_password_file; /* --redis-password-file (mesh/rlink.h) */
 } moe_remote_opts;
 
 /* The rows moe_remote_opts_flags writes, without the end row. */
-#define MOE_REMOTE_N_FLAGS 5
+#define MOE_REMOTE_N_FLAGS 6
 
 /* No workers, no Redis, wire f32, moe_remote_default_params' deadline. */
 moe_remote_opts moe_remote_opts_default(void);
 
-/* Writes the flag rows of o (--workers, --redis, --prefix, --wire,
- * --deadline-ms, each with its MOE_* twin) and an end row into t, for a
+/* Writes the flag rows of o (--workers, --redis, --redis-password-file,
+ * --prefix, --wire, --deadline-ms, each with its MOE_* twin) and an end row into t, for a
  * {.include = t} row. o and t are borrowed by the parser. */
 void moe_remote_opts_flags(moe_remote_opts *o, moe_flag t[MOE_REMOTE_N_FLAGS + 1]);
 

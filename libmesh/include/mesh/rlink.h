@@ -55,6 +55,23 @@ int moe_redis_url_parse(moe_redis_url *u, const char *url, moe_err *err);
 #define MOE_REDIS_URL_SHOWN 256
 void moe_redis_url_redact(char *buf, size_t cap, const char *url);
 
+/* The password of every Redis link this process opens, read from a file
+ * (its first line, without the line end; 1 to 255 bytes), so that it shows
+ * neither in the process list nor in the environment. Call it once at
+ * start, before the links are created; a URL that carries a password too is
+ * then refused. A URL with a password and no file still works, with one
+ * warning that says how to move it. Returns 0, MOE_EIO (unreadable) or
+ * MOE_EINVAL (empty or too long). */
+int moe_rlink_password_file(const char *path, moe_err *err);
+/* Its flag row, for a flag table (svc/flags.h): dst is a const char *. */
+#define MOE_RLINK_PASSWORD_FLAG(dst)                                                               \
+    {                                                                                              \
+        "--redis-password-file", "MOE_REDIS_PASSWORD_FILE", MOE_FLAG_STRING, (dst), "FILE",        \
+            .help = "read the Redis password from this file (not the URL: argv\n"                  \
+                    "is visible to every user in the process list); the user goes\n"               \
+                    "in the URL: redis://USER@host:port"                                           \
+    }
+
 /* A link (not connected yet). who names the process in log lines. Returns 0,
  * MOE_EINVAL (bad URL) or MOE_ENOMEM. */
 int moe_rlink_create(moe_rlink **out, const char *url, const char *who, moe_err *err);
