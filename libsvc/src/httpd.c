@@ -37,6 +37,7 @@
 
 #include "svc/clock.h"
 #include "svc/httpd.h"
+#include "httpd_parse.h"
 
 #define HTTPD_MAX_CONN 256
 #define HTTPD_MAX_HEAD (16 * 1024)   /* request line + headers + blank line */
@@ -51,7 +52,6 @@
 #define HTTPD_POLL_MAX_MS 1000
 
 enum { HC_OPEN, HC_DRAIN, HC_LINGER, HC_DEAD };
-enum { HM_GET, HM_HEAD, HM_POST };
 
 typedef struct hconn {
     int fd;
@@ -64,15 +64,12 @@ typedef struct hconn {
     size_t in_len, in_cap;
     char *out; /* (out_cap) bytes [out_off, out_len) not yet written */
     size_t out_off, out_len, out_cap;
-    /* the request being read, once its header block has been parsed */
-    size_t scanned; /* the head is incomplete up to here (resume point) */
+    /* the request being read: h.scanned while its head is incomplete, the
+     * rest once it has been parsed (have_head); the request is then
+     * in[0, h.head_len + h.body_len) */
+    moe__http_head h;
     int have_head;
-    size_t head_len, body_len;              /* the request is in[0, head_len + body_len) */
-    size_t off_method, off_path, off_query; /* NUL-terminated in in[]; off_query 0: none */
-    int method;                             /* HM_* */
-    int minor;                              /* HTTP/1.<minor> */
-    int keep_alive;
-    int expect_continue, continue_sent;
+    int continue_sent;
 } hconn;
 
 struct moe_httpd {
@@ -108,38 +105,6 @@ static int buf_reserve(char **p, size_t *cap, size_t need) {
 
 static size_t out_pending(const hconn *c) {
     return c->out_len - c->out_off;
-}
-
-static int is_tchar(unsigned char ch) {
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-static int all_tchars(const char *p, size_t n) {
-    if (n == 0) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!is_tchar((unsigned char)p[i])) return 0;
-    return 1;
-}
-
-/* Case-insensitive: does [p, p+n) equal the lowercase literal s? */
-static int token_is(const char *p, size_t n, const char *s) {
-    return strlen(s) == n && strncasecmp(p, s, n) == 0;
-}
-
-/* Does the comma-separated list [p, p+n) hold token s (case-insensitive)? */
-static int list_has(const char *p, size_t n, const char *s) {
-    const char *e = p + n;
-    while (p < e) {
-        const char *q = memchr(p, ',', (size_t)(e - p));
-        if (!q) q = e;
-        const char *a = p, *b = q;
-        while (a < b && (*a == ' ' || *a == '\t')) a++;
-        while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
-        if (token_is(a, (size_t)(b - a), s)) return 1;
-        p = q + 1;
-    }
-    return 0;
 }
 
 static const char *status_reason(int status) {
@@ -243,9 +208,9 @@ static int conn_queue_answer(hconn *c, int status, const char *ctype, const char
     struct tm tm;
     if (!gmtime_r(&t, &tm) || !strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm))
         date[0] = '\0';
-    const char *conn = !keep_alive     ? "Connection: close\r\n"
-                       : c->minor == 0 ? "Connection: keep-alive\r\n"
-                                       : "";
+    const char *conn = !keep_alive       ? "Connection: close\r\n"
+                       : c->h.minor == 0 ? "Connection: keep-alive\r\n"
+                                         : "";
     char clen[48] = "";
     if (status != 204 && status != 304)
         snprintf(clen, sizeof clen, "Content-Length: %zu\r\n", len);
@@ -267,133 +232,13 @@ static void conn_refuse(hconn *c, int status) {
     const char *extra = status == 405 ? "Allow: GET, HEAD, POST\r\n" : "";
     c->in_len = 0; /* nothing after a bad request can be trusted */
     c->have_head = 0;
-    c->scanned = 0;
+    c->h.scanned = 0;
     if (conn_queue_answer(c, status, "text/plain; charset=utf-8", extra, body, (size_t)n,
-                          c->method != HM_HEAD, 0) < 0) {
+                          c->h.method != MOE__HTTP_HEAD, 0) < 0) {
         conn_close(c);
         return;
     }
     c->state = HC_DRAIN;
-}
-
-/* ==== Parsing a request head =============================================== */
-
-/* Parses the header block at the start of c->in once it is complete (after
- * any empty lines, which RFC 9112 lets a server skip). Returns 0 if more
- * bytes are needed, 1 with c's request fields set (and the request line cut
- * into NUL-terminated strings in place), or the status refusing the request. */
-static int conn_parse_head(hconn *c) {
-    char *b = c->in;
-    size_t n = c->in_len, lim = n < HTTPD_MAX_HEAD ? n : HTTPD_MAX_HEAD;
-    size_t start = 0, end = 0;
-    c->method = HM_GET; /* until known: a refusal has a body */
-    while (start < lim && start < 8 && (b[start] == '\r' || b[start] == '\n')) start++;
-    for (size_t i = c->scanned > start + 2 ? c->scanned - 2 : start; i < lim; i++) {
-        unsigned char ch = (unsigned char)b[i];
-        if ((ch < 0x20 && ch != '\r' && ch != '\n' && ch != '\t') || ch == 0x7f)
-            return 400; /* binary, a TLS handshake, ...: no need to wait */
-        if (ch != '\n') continue;
-        if (i + 1 < lim && b[i + 1] == '\n') {
-            end = i + 2;
-            break;
-        }
-        if (i + 2 < lim && b[i + 1] == '\r' && b[i + 2] == '\n') {
-            end = i + 3;
-            break;
-        }
-    }
-    if (end == 0) {
-        c->scanned = lim; /* a client trickling bytes costs no rescans */
-        return n >= HTTPD_MAX_HEAD ? 431 : 0;
-    }
-
-    /* Lines are [p, le) with the '\n' and an optional '\r' before it cut off;
-     * a '\r' anywhere else is malformed. */
-    char *p = b + start, *e = b + end;
-    char *nl = memchr(p, '\n', (size_t)(e - p));
-    char *le = nl > p && nl[-1] == '\r' ? nl - 1 : nl;
-    if (memchr(p, '\r', (size_t)(le - p))) return 400;
-
-    /* request line: method SP target SP HTTP/d.d */
-    char *sp1 = memchr(p, ' ', (size_t)(le - p));
-    char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(le - sp1 - 1)) : NULL;
-    if (!sp1 || !sp2 || memchr(sp2 + 1, ' ', (size_t)(le - sp2 - 1))) return 400;
-    char *target = sp1 + 1, *ver = sp2 + 1;
-    size_t mlen = (size_t)(sp1 - p), tlen = (size_t)(sp2 - target), vlen = (size_t)(le - ver);
-    if (mlen > 32 || !all_tchars(p, mlen) || tlen == 0 || target[0] != '/') return 400;
-    for (size_t i = 0; i < tlen; i++) {
-        unsigned char ch = (unsigned char)target[i];
-        if (ch <= 0x20 || ch >= 0x7f) return 400;
-    }
-    if (vlen != 8 || memcmp(ver, "HTTP/", 5) || ver[5] < '0' || ver[5] > '9' || ver[6] != '.' ||
-        ver[7] < '0' || ver[7] > '9')
-        return 400;
-    if (ver[5] != '1') return 505;
-    c->minor = ver[7] - '0';
-    if (mlen == 3 && !memcmp(p, "GET", 3))
-        c->method = HM_GET;
-    else if (mlen == 4 && !memcmp(p, "HEAD", 4))
-        c->method = HM_HEAD;
-    else if (mlen == 4 && !memcmp(p, "POST", 4))
-        c->method = HM_POST;
-    else
-        return 405;
-
-    /* header fields: name ":" OWS value OWS */
-    int conn_close_tok = 0, conn_keep_tok = 0, chunked = 0, have_len = 0;
-    size_t clen = 0;
-    c->expect_continue = 0;
-    for (char *q = nl + 1; q < e;) {
-        char *qn = memchr(q, '\n', (size_t)(e - q));
-        char *qe = qn > q && qn[-1] == '\r' ? qn - 1 : qn;
-        if (qe == q) break; /* the blank line */
-        if (memchr(q, '\r', (size_t)(qe - q))) return 400;
-        if (*q == ' ' || *q == '\t') return 400; /* obsolete line folding */
-        char *colon = memchr(q, ':', (size_t)(qe - q));
-        if (!colon || !all_tchars(q, (size_t)(colon - q))) return 400;
-        size_t nlen = (size_t)(colon - q);
-        char *v = colon + 1, *ve = qe;
-        while (v < ve && (*v == ' ' || *v == '\t')) v++;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-        size_t vl = (size_t)(ve - v);
-        if (token_is(q, nlen, "content-length")) {
-            size_t x = 0;
-            if (vl == 0) return 400;
-            for (size_t i = 0; i < vl; i++) {
-                if (v[i] < '0' || v[i] > '9') return 400;
-                x = x > HTTPD_MAX_BODY ? x : x * 10 + (size_t)(v[i] - '0'); /* saturates */
-            }
-            if (have_len && x != clen) return 400;
-            have_len = 1;
-            clen = x;
-        } else if (token_is(q, nlen, "transfer-encoding")) {
-            chunked = 1;
-        } else if (token_is(q, nlen, "connection")) {
-            conn_close_tok |= list_has(v, vl, "close");
-            conn_keep_tok |= list_has(v, vl, "keep-alive");
-        } else if (token_is(q, nlen, "expect")) {
-            c->expect_continue = token_is(v, vl, "100-continue");
-        }
-        q = qn + 1;
-    }
-    if (chunked) return 501;
-    if (clen > HTTPD_MAX_BODY) return 413;
-
-    /* cut the request line into strings */
-    *sp1 = '\0';
-    *sp2 = '\0';
-    char *qm = memchr(target, '?', tlen);
-    if (qm) *qm = '\0';
-    c->off_method = (size_t)(p - b);
-    c->off_path = (size_t)(target - b);
-    c->off_query = qm ? (size_t)(qm + 1 - b) : 0;
-    c->keep_alive = c->minor >= 1 ? !conn_close_tok : conn_keep_tok && !conn_close_tok;
-    c->head_len = end;
-    c->body_len = clen;
-    c->scanned = 0;
-    c->have_head = 1;
-    c->continue_sent = 0;
-    return 1;
 }
 
 /* ==== Serving requests ===================================================== */
@@ -402,15 +247,15 @@ static int conn_parse_head(hconn *c) {
  * its answer and drops the request from the buffer. */
 static void conn_dispatch(moe_httpd *s, hconn *c) {
     char *b = c->in;
-    size_t end = c->head_len + c->body_len;
+    size_t end = c->h.head_len + c->h.body_len;
     char saved = b[end]; /* the next pipelined byte, or spare room (in_cap > in_len) */
     b[end] = '\0';
     moe_http_req req = {
-        .method = b + c->off_method,
-        .path = b + c->off_path,
-        .query = c->off_query ? b + c->off_query : "",
-        .body = b + c->head_len,
-        .body_len = c->body_len,
+        .method = b + c->h.off_method,
+        .path = b + c->h.off_path,
+        .query = c->h.off_query ? b + c->h.off_query : "",
+        .body = b + c->h.head_len,
+        .body_len = c->h.body_len,
     };
     moe_http_resp resp = {0};
     s->handler(s->ud, &req, &resp);
@@ -430,8 +275,8 @@ static void conn_dispatch(moe_httpd *s, hconn *c) {
         body = status == 404 ? "404 Not Found\n" : "500 Internal Server Error\n";
         len = strlen(body);
     }
-    int rc =
-        conn_queue_answer(c, status, ctype, "", body, len, c->method != HM_HEAD, c->keep_alive);
+    int rc = conn_queue_answer(c, status, ctype, "", body, len, c->h.method != MOE__HTTP_HEAD,
+                               c->h.keep_alive);
     free(resp.body);
     if (rc < 0) {
         conn_close(c);
@@ -441,13 +286,13 @@ static void conn_dispatch(moe_httpd *s, hconn *c) {
     memmove(b, b + end, c->in_len - end);
     c->in_len -= end;
     c->have_head = 0;
-    c->scanned = 0;
+    c->h.scanned = 0;
     if (c->in_len > 0) c->t_request = s->now;
     if (c->in_cap > 2 * (HTTPD_MAX_HEAD + 1) && c->in_len <= HTTPD_MAX_HEAD) {
         char *q = realloc(c->in, HTTPD_MAX_HEAD + 1); /* after a big body */
         if (q) c->in = q, c->in_cap = HTTPD_MAX_HEAD + 1;
     }
-    if (!c->keep_alive) c->state = HC_DRAIN;
+    if (!c->h.keep_alive) c->state = HC_DRAIN;
 }
 
 /* Serves the complete requests buffered on c, in order, while its unwritten
@@ -461,7 +306,8 @@ static void conn_service(moe_httpd *s, hconn *c) {
                 break;
             }
             if (!c->have_head) {
-                int r = conn_parse_head(c);
+                int r =
+                    moe__http_parse_head(c->in, c->in_len, HTTPD_MAX_HEAD, HTTPD_MAX_BODY, &c->h);
                 if (r > 1) {
                     conn_refuse(c, r);
                     break;
@@ -470,11 +316,13 @@ static void conn_service(moe_httpd *s, hconn *c) {
                     if (c->read_eof) c->state = HC_DRAIN; /* a partial request is dropped */
                     break;
                 }
+                c->have_head = 1;
+                c->continue_sent = 0;
             }
-            if (c->in_len < c->head_len + c->body_len) {
+            if (c->in_len < c->h.head_len + c->h.body_len) {
                 if (c->read_eof) {
                     c->state = HC_DRAIN;
-                } else if (c->expect_continue && !c->continue_sent && c->minor >= 1) {
+                } else if (c->h.expect_continue && !c->continue_sent && c->h.minor >= 1) {
                     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
                     if (out_append(c, cont, sizeof cont - 1) < 0) conn_close(c);
                     c->continue_sent = 1;
@@ -492,7 +340,7 @@ static void conn_service(moe_httpd *s, hconn *c) {
 /* How many bytes c takes now: up to the header limit while the head is
  * incomplete, then up to the end of the request's body. */
 static size_t conn_room(const hconn *c) {
-    size_t want = c->have_head ? c->head_len + c->body_len : HTTPD_MAX_HEAD;
+    size_t want = c->have_head ? c->h.head_len + c->h.body_len : HTTPD_MAX_HEAD;
     return c->in_len < want ? want - c->in_len : 0;
 }
 
