@@ -16,6 +16,21 @@
  * input is discarded until the client closes or HTTPD_LINGER_MS pass, so
  * closing with unread bytes does not reset the connection and lose the
  * answer), HC_DEAD (closed, freed at the end of the loop iteration).
+ *
+ * Hostile peers (a slowloris: many connections that send nothing, or half a
+ * request): a connection that sends nothing within HTTPD_FIRST_BYTE_MS of
+ * its accept is closed, a request whose head is not complete
+ * HTTPD_HEAD_MS after its first byte too, so silent connections go within
+ * seconds. And the table never refuses a newcomer: when it is full, the
+ * connection that has waited longest without being served (lingering ones
+ * first, then those that never completed a request, then idle keep-alive
+ * ones; by the time of their last progress) is closed to make room, so a
+ * health probe, which sends its request at once, always gets in. Input
+ * buffers grow with what arrives (4 KiB, then doubling up to the head limit)
+ * and are freed between requests, so an idle connection holds ~200 bytes.
+ *
+ * The request head is parsed by moe__http_parse_head (httpd_parse.c), a
+ * function of the bytes alone that tests/fuzz/fuzz_httpd.c fuzzes.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -37,6 +52,7 @@
 
 #include "svc/clock.h"
 #include "svc/httpd.h"
+#include "svc/metrics.h"
 #include "httpd_parse.h"
 
 #define HTTPD_MAX_CONN 256
@@ -44,8 +60,10 @@
 #define HTTPD_MAX_BODY (1024 * 1024) /* Content-Length */
 #define HTTPD_OUT_HIGH (64 * 1024)   /* unwritten bytes above which a connection pauses */
 #define HTTPD_IN_MIN 4096
-#define HTTPD_IDLE_MS 30000
-#define HTTPD_REQUEST_MS 10000
+#define HTTPD_FIRST_BYTE_MS 2000 /* from the accept to the first byte */
+#define HTTPD_HEAD_MS 5000       /* from a request's first byte to the end of its head */
+#define HTTPD_REQUEST_MS 10000   /* from a request's first byte to the end of its body */
+#define HTTPD_IDLE_MS 30000      /* keep-alive between requests; a client not reading */
 #define HTTPD_LINGER_MS 2000
 #define HTTPD_ACCEPT_BATCH 64     /* accepts per loop iteration */
 #define HTTPD_ACCEPT_PAUSE_MS 100 /* after EMFILE and the like */
@@ -57,6 +75,7 @@ typedef struct hconn {
     int fd;
     int state;         /* HC_* */
     int read_eof;      /* the client shut its side down */
+    int served;        /* it has had an answer (or a refusal) */
     int64_t t_active;  /* ms: last byte read or written, or the accept */
     int64_t t_request; /* ms: first byte of the request being read */
     int64_t t_linger;  /* ms: HC_LINGER closes at this time */
@@ -80,7 +99,9 @@ struct moe_httpd {
     void *ud;
     pthread_t tid;
     atomic_int stop;
-    atomic_int idle_ms, request_ms;
+    atomic_int first_ms, head_ms, request_ms, idle_ms;
+    atomic_ullong n_accepted, n_evicted, n_timed_out; /* moe_httpd_stats */
+    atomic_int n_open;
     int64_t now;                 /* ms, read once per loop iteration */
     int64_t accept_paused_until; /* ms */
     int n_conn;
@@ -231,6 +252,7 @@ static void conn_refuse(hconn *c, int status) {
     int n = snprintf(body, sizeof body, "%d %s\n", status, status_reason(status));
     const char *extra = status == 405 ? "Allow: GET, HEAD, POST\r\n" : "";
     c->in_len = 0; /* nothing after a bad request can be trusted */
+    c->served = 1;
     c->have_head = 0;
     c->h.scanned = 0;
     if (conn_queue_answer(c, status, "text/plain; charset=utf-8", extra, body, (size_t)n,
@@ -285,12 +307,19 @@ static void conn_dispatch(moe_httpd *s, hconn *c) {
 
     memmove(b, b + end, c->in_len - end);
     c->in_len -= end;
+    c->served = 1;
     c->have_head = 0;
     c->h.scanned = 0;
-    if (c->in_len > 0) c->t_request = s->now;
-    if (c->in_cap > 2 * (HTTPD_MAX_HEAD + 1) && c->in_len <= HTTPD_MAX_HEAD) {
-        char *q = realloc(c->in, HTTPD_MAX_HEAD + 1); /* after a big body */
-        if (q) c->in = q, c->in_cap = HTTPD_MAX_HEAD + 1;
+    if (c->in_len > 0) {
+        c->t_request = s->now;
+        if (c->in_cap > 2 * (HTTPD_MAX_HEAD + 1) && c->in_len <= HTTPD_MAX_HEAD) {
+            char *q = realloc(c->in, HTTPD_MAX_HEAD + 1); /* after a big body */
+            if (q) c->in = q, c->in_cap = HTTPD_MAX_HEAD + 1;
+        }
+    } else {
+        free(c->in); /* an idle keep-alive connection holds no buffer */
+        c->in = NULL;
+        c->in_cap = 0;
     }
     if (!c->h.keep_alive) c->state = HC_DRAIN;
 }
@@ -358,13 +387,20 @@ static void conn_read(moe_httpd *s, hconn *c) {
             conn_close(c);
         return;
     }
-    size_t room = conn_room(c);
     if (!conn_wants_read(c)) return;
-    if (buf_reserve(&c->in, &c->in_cap, c->in_len + room + 1) < 0) {
+    /* a head is read into what the buffer has, at least HTTPD_IN_MIN bytes
+     * more (doubling); a body's size is known: room for all of it */
+    size_t room = conn_room(c), want = room;
+    if (!c->have_head) {
+        size_t spare = c->in_cap > c->in_len + 1 ? c->in_cap - c->in_len - 1 : 0;
+        want = spare > HTTPD_IN_MIN ? spare : HTTPD_IN_MIN;
+        if (want > room) want = room;
+    }
+    if (buf_reserve(&c->in, &c->in_cap, c->in_len + want + 1) < 0) {
         conn_close(c);
         return;
     }
-    ssize_t n = recv(c->fd, c->in + c->in_len, room, 0);
+    ssize_t n = recv(c->fd, c->in + c->in_len, want, 0);
     if (n > 0) {
         if (c->in_len == 0) c->t_request = s->now;
         c->in_len += (size_t)n;
@@ -383,26 +419,79 @@ static void conn_read(moe_httpd *s, hconn *c) {
 /* When c is closed if nothing happens. */
 static int64_t conn_deadline(const moe_httpd *s, const hconn *c) {
     int64_t idle = atomic_load(&s->idle_ms), request = atomic_load(&s->request_ms);
+    int64_t head = atomic_load(&s->head_ms), first = atomic_load(&s->first_ms);
     if (c->state == HC_LINGER) return c->t_linger;
     if (out_pending(c) > 0) return c->t_active + idle; /* a client that stopped reading */
-    if (c->in_len > 0) return c->t_request + request;
-    return c->t_active + idle;
+    if (c->in_len > 0) return c->t_request + (c->have_head || request < head ? request : head);
+    return c->t_active + (c->served ? idle : first); /* between requests; a new connection */
+}
+
+/* Which connection makes room for a new one when the table is full: the
+ * lowest (class, since). Class 0: lingering (answered, closing anyway) or
+ * never served; class 1: served and open. since: when it last made progress
+ * (a lingering one: never mind). */
+static int conn_evict_class(const hconn *c) {
+    return c->state == HC_LINGER || !c->served ? 0 : 1;
+}
+static int64_t conn_evict_since(const hconn *c) {
+    if (c->state == HC_LINGER) return INT64_MIN;
+    return c->in_len > 0 ? c->t_request : c->t_active;
 }
 
 /* ==== The loop ============================================================= */
 
+/* Frees the closed connections (those that timed out first, when
+ * timeouts is set) and counts what is left open. */
+static void server_reap(moe_httpd *s, int timeouts) {
+    for (int i = 0; i < s->n_conn;) {
+        hconn *c = s->conns[i];
+        if (timeouts && c->state != HC_DEAD && s->now >= conn_deadline(s, c)) {
+            if (c->state != HC_LINGER) atomic_fetch_add(&s->n_timed_out, 1);
+            conn_close(c);
+        }
+        if (c->state == HC_DEAD) {
+            conn_free(c);
+            s->conns[i] = s->conns[--s->n_conn];
+        } else {
+            i++;
+        }
+    }
+    atomic_store(&s->n_open, s->n_conn);
+}
+
+/* With the table full: closes the connection that has waited longest
+ * without being served (conn_evict_class) and frees its slot. */
+static void server_evict(moe_httpd *s) {
+    int v = -1;
+    for (int i = 0; i < s->n_conn; i++) {
+        const hconn *c = s->conns[i], *w = v >= 0 ? s->conns[v] : NULL;
+        if (!w || conn_evict_class(c) < conn_evict_class(w) ||
+            (conn_evict_class(c) == conn_evict_class(w) &&
+             conn_evict_since(c) < conn_evict_since(w)))
+            v = i;
+    }
+    if (v < 0) return;
+    conn_free(s->conns[v]); /* closes it */
+    s->conns[v] = s->conns[--s->n_conn];
+    atomic_fetch_add(&s->n_evicted, 1);
+}
+
+/* Runs after this iteration's events: s->polled is not used again before the
+ * next poll, so connections can be freed here. */
 static void server_accept(moe_httpd *s) {
     for (int k = 0; k < HTTPD_ACCEPT_BATCH; k++) {
         int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
             if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
             s->accept_paused_until = s->now + HTTPD_ACCEPT_PAUSE_MS; /* EMFILE, ENOBUFS, ... */
-            return;
+            break;
         }
-        hconn *c = s->n_conn < HTTPD_MAX_CONN ? calloc(1, sizeof *c) : NULL;
+        if (s->n_conn == HTTPD_MAX_CONN) server_reap(s, 0);
+        if (s->n_conn == HTTPD_MAX_CONN) server_evict(s);
+        hconn *c = calloc(1, sizeof *c);
         if (!c) {
-            close(fd); /* full */
+            close(fd); /* out of memory */
             continue;
         }
         int one = 1;
@@ -411,7 +500,9 @@ static void server_accept(moe_httpd *s) {
         c->state = HC_OPEN;
         c->t_active = s->now;
         s->conns[s->n_conn++] = c;
+        atomic_fetch_add(&s->n_accepted, 1);
     }
+    atomic_store(&s->n_open, s->n_conn);
 }
 
 static void *server_main(void *arg) {
@@ -460,17 +551,7 @@ static void *server_main(void *arg) {
             if (c->state != HC_DEAD && (re & POLLHUP) && !(ev & POLLIN)) conn_close(c);
         }
         if (s->pfd[1].fd >= 0 && (s->pfd[1].revents & POLLIN)) server_accept(s);
-        /* timeouts, and freeing the closed */
-        for (int i = 0; i < s->n_conn;) {
-            hconn *c = s->conns[i];
-            if (c->state != HC_DEAD && s->now >= conn_deadline(s, c)) conn_close(c);
-            if (c->state == HC_DEAD) {
-                conn_free(c);
-                s->conns[i] = s->conns[--s->n_conn];
-            } else {
-                i++;
-            }
-        }
+        server_reap(s, 1); /* timeouts, and freeing the closed */
     }
     return NULL;
 }
@@ -525,8 +606,14 @@ int moe_httpd_start(moe_httpd **out, const char *addr, moe_http_handler h, void 
     s->handler = h;
     s->ud = ud;
     atomic_init(&s->stop, 0);
-    atomic_init(&s->idle_ms, HTTPD_IDLE_MS);
+    atomic_init(&s->first_ms, HTTPD_FIRST_BYTE_MS);
+    atomic_init(&s->head_ms, HTTPD_HEAD_MS);
     atomic_init(&s->request_ms, HTTPD_REQUEST_MS);
+    atomic_init(&s->idle_ms, HTTPD_IDLE_MS);
+    atomic_init(&s->n_accepted, 0);
+    atomic_init(&s->n_evicted, 0);
+    atomic_init(&s->n_timed_out, 0);
+    atomic_init(&s->n_open, 0);
 
     int one = 1;
     socklen_t salen = sizeof sa;
@@ -580,9 +667,45 @@ int moe_httpd_port(const moe_httpd *s) {
     return s ? s->port : -1;
 }
 
-void moe__httpd_set_timeouts(moe_httpd *s, int idle_ms, int request_ms) {
-    atomic_store(&s->idle_ms, idle_ms);
+void moe_httpd_stats_get(const moe_httpd *s, moe_httpd_stats *st) {
+    *st = (moe_httpd_stats){0};
+    if (!s) return;
+    st->accepted = atomic_load(&s->n_accepted);
+    st->evicted = atomic_load(&s->n_evicted);
+    st->timed_out = atomic_load(&s->n_timed_out);
+    st->open = atomic_load(&s->n_open);
+}
+
+void moe_httpd_metrics(const moe_httpd *s, moe_metrics *reg, const char *prefix) {
+    if (!s || !reg) return;
+    moe_httpd_stats st;
+    moe_httpd_stats_get(s, &st);
+    static const struct {
+        int gauge;
+        const char *suffix, *help;
+    } fam[] = {
+        {1, "connections", "Open connections on the admin HTTP port."},
+        {0, "connections_accepted_total", "Connections the admin HTTP port accepted."},
+        {0, "connections_evicted_total",
+         "Admin HTTP connections closed to make room for a new one (the table was full)."},
+        {0, "connections_timed_out_total",
+         "Admin HTTP connections closed by a timeout (first byte, head, request, idle)."},
+    };
+    const double v[] = {st.open, (double)st.accepted, (double)st.evicted, (double)st.timed_out};
+    for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "%s_http_%s", prefix, fam[i].suffix);
+        moe_metric *m = fam[i].gauge ? moe_metrics_gauge(reg, name, fam[i].help, NULL, 0)
+                                     : moe_metrics_counter(reg, name, fam[i].help, NULL, 0);
+        moe_metric_set(m, NULL, v[i]);
+    }
+}
+
+void moe__httpd_set_timeouts(moe_httpd *s, int first_ms, int head_ms, int request_ms, int idle_ms) {
+    atomic_store(&s->first_ms, first_ms);
+    atomic_store(&s->head_ms, head_ms);
     atomic_store(&s->request_ms, request_ms);
+    atomic_store(&s->idle_ms, idle_ms);
     char b = 1;
     ssize_t r = write(s->wake[1], &b, 1); /* recompute the poll timeout now */
     (void)r;
