@@ -86,7 +86,8 @@ check gateway "$TMP/gateway.prom" moemesh_gateway_requests_total moemesh_gateway
     moemesh_gateway_generation_tokens_total moemesh_gateway_queue_depth moemesh_gateway_running_sequences \
     moemesh_gateway_kv_slots_used moemesh_gateway_kv_slots moemesh_gateway_batch_rows \
     moemesh_gateway_step_seconds moemesh_gateway_requests_ended_total \
-    moemesh_gateway_expert_rtt_seconds moemesh_gateway_experts_uncovered moemesh_gateway_expert_workers_live
+    moemesh_gateway_expert_rtt_seconds moemesh_gateway_experts_uncovered moemesh_gateway_expert_workers_live \
+    moemesh_gateway_http_connections moemesh_gateway_http_connections_evicted_total
 grep -q '^moemesh_gateway_requests_total{route="completions",status="404"} 1$' "$TMP/gateway.prom" &&
     grep -q '^moemesh_gateway_generation_tokens_total 8$' "$TMP/gateway.prom" &&
     grep -q '^moemesh_gateway_time_to_first_token_seconds_count 2$' "$TMP/gateway.prom" &&
