@@ -224,6 +224,7 @@ int main(int argc, char **argv) {
     int rc = 0;
     if (metrics_addr && *metrics_addr) {
         rc = moe_httpd_start(&admin, metrics_addr, ew_metrics_http, &metrics, &err);
+        if (rc == 0) __atomic_store_n(&metrics.admin, admin, __ATOMIC_RELEASE);
         if (rc == 0)
             moe_log(MOE_LOG_INFO, "expert-worker", "metrics on http://%s (port %d)", metrics_addr,
                     moe_httpd_port(admin));

@@ -60,6 +60,7 @@ static void fill(const ew_metrics *m, moe_metrics *reg) {
             moe_metrics_gauge(reg, "moemesh_worker_redis_up", "1 if Redis answers.", NULL, 0), NULL,
             rs.redis_up);
     }
+    moe_httpd_metrics(__atomic_load_n(&m->admin, __ATOMIC_ACQUIRE), reg, "moemesh_worker");
     if (!k->expert_rows) return;
     /* rows per held expert as a histogram, and the busiest by rank: bounded */
     double *rows = calloc(np + 1, sizeof *rows);

@@ -1,4 +1,23 @@
-/* http.c - routes, bodies and streams on libmicrohttpd (see http.h). */
+/* http.c - routes, bodies and streams on libmicrohttpd (see http.h).
+ *
+ * Hostile peers (a slowloris: many connections that send nothing or half a
+ * request): libmicrohttpd 0.9.75 has one inactivity timeout per connection
+ * and no deadline for a request's headers, and at its connection limit it
+ * stops accepting (a health probe then waits in the listen backlog). So the
+ * gateway tracks every connection (MHD_OPTION_NOTIFY_CONNECTION): a new one
+ * gets the short --header-timeout until its headers are in, then
+ * --idle-timeout; and when more than --max-connections are open, the one
+ * that has waited longest without a request being answered (never served
+ * before served; by the time of its last progress: the accept, a request's
+ * headers or its answer's end) is shut down to make room (MHD reads the end
+ * of its stream and closes it). MHD's own limit is --max-connections +
+ * GW_CONN_RESERVE, so a probe
+ * is accepted while the eviction happens, and the reserve is what is left
+ * when every connection is busy. Connections being answered (a generation
+ * queued, a stream) are never evicted, and a suspended connection has no
+ * timeout in MHD (it restarts at the resume). What stays: below the limit a
+ * client that trickles a header byte within every --header-timeout holds its
+ * connection (evicted first once the table is full). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -17,6 +36,7 @@
 #include "svc/clock.h"
 
 #define GW "gateway"
+#define GW_CONN_RESERVE 64 /* connections beyond --max-connections: see above */
 
 typedef enum route {
     R_NONE,
@@ -35,6 +55,17 @@ static const char *const route_names[] = {"other",      "chat",   "completions",
                                           "detokenize", "models", "model",       "healthz",
                                           "readyz",     "metrics"};
 
+/* One open connection (MHD's socket context), in gw_http's list. */
+typedef struct gw_sock {
+    struct gw_sock *prev, *next;
+    int fd;        /* MHD's; valid while the gw_sock is listed */
+    int busy;      /* a complete request is being answered */
+    int served;    /* a request has been answered on it */
+    int evicted;   /* shut down to make room; MHD closes it next */
+    int short_to;  /* on --header-timeout still (its MHD thread only) */
+    int64_t since; /* ms: the accept, or its last request's headers or end */
+} gw_sock;
+
 struct gw_http {
     gw_http_params p;
     struct MHD_Daemon *d;
@@ -45,6 +76,10 @@ struct gw_http {
     int64_t started; /* unix seconds: the model's "created" */
     pthread_mutex_t rng_mu;
     uint64_t rng;
+    pthread_mutex_t socks_mu; /* guards the list and every gw_sock's fields but short_to */
+    gw_sock *socks;           /* open connections, newest first */
+    int n_socks, n_evicting;
+    moe_metric *m_open, *m_evicted; /* gauge and counter (NULL without a registry) */
 };
 
 /* Per-connection request state (MHD's con_cls). */
@@ -165,6 +200,9 @@ static enum MHD_Result serve_get(gw_conn *cs, struct MHD_Connection *conn, const
         return reply_buf(cs, conn, 200, "text/plain; charset=utf-8", &b);
     case R_METRICS: {
         moe_err err = {0};
+        pthread_mutex_lock(&h->socks_mu);
+        moe_metric_set(h->m_open, NULL, h->n_socks);
+        pthread_mutex_unlock(&h->socks_mu);
         if (h->p.before_metrics) h->p.before_metrics(h->p.ready_ud);
         if (moe_metrics_render(h->p.reg, &b, &err) == MOE_ENOMEM) b.oom = 1;
         return reply_buf(cs, conn, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
@@ -319,6 +357,98 @@ static enum MHD_Result serve_post(gw_conn *cs, struct MHD_Connection *conn) {
     return reply_buf(cs, conn, 200, "application/json", &b);
 }
 
+/* ==== Connections ====================================================== */
+
+static gw_sock *sock_of(struct MHD_Connection *conn) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Under socks_mu, with more than --max-connections open: shuts down the
+ * connection that has waited longest without being answered (never served
+ * first), not busy, not new; MHD sees the end of its stream and closes it. */
+static void sock_evict_one(gw_http *h, const gw_sock *new) {
+    gw_sock *v = NULL;
+    for (gw_sock *k = h->socks; k; k = k->next) {
+        if (k == new || k->busy || k->evicted) continue;
+        if (!v || k->served < v->served || (k->served == v->served && k->since <= v->since))
+            v = k; /* the list is newest first: on a tie, the older wins */
+    }
+    if (!v) return; /* all busy: the reserve takes the newcomer */
+    shutdown(v->fd, SHUT_RDWR);
+    v->evicted = 1;
+    h->n_evicting++;
+    moe_metric_inc(h->m_evicted, NULL, 1);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+    gw_http *h = cls;
+    gw_sock *k = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        if (!k) return;
+        pthread_mutex_lock(&h->socks_mu);
+        if (k->prev)
+            k->prev->next = k->next;
+        else
+            h->socks = k->next;
+        if (k->next) k->next->prev = k->prev;
+        h->n_socks--;
+        if (k->evicted) h->n_evicting--;
+        pthread_mutex_unlock(&h->socks_mu);
+        free(k);
+        *socket_context = NULL;
+        return;
+    }
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci || !(k = calloc(1, sizeof *k))) return; /* untracked: never evicted */
+    k->fd = (int)ci->connect_fd;
+    k->since = moe_mono_ms();
+    if (h->p.header_timeout_s > 0 && h->p.header_timeout_s < h->p.idle_timeout_s) {
+        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                  (unsigned)h->p.header_timeout_s);
+        k->short_to = 1;
+    }
+    *socket_context = k;
+    pthread_mutex_lock(&h->socks_mu);
+    k->next = h->socks;
+    if (h->socks) h->socks->prev = k;
+    h->socks = k;
+    h->n_socks++;
+    if (h->n_socks - h->n_evicting > h->p.max_connections) sock_evict_one(h, k);
+    pthread_mutex_unlock(&h->socks_mu);
+}
+
+/* A request's headers are in: the connection gets --idle-timeout and counts
+ * as making progress. */
+static void sock_request_started(gw_http *h, struct MHD_Connection *conn) {
+    gw_sock *k = sock_of(conn);
+    if (!k) return;
+    if (k->short_to) {
+        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                  (unsigned)h->p.idle_timeout_s);
+        k->short_to = 0;
+    }
+    pthread_mutex_lock(&h->socks_mu);
+    k->since = moe_mono_ms();
+    pthread_mutex_unlock(&h->socks_mu);
+}
+
+/* busy 1: the request is complete and being answered; 0: it has ended. */
+static void sock_set_busy(gw_http *h, struct MHD_Connection *conn, int busy) {
+    gw_sock *k = sock_of(conn);
+    if (!k) return;
+    pthread_mutex_lock(&h->socks_mu);
+    k->busy = busy;
+    if (!busy) {
+        k->served = 1;
+        k->since = moe_mono_ms();
+    }
+    pthread_mutex_unlock(&h->socks_mu);
+}
+
 /* ==== MHD callbacks ===================================================== */
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -332,9 +462,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         cs->h = h;
         cs->r = route_of(url);
         *con_cls = cs;
+        sock_request_started(h, conn);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > h->p.max_body) { /* refused before it is sent */
             cs->too_large = 1;
+            sock_set_busy(h, conn, 1);
             return serve_post(cs, conn);
         }
         return MHD_YES;
@@ -354,6 +486,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (cs->job) return reply_final(cs, conn); /* resumed: the job is done */
+    sock_set_busy(h, conn, 1);
     const int post = !strcmp(method, "POST");
     const int get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     if (cs->r == R_NONE)
@@ -371,7 +504,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-    (void)cls, (void)conn, (void)toe;
+    (void)toe;
+    sock_set_busy(cls, conn, 0);
     gw_conn *cs = *con_cls;
     if (!cs) return;
     *con_cls = NULL;
@@ -487,17 +621,26 @@ int gw_http_start(gw_http **out, const gw_http_params *p, moe_err *err) {
     atomic_init(&h->draining, 0);
     atomic_init(&h->live, 0);
     pthread_mutex_init(&h->rng_mu, NULL);
+    pthread_mutex_init(&h->socks_mu, NULL);
+    if (p->reg) {
+        h->m_open = moe_metrics_gauge(p->reg, "moemesh_gateway_http_connections",
+                                      "Open HTTP connections.", NULL, 0);
+        h->m_evicted = moe_metrics_counter(
+            p->reg, "moemesh_gateway_http_connections_evicted_total",
+            "Connections closed to make room for a new one (more than --max-connections open).",
+            NULL, 0);
+    }
     int rc = bind_listen(h, err);
     if (rc < 0) goto fail;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG | MHD_USE_TURBO;
     h->d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)h->fd,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)p->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)p->idle_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)64 * 1024, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(p->threads > 1 ? p->threads : 0),
-        MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)p->max_connections + GW_CONN_RESERVE,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)p->idle_timeout_s, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, h, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(p->threads > 1 ? p->threads : 0), MHD_OPTION_END);
     if (!h->d) {
         rc = moe_err_set(err, MOE_EIO, "cannot start the HTTP server on %s", h->p.listen);
         goto fail;
@@ -506,6 +649,7 @@ int gw_http_start(gw_http **out, const gw_http_params *p, moe_err *err) {
     return 0;
 fail:
     if (h->fd >= 0) close(h->fd);
+    pthread_mutex_destroy(&h->socks_mu);
     pthread_mutex_destroy(&h->rng_mu);
     free(h);
     return rc;
@@ -525,7 +669,12 @@ void gw_http_drain(gw_http *h) {
 
 void gw_http_stop(gw_http *h) {
     if (!h) return;
-    MHD_stop_daemon(h->d); /* closes the listening socket it was given */
+    MHD_stop_daemon(h->d);                            /* closes the listening socket it was given */
+    for (gw_sock *k = h->socks, *next; k; k = next) { /* none: MHD notified every close */
+        next = k->next;
+        free(k);
+    }
+    pthread_mutex_destroy(&h->socks_mu);
     pthread_mutex_destroy(&h->rng_mu);
     free(h);
 }

@@ -20,8 +20,10 @@
 
 typedef struct gw_http_params {
     const char *listen;    /* "HOST:PORT" (port 0: any free port) */
-    int max_connections;   /* open connections; more are refused */
+    int max_connections;   /* open connections; a newcomer beyond closes the one unserved
+                              longest (up to 64 more while all are busy) */
     int idle_timeout_s;    /* a connection silent this long is closed */
+    int header_timeout_s;  /* ... before its first request's headers are in (0: idle's) */
     uint64_t max_body;     /* bytes of a request body (413 beyond) */
     int threads;           /* HTTP threads (1: one event loop) */
     gw_sched *sched;       /* borrowed */

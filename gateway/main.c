@@ -53,7 +53,7 @@ typedef struct gw_opts {
     int threads, max_seqs, ctx, max_batch_tokens, max_queue, chunked_prefill, prefill_chunk;
     int exact;
     int timeout_ms;
-    int max_connections, idle_ms, http_threads, insecure, drain_ms;
+    int max_connections, idle_ms, header_ms, http_threads, insecure, drain_ms;
     uint64_t max_body, seed;
 } gw_opts;
 
@@ -241,6 +241,7 @@ int main(int argc, char **argv) {
                    .timeout_ms = 600000,
                    .max_connections = 1024,
                    .idle_ms = 30000,
+                   .header_ms = 2000,
                    .http_threads = 1,
                    .drain_ms = 30000,
                    .max_body = 8u << 20};
@@ -290,9 +291,15 @@ int main(int argc, char **argv) {
         {"--max-body", "MOE_MAX_BODY", MOE_FLAG_SIZE, &o->max_body, "BYTES",
          .help = "largest request body (413 beyond)", .min = 1024, .max = 1u << 30},
         {"--max-connections", "MOE_MAX_CONNECTIONS", MOE_FLAG_INT, &o->max_connections, "N",
-         .help = "open HTTP connections", .min = 1, .max = 1 << 20},
+         .help = "open HTTP connections; a new one beyond closes the one that has\n"
+                 "waited longest without being answered (64 more while all are busy)",
+         .min = 1, .max = 1 << 20},
         {"--idle-timeout", "MOE_IDLE_TIMEOUT", MOE_FLAG_MS, &o->idle_ms, "DUR",
          .help = "close a connection silent this long", .def = "30s", .min = 1000, .max = 86400000},
+        {"--header-timeout", "MOE_HEADER_TIMEOUT", MOE_FLAG_MS, &o->header_ms, "DUR",
+         .help = "close a new connection silent this long before its first\n"
+                 "request's headers are in (whole seconds)",
+         .def = "2s", .min = 1000, .max = 86400000},
         {"--http-threads", "MOE_HTTP_THREADS", MOE_FLAG_INT, &o->http_threads, "N",
          .help = "HTTP threads", .min = 1, .max = 64},
         {"--drain-timeout", "MOE_DRAIN_TIMEOUT", MOE_FLAG_MS, &o->drain_ms, "DUR",
@@ -397,6 +404,7 @@ int main(int argc, char **argv) {
     gw_http_params hp = {.listen = o->listen,
                          .max_connections = o->max_connections,
                          .idle_timeout_s = (o->idle_ms + 999) / 1000,
+                         .header_timeout_s = (o->header_ms + 999) / 1000,
                          .max_body = o->max_body,
                          .threads = o->http_threads,
                          .sched = s.sched,

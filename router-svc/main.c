@@ -10,6 +10,7 @@
 
 #include "svc/httpd.h"
 #include "svc/log.h"
+#include "svc/metrics.h"
 #include "svc/signal.h"
 #include "svc/start.h"
 #include "mesh/rlink.h"
@@ -24,6 +25,28 @@ static const char footer[] =
 static const moe_svc svc = {
     .name = "router-svc", .args = "--redis URL [options]", .about = about, .footer = footer};
 
+/* This process's admin server (set once started): /metrics shows its
+ * connections too. */
+static moe_httpd *admin_http;
+
+/* Appends the admin server's own families to a /metrics page (body, taken). */
+static char *add_http_metrics(char *body) {
+    moe_metrics *reg = NULL;
+    moe_buf b = {0};
+    moe_buf_printf(&b, "%s", body);
+    free(body);
+    if (moe_metrics_create(&reg) == 0) {
+        moe_httpd_metrics(__atomic_load_n(&admin_http, __ATOMIC_ACQUIRE), reg, "moemesh_router");
+        if (moe_metrics_render(reg, &b, NULL) == MOE_ENOMEM) b.oom = 1;
+        moe_metrics_free(reg);
+    }
+    if (b.oom) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
+}
+
 static void on_http(void *ud, const moe_http_req *req, moe_http_resp *resp) {
     if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
         resp->status = 405;
@@ -35,6 +58,10 @@ static void on_http(void *ud, const moe_http_req *req, moe_http_resp *resp) {
     char *body = NULL;
     const char *ct = NULL;
     resp->status = router_render(ud, req->path, &body, &ct);
+    if (resp->status == 200 && body && !strcmp(req->path, "/metrics")) {
+        body = add_http_metrics(body);
+        if (!body) resp->status = 500;
+    }
     resp->content_type = ct;
     resp->body = body;
     resp->body_len = body ? strlen(body) : 0;
@@ -123,6 +150,7 @@ int main(int argc, char **argv) {
         router_free(r);
         return 1;
     }
+    __atomic_store_n(&admin_http, h, __ATOMIC_RELEASE);
     printf("listening on http://%.*s:%d\n",
            (int)(strrchr(listen, ':') ? strrchr(listen, ':') - listen : 0), listen,
            moe_httpd_port(h));

@@ -16,6 +16,21 @@
  * input is discarded until the client closes or HTTPD_LINGER_MS pass, so
  * closing with unread bytes does not reset the connection and lose the
  * answer), HC_DEAD (closed, freed at the end of the loop iteration).
+ *
+ * Hostile peers (a slowloris: many connections that send nothing, or half a
+ * request): a connection that sends nothing within HTTPD_FIRST_BYTE_MS of
+ * its accept is closed, a request whose head is not complete
+ * HTTPD_HEAD_MS after its first byte too, so silent connections go within
+ * seconds. And the table never refuses a newcomer: when it is full, the
+ * connection that has waited longest without being served (lingering ones
+ * first, then those that never completed a request, then idle keep-alive
+ * ones; by the time of their last progress) is closed to make room, so a
+ * health probe, which sends its request at once, always gets in. Input
+ * buffers grow with what arrives (4 KiB, then doubling up to the head limit)
+ * and are freed between requests, so an idle connection holds ~200 bytes.
+ *
+ * The request head is parsed by moe__http_parse_head (httpd_parse.c), a
+ * function of the bytes alone that tests/fuzz/fuzz_httpd.c fuzzes.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -37,26 +52,30 @@
 
 #include "svc/clock.h"
 #include "svc/httpd.h"
+#include "svc/metrics.h"
+#include "httpd_parse.h"
 
 #define HTTPD_MAX_CONN 256
 #define HTTPD_MAX_HEAD (16 * 1024)   /* request line + headers + blank line */
 #define HTTPD_MAX_BODY (1024 * 1024) /* Content-Length */
 #define HTTPD_OUT_HIGH (64 * 1024)   /* unwritten bytes above which a connection pauses */
 #define HTTPD_IN_MIN 4096
-#define HTTPD_IDLE_MS 30000
-#define HTTPD_REQUEST_MS 10000
+#define HTTPD_FIRST_BYTE_MS 2000 /* from the accept to the first byte */
+#define HTTPD_HEAD_MS 5000       /* from a request's first byte to the end of its head */
+#define HTTPD_REQUEST_MS 10000   /* from a request's first byte to the end of its body */
+#define HTTPD_IDLE_MS 30000      /* keep-alive between requests; a client not reading */
 #define HTTPD_LINGER_MS 2000
 #define HTTPD_ACCEPT_BATCH 64     /* accepts per loop iteration */
 #define HTTPD_ACCEPT_PAUSE_MS 100 /* after EMFILE and the like */
 #define HTTPD_POLL_MAX_MS 1000
 
 enum { HC_OPEN, HC_DRAIN, HC_LINGER, HC_DEAD };
-enum { HM_GET, HM_HEAD, HM_POST };
 
 typedef struct hconn {
     int fd;
     int state;         /* HC_* */
     int read_eof;      /* the client shut its side down */
+    int served;        /* it has had an answer (or a refusal) */
     int64_t t_active;  /* ms: last byte read or written, or the accept */
     int64_t t_request; /* ms: first byte of the request being read */
     int64_t t_linger;  /* ms: HC_LINGER closes at this time */
@@ -64,15 +83,12 @@ typedef struct hconn {
     size_t in_len, in_cap;
     char *out; /* (out_cap) bytes [out_off, out_len) not yet written */
     size_t out_off, out_len, out_cap;
-    /* the request being read, once its header block has been parsed */
-    size_t scanned; /* the head is incomplete up to here (resume point) */
+    /* the request being read: h.scanned while its head is incomplete, the
+     * rest once it has been parsed (have_head); the request is then
+     * in[0, h.head_len + h.body_len) */
+    moe__http_head h;
     int have_head;
-    size_t head_len, body_len;              /* the request is in[0, head_len + body_len) */
-    size_t off_method, off_path, off_query; /* NUL-terminated in in[]; off_query 0: none */
-    int method;                             /* HM_* */
-    int minor;                              /* HTTP/1.<minor> */
-    int keep_alive;
-    int expect_continue, continue_sent;
+    int continue_sent;
 } hconn;
 
 struct moe_httpd {
@@ -83,7 +99,9 @@ struct moe_httpd {
     void *ud;
     pthread_t tid;
     atomic_int stop;
-    atomic_int idle_ms, request_ms;
+    atomic_int first_ms, head_ms, request_ms, idle_ms;
+    atomic_ullong n_accepted, n_evicted, n_timed_out; /* moe_httpd_stats */
+    atomic_int n_open;
     int64_t now;                 /* ms, read once per loop iteration */
     int64_t accept_paused_until; /* ms */
     int n_conn;
@@ -108,38 +126,6 @@ static int buf_reserve(char **p, size_t *cap, size_t need) {
 
 static size_t out_pending(const hconn *c) {
     return c->out_len - c->out_off;
-}
-
-static int is_tchar(unsigned char ch) {
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-static int all_tchars(const char *p, size_t n) {
-    if (n == 0) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!is_tchar((unsigned char)p[i])) return 0;
-    return 1;
-}
-
-/* Case-insensitive: does [p, p+n) equal the lowercase literal s? */
-static int token_is(const char *p, size_t n, const char *s) {
-    return strlen(s) == n && strncasecmp(p, s, n) == 0;
-}
-
-/* Does the comma-separated list [p, p+n) hold token s (case-insensitive)? */
-static int list_has(const char *p, size_t n, const char *s) {
-    const char *e = p + n;
-    while (p < e) {
-        const char *q = memchr(p, ',', (size_t)(e - p));
-        if (!q) q = e;
-        const char *a = p, *b = q;
-        while (a < b && (*a == ' ' || *a == '\t')) a++;
-        while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
-        if (token_is(a, (size_t)(b - a), s)) return 1;
-        p = q + 1;
-    }
-    return 0;
 }
 
 static const char *status_reason(int status) {
@@ -243,9 +229,9 @@ static int conn_queue_answer(hconn *c, int status, const char *ctype, const char
     struct tm tm;
     if (!gmtime_r(&t, &tm) || !strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm))
         date[0] = '\0';
-    const char *conn = !keep_alive     ? "Connection: close\r\n"
-                       : c->minor == 0 ? "Connection: keep-alive\r\n"
-                                       : "";
+    const char *conn = !keep_alive       ? "Connection: close\r\n"
+                       : c->h.minor == 0 ? "Connection: keep-alive\r\n"
+                                         : "";
     char clen[48] = "";
     if (status != 204 && status != 304)
         snprintf(clen, sizeof clen, "Content-Length: %zu\r\n", len);
@@ -266,134 +252,15 @@ static void conn_refuse(hconn *c, int status) {
     int n = snprintf(body, sizeof body, "%d %s\n", status, status_reason(status));
     const char *extra = status == 405 ? "Allow: GET, HEAD, POST\r\n" : "";
     c->in_len = 0; /* nothing after a bad request can be trusted */
+    c->served = 1;
     c->have_head = 0;
-    c->scanned = 0;
+    c->h.scanned = 0;
     if (conn_queue_answer(c, status, "text/plain; charset=utf-8", extra, body, (size_t)n,
-                          c->method != HM_HEAD, 0) < 0) {
+                          c->h.method != MOE__HTTP_HEAD, 0) < 0) {
         conn_close(c);
         return;
     }
     c->state = HC_DRAIN;
-}
-
-/* ==== Parsing a request head =============================================== */
-
-/* Parses the header block at the start of c->in once it is complete (after
- * any empty lines, which RFC 9112 lets a server skip). Returns 0 if more
- * bytes are needed, 1 with c's request fields set (and the request line cut
- * into NUL-terminated strings in place), or the status refusing the request. */
-static int conn_parse_head(hconn *c) {
-    char *b = c->in;
-    size_t n = c->in_len, lim = n < HTTPD_MAX_HEAD ? n : HTTPD_MAX_HEAD;
-    size_t start = 0, end = 0;
-    c->method = HM_GET; /* until known: a refusal has a body */
-    while (start < lim && start < 8 && (b[start] == '\r' || b[start] == '\n')) start++;
-    for (size_t i = c->scanned > start + 2 ? c->scanned - 2 : start; i < lim; i++) {
-        unsigned char ch = (unsigned char)b[i];
-        if ((ch < 0x20 && ch != '\r' && ch != '\n' && ch != '\t') || ch == 0x7f)
-            return 400; /* binary, a TLS handshake, ...: no need to wait */
-        if (ch != '\n') continue;
-        if (i + 1 < lim && b[i + 1] == '\n') {
-            end = i + 2;
-            break;
-        }
-        if (i + 2 < lim && b[i + 1] == '\r' && b[i + 2] == '\n') {
-            end = i + 3;
-            break;
-        }
-    }
-    if (end == 0) {
-        c->scanned = lim; /* a client trickling bytes costs no rescans */
-        return n >= HTTPD_MAX_HEAD ? 431 : 0;
-    }
-
-    /* Lines are [p, le) with the '\n' and an optional '\r' before it cut off;
-     * a '\r' anywhere else is malformed. */
-    char *p = b + start, *e = b + end;
-    char *nl = memchr(p, '\n', (size_t)(e - p));
-    char *le = nl > p && nl[-1] == '\r' ? nl - 1 : nl;
-    if (memchr(p, '\r', (size_t)(le - p))) return 400;
-
-    /* request line: method SP target SP HTTP/d.d */
-    char *sp1 = memchr(p, ' ', (size_t)(le - p));
-    char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(le - sp1 - 1)) : NULL;
-    if (!sp1 || !sp2 || memchr(sp2 + 1, ' ', (size_t)(le - sp2 - 1))) return 400;
-    char *target = sp1 + 1, *ver = sp2 + 1;
-    size_t mlen = (size_t)(sp1 - p), tlen = (size_t)(sp2 - target), vlen = (size_t)(le - ver);
-    if (mlen > 32 || !all_tchars(p, mlen) || tlen == 0 || target[0] != '/') return 400;
-    for (size_t i = 0; i < tlen; i++) {
-        unsigned char ch = (unsigned char)target[i];
-        if (ch <= 0x20 || ch >= 0x7f) return 400;
-    }
-    if (vlen != 8 || memcmp(ver, "HTTP/", 5) || ver[5] < '0' || ver[5] > '9' || ver[6] != '.' ||
-        ver[7] < '0' || ver[7] > '9')
-        return 400;
-    if (ver[5] != '1') return 505;
-    c->minor = ver[7] - '0';
-    if (mlen == 3 && !memcmp(p, "GET", 3))
-        c->method = HM_GET;
-    else if (mlen == 4 && !memcmp(p, "HEAD", 4))
-        c->method = HM_HEAD;
-    else if (mlen == 4 && !memcmp(p, "POST", 4))
-        c->method = HM_POST;
-    else
-        return 405;
-
-    /* header fields: name ":" OWS value OWS */
-    int conn_close_tok = 0, conn_keep_tok = 0, chunked = 0, have_len = 0;
-    size_t clen = 0;
-    c->expect_continue = 0;
-    for (char *q = nl + 1; q < e;) {
-        char *qn = memchr(q, '\n', (size_t)(e - q));
-        char *qe = qn > q && qn[-1] == '\r' ? qn - 1 : qn;
-        if (qe == q) break; /* the blank line */
-        if (memchr(q, '\r', (size_t)(qe - q))) return 400;
-        if (*q == ' ' || *q == '\t') return 400; /* obsolete line folding */
-        char *colon = memchr(q, ':', (size_t)(qe - q));
-        if (!colon || !all_tchars(q, (size_t)(colon - q))) return 400;
-        size_t nlen = (size_t)(colon - q);
-        char *v = colon + 1, *ve = qe;
-        while (v < ve && (*v == ' ' || *v == '\t')) v++;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-        size_t vl = (size_t)(ve - v);
-        if (token_is(q, nlen, "content-length")) {
-            size_t x = 0;
-            if (vl == 0) return 400;
-            for (size_t i = 0; i < vl; i++) {
-                if (v[i] < '0' || v[i] > '9') return 400;
-                x = x > HTTPD_MAX_BODY ? x : x * 10 + (size_t)(v[i] - '0'); /* saturates */
-            }
-            if (have_len && x != clen) return 400;
-            have_len = 1;
-            clen = x;
-        } else if (token_is(q, nlen, "transfer-encoding")) {
-            chunked = 1;
-        } else if (token_is(q, nlen, "connection")) {
-            conn_close_tok |= list_has(v, vl, "close");
-            conn_keep_tok |= list_has(v, vl, "keep-alive");
-        } else if (token_is(q, nlen, "expect")) {
-            c->expect_continue = token_is(v, vl, "100-continue");
-        }
-        q = qn + 1;
-    }
-    if (chunked) return 501;
-    if (clen > HTTPD_MAX_BODY) return 413;
-
-    /* cut the request line into strings */
-    *sp1 = '\0';
-    *sp2 = '\0';
-    char *qm = memchr(target, '?', tlen);
-    if (qm) *qm = '\0';
-    c->off_method = (size_t)(p - b);
-    c->off_path = (size_t)(target - b);
-    c->off_query = qm ? (size_t)(qm + 1 - b) : 0;
-    c->keep_alive = c->minor >= 1 ? !conn_close_tok : conn_keep_tok && !conn_close_tok;
-    c->head_len = end;
-    c->body_len = clen;
-    c->scanned = 0;
-    c->have_head = 1;
-    c->continue_sent = 0;
-    return 1;
 }
 
 /* ==== Serving requests ===================================================== */
@@ -402,15 +269,15 @@ static int conn_parse_head(hconn *c) {
  * its answer and drops the request from the buffer. */
 static void conn_dispatch(moe_httpd *s, hconn *c) {
     char *b = c->in;
-    size_t end = c->head_len + c->body_len;
+    size_t end = c->h.head_len + c->h.body_len;
     char saved = b[end]; /* the next pipelined byte, or spare room (in_cap > in_len) */
     b[end] = '\0';
     moe_http_req req = {
-        .method = b + c->off_method,
-        .path = b + c->off_path,
-        .query = c->off_query ? b + c->off_query : "",
-        .body = b + c->head_len,
-        .body_len = c->body_len,
+        .method = b + c->h.off_method,
+        .path = b + c->h.off_path,
+        .query = c->h.off_query ? b + c->h.off_query : "",
+        .body = b + c->h.head_len,
+        .body_len = c->h.body_len,
     };
     moe_http_resp resp = {0};
     s->handler(s->ud, &req, &resp);
@@ -430,8 +297,8 @@ static void conn_dispatch(moe_httpd *s, hconn *c) {
         body = status == 404 ? "404 Not Found\n" : "500 Internal Server Error\n";
         len = strlen(body);
     }
-    int rc =
-        conn_queue_answer(c, status, ctype, "", body, len, c->method != HM_HEAD, c->keep_alive);
+    int rc = conn_queue_answer(c, status, ctype, "", body, len, c->h.method != MOE__HTTP_HEAD,
+                               c->h.keep_alive);
     free(resp.body);
     if (rc < 0) {
         conn_close(c);
@@ -440,14 +307,21 @@ static void conn_dispatch(moe_httpd *s, hconn *c) {
 
     memmove(b, b + end, c->in_len - end);
     c->in_len -= end;
+    c->served = 1;
     c->have_head = 0;
-    c->scanned = 0;
-    if (c->in_len > 0) c->t_request = s->now;
-    if (c->in_cap > 2 * (HTTPD_MAX_HEAD + 1) && c->in_len <= HTTPD_MAX_HEAD) {
-        char *q = realloc(c->in, HTTPD_MAX_HEAD + 1); /* after a big body */
-        if (q) c->in = q, c->in_cap = HTTPD_MAX_HEAD + 1;
+    c->h.scanned = 0;
+    if (c->in_len > 0) {
+        c->t_request = s->now;
+        if (c->in_cap > 2 * (HTTPD_MAX_HEAD + 1) && c->in_len <= HTTPD_MAX_HEAD) {
+            char *q = realloc(c->in, HTTPD_MAX_HEAD + 1); /* after a big body */
+            if (q) c->in = q, c->in_cap = HTTPD_MAX_HEAD + 1;
+        }
+    } else {
+        free(c->in); /* an idle keep-alive connection holds no buffer */
+        c->in = NULL;
+        c->in_cap = 0;
     }
-    if (!c->keep_alive) c->state = HC_DRAIN;
+    if (!c->h.keep_alive) c->state = HC_DRAIN;
 }
 
 /* Serves the complete requests buffered on c, in order, while its unwritten
@@ -461,7 +335,8 @@ static void conn_service(moe_httpd *s, hconn *c) {
                 break;
             }
             if (!c->have_head) {
-                int r = conn_parse_head(c);
+                int r =
+                    moe__http_parse_head(c->in, c->in_len, HTTPD_MAX_HEAD, HTTPD_MAX_BODY, &c->h);
                 if (r > 1) {
                     conn_refuse(c, r);
                     break;
@@ -470,11 +345,13 @@ static void conn_service(moe_httpd *s, hconn *c) {
                     if (c->read_eof) c->state = HC_DRAIN; /* a partial request is dropped */
                     break;
                 }
+                c->have_head = 1;
+                c->continue_sent = 0;
             }
-            if (c->in_len < c->head_len + c->body_len) {
+            if (c->in_len < c->h.head_len + c->h.body_len) {
                 if (c->read_eof) {
                     c->state = HC_DRAIN;
-                } else if (c->expect_continue && !c->continue_sent && c->minor >= 1) {
+                } else if (c->h.expect_continue && !c->continue_sent && c->h.minor >= 1) {
                     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
                     if (out_append(c, cont, sizeof cont - 1) < 0) conn_close(c);
                     c->continue_sent = 1;
@@ -492,7 +369,7 @@ static void conn_service(moe_httpd *s, hconn *c) {
 /* How many bytes c takes now: up to the header limit while the head is
  * incomplete, then up to the end of the request's body. */
 static size_t conn_room(const hconn *c) {
-    size_t want = c->have_head ? c->head_len + c->body_len : HTTPD_MAX_HEAD;
+    size_t want = c->have_head ? c->h.head_len + c->h.body_len : HTTPD_MAX_HEAD;
     return c->in_len < want ? want - c->in_len : 0;
 }
 
@@ -510,13 +387,20 @@ static void conn_read(moe_httpd *s, hconn *c) {
             conn_close(c);
         return;
     }
-    size_t room = conn_room(c);
     if (!conn_wants_read(c)) return;
-    if (buf_reserve(&c->in, &c->in_cap, c->in_len + room + 1) < 0) {
+    /* a head is read into what the buffer has, at least HTTPD_IN_MIN bytes
+     * more (doubling); a body's size is known: room for all of it */
+    size_t room = conn_room(c), want = room;
+    if (!c->have_head) {
+        size_t spare = c->in_cap > c->in_len + 1 ? c->in_cap - c->in_len - 1 : 0;
+        want = spare > HTTPD_IN_MIN ? spare : HTTPD_IN_MIN;
+        if (want > room) want = room;
+    }
+    if (buf_reserve(&c->in, &c->in_cap, c->in_len + want + 1) < 0) {
         conn_close(c);
         return;
     }
-    ssize_t n = recv(c->fd, c->in + c->in_len, room, 0);
+    ssize_t n = recv(c->fd, c->in + c->in_len, want, 0);
     if (n > 0) {
         if (c->in_len == 0) c->t_request = s->now;
         c->in_len += (size_t)n;
@@ -535,26 +419,79 @@ static void conn_read(moe_httpd *s, hconn *c) {
 /* When c is closed if nothing happens. */
 static int64_t conn_deadline(const moe_httpd *s, const hconn *c) {
     int64_t idle = atomic_load(&s->idle_ms), request = atomic_load(&s->request_ms);
+    int64_t head = atomic_load(&s->head_ms), first = atomic_load(&s->first_ms);
     if (c->state == HC_LINGER) return c->t_linger;
     if (out_pending(c) > 0) return c->t_active + idle; /* a client that stopped reading */
-    if (c->in_len > 0) return c->t_request + request;
-    return c->t_active + idle;
+    if (c->in_len > 0) return c->t_request + (c->have_head || request < head ? request : head);
+    return c->t_active + (c->served ? idle : first); /* between requests; a new connection */
+}
+
+/* Which connection makes room for a new one when the table is full: the
+ * lowest (class, since). Class 0: lingering (answered, closing anyway) or
+ * never served; class 1: served and open. since: when it last made progress
+ * (a lingering one: never mind). */
+static int conn_evict_class(const hconn *c) {
+    return c->state == HC_LINGER || !c->served ? 0 : 1;
+}
+static int64_t conn_evict_since(const hconn *c) {
+    if (c->state == HC_LINGER) return INT64_MIN;
+    return c->in_len > 0 ? c->t_request : c->t_active;
 }
 
 /* ==== The loop ============================================================= */
 
+/* Frees the closed connections (those that timed out first, when
+ * timeouts is set) and counts what is left open. */
+static void server_reap(moe_httpd *s, int timeouts) {
+    for (int i = 0; i < s->n_conn;) {
+        hconn *c = s->conns[i];
+        if (timeouts && c->state != HC_DEAD && s->now >= conn_deadline(s, c)) {
+            if (c->state != HC_LINGER) atomic_fetch_add(&s->n_timed_out, 1);
+            conn_close(c);
+        }
+        if (c->state == HC_DEAD) {
+            conn_free(c);
+            s->conns[i] = s->conns[--s->n_conn];
+        } else {
+            i++;
+        }
+    }
+    atomic_store(&s->n_open, s->n_conn);
+}
+
+/* With the table full: closes the connection that has waited longest
+ * without being served (conn_evict_class) and frees its slot. */
+static void server_evict(moe_httpd *s) {
+    int v = -1;
+    for (int i = 0; i < s->n_conn; i++) {
+        const hconn *c = s->conns[i], *w = v >= 0 ? s->conns[v] : NULL;
+        if (!w || conn_evict_class(c) < conn_evict_class(w) ||
+            (conn_evict_class(c) == conn_evict_class(w) &&
+             conn_evict_since(c) < conn_evict_since(w)))
+            v = i;
+    }
+    if (v < 0) return;
+    conn_free(s->conns[v]); /* closes it */
+    s->conns[v] = s->conns[--s->n_conn];
+    atomic_fetch_add(&s->n_evicted, 1);
+}
+
+/* Runs after this iteration's events: s->polled is not used again before the
+ * next poll, so connections can be freed here. */
 static void server_accept(moe_httpd *s) {
     for (int k = 0; k < HTTPD_ACCEPT_BATCH; k++) {
         int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
             if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
             s->accept_paused_until = s->now + HTTPD_ACCEPT_PAUSE_MS; /* EMFILE, ENOBUFS, ... */
-            return;
+            break;
         }
-        hconn *c = s->n_conn < HTTPD_MAX_CONN ? calloc(1, sizeof *c) : NULL;
+        if (s->n_conn == HTTPD_MAX_CONN) server_reap(s, 0);
+        if (s->n_conn == HTTPD_MAX_CONN) server_evict(s);
+        hconn *c = calloc(1, sizeof *c);
         if (!c) {
-            close(fd); /* full */
+            close(fd); /* out of memory */
             continue;
         }
         int one = 1;
@@ -563,7 +500,9 @@ static void server_accept(moe_httpd *s) {
         c->state = HC_OPEN;
         c->t_active = s->now;
         s->conns[s->n_conn++] = c;
+        atomic_fetch_add(&s->n_accepted, 1);
     }
+    atomic_store(&s->n_open, s->n_conn);
 }
 
 static void *server_main(void *arg) {
@@ -612,17 +551,7 @@ static void *server_main(void *arg) {
             if (c->state != HC_DEAD && (re & POLLHUP) && !(ev & POLLIN)) conn_close(c);
         }
         if (s->pfd[1].fd >= 0 && (s->pfd[1].revents & POLLIN)) server_accept(s);
-        /* timeouts, and freeing the closed */
-        for (int i = 0; i < s->n_conn;) {
-            hconn *c = s->conns[i];
-            if (c->state != HC_DEAD && s->now >= conn_deadline(s, c)) conn_close(c);
-            if (c->state == HC_DEAD) {
-                conn_free(c);
-                s->conns[i] = s->conns[--s->n_conn];
-            } else {
-                i++;
-            }
-        }
+        server_reap(s, 1); /* timeouts, and freeing the closed */
     }
     return NULL;
 }
@@ -677,8 +606,14 @@ int moe_httpd_start(moe_httpd **out, const char *addr, moe_http_handler h, void 
     s->handler = h;
     s->ud = ud;
     atomic_init(&s->stop, 0);
-    atomic_init(&s->idle_ms, HTTPD_IDLE_MS);
+    atomic_init(&s->first_ms, HTTPD_FIRST_BYTE_MS);
+    atomic_init(&s->head_ms, HTTPD_HEAD_MS);
     atomic_init(&s->request_ms, HTTPD_REQUEST_MS);
+    atomic_init(&s->idle_ms, HTTPD_IDLE_MS);
+    atomic_init(&s->n_accepted, 0);
+    atomic_init(&s->n_evicted, 0);
+    atomic_init(&s->n_timed_out, 0);
+    atomic_init(&s->n_open, 0);
 
     int one = 1;
     socklen_t salen = sizeof sa;
@@ -732,9 +667,45 @@ int moe_httpd_port(const moe_httpd *s) {
     return s ? s->port : -1;
 }
 
-void moe__httpd_set_timeouts(moe_httpd *s, int idle_ms, int request_ms) {
-    atomic_store(&s->idle_ms, idle_ms);
+void moe_httpd_stats_get(const moe_httpd *s, moe_httpd_stats *st) {
+    *st = (moe_httpd_stats){0};
+    if (!s) return;
+    st->accepted = atomic_load(&s->n_accepted);
+    st->evicted = atomic_load(&s->n_evicted);
+    st->timed_out = atomic_load(&s->n_timed_out);
+    st->open = atomic_load(&s->n_open);
+}
+
+void moe_httpd_metrics(const moe_httpd *s, moe_metrics *reg, const char *prefix) {
+    if (!s || !reg) return;
+    moe_httpd_stats st;
+    moe_httpd_stats_get(s, &st);
+    static const struct {
+        int gauge;
+        const char *suffix, *help;
+    } fam[] = {
+        {1, "connections", "Open connections on the admin HTTP port."},
+        {0, "connections_accepted_total", "Connections the admin HTTP port accepted."},
+        {0, "connections_evicted_total",
+         "Admin HTTP connections closed to make room for a new one (the table was full)."},
+        {0, "connections_timed_out_total",
+         "Admin HTTP connections closed by a timeout (first byte, head, request, idle)."},
+    };
+    const double v[] = {st.open, (double)st.accepted, (double)st.evicted, (double)st.timed_out};
+    for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "%s_http_%s", prefix, fam[i].suffix);
+        moe_metric *m = fam[i].gauge ? moe_metrics_gauge(reg, name, fam[i].help, NULL, 0)
+                                     : moe_metrics_counter(reg, name, fam[i].help, NULL, 0);
+        moe_metric_set(m, NULL, v[i]);
+    }
+}
+
+void moe__httpd_set_timeouts(moe_httpd *s, int first_ms, int head_ms, int request_ms, int idle_ms) {
+    atomic_store(&s->first_ms, first_ms);
+    atomic_store(&s->head_ms, head_ms);
     atomic_store(&s->request_ms, request_ms);
+    atomic_store(&s->idle_ms, idle_ms);
     char b = 1;
     ssize_t r = write(s->wake[1], &b, 1); /* recompute the poll timeout now */
     (void)r;

@@ -4,7 +4,8 @@
 # for FUZZ_SECONDS (default 30) from its seed corpus. Bounded in time; a crash
 # leaves its input in build-fuzz/ and fails. FUZZ_TARGETS (names, e.g.
 # "fuzz_api fuzz_nfc"; default all of tests/fuzz/fuzz_*.c) picks which run.
-# fuzz_api also compiles the gateway's gateway/api.c into its binary.
+# fuzz_api also compiles the gateway's gateway/api.c into its binary;
+# fuzz_httpd reaches libsvc's private httpd_parse.h (-Ilibsvc/src).
 set -u
 S=${FUZZ_SECONDS:-30}
 B=build-fuzz
@@ -25,7 +26,7 @@ for src in tests/fuzz/fuzz_*.c; do
     fuzz_api) extra="-Igateway $CJSON_CFLAGS gateway/api.c" ;;
     *) extra= ;;
     esac
-    clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer $SAN -Ilibmoe/include -Ilibmoe/src -Ilibmesh/include -Ilibmesh/src -Ilibsvc/include -Itools/testmodel $RPC_CFLAGS \
+    clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer $SAN -Ilibmoe/include -Ilibmoe/src -Ilibmesh/include -Ilibmesh/src -Ilibsvc/include -Ilibsvc/src -Itools/testmodel $RPC_CFLAGS \
         "$src" $extra $B/libtestmodel.a $B/libmesh.a $B/libsvc.a $B/libmoe.a $RPC_LIBS -lm -pthread -o "$B/$name" || { fail=1; continue; }
     mkdir -p "$B/corpus-$name"
     [ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$B/corpus-$name/" 2>/dev/null

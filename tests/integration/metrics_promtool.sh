@@ -58,13 +58,17 @@ check() { # NAME FILE FAMILIES...: promtool accepts it and every family is there
 check worker "$TMP/worker.prom" moemesh_worker_batches_total moemesh_worker_rows_total \
     moemesh_worker_refused_total moemesh_worker_errors_total moemesh_worker_experts_held \
     moemesh_worker_expert_bytes_held moemesh_worker_epoch moemesh_worker_expert_changes_total \
-    moemesh_worker_redis_up moemesh_worker_expert_rows moemesh_worker_hot_expert_rows
+    moemesh_worker_redis_up moemesh_worker_expert_rows moemesh_worker_hot_expert_rows \
+    moemesh_worker_http_connections moemesh_worker_http_connections_accepted_total \
+    moemesh_worker_http_connections_evicted_total moemesh_worker_http_connections_timed_out_total
 check router "$TMP/router.prom" moemesh_router_leader moemesh_router_redis_up \
     moemesh_router_redis_failures_total moemesh_router_workers moemesh_router_workers_wanted \
     moemesh_router_epoch moemesh_router_pending_epoch moemesh_router_assignments \
     moemesh_router_replicas_short moemesh_router_rounds_total moemesh_router_rounds_abandoned_total \
     moemesh_router_failovers_total moemesh_router_moves_total moemesh_router_switch_seconds \
-    moemesh_router_expert_replicas moemesh_router_expert_load_rows moemesh_router_hot_expert_load_rows
+    moemesh_router_expert_replicas moemesh_router_expert_load_rows moemesh_router_hot_expert_load_rows \
+    moemesh_router_http_connections moemesh_router_http_connections_accepted_total \
+    moemesh_router_http_connections_evicted_total moemesh_router_http_connections_timed_out_total
 # the gateway, over the same cluster, after a streamed and a plain request
 "$BIN/gateway" --model "$M" --served-model-name m --listen 127.0.0.1:0 --redis "$REDIS_URL" --prefix $P \
     --log-format text 2>"$TMP/g.err" &
@@ -82,7 +86,8 @@ check gateway "$TMP/gateway.prom" moemesh_gateway_requests_total moemesh_gateway
     moemesh_gateway_generation_tokens_total moemesh_gateway_queue_depth moemesh_gateway_running_sequences \
     moemesh_gateway_kv_slots_used moemesh_gateway_kv_slots moemesh_gateway_batch_rows \
     moemesh_gateway_step_seconds moemesh_gateway_requests_ended_total \
-    moemesh_gateway_expert_rtt_seconds moemesh_gateway_experts_uncovered moemesh_gateway_expert_workers_live
+    moemesh_gateway_expert_rtt_seconds moemesh_gateway_experts_uncovered moemesh_gateway_expert_workers_live \
+    moemesh_gateway_http_connections moemesh_gateway_http_connections_evicted_total
 grep -q '^moemesh_gateway_requests_total{route="completions",status="404"} 1$' "$TMP/gateway.prom" &&
     grep -q '^moemesh_gateway_generation_tokens_total 8$' "$TMP/gateway.prom" &&
     grep -q '^moemesh_gateway_time_to_first_token_seconds_count 2$' "$TMP/gateway.prom" &&

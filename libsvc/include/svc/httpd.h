@@ -29,16 +29,26 @@
  * status and a closed connection: request line + headers 16 KiB (431), a
  * Content-Length body 1 MiB (413), chunked or other transfer codings (501),
  * another method (405), an HTTP major version other than 1 (505), anything
- * malformed (400). At most 256 connections (more are accepted and closed); a
- * keep-alive connection idle 30 s, or a request not complete 10 s after its
- * first byte, is closed. Host is not required; the target is not decoded.
+ * malformed (400). Host is not required; the target is not decoded.
+ *
+ * Connections (against slowloris peers; a health probe always gets in): a
+ * new connection that sends nothing for 2 s is closed, a request whose head
+ * is not complete 5 s after its first byte, or whose body is not 10 s after
+ * it, too; a keep-alive connection idle 30 s between requests, or a client
+ * that reads nothing of its answers for 30 s, as well. At most 256
+ * connections: a new one beyond that closes the one that has waited longest
+ * without being served (never served before served; by the time of its last
+ * progress), so a client that sends its request at once is always served.
+ * moe_httpd_stats_get counts what was closed and why.
  */
 #ifndef MOE_RPC_HTTPD_H
 #define MOE_RPC_HTTPD_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "moe/error.h"
+#include "svc/metrics.h"
 
 typedef struct moe_httpd moe_httpd;
 
@@ -81,9 +91,28 @@ int moe_httpd_port(const moe_httpd *s);
  * promptly. NULL is allowed. Must not be called from the handler. */
 void moe_httpd_stop(moe_httpd *s);
 
-/* For tests: the idle keep-alive timeout and the time a request may take
- * from its first byte, in milliseconds (defaults 30000 and 10000). Takes
- * effect on the server's next loop. */
-void moe__httpd_set_timeouts(moe_httpd *s, int idle_ms, int request_ms);
+/* What the server did with connections, since it started. */
+typedef struct moe_httpd_stats {
+    uint64_t accepted;  /* connections accepted */
+    uint64_t evicted;   /* closed to make room for a new one (the table was full) */
+    uint64_t timed_out; /* closed by a timeout (first byte, head, request, idle) */
+    int open;           /* connections open now */
+} moe_httpd_stats;
+
+/* Fills st (zeros for NULL s). Thread-safe: any thread, the handler too. */
+void moe_httpd_stats_get(const moe_httpd *s, moe_httpd_stats *st);
+
+/* Adds s's figures to reg (a /metrics page being built, e.g. in the
+ * handler): <prefix>_http_connections (gauge: open now) and the counters
+ * <prefix>_http_connections_accepted_total, ..._evicted_total and
+ * ..._timed_out_total (prefix "moemesh_worker": moemesh_worker_http_...).
+ * NULL s or reg: nothing. */
+void moe_httpd_metrics(const moe_httpd *s, moe_metrics *reg, const char *prefix);
+
+/* For tests: in milliseconds, the time a new connection may stay silent
+ * (default 2000), a request's head and the whole request may take from its
+ * first byte (5000, 10000), and a keep-alive connection may stay idle
+ * (30000). Takes effect on the server's next loop. */
+void moe__httpd_set_timeouts(moe_httpd *s, int first_ms, int head_ms, int request_ms, int idle_ms);
 
 #endif
