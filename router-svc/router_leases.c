@@ -266,6 +266,7 @@ int rt_read_workers(router *r) {
     if (r->nw) choose_model(r);
     /* the eligible set's signature: a change restarts the settle clock */
     moe_buf sig = {.s = malloc(64), .cap = 64};
+    if (sig.s) sig.s[0] = '\0'; /* no usable worker: "" */
     for (int i = 0; i < r->nw; i++)
         if (r->ws[i].usable)
             moe_buf_printf(&sig, "%s%s%s|", r->ws[i].id, r->ws[i].draining ? "-" : "+",
