@@ -58,8 +58,13 @@ attack() {
     echo "$name: $OUT"
     echo "$name: RSS before $((R0 / 1024)) MB, peak $((PEAK / 1024)) MB (+$(((PEAK - R0) / 1024)) MB), settled $((R1 / 1024)) MB; then a normal Forward: $FWD"
 }
-# within KB LIMIT_MB WHAT: KB <= LIMIT_MB MiB
-within() { [ "$1" -le $(($2 * 1024)) ] && ok "$3: $(($1 / 1024)) MB <= $2 MB" || bad "$3: $(($1 / 1024)) MB > $2 MB"; }
+# within KB LIMIT_MB WHAT: KB <= LIMIT_MB MiB (printed, not enforced under the
+# sanitizers, make test-san: ASan's quarantine holds freed memory, so RSS
+# measures ASan there; the answers, times and probes are still checked)
+within() {
+    if [ "${MOE_SAN:-0}" = 1 ]; then ok "$3: $(($1 / 1024)) MB (bound $2 MB not enforced under ASan)"; return; fi
+    [ "$1" -le $(($2 * 1024)) ] && ok "$3: $(($1 / 1024)) MB <= $2 MB" || bad "$3: $(($1 / 1024)) MB > $2 MB"
+}
 forward_ok() { case $FWD in *'"status":0,"error":""'*) ok "$1: a normal Forward works afterwards" ;; *) bad "$1: a normal Forward afterwards: $FWD" ;; esac; }
 probe_ok() { # LIMIT_MS WHAT: the probe's slowest Health/Check
     p=$(json probe_max_ms)
@@ -92,7 +97,7 @@ forward_ok "unknown methods"
 # still returns after). Before the fix every burst took +260 MB, kept it.
 for try in 1 2; do
     attack reset reset --streams 20000
-    [ $((PEAK - R0)) -le $((100 * 1024)) ] && break
+    [ $((PEAK - R0)) -le $((100 * 1024)) ] || [ "${MOE_SAN:-0}" = 1 ] && break
     [ $try = 2 ] && break
     echo "rapid reset: peak +$(((PEAK - R0) / 1024)) MB, a second burst on a fresh worker"
     stop "$WPID"
