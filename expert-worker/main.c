@@ -106,7 +106,7 @@ int main(int argc, char **argv) {
                *redis_pw = NULL, *prefix = NULL, *domain = NULL, *worker_id = NULL,
                *advertise = NULL, *metrics_addr = NULL;
     int n_threads = 1, max_rows = 4096, lease_ms = MOE_SCHEMA_LEASE_MS_DEFAULT, grace_ms = 10000,
-        drain_ms = 30000;
+        drain_ms = 30000, max_streams = 32, idle_ms = 60000, age_ms = 1800000;
     uint64_t capacity = 0;
     const moe_flag flags[] = {
         {"--model", "MOE_MODEL", MOE_FLAG_STRING, &model, "PATH", .help = "GGUF model",
@@ -119,6 +119,15 @@ int main(int argc, char **argv) {
          .min = 1, .max = 256},
         {"--max-rows", "MOE_MAX_ROWS", MOE_FLAG_INT, &max_rows, "N",
          .help = "rows one request may carry", .min = 1, .max = 1 << 20},
+        {"--max-streams", "MOE_MAX_STREAMS", MOE_FLAG_INT, &max_streams, "N",
+         .help = "concurrent gRPC streams one connection may open", .min = 1, .max = 1 << 20},
+        {"--idle-ms", "MOE_IDLE_MS", MOE_FLAG_MS, &idle_ms, "MS",
+         .help = "close a connection that has had no call this long (0: never)", .min = 0,
+         .max = 86400000},
+        {"--max-age-ms", "MOE_MAX_AGE_MS", MOE_FLAG_MS, &age_ms, "MS",
+         .help = "a connection takes no new calls after this long (GOAWAY; its\n"
+                 "open streams run on; 0: never)",
+         .min = 0, .max = 86400000},
         {"--metrics", "MOE_METRICS", MOE_FLAG_STRING, &metrics_addr, "ADDR",
          .help = "HTTP /metrics and /healthz on host:port", .def = "off"},
         {"--redis", "MOE_REDIS", MOE_FLAG_STRING, &redis, "URL",
@@ -191,6 +200,9 @@ int main(int argc, char **argv) {
                      .listen = listen && *listen ? listen : "127.0.0.1:50051",
                      .n_threads = n_threads,
                      .max_rows = max_rows,
+                     .max_streams = max_streams,
+                     .conn_idle_ms = idle_ms,
+                     .conn_age_ms = age_ms,
                      .stop = moe_stop_flag()};
     char device[48];
     snprintf(device, sizeof device, "cpu:%s", moe_cpu_describe());

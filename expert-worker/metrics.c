@@ -38,6 +38,11 @@ static void fill(const ew_metrics *m, moe_metrics *reg) {
     moe_metric_set(moe_metrics_counter(reg, "moemesh_worker_errors_total",
                                        "Malformed batches and compute errors.", NULL, 0),
                    NULL, ld(&k->errors));
+    moe_metric_set(moe_metrics_counter(reg, "moemesh_worker_unknown_calls_total",
+                                       "Calls to methods the worker does not serve "
+                                       "(answered UNIMPLEMENTED).",
+                                       NULL, 0),
+                   NULL, ld(&k->unknown_calls));
     moe_metric_set(moe_metrics_gauge(reg, "moemesh_worker_experts_held",
                                      "(layer, expert) pairs held now.", NULL, 0),
                    NULL, held);

@@ -119,6 +119,141 @@ TEST(wire_garbage_is_refused) {
     ASSERT(refused > 1000);
 }
 
+/* Packs a request into a malloc'd buffer of n bytes, with room for extra. */
+static uint8_t *pack_req(const Moe__V1__ForwardRequest *r, size_t *n, size_t extra) {
+    *n = moe__v1__forward_request__get_packed_size(r);
+    uint8_t *buf = malloc(*n + extra);
+    moe__v1__forward_request__pack(r, buf);
+    return buf;
+}
+
+/* the raw scan passes every valid request and decode gives it back checked */
+TEST(wire_scan_valid_request) {
+    req_fixture f;
+    fixture(&f);
+    size_t n;
+    uint8_t *buf = pack_req(&f.r, &n, 0);
+    moe_err err = {0};
+    uint64_t id = 0;
+    ASSERT_EQ_INT(moe_wire_scan_request(buf, n, &shape, &id, &err), 0);
+    ASSERT_EQ_INT(id, 77);
+    Moe__V1__ForwardRequest *u = NULL;
+    int rows = -1;
+    id = 0;
+    ASSERT_EQ_INT(moe_wire_decode_request(buf, n, &shape, &u, &rows, &id, &err), 0);
+    ASSERT(u != NULL);
+    ASSERT_EQ_INT(rows, 3);
+    ASSERT_EQ_INT(id, 77);
+    ASSERT_EQ_INT(u->n_groups, 2);
+    moe__v1__forward_request__free_unpacked(u, NULL);
+    /* the empty message scans (and then fails the check) */
+    ASSERT_EQ_INT(moe_wire_scan_request(buf, 0, &shape, NULL, &err), 0);
+    ASSERT_EQ_INT(moe_wire_decode_request(buf, 0, &shape, &u, &rows, NULL, &err), MOE_EFORMAT);
+    ASSERT(u == NULL);
+    ASSERT(strstr(err.msg, "hidden 0") != NULL);
+    free(buf);
+}
+
+/* What protobuf-c would allocate per occurrence is counted on the raw bytes
+ * first: more groups than experts, too many other fields, a field too many
+ * inside a group, activations longer than max_rows allow, malformed bytes.
+ * Each refusal names the reason and still reports the id seen. */
+TEST(wire_scan_refuses_before_unpacking) {
+    req_fixture f;
+    fixture(&f);
+    size_t n;
+    moe_err err = {0};
+    uint64_t id;
+    /* 9 empty groups appended (field 6, length 0), for 8 experts */
+    uint8_t *buf = pack_req(&f.r, &n, 64);
+    for (int i = 0; i < 6; i++) buf[n++] = 0x32, buf[n++] = 0x00;
+    ASSERT_EQ_INT(moe_wire_scan_request(buf, n, &shape, NULL, &err), 0); /* 2 + 6 = 8 */
+    buf[n++] = 0x32, buf[n++] = 0x00;
+    id = 0;
+    ASSERT_EQ_INT(moe_wire_scan_request(buf, n, &shape, &id, &err), MOE_EFORMAT);
+    ASSERT(strstr(err.msg, "more than 8 row groups") != NULL);
+    ASSERT_EQ_INT(id, 77);
+    Moe__V1__ForwardRequest *u = (Moe__V1__ForwardRequest *)buf;
+    int rows = -1;
+    ASSERT_EQ_INT(moe_wire_decode_request(buf, n, &shape, &u, &rows, NULL, &err), MOE_EFORMAT);
+    ASSERT(u == NULL);
+    ASSERT_EQ_INT(rows, -1);
+    free(buf);
+    /* unknown fields (number 100, varint): up to the budget, then refused */
+    buf = pack_req(&f.r, &n, 3 * (MOE_WIRE_MAX_FIELDS + 1));
+    const size_t base = n;
+    for (int i = 0; i < MOE_WIRE_MAX_FIELDS - 5; i++) /* id, layer, epoch, hidden, activations */
+        buf[n++] = 0xa0, buf[n++] = 0x06, buf[n++] = 0x01;
+    ASSERT_EQ_INT(moe_wire_scan_request(buf, n, &shape, NULL, &err), 0);
+    buf[n++] = 0xa0, buf[n++] = 0x06, buf[n++] = 0x01;
+    ASSERT_EQ_INT(moe_wire_scan_request(buf, n, &shape, NULL, &err), MOE_EFORMAT);
+    ASSERT(strstr(err.msg, "more than 32 fields") != NULL);
+    /* a group of many fields */
+    n = base;
+    buf[n++] = 0x32, buf[n++] = 2 * (MOE_WIRE_MAX_FIELDS + 1);
+    for (int i = 0; i <= MOE_WIRE_MAX_FIELDS; i++) buf[n++] = 0x08, buf[n++] = 0x01;
+    ASSERT_EQ_INT(moe_wire_scan_request(buf, n, &shape, NULL, &err), MOE_EFORMAT);
+    ASSERT(strstr(err.msg, "has more than 32 fields") != NULL);
+    /* a group cut short inside */
+    n = base;
+    buf[n++] = 0x32, buf[n++] = 0x02, buf[n++] = 0x08, buf[n++] = 0x80;
+    ASSERT_EQ_INT(moe_wire_scan_request(buf, n, &shape, NULL, &err), MOE_EFORMAT);
+    ASSERT(strstr(err.msg, "malformed") != NULL);
+    free(buf);
+    /* activations longer than max_rows x hidden x 4 (64 x 32 x 4 = 8192) */
+    static uint8_t big[8200];
+    f.r.activations.data = big, f.r.activations.len = sizeof big;
+    buf = pack_req(&f.r, &n, 0);
+    ASSERT_EQ_INT(moe_wire_scan_request(buf, n, &shape, NULL, &err), MOE_EFORMAT);
+    ASSERT(strstr(err.msg, "activations are 8200 bytes") != NULL);
+    free(buf);
+    /* malformed: a length past the end, a varint of 11 bytes, field 0, group wire types */
+    static const uint8_t bad[][12] = {
+        {0x3a, 0x10, 0x00},
+        {0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+        {0x00, 0x01},
+        {0x33, 0x34},
+    };
+    static const size_t bad_n[] = {3, 12, 2, 2};
+    for (size_t i = 0; i < sizeof bad_n / sizeof bad_n[0]; i++) {
+        if (moe_wire_scan_request(bad[i], bad_n[i], &shape, NULL, &err) != MOE_EFORMAT)
+            TEST_FAIL("malformed case %zu accepted", i);
+        if (!strstr(err.msg, "not a moe.v1.ForwardRequest"))
+            TEST_FAIL("malformed case %zu: '%s'", i, err.msg);
+    }
+}
+
+/* whatever the scan passes, protobuf-c's unpack stays within the budget:
+ * seeded random requests built from valid and hostile pieces */
+TEST(wire_scan_bounds_unpack) {
+    uint64_t s = 987;
+    static const uint8_t pieces[][4] = {{0x32, 0x00},       {0x32, 0x02, 0x08, 0x03},
+                                        {0xa0, 0x06, 0x01}, {0x08, 0x05},
+                                        {0x10, 0x01},       {0x28, 0x20},
+                                        {0x3a, 0x00},       {0x40, 0x01}};
+    static const size_t piece_n[] = {2, 4, 3, 2, 2, 2, 2, 2};
+    int passed = 0;
+    for (int t = 0; t < 2000; t++) {
+        uint8_t buf[400];
+        size_t n = 0;
+        const int k = (int)(test_rand_u64(&s) % 60);
+        for (int i = 0; i < k; i++) {
+            const size_t p = (size_t)(test_rand_u64(&s) % 8);
+            memcpy(buf + n, pieces[p], piece_n[p]);
+            n += piece_n[p];
+        }
+        moe_err err;
+        if (moe_wire_scan_request(buf, n, &shape, NULL, &err) < 0) continue;
+        passed++;
+        Moe__V1__ForwardRequest *u = moe__v1__forward_request__unpack(NULL, n, buf);
+        ASSERT(u != NULL);
+        ASSERT(u->n_groups <= (size_t)shape.n_expert);
+        ASSERT(u->base.n_unknown_fields <= MOE_WIRE_MAX_FIELDS);
+        moe__v1__forward_request__free_unpacked(u, NULL);
+    }
+    ASSERT(passed > 100);
+}
+
 TEST(wire_bf16_packing) {
     const float x[6] = {1.0f, -2.5f, 3.14159265f, 1e-20f, 65504.0f, -0.0f};
     uint8_t b[12];
