@@ -374,31 +374,15 @@ AI __m512 q8t_lane_sum(const float (*a)[16]) {
     return _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3));
 }
 
+/* The tile loop both Q8_0 tiles share: per 32 activation rows and 16 weight
+ * rows, K in chunks of Q8T_KB blocks packed on the stack; fast picks the
+ * fast numerics' compute (q8f_compute, below) over the exact one. */
+AI void q8t_drive(const int fast, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
+                  const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy);
+
 static void q8_tiled(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
                      size_t xrb, int64_t nb, float *Y, int64_t ldy) {
-    q8t_buf t;
-    const int64_t nblk = k / MOE_QK8_0;
-    for (int64_t cs = 0; cs < nb; cs += Q8T_NC) {
-        const int nc = (int)(nb - cs < Q8T_NC ? nb - cs : Q8T_NC);
-        const char *Xc = X + (size_t)cs * xrb;
-        for (int64_t rt = r0; rt < r1; rt += 16) {
-            const int nr = (int)(r1 - rt < 16 ? r1 - rt : 16);
-            const __mmask16 m = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
-            const char *pf = rt + 16 * (Q8T_PF_TILES + 1) <= r1
-                                 ? W + (size_t)(rt + 16 * Q8T_PF_TILES) * wrb
-                                 : NULL;
-            for (int64_t kb0 = 0; kb0 < nblk; kb0 += Q8T_KB) {
-                const int kcb = (int)(nblk - kb0 < Q8T_KB ? nblk - kb0 : Q8T_KB);
-                q8t_pack_x(&t, Xc, xrb, nc, kb0, kcb);
-                q8t_pack_w(&t, W + (size_t)rt * wrb, wrb, nr, kb0, kcb, pf);
-                int c = 0;
-                for (; c + 2 <= nc; c += 2) q8t_compute(2, &t, c, Xc, xrb, kb0, kcb, kb0 == 0);
-                if (c < nc) q8t_compute(1, &t, c, Xc, xrb, kb0, kcb, kb0 == 0);
-            }
-            for (int c = 0; c < nc; c++)
-                _mm512_mask_storeu_ps(Y + (cs + c) * ldy + rt, m, q8t_lane_sum(t.acc[c]));
-        }
-    }
+    q8t_drive(0, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
 }
 
 /* ==== Q8_0: the fast tile (VNNI) =========================================== */
@@ -442,8 +426,8 @@ AI void q8f_compute(const int NC, q8t_buf *t, int c0, const char *X, size_t xrb,
     for (int c = 0; c < NC; c++) _mm512_store_ps(t->acc[c0 + c][0], acc[c]);
 }
 
-void moe__q8_fast_vnni(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
-                       size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+AI void q8t_drive(const int fast, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
+                  const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
     q8t_buf t;
     const int64_t nblk = k / MOE_QK8_0;
     for (int64_t cs = 0; cs < nb; cs += Q8T_NC) {
@@ -460,13 +444,24 @@ void moe__q8_fast_vnni(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t
                 q8t_pack_x(&t, Xc, xrb, nc, kb0, kcb);
                 q8t_pack_w(&t, W + (size_t)rt * wrb, wrb, nr, kb0, kcb, pf);
                 int c = 0;
-                for (; c + 4 <= nc; c += 4) q8f_compute(4, &t, c, Xc, xrb, kb0, kcb, kb0 == 0);
-                for (; c < nc; c++) q8f_compute(1, &t, c, Xc, xrb, kb0, kcb, kb0 == 0);
+                if (fast) {
+                    for (; c + 4 <= nc; c += 4) q8f_compute(4, &t, c, Xc, xrb, kb0, kcb, kb0 == 0);
+                    for (; c < nc; c++) q8f_compute(1, &t, c, Xc, xrb, kb0, kcb, kb0 == 0);
+                } else {
+                    for (; c + 2 <= nc; c += 2) q8t_compute(2, &t, c, Xc, xrb, kb0, kcb, kb0 == 0);
+                    if (c < nc) q8t_compute(1, &t, c, Xc, xrb, kb0, kcb, kb0 == 0);
+                }
             }
             for (int c = 0; c < nc; c++)
-                _mm512_mask_storeu_ps(Y + (cs + c) * ldy + rt, m, _mm512_load_ps(t.acc[c][0]));
+                _mm512_mask_storeu_ps(Y + (cs + c) * ldy + rt, m,
+                                      fast ? _mm512_load_ps(t.acc[c][0]) : q8t_lane_sum(t.acc[c]));
         }
     }
+}
+
+void moe__q8_fast_vnni(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
+                       size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    q8t_drive(1, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
 }
 
 /* ==== F32 / F16 / BF16 ===================================================== */
