@@ -80,8 +80,8 @@ MESH_OBJ := $(call obj,$(MESH_SRC)) $(PROTO_C:.c=.o)
 # headers, gRPC/protobuf-c/hiredis, and cJSON (placement documents)
 SVC_INC    := -Ilibsvc/include
 MESH_INC   := -Ilibmesh/include -Ilibsvc/include
-MESH_CFLAGS := $(MESH_INC) $(shell pkg-config --cflags grpc libprotobuf-c hiredis 2>/dev/null) -I$(GEN) $(CJSON_CFLAGS)
-MESH_LIBS  := $(shell pkg-config --libs grpc libprotobuf-c hiredis 2>/dev/null) $(CJSON_LIBS)
+MESH_CFLAGS := $(MESH_INC) $(shell pkg-config --cflags grpc libprotobuf-c hiredis libcrypto 2>/dev/null) -I$(GEN) $(CJSON_CFLAGS)
+MESH_LIBS  := $(shell pkg-config --libs grpc libprotobuf-c hiredis libcrypto 2>/dev/null) $(CJSON_LIBS)
 
 LIBMOE := $(BUILD)/libmoe.a
 LIBSVC := $(BUILD)/libsvc.a

@@ -17,6 +17,7 @@
 #include "registry.h"
 #include "server.h"
 #include "mesh/slice.h"
+#include "mesh/tls.h"
 #include "svc/clock.h"
 #include "svc/log.h"
 #include "svc/signal.h"
@@ -108,6 +109,9 @@ int main(int argc, char **argv) {
     int n_threads = 1, max_rows = 4096, lease_ms = MOE_SCHEMA_LEASE_MS_DEFAULT, grace_ms = 10000,
         drain_ms = 30000, max_streams = 32, idle_ms = 60000, age_ms = 1800000;
     uint64_t capacity = 0;
+    moe_tls_opts tls = moe_tls_opts_default();
+    moe_flag tls_flags[MOE_TLS_N_FLAGS + 1];
+    moe_tls_opts_flags(&tls, tls_flags);
     const moe_flag flags[] = {
         {"--model", "MOE_MODEL", MOE_FLAG_STRING, &model, "PATH", .help = "GGUF model",
          .required = "model"},
@@ -154,12 +158,21 @@ int main(int argc, char **argv) {
          .help = "on SIGTERM, serve on while router-svc moves the experts away,\n"
                  "at most this long (0: leave at once)",
          .min = 0, .max = 3600000},
+        {.include = tls_flags},
         {0}};
     const int status = moe_svc_start(&svc, flags, argc, argv);
     if (status >= 0) return status;
     moe_err err;
     const int joined = redis && *redis;
     if (redis_pw && moe_rlink_password_file(redis_pw, &err) < 0) {
+        moe_log(MOE_LOG_ERROR, "expert-worker", "%s", err.msg);
+        return 2;
+    }
+    /* peers must show a certificate from the CA, and ours must name us */
+    const char *tls_name = worker_id && *worker_id ? worker_id : advertise;
+    if (moe_tls_on(&tls) ? moe_tls_check(&tls, tls_name, &err) < 0
+                         : moe_tls_plaintext_ok(&tls, listen && *listen ? listen : "127.0.0.1",
+                                                "expert-worker", &err) < 0) {
         moe_log(MOE_LOG_ERROR, "expert-worker", "%s", err.msg);
         return 2;
     }
@@ -203,6 +216,7 @@ int main(int argc, char **argv) {
                      .max_streams = max_streams,
                      .conn_idle_ms = idle_ms,
                      .conn_age_ms = age_ms,
+                     .tls = moe_tls_on(&tls) ? &tls : NULL,
                      .stop = moe_stop_flag()};
     char device[48];
     snprintf(device, sizeof device, "cpu:%s", moe_cpu_describe());

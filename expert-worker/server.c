@@ -696,7 +696,8 @@ int ew_server_run(const ew_config *cfg, moe_err *err) {
                                            GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     s.m_health = grpc_server_register_method(s.server, "/grpc.health.v1.Health/Check", NULL,
                                              GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds =
+        cfg->tls ? moe_tls_server_creds(cfg->tls) : grpc_insecure_server_credentials_create();
     int port = grpc_server_add_http2_port(s.server, cfg->listen, creds);
     grpc_server_credentials_release(creds);
     if (port <= 0) {

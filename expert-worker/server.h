@@ -44,6 +44,7 @@
 #include "moe/error.h"
 #include "moe/model.h"
 #include "mesh/slice.h"
+#include "mesh/tls.h"
 
 /* Counters the server keeps for /metrics (read with __atomic loads from
  * another thread). */
@@ -64,6 +65,7 @@ typedef struct ew_config {
     int conn_idle_ms;            /* close a connection without calls after this (<= 0: never) */
     int conn_age_ms;             /* then a connection takes no new calls (<= 0: never) */
     ew_counters *counters;       /* NULL: none */
+    const moe_tls_opts *tls;     /* mutual TLS (mesh/tls.h); NULL: plaintext */
     volatile sig_atomic_t *stop; /* set by a signal handler: finish in-flight work, exit */
     /* called once bound, with the real port (registration starts here) */
     void (*on_listen)(void *ud, int port);

@@ -22,6 +22,7 @@
 #include "mesh/rlink.h"
 #include "moe/log.h"
 #include "mesh/schema.h"
+#include "mesh/tls.h"
 #include "svc/clock.h"
 
 moe_remote_params moe_remote_default_params(void) {
@@ -89,44 +90,67 @@ static void worker_free(rworker *w) {
     if (!w) return;
     reap(w);
     if (w->ch) grpc_channel_destroy(w->ch);
-    free(w->addr), free(w->rowmap), free(w->groups), free(w->gp), free(w->act), free(w->msg);
+    free(w->addr), free(w->name), free(w->rowmap), free(w->groups), free(w->gp), free(w->act),
+        free(w->msg);
     free(w->msg_groups), free(w->queued);
     free(w);
 }
 
-/* The worker at addr, created (with its channel) if new; -1 when out of memory. */
-static int worker_get(remote_be *b, const char *addr) {
+/* The worker at addr under name (the id its certificate must name; NULL:
+ * the host of addr), created (with its channel) if new; MOE_ENOMEM, or
+ * MOE_EINVAL when plaintext is not allowed to it (err says why). */
+static int worker_get(remote_be *b, const char *addr, const char *name, moe_err *err) {
     for (int i = 0; i < b->n; i++)
-        if (!strcmp(b->w[i]->addr, addr)) return i;
+        if (!strcmp(b->w[i]->addr, addr) &&
+            (!b->creds || !strcmp(b->w[i]->name ? b->w[i]->name : "", name ? name : "")))
+            return i;
+    if (!b->creds) {
+        const int rc = moe_tls_plaintext_ok(&b->tls, addr, "remote experts", err);
+        if (rc < 0) return rc;
+    }
     if (b->n == b->cap) {
         int nc = b->cap ? b->cap * 2 : 8;
         pthread_mutex_lock(&b->pub_mu); /* other threads read the list */
         rworker **nw = realloc(b->w, (size_t)nc * sizeof *nw);
         if (nw) b->w = nw, b->cap = nc;
         pthread_mutex_unlock(&b->pub_mu);
-        if (!nw) return -1;
+        if (!nw) return moe_err_set(err, MOE_ENOMEM, "out of memory for worker buffers");
     }
     const int ne = b->m->hp.n_expert;
     rworker *w = calloc(1, sizeof *w);
-    if (!w) return -1;
+    if (!w) return moe_err_set(err, MOE_ENOMEM, "out of memory for worker buffers");
     w->t_start = (rtag){w, R_START};
     w->t_send = (rtag){w, R_SEND};
     w->t_recv = (rtag){w, R_RECV};
     w->t_status = (rtag){w, R_STATUS};
     w->t_info = (rtag){w, R_INFO};
     w->addr = strdup(addr);
+    w->name = name ? strdup(name) : NULL;
     w->rowmap = malloc((size_t)b->p.max_rows * sizeof *w->rowmap);
     w->groups = calloc((size_t)ne, sizeof *w->groups);
     w->gp = calloc((size_t)ne, sizeof *w->gp);
     w->msg_groups = calloc((size_t)ne, sizeof *w->msg_groups);
     w->queued = calloc((size_t)ne, sizeof *w->queued);
-    if (!w->addr || !w->rowmap || !w->groups || !w->gp || !w->msg_groups || !w->queued) {
+    if (!w->addr || (name && !w->name) || !w->rowmap || !w->groups || !w->gp || !w->msg_groups ||
+        !w->queued) {
         worker_free(w);
-        return -1;
+        return moe_err_set(err, MOE_ENOMEM, "out of memory for worker buffers");
     }
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-    w->ch = grpc_channel_create(w->addr, creds, &b->ch_args);
-    grpc_channel_credentials_release(creds);
+    /* with TLS the handshake checks that the worker's certificate names the
+     * worker: its id, not whatever address a lease gives it */
+    grpc_arg args[3] = {b->args[0], b->args[1]};
+    grpc_channel_args ca = {2, args};
+    if (b->creds && w->name)
+        args[ca.num_args++] = (grpc_arg){.type = GRPC_ARG_STRING,
+                                         .key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
+                                         .value.string = w->name};
+    if (b->creds) {
+        w->ch = grpc_channel_create(w->addr, b->creds, &ca);
+    } else {
+        grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+        w->ch = grpc_channel_create(w->addr, creds, &ca);
+        grpc_channel_credentials_release(creds);
+    }
     w->m_forward = grpc_channel_register_call(w->ch, "/moe.v1.ExpertService/Forward", NULL, NULL);
     w->m_info = grpc_channel_register_call(w->ch, "/moe.v1.ExpertService/Info", NULL, NULL);
     pthread_mutex_lock(&b->pub_mu);
@@ -152,7 +176,11 @@ static int apply_doc(remote_be *b, const moe_pldoc *d, moe_err *err) {
     int *widx = malloc(((size_t)d->n_workers + 1) * sizeof *widx);
     if (!off || !rep || !widx) goto oom;
     for (int i = 0; i < d->n_workers; i++)
-        if ((widx[i] = worker_get(b, d->addrs[i])) < 0) goto oom;
+        if ((widx[i] = worker_get(b, d->addrs[i], d->ids[i], err)) < 0) {
+            const int rc = widx[i];
+            free(off), free(rep), free(widx);
+            return rc;
+        }
     for (size_t i = 0; i < d->n_experts; i++)
         off[(size_t)d->experts[i].layer * ne + d->experts[i].expert + 1] +=
             (uint32_t)d->experts[i].n_replicas;
@@ -434,9 +462,10 @@ static void on_event(remote_be *b, rtag *t, int ok) {
     case R_STATUS:
         w->open = 0;
         if (w->busy) {
-            char why[300];
+            char why[400], hint[200];
             char *d = grpc_slice_to_c_string(w->details);
-            snprintf(why, sizeof why, "stream closed (status %d: %s)", (int)w->status, d);
+            moe__remote_hint(b, w, (int)w->status, d, hint, sizeof hint);
+            snprintf(why, sizeof why, "stream closed (status %d: %s)%s", (int)w->status, d, hint);
             gpr_free(d);
             worker_failed(b, w, 1, why);
         }
@@ -629,6 +658,7 @@ static void remote_destroy(void *ctx) {
         on_event(b, ev.tag, ev.success);
     }
     for (int i = 0; i < b->n; i++) worker_free(b->w[i]);
+    if (b->creds) grpc_channel_credentials_release(b->creds);
     if (b->cq) {
         grpc_completion_queue_shutdown(b->cq);
         while (grpc_completion_queue_next(b->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
@@ -652,6 +682,8 @@ static int create_common(remote_be **out, const moe_model *m, const moe_remote_p
     if (p->deadline_ms < 1 || p->max_rows < 1 || p->failover_ms < 0 || p->down_ms < 0 ||
         p->placement_wait_ms < 0)
         return moe_err_set(err, MOE_EINVAL, "deadline and max_rows must be >= 1, waits >= 0");
+    int rc = moe_tls_check(p->tls, NULL, err);
+    if (rc < 0) return rc;
     mallopt(M_MMAP_THRESHOLD, 256 << 20); /* reuse large message buffers (stack-notes) */
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
     grpc_init();
@@ -662,6 +694,9 @@ static int create_common(remote_be **out, const moe_model *m, const moe_remote_p
     }
     b->m = m;
     b->p = *p;
+    b->p.tls = NULL;
+    if (p->tls) b->tls = *p->tls;
+    if (moe_tls_on(p->tls)) b->creds = moe_tls_channel_creds(p->tls);
     pthread_mutex_init(&b->pub_mu, NULL);
     b->cq = grpc_completion_queue_create_for_next(NULL);
     b->args[0] = (grpc_arg){.type = GRPC_ARG_INTEGER,
@@ -714,11 +749,13 @@ int moe_expert_backend_remote_create(moe_expert_backend **out, const moe_model *
     remote_be *b = NULL;
     int rc = create_common(&b, m, p, err);
     if (rc < 0) goto fail;
-    for (int i = 0; i < n; i++)
-        if (worker_get(b, workers[i]) < 0) {
-            rc = moe_err_set(err, MOE_ENOMEM, "out of memory for worker buffers");
-            goto fail;
-        }
+    for (int i = 0; i < n; i++) {
+        /* "id@host:port": the certificate must name id (else the host) */
+        const char *at = strchr(workers[i], '@');
+        char name[256];
+        if (at) snprintf(name, sizeof name, "%.*s", (int)(at - workers[i]), workers[i]);
+        if ((rc = worker_get(b, at ? at + 1 : workers[i], at ? name : NULL, err)) < 0) goto fail;
+    }
     /* the replicas each worker's Info names, as a placement of epoch 0 */
     const size_t np = n_pairs(b);
     info_acc acc = {b, 0, calloc(np * (size_t)b->cap + 1, 1)};

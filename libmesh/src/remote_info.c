@@ -61,8 +61,10 @@ int moe__remote_read_info(remote_be *b, rworker *w, void (*cb)(void *ud, int l, 
     Moe__V1__InfoResponse *r = NULL;
     if (rc == 0 && st != GRPC_STATUS_OK) {
         char *d = grpc_slice_to_c_string(details);
-        rc = moe_err_set(err, MOE_EUNAVAIL, "worker %s: Info failed (status %d: %s)", w->addr,
-                         (int)st, d);
+        char hint[200];
+        moe__remote_hint(b, w, (int)st, d, hint, sizeof hint);
+        rc = moe_err_set(err, MOE_EUNAVAIL, "worker %s: Info failed (status %d: %s)%s", w->addr,
+                         (int)st, d, hint);
         gpr_free(d);
     } else if (rc == 0) {
         size_t len = 0;
@@ -97,4 +99,19 @@ int moe__remote_read_info(remote_be *b, rworker *w, void (*cb)(void *ud, int l, 
     grpc_metadata_array_destroy(&mt);
     grpc_call_unref(call);
     return rc;
+}
+
+void moe__remote_hint(const remote_be *b, const rworker *w, int status, const char *d, char *out,
+                      size_t cap) {
+    *out = 0;
+    if (status != GRPC_STATUS_UNAVAILABLE || !d) return;
+    const int tlsish = strstr(d, "Tls") || strstr(d, "TLS") || strstr(d, "andshake") ||
+                       strstr(d, "erification") || strstr(d, "Socket closed");
+    if (b->creds && tlsish)
+        snprintf(out, cap,
+                 "; mutual TLS: the worker's certificate must name '%s' and chain to --tls-ca, "
+                 "and the worker must trust ours",
+                 w->name ? w->name : w->addr);
+    else if (!b->creds && strstr(d, "Socket closed"))
+        snprintf(out, cap, "; if the worker uses mutual TLS, give --tls-cert, --tls-key, --tls-ca");
 }

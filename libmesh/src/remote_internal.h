@@ -16,6 +16,7 @@
 #include <grpc/grpc.h>
 
 #include "mesh/remote.h"
+#include "mesh/tls.h"
 #include "remote_ctl.h"
 #include "mesh/wire.h"
 
@@ -37,6 +38,7 @@ typedef struct rtag {
 
 struct rworker {
     char *addr;
+    char *name; /* the id its certificate must name (NULL: the host of addr) */
     grpc_channel *ch;
     void *m_forward, *m_info;
     grpc_call *call; /* the Forward stream; NULL when closed */
@@ -88,6 +90,8 @@ typedef struct remote_be {
     grpc_completion_queue *cq;
     grpc_channel_args ch_args;
     grpc_arg args[2];
+    grpc_channel_credentials *creds; /* mutual TLS (NULL: plaintext, loopback or --insecure) */
+    moe_tls_opts tls;
     rworker **w;
     int n, cap;
     rplace pl;
@@ -116,6 +120,11 @@ typedef struct remote_be {
  * expert) for every pair it holds after checking the model's shape. */
 int moe__remote_read_info(remote_be *b, rworker *w, void (*cb)(void *ud, int l, int e), void *ud,
                           moe_err *err);
+
+/* A hint to append to a failure of w with gRPC status and details d (""
+ * when none applies): what mutual TLS needs when a handshake failed. */
+void moe__remote_hint(const remote_be *b, const rworker *w, int status, const char *d, char *out,
+                      size_t cap);
 
 /* remote_stats.c. A result came from w (busy with a message): counts its
  * round trip and calls the hook. */

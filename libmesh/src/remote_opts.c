@@ -10,7 +10,9 @@
 #include "mesh/schema.h"
 
 moe_remote_opts moe_remote_opts_default(void) {
-    return (moe_remote_opts){.wire = "f32", .deadline_ms = moe_remote_default_params().deadline_ms};
+    return (moe_remote_opts){.wire = "f32",
+                             .deadline_ms = moe_remote_default_params().deadline_ms,
+                             .tls = moe_tls_opts_default()};
 }
 
 int moe_remote_check_wire(const void *dst, char *why, size_t cap) {
@@ -22,9 +24,10 @@ int moe_remote_check_wire(const void *dst, char *why, size_t cap) {
 
 void moe_remote_opts_flags(moe_remote_opts *o, moe_flag t[MOE_REMOTE_N_FLAGS + 1]) {
     const moe_flag rows[MOE_REMOTE_N_FLAGS + 1] = {
-        {"--workers", "MOE_WORKERS", MOE_FLAG_STRING, &o->workers, "H:P,...",
+        {"--workers", "MOE_WORKERS", MOE_FLAG_STRING, &o->workers, "[ID@]H:P,...",
          .help = "run the routed experts on these expert-workers (each\n"
-                 "worker's Info says which it holds)"},
+                 "worker's Info says which it holds; with TLS, ID is the name\n"
+                 "its certificate must carry, else the host)"},
         {"--redis", "MOE_REDIS", MOE_FLAG_STRING, &o->redis, "URL",
          .help = "run them where router-svc's active placement says\n"
                  "(redis://host:port), following its changes and reporting\n"
@@ -36,7 +39,9 @@ void moe_remote_opts_flags(moe_remote_opts *o, moe_flag t[MOE_REMOTE_N_FLAGS + 1
          .help = "activations on the wire; f32 is exact", .check = moe_remote_check_wire},
         {"--deadline-ms", "MOE_DEADLINE_MS", MOE_FLAG_MS, &o->deadline_ms, "DUR",
          .help = "per-layer deadline for the workers", .min = 1, .max = INT32_MAX},
+        {.include = o->tls_flags},
         {0}};
+    moe_tls_opts_flags(&o->tls, o->tls_flags);
     memcpy(t, rows, sizeof rows);
 }
 
@@ -53,6 +58,7 @@ int moe_remote_opts_open(moe_expert_backend **out, const moe_model *m, const moe
     moe_remote_params rp = base ? *base : moe_remote_default_params();
     rp.wire_bf16 = !strcmp(o->wire, "bf16");
     rp.deadline_ms = o->deadline_ms;
+    rp.tls = &o->tls;
     if (o->redis) {
         if (o->redis_password_file) {
             const int rc = moe_rlink_password_file(o->redis_password_file, err);

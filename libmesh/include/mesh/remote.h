@@ -39,21 +39,25 @@
 
 #include "moe/expert.h"
 #include "moe/model.h"
+#include "mesh/tls.h"
 #include "svc/flags.h"
 
 typedef struct moe_remote_params {
-    int wire_bf16;         /* 1: activations and outputs as bf16 (half the bytes) */
-    int deadline_ms;       /* per batch (default 10000) */
-    int max_rows;          /* rows one submit may carry (default 4096) */
-    int allow_partial;     /* 1: do not require every expert to be held at create
-                            * (a submit naming an unheld one still fails) */
-    int failover_ms;       /* how long a batch waits for a placement that gives an
-                            * expert a live replica (default 30000) */
-    int down_ms;           /* a failed worker is not chosen again for this long,
-                            * while replicas remain (default 1000) */
-    int placement_wait_ms; /* Redis: how long create waits for the first
-                            * active placement (default 30000) */
-    int quiet;             /* 1: no log lines on stderr about failovers */
+    int wire_bf16;           /* 1: activations and outputs as bf16 (half the bytes) */
+    int deadline_ms;         /* per batch (default 10000) */
+    int max_rows;            /* rows one submit may carry (default 4096) */
+    int allow_partial;       /* 1: do not require every expert to be held at create
+                              * (a submit naming an unheld one still fails) */
+    int failover_ms;         /* how long a batch waits for a placement that gives an
+                              * expert a live replica (default 30000) */
+    int down_ms;             /* a failed worker is not chosen again for this long,
+                              * while replicas remain (default 1000) */
+    int placement_wait_ms;   /* Redis: how long create waits for the first
+                              * active placement (default 30000) */
+    int quiet;               /* 1: no log lines on stderr about failovers */
+    const moe_tls_opts *tls; /* mutual TLS with the workers (mesh/tls.h; borrowed for
+                              * create). NULL or no files: plaintext, to loopback
+                              * addresses only unless tls->insecure */
 } moe_remote_params;
 
 typedef struct moe_remote_stats {
@@ -180,16 +184,19 @@ typedef struct moe_remote_opts {
     const char *wire;    /* --wire "f32" (exact) or "bf16" */
     int deadline_ms;     /* --deadline-ms: per batch */
     const char *redis_password_file; /* --redis-password-file (mesh/rlink.h) */
+    moe_tls_opts tls; /* --tls-cert, --tls-key, --tls-ca, --tls-refresh-s, --insecure */
+    moe_flag tls_flags[MOE_TLS_N_FLAGS + 1];
 } moe_remote_opts;
 
 /* The rows moe_remote_opts_flags writes, without the end row. */
-#define MOE_REMOTE_N_FLAGS 6
+#define MOE_REMOTE_N_FLAGS 7
 
 /* No workers, no Redis, wire f32, moe_remote_default_params' deadline. */
 moe_remote_opts moe_remote_opts_default(void);
 
 /* Writes the flag rows of o (--workers, --redis, --redis-password-file,
- * --prefix, --wire, --deadline-ms, each with its MOE_* twin) and an end row into t, for a
+ * --prefix, --wire, --deadline-ms and the TLS flags of mesh/tls.h, each
+ * with its MOE_* twin) and an end row into t, for a
  * {.include = t} row. o and t are borrowed by the parser. */
 void moe_remote_opts_flags(moe_remote_opts *o, moe_flag t[MOE_REMOTE_N_FLAGS + 1]);
 
@@ -201,7 +208,9 @@ int moe_remote_check_wire(const void *dst, char *why, size_t cap);
  * backend over the worker list or Redis placement, owned by the caller
  * (moe_expert_backend_destroy). base (NULL: defaults) gives the other
  * parameters (max_rows, allow_partial, ...); o's wire and deadline replace
- * its. MOE_EINVAL (with err naming the flags) for workers and Redis both,
+ * its, and o's TLS options are used. A worker in the list may be given as
+ * id@host:port: with TLS its certificate must then name id (else the host).
+ * MOE_EINVAL (with err naming the flags) for workers and Redis both,
  * an empty worker list or an unknown wire; else moe_expert_backend_remote_
  * create's or _redis_create's errors. */
 int moe_remote_opts_open(moe_expert_backend **out, const moe_model *m, const moe_remote_opts *o,
