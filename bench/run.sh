@@ -126,6 +126,33 @@ else
         printf '%-8s %16.1f %16.1f %9s\n' "$B" "$r" "$l" "$(ratio "$r" "$l")"
     done
     echo "targets: a MoE layer at batch 1 adds <= 150 us p50; 32 sequences on 2 workers >= 0.7x the single process"
+    # the same two slices behind mutual TLS (certificates made here with openssl)
+    C="$WTMP/certs"
+    mkdir -p "$C"
+    mk() { openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$C/$1.key" -subj "/CN=$1" -out "$C/$1.csr" 2>/dev/null &&
+        printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$1" >"$C/$1.ext" &&
+        openssl x509 -req -in "$C/$1.csr" -CA "$C/ca.pem" -CAkey "$C/ca.key" -CAcreateserial -days 1 -extfile "$C/$1.ext" -out "$C/$1.pem" 2>/dev/null; }
+    if command -v openssl >/dev/null &&
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$C/ca.key" -subj /CN=ca -days 1 -out "$C/ca.pem" 2>/dev/null &&
+        mk ta && mk tb && mk gw; then
+        for n in ta tb; do
+            "$WORKER" --model "$MODEL" --listen 127.0.0.1:0 --experts "$([ $n = ta ] && echo 0-3 || echo 4-7)" --threads 1 \
+                --tls-cert "$C/$n.pem" --tls-key "$C/$n.key" --tls-ca "$C/ca.pem" >"$WTMP/$n.out" 2>"$WTMP/$n.err" &
+            WPIDS="$WPIDS $!"
+        done
+        i=0
+        while [ $i -lt 100 ] && ! { grep -qs "listening on" "$WTMP/ta.out" && grep -qs "listening on" "$WTMP/tb.out"; }; do sleep 0.1; i=$((i + 1)); done
+        TA=$(sed -n 's/^listening on //p' "$WTMP/ta.out")
+        TB=$(sed -n 's/^listening on //p' "$WTMP/tb.out")
+        TLS="--tls-cert $C/gw.pem --tls-key $C/gw.key --tls-ca $C/ca.pem"
+        printf '%-8s %16s %16s %9s\n' batch "mTLS tok/s" "plaintext tok/s" ratio
+        for B in 1 32; do
+            P2=$([ $B = 1 ] && echo 128 || echo 16)
+            t=$("$MOECTL" bench "$MODEL" --prompt $P2 --gen 32 --batch $B --threads 2 --reps 2 --workers "ta@$TA,tb@$TB" $TLS | num decode_tok_s)
+            r=$("$MOECTL" bench "$MODEL" --prompt $P2 --gen 32 --batch $B --threads 2 --reps 2 --workers "$WA,$WB" | num decode_tok_s)
+            printf '%-8s %16.1f %16.1f %9s\n' "$B" "$t" "$r" "$(ratio "$t" "$r")"
+        done
+    fi
 fi
 
 # ---- the control plane (router-svc + Redis) ---------------------------------------
