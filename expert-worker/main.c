@@ -107,7 +107,7 @@ int main(int argc, char **argv) {
                *redis_pw = NULL, *prefix = NULL, *domain = NULL, *worker_id = NULL,
                *advertise = NULL, *metrics_addr = NULL;
     int n_threads = 1, max_rows = 4096, lease_ms = MOE_SCHEMA_LEASE_MS_DEFAULT, grace_ms = 10000,
-        drain_ms = 30000, max_streams = 32, idle_ms = 60000, age_ms = 1800000;
+        drain_ms = 30000, max_streams = 32, max_conns = 256, idle_ms = 60000, age_ms = 1800000;
     uint64_t capacity = 0;
     moe_tls_opts tls = moe_tls_opts_default();
     moe_flag tls_flags[MOE_TLS_N_FLAGS + 1];
@@ -125,6 +125,10 @@ int main(int argc, char **argv) {
          .help = "rows one request may carry", .min = 1, .max = 1 << 20},
         {"--max-streams", "MOE_MAX_STREAMS", MOE_FLAG_INT, &max_streams, "N",
          .help = "concurrent gRPC streams one connection may open", .min = 1, .max = 1 << 20},
+        {"--max-connections", "MOE_MAX_CONNECTIONS", MOE_FLAG_INT, &max_conns, "N",
+         .help = "TCP connections to the gRPC port; the newest beyond are cut\n"
+                 "(gateways keep theirs)",
+         .min = 1, .max = 1 << 20},
         {"--idle-ms", "MOE_IDLE_MS", MOE_FLAG_MS, &idle_ms, "MS",
          .help = "close a connection that has had no call this long (0: never)", .min = 0,
          .max = 86400000},
@@ -216,6 +220,7 @@ int main(int argc, char **argv) {
                      .max_streams = max_streams,
                      .conn_idle_ms = idle_ms,
                      .conn_age_ms = age_ms,
+                     .max_conns = max_conns,
                      .tls = moe_tls_on(&tls) ? &tls : NULL,
                      .stop = moe_stop_flag()};
     char device[48];

@@ -43,6 +43,13 @@ static void fill(const ew_metrics *m, moe_metrics *reg) {
                                        "(answered UNIMPLEMENTED).",
                                        NULL, 0),
                    NULL, ld(&k->unknown_calls));
+    moe_metric_set(moe_metrics_gauge(reg, "moemesh_worker_grpc_connections",
+                                     "TCP connections to the gRPC port (counted every 100 ms).",
+                                     NULL, 0),
+                   NULL, ld(&k->conns_open));
+    moe_metric_set(moe_metrics_counter(reg, "moemesh_worker_grpc_connections_cut_total",
+                                       "Connections shut down beyond --max-connections.", NULL, 0),
+                   NULL, ld(&k->conns_cut));
     moe_metric_set(moe_metrics_gauge(reg, "moemesh_worker_experts_held",
                                      "(layer, expert) pairs held now.", NULL, 0),
                    NULL, held);

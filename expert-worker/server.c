@@ -18,6 +18,7 @@
 #include "moe/expert.h"
 #include "moe/ops.h"
 #include "moe/threadpool.h"
+#include "conncap.h"
 #include "server.h"
 #include "moe/log.h"
 #include "svc/clock.h"
@@ -723,6 +724,12 @@ int ew_server_run(const ew_config *cfg, moe_err *err) {
     printf("listening on %.*s:%d\n", colon ? (int)(colon - cfg->listen) : 0, cfg->listen, port);
     fflush(stdout);
     if (cfg->on_listen) cfg->on_listen(cfg->on_listen_ud, port);
+    ew_conncap *cap = NULL;
+    if (cfg->max_conns > 0 &&
+        ew_conncap_start(&cap, port, cfg->max_conns,
+                         cfg->counters ? &cfg->counters->conns_open : NULL,
+                         cfg->counters ? &cfg->counters->conns_cut : NULL) < 0)
+        moe_log(MOE_LOG_WARN, "expert-worker", "cannot start the connection cap's thread");
 
     s.last_event_ms = moe_mono_ms();
     if (pthread_create(&s.poller, NULL, poller_main, &s) == 0)
@@ -739,6 +746,7 @@ int ew_server_run(const ew_config *cfg, moe_err *err) {
         pthread_join(s.poller, NULL);
         s.poller_running = 0;
     }
+    ew_conncap_stop(cap);
     static ew_tag shutdown_tag = {NULL, OP_NEW};
     grpc_server_shutdown_and_notify(s.server, s.cq, &shutdown_tag);
     grpc_server_cancel_all_calls(s.server);

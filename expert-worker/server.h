@@ -30,7 +30,9 @@
  *     finish in 10 s;
  *   - memory after a burst goes back to the OS once the worker has been
  *     idle 0.5 s (malloc_trim).
- * gRPC 1.51 has no cap on connections, nor on calls waiting in its queue
+ *   - connections: at most max_conns to the port; the newest beyond are
+ *     shut down within 100 ms (conncap.h: gRPC 1.51 has no such limit).
+ * gRPC 1.51 has no cap on calls waiting in its queue
  * (a rapid reset's calls are freed as fast as they come instead: see
  * poller_main); 16 calls per method are requested ahead so new streams are
  * matched at once.
@@ -51,6 +53,8 @@
 typedef struct ew_counters {
     uint64_t batches, rows, refused, errors;
     uint64_t unknown_calls; /* calls to methods not served (answered UNIMPLEMENTED) */
+    uint64_t conns_open;    /* established connections to the gRPC port (last count) */
+    uint64_t conns_cut;     /* connections shut down beyond max_conns */
     uint64_t *expert_rows;  /* (n_layer * n_expert) rows served per expert */
 } ew_counters;
 
@@ -64,6 +68,7 @@ typedef struct ew_config {
     int max_streams;             /* concurrent streams per connection (<= 0: 32) */
     int conn_idle_ms;            /* close a connection without calls after this (<= 0: never) */
     int conn_age_ms;             /* then a connection takes no new calls (<= 0: never) */
+    int max_conns;               /* connections to the port (<= 0: no cap) */
     ew_counters *counters;       /* NULL: none */
     const moe_tls_opts *tls;     /* mutual TLS (mesh/tls.h); NULL: plaintext */
     volatile sig_atomic_t *stop; /* set by a signal handler: finish in-flight work, exit */

@@ -12,6 +12,7 @@
 #   2000 calls to unknown methods:        none answered, +26 MB never returned
 #   rapid reset, 20k / 100k streams:      peak +260 MB / +1.3 GB, never returned;
 #                                         probes waited 0.7 s / 3.5 s
+#   1000 idle TCP connections:            all held (gRPC 1.51 has no cap), an fd each
 # After every attack a normal Forward from another client must still work.
 # Only processes this script started are signalled, by PID; waits are bounded.
 set -u
@@ -171,5 +172,29 @@ g=$(json goaway_ms)
     ok "connection with an open stream: GOAWAY after $g ms (--max-age-ms 2000), the stream not cut" || bad "max age: $OUT"
 OUT=$($H pings "$ADDR" --n 10)
 case $(json goaway) in *'"code":11'*) ok "10 PINGs without data: GOAWAY $(json goaway) after $(json goaway_ms) ms" ;; *) bad "ping flood: $OUT" ;; esac
+stop "$WPID"
+
+# 6. A connection flood: 1000 TCP connections that send nothing, while a
+# client connected before them calls Health/Check. Without a cap (as gRPC
+# 1.51 is) all 1000 stay, each an fd; with --max-connections 32 the newest
+# beyond 32 are shut down within 100 ms and the older client is never cut.
+start nocap --max-connections 1048576 || exit 1
+OUT=$($H conns "$ADDR" --n 1000 --ms 2000)
+echo "no cap: $OUT"
+[ "$(json open_at_end)" = 1000 ] && ok "without a cap (gRPC 1.51 alone) all 1000 idle connections stay open" ||
+    bad "no cap: $OUT"
+stop "$WPID"
+start cap --max-connections 32 --metrics 127.0.0.1:0 || exit 1
+OUT=$($H conns "$ADDR" --n 1000 --ms 2000)
+echo "cap 32: $OUT"
+o=$(json open_at_end) pe=$(json probe_errors)
+[ -n "$o" ] && [ "$o" -le 32 ] && [ "$pe" = 0 ] && [ "$(json probe_calls)" -gt 0 ] &&
+    ok "--max-connections 32: $o of 1000 left open (each 500 ms: $(json open_each_500ms)), the older client's $(json probe_calls) calls all answered (slowest $(json probe_max_ms) ms)" ||
+    bad "--max-connections 32: $OUT"
+FWD=$(timeout 20 $H forward "$ADDR" 2>&1 | tail -1)
+case $FWD in *'"status":0'*) ok "connection flood: a normal Forward works afterwards" ;; *) bad "after the flood: $FWD" ;; esac
+MP=$(sed -n 's/.*metrics on http:[^ ]* (port \([0-9]*\)).*/\1/p' "$TMP/cap.err" | head -1)
+cut=$(curl -s -m 5 "http://127.0.0.1:$MP/metrics" | awk '$1 == "moemesh_worker_grpc_connections_cut_total" { print $2 }')
+[ -n "$cut" ] && [ "$cut" -ge 900 ] && ok "moemesh_worker_grpc_connections_cut_total $cut" || bad "cut counter: '$cut' (metrics port '$MP')"
 stop "$WPID"
 exit $fail

@@ -22,6 +22,10 @@
 //       one Forward stream); how long until the worker's GOAWAY and close
 //   node tests/ref/hostile_grpc.mjs pings ADDR [--n N]
 //       N PING frames 20 ms apart with no data (keepalive abuse); the GOAWAY
+//   node tests/ref/hostile_grpc.mjs conns ADDR [--n N] [--ms MS]
+//       a connection flood: N raw TCP connections (default 1000) that send
+//       nothing, held MS ms (default 3000) while the probe (connected first)
+//       goes on; how many the worker closed and how many stayed open
 //   node tests/ref/hostile_grpc.mjs forward ADDR
 //       one normal Forward (one row through the first held expert) with grpc-js
 //
@@ -331,6 +335,31 @@ async function forward(addr) {
     return { status: r.status, error: r.error, outputs: r.outputs.length, ms: Math.round(now() - t0) };
 }
 
+// ---- a connection flood ----
+async function conns(addr, n, ms) {
+    const i = addr.lastIndexOf(":");
+    const host = addr.slice(0, i), port = Number(addr.slice(i + 1));
+    const probe = startProbe(addr);
+    for (let k = 0; k < 200 && probe.st.calls < 1; k++) await new Promise((res) => setTimeout(res, 10));
+    const socks = new Set();
+    let closed = 0, errors = 0;
+    for (let k = 0; k < n; k++) {
+        const s = net.connect(port, host);
+        s.resume(); // read, so a close by the worker is seen
+        s.on("error", () => errors++);
+        s.on("close", () => { if (socks.delete(s)) closed++; });
+        socks.add(s);
+    }
+    const t0 = now(), open_each_500ms = [];
+    while (now() - t0 < ms) {
+        await new Promise((res) => setTimeout(res, 500));
+        open_each_500ms.push(socks.size);
+    }
+    const open_at_end = socks.size;
+    for (const s of [...socks]) { socks.delete(s); s.destroy(); }
+    return { attack: "conns", connections: n, closed_by_server: closed, socket_errors: errors, open_at_end, open_each_500ms, ...(await probe.stop()) };
+}
+
 const [cmd, addr, ...rest] = process.argv.slice(2);
 const opt = (k, d) => { const i = rest.indexOf(k); return i >= 0 ? rest[i + 1] : d; };
 try {
@@ -341,9 +370,10 @@ try {
     else if (cmd === "groups" || cmd === "fields") r = await bulk(addr, Number(opt("--mb", "3")), cmd);
     else if (cmd === "reset") r = await reset(addr, Number(opt("--streams", "20000")));
     else if (cmd === "forward") r = await forward(addr);
+    else if (cmd === "conns") r = await conns(addr, Number(opt("--n", "1000")), Number(opt("--ms", "3000")));
     else if (cmd === "conn") r = await conn(addr, rest.includes("--stream"), Number(opt("--wait-ms", "5000")));
     else if (cmd === "pings") r = await pings(addr, Number(opt("--n", "10")));
-    if (!r) { process.stderr.write("usage: node tests/ref/hostile_grpc.mjs gzip|unknown|groups|fields|reset|conn|pings|forward ADDR [options]\n"); process.exit(2); }
+    if (!r) { process.stderr.write("usage: node tests/ref/hostile_grpc.mjs gzip|unknown|groups|fields|reset|conn|conns|pings|forward ADDR [options]\n"); process.exit(2); }
     console.log(JSON.stringify(r));
     process.exit(0);
 } catch (e) { fail(e.stack || String(e)); }
