@@ -185,8 +185,6 @@ static void load_prev(router *r) {
     r->active = r->round = NULL;
     r->active_published = 0;
     uint64_t maxe = 0;
-    for (int i = 0; i < r->nw; i++)
-        if (r->ws[i].epoch > maxe) maxe = r->ws[i].epoch;
     uint64_t a = 0, p = 0, q = 0;
     char ka[MOE_SCHEMA_KEY_MAX], kp[MOE_SCHEMA_KEY_MAX], kq[MOE_SCHEMA_KEY_MAX];
     moe_key_placement_active(ka, sizeof ka, r->prefix);
@@ -197,6 +195,11 @@ static void load_prev(router *r) {
     const int rq = moe_pldoc_get_epoch(r->cmd, kq, &q);
     if (ra == MOE_EUNAVAIL || rp == MOE_EUNAVAIL || rq == MOE_EUNAVAIL) goto done;
     const int have_a = ra == 0, have_p = rp == 0, have_q = rq == 0;
+    /* the workers' epochs, up to the last one issued when that is known: a
+     * lease that claims more must not push the numbers up (to 2^53, where
+     * no document can carry them) */
+    for (int i = 0; i < r->nw; i++)
+        if (r->ws[i].epoch > maxe && (!have_q || r->ws[i].epoch <= q)) maxe = r->ws[i].epoch;
     if (have_q && q > maxe) maxe = q;
     if (have_p) { /* an earlier leader's round: start over, after it */
         if (p > maxe) maxe = p;
@@ -303,8 +306,14 @@ static void start_round(router *r, rt_placement *pl, const char *why) {
            pl->epoch, why, pl->moves_added, pl->moves_removed, pl->replicas_short);
 }
 
-/* 1 if every worker the round gives experts to has acknowledged. */
-static int round_acked(router *r, int *missing_dead) {
+/* What the round's workers have acknowledged (round_acked). */
+enum { ACK_UNUSED, ACK_OK, ACK_MISSING, ACK_UNBACKED };
+
+/* 1 if every worker the round gives experts to has acknowledged: it is in
+ * P:ack:<e> and its own lease says it has loaded epoch e (anyone with the
+ * worker role's password can add a name to the set; only the worker writes
+ * its lease). state (the round's n_workers, or NULL) gets ACK_* per worker. */
+static int round_acked(router *r, int *missing_dead, uint8_t *state) {
     *missing_dead = 0;
     char ack[MOE_SCHEMA_KEY_MAX];
     moe_key_ack(ack, sizeof ack, r->prefix, r->round->epoch);
@@ -319,18 +328,43 @@ static int round_acked(router *r, int *missing_dead) {
         for (size_t k = 0; k < r->round->n_experts && !used; k++)
             for (int j = 0; j < r->round->experts[k].n_replicas; j++)
                 used |= r->round->experts[k].replicas[j] == (int)i;
+        if (state) state[i] = ACK_UNUSED;
         if (!used) continue;
         int acked = 0;
         for (size_t k = 0; k < x->elements && !acked; k++)
             acked = x->element[k]->str && !strcmp(x->element[k]->str, r->round->worker_ids[i]);
-        if (!acked) {
+        const rs_worker *w = rt_find_worker(r, r->round->worker_ids[i]);
+        const int backed = acked && w && w->epoch >= r->round->epoch;
+        if (state) state[i] = backed ? ACK_OK : acked ? ACK_UNBACKED : ACK_MISSING;
+        if (!backed) {
             all = 0;
-            const rs_worker *w = rt_find_worker(r, r->round->worker_ids[i]);
             if (!w || !w->usable) *missing_dead = 1;
         }
     }
     freeReplyObject(x);
     return all;
+}
+
+/* A round not acknowledged in time: the workers that did not acknowledge it
+ * (or whose lease does not back their acknowledgement) get no experts until
+ * their lease shows this epoch (router_check.c), so the next round can
+ * complete without them. */
+static void suspect_missing(router *r) {
+    uint8_t *state = calloc(r->round->n_workers + 1, 1);
+    int dead = 0;
+    if (!state) return;
+    round_acked(r, &dead, state);
+    for (size_t i = 0; i < r->round->n_workers; i++) {
+        if (state[i] != ACK_MISSING && state[i] != ACK_UNBACKED) continue;
+        const rs_worker *w = rt_find_worker(r, r->round->worker_ids[i]);
+        if (!w) continue;
+        if (state[i] == ACK_UNBACKED)
+            rt_warn("worker %.100s: in %s:ack:%" PRIu64 " but its lease says epoch %" PRIu64
+                    ": not counted",
+                    w->id, r->prefix, r->round->epoch, w->epoch);
+        rt_suspect_add(r, w->id, r->round->epoch, w->started_ms);
+    }
+    free(state);
 }
 
 static void activate(router *r) {
@@ -424,16 +458,19 @@ static void drive(router *r) {
     }
     if (r->round) {
         int dead = 0;
-        if (round_acked(r, &dead)) {
+        if (round_acked(r, &dead, NULL)) {
             activate(r);
             return;
         }
-        if (dead)
+        if (dead) {
             abandon_round(r, "a worker it gives experts to is gone");
-        else if (now - r->round_started_ms > r->cfg.ack_timeout_ms)
-            abandon_round(r, "not every worker acknowledged in time");
-        else
+        } else if (now - r->round_started_ms > r->cfg.ack_timeout_ms) {
+            suspect_missing(r);
+            abandon_round(r, "not every worker acknowledged in time (they get nothing more until "
+                             "they do)");
+        } else {
             return;
+        }
     }
     if (r->active && r->active_published) { /* Redis restarted empty: publish it again */
         uint64_t e = 0;
@@ -456,7 +493,7 @@ static void drive(router *r) {
     if (!ws || !es) goto done;
     for (int i = 0; i < r->nw; i++) {
         const rs_worker *w = &r->ws[i];
-        if (!w->usable) continue;
+        if (!w->usable || rt_suspect_is(r, w)) continue; /* a suspect: from the next read on */
         ws[n_ok++] = (rt_worker){w->id, w->domain, w->capacity, 1, w->draining};
     }
     for (size_t i = 0; i < np; i++) {
@@ -468,7 +505,28 @@ static void drive(router *r) {
     if (!r->active && now - r->stable_since_ms < r->cfg.settle_ms) goto done;
     rt_placement *pl;
     moe_err err;
-    if (rt_placement_compute(&pl, ws, (size_t)n_ok, es, ne, &r->cfg.place, r->active, &err) < 0) {
+    int rc = rt_placement_compute(&pl, ws, (size_t)n_ok, es, ne, &r->cfg.place, r->active, &err);
+    int n_drain = 0;
+    for (int i = 0; rc == MOE_ENOSPC && i < n_ok; i++) n_drain += ws[i].draining;
+    if (n_drain) {
+        /* A drain never leaves experts without a live worker (the last
+         * workers drained, and the others dead, as a fake worker's are when
+         * it stops): the draining workers keep them until there is room */
+        for (int i = 0; i < n_ok; i++) ws[i].draining = 0;
+        moe_err err2;
+        if (rt_placement_compute(&pl, ws, (size_t)n_ok, es, ne, &r->cfg.place, r->active, &err2) ==
+            0) {
+            rc = 0;
+            if (now - r->logged_drain_ms > 10000) {
+                rt_warn("%d draining worker(s) keep experts: the others cannot hold them (%s)",
+                        n_drain, err.msg);
+                r->logged_drain_ms = now;
+            }
+        } else {
+            err = err2; /* not even with them: say why */
+        }
+    }
+    if (rc < 0) {
         if (now - r->logged_place_ms > 10000) {
             rt_err("cannot place the experts: %s", err.msg);
             r->logged_place_ms = now;
@@ -597,6 +655,7 @@ int router_create(router **out, const router_cfg *cfg, moe_err *err) {
 void router_free(router *r) {
     if (!r) return;
     rt_workers_clear(r);
+    rt_check_free(r);
     moe_rlink_free(r->cmd);
     rt_placement_free(r->active), rt_placement_free(r->round);
     free(r->prefix), free(r->id), free(r->worker_sig), free(r->model), free(r->layer_bytes);
