@@ -30,7 +30,7 @@ struct ew_registry {
     int have_active, have_pending;
     uint64_t active, pending, acked;
     int64_t drop_at_ms; /* 0: nothing to drop */
-    int op_drain;       /* in P:drain: an operator asked to empty it */
+    int op_drain;       /* in P:drain: an operator asked to empty it (logged) */
     int self_drain;     /* leaving: its lease says state=draining (thread's copy of want_drain) */
     int want_drain;     /* leaving: asked router-svc to move everything away */
     int drained;        /* the active epoch gives it nothing, and gateways had time */
@@ -88,9 +88,9 @@ static void on_beat_reply(void *ud, size_t i, redisReply *x) {
 }
 
 /* The lease, in one MULTI/EXEC: router-svc never sees the hash without its
- * TTL (it refuses such a lease). Its state is "draining" while an operator
- * drains it (P:drain) or it is leaving (SIGTERM): a worker never writes
- * P:drain itself. */
+ * TTL (it refuses such a lease). Its state is "draining" once it is leaving
+ * (SIGTERM): a worker never writes P:drain, the operators' (router-svc reads
+ * both). */
 static void heartbeat(ew_registry *r) {
     if (moe_rlink_begin(r->cmd) < 0) return;
     char key[MOE_SCHEMA_KEY_MAX], workers[MOE_SCHEMA_KEY_MAX], held[16384], cap[32], epoch[32],
@@ -114,9 +114,8 @@ static void heartbeat(ew_registry *r) {
                           MOE_LEASE_CAPACITY_BYTES, cap,
                           MOE_LEASE_DEVICE, r->device,
                           MOE_LEASE_DOMAIN, r->domain,
-                          MOE_LEASE_STATE, r->op_drain || r->self_drain
-                                               ? MOE_LEASE_STATE_DRAINING
-                                               : MOE_LEASE_STATE_READY,
+                          MOE_LEASE_STATE, r->self_drain ? MOE_LEASE_STATE_DRAINING
+                                                         : MOE_LEASE_STATE_READY,
                           MOE_LEASE_HELD, held,
                           MOE_LEASE_EPOCH, epoch,
                           MOE_LEASE_MODEL, r->model_id,
@@ -237,9 +236,11 @@ static void check(ew_registry *r) {
     moe_rlink_append(r->cmd, "SISMEMBER %s %s", drain, r->id);
     check_replies c = {0};
     if (moe_rlink_flush(r->cmd, on_check_reply, &c) < 0) return;
-    if (c.draining != r->op_drain)
+    if (c.draining != r->op_drain) /* router-svc reads P:drain itself: nothing to write */
         log_line(r, MOE_LOG_INFO,
-                 c.draining ? "draining (an operator's request, P:drain)" : "no longer draining");
+                 c.draining ? "draining (an operator's request, P:drain): router-svc moves its "
+                              "experts away"
+                            : "no longer draining (P:drain)");
     r->op_drain = c.draining;
     /* phase 1: load what a pending epoch gives, then acknowledge */
     if (c.have_pending && (!r->have_pending || c.pending != r->pending) &&

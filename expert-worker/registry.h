@@ -5,8 +5,8 @@
  *   - the lease: P:worker:<id> (address, capacity, device, failure domain,
  *     state, experts held, epoch, model shape and expert sizes) renewed every
  *     lease/3 with a TTL of lease, and P:workers, in one MULTI/EXEC; its state
- *     is "draining" while it leaves (SIGTERM) or an operator drains it (it
- *     reads P:drain, never writes it);
+ *     is "draining" once it is leaving (SIGTERM); an operator's drain is
+ *     P:drain, which it reads (and logs) but never writes;
  *   - the placement: on P:events or every second it reads the pending and
  *     active epochs. For a pending epoch it loads the experts that epoch gives
  *     it (in addition to what it holds), then acknowledges (SADD P:ack:<e>);
