@@ -243,7 +243,7 @@ static void load_prev(router *r) {
         uint8_t *held = calloc((size_t)r->nw * np + 1, 1);
         size_t total = 0;
         for (int i = 0; ids && held && i < r->nw; i++) {
-            if (!r->ws[i].usable) continue;
+            if (!r->ws[i].usable || r->ws[i].suspect) continue;
             ids[n] = r->ws[i].id;
             held_of(r, &r->ws[i], held + (size_t)n * np);
             for (size_t k = 0; k < np; k++) total += held[(size_t)n * np + k];
@@ -322,6 +322,12 @@ static int round_acked(router *r, int *missing_dead, uint8_t *state) {
         if (x) freeReplyObject(x);
         return 0;
     }
+    for (size_t k = 0; k < x->elements && r->n_suspects; k++) { /* acknowledging again */
+        const rs_worker *w = x->element[k]->str ? rt_find_worker(r, x->element[k]->str) : NULL;
+        if (w && w->epoch >= r->round->epoch && rt_suspect_acked(r, w->id, r->round->epoch))
+            rt_log("worker %.100s acknowledged epoch %" PRIu64 ": it may get experts again", w->id,
+                   r->round->epoch);
+    }
     int all = 1;
     for (size_t i = 0; i < r->round->n_workers; i++) {
         int used = 0;
@@ -362,7 +368,7 @@ static void suspect_missing(router *r) {
             rt_warn("worker %.100s: in %s:ack:%" PRIu64 " but its lease says epoch %" PRIu64
                     ": not counted",
                     w->id, r->prefix, r->round->epoch, w->epoch);
-        rt_suspect_add(r, w->id, r->round->epoch, w->started_ms);
+        rt_suspect_add(r, w->id, r->round->epoch);
     }
     free(state);
 }
@@ -423,7 +429,7 @@ static int active_lost_worker(const router *r) {
                 used |= r->active->experts[k].replicas[j] == (int)i;
         if (!used) continue;
         const rs_worker *w = rt_find_worker(r, r->active->worker_ids[i]);
-        if (!w || !w->usable || w->draining) return 1;
+        if (!w || !w->usable || w->draining || w->suspect) return 1;
     }
     return 0;
 }
@@ -493,7 +499,7 @@ static void drive(router *r) {
     if (!ws || !es) goto done;
     for (int i = 0; i < r->nw; i++) {
         const rs_worker *w = &r->ws[i];
-        if (!w->usable || rt_suspect_is(r, w)) continue; /* a suspect: from the next read on */
+        if (!w->usable || w->suspect || rt_suspect_is(r, w->id)) continue; /* no experts */
         ws[n_ok++] = (rt_worker){w->id, w->domain, w->capacity, 1, w->draining};
     }
     for (size_t i = 0; i < np; i++) {
@@ -562,10 +568,12 @@ done:
 
 static void snapshot(router *r) {
     const size_t np = n_pairs(r);
-    int usable = 0, draining = 0;
+    int usable = 0, draining = 0, other = 0;
     for (int i = 0; i < r->nw; i++) {
-        usable += r->ws[i].usable;
-        draining += r->ws[i].usable && r->ws[i].draining;
+        const rs_worker *w = &r->ws[i];
+        usable += w->usable && !w->suspect; /* suspects: counted as rejected */
+        draining += w->usable && !w->suspect && w->draining;
+        other += !w->usable;
     }
     moe_rlink_stats ls = moe_rlink_get_stats(r->cmd);
     pthread_mutex_lock(&r->mu);
@@ -574,6 +582,7 @@ static void snapshot(router *r) {
     r->st.redis_failures = ls.failures;
     r->st.n_workers = r->nw;
     r->st.n_usable = usable;
+    r->st.n_other = other;
     r->st.n_draining = draining;
     if (r->model && !r->st.load) {
         r->st.n_layer = r->n_layer;

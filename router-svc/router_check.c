@@ -182,44 +182,46 @@ void rt_note_rejected(router *r, char *const *ids, const rt_reject *why, char *c
 
 /* ==== Suspects: workers that missed an acknowledgement ========================== */
 
-void rt_suspect_add(router *r, const char *id, uint64_t e, int64_t started_ms) {
-    for (int i = 0; i < r->n_suspects; i++) {
-        if (strcmp(r->suspects[i].id, id)) continue;
+static int suspect_find(const router *r, const char *id) {
+    for (int i = 0; i < r->n_suspects; i++)
+        if (!strcmp(r->suspects[i].id, id)) return i;
+    return -1;
+}
+
+static void suspect_remove(router *r, int i) {
+    free(r->suspects[i].id);
+    memmove(r->suspects + i, r->suspects + i + 1,
+            (size_t)(r->n_suspects - i - 1) * sizeof *r->suspects);
+    r->n_suspects--;
+}
+
+void rt_suspect_add(router *r, const char *id, uint64_t e) {
+    const int i = suspect_find(r, id);
+    if (i >= 0) {
         if (e > r->suspects[i].epoch) r->suspects[i].epoch = e;
-        r->suspects[i].started_ms = started_ms;
         return;
     }
-    if (r->n_suspects >= SUSPECTS_MAX) return;
-    rt_suspect *s = realloc(r->suspects, ((size_t)r->n_suspects + 1) * sizeof *s);
-    if (!s) return;
-    r->suspects = s;
     char *copy = strdup(id);
     if (!copy) return;
-    s[r->n_suspects++] = (rt_suspect){copy, e, started_ms};
-}
-
-int rt_suspect_is(const router *r, const rs_worker *w) {
-    for (int i = 0; i < r->n_suspects; i++)
-        if (!strcmp(r->suspects[i].id, w->id))
-            return w->epoch < r->suspects[i].epoch && w->started_ms == r->suspects[i].started_ms;
-    return 0;
-}
-
-void rt_suspects_prune(router *r, const rs_worker *ws, int n) {
-    int kept = 0;
-    for (int i = 0; i < r->n_suspects; i++) {
-        const rt_suspect *s = &r->suspects[i];
-        int live = 0;
-        for (int k = 0; k < n && !live; k++)
-            live = !strcmp(ws[k].id, s->id) && ws[k].epoch < s->epoch &&
-                   ws[k].started_ms == s->started_ms;
-        if (live) {
-            r->suspects[kept++] = *s;
-        } else {
-            free(s->id); /* its lease is gone, shows the epoch, or is another process's */
-        }
+    if (r->n_suspects >= SUSPECTS_MAX) suspect_remove(r, 0); /* the oldest */
+    rt_suspect *s = realloc(r->suspects, ((size_t)r->n_suspects + 1) * sizeof *s);
+    if (!s) {
+        free(copy);
+        return;
     }
-    r->n_suspects = kept;
+    r->suspects = s;
+    s[r->n_suspects++] = (rt_suspect){copy, e};
+}
+
+int rt_suspect_is(const router *r, const char *id) {
+    return suspect_find(r, id) >= 0;
+}
+
+int rt_suspect_acked(router *r, const char *id, uint64_t e) {
+    const int i = suspect_find(r, id);
+    if (i < 0 || e <= r->suspects[i].epoch) return 0;
+    suspect_remove(r, i);
+    return 1;
 }
 
 void rt_check_free(router *r) {

@@ -35,6 +35,7 @@ typedef struct rs_worker {
     int n_layer, n_expert;
     int draining; /* state "draining" or in P:drain */
     int usable;   /* serves the deployment's model */
+    int suspect;  /* missed an acknowledgement: no experts (rt_suspect_*) */
     /* what only the checks read */
     int64_t started_ms, pttl_ms; /* pttl_ms: PTTL of the key (-1: none) */
     int lease_ms;
@@ -68,18 +69,18 @@ typedef struct rt_rejected {
     int64_t logged_ms;
 } rt_rejected;
 
-/* A worker that did not acknowledge a round in time: no experts until its
- * lease shows epoch >= epoch (or it restarts: another started_ms). */
+/* A worker that did not acknowledge a round in time: no experts until it
+ * acknowledges a later round (every worker acknowledges every pending epoch,
+ * even one that gives it nothing), with its lease backing it. */
 typedef struct rt_suspect {
     char *id;
-    uint64_t epoch;
-    int64_t started_ms;
+    uint64_t epoch; /* the epoch it missed */
 } rt_suspect;
 
 /* What the HTTP thread reads. */
 typedef struct rs_snap {
     int leader, redis_up;
-    int n_workers, n_usable, n_draining, n_rejected;
+    int n_workers, n_usable, n_draining, n_other, n_rejected;
     uint64_t rejected[RT_REJECT_COUNT]; /* leases refused, by reason (each id once a spell) */
     uint64_t epoch, pending;
     size_t workers_wanted, replicas_short, n_assignments;
@@ -170,12 +171,13 @@ rt_reject rt_lease_check_shape(const rs_worker *w, int n_layer, int n_expert,
  * logged; one still refused is logged again at most every 5 minutes. */
 void rt_note_rejected(router *r, char *const *ids, const rt_reject *why, char *const *detail,
                       int n);
-/* Suspects: add (or move up) a worker that missed epoch e; 1 if a lease is
- * one still (its epoch below the one it missed, the same process); forget
- * the suspects whose lease is gone (ids: the live leases). */
-void rt_suspect_add(router *r, const char *id, uint64_t e, int64_t started_ms);
-int rt_suspect_is(const router *r, const rs_worker *w);
-void rt_suspects_prune(router *r, const rs_worker *ws, int n);
+/* Suspects (at most 4096; the oldest is forgotten first): add a worker that
+ * missed epoch e (or move its epoch up); 1 if id is one; a valid
+ * acknowledgement of epoch e by id clears it when e is above the epoch it
+ * missed (returns 1 then). Neither a new lease nor a restart clears it. */
+void rt_suspect_add(router *r, const char *id, uint64_t e);
+int rt_suspect_is(const router *r, const char *id);
+int rt_suspect_acked(router *r, const char *id, uint64_t e);
 void rt_check_free(router *r);
 
 #endif

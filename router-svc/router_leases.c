@@ -277,29 +277,31 @@ static void believe(router *r, rs_worker *ws, int *n) {
     r->ws = ws, r->nw = kept; /* for choose_model */
     if (kept) choose_model(r);
     kept = 0;
-    rt_suspects_prune(r, ws, *n);
-    for (int i = 0; i < *n; i++) { /* against the deployment; then the missed acks */
+    for (int i = 0; i < *n; i++) { /* against the deployment */
         rs_worker *w = &ws[i];
-        rt_reject y = RT_REJECT_NONE;
-        if (w->usable && r->model)
-            y = rt_lease_check_shape(w, r->n_layer, r->n_expert, r->layer_bytes, detail[nr],
-                                     sizeof *detail);
-        if (!y && rt_suspect_is(r, w)) {
-            y = RT_REJECT_NO_ACK;
-            snprintf(detail[nr], sizeof *detail,
-                     "it did not acknowledge an epoch in time; its lease says epoch %" PRIu64,
-                     w->epoch);
-        }
+        const rt_reject y = w->usable && r->model
+                                ? rt_lease_check_shape(w, r->n_layer, r->n_expert, r->layer_bytes,
+                                                       detail[nr], sizeof *detail)
+                                : RT_REJECT_NONE;
         if (y)
             why[nr] = y, no[nr++] = *w;
         else
             ws[kept++] = *w;
     }
     *n = kept;
+    const int n_no = nr;
     r->ws = NULL, r->nw = 0;
     for (int i = 0; i < nr; i++) ids[i] = no[i].id, text[i] = detail[i];
+    for (int i = 0; i < *n; i++) { /* missed acks: still workers, but given nothing */
+        ws[i].suspect = rt_suspect_is(r, ws[i].id);
+        if (!ws[i].suspect) continue;
+        snprintf(detail[nr], sizeof *detail,
+                 "it did not acknowledge an epoch in time; nothing more until it acknowledges one");
+        why[nr] = RT_REJECT_NO_ACK, ids[nr] = ws[i].id, text[nr] = detail[nr];
+        nr++;
+    }
     rt_note_rejected(r, ids, why, text, nr);
-    for (int i = 0; i < nr; i++) worker_clear(&no[i]);
+    for (int i = 0; i < n_no; i++) worker_clear(&no[i]);
     for (int i = 0; i < *n; i++) /* the longest lease, for the waits after a Redis restart */
         if (ws[i].lease_ms > r->max_lease_ms) r->max_lease_ms = ws[i].lease_ms;
 done:
@@ -387,7 +389,7 @@ int rt_read_workers(router *r) {
     moe_buf sig = {.s = malloc(64), .cap = 64};
     if (sig.s) sig.s[0] = '\0'; /* no usable worker: "" */
     for (int i = 0; i < r->nw; i++)
-        if (r->ws[i].usable)
+        if (r->ws[i].usable && !r->ws[i].suspect)
             moe_buf_printf(&sig, "%s%s%s|", r->ws[i].id, r->ws[i].draining ? "-" : "+",
                            r->ws[i].addr);
     if (sig.s && !sig.oom && (!r->worker_sig || strcmp(sig.s, r->worker_sig))) {

@@ -31,7 +31,7 @@ static void metrics(const rs_snap *s, moe_metrics *reg) {
                                             "Workers with a live lease, by state.", "state", 4);
     set(workers, "serving", s->n_usable - s->n_draining);
     set(workers, "draining", s->n_draining);
-    set(workers, "other_model", s->n_workers - s->n_usable);
+    set(workers, "other_model", s->n_other);
     set(workers, "rejected", s->n_rejected);
     moe_metric *rej = moe_metrics_counter(
         reg, "moemesh_router_leases_rejected_total",
