@@ -352,9 +352,9 @@ static int round_acked(router *r, int *missing_dead, uint8_t *state) {
 }
 
 /* A round not acknowledged in time: the workers that did not acknowledge it
- * (or whose lease does not back their acknowledgement) get no experts until
- * their lease shows this epoch (router_check.c), so the next round can
- * complete without them. */
+ * (or whose lease does not back their acknowledgement) become suspects: no
+ * experts (while the others can hold them) until they validly acknowledge a
+ * later epoch, so the next round can complete without them. */
 static void suspect_missing(router *r) {
     uint8_t *state = calloc(r->round->n_workers + 1, 1);
     int dead = 0;
@@ -447,6 +447,33 @@ static void write_wanted(router *r, size_t wanted) {
     }
 }
 
+/* (router_internal.h) */
+int rt_compute_next(router *r, rt_worker *ws, int n_ok, int n_all, const rt_expert *es, size_t ne,
+                    rt_placement **pl, moe_err *err) {
+    *pl = NULL;
+    int rc = n_ok
+                 ? rt_placement_compute(pl, ws, (size_t)n_ok, es, ne, &r->cfg.place, r->active, err)
+                 : moe_err_set(err, MOE_ENOSPC, "every live worker missed an acknowledgement");
+    int n_drain = 0;
+    for (int i = 0; i < n_all; i++) n_drain += ws[i].draining;
+    if (rc != MOE_ENOSPC || (!n_drain && n_all == n_ok)) return rc;
+    const moe_err first = *err;
+    for (int i = 0; i < n_all; i++) ws[i].draining = 0;
+    const char *who = "draining";
+    if (n_drain && n_ok)
+        rc = rt_placement_compute(pl, ws, (size_t)n_ok, es, ne, &r->cfg.place, r->active, err);
+    if (rc == MOE_ENOSPC && n_all > n_ok) {
+        who = n_drain ? "draining and silent" : "silent (missed acknowledgements)";
+        rc = rt_placement_compute(pl, ws, (size_t)n_all, es, ne, &r->cfg.place, r->active, err);
+    }
+    const int64_t now = moe_mono_ms();
+    if (rc == 0 && now - r->logged_drain_ms > 10000) {
+        rt_warn("%s workers keep or get experts: the others cannot hold them (%s)", who, first.msg);
+        r->logged_drain_ms = now;
+    }
+    return rc;
+}
+
 static void drive(router *r) {
     if (!r->model) return;
     const int64_t now = moe_mono_ms();
@@ -494,44 +521,27 @@ static void drive(router *r) {
     const size_t np = n_pairs(r);
     rt_worker *ws = calloc((size_t)r->nw + 1, sizeof *ws);
     rt_expert *es = calloc(np + 1, sizeof *es);
-    int n_ok = 0;
+    int n_ok = 0, n_all = 0;
     size_t ne = 0;
     if (!ws || !es) goto done;
-    for (int i = 0; i < r->nw; i++) {
-        const rs_worker *w = &r->ws[i];
-        if (!w->usable || w->suspect || rt_suspect_is(r, w->id)) continue; /* no experts */
-        ws[n_ok++] = (rt_worker){w->id, w->domain, w->capacity, 1, w->draining};
+    for (int pass = 0; pass < 2; pass++) { /* the suspects last: only if need be */
+        for (int i = 0; i < r->nw; i++) {
+            const rs_worker *w = &r->ws[i];
+            if (w->usable && pass == (w->suspect || rt_suspect_is(r, w->id)))
+                ws[n_all++] = (rt_worker){w->id, w->domain, w->capacity, 1, w->draining};
+        }
+        if (!pass) n_ok = n_all;
     }
     for (size_t i = 0; i < np; i++) {
         const int l = (int)(i / (size_t)r->n_expert);
         if (!r->layer_bytes[l]) continue;
         es[ne++] = (rt_expert){l, (int)(i % (size_t)r->n_expert), r->layer_bytes[l], r->load[i]};
     }
-    if (!n_ok) goto done;
+    if (!n_all) goto done;
     if (!r->active && now - r->stable_since_ms < r->cfg.settle_ms) goto done;
     rt_placement *pl;
     moe_err err;
-    int rc = rt_placement_compute(&pl, ws, (size_t)n_ok, es, ne, &r->cfg.place, r->active, &err);
-    int n_drain = 0;
-    for (int i = 0; rc == MOE_ENOSPC && i < n_ok; i++) n_drain += ws[i].draining;
-    if (n_drain) {
-        /* A drain never leaves experts without a live worker (the last
-         * workers drained, and the others dead, as a fake worker's are when
-         * it stops): the draining workers keep them until there is room */
-        for (int i = 0; i < n_ok; i++) ws[i].draining = 0;
-        moe_err err2;
-        if (rt_placement_compute(&pl, ws, (size_t)n_ok, es, ne, &r->cfg.place, r->active, &err2) ==
-            0) {
-            rc = 0;
-            if (now - r->logged_drain_ms > 10000) {
-                rt_warn("%d draining worker(s) keep experts: the others cannot hold them (%s)",
-                        n_drain, err.msg);
-                r->logged_drain_ms = now;
-            }
-        } else {
-            err = err2; /* not even with them: say why */
-        }
-    }
+    const int rc = rt_compute_next(r, ws, n_ok, n_all, es, ne, &pl, &err);
     if (rc < 0) {
         if (now - r->logged_place_ms > 10000) {
             rt_err("cannot place the experts: %s", err.msg);

@@ -35,7 +35,7 @@ typedef struct rs_worker {
     int n_layer, n_expert;
     int draining; /* state "draining" or in P:drain */
     int usable;   /* serves the deployment's model */
-    int suspect;  /* missed an acknowledgement: no experts (rt_suspect_*) */
+    int suspect;  /* missed an acknowledgement: no experts while others can hold them */
     /* what only the checks read */
     int64_t started_ms, pttl_ms; /* pttl_ms: PTTL of the key (-1: none) */
     int lease_ms;
@@ -69,9 +69,10 @@ typedef struct rt_rejected {
     int64_t logged_ms;
 } rt_rejected;
 
-/* A worker that did not acknowledge a round in time: no experts until it
- * acknowledges a later round (every worker acknowledges every pending epoch,
- * even one that gives it nothing), with its lease backing it. */
+/* A worker that did not acknowledge a round in time: no experts (while the
+ * others can hold them) until it acknowledges a later round (every worker
+ * acknowledges every pending epoch, even one that gives it nothing), with
+ * its lease backing it. */
 typedef struct rt_suspect {
     char *id;
     uint64_t epoch; /* the epoch it missed */
@@ -148,6 +149,15 @@ void rt_lead(router *r);        /* take or renew the leader lock */
 int rt_read_workers(router *r); /* 0, or -1 when Redis is away */
 void rt_workers_clear(router *r);
 const rs_worker *rt_find_worker(const router *r, const char *id);
+/* The next placement (router.c) from r->active over the workers ws[0..n_ok)
+ * into *pl (NULL on failure, err says why); ws[n_ok..n_all) are suspects
+ * (they missed an acknowledgement). A drain or a suspicion never leaves
+ * experts without a live worker: when the others cannot hold them, the
+ * draining workers keep theirs, then the suspects take them (as when the
+ * last real workers are drained and a fake worker that held everything
+ * stops). ws's draining flags may be cleared. Returns 0 or MOE_E*. */
+int rt_compute_next(router *r, rt_worker *ws, int n_ok, int n_all, const rt_expert *es, size_t ne,
+                    rt_placement **pl, moe_err *err);
 
 /* ==== router_check.c: which leases router-svc believes ==== */
 

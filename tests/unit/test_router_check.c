@@ -146,3 +146,44 @@ TEST(router_suspects) {
     rt_check_free(r);
     free(r);
 }
+
+/* The last workers drained, or every one a suspect: the experts still get a
+ * live worker (the issue-14 finding: drained real workers and a dead fake). */
+TEST(router_compute_never_leaves_experts) {
+    router *r = calloc(1, sizeof *r);
+    r->cfg.place = (rt_place_params){.min_replicas = 1, .target_load = 1000, .load_weight = 0.5};
+    const rt_expert es[] = {{0, 0, 100, 0}, {0, 1, 100, 0}, {1, 0, 100, 0}, {1, 1, 100, 0}};
+    rt_placement *pl;
+    moe_err err;
+    /* w0 serving, w1 draining: w0 takes everything */
+    rt_worker ws[] = {{"w0", "a", 1000, 1, 0}, {"w1", "b", 1000, 1, 1}};
+    ASSERT_EQ_INT(rt_compute_next(r, ws, 2, 2, es, 4, &pl, &err), 0);
+    ASSERT_EQ_INT(pl->worker_bytes[0], 400);
+    ASSERT_EQ_INT(pl->worker_bytes[1], 0);
+    rt_placement_free(pl);
+    /* both draining: they keep (here: get) the experts */
+    ws[0].draining = 1, ws[1].draining = 1;
+    ASSERT_EQ_INT(rt_compute_next(r, ws, 2, 2, es, 4, &pl, &err), 0);
+    ASSERT_EQ_INT(pl->worker_bytes[0] + pl->worker_bytes[1], 400);
+    rt_placement_free(pl);
+    /* w0 serving but too small, w1 a suspect: w1 is used only because it must be */
+    rt_worker small[] = {{"w0", "a", 250, 1, 0}, {"w1", "b", 1000, 1, 0}};
+    ASSERT_EQ_INT(rt_compute_next(r, small, 1, 2, es, 4, &pl, &err), 0);
+    ASSERT_EQ_INT(pl->worker_bytes[0] + pl->worker_bytes[1], 400);
+    ASSERT(pl->worker_bytes[1] > 0);
+    rt_placement_free(pl);
+    /* every live worker a suspect */
+    ASSERT_EQ_INT(rt_compute_next(r, ws, 0, 2, es, 4, &pl, &err), 0);
+    rt_placement_free(pl);
+    /* a suspect that is not needed gets nothing */
+    rt_worker roomy[] = {{"w0", "a", 1000, 1, 0}, {"w1", "b", 1000, 1, 0}};
+    ASSERT_EQ_INT(rt_compute_next(r, roomy, 1, 2, es, 4, &pl, &err), 0);
+    ASSERT_EQ_INT(pl->n_workers, 1);
+    rt_placement_free(pl);
+    /* nothing fits at all: an error that says why, no placement */
+    rt_worker tiny[] = {{"w0", "a", 10, 1, 1}};
+    ASSERT_EQ_INT(rt_compute_next(r, tiny, 1, 1, es, 4, &pl, &err), MOE_ENOSPC);
+    ASSERT(pl == NULL);
+    ASSERT_STR_CONTAINS(err.msg, "bytes");
+    free(r);
+}
