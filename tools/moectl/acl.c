@@ -31,7 +31,8 @@ static const char footer[] =
     "in the URL: --redis redis://P-worker@HOST:6379 --redis-password-file DIR/P-worker.\n"
     "Without --password-dir the users have no password and cannot log in until one\n"
     "is added (ACL SETUSER NAME >PASSWORD).\n"
-    "  moectl redis-acl --password-dir /etc/moemesh/redis | redis-cli --user root\n";
+    "  moectl redis-acl --password-dir /etc/moemesh/redis | redis-cli  (as a user that\n"
+    "  may run ACL SETUSER)\n";
 
 /* ==== SHA-256 (FIPS 180-4): the ACL's #hash of a password ======================== */
 
