@@ -30,9 +30,11 @@ struct ew_registry {
     int have_active, have_pending;
     uint64_t active, pending, acked;
     int64_t drop_at_ms; /* 0: nothing to drop */
-    int draining;
-    int want_drain; /* leaving: asked router-svc to move everything away */
-    int drained;    /* the active epoch gives it nothing, and gateways had time */
+    int op_drain;       /* in P:drain: an operator asked to empty it (logged) */
+    int self_drain;     /* leaving: its lease says state=draining (thread's copy of want_drain) */
+    int want_drain;     /* leaving: asked router-svc to move everything away */
+    int drained;        /* the active epoch gives it nothing, and gateways had time */
+    int64_t logged_beat_ms; /* the last heartbeat error logged */
     int64_t active_since_ms;
     int64_t next_beat_ms; /* the next heartbeat is due (loading keeps it up) */
     int64_t started_ms;
@@ -68,6 +70,27 @@ static void stat_set(ew_registry *r, uint64_t *v, uint64_t x) {
 
 /* ==== Lease ===================================================================== */
 
+typedef struct beat_read {
+    size_t n;        /* replies: MULTI, 3 x QUEUED, EXEC */
+    char first[160]; /* the first error ("" if none) */
+} beat_read;
+
+/* An error reply, or an error inside EXEC's array, fails the heartbeat. */
+static void on_beat_reply(void *ud, size_t i, redisReply *x) {
+    beat_read *b = ud;
+    const redisReply *err = x->type == REDIS_REPLY_ERROR ? x : NULL;
+    for (size_t k = 0; !err && i == b->n - 1 && x->type == REDIS_REPLY_ARRAY && k < x->elements;
+         k++)
+        if (x->element[k]->type == REDIS_REPLY_ERROR) err = x->element[k];
+    if (err && !b->first[0]) snprintf(b->first, sizeof b->first, "%s", err->str ? err->str : "?");
+    if (!err && i == b->n - 1 && x->type != REDIS_REPLY_ARRAY && !b->first[0])
+        snprintf(b->first, sizeof b->first, "EXEC did not run");
+}
+
+/* The lease, in one MULTI/EXEC: router-svc never sees the hash without its
+ * TTL (it refuses such a lease). Its state is "draining" once it is leaving
+ * (SIGTERM): a worker never writes P:drain, the operators' (router-svc reads
+ * both). */
 static void heartbeat(ew_registry *r) {
     if (moe_rlink_begin(r->cmd) < 0) return;
     char key[MOE_SCHEMA_KEY_MAX], workers[MOE_SCHEMA_KEY_MAX], held[16384], cap[32], epoch[32],
@@ -91,8 +114,8 @@ static void heartbeat(ew_registry *r) {
                           MOE_LEASE_CAPACITY_BYTES, cap,
                           MOE_LEASE_DEVICE, r->device,
                           MOE_LEASE_DOMAIN, r->domain,
-                          MOE_LEASE_STATE, r->draining ? MOE_LEASE_STATE_DRAINING
-                                                       : MOE_LEASE_STATE_READY,
+                          MOE_LEASE_STATE, r->self_drain ? MOE_LEASE_STATE_DRAINING
+                                                         : MOE_LEASE_STATE_READY,
                           MOE_LEASE_HELD, held,
                           MOE_LEASE_EPOCH, epoch,
                           MOE_LEASE_MODEL, r->model_id,
@@ -103,10 +126,20 @@ static void heartbeat(ew_registry *r) {
                           MOE_LEASE_EXPERT_BYTES, r->expert_bytes,
                           MOE_LEASE_LEASE_MS, lease};
     /* clang-format on */
+    moe_rlink_append(r->cmd, "MULTI");
     moe_rlink_appendargv(r->cmd, (int)(sizeof argv / sizeof *argv), argv, NULL);
     moe_rlink_append(r->cmd, "PEXPIRE %s %s", key, lease);
     moe_rlink_append(r->cmd, "ZADD %s %lld %s", workers, (long long)moe_wall_ms(), r->id);
-    if (moe_rlink_flush(r->cmd, NULL, NULL) == 0) stat_add(r, &r->st.heartbeats, 1);
+    moe_rlink_append(r->cmd, "EXEC");
+    beat_read b = {.n = 5};
+    if (moe_rlink_flush(r->cmd, on_beat_reply, &b) == 0) {
+        if (!b.first[0]) {
+            stat_add(r, &r->st.heartbeats, 1);
+        } else if (moe_mono_ms() - r->logged_beat_ms >= 10000) { /* NOPERM, OOM: every 10 s */
+            log_line(r, MOE_LOG_ERROR, "heartbeat refused by Redis: %s", b.first);
+            r->logged_beat_ms = moe_mono_ms();
+        }
+    }
     r->next_beat_ms = moe_mono_ms() + r->cfg.lease_ms / 3;
 }
 
@@ -203,9 +236,12 @@ static void check(ew_registry *r) {
     moe_rlink_append(r->cmd, "SISMEMBER %s %s", drain, r->id);
     check_replies c = {0};
     if (moe_rlink_flush(r->cmd, on_check_reply, &c) < 0) return;
-    if (c.draining != r->draining)
-        log_line(r, MOE_LOG_INFO, c.draining ? "draining" : "no longer draining");
-    r->draining = c.draining;
+    if (c.draining != r->op_drain) /* router-svc reads P:drain itself: nothing to write */
+        log_line(r, MOE_LOG_INFO,
+                 c.draining ? "draining (an operator's request, P:drain): router-svc moves its "
+                              "experts away"
+                            : "no longer draining (P:drain)");
+    r->op_drain = c.draining;
     /* phase 1: load what a pending epoch gives, then acknowledge */
     if (c.have_pending && (!r->have_pending || c.pending != r->pending) &&
         (!r->have_active || c.pending != r->active)) {
@@ -264,10 +300,8 @@ static void on_message(void *ud, const char *channel, const char *msg) {
 
 static void *run(void *arg) {
     ew_registry *r = arg;
-    char chan[MOE_SCHEMA_KEY_MAX], drain[MOE_SCHEMA_KEY_MAX], key[MOE_SCHEMA_KEY_MAX],
-        workers[MOE_SCHEMA_KEY_MAX];
+    char chan[MOE_SCHEMA_KEY_MAX], key[MOE_SCHEMA_KEY_MAX], workers[MOE_SCHEMA_KEY_MAX];
     moe_key_events(chan, sizeof chan, r->prefix);
-    moe_key_drain(drain, sizeof drain, r->prefix);
     moe_key_worker(key, sizeof key, r->prefix, r->id);
     moe_key_workers(workers, sizeof workers, r->prefix);
     moe_rlink_subscribe(r->sub, chan);
@@ -277,14 +311,11 @@ static void *run(void *arg) {
         const int stop = r->stop, want_drain = r->want_drain;
         pthread_mutex_unlock(&r->mu);
         if (stop) break;
-        if (want_drain && !r->draining) {
-            redisReply *x = moe_rlink_cmd(r->cmd, "SADD %s %s", drain, r->id);
-            if (x) {
-                freeReplyObject(x);
-                r->kick = 1; /* read the drain flag back now */
-            }
+        if (want_drain && !r->self_drain) {
+            r->self_drain = 1;
+            heartbeat(r); /* router-svc reads state=draining on its next tick */
         }
-        if (want_drain && r->draining && r->have_active && !r->have_pending) {
+        if (want_drain && r->have_active && !r->have_pending) {
             size_t held = 0;
             for (size_t i = 0; i < r->np; i++) held += r->share_active[i];
             /* gateways switch on the event or within a second: give them two */
@@ -314,8 +345,6 @@ static void *run(void *arg) {
     }
     /* a clean leave: the router reassigns at once instead of after the lease */
     redisReply *x = moe_rlink_cmd(r->cmd, "DEL %s", key);
-    if (x) freeReplyObject(x);
-    x = r->want_drain ? moe_rlink_cmd(r->cmd, "SREM %s %s", drain, r->id) : NULL;
     if (x) freeReplyObject(x);
     x = moe_rlink_cmd(r->cmd, "ZREM %s %s", workers, r->id);
     if (x) freeReplyObject(x);

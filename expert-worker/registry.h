@@ -4,7 +4,9 @@
  *
  *   - the lease: P:worker:<id> (address, capacity, device, failure domain,
  *     state, experts held, epoch, model shape and expert sizes) renewed every
- *     lease/3 with a TTL of lease, and P:workers;
+ *     lease/3 with a TTL of lease, and P:workers, in one MULTI/EXEC; its state
+ *     is "draining" once it is leaving (SIGTERM); an operator's drain is
+ *     P:drain, which it reads (and logs) but never writes;
  *   - the placement: on P:events or every second it reads the pending and
  *     active epochs. For a pending epoch it loads the experts that epoch gives
  *     it (in addition to what it holds), then acknowledges (SADD P:ack:<e>);
@@ -49,7 +51,9 @@ typedef struct ew_registry_stats {
 /* Starts the thread (the config is copied). Returns 0, MOE_EINVAL (bad URL),
  * or MOE_ENOMEM. */
 int ew_registry_start(ew_registry **out, const ew_registry_cfg *cfg, moe_err *err);
-/* Leaving: asks router-svc to move this worker's experts away (P:drain).
+/* Leaving: asks router-svc to move this worker's experts away (its lease
+ * says state=draining; a worker never writes P:drain, which is the
+ * operators').
  * Returns 1 once the active epoch gives it nothing and the gateways have had
  * time to switch; call again until then (the caller bounds the wait). */
 int ew_registry_drain(ew_registry *r);

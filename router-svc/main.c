@@ -70,7 +70,7 @@ static void on_http(void *ud, const moe_http_req *req, moe_http_resp *resp) {
 int main(int argc, char **argv) {
     const char *redis = NULL, *prefix = NULL, *listen = "127.0.0.1:9400", *id_s = NULL;
     const char *redis_pw = NULL;
-    int minr = 1, maxr = 0, rebal = 5000, half = 5000, settle = 1500;
+    int minr = 1, maxr = 0, rebal = 5000, half = 5000, settle = 1500, ack = 60000;
     double target = 2000, headroom = 0.1, wmax = 0;
     const moe_flag flags[] = {
         {"--redis", "MOE_REDIS", MOE_FLAG_STRING, &redis, "URL", .help = "redis://host:port[/db]",
@@ -100,6 +100,9 @@ int main(int argc, char **argv) {
         {"--settle-ms", "MOE_SETTLE_MS", MOE_FLAG_MS, &settle, "MS",
          .help = "wait for the workers to be stable this long before the first placement", .min = 0,
          .max = 3.6e6},
+        {"--ack-timeout-ms", "MOE_ACK_TIMEOUT_MS", MOE_FLAG_MS, &ack, "MS",
+         .help = "a round not acknowledged by then is abandoned; who did not ack gets nothing more",
+         .min = 100, .max = 3.6e6},
         {"--id", "MOE_ROUTER_ID", MOE_FLAG_STRING, &id_s, "ID",
          .help = "this replica's id for the leader lock", .def = "host:pid"},
         {0}};
@@ -137,6 +140,7 @@ int main(int argc, char **argv) {
                       .rebalance_ms = rebal,
                       .halflife_ms = half,
                       .settle_ms = settle,
+                      .ack_timeout_ms = ack,
                       .stop = moe_stop_flag()};
     router *r;
     if (router_create(&r, &cfg, &err) < 0) {

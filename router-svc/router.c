@@ -185,8 +185,6 @@ static void load_prev(router *r) {
     r->active = r->round = NULL;
     r->active_published = 0;
     uint64_t maxe = 0;
-    for (int i = 0; i < r->nw; i++)
-        if (r->ws[i].epoch > maxe) maxe = r->ws[i].epoch;
     uint64_t a = 0, p = 0, q = 0;
     char ka[MOE_SCHEMA_KEY_MAX], kp[MOE_SCHEMA_KEY_MAX], kq[MOE_SCHEMA_KEY_MAX];
     moe_key_placement_active(ka, sizeof ka, r->prefix);
@@ -197,6 +195,11 @@ static void load_prev(router *r) {
     const int rq = moe_pldoc_get_epoch(r->cmd, kq, &q);
     if (ra == MOE_EUNAVAIL || rp == MOE_EUNAVAIL || rq == MOE_EUNAVAIL) goto done;
     const int have_a = ra == 0, have_p = rp == 0, have_q = rq == 0;
+    /* the workers' epochs, up to the last one issued when that is known: a
+     * lease that claims more must not push the numbers up (to 2^53, where
+     * no document can carry them) */
+    for (int i = 0; i < r->nw; i++)
+        if (r->ws[i].epoch > maxe && (!have_q || r->ws[i].epoch <= q)) maxe = r->ws[i].epoch;
     if (have_q && q > maxe) maxe = q;
     if (have_p) { /* an earlier leader's round: start over, after it */
         if (p > maxe) maxe = p;
@@ -240,7 +243,7 @@ static void load_prev(router *r) {
         uint8_t *held = calloc((size_t)r->nw * np + 1, 1);
         size_t total = 0;
         for (int i = 0; ids && held && i < r->nw; i++) {
-            if (!r->ws[i].usable) continue;
+            if (!r->ws[i].usable || r->ws[i].suspect) continue;
             ids[n] = r->ws[i].id;
             held_of(r, &r->ws[i], held + (size_t)n * np);
             for (size_t k = 0; k < np; k++) total += held[(size_t)n * np + k];
@@ -303,8 +306,14 @@ static void start_round(router *r, rt_placement *pl, const char *why) {
            pl->epoch, why, pl->moves_added, pl->moves_removed, pl->replicas_short);
 }
 
-/* 1 if every worker the round gives experts to has acknowledged. */
-static int round_acked(router *r, int *missing_dead) {
+/* What the round's workers have acknowledged (round_acked). */
+enum { ACK_UNUSED, ACK_OK, ACK_MISSING, ACK_UNBACKED };
+
+/* 1 if every worker the round gives experts to has acknowledged: it is in
+ * P:ack:<e> and its own lease says it has loaded epoch e (anyone with the
+ * worker role's password can add a name to the set; only the worker writes
+ * its lease). state (the round's n_workers, or NULL) gets ACK_* per worker. */
+static int round_acked(router *r, int *missing_dead, uint8_t *state) {
     *missing_dead = 0;
     char ack[MOE_SCHEMA_KEY_MAX];
     moe_key_ack(ack, sizeof ack, r->prefix, r->round->epoch);
@@ -313,24 +322,55 @@ static int round_acked(router *r, int *missing_dead) {
         if (x) freeReplyObject(x);
         return 0;
     }
+    for (size_t k = 0; k < x->elements && r->n_suspects; k++) { /* acknowledging again */
+        const rs_worker *w = x->element[k]->str ? rt_find_worker(r, x->element[k]->str) : NULL;
+        if (w && w->epoch >= r->round->epoch && rt_suspect_acked(r, w->id, r->round->epoch))
+            rt_log("worker %.100s acknowledged epoch %" PRIu64 ": it may get experts again", w->id,
+                   r->round->epoch);
+    }
     int all = 1;
     for (size_t i = 0; i < r->round->n_workers; i++) {
         int used = 0;
         for (size_t k = 0; k < r->round->n_experts && !used; k++)
             for (int j = 0; j < r->round->experts[k].n_replicas; j++)
                 used |= r->round->experts[k].replicas[j] == (int)i;
+        if (state) state[i] = ACK_UNUSED;
         if (!used) continue;
         int acked = 0;
         for (size_t k = 0; k < x->elements && !acked; k++)
             acked = x->element[k]->str && !strcmp(x->element[k]->str, r->round->worker_ids[i]);
-        if (!acked) {
+        const rs_worker *w = rt_find_worker(r, r->round->worker_ids[i]);
+        const int backed = acked && w && w->epoch >= r->round->epoch;
+        if (state) state[i] = backed ? ACK_OK : acked ? ACK_UNBACKED : ACK_MISSING;
+        if (!backed) {
             all = 0;
-            const rs_worker *w = rt_find_worker(r, r->round->worker_ids[i]);
             if (!w || !w->usable) *missing_dead = 1;
         }
     }
     freeReplyObject(x);
     return all;
+}
+
+/* A round not acknowledged in time: the workers that did not acknowledge it
+ * (or whose lease does not back their acknowledgement) become suspects: no
+ * experts (while the others can hold them) until they validly acknowledge a
+ * later epoch, so the next round can complete without them. */
+static void suspect_missing(router *r) {
+    uint8_t *state = calloc(r->round->n_workers + 1, 1);
+    int dead = 0;
+    if (!state) return;
+    round_acked(r, &dead, state);
+    for (size_t i = 0; i < r->round->n_workers; i++) {
+        if (state[i] != ACK_MISSING && state[i] != ACK_UNBACKED) continue;
+        const rs_worker *w = rt_find_worker(r, r->round->worker_ids[i]);
+        if (!w) continue;
+        if (state[i] == ACK_UNBACKED)
+            rt_warn("worker %.100s: in %s:ack:%" PRIu64 " but its lease says epoch %" PRIu64
+                    ": not counted",
+                    w->id, r->prefix, r->round->epoch, w->epoch);
+        rt_suspect_add(r, w->id, r->round->epoch);
+    }
+    free(state);
 }
 
 static void activate(router *r) {
@@ -389,7 +429,7 @@ static int active_lost_worker(const router *r) {
                 used |= r->active->experts[k].replicas[j] == (int)i;
         if (!used) continue;
         const rs_worker *w = rt_find_worker(r, r->active->worker_ids[i]);
-        if (!w || !w->usable || w->draining) return 1;
+        if (!w || !w->usable || w->draining || w->suspect) return 1;
     }
     return 0;
 }
@@ -405,6 +445,33 @@ static void write_wanted(router *r, size_t wanted) {
         r->workers_wanted_written = wanted;
         r->wanted_written_ms = now;
     }
+}
+
+/* (router_internal.h) */
+int rt_compute_next(router *r, rt_worker *ws, int n_ok, int n_all, const rt_expert *es, size_t ne,
+                    rt_placement **pl, moe_err *err) {
+    *pl = NULL;
+    int rc = n_ok
+                 ? rt_placement_compute(pl, ws, (size_t)n_ok, es, ne, &r->cfg.place, r->active, err)
+                 : moe_err_set(err, MOE_ENOSPC, "every live worker missed an acknowledgement");
+    int n_drain = 0;
+    for (int i = 0; i < n_all; i++) n_drain += ws[i].draining;
+    if (rc != MOE_ENOSPC || (!n_drain && n_all == n_ok)) return rc;
+    const moe_err first = *err;
+    for (int i = 0; i < n_all; i++) ws[i].draining = 0;
+    const char *who = "draining";
+    if (n_drain && n_ok)
+        rc = rt_placement_compute(pl, ws, (size_t)n_ok, es, ne, &r->cfg.place, r->active, err);
+    if (rc == MOE_ENOSPC && n_all > n_ok) {
+        who = n_drain ? "draining and silent" : "silent (missed acknowledgements)";
+        rc = rt_placement_compute(pl, ws, (size_t)n_all, es, ne, &r->cfg.place, r->active, err);
+    }
+    const int64_t now = moe_mono_ms();
+    if (rc == 0 && now - r->logged_drain_ms > 10000) {
+        rt_warn("%s workers keep or get experts: the others cannot hold them (%s)", who, first.msg);
+        r->logged_drain_ms = now;
+    }
+    return rc;
 }
 
 static void drive(router *r) {
@@ -424,16 +491,19 @@ static void drive(router *r) {
     }
     if (r->round) {
         int dead = 0;
-        if (round_acked(r, &dead)) {
+        if (round_acked(r, &dead, NULL)) {
             activate(r);
             return;
         }
-        if (dead)
+        if (dead) {
             abandon_round(r, "a worker it gives experts to is gone");
-        else if (now - r->round_started_ms > r->cfg.ack_timeout_ms)
-            abandon_round(r, "not every worker acknowledged in time");
-        else
+        } else if (now - r->round_started_ms > r->cfg.ack_timeout_ms) {
+            suspect_missing(r);
+            abandon_round(r, "not every worker acknowledged in time (they get nothing more until "
+                             "they do)");
+        } else {
             return;
+        }
     }
     if (r->active && r->active_published) { /* Redis restarted empty: publish it again */
         uint64_t e = 0;
@@ -451,24 +521,28 @@ static void drive(router *r) {
     const size_t np = n_pairs(r);
     rt_worker *ws = calloc((size_t)r->nw + 1, sizeof *ws);
     rt_expert *es = calloc(np + 1, sizeof *es);
-    int n_ok = 0;
+    int n_ok = 0, n_all = 0;
     size_t ne = 0;
     if (!ws || !es) goto done;
-    for (int i = 0; i < r->nw; i++) {
-        const rs_worker *w = &r->ws[i];
-        if (!w->usable) continue;
-        ws[n_ok++] = (rt_worker){w->id, w->domain, w->capacity, 1, w->draining};
+    for (int pass = 0; pass < 2; pass++) { /* the suspects last: only if need be */
+        for (int i = 0; i < r->nw; i++) {
+            const rs_worker *w = &r->ws[i];
+            if (w->usable && pass == (w->suspect || rt_suspect_is(r, w->id)))
+                ws[n_all++] = (rt_worker){w->id, w->domain, w->capacity, 1, w->draining};
+        }
+        if (!pass) n_ok = n_all;
     }
     for (size_t i = 0; i < np; i++) {
         const int l = (int)(i / (size_t)r->n_expert);
         if (!r->layer_bytes[l]) continue;
         es[ne++] = (rt_expert){l, (int)(i % (size_t)r->n_expert), r->layer_bytes[l], r->load[i]};
     }
-    if (!n_ok) goto done;
+    if (!n_all) goto done;
     if (!r->active && now - r->stable_since_ms < r->cfg.settle_ms) goto done;
     rt_placement *pl;
     moe_err err;
-    if (rt_placement_compute(&pl, ws, (size_t)n_ok, es, ne, &r->cfg.place, r->active, &err) < 0) {
+    const int rc = rt_compute_next(r, ws, n_ok, n_all, es, ne, &pl, &err);
+    if (rc < 0) {
         if (now - r->logged_place_ms > 10000) {
             rt_err("cannot place the experts: %s", err.msg);
             r->logged_place_ms = now;
@@ -504,10 +578,12 @@ done:
 
 static void snapshot(router *r) {
     const size_t np = n_pairs(r);
-    int usable = 0, draining = 0;
+    int usable = 0, draining = 0, other = 0;
     for (int i = 0; i < r->nw; i++) {
-        usable += r->ws[i].usable;
-        draining += r->ws[i].usable && r->ws[i].draining;
+        const rs_worker *w = &r->ws[i];
+        usable += w->usable && !w->suspect; /* suspects: counted as rejected */
+        draining += w->usable && !w->suspect && w->draining;
+        other += !w->usable;
     }
     moe_rlink_stats ls = moe_rlink_get_stats(r->cmd);
     pthread_mutex_lock(&r->mu);
@@ -516,6 +592,7 @@ static void snapshot(router *r) {
     r->st.redis_failures = ls.failures;
     r->st.n_workers = r->nw;
     r->st.n_usable = usable;
+    r->st.n_other = other;
     r->st.n_draining = draining;
     if (r->model && !r->st.load) {
         r->st.n_layer = r->n_layer;
@@ -597,6 +674,7 @@ int router_create(router **out, const router_cfg *cfg, moe_err *err) {
 void router_free(router *r) {
     if (!r) return;
     rt_workers_clear(r);
+    rt_check_free(r);
     moe_rlink_free(r->cmd);
     rt_placement_free(r->active), rt_placement_free(r->round);
     free(r->prefix), free(r->id), free(r->worker_sig), free(r->model), free(r->layer_bytes);

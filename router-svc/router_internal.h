@@ -1,5 +1,6 @@
-/* router_internal.h - router-svc's state, shared by router.c (the loop) and
- * router_views.c (what HTTP shows). */
+/* router_internal.h - router-svc's state, shared by router.c (the loop),
+ * router_leases.c (leadership, the leases), router_check.c (which leases it
+ * believes) and router_views.c (what HTTP shows). */
 #ifndef RT_ROUTER_INTERNAL_H
 #define RT_ROUTER_INTERNAL_H
 
@@ -11,6 +12,22 @@
 #include "placement.h"
 #include "router.h"
 
+/* Why a lease is not believed (router_check.c): it is no worker then, gets
+ * no experts, and its acknowledgements do not count. */
+typedef enum rt_reject {
+    RT_REJECT_NONE = 0,
+    RT_REJECT_FIELDS,   /* a field missing, not a number, or out of range */
+    RT_REJECT_ADDR,     /* addr is not host:port */
+    RT_REJECT_TTL,      /* the key has no TTL, or one above its lease_ms */
+    RT_REJECT_LEASE_MS, /* lease_ms outside MOE_SCHEMA_LEASE_MS_MIN..MAX */
+    RT_REJECT_STARTED,  /* started_ms in the future */
+    RT_REJECT_EPOCH,    /* an epoch no router-svc issued */
+    RT_REJECT_SHAPE,    /* the deployment's model, other layers, experts or sizes */
+    RT_REJECT_HELD,     /* held unreadable, or experts held at epoch 0 */
+    RT_REJECT_NO_ACK,   /* did not acknowledge a round in time (until its lease shows it) */
+    RT_REJECT_COUNT
+} rt_reject;
+
 /* A worker as its lease describes it. */
 typedef struct rs_worker {
     char *id, *addr, *domain, *model, *held, *expert_bytes;
@@ -18,12 +35,54 @@ typedef struct rs_worker {
     int n_layer, n_expert;
     int draining; /* state "draining" or in P:drain */
     int usable;   /* serves the deployment's model */
+    int suspect;  /* missed an acknowledgement: no experts while others can hold them */
+    /* what only the checks read */
+    int64_t started_ms, pttl_ms; /* pttl_ms: PTTL of the key (-1: none) */
+    int lease_ms;
+    unsigned fields;       /* RS_F_* seen */
+    const char *bad_field; /* a field that is not a number or not a state (static) */
 } rs_worker;
+
+/* The lease fields a worker writes, all required (rs_worker.fields). */
+#define RS_F_ADDR 0x001u
+#define RS_F_MODEL 0x002u
+#define RS_F_EXPERT_BYTES 0x004u
+#define RS_F_N_LAYER 0x008u
+#define RS_F_N_EXPERT 0x010u
+#define RS_F_CAPACITY 0x020u
+#define RS_F_EPOCH 0x040u
+#define RS_F_STARTED 0x080u
+#define RS_F_LEASE_MS 0x100u
+#define RS_F_STATE 0x200u
+#define RS_F_ALL 0x3ffu
+
+/* Clock skew allowed between a worker and router-svc (started_ms). */
+#define RT_SKEW_MS 60000
+/* No lease may claim an epoch above this: P:placement:seq stays far from the
+ * 2^53 - 1 a placement document can carry. */
+#define RT_EPOCH_MAX ((uint64_t)1 << 52)
+
+/* A lease being refused, or refused before (router.rejected). */
+typedef struct rt_rejected {
+    char *id;
+    rt_reject reason;
+    int64_t logged_ms;
+} rt_rejected;
+
+/* A worker that did not acknowledge a round in time: no experts (while the
+ * others can hold them) until it acknowledges a later round (every worker
+ * acknowledges every pending epoch, even one that gives it nothing), with
+ * its lease backing it. */
+typedef struct rt_suspect {
+    char *id;
+    uint64_t epoch; /* the epoch it missed */
+} rt_suspect;
 
 /* What the HTTP thread reads. */
 typedef struct rs_snap {
     int leader, redis_up;
-    int n_workers, n_usable, n_draining;
+    int n_workers, n_usable, n_draining, n_other, n_rejected;
+    uint64_t rejected[RT_REJECT_COUNT]; /* leases refused, by reason (each id once a spell) */
     uint64_t epoch, pending;
     size_t workers_wanted, replicas_short, n_assignments;
     uint64_t rounds, failovers, rounds_abandoned, moves_added, moves_removed;
@@ -46,7 +105,11 @@ struct router {
     int64_t stable_since_ms;
     int64_t hold_until_ms; /* after Redis came back: leases are still returning */
     uint64_t redis_connects;
-    int max_lease_ms; /* the longest lease a worker has announced */
+    int max_lease_ms;      /* the longest lease a worker has announced */
+    rt_rejected *rejected; /* the leases refused on the last read */
+    int n_rejected;
+    rt_suspect *suspects; /* workers that missed an acknowledgement */
+    int n_suspects;
     /* the deployment's model, from the leases */
     char *model;
     int n_layer, n_expert;
@@ -72,7 +135,7 @@ struct router {
     rs_snap st;
     /* log once: the last model, bad lease and times of repeated complaints */
     char logged_model[160], logged_lease[64];
-    int64_t logged_place_ms, logged_workers_ms;
+    int64_t logged_place_ms, logged_workers_ms, logged_drain_ms;
     pthread_mutex_t mu; /* guards st */
 };
 
@@ -86,5 +149,45 @@ void rt_lead(router *r);        /* take or renew the leader lock */
 int rt_read_workers(router *r); /* 0, or -1 when Redis is away */
 void rt_workers_clear(router *r);
 const rs_worker *rt_find_worker(const router *r, const char *id);
+/* The next placement (router.c) from r->active over the workers ws[0..n_ok)
+ * into *pl (NULL on failure, err says why); ws[n_ok..n_all) are suspects
+ * (they missed an acknowledgement). A drain or a suspicion never leaves
+ * experts without a live worker: when the others cannot hold them, the
+ * draining workers keep theirs, then the suspects take them (as when the
+ * last real workers are drained and a fake worker that held everything
+ * stops). ws's draining flags may be cleared. Returns 0 or MOE_E*. */
+int rt_compute_next(router *r, rt_worker *ws, int n_ok, int n_all, const rt_expert *es, size_t ne,
+                    rt_placement **pl, moe_err *err);
+
+/* ==== router_check.c: which leases router-svc believes ==== */
+
+/* "fields", "addr", "ttl", ... (the metric's reason label). */
+const char *rt_reject_name(rt_reject why);
+/* The checks of one lease on its own: every field a worker writes, with sane
+ * values (addr host:port, lease_ms in range, a TTL set and not above
+ * lease_ms, started_ms not after now_ms + RT_SKEW_MS, an epoch at most
+ * max_epoch (RT_EPOCH_MAX when no epoch is known yet), no experts held at
+ * epoch 0). Returns the first reason that fails (why: a few words on it, cap
+ * bytes) or RT_REJECT_NONE. */
+rt_reject rt_lease_check(const rs_worker *w, int64_t now_ms, uint64_t max_epoch, char *why,
+                         size_t cap);
+/* The checks against the deployment, for a lease of its model: the same
+ * layers and experts, the same bytes per expert (layer_bytes, n_layer
+ * entries), a held list that reads within them. */
+rt_reject rt_lease_check_shape(const rs_worker *w, int n_layer, int n_expert,
+                               const uint64_t *layer_bytes, char *why, size_t cap);
+/* Records this read's refused leases (ids and reasons borrowed): a lease
+ * newly refused, or for another reason, is counted in st.rejected and
+ * logged; one still refused is logged again at most every 5 minutes. */
+void rt_note_rejected(router *r, char *const *ids, const rt_reject *why, char *const *detail,
+                      int n);
+/* Suspects (at most 4096; the oldest is forgotten first): add a worker that
+ * missed epoch e (or move its epoch up); 1 if id is one; a valid
+ * acknowledgement of epoch e by id clears it when e is above the epoch it
+ * missed (returns 1 then). Neither a new lease nor a restart clears it. */
+void rt_suspect_add(router *r, const char *id, uint64_t e);
+int rt_suspect_is(const router *r, const char *id);
+int rt_suspect_acked(router *r, const char *id, uint64_t e);
+void rt_check_free(router *r);
 
 #endif

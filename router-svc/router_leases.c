@@ -74,55 +74,123 @@ typedef struct lease_read {
     const redisReply *ids;
     char **gone;
     int n_gone;
+    int have_cur; /* ws[n] holds a lease whose PTTL is the next reply */
 } lease_read;
 
+/* Decimal digits only (1 to 19), as a value of at most max: 1, else 0. */
+static int num(const char *s, uint64_t max, uint64_t *v) {
+    size_t n = 0;
+    uint64_t x = 0;
+    for (; s[n] >= '0' && s[n] <= '9'; n++) {
+        if (n >= 19) return 0;
+        x = x * 10 + (uint64_t)(s[n] - '0');
+    }
+    if (!n || s[n] || x > max) return 0;
+    *v = x;
+    return 1;
+}
+
+/* One field of a lease into w (router_check.c judges the values). */
+static void lease_field(rs_worker *w, const char *f, const char *v) {
+    static const struct {
+        const char *name;
+        unsigned bit;
+        uint64_t max;
+    } nums[] = {
+        {MOE_LEASE_CAPACITY_BYTES, RS_F_CAPACITY, UINT64_MAX / 2},
+        {MOE_LEASE_EPOCH, RS_F_EPOCH, UINT64_MAX / 2},
+        {MOE_LEASE_N_LAYER, RS_F_N_LAYER, 1u << 30},
+        {MOE_LEASE_N_EXPERT, RS_F_N_EXPERT, 1u << 30},
+        {MOE_LEASE_STARTED_MS, RS_F_STARTED, INT64_MAX / 2},
+        {MOE_LEASE_LEASE_MS, RS_F_LEASE_MS, 1u << 30},
+    };
+    char **str = !strcmp(f, MOE_LEASE_ADDR)           ? &w->addr
+                 : !strcmp(f, MOE_LEASE_DOMAIN)       ? &w->domain
+                 : !strcmp(f, MOE_LEASE_MODEL)        ? &w->model
+                 : !strcmp(f, MOE_LEASE_HELD)         ? &w->held
+                 : !strcmp(f, MOE_LEASE_EXPERT_BYTES) ? &w->expert_bytes
+                                                      : NULL;
+    if (str) {
+        free(*str);
+        *str = strdup(v);
+        w->fields |= !strcmp(f, MOE_LEASE_ADDR)           ? RS_F_ADDR
+                     : !strcmp(f, MOE_LEASE_MODEL)        ? RS_F_MODEL
+                     : !strcmp(f, MOE_LEASE_EXPERT_BYTES) ? RS_F_EXPERT_BYTES
+                                                          : 0;
+        return;
+    }
+    if (!strcmp(f, MOE_LEASE_STATE)) {
+        w->fields |= RS_F_STATE;
+        w->draining = !strcmp(v, MOE_LEASE_STATE_DRAINING);
+        if (!w->draining && strcmp(v, MOE_LEASE_STATE_READY) && strcmp(v, MOE_LEASE_STATE_STARTING))
+            w->bad_field = MOE_LEASE_STATE;
+        return;
+    }
+    for (size_t i = 0; i < sizeof nums / sizeof *nums; i++) {
+        if (strcmp(f, nums[i].name)) continue;
+        uint64_t x = 0;
+        w->fields |= nums[i].bit;
+        if (!num(v, nums[i].max, &x)) w->bad_field = nums[i].name;
+        switch (nums[i].bit) {
+        case RS_F_CAPACITY:
+            w->capacity = x;
+            break;
+        case RS_F_EPOCH:
+            w->epoch = x;
+            break;
+        case RS_F_N_LAYER:
+            w->n_layer = (int)x;
+            break;
+        case RS_F_N_EXPERT:
+            w->n_expert = (int)x;
+            break;
+        case RS_F_STARTED:
+            w->started_ms = (int64_t)x;
+            break;
+        default:
+            w->lease_ms = (int)x;
+            break;
+        }
+    }
+}
+
+/* Replies in pairs per id: HGETALL (the lease), then PTTL (its TTL). */
 static void on_lease(void *ud, size_t i, redisReply *x) {
     lease_read *lr = ud;
-    if (i >= lr->ids->elements) return;
-    const char *id = lr->ids->element[i]->str;
+    if (i / 2 >= lr->ids->elements) return;
+    const char *id = lr->ids->element[i / 2]->str;
+    rs_worker *w = &lr->ws[lr->n];
+    if (i % 2) {
+        if (!lr->have_cur) return;
+        lr->have_cur = 0;
+        if (x->type == REDIS_REPLY_INTEGER && x->integer != -2) {
+            w->pttl_ms = x->integer;
+            lr->n++;
+            return;
+        }
+        worker_clear(w); /* gone between the two, or an error: read it again next tick */
+        if (x->type == REDIS_REPLY_INTEGER && lr->n_gone < MAX_WORKERS)
+            lr->gone[lr->n_gone++] = strdup(id);
+        return;
+    }
+    if (x->type == REDIS_REPLY_ERROR) return; /* NOPERM, WRONGTYPE: not known to be gone */
     if (x->type != REDIS_REPLY_ARRAY || x->elements < 2) {
         if (lr->n_gone < MAX_WORKERS) lr->gone[lr->n_gone++] = strdup(id);
         return;
     }
-    rs_worker *w = &lr->ws[lr->n];
     memset(w, 0, sizeof *w);
     for (size_t k = 0; k + 1 < x->elements; k += 2) {
         const char *f = x->element[k]->str, *v = x->element[k + 1]->str;
-        if (!f || !v) continue;
-        if (!strcmp(f, MOE_LEASE_ADDR))
-            free(w->addr), w->addr = strdup(v);
-        else if (!strcmp(f, MOE_LEASE_DOMAIN))
-            free(w->domain), w->domain = strdup(v);
-        else if (!strcmp(f, MOE_LEASE_MODEL))
-            free(w->model), w->model = strdup(v);
-        else if (!strcmp(f, MOE_LEASE_HELD))
-            free(w->held), w->held = strdup(v);
-        else if (!strcmp(f, MOE_LEASE_EXPERT_BYTES))
-            free(w->expert_bytes), w->expert_bytes = strdup(v);
-        else if (!strcmp(f, MOE_LEASE_CAPACITY_BYTES))
-            w->capacity = strtoull(v, NULL, 10);
-        else if (!strcmp(f, MOE_LEASE_EPOCH))
-            w->epoch = strtoull(v, NULL, 10);
-        else if (!strcmp(f, MOE_LEASE_N_LAYER))
-            w->n_layer = atoi(v);
-        else if (!strcmp(f, MOE_LEASE_N_EXPERT))
-            w->n_expert = atoi(v);
-        else if (!strcmp(f, MOE_LEASE_STATE))
-            w->draining = !strcmp(v, MOE_LEASE_STATE_DRAINING);
-        else if (!strcmp(f, MOE_LEASE_LEASE_MS)) {
-            const int ms = atoi(v);
-            if (ms > lr->r->max_lease_ms && ms <= 60000) lr->r->max_lease_ms = ms;
-        }
+        if (f && v) lease_field(w, f, v);
     }
     w->id = strdup(id);
-    if (!w->id || !w->addr || !*w->addr || !w->model || !w->expert_bytes || w->n_layer < 1 ||
-        w->n_layer > 4096 || w->n_expert < 1 || w->n_expert > 4096) {
-        worker_clear(w); /* a lease without what placement needs: not a worker */
-        return;
-    }
     if (!w->domain) w->domain = strdup("");
     if (!w->held) w->held = strdup("");
-    lr->n++;
+    if (!w->id || !w->domain || !w->held) {
+        worker_clear(w); /* out of memory: read again next tick */
+        return;
+    }
+    lr->have_cur = 1;
 }
 
 static int cmp_worker(const void *a, const void *b) {
@@ -181,12 +249,63 @@ static int choose_model(router *r) {
             rt_log("model %s: %d layers x %d experts", r->model, r->n_layer, r->n_expert);
         }
     }
-    for (int i = 0; i < r->nw; i++) {
-        rs_worker *w = &r->ws[i];
-        w->usable =
-            !strcmp(w->model, r->model) && w->n_layer == r->n_layer && w->n_expert == r->n_expert;
-    }
+    for (int i = 0; i < r->nw; i++) /* the rest of its shape: rt_lease_check_shape */
+        r->ws[i].usable = !strcmp(r->ws[i].model, r->model);
     return 0;
+}
+
+/* The leases router-svc believes (router_check.c): ws[0..*n) keeps them, in
+ * order, and becomes r->ws; the others are counted, logged and freed. */
+static void believe(router *r, rs_worker *ws, int *n) {
+    rs_worker *no = calloc((size_t)*n + 1, sizeof *no);
+    rt_reject *why = calloc((size_t)*n + 1, sizeof *why);
+    char **ids = calloc((size_t)*n + 1, sizeof *ids), **text = calloc((size_t)*n + 1, sizeof *text);
+    char(*detail)[160] = calloc((size_t)*n + 1, sizeof *detail);
+    if (!no || !why || !ids || !text || !detail) goto done; /* out of memory: all believed */
+    const uint64_t max_epoch =
+        r->leader && r->have_prev_loaded && r->next_epoch > 0 ? r->next_epoch - 1 : RT_EPOCH_MAX;
+    const int64_t now = moe_wall_ms();
+    int kept = 0, nr = 0;
+    for (int i = 0; i < *n; i++) { /* on its own */
+        const rt_reject y = rt_lease_check(&ws[i], now, max_epoch, detail[nr], sizeof *detail);
+        if (y)
+            why[nr] = y, no[nr++] = ws[i];
+        else
+            ws[kept++] = ws[i];
+    }
+    *n = kept;
+    r->ws = ws, r->nw = kept; /* for choose_model */
+    if (kept) choose_model(r);
+    kept = 0;
+    for (int i = 0; i < *n; i++) { /* against the deployment */
+        rs_worker *w = &ws[i];
+        const rt_reject y = w->usable && r->model
+                                ? rt_lease_check_shape(w, r->n_layer, r->n_expert, r->layer_bytes,
+                                                       detail[nr], sizeof *detail)
+                                : RT_REJECT_NONE;
+        if (y)
+            why[nr] = y, no[nr++] = *w;
+        else
+            ws[kept++] = *w;
+    }
+    *n = kept;
+    const int n_no = nr;
+    r->ws = NULL, r->nw = 0;
+    for (int i = 0; i < nr; i++) ids[i] = no[i].id, text[i] = detail[i];
+    for (int i = 0; i < *n; i++) { /* missed acks: still workers, but given nothing */
+        ws[i].suspect = rt_suspect_is(r, ws[i].id);
+        if (!ws[i].suspect) continue;
+        snprintf(detail[nr], sizeof *detail,
+                 "it did not acknowledge an epoch in time; nothing more until it acknowledges one");
+        why[nr] = RT_REJECT_NO_ACK, ids[nr] = ws[i].id, text[nr] = detail[nr];
+        nr++;
+    }
+    rt_note_rejected(r, ids, why, text, nr);
+    for (int i = 0; i < n_no; i++) worker_clear(&no[i]);
+    for (int i = 0; i < *n; i++) /* the longest lease, for the waits after a Redis restart */
+        if (ws[i].lease_ms > r->max_lease_ms) r->max_lease_ms = ws[i].lease_ms;
+done:
+    free(no), free(why), free(ids), free(text), free(detail);
 }
 
 /* Reads every lease; prunes P:workers of expired ones. 0, or -1 (Redis away). */
@@ -214,7 +333,8 @@ int rt_read_workers(router *r) {
         return -1;
     }
     lease_read lr = {r,   calloc(ids->elements + 1, sizeof *lr.ws),   0,
-                     ids, calloc(ids->elements + 1, sizeof *lr.gone), 0};
+                     ids, calloc(ids->elements + 1, sizeof *lr.gone), 0,
+                     0};
     int rc = -1;
     if (lr.ws && lr.gone && moe_rlink_begin(r->cmd) == 0) {
         for (size_t i = 0; i < ids->elements; i++) {
@@ -223,6 +343,7 @@ int rt_read_workers(router *r) {
                                ids->element[i]->str ? ids->element[i]->str : "") < 0)
                 moe_key_worker(key, sizeof key, r->prefix, "");
             moe_rlink_append(r->cmd, "HGETALL %s", key);
+            moe_rlink_append(r->cmd, "PTTL %s", key);
         }
         rc = moe_rlink_flush(r->cmd, on_lease, &lr) == 0 ? 0 : -1;
     }
@@ -261,14 +382,14 @@ int rt_read_workers(router *r) {
     }
     qsort(lr.ws, (size_t)lr.n, sizeof *lr.ws, cmp_worker);
     rt_workers_clear(r);
+    believe(r, lr.ws, &lr.n);
     r->ws = lr.ws;
     r->nw = lr.n;
-    if (r->nw) choose_model(r);
     /* the eligible set's signature: a change restarts the settle clock */
     moe_buf sig = {.s = malloc(64), .cap = 64};
     if (sig.s) sig.s[0] = '\0'; /* no usable worker: "" */
     for (int i = 0; i < r->nw; i++)
-        if (r->ws[i].usable)
+        if (r->ws[i].usable && !r->ws[i].suspect)
             moe_buf_printf(&sig, "%s%s%s|", r->ws[i].id, r->ws[i].draining ? "-" : "+",
                            r->ws[i].addr);
     if (sig.s && !sig.oom && (!r->worker_sig || strcmp(sig.s, r->worker_sig))) {

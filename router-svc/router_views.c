@@ -28,10 +28,17 @@ static void metrics(const rs_snap *s, moe_metrics *reg) {
                             "Redis connections lost or refused.", NULL, 0),
         NULL, (double)s->redis_failures);
     moe_metric *workers = moe_metrics_gauge(reg, "moemesh_router_workers",
-                                            "Workers with a live lease, by state.", "state", 3);
+                                            "Workers with a live lease, by state.", "state", 4);
     set(workers, "serving", s->n_usable - s->n_draining);
     set(workers, "draining", s->n_draining);
-    set(workers, "other_model", s->n_workers - s->n_usable);
+    set(workers, "other_model", s->n_other);
+    set(workers, "rejected", s->n_rejected);
+    moe_metric *rej = moe_metrics_counter(
+        reg, "moemesh_router_leases_rejected_total",
+        "Leases refused (no experts, acknowledgements not counted), by reason; each worker id "
+        "once while it fails the same check.",
+        "reason", RT_REJECT_COUNT - 1);
+    for (int i = 1; i < RT_REJECT_COUNT; i++) set(rej, rt_reject_name(i), (double)s->rejected[i]);
     set(moe_metrics_gauge(reg, "moemesh_router_workers_wanted",
                           "Workers the load calls for (the autoscaling signal).", NULL, 0),
         NULL, (double)s->workers_wanted);

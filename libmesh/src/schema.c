@@ -1,5 +1,6 @@
 /* schema.c - the Redis schema: keys, events, lease fields and the placement
  * document's writer and reader (see schema.h, docs/redis-schema.md). */
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -163,6 +164,25 @@ int moe_lease_layer_bytes_parse(uint64_t *bytes, int n_layer, const char *s) {
         if (*end && !end[1]) return MOE_EFORMAT; /* a comma with no entry after it */
         s = *end ? end + 1 : end;
     }
+    return 0;
+}
+
+int moe_lease_addr_check(const char *addr) {
+    const size_t n = strlen(addr);
+    const char *colon = strrchr(addr, ':');
+    if (!n || n > 255 || !colon || colon == addr) return MOE_EFORMAT;
+    if (addr[0] == '[') { /* [IPv6]:port */
+        if (colon[-1] != ']' || colon - addr < 3) return MOE_EFORMAT;
+        for (const char *p = addr + 1; p < colon - 1; p++)
+            if (!isxdigit((unsigned char)*p) && *p != ':' && *p != '.') return MOE_EFORMAT;
+    } else {
+        for (const char *p = addr; p < colon; p++)
+            if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-' && *p != '_')
+                return MOE_EFORMAT;
+    }
+    uint64_t port;
+    const char *end;
+    if (!digits(colon + 1, &end, &port) || *end || port < 1 || port > 65535) return MOE_EFORMAT;
     return 0;
 }
 

@@ -40,6 +40,9 @@ static const moectl_cmd cmds[] = {
      "                            --messages FILE.json [--gen]",
      "(--model M.gguf | --template-file F | --name N) --messages FILE.json [--gen]\n"
      "                                                        messages -> chat prompt text"},
+    {"redis-acl", "moectl redis-acl", cmd_redis_acl,
+     "[--prefix P] [--password-dir DIR] [--aclfile] [--select]",
+     "[--prefix P] [--password-dir DIR] [--aclfile]   Redis ACL users, one per role"},
 };
 
 static void usage(FILE *out) {

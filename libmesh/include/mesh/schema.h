@@ -19,7 +19,7 @@
  *     P:events                 pub/sub channel       "pending <e>", "active <e>", "down <w>"
  *     P:load:<b>               hash, TTL 10 min      field "L:E" = rows routed to that expert
  *     P:scale:workers_wanted   string                the workers the load calls for
- *     P:drain                  set                   workers to empty
+ *     P:drain                  set                   workers to empty (operators' requests)
  *     P:leader                 string, TTL 5 s       the leading router-svc replica's id
  *
  * A worked example, deployment "moemesh", worker "w0" at 10.0.0.5:50051:
@@ -65,11 +65,13 @@
 #define MOE_SCHEMA_ID_MAX 200               /* bytes of a worker id */
 #define MOE_SCHEMA_KEY_MAX 512              /* any key or event message fits (limits above) */
 
-#define MOE_SCHEMA_LOAD_BUCKET_S 10           /* width of a P:load:<b> bucket, seconds */
-#define MOE_SCHEMA_LOAD_TTL_S 600             /* P:load:<b> expires after (EXPIRE per flush) */
-#define MOE_SCHEMA_PLACEMENT_OLD_TTL_S 3600   /* P:placement:<e> once superseded or abandoned */
-#define MOE_SCHEMA_ACK_TTL_S 3600             /* P:ack:<e> */
-#define MOE_SCHEMA_LEASE_MS_DEFAULT 3000      /* a worker's lease TTL (heartbeat: a third) */
+#define MOE_SCHEMA_LOAD_BUCKET_S 10         /* width of a P:load:<b> bucket, seconds */
+#define MOE_SCHEMA_LOAD_TTL_S 600           /* P:load:<b> expires after (EXPIRE per flush) */
+#define MOE_SCHEMA_PLACEMENT_OLD_TTL_S 3600 /* P:placement:<e> once superseded or abandoned */
+#define MOE_SCHEMA_ACK_TTL_S 3600           /* P:ack:<e> */
+#define MOE_SCHEMA_LEASE_MS_DEFAULT 3000    /* a worker's lease TTL (heartbeat: a third) */
+#define MOE_SCHEMA_LEASE_MS_MIN 300         /* a lease TTL router-svc accepts: at least ... */
+#define MOE_SCHEMA_LEASE_MS_MAX 60000 /* ... and at most (a dead worker's lease ends by then) */
 #define MOE_SCHEMA_LEADER_TTL_MS_DEFAULT 5000 /* P:leader */
 
 /* The prefix to use: p, or MOE_SCHEMA_PREFIX_DEFAULT when p is NULL or "". */
@@ -152,6 +154,11 @@ int moe_lease_layer_bytes_format(char *buf, size_t cap, const uint64_t *bytes, i
  * entry after each comma. 0 or MOE_EFORMAT (bytes then partly written). */
 int moe_lease_layer_bytes_parse(uint64_t *bytes, int n_layer, const char *s);
 
+/* Checks a lease's addr: "host:port", the host a name or IPv4 address
+ * (letters, digits, '.', '-', '_') or an IPv6 address in brackets, the port
+ * 1 to 65535 in decimal, at most 255 bytes in all. 0 or MOE_EFORMAT. */
+int moe_lease_addr_check(const char *addr);
+
 /* A P:load:<b> field: "L:E" (layer, expert). Returns the length, or MOE_ERANGE. */
 int moe_expert_field_format(char *buf, size_t cap, int layer, int expert);
 /* Reads "L:E" (decimal digits, each <= 2^20): 0 or MOE_EFORMAT. */
@@ -207,6 +214,43 @@ int moe_pldoc_parse(moe_pldoc **out, const char *json, size_t len, int n_layer, 
 void moe_pldoc_free(moe_pldoc *d);
 /* Index of a worker id, or -1. */
 int moe_pldoc_worker(const moe_pldoc *d, const char *id);
+
+/* ==== ACL roles (moectl redis-acl) ============================================== */
+/*
+ * Who may do what (docs/redis-schema.md, "Access control"): each role is a
+ * Redis ACL user that may send only the commands its code sends, on only its
+ * deployment's keys (read-only where it only reads) and channel. Every rule
+ * set starts "resetkeys resetchannels -@all"; each (commands, keys) pair is a
+ * selector (Redis >= 7.0), so a command is allowed on the keys of its own
+ * pair only. For deployment "moemesh", the worker role:
+ *
+ *     resetkeys resetchannels -@all +multi +exec (+hset +pexpire +del ~moemesh:worker:*)
+ *     (+zadd +zrem ~moemesh:workers) (+get %R~moemesh:placement:*)
+ *     (+sismember %R~moemesh:drain) (+sadd +expire ~moemesh:ack:*)
+ *     (+subscribe &moemesh:events)
+ *
+ * A worker may read P:drain (an operator's request) but never write it, nor
+ * the placement, the leader lock, the scale signal or the load.
+ */
+
+typedef enum moe_acl_role {
+    MOE_ACL_ROLE_ROUTER,  /* router-svc */
+    MOE_ACL_ROLE_WORKER,  /* the expert-workers (one user for all of them) */
+    MOE_ACL_ROLE_GATEWAY, /* gateways, and moectl runs that follow the placement */
+    MOE_ACL_ROLE_ADMIN,   /* operators: drain workers, inspect the placement */
+    MOE_ACL_ROLE_COUNT
+} moe_acl_role;
+
+/* "router", "worker", "gateway", "admin" (NULL for another value). */
+const char *moe_acl_role_name(moe_acl_role role);
+
+/* Writes role's rules for deployment prefix into buf (cap bytes,
+ * NUL-terminated), without a user name or a password; with allow_select, SELECT
+ * is allowed too (for URLs that name a database other than 0). Returns the
+ * length, MOE_EINVAL (an unknown role, or a prefix that a rule would read as
+ * more than itself: a byte that is a space or a control character, or one of
+ * * ? [ ] \ ( ) " ') or MOE_ERANGE (buf then holds ""). */
+int moe_acl_rules(char *buf, size_t cap, const char *prefix, moe_acl_role role, int allow_select);
 
 /* ==== Reading from Redis ======================================================== */
 

@@ -1,0 +1,129 @@
+/* test_schema_acl.c - the Redis ACL rules of each role (mesh/schema.h,
+ * moe_acl_rules): the exact rules for deployment "moemesh" (what `moectl
+ * redis-acl` prints and docs/redis-schema.md shows), prefixes a rule would
+ * misread, and which role may write which key (every key a role's code
+ * writes is in one of its read-write patterns; a worker's patterns match no
+ * key of the drain set, the placement, the leader lock, the scale signal or
+ * the load). tests/integration/rogue_worker.sh checks them in redis-server.
+ * Also the lease address check (moe_lease_addr_check). */
+#include <fnmatch.h>
+#include <string.h>
+
+#include "mesh/schema.h"
+#include "moe/error.h"
+#include "test.h"
+
+TEST(schema_acl_rules_exact) {
+    char b[2048];
+    static const char *const want[MOE_ACL_ROLE_COUNT] = {
+        "resetkeys resetchannels -@all (+set +get +pexpire +del +eval ~moemesh:leader) "
+        "(+zrange +zrem ~moemesh:workers) (+hgetall +pttl %R~moemesh:worker:*) "
+        "(+smembers +srem ~moemesh:drain) (+hgetall %R~moemesh:load:*) "
+        "(+get +set +del +expire ~moemesh:placement:*) (+del +smembers ~moemesh:ack:*) "
+        "(+set ~moemesh:scale:workers_wanted) (+publish &moemesh:events)",
+        "resetkeys resetchannels -@all +multi +exec (+hset +pexpire +del ~moemesh:worker:*) "
+        "(+zadd +zrem ~moemesh:workers) (+get %R~moemesh:placement:*) "
+        "(+sismember %R~moemesh:drain) (+sadd +expire ~moemesh:ack:*) "
+        "(+subscribe &moemesh:events)",
+        "resetkeys resetchannels -@all (+get %R~moemesh:placement:*) "
+        "(+hincrby +expire ~moemesh:load:*) (+subscribe &moemesh:events)",
+        "resetkeys resetchannels -@all +ping (+sadd +srem ~moemesh:drain) "
+        "(+get +mget +hget +hgetall +zrange +zcard +zscore +smembers +sismember +scard +exists "
+        "+type +ttl +pttl %R~moemesh:*) (+subscribe &moemesh:events)",
+    };
+    for (int r = 0; r < MOE_ACL_ROLE_COUNT; r++) {
+        ASSERT_EQ_INT(moe_acl_rules(b, sizeof b, "moemesh", r, 0), (int)strlen(want[r]));
+        ASSERT_STR_EQ(b, want[r]);
+    }
+    ASSERT_STR_EQ(moe_acl_role_name(MOE_ACL_ROLE_WORKER), "worker");
+    ASSERT(moe_acl_role_name(MOE_ACL_ROLE_COUNT) == NULL);
+    /* --select: SELECT, and nothing else, added */
+    ASSERT(moe_acl_rules(b, sizeof b, "moemesh", MOE_ACL_ROLE_GATEWAY, 1) > 0);
+    ASSERT_STR_CONTAINS(b, "-@all +select (+get");
+}
+
+TEST(schema_acl_rules_refused) {
+    char b[2048], small[32];
+    const char *bad[] = {"",    "a b", "a*",   "a?",  "a[b]", "a\\b",
+                         "a(b", "a)b", "a\"b", "a'b", "a\nb", "a\x7f"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        memset(b, 'x', sizeof b);
+        if (moe_acl_rules(b, sizeof b, bad[i], MOE_ACL_ROLE_WORKER, 0) != MOE_EINVAL)
+            TEST_FAIL("prefix '%s' accepted", bad[i]);
+        ASSERT_STR_EQ(b, "");
+    }
+    ASSERT_EQ_INT(moe_acl_rules(b, sizeof b, "moemesh", MOE_ACL_ROLE_COUNT, 0), MOE_EINVAL);
+    ASSERT_EQ_INT(moe_acl_rules(small, sizeof small, "moemesh", MOE_ACL_ROLE_ROUTER, 0),
+                  MOE_ERANGE);
+    ASSERT_STR_EQ(small, "");
+    /* the characters of pod names and other prefixes are fine */
+    ASSERT(moe_acl_rules(b, sizeof b, "prod-eu.1:moe_x", MOE_ACL_ROLE_WORKER, 0) > 0);
+    ASSERT_STR_CONTAINS(b, "~prod-eu.1:moe_x:worker:*)");
+}
+
+/* 1 if role may write key: one of its read-write patterns (~P) matches it. */
+static int may_write(moe_acl_role role, const char *key) {
+    char b[2048];
+    MOE_ASSERT(moe_acl_rules(b, sizeof b, "p", role, 0) > 0);
+    for (char *t = strtok(b, " ()"); t; t = strtok(NULL, " ()"))
+        if (t[0] == '~' && fnmatch(t + 1, key, 0) == 0) return 1;
+    return 0;
+}
+
+TEST(schema_acl_who_writes_what) {
+    char k[MOE_SCHEMA_KEY_MAX];
+    /* the worker: its lease, the index, acknowledgements */
+    moe_key_worker(k, sizeof k, "p", "w0");
+    ASSERT(may_write(MOE_ACL_ROLE_WORKER, k));
+    moe_key_workers(k, sizeof k, "p");
+    ASSERT(may_write(MOE_ACL_ROLE_WORKER, k));
+    moe_key_ack(k, sizeof k, "p", 7);
+    ASSERT(may_write(MOE_ACL_ROLE_WORKER, k));
+    /* ... never the drain set, the placement, the lock, the scale signal, the load */
+    moe_key_drain(k, sizeof k, "p");
+    ASSERT(!may_write(MOE_ACL_ROLE_WORKER, k));
+    ASSERT(may_write(MOE_ACL_ROLE_ADMIN, k) && may_write(MOE_ACL_ROLE_ROUTER, k));
+    ASSERT(!may_write(MOE_ACL_ROLE_GATEWAY, k));
+    moe_key_placement(k, sizeof k, "p", 7);
+    ASSERT(!may_write(MOE_ACL_ROLE_WORKER, k));
+    ASSERT(may_write(MOE_ACL_ROLE_ROUTER, k) && !may_write(MOE_ACL_ROLE_ADMIN, k));
+    moe_key_placement_active(k, sizeof k, "p");
+    ASSERT(!may_write(MOE_ACL_ROLE_WORKER, k));
+    ASSERT(!may_write(MOE_ACL_ROLE_GATEWAY, k) && may_write(MOE_ACL_ROLE_ROUTER, k));
+    moe_key_placement_pending(k, sizeof k, "p");
+    ASSERT(!may_write(MOE_ACL_ROLE_WORKER, k));
+    moe_key_placement_seq(k, sizeof k, "p");
+    ASSERT(!may_write(MOE_ACL_ROLE_WORKER, k));
+    moe_key_leader(k, sizeof k, "p");
+    ASSERT(!may_write(MOE_ACL_ROLE_WORKER, k));
+    ASSERT(may_write(MOE_ACL_ROLE_ROUTER, k));
+    moe_key_workers_wanted(k, sizeof k, "p");
+    ASSERT(!may_write(MOE_ACL_ROLE_WORKER, k));
+    ASSERT(may_write(MOE_ACL_ROLE_ROUTER, k));
+    moe_key_load(k, sizeof k, "p", 17);
+    ASSERT(!may_write(MOE_ACL_ROLE_WORKER, k));
+    ASSERT(may_write(MOE_ACL_ROLE_GATEWAY, k) && !may_write(MOE_ACL_ROLE_ROUTER, k));
+    /* no role writes the leases but the worker's; none reaches another deployment */
+    moe_key_worker(k, sizeof k, "p", "w0");
+    ASSERT(!may_write(MOE_ACL_ROLE_ROUTER, k) && !may_write(MOE_ACL_ROLE_ADMIN, k));
+    moe_key_worker(k, sizeof k, "q", "w0");
+    ASSERT(!may_write(MOE_ACL_ROLE_WORKER, k));
+    moe_key_drain(k, sizeof k, "q");
+    ASSERT(!may_write(MOE_ACL_ROLE_ADMIN, k));
+}
+
+TEST(schema_lease_addr) {
+    const char *good[] = {"10.0.0.5:50051", "127.0.0.1:1", "worker-0.svc_x:65535", "[::1]:50051",
+                          "[fe80::1:2]:9"};
+    const char *bad[] = {"",           "nohost", ":50051", "h:",      "h:0",
+                         "h:65536",    "h:12a",  "h:-1",   "a b:1",   "h/x:1",
+                         "[::1:50051", "[]:1",   "[zz]:1", "h:1:2:x", "h:99999999999999999999"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+        if (moe_lease_addr_check(good[i]) != 0) TEST_FAIL("'%s' refused", good[i]);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        if (moe_lease_addr_check(bad[i]) != MOE_EFORMAT) TEST_FAIL("'%s' accepted", bad[i]);
+    char longer[300];
+    memset(longer, 'a', sizeof longer);
+    memcpy(longer + 290, ":50051", 7);
+    ASSERT_EQ_INT(moe_lease_addr_check(longer), MOE_EFORMAT);
+}
