@@ -119,6 +119,7 @@ check_err "layer at 'L0:1' is not a MoE layer" --model "$M" --experts "L0:1"
 check_err "out of range" --model "$M" --experts "0-99"
 check_err "not an integer" --model "$M" --threads two
 check_err "unknown option" --model "$M" --frobnicate 1
-check_err "cannot listen" --model "$M" --listen 256.1.1.1:1
+check_err "cannot listen" --model "$M" --listen 256.1.1.1:1 --insecure
+check_err "not a loopback address" --model "$M" --listen 0.0.0.0:0
 "$WORKER" --help | grep -q "usage: expert-worker" && ok "--help" || bad "--help"
 exit $fail
