@@ -76,6 +76,11 @@ struct gw_job {
     int n_done;        /* choices finished */
     gw_job *next;      /* scheduler queues */
     void *policy_data; /* for the scheduling policy (tenants) */
+
+    /* ---- set by the HTTP side before submit ---- */
+    char tenant[64]; /* who sent it ("" without tenants) */
+    double weight;   /* its fair-share weight (> 0; 1 by default) */
+    int priority;    /* its class: higher is served first (0 by default) */
 };
 
 /* A job for a parsed request (takes ownership of *req, which is zeroed):

@@ -20,6 +20,7 @@
 #include "moe/model.h"
 #include "moe/ops.h"
 #include "moe/vocab.h"
+#include "fair.h"
 #include "scheduler.h"
 #include "svc/clock.h"
 #include "svc/log.h"
@@ -52,10 +53,18 @@ typedef struct gw_opts {
     moe_remote_opts ro; /* where the experts run (mesh/remote.h) */
     int threads, max_seqs, ctx, max_batch_tokens, max_queue, chunked_prefill, prefill_chunk;
     int exact;
+    const char *schedule; /* "fair" or "fifo" */
     int timeout_ms;
     int max_connections, idle_ms, header_ms, http_threads, insecure, drain_ms;
     uint64_t max_body, seed;
 } gw_opts;
+
+static int check_schedule(const void *dst, char *why, size_t cap) {
+    const char *v = *(const char *const *)dst;
+    if (v && (!strcmp(v, "fair") || !strcmp(v, "fifo"))) return 0;
+    snprintf(why, cap, "must be fair or fifo");
+    return -1;
+}
 
 typedef struct gw_state {
     gw_opts o;
@@ -64,6 +73,7 @@ typedef struct gw_state {
     moe_expert_backend *remote;
     moe_ctx *ctx;
     gw_sched *sched;
+    gw_fair *fair; /* --schedule fair */
     gw_http *http;
     moe_metrics *reg;
     moe_metric *rtt, *uncovered, *workers_live; /* remote experts only */
@@ -237,6 +247,7 @@ int main(int argc, char **argv) {
                    .max_seqs = 32,
                    .max_batch_tokens = 256,
                    .max_queue = 256,
+                   .schedule = "fair",
                    .chunked_prefill = 1,
                    .timeout_ms = 600000,
                    .max_connections = 1024,
@@ -281,6 +292,11 @@ int main(int argc, char **argv) {
                  "AMX or VNNI, 2-3x the throughput, logits within float rounding)"},
         {"--max-queue", "MOE_MAX_QUEUE", MOE_FLAG_INT, &o->max_queue, "N",
          .help = "requests waiting for slots; more get 503", .min = 1, .max = 1 << 20},
+        {"--schedule", "MOE_SCHEDULE", MOE_FLAG_STRING, &o->schedule, "fair|fifo",
+         .help = "which waiting request goes next: fair share between tenants\n"
+                 "(the least served tenant's, by weighted tokens; one tenant: first come)\n"
+                 "or first come, first served",
+         .check = check_schedule},
         {"--request-timeout", "MOE_REQUEST_TIMEOUT", MOE_FLAG_MS, &o->timeout_ms, "DUR",
          .help = "a request's deadline from arrival (0: none)", .def = "600s", .min = 0,
          .max = 86400000},
@@ -374,6 +390,13 @@ int main(int argc, char **argv) {
                           .prefill_chunk = o->prefill_chunk,
                           .timeout_ms = o->timeout_ms,
                           .metrics = add_metrics(s.reg, &requests)};
+    if (!strcmp(o->schedule, "fair")) {
+        if (gw_fair_create(&s.fair, 1.0, 2.0) < 0) {
+            moe_log(MOE_LOG_ERROR, GW, "out of memory");
+            goto out;
+        }
+        sp.policy = gw_fair_policy(s.fair);
+    }
     moe_metric_set(moe_metrics_gauge(s.reg, "moemesh_gateway_kv_slots",
                                      "KV-cache slots (--max-seqs).", NULL, 0),
                    NULL, o->max_seqs);
@@ -453,6 +476,7 @@ out:
     gw_sched_stop(s.sched); /* ends what is left: every waiting connection is woken */
     gw_http_stop(s.http);
     gw_sched_free(s.sched);
+    gw_fair_free(s.fair);
     moe_ctx_destroy(s.ctx);
     moe_expert_backend_destroy(s.remote);
     moe_metrics_free(s.reg);

@@ -44,6 +44,7 @@ struct gw_sched {
     gw_job **waiting; /* (max_queue) arrival order */
     int n_waiting;
     gw_job **running; /* (max_seqs) admitted, not ended */
+    int *order;       /* (max_seqs) running indices in prefill order */
     int n_running;
     unsigned char *slot_busy; /* (n_slots) */
     int32_t *slot_tok;        /* (n_slots, n_ctx) the tokens each slot's cache holds */
@@ -224,6 +225,7 @@ static gw_job *take_waiting(gw_sched *s, int k) {
  * if e is NULL: the client is gone). */
 static void drop_waiting(gw_sched *s, int k, const gw_api_error *e, const char *reason) {
     gw_job *j = take_waiting(s, k);
+    if (s->pol->on_drop) s->pol->on_drop(s->pol->state, j);
     cancel_choices(j);
     gw_api_error gone;
     if (!e) {
@@ -240,6 +242,7 @@ static void drop_waiting(gw_sched *s, int k, const gw_api_error *e, const char *
 /* A choice's step result: output, metrics, and its end. */
 static void after_step(gw_sched *s, gw_job *j, gw_choice *c, const moe_gen_step *st, int64_t now) {
     if (st->token >= 0) {
+        if (s->pol->on_served) s->pol->on_served(s->pol->state, j, 0, 1);
         if (!j->t_first_us) {
             j->t_first_us = now;
             moe_metric_observe(s->p.metrics.ttft, NULL, secs(now - j->t_arrive_us));
@@ -481,8 +484,19 @@ static int step(gw_sched *s) {
             }
     }
     int budget = prefill_budget(s, n_decode, backlog, n_backlog);
+    /* the policy's order (fair share: the least served tenant's prompt first) */
+    for (int r = 0; r < s->n_running; r++) s->order[r] = r;
+    if (s->pol->prefill_key)
+        for (int r = 1; r < s->n_running; r++) { /* insertion sort: stable, n <= max_seqs */
+            const int x = s->order[r];
+            const double kx = s->pol->prefill_key(s->pol->state, s->running[x]);
+            int q = r;
+            while (q > 0 && s->pol->prefill_key(s->pol->state, s->running[s->order[q - 1]]) > kx)
+                s->order[q] = s->order[q - 1], q--;
+            s->order[q] = x;
+        }
     for (int r = 0; r < s->n_running && (budget > 0 || !s->p.chunked_prefill); r++) {
-        gw_job *j = s->running[r];
+        gw_job *j = s->running[s->order[r]];
         for (int i = 0; i < j->n_ch && (budget > 0 || !s->p.chunked_prefill); i++) {
             gw_choice *c = &j->ch[i];
             if (!c->leader || c->slot < 0 || moe_gen_seq_finish(c->seq) != MOE_GEN_FINISH_NONE)
@@ -501,6 +515,7 @@ static int step(gw_sched *s) {
                 rows++;
             }
             if (c->n_prefilled + take == pr->n) s->refs[flagged++] = (row_ref){j, i, 1};
+            if (s->pol->on_served) s->pol->on_served(s->pol->state, j, take, 0);
             budget -= take;
         }
     }
@@ -615,6 +630,7 @@ static void *engine_main(void *arg) {
             gw_job *next = in->next;
             in->next = NULL;
             s->waiting[s->n_waiting++] = in;
+            if (s->pol->on_wait) s->pol->on_wait(s->pol->state, in);
             in = next;
         }
         if (stopping) break;
@@ -646,7 +662,7 @@ static void *engine_main(void *arg) {
 
 /* Frees s and its buffers (no thread runs). */
 static void free_state(gw_sched *s) {
-    free(s->waiting), free(s->running), free(s->slot_busy), free(s->slot_tok);
+    free(s->waiting), free(s->running), free(s->order), free(s->slot_busy), free(s->slot_tok);
     free(s->slot_tok_len), free(s->b_tok), free(s->b_pos), free(s->b_slot), free(s->b_logits);
     free(s->refs);
     pthread_mutex_destroy(&s->mu);
@@ -669,13 +685,14 @@ int gw_sched_start(gw_sched **out, const gw_sched_params *p, moe_err *err) {
     s->n_ctx = moe_ctx_n_ctx(p->ctx);
     s->waiting = calloc((size_t)p->max_queue, sizeof *s->waiting);
     s->running = calloc((size_t)p->max_seqs, sizeof *s->running);
+    s->order = calloc((size_t)p->max_seqs, sizeof *s->order);
     s->slot_busy = calloc((size_t)s->n_slots, 1);
     s->slot_tok = malloc((size_t)s->n_slots * (size_t)s->n_ctx * sizeof *s->slot_tok);
     s->slot_tok_len = calloc((size_t)s->n_slots, sizeof *s->slot_tok_len);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    if (!s->waiting || !s->running || !s->slot_busy || !s->slot_tok || !s->slot_tok_len ||
-        grow_batch(s, p->max_seqs + p->max_batch_tokens) < 0)
+    if (!s->waiting || !s->running || !s->order || !s->slot_busy || !s->slot_tok ||
+        !s->slot_tok_len || grow_batch(s, p->max_seqs + p->max_batch_tokens) < 0)
         goto oom;
     for (int k = 0; k < s->n_slots; k++) moe_ctx_slot_clear(s->c, k);
     if (pthread_create(&s->th, NULL, engine_main, s) != 0) goto oom;

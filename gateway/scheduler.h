@@ -31,17 +31,24 @@
 #include "moe/model.h"
 #include "svc/metrics.h"
 
-/* Which waiting job is admitted next: the tenants issue gives a fair-share
- * policy; the default is first come, first served. */
+/* Which waiting job is admitted next, and in which order admitted prompts
+ * get a step's prefill rows: fair.h gives a fair share between tenants;
+ * the default is first come, first served. Every hook runs on the engine
+ * thread; all but pick are optional. */
 typedef struct gw_policy {
     const char *name;
     void *state;
     /* Index in waiting[0..n) (arrival order) of the job to admit next, or -1
-     * to admit nothing now. Called on the engine thread. */
+     * to admit nothing now. */
     int (*pick)(void *state, gw_job *const *waiting, int n);
-    /* (optional) j was admitted / ended, having generated tokens. */
-    void (*on_admit)(void *state, gw_job *j);
-    void (*on_end)(void *state, gw_job *j, int tokens);
+    void (*on_wait)(void *state, gw_job *j);            /* j joined the waiting jobs */
+    void (*on_admit)(void *state, gw_job *j);           /* ... was admitted */
+    void (*on_drop)(void *state, gw_job *j);            /* ... left them unadmitted */
+    void (*on_end)(void *state, gw_job *j, int tokens); /* an admitted j ended */
+    /* rows the engine just served j: prompt rows prefilled, tokens generated */
+    void (*on_served)(void *state, gw_job *j, int prompt_rows, int gen_tokens);
+    /* admitted prompts are prefilled lowest key first (NULL: admission order) */
+    double (*prefill_key)(void *state, const gw_job *j);
 } gw_policy;
 
 /* First come, first served. */

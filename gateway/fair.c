@@ -1,0 +1,219 @@
+/* fair.c - weighted fair queuing over tenants (see fair.h). */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fair.h"
+
+/* Tenants with state at once; beyond, the ones with nothing waiting or
+ * running are forgotten (a forgotten tenant that comes back is lifted to
+ * the others' counters, as after any idle time), and if every entry is busy
+ * the rest share one overflow entry. */
+#define FAIR_CAP 4096
+
+typedef struct tenant {
+    char name[64];
+    uint8_t used; /* 0 empty, 1 live, 2 deleted (a tombstone for probing) */
+    double counter;
+    int waiting, running;
+} tenant;
+
+struct gw_fair {
+    gw_policy pol;
+    double w_prompt, w_gen;
+    pthread_mutex_t mu; /* the engine thread's changes vs snapshots */
+    tenant t[FAIR_CAP];
+    tenant overflow;
+    int n_live;
+    double last_left; /* the counter of the last tenant that went idle */
+};
+
+static uint32_t fnv(const char *s) {
+    uint32_t h = 2166136261u;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+/* The lowest counter among tenants with jobs waiting (else running), or
+ * last_left when nobody has any. */
+static double lift_to(const gw_fair *f) {
+    double lo_wait = -1, lo_run = -1;
+    for (int i = 0; i < FAIR_CAP; i++) {
+        const tenant *t = &f->t[i];
+        if (t->used != 1) continue;
+        if (t->waiting > 0 && (lo_wait < 0 || t->counter < lo_wait)) lo_wait = t->counter;
+        if (t->running > 0 && (lo_run < 0 || t->counter < lo_run)) lo_run = t->counter;
+    }
+    return lo_wait >= 0 ? lo_wait : lo_run >= 0 ? lo_run : f->last_left;
+}
+
+/* Forgets idle tenants to make room (called when the table is full). */
+static void forget_idle(gw_fair *f) {
+    for (int i = 0; i < FAIR_CAP; i++)
+        if (f->t[i].used == 1 && f->t[i].waiting == 0 && f->t[i].running == 0)
+            f->t[i].used = 2, f->n_live--;
+}
+
+/* The entry for name, made (lifted) when missing. */
+static tenant *find(gw_fair *f, const char *name) {
+    const uint32_t h = fnv(name);
+    int free_at = -1;
+    for (int k = 0; k < FAIR_CAP; k++) {
+        const int i = (int)((h + (uint32_t)k) & (FAIR_CAP - 1));
+        tenant *t = &f->t[i];
+        if (t->used == 1 && !strncmp(t->name, name, sizeof t->name - 1)) return t;
+        if (t->used != 1 && free_at < 0) free_at = i;
+        if (t->used == 0) break;
+    }
+    if (free_at < 0 || f->n_live >= FAIR_CAP * 3 / 4) {
+        forget_idle(f);
+        if (f->n_live >= FAIR_CAP * 3 / 4) return &f->overflow;
+        return find(f, name);
+    }
+    tenant *t = &f->t[free_at];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->used = 1;
+    t->counter = lift_to(f);
+    f->n_live++;
+    return t;
+}
+
+static double weight_of(const gw_job *j) {
+    return j->weight > 0 ? j->weight : 1.0;
+}
+
+/* ---- the policy hooks (engine thread) ---- */
+
+static void on_wait(void *state, gw_job *j) {
+    gw_fair *f = state;
+    pthread_mutex_lock(&f->mu);
+    tenant *t = find(f, j->tenant);
+    if (t->waiting == 0 && t->running == 0) { /* back after idle time: nothing banked */
+        const double lo = lift_to(f);
+        if (t->counter < lo) t->counter = lo;
+    }
+    t->waiting++;
+    j->policy_data = t;
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void went_idle(gw_fair *f, tenant *t) {
+    if (t->waiting == 0 && t->running == 0) f->last_left = t->counter;
+}
+
+static void on_admit(void *state, gw_job *j) {
+    gw_fair *f = state;
+    tenant *t = j->policy_data;
+    if (!t) return;
+    pthread_mutex_lock(&f->mu);
+    t->waiting--, t->running++;
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void on_end(void *state, gw_job *j, int tokens) {
+    (void)tokens; /* counted as generated (on_served) */
+    gw_fair *f = state;
+    tenant *t = j->policy_data;
+    if (!t) return;
+    pthread_mutex_lock(&f->mu);
+    t->running--;
+    went_idle(f, t);
+    pthread_mutex_unlock(&f->mu);
+    j->policy_data = NULL;
+}
+
+static void on_drop(void *state, gw_job *j) {
+    gw_fair *f = state;
+    tenant *t = j->policy_data;
+    if (!t) return;
+    pthread_mutex_lock(&f->mu);
+    t->waiting--;
+    went_idle(f, t);
+    pthread_mutex_unlock(&f->mu);
+    j->policy_data = NULL;
+}
+
+static void on_served(void *state, gw_job *j, int prompt_rows, int gen_tokens) {
+    gw_fair *f = state;
+    tenant *t = j->policy_data;
+    if (!t) return;
+    pthread_mutex_lock(&f->mu);
+    t->counter += (f->w_prompt * prompt_rows + f->w_gen * gen_tokens) / weight_of(j);
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* a precedes b: a higher class, then a lower counter (the engine thread is
+ * the only writer, so reading without the lock is safe here) */
+static int before(const gw_job *a, const gw_job *b) {
+    if (a->priority != b->priority) return a->priority > b->priority;
+    const tenant *ta = a->policy_data, *tb = b->policy_data;
+    const double ca = ta ? ta->counter : 0, cb = tb ? tb->counter : 0;
+    return ca < cb;
+}
+
+static int pick(void *state, gw_job *const *waiting, int n) {
+    (void)state;
+    int best = -1;
+    for (int i = 0; i < n; i++) /* strict: ties keep arrival order */
+        if (best < 0 || before(waiting[i], waiting[best])) best = i;
+    return best;
+}
+
+static double prefill_key(void *state, const gw_job *j) {
+    (void)state;
+    const tenant *t = j->policy_data;
+    /* a higher class first, then the lower counter */
+    return -(double)j->priority * 1e15 + (t ? t->counter : 0);
+}
+
+int gw_fair_create(gw_fair **out, double w_prompt, double w_gen) {
+    *out = NULL;
+    if (!(w_prompt > 0) || !(w_gen > 0)) return MOE_EINVAL;
+    gw_fair *f = calloc(1, sizeof *f);
+    if (!f) return MOE_ENOMEM;
+    f->w_prompt = w_prompt, f->w_gen = w_gen;
+    pthread_mutex_init(&f->mu, NULL);
+    strcpy(f->overflow.name, "(overflow)");
+    f->overflow.used = 1;
+    f->pol = (gw_policy){.name = "fair",
+                         .state = f,
+                         .pick = pick,
+                         .on_wait = on_wait,
+                         .on_admit = on_admit,
+                         .on_end = on_end,
+                         .on_drop = on_drop,
+                         .on_served = on_served,
+                         .prefill_key = prefill_key};
+    *out = f;
+    return 0;
+}
+
+void gw_fair_free(gw_fair *f) {
+    if (!f) return;
+    pthread_mutex_destroy(&f->mu);
+    free(f);
+}
+
+const gw_policy *gw_fair_policy(gw_fair *f) {
+    return &f->pol;
+}
+
+int gw_fair_snapshot(gw_fair *f, gw_fair_tenant *out, int cap) {
+    pthread_mutex_lock(&f->mu);
+    int n = 0;
+    for (int i = 0; i < FAIR_CAP; i++) {
+        const tenant *t = &f->t[i];
+        if (t->used != 1) continue;
+        if (n < cap) {
+            gw_fair_tenant *o = &out[n];
+            memcpy(o->name, t->name, sizeof o->name);
+            o->counter = t->counter, o->waiting = t->waiting, o->running = t->running;
+        }
+        n++;
+    }
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}
