@@ -35,6 +35,7 @@ int gw_job_create(gw_job **out, gw_api_req *req, uint64_t *rng, gw_api_error *e)
     j->created = (int64_t)time(NULL);
     gw_api_new_id(j->req.route, j->id, rng);
     j->weight = 1.0;
+    j->usage_idx = -1;
     for (int p = 0; p < j->req.n_prompts; p++) {
         const gw_prompt *pr = &j->req.prompts[p];
         j->prompt_tokens += pr->n;

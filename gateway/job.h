@@ -81,6 +81,7 @@ struct gw_job {
     char tenant[64]; /* who sent it ("" without tenants) */
     double weight;   /* its fair-share weight (> 0; 1 by default) */
     int priority;    /* its class: higher is served first (0 by default) */
+    int usage_idx;   /* engine thread: its tenant in the usage accounting (-1: none) */
 };
 
 /* A job for a parsed request (takes ownership of *req, which is zeroed):

@@ -73,7 +73,8 @@ typedef struct gw_state {
     moe_expert_backend *remote;
     moe_ctx *ctx;
     gw_sched *sched;
-    gw_fair *fair; /* --schedule fair */
+    gw_fair *fair;   /* --schedule fair */
+    gw_usage *usage; /* per-tenant requests, tokens and expert rows */
     gw_http *http;
     moe_metrics *reg;
     moe_metric *rtt, *uncovered, *workers_live; /* remote experts only */
@@ -167,6 +168,7 @@ static void on_rtt(void *ud, const char *addr, double ms, int rows) {
 /* Gauges read when /metrics is rendered. */
 static void before_metrics(void *ud) {
     gw_state *s = ud;
+    if (s->usage) gw_usage_metrics_update(s->usage, 5);
     if (!s->remote) return;
     moe_remote_coverage cv;
     if (moe_remote_get_coverage(s->remote, &cv) == 0) {
@@ -363,6 +365,12 @@ int main(int argc, char **argv) {
     cp.n_batch = o->max_batch_tokens + o->max_seqs;
     cp.experts = s.remote;
     cp.exact = o->exact;
+    if (gw_usage_create(&s.usage, s.m->hp.n_layer, s.m->hp.n_expert, 1024) < 0) {
+        moe_log(MOE_LOG_ERROR, GW, "out of memory");
+        goto out;
+    }
+    cp.on_route = gw_usage_on_route;
+    cp.on_route_ud = s.usage;
     if (moe_ctx_create(&s.ctx, s.m, &cp, &err) < 0) {
         moe_log(MOE_LOG_ERROR, GW, "%s", err.msg);
         goto out;
@@ -389,7 +397,9 @@ int main(int argc, char **argv) {
                           .chunked_prefill = o->chunked_prefill,
                           .prefill_chunk = o->prefill_chunk,
                           .timeout_ms = o->timeout_ms,
+                          .usage = s.usage,
                           .metrics = add_metrics(s.reg, &requests)};
+    gw_usage_metrics_add(s.usage, s.reg);
     if (!strcmp(o->schedule, "fair")) {
         if (gw_fair_create(&s.fair, 1.0, 2.0) < 0) {
             moe_log(MOE_LOG_ERROR, GW, "out of memory");
@@ -477,6 +487,7 @@ out:
     gw_http_stop(s.http);
     gw_sched_free(s.sched);
     gw_fair_free(s.fair);
+    gw_usage_free(s.usage);
     moe_ctx_destroy(s.ctx);
     moe_expert_backend_destroy(s.remote);
     moe_metrics_free(s.reg);

@@ -51,6 +51,7 @@ struct gw_sched {
     int *slot_tok_len;        /* (n_slots) */
     int slots_used;
     int32_t *b_tok, *b_pos, *b_slot;
+    int32_t *b_tenant; /* each row's usage tenant (usage.h) */
     int8_t *b_logits;
     row_ref *refs;
     int b_cap;
@@ -77,7 +78,9 @@ static int grow_batch(gw_sched *s, int need) {
     if (l) s->b_logits = l;
     row_ref *r = realloc(s->refs, (size_t)cap * sizeof *r);
     if (r) s->refs = r;
-    if (!t || !p || !sl || !l || !r) return MOE_ENOMEM;
+    int32_t *tn = realloc(s->b_tenant, (size_t)cap * sizeof *tn);
+    if (tn) s->b_tenant = tn;
+    if (!t || !p || !sl || !l || !r || !tn) return MOE_ENOMEM;
     s->b_cap = cap;
     return 0;
 }
@@ -187,6 +190,9 @@ static void drop_running(gw_sched *s, gw_job *j) {
             break;
         }
     if (s->pol->on_end) s->pol->on_end(s->pol->state, j, gw_job_completion_tokens(j));
+    if (s->p.usage)
+        gw_usage_add_request(s->p.usage, j->usage_idx, j->prompt_tokens,
+                             gw_job_completion_tokens(j));
     pthread_mutex_lock(&s->mu);
     s->st.jobs_done++;
     pthread_mutex_unlock(&s->mu);
@@ -286,6 +292,7 @@ static void end_if_done(gw_sched *s, gw_job *j, int64_t now) {
 /* Admits j: slots for its choices (leaders reuse cached prefixes). */
 static void admit(gw_sched *s, gw_job *j, int64_t now) {
     j->admitted = 1;
+    j->usage_idx = s->p.usage ? gw_usage_tenant(s->p.usage, j->tenant) : -1;
     j->t_admit_us = now;
     gw_api_error e;
     if (gw_job_start(j, s->p.vocab, s->p.n_vocab, &e) < 0) {
@@ -466,6 +473,7 @@ static int step(gw_sched *s) {
             s->b_tok[rows] = toks[n - 1];
             s->b_pos[rows] = n - 1;
             s->b_slot[rows] = c->slot;
+            s->b_tenant[rows] = j->usage_idx;
             s->b_logits[rows] = 1;
             s->refs[flagged++] = (row_ref){j, i, 0};
             rows++;
@@ -511,6 +519,7 @@ static int step(gw_sched *s) {
                 s->b_tok[rows] = pr->ids[pos];
                 s->b_pos[rows] = pos;
                 s->b_slot[rows] = c->slot;
+                s->b_tenant[rows] = j->usage_idx;
                 s->b_logits[rows] = pos == pr->n - 1;
                 rows++;
             }
@@ -523,6 +532,7 @@ static int step(gw_sched *s) {
     const moe_batch b = {rows, s->b_tok, s->b_pos, s->b_slot, s->b_logits};
     moe_err err = {0};
     const int64_t t0 = moe_mono_us();
+    if (s->p.usage) gw_usage_set_rows(s->p.usage, s->b_tenant, rows);
     int rc = moe_ctx_decode(s->c, &b, &err);
     const int64_t now = moe_mono_us();
     moe_metric_observe(s->p.metrics.batch_rows, NULL, rows);
@@ -664,6 +674,7 @@ static void *engine_main(void *arg) {
 static void free_state(gw_sched *s) {
     free(s->waiting), free(s->running), free(s->order), free(s->slot_busy), free(s->slot_tok);
     free(s->slot_tok_len), free(s->b_tok), free(s->b_pos), free(s->b_slot), free(s->b_logits);
+    free(s->b_tenant);
     free(s->refs);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "job.h"
+#include "usage.h"
 #include "moe/model.h"
 #include "svc/metrics.h"
 
@@ -83,6 +84,8 @@ typedef struct gw_sched_params {
                                 max(32, 3 x decode rows)) */
     int64_t timeout_ms;      /* per job, from arrival (0: none) */
     const gw_policy *policy; /* NULL: FIFO */
+    gw_usage *usage;         /* per-tenant accounting (usage.h; NULL: none); the
+                              * context's on_route must feed the same one */
     gw_sched_metrics metrics;
 } gw_sched_params;
 

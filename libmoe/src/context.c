@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 #include "moe/model.h"
@@ -75,7 +76,9 @@ struct moe_ctx {
 
     float *logits; /* (n_logits, n_vocab) of the last decode */
     int n_logits, cap_logits;
-    int gate_margins;   /* record gate_margin (moe_ctx_params.gate_margins) */
+    int gate_margins; /* record gate_margin (moe_ctx_params.gate_margins) */
+    void (*on_route)(void *ud, int layer, int row0, int n, int k, const int32_t *sel, double us);
+    void *on_route_ud;
     float *gate_margin; /* (cap_margins) per row of the last decode, if recorded */
     int n_margins, cap_margins;
 };
@@ -122,6 +125,8 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     c->dense_moe = p->dense_moe != 0;
     c->capacity_factor = p->capacity_factor > 0.0f ? p->capacity_factor : 0.0f;
     c->gate_margins = p->gate_margins != 0;
+    c->on_route = p->on_route;
+    c->on_route_ud = p->on_route_ud;
     c->k_route = c->dense_moe ? hp->n_expert : hp->n_expert_used;
     moe_routing rcheck;
     moe_model_routing(m, hp->n_layer - 1, &rcheck);
@@ -467,6 +472,12 @@ static void dense_block(moe_ctx *c, int il, int n) {
     for (size_t i = 0; i < (size_t)n * (size_t)E; i++) c->x[i] += c->moe_out[i];
 }
 
+static int64_t ctx_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static int moe_block(moe_ctx *c, int il, int n, int row0, moe_err *err) {
     const moe_hparams *hp = &c->hp;
     const moe_layer *L = &c->m->layers[il];
@@ -534,6 +545,7 @@ static int moe_block(moe_ctx *c, int il, int n, int row0, moe_err *err) {
                          .x = c->ex_x,
                          .y = c->ex_y,
                          .exact = c->exact};
+    const int64_t t_sub = c->on_route ? ctx_now_us() : 0;
     int rc = c->experts->submit(c->experts->ctx, &w, err);
     if (rc < 0) return rc;
 
@@ -551,6 +563,8 @@ static int moe_block(moe_ctx *c, int il, int n, int row0, moe_err *err) {
 
     rc = c->experts->wait(c->experts->ctx, err);
     if (rc < 0) return rc;
+    if (c->on_route)
+        c->on_route(c->on_route_ud, il, row0, n, K, c->sel, (double)(ctx_now_us() - t_sub));
 
     /* combine: the weighted routed outputs in selection order, then the
      * shared experts, then the residual */

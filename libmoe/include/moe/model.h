@@ -188,6 +188,16 @@ typedef struct moe_ctx_params {
                                   * (what the parity tests compare); 0 (default): the fast
                                   * int8 tile from MOE_FAST_MIN_ROWS rows (moe/ops.h), its
                                   * logits within float rounding of the exact ones */
+    /* (optional) called on the decoding thread after the routed experts of
+     * every MoE layer of every decode, with the choices for batch rows
+     * row0..row0+n-1 (sel: n x k expert ids in row order, -1 where the
+     * capacity factor dropped a choice) and the wall time from handing the
+     * rows to the experts to having their outputs (us): per-row accounting,
+     * e.g. the gateway's expert usage per tenant. A decode that fails part-way
+     * may have reported some layers. It must not call the context. */
+    void (*on_route)(void *ud, int layer, int row0, int n, int k, const int32_t *sel,
+                     double expert_us);
+    void *on_route_ud;
 } moe_ctx_params;
 
 moe_ctx_params moe_ctx_default_params(void);
