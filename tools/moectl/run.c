@@ -24,7 +24,19 @@ typedef struct run_opts {
     moe_expert_backend *remote;                /* created by open_model, freed by close_model */
     int gate_margins;                          /* logits --gate-margins */
     int exact;                                 /* --exact */
+    int routes;                                /* logits --routes */
+    uint64_t *route_rows;                      /* (n_layer x n_expert) rows per expert */
+    int n_expert;
 } run_opts;
+
+/* moe_ctx_params.on_route for logits --routes: rows per (layer, expert). */
+static void count_routes(void *ud, int layer, int row0, int n, int k, const int32_t *sel,
+                         double us) {
+    (void)row0, (void)us;
+    run_opts *o = ud;
+    for (int i = 0; i < n * k; i++)
+        if (sel[i] >= 0) o->route_rows[(size_t)layer * o->n_expert + sel[i]]++;
+}
 
 static run_opts run_opts_default(void) {
     return (run_opts){.n_threads = 1, .ro = moe_remote_opts_default()};
@@ -82,7 +94,19 @@ static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_mode
     p.experts = o->remote;
     p.gate_margins = o->gate_margins;
     p.exact = o->exact;
+    if (o->routes) {
+        o->n_expert = (*m)->hp.n_expert;
+        o->route_rows = calloc((size_t)(*m)->hp.n_layer * (size_t)o->n_expert, sizeof(uint64_t));
+        if (!o->route_rows) {
+            moe_expert_backend_destroy(o->remote);
+            moe_model_free(*m);
+            return die("out of memory");
+        }
+        p.on_route = count_routes;
+        p.on_route_ud = o;
+    }
     if (moe_ctx_create(c, *m, &p, &err) < 0) {
+        free(o->route_rows);
         moe_expert_backend_destroy(o->remote);
         moe_model_free(*m);
         return die("%s", err.msg);
@@ -164,6 +188,9 @@ int cmd_logits(const moectl_cmd *cmd, int argc, char **argv) {
     run_flags(&o, run);
     const moe_flag flags[] = {
         {"--tokens", NULL, MOE_FLAG_STRING, &toks, "1,2,3", .help = "the prompt's token ids"},
+        {"--routes", NULL, MOE_FLAG_BOOL, &o.routes, NULL,
+         .help = "add \"routes\": [[layer, expert, rows], ...]: the rows each routed\n"
+                 "expert got over the whole prompt (what the gateway counts per tenant)"},
         {"--gate-margins", NULL, MOE_FLAG_BOOL, &o.gate_margins, NULL,
          .help = "add \"gate_margin\" to each position: the smallest gap, over\n"
                  "the MoE layers, between the last chosen expert's selection\n"
@@ -218,10 +245,23 @@ int cmd_logits(const moectl_cmd *cmd, int argc, char **argv) {
             printf("]}");
         }
         printf("]");
+        if (o.routes) {
+            fputs(", \"routes\": [", stdout);
+            int first = 1;
+            for (int l = 0; l < m->hp.n_layer; l++)
+                for (int e = 0; e < o.n_expert; e++) {
+                    const uint64_t r = o.route_rows[(size_t)l * o.n_expert + e];
+                    if (!r) continue;
+                    printf("%s[%d, %d, %llu]", first ? "" : ", ", l, e, (unsigned long long)r);
+                    first = 0;
+                }
+            fputs("]", stdout);
+        }
         print_dropped(&o, c);
         printf("}\n");
     }
 done:
+    free(o.route_rows);
     free(tok);
     free(pos);
     free(slot);

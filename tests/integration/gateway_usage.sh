@@ -1,0 +1,48 @@
+#!/bin/sh
+# Expert accounting in the gateway (issue 15): the rows it reports per
+# (layer, expert) on /metrics equal an independent count, moectl logits
+# --routes over the same prompt tokens in one process (an f32 model, so the
+# routing does not depend on how the gateway batches the rows). Two prompts
+# with different first tokens (no cached prefix), max_tokens 1 (the prompt
+# rows only). Only processes started here are signalled; waits are bounded.
+set -u
+. tests/lib/procs.sh
+. tests/ref/env.sh
+M="$TMP/m.gguf"
+"$BUILD/moectl" mkmodel --arch qwen2moe --dtype f32 --seed 4 -o "$M" >/dev/null || { bad "mkmodel"; exit 1; }
+P1=5,17,300,42,99,7,256,5,64,128,255,3,9,100,12,77
+P2=11,2,3,4,500,6,7,8,9,10,444,12
+gateway gw --model "$M" || exit 1
+for p in $P1 $P2; do
+    code=$(curl -s -m 30 -o "$TMP/c.json" -w '%{http_code}' "$GW/v1/completions" -H 'content-type: application/json' \
+        -d "{\"model\":\"m\",\"prompt\":[$p],\"max_tokens\":1}")
+    [ "$code" = 200 ] || bad "completion: $code $(head -c 200 "$TMP/c.json")"
+done
+curl -s -m 10 "$GW/metrics" >"$TMP/metrics"
+"$BUILD/moectl" logits "$M" --tokens "$P1" --routes >"$TMP/r1.json" &&
+    "$BUILD/moectl" logits "$M" --tokens "$P2" --routes >"$TMP/r2.json" || bad "moectl logits --routes"
+OUT=$(node -e '
+    const fs = require("fs");
+    const want = new Map();
+    for (const f of process.argv.slice(1, 3))
+        for (const [l, e, r] of JSON.parse(fs.readFileSync(f, "utf8")).routes)
+            want.set(`${l},${e}`, (want.get(`${l},${e}`) || 0) + r);
+    const m = fs.readFileSync(process.argv[3], "utf8");
+    const total = Number((m.match(/^moemesh_gateway_tenant_expert_rows_total\{tenant="\(none\)"\} (\d+)/m) || [])[1]);
+    const top = [...m.matchAll(/^moemesh_gateway_tenant_top_expert_rows_total\{tenant="\(none\)",layer="(\d+)",expert="(\d+)"\} (\d+)/gm)];
+    let sum = 0;
+    for (const v of want.values()) sum += v;
+    const bad = top.filter(([, l, e, r]) => want.get(`${l},${e}`) !== Number(r));
+    const best = [...want.entries()].sort((a, b) => b[1] - a[1])[0];
+    console.log(JSON.stringify({ total, expected_total: sum, top: top.length, top_mismatches: bad.length,
+        busiest_expected: best, busiest_reported: top.length ? [`${top[0][1]},${top[0][2]}`, Number(top[0][3])] : null }));
+' "$TMP/r1.json" "$TMP/r2.json" "$TMP/metrics")
+echo "$OUT"
+case $OUT in
+*'"top_mismatches":0'*) ;;
+*) bad "per-expert rows differ from moectl's count: $OUT" ;;
+esac
+t=$(printf '%s' "$OUT" | node -e 'const j = JSON.parse(require("fs").readFileSync(0, "utf8")); console.log(j.total === j.expected_total && j.top === 5 ? "yes" : "no")')
+[ "$t" = yes ] && ok "expert rows per tenant equal moectl's routing count: $OUT" || bad "totals: $OUT"
+stop $GPID
+exit $fail
