@@ -44,6 +44,8 @@ static uint64_t o_seed = 1;
 static int o_timeout_ms = 120000, o_slo_ttft_ms = 10000, o_slo_itl_ms = 250;
 static int o_long_prompt = 0, o_long_every_ms = 500, o_long_max = 1000;
 static int o_quiet = 0;
+static const char *o_key = NULL; /* --key: Authorization: Bearer KEY */
+static int o_gap_ms = 0;         /* --gap-ms: pause between a stream's requests */
 
 /* ==== Small helpers ===================================================== */
 
@@ -201,8 +203,10 @@ static void build_request(conn *c, int idx) {
     c->req.n = 0;
     moe_buf_printf(&c->req,
                    "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                   "Accept: %s\r\nContent-Length: %zu\r\n\r\n",
+                   "Accept: %s\r\nContent-Length: %zu\r\n",
                    o_addr, c->kind == K_LONG ? "application/json" : "text/event-stream", body.n);
+    if (o_key) moe_buf_printf(&c->req, "Authorization: Bearer %s\r\n", o_key);
+    moe_buf_printf(&c->req, "\r\n");
     moe_buf_append(&c->req, body.s, body.n);
     free(body.s);
     if (body.oom || c->req.oom) {
@@ -315,6 +319,10 @@ static void on_response_end(conn *c, int64_t t) {
     }
     if (c->close_after) conn_close(c);
     c->state = c->kind == K_LONG ? S_WAIT : S_IDLE;
+    if (c->kind == K_STREAM && o_gap_ms > 0) { /* an open-loop-ish client: a pause first */
+        c->state = S_WAIT;
+        c->next_at = t + (int64_t)o_gap_ms * 1000000;
+    }
 }
 
 /* Parses what has been read; returns -1 on a protocol error (the connection
@@ -496,6 +504,11 @@ int main(int argc, char **argv) {
         {"--long-max", NULL, MOE_FLAG_INT, &o_long_max, "K", .help = "at most K long prompts",
          .min = 1, .max = 1000000},
         {"--quiet", NULL, MOE_FLAG_BOOL, &o_quiet, NULL, .help = "no progress line on stderr"},
+        {"--key", NULL, MOE_FLAG_STRING, &o_key, "KEY",
+         .help = "send Authorization: Bearer KEY (a tenant's API key)"},
+        {"--gap-ms", NULL, MOE_FLAG_MS, &o_gap_ms, "DUR",
+         .help = "each client pauses this long between its requests (a quiet tenant)",
+         .min = 0, .max = 3600000},
         {0}};
     const moe_flagset fs = {.prog = "bench-gwload",
                             .args = "--addr HOST:PORT --model NAME [options]",
@@ -527,6 +540,7 @@ int main(int argc, char **argv) {
         int active = 0, streams_active = 0;
         for (int i = 0; i < nconn; i++) {
             conn *c = &cs[i];
+            if (c->kind == K_STREAM && c->state == S_WAIT && t >= c->next_at) c->state = S_IDLE;
             if (c->kind == K_LONG && c->state == S_WAIT && S.t_steady) {
                 if (c->next_at == INT64_MAX) c->next_at = S.t_steady;
                 if (t >= c->next_at) c->state = S_IDLE;
