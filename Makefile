@@ -173,8 +173,8 @@ $(GATEWAY): $(GATEWAY_OBJ) $(SVC_LINK)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(MHD_LIBS) $(MESH_LIBS) $(LDLIBS)
 
 # unit tests may reach a library's private headers (libmoe/src, libmesh/src)
-# and the gateway's request and job modules (no HTTP library in them)
-GATEWAY_CORE_OBJ := $(call obj,gateway/api.c gateway/job.c)
+# and the gateway's request, job and API-key modules (no HTTP library in them)
+GATEWAY_CORE_OBJ := $(call obj,gateway/api.c gateway/job.c gateway/auth.c)
 $(UNIT_OBJ): FILE_CFLAGS := $(MESH_CFLAGS) -Ilibmoe/src -Ilibmesh/src -Irouter-svc -Itools/testmodel -Igateway
 $(UNIT_OBJ): | $(PROTO_H)
 $(UNIT): $(UNIT_OBJ) $(GATEWAY_CORE_OBJ) $(LIBROUTER) $(LIBTESTMODEL) $(SVC_LINK)

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "api.h"
+#include "mesh/tenant.h"
 #include "moe/generate.h"
 #include "svc/strbuf.h"
 
@@ -53,7 +54,8 @@ struct gw_job {
     gw_choice *ch;  /* (n_ch) = req.n_prompts x req.n */
     int n_ch;
     char id[48];
-    int64_t created; /* unix seconds */
+    char tenant[MOE_TENANT_NAME_MAX + 1]; /* the caller ("" without API keys) */
+    int64_t created;                      /* unix seconds */
     atomic_int refs;
     atomic_int cancelled; /* the client went away */
 
