@@ -205,7 +205,7 @@ test-san: deps
 
 # Fuzz targets (tests/fuzz/fuzz_*.c: tokenizer, GGUF reader, wire decoder,
 # placement documents and Redis URLs, the gateway's OpenAI API request
-# parser, the admin HTTP server's request-head parser) with libFuzzer + ASan/UBSan, FUZZ_SECONDS each (default 30;
+# parser, the admin HTTP server's request-head parser, tenants files) with libFuzzer + ASan/UBSan, FUZZ_SECONDS each (default 30;
 # FUZZ_TARGETS="fuzz_api ..." runs only those).
 fuzz:
 	$(Q)sh deploy/deps.sh fuzz

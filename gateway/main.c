@@ -227,7 +227,7 @@ static int open_tenants(gw_state *s) {
         moe_log(MOE_LOG_ERROR, GW, "%s", err.msg);
         return 2;
     }
-    const moe_tenants_params tp = {.file = file, .redis = redis, .prefix = o->ro.prefix, .who = GW};
+    const moe_tenants_params tp = {.file = file, .redis = redis, .prefix = o->ro.prefix};
     if (moe_tenants_open(&s->tenants, &tp, &err) < 0) {
         moe_log(MOE_LOG_ERROR, GW, "--tenants: %s", err.msg);
         return 2;

@@ -322,14 +322,15 @@ int moe_tenant_set_add(moe_tenant_set *s, const moe_tenant *t, const uint8_t (*d
     name_slot(s, t->name, &found);
     if (found >= 0) return moe_err_set(err, MOE_EINVAL, "tenant %s is listed twice", t->name);
     for (int k = 0; k < n_keys; k++) {
+        int own = 0;
         key_slot(s, digests[k], &found);
-        for (int j = 0; j < k && found < 0; j++)
-            if (!memcmp(digests[j], digests[k], MOE_TENANT_DIGEST)) found = s->n;
-        if (found >= 0) {
+        for (int j = 0; j < k && !own; j++)
+            own = !memcmp(digests[j], digests[k], MOE_TENANT_DIGEST);
+        if (found >= 0 || own) {
             char hex[65];
             moe_tenant_digest_hex(digests[k], hex);
             return moe_err_set(err, MOE_EINVAL, "tenant %s: key %.12s... is also %s's", t->name,
-                               hex, found == s->n ? "its own" : s->t[s->owner[found]].name);
+                               hex, own ? "its own" : s->t[s->owner[found]].name);
         }
     }
     if (grow(s, n_keys) < 0) return moe_err_set(err, MOE_ENOMEM, "out of memory");

@@ -41,11 +41,12 @@ static int parse_count(const char *s, int64_t *out) {
     return 0;
 }
 
-/* Reads one field of a tenant's hash into t / digests; 0, or -1 (malformed). */
+/* Reads one field of a tenant's hash into t / digests; 0, -1 (malformed) or
+ * -2 (a key beyond MOE_TENANT_KEYS_MAX). */
 static int read_field(const char *f, const char *v, moe_tenant *t, uint8_t (*kd)[32], int *nk) {
     moe_tenant_limits *lim = &t->lim;
     if (!strncmp(f, MOE_TENANT_F_KEY, KEY_F_LEN)) {
-        if (*nk >= MOE_TENANT_KEYS_MAX) return -1;
+        if (*nk >= MOE_TENANT_KEYS_MAX) return -2;
         return moe_tenant_digest_parse(f + KEY_F_LEN, kd[(*nk)++]) < 0 ? -1 : 0;
     }
     if (!strcmp(f, MOE_TENANT_F_RPM)) return parse_count(v, &lim->rpm);
@@ -110,10 +111,15 @@ static void on_hash(void *ud, size_t i, redisReply *r) {
     for (size_t k = 0; k < r->elements; k += 2) {
         const redisReply *f = r->element[k], *v = r->element[k + 1];
         char why[160];
-        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
-            read_field(f->str, v->str, &t, c->kd, &nk) < 0) {
-            snprintf(why, sizeof why, "field \"%.80s\" is malformed",
-                     f->type == REDIS_REPLY_STRING ? f->str : "?");
+        const int rf = f->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING
+                           ? read_field(f->str, v->str, &t, c->kd, &nk)
+                           : -1;
+        if (rf < 0) {
+            if (rf == -2)
+                snprintf(why, sizeof why, "more than %d keys", MOE_TENANT_KEYS_MAX);
+            else
+                snprintf(why, sizeof why, "field \"%.80s\" is malformed",
+                         f->type == REDIS_REPLY_STRING ? f->str : "?");
             return skip(c, name, why);
         }
     }

@@ -162,6 +162,21 @@ MOE_TEST_KEY=$KEY2 node $CHECK refused --base "$G2/v1" --model tiny || fail=1
 # shellcheck disable=SC2086
 KEY3=$("$MOECTL" tenant add beta $ADMIN 2>/dev/null | sed -n 's/.*"key": "\(moe-[^"]*\)".*/\1/p')
 MOE_TEST_KEY=$KEY3 node $CHECK watch --bases "$G1/v1,$G2/v1" --expect 200 --label "beta's key (added just before) -> 200" -- true || fail=1
+# a tenant written by hand, malformed: left out (logged, counted); the others go on
+BKEY=moe-hand-written-key-$$-xxxxxxxxxx
+BHASH=$(printf '%s\n' "$BKEY" | "$MOECTL" tenant hash | sed -n 's/.*"key_sha256": "\([0-9a-f]*\)".*/\1/p')
+root hset $P:tenant:broken rpm lots "key:$BHASH" 1 >/dev/null
+root sadd $P:tenants broken >/dev/null
+root incr $P:tenants:version >/dev/null
+if wait_log "$TMP/g2.log" "tenant broken in Redis skipped"; then
+    c1=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KEY3" "$G2/v1/models")
+    c2=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $BKEY" "$G2/v1/models")
+    [ "$c1$c2" = 200401 ] && [ "$(metric "$G2" moemesh_gateway_tenant_invalid_total)" -ge 1 ] &&
+        ok "a malformed tenant in Redis is left out ($(grep -m1 'broken in Redis' "$TMP/g2.log" | sed 's/^[^ ]* [^ ]* [^:]*: //' | cut -c1-100)); beta's key still works" ||
+        bad "malformed tenant: beta $c1, its key $c2"
+else
+    bad "the malformed tenant was not reported"
+fi
 redis_stop
 sleep 1
 c1=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KEY3" "$G1/v1/models")
@@ -174,7 +189,7 @@ n=$(grep -c "cannot read the tenants from Redis" "$TMP/g1.log")
 REDIS_ARGS="--aclfile $TMP/users.acl" redis_start || bad "redis did not start again"
 MOE_TEST_KEY=$KEY3 node $CHECK watch --bases "$G1/v1,$G2/v1" --expect 401 --limit-ms 3000 \
     --label "redis-server back, empty (the link's backoff included) -> 401" -- true || fail=1
-grep -q "went back" "$TMP/g1.log" && ok "Redis back empty: the replicas follow it (logged: $(grep -m1 'went back' "$TMP/g1.log" | sed 's/.*gateway: //' | cut -c1-90))" ||
+grep -q "went back" "$TMP/g1.log" && ok "Redis back empty: the replicas follow it (logged: $(grep -m1 'went back' "$TMP/g1.log" | sed 's/^[^ ]* [^ ]* [^:]*: //' | cut -c1-90))" ||
     bad "no warning about the version going back"
 stop "$GP1"; stop "$GP2"
 
