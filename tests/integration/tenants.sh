@@ -138,6 +138,12 @@ lines=$(grep -c 'API key refused' "$TMP/g1.log")
     bad "g1: invalid $inv, $lines refusal lines in $ms ms"
 code=$(curl -s -m 5 -o /dev/null -w '%{http_code} %{time_total}' "$G1/healthz")
 ok "after the flood: /healthz $code s"
+if command -v promtool >/dev/null 2>&1; then
+    curl -s -m 10 "$G1/metrics" >"$TMP/metrics.txt"
+    promtool check metrics <"$TMP/metrics.txt" >"$TMP/promtool.out" 2>&1 &&
+        ok "g1's /metrics with API keys passes promtool check metrics ($(grep -c '^moemesh_gateway_\(tenant\|auth\)' "$TMP/metrics.txt") tenant and auth series)" ||
+        bad "promtool: $(head -5 "$TMP/promtool.out")"
+fi
 
 # ==== Rotation, limits, revocation: on both replicas within 1 s ===============
 # shellcheck disable=SC2086
