@@ -173,8 +173,9 @@ $(GATEWAY): $(GATEWAY_OBJ) $(SVC_LINK)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(MHD_LIBS) $(MESH_LIBS) $(LDLIBS)
 
 # unit tests may reach a library's private headers (libmoe/src, libmesh/src)
-# and the gateway's request and job modules (no HTTP library in them)
-GATEWAY_CORE_OBJ := $(call obj,gateway/api.c gateway/job.c gateway/fair.c gateway/usage.c)
+# and the gateway's request, job, API-key, fair-share and usage modules (no
+# HTTP library in them)
+GATEWAY_CORE_OBJ := $(call obj,gateway/api.c gateway/job.c gateway/auth.c gateway/fair.c gateway/usage.c)
 $(UNIT_OBJ): FILE_CFLAGS := $(MESH_CFLAGS) -Ilibmoe/src -Ilibmesh/src -Irouter-svc -Itools/testmodel -Igateway
 $(UNIT_OBJ): | $(PROTO_H)
 $(UNIT): $(UNIT_OBJ) $(GATEWAY_CORE_OBJ) $(LIBROUTER) $(LIBTESTMODEL) $(SVC_LINK)
@@ -205,7 +206,7 @@ test-san: deps
 
 # Fuzz targets (tests/fuzz/fuzz_*.c: tokenizer, GGUF reader, wire decoder,
 # placement documents and Redis URLs, the gateway's OpenAI API request
-# parser, the admin HTTP server's request-head parser) with libFuzzer + ASan/UBSan, FUZZ_SECONDS each (default 30;
+# parser, the admin HTTP server's request-head parser, tenants files) with libFuzzer + ASan/UBSan, FUZZ_SECONDS each (default 30;
 # FUZZ_TARGETS="fuzz_api ..." runs only those).
 fuzz:
 	$(Q)sh deploy/deps.sh fuzz

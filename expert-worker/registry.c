@@ -295,7 +295,9 @@ static void on_message(void *ud, const char *channel, const char *msg) {
     ew_registry *r = ud;
     (void)channel;
     moe_event ev;
-    if (moe_event_parse(&ev, msg) == 0 && ev.kind != MOE_EVENT_DOWN) r->kick = 1;
+    if (moe_event_parse(&ev, msg) == 0 &&
+        (ev.kind == MOE_EVENT_PENDING || ev.kind == MOE_EVENT_ACTIVE))
+        r->kick = 1;
 }
 
 static void *run(void *arg) {

@@ -14,7 +14,7 @@
 #define FAIR_CAP 4096
 
 typedef struct tenant {
-    char name[64];
+    char name[MOE_TENANT_NAME_MAX + 1];
     uint8_t used; /* 0 empty, 1 live, 2 deleted (a tombstone for probing) */
     double counter;
     int waiting, running;
@@ -63,7 +63,7 @@ static tenant *find(gw_fair *f, const char *name) {
     for (int k = 0; k < FAIR_CAP; k++) {
         const int i = (int)((h + (uint32_t)k) & (FAIR_CAP - 1));
         tenant *t = &f->t[i];
-        if (t->used == 1 && !strncmp(t->name, name, sizeof t->name - 1)) return t;
+        if (t->used == 1 && !strcmp(t->name, name)) return t;
         if (t->used != 1 && free_at < 0) free_at = i;
         if (t->used == 0) break;
     }

@@ -42,7 +42,7 @@ const gw_policy *gw_fair_policy(gw_fair *f);
 
 /* A tenant's state, for tests and /metrics. */
 typedef struct gw_fair_tenant {
-    char name[64];
+    char name[MOE_TENANT_NAME_MAX + 1];
     double counter; /* service received, in weighted tokens */
     int waiting, running;
 } gw_fair_tenant;

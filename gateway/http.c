@@ -88,8 +88,9 @@ typedef struct gw_conn {
     route r;
     moe_buf body;
     int too_large;
-    gw_job *job; /* a generation request, once queued */
-    int live;    /* counted in gw_http.live */
+    gw_job *job;       /* a generation request, once queued */
+    int live;          /* counted in gw_http.live */
+    moe_tenant tenant; /* the caller, with API keys ("" without) */
 } gw_conn;
 
 /* ==== Responses ========================================================= */
@@ -119,6 +120,8 @@ static enum MHD_Result reply_buf(gw_conn *cs, struct MHD_Connection *conn, int s
     }
     *b = (moe_buf){0};
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (status == 401)
+        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"moemesh\"");
     if (status == 405) {
         const int get = cs->r >= R_MODELS;
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, get ? "GET, HEAD" : "POST");
@@ -308,6 +311,13 @@ static enum MHD_Result serve_generate(gw_conn *cs, struct MHD_Connection *conn) 
         gw_api_req_free(&req);
         return reply_error(cs, conn, &e);
     }
+    snprintf(j->tenant, sizeof j->tenant, "%s", cs->tenant.name);
+    if (cs->tenant.name[0]) { /* its share and class in the scheduler (fair.h) */
+        j->weight = cs->tenant.lim.weight > 0 ? cs->tenant.lim.weight : 1.0;
+        j->priority = cs->tenant.lim.priority == MOE_TENANT_PRIORITY_HIGH  ? 1
+                      : cs->tenant.lim.priority == MOE_TENANT_PRIORITY_LOW ? -1
+                                                                           : 0;
+    }
     j->wake = wake_conn;
     j->conn = conn;
     const union MHD_ConnectionInfo *ci =
@@ -355,6 +365,21 @@ static enum MHD_Result serve_post(gw_conn *cs, struct MHD_Connection *conn) {
         return reply_error(cs, conn, &e);
     }
     return reply_buf(cs, conn, 200, "application/json", &b);
+}
+
+/* ==== API keys ========================================================= */
+
+/* 0 when the request may go on (no keys configured, a probe, a known key:
+ * cs->tenant); else -1 with the error to send. */
+static int authenticate(gw_conn *cs, struct MHD_Connection *conn, gw_api_error *e) {
+    gw_http *h = cs->h;
+    if (!h->p.auth || cs->r == R_HEALTHZ || cs->r == R_READYZ || cs->r == R_METRICS) return 0;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    return gw_auth_check(h->p.auth,
+                         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"),
+                         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "api-key"),
+                         ci ? ci->client_addr : NULL, &cs->tenant, e);
 }
 
 /* ==== Connections ====================================================== */
@@ -463,6 +488,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         cs->r = route_of(url);
         *con_cls = cs;
         sock_request_started(h, conn);
+        gw_api_error e;
+        if (authenticate(cs, conn, &e) < 0) { /* answered before the body is read */
+            sock_set_busy(h, conn, 1);
+            return reply_error(cs, conn, &e);
+        }
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > h->p.max_body) { /* refused before it is sent */
             cs->too_large = 1;

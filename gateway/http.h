@@ -7,6 +7,8 @@
  *
  * Routes: POST /v1/chat/completions, /v1/completions, /tokenize,
  * /detokenize; GET /v1/models, /v1/models/{id}, /healthz, /readyz, /metrics.
+ * With API keys (auth.h), every route but /healthz, /readyz and /metrics
+ * needs one, checked when a request's headers are in (before its body).
  */
 #ifndef GW_HTTP_H
 #define GW_HTTP_H
@@ -15,6 +17,7 @@
 #include <stdint.h>
 
 #include "api.h"
+#include "auth.h"
 #include "scheduler.h"
 #include "svc/metrics.h"
 
@@ -35,6 +38,7 @@ typedef struct gw_http_params {
     void *ready_ud;                   /* also before_metrics' */
     void (*before_metrics)(void *ud); /* (optional) sets gauges before /metrics renders */
     uint64_t seed;                    /* request ids and unseeded choices */
+    gw_auth *auth; /* (optional, borrowed) API keys on every route but the probes */
 } gw_http_params;
 
 typedef struct gw_http gw_http;

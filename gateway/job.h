@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "api.h"
+#include "mesh/tenant.h"
 #include "moe/generate.h"
 #include "svc/strbuf.h"
 
@@ -53,7 +54,8 @@ struct gw_job {
     gw_choice *ch;  /* (n_ch) = req.n_prompts x req.n */
     int n_ch;
     char id[48];
-    int64_t created; /* unix seconds */
+    char tenant[MOE_TENANT_NAME_MAX + 1]; /* the caller ("" without API keys) */
+    int64_t created;                      /* unix seconds */
     atomic_int refs;
     atomic_int cancelled; /* the client went away */
 
@@ -78,10 +80,9 @@ struct gw_job {
     void *policy_data; /* for the scheduling policy (tenants) */
 
     /* ---- set by the HTTP side before submit ---- */
-    char tenant[64]; /* who sent it ("" without tenants) */
-    double weight;   /* its fair-share weight (> 0; 1 by default) */
-    int priority;    /* its class: higher is served first (0 by default) */
-    int usage_idx;   /* engine thread: its tenant in the usage accounting (-1: none) */
+    double weight; /* its tenant's fair-share weight (> 0; 1 by default) */
+    int priority;  /* its class: higher is served first (0 by default) */
+    int usage_idx; /* engine thread: its tenant in the usage accounting (-1: none) */
 };
 
 /* A job for a parsed request (takes ownership of *req, which is zeroed):

@@ -11,10 +11,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "http.h"
 #include "mesh/remote.h"
 #include "mesh/rlink.h"
 #include "mesh/schema.h"
+#include "mesh/tenant.h"
 #include "moe/chat.h"
 #include "moe/generate.h"
 #include "moe/model.h"
@@ -36,8 +38,14 @@ static const char about[] =
     "expert-workers (--workers) or where router-svc places them (--redis).\n"
     "Every flag has an environment twin (in brackets).";
 static const char footer[] =
-    "Without API keys (not yet supported) the gateway listens on loopback only;\n"
-    "--insecure-no-auth allows another address, open to anyone who can reach it.\n"
+    "API keys: with --tenants every route but /healthz, /readyz and /metrics needs\n"
+    "'Authorization: Bearer KEY' (or 'api-key: KEY'); a missing or unknown key is a\n"
+    "401. Tenants come from a JSON file (--tenants FILE, holding the keys' SHA-256)\n"
+    "or from Redis (--tenants redis: the Redis of --redis, the placement's; or\n"
+    "--tenants-redis URL, e.g. with the experts in process), under --prefix, where\n"
+    "'moectl tenant add|list|revoke|set-limits' manages them. Without API keys the\n"
+    "gateway listens on loopback only; --insecure-no-auth allows another address,\n"
+    "open to anyone who can reach it.\n"
     "Probes: /healthz (alive), /readyz (serving: model loaded, experts reachable).\n"
     "SIGTERM/SIGINT: stop taking requests, finish the running ones (up to\n"
     "--drain-timeout), exit 0; a second signal exits at once.\n"
@@ -56,6 +64,7 @@ typedef struct gw_opts {
     const char *schedule; /* "fair" or "fifo" */
     int timeout_ms;
     int max_connections, idle_ms, header_ms, http_threads, insecure, drain_ms;
+    const char *tenants, *tenants_redis; /* --tenants FILE|redis, --tenants-redis URL */
     uint64_t max_body, seed;
 } gw_opts;
 
@@ -78,6 +87,10 @@ typedef struct gw_state {
     gw_http *http;
     moe_metrics *reg;
     moe_metric *rtt, *uncovered, *workers_live; /* remote experts only */
+    moe_tenants *tenants;                       /* API keys (NULL: none checked) */
+    gw_auth *auth;
+    moe_metric *m_tenants, *m_tenant_keys, *m_tenant_reloads, *m_tenant_failures, *m_tenant_invalid,
+        *m_tenant_age;
 } gw_state;
 
 /* 1 if host (of HOST:PORT) names only loopback addresses. */
@@ -134,6 +147,14 @@ static int chat_kind_of(const gw_state *s, const char *override) {
 
 static int ready(void *ud, char *why, size_t cap) {
     gw_state *s = ud;
+    if (s->tenants) {
+        moe_tenants_stats ts;
+        moe_tenants_get_stats(s->tenants, &ts);
+        if (!ts.loaded) {
+            snprintf(why, cap, "the API keys are not loaded yet (their Redis does not answer)");
+            return -1;
+        }
+    }
     if (s->remote) {
         moe_remote_coverage cv;
         if (moe_remote_get_coverage(s->remote, &cv) < 0) {
@@ -165,16 +186,93 @@ static void on_rtt(void *ud, const char *addr, double ms, int rows) {
     moe_metric_observe(s->rtt, (const char *[]){addr}, ms / 1000.0);
 }
 
-/* Gauges read when /metrics is rendered. */
+/* Gauges (and the tenant store's counters) read when /metrics is rendered. */
 static void before_metrics(void *ud) {
     gw_state *s = ud;
     if (s->usage) gw_usage_metrics_update(s->usage, 5);
-    if (!s->remote) return;
+    if (s->tenants) {
+        moe_tenants_stats ts;
+        moe_tenants_get_stats(s->tenants, &ts);
+        moe_metric_set(s->m_tenants, NULL, ts.n_tenants);
+        moe_metric_set(s->m_tenant_keys, NULL, ts.n_keys);
+        moe_metric_set(s->m_tenant_reloads, NULL, (double)ts.reloads);
+        moe_metric_set(s->m_tenant_failures, NULL, (double)ts.source_failures);
+        moe_metric_set(s->m_tenant_invalid, NULL, (double)ts.invalid);
+        moe_metric_set(s->m_tenant_age, NULL,
+                       ts.synced_ms ? (double)(moe_mono_ms() - ts.synced_ms) / 1000.0 : -1);
+    }
     moe_remote_coverage cv;
-    if (moe_remote_get_coverage(s->remote, &cv) == 0) {
+    if (s->remote && moe_remote_get_coverage(s->remote, &cv) == 0) {
         moe_metric_set(s->uncovered, NULL, cv.uncovered);
         moe_metric_set(s->workers_live, NULL, cv.workers_live);
     }
+}
+
+/* Opens the tenant store of --tenants / --tenants-redis (none: no keys are
+ * checked). 0, or the exit status (2) after logging why. */
+static int open_tenants(gw_state *s) {
+    const gw_opts *o = &s->o;
+    const char *file = o->tenants && *o->tenants ? o->tenants : NULL, *redis = NULL;
+    if (o->tenants_redis && *o->tenants_redis) {
+        if (file && strcmp(file, "redis")) {
+            moe_log(MOE_LOG_ERROR, GW,
+                    "--tenants %s and --tenants-redis exclude each other: the tenants come from "
+                    "one file or one Redis",
+                    file);
+            return 2;
+        }
+        redis = o->tenants_redis;
+    } else if (file && !strcmp(file, "redis")) {
+        if (!o->ro.redis) {
+            moe_log(MOE_LOG_ERROR, GW,
+                    "--tenants redis: which Redis? Give --tenants-redis URL, or --redis URL "
+                    "(the experts' placement)");
+            return 2;
+        }
+        redis = o->ro.redis;
+    }
+    if (redis) file = NULL;
+    if (!file && !redis) return 0;
+    moe_err err;
+    if (redis && o->ro.redis_password_file &&
+        moe_rlink_password_file(o->ro.redis_password_file, &err) < 0) {
+        moe_log(MOE_LOG_ERROR, GW, "%s", err.msg);
+        return 2;
+    }
+    const moe_tenants_params tp = {.file = file, .redis = redis, .prefix = o->ro.prefix};
+    if (moe_tenants_open(&s->tenants, &tp, &err) < 0) {
+        moe_log(MOE_LOG_ERROR, GW, "--tenants: %s", err.msg);
+        return 2;
+    }
+    char shown[MOE_REDIS_URL_SHOWN];
+    if (redis) moe_redis_url_redact(shown, sizeof shown, redis);
+    moe_tenants_stats ts;
+    moe_tenants_get_stats(s->tenants, &ts);
+    moe_log(MOE_LOG_INFO, GW, "API keys: tenants from %s%s (%d tenants, %d keys%s)",
+            redis ? "Redis " : "the file ", redis ? shown : file, ts.n_tenants, ts.n_keys,
+            ts.loaded ? "" : "; not loaded yet");
+    return 0;
+}
+
+static void add_tenant_metrics(gw_state *s) {
+    moe_metrics *r = s->reg;
+    s->m_tenants = moe_metrics_gauge(r, "moemesh_gateway_tenants",
+                                     "Tenants in the current set (API keys).", NULL, 0);
+    s->m_tenant_keys = moe_metrics_gauge(r, "moemesh_gateway_tenant_keys",
+                                         "API keys (their SHA-256) in the current set.", NULL, 0);
+    s->m_tenant_reloads =
+        moe_metrics_counter(r, "moemesh_gateway_tenant_reloads_total",
+                            "Tenant sets loaded from the file or Redis.", NULL, 0);
+    s->m_tenant_failures = moe_metrics_counter(
+        r, "moemesh_gateway_tenant_source_failures_total",
+        "Checks that found the tenants' Redis away or their file gone (the last set stays).", NULL,
+        0);
+    s->m_tenant_invalid = moe_metrics_counter(
+        r, "moemesh_gateway_tenant_invalid_total",
+        "Tenants files that did not parse, and tenants in Redis skipped as malformed.", NULL, 0);
+    s->m_tenant_age = moe_metrics_gauge(
+        r, "moemesh_gateway_tenant_sync_age_seconds",
+        "Seconds since the tenants' source last answered a check (-1: never).", NULL, 0);
 }
 
 static int open_experts(gw_state *s) {
@@ -325,27 +423,41 @@ int main(int argc, char **argv) {
          .max = 86400000},
         {"--seed", "MOE_SEED", MOE_FLAG_UINT64, &o->seed, "N",
          .help = "seeds requests that give none (and response ids)", .def = "the clock"},
+        {"--tenants", "MOE_TENANTS", MOE_FLAG_STRING, &o->tenants, "FILE|redis",
+         .help = "require API keys: the tenants and their keys' SHA-256 from a\n"
+                 "JSON file (read again when it changes), or 'redis': from the\n"
+                 "Redis of --tenants-redis, else --redis, under --prefix (a change\n"
+                 "is live within 1 s); a file named redis: ./redis",
+         .def = "none: no key is checked"},
+        {"--tenants-redis", "MOE_TENANTS_REDIS", MOE_FLAG_STRING, &o->tenants_redis, "URL",
+         .help = "the Redis that holds the tenants (implies --tenants redis),\n"
+                 "for experts that router-svc does not place (in process,\n"
+                 "--workers); its password: --redis-password-file",
+         .def = "--redis"},
         {"--insecure-no-auth", "MOE_INSECURE_NO_AUTH", MOE_FLAG_BOOL, &o->insecure, NULL,
          .help = "allow a non-loopback --listen without API keys"},
         {0}};
     const int status = moe_svc_start(&svc, flags, argc, argv);
     if (status >= 0) return status;
-    if (!is_loopback(o->listen) && !o->insecure) {
+    /* before the model: a bad tenants file is a start-up error, at once */
+    const int ts_status = open_tenants(&s);
+    if (ts_status) return ts_status;
+    if (!is_loopback(o->listen) && !o->insecure && !s.tenants) {
         moe_log(MOE_LOG_ERROR, GW,
                 "--listen %s is not a loopback address and API keys are not configured: anyone "
-                "who reaches it could use the model. Listen on 127.0.0.1, or pass "
-                "--insecure-no-auth (MOE_INSECURE_NO_AUTH=1) to accept that",
+                "who reaches it could use the model. Listen on 127.0.0.1, require API keys "
+                "(--tenants), or pass --insecure-no-auth (MOE_INSECURE_NO_AUTH=1) to accept that",
                 o->listen);
         return 2;
     }
-    if (!o->seed) o->seed = (uint64_t)moe_wall_ms() ^ ((uint64_t)getpid() << 32);
     int rc = 1;
+    if (!o->seed) o->seed = (uint64_t)moe_wall_ms() ^ ((uint64_t)getpid() << 32);
     moe_err err = {0};
     char name[256];
     const int64_t t0 = moe_mono_ms();
     if (moe_model_load(&s.m, o->model, &err) < 0) {
         moe_log(MOE_LOG_ERROR, GW, "%s", err.msg);
-        return 1;
+        goto out;
     }
     if (moe_vocab_load(&s.vocab, s.m->gguf, &err) < 0) {
         moe_log(MOE_LOG_ERROR, GW, "%s: the model has no usable tokenizer: %s", o->model, err.msg);
@@ -388,6 +500,13 @@ int main(int argc, char **argv) {
         goto out;
     }
     moe_metric *requests = NULL;
+    if (s.tenants) {
+        add_tenant_metrics(&s);
+        if (gw_auth_create(&s.auth, s.tenants, s.reg) < 0) {
+            moe_log(MOE_LOG_ERROR, GW, "out of memory");
+            goto out;
+        }
+    }
     gw_sched_params sp = {.ctx = s.ctx,
                           .vocab = s.vocab,
                           .n_vocab = s.m->hp.n_vocab,
@@ -447,7 +566,8 @@ int main(int argc, char **argv) {
                          .ready = ready,
                          .ready_ud = &s,
                          .before_metrics = before_metrics,
-                         .seed = o->seed};
+                         .seed = o->seed,
+                         .auth = s.auth};
     if (gw_http_start(&s.http, &hp, &err) < 0) {
         moe_log(MOE_LOG_ERROR, GW, "%s", err.msg);
         goto out;
@@ -455,14 +575,14 @@ int main(int argc, char **argv) {
     const double kv_mib =
         (double)moe_ctx_kv_bytes_per_token(s.ctx) * n_ctx * o->max_seqs / 1048576.0;
     moe_log(MOE_LOG_INFO, GW,
-            "serving %s as '%s' on http://%s (experts %s; %d sequences x %d positions, KV %.0f "
-            "MiB; chat format %s; %d threads, %s%s; ready in %.1f s)",
+            "serving %s as '%s' on http://%s (experts %s; %s; %d sequences x %d positions, KV "
+            "%.0f MiB; chat format %s; %d threads, %s%s; ready in %.1f s)",
             o->model, o->name, gw_http_address(s.http),
             o->ro.redis     ? "per router-svc"
             : o->ro.workers ? "on workers"
                             : "in process",
-            o->max_seqs, n_ctx, kv_mib, moe_chat_template_name(kind), o->threads,
-            moe_cpu_kernels_best()->name,
+            s.tenants ? "API keys required" : "no API keys", o->max_seqs, n_ctx, kv_mib,
+            moe_chat_template_name(kind), o->threads, moe_cpu_kernels_best()->name,
             o->exact            ? ", exact arithmetic"
             : moe_cpu_has_amx() ? ", fast int8 batches on AMX"
                                 : ", fast int8 batches",
@@ -485,6 +605,8 @@ int main(int argc, char **argv) {
 out:
     gw_sched_stop(s.sched); /* ends what is left: every waiting connection is woken */
     gw_http_stop(s.http);
+    gw_auth_free(s.auth);
+    moe_tenants_close(s.tenants);
     gw_sched_free(s.sched);
     gw_fair_free(s.fair);
     gw_usage_free(s.usage);

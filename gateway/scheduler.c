@@ -165,6 +165,7 @@ static void log_end(gw_sched *s, gw_job *j, const char *reason) {
              j->t_first_us ? (double)(j->t_first_us - j->t_arrive_us) / 1e3 : -1.0);
     snprintf(total, sizeof total, "%.1f", (double)(now - j->t_arrive_us) / 1e3);
     const moe_log_kv kv[] = {{"id", j->id},
+                             {"tenant", j->tenant},
                              {"route", j->req.route == GW_ROUTE_CHAT ? "chat" : "completions"},
                              {"end", reason},
                              {"choices", n_ch},
@@ -174,8 +175,18 @@ static void log_end(gw_sched *s, gw_job *j, const char *reason) {
                              {"ttft_ms", ttft},
                              {"total_ms", total},
                              {"stream", j->req.stream ? "true" : "false"}};
-    moe_log_fields(!strcmp(reason, "error") ? MOE_LOG_WARN : MOE_LOG_INFO, "gateway", kv,
-                   sizeof kv / sizeof kv[0], "request ended");
+    /* without API keys there is no tenant: its field is left out */
+    const moe_log_kv *kvs = kv;
+    size_t n_kv = sizeof kv / sizeof kv[0];
+    moe_log_kv without[sizeof kv / sizeof kv[0]];
+    if (!j->tenant[0]) {
+        without[0] = kv[0];
+        memcpy(without + 1, kv + 2, (n_kv - 2) * sizeof *kv);
+        kvs = without;
+        n_kv--;
+    }
+    moe_log_fields(!strcmp(reason, "error") ? MOE_LOG_WARN : MOE_LOG_INFO, "gateway", kvs, n_kv,
+                   "request ended");
 }
 
 /* Removes j from the running list, frees its slots, tells the policy, drops

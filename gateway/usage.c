@@ -52,7 +52,7 @@ void gw_usage_free(gw_usage *u) {
 /* Index of name, or -1 (caller holds mu). */
 static int find(const gw_usage *u, const char *name) {
     for (int i = 0; i < u->n; i++)
-        if (!strncmp(u->t[i].tot.tenant, name, sizeof u->t[i].tot.tenant - 1)) return i;
+        if (!strcmp(u->t[i].tot.tenant, name)) return i;
     return -1;
 }
 

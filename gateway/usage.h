@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mesh/tenant.h"
+
 typedef struct gw_usage gw_usage;
 
 /* 0, or MOE_EINVAL (a size < 1) / MOE_ENOMEM. */
@@ -44,7 +46,7 @@ void gw_usage_add_request(gw_usage *u, int t, int prompt_tokens, int completion_
 /* ---- any thread ---- */
 
 typedef struct gw_usage_totals {
-    char tenant[64];
+    char tenant[MOE_TENANT_NAME_MAX + 1];
     uint64_t requests, prompt_tokens, completion_tokens;
     uint64_t expert_rows;  /* (token, expert) rows sent to routed experts */
     double expert_seconds; /* their share of the routed experts' wall time */

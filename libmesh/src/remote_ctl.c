@@ -39,7 +39,8 @@ static void on_message(void *ud, const char *channel, const char *msg) {
     moe__rctl *c = ud;
     (void)channel;
     moe_event ev;
-    if (moe_event_parse(&ev, msg) == 0 && ev.kind != MOE_EVENT_PENDING) {
+    if (moe_event_parse(&ev, msg) == 0 &&
+        (ev.kind == MOE_EVENT_ACTIVE || ev.kind == MOE_EVENT_DOWN)) {
         pthread_mutex_lock(&c->mu);
         c->kick = 1;
         pthread_mutex_unlock(&c->mu);

@@ -61,6 +61,10 @@ int moe_key_ack(char *buf, size_t cap, const char *prefix, uint64_t e) {
     return fmt(buf, cap, "%s:ack:%" PRIu64, prefix, e);
 }
 
+int moe_key_tenant(char *buf, size_t cap, const char *prefix, const char *name) {
+    return fmt(buf, cap, "%s:tenant:%s", prefix, name);
+}
+
 int moe_key_load(char *buf, size_t cap, const char *prefix, int64_t bucket) {
     return fmt(buf, cap, "%s:load:%" PRId64, prefix, bucket);
 }
@@ -78,6 +82,8 @@ FIXED_KEY(moe_key_events, "events")
 FIXED_KEY(moe_key_workers_wanted, "scale:workers_wanted")
 FIXED_KEY(moe_key_drain, "drain")
 FIXED_KEY(moe_key_leader, "leader")
+FIXED_KEY(moe_key_tenants, "tenants")
+FIXED_KEY(moe_key_tenants_version, "tenants:version")
 #undef FIXED_KEY
 
 /* ==== Events ==================================================================== */
@@ -104,6 +110,8 @@ int moe_event_format(char *buf, size_t cap, const moe_event *ev) {
     case MOE_EVENT_DOWN:
         if (!ev->worker || !*ev->worker) break;
         return fmt(buf, cap, "down %s", ev->worker);
+    case MOE_EVENT_TENANTS:
+        return fmt(buf, cap, "tenants %" PRIu64, ev->epoch);
     }
     if (cap) buf[0] = 0;
     return MOE_EINVAL;
@@ -115,6 +123,8 @@ int moe_event_parse(moe_event *ev, const char *msg) {
         ev->kind = MOE_EVENT_PENDING;
     } else if (!strncmp(msg, "active ", 7) && parse_u64(msg + 7, strlen(msg + 7), &ev->epoch)) {
         ev->kind = MOE_EVENT_ACTIVE;
+    } else if (!strncmp(msg, "tenants ", 8) && parse_u64(msg + 8, strlen(msg + 8), &ev->epoch)) {
+        ev->kind = MOE_EVENT_TENANTS;
     } else if (!strncmp(msg, "down ", 5) && msg[5]) {
         ev->kind = MOE_EVENT_DOWN;
         ev->worker = msg + 5;

@@ -45,17 +45,24 @@ static const acl_role roles[MOE_ACL_ROLE_COUNT] = {
         {"+sismember", "%R~", "drain"},                   /* an operator's drain request */
         {"+sadd +expire", "~", "ack:*"},                  /* acknowledges an epoch */
         {"+subscribe", "&", "events"}}},
-    /* gateways and moectl --redis: libmesh/src/remote_ctl.c */
+    /* gateways and moectl --redis: libmesh/src/remote_ctl.c, tenant_redis.c (reader) */
     [MOE_ACL_ROLE_GATEWAY] = {"gateway", "", {
         {"+get", "%R~", "placement:*"},                   /* the active epoch, its document */
         {"+hincrby +expire", "~", "load:*"},              /* the load reports */
+        {"+get", "%R~", "tenants:version"},               /* polled every 250 ms */
+        {"+smembers", "%R~", "tenants"},                  /* then, when it moved, the names */
+        {"+hgetall", "%R~", "tenant:*"},                  /* and each tenant's limits and keys */
         {"+subscribe", "&", "events"}}},
-    /* operators (redis-cli): drain a worker, read everything of the deployment */
-    [MOE_ACL_ROLE_ADMIN] = {"admin", "+ping", {
+    /* operators (redis-cli; moectl tenant: tenant_redis.c's writers): drain a
+     * worker, manage tenants, read everything of the deployment */
+    [MOE_ACL_ROLE_ADMIN] = {"admin", "+ping +multi +exec +discard +unwatch", {
         {"+sadd +srem", "~", "drain"},
+        {"+watch +hset +hdel +del", "~", "tenant:*"},    /* a change WATCHes the tenant */
+        {"+sadd +srem", "~", "tenants"},
+        {"+incr", "~", "tenants:version"},
         {"+get +mget +hget +hgetall +zrange +zcard +zscore +smembers +sismember +scard +exists "
          "+type +ttl +pttl", "%R~", "*"},
-        {"+subscribe", "&", "events"}}},
+        {"+subscribe +publish", "&", "events"}}},        /* publishes "tenants <v>" */
 };
 /* clang-format on */
 

@@ -15,7 +15,7 @@ make --no-print-directory BUILD=$B CC=clang OPT=-O1 \
     EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $SAN -Wno-unused-command-line-argument" \
     EXTRA_LDFLAGS="$SAN" $B/libmoe.a $B/libsvc.a $B/libmesh.a $B/libtestmodel.a || exit 1
 RPC_CFLAGS="$(pkg-config --cflags grpc libprotobuf-c hiredis) -I$B/gen"
-RPC_LIBS="$(pkg-config --libs grpc libprotobuf-c hiredis) $(pkg-config --libs libcjson 2>/dev/null)"
+RPC_LIBS="$(pkg-config --libs grpc libprotobuf-c hiredis libcrypto) $(pkg-config --libs libcjson 2>/dev/null)"
 CJSON_CFLAGS="$(pkg-config --cflags libcjson 2>/dev/null)"
 fail=0
 for src in tests/fuzz/fuzz_*.c; do

@@ -4,7 +4,8 @@
  * misread, and which role may write which key (every key a role's code
  * writes is in one of its read-write patterns; a worker's patterns match no
  * key of the drain set, the placement, the leader lock, the scale signal or
- * the load). tests/integration/rogue_worker.sh checks them in redis-server.
+ * the load; only the admin role writes tenants, the gateway reads them).
+ * tests/integration/rogue_worker.sh and tenants.sh check them in redis-server.
  * Also the lease address check (moe_lease_addr_check). */
 #include <fnmatch.h>
 #include <string.h>
@@ -26,10 +27,14 @@ TEST(schema_acl_rules_exact) {
         "(+sismember %R~moemesh:drain) (+sadd +expire ~moemesh:ack:*) "
         "(+subscribe &moemesh:events)",
         "resetkeys resetchannels -@all (+get %R~moemesh:placement:*) "
-        "(+hincrby +expire ~moemesh:load:*) (+subscribe &moemesh:events)",
-        "resetkeys resetchannels -@all +ping (+sadd +srem ~moemesh:drain) "
+        "(+hincrby +expire ~moemesh:load:*) (+get %R~moemesh:tenants:version) "
+        "(+smembers %R~moemesh:tenants) (+hgetall %R~moemesh:tenant:*) "
+        "(+subscribe &moemesh:events)",
+        "resetkeys resetchannels -@all +ping +multi +exec +discard +unwatch "
+        "(+sadd +srem ~moemesh:drain) (+watch +hset +hdel +del ~moemesh:tenant:*) "
+        "(+sadd +srem ~moemesh:tenants) (+incr ~moemesh:tenants:version) "
         "(+get +mget +hget +hgetall +zrange +zcard +zscore +smembers +sismember +scard +exists "
-        "+type +ttl +pttl %R~moemesh:*) (+subscribe &moemesh:events)",
+        "+type +ttl +pttl %R~moemesh:*) (+subscribe +publish &moemesh:events)",
     };
     for (int r = 0; r < MOE_ACL_ROLE_COUNT; r++) {
         ASSERT_EQ_INT(moe_acl_rules(b, sizeof b, "moemesh", r, 0), (int)strlen(want[r]));
@@ -67,6 +72,26 @@ static int may_write(moe_acl_role role, const char *key) {
     MOE_ASSERT(moe_acl_rules(b, sizeof b, "p", role, 0) > 0);
     for (char *t = strtok(b, " ()"); t; t = strtok(NULL, " ()"))
         if (t[0] == '~' && fnmatch(t + 1, key, 0) == 0) return 1;
+    return 0;
+}
+
+/* 1 if role may run cmd ("+hgetall") on key: a selector names both. */
+static int may_run(moe_acl_role role, const char *cmd, const char *key) {
+    char b[2048];
+    MOE_ASSERT(moe_acl_rules(b, sizeof b, "p", role, 0) > 0);
+    for (char *sel = strchr(b, '('); sel; sel = strchr(sel + 1, '(')) {
+        char one[512];
+        const size_t n = strcspn(sel + 1, ")");
+        snprintf(one, sizeof one, " %.*s ", (int)n, sel + 1);
+        char want[64];
+        snprintf(want, sizeof want, " %s ", cmd);
+        if (!strstr(one, want)) continue;
+        const char *pat = strrchr(one, '~');
+        char p[256];
+        snprintf(p, sizeof p, "%s", pat ? pat + 1 : "");
+        p[strcspn(p, " ")] = 0;
+        if (pat && fnmatch(p, key, 0) == 0) return 1;
+    }
     return 0;
 }
 
@@ -110,6 +135,41 @@ TEST(schema_acl_who_writes_what) {
     ASSERT(!may_write(MOE_ACL_ROLE_WORKER, k));
     moe_key_drain(k, sizeof k, "q");
     ASSERT(!may_write(MOE_ACL_ROLE_ADMIN, k));
+}
+
+TEST(schema_acl_tenants) {
+    char k[MOE_SCHEMA_KEY_MAX];
+    /* only the admin role writes tenants; the gateway reads them; no worker sees them */
+    moe_key_tenant(k, sizeof k, "p", "acme");
+    ASSERT_STR_EQ(k, "p:tenant:acme");
+    ASSERT(may_write(MOE_ACL_ROLE_ADMIN, k));
+    ASSERT(!may_write(MOE_ACL_ROLE_GATEWAY, k) && !may_write(MOE_ACL_ROLE_WORKER, k));
+    ASSERT(!may_write(MOE_ACL_ROLE_ROUTER, k));
+    ASSERT(may_run(MOE_ACL_ROLE_GATEWAY, "+hgetall", k));
+    ASSERT(!may_run(MOE_ACL_ROLE_GATEWAY, "+hset", k) &&
+           !may_run(MOE_ACL_ROLE_WORKER, "+hgetall", k));
+    ASSERT(may_run(MOE_ACL_ROLE_ADMIN, "+hset", k) && may_run(MOE_ACL_ROLE_ADMIN, "+watch", k));
+    moe_key_tenants(k, sizeof k, "p");
+    ASSERT_STR_EQ(k, "p:tenants");
+    ASSERT(may_write(MOE_ACL_ROLE_ADMIN, k) && !may_write(MOE_ACL_ROLE_GATEWAY, k));
+    ASSERT(may_run(MOE_ACL_ROLE_GATEWAY, "+smembers", k));
+    ASSERT(!may_run(MOE_ACL_ROLE_WORKER, "+smembers", k));
+    moe_key_tenants_version(k, sizeof k, "p");
+    ASSERT_STR_EQ(k, "p:tenants:version");
+    ASSERT(may_write(MOE_ACL_ROLE_ADMIN, k) && !may_write(MOE_ACL_ROLE_GATEWAY, k));
+    ASSERT(may_run(MOE_ACL_ROLE_GATEWAY, "+get", k) && may_run(MOE_ACL_ROLE_ADMIN, "+incr", k));
+    /* the version is not a tenant, and another deployment's tenants are out of reach */
+    ASSERT(!may_run(MOE_ACL_ROLE_ADMIN, "+hset", k));
+    moe_key_tenant(k, sizeof k, "q", "acme");
+    ASSERT(!may_write(MOE_ACL_ROLE_ADMIN, k) && !may_run(MOE_ACL_ROLE_GATEWAY, "+hgetall", k));
+    /* the tenants event */
+    char m[64];
+    moe_event ev = {.kind = MOE_EVENT_TENANTS, .epoch = 12};
+    ASSERT_EQ_INT(moe_event_format(m, sizeof m, &ev), 10);
+    ASSERT_STR_EQ(m, "tenants 12");
+    ASSERT_EQ_INT(moe_event_parse(&ev, "tenants 13"), 0);
+    ASSERT(ev.kind == MOE_EVENT_TENANTS && ev.epoch == 13);
+    ASSERT_EQ_INT(moe_event_parse(&ev, "tenants x"), MOE_EFORMAT);
 }
 
 TEST(schema_lease_addr) {

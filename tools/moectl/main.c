@@ -43,6 +43,8 @@ static const moectl_cmd cmds[] = {
     {"redis-acl", "moectl redis-acl", cmd_redis_acl,
      "[--prefix P] [--password-dir DIR] [--aclfile] [--select]",
      "[--prefix P] [--password-dir DIR] [--aclfile]   Redis ACL users, one per role"},
+    {"tenant", "moectl tenant", cmd_tenant, "add|list|revoke|set-limits|hash [NAME] [options]",
+     "add|list|revoke|set-limits|hash ...   tenants and their API keys in Redis"},
 };
 
 static void usage(FILE *out) {

@@ -39,6 +39,7 @@ int cmd_tokenize(const moectl_cmd *cmd, int argc, char **argv);
 int cmd_detokenize(const moectl_cmd *cmd, int argc, char **argv);
 int cmd_chat_template(const moectl_cmd *cmd, int argc, char **argv);
 int cmd_redis_acl(const moectl_cmd *cmd, int argc, char **argv);
+int cmd_tenant(const moectl_cmd *cmd, int argc, char **argv);
 
 /* Prints "moectl: error: ..." to stderr; returns 1 (the exit status). */
 int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

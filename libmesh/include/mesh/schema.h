@@ -16,11 +16,15 @@
  *     P:placement:seq          string                the last epoch number used
  *     P:placement:<e>          string (JSON)         epoch e's document; TTL 1 h once superseded
  *     P:ack:<e>                set, TTL 1 h          workers that loaded their share of e
- *     P:events                 pub/sub channel       "pending <e>", "active <e>", "down <w>"
+ *     P:events                 pub/sub channel       "pending <e>", "active <e>", "down <w>",
+ *                                                    "tenants <v>"
  *     P:load:<b>               hash, TTL 10 min      field "L:E" = rows routed to that expert
  *     P:scale:workers_wanted   string                the workers the load calls for
  *     P:drain                  set                   workers to empty (operators' requests)
  *     P:leader                 string, TTL 5 s       the leading router-svc replica's id
+ *     P:tenant:<name>          hash                  a tenant's limits and key digests
+ * (MOE_TENANT_F_*) P:tenants                set                   the tenant names
+ *     P:tenants:version        string                a counter INCR'd by every tenant change
  *
  * A worked example, deployment "moemesh", worker "w0" at 10.0.0.5:50051:
  *
@@ -102,6 +106,9 @@ int moe_key_load(char *buf, size_t cap, const char *prefix, int64_t bucket); /* 
 int moe_key_workers_wanted(char *buf, size_t cap, const char *prefix); /* P:scale:workers_wanted */
 int moe_key_drain(char *buf, size_t cap, const char *prefix);          /* P:drain */
 int moe_key_leader(char *buf, size_t cap, const char *prefix);         /* P:leader */
+int moe_key_tenant(char *buf, size_t cap, const char *prefix, const char *name); /* P:tenant:<n> */
+int moe_key_tenants(char *buf, size_t cap, const char *prefix);                  /* P:tenants */
+int moe_key_tenants_version(char *buf, size_t cap, const char *prefix); /* P:tenants:version */
 
 /* ==== Events (P:events) ========================================================= */
 
@@ -109,11 +116,12 @@ typedef enum moe_event_kind {
     MOE_EVENT_PENDING = 1, /* "pending <e>": epoch e is being prepared (load, then ack) */
     MOE_EVENT_ACTIVE,      /* "active <e>": epoch e is active */
     MOE_EVENT_DOWN,        /* "down <w>": worker w's lease expired */
+    MOE_EVENT_TENANTS,     /* "tenants <v>": the tenants changed; P:tenants:version is v */
 } moe_event_kind;
 
 typedef struct moe_event {
     moe_event_kind kind;
-    uint64_t epoch;     /* pending, active */
+    uint64_t epoch;     /* pending, active; tenants: the version */
     const char *worker; /* down: borrowed (from the caller, or the parsed message) */
 } moe_event;
 
@@ -144,6 +152,19 @@ int moe_event_parse(moe_event *ev, const char *msg);
 #define MOE_LEASE_STATE_STARTING "starting"
 #define MOE_LEASE_STATE_READY "ready"
 #define MOE_LEASE_STATE_DRAINING "draining"
+
+/* P:tenant:<name>'s hash fields (docs/redis-schema.md, "Tenants"); numbers in
+ * decimal, 0 (or absent) meaning unlimited. Written by moectl tenant (the admin
+ * role), read by the gateways (mesh/tenant.h). */
+#define MOE_TENANT_F_RPM "rpm"                   /* requests per minute */
+#define MOE_TENANT_F_TPM "tpm"                   /* tokens per minute */
+#define MOE_TENANT_F_CONCURRENCY "concurrency"   /* requests in flight */
+#define MOE_TENANT_F_MAX_CONTEXT "max_context"   /* prompt + max_tokens of a request */
+#define MOE_TENANT_F_DAILY_TOKENS "daily_tokens" /* tokens per UTC day */
+#define MOE_TENANT_F_WEIGHT "weight"             /* fair-share weight, > 0 (default 1) */
+#define MOE_TENANT_F_PRIORITY "priority"         /* "high", "normal" or "low" */
+#define MOE_TENANT_F_CREATED_MS "created_ms"     /* wall clock, ms */
+#define MOE_TENANT_F_KEY "key:" /* + a key's SHA-256 in hex: one key; value: added (ms) */
 
 /* A lease's expert_bytes: "L:bytes,..." for each layer l with bytes[l] != 0
  * (n_layer entries; 0: not an MoE layer), ascending. Returns the length, or
