@@ -49,11 +49,12 @@ typedef enum route {
     R_HEALTHZ,
     R_READYZ,
     R_METRICS,
+    R_USAGE,
 } route;
 
-static const char *const route_names[] = {"other",      "chat",   "completions", "tokenize",
-                                          "detokenize", "models", "model",       "healthz",
-                                          "readyz",     "metrics"};
+static const char *const route_names[] = {"other",      "chat",    "completions", "tokenize",
+                                          "detokenize", "models",  "model",       "healthz",
+                                          "readyz",     "metrics", "usage"};
 
 /* One open connection (MHD's socket context), in gw_http's list. */
 typedef struct gw_sock {
@@ -166,7 +167,8 @@ static route route_of(const char *url) {
              {"/v1/models", R_MODELS},
              {"/healthz", R_HEALTHZ},
              {"/readyz", R_READYZ},
-             {"/metrics", R_METRICS}};
+             {"/metrics", R_METRICS},
+             {"/v1/usage", R_USAGE}};
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         if (!strcmp(url, t[i].path)) return t[i].r;
     if (!strncmp(url, "/v1/models/", 11) && url[11]) return R_MODEL;
@@ -210,6 +212,10 @@ static enum MHD_Result serve_get(gw_conn *cs, struct MHD_Connection *conn, const
         if (moe_metrics_render(h->p.reg, &b, &err) == MOE_ENOMEM) b.oom = 1;
         return reply_buf(cs, conn, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
     }
+    case R_USAGE: /* the caller's own usage (its tenant's; without API keys, everyone's) */
+        if (!h->p.usage) return reply_errorf(cs, conn, 404, "", "no usage accounting here");
+        gw_usage_json(h->p.usage, cs->tenant.name, &b);
+        return reply_buf(cs, conn, 200, "application/json", &b);
     case R_MODELS:
         moe_buf_printf(&b, "{\"object\":\"list\",\"data\":[");
         model_json(&b, h);

@@ -6,7 +6,9 @@
  * engine thread resumes it when there is output (job.h's wake).
  *
  * Routes: POST /v1/chat/completions, /v1/completions, /tokenize,
- * /detokenize; GET /v1/models, /v1/models/{id}, /healthz, /readyz, /metrics.
+ * /detokenize; GET /v1/models, /v1/models/{id}, /v1/usage (the caller's
+ * tenant's requests, tokens and expert rows, never another's), /healthz,
+ * /readyz, /metrics.
  * With API keys (auth.h), every route but /healthz, /readyz and /metrics
  * needs one, checked when a request's headers are in (before its body).
  */
@@ -38,6 +40,7 @@ typedef struct gw_http_params {
     void *ready_ud;                   /* also before_metrics' */
     void (*before_metrics)(void *ud); /* (optional) sets gauges before /metrics renders */
     uint64_t seed;                    /* request ids and unseeded choices */
+    gw_usage *usage;                  /* (optional) GET /v1/usage: the caller's usage */
     gw_auth *auth; /* (optional, borrowed) API keys on every route but the probes */
 } gw_http_params;
 

@@ -567,6 +567,7 @@ int main(int argc, char **argv) {
                          .ready_ud = &s,
                          .before_metrics = before_metrics,
                          .seed = o->seed,
+                         .usage = s.usage,
                          .auth = s.auth};
     if (gw_http_start(&s.http, &hp, &err) < 0) {
         moe_log(MOE_LOG_ERROR, GW, "%s", err.msg);

@@ -6,6 +6,7 @@
 
 #include "moe/error.h"
 #include "svc/metrics.h"
+#include "svc/strbuf.h"
 #include "usage.h"
 
 typedef struct utenant {
@@ -207,4 +208,34 @@ void gw_usage_metrics_update(gw_usage *u, int top_n) {
             moe_metric_set(u->m_top, (const char *[]){t, l, e}, (double)top[k].rows);
         }
     }
+}
+
+void gw_usage_json(gw_usage *u, const char *tenant, struct moe_buf *b) {
+    pthread_mutex_lock(&u->mu);
+    const int i = find(u, tenant);
+    gw_usage_totals t = {0};
+    if (i >= 0) t = u->t[i].tot;
+    moe_buf_printf(b, "{\"object\":\"usage\",\"tenant\":");
+    if (tenant[0])
+        moe_buf_json(b, tenant);
+    else
+        moe_buf_printf(b, "null");
+    moe_buf_printf(b,
+                   ",\"requests\":%llu,\"prompt_tokens\":%llu,\"completion_tokens\":%llu,"
+                   "\"total_tokens\":%llu,\"expert_rows\":%llu,\"expert_seconds\":%.6f,"
+                   "\"experts\":[",
+                   (unsigned long long)t.requests, (unsigned long long)t.prompt_tokens,
+                   (unsigned long long)t.completion_tokens,
+                   (unsigned long long)(t.prompt_tokens + t.completion_tokens),
+                   (unsigned long long)t.expert_rows, t.expert_seconds);
+    int first = 1;
+    for (int l = 0; i >= 0 && u->t[i].rows && l < u->n_layer; l++)
+        for (int e = 0; e < u->n_expert; e++) {
+            const uint64_t r = u->t[i].rows[(size_t)l * u->n_expert + e];
+            if (!r) continue;
+            moe_buf_printf(b, "%s[%d,%d,%llu]", first ? "" : ",", l, e, (unsigned long long)r);
+            first = 0;
+        }
+    moe_buf_printf(b, "]}\n");
+    pthread_mutex_unlock(&u->mu);
 }

@@ -69,6 +69,15 @@ int gw_usage_top_experts(gw_usage *u, const char *tenant, gw_usage_expert *out, 
 /* Its rows for one pair (0 when none). */
 uint64_t gw_usage_rows(gw_usage *u, const char *tenant, int layer, int expert);
 
+/* GET /v1/usage: tenant's totals and every (layer, expert) it used, as
+ * {"object": "usage", "tenant": ..., "requests": N, "prompt_tokens": N,
+ *  "completion_tokens": N, "total_tokens": N, "expert_rows": N,
+ *  "expert_seconds": S, "experts": [[layer, expert, rows], ...]} (zeros and
+ * an empty list for a tenant not seen yet: the same answer as for a tenant
+ * that exists nowhere). Appends to b (b->oom on failure). */
+struct moe_buf;
+void gw_usage_json(gw_usage *u, const char *tenant, struct moe_buf *b);
+
 /* /metrics: adds the per-tenant families to reg (once) ... */
 struct moe_metrics;
 int gw_usage_metrics_add(gw_usage *u, struct moe_metrics *reg);

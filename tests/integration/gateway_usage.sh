@@ -4,7 +4,8 @@
 # --routes over the same prompt tokens in one process (an f32 model, so the
 # routing does not depend on how the gateway batches the rows). Two prompts
 # with different first tokens (no cached prefix), max_tokens 1 (the prompt
-# rows only). Only processes started here are signalled; waits are bounded.
+# rows only). Then two tenants, each reading its own GET /v1/usage. Only
+# processes started here are signalled; waits are bounded.
 set -u
 . tests/lib/procs.sh
 . tests/ref/env.sh
@@ -44,5 +45,49 @@ case $OUT in
 esac
 t=$(printf '%s' "$OUT" | node -e 'const j = JSON.parse(require("fs").readFileSync(0, "utf8")); console.log(j.total === j.expected_total && j.top === 5 ? "yes" : "no")')
 [ "$t" = yes ] && ok "expert rows per tenant equal moectl's routing count: $OUT" || bad "totals: $OUT"
+stop $GPID
+
+# Two tenants (API keys from a tenants file): each GET /v1/usage shows its own
+# rows, every (layer, expert) equal to moectl's count of its own prompts,
+# nothing of the other's; without a key it is a 401.
+KA=moe-acmeacmeacmeacmeacmeacmeacmeacmeacmeacmeacm
+KB=moe-betabetabetabetabetabetabetabetabetabetabe
+printf '{"tenants": [{"name": "acme", "keys": ["%s"]}, {"name": "beta", "keys": ["%s"], "weight": 2}]}\n' "$KA" "$KB" >"$TMP/tenants.json"
+gateway gw2 --model "$M" --tenants "$TMP/tenants.json" || exit 1
+P3=30,31,32,33,34,35,36,37,38,39
+send() { # key prompt
+    code=$(curl -s -m 30 -o "$TMP/c.json" -w '%{http_code}' "$GW/v1/completions" -H "Authorization: Bearer $1" \
+        -H 'content-type: application/json' -d "{\"model\":\"m\",\"prompt\":[$2],\"max_tokens\":1}")
+    [ "$code" = 200 ] || bad "completion as $1: $code $(head -c 200 "$TMP/c.json")"
+}
+send "$KA" "$P1"
+send "$KB" "$P2"
+send "$KB" "$P3"
+"$BUILD/moectl" logits "$M" --tokens "$P3" --routes >"$TMP/r3.json" || bad "moectl logits --routes"
+curl -s -m 10 -H "Authorization: Bearer $KA" "$GW/v1/usage" >"$TMP/ua.json"
+curl -s -m 10 -H "api-key: $KB" "$GW/v1/usage" >"$TMP/ub.json"
+code=$(curl -s -m 10 -o /dev/null -w '%{http_code}' "$GW/v1/usage")
+[ "$code" = 401 ] && ok "GET /v1/usage without a key: 401" || bad "GET /v1/usage without a key: $code"
+for t in "acme ua r1" "beta ub r2,r3"; do
+    set -- $t
+    OUT=$(node -e '
+        const fs = require("fs");
+        const [u, files, tmp, name] = process.argv.slice(1);
+        const want = new Map();
+        for (const f of files.split(","))
+            for (const [l, e, r] of JSON.parse(fs.readFileSync(`${tmp}/${f}.json`, "utf8")).routes)
+                want.set(`${l},${e}`, (want.get(`${l},${e}`) || 0) + r);
+        const got = JSON.parse(fs.readFileSync(u, "utf8"));
+        const have = new Map(got.experts.map(([l, e, r]) => [`${l},${e}`, r]));
+        const keys = new Set([...want.keys(), ...have.keys()]);
+        const diff = [...keys].filter((k) => want.get(k) !== have.get(k));
+        console.log(JSON.stringify({ tenant: got.tenant, requests: got.requests, prompt_tokens: got.prompt_tokens,
+            expert_rows: got.expert_rows, pairs: have.size, pairs_expected: want.size, differing: diff.length, name_ok: got.tenant === name }));
+    ' "$TMP/$2.json" "$3" "$TMP" "$1")
+    case $OUT in
+    *'"differing":0'*'"name_ok":true'*) ok "$1's /v1/usage: every (layer, expert) row count equals moectl's for its own prompts: $OUT" ;;
+    *) bad "$1's /v1/usage: $OUT ($(head -c 300 "$TMP/$2.json"))" ;;
+    esac
+done
 stop $GPID
 exit $fail
