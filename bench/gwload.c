@@ -507,8 +507,8 @@ int main(int argc, char **argv) {
         {"--key", NULL, MOE_FLAG_STRING, &o_key, "KEY",
          .help = "send Authorization: Bearer KEY (a tenant's API key)"},
         {"--gap-ms", NULL, MOE_FLAG_MS, &o_gap_ms, "DUR",
-         .help = "each client pauses this long between its requests (a quiet tenant)",
-         .min = 0, .max = 3600000},
+         .help = "each client pauses this long between its requests (a quiet tenant)", .min = 0,
+         .max = 3600000},
         {0}};
     const moe_flagset fs = {.prog = "bench-gwload",
                             .args = "--addr HOST:PORT --model NAME [options]",

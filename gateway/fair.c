@@ -17,6 +17,7 @@ typedef struct tenant {
     char name[MOE_TENANT_NAME_MAX + 1];
     uint8_t used; /* 0 empty, 1 live, 2 deleted (a tombstone for probing) */
     double counter;
+    double weight; /* its latest job's */
     int waiting, running;
 } tenant;
 
@@ -96,6 +97,7 @@ static void on_wait(void *state, gw_job *j) {
         if (t->counter < lo) t->counter = lo;
     }
     t->waiting++;
+    t->weight = weight_of(j);
     j->policy_data = t;
     pthread_mutex_unlock(&f->mu);
 }
@@ -123,6 +125,63 @@ static void on_end(void *state, gw_job *j, int tokens) {
     went_idle(f, t);
     pthread_mutex_unlock(&f->mu);
     j->policy_data = NULL;
+}
+
+static void on_preempt(void *state, gw_job *j) {
+    gw_fair *f = state;
+    tenant *t = j->policy_data;
+    if (!t) return;
+    pthread_mutex_lock(&f->mu);
+    t->running--, t->waiting++;
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* Slots a tenant may hold while others want theirs: its weight's share of
+ * max_seqs among the tenants with jobs waiting or running. */
+static double share_of(const gw_fair *f, const tenant *t, int max_seqs) {
+    double w = 0;
+    for (int i = 0; i < FAIR_CAP; i++)
+        if (f->t[i].used == 1 && (f->t[i].waiting > 0 || f->t[i].running > 0))
+            w += f->t[i].weight > 0 ? f->t[i].weight : 1.0;
+    const double wt = t->weight > 0 ? t->weight : 1.0;
+    return w > 0 ? (double)max_seqs * wt / w : max_seqs;
+}
+
+/* Tokens in a job's caches: what a preemption makes it compute again. */
+static int progress(const gw_job *j) {
+    int n = 0;
+    for (int i = 0; i < j->n_ch; i++)
+        n += j->ch[i].n_prefilled + (j->ch[i].seq ? moe_gen_seq_n_generated(j->ch[i].seq) : 0);
+    return n;
+}
+
+/* Preemption: only for a tenant below its share, taking from the tenant
+ * furthest above its own, the job with the least in its caches (the least
+ * work redone); a job preempted before is spared while another candidate
+ * exists, so one request is not bounced back and forth. */
+static int victim(void *state, gw_job *const *running, int n, const gw_job *want, int max_seqs) {
+    gw_fair *f = state;
+    const tenant *tw = want->policy_data;
+    if (!tw || tw == &f->overflow) return -1;
+    if ((double)tw->running + 1 > share_of(f, tw, max_seqs) + 1e-9) return -1;
+    int best = -1;
+    double best_over = 0;
+    for (int r = 0; r < n; r++) {
+        const gw_job *j = running[r];
+        const tenant *t = j->policy_data;
+        if (!t || t == tw || j->priority > want->priority) continue;
+        const double over = (double)t->running - share_of(f, t, max_seqs);
+        if (over < 1 - 1e-9 || t->counter <= tw->counter) continue; /* not above its share */
+        if (best < 0 || over > best_over + 1e-9) {
+            best = r, best_over = over;
+            continue;
+        }
+        if (over < best_over - 1e-9) continue;
+        const gw_job *b = running[best];
+        if (j->preempted != b->preempted ? j->preempted < b->preempted : progress(j) < progress(b))
+            best = r;
+    }
+    return best;
 }
 
 static void on_drop(void *state, gw_job *j) {
@@ -186,7 +245,9 @@ int gw_fair_create(gw_fair **out, double w_prompt, double w_gen) {
                          .on_end = on_end,
                          .on_drop = on_drop,
                          .on_served = on_served,
-                         .prefill_key = prefill_key};
+                         .prefill_key = prefill_key,
+                         .victim = victim,
+                         .on_preempt = on_preempt};
     *out = f;
     return 0;
 }

@@ -35,6 +35,8 @@ typedef struct gw_choice {
     int leader_idx;    /* index in ch[] of the choice that prefills this prompt */
     int slot;          /* KV slot, -1 when none */
     int n_prefilled;   /* prompt tokens in the slot (cached ones included) */
+    int resume;        /* preempted: its tokens so far are prefilled again before
+                        * it decodes on (n_prefilled counts them) */
     int started;       /* stream: the first chunk (role) was sent */
     int64_t t_last_us; /* when its last token was emitted (inter-token latency) */
     moe_gen_finish finish;
@@ -74,6 +76,8 @@ struct gw_job {
     /* ---- engine thread ---- */
     int64_t t_arrive_us, t_admit_us, t_first_us, deadline_us;
     int admitted;
+    int started;   /* its sequences exist (gw_job_start ran) */
+    int preempted; /* times it gave its slots up to another tenant */
     int prompt_tokens, cached_tokens;
     int n_done;        /* choices finished */
     gw_job *next;      /* scheduler queues */

@@ -330,6 +330,10 @@ static gw_sched_metrics add_metrics(moe_metrics *r, moe_metric **requests) {
         .step_seconds =
             moe_metrics_histogram(r, "moemesh_gateway_step_seconds", "Time of one engine step.",
                                   NULL, 0, itl, (int)(sizeof itl / sizeof itl[0])),
+        .preemptions = moe_metrics_counter(r, "moemesh_gateway_preemptions_total",
+                                           "Requests that gave their sequence slots up to a "
+                                           "tenant below its fair share (and went on later).",
+                                           NULL, 0),
         .ended = moe_metrics_counter(r, "moemesh_gateway_requests_ended_total",
                                      "Generation requests ended, by reason "
                                      "(stop, length, cancelled, deadline, error).",

@@ -156,7 +156,7 @@ static void release_slot(gw_sched *s, gw_choice *c) {
 static void log_end(gw_sched *s, gw_job *j, const char *reason) {
     moe_metric_inc(s->p.metrics.ended, (const char *[]){reason}, 1);
     const int64_t now = moe_mono_us();
-    char n_ch[16], prompt[16], cached[16], gen[16], ttft[32], total[32];
+    char n_ch[16], prompt[16], cached[16], gen[16], ttft[32], total[32], queue[32];
     snprintf(n_ch, sizeof n_ch, "%d", j->n_ch);
     snprintf(prompt, sizeof prompt, "%d", j->prompt_tokens);
     snprintf(cached, sizeof cached, "%d", j->cached_tokens);
@@ -164,6 +164,8 @@ static void log_end(gw_sched *s, gw_job *j, const char *reason) {
     snprintf(ttft, sizeof ttft, "%.1f",
              j->t_first_us ? (double)(j->t_first_us - j->t_arrive_us) / 1e3 : -1.0);
     snprintf(total, sizeof total, "%.1f", (double)(now - j->t_arrive_us) / 1e3);
+    snprintf(queue, sizeof queue, "%.1f",
+             (double)((j->t_admit_us ? j->t_admit_us : now) - j->t_arrive_us) / 1e3);
     const moe_log_kv kv[] = {{"id", j->id},
                              {"tenant", j->tenant},
                              {"route", j->req.route == GW_ROUTE_CHAT ? "chat" : "completions"},
@@ -172,6 +174,7 @@ static void log_end(gw_sched *s, gw_job *j, const char *reason) {
                              {"prompt_tokens", prompt},
                              {"cached_tokens", cached},
                              {"completion_tokens", gen},
+                             {"queue_ms", queue},
                              {"ttft_ms", ttft},
                              {"total_ms", total},
                              {"stream", j->req.stream ? "true" : "false"}};
@@ -302,7 +305,22 @@ static void end_if_done(gw_sched *s, gw_job *j, int64_t now) {
 
 /* Admits j: slots for its choices (leaders reuse cached prefixes). */
 static void admit(gw_sched *s, gw_job *j, int64_t now) {
+    if (j->started) { /* again, after a preemption: each choice's tokens so far */
+        for (int i = 0; i < j->n_ch; i++) {
+            gw_choice *c = &j->ch[i];
+            if (moe_gen_seq_finish(c->seq) != MOE_GEN_FINISH_NONE) continue;
+            int n = 0, reuse = 0;
+            const int32_t *toks = moe_gen_seq_tokens(c->seq, &n);
+            c->slot = take_slot_for_prompt(s, toks, n, &reuse);
+            c->n_prefilled = reuse;
+            c->resume = reuse < n - 1; /* its cache may have been kept whole */
+        }
+        s->running[s->n_running++] = j;
+        if (s->pol->on_admit) s->pol->on_admit(s->pol->state, j);
+        return;
+    }
     j->admitted = 1;
+    j->started = 1;
     j->usage_idx = s->p.usage ? gw_usage_tenant(s->p.usage, j->tenant) : -1;
     j->t_admit_us = now;
     gw_api_error e;
@@ -396,13 +414,49 @@ static void reap(gw_sched *s, int64_t now) {
     }
 }
 
+/* Running job r gives its slots up and waits again (see gw_policy.victim). */
+static void preempt(gw_sched *s, int r) {
+    gw_job *j = s->running[r];
+    memmove(&s->running[r], &s->running[r + 1],
+            (size_t)(s->n_running - r - 1) * sizeof *s->running);
+    s->n_running--;
+    for (int i = 0; i < j->n_ch; i++) {
+        gw_choice *c = &j->ch[i];
+        release_slot(s, c); /* the cache stays: the re-admission may find it */
+        c->n_prefilled = 0;
+        c->resume = 0;
+    }
+    j->preempted++;
+    moe_metric_inc(s->p.metrics.preemptions, NULL, 1);
+    int k = s->n_waiting; /* back in arrival order */
+    while (k > 0 && s->waiting[k - 1]->t_arrive_us > j->t_arrive_us) k--;
+    memmove(&s->waiting[k + 1], &s->waiting[k], (size_t)(s->n_waiting - k) * sizeof *s->waiting);
+    s->waiting[k] = j;
+    s->n_waiting++;
+    pthread_mutex_lock(&s->mu);
+    s->queued++;
+    pthread_mutex_unlock(&s->mu);
+    if (s->pol->on_preempt) s->pol->on_preempt(s->pol->state, j);
+}
+
 static void admit_waiting(gw_sched *s, int64_t now) {
+    int preempts = 0;
     while (s->n_waiting > 0) {
         int k = s->pol->pick(s->pol->state, s->waiting, s->n_waiting);
         if (k < 0 || k >= s->n_waiting) break;
         gw_job *j = s->waiting[k];
-        if (slots_needed(j) > s->p.max_seqs - s->slots_used || s->n_running >= s->p.max_seqs)
-            break; /* waits for slots: the policy's order is kept */
+        if (slots_needed(j) > s->p.max_seqs - s->slots_used || s->n_running >= s->p.max_seqs) {
+            /* the policy may make room (a tenant over its share); the
+             * waiting list has room: preempt() only puts back what left it */
+            const int v =
+                s->pol->victim && s->n_waiting < s->p.max_queue && preempts < s->p.max_seqs
+                    ? s->pol->victim(s->pol->state, s->running, s->n_running, j, s->p.max_seqs)
+                    : -1;
+            if (v < 0 || v >= s->n_running) break; /* waits for slots: the order is kept */
+            preempt(s, v);
+            preempts++;
+            continue;
+        }
         admit(s, take_waiting(s, k), now);
     }
 }
@@ -475,7 +529,7 @@ static int step(gw_sched *s) {
         gw_job *j = s->running[r];
         for (int i = 0; i < j->n_ch; i++) {
             gw_choice *c = &j->ch[i];
-            if (c->slot < 0 || moe_gen_seq_finish(c->seq) != MOE_GEN_FINISH_NONE ||
+            if (c->slot < 0 || c->resume || moe_gen_seq_finish(c->seq) != MOE_GEN_FINISH_NONE ||
                 moe_gen_seq_n_generated(c->seq) == 0)
                 continue;
             if (grow_batch(s, rows + 1) < 0) return -1;
@@ -496,8 +550,10 @@ static int step(gw_sched *s) {
     for (int r = 0; r < s->n_running; r++) {
         const gw_job *j = s->running[r];
         for (int i = 0; i < j->n_ch; i++)
-            if (j->ch[i].leader && j->ch[i].slot >= 0) {
-                const int left = j->req.prompts[j->ch[i].prompt].n - j->ch[i].n_prefilled;
+            if ((j->ch[i].leader || j->ch[i].resume) && j->ch[i].slot >= 0) {
+                int n = j->req.prompts[j->ch[i].prompt].n;
+                if (j->ch[i].resume) moe_gen_seq_tokens(j->ch[i].seq, &n), n--;
+                const int left = n - j->ch[i].n_prefilled;
                 backlog += left;
                 n_backlog += left > 0;
             }
@@ -518,6 +574,28 @@ static int step(gw_sched *s) {
         gw_job *j = s->running[s->order[r]];
         for (int i = 0; i < j->n_ch && (budget > 0 || !s->p.chunked_prefill); i++) {
             gw_choice *c = &j->ch[i];
+            if (c->resume && c->slot >= 0) { /* after a preemption: its tokens so far */
+                int n = 0;
+                const int32_t *toks = moe_gen_seq_tokens(c->seq, &n);
+                int take = n - 1 - c->n_prefilled; /* the last token is decoded next */
+                if (take <= 0) {
+                    c->resume = 0;
+                    continue;
+                }
+                if (s->p.chunked_prefill && take > budget) take = budget;
+                if (grow_batch(s, rows + take) < 0) return -1;
+                for (int t = 0; t < take; t++) {
+                    const int pos = c->n_prefilled + t;
+                    s->b_tok[rows] = toks[pos];
+                    s->b_pos[rows] = pos;
+                    s->b_slot[rows] = c->slot;
+                    s->b_tenant[rows] = j->usage_idx;
+                    s->b_logits[rows] = 0;
+                    rows++;
+                }
+                budget -= take;
+                continue;
+            }
             if (!c->leader || c->slot < 0 || moe_gen_seq_finish(c->seq) != MOE_GEN_FINISH_NONE)
                 continue;
             const gw_prompt *pr = &j->req.prompts[c->prompt];
@@ -573,8 +651,16 @@ static int step(gw_sched *s) {
         while (k < rows && s->b_slot[k] == slot) k++;
         for (int jr = 0; jr < s->n_running; jr++) {
             gw_job *j = s->running[jr];
-            for (int i = 0; i < j->n_ch; i++)
-                if (j->ch[i].slot == slot && j->ch[i].leader) j->ch[i].n_prefilled += k - r;
+            for (int i = 0; i < j->n_ch; i++) {
+                gw_choice *c = &j->ch[i];
+                if (c->slot != slot || (!c->leader && !c->resume)) continue;
+                c->n_prefilled += k - r;
+                if (c->resume) { /* caught up: it decodes on from the next step */
+                    int n = 0;
+                    moe_gen_seq_tokens(c->seq, &n);
+                    if (c->n_prefilled >= n - 1) c->resume = 0;
+                }
+            }
         }
         r = k;
     }

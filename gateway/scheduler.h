@@ -50,6 +50,13 @@ typedef struct gw_policy {
     void (*on_served)(void *state, gw_job *j, int prompt_rows, int gen_tokens);
     /* admitted prompts are prefilled lowest key first (NULL: admission order) */
     double (*prefill_key)(void *state, const gw_job *j);
+    /* want (picked) finds no free slot: the index in running[0..n) of a job
+     * to preempt for it, or -1 for none. A preempted job gives up its slots
+     * (their caches stay for reuse), waits again in its arrival order, and
+     * when admitted again prefills its tokens so far and goes on where it
+     * was: its stream pauses, nothing is lost. */
+    int (*victim)(void *state, gw_job *const *running, int n, const gw_job *want, int max_seqs);
+    void (*on_preempt)(void *state, gw_job *j); /* j went back to waiting */
 } gw_policy;
 
 /* First come, first served. */
@@ -70,6 +77,7 @@ typedef struct gw_sched_metrics {
     moe_metric *cached_tokens; /* counter */
     moe_metric *ended;         /* counter {reason}: stop|length|cancelled|deadline|error */
     moe_metric *step_seconds;  /* histogram: one engine step */
+    moe_metric *preemptions;   /* counter: jobs preempted for another tenant */
 } gw_sched_metrics;
 
 typedef struct gw_sched_params {
