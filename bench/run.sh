@@ -71,6 +71,7 @@ echo "targets: decode >= 1.0x and prefill >= 0.8x llama.cpp's best thread count"
 # its BENCH_GW_* knobs are listed there. BENCH_GW=0 skips it.
 if [ "${BENCH_GW:-1}" != 0 ]; then
     BUILD=$BUILD BENCH_MODEL=$MODEL sh bench/gateway.sh || echo "gateway bench failed"
+    BUILD=$BUILD BENCH_MODEL=$MODEL sh bench/fairness.sh || echo "fairness bench failed"
 fi
 
 # ---- tokenizer throughput ----------------------------------------------------------
