@@ -8,7 +8,8 @@
  * running streams keep their pace; with nobody decoding a prompt gets the
  * whole max_batch_tokens. A request joins at the next step.
  * Admission: a waiting job is admitted when the policy picks it and enough
- * KV slots are free for its choices; the queue of waiting jobs is bounded
+ * KV slots are free for its choices (or the policy names a running job to
+ * preempt for it: see gw_policy.victim); the queue of waiting jobs is bounded
  * (a full queue is answered 503 at submit). A prompt's choices (n > 1) share
  * one prefill: the leader's slot is copied into the others'. A freed slot
  * keeps its tokens: the next prompt that starts the same way reuses them
