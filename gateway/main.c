@@ -23,6 +23,7 @@
 #include "moe/ops.h"
 #include "moe/vocab.h"
 #include "fair.h"
+#include "tload.h"
 #include "scheduler.h"
 #include "svc/clock.h"
 #include "svc/log.h"
@@ -84,6 +85,7 @@ typedef struct gw_state {
     gw_sched *sched;
     gw_fair *fair;   /* --schedule fair */
     gw_usage *usage; /* per-tenant requests, tokens and expert rows */
+    gw_tload *tload; /* their report to Redis (with --redis or --tenants-redis) */
     gw_http *http;
     moe_metrics *reg;
     moe_metric *rtt, *uncovered, *workers_live; /* remote experts only */
@@ -523,6 +525,13 @@ int main(int argc, char **argv) {
                           .usage = s.usage,
                           .metrics = add_metrics(s.reg, &requests)};
     gw_usage_metrics_add(s.usage, s.reg);
+    {
+        const char *lr = o->ro.redis                             ? o->ro.redis
+                         : o->tenants_redis && *o->tenants_redis ? o->tenants_redis
+                                                                 : NULL;
+        if (lr && gw_tload_start(&s.tload, lr, o->ro.prefix, s.usage, &err) < 0)
+            moe_log(MOE_LOG_WARN, GW, "no per-tenant load report: %s", err.msg);
+    }
     if (!strcmp(o->schedule, "fair")) {
         if (gw_fair_create(&s.fair, 1.0, 2.0) < 0) {
             moe_log(MOE_LOG_ERROR, GW, "out of memory");
@@ -614,6 +623,7 @@ out:
     moe_tenants_close(s.tenants);
     gw_sched_free(s.sched);
     gw_fair_free(s.fair);
+    gw_tload_stop(s.tload); /* reports what is left: before the usage goes */
     gw_usage_free(s.usage);
     moe_ctx_destroy(s.ctx);
     moe_expert_backend_destroy(s.remote);

@@ -11,7 +11,8 @@
 
 typedef struct utenant {
     gw_usage_totals tot;
-    uint64_t *rows; /* (n_layer x n_expert) */
+    uint64_t *rows;     /* (n_layer x n_expert) */
+    uint64_t *reported; /* rows as of the last gw_usage_take_deltas (NULL: none yet) */
 } utenant;
 
 struct gw_usage {
@@ -45,7 +46,7 @@ int gw_usage_create(gw_usage **out, int n_layer, int n_expert, int max_tenants) 
 
 void gw_usage_free(gw_usage *u) {
     if (!u) return;
-    for (int i = 0; i <= u->max_tenants; i++) free(u->t[i].rows);
+    for (int i = 0; i <= u->max_tenants; i++) free(u->t[i].rows), free(u->t[i].reported);
     pthread_mutex_destroy(&u->mu);
     free(u->t), free(u->scratch), free(u);
 }
@@ -237,5 +238,26 @@ void gw_usage_json(gw_usage *u, const char *tenant, struct moe_buf *b) {
             first = 0;
         }
     moe_buf_printf(b, "]}\n");
+    pthread_mutex_unlock(&u->mu);
+}
+
+void gw_usage_take_deltas(gw_usage *u,
+                          void (*fn)(void *ud, const char *tenant, int layer, int expert,
+                                     uint64_t rows),
+                          void *ud) {
+    const size_t np = (size_t)u->n_layer * (size_t)u->n_expert;
+    pthread_mutex_lock(&u->mu);
+    for (int i = 0; i <= u->max_tenants; i++) {
+        utenant *t = &u->t[i];
+        if (!t->rows) continue;
+        if (!t->reported && !(t->reported = calloc(np, sizeof *t->reported))) continue;
+        const char *name = t->tot.tenant[0] ? t->tot.tenant : "(none)";
+        for (size_t k = 0; k < np; k++)
+            if (t->rows[k] > t->reported[k]) {
+                fn(ud, name, (int)(k / (size_t)u->n_expert), (int)(k % (size_t)u->n_expert),
+                   t->rows[k] - t->reported[k]);
+                t->reported[k] = t->rows[k];
+            }
+    }
     pthread_mutex_unlock(&u->mu);
 }

@@ -69,6 +69,14 @@ int gw_usage_top_experts(gw_usage *u, const char *tenant, gw_usage_expert *out, 
 /* Its rows for one pair (0 when none). */
 uint64_t gw_usage_rows(gw_usage *u, const char *tenant, int layer, int expert);
 
+/* Calls fn for every (tenant, layer, expert) whose rows grew since the last
+ * call, with the growth, and remembers the counts (the per-tenant load
+ * report). Any thread (one at a time); fn must not call u. */
+void gw_usage_take_deltas(gw_usage *u,
+                          void (*fn)(void *ud, const char *tenant, int layer, int expert,
+                                     uint64_t rows),
+                          void *ud);
+
 /* GET /v1/usage: tenant's totals and every (layer, expert) it used, as
  * {"object": "usage", "tenant": ..., "requests": N, "prompt_tokens": N,
  *  "completion_tokens": N, "total_tokens": N, "expert_rows": N,

@@ -69,6 +69,10 @@ int moe_key_load(char *buf, size_t cap, const char *prefix, int64_t bucket) {
     return fmt(buf, cap, "%s:load:%" PRId64, prefix, bucket);
 }
 
+int moe_key_load_tenants(char *buf, size_t cap, const char *prefix, int64_t bucket) {
+    return fmt(buf, cap, "%s:load:%" PRId64 ":tenants", prefix, bucket);
+}
+
 /* The keys that are the prefix and a fixed suffix: "<prefix>:<suffix>". */
 #define FIXED_KEY(fn, suffix)                                                                      \
     int fn(char *buf, size_t cap, const char *prefix) {                                            \

@@ -90,4 +90,39 @@ for t in "acme ua r1" "beta ub r2,r3"; do
     esac
 done
 stop $GPID
+
+# The per-tenant load in Redis (P:load:<b>:tenants, field "tenant|L:E"): a
+# tenant made with moectl tenant add, its rows equal moectl's count again.
+. tests/lib/redis.sh
+trap 'procs_cleanup; redis_stop; [ -n "$REDIS_DIR" ] && rm -rf "$REDIS_DIR"' EXIT
+if redis_start >/dev/null; then
+    KEY=$("$BUILD/moectl" tenant add gamma --redis "$REDIS_URL" --prefix ul | sed -n 's/.*"key": "\([^"]*\)".*/\1/p')
+    gateway gw3 --model "$M" --tenants-redis "$REDIS_URL" --prefix ul || exit 1
+    i=0
+    while [ $i -lt 50 ] && [ "$(curl -s -o /dev/null -w '%{http_code}' "$GW/readyz")" != 200 ]; do sleep 0.1; i=$((i + 1)); done
+    send "$KEY" "$P1"
+    stop $GPID # the last report goes out at the stop
+    redis-cli -p "$REDIS_PORT" --scan --pattern 'ul:load:*:tenants' >"$TMP/keys"
+    : >"$TMP/fields"
+    while read -r k; do redis-cli -p "$REDIS_PORT" HGETALL "$k" >>"$TMP/fields"; done <"$TMP/keys"
+    OUT=$(node -e '
+        const fs = require("fs");
+        const want = new Map();
+        for (const [l, e, r] of JSON.parse(fs.readFileSync(process.argv[1], "utf8")).routes) want.set(`${l}:${e}`, r);
+        const lines = fs.readFileSync(process.argv[2], "utf8").split("\n").filter((x) => x);
+        const have = new Map();
+        for (let i = 0; i + 1 < lines.length; i += 2) {
+            const [t, le] = lines[i].split("|");
+            if (t === "gamma") have.set(le, (have.get(le) || 0) + Number(lines[i + 1]));
+        }
+        const keys = new Set([...want.keys(), ...have.keys()]);
+        console.log(JSON.stringify({ pairs: have.size, differing: [...keys].filter((k) => want.get(k) !== have.get(k)).length }));
+    ' "$TMP/r1.json" "$TMP/fields")
+    case $OUT in
+    *'"differing":0'*) ok "gamma's load in Redis ($(wc -l <"$TMP/keys") bucket key(s)): every (layer, expert) equals moectl's count: $OUT" ;;
+    *) bad "per-tenant load in Redis: $OUT ($(head -c 300 "$TMP/fields"))" ;;
+    esac
+else
+    bad "redis-server did not start"
+fi
 exit $fail

@@ -19,6 +19,7 @@
  *     P:events                 pub/sub channel       "pending <e>", "active <e>", "down <w>",
  *                                                    "tenants <v>"
  *     P:load:<b>               hash, TTL 10 min      field "L:E" = rows routed to that expert
+ *     P:load:<b>:tenants       hash, TTL 10 min      field "<tenant>|L:E" = that tenant's rows
  *     P:scale:workers_wanted   string                the workers the load calls for
  *     P:drain                  set                   workers to empty (operators' requests)
  *     P:leader                 string, TTL 5 s       the leading router-svc replica's id
@@ -103,6 +104,8 @@ int moe_key_placement_seq(char *buf, size_t cap, const char *prefix);     /* P:p
 int moe_key_ack(char *buf, size_t cap, const char *prefix, uint64_t e);   /* P:ack:<e> */
 int moe_key_events(char *buf, size_t cap, const char *prefix);            /* P:events */
 int moe_key_load(char *buf, size_t cap, const char *prefix, int64_t bucket); /* P:load:<b> */
+/* P:load:<b>:tenants: field "<tenant>|L:E" = rows that tenant routed there */
+int moe_key_load_tenants(char *buf, size_t cap, const char *prefix, int64_t bucket);
 int moe_key_workers_wanted(char *buf, size_t cap, const char *prefix); /* P:scale:workers_wanted */
 int moe_key_drain(char *buf, size_t cap, const char *prefix);          /* P:drain */
 int moe_key_leader(char *buf, size_t cap, const char *prefix);         /* P:leader */
