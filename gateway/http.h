@@ -18,6 +18,7 @@
 
 #include "api.h"
 #include "auth.h"
+#include "limiter.h"
 #include "scheduler.h"
 #include "svc/metrics.h"
 
@@ -38,7 +39,8 @@ typedef struct gw_http_params {
     void *ready_ud;                   /* also before_metrics' */
     void (*before_metrics)(void *ud); /* (optional) sets gauges before /metrics renders */
     uint64_t seed;                    /* request ids and unseeded choices */
-    gw_auth *auth; /* (optional, borrowed) API keys on every route but the probes */
+    gw_auth *auth;     /* (optional, borrowed) API keys on every route but the probes */
+    gw_limits *limits; /* (optional, borrowed) the tenants' limits (with auth) */
 } gw_http_params;
 
 typedef struct gw_http gw_http;
