@@ -501,6 +501,19 @@ static void *run(void *arg) {
         l->q = l->q_tail = NULL;
         l->ends = NULL;
         pthread_mutex_unlock(&l->mu);
+        /* ends first (a freed slot counts for the admissions queued with it); a ticket
+         * ended before its verdict waits for it */
+        gw_limits_ticket *later = NULL;
+        while (ends) {
+            gw_limits_ticket *t = ends;
+            ends = t->end_next;
+            if (t->decided) {
+                finish(l, t);
+            } else {
+                t->end_next = later;
+                later = t;
+            }
+        }
         enum { BATCH = 256 };
         gw_limits_ticket *ts[BATCH];
         while (q) {
@@ -508,9 +521,9 @@ static void *run(void *arg) {
             while (q && n < BATCH) ts[n++] = q, q = q->next;
             decide(l, ts, n);
         }
-        while (ends) {
-            gw_limits_ticket *t = ends;
-            ends = t->end_next;
+        while (later) {
+            gw_limits_ticket *t = later;
+            later = t->end_next;
             finish(l, t);
         }
         const int64_t now = moe_mono_ms();

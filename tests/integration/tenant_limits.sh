@@ -15,6 +15,8 @@
 #     tenants): serving goes on with local limits (each replica 1/2 of
 #     the rpm; logged, moemesh_gateway_limits_degraded 1); Redis back: shared
 #     counting resumes (the counters reappear in Redis, degraded 0);
+#   - --limits-fail-closed: 503 while Redis is away (a tenant without limits
+#     still served);
 #   - moemesh_gateway_rate_limited_total{limit} counts every refusal.
 # Only processes started here are signalled, by PID; every wait is bounded.
 set -u
@@ -109,8 +111,18 @@ node $CHECK rpm --bases "$G2/v1,$G1/v1" --rpm 4 --window $WIN || fail=1
 n=$(root --scan --pattern "$P:limit:r:r:*" | wc -l)
 [ "$n" -ge 1 ] && ok "shared counting resumed: $n request counters in the restarted Redis" || bad "no counters after Redis came back"
 
+# ==== --limits-fail-closed: 503 while Redis is away ===========================
+# shellcheck disable=SC2086
+gateway g3 --model "$M" --served-model-name tiny $TENANTS --limits-window-s $WIN --limits-fail-closed || exit 1
+G3=$GW
+root save >/dev/null
+redis_stop
+node $CHECK one --base "$G3/v1" --expect 503 --label "--limits-fail-closed, Redis away" || fail=1
+as free
+node $CHECK one --base "$G3/v1" --expect 200 --label "--limits-fail-closed, Redis away, a tenant without limits" || fail=1
+
 # ==== Metrics ==================================================================
-for g in "$G1" "$G2"; do
+for g in "$G1" "$G2" "$G3"; do
     curl -s -m 10 "$g/metrics" | grep '^moemesh_gateway_rate_limited_total' | tr '\n' ' ' >"$TMP/rl"
     grep -q 'limit=' "$TMP/rl" && ok "$g: $(cat "$TMP/rl")" || bad "$g: rate_limited_total: $(cat "$TMP/rl")"
 done
