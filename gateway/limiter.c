@@ -353,25 +353,40 @@ static int redis_admit(gw_limits *l, batch *b) {
     return 0;
 }
 
-/* Runs one script per tenant with tokens to charge, and renews leases or registers
- * this replica: fire and forget (a failure keeps the tokens pending). */
+typedef struct charge {
+    lt *e;
+    int64_t n;
+} charge;
+
+/* A charge that Redis took is no longer pending (NOSCRIPT or another error: it stays). */
+static void on_charge_reply(void *ud, size_t i, redisReply *r) {
+    charge *c = ud;
+    if (r->type == REDIS_REPLY_INTEGER) c[i].e->pending -= c[i].n;
+}
+
+/* Runs one script per tenant with tokens to charge (EVALSHA: the hello's EVAL every
+ * second keeps the script loaded; a charge that fails stays pending for the next). */
 static void redis_charge(gw_limits *l) {
     char key[MOE_SCHEMA_KEY_MAX], n[24], win[16];
     snprintf(win, sizeof win, "%d", l->p.window_s);
     int k = 0;
-    for (int b = 0; b < LIM_BUCKETS && !k; b++)
-        for (lt *e = l->tab[b]; e && !k; e = e->next) k = e->pending > 0;
-    if (!k || moe_rlink_begin(l->link) < 0) return;
     for (int b = 0; b < LIM_BUCKETS; b++)
-        for (lt *e = l->tab[b]; e; e = e->next) {
-            if (e->pending <= 0) continue;
-            moe_key_limit(key, sizeof key, l->prefix, e->name);
-            snprintf(n, sizeof n, "%lld", (long long)e->pending);
-            append_script(l, 1, key, 3, (const char *[]){"add", win, n});
-        }
-    if (moe_rlink_flush(l->link, NULL, NULL) == 0)
+        for (lt *e = l->tab[b]; e; e = e->next) k += e->pending > 0;
+    charge *c;
+    if (!k || !(c = malloc((size_t)k * sizeof *c))) return;
+    if (moe_rlink_begin(l->link) == 0) {
+        k = 0;
         for (int b = 0; b < LIM_BUCKETS; b++)
-            for (lt *e = l->tab[b]; e; e = e->next) e->pending = 0;
+            for (lt *e = l->tab[b]; e; e = e->next) {
+                if (e->pending <= 0) continue;
+                c[k++] = (charge){e, e->pending};
+                moe_key_limit(key, sizeof key, l->prefix, e->name);
+                snprintf(n, sizeof n, "%lld", (long long)e->pending);
+                append_script(l, 0, key, 3, (const char *[]){"add", win, n});
+            }
+        moe_rlink_flush(l->link, on_charge_reply, c);
+    }
+    free(c);
 }
 
 /* Registers this replica and learns how many there are (the local share). */
@@ -395,7 +410,7 @@ static void redis_touch(gw_limits *l) {
     for (gw_limits_ticket *t = l->live; t; t = t->live_next) {
         if (!t->redis_slot) continue;
         moe_key_limit(key, sizeof key, l->prefix, t->tenant.name);
-        append_script(l, 1, key, 4, (const char *[]){"touch", "60", lease, t->job->id});
+        append_script(l, 0, key, 4, (const char *[]){"touch", "60", lease, t->job->id});
     }
     moe_rlink_flush(l->link, NULL, NULL);
 }
@@ -416,20 +431,24 @@ static void set_degraded(gw_limits *l, int on) {
 
 /* ==== The thread ================================================================= */
 
+/* The tokens a request generated since the last look: counted locally, and pending
+ * for Redis. */
+static void charge_one(gw_limits *l, gw_limits_ticket *t, int64_t now) {
+    const int n = atomic_load_explicit(&t->job->lim_tokens, memory_order_relaxed);
+    if (n <= t->charged) return;
+    lt *e = lt_get(l, t->tenant.name);
+    if (e) {
+        lt_roll(l, e, now);
+        e->tok += n - t->charged;
+        e->day_tok += n - t->charged;
+        if (l->link) e->pending += n - t->charged;
+    }
+    t->charged = n;
+}
+
 static void charge_live(gw_limits *l) {
     const int64_t now = wall_ms();
-    for (gw_limits_ticket *t = l->live; t; t = t->live_next) {
-        const int n = atomic_load_explicit(&t->job->lim_tokens, memory_order_relaxed);
-        if (n <= t->charged) continue;
-        lt *e = lt_get(l, t->tenant.name);
-        if (e) {
-            lt_roll(l, e, now);
-            e->tok += n - t->charged;
-            e->day_tok += n - t->charged;
-            if (l->link) e->pending += n - t->charged;
-        }
-        t->charged = n;
-    }
+    for (gw_limits_ticket *t = l->live; t; t = t->live_next) charge_one(l, t, now);
 }
 
 /* Decides a batch of admissions and wakes their connections. */
@@ -463,10 +482,14 @@ static void decide(gw_limits *l, gw_limits_ticket **ts, int n) {
     }
 }
 
-/* A request ended: the last tokens, its slot, and the ticket. */
-static void finish(gw_limits *l, gw_limits_ticket *t) {
-    if (t->admitted) {
-        charge_live(l);
+/* Requests that ended (a list by end_next): their last tokens, their slots (one
+ * pipeline of 'end' runs; again with EVAL after a NOSCRIPT), and the tickets. */
+static void finish(gw_limits *l, gw_limits_ticket *list) {
+    const int64_t now = wall_ms();
+    int n_redis = 0;
+    for (gw_limits_ticket *t = list; t; t = t->end_next) {
+        if (!t->admitted) continue;
+        charge_one(l, t, now);
         for (gw_limits_ticket **p = &l->live; *p; p = &(*p)->live_next)
             if (*p == t) {
                 *p = t->live_next;
@@ -474,16 +497,24 @@ static void finish(gw_limits *l, gw_limits_ticket *t) {
             }
         lt *e = lt_get(l, t->tenant.name);
         if (e && e->inflight > 0) e->inflight--;
-        if (t->redis_slot && !l->degraded && moe_rlink_up(l->link)) {
-            char key[MOE_SCHEMA_KEY_MAX];
-            moe_key_limit(key, sizeof key, l->prefix, t->tenant.name);
-            redisReply *r =
-                moe_rlink_cmd(l->link, "EVAL %s 1 %s end 60 %s", SCRIPT, key, t->job->id);
-            if (r) freeReplyObject(r);
-        }
+        n_redis += t->redis_slot;
     }
-    gw_job_unref(t->job);
-    free(t);
+    for (int pass = 0; n_redis && pass < 2 && !l->degraded && moe_rlink_up(l->link); pass++) {
+        if (moe_rlink_begin(l->link) < 0) break;
+        char key[MOE_SCHEMA_KEY_MAX];
+        for (gw_limits_ticket *t = list; t; t = t->end_next) {
+            if (!t->admitted || !t->redis_slot) continue;
+            moe_key_limit(key, sizeof key, l->prefix, t->tenant.name);
+            append_script(l, pass, key, 3, (const char *[]){"end", "60", t->job->id});
+        }
+        if (moe_rlink_flush(l->link, NULL, NULL) != MOE_EIO) break; /* EIO: an error reply */
+    }
+    while (list) {
+        gw_limits_ticket *t = list;
+        list = t->end_next;
+        gw_job_unref(t->job);
+        free(t);
+    }
 }
 
 static void *run(void *arg) {
@@ -503,17 +534,14 @@ static void *run(void *arg) {
         pthread_mutex_unlock(&l->mu);
         /* ends first (a freed slot counts for the admissions queued with it); a ticket
          * ended before its verdict waits for it */
-        gw_limits_ticket *later = NULL;
+        gw_limits_ticket *ready = NULL, *later = NULL;
         while (ends) {
-            gw_limits_ticket *t = ends;
+            gw_limits_ticket *t = ends, **to = t->decided ? &ready : &later;
             ends = t->end_next;
-            if (t->decided) {
-                finish(l, t);
-            } else {
-                t->end_next = later;
-                later = t;
-            }
+            t->end_next = *to;
+            *to = t;
         }
+        finish(l, ready);
         enum { BATCH = 256 };
         gw_limits_ticket *ts[BATCH];
         while (q) {
@@ -521,11 +549,7 @@ static void *run(void *arg) {
             while (q && n < BATCH) ts[n++] = q, q = q->next;
             decide(l, ts, n);
         }
-        while (later) {
-            gw_limits_ticket *t = later;
-            later = t->end_next;
-            finish(l, t);
-        }
+        finish(l, later);
         const int64_t now = moe_mono_ms();
         if (now - l->t_charge >= LIM_CHARGE_MS) {
             l->t_charge = now;

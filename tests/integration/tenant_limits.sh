@@ -52,6 +52,7 @@ add c --concurrency 2
 add t --tpm 100
 add d --daily-tokens 100
 add x --max-context 80
+add s --rpm 100 --tpm 100000
 add free
 M="$TMP/m.gguf"
 "$MOECTL" mkmodel --arch llama --dtype f32 --seed 1 -o "$M" >/dev/null || { bad mkmodel; exit 1; }
@@ -82,6 +83,12 @@ node $CHECK one --base "$G1/v1" --expect 429 --type tokens --want "tokens per da
 as x
 node $CHECK one --base "$G1/v1" --expect 400 --code context_length_exceeded --max-tokens 100 --label "max_context 80, max_tokens 100" || fail=1
 node $CHECK one --base "$G1/v1" --expect 200 --max-tokens 8 --label "max_context 80, max_tokens 8" || fail=1
+as s
+code=$(curl -s -m 30 -N -D "$TMP/hdr" -o "$TMP/sse" -w '%{http_code}' -H "Authorization: Bearer $MOE_TEST_KEY" -H 'Content-Type: application/json' \
+    -d '{"model":"tiny","max_tokens":4,"stream":true,"messages":[{"role":"user","content":"Hi."}]}' "$G2/v1/chat/completions")
+[ "$code" = 200 ] && grep -qi '^x-ratelimit-remaining-requests: 99' "$TMP/hdr" && grep -qi '^x-ratelimit-limit-tokens: 100000' "$TMP/hdr" &&
+    grep -q '^data: \[DONE\]' "$TMP/sse" && ok "a stream carries the x-ratelimit-* headers: $(grep -i '^x-ratelimit' "$TMP/hdr" | tr -d '\r' | tr '\n' ' ')" ||
+    bad "stream: $code $(grep -i ratelimit "$TMP/hdr")"
 as free
 code=$(curl -s -m 10 -D "$TMP/hdr" -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $MOE_TEST_KEY" "$G1/v1/models")
 [ "$code" = 200 ] && ! grep -qi '^x-ratelimit' "$TMP/hdr" && ok "a tenant without limits: no x-ratelimit headers" ||
