@@ -297,8 +297,12 @@ static void on_admit_reply(void *ud, size_t i, redisReply *r) {
         return;
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 7) {
-        if (r->type == REDIS_REPLY_ERROR)
-            moe_log(MOE_LOG_WARN, GW, "limits: the script failed: %.200s", r->str);
+        static int64_t last; /* the limiter's thread only: at most a line every 10 s */
+        if (r->type == REDIS_REPLY_ERROR && moe_mono_ms() - last >= 10000) {
+            last = moe_mono_ms();
+            moe_log(MOE_LOG_WARN, GW, "limits: the script failed (request let through): %.200s",
+                    r->str);
+        }
         return;
     }
     int64_t x[7];
