@@ -36,10 +36,10 @@ const hget = (h, k) => (h && typeof h.get === "function" ? h.get(k) : h ? h[k] :
 const model = opt("--model", "tiny");
 
 // One chat request: {status, headers, err, data}.
-async function ask(base, maxTokens = 4, content = "Hi.") {
+async function ask(base, maxTokens = 4, content = "Hi.", extra = {}) {
     try {
         const { data, response } = await client(base)
-            .chat.completions.create({ model, max_tokens: maxTokens, messages: [{ role: "user", content }] })
+            .chat.completions.create({ model, max_tokens: maxTokens, messages: [{ role: "user", content }], ...extra })
             .withResponse();
         return { status: response.status, headers: response.headers, data };
     } catch (e) {
@@ -105,9 +105,11 @@ async function conc() {
     const bases = opt("--bases").split(","), n = Number(opt("--n")), refused = Number(opt("--refused"));
     const mt = Number(opt("--max-tokens", "300"));
     const t0 = Date.now();
-    const rs = await Promise.all([...Array(n).keys()].map((i) => ask(bases[i % bases.length], mt)));
+    // greedy: the same (long) completion every run, so the requests overlap
+    const rs = await Promise.all([...Array(n).keys()].map((i) => ask(bases[i % bases.length], mt, "Hi.", { temperature: 0 })));
     const n429 = rs.filter((r) => r.status === 429).length, n200 = rs.filter((r) => r.status === 200).length;
-    check(n429 === refused && n200 === n - refused, `${n} requests at once across the replicas: ${n200} answered, ${n429} refused (${Date.now() - t0} ms)`);
+    const gen = rs.filter((r) => r.status === 200).map((r) => r.data.usage.completion_tokens).join(", ");
+    check(n429 === refused && n200 === n - refused, `${n} requests at once across the replicas: ${n200} answered (${gen} tokens), ${n429} refused (${Date.now() - t0} ms)`);
     const r = rs.find((x) => x.status === 429);
     if (r) check429(r, "requests", "the refused one", "concurrent requests");
     const after = await ask(bases[0]);
