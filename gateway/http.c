@@ -89,9 +89,11 @@ typedef struct gw_conn {
     route r;
     moe_buf body;
     int too_large;
-    gw_job *job;       /* a generation request, once queued */
-    int live;          /* counted in gw_http.live */
-    moe_tenant tenant; /* the caller, with API keys ("" without) */
+    gw_job *job;          /* a generation request, once queued */
+    int live;             /* counted in gw_http.live */
+    moe_tenant tenant;    /* the caller, with API keys ("" without) */
+    gw_limits_ticket *tk; /* its limits' admission (limiter.h), ended with the request */
+    gw_job *pending;      /* a job waiting for that admission */
 } gw_conn;
 
 /* ==== Responses ========================================================= */
@@ -100,6 +102,15 @@ static void count(gw_http *h, route r, int status) {
     char st[16];
     snprintf(st, sizeof st, "%d", status);
     moe_metric_inc(h->p.requests, (const char *[]){route_names[r], st}, 1);
+}
+
+static void add_header(void *resp, const char *name, const char *value) {
+    MHD_add_response_header(resp, name, value);
+}
+
+/* The x-ratelimit-* headers (and Retry-After) of a tenant with limits. */
+static void add_limit_headers(const gw_conn *cs, struct MHD_Response *resp) {
+    if (cs->tk && cs->tk->decided) gw_limits_headers(&cs->tk->v, add_header, resp);
 }
 
 /* Queues b (taken) as the response. */
@@ -121,6 +132,7 @@ static enum MHD_Result reply_buf(gw_conn *cs, struct MHD_Connection *conn, int s
     }
     *b = (moe_buf){0};
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    add_limit_headers(cs, resp);
     if (status == 401)
         MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"moemesh\"");
     if (status == 405) {
@@ -295,6 +307,67 @@ static enum MHD_Result reply_final(gw_conn *cs, struct MHD_Connection *conn) {
     return reply_buf(cs, conn, 200, "application/json", &b);
 }
 
+/* Queues an admitted job (the connection's reference moves to cs->job) and
+ * answers: a stream, or the final response once the job is done. */
+static enum MHD_Result submit_job(gw_conn *cs, struct MHD_Connection *conn, gw_job *j) {
+    gw_http *h = cs->h;
+    gw_api_error e;
+    j->wake = wake_conn;
+    j->conn = conn;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    j->fd = ci ? (int)ci->connect_fd : -1;
+    cs->job = j; /* the connection's reference */
+    if (gw_sched_submit(h->p.sched, j, &e) < 0) {
+        pthread_mutex_lock(&j->mu);
+        j->conn = NULL;
+        j->done = 1; /* never queued: nothing to cancel */
+        pthread_mutex_unlock(&j->mu);
+        return reply_error(cs, conn, &e);
+    }
+    cs->live = 1;
+    atomic_fetch_add(&h->live, 1);
+    if (j->req.stream) {
+        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
+                                                                      stream_read, j, stream_free);
+        if (!resp) return MHD_NO;
+        gw_job_ref(j); /* the response's */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        add_limit_headers(cs, resp);
+        enum MHD_Result ret = MHD_queue_response(conn, 200, resp);
+        MHD_destroy_response(resp);
+        count(h, cs->r, 200);
+        return ret;
+    }
+    return reply_final(cs, conn);
+}
+
+static void suspend_conn(void *conn) {
+    MHD_suspend_connection(conn);
+}
+
+static void resume_conn(void *conn) {
+    MHD_resume_connection(conn);
+}
+
+/* Resumed by the limiter: its verdict on cs->pending. */
+static enum MHD_Result after_admission(gw_conn *cs, struct MHD_Connection *conn) {
+    gw_limits *l = cs->h->p.limits;
+    pthread_mutex_lock(gw_limits_mutex(l));
+    const int decided = cs->tk->decided;
+    if (!decided) suspend_conn(conn); /* a spurious resume: wait on */
+    pthread_mutex_unlock(gw_limits_mutex(l));
+    if (!decided) return MHD_YES;
+    gw_job *j = cs->pending;
+    cs->pending = NULL;
+    if (cs->tk->v.status != 200) {
+        gw_job_unref(j);
+        return reply_error(cs, conn, &cs->tk->v.err);
+    }
+    return submit_job(cs, conn, j);
+}
+
 static enum MHD_Result serve_generate(gw_conn *cs, struct MHD_Connection *conn) {
     gw_http *h = cs->h;
     if (atomic_load(&h->draining))
@@ -324,34 +397,23 @@ static enum MHD_Result serve_generate(gw_conn *cs, struct MHD_Connection *conn) 
                       : cs->tenant.lim.priority == MOE_TENANT_PRIORITY_LOW ? -1
                                                                            : 0;
     }
-    j->wake = wake_conn;
-    j->conn = conn;
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    j->fd = ci ? (int)ci->connect_fd : -1;
-    cs->job = j; /* the connection's reference */
-    if (gw_sched_submit(h->p.sched, j, &e) < 0) {
-        pthread_mutex_lock(&j->mu);
-        j->conn = NULL;
-        j->done = 1; /* never queued: nothing to cancel */
-        pthread_mutex_unlock(&j->mu);
+    gw_limits *l = h->p.limits;
+    if (!l || !cs->tenant.name[0]) return submit_job(cs, conn, j);
+    if (gw_limits_check_context(l, &cs->tenant, j, &e) < 0) {
+        gw_job_unref(j);
         return reply_error(cs, conn, &e);
     }
-    cs->live = 1;
-    atomic_fetch_add(&h->live, 1);
-    if (j->req.stream) {
-        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
-                                                                      stream_read, j, stream_free);
-        if (!resp) return MHD_NO;
-        gw_job_ref(j); /* the response's */
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-        enum MHD_Result ret = MHD_queue_response(conn, 200, resp);
-        MHD_destroy_response(resp);
-        count(h, cs->r, 200);
-        return ret;
+    if (!gw_limits_counted(&cs->tenant.lim)) return submit_job(cs, conn, j);
+    /* the limiter decides on its own thread; this connection waits suspended */
+    if (!(cs->tk = gw_limits_ticket_new(&cs->tenant, j))) {
+        gw_job_unref(j);
+        return reply_errorf(cs, conn, 503, "", "out of memory");
     }
-    return reply_final(cs, conn);
+    cs->pending = j;
+    cs->tk->wake = resume_conn;
+    cs->tk->conn = conn;
+    gw_limits_admit(l, cs->tk, suspend_conn);
+    return MHD_YES;
 }
 
 static enum MHD_Result serve_post(gw_conn *cs, struct MHD_Connection *conn) {
@@ -521,7 +583,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_size = 0;
         return MHD_YES;
     }
-    if (cs->job) return reply_final(cs, conn); /* resumed: the job is done */
+    if (cs->job) return reply_final(cs, conn);         /* resumed: the job is done */
+    if (cs->pending) return after_admission(cs, conn); /* resumed: the limits' verdict */
     sock_set_busy(h, conn, 1);
     const int post = !strcmp(method, "POST");
     const int get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
@@ -547,6 +610,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
     gw_job *j = cs->job;
     if (cs->live) atomic_fetch_sub(&cs->h->live, 1);
+    if (cs->tk) gw_limits_end(cs->h->p.limits, cs->tk); /* takes it */
+    if (cs->pending) gw_job_unref(cs->pending);         /* never admitted */
     if (j) {
         pthread_mutex_lock(&j->mu);
         j->conn = NULL;

@@ -20,6 +20,7 @@
 
 #include "api.h"
 #include "auth.h"
+#include "limiter.h"
 #include "scheduler.h"
 #include "svc/metrics.h"
 
@@ -41,7 +42,8 @@ typedef struct gw_http_params {
     void (*before_metrics)(void *ud); /* (optional) sets gauges before /metrics renders */
     uint64_t seed;                    /* request ids and unseeded choices */
     gw_usage *usage;                  /* (optional) GET /v1/usage: the caller's usage */
-    gw_auth *auth; /* (optional, borrowed) API keys on every route but the probes */
+    gw_auth *auth;     /* (optional, borrowed) API keys on every route but the probes */
+    gw_limits *limits; /* (optional, borrowed) the tenants' limits (with auth) */
 } gw_http_params;
 
 typedef struct gw_http gw_http;

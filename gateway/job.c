@@ -31,6 +31,7 @@ int gw_job_create(gw_job **out, gw_api_req *req, uint64_t *rng, gw_api_error *e)
     j->fd = -1;
     atomic_init(&j->refs, 1);
     atomic_init(&j->cancelled, 0);
+    atomic_init(&j->lim_tokens, 0);
     pthread_mutex_init(&j->mu, NULL);
     j->created = (int64_t)time(NULL);
     gw_api_new_id(j->req.route, j->id, rng);

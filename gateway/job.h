@@ -84,9 +84,10 @@ struct gw_job {
     void *policy_data; /* for the scheduling policy (tenants) */
 
     /* ---- set by the HTTP side before submit ---- */
-    double weight; /* its tenant's fair-share weight (> 0; 1 by default) */
-    int priority;  /* its class: higher is served first (0 by default) */
-    int usage_idx; /* engine thread: its tenant in the usage accounting (-1: none) */
+    double weight;         /* its tenant's fair-share weight (> 0; 1 by default) */
+    int priority;          /* its class: higher is served first (0 by default) */
+    int usage_idx;         /* engine thread: its tenant in the usage accounting (-1: none) */
+    atomic_int lim_tokens; /* tokens generated so far: the engine adds, limiter.c reads */
 };
 
 /* A job for a parsed request (takes ownership of *req, which is zeroed):

@@ -47,6 +47,11 @@ static const char footer[] =
     "'moectl tenant add|list|revoke|set-limits' manages them. Without API keys the\n"
     "gateway listens on loopback only; --insecure-no-auth allows another address,\n"
     "open to anyone who can reach it.\n"
+    "Limits: a tenant's rpm, tpm, concurrency and daily tokens hold across every\n"
+    "replica through the tenants' Redis (one script per request; a refusal is\n"
+    "OpenAI's 429 with Retry-After and x-ratelimit-* headers); max_context is a\n"
+    "400. While Redis is away each replica enforces its share (limit / replicas)\n"
+    "alone, or refuses with 503 under --limits-fail-closed.\n"
     "Probes: /healthz (alive), /readyz (serving: model loaded, experts reachable).\n"
     "SIGTERM/SIGINT: stop taking requests, finish the running ones (up to\n"
     "--drain-timeout), exit 0; a second signal exits at once.\n"
@@ -66,6 +71,7 @@ typedef struct gw_opts {
     int timeout_ms;
     int max_connections, idle_ms, header_ms, http_threads, insecure, drain_ms;
     const char *tenants, *tenants_redis; /* --tenants FILE|redis, --tenants-redis URL */
+    int limits_fail_closed, limits_window_s;
     uint64_t max_body, seed;
 } gw_opts;
 
@@ -91,6 +97,8 @@ typedef struct gw_state {
     moe_metric *rtt, *uncovered, *workers_live; /* remote experts only */
     moe_tenants *tenants;                       /* API keys (NULL: none checked) */
     gw_auth *auth;
+    const char *tenants_from; /* the tenants' Redis URL (NULL: a file) */
+    gw_limits *limits;        /* the tenants' limits (with API keys) */
     moe_metric *m_tenants, *m_tenant_keys, *m_tenant_reloads, *m_tenant_failures, *m_tenant_invalid,
         *m_tenant_age;
 } gw_state;
@@ -235,6 +243,7 @@ static int open_tenants(gw_state *s) {
     }
     if (redis) file = NULL;
     if (!file && !redis) return 0;
+    s->tenants_from = redis;
     moe_err err;
     if (redis && o->ro.redis_password_file &&
         moe_rlink_password_file(o->ro.redis_password_file, &err) < 0) {
@@ -440,6 +449,15 @@ int main(int argc, char **argv) {
                  "for experts that router-svc does not place (in process,\n"
                  "--workers); its password: --redis-password-file",
          .def = "--redis"},
+        {"--limits-fail-closed", "MOE_LIMITS_FAIL_CLOSED", MOE_FLAG_BOOL, &o->limits_fail_closed,
+         NULL,
+         .help = "while the tenants' Redis is away, refuse requests of tenants\n"
+                 "with limits (503) instead of enforcing this replica's share\n"
+                 "of each limit alone"},
+        {"--limits-window-s", "MOE_LIMITS_WINDOW_S", MOE_FLAG_INT, &o->limits_window_s, "N",
+         .help = "the rpm/tpm window in seconds: 60 in a deployment (the limits\n"
+                 "are per minute); shorter only for tests",
+         .def = "60", .min = 1, .max = 3600},
         {"--insecure-no-auth", "MOE_INSECURE_NO_AUTH", MOE_FLAG_BOOL, &o->insecure, NULL,
          .help = "allow a non-loopback --listen without API keys"},
         {0}};
@@ -512,6 +530,19 @@ int main(int argc, char **argv) {
             moe_log(MOE_LOG_ERROR, GW, "out of memory");
             goto out;
         }
+        char id[300], host[256] = "gateway";
+        gethostname(host, sizeof host - 1);
+        snprintf(id, sizeof id, "%s:%d", host, (int)getpid());
+        const gw_limits_params lp = {.redis = s.tenants_from,
+                                     .prefix = o->ro.prefix,
+                                     .id = id,
+                                     .fail_closed = o->limits_fail_closed,
+                                     .window_s = o->limits_window_s,
+                                     .reg = s.reg};
+        if (gw_limits_start(&s.limits, &lp, &err) < 0) {
+            moe_log(MOE_LOG_ERROR, GW, "limits: %s", err.msg);
+            goto out;
+        }
     }
     gw_sched_params sp = {.ctx = s.ctx,
                           .vocab = s.vocab,
@@ -581,7 +612,8 @@ int main(int argc, char **argv) {
                          .before_metrics = before_metrics,
                          .seed = o->seed,
                          .usage = s.usage,
-                         .auth = s.auth};
+                         .auth = s.auth,
+                         .limits = s.limits};
     if (gw_http_start(&s.http, &hp, &err) < 0) {
         moe_log(MOE_LOG_ERROR, GW, "%s", err.msg);
         goto out;
@@ -619,6 +651,7 @@ int main(int argc, char **argv) {
 out:
     gw_sched_stop(s.sched); /* ends what is left: every waiting connection is woken */
     gw_http_stop(s.http);
+    gw_limits_stop(s.limits); /* after the HTTP side: it ends every ticket */
     gw_auth_free(s.auth);
     moe_tenants_close(s.tenants);
     gw_sched_free(s.sched);

@@ -263,6 +263,7 @@ static void drop_waiting(gw_sched *s, int k, const gw_api_error *e, const char *
 static void after_step(gw_sched *s, gw_job *j, gw_choice *c, const moe_gen_step *st, int64_t now) {
     if (st->token >= 0) {
         if (s->pol->on_served) s->pol->on_served(s->pol->state, j, 0, 1);
+        atomic_fetch_add_explicit(&j->lim_tokens, 1, memory_order_relaxed); /* limiter.c */
         if (!j->t_first_us) {
             j->t_first_us = now;
             moe_metric_observe(s->p.metrics.ttft, NULL, secs(now - j->t_arrive_us));

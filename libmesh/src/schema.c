@@ -65,6 +65,10 @@ int moe_key_tenant(char *buf, size_t cap, const char *prefix, const char *name) 
     return fmt(buf, cap, "%s:tenant:%s", prefix, name);
 }
 
+int moe_key_limit(char *buf, size_t cap, const char *prefix, const char *name) {
+    return fmt(buf, cap, "%s:limit:%s", prefix, name);
+}
+
 int moe_key_load(char *buf, size_t cap, const char *prefix, int64_t bucket) {
     return fmt(buf, cap, "%s:load:%" PRId64, prefix, bucket);
 }
@@ -88,6 +92,7 @@ FIXED_KEY(moe_key_drain, "drain")
 FIXED_KEY(moe_key_leader, "leader")
 FIXED_KEY(moe_key_tenants, "tenants")
 FIXED_KEY(moe_key_tenants_version, "tenants:version")
+FIXED_KEY(moe_key_gateways, "gateways")
 #undef FIXED_KEY
 
 /* ==== Events ==================================================================== */

@@ -46,12 +46,16 @@ static const acl_role roles[MOE_ACL_ROLE_COUNT] = {
         {"+sadd +expire", "~", "ack:*"},                  /* acknowledges an epoch */
         {"+subscribe", "&", "events"}}},
     /* gateways and moectl --redis: libmesh/src/remote_ctl.c, tenant_redis.c (reader) */
-    [MOE_ACL_ROLE_GATEWAY] = {"gateway", "", {
+    [MOE_ACL_ROLE_GATEWAY] = {"gateway", "+time", {
         {"+get", "%R~", "placement:*"},                   /* the active epoch, its document */
         {"+hincrby +expire", "~", "load:*"},              /* the load reports */
         {"+get", "%R~", "tenants:version"},               /* polled every 250 ms */
         {"+smembers", "%R~", "tenants"},                  /* then, when it moved, the names */
         {"+hgetall", "%R~", "tenant:*"},                  /* and each tenant's limits and keys */
+        /* the limits script (gateway/limiter.c) and the commands it runs (TIME: root) */
+        {"+evalsha +eval +get +incr +incrby +pexpire +zadd +zrem +zremrangebyscore +zcard",
+         "~", "limit:*"},
+        {"+evalsha +eval +zadd +zremrangebyscore +zcard", "~", "gateways"}, /* the replicas */
         {"+subscribe", "&", "events"}}},
     /* operators (redis-cli; moectl tenant: tenant_redis.c's writers): drain a
      * worker, manage tenants, read everything of the deployment */

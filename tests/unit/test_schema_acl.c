@@ -26,9 +26,11 @@ TEST(schema_acl_rules_exact) {
         "(+zadd +zrem ~moemesh:workers) (+get %R~moemesh:placement:*) "
         "(+sismember %R~moemesh:drain) (+sadd +expire ~moemesh:ack:*) "
         "(+subscribe &moemesh:events)",
-        "resetkeys resetchannels -@all (+get %R~moemesh:placement:*) "
+        "resetkeys resetchannels -@all +time (+get %R~moemesh:placement:*) "
         "(+hincrby +expire ~moemesh:load:*) (+get %R~moemesh:tenants:version) "
         "(+smembers %R~moemesh:tenants) (+hgetall %R~moemesh:tenant:*) "
+        "(+evalsha +eval +get +incr +incrby +pexpire +zadd +zrem +zremrangebyscore +zcard "
+        "~moemesh:limit:*) (+evalsha +eval +zadd +zremrangebyscore +zcard ~moemesh:gateways) "
         "(+subscribe &moemesh:events)",
         "resetkeys resetchannels -@all +ping +multi +exec +discard +unwatch "
         "(+sadd +srem ~moemesh:drain) (+watch +hset +hdel +del ~moemesh:tenant:*) "
@@ -44,7 +46,7 @@ TEST(schema_acl_rules_exact) {
     ASSERT(moe_acl_role_name(MOE_ACL_ROLE_COUNT) == NULL);
     /* --select: SELECT, and nothing else, added */
     ASSERT(moe_acl_rules(b, sizeof b, "moemesh", MOE_ACL_ROLE_GATEWAY, 1) > 0);
-    ASSERT_STR_CONTAINS(b, "-@all +select (+get");
+    ASSERT_STR_CONTAINS(b, "-@all +time +select (+get");
 }
 
 TEST(schema_acl_rules_refused) {
@@ -170,6 +172,34 @@ TEST(schema_acl_tenants) {
     ASSERT_EQ_INT(moe_event_parse(&ev, "tenants 13"), 0);
     ASSERT(ev.kind == MOE_EVENT_TENANTS && ev.epoch == 13);
     ASSERT_EQ_INT(moe_event_parse(&ev, "tenants x"), MOE_EFORMAT);
+}
+
+TEST(schema_acl_limits) {
+    char k[MOE_SCHEMA_KEY_MAX], c[MOE_SCHEMA_KEY_MAX + 16];
+    /* the gateway runs the limits script on its tenant counters and the replica set; the
+     * script's own commands are allowed there (Redis checks them against the caller) */
+    moe_key_limit(k, sizeof k, "p", "acme");
+    ASSERT_STR_EQ(k, "p:limit:acme");
+    snprintf(c, sizeof c, "%s:r:29000000", k);
+    ASSERT(may_write(MOE_ACL_ROLE_GATEWAY, c));
+    ASSERT(may_run(MOE_ACL_ROLE_GATEWAY, "+evalsha", k) &&
+           may_run(MOE_ACL_ROLE_GATEWAY, "+eval", k));
+    ASSERT(may_run(MOE_ACL_ROLE_GATEWAY, "+incrby", c) &&
+           may_run(MOE_ACL_ROLE_GATEWAY, "+zremrangebyscore", c));
+    ASSERT(!may_run(MOE_ACL_ROLE_GATEWAY, "+del", c) && !may_write(MOE_ACL_ROLE_WORKER, c));
+    moe_key_gateways(k, sizeof k, "p");
+    ASSERT_STR_EQ(k, "p:gateways");
+    ASSERT(may_run(MOE_ACL_ROLE_GATEWAY, "+evalsha", k) &&
+           may_run(MOE_ACL_ROLE_GATEWAY, "+zadd", k));
+    ASSERT(!may_run(MOE_ACL_ROLE_GATEWAY, "+incrby", k));
+    /* tenants stay read-only to the gateway, and another deployment out of reach */
+    moe_key_tenant(k, sizeof k, "p", "acme");
+    ASSERT(!may_run(MOE_ACL_ROLE_GATEWAY, "+evalsha", k));
+    moe_key_limit(k, sizeof k, "q", "acme");
+    ASSERT(!may_write(MOE_ACL_ROLE_GATEWAY, k));
+    char b[2048];
+    MOE_ASSERT(moe_acl_rules(b, sizeof b, "p", MOE_ACL_ROLE_GATEWAY, 0) > 0);
+    ASSERT(strstr(b, " +time ") != NULL);
 }
 
 TEST(schema_lease_addr) {
