@@ -1,6 +1,7 @@
 /* conncap.c - the connection cap on the gRPC port (see conncap.h). */
 #include <dirent.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,26 +20,31 @@ struct ew_conncap {
     uint64_t *open, *cut;
 };
 
-typedef struct inodes {
-    unsigned long *v;
-    int n, cap;
-} inodes;
+typedef struct sock {
+    unsigned long ino;
+    uint64_t first; /* the pass that first saw it: lower is older */
+} sock;
 
-static int push(inodes *s, unsigned long ino) {
+typedef struct socks {
+    sock *v;
+    int n, cap;
+} socks;
+
+static int push(socks *s, unsigned long ino) {
     if (s->n == s->cap) {
         int nc = s->cap ? s->cap * 2 : 256;
-        unsigned long *nv = realloc(s->v, (size_t)nc * sizeof *nv);
+        sock *nv = realloc(s->v, (size_t)nc * sizeof *nv);
         if (!nv) return -1;
         s->v = nv, s->cap = nc;
     }
-    s->v[s->n++] = ino;
+    s->v[s->n++] = (sock){ino, 0};
     return 0;
 }
 
 /* The inodes of the established sockets whose local port is port, from one
  * /proc/net/tcp{,6} table (its lines: "sl local:port remote:port st ...
  * uid timeout inode"). */
-static void scan_table(const char *path, int port, inodes *out) {
+static void scan_table(const char *path, int port, socks *out) {
     FILE *f = fopen(path, "r");
     if (!f) return;
     char line[512];
@@ -56,9 +62,17 @@ done:
     fclose(f);
 }
 
-static int cmp_desc(const void *a, const void *b) {
-    const unsigned long x = *(const unsigned long *)a, y = *(const unsigned long *)b;
-    return x < y ? 1 : x > y ? -1 : 0;
+static int by_ino(const void *a, const void *b) {
+    const unsigned long x = ((const sock *)a)->ino, y = ((const sock *)b)->ino;
+    return x < y ? -1 : x > y;
+}
+
+/* newest first: seen first in a later pass (socket inodes come from per-CPU
+ * batches, so their order alone does not say which is newer) */
+static int newest_first(const void *a, const void *b) {
+    const sock *x = a, *y = b;
+    if (x->first != y->first) return x->first > y->first ? -1 : 1;
+    return x->ino > y->ino ? -1 : x->ino < y->ino;
 }
 
 /* This process's fd holding socket inode ino (-1: none). */
@@ -77,33 +91,54 @@ static int fd_of(DIR *d, unsigned long ino) {
     return -1;
 }
 
-int ew_conncap_pass(int port, int max, int *n_cut) {
-    inodes s = {0};
+/* One pass with memory: *seen (sorted by inode) holds what earlier passes
+ * saw and is replaced by this pass's sockets with their first-seen pass. */
+static int pass_with(socks *seen, uint64_t pass, int port, int max, int *n_cut) {
+    socks s = {0};
     scan_table("/proc/net/tcp", port, &s);
     scan_table("/proc/net/tcp6", port, &s);
     const int n = s.n;
+    qsort(s.v, (size_t)n, sizeof *s.v, by_ino);
+    for (int i = 0, k = 0; i < n; i++) { /* merge: keep each known socket's first pass */
+        while (k < seen->n && seen->v[k].ino < s.v[i].ino) k++;
+        s.v[i].first = k < seen->n && seen->v[k].ino == s.v[i].ino ? seen->v[k].first : pass;
+    }
+    free(seen->v);
+    *seen = s;
     *n_cut = 0;
     if (max > 0 && n > max) {
-        qsort(s.v, (size_t)n, sizeof *s.v, cmp_desc); /* newest first */
-        DIR *d = opendir("/proc/self/fd");
+        sock *order = malloc((size_t)n * sizeof *order);
+        DIR *d = order ? opendir("/proc/self/fd") : NULL;
+        if (order) {
+            memcpy(order, s.v, (size_t)n * sizeof *order);
+            qsort(order, (size_t)n, sizeof *order, newest_first);
+        }
         for (int i = 0; d && i < n - max; i++) {
-            const int fd = fd_of(d, s.v[i]);
+            const int fd = fd_of(d, order[i].ino);
             /* shutdown, not close: gRPC owns the fd and frees it on the EOF */
             if (fd >= 0 && shutdown(fd, SHUT_RDWR) == 0) (*n_cut)++;
         }
         if (d) closedir(d);
+        free(order);
     }
-    free(s.v);
+    return n;
+}
+
+int ew_conncap_pass(int port, int max, int *n_cut) {
+    socks seen = {0};
+    const int n = pass_with(&seen, 1, port, max, n_cut);
+    free(seen.v);
     return n;
 }
 
 static void *cap_main(void *arg) {
     ew_conncap *c = arg;
     int64_t last_log = 0;
-    uint64_t cut_since_log = 0;
+    uint64_t cut_since_log = 0, pass = 0;
+    socks seen = {0};
     while (!__atomic_load_n(&c->stop, __ATOMIC_ACQUIRE)) {
         int cut;
-        const int n = ew_conncap_pass(c->port, c->max, &cut);
+        const int n = pass_with(&seen, ++pass, c->port, c->max, &cut);
         if (c->open) __atomic_store_n(c->open, (uint64_t)n, __ATOMIC_RELAXED);
         if (cut) {
             if (c->cut) __atomic_fetch_add(c->cut, (uint64_t)cut, __ATOMIC_RELAXED);
@@ -119,6 +154,7 @@ static void *cap_main(void *arg) {
         }
         nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL);
     }
+    free(seen.v);
     return NULL;
 }
 

@@ -6,8 +6,9 @@
  * would let us accept connections ourselves, takes plaintext only). So a
  * thread counts the port's established connections every 100 ms
  * (/proc/net/tcp and tcp6: the sockets whose local port is ours) and, when
- * there are more than max, shuts down the newest ones (the highest socket
- * inodes; found in /proc/self/fd) with shutdown(2). gRPC then sees the
+ * there are more than max, shuts down the newest ones (first seen in the
+ * latest pass: socket inodes come from per-CPU batches, so their order does
+ * not say; the fd found in /proc/self/fd) with shutdown(2). gRPC then sees the
  * connection end and frees it itself: nothing is closed behind its back.
  * The oldest connections - the gateways' long-lived Forward streams - are
  * kept, so a flood of new connections cannot push a gateway out.
