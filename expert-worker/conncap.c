@@ -98,7 +98,7 @@ static int pass_with(socks *seen, uint64_t pass, int port, int max, int *n_cut) 
     scan_table("/proc/net/tcp", port, &s);
     scan_table("/proc/net/tcp6", port, &s);
     const int n = s.n;
-    qsort(s.v, (size_t)n, sizeof *s.v, by_ino);
+    if (n > 1) qsort(s.v, (size_t)n, sizeof *s.v, by_ino);
     for (int i = 0, k = 0; i < n; i++) { /* merge: keep each known socket's first pass */
         while (k < seen->n && seen->v[k].ino < s.v[i].ino) k++;
         s.v[i].first = k < seen->n && seen->v[k].ino == s.v[i].ino ? seen->v[k].first : pass;

@@ -174,7 +174,7 @@ int gw_usage_metrics_add(gw_usage *u, struct moe_metrics *reg) {
                                    "Requests served, by tenant.", "tenant", cap);
     u->m_tok = moe_metrics_counter(reg, "moemesh_gateway_tenant_tokens_total",
                                    "Tokens served, by tenant and kind (prompt, completion).",
-                                   "tenant,kind", 2 * cap);
+                                   "tenant,kind", (2 * (u->max_tenants + 1)) | MOE_METRIC_OTHER);
     u->m_rows = moe_metrics_counter(reg, "moemesh_gateway_tenant_expert_rows_total",
                                     "(token, expert) rows sent to routed experts, by tenant.",
                                     "tenant", cap);
