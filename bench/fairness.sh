@@ -58,6 +58,10 @@ start_gw() { # SCHEDULE -> GWPID, PORT
     done
     [ -n "$PORT" ] || { echo "gateway did not start: $(tail -3 "$FT/gw-$1.log")"; return 1; }
 }
+warm() { # one request first: the measured ones do not pay for a cold start
+    "$LOAD" --addr "127.0.0.1:$PORT" --model bench --clients 1 --requests 1 --prompt-tokens "$P" \
+        --gen 4 --seed 11 --key "$KQ" --quiet --timeout-ms 600000 >/dev/null
+}
 quiet() { # -> the quiet tenant's JSON line
     "$LOAD" --addr "127.0.0.1:$PORT" --model bench --clients 1 --requests "$QUIET_R" --gap-ms "$GAP" \
         --prompt-tokens "$P" --gen "$QG" --seed 7 --key "$KQ" --quiet --timeout-ms 600000
@@ -71,12 +75,14 @@ flood_start() {
 
 echo "== fair share: a quiet tenant (1 stream, ${GAP} ms between requests) next to a flood of $FLOOD streams, $SEQS slots"
 start_gw fair || exit 1
+warm
 ALONE=$(quiet)
 stop_pid "$GWPID"
 printf '%-22s %14s %14s %14s\n' mode "quiet TTFT p50" "quiet TTFT p99" "flood tok/s"
 printf '%-22s %14s %14s %14s\n' "quiet alone" "$(echo "$ALONE" | num ttft_p50_ms)" "$(echo "$ALONE" | num ttft_p99_ms)" "-"
 for mode in fifo fair; do
     start_gw $mode || exit 1
+    warm
     flood_start
     Q=$(quiet)
     wait "$FLPID"
