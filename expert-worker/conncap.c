@@ -75,20 +75,45 @@ static int newest_first(const void *a, const void *b) {
     return x->ino > y->ino ? -1 : x->ino < y->ino;
 }
 
-/* This process's fd holding socket inode ino (-1: none). */
-static int fd_of(DIR *d, unsigned long ino) {
-    char want[48], link[64], path[300];
-    snprintf(want, sizeof want, "socket:[%lu]", ino);
-    rewinddir(d);
+/* This process's socket fds, as (inode, fd) sorted by inode: one walk of
+ * /proc/self/fd per cutting pass (not one per socket cut: a flood of a
+ * thousand would cost a million readlinks). */
+typedef struct fdino {
+    unsigned long ino;
+    int fd;
+} fdino;
+
+static int by_fdino(const void *a, const void *b) {
+    const unsigned long x = ((const fdino *)a)->ino, y = ((const fdino *)b)->ino;
+    return x < y ? -1 : x > y;
+}
+
+static fdino *socket_fds(int *n) {
+    *n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return NULL;
+    fdino *v = NULL;
+    int cap = 0;
+    char link[64], path[300];
     for (struct dirent *e; (e = readdir(d));) {
         if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
         snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
-        const ssize_t n = readlink(path, link, sizeof link - 1);
-        if (n <= 0) continue;
-        link[n] = 0;
-        if (!strcmp(link, want)) return atoi(e->d_name);
+        const ssize_t len = readlink(path, link, sizeof link - 1);
+        unsigned long ino;
+        if (len <= 0) continue;
+        link[len] = 0;
+        if (sscanf(link, "socket:[%lu]", &ino) != 1) continue;
+        if (*n == cap) {
+            const int nc = cap ? cap * 2 : 256;
+            fdino *nv = realloc(v, (size_t)nc * sizeof *nv);
+            if (!nv) break;
+            v = nv, cap = nc;
+        }
+        v[(*n)++] = (fdino){ino, atoi(e->d_name)};
     }
-    return -1;
+    closedir(d);
+    if (*n > 1) qsort(v, (size_t)*n, sizeof *v, by_fdino);
+    return v;
 }
 
 /* One pass with memory: *seen (sorted by inode) holds what earlier passes
@@ -107,18 +132,20 @@ static int pass_with(socks *seen, uint64_t pass, int port, int max, int *n_cut) 
     *seen = s;
     *n_cut = 0;
     if (max > 0 && n > max) {
+        int nf = 0;
         sock *order = malloc((size_t)n * sizeof *order);
-        DIR *d = order ? opendir("/proc/self/fd") : NULL;
+        fdino *fds = order ? socket_fds(&nf) : NULL;
         if (order) {
             memcpy(order, s.v, (size_t)n * sizeof *order);
             qsort(order, (size_t)n, sizeof *order, newest_first);
         }
-        for (int i = 0; d && i < n - max; i++) {
-            const int fd = fd_of(d, order[i].ino);
+        for (int i = 0; fds && i < n - max; i++) {
+            const fdino key = {order[i].ino, -1};
+            const fdino *f = bsearch(&key, fds, (size_t)nf, sizeof *fds, by_fdino);
             /* shutdown, not close: gRPC owns the fd and frees it on the EOF */
-            if (fd >= 0 && shutdown(fd, SHUT_RDWR) == 0) (*n_cut)++;
+            if (f && shutdown(f->fd, SHUT_RDWR) == 0) (*n_cut)++;
         }
-        if (d) closedir(d);
+        free(fds);
         free(order);
     }
     return n;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "mesh/schema.h"
+#include "mesh/tenant.h"
 #include "moectl.h"
 
 static const char about[] =
@@ -34,66 +35,12 @@ static const char footer[] =
     "  moectl redis-acl --password-dir /etc/moemesh/redis | redis-cli  (as a user that\n"
     "  may run ACL SETUSER)\n";
 
-/* ==== SHA-256 (FIPS 180-4): the ACL's #hash of a password ======================== */
-
-typedef struct sha256 {
-    uint32_t h[8];
-    uint8_t buf[64];
-    uint64_t len; /* bytes hashed */
-} sha256;
-
-static const uint32_t K[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
-
-static uint32_t ror(uint32_t x, int n) {
-    return x >> n | x << (32 - n);
-}
-
-static void sha256_block(sha256 *s, const uint8_t *p) {
-    uint32_t w[64], v[8];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
-               (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-    for (int i = 16; i < 64; i++)
-        w[i] = w[i - 16] + (ror(w[i - 15], 7) ^ ror(w[i - 15], 18) ^ w[i - 15] >> 3) + w[i - 7] +
-               (ror(w[i - 2], 17) ^ ror(w[i - 2], 19) ^ w[i - 2] >> 10);
-    memcpy(v, s->h, sizeof v);
-    for (int i = 0; i < 64; i++) {
-        const uint32_t t1 = v[7] + (ror(v[4], 6) ^ ror(v[4], 11) ^ ror(v[4], 25)) +
-                            ((v[4] & v[5]) ^ (~v[4] & v[6])) + K[i] + w[i];
-        const uint32_t t2 = (ror(v[0], 2) ^ ror(v[0], 13) ^ ror(v[0], 22)) +
-                            ((v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]));
-        memmove(v + 1, v, 7 * sizeof *v);
-        v[4] += t1;
-        v[0] = t1 + t2;
-    }
-    for (int i = 0; i < 8; i++) s->h[i] += v[i];
-}
-
-/* The SHA-256 of n bytes at p, as 64 lowercase hex digits and a NUL. */
+/* The SHA-256 of n bytes at p, as 64 lowercase hex digits and a NUL (the
+ * ACL's #hash of a password; the tenant store's digest, libcrypto). */
 static void sha256_hex(const void *p, size_t n, char out[65]) {
-    sha256 s = {{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
-                 0x5be0cd19},
-                {0},
-                0};
-    const uint8_t *b = p;
-    for (; n >= 64; n -= 64, b += 64, s.len += 64) sha256_block(&s, b);
-    uint8_t last[128] = {0};
-    memcpy(last, b, n);
-    last[n] = 0x80;
-    const size_t total = n + 9 <= 64 ? 64 : 128;
-    const uint64_t bits = (s.len + n) * 8;
-    for (int i = 0; i < 8; i++) last[total - 1 - i] = (uint8_t)(bits >> (8 * i));
-    sha256_block(&s, last);
-    if (total == 128) sha256_block(&s, last + 64);
-    for (int i = 0; i < 8; i++) snprintf(out + 8 * i, 9, "%08x", s.h[i]);
+    uint8_t d[MOE_TENANT_DIGEST];
+    moe_tenant_key_digest(p, n, d);
+    moe_tenant_digest_hex(d, out);
 }
 
 /* ==== Password files ============================================================= */
