@@ -29,6 +29,8 @@ struct gw_fair {
     tenant overflow;
     int n_live;
     double last_left; /* the counter of the last tenant that went idle */
+    double w_active;  /* the weights of the tenants with jobs waiting or running */
+    int n_active;     /* ... and how many they are */
 };
 
 static uint32_t fnv(const char *s) {
@@ -86,24 +88,37 @@ static double weight_of(const gw_job *j) {
     return j->weight > 0 ? j->weight : 1.0;
 }
 
+static int is_active(const tenant *t) {
+    return t->waiting > 0 || t->running > 0;
+}
+
+/* t just went idle: its weight leaves the active sum */
+static void went_idle(gw_fair *f, tenant *t) {
+    if (is_active(t)) return;
+    f->last_left = t->counter;
+    f->w_active -= t->weight;
+    if (--f->n_active <= 0 || f->w_active < 0) f->w_active = 0, f->n_active = 0;
+}
+
 /* ---- the policy hooks (engine thread) ---- */
 
 static void on_wait(void *state, gw_job *j) {
     gw_fair *f = state;
     pthread_mutex_lock(&f->mu);
     tenant *t = find(f, j->tenant);
-    if (t->waiting == 0 && t->running == 0) { /* back after idle time: nothing banked */
+    const double w = weight_of(j);
+    if (!is_active(t)) { /* back after idle time: nothing banked */
         const double lo = lift_to(f);
         if (t->counter < lo) t->counter = lo;
+        f->w_active += w;
+        f->n_active++;
+    } else {
+        f->w_active += w - t->weight;
     }
     t->waiting++;
-    t->weight = weight_of(j);
+    t->weight = w;
     j->policy_data = t;
     pthread_mutex_unlock(&f->mu);
-}
-
-static void went_idle(gw_fair *f, tenant *t) {
-    if (t->waiting == 0 && t->running == 0) f->last_left = t->counter;
 }
 
 static void on_admit(void *state, gw_job *j) {
@@ -139,12 +154,8 @@ static void on_preempt(void *state, gw_job *j) {
 /* Slots a tenant may hold while others want theirs: its weight's share of
  * max_seqs among the tenants with jobs waiting or running. */
 static double share_of(const gw_fair *f, const tenant *t, int max_seqs) {
-    double w = 0;
-    for (int i = 0; i < FAIR_CAP; i++)
-        if (f->t[i].used == 1 && (f->t[i].waiting > 0 || f->t[i].running > 0))
-            w += f->t[i].weight > 0 ? f->t[i].weight : 1.0;
     const double wt = t->weight > 0 ? t->weight : 1.0;
-    return w > 0 ? (double)max_seqs * wt / w : max_seqs;
+    return f->w_active > wt ? (double)max_seqs * wt / f->w_active : max_seqs;
 }
 
 /* Tokens in a job's caches: what a preemption makes it compute again. */
@@ -171,7 +182,9 @@ static int victim(void *state, gw_job *const *running, int n, const gw_job *want
         const tenant *t = j->policy_data;
         if (!t || t == tw || j->priority > want->priority) continue;
         const double over = (double)t->running - share_of(f, t, max_seqs);
-        if (over < 1 - 1e-9 || t->counter <= tw->counter) continue; /* not above its share */
+        /* not above its share (a tenant back from idle time was lifted to
+         * the lowest counter: a tie is no reason to wait a step) */
+        if (over < 1 - 1e-9 || t->counter < tw->counter) continue;
         if (best < 0 || over > best_over + 1e-9) {
             best = r, best_over = over;
             continue;
@@ -204,13 +217,18 @@ static void on_served(void *state, gw_job *j, int prompt_rows, int gen_tokens) {
     pthread_mutex_unlock(&f->mu);
 }
 
-/* a precedes b: a higher class, then a lower counter (the engine thread is
- * the only writer, so reading without the lock is safe here) */
+/* a precedes b: a higher class, then a lower counter, then (a tie: a
+ * tenant back from idle time is lifted to the lowest counter) the tenant
+ * holding fewer slots for its weight (the engine thread is the only
+ * writer, so reading without the lock is safe here) */
 static int before(const gw_job *a, const gw_job *b) {
     if (a->priority != b->priority) return a->priority > b->priority;
     const tenant *ta = a->policy_data, *tb = b->policy_data;
     const double ca = ta ? ta->counter : 0, cb = tb ? tb->counter : 0;
-    return ca < cb;
+    if (ca < cb - 1e-9 || ca > cb + 1e-9) return ca < cb;
+    if (!ta || !tb || ta == tb) return 0;
+    return ta->running / (ta->weight > 0 ? ta->weight : 1.0) <
+           tb->running / (tb->weight > 0 ? tb->weight : 1.0);
 }
 
 static int pick(void *state, gw_job *const *waiting, int n) {
@@ -219,6 +237,18 @@ static int pick(void *state, gw_job *const *waiting, int n) {
     for (int i = 0; i < n; i++) /* strict: ties keep arrival order */
         if (best < 0 || before(waiting[i], waiting[best])) best = i;
     return best;
+}
+
+/* A light tenant's prompt (holding at most half its share of the slots
+ * while another tenant is active) is prefilled whole in its first step
+ * instead of in chunks beside the heavy tenants' decode rows: its first
+ * token comes about as soon as if it were alone, at the cost of one longer
+ * step for the others. */
+static int prefill_whole(void *state, const gw_job *j, int max_seqs) {
+    const gw_fair *f = state;
+    const tenant *t = j->policy_data;
+    if (!t || t == &f->overflow || f->n_active < 2) return 0;
+    return 2.0 * t->running <= share_of(f, t, max_seqs) + 1e-9;
 }
 
 static double prefill_key(void *state, const gw_job *j) {
@@ -246,6 +276,7 @@ int gw_fair_create(gw_fair **out, double w_prompt, double w_gen) {
                          .on_drop = on_drop,
                          .on_served = on_served,
                          .prefill_key = prefill_key,
+                         .prefill_whole = prefill_whole,
                          .victim = victim,
                          .on_preempt = on_preempt};
     *out = f;

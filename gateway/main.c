@@ -66,6 +66,7 @@ typedef struct gw_opts {
     const char *model, *listen, *name, *chat_template;
     moe_remote_opts ro; /* where the experts run (mesh/remote.h) */
     int threads, max_seqs, ctx, max_batch_tokens, max_queue, chunked_prefill, prefill_chunk;
+    int spare_slots; /* -1: 1 with fair share, 0 with fifo */
     int exact;
     const char *schedule; /* "fair" or "fifo" */
     int timeout_ms;
@@ -345,6 +346,11 @@ static gw_sched_metrics add_metrics(moe_metrics *r, moe_metric **requests) {
                                            "Requests that gave their sequence slots up to a "
                                            "tenant below its fair share (and went on later).",
                                            NULL, 0),
+        .recomputed = moe_metrics_counter(
+            r, "moemesh_gateway_preempted_tokens_recomputed_total",
+            "Tokens that preempted requests prefilled again when they went on (their cache "
+            "was overwritten; --spare-slots keeps it).",
+            NULL, 0),
         .ended = moe_metrics_counter(r, "moemesh_gateway_requests_ended_total",
                                      "Generation requests ended, by reason "
                                      "(stop, length, cancelled, deadline, error).",
@@ -363,6 +369,7 @@ int main(int argc, char **argv) {
                    .max_batch_tokens = 256,
                    .max_queue = 256,
                    .schedule = "fair",
+                   .spare_slots = -1,
                    .chunked_prefill = 1,
                    .timeout_ms = 600000,
                    .max_connections = 1024,
@@ -385,6 +392,11 @@ int main(int argc, char **argv) {
          .help = "engine threads", .def = "the CPUs", .min = 1, .max = 1024},
         {"--max-seqs", "MOE_MAX_SEQS", MOE_FLAG_INT, &o->max_seqs, "N",
          .help = "sequences decoded together (KV slots)", .min = 1, .max = 4096},
+        {"--spare-slots", "MOE_SPARE_SLOTS", MOE_FLAG_INT, &o->spare_slots, "N",
+         .help = "KV slots beyond --max-seqs that only keep caches: a request\n"
+                 "preempted for another tenant resumes from its own instead of\n"
+                 "computing its tokens again, and prompts find their prefixes",
+         .def = "1 with --schedule fair, else 0", .min = 0, .max = 4096},
         {"--ctx", "MOE_CTX", MOE_FLAG_INT, &o->ctx, "N",
          .help = "positions per sequence (prompt + output)",
          .def = "min(the model's training context, 4096)", .min = 0, .max = 1 << 24},
@@ -497,7 +509,8 @@ int main(int argc, char **argv) {
     moe_ctx_params cp = moe_ctx_default_params();
     cp.n_threads = o->threads;
     if (o->ctx) cp.n_ctx = o->ctx;
-    cp.n_slots = o->max_seqs;
+    if (o->spare_slots < 0) o->spare_slots = !strcmp(o->schedule, "fair");
+    cp.n_slots = o->max_seqs + o->spare_slots;
     cp.n_batch = o->max_batch_tokens + o->max_seqs;
     cp.experts = s.remote;
     cp.exact = o->exact;
@@ -618,21 +631,22 @@ int main(int argc, char **argv) {
         moe_log(MOE_LOG_ERROR, GW, "%s", err.msg);
         goto out;
     }
-    const double kv_mib =
-        (double)moe_ctx_kv_bytes_per_token(s.ctx) * n_ctx * o->max_seqs / 1048576.0;
-    moe_log(MOE_LOG_INFO, GW,
-            "serving %s as '%s' on http://%s (experts %s; %s; %d sequences x %d positions, KV "
-            "%.0f MiB; chat format %s; %d threads, %s%s; ready in %.1f s)",
-            o->model, o->name, gw_http_address(s.http),
-            o->ro.redis     ? "per router-svc"
-            : o->ro.workers ? "on workers"
-                            : "in process",
-            s.tenants ? "API keys required" : "no API keys", o->max_seqs, n_ctx, kv_mib,
-            moe_chat_template_name(kind), o->threads, moe_cpu_kernels_best()->name,
-            o->exact            ? ", exact arithmetic"
-            : moe_cpu_has_amx() ? ", fast int8 batches on AMX"
-                                : ", fast int8 batches",
-            (double)(moe_mono_ms() - t0) / 1000.0);
+    const double kv_mib = (double)moe_ctx_kv_bytes_per_token(s.ctx) * n_ctx *
+                          (o->max_seqs + o->spare_slots) / 1048576.0;
+    moe_log(
+        MOE_LOG_INFO, GW,
+        "serving %s as '%s' on http://%s (experts %s; %s; %d sequences x %d positions, %d "
+        "spare slots, KV %.0f MiB; schedule %s; chat format %s; %d threads, %s%s; ready in %.1f s)",
+        o->model, o->name, gw_http_address(s.http),
+        o->ro.redis     ? "per router-svc"
+        : o->ro.workers ? "on workers"
+                        : "in process",
+        s.tenants ? "API keys required" : "no API keys", o->max_seqs, n_ctx, o->spare_slots, kv_mib,
+        o->schedule, moe_chat_template_name(kind), o->threads, moe_cpu_kernels_best()->name,
+        o->exact            ? ", exact arithmetic"
+        : moe_cpu_has_amx() ? ", fast int8 batches on AMX"
+                            : ", fast int8 batches",
+        (double)(moe_mono_ms() - t0) / 1000.0);
     moe_stop_wait(-1);
     /* drain: no new requests; the running ones finish */
     gw_http_drain(s.http);

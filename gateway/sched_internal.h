@@ -35,8 +35,10 @@ struct gw_sched {
     int n_waiting;
     gw_job **running; /* (max_seqs) admitted, not ended */
     int *order;       /* (max_seqs) running indices in prefill order */
+    double *key;      /* (max_seqs) each running job's prefill key, this step */
+    char *whole;      /* (max_seqs) ... 1: its prompt goes whole into this step */
     int n_running;
-    unsigned char *slot_busy; /* (n_slots) */
+    unsigned char *slot_busy; /* (n_slots) SLOT_* */
     int32_t *slot_tok;        /* (n_slots, n_ctx) the tokens each slot's cache holds */
     int *slot_tok_len;        /* (n_slots) */
     int slots_used;
@@ -53,6 +55,10 @@ struct gw_sched {
     double t_decode_us, t_row_us;
     int64_t last_probe_us;
 };
+
+/* A KV slot's state. A kept slot is free but holds a preempted job's
+ * cache: other prompts take it only when no other slot is free. */
+enum { SLOT_FREE = 0, SLOT_BUSY = 1, SLOT_KEPT = 2 };
 
 static inline double secs(int64_t us) {
     return (double)us / 1e6;

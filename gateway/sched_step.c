@@ -128,21 +128,33 @@ int gws_step(gw_sched *s) {
             }
     }
     int budget = prefill_budget(s, n_decode, backlog, n_backlog);
-    /* the policy's order (fair share: the least served tenant's prompt first) */
-    for (int r = 0; r < s->n_running; r++) s->order[r] = r;
-    if (s->pol->prefill_key)
-        for (int r = 1; r < s->n_running; r++) { /* insertion sort: stable, n <= max_seqs */
-            const int x = s->order[r];
-            const double kx = s->pol->prefill_key(s->pol->state, s->running[x]);
-            int q = r;
-            while (q > 0 && s->pol->prefill_key(s->pol->state, s->running[s->order[q - 1]]) > kx)
-                s->order[q] = s->order[q - 1], q--;
-            s->order[q] = x;
-        }
-    for (int r = 0; r < s->n_running && (budget > 0 || !s->p.chunked_prefill); r++) {
+    /* the policy's order (fair share: a light tenant's whole prompt, then
+     * the least served tenant's prompt first) */
+    const int chunked = s->p.chunked_prefill;
+    for (int r = 0; r < s->n_running; r++) {
+        const gw_job *j = s->running[r];
+        s->order[r] = r;
+        s->whole[r] = chunked && s->pol->prefill_whole &&
+                      s->pol->prefill_whole(s->pol->state, j, s->p.max_seqs);
+        s->key[r] = s->pol->prefill_key ? s->pol->prefill_key(s->pol->state, j) : 0;
+        if (s->whole[r]) s->key[r] = -1e300;
+    }
+    for (int r = 1; r < s->n_running; r++) { /* insertion sort: stable, n <= max_seqs */
+        const int x = s->order[r];
+        int q = r;
+        while (q > 0 && s->key[s->order[q - 1]] > s->key[x]) s->order[q] = s->order[q - 1], q--;
+        s->order[q] = x;
+    }
+    for (int r = 0; r < s->n_running; r++) {
         gw_job *j = s->running[s->order[r]];
-        for (int i = 0; i < j->n_ch && (budget > 0 || !s->p.chunked_prefill); i++) {
+        const int whole = s->whole[s->order[r]];
+        for (int i = 0; i < j->n_ch; i++) {
             gw_choice *c = &j->ch[i];
+            /* rows this choice may take: the budget, or for a whole prompt
+             * what the step has room for */
+            int cap = budget;
+            if (whole && s->p.max_batch_tokens - rows > cap) cap = s->p.max_batch_tokens - rows;
+            if (chunked && cap <= 0) break;
             if (c->resume && c->slot >= 0) { /* after a preemption: its tokens so far */
                 int n = 0;
                 const int32_t *toks = moe_gen_seq_tokens(c->seq, &n);
@@ -151,8 +163,9 @@ int gws_step(gw_sched *s) {
                     c->resume = 0;
                     continue;
                 }
-                if (s->p.chunked_prefill && take > budget) take = budget;
+                if (chunked && take > cap) take = cap;
                 if (gws_grow_batch(s, rows + take) < 0) return -1;
+                moe_metric_inc(s->p.metrics.recomputed, NULL, take);
                 for (int t = 0; t < take; t++) {
                     const int pos = c->n_prefilled + t;
                     s->b_tok[rows] = toks[pos];
@@ -170,7 +183,7 @@ int gws_step(gw_sched *s) {
             const gw_prompt *pr = &j->req.prompts[c->prompt];
             if (c->n_prefilled >= pr->n) continue;
             int take = pr->n - c->n_prefilled;
-            if (s->p.chunked_prefill && take > budget) take = budget;
+            if (chunked && take > cap) take = cap;
             if (gws_grow_batch(s, rows + take) < 0) return -1;
             for (int t = 0; t < take; t++) {
                 const int pos = c->n_prefilled + t;

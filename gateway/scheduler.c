@@ -27,13 +27,20 @@ static int common_prefix(const int32_t *a, int na, const int32_t *b, int nb) {
     return i;
 }
 
+/* May slot k be taken? Free, and (unless any) not kept for a preempted job. */
+static int can_take(const gw_sched *s, int k, int any) {
+    return s->slot_busy[k] == SLOT_FREE || (any && s->slot_busy[k] == SLOT_KEPT);
+}
+
 /* A free slot for a prompt's leader: the one whose cached tokens share the
  * longest prefix with the prompt (at most n - 1 reused: the last prompt
- * token is decoded for its logits). *reuse gets that length. */
-static int take_slot_for_prompt(gw_sched *s, const int32_t *ids, int n, int *reuse) {
+ * token is decoded for its logits). *reuse gets that length. Slots kept
+ * for preempted jobs are taken last (any: they count like the others; a
+ * preempted job coming back finds its own that way). */
+static int take_slot_for_prompt(gw_sched *s, const int32_t *ids, int n, int *reuse, int any) {
     int best = -1, best_len = -1;
     for (int k = 0; k < s->n_slots; k++) {
-        if (s->slot_busy[k]) continue;
+        if (!can_take(s, k, any)) continue;
         int l = common_prefix(s->slot_tok + (size_t)k * (size_t)s->n_ctx, s->slot_tok_len[k], ids,
                               n - 1);
         /* ties: the slot with the least cached (keep long caches for later) */
@@ -42,8 +49,8 @@ static int take_slot_for_prompt(gw_sched *s, const int32_t *ids, int n, int *reu
             best_len = l;
         }
     }
-    if (best < 0) return -1;
-    s->slot_busy[best] = 1;
+    if (best < 0) return any ? -1 : take_slot_for_prompt(s, ids, n, reuse, 1);
+    s->slot_busy[best] = SLOT_BUSY;
     s->slots_used++;
     moe_ctx_slot_truncate(s->c, best, best_len);
     s->slot_tok_len[best] = best_len;
@@ -52,20 +59,22 @@ static int take_slot_for_prompt(gw_sched *s, const int32_t *ids, int n, int *reu
 }
 
 /* A free slot whose cache is worth the least (followers overwrite it). */
-static int take_slot_any(gw_sched *s) {
+static int take_slot_any(gw_sched *s, int any) {
     int best = -1;
     for (int k = 0; k < s->n_slots; k++)
-        if (!s->slot_busy[k] && (best < 0 || s->slot_tok_len[k] < s->slot_tok_len[best])) best = k;
-    if (best < 0) return -1;
-    s->slot_busy[best] = 1;
+        if (can_take(s, k, any) && (best < 0 || s->slot_tok_len[k] < s->slot_tok_len[best]))
+            best = k;
+    if (best < 0) return any ? -1 : take_slot_any(s, 1);
+    s->slot_busy[best] = SLOT_BUSY;
     s->slots_used++;
     moe_ctx_slot_clear(s->c, best);
     s->slot_tok_len[best] = 0;
     return best;
 }
 
-/* Frees c's slot, remembering the tokens its cache holds. */
-static void release_slot(gw_sched *s, gw_choice *c) {
+/* Frees c's slot, remembering the tokens its cache holds (state: SLOT_FREE,
+ * or SLOT_KEPT while c's job waits after a preemption). */
+static void release_slot_as(gw_sched *s, gw_choice *c, unsigned char state) {
     if (c->slot < 0) return;
     const int k = c->slot;
     int n = moe_ctx_slot_len(s->c, k), nt = 0;
@@ -75,9 +84,13 @@ static void release_slot(gw_sched *s, gw_choice *c) {
     memcpy(s->slot_tok + (size_t)k * (size_t)s->n_ctx, toks, (size_t)n * sizeof *toks);
     s->slot_tok_len[k] = n;
     moe_ctx_slot_truncate(s->c, k, n);
-    s->slot_busy[k] = 0;
+    s->slot_busy[k] = state;
     s->slots_used--;
     c->slot = -1;
+}
+
+static void release_slot(gw_sched *s, gw_choice *c) {
+    release_slot_as(s, c, SLOT_FREE);
 }
 
 /* ==== Ending jobs ======================================================= */
@@ -242,7 +255,7 @@ static void admit(gw_sched *s, gw_job *j, int64_t now) {
             if (moe_gen_seq_finish(c->seq) != MOE_GEN_FINISH_NONE) continue;
             int n = 0, reuse = 0;
             const int32_t *toks = moe_gen_seq_tokens(c->seq, &n);
-            c->slot = take_slot_for_prompt(s, toks, n, &reuse);
+            c->slot = take_slot_for_prompt(s, toks, n, &reuse, 1);
             c->n_prefilled = reuse;
             c->resume = reuse < n - 1; /* its cache may have been kept whole */
         }
@@ -268,11 +281,11 @@ static void admit(gw_sched *s, gw_job *j, int64_t now) {
         const gw_prompt *pr = &j->req.prompts[c->prompt];
         if (c->leader) {
             int reuse = 0;
-            c->slot = take_slot_for_prompt(s, pr->ids, pr->n, &reuse);
+            c->slot = take_slot_for_prompt(s, pr->ids, pr->n, &reuse, 0);
             c->n_prefilled = reuse;
             j->cached_tokens += reuse;
         } else {
-            c->slot = take_slot_any(s);
+            c->slot = take_slot_any(s, 0);
         }
     }
     moe_metric_inc(s->p.metrics.prompt_tokens, NULL, j->prompt_tokens);
@@ -353,7 +366,7 @@ static void preempt(gw_sched *s, int r) {
     s->n_running--;
     for (int i = 0; i < j->n_ch; i++) {
         gw_choice *c = &j->ch[i];
-        release_slot(s, c); /* the cache stays: the re-admission may find it */
+        release_slot_as(s, c, SLOT_KEPT); /* the re-admission finds its cache */
         c->n_prefilled = 0;
         c->resume = 0;
     }
@@ -465,7 +478,8 @@ static void *engine_main(void *arg) {
 
 /* Frees s and its buffers (no thread runs). */
 static void free_state(gw_sched *s) {
-    free(s->waiting), free(s->running), free(s->order), free(s->slot_busy), free(s->slot_tok);
+    free(s->waiting), free(s->running), free(s->order), free(s->key), free(s->whole),
+        free(s->slot_busy), free(s->slot_tok);
     free(s->slot_tok_len), free(s->b_tok), free(s->b_pos), free(s->b_slot), free(s->b_logits);
     free(s->b_tenant);
     free(s->refs);
@@ -490,13 +504,16 @@ int gw_sched_start(gw_sched **out, const gw_sched_params *p, moe_err *err) {
     s->waiting = calloc((size_t)p->max_queue, sizeof *s->waiting);
     s->running = calloc((size_t)p->max_seqs, sizeof *s->running);
     s->order = calloc((size_t)p->max_seqs, sizeof *s->order);
+    s->key = calloc((size_t)p->max_seqs, sizeof *s->key);
+    s->whole = calloc((size_t)p->max_seqs, 1);
     s->slot_busy = calloc((size_t)s->n_slots, 1);
     s->slot_tok = malloc((size_t)s->n_slots * (size_t)s->n_ctx * sizeof *s->slot_tok);
     s->slot_tok_len = calloc((size_t)s->n_slots, sizeof *s->slot_tok_len);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    if (!s->waiting || !s->running || !s->order || !s->slot_busy || !s->slot_tok ||
-        !s->slot_tok_len || gws_grow_batch(s, p->max_seqs + p->max_batch_tokens) < 0)
+    if (!s->waiting || !s->running || !s->order || !s->key || !s->whole || !s->slot_busy ||
+        !s->slot_tok || !s->slot_tok_len ||
+        gws_grow_batch(s, p->max_seqs + p->max_batch_tokens) < 0)
         goto oom;
     for (int k = 0; k < s->n_slots; k++) moe_ctx_slot_clear(s->c, k);
     if (pthread_create(&s->th, NULL, engine_main, s) != 0) goto oom;

@@ -51,6 +51,9 @@ typedef struct gw_policy {
     void (*on_served)(void *state, gw_job *j, int prompt_rows, int gen_tokens);
     /* admitted prompts are prefilled lowest key first (NULL: admission order) */
     double (*prefill_key)(void *state, const gw_job *j);
+    /* 1: j's prompt goes whole into the next step (ahead of the others',
+     * within max_batch_tokens) instead of a chunk within the step's budget */
+    int (*prefill_whole)(void *state, const gw_job *j, int max_seqs);
     /* want (picked) finds no free slot: the index in running[0..n) of a job
      * to preempt for it, or -1 for none. A preempted job gives up its slots
      * (their caches stay for reuse), waits again in its arrival order, and
@@ -79,6 +82,7 @@ typedef struct gw_sched_metrics {
     moe_metric *ended;         /* counter {reason}: stop|length|cancelled|deadline|error */
     moe_metric *step_seconds;  /* histogram: one engine step */
     moe_metric *preemptions;   /* counter: jobs preempted for another tenant */
+    moe_metric *recomputed;    /* counter: tokens they prefilled again to go on */
 } gw_sched_metrics;
 
 typedef struct gw_sched_params {

@@ -154,3 +154,57 @@ TEST(fair_drop_and_forget) {
     ASSERT_EQ_INT(gw_fair_create(&(gw_fair *){NULL}, 0, 1), MOE_EINVAL);
     gw_fair_free(f);
 }
+
+/* Sixteen slots held by a flood with more of it waiting; a quiet tenant
+ * arrives (lifted to the flood's counter): it may take a flood job's slot
+ * at once (a tie is enough), and its prompt goes whole into a step while
+ * the flood's are chunked; alone again, the flood's are chunked as before. */
+TEST(fair_light_tenant_preempts_and_prefills_whole) {
+    gw_fair *f;
+    ASSERT_EQ_INT(gw_fair_create(&f, 1.0, 2.0), 0);
+    const gw_policy *p = gw_fair_policy(f);
+    queue q = {0};
+    gw_job *run[16];
+    for (int i = 0; i < 20; i++) arrive(p, &q, job("flood", 1, 0));
+    for (int i = 0; i < 16; i++) { /* admitted in arrival order */
+        run[i] = q.w[0];
+        memmove(&q.w[0], &q.w[1], (size_t)(q.n - 1) * sizeof *q.w);
+        q.n--;
+        p->on_admit(p->state, run[i]);
+        p->on_served(p->state, run[i], 10, 0);
+    }
+    ASSERT_EQ_INT(p->prefill_whole(p->state, run[0], 16), 0); /* nobody else: chunks */
+    gw_job *quiet = job("quiet", 1, 0);
+    arrive(p, &q, quiet);
+    ASSERT(p->pick(p->state, q.w, q.n) == q.n - 1); /* ahead of the flood's waiting jobs */
+    const int v = p->victim(p->state, run, 16, quiet, 16);
+    ASSERT(v >= 0 && v < 16);
+    p->on_preempt(p->state, run[v]); /* it waits again, first in arrival order */
+    memmove(&q.w[1], &q.w[0], (size_t)q.n * sizeof *q.w);
+    q.w[0] = run[v];
+    q.n++;
+    q.n--; /* the quiet job (last) is admitted */
+    p->on_admit(p->state, quiet);
+    ASSERT_EQ_INT(p->prefill_whole(p->state, quiet, 16), 1);
+    ASSERT_EQ_INT(p->prefill_whole(p->state, run[(v + 1) % 16], 16), 0);
+    /* the flood cannot preempt the quiet tenant back: it is over its share */
+    gw_job *after = job("flood", 1, 0);
+    arrive(p, &q, after);
+    gw_job *with_quiet[16];
+    for (int i = 0, n = 0; i < 16; i++) with_quiet[n++] = i == v ? quiet : run[i];
+    ASSERT_EQ_INT(p->victim(p->state, with_quiet, 16, after, 16), -1);
+    p->on_served(p->state, quiet, 128, 0);
+    p->on_end(p->state, quiet, 0);
+    free(quiet);
+    ASSERT_EQ_INT(p->prefill_whole(p->state, run[(v + 1) % 16], 16), 0);
+    for (int i = 0; i < 16; i++) {
+        if (i == v) continue; /* it waits (in q, dropped below) */
+        p->on_end(p->state, run[i], 0);
+        free(run[i]);
+    }
+    for (int i = 0; i < q.n; i++) p->on_drop(p->state, q.w[i]), free(q.w[i]);
+    gw_fair_tenant t[4];
+    const int n = gw_fair_snapshot(f, t, 4);
+    for (int i = 0; i < n && i < 4; i++) ASSERT(t[i].waiting == 0 && t[i].running == 0);
+    gw_fair_free(f);
+}
