@@ -114,8 +114,9 @@ async function ids() {
 
 async function isolation() {
     const a = client(KA), b = client(KB);
-    const { data: stream, response } = await a.chat.completions
-        .create({ model, messages: msgs, max_tokens: 12000, ignore_eos: true, stream: true, stream_options: { include_usage: true } })
+    // completions: no chat end token can stop it before it is cancelled
+    const { data: stream, response } = await a.completions
+        .create({ model, prompt: "Once upon a time", max_tokens: 12000, ignore_eos: true, stream: true, stream_options: { include_usage: true } })
         .withResponse();
     const rid = response.headers.get("x-request-id");
     let cid = "", chunks = 0, last = null, usage = null, ended = false, streamErr = null;
@@ -179,14 +180,14 @@ async function isolation() {
     check(d2.status === "cancelled" && d2.completion_tokens === g.completion_tokens, "a second DELETE: the same object");
     const bb = await raw("GET", `/requests/${rid}`, KB);
     check(bb.status === 404 && bb.body === ref.body, "B's GET on A's finished request: the same 404");
-    // POST /requests/{completion id}/cancel on a completions stream
-    const s2 = await a.completions.create({ model, prompt: "Once upon a time", max_tokens: 12000, ignore_eos: true, stream: true });
+    // POST /requests/{completion id}/cancel on a chat stream (seeded: its first tokens are no end token)
+    const s2 = await a.chat.completions.create({ model, messages: msgs, max_tokens: 12000, seed: 7, stream: true });
     let cid2 = "", n2 = 0, fin2 = null, err2 = null;
     try {
         for await (const ch of s2) {
             cid2 ||= ch.id;
             if (ch.choices[0]?.finish_reason) fin2 = ch.choices[0].finish_reason;
-            if (++n2 === 10) {
+            if (++n2 === 6) {
                 const c = await a.post(`/requests/${cid2}/cancel`);
                 check(c.status === "cancelled" && c.completion_id === cid2, `POST /requests/${cid2}/cancel: ${c.status}`);
             }
@@ -194,7 +195,7 @@ async function isolation() {
     } catch (x) {
         err2 = x;
     }
-    check(!err2 && fin2 === "cancelled" && n2 >= 10, `that stream ended cleanly (${n2} chunks, finish_reason ${fin2})`, `${err2}`);
+    check(!err2 && fin2 === "cancelled" && n2 >= 6, `that stream ended cleanly (${n2} chunks, finish_reason ${fin2})`, `${err2}`);
 }
 
 async function finished() {
