@@ -180,8 +180,8 @@ async function isolation() {
     check(d2.status === "cancelled" && d2.completion_tokens === g.completion_tokens, "a second DELETE: the same object");
     const bb = await raw("GET", `/requests/${rid}`, KB);
     check(bb.status === 404 && bb.body === ref.body, "B's GET on A's finished request: the same 404");
-    // POST /requests/{completion id}/cancel on a chat stream (seeded: its first tokens are no end token)
-    const s2 = await a.chat.completions.create({ model, messages: msgs, max_tokens: 12000, seed: 7, stream: true });
+    // POST /requests/{completion id}/cancel on a chat stream (greedy: its first tokens are no end token)
+    const s2 = await a.chat.completions.create({ model, messages: msgs, max_tokens: 12000, seed: 7, temperature: 0, stream: true });
     let cid2 = "", n2 = 0, fin2 = null, err2 = null;
     try {
         for await (const ch of s2) {
