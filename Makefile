@@ -173,10 +173,10 @@ $(GATEWAY): $(GATEWAY_OBJ) $(SVC_LINK)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(MHD_LIBS) $(MESH_LIBS) $(LDLIBS)
 
 # unit tests may reach a library's private headers (libmoe/src, libmesh/src)
-# and the gateway's request, job, API-key, fair-share, usage and limiter modules (no
+# and the gateway's request, job, API-key, fair-share, usage, limiter and request-registry modules (no
 # HTTP library in them)
 GATEWAY_CORE_OBJ := $(call obj,gateway/api.c gateway/job.c gateway/auth.c gateway/fair.c gateway/usage.c \
-	gateway/limiter.c)
+	gateway/limiter.c gateway/requests.c)
 $(UNIT_OBJ): FILE_CFLAGS := $(MESH_CFLAGS) -Ilibmoe/src -Ilibmesh/src -Irouter-svc -Itools/testmodel -Igateway
 $(UNIT_OBJ): | $(PROTO_H)
 $(UNIT): $(UNIT_OBJ) $(GATEWAY_CORE_OBJ) $(LIBROUTER) $(LIBTESTMODEL) $(SVC_LINK)

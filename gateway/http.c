@@ -33,6 +33,7 @@
 
 #include "http.h"
 #include "moe/log.h"
+#include "requests.h"
 #include "svc/clock.h"
 
 #define GW "gateway"
@@ -50,11 +51,12 @@ typedef enum route {
     R_READYZ,
     R_METRICS,
     R_USAGE,
+    R_REQUEST, /* /v1/requests/{id}[/cancel] (requests.h) */
 } route;
 
 static const char *const route_names[] = {"other",      "chat",    "completions", "tokenize",
                                           "detokenize", "models",  "model",       "healthz",
-                                          "readyz",     "metrics", "usage"};
+                                          "readyz",     "metrics", "usage",       "request"};
 
 /* One open connection (MHD's socket context), in gw_http's list. */
 typedef struct gw_sock {
@@ -81,6 +83,7 @@ struct gw_http {
     gw_sock *socks;           /* open connections, newest first */
     int n_socks, n_evicting;
     moe_metric *m_open, *m_evicted; /* gauge and counter (NULL without a registry) */
+    gw_reqs *reqs;                  /* the requests' registry (requests.h) */
 };
 
 /* Per-connection request state (MHD's con_cls). */
@@ -89,11 +92,14 @@ typedef struct gw_conn {
     route r;
     moe_buf body;
     int too_large;
-    gw_job *job;          /* a generation request, once queued */
-    int live;             /* counted in gw_http.live */
-    moe_tenant tenant;    /* the caller, with API keys ("" without) */
-    gw_limits_ticket *tk; /* its limits' admission (limiter.h), ended with the request */
-    gw_job *pending;      /* a job waiting for that admission */
+    gw_job *job;                    /* a generation request, once queued */
+    int live;                       /* counted in gw_http.live */
+    moe_tenant tenant;              /* the caller, with API keys ("" without) */
+    gw_limits_ticket *tk;           /* its limits' admission (limiter.h), ended with the request */
+    gw_job *pending;                /* a job waiting for that admission */
+    char req_id[GW_REQ_ID_LEN + 1]; /* its x-request-id */
+    char client_id[GW_CLIENT_REQ_ID_MAX + 1]; /* X-Client-Request-Id to echo, or "" */
+    const char *allow;                        /* a 405's Allow, when not the route's */
 } gw_conn;
 
 /* ==== Responses ========================================================= */
@@ -111,6 +117,12 @@ static void add_header(void *resp, const char *name, const char *value) {
 /* The x-ratelimit-* headers (and Retry-After) of a tenant with limits. */
 static void add_limit_headers(const gw_conn *cs, struct MHD_Response *resp) {
     if (cs->tk && cs->tk->decided) gw_limits_headers(&cs->tk->v, add_header, resp);
+}
+
+/* x-request-id on every response (and the client's own id echoed). */
+static void add_id_headers(const gw_conn *cs, struct MHD_Response *resp) {
+    MHD_add_response_header(resp, "x-request-id", cs->req_id);
+    if (cs->client_id[0]) MHD_add_response_header(resp, "x-client-request-id", cs->client_id);
 }
 
 /* Queues b (taken) as the response. */
@@ -133,11 +145,15 @@ static enum MHD_Result reply_buf(gw_conn *cs, struct MHD_Connection *conn, int s
     *b = (moe_buf){0};
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     add_limit_headers(cs, resp);
+    add_id_headers(cs, resp);
     if (status == 401)
         MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"moemesh\"");
     if (status == 405) {
         const int get = cs->r >= R_MODELS;
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, get ? "GET, HEAD" : "POST");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
+                                cs->allow ? cs->allow
+                                : get     ? "GET, HEAD"
+                                          : "POST");
     }
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
@@ -184,6 +200,7 @@ static route route_of(const char *url) {
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         if (!strcmp(url, t[i].path)) return t[i].r;
     if (!strncmp(url, "/v1/models/", 11) && url[11]) return R_MODEL;
+    if (!strncmp(url, "/v1/requests/", 13) && url[13]) return R_REQUEST;
     return R_NONE;
 }
 
@@ -317,8 +334,10 @@ static enum MHD_Result submit_job(gw_conn *cs, struct MHD_Connection *conn, gw_j
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     j->fd = ci ? (int)ci->connect_fd : -1;
-    cs->job = j; /* the connection's reference */
+    cs->job = j;                            /* the connection's reference */
+    gw_reqs_add(h->reqs, j, moe_mono_us()); /* before the engine can end it */
     if (gw_sched_submit(h->p.sched, j, &e) < 0) {
+        if (j->on_end) j->on_end(j, GW_JOB_END_FAILED);
         pthread_mutex_lock(&j->mu);
         j->conn = NULL;
         j->done = 1; /* never queued: nothing to cancel */
@@ -335,6 +354,7 @@ static enum MHD_Result submit_job(gw_conn *cs, struct MHD_Connection *conn, gw_j
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
         add_limit_headers(cs, resp);
+        add_id_headers(cs, resp);
         enum MHD_Result ret = MHD_queue_response(conn, 200, resp);
         MHD_destroy_response(resp);
         count(h, cs->r, 200);
@@ -391,6 +411,7 @@ static enum MHD_Result serve_generate(gw_conn *cs, struct MHD_Connection *conn) 
         return reply_error(cs, conn, &e);
     }
     snprintf(j->tenant, sizeof j->tenant, "%s", cs->tenant.name);
+    snprintf(j->req_id, sizeof j->req_id, "%s", cs->req_id);
     if (cs->tenant.name[0]) { /* its share and class in the scheduler (fair.h) */
         j->weight = cs->tenant.lim.weight > 0 ? cs->tenant.lim.weight : 1.0;
         j->priority = cs->tenant.lim.priority == MOE_TENANT_PRIORITY_HIGH  ? 1
@@ -432,6 +453,43 @@ static enum MHD_Result serve_post(gw_conn *cs, struct MHD_Connection *conn) {
         free(b.s);
         return reply_error(cs, conn, &e);
     }
+    return reply_buf(cs, conn, 200, "application/json", &b);
+}
+
+/* ==== The caller's requests (requests.h) =============================== */
+
+/* GET|HEAD /v1/requests/{id}: its state; DELETE /v1/requests/{id} and POST
+ * /v1/requests/{id}/cancel: cancel it. Anything not the caller's: one 404. */
+static enum MHD_Result serve_request(gw_conn *cs, struct MHD_Connection *conn, const char *url,
+                                     const char *method) {
+    char id[GW_REQS_ID_MAX + 2];
+    const char *p = url + 13; /* after "/v1/requests/" */
+    const char *slash = strchr(p, '/');
+    const int on_cancel = slash && !strcmp(slash, "/cancel");
+    const size_t n = slash ? (size_t)(slash - p) : strlen(p);
+    int cancel;
+    if (on_cancel
+            ? !strcmp(method, "POST")
+            : !strcmp(method, "GET") || !strcmp(method, "HEAD") || !strcmp(method, "DELETE")) {
+        cancel = on_cancel || !strcmp(method, "DELETE");
+    } else {
+        cs->allow = on_cancel ? "POST" : "GET, HEAD, DELETE";
+        return reply_errorf(cs, conn, 405, "", "%s is not allowed here; use %s", method, cs->allow);
+    }
+    gw_req_info in;
+    int poke = 0;
+    gw_api_error e;
+    if ((slash && !on_cancel) || n > GW_REQS_ID_MAX)
+        id[0] = 0; /* not found */
+    else
+        memcpy(id, p, n), id[n] = 0;
+    if (gw_reqs_find(cs->h->reqs, cs->tenant.name, id, cancel, &in, &poke) < 0) {
+        gw_reqs_not_found(&e);
+        return reply_error(cs, conn, &e);
+    }
+    if (poke) gw_sched_poke(cs->h->p.sched);
+    moe_buf b = {0};
+    gw_reqs_json(&in, &b);
     return reply_buf(cs, conn, 200, "application/json", &b);
 }
 
@@ -555,6 +613,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         cs->h = h;
         cs->r = route_of(url);
         *con_cls = cs;
+        gw_reqs_new_id(cs->req_id);
+        const char *cid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Client-Request-Id");
+        if (gw_reqs_client_id_ok(cid)) snprintf(cs->client_id, sizeof cs->client_id, "%s", cid);
         sock_request_started(h, conn);
         gw_api_error e;
         if (authenticate(cs, conn, &e) < 0) { /* answered before the body is read */
@@ -593,6 +654,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                             "no route %s %.200s; the API is under /v1 (/v1/chat/completions, "
                             "/v1/completions, /v1/models)",
                             method, url);
+    if (cs->r == R_REQUEST) return serve_request(cs, conn, url, method);
     const int wants_post = cs->r <= R_DETOKENIZE;
     if ((wants_post && !post) || (!wants_post && !get))
         return reply_errorf(cs, conn, 405, "", "%s is not allowed on %.200s; use %s", method, url,
@@ -723,6 +785,11 @@ int gw_http_start(gw_http **out, const gw_http_params *p, moe_err *err) {
     atomic_init(&h->live, 0);
     pthread_mutex_init(&h->rng_mu, NULL);
     pthread_mutex_init(&h->socks_mu, NULL);
+    int rc = gw_reqs_create(&h->reqs, GW_REQS_KEEP + (p->max_live > 0 ? p->max_live : 1024));
+    if (rc < 0) {
+        moe_err_set(err, rc, "out of memory for the requests' registry");
+        goto fail;
+    }
     if (p->reg) {
         h->m_open = moe_metrics_gauge(p->reg, "moemesh_gateway_http_connections",
                                       "Open HTTP connections.", NULL, 0);
@@ -731,7 +798,7 @@ int gw_http_start(gw_http **out, const gw_http_params *p, moe_err *err) {
             "Connections closed to make room for a new one (more than --max-connections open).",
             NULL, 0);
     }
-    int rc = bind_listen(h, err);
+    rc = bind_listen(h, err);
     if (rc < 0) goto fail;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG | MHD_USE_TURBO;
@@ -750,6 +817,7 @@ int gw_http_start(gw_http **out, const gw_http_params *p, moe_err *err) {
     return 0;
 fail:
     if (h->fd >= 0) close(h->fd);
+    gw_reqs_free(h->reqs);
     pthread_mutex_destroy(&h->socks_mu);
     pthread_mutex_destroy(&h->rng_mu);
     free(h);
@@ -775,6 +843,7 @@ void gw_http_stop(gw_http *h) {
         next = k->next;
         free(k);
     }
+    gw_reqs_free(h->reqs); /* after the scheduler's stop: no job left to end */
     pthread_mutex_destroy(&h->socks_mu);
     pthread_mutex_destroy(&h->rng_mu);
     free(h);

@@ -8,7 +8,9 @@
  * Routes: POST /v1/chat/completions, /v1/completions, /tokenize,
  * /detokenize; GET /v1/models, /v1/models/{id}, /v1/usage (the caller's
  * tenant's requests, tokens and expert rows, never another's), /healthz,
- * /readyz, /metrics.
+ * /readyz, /metrics; GET|DELETE /v1/requests/{id}, POST
+ * /v1/requests/{id}/cancel (the caller's own requests: requests.h).
+ * Every response carries an x-request-id (requests.h).
  * With API keys (auth.h), every route but /healthz, /readyz and /metrics
  * needs one, checked when a request's headers are in (before its body).
  */
@@ -44,6 +46,8 @@ typedef struct gw_http_params {
     gw_usage *usage;                  /* (optional) GET /v1/usage: the caller's usage */
     gw_auth *auth;     /* (optional, borrowed) API keys on every route but the probes */
     gw_limits *limits; /* (optional, borrowed) the tenants' limits (with auth) */
+    int max_live;      /* generation requests that can be in flight (--max-queue +
+                          --max-seqs): the requests' registry holds them and 1024 more */
 } gw_http_params;
 
 typedef struct gw_http gw_http;

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "job.h"
+#include "svc/clock.h"
 
 #define FINGERPRINT "moemesh"
 
@@ -32,6 +33,9 @@ int gw_job_create(gw_job **out, gw_api_req *req, uint64_t *rng, gw_api_error *e)
     atomic_init(&j->refs, 1);
     atomic_init(&j->cancelled, 0);
     atomic_init(&j->lim_tokens, 0);
+    atomic_init(&j->cancel_asked, 0);
+    atomic_init(&j->admit_us, 0);
+    j->reg_idx = -1;
     pthread_mutex_init(&j->mu, NULL);
     j->created = (int64_t)time(NULL);
     gw_api_new_id(j->req.route, j->id, rng);
@@ -66,6 +70,8 @@ int gw_job_create(gw_job **out, gw_api_req *req, uint64_t *rng, gw_api_error *e)
 }
 
 int gw_job_start(gw_job *j, const moe_vocab *v, int n_vocab, gw_api_error *e) {
+    if (!atomic_load(&j->admit_us)) /* requests.h: no longer queued */
+        atomic_store(&j->admit_us, j->t_admit_us ? j->t_admit_us : moe_mono_us());
     for (int i = 0; i < j->n_ch; i++) {
         gw_choice *c = &j->ch[i];
         if (c->seq) continue;
@@ -293,32 +299,75 @@ void gw_job_emit_step(gw_job *j, gw_choice *c, const moe_gen_step *st) {
     pthread_mutex_unlock(&j->mu);
 }
 
-void gw_job_emit_end(gw_job *j) {
-    pthread_mutex_lock(&j->mu);
-    if (j->req.stream) {
-        if (j->req.include_usage) {
-            moe_buf_append(&j->out, "data: ", 6);
-            head_json(&j->out, j,
-                      j->req.route == GW_ROUTE_CHAT ? "chat.completion.chunk" : "text_completion");
-            moe_buf_printf(&j->out, ",\"choices\":[],\"usage\":");
-            usage_json(&j->out, j);
-            moe_buf_printf(&j->out, "}\n\n");
-        }
-        moe_buf_printf(&j->out, "data: [DONE]\n\n");
+/* The stream's end: the usage chunk (include_usage) and [DONE]. Under mu. */
+static void stream_tail(gw_job *j) {
+    if (j->req.include_usage) {
+        moe_buf_append(&j->out, "data: ", 6);
+        head_json(&j->out, j,
+                  j->req.route == GW_ROUTE_CHAT ? "chat.completion.chunk" : "text_completion");
+        moe_buf_printf(&j->out, ",\"choices\":[],\"usage\":");
+        usage_json(&j->out, j);
+        moe_buf_printf(&j->out, "}\n\n");
     }
+    moe_buf_printf(&j->out, "data: [DONE]\n\n");
+}
+
+/* A cancelled stream's clean end (cancel_asked): each unfinished choice's
+ * last chunk says finish_reason "cancelled". Under mu. */
+static void stream_cancelled(gw_job *j) {
+    const int chat = j->req.route == GW_ROUTE_CHAT;
+    for (int i = 0; i < j->n_ch; i++) {
+        gw_choice *c = &j->ch[i];
+        if (c->finish != MOE_GEN_FINISH_NONE) continue;
+        if (chat && !c->started) { /* the role chunk every chat choice opens with */
+            chunk_open(j);
+            moe_buf_printf(&j->out,
+                           "{\"index\":%d,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+                           "\"logprobs\":null,\"finish_reason\":null}",
+                           c->index);
+            chunk_close(j);
+        }
+        c->started = 1;
+        chunk_open(j);
+        if (chat)
+            moe_buf_printf(&j->out,
+                           "{\"index\":%d,\"delta\":{},\"logprobs\":null,"
+                           "\"finish_reason\":\"cancelled\"}",
+                           c->index);
+        else
+            moe_buf_printf(&j->out,
+                           "{\"text\":\"\",\"index\":%d,\"logprobs\":null,"
+                           "\"finish_reason\":\"cancelled\"}",
+                           c->index);
+        chunk_close(j);
+    }
+    stream_tail(j);
+}
+
+void gw_job_emit_end(gw_job *j) {
+    if (j->on_end) j->on_end(j, GW_JOB_END_COMPLETED);
+    pthread_mutex_lock(&j->mu);
+    if (j->req.stream) stream_tail(j);
     j->done = 1;
     wake(j);
     pthread_mutex_unlock(&j->mu);
 }
 
 void gw_job_emit_error(gw_job *j, const gw_api_error *e) {
+    if (j->on_end)
+        j->on_end(j, atomic_load(&j->cancelled) ? GW_JOB_END_CANCELLED : GW_JOB_END_FAILED);
+    const int asked = atomic_load(&j->cancel_asked);
     pthread_mutex_lock(&j->mu);
-    j->err = *e;
-    j->failed = 1;
-    if (j->req.stream) {
-        moe_buf_append(&j->out, "data: ", 6);
-        gw_api_error_json(&j->out, e); /* ends with "\n" */
-        moe_buf_printf(&j->out, "\ndata: [DONE]\n\n");
+    if (asked) { /* DELETE /v1/requests/{id}: a clean end */
+        if (j->req.stream) stream_cancelled(j);
+    } else {
+        j->err = *e;
+        j->failed = 1;
+        if (j->req.stream) {
+            moe_buf_append(&j->out, "data: ", 6);
+            gw_api_error_json(&j->out, e); /* ends with "\n" */
+            moe_buf_printf(&j->out, "\ndata: [DONE]\n\n");
+        }
     }
     j->done = 1;
     wake(j);
@@ -334,7 +383,9 @@ void gw_job_render_final(gw_job *j, moe_buf *b) {
     for (int i = 0; i < j->n_ch; i++) {
         const gw_choice *c = &j->ch[i];
         const char *why = moe_gen_finish_reason(c->finish);
-        if (!why || c->finish == MOE_GEN_FINISH_ABORT || c->finish == MOE_GEN_FINISH_ERROR)
+        if (c->finish == MOE_GEN_FINISH_NONE && atomic_load(&j->cancel_asked))
+            why = "cancelled"; /* DELETE /v1/requests/{id} */
+        else if (!why || c->finish == MOE_GEN_FINISH_ABORT || c->finish == MOE_GEN_FINISH_ERROR)
             why = "stop";
         if (i) moe_buf_append(b, ",", 1);
         if (chat) {

@@ -12,7 +12,8 @@
  *
  * Threads: fields under "mu" are shared; the rest of the output state is
  * the engine thread's until the job is done, then the HTTP thread's.
- * cancelled is set by the HTTP side when its client goes away.
+ * cancelled is set by the HTTP side when its client goes away, and with
+ * cancel_asked by DELETE /v1/requests/{id} (requests.h).
  */
 #ifndef GW_JOB_H
 #define GW_JOB_H
@@ -50,6 +51,13 @@ typedef struct gw_choice {
     long text_off;   /* completions: bytes of text so far (text_offset) */
 } gw_choice;
 
+/* How a job ended, for its on_end hook. */
+typedef enum gw_job_end {
+    GW_JOB_END_COMPLETED, /* every choice finished (gw_job_emit_end) */
+    GW_JOB_END_FAILED,    /* an error (gw_job_emit_error) */
+    GW_JOB_END_CANCELLED, /* its client went away or asked (cancelled set) */
+} gw_job_end;
+
 typedef struct gw_job gw_job;
 struct gw_job {
     gw_api_req req; /* owned */
@@ -59,7 +67,17 @@ struct gw_job {
     char tenant[MOE_TENANT_NAME_MAX + 1]; /* the caller ("" without API keys) */
     int64_t created;                      /* unix seconds */
     atomic_int refs;
-    atomic_int cancelled; /* the client went away */
+    atomic_int cancelled;     /* the client went away, or cancel_asked */
+    atomic_int cancel_asked;  /* DELETE /v1/requests/{id}: the job ends cleanly (its unfinished
+                               * choices with finish_reason "cancelled", then usage and [DONE];
+                               * a waiting client gets the object so far) instead of an error */
+    char req_id[40];          /* its x-request-id ("" without one; requests.h) */
+    _Atomic int64_t admit_us; /* mono us it was admitted (0: queued); set by gw_job_start */
+    /* (optional) called once at the job's end, by gw_job_emit_end / _error before anything
+     * else (before done): requests.c's record. Set before submit. */
+    void (*on_end)(gw_job *j, gw_job_end how);
+    void *on_end_ud;
+    int reg_idx; /* its record in on_end_ud's registry (under that registry's mutex) */
 
     pthread_mutex_t mu;
     /* ---- under mu ---- */
@@ -107,10 +125,14 @@ void gw_job_unref(gw_job *j);
 /* One step of choice c (from moe_gen_seq_step): text, logprobs, and the
  * choice's finish when st->finish is set. */
 void gw_job_emit_step(gw_job *j, gw_choice *c, const moe_gen_step *st);
-/* Every choice finished: the stream's usage chunk and [DONE]; done = 1. */
+/* Every choice finished: the stream's usage chunk and [DONE]; done = 1.
+ * Both emitters call j->on_end first. */
 void gw_job_emit_end(gw_job *j);
 /* Ends the job with an error (status, message): a stream gets an error
- * event and [DONE], a waiting client the error object; done = 1. */
+ * event and [DONE], a waiting client the error object; done = 1. With
+ * cancel_asked, the end is clean instead: a stream gets a chunk with
+ * finish_reason "cancelled" for each unfinished choice, the usage chunk
+ * (include_usage) and [DONE]; a waiting client the object so far. */
 void gw_job_emit_error(gw_job *j, const gw_api_error *e);
 
 /* 1 if the client closed its connection while the job waits for output (a

@@ -626,7 +626,8 @@ int main(int argc, char **argv) {
                          .seed = o->seed,
                          .usage = s.usage,
                          .auth = s.auth,
-                         .limits = s.limits};
+                         .limits = s.limits,
+                         .max_live = o->max_queue + o->max_seqs};
     if (gw_http_start(&s.http, &hp, &err) < 0) {
         moe_log(MOE_LOG_ERROR, GW, "%s", err.msg);
         goto out;

@@ -120,7 +120,8 @@ static void log_end(gw_sched *s, gw_job *j, const char *reason) {
                              {"queue_ms", queue},
                              {"ttft_ms", ttft},
                              {"total_ms", total},
-                             {"stream", j->req.stream ? "true" : "false"}};
+                             {"stream", j->req.stream ? "true" : "false"},
+                             {"request_id", j->req_id}}; /* its x-request-id */
     /* without API keys there is no tenant: its field is left out */
     const moe_log_kv *kvs = kv;
     size_t n_kv = sizeof kv / sizeof kv[0];
