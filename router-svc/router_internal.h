@@ -87,8 +87,8 @@ typedef struct rt_suspect {
 #define RT_TLOAD_FIELDS_MAX 65536 /* fields read per bucket; beyond: skipped ("cap"), logged */
 #define RT_TLOAD_TENANTS_MAX 1024 /* distinct tenants per read; beyond: skipped ("tenants") */
 #define RT_TLOAD_ROWS_MAX 1000000000000000ull /* 10^15: a larger value is no row count */
-#define RT_TLOAD_TOP_EXPERTS 10 /* experts shown (most tenant rows first) */
-#define RT_TLOAD_TOP_TENANTS 5  /* tenants shown per expert (most rows first) */
+#define RT_TLOAD_TOP_EXPERTS 10               /* experts shown (most tenant rows first) */
+#define RT_TLOAD_TOP_TENANTS 5                /* tenants shown per expert (most rows first) */
 
 /* Why an entry of the tenant load is skipped. */
 typedef enum rt_tload_skip {
@@ -118,10 +118,10 @@ typedef struct rt_tload_expert {
 
 /* What HTTP shows of the last read. */
 typedef struct rt_tload_view {
-    int read;             /* 1 once a read completed */
-    int64_t bucket[2];    /* the buckets read */
-    int n_tenants;        /* distinct tenants */
-    size_t n_fields;      /* fields read (valid or not) */
+    int read;          /* 1 once a read completed */
+    int64_t bucket[2]; /* the buckets read */
+    int n_tenants;     /* distinct tenants */
+    size_t n_fields;   /* fields read (valid or not) */
     uint64_t skipped[RT_TLOAD_SKIP_COUNT];
     int n;
     rt_tload_expert e[RT_TLOAD_TOP_EXPERTS]; /* the experts with the most tenant rows */
@@ -156,8 +156,7 @@ void rt_tload_free(rt_tload *t);
  * is a tenant name ([A-Za-z0-9][A-Za-z0-9._-]*, at most MOE_TENANT_NAME_MAX
  * bytes) or the gateway's "(none)" and "(other)". */
 rt_tload_skip rt_tload_parse(const char *field, size_t flen, const char *value, size_t vlen,
-                             int n_layer, int n_expert, char *tenant, size_t *pair,
-                             uint64_t *rows);
+                             int n_layer, int n_expert, char *tenant, size_t *pair, uint64_t *rows);
 /* Adds one field (rt_tload_parse); a skipped one is counted in t->skipped.
  * Returns the reason (RT_TLOAD_OK when added), or -1 when out of memory. */
 int rt_tload_add(rt_tload *t, const char *field, size_t flen, const char *value, size_t vlen);
@@ -190,9 +189,9 @@ typedef struct rs_snap {
     uint64_t redis_failures;
     double last_switch_ms;
     int n_layer, n_expert;
-    double *load;    /* (n_layer * n_expert) rows/s */
-    int *replicas;   /* (n_layer * n_expert) in the active placement; -1 = not an expert */
-    char *placement; /* the active epoch's document */
+    double *load;        /* (n_layer * n_expert) rows/s */
+    int *replicas;       /* (n_layer * n_expert) in the active placement; -1 = not an expert */
+    char *placement;     /* the active epoch's document */
     rt_tload_view tload; /* which tenants heat which experts */
 } rs_snap;
 

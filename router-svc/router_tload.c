@@ -14,10 +14,13 @@
 
 /* ==== Parsing one field ========================================================= */
 
-static const char *const skip_names[RT_TLOAD_SKIP_COUNT] = {
-    [RT_TLOAD_OK] = "ok",         [RT_TLOAD_SKIP_FIELD] = "field", [RT_TLOAD_SKIP_EXPERT] = "expert",
-    [RT_TLOAD_SKIP_VALUE] = "value", [RT_TLOAD_SKIP_TYPE] = "type", [RT_TLOAD_SKIP_CAP] = "cap",
-    [RT_TLOAD_SKIP_TENANTS] = "tenants"};
+static const char *const skip_names[RT_TLOAD_SKIP_COUNT] = {[RT_TLOAD_OK] = "ok",
+                                                            [RT_TLOAD_SKIP_FIELD] = "field",
+                                                            [RT_TLOAD_SKIP_EXPERT] = "expert",
+                                                            [RT_TLOAD_SKIP_VALUE] = "value",
+                                                            [RT_TLOAD_SKIP_TYPE] = "type",
+                                                            [RT_TLOAD_SKIP_CAP] = "cap",
+                                                            [RT_TLOAD_SKIP_TENANTS] = "tenants"};
 
 const char *rt_tload_skip_name(rt_tload_skip why) {
     return why >= 0 && why < RT_TLOAD_SKIP_COUNT ? skip_names[why] : "?";
@@ -388,8 +391,7 @@ void rt_tload_log_hot(router *r, const rt_placement *pl) {
     if (!prev) return;
     for (size_t i = 0; i < r->active->n_experts; i++) {
         const rt_placement_expert *pe = &r->active->experts[i];
-        if (pe->layer >= 0 && pe->layer < r->n_layer && pe->expert >= 0 &&
-            pe->expert < r->n_expert)
+        if (pe->layer >= 0 && pe->layer < r->n_layer && pe->expert >= 0 && pe->expert < r->n_expert)
             prev[(size_t)pe->layer * r->n_expert + pe->expert] = pe->n_replicas;
     }
     int lines = 0, more = 0;

@@ -38,9 +38,9 @@ static void tload_metrics(const rt_tload_view *v, moe_metrics *reg) {
              "Rows each tenant routed to an expert in the last two 10-s load buckets: the %d "
              "tenants with the most rows of each of the %d experts with the most.",
              RT_TLOAD_TOP_TENANTS, RT_TLOAD_TOP_EXPERTS);
-    moe_metric *m = moe_metrics_gauge(reg, "moemesh_router_expert_tenant_rows", help,
-                                      "layer,expert,tenant",
-                                      RT_TLOAD_TOP_EXPERTS * RT_TLOAD_TOP_TENANTS);
+    moe_metric *m =
+        moe_metrics_gauge(reg, "moemesh_router_expert_tenant_rows", help, "layer,expert,tenant",
+                          RT_TLOAD_TOP_EXPERTS * RT_TLOAD_TOP_TENANTS);
     for (int i = 0; i < v->n; i++) {
         char layer[24], expert[24];
         snprintf(layer, sizeof layer, "%d", v->e[i].layer);
@@ -54,8 +54,9 @@ static void tload_metrics(const rt_tload_view *v, moe_metrics *reg) {
 /* GET /v1/tenant-load: the last read as JSON (names are [A-Za-z0-9._-()]:
  * nothing to escape). */
 static void tload_json(const rt_tload_view *v, moe_buf *b) {
-    moe_buf_printf(b, "{\"buckets\":[%" PRId64 ",%" PRId64 "],\"tenants\":%d,\"fields\":%zu,"
-                      "\"skipped\":{",
+    moe_buf_printf(b,
+                   "{\"buckets\":[%" PRId64 ",%" PRId64 "],\"tenants\":%d,\"fields\":%zu,"
+                   "\"skipped\":{",
                    v->bucket[0], v->bucket[1], v->n_tenants, v->n_fields);
     for (int i = 1; i < RT_TLOAD_SKIP_COUNT; i++)
         moe_buf_printf(b, "%s\"%s\":%" PRIu64, i > 1 ? "," : "", rt_tload_skip_name(i),
@@ -63,9 +64,9 @@ static void tload_json(const rt_tload_view *v, moe_buf *b) {
     moe_buf_printf(b, "},\"experts\":[");
     for (int i = 0; i < v->n; i++) {
         const rt_tload_expert *e = &v->e[i];
-        moe_buf_printf(b, "%s{\"layer\":%d,\"expert\":%d,\"rows\":%" PRIu64
-                          ",\"n_tenants\":%d,\"tenants\":[",
-                       i ? "," : "", e->layer, e->expert, e->rows, e->n_tenants);
+        moe_buf_printf(
+            b, "%s{\"layer\":%d,\"expert\":%d,\"rows\":%" PRIu64 ",\"n_tenants\":%d,\"tenants\":[",
+            i ? "," : "", e->layer, e->expert, e->rows, e->n_tenants);
         for (int k = 0; k < e->n_top; k++)
             moe_buf_printf(b, "%s[\"%s\",%" PRIu64 "]", k ? "," : "", e->top[k].name,
                            e->top[k].rows);

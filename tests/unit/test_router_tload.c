@@ -34,7 +34,7 @@ TEST(router_tload_parse) {
     /* the field */
     longest[MOE_TENANT_NAME_MAX] = 'x';
     strcpy(longest + MOE_TENANT_NAME_MAX + 1, "|1:1");
-    ASSERT_EQ_INT(parse(longest, "3"), RT_TLOAD_SKIP_FIELD); /* a name of 65 bytes */
+    ASSERT_EQ_INT(parse(longest, "3"), RT_TLOAD_SKIP_FIELD);   /* a name of 65 bytes */
     ASSERT_EQ_INT(parse("acme2:5", "1"), RT_TLOAD_SKIP_FIELD); /* no '|' */
     ASSERT_EQ_INT(parse("|2:5", "1"), RT_TLOAD_SKIP_FIELD);
     ASSERT_EQ_INT(parse("-acme|2:5", "1"), RT_TLOAD_SKIP_FIELD);
