@@ -10,6 +10,8 @@
 #      expert outside the model, values that are no count, a key that is not
 #      a hash): the valid rows exactly, the rest skipped and counted by
 #      reason; a hot expert's replication names its tenants with their share.
+#   C. a bucket of 70000 fields of 4375 tenants: read up to the caps (65536
+#      fields by HSCAN, 1024 tenants), the rest skipped, counted and logged.
 # Only processes started here are signalled, by PID; every wait is bounded.
 set -u
 . tests/lib/procs.sh
@@ -102,6 +104,7 @@ check_rows() {
 A=ta$$
 rworker a1 $A
 router ra $A --min-replicas 1 --target-load 1000000
+RA=$RPID
 wait_for 20 has_active $A || bad "A: no placement: $(tail -3 "$TMP/ra.err")"
 KA=$("$BUILD/moectl" tenant add acme --redis "$REDIS_URL" --prefix $A | sed -n 's/.*"key": "\([^"]*\)".*/\1/p')
 KB=$("$BUILD/moectl" tenant add beta --redis "$REDIS_URL" --prefix $A | sed -n 's/.*"key": "\([^"]*\)".*/\1/p')
@@ -171,4 +174,20 @@ else
     bad "B: no hot line naming the tenants: $(grep -E 'hot|pending' "$TMP/rb.err" | tail -3)"
 fi
 kill -0 $RPID 2>/dev/null && ok "B: router-svc still running" || bad "B: router-svc died: $(tail -3 "$TMP/rb.err")"
+
+# ==== C: a bucket beyond the bounds (A's router): 70000 fields of 4375 tenants
+RPORT=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$TMP/ra.out")
+$RC eval "for i = 0, 69999 do redis.call('hset', KEYS[1], 't' .. math.floor(i / 16) .. '|' .. (i % 16 >= 8 and 1 or 0) .. ':' .. (i % 8), 1) end" \
+    1 "$A:load:$(($(date +%s) / 10)):tenants" >/dev/null
+big_ok() {
+    curl -s -m 5 "http://127.0.0.1:$RPORT/v1/tenant-load" >"$TMP/big.json"
+    OUT=$(node -e 'const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(JSON.stringify({tenants: j.tenants, fields: j.fields, skipped: j.skipped}))' "$TMP/big.json" 2>/dev/null)
+    node -e 'const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); process.exit(j.skipped.cap > 0 && j.skipped.tenants > 0 && j.tenants === 1024 ? 0 : 1)' "$TMP/big.json" 2>/dev/null
+}
+if wait_for 5 big_ok && grep -q 'above the cap of 65536' "$TMP/ra.err"; then
+    ok "C: fields beyond the cap and tenants beyond 1024 skipped, counted and logged: $OUT"
+else
+    bad "C: ${OUT:-no answer} $(grep -c 'above the cap' "$TMP/ra.err") log line(s)"
+fi
+kill -0 $RA 2>/dev/null && ok "C: router-svc still running" || bad "C: router-svc died: $(tail -3 "$TMP/ra.err")"
 exit $fail
