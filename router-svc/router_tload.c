@@ -174,7 +174,8 @@ int rt_tload_finish(rt_tload *t) {
     for (size_t i = 0; i < t->n_rows; i++) t->rows[i].tenant = (uint32_t)remap[t->rows[i].tenant];
     free(ix), free(remap);
     /* the same tenant and expert in both buckets: one row */
-    qsort(t->rows, t->n_rows, sizeof *t->rows, cmp_pair_tenant);
+    if (t->n_rows)
+        qsort(t->rows, t->n_rows, sizeof *t->rows, cmp_pair_tenant); /* rows NULL: none */
     size_t n = 0;
     for (size_t i = 0; i < t->n_rows; i++) {
         if (n && t->rows[n - 1].pair == t->rows[i].pair &&
@@ -184,7 +185,7 @@ int rt_tload_finish(rt_tload *t) {
             t->rows[n++] = t->rows[i];
     }
     t->n_rows = n;
-    qsort(t->rows, t->n_rows, sizeof *t->rows, cmp_pair_rows);
+    if (t->n_rows) qsort(t->rows, t->n_rows, sizeof *t->rows, cmp_pair_rows);
     t->finished = 1;
     return 0;
 }

@@ -19,6 +19,7 @@ set -u
 . tests/lib/redis.sh
 trap 'procs_cleanup; redis_stop; [ -n "$REDIS_DIR" ] && rm -rf "$REDIS_DIR"' EXIT
 redis_start >/dev/null || { echo "skip: redis-server did not start"; exit 77; }
+OUT=""
 RC="redis-cli -p $REDIS_PORT"
 M="$TMP/m.gguf"
 "$BUILD/moectl" mkmodel --arch qwen2moe --dtype f32 --seed 4 -o "$M" >/dev/null || { bad "mkmodel"; exit 1; }
