@@ -79,7 +79,8 @@ int main(int argc, char **argv) {
         {"--prefix", "MOE_PREFIX", MOE_FLAG_STRING, &prefix, "P",
          .help = "the deployment's key prefix", .def = MOE_SCHEMA_PREFIX_DEFAULT},
         {"--listen", "MOE_LISTEN", MOE_FLAG_STRING, &listen, "ADDR",
-         .help = "HTTP for /metrics, /v1/scale, /v1/placement, /healthz (port 0 picks one)"},
+         .help = "HTTP for /metrics, /v1/scale, /v1/placement, /v1/tenant-load,\n"
+                 "/healthz (port 0 picks one)"},
         {"--min-replicas", "MOE_MIN_REPLICAS", MOE_FLAG_INT, &minr, "N",
          .help = "replicas of every expert", .min = 1, .max = 64},
         {"--max-replicas", "MOE_MAX_REPLICAS", MOE_FLAG_INT, &maxr, "N",

@@ -90,6 +90,7 @@ static void read_load(router *r) {
     free(rate);
     r->load_primed = 1;
     r->last_load_ms = now;
+    rt_tload_read(r, lr.bucket); /* which tenants: the same buckets (router_tload.c) */
 done:
     free(lr.got[0]), free(lr.got[1]);
 }
@@ -563,8 +564,10 @@ static void drive(router *r) {
         pthread_mutex_lock(&r->mu);
         r->st.failovers++;
         pthread_mutex_unlock(&r->mu);
+        rt_tload_log_hot(r, pl);
         start_round(r, pl, "failover: a worker is gone or draining");
     } else if (moved && now - r->last_round_ms >= r->cfg.rebalance_ms) {
+        rt_tload_log_hot(r, pl);
         start_round(r, pl,
                     pl->fresh_layout ? "rebalance (fresh layout)" : "rebalance for the load");
     } else {
@@ -679,6 +682,7 @@ void router_free(router *r) {
     rt_placement_free(r->active), rt_placement_free(r->round);
     free(r->prefix), free(r->id), free(r->worker_sig), free(r->model), free(r->layer_bytes);
     free(r->load), free(r->slot[0]), free(r->slot[1]), free(r->active_doc);
+    rt_tload_free(r->tload), free(r->tload);
     free(r->st.load), free(r->st.replicas), free(r->st.placement);
     pthread_mutex_destroy(&r->mu);
     free(r);

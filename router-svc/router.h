@@ -47,7 +47,9 @@ int router_run(router *r, moe_err *err);
 void router_free(router *r);
 
 /* Renders an HTTP GET: "/metrics" (Prometheus text), "/v1/scale" (JSON with
- * workers_wanted), "/v1/placement" (the active placement), "/healthz".
+ * workers_wanted), "/v1/placement" (the active placement), "/v1/tenant-load"
+ * (JSON: the experts with the most tenant rows and their top tenants;
+ * router_internal.h), "/healthz".
  * Returns the HTTP status; *body is malloc'd. Thread-safe. */
 int router_render(router *r, const char *path, char **body, const char **content_type);
 

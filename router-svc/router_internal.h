@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "mesh/rlink.h"
+#include "mesh/tenant.h"
 #include "moe/log.h"
 #include "placement.h"
 #include "router.h"
@@ -78,6 +79,105 @@ typedef struct rt_suspect {
     uint64_t epoch; /* the epoch it missed */
 } rt_suspect;
 
+/* ==== The tenant load (router_tload.c) ==== */
+/* Which tenants heat which experts: the gateways' P:load:<b>:tenants (field
+ * "<tenant>|L:E" = rows), read with the per-expert load (the same two
+ * buckets, once a second, leader only), nothing of it trusted. */
+
+#define RT_TLOAD_FIELDS_MAX 65536 /* fields read per bucket; beyond: skipped ("cap"), logged */
+#define RT_TLOAD_TENANTS_MAX 1024 /* distinct tenants per read; beyond: skipped ("tenants") */
+#define RT_TLOAD_ROWS_MAX 1000000000000000ull /* 10^15: a larger value is no row count */
+#define RT_TLOAD_TOP_EXPERTS 10               /* experts shown (most tenant rows first) */
+#define RT_TLOAD_TOP_TENANTS 5                /* tenants shown per expert (most rows first) */
+
+/* Why an entry of the tenant load is skipped. */
+typedef enum rt_tload_skip {
+    RT_TLOAD_OK = 0,
+    RT_TLOAD_SKIP_FIELD,   /* no '|', or not a tenant name before it */
+    RT_TLOAD_SKIP_EXPERT,  /* not "L:E" after it, or outside the model */
+    RT_TLOAD_SKIP_VALUE,   /* not a decimal count, or above RT_TLOAD_ROWS_MAX */
+    RT_TLOAD_SKIP_TYPE,    /* a bucket key that is not a hash (counts once per key) */
+    RT_TLOAD_SKIP_CAP,     /* fields beyond RT_TLOAD_FIELDS_MAX in a bucket */
+    RT_TLOAD_SKIP_TENANTS, /* fields of tenants beyond RT_TLOAD_TENANTS_MAX */
+    RT_TLOAD_SKIP_COUNT
+} rt_tload_skip;
+
+typedef struct rt_tload_tenant {
+    char name[MOE_TENANT_NAME_MAX + 1];
+    uint64_t rows;
+} rt_tload_tenant;
+
+/* One expert's tenants. */
+typedef struct rt_tload_expert {
+    int layer, expert;
+    uint64_t rows; /* every tenant's */
+    int n_tenants; /* tenants with rows there */
+    int n_top;
+    rt_tload_tenant top[RT_TLOAD_TOP_TENANTS]; /* most rows first, then by name */
+} rt_tload_expert;
+
+/* What HTTP shows of the last read. */
+typedef struct rt_tload_view {
+    int read;          /* 1 once a read completed */
+    int64_t bucket[2]; /* the buckets read */
+    int n_tenants;     /* distinct tenants */
+    size_t n_fields;   /* fields read (valid or not) */
+    uint64_t skipped[RT_TLOAD_SKIP_COUNT];
+    int n;
+    rt_tload_expert e[RT_TLOAD_TOP_EXPERTS]; /* the experts with the most tenant rows */
+} rt_tload_view;
+
+typedef struct rt_tload_row {
+    uint32_t pair, tenant; /* layer * n_expert + expert; index into names */
+    uint64_t rows;
+} rt_tload_row;
+
+/* One read's accumulator, then (after rt_tload_finish) its result. */
+typedef struct rt_tload {
+    int n_layer, n_expert;
+    char (*names)[MOE_TENANT_NAME_MAX + 1]; /* (RT_TLOAD_TENANTS_MAX) */
+    int n_names;
+    int *slots; /* (2 * RT_TLOAD_TENANTS_MAX) name hash: index + 1, 0 = free */
+    rt_tload_row *rows;
+    size_t n_rows, cap_rows;
+    size_t n_fields;
+    uint64_t skipped[RT_TLOAD_SKIP_COUNT];
+    int finished; /* rows merged: pair ascending, then rows descending, then name */
+} rt_tload;
+
+/* "field", "expert", "value", "type", "cap", "tenants" (the metric's label). */
+const char *rt_tload_skip_name(rt_tload_skip why);
+/* An empty accumulator for a model of n_layer x n_expert; 0 or MOE_ENOMEM. */
+int rt_tload_init(rt_tload *t, int n_layer, int n_expert);
+void rt_tload_free(rt_tload *t);
+/* Parses one field and value as Redis returned them (flen, vlen bytes; not
+ * trusted) without storing: RT_TLOAD_OK with the tenant name (cap >
+ * MOE_TENANT_NAME_MAX), the pair and the rows, or why it is skipped. A tenant
+ * is a tenant name ([A-Za-z0-9][A-Za-z0-9._-]*, at most MOE_TENANT_NAME_MAX
+ * bytes) or the gateway's "(none)" and "(other)". */
+rt_tload_skip rt_tload_parse(const char *field, size_t flen, const char *value, size_t vlen,
+                             int n_layer, int n_expert, char *tenant, size_t *pair, uint64_t *rows);
+/* Adds one field (rt_tload_parse); a skipped one is counted in t->skipped.
+ * Returns the reason (RT_TLOAD_OK when added), or -1 when out of memory. */
+int rt_tload_add(rt_tload *t, const char *field, size_t flen, const char *value, size_t vlen);
+/* Merges what was added (the same tenant and expert in two buckets sum).
+ * 0 or MOE_ENOMEM. */
+int rt_tload_finish(rt_tload *t);
+/* One expert's tenants (pair = layer * n_expert + expert) from a finished
+ * read into *out; returns its tenant count (0: none reported). */
+int rt_tload_expert_get(const rt_tload *t, size_t pair, rt_tload_expert *out);
+/* The view of a finished read (the RT_TLOAD_TOP_EXPERTS experts with the
+ * most tenant rows, ties to the lower pair). */
+void rt_tload_view_fill(const rt_tload *t, rt_tload_view *v);
+/* Reads the tenant load of the buckets read_load just read (router.c, the
+ * leader, once a second): HLEN, then HGETALL (HSCAN beyond
+ * RT_TLOAD_FIELDS_MAX), into r->tload and r->st.tload. Keeps the last read
+ * when Redis fails. */
+void rt_tload_read(router *r, const int64_t bucket[2]);
+/* Logs each expert pl gives more replicas than the active placement:
+ * "expert 2:5 hot: 1234 rows/s, 1 -> 3 replicas; tenants: acme 81%, beta 19%". */
+void rt_tload_log_hot(router *r, const rt_placement *pl);
+
 /* What the HTTP thread reads. */
 typedef struct rs_snap {
     int leader, redis_up;
@@ -89,9 +189,10 @@ typedef struct rs_snap {
     uint64_t redis_failures;
     double last_switch_ms;
     int n_layer, n_expert;
-    double *load;    /* (n_layer * n_expert) rows/s */
-    int *replicas;   /* (n_layer * n_expert) in the active placement; -1 = not an expert */
-    char *placement; /* the active epoch's document */
+    double *load;        /* (n_layer * n_expert) rows/s */
+    int *replicas;       /* (n_layer * n_expert) in the active placement; -1 = not an expert */
+    char *placement;     /* the active epoch's document */
+    rt_tload_view tload; /* which tenants heat which experts */
 } rs_snap;
 
 struct router {
@@ -120,6 +221,8 @@ struct router {
     uint64_t *slot[2]; /* (np) counts seen in bucket slot_id[i] */
     int64_t last_load_ms;
     int load_primed;
+    rt_tload *tload; /* the last tenant load read (NULL: none yet) */
+    int64_t logged_tload_ms;
     /* placement */
     int leader;
     int64_t leader_renewed_ms;

@@ -1,5 +1,5 @@
 /* router_views.c - router-svc's HTTP views: /metrics, /v1/scale,
- * /v1/placement, /healthz (see router.h). */
+ * /v1/placement, /v1/tenant-load, /healthz (see router.h). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +17,62 @@
 
 static void set(moe_metric *m, const char *label, double v) {
     moe_metric_set(m, label ? (const char *[]){label} : NULL, v);
+}
+
+/* Which tenants heat which experts (router_tload.c): at most
+ * RT_TLOAD_TOP_EXPERTS x RT_TLOAD_TOP_TENANTS series. */
+static void tload_metrics(const rt_tload_view *v, moe_metrics *reg) {
+    moe_metric *sk = moe_metrics_gauge(
+        reg, "moemesh_router_tenant_load_skipped",
+        "Entries of the tenant load (P:load:<b>:tenants) skipped in the last read, by reason: "
+        "field, expert, value (malformed), type (a key not a hash), cap, tenants (over the "
+        "bounds).",
+        "reason", RT_TLOAD_SKIP_COUNT - 1);
+    for (int i = 1; i < RT_TLOAD_SKIP_COUNT; i++)
+        set(sk, rt_tload_skip_name(i), (double)v->skipped[i]);
+    set(moe_metrics_gauge(reg, "moemesh_router_tenant_load_tenants",
+                          "Tenants in the last read of the tenant load.", NULL, 0),
+        NULL, v->n_tenants);
+    char help[200];
+    snprintf(help, sizeof help,
+             "Rows each tenant routed to an expert in the last two 10-s load buckets: the %d "
+             "tenants with the most rows of each of the %d experts with the most.",
+             RT_TLOAD_TOP_TENANTS, RT_TLOAD_TOP_EXPERTS);
+    moe_metric *m =
+        moe_metrics_gauge(reg, "moemesh_router_expert_tenant_rows", help, "layer,expert,tenant",
+                          RT_TLOAD_TOP_EXPERTS * RT_TLOAD_TOP_TENANTS);
+    for (int i = 0; i < v->n; i++) {
+        char layer[24], expert[24];
+        snprintf(layer, sizeof layer, "%d", v->e[i].layer);
+        snprintf(expert, sizeof expert, "%d", v->e[i].expert);
+        for (int k = 0; k < v->e[i].n_top; k++)
+            moe_metric_set(m, (const char *[]){layer, expert, v->e[i].top[k].name},
+                           (double)v->e[i].top[k].rows);
+    }
+}
+
+/* GET /v1/tenant-load: the last read as JSON (names are [A-Za-z0-9._-()]:
+ * nothing to escape). */
+static void tload_json(const rt_tload_view *v, moe_buf *b) {
+    moe_buf_printf(b,
+                   "{\"buckets\":[%" PRId64 ",%" PRId64 "],\"tenants\":%d,\"fields\":%zu,"
+                   "\"skipped\":{",
+                   v->bucket[0], v->bucket[1], v->n_tenants, v->n_fields);
+    for (int i = 1; i < RT_TLOAD_SKIP_COUNT; i++)
+        moe_buf_printf(b, "%s\"%s\":%" PRIu64, i > 1 ? "," : "", rt_tload_skip_name(i),
+                       v->skipped[i]);
+    moe_buf_printf(b, "},\"experts\":[");
+    for (int i = 0; i < v->n; i++) {
+        const rt_tload_expert *e = &v->e[i];
+        moe_buf_printf(
+            b, "%s{\"layer\":%d,\"expert\":%d,\"rows\":%" PRIu64 ",\"n_tenants\":%d,\"tenants\":[",
+            i ? "," : "", e->layer, e->expert, e->rows, e->n_tenants);
+        for (int k = 0; k < e->n_top; k++)
+            moe_buf_printf(b, "%s[\"%s\",%" PRIu64 "]", k ? "," : "", e->top[k].name,
+                           e->top[k].rows);
+        moe_buf_printf(b, "]}");
+    }
+    moe_buf_printf(b, "]}\n");
 }
 
 static void metrics(const rs_snap *s, moe_metrics *reg) {
@@ -69,6 +125,7 @@ static void metrics(const rs_snap *s, moe_metrics *reg) {
     set(moe_metrics_gauge(reg, "moemesh_router_switch_seconds",
                           "The last epoch's pending-to-active time.", NULL, 0),
         NULL, s->last_switch_ms / 1000.0);
+    if (s->tload.read) tload_metrics(&s->tload, reg);
     if (!s->load || !s->replicas) return;
     const size_t np = (size_t)s->n_layer * (size_t)s->n_expert;
     /* experts by replica count and by load: histograms, not a series per expert */
@@ -133,6 +190,12 @@ int router_render(router *r, const char *path, char **body, const char **content
             moe_buf_printf(&b, "%s\n", s->placement);
         else
             status = 404, moe_buf_printf(&b, "{\"error\":\"no active placement yet\"}\n");
+    } else if (!strcmp(path, "/v1/tenant-load")) {
+        if (s->tload.read)
+            tload_json(&s->tload, &b);
+        else
+            status = 404, moe_buf_printf(&b, "{\"error\":\"no tenant load read yet (the "
+                                             "leader reads it)\"}\n");
     } else if (!strcmp(path, "/healthz")) {
         *content_type = "text/plain";
         moe_buf_printf(&b, "ok\n");

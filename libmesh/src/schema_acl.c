@@ -32,7 +32,7 @@ static const acl_role roles[MOE_ACL_ROLE_COUNT] = {
         {"+zrange +zrem", "~", "workers"},                /* discovery, pruning */
         {"+hgetall +pttl", "%R~", "worker:*"},            /* the leases and their TTLs */
         {"+smembers +srem", "~", "drain"},                /* drain requests; prunes the dead */
-        {"+hgetall", "%R~", "load:*"},                    /* the gateways' load */
+        {"+hgetall +hlen +hscan", "%R~", "load:*"},      /* the load, per tenant too */
         {"+get +set +del +expire", "~", "placement:*"},   /* active, pending, seq, <e> */
         {"+del +smembers", "~", "ack:*"},
         {"+set", "~", "scale:workers_wanted"},

@@ -19,7 +19,7 @@ TEST(schema_acl_rules_exact) {
     static const char *const want[MOE_ACL_ROLE_COUNT] = {
         "resetkeys resetchannels -@all (+set +get +pexpire +del +eval ~moemesh:leader) "
         "(+zrange +zrem ~moemesh:workers) (+hgetall +pttl %R~moemesh:worker:*) "
-        "(+smembers +srem ~moemesh:drain) (+hgetall %R~moemesh:load:*) "
+        "(+smembers +srem ~moemesh:drain) (+hgetall +hlen +hscan %R~moemesh:load:*) "
         "(+get +set +del +expire ~moemesh:placement:*) (+del +smembers ~moemesh:ack:*) "
         "(+set ~moemesh:scale:workers_wanted) (+publish &moemesh:events)",
         "resetkeys resetchannels -@all +multi +exec (+hset +pexpire +del ~moemesh:worker:*) "
