@@ -71,6 +71,7 @@ typedef struct gw_opts {
     const char *schedule; /* "fair" or "fifo" */
     int timeout_ms;
     int max_connections, idle_ms, header_ms, http_threads, insecure, drain_ms;
+    int log_prompts;
     const char *tenants, *tenants_redis; /* --tenants FILE|redis, --tenants-redis URL */
     int limits_fail_closed, limits_window_s;
     uint64_t max_body, seed;
@@ -424,6 +425,10 @@ int main(int argc, char **argv) {
                  "(the least served tenant's, by weighted tokens; one tenant: first come)\n"
                  "or first come, first served",
          .check = check_schedule},
+        {"--log-prompts", "MOE_LOG_PROMPTS", MOE_FLAG_BOOL, &o->log_prompts, NULL,
+         .help = "the \"request ended\" log line shows the prompt's text (its first\n"
+                 "2048 bytes); without it logs never carry a prompt or an output",
+         .def = "false"},
         {"--request-timeout", "MOE_REQUEST_TIMEOUT", MOE_FLAG_MS, &o->timeout_ms, "DUR",
          .help = "a request's deadline from arrival (0: none)", .def = "600s", .min = 0,
          .max = 86400000},
@@ -478,6 +483,9 @@ int main(int argc, char **argv) {
     /* before the model: a bad tenants file is a start-up error, at once */
     const int ts_status = open_tenants(&s);
     if (ts_status) return ts_status;
+    if (o->log_prompts)
+        moe_log(MOE_LOG_WARN, GW,
+                "--log-prompts: the log shows every request's prompt text (tenants' data)");
     if (!is_loopback(o->listen) && !o->insecure && !s.tenants) {
         moe_log(MOE_LOG_ERROR, GW,
                 "--listen %s is not a loopback address and API keys are not configured: anyone "
@@ -566,6 +574,7 @@ int main(int argc, char **argv) {
                           .chunked_prefill = o->chunked_prefill,
                           .prefill_chunk = o->prefill_chunk,
                           .timeout_ms = o->timeout_ms,
+                          .log_prompts = o->log_prompts,
                           .usage = s.usage,
                           .metrics = add_metrics(s.reg, &requests)};
     gw_usage_metrics_add(s.usage, s.reg);

@@ -95,6 +95,9 @@ static void release_slot(gw_sched *s, gw_choice *c) {
 
 /* ==== Ending jobs ======================================================= */
 
+/* A logged prompt's text is cut here (--log-prompts). */
+#define LOG_PROMPT_MAX 2048
+
 /* One log line per ended job (what happened to it) and the ended metric. */
 static void log_end(gw_sched *s, gw_job *j, const char *reason) {
     moe_metric_inc(s->p.metrics.ended, (const char *[]){reason}, 1);
@@ -109,22 +112,38 @@ static void log_end(gw_sched *s, gw_job *j, const char *reason) {
     snprintf(total, sizeof total, "%.1f", (double)(now - j->t_arrive_us) / 1e3);
     snprintf(queue, sizeof queue, "%.1f",
              (double)((j->t_admit_us ? j->t_admit_us : now) - j->t_arrive_us) / 1e3);
-    const moe_log_kv kv[] = {{"id", j->id},
-                             {"tenant", j->tenant},
-                             {"route", j->req.route == GW_ROUTE_CHAT ? "chat" : "completions"},
-                             {"end", reason},
-                             {"choices", n_ch},
-                             {"prompt_tokens", prompt},
-                             {"cached_tokens", cached},
-                             {"completion_tokens", gen},
-                             {"queue_ms", queue},
-                             {"ttft_ms", ttft},
-                             {"total_ms", total},
-                             {"stream", j->req.stream ? "true" : "false"},
-                             {"request_id", j->req_id}}; /* its x-request-id */
+    moe_log_kv kv[] = {{"id", j->id},
+                       {"tenant", j->tenant},
+                       {"route", j->req.route == GW_ROUTE_CHAT ? "chat" : "completions"},
+                       {"end", reason},
+                       {"choices", n_ch},
+                       {"prompt_tokens", prompt},
+                       {"cached_tokens", cached},
+                       {"completion_tokens", gen},
+                       {"queue_ms", queue},
+                       {"ttft_ms", ttft},
+                       {"total_ms", total},
+                       {"stream", j->req.stream ? "true" : "false"},
+                       {"request_id", j->req_id}, /* its x-request-id */
+                       {"prompt", NULL}};
+    size_t n_kv = sizeof kv / sizeof kv[0] - 1;
+    /* the prompt's text only with --log-prompts (the first prompt, cut at
+     * LOG_PROMPT_MAX bytes) */
+    char text[LOG_PROMPT_MAX + 4];
+    if (s->p.log_prompts && j->req.n_prompts > 0 && s->p.vocab) {
+        const gw_prompt *pr = &j->req.prompts[0];
+        long n = moe_detokenize(s->p.vocab, pr->ids, pr->n, 0, text, LOG_PROMPT_MAX);
+        if (n < 0) n = 0;
+        if (n > LOG_PROMPT_MAX) { /* text[0..LOG_PROMPT_MAX) was written */
+            n = LOG_PROMPT_MAX - 8;
+            while (n > 0 && ((unsigned char)text[n] & 0xC0) == 0x80) n--; /* whole characters */
+            memcpy(text + n, "...", 3), n += 3;
+        }
+        text[n] = 0;
+        kv[n_kv++].val = text;
+    }
     /* without API keys there is no tenant: its field is left out */
     const moe_log_kv *kvs = kv;
-    size_t n_kv = sizeof kv / sizeof kv[0];
     moe_log_kv without[sizeof kv / sizeof kv[0]];
     if (!j->tenant[0]) {
         without[0] = kv[0];

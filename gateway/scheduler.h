@@ -96,6 +96,7 @@ typedef struct gw_sched_params {
     int prefill_chunk;       /* prompt rows per step beside decode rows (0: auto,
                                 max(32, 3 x decode rows)) */
     int64_t timeout_ms;      /* per job, from arrival (0: none) */
+    int log_prompts;         /* the "request ended" line shows the prompt's text */
     const gw_policy *policy; /* NULL: FIFO */
     gw_usage *usage;         /* per-tenant accounting (usage.h; NULL: none); the
                               * context's on_route must feed the same one */

@@ -51,8 +51,9 @@ static void put_json(moe_buf *b, const char *s) {
 
 /* Appends s for a text line: '\\' and control characters escaped (\n, \r,
  * \t, \xNN), so that no value can end the line or forge another. */
-static void put_text(moe_buf *b, const char *s) {
-    for (const unsigned char *p = (const unsigned char *)s; *p && !b->oom; p++) {
+static void put_text_n(moe_buf *b, const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    for (; p < end && !b->oom; p++) {
         if (*p == '\\')
             moe_buf_printf(b, "\\\\");
         else if (*p == '\n')
@@ -66,6 +67,28 @@ static void put_text(moe_buf *b, const char *s) {
         else
             moe_buf_printf(b, "%c", *p);
     }
+}
+
+static void put_text(moe_buf *b, const char *s) {
+    put_text_n(b, s, strlen(s));
+}
+
+/* Appends a field's value for a text line: as put_text, in double quotes
+ * (logfmt: '"' escaped) when it holds a space, '=' or '"', so that a value
+ * (a peer's error, a logged prompt) cannot pass for more fields. */
+static void put_value(moe_buf *b, const char *s) {
+    if (!s[strcspn(s, " =\"")]) {
+        put_text(b, s);
+        return;
+    }
+    moe_buf_printf(b, "\"");
+    for (const char *p = s; *p && !b->oom;) {
+        const size_t n = strcspn(p, "\"");
+        put_text_n(b, p, n);
+        p += n;
+        if (*p == '"') moe_buf_printf(b, "\\\""), p++;
+    }
+    moe_buf_printf(b, "\"");
 }
 
 /* The callback: renders one line, writes it whole. */
@@ -86,7 +109,7 @@ static void sink(void *ud, moe_log_level level, const char *who, const char *msg
             moe_buf_printf(&b, " ");
             put_text(&b, kv[i].key);
             moe_buf_printf(&b, "=");
-            put_text(&b, kv[i].val ? kv[i].val : "");
+            put_value(&b, kv[i].val ? kv[i].val : "");
         }
     } else {
         moe_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"component\":", ts,

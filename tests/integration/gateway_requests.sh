@@ -60,4 +60,23 @@ gateway plain --model "$M" --served-model-name tiny || exit 1
 node $CHECK notenant --base "$GW/v1" --model tiny || fail=1
 stop "$GPID"
 grep -q "ERROR: AddressSanitizer\|runtime error:" "$TMP/plain.log" && bad "sanitizer: $(grep -m3 'AddressSanitizer\|runtime error' "$TMP/plain.log")"
+
+# ==== Prompt text in the log only with --log-prompts ==============================
+MARK="quokka marmot 7741 zebra"
+for lp in off on; do
+    gateway "lp$lp" --model "$M" --served-model-name tiny $([ $lp = on ] && echo --log-prompts) || exit 1
+    code=$(curl -s -m 60 -o "$TMP/lp.json" -w '%{http_code}' "$GW/v1/completions" -H 'content-type: application/json' \
+        -d "{\"model\":\"tiny\",\"prompt\":\"$MARK\",\"max_tokens\":3}")
+    stop "$GPID"
+    n=$(grep -c "$MARK" "$TMP/lp$lp.log")
+    if [ $lp = off ]; then
+        [ "$code" = 200 ] && [ "$n" = 0 ] && grep -q "request ended" "$TMP/lp$lp.log" &&
+            ok "without --log-prompts the log has no prompt text" || bad "log-prompts off: $code, $n lines with the prompt"
+    else
+        [ "$code" = 200 ] && grep "request ended" "$TMP/lp$lp.log" | grep -q "$MARK" &&
+            grep -q "warn.*--log-prompts" "$TMP/lp$lp.log" &&
+            ok "with --log-prompts the request-ended line shows the prompt, and a warning says so" ||
+            bad "log-prompts on: $code: $(grep 'request ended\|log-prompts' "$TMP/lp$lp.log" | head -3)"
+    fi
+done
 exit $fail

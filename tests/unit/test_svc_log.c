@@ -237,11 +237,16 @@ TEST(svc_log_text_escapes_lines) {
     char *text = NULL;
     size_t len = 0;
     FILE *f = log_to_memory(&text, &len, "info", "text");
-    const moe_log_kv kv[] = {{"worker", "w1\n2026-01-01T00:00:00.000Z error router-svc: forged"}};
-    moe_log_fields(MOE_LOG_WARN, "x", kv, 1, "left\r\tnow \x1b[31m back\\slash");
+    const moe_log_kv kv[] = {{"worker", "w1\n2026-01-01T00:00:00.000Z error router-svc: forged"},
+                             {"prompt", "hi\" end=stop tenant=\"b"},
+                             {"plain", "a\\b"}};
+    moe_log_fields(MOE_LOG_WARN, "x", kv, 3, "left\r\tnow \x1b[31m back\\slash");
     fflush(f);
     ASSERT(strchr(text, '\n') == text + len - 1); /* one line */
-    ASSERT_STR_CONTAINS(text, " warn x: left\\r\\tnow \\x1b[31m back\\\\slash worker=w1\\n2026");
+    /* a value with a space, '=' or '"' is quoted (logfmt): it cannot pass
+     * for more fields */
+    ASSERT_STR_CONTAINS(text, " warn x: left\\r\\tnow \\x1b[31m back\\\\slash worker=\"w1\\n2026");
+    ASSERT_STR_CONTAINS(text, " prompt=\"hi\\\" end=stop tenant=\\\"b\" plain=a\\\\b\n");
     moe_log_set_callback(NULL, NULL);
     fclose(f);
     free(text);
