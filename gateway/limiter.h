@@ -27,7 +27,14 @@
  * against limit / N, N the replicas seen in P:gateways within the last 10 s
  * before Redis went away (at least 1 per limit); logged once each way,
  * moemesh_gateway_limits_degraded = 1. With fail_closed it refuses with 503
- * instead. Tokens generated meanwhile are charged when Redis is back.
+ * instead. When Redis is back, before any verdict of its own, each tenant's
+ * counts gathered alone go into it (one script run per tenant): requests and
+ * tokens admitted in the window if it is still current, tokens of the day,
+ * the slots of requests still running (their end then frees them; a slot never
+ * added is never removed), the completion tokens generated meanwhile. A script
+ * run that fails otherwise (WRONGTYPE, a Lua error, OOM) decides that admission
+ * the same way (local share, or 503), logged and counted by reason; its counts
+ * are added later like the others.
  *
  *     gw_limits *l;
  *     gw_limits_start(&l, &params, &err);
@@ -91,7 +98,9 @@ struct gw_limits_ticket {
     void (*wake)(void *conn);        /* the HTTP side's resume, called under the limiter's lock */
     void *conn;                      /* NULL once the HTTP side is gone */
     int decided;                     /* v is set (under the lock) */
-    int admitted, ended, redis_slot; /* limiter thread */
+    int admitted, ended;             /* limiter thread */
+    int alone;      /* admitted without Redis' verdict (away, or the script failed) */
+    int redis_slot; /* its concurrency slot is in Redis (at admission, or added later) */
     gw_limits_verdict v;
     gw_limits_ticket *next, *end_next, *live_next; /* the limiter's queues */
 };

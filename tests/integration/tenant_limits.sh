@@ -94,7 +94,7 @@ code=$(curl -s -m 10 -D "$TMP/hdr" -o /dev/null -w '%{http_code}' -H "Authorizat
 [ "$code" = 200 ] && ! grep -qi '^x-ratelimit' "$TMP/hdr" && ok "a tenant without limits: no x-ratelimit headers" ||
     bad "a tenant without limits: $code $(grep -i ratelimit "$TMP/hdr")"
 keys=$(root --scan --pattern "$P:limit:*" | sort | tr '\n' ' ')
-echo "$keys" | grep -q "$P:limit:r:r:" && echo "$keys" | grep -q "$P:limit:c:r:" && echo "$keys" | grep -q "$P:limit:t:t:" &&
+echo "$keys" | grep -q "$P:limit:{r}:r:" && echo "$keys" | grep -q "$P:limit:{c}:r:" && echo "$keys" | grep -q "$P:limit:{t}:t:" &&
     ok "the counters in Redis: $(echo "$keys" | cut -c1-200)" || bad "counters in Redis: $keys"
 
 # ==== Redis away: local limits (a replica's share), then shared again ==========
@@ -115,7 +115,7 @@ while [ $i -lt 50 ] && [ "$(metric "$G1" moemesh_gateway_limits_degraded)" != 0 
 [ "$(metric "$G1" moemesh_gateway_limits_degraded)" = 0 ] && grep -q "limits are shared again" "$TMP/g1.log" &&
     ok "Redis back: degraded 0 within $((i * 100)) ms" || bad "still degraded"
 node $CHECK rpm --bases "$G2/v1,$G1/v1" --rpm 4 --window $WIN || fail=1
-n=$(root --scan --pattern "$P:limit:r:r:*" | wc -l)
+n=$(root --scan --pattern "$P:limit:{r}:r:*" | wc -l)
 [ "$n" -ge 1 ] && ok "shared counting resumed: $n request counters in the restarted Redis" || bad "no counters after Redis came back"
 
 # ==== --limits-fail-closed: 503 while Redis is away ===========================
