@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "limiter.h"
@@ -54,7 +55,7 @@ static const char SCRIPT[] =
     "if mode == 'add' then\n"
     "  for _, k in ipairs({kr, kt, kd}) do\n"
     "    local v = redis.call('GET', k)\n"
-    "    if v and not tonumber(v) then return redis.error_reply('ERR ' .. k .. ' is no integer') end\n"
+    "    if v and not tonumber(v) then return redis.error_reply('ERR no integer: ' .. k) end\n"
     "  end\n"
     "  if #ARGV >= 10 then redis.call('ZCARD', kc) end\n"
     "  local c = tonumber(ARGV[3])\n"
@@ -261,12 +262,14 @@ static void local_admit(gw_limits *l, gw_limits_ticket *t) {
     e->alone_slots += t->tenant.lim.concurrency > 0;
 }
 
-/* Decides alone: this replica's counts against its share of each limit. */
-static void decide_local(gw_limits *l, gw_limits_ticket *t) {
+/* Decides alone: this replica's counts against its share of each limit (Redis away, or
+ * its script failed: failed). */
+static void decide_local(gw_limits *l, gw_limits_ticket *t, int failed) {
     if (l->p.fail_closed && l->link) {
         gw_api_error_set(&t->v.err, 503, NULL,
-                         "the rate limiter's Redis does not answer and this gateway runs with "
-                         "--limits-fail-closed; retry shortly");
+                         "the rate limiter's Redis %s and this gateway runs with "
+                         "--limits-fail-closed; retry shortly",
+                         failed ? "could not run its script" : "does not answer");
         t->v.status = 503;
         moe_metric_inc(l->m_limited, (const char *[]){"unavailable"}, 1);
         return;
@@ -323,11 +326,8 @@ static int int_array(const redisReply *r, int64_t *x, size_t n) {
 /* A run of the script that failed otherwise than NOSCRIPT (a key of the wrong type, a
  * Lua error, OOM, ...): counted by reason, logged with its text at most every 10 s
  * (the limiter's thread only). */
-static void script_error(gw_limits *l, const char *tenant, const redisReply *r,
-                         const char *then) {
-    static const char *const known[] = {"WRONGTYPE", "ERR",     "OOM",     "BUSY",
-                                        "NOPERM",    "READONLY", "LOADING", "MASTERDOWN"};
-    static const char *const label[] = {"wrongtype", "err",     "oom",     "busy",
+static void script_error(gw_limits *l, const char *tenant, const redisReply *r, const char *then) {
+    static const char *const known[] = {"wrongtype", "err",      "oom",     "busy",
                                         "noperm",    "readonly", "loading", "masterdown"};
     static int64_t last, quiet;
     const char *reason = "reply", *text = "a malformed reply";
@@ -336,8 +336,8 @@ static void script_error(gw_limits *l, const char *tenant, const redisReply *r,
         reason = "other";
         for (size_t i = 0; i < sizeof known / sizeof *known; i++) {
             const size_t n = strlen(known[i]);
-            if (!strncmp(r->str, known[i], n) && (r->str[n] == ' ' || !r->str[n]))
-                reason = label[i];
+            if (!strncasecmp(r->str, known[i], n) && (r->str[n] == ' ' || !r->str[n]))
+                reason = known[i];
         }
     }
     moe_metric_inc(l->m_script_err, (const char *[]){reason}, 1);
@@ -346,9 +346,10 @@ static void script_error(gw_limits *l, const char *tenant, const redisReply *r,
         quiet++;
         return;
     }
-    moe_log(MOE_LOG_WARN, GW, "limits: the script failed for tenant %s: %.200s; %s (%lld more "
-            "failures in the last %llds not logged)", tenant, text, then, (long long)quiet,
-            (long long)(last ? (now - last) / 1000 : 0));
+    moe_log(MOE_LOG_WARN, GW,
+            "limits: the script failed for tenant %s: %.200s; %s (%lld more "
+            "failures in the last %llds not logged)",
+            tenant, text, then, (long long)quiet, (long long)(last ? (now - last) / 1000 : 0));
     last = now;
     quiet = 0;
 }
@@ -501,8 +502,8 @@ static int redis_sync(gw_limits *l) {
     for (int h = 0; h < LIM_BUCKETS; h++)
         for (lt *e = l->tab[h]; e; e = e->next) {
             if (!lt_unsynced(e)) continue;
-            c[k] = (sync_call){e, e->pending, e->alone_req, e->alone_tok, e->alone_day_tok,
-                               slots + used, 0, 0};
+            c[k] = (sync_call){
+                e, e->pending, e->alone_req, e->alone_tok, e->alone_day_tok, slots + used, 0, 0};
             for (gw_limits_ticket *t = l->live; t && e->alone_slots > 0; t = t->live_next)
                 if (slot_alone(t) && used < n_slot && !strcmp(t->tenant.name, e->name))
                     slots[used++] = t, c[k].n_slot++;
@@ -630,7 +631,7 @@ static void decide(gw_limits *l, gw_limits_ticket **ts, int n) {
     if (l->link) set_degraded(l, !(redis_back(l) && redis_admit(l, &b) == 0));
     for (int i = 0; i < n; i++) {
         gw_limits_ticket *t = ts[i];
-        if (!ok[i]) decide_local(l, t); /* Redis away, or the script failed (logged) */
+        if (!ok[i]) decide_local(l, t, !l->degraded); /* Redis away, or the script failed */
         if (t->v.status == 200) {
             t->admitted = 1;
             t->alone = !ok[i];

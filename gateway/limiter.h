@@ -92,15 +92,15 @@ typedef struct gw_limits_verdict {
 typedef struct gw_limits_ticket gw_limits_ticket;
 struct gw_limits_ticket {
     moe_tenant tenant;
-    gw_job *job;                     /* a reference (released at the end) */
-    int64_t prompt_tokens;           /* charged at admission */
-    int charged;                     /* job->lim_tokens already charged (limiter thread) */
-    void (*wake)(void *conn);        /* the HTTP side's resume, called under the limiter's lock */
-    void *conn;                      /* NULL once the HTTP side is gone */
-    int decided;                     /* v is set (under the lock) */
-    int admitted, ended;             /* limiter thread */
-    int alone;      /* admitted without Redis' verdict (away, or the script failed) */
-    int redis_slot; /* its concurrency slot is in Redis (at admission, or added later) */
+    gw_job *job;              /* a reference (released at the end) */
+    int64_t prompt_tokens;    /* charged at admission */
+    int charged;              /* job->lim_tokens already charged (limiter thread) */
+    void (*wake)(void *conn); /* the HTTP side's resume, called under the limiter's lock */
+    void *conn;               /* NULL once the HTTP side is gone */
+    int decided;              /* v is set (under the lock) */
+    int admitted, ended;      /* limiter thread */
+    int alone;                /* admitted without Redis' verdict (away, or the script failed) */
+    int redis_slot;           /* its concurrency slot is in Redis (at admission, or added later) */
     gw_limits_verdict v;
     gw_limits_ticket *next, *end_next, *live_next; /* the limiter's queues */
 };

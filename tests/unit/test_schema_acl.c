@@ -182,7 +182,7 @@ TEST(schema_acl_limits) {
     ASSERT_STR_EQ(k, "p:limit:{acme}"); /* a hash tag: one tenant's keys, one cluster slot */
     snprintf(c, sizeof c, "%s:r:29000000", k);
     ASSERT_STR_EQ(c, "p:limit:{acme}:r:29000000");
-    ASSERT(may_write(MOE_ACL_ROLE_GATEWAY, k));    /* the base, KEYS[1] of each run */
+    ASSERT(may_write(MOE_ACL_ROLE_GATEWAY, k)); /* the base, KEYS[1] of each run */
     ASSERT(!may_write(MOE_ACL_ROLE_GATEWAY, "p:limit:acme:r:29000000")); /* untagged */
     ASSERT(may_write(MOE_ACL_ROLE_GATEWAY, c));
     ASSERT(may_run(MOE_ACL_ROLE_GATEWAY, "+evalsha", k) &&
