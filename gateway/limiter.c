@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "limiter.h"
@@ -24,9 +25,13 @@
 
 /* ==== The script ================================================================= */
 
-/* KEYS[1] = P:limit:<tenant> (P:gateways for hello); ARGV[1] = the mode. Returns, for
- * admit: {hit (0, 1 rpm, 2 tpm, 3 concurrency, 4 daily), requests, tokens, day tokens,
- * in flight, ms to the window's end, ms to the day's end}. */
+/* KEYS[1] = P:limit:{<tenant>} (P:gateways for hello); ARGV[1] = the mode. Every key a
+ * run touches is KEYS[1] or KEYS[1] with a suffix: one tenant's keys, whose hash tag
+ * {<tenant>} puts them in one Redis Cluster slot. Returns, for admit: {hit (0, 1 rpm,
+ * 2 tpm, 3 concurrency, 4 daily), requests, tokens, day tokens, in flight, ms to the
+ * window's end, ms to the day's end}; for add: {requests, tokens, day tokens, slots}
+ * added of those admitted alone. A run writes nothing before every key it writes has
+ * been read: a key of the wrong type fails the whole run, never half of it. */
 static const char SCRIPT[] =
     "local mode = ARGV[1]\n"
     "local t = redis.call('TIME')\n"
@@ -43,10 +48,28 @@ static const char SCRIPT[] =
     "local kt = KEYS[1] .. ':t:' .. win\n"
     "local kd = KEYS[1] .. ':d:' .. day\n"
     "local kc = KEYS[1] .. ':c'\n"
+    /* add: ARGV[3] completion tokens (this window, this day); what was admitted alone:
+     * ARGV[5] requests and ARGV[6] tokens of local window ARGV[4] (dropped once Redis'
+     * window is another), ARGV[8] tokens of day ARGV[7]; ARGV[9] the lease (ms) and
+     * ARGV[10..] the slots of those still running */
     "if mode == 'add' then\n"
-    "  redis.call('INCRBY', kt, ARGV[3]); redis.call('PEXPIRE', kt, 2 * w)\n"
-    "  redis.call('INCRBY', kd, ARGV[3]); redis.call('PEXPIRE', kd, 2 * 86400000)\n"
-    "  return 1\n"
+    "  for _, k in ipairs({kr, kt, kd}) do\n"
+    "    local v = redis.call('GET', k)\n"
+    "    if v and not tonumber(v) then return redis.error_reply('ERR no integer: ' .. k) end\n"
+    "  end\n"
+    "  if #ARGV >= 10 then redis.call('ZCARD', kc) end\n"
+    "  local c = tonumber(ARGV[3])\n"
+    "  local r, tk, dk = 0, 0, 0\n"
+    "  if tonumber(ARGV[4]) == win then r, tk = tonumber(ARGV[5]), tonumber(ARGV[6]) end\n"
+    "  if tonumber(ARGV[7]) == day then dk = tonumber(ARGV[8]) end\n"
+    "  if r > 0 then redis.call('INCRBY', kr, r); redis.call('PEXPIRE', kr, 2 * w) end\n"
+    "  if c + tk > 0 then redis.call('INCRBY', kt, c + tk); redis.call('PEXPIRE', kt, 2 * w) end\n"
+    "  if c + dk > 0 then\n"
+    "    redis.call('INCRBY', kd, c + dk); redis.call('PEXPIRE', kd, 2 * 86400000)\n"
+    "  end\n"
+    "  for i = 10, #ARGV do redis.call('ZADD', kc, now + tonumber(ARGV[9]), ARGV[i]) end\n"
+    "  if #ARGV >= 10 then redis.call('PEXPIRE', kc, 2 * tonumber(ARGV[9])) end\n"
+    "  return {r, tk, dk, #ARGV - 9}\n"
     "end\n"
     "if mode == 'end' then redis.call('ZREM', kc, ARGV[3]); return 1 end\n"
     "if mode == 'touch' then\n"
@@ -92,7 +115,10 @@ typedef struct lt {
     int64_t win, req, tok; /* the window (local clock) and its counts */
     int64_t day, day_tok;
     int64_t inflight;
-    int64_t pending; /* tokens not yet charged in Redis */
+    int64_t pending; /* completion tokens not yet charged in Redis */
+    /* admitted alone (Redis away, or the script failed), not yet added to Redis: in
+     * window win, in day day (cleared when they roll), and the slots still running */
+    int64_t alone_req, alone_tok, alone_day_tok, alone_slots;
 } lt;
 
 struct gw_limits {
@@ -113,7 +139,9 @@ struct gw_limits {
     int degraded; /* Redis away: local limits */
     int n_gw;     /* replicas seen (>= 1) */
     int64_t t_charge, t_hello, t_touch;
-    moe_metric *m_limited, *m_degraded;
+    int64_t back[5]; /* added since Redis was away: requests, tokens, day tokens, slots,
+                        tenants (logged when it is back) */
+    moe_metric *m_limited, *m_degraded, *m_script_err, *m_reconciled;
 };
 
 static int64_t wall_ms(void) {
@@ -139,8 +167,8 @@ static lt *lt_get(gw_limits *l, const char *name) {
 /* Rolls a tenant's local windows to now. */
 static void lt_roll(gw_limits *l, lt *e, int64_t now) {
     const int64_t win = now / ((int64_t)l->p.window_s * 1000), day = now / DAY_MS;
-    if (e->win != win) e->win = win, e->req = e->tok = 0;
-    if (e->day != day) e->day = day, e->day_tok = 0;
+    if (e->win != win) e->win = win, e->req = e->tok = e->alone_req = e->alone_tok = 0;
+    if (e->day != day) e->day = day, e->day_tok = e->alone_day_tok = 0;
 }
 
 /* ==== Verdicts ==================================================================== */
@@ -217,7 +245,8 @@ static void verdict(gw_limits *l, gw_limits_ticket *t, int hit, const int64_t u[
     moe_metric_inc(l->m_limited, (const char *[]){hit_names[hit]}, 1);
 }
 
-/* Local counts after an admission decided by Redis or alone. */
+/* Local counts after an admission decided by Redis or alone (then, with Redis, also
+ * pending for it: added when it answers again, redis_sync). */
 static void local_admit(gw_limits *l, gw_limits_ticket *t) {
     lt *e = lt_get(l, t->tenant.name);
     if (!e) return;
@@ -226,14 +255,21 @@ static void local_admit(gw_limits *l, gw_limits_ticket *t) {
     e->tok += t->prompt_tokens;
     e->day_tok += t->prompt_tokens;
     e->inflight++;
+    if (!l->link || !t->alone) return;
+    e->alone_req++;
+    e->alone_tok += t->prompt_tokens;
+    e->alone_day_tok += t->prompt_tokens;
+    e->alone_slots += t->tenant.lim.concurrency > 0;
 }
 
-/* Decides alone: this replica's counts against its share of each limit. */
-static void decide_local(gw_limits *l, gw_limits_ticket *t) {
+/* Decides alone: this replica's counts against its share of each limit (Redis away, or
+ * its script failed: failed). */
+static void decide_local(gw_limits *l, gw_limits_ticket *t, int failed) {
     if (l->p.fail_closed && l->link) {
         gw_api_error_set(&t->v.err, 503, NULL,
-                         "the rate limiter's Redis does not answer and this gateway runs with "
-                         "--limits-fail-closed; retry shortly");
+                         "the rate limiter's Redis %s and this gateway runs with "
+                         "--limits-fail-closed; retry shortly",
+                         failed ? "could not run its script" : "does not answer");
         t->v.status = 503;
         moe_metric_inc(l->m_limited, (const char *[]){"unavailable"}, 1);
         return;
@@ -267,14 +303,55 @@ static void decide_local(gw_limits *l, gw_limits_ticket *t) {
 
 /* Appends one run of the script (EVALSHA, or EVAL with its text). */
 static void append_script(gw_limits *l, int eval, const char *key, int argc, const char **args) {
-    const char *argv[16];
+    const char *argv[4 + argc];
     int n = 0;
     argv[n++] = eval ? "EVAL" : "EVALSHA";
     argv[n++] = eval ? SCRIPT : l->sha;
     argv[n++] = "1";
     argv[n++] = key;
-    for (int i = 0; i < argc && n < 16; i++) argv[n++] = args[i];
+    for (int i = 0; i < argc; i++) argv[n++] = args[i];
     moe_rlink_appendargv(l->link, n, argv, NULL);
+}
+
+/* The n integers of an array reply r into x: 0, or -1 when r is something else. */
+static int int_array(const redisReply *r, int64_t *x, size_t n) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != n) return -1;
+    for (size_t k = 0; k < n; k++) {
+        if (r->element[k]->type != REDIS_REPLY_INTEGER) return -1;
+        x[k] = r->element[k]->integer;
+    }
+    return 0;
+}
+
+/* A run of the script that failed otherwise than NOSCRIPT (a key of the wrong type, a
+ * Lua error, OOM, ...): counted by reason, logged with its text at most every 10 s
+ * (the limiter's thread only). */
+static void script_error(gw_limits *l, const char *tenant, const redisReply *r, const char *then) {
+    static const char *const known[] = {"wrongtype", "err",      "oom",     "busy",
+                                        "noperm",    "readonly", "loading", "masterdown"};
+    static int64_t last, quiet;
+    const char *reason = "reply", *text = "a malformed reply";
+    if (r->type == REDIS_REPLY_ERROR && r->str) {
+        text = r->str;
+        reason = "other";
+        for (size_t i = 0; i < sizeof known / sizeof *known; i++) {
+            const size_t n = strlen(known[i]);
+            if (!strncasecmp(r->str, known[i], n) && (r->str[n] == ' ' || !r->str[n]))
+                reason = known[i];
+        }
+    }
+    moe_metric_inc(l->m_script_err, (const char *[]){reason}, 1);
+    const int64_t now = moe_mono_ms();
+    if (last && now - last < 10000) {
+        quiet++;
+        return;
+    }
+    moe_log(MOE_LOG_WARN, GW,
+            "limits: the script failed for tenant %s: %.200s; %s (%lld more "
+            "failures in the last %llds not logged)",
+            tenant, text, then, (long long)quiet, (long long)(last ? (now - last) / 1000 : 0));
+    last = now;
+    quiet = 0;
 }
 
 typedef struct batch {
@@ -296,19 +373,12 @@ static void on_admit_reply(void *ud, size_t i, redisReply *r) {
         b->noscript[i] = 1;
         return;
     }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 7) {
-        static int64_t last; /* the limiter's thread only: at most a line every 10 s */
-        if (r->type == REDIS_REPLY_ERROR && moe_mono_ms() - last >= 10000) {
-            last = moe_mono_ms();
-            moe_log(MOE_LOG_WARN, GW, "limits: the script failed (request let through): %.200s",
-                    r->str);
-        }
-        return;
-    }
     int64_t x[7];
-    for (int k = 0; k < 7; k++) {
-        if (r->element[k]->type != REDIS_REPLY_INTEGER) return;
-        x[k] = r->element[k]->integer;
+    if (int_array(r, x, 7) < 0) { /* decided alone (decide_local), as with Redis away */
+        script_error(b->l, t->tenant.name, r,
+                     b->l->p.fail_closed ? "refused (--limits-fail-closed)"
+                                         : "this admission enforces the local share");
+        return;
     }
     b->ok[i] = 1;
     b->noscript[i] = 0;
@@ -357,40 +427,131 @@ static int redis_admit(gw_limits *l, batch *b) {
     return 0;
 }
 
-typedef struct charge {
+/* One tenant's run of 'add': what it carries, taken off the pending counts once Redis
+ * has it (a failed run leaves them for the next). */
+typedef struct sync_call {
     lt *e;
-    int64_t n;
-} charge;
+    int64_t pend, req, tok, day_tok; /* completion tokens; admitted alone (lt) */
+    gw_limits_ticket **slot;         /* (n_slot) admitted alone, running, not in Redis */
+    int n_slot;
+    int noscript; /* answered NOSCRIPT: run again with EVAL */
+} sync_call;
 
-/* A charge that Redis took is no longer pending (NOSCRIPT or another error: it stays). */
-static void on_charge_reply(void *ud, size_t i, redisReply *r) {
-    charge *c = ud;
-    if (r->type == REDIS_REPLY_INTEGER) c[i].e->pending -= c[i].n;
+typedef struct sync_batch {
+    gw_limits *l;
+    sync_call *c;
+    int *idx; /* the pipeline's i-th run is c[idx[i]] */
+} sync_batch;
+
+static void on_sync_reply(void *ud, size_t i, redisReply *r) {
+    sync_batch *b = ud;
+    gw_limits *l = b->l;
+    sync_call *c = &b->c[b->idx[i]];
+    int64_t x[4];
+    c->noscript = is_noscript(r);
+    if (c->noscript) return;
+    if (int_array(r, x, 4) < 0) {
+        script_error(l, c->e->name, r, "its counts stay pending for the next try");
+        return;
+    }
+    lt *e = c->e;
+    e->pending -= c->pend;
+    e->alone_req -= c->req;
+    e->alone_tok -= c->tok;
+    e->alone_day_tok -= c->day_tok;
+    e->alone_slots -= c->n_slot;
+    for (int k = 0; k < c->n_slot; k++) c->slot[k]->redis_slot = 1; /* 'end' removes it */
+    static const char *const what[] = {"requests", "tokens", "day_tokens", "slots"};
+    for (int k = 0; k < 4; k++) {
+        if (x[k] > 0) moe_metric_inc(l->m_reconciled, (const char *[]){what[k]}, (double)x[k]);
+        if (l->degraded) l->back[k] += x[k];
+    }
+    if (l->degraded) l->back[4] += x[0] || x[1] || x[2] || x[3];
 }
 
-/* Runs one script per tenant with tokens to charge (EVALSHA: the hello's EVAL every
- * second keeps the script loaded; a charge that fails stays pending for the next). */
-static void redis_charge(gw_limits *l) {
-    char key[MOE_SCHEMA_KEY_MAX], n[24], win[16];
+static int lt_unsynced(const lt *e) {
+    return e->pending > 0 || e->alone_req > 0 || e->alone_tok > 0 || e->alone_day_tok > 0 ||
+           e->alone_slots > 0;
+}
+
+static int slot_alone(const gw_limits_ticket *t) {
+    return t->alone && !t->redis_slot && t->tenant.lim.concurrency > 0;
+}
+
+/* Brings Redis up to date with this replica: one run of 'add' per tenant with something
+ * pending (completion tokens; and what was admitted alone while Redis was away or the
+ * script failed: requests and tokens of the current window, tokens of the day, the
+ * slots still running), in one pipeline (again with EVAL those that found no script).
+ * 0, or MOE_EUNAVAIL: Redis away. */
+static int redis_sync(gw_limits *l) {
+    const int64_t now = wall_ms();
+    int k = 0, n_slot = 0, rc = 0;
+    for (int h = 0; h < LIM_BUCKETS; h++)
+        for (lt *e = l->tab[h]; e; e = e->next) {
+            lt_roll(l, e, now);
+            k += lt_unsynced(e);
+        }
+    if (!k) return 0;
+    for (gw_limits_ticket *t = l->live; t; t = t->live_next) n_slot += slot_alone(t);
+    sync_call *c = calloc((size_t)k, sizeof *c);
+    gw_limits_ticket **slots = malloc((size_t)(n_slot + 1) * sizeof *slots);
+    int *idx = malloc((size_t)k * sizeof *idx);
+    if (!c || !slots || !idx) goto out; /* out of memory: the next tick tries again */
+    int used = 0;
+    k = 0;
+    for (int h = 0; h < LIM_BUCKETS; h++)
+        for (lt *e = l->tab[h]; e; e = e->next) {
+            if (!lt_unsynced(e)) continue;
+            c[k] = (sync_call){
+                e, e->pending, e->alone_req, e->alone_tok, e->alone_day_tok, slots + used, 0, 0};
+            for (gw_limits_ticket *t = l->live; t && e->alone_slots > 0; t = t->live_next)
+                if (slot_alone(t) && used < n_slot && !strcmp(t->tenant.name, e->name))
+                    slots[used++] = t, c[k].n_slot++;
+            k++;
+        }
+    char key[MOE_SCHEMA_KEY_MAX], win[16], lease[16], a[7][24];
     snprintf(win, sizeof win, "%d", l->p.window_s);
-    int k = 0;
-    for (int b = 0; b < LIM_BUCKETS; b++)
-        for (lt *e = l->tab[b]; e; e = e->next) k += e->pending > 0;
-    charge *c;
-    if (!k || !(c = malloc((size_t)k * sizeof *c))) return;
-    if (moe_rlink_begin(l->link) == 0) {
-        k = 0;
-        for (int b = 0; b < LIM_BUCKETS; b++)
-            for (lt *e = l->tab[b]; e; e = e->next) {
-                if (e->pending <= 0) continue;
-                c[k++] = (charge){e, e->pending};
-                moe_key_limit(key, sizeof key, l->prefix, e->name);
-                snprintf(n, sizeof n, "%lld", (long long)e->pending);
-                append_script(l, 0, key, 3, (const char *[]){"add", win, n});
+    snprintf(lease, sizeof lease, "%d", LIM_LEASE_MS);
+    sync_batch b = {l, c, idx};
+    for (int pass = 0; pass < 2; pass++) {
+        if (moe_rlink_begin(l->link) < 0) {
+            rc = MOE_EUNAVAIL;
+            goto out;
+        }
+        int n = 0;
+        for (int i = 0; i < k; i++) {
+            if (pass && !c[i].noscript) continue;
+            const sync_call *s = &c[i];
+            const int64_t v[] = {s->pend, s->e->win, s->req, s->tok, s->e->day, s->day_tok};
+            const char *args[9 + s->n_slot];
+            args[0] = "add", args[1] = win;
+            for (int j = 0; j < 6; j++) {
+                snprintf(a[j], sizeof a[j], "%lld", (long long)v[j]);
+                args[2 + j] = a[j];
             }
-        moe_rlink_flush(l->link, on_charge_reply, c);
+            args[8] = lease;
+            for (int j = 0; j < s->n_slot; j++) args[9 + j] = s->slot[j]->job->id;
+            moe_key_limit(key, sizeof key, l->prefix, s->e->name);
+            append_script(l, pass, key, 9 + s->n_slot, args);
+            idx[n++] = i;
+        }
+        if (!n) break;
+        if (moe_rlink_flush(l->link, on_sync_reply, &b) < 0) {
+            rc = MOE_EUNAVAIL;
+            goto out;
+        }
     }
+out:
+    free(idx);
+    free(slots);
     free(c);
+    return rc;
+}
+
+/* 1 when Redis answers. Coming back, what was admitted alone meanwhile goes first, so
+ * that the verdicts that follow count it. */
+static int redis_back(gw_limits *l) {
+    return moe_rlink_up(l->link) && (!l->degraded || redis_sync(l) == 0);
 }
 
 /* Registers this replica and learns how many there are (the local share). */
@@ -430,7 +591,13 @@ static void set_degraded(gw_limits *l, int on) {
                                  : "enforcing limits locally",
                 l->n_gw);
     else
-        moe_log(MOE_LOG_INFO, GW, "limits: Redis answers again; limits are shared again");
+        moe_log(MOE_LOG_INFO, GW,
+                "limits: Redis is back; added %lld requests, %lld tokens admitted locally for "
+                "%lld tenants (%lld tokens to the day's counts, %lld concurrency slots); limits "
+                "are shared again",
+                (long long)l->back[0], (long long)l->back[1], (long long)l->back[4],
+                (long long)l->back[2], (long long)l->back[3]);
+    memset(l->back, 0, sizeof l->back);
 }
 
 /* ==== The thread ================================================================= */
@@ -461,19 +628,13 @@ static void decide(gw_limits *l, gw_limits_ticket **ts, int n) {
     memset(ns, 0, sizeof ns);
     memset(ok, 0, sizeof ok);
     batch b = {l, ts, n, ns, ok};
-    if (l->link) {
-        set_degraded(l, !(moe_rlink_up(l->link) && redis_admit(l, &b) == 0));
-    }
+    if (l->link) set_degraded(l, !(redis_back(l) && redis_admit(l, &b) == 0));
     for (int i = 0; i < n; i++) {
         gw_limits_ticket *t = ts[i];
-        if (!ok[i]) {
-            if (l->link && !l->degraded) /* an error reply: let it through, logged above */
-                t->v.status = 200;
-            else
-                decide_local(l, t);
-        }
+        if (!ok[i]) decide_local(l, t, !l->degraded); /* Redis away, or the script failed */
         if (t->v.status == 200) {
             t->admitted = 1;
+            t->alone = !ok[i];
             t->redis_slot = ok[i] && t->tenant.lim.concurrency > 0;
             local_admit(l, t);
             t->live_next = l->live;
@@ -501,6 +662,7 @@ static void finish(gw_limits *l, gw_limits_ticket *list) {
             }
         lt *e = lt_get(l, t->tenant.name);
         if (e && e->inflight > 0) e->inflight--;
+        if (e && slot_alone(t) && e->alone_slots > 0) e->alone_slots--; /* never in Redis */
         n_redis += t->redis_slot;
     }
     for (int pass = 0; n_redis && pass < 2 && !l->degraded && moe_rlink_up(l->link); pass++) {
@@ -558,11 +720,11 @@ static void *run(void *arg) {
         if (now - l->t_charge >= LIM_CHARGE_MS) {
             l->t_charge = now;
             charge_live(l);
-            if (l->link && moe_rlink_up(l->link)) redis_charge(l);
+            if (l->link && moe_rlink_up(l->link)) redis_sync(l);
         }
         if (l->link && now - l->t_hello >= LIM_HELLO_MS) {
             l->t_hello = now;
-            set_degraded(l, !(moe_rlink_up(l->link) && redis_hello(l) == 0));
+            set_degraded(l, !(redis_back(l) && redis_hello(l) == 0));
         }
         if (l->link && !l->degraded && now - l->t_touch >= LIM_TOUCH_MS) {
             l->t_touch = now;
@@ -674,6 +836,18 @@ int gw_limits_start(gw_limits **out, const gw_limits_params *p, moe_err *err) {
             p->reg, "moemesh_gateway_limits_degraded",
             "1 while the limits' Redis is away and this replica enforces its share alone.", NULL,
             0);
+        l->m_script_err = moe_metrics_counter(
+            p->reg, "moemesh_gateway_limits_script_errors_total",
+            "Runs of the limits script that failed (a key of the wrong type, a Lua error, OOM, "
+            "...): an admission then enforces this replica's share alone (503 with "
+            "--limits-fail-closed), a charge stays pending; by the error's first word.",
+            "reason", 10 | MOE_METRIC_OTHER);
+        l->m_reconciled = moe_metrics_counter(
+            p->reg, "moemesh_gateway_limits_reconciled_total",
+            "What this replica admitted alone (Redis away, or the script failed) and added to "
+            "Redis afterwards: requests and tokens of the window still current, tokens of the "
+            "day, concurrency slots still running.",
+            "what", 4);
     }
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);

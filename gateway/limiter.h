@@ -27,7 +27,14 @@
  * against limit / N, N the replicas seen in P:gateways within the last 10 s
  * before Redis went away (at least 1 per limit); logged once each way,
  * moemesh_gateway_limits_degraded = 1. With fail_closed it refuses with 503
- * instead. Tokens generated meanwhile are charged when Redis is back.
+ * instead. When Redis is back, before any verdict of its own, each tenant's
+ * counts gathered alone go into it (one script run per tenant): requests and
+ * tokens admitted in the window if it is still current, tokens of the day,
+ * the slots of requests still running (their end then frees them; a slot never
+ * added is never removed), the completion tokens generated meanwhile. A script
+ * run that fails otherwise (WRONGTYPE, a Lua error, OOM) decides that admission
+ * the same way (local share, or 503), logged and counted by reason; its counts
+ * are added later like the others.
  *
  *     gw_limits *l;
  *     gw_limits_start(&l, &params, &err);
@@ -85,13 +92,15 @@ typedef struct gw_limits_verdict {
 typedef struct gw_limits_ticket gw_limits_ticket;
 struct gw_limits_ticket {
     moe_tenant tenant;
-    gw_job *job;                     /* a reference (released at the end) */
-    int64_t prompt_tokens;           /* charged at admission */
-    int charged;                     /* job->lim_tokens already charged (limiter thread) */
-    void (*wake)(void *conn);        /* the HTTP side's resume, called under the limiter's lock */
-    void *conn;                      /* NULL once the HTTP side is gone */
-    int decided;                     /* v is set (under the lock) */
-    int admitted, ended, redis_slot; /* limiter thread */
+    gw_job *job;              /* a reference (released at the end) */
+    int64_t prompt_tokens;    /* charged at admission */
+    int charged;              /* job->lim_tokens already charged (limiter thread) */
+    void (*wake)(void *conn); /* the HTTP side's resume, called under the limiter's lock */
+    void *conn;               /* NULL once the HTTP side is gone */
+    int decided;              /* v is set (under the lock) */
+    int admitted, ended;      /* limiter thread */
+    int alone;                /* admitted without Redis' verdict (away, or the script failed) */
+    int redis_slot;           /* its concurrency slot is in Redis (at admission, or added later) */
     gw_limits_verdict v;
     gw_limits_ticket *next, *end_next, *live_next; /* the limiter's queues */
 };

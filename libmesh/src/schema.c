@@ -66,7 +66,7 @@ int moe_key_tenant(char *buf, size_t cap, const char *prefix, const char *name) 
 }
 
 int moe_key_limit(char *buf, size_t cap, const char *prefix, const char *name) {
-    return fmt(buf, cap, "%s:limit:%s", prefix, name);
+    return fmt(buf, cap, "%s:limit:{%s}", prefix, name);
 }
 
 int moe_key_load(char *buf, size_t cap, const char *prefix, int64_t bucket) {

@@ -54,7 +54,7 @@ static const acl_role roles[MOE_ACL_ROLE_COUNT] = {
         {"+hgetall", "%R~", "tenant:*"},                  /* and each tenant's limits and keys */
         /* the limits script (gateway/limiter.c) and the commands it runs (TIME: root) */
         {"+evalsha +eval +get +incr +incrby +pexpire +zadd +zrem +zremrangebyscore +zcard",
-         "~", "limit:*"},
+         "~", "limit:{*}*"}, /* P:limit:{<tenant>}...: a cluster hash tag, schema.h */
         {"+evalsha +eval +zadd +zremrangebyscore +zcard", "~", "gateways"}, /* the replicas */
         {"+subscribe", "&", "events"}}},
     /* operators (redis-cli; moectl tenant: tenant_redis.c's writers): drain a

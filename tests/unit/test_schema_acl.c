@@ -30,7 +30,7 @@ TEST(schema_acl_rules_exact) {
         "(+hincrby +expire ~moemesh:load:*) (+get %R~moemesh:tenants:version) "
         "(+smembers %R~moemesh:tenants) (+hgetall %R~moemesh:tenant:*) "
         "(+evalsha +eval +get +incr +incrby +pexpire +zadd +zrem +zremrangebyscore +zcard "
-        "~moemesh:limit:*) (+evalsha +eval +zadd +zremrangebyscore +zcard ~moemesh:gateways) "
+        "~moemesh:limit:{*}*) (+evalsha +eval +zadd +zremrangebyscore +zcard ~moemesh:gateways) "
         "(+subscribe &moemesh:events)",
         "resetkeys resetchannels -@all +ping +multi +exec +discard +unwatch "
         "(+sadd +srem ~moemesh:drain) (+watch +hset +hdel +del ~moemesh:tenant:*) "
@@ -179,8 +179,11 @@ TEST(schema_acl_limits) {
     /* the gateway runs the limits script on its tenant counters and the replica set; the
      * script's own commands are allowed there (Redis checks them against the caller) */
     moe_key_limit(k, sizeof k, "p", "acme");
-    ASSERT_STR_EQ(k, "p:limit:acme");
+    ASSERT_STR_EQ(k, "p:limit:{acme}"); /* a hash tag: one tenant's keys, one cluster slot */
     snprintf(c, sizeof c, "%s:r:29000000", k);
+    ASSERT_STR_EQ(c, "p:limit:{acme}:r:29000000");
+    ASSERT(may_write(MOE_ACL_ROLE_GATEWAY, k)); /* the base, KEYS[1] of each run */
+    ASSERT(!may_write(MOE_ACL_ROLE_GATEWAY, "p:limit:acme:r:29000000")); /* untagged */
     ASSERT(may_write(MOE_ACL_ROLE_GATEWAY, c));
     ASSERT(may_run(MOE_ACL_ROLE_GATEWAY, "+evalsha", k) &&
            may_run(MOE_ACL_ROLE_GATEWAY, "+eval", k));

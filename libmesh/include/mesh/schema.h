@@ -112,8 +112,10 @@ int moe_key_leader(char *buf, size_t cap, const char *prefix);         /* P:lead
 int moe_key_tenant(char *buf, size_t cap, const char *prefix, const char *name); /* P:tenant:<n> */
 int moe_key_tenants(char *buf, size_t cap, const char *prefix);                  /* P:tenants */
 int moe_key_tenants_version(char *buf, size_t cap, const char *prefix); /* P:tenants:version */
-/* P:limit:<n>: the base of a tenant's counters (P:limit:<n>:r:<w>, :t:<w>, :d:<day>, :c;
- * built inside the limits script, docs/redis-schema.md "Limits") */
+/* P:limit:{<n>}: the base of a tenant's counters (P:limit:{<n>}:r:<w>, :t:<w>, :d:<day>,
+ * :c; built inside the limits script, docs/redis-schema.md "Limits"). The tenant is a
+ * Redis Cluster hash tag: every key of one script run hashes to one slot (tenant names
+ * hold no braces, moe_tenant_name_check) */
 int moe_key_limit(char *buf, size_t cap, const char *prefix, const char *name);
 int moe_key_gateways(char *buf, size_t cap, const char *prefix); /* P:gateways */
 
