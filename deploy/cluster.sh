@@ -1,0 +1,285 @@
+#!/bin/sh
+# deploy/cluster.sh - `make run`: the whole cluster on loopback, secure by
+# default. Makes the demo model if MODEL is not given, then starts
+#   redis-server   its own port, ACL users per role (moectl redis-acl), the
+#                  default user off, no persistence
+#   router-svc     the placement (user moemesh-router)
+#   expert-worker  w1 (zone-a) and w2 (zone-b): mutual TLS, user moemesh-worker;
+#                  every expert on both (--min-replicas 2), so either can fail
+#   gateway        http://127.0.0.1:PORT, experts where router-svc places them,
+#                  API keys from Redis (--tenants redis), mutual TLS to workers
+# and prints a demo tenant's API key with a curl and an openai example.
+# Ctrl-C (SIGINT) or SIGTERM stops everything it started, by PID: the gateway
+# first (it finishes running requests), then the workers, router-svc, Redis.
+#
+# State (RUN_DIR, default build/run; never tracked): certs/ (a throwaway CA
+# and a certificate per service, openssl, EC P-256, 30 days, made again when
+# missing or within a day of expiry), redis/ (the ACL file, each user's
+# password, mode 0600), api-key (the demo tenant's key, 0600), logs/ (one
+# file per service), pids. Everything is reused by the next run.
+#
+# Env: MODE (cluster; single: deploy/demo.sh, the gateway alone), PORT (8080),
+# MODEL, RUN_DIR, REDIS_PORT (default 6390, or a free one), THREADS,
+# READY_TIMEOUT (seconds, 180), INSECURE=1 (plaintext gRPC between gateway
+# and workers: development only). `sh deploy/cluster.sh stop` stops a cluster
+# left running from RUN_DIR (its launcher killed with SIGKILL).
+set -u
+BUILD=${BUILD:-build}
+MODE=${MODE:-cluster}
+PORT=${PORT:-8080}
+case "$MODE" in
+single) exec env LISTEN="127.0.0.1:$PORT" sh "$(dirname "$0")/demo.sh" ;;
+cluster) ;;
+*) echo "cluster.sh: MODE must be cluster or single, not '$MODE'" >&2; exit 2 ;;
+esac
+MODEL=${MODEL:-}
+RUN_DIR=${RUN_DIR:-$BUILD/run}
+THREADS=${THREADS:-$(nproc)}
+READY_TIMEOUT=${READY_TIMEOUT:-180}
+INSECURE=${INSECURE:-0}
+P=moemesh
+mkdir -p "$RUN_DIR" && RUN_DIR=$(cd "$RUN_DIR" && pwd) || exit 1
+BIN=$(cd "$BUILD" 2>/dev/null && pwd) || { echo "cluster.sh: no $BUILD: run make first" >&2; exit 1; }
+LOGS=$RUN_DIR/logs CERTS=$RUN_DIR/certs RDIR=$RUN_DIR/redis PIDFILE=$RUN_DIR/pids
+say() { echo "== $*"; }
+# (defined again below, once there is something to stop)
+die() { echo "cluster.sh: error: $*" >&2; exit 1; }
+
+# ==== Processes: started in their own session (a Ctrl-C in the terminal
+# reaches only this script, which stops them in order), recorded by PID =====
+STARTED="" # "name:pid ..." in start order
+alive() { [ -r "/proc/$1/stat" ] && ! grep -q '^[0-9]* ([^)]*) [ZX]' "/proc/$1/stat" 2>/dev/null; }
+# ours PID: alive and started from this RUN_DIR (its command line names it;
+# redis-server rewrites its own, but works in RUN_DIR/redis/data)
+ours() {
+    alive "$1" && { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF "$RUN_DIR" ||
+        readlink "/proc/$1/cwd" 2>/dev/null | grep -qF "$RUN_DIR"; }
+}
+spawn() { # name log cmd... -> SPID
+    n=$1 log=$2; shift 2
+    : >"$log"
+    setsid "$@" >>"$log" 2>&1 </dev/null &
+    SPID=$!
+    STARTED="$STARTED $n:$SPID"
+    echo "$n $SPID" >>"$PIDFILE"
+}
+pid_of() { for e in $STARTED; do [ "${e%%:*}" = "$1" ] && echo "${e#*:}"; done; }
+# stop_pid PID SECONDS: SIGTERM, then SIGKILL after SECONDS; reaped
+stop_pid() {
+    kill -TERM "$1" 2>/dev/null || return 0
+    i=0
+    while alive "$1" && [ $i -lt $(($2 * 10)) ]; do sleep 0.1; i=$((i + 1)); done
+    alive "$1" && { echo "   $1 still running after $2 s: SIGKILL"; kill -KILL "$1" 2>/dev/null; }
+    wait "$1" 2>/dev/null
+    return 0
+}
+STOPPING=0
+shutdown() { # exit code
+    [ $STOPPING = 1 ] && return
+    STOPPING=1
+    trap '' INT TERM HUP
+    [ -n "${MKPID:-}" ] && stop_pid "$MKPID" 5
+    if [ -n "$STARTED" ]; then
+        say "stopping (gateway first: its running requests finish)"
+        for n in gateway w1 w2 router-svc redis; do
+            p=$(pid_of $n)
+            [ -n "$p" ] || continue
+            case $n in gateway) t=35 ;; *) t=10 ;; esac
+            stop_pid "$p" $t
+            echo "   $n ($p) stopped"
+        done
+    fi
+    rm -f "$PIDFILE" "$RUN_DIR/launcher.pid"
+    exit "$1"
+}
+on_signal() { echo; shutdown 0; }
+trap on_signal INT TERM HUP
+
+# stop: a cluster whose launcher is gone (its pids file is left)
+if [ "${1:-}" = stop ]; then
+    [ -f "$PIDFILE" ] || { echo "nothing to stop in $RUN_DIR"; exit 0; }
+    while read -r n p; do ours "$p" && STARTED="$STARTED $n:$p"; done <"$PIDFILE"
+    L=$(cat "$RUN_DIR/launcher.pid" 2>/dev/null)
+    [ -n "$L" ] && alive "$L" && kill -TERM "$L" 2>/dev/null && { echo "signalled the launcher ($L)"; exit 0; }
+    for e in $STARTED; do kill -TERM "${e#*:}" 2>/dev/null; done
+    sleep 1; for e in $STARTED; do alive "${e#*:}" && kill -KILL "${e#*:}" 2>/dev/null; done
+    rm -f "$PIDFILE"; echo "stopped:$STARTED"; exit 0
+fi
+# a pids file from an earlier run: still running (refuse) or stale (dropped)
+if [ -f "$PIDFILE" ]; then
+    left=""
+    while read -r n p; do ours "$p" && left="$left $n:$p"; done <"$PIDFILE"
+    [ -n "$left" ] && die "a cluster from $RUN_DIR is still running ($left): stop it with Ctrl-C in its terminal, or: RUN_DIR=$RUN_DIR sh deploy/cluster.sh stop"
+    rm -f "$PIDFILE"
+fi
+echo $$ >"$RUN_DIR/launcher.pid"
+die() { echo "cluster.sh: error: $*" >&2; shutdown 1; }
+mkdir -p "$LOGS" "$CERTS" "$RDIR/data"
+
+# ==== The model =============================================================
+if [ -z "$MODEL" ]; then
+    MODEL=models/demo-mixtral-q8_0.gguf
+    if [ ! -f "$MODEL" ]; then
+        mkdir -p models
+        say "making the demo model $MODEL (random weights, q8_0; the bench preset, ~620 MB)"
+        "$BIN/moectl" mkmodel --arch llama --dtype q8_0 --seed 42 --preset bench -o "$MODEL.tmp" &
+        MKPID=$!
+        wait $MKPID || { rm -f "$MODEL.tmp"; die "moectl mkmodel failed"; }
+        MKPID=
+        mv "$MODEL.tmp" "$MODEL"
+    fi
+fi
+[ -f "$MODEL" ] || die "no model at $MODEL"
+MODEL=$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")
+NAME=$(basename "$MODEL" .gguf)
+say "model $MODEL"
+"$BIN/moectl" info "$MODEL" | sed -n '1,9p'
+
+# ==== Certificates: a CA; w1, w2 (their worker id as DNS SAN), the gateway ==
+command -v openssl >/dev/null 2>&1 || die "openssl is missing (make deps)"
+DAYS=30
+fresh() { # CERT: exists, valid for a day more, signed by our CA
+    [ -s "$CERTS/$1.pem" ] && [ -s "$CERTS/$1.key" ] &&
+        openssl x509 -checkend 86400 -noout -in "$CERTS/$1.pem" >/dev/null 2>&1 &&
+        { [ "$1" = ca ] || openssl verify -CAfile "$CERTS/ca.pem" "$CERTS/$1.pem" >/dev/null 2>&1; }
+}
+make_certs() (
+    umask 077
+    cd "$CERTS" || exit 1
+    if ! fresh ca; then
+        echo "   a new CA (EC P-256, $DAYS days)"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+            -subj "/CN=moemesh demo CA" -days $DAYS -out ca.pem 2>/dev/null || exit 1
+        rm -f w1.pem w2.pem gateway.pem
+    fi
+    for c in w1 w2 gateway; do
+        fresh $c && continue
+        echo "   a certificate for $c (DNS:$c)"
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $c.key \
+            -subj "/CN=$c" -out $c.csr 2>/dev/null &&
+            printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth,clientAuth\n' $c >$c.ext &&
+            openssl x509 -req -in $c.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days $DAYS \
+                -extfile $c.ext -out $c.pem 2>/dev/null || exit 1
+        rm -f $c.csr $c.ext
+    done
+)
+if [ "$INSECURE" = 1 ]; then
+    echo "WARNING: INSECURE=1: gateway <-> expert-worker gRPC is plaintext, without mutual TLS (development only)" >&2
+    tls() { echo "--insecure"; }
+else
+    say "certificates in $CERTS"
+    make_certs || die "openssl could not make the certificates in $CERTS"
+    tls() { echo "--tls-cert $CERTS/$1.pem --tls-key $CERTS/$1.key --tls-ca $CERTS/ca.pem"; }
+fi
+
+# ==== Redis: ACL users per role, passwords in files ==========================
+command -v redis-server >/dev/null 2>&1 || die "redis-server is missing (make deps)"
+say "Redis ACL users in $RDIR (moectl redis-acl; passwords in $RDIR/passwords)"
+(umask 077 && "$BIN/moectl" redis-acl --prefix $P --password-dir "$RDIR/passwords" --aclfile >"$RDIR/users.acl") ||
+    die "moectl redis-acl failed"
+randport() { echo $((20000 + $(od -An -N2 -tu2 /dev/urandom) % 40000)); }
+RP=""
+for port in ${REDIS_PORT:-6390 $(randport) $(randport) $(randport)}; do
+    spawn redis "$LOGS/redis.log" redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$RDIR/data" --aclfile "$RDIR/users.acl" --daemonize no --logfile "" --protected-mode yes
+    i=0
+    while alive $SPID && ! grep -q "Ready to accept connections" "$LOGS/redis.log" && [ $i -lt 100 ]; do
+        sleep 0.1; i=$((i + 1))
+    done
+    if alive $SPID && grep -q "Ready to accept connections" "$LOGS/redis.log"; then RP=$port; break; fi
+    echo "   redis-server could not use port $port: $(grep -m1 -i 'error\|could not\|in use' "$LOGS/redis.log")"
+    stop_pid $SPID 2
+    STARTED=$(echo "$STARTED" | sed "s/ redis:$SPID//")
+done
+[ -n "$RP" ] || { tail -5 "$LOGS/redis.log" >&2; shutdown 1; }
+say "redis-server on 127.0.0.1:$RP (pid $SPID; default user off)"
+ruser() { echo "--redis redis://$P-$1@127.0.0.1:$RP --redis-password-file $RDIR/passwords/$P-$1 --prefix $P"; }
+
+# ==== The demo tenant: made once, its key kept; registered again in a fresh
+# Redis (this one keeps nothing) by its SHA-256, as docs/redis-schema.md says
+KEYFILE=$RUN_DIR/api-key
+if [ -s "$KEYFILE" ]; then
+    H=$("$BIN/moectl" tenant hash <"$KEYFILE" | sed -n 's/.*"key_sha256": "\([0-9a-f]*\)".*/\1/p')
+    [ -n "$H" ] || die "moectl tenant hash failed on $KEYFILE"
+    now=$(($(date +%s) * 1000))
+    out=$({
+        printf 'AUTH %s-admin %s\n' $P "$(head -n 1 "$RDIR/passwords/$P-admin")"
+        printf 'MULTI\nHSET %s:tenant:demo rpm 0 tpm 0 concurrency 0 max_context 0 daily_tokens 0 weight 1 priority normal created_ms %s key:%s %s\n' \
+            $P $now "$H" $now
+        printf 'SADD %s:tenants demo\nINCR %s:tenants:version\nEXEC\n' $P $P
+    } | redis-cli -p "$RP" 2>&1)
+    echo "$out" | grep -q "ERR\|NOPERM\|WRONGPASS\|EXECABORT" && die "could not register the demo tenant: $out"
+    say "the demo tenant's key: $KEYFILE (kept from an earlier run)"
+else
+    # shellcheck disable=SC2046
+    out=$("$BIN/moectl" tenant add demo $(ruser admin) 2>&1) || die "moectl tenant add demo: $out"
+    (umask 077 && echo "$out" | sed -n 's/.*"key": "\(moe-[A-Za-z0-9_-]*\)".*/\1/p' >"$KEYFILE")
+    [ -s "$KEYFILE" ] || die "moectl tenant add printed no key: $out"
+    say "made the demo tenant; its key: $KEYFILE (mode 0600)"
+fi
+KEY=$(cat "$KEYFILE")
+
+# ==== router-svc, two workers in two zones, the gateway =====================
+# shellcheck disable=SC2046
+spawn router-svc "$LOGS/router-svc.log" "$BIN/router-svc" $(ruser router) --listen 127.0.0.1:0 \
+    --min-replicas 2 --headroom 0 --settle-ms 500 --log-format text
+say "router-svc started (pid $SPID)"
+ZONES="w1:zone-a w2:zone-b"
+for wz in $ZONES; do
+    w=${wz%%:*}
+    # shellcheck disable=SC2046
+    spawn $w "$LOGS/$w.log" "$BIN/expert-worker" --model "$MODEL" --listen 127.0.0.1:0 $(ruser worker) \
+        --worker-id $w --failure-domain ${wz#*:} --drain-ms 0 $(tls $w) --log-format text
+    say "expert-worker $w in ${wz#*:} started (pid $SPID)"
+done
+# shellcheck disable=SC2046
+spawn gateway "$LOGS/gateway.log" "$BIN/gateway" --model "$MODEL" --listen "127.0.0.1:$PORT" \
+    $(ruser gateway) --tenants redis $(tls gateway) --threads "$THREADS" --log-format text
+GPID=$SPID
+say "gateway started (pid $GPID); logs in $LOGS/"
+
+# ==== Ready: /readyz, bounded ================================================
+BASE=http://127.0.0.1:$PORT
+t0=$(date +%s) next=5
+while :; do
+    for e in $STARTED; do
+        alive "${e#*:}" && continue
+        echo "cluster.sh: error: ${e%%:*} (pid ${e#*:}) exited; the end of $LOGS/${e%%:*}.log:" >&2
+        tail -n 15 "$LOGS/${e%%:*}.log" >&2
+        shutdown 1
+    done
+    code=$(curl -s -m 2 -o /dev/null -w '%{http_code}' "$BASE/readyz" 2>/dev/null)
+    [ "$code" = 200 ] && break
+    el=$(($(date +%s) - t0))
+    if [ $el -ge "$READY_TIMEOUT" ]; then
+        echo "cluster.sh: error: the gateway is not ready after $READY_TIMEOUT s (/readyz: $code)" >&2
+        for n in gateway router-svc w1 w2; do echo "-- $LOGS/$n.log" >&2; tail -n 8 "$LOGS/$n.log" >&2; done
+        shutdown 1
+    fi
+    [ $el -ge $next ] && { say "waiting for $BASE/readyz ($el s, answer ${code:-none})"; next=$((next + 5)); }
+    sleep 0.2
+done
+say "ready in $(($(date +%s) - t0)) s: $(cat "$PIDFILE" | tr '\n' ' ')(pids in $PIDFILE)"
+cat <<MSG
+
+moemesh is serving '$NAME' on $BASE (every service with mutual TLS and Redis ACL users).
+API key: $KEY
+A streamed chat completion:
+  curl -N $BASE/v1/chat/completions -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d '{"model": "$NAME", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32, "stream": true}'
+With the openai client (python3, pip install openai):
+  from openai import OpenAI
+  client = OpenAI(base_url="$BASE/v1", api_key="$KEY")
+  stream = client.chat.completions.create(model="$NAME", messages=[{"role": "user", "content": "Hello"}], max_tokens=32, stream=True)
+  for chunk in stream:
+      print(chunk.choices[0].delta.content or "", end="", flush=True)
+Logs: $LOGS/{gateway,router-svc,w1,w2,redis}.log   State: $RUN_DIR
+Ctrl-C stops the cluster.
+MSG
+[ "$INSECURE" = 1 ] && echo "WARNING: INSECURE=1: plaintext gRPC between the gateway and the workers" >&2
+# wait returns on a signal (the trap stops everything) or the gateway's exit
+wait "$GPID"
+rc=$?
+[ $STOPPING = 1 ] && exit 0
+echo "cluster.sh: error: the gateway exited ($rc); the end of $LOGS/gateway.log:" >&2
+tail -n 15 "$LOGS/gateway.log" >&2
+shutdown 1
