@@ -3,7 +3,10 @@
 #   make test       install what is missing, build, run every test
 #   make test-san   the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      benchmarks against llama.cpp and memory bandwidth
-#   make run        build and serve a demo model over the OpenAI API (127.0.0.1:8000)
+#   make run        build and start the cluster (Redis, router-svc, two expert-workers,
+#                   the gateway; mutual TLS, API keys) serving a demo model over the
+#                   OpenAI API on 127.0.0.1:8080 (deploy/cluster.sh; Ctrl-C stops it).
+#                   MODE=single: the gateway alone; PORT=, MODEL=path.gguf
 #   make deps       install the Debian packages the build needs (idempotent)
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 30)
 # Quiet unless V=1; warnings are errors when CI=true.
@@ -219,9 +222,14 @@ bench: deps
 	$(Q)$(MAKE) --no-print-directory ref
 	$(Q)BUILD=$(BUILD) sh bench/run.sh
 
+# make run [MODE=cluster|single] [PORT=8080] [MODEL=path.gguf] [INSECURE=1]
+MODE     ?= cluster
+PORT     ?= 8080
+MODEL    ?=
+INSECURE ?= 0
 run: deps
-	$(Q)$(MAKE) --no-print-directory all
-	$(Q)BUILD=$(BUILD) sh deploy/demo.sh
+	$(Q)$(MAKE) --no-print-directory $(MOECTL) $(WORKER) $(ROUTER) $(GATEWAY)
+	$(Q)BUILD=$(BUILD) MODE=$(MODE) PORT=$(PORT) MODEL=$(MODEL) INSECURE=$(INSECURE) sh deploy/cluster.sh
 
 # every tracked C file but generated tables (tools/format-files.sh);
 # tests/integration/format.sh fails on a drift

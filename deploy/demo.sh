@@ -1,15 +1,17 @@
 #!/bin/sh
-# deploy/demo.sh - `make run`: serves a demo model over the OpenAI API.
+# deploy/demo.sh - `make run MODE=single`: serves a demo model over the OpenAI
+# API from the gateway alone (no Redis, no workers, no API keys: loopback only;
+# `make run` starts the whole cluster instead: deploy/cluster.sh).
 # Makes the demo model if it is missing (a Mixtral-style MoE with random
 # weights, q8_0: it produces gibberish, quickly), then runs the gateway in the
-# foreground on LISTEN (default 127.0.0.1:8000) with the experts in process.
+# foreground on LISTEN (default 127.0.0.1:PORT, PORT 8080) with the experts in process.
 # Ctrl-C (SIGINT) or SIGTERM stops it after the running requests finish.
-# Env: MODEL, LISTEN, THREADS, and any gateway flag's MOE_* twin.
+# Env: MODEL, LISTEN (or PORT), THREADS, and any gateway flag's MOE_* twin.
 set -e
 BUILD=${BUILD:-build}
 MOECTL="$BUILD/moectl"
 MODEL=${MODEL:-models/demo-mixtral-q8_0.gguf}
-LISTEN=${LISTEN:-127.0.0.1:8000}
+LISTEN=${LISTEN:-127.0.0.1:${PORT:-8080}}
 THREADS=${THREADS:-$(nproc)}
 mkdir -p "$(dirname "$MODEL")"
 if [ ! -f "$MODEL" ]; then
