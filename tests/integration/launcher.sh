@@ -1,0 +1,144 @@
+#!/bin/sh
+# `make run`'s launcher, deploy/cluster.sh (issue 16), with a tiny model, a
+# free PORT and REDIS_PORT and a RUN_DIR of its own:
+#   - it prints "API key: ..." (bounded wait), a curl command that streams a
+#     chat completion with that key (run as printed), and the openai client
+#     streams one too; no key: 401; the key file is mode 0600;
+#   - every service runs secured: a worker refuses a plaintext gRPC client
+#     and an openssl s_client without a client certificate; Redis refuses
+#     the default user (NOAUTH);
+#   - SIGINT: the launcher exits 0 and every process it started (its pids
+#     file) is gone; a stale pids file does not stop the next run, which
+#     comes up on the same port with the same key (only a certificate due
+#     within a day is made again), refuses a second launcher on its RUN_DIR
+#     and stops on SIGTERM.
+# Only processes started here are signalled, by PID; every wait is bounded.
+set -u
+. tests/lib/procs.sh
+. tests/ref/env.sh
+for c in redis-server redis-cli openssl setsid curl; do
+    command -v $c >/dev/null 2>&1 || { echo "skip: no $c (make deps)"; exit 77; }
+done
+freeport() {
+    node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });'
+}
+RUN=$TMP/run
+M=$TMP/tiny.gguf
+"$BUILD/moectl" mkmodel --arch llama --dtype f32 --seed 7 -o "$M" >/dev/null || { bad "mkmodel"; exit 1; }
+PORT=$(freeport) RP=$(freeport)
+[ -n "$PORT" ] && [ -n "$RP" ] || { bad "no free port"; exit 1; }
+BASE=http://127.0.0.1:$PORT
+export BUILD
+
+# launch NAME: starts the launcher (SIGINT at its default: a background job
+# of a script would ignore it) -> LPID; waits up to 60 s for "API key:"
+launch() {
+    env --default-signal=INT MODEL="$M" PORT="$PORT" REDIS_PORT="$RP" RUN_DIR="$RUN" THREADS=1 READY_TIMEOUT=50 \
+        sh deploy/cluster.sh >"$TMP/$1.out" 2>&1 &
+    LPID=$!; PIDS="$PIDS $LPID"
+    i=0
+    while [ $i -lt 600 ] && kill -0 $LPID 2>/dev/null && ! grep -q "^API key: " "$TMP/$1.out"; do
+        sleep 0.1; i=$((i + 1))
+    done
+    if ! grep -q "^API key: " "$TMP/$1.out"; then
+        bad "$1: no 'API key:' line within 60 s: $(tail -n 20 "$TMP/$1.out")"
+        return 1
+    fi
+    ok "$1: 'API key:' printed after $((i / 10)).$((i % 10)) s ($(grep -m1 '^== ready' "$TMP/$1.out"))"
+    KEY=$(sed -n 's/^API key: //p' "$TMP/$1.out")
+    # the services' pids, for the checks and for cleanup if this test fails
+    SVC=$(awk '{ print $2 }' "$RUN/pids")
+    PIDS="$PIDS $SVC"
+}
+# streamed NAME: runs the printed curl command; a streamed completion arrives
+streamed() {
+    line=$(grep -m1 '^ *curl -N ' "$TMP/$1.out")
+    [ -n "$line" ] || { bad "$1: no curl command printed"; return; }
+    sh -c "$line -s -m 30" >"$TMP/$1.sse" 2>&1
+    n=$(grep -c '^data: {.*"delta":{"content"' "$TMP/$1.sse")
+    [ "$n" -ge 1 ] && grep -q '^data: \[DONE\]' "$TMP/$1.sse" &&
+        ok "$1: the printed curl command streamed $n content chunks and [DONE]" ||
+        bad "$1: the printed curl command: $(head -c 300 "$TMP/$1.sse")"
+}
+# stopped NAME SIGNAL: the launcher exits 0 within 45 s, no service is left
+stopped() {
+    kill -"$2" $LPID
+    i=0
+    while [ $i -lt 450 ] && kill -0 $LPID 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+    if kill -0 $LPID 2>/dev/null; then bad "$1: the launcher still runs 45 s after SIG$2"; return; fi
+    wait $LPID; rc=$?
+    left=""
+    for p in $SVC; do kill -0 "$p" 2>/dev/null && left="$left $p"; done
+    [ $rc = 0 ] && [ -z "$left" ] && [ ! -e "$RUN/pids" ] &&
+        ok "$1: SIG$2: the launcher exited 0 in $((i / 10)).$((i % 10)) s; all of its processes are gone ($(echo $SVC)); pids file removed" ||
+        bad "$1: SIG$2: exit $rc, still running:$left, $(tail -n 8 "$TMP/$1.out")"
+}
+
+# ==== First run ===============================================================
+launch run1 || exit 1
+streamed run1
+if [ -d tests/ref/node_modules/openai ]; then
+    (cd tests/ref && node --input-type=module -e '
+        import OpenAI from "openai";
+        const c = new OpenAI({ baseURL: process.argv[1], apiKey: process.argv[2], maxRetries: 0, timeout: 30000 });
+        const s = await c.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 5, stream: true });
+        let n = 0; for await (const ch of s) if (ch.choices[0]?.delta?.content !== undefined) n++;
+        console.log(n);' "$BASE/v1" "$KEY") >"$TMP/openai.out" 2>&1
+    [ "$(cat "$TMP/openai.out")" -ge 2 ] 2>/dev/null && ok "the openai client streamed $(cat "$TMP/openai.out") chunks with the key" ||
+        bad "the openai client: $(tail -3 "$TMP/openai.out")"
+fi
+code=$(curl -s -m 10 -o "$TMP/nokey" -w '%{http_code}' "$BASE/v1/chat/completions" -H 'Content-Type: application/json' \
+    -d '{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":2}')
+[ "$code" = 401 ] && grep -q invalid_api_key "$TMP/nokey" && ok "no key: 401 invalid_api_key" || bad "no key: $code $(head -c 200 "$TMP/nokey")"
+[ "$(stat -c %a "$RUN/api-key")" = 600 ] && [ "$(cat "$RUN/api-key")" = "$KEY" ] && ok "the key is kept in RUN_DIR/api-key, mode 0600" ||
+    bad "api-key file: $(stat -c %a "$RUN/api-key")"
+# TLS on the workers
+W1=$(sed -n 's/^listening on //p' "$RUN/logs/w1.log" | head -1)
+if [ -z "$W1" ]; then
+    bad "no worker address in $RUN/logs/w1.log"
+else
+    if "$BUILD/moectl" logits "$M" --tokens 1,2,3 --workers "$W1" --deadline-ms 3000 >/dev/null 2>"$TMP/plain.err"; then
+        bad "w1 ($W1) served a plaintext gRPC client"
+    else
+        ok "w1 ($W1) refuses a plaintext gRPC client: $(head -1 "$TMP/plain.err" | cut -c1-110)"
+    fi
+    out=$( (sleep 1) | openssl s_client -connect "$W1" -CAfile "$RUN/certs/ca.pem" -servername w1 -alpn h2 2>&1 |
+        grep -a -i "unexpected eof\|alert\|certificate required" | head -1)
+    [ -n "$out" ] && ok "openssl s_client without a client certificate: dropped ($(echo "$out" | cut -c1-80))" ||
+        bad "openssl s_client without a client certificate was not refused"
+    "$BUILD/moectl" logits "$M" --tokens 1,2,3 --workers "w1@$W1" --tls-cert "$RUN/certs/gateway.pem" \
+        --tls-key "$RUN/certs/gateway.key" --tls-ca "$RUN/certs/ca.pem" --deadline-ms 3000 >/dev/null 2>"$TMP/tls.err" &&
+        ok "with the gateway's certificate, w1 serves (the certificates are the launcher's)" || bad "mTLS to w1: $(tail -2 "$TMP/tls.err")"
+fi
+# Redis: the default user is off
+out=$(redis-cli -p "$RP" get moemesh:placement:active 2>&1)
+echo "$out" | grep -q "NOAUTH\|NOPERM\|WRONGPASS" && ok "Redis refuses the default user: $out" || bad "Redis without auth: $out"
+grep -q "^user default off" "$RUN/redis/users.acl" && ok "the ACL file turns the default user off" || bad "users.acl: $(head -1 "$RUN/redis/users.acl")"
+stopped run1 INT
+
+# ==== Second run: a stale pids file, the same port, the same key ============
+echo "gateway $$" >"$RUN/pids" # alive, but not the launcher's
+# w2's certificate about to expire (within a day): made again, nothing else
+C=$RUN/certs
+openssl req -new -key "$C/w2.key" -subj /CN=w2 -out "$TMP/w2.csr" 2>/dev/null
+printf 'subjectAltName=DNS:w2\n' >"$TMP/w2.ext"
+openssl x509 -req -in "$TMP/w2.csr" -CA "$C/ca.pem" -CAkey "$C/ca.key" -CAcreateserial -days 1 \
+    -extfile "$TMP/w2.ext" -out "$C/w2.pem" 2>/dev/null || bad "openssl: a short-lived w2 certificate"
+K1=$KEY
+launch run2 || exit 1
+[ "$KEY" = "$K1" ] && grep -q "kept from an earlier run" "$TMP/run2.out" && ok "run2: on the same port with the same key" ||
+    bad "run2: key $KEY, was $K1"
+new=$(grep "a new CA\|a certificate for\|wrote a new password" "$TMP/run2.out" | tr -s ' ' | tr '\n' ';')
+[ "$new" = " a certificate for w2 (DNS:w2);" ] && openssl x509 -checkend 86400 -noout -in "$C/w2.pem" >/dev/null &&
+    ok "run2: only w2's certificate, due within a day, was made again (the CA, others and passwords reused)" ||
+    bad "run2 made: $new"
+streamed run2
+# a second launcher on the same RUN_DIR while this one runs: refused, harmless
+MODEL="$M" PORT="$PORT" REDIS_PORT="$RP" RUN_DIR="$RUN" timeout 20 sh deploy/cluster.sh >"$TMP/dup.out" 2>&1
+rc=$?
+[ $rc = 1 ] && grep -q "still running" "$TMP/dup.out" && [ -s "$RUN/pids" ] &&
+    curl -s -m 5 -o /dev/null -w '%{http_code}' "$BASE/readyz" | grep -q 200 &&
+    ok "a second launcher on the same RUN_DIR: exit 1, $(cut -c1-90 "$TMP/dup.out")...; the first still serves" ||
+    bad "a second launcher: exit $rc, $(cat "$TMP/dup.out")"
+stopped run2 TERM
+exit $fail
