@@ -122,7 +122,7 @@ if [ -z "$MODEL" ]; then
     if [ ! -f "$MODEL" ]; then
         mkdir -p models
         say "making the demo model $MODEL (random weights, q8_0; the bench preset, ~620 MB)"
-        "$BIN/moectl" mkmodel --arch llama --dtype q8_0 --seed 42 --preset bench -o "$MODEL.tmp" &
+        "$BIN/moectl" mkmodel --arch llama --dtype q8_0 --seed 42 --preset bench -o "$MODEL.tmp" >/dev/null &
         MKPID=$!
         wait $MKPID || { rm -f "$MODEL.tmp"; die "moectl mkmodel failed"; }
         MKPID=
@@ -260,9 +260,11 @@ while :; do
     sleep 0.2
 done
 say "ready in $(($(date +%s) - t0)) s: $(cat "$PIDFILE" | tr '\n' ' ')(pids in $PIDFILE)"
+SEC="mutual TLS between the gateway and the workers, Redis ACL users, API keys"
+[ "$INSECURE" = 1 ] && SEC="PLAINTEXT gRPC (INSECURE=1), Redis ACL users, API keys"
 cat <<MSG
 
-moemesh is serving '$NAME' on $BASE (every service with mutual TLS and Redis ACL users).
+moemesh is serving '$NAME' on $BASE ($SEC).
 API key: $KEY
 A streamed chat completion:
   curl -N $BASE/v1/chat/completions -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d '{"model": "$NAME", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32, "stream": true}'
