@@ -259,7 +259,7 @@ while :; do
     [ $el -ge $next ] && { say "waiting for $BASE/readyz ($el s, answer ${code:-none})"; next=$((next + 5)); }
     sleep 0.2
 done
-say "ready in $(($(date +%s) - t0)) s: $(cat "$PIDFILE" | tr '\n' ' ')(pids in $PIDFILE)"
+say "ready in $(($(date +%s) - t0)) s: $(tr '\n' ' ' <"$PIDFILE")(pids in $PIDFILE)"
 SEC="mutual TLS between the gateway and the workers, Redis ACL users, API keys"
 [ "$INSECURE" = 1 ] && SEC="PLAINTEXT gRPC (INSECURE=1), Redis ACL users, API keys"
 cat <<MSG
