@@ -195,20 +195,13 @@ done
 say "redis-server on 127.0.0.1:$RP (pid $SPID; default user off)"
 ruser() { echo "--redis redis://$P-$1@127.0.0.1:$RP --redis-password-file $RDIR/passwords/$P-$1 --prefix $P"; }
 
-# ==== The demo tenant: made once, its key kept; registered again in a fresh
-# Redis (this one keeps nothing) by its SHA-256, as docs/redis-schema.md says
+# ==== The demo tenant: made once, its key kept; this Redis keeps nothing, so
+# later runs add the kept key again (moectl reads it from stdin, never argv)
 KEYFILE=$RUN_DIR/api-key
 if [ -s "$KEYFILE" ]; then
-    H=$("$BIN/moectl" tenant hash <"$KEYFILE" | sed -n 's/.*"key_sha256": "\([0-9a-f]*\)".*/\1/p')
-    [ -n "$H" ] || die "moectl tenant hash failed on $KEYFILE"
-    now=$(($(date +%s) * 1000))
-    out=$({
-        printf 'AUTH %s-admin %s\n' $P "$(head -n 1 "$RDIR/passwords/$P-admin")"
-        printf 'MULTI\nHSET %s:tenant:demo rpm 0 tpm 0 concurrency 0 max_context 0 daily_tokens 0 weight 1 priority normal created_ms %s key:%s %s\n' \
-            $P $now "$H" $now
-        printf 'SADD %s:tenants demo\nINCR %s:tenants:version\nEXEC\n' $P $P
-    } | redis-cli -p "$RP" 2>&1)
-    echo "$out" | grep -q "ERR\|NOPERM\|WRONGPASS\|EXECABORT" && die "could not register the demo tenant: $out"
+    # shellcheck disable=SC2046
+    out=$("$BIN/moectl" tenant add demo $(ruser admin) --key-stdin <"$KEYFILE" 2>&1) ||
+        die "moectl tenant add demo --key-stdin: $out"
     say "the demo tenant's key: $KEYFILE (kept from an earlier run)"
 else
     # shellcheck disable=SC2046

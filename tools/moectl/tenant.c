@@ -43,6 +43,7 @@ typedef struct topts {
     double weight;                                            /* -1: not given */
     const char *priority;
     int new_key;
+    int key_stdin; /* add: the key from stdin instead of a new one */
     const char *key_prefix;
     const char *name;
 } topts;
@@ -168,6 +169,17 @@ static void print_limits(const moe_tenant_limits *lim, unsigned mask) {
         json_kv_str("priority", moe_tenant_priority_name(lim->priority), 1);
 }
 
+/* Reads an API key from stdin, its first line, into buf (MOE_TENANT_KEY_MAX + 2
+ * bytes); 0 and its length in *n, else a message printed and 1. */
+static int read_key_stdin(char *buf, size_t size, size_t *n) {
+    if (!fgets(buf, (int)size, stdin)) return die("no key on stdin");
+    *n = strcspn(buf, "\r\n");
+    if (*n == size - 1) return die("a key has at most %d bytes", MOE_TENANT_KEY_MAX);
+    buf[*n] = 0;
+    if (*n == 0) return die("no key on stdin");
+    return 0;
+}
+
 /* ==== Subcommands ================================================================= */
 
 static int sub_add(topts *o, int argc, char **argv) {
@@ -175,8 +187,13 @@ static int sub_add(topts *o, int argc, char **argv) {
                               LIMIT_FLAGS(o),
                               {"--new-key", NULL, MOE_FLAG_BOOL, &o->new_key, NULL,
                                .help = "add a key to an existing tenant (no limits then)"},
+                              {"--key-stdin", NULL, MOE_FLAG_BOOL, &o->key_stdin, NULL,
+                               .help = "the key is read from stdin (its first line), not made: "
+                                       "a kept key\ninto a Redis that "
+                                       "lost it; prints {\"tenant\", \"key_sha256\"}"},
                               {0}};
-    int st = parse_sub("moectl tenant add", "NAME --redis URL [--prefix P] [limits] [--new-key]",
+    int st = parse_sub("moectl tenant add",
+                       "NAME --redis URL [--prefix P] [limits] [--new-key] [--key-stdin]",
                        "Creates tenant NAME with one API key and prints {\"tenant\": NAME, "
                        "\"key\": KEY}:\nthe only time the key is shown (Redis keeps its "
                        "SHA-256). An existing NAME\nis refused unless --new-key, which adds a "
@@ -191,16 +208,28 @@ static int sub_add(topts *o, int argc, char **argv) {
     if (o->new_key && mask)
         return die("--new-key adds a key and sets no limits (moectl tenant set-limits does)");
     snprintf(t.name, sizeof t.name, "%s", o->name);
-    char key[MOE_TENANT_KEY_LEN + 1];
+    char key[MOE_TENANT_KEY_MAX + 2];
     uint8_t d[MOE_TENANT_DIGEST];
-    if (moe_tenant_key_new(key, &err) < 0) return die("%s", err.msg);
-    moe_tenant_key_digest(key, strlen(key), d);
+    size_t n;
+    if (o->key_stdin) {
+        if (read_key_stdin(key, sizeof key, &n)) return 1;
+    } else {
+        if (moe_tenant_key_new(key, &err) < 0) return die("%s", err.msg);
+        n = strlen(key);
+    }
+    moe_tenant_key_digest(key, n, d);
     moe_rlink *l = link_open(o);
-    if (!l) return 1;
+    if (!l) return OPENSSL_cleanse(key, sizeof key), 1;
     const int rc = o->new_key ? moe_tenant_redis_add_key(l, o->prefix, o->name, d, &err)
                               : moe_tenant_redis_create(l, o->prefix, &t, d, &err);
     moe_rlink_free(l);
-    if (rc == 0) {
+    if (rc == 0 && o->key_stdin) {
+        char hex[65];
+        moe_tenant_digest_hex(d, hex);
+        printf("{\"tenant\": ");
+        json_str(stdout, o->name, strlen(o->name));
+        printf(", \"key_sha256\": \"%s\"}\n", hex);
+    } else if (rc == 0) {
         printf("{\"tenant\": ");
         json_str(stdout, o->name, strlen(o->name));
         printf(", \"key\": \"%s\"}\n", key);
@@ -324,11 +353,8 @@ static int sub_hash(topts *o, int argc, char **argv) {
                        flags, 0, o, argc, argv);
     if (st >= 0) return st;
     char buf[MOE_TENANT_KEY_MAX + 2];
-    if (!fgets(buf, sizeof buf, stdin)) return die("no key on stdin");
-    size_t n = strcspn(buf, "\r\n");
-    if (n == sizeof buf - 1) return die("a key has at most %d bytes", MOE_TENANT_KEY_MAX);
-    buf[n] = 0;
-    if (n == 0) return die("no key on stdin");
+    size_t n;
+    if (read_key_stdin(buf, sizeof buf, &n)) return 1;
     uint8_t d[MOE_TENANT_DIGEST];
     char hex[65];
     moe_tenant_key_digest(buf, n, d);
