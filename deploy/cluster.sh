@@ -78,7 +78,7 @@ shutdown() { # exit code
     [ $STOPPING = 1 ] && return
     STOPPING=1
     trap '' INT TERM HUP
-    [ -n "${MKPID:-}" ] && stop_pid "$MKPID" 5
+    [ -n "${MKPID:-}" ] && stop_pid "$MKPID" 5 && rm -f "$MODEL.tmp"
     if [ -n "$STARTED" ]; then
         say "stopping (gateway first: its running requests finish)"
         for n in gateway w1 w2 router-svc redis; do
@@ -100,10 +100,11 @@ if [ "${1:-}" = stop ]; then
     [ -f "$PIDFILE" ] || { echo "nothing to stop in $RUN_DIR"; exit 0; }
     while read -r n p; do ours "$p" && STARTED="$STARTED $n:$p"; done <"$PIDFILE"
     L=$(cat "$RUN_DIR/launcher.pid" 2>/dev/null)
-    [ -n "$L" ] && alive "$L" && kill -TERM "$L" 2>/dev/null && { echo "signalled the launcher ($L)"; exit 0; }
-    for e in $STARTED; do kill -TERM "${e#*:}" 2>/dev/null; done
-    sleep 1; for e in $STARTED; do alive "${e#*:}" && kill -KILL "${e#*:}" 2>/dev/null; done
-    rm -f "$PIDFILE"; echo "stopped:$STARTED"; exit 0
+    if [ -n "$L" ] && alive "$L" && tr '\0' ' ' <"/proc/$L/cmdline" | grep -q "cluster\.sh"; then
+        kill -TERM "$L" && echo "signalled the launcher ($L): it stops the cluster"
+        exit 0
+    fi
+    shutdown 0 # the same order, by the PIDs of the file that are still ours
 fi
 # a pids file from an earlier run: still running (refuse) or stale (dropped)
 if [ -f "$PIDFILE" ]; then

@@ -11,7 +11,8 @@
 #     file) is gone; a stale pids file does not stop the next run, which
 #     comes up on the same port with the same key (only a certificate due
 #     within a day is made again), refuses a second launcher on its RUN_DIR
-#     and stops on SIGTERM.
+#     and stops on SIGTERM; after a launcher killed with SIGKILL,
+#     `cluster.sh stop` ends the services it left.
 # Only processes started here are signalled, by PID; every wait is bounded.
 set -u
 . tests/lib/procs.sh
@@ -33,6 +34,7 @@ export BUILD
 # launch NAME: starts the launcher (SIGINT at its default: a background job
 # of a script would ignore it) -> LPID; waits up to 60 s for "API key:"
 launch() {
+    : >"$TMP/$1.out"
     env --default-signal=INT MODEL="$M" PORT="$PORT" REDIS_PORT="$RP" RUN_DIR="$RUN" THREADS=1 READY_TIMEOUT=50 \
         sh deploy/cluster.sh >"$TMP/$1.out" 2>&1 &
     LPID=$!; PIDS="$PIDS $LPID"
@@ -141,4 +143,17 @@ rc=$?
     ok "a second launcher on the same RUN_DIR: exit 1, $(cut -c1-90 "$TMP/dup.out")...; the first still serves" ||
     bad "a second launcher: exit $rc, $(cat "$TMP/dup.out")"
 stopped run2 TERM
+
+# ==== A launcher killed with SIGKILL: `cluster.sh stop` ends what it left ====
+launch run3 || exit 1
+kill -KILL $LPID; wait $LPID 2>/dev/null
+left=""; for p in $SVC; do kill -0 "$p" 2>/dev/null && left="$left $p"; done
+RUN_DIR="$RUN" timeout 60 sh deploy/cluster.sh stop >"$TMP/stop.out" 2>&1
+rc=$?
+# (orphans now: init reaps them, a zombie is gone too)
+running() { for p in $SVC; do [ -r /proc/$p/stat ] && ! grep -q '^[0-9]* ([^)]*) [ZX]' /proc/$p/stat && echo $p; done; }
+i=0; while [ $i -lt 50 ] && [ -n "$(running)" ]; do sleep 0.1; i=$((i + 1)); done
+[ -n "$left" ] && [ $rc = 0 ] && [ -z "$(running)" ] && [ ! -e "$RUN/pids" ] &&
+    ok "after a SIGKILLed launcher, 'cluster.sh stop' stopped what it left ($(echo $left)) in order" ||
+    bad "cluster.sh stop: exit $rc, left before:$left, after: $(running), $(cat "$TMP/stop.out")"
 exit $fail
