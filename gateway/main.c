@@ -299,8 +299,10 @@ static int open_experts(gw_state *s) {
     }
     moe_remote_params rp = moe_remote_default_params();
     rp.max_rows = (s->o.max_batch_tokens + s->o.max_seqs) * s->m->hp.n_expert_used;
+    rp.stop = moe_stop_flag(); /* a SIGTERM while waiting for the first placement */
     moe_err err;
     if (moe_remote_opts_open(&s->remote, s->m, ro, &rp, &err) < 0) {
+        if (*moe_stop_flag()) return 1; /* asked to stop before serving: not an error */
         moe_log(MOE_LOG_ERROR, GW, "experts: %s", err.msg);
         return -1;
     }
@@ -513,7 +515,12 @@ int main(int argc, char **argv) {
     }
     const int kind = chat_kind_of(&s, o->chat_template);
     if (kind < 0) goto out;
-    if (open_experts(&s) < 0) goto out;
+    const int ex = open_experts(&s);
+    if (ex < 0) goto out;
+    if (ex > 0) { /* a stop signal came while it waited for the placement */
+        rc = 0;
+        goto out;
+    }
     moe_ctx_params cp = moe_ctx_default_params();
     cp.n_threads = o->threads;
     if (o->ctx) cp.n_ctx = o->ctx;

@@ -798,7 +798,18 @@ int moe_expert_backend_remote_redis_create(moe_expert_backend **out, const moe_m
     int rc = create_common(&b, m, p, err);
     if (rc < 0) goto fail;
     if ((rc = moe__rctl_start(&b->ctl, url, prefix, m, err)) < 0) goto fail;
-    if (!moe__rctl_wait(b->ctl, b->p.placement_wait_ms)) {
+    /* in slices of 100 ms: a stop signal ends the wait */
+    int waited = 0, have = 0;
+    while (!(have = moe__rctl_wait(b->ctl, b->p.placement_wait_ms - waited < 100
+                                               ? b->p.placement_wait_ms - waited
+                                               : 100)) &&
+           (waited += 100) < b->p.placement_wait_ms && !(b->p.stop && *b->p.stop)) {
+    }
+    if (!have && b->p.stop && *b->p.stop) {
+        rc = moe_err_set(err, MOE_EUNAVAIL, "stopped while waiting for the first placement");
+        goto fail;
+    }
+    if (!have) {
         char why[400], shown[MOE_REDIS_URL_SHOWN];
         moe__rctl_problem(b->ctl, why, sizeof why);
         moe_redis_url_redact(shown, sizeof shown, url);

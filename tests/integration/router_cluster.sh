@@ -37,6 +37,27 @@ T=1,17,300,42,99,7,256,5,64,128,255,3
 PROMPT=1,2,3
 NGEN=2500
 
+# a gateway waiting for its first placement (nobody places under this
+# prefix) stops at once on SIGTERM, with status 0
+"$BIN/gateway" --model "$M" --redis "redis://127.0.0.1:$REDIS_PORT" --prefix none$$ --listen 127.0.0.1:0 \
+    --log-format text 2>"$TMP/gwwait.err" &
+GW0=$!
+PIDS="$PIDS $GW0"
+i=0
+while [ $i -lt 100 ] && ! grep -q "connected" "$TMP/gwwait.err"; do sleep 0.1; i=$((i + 1)); done
+kill -TERM $GW0
+i=0
+while [ $i -lt 30 ] && kill -0 $GW0 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+if kill -0 $GW0 2>/dev/null; then
+    bad "a gateway waiting for its first placement still runs 3 s after SIGTERM"
+else
+    wait $GW0
+    st=$?
+    [ $st = 0 ] && grep -q "gateway: stopped" "$TMP/gwwait.err" &&
+        ok "a gateway waiting for its first placement stopped on SIGTERM within $((i * 100)) ms, status 0" ||
+        bad "gateway stopped while waiting: status $st: $(tail -2 "$TMP/gwwait.err")"
+fi
+
 # worker NAME PREFIX CAPACITY DOMAIN -> PID (its address is in $TMP/NAME.out)
 worker() {
     "$BIN/expert-worker" --model "$M" --listen 127.0.0.1:0 --redis "$REDIS_URL" --prefix "$2" \

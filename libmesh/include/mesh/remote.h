@@ -37,27 +37,31 @@
 #ifndef MOE_REMOTE_H
 #define MOE_REMOTE_H
 
+#include <signal.h>
+
 #include "moe/expert.h"
 #include "moe/model.h"
 #include "mesh/tls.h"
 #include "svc/flags.h"
 
 typedef struct moe_remote_params {
-    int wire_bf16;           /* 1: activations and outputs as bf16 (half the bytes) */
-    int deadline_ms;         /* per batch (default 10000) */
-    int max_rows;            /* rows one submit may carry (default 4096) */
-    int allow_partial;       /* 1: do not require every expert to be held at create
-                              * (a submit naming an unheld one still fails) */
-    int failover_ms;         /* how long a batch waits for a placement that gives an
-                              * expert a live replica (default 30000) */
-    int down_ms;             /* a failed worker is not chosen again for this long,
-                              * while replicas remain (default 1000) */
-    int placement_wait_ms;   /* Redis: how long create waits for the first
-                              * active placement (default 30000) */
-    int quiet;               /* 1: no log lines on stderr about failovers */
-    const moe_tls_opts *tls; /* mutual TLS with the workers (mesh/tls.h; borrowed for
-                              * create). NULL or no files: plaintext, to loopback
-                              * addresses only unless tls->insecure */
+    int wire_bf16;                     /* 1: activations and outputs as bf16 (half the bytes) */
+    int deadline_ms;                   /* per batch (default 10000) */
+    int max_rows;                      /* rows one submit may carry (default 4096) */
+    int allow_partial;                 /* 1: do not require every expert to be held at create
+                                        * (a submit naming an unheld one still fails) */
+    int failover_ms;                   /* how long a batch waits for a placement that gives an
+                                        * expert a live replica (default 30000) */
+    int down_ms;                       /* a failed worker is not chosen again for this long,
+                                        * while replicas remain (default 1000) */
+    int placement_wait_ms;             /* Redis: how long create waits for the first
+                                        * active placement (default 30000) */
+    const volatile sig_atomic_t *stop; /* create's wait ends early (MOE_EUNAVAIL) once
+                                        * *stop is set (a service's stop flag; NULL: none) */
+    int quiet;                         /* 1: no log lines on stderr about failovers */
+    const moe_tls_opts *tls;           /* mutual TLS with the workers (mesh/tls.h; borrowed for
+                                        * create). NULL or no files: plaintext, to loopback
+                                        * addresses only unless tls->insecure */
 } moe_remote_params;
 
 typedef struct moe_remote_stats {
