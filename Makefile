@@ -229,7 +229,7 @@ MODEL    ?=
 INSECURE ?= 0
 run: deps
 	$(Q)$(MAKE) --no-print-directory $(MOECTL) $(WORKER) $(ROUTER) $(GATEWAY)
-	$(Q)BUILD=$(BUILD) MODE=$(MODE) PORT=$(PORT) MODEL=$(MODEL) INSECURE=$(INSECURE) sh deploy/cluster.sh
+	$(Q)exec env BUILD=$(BUILD) MODE=$(MODE) PORT=$(PORT) MODEL=$(MODEL) INSECURE=$(INSECURE) sh deploy/cluster.sh
 
 # every tracked C file but generated tables (tools/format-files.sh);
 # tests/integration/format.sh fails on a drift
