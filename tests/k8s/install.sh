@@ -34,7 +34,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] &&
     :
 else
     echo "tests/k8s: npm ci (npm $(npm --version), node $(node --version)) ..."
-    npm ci --no-audit --no-fund --ignore-scripts >npm-ci.log 2>&1 || {
+    npm ci --prefer-offline --no-audit --no-fund --ignore-scripts >npm-ci.log 2>&1 || {
         tail -n 5 npm-ci.log >&2
         grep -q -E "ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|network" npm-ci.log &&
             skip "npm ci could not reach the registry (see tests/k8s/npm-ci.log)"
