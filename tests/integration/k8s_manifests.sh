@@ -6,6 +6,7 @@
 # checks). Then copies of k8s/ with one planted error each must fail with the
 # expected message. Skips (77) only when the tools cannot be installed.
 set -u
+# shellcheck disable=SC2016  # the single-quoted substitutions are perl's
 BUILD=${BUILD:-build}
 root=$(pwd)
 for b in gateway expert-worker router-svc; do

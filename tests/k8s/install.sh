@@ -55,9 +55,11 @@ if ! [ -x "$kubectl" ] || ! "$kubectl" version --client 2>/dev/null | grep -q 'G
         tail -n 3 dl/apt.log >&2
         skip "apt-get download kubernetes-client failed (no network or no apt lists: apt-get update)"
     }
-    deb=$(ls dl/kubernetes-client_*.deb 2>/dev/null | head -n 1)
+    deb=""
+    for f in dl/kubernetes-client_*.deb; do [ -f "$f" ] && deb=$f; done
     [ -n "$deb" ] || skip "apt-get download left no kubernetes-client .deb"
-    mkdir -p tools && dpkg-deb -x "$deb" tools || die "cannot unpack $deb"
+    mkdir -p tools || die "cannot make tests/k8s/tools"
+    dpkg-deb -x "$deb" tools || die "cannot unpack $deb"
     rm -rf dl
     [ -x "$kubectl" ] || die "$kubectl missing after unpacking $deb"
     "$kubectl" version --client 2>/dev/null | grep -q 'GitVersion:"v1\.20\.' ||
