@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck disable=SC2016  # the single-quoted substitutions are perl's, not the shell's
 # k8s_manifests: every k8s/ overlay renders with kustomize (kubectl 1.20 from
 # Debian's kubernetes-client, unpacked by tests/k8s/install.sh; never the
 # machine's own kubectl) and passes tests/k8s/check.mjs (typed literals under
@@ -6,7 +7,6 @@
 # checks). Then copies of k8s/ with one planted error each must fail with the
 # expected message. Skips (77) only when the tools cannot be installed.
 set -u
-# shellcheck disable=SC2016  # the single-quoted substitutions are perl's
 BUILD=${BUILD:-build}
 root=$(pwd)
 for b in gateway expert-worker router-svc; do
