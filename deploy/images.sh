@@ -64,8 +64,9 @@ for s in $SERVICES; do
 done
 [ "${SMOKE:-1}" = 0 ] && exit 0
 
-# ---- smoke runs: as k8s runs them (uid 10001, read-only root, no capabilities)
-RUN="podman run --pull=never --read-only --user 10001:10001 --cap-drop ALL --security-opt no-new-privileges"
+# ---- smoke runs: as k8s runs them (uid 10001, read-only root filesystem with
+# no tmpfs but the gateway's /tmp, like its emptyDir; no capabilities)
+RUN="podman run --pull=never --read-only --read-only-tmpfs=false --user 10001:10001 --cap-drop ALL --security-opt no-new-privileges"
 fail=0
 for s in $SERVICES; do
     if $RUN --rm "moemesh/$s:$TAG" --help >/dev/null 2>&1; then
@@ -87,9 +88,12 @@ free_port() {
     node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
 }
 started=""
+redis_pid=""
 stop_all() {
     for c in $started; do podman rm -f -t 5 "$c" >/dev/null 2>&1 || true; done
     started=""
+    [ -z "$redis_pid" ] || { kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; }
+    redis_pid=""
 }
 trap stop_all EXIT
 trap 'stop_all; exit 130' INT TERM
@@ -123,9 +127,22 @@ stop_all
 hp=$(free_port)
 c=moemesh-smoke-gateway-$$
 $RUN -d --name "$c" --network host -v "$IMAGES_DIR/model:/models:ro" \
-    -e MOE_LISTEN="127.0.0.1:$hp" -e MOE_THREADS=1 "moemesh/gateway:$TAG" >/dev/null
+    --tmpfs /tmp:size=64m -e MOE_LISTEN="127.0.0.1:$hp" -e MOE_THREADS=1 "moemesh/gateway:$TAG" >/dev/null
 started="$started $c"
 wait_for "gateway /healthz (127.0.0.1:$hp)" "$c" curl -fsS -m 3 "http://127.0.0.1:$hp/healthz" || fail=1
+stop_all
+
+# router-svc against a throwaway redis-server on loopback (no password: only
+# this smoke run reaches it); its /healthz
+rp=$(free_port) hp=$(free_port)
+redis-server --bind 127.0.0.1 --port "$rp" --save '' --appendonly no --dir "$IMAGES_DIR" \
+    --logfile "$IMAGES_DIR/redis.log" &
+redis_pid=$!
+c=moemesh-smoke-router-$$
+$RUN -d --name "$c" --network host -e MOE_REDIS="redis://127.0.0.1:$rp" \
+    -e MOE_LISTEN="127.0.0.1:$hp" "moemesh/router-svc:$TAG" >/dev/null
+started="$started $c"
+wait_for "router-svc /healthz (127.0.0.1:$hp, redis 127.0.0.1:$rp)" "$c" curl -fsS -m 3 "http://127.0.0.1:$hp/healthz" || fail=1
 stop_all
 
 [ $fail = 0 ] && echo "images: all smoke runs passed" || echo "images: FAIL"

@@ -20,7 +20,19 @@ debootstrap --variant=minbase bookworm "$dir/rootfs" "$MIRROR" >"$dir/debootstra
     echo "base: error: debootstrap failed" >&2
     exit 1
 }
-# smaller and reproducible-ish: no apt lists, caches or logs in the image
+# smaller: no documentation, manual pages or translations, now or in what apt
+# installs later (the copyright files stay); no apt lists, caches or logs
+cat >"$dir/rootfs/etc/dpkg/dpkg.cfg.d/01-moemesh-nodoc" <<'CFG'
+path-exclude=/usr/share/doc/*
+path-include=/usr/share/doc/*/copyright
+path-exclude=/usr/share/man/*
+path-exclude=/usr/share/info/*
+path-exclude=/usr/share/locale/*
+path-include=/usr/share/locale/locale.alias
+CFG
+find "$dir/rootfs/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
+rm -rf "$dir/rootfs/usr/share/man/"* "$dir/rootfs/usr/share/info/"*
+find "$dir/rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
 rm -rf "$dir/rootfs/var/lib/apt/lists/"* "$dir/rootfs/var/cache/apt/"*.bin \
     "$dir/rootfs/var/cache/apt/archives/"*.deb "$dir/rootfs/var/log/"*.log
 tar -C "$dir/rootfs" --numeric-owner -c . |

@@ -6,10 +6,19 @@
 # at /models (read-only), secrets under /etc/moemesh.
 
 # ---- build: the same stage text in every service's Dockerfile, so buildah's
-# layer cache compiles the binaries once for all of them
+# layer cache compiles the binaries once for all of them; only what the four
+# binaries are made from (an edit elsewhere keeps the cache)
 FROM localhost/moemesh-build:bookworm AS build
 WORKDIR /src
-COPY . .
+COPY Makefile ./
+COPY proto proto/
+COPY libmoe libmoe/
+COPY libsvc libsvc/
+COPY libmesh libmesh/
+COPY tools tools/
+COPY expert-worker expert-worker/
+COPY router-svc router-svc/
+COPY gateway gateway/
 RUN make -j2 build/moectl build/expert-worker build/router-svc build/gateway
 
 # ---- runtime: the base plus only the shared libraries the binaries link
