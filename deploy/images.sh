@@ -35,11 +35,18 @@ runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 CONF
-cat >"$IMAGES_DIR/registries.conf" <<'CONF'
-# nothing is ever pulled: every image is made here
-unqualified-search-registries = []
-short-name-mode = "permissive"
-CONF
+# Nothing is ever pulled: every image is made here. No search registries, and
+# the registries that /etc/containers/registries.conf.d's short-name aliases
+# point at (debian -> docker.io/library/debian: the drop-in directory is still
+# read with CONTAINERS_REGISTRIES_CONF set) are blocked.
+{
+    printf 'unqualified-search-registries = []\nshort-name-mode = "enforcing"\n'
+    for r in docker.io quay.io registry.access.redhat.com registry.redhat.io \
+        registry.fedoraproject.org registry.opensuse.org registry.suse.com \
+        container-registry.oracle.com ghcr.io gcr.io registry.k8s.io public.ecr.aws; do
+        printf '\n[[registry]]\nlocation = "%s"\nblocked = true\n' "$r"
+    done
+} >"$IMAGES_DIR/registries.conf"
 export CONTAINERS_CONF="$IMAGES_DIR/containers.conf"
 export CONTAINERS_REGISTRIES_CONF="$IMAGES_DIR/registries.conf"
 
