@@ -9,6 +9,8 @@
 #                   MODE=single: the gateway alone; PORT=, MODEL=path.gguf
 #   make deps       install the Debian packages the build needs (idempotent)
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 30)
+#   make images     container images of the services (podman, a local base, nothing
+#                   pulled; deploy/images.sh), their sizes and a smoke run of each
 # Quiet unless V=1; warnings are errors when CI=true.
 
 CC      ?= cc
@@ -101,7 +103,7 @@ ROUTER := $(BUILD)/router-svc
 UNIT   := $(BUILD)/unit-tests
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
 
-.PHONY: all deps test test-san bench run clean format format-check ref fuzz
+.PHONY: all deps test test-san bench run clean format format-check ref fuzz images
 .SECONDARY:
 all: $(LIBMOE) $(LIBSVC) $(LIBMESH) $(LIBROUTER) $(MOECTL) $(WORKER) $(ROUTER) $(GATEWAY) $(UNIT) $(BENCH_BINS)
 
@@ -216,6 +218,14 @@ fuzz:
 	$(Q)sh deploy/deps.sh fuzz
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)sh tests/fuzz/run.sh
+
+# Images moemesh/{gateway,expert-worker,router-svc,moectl}:TAG (default dev)
+# from deploy/images/*.Dockerfile with podman (root); SMOKE=0 builds only.
+TAG ?= dev
+images:
+	$(Q)sh deploy/deps.sh images
+	$(Q)$(MAKE) --no-print-directory $(MOECTL)
+	$(Q)BUILD=$(BUILD) TAG=$(TAG) sh deploy/images.sh
 
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all

@@ -6,6 +6,8 @@ set -e
 PKGS="gcc make pkg-config libc6-dev ca-certificates libgrpc-dev libprotobuf-c-dev protobuf-c-compiler unicode-data bzip2 clang-format libcjson-dev libhiredis-dev libmicrohttpd-dev redis-server prometheus openssl curl util-linux"
 # `deps.sh fuzz` also installs clang and libFuzzer for `make fuzz`
 [ "${1:-}" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev"
+# `deps.sh images` also installs podman, buildah and debootstrap for `make images`
+[ "${1:-}" = images ] && PKGS="$PKGS podman buildah runc debootstrap"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
