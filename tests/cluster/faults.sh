@@ -51,24 +51,37 @@ mh_in client curl -sN -m 30 -H 'Content-Type: application/json' \
 grep -q '^data: \[DONE\]' "$TMP/curl.out" && ok "a stream from the client host across the bridge completes" ||
     bad "stream from the client host: $(tail -c 300 "$TMP/curl.out")"
 
-# load NAME [GEN]: K streams of GEN tokens from the gateway's host in the background
+# load NAME [GEN]: K streams of GEN tokens from the gateway's host
+# (bench-gwload: ITL p50/p99), and one more from the client host across the
+# bridge (stream_gap.js: the longest stall), in the background
 load() {
     mh_in gateway "$BIN/bench-gwload" --addr 127.0.0.1:8080 --model m --clients "$K" --gen "${2:-$GEN}" \
         --prompt-tokens 16 --vocab 512 --timeout-ms 120000 --quiet >"$TMP/$1.json" 2>"$TMP/$1.err" &
     LPID=$!
-    PIDS="$PIDS $LPID"
+    mh_in client node tests/cluster/stream_gap.js "http://$(addr gateway):8080" "${2:-$GEN}" >"$TMP/$1.gap" 2>&1 &
+    CPID=$!
+    PIDS="$PIDS $LPID $CPID"
 }
-# load_wait: for the load (bounded by its own --timeout-ms, and 150 s here)
+# load_wait: for both (bounded by their own timeouts, and 150 s here)
 load_wait() {
     i=0
-    while kill -0 "$LPID" 2>/dev/null && [ $i -lt 1500 ]; do sleep 0.1; i=$((i + 1)); done
-    kill -0 "$LPID" 2>/dev/null && { kill -KILL "$LPID"; bad "bench-gwload still running after 150 s"; }
-    wait "$LPID" 2>/dev/null
+    while { kill -0 "$LPID" 2>/dev/null || kill -0 "$CPID" 2>/dev/null; } && [ $i -lt 1500 ]; do sleep 0.1; i=$((i + 1)); done
+    for p in $LPID $CPID; do
+        kill -0 "$p" 2>/dev/null && { kill -KILL "$p"; bad "a load process still running after 150 s"; }
+        wait "$p" 2>/dev/null
+    done
 }
 jf() { node -e 'try { const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8").trim().split("\n").pop()); const v = j[process.argv[2]]; console.log(v === undefined || v === null ? "-" : v); } catch (e) { console.log("-"); }' "$1" "$2"; }
-# streams NAME: "completed/started"
-streams() { e=$(jf "$TMP/$1.json" errors); r=$(jf "$TMP/$1.json" requests); echo "${r}/$K${e:+ (errors $e)}"; }
-all_done() { [ "$(jf "$TMP/$1.json" requests)" = "$K" ] && [ "$(jf "$TMP/$1.json" errors)" = 0 ]; }
+# streams NAME: "completed/started" (bench-gwload's K and the client's one)
+cdone() { [ "$(jf "$TMP/$1.gap" done)" = true ]; }
+streams() {
+    r=$(jf "$TMP/$1.json" requests) e=$(jf "$TMP/$1.json" errors)
+    [ "$r" = - ] && r=0
+    cdone "$1" && r=$((r + 1))
+    echo "$r/$((K + 1))$( [ "$e" != 0 ] && echo " (gwload errors $e)")"
+}
+all_done() { [ "$(jf "$TMP/$1.json" requests)" = "$K" ] && [ "$(jf "$TMP/$1.json" errors)" = 0 ] && cdone "$1"; }
+stall() { echo "$(jf "$TMP/$1.gap" max_gap_ms) ms"; }
 # settle: 1.5 s after the start (the streams run by then)
 settle() { sleep 1.5; }
 # running NAME: the fault ended while the load still ran (it hit mid-stream)
@@ -80,7 +93,7 @@ ROWS_METRIC=1
 
 TABLE="$TMP/table"
 : >"$TABLE"
-row() { printf '%-34s %-16s %-22s %-22s %s\n' "$1" "$2" "$3" "$4" "$5" >>"$TABLE"; }
+row() { printf '%-30s %-9s %-20s %-20s %-10s %s\n' "$1" "$2" "$3" "$4" "$5" "$6" >>"$TABLE"; }
 itl() { echo "$(jf "$TMP/$1.json" itl_p50_ms)/$(jf "$TMP/$1.json" itl_p99_ms) ms"; }
 
 # ==== the baseline: no fault ===============================================
@@ -101,8 +114,8 @@ if [ -z "${GEN_FAULT:-}" ]; then
     [ -n "$GEN_FAULT" ] && [ "$GEN_FAULT" -gt 0 ] 2>/dev/null || GEN_FAULT=2000
 fi
 note "fault runs: $K streams x $GEN_FAULT tokens (the baseline's rate over ${FAULT_S} s of fault and 4.5 s more)"
-row "fault" "streams done" "ITL p50/p99 during" "ITL p50/p99 before" "time to recover"
-row "(none: baseline)" "$(streams base)" "$(itl base)" "-" "-"
+row "fault" "streams" "ITL p50/p99 during" "ITL p50/p99 before" "max stall" "time to recover"
+row "(none: baseline)" "$(streams base)" "$(itl base)" "-" "$(stall base)" "-"
 
 for f in $FAULTS; do
     case $f in
@@ -121,7 +134,7 @@ for f in $FAULTS; do
         fail_ms=$(grep -c 'w1\|21:7000' "$TMP/gateway.log")
         all_done link && ok "link: w1's link down ${FAULT_S} s mid-stream: $(streams link) streams complete (on w2); ITL p50/p99 $(itl link) vs $(itl base)" ||
             bad "link: w1's link down: streams $(streams link): $(tail -3 "$TMP/link.err")"
-        row "w1 link down ${FAULT_S}s" "$(streams link)" "$(itl link)" "$(itl base)" "$rec"
+        row "w1 link down ${FAULT_S}s" "$(streams link)" "$(itl link)" "$(itl base)" "$(stall link)" "$rec"
         [ "$fail_ms" -gt 0 ] && note "gateway log lines naming w1 during the run: $fail_ms (last: $(grep 'w1\|21:7000' "$TMP/gateway.log" | tail -1 | cut -c1-160))"
         wait_for 10 gw_ready || bad "link: the gateway not ready after w1 came back"
         ;;
@@ -139,7 +152,7 @@ for f in $FAULTS; do
         fi
         all_done slow && ok "slow: w2 throttled to $RATE: $(streams slow) streams complete; ITL p50/p99 $(itl slow) vs $(itl base); work served: $share" ||
             bad "slow: w2 throttled: streams $(streams slow): $(tail -3 "$TMP/slow.err")"
-        row "w2 egress tbf $RATE ($GEN_SLOW tok)" "$(streams slow)" "$(itl slow)" "$(itl base)" "- (tbf removed: at once)"
+        row "w2 egress tbf $RATE ($GEN_SLOW tok)" "$(streams slow)" "$(itl slow)" "$(itl base)" "$(stall slow)" "- (tbf removed: at once)"
         SLOW_SHARE=$share
         ;;
     redis) # ==== Redis partitioned away ======================================
@@ -158,11 +171,20 @@ EOF
         running redis
         load_wait
         rec="-"
-        back() { placement_both && [ -n "$(leader)" ] && [ "$(RC zcard $P:workers)" = 2 ]; }
-        if wait_for 30 back; then rec="$(($(now_ms) - t1)) ms (both workers, a leader)"; else bad "redis: no placement with both workers and a leader 30 s after the partition ended"; fi
+        # recovered: a leader, both workers' leases, the placement on both
+        # (each condition timed from the end of the partition)
+        has_leader() { [ -n "$(leader)" ]; }
+        two_leases() { [ "$(RC exists $P:worker:w1 $P:worker:w2)" = 2 ]; }
+        wait_for 30 has_leader; tl=$(($(now_ms) - t1))
+        wait_for 30 two_leases; tw=$(($(now_ms) - t1))
+        if wait_for 30 placement_both; then
+            rec="$(($(now_ms) - t1)) ms (leader ${tl} ms, leases ${tw} ms)"
+        else
+            bad "redis: no placement with both workers 30 s after the partition ended: $(doc | head -c 300)"
+        fi
         all_done redis && ok "redis: Redis partitioned away ${FAULT_S} s mid-stream: $(streams redis) streams complete; ITL p50/p99 $(itl redis) vs $(itl base); epoch $e0 -> $(active_epoch)" ||
             bad "redis: Redis partitioned away: streams $(streams redis): $(tail -3 "$TMP/redis.err")"
-        row "Redis partitioned ${FAULT_S}s" "$(streams redis)" "$(itl redis)" "$(itl base)" "$rec"
+        row "Redis partitioned ${FAULT_S}s" "$(streams redis)" "$(itl redis)" "$(itl base)" "$(stall redis)" "$rec"
         wait_for 10 gw_ready || bad "redis: the gateway not ready after the partition"
         ;;
     leader) # ==== the leading router-svc killed ==============================
@@ -187,14 +209,15 @@ EOF
         load_wait
         all_done leader && ok "leader: $(streams leader) streams complete across the kill; ITL p50/p99 $(itl leader) vs $(itl base)" ||
             bad "leader: streams $(streams leader): $(tail -3 "$TMP/leader.err")"
-        row "leading router-svc kill -9" "$(streams leader)" "$(itl leader)" "$(itl base)" "$rec"
+        row "leading router-svc kill -9" "$(streams leader)" "$(itl leader)" "$(itl base)" "$(stall leader)" "$rec"
         ;;
     *) bad "unknown fault '$f'" ;;
     esac
 done
 
 echo
-echo "== multi-host fault table ($K streams x $GEN tokens each; $( [ "$MH_TLS" = 1 ] && echo "mutual TLS" || echo plaintext); ITL from bench-gwload over the run that carried the fault)"
+echo "== multi-host fault table ($K bench-gwload streams from the gateway host + 1 from the client host; baseline $GEN tokens each, faults $GEN_FAULT; $( [ "$MH_TLS" = 1 ] && echo "mutual TLS" || echo plaintext))"
+echo "   ITL: bench-gwload p50/p99 over the run that carried the fault; max stall: the client stream's longest gap between tokens"
 cat "$TABLE"
 [ -n "${SLOW_SHARE:-}" ] && echo "slow: work served during the throttled run: $SLOW_SHARE"
 for h in gateway w1 w2 router-a router-b; do
