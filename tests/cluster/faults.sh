@@ -106,14 +106,15 @@ if [ "$ROWS_METRIC" = 1 ]; then
     r11=$(worker_rows w1); r21=$(worker_rows w2)
     BASE_SHARE="w1 $((r11 - r10)) rows, w2 $((r21 - r20)) rows"
 fi
-# the fault runs' streams last the settle time, the fault and 3 s more at
-# the baseline's rate (GEN_FAULT overrides; at most 3500: the model's context)
+# the fault runs' streams last the settle time, the fault (at least 6 s: the
+# leader lock's 5 s TTL runs out in the leader kill) and 3 s more at the
+# baseline's rate (GEN_FAULT overrides; at most 3500: the model's context)
 if [ -z "${GEN_FAULT:-}" ]; then
-    GEN_FAULT=$(node -e 'const r = +process.argv[1] / +process.argv[2]; console.log(Math.min(3500, Math.max(+process.argv[4], Math.ceil(r * (+process.argv[3] + 4.5)))))' \
+    GEN_FAULT=$(node -e 'const r = +process.argv[1] / +process.argv[2]; console.log(Math.min(3500, Math.max(+process.argv[4], Math.ceil(r * (Math.max(+process.argv[3], 6) + 4.5)))))' \
         "$(jf "$TMP/base.json" tok_s)" "$K" "$FAULT_S" "$GEN" 2>/dev/null)
     [ -n "$GEN_FAULT" ] && [ "$GEN_FAULT" -gt 0 ] 2>/dev/null || GEN_FAULT=2000
 fi
-note "fault runs: $K streams x $GEN_FAULT tokens (the baseline's rate over ${FAULT_S} s of fault and 4.5 s more)"
+note "fault runs: $K streams x $GEN_FAULT tokens (the baseline's rate over max(${FAULT_S}, 6) s of fault and 4.5 s more)"
 row "fault" "streams" "ITL p50/p99 during" "ITL p50/p99 before" "max stall" "time to recover"
 row "(none: baseline)" "$(streams base)" "$(itl base)" "-" "$(stall base)" "-"
 
