@@ -22,7 +22,9 @@
 # blackhole route could be added: the route is also the lock against a
 # concurrent run): redis .10, router-a .11, router-b .12, w1 .21 (zone-a),
 # w2 .22 (zone-b), gateway .30, client .40. Namespaces are named mh<pid>-HOST.
-# Needs BUILD (default build), MODEL (a GGUF file); sets TMP, PIDS, fail.
+# Needs BUILD (default build), MODEL (a GGUF file); sets TMP, PIDS, fail,
+# PID_router_a, PID_router_b, PID_w1, PID_w2, PID_gateway, REDIS_PID.
+# shellcheck disable=SC2015,SC2034,SC2317 # (A && B || C; set for the caller; run by wait_for)
 BUILD=${BUILD:-build}
 BIN=$(cd "$BUILD" 2>/dev/null && pwd)
 MH_TAG=mh$$
@@ -168,7 +170,7 @@ mh_start_router() {
     # shellcheck disable=SC2046
     start "$1" "$1" "$BIN/router-svc" --redis "$REDIS_URL" --prefix $P --listen "$(addr "$1"):9100" \
         --id "$1" --min-replicas 2 --headroom 0 --settle-ms 500 --log-format text
-    eval "PID_$(echo "$1" | tr '-' '_')=$PID"
+    case $1 in router-a) PID_router_a=$PID ;; router-b) PID_router_b=$PID ;; esac
 }
 mh_start_worker() {
     # shellcheck disable=SC2046
@@ -176,7 +178,7 @@ mh_start_worker() {
         --advertise "$(addr "$1"):7000" --redis "$REDIS_URL" --prefix $P --worker-id "$1" \
         --failure-domain "$2" --lease-ms "${LEASE_MS:-1500}" --grace-ms 2000 --drain-ms 0 \
         --metrics "$(addr "$1"):9101" $(tls "$1") --log-format text
-    eval "PID_$1=$PID"
+    case $1 in w1) PID_w1=$PID ;; w2) PID_w2=$PID ;; esac
 }
 mh_start_gateway() {
     # its API on the namespace's every address (port 8080): the clients run in
