@@ -87,7 +87,6 @@ mh_trap() {
 }
 
 mh_up() {
-    mh_trap
     for n in $(seq 70 89); do
         ip route show | grep -q "^\(blackhole \)\?10\.213\.$n\." && continue
         if ip route add blackhole "10.213.$n.0/24" 2>/dev/null; then
@@ -220,3 +219,5 @@ mh_cluster() {
     wait_for 60 gw_ready || { bad "gateway not ready: $(tail -5 "$TMP/gateway.log")"; return 1; }
     ok "cluster up: redis, router-a (leader: $(leader)), router-b, w1 (zone-a), w2 (zone-b), gateway; placement epoch $(active_epoch), every expert on both workers; $( [ "$MH_TLS" = 1 ] && echo "mutual TLS" || echo "PLAINTEXT gRPC") between gateway and workers"
 }
+# from the start: a skip or an early failure removes TMP too
+mh_trap
