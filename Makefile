@@ -2,6 +2,7 @@
 #   make            build everything (libmoe, moectl, tests, benchmarks)
 #   make test       install what is missing, build, run every test
 #   make test-san   the same under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test-cluster  the multi-host fault tests (root; network namespaces)
 #   make bench      benchmarks against llama.cpp and memory bandwidth
 #   make run        build and start the cluster (Redis, router-svc, two expert-workers,
 #                   the gateway; mutual TLS, API keys) serving a demo model over the
@@ -103,7 +104,7 @@ ROUTER := $(BUILD)/router-svc
 UNIT   := $(BUILD)/unit-tests
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
 
-.PHONY: all deps test test-san bench run clean format format-check ref fuzz images
+.PHONY: all deps test test-san test-cluster bench run clean format format-check ref fuzz images
 .SECONDARY:
 all: $(LIBMOE) $(LIBSVC) $(LIBMESH) $(LIBROUTER) $(MOECTL) $(WORKER) $(ROUTER) $(GATEWAY) $(UNIT) $(BENCH_BINS)
 
@@ -204,6 +205,14 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(MAKE) --no-print-directory ref
 	$(Q)BUILD=$(BUILD) sh tests/run.sh
+
+# The multi-host fault tests (tests/cluster/faults.sh; root: network
+# namespaces): every service on its own host; a link cut, a bandwidth
+# throttle, a Redis partition and a leader kill while streams run; prints the
+# fault table. `make test` runs a short version (integration/cluster_netns).
+test-cluster: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)BUILD=$(BUILD) sh tests/cluster/faults.sh
 
 test-san: deps
 	$(Q)$(MAKE) --no-print-directory SAN=1 all

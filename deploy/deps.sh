@@ -3,7 +3,7 @@
 # test, if any are missing. Idempotent; needs root (or sudo) only when
 # something is missing.
 set -e
-PKGS="gcc make pkg-config libc6-dev ca-certificates libgrpc-dev libprotobuf-c-dev protobuf-c-compiler unicode-data bzip2 clang-format libcjson-dev libhiredis-dev libmicrohttpd-dev redis-server prometheus openssl curl util-linux"
+PKGS="gcc make pkg-config libc6-dev ca-certificates libgrpc-dev libprotobuf-c-dev protobuf-c-compiler unicode-data bzip2 clang-format libcjson-dev libhiredis-dev libmicrohttpd-dev redis-server prometheus openssl curl util-linux iproute2 nftables"
 # `deps.sh fuzz` also installs clang and libFuzzer for `make fuzz`
 [ "${1:-}" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev"
 # `deps.sh images` also installs podman, buildah and debootstrap for `make images`
