@@ -239,21 +239,44 @@ static int group_rows(const remote_be *b, int g) {
     return b->work->row_start[g + 1] - b->work->row_start[g];
 }
 
-/* Gives group g to the live replica with the fewest rows in flight (ties
- * rotate), or leaves it unassigned (-1) when none is left. */
+/* A worker's answer time is trusted this long after its last sample; an
+ * older one (a worker that got no work because it was slow) counts as the
+ * fastest fresh replica's, so it is tried again and measured anew. */
+#define SPEED_FRESH_MS 1000
+/* Weight of the newest answer in a worker's answer time. */
+#define SPEED_EWMA 0.3
+
+/* Gives group g to the live replica with the least rows in flight plus g's,
+ * weighted by its answers' round trip (a moving average): a slower or
+ * farther worker gets fewer rows - and answers sooner with fewer, which
+ * balances it (per row, a worker given few rows would look slow for its
+ * fixed cost, and get fewer still). Unmeasured workers count as the
+ * fastest measured one, so with no measurements it is the fewest rows in
+ * flight; ties rotate. Leaves g unassigned (-1) when no replica is left. */
 static void assign(remote_be *b, int g) {
     const int ne = b->m->hp.n_expert;
     const size_t k = (size_t)b->work->layer * ne + b->work->expert[g];
     const uint32_t lo = b->pl.off ? b->pl.off[k] : 0, hi = b->pl.off ? b->pl.off[k + 1] : 0;
     const int64_t now = moe_mono_ms();
+    const int rows = group_rows(b, g);
     int best = -1;
-    int64_t best_rows = 0;
+    double best_cost = 0, fastest = 0;
     const uint32_t n = hi - lo;
+    for (uint32_t j = 0; j < n; j++) {
+        const rworker *w = b->w[b->pl.rep[lo + j]];
+        if (w->us_answer > 0 && now - w->us_answer_ms <= SPEED_FRESH_MS &&
+            (fastest == 0 || w->us_answer < fastest))
+            fastest = w->us_answer;
+    }
+    if (fastest == 0) fastest = 1;
     for (uint32_t j = 0; j < n; j++) {
         const int wi = b->pl.rep[lo + (j + b->rr) % n];
         const rworker *w = b->w[wi];
         if (w->failed || w->down_until_ms > now) continue;
-        if (best < 0 || w->rows_in_flight < best_rows) best = wi, best_rows = w->rows_in_flight;
+        const double speed =
+            w->us_answer > 0 && now - w->us_answer_ms <= SPEED_FRESH_MS ? w->us_answer : fastest;
+        const double cost = (double)(w->rows_in_flight + rows) * speed;
+        if (best < 0 || cost < best_cost) best = wi, best_cost = cost;
     }
     if (best < 0) { /* every replica failed lately: retry the ones not failed in this batch */
         for (uint32_t j = 0; j < n && best < 0; j++)
@@ -263,7 +286,7 @@ static void assign(remote_be *b, int g) {
     if (best < 0) return;
     rworker *w = b->w[best];
     w->queued[w->n_queued++] = g;
-    w->rows_in_flight += group_rows(b, g);
+    w->rows_in_flight += rows;
 }
 
 /* Sends w's queued groups as one message. Returns 0 or -1 (the stream failed). */
@@ -385,6 +408,7 @@ static void worker_failed(remote_be *b, rworker *w, int down, const char *why) {
 static void take_result(remote_be *b, rworker *w) {
     const moe_hparams *hp = &b->m->hp;
     moe__remote_note_result(b, w);
+    const int64_t t_answer = moe_mono_us();
     size_t len = 0;
     uint8_t *data = moe_wire_read_all(w->recv, &len);
     grpc_byte_buffer_destroy(w->recv);
@@ -422,6 +446,12 @@ static void take_result(remote_be *b, rworker *w) {
         for (int i = 0; i < w->n_groups; i++) {
             const int g = w->msg_groups[i];
             if (!b->done[g]) b->done[g] = 1, b->n_todo--;
+        }
+        if (w->sent_us > 0) { /* its answer time, for assign */
+            const double per = (double)(t_answer - w->sent_us);
+            w->us_answer =
+                w->us_answer > 0 ? (1.0 - SPEED_EWMA) * w->us_answer + SPEED_EWMA * per : per;
+            w->us_answer_ms = t_answer / 1000;
         }
         w->rows_in_flight -= w->n_rows;
         if (w->rows_in_flight < 0) w->rows_in_flight = 0;

@@ -151,15 +151,14 @@ for f in $FAULTS; do
         if [ "$ROWS_METRIC" = 1 ]; then
             a1=$(worker_rows w1); b1=$(worker_rows w2)
             share="w1 $((a1 - a0)) rows, w2 $((b1 - b0)) rows (baseline: $BASE_SHARE)"
-            # the gateway gives a row group to the replica with the fewest rows
-            # in flight (libmesh/src/remote.c assign()): within a layer's batch
-            # that splits rows evenly whatever each replica's speed, so a slow
-            # replica gates every layer. Reported, not asserted.
+            # the gateway gives a row group to the replica that would finish it
+            # first by its measured time per row (libmesh/src/remote.c
+            # assign()): the throttled replica gets little of the work
             pc=$(( (b1 - b0) * 100 / ((a1 - a0) + (b1 - b0) + 1) ))
-            if [ "$pc" -ge 40 ]; then
-                note "slow: traffic did NOT shift to the faster replica: the throttled w2 served ${pc}% of the rows (the replica choice balances rows in flight, not latency)"
+            if [ "$pc" -ge 25 ]; then
+                bad "slow: traffic did not shift to the faster replica: the throttled w2 served ${pc}% of the rows"
             else
-                note "slow: traffic shifted: the throttled w2 served ${pc}% of the rows"
+                ok "slow: traffic shifted to the faster replica: the throttled w2 served ${pc}% of the rows"
             fi
         fi
         all_done slow && ok "slow: w2 throttled to $RATE: $(streams slow) streams complete; ITL p50/p99 $(itl slow) vs $(itl base); work served: $share" ||
