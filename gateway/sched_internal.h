@@ -41,6 +41,7 @@ struct gw_sched {
     unsigned char *slot_busy; /* (n_slots) SLOT_* */
     int32_t *slot_tok;        /* (n_slots, n_ctx) the tokens each slot's cache holds */
     int *slot_tok_len;        /* (n_slots) */
+    const gw_job **slot_kept; /* (n_slots) the preempted job a SLOT_KEPT slot is kept for */
     int slots_used;
     int32_t *b_tok, *b_pos, *b_slot;
     int32_t *b_tenant; /* each row's usage tenant (usage.h) */

@@ -208,6 +208,9 @@ static gw_job *take_waiting(gw_sched *s, int k) {
  * if e is NULL: the client is gone). */
 static void drop_waiting(gw_sched *s, int k, const gw_api_error *e, const char *reason) {
     gw_job *j = take_waiting(s, k);
+    if (j->preempted) /* it will not come back for the slots kept for it */
+        for (int i = 0; i < s->n_slots; i++)
+            if (s->slot_busy[i] == SLOT_KEPT && s->slot_kept[i] == j) s->slot_busy[i] = SLOT_FREE;
     if (s->pol->on_drop) s->pol->on_drop(s->pol->state, j);
     cancel_choices(j);
     gw_api_error gone;
@@ -386,6 +389,7 @@ static void preempt(gw_sched *s, int r) {
     s->n_running--;
     for (int i = 0; i < j->n_ch; i++) {
         gw_choice *c = &j->ch[i];
+        if (c->slot >= 0) s->slot_kept[c->slot] = j;
         release_slot_as(s, c, SLOT_KEPT); /* the re-admission finds its cache */
         c->n_prefilled = 0;
         c->resume = 0;
@@ -500,7 +504,8 @@ static void *engine_main(void *arg) {
 static void free_state(gw_sched *s) {
     free(s->waiting), free(s->running), free(s->order), free(s->key), free(s->whole),
         free(s->slot_busy), free(s->slot_tok);
-    free(s->slot_tok_len), free(s->b_tok), free(s->b_pos), free(s->b_slot), free(s->b_logits);
+    free(s->slot_tok_len), free(s->slot_kept), free(s->b_tok), free(s->b_pos), free(s->b_slot),
+        free(s->b_logits);
     free(s->b_tenant);
     free(s->refs);
     pthread_mutex_destroy(&s->mu);
@@ -529,10 +534,11 @@ int gw_sched_start(gw_sched **out, const gw_sched_params *p, moe_err *err) {
     s->slot_busy = calloc((size_t)s->n_slots, 1);
     s->slot_tok = malloc((size_t)s->n_slots * (size_t)s->n_ctx * sizeof *s->slot_tok);
     s->slot_tok_len = calloc((size_t)s->n_slots, sizeof *s->slot_tok_len);
+    s->slot_kept = calloc((size_t)s->n_slots, sizeof *s->slot_kept);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     if (!s->waiting || !s->running || !s->order || !s->key || !s->whole || !s->slot_busy ||
-        !s->slot_tok || !s->slot_tok_len ||
+        !s->slot_tok || !s->slot_tok_len || !s->slot_kept ||
         gws_grow_batch(s, p->max_seqs + p->max_batch_tokens) < 0)
         goto oom;
     for (int k = 0; k < s->n_slots; k++) moe_ctx_slot_clear(s->c, k);

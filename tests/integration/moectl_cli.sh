@@ -124,4 +124,7 @@ head -c 1000 "$M" >"$TMP/trunc.gguf"
 check_err "offset" "$MOECTL" info "$TMP/trunc.gguf"
 printf 'NOPE' >"$TMP/bad.gguf"
 check_err "offset" "$MOECTL" logits "$TMP/bad.gguf" --tokens 1
+# a kept key given to `tenant add --key-stdin` must be long enough to be a secret
+# (refused before any Redis is asked: none listens on port 1)
+echo short-key | check_err "a key needs at least 32" "$MOECTL" tenant add t --redis redis://127.0.0.1:1 --key-stdin
 exit $fail

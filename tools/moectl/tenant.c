@@ -180,6 +180,17 @@ static int read_key_stdin(char *buf, size_t size, size_t *n) {
     return 0;
 }
 
+/* A key given to `tenant add --key-stdin` is a secret only its hash is kept
+ * of: it must be long enough not to be guessed (moectl's own keys have 43
+ * random characters). */
+#define KEY_MIN 32
+static int key_strong_enough(size_t n) {
+    if (n >= KEY_MIN) return 0;
+    return die("the key on stdin has %zu bytes: a key needs at least %d (a random one: "
+               "`moectl tenant add` without --key-stdin makes one)",
+               n, KEY_MIN);
+}
+
 /* ==== Subcommands ================================================================= */
 
 static int sub_add(topts *o, int argc, char **argv) {
@@ -212,7 +223,7 @@ static int sub_add(topts *o, int argc, char **argv) {
     uint8_t d[MOE_TENANT_DIGEST];
     size_t n;
     if (o->key_stdin) {
-        if (read_key_stdin(key, sizeof key, &n)) return 1;
+        if (read_key_stdin(key, sizeof key, &n) || key_strong_enough(n)) return 1;
     } else {
         if (moe_tenant_key_new(key, &err) < 0) return die("%s", err.msg);
         n = strlen(key);
