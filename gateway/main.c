@@ -97,6 +97,7 @@ typedef struct gw_state {
     gw_http *http;
     moe_metrics *reg;
     moe_metric *rtt, *uncovered, *workers_live; /* remote experts only */
+    moe_metric *w_failures, *w_suspects, *w_retries, *w_stall;
     moe_tenants *tenants;                       /* API keys (NULL: none checked) */
     gw_auth *auth;
     const char *tenants_from; /* the tenants' Redis URL (NULL: a file) */
@@ -217,6 +218,13 @@ static void before_metrics(void *ud) {
     if (s->remote && moe_remote_get_coverage(s->remote, &cv) == 0) {
         moe_metric_set(s->uncovered, NULL, cv.uncovered);
         moe_metric_set(s->workers_live, NULL, cv.workers_live);
+    }
+    if (s->remote) {
+        const moe_remote_stats rs = moe_remote_get_stats(s->remote);
+        moe_metric_set(s->w_failures, NULL, (double)rs.worker_failures);
+        moe_metric_set(s->w_suspects, NULL, (double)rs.suspects);
+        moe_metric_set(s->w_retries, NULL, (double)rs.retries);
+        moe_metric_set(s->w_stall, NULL, rs.stall_ms_max / 1000.0);
     }
 }
 
@@ -612,6 +620,23 @@ int main(int argc, char **argv) {
                                         "(layer, expert) pairs with no live holder.", NULL, 0);
         s.workers_live = moe_metrics_gauge(s.reg, "moemesh_gateway_expert_workers_live",
                                            "Expert-workers not in a failure backoff.", NULL, 0);
+        s.w_failures = moe_metrics_counter(
+            s.reg, "moemesh_gateway_expert_worker_failures_total",
+            "Expert-worker failures seen in batches (broken stream, deadline, silence, refusal).",
+            NULL, 0);
+        s.w_suspects = moe_metrics_counter(
+            s.reg, "moemesh_gateway_expert_worker_suspects_total",
+            "Of those, workers given up on before the deadline: silent past --suspect-ms and 8x "
+            "their usual answer time while replicas were live.",
+            NULL, 0);
+        s.w_retries = moe_metrics_counter(s.reg, "moemesh_gateway_expert_retries_total",
+                                          "Row groups sent again to a replica after a failure.",
+                                          NULL, 0);
+        s.w_stall = moe_metrics_gauge(
+            s.reg, "moemesh_gateway_expert_failover_stall_max_seconds",
+            "Longest failover: from sending rows to a worker that failed to their batch served by "
+            "replicas.",
+            NULL, 0);
         moe_remote_set_rtt_hook(s.remote, on_rtt, &s);
     }
     if (gw_sched_start(&s.sched, &sp, &err) < 0) {

@@ -31,6 +31,7 @@ moe_remote_params moe_remote_default_params(void) {
                                .max_rows = 4096,
                                .failover_ms = 30000,
                                .down_ms = 1000,
+                               .suspect_ms = 250,
                                .placement_wait_ms = 30000};
 }
 
@@ -368,7 +369,9 @@ static int send_queued(remote_be *b, rworker *w) {
 static void worker_failed(remote_be *b, rworker *w, int down, const char *why) {
     w->failed = 1;
     moe__remote_note_failure(w);
-    if (!b->fail_us) b->fail_us = moe_mono_us();
+    /* the stall counts from when the lost rows were sent, not from when
+     * their loss was noticed (a silent worker costs the wait as well) */
+    if (!b->fail_us) b->fail_us = w->busy && w->sent_us > 0 ? w->sent_us : moe_mono_us();
     snprintf(b->last_why, sizeof b->last_why, "worker %s: %s", w->addr, why);
     b->st.worker_failures++;
     w->failed_ms = moe_mono_ms();
@@ -452,6 +455,10 @@ static void take_result(remote_be *b, rworker *w) {
             w->us_answer =
                 w->us_answer > 0 ? (1.0 - SPEED_EWMA) * w->us_answer + SPEED_EWMA * per : per;
             w->us_answer_ms = t_answer / 1000;
+            if (w->n_rows > 0) {
+                const double row = per / w->n_rows;
+                w->us_row = w->us_row > 0 ? (1.0 - SPEED_EWMA) * w->us_row + SPEED_EWMA * row : row;
+            }
         }
         w->rows_in_flight -= w->n_rows;
         if (w->rows_in_flight < 0) w->rows_in_flight = 0;
@@ -557,6 +564,40 @@ static void dispatch(remote_be *b) {
     }
 }
 
+/* How long busy worker w may stay silent before it is suspect (ms; 0: never,
+ * only the deadline): suspect_ms, or 8x what its answers usually take for a
+ * message of this size if that is longer. A prefill message's rows scale the
+ * per-row estimate, which small messages' fixed costs only inflate. A worker
+ * never measured waits for the deadline; an old measurement still counts
+ * (a worker retried after its link was cut has none newer). */
+static int64_t suspect_after_ms(const remote_be *b, const rworker *w) {
+    if (b->p.suspect_ms <= 0 || w->us_answer <= 0) return 0;
+    double usual = w->us_answer;
+    if (w->us_row * w->n_rows > usual) usual = w->us_row * w->n_rows;
+    const int64_t ms = (int64_t)(8.0 * usual / 1000.0);
+    return ms > b->p.suspect_ms ? ms : b->p.suspect_ms;
+}
+
+/* 1 if every row group in flight on w has another replica that is live
+ * (not failed in this batch, not in its down window): only then may w be
+ * given up on early - a batch must never lose its last replica to a guess. */
+static int replicas_left(const remote_be *b, const rworker *w, int64_t now) {
+    const int ne = b->m->hp.n_expert;
+    for (int i = 0; i < w->n_groups; i++) {
+        const int g = w->msg_groups[i];
+        if (b->done[g]) continue;
+        const size_t k = (size_t)b->work->layer * ne + b->work->expert[g];
+        const uint32_t lo = b->pl.off ? b->pl.off[k] : 0, hi = b->pl.off ? b->pl.off[k + 1] : 0;
+        int other = 0;
+        for (uint32_t j = lo; j < hi && !other; j++) {
+            const rworker *o = b->w[b->pl.rep[j]];
+            other = o != w && !o->failed && o->down_until_ms <= now;
+        }
+        if (!other) return 0;
+    }
+    return 1;
+}
+
 static int remote_wait(void *ctx, moe_err *err) {
     remote_be *b = ctx;
     if (b->status) {
@@ -617,18 +658,31 @@ static int remote_wait(void *ctx, moe_err *err) {
         }
         /* the nearest message deadline, or a short poll while groups wait */
         int64_t wake = now + (orphans ? 50 : b->p.deadline_ms);
-        for (int i = 0; i < b->n; i++)
-            if (b->w[i]->busy && b->w[i]->sent_ms + b->p.deadline_ms < wake)
-                wake = b->w[i]->sent_ms + b->p.deadline_ms;
+        for (int i = 0; i < b->n; i++) {
+            const rworker *w = b->w[i];
+            if (!w->busy) continue;
+            if (w->sent_ms + b->p.deadline_ms < wake) wake = w->sent_ms + b->p.deadline_ms;
+            const int64_t sus = suspect_after_ms(b, w);
+            if (sus && w->sent_ms + sus < wake) wake = w->sent_ms + sus;
+        }
         grpc_event ev =
             grpc_completion_queue_next(b->cq, in_ms((int)(wake > now ? wake - now : 0)), NULL);
         if (ev.type == GRPC_OP_COMPLETE) on_event(b, ev.tag, ev.success);
         const int64_t after = moe_mono_ms();
         for (int i = 0; i < b->n; i++) {
             rworker *w = b->w[i];
-            if (w->busy && after - w->sent_ms >= b->p.deadline_ms) {
+            if (!w->busy) continue;
+            const int64_t waited = after - w->sent_ms, sus = suspect_after_ms(b, w);
+            if (waited >= b->p.deadline_ms) {
                 char why[64];
                 snprintf(why, sizeof why, "no result within %d ms", b->p.deadline_ms);
+                worker_failed(b, w, 1, why);
+            } else if (sus && waited >= sus && replicas_left(b, w, after)) {
+                char why[128];
+                snprintf(why, sizeof why,
+                         "no result within %lld ms, its answers take %.1f ms (--suspect-ms)",
+                         (long long)waited, w->us_answer / 1000.0);
+                b->st.suspects++;
                 worker_failed(b, w, 1, why);
             }
         }

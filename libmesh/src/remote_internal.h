@@ -64,6 +64,7 @@ struct rworker {
     int64_t rows_in_flight;    /* rows assigned to this worker and not answered */
     double us_answer;          /* its answers' round trip, moving average (0: none yet) */
     int64_t us_answer_ms;      /* when us_answer last had a sample */
+    double us_row;             /* the same per row of a message (moving average) */
     int32_t *rowmap;           /* (max_rows) wire row -> row of the work */
     Moe__V1__RowGroup *groups; /* (n_expert) */
     Moe__V1__RowGroup **gp;

@@ -12,6 +12,7 @@
 moe_remote_opts moe_remote_opts_default(void) {
     return (moe_remote_opts){.wire = "f32",
                              .deadline_ms = moe_remote_default_params().deadline_ms,
+                             .suspect_ms = moe_remote_default_params().suspect_ms,
                              .tls = moe_tls_opts_default()};
 }
 
@@ -39,6 +40,10 @@ void moe_remote_opts_flags(moe_remote_opts *o, moe_flag t[MOE_REMOTE_N_FLAGS + 1
          .help = "activations on the wire; f32 is exact", .check = moe_remote_check_wire},
         {"--deadline-ms", "MOE_DEADLINE_MS", MOE_FLAG_MS, &o->deadline_ms, "DUR",
          .help = "per-layer deadline for the workers", .min = 1, .max = INT32_MAX},
+        {"--suspect-ms", "MOE_SUSPECT_MS", MOE_FLAG_MS, &o->suspect_ms, "DUR",
+         .help = "a worker silent this long and 8x its usual answer time has its\n"
+                 "rows sent to another live replica (0: wait for the deadline)",
+         .min = 0, .max = INT32_MAX},
         {.include = o->tls_flags},
         {0}};
     moe_tls_opts_flags(&o->tls, o->tls_flags);
@@ -58,6 +63,7 @@ int moe_remote_opts_open(moe_expert_backend **out, const moe_model *m, const moe
     moe_remote_params rp = base ? *base : moe_remote_default_params();
     rp.wire_bf16 = !strcmp(o->wire, "bf16");
     rp.deadline_ms = o->deadline_ms;
+    rp.suspect_ms = o->suspect_ms;
     rp.tls = &o->tls;
     if (o->redis) {
         if (o->redis_password_file) {

@@ -122,6 +122,7 @@ row "(none: baseline)" "$(streams base)" "$(itl base)" "-" "$(stall base)" "-"
 for f in $FAULTS; do
     case $f in
     link) # ==== w1's link cut mid-stream, then restored ======================
+        s0=$(gw_metric moemesh_gateway_expert_worker_suspects_total)
         load link "$GEN_FAULT"
         settle
         t0=$(now_ms)
@@ -137,6 +138,12 @@ for f in $FAULTS; do
         all_done link && ok "link: w1's link down ${FAULT_S} s mid-stream: $(streams link) streams complete (on w2); ITL p50/p99 $(itl link) vs $(itl base)" ||
             bad "link: w1's link down: streams $(streams link): $(tail -3 "$TMP/link.err")"
         row "w1 link down ${FAULT_S}s" "$(streams link)" "$(itl link)" "$(itl base)" "$(stall link)" "$rec"
+        # a silent w1 is given up on before the deadline (--suspect-ms), not
+        # after it: its rows went to w2 while the 10 s deadline still ran
+        s1=$(gw_metric moemesh_gateway_expert_worker_suspects_total)
+        [ -n "$s1" ] && [ "${s1%.*}" -gt "${s0%.*}" ] 2>/dev/null &&
+            ok "link: the silent w1 was given up on before the ${DEADLINE_MS:-10000} ms deadline (suspects_total ${s0} -> ${s1}); failover stall max $(gw_metric moemesh_gateway_expert_failover_stall_max_seconds) s" ||
+            bad "link: no early failover: suspects_total ${s0:-none} -> ${s1:-none}"
         [ "$fail_ms" -gt 0 ] && note "gateway log lines naming w1 during the run: $fail_ms (last: $(grep 'w1\|21:7000' "$TMP/gateway.log" | tail -1 | cut -c1-160))"
         wait_for 10 gw_ready || bad "link: the gateway not ready after w1 came back"
         ;;

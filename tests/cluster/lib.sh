@@ -164,7 +164,7 @@ mh_start_redis() {
     pong() { RC ping 2>/dev/null | grep -q PONG; }
     wait_for 10 pong || { bad "redis did not start: $(tail -3 "$TMP/redis.log")"; return 1; }
 }
-# LEASE_MS (workers, default 1500), DEADLINE_MS (gateway, default 1000)
+# LEASE_MS (workers, default 1500), DEADLINE_MS (gateway, default 10000: its own default)
 mh_start_router() {
     # shellcheck disable=SC2046
     start "$1" "$1" "$BIN/router-svc" --redis "$REDIS_URL" --prefix $P --listen "$(addr "$1"):9100" \
@@ -186,7 +186,7 @@ mh_start_gateway() {
     # namespaces can reach it
     # shellcheck disable=SC2046
     start gateway gateway "$BIN/gateway" --model "$MODEL" --served-model-name m --listen 0.0.0.0:8080 \
-        --insecure-no-auth --redis "$REDIS_URL" --prefix $P --deadline-ms "${DEADLINE_MS:-1000}" \
+        --insecure-no-auth --redis "$REDIS_URL" --prefix $P --deadline-ms "${DEADLINE_MS:-10000}" \
         $(tls gateway) --threads 2 --log-format text
     PID_gateway=$PID
 }
@@ -198,6 +198,8 @@ placement_both() {
     case "$d" in *'"w1"'*'"w2"'* | *'"w2"'*'"w1"'*) ;; *) return 1 ;; esac
     echo "$d" | node -e 'const d = JSON.parse(require("fs").readFileSync(0, "utf8")); process.exit(d.experts.length && d.experts.every(x => x[2].length == 2) ? 0 : 1)' 2>/dev/null
 }
+# gw_metric NAME: the gateway's value of a metric without labels (empty: none)
+gw_metric() { mh_in client curl -s -m 2 "http://$(addr gateway):8080/metrics" 2>/dev/null | sed -n "s/^$1 //p" | head -1; }
 gw_ready() { [ "$(mh_in client curl -s -m 2 -o /dev/null -w '%{http_code}' "http://$(addr gateway):8080/readyz")" = 200 ]; }
 leader() { RC get "$P:leader" 2>/dev/null; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }

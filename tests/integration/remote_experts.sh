@@ -181,5 +181,33 @@ else
     *) ok "replica killed mid-generation: generation completed; $out" ;;
     esac
 fi
+# a replica that goes silent mid-generation (SIGSTOP: its connection stays
+# up, nothing answers) with the default 10 s deadline: its rows go to the
+# other replica after --suspect-ms (and 8x its usual answer time), so the
+# generation completes while it is still stopped, long before the deadline
+start rep-c "$M" all; RC=$ADDR; PRC=$PID
+: >"$TMP/s.txt"
+"$MOECTL" generate "$M" --tokens $T -n 1500 --ignore-eos --stream --workers "$RA,$RC" >"$TMP/s.txt" 2>"$TMP/s.err" &
+G=$!
+PIDS="$PIDS $G"
+i=0
+while [ $i -lt 400 ] && [ "$(wc -c <"$TMP/s.txt")" -lt 16 ] && kill -0 $G 2>/dev/null; do sleep 0.05; i=$((i + 1)); done
+kill -STOP $PRC
+i=0
+while [ $i -lt 90 ] && kill -0 $G 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+kill -CONT $PRC
+if kill -0 $G 2>/dev/null; then
+    kill $G; bad "replica silent mid-generation: moectl still running 9 s later (the deadline is 10 s)"
+elif ! wait $G; then
+    bad "replica silent mid-generation: moectl failed: $(tail -3 "$TMP/s.err")"
+else
+    grep '^{"tokens"' "$TMP/s.err" | tail -1 >"$TMP/s.json"
+    su=$(node -e 'const r = JSON.parse(require("fs").readFileSync(0, "utf8")).remote; console.log(r.suspects, r.retries, r.failover_stall_ms_max)' <"$TMP/s.json" 2>&1)
+    set -- $su
+    [ "${1:-0}" -ge 1 ] 2>/dev/null && [ "${2:-0}" -ge 1 ] &&
+        ok "replica silent mid-generation (SIGSTOP, deadline 10 s): completed in $((i / 10)).$((i % 10)) s while it was stopped; suspects $1, retries $2, longest failover $3 ms" ||
+        bad "replica silent mid-generation: want suspects >= 1, retries >= 1; got '$su'"
+fi
+stop $PRC
 stop $PRA
 exit $fail

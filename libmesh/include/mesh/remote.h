@@ -54,6 +54,12 @@ typedef struct moe_remote_params {
                                         * expert a live replica (default 30000) */
     int down_ms;                       /* a failed worker is not chosen again for this long,
                                         * while replicas remain (default 1000) */
+    int suspect_ms;                    /* a worker silent this long and 8x its usual answer
+                                        * time (moving averages, per message and per row),
+                                        * whose row groups all have another live replica,
+                                        * counts as failed before the deadline: a cut link
+                                        * stalls a batch this long, not deadline_ms
+                                        * (default 250; 0: the deadline only) */
     int placement_wait_ms;             /* Redis: how long create waits for the first
                                         * active placement (default 30000) */
     const volatile sig_atomic_t *stop; /* create's wait ends early (MOE_EUNAVAIL) once
@@ -71,13 +77,15 @@ typedef struct moe_remote_stats {
     uint64_t bytes_received;  /* serialized ForwardResult bytes read from gRPC byte buffers */
     uint64_t retries;         /* row groups sent again after a worker failed */
     uint64_t worker_failures; /* worker failures seen (broken stream, deadline, refusal) */
+    uint64_t suspects;        /* of those, silent workers given up on early (suspect_ms) */
     uint64_t epoch;           /* placement epoch in use (0: a fixed list) */
     uint64_t placements;      /* placements taken from Redis */
     uint64_t rows_reported;   /* rows written to Redis load buckets */
     uint64_t redis_failures;  /* Redis connections lost or refused */
     int workers;              /* workers known */
-    double stall_ms_max;      /* longest time from a worker's failure in a batch to that
-                               * batch served by replicas (failover latency) */
+    double stall_ms_max;      /* longest time from sending rows to a worker that failed
+                               * (or from a refusal) to that batch served by replicas
+                               * (failover latency, the silence waited for included) */
     double stall_ms_last;
 } moe_remote_stats;
 
@@ -187,13 +195,14 @@ typedef struct moe_remote_opts {
     const char *prefix;  /* --prefix: the deployment's Redis key prefix (NULL: default) */
     const char *wire;    /* --wire "f32" (exact) or "bf16" */
     int deadline_ms;     /* --deadline-ms: per batch */
+    int suspect_ms;      /* --suspect-ms: a silent worker's rows go to a replica (params) */
     const char *redis_password_file; /* --redis-password-file (mesh/rlink.h) */
     moe_tls_opts tls; /* --tls-cert, --tls-key, --tls-ca, --tls-refresh-s, --insecure */
     moe_flag tls_flags[MOE_TLS_N_FLAGS + 1];
 } moe_remote_opts;
 
 /* The rows moe_remote_opts_flags writes, without the end row. */
-#define MOE_REMOTE_N_FLAGS 7
+#define MOE_REMOTE_N_FLAGS 8
 
 /* No workers, no Redis, wire f32, moe_remote_default_params' deadline. */
 moe_remote_opts moe_remote_opts_default(void);
