@@ -262,12 +262,16 @@ moemesh is serving '$NAME' on $BASE ($SEC).
 API key: $KEY
 A streamed chat completion:
   curl -N $BASE/v1/chat/completions -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d '{"model": "$NAME", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32, "stream": true}'
-With the openai client (python3, pip install openai):
-  from openai import OpenAI
-  client = OpenAI(base_url="$BASE/v1", api_key="$KEY")
-  stream = client.chat.completions.create(model="$NAME", messages=[{"role": "user", "content": "Hello"}], max_tokens=32, stream=True)
-  for chunk in stream:
-      print(chunk.choices[0].delta.content or "", end="", flush=True)
+With the openai client for Python (pip install openai):
+python3 -c 'from openai import OpenAI
+client = OpenAI(base_url="$BASE/v1", api_key="$KEY")
+stream = client.chat.completions.create(model="$NAME", messages=[{"role": "user", "content": "Hello"}], max_tokens=32, stream=True)
+for chunk in stream: print(chunk.choices[0].delta.content or "", end="", flush=True)'
+With the openai client for Node.js (npm install openai):
+  node --input-type=module -e 'import OpenAI from "openai";
+  const client = new OpenAI({ baseURL: "$BASE/v1", apiKey: "$KEY" });
+  const stream = await client.chat.completions.create({ model: "$NAME", messages: [{ role: "user", content: "Hello" }], max_tokens: 32, stream: true });
+  for await (const chunk of stream) process.stdout.write(chunk.choices[0]?.delta?.content ?? "");'
 Logs: $LOGS/{gateway,router-svc,w1,w2,redis}.log   State: $RUN_DIR
 Ctrl-C stops the cluster.
 MSG

@@ -2,8 +2,9 @@
 # `make run`'s launcher, deploy/cluster.sh (issue 16), with a tiny model, a
 # free PORT and REDIS_PORT and a RUN_DIR of its own:
 #   - it prints "API key: ..." (bounded wait), a curl command that streams a
-#     chat completion with that key (run as printed), and the openai client
-#     streams one too; no key: 401; the key file is mode 0600;
+#     chat completion with that key (run as printed), and the printed openai
+#     snippets: Node.js's run as printed (it streams), Python's run where
+#     python3 has openai, else parsed; no key: 401; the key file is mode 0600;
 #   - every service runs secured: a worker refuses a plaintext gRPC client
 #     and an openssl s_client without a client certificate; Redis refuses
 #     the default user (NOAUTH);
@@ -79,15 +80,34 @@ stopped() {
 # ==== First run ===============================================================
 launch run1 || exit 1
 streamed run1
+# the printed openai snippets, run as printed: Node.js with tests/ref's
+# openai package; Python where python3 has the openai package, else parsed
+snippet() {
+    awk -v s="$2" -v q="'" 'index($0, s) == 1 || index($0, "  " s) == 1 { on = 1; n = 0 }
+        on { print; n++ } on && n > 1 && substr($0, length($0)) == q { exit }' "$TMP/$1.out"
+}
 if [ -d tests/ref/node_modules/openai ]; then
-    (cd tests/ref && node --input-type=module -e '
-        import OpenAI from "openai";
-        const c = new OpenAI({ baseURL: process.argv[1], apiKey: process.argv[2], maxRetries: 0, timeout: 30000 });
-        const s = await c.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 5, stream: true });
-        let n = 0; for await (const ch of s) if (ch.choices[0]?.delta?.content !== undefined) n++;
-        console.log(n);' "$BASE/v1" "$KEY") >"$TMP/openai.out" 2>&1
-    [ "$(cat "$TMP/openai.out")" -ge 2 ] 2>/dev/null && ok "the openai client streamed $(cat "$TMP/openai.out") chunks with the key" ||
-        bad "the openai client: $(tail -3 "$TMP/openai.out")"
+    snippet run1 "node --input-type=module -e '" >"$TMP/snippet.sh"
+    (cd tests/ref && timeout 60 sh "$TMP/snippet.sh") >"$TMP/openai.out" 2>"$TMP/openai.err"
+    rc=$? n=$(wc -c <"$TMP/openai.out")
+    [ -s "$TMP/snippet.sh" ] && [ $rc = 0 ] && [ "$n" -ge 2 ] &&
+        ok "the printed Node.js openai snippet streamed $n bytes of text: $(head -c 60 "$TMP/openai.out" | tr '\n' ' ')" ||
+        bad "the printed Node.js openai snippet ($(wc -l <"$TMP/snippet.sh") lines, exit $rc): $(tail -3 "$TMP/openai.err")"
+fi
+snippet run1 "python3 -c '" >"$TMP/snippet.py.sh"
+if ! command -v python3 >/dev/null 2>&1; then
+    echo "note: no python3: the printed Python snippet is not checked"
+elif python3 -c 'import openai' 2>/dev/null; then
+    timeout 60 sh "$TMP/snippet.py.sh" >"$TMP/openai.py.out" 2>&1 && [ -s "$TMP/openai.py.out" ] &&
+        ok "the printed Python openai snippet streamed: $(head -c 60 "$TMP/openai.py.out" | tr '\n' ' ')" ||
+        bad "the printed Python openai snippet: $(tail -3 "$TMP/openai.py.out")"
+else
+    # the code between the quotes, with the shell's quoting undone
+    sed "s/^python3 -c /printf '%s\\\\n' /" "$TMP/snippet.py.sh" | sh >"$TMP/snippet.py" 2>/dev/null
+    python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$TMP/snippet.py" 2>"$TMP/ast.err" &&
+        grep -q "^for chunk in stream" "$TMP/snippet.py" &&
+        ok "the printed Python openai snippet parses ($(wc -l <"$TMP/snippet.py") lines; python3 has no openai package here to run it)" ||
+        bad "the printed Python openai snippet does not parse: $(tail -2 "$TMP/ast.err")"
 fi
 code=$(curl -s -m 10 -o "$TMP/nokey" -w '%{http_code}' "$BASE/v1/chat/completions" -H 'Content-Type: application/json' \
     -d '{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":2}')
