@@ -96,6 +96,20 @@ plant dev base/expert-worker.yaml 's/readOnlyRootFilesystem: true/readOnlyRootFi
     "container expert-worker: readOnlyRootFilesystem is not true" "a writable root filesystem"
 plant cpu prod/tls.yaml 's/(          startupProbe:\n)            grpc: null\n/$1/' \
     "container expert-worker: startupProbe has 2 handlers \(httpGet, grpc\)" "a probe with two handlers (patch without grpc: null)"
+plant cpu overlays/cpu/scaledobject.yaml 's/threshold: "1"/treshold: "1"/' \
+    "ScaledObject/expert-worker: trigger prometheus: metadata.treshold is no key of this scaler" "a misspelled KEDA trigger key"
+plant cpu overlays/cpu/scaledobject.yaml 's/moemesh_router_workers_wanted/moemesh_router_worker_wanted/g' \
+    "trigger prometheus: query names moemesh_router_worker_wanted, which no moemesh binary exports" "a Prometheus trigger on a metric nothing exports"
+plant dev overlays/dev/scaledobject.yaml 's/router-svc.moemesh-dev.svc:9400/router.moemesh-dev.svc:9400/' \
+    "trigger metrics-api: url host router.moemesh-dev.svc names no Service" "a metrics-api trigger on a missing Service"
+plant dev overlays/dev/scaledobject.yaml 's/svc:9400\/v1\/scale/svc:9401\/v1\/scale/' \
+    "trigger metrics-api: url port 9401 is no port of Service router-svc" "a metrics-api trigger on a wrong port"
+plant dev overlays/dev/scaledobject.yaml 's/9400\/v1\/scale/9400\/v1\/scales/' \
+    "trigger metrics-api: url path /v1/scales is no route in router-svc --help" "a metrics-api trigger on a missing route"
+plant dev overlays/dev/scaledobject.yaml 's/valueLocation: workers_wanted/valueLocation: worker_wanted/' \
+    "trigger metrics-api: valueLocation worker_wanted is no field router-svc writes" "a metrics-api trigger reading a missing field"
+plant dev overlays/dev/scaledobject.yaml 's/targetValue: "1"/targetValue: "one"/' \
+    "trigger metrics-api: metadata.targetValue \"one\" is not a decimal number" "a KEDA trigger threshold that is no number"
 
 [ $fail -eq 0 ] || { echo "FAIL"; exit 1; }
 echo "all overlays pass; every planted error caught"

@@ -12,7 +12,11 @@
 //    excess-property check, at every depth), so a misspelled field fails, as
 //    does a wrong type or a missing required field. A kind with no model fails.
 // 2. Policy (JavaScript): selectors match pod labels; every scaler (HPA, KEDA
-//    ScaledObject) targets an existing object and no target has two; probes and
+//    ScaledObject) targets an existing object and no target has two; KEDA
+//    triggers carry only their scaler's metadata keys (required ones present,
+//    numbers as numbers) and point at what exists (a metrics-api URL at a
+//    Service, port, route and JSON field of this overlay's binaries, a
+//    Prometheus query at metrics a moemesh binary exports); probes and
 //    Services name real container ports; every MOE_* env var and --flag given
 //    to a moemesh container exists in its binary's --help; env $(VAR)
 //    references are defined before use; pods are non-root with a read-only root
@@ -128,6 +132,7 @@ const containersOf = (w) => [...(w.spec?.template?.spec?.initContainers || []), 
 const portsOf = (ws) => ws.flatMap((w) => containersOf(w).flatMap((c) => c.ports || []));
 
 const helpCache = new Map();
+helpOf.text = new Map();
 function helpOf(image) {
     const m = /^moemesh\/([a-z-]+)(:|@|$)/.exec(image || "");
     if (!m) return null;
@@ -140,6 +145,7 @@ function helpOf(image) {
             text = (e.stdout || "") + (e.stderr || "");
             if (!text) throw new Error(`cannot run ${bin} --help: build it first (make)`);
         }
+        helpOf.text.set(m[1], text);
         helpCache.set(m[1], {
             env: new Set(text.match(/\bMOE_[A-Z0-9_]+/g) || []),
             flags: new Set(text.match(/(?<![\w-])--[a-z][a-z0-9-]*/g) || []),
@@ -261,6 +267,88 @@ function policy() {
         if (scaled.has(key))
             report(o, `scaleTargetRef ${kind}/${ref.name} already has a scaler (${scaled.get(key)}): two scalers on one target`);
         else scaled.set(key, `${o.kind}/${o.metadata?.name}`);
+        if (o.kind === "ScaledObject") for (const t of o.spec?.triggers || []) checkTrigger(o, t);
+    }
+}
+
+// KEDA triggers: the schema types `metadata` as a string map, so a misspelled
+// key or a wrong address would pass it. Each scaler type used here has its
+// keys (KEDA 2.10's scaler docs): the required ones present, no other key,
+// numbers as decimal strings; and what they point at must exist: a
+// metrics-api URL names a Service and port of this overlay and a path and
+// field router-svc serves, a Prometheus query names metrics some moemesh
+// binary exports.
+const triggerKeys = {
+    prometheus: {
+        required: ["serverAddress", "query", "threshold"],
+        optional: ["activationThreshold", "namespace", "customHeaders", "ignoreNullValues", "unsafeSsl", "queryParameters", "authModes", "cortexOrgID"],
+        numbers: ["threshold", "activationThreshold"],
+    },
+    "metrics-api": {
+        required: ["url", "valueLocation", "targetValue"],
+        optional: ["activationTargetValue", "format", "authMode", "unsafeSsl"],
+        numbers: ["targetValue", "activationTargetValue"],
+    },
+    cpu: { required: ["value"], optional: ["type", "containerName"], numbers: ["value"] },
+    memory: { required: ["value"], optional: ["type", "containerName"], numbers: ["value"] },
+};
+const binCache = new Map();
+function binaryText(bin) {
+    if (!binCache.has(bin)) {
+        let t = "";
+        try {
+            t = fs.readFileSync(path.join(args.build, bin), "latin1");
+        } catch {
+            throw new Error(`cannot read ${path.join(args.build, bin)}: build it first (make)`);
+        }
+        binCache.set(bin, t);
+    }
+    return binCache.get(bin);
+}
+function checkTrigger(o, t) {
+    const spec = triggerKeys[t.type];
+    const md = t.metadata || {};
+    if (!spec) {
+        report(o, `trigger type "${t.type}" has no key table in tests/k8s/check.mjs (add one from KEDA's docs)`);
+        return;
+    }
+    for (const k of spec.required) if (md[k] === undefined) report(o, `trigger ${t.type}: metadata.${k} is required`);
+    for (const k of Object.keys(md))
+        if (!spec.required.includes(k) && !spec.optional.includes(k))
+            report(o, `trigger ${t.type}: metadata.${k} is no key of this scaler (${[...spec.required, ...spec.optional].join(", ")})`);
+    for (const k of spec.numbers)
+        if (md[k] !== undefined && !/^[0-9]+(\.[0-9]+)?$/.test(String(md[k])))
+            report(o, `trigger ${t.type}: metadata.${k} "${md[k]}" is not a decimal number`);
+    if (t.type === "metrics-api" && md.url) {
+        let u;
+        try {
+            u = new URL(md.url);
+        } catch {
+            report(o, `trigger metrics-api: url "${md.url}" does not parse`);
+            return;
+        }
+        // SERVICE[.NAMESPACE[.svc[.cluster.local]]]
+        const [svc, sns = ns(o)] = u.hostname.split(".");
+        const s = objs.find((x) => x.kind === "Service" && x.metadata?.name === svc && ns(x) === sns);
+        const port = Number(u.port || (u.protocol === "https:" ? 443 : 80));
+        if (!s) report(o, `trigger metrics-api: url host ${u.hostname} names no Service of this overlay (Service ${svc} in namespace ${sns || "(none)"})`);
+        else if (!(s.spec?.ports || []).some((p) => p.port === port))
+            report(o, `trigger metrics-api: url port ${port} is no port of Service ${svc}`);
+        // the binary behind the Service: its pods' moemesh image
+        const image = s ? podsMatching(s, s.spec?.selector).flatMap(containersOf).map((c) => c.image).find((i) => /^moemesh\//.test(i || "")) : null;
+        const bin = image ? /^moemesh\/([a-z-]+)/.exec(image)[1] : null;
+        if (bin) {
+            const help = helpOf(image);
+            if (help && !helpOf.text?.get(bin)?.includes(u.pathname))
+                report(o, `trigger metrics-api: url path ${u.pathname} is no route in ${bin} --help`);
+            if (help && md.valueLocation && !binaryText(bin).includes(`"${md.valueLocation.split(".")[0]}"`))
+                report(o, `trigger metrics-api: valueLocation ${md.valueLocation} is no field ${bin} writes`);
+        }
+    }
+    if (t.type === "prometheus" && md.query) {
+        for (const m of String(md.query).match(/\bmoemesh_[a-z0-9_]+/g) || [])
+            if (!["router-svc", "gateway", "expert-worker"].some((b) => binaryText(b).includes(m)))
+                report(o, `trigger prometheus: query names ${m}, which no moemesh binary exports`);
     }
 }
 
