@@ -98,7 +98,7 @@ typedef struct gw_state {
     moe_metrics *reg;
     moe_metric *rtt, *uncovered, *workers_live; /* remote experts only */
     moe_metric *w_failures, *w_suspects, *w_retries, *w_stall;
-    moe_tenants *tenants;                       /* API keys (NULL: none checked) */
+    moe_tenants *tenants; /* API keys (NULL: none checked) */
     gw_auth *auth;
     const char *tenants_from; /* the tenants' Redis URL (NULL: a file) */
     gw_limits *limits;        /* the tenants' limits (with API keys) */
@@ -629,9 +629,9 @@ int main(int argc, char **argv) {
             "Of those, workers given up on before the deadline: silent past --suspect-ms and 8x "
             "their usual answer time while replicas were live.",
             NULL, 0);
-        s.w_retries = moe_metrics_counter(s.reg, "moemesh_gateway_expert_retries_total",
-                                          "Row groups sent again to a replica after a failure.",
-                                          NULL, 0);
+        s.w_retries =
+            moe_metrics_counter(s.reg, "moemesh_gateway_expert_retries_total",
+                                "Row groups sent again to a replica after a failure.", NULL, 0);
         s.w_stall = moe_metrics_gauge(
             s.reg, "moemesh_gateway_expert_failover_stall_max_seconds",
             "Longest failover: from sending rows to a worker that failed to their batch served by "

@@ -121,15 +121,16 @@ static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_mode
 static void print_remote_to(FILE *f, const run_opts *o) {
     if (!o->remote) return;
     moe_remote_stats rs = moe_remote_get_stats(o->remote);
-    fprintf(f,
-            ", \"remote\": {\"workers\": %d, \"epoch\": %llu, \"messages\": %llu, "
-            "\"worker_failures\": %llu, \"suspects\": %llu, \"retries\": %llu, \"placements\": %llu, "
-            "\"rows_reported\": %llu, \"redis_failures\": %llu, \"failover_stall_ms_max\": %.3f",
-            rs.workers, (unsigned long long)rs.epoch, (unsigned long long)rs.messages,
-            (unsigned long long)rs.worker_failures, (unsigned long long)rs.suspects,
-            (unsigned long long)rs.retries,
-            (unsigned long long)rs.placements, (unsigned long long)rs.rows_reported,
-            (unsigned long long)rs.redis_failures, rs.stall_ms_max);
+    fprintf(
+        f,
+        ", \"remote\": {\"workers\": %d, \"epoch\": %llu, \"messages\": %llu, "
+        "\"worker_failures\": %llu, \"suspects\": %llu, \"retries\": %llu, \"placements\": %llu, "
+        "\"rows_reported\": %llu, \"redis_failures\": %llu, \"failover_stall_ms_max\": %.3f",
+        rs.workers, (unsigned long long)rs.epoch, (unsigned long long)rs.messages,
+        (unsigned long long)rs.worker_failures, (unsigned long long)rs.suspects,
+        (unsigned long long)rs.retries, (unsigned long long)rs.placements,
+        (unsigned long long)rs.rows_reported, (unsigned long long)rs.redis_failures,
+        rs.stall_ms_max);
     moe_remote_coverage cv;
     if (moe_remote_get_coverage(o->remote, &cv) == 0)
         fprintf(f,
