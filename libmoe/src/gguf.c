@@ -584,6 +584,8 @@ static int gg_parse(moe_gguf *g, const char *name, moe_err *err) {
 void moe_gguf_close(moe_gguf *g) {
     if (!g) return;
     if (g->map) munmap(g->map, g->size);
+    for (int i = 1; i < g->n_parts; i++) moe_gguf_close(g->parts[i]);
+    free(g->parts);
     MOE_FREE_ALL(g->tensor_names, g->kv_names, g->tensors, g->str_off, g->kv_str_first, g->kv, g);
 }
 

@@ -52,6 +52,11 @@ struct moe_gguf {
     moe_gguf_tensor *tensors;     /* owned, n_tensors */
     moe__gguf_name *kv_names;     /* owned, n_kv, sorted */
     moe__gguf_name *tensor_names; /* owned, n_tensors, sorted */
+    /* moe_gguf_open_split: the other parts (1..n_parts-1, owned; NULL and 1
+     * for a single file) and each part's size; tensors then lists every
+     * part's tensors (the other parts' point into their mappings) */
+    moe_gguf **parts;
+    int n_parts;
 };
 
 #endif

@@ -286,6 +286,10 @@ fail:
     return rc;
 }
 
+int64_t moe_gguf_writer_n_tensors(const moe_gguf_writer *w) {
+    return (int64_t)w->n_tensors;
+}
+
 /* ==== Writing =========================================================== */
 
 /* A buffered output that remembers the first error. */
@@ -436,5 +440,59 @@ fail:
         unlink(tmp);
         free(tmp);
     }
+    return rc;
+}
+
+/* ==== Split models ======================================================= */
+
+/* As llama.cpp's gguf-split writes them: part i has split.no = i (u16),
+ * split.count (u16) and split.tensors.count (i32, all parts' tensors), set
+ * first; the first part has every other key after them. A part is written
+ * through a writer that borrows w's key/values and a run of its tensors, so
+ * nothing is copied. */
+int moe_gguf_writer_write_split(moe_gguf_writer *w, const char *path, int max_tensors,
+                                moe_err *err) {
+    char *prefix = NULL, *name = NULL;
+    gw_kv *kv = NULL;
+    int rc = 0;
+
+    if (!w || !path || max_tensors < 1)
+        return moe_err_set(err, MOE_EINVAL, "gguf writer: no path or max_tensors < 1");
+    const size_t n_parts =
+        w->n_tensors ? (w->n_tensors + (size_t)max_tensors - 1) / (size_t)max_tensors : 1;
+    if (n_parts > 65535 || w->n_tensors > INT32_MAX)
+        return moe_err_set(err, MOE_ERANGE, "%s: %zu parts: llama.cpp allows 65535", path, n_parts);
+    size_t pl = strlen(path);
+    if (pl > 5 && !strcmp(path + pl - 5, ".gguf")) pl -= 5;
+    prefix = strndup(path, pl);
+    name = malloc(pl + 32);
+    kv = calloc(w->n_kv + 3, sizeof *kv);
+    if (!prefix || !name || !kv) {
+        rc = moe_err_set(err, MOE_ENOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    /* the three split keys' values live in these; their keys are literals */
+    uint16_t no = 0, count = (uint16_t)n_parts;
+    int32_t n_tensors = (int32_t)w->n_tensors;
+    kv[0] = (gw_kv){(char *)"split.no", MOE_GGUF_TYPE_UINT16, (uint8_t *)&no, 2};
+    kv[1] = (gw_kv){(char *)"split.count", MOE_GGUF_TYPE_UINT16, (uint8_t *)&count, 2};
+    kv[2] = (gw_kv){(char *)"split.tensors.count", MOE_GGUF_TYPE_INT32, (uint8_t *)&n_tensors, 4};
+    size_t n_kv = 3;
+    for (size_t i = 0; i < w->n_kv; i++)
+        if (strncmp(w->kv[i].key, "split.", 6) != 0) kv[n_kv++] = w->kv[i];
+    for (size_t p = 0; p < n_parts; p++) {
+        const size_t t0 = p * (size_t)max_tensors;
+        const size_t nt =
+            w->n_tensors - t0 < (size_t)max_tensors ? w->n_tensors - t0 : (size_t)max_tensors;
+        moe_gguf_writer part = {kv, p ? 3 : n_kv, 0, w->tensors + t0, w->n_tensors ? nt : 0, 0};
+        no = (uint16_t)p;
+        moe_gguf_split_path(name, pl + 32, prefix, (int)p, (int)n_parts);
+        if ((rc = moe_gguf_writer_write(&part, name, err)) < 0) goto done;
+    }
+    rc = (int)n_parts;
+done:
+    free(kv);
+    free(name);
+    free(prefix);
     return rc;
 }

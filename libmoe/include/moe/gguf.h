@@ -19,6 +19,12 @@
  *     // t->data points into the mapping; t->ne[0] is the contiguous dim
  *     moe_gguf_close(g);
  *
+ * Split models (llama.cpp's gguf-split: name-00001-of-0000N.gguf, keys
+ * split.no, split.count, split.tensors.count): moe_gguf_open_split() opens
+ * the first part and every other one beside it; the handle's key/values are
+ * the first part's (where gguf-split puts all metadata) and its tensors are
+ * those of every part, each with its part number.
+ *
  * Strings inside the file are not NUL-terminated; the reader hands out
  * moe_gguf_str {ptr, len} views into the mapping, valid until close.
  *
@@ -86,6 +92,7 @@ typedef struct moe_gguf_tensor {
     uint64_t offset;  /* relative to the data section */
     uint64_t nbytes;  /* checked against the file */
     const void *data; /* in the mapping */
+    uint16_t part;    /* split part holding it (0: the first file) */
 } moe_gguf_tensor;
 
 typedef struct moe_gguf moe_gguf;
@@ -97,6 +104,20 @@ int moe_gguf_open(moe_gguf **out, const char *path, moe_err *err);
 int moe_gguf_open_buffer(moe_gguf **out, const void *buf, size_t size, const char *name,
                          moe_err *err);
 void moe_gguf_close(moe_gguf *g);
+
+/* Opens a model file: path, and if it is the first part of a split model
+ * (split.count > 1) every other part, named as llama.cpp names them
+ * (llama_split_path: "<prefix>-%05d-of-%05d.gguf", prefix taken from path)
+ * in the same directory. Checks that path is part 1, that each part exists
+ * and says it is part i of the same count, that no tensor is in two parts and
+ * that the parts hold split.tensors.count tensors in all. A file without
+ * split.count (or with 1) opens as moe_gguf_open does. Free with
+ * moe_gguf_close (closes every part). */
+int moe_gguf_open_split(moe_gguf **out, const char *path, moe_err *err);
+/* Parts of a handle from moe_gguf_open_split (1 for a single file) and the
+ * file size of part i. */
+int moe_gguf_n_parts(const moe_gguf *g);
+size_t moe_gguf_part_size(const moe_gguf *g, int i);
 
 uint32_t moe_gguf_version(const moe_gguf *g);
 uint64_t moe_gguf_alignment(const moe_gguf *g);
@@ -153,7 +174,24 @@ int moe_gguf_writer_set_arr(moe_gguf_writer *w, const char *key, moe_gguf_type t
 int moe_gguf_writer_add_tensor(moe_gguf_writer *w, const char *name, moe_dtype t, uint32_t n_dims,
                                const int64_t *ne, const void *data);
 
+/* Tensors added so far. */
+int64_t moe_gguf_writer_n_tensors(const moe_gguf_writer *w);
+
 /* Writes the file (alignment 32, or general.alignment if set as u32). */
 int moe_gguf_writer_write(moe_gguf_writer *w, const char *path, moe_err *err);
+
+/* Writes a split model as llama.cpp's gguf-split does: ceil(n_tensors /
+ * max_tensors) files "<prefix>-%05d-of-%05d.gguf" (prefix: path without
+ * ".gguf"), tensors in the order added, max_tensors per part; every part has
+ * split.no (u16), split.count (u16) and split.tensors.count (i32), the first
+ * also every key set. A model of one part is written to that one name too.
+ * Returns the number of parts written, or a negative MOE_E* code. */
+int moe_gguf_writer_write_split(moe_gguf_writer *w, const char *path, int max_tensors,
+                                moe_err *err);
+
+/* The name of part i (0-based) of n of a split model with this prefix, as
+ * llama.cpp's llama_split_path makes it: "<prefix>-%05d-of-%05d.gguf".
+ * Returns the length, or 0 if it does not fit in cap. */
+int moe_gguf_split_path(char *buf, size_t cap, const char *prefix, int i, int n);
 
 #endif
