@@ -76,8 +76,6 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
     const int64_t E = hp->n_embd, F = hp->n_ff_exp;
     const moe_dtype gt = L->gate_exps.type, dt = L->down_exps.type;
     const size_t xrb = moe__act_row_bytes(gt, E), hrb = moe__act_row_bytes(dt, F);
-    const size_t wgate = moe_dtype_row_bytes(gt, E) * (size_t)F; /* one expert's matrix */
-    const size_t wdown = moe_dtype_row_bytes(dt, F) * (size_t)E;
 
     const moe_cpu_kernels *k = w->exact ? b->k : moe_cpu_kernels_fast(b->k);
     moe_op_quantize(b->k, gt, w->x, b->xq, n_rows, E);
@@ -90,7 +88,7 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
         if (nb == 0) continue;
         const void *X = (const char *)b->xq + xrb * (size_t)r0;
         b->jobs[nj++] = (moe__mm_job){gt,
-                                      (const char *)L->gate_exps.data + wgate * (size_t)e,
+                                      moe_tensor_expert(&L->gate_exps, e),
                                       F,
                                       E,
                                       X,
@@ -99,7 +97,7 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
                                       F,
                                       ns ? ns + g : NULL};
         b->jobs[nj++] = (moe__mm_job){gt,
-                                      (const char *)L->up_exps.data + wgate * (size_t)e,
+                                      moe_tensor_expert(&L->up_exps, e),
                                       F,
                                       E,
                                       X,
@@ -118,7 +116,7 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
         const int e = w->expert[g], r0 = w->row_start[g], nb = w->row_start[g + 1] - r0;
         if (nb == 0) continue;
         b->jobs[nj++] = (moe__mm_job){dt,
-                                      (const char *)L->down_exps.data + wdown * (size_t)e,
+                                      moe_tensor_expert(&L->down_exps, e),
                                       E,
                                       F,
                                       (const char *)b->hq + hrb * (size_t)r0,

@@ -52,6 +52,7 @@ static const moe_hparams arch_hparams[MOE_ARCH_COUNT] = {
 
 typedef struct loader {
     const moe_gguf *g;
+    const moe_hparams *hp;
     const char *path;
     const char *arch;
     moe_err *err;
@@ -360,6 +361,110 @@ static int check_f32(loader *l, const moe_tensor *t, const char *name) {
 #define T2(a, b) ((const int64_t[]){a, b})
 #define T3(a, b, c) ((const int64_t[]){a, b, c})
 
+/* ---- Routed experts: merged or one tensor per expert ----------------------- */
+
+/* One expert weight of layer il in the per-expert layout: the n_expert 2-D
+ * tensors "blk.<il>.<base>.<e>.weight", each (a x b), one type, become a
+ * view of shape (a, b, n_expert) whose expert e is the e-th tensor's bytes
+ * in the mapping (t->experts, a table in ptrs). No bytes are copied, so the
+ * expert kernels run on the file as they do on the merged layout; the
+ * tensors may lie anywhere (interleaved, in different split parts). */
+static int get_expert_tensors(loader *l, moe_tensor *t, int il, const char *base, int64_t a,
+                              int64_t b, const void **ptrs) {
+    const int X = l->hp->n_expert;
+    char name[128];
+    memset(t, 0, sizeof *t);
+    for (int e = 0; e < X; e++) {
+        snprintf(name, sizeof name, "blk.%d.%s.%d.weight", il, base, e);
+        const moe_gguf_tensor *gt = moe_gguf_find_tensor(l->g, name);
+        if (!gt)
+            return moe_err_set(l->err, MOE_EFORMAT,
+                               "%s: missing tensor '%s' (per-expert layout: layer %d has "
+                               "blk.%d.ffn_gate.0.weight, so needs all %d experts' tensors)",
+                               l->path, name, il, il, X);
+        if (gt->n_dims != 2 || gt->ne[0] != a || gt->ne[1] != b)
+            return moe_err_set(l->err, MOE_EFORMAT,
+                               "%s: tensor '%s' has shape [%lld, %lld, %lld], expected [%lld, "
+                               "%lld]",
+                               l->path, name, (long long)gt->ne[0], (long long)gt->ne[1],
+                               (long long)gt->ne[2], (long long)a, (long long)b);
+        if (e > 0 && gt->type != t->type)
+            return moe_err_set(l->err, MOE_ENOTSUP,
+                               "%s: tensor '%s' is %s, expert 0's is %s: one layer's experts "
+                               "must share a type",
+                               l->path, name, moe_dtype_name(gt->type), moe_dtype_name(t->type));
+        t->type = gt->type;
+        ptrs[e] = gt->data;
+    }
+    t->data = ptrs[0];
+    t->ne[0] = a, t->ne[1] = b, t->ne[2] = X, t->ne[3] = 1;
+    t->experts = ptrs;
+    return 0;
+}
+
+/* Layer il's routed experts, merged (blk.N.ffn_gate_exps.weight) or, where
+ * that is absent and blk.N.ffn_gate.0.weight exists, one tensor per expert.
+ * The expert width comes from the tensors; every layer must agree. */
+static int load_experts(loader *l, moe_model *m, int il) {
+    moe_layer *L = &m->layers[il];
+    const int64_t E = m->hp.n_embd, X = m->hp.n_expert;
+    char name[128];
+    int rc;
+    snprintf(name, sizeof name, "blk.%d.ffn_gate_exps.weight", il);
+    const moe_gguf_tensor *ge = moe_gguf_find_tensor(l->g, name);
+    int per_expert = 0;
+    if (!ge) {
+        snprintf(name, sizeof name, "blk.%d.ffn_gate.0.weight", il);
+        ge = moe_gguf_find_tensor(l->g, name);
+        per_expert = ge != NULL;
+        if (!ge) {
+            snprintf(name, sizeof name, "blk.%d.ffn_gate_exps.weight", il);
+            return moe_err_set(l->err, MOE_EFORMAT,
+                               "%s: missing tensor '%s' (nor per-expert blk.%d.ffn_gate.0.weight)",
+                               l->path, name, il);
+        }
+    }
+    if (il > m->hp.n_layer_dense_lead &&
+        per_expert != (m->expert_layout == MOE_EXPERT_LAYOUT_PER_EXPERT))
+        return moe_err_set(l->err, MOE_ENOTSUP,
+                           "%s: layer %d stores its experts %s, earlier layers %s: one layout "
+                           "per file",
+                           l->path, il, per_expert ? "per expert" : "merged",
+                           per_expert ? "merged" : "per expert");
+    m->expert_layout = per_expert ? MOE_EXPERT_LAYOUT_PER_EXPERT : MOE_EXPERT_LAYOUT_MERGED;
+    if (!m->hp.n_ff_exp) m->hp.n_ff_exp = (int)ge->ne[1];
+    const int64_t F = m->hp.n_ff_exp;
+    if (per_expert) {
+        if (!m->expert_ptrs) {
+            m->expert_ptrs = calloc((size_t)m->hp.n_layer * 3 * (size_t)X, sizeof(void *));
+            if (!m->expert_ptrs) return moe_err_set(l->err, MOE_ENOMEM, "out of memory");
+        }
+        const void **p = m->expert_ptrs + (size_t)il * 3 * (size_t)X;
+        if ((rc = get_expert_tensors(l, &L->gate_exps, il, "ffn_gate", E, F, p)) < 0) return rc;
+        if ((rc = get_expert_tensors(l, &L->up_exps, il, "ffn_up", E, F, p + X)) < 0) return rc;
+        if ((rc = get_expert_tensors(l, &L->down_exps, il, "ffn_down", F, E, p + 2 * X)) < 0)
+            return rc;
+    } else {
+        snprintf(name, sizeof name, "blk.%d.ffn_gate_exps.weight", il);
+        if ((rc = get_tensor(l, &L->gate_exps, name, 3, T3(E, F, X), 0)) < 0) return rc;
+        snprintf(name, sizeof name, "blk.%d.ffn_up_exps.weight", il);
+        if ((rc = get_tensor(l, &L->up_exps, name, 3, T3(E, F, X), 0)) < 0) return rc;
+        snprintf(name, sizeof name, "blk.%d.ffn_down_exps.weight", il);
+        if ((rc = get_tensor(l, &L->down_exps, name, 3, T3(F, E, X), 0)) < 0) return rc;
+    }
+    const char *what = per_expert ? "ffn_{gate,up,down}.E" : "ffn_{gate,up,down}_exps";
+    if ((rc = check_matmul(l, &L->gate_exps, what)) < 0 ||
+        (rc = check_matmul(l, &L->up_exps, what)) < 0 ||
+        (rc = check_matmul(l, &L->down_exps, what)) < 0)
+        return rc;
+    if (L->gate_exps.type != L->up_exps.type)
+        return moe_err_set(l->err, MOE_ENOTSUP,
+                           "%s: layer %d: expert gate (%s) and up (%s) weights must share a type",
+                           l->path, il, moe_dtype_name(L->gate_exps.type),
+                           moe_dtype_name(L->up_exps.type));
+    return 0;
+}
+
 static int load_layer(loader *l, moe_model *m, int il) {
     const moe_hparams *hp = &m->hp;
     moe_layer *L = &m->layers[il];
@@ -434,21 +539,7 @@ static int load_layer(loader *l, moe_model *m, int il) {
     MM(gate_inp, "ffn_gate_inp.weight", 2, T2(E, hp->n_expert), 0);
     VEC(exp_probs_b, "exp_probs_b.bias", hp->n_expert, 1);
 
-    /* The expert width comes from the tensor; every layer must agree. */
-    snprintf(name, sizeof name, "blk.%d.ffn_gate_exps.weight", il);
-    const moe_gguf_tensor *ge = moe_gguf_find_tensor(l->g, name);
-    if (!ge) return moe_err_set(l->err, MOE_EFORMAT, "%s: missing tensor '%s'", l->path, name);
-    if (!m->hp.n_ff_exp) m->hp.n_ff_exp = (int)ge->ne[1];
-    const int64_t F = hp->n_ff_exp, X = hp->n_expert;
-    MM(gate_exps, "ffn_gate_exps.weight", 3, T3(E, F, X), 0);
-    MM(up_exps, "ffn_up_exps.weight", 3, T3(E, F, X), 0);
-    MM(down_exps, "ffn_down_exps.weight", 3, T3(F, E, X), 0);
-    if (L->gate_exps.type != L->up_exps.type)
-        return moe_err_set(l->err, MOE_ENOTSUP,
-                           "%s: layer %d: ffn_gate_exps (%s) and ffn_up_exps (%s) must share a "
-                           "type",
-                           l->path, il, moe_dtype_name(L->gate_exps.type),
-                           moe_dtype_name(L->up_exps.type));
+    if ((rc = load_experts(l, m, il)) < 0) return rc;
 
     if (hp->shexp_gate || hp->n_expert_shared > 0) {
         snprintf(name, sizeof name, "blk.%d.ffn_gate_shexp.weight", il);
@@ -482,10 +573,10 @@ int moe_model_load(moe_model **out, const char *path, moe_err *err) {
     *out = NULL;
     moe_model *m = calloc(1, sizeof *m);
     if (!m) return moe_err_set(err, MOE_ENOMEM, "out of memory");
-    int rc = moe_gguf_open(&m->gguf, path, err);
+    int rc = moe_gguf_open_split(&m->gguf, path, err);
     if (rc < 0) goto fail;
 
-    loader l = {.g = m->gguf, .path = path, .err = err};
+    loader l = {.g = m->gguf, .hp = &m->hp, .path = path, .err = err};
     moe_gguf_str as;
     if (moe_gguf_get_str(m->gguf, "general.architecture", &as) < 0) {
         rc = moe_err_set(err, MOE_EFORMAT, "%s: missing key 'general.architecture'", path);
@@ -552,6 +643,7 @@ fail:
 
 void moe_model_free(moe_model *m) {
     if (!m) return;
+    free(m->expert_ptrs);
     free(m->layers);
     moe_gguf_close(m->gguf);
     free(m);

@@ -15,7 +15,7 @@ static void expert_parts(const moe_model *m, int l, int e, const uint8_t *base[3
     for (int i = 0; i < 3; i++) {
         len[i] =
             t[i]->data ? moe_dtype_row_bytes(t[i]->type, t[i]->ne[0]) * (size_t)t[i]->ne[1] : 0;
-        base[i] = t[i]->data ? (const uint8_t *)t[i]->data + len[i] * (size_t)e : NULL;
+        base[i] = t[i]->data ? (const uint8_t *)moe_tensor_expert(t[i], e) : NULL;
     }
 }
 

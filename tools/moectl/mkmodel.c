@@ -42,6 +42,8 @@ int cmd_mkmodel(const moectl_cmd *cmd, int argc, char **argv) {
     for (int j = 0; j < 14; j++) ov[j] = INT_MIN;                      /* not given */
     float rope_base = 10000.0f, rms_eps = -1.0f, expert_scale = -1.0f; /* -1: not given */
     int rope_dim = -1;
+    const char *expert_layout = "merged";
+    int split_max_tensors = 0, split_parts = 0;
     const moe_flag flags[] = {
         {"--arch", NULL, MOE_FLAG_STRING, &arch, "A",
          .help = "llama | qwen2moe | qwen3moe | olmoe | deepseek | deepseek2"},
@@ -91,6 +93,16 @@ int cmd_mkmodel(const moectl_cmd *cmd, int argc, char **argv) {
         {"--spm", NULL, MOE_FLAG_BOOL, &spm, NULL,
          .help = "a generated SentencePiece vocabulary (tokenizer model \"llama\",\n"
                  "scores, byte fallback, BOS added) instead of byte-level BPE"},
+        {"--expert-layout", NULL, MOE_FLAG_STRING, &expert_layout, "L",
+         .help = "merged (blk.N.ffn_gate_exps) | per-expert (blk.N.ffn_gate.E:\n"
+                 "the pre-2024 Mixtral layout; same weights)",
+         .def = "merged"},
+        {"--split-max-tensors", NULL, MOE_FLAG_INT, &split_max_tensors, "N",
+         .help = "a split model as llama.cpp's gguf-split writes it: parts of at\n"
+                 "most N tensors, OUT-00001-of-0000K.gguf ... (OUT without .gguf)",
+         .min = 1, .max = INT32_MAX},
+        {"--split", NULL, MOE_FLAG_INT, &split_parts, "K",
+         .help = "a split model of K parts (tensors spread evenly)", .min = 1, .max = 65535},
         {"-o", NULL, MOE_FLAG_STRING, &out, "OUT.gguf", .help = "the file to write"},
         {0}};
     moe_flagset fs = cmd_flagset(cmd, about, flags);
@@ -141,6 +153,14 @@ int cmd_mkmodel(const moectl_cmd *cmd, int argc, char **argv) {
     if (ov[4] == INT_MIN && (ov[0] != INT_MIN || ov[2] != INT_MIN) && p.n_head > 0 &&
         p.arch != MOE_ARCH_DEEPSEEK2)
         p.head_dim = p.n_embd / p.n_head; /* deepseek2's head dims are set by its preset */
+    if (!strcmp(expert_layout, "per-expert"))
+        p.expert_per_tensor = 1;
+    else if (strcmp(expert_layout, "merged"))
+        return die("mkmodel: unknown --expert-layout '%s' (merged, per-expert)", expert_layout);
+    if (split_max_tensors && split_parts)
+        return die("mkmodel: --split-max-tensors or --split, not both");
+    p.split_max_tensors = split_max_tensors;
+    p.split_parts = split_parts;
     moe_err err;
     if (moe_testmodel_write(&p, out, &err) < 0) return die("mkmodel: %s", err.msg);
     printf("{\"path\": ");

@@ -37,16 +37,17 @@ typedef enum init_kind { INIT_UNIFORM, INIT_NORM, INIT_BIAS } init_kind;
 
 /* Adds a tensor of n_dims dims filled per kind: UNIFORM with amplitude amp,
  * NORM 1 + 0.1 u, BIAS 0.1 u. Stored as type t. */
-static int add(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err, const char *name,
-               moe_dtype t, int n_dims, int64_t ne0, int64_t ne1, int64_t ne2, init_kind kind,
-               float amp) {
-    const int64_t ne[3] = {ne0, ne1, ne2};
+/* The data of tensor name (n_dims dims ne0 x ne1 x ne2, type t): values
+ * from the seed and the name, stored in t. Returns a malloc'ed buffer (the
+ * caller frees it) or NULL. */
+static void *gen(const moe_testmodel_params *o, const char *name, moe_dtype t, int n_dims,
+                 int64_t ne0, int64_t ne1, int64_t ne2, init_kind kind, float amp) {
     const size_t n = (size_t)ne0 * (size_t)(n_dims > 1 ? ne1 : 1) * (size_t)(n_dims > 2 ? ne2 : 1);
     float *f = malloc(n * sizeof(float));
     void *q = malloc(moe_dtype_row_bytes(t, ne0) * (n / (size_t)ne0) + 64);
     if (!f || !q) {
         free(f), free(q);
-        return moe_err_set(err, MOE_ENOMEM, "out of memory for tensor %s", name);
+        return NULL;
     }
     uint64_t s = stream_for(o->seed, name);
     for (size_t i = 0; i < n; i++) {
@@ -56,10 +57,53 @@ static int add(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err, 
     const size_t rows = n / (size_t)ne0, rb = moe_dtype_row_bytes(t, ne0);
     for (size_t r = 0; r < rows; r++)
         moe_dtype_from_f32(t, f + r * (size_t)ne0, (char *)q + r * rb, ne0);
-    int rc = moe_gguf_writer_add_tensor(w, name, t, (uint32_t)n_dims, ne, q);
     free(f);
+    return q;
+}
+
+static int add(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err, const char *name,
+               moe_dtype t, int n_dims, int64_t ne0, int64_t ne1, int64_t ne2, init_kind kind,
+               float amp) {
+    const int64_t ne[3] = {ne0, ne1, ne2};
+    void *q = gen(o, name, t, n_dims, ne0, ne1, ne2, kind, amp);
+    if (!q) return moe_err_set(err, MOE_ENOMEM, "out of memory for tensor %s", name);
+    int rc = moe_gguf_writer_add_tensor(w, name, t, (uint32_t)n_dims, ne, q);
     free(q);
     return rc < 0 ? moe_err_set(err, rc, "cannot add tensor %s", name) : 0;
+}
+
+/* Layer il's routed experts: the merged tensors blk.N.ffn_{gate,down,up}_exps
+ * or, with o->expert_per_tensor, the same values as one 2-D tensor per
+ * expert, blk.N.ffn_{gate,down,up}.E.weight, expert by expert (the order
+ * the pre-2024 Mixtral converter wrote): the same model in the old layout. */
+static int add_experts(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err, int il,
+                       moe_dtype T, int64_t E, int64_t F, int64_t X, float aE, float aF) {
+    static const char *const base[3] = {"ffn_gate", "ffn_down", "ffn_up"};
+    const int64_t ne[3][2] = {{E, F}, {F, E}, {E, F}};
+    const float amp[3] = {aE, aF, aE};
+    void *q[3] = {NULL, NULL, NULL};
+    char n[128];
+    int rc = 0;
+    for (int j = 0; j < 3 && !rc; j++) {
+        snprintf(n, sizeof n, "blk.%d.%s_exps.weight", il, base[j]);
+        if (!o->expert_per_tensor) {
+            rc = add(w, o, err, n, T, 3, ne[j][0], ne[j][1], X, INIT_UNIFORM, amp[j]);
+            continue;
+        }
+        q[j] = gen(o, n, T, 3, ne[j][0], ne[j][1], X, INIT_UNIFORM, amp[j]);
+        if (!q[j]) rc = moe_err_set(err, MOE_ENOMEM, "out of memory for tensor %s", n);
+    }
+    for (int64_t e = 0; e < X && !rc && o->expert_per_tensor; e++) {
+        for (int j = 0; j < 3 && !rc; j++) {
+            const size_t bytes = moe_dtype_row_bytes(T, ne[j][0]) * (size_t)ne[j][1];
+            snprintf(n, sizeof n, "blk.%d.%s.%lld.weight", il, base[j], (long long)e);
+            rc = moe_gguf_writer_add_tensor(w, n, T, 2, ne[j],
+                                            (const char *)q[j] + bytes * (size_t)e);
+            if (rc < 0) rc = moe_err_set(err, rc, "cannot add tensor %s", n);
+        }
+    }
+    free(q[0]), free(q[1]), free(q[2]);
+    return rc;
 }
 
 /* ---- Vocabulary ------------------------------------------------------------------- */
@@ -541,11 +585,7 @@ static int add_tensors(moe_gguf_writer *w, const moe_testmodel_params *o, moe_er
         if (o->expert_bias)
             rc = rc ? rc
                     : add(w, o, err, NAME("exp_probs_b.bias"), F32, 1, X, 1, 1, INIT_UNIFORM, 0.3f);
-        rc =
-            rc ? rc : add(w, o, err, NAME("ffn_gate_exps.weight"), T, 3, E, F, X, INIT_UNIFORM, aE);
-        rc =
-            rc ? rc : add(w, o, err, NAME("ffn_down_exps.weight"), T, 3, F, E, X, INIT_UNIFORM, aF);
-        rc = rc ? rc : add(w, o, err, NAME("ffn_up_exps.weight"), T, 3, E, F, X, INIT_UNIFORM, aE);
+        rc = rc ? rc : add_experts(w, o, err, il, T, E, F, X, aE, aF);
         if (o->arch == MOE_ARCH_DEEPSEEK || o->arch == MOE_ARCH_DEEPSEEK2) {
             const int64_t SD = (int64_t)o->n_ff * o->n_expert_shared;
             const float aS = sqrtf(3.0f / (float)SD);
@@ -724,7 +764,18 @@ static int testmodel_write(const moe_testmodel_params *o, const moe__hf_vocab *h
     int rc = set_keys(w, o, err);
     if (!rc) rc = add_vocab(w, o, hv, err);
     if (!rc) rc = add_tensors(w, o, err);
-    if (!rc) rc = moe_gguf_writer_write(w, path, err);
+    if (!rc && (o->split_max_tensors > 0 || o->split_parts > 0)) {
+        int64_t nt = moe_gguf_writer_n_tensors(w), k = o->split_parts;
+        int max = o->split_max_tensors > 0 ? o->split_max_tensors : (int)((nt + k - 1) / k);
+        if (o->split_parts > 0 && (nt + max - 1) / max != k)
+            rc = moe_err_set(err, MOE_EINVAL, "%lld tensors cannot make %lld parts of equal count",
+                             (long long)nt, (long long)k);
+        else
+            rc = moe_gguf_writer_write_split(w, path, max, err);
+        rc = rc < 0 ? rc : 0;
+    } else if (!rc) {
+        rc = moe_gguf_writer_write(w, path, err);
+    }
     moe_gguf_writer_destroy(w);
     return rc;
 }

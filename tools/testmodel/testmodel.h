@@ -64,6 +64,13 @@ typedef struct moe_testmodel_params {
     int n_vocab, n_ctx;
     float rope_base; /* rope.freq_base (preset 10000) */
     float rms_eps;   /* attention.layer_norm_rms_epsilon (preset 1e-5) */
+    /* File layouts (the same weights either way) */
+    int expert_per_tensor; /* 1: one 2-D tensor per expert, blk.N.ffn_gate.E.weight (the
+                            * pre-2024 Mixtral layout) instead of blk.N.ffn_gate_exps */
+    int split_max_tensors; /* > 0: a split model, gguf-split style, of at most this many
+                            * tensors a part: path "<p>.gguf" becomes <p>-00001-of-0000N.gguf,
+                            * ... */
+    int split_parts;       /* > 0: a split model of this many parts (tensors spread evenly) */
 } moe_testmodel_params;
 
 /* Fills p for arch with a preset: "tiny" (hidden 128, 2 layers, 8 experts

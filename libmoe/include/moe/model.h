@@ -107,7 +107,26 @@ typedef struct moe_tensor {
     const void *data; /* NULL if the tensor is absent (optional ones) */
     moe_dtype type;
     int64_t ne[4];
+    /* Expert weights (ne[2] experts) from a file with one tensor per expert
+     * (the pre-2024 Mixtral layout, blk.N.ffn_gate.E.weight): expert e's
+     * matrix is at experts[e] in the mapping (a table the model owns; data is
+     * experts[0]). NULL: merged, expert e at data + e x one matrix's bytes.
+     * Read it with moe_tensor_expert. */
+    const void *const *experts;
 } moe_tensor;
+
+/* Expert e's matrix (ne[0] x ne[1]) of a 3-D expert weight, in either layout. */
+static inline const void *moe_tensor_expert(const moe_tensor *t, int e) {
+    if (t->experts) return t->experts[e];
+    return (const char *)t->data +
+           moe_dtype_row_bytes(t->type, t->ne[0]) * (size_t)t->ne[1] * (size_t)e;
+}
+
+/* How a file stores the routed experts' weights. */
+typedef enum moe_expert_layout {
+    MOE_EXPERT_LAYOUT_MERGED = 0, /* blk.N.ffn_{gate,up,down}_exps.weight: one 3-D tensor */
+    MOE_EXPERT_LAYOUT_PER_EXPERT, /* blk.N.ffn_{gate,up,down}.E.weight: one 2-D tensor each */
+} moe_expert_layout;
 
 typedef struct moe_layer {
     moe_tensor attn_norm;      /* (n_embd) */
@@ -150,6 +169,8 @@ struct moe_model {
     size_t n_params;        /* elements in all tensors */
     size_t n_bytes;         /* bytes of all tensors */
     int bos_id, eos_id;     /* -1 if absent */
+    moe_expert_layout expert_layout;
+    const void **expert_ptrs; /* owned: the per-expert layout's tables (3 x n_expert a layer) */
 };
 
 /* Loads a model: maps the file, reads and checks hyperparameters and every
