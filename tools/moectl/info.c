@@ -5,6 +5,9 @@
 #include "moe/model.h"
 #include "moectl.h"
 
+/* More element types than ggml has (~40). */
+#define MOE_DTYPE_COUNT_MAX 64
+
 static const char about[] =
     "Prints the architecture, hyperparameters, routing, tensors and sizes of a\n"
     "GGUF model. Text by default; --json prints one JSON object.\n";
@@ -17,6 +20,86 @@ static void routing_words(const moe_model *m, char *buf, size_t n) {
     if (len > 0 && (size_t)len < n && hp->n_ff_shexp)
         snprintf(buf + len, n - (size_t)len, "%s",
                  hp->shexp_gate ? ", sigmoid-gated shared expert" : ", shared experts");
+}
+
+/* ---- Type mix and layout ----------------------------------------------------- */
+
+/* Tensors and bytes of each type in the file (all parts). */
+typedef struct type_mix {
+    int n_types;
+    moe_dtype type[MOE_DTYPE_COUNT_MAX];
+    int64_t n[MOE_DTYPE_COUNT_MAX];
+    uint64_t bytes[MOE_DTYPE_COUNT_MAX];
+    uint64_t file_bytes; /* all parts */
+} type_mix;
+
+static void type_mix_count(const moe_gguf *g, type_mix *x) {
+    memset(x, 0, sizeof *x);
+    for (int i = 0; i < moe_gguf_n_parts(g); i++) x->file_bytes += moe_gguf_part_size(g, i);
+    for (int64_t i = 0; i < moe_gguf_n_tensors(g); i++) {
+        const moe_gguf_tensor *t = moe_gguf_tensor_at(g, i);
+        int k = 0;
+        while (k < x->n_types && x->type[k] != t->type) k++;
+        if (k == x->n_types) {
+            if (k == MOE_DTYPE_COUNT_MAX) continue; /* cannot happen: types are few */
+            x->type[x->n_types++] = t->type;
+        }
+        x->n[k]++;
+        x->bytes[k] += t->nbytes;
+    }
+}
+
+/* Tensors in part i. */
+static int64_t part_tensors(const moe_gguf *g, int part) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < moe_gguf_n_tensors(g); i++) n += moe_gguf_tensor_at(g, i)->part == part;
+    return n;
+}
+
+static const char *layout_name(const moe_model *m) {
+    return m->expert_layout == MOE_EXPERT_LAYOUT_PER_EXPERT ? "per-expert" : "merged";
+}
+
+static void print_layout_json(const moe_model *m) {
+    const moe_gguf *g = m->gguf;
+    type_mix x;
+    type_mix_count(g, &x);
+    printf(", \"layout\": {\"experts\": \"%s\", \"parts\": [", layout_name(m));
+    for (int i = 0; i < moe_gguf_n_parts(g); i++)
+        printf("%s{\"bytes\": %zu, \"tensors\": %lld}", i ? ", " : "", moe_gguf_part_size(g, i),
+               (long long)part_tensors(g, i));
+    printf("]}, \"types\": [");
+    for (int k = 0; k < x.n_types; k++)
+        printf("%s{\"type\": \"%s\", \"tensors\": %lld, \"bytes\": %llu, \"share\": %.4f}",
+               k ? ", " : "", moe_dtype_name(x.type[k]), (long long)x.n[k],
+               (unsigned long long)x.bytes[k],
+               x.file_bytes ? (double)x.bytes[k] / (double)x.file_bytes : 0.0);
+    printf("]");
+}
+
+static void print_layout_text(const moe_model *m) {
+    const moe_gguf *g = m->gguf;
+    type_mix x;
+    type_mix_count(g, &x);
+    printf("layout        experts %s%s, ", layout_name(m),
+           m->expert_layout == MOE_EXPERT_LAYOUT_PER_EXPERT
+               ? " (blk.N.ffn_{gate,up,down}.E: pre-2024 Mixtral)"
+               : " (blk.N.ffn_{gate,up,down}_exps)");
+    if (moe_gguf_n_parts(g) == 1) {
+        printf("one file of %.1f MiB\n", (double)x.file_bytes / (1 << 20));
+    } else {
+        printf("split in %d parts:", moe_gguf_n_parts(g));
+        for (int i = 0; i < moe_gguf_n_parts(g); i++)
+            printf(" %lld tensors %.1f MiB%s", (long long)part_tensors(g, i),
+                   (double)moe_gguf_part_size(g, i) / (1 << 20),
+                   i + 1 < moe_gguf_n_parts(g) ? "," : "\n");
+    }
+    printf("types        ");
+    for (int k = 0; k < x.n_types; k++)
+        printf(" %s%s %lld tensors %.1f MiB (%.1f%% of the file)", k ? ";" : "",
+               moe_dtype_name(x.type[k]), (long long)x.n[k], (double)x.bytes[k] / (1 << 20),
+               x.file_bytes ? 100.0 * (double)x.bytes[k] / (double)x.file_bytes : 0.0);
+    printf("\n");
 }
 
 int cmd_info(const moectl_cmd *cmd, int argc, char **argv) {
@@ -61,6 +144,7 @@ int cmd_info(const moectl_cmd *cmd, int argc, char **argv) {
                hp->qk_norm == MOE_QK_NORM_HEAD   ? "head"
                : hp->qk_norm == MOE_QK_NORM_FULL ? "full"
                                                  : "none");
+        print_layout_json(m);
         printf(", \"tensors\": [");
         for (int64_t i = 0; i < moe_gguf_n_tensors(g); i++) {
             const moe_gguf_tensor *t = moe_gguf_tensor_at(g, i);
@@ -109,6 +193,7 @@ int cmd_info(const moectl_cmd *cmd, int argc, char **argv) {
             printf("\ndense         first %d layer(s) dense, FFN width %d", hp->n_layer_dense_lead,
                    hp->n_ff);
         printf("\nrouting       %s\n", routing);
+        print_layout_text(m);
         printf("tensors:\n");
         for (int64_t i = 0; i < moe_gguf_n_tensors(g); i++) {
             const moe_gguf_tensor *t = moe_gguf_tensor_at(g, i);
