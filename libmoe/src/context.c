@@ -122,6 +122,8 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     c->n_batch = p->n_batch;
     c->q_dim = hp->n_head * hp->head_dim;
     c->kv_dim = hp->is_mla ? hp->kv_lora_rank + hp->n_rot : hp->n_head_kv * hp->head_dim;
+    if (hp->mla_kv_b) /* per-head K and V rows (see attention_mla_kv_b) */
+        c->kv_dim = hp->n_head * (hp->head_dim > hp->head_dim_v ? hp->head_dim : hp->head_dim_v);
     c->dense_moe = p->dense_moe != 0;
     c->capacity_factor = p->capacity_factor > 0.0f ? p->capacity_factor : 0.0f;
     c->gate_margins = p->gate_margins != 0;
@@ -170,13 +172,19 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     c->slot_len = calloc((size_t)c->n_slots, sizeof(int));
     c->slot_tmp = calloc((size_t)c->n_slots, sizeof(int));
     c->kv_k = moe__alloc(kv * sizeof(float));
-    c->kv_v = moe__alloc(hp->is_mla ? 64 : kv * sizeof(float)); /* MLA: V is K's latent */
+    /* absorbed MLA: V is K's latent */
+    c->kv_v = moe__alloc(hp->is_mla && !hp->mla_kv_b ? 64 : kv * sizeof(float));
     c->x = moe__alloc(B * E * 4);
     c->h = moe__alloc(B * E * 4);
     c->act = moe__alloc(B * max_k * 4);
     c->q = moe__alloc(B * (size_t)c->q_dim * 4);
-    c->kx = moe__alloc(B * (size_t)c->kv_dim * 4);
-    c->vx = moe__alloc(B * (size_t)c->kv_dim * 4);
+    /* MLA: kx holds [latent | k_pe]; legacy MLA: vx holds attn_kv_b's output */
+    const size_t kxw =
+        (size_t)c->kv_dim > R + (size_t)hp->n_rot ? (size_t)c->kv_dim : R + (size_t)hp->n_rot;
+    const size_t kvbw = H * (size_t)(hp->head_dim - hp->n_rot + hp->head_dim_v);
+    c->kx = moe__alloc(B * kxw * 4);
+    c->vx =
+        moe__alloc(B * (hp->mla_kv_b && kvbw > (size_t)c->kv_dim ? kvbw : (size_t)c->kv_dim) * 4);
     c->attn = moe__alloc(B * attn_w * 4);
     c->scores = moe__alloc((size_t)p->n_threads * (size_t)n_ctx * 4);
     c->router = moe__alloc(B * (size_t)hp->n_expert * 4);
@@ -379,15 +387,13 @@ static void matmul_heads(moe_ctx *c, const moe_tensor *W, const float *X, int x_
     moe__matmul_jobs(c->k, c->pool, c->head_jobs, H);
 }
 
-/* Multi-head Latent Attention, absorbed (deepseek2.cpp): the cache holds
- * [rmsnorm(latent) | rope(k_pe)] per token, one "kv head" for all heads;
- * q_nope is absorbed through attn_k_b into the latent space, the output is
- * expanded per head through attn_v_b. */
-static void attention_mla(moe_ctx *c, int il, int n, const int32_t *pos, const int32_t *slot) {
+/* The MLA projections both layouts share: q (n_head x (nope | rope), the
+ * rope part rotated) into c->q and [rmsnorm(latent) | rope(k_pe)] into c->kx
+ * (rows of kv_lora_rank + n_rot). */
+static void mla_project(moe_ctx *c, const moe_layer *L, int n, const int32_t *pos) {
     const moe_hparams *hp = &c->hp;
-    const moe_layer *L = &c->m->layers[il];
     const int E = hp->n_embd, H = hp->n_head, R = hp->kv_lora_rank, P = hp->n_rot;
-    const int Dk = hp->head_dim, nope = Dk - P, Dv = hp->head_dim_v, QA = R + P;
+    const int Dk = hp->head_dim, nope = Dk - P, QA = R + P;
     for (int i = 0; i < n; i++)
         moe_op_rmsnorm(c->x + (size_t)i * E, L->attn_norm.data, E, hp->rms_eps,
                        c->h + (size_t)i * E);
@@ -410,8 +416,53 @@ static void attention_mla(moe_ctx *c, int il, int n, const int32_t *pos, const i
         for (int h = 0; h < H; h++) moe_op_rope(&rope, q + (size_t)h * Dk + nope, 1, P, pos[i]);
         moe_op_rope(&rope, kv + R, 1, P, pos[i]);
         moe_op_rmsnorm(kv, L->kv_a_norm.data, R, hp->rms_eps, kv);
-        memcpy(kv_at(c, c->kv_k, il, slot[i], pos[i]), kv, (size_t)QA * sizeof(float));
     }
+}
+
+/* Legacy MLA files (attn_kv_b): as llama.cpp's non-MLA path (deepseek2.cpp)
+ * runs them, the latent is expanded through attn_kv_b into each head's
+ * k_nope and v; K is [k_nope | k_pe] per head, and attention is plain
+ * multi-head attention over a per-head cache (rows of kv_dim, head h's K at
+ * h*head_dim, its V at h*head_dim_v). */
+static void attention_mla_kv_b(moe_ctx *c, int il, int n, const int32_t *pos, const int32_t *slot) {
+    const moe_hparams *hp = &c->hp;
+    const moe_layer *L = &c->m->layers[il];
+    const int E = hp->n_embd, H = hp->n_head, R = hp->kv_lora_rank, P = hp->n_rot;
+    const int Dk = hp->head_dim, nope = Dk - P, Dv = hp->head_dim_v, QA = R + P;
+    const int KVB = nope + Dv; /* one head's rows of attn_kv_b */
+    mla_project(c, L, n, pos);
+    for (int i = 0; i < n; i++)
+        memcpy(c->mla_tmp + (size_t)i * R, c->kx + (size_t)i * QA, (size_t)R * sizeof(float));
+    matmul_f32(c, &L->wkv_b, c->mla_tmp, n, c->vx, (int64_t)H * KVB);
+    for (int i = 0; i < n; i++) {
+        const float *kv = c->vx + (size_t)i * H * KVB, *k_pe = c->kx + (size_t)i * QA + R;
+        float *K = kv_at(c, c->kv_k, il, slot[i], pos[i]);
+        float *V = kv_at(c, c->kv_v, il, slot[i], pos[i]);
+        for (int h = 0; h < H; h++) {
+            memcpy(K + (size_t)h * Dk, kv + (size_t)h * KVB, (size_t)nope * sizeof(float));
+            memcpy(K + (size_t)h * Dk + nope, k_pe, (size_t)P * sizeof(float));
+            memcpy(V + (size_t)h * Dv, kv + (size_t)h * KVB + nope, (size_t)Dv * sizeof(float));
+        }
+    }
+    attn_ctx a = {c, il, n, pos, slot, c->q, c->q_dim, Dk, Dv, c->attn, H * Dv, 0};
+    moe_pool_run(c->pool, attn_task, &a);
+    matmul_f32(c, &L->wo, c->attn, n, c->h, E);
+    for (size_t i = 0; i < (size_t)n * (size_t)E; i++) c->x[i] += c->h[i];
+}
+
+/* Multi-head Latent Attention, absorbed (deepseek2.cpp): the cache holds
+ * [rmsnorm(latent) | rope(k_pe)] per token, one "kv head" for all heads;
+ * q_nope is absorbed through attn_k_b into the latent space, the output is
+ * expanded per head through attn_v_b. */
+static void attention_mla(moe_ctx *c, int il, int n, const int32_t *pos, const int32_t *slot) {
+    const moe_hparams *hp = &c->hp;
+    const moe_layer *L = &c->m->layers[il];
+    const int E = hp->n_embd, H = hp->n_head, R = hp->kv_lora_rank, P = hp->n_rot;
+    const int Dk = hp->head_dim, nope = Dk - P, Dv = hp->head_dim_v, QA = R + P;
+    mla_project(c, L, n, pos);
+    for (int i = 0; i < n; i++)
+        memcpy(kv_at(c, c->kv_k, il, slot[i], pos[i]), c->kx + (size_t)i * (size_t)QA,
+               (size_t)QA * sizeof(float));
 
     /* q_abs[h] = attn_k_b[h] . q_nope[h]; then q_pe after it */
     matmul_heads(c, &L->wk_b, c->q, c->q_dim, Dk, n, c->mla_qabs, (int64_t)H * QA);
@@ -601,7 +652,9 @@ static int forward_ubatch(moe_ctx *c, const moe_batch *b, int i0, int n, moe_err
     const int32_t *tok = b->token + i0, *pos = b->pos + i0, *slot = b->slot + i0;
     for (int i = 0; i < n; i++) embed_row(&c->m->tok_embd, tok[i], c->x + (size_t)i * E);
     for (int il = 0; il < hp->n_layer; il++) {
-        if (hp->is_mla)
+        if (hp->mla_kv_b)
+            attention_mla_kv_b(c, il, n, pos, slot);
+        else if (hp->is_mla)
             attention_mla(c, il, n, pos, slot);
         else
             attention_block(c, il, n, pos, slot);
@@ -722,7 +775,7 @@ int moe_ctx_slot_copy(moe_ctx *c, int dst, int src) {
     const size_t bytes = (size_t)n * (size_t)c->kv_dim * sizeof(float);
     for (int il = 0; il < c->hp.n_layer; il++) {
         memcpy(kv_at(c, c->kv_k, il, dst, 0), kv_at(c, c->kv_k, il, src, 0), bytes);
-        if (!c->hp.is_mla) /* MLA keeps one latent cache (kv_k) */
+        if (!c->hp.is_mla || c->hp.mla_kv_b) /* absorbed MLA: one latent cache (kv_k) */
             memcpy(kv_at(c, c->kv_v, il, dst, 0), kv_at(c, c->kv_v, il, src, 0), bytes);
     }
     c->slot_len[dst] = n;

@@ -91,7 +91,10 @@ static int get_f32(loader *l, const char *key, float *out, int required) {
 /* MLA dimensions (deepseek2). In llama.cpp's MLA files key_length and
  * value_length describe the latent cache (kv_lora_rank + n_rot and
  * kv_lora_rank); the per-head q/k and v sizes are key_length_mla and
- * value_length_mla. */
+ * value_length_mla. Legacy files (converted before llama.cpp split
+ * attn_kv_b into attn_k_b/attn_v_b) have no _mla keys: key_length and
+ * value_length are the per-head sizes and llama.cpp runs them as plain
+ * multi-head attention through attn_kv_b (hp->mla_kv_b). */
 static int load_mla(loader *l, moe_hparams *hp) {
     int rc;
     hp->is_mla = 1;
@@ -103,10 +106,26 @@ static int load_mla(loader *l, moe_hparams *hp) {
     int kmla = 0, vmla = 0;
     if ((rc = get_u32(l, "attention.key_length_mla", &kmla, 0)) < 0) return rc;
     if ((rc = get_u32(l, "attention.value_length_mla", &vmla, 0)) < 0) return rc;
+    if (!kmla && !vmla) {
+        if (!moe_gguf_find_tensor(l->g, "blk.0.attn_kv_b.weight"))
+            return moe_err_set(l->err, MOE_EFORMAT,
+                               "%s: %s.attention.key_length_mla/value_length_mla missing and no "
+                               "legacy tensor 'blk.0.attn_kv_b.weight' either",
+                               l->path, l->arch);
+        hp->mla_kv_b = 1;
+        if (hp->head_dim <= hp->n_rot || hp->kv_lora_rank < 32 || hp->kv_lora_rank % 32 ||
+            hp->q_lora_rank % 32 || hp->n_head_kv != hp->n_head)
+            return moe_err_set(l->err, MOE_ENOTSUP,
+                               "%s: legacy MLA (attn_kv_b): kv_lora %d and q_lora %d must be "
+                               "multiples of 32, key_length %d above the rope dims %d, "
+                               "head_count_kv %d equal to head_count %d",
+                               l->path, hp->kv_lora_rank, hp->q_lora_rank, hp->head_dim, hp->n_rot,
+                               hp->n_head_kv, hp->n_head);
+        return 0;
+    }
     if (!kmla || !vmla)
-        return moe_err_set(l->err, MOE_ENOTSUP,
-                           "%s: %s.attention.key_length_mla/value_length_mla missing: only the "
-                           "absorbed MLA layout (attn_k_b/attn_v_b) is supported",
+        return moe_err_set(l->err, MOE_EFORMAT,
+                           "%s: %s.attention.key_length_mla and value_length_mla come together",
                            l->path, l->arch);
     if (hp->head_dim != hp->kv_lora_rank + hp->n_rot || hp->head_dim_v != hp->kv_lora_rank)
         return moe_err_set(l->err, MOE_EFORMAT,
@@ -500,8 +519,23 @@ static int load_layer(loader *l, moe_model *m, int il) {
         }
         MM(wkv_a_mqa, "attn_kv_a_mqa.weight", 2, T2(E, R + hp->n_rot), 0);
         VEC(kv_a_norm, "attn_kv_a_norm.weight", R, 0);
-        MM(wk_b, "attn_k_b.weight", 3, T3(nope, R, H), 0);
-        MM(wv_b, "attn_v_b.weight", 3, T3(R, hp->head_dim_v, H), 0);
+        if (hp->mla_kv_b) {
+            MM(wkv_b, "attn_kv_b.weight", 2, T2(R, H * (nope + hp->head_dim_v)), 0);
+        } else {
+            snprintf(name, sizeof name, "blk.%d.attn_k_b.weight", il);
+            if (!moe_gguf_find_tensor(l->g, name)) {
+                snprintf(name, sizeof name, "blk.%d.attn_kv_b.weight", il);
+                if (moe_gguf_find_tensor(l->g, name))
+                    return moe_err_set(l->err, MOE_ENOTSUP,
+                                       "%s: tensor '%s' with the MLA keys "
+                                       "(attention.key_length_mla): the absorbed layout needs "
+                                       "attn_k_b/attn_v_b (llama.cpp refuses this mix too); "
+                                       "reconvert the model with llama.cpp's convert_hf_to_gguf.py",
+                                       l->path, name);
+            }
+            MM(wk_b, "attn_k_b.weight", 3, T3(nope, R, H), 0);
+            MM(wv_b, "attn_v_b.weight", 3, T3(R, hp->head_dim_v, H), 0);
+        }
         MM(wo, "attn_output.weight", 2, T2(H * hp->head_dim_v, E), 0);
     } else {
         MM(wq, "attn_q.weight", 2, T2(E, qd), 0);
@@ -662,7 +696,7 @@ size_t moe_model_active_bytes(const moe_model *m) {
         const moe_layer *L = &m->layers[il];
         b += tensor_bytes(&L->wq_a) + tensor_bytes(&L->q_a_norm) + tensor_bytes(&L->wq_b) +
              tensor_bytes(&L->wkv_a_mqa) + tensor_bytes(&L->kv_a_norm) + tensor_bytes(&L->wk_b) +
-             tensor_bytes(&L->wv_b);
+             tensor_bytes(&L->wv_b) + tensor_bytes(&L->wkv_b);
         b += tensor_bytes(&L->attn_norm) + tensor_bytes(&L->wq) + tensor_bytes(&L->wk) +
              tensor_bytes(&L->wv) + tensor_bytes(&L->wo) + tensor_bytes(&L->ffn_norm) +
              tensor_bytes(&L->gate_inp) + tensor_bytes(&L->gate_inp_shexp) +
@@ -694,6 +728,7 @@ size_t moe_model_kv_bytes_per_token(const moe_model *m, size_t *mha_equiv) {
     if (mha_equiv)
         *mha_equiv =
             hp->is_mla ? L * (size_t)hp->n_head * (size_t)(hp->head_dim + hp->head_dim_v) * 4 : mha;
+    if (hp->mla_kv_b) return mha; /* a per-head cache, as llama.cpp keeps for these */
     if (hp->is_mla) return L * (size_t)(hp->kv_lora_rank + hp->n_rot) * 4;
     return mha;
 }

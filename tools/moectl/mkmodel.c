@@ -43,7 +43,7 @@ int cmd_mkmodel(const moectl_cmd *cmd, int argc, char **argv) {
     float rope_base = 10000.0f, rms_eps = -1.0f, expert_scale = -1.0f; /* -1: not given */
     int rope_dim = -1;
     const char *expert_layout = "merged";
-    int split_max_tensors = 0, split_parts = 0;
+    int split_max_tensors = 0, split_parts = 0, kv_b = 0;
     const moe_flag flags[] = {
         {"--arch", NULL, MOE_FLAG_STRING, &arch, "A",
          .help = "llama | qwen2moe | qwen3moe | olmoe | deepseek | deepseek2"},
@@ -103,6 +103,10 @@ int cmd_mkmodel(const moectl_cmd *cmd, int argc, char **argv) {
          .min = 1, .max = INT32_MAX},
         {"--split", NULL, MOE_FLAG_INT, &split_parts, "K",
          .help = "a split model of K parts (tensors spread evenly)", .min = 1, .max = 65535},
+        {"--kv-b", NULL, MOE_FLAG_BOOL, &kv_b, NULL,
+         .help = "deepseek2: the legacy attn_kv_b layout (no *_mla keys;\n"
+                 "llama.cpp runs it as multi-head attention) instead of\n"
+                 "attn_k_b/attn_v_b; same weights"},
         {"-o", NULL, MOE_FLAG_STRING, &out, "OUT.gguf", .help = "the file to write"},
         {0}};
     moe_flagset fs = cmd_flagset(cmd, about, flags);
@@ -161,6 +165,8 @@ int cmd_mkmodel(const moectl_cmd *cmd, int argc, char **argv) {
         return die("mkmodel: --split-max-tensors or --split, not both");
     p.split_max_tensors = split_max_tensors;
     p.split_parts = split_parts;
+    if (kv_b && p.arch != MOE_ARCH_DEEPSEEK2) return die("mkmodel: --kv-b is for deepseek2");
+    p.mla_kv_b = kv_b;
     moe_err err;
     if (moe_testmodel_write(&p, out, &err) < 0) return die("mkmodel: %s", err.msg);
     printf("{\"path\": ");

@@ -445,10 +445,16 @@ static int set_keys(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *
     if (o->arch == MOE_ARCH_DEEPSEEK2) {
         /* MLA as llama.cpp's converter writes it: the cache is one "head" of
          * latent + rope; the per-head sizes are the _mla keys */
-        U32("attention.key_length", o->kv_lora_rank + o->rope_dim);
-        U32("attention.value_length", o->kv_lora_rank);
-        U32("attention.key_length_mla", o->head_dim + o->rope_dim);
-        U32("attention.value_length_mla", o->head_dim_v);
+        if (o->mla_kv_b) { /* legacy: per-head sizes, no _mla keys, a kv head per head */
+            U32("attention.key_length", o->head_dim + o->rope_dim);
+            U32("attention.value_length", o->head_dim_v);
+            U32("attention.head_count_kv", o->n_head);
+        } else {
+            U32("attention.key_length", o->kv_lora_rank + o->rope_dim);
+            U32("attention.value_length", o->kv_lora_rank);
+            U32("attention.key_length_mla", o->head_dim + o->rope_dim);
+            U32("attention.value_length_mla", o->head_dim_v);
+        }
         U32("attention.q_lora_rank", o->q_lora_rank);
         U32("attention.kv_lora_rank", o->kv_lora_rank);
         U32("rope.dimension_count", o->rope_dim);
@@ -496,6 +502,43 @@ static int set_keys(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *
     return rc < 0 ? moe_err_set(err, MOE_ENOMEM, "cannot add hyperparameters") : 0;
 }
 
+/* The legacy deepseek2 attn_kv_b (kv_lora_rank -> n_head x (nope + v)) with
+ * the values attn_k_b and attn_v_b get in the MLA layout: head h's rows are
+ * its k_nope rows (attn_k_b[h] transposed) then its v rows (attn_v_b[h]),
+ * as llama.cpp's converter splits them apart. The same model in the layout
+ * files converted before that split have. */
+static int add_kv_b(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err, int il,
+                    moe_dtype T, int64_t H, int64_t R, int64_t Dv, float aR) {
+    const int64_t nope = o->head_dim, KVB = nope + Dv, ne[2] = {R, H * KVB};
+    char n[128];
+    snprintf(n, sizeof n, "blk.%d.attn_k_b.weight", il);
+    float *kb = gen(o, n, MOE_DTYPE_F32, 3, nope, R, H, INIT_UNIFORM, sqrtf(3.0f / (float)nope));
+    snprintf(n, sizeof n, "blk.%d.attn_v_b.weight", il);
+    float *vb = gen(o, n, MOE_DTYPE_F32, 3, R, Dv, H, INIT_UNIFORM, aR);
+    float *kv = malloc((size_t)(R * H * KVB) * sizeof(float));
+    void *q = malloc(moe_dtype_row_bytes(T, R) * (size_t)(H * KVB));
+    int rc = 0;
+    if (!kb || !vb || !kv || !q) {
+        rc = moe_err_set(err, MOE_ENOMEM, "out of memory for attn_kv_b");
+        goto done;
+    }
+    for (int64_t h = 0; h < H; h++)
+        for (int64_t r = 0; r < R; r++) {
+            for (int64_t i = 0; i < nope; i++)
+                kv[(h * KVB + i) * R + r] = kb[(h * R + r) * nope + i];
+            for (int64_t j = 0; j < Dv; j++)
+                kv[(h * KVB + nope + j) * R + r] = vb[(h * Dv + j) * R + r];
+        }
+    for (int64_t row = 0; row < H * KVB; row++)
+        moe_dtype_from_f32(T, kv + row * R, (char *)q + moe_dtype_row_bytes(T, R) * (size_t)row, R);
+    snprintf(n, sizeof n, "blk.%d.attn_kv_b.weight", il);
+    if ((rc = moe_gguf_writer_add_tensor(w, n, T, 2, ne, q)) < 0)
+        rc = moe_err_set(err, rc, "cannot add tensor %s", n);
+done:
+    free(q), free(kv), free(vb), free(kb);
+    return rc;
+}
+
 static int add_tensors(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err) {
     const moe_dtype T = o->dtype, F32 = MOE_DTYPE_F32;
     const int64_t E = o->n_embd, V = o->n_vocab, qd = (int64_t)o->n_head * o->head_dim,
@@ -532,11 +575,15 @@ static int add_tensors(moe_gguf_writer *w, const moe_testmodel_params *o, moe_er
                           INIT_UNIFORM, aE);
             rc = rc ? rc
                     : add(w, o, err, NAME("attn_kv_a_norm.weight"), F32, 1, R, 1, 1, INIT_NORM, 0);
-            rc = rc ? rc
-                    : add(w, o, err, NAME("attn_k_b.weight"), T, 3, o->head_dim, R, H, INIT_UNIFORM,
-                          sqrtf(3.0f / (float)o->head_dim));
-            rc =
-                rc ? rc : add(w, o, err, NAME("attn_v_b.weight"), T, 3, R, Dv, H, INIT_UNIFORM, aR);
+            if (o->mla_kv_b) {
+                rc = rc ? rc : add_kv_b(w, o, err, il, T, H, R, Dv, aR);
+            } else {
+                rc = rc ? rc
+                        : add(w, o, err, NAME("attn_k_b.weight"), T, 3, o->head_dim, R, H,
+                              INIT_UNIFORM, sqrtf(3.0f / (float)o->head_dim));
+                rc = rc ? rc
+                        : add(w, o, err, NAME("attn_v_b.weight"), T, 3, R, Dv, H, INIT_UNIFORM, aR);
+            }
             rc = rc ? rc
                     : add(w, o, err, NAME("attn_output.weight"), T, 2, H * Dv, E, 1, INIT_UNIFORM,
                           sqrtf(3.0f / (float)(H * Dv)));
@@ -764,6 +811,8 @@ static int testmodel_write(const moe_testmodel_params *o, const moe__hf_vocab *h
     int rc = set_keys(w, o, err);
     if (!rc) rc = add_vocab(w, o, hv, err);
     if (!rc) rc = add_tensors(w, o, err);
+    if (o->mla_kv_b && o->arch != MOE_ARCH_DEEPSEEK2)
+        rc = moe_err_set(err, MOE_EINVAL, "attn_kv_b is for deepseek2");
     if (!rc && (o->split_max_tensors > 0 || o->split_parts > 0)) {
         int64_t nt = moe_gguf_writer_n_tensors(w), k = o->split_parts;
         int max = o->split_max_tensors > 0 ? o->split_max_tensors : (int)((nt + k - 1) / k);

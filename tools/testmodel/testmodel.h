@@ -71,6 +71,8 @@ typedef struct moe_testmodel_params {
                             * tensors a part: path "<p>.gguf" becomes <p>-00001-of-0000N.gguf,
                             * ... */
     int split_parts;       /* > 0: a split model of this many parts (tensors spread evenly) */
+    int mla_kv_b;          /* deepseek2: the legacy attn_kv_b (no *_mla keys) instead of
+                            * attn_k_b/attn_v_b, with the same values */
 } moe_testmodel_params;
 
 /* Fills p for arch with a preset: "tiny" (hidden 128, 2 layers, 8 experts

@@ -91,6 +91,9 @@ typedef struct moe_hparams {
     float kq_scale; /* attention logit scale (1/sqrt(head_dim) unless MLA/YaRN) */
     /* Multi-head Latent Attention (deepseek2) */
     int is_mla;
+    int mla_kv_b;     /* legacy deepseek2 files (attn_kv_b, no *_mla keys): attention
+                       * expands the latent through attn_kv_b and runs as plain
+                       * multi-head attention, as llama.cpp does for them */
     int q_lora_rank;  /* 0: plain attn_q */
     int kv_lora_rank; /* compressed latent width */
     int head_dim_v;   /* value head size after attn_v_b (head_dim is q/k's) */
@@ -144,6 +147,8 @@ typedef struct moe_layer {
     moe_tensor kv_a_norm;      /* (kv_lora_rank) */
     moe_tensor wk_b;           /* per head (head_dim - n_rot -> kv_lora_rank) x n_head */
     moe_tensor wv_b;           /* per head (kv_lora_rank -> head_dim_v) x n_head */
+    moe_tensor wkv_b;          /* legacy (mla_kv_b): (kv_lora_rank -> n_head*(nope + head_dim_v)),
+                                * head h's k_nope rows then its v rows */
     moe_tensor ffn_norm;       /* (n_embd) */
     moe_tensor ffn_gate;       /* dense layers: (n_embd -> n_ff) */
     moe_tensor ffn_up;         /* dense layers: (n_embd -> n_ff) */
