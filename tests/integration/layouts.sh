@@ -52,6 +52,27 @@ for case in "llama f32" "llama f16" "llama bf16" "llama q8_0" "deepseek f32" "de
     fi
 done
 
+# ---- deepseek2's legacy attn_kv_b: the same weights, computed as llama.cpp
+# computes that layout (multi-head over a per-head cache, not absorbed), so
+# within f32 rounding of the MLA layout rather than bit for bit; per expert
+# and split on top of it, bit for bit the single kv_b file
+for preset in tiny tiny-v2; do
+    d="$TMP/kvb-$preset"
+    mkdir -p "$d"
+    mk() { "$MOECTL" mkmodel --arch deepseek2 --preset $preset --seed 5 "$@" >/dev/null || bad "mkmodel deepseek2 $preset $*"; }
+    mk -o "$d/mla.gguf"
+    mk --kv-b -o "$d/kvb.gguf"
+    mk --kv-b --expert-layout per-expert --split 2 -o "$d/kvbsp.gguf"
+    logits "$d/mla.gguf" "$d/mla.json" && logits "$d/kvb.gguf" "$d/kvb.json" &&
+        logits "$d/kvbsp-00001-of-00002.gguf" "$d/kvbsp.json" || continue
+    out=$(node tests/ref/compare.mjs "$d/kvb.json" "$d/mla.json" --atol 5e-5) &&
+        ok "deepseek2 $preset attn_kv_b vs MLA layout (f32, same weights): $out" ||
+        bad "deepseek2 $preset attn_kv_b vs MLA layout: $out"
+    cmp -s "$d/kvb.json" "$d/kvbsp.json" && ok "deepseek2 $preset attn_kv_b per-expert split: bit-identical" ||
+        bad "deepseek2 $preset attn_kv_b per-expert split differs"
+    "$MOECTL" info --json "$d/kvb.gguf" | grep -q '"attn_kv_b": true' || bad "info --json: attn_kv_b not reported"
+done
+
 # ---- moectl info: layout and type mix ----------------------------------------
 d="$TMP/llama-q8_0"
 info=$("$MOECTL" info --json "$d/pesp-00001-of-"*.gguf) || bad "info on a split per-expert model"

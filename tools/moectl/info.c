@@ -64,7 +64,8 @@ static void print_layout_json(const moe_model *m) {
     const moe_gguf *g = m->gguf;
     type_mix x;
     type_mix_count(g, &x);
-    printf(", \"layout\": {\"experts\": \"%s\", \"parts\": [", layout_name(m));
+    printf(", \"layout\": {\"experts\": \"%s\", \"attn_kv_b\": %s, \"parts\": [", layout_name(m),
+           m->hp.mla_kv_b ? "true" : "false");
     for (int i = 0; i < moe_gguf_n_parts(g); i++)
         printf("%s{\"bytes\": %zu, \"tensors\": %lld}", i ? ", " : "", moe_gguf_part_size(g, i),
                (long long)part_tensors(g, i));
@@ -85,6 +86,7 @@ static void print_layout_text(const moe_model *m) {
            m->expert_layout == MOE_EXPERT_LAYOUT_PER_EXPERT
                ? " (blk.N.ffn_{gate,up,down}.E: pre-2024 Mixtral)"
                : " (blk.N.ffn_{gate,up,down}_exps)");
+    if (m->hp.mla_kv_b) printf("legacy attn_kv_b (multi-head attention), ");
     if (moe_gguf_n_parts(g) == 1) {
         printf("one file of %.1f MiB\n", (double)x.file_bytes / (1 << 20));
     } else {
