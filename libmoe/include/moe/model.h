@@ -178,8 +178,11 @@ struct moe_model {
     const void **expert_ptrs; /* owned: the per-expert layout's tables (3 x n_expert a layer) */
 };
 
-/* Loads a model: maps the file, reads and checks hyperparameters and every
- * tensor's type and shape. The result owns the mapping; free with
+/* Loads a model: maps the file (and, for the first part of a split model,
+ * every part: moe_gguf_open_split), reads and checks hyperparameters and
+ * every tensor's type and shape. Experts may be merged (ffn_*_exps) or one
+ * tensor each (ffn_*.E, pre-2024 Mixtral); deepseek2 attention in the MLA
+ * layout (attn_k_b/attn_v_b) or the legacy attn_kv_b. The result owns the mapping; free with
  * moe_model_free. On failure returns MOE_E* and fills err. */
 int moe_model_load(moe_model **out, const char *path, moe_err *err);
 void moe_model_free(moe_model *m);
