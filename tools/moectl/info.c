@@ -33,9 +33,16 @@ typedef struct type_mix {
     uint64_t file_bytes; /* all parts */
 } type_mix;
 
+/* Bytes of the model's files (every part of a split model). */
+static size_t files_bytes(const moe_gguf *g) {
+    size_t n = 0;
+    for (int i = 0; i < moe_gguf_n_parts(g); i++) n += moe_gguf_part_size(g, i);
+    return n;
+}
+
 static void type_mix_count(const moe_gguf *g, type_mix *x) {
     memset(x, 0, sizeof *x);
-    for (int i = 0; i < moe_gguf_n_parts(g); i++) x->file_bytes += moe_gguf_part_size(g, i);
+    x->file_bytes = files_bytes(g);
     for (int64_t i = 0; i < moe_gguf_n_tensors(g); i++) {
         const moe_gguf_tensor *t = moe_gguf_tensor_at(g, i);
         int k = 0;
@@ -127,7 +134,7 @@ int cmd_info(const moectl_cmd *cmd, int argc, char **argv) {
         printf(", \"architecture\": \"%s\", \"file_bytes\": %zu, \"n_params\": %zu, "
                "\"n_bytes\": %zu, \"active_bytes_per_token\": %zu, \"kv_bytes_per_token\": %zu, "
                "\"kv_bytes_per_token_mha\": %zu, \"routing\": ",
-               moe_arch_name(hp->arch), moe_gguf_file_size(g), m->n_params, m->n_bytes,
+               moe_arch_name(hp->arch), files_bytes(g), m->n_params, m->n_bytes,
                moe_model_active_bytes(m), moe_model_kv_bytes_per_token(m, NULL), kv_mha);
         json_str(stdout, routing, strlen(routing));
         printf(", \"hparams\": {\"n_vocab\": %d, \"n_ctx_train\": %d, \"n_embd\": %d, "
