@@ -168,9 +168,22 @@ int cmd_mkmodel(const moectl_cmd *cmd, int argc, char **argv) {
     if (kv_b && p.arch != MOE_ARCH_DEEPSEEK2) return die("mkmodel: --kv-b is for deepseek2");
     p.mla_kv_b = kv_b;
     moe_err err;
-    if (moe_testmodel_write(&p, out, &err) < 0) return die("mkmodel: %s", err.msg);
+    const int parts = moe_testmodel_write(&p, out, &err);
+    if (parts < 0) return die("mkmodel: %s", err.msg);
+    char first[4096];
+    if (parts > 0) { /* a split model: name its first part, as gguf-split does */
+        size_t pl = strlen(out);
+        if (pl > 5 && !strcmp(out + pl - 5, ".gguf")) pl -= 5;
+        char prefix[4000];
+        if (pl >= sizeof prefix) return die("mkmodel: path too long");
+        snprintf(prefix, sizeof prefix, "%.*s", (int)pl, out);
+        if (!moe_gguf_split_path(first, sizeof first, prefix, 0, parts))
+            return die("mkmodel: path too long");
+        out = first;
+    }
     printf("{\"path\": ");
     json_str(stdout, out, strlen(out));
+    if (parts > 0) printf(", \"parts\": %d", parts);
     printf(", \"arch\": \"%s\", \"dtype\": \"%s\", \"seed\": %llu}\n", moe_arch_name(p.arch),
            moe_dtype_name(p.dtype), (unsigned long long)p.seed);
     return 0;

@@ -820,8 +820,7 @@ static int testmodel_write(const moe_testmodel_params *o, const moe__hf_vocab *h
             rc = moe_err_set(err, MOE_EINVAL, "%lld tensors cannot make %lld parts of equal count",
                              (long long)nt, (long long)k);
         else
-            rc = moe_gguf_writer_write_split(w, path, max, err);
-        rc = rc < 0 ? rc : 0;
+            rc = moe_gguf_writer_write_split(w, path, max, err); /* parts written */
     } else if (!rc) {
         rc = moe_gguf_writer_write(w, path, err);
     }

@@ -84,7 +84,8 @@ int moe_testmodel_defaults(moe_testmodel_params *p, moe_arch arch, const char *p
  * 2 used, q LoRA, normalised, x2.5, YaRN x4); "tiny-v2" is V2-style
  * (softmax, no bias or groups, no q LoRA, not normalised, no YaRN). */
 
-/* Checks p; writes the model to path. */
+/* Checks p; writes the model to path. Returns 0, or for a split model the
+ * number of parts written, or a negative MOE_E* code (err filled). */
 int moe_testmodel_write(const moe_testmodel_params *p, const char *path, moe_err *err);
 
 #endif
