@@ -387,7 +387,14 @@ static int check_f32(loader *l, const moe_tensor *t, const char *name) {
  * view of shape (a, b, n_expert) whose expert e is the e-th tensor's bytes
  * in the mapping (t->experts, a table in ptrs). No bytes are copied, so the
  * expert kernels run on the file as they do on the merged layout; the
- * tensors may lie anywhere (interleaved, in different split parts). */
+ * tensors may lie anywhere (interleaved, in different split parts).
+ * Why a table rather than a strided view where the spacing is constant: the
+ * old converters wrote gate.E, down.E, up.E expert by expert, so even the
+ * constant case is a stride of three matrices plus padding, which every
+ * reader of the view (expert backend, residency) would have to honour, and
+ * split parts break it anyway; the table covers every arrangement for
+ * 3 x n_expert pointers a layer, and a kernel job takes a pointer per
+ * expert already. */
 static int get_expert_tensors(loader *l, moe_tensor *t, int il, const char *base, int64_t a,
                               int64_t b, const void **ptrs) {
     const int X = l->hp->n_expert;
