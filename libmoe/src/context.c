@@ -799,5 +799,7 @@ void moe_ctx_get_stats(const moe_ctx *c, moe_ctx_stats *out) {
 }
 
 size_t moe_ctx_kv_bytes_per_token(const moe_ctx *c) {
+    if (c->hp.mla_kv_b) /* K and V rows share the wider head's stride here */
+        return (size_t)c->hp.n_layer * 2 * (size_t)c->kv_dim * sizeof(float);
     return moe_model_kv_bytes_per_token(c->m, NULL);
 }
