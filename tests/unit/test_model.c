@@ -9,12 +9,18 @@
 #include "testmodel.h"
 #include "test.h"
 
+/* File layouts for tiny_model (a test sets them before writing): deepseek2's
+ * legacy attn_kv_b, experts one tensor each. */
+static int tiny_kv_b, tiny_per_expert;
+
 /* Writes a tiny model of arch to a temp file; returns its path (static buf). */
 static const char *tiny_model(moe_arch arch, moe_dtype dt, char *path, size_t n) {
     moe_testmodel_params p;
     ASSERT_EQ_INT(moe_testmodel_defaults(&p, arch, "tiny"), 0);
     p.dtype = dt;
     p.seed = 11;
+    p.mla_kv_b = tiny_kv_b;
+    p.expert_per_tensor = tiny_per_expert;
     snprintf(path, n, "/tmp/moe-test-%d-%s-%d.gguf", (int)getpid(), moe_arch_name(arch), (int)dt);
     moe_err err;
     if (moe_testmodel_write(&p, path, &err) < 0) TEST_FAIL("testmodel: %s", err.msg);
@@ -441,4 +447,47 @@ TEST(model_slot_copy_truncate_llama) {
 }
 TEST(model_slot_copy_truncate_deepseek2) {
     check_slot_copy(MOE_ARCH_DEEPSEEK2);
+}
+/* legacy attn_kv_b: K and V per head in two caches, both copied and truncated */
+TEST(model_slot_copy_truncate_deepseek2_kv_b) {
+    tiny_kv_b = 1;
+    check_slot_copy(MOE_ARCH_DEEPSEEK2);
+}
+TEST(model_batched_equals_alone_deepseek2_kv_b) {
+    tiny_kv_b = 1;
+    check_batched(MOE_ARCH_DEEPSEEK2);
+}
+/* experts one tensor each: bound in place (each expert's matrix is its
+ * tensor's bytes in the mapping), the same sizes and residency as merged */
+TEST(model_per_expert_layout) {
+    char path[256];
+    tiny_per_expert = 1;
+    moe_model *m = load_tiny(MOE_ARCH_QWEN2MOE, path, sizeof path);
+    ASSERT_EQ_INT(m->expert_layout, MOE_EXPERT_LAYOUT_PER_EXPERT);
+    for (int il = 0; il < m->hp.n_layer; il++)
+        for (int e = 0; e < m->hp.n_expert; e++) {
+            char name[64];
+            snprintf(name, sizeof name, "blk.%d.ffn_down.%d.weight", il, e);
+            const moe_gguf_tensor *t = moe_gguf_find_tensor(m->gguf, name);
+            ASSERT(t && moe_tensor_expert(&m->layers[il].down_exps, e) == t->data);
+            moe_expert_load_pages(m, il, e);
+            moe_expert_drop_pages(m, il, e);
+        }
+    ASSERT_EQ_INT(m->layers[0].gate_exps.ne[2], m->hp.n_expert);
+    const size_t per_expert_bytes = moe_expert_bytes(m, 1), n_bytes = m->n_bytes;
+    char id[96];
+    moe_model_identity(m, id, sizeof id);
+    moe_model_free(m);
+    unlink(path);
+    tiny_per_expert = 0;
+    m = load_tiny(MOE_ARCH_QWEN2MOE, path, sizeof path);
+    ASSERT_EQ_INT(m->expert_layout, MOE_EXPERT_LAYOUT_MERGED);
+    ASSERT(m->layers[0].gate_exps.experts == NULL);
+    ASSERT_EQ_INT(moe_expert_bytes(m, 1), per_expert_bytes);
+    ASSERT_EQ_INT(m->n_bytes, n_bytes);
+    char id2[96];
+    moe_model_identity(m, id2, sizeof id2);
+    ASSERT(!strcmp(id, id2)); /* workers of either layout serve the same model */
+    moe_model_free(m);
+    unlink(path);
 }
