@@ -4,8 +4,9 @@
 # tests/integration/cluster_netns.sh). Every service on its own host (a
 # network namespace, tests/cluster/lib.sh): redis, router-a and router-b
 # (leader election), w1 (zone-a) and w2 (zone-b) holding every expert
-# (--min-replicas 2), the gateway (mutual TLS to the workers; MH_TLS=0:
-# plaintext), a client. While K streams (bench-gwload) generate through the
+# (--min-replicas 2), the gateway (API keys from Redis; mutual TLS to the
+# workers, MH_TLS=0: plaintext), a client; every service logs in to Redis as
+# its ACL role. While K streams (bench-gwload) generate through the
 # gateway, each fault in $FAULTS:
 #   link      w1's link down for FAULT_S s (ip link set down), then up again.
 #             Must: every stream completes (on w2). Recovery: link up -> the
@@ -46,17 +47,20 @@ MODEL=$TMP/m.gguf
 mh_up
 mh_cluster || exit 1
 # the client host reaches the gateway across the bridge
-mh_in client curl -sN -m 30 -H 'Content-Type: application/json' \
+mh_in client curl -sN -m 30 -H 'Content-Type: application/json' -H "Authorization: Bearer $MH_KEY" \
     -d '{"model":"m","prompt":[1,2,3],"max_tokens":8,"temperature":0,"stream":true}' \
     "http://$(addr gateway):8080/v1/completions" >"$TMP/curl.out" 2>&1
 grep -q '^data: \[DONE\]' "$TMP/curl.out" && ok "a stream from the client host across the bridge completes" ||
     bad "stream from the client host: $(tail -c 300 "$TMP/curl.out")"
+code=$(mh_in client curl -s -m 10 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+    -d '{"model":"m","prompt":[1],"max_tokens":1}' "http://$(addr gateway):8080/v1/completions")
+[ "$code" = 401 ] && ok "without the API key: 401" || bad "without the API key: HTTP $code"
 
 # load NAME [GEN]: K streams of GEN tokens from the gateway's host
 # (bench-gwload: ITL p50/p99), and one more from the client host across the
 # bridge (stream_gap.js: the longest stall), in the background
 load() {
-    mh_in gateway "$BIN/bench-gwload" --addr 127.0.0.1:8080 --model m --clients "$K" --gen "${2:-$GEN}" \
+    mh_in gateway "$BIN/bench-gwload" --addr 127.0.0.1:8080 --key "$MH_KEY" --model m --clients "$K" --gen "${2:-$GEN}" \
         --prompt-tokens 16 --vocab 512 --timeout-ms 120000 --quiet >"$TMP/$1.json" 2>"$TMP/$1.err" &
     LPID=$!
     mh_in client node tests/cluster/stream_gap.js "http://$(addr gateway):8080" "${2:-$GEN}" >"$TMP/$1.gap" 2>&1 &
@@ -191,7 +195,6 @@ EOF
         rec="-"
         # recovered: a leader, both workers' leases, the placement on both
         # (each condition timed from the end of the partition)
-        has_leader() { [ -n "$(leader)" ]; }
         two_leases() { [ "$(RC exists "$P:worker:w1" "$P:worker:w2")" = 2 ]; }
         wait_for 30 has_leader; tl=$(($(now_ms) - t1))
         wait_for 30 two_leases; tw=$(($(now_ms) - t1))
@@ -234,7 +237,7 @@ EOF
 done
 
 echo
-echo "== multi-host fault table ($K bench-gwload streams from the gateway host + 1 from the client host; baseline $GEN tokens each, faults $GEN_FAULT; $( [ "$MH_TLS" = 1 ] && echo "mutual TLS" || echo plaintext))"
+echo "== multi-host fault table ($K bench-gwload streams from the gateway host + 1 from the client host; baseline $GEN tokens each, faults $GEN_FAULT; $( [ "$MH_TLS" = 1 ] && echo "mutual TLS" || echo plaintext), Redis ACL users, API keys)"
 echo "   ITL: bench-gwload p50/p99 over the run that carried the fault; max stall: the client stream's longest gap between tokens"
 cat "$TABLE"
 [ -n "${SLOW_SHARE:-}" ] && echo "slow: work served during the throttled run: $SLOW_SHARE"

@@ -154,27 +154,35 @@ start() {
 
 # ==== Services ==============================================================
 P=mh
-RC() { mh_in redis redis-cli -h "$(addr redis)" "$@"; }
+# As in production (deploy/cluster.sh): Redis with an ACL user per role from
+# `moectl redis-acl` and the default user off; each service logs in as its
+# role with a password file. The harness reads with a user of its own that
+# may only read the deployment's keys ($P-test).
+RC() { mh_in redis env REDISCLI_AUTH="$TESTPW" redis-cli --no-auth-warning --user "$P-test" -h "$(addr redis)" "$@"; }
+ruser() { echo "--redis redis://$P-$1@$(addr redis):6379 --redis-password-file $TMP/redis/pw/$P-$1 --prefix $P"; }
 mh_start_redis() {
     mkdir -p "$TMP/redis"
+    (umask 077 && "$BIN/moectl" redis-acl --prefix $P --password-dir "$TMP/redis/pw" --aclfile >"$TMP/redis/users.acl" 2>"$TMP/redis/acl.err") ||
+        { bad "moectl redis-acl: $(cat "$TMP/redis/acl.err")"; return 1; }
+    TESTPW=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    echo "user $P-test on >$TESTPW resetkeys ~$P:* -@all +@read +ping" >>"$TMP/redis/users.acl"
     start redis redis redis-server --port 6379 --bind "$(addr redis)" --save "" --appendonly no \
-        --dir "$TMP/redis" --protected-mode no --daemonize no
+        --dir "$TMP/redis" --aclfile "$TMP/redis/users.acl" --protected-mode no --daemonize no
     REDIS_PID=$PID
-    REDIS_URL="redis://$(addr redis):6379"
     pong() { RC ping 2>/dev/null | grep -q PONG; }
     wait_for 10 pong || { bad "redis did not start: $(tail -3 "$TMP/redis.log")"; return 1; }
 }
 # LEASE_MS (workers, default 1500), DEADLINE_MS (gateway, default 10000: its own default)
 mh_start_router() {
     # shellcheck disable=SC2046
-    start "$1" "$1" "$BIN/router-svc" --redis "$REDIS_URL" --prefix $P --listen "$(addr "$1"):9100" \
+    start "$1" "$1" "$BIN/router-svc" $(ruser router) --listen "$(addr "$1"):9100" \
         --id "$1" --min-replicas 2 --headroom 0 --settle-ms 500 --log-format text
     case $1 in router-a) PID_router_a=$PID ;; router-b) PID_router_b=$PID ;; esac
 }
 mh_start_worker() {
     # shellcheck disable=SC2046
     start "$1" "$1" "$BIN/expert-worker" --model "$MODEL" --listen "$(addr "$1"):7000" \
-        --advertise "$(addr "$1"):7000" --redis "$REDIS_URL" --prefix $P --worker-id "$1" \
+        --advertise "$(addr "$1"):7000" $(ruser worker) --worker-id "$1" \
         --failure-domain "$2" --lease-ms "${LEASE_MS:-1500}" --grace-ms 2000 --drain-ms 0 \
         --metrics "$(addr "$1"):9101" $(tls "$1") --log-format text
     case $1 in w1) PID_w1=$PID ;; w2) PID_w2=$PID ;; esac
@@ -182,11 +190,16 @@ mh_start_worker() {
 mh_start_gateway() {
     # its API on the namespace's every address (port 8080): the clients run in
     # the client namespace (curl) and in the gateway's own (bench-gwload
-    # accepts only a loopback address); no API keys: nothing outside the
-    # namespaces can reach it
+    # accepts only a loopback address); API keys from Redis, as in
+    # production: a tenant made here, its key in $MH_KEY for the clients
+    # shellcheck disable=SC2046
+    out=$(mh_in redis "$BIN/moectl" tenant add load $(ruser admin) 2>&1)
+    MH_KEY=$(echo "$out" | sed -n 's/.*"key": "\(moe-[A-Za-z0-9_-]*\)".*/\1/p')
+    [ -n "$MH_KEY" ] || { bad "moectl tenant add: $out"; return 1; }
+    export MH_KEY
     # shellcheck disable=SC2046
     start gateway gateway "$BIN/gateway" --model "$MODEL" --served-model-name m --listen 0.0.0.0:8080 \
-        --insecure-no-auth --redis "$REDIS_URL" --prefix $P --deadline-ms "${DEADLINE_MS:-10000}" \
+        $(ruser gateway) --tenants redis --deadline-ms "${DEADLINE_MS:-10000}" \
         $(tls gateway) --threads 2 --log-format text
     PID_gateway=$PID
 }
@@ -202,6 +215,7 @@ placement_both() {
 gw_metric() { mh_in client curl -s -m 2 "http://$(addr gateway):8080/metrics" 2>/dev/null | sed -n "s/^$1 //p" | head -1; }
 gw_ready() { [ "$(mh_in client curl -s -m 2 -o /dev/null -w '%{http_code}' "http://$(addr gateway):8080/readyz")" = 200 ]; }
 leader() { RC get "$P:leader" 2>/dev/null; }
+has_leader() { [ -n "$(leader)" ]; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # mh_cluster: redis, two router-svc replicas (router-a first: it leads), w1
@@ -211,7 +225,7 @@ mh_cluster() {
     mh_certs || { bad "openssl could not make the certificates"; return 1; }
     mh_start_redis || return 1
     mh_start_router router-a
-    wait_for 10 sh -c "[ -n \"\$(ip netns exec $(ns redis) redis-cli -h $(addr redis) get $P:leader)\" ]" ||
+    wait_for 10 has_leader ||
         { bad "router-a does not lead: $(tail -3 "$TMP/router-a.log")"; return 1; }
     mh_start_router router-b
     mh_start_worker w1 zone-a
@@ -219,7 +233,7 @@ mh_cluster() {
     wait_for 30 placement_both || { bad "no placement with every expert on w1 and w2: $(tail -3 "$TMP/router-a.log")"; return 1; }
     mh_start_gateway
     wait_for 60 gw_ready || { bad "gateway not ready: $(tail -5 "$TMP/gateway.log")"; return 1; }
-    ok "cluster up: redis, router-a (leader: $(leader)), router-b, w1 (zone-a), w2 (zone-b), gateway; placement epoch $(active_epoch), every expert on both workers; $( [ "$MH_TLS" = 1 ] && echo "mutual TLS" || echo "PLAINTEXT gRPC") between gateway and workers"
+    ok "cluster up: redis, router-a (leader: $(leader)), router-b, w1 (zone-a), w2 (zone-b), gateway; placement epoch $(active_epoch), every expert on both workers; $( [ "$MH_TLS" = 1 ] && echo "mutual TLS" || echo "PLAINTEXT gRPC") between gateway and workers, Redis ACL users, API keys"
 }
 # from the start: a skip or an early failure removes TMP too
 mh_trap
