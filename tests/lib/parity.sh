@@ -23,6 +23,12 @@
 #         differs everywhere by this much, 10x would hide a real error)
 #   bf16  worst 1.4e-6 (llama), 5e-9 elsewhere        -> 2e-5
 #   q8_0  worst 9.6e-7 (integer-exact products)       -> 1e-5
+#   q4_1, q5_0, q5_1  worst 5e-9 (the output's printed precision: the same
+#         integer sums and x86 float lanes as llama.cpp's vec_dot)  -> 1e-7
+#   q4_0, iq4_nl  worst 9.6e-7 (llama.cpp repacks these weights into its
+#         8-row layout, CPU_REPACK, whose float order per block differs) -> 1e-5
+# (the quantised types: llama, qwen2moe, olmoe, deepseek, qwen3moe,
+# deepseek2 tiny and tiny-v2, AVX-512, at the seeds of parity_quant.sh)
 # except where a rounding step flips: a bf16 or q8_0 activation whose value
 # sits on a rounding boundary can round the other way after a 1e-7 summation
 # difference; that moves the position's K/V, so from that position on every
@@ -52,6 +58,9 @@ for DT in ${PARITY_DTYPES:-f32 f16 bf16 q8_0}; do
         f16)  TOL="--atol 1e-2 --gate-tie 1e-4" ;;
         bf16) TOL="--atol $BF16_ATOL --gate-tie 1e-5" ;;
         q8_0) TOL="--atol 1e-5 --gate-tie 1e-5" ;;
+        q4_1|q5_0|q5_1) TOL="--atol 1e-7 --gate-tie 1e-5" ;;
+        q4_0|iq4_nl) TOL="--atol 1e-5 --gate-tie 1e-5" ;;
+        q4_k|q5_k|q6_k|iq4_xs|q2_k|q3_k) TOL="--atol ${PARITY_QATOL:-1e-4} --gate-tie 1e-5" ;;
         *)    echo "unknown dtype $DT"; exit 1 ;;
     esac
     M="$TMP/$ARCH-$DT.gguf"

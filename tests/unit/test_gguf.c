@@ -481,7 +481,7 @@ TEST(gguf_writer_errors) {
     memset(longname, 'x', 64);
     longname[64] = '\0';
     moe_gguf_writer *w = moe_gguf_writer_create();
-    ASSERT_EQ_INT(moe_gguf_writer_add_tensor(w, "t", (moe_dtype)2, 1, ne, x), MOE_EINVAL);
+    ASSERT_EQ_INT(moe_gguf_writer_add_tensor(w, "t", (moe_dtype)16, 1, ne, x), MOE_EINVAL);
     ASSERT_EQ_INT(moe_gguf_writer_add_tensor(w, "t", MOE_DTYPE_F32, 0, ne, x), MOE_EINVAL);
     ASSERT_EQ_INT(moe_gguf_writer_add_tensor(w, "t", MOE_DTYPE_F32, 5, ne, x), MOE_EINVAL);
     ASSERT_EQ_INT(moe_gguf_writer_add_tensor(w, "t", MOE_DTYPE_F32, 1, ne0, x), MOE_EINVAL);

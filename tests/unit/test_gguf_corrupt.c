@@ -425,7 +425,9 @@ TEST(gguf_nested_array) {
 
 TEST(gguf_unknown_tensor_type) {
     static const base_step steps[] = {
-        {F_TTYPE, 12 /* Q4_K */, MOE_ENOTSUP, F_TTYPE, "tensor 'tok_embd.weight' (#0) type", "12"},
+        {F_TTYPE, 16 /* IQ2_XXS */, MOE_ENOTSUP, F_TTYPE, "tensor 'tok_embd.weight' (#0) type",
+         "16"},
+        {F_TTYPE, 15 /* Q8_K: activations only */, MOE_ENOTSUP, F_TTYPE, "type", "15"},
         {F_TTYPE, 1000, MOE_ENOTSUP, F_TTYPE, "1000", NULL},
     };
     check_base_steps(0, steps, N_OF(steps));

@@ -35,12 +35,43 @@ static float urand(uint64_t *s) {
 
 typedef enum init_kind { INIT_UNIFORM, INIT_NORM, INIT_BIAS } init_kind;
 
+/* The type a tensor of rows of ne0 is stored in when the model's type is t:
+ * t itself where its block divides ne0, else the fallback llama-quantize
+ * takes for such a tensor (llama-quant.cpp, tensor_type_fallback: Q4_K ->
+ * Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, IQ4_XS -> IQ4_NL, Q2_K and Q3_K ->
+ * Q4_0), and F16 where even that does not fit. */
+static moe_dtype tensor_type(moe_dtype t, int64_t ne0) {
+    if (ne0 % (int64_t)moe_dtype_block_elems(t) == 0) return t;
+    switch (t) {
+    case MOE_DTYPE_Q4_K:
+        t = MOE_DTYPE_Q5_0;
+        break;
+    case MOE_DTYPE_Q5_K:
+        t = MOE_DTYPE_Q5_1;
+        break;
+    case MOE_DTYPE_Q6_K:
+        t = MOE_DTYPE_Q8_0;
+        break;
+    case MOE_DTYPE_IQ4_XS:
+        t = MOE_DTYPE_IQ4_NL;
+        break;
+    case MOE_DTYPE_Q2_K:
+    case MOE_DTYPE_Q3_K:
+        t = MOE_DTYPE_Q4_0;
+        break;
+    default:
+        break;
+    }
+    return ne0 % (int64_t)moe_dtype_block_elems(t) == 0 ? t : MOE_DTYPE_F16;
+}
+
 /* Adds a tensor of n_dims dims filled per kind: UNIFORM with amplitude amp,
  * NORM 1 + 0.1 u, BIAS 0.1 u. Stored as type t. */
 static int add(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err, const char *name,
                moe_dtype t, int n_dims, int64_t ne0, int64_t ne1, int64_t ne2, init_kind kind,
                float amp) {
     const int64_t ne[3] = {ne0, ne1, ne2};
+    t = tensor_type(t, ne0);
     const size_t n = (size_t)ne0 * (size_t)(n_dims > 1 ? ne1 : 1) * (size_t)(n_dims > 2 ? ne2 : 1);
     float *f = malloc(n * sizeof(float));
     void *q = malloc(moe_dtype_row_bytes(t, ne0) * (n / (size_t)ne0) + 64);

@@ -56,6 +56,9 @@ static void from_f32_scalar(moe_dtype dt, const float *x, void *y, int64_t n) {
     case MOE_DTYPE_Q8_0:
         quantize_q8_0_scalar(x, y, n);
         return;
+    default: /* Q8_1, Q8_K */
+        moe__quant_act_from_f32(dt, x, y, n);
+        return;
     }
 }
 
@@ -111,6 +114,9 @@ static void gemm_scalar(moe_dtype wt, int64_t k, const void *W, int64_t r0, int6
             case MOE_DTYPE_Q8_0:
                 v = dot_row_q8_0(k, w, x);
                 break;
+            default: /* the other quantised types: quant_scalar.c */
+                moe__quant_gemm_scalar(wt, k, W, r, r + 1, x, 1, Y + b * ldy, ldy);
+                continue;
             }
             Y[b * ldy + r] = v;
         }

@@ -1,0 +1,195 @@
+/*
+ * cpu/quant_simd.h - the quantised weight types other than Q8_0 with AVX2
+ * integer dots; included once by quant_avx2.c and once by quant_avx512.c
+ * (built with their ISA flags), each defining QUANT_GEMM to its table's
+ * name. 256-bit code at both levels: it is ggml's x86 arithmetic for these
+ * types, which llama.cpp's AVX-512 builds run as well.
+ *
+ * Per 32 elements, as ggml's x86 vec_dot_*: the weight levels are unpacked
+ * to 32 bytes, multiplied with the int8 activations by vpmaddubsw (|w| with
+ * x carrying w's sign for signed levels) and summed in pairs by vpmaddwd
+ * into 8 int32 lanes (lane l: elements 4l..4l+3), all exact; the lanes are
+ * converted and scaled into 8 float lanes, summed at the end as
+ * hsum_float_8. The scalar level (quant_scalar.c) sums each block in one
+ * int32 and scales it once, so the two differ by float reassociation only.
+ */
+#ifndef QUANT_GEMM
+#error "define QUANT_GEMM before including quant_simd.h"
+#endif
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels.h"
+
+#define QAI static inline __attribute__((always_inline))
+
+QAI float q_hsum8(__m256 v) { /* ggml's hsum_float_8 */
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+QAI float q_f16(uint16_t h) {
+    return _cvtsh_ss(h);
+}
+
+/* 16 bytes of nibbles -> 32 bytes: the low nibbles (elements 0..15), then
+ * the high ones (16..31). */
+QAI __m256i q_nibbles(const uint8_t *p) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(15);
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(v, m)),
+                                   _mm_and_si128(_mm_srli_epi16(v, 4), m), 1);
+}
+
+/* 32 bits -> 32 bytes, 0xff where the bit is set. */
+QAI __m256i q_bits(const uint8_t *p) {
+    uint32_t u;
+    memcpy(&u, p, 4);
+    const __m256i sel = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2,
+                                         2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
+    const __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)u), sel);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(b, bit), bit);
+}
+
+/* Unsigned levels (0..127) times int8: 8 int32 lanes of 4 products. */
+QAI __m256i q_dot_u8(__m256i w, __m256i x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
+}
+
+/* Signed levels times int8 (|w| <= 127): |w| with x carrying w's sign. */
+QAI __m256i q_dot_i8(__m256i w, __m256i x) {
+    return q_dot_u8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+}
+
+/* ==== 32-element blocks ==================================================== */
+
+static float dot_q4_0(int64_t nblk, const moe_block_q4_0 *w, const moe_block_q8_0 *x) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        const __m256 d = _mm256_set1_ps(q_f16(w[b].d) * q_f16(x[b].d));
+        const __m256i q = _mm256_sub_epi8(q_nibbles(w[b].qs), _mm256_set1_epi8(8));
+        const __m256i p = q_dot_i8(q, _mm256_loadu_si256((const __m256i *)x[b].qs));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    return q_hsum8(acc);
+}
+
+/* Q5_0: the nibble, minus 16 where the fifth bit is clear (or-ing 0xf0
+ * into the byte). */
+static float dot_q5_0(int64_t nblk, const moe_block_q5_0 *w, const moe_block_q8_0 *x) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        const __m256 d = _mm256_set1_ps(q_f16(w[b].d) * q_f16(x[b].d));
+        const __m256i hi = _mm256_andnot_si256(q_bits(w[b].qh), _mm256_set1_epi8((char)0xf0));
+        const __m256i q = _mm256_or_si256(q_nibbles(w[b].qs), hi);
+        const __m256i p = q_dot_i8(q, _mm256_loadu_si256((const __m256i *)x[b].qs));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    return q_hsum8(acc);
+}
+
+/* Q4_1 / Q5_1: unsigned levels; the minimum's term m * s summed apart in
+ * float and added last, as ggml. */
+static float dot_q4_1(int64_t nblk, const moe_block_q4_1 *w, const moe_block_q8_1 *x) {
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0.0f;
+    for (int64_t b = 0; b < nblk; b++) {
+        summs += q_f16(w[b].m) * q_f16(x[b].s);
+        const __m256 d =
+            _mm256_mul_ps(_mm256_set1_ps(q_f16(w[b].d)), _mm256_set1_ps(q_f16(x[b].d)));
+        const __m256i p =
+            q_dot_u8(q_nibbles(w[b].qs), _mm256_loadu_si256((const __m256i *)x[b].qs));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    return q_hsum8(acc) + summs;
+}
+
+static float dot_q5_1(int64_t nblk, const moe_block_q5_1 *w, const moe_block_q8_1 *x) {
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0.0f;
+    for (int64_t b = 0; b < nblk; b++) {
+        summs += q_f16(w[b].m) * q_f16(x[b].s);
+        const __m256i hi = _mm256_and_si256(q_bits(w[b].qh), _mm256_set1_epi8(16));
+        const __m256i q = _mm256_or_si256(q_nibbles(w[b].qs), hi);
+        const __m256i p = q_dot_u8(q, _mm256_loadu_si256((const __m256i *)x[b].qs));
+        const __m256 d =
+            _mm256_mul_ps(_mm256_set1_ps(q_f16(w[b].d)), _mm256_set1_ps(q_f16(x[b].d)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), d, acc);
+    }
+    return q_hsum8(acc) + summs;
+}
+
+/* The IQ4 levels of 16 bytes of nibbles, by table lookup (vpshufb). */
+QAI __m256i q_iq4(const uint8_t *p) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)moe_iq4nl_values);
+    const __m128i v = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(15);
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_shuffle_epi8(t, _mm_and_si128(v, m))),
+                                   _mm_shuffle_epi8(t, _mm_and_si128(_mm_srli_epi16(v, 4), m)), 1);
+}
+
+/* IQ4_NL as ggml's x86 loop: blocks in pairs, even ones into one float
+ * accumulator and odd ones into another, summed before hsum_float_8; an
+ * odd last block is added in scalar. */
+static float dot_iq4_nl(int64_t nblk, const moe_block_iq4_nl *w, const moe_block_q8_0 *x) {
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    int64_t b = 0;
+    for (; b + 1 < nblk; b += 2)
+        for (int h = 0; h < 2; h++) {
+            const __m256i p =
+                q_dot_i8(q_iq4(w[b + h].qs), _mm256_loadu_si256((const __m256i *)x[b + h].qs));
+            const __m256 d = _mm256_set1_ps(q_f16(x[b + h].d) * q_f16(w[b + h].d));
+            acc[h] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[h]);
+        }
+    float s = q_hsum8(_mm256_add_ps(acc[0], acc[1]));
+    for (; b < nblk; b++) {
+        const float d = q_f16(x[b].d) * q_f16(w[b].d);
+        int sumi = 0;
+        for (int j = 0; j < 16; j++)
+            sumi += x[b].qs[j] * moe_iq4nl_values[w[b].qs[j] & 15] +
+                    x[b].qs[j + 16] * moe_iq4nl_values[w[b].qs[j] >> 4];
+        s += d * (float)sumi;
+    }
+    return s;
+}
+
+#include "quant_ksimd.h"
+
+/* ==== Table entry ========================================================== */
+
+void QUANT_GEMM(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+                int64_t nb, float *Y, int64_t ldy) {
+    const size_t wrb = moe_dtype_row_bytes(wt, k);
+    const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
+    const int64_t nblk = k / (int64_t)moe_dtype_block_elems(wt);
+    for (int64_t b = 0; b < nb; b++) {
+        const void *x = (const char *)X + (size_t)b * xrb;
+        for (int64_t r = r0; r < r1; r++) {
+            const void *w = (const char *)W + (size_t)r * wrb;
+            float v;
+            switch (wt) {
+            case MOE_DTYPE_Q4_0:
+                v = dot_q4_0(nblk, w, x);
+                break;
+            case MOE_DTYPE_Q4_1:
+                v = dot_q4_1(nblk, w, x);
+                break;
+            case MOE_DTYPE_Q5_0:
+                v = dot_q5_0(nblk, w, x);
+                break;
+            case MOE_DTYPE_Q5_1:
+                v = dot_q5_1(nblk, w, x);
+                break;
+            case MOE_DTYPE_IQ4_NL:
+                v = dot_iq4_nl(nblk, w, x);
+                break;
+            default:
+                v = qk_dot(wt, nblk, w, x);
+                break;
+            }
+            Y[b * ldy + r] = v;
+        }
+    }
+}
