@@ -88,8 +88,6 @@ moe_dtype moe_dtype_dot_type(moe_dtype t) {
 }
 
 int moe_dtype_is_weight(moe_dtype t) {
-    if (t >= MOE_DTYPE_Q2_K && t <= MOE_DTYPE_Q8_K) return 0; /* K types: not yet */
-    if (t == MOE_DTYPE_IQ4_XS) return 0;
     return dtype_info(t) && t != MOE_DTYPE_Q8_1 && t != MOE_DTYPE_Q8_K;
 }
 

@@ -27,8 +27,11 @@
 #         integer sums and x86 float lanes as llama.cpp's vec_dot)  -> 1e-7
 #   q4_0, iq4_nl  worst 9.6e-7 (llama.cpp repacks these weights into its
 #         8-row layout, CPU_REPACK, whose float order per block differs) -> 1e-5
-# (the quantised types: llama, qwen2moe, olmoe, deepseek, qwen3moe,
-# deepseek2 tiny and tiny-v2, AVX-512, at the seeds of parity_quant.sh)
+#   q4_k, q5_k, q6_k, iq4_xs, q2_k, q3_k  worst 4.8e-6 (q4_k; the others
+#         1.9e-6..3.3e-6; their cases have n_embd 256, where the f32 parts
+#         already differ by ~2e-6)                   -> 5e-5
+# (the quantised types: llama, qwen2moe, olmoe, deepseek2 tiny and tiny-v2,
+# seeds 1-5 and 7, AVX-512 and MOE_CPU=avx2; parity_quant.sh's cases)
 # except where a rounding step flips: a bf16 or q8_0 activation whose value
 # sits on a rounding boundary can round the other way after a 1e-7 summation
 # difference; that moves the position's K/V, so from that position on every
@@ -60,7 +63,7 @@ for DT in ${PARITY_DTYPES:-f32 f16 bf16 q8_0}; do
         q8_0) TOL="--atol 1e-5 --gate-tie 1e-5" ;;
         q4_1|q5_0|q5_1) TOL="--atol 1e-7 --gate-tie 1e-5" ;;
         q4_0|iq4_nl) TOL="--atol 1e-5 --gate-tie 1e-5" ;;
-        q4_k|q5_k|q6_k|iq4_xs|q2_k|q3_k) TOL="--atol ${PARITY_QATOL:-1e-4} --gate-tie 1e-5" ;;
+        q4_k|q5_k|q6_k|iq4_xs|q2_k|q3_k) TOL="--atol 5e-5 --gate-tie 1e-5" ;;
         *)    echo "unknown dtype $DT"; exit 1 ;;
     esac
     M="$TMP/$ARCH-$DT.gguf"

@@ -81,8 +81,7 @@ TEST(quant_dtype_table) {
         ASSERT_EQ_INT(moe_dtype_parse(want[i].name, &p), 0);
         ASSERT_EQ_INT(p, want[i].t);
         /* activation-only types are no weight types (a file may not hold them) */
-        const int act = want[i].t == MOE_DTYPE_Q8_1 || want[i].t == MOE_DTYPE_Q8_K ||
-                        moe_dtype_block_elems(want[i].t) == 256; /* K types: not yet */
+        const int act = want[i].t == MOE_DTYPE_Q8_1 || want[i].t == MOE_DTYPE_Q8_K;
         ASSERT_EQ_INT(moe_dtype_supported(want[i].t), !act);
     }
     moe_dtype p;
@@ -94,13 +93,17 @@ TEST(quant_dtype_table) {
 
 /* ==== Round trips ========================================================== */
 
-/* Worst |x - dequant(quant(x))| over each group of 32, relative to that
- * group's max |x|, and the RMS error relative to the RMS of x. Bounds: the
+/* Worst |x - dequant(quant(x))| relative to the max |x| of the type's block
+ * (32, or the 256 of a K super-block, whose quantised group scales leave a
+ * group of small values at the super-block's precision), and the RMS error
+ * relative to the RMS of x. Bounds: the
  * grid's half step at its scale (4 bits with a minimum: 1/30 of the range,
  * i.e. 1/15 of max |x|; the symmetric Q4_0 / Q5_0 put max |x| on -8 / -16
  * and clamp its opposite at +7 / +15: a whole step, 1/8 / 1/16), with a
  * little room for the fp16 scales; the RMS bounds ~1.3x what was observed
- * (q4_0 .071, q4_1 .068, q5_0 .036, q5_1 .032, iq4_nl .063). */
+ * (q4_0 .071, q4_1 .068, q5_0 .036, q5_1 .032, iq4_nl .063; q4_K .063,
+ * q5_K .028, q6_K .014, iq4_xs .068, q2_K .254, q3_K .132), the worst ~1.3x
+ * observed for those. */
 static void roundtrip(moe_dtype t, double max_rel, double rms_rel) {
     uint64_t seed = 4242 + (uint64_t)t;
     const int64_t n = 256 * 6;
@@ -110,9 +113,12 @@ static void roundtrip(moe_dtype t, double max_rel, double rms_rel) {
     moe_dtype_from_f32(t, x, q, n);
     moe_dtype_to_f32(t, q, y, n);
     double worst = 0.0, e2 = 0.0, x2 = 0.0;
+    const int64_t bs = (int64_t)moe_dtype_block_elems(t);
     for (int64_t g = 0; g < n / 32; g++) {
-        float amax = 0.0f;
+        float amax = 0.0f, bmax = 0.0f; /* of the group of 32, of the block */
         for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[g * 32 + j]));
+        for (int64_t j = g * 32 / bs * bs; j < (g * 32 / bs + 1) * bs; j++)
+            bmax = fmaxf(bmax, fabsf(x[j]));
         for (int j = 0; j < 32; j++) {
             const double e = fabs((double)x[g * 32 + j] - y[g * 32 + j]);
             if (amax == 0.0f) {
@@ -121,13 +127,13 @@ static void roundtrip(moe_dtype t, double max_rel, double rms_rel) {
                               y[g * 32 + j]);
                 continue;
             }
-            if (e / amax > worst) worst = e / amax;
+            if (e / bmax > worst) worst = e / bmax;
             e2 += e * e;
             x2 += (double)x[g * 32 + j] * x[g * 32 + j];
         }
     }
     const double rms = sqrt(e2 / x2);
-    fprintf(stderr, "%s: worst %.4f of the group max, rms %.4f\n", moe_dtype_name(t), worst, rms);
+    fprintf(stderr, "%s: worst %.4f of the block max, rms %.4f\n", moe_dtype_name(t), worst, rms);
     if (!(worst <= max_rel))
         TEST_FAIL("%s: worst error %.4f > %.4f", moe_dtype_name(t), worst, max_rel);
     if (!(rms <= rms_rel)) TEST_FAIL("%s: rms error %.4f > %.4f", moe_dtype_name(t), rms, rms_rel);
@@ -150,6 +156,24 @@ TEST(quant_roundtrip_q5_1) {
 }
 TEST(quant_roundtrip_iq4_nl) {
     roundtrip(MOE_DTYPE_IQ4_NL, 0.12, 0.08);
+}
+TEST(quant_roundtrip_q4_K) {
+    roundtrip(MOE_DTYPE_Q4_K, 0.085, 0.08);
+}
+TEST(quant_roundtrip_q5_K) {
+    roundtrip(MOE_DTYPE_Q5_K, 0.04, 0.037);
+}
+TEST(quant_roundtrip_q6_K) {
+    roundtrip(MOE_DTYPE_Q6_K, 0.02, 0.019);
+}
+TEST(quant_roundtrip_q2_K) {
+    roundtrip(MOE_DTYPE_Q2_K, 0.4, 0.33);
+}
+TEST(quant_roundtrip_q3_K) {
+    roundtrip(MOE_DTYPE_Q3_K, 0.27, 0.17);
+}
+TEST(quant_roundtrip_iq4_xs) {
+    roundtrip(MOE_DTYPE_IQ4_XS, 0.13, 0.09);
 }
 
 /* Known blocks: the reference quantisers' formulas on hand-picked values. */
@@ -323,6 +347,24 @@ TEST(quant_gemm_q5_1) {
 }
 TEST(quant_gemm_iq4_nl) {
     check_gemm(MOE_DTYPE_IQ4_NL);
+}
+TEST(quant_gemm_q4_K) {
+    check_gemm(MOE_DTYPE_Q4_K);
+}
+TEST(quant_gemm_q5_K) {
+    check_gemm(MOE_DTYPE_Q5_K);
+}
+TEST(quant_gemm_q6_K) {
+    check_gemm(MOE_DTYPE_Q6_K);
+}
+TEST(quant_gemm_q2_K) {
+    check_gemm(MOE_DTYPE_Q2_K);
+}
+TEST(quant_gemm_q3_K) {
+    check_gemm(MOE_DTYPE_Q3_K);
+}
+TEST(quant_gemm_iq4_xs) {
+    check_gemm(MOE_DTYPE_IQ4_XS);
 }
 
 /* The threaded matmul and the quantise helper on a quantised type: the same
