@@ -11,7 +11,10 @@
 # rounding boundary can round the other way after a 1e-7 difference upstream
 # and move that position's K/V by 1e-3..2e-1). Of seeds 1-5 and 7, flip-free
 # for all of q4_0..iq4_nl at both levels: llama 5, olmoe 1, qwen2moe 2,
-# deepseek2 tiny 3, tiny-v2 5.
+# deepseek2 tiny 3, tiny-v2 5. The K types (256-element activation blocks
+# hold more elements that can sit on a boundary) flip more often: at n_embd
+# 256 flip-free at both levels for all of them only qwen2moe 4, 5, 7; on
+# deepseek2 tiny q4_k/q6_k/iq4_xs/q2_k at seed 5, q5_k/q3_k at seed 1.
 fail=0
 K256="--n-embd 256 --n-ff 256"
 run() { # label arch preset seed dtypes... ($ARGS: extra mkmodel options)
@@ -26,7 +29,7 @@ run() { # label arch preset seed dtypes... ($ARGS: extra mkmodel options)
 run qwen2moe qwen2moe tiny 2 q4_0 q4_1 q5_0 q5_1 iq4_nl
 run deepseek2 deepseek2 tiny 3 q4_0 q4_1 q5_0 q5_1 iq4_nl
 run deepseek2-v2 deepseek2 tiny-v2 5 q4_0 q4_1 q5_0 q5_1 iq4_nl
-ARGS=$K256 run qwen2moe-256 qwen2moe tiny 4 q4_k q5_k q6_k iq4_xs q3_k
-ARGS=$K256 run deepseek2-256 deepseek2 tiny 3 q5_k q6_k q3_k
-ARGS=$K256 run deepseek2-v2-256 deepseek2 tiny-v2 5 q6_k iq4_xs q2_k
+ARGS=$K256 run qwen2moe-256 qwen2moe tiny 7 q4_k q5_k q6_k iq4_xs q2_k q3_k
+ARGS=$K256 run deepseek2-256 deepseek2 tiny 5 q4_k q6_k iq4_xs q2_k
+ARGS=$K256 run deepseek2-256 deepseek2 tiny 1 q5_k q3_k
 exit $fail
