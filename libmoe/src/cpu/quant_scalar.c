@@ -153,10 +153,12 @@ void moe__quant_gemm_scalar(moe_dtype wt, int64_t k, const void *W, int64_t r0, 
                             const void *X, int64_t nb, float *Y, int64_t ldy) {
     const size_t wrb = moe_dtype_row_bytes(wt, k);
     const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
-    for (int64_t b = 0; b < nb; b++) {
-        const void *x = (const char *)X + (size_t)b * xrb;
-        for (int64_t r = r0; r < r1; r++) {
-            const void *w = (const char *)W + (size_t)r * wrb;
+    /* weight row outer: each row is read from memory once and stays in L1
+     * for the batch's activation rows */
+    for (int64_t r = r0; r < r1; r++) {
+        const void *w = (const char *)W + (size_t)r * wrb;
+        for (int64_t b = 0; b < nb; b++) {
+            const void *x = (const char *)X + (size_t)b * xrb;
             float v;
             switch (wt) {
             case MOE_DTYPE_Q4_0:
