@@ -6,9 +6,11 @@
  *
  * Levels: the AVX2 and AVX-512 tables run the same arithmetic (quant_simd.h
  * built twice) and must agree bit for bit. Against the scalar table they
- * differ by float reassociation only: the integer sums and the scales are
- * the same numbers, but SIMD keeps 8 float lanes of 4 products each (ggml's
- * x86 order) where scalar adds one float per block; so |simd - scalar| <=
+ * differ by float rounding only: the integer sums and the scales are the
+ * same numbers, but SIMD keeps 8 float lanes of 4 products each (ggml's x86
+ * vec_dot order), or for Q4_0 / IQ4_NL / Q4_K one fused multiply-add per
+ * block (llama.cpp's repacked kernels), where scalar multiplies and adds
+ * one float per block (ggml's generic code); so |simd - scalar| <=
  * QUANT_RTOL * sum |w_i x_i| (a few float roundings per block, relative to
  * the magnitudes summed; one wrong element or block is far above this).
  */

@@ -10,7 +10,8 @@
  * elements 4l..4l+3 of every group), all exact; then one
  * acc = fma(d_w * d_x, (float)lanes, acc) per super-block, summed at the
  * end as hsum_float_8. The minimums' term comes from the activations' sums
- * of 16 (bsums) in its own float sum, in the lanes ggml uses.
+ * of 16 (bsums) in its own float sum, in the lanes ggml uses. Q4_K takes
+ * the float order of llama.cpp's repacked kernel instead (dot_q4_K).
  */
 #include "../quant.h"
 
@@ -38,17 +39,20 @@ QAI __m128i qk_mins(const int *mn, const int16_t *bsums) {
     return _mm_madd_epi16(m, s);
 }
 
-/* Q4_K: the minimums' term in 4 float lanes, fma(-d_x * dmin, lanes, acc_m),
- * summed (m0 + m2) + (m1 + m3) and added after hsum_float_8. */
+/* Q4_K as llama.cpp's repacked kernels (ggml_gemv/gemm_q4_K_8x8_q8_K; see
+ * dot_q4_0 in quant_simd.h): per super-block the exact int32 sum of the
+ * scaled products and of the minimums times the activations' group sums;
+ * acc = fma((float)sum, d_w * d_x, acc), accm = fma((float)mins, dmin_w *
+ * d_x, accm) block after block; the result acc - accm. */
 static float dot_q4_K(int64_t nblk, const moe_block_q4_K *w, const moe_block_q8_K *x) {
     const __m256i m4 = _mm256_set1_epi8(15);
-    __m256 acc = _mm256_setzero_ps();
-    __m128 acc_m = _mm_setzero_ps();
+    float acc = 0.0f, accm = 0.0f;
     for (int64_t b = 0; b < nblk; b++) {
-        const float d = x[b].d * q_f16(w[b].d), dmin = -x[b].d * q_f16(w[b].dmin);
         int sc[8], mn[8];
         for (int g = 0; g < 8; g++) moe__k4_scale_min(g, w[b].scales, &sc[g], &mn[g]);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(qk_mins(mn, x[b].bsums)), acc_m);
+        const __m128i pm = qk_mins(mn, x[b].bsums);
+        const int imin = _mm_cvtsi128_si32(pm) + _mm_extract_epi32(pm, 1) +
+                         _mm_extract_epi32(pm, 2) + _mm_extract_epi32(pm, 3);
         __m256i sumi = _mm256_setzero_si256();
         for (int j = 0; j < 4; j++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * j));
@@ -60,11 +64,10 @@ static float dot_q4_K(int64_t nblk, const moe_block_q4_K *w, const moe_block_q8_
                 qk_dot_scaled(hi, x[b].qs + 64 * j + 32, _mm256_set1_epi16((short)sc[2 * j + 1]));
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = fmaf((float)q_hsum_i32(sumi), q_f16(w[b].d) * x[b].d, acc);
+        accm = fmaf((float)imin, q_f16(w[b].dmin) * x[b].d, accm);
     }
-    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
-    return q_hsum8(acc) + _mm_cvtss_f32(acc_m);
+    return acc - accm;
 }
 
 /* Q5_K: as Q4_K with the fifth bit (bit g of qh[l] for group g); the

@@ -10,14 +10,18 @@
  * x carrying w's sign for signed levels) and summed in pairs by vpmaddwd
  * into 8 int32 lanes (lane l: elements 4l..4l+3), all exact; the lanes are
  * converted and scaled into 8 float lanes, summed at the end as
- * hsum_float_8. The scalar level (quant_scalar.c) sums each block in one
- * int32 and scales it once, so the two differ by float reassociation only.
+ * hsum_float_8. Q4_0, IQ4_NL and Q4_K follow llama.cpp's repacked kernels
+ * instead (see dot_q4_0), which is what its x86 builds run for them. The
+ * scalar level (quant_scalar.c) follows ggml's generic code; the integer
+ * sums and scales are the same everywhere, so the levels differ by float
+ * reassociation only.
  */
 #ifndef QUANT_GEMM
 #error "define QUANT_GEMM before including quant_simd.h"
 #endif
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -64,17 +68,29 @@ QAI __m256i q_dot_i8(__m256i w, __m256i x) {
     return q_dot_u8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
 }
 
+/* The sum of 8 int32 lanes (exact). */
+QAI int q_hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    return _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1)));
+}
+
 /* ==== 32-element blocks ==================================================== */
 
+/* Q4_0 as llama.cpp runs it on x86: it repacks Q4_0 (and IQ4_NL, Q4_K)
+ * matrices whose row count is a multiple of 8 (every one of a model in
+ * practice) into 8-row blocks (CPU_REPACK) and computes them with
+ * ggml_gemv/gemm_q4_0_8x8_q8_0, whose float order differs from vec_dot's:
+ * each block's exact int32 sum, then acc = fma((float)sum, d_w * d_x, acc)
+ * block after block, one accumulator per output, no lanes. */
 static float dot_q4_0(int64_t nblk, const moe_block_q4_0 *w, const moe_block_q8_0 *x) {
-    __m256 acc = _mm256_setzero_ps();
+    float acc = 0.0f;
     for (int64_t b = 0; b < nblk; b++) {
-        const __m256 d = _mm256_set1_ps(q_f16(w[b].d) * q_f16(x[b].d));
         const __m256i q = _mm256_sub_epi8(q_nibbles(w[b].qs), _mm256_set1_epi8(8));
         const __m256i p = q_dot_i8(q, _mm256_loadu_si256((const __m256i *)x[b].qs));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+        acc = fmaf((float)q_hsum_i32(p), q_f16(w[b].d) * q_f16(x[b].d), acc);
     }
-    return q_hsum8(acc);
+    return acc;
 }
 
 /* Q5_0: the nibble, minus 16 where the fifth bit is clear (or-ing 0xf0
@@ -130,29 +146,16 @@ QAI __m256i q_iq4(const uint8_t *p) {
                                    _mm_shuffle_epi8(t, _mm_and_si128(_mm_srli_epi16(v, 4), m)), 1);
 }
 
-/* IQ4_NL as ggml's x86 loop: blocks in pairs, even ones into one float
- * accumulator and odd ones into another, summed before hsum_float_8; an
- * odd last block is added in scalar. */
+/* IQ4_NL: repacked by llama.cpp as Q4_0 is (ggml_gemv/gemm_iq4_nl_8x8_q8_0,
+ * the same arithmetic with the IQ4 table): block sums in order, one fma
+ * each. */
 static float dot_iq4_nl(int64_t nblk, const moe_block_iq4_nl *w, const moe_block_q8_0 *x) {
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    int64_t b = 0;
-    for (; b + 1 < nblk; b += 2)
-        for (int h = 0; h < 2; h++) {
-            const __m256i p =
-                q_dot_i8(q_iq4(w[b + h].qs), _mm256_loadu_si256((const __m256i *)x[b + h].qs));
-            const __m256 d = _mm256_set1_ps(q_f16(x[b + h].d) * q_f16(w[b + h].d));
-            acc[h] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[h]);
-        }
-    float s = q_hsum8(_mm256_add_ps(acc[0], acc[1]));
-    for (; b < nblk; b++) {
-        const float d = q_f16(x[b].d) * q_f16(w[b].d);
-        int sumi = 0;
-        for (int j = 0; j < 16; j++)
-            sumi += x[b].qs[j] * moe_iq4nl_values[w[b].qs[j] & 15] +
-                    x[b].qs[j + 16] * moe_iq4nl_values[w[b].qs[j] >> 4];
-        s += d * (float)sumi;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nblk; b++) {
+        const __m256i p = q_dot_i8(q_iq4(w[b].qs), _mm256_loadu_si256((const __m256i *)x[b].qs));
+        acc = fmaf((float)q_hsum_i32(p), q_f16(w[b].d) * q_f16(x[b].d), acc);
     }
-    return s;
+    return acc;
 }
 
 #include "quant_ksimd.h"
