@@ -18,9 +18,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "moe/dtype.h"
+#include "moe/gguf.h"
+#include "moe/model.h"
 #include "moe/ops.h"
 #include "test.h"
+#include "testmodel.h"
 
 #define QUANT_RTOL 3e-5
 
@@ -396,4 +401,51 @@ TEST(quant_matmul_threads) {
         free(W), free(X), free(a), free(c);
     }
     free(wf), free(xf);
+}
+
+/* ==== mkmodel's types ====================================================== */
+
+/* The per-tensor types of a written model: llama-quantize's fallback for
+ * rows a K type does not fit, and its Q4_K_M mix. */
+static moe_dtype tensor_type_of(const moe_gguf *g, const char *name) {
+    const moe_gguf_tensor *t = moe_gguf_find_tensor(g, name);
+    if (!t) TEST_FAIL("no tensor %s", name);
+    return t->type;
+}
+
+TEST(quant_testmodel_fallback_and_mix) {
+    moe_testmodel_params p;
+    ASSERT_EQ_INT(moe_testmodel_defaults(&p, MOE_ARCH_QWEN2MOE, "tiny"), 0);
+    p.n_embd = 256; /* n_ff 96, n_ff_shexp 160: their down rows fall back */
+    p.head_dim = 64;
+    p.dtype = MOE_DTYPE_Q4_K;
+    p.k_mix = 1;
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/moe-test-quant-%d.gguf", (int)getpid());
+    moe_err err;
+    if (moe_testmodel_write(&p, path, &err) < 0) TEST_FAIL("testmodel: %s", err.msg);
+    moe_gguf *g = NULL;
+    ASSERT_EQ_INT(moe_gguf_open(&g, path, &err), 0);
+    ASSERT_EQ_INT(tensor_type_of(g, "token_embd.weight"), MOE_DTYPE_Q4_K);
+    ASSERT_EQ_INT(tensor_type_of(g, "output.weight"), MOE_DTYPE_Q6_K);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.attn_q.weight"), MOE_DTYPE_Q4_K);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.attn_k.weight"), MOE_DTYPE_Q8_0); /* 8 experts */
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.attn_v.weight"), MOE_DTYPE_Q8_0);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.attn_output.weight"), MOE_DTYPE_Q5_K);
+    /* ffn_down: rows of 96 / 160 do not fit Q4_K -> Q5_0; in the more-bits
+     * layer 1 of 2, Q6_K -> Q8_0 */
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.ffn_down_exps.weight"), MOE_DTYPE_Q5_0);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.1.ffn_down_exps.weight"), MOE_DTYPE_Q8_0);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.1.ffn_down_shexp.weight"), MOE_DTYPE_Q8_0);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.ffn_gate_exps.weight"), MOE_DTYPE_Q4_K);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.ffn_gate_inp.weight"), MOE_DTYPE_F32);
+    moe_gguf_close(g);
+    /* and the model loads and computes */
+    moe_model *m = NULL;
+    if (moe_model_load(&m, path, &err) < 0) TEST_FAIL("load: %s", err.msg);
+    moe_model_free(m);
+    unlink(path);
+    /* the mix is only for q4_K / q5_K */
+    p.dtype = MOE_DTYPE_Q4_0;
+    ASSERT_EQ_INT(moe_testmodel_write(&p, path, &err), MOE_EINVAL);
 }
