@@ -40,7 +40,7 @@ QAI __m128i qk_mins(const int *mn, const int16_t *bsums) {
 }
 
 /* Q4_K as llama.cpp's repacked kernels (ggml_gemv/gemm_q4_K_8x8_q8_K; see
- * dot_q4_0 in quant_simd.h): per super-block the exact int32 sum of the
+ * dot_rows_q4 in quant_simd.h): per super-block the exact int32 sum of the
  * scaled products and of the minimums times the activations' group sums;
  * acc = fma((float)sum, d_w * d_x, acc), accm = fma((float)mins, dmin_w *
  * d_x, accm) block after block; the result acc - accm. */

@@ -11,7 +11,7 @@
  * into 8 int32 lanes (lane l: elements 4l..4l+3), all exact; the lanes are
  * converted and scaled into 8 float lanes, summed at the end as
  * hsum_float_8. Q4_0, IQ4_NL and Q4_K follow llama.cpp's repacked kernels
- * instead (see dot_q4_0), which is what its x86 builds run for them. The
+ * instead (see dot_rows_q4), which is what its x86 builds run for them. The
  * scalar level (quant_scalar.c) follows ggml's generic code; the integer
  * sums and scales are the same everywhere, so the levels differ by float
  * reassociation only.
@@ -77,22 +77,6 @@ QAI int q_hsum_i32(__m256i v) {
 
 /* ==== 32-element blocks ==================================================== */
 
-/* Q4_0 as llama.cpp runs it on x86: it repacks Q4_0 (and IQ4_NL, Q4_K)
- * matrices whose row count is a multiple of 8 (every one of a model in
- * practice) into 8-row blocks (CPU_REPACK) and computes them with
- * ggml_gemv/gemm_q4_0_8x8_q8_0, whose float order differs from vec_dot's:
- * each block's exact int32 sum, then acc = fma((float)sum, d_w * d_x, acc)
- * block after block, one accumulator per output, no lanes. */
-static float dot_q4_0(int64_t nblk, const moe_block_q4_0 *w, const moe_block_q8_0 *x) {
-    float acc = 0.0f;
-    for (int64_t b = 0; b < nblk; b++) {
-        const __m256i q = _mm256_sub_epi8(q_nibbles(w[b].qs), _mm256_set1_epi8(8));
-        const __m256i p = q_dot_i8(q, _mm256_loadu_si256((const __m256i *)x[b].qs));
-        acc = fmaf((float)q_hsum_i32(p), q_f16(w[b].d) * q_f16(x[b].d), acc);
-    }
-    return acc;
-}
-
 /* Q5_0: the nibble, minus 16 where the fifth bit is clear (or-ing 0xf0
  * into the byte). */
 static float dot_q5_0(int64_t nblk, const moe_block_q5_0 *w, const moe_block_q8_0 *x) {
@@ -146,16 +130,48 @@ QAI __m256i q_iq4(const uint8_t *p) {
                                    _mm_shuffle_epi8(t, _mm_and_si128(_mm_srli_epi16(v, 4), m)), 1);
 }
 
-/* IQ4_NL: repacked by llama.cpp as Q4_0 is (ggml_gemv/gemm_iq4_nl_8x8_q8_0,
- * the same arithmetic with the IQ4 table): block sums in order, one fma
- * each. */
-static float dot_iq4_nl(int64_t nblk, const moe_block_iq4_nl *w, const moe_block_q8_0 *x) {
-    float acc = 0.0f;
+/* Q4_0 and IQ4_NL as llama.cpp runs them on x86: it repacks Q4_0, IQ4_NL
+ * (and Q4_K) matrices whose row count is a multiple of 8 (every one of a
+ * model in practice) into 8-row blocks (CPU_REPACK) and computes them with
+ * ggml_gemv/gemm_{q4_0,iq4_nl}_8x8_q8_0, whose float order differs from
+ * vec_dot's: each block's exact int32 sum, then acc = fma((float)sum,
+ * d_w * d_x, acc) block after block, one accumulator per output, no lanes.
+ * The two types share the block layout (fp16 d, 16 bytes of nibbles); the
+ * levels are nibble - 8 or the IQ4 table's. R weight rows against one
+ * activation row: R independent fma chains in flight (one chain alone is
+ * bound by the fma latency, ~4x below the memory bandwidth). */
+QAI void dot_rows_q4(const int iq4, const int R, int64_t nblk, const char *w0, size_t wrb,
+                     const moe_block_q8_0 *x, float *y) {
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int64_t b = 0; b < nblk; b++) {
-        const __m256i p = q_dot_i8(q_iq4(w[b].qs), _mm256_loadu_si256((const __m256i *)x[b].qs));
-        acc = fmaf((float)q_hsum_i32(p), q_f16(w[b].d) * q_f16(x[b].d), acc);
+        const __m256i xq = _mm256_loadu_si256((const __m256i *)x[b].qs);
+        const float dx = q_f16(x[b].d);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const moe_block_q4_0 *wb = (const moe_block_q4_0 *)(w0 + (size_t)r * wrb) + b;
+            const __m256i q =
+                iq4 ? q_iq4(wb->qs) : _mm256_sub_epi8(q_nibbles(wb->qs), _mm256_set1_epi8(8));
+            acc[r] = fmaf((float)q_hsum_i32(q_dot_i8(q, xq)), q_f16(wb->d) * dx, acc[r]);
+        }
     }
-    return acc;
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) y[r] = acc[r];
+}
+
+static void gemm_q4_rows(const int iq4, int64_t nblk, const char *W, size_t wrb, int64_t r0,
+                         int64_t r1, const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4)
+        for (int64_t b = 0; b < nb; b++) {
+            float y[4];
+            dot_rows_q4(iq4, 4, nblk, W + (size_t)r * wrb, wrb,
+                        (const moe_block_q8_0 *)(X + (size_t)b * xrb), y);
+            for (int i = 0; i < 4; i++) Y[b * ldy + r + i] = y[i];
+        }
+    for (; r < r1; r++)
+        for (int64_t b = 0; b < nb; b++)
+            dot_rows_q4(iq4, 1, nblk, W + (size_t)r * wrb, wrb,
+                        (const moe_block_q8_0 *)(X + (size_t)b * xrb), Y + b * ldy + r);
 }
 
 #include "quant_ksimd.h"
@@ -167,6 +183,10 @@ void QUANT_GEMM(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1, 
     const size_t wrb = moe_dtype_row_bytes(wt, k);
     const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
     const int64_t nblk = k / (int64_t)moe_dtype_block_elems(wt);
+    if (wt == MOE_DTYPE_Q4_0 || wt == MOE_DTYPE_IQ4_NL) {
+        gemm_q4_rows(wt == MOE_DTYPE_IQ4_NL, nblk, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        return;
+    }
     /* weight row outer: each row is read from memory once and stays in L1
      * for the batch's activation rows */
     for (int64_t r = r0; r < r1; r++) {
@@ -175,9 +195,6 @@ void QUANT_GEMM(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1, 
             const void *x = (const char *)X + (size_t)b * xrb;
             float v;
             switch (wt) {
-            case MOE_DTYPE_Q4_0:
-                v = dot_q4_0(nblk, w, x);
-                break;
             case MOE_DTYPE_Q4_1:
                 v = dot_q4_1(nblk, w, x);
                 break;
@@ -186,9 +203,6 @@ void QUANT_GEMM(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1, 
                 break;
             case MOE_DTYPE_Q5_1:
                 v = dot_q5_1(nblk, w, x);
-                break;
-            case MOE_DTYPE_IQ4_NL:
-                v = dot_iq4_nl(nblk, w, x);
                 break;
             default:
                 v = qk_dot(wt, nblk, w, x);
