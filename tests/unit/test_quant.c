@@ -273,10 +273,11 @@ TEST(quant_q8_K_activations) {
  * dequantised operands; AVX2 and AVX-512 identical. */
 static void check_gemm(moe_dtype wt) {
     const int64_t blk = (int64_t)moe_dtype_block_elems(wt);
-    const int64_t shapes[][3] = {{blk, 5, 1}, {blk * 3, 9, 2}, {blk * 4, 7, 5}, {4096, 6, 3}};
+    const int64_t shapes[][3] = {
+        {blk, 5, 1}, {blk * 3, 9, 2}, {blk * 4, 7, 5}, {4096, 6, 3}, {blk * 2, 21, 2}};
     const moe_cpu_kernels *ks = moe_cpu_kernels_get(MOE_CPU_SCALAR);
     const moe_dtype dt = moe_dtype_dot_type(wt);
-    for (int si = 0; si < 4; si++) {
+    for (int si = 0; si < 5; si++) {
         const int64_t k = shapes[si][0], m = shapes[si][1], nb = shapes[si][2];
         uint64_t seed = 77 + (uint64_t)si * 13 + (uint64_t)wt;
         float *wf = quant_input(&seed, m * k), *xf = quant_input(&seed, nb * k);
@@ -297,9 +298,17 @@ static void check_gemm(moe_dtype wt) {
         for (int l = 1; l < MOE_CPU_LEVEL_COUNT; l++) {
             const moe_cpu_kernels *kt = moe_cpu_kernels_get((moe_cpu_level)l);
             if (!kt) continue;
-            /* in two row ranges: a row's result does not depend on its neighbours */
+            /* in two row ranges, and whole: a row's result does not depend on
+             * which rows share its call (the kernels group rows by 8, 4, 1) */
+            kt->gemm(wt, k, W, 0, m, X, nb, y, m);
+            float *yw = xmalloc(sizeof(float) * (size_t)(m * nb));
+            memcpy(yw, y, sizeof(float) * (size_t)(m * nb));
             kt->gemm(wt, k, W, 0, m / 2, X, nb, y, m);
             kt->gemm(wt, k, W, m / 2, m, X, nb, y, m);
+            if (memcmp(y, yw, sizeof(float) * (size_t)(m * nb)))
+                TEST_FAIL("%s %s k=%lld: the row split changed the results", kt->name,
+                          moe_dtype_name(wt), (long long)k);
+            free(yw);
             for (int64_t b = 0; b < nb; b++)
                 for (int64_t r = 0; r < m; r++) {
                     double mag = 0.0;

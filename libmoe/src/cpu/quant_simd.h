@@ -158,9 +158,47 @@ QAI void dot_rows_q4(const int iq4, const int R, int64_t nblk, const char *w0, s
     for (int r = 0; r < R; r++) y[r] = acc[r];
 }
 
+/* 8 weight rows against one activation row with the rows in the 8 float
+ * lanes (the layout of llama.cpp's repacked kernels): per block the 8 rows'
+ * int32 lanes are summed and transposed by vphaddd into one vector of 8
+ * block sums, then one vector fma, lane r = fmaf((float)sum_r, d_r * d_x,
+ * acc_r): the same bits as dot_rows_q4, without a horizontal sum per row. */
+QAI void dot8_q4(const int iq4, int64_t nblk, const char *w0, size_t wrb, const moe_block_q8_0 *x,
+                 float *y) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        const __m256i xq = _mm256_loadu_si256((const __m256i *)x[b].qs);
+        __m256i p[8];
+        _Alignas(16) uint16_t dh[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            const moe_block_q4_0 *wb = (const moe_block_q4_0 *)(w0 + (size_t)r * wrb) + b;
+            const __m256i q =
+                iq4 ? q_iq4(wb->qs) : _mm256_sub_epi8(q_nibbles(wb->qs), _mm256_set1_epi8(8));
+            p[r] = q_dot_i8(q, xq);
+            dh[r] = wb->d;
+        }
+        /* [r0 r1 r2 r3] of the low 4 lanes and of the high 4, then added */
+        const __m256i t0 =
+            _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+        const __m256i t1 =
+            _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+        const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(t0, t1, 0x20),
+                                              _mm256_permute2x128_si256(t0, t1, 0x31));
+        const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128((const __m128i *)dh)),
+                                       _mm256_set1_ps(q_f16(x[b].d)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc);
+    }
+    _mm256_storeu_ps(y, acc);
+}
+
 static void gemm_q4_rows(const int iq4, int64_t nblk, const char *W, size_t wrb, int64_t r0,
                          int64_t r1, const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
     int64_t r = r0;
+    for (; r + 8 <= r1; r += 8)
+        for (int64_t b = 0; b < nb; b++)
+            dot8_q4(iq4, nblk, W + (size_t)r * wrb, wrb,
+                    (const moe_block_q8_0 *)(X + (size_t)b * xrb), Y + b * ldy + r);
     for (; r + 4 <= r1; r += 4)
         for (int64_t b = 0; b < nb; b++) {
             float y[4];
