@@ -70,6 +70,63 @@ static float dot_q4_K(int64_t nblk, const moe_block_q4_K *w, const moe_block_q8_
     return acc - accm;
 }
 
+/* The Q4_K integer work of one super-block of one row: the scaled products'
+ * 8 int32 lanes, and (returned) the minimums times the group sums. */
+QAI int q4k_block(const moe_block_q4_K *wb, const __m256i *xq, const int16_t *bsums,
+                  __m256i *sumi) {
+    const __m256i m4 = _mm256_set1_epi8(15);
+    int sc[8], mn[8];
+    for (int g = 0; g < 8; g++) moe__k4_scale_min(g, wb->scales, &sc[g], &mn[g]);
+    const __m128i pm = qk_mins(mn, bsums);
+    __m256i s = _mm256_setzero_si256();
+    for (int j = 0; j < 4; j++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(wb->qs + 32 * j));
+        const __m256i lo = _mm256_and_si256(q, m4);
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        const __m256i pl = _mm256_madd_epi16(_mm256_set1_epi16((short)sc[2 * j]),
+                                             _mm256_maddubs_epi16(lo, xq[2 * j]));
+        const __m256i ph = _mm256_madd_epi16(_mm256_set1_epi16((short)sc[2 * j + 1]),
+                                             _mm256_maddubs_epi16(hi, xq[2 * j + 1]));
+        s = _mm256_add_epi32(s, _mm256_add_epi32(pl, ph));
+    }
+    *sumi = s;
+    return _mm_cvtsi128_si32(pm) + _mm_extract_epi32(pm, 1) + _mm_extract_epi32(pm, 2) +
+           _mm_extract_epi32(pm, 3);
+}
+
+/* 8 Q4_K rows with the rows in the float lanes (llama.cpp's repacked
+ * layout): the same per-output arithmetic as dot_q4_K, the 8 rows' lanes
+ * summed and transposed by vphaddd, one vector fma each for the scaled sums
+ * and the minimums per super-block. */
+static void dot8_q4_K(int64_t nblk, const char *w0, size_t wrb, const moe_block_q8_K *x, float *y) {
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        __m256i xq[8], p[8];
+        for (int j = 0; j < 8; j++) xq[j] = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * j));
+        _Alignas(16) uint16_t dh[8], mh[8];
+        _Alignas(32) int32_t im[8];
+        for (int r = 0; r < 8; r++) {
+            const moe_block_q4_K *wb = (const moe_block_q4_K *)(w0 + (size_t)r * wrb) + b;
+            im[r] = q4k_block(wb, xq, x[b].bsums, &p[r]);
+            dh[r] = wb->d;
+            mh[r] = wb->dmin;
+        }
+        const __m256i t0 =
+            _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+        const __m256i t1 =
+            _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+        const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(t0, t1, 0x20),
+                                              _mm256_permute2x128_si256(t0, t1, 0x31));
+        const __m256 dx = _mm256_set1_ps(x[b].d);
+        const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128((const __m128i *)dh)), dx);
+        const __m256 dm = _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128((const __m128i *)mh)), dx);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc);
+        accm =
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_load_si256((const __m256i *)im)), dm, accm);
+    }
+    _mm256_storeu_ps(y, _mm256_sub_ps(acc, accm));
+}
+
 /* Q5_K: as Q4_K with the fifth bit (bit g of qh[l] for group g); the
  * minimums' term summed in integers per super-block and added in one float
  * sum, as ggml's AVX2 loop does for this type. */

@@ -225,6 +225,12 @@ void QUANT_GEMM(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1, 
         gemm_q4_rows(wt == MOE_DTYPE_IQ4_NL, nblk, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
         return;
     }
+    if (wt == MOE_DTYPE_Q4_K) /* 8 rows at a time, the rest below */
+        for (; r0 + 8 <= r1; r0 += 8)
+            for (int64_t b = 0; b < nb; b++)
+                dot8_q4_K(nblk, (const char *)W + (size_t)r0 * wrb, wrb,
+                          (const moe_block_q8_K *)((const char *)X + (size_t)b * xrb),
+                          Y + b * ldy + r0);
     /* weight row outer: each row is read from memory once and stays in L1
      * for the batch's activation rows */
     for (int64_t r = r0; r < r1; r++) {
