@@ -35,12 +35,74 @@ static float urand(uint64_t *s) {
 
 typedef enum init_kind { INIT_UNIFORM, INIT_NORM, INIT_BIAS } init_kind;
 
+/* The type a tensor of rows of ne0 is stored in when the model's type is t:
+ * t itself where its block divides ne0, else the fallback llama-quantize
+ * takes for such a tensor (llama-quant.cpp, tensor_type_fallback: Q4_K ->
+ * Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, IQ4_XS -> IQ4_NL, Q2_K and Q3_K ->
+ * Q4_0), and F16 where even that does not fit. */
+static moe_dtype tensor_type(moe_dtype t, int64_t ne0) {
+    if (ne0 % (int64_t)moe_dtype_block_elems(t) == 0) return t;
+    switch (t) {
+    case MOE_DTYPE_Q4_K:
+        t = MOE_DTYPE_Q5_0;
+        break;
+    case MOE_DTYPE_Q5_K:
+        t = MOE_DTYPE_Q5_1;
+        break;
+    case MOE_DTYPE_Q6_K:
+        t = MOE_DTYPE_Q8_0;
+        break;
+    case MOE_DTYPE_IQ4_XS:
+        t = MOE_DTYPE_IQ4_NL;
+        break;
+    case MOE_DTYPE_Q2_K:
+    case MOE_DTYPE_Q3_K:
+        t = MOE_DTYPE_Q4_0;
+        break;
+    default:
+        break;
+    }
+    return ne0 % (int64_t)moe_dtype_block_elems(t) == 0 ? t : MOE_DTYPE_F16;
+}
+
 /* Adds a tensor of n_dims dims filled per kind: UNIFORM with amplitude amp,
  * NORM 1 + 0.1 u, BIAS 0.1 u. Stored as type t. */
+/* llama-quantize's layer rule for "more bits": the first and last eighth of
+ * the layers and every third in between. */
+static int use_more_bits(int il, int n) {
+    return il < n / 8 || il >= 7 * n / 8 || (il - n / 8) % 3 == 2;
+}
+
+/* The type llama-quantize's Q4_K_M / Q5_K_M mix gives a matrix of the model
+ * type t (llama-quant.cpp, llama_tensor_get_type_impl, for the tensors
+ * these models have; layers counted from the name, as it does for MoE
+ * models): output.weight Q6_K (Q8_0 if its rows do not fit); attn_v Q8_0 in
+ * a model of 8 experts, else Q6_K in the more-bits layers; attn_k Q8_0 with
+ * 8 experts; every ffn_down (dense, experts, shared) Q6_K in the more-bits
+ * layers; attn_output Q5_K with 8 experts (Q4_K_M). The rest: t. */
+static moe_dtype mix_type(const moe_testmodel_params *o, const char *name, moe_dtype t,
+                          int64_t ne0) {
+    if (!o->k_mix || t == MOE_DTYPE_F32) return t;
+    if (!strcmp(name, "output.weight")) return ne0 % 256 ? MOE_DTYPE_Q8_0 : MOE_DTYPE_Q6_K;
+    int il = 0;
+    if (sscanf(name, "blk.%d.", &il) != 1) return t;
+    if (strstr(name, "attn_v.weight")) {
+        if (o->n_expert == 8) return MOE_DTYPE_Q8_0;
+        /* one attn_v per layer, counted in name order: its index is il */
+        return use_more_bits(il, o->n_layer) ? MOE_DTYPE_Q6_K : t;
+    }
+    if (strstr(name, "attn_k.weight")) return o->n_expert == 8 ? MOE_DTYPE_Q8_0 : t;
+    if (strstr(name, "ffn_down")) return use_more_bits(il, o->n_layer) ? MOE_DTYPE_Q6_K : t;
+    if (strstr(name, "attn_output.weight") && o->n_expert == 8 && t == MOE_DTYPE_Q4_K)
+        return MOE_DTYPE_Q5_K;
+    return t;
+}
+
 static int add(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err, const char *name,
                moe_dtype t, int n_dims, int64_t ne0, int64_t ne1, int64_t ne2, init_kind kind,
                float amp) {
     const int64_t ne[3] = {ne0, ne1, ne2};
+    t = tensor_type(mix_type(o, name, t, ne0), ne0);
     const size_t n = (size_t)ne0 * (size_t)(n_dims > 1 ? ne1 : 1) * (size_t)(n_dims > 2 ? ne2 : 1);
     float *f = malloc(n * sizeof(float));
     void *q = malloc(moe_dtype_row_bytes(t, ne0) * (n / (size_t)ne0) + 64);
@@ -389,7 +451,8 @@ static int set_keys(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *
     } while (0)
     rc |= moe_gguf_writer_set_str(w, "general.architecture", a);
     char name[64];
-    snprintf(name, sizeof name, "moemesh-test-%s-%s", a, moe_dtype_name(o->dtype));
+    snprintf(name, sizeof name, "moemesh-test-%s-%s%s", a, moe_dtype_name(o->dtype),
+             o->k_mix ? "_M" : "");
     rc |= moe_gguf_writer_set_str(w, "general.name", name);
     U32("context_length", o->n_ctx);
     U32("embedding_length", o->n_embd);
@@ -652,6 +715,8 @@ static int testmodel_write(const moe_testmodel_params *o, const moe__hf_vocab *h
                            moe_err *err) {
     if (!moe_arch_name(o->arch)) return moe_err_set(err, MOE_EINVAL, "unknown architecture");
     if (!moe_dtype_supported(o->dtype)) return moe_err_set(err, MOE_EINVAL, "unknown dtype");
+    if (o->k_mix && o->dtype != MOE_DTYPE_Q4_K && o->dtype != MOE_DTYPE_Q5_K)
+        return moe_err_set(err, MOE_EINVAL, "the _M mix is for q4_K and q5_K");
     const int dims[] = {o->n_embd,        o->n_layer, o->n_head,     o->n_head_kv,
                         o->head_dim,      o->n_ff,    o->n_ff_shexp, o->n_expert,
                         o->n_expert_used, o->n_vocab, o->n_ctx};
