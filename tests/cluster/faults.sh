@@ -112,7 +112,7 @@ if [ "$ROWS_METRIC" = 1 ]; then
     BASE_SHARE="w1 $((r11 - r10)) rows, w2 $((r21 - r20)) rows"
 fi
 # the fault runs' streams last the settle time, the fault (at least 6 s: the
-# leader lock's 5 s TTL runs out in the leader kill) and 3 s more at the
+# leader lock's 5 s TTL runs out in the leader kill) and 5 s more at the
 # baseline's rate (GEN_FAULT overrides; at most 3500: the model's context)
 if [ -z "${GEN_FAULT:-}" ]; then
     GEN_FAULT=$(node -e 'const r = +process.argv[1] / +process.argv[2]; console.log(Math.min(3500, Math.max(+process.argv[4], Math.ceil(r * (Math.max(+process.argv[3], 6) + 6.5)))))' \
