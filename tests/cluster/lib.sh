@@ -10,9 +10,10 @@
 #   . tests/cluster/lib.sh
 #   mh_require                 exit 77 (with the reason) unless root with ip netns
 #   mh_up                      subnet, blackhole route, bridge, the hosts below
-#   mh_certs                   a CA and certificates for w1, w2, gateway (openssl,
-#                              EC P-256, as deploy/cluster.sh makes them)
+#   mh_certs                   a CA and certificates for w1, w2, gateway
 #   mh_start_redis / mh_start_router NAME / mh_start_worker NAME ZONE / mh_start_gateway
+#                              the services as `make run` starts them (the
+#                              recipe is deploy/cluster-lib.sh's), each on its host
 #   mh_in HOST CMD...          runs CMD in HOST's namespace
 #   mh_cleanup                 kills what was started here (by PID), deletes the
 #                              namespaces (their veths and the bridge go with them)
@@ -112,29 +113,18 @@ mh_up() {
     echo "hosts up: $MH_HOSTS in $MH_ROUTE (bridge $br; blackhole route $MH_ROUTE in the root namespace)"
 }
 
-# ==== Certificates (the same recipe as deploy/cluster.sh's make_certs) ======
+# ==== The cluster's recipe: deploy/cluster-lib.sh, as `make run` uses it ====
+# shellcheck source=deploy/cluster-lib.sh
+. deploy/cluster-lib.sh # (tests run from the repository root)
 MH_TLS=${MH_TLS:-1}
+P=mh
+CL_BIN=$BIN CL_CERTS=$TMP/certs CL_RDIR=$TMP/redis CL_P=$P CL_TLS=$MH_TLS CL_DAYS=1
+CL_SPAWN=mh_spawn CL_RUN="mh_in redis"
+# mh_spawn NAME CMD...: a service on the host of the same name (-> PID)
+mh_spawn() { h=$1; shift; start "$h" "$h" "$@"; }
 mh_certs() {
     [ "$MH_TLS" = 1 ] || return 0
-    C=$TMP/certs
-    mkdir -p "$C"
-    (
-        umask 077
-        cd "$C" || exit 1
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
-            -subj "/CN=moemesh test CA" -days 1 -out ca.pem 2>/dev/null || exit 1
-        for c in w1 w2 gateway; do
-            openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $c.key \
-                -subj "/CN=$c" -out $c.csr 2>/dev/null &&
-                printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth,clientAuth\n' $c >$c.ext &&
-                openssl x509 -req -in $c.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
-                    -extfile $c.ext -out $c.pem 2>/dev/null || exit 1
-        done
-    )
-}
-tls() {
-    if [ "$MH_TLS" = 1 ]; then echo "--tls-cert $TMP/certs/$1.pem --tls-key $TMP/certs/$1.key --tls-ca $TMP/certs/ca.pem"
-    else echo "--insecure"; fi
+    cl_certs w1 w2 gateway >/dev/null
 }
 
 # wait_for SECONDS CMD...: until CMD succeeds (every 0.2 s); 0 or 1
@@ -153,54 +143,39 @@ start() {
 }
 
 # ==== Services ==============================================================
-P=mh
-# As in production (deploy/cluster.sh): Redis with an ACL user per role from
-# `moectl redis-acl` and the default user off; each service logs in as its
-# role with a password file. The harness reads with a user of its own that
-# may only read the deployment's keys ($P-test).
+# As in production (deploy/cluster-lib.sh): Redis with an ACL user per role
+# and the default user off; each service logs in as its role with a password
+# file. The harness reads with a user of its own that may only read the
+# deployment's keys ($P-test).
 RC() { mh_in redis env REDISCLI_AUTH="$TESTPW" redis-cli --no-auth-warning --user "$P-test" -h "$(addr redis)" "$@"; }
-ruser() { echo "--redis redis://$P-$1@$(addr redis):6379 --redis-password-file $TMP/redis/pw/$P-$1 --prefix $P"; }
 mh_start_redis() {
-    mkdir -p "$TMP/redis"
-    (umask 077 && "$BIN/moectl" redis-acl --prefix $P --password-dir "$TMP/redis/pw" --aclfile >"$TMP/redis/users.acl" 2>"$TMP/redis/acl.err") ||
-        { bad "moectl redis-acl: $(cat "$TMP/redis/acl.err")"; return 1; }
+    CL_MODEL=$MODEL CL_REDIS=$(addr redis):6379
+    cl_redis_acl 2>"$TMP/acl.err" || { bad "moectl redis-acl: $(cat "$TMP/acl.err")"; return 1; }
     TESTPW=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-    echo "user $P-test on >$TESTPW resetkeys ~$P:* -@all +@read +ping" >>"$TMP/redis/users.acl"
-    start redis redis redis-server --port 6379 --bind "$(addr redis)" --save "" --appendonly no \
-        --dir "$TMP/redis" --aclfile "$TMP/redis/users.acl" --protected-mode no --daemonize no
+    echo "user $P-test on >$TESTPW resetkeys ~$P:* -@all +@read +ping" >>"$CL_RDIR/users.acl"
+    cl_start_redis redis 6379 "$(addr redis)" --protected-mode no
     REDIS_PID=$PID
     pong() { RC ping 2>/dev/null | grep -q PONG; }
     wait_for 10 pong || { bad "redis did not start: $(tail -3 "$TMP/redis.log")"; return 1; }
 }
 # LEASE_MS (workers, default 1500), DEADLINE_MS (gateway, default 10000: its own default)
 mh_start_router() {
-    # shellcheck disable=SC2046
-    start "$1" "$1" "$BIN/router-svc" $(ruser router) --listen "$(addr "$1"):9100" \
-        --id "$1" --min-replicas 2 --headroom 0 --settle-ms 500 --log-format text
+    cl_start_router "$1" "$(addr "$1"):9100" --id "$1"
     case $1 in router-a) PID_router_a=$PID ;; router-b) PID_router_b=$PID ;; esac
 }
 mh_start_worker() {
-    # shellcheck disable=SC2046
-    start "$1" "$1" "$BIN/expert-worker" --model "$MODEL" --listen "$(addr "$1"):7000" \
-        --advertise "$(addr "$1"):7000" $(ruser worker) --worker-id "$1" \
-        --failure-domain "$2" --lease-ms "${LEASE_MS:-1500}" --grace-ms 2000 --drain-ms 0 \
-        --metrics "$(addr "$1"):9101" $(tls "$1") --log-format text
+    cl_start_worker "$1" "$2" "$(addr "$1"):7000" --advertise "$(addr "$1"):7000" \
+        --lease-ms "${LEASE_MS:-1500}" --grace-ms 2000 --metrics "$(addr "$1"):9101"
     case $1 in w1) PID_w1=$PID ;; w2) PID_w2=$PID ;; esac
 }
 mh_start_gateway() {
     # its API on the namespace's every address (port 8080): the clients run in
     # the client namespace (curl) and in the gateway's own (bench-gwload
-    # accepts only a loopback address); API keys from Redis, as in
-    # production: a tenant made here, its key in $MH_KEY for the clients
-    # shellcheck disable=SC2046
-    out=$(mh_in redis "$BIN/moectl" tenant add load $(ruser admin) 2>&1)
-    MH_KEY=$(echo "$out" | sed -n 's/.*"key": "\(moe-[A-Za-z0-9_-]*\)".*/\1/p')
-    [ -n "$MH_KEY" ] || { bad "moectl tenant add: $out"; return 1; }
+    # accepts only a loopback address); a tenant made here, its key in
+    # $MH_KEY for the clients
+    MH_KEY=$(cl_tenant_add load 2>"$TMP/tenant.err") || { bad "moectl tenant add: $(cat "$TMP/tenant.err")"; return 1; }
     export MH_KEY
-    # shellcheck disable=SC2046
-    start gateway gateway "$BIN/gateway" --model "$MODEL" --served-model-name m --listen 0.0.0.0:8080 \
-        $(ruser gateway) --tenants redis --deadline-ms "${DEADLINE_MS:-10000}" \
-        $(tls gateway) --threads 2 --log-format text
+    cl_start_gateway gateway 0.0.0.0:8080 --served-model-name m --deadline-ms "${DEADLINE_MS:-10000}" --threads 2
     PID_gateway=$PID
 }
 active_epoch() { RC get "$P:placement:active" 2>/dev/null; }
