@@ -214,7 +214,8 @@ int main(int argc, char **argv) {
         fflush(stdout);
     }
 
-    static const moe_dtype types[] = {MOE_DTYPE_Q8_0, MOE_DTYPE_F16, MOE_DTYPE_BF16, MOE_DTYPE_F32};
+    static const moe_dtype types[] = {MOE_DTYPE_Q8_0, MOE_DTYPE_Q4_0, MOE_DTYPE_Q4_K,
+                                      MOE_DTYPE_F16,  MOE_DTYPE_BF16, MOE_DTYPE_F32};
     const int64_t em = quick ? 256 : 2816, ek = quick ? 256 : 1024;
     const size_t total = quick ? ((size_t)8 << 20) : ((size_t)384 << 20);
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
@@ -238,7 +239,8 @@ int main(int argc, char **argv) {
     }
 
     /* GEMM: one expert-sized matrix (cache resident), batches of activations. */
-    static const moe_dtype gtypes[] = {MOE_DTYPE_Q8_0, MOE_DTYPE_F16};
+    static const moe_dtype gtypes[] = {MOE_DTYPE_Q8_0, MOE_DTYPE_Q4_0, MOE_DTYPE_Q4_K,
+                                       MOE_DTYPE_F16};
     /* Q8_0 in both numerics: exact (llama.cpp's per-block formula) and fast
      * (the int8 tile, AMX where "amx" is 1; MOE_AMX=0 shows the VNNI tile). */
     static const int64_t nbs[] = {8, 16, 64, 256};

@@ -136,53 +136,30 @@ NAME=$(basename "$MODEL" .gguf)
 say "model $MODEL"
 "$BIN/moectl" info "$MODEL" | sed -n '1,9p'
 
-# ==== Certificates: a CA; w1, w2 (their worker id as DNS SAN), the gateway ==
+# ==== The cluster, put together as the multi-host tests do (cluster-lib.sh)
+# shellcheck source=deploy/cluster-lib.sh
+. "$(dirname "$0")/cluster-lib.sh"
+CL_BIN=$BIN CL_MODEL=$MODEL CL_CERTS=$CERTS CL_RDIR=$RDIR CL_P=$P CL_DAYS=30 CL_RUN=""
+CL_SPAWN=cl_spawn
+cl_spawn() { n=$1; shift; spawn "$n" "$LOGS/$n.log" "$@"; }
 command -v openssl >/dev/null 2>&1 || die "openssl is missing (make deps)"
-DAYS=30
-fresh() { # CERT: exists, valid for a day more, signed by our CA
-    [ -s "$CERTS/$1.pem" ] && [ -s "$CERTS/$1.key" ] &&
-        openssl x509 -checkend 86400 -noout -in "$CERTS/$1.pem" >/dev/null 2>&1 &&
-        { [ "$1" = ca ] || openssl verify -CAfile "$CERTS/ca.pem" "$CERTS/$1.pem" >/dev/null 2>&1; }
-}
-make_certs() (
-    umask 077
-    cd "$CERTS" || exit 1
-    if ! fresh ca; then
-        echo "   a new CA (EC P-256, $DAYS days)"
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
-            -subj "/CN=moemesh demo CA" -days $DAYS -out ca.pem 2>/dev/null || exit 1
-        rm -f w1.pem w2.pem gateway.pem
-    fi
-    for c in w1 w2 gateway; do
-        fresh $c && continue
-        echo "   a certificate for $c (DNS:$c)"
-        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $c.key \
-            -subj "/CN=$c" -out $c.csr 2>/dev/null &&
-            printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth,clientAuth\n' $c >$c.ext &&
-            openssl x509 -req -in $c.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days $DAYS \
-                -extfile $c.ext -out $c.pem 2>/dev/null || exit 1
-        rm -f $c.csr $c.ext
-    done
-)
 if [ "$INSECURE" = 1 ]; then
     echo "WARNING: INSECURE=1: gateway <-> expert-worker gRPC is plaintext, without mutual TLS (development only)" >&2
-    tls() { echo "--insecure"; }
+    CL_TLS=0
 else
     say "certificates in $CERTS"
-    make_certs || die "openssl could not make the certificates in $CERTS"
-    tls() { echo "--tls-cert $CERTS/$1.pem --tls-key $CERTS/$1.key --tls-ca $CERTS/ca.pem"; }
+    CL_TLS=1
+    cl_certs w1 w2 gateway || die "openssl could not make the certificates in $CERTS"
 fi
 
 # ==== Redis: ACL users per role, passwords in files ==========================
 command -v redis-server >/dev/null 2>&1 || die "redis-server is missing (make deps)"
 say "Redis ACL users in $RDIR (moectl redis-acl; passwords in $RDIR/passwords)"
-(umask 077 && "$BIN/moectl" redis-acl --prefix $P --password-dir "$RDIR/passwords" --aclfile >"$RDIR/users.acl") ||
-    die "moectl redis-acl failed"
+cl_redis_acl || die "moectl redis-acl failed"
 randport() { echo $((20000 + $(od -An -N2 -tu2 /dev/urandom) % 40000)); }
 RP=""
 for port in ${REDIS_PORT:-6390 $(randport) $(randport) $(randport)}; do
-    spawn redis "$LOGS/redis.log" redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-        --dir "$RDIR/data" --aclfile "$RDIR/users.acl" --daemonize no --logfile "" --protected-mode yes
+    cl_start_redis redis "$port" 127.0.0.1 --logfile "" --protected-mode yes
     i=0
     while alive $SPID && ! grep -q "Ready to accept connections" "$LOGS/redis.log" && [ $i -lt 100 ]; do
         sleep 0.1; i=$((i + 1))
@@ -194,41 +171,26 @@ for port in ${REDIS_PORT:-6390 $(randport) $(randport) $(randport)}; do
 done
 [ -n "$RP" ] || { tail -5 "$LOGS/redis.log" >&2; shutdown 1; }
 say "redis-server on 127.0.0.1:$RP (pid $SPID; default user off)"
-ruser() { echo "--redis redis://$P-$1@127.0.0.1:$RP --redis-password-file $RDIR/passwords/$P-$1 --prefix $P"; }
+CL_REDIS=127.0.0.1:$RP
 
 # ==== The demo tenant: made once, its key kept; this Redis keeps nothing, so
 # later runs add the kept key again (moectl reads it from stdin, never argv)
 KEYFILE=$RUN_DIR/api-key
-if [ -s "$KEYFILE" ]; then
-    # shellcheck disable=SC2046
-    out=$("$BIN/moectl" tenant add demo $(ruser admin) --key-stdin <"$KEYFILE" 2>&1) ||
-        die "moectl tenant add demo --key-stdin: $out"
-    say "the demo tenant's key: $KEYFILE (kept from an earlier run)"
-else
-    # shellcheck disable=SC2046
-    out=$("$BIN/moectl" tenant add demo $(ruser admin) 2>&1) || die "moectl tenant add demo: $out"
-    (umask 077 && echo "$out" | sed -n 's/.*"key": "\(moe-[A-Za-z0-9_-]*\)".*/\1/p' >"$KEYFILE")
-    [ -s "$KEYFILE" ] || die "moectl tenant add printed no key: $out"
-    say "made the demo tenant; its key: $KEYFILE (mode 0600)"
-fi
-KEY=$(cat "$KEYFILE")
+kept=0
+[ -s "$KEYFILE" ] && kept=1
+KEY=$(cl_tenant_add demo "$KEYFILE" 2>"$RUN_DIR/tenant.err") || die "moectl tenant add demo: $(cat "$RUN_DIR/tenant.err")"
+rm -f "$RUN_DIR/tenant.err"
+if [ $kept = 1 ]; then say "the demo tenant's key: $KEYFILE (kept from an earlier run)"
+else say "made the demo tenant; its key: $KEYFILE (mode 0600)"; fi
 
 # ==== router-svc, two workers in two zones, the gateway =====================
-# shellcheck disable=SC2046
-spawn router-svc "$LOGS/router-svc.log" "$BIN/router-svc" $(ruser router) --listen 127.0.0.1:0 \
-    --min-replicas 2 --headroom 0 --settle-ms 500 --log-format text
+cl_start_router router-svc 127.0.0.1:0
 say "router-svc started (pid $SPID)"
-ZONES="w1:zone-a w2:zone-b"
-for wz in $ZONES; do
-    w=${wz%%:*}
-    # shellcheck disable=SC2046
-    spawn $w "$LOGS/$w.log" "$BIN/expert-worker" --model "$MODEL" --listen 127.0.0.1:0 $(ruser worker) \
-        --worker-id $w --failure-domain ${wz#*:} --drain-ms 0 $(tls $w) --log-format text
-    say "expert-worker $w in ${wz#*:} started (pid $SPID)"
+for wz in w1:zone-a w2:zone-b; do
+    cl_start_worker "${wz%%:*}" "${wz#*:}" 127.0.0.1:0
+    say "expert-worker ${wz%%:*} in ${wz#*:} started (pid $SPID)"
 done
-# shellcheck disable=SC2046
-spawn gateway "$LOGS/gateway.log" "$BIN/gateway" --model "$MODEL" --listen "127.0.0.1:$PORT" \
-    $(ruser gateway) --tenants redis $(tls gateway) --threads "$THREADS" --log-format text
+cl_start_gateway gateway "127.0.0.1:$PORT" --threads "$THREADS"
 GPID=$SPID
 say "gateway started (pid $GPID); logs in $LOGS/"
 

@@ -22,6 +22,17 @@ static size_t n_pairs(const router *r) {
 static const char RENEW_LUA[] = "if redis.call('get', KEYS[1]) == ARGV[1] then "
                                 "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
 
+/* Takes the lock if it is free - or already ours: a command this router sent
+ * before a partition can reach Redis after it (the kernel keeps resending a
+ * closed socket's unacknowledged bytes), so a SET NX that timed out here may
+ * have set the lock to our id after all. SET NX alone would then wait out
+ * the whole TTL with nobody leading. */
+static const char ACQUIRE_LUA[] =
+    "local v = redis.call('get', KEYS[1]) "
+    "if v == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end "
+    "if v then return 0 end "
+    "redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1";
+
 void rt_lead(router *r) {
     const int64_t now = moe_mono_ms();
     if (r->leader && now - r->leader_renewed_ms < r->cfg.leader_ttl_ms / 4) return;
@@ -37,8 +48,8 @@ void rt_lead(router *r) {
         /* lost the key (Redis restarted empty): take it again if free */
     }
     if (!r->leader) {
-        x = moe_rlink_cmd(r->cmd, "SET %s %s NX PX %s", key, r->id, ttl);
-        r->leader = x && x->type == REDIS_REPLY_STATUS;
+        x = moe_rlink_cmd(r->cmd, "EVAL %s 1 %s %s %s", ACQUIRE_LUA, key, r->id, ttl);
+        r->leader = x && x->type == REDIS_REPLY_INTEGER && x->integer == 1;
         if (x) freeReplyObject(x);
     }
     if (!r->leader && was && now - r->leader_renewed_ms < r->cfg.leader_ttl_ms) {

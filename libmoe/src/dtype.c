@@ -5,17 +5,42 @@
 
 #include "moe/dtype.h"
 #include "moe/error.h"
+#include "quant.h"
 
 /* The supported types, indexed by moe_dtype (holes: name NULL). */
 static const struct dtype_info {
     const char *name;
     size_t block_bytes;
+    size_t block_elems;
+    moe_dtype dot; /* ggml's vec_dot_type */
 } dtype_infos[] = {
-    [MOE_DTYPE_F32] = {"f32", 4},
-    [MOE_DTYPE_F16] = {"f16", 2},
-    [MOE_DTYPE_Q8_0] = {"q8_0", sizeof(moe_block_q8_0)},
-    [MOE_DTYPE_BF16] = {"bf16", 2},
+    [MOE_DTYPE_F32] = {"f32", 4, 1, MOE_DTYPE_F32},
+    [MOE_DTYPE_F16] = {"f16", 2, 1, MOE_DTYPE_F16},
+    [MOE_DTYPE_Q4_0] = {"q4_0", sizeof(moe_block_q4_0), MOE_QK4, MOE_DTYPE_Q8_0},
+    [MOE_DTYPE_Q4_1] = {"q4_1", sizeof(moe_block_q4_1), MOE_QK4, MOE_DTYPE_Q8_1},
+    [MOE_DTYPE_Q5_0] = {"q5_0", sizeof(moe_block_q5_0), MOE_QK4, MOE_DTYPE_Q8_0},
+    [MOE_DTYPE_Q5_1] = {"q5_1", sizeof(moe_block_q5_1), MOE_QK4, MOE_DTYPE_Q8_1},
+    [MOE_DTYPE_Q8_0] = {"q8_0", sizeof(moe_block_q8_0), MOE_QK8_0, MOE_DTYPE_Q8_0},
+    [MOE_DTYPE_Q8_1] = {"q8_1", sizeof(moe_block_q8_1), MOE_QK4, MOE_DTYPE_Q8_1},
+    [MOE_DTYPE_Q2_K] = {"q2_K", sizeof(moe_block_q2_K), MOE_QK_K, MOE_DTYPE_Q8_K},
+    [MOE_DTYPE_Q3_K] = {"q3_K", sizeof(moe_block_q3_K), MOE_QK_K, MOE_DTYPE_Q8_K},
+    [MOE_DTYPE_Q4_K] = {"q4_K", sizeof(moe_block_q4_K), MOE_QK_K, MOE_DTYPE_Q8_K},
+    [MOE_DTYPE_Q5_K] = {"q5_K", sizeof(moe_block_q5_K), MOE_QK_K, MOE_DTYPE_Q8_K},
+    [MOE_DTYPE_Q6_K] = {"q6_K", sizeof(moe_block_q6_K), MOE_QK_K, MOE_DTYPE_Q8_K},
+    [MOE_DTYPE_Q8_K] = {"q8_K", sizeof(moe_block_q8_K), MOE_QK_K, MOE_DTYPE_Q8_K},
+    [MOE_DTYPE_IQ4_NL] = {"iq4_nl", sizeof(moe_block_iq4_nl), MOE_QK4, MOE_DTYPE_Q8_0},
+    [MOE_DTYPE_IQ4_XS] = {"iq4_xs", sizeof(moe_block_iq4_xs), MOE_QK_K, MOE_DTYPE_Q8_K},
+    [MOE_DTYPE_BF16] = {"bf16", 2, 1, MOE_DTYPE_BF16},
 };
+
+/* ggml's block sizes, checked at compile time */
+_Static_assert(sizeof(moe_block_q4_0) == 18 && sizeof(moe_block_q4_1) == 20, "q4 blocks");
+_Static_assert(sizeof(moe_block_q5_0) == 22 && sizeof(moe_block_q5_1) == 24, "q5 blocks");
+_Static_assert(sizeof(moe_block_q8_1) == 36 && sizeof(moe_block_iq4_nl) == 18, "q8_1/iq4_nl");
+_Static_assert(sizeof(moe_block_q2_K) == 84 && sizeof(moe_block_q3_K) == 110, "q2_K/q3_K");
+_Static_assert(sizeof(moe_block_q4_K) == 144 && sizeof(moe_block_q5_K) == 176, "q4_K/q5_K");
+_Static_assert(sizeof(moe_block_q6_K) == 210 && sizeof(moe_block_q8_K) == 292, "q6_K/q8_K");
+_Static_assert(sizeof(moe_block_iq4_xs) == 136, "iq4_xs");
 
 /* t's entry, or NULL for a type this library does not know. */
 static const struct dtype_info *dtype_info(uint32_t t) {
@@ -24,7 +49,7 @@ static const struct dtype_info *dtype_info(uint32_t t) {
 }
 
 int moe_dtype_supported(uint32_t t) {
-    return dtype_info(t) != NULL;
+    return moe_dtype_is_weight((moe_dtype)t);
 }
 
 const char *moe_dtype_name(moe_dtype t) {
@@ -44,7 +69,8 @@ int moe_dtype_parse(const char *name, moe_dtype *t) {
 }
 
 size_t moe_dtype_block_elems(moe_dtype t) {
-    return t == MOE_DTYPE_Q8_0 ? MOE_QK8_0 : 1;
+    const struct dtype_info *d = dtype_info(t);
+    return d ? d->block_elems : 1;
 }
 
 size_t moe_dtype_block_bytes(moe_dtype t) {
@@ -57,7 +83,12 @@ size_t moe_dtype_row_bytes(moe_dtype t, int64_t n) {
 }
 
 moe_dtype moe_dtype_dot_type(moe_dtype t) {
-    return t;
+    const struct dtype_info *d = dtype_info(t);
+    return d ? d->dot : t;
+}
+
+int moe_dtype_is_weight(moe_dtype t) {
+    return dtype_info(t) && t != MOE_DTYPE_Q8_1 && t != MOE_DTYPE_Q8_K;
 }
 
 static inline uint32_t f32_bits(float f) {
@@ -139,6 +170,9 @@ void moe_dtype_from_f32(moe_dtype t, const float *src, void *dst, int64_t n) {
         }
         break;
     }
+    default:
+        moe__quant_from_f32(t, src, dst, n);
+        break;
     }
 }
 
@@ -161,5 +195,8 @@ void moe_dtype_to_f32(moe_dtype t, const void *src, float *dst, int64_t n) {
         }
         break;
     }
+    default:
+        moe__quant_to_f32(t, src, dst, n);
+        break;
     }
 }

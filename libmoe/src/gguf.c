@@ -484,8 +484,8 @@ static int gg_parse_tensor(moe_gguf *g, gg_rd *r, int64_t i, uint64_t *off_field
     if (!gg_rd_u32(r, &type)) return gg_fail_trunc(r, off, 4, "%s type", desc);
     if (!moe_dtype_supported(type)) {
         return gg_fail(r, MOE_ENOTSUP, off,
-                       "%s type: ggml type %u is not supported (f32=0, f16=1, q8_0=8, bf16=30 "
-                       "are)",
+                       "%s type: ggml type %u is not supported (f32, f16, bf16, q8_0, q4_0, "
+                       "q4_1, q5_0, q5_1, iq4_nl, q2_K..q6_K and iq4_xs are)",
                        desc, type);
     }
     t->type = (moe_dtype)type;

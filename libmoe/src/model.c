@@ -360,12 +360,17 @@ static int get_tensor(loader *l, moe_tensor *t, const char *name, int n_dims, co
     return 0;
 }
 
-/* A weight used as a matmul operand: its row length must be a multiple of 32. */
+/* A weight used as a matmul operand: its row length must be a multiple of
+ * 32 and of its type's block (256 for the K types; the GGUF reader checks
+ * that too, this names the tensor's role). */
 static int check_matmul(loader *l, const moe_tensor *t, const char *name) {
-    if (t->data && t->ne[0] % 32)
+    const int64_t blk = (int64_t)moe_dtype_block_elems(t->type);
+    if (t->data && (t->ne[0] % 32 || t->ne[0] % blk))
         return moe_err_set(l->err, MOE_ENOTSUP,
-                           "%s: tensor '%s' row length %lld is not a multiple of 32", l->path, name,
-                           (long long)t->ne[0]);
+                           "%s: tensor '%s' row length %lld is not a multiple of 32 and of the "
+                           "%s block (%lld)",
+                           l->path, name, (long long)t->ne[0], moe_dtype_name(t->type),
+                           (long long)blk);
     return 0;
 }
 

@@ -4,8 +4,9 @@
 # tests/integration/cluster_netns.sh). Every service on its own host (a
 # network namespace, tests/cluster/lib.sh): redis, router-a and router-b
 # (leader election), w1 (zone-a) and w2 (zone-b) holding every expert
-# (--min-replicas 2), the gateway (mutual TLS to the workers; MH_TLS=0:
-# plaintext), a client. While K streams (bench-gwload) generate through the
+# (--min-replicas 2), the gateway (API keys from Redis; mutual TLS to the
+# workers, MH_TLS=0: plaintext), a client; every service logs in to Redis as
+# its ACL role. While K streams (bench-gwload) generate through the
 # gateway, each fault in $FAULTS:
 #   link      w1's link down for FAULT_S s (ip link set down), then up again.
 #             Must: every stream completes (on w2). Recovery: link up -> the
@@ -46,17 +47,20 @@ MODEL=$TMP/m.gguf
 mh_up
 mh_cluster || exit 1
 # the client host reaches the gateway across the bridge
-mh_in client curl -sN -m 30 -H 'Content-Type: application/json' \
+mh_in client curl -sN -m 30 -H 'Content-Type: application/json' -H "Authorization: Bearer $MH_KEY" \
     -d '{"model":"m","prompt":[1,2,3],"max_tokens":8,"temperature":0,"stream":true}' \
     "http://$(addr gateway):8080/v1/completions" >"$TMP/curl.out" 2>&1
 grep -q '^data: \[DONE\]' "$TMP/curl.out" && ok "a stream from the client host across the bridge completes" ||
     bad "stream from the client host: $(tail -c 300 "$TMP/curl.out")"
+code=$(mh_in client curl -s -m 10 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+    -d '{"model":"m","prompt":[1],"max_tokens":1}' "http://$(addr gateway):8080/v1/completions")
+[ "$code" = 401 ] && ok "without the API key: 401" || bad "without the API key: HTTP $code"
 
 # load NAME [GEN]: K streams of GEN tokens from the gateway's host
 # (bench-gwload: ITL p50/p99), and one more from the client host across the
 # bridge (stream_gap.js: the longest stall), in the background
 load() {
-    mh_in gateway "$BIN/bench-gwload" --addr 127.0.0.1:8080 --model m --clients "$K" --gen "${2:-$GEN}" \
+    mh_in gateway "$BIN/bench-gwload" --addr 127.0.0.1:8080 --key "$MH_KEY" --model m --clients "$K" --gen "${2:-$GEN}" \
         --prompt-tokens 16 --vocab 512 --timeout-ms 120000 --quiet >"$TMP/$1.json" 2>"$TMP/$1.err" &
     LPID=$!
     mh_in client node tests/cluster/stream_gap.js "http://$(addr gateway):8080" "${2:-$GEN}" >"$TMP/$1.gap" 2>&1 &
@@ -108,14 +112,14 @@ if [ "$ROWS_METRIC" = 1 ]; then
     BASE_SHARE="w1 $((r11 - r10)) rows, w2 $((r21 - r20)) rows"
 fi
 # the fault runs' streams last the settle time, the fault (at least 6 s: the
-# leader lock's 5 s TTL runs out in the leader kill) and 3 s more at the
+# leader lock's 5 s TTL runs out in the leader kill) and 5 s more at the
 # baseline's rate (GEN_FAULT overrides; at most 3500: the model's context)
 if [ -z "${GEN_FAULT:-}" ]; then
-    GEN_FAULT=$(node -e 'const r = +process.argv[1] / +process.argv[2]; console.log(Math.min(3500, Math.max(+process.argv[4], Math.ceil(r * (Math.max(+process.argv[3], 6) + 4.5)))))' \
+    GEN_FAULT=$(node -e 'const r = +process.argv[1] / +process.argv[2]; console.log(Math.min(3500, Math.max(+process.argv[4], Math.ceil(r * (Math.max(+process.argv[3], 6) + 6.5)))))' \
         "$(jf "$TMP/base.json" tok_s)" "$K" "$FAULT_S" "$GEN" 2>/dev/null)
     [ -n "$GEN_FAULT" ] && [ "$GEN_FAULT" -gt 0 ] 2>/dev/null || GEN_FAULT=2000
 fi
-note "fault runs: $K streams x $GEN_FAULT tokens (the baseline's rate over max(${FAULT_S}, 6) s of fault and 4.5 s more)"
+note "fault runs: $K streams x $GEN_FAULT tokens (the baseline's rate over max(${FAULT_S}, 6) s of fault and 6.5 s more: a fault may speed the rest up)"
 row "fault" "streams" "ITL p50/p99 during" "ITL p50/p99 before" "max stall" "time to recover"
 row "(none: baseline)" "$(streams base)" "$(itl base)" "-" "$(stall base)" "-"
 
@@ -131,9 +135,10 @@ for f in $FAULTS; do
         mh_in w1 ip link set eth0 up
         t1=$(now_ms)
         running link
-        load_wait
+        # recovery is timed while the streams still run (not after them)
         rec="-"
         if wait_for 30 placement_both; then rec="$(($(now_ms) - t1)) ms (w1 back in the placement)"; else bad "link: w1 not back in the placement 30 s after its link came up"; fi
+        load_wait
         fail_ms=$(grep -c 'w1\|21:7000' "$TMP/gateway.log")
         all_done link && ok "link: w1's link down ${FAULT_S} s mid-stream: $(streams link) streams complete (on w2); ITL p50/p99 $(itl link) vs $(itl base)" ||
             bad "link: w1's link down: streams $(streams link): $(tail -3 "$TMP/link.err")"
@@ -187,11 +192,10 @@ EOF
         mh_in redis nft delete table inet mhfault
         t1=$(now_ms)
         running redis
-        load_wait
         rec="-"
         # recovered: a leader, both workers' leases, the placement on both
-        # (each condition timed from the end of the partition)
-        has_leader() { [ -n "$(leader)" ]; }
+        # (each condition timed from the end of the partition, while the
+        # streams still run)
         two_leases() { [ "$(RC exists "$P:worker:w1" "$P:worker:w2")" = 2 ]; }
         wait_for 30 has_leader; tl=$(($(now_ms) - t1))
         wait_for 30 two_leases; tw=$(($(now_ms) - t1))
@@ -200,6 +204,7 @@ EOF
         else
             bad "redis: no placement with both workers 30 s after the partition ended: $(doc | head -c 300)"
         fi
+        load_wait
         all_done redis && ok "redis: Redis partitioned away ${FAULT_S} s mid-stream: $(streams redis) streams complete; ITL p50/p99 $(itl redis) vs $(itl base); epoch $e0 -> $(active_epoch)" ||
             bad "redis: Redis partitioned away: streams $(streams redis): $(tail -3 "$TMP/redis.err")"
         row "Redis partitioned ${FAULT_S}s" "$(streams redis)" "$(itl redis)" "$(itl base)" "$(stall redis)" "$rec"
@@ -234,7 +239,7 @@ EOF
 done
 
 echo
-echo "== multi-host fault table ($K bench-gwload streams from the gateway host + 1 from the client host; baseline $GEN tokens each, faults $GEN_FAULT; $( [ "$MH_TLS" = 1 ] && echo "mutual TLS" || echo plaintext))"
+echo "== multi-host fault table ($K bench-gwload streams from the gateway host + 1 from the client host; baseline $GEN tokens each, faults $GEN_FAULT; $( [ "$MH_TLS" = 1 ] && echo "mutual TLS" || echo plaintext), Redis ACL users, API keys)"
 echo "   ITL: bench-gwload p50/p99 over the run that carried the fault; max stall: the client stream's longest gap between tokens"
 cat "$TABLE"
 [ -n "${SLOW_SHARE:-}" ] && echo "slow: work served during the throttled run: $SLOW_SHARE"

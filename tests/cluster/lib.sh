@@ -10,9 +10,10 @@
 #   . tests/cluster/lib.sh
 #   mh_require                 exit 77 (with the reason) unless root with ip netns
 #   mh_up                      subnet, blackhole route, bridge, the hosts below
-#   mh_certs                   a CA and certificates for w1, w2, gateway (openssl,
-#                              EC P-256, as deploy/cluster.sh makes them)
+#   mh_certs                   a CA and certificates for w1, w2, gateway
 #   mh_start_redis / mh_start_router NAME / mh_start_worker NAME ZONE / mh_start_gateway
+#                              the services as `make run` starts them (the
+#                              recipe is deploy/cluster-lib.sh's), each on its host
 #   mh_in HOST CMD...          runs CMD in HOST's namespace
 #   mh_cleanup                 kills what was started here (by PID), deletes the
 #                              namespaces (their veths and the bridge go with them)
@@ -112,29 +113,18 @@ mh_up() {
     echo "hosts up: $MH_HOSTS in $MH_ROUTE (bridge $br; blackhole route $MH_ROUTE in the root namespace)"
 }
 
-# ==== Certificates (the same recipe as deploy/cluster.sh's make_certs) ======
+# ==== The cluster's recipe: deploy/cluster-lib.sh, as `make run` uses it ====
+# shellcheck source=deploy/cluster-lib.sh
+. deploy/cluster-lib.sh # (tests run from the repository root)
 MH_TLS=${MH_TLS:-1}
+P=mh
+CL_BIN=$BIN CL_CERTS=$TMP/certs CL_RDIR=$TMP/redis CL_P=$P CL_TLS=$MH_TLS CL_DAYS=1
+CL_SPAWN=mh_spawn CL_RUN="mh_in redis"
+# mh_spawn NAME CMD...: a service on the host of the same name (-> PID)
+mh_spawn() { h=$1; shift; start "$h" "$h" "$@"; }
 mh_certs() {
     [ "$MH_TLS" = 1 ] || return 0
-    C=$TMP/certs
-    mkdir -p "$C"
-    (
-        umask 077
-        cd "$C" || exit 1
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
-            -subj "/CN=moemesh test CA" -days 1 -out ca.pem 2>/dev/null || exit 1
-        for c in w1 w2 gateway; do
-            openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $c.key \
-                -subj "/CN=$c" -out $c.csr 2>/dev/null &&
-                printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth,clientAuth\n' $c >$c.ext &&
-                openssl x509 -req -in $c.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
-                    -extfile $c.ext -out $c.pem 2>/dev/null || exit 1
-        done
-    )
-}
-tls() {
-    if [ "$MH_TLS" = 1 ]; then echo "--tls-cert $TMP/certs/$1.pem --tls-key $TMP/certs/$1.key --tls-ca $TMP/certs/ca.pem"
-    else echo "--insecure"; fi
+    cl_certs w1 w2 gateway >/dev/null
 }
 
 # wait_for SECONDS CMD...: until CMD succeeds (every 0.2 s); 0 or 1
@@ -153,41 +143,39 @@ start() {
 }
 
 # ==== Services ==============================================================
-P=mh
-RC() { mh_in redis redis-cli -h "$(addr redis)" "$@"; }
+# As in production (deploy/cluster-lib.sh): Redis with an ACL user per role
+# and the default user off; each service logs in as its role with a password
+# file. The harness reads with a user of its own that may only read the
+# deployment's keys ($P-test).
+RC() { mh_in redis env REDISCLI_AUTH="$TESTPW" redis-cli --no-auth-warning --user "$P-test" -h "$(addr redis)" "$@"; }
 mh_start_redis() {
-    mkdir -p "$TMP/redis"
-    start redis redis redis-server --port 6379 --bind "$(addr redis)" --save "" --appendonly no \
-        --dir "$TMP/redis" --protected-mode no --daemonize no
+    CL_MODEL=$MODEL CL_REDIS=$(addr redis):6379
+    cl_redis_acl 2>"$TMP/acl.err" || { bad "moectl redis-acl: $(cat "$TMP/acl.err")"; return 1; }
+    TESTPW=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    echo "user $P-test on >$TESTPW resetkeys ~$P:* -@all +@read +ping" >>"$CL_RDIR/users.acl"
+    cl_start_redis redis 6379 "$(addr redis)" --protected-mode no
     REDIS_PID=$PID
-    REDIS_URL="redis://$(addr redis):6379"
     pong() { RC ping 2>/dev/null | grep -q PONG; }
     wait_for 10 pong || { bad "redis did not start: $(tail -3 "$TMP/redis.log")"; return 1; }
 }
 # LEASE_MS (workers, default 1500), DEADLINE_MS (gateway, default 10000: its own default)
 mh_start_router() {
-    # shellcheck disable=SC2046
-    start "$1" "$1" "$BIN/router-svc" --redis "$REDIS_URL" --prefix $P --listen "$(addr "$1"):9100" \
-        --id "$1" --min-replicas 2 --headroom 0 --settle-ms 500 --log-format text
+    cl_start_router "$1" "$(addr "$1"):9100" --id "$1"
     case $1 in router-a) PID_router_a=$PID ;; router-b) PID_router_b=$PID ;; esac
 }
 mh_start_worker() {
-    # shellcheck disable=SC2046
-    start "$1" "$1" "$BIN/expert-worker" --model "$MODEL" --listen "$(addr "$1"):7000" \
-        --advertise "$(addr "$1"):7000" --redis "$REDIS_URL" --prefix $P --worker-id "$1" \
-        --failure-domain "$2" --lease-ms "${LEASE_MS:-1500}" --grace-ms 2000 --drain-ms 0 \
-        --metrics "$(addr "$1"):9101" $(tls "$1") --log-format text
+    cl_start_worker "$1" "$2" "$(addr "$1"):7000" --advertise "$(addr "$1"):7000" \
+        --lease-ms "${LEASE_MS:-1500}" --grace-ms 2000 --metrics "$(addr "$1"):9101"
     case $1 in w1) PID_w1=$PID ;; w2) PID_w2=$PID ;; esac
 }
 mh_start_gateway() {
     # its API on the namespace's every address (port 8080): the clients run in
     # the client namespace (curl) and in the gateway's own (bench-gwload
-    # accepts only a loopback address); no API keys: nothing outside the
-    # namespaces can reach it
-    # shellcheck disable=SC2046
-    start gateway gateway "$BIN/gateway" --model "$MODEL" --served-model-name m --listen 0.0.0.0:8080 \
-        --insecure-no-auth --redis "$REDIS_URL" --prefix $P --deadline-ms "${DEADLINE_MS:-10000}" \
-        $(tls gateway) --threads 2 --log-format text
+    # accepts only a loopback address); a tenant made here, its key in
+    # $MH_KEY for the clients
+    MH_KEY=$(cl_tenant_add load 2>"$TMP/tenant.err") || { bad "moectl tenant add: $(cat "$TMP/tenant.err")"; return 1; }
+    export MH_KEY
+    cl_start_gateway gateway 0.0.0.0:8080 --served-model-name m --deadline-ms "${DEADLINE_MS:-10000}" --threads 2
     PID_gateway=$PID
 }
 active_epoch() { RC get "$P:placement:active" 2>/dev/null; }
@@ -202,6 +190,7 @@ placement_both() {
 gw_metric() { mh_in client curl -s -m 2 "http://$(addr gateway):8080/metrics" 2>/dev/null | sed -n "s/^$1 //p" | head -1; }
 gw_ready() { [ "$(mh_in client curl -s -m 2 -o /dev/null -w '%{http_code}' "http://$(addr gateway):8080/readyz")" = 200 ]; }
 leader() { RC get "$P:leader" 2>/dev/null; }
+has_leader() { [ -n "$(leader)" ]; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # mh_cluster: redis, two router-svc replicas (router-a first: it leads), w1
@@ -211,7 +200,7 @@ mh_cluster() {
     mh_certs || { bad "openssl could not make the certificates"; return 1; }
     mh_start_redis || return 1
     mh_start_router router-a
-    wait_for 10 sh -c "[ -n \"\$(ip netns exec $(ns redis) redis-cli -h $(addr redis) get $P:leader)\" ]" ||
+    wait_for 10 has_leader ||
         { bad "router-a does not lead: $(tail -3 "$TMP/router-a.log")"; return 1; }
     mh_start_router router-b
     mh_start_worker w1 zone-a
@@ -219,7 +208,7 @@ mh_cluster() {
     wait_for 30 placement_both || { bad "no placement with every expert on w1 and w2: $(tail -3 "$TMP/router-a.log")"; return 1; }
     mh_start_gateway
     wait_for 60 gw_ready || { bad "gateway not ready: $(tail -5 "$TMP/gateway.log")"; return 1; }
-    ok "cluster up: redis, router-a (leader: $(leader)), router-b, w1 (zone-a), w2 (zone-b), gateway; placement epoch $(active_epoch), every expert on both workers; $( [ "$MH_TLS" = 1 ] && echo "mutual TLS" || echo "PLAINTEXT gRPC") between gateway and workers"
+    ok "cluster up: redis, router-a (leader: $(leader)), router-b, w1 (zone-a), w2 (zone-b), gateway; placement epoch $(active_epoch), every expert on both workers; $( [ "$MH_TLS" = 1 ] && echo "mutual TLS" || echo "PLAINTEXT gRPC") between gateway and workers, Redis ACL users, API keys"
 }
 # from the start: a skip or an early failure removes TMP too
 mh_trap

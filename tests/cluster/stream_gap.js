@@ -3,7 +3,8 @@
 // done (ended with [DONE], no error event), tokens (token events), max_gap_ms
 // (the longest wait between two token events: the stall a fault caused),
 // p99_gap_ms, and the time (ms since the start) the longest gap began.
-// Run through `ip netns exec` (tests/cluster/faults.sh); needs only node.
+// The API key, if any, in $MH_KEY. Run through `ip netns exec`
+// (tests/cluster/faults.sh); needs only node.
 "use strict";
 const http = require("http");
 const [url, n] = process.argv.slice(2);
@@ -20,7 +21,9 @@ const finish = () => {
         max_gap_at_ms: maxAt, error: err || undefined}));
 };
 const req = http.request({host: u.hostname, port: u.port, path: "/v1/completions", method: "POST",
-    headers: {"Content-Type": "application/json"}, timeout: 120000}, (res) => {
+    headers: {"Content-Type": "application/json",
+        ...(process.env.MH_KEY ? {Authorization: "Bearer " + process.env.MH_KEY} : {})},
+    timeout: 120000}, (res) => {
     if (res.statusCode !== 200) err = "HTTP " + res.statusCode;
     res.setEncoding("utf8");
     res.on("data", (d) => {

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The engine with its routed experts on expert-worker processes (loopback):
 # logits bit-identical to the single-process engine in f32 wire mode, for
-# every architecture, with 1, 2 and 3 workers holding different slices; bf16
+# every architecture, with 1, 2 and 3 workers holding different slices (and
+# q8_0 and q4_k weights on two of them); bf16
 # wire within 0.05; and failures that give a clear error within the deadline,
 # never a hang: an expert no worker holds, a worker that is down, a worker
 # that stops answering (SIGSTOP), a worker killed mid-generation; and a
@@ -83,6 +84,20 @@ for arch in llama deepseek2; do
         ok "$arch q8_0: fast within 0.1 of exact (float rounding; more only where a Q8_0 activation rounding flips, see tests/lib/parity.sh): $out" ||
         bad "$arch q8_0 fast vs exact: ${out:-}"
     cmp -s "$TMP/fast.json" "$TMP/exact.json" && bad "$arch q8_0: fast and exact logits are identical (is the fast tile used?)"
+    stop $PA; stop $PB
+done
+
+# quantised experts of another type (Q4_K, Q8_K activations; rows of 256, the
+# tensors that do not fit in Q5_0 as llama-quantize falls back): the workers
+# compute what the local engine does, bit for bit
+for arch in llama deepseek2; do
+    M="$TMP/$arch-q4k.gguf"
+    "$MOECTL" mkmodel --arch "$arch" --dtype q4_k --n-embd 256 --n-ff 256 --seed 9 -o "$M" >/dev/null ||
+        { bad "mkmodel $arch q4_k"; continue; }
+    n=$("$MOECTL" info "$M" --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).hparams.n_expert)')
+    start "$arch-q4ka" "$M" "0-$((n / 2 - 1))"; A=$ADDR; PA=$PID
+    start "$arch-q4kb" "$M" "$((n / 2))-$((n - 1))"; B=$ADDR; PB=$PID
+    same_as_local "$arch q4_k, 2 workers" "$M" "$A,$B" --threads 2
     stop $PA; stop $PB
 done
 

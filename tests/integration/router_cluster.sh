@@ -321,6 +321,24 @@ fi
 left_placement $A a2 && ok "the drained worker left the placement ($WHY)" || bad "the drained worker left the placement: $WHY"
 kill $A1 $A4 $RA 2>/dev/null
 
+# ==== The lock already ours: a router whose own SET NX reached Redis after a
+# partition (a closed socket's bytes resent by the kernel) leads at once,
+# not after the lock's TTL; a lock held by another id is left alone
+L=l$$
+$RC set "$L:leader" rl1 PX 20000 >/dev/null
+$RC set "$L-o:leader" someone-else PX 20000 >/dev/null
+router rl1 $L; RL1=$PID
+router rl2 "$L-o"; RL2=$PID
+leads_rl1() { grep -q "leading (rl1)" "$TMP/rl1.err"; }
+if wait_for 5 leads_rl1; then
+    ok "a router finding the lock already under its own id leads at once (TTL 20 s left): $($RC pttl "$L:leader") ms on the lock now"
+else
+    bad "a router finding its own id on the lock did not lead within 5 s: $(tail -2 "$TMP/rl1.err")"
+fi
+[ "$($RC get "$L-o:leader")" = someone-else ] && ! grep -q "leading" "$TMP/rl2.err" &&
+    ok "a lock under another id is left alone (rl2 stands by)" || bad "rl2 took another's lock: $($RC get "$L-o:leader"), $(tail -2 "$TMP/rl2.err")"
+kill $RL1 $RL2 2>/dev/null
+
 # ==== B: 2 replicas per expert, 3 workers in 3 domains; two routers ===========
 B=b$$
 worker b1 $B 60M z1; B1=$PID

@@ -481,12 +481,14 @@ TEST(gguf_writer_errors) {
     memset(longname, 'x', 64);
     longname[64] = '\0';
     moe_gguf_writer *w = moe_gguf_writer_create();
-    ASSERT_EQ_INT(moe_gguf_writer_add_tensor(w, "t", (moe_dtype)2, 1, ne, x), MOE_EINVAL);
+    ASSERT_EQ_INT(moe_gguf_writer_add_tensor(w, "t", (moe_dtype)16, 1, ne, x), MOE_EINVAL);
     ASSERT_EQ_INT(moe_gguf_writer_add_tensor(w, "t", MOE_DTYPE_F32, 0, ne, x), MOE_EINVAL);
     ASSERT_EQ_INT(moe_gguf_writer_add_tensor(w, "t", MOE_DTYPE_F32, 5, ne, x), MOE_EINVAL);
     ASSERT_EQ_INT(moe_gguf_writer_add_tensor(w, "t", MOE_DTYPE_F32, 1, ne0, x), MOE_EINVAL);
     ASSERT_EQ_INT(moe_gguf_writer_add_tensor(w, "t", MOE_DTYPE_F32, 2, neg, x), MOE_EINVAL);
     ASSERT_EQ_INT(moe_gguf_writer_add_tensor(w, "t", MOE_DTYPE_Q8_0, 1, ne48, x), MOE_EINVAL);
+    /* 32 elements: no Q4_K super-block */
+    ASSERT_EQ_INT(moe_gguf_writer_add_tensor(w, "t", MOE_DTYPE_Q4_K, 1, ne, x), MOE_EINVAL);
     ASSERT_EQ_INT(moe_gguf_writer_add_tensor(w, longname, MOE_DTYPE_F32, 1, ne, x), MOE_EINVAL);
     ASSERT_EQ_INT(moe_gguf_writer_add_tensor(w, NULL, MOE_DTYPE_F32, 1, ne, x), MOE_EINVAL);
     ASSERT_EQ_INT(moe_gguf_writer_add_tensor(w, "t", MOE_DTYPE_F32, 1, ne, x), 0);

@@ -425,8 +425,22 @@ TEST(gguf_nested_array) {
 
 TEST(gguf_unknown_tensor_type) {
     static const base_step steps[] = {
-        {F_TTYPE, 12 /* Q4_K */, MOE_ENOTSUP, F_TTYPE, "tensor 'tok_embd.weight' (#0) type", "12"},
+        {F_TTYPE, 16 /* IQ2_XXS */, MOE_ENOTSUP, F_TTYPE, "tensor 'tok_embd.weight' (#0) type",
+         "16"},
+        {F_TTYPE, 15 /* Q8_K: activations only */, MOE_ENOTSUP, F_TTYPE, "type", "15"},
         {F_TTYPE, 1000, MOE_ENOTSUP, F_TTYPE, "1000", NULL},
+    };
+    check_base_steps(0, steps, N_OF(steps));
+}
+
+/* A K type on rows that are no multiple of its 256-element super-block (the
+ * base tensor's rows have 32 elements): a clear error naming the tensor,
+ * the type and the block, at dimension 0. */
+TEST(gguf_k_type_row_not_256) {
+    static const base_step steps[] = {
+        {F_TTYPE, 12 /* Q4_K */, MOE_EFORMAT, F_NE0, "tensor 'tok_embd.weight' (#0) dimension 0",
+         "not a multiple of the q4_K block size 256"},
+        {F_TTYPE, 23 /* IQ4_XS */, MOE_EFORMAT, F_NE0, "dimension 0: 32", "iq4_xs block size 256"},
     };
     check_base_steps(0, steps, N_OF(steps));
 }

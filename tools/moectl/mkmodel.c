@@ -1,7 +1,9 @@
 /* mkmodel.c - moectl mkmodel: random-weight test models (see testmodel.h). */
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "testmodel.h"
 #include "moectl.h"
@@ -48,7 +50,15 @@ int cmd_mkmodel(const moectl_cmd *cmd, int argc, char **argv) {
         {"--arch", NULL, MOE_FLAG_STRING, &arch, "A",
          .help = "llama | qwen2moe | qwen3moe | olmoe | deepseek | deepseek2"},
         {"--dtype", NULL, MOE_FLAG_STRING, &dtype, "D",
-         .help = "f32 | f16 | bf16 | q8_0 (matrices)", .def = "f32"},
+         .help = "f32 | f16 | bf16 | q8_0 | q4_0 | q4_1 | q5_0 | q5_1 |\n"
+                 "iq4_nl | q2_k | q3_k | q4_k | q5_k | q6_k | iq4_xs\n"
+                 "(matrices; a matrix whose rows do not fit a 256-element\n"
+                 "type takes llama-quantize's fallback: q4_k -> q5_0,\n"
+                 "q5_k -> q5_1, q6_k -> q8_0, iq4_xs -> iq4_nl,\n"
+                 "q2_k/q3_k -> q4_0) | q4_k_m | q5_k_m (llama-quantize's\n"
+                 "mixes: output q6_k, attn_v/attn_k q8_0 with 8 experts,\n"
+                 "ffn_down q6_k in some layers, ...)",
+         .def = "f32"},
         {"--seed", NULL, MOE_FLAG_UINT64, &seed, "S", .help = "weights seed"},
         {"--preset", NULL, MOE_FLAG_STRING, &preset, "P",
          .help = "tiny | bench (hidden 1024, 8 layers, 8 experts\n"
@@ -123,8 +133,16 @@ int cmd_mkmodel(const moectl_cmd *cmd, int argc, char **argv) {
     if (moe_testmodel_defaults(&p, a, preset) < 0)
         return die("mkmodel: unknown --preset '%s' for %s (tiny, bench; deepseek2: tiny, tiny-v2)",
                    preset, arch);
-    if (dtype && moe_dtype_parse(dtype, &p.dtype) < 0)
-        return die("mkmodel: unknown --dtype '%s' (f32, f16, bf16, q8_0)", dtype);
+    char dtbuf[16];
+    if (dtype && (!strcasecmp(dtype, "q4_k_m") || !strcasecmp(dtype, "q5_k_m"))) {
+        snprintf(dtbuf, sizeof dtbuf, "%.4s", dtype); /* q4_k / q5_k, and the mix */
+        dtype = dtbuf;
+        p.k_mix = 1;
+    }
+    if (dtype && (moe_dtype_parse(dtype, &p.dtype) < 0 || !moe_dtype_is_weight(p.dtype)))
+        return die("mkmodel: unknown --dtype '%s' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, "
+                   "iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs, q4_k_m, q5_k_m)",
+                   dtype);
     p.seed = seed;
     p.rope_base = rope_base;
     if (rms_eps != -1.0f) p.rms_eps = rms_eps; /* checked by the table */
@@ -184,7 +202,7 @@ int cmd_mkmodel(const moectl_cmd *cmd, int argc, char **argv) {
     printf("{\"path\": ");
     json_str(stdout, out, strlen(out));
     if (parts > 0) printf(", \"parts\": %d", parts);
-    printf(", \"arch\": \"%s\", \"dtype\": \"%s\", \"seed\": %llu}\n", moe_arch_name(p.arch),
-           moe_dtype_name(p.dtype), (unsigned long long)p.seed);
+    printf(", \"arch\": \"%s\", \"dtype\": \"%s%s\", \"seed\": %llu}\n", moe_arch_name(p.arch),
+           moe_dtype_name(p.dtype), p.k_mix ? "_M" : "", (unsigned long long)p.seed);
     return 0;
 }

@@ -35,8 +35,67 @@ static float urand(uint64_t *s) {
 
 typedef enum init_kind { INIT_UNIFORM, INIT_NORM, INIT_BIAS } init_kind;
 
-/* Adds a tensor of n_dims dims filled per kind: UNIFORM with amplitude amp,
- * NORM 1 + 0.1 u, BIAS 0.1 u. Stored as type t. */
+/* The type a tensor of rows of ne0 is stored in when the model's type is t:
+ * t itself where its block divides ne0, else the fallback llama-quantize
+ * takes for such a tensor (llama-quant.cpp, tensor_type_fallback: Q4_K ->
+ * Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, IQ4_XS -> IQ4_NL, Q2_K and Q3_K ->
+ * Q4_0), and F16 where even that does not fit. */
+static moe_dtype tensor_type(moe_dtype t, int64_t ne0) {
+    if (ne0 % (int64_t)moe_dtype_block_elems(t) == 0) return t;
+    switch (t) {
+    case MOE_DTYPE_Q4_K:
+        t = MOE_DTYPE_Q5_0;
+        break;
+    case MOE_DTYPE_Q5_K:
+        t = MOE_DTYPE_Q5_1;
+        break;
+    case MOE_DTYPE_Q6_K:
+        t = MOE_DTYPE_Q8_0;
+        break;
+    case MOE_DTYPE_IQ4_XS:
+        t = MOE_DTYPE_IQ4_NL;
+        break;
+    case MOE_DTYPE_Q2_K:
+    case MOE_DTYPE_Q3_K:
+        t = MOE_DTYPE_Q4_0;
+        break;
+    default:
+        break;
+    }
+    return ne0 % (int64_t)moe_dtype_block_elems(t) == 0 ? t : MOE_DTYPE_F16;
+}
+
+/* llama-quantize's layer rule for "more bits": the first and last eighth of
+ * the layers and every third in between. */
+static int use_more_bits(int il, int n) {
+    return il < n / 8 || il >= 7 * n / 8 || (il - n / 8) % 3 == 2;
+}
+
+/* The type llama-quantize's Q4_K_M / Q5_K_M mix gives a matrix of the model
+ * type t (llama-quant.cpp, llama_tensor_get_type_impl, for the tensors
+ * these models have; layers counted from the name, as it does for MoE
+ * models): output.weight Q6_K (Q8_0 if its rows do not fit); attn_v Q8_0 in
+ * a model of 8 experts, else Q6_K in the more-bits layers; attn_k Q8_0 with
+ * 8 experts; every ffn_down (dense, experts, shared) Q6_K in the more-bits
+ * layers; attn_output Q5_K with 8 experts (Q4_K_M). The rest: t. */
+static moe_dtype mix_type(const moe_testmodel_params *o, const char *name, moe_dtype t,
+                          int64_t ne0) {
+    if (!o->k_mix || t == MOE_DTYPE_F32) return t;
+    if (!strcmp(name, "output.weight")) return ne0 % 256 ? MOE_DTYPE_Q8_0 : MOE_DTYPE_Q6_K;
+    int il = 0;
+    if (sscanf(name, "blk.%d.", &il) != 1) return t;
+    if (strstr(name, "attn_v.weight")) {
+        if (o->n_expert == 8) return MOE_DTYPE_Q8_0;
+        /* one attn_v per layer, counted in name order: its index is il */
+        return use_more_bits(il, o->n_layer) ? MOE_DTYPE_Q6_K : t;
+    }
+    if (strstr(name, "attn_k.weight")) return o->n_expert == 8 ? MOE_DTYPE_Q8_0 : t;
+    if (strstr(name, "ffn_down")) return use_more_bits(il, o->n_layer) ? MOE_DTYPE_Q6_K : t;
+    if (strstr(name, "attn_output.weight") && o->n_expert == 8 && t == MOE_DTYPE_Q4_K)
+        return MOE_DTYPE_Q5_K;
+    return t;
+}
+
 /* The data of tensor name (n_dims dims ne0 x ne1 x ne2, type t): values
  * from the seed and the name, stored in t. Returns a malloc'ed buffer (the
  * caller frees it) or NULL. */
@@ -61,10 +120,20 @@ static void *gen(const moe_testmodel_params *o, const char *name, moe_dtype t, i
     return q;
 }
 
+/* The type tensor name of rows of ne0 is stored in when the model's type is
+ * t: the mix's choice (q4_k_m, q5_k_m), or t, where its block fits. */
+static moe_dtype stored_type(const moe_testmodel_params *o, const char *name, moe_dtype t,
+                             int64_t ne0) {
+    return tensor_type(mix_type(o, name, t, ne0), ne0);
+}
+
+/* Adds a tensor of n_dims dims filled per kind: UNIFORM with amplitude amp,
+ * NORM 1 + 0.1 u, BIAS 0.1 u. Stored as the model's type t (stored_type). */
 static int add(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err, const char *name,
                moe_dtype t, int n_dims, int64_t ne0, int64_t ne1, int64_t ne2, init_kind kind,
                float amp) {
     const int64_t ne[3] = {ne0, ne1, ne2};
+    t = stored_type(o, name, t, ne0);
     void *q = gen(o, name, t, n_dims, ne0, ne1, ne2, kind, amp);
     if (!q) return moe_err_set(err, MOE_ENOMEM, "out of memory for tensor %s", name);
     int rc = moe_gguf_writer_add_tensor(w, name, t, (uint32_t)n_dims, ne, q);
@@ -82,6 +151,7 @@ static int add_experts(moe_gguf_writer *w, const moe_testmodel_params *o, moe_er
     const int64_t ne[3][2] = {{E, F}, {F, E}, {E, F}};
     const float amp[3] = {aE, aF, aE};
     void *q[3] = {NULL, NULL, NULL};
+    moe_dtype t[3] = {T, T, T}; /* each as the merged tensor would be stored */
     char n[128];
     int rc = 0;
     for (int j = 0; j < 3 && !rc; j++) {
@@ -90,14 +160,15 @@ static int add_experts(moe_gguf_writer *w, const moe_testmodel_params *o, moe_er
             rc = add(w, o, err, n, T, 3, ne[j][0], ne[j][1], X, INIT_UNIFORM, amp[j]);
             continue;
         }
-        q[j] = gen(o, n, T, 3, ne[j][0], ne[j][1], X, INIT_UNIFORM, amp[j]);
+        t[j] = stored_type(o, n, T, ne[j][0]);
+        q[j] = gen(o, n, t[j], 3, ne[j][0], ne[j][1], X, INIT_UNIFORM, amp[j]);
         if (!q[j]) rc = moe_err_set(err, MOE_ENOMEM, "out of memory for tensor %s", n);
     }
     for (int64_t e = 0; e < X && !rc && o->expert_per_tensor; e++) {
         for (int j = 0; j < 3 && !rc; j++) {
-            const size_t bytes = moe_dtype_row_bytes(T, ne[j][0]) * (size_t)ne[j][1];
+            const size_t bytes = moe_dtype_row_bytes(t[j], ne[j][0]) * (size_t)ne[j][1];
             snprintf(n, sizeof n, "blk.%d.%s.%lld.weight", il, base[j], (long long)e);
-            rc = moe_gguf_writer_add_tensor(w, n, T, 2, ne[j],
+            rc = moe_gguf_writer_add_tensor(w, n, t[j], 2, ne[j],
                                             (const char *)q[j] + bytes * (size_t)e);
             if (rc < 0) rc = moe_err_set(err, rc, "cannot add tensor %s", n);
         }
@@ -433,7 +504,8 @@ static int set_keys(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *
     } while (0)
     rc |= moe_gguf_writer_set_str(w, "general.architecture", a);
     char name[64];
-    snprintf(name, sizeof name, "moemesh-test-%s-%s", a, moe_dtype_name(o->dtype));
+    snprintf(name, sizeof name, "moemesh-test-%s-%s%s", a, moe_dtype_name(o->dtype),
+             o->k_mix ? "_M" : "");
     rc |= moe_gguf_writer_set_str(w, "general.name", name);
     U32("context_length", o->n_ctx);
     U32("embedding_length", o->n_embd);
@@ -510,7 +582,9 @@ static int set_keys(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *
 static int add_kv_b(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *err, int il,
                     moe_dtype T, int64_t H, int64_t R, int64_t Dv, float aR) {
     const int64_t nope = o->head_dim, KVB = nope + Dv, ne[2] = {R, H * KVB};
-    char n[128];
+    char n[128], kvn[128];
+    snprintf(kvn, sizeof kvn, "blk.%d.attn_kv_b.weight", il);
+    T = stored_type(o, kvn, T, R);
     snprintf(n, sizeof n, "blk.%d.attn_k_b.weight", il);
     float *kb = gen(o, n, MOE_DTYPE_F32, 3, nope, R, H, INIT_UNIFORM, sqrtf(3.0f / (float)nope));
     snprintf(n, sizeof n, "blk.%d.attn_v_b.weight", il);
@@ -531,9 +605,8 @@ static int add_kv_b(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *
         }
     for (int64_t row = 0; row < H * KVB; row++)
         moe_dtype_from_f32(T, kv + row * R, (char *)q + moe_dtype_row_bytes(T, R) * (size_t)row, R);
-    snprintf(n, sizeof n, "blk.%d.attn_kv_b.weight", il);
-    if ((rc = moe_gguf_writer_add_tensor(w, n, T, 2, ne, q)) < 0)
-        rc = moe_err_set(err, rc, "cannot add tensor %s", n);
+    if ((rc = moe_gguf_writer_add_tensor(w, kvn, T, 2, ne, q)) < 0)
+        rc = moe_err_set(err, rc, "cannot add tensor %s", kvn);
 done:
     free(q), free(kv), free(vb), free(kb);
     return rc;
@@ -739,6 +812,8 @@ static int testmodel_write(const moe_testmodel_params *o, const moe__hf_vocab *h
                            moe_err *err) {
     if (!moe_arch_name(o->arch)) return moe_err_set(err, MOE_EINVAL, "unknown architecture");
     if (!moe_dtype_supported(o->dtype)) return moe_err_set(err, MOE_EINVAL, "unknown dtype");
+    if (o->k_mix && o->dtype != MOE_DTYPE_Q4_K && o->dtype != MOE_DTYPE_Q5_K)
+        return moe_err_set(err, MOE_EINVAL, "the _M mix is for q4_K and q5_K");
     const int dims[] = {o->n_embd,        o->n_layer, o->n_head,     o->n_head_kv,
                         o->head_dim,      o->n_ff,    o->n_ff_shexp, o->n_expert,
                         o->n_expert_used, o->n_vocab, o->n_ctx};

@@ -27,6 +27,10 @@
 typedef struct moe_testmodel_params {
     moe_arch arch;
     moe_dtype dtype;
+    /* 1 with dtype Q4_K or Q5_K: llama-quantize's Q4_K_M / Q5_K_M mix (some
+     * tensors in Q6_K, Q8_0 or Q5_K; see testmodel.c mix_type) instead of
+     * every matrix in dtype */
+    int k_mix;
     uint64_t seed;
     int n_embd, n_layer, n_head, n_head_kv, head_dim;
     int n_ff;       /* routed expert width */

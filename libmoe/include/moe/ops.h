@@ -1,10 +1,11 @@
 /*
  * moe/ops.h - CPU kernels, on the stored weight types.
  *
- * Weights stay in their stored type (F32, F16, BF16, Q8_0); activations are
- * converted to the weight's dot type first (moe_dtype_dot_type: Q8_0
- * activations for Q8_0 weights, F16 for F16, ...), exactly as llama.cpp does,
- * so results agree with it and the inner loop reads the fewest bytes.
+ * Weights stay in their stored type (F32, F16, BF16, Q8_0 and the other GGUF
+ * quant types of moe/dtype.h); activations are converted to the weight's dot
+ * type first (moe_dtype_dot_type: Q8_0 activations for Q8_0 or Q4_0 weights,
+ * Q8_K for the K types, F16 for F16, ...), exactly as llama.cpp does, so
+ * results agree with it and the inner loop reads the fewest bytes.
  *
  * The SIMD level is picked at run time from CPUID: AVX-512 (F, BW, VL, VNNI),
  * AVX2 (+FMA, F16C) or scalar. Each level is a table of function pointers;
@@ -37,14 +38,16 @@ typedef struct moe_cpu_kernels {
     const char *name; /* "scalar", "avx2", "avx512" */
 
     /* Converts n floats (n a multiple of the block size) to type dt, which
-     * is a dot type (F32, F16, BF16 or Q8_0), as ggml's from_float does. */
+     * is a dot type (F32, F16, BF16, Q8_0, Q8_1 or Q8_K), as ggml's x86
+     * from_float does. */
     void (*from_f32)(moe_dtype dt, const float *x, void *y, int64_t n);
 
     /* The GEMM tile: for rows r in [r0, r1) of W and rows b in [0, nb) of X,
      *   Y[b * ldy + r] = dot(W row r, X row b)
      * W: rows of moe_dtype_row_bytes(wt, k) bytes, weight type wt.
      * X: nb rows of moe_dtype_row_bytes(moe_dtype_dot_type(wt), k) bytes.
-     * k is a multiple of 32. Single-threaded. */
+     * k is a multiple of 32 and of wt's block (256 for the K types).
+     * Single-threaded. */
     void (*gemm)(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
                  int64_t nb, float *Y, int64_t ldy);
 

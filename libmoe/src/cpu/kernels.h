@@ -45,6 +45,21 @@ double moe__softmax_exp_avx512(float *x, int64_t n, float max);
 void moe__swiglu_avx2(const float *g, const float *u, float *y, int64_t n);
 double moe__softmax_exp_avx2(float *x, int64_t n, float max);
 
+/* The quantised weight types other than Q8_0 (quant_*.c): Q4_0, Q4_1, Q5_0,
+ * Q5_1, IQ4_NL, Q2_K..Q6_K, IQ4_XS. gemm as the table's contract, one per
+ * level; k a multiple of wt's block. */
+void moe__quant_gemm_scalar(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                            const void *X, int64_t nb, float *Y, int64_t ldy);
+void moe__quant_gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                          const void *X, int64_t nb, float *Y, int64_t ldy);
+void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                            const void *X, int64_t nb, float *Y, int64_t ldy);
+/* The scalar dot of one row of the K types (quant_kscalar.c). */
+float moe__quant_k_dot_scalar(moe_dtype wt, int64_t k, const void *w, const void *x);
+/* The activation types Q8_1 and Q8_K, the same code at every level (they
+ * are a small share of the work): as ggml's x86 from_float. */
+void moe__quant_act_from_f32(moe_dtype dt, const float *x, void *y, int64_t n);
+
 /* Software prefetch distance (bytes) for the Q8_0 matrix x vector kernels,
  * which read weight rows in sequence: on this class of machine (AMD EPYC,
  * ~30 GB/s per core) it lifted them from ~0.88 to ~0.97 of the plain read

@@ -104,6 +104,9 @@ static void from_f32_avx2(moe_dtype dt, const float *x, void *y, int64_t n) {
     case MOE_DTYPE_Q8_0:
         quantize_q8_0_avx2(x, y, n);
         return;
+    default: /* Q8_1, Q8_K: the same code at every level */
+        moe__quant_act_from_f32(dt, x, y, n);
+        return;
     }
 }
 
@@ -608,6 +611,9 @@ static void gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_
         return;
     case MOE_DTYPE_BF16:
         gemm_bf16(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        return;
+    default: /* the other quantised types: quant_avx2.c */
+        moe__quant_gemm_avx2(wt, k, W, r0, r1, X, nb, Y, ldy);
         return;
     }
 }

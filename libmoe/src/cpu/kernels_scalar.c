@@ -56,6 +56,9 @@ static void from_f32_scalar(moe_dtype dt, const float *x, void *y, int64_t n) {
     case MOE_DTYPE_Q8_0:
         quantize_q8_0_scalar(x, y, n);
         return;
+    default: /* Q8_1, Q8_K */
+        moe__quant_act_from_f32(dt, x, y, n);
+        return;
     }
 }
 
@@ -91,6 +94,11 @@ static float dot_row_q8_0(int64_t k, const moe_block_q8_0 *w, const moe_block_q8
 
 static void gemm_scalar(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                         const void *X, int64_t nb, float *Y, int64_t ldy) {
+    if (wt != MOE_DTYPE_F32 && wt != MOE_DTYPE_F16 && wt != MOE_DTYPE_BF16 &&
+        wt != MOE_DTYPE_Q8_0) { /* the other quantised types: quant_scalar.c */
+        moe__quant_gemm_scalar(wt, k, W, r0, r1, X, nb, Y, ldy);
+        return;
+    }
     const size_t wrb = moe_dtype_row_bytes(wt, k);
     const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
     for (int64_t b = 0; b < nb; b++) {
@@ -110,6 +118,8 @@ static void gemm_scalar(moe_dtype wt, int64_t k, const void *W, int64_t r0, int6
                 break;
             case MOE_DTYPE_Q8_0:
                 v = dot_row_q8_0(k, w, x);
+                break;
+            default: /* handled above */
                 break;
             }
             Y[b * ldy + r] = v;
