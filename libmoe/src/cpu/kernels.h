@@ -54,6 +54,11 @@ void moe__quant_gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, in
                           const void *X, int64_t nb, float *Y, int64_t ldy);
 void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                             const void *X, int64_t nb, float *Y, int64_t ldy);
+/* quant_simd.h's arithmetic built for AVX2: the reference that
+ * moe__quant_gemm_avx2's faster kernels (Q4_K, Q6_K, IQ4_XS) equal bit for
+ * bit, and what it runs for the other types. */
+void moe__quant_gemm_avx2_ref(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                              const void *X, int64_t nb, float *Y, int64_t ldy);
 /* quant_simd.h's arithmetic built with the AVX-512 flags: the reference
  * that moe__quant_gemm_avx512's faster kernels (Q4_0, IQ4_NL, Q4_K, Q5_K,
  * Q6_K, IQ4_XS) equal bit for bit, and what it runs for the other types. */
