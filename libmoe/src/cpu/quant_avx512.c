@@ -222,25 +222,27 @@ static void dot8_q4_K_512(int64_t nblk, const char *w0, size_t wrb, const moe_bl
 
 /* ==== Q5_K, Q6_K, IQ4_XS: one row, ggml's lanes ============================ */
 
+/* Each of these computes one weight row against C activation rows (C <= 4,
+ * the columns X + c * xrb, outputs y[c * ldy]): the weights are unpacked
+ * once per super-block for all C, and each output is the one-row kernel's
+ * arithmetic exactly (its own int32 lanes, fma chain and final sum). */
+#define QCOLS_MAX 4
+
 /* dot_q5_K's arithmetic: the 16 int32 of the zmm products, low half plus
  * high half, are ggml's 8 lanes (lane l: elements 4l..4l+3 of every group).
  * The fifth bits: qh and qh >> 2 side by side give groups 0, 2 (bit 0) and
  * 1, 3 (bit 1); shifted by 4 more, groups 4..7. */
-static float dot_q5_K_512(int64_t nblk, const moe_block_q5_K *w, const moe_block_q8_K *x) {
+QAI void dot_q5_K_512(const int C, int64_t nblk, const moe_block_q5_K *w, const char *X,
+                      size_t xrb, float *y, int64_t ldy) {
     const __m512i m4 = _mm512_set1_epi8(15), b4 = _mm512_set1_epi8(16);
     const __m512i ctl[4] = {q_ctl16(0, 2), q_ctl16(1, 3), q_ctl16(4, 6), q_ctl16(5, 7)};
-    __m256 acc = _mm256_setzero_ps();
-    float summs = 0.0f;
+    __m256 acc[QCOLS_MAX];
+    float summs[QCOLS_MAX];
+    for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps(), summs[c] = 0.0f;
     for (int64_t b = 0; b < nblk; b++) {
         q_prefetch(&w[b], 3);
-        const float d = x[b].d * q_f16(w[b].d), dmin = -x[b].d * q_f16(w[b].dmin);
         uint64_t sc, mn;
         k4_scales8(w[b].scales, &sc, &mn);
-        const __m128i bs2 = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)x[b].bsums),
-                                           _mm_loadu_si128((const __m128i *)x[b].bsums + 1));
-        summs += dmin * (float)k4_mins(mn, bs2);
-        __m512i xa[4];
-        k4_acts(x[b].qs, xa);
         const __m256i qh = _mm256_loadu_si256((const __m256i *)w[b].qh);
         const __m512i h0 =
             _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
@@ -256,34 +258,46 @@ static float dot_q5_K_512(int64_t nblk, const moe_block_q5_K *w, const moe_block
             _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q1, 4), m4),
                             _mm512_and_si512(_mm512_slli_epi16(h1, 3), b4))};
         const __m512i s = _mm512_set1_epi64((long long)sc);
-        __m512i a = _mm512_setzero_si512();
+        __m512i sv[4];
 #pragma GCC unroll 4
-        for (int j = 0; j < 4; j++)
-            a = _mm512_dpwssd_epi32(a, _mm512_maddubs_epi16(l[j], xa[j]),
-                                    _mm512_shuffle_epi8(s, ctl[j]));
-        const __m256i sumi =
-            _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        for (int j = 0; j < 4; j++) sv[j] = _mm512_shuffle_epi8(s, ctl[j]);
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            const moe_block_q8_K *xb = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
+            const float d = xb->d * q_f16(w[b].d), dmin = -xb->d * q_f16(w[b].dmin);
+            const __m128i bs2 = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)xb->bsums),
+                                               _mm_loadu_si128((const __m128i *)xb->bsums + 1));
+            summs[c] += dmin * (float)k4_mins(mn, bs2);
+            __m512i xa[4];
+            k4_acts(xb->qs, xa);
+            __m512i a = _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++)
+                a = _mm512_dpwssd_epi32(a, _mm512_maddubs_epi16(l[j], xa[j]), sv[j]);
+            const __m256i sumi =
+                _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[c]);
+        }
     }
-    return q_hsum8(acc) + summs;
+    for (int c = 0; c < C; c++) y[c * ldy] = q_hsum8(acc[c]) + summs[c];
 }
 
 /* dot_q6_K's arithmetic: 64 weights a zmm (ql's 64 bytes: elements 0..63 of
  * a half from the low nibbles, 64..127 from the high), each 128-bit lane
  * one group of 16 with its scale (vpermw); ggml's 8 lanes as in Q5_K; the
  * 32 * scales * bsums term as ggml's. */
-static float dot_q6_K_512(int64_t nblk, const moe_block_q6_K *w, const moe_block_q8_K *x) {
+QAI void dot_q6_K_512(const int C, int64_t nblk, const moe_block_q6_K *w, const char *X,
+                      size_t xrb, float *y, int64_t ldy) {
     const __m512i m4 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(0x30);
     const __m512i idx[4] = {q_idx4(0), q_idx4(4), q_idx4(8), q_idx4(12)};
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc[QCOLS_MAX];
+    for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
         q_prefetch(&w[b], 4);
-        const float d = x[b].d * q_f16(w[b].d);
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[b].scales));
         const __m512i s = _mm512_castsi256_si512(sc16);
-        const __m256i bs = _mm256_loadu_si256((const __m256i *)x[b].bsums);
-        const __m256i sub = _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5);
-        __m512i a = _mm512_setzero_si512();
+        __m512i a[QCOLS_MAX];
+        for (int c = 0; c < C; c++) a[c] = _mm512_setzero_si512();
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const __m512i l = _mm512_loadu_si512(w[b].ql + 64 * h);
@@ -294,30 +308,46 @@ static float dot_q6_K_512(int64_t nblk, const moe_block_q6_K *w, const moe_block
                                                _mm512_and_si512(_mm512_slli_epi16(h2, 4), m3));
             const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
                                                _mm512_and_si512(h2, m3));
-            const int8_t *xq = x[b].qs + 128 * h;
-            a = _mm512_dpwssd_epi32(a, _mm512_maddubs_epi16(qa, _mm512_loadu_si512(xq)),
-                                    _mm512_permutexvar_epi16(idx[2 * h], s));
-            a = _mm512_dpwssd_epi32(a, _mm512_maddubs_epi16(qb, _mm512_loadu_si512(xq + 64)),
-                                    _mm512_permutexvar_epi16(idx[2 * h + 1], s));
+            const __m512i sa = _mm512_permutexvar_epi16(idx[2 * h], s);
+            const __m512i sb = _mm512_permutexvar_epi16(idx[2 * h + 1], s);
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++) {
+                const int8_t *xq = ((const moe_block_q8_K *)(X + (size_t)c * xrb) + b)->qs + 128 * h;
+                a[c] = _mm512_dpwssd_epi32(a[c], _mm512_maddubs_epi16(qa, _mm512_loadu_si512(xq)),
+                                           sa);
+                a[c] = _mm512_dpwssd_epi32(
+                    a[c], _mm512_maddubs_epi16(qb, _mm512_loadu_si512(xq + 64)), sb);
+            }
         }
-        const __m256i sumi = _mm256_sub_epi32(
-            _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1)), sub);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            const moe_block_q8_K *xb = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
+            const float d = xb->d * q_f16(w[b].d);
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)xb->bsums);
+            const __m256i sub = _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5);
+            const __m256i sumi = _mm256_sub_epi32(
+                _mm256_add_epi32(_mm512_castsi512_si256(a[c]), _mm512_extracti64x4_epi64(a[c], 1)),
+                sub);
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[c]);
+        }
     }
-    return q_hsum8(acc);
+    for (int c = 0; c < C; c++) y[c * ldy] = q_hsum8(acc[c]);
 }
 
 /* dot_iq4_xs's arithmetic: qs as two zmm, 128-bit lane g one group (its low
  * nibbles elements 0..15, high 16..31, which land in ggml's lanes 0..3 and
  * 4..7); the levels' magnitudes by table, their signs (index < 8) moved
  * onto the activations; each lane times its group's scale - 32. */
-static float dot_iq4_xs_512(int64_t nblk, const moe_block_iq4_xs *w, const moe_block_q8_K *x) {
+QAI void dot_iq4_xs_512(const int C, int64_t nblk, const moe_block_iq4_xs *w, const char *X,
+                        size_t xrb, float *y, int64_t ldy) {
     const __m512i m4 = _mm512_set1_epi8(15), eight = _mm512_set1_epi8(8);
     const __m512i tabs = _mm512_abs_epi8(
         _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moe_iq4nl_values)));
     const __m512i idx[2] = {q_idx4(0), q_idx4(4)};
     const __m128i shv = _mm_setr_epi16(0, 2, 4, 6, 8, 10, 12, 14);
-    __m256 acc = _mm256_setzero_ps();
+    const __m512i zero = _mm512_setzero_si512();
+    __m256 acc[QCOLS_MAX];
+    for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
         q_prefetch(&w[b], 3);
         uint32_t sl;
@@ -329,35 +359,63 @@ static float dot_iq4_xs_512(int64_t nblk, const moe_block_iq4_xs *w, const moe_b
             _mm_srlv_epi16(_mm_set1_epi16((short)w[b].scales_h), shv), _mm_set1_epi16(3));
         const __m512i s = _mm512_castsi128_si512(_mm_sub_epi16(
             _mm_or_si128(_mm_cvtepu8_epi16(nib), _mm_slli_epi16(hi2, 4)), _mm_set1_epi16(32)));
-        __m512i alo = _mm512_setzero_si512(), ahi = _mm512_setzero_si512();
+        __m512i alo[QCOLS_MAX], ahi[QCOLS_MAX];
+        for (int c = 0; c < C; c++) alo[c] = ahi[c] = zero;
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
-            const __m512i x0 = _mm512_loadu_si512(x[b].qs + 128 * h);
-            const __m512i x1 = _mm512_loadu_si512(x[b].qs + 128 * h + 64);
-            const __m512i xl = _mm512_shuffle_i32x4(x0, x1, 0x88);
-            const __m512i xh = _mm512_shuffle_i32x4(x0, x1, 0xdd);
             const __m512i q = _mm512_loadu_si512(w[b].qs + 64 * h);
             const __m512i lo = _mm512_and_si512(q, m4);
             const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
             const __m512i sg = _mm512_permutexvar_epi16(idx[h], s);
-            const __m512i xls =
-                _mm512_mask_sub_epi8(xl, _mm512_testn_epi8_mask(lo, eight), _mm512_setzero_si512(), xl);
-            const __m512i xhs =
-                _mm512_mask_sub_epi8(xh, _mm512_testn_epi8_mask(hi, eight), _mm512_setzero_si512(), xh);
-            alo = _mm512_dpwssd_epi32(alo, _mm512_maddubs_epi16(_mm512_shuffle_epi8(tabs, lo), xls),
-                                      sg);
-            ahi = _mm512_dpwssd_epi32(ahi, _mm512_maddubs_epi16(_mm512_shuffle_epi8(tabs, hi), xhs),
-                                      sg);
+            const __m512i tl = _mm512_shuffle_epi8(tabs, lo), th = _mm512_shuffle_epi8(tabs, hi);
+            const __mmask64 nl = _mm512_testn_epi8_mask(lo, eight);
+            const __mmask64 nh = _mm512_testn_epi8_mask(hi, eight);
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++) {
+                const int8_t *xq = ((const moe_block_q8_K *)(X + (size_t)c * xrb) + b)->qs + 128 * h;
+                const __m512i x0 = _mm512_loadu_si512(xq), x1 = _mm512_loadu_si512(xq + 64);
+                const __m512i xl = _mm512_shuffle_i32x4(x0, x1, 0x88);
+                const __m512i xh = _mm512_shuffle_i32x4(x0, x1, 0xdd);
+                alo[c] = _mm512_dpwssd_epi32(
+                    alo[c], _mm512_maddubs_epi16(tl, _mm512_mask_sub_epi8(xl, nl, zero, xl)), sg);
+                ahi[c] = _mm512_dpwssd_epi32(
+                    ahi[c], _mm512_maddubs_epi16(th, _mm512_mask_sub_epi8(xh, nh, zero, xh)), sg);
+            }
         }
-        const __m512i u = _mm512_add_epi32(_mm512_shuffle_i32x4(alo, ahi, 0x88),
-                                           _mm512_shuffle_i32x4(alo, ahi, 0xdd));
-        const __m512i t = _mm512_add_epi32(u, _mm512_shuffle_i32x4(u, u, 0xb1));
-        const __m256i sumi = _mm512_castsi512_si256(_mm512_shuffle_i32x4(t, t, 0x08));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(q_f16(w[b].d) * x[b].d), _mm256_cvtepi32_ps(sumi),
-                              acc);
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            const moe_block_q8_K *xb = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
+            const __m512i u = _mm512_add_epi32(_mm512_shuffle_i32x4(alo[c], ahi[c], 0x88),
+                                               _mm512_shuffle_i32x4(alo[c], ahi[c], 0xdd));
+            const __m512i t = _mm512_add_epi32(u, _mm512_shuffle_i32x4(u, u, 0xb1));
+            const __m256i sumi = _mm512_castsi512_si256(_mm512_shuffle_i32x4(t, t, 0x08));
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(q_f16(w[b].d) * xb->d),
+                                     _mm256_cvtepi32_ps(sumi), acc[c]);
+        }
     }
-    return q_hsum8(acc);
+    for (int c = 0; c < C; c++) y[c * ldy] = q_hsum8(acc[c]);
 }
+
+/* One of the three above on weight row w, C columns. */
+#define QK_COLS_CASE(fn, C)                                                                        \
+    case C:                                                                                        \
+        fn(C, nblk, w, x, xrb, y, ldy);                                                            \
+        break;
+#define QK_COLS(fn)                                                                                \
+    static void fn##_cols(int C, int64_t nblk, const void *w, const char *x, size_t xrb, float *y, \
+                          int64_t ldy) {                                                           \
+        switch (C) {                                                                               \
+            QK_COLS_CASE(fn, 1)                                                                    \
+            QK_COLS_CASE(fn, 2)                                                                    \
+            QK_COLS_CASE(fn, 3)                                                                    \
+        default:                                                                                   \
+            fn(4, nblk, w, x, xrb, y, ldy);                                                        \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+QK_COLS(dot_q5_K_512)
+QK_COLS(dot_q6_K_512)
+QK_COLS(dot_iq4_xs_512)
 
 /* ==== Table entry ========================================================== */
 
@@ -384,17 +442,20 @@ void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, 
         return;
     case MOE_DTYPE_Q5_K:
     case MOE_DTYPE_Q6_K:
-    case MOE_DTYPE_IQ4_XS:
-        for (int64_t r = r0; r < r1; r++) {
-            const void *w = Wc + (size_t)r * wrb;
-            for (int64_t b = 0; b < nb; b++) {
-                const void *x = Xc + (size_t)b * xrb;
-                Y[b * ldy + r] = wt == MOE_DTYPE_Q5_K   ? dot_q5_K_512(nblk, w, x)
-                                 : wt == MOE_DTYPE_Q6_K ? dot_q6_K_512(nblk, w, x)
-                                                        : dot_iq4_xs_512(nblk, w, x);
+    case MOE_DTYPE_IQ4_XS: {
+        /* weight row outer (read once, from L1 for the other columns), up to
+         * QCOLS_MAX activation rows per pass over it */
+        void (*fn)(int, int64_t, const void *, const char *, size_t, float *, int64_t) =
+            wt == MOE_DTYPE_Q5_K   ? dot_q5_K_512_cols
+            : wt == MOE_DTYPE_Q6_K ? dot_q6_K_512_cols
+                                   : dot_iq4_xs_512_cols;
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t b = 0; b < nb; b += QCOLS_MAX) {
+                const int C = (int)(nb - b < QCOLS_MAX ? nb - b : QCOLS_MAX);
+                fn(C, nblk, Wc + (size_t)r * wrb, Xc + (size_t)b * xrb, xrb, Y + b * ldy + r, ldy);
             }
-        }
         return;
+    }
     default:
         moe__quant_gemm_avx512_ref(wt, k, W, r0, r1, X, nb, Y, ldy);
         return;
