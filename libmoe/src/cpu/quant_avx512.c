@@ -169,18 +169,22 @@ QAI void dot8_q4_512(const int iq4, int64_t nblk, const char *w0, size_t wrb,
  * nibble half times its activations (vpmaddubsw) and times its group's
  * scale (vpdpwssd, the scale spread from one broadcast qword by vpshufb),
  * into one zmm of 16 int32; the 8 rows' zmm summed and transposed by
- * q_sum8x16; the minimums times the group sums for 8 rows at once. */
-static void dot8_q4_K_512(int64_t nblk, const char *w0, size_t wrb, const moe_block_q8_K *x,
-                          float *y) {
+ * q_sum8x16; the minimums times the group sums for 8 rows at once. C (1 or
+ * 2) activation rows (X + c * xrb, outputs y + c * ldy) share each row's
+ * unpacked weights; each output's arithmetic is the same for any C. */
+QAI void dot8_q4_K_512(const int C, int64_t nblk, const char *w0, size_t wrb, const char *X,
+                       size_t xrb, float *y, int64_t ldy) {
     const __m512i m4 = _mm512_set1_epi8(15);
     const __m512i ctl[4] = {q_ctl16(0, 2), q_ctl16(1, 3), q_ctl16(4, 6), q_ctl16(5, 7)};
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    __m256 acc[2], accm[2];
+    for (int c = 0; c < C; c++) acc[c] = accm[c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
-        __m512i xa[4];
-        k4_acts(x[b].qs, xa);
-        const __m128i bs2 = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)x[b].bsums),
-                                           _mm_loadu_si128((const __m128i *)x[b].bsums + 1));
-        __m512i p[8];
+        const moe_block_q8_K *xb[2];
+        __m512i xa[2][4], p[2][8];
+        for (int c = 0; c < C; c++) {
+            xb[c] = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
+            k4_acts(xb[c]->qs, xa[c]);
+        }
         _Alignas(64) uint64_t mins[8];
         _Alignas(32) uint32_t dd[8];
 #pragma GCC unroll 8
@@ -196,28 +200,39 @@ static void dot8_q4_K_512(int64_t nblk, const char *w0, size_t wrb, const moe_bl
                                   _mm512_and_si512(_mm512_srli_epi16(q0, 4), m4),
                                   _mm512_and_si512(q1, m4),
                                   _mm512_and_si512(_mm512_srli_epi16(q1, 4), m4)};
-            __m512i a = _mm512_setzero_si512();
+            __m512i sv[4];
 #pragma GCC unroll 4
-            for (int j = 0; j < 4; j++)
-                a = _mm512_dpwssd_epi32(a, _mm512_maddubs_epi16(l[j], xa[j]),
-                                        _mm512_shuffle_epi8(s, ctl[j]));
-            p[r] = a;
+            for (int j = 0; j < 4; j++) sv[j] = _mm512_shuffle_epi8(s, ctl[j]);
+#pragma GCC unroll 2
+            for (int c = 0; c < C; c++) {
+                __m512i a = _mm512_setzero_si512();
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; j++)
+                    a = _mm512_dpwssd_epi32(a, _mm512_maddubs_epi16(l[j], xa[c][j]), sv[j]);
+                p[c][r] = a;
+            }
         }
-        const __m256i sums = q_sum8x16(p);
         const __m512i mv = _mm512_load_si512(mins);
-        const __m512i bsv = _mm512_broadcast_i32x4(bs2);
-        const __m256i im = q_sum4x2(
-            _mm512_madd_epi16(_mm512_cvtepu8_epi16(_mm512_castsi512_si256(mv)), bsv),
-            _mm512_madd_epi16(_mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(mv, 1)), bsv));
+        const __m512i mlo = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(mv));
+        const __m512i mhi = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(mv, 1));
         const __m256i dv = _mm256_load_si256((const __m256i *)dd);
-        const __m256 dx = _mm256_set1_ps(x[b].d);
-        const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_cvtepi32_epi16(dv)), dx);
-        const __m256 dm =
-            _mm256_mul_ps(_mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dv, 16))), dx);
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc);
-        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(im), dm, accm);
+        const __m256 dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dv));
+        const __m256 mw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dv, 16)));
+#pragma GCC unroll 2
+        for (int c = 0; c < C; c++) {
+            const __m256i sums = q_sum8x16(p[c]);
+            const __m512i bsv = _mm512_broadcast_i32x4(
+                _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)xb[c]->bsums),
+                               _mm_loadu_si128((const __m128i *)xb[c]->bsums + 1)));
+            const __m256i im =
+                q_sum4x2(_mm512_madd_epi16(mlo, bsv), _mm512_madd_epi16(mhi, bsv));
+            const __m256 dx = _mm256_set1_ps(xb[c]->d);
+            const __m256 d = _mm256_mul_ps(dw, dx), dm = _mm256_mul_ps(mw, dx);
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc[c]);
+            accm[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(im), dm, accm[c]);
+        }
     }
-    _mm256_storeu_ps(y, _mm256_sub_ps(acc, accm));
+    for (int c = 0; c < C; c++) _mm256_storeu_ps(y + c * ldy, _mm256_sub_ps(acc[c], accm[c]));
 }
 
 /* ==== Q5_K, Q6_K, IQ4_XS: one row, ggml's lanes ============================ */
@@ -429,15 +444,20 @@ void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, 
     case MOE_DTYPE_Q4_0:
     case MOE_DTYPE_IQ4_NL:
     case MOE_DTYPE_Q4_K: /* 8 rows at a time, the rest as the reference */
-        for (; r0 + 8 <= r1; r0 += 8)
-            for (int64_t b = 0; b < nb; b++) {
-                const char *w = Wc + (size_t)r0 * wrb, *x = Xc + (size_t)b * xrb;
-                if (wt == MOE_DTYPE_Q4_K)
-                    dot8_q4_K_512(nblk, w, wrb, (const moe_block_q8_K *)x, Y + b * ldy + r0);
-                else
-                    dot8_q4_512(wt == MOE_DTYPE_IQ4_NL, nblk, w, wrb, (const moe_block_q8_0 *)x,
-                                Y + b * ldy + r0);
+        for (; r0 + 8 <= r1; r0 += 8) {
+            const char *w = Wc + (size_t)r0 * wrb;
+            if (wt != MOE_DTYPE_Q4_K) {
+                for (int64_t b = 0; b < nb; b++)
+                    dot8_q4_512(wt == MOE_DTYPE_IQ4_NL, nblk, w, wrb,
+                                (const moe_block_q8_0 *)(Xc + (size_t)b * xrb), Y + b * ldy + r0);
+                continue;
             }
+            int64_t b = 0;
+            for (; b + 2 <= nb; b += 2)
+                dot8_q4_K_512(2, nblk, w, wrb, Xc + (size_t)b * xrb, xrb, Y + b * ldy + r0, ldy);
+            if (b < nb)
+                dot8_q4_K_512(1, nblk, w, wrb, Xc + (size_t)b * xrb, xrb, Y + b * ldy + r0, ldy);
+        }
         if (r0 < r1) moe__quant_gemm_avx512_ref(wt, k, W, r0, r1, X, nb, Y, ldy);
         return;
     case MOE_DTYPE_Q5_K:
