@@ -14,7 +14,8 @@
  *   {"kernel":"pool_run_empty","threads":2,"mode":"hot","us":0.4}
  * Matvec (nb = 1) cycles over expert-sized matrices (2816 x 1024) totalling
  * more than any cache, so every byte comes from DRAM; ratio is its weight
- * bytes per second over the plain summing loop's, same thread count. Every
+ * bytes per second over the plain summing loop's (with the kernels'
+ * software prefetch), same thread count. Every
  * stored type is measured, the quantised ones (Q4_0 ... IQ4_XS) included; the
  * K types with k = 1024 (4 super-blocks a row). Every number is the best of
  * several runs. Inputs are seeded.
@@ -70,6 +71,13 @@ static float frand(void) {
 
 /* ==== Memory read bandwidth ================================================ */
 
+/* The read loop prefetches this many bytes ahead, as the matrix x vector
+ * kernels do (libmoe's MOE_PF_DIST): on a core whose hardware prefetchers
+ * alone leave bandwidth unused, the loop without it would understate what
+ * the memory delivers (and the kernels would read "faster than memory"). */
+#define READ_PF_DIST 8192
+#define READ_STREAMS 4
+
 typedef struct read_ctx {
     const uint64_t *p;
     size_t n;
@@ -80,14 +88,20 @@ static void read_task(void *arg, int ith, int nth) {
     read_ctx *c = arg;
     const size_t a = c->n * (size_t)ith / (size_t)nth / 8 * 8;
     const size_t b = ith == nth - 1 ? c->n : c->n * (size_t)(ith + 1) / (size_t)nth / 8 * 8;
-    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (size_t i = a; i < b; i += 4) {
-        s0 += c->p[i];
-        s1 += c->p[i + 1];
-        s2 += c->p[i + 2];
-        s3 += c->p[i + 3];
-    }
-    c->sum[ith] = s0 + s1 + s2 + s3;
+    /* READ_STREAMS sequential streams at once (the kernels read 2 to 8 rows
+     * side by side), one cache line of each a step */
+    const size_t len = (b - a) / READ_STREAMS / 8 * 8;
+    uint64_t s[READ_STREAMS] = {0};
+    for (size_t i = 0; i < len; i += 8)
+        for (int j = 0; j < READ_STREAMS; j++) {
+            const uint64_t *p = c->p + a + (size_t)j * len + i;
+            __builtin_prefetch(p + READ_PF_DIST / 8, 0, 3);
+            s[j] += (p[0] + p[1]) + (p[2] + p[3]) + (p[4] + p[5]) + (p[6] + p[7]);
+        }
+    uint64_t t = 0;
+    for (size_t i = a + READ_STREAMS * len; i < b; i++) t += c->p[i];
+    for (int j = 0; j < READ_STREAMS; j++) t += s[j];
+    c->sum[ith] = t;
 }
 
 static double bench_read(moe_pool *pool, size_t bytes, int reps) {
