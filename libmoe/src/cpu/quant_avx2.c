@@ -15,10 +15,26 @@
 
 /* ==== Helpers ============================================================== */
 
-/* Prefetch `lines` cache lines from p + MOE_PF_DIST. */
+/* Prefetch `lines` cache lines from p. */
+QAI void q_prefetch_at(const char *p, int lines) {
+    for (int i = 0; i < lines; i++) __builtin_prefetch(p + 64 * i, 0, 3);
+}
+
+/* Prefetch `lines` cache lines from p + MOE_PF_DIST (one row after another:
+ * the one-row kernels). */
 QAI void q_prefetch(const void *p, int lines) {
-    for (int i = 0; i < lines; i++)
-        __builtin_prefetch((const char *)p + MOE_PF_DIST + 64 * i, 0, 3);
+    q_prefetch_at((const char *)p + MOE_PF_DIST, lines);
+}
+
+/* The 8-row kernels read 8 rows side by side, block b of each in turn, so
+ * the weights they need 2 * MOE_PF_DIST bytes later (on this class of
+ * machine about twice as fast as MOE_PF_DIST bytes along one row, which
+ * only reaches the group's next rows) lie `ahead` = 2 * MOE_PF_DIST / (8 *
+ * block bytes) blocks further in the same row, or past the row's end in the
+ * row 8 further on (the next group's). That address for `row` at block b. */
+QAI const char *q_pf8(const char *row, size_t wrb, size_t bs, int64_t b, int64_t nblk) {
+    const int64_t t = b + (int64_t)(2 * MOE_PF_DIST / (8 * bs));
+    return t < nblk ? row + (size_t)t * bs : row + 8 * wrb + (size_t)(t - nblk) * bs;
 }
 
 /* vpshufb control: int16 lanes of the low 128 bits = byte a of the lane
@@ -88,7 +104,7 @@ static void dot8_q4_K_256(int64_t nblk, const char *w0, size_t wrb, const moe_bl
 #pragma GCC unroll 8
         for (int r = 0; r < 8; r++) {
             const moe_block_q4_K *wb = (const moe_block_q4_K *)(w0 + (size_t)r * wrb) + b;
-            q_prefetch(wb, 3);
+            q_prefetch_at(q_pf8(w0 + (size_t)r * wrb, wrb, sizeof *wb, b, nblk), 3);
             uint64_t sc, mn;
             k4_scales8(wb->scales, &sc, &mn);
             dh[r] = wb->d;

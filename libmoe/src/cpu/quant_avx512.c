@@ -19,10 +19,26 @@
 
 /* ==== Helpers ============================================================== */
 
-/* Prefetch `lines` cache lines from p + MOE_PF_DIST. */
+/* Prefetch `lines` cache lines from p. */
+QAI void q_prefetch_at(const char *p, int lines) {
+    for (int i = 0; i < lines; i++) __builtin_prefetch(p + 64 * i, 0, 3);
+}
+
+/* Prefetch `lines` cache lines from p + MOE_PF_DIST (one row after another:
+ * the one-row kernels). */
 QAI void q_prefetch(const void *p, int lines) {
-    for (int i = 0; i < lines; i++)
-        __builtin_prefetch((const char *)p + MOE_PF_DIST + 64 * i, 0, 3);
+    q_prefetch_at((const char *)p + MOE_PF_DIST, lines);
+}
+
+/* The 8-row kernels read 8 rows side by side, block b of each in turn, so
+ * the weights they need 2 * MOE_PF_DIST bytes later (on this class of
+ * machine about twice as fast as MOE_PF_DIST bytes along one row, which
+ * only reaches the group's next rows) lie `ahead` = 2 * MOE_PF_DIST / (8 *
+ * block bytes) blocks further in the same row, or past the row's end in the
+ * row 8 further on (the next group's). That address for `row` at block b. */
+QAI const char *q_pf8(const char *row, size_t wrb, size_t bs, int64_t b, int64_t nblk) {
+    const int64_t t = b + (int64_t)(2 * MOE_PF_DIST / (8 * bs));
+    return t < nblk ? row + (size_t)t * bs : row + 8 * wrb + (size_t)(t - nblk) * bs;
 }
 
 /* Two 32-byte pieces as one zmm (a low, b high). */
@@ -132,7 +148,8 @@ QAI void dot8_q4_512(const int iq4, int64_t nblk, const char *w0, size_t wrb,
         const char *p = w0 + (size_t)b * sizeof(moe_block_q4_0);
         if ((b & 3) == 0)
 #pragma GCC unroll 8
-            for (int r = 0; r < 8; r++) q_prefetch(p + (size_t)r * wrb, 2);
+            for (int r = 0; r < 8; r++)
+                q_prefetch_at(q_pf8(w0 + (size_t)r * wrb, wrb, sizeof(moe_block_q4_0), b, nblk), 2);
         const __m512i xl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)x[b].qs));
         const __m512i xh = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)x[b].qs + 1));
         const __m512i neg = _mm512_sub_epi32(
@@ -190,7 +207,7 @@ QAI void dot8_q4_K_512(const int C, int64_t nblk, const char *w0, size_t wrb, co
 #pragma GCC unroll 8
         for (int r = 0; r < 8; r++) {
             const moe_block_q4_K *wb = (const moe_block_q4_K *)(w0 + (size_t)r * wrb) + b;
-            q_prefetch(wb, 3);
+            q_prefetch_at(q_pf8(w0 + (size_t)r * wrb, wrb, sizeof *wb, b, nblk), 3);
             uint64_t sc;
             k4_scales8(wb->scales, &sc, &mins[r]);
             memcpy(&dd[r], wb, 4);
