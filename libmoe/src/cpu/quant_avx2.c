@@ -8,7 +8,7 @@
  * then the same float operations in the same order. The K scales are
  * unpacked on whole words and spread to int16 lanes by vpshufb instead of
  * one broadcast per group; IQ4_XS takes two groups a register; software
- * prefetch MOE_PF_DIST ahead in each row.
+ * prefetch in the order the weights are read (q_pf8).
  */
 #define QUANT_GEMM moe__quant_gemm_avx2_ref
 #include "quant_simd.h"

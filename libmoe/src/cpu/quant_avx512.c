@@ -11,8 +11,10 @@
  * the 8-row kernels, ggml's 8 int32 lanes then one fma per super-block for
  * the others). What makes them faster: 64 bytes of weights per integer
  * instruction, the K scales unpacked on whole words, the 8 rows' sums
- * transposed by one shuffle network instead of vphaddd chains, and software
- * prefetch MOE_PF_DIST ahead in each row (as the Q8_0 kernels).
+ * transposed by one shuffle network instead of vphaddd chains, software
+ * prefetch in the order the weights are read (q_pf8), and for small
+ * batches (prefill chunks) weights unpacked once for 2 (Q4_K) or 4 (Q5_K,
+ * Q6_K, IQ4_XS) activation rows.
  */
 #define QUANT_GEMM moe__quant_gemm_avx512_ref
 #include "quant_simd.h"
