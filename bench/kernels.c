@@ -254,9 +254,9 @@ int main(int argc, char **argv) {
     }
 
     static const moe_dtype types[] = {
-        MOE_DTYPE_Q8_0,   MOE_DTYPE_Q4_0, MOE_DTYPE_Q4_1, MOE_DTYPE_Q5_0, MOE_DTYPE_Q5_1,
-        MOE_DTYPE_IQ4_NL, MOE_DTYPE_Q2_K, MOE_DTYPE_Q3_K, MOE_DTYPE_Q4_K, MOE_DTYPE_Q5_K,
-        MOE_DTYPE_Q6_K,   MOE_DTYPE_IQ4_XS, MOE_DTYPE_F16, MOE_DTYPE_BF16, MOE_DTYPE_F32};
+        MOE_DTYPE_Q8_0,   MOE_DTYPE_Q4_0,   MOE_DTYPE_Q4_1, MOE_DTYPE_Q5_0, MOE_DTYPE_Q5_1,
+        MOE_DTYPE_IQ4_NL, MOE_DTYPE_Q2_K,   MOE_DTYPE_Q3_K, MOE_DTYPE_Q4_K, MOE_DTYPE_Q5_K,
+        MOE_DTYPE_Q6_K,   MOE_DTYPE_IQ4_XS, MOE_DTYPE_F16,  MOE_DTYPE_BF16, MOE_DTYPE_F32};
     const int64_t em = quick ? 256 : 2816, ek = quick ? 256 : 1024;
     const size_t total = quick ? ((size_t)8 << 20) : ((size_t)384 << 20);
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {

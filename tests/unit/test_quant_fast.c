@@ -77,8 +77,7 @@ static void check_fast(moe_dtype wt, int raw) {
                 if (memcmp(&y[i], &yr[i], sizeof(float)))
                     TEST_FAIL("%s %s%s k=%lld m=%lld nb=%lld: y[%lld] = %.9g, reference %.9g",
                               kt->name, moe_dtype_name(wt), raw ? " (random bytes)" : "",
-                              (long long)k, (long long)m, (long long)nb, (long long)i, y[i],
-                              yr[i]);
+                              (long long)k, (long long)m, (long long)nb, (long long)i, y[i], yr[i]);
             /* row ranges split at odd places: 0..3, 3..m-5, m-5..m */
             const int64_t cut[4] = {0, 3, m - 5, m};
             for (int c = 0; c < 3; c++) kt->gemm(wt, k, W, cut[c], cut[c + 1], X, nb, ys, m);

@@ -194,7 +194,8 @@ static float dot_iq4_xs_256(int64_t nblk, const moe_block_iq4_xs *w, const moe_b
     const __m256i tbl =
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)moe_iq4nl_values));
     const __m256i ctl[4] = {q_ctl16w(0, 1), q_ctl16w(2, 3), q_ctl16w(4, 5), q_ctl16w(6, 7)};
-    const __m128i mul = _mm_setr_epi16(1 << 14, 1 << 12, 1 << 10, 1 << 8, 1 << 6, 1 << 4, 1 << 2, 1);
+    const __m128i mul =
+        _mm_setr_epi16(1 << 14, 1 << 12, 1 << 10, 1 << 8, 1 << 6, 1 << 4, 1 << 2, 1);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
         q_prefetch(&w[b], 3);
@@ -216,20 +217,25 @@ static float dot_iq4_xs_256(int64_t nblk, const moe_block_iq4_xs *w, const moe_b
             const __m256i xh = _mm256_permute2x128_si256(x0, x1, 0x31);
             const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * j));
             const __m256i lo = _mm256_shuffle_epi8(tbl, _mm256_and_si256(q, m4));
-            const __m256i hi = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+            const __m256i hi =
+                _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
             const __m256i sg = _mm256_shuffle_epi8(s, ctl[j]);
             alo = _mm256_add_epi32(alo, _mm256_madd_epi16(q_dot16(lo, xl), sg));
             ahi = _mm256_add_epi32(ahi, _mm256_madd_epi16(q_dot16(hi, xh), sg));
         }
         const __m256i sumi = _mm256_add_epi32(_mm256_permute2x128_si256(alo, ahi, 0x20),
                                               _mm256_permute2x128_si256(alo, ahi, 0x31));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(q_f16(w[b].d) * x[b].d), _mm256_cvtepi32_ps(sumi),
-                              acc);
+        acc =
+            _mm256_fmadd_ps(_mm256_set1_ps(q_f16(w[b].d) * x[b].d), _mm256_cvtepi32_ps(sumi), acc);
     }
     return q_hsum8(acc);
 }
 
 /* ==== Table entry ========================================================== */
+
+/* Units (rows, groups of 8 rows) from this many contiguous parts of the
+ * range in turn: as many sequential streams (see quant_avx512.c). */
+#define QSTREAMS 2
 
 void moe__quant_gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                           const void *X, int64_t nb, float *Y, int64_t ldy) {
@@ -238,24 +244,36 @@ void moe__quant_gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, in
     const int64_t nblk = k / (int64_t)moe_dtype_block_elems(wt);
     const char *Wc = W, *Xc = X;
     switch (wt) {
-    case MOE_DTYPE_Q4_K: /* 8 rows at a time, the rest as the reference */
-        for (; r0 + 8 <= r1; r0 += 8)
+    case MOE_DTYPE_Q4_K: { /* 8 rows at a time, the rest as the reference */
+        /* groups from QSTREAMS parts of the range in turn (quant_avx512.c) */
+        const int64_t ng = (r1 - r0) / 8, per = (ng + QSTREAMS - 1) / QSTREAMS;
+        for (int64_t i = 0; i < per * QSTREAMS; i++) {
+            const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
+            if (u >= ng) continue;
             for (int64_t b = 0; b < nb; b++)
-                dot8_q4_K_256(nblk, Wc + (size_t)r0 * wrb, wrb,
-                              (const moe_block_q8_K *)(Xc + (size_t)b * xrb), Y + b * ldy + r0);
+                dot8_q4_K_256(nblk, Wc + (size_t)(r0 + 8 * u) * wrb, wrb,
+                              (const moe_block_q8_K *)(Xc + (size_t)b * xrb),
+                              Y + b * ldy + r0 + 8 * u);
+        }
+        r0 += 8 * ng;
         if (r0 < r1) moe__quant_gemm_avx2_ref(wt, k, W, r0, r1, X, nb, Y, ldy);
         return;
+    }
     case MOE_DTYPE_Q6_K:
-    case MOE_DTYPE_IQ4_XS:
-        for (int64_t r = r0; r < r1; r++) {
-            const void *w = Wc + (size_t)r * wrb;
+    case MOE_DTYPE_IQ4_XS: {
+        const int64_t n = r1 - r0, per = (n + QSTREAMS - 1) / QSTREAMS;
+        for (int64_t i = 0; i < per * QSTREAMS; i++) {
+            const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
+            if (u >= n) continue;
+            const void *w = Wc + (size_t)(r0 + u) * wrb;
             for (int64_t b = 0; b < nb; b++) {
                 const void *x = Xc + (size_t)b * xrb;
-                Y[b * ldy + r] =
+                Y[b * ldy + r0 + u] =
                     wt == MOE_DTYPE_Q6_K ? dot_q6_K_256(nblk, w, x) : dot_iq4_xs_256(nblk, w, x);
             }
         }
         return;
+    }
     default:
         moe__quant_gemm_avx2_ref(wt, k, W, r0, r1, X, nb, Y, ldy);
         return;

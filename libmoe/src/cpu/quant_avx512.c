@@ -74,10 +74,10 @@ QAI __m256i q_sum8x16(const __m512i *p) {
         c[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2 * i], p[2 * i + 1]),
                                 _mm512_unpackhi_epi32(p[2 * i], p[2 * i + 1]));
     /* lane k: rows 0..3 (e0), 4..7 (e1), partial over lane k */
-    const __m512i e0 = _mm512_add_epi32(_mm512_unpacklo_epi64(c[0], c[1]),
-                                        _mm512_unpackhi_epi64(c[0], c[1]));
-    const __m512i e1 = _mm512_add_epi32(_mm512_unpacklo_epi64(c[2], c[3]),
-                                        _mm512_unpackhi_epi64(c[2], c[3]));
+    const __m512i e0 =
+        _mm512_add_epi32(_mm512_unpacklo_epi64(c[0], c[1]), _mm512_unpackhi_epi64(c[0], c[1]));
+    const __m512i e1 =
+        _mm512_add_epi32(_mm512_unpacklo_epi64(c[2], c[3]), _mm512_unpackhi_epi64(c[2], c[3]));
     const __m512i f =
         _mm512_add_epi32(_mm512_shuffle_i32x4(e0, e1, 0x88), _mm512_shuffle_i32x4(e0, e1, 0xdd));
     const __m512i g = _mm512_add_epi32(f, _mm512_shuffle_i32x4(f, f, 0xb1));
@@ -215,10 +215,9 @@ QAI void dot8_q4_K_512(const int C, int64_t nblk, const char *w0, size_t wrb, co
             memcpy(&dd[r], wb, 4);
             const __m512i s = _mm512_set1_epi64((long long)sc);
             const __m512i q0 = _mm512_loadu_si512(wb->qs), q1 = _mm512_loadu_si512(wb->qs + 64);
-            const __m512i l[4] = {_mm512_and_si512(q0, m4),
-                                  _mm512_and_si512(_mm512_srli_epi16(q0, 4), m4),
-                                  _mm512_and_si512(q1, m4),
-                                  _mm512_and_si512(_mm512_srli_epi16(q1, 4), m4)};
+            const __m512i l[4] = {
+                _mm512_and_si512(q0, m4), _mm512_and_si512(_mm512_srli_epi16(q0, 4), m4),
+                _mm512_and_si512(q1, m4), _mm512_and_si512(_mm512_srli_epi16(q1, 4), m4)};
             __m512i sv[4];
 #pragma GCC unroll 4
             for (int j = 0; j < 4; j++) sv[j] = _mm512_shuffle_epi8(s, ctl[j]);
@@ -243,8 +242,7 @@ QAI void dot8_q4_K_512(const int C, int64_t nblk, const char *w0, size_t wrb, co
             const __m512i bsv = _mm512_broadcast_i32x4(
                 _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)xb[c]->bsums),
                                _mm_loadu_si128((const __m128i *)xb[c]->bsums + 1)));
-            const __m256i im =
-                q_sum4x2(_mm512_madd_epi16(mlo, bsv), _mm512_madd_epi16(mhi, bsv));
+            const __m256i im = q_sum4x2(_mm512_madd_epi16(mlo, bsv), _mm512_madd_epi16(mhi, bsv));
             const __m256 dx = _mm256_set1_ps(xb[c]->d);
             const __m256 d = _mm256_mul_ps(dw, dx), dm = _mm256_mul_ps(mw, dx);
             acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc[c]);
@@ -266,8 +264,8 @@ QAI void dot8_q4_K_512(const int C, int64_t nblk, const char *w0, size_t wrb, co
  * high half, are ggml's 8 lanes (lane l: elements 4l..4l+3 of every group).
  * The fifth bits: qh and qh >> 2 side by side give groups 0, 2 (bit 0) and
  * 1, 3 (bit 1); shifted by 4 more, groups 4..7. */
-QAI void dot_q5_K_512(const int C, int64_t nblk, const moe_block_q5_K *w, const char *X,
-                      size_t xrb, float *y, int64_t ldy) {
+QAI void dot_q5_K_512(const int C, int64_t nblk, const moe_block_q5_K *w, const char *X, size_t xrb,
+                      float *y, int64_t ldy) {
     const __m512i m4 = _mm512_set1_epi8(15), b4 = _mm512_set1_epi8(16);
     const __m512i ctl[4] = {q_ctl16(0, 2), q_ctl16(1, 3), q_ctl16(4, 6), q_ctl16(5, 7)};
     __m256 acc[QCOLS_MAX];
@@ -282,15 +280,14 @@ QAI void dot_q5_K_512(const int C, int64_t nblk, const moe_block_q5_K *w, const 
             _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
         const __m512i h1 = _mm512_srli_epi16(h0, 4);
         const __m512i q0 = _mm512_loadu_si512(w[b].qs), q1 = _mm512_loadu_si512(w[b].qs + 64);
-        const __m512i l[4] = {
-            _mm512_or_si512(_mm512_and_si512(q0, m4),
-                            _mm512_and_si512(_mm512_slli_epi16(h0, 4), b4)),
-            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q0, 4), m4),
-                            _mm512_and_si512(_mm512_slli_epi16(h0, 3), b4)),
-            _mm512_or_si512(_mm512_and_si512(q1, m4),
-                            _mm512_and_si512(_mm512_slli_epi16(h1, 4), b4)),
-            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q1, 4), m4),
-                            _mm512_and_si512(_mm512_slli_epi16(h1, 3), b4))};
+        const __m512i l[4] = {_mm512_or_si512(_mm512_and_si512(q0, m4),
+                                              _mm512_and_si512(_mm512_slli_epi16(h0, 4), b4)),
+                              _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q0, 4), m4),
+                                              _mm512_and_si512(_mm512_slli_epi16(h0, 3), b4)),
+                              _mm512_or_si512(_mm512_and_si512(q1, m4),
+                                              _mm512_and_si512(_mm512_slli_epi16(h1, 4), b4)),
+                              _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q1, 4), m4),
+                                              _mm512_and_si512(_mm512_slli_epi16(h1, 3), b4))};
         const __m512i s = _mm512_set1_epi64((long long)sc);
         __m512i sv[4];
 #pragma GCC unroll 4
@@ -320,8 +317,8 @@ QAI void dot_q5_K_512(const int C, int64_t nblk, const moe_block_q5_K *w, const 
  * a half from the low nibbles, 64..127 from the high), each 128-bit lane
  * one group of 16 with its scale (vpermw); ggml's 8 lanes as in Q5_K; the
  * 32 * scales * bsums term as ggml's. */
-QAI void dot_q6_K_512(const int C, int64_t nblk, const moe_block_q6_K *w, const char *X,
-                      size_t xrb, float *y, int64_t ldy) {
+QAI void dot_q6_K_512(const int C, int64_t nblk, const moe_block_q6_K *w, const char *X, size_t xrb,
+                      float *y, int64_t ldy) {
     const __m512i m4 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(0x30);
     const __m512i idx[4] = {q_idx4(0), q_idx4(4), q_idx4(8), q_idx4(12)};
     __m256 acc[QCOLS_MAX];
@@ -346,9 +343,10 @@ QAI void dot_q6_K_512(const int C, int64_t nblk, const moe_block_q6_K *w, const 
             const __m512i sb = _mm512_permutexvar_epi16(idx[2 * h + 1], s);
 #pragma GCC unroll 4
             for (int c = 0; c < C; c++) {
-                const int8_t *xq = ((const moe_block_q8_K *)(X + (size_t)c * xrb) + b)->qs + 128 * h;
-                a[c] = _mm512_dpwssd_epi32(a[c], _mm512_maddubs_epi16(qa, _mm512_loadu_si512(xq)),
-                                           sa);
+                const int8_t *xq =
+                    ((const moe_block_q8_K *)(X + (size_t)c * xrb) + b)->qs + 128 * h;
+                a[c] =
+                    _mm512_dpwssd_epi32(a[c], _mm512_maddubs_epi16(qa, _mm512_loadu_si512(xq)), sa);
                 a[c] = _mm512_dpwssd_epi32(
                     a[c], _mm512_maddubs_epi16(qb, _mm512_loadu_si512(xq + 64)), sb);
             }
@@ -375,8 +373,8 @@ QAI void dot_q6_K_512(const int C, int64_t nblk, const moe_block_q6_K *w, const 
 QAI void dot_iq4_xs_512(const int C, int64_t nblk, const moe_block_iq4_xs *w, const char *X,
                         size_t xrb, float *y, int64_t ldy) {
     const __m512i m4 = _mm512_set1_epi8(15), eight = _mm512_set1_epi8(8);
-    const __m512i tabs = _mm512_abs_epi8(
-        _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moe_iq4nl_values)));
+    const __m512i tabs =
+        _mm512_abs_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moe_iq4nl_values)));
     const __m512i idx[2] = {q_idx4(0), q_idx4(4)};
     const __m128i shv = _mm_setr_epi16(0, 2, 4, 6, 8, 10, 12, 14);
     const __m512i zero = _mm512_setzero_si512();
@@ -389,8 +387,8 @@ QAI void dot_iq4_xs_512(const int C, int64_t nblk, const moe_block_iq4_xs *w, co
         const __m128i v = _mm_cvtsi32_si128((int)sl), n15 = _mm_set1_epi8(15);
         const __m128i nib =
             _mm_unpacklo_epi8(_mm_and_si128(v, n15), _mm_and_si128(_mm_srli_epi16(v, 4), n15));
-        const __m128i hi2 = _mm_and_si128(
-            _mm_srlv_epi16(_mm_set1_epi16((short)w[b].scales_h), shv), _mm_set1_epi16(3));
+        const __m128i hi2 = _mm_and_si128(_mm_srlv_epi16(_mm_set1_epi16((short)w[b].scales_h), shv),
+                                          _mm_set1_epi16(3));
         const __m512i s = _mm512_castsi128_si512(_mm_sub_epi16(
             _mm_or_si128(_mm_cvtepu8_epi16(nib), _mm_slli_epi16(hi2, 4)), _mm_set1_epi16(32)));
         __m512i alo[QCOLS_MAX], ahi[QCOLS_MAX];
@@ -406,7 +404,8 @@ QAI void dot_iq4_xs_512(const int C, int64_t nblk, const moe_block_iq4_xs *w, co
             const __mmask64 nh = _mm512_testn_epi8_mask(hi, eight);
 #pragma GCC unroll 4
             for (int c = 0; c < C; c++) {
-                const int8_t *xq = ((const moe_block_q8_K *)(X + (size_t)c * xrb) + b)->qs + 128 * h;
+                const int8_t *xq =
+                    ((const moe_block_q8_K *)(X + (size_t)c * xrb) + b)->qs + 128 * h;
                 const __m512i x0 = _mm512_loadu_si512(xq), x1 = _mm512_loadu_si512(xq + 64);
                 const __m512i xl = _mm512_shuffle_i32x4(x0, x1, 0x88);
                 const __m512i xh = _mm512_shuffle_i32x4(x0, x1, 0xdd);
@@ -453,6 +452,13 @@ QK_COLS(dot_iq4_xs_512)
 
 /* ==== Table entry ========================================================== */
 
+/* The gemm takes its units (rows, groups of 8 rows) from QSTREAMS
+ * contiguous parts of the range in turn, so that the weights are read as
+ * QSTREAMS sequential streams: one stream alone reads ~10 GB/s a core on
+ * this class of machine, several ~14 (as the plain read loop and the Q8_0
+ * kernels). Unit u = p * per + j for j < per, part p < QSTREAMS, u < n. */
+#define QSTREAMS 2
+
 void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                             const void *X, int64_t nb, float *Y, int64_t ldy) {
     const size_t wrb = moe_dtype_row_bytes(wt, k);
@@ -462,37 +468,50 @@ void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, 
     switch (wt) {
     case MOE_DTYPE_Q4_0:
     case MOE_DTYPE_IQ4_NL:
-    case MOE_DTYPE_Q4_K: /* 8 rows at a time, the rest as the reference */
-        for (; r0 + 8 <= r1; r0 += 8) {
-            const char *w = Wc + (size_t)r0 * wrb;
+    case MOE_DTYPE_Q4_K: { /* 8 rows at a time, the rest as the reference */
+        /* groups of 8 rows from QSTREAMS parts of the range in turn */
+        const int64_t ng = (r1 - r0) / 8, per = (ng + QSTREAMS - 1) / QSTREAMS;
+        for (int64_t i = 0; i < per * QSTREAMS; i++) {
+            const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
+            if (u >= ng) continue;
+            const int64_t r = r0 + 8 * u;
+            const char *w = Wc + (size_t)r * wrb;
             if (wt != MOE_DTYPE_Q4_K) {
                 for (int64_t b = 0; b < nb; b++)
                     dot8_q4_512(wt == MOE_DTYPE_IQ4_NL, nblk, w, wrb,
-                                (const moe_block_q8_0 *)(Xc + (size_t)b * xrb), Y + b * ldy + r0);
+                                (const moe_block_q8_0 *)(Xc + (size_t)b * xrb), Y + b * ldy + r);
                 continue;
             }
             int64_t b = 0;
             for (; b + 2 <= nb; b += 2)
-                dot8_q4_K_512(2, nblk, w, wrb, Xc + (size_t)b * xrb, xrb, Y + b * ldy + r0, ldy);
+                dot8_q4_K_512(2, nblk, w, wrb, Xc + (size_t)b * xrb, xrb, Y + b * ldy + r, ldy);
             if (b < nb)
-                dot8_q4_K_512(1, nblk, w, wrb, Xc + (size_t)b * xrb, xrb, Y + b * ldy + r0, ldy);
+                dot8_q4_K_512(1, nblk, w, wrb, Xc + (size_t)b * xrb, xrb, Y + b * ldy + r, ldy);
         }
+        r0 += 8 * ng;
         if (r0 < r1) moe__quant_gemm_avx512_ref(wt, k, W, r0, r1, X, nb, Y, ldy);
         return;
+    }
     case MOE_DTYPE_Q5_K:
     case MOE_DTYPE_Q6_K:
     case MOE_DTYPE_IQ4_XS: {
         /* weight row outer (read once, from L1 for the other columns), up to
-         * QCOLS_MAX activation rows per pass over it */
+         * QCOLS_MAX activation rows per pass over it; rows from QSTREAMS
+         * parts of the range in turn */
         void (*fn)(int, int64_t, const void *, const char *, size_t, float *, int64_t) =
             wt == MOE_DTYPE_Q5_K   ? dot_q5_K_512_cols
             : wt == MOE_DTYPE_Q6_K ? dot_q6_K_512_cols
                                    : dot_iq4_xs_512_cols;
-        for (int64_t r = r0; r < r1; r++)
+        const int64_t n = r1 - r0, per = (n + QSTREAMS - 1) / QSTREAMS;
+        for (int64_t i = 0; i < per * QSTREAMS; i++) {
+            const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
+            if (u >= n) continue;
+            const int64_t r = r0 + u;
             for (int64_t b = 0; b < nb; b += QCOLS_MAX) {
                 const int C = (int)(nb - b < QCOLS_MAX ? nb - b : QCOLS_MAX);
                 fn(C, nblk, Wc + (size_t)r * wrb, Xc + (size_t)b * xrb, xrb, Y + b * ldy + r, ldy);
             }
+        }
         return;
     }
     default:
