@@ -2,8 +2,10 @@
  * bench/kernels.c - CPU kernel throughput against the machine's memory read
  * bandwidth, and the thread pool's hand-off cost.
  *
- *   build/bench-kernels            full run (~1 minute, ~1 GB of memory)
+ *   build/bench-kernels            full run (~2 minutes, ~1 GB of memory)
  *   build/bench-kernels --quick    tiny sizes, a smoke test
+ *   build/bench-kernels --matvec q4_K,q6_K
+ *                                  the read loop and those types' matvec only
  *
  * Prints one JSON object per line:
  *   {"kernel":"read","threads":1,"gb_s":30.2}
@@ -12,13 +14,17 @@
  *   {"kernel":"pool_run_empty","threads":2,"mode":"hot","us":0.4}
  * Matvec (nb = 1) cycles over expert-sized matrices (2816 x 1024) totalling
  * more than any cache, so every byte comes from DRAM; ratio is its weight
- * bytes per second over the plain summing loop's, same thread count. Every
- * number is the best of several runs. Inputs are seeded.
+ * bytes per second over the plain summing loop's (with the kernels'
+ * software prefetch), same thread count. Every
+ * stored type is measured, the quantised ones (Q4_0 ... IQ4_XS) included; the
+ * K types with k = 1024 (4 super-blocks a row). Every number is the best of
+ * several runs. Inputs are seeded.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +35,22 @@
 #include "svc/clock.h"
 
 static int quick;
+static const char *only; /* --matvec: the types to measure, comma separated */
+
+/* 1 if --matvec was not given or names t. */
+static int wanted(moe_dtype t) {
+    if (!only) return 1;
+    const char *name = moe_dtype_name(t);
+    const size_t n = strlen(name);
+    for (const char *p = only; *p;) {
+        const char *e = strchr(p, ',');
+        const size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncasecmp(p, name, n)) return 1;
+        if (!e) break;
+        p = e + 1;
+    }
+    return 0;
+}
 
 static void *xmalloc(size_t n) {
     void *p = aligned_alloc(64, (n + 63) / 64 * 64);
@@ -49,6 +71,13 @@ static float frand(void) {
 
 /* ==== Memory read bandwidth ================================================ */
 
+/* The read loop prefetches this many bytes ahead, as the matrix x vector
+ * kernels do (libmoe's MOE_PF_DIST): on a core whose hardware prefetchers
+ * alone leave bandwidth unused, the loop without it would understate what
+ * the memory delivers (and the kernels would read "faster than memory"). */
+#define READ_PF_DIST 8192
+#define READ_STREAMS 4
+
 typedef struct read_ctx {
     const uint64_t *p;
     size_t n;
@@ -59,14 +88,20 @@ static void read_task(void *arg, int ith, int nth) {
     read_ctx *c = arg;
     const size_t a = c->n * (size_t)ith / (size_t)nth / 8 * 8;
     const size_t b = ith == nth - 1 ? c->n : c->n * (size_t)(ith + 1) / (size_t)nth / 8 * 8;
-    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (size_t i = a; i < b; i += 4) {
-        s0 += c->p[i];
-        s1 += c->p[i + 1];
-        s2 += c->p[i + 2];
-        s3 += c->p[i + 3];
-    }
-    c->sum[ith] = s0 + s1 + s2 + s3;
+    /* READ_STREAMS sequential streams at once (the kernels read 2 to 8 rows
+     * side by side), one cache line of each a step */
+    const size_t len = (b - a) / READ_STREAMS / 8 * 8;
+    uint64_t s[READ_STREAMS] = {0};
+    for (size_t i = 0; i < len; i += 8)
+        for (int j = 0; j < READ_STREAMS; j++) {
+            const uint64_t *p = c->p + a + (size_t)j * len + i;
+            __builtin_prefetch(p + READ_PF_DIST / 8, 0, 3);
+            s[j] += (p[0] + p[1]) + (p[2] + p[3]) + (p[4] + p[5]) + (p[6] + p[7]);
+        }
+    uint64_t t = 0;
+    for (size_t i = a + READ_STREAMS * len; i < b; i++) t += c->p[i];
+    for (int j = 0; j < READ_STREAMS; j++) t += s[j];
+    c->sum[ith] = t;
 }
 
 static double bench_read(moe_pool *pool, size_t bytes, int reps) {
@@ -182,18 +217,22 @@ static void bench_pool(int n_threads) {
 /* ==== Main ================================================================= */
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: bench-kernels [--quick]\n"
+    fprintf(f, "usage: bench-kernels [--quick] [--matvec TYPES]\n"
                "Measures memory read bandwidth, matrix x vector throughput of every kernel\n"
                "level against it, GEMM throughput at nb=16/64/256, and the pool's hand-off cost.\n"
                "Prints one JSON object per line.\n"
-               "  --quick   tiny sizes (a smoke test; the numbers mean little)\n"
-               "  --help    this text\n");
+               "  --quick          tiny sizes (a smoke test; the numbers mean little)\n"
+               "  --matvec TYPES   the read loop and the matvec of TYPES only (comma\n"
+               "                   separated type names, e.g. q4_K,q6_K,iq4_xs)\n"
+               "  --help           this text\n");
 }
 
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick"))
             quick = 1;
+        else if (!strcmp(argv[i], "--matvec") && i + 1 < argc)
+            only = argv[++i];
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
@@ -214,11 +253,14 @@ int main(int argc, char **argv) {
         fflush(stdout);
     }
 
-    static const moe_dtype types[] = {MOE_DTYPE_Q8_0, MOE_DTYPE_Q4_0, MOE_DTYPE_Q4_K,
-                                      MOE_DTYPE_F16,  MOE_DTYPE_BF16, MOE_DTYPE_F32};
+    static const moe_dtype types[] = {
+        MOE_DTYPE_Q8_0,   MOE_DTYPE_Q4_0,   MOE_DTYPE_Q4_1, MOE_DTYPE_Q5_0, MOE_DTYPE_Q5_1,
+        MOE_DTYPE_IQ4_NL, MOE_DTYPE_Q2_K,   MOE_DTYPE_Q3_K, MOE_DTYPE_Q4_K, MOE_DTYPE_Q5_K,
+        MOE_DTYPE_Q6_K,   MOE_DTYPE_IQ4_XS, MOE_DTYPE_F16,  MOE_DTYPE_BF16, MOE_DTYPE_F32};
     const int64_t em = quick ? 256 : 2816, ek = quick ? 256 : 1024;
     const size_t total = quick ? ((size_t)8 << 20) : ((size_t)384 << 20);
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        if (!wanted(types[ti])) continue;
         mats s;
         mats_init(&s, types[ti], em, ek, total);
         for (int l = MOE_CPU_LEVEL_COUNT - 1; l >= 0; l--) {
@@ -236,6 +278,11 @@ int main(int argc, char **argv) {
             }
         }
         free(s.w);
+    }
+
+    if (only) {
+        moe_pool_destroy(pool2);
+        return 0;
     }
 
     /* GEMM: one expert-sized matrix (cache resident), batches of activations. */

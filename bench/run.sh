@@ -7,6 +7,10 @@
 #      prebuilt) on the same GGUF: a Mixtral-architecture Q8_0 model (hidden
 #      1024, 8 layers, 8 experts top-2, ff 2816, vocab 4096, ~620 MB) made by
 #      moectl mkmodel, at 1 and 2 threads, and the best of each engine;
+#   2b. the same on the bench preset quantised as Q4_K_M and IQ4_XS
+#      (models/bench-mixtral-{q4_k_m,iq4_xs}.gguf, made on first use), with
+#      decode's weight bandwidth (active bytes per token x tok/s) against the
+#      read loop's, measured in the same run;
 #   3. the gateway (bench/gateway.sh): N concurrent streaming clients against
 #      moectl bench --batch N and llama.cpp serving N sequences, then running
 #      streams' inter-token latency while long prompts arrive, chunked prefill
@@ -14,7 +18,10 @@
 #   4. experts over gRPC, the tokenizer, and the control plane (bench/cluster.sh:
 #      failover stall, rebalance time, throughput during epoch switches).
 # Env: BENCH_THREADS="1 2", BENCH_PROMPT=128, BENCH_GEN=64, BENCH_REPS=3,
-#      BENCH_MODEL=models/bench-mixtral-q8_0.gguf, BENCH_GW=0 (skip 3; its
+#      BENCH_MODEL=models/bench-mixtral-q8_0.gguf, BENCH_QUANT="q4_k_m iq4_xs"
+#      (2b's types; empty skips 2b), BENCH_ENGINE_ONLY=1 (1, 2 and 2b only),
+#      BENCH_KERNELS_ARGS (bench-kernels options for 1, e.g. --matvec q4_K),
+#      BENCH_GW=0 (skip 3; its
 #      BENCH_GW_* and BENCH_CLIENTS knobs: bench/gateway.sh)
 set -u
 # no MOE_* twin leaks in from the caller's shell
@@ -29,41 +36,80 @@ MODEL=${BENCH_MODEL:-models/bench-mixtral-q8_0.gguf}
 . tests/ref/env.sh
 
 echo "== kernels: matrix x vector bytes/s vs a plain memory-read loop (ratio = kernel / read)"
-"$BUILD/bench-kernels" || echo "bench-kernels failed"
+# shellcheck disable=SC2086 # BENCH_KERNELS_ARGS: bench-kernels options, e.g. --matvec q4_K,q6_K
+"$BUILD/bench-kernels" ${BENCH_KERNELS_ARGS:-} || echo "bench-kernels failed"
 
-if [ ! -f "$MODEL" ]; then
-    echo "== making $MODEL (moectl mkmodel --preset bench --dtype q8_0 --seed 42)"
-    mkdir -p "$(dirname "$MODEL")"
-    "$MOECTL" mkmodel --arch llama --dtype q8_0 --seed 42 --preset bench -o "$MODEL" || exit 1
-fi
 have_ref=1
 [ -d tests/ref/node_modules/node-llama-cpp ] || { have_ref=0; echo "llama.cpp reference not installed (make ref): ratios skipped"; }
-
-echo "== engine: $MODEL, prompt $P, gen $G, best of $R"
 num() { sed -n "s/.*\"$1\": *\([0-9.]*\).*/\1/p"; }
-best_ours_pf=0; best_ours_dec=0; best_ref_pf=0; best_ref_dec=0
 max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b) ? a : b }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-printf '%-8s %-8s %14s %14s %9s\n' threads phase "moectl tok/s" "llama.cpp" ratio
-for t in $THREADS; do
-    ours=$("$MOECTL" bench "$MODEL" --prompt "$P" --gen "$G" --threads "$t" --reps "$R") || { echo "moectl bench failed"; exit 1; }
-    echo "moectl:    $ours" >&2
-    o_pf=$(echo "$ours" | num prefill_tok_s); o_dec=$(echo "$ours" | num decode_tok_s)
-    r_pf=0; r_dec=0
-    if [ $have_ref = 1 ]; then
-        ref=$(node tests/ref/llama.mjs bench "$MODEL" --prompt "$P" --gen "$G" --threads "$t" --reps "$R" 2>/dev/null) || ref=""
-        echo "llama.cpp: $ref" >&2
-        r_pf=$(echo "$ref" | num prefill_tok_s); r_dec=$(echo "$ref" | num decode_tok_s)
-        r_pf=${r_pf:-0}; r_dec=${r_dec:-0}
-    fi
-    printf '%-8s %-8s %14.1f %14.1f %9s\n' "$t" prefill "$o_pf" "$r_pf" "$(ratio "$o_pf" "$r_pf")"
-    printf '%-8s %-8s %14.1f %14.1f %9s\n' "$t" decode "$o_dec" "$r_dec" "$(ratio "$o_dec" "$r_dec")"
-    best_ours_pf=$(max "$best_ours_pf" "$o_pf"); best_ours_dec=$(max "$best_ours_dec" "$o_dec")
-    best_ref_pf=$(max "$best_ref_pf" "$r_pf"); best_ref_dec=$(max "$best_ref_dec" "$r_dec")
-done
-printf '%-8s %-8s %14.1f %14.1f %9s\n' best prefill "$best_ours_pf" "$best_ref_pf" "$(ratio "$best_ours_pf" "$best_ref_pf")"
-printf '%-8s %-8s %14.1f %14.1f %9s\n' best decode "$best_ours_dec" "$best_ref_dec" "$(ratio "$best_ours_dec" "$best_ref_dec")"
+gbs() { awk -v t="$1" -v b="$2" 'BEGIN { printf "%.2f", t * b / 1e9 }'; }
+
+# mkmodel_if_missing PATH DTYPE: the bench preset (Mixtral-shaped) in DTYPE, seed 42
+mkmodel_if_missing() {
+    [ -f "$1" ] && return 0
+    echo "== making $1 (moectl mkmodel --preset bench --dtype $2 --seed 42)"
+    mkdir -p "$(dirname "$1")"
+    "$MOECTL" mkmodel --arch llama --dtype "$2" --seed 42 --preset bench -o "$1"
+}
+
+# The machine's read bandwidth in this run (bench-kernels' plain summing
+# loop), at 1 and 2 threads: the weight bandwidth of decode is shown as a
+# fraction of it.
+read_bw() { "$BUILD/bench-kernels" --matvec read | sed -n "s/.*\"read\",\"threads\":$1,\"gb_s\":\([0-9.]*\).*/\1/p"; }
+
+# engine_bench MODEL: decode and prefill tok/s of moectl and llama.cpp at each
+# thread count and the best of each; decode's weight bandwidth (active bytes
+# per token x tok/s) and its fraction of the read loop's at that thread count.
+engine_bench() {
+    M=$1
+    echo "== engine: $M, prompt $P, gen $G, best of $R"
+    RB1=$(read_bw 1); RB2=$(read_bw 2)
+    echo "read loop: ${RB1:-?} GB/s (1 thread), ${RB2:-?} GB/s (2 threads), measured now"
+    best_ours_pf=0; best_ours_dec=0; best_ref_pf=0; best_ref_dec=0; AB=0; rbbest=0
+    printf '%-8s %-8s %14s %14s %9s %12s %12s %9s\n' threads phase "moectl tok/s" "llama.cpp" ratio \
+        "moectl GB/s" "llama GB/s" "of read"
+    for t in $THREADS; do
+        ours=$("$MOECTL" bench "$M" --prompt "$P" --gen "$G" --threads "$t" --reps "$R") || { echo "moectl bench failed"; return 1; }
+        echo "moectl:    $ours" >&2
+        o_pf=$(echo "$ours" | num prefill_tok_s); o_dec=$(echo "$ours" | num decode_tok_s)
+        AB=$(echo "$ours" | num active_bytes_per_token)
+        r_pf=0; r_dec=0
+        if [ $have_ref = 1 ]; then
+            ref=$(node tests/ref/llama.mjs bench "$M" --prompt "$P" --gen "$G" --threads "$t" --reps "$R" 2>/dev/null) || ref=""
+            echo "llama.cpp: $ref" >&2
+            r_pf=$(echo "$ref" | num prefill_tok_s); r_dec=$(echo "$ref" | num decode_tok_s)
+            r_pf=${r_pf:-0}; r_dec=${r_dec:-0}
+        fi
+        rb=$([ "$t" = 1 ] && echo "${RB1:-0}" || echo "${RB2:-0}")
+        printf '%-8s %-8s %14.1f %14.1f %9s\n' "$t" prefill "$o_pf" "$r_pf" "$(ratio "$o_pf" "$r_pf")"
+        printf '%-8s %-8s %14.1f %14.1f %9s %12s %12s %9s\n' "$t" decode "$o_dec" "$r_dec" "$(ratio "$o_dec" "$r_dec")" \
+            "$(gbs "$o_dec" "$AB")" "$(gbs "$r_dec" "$AB")" "$(ratio "$(gbs "$o_dec" "$AB")" "$rb")"
+        best_ours_pf=$(max "$best_ours_pf" "$o_pf")
+        if [ "$(max "$best_ours_dec" "$o_dec")" != "$best_ours_dec" ]; then best_ours_dec=$o_dec; rbbest=$rb; fi
+        best_ref_pf=$(max "$best_ref_pf" "$r_pf"); best_ref_dec=$(max "$best_ref_dec" "$r_dec")
+    done
+    printf '%-8s %-8s %14.1f %14.1f %9s\n' best prefill "$best_ours_pf" "$best_ref_pf" "$(ratio "$best_ours_pf" "$best_ref_pf")"
+    printf '%-8s %-8s %14.1f %14.1f %9s %12s %12s %9s\n' best decode "$best_ours_dec" "$best_ref_dec" "$(ratio "$best_ours_dec" "$best_ref_dec")" \
+        "$(gbs "$best_ours_dec" "$AB")" "$(gbs "$best_ref_dec" "$AB")" "$(ratio "$(gbs "$best_ours_dec" "$AB")" "$rbbest")"
+    echo "weights read per decoded token: $AB bytes (moectl's active_bytes_per_token); 'of read': moectl's GB/s over the read loop's at that thread count (best: at moectl's best)"
+}
+
+mkmodel_if_missing "$MODEL" q8_0 || exit 1
+engine_bench "$MODEL" || exit 1
 echo "targets: decode >= 1.0x and prefill >= 0.8x llama.cpp's best thread count"
+
+# ---- quantised models (issue 17): the bench preset in llama-quantize's Q4_K_M
+# mix and in IQ4_XS; BENCH_QUANT="" skips them
+for q in ${BENCH_QUANT-q4_k_m iq4_xs}; do
+    QM=models/bench-mixtral-$q.gguf
+    mkmodel_if_missing "$QM" "$q" || exit 1
+    engine_bench "$QM" || exit 1
+done
+[ -n "${BENCH_QUANT-q4_k_m iq4_xs}" ] &&
+    echo "targets (quantised): decode >= 2x llama.cpp's best thread count, at >= 0.8 of the read loop's bandwidth"
+[ "${BENCH_ENGINE_ONLY:-0}" = 1 ] && exit 0
 
 # ---- the gateway: N concurrent streams, and prefill interference -------------------
 # bench/gateway.sh: build/gateway under build/bench-gwload's streaming clients beside

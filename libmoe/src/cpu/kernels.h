@@ -54,6 +54,16 @@ void moe__quant_gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, in
                           const void *X, int64_t nb, float *Y, int64_t ldy);
 void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                             const void *X, int64_t nb, float *Y, int64_t ldy);
+/* quant_simd.h's arithmetic built for AVX2: the reference that
+ * moe__quant_gemm_avx2's faster kernels (Q4_K, Q6_K, IQ4_XS) equal bit for
+ * bit, and what it runs for the other types. */
+void moe__quant_gemm_avx2_ref(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                              const void *X, int64_t nb, float *Y, int64_t ldy);
+/* quant_simd.h's arithmetic built with the AVX-512 flags: the reference
+ * that moe__quant_gemm_avx512's faster kernels (Q4_0, IQ4_NL, Q4_K, Q5_K,
+ * Q6_K, IQ4_XS) equal bit for bit, and what it runs for the other types. */
+void moe__quant_gemm_avx512_ref(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                                const void *X, int64_t nb, float *Y, int64_t ldy);
 /* The scalar dot of one row of the K types (quant_kscalar.c). */
 float moe__quant_k_dot_scalar(moe_dtype wt, int64_t k, const void *w, const void *x);
 /* The activation types Q8_1 and Q8_K, the same code at every level (they
@@ -63,7 +73,9 @@ void moe__quant_act_from_f32(moe_dtype dt, const float *x, void *y, int64_t n);
 /* Software prefetch distance (bytes) for the Q8_0 matrix x vector kernels,
  * which read weight rows in sequence: on this class of machine (AMD EPYC,
  * ~30 GB/s per core) it lifted them from ~0.88 to ~0.97 of the plain read
- * loop's bandwidth; the float kernels are as fast without. */
+ * loop's bandwidth; the float kernels are as fast without. The quantised
+ * kernels (quant_avx2.c, quant_avx512.c) prefetch this far along a row, or
+ * twice this far in their read order where they read 8 rows side by side. */
 #define MOE_PF_DIST 8192
 
 #endif

@@ -1,5 +1,521 @@
-/* cpu/quant_avx512.c - the quantised types of quant_simd.h, built with the
- * AVX-512 flags (the compiler may use VNNI / EVEX forms of the same integer
- * operations; the numbers are those of the AVX2 build). */
-#define QUANT_GEMM moe__quant_gemm_avx512
+/*
+ * cpu/quant_avx512.c - the quantised types of quant_simd.h, built with the
+ * AVX-512 flags, with faster decode kernels for Q4_0, IQ4_NL, Q4_K, Q5_K,
+ * Q6_K and IQ4_XS.
+ *
+ * quant_simd.h's code, built here as moe__quant_gemm_avx512_ref, is the
+ * reference: every kernel below gives the same bits for every output. They
+ * compute the same exact integers (integer sums are order-free: 512-bit
+ * registers, vpdpbusd / vpdpwssd, other groupings) and then run the same
+ * float operations in the same order on them (the rows in float lanes for
+ * the 8-row kernels, ggml's 8 int32 lanes then one fma per super-block for
+ * the others). What makes them faster: 64 bytes of weights per integer
+ * instruction, the K scales unpacked on whole words, the 8 rows' sums
+ * transposed by one shuffle network instead of vphaddd chains, software
+ * prefetch in the order the weights are read (q_pf8), and for small
+ * batches (prefill chunks) weights unpacked once for 2 (Q4_K) or 4 (Q5_K,
+ * Q6_K, IQ4_XS) activation rows.
+ */
+#define QUANT_GEMM moe__quant_gemm_avx512_ref
 #include "quant_simd.h"
+
+/* ==== Helpers ============================================================== */
+
+/* Prefetch `lines` cache lines from p. */
+QAI void q_prefetch_at(const char *p, int lines) {
+    for (int i = 0; i < lines; i++) __builtin_prefetch(p + 64 * i, 0, 3);
+}
+
+/* Prefetch `lines` cache lines from p + MOE_PF_DIST (one row after another:
+ * the one-row kernels). */
+QAI void q_prefetch(const void *p, int lines) {
+    q_prefetch_at((const char *)p + MOE_PF_DIST, lines);
+}
+
+/* The 8-row kernels read 8 rows side by side, block b of each in turn, so
+ * the weights they need 2 * MOE_PF_DIST bytes later (on this class of
+ * machine about twice as fast as MOE_PF_DIST bytes along one row, which
+ * only reaches the group's next rows) lie `ahead` = 2 * MOE_PF_DIST / (8 *
+ * block bytes) blocks further in the same row, or past the row's end in the
+ * row 8 further on (the next group's). That address for `row` at block b. */
+QAI const char *q_pf8(const char *row, size_t wrb, size_t bs, int64_t b, int64_t nblk) {
+    const int64_t t = b + (int64_t)(2 * MOE_PF_DIST / (8 * bs));
+    return t < nblk ? row + (size_t)t * bs : row + 8 * wrb + (size_t)(t - nblk) * bs;
+}
+
+/* Two 32-byte pieces as one zmm (a low, b high). */
+QAI __m512i q_cat256(const void *a, const void *b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
+                              _mm256_loadu_si256((const __m256i *)b), 1);
+}
+
+/* vpshufb control: int16 lanes of the low 256 bits = byte a of each 128-bit
+ * lane zero-extended, of the high 256 bits byte b. */
+QAI __m512i q_ctl16(int a, int b) {
+    return _mm512_inserti64x4(_mm512_set1_epi16((short)(0x8000 | a)),
+                              _mm256_set1_epi16((short)(0x8000 | b)), 1);
+}
+
+/* vpermw index: 128-bit lane j of int16 element a + j (j = 0..3). */
+QAI __m512i q_idx4(int a) {
+    return _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_set1_epi16((short)a)), _mm_set1_epi16((short)(a + 1)), 1)),
+        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16((short)(a + 2))),
+                                _mm_set1_epi16((short)(a + 3)), 1),
+        1);
+}
+
+/* 8 vectors of 16 int32 -> their 8 sums (exact), in order. */
+QAI __m256i q_sum8x16(const __m512i *p) {
+    __m512i c[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) /* lane: [a0+a2, b0+b2, a1+a3, b1+b3] */
+        c[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2 * i], p[2 * i + 1]),
+                                _mm512_unpackhi_epi32(p[2 * i], p[2 * i + 1]));
+    /* lane k: rows 0..3 (e0), 4..7 (e1), partial over lane k */
+    const __m512i e0 =
+        _mm512_add_epi32(_mm512_unpacklo_epi64(c[0], c[1]), _mm512_unpackhi_epi64(c[0], c[1]));
+    const __m512i e1 =
+        _mm512_add_epi32(_mm512_unpacklo_epi64(c[2], c[3]), _mm512_unpackhi_epi64(c[2], c[3]));
+    const __m512i f =
+        _mm512_add_epi32(_mm512_shuffle_i32x4(e0, e1, 0x88), _mm512_shuffle_i32x4(e0, e1, 0xdd));
+    const __m512i g = _mm512_add_epi32(f, _mm512_shuffle_i32x4(f, f, 0xb1));
+    return _mm512_castsi512_si256(_mm512_shuffle_i32x4(g, g, 0x08));
+}
+
+/* Two vectors whose 128-bit lane i holds 4 int32 of row i (a: rows 0..3,
+ * b: rows 4..7) -> the 8 rows' sums (exact), in order. */
+QAI __m256i q_sum4x2(__m512i a, __m512i b) {
+    const __m512i e = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    const __m512i f = _mm512_add_epi32(e, _mm512_shuffle_epi32(e, _MM_PERM_BADC));
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_castsi512_si256(_mm512_permutexvar_epi32(idx, f));
+}
+
+/* A 128-bit vector's 4 int32 (exact). */
+QAI int q_hsum4(__m128i v) {
+    v = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
+    return _mm_cvtsi128_si32(_mm_add_epi32(v, _mm_shuffle_epi32(v, 1)));
+}
+
+/* The 8 6-bit scales (*sc) and minimums (*mn) of a Q4_K / Q5_K super-block,
+ * byte g for group g: moe__k4_scale_min's unpacking on whole words. */
+QAI void k4_scales8(const uint8_t *s, uint64_t *sc, uint64_t *mn) {
+    uint32_t u0, u1, u2;
+    memcpy(&u0, s, 4);
+    memcpy(&u1, s + 4, 4);
+    memcpy(&u2, s + 8, 4);
+    const uint32_t sc_hi = (u2 & 0x0f0f0f0fu) | ((u0 >> 2) & 0x30303030u);
+    const uint32_t mn_hi = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 2) & 0x30303030u);
+    *sc = (u0 & 0x3f3f3f3fu) | (uint64_t)sc_hi << 32;
+    *mn = (u1 & 0x3f3f3f3fu) | (uint64_t)mn_hi << 32;
+}
+
+/* The minimums (8 bytes) times the activations' sums of 32 (bs2, 8 int16),
+ * summed (exact). */
+QAI int k4_mins(uint64_t mn, __m128i bs2) {
+    return q_hsum4(_mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn)), bs2));
+}
+
+/* The activations of a Q4_K / Q5_K super-block in the order of the weights'
+ * zmm: the low nibbles of qs[0..63] are groups 0 and 2, the high ones 1 and
+ * 3; of qs[64..127] groups 4, 6 and 5, 7. */
+QAI void k4_acts(const int8_t *xq, __m512i *xa) {
+    xa[0] = q_cat256(xq, xq + 64);
+    xa[1] = q_cat256(xq + 32, xq + 96);
+    xa[2] = q_cat256(xq + 128, xq + 192);
+    xa[3] = q_cat256(xq + 160, xq + 224);
+}
+
+/* ==== Q4_0 and IQ4_NL: 8 rows ============================================== */
+
+/* dot8_q4's arithmetic: per block the 8 rows' exact sums, then one vector
+ * fma with the rows in the float lanes. Rows 0..3 and 4..7 in the 128-bit
+ * lanes of two zmm; levels unsigned (nibble, or the IQ4 value + 128) by
+ * vpdpbusd against the activations broadcast to every lane, started at
+ * -off * (the activations' sums of 4) to take the offset back out. */
+QAI void dot8_q4_512(const int iq4, int64_t nblk, const char *w0, size_t wrb,
+                     const moe_block_q8_0 *x, float *y) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512i off = _mm512_set1_epi8((char)(iq4 ? 128 : 8));
+    __m512i tbl = _mm512_setzero_si512();
+    if (iq4)
+        tbl = _mm512_add_epi8(
+            _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moe_iq4nl_values)), off);
+    const int s = (int)wrb;
+    const __m256i offs = _mm256_setr_epi32(0, s, 2 * s, 3 * s, 4 * s, 5 * s, 6 * s, 7 * s);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        const char *p = w0 + (size_t)b * sizeof(moe_block_q4_0);
+        if ((b & 3) == 0)
+#pragma GCC unroll 8
+            for (int r = 0; r < 8; r++)
+                q_prefetch_at(q_pf8(w0 + (size_t)r * wrb, wrb, sizeof(moe_block_q4_0), b, nblk), 2);
+        const __m512i xl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)x[b].qs));
+        const __m512i xh = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)x[b].qs + 1));
+        const __m512i neg = _mm512_sub_epi32(
+            _mm512_setzero_si512(),
+            _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xl), off, xh));
+        __m512i q[2];
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const char *ph = p + 2 + (size_t)(4 * h) * wrb;
+            __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)ph));
+            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(ph + wrb)), 1);
+            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(ph + 2 * wrb)), 2);
+            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(ph + 3 * wrb)), 3);
+            __m512i lo = _mm512_and_si512(v, m4);
+            __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            if (iq4) {
+                lo = _mm512_shuffle_epi8(tbl, lo);
+                hi = _mm512_shuffle_epi8(tbl, hi);
+            }
+            q[h] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(neg, lo, xl), hi, xh);
+        }
+        const __m256i sums = q_sum4x2(q[0], q[1]);
+        const __m256i dw = _mm256_i32gather_epi32((const int *)p, offs, 1);
+        const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_cvtepi32_epi16(dw)),
+                                       _mm256_set1_ps(q_f16(x[b].d)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc);
+    }
+    _mm256_storeu_ps(y, acc);
+}
+
+/* ==== Q4_K: 8 rows ========================================================= */
+
+/* dot8_q4_K's arithmetic. Per row and super-block: qs as two zmm, each
+ * nibble half times its activations (vpmaddubsw) and times its group's
+ * scale (vpdpwssd, the scale spread from one broadcast qword by vpshufb),
+ * into one zmm of 16 int32; the 8 rows' zmm summed and transposed by
+ * q_sum8x16; the minimums times the group sums for 8 rows at once. C (1 or
+ * 2) activation rows (X + c * xrb, outputs y + c * ldy) share each row's
+ * unpacked weights; each output's arithmetic is the same for any C. */
+QAI void dot8_q4_K_512(const int C, int64_t nblk, const char *w0, size_t wrb, const char *X,
+                       size_t xrb, float *y, int64_t ldy) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512i ctl[4] = {q_ctl16(0, 2), q_ctl16(1, 3), q_ctl16(4, 6), q_ctl16(5, 7)};
+    __m256 acc[2], accm[2];
+    for (int c = 0; c < C; c++) acc[c] = accm[c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        const moe_block_q8_K *xb[2];
+        __m512i xa[2][4], p[2][8];
+        for (int c = 0; c < C; c++) {
+            xb[c] = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
+            k4_acts(xb[c]->qs, xa[c]);
+        }
+        _Alignas(64) uint64_t mins[8];
+        _Alignas(32) uint32_t dd[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            const moe_block_q4_K *wb = (const moe_block_q4_K *)(w0 + (size_t)r * wrb) + b;
+            q_prefetch_at(q_pf8(w0 + (size_t)r * wrb, wrb, sizeof *wb, b, nblk), 3);
+            uint64_t sc;
+            k4_scales8(wb->scales, &sc, &mins[r]);
+            memcpy(&dd[r], wb, 4);
+            const __m512i s = _mm512_set1_epi64((long long)sc);
+            const __m512i q0 = _mm512_loadu_si512(wb->qs), q1 = _mm512_loadu_si512(wb->qs + 64);
+            const __m512i l[4] = {
+                _mm512_and_si512(q0, m4), _mm512_and_si512(_mm512_srli_epi16(q0, 4), m4),
+                _mm512_and_si512(q1, m4), _mm512_and_si512(_mm512_srli_epi16(q1, 4), m4)};
+            __m512i sv[4];
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) sv[j] = _mm512_shuffle_epi8(s, ctl[j]);
+#pragma GCC unroll 2
+            for (int c = 0; c < C; c++) {
+                __m512i a = _mm512_setzero_si512();
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; j++)
+                    a = _mm512_dpwssd_epi32(a, _mm512_maddubs_epi16(l[j], xa[c][j]), sv[j]);
+                p[c][r] = a;
+            }
+        }
+        const __m512i mv = _mm512_load_si512(mins);
+        const __m512i mlo = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(mv));
+        const __m512i mhi = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(mv, 1));
+        const __m256i dv = _mm256_load_si256((const __m256i *)dd);
+        const __m256 dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dv));
+        const __m256 mw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dv, 16)));
+#pragma GCC unroll 2
+        for (int c = 0; c < C; c++) {
+            const __m256i sums = q_sum8x16(p[c]);
+            const __m512i bsv = _mm512_broadcast_i32x4(
+                _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)xb[c]->bsums),
+                               _mm_loadu_si128((const __m128i *)xb[c]->bsums + 1)));
+            const __m256i im = q_sum4x2(_mm512_madd_epi16(mlo, bsv), _mm512_madd_epi16(mhi, bsv));
+            const __m256 dx = _mm256_set1_ps(xb[c]->d);
+            const __m256 d = _mm256_mul_ps(dw, dx), dm = _mm256_mul_ps(mw, dx);
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc[c]);
+            accm[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(im), dm, accm[c]);
+        }
+    }
+    for (int c = 0; c < C; c++) _mm256_storeu_ps(y + c * ldy, _mm256_sub_ps(acc[c], accm[c]));
+}
+
+/* ==== Q5_K, Q6_K, IQ4_XS: one row, ggml's lanes ============================ */
+
+/* Each of these computes one weight row against C activation rows (C <= 4,
+ * the columns X + c * xrb, outputs y[c * ldy]): the weights are unpacked
+ * once per super-block for all C, and each output is the one-row kernel's
+ * arithmetic exactly (its own int32 lanes, fma chain and final sum). */
+#define QCOLS_MAX 4
+
+/* dot_q5_K's arithmetic: the 16 int32 of the zmm products, low half plus
+ * high half, are ggml's 8 lanes (lane l: elements 4l..4l+3 of every group).
+ * The fifth bits: qh and qh >> 2 side by side give groups 0, 2 (bit 0) and
+ * 1, 3 (bit 1); shifted by 4 more, groups 4..7. */
+QAI void dot_q5_K_512(const int C, int64_t nblk, const moe_block_q5_K *w, const char *X, size_t xrb,
+                      float *y, int64_t ldy) {
+    const __m512i m4 = _mm512_set1_epi8(15), b4 = _mm512_set1_epi8(16);
+    const __m512i ctl[4] = {q_ctl16(0, 2), q_ctl16(1, 3), q_ctl16(4, 6), q_ctl16(5, 7)};
+    __m256 acc[QCOLS_MAX];
+    float summs[QCOLS_MAX];
+    for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps(), summs[c] = 0.0f;
+    for (int64_t b = 0; b < nblk; b++) {
+        q_prefetch(&w[b], 3);
+        uint64_t sc, mn;
+        k4_scales8(w[b].scales, &sc, &mn);
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)w[b].qh);
+        const __m512i h0 =
+            _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+        const __m512i h1 = _mm512_srli_epi16(h0, 4);
+        const __m512i q0 = _mm512_loadu_si512(w[b].qs), q1 = _mm512_loadu_si512(w[b].qs + 64);
+        const __m512i l[4] = {_mm512_or_si512(_mm512_and_si512(q0, m4),
+                                              _mm512_and_si512(_mm512_slli_epi16(h0, 4), b4)),
+                              _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q0, 4), m4),
+                                              _mm512_and_si512(_mm512_slli_epi16(h0, 3), b4)),
+                              _mm512_or_si512(_mm512_and_si512(q1, m4),
+                                              _mm512_and_si512(_mm512_slli_epi16(h1, 4), b4)),
+                              _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q1, 4), m4),
+                                              _mm512_and_si512(_mm512_slli_epi16(h1, 3), b4))};
+        const __m512i s = _mm512_set1_epi64((long long)sc);
+        __m512i sv[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) sv[j] = _mm512_shuffle_epi8(s, ctl[j]);
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            const moe_block_q8_K *xb = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
+            const float d = xb->d * q_f16(w[b].d), dmin = -xb->d * q_f16(w[b].dmin);
+            const __m128i bs2 = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)xb->bsums),
+                                               _mm_loadu_si128((const __m128i *)xb->bsums + 1));
+            summs[c] += dmin * (float)k4_mins(mn, bs2);
+            __m512i xa[4];
+            k4_acts(xb->qs, xa);
+            __m512i a = _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++)
+                a = _mm512_dpwssd_epi32(a, _mm512_maddubs_epi16(l[j], xa[j]), sv[j]);
+            const __m256i sumi =
+                _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[c]);
+        }
+    }
+    for (int c = 0; c < C; c++) y[c * ldy] = q_hsum8(acc[c]) + summs[c];
+}
+
+/* dot_q6_K's arithmetic: 64 weights a zmm (ql's 64 bytes: elements 0..63 of
+ * a half from the low nibbles, 64..127 from the high), each 128-bit lane
+ * one group of 16 with its scale (vpermw); ggml's 8 lanes as in Q5_K; the
+ * 32 * scales * bsums term as ggml's. */
+QAI void dot_q6_K_512(const int C, int64_t nblk, const moe_block_q6_K *w, const char *X, size_t xrb,
+                      float *y, int64_t ldy) {
+    const __m512i m4 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(0x30);
+    const __m512i idx[4] = {q_idx4(0), q_idx4(4), q_idx4(8), q_idx4(12)};
+    __m256 acc[QCOLS_MAX];
+    for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        q_prefetch(&w[b], 4);
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[b].scales));
+        const __m512i s = _mm512_castsi256_si512(sc16);
+        __m512i a[QCOLS_MAX];
+        for (int c = 0; c < C; c++) a[c] = _mm512_setzero_si512();
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const __m512i l = _mm512_loadu_si512(w[b].ql + 64 * h);
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h));
+            const __m512i h2 =
+                _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+            const __m512i qa = _mm512_or_si512(_mm512_and_si512(l, m4),
+                                               _mm512_and_si512(_mm512_slli_epi16(h2, 4), m3));
+            const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                               _mm512_and_si512(h2, m3));
+            const __m512i sa = _mm512_permutexvar_epi16(idx[2 * h], s);
+            const __m512i sb = _mm512_permutexvar_epi16(idx[2 * h + 1], s);
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++) {
+                const int8_t *xq =
+                    ((const moe_block_q8_K *)(X + (size_t)c * xrb) + b)->qs + 128 * h;
+                a[c] =
+                    _mm512_dpwssd_epi32(a[c], _mm512_maddubs_epi16(qa, _mm512_loadu_si512(xq)), sa);
+                a[c] = _mm512_dpwssd_epi32(
+                    a[c], _mm512_maddubs_epi16(qb, _mm512_loadu_si512(xq + 64)), sb);
+            }
+        }
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            const moe_block_q8_K *xb = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
+            const float d = xb->d * q_f16(w[b].d);
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)xb->bsums);
+            const __m256i sub = _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5);
+            const __m256i sumi = _mm256_sub_epi32(
+                _mm256_add_epi32(_mm512_castsi512_si256(a[c]), _mm512_extracti64x4_epi64(a[c], 1)),
+                sub);
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[c]);
+        }
+    }
+    for (int c = 0; c < C; c++) y[c * ldy] = q_hsum8(acc[c]);
+}
+
+/* dot_iq4_xs's arithmetic: qs as two zmm, 128-bit lane g one group (its low
+ * nibbles elements 0..15, high 16..31, which land in ggml's lanes 0..3 and
+ * 4..7); the levels' magnitudes by table, their signs (index < 8) moved
+ * onto the activations; each lane times its group's scale - 32. */
+QAI void dot_iq4_xs_512(const int C, int64_t nblk, const moe_block_iq4_xs *w, const char *X,
+                        size_t xrb, float *y, int64_t ldy) {
+    const __m512i m4 = _mm512_set1_epi8(15), eight = _mm512_set1_epi8(8);
+    const __m512i tabs =
+        _mm512_abs_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moe_iq4nl_values)));
+    const __m512i idx[2] = {q_idx4(0), q_idx4(4)};
+    const __m128i shv = _mm_setr_epi16(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512i zero = _mm512_setzero_si512();
+    __m256 acc[QCOLS_MAX];
+    for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        q_prefetch(&w[b], 3);
+        uint32_t sl;
+        memcpy(&sl, w[b].scales_l, 4);
+        const __m128i v = _mm_cvtsi32_si128((int)sl), n15 = _mm_set1_epi8(15);
+        const __m128i nib =
+            _mm_unpacklo_epi8(_mm_and_si128(v, n15), _mm_and_si128(_mm_srli_epi16(v, 4), n15));
+        const __m128i hi2 = _mm_and_si128(_mm_srlv_epi16(_mm_set1_epi16((short)w[b].scales_h), shv),
+                                          _mm_set1_epi16(3));
+        const __m512i s = _mm512_castsi128_si512(_mm_sub_epi16(
+            _mm_or_si128(_mm_cvtepu8_epi16(nib), _mm_slli_epi16(hi2, 4)), _mm_set1_epi16(32)));
+        __m512i alo[QCOLS_MAX], ahi[QCOLS_MAX];
+        for (int c = 0; c < C; c++) alo[c] = ahi[c] = zero;
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const __m512i q = _mm512_loadu_si512(w[b].qs + 64 * h);
+            const __m512i lo = _mm512_and_si512(q, m4);
+            const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+            const __m512i sg = _mm512_permutexvar_epi16(idx[h], s);
+            const __m512i tl = _mm512_shuffle_epi8(tabs, lo), th = _mm512_shuffle_epi8(tabs, hi);
+            const __mmask64 nl = _mm512_testn_epi8_mask(lo, eight);
+            const __mmask64 nh = _mm512_testn_epi8_mask(hi, eight);
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++) {
+                const int8_t *xq =
+                    ((const moe_block_q8_K *)(X + (size_t)c * xrb) + b)->qs + 128 * h;
+                const __m512i x0 = _mm512_loadu_si512(xq), x1 = _mm512_loadu_si512(xq + 64);
+                const __m512i xl = _mm512_shuffle_i32x4(x0, x1, 0x88);
+                const __m512i xh = _mm512_shuffle_i32x4(x0, x1, 0xdd);
+                alo[c] = _mm512_dpwssd_epi32(
+                    alo[c], _mm512_maddubs_epi16(tl, _mm512_mask_sub_epi8(xl, nl, zero, xl)), sg);
+                ahi[c] = _mm512_dpwssd_epi32(
+                    ahi[c], _mm512_maddubs_epi16(th, _mm512_mask_sub_epi8(xh, nh, zero, xh)), sg);
+            }
+        }
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            const moe_block_q8_K *xb = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
+            const __m512i u = _mm512_add_epi32(_mm512_shuffle_i32x4(alo[c], ahi[c], 0x88),
+                                               _mm512_shuffle_i32x4(alo[c], ahi[c], 0xdd));
+            const __m512i t = _mm512_add_epi32(u, _mm512_shuffle_i32x4(u, u, 0xb1));
+            const __m256i sumi = _mm512_castsi512_si256(_mm512_shuffle_i32x4(t, t, 0x08));
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(q_f16(w[b].d) * xb->d),
+                                     _mm256_cvtepi32_ps(sumi), acc[c]);
+        }
+    }
+    for (int c = 0; c < C; c++) y[c * ldy] = q_hsum8(acc[c]);
+}
+
+/* One of the three above on weight row w, C columns. */
+#define QK_COLS_CASE(fn, C)                                                                        \
+    case C:                                                                                        \
+        fn(C, nblk, w, x, xrb, y, ldy);                                                            \
+        break;
+#define QK_COLS(fn)                                                                                \
+    static void fn##_cols(int C, int64_t nblk, const void *w, const char *x, size_t xrb, float *y, \
+                          int64_t ldy) {                                                           \
+        switch (C) {                                                                               \
+            QK_COLS_CASE(fn, 1)                                                                    \
+            QK_COLS_CASE(fn, 2)                                                                    \
+            QK_COLS_CASE(fn, 3)                                                                    \
+        default:                                                                                   \
+            fn(4, nblk, w, x, xrb, y, ldy);                                                        \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+QK_COLS(dot_q5_K_512)
+QK_COLS(dot_q6_K_512)
+QK_COLS(dot_iq4_xs_512)
+
+/* ==== Table entry ========================================================== */
+
+/* The gemm takes its units (rows, groups of 8 rows) from QSTREAMS
+ * contiguous parts of the range in turn, so that the weights are read as
+ * QSTREAMS sequential streams: one stream alone reads ~10 GB/s a core on
+ * this class of machine, several ~14 (as the plain read loop and the Q8_0
+ * kernels). Unit u = p * per + j for j < per, part p < QSTREAMS, u < n. */
+#define QSTREAMS 2
+
+void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                            const void *X, int64_t nb, float *Y, int64_t ldy) {
+    const size_t wrb = moe_dtype_row_bytes(wt, k);
+    const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
+    const int64_t nblk = k / (int64_t)moe_dtype_block_elems(wt);
+    const char *Wc = W, *Xc = X;
+    switch (wt) {
+    case MOE_DTYPE_Q4_0:
+    case MOE_DTYPE_IQ4_NL:
+    case MOE_DTYPE_Q4_K: { /* 8 rows at a time, the rest as the reference */
+        /* groups of 8 rows from QSTREAMS parts of the range in turn */
+        const int64_t ng = (r1 - r0) / 8, per = (ng + QSTREAMS - 1) / QSTREAMS;
+        for (int64_t i = 0; i < per * QSTREAMS; i++) {
+            const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
+            if (u >= ng) continue;
+            const int64_t r = r0 + 8 * u;
+            const char *w = Wc + (size_t)r * wrb;
+            if (wt != MOE_DTYPE_Q4_K) {
+                for (int64_t b = 0; b < nb; b++)
+                    dot8_q4_512(wt == MOE_DTYPE_IQ4_NL, nblk, w, wrb,
+                                (const moe_block_q8_0 *)(Xc + (size_t)b * xrb), Y + b * ldy + r);
+                continue;
+            }
+            int64_t b = 0;
+            for (; b + 2 <= nb; b += 2)
+                dot8_q4_K_512(2, nblk, w, wrb, Xc + (size_t)b * xrb, xrb, Y + b * ldy + r, ldy);
+            if (b < nb)
+                dot8_q4_K_512(1, nblk, w, wrb, Xc + (size_t)b * xrb, xrb, Y + b * ldy + r, ldy);
+        }
+        r0 += 8 * ng;
+        if (r0 < r1) moe__quant_gemm_avx512_ref(wt, k, W, r0, r1, X, nb, Y, ldy);
+        return;
+    }
+    case MOE_DTYPE_Q5_K:
+    case MOE_DTYPE_Q6_K:
+    case MOE_DTYPE_IQ4_XS: {
+        /* weight row outer (read once, from L1 for the other columns), up to
+         * QCOLS_MAX activation rows per pass over it; rows from QSTREAMS
+         * parts of the range in turn */
+        void (*fn)(int, int64_t, const void *, const char *, size_t, float *, int64_t) =
+            wt == MOE_DTYPE_Q5_K   ? dot_q5_K_512_cols
+            : wt == MOE_DTYPE_Q6_K ? dot_q6_K_512_cols
+                                   : dot_iq4_xs_512_cols;
+        const int64_t n = r1 - r0, per = (n + QSTREAMS - 1) / QSTREAMS;
+        for (int64_t i = 0; i < per * QSTREAMS; i++) {
+            const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
+            if (u >= n) continue;
+            const int64_t r = r0 + u;
+            for (int64_t b = 0; b < nb; b += QCOLS_MAX) {
+                const int C = (int)(nb - b < QCOLS_MAX ? nb - b : QCOLS_MAX);
+                fn(C, nblk, Wc + (size_t)r * wrb, Xc + (size_t)b * xrb, xrb, Y + b * ldy + r, ldy);
+            }
+        }
+        return;
+    }
+    default:
+        moe__quant_gemm_avx512_ref(wt, k, W, r0, r1, X, nb, Y, ldy);
+        return;
+    }
+}
