@@ -2,8 +2,9 @@
  * remote.c - the remote expert backend (see mesh/remote.h): one completion
  * queue, one persistent Forward stream per worker, one message per involved
  * worker per MoE layer. submit assigns every row group to a replica and
- * sends; wait drives the queue until every group has its result, sending a
- * failed worker's groups again to another replica.
+ * sends (remote_choice.c picks the replica); wait drives the queue until
+ * every group has its result, sending a failed worker's groups again to
+ * another replica.
  */
 #include <inttypes.h>
 #include <malloc.h>
@@ -236,60 +237,6 @@ static int fail(remote_be *b, moe_err *err, const char *fmt, const char *addr, c
     return b->status;
 }
 
-static int group_rows(const remote_be *b, int g) {
-    return b->work->row_start[g + 1] - b->work->row_start[g];
-}
-
-/* A worker's answer time is trusted this long after its last sample; an
- * older one (a worker that got no work because it was slow) counts as the
- * fastest fresh replica's, so it is tried again and measured anew. */
-#define SPEED_FRESH_MS 1000
-/* Weight of the newest answer in a worker's answer time. */
-#define SPEED_EWMA 0.3
-
-/* Gives group g to the live replica with the least rows in flight plus g's,
- * weighted by its answers' round trip (a moving average): a slower or
- * farther worker gets fewer rows - and answers sooner with fewer, which
- * balances it (per row, a worker given few rows would look slow for its
- * fixed cost, and get fewer still). Unmeasured workers count as the
- * fastest measured one, so with no measurements it is the fewest rows in
- * flight; ties rotate. Leaves g unassigned (-1) when no replica is left. */
-static void assign(remote_be *b, int g) {
-    const int ne = b->m->hp.n_expert;
-    const size_t k = (size_t)b->work->layer * ne + b->work->expert[g];
-    const uint32_t lo = b->pl.off ? b->pl.off[k] : 0, hi = b->pl.off ? b->pl.off[k + 1] : 0;
-    const int64_t now = moe_mono_ms();
-    const int rows = group_rows(b, g);
-    int best = -1;
-    double best_cost = 0, fastest = 0;
-    const uint32_t n = hi - lo;
-    for (uint32_t j = 0; j < n; j++) {
-        const rworker *w = b->w[b->pl.rep[lo + j]];
-        if (w->us_answer > 0 && now - w->us_answer_ms <= SPEED_FRESH_MS &&
-            (fastest == 0 || w->us_answer < fastest))
-            fastest = w->us_answer;
-    }
-    if (fastest == 0) fastest = 1;
-    for (uint32_t j = 0; j < n; j++) {
-        const int wi = b->pl.rep[lo + (j + b->rr) % n];
-        const rworker *w = b->w[wi];
-        if (w->failed || w->down_until_ms > now) continue;
-        const double speed =
-            w->us_answer > 0 && now - w->us_answer_ms <= SPEED_FRESH_MS ? w->us_answer : fastest;
-        const double cost = (double)(w->rows_in_flight + rows) * speed;
-        if (best < 0 || cost < best_cost) best = wi, best_cost = cost;
-    }
-    if (best < 0) { /* every replica failed lately: retry the ones not failed in this batch */
-        for (uint32_t j = 0; j < n && best < 0; j++)
-            if (!b->w[b->pl.rep[lo + j]]->failed) best = b->pl.rep[lo + j];
-    }
-    b->owner[g] = best;
-    if (best < 0) return;
-    rworker *w = b->w[best];
-    w->queued[w->n_queued++] = g;
-    w->rows_in_flight += rows;
-}
-
 /* Sends w's queued groups as one message. Returns 0 or -1 (the stream failed). */
 static int send_queued(remote_be *b, rworker *w) {
     const moe_hparams *hp = &b->m->hp;
@@ -301,7 +248,7 @@ static int send_queued(remote_be *b, rworker *w) {
     if (!w->call && open_stream(b, w) < 0) return -1;
     w->n_rows = w->n_groups = 0; /* built from queued; queued is emptied only once it is sent */
     for (int q = 0; q < w->n_queued; q++) {
-        const int g = w->queued[q], r0 = wk->row_start[g], nr = group_rows(b, g);
+        const int g = w->queued[q], r0 = wk->row_start[g], nr = moe__remote_group_rows(b, g);
         Moe__V1__RowGroup *rg = &w->groups[w->n_groups];
         moe__v1__row_group__init(rg);
         rg->expert = (uint32_t)wk->expert[g];
@@ -403,7 +350,7 @@ static void worker_failed(remote_be *b, rworker *w, int down, const char *why) {
     if (b->ctl) moe__rctl_kick(b->ctl);
     for (int i = 0; i < n; i++) {
         b->st.retries++;
-        assign(b, moved[i]);
+        moe__remote_assign(b, moved[i]);
     }
 }
 
@@ -450,16 +397,7 @@ static void take_result(remote_be *b, rworker *w) {
             const int g = w->msg_groups[i];
             if (!b->done[g]) b->done[g] = 1, b->n_todo--;
         }
-        if (w->sent_us > 0) { /* its answer time, for assign */
-            const double per = (double)(t_answer - w->sent_us);
-            w->us_answer =
-                w->us_answer > 0 ? (1.0 - SPEED_EWMA) * w->us_answer + SPEED_EWMA * per : per;
-            w->us_answer_ms = t_answer / 1000;
-            if (w->n_rows > 0) {
-                const double row = per / w->n_rows;
-                w->us_row = w->us_row > 0 ? (1.0 - SPEED_EWMA) * w->us_row + SPEED_EWMA * row : row;
-            }
-        }
+        moe__remote_note_answer(w, t_answer);
         w->rows_in_flight -= w->n_rows;
         if (w->rows_in_flight < 0) w->rows_in_flight = 0;
         w->busy = 0;
@@ -539,11 +477,11 @@ static int remote_submit(void *ctx, const moe_expert_work *wk, moe_err *err) {
     }
     b->rr++;
     for (int g = 0; g < wk->n_groups; g++) {
-        b->done[g] = group_rows(b, g) <= 0;
+        b->done[g] = moe__remote_group_rows(b, g) <= 0;
         b->owner[g] = -1;
         if (b->done[g]) continue;
         b->n_todo++;
-        assign(b, g);
+        moe__remote_assign(b, g);
     }
     return 0;
 }
@@ -562,40 +500,6 @@ static void dispatch(remote_be *b) {
             }
         }
     }
-}
-
-/* How long busy worker w may stay silent before it is suspect (ms; 0: never,
- * only the deadline): suspect_ms, or 8x what its answers usually take for a
- * message of this size if that is longer. A prefill message's rows scale the
- * per-row estimate, which small messages' fixed costs only inflate. A worker
- * never measured waits for the deadline; an old measurement still counts
- * (a worker retried after its link was cut has none newer). */
-static int64_t suspect_after_ms(const remote_be *b, const rworker *w) {
-    if (b->p.suspect_ms <= 0 || w->us_answer <= 0) return 0;
-    double usual = w->us_answer;
-    if (w->us_row * w->n_rows > usual) usual = w->us_row * w->n_rows;
-    const int64_t ms = (int64_t)(8.0 * usual / 1000.0);
-    return ms > b->p.suspect_ms ? ms : b->p.suspect_ms;
-}
-
-/* 1 if every row group in flight on w has another replica that is live
- * (not failed in this batch, not in its down window): only then may w be
- * given up on early - a batch must never lose its last replica to a guess. */
-static int replicas_left(const remote_be *b, const rworker *w, int64_t now) {
-    const int ne = b->m->hp.n_expert;
-    for (int i = 0; i < w->n_groups; i++) {
-        const int g = w->msg_groups[i];
-        if (b->done[g]) continue;
-        const size_t k = (size_t)b->work->layer * ne + b->work->expert[g];
-        const uint32_t lo = b->pl.off ? b->pl.off[k] : 0, hi = b->pl.off ? b->pl.off[k + 1] : 0;
-        int other = 0;
-        for (uint32_t j = lo; j < hi && !other; j++) {
-            const rworker *o = b->w[b->pl.rep[j]];
-            other = o != w && !o->failed && o->down_until_ms <= now;
-        }
-        if (!other) return 0;
-    }
-    return 1;
 }
 
 static int remote_wait(void *ctx, moe_err *err) {
@@ -631,7 +535,7 @@ static int remote_wait(void *ctx, moe_err *err) {
                         w->failed = 0;
                 }
                 for (int g = 0; g < ng; g++)
-                    if (!b->done[g] && b->owner[g] < 0) assign(b, g);
+                    if (!b->done[g] && b->owner[g] < 0) moe__remote_assign(b, g);
                 dispatch(b);
             }
             int left = 0;
@@ -662,7 +566,7 @@ static int remote_wait(void *ctx, moe_err *err) {
             const rworker *w = b->w[i];
             if (!w->busy) continue;
             if (w->sent_ms + b->p.deadline_ms < wake) wake = w->sent_ms + b->p.deadline_ms;
-            const int64_t sus = suspect_after_ms(b, w);
+            const int64_t sus = moe__remote_suspect_after_ms(b, w);
             if (sus && w->sent_ms + sus < wake) wake = w->sent_ms + sus;
         }
         grpc_event ev =
@@ -672,12 +576,12 @@ static int remote_wait(void *ctx, moe_err *err) {
         for (int i = 0; i < b->n; i++) {
             rworker *w = b->w[i];
             if (!w->busy) continue;
-            const int64_t waited = after - w->sent_ms, sus = suspect_after_ms(b, w);
+            const int64_t waited = after - w->sent_ms, sus = moe__remote_suspect_after_ms(b, w);
             if (waited >= b->p.deadline_ms) {
                 char why[64];
                 snprintf(why, sizeof why, "no result within %d ms", b->p.deadline_ms);
                 worker_failed(b, w, 1, why);
-            } else if (sus && waited >= sus && replicas_left(b, w, after)) {
+            } else if (sus && waited >= sus && moe__remote_replicas_left(b, w, after)) {
                 char why[128];
                 snprintf(why, sizeof why,
                          "no result within %lld ms, its answers take %.1f ms (--suspect-ms)",

@@ -131,6 +131,19 @@ void moe__remote_hint(const remote_be *b, const rworker *w, int status, const ch
 
 /* remote_stats.c. A result came from w (busy with a message): counts its
  * round trip and calls the hook. */
+/* remote_choice.c: the replica choice and the suspect rule. */
+static inline int moe__remote_group_rows(const remote_be *b, int g) {
+    return b->work->row_start[g + 1] - b->work->row_start[g];
+}
+/* Queues group g on its least loaded live replica (owner -1: none left). */
+void moe__remote_assign(remote_be *b, int g);
+/* An answer arrived at t_answer (us): updates w's answer times. */
+void moe__remote_note_answer(rworker *w, int64_t t_answer);
+/* When busy w becomes suspect, in ms after sending (0: only the deadline). */
+int64_t moe__remote_suspect_after_ms(const remote_be *b, const rworker *w);
+/* 1 if every group in flight on w has another live replica. */
+int moe__remote_replicas_left(const remote_be *b, const rworker *w, int64_t now);
+
 void moe__remote_note_result(remote_be *b, rworker *w);
 /* A message of w failed (counted once per failure). */
 void moe__remote_note_failure(rworker *w);

@@ -28,6 +28,30 @@
 
 #define QAI static inline __attribute__((always_inline))
 
+/* ---- Software prefetch for the fast kernels (both levels) ---- */
+
+/* Prefetch `lines` cache lines from p. */
+QAI void q_prefetch_at(const char *p, int lines) {
+    for (int i = 0; i < lines; i++) __builtin_prefetch(p + 64 * i, 0, 3);
+}
+
+/* Prefetch `lines` cache lines from p + MOE_PF_DIST (one row after another:
+ * the one-row kernels). */
+QAI void q_prefetch(const void *p, int lines) {
+    q_prefetch_at((const char *)p + MOE_PF_DIST, lines);
+}
+
+/* The 8-row kernels read 8 rows side by side, block b of each in turn, so
+ * the weights they need 2 * MOE_PF_DIST bytes later (on this class of
+ * machine about twice as fast as MOE_PF_DIST bytes along one row, which
+ * only reaches the group's next rows) lie `ahead` = 2 * MOE_PF_DIST / (8 *
+ * block bytes) blocks further in the same row, or past the row's end in the
+ * row 8 further on (the next group's). That address for `row` at block b. */
+QAI const char *q_pf8(const char *row, size_t wrb, size_t bs, int64_t b, int64_t nblk) {
+    const int64_t t = b + (int64_t)(2 * MOE_PF_DIST / (8 * bs));
+    return t < nblk ? row + (size_t)t * bs : row + 8 * wrb + (size_t)(t - nblk) * bs;
+}
+
 QAI float q_hsum8(__m256 v) { /* ggml's hsum_float_8 */
     __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
     r = _mm_add_ps(r, _mm_movehl_ps(r, r));
