@@ -276,6 +276,16 @@ int main(int argc, char **argv) {
                        (long long)s.m, (long long)s.k, (double)s.bytes * s.n / 1048576.0);
                 fflush(stdout);
             }
+            /* the same kernel on one matrix in L2 (passes over it): the
+             * compute ceiling; below the read loop means compute-bound */
+            mats h;
+            mats_init(&h, types[ti], quick ? 64 : 256, ek, 0);
+            const double hs = time_matmul(k, NULL, &h, 1, reps, quick ? 4 : 400);
+            printf("{\"kernel\":\"%s_matvec_l2\",\"level\":\"%s\",\"threads\":1,"
+                   "\"gb_s\":%.2f,\"m\":%lld,\"k\":%lld}\n",
+                   moe_dtype_name(h.wt), k->name, (double)h.bytes / hs / 1e9, (long long)h.m,
+                   (long long)h.k);
+            free(h.w);
         }
         free(s.w);
     }
