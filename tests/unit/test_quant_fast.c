@@ -1,7 +1,7 @@
 /*
  * tests/unit/test_quant_fast.c - the faster decode kernels for the
  * quantised types (cpu/quant_avx512.c: Q4_0, IQ4_NL, Q4_K, Q5_K, Q6_K,
- * IQ4_XS; cpu/quant_avx2.c: Q4_K, Q6_K, IQ4_XS) against quant_simd.h's
+ * IQ4_XS; cpu/quant_avx2.c: the same) against quant_simd.h's
  * kernels, bit for bit: its build at the same level
  * (moe__quant_gemm_{avx2,avx512}_ref). On
  * weights quantised from floats and on random bytes (every nibble, scale and

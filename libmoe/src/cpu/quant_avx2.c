@@ -1,14 +1,16 @@
 /*
  * cpu/quant_avx2.c - the quantised types of quant_simd.h, built for AVX2,
- * with faster decode kernels for Q4_K, Q6_K and IQ4_XS.
+ * with faster decode kernels for Q4_0, IQ4_NL, Q4_K, Q6_K and IQ4_XS.
  *
  * As in quant_avx512.c: quant_simd.h's code (built here as
  * moe__quant_gemm_avx2_ref) is the reference, and the kernels below give
  * its bits for every output: the same exact integers, grouped differently,
- * then the same float operations in the same order. The K scales are
- * unpacked on whole words and spread to int16 lanes by vpshufb instead of
- * one broadcast per group; IQ4_XS takes two groups a register; software
- * prefetch in the order the weights are read (q_pf8).
+ * then the same float operations in the same order. Q4_0 and IQ4_NL take
+ * two rows a register (8 rows side by side, their sums transposed by three
+ * vphaddd); the K scales are unpacked on whole words and spread to int16
+ * lanes by vpshufb instead of one broadcast per group; IQ4_XS takes two
+ * groups a register; software prefetch in the order the weights are read
+ * (q_pf8, q_prefetch).
  */
 #define QUANT_GEMM moe__quant_gemm_avx2_ref
 #include "quant_simd.h"
@@ -58,6 +60,82 @@ QAI void k4_scales8(const uint8_t *s, uint64_t *sc, uint64_t *mn) {
     const uint32_t mn_hi = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 2) & 0x30303030u);
     *sc = (u0 & 0x3f3f3f3fu) | (uint64_t)sc_hi << 32;
     *mn = (u1 & 0x3f3f3f3fu) | (uint64_t)mn_hi << 32;
+}
+
+/* A 128-bit vector's 4 int32 (exact). */
+QAI int q_hsum4(__m128i v) {
+    v = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
+    return _mm_cvtsi128_si32(_mm_add_epi32(v, _mm_shuffle_epi32(v, 1)));
+}
+
+/* The bits p of each byte of v moved to bit 4 (the other bits not
+ * cleared); p <= 7. */
+QAI __m256i q_bit_to4(__m256i v, int p) {
+    return p < 4 ? _mm256_slli_epi16(v, 4 - p) : p > 4 ? _mm256_srli_epi16(v, p - 4) : v;
+}
+
+/* ==== Q4_0 and IQ4_NL: 8 rows ============================================== */
+
+/* dot8_q4's arithmetic (the 8 rows' exact block sums, one vector fma with
+ * the rows in the float lanes), two rows a register: rows r and r + 4 in
+ * the 128-bit lanes, so that three vphaddd give the 8 sums in order. Q4_0:
+ * the nibbles unsigned, both halves' int16 pair sums added and 8 * the
+ * activations' pair sums taken off before one vpmaddwd (all within int16);
+ * IQ4_NL: the table's levels with their signs on the activations, as the
+ * reference. Prefetch as quant_avx512.c's dot8_q4_512. */
+QAI void dot8_q4_256(const int iq4, int64_t nblk, const char *w0, size_t wrb,
+                     const moe_block_q8_0 *x, float *y) {
+    const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi16(1);
+    const __m256i tbl =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)moe_iq4nl_values));
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        const char *p = w0 + (size_t)b * sizeof(moe_block_q4_0);
+        if ((b & 3) == 0)
+#pragma GCC unroll 8
+            for (int r = 0; r < 8; r++)
+                q_prefetch_at(q_pf8(w0 + (size_t)r * wrb, wrb, sizeof(moe_block_q4_0), b, nblk), 2);
+        const __m256i xl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x[b].qs));
+        const __m256i xh =
+            _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x[b].qs + 1));
+        const __m256i e8 = _mm256_set1_epi8(8);
+        const __m256i off =
+            _mm256_add_epi16(_mm256_maddubs_epi16(e8, xl), _mm256_maddubs_epi16(e8, xh));
+        __m256i q[4];
+        _Alignas(16) uint16_t dh[8];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            const char *pr = p + (size_t)r * wrb;
+            const __m256i v = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(pr + 2))),
+                _mm_loadu_si128((const __m128i *)(pr + 4 * wrb + 2)), 1);
+            memcpy(&dh[r], pr, 2);
+            memcpy(&dh[r + 4], pr + 4 * wrb, 2);
+            __m256i lo = _mm256_and_si256(v, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            if (iq4) {
+                lo = _mm256_shuffle_epi8(tbl, lo);
+                hi = _mm256_shuffle_epi8(tbl, hi);
+                q[r] = _mm256_add_epi32(
+                    _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(_mm256_sign_epi8(lo, lo), _mm256_sign_epi8(xl, lo)),
+                        one),
+                    _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(_mm256_sign_epi8(hi, hi), _mm256_sign_epi8(xh, hi)),
+                        one));
+            } else {
+                const __m256i s16 =
+                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
+                q[r] = _mm256_madd_epi16(_mm256_sub_epi16(s16, off), one);
+            }
+        }
+        const __m256i sums =
+            _mm256_hadd_epi32(_mm256_hadd_epi32(q[0], q[1]), _mm256_hadd_epi32(q[2], q[3]));
+        const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128((const __m128i *)dh)),
+                                       _mm256_set1_ps(q_f16(x[b].d)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc);
+    }
+    _mm256_storeu_ps(y, acc);
 }
 
 /* ==== Q4_K: 8 rows ========================================================= */
@@ -224,6 +302,21 @@ void moe__quant_gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, in
     const int64_t nblk = k / (int64_t)moe_dtype_block_elems(wt);
     const char *Wc = W, *Xc = X;
     switch (wt) {
+    case MOE_DTYPE_Q4_0:
+    case MOE_DTYPE_IQ4_NL: { /* 8 rows at a time, the rest as the reference */
+        const int64_t ng = (r1 - r0) / 8, per = (ng + QSTREAMS - 1) / QSTREAMS;
+        for (int64_t i = 0; i < per * QSTREAMS; i++) {
+            const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
+            if (u >= ng) continue;
+            for (int64_t b = 0; b < nb; b++)
+                dot8_q4_256(wt == MOE_DTYPE_IQ4_NL, nblk, Wc + (size_t)(r0 + 8 * u) * wrb, wrb,
+                            (const moe_block_q8_0 *)(Xc + (size_t)b * xrb),
+                            Y + b * ldy + r0 + 8 * u);
+        }
+        r0 += 8 * ng;
+        if (r0 < r1) moe__quant_gemm_avx2_ref(wt, k, W, r0, r1, X, nb, Y, ldy);
+        return;
+    }
     case MOE_DTYPE_Q4_K: { /* 8 rows at a time, the rest as the reference */
         /* groups from QSTREAMS parts of the range in turn (quant_avx512.c) */
         const int64_t ng = (r1 - r0) / 8, per = (ng + QSTREAMS - 1) / QSTREAMS;
