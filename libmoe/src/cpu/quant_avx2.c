@@ -1,6 +1,6 @@
 /*
  * cpu/quant_avx2.c - the quantised types of quant_simd.h, built for AVX2,
- * with faster decode kernels for Q4_0, IQ4_NL, Q4_K, Q6_K and IQ4_XS.
+ * with faster decode kernels for Q4_0, IQ4_NL, Q4_K, Q5_K, Q6_K and IQ4_XS.
  *
  * As in quant_avx512.c: quant_simd.h's code (built here as
  * moe__quant_gemm_avx2_ref) is the reference, and the kernels below give
@@ -9,7 +9,8 @@
  * two rows a register (8 rows side by side, their sums transposed by three
  * vphaddd); the K scales are unpacked on whole words and spread to int16
  * lanes by vpshufb instead of one broadcast per group; IQ4_XS takes two
- * groups a register; software prefetch in the order the weights are read
+ * groups a register; Q5_K unpacks each weight row once for up to 4
+ * activation rows; software prefetch in the order the weights are read
  * (q_pf8, q_prefetch).
  */
 #define QUANT_GEMM moe__quant_gemm_avx2_ref
@@ -205,6 +206,84 @@ static void dot8_q4_K_256(int64_t nblk, const char *w0, size_t wrb, const moe_bl
 
 /* ==== Q6_K, IQ4_XS: one row, ggml's lanes ================================== */
 
+/* The Q5_K kernel computes one weight row against C activation
+ * rows (C <= 4, the columns X + c * xrb, outputs y[c * ldy]): the weights
+ * unpacked once per super-block for all C, each output the one-row
+ * arithmetic exactly. */
+#define QCOLS_MAX 4
+
+/* dot_q5_K's arithmetic: the scales unpacked on whole words and spread by
+ * vpshufb, the fifth bits moved to bit 4 by one shift each, the minimums
+ * times the group sums by one vpmaddwd; prefetch along the row. */
+QAI void dot_q5_K_256(const int C, int64_t nblk, const moe_block_q5_K *w, const char *X, size_t xrb,
+                      float *y, int64_t ldy) {
+    const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16);
+    __m256 acc[QCOLS_MAX];
+    float summs[QCOLS_MAX];
+    for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps(), summs[c] = 0.0f;
+    for (int64_t b = 0; b < nblk; b++) {
+        q_prefetch(&w[b], 3);
+        uint64_t sc, mn;
+        k4_scales8(w[b].scales, &sc, &mn);
+        const __m256i s = _mm256_set1_epi64x((long long)sc);
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)w[b].qh);
+        const moe_block_q8_K *xb[QCOLS_MAX];
+        __m256i sumi[QCOLS_MAX];
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            xb[c] = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
+            sumi[c] = _mm256_setzero_si256();
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * j));
+            const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4),
+                                               _mm256_and_si256(q_bit_to4(qh, 2 * j), b4));
+            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                                               _mm256_and_si256(q_bit_to4(qh, 2 * j + 1), b4));
+            const __m256i sl = _mm256_shuffle_epi8(s, q_ctl8(2 * j, 2 * j));
+            const __m256i sh = _mm256_shuffle_epi8(s, q_ctl8(2 * j + 1, 2 * j + 1));
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++) {
+                const int8_t *xq = xb[c]->qs + 64 * j;
+                const __m256i pl = _mm256_madd_epi16(
+                    sl, _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xq)));
+                const __m256i ph = _mm256_madd_epi16(
+                    sh, _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xq + 32))));
+                sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(pl, ph));
+            }
+        }
+        const __m128i m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn));
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            const float d = xb[c]->d * q_f16(w[b].d), dmin = -xb[c]->d * q_f16(w[b].dmin);
+            const __m128i bs2 = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)xb[c]->bsums),
+                                               _mm_loadu_si128((const __m128i *)xb[c]->bsums + 1));
+            summs[c] += dmin * (float)q_hsum4(_mm_madd_epi16(m16, bs2));
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+        }
+    }
+    for (int c = 0; c < C; c++) y[c * ldy] = q_hsum8(acc[c]) + summs[c];
+}
+
+static void dot_q5_K_256_cols(int C, int64_t nblk, const void *w, const char *x, size_t xrb,
+                              float *y, int64_t ldy) {
+    switch (C) {
+    case 1:
+        dot_q5_K_256(1, nblk, w, x, xrb, y, ldy);
+        break;
+    case 2:
+        dot_q5_K_256(2, nblk, w, x, xrb, y, ldy);
+        break;
+    case 3:
+        dot_q5_K_256(3, nblk, w, x, xrb, y, ldy);
+        break;
+    default:
+        dot_q5_K_256(4, nblk, w, x, xrb, y, ldy);
+        break;
+    }
+}
+
 /* dot_q6_K's arithmetic with the group scales spread by vpshufb from the
  * sign-extended scales (one half of them broadcast to both lanes). */
 static float dot_q6_K_256(int64_t nblk, const moe_block_q6_K *w, const moe_block_q8_K *x) {
@@ -330,6 +409,22 @@ void moe__quant_gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, in
         }
         r0 += 8 * ng;
         if (r0 < r1) moe__quant_gemm_avx2_ref(wt, k, W, r0, r1, X, nb, Y, ldy);
+        return;
+    }
+    case MOE_DTYPE_Q5_K: {
+        /* weight row outer, up to QCOLS_MAX activation rows a pass over it
+         * (from L1 for all but the first) */
+        const int64_t n = r1 - r0, per = (n + QSTREAMS - 1) / QSTREAMS;
+        for (int64_t i = 0; i < per * QSTREAMS; i++) {
+            const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
+            if (u >= n) continue;
+            const int64_t r = r0 + u;
+            for (int64_t b = 0; b < nb; b += QCOLS_MAX) {
+                const int C = (int)(nb - b < QCOLS_MAX ? nb - b : QCOLS_MAX);
+                dot_q5_K_256_cols(C, nblk, Wc + (size_t)r * wrb, Xc + (size_t)b * xrb, xrb,
+                                  Y + b * ldy + r, ldy);
+            }
+        }
         return;
     }
     case MOE_DTYPE_Q6_K:
