@@ -16,6 +16,7 @@ QAI __m256i qk_levels2(const uint8_t *qs, int h, int t) {
 static float dot_q2_K(int64_t nblk, const moe_block_q2_K *w, const moe_block_q8_K *x) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
+        q_prefetch(&w[b], 2);
         const float d = x[b].d * q_f16(w[b].d), dmin = -x[b].d * q_f16(w[b].dmin);
         const __m128i ms = _mm_loadu_si128((const __m128i *)w[b].scales);
         const __m256i mins =
@@ -41,6 +42,7 @@ static float dot_q2_K(int64_t nblk, const moe_block_q2_K *w, const moe_block_q8_
 static float dot_q3_K(int64_t nblk, const moe_block_q3_K *w, const moe_block_q8_K *x) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
+        q_prefetch(&w[b], 2);
         const float d = x[b].d * q_f16(w[b].d);
         const __m256i hb = _mm256_loadu_si256((const __m256i *)w[b].hmask);
         __m256i sumi = _mm256_setzero_si256();

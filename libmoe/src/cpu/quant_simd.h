@@ -28,7 +28,8 @@
 
 #define QAI static inline __attribute__((always_inline))
 
-/* ---- Software prefetch for the fast kernels (both levels) ---- */
+/* ---- Software prefetch (both levels; the kernels below too, whose rows
+ * from DRAM ran at a third to a half of their L2 speed without) ---- */
 
 /* Prefetch `lines` cache lines from p. */
 QAI void q_prefetch_at(const char *p, int lines) {
@@ -113,6 +114,7 @@ QAI int q_hsum_i32(__m256i v) {
 static float dot_q5_0(int64_t nblk, const moe_block_q5_0 *w, const moe_block_q8_0 *x) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
+        if ((b & 1) == 0) q_prefetch(&w[b], 1);
         const __m256 d = _mm256_set1_ps(q_f16(w[b].d) * q_f16(x[b].d));
         const __m256i hi = _mm256_andnot_si256(q_bits(w[b].qh), _mm256_set1_epi8((char)0xf0));
         const __m256i q = _mm256_or_si256(q_nibbles(w[b].qs), hi);
@@ -128,6 +130,7 @@ static float dot_q4_1(int64_t nblk, const moe_block_q4_1 *w, const moe_block_q8_
     __m256 acc = _mm256_setzero_ps();
     float summs = 0.0f;
     for (int64_t b = 0; b < nblk; b++) {
+        if ((b & 1) == 0) q_prefetch(&w[b], 1);
         summs += q_f16(w[b].m) * q_f16(x[b].s);
         const __m256 d =
             _mm256_mul_ps(_mm256_set1_ps(q_f16(w[b].d)), _mm256_set1_ps(q_f16(x[b].d)));
@@ -142,6 +145,7 @@ static float dot_q5_1(int64_t nblk, const moe_block_q5_1 *w, const moe_block_q8_
     __m256 acc = _mm256_setzero_ps();
     float summs = 0.0f;
     for (int64_t b = 0; b < nblk; b++) {
+        if ((b & 1) == 0) q_prefetch(&w[b], 1);
         summs += q_f16(w[b].m) * q_f16(x[b].s);
         const __m256i hi = _mm256_and_si256(q_bits(w[b].qh), _mm256_set1_epi8(16));
         const __m256i q = _mm256_or_si256(q_nibbles(w[b].qs), hi);
