@@ -1,14 +1,14 @@
 /*
  * tests/unit/test_quant_fast.c - the faster decode kernels for the
- * quantised types (cpu/quant_avx512.c: Q4_0, IQ4_NL, Q4_K, Q5_K, Q6_K,
- * IQ4_XS; cpu/quant_avx2.c: the same) against quant_simd.h's
- * kernels, bit for bit: its build at the same level
- * (moe__quant_gemm_{avx2,avx512}_ref). On
- * weights quantised from floats and on random bytes (every nibble, scale and
- * minimum pattern; only the fp16 scales kept finite), row counts that are
- * and are not multiples of 8, batches of 1 to 3 activation rows, and each
- * matrix computed whole and in row ranges split at odd places. AVX-512 is
- * checked where the CPU has it; skips without AVX2.
+ * quantised types (cpu/quant_avx512.c and cpu/quant_avx2.c: Q4_0, IQ4_NL,
+ * Q4_K, Q5_K, Q6_K, IQ4_XS; cpu/quant_k23fast.h at both: Q2_K, Q3_K)
+ * against quant_simd.h's kernels, bit for bit: its build at the same level
+ * (moe__quant_gemm_{avx2,avx512}_ref). On weights quantised from floats
+ * and on random bytes (every nibble, scale and minimum pattern; only the
+ * fp16 scales kept finite), row counts that are and are not multiples of
+ * 8, batches of 1 to 9 activation rows, and each matrix computed whole and
+ * in row ranges split at odd places. AVX-512 is checked where the CPU has
+ * it; skips without AVX2.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -30,8 +30,12 @@ static void random_blocks(moe_dtype wt, char *w, size_t bytes, uint64_t *s) {
     for (size_t i = 0; i < bytes; i++) w[i] = (char)(test_rand_u64(s) >> 56);
     const size_t bb = moe_dtype_block_bytes(wt);
     int off[2] = {0, -1};
-    if (wt == MOE_DTYPE_Q4_K || wt == MOE_DTYPE_Q5_K) off[1] = 2;
+    if (wt == MOE_DTYPE_Q4_K || wt == MOE_DTYPE_Q5_K || wt == MOE_DTYPE_Q4_1 ||
+        wt == MOE_DTYPE_Q5_1)
+        off[1] = 2;
     if (wt == MOE_DTYPE_Q6_K) off[0] = 208;
+    if (wt == MOE_DTYPE_Q2_K) off[0] = 80, off[1] = 82;
+    if (wt == MOE_DTYPE_Q3_K) off[0] = 108;
     for (size_t b = 0; b + bb <= bytes; b += bb)
         for (int j = 0; j < 2; j++) {
             if (off[j] < 0) continue;
@@ -112,4 +116,10 @@ TEST(quant_fast_q6_K) {
 }
 TEST(quant_fast_iq4_xs) {
     check_fast_both(MOE_DTYPE_IQ4_XS);
+}
+TEST(quant_fast_q2_K) {
+    check_fast_both(MOE_DTYPE_Q2_K);
+}
+TEST(quant_fast_q3_K) {
+    check_fast_both(MOE_DTYPE_Q3_K);
 }
