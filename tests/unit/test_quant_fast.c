@@ -1,7 +1,8 @@
 /*
  * tests/unit/test_quant_fast.c - the faster decode kernels for the
  * quantised types (cpu/quant_avx512.c and cpu/quant_avx2.c: Q4_0, IQ4_NL,
- * Q4_K, Q5_K, Q6_K, IQ4_XS; cpu/quant_k23fast.h at both: Q2_K, Q3_K)
+ * Q4_K, Q5_K, Q6_K, IQ4_XS; cpu/quant_fast256.h at both: Q4_1, Q5_0, Q5_1, Q2_K,
+ * Q3_K)
  * against quant_simd.h's kernels, bit for bit: its build at the same level
  * (moe__quant_gemm_{avx2,avx512}_ref). On weights quantised from floats
  * and on random bytes (every nibble, scale and minimum pattern; only the
@@ -122,4 +123,13 @@ TEST(quant_fast_q2_K) {
 }
 TEST(quant_fast_q3_K) {
     check_fast_both(MOE_DTYPE_Q3_K);
+}
+TEST(quant_fast_q4_1) {
+    check_fast_both(MOE_DTYPE_Q4_1);
+}
+TEST(quant_fast_q5_0) {
+    check_fast_both(MOE_DTYPE_Q5_0);
+}
+TEST(quant_fast_q5_1) {
+    check_fast_both(MOE_DTYPE_Q5_1);
 }

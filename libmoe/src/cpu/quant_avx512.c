@@ -1,7 +1,7 @@
 /*
  * cpu/quant_avx512.c - the quantised types of quant_simd.h, built with the
  * AVX-512 flags, with faster decode kernels for Q4_0, IQ4_NL, Q4_K, Q5_K,
- * Q6_K and IQ4_XS (and quant_k23fast.h's for Q2_K and Q3_K).
+ * Q6_K and IQ4_XS (and quant_fast256.h's for Q4_1, Q5_0, Q5_1, Q2_K and Q3_K).
  *
  * quant_simd.h's code, built here as moe__quant_gemm_avx512_ref, is the
  * reference: every kernel below gives the same bits for every output. They
@@ -18,7 +18,7 @@
  */
 #define QUANT_GEMM moe__quant_gemm_avx512_ref
 #include "quant_simd.h"
-#include "quant_k23fast.h"
+#include "quant_fast256.h"
 
 /* ==== Helpers ============================================================== */
 
@@ -495,9 +495,12 @@ void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, 
         }
         return;
     }
+    case MOE_DTYPE_Q4_1:
+    case MOE_DTYPE_Q5_0:
+    case MOE_DTYPE_Q5_1:
     case MOE_DTYPE_Q2_K:
-    case MOE_DTYPE_Q3_K: /* quant_k23fast.h */
-        k23_gemm(wt, QSTREAMS, k, W, r0, r1, X, nb, Y, ldy);
+    case MOE_DTYPE_Q3_K: /* quant_fast256.h */
+        f256_gemm(wt, QSTREAMS, k, W, r0, r1, X, nb, Y, ldy);
         return;
     default:
         moe__quant_gemm_avx512_ref(wt, k, W, r0, r1, X, nb, Y, ldy);
