@@ -105,7 +105,7 @@ QAI void dot8_q4_256(const int iq4, int64_t nblk, const char *w0, size_t wrb,
         const __m256i off =
             _mm256_add_epi16(_mm256_maddubs_epi16(e8, xl), _mm256_maddubs_epi16(e8, xh));
         __m256i q[4];
-        _Alignas(16) uint16_t dh[8];
+        uint16_t dh[8];
 #pragma GCC unroll 4
         for (int r = 0; r < 4; r++) {
             const char *pr = p + (size_t)r * wrb;
@@ -134,8 +134,10 @@ QAI void dot8_q4_256(const int iq4, int64_t nblk, const char *w0, size_t wrb,
         }
         const __m256i sums =
             _mm256_hadd_epi32(_mm256_hadd_epi32(q[0], q[1]), _mm256_hadd_epi32(q[2], q[3]));
-        const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128((const __m128i *)dh)),
-                                       _mm256_set1_ps(q_f16(x[b].d)));
+        /* inserted, not stored and reloaded (a store-forwarding stall) */
+        const __m128i dv = _mm_setr_epi16((short)dh[0], (short)dh[1], (short)dh[2], (short)dh[3],
+                                          (short)dh[4], (short)dh[5], (short)dh[6], (short)dh[7]);
+        const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(dv), _mm256_set1_ps(q_f16(x[b].d)));
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc);
     }
     _mm256_storeu_ps(y, acc);
@@ -389,10 +391,14 @@ void moe__quant_gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, in
         for (int64_t i = 0; i < per * QSTREAMS; i++) {
             const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
             if (u >= ng) continue;
-            for (int64_t b = 0; b < nb; b++)
-                dot8_q4_256(wt == MOE_DTYPE_IQ4_NL, nblk, Wc + (size_t)(r0 + 8 * u) * wrb, wrb,
-                            (const moe_block_q8_0 *)(Xc + (size_t)b * xrb),
-                            Y + b * ldy + r0 + 8 * u);
+            for (int64_t b = 0; b < nb; b++) { /* iq4 a constant in each copy */
+                const char *w = Wc + (size_t)(r0 + 8 * u) * wrb;
+                const moe_block_q8_0 *x = (const moe_block_q8_0 *)(Xc + (size_t)b * xrb);
+                if (wt == MOE_DTYPE_IQ4_NL)
+                    dot8_q4_256(1, nblk, w, wrb, x, Y + b * ldy + r0 + 8 * u);
+                else
+                    dot8_q4_256(0, nblk, w, wrb, x, Y + b * ldy + r0 + 8 * u);
+            }
         }
         r0 += 8 * ng;
         if (r0 < r1) moe__quant_gemm_avx2_ref(wt, k, W, r0, r1, X, nb, Y, ldy);
