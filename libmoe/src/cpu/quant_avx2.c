@@ -85,7 +85,7 @@ QAI __m256i q_bit_to4(__m256i v, int p) {
  * the nibbles unsigned, both halves' int16 pair sums added and 8 * the
  * activations' pair sums taken off before one vpmaddwd (all within int16);
  * IQ4_NL: the table's levels with their signs on the activations, as the
- * reference. Prefetch as quant_avx512.c's dot8_q4_512. */
+ * reference. Prefetch as quant_avx512.c's dot8_q4_512, into L2. */
 QAI void dot8_q4_256(const int iq4, int64_t nblk, const char *w0, size_t wrb,
                      const moe_block_q8_0 *x, float *y) {
     const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi16(1);
@@ -97,7 +97,8 @@ QAI void dot8_q4_256(const int iq4, int64_t nblk, const char *w0, size_t wrb,
         if ((b & 3) == 0)
 #pragma GCC unroll 8
             for (int r = 0; r < 8; r++)
-                q_prefetch_at(q_pf8(w0 + (size_t)r * wrb, wrb, sizeof(moe_block_q4_0), b, nblk), 2);
+                q_prefetch_l2_at(q_pf8(w0 + (size_t)r * wrb, wrb, sizeof(moe_block_q4_0), b, nblk),
+                                 2);
         const __m256i xl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x[b].qs));
         const __m256i xh =
             _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x[b].qs + 1));
