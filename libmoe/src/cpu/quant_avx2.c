@@ -456,7 +456,7 @@ void moe__quant_gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, in
     case MOE_DTYPE_Q5_1:
     case MOE_DTYPE_Q2_K:
     case MOE_DTYPE_Q3_K: /* quant_fast256.h */
-        f256_gemm(wt, QSTREAMS, k, W, r0, r1, X, nb, Y, ldy);
+        f256_gemm(wt, QSTREAMS, 0, k, W, r0, r1, X, nb, Y, ldy);
         return;
     default:
         moe__quant_gemm_avx2_ref(wt, k, W, r0, r1, X, nb, Y, ldy);
