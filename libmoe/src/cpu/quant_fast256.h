@@ -112,57 +112,81 @@ QAI __m256i f256_bit_to2(__m256i v, int p) {
     return p < 2 ? _mm256_slli_epi16(v, 2 - p) : p > 2 ? _mm256_srli_epi16(v, p - 2) : v;
 }
 
-/* dot_q2_K's arithmetic on C activation rows (X + c * xrb, outputs
- * y[c * ldy]). Chunk (h, t) = elements 128h + 32t..+31: levels bits 2t of
+/* dot_q2_K's arithmetic on R weight rows (W + r * wrb; R = 2 with C = 1
+ * only) and C activation rows (X + c * xrb), outputs y[c * ldy + r].
+ * Chunk (h, t) = elements 128h + 32t..+31: levels bits 2t of
  * qs[32h..32h+31], scales of groups 8h + 2t (low 128 bits) and 8h + 2t + 1
  * (high) by one vpshufb from the 16 scale bytes in both lanes. */
-QAI void dot_q2_K_fast(const int C, int64_t nblk, const moe_block_q2_K *w, const char *X,
-                       size_t xrb, float *y, int64_t ldy) {
+QAI void dot_q2_K_fast(const int R, const int C, int64_t nblk, const char *W, size_t wrb,
+                       const char *X, size_t xrb, float *y, int64_t ldy) {
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m128i m15 = _mm_set1_epi8(15);
-    __m256 acc[F256_COLS];
-    for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
+    __m256 acc[2][F256_COLS];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
-        q_prefetch(&w[b], 2);
         const moe_block_q8_K *xb[F256_COLS];
-        __m256i sumi[F256_COLS];
-        const __m128i ms = _mm_loadu_si128((const __m128i *)w[b].scales);
-        const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(ms, 4), m15));
-        const __m256i sc = _mm256_broadcastsi128_si256(_mm_and_si128(ms, m15));
-        const float dw = q_f16(w[b].d), mw = q_f16(w[b].dmin);
+        const moe_block_q2_K *wb[2];
+        __m256i sumi[2][F256_COLS], sc[2];
 #pragma GCC unroll 4
-        for (int c = 0; c < C; c++) {
-            xb[c] = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
-            const float dmin = -xb[c]->d * mw;
-            const __m256i prod =
-                _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)xb[c]->bsums));
-            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc[c]);
-            sumi[c] = _mm256_setzero_si256();
+        for (int c = 0; c < C; c++) xb[c] = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++) {
+            wb[r] = (const moe_block_q2_K *)(W + (size_t)r * wrb) + b;
+            q_prefetch(wb[r], 2);
+            const __m128i ms = _mm_loadu_si128((const __m128i *)wb[r]->scales);
+            const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(ms, 4), m15));
+            sc[r] = _mm256_broadcastsi128_si256(_mm_and_si128(ms, m15));
+            const float mw = q_f16(wb[r]->dmin);
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++) {
+                const float dmin = -xb[c]->d * mw;
+                const __m256i prod =
+                    _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)xb[c]->bsums));
+                acc[r][c] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc[r][c]);
+                sumi[r][c] = _mm256_setzero_si256();
+            }
         }
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * h));
+            __m256i q[2];
+#pragma GCC unroll 2
+            for (int r = 0; r < R; r++)
+                q[r] = _mm256_loadu_si256((const __m256i *)(wb[r]->qs + 32 * h));
 #pragma GCC unroll 4
             for (int t = 0; t < 4; t++) {
-                const __m256i lv = _mm256_and_si256(_mm256_srli_epi16(q, 2 * t), m3);
-                const __m256i s16 =
-                    _mm256_shuffle_epi8(sc, f256_ctl8(8 * h + 2 * t, 8 * h + 2 * t + 1));
+                __m256i lv[2], s16[2];
+#pragma GCC unroll 2
+                for (int r = 0; r < R; r++) {
+                    lv[r] = _mm256_and_si256(_mm256_srli_epi16(q[r], 2 * t), m3);
+                    s16[r] =
+                        _mm256_shuffle_epi8(sc[r], f256_ctl8(8 * h + 2 * t, 8 * h + 2 * t + 1));
+                }
 #pragma GCC unroll 4
                 for (int c = 0; c < C; c++) {
                     const __m256i xq =
                         _mm256_loadu_si256((const __m256i *)(xb[c]->qs + 128 * h + 32 * t));
-                    sumi[c] = _mm256_add_epi32(
-                        sumi[c], _mm256_madd_epi16(s16, _mm256_maddubs_epi16(lv, xq)));
+#pragma GCC unroll 2
+                    for (int r = 0; r < R; r++)
+                        sumi[r][c] = _mm256_add_epi32(
+                            sumi[r][c], _mm256_madd_epi16(s16[r], _mm256_maddubs_epi16(lv[r], xq)));
                 }
             }
         }
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++) {
+            const float dw = q_f16(wb[r]->d);
 #pragma GCC unroll 4
-        for (int c = 0; c < C; c++) {
-            const float d = xb[c]->d * dw;
-            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+            for (int c = 0; c < C; c++) {
+                const float d = xb[c]->d * dw;
+                acc[r][c] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r][c]), acc[r][c]);
+            }
         }
     }
-    for (int c = 0; c < C; c++) y[c * ldy] = q_hsum8(acc[c]);
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) y[c * ldy + r] = q_hsum8(acc[r][c]);
 }
 
 /* dot_q3_K's arithmetic on R weight rows (W + r * wrb; R = 2 with C = 1
@@ -270,7 +294,7 @@ static void f256_cols(moe_dtype wt, int C, int64_t nblk, const void *w, const ch
 #define F256_Q41(n) dot_q41_fast(0, n, nblk, w, x, xrb, y, ldy)
 #define F256_Q51(n) dot_q41_fast(1, n, nblk, w, x, xrb, y, ldy)
 #define F256_Q50(n) dot_q5_0_fast(n, nblk, w, x, xrb, y, ldy)
-#define F256_Q2K(n) dot_q2_K_fast(n, nblk, w, x, xrb, y, ldy)
+#define F256_Q2K(n) dot_q2_K_fast(1, n, nblk, w, 0, x, xrb, y, ldy)
 #define F256_Q3K(n) dot_q3_K_fast(1, n, nblk, w, 0, x, xrb, y, ldy)
     switch (wt) {
     case MOE_DTYPE_Q4_1:
@@ -299,20 +323,27 @@ static void f256_cols(moe_dtype wt, int C, int64_t nblk, const void *w, const ch
 /* Rows r0..r1 of a Q4_1, Q5_0, Q5_1, Q2_K or Q3_K matrix against nb
  * activation rows, weight row outer; rows from `streams` contiguous parts
  * of the range in turn (as the files' other one-row kernels: that many
- * sequential read streams). pairs: Q3_K decode two rows at a time (~8%
- * faster with AVX-512's 32 registers, no faster with AVX2's 16). */
+ * sequential read streams). pairs: Q2_K and Q3_K decode two rows at a
+ * time (from L2 ~10% faster with AVX-512's 32 registers, no faster with
+ * AVX2's 16). */
 static void f256_gemm(moe_dtype wt, int streams, int pairs, int64_t k, const void *W, int64_t r0,
                       int64_t r1, const void *X, int64_t nb, float *Y, int64_t ldy) {
     const size_t wrb = moe_dtype_row_bytes(wt, k);
     const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
     const int64_t nblk = k / (int64_t)moe_dtype_block_elems(wt);
-    if (pairs && wt == MOE_DTYPE_Q3_K && nb == 1) { /* pairs of rows, the odd one last */
+    if (pairs && (wt == MOE_DTYPE_Q2_K || wt == MOE_DTYPE_Q3_K) && nb == 1) {
+        /* pairs of rows, the odd one last */
         const int64_t n2 = (r1 - r0) / 2, per = (n2 + streams - 1) / streams;
         for (int64_t i = 0; i < per * streams; i++) {
             const int64_t u = i % streams * per + i / streams;
             if (u >= n2) continue;
             const int64_t r = r0 + 2 * u;
-            dot_q3_K_fast(2, 1, nblk, (const char *)W + (size_t)r * wrb, wrb, X, xrb, Y + r, ldy);
+            if (wt == MOE_DTYPE_Q2_K)
+                dot_q2_K_fast(2, 1, nblk, (const char *)W + (size_t)r * wrb, wrb, X, xrb, Y + r,
+                              ldy);
+            else
+                dot_q3_K_fast(2, 1, nblk, (const char *)W + (size_t)r * wrb, wrb, X, xrb, Y + r,
+                              ldy);
         }
         r0 += 2 * n2;
     }
