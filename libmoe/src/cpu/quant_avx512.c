@@ -21,7 +21,7 @@
 
 /* ==== Helpers ============================================================== */
 
-/* q_prefetch_at, q_prefetch and q_pf8: quant_simd.h. */
+/* q_prefetch_at, q_prefetch_l2_at, q_prefetch and q_pf8: quant_simd.h. */
 
 /* Two 32-byte pieces as one zmm (a low, b high). */
 QAI __m512i q_cat256(const void *a, const void *b) {
@@ -189,7 +189,7 @@ QAI void dot8_q4_K_512(const int C, int64_t nblk, const char *w0, size_t wrb, co
 #pragma GCC unroll 8
         for (int r = 0; r < 8; r++) {
             const moe_block_q4_K *wb = (const moe_block_q4_K *)(w0 + (size_t)r * wrb) + b;
-            q_prefetch_at(q_pf8(w0 + (size_t)r * wrb, wrb, sizeof *wb, b, nblk), 3);
+            q_prefetch_l2_at(q_pf8(w0 + (size_t)r * wrb, wrb, sizeof *wb, b, nblk), 3);
             uint64_t sc;
             k4_scales8(wb->scales, &sc, &mins[r]);
             memcpy(&dd[r], wb, 4);
