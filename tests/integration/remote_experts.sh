@@ -88,17 +88,19 @@ for arch in llama deepseek2; do
     stop $PA; stop $PB
 done
 
-# every other weight type and llama-quantize mix (Q8_1 / Q8_K activations;
+# every other weight type and llama-quantize's four mixes (Q8_1 / Q8_K activations;
 # rows of 256 for the K types, the tensors that do not fit falling back as
 # llama-quantize does): the workers compute what the local engine does, bit
 # for bit. Each type on one architecture in turn (deepseek2's MLA among
 # them), Q4_K on two; 2 threads, so batched rows go through the expert GEMM.
 n_dt=0
-for dt in q4_k q4_k q4_0 q4_1 q5_0 q5_1 iq4_nl q2_k q3_k q5_k q6_k iq4_xs q4_k_m q5_k_m; do
+for dt in q4_k q4_k q4_0 q4_1 q5_0 q5_1 iq4_nl q2_k-pure q3_k q5_k q6_k iq4_xs q4_k_m q5_k_m q3_k_m q2_k; do
     case $((n_dt % 3)) in 0) arch=deepseek2 ;; 1) arch=llama ;; *) arch=qwen2moe ;; esac
     n_dt=$((n_dt + 1))
     M="$TMP/$arch-$dt.gguf"
-    "$MOECTL" mkmodel --arch "$arch" --dtype "$dt" --n-embd 256 --n-ff 256 --seed 9 -o "$M" >/dev/null ||
+    pure=""
+    case $dt in *-pure) pure=--pure ;; esac
+    "$MOECTL" mkmodel --arch "$arch" --dtype "${dt%-pure}" $pure --n-embd 256 --n-ff 256 --seed 9 -o "$M" >/dev/null ||
         { bad "mkmodel $arch $dt"; continue; }
     n=$("$MOECTL" info "$M" --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).hparams.n_expert)')
     start "$arch-$dt-a" "$M" "0-$((n / 2 - 1))"; A=$ADDR; PA=$PID
