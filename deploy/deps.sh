@@ -4,6 +4,8 @@
 # something is missing.
 set -e
 PKGS="gcc make pkg-config libc6-dev ca-certificates libgrpc-dev libprotobuf-c-dev protobuf-c-compiler unicode-data bzip2 clang-format libcjson-dev libhiredis-dev libmicrohttpd-dev redis-server prometheus openssl curl util-linux iproute2 nftables"
+# test tooling: python3 (tests/lib/*.py: GGUF comparison, raw-socket attackers)
+PKGS="$PKGS python3"
 # `deps.sh fuzz` also installs clang and libFuzzer for `make fuzz`
 [ "${1:-}" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev"
 # `deps.sh images` also installs podman, buildah and debootstrap for `make images`

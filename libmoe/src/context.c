@@ -18,70 +18,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
-#include "moe/model.h"
-#include "moe/ops.h"
-
-struct moe_ctx {
-    const moe_model *m;
-    moe_hparams hp;
-    const moe_cpu_kernels *k;
-    moe_pool *pool;
-    moe_expert_backend *experts;
-    int own_experts;
-    int n_ctx, n_slots, n_batch;
-    int *slot_len; /* (n_slots) */
-    int *slot_tmp; /* (n_slots) validation scratch */
-    int q_dim, kv_dim;
-    int k_route; /* experts per token: n_expert_used, or n_expert when dense */
-    int dense_moe;
-    int exact; /* llama.cpp's exact Q8_0 arithmetic for batches (moe_ctx_params.exact) */
-    float capacity_factor;
-    moe_ctx_stats stats;
-
-    float *kv_k; /* (n_layer, n_slots, n_ctx, kv_dim) */
-    float *kv_v; /* (n_layer, n_slots, n_ctx, kv_dim) */
-
-    /* scratch for one ubatch of up to n_batch tokens */
-    float *x;    /* (n_batch, n_embd) residual stream */
-    float *h;    /* (n_batch, n_embd) normed input of a block */
-    void *act;   /* (n_batch) rows of up to max_k elements in a dot type */
-    float *q;    /* (n_batch, q_dim) */
-    float *kx;   /* (n_batch, kv_dim) */
-    float *vx;   /* (n_batch, kv_dim) */
-    float *attn; /* (n_batch, max(q_dim, n_head*head_dim_v)) attention output */
-    /* MLA scratch (deepseek2) */
-    float *mla_qa;          /* (n_batch, q_lora_rank) */
-    float *mla_qabs;        /* (n_batch, n_head*(kv_lora_rank+n_rot)) absorbed q | q_pe */
-    float *mla_o;           /* (n_batch, n_head*kv_lora_rank) attention output in the latent */
-    float *mla_tmp;         /* (n_batch, max(head_dim - n_rot, kv_lora_rank)) one head's rows */
-    moe__mm_job *head_jobs; /* (n_head) */
-    float *scores;          /* (n_threads, n_ctx) */
-    float *router;          /* (n_batch, n_expert) */
-    float *route_scratch;   /* MOE_ROUTE_SCRATCH(n_expert) */
-    int32_t *sel;           /* (n_batch, n_expert_used) chosen experts */
-    float *selw;            /* (n_batch, n_expert_used) their weights */
-    int32_t *grp_expert;    /* (n_expert) */
-    int32_t *grp_start;     /* (n_expert + 1) */
-    int32_t *row_of;        /* (n_batch, n_expert_used) row in ex_x of each choice */
-    int32_t *count;         /* (n_expert) */
-    float *ex_x;            /* (n_batch * n_expert_used, n_embd) */
-    float *ex_y;            /* (n_batch * n_expert_used, n_embd) */
-    float *sh_g;            /* (n_batch, max(n_ff_shexp, n_ff)) shared/dense FFN gate */
-    float *sh_u;            /* (n_batch, max(n_ff_shexp, n_ff)) shared/dense FFN up */
-    float *sh_gate;         /* (n_batch) */
-    float *moe_out;         /* (n_batch, n_embd) */
-    float *out_rows;        /* (n_batch, n_embd) normed rows that need logits */
-    moe__mm_job jobs[8];
-
-    float *logits; /* (n_logits, n_vocab) of the last decode */
-    int n_logits, cap_logits;
-    int gate_margins; /* record gate_margin (moe_ctx_params.gate_margins) */
-    void (*on_route)(void *ud, int layer, int row0, int n, int k, const int32_t *sel, double us);
-    void *on_route_ud;
-    float *gate_margin; /* (cap_margins) per row of the last decode, if recorded */
-    int n_margins, cap_margins;
-};
+#include "context_internal.h"
 
 moe_ctx_params moe_ctx_default_params(void) {
     return (moe_ctx_params){
@@ -227,263 +164,9 @@ fail:
 
 /* ---- Helpers ----------------------------------------------------------------- */
 
-/* Y (n rows) = X . W^T for one weight, X given in f32 (quantised into c->act). */
-static void matmul_f32(moe_ctx *c, const moe_tensor *W, const float *X, int n, float *Y,
-                       int64_t ldy) {
-    const int64_t k = W->ne[0];
-    moe_op_quantize(c->k, W->type, X, c->act, n, k);
-    moe__mm_job j = {W->type, W->data, W->ne[1], k, c->act, n, Y, ldy, NULL};
-    moe__matmul_jobs(c->k, c->pool, &j, 1);
-}
-
 static void embed_row(const moe_tensor *t, int32_t tok, float *out) {
     const size_t rb = moe_dtype_row_bytes(t->type, t->ne[0]);
     moe_dtype_to_f32(t->type, (const char *)t->data + rb * (size_t)tok, out, t->ne[0]);
-}
-
-static inline float *kv_at(const moe_ctx *c, float *base, int il, int slot, int pos) {
-    return base +
-           (((size_t)il * (size_t)c->n_slots + (size_t)slot) * (size_t)c->n_ctx + (size_t)pos) *
-               (size_t)c->kv_dim;
-}
-
-/* ---- Attention ------------------------------------------------------------------ */
-
-typedef struct attn_ctx {
-    moe_ctx *c;
-    int il, n;
-    const int32_t *pos, *slot;
-    const float *q; /* head h of row i at q + i*q_stride + h*dk */
-    int q_stride;
-    int dk, dv; /* q/k head size, v head size */
-    float *out; /* head h of row i at out + i*out_stride + h*dv */
-    int out_stride;
-    int mla; /* V is the first dv values of each K row, one kv head */
-} attn_ctx;
-
-static void attn_task(void *arg, int ith, int nth) {
-    const attn_ctx *a = arg;
-    moe_ctx *c = a->c;
-    const moe_hparams *hp = &c->hp;
-    const int group = hp->n_head / (a->mla ? 1 : hp->n_head_kv);
-    const float scale = hp->kq_scale;
-    float *sc = c->scores + (size_t)ith * (size_t)c->n_ctx;
-    const int64_t total = (int64_t)a->n * hp->n_head;
-    for (int64_t t = total * ith / nth; t < total * (ith + 1) / nth; t++) {
-        const int i = (int)(t / hp->n_head), h = (int)(t % hp->n_head), kh = h / group;
-        const int n_kv = a->pos[i] + 1;
-        const float *q = a->q + (size_t)i * (size_t)a->q_stride + (size_t)h * (size_t)a->dk;
-        const float *K0 = kv_at(c, c->kv_k, a->il, a->slot[i], 0) + (size_t)kh * (size_t)a->dk;
-        const float *V0 =
-            a->mla ? K0 : kv_at(c, c->kv_v, a->il, a->slot[i], 0) + (size_t)kh * (size_t)a->dv;
-        for (int j = 0; j < n_kv; j++)
-            sc[j] = c->k->dot_f32(a->dk, q, K0 + (size_t)j * (size_t)c->kv_dim) * scale;
-        moe_op_softmax(sc, n_kv);
-        float *o = a->out + (size_t)i * (size_t)a->out_stride + (size_t)h * (size_t)a->dv;
-        memset(o, 0, (size_t)a->dv * sizeof(float));
-        for (int j = 0; j < n_kv; j++)
-            c->k->axpy_f32(a->dv, sc[j], V0 + (size_t)j * (size_t)c->kv_dim, o);
-    }
-}
-
-/* The model's RoPE over n_rot dims (YaRN included). */
-static void rope_params(const moe_hparams *hp, moe_rope *r) {
-    moe_rope_init(r, hp->n_rot, hp->rope_neox, hp->rope_freq_base);
-    r->freq_scale = hp->rope_freq_scale;
-    r->ext_factor = hp->rope_ext_factor;
-    r->attn_factor = hp->rope_attn_factor;
-    r->beta_fast = hp->rope_beta_fast;
-    r->beta_slow = hp->rope_beta_slow;
-    r->n_ctx_orig = hp->rope_n_ctx_orig;
-}
-
-static void add_bias(float *x, const moe_tensor *b, int n, int dim) {
-    if (!b->data) return;
-    const float *bv = b->data;
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < dim; j++) x[(size_t)i * (size_t)dim + (size_t)j] += bv[j];
-}
-
-static void attention_block(moe_ctx *c, int il, int n, const int32_t *pos, const int32_t *slot) {
-    const moe_hparams *hp = &c->hp;
-    const moe_layer *L = &c->m->layers[il];
-    const int E = hp->n_embd, hd = hp->head_dim;
-    for (int i = 0; i < n; i++)
-        moe_op_rmsnorm(c->x + (size_t)i * E, L->attn_norm.data, E, hp->rms_eps,
-                       c->h + (size_t)i * E);
-
-    /* q, k, v in one pool run when they share a type (they share the input) */
-    const int64_t qd = c->q_dim, kvd = c->kv_dim;
-    if (L->wq.type == L->wk.type && L->wq.type == L->wv.type) {
-        moe_op_quantize(c->k, L->wq.type, c->h, c->act, n, E);
-        c->jobs[0] = (moe__mm_job){L->wq.type, L->wq.data, qd, E, c->act, n, c->q, qd, NULL};
-        c->jobs[1] = (moe__mm_job){L->wk.type, L->wk.data, kvd, E, c->act, n, c->kx, kvd, NULL};
-        c->jobs[2] = (moe__mm_job){L->wv.type, L->wv.data, kvd, E, c->act, n, c->vx, kvd, NULL};
-        moe__matmul_jobs(c->k, c->pool, c->jobs, 3);
-    } else {
-        matmul_f32(c, &L->wq, c->h, n, c->q, qd);
-        matmul_f32(c, &L->wk, c->h, n, c->kx, kvd);
-        matmul_f32(c, &L->wv, c->h, n, c->vx, kvd);
-    }
-    add_bias(c->q, &L->bq, n, (int)qd);
-    add_bias(c->kx, &L->bk, n, (int)kvd);
-    add_bias(c->vx, &L->bv, n, (int)kvd);
-
-    moe_rope rope;
-    rope_params(hp, &rope);
-    for (int i = 0; i < n; i++) {
-        float *q = c->q + (size_t)i * qd, *k = c->kx + (size_t)i * kvd;
-        if (hp->qk_norm == MOE_QK_NORM_FULL) {
-            moe_op_rmsnorm(q, L->q_norm.data, qd, hp->rms_eps, q);
-            moe_op_rmsnorm(k, L->k_norm.data, kvd, hp->rms_eps, k);
-        } else if (hp->qk_norm == MOE_QK_NORM_HEAD) {
-            for (int h = 0; h < hp->n_head; h++)
-                moe_op_rmsnorm(q + (size_t)h * hd, L->q_norm.data, hd, hp->rms_eps,
-                               q + (size_t)h * hd);
-            for (int h = 0; h < hp->n_head_kv; h++)
-                moe_op_rmsnorm(k + (size_t)h * hd, L->k_norm.data, hd, hp->rms_eps,
-                               k + (size_t)h * hd);
-        }
-        moe_op_rope(&rope, q, hp->n_head, hd, pos[i]);
-        moe_op_rope(&rope, k, hp->n_head_kv, hd, pos[i]);
-        memcpy(kv_at(c, c->kv_k, il, slot[i], pos[i]), k, (size_t)kvd * sizeof(float));
-        memcpy(kv_at(c, c->kv_v, il, slot[i], pos[i]), c->vx + (size_t)i * kvd,
-               (size_t)kvd * sizeof(float));
-    }
-
-    attn_ctx a = {c, il, n, pos, slot, c->q, (int)qd, hd, hd, c->attn, (int)qd, 0};
-    moe_pool_run(c->pool, attn_task, &a);
-
-    /* x += attn . Wo (into h as scratch) */
-    matmul_f32(c, &L->wo, c->attn, n, c->h, E);
-    for (size_t i = 0; i < (size_t)n * (size_t)E; i++) c->x[i] += c->h[i];
-}
-
-/* Per-head products: for each head h, Y_h (n rows) = X_h . W_h^T where X_h is
- * the k columns at h*head_stride of X (row stride x_stride) and W_h the h-th
- * matrix of W (m rows of k). Y_h goes to Y + h*m with row stride ldy. */
-static void matmul_heads(moe_ctx *c, const moe_tensor *W, const float *X, int x_stride,
-                         int head_stride, int n, float *Y, int64_t ldy) {
-    const int H = c->hp.n_head;
-    const int64_t k = W->ne[0], m = W->ne[1];
-    const size_t arb = moe__act_row_bytes(W->type, k), wrb = moe_dtype_row_bytes(W->type, k);
-    for (int h = 0; h < H; h++) {
-        for (int i = 0; i < n; i++)
-            memcpy(c->mla_tmp + (size_t)i * (size_t)k,
-                   X + (size_t)i * (size_t)x_stride + (size_t)h * (size_t)head_stride,
-                   (size_t)k * sizeof(float));
-        char *xq = (char *)c->act + arb * (size_t)n * (size_t)h;
-        moe_op_quantize(c->k, W->type, c->mla_tmp, xq, n, k);
-        c->head_jobs[h] = (moe__mm_job){W->type,
-                                        (const char *)W->data + wrb * (size_t)m * (size_t)h,
-                                        m,
-                                        k,
-                                        xq,
-                                        n,
-                                        Y + (size_t)h * (size_t)m,
-                                        ldy,
-                                        NULL};
-    }
-    moe__matmul_jobs(c->k, c->pool, c->head_jobs, H);
-}
-
-/* The MLA projections both layouts share: q (n_head x (nope | rope), the
- * rope part rotated) into c->q and [rmsnorm(latent) | rope(k_pe)] into c->kx
- * (rows of kv_lora_rank + n_rot). */
-static void mla_project(moe_ctx *c, const moe_layer *L, int n, const int32_t *pos) {
-    const moe_hparams *hp = &c->hp;
-    const int E = hp->n_embd, H = hp->n_head, R = hp->kv_lora_rank, P = hp->n_rot;
-    const int Dk = hp->head_dim, nope = Dk - P, QA = R + P;
-    for (int i = 0; i < n; i++)
-        moe_op_rmsnorm(c->x + (size_t)i * E, L->attn_norm.data, E, hp->rms_eps,
-                       c->h + (size_t)i * E);
-    if (hp->q_lora_rank) {
-        const int QL = hp->q_lora_rank;
-        matmul_f32(c, &L->wq_a, c->h, n, c->mla_qa, QL);
-        for (int i = 0; i < n; i++)
-            moe_op_rmsnorm(c->mla_qa + (size_t)i * QL, L->q_a_norm.data, QL, hp->rms_eps,
-                           c->mla_qa + (size_t)i * QL);
-        matmul_f32(c, &L->wq_b, c->mla_qa, n, c->q, c->q_dim);
-    } else {
-        matmul_f32(c, &L->wq, c->h, n, c->q, c->q_dim);
-    }
-    matmul_f32(c, &L->wkv_a_mqa, c->h, n, c->kx, QA);
-
-    moe_rope rope;
-    rope_params(hp, &rope);
-    for (int i = 0; i < n; i++) {
-        float *q = c->q + (size_t)i * (size_t)c->q_dim, *kv = c->kx + (size_t)i * (size_t)QA;
-        for (int h = 0; h < H; h++) moe_op_rope(&rope, q + (size_t)h * Dk + nope, 1, P, pos[i]);
-        moe_op_rope(&rope, kv + R, 1, P, pos[i]);
-        moe_op_rmsnorm(kv, L->kv_a_norm.data, R, hp->rms_eps, kv);
-    }
-}
-
-/* Legacy MLA files (attn_kv_b): as llama.cpp's non-MLA path (deepseek2.cpp)
- * runs them, the latent is expanded through attn_kv_b into each head's
- * k_nope and v; K is [k_nope | k_pe] per head, and attention is plain
- * multi-head attention over a per-head cache (rows of kv_dim, head h's K at
- * h*head_dim, its V at h*head_dim_v). */
-static void attention_mla_kv_b(moe_ctx *c, int il, int n, const int32_t *pos, const int32_t *slot) {
-    const moe_hparams *hp = &c->hp;
-    const moe_layer *L = &c->m->layers[il];
-    const int E = hp->n_embd, H = hp->n_head, R = hp->kv_lora_rank, P = hp->n_rot;
-    const int Dk = hp->head_dim, nope = Dk - P, Dv = hp->head_dim_v, QA = R + P;
-    const int KVB = nope + Dv; /* one head's rows of attn_kv_b */
-    mla_project(c, L, n, pos);
-    for (int i = 0; i < n; i++)
-        memcpy(c->mla_tmp + (size_t)i * R, c->kx + (size_t)i * QA, (size_t)R * sizeof(float));
-    matmul_f32(c, &L->wkv_b, c->mla_tmp, n, c->vx, (int64_t)H * KVB);
-    for (int i = 0; i < n; i++) {
-        const float *kv = c->vx + (size_t)i * H * KVB, *k_pe = c->kx + (size_t)i * QA + R;
-        float *K = kv_at(c, c->kv_k, il, slot[i], pos[i]);
-        float *V = kv_at(c, c->kv_v, il, slot[i], pos[i]);
-        for (int h = 0; h < H; h++) {
-            memcpy(K + (size_t)h * Dk, kv + (size_t)h * KVB, (size_t)nope * sizeof(float));
-            memcpy(K + (size_t)h * Dk + nope, k_pe, (size_t)P * sizeof(float));
-            memcpy(V + (size_t)h * Dv, kv + (size_t)h * KVB + nope, (size_t)Dv * sizeof(float));
-        }
-    }
-    attn_ctx a = {c, il, n, pos, slot, c->q, c->q_dim, Dk, Dv, c->attn, H * Dv, 0};
-    moe_pool_run(c->pool, attn_task, &a);
-    matmul_f32(c, &L->wo, c->attn, n, c->h, E);
-    for (size_t i = 0; i < (size_t)n * (size_t)E; i++) c->x[i] += c->h[i];
-}
-
-/* Multi-head Latent Attention, absorbed (deepseek2.cpp): the cache holds
- * [rmsnorm(latent) | rope(k_pe)] per token, one "kv head" for all heads;
- * q_nope is absorbed through attn_k_b into the latent space, the output is
- * expanded per head through attn_v_b. */
-static void attention_mla(moe_ctx *c, int il, int n, const int32_t *pos, const int32_t *slot) {
-    const moe_hparams *hp = &c->hp;
-    const moe_layer *L = &c->m->layers[il];
-    const int E = hp->n_embd, H = hp->n_head, R = hp->kv_lora_rank, P = hp->n_rot;
-    const int Dk = hp->head_dim, nope = Dk - P, Dv = hp->head_dim_v, QA = R + P;
-    mla_project(c, L, n, pos);
-    for (int i = 0; i < n; i++)
-        memcpy(kv_at(c, c->kv_k, il, slot[i], pos[i]), c->kx + (size_t)i * (size_t)QA,
-               (size_t)QA * sizeof(float));
-
-    /* q_abs[h] = attn_k_b[h] . q_nope[h]; then q_pe after it */
-    matmul_heads(c, &L->wk_b, c->q, c->q_dim, Dk, n, c->mla_qabs, (int64_t)H * QA);
-    /* matmul_heads wrote head h at offset h*R; spread them to stride QA */
-    for (int i = 0; i < n; i++) {
-        float *row = c->mla_qabs + (size_t)i * (size_t)H * QA;
-        for (int h = H - 1; h >= 0; h--) {
-            memmove(row + (size_t)h * QA, row + (size_t)h * R, (size_t)R * sizeof(float));
-            memcpy(row + (size_t)h * QA + R,
-                   c->q + (size_t)i * (size_t)c->q_dim + (size_t)h * Dk + nope,
-                   (size_t)P * sizeof(float));
-        }
-    }
-
-    attn_ctx a = {c, il, n, pos, slot, c->mla_qabs, H * QA, QA, R, c->mla_o, H * R, 1};
-    moe_pool_run(c->pool, attn_task, &a);
-
-    /* out[h] = attn_v_b[h] . o[h] */
-    matmul_heads(c, &L->wv_b, c->mla_o, H * R, R, n, c->attn, (int64_t)H * Dv);
-    matmul_f32(c, &L->wo, c->attn, n, c->h, E);
-    for (size_t i = 0; i < (size_t)n * (size_t)E; i++) c->x[i] += c->h[i];
 }
 
 /* ---- FFN blocks --------------------------------------------------------------------- */
@@ -513,7 +196,7 @@ static void ffn_local(moe_ctx *c, const moe_tensor *gate, const moe_tensor *up,
     moe__matmul_jobs(c->k, c->pool, c->jobs, 2);
     swiglu_ctx sw = {c->sh_g, c->sh_u, n, S};
     moe_pool_run(c->pool, swiglu_rows, &sw);
-    matmul_f32(c, down, c->sh_g, n, out, E);
+    moe__ctx_matmul_f32(c, down, c->sh_g, n, out, E);
 }
 
 static void dense_block(moe_ctx *c, int il, int n) {
@@ -545,7 +228,7 @@ static int moe_block(moe_ctx *c, int il, int n, int row0, moe_err *err) {
     moe_routing r;
     moe_model_routing(c->m, il, &r);
     r.dense = c->dense_moe;
-    matmul_f32(c, &L->gate_inp, c->h, n, c->router, X);
+    moe__ctx_matmul_f32(c, &L->gate_inp, c->h, n, c->router, X);
     for (int i = 0; i < n; i++) {
         if (moe_route(&r, c->router + (size_t)i * X, c->route_scratch, c->sel + (size_t)i * K,
                       c->selw + (size_t)i * K) < 0)
@@ -604,7 +287,7 @@ static int moe_block(moe_ctx *c, int il, int n, int row0, moe_err *err) {
     if (hp->n_ff_shexp) {
         ffn_local(c, &L->gate_shexp, &L->up_shexp, &L->down_shexp, n, c->moe_out);
         if (L->gate_inp_shexp.data) {
-            matmul_f32(c, &L->gate_inp_shexp, c->h, n, c->sh_gate, 1);
+            moe__ctx_matmul_f32(c, &L->gate_inp_shexp, c->h, n, c->sh_gate, 1);
             for (int i = 0; i < n; i++) {
                 const float g = 1.0f / (1.0f + expf(-c->sh_gate[i]));
                 for (int j = 0; j < E; j++) c->moe_out[(size_t)i * E + j] *= g;
@@ -653,11 +336,11 @@ static int forward_ubatch(moe_ctx *c, const moe_batch *b, int i0, int n, moe_err
     for (int i = 0; i < n; i++) embed_row(&c->m->tok_embd, tok[i], c->x + (size_t)i * E);
     for (int il = 0; il < hp->n_layer; il++) {
         if (hp->mla_kv_b)
-            attention_mla_kv_b(c, il, n, pos, slot);
+            moe__attention_mla_kv_b(c, il, n, pos, slot);
         else if (hp->is_mla)
-            attention_mla(c, il, n, pos, slot);
+            moe__attention_mla(c, il, n, pos, slot);
         else
-            attention_block(c, il, n, pos, slot);
+            moe__attention_block(c, il, n, pos, slot);
         int rc = moe_block(c, il, n, i0, err);
         if (rc < 0) return rc;
     }
@@ -675,7 +358,7 @@ static int forward_ubatch(moe_ctx *c, const moe_batch *b, int i0, int n, moe_err
     }
     if (n_out) {
         float *dst = c->logits + (size_t)c->n_logits * (size_t)hp->n_vocab;
-        matmul_f32(c, &c->m->output, c->out_rows, n_out, dst, hp->n_vocab);
+        moe__ctx_matmul_f32(c, &c->m->output, c->out_rows, n_out, dst, hp->n_vocab);
         c->n_logits += n_out;
     }
     return 0;
@@ -774,9 +457,9 @@ int moe_ctx_slot_copy(moe_ctx *c, int dst, int src) {
     const int n = c->slot_len[src];
     const size_t bytes = (size_t)n * (size_t)c->kv_dim * sizeof(float);
     for (int il = 0; il < c->hp.n_layer; il++) {
-        memcpy(kv_at(c, c->kv_k, il, dst, 0), kv_at(c, c->kv_k, il, src, 0), bytes);
+        memcpy(moe__kv_at(c, c->kv_k, il, dst, 0), moe__kv_at(c, c->kv_k, il, src, 0), bytes);
         if (!c->hp.is_mla || c->hp.mla_kv_b) /* absorbed MLA: one latent cache (kv_k) */
-            memcpy(kv_at(c, c->kv_v, il, dst, 0), kv_at(c, c->kv_v, il, src, 0), bytes);
+            memcpy(moe__kv_at(c, c->kv_v, il, dst, 0), moe__kv_at(c, c->kv_v, il, src, 0), bytes);
     }
     c->slot_len[dst] = n;
     return 0;

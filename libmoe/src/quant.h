@@ -9,6 +9,7 @@
 #ifndef MOE_QUANT_H
 #define MOE_QUANT_H
 
+#include <math.h>
 #include <stdint.h>
 
 #include "moe/dtype.h"
@@ -39,6 +40,23 @@ static inline int moe__nearest_int(float v) {
         int32_t i;
     } u = {v + 12582912.0f};
     return (u.i & 0x007fffff) - 0x00400000;
+}
+
+static inline int moe__clampi(int v, int lo, int hi) {
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* The element of x[0..n) of the largest magnitude (the first of equals);
+ * *amax gets that magnitude. The scale searches start from it. */
+static inline float moe__signed_absmax(const float *x, int n, float *amax) {
+    float m = 0.0f, a = 0.0f;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > a) {
+            a = fabsf(x[i]);
+            m = x[i];
+        }
+    *amax = a;
+    return m;
 }
 
 /* Q4_K / Q5_K's 6-bit scale and minimum of group j (0..7) from the 12

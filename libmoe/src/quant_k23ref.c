@@ -14,10 +14,6 @@
 #include "moe/dtype.h"
 #include "quant.h"
 
-static inline int clampi(int v, int lo, int hi) {
-    return v < lo ? lo : v > hi ? hi : v;
-}
-
 /* Packs 256 2-bit levels as above. */
 static void pack2(const uint8_t *L, uint8_t *qs) {
     for (int h = 0; h < 2; h++)
@@ -69,7 +65,8 @@ static void quantize_q2_K(const float *x, moe_block_q2_K *y, int64_t n) {
             if (!d) continue;
             const float dm = moe_f16_to_f32(y[b].dmin) * (y[b].scales[g] >> 4);
             for (int l = 0; l < 16; l++)
-                L[16 * g + l] = (uint8_t)clampi(moe__nearest_int((x[16 * g + l] + dm) / d), 0, 3);
+                L[16 * g + l] =
+                    (uint8_t)moe__clampi(moe__nearest_int((x[16 * g + l] + dm) / d), 0, 3);
         }
         pack2(L, y[b].qs);
     }
@@ -82,12 +79,8 @@ static void quantize_q2_K(const float *x, moe_block_q2_K *y, int64_t n) {
  * on -nmax, then up to 5 passes moving single levels while that improves
  * the weighted least-squares fit. L gets the levels + nmax. */
 static float fit_scale_q3(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++)
-        if (fabsf(x[i]) > amax) {
-            amax = fabsf(x[i]);
-            max = x[i];
-        }
+    float amax;
+    const float max = moe__signed_absmax(x, n, &amax);
     if (amax < 1e-15f) {
         memset(L, 0, (size_t)n);
         return 0.f;
@@ -95,7 +88,7 @@ static float fit_scale_q3(int n, int nmax, const float *x, int8_t *L) {
     const float iscale = -nmax / max;
     float sumlx = 0, suml2 = 0;
     for (int i = 0; i < n; i++) {
-        const int l = clampi(moe__nearest_int(iscale * x[i]), -nmax, nmax - 1);
+        const int l = moe__clampi(moe__nearest_int(iscale * x[i]), -nmax, nmax - 1);
         L[i] = (int8_t)l;
         const float w = x[i] * x[i];
         sumlx += w * x[i] * l;
@@ -108,7 +101,7 @@ static float fit_scale_q3(int n, int nmax, const float *x, int8_t *L) {
             float slx = sumlx - w * x[i] * L[i];
             if (slx <= 0) continue;
             float sl2 = suml2 - w * L[i] * L[i];
-            const int nl = clampi(moe__nearest_int(x[i] * sl2 / slx), -nmax, nmax - 1);
+            const int nl = moe__clampi(moe__nearest_int(x[i] * sl2 / slx), -nmax, nmax - 1);
             if (nl == L[i]) continue;
             slx += w * x[i] * nl;
             sl2 += w * nl * nl;
@@ -141,7 +134,7 @@ static void quantize_q3_K(const float *x, moe_block_q3_K *y, int64_t n) {
             const float iscale = -32.f / max_scale;
             for (int g = 0; g < 16; g++) {
                 /* ggml keeps nearest_int in an int8_t before clamping */
-                const int l = clampi((int8_t)moe__nearest_int(iscale * sc[g]), -32, 31) + 32;
+                const int l = moe__clampi((int8_t)moe__nearest_int(iscale * sc[g]), -32, 31) + 32;
                 if (g < 8)
                     y[b].scales[g] = (uint8_t)(l & 15);
                 else
@@ -156,7 +149,8 @@ static void quantize_q3_K(const float *x, moe_block_q3_K *y, int64_t n) {
             const float d = moe_f16_to_f32(y[b].d) * moe__q3_scale(y[b].scales, g);
             if (!d) continue;
             for (int l = 0; l < 16; l++)
-                L[16 * g + l] = (int8_t)(clampi(moe__nearest_int(x[16 * g + l] / d), -4, 3) + 4);
+                L[16 * g + l] =
+                    (int8_t)(moe__clampi(moe__nearest_int(x[16 * g + l] / d), -4, 3) + 4);
         }
         memset(y[b].hmask, 0, sizeof y[b].hmask);
         uint8_t U[MOE_QK_K];

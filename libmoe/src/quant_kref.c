@@ -17,10 +17,6 @@
 float moe__iq4_best_scale(const float *x, int n, int ntry);
 void moe__iq4_pack(const float *x, float id, uint8_t *qs);
 
-static inline int clampi(int v, int lo, int hi) {
-    return v < lo ? lo : v > hi ? hi : v;
-}
-
 /* ==== Scale searches (ggml's make_q*_quants) =============================== */
 
 /* An affine fit x ~ scale * L - min, L in [0, nmax], min >= 0, weighted
@@ -46,7 +42,7 @@ float moe__fit_scale_min(int n, int nmax, const float *x, const float *w, uint8_
     }
     float iscale = nmax / (max - min), scale = 1 / iscale, best = 0;
     for (int i = 0; i < n; i++) {
-        L[i] = (uint8_t)clampi(moe__nearest_int(iscale * (x[i] - min)), 0, nmax);
+        L[i] = (uint8_t)moe__clampi(moe__nearest_int(iscale * (x[i] - min)), 0, nmax);
         const float diff = scale * L[i] + min - x[i];
         best += w[i] * (mad ? fabsf(diff) : diff * diff);
     }
@@ -55,7 +51,7 @@ float moe__fit_scale_min(int n, int nmax, const float *x, const float *w, uint8_
         iscale = (rmin + rdelta * is + nmax) / (max - min);
         float sum_l = 0, sum_l2 = 0, sum_xl = 0;
         for (int i = 0; i < n; i++) {
-            const int l = clampi(moe__nearest_int(iscale * (x[i] - min)), 0, nmax);
+            const int l = moe__clampi(moe__nearest_int(iscale * (x[i] - min)), 0, nmax);
             Laux[i] = (uint8_t)l;
             sum_l += w[i] * l;
             sum_l2 += w[i] * l * l;
@@ -90,19 +86,15 @@ float moe__fit_scale_min(int n, int nmax, const float *x, const float *w, uint8_
  * refined by least squares, then 18 nearby grids (nmax + 0.1 is, is in
  * [-9, 9]) tried for a better weighted fit. Returns the scale. */
 static float fit_scale_sym(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++)
-        if (fabsf(x[i]) > amax) {
-            amax = fabsf(x[i]);
-            max = x[i];
-        }
+    float amax;
+    const float max = moe__signed_absmax(x, n, &amax);
     if (amax < 1e-15f) {
         memset(L, 0, (size_t)n);
         return 0.0f;
     }
     float iscale = -nmax / max, sumlx = 0, suml2 = 0;
     for (int i = 0; i < n; i++) {
-        const int l = clampi(moe__nearest_int(iscale * x[i]), -nmax, nmax - 1);
+        const int l = moe__clampi(moe__nearest_int(iscale * x[i]), -nmax, nmax - 1);
         L[i] = (int8_t)(l + nmax);
         const float w = x[i] * x[i];
         sumlx += w * x[i] * l;
@@ -114,14 +106,15 @@ static float fit_scale_sym(int n, int nmax, const float *x, int8_t *L) {
         iscale = -(nmax + 0.1f * is) / max;
         sumlx = suml2 = 0;
         for (int i = 0; i < n; i++) {
-            const int l = clampi(moe__nearest_int(iscale * x[i]), -nmax, nmax - 1);
+            const int l = moe__clampi(moe__nearest_int(iscale * x[i]), -nmax, nmax - 1);
             const float w = x[i] * x[i];
             sumlx += w * x[i] * l;
             suml2 += w * l * l;
         }
         if (suml2 > 0 && sumlx * sumlx > best * suml2) {
             for (int i = 0; i < n; i++)
-                L[i] = (int8_t)(nmax + clampi(moe__nearest_int(iscale * x[i]), -nmax, nmax - 1));
+                L[i] =
+                    (int8_t)(nmax + moe__clampi(moe__nearest_int(iscale * x[i]), -nmax, nmax - 1));
             scale = sumlx / suml2;
             best = scale * sumlx;
         }
@@ -182,7 +175,8 @@ static void k4_block(const float *x, int nmax, float rmin, int nstep, uint16_t *
         if (!dd) continue;
         const float dm = moe_f16_to_f32(*dmin) * m;
         for (int l = 0; l < 32; l++)
-            L[32 * j + l] = (uint8_t)clampi(moe__nearest_int((x[32 * j + l] + dm) / dd), 0, nmax);
+            L[32 * j + l] =
+                (uint8_t)moe__clampi(moe__nearest_int((x[32 * j + l] + dm) / dd), 0, nmax);
     }
 }
 
@@ -240,7 +234,8 @@ static void quantize_q6_K(const float *x, moe_block_q6_K *y, int64_t n) {
             const float d = moe_f16_to_f32(y[b].d) * y[b].scales[g];
             if (!d) continue;
             for (int i = 0; i < 16; i++)
-                L[16 * g + i] = (int8_t)(clampi(moe__nearest_int(x[16 * g + i] / d), -32, 31) + 32);
+                L[16 * g + i] =
+                    (int8_t)(moe__clampi(moe__nearest_int(x[16 * g + i] / d), -32, 31) + 32);
         }
         /* per 128: low nibbles of elements l and l + 64 in ql[l], of l + 32
          * and l + 96 in ql[l + 32]; the top 2 bits of the four in qh[l] */
@@ -278,7 +273,7 @@ static void quantize_iq4_xs(const float *x, moe_block_iq4_xs *y, int64_t n) {
         y[b].scales_h = 0;
         memset(y[b].scales_l, 0, sizeof y[b].scales_l);
         for (int g = 0; g < 8; g++) {
-            const int l = clampi(moe__nearest_int(id * sc[g]), -32, 31);
+            const int l = moe__clampi(moe__nearest_int(id * sc[g]), -32, 31);
             const float dl = d * l;
             moe__iq4_pack(x + 32 * g, dl ? 1 / dl : 0.f, y[b].qs + 16 * g);
             const int u = l + 32;

@@ -138,12 +138,8 @@ static int iq4_nearest(float v) {
  * with the best weighted fit; the levels are then picked again for it. */
 float moe__iq4_best_scale(const float *x, int n, int ntry) {
     const int8_t *t = moe_iq4nl_values;
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < n; j++)
-        if (fabsf(x[j]) > amax) {
-            amax = fabsf(x[j]);
-            max = x[j];
-        }
+    float amax;
+    const float max = moe__signed_absmax(x, n, &amax);
     if (amax < 1e-15f) return 0.0f;
     float d = ntry > 0 ? -max / t[0] : max / t[0];
     float id = 1 / d;

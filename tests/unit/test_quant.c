@@ -428,7 +428,7 @@ TEST(quant_testmodel_fallback_and_mix) {
     p.n_embd = 256; /* n_ff 96, n_ff_shexp 160: their down rows fall back */
     p.head_dim = 64;
     p.dtype = MOE_DTYPE_Q4_K;
-    p.k_mix = 1;
+    p.mix = MOE_MIX_Q4_K_M;
     char path[128];
     snprintf(path, sizeof path, "/tmp/moe-test-quant-%d.gguf", (int)getpid());
     moe_err err;
@@ -454,7 +454,67 @@ TEST(quant_testmodel_fallback_and_mix) {
     if (moe_model_load(&m, path, &err) < 0) TEST_FAIL("load: %s", err.msg);
     moe_model_free(m);
     unlink(path);
-    /* the mix is only for q4_K / q5_K */
+    /* a mix needs its base type */
     p.dtype = MOE_DTYPE_Q4_0;
     ASSERT_EQ_INT(moe_testmodel_write(&p, path, &err), MOE_EINVAL);
+    p.dtype = MOE_DTYPE_Q5_K;
+    ASSERT_EQ_INT(moe_testmodel_write(&p, path, &err), MOE_EINVAL);
+}
+
+/* The Q2_K and Q3_K_M mixes (checked tensor by tensor against the pinned
+ * llama.cpp's llama_model_quantize; these are spot checks). */
+static moe_gguf *write_and_open(const moe_testmodel_params *p, const char *path) {
+    moe_err err;
+    moe_gguf *g = NULL;
+    if (moe_testmodel_write(p, path, &err) < 0) TEST_FAIL("testmodel: %s", err.msg);
+    if (moe_gguf_open(&g, path, &err) < 0) TEST_FAIL("open: %s", err.msg);
+    return g;
+}
+
+TEST(quant_testmodel_q2_k_q3_k_m) {
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/moe-test-quant-mix-%d.gguf", (int)getpid());
+    moe_testmodel_params p;
+    ASSERT_EQ_INT(moe_testmodel_defaults(&p, MOE_ARCH_DEEPSEEK2, "tiny"), 0);
+    p.n_embd = p.n_ff = 256; /* 16 experts: no 8-expert rule */
+    p.dtype = MOE_DTYPE_Q2_K;
+    p.mix = MOE_MIX_Q2_K;
+    moe_gguf *g = write_and_open(&p, path);
+    ASSERT_EQ_INT(tensor_type_of(g, "token_embd.weight"), MOE_DTYPE_Q2_K);
+    ASSERT_EQ_INT(tensor_type_of(g, "output.weight"), MOE_DTYPE_Q6_K);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.attn_q_a.weight"), MOE_DTYPE_Q2_K);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.attn_k_b.weight"), MOE_DTYPE_Q4_0);    /* rows of 32 */
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.attn_output.weight"), MOE_DTYPE_Q4_0); /* 128 */
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.ffn_down.weight"), MOE_DTYPE_Q3_K);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.1.ffn_down_exps.weight"), MOE_DTYPE_Q3_K);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.1.ffn_down_shexp.weight"), MOE_DTYPE_Q3_K);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.1.ffn_up_exps.weight"), MOE_DTYPE_Q2_K);
+    moe_gguf_close(g);
+    /* legacy attn_kv_b is attn_v-like: Q2_K -> Q3_K (no GQA), rows of 64 -> Q4_0 */
+    p.mla_kv_b = 1;
+    g = write_and_open(&p, path);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.attn_kv_b.weight"), MOE_DTYPE_Q4_0);
+    moe_gguf_close(g);
+    ASSERT_EQ_INT(moe_testmodel_defaults(&p, MOE_ARCH_LLAMA, "tiny"), 0);
+    p.n_embd = p.n_ff = 256;
+    p.head_dim = 64;
+    p.n_expert = 4;
+    p.dtype = MOE_DTYPE_Q3_K;
+    p.mix = MOE_MIX_Q3_K_M;
+    g = write_and_open(&p, path);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.attn_v.weight"), MOE_DTYPE_Q5_K); /* the first 2 */
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.1.attn_v.weight"), MOE_DTYPE_Q5_K);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.attn_k.weight"), MOE_DTYPE_Q3_K);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.attn_output.weight"), MOE_DTYPE_Q4_K);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.1.ffn_down_exps.weight"), MOE_DTYPE_Q4_K);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.1.ffn_gate_exps.weight"), MOE_DTYPE_Q3_K);
+    moe_gguf_close(g);
+    /* 8 experts: attn_v / attn_k Q8_0, attn_output Q5_K */
+    p.n_expert = 8;
+    g = write_and_open(&p, path);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.attn_v.weight"), MOE_DTYPE_Q8_0);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.attn_k.weight"), MOE_DTYPE_Q8_0);
+    ASSERT_EQ_INT(tensor_type_of(g, "blk.0.attn_output.weight"), MOE_DTYPE_Q5_K);
+    moe_gguf_close(g);
+    unlink(path);
 }

@@ -105,7 +105,7 @@ static void print_layout_text(const moe_model *m) {
     }
     printf("types        ");
     for (int k = 0; k < x.n_types; k++)
-        printf(" %s%s %lld tensors %.1f MiB (%.1f%% of the file)", k ? ";" : "",
+        printf("%s %s %lld tensors %.1f MiB (%.1f%% of the file)", k ? ";" : "",
                moe_dtype_name(x.type[k]), (long long)x.n[k], (double)x.bytes[k] / (1 << 20),
                x.file_bytes ? 100.0 * (double)x.bytes[k] / (double)x.file_bytes : 0.0);
     printf("\n");

@@ -39,7 +39,7 @@ int cmd_mkmodel(const moectl_cmd *cmd, int argc, char **argv) {
     const char *out = NULL, *arch = NULL, *dtype = NULL, *preset = "tiny", *pre = NULL,
                *tokenizer = NULL;
     uint64_t seed = 1;
-    int spm = 0;
+    int spm = 0, pure = 0;
     int ov[14];
     for (int j = 0; j < 14; j++) ov[j] = INT_MIN;                      /* not given */
     float rope_base = 10000.0f, rms_eps = -1.0f, expert_scale = -1.0f; /* -1: not given */
@@ -51,14 +51,18 @@ int cmd_mkmodel(const moectl_cmd *cmd, int argc, char **argv) {
          .help = "llama | qwen2moe | qwen3moe | olmoe | deepseek | deepseek2"},
         {"--dtype", NULL, MOE_FLAG_STRING, &dtype, "D",
          .help = "f32 | f16 | bf16 | q8_0 | q4_0 | q4_1 | q5_0 | q5_1 |\n"
-                 "iq4_nl | q2_k | q3_k | q4_k | q5_k | q6_k | iq4_xs\n"
-                 "(matrices; a matrix whose rows do not fit a 256-element\n"
-                 "type takes llama-quantize's fallback: q4_k -> q5_0,\n"
-                 "q5_k -> q5_1, q6_k -> q8_0, iq4_xs -> iq4_nl,\n"
-                 "q2_k/q3_k -> q4_0) | q4_k_m | q5_k_m (llama-quantize's\n"
-                 "mixes: output q6_k, attn_v/attn_k q8_0 with 8 experts,\n"
-                 "ffn_down q6_k in some layers, ...)",
+                 "iq4_nl | q3_k | q4_k | q5_k | q6_k | iq4_xs: every matrix\n"
+                 "in it | q2_k | q3_k_m | q4_k_m | q5_k_m: llama-quantize's\n"
+                 "mixed file types of q2_k ... q5_k (output q6_k; attn_v,\n"
+                 "attn_output, ffn_down in more bits, attn_v/attn_k q8_0\n"
+                 "with 8 experts, ...). A matrix whose rows do not fit a\n"
+                 "256-element type takes llama-quantize's fallback: q4_k ->\n"
+                 "q5_0, q5_k -> q5_1, q6_k -> q8_0, iq4_xs -> iq4_nl,\n"
+                 "q2_k/q3_k -> q4_0",
          .def = "f32"},
+        {"--pure", NULL, MOE_FLAG_BOOL, &pure, NULL,
+         .help = "with a mixed file type: every matrix in its base type\n"
+                 "(llama-quantize --pure; --dtype q2_k --pure: all q2_k)"},
         {"--seed", NULL, MOE_FLAG_UINT64, &seed, "S", .help = "weights seed"},
         {"--preset", NULL, MOE_FLAG_STRING, &preset, "P",
          .help = "tiny | bench (hidden 1024, 8 layers, 8 experts\n"
@@ -133,16 +137,14 @@ int cmd_mkmodel(const moectl_cmd *cmd, int argc, char **argv) {
     if (moe_testmodel_defaults(&p, a, preset) < 0)
         return die("mkmodel: unknown --preset '%s' for %s (tiny, bench; deepseek2: tiny, tiny-v2)",
                    preset, arch);
-    char dtbuf[16];
-    if (dtype && (!strcasecmp(dtype, "q4_k_m") || !strcasecmp(dtype, "q5_k_m"))) {
-        snprintf(dtbuf, sizeof dtbuf, "%.4s", dtype); /* q4_k / q5_k, and the mix */
-        dtype = dtbuf;
-        p.k_mix = 1;
-    }
-    if (dtype && (moe_dtype_parse(dtype, &p.dtype) < 0 || !moe_dtype_is_weight(p.dtype)))
+    if (dtype && !moe_testmodel_mix_parse(dtype, &p.mix)) {
+        p.dtype = moe_testmodel_mix_base(p.mix); /* q2_k .. q5_k_m: the mix */
+        if (pure) p.mix = MOE_MIX_NONE;
+    } else if (dtype && (moe_dtype_parse(dtype, &p.dtype) < 0 || !moe_dtype_is_weight(p.dtype))) {
         return die("mkmodel: unknown --dtype '%s' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, "
-                   "iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs, q4_k_m, q5_k_m)",
+                   "iq4_nl, q3_k, q4_k, q5_k, q6_k, iq4_xs; mixes q2_k, q3_k_m, q4_k_m, q5_k_m)",
                    dtype);
+    }
     p.seed = seed;
     p.rope_base = rope_base;
     if (rms_eps != -1.0f) p.rms_eps = rms_eps; /* checked by the table */
@@ -202,7 +204,10 @@ int cmd_mkmodel(const moectl_cmd *cmd, int argc, char **argv) {
     printf("{\"path\": ");
     json_str(stdout, out, strlen(out));
     if (parts > 0) printf(", \"parts\": %d", parts);
-    printf(", \"arch\": \"%s\", \"dtype\": \"%s%s\", \"seed\": %llu}\n", moe_arch_name(p.arch),
-           moe_dtype_name(p.dtype), p.k_mix ? "_M" : "", (unsigned long long)p.seed);
+    const char *mix = moe_testmodel_mix_name(p.mix);
+    printf(", \"arch\": \"%s\", \"dtype\": \"%s%s\", ", moe_arch_name(p.arch),
+           mix ? "q" : moe_dtype_name(p.dtype), mix ? mix + 1 : "");
+    if (mix) printf("\"mix\": true, "); /* q2_K: the mix, not every matrix in q2_K */
+    printf("\"seed\": %llu}\n", (unsigned long long)p.seed);
     return 0;
 }

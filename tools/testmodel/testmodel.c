@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "moe/gguf.h"
 #include "testmodel.h"
@@ -52,28 +53,124 @@ static int use_more_bits(int il, int n) {
     return il < n / 8 || il >= 7 * n / 8 || (il - n / 8) % 3 == 2;
 }
 
-/* The type llama-quantize's Q4_K_M / Q5_K_M mix gives a matrix of the model
- * type t (llama-quant.cpp, llama_tensor_get_type_impl, for the tensors
- * these models have; layers counted from the name, as it does for MoE
- * models): output.weight Q6_K (Q8_0 if its rows do not fit); attn_v Q8_0 in
- * a model of 8 experts, else Q6_K in the more-bits layers; attn_k Q8_0 with
- * 8 experts; every ffn_down (dense, experts, shared) Q6_K in the more-bits
- * layers; attn_output Q5_K with 8 experts (Q4_K_M). The rest: t. */
+/* llama-quantize's mixes: name, base type. */
+static const struct {
+    moe_testmodel_mix mix;
+    const char *name;
+    moe_dtype base;
+} mixes[] = {{MOE_MIX_Q2_K, "Q2_K", MOE_DTYPE_Q2_K},
+             {MOE_MIX_Q3_K_M, "Q3_K_M", MOE_DTYPE_Q3_K},
+             {MOE_MIX_Q4_K_M, "Q4_K_M", MOE_DTYPE_Q4_K},
+             {MOE_MIX_Q5_K_M, "Q5_K_M", MOE_DTYPE_Q5_K}};
+#define N_MIXES (sizeof mixes / sizeof mixes[0])
+
+const char *moe_testmodel_mix_name(moe_testmodel_mix mix) {
+    for (size_t j = 0; j < N_MIXES; j++)
+        if (mixes[j].mix == mix) return mixes[j].name;
+    return NULL;
+}
+
+moe_dtype moe_testmodel_mix_base(moe_testmodel_mix mix) {
+    for (size_t j = 0; j < N_MIXES; j++)
+        if (mixes[j].mix == mix) return mixes[j].base;
+    return MOE_DTYPE_F32;
+}
+
+int moe_testmodel_mix_parse(const char *name, moe_testmodel_mix *mix) {
+    for (size_t j = 0; j < N_MIXES; j++)
+        if (!strcasecmp(name, mixes[j].name)) {
+            *mix = mixes[j].mix;
+            return 0;
+        }
+    return MOE_EINVAL;
+}
+
+/* llama.cpp's n_gqa() as it reads this model's keys (deepseek2's legacy
+ * attn_kv_b files have a kv head per head). */
+static int n_gqa(const moe_testmodel_params *o) {
+    if (o->arch == MOE_ARCH_DEEPSEEK2 && o->mla_kv_b) return 1;
+    return o->n_head / o->n_head_kv;
+}
+
+/* The ffn_down tensors layer il has: the dense one, or the experts' and
+ * the shared experts' (deepseek, deepseek2, qwen2moe). */
+static int n_ffn_down(const moe_testmodel_params *o, int il) {
+    const int ds = o->arch == MOE_ARCH_DEEPSEEK || o->arch == MOE_ARCH_DEEPSEEK2;
+    if (ds && il < o->n_layer_dense_lead) return 1;
+    return ds || o->arch == MOE_ARCH_QWEN2MOE ? 2 : 1;
+}
+
+/* The layer llama-quantize's ffn_down rules take for tensor name of layer
+ * il: il (from the name) in a model of more than one expert, else its
+ * counter i_ffn_down, the ffn_down tensors before this one in its order
+ * (by layer, then name: ffn_down_exps or ffn_down.E before ffn_down_shexp). */
+static int ffn_down_layer(const moe_testmodel_params *o, int il, const char *name) {
+    if (o->n_expert > 1) return il;
+    int i = strstr(name, "ffn_down_shexp") != NULL;
+    for (int l = 0; l < il; l++) i += n_ffn_down(o, l);
+    return i;
+}
+
+/* The type llama-quantize's mix o->mix gives a matrix of the mix's base
+ * type t, before the fallback for rows a type does not fit (tensor_type).
+ * The rules of llama-quant.cpp llama_tensor_get_type_impl (llama.cpp as
+ * tests/ref pins it: node-llama-cpp 3.22.1's release v0.5.0, commit
+ * de3ff815) for the tensors these models have; not falcon, no imatrix.
+ * n_expert is the model's expert count, il the layer in the name.
+ *   output.weight            Q6_K (Q8_0 if its rows do not fit 256)
+ *   attn_v, attn_kv_b        one a layer, so its counter i_attention_wv is il
+ *                            and n_attention_wv n_layer: Q2_K: Q4_K if
+ *                            n_gqa >= 4, else Q3_K; Q3_K_M: Q5_K for the
+ *                            first 2, then Q4_K; Q4_K_M/Q5_K_M: Q6_K in the
+ *                            more-bits layers. A llama of 80 layers with GQA
+ *                            and not 8 experts (llama.cpp's 70B): Q3_K/Q4_K
+ *                            -> Q5_K. Then Q8_0 whatever the mix with 8
+ *                            experts.
+ *   attn_k                   Q8_0 with 8 experts
+ *   attn_output              with 8 experts Q5_K (not Q5_K_M); else Q2_K:
+ *                            Q3_K, Q3_K_M: Q4_K
+ *   ffn_down (dense, _exps,  Q2_K: Q3_K; Q3_K_M: Q5_K in the first
+ *   _shexp, per expert)      n_layer/16 layers, then Q4_K; Q4_K_M/Q5_K_M:
+ *                            Q6_K in the more-bits layers (the layer:
+ *                            ffn_down_layer)
+ *   the rest (token_embd,    t
+ *   attn_q, attn_q_a/q_b,
+ *   attn_kv_a_mqa, attn_k_b,
+ *   attn_v_b, ffn_gate/up)
+ * tests/integration/quant_mixes.sh compares them with llama-quantize's own.
+ */
 static moe_dtype mix_type(const moe_testmodel_params *o, const char *name, moe_dtype t,
                           int64_t ne0) {
-    if (!o->k_mix || t == MOE_DTYPE_F32) return t;
+    const moe_testmodel_mix m = o->mix;
+    if (m == MOE_MIX_NONE || t == MOE_DTYPE_F32) return t;
     if (!strcmp(name, "output.weight")) return ne0 % 256 ? MOE_DTYPE_Q8_0 : MOE_DTYPE_Q6_K;
     int il = 0;
     if (sscanf(name, "blk.%d.", &il) != 1) return t;
-    if (strstr(name, "attn_v.weight")) {
-        if (o->n_expert == 8) return MOE_DTYPE_Q8_0;
-        /* one attn_v per layer, counted in name order: its index is il */
-        return use_more_bits(il, o->n_layer) ? MOE_DTYPE_Q6_K : t;
+    const int e8 = o->n_expert == 8;
+    if (strstr(name, "attn_kv_b.weight") || strstr(name, "attn_v.weight")) {
+        moe_dtype v = t;
+        if (m == MOE_MIX_Q2_K)
+            v = n_gqa(o) >= 4 ? MOE_DTYPE_Q4_K : MOE_DTYPE_Q3_K;
+        else if (m == MOE_MIX_Q3_K_M)
+            v = il < 2 ? MOE_DTYPE_Q5_K : MOE_DTYPE_Q4_K;
+        else if (use_more_bits(il, o->n_layer))
+            v = MOE_DTYPE_Q6_K;
+        if (o->arch == MOE_ARCH_LLAMA && o->n_layer == 80 && o->n_head != o->n_head_kv && !e8 &&
+            (v == MOE_DTYPE_Q3_K || v == MOE_DTYPE_Q4_K))
+            v = MOE_DTYPE_Q5_K;
+        return e8 ? MOE_DTYPE_Q8_0 : v;
     }
-    if (strstr(name, "attn_k.weight")) return o->n_expert == 8 ? MOE_DTYPE_Q8_0 : t;
-    if (strstr(name, "ffn_down")) return use_more_bits(il, o->n_layer) ? MOE_DTYPE_Q6_K : t;
-    if (strstr(name, "attn_output.weight") && o->n_expert == 8 && t == MOE_DTYPE_Q4_K)
-        return MOE_DTYPE_Q5_K;
+    if (strstr(name, "attn_k.weight")) return e8 ? MOE_DTYPE_Q8_0 : t;
+    if (strstr(name, "attn_output.weight")) {
+        if (e8) return m == MOE_MIX_Q5_K_M ? t : MOE_DTYPE_Q5_K;
+        return m == MOE_MIX_Q2_K ? MOE_DTYPE_Q3_K : m == MOE_MIX_Q3_K_M ? MOE_DTYPE_Q4_K : t;
+    }
+    if (strstr(name, "ffn_down")) {
+        const int i = ffn_down_layer(o, il, name);
+        if (m == MOE_MIX_Q2_K) return MOE_DTYPE_Q3_K;
+        if (m == MOE_MIX_Q3_K_M) return i < o->n_layer / 16 ? MOE_DTYPE_Q5_K : MOE_DTYPE_Q4_K;
+        return use_more_bits(i, o->n_layer) ? MOE_DTYPE_Q6_K : t;
+    }
     return t;
 }
 
@@ -102,7 +199,7 @@ static void *gen(const moe_testmodel_params *o, const char *name, moe_dtype t, i
 }
 
 /* The type tensor name of rows of ne0 is stored in when the model's type is
- * t: the mix's choice (q4_k_m, q5_k_m), or t, where its block fits. */
+ * t: the mix's choice (mix_type), or t, where its block fits. */
 static moe_dtype stored_type(const moe_testmodel_params *o, const char *name, moe_dtype t,
                              int64_t ne0) {
     return tensor_type(mix_type(o, name, t, ne0), ne0);
@@ -176,9 +273,13 @@ static int set_keys(moe_gguf_writer *w, const moe_testmodel_params *o, moe_err *
     } while (0)
     rc |= moe_gguf_writer_set_str(w, "general.architecture", a);
     char name[64];
-    snprintf(name, sizeof name, "moemesh-test-%s-%s%s", a, moe_dtype_name(o->dtype),
-             o->k_mix ? "_M" : "");
+    const char *mix = moe_testmodel_mix_name(o->mix);
+    snprintf(name, sizeof name, "moemesh-test-%s-%s%s", a, mix ? "q" : moe_dtype_name(o->dtype),
+             mix ? mix + 1 : ""); /* q4_K_M, q2_K, ... */
     rc |= moe_gguf_writer_set_str(w, "general.name", name);
+    /* a mix: its llama_ftype, as llama-quantize writes it (llama.cpp prints
+     * "Q2_K - Medium" rather than the type most tensors have) */
+    if (mix) rc |= moe_gguf_writer_set_u32(w, "general.file_type", (uint32_t)o->mix);
     U32("context_length", o->n_ctx);
     U32("embedding_length", o->n_embd);
     U32("block_count", o->n_layer);
@@ -484,8 +585,12 @@ static int testmodel_write(const moe_testmodel_params *o, const moe__hf_vocab *h
                            moe_err *err) {
     if (!moe_arch_name(o->arch)) return moe_err_set(err, MOE_EINVAL, "unknown architecture");
     if (!moe_dtype_supported(o->dtype)) return moe_err_set(err, MOE_EINVAL, "unknown dtype");
-    if (o->k_mix && o->dtype != MOE_DTYPE_Q4_K && o->dtype != MOE_DTYPE_Q5_K)
-        return moe_err_set(err, MOE_EINVAL, "the _M mix is for q4_K and q5_K");
+    if (o->mix != MOE_MIX_NONE && !moe_testmodel_mix_name(o->mix))
+        return moe_err_set(err, MOE_EINVAL, "unknown mix %d", (int)o->mix);
+    if (o->mix != MOE_MIX_NONE && moe_testmodel_mix_base(o->mix) != o->dtype)
+        return moe_err_set(err, MOE_EINVAL, "the %s mix needs dtype %s",
+                           moe_testmodel_mix_name(o->mix),
+                           moe_dtype_name(moe_testmodel_mix_base(o->mix)));
     const int dims[] = {o->n_embd,        o->n_layer, o->n_head,     o->n_head_kv,
                         o->head_dim,      o->n_ff,    o->n_ff_shexp, o->n_expert,
                         o->n_expert_used, o->n_vocab, o->n_ctx};

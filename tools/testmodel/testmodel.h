@@ -10,8 +10,9 @@
  *
  * Same parameters, same bytes. Weights are uniform with a fan-in scale;
  * norms 1 + noise; the router is scaled up so most routing margins are wide.
- * Matrices are stored in dtype; norms, biases and the router stay f32, as
- * llama.cpp's converters and quantizer keep them. The vocabulary is a small
+ * Matrices are stored in dtype, or in one of llama-quantize's mixes of
+ * types (mix); norms, biases and the router stay f32, as llama.cpp's
+ * converters and quantizer keep them. The vocabulary is a small
  * byte-level BPE (256 byte tokens, generated merges, one control token), or
  * a real one read from a Hugging Face tokenizer.json (tokenizer_json).
  */
@@ -24,13 +25,22 @@
 #include "moe/error.h"
 #include "moe/model.h"
 
+/* llama-quantize's mixed file types, numbered as its llama_ftype. */
+typedef enum moe_testmodel_mix {
+    MOE_MIX_NONE = 0,    /* every matrix in dtype (as llama-quantize --pure) */
+    MOE_MIX_Q2_K = 10,   /* LLAMA_FTYPE_MOSTLY_Q2_K, base Q2_K */
+    MOE_MIX_Q3_K_M = 12, /* LLAMA_FTYPE_MOSTLY_Q3_K_M, base Q3_K */
+    MOE_MIX_Q4_K_M = 15, /* LLAMA_FTYPE_MOSTLY_Q4_K_M, base Q4_K */
+    MOE_MIX_Q5_K_M = 17, /* LLAMA_FTYPE_MOSTLY_Q5_K_M, base Q5_K */
+} moe_testmodel_mix;
+
 typedef struct moe_testmodel_params {
     moe_arch arch;
     moe_dtype dtype;
-    /* 1 with dtype Q4_K or Q5_K: llama-quantize's Q4_K_M / Q5_K_M mix (some
-     * tensors in Q6_K, Q8_0 or Q5_K; see testmodel.c mix_type) instead of
-     * every matrix in dtype */
-    int k_mix;
+    /* A llama-quantize mixed file type (llama_ftype) instead of every matrix
+     * in dtype: some matrices take other types (testmodel.c mix_type). dtype
+     * must be the mix's base type (moe_testmodel_mix_base). */
+    moe_testmodel_mix mix;
     uint64_t seed;
     int n_embd, n_layer, n_head, n_head_kv, head_dim;
     int n_ff;       /* routed expert width */
@@ -87,6 +97,13 @@ int moe_testmodel_defaults(moe_testmodel_params *p, moe_arch arch, const char *p
 /* deepseek2 presets: "tiny" is V3-style (sigmoid, bias, 4 groups of 4 with
  * 2 used, q LoRA, normalised, x2.5, YaRN x4); "tiny-v2" is V2-style
  * (softmax, no bias or groups, no q LoRA, not normalised, no YaRN). */
+
+/* mix's name as llama-quantize spells it ("Q2_K", "Q3_K_M", ...) or NULL
+ * (none, unknown); its base type (MOE_DTYPE_F32 for none). parse: the name,
+ * any case, to the mix; MOE_EINVAL for another. */
+const char *moe_testmodel_mix_name(moe_testmodel_mix mix);
+moe_dtype moe_testmodel_mix_base(moe_testmodel_mix mix);
+int moe_testmodel_mix_parse(const char *name, moe_testmodel_mix *mix);
 
 /* Checks p; writes the model to path. Returns 0, or for a split model the
  * number of parts written, or a negative MOE_E* code (err filled). */
