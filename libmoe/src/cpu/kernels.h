@@ -55,13 +55,14 @@ void moe__quant_gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, in
 void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                             const void *X, int64_t nb, float *Y, int64_t ldy);
 /* quant_simd.h's arithmetic built for AVX2: the reference that
- * moe__quant_gemm_avx2's faster kernels (Q4_K, Q6_K, IQ4_XS) equal bit for
- * bit, and what it runs for the other types. */
+ * moe__quant_gemm_avx2's faster kernels (every quantised type: its own for
+ * Q4_0, IQ4_NL, Q4_K, Q5_K, Q6_K, IQ4_XS, quant_fast256.h's for Q4_1, Q5_0,
+ * Q5_1, Q2_K, Q3_K) equal bit for bit, and what they run on rows they leave. */
 void moe__quant_gemm_avx2_ref(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                               const void *X, int64_t nb, float *Y, int64_t ldy);
 /* quant_simd.h's arithmetic built with the AVX-512 flags: the reference
- * that moe__quant_gemm_avx512's faster kernels (Q4_0, IQ4_NL, Q4_K, Q5_K,
- * Q6_K, IQ4_XS) equal bit for bit, and what it runs for the other types. */
+ * that moe__quant_gemm_avx512's faster kernels (the same types) equal bit
+ * for bit, and what they run on rows they leave. */
 void moe__quant_gemm_avx512_ref(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                                 const void *X, int64_t nb, float *Y, int64_t ldy);
 /* The scalar dot of one row of the K types (quant_kscalar.c). */
