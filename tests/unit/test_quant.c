@@ -267,6 +267,38 @@ TEST(quant_q8_K_activations) {
     free(x);
 }
 
+/* Every level's Q8_K activations are the scalar code's bytes (AVX-512 has
+ * its own): random rows, a block of zeros, ties of magnitude with either
+ * sign first (the first of the largest magnitude maps to -127), values that
+ * land on .5 after the scale, large and tiny magnitudes. */
+TEST(quant_q8_K_activations_levels) {
+    uint64_t seed = 21;
+    const int64_t n = 256 * 8;
+    float *x = quant_input(&seed, n);
+    for (int j = 256; j < 512; j++) x[j] = 0.0f; /* block 1: zeros */
+    x[512 + 3] = 100.0f, x[512 + 200] = -100.0f; /* block 2: tie, + first */
+    x[768 + 7] = -100.0f, x[768 + 8] = 100.0f;   /* block 3: tie, - first */
+    for (int j = 1024; j < 1280; j++) x[j] = (float)(j % 255 - 127) * 0.5f; /* .5 steps */
+    for (int j = 1280; j < 1536; j++) x[j] *= 1e30f;
+    for (int j = 1536; j < 1792; j++) x[j] *= 1e-30f;
+    moe_block_q8_K ref[8], got[8];
+    const moe_cpu_kernels *ks = moe_cpu_kernels_get(MOE_CPU_SCALAR);
+    memset(ref, 0, sizeof ref);
+    ks->from_f32(MOE_DTYPE_Q8_K, x, ref, n);
+    for (int l = 1; l < MOE_CPU_LEVEL_COUNT; l++) {
+        const moe_cpu_kernels *k = moe_cpu_kernels_get((moe_cpu_level)l);
+        if (!k) continue;
+        memset(got, 0, sizeof got);
+        k->from_f32(MOE_DTYPE_Q8_K, x, got, n);
+        for (int b = 0; b < 8; b++) ASSERT(memcmp(&ref[b], &got[b], sizeof ref[b]) == 0);
+    }
+    ASSERT_EQ_INT(ref[2].qs[3], -127); /* the first of the tie */
+    ASSERT_EQ_INT(ref[2].qs[200], 127);
+    ASSERT_EQ_INT(ref[3].qs[7], -127);
+    ASSERT_EQ_INT(ref[3].qs[8], 127);
+    free(x);
+}
+
 /* ==== gemm ================================================================= */
 
 /* Every level against scalar (see the header) and the double product of the

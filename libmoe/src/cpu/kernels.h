@@ -70,6 +70,10 @@ float moe__quant_k_dot_scalar(moe_dtype wt, int64_t k, const void *w, const void
 /* The activation types Q8_1 and Q8_K, the same code at every level (they
  * are a small share of the work): as ggml's x86 from_float. */
 void moe__quant_act_from_f32(moe_dtype dt, const float *x, void *y, int64_t n);
+/* Q8_K at the AVX2 and AVX-512 levels (quant_avx2.c, quant_avx512.c): the
+ * same bytes, faster. */
+void moe__quant_q8_K_avx2(const float *x, moe_block_q8_K *y, int64_t n);
+void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n);
 
 /* Software prefetch distance (bytes) for the Q8_0 matrix x vector kernels,
  * which read weight rows in sequence: on this class of machine (AMD EPYC,

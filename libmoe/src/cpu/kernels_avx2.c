@@ -104,7 +104,10 @@ static void from_f32_avx2(moe_dtype dt, const float *x, void *y, int64_t n) {
     case MOE_DTYPE_Q8_0:
         quantize_q8_0_avx2(x, y, n);
         return;
-    default: /* Q8_1, Q8_K: the same code at every level */
+    case MOE_DTYPE_Q8_K:
+        moe__quant_q8_K_avx2(x, y, n);
+        return;
+    default: /* Q8_1: the same code at every level */
         moe__quant_act_from_f32(dt, x, y, n);
         return;
     }
