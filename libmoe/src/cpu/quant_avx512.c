@@ -433,52 +433,8 @@ QK_COLS(dot_iq4_xs_512)
 
 /* ==== Q8_K activations ===================================================== */
 
-/* quant_scalar.c's quantize_act_q8_K, 16 floats a step: the same max (the
- * first element of the largest magnitude), the same iscale, each q the same
- * float product rounded by the same 1.5 * 2^23 trick, the same sums: the
- * same bytes. */
 void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n) {
-    const __m512 absm = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
-    for (int64_t b = 0; b < n / MOE_QK_K; b++, x += MOE_QK_K) {
-        __m512 am = _mm512_setzero_ps();
-        for (int j = 0; j < MOE_QK_K; j += 16)
-            am = _mm512_max_ps(am, _mm512_and_ps(_mm512_loadu_ps(x + j), absm));
-        const float amax = _mm512_reduce_max_ps(am);
-        if (amax == 0.0f) {
-            memset(&y[b], 0, sizeof y[b]);
-            continue;
-        }
-        float max = 0.0f;
-        const __m512 av = _mm512_set1_ps(amax);
-        for (int j = 0; j < MOE_QK_K; j += 16) {
-            const __mmask16 e =
-                _mm512_cmp_ps_mask(_mm512_and_ps(_mm512_loadu_ps(x + j), absm), av, _CMP_EQ_OQ);
-            if (e) {
-                max = x[j + __builtin_ctz(e)];
-                break;
-            }
-        }
-        const float iscale = -127.0f / max;
-        const __m512 is = _mm512_set1_ps(iscale), magic = _mm512_set1_ps(12582912.0f);
-        const __m512i mant = _mm512_set1_epi32(0x007fffff), half = _mm512_set1_epi32(0x00400000);
-        const __m512i cap = _mm512_set1_epi32(127);
-        for (int j = 0; j < MOE_QK_K; j += 16) {
-            const __m512i u = _mm512_castps_si512(
-                _mm512_add_ps(_mm512_mul_ps(is, _mm512_loadu_ps(x + j)), magic));
-            const __m512i v =
-                _mm512_min_epi32(_mm512_sub_epi32(_mm512_and_si512(u, mant), half), cap);
-            _mm_storeu_si128((__m128i *)(y[b].qs + j), _mm512_cvtepi32_epi8(v));
-        }
-        for (int g = 0; g < 16; g += 4) { /* sums of 16, 4 a zmm: sums of 8 of q + 128 */
-            const __m512i u = _mm512_xor_si512(_mm512_loadu_si512(y[b].qs + 16 * g),
-                                               _mm512_set1_epi8((char)0x80));
-            _Alignas(64) uint64_t s8[8];
-            _mm512_store_si512(s8, _mm512_sad_epu8(u, _mm512_setzero_si512()));
-            for (int i = 0; i < 4; i++)
-                y[b].bsums[g + i] = (int16_t)((int)(s8[2 * i] + s8[2 * i + 1]) - 16 * 128);
-        }
-        y[b].d = 1 / iscale;
-    }
+    f256_quant_q8_K(x, y, n); /* quant_fast256.h: one copy for both levels */
 }
 
 /* ==== Table entry ========================================================== */

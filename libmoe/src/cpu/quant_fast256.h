@@ -11,7 +11,8 @@
  * together; the K types' scales for all 16 groups at once, spread to int16
  * lanes by vpshufb, not scalar unpacks and broadcasts per 32 elements),
  * each weight byte loaded once, software prefetch along the row, and one
- * weight row unpacked once for up to F256_COLS activation rows.
+ * weight row unpacked once for up to F256_COLS activation rows. Also the
+ * K types' activations (Q8_K) 8 floats a step, the scalar code's bytes.
  */
 
 #define F256_COLS 4
@@ -357,5 +358,65 @@ static void f256_gemm(moe_dtype wt, int streams, int pairs, int64_t k, const voi
             f256_cols(wt, C, nblk, (const char *)W + (size_t)r * wrb,
                       (const char *)X + (size_t)b * xrb, xrb, Y + b * ldy + r, ldy);
         }
+    }
+}
+
+/* ==== Q8_K activations ===================================================== */
+
+/* quant_scalar.c's quantize_act_q8_K, 8 floats a step (both levels): the
+ * same max (the first element of the largest magnitude), the same iscale,
+ * each q the same float product rounded by the same 1.5 * 2^23 trick, the
+ * same sums: the same bytes. */
+static void f256_quant_q8_K(const float *x, moe_block_q8_K *y, int64_t n) {
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t b = 0; b < n / MOE_QK_K; b++, x += MOE_QK_K) {
+        __m256 am = _mm256_setzero_ps();
+        for (int j = 0; j < MOE_QK_K; j += 8)
+            am = _mm256_max_ps(am, _mm256_and_ps(_mm256_loadu_ps(x + j), absm));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(am), _mm256_extractf128_ps(am, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        if (amax == 0.0f) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        float max = 0.0f;
+        const __m256 av = _mm256_set1_ps(amax);
+        for (int j = 0; j < MOE_QK_K; j += 8) {
+            const int e = _mm256_movemask_ps(
+                _mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(x + j), absm), av, _CMP_EQ_OQ));
+            if (e) {
+                max = x[j + __builtin_ctz((unsigned)e)];
+                break;
+            }
+        }
+        const float iscale = -127.0f / max;
+        const __m256 is = _mm256_set1_ps(iscale), magic = _mm256_set1_ps(12582912.0f);
+        const __m256i mant = _mm256_set1_epi32(0x007fffff), half = _mm256_set1_epi32(0x00400000);
+        const __m256i cap = _mm256_set1_epi32(127);
+        for (int j = 0; j < MOE_QK_K; j += 16) {
+            __m256i v[2];
+            for (int h = 0; h < 2; h++) {
+                const __m256i u = _mm256_castps_si256(
+                    _mm256_add_ps(_mm256_mul_ps(is, _mm256_loadu_ps(x + j + 8 * h)), magic));
+                v[h] = _mm256_min_epi32(_mm256_sub_epi32(_mm256_and_si256(u, mant), half), cap);
+            }
+            /* 16 int32 in [-128, 127] -> 16 int8 in order */
+            const __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(v[0], v[1]), 0xd8);
+            const __m128i w8 =
+                _mm_packs_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
+            _mm_storeu_si128((__m128i *)(y[b].qs + j), w8);
+        }
+        for (int g = 0; g < 16; g += 2) { /* sums of 16, 2 a ymm: sums of 8 of q + 128 */
+            const __m256i u =
+                _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(y[b].qs + 16 * g)),
+                                 _mm256_set1_epi8((char)0x80));
+            _Alignas(32) uint64_t s8[4];
+            _mm256_store_si256((__m256i *)s8, _mm256_sad_epu8(u, _mm256_setzero_si256()));
+            for (int i = 0; i < 2; i++)
+                y[b].bsums[g + i] = (int16_t)((int)(s8[2 * i] + s8[2 * i + 1]) - 16 * 128);
+        }
+        y[b].d = 1 / iscale;
     }
 }
