@@ -10,15 +10,8 @@
 # another count or of another model, a part opened first, or a first part
 # whose name has been changed gets a clear error. Processes stopped by PID.
 set -u
-MOECTL=${MOECTL:-build/moectl}
-WORKER=${WORKER:-$(dirname "$MOECTL")/expert-worker}
-TMP=$(mktemp -d)
-PIDS=""
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; rm -rf "$TMP"; }
-trap cleanup EXIT
-fail=0
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
+. tests/lib/procs.sh
+MOECTL=${MOECTL:-$BUILD/moectl}
 T=1,17,300,42,99,7,256,5,64,128,255,3
 
 logits() { # model out [args]
@@ -118,25 +111,16 @@ expect_err "a first part renamed" "does not end in -00001-of-00003.gguf" "$e/ren
 cp "$src/sp-00001-of-00003.gguf" "$e/x-00001-of-00002.gguf"
 expect_err "a first part renamed to another count" "does not end in -00001-of-00003.gguf" "$e/x-00001-of-00002.gguf"
 # ---- expert-workers on the per-expert split files: bit-identical to local ----
-start() { # name model experts -> ADDR PID
-    "$WORKER" --model "$2" --listen 127.0.0.1:0 --experts "$3" >"$TMP/$1.out" 2>"$TMP/$1.err" &
-    PID=$!
-    PIDS="$PIDS $PID"
-    i=0
-    while [ $i -lt 100 ] && ! grep -q "listening on" "$TMP/$1.out"; do sleep 0.1; i=$((i + 1)); done
-    ADDR=$(sed -n 's/^listening on //p' "$TMP/$1.out")
-    [ -n "$ADDR" ] || bad "$1 did not start: $(cat "$TMP/$1.err")"
-}
 for dt in f32 q8_0; do
     d="$TMP/llama-$dt"
     pesp=$(ls "$d"/pesp-00001-of-*.gguf)
-    start "w$dt-a" "$pesp" 0-3; A=$ADDR PA=$PID
-    start "w$dt-b" "$pesp" 4-7; B=$ADDR PB=$PID
+    worker "w$dt-a" "$pesp" 0-3; A=$ADDR PA=$WPID
+    worker "w$dt-b" "$pesp" 4-7; B=$ADDR PB=$WPID
     "$MOECTL" logits "$d/merged.gguf" --tokens $T --threads 2 >"$TMP/local.json" &&
         "$MOECTL" logits "$d/merged.gguf" --tokens $T --threads 2 --workers "$A,$B" >"$TMP/remote.json" 2>"$TMP/remote.err" &&
         cmp -s "$TMP/local.json" "$TMP/remote.json" &&
         ok "llama $dt: 2 workers on the per-expert split files, bit-identical to the local merged file" ||
         bad "llama $dt: workers on per-expert split files: $(cat "$TMP/remote.err")"
-    kill "$PA" "$PB" 2>/dev/null
+    stop "$PA"; stop "$PB"
 done
 exit $fail

@@ -18,13 +18,7 @@ REF="node tests/ref/llama.mjs"
 CMP="node tests/ref/compare.mjs"
 SEED=3
 for DT in ${PARITY_DTYPES:-f32 f16 bf16 q8_0}; do
-    case $DT in
-        f32)  TOL="--atol 5e-5 --gate-tie 1e-6" ;;
-        f16)  TOL="--atol 1e-2 --gate-tie 1e-4" ;;
-        bf16) TOL="--atol $BF16_ATOL --gate-tie 1e-5" ;;
-        q8_0) TOL="--atol 1e-5 --gate-tie 1e-5" ;;
-        *)    echo "unknown dtype $DT"; exit 1 ;;
-    esac
+    parity_tol "$DT" || { echo "unknown dtype $DT"; exit 1; }
     d="$TMP/$DT"
     mkdir -p "$d"
     mk() { "$MOECTL" mkmodel --arch llama --dtype "$DT" --seed $SEED "$@" >/dev/null || { echo "mkmodel $DT $* failed"; fail=1; }; }

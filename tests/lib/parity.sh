@@ -58,15 +58,7 @@ REF="node tests/ref/llama.mjs"
 CMP="node tests/ref/compare.mjs"
 . tests/lib/parity_env.sh
 for DT in ${PARITY_DTYPES:-f32 f16 bf16 q8_0}; do
-    case $DT in
-        f32)  TOL="--atol 5e-5 --gate-tie 1e-6" ;;
-        f16)  TOL="--atol 1e-2 --gate-tie 1e-4" ;;
-        bf16) TOL="--atol $BF16_ATOL --gate-tie 1e-5" ;;
-        q8_0) TOL="--atol 1e-5 --gate-tie 1e-5" ;;
-        q4_0|q4_1|q5_0|q5_1|iq4_nl) TOL="--atol 1e-7 --gate-tie 1e-5" ;;
-        q4_k|q5_k|q6_k|iq4_xs|q2_k|q3_k|q4_k_m|q5_k_m|q3_k_m) TOL="--atol 5e-5 --gate-tie 1e-5" ;;
-        *)    echo "unknown dtype $DT"; exit 1 ;;
-    esac
+    parity_tol "$DT" || { echo "unknown dtype $DT"; exit 1; }
     M="$TMP/$ARCH-$DT.gguf"
     # shellcheck disable=SC2086 # PARITY_MKMODEL_ARGS is a list of options
     "$MOECTL" mkmodel --arch "$ARCH" --preset "$PRESET" --dtype "$DT" --seed "$SEED" ${PARITY_MKMODEL_ARGS:-} -o "$M" >/dev/null || { echo "mkmodel failed"; exit 1; }

@@ -25,3 +25,16 @@ else
     BF16_ATOL=5e-2
     echo "note: no native BF16 here (or MOE_CPU set): bf16 compared at $BF16_ATOL, not 2e-5"
 fi
+# parity_tol DT: sets TOL, compare.mjs's tolerance options for weight type
+# (or llama-quantize mix) DT; returns 1 for a type it does not know
+parity_tol() {
+    case $1 in
+        f32)  TOL="--atol 5e-5 --gate-tie 1e-6" ;;
+        f16)  TOL="--atol 1e-2 --gate-tie 1e-4" ;;
+        bf16) TOL="--atol $BF16_ATOL --gate-tie 1e-5" ;;
+        q8_0) TOL="--atol 1e-5 --gate-tie 1e-5" ;;
+        q4_0|q4_1|q5_0|q5_1|iq4_nl) TOL="--atol 1e-7 --gate-tie 1e-5" ;;
+        q4_k|q5_k|q6_k|iq4_xs|q2_k|q3_k|q4_k_m|q5_k_m|q3_k_m) TOL="--atol 5e-5 --gate-tie 1e-5" ;;
+        *) return 1 ;;
+    esac
+}

@@ -113,6 +113,24 @@ QAI __m256i f256_bit_to2(__m256i v, int p) {
     return p < 2 ? _mm256_slli_epi16(v, 2 - p) : p > 2 ? _mm256_srli_epi16(v, p - 2) : v;
 }
 
+/* The float step of a Q2_K / Q3_K super-block for R (1, 2) weight rows of
+ * fp16 scales d0, d1 and C activation rows: acc += (d_x * d_w) * sumi, as
+ * ggml's per block. */
+QAI void k23_block_acc(const int R, const int C, uint16_t d0, uint16_t d1,
+                       const moe_block_q8_K *const *xb, __m256i sumi[2][F256_COLS],
+                       __m256 acc[2][F256_COLS]) {
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++) {
+        const float dw = q_f16(r ? d1 : d0);
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            const float d = xb[c]->d * dw;
+            acc[r][c] =
+                _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r][c]), acc[r][c]);
+        }
+    }
+}
+
 /* dot_q2_K's arithmetic on R weight rows (W + r * wrb; R = 2 with C = 1
  * only) and C activation rows (X + c * xrb), outputs y[c * ldy + r].
  * Chunk (h, t) = elements 128h + 32t..+31: levels bits 2t of
@@ -175,16 +193,7 @@ QAI void dot_q2_K_fast(const int R, const int C, int64_t nblk, const char *W, si
                 }
             }
         }
-#pragma GCC unroll 2
-        for (int r = 0; r < R; r++) {
-            const float dw = q_f16(wb[r]->d);
-#pragma GCC unroll 4
-            for (int c = 0; c < C; c++) {
-                const float d = xb[c]->d * dw;
-                acc[r][c] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r][c]), acc[r][c]);
-            }
-        }
+        k23_block_acc(R, C, wb[0]->d, wb[R - 1]->d, xb, sumi, acc);
     }
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) y[c * ldy + r] = q_hsum8(acc[r][c]);
@@ -258,16 +267,7 @@ QAI void dot_q3_K_fast(const int R, const int C, int64_t nblk, const char *W, si
                 }
             }
         }
-#pragma GCC unroll 2
-        for (int r = 0; r < R; r++) {
-            const float dw = q_f16(wb[r]->d);
-#pragma GCC unroll 4
-            for (int c = 0; c < C; c++) {
-                const float d = xb[c]->d * dw;
-                acc[r][c] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r][c]), acc[r][c]);
-            }
-        }
+        k23_block_acc(R, C, wb[0]->d, wb[R - 1]->d, xb, sumi, acc);
     }
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) y[c * ldy + r] = q_hsum8(acc[r][c]);
