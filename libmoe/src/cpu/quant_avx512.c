@@ -347,31 +347,39 @@ QAI void dot_q6_K_512(const int C, int64_t nblk, const moe_block_q6_K *w, const 
     for (int c = 0; c < C; c++) y[c * ldy] = q_hsum8(acc[c]);
 }
 
+/* An IQ4_XS block's 8 group scales - 32 as int16, from its first 8 bytes
+ * (d, scales_h, scales_l): one vpshufb puts scale g's scales_l byte and
+ * scales_h byte in int16 g, two variable shifts bring its 4 low and 2 high
+ * bits down, one vpternlog joins them. */
+QAI __m128i iqx_scales(const moe_block_iq4_xs *b) {
+    const __m128i h = _mm_loadl_epi64((const __m128i *)b);
+    const __m128i w =
+        _mm_shuffle_epi8(h, _mm_setr_epi8(4, 2, 4, 2, 5, 2, 5, 2, 6, 3, 6, 3, 7, 3, 7, 3));
+    const __m128i lo = _mm_srlv_epi16(w, _mm_setr_epi16(0, 4, 0, 4, 0, 4, 0, 4));
+    const __m128i hi = _mm_and_si128(_mm_srlv_epi16(w, _mm_setr_epi16(4, 6, 8, 10, 4, 6, 8, 10)),
+                                     _mm_set1_epi16(0x30));
+    /* (lo & 15) | hi */
+    const __m128i s = _mm_ternarylogic_epi32(lo, hi, _mm_set1_epi16(15), 0xEC);
+    return _mm_sub_epi16(s, _mm_set1_epi16(32));
+}
+
 /* dot_iq4_xs's arithmetic: qs as two zmm, 128-bit lane g one group (its low
  * nibbles elements 0..15, high 16..31, which land in ggml's lanes 0..3 and
  * 4..7); the levels' magnitudes by table, their signs (index < 8) moved
- * onto the activations; each lane times its group's scale - 32. */
-QAI void dot_iq4_xs_512(const int C, int64_t nblk, const moe_block_iq4_xs *w, const char *X,
-                        size_t xrb, float *y, int64_t ldy) {
+ * onto the activations; each lane times its group's scale - 32. P: the
+ * activations are in iqx_order's order (no shuffle here). */
+QAI void dot_iq4_xs_512(const int C, const int P, int64_t nblk, const moe_block_iq4_xs *w,
+                        const char *X, size_t xrb, float *y, int64_t ldy) {
     const __m512i m4 = _mm512_set1_epi8(15), eight = _mm512_set1_epi8(8);
     const __m512i tabs =
         _mm512_abs_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moe_iq4nl_values)));
     const __m512i idx[2] = {q_idx4(0), q_idx4(4)};
-    const __m128i shv = _mm_setr_epi16(0, 2, 4, 6, 8, 10, 12, 14);
     const __m512i zero = _mm512_setzero_si512();
     __m256 acc[QCOLS_MAX];
     for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
         q_prefetch(&w[b], 3);
-        uint32_t sl;
-        memcpy(&sl, w[b].scales_l, 4);
-        const __m128i v = _mm_cvtsi32_si128((int)sl), n15 = _mm_set1_epi8(15);
-        const __m128i nib =
-            _mm_unpacklo_epi8(_mm_and_si128(v, n15), _mm_and_si128(_mm_srli_epi16(v, 4), n15));
-        const __m128i hi2 = _mm_and_si128(_mm_srlv_epi16(_mm_set1_epi16((short)w[b].scales_h), shv),
-                                          _mm_set1_epi16(3));
-        const __m512i s = _mm512_castsi128_si512(_mm_sub_epi16(
-            _mm_or_si128(_mm_cvtepu8_epi16(nib), _mm_slli_epi16(hi2, 4)), _mm_set1_epi16(32)));
+        const __m512i s = _mm512_castsi128_si512(iqx_scales(&w[b]));
         __m512i alo[QCOLS_MAX], ahi[QCOLS_MAX];
         for (int c = 0; c < C; c++) alo[c] = ahi[c] = zero;
 #pragma GCC unroll 2
@@ -388,14 +396,15 @@ QAI void dot_iq4_xs_512(const int C, int64_t nblk, const moe_block_iq4_xs *w, co
                 const int8_t *xq =
                     ((const moe_block_q8_K *)(X + (size_t)c * xrb) + b)->qs + 128 * h;
                 const __m512i x0 = _mm512_loadu_si512(xq), x1 = _mm512_loadu_si512(xq + 64);
-                const __m512i xl = _mm512_shuffle_i32x4(x0, x1, 0x88);
-                const __m512i xh = _mm512_shuffle_i32x4(x0, x1, 0xdd);
+                const __m512i xl = P ? x0 : _mm512_shuffle_i32x4(x0, x1, 0x88);
+                const __m512i xh = P ? x1 : _mm512_shuffle_i32x4(x0, x1, 0xdd);
                 alo[c] = _mm512_dpwssd_epi32(
                     alo[c], _mm512_maddubs_epi16(tl, _mm512_mask_sub_epi8(xl, nl, zero, xl)), sg);
                 ahi[c] = _mm512_dpwssd_epi32(
                     ahi[c], _mm512_maddubs_epi16(th, _mm512_mask_sub_epi8(xh, nh, zero, xh)), sg);
             }
         }
+        const float dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)&w[b])));
 #pragma GCC unroll 4
         for (int c = 0; c < C; c++) {
             const moe_block_q8_K *xb = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
@@ -403,11 +412,28 @@ QAI void dot_iq4_xs_512(const int C, int64_t nblk, const moe_block_iq4_xs *w, co
                                                _mm512_shuffle_i32x4(alo[c], ahi[c], 0xdd));
             const __m512i t = _mm512_add_epi32(u, _mm512_shuffle_i32x4(u, u, 0xb1));
             const __m256i sumi = _mm512_castsi512_si256(_mm512_shuffle_i32x4(t, t, 0x08));
-            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(q_f16(w[b].d) * xb->d),
-                                     _mm256_cvtepi32_ps(sumi), acc[c]);
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), _mm256_cvtepi32_ps(sumi), acc[c]);
         }
     }
     for (int c = 0; c < C; c++) y[c * ldy] = q_hsum8(acc[c]);
+}
+
+/* Q8_K activation rows in the order dot_iq4_xs_512 (P = 1) reads them: in
+ * each 128 of a block, the low nibbles' elements (16 of each group of 32)
+ * first, then the high nibbles'. d as is; bsums are not read. */
+static void iqx_order(const char *X, size_t xrb, int64_t nb, int64_t nblk, char *out) {
+    for (int64_t c = 0; c < nb; c++)
+        for (int64_t b = 0; b < nblk; b++) {
+            const moe_block_q8_K *s = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
+            moe_block_q8_K *o = (moe_block_q8_K *)(out + (size_t)c * xrb) + b;
+            o->d = s->d;
+            for (int h = 0; h < 2; h++) {
+                const __m512i x0 = _mm512_loadu_si512(s->qs + 128 * h);
+                const __m512i x1 = _mm512_loadu_si512(s->qs + 128 * h + 64);
+                _mm512_storeu_si512(o->qs + 128 * h, _mm512_shuffle_i32x4(x0, x1, 0x88));
+                _mm512_storeu_si512(o->qs + 128 * h + 64, _mm512_shuffle_i32x4(x0, x1, 0xdd));
+            }
+        }
 }
 
 /* One of the three above on weight row w, C columns. */
@@ -429,7 +455,12 @@ QAI void dot_iq4_xs_512(const int C, int64_t nblk, const moe_block_iq4_xs *w, co
     }
 QK_COLS(dot_q5_K_512)
 QK_COLS(dot_q6_K_512)
-QK_COLS(dot_iq4_xs_512)
+/* dot_iq4_xs_512 on activations in Q8_K's own order */
+QAI void dot_iq4_xs_512_q(const int C, int64_t nblk, const moe_block_iq4_xs *w, const char *X,
+                          size_t xrb, float *y, int64_t ldy) {
+    dot_iq4_xs_512(C, 0, nblk, w, X, xrb, y, ldy);
+}
+QK_COLS(dot_iq4_xs_512_q)
 
 /* ==== Q8_K activations ===================================================== */
 
@@ -445,6 +476,20 @@ void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n) {
  * this class of machine, several ~14 (as the plain read loop and the Q8_0
  * kernels). Unit u = p * per + j for j < per, part p < QSTREAMS, u < n. */
 #define QSTREAMS 2
+#define IQX_STACK (32 << 10) /* bytes of reordered activations */
+
+/* IQ4_XS rows r0 + u, u < n, from QSTREAMS parts of the range in turn,
+ * times C activation rows in iqx_order's order. */
+QAI void iqx_rows(const int C, int64_t nblk, const char *W, size_t wrb, int64_t r0, int64_t n,
+                  const char *X, size_t xrb, float *Y, int64_t ldy) {
+    const int64_t per = (n + QSTREAMS - 1) / QSTREAMS;
+    for (int64_t i = 0; i < per * QSTREAMS; i++) {
+        const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
+        if (u >= n) continue;
+        dot_iq4_xs_512(C, 1, nblk, (const moe_block_iq4_xs *)(W + (size_t)(r0 + u) * wrb), X, xrb,
+                       Y + r0 + u, ldy);
+    }
+}
 
 void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                             const void *X, int64_t nb, float *Y, int64_t ldy) {
@@ -479,16 +524,38 @@ void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, 
         if (r0 < r1) moe__quant_gemm_avx512_ref(wt, k, W, r0, r1, X, nb, Y, ldy);
         return;
     }
+    case MOE_DTYPE_IQ4_XS:
+        /* the activations reordered once (iqx_order) for the kernel's loop
+         * over the rows: on the stack, for the batches of decode */
+        if (nb <= QCOLS_MAX && (size_t)nb * xrb <= IQX_STACK) {
+            _Alignas(64) char xo[IQX_STACK];
+            iqx_order(Xc, xrb, nb, nblk, xo);
+            switch (nb) {
+            case 1:
+                iqx_rows(1, nblk, Wc, wrb, r0, r1 - r0, xo, xrb, Y, ldy);
+                break;
+            case 2:
+                iqx_rows(2, nblk, Wc, wrb, r0, r1 - r0, xo, xrb, Y, ldy);
+                break;
+            case 3:
+                iqx_rows(3, nblk, Wc, wrb, r0, r1 - r0, xo, xrb, Y, ldy);
+                break;
+            default:
+                iqx_rows(4, nblk, Wc, wrb, r0, r1 - r0, xo, xrb, Y, ldy);
+                break;
+            }
+            return;
+        }
+        /* fall through */
     case MOE_DTYPE_Q5_K:
-    case MOE_DTYPE_Q6_K:
-    case MOE_DTYPE_IQ4_XS: {
+    case MOE_DTYPE_Q6_K: {
         /* weight row outer (read once, from L1 for the other columns), up to
          * QCOLS_MAX activation rows per pass over it; rows from QSTREAMS
          * parts of the range in turn */
         void (*fn)(int, int64_t, const void *, const char *, size_t, float *, int64_t) =
             wt == MOE_DTYPE_Q5_K   ? dot_q5_K_512_cols
             : wt == MOE_DTYPE_Q6_K ? dot_q6_K_512_cols
-                                   : dot_iq4_xs_512_cols;
+                                   : dot_iq4_xs_512_q_cols;
         const int64_t n = r1 - r0, per = (n + QSTREAMS - 1) / QSTREAMS;
         for (int64_t i = 0; i < per * QSTREAMS; i++) {
             const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
