@@ -109,6 +109,94 @@ QAI void k4_acts(const int8_t *xq, __m512i *xa) {
     xa[3] = q_cat256(xq + 160, xq + 224);
 }
 
+/* ==== Q4_K: one row at a time (decode) ==================================== */
+
+/* 4 vectors of 16 int32 -> their 4 sums (exact), in order. */
+QAI __m128i q_sum4x16(const __m512i *p) {
+    /* lane: [a0+a2, b0+b2, a1+a3, b1+b3] */
+    const __m512i c0 =
+        _mm512_add_epi32(_mm512_unpacklo_epi32(p[0], p[1]), _mm512_unpackhi_epi32(p[0], p[1]));
+    const __m512i c1 =
+        _mm512_add_epi32(_mm512_unpacklo_epi32(p[2], p[3]), _mm512_unpackhi_epi32(p[2], p[3]));
+    /* lane k: the 4 vectors' sums over lane k */
+    const __m512i e =
+        _mm512_add_epi32(_mm512_unpacklo_epi64(c0, c1), _mm512_unpackhi_epi64(c0, c1));
+    const __m512i f = _mm512_add_epi32(e, _mm512_shuffle_i32x4(e, e, 0x4e));
+    return _mm512_castsi512_si128(_mm512_add_epi32(f, _mm512_shuffle_i32x4(f, f, 0xb1)));
+}
+
+/* 4 vectors of 4 int32 -> their 4 sums (exact), in order. */
+QAI __m128i q_sum4x4(const __m128i *p) {
+    const __m128i c0 =
+        _mm_add_epi32(_mm_unpacklo_epi32(p[0], p[1]), _mm_unpackhi_epi32(p[0], p[1]));
+    const __m128i c1 =
+        _mm_add_epi32(_mm_unpacklo_epi32(p[2], p[3]), _mm_unpackhi_epi32(p[2], p[3]));
+    return _mm_add_epi32(_mm_unpacklo_epi64(c0, c1), _mm_unpackhi_epi64(c0, c1));
+}
+
+/* Q8_K activation rows as dot_q4_K_row reads them: qs as k4_acts' four
+ * zmm, bsums[0..7] the sums of 32 (bsums[8..15] are not read), d as is. */
+static void k4_order(const char *X, size_t xrb, int64_t nb, int64_t nblk, char *out) {
+    for (int64_t c = 0; c < nb; c++)
+        for (int64_t b = 0; b < nblk; b++) {
+            const moe_block_q8_K *s = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
+            moe_block_q8_K *o = (moe_block_q8_K *)(out + (size_t)c * xrb) + b;
+            o->d = s->d;
+            __m512i xa[4];
+            k4_acts(s->qs, xa);
+            for (int j = 0; j < 4; j++) _mm512_storeu_si512(o->qs + 64 * j, xa[j]);
+            _mm_storeu_si128((__m128i *)o->bsums,
+                             _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)s->bsums),
+                                            _mm_loadu_si128((const __m128i *)s->bsums + 1)));
+        }
+}
+
+/* dot_q4_K's arithmetic on one row, its weights read in order: the exact
+ * sums of 4 super-blocks reduced together, then dot_q4_K's two fma per
+ * super-block in block order. x: k4_order's. */
+QAI float dot_q4_K_row(int64_t nblk, const moe_block_q4_K *w, const moe_block_q8_K *x) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512i ctl[4] = {q_ctl16(0, 2), q_ctl16(1, 3), q_ctl16(4, 6), q_ctl16(5, 7)};
+    float acc = 0.0f, accm = 0.0f;
+    for (int64_t b0 = 0; b0 < nblk; b0 += 4) {
+        const int E = nblk - b0 < 4 ? (int)(nblk - b0) : 4;
+        __m512i a[4];
+        __m128i pm[4];
+        for (int e = 0; e < 4; e++) {
+            a[e] = _mm512_setzero_si512();
+            pm[e] = _mm_setzero_si128();
+        }
+        for (int e = 0; e < E; e++) {
+            const moe_block_q4_K *wb = &w[b0 + e];
+            const moe_block_q8_K *xb = &x[b0 + e];
+            q_prefetch(wb, 3);
+            uint64_t sc, mn;
+            k4_scales8(wb->scales, &sc, &mn);
+            const __m512i s = _mm512_set1_epi64((long long)sc);
+            const __m512i q0 = _mm512_loadu_si512(wb->qs), q1 = _mm512_loadu_si512(wb->qs + 64);
+            const __m512i l[4] = {
+                _mm512_and_si512(q0, m4), _mm512_and_si512(_mm512_srli_epi16(q0, 4), m4),
+                _mm512_and_si512(q1, m4), _mm512_and_si512(_mm512_srli_epi16(q1, 4), m4)};
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++)
+                a[e] = _mm512_dpwssd_epi32(
+                    a[e], _mm512_maddubs_epi16(l[j], _mm512_loadu_si512(xb->qs + 64 * j)),
+                    _mm512_shuffle_epi8(s, ctl[j]));
+            pm[e] = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn)),
+                                   _mm_loadu_si128((const __m128i *)xb->bsums));
+        }
+        _Alignas(16) float sf[4], mf[4];
+        _mm_store_ps(sf, _mm_cvtepi32_ps(q_sum4x16(a)));
+        _mm_store_ps(mf, _mm_cvtepi32_ps(q_sum4x4(pm)));
+        for (int e = 0; e < E; e++) {
+            const float dx = x[b0 + e].d;
+            acc = fmaf(sf[e], q_f16(w[b0 + e].d) * dx, acc);
+            accm = fmaf(mf[e], q_f16(w[b0 + e].dmin) * dx, accm);
+        }
+    }
+    return acc - accm;
+}
+
 /* ==== Q4_0 and IQ4_NL: 8 rows ============================================== */
 
 /* dot8_q4's arithmetic: per block the 8 rows' exact sums, then one vector
@@ -478,18 +566,48 @@ void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n) {
 #define QSTREAMS 2
 #define IQX_STACK (32 << 10) /* bytes of reordered activations */
 
-/* IQ4_XS rows r0 + u, u < n, from QSTREAMS parts of the range in turn,
- * times C activation rows in iqx_order's order. */
-QAI void iqx_rows(const int C, int64_t nblk, const char *W, size_t wrb, int64_t r0, int64_t n,
-                  const char *X, size_t xrb, float *Y, int64_t ldy) {
+/* Rows r0 + u, u < n, from QSTREAMS parts of the range in turn, of Q5_K
+ * (T 0), Q6_K (T 1) or IQ4_XS (T 2: activations in iqx_order's order)
+ * times C activation rows: the loop over the rows inlined with the kernel,
+ * its constants set up once. */
+QAI void k_rows(const int T, const int C, int64_t nblk, const char *W, size_t wrb, int64_t r0,
+                int64_t n, const char *X, size_t xrb, float *Y, int64_t ldy) {
     const int64_t per = (n + QSTREAMS - 1) / QSTREAMS;
     for (int64_t i = 0; i < per * QSTREAMS; i++) {
         const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
         if (u >= n) continue;
-        dot_iq4_xs_512(C, 1, nblk, (const moe_block_iq4_xs *)(W + (size_t)(r0 + u) * wrb), X, xrb,
-                       Y + r0 + u, ldy);
+        const char *w = W + (size_t)(r0 + u) * wrb;
+        float *y = Y + r0 + u;
+        if (T == 0)
+            dot_q5_K_512(C, nblk, (const moe_block_q5_K *)w, X, xrb, y, ldy);
+        else if (T == 1)
+            dot_q6_K_512(C, nblk, (const moe_block_q6_K *)w, X, xrb, y, ldy);
+        else
+            dot_iq4_xs_512(C, 1, nblk, (const moe_block_iq4_xs *)w, X, xrb, y, ldy);
     }
 }
+
+#define K_ROWS_FN(name, T)                                                                         \
+    static void name(int C, int64_t nblk, const char *W, size_t wrb, int64_t r0, int64_t n,        \
+                     const char *X, size_t xrb, float *Y, int64_t ldy) {                           \
+        switch (C) {                                                                               \
+        case 1:                                                                                    \
+            k_rows(T, 1, nblk, W, wrb, r0, n, X, xrb, Y, ldy);                                     \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            k_rows(T, 2, nblk, W, wrb, r0, n, X, xrb, Y, ldy);                                     \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            k_rows(T, 3, nblk, W, wrb, r0, n, X, xrb, Y, ldy);                                     \
+            break;                                                                                 \
+        default:                                                                                   \
+            k_rows(T, 4, nblk, W, wrb, r0, n, X, xrb, Y, ldy);                                     \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+K_ROWS_FN(k_rows_q5_K, 0)
+K_ROWS_FN(k_rows_q6_K, 1)
+K_ROWS_FN(k_rows_iq4_xs, 2)
 
 void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                             const void *X, int64_t nb, float *Y, int64_t ldy) {
@@ -498,9 +616,25 @@ void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, 
     const int64_t nblk = k / (int64_t)moe_dtype_block_elems(wt);
     const char *Wc = W, *Xc = X;
     switch (wt) {
+    case MOE_DTYPE_Q4_K:
+        /* one activation row (decode): the rows one after another, each
+         * read in order, the activations reordered once (k4_order) */
+        if (nb == 1 && xrb <= IQX_STACK) {
+            _Alignas(64) char xo[IQX_STACK];
+            k4_order(Xc, xrb, 1, nblk, xo);
+            const int64_t n = r1 - r0, per = (n + QSTREAMS - 1) / QSTREAMS;
+            for (int64_t i = 0; i < per * QSTREAMS; i++) {
+                const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
+                if (u >= n) continue;
+                Y[r0 + u] =
+                    dot_q4_K_row(nblk, (const moe_block_q4_K *)(Wc + (size_t)(r0 + u) * wrb),
+                                 (const moe_block_q8_K *)xo);
+            }
+            return;
+        }
+        /* fall through */
     case MOE_DTYPE_Q4_0:
-    case MOE_DTYPE_IQ4_NL:
-    case MOE_DTYPE_Q4_K: { /* 8 rows at a time, the rest as the reference */
+    case MOE_DTYPE_IQ4_NL: { /* 8 rows at a time, the rest as the reference */
         /* groups of 8 rows from QSTREAMS parts of the range in turn */
         const int64_t ng = (r1 - r0) / 8, per = (ng + QSTREAMS - 1) / QSTREAMS;
         for (int64_t i = 0; i < per * QSTREAMS; i++) {
@@ -524,31 +658,24 @@ void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, 
         if (r0 < r1) moe__quant_gemm_avx512_ref(wt, k, W, r0, r1, X, nb, Y, ldy);
         return;
     }
-    case MOE_DTYPE_IQ4_XS:
-        /* the activations reordered once (iqx_order) for the kernel's loop
-         * over the rows: on the stack, for the batches of decode */
-        if (nb <= QCOLS_MAX && (size_t)nb * xrb <= IQX_STACK) {
-            _Alignas(64) char xo[IQX_STACK];
-            iqx_order(Xc, xrb, nb, nblk, xo);
-            switch (nb) {
-            case 1:
-                iqx_rows(1, nblk, Wc, wrb, r0, r1 - r0, xo, xrb, Y, ldy);
-                break;
-            case 2:
-                iqx_rows(2, nblk, Wc, wrb, r0, r1 - r0, xo, xrb, Y, ldy);
-                break;
-            case 3:
-                iqx_rows(3, nblk, Wc, wrb, r0, r1 - r0, xo, xrb, Y, ldy);
-                break;
-            default:
-                iqx_rows(4, nblk, Wc, wrb, r0, r1 - r0, xo, xrb, Y, ldy);
-                break;
+    case MOE_DTYPE_Q5_K:
+    case MOE_DTYPE_Q6_K:
+    case MOE_DTYPE_IQ4_XS: {
+        /* the batches of decode: the loop over the rows inlined with the
+         * kernel (k_rows); IQ4_XS's activations reordered once (iqx_order),
+         * on the stack */
+        if (nb <= QCOLS_MAX && (wt != MOE_DTYPE_IQ4_XS || (size_t)nb * xrb <= IQX_STACK)) {
+            if (wt == MOE_DTYPE_Q5_K) {
+                k_rows_q5_K((int)nb, nblk, Wc, wrb, r0, r1 - r0, Xc, xrb, Y, ldy);
+            } else if (wt == MOE_DTYPE_Q6_K) {
+                k_rows_q6_K((int)nb, nblk, Wc, wrb, r0, r1 - r0, Xc, xrb, Y, ldy);
+            } else {
+                _Alignas(64) char xo[IQX_STACK];
+                iqx_order(Xc, xrb, nb, nblk, xo);
+                k_rows_iq4_xs((int)nb, nblk, Wc, wrb, r0, r1 - r0, xo, xrb, Y, ldy);
             }
             return;
         }
-        /* fall through */
-    case MOE_DTYPE_Q5_K:
-    case MOE_DTYPE_Q6_K: {
         /* weight row outer (read once, from L1 for the other columns), up to
          * QCOLS_MAX activation rows per pass over it; rows from QSTREAMS
          * parts of the range in turn */
