@@ -464,69 +464,103 @@ QAI void dot_q6_K_512(const int C, int64_t nblk, const moe_block_q6_K *w, const 
     for (int c = 0; c < C; c++) y[c * ldy] = q_hsum8(acc[c]);
 }
 
-/* An IQ4_XS block's 8 group scales - 32 as int16, from its first 8 bytes
- * (d, scales_h, scales_l): one vpshufb puts scale g's scales_l byte and
- * scales_h byte in int16 g, two variable shifts bring its 4 low and 2 high
- * bits down, one vpternlog joins them. */
-QAI __m128i iqx_scales(const moe_block_iq4_xs *b) {
-    const __m128i h = _mm_loadl_epi64((const __m128i *)b);
-    const __m128i w =
-        _mm_shuffle_epi8(h, _mm_setr_epi8(4, 2, 4, 2, 5, 2, 5, 2, 6, 3, 6, 3, 7, 3, 7, 3));
-    const __m128i lo = _mm_srlv_epi16(w, _mm_setr_epi16(0, 4, 0, 4, 0, 4, 0, 4));
-    const __m128i hi = _mm_and_si128(_mm_srlv_epi16(w, _mm_setr_epi16(4, 6, 8, 10, 4, 6, 8, 10)),
-                                     _mm_set1_epi16(0x30));
+/* The 8 group scales - 32 of IQ4_XS blocks as int16, from the first 8
+ * bytes of each (d, scales_h, scales_l) in each 128-bit lane of h: one
+ * vpshufb puts scale g's scales_l byte and scales_h byte in int16 g, two
+ * variable shifts bring its 4 low and 2 high bits down, one vpternlog
+ * joins them. */
+QAI __m256i iqx_scales(__m256i h) {
+    const __m256i w =
+        _mm256_shuffle_epi8(h, _mm256_setr_epi8(4, 2, 4, 2, 5, 2, 5, 2, 6, 3, 6, 3, 7, 3, 7, 3, 4,
+                                                2, 4, 2, 5, 2, 5, 2, 6, 3, 6, 3, 7, 3, 7, 3));
+    const __m256i lo =
+        _mm256_srlv_epi16(w, _mm256_setr_epi16(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4));
+    const __m256i hi = _mm256_and_si256(
+        _mm256_srlv_epi16(w, _mm256_setr_epi16(4, 6, 8, 10, 4, 6, 8, 10, 4, 6, 8, 10, 4, 6, 8, 10)),
+        _mm256_set1_epi16(0x30));
     /* (lo & 15) | hi */
-    const __m128i s = _mm_ternarylogic_epi32(lo, hi, _mm_set1_epi16(15), 0xEC);
-    return _mm_sub_epi16(s, _mm_set1_epi16(32));
+    const __m256i sc = _mm256_ternarylogic_epi32(lo, hi, _mm256_set1_epi16(15), 0xEC);
+    return _mm256_sub_epi16(sc, _mm256_set1_epi16(32));
 }
 
-/* dot_iq4_xs's arithmetic: qs as two zmm, 128-bit lane g one group (its low
- * nibbles elements 0..15, high 16..31, which land in ggml's lanes 0..3 and
- * 4..7); the levels' magnitudes by table, their signs (index < 8) moved
- * onto the activations; each lane times its group's scale - 32. P: the
- * activations are in iqx_order's order (no shuffle here). */
+/* Half h of IQ4_XS block b times C activation rows, into alo / ahi: qs as
+ * one zmm, 128-bit lane g one group (its low nibbles elements 0..15, high
+ * 16..31, which land in ggml's lanes 0..3 and 4..7); each lane times its
+ * group's scale - 32 (sg). vpmaddubsw needs one unsigned side. P = 0
+ * (activations as Q8_K has them): the levels' magnitudes by table, their
+ * signs (index < 8) moved onto the activations. P = 1 (iqx_order's
+ * activations: magnitudes, sign masks): the levels by table, negated by a
+ * masked second lookup where the activation is negative. The products,
+ * hence every sum, are the same integers either way. */
+QAI void iqx_half(const int C, const int P, const uint8_t *qs, __m512i sg, const char *X,
+                  size_t xrb, int64_t b, int h, __m512i *alo, __m512i *ahi) {
+    const __m512i m4 = _mm512_set1_epi8(15), eight = _mm512_set1_epi8(8);
+    const __m512i tab = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moe_iq4nl_values));
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i q = _mm512_loadu_si512(qs + 64 * h);
+    const __m512i lo = _mm512_and_si512(q, m4);
+    const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+    if (P) {
+        const __m512i ntab = _mm512_sub_epi8(zero, tab);
+        const __m512i tl = _mm512_shuffle_epi8(tab, lo), th = _mm512_shuffle_epi8(tab, hi);
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            const moe_block_q8_K *xb = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
+            uint64_t neg[2];
+            memcpy(neg, xb->bsums + 8 * h, sizeof neg);
+            const __m512i sl = _mm512_mask_shuffle_epi8(tl, neg[0], ntab, lo);
+            const __m512i sh = _mm512_mask_shuffle_epi8(th, neg[1], ntab, hi);
+            alo[c] = _mm512_dpwssd_epi32(
+                alo[c], _mm512_maddubs_epi16(_mm512_loadu_si512(xb->qs + 128 * h), sl), sg);
+            ahi[c] = _mm512_dpwssd_epi32(
+                ahi[c], _mm512_maddubs_epi16(_mm512_loadu_si512(xb->qs + 128 * h + 64), sh), sg);
+        }
+        return;
+    }
+    const __m512i tabs = _mm512_abs_epi8(tab);
+    const __m512i tl = _mm512_shuffle_epi8(tabs, lo), th = _mm512_shuffle_epi8(tabs, hi);
+    const __mmask64 nl = _mm512_testn_epi8_mask(lo, eight);
+    const __mmask64 nh = _mm512_testn_epi8_mask(hi, eight);
+#pragma GCC unroll 4
+    for (int c = 0; c < C; c++) {
+        const int8_t *xq = ((const moe_block_q8_K *)(X + (size_t)c * xrb) + b)->qs + 128 * h;
+        const __m512i x0 = _mm512_loadu_si512(xq), x1 = _mm512_loadu_si512(xq + 64);
+        const __m512i xl = _mm512_shuffle_i32x4(x0, x1, 0x88);
+        const __m512i xh = _mm512_shuffle_i32x4(x0, x1, 0xdd);
+        alo[c] = _mm512_dpwssd_epi32(
+            alo[c], _mm512_maddubs_epi16(tl, _mm512_mask_sub_epi8(xl, nl, zero, xl)), sg);
+        ahi[c] = _mm512_dpwssd_epi32(
+            ahi[c], _mm512_maddubs_epi16(th, _mm512_mask_sub_epi8(xh, nh, zero, xh)), sg);
+    }
+}
+
+/* [a's 128-bit lanes 0+1, 2+3, b's 0+1, 2+3] (exact). */
+QAI __m512i iqx_pairsum(__m512i a, __m512i b) {
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, 0x88), _mm512_shuffle_i32x4(a, b, 0xdd));
+}
+
+/* dot_iq4_xs's arithmetic on C activation rows: per block ggml's 8 int32
+ * lanes (lanes 0..3 from alo summed over its 128-bit lanes, 4..7 from
+ * ahi), then one fma into 8 float lanes. */
 QAI void dot_iq4_xs_512(const int C, const int P, int64_t nblk, const moe_block_iq4_xs *w,
                         const char *X, size_t xrb, float *y, int64_t ldy) {
-    const __m512i m4 = _mm512_set1_epi8(15), eight = _mm512_set1_epi8(8);
-    const __m512i tabs =
-        _mm512_abs_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moe_iq4nl_values)));
     const __m512i idx[2] = {q_idx4(0), q_idx4(4)};
-    const __m512i zero = _mm512_setzero_si512();
     __m256 acc[QCOLS_MAX];
     for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
         q_prefetch(&w[b], 3);
-        const __m512i s = _mm512_castsi128_si512(iqx_scales(&w[b]));
+        const __m128i hd = _mm_loadu_si128((const __m128i *)&w[b]);
+        const __m512i s = _mm512_castsi256_si512(iqx_scales(_mm256_zextsi128_si256(hd)));
         __m512i alo[QCOLS_MAX], ahi[QCOLS_MAX];
-        for (int c = 0; c < C; c++) alo[c] = ahi[c] = zero;
+        for (int c = 0; c < C; c++) alo[c] = ahi[c] = _mm512_setzero_si512();
 #pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            const __m512i q = _mm512_loadu_si512(w[b].qs + 64 * h);
-            const __m512i lo = _mm512_and_si512(q, m4);
-            const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
-            const __m512i sg = _mm512_permutexvar_epi16(idx[h], s);
-            const __m512i tl = _mm512_shuffle_epi8(tabs, lo), th = _mm512_shuffle_epi8(tabs, hi);
-            const __mmask64 nl = _mm512_testn_epi8_mask(lo, eight);
-            const __mmask64 nh = _mm512_testn_epi8_mask(hi, eight);
-#pragma GCC unroll 4
-            for (int c = 0; c < C; c++) {
-                const int8_t *xq =
-                    ((const moe_block_q8_K *)(X + (size_t)c * xrb) + b)->qs + 128 * h;
-                const __m512i x0 = _mm512_loadu_si512(xq), x1 = _mm512_loadu_si512(xq + 64);
-                const __m512i xl = P ? x0 : _mm512_shuffle_i32x4(x0, x1, 0x88);
-                const __m512i xh = P ? x1 : _mm512_shuffle_i32x4(x0, x1, 0xdd);
-                alo[c] = _mm512_dpwssd_epi32(
-                    alo[c], _mm512_maddubs_epi16(tl, _mm512_mask_sub_epi8(xl, nl, zero, xl)), sg);
-                ahi[c] = _mm512_dpwssd_epi32(
-                    ahi[c], _mm512_maddubs_epi16(th, _mm512_mask_sub_epi8(xh, nh, zero, xh)), sg);
-            }
-        }
-        const float dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)&w[b])));
+        for (int h = 0; h < 2; h++)
+            iqx_half(C, P, w[b].qs, _mm512_permutexvar_epi16(idx[h], s), X, xrb, b, h, alo, ahi);
+        const float dw = _mm_cvtss_f32(_mm_cvtph_ps(hd));
 #pragma GCC unroll 4
         for (int c = 0; c < C; c++) {
             const moe_block_q8_K *xb = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
-            const __m512i u = _mm512_add_epi32(_mm512_shuffle_i32x4(alo[c], ahi[c], 0x88),
-                                               _mm512_shuffle_i32x4(alo[c], ahi[c], 0xdd));
+            const __m512i u = iqx_pairsum(alo[c], ahi[c]);
             const __m512i t = _mm512_add_epi32(u, _mm512_shuffle_i32x4(u, u, 0xb1));
             const __m256i sumi = _mm512_castsi512_si256(_mm512_shuffle_i32x4(t, t, 0x08));
             acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), _mm256_cvtepi32_ps(sumi), acc[c]);
@@ -535,21 +569,72 @@ QAI void dot_iq4_xs_512(const int C, const int P, int64_t nblk, const moe_block_
     for (int c = 0; c < C; c++) y[c * ldy] = q_hsum8(acc[c]);
 }
 
-/* Q8_K activation rows in the order dot_iq4_xs_512 (P = 1) reads them: in
- * each 128 of a block, the low nibbles' elements (16 of each group of 32)
- * first, then the high nibbles'. d as is; bsums are not read. */
+/* dot_iq4_xs_512 on two rows side by side (C <= 2, activations in
+ * iqx_order's order): both rows' scales unpacked by one set of 256-bit
+ * operations, their lanes summed by one shuffle network and their float
+ * lanes in one zmm (w0's low 256 bits, w1's high), each lane's operations
+ * those of the one-row kernel. */
+QAI void dot2_iq4_xs_512(const int C, int64_t nblk, const moe_block_iq4_xs *w0,
+                         const moe_block_iq4_xs *w1, const char *X, size_t xrb, float *y0,
+                         float *y1, int64_t ldy) {
+    const __m512i idx[4] = {q_idx4(0), q_idx4(4), q_idx4(8), q_idx4(12)};
+    __m512 acc[2];
+    for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        q_prefetch(&w0[b], 3);
+        q_prefetch(&w1[b], 3);
+        const __m128i h0 = _mm_loadu_si128((const __m128i *)&w0[b]);
+        const __m128i h1 = _mm_loadu_si128((const __m128i *)&w1[b]);
+        const __m512i s = _mm512_castsi256_si512(iqx_scales(_mm256_set_m128i(h1, h0)));
+        __m512i alo[2][2], ahi[2][2];
+        for (int r = 0; r < 2; r++)
+            for (int c = 0; c < C; c++) alo[r][c] = ahi[r][c] = _mm512_setzero_si512();
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            iqx_half(C, 1, w0[b].qs, _mm512_permutexvar_epi16(idx[h], s), X, xrb, b, h, alo[0],
+                     ahi[0]);
+            iqx_half(C, 1, w1[b].qs, _mm512_permutexvar_epi16(idx[2 + h], s), X, xrb, b, h, alo[1],
+                     ahi[1]);
+        }
+        const float dw0 = _mm_cvtss_f32(_mm_cvtph_ps(h0)), dw1 = _mm_cvtss_f32(_mm_cvtph_ps(h1));
+#pragma GCC unroll 2
+        for (int c = 0; c < C; c++) {
+            const float dx = ((const moe_block_q8_K *)(X + (size_t)c * xrb) + b)->d;
+            /* [w0's lanes 0..7, w1's lanes 0..7] */
+            const __m512 f = _mm512_cvtepi32_ps(
+                iqx_pairsum(iqx_pairsum(alo[0][c], ahi[0][c]), iqx_pairsum(alo[1][c], ahi[1][c])));
+            const __m512 d =
+                _mm512_insertf32x8(_mm512_set1_ps(dw0 * dx), _mm256_set1_ps(dw1 * dx), 1);
+            acc[c] = _mm512_fmadd_ps(d, f, acc[c]);
+        }
+    }
+    for (int c = 0; c < C; c++) {
+        y0[c * ldy] = q_hsum8(_mm512_castps512_ps256(acc[c]));
+        y1[c * ldy] = q_hsum8(_mm512_extractf32x8_ps(acc[c], 1));
+    }
+}
+/* Q8_K activation rows as dot_iq4_xs_512 reads them with P = 1: in each
+ * 128 of a block, the low nibbles' elements (16 of each group of 32) first,
+ * then the high nibbles', as magnitudes in qs; in bsums, for each 64 of
+ * them, a 64-bit mask of the negative ones; d as is. */
 static void iqx_order(const char *X, size_t xrb, int64_t nb, int64_t nblk, char *out) {
     for (int64_t c = 0; c < nb; c++)
         for (int64_t b = 0; b < nblk; b++) {
             const moe_block_q8_K *s = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
             moe_block_q8_K *o = (moe_block_q8_K *)(out + (size_t)c * xrb) + b;
             o->d = s->d;
+            uint64_t neg[4];
             for (int h = 0; h < 2; h++) {
                 const __m512i x0 = _mm512_loadu_si512(s->qs + 128 * h);
                 const __m512i x1 = _mm512_loadu_si512(s->qs + 128 * h + 64);
-                _mm512_storeu_si512(o->qs + 128 * h, _mm512_shuffle_i32x4(x0, x1, 0x88));
-                _mm512_storeu_si512(o->qs + 128 * h + 64, _mm512_shuffle_i32x4(x0, x1, 0xdd));
+                const __m512i xl = _mm512_shuffle_i32x4(x0, x1, 0x88);
+                const __m512i xh = _mm512_shuffle_i32x4(x0, x1, 0xdd);
+                _mm512_storeu_si512(o->qs + 128 * h, _mm512_abs_epi8(xl));
+                _mm512_storeu_si512(o->qs + 128 * h + 64, _mm512_abs_epi8(xh));
+                neg[2 * h] = _mm512_movepi8_mask(xl);
+                neg[2 * h + 1] = _mm512_movepi8_mask(xh);
             }
+            memcpy(o->bsums, neg, sizeof neg);
         }
 }
 
@@ -601,6 +686,21 @@ void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n) {
  * its constants set up once. */
 QAI void k_rows(const int T, const int C, int64_t nblk, const char *W, size_t wrb, int64_t r0,
                 int64_t n, const char *X, size_t xrb, float *Y, int64_t ldy) {
+    if (T == 2 && C <= 2) { /* IQ4_XS: two rows at a time, the odd one alone */
+        const int64_t np = n / 2, per2 = (np + QSTREAMS - 1) / QSTREAMS;
+        for (int64_t i = 0; i < per2 * QSTREAMS; i++) {
+            const int64_t u = i % QSTREAMS * per2 + i / QSTREAMS;
+            if (u >= np) continue;
+            const int64_t r = r0 + 2 * u;
+            const char *w = W + (size_t)r * wrb;
+            dot2_iq4_xs_512(C, nblk, (const moe_block_iq4_xs *)w,
+                            (const moe_block_iq4_xs *)(w + wrb), X, xrb, Y + r, Y + r + 1, ldy);
+        }
+        if (n & 1)
+            dot_iq4_xs_512(C, 1, nblk, (const moe_block_iq4_xs *)(W + (size_t)(r0 + n - 1) * wrb),
+                           X, xrb, Y + r0 + n - 1, ldy);
+        return;
+    }
     const int64_t per = (n + QSTREAMS - 1) / QSTREAMS;
     for (int64_t i = 0; i < per * QSTREAMS; i++) {
         const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
