@@ -684,10 +684,27 @@ void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n) {
  * (T 0), Q6_K (T 1) or IQ4_XS (T 2: activations in iqx_order's order)
  * times C activation rows: the loop over the rows inlined with the kernel,
  * its constants set up once. */
+/* The start of each of the QSTREAMS parts of rows [r0, r0 + n) (per
+ * units of `unit` rows each), up to the distance the kernels prefetch
+ * ahead: the prefetches those bytes would have had. */
+QAI void q_prefetch_heads(const char *W, size_t wrb, int64_t r0, int64_t n, int64_t per,
+                          int64_t unit) {
+    for (int p = 0; p < QSTREAMS; p++) {
+        const int64_t u0 = p * per * unit;
+        if (u0 >= n) break;
+        const int64_t rows = n - u0 < per * unit ? n - u0 : per * unit;
+        size_t bytes = (size_t)rows * wrb;
+        if (bytes > MOE_PF_DIST) bytes = MOE_PF_DIST;
+        const char *a = W + (size_t)(r0 + u0) * wrb;
+        for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(a + o, 0, 3);
+    }
+}
+
 QAI void k_rows(const int T, const int C, int64_t nblk, const char *W, size_t wrb, int64_t r0,
                 int64_t n, const char *X, size_t xrb, float *Y, int64_t ldy) {
     if (T == 2 && C <= 2) { /* IQ4_XS: two rows at a time, the odd one alone */
         const int64_t np = n / 2, per2 = (np + QSTREAMS - 1) / QSTREAMS;
+        q_prefetch_heads(W, wrb, r0, n, per2, 2);
         for (int64_t i = 0; i < per2 * QSTREAMS; i++) {
             const int64_t u = i % QSTREAMS * per2 + i / QSTREAMS;
             if (u >= np) continue;
@@ -702,6 +719,7 @@ QAI void k_rows(const int T, const int C, int64_t nblk, const char *W, size_t wr
         return;
     }
     const int64_t per = (n + QSTREAMS - 1) / QSTREAMS;
+    q_prefetch_heads(W, wrb, r0, n, per, 1);
     for (int64_t i = 0; i < per * QSTREAMS; i++) {
         const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
         if (u >= n) continue;
@@ -752,6 +770,7 @@ void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, 
             _Alignas(64) char xo[IQX_STACK];
             k4_order(Xc, xrb, 1, nblk, xo);
             const int64_t n = r1 - r0, per = (n + QSTREAMS - 1) / QSTREAMS;
+            q_prefetch_heads(Wc, wrb, r0, n, per, 1);
             for (int64_t i = 0; i < per * QSTREAMS; i++) {
                 const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
                 if (u >= n) continue;
