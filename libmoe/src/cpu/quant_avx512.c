@@ -678,6 +678,9 @@ void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n) {
  * this class of machine, several ~14 (as the plain read loop and the Q8_0
  * kernels). Unit u = p * per + j for j < per, part p < QSTREAMS, u < n. */
 #define QSTREAMS 2
+#ifndef IQX_STREAMS
+#define IQX_STREAMS 2
+#endif
 #define IQX_STACK (32 << 10) /* bytes of reordered activations */
 
 /* Rows r0 + u, u < n, from QSTREAMS parts of the range in turn, of Q5_K
@@ -687,9 +690,9 @@ void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n) {
 /* The start of each of the QSTREAMS parts of rows [r0, r0 + n) (per
  * units of `unit` rows each), up to the distance the kernels prefetch
  * ahead: the prefetches those bytes would have had. */
-QAI void q_prefetch_heads(const char *W, size_t wrb, int64_t r0, int64_t n, int64_t per,
-                          int64_t unit) {
-    for (int p = 0; p < QSTREAMS; p++) {
+QAI void q_prefetch_heads(const int S, const char *W, size_t wrb, int64_t r0, int64_t n,
+                          int64_t per, int64_t unit) {
+    for (int p = 0; p < S; p++) {
         const int64_t u0 = p * per * unit;
         if (u0 >= n) break;
         const int64_t rows = n - u0 < per * unit ? n - u0 : per * unit;
@@ -703,10 +706,10 @@ QAI void q_prefetch_heads(const char *W, size_t wrb, int64_t r0, int64_t n, int6
 QAI void k_rows(const int T, const int C, int64_t nblk, const char *W, size_t wrb, int64_t r0,
                 int64_t n, const char *X, size_t xrb, float *Y, int64_t ldy) {
     if (T == 2 && C <= 2) { /* IQ4_XS: two rows at a time, the odd one alone */
-        const int64_t np = n / 2, per2 = (np + QSTREAMS - 1) / QSTREAMS;
-        q_prefetch_heads(W, wrb, r0, n, per2, 2);
-        for (int64_t i = 0; i < per2 * QSTREAMS; i++) {
-            const int64_t u = i % QSTREAMS * per2 + i / QSTREAMS;
+        const int64_t np = n / 2, per2 = (np + IQX_STREAMS - 1) / IQX_STREAMS;
+        q_prefetch_heads(IQX_STREAMS, W, wrb, r0, n, per2, 2);
+        for (int64_t i = 0; i < per2 * IQX_STREAMS; i++) {
+            const int64_t u = i % IQX_STREAMS * per2 + i / IQX_STREAMS;
             if (u >= np) continue;
             const int64_t r = r0 + 2 * u;
             const char *w = W + (size_t)r * wrb;
@@ -719,7 +722,7 @@ QAI void k_rows(const int T, const int C, int64_t nblk, const char *W, size_t wr
         return;
     }
     const int64_t per = (n + QSTREAMS - 1) / QSTREAMS;
-    q_prefetch_heads(W, wrb, r0, n, per, 1);
+    q_prefetch_heads(QSTREAMS, W, wrb, r0, n, per, 1);
     for (int64_t i = 0; i < per * QSTREAMS; i++) {
         const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
         if (u >= n) continue;
@@ -770,7 +773,7 @@ void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, 
             _Alignas(64) char xo[IQX_STACK];
             k4_order(Xc, xrb, 1, nblk, xo);
             const int64_t n = r1 - r0, per = (n + QSTREAMS - 1) / QSTREAMS;
-            q_prefetch_heads(Wc, wrb, r0, n, per, 1);
+            q_prefetch_heads(QSTREAMS, Wc, wrb, r0, n, per, 1);
             for (int64_t i = 0; i < per * QSTREAMS; i++) {
                 const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
                 if (u >= n) continue;
