@@ -75,12 +75,18 @@ void moe__quant_act_from_f32(moe_dtype dt, const float *x, void *y, int64_t n);
 void moe__quant_q8_K_avx2(const float *x, moe_block_q8_K *y, int64_t n);
 void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n);
 
-/* Software prefetch distance (bytes) for the Q8_0 matrix x vector kernels,
- * which read weight rows in sequence: on this class of machine (AMD EPYC,
- * ~30 GB/s per core) it lifted them from ~0.88 to ~0.97 of the plain read
- * loop's bandwidth; the float kernels are as fast without. The quantised
- * kernels (quant_avx2.c, quant_avx512.c) prefetch this far along a row, or
- * twice this far in their read order where they read 8 rows side by side. */
-#define MOE_PF_DIST 8192
+/* Software prefetch distance (bytes) for the kernels that read weight rows
+ * in sequence (Q8_0's, the quantised ones of quant_avx2.c and
+ * quant_avx512.c; twice this far in their read order where they read 8
+ * rows side by side). Measured on the 2-vCPU Xeon build VM (bench-kernels
+ * --matvec, 2026-12-07): 2 KB reads the most at 2 threads, where decode
+ * runs (Q4_K 0.82 -> 0.90 of the read loop, IQ4_XS 0.80 -> 0.86, Q6_K
+ * 0.84 -> 0.90, Q8_0 0.88 -> 0.93 against 8 KB; 1 thread as fast or
+ * faster; 16 KB 10-15% slower): a nearer prefetch keeps fewer lines in
+ * flight past what the core's fill buffers take while both cores read.
+ * The float kernels are as fast without. -DMOE_PF_DIST=N to try others. */
+#ifndef MOE_PF_DIST
+#define MOE_PF_DIST 2048
+#endif
 
 #endif
