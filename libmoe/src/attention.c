@@ -38,13 +38,10 @@ static void attn_task(void *arg, int ith, int nth) {
         const float *K0 = moe__kv_at(c, c->kv_k, a->il, a->slot[i], 0) + (size_t)kh * (size_t)a->dk;
         const float *V0 =
             a->mla ? K0 : moe__kv_at(c, c->kv_v, a->il, a->slot[i], 0) + (size_t)kh * (size_t)a->dv;
-        for (int j = 0; j < n_kv; j++)
-            sc[j] = c->k->dot_f32(a->dk, q, K0 + (size_t)j * (size_t)c->kv_dim) * scale;
+        c->k->dots_f32(a->dk, q, K0, c->kv_dim, n_kv, scale, sc);
         moe_op_softmax(sc, n_kv);
         float *o = a->out + (size_t)i * (size_t)a->out_stride + (size_t)h * (size_t)a->dv;
-        memset(o, 0, (size_t)a->dv * sizeof(float));
-        for (int j = 0; j < n_kv; j++)
-            c->k->axpy_f32(a->dv, sc[j], V0 + (size_t)j * (size_t)c->kv_dim, o);
+        c->k->wsum_f32(a->dv, sc, V0, c->kv_dim, n_kv, o);
     }
 }
 

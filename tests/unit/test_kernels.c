@@ -49,7 +49,8 @@ TEST(kernels_levels) {
         if (l <= (int)have) {
             ASSERT(k != NULL);
             ASSERT_EQ_INT(k->level, l);
-            ASSERT(k->name && k->from_f32 && k->gemm && k->dot_f32 && k->axpy_f32);
+            ASSERT(k->name && k->from_f32 && k->gemm && k->dot_f32 && k->axpy_f32 && k->dots_f32 &&
+                   k->wsum_f32);
         } else {
             ASSERT(k == NULL);
         }
@@ -505,6 +506,49 @@ TEST(kernels_dot_axpy_f32) {
         free(a);
         free(b);
     }
+}
+
+/* Attention's loops over the cache (dots_f32, wsum_f32) give the bits of
+ * the per-row dot_f32 / axpy_f32 calls they replace, at every level: head
+ * sizes with the AVX-512 register paths (64..256) and without (48, 96,
+ * 576), row counts around its steps of 4, rows strided as in the cache. */
+TEST(kernels_attention_loops_match_per_row) {
+    const int64_t ns[] = {48, 64, 96, 128, 192, 256, 576};
+    const int64_t ms[] = {1, 3, 4, 5, 9, 130};
+    uint64_t seed = 11;
+    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+        for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
+            const int64_t n = ns[ni], m = ms[mi], ld = n * 2 + 16;
+            float *a = rand_vec(&seed, n, 1.0f), *B = rand_vec(&seed, ld * m, 1.0f);
+            float *s = rand_vec(&seed, m, 1.0f);
+            float *o1 = xmalloc(sizeof(float) * (size_t)m),
+                  *o2 = xmalloc(sizeof(float) * (size_t)m);
+            float *y1 = xmalloc(sizeof(float) * (size_t)(n + 1));
+            float *y2 = xmalloc(sizeof(float) * (size_t)(n + 1));
+            for (int l = 0; l < MOE_CPU_LEVEL_COUNT; l++) {
+                const moe_cpu_kernels *k = moe_cpu_kernels_get((moe_cpu_level)l);
+                if (!k) continue;
+                for (int64_t j = 0; j < m; j++) o1[j] = k->dot_f32(n, a, B + j * ld) * 0.125f;
+                k->dots_f32(n, a, B, ld, m, 0.125f, o2);
+                if (memcmp(o1, o2, sizeof(float) * (size_t)m))
+                    TEST_FAIL("%s dots_f32 n=%lld m=%lld differs from dot_f32", k->name,
+                              (long long)n, (long long)m);
+                memset(y1, 0, sizeof(float) * (size_t)n);
+                for (int64_t j = 0; j < m; j++) k->axpy_f32(n, s[j], B + j * ld, y1);
+                y1[n] = y2[n] = 42.0f;
+                k->wsum_f32(n, s, B, ld, m, y2);
+                if (memcmp(y1, y2, sizeof(float) * (size_t)(n + 1)))
+                    TEST_FAIL("%s wsum_f32 n=%lld m=%lld differs from axpy_f32", k->name,
+                              (long long)n, (long long)m);
+            }
+            free(a);
+            free(B);
+            free(s);
+            free(o1);
+            free(o2);
+            free(y1);
+            free(y2);
+        }
 }
 
 /* ==== Row ops ============================================================== */

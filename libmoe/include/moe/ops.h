@@ -64,6 +64,12 @@ typedef struct moe_cpu_kernels {
     float (*dot_f32)(int64_t n, const float *a, const float *b);
     /* y[i] += a * x[i] over n floats. */
     void (*axpy_f32)(int64_t n, float a, const float *x, float *y);
+    /* Attention's two loops over the cache, with the bits of the calls they
+     * replace: out[j] = dot_f32(n, a, B + j * ldb) * scale for j < m, and
+     * y = 0 then axpy_f32(n, s[j], X + j * ldx, y) for j = 0 .. m - 1. */
+    void (*dots_f32)(int64_t n, const float *a, const float *B, int64_t ldb, int64_t m, float scale,
+                     float *out);
+    void (*wsum_f32)(int64_t n, const float *s, const float *X, int64_t ldx, int64_t m, float *y);
 } moe_cpu_kernels;
 
 /* The best level this CPU supports (detected once; thread-safe). */

@@ -791,6 +791,99 @@ static void axpy_f32_avx512(int64_t n, float a, const float *x, float *y) {
     for (int64_t i = np; i < n; i++) y[i] += x[i] * a;
 }
 
+/* dots_f32 on 4 rows of B at a time, n = N (a multiple of 64, at most
+ * 256): a's vectors loaded once, each row's sum vdot_row's (4 accumulators
+ * over steps of 64, (a0 + a2) + (a1 + a3), _mm512_reduce_add_ps). */
+AI void dots4_f32(const int N, const float *a, const float *B, int64_t ldb, int64_t m, float scale,
+                  float *out, int64_t *done) {
+    __m512 av[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < N / 16; i++) av[i] = _mm512_loadu_ps(a + 16 * i);
+    int64_t j = 0;
+    for (; j + 4 <= m; j += 4) {
+        __m512 acc[4][4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++)
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) acc[r][u] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+        for (int i = 0; i < N; i += 64)
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++)
+#pragma GCC unroll 4
+                for (int u = 0; u < 4; u++)
+                    acc[r][u] = _mm512_fmadd_ps(
+                        av[i / 16 + u], _mm512_loadu_ps(B + (j + r) * ldb + i + 16 * u), acc[r][u]);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++)
+            out[j + r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][2]),
+                                                            _mm512_add_ps(acc[r][1], acc[r][3]))) *
+                         scale;
+    }
+    *done = j;
+}
+
+static void dots_f32_avx512(int64_t n, const float *a, const float *B, int64_t ldb, int64_t m,
+                            float scale, float *out) {
+    int64_t j = 0;
+    switch (n) {
+    case 64:
+        dots4_f32(64, a, B, ldb, m, scale, out, &j);
+        break;
+    case 128:
+        dots4_f32(128, a, B, ldb, m, scale, out, &j);
+        break;
+    case 192:
+        dots4_f32(192, a, B, ldb, m, scale, out, &j);
+        break;
+    case 256:
+        dots4_f32(256, a, B, ldb, m, scale, out, &j);
+        break;
+    default:
+        break;
+    }
+    for (; j < m; j++) out[j] = dot_f32_avx512(n, a, B + j * ldb) * scale;
+}
+
+/* wsum_f32 with y in registers, n = N (a multiple of 64, at most 256):
+ * axpy_f32_avx512's fma per element and row, in row order. */
+AI void wsum_f32_reg(const int N, const float *s, const float *X, int64_t ldx, int64_t m,
+                     float *y) {
+    __m512 acc[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < N / 16; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < m; j++) {
+        const __m512 va = _mm512_set1_ps(s[j]);
+#pragma GCC unroll 16
+        for (int i = 0; i < N / 16; i++)
+            acc[i] = _mm512_fmadd_ps(_mm512_loadu_ps(X + j * ldx + 16 * i), va, acc[i]);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < N / 16; i++) _mm512_storeu_ps(y + 16 * i, acc[i]);
+}
+
+static void wsum_f32_avx512(int64_t n, const float *s, const float *X, int64_t ldx, int64_t m,
+                            float *y) {
+    switch (n) {
+    case 64:
+        wsum_f32_reg(64, s, X, ldx, m, y);
+        return;
+    case 128:
+        wsum_f32_reg(128, s, X, ldx, m, y);
+        return;
+    case 192:
+        wsum_f32_reg(192, s, X, ldx, m, y);
+        return;
+    case 256:
+        wsum_f32_reg(256, s, X, ldx, m, y);
+        return;
+    default:
+        break;
+    }
+    memset(y, 0, (size_t)n * sizeof(float));
+    for (int64_t j = 0; j < m; j++) axpy_f32_avx512(n, s[j], X + j * ldx, y);
+}
+
 const moe_cpu_kernels moe__kernels_avx512 = {
     .level = MOE_CPU_AVX512,
     .name = "avx512",
@@ -799,4 +892,6 @@ const moe_cpu_kernels moe__kernels_avx512 = {
     .gemm_fast = gemm_fast_avx512,
     .dot_f32 = dot_f32_avx512,
     .axpy_f32 = axpy_f32_avx512,
+    .dots_f32 = dots_f32_avx512,
+    .wsum_f32 = wsum_f32_avx512,
 };
