@@ -569,50 +569,6 @@ QAI void dot_iq4_xs_512(const int C, const int P, int64_t nblk, const moe_block_
     for (int c = 0; c < C; c++) y[c * ldy] = q_hsum8(acc[c]);
 }
 
-/* dot_iq4_xs_512 on two rows side by side (C <= 2, activations in
- * iqx_order's order): both rows' scales unpacked by one set of 256-bit
- * operations, their lanes summed by one shuffle network and their float
- * lanes in one zmm (w0's low 256 bits, w1's high), each lane's operations
- * those of the one-row kernel. */
-QAI void dot2_iq4_xs_512(const int C, int64_t nblk, const moe_block_iq4_xs *w0,
-                         const moe_block_iq4_xs *w1, const char *X, size_t xrb, float *y0,
-                         float *y1, int64_t ldy) {
-    const __m512i idx[4] = {q_idx4(0), q_idx4(4), q_idx4(8), q_idx4(12)};
-    __m512 acc[2];
-    for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nblk; b++) {
-        q_prefetch(&w0[b], 3);
-        q_prefetch(&w1[b], 3);
-        const __m128i h0 = _mm_loadu_si128((const __m128i *)&w0[b]);
-        const __m128i h1 = _mm_loadu_si128((const __m128i *)&w1[b]);
-        const __m512i s = _mm512_castsi256_si512(iqx_scales(_mm256_set_m128i(h1, h0)));
-        __m512i alo[2][2], ahi[2][2];
-        for (int r = 0; r < 2; r++)
-            for (int c = 0; c < C; c++) alo[r][c] = ahi[r][c] = _mm512_setzero_si512();
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            iqx_half(C, 1, w0[b].qs, _mm512_permutexvar_epi16(idx[h], s), X, xrb, b, h, alo[0],
-                     ahi[0]);
-            iqx_half(C, 1, w1[b].qs, _mm512_permutexvar_epi16(idx[2 + h], s), X, xrb, b, h, alo[1],
-                     ahi[1]);
-        }
-        const float dw0 = _mm_cvtss_f32(_mm_cvtph_ps(h0)), dw1 = _mm_cvtss_f32(_mm_cvtph_ps(h1));
-#pragma GCC unroll 2
-        for (int c = 0; c < C; c++) {
-            const float dx = ((const moe_block_q8_K *)(X + (size_t)c * xrb) + b)->d;
-            /* [w0's lanes 0..7, w1's lanes 0..7] */
-            const __m512 f = _mm512_cvtepi32_ps(
-                iqx_pairsum(iqx_pairsum(alo[0][c], ahi[0][c]), iqx_pairsum(alo[1][c], ahi[1][c])));
-            const __m512 d =
-                _mm512_insertf32x8(_mm512_set1_ps(dw0 * dx), _mm256_set1_ps(dw1 * dx), 1);
-            acc[c] = _mm512_fmadd_ps(d, f, acc[c]);
-        }
-    }
-    for (int c = 0; c < C; c++) {
-        y0[c * ldy] = q_hsum8(_mm512_castps512_ps256(acc[c]));
-        y1[c * ldy] = q_hsum8(_mm512_extractf32x8_ps(acc[c], 1));
-    }
-}
 /* Q8_K activation rows as dot_iq4_xs_512 reads them with P = 1: in each
  * 128 of a block, the low nibbles' elements (16 of each group of 32) first,
  * then the high nibbles', as magnitudes in qs; in bsums, for each 64 of
@@ -678,9 +634,6 @@ void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n) {
  * this class of machine, several ~14 (as the plain read loop and the Q8_0
  * kernels). Unit u = p * per + j for j < per, part p < QSTREAMS, u < n. */
 #define QSTREAMS 2
-#ifndef IQX_STREAMS
-#define IQX_STREAMS 2
-#endif
 #define IQX_STACK (32 << 10) /* bytes of reordered activations */
 
 /* Rows r0 + u, u < n, from QSTREAMS parts of the range in turn, of Q5_K
@@ -705,22 +658,6 @@ QAI void q_prefetch_heads(const int S, const char *W, size_t wrb, int64_t r0, in
 
 QAI void k_rows(const int T, const int C, int64_t nblk, const char *W, size_t wrb, int64_t r0,
                 int64_t n, const char *X, size_t xrb, float *Y, int64_t ldy) {
-    if (T == 2 && C <= 2) { /* IQ4_XS: two rows at a time, the odd one alone */
-        const int64_t np = n / 2, per2 = (np + IQX_STREAMS - 1) / IQX_STREAMS;
-        q_prefetch_heads(IQX_STREAMS, W, wrb, r0, n, per2, 2);
-        for (int64_t i = 0; i < per2 * IQX_STREAMS; i++) {
-            const int64_t u = i % IQX_STREAMS * per2 + i / IQX_STREAMS;
-            if (u >= np) continue;
-            const int64_t r = r0 + 2 * u;
-            const char *w = W + (size_t)r * wrb;
-            dot2_iq4_xs_512(C, nblk, (const moe_block_iq4_xs *)w,
-                            (const moe_block_iq4_xs *)(w + wrb), X, xrb, Y + r, Y + r + 1, ldy);
-        }
-        if (n & 1)
-            dot_iq4_xs_512(C, 1, nblk, (const moe_block_iq4_xs *)(W + (size_t)(r0 + n - 1) * wrb),
-                           X, xrb, Y + r0 + n - 1, ldy);
-        return;
-    }
     const int64_t per = (n + QSTREAMS - 1) / QSTREAMS;
     q_prefetch_heads(QSTREAMS, W, wrb, r0, n, per, 1);
     for (int64_t i = 0; i < per * QSTREAMS; i++) {
