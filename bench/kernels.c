@@ -20,7 +20,6 @@
  * K types with k = 1024 (4 super-blocks a row). Every number is the best of
  * several runs. Inputs are seeded.
  */
-#include <emmintrin.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,65 +71,15 @@ static float frand(void) {
 
 /* ==== Memory read bandwidth ================================================ */
 
-/* The read loop prefetches this many bytes ahead, as the matrix x vector
- * kernels do (libmoe's MOE_PF_DIST, 2 KB): on a core whose hardware
- * prefetchers alone leave bandwidth unused, the loop without it would
- * understate what the memory delivers (and the kernels would read "faster
- * than memory"). On the 2-vCPU build VM the loop reads the same at 2, 4, 8
- * and 16 KB (15.5-16.9 GB/s on 1 thread, 30.2-31.7 on 2, 2026-12-07). */
-#define READ_PF_DIST 8192
-#define READ_STREAMS 4
-
-typedef struct read_ctx {
-    const char *p;
-    size_t n; /* bytes, a multiple of 64 */
-    uint64_t sum[64];
-} read_ctx;
-
-static void read_task(void *arg, int ith, int nth) {
-    read_ctx *c = arg;
-    const size_t lines = c->n / 64;
-    const size_t a = lines * (size_t)ith / (size_t)nth, b = lines * (size_t)(ith + 1) / (size_t)nth;
-    /* READ_STREAMS sequential streams at once (the kernels read 2 to 8 rows
-     * side by side), one cache line of each a step, in 16-byte loads (the
-     * x86-64 baseline; 8-byte loads left ~7% of the bandwidth unread) */
-    const size_t len = (b - a) / READ_STREAMS;
-    __m128i s[READ_STREAMS];
-    for (int j = 0; j < READ_STREAMS; j++) s[j] = _mm_setzero_si128();
-    for (size_t i = 0; i < len; i++)
-        for (int j = 0; j < READ_STREAMS; j++) {
-            const char *p = c->p + 64 * (a + (size_t)j * len + i);
-            __builtin_prefetch(p + READ_PF_DIST, 0, 3);
-            const __m128i *v = (const __m128i *)p;
-            s[j] = _mm_add_epi64(s[j], _mm_add_epi64(_mm_add_epi64(_mm_load_si128(v), v[1]),
-                                                     _mm_add_epi64(v[2], v[3])));
-        }
-    __m128i t = _mm_setzero_si128();
-    for (size_t i = a + READ_STREAMS * len; i < b; i++)
-        t = _mm_add_epi64(t, _mm_load_si128((const __m128i *)(c->p + 64 * i)));
-    for (int j = 0; j < READ_STREAMS; j++) t = _mm_add_epi64(t, s[j]);
-    c->sum[ith] = (uint64_t)_mm_cvtsi128_si64(t);
-}
-
+/* libmoe's moe_read_bandwidth (cpu/membw.c): the read loop moectl bench
+ * measures too. */
 static double bench_read(moe_pool *pool, size_t bytes, int reps) {
-    uint64_t *buf = aligned_alloc(64, bytes);
-    if (!buf) {
+    const double g = moe_read_bandwidth(pool, bytes, reps);
+    if (g <= 0) {
         fprintf(stderr, "bench-kernels: out of memory\n");
         exit(1);
     }
-    for (size_t i = 0; i < bytes / 8; i++) buf[i] = i;
-    read_ctx c = {.p = (const char *)buf, .n = bytes / 64 * 64};
-    double best = 1e30;
-    for (int r = 0; r < reps; r++) {
-        const double t0 = moe_mono_s();
-        moe_pool_run(pool, read_task, &c);
-        const double t = moe_mono_s() - t0;
-        if (t < best) best = t;
-    }
-    volatile uint64_t sink = c.sum[0];
-    (void)sink;
-    free(buf);
-    return (double)bytes / best / 1e9;
+    return g;
 }
 
 /* ==== Matvec and GEMM ====================================================== */

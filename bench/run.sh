@@ -10,7 +10,7 @@
 #   2b. the same on the bench preset quantised as Q4_K_M and IQ4_XS
 #      (models/bench-mixtral-{q4_k_m,iq4_xs}.gguf, made on first use), with
 #      decode's weight bandwidth (active bytes per token x tok/s) against the
-#      read loop's, measured in the same run;
+#      read loop's, which moectl bench measures in the same run;
 #   3. the gateway (bench/gateway.sh): N concurrent streaming clients against
 #      moectl bench --batch N and llama.cpp serving N sequences, then running
 #      streams' inter-token latency while long prompts arrive, chunked prefill
@@ -54,22 +54,17 @@ mkmodel_if_missing() {
     "$MOECTL" mkmodel --arch llama --dtype "$2" --seed 42 --preset bench -o "$1"
 }
 
-# The machine's read bandwidth in this run (bench-kernels' plain summing
-# loop), at 1 and 2 threads: the weight bandwidth of decode is shown as a
-# fraction of it.
-read_bw() { "$BUILD/bench-kernels" --matvec read | sed -n "s/.*\"read\",\"threads\":$1,\"gb_s\":\([0-9.]*\).*/\1/p"; }
-
 # engine_bench MODEL: decode and prefill tok/s of moectl and llama.cpp at each
 # thread count and the best of each; decode's weight bandwidth (active bytes
-# per token x tok/s) and its fraction of the read loop's at that thread count.
+# per token x tok/s) and its fraction of the machine's read bandwidth at that
+# thread count, which moectl bench measures after its runs (a plain summing
+# loop, libmoe's moe_read_bandwidth, the one bench-kernels prints).
 engine_bench() {
     M=$1
     echo "== engine: $M, prompt $P, gen $G, best of $R"
-    RB1=$(read_bw 1); RB2=$(read_bw 2)
-    echo "read loop: ${RB1:-?} GB/s (1 thread), ${RB2:-?} GB/s (2 threads), measured now"
     best_ours_pf=0; best_ours_dec=0; best_ref_pf=0; best_ref_dec=0; AB=0; rbbest=0
-    printf '%-8s %-8s %14s %14s %9s %12s %12s %9s\n' threads phase "moectl tok/s" "llama.cpp" ratio \
-        "moectl GB/s" "llama GB/s" "of read"
+    printf '%-8s %-8s %14s %14s %9s %12s %12s %10s %9s\n' threads phase "moectl tok/s" "llama.cpp" ratio \
+        "moectl GB/s" "llama GB/s" "read GB/s" "of read"
     for t in $THREADS; do
         ours=$("$MOECTL" bench "$M" --prompt "$P" --gen "$G" --threads "$t" --reps "$R") || { echo "moectl bench failed"; return 1; }
         echo "moectl:    $ours" >&2
@@ -82,18 +77,18 @@ engine_bench() {
             r_pf=$(echo "$ref" | num prefill_tok_s); r_dec=$(echo "$ref" | num decode_tok_s)
             r_pf=${r_pf:-0}; r_dec=${r_dec:-0}
         fi
-        rb=$([ "$t" = 1 ] && echo "${RB1:-0}" || echo "${RB2:-0}")
+        rb=$(echo "$ours" | num read_gb_s); rb=${rb:-0}
         printf '%-8s %-8s %14.1f %14.1f %9s\n' "$t" prefill "$o_pf" "$r_pf" "$(ratio "$o_pf" "$r_pf")"
-        printf '%-8s %-8s %14.1f %14.1f %9s %12s %12s %9s\n' "$t" decode "$o_dec" "$r_dec" "$(ratio "$o_dec" "$r_dec")" \
-            "$(gbs "$o_dec" "$AB")" "$(gbs "$r_dec" "$AB")" "$(ratio "$(gbs "$o_dec" "$AB")" "$rb")"
+        printf '%-8s %-8s %14.1f %14.1f %9s %12s %12s %10s %9s\n' "$t" decode "$o_dec" "$r_dec" "$(ratio "$o_dec" "$r_dec")" \
+            "$(gbs "$o_dec" "$AB")" "$(gbs "$r_dec" "$AB")" "$rb" "$(ratio "$(gbs "$o_dec" "$AB")" "$rb")"
         best_ours_pf=$(max "$best_ours_pf" "$o_pf")
         if [ "$(max "$best_ours_dec" "$o_dec")" != "$best_ours_dec" ]; then best_ours_dec=$o_dec; rbbest=$rb; fi
         best_ref_pf=$(max "$best_ref_pf" "$r_pf"); best_ref_dec=$(max "$best_ref_dec" "$r_dec")
     done
     printf '%-8s %-8s %14.1f %14.1f %9s\n' best prefill "$best_ours_pf" "$best_ref_pf" "$(ratio "$best_ours_pf" "$best_ref_pf")"
-    printf '%-8s %-8s %14.1f %14.1f %9s %12s %12s %9s\n' best decode "$best_ours_dec" "$best_ref_dec" "$(ratio "$best_ours_dec" "$best_ref_dec")" \
-        "$(gbs "$best_ours_dec" "$AB")" "$(gbs "$best_ref_dec" "$AB")" "$(ratio "$(gbs "$best_ours_dec" "$AB")" "$rbbest")"
-    echo "weights read per decoded token: $AB bytes (moectl's active_bytes_per_token); 'of read': moectl's GB/s over the read loop's at that thread count (best: at moectl's best)"
+    printf '%-8s %-8s %14.1f %14.1f %9s %12s %12s %10s %9s\n' best decode "$best_ours_dec" "$best_ref_dec" "$(ratio "$best_ours_dec" "$best_ref_dec")" \
+        "$(gbs "$best_ours_dec" "$AB")" "$(gbs "$best_ref_dec" "$AB")" "$rbbest" "$(ratio "$(gbs "$best_ours_dec" "$AB")" "$rbbest")"
+    echo "weights read per decoded token: $AB bytes (moectl's active_bytes_per_token); 'read GB/s': the read loop moectl bench runs after its runs, same threads; 'of read': moectl's GB/s over it (best: at moectl's best)"
 }
 
 mkmodel_if_missing "$MODEL" q8_0 || exit 1

@@ -91,7 +91,14 @@ done
     ok "SentencePiece vocabulary: tokenize --bos, detokenize --skip-special, generate" || bad "SentencePiece: $t $d"
 t=$("$MOECTL" tokenize "$M" --text "hello world") && d=$("$MOECTL" detokenize "$M" --tokens "$(echo "$t" | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).tokens.join(","))')") &&
     [ "$d" = '{"text": "hello world"}' ] && ok "tokenize/detokenize round trip" || bad "tokenize/detokenize: $t $d"
-"$MOECTL" bench "$M" --prompt 8 --gen 4 --reps 1 --batch 3 | grep -q '"decode_tok_s"' && ok "bench JSON" || bad "bench"
+"$MOECTL" bench "$M" --prompt 8 --gen 4 --reps 1 --batch 3 >"$TMP/b3" && grep -q '"decode_tok_s"' "$TMP/b3" &&
+    ! grep -q '"read_gb_s"' "$TMP/b3" && ok "bench JSON" || bad "bench: $(cat "$TMP/b3")"
+# batch 1: the weight bandwidth beside the read loop's, measured in the same run
+r=$("$MOECTL" bench "$M" --prompt 8 --gen 4 --reps 1 --read-mb 32 | node -e '
+    const j = JSON.parse(require("fs").readFileSync(0, "utf8"));
+    const f = j.decode_weight_gb_s / j.read_gb_s;
+    console.log(j.read_gb_s > 0 && Math.abs(f - j.read_fraction) < 0.002 ? "ok" : JSON.stringify(j));') &&
+    [ "$r" = ok ] && ok "bench at batch 1: read_gb_s, read_fraction" || bad "bench read fraction: $r"
 
 # errors: stderr, non-zero exit, nothing on stdout
 check_err() { # expected-substring cmd...
@@ -111,8 +118,8 @@ check_err "given more than 8 times" "$MOECTL" generate "$M" --tokens 1 --stop a 
 check_err "unexpected argument" "$MOECTL" info "$M" "$M"
 # environment twins: MOE_THREADS sets the threads, the flag wins over it, a bad
 # value names the variable; none of them for the per-invocation flags
-t=$(MOE_THREADS=2 "$MOECTL" bench "$M" --prompt 4 --gen 2 --reps 1 | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).threads)')
-u=$(MOE_THREADS=2 "$MOECTL" bench "$M" --prompt 4 --gen 2 --reps 1 -t 3 | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).threads)')
+t=$(MOE_THREADS=2 "$MOECTL" bench "$M" --prompt 4 --gen 2 --reps 1 --read-mb 0 | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).threads)')
+u=$(MOE_THREADS=2 "$MOECTL" bench "$M" --prompt 4 --gen 2 --reps 1 -t 3 --read-mb 0 | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).threads)')
 [ "$t $u" = "2 3" ] && ok "MOE_THREADS twin, -t wins" || bad "MOE_THREADS: $t $u"
 # (each in a subshell: an assignment before a shell function may outlive it)
 (export MOE_WIRE=f16; check_err "MOE_WIRE 'f16': must be f32 or bf16" "$MOECTL" logits "$M" --tokens 1; [ $fail = 0 ]) || fail=1

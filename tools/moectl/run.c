@@ -507,11 +507,15 @@ done:
 static const char bench_about[] =
     "Prefill: B prompts of P tokens (deterministic ids), timed. Decode: G steps\n"
     "with the B sequences decoding together, timed. Best of R repetitions.\n"
+    "At batch 1 decode reads every active weight once per token: its weight\n"
+    "bandwidth is printed beside the machine's read bandwidth, measured after\n"
+    "the runs with the same thread count (a plain loop over --read-mb MB), and\n"
+    "their ratio (read_fraction).\n"
     "Prints {\"prefill_tok_s\": x, \"decode_tok_s\": y, ...}.\n";
 
 int cmd_bench(const moectl_cmd *cmd, int argc, char **argv) {
     run_opts o = run_opts_default();
-    int P = 128, G = 64, B = 1, reps = 3;
+    int P = 128, G = 64, B = 1, reps = 3, read_mb = 256;
     moe_flag run[RUN_N_FLAGS + 1];
     run_flags(&o, run);
     const moe_flag flags[] = {
@@ -521,6 +525,9 @@ int cmd_bench(const moectl_cmd *cmd, int argc, char **argv) {
         {"--batch", NULL, MOE_FLAG_INT, &B, "B", .help = "sequences", .min = 1, .max = 1024},
         {"--reps", NULL, MOE_FLAG_INT, &reps, "R", .help = "repetitions (the best counts)",
          .min = 1, .max = INT32_MAX},
+        {"--read-mb", NULL, MOE_FLAG_INT, &read_mb, "MB",
+         .help = "memory the read-bandwidth loop sums at batch 1 (0: skip it)", .min = 0,
+         .max = 1 << 16},
         {.include = run},
         {0}};
     const moe_flagset fs = cmd_flagset(cmd, bench_about, flags);
@@ -577,7 +584,16 @@ int cmd_bench(const moectl_cmd *cmd, int argc, char **argv) {
                                    : "fast",
                ab);
         /* batch 1 reads every active weight once per token */
-        if (B == 1) printf(", \"decode_weight_gb_s\": %.2f", best_dec * (double)ab / 1e9);
+        if (B == 1) {
+            const double wgb = best_dec * (double)ab / 1e9;
+            printf(", \"decode_weight_gb_s\": %.2f", wgb);
+            moe_pool *pool = NULL;
+            const double rgb = read_mb > 0 && moe_pool_create(&pool, o.n_threads) == 0
+                                   ? moe_read_bandwidth(pool, (size_t)read_mb << 20, 3)
+                                   : 0;
+            moe_pool_destroy(pool);
+            if (rgb > 0) printf(", \"read_gb_s\": %.2f, \"read_fraction\": %.3f", rgb, wgb / rgb);
+        }
         print_dropped(&o, c);
         print_remote_to(stdout, &o);
         printf("}\n");

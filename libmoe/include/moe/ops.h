@@ -108,6 +108,15 @@ void moe_op_quantize(const moe_cpu_kernels *k, moe_dtype wt, const float *x, voi
 void moe_op_matmul(const moe_cpu_kernels *k, moe_pool *pool, moe_dtype wt, const void *W, int64_t m,
                    int64_t kdim, const void *Xq, int64_t nb, float *Y, int64_t ldy);
 
+/* The machine's memory read bandwidth in GB/s with the pool's threads (pool
+ * may be NULL: one thread): a plain loop summing `bytes` (make it much
+ * larger than the caches, e.g. 256 MB) of freshly written memory, best of
+ * `reps` passes. The yardstick for decode at batch 1, which reads every
+ * active weight once per token. 0 if the buffer cannot be allocated. */
+double moe_read_bandwidth(moe_pool *pool, size_t bytes, int reps);
+/* Threads whose partial sums moe_read_bandwidth keeps (more still read). */
+#define MOE_READ_MAX_THREADS 64
+
 /* ---- Elementwise / row ops (single-threaded, one row) ---------------------- */
 
 /* y = x / sqrt(mean(x^2) + eps) * w; w may be NULL (no weight). The sum of
