@@ -93,4 +93,18 @@ static inline float test_rand_f32(uint64_t *s) {
     return (float)((test_rand_u64(s) >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
 }
 
+/* malloc that fails the test when out of memory (0 bytes gives 1). */
+static inline void *test_xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) TEST_FAIL("out of memory");
+    return p;
+}
+
+/* n floats uniform in [-scale, scale), from test_rand_f32. */
+static inline float *test_rand_vec(uint64_t *s, int64_t n, float scale) {
+    float *v = test_xmalloc((size_t)n * sizeof *v);
+    for (int64_t i = 0; i < n; i++) v[i] = test_rand_f32(s) * scale;
+    return v;
+}
+
 #endif

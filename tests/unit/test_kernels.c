@@ -1,7 +1,7 @@
 /*
  * tests/unit/test_kernels.c - every SIMD level the CPU has against the scalar
- * table and double-precision references; the row ops against hand and double
- * references (moe/ops.h).
+ * table and double-precision references (moe/ops.h); the row ops are in
+ * test_rowops.c.
  *
  * Tolerances: a gemm output may differ from the scalar table's (and from the
  * double reference over the dequantised inputs) by float reassociation only:
@@ -26,18 +26,6 @@
 
 static const moe_dtype all_types[] = {MOE_DTYPE_F32, MOE_DTYPE_F16, MOE_DTYPE_BF16, MOE_DTYPE_Q8_0};
 #define N_TYPES 4
-
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) TEST_FAIL("out of memory");
-    return p;
-}
-
-static float *rand_vec(uint64_t *s, int64_t n, float scale) {
-    float *v = xmalloc((size_t)n * sizeof *v);
-    for (int64_t i = 0; i < n; i++) v[i] = test_rand_f32(s) * scale;
-    return v;
-}
 
 /* ==== Levels =============================================================== */
 
@@ -80,7 +68,7 @@ TEST(kernels_env_override) {
 
 /* Inputs with rounding ties, zeros, tiny and large values. */
 static float *special_input(uint64_t *s, int64_t n) {
-    float *x = rand_vec(s, n, 3.0f);
+    float *x = test_rand_vec(s, n, 3.0f);
     /* block 0: amax 127 -> id 1, so x * id hits .5 ties exactly */
     const float ties[] = {127.0f, 2.5f, -2.5f, 3.5f, 0.5f, -0.5f, 1.5f, -126.5f};
     for (int i = 0; i < 8 && i < n; i++) x[i] = ties[i];
@@ -104,7 +92,7 @@ TEST(kernels_from_f32_exact_across_levels) {
         for (int ti = 0; ti < N_TYPES; ti++) {
             const moe_dtype dt = all_types[ti];
             const size_t rb = moe_dtype_row_bytes(dt, n);
-            unsigned char *ref = xmalloc(rb), *got = xmalloc(rb);
+            unsigned char *ref = test_xmalloc(rb), *got = test_xmalloc(rb);
             ks->from_f32(dt, x, ref, n);
             for (int l = 1; l < MOE_CPU_LEVEL_COUNT; l++) {
                 const moe_cpu_kernels *k = moe_cpu_kernels_get((moe_cpu_level)l);
@@ -134,12 +122,12 @@ TEST(kernels_from_f32_matches_scalar_conversions) {
     for (int l = 0; l < MOE_CPU_LEVEL_COUNT; l++) {
         const moe_cpu_kernels *k = moe_cpu_kernels_get((moe_cpu_level)l);
         if (!k) continue;
-        uint16_t *h = xmalloc((size_t)n * 2);
+        uint16_t *h = test_xmalloc((size_t)n * 2);
         k->from_f32(MOE_DTYPE_F16, x, h, n);
         for (int64_t i = 0; i < n; i++) ASSERT_EQ_INT(h[i], moe_f32_to_f16(x[i]));
         k->from_f32(MOE_DTYPE_BF16, x, h, n);
         for (int64_t i = 0; i < n; i++) ASSERT_EQ_INT(h[i], moe_f32_to_bf16(x[i]));
-        float *f = xmalloc((size_t)n * 4);
+        float *f = test_xmalloc((size_t)n * 4);
         k->from_f32(MOE_DTYPE_F32, x, f, n);
         ASSERT(memcmp(f, x, (size_t)n * 4) == 0);
         free(f);
@@ -185,12 +173,12 @@ TEST(kernels_q8_0_activation_formula) {
 TEST(kernels_quantize_rows) {
     uint64_t seed = 99;
     const int64_t n = 96, rows = 3;
-    float *x = rand_vec(&seed, n * rows, 2.0f);
+    float *x = test_rand_vec(&seed, n * rows, 2.0f);
     const moe_cpu_kernels *k = moe_cpu_kernels_best();
     for (int ti = 0; ti < N_TYPES; ti++) {
         const moe_dtype wt = all_types[ti];
         const size_t rb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), n);
-        unsigned char *a = xmalloc(rb * rows), *b = xmalloc(rb * rows);
+        unsigned char *a = test_xmalloc(rb * rows), *b = test_xmalloc(rb * rows);
         moe_op_quantize(k, wt, x, a, rows, n);
         for (int64_t r = 0; r < rows; r++)
             k->from_f32(moe_dtype_dot_type(wt), x + r * n, b + r * rb, n);
@@ -228,19 +216,19 @@ static void gemm_data_init(gemm_data *g, moe_dtype wt, int64_t k, int64_t m, int
     g->k = k;
     g->m = m;
     g->nb = nb;
-    float *w = rand_vec(&seed, m * k, 1.0f);
+    float *w = test_rand_vec(&seed, m * k, 1.0f);
     /* rows with different magnitudes, so block scales differ */
     for (int64_t r = 0; r < m; r++)
         for (int64_t i = 0; i < k; i++) w[r * k + i] *= 0.25f + (float)(r % 5);
     const size_t wrb = moe_dtype_row_bytes(wt, k);
-    g->W = xmalloc(wrb * (size_t)m);
-    g->Wf = xmalloc((size_t)(m * k) * sizeof(float));
+    g->W = test_xmalloc(wrb * (size_t)m);
+    g->Wf = test_xmalloc((size_t)(m * k) * sizeof(float));
     for (int64_t r = 0; r < m; r++) {
         moe_dtype_from_f32(wt, w + r * k, (char *)g->W + r * wrb, k);
         moe_dtype_to_f32(wt, (char *)g->W + r * wrb, g->Wf + r * k, k);
     }
     free(w);
-    g->xf = rand_vec(&seed, nb * k, 2.0f);
+    g->xf = test_rand_vec(&seed, nb * k, 2.0f);
 }
 
 static void gemm_data_free(gemm_data *g) {
@@ -252,7 +240,7 @@ static void gemm_data_free(gemm_data *g) {
 /* y = level k's gemm; also checks that nothing outside the output was written. */
 static float *run_gemm(const moe_cpu_kernels *k, const gemm_data *g, void *xq, const gemm_case *c) {
     const size_t ny = (size_t)(c->nb * c->ldy);
-    float *y = xmalloc(ny * sizeof(float));
+    float *y = test_xmalloc(ny * sizeof(float));
     const float sentinel = -12345.0f;
     for (size_t i = 0; i < ny; i++) y[i] = sentinel;
     k->gemm(g->wt, g->k, g->W, c->r0, c->r1, xq, c->nb, y, c->ldy);
@@ -277,10 +265,10 @@ static void check_gemm_type(moe_dtype wt) {
         gemm_data g;
         gemm_data_init(&g, wt, c->k, c->m, c->nb, 1000 + ci);
         const size_t xrb = moe_dtype_row_bytes(dt, c->k);
-        void *xq = xmalloc(xrb * (size_t)c->nb);
+        void *xq = test_xmalloc(xrb * (size_t)c->nb);
         /* the scalar quantiser: the blocks are identical at every level */
         moe_op_quantize(ks, wt, g.xf, xq, c->nb, c->k);
-        float *xd = xmalloc((size_t)(c->nb * c->k) * sizeof(float));
+        float *xd = test_xmalloc((size_t)(c->nb * c->k) * sizeof(float));
         for (int64_t b = 0; b < c->nb; b++)
             moe_dtype_to_f32(dt, (char *)xq + b * xrb, xd + b * c->k, c->k);
 
@@ -345,9 +333,10 @@ TEST(kernels_gemm_subranges_consistent) {
             gemm_data g;
             gemm_data_init(&g, wt, k, m, nb, 4242 + ti);
             const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
-            void *xq = xmalloc(xrb * nb);
+            void *xq = test_xmalloc(xrb * nb);
             moe_op_quantize(kt, wt, g.xf, xq, nb, k);
-            float *full = xmalloc(sizeof(float) * m * nb), *part = xmalloc(sizeof(float) * m * nb);
+            float *full = test_xmalloc(sizeof(float) * m * nb),
+                  *part = test_xmalloc(sizeof(float) * m * nb);
             kt->gemm(wt, k, g.W, 0, m, xq, nb, full, m);
             /* uneven row pieces, and the batch in pieces of 1..4 */
             const int64_t cuts[] = {0, 3, 4, 17, 18, 35, 45};
@@ -408,12 +397,12 @@ TEST(kernels_q8_0_gemm_bitexact_ggml_x86) {
         gemm_data g;
         gemm_data_init(&g, MOE_DTYPE_Q8_0, k, m, nb, 900 + si);
         const size_t rb = moe_dtype_row_bytes(MOE_DTYPE_Q8_0, k);
-        void *xq = xmalloc(rb * nb);
+        void *xq = test_xmalloc(rb * nb);
         moe_op_quantize(moe_cpu_kernels_get(MOE_CPU_SCALAR), MOE_DTYPE_Q8_0, g.xf, xq, nb, k);
         for (int l = MOE_CPU_AVX2; l < MOE_CPU_LEVEL_COUNT; l++) {
             const moe_cpu_kernels *kt = moe_cpu_kernels_get((moe_cpu_level)l);
             if (!kt) continue;
-            float *y = xmalloc(sizeof(float) * m * nb);
+            float *y = test_xmalloc(sizeof(float) * m * nb);
             kt->gemm(MOE_DTYPE_Q8_0, k, g.W, r0, r1, xq, nb, y, m);
             for (int64_t b = 0; b < nb; b++)
                 for (int64_t r = r0; r < r1; r++) {
@@ -449,11 +438,11 @@ TEST(kernels_matmul_pool_matches_single_thread) {
                 gemm_data g;
                 gemm_data_init(&g, wt, k, m, nb, 77 + si);
                 const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
-                void *xq = xmalloc(xrb * nb);
+                void *xq = test_xmalloc(xrb * nb);
                 moe_op_quantize(kt, wt, g.xf, xq, nb, k);
-                float *y1 = xmalloc(sizeof(float) * ldy * nb),
-                      *y2 = xmalloc(sizeof(float) * ldy * nb);
-                float *yg = xmalloc(sizeof(float) * ldy * nb);
+                float *y1 = test_xmalloc(sizeof(float) * ldy * nb),
+                      *y2 = test_xmalloc(sizeof(float) * ldy * nb);
+                float *yg = test_xmalloc(sizeof(float) * ldy * nb);
                 memset(y1, 0, sizeof(float) * ldy * nb);
                 memset(y2, 0, sizeof(float) * ldy * nb);
                 memset(yg, 0, sizeof(float) * ldy * nb);
@@ -484,7 +473,7 @@ TEST(kernels_dot_axpy_f32) {
     uint64_t seed = 5;
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
         const int64_t n = sizes[si];
-        float *a = rand_vec(&seed, n, 1.0f), *b = rand_vec(&seed, n, 1.0f);
+        float *a = test_rand_vec(&seed, n, 1.0f), *b = test_rand_vec(&seed, n, 1.0f);
         double ref = 0.0, mag = 0.0;
         for (int64_t i = 0; i < n; i++) {
             ref += (double)a[i] * b[i];
@@ -494,7 +483,8 @@ TEST(kernels_dot_axpy_f32) {
             const moe_cpu_kernels *k = moe_cpu_kernels_get((moe_cpu_level)l);
             if (!k) continue;
             ASSERT_NEAR(k->dot_f32(n, a, b), ref, GEMM_RTOL * mag + 1e-30);
-            float *y = rand_vec(&seed, n + 1, 1.0f), *y0 = xmalloc(sizeof(float) * (n + 1));
+            float *y = test_rand_vec(&seed, n + 1, 1.0f),
+                  *y0 = test_xmalloc(sizeof(float) * (n + 1));
             memcpy(y0, y, sizeof(float) * (n + 1));
             k->axpy_f32(n, 0.75f, a, y);
             for (int64_t i = 0; i < n; i++)
@@ -519,12 +509,12 @@ TEST(kernels_attention_loops_match_per_row) {
     for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
         for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
             const int64_t n = ns[ni], m = ms[mi], ld = n * 2 + 16;
-            float *a = rand_vec(&seed, n, 1.0f), *B = rand_vec(&seed, ld * m, 1.0f);
-            float *s = rand_vec(&seed, m, 1.0f);
-            float *o1 = xmalloc(sizeof(float) * (size_t)m),
-                  *o2 = xmalloc(sizeof(float) * (size_t)m);
-            float *y1 = xmalloc(sizeof(float) * (size_t)(n + 1));
-            float *y2 = xmalloc(sizeof(float) * (size_t)(n + 1));
+            float *a = test_rand_vec(&seed, n, 1.0f), *B = test_rand_vec(&seed, ld * m, 1.0f);
+            float *s = test_rand_vec(&seed, m, 1.0f);
+            float *o1 = test_xmalloc(sizeof(float) * (size_t)m),
+                  *o2 = test_xmalloc(sizeof(float) * (size_t)m);
+            float *y1 = test_xmalloc(sizeof(float) * (size_t)(n + 1));
+            float *y2 = test_xmalloc(sizeof(float) * (size_t)(n + 1));
             for (int l = 0; l < MOE_CPU_LEVEL_COUNT; l++) {
                 const moe_cpu_kernels *k = moe_cpu_kernels_get((moe_cpu_level)l);
                 if (!k) continue;
@@ -549,225 +539,6 @@ TEST(kernels_attention_loops_match_per_row) {
             free(y1);
             free(y2);
         }
-}
-
-/* ==== Row ops ============================================================== */
-
-TEST(kernels_rmsnorm) {
-    uint64_t seed = 11;
-    const int64_t n = 1024;
-    float *x = rand_vec(&seed, n, 3.0f), *w = rand_vec(&seed, n, 1.0f);
-    float *y = xmalloc(sizeof(float) * n);
-    const float eps = 1e-5f;
-    double ss = 0.0;
-    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    const double scale = 1.0 / sqrt(ss / n + eps);
-    moe_op_rmsnorm(x, w, n, eps, y);
-    for (int64_t i = 0; i < n; i++) ASSERT_NEAR(y[i], x[i] * scale * w[i], 1e-6 * (1 + fabs(y[i])));
-    moe_op_rmsnorm(x, NULL, n, eps, y);
-    for (int64_t i = 0; i < n; i++) ASSERT_NEAR(y[i], x[i] * scale, 1e-6 * (1 + fabs(y[i])));
-    /* in place gives the same bits */
-    float *z = xmalloc(sizeof(float) * n);
-    memcpy(z, x, sizeof(float) * n);
-    moe_op_rmsnorm(x, w, n, eps, y);
-    moe_op_rmsnorm(z, w, n, eps, z);
-    ASSERT(memcmp(y, z, sizeof(float) * n) == 0);
-    /* hand case: x = (3, 4), eps 0: rms = sqrt(12.5) */
-    const float h[2] = {3.0f, 4.0f};
-    float hy[2];
-    moe_op_rmsnorm(h, NULL, 2, 0.0f, hy);
-    ASSERT_NEAR(hy[0], 3.0 / sqrt(12.5), 1e-6);
-    ASSERT_NEAR(hy[1], 4.0 / sqrt(12.5), 1e-6);
-    free(x);
-    free(w);
-    free(y);
-    free(z);
-}
-
-TEST(kernels_softmax) {
-    float x[5] = {1.0f, 2.0f, 3.0f, 4.0f, 1000.0f};
-    moe_op_softmax(x, 4);
-    const double e[4] = {exp(1.0), exp(2.0), exp(3.0), exp(4.0)};
-    const double s = e[0] + e[1] + e[2] + e[3];
-    for (int i = 0; i < 4; i++) ASSERT_NEAR(x[i], e[i] / s, 1e-7);
-    ASSERT(x[4] == 1000.0f); /* n respected */
-    /* huge logits: no overflow, the max subtracted */
-    float big[3] = {1000.0f, 1001.0f, 999.0f};
-    moe_op_softmax(big, 3);
-    const double eb[3] = {exp(-1.0), 1.0, exp(-2.0)};
-    const double sb = eb[0] + eb[1] + eb[2];
-    for (int i = 0; i < 3; i++) ASSERT_NEAR(big[i], eb[i] / sb, 1e-7);
-    /* -inf entries get 0 */
-    float m[3] = {0.0f, -INFINITY, 0.0f};
-    moe_op_softmax(m, 3);
-    ASSERT_NEAR(m[0], 0.5, 1e-7);
-    ASSERT(m[1] == 0.0f);
-    uint64_t seed = 3;
-    float *r = rand_vec(&seed, 257, 10.0f);
-    moe_op_softmax(r, 257);
-    double sum = 0.0;
-    for (int i = 0; i < 257; i++) sum += r[i];
-    ASSERT_NEAR(sum, 1.0, 1e-5);
-    free(r);
-}
-
-TEST(kernels_swiglu) {
-    uint64_t seed = 21;
-    const int64_t n = 300;
-    float *g = rand_vec(&seed, n, 8.0f), *u = rand_vec(&seed, n, 2.0f);
-    float *y = xmalloc(sizeof(float) * n);
-    moe_op_swiglu(g, u, y, n);
-    for (int64_t i = 0; i < n; i++) {
-        const double ref = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
-        ASSERT_NEAR(y[i], ref, 1e-6 * (1 + fabs(ref)));
-    }
-    /* y aliasing g, then u */
-    float *g2 = xmalloc(sizeof(float) * n), *u2 = xmalloc(sizeof(float) * n);
-    memcpy(g2, g, sizeof(float) * n);
-    memcpy(u2, u, sizeof(float) * n);
-    moe_op_swiglu(g2, u, g2, n);
-    ASSERT(memcmp(g2, y, sizeof(float) * n) == 0);
-    moe_op_swiglu(g, u2, u2, n);
-    ASSERT(memcmp(u2, y, sizeof(float) * n) == 0);
-    float z = 0.0f, one = 1.0f, out;
-    moe_op_swiglu(&z, &one, &out, 1);
-    ASSERT(out == 0.0f);
-    free(g);
-    free(u);
-    free(y);
-    free(g2);
-    free(u2);
-}
-
-/* Double reference of a rope without YaRN, for one head. */
-static void rope_ref(const float *x, double *y, int head_dim, int n_rot, int neox, double base,
-                     double freq_scale, int64_t pos) {
-    for (int i = 0; i < head_dim; i++) y[i] = x[i];
-    for (int i = 0; i < n_rot / 2; i++) {
-        const double th = freq_scale * (double)pos * pow(base, -2.0 * i / n_rot);
-        const int a = neox ? i : 2 * i, b = neox ? i + n_rot / 2 : 2 * i + 1;
-        y[a] = x[a] * cos(th) - x[b] * sin(th);
-        y[b] = x[a] * sin(th) + x[b] * cos(th);
-    }
-}
-
-TEST(kernels_rope_normal_vs_neox) {
-    /* head_dim 8, n_rot 4 (partial): dims 4..7 pass through */
-    const float x[16] = {1, 2, 3, 4, 5, 6, 7, 8, -1, 0.5f, 2, -3, 4, 0, 1, 9};
-    for (int neox = 0; neox < 2; neox++) {
-        moe_rope r;
-        moe_rope_init(&r, 4, neox, 10000.0f);
-        float y[16];
-        memcpy(y, x, sizeof y);
-        moe_op_rope(&r, y, 2, 8, 3);
-        for (int h = 0; h < 2; h++) {
-            double ref[8];
-            rope_ref(x + 8 * h, ref, 8, 4, neox, 10000.0, 1.0, 3);
-            for (int i = 0; i < 8; i++)
-                ASSERT_NEAR(y[8 * h + i], ref[i], 2e-6 * (1 + fabs(ref[i])));
-            for (int i = 4; i < 8; i++) ASSERT(y[8 * h + i] == x[8 * h + i]);
-        }
-    }
-    /* hand values, pos 1, n_rot 2, head_dim 2: rotation by 1 radian */
-    moe_rope r;
-    moe_rope_init(&r, 2, 0, 10000.0f);
-    float v[2] = {1.0f, 0.0f};
-    moe_op_rope(&r, v, 1, 2, 1);
-    ASSERT_NEAR(v[0], cos(1.0), 1e-7);
-    ASSERT_NEAR(v[1], sin(1.0), 1e-7);
-    /* normal pairs (0,1); neox pairs (0,2) differ on a 4-dim head */
-    float a[4] = {1, 0, 0, 0}, b[4] = {1, 0, 0, 0};
-    moe_rope_init(&r, 4, 0, 10000.0f);
-    moe_op_rope(&r, a, 1, 4, 1);
-    moe_rope_init(&r, 4, 1, 10000.0f);
-    moe_op_rope(&r, b, 1, 4, 1);
-    ASSERT_NEAR(a[1], sin(1.0), 1e-7); /* partner of dim 0 is dim 1 */
-    ASSERT(a[2] == 0.0f);
-    ASSERT(b[1] == 0.0f); /* partner of dim 0 is dim 2 */
-    ASSERT_NEAR(b[2], sin(1.0), 1e-7);
-}
-
-TEST(kernels_rope_position_zero_is_identity) {
-    uint64_t seed = 8;
-    float *x = rand_vec(&seed, 4 * 64, 3.0f), *y = xmalloc(sizeof(float) * 4 * 64);
-    for (int neox = 0; neox < 2; neox++) {
-        memcpy(y, x, sizeof(float) * 4 * 64);
-        moe_rope r;
-        moe_rope_init(&r, 64, neox, 500000.0f);
-        moe_op_rope(&r, y, 4, 64, 0);
-        ASSERT(memcmp(x, y, sizeof(float) * 4 * 64) == 0);
-    }
-    free(x);
-    free(y);
-}
-
-TEST(kernels_rope_long_head) {
-    uint64_t seed = 9;
-    const int hd = 128;
-    float *x = rand_vec(&seed, 3 * hd, 1.0f), *y = xmalloc(sizeof(float) * 3 * hd);
-    for (int neox = 0; neox < 2; neox++) {
-        memcpy(y, x, sizeof(float) * 3 * hd);
-        moe_rope r;
-        moe_rope_init(&r, 96, neox, 10000.0f);
-        r.freq_scale = 0.5f; /* linear scaling */
-        moe_op_rope(&r, y, 3, hd, 37);
-        for (int h = 0; h < 3; h++) {
-            double ref[128];
-            rope_ref(x + h * hd, ref, hd, 96, neox, 10000.0, 0.5, 37);
-            /* theta is built by repeated float multiplication, as ggml */
-            for (int i = 0; i < hd; i++) ASSERT_NEAR(y[h * hd + i], ref[i], 2e-5);
-        }
-    }
-    free(x);
-    free(y);
-}
-
-TEST(kernels_rope_yarn) {
-    /* n_rot 64, base 1e4, n_ctx_orig 4096, beta 32/1: corr dims [10, 23]. */
-    const int nd = 64;
-    const double base = 10000.0, fs = 0.25, ext = 1.0, attn = 1.0;
-    moe_rope r;
-    moe_rope_init(&r, nd, 1, (float)base);
-    r.freq_scale = (float)fs;
-    r.ext_factor = (float)ext;
-    r.attn_factor = (float)attn;
-    r.beta_fast = 32.0f;
-    r.beta_slow = 1.0f;
-    r.n_ctx_orig = 4096;
-    const double low = floor(nd * log(4096 / (32 * 2 * M_PI)) / (2 * log(base)));
-    const double high = ceil(nd * log(4096 / (1 * 2 * M_PI)) / (2 * log(base)));
-    ASSERT_NEAR(low, 10, 0);
-    ASSERT_NEAR(high, 23, 0);
-    const double mscale = attn * (1.0 + 0.1 * log(1.0 / fs));
-
-    /* position 0: no rotation, only the magnitude scale */
-    float x0[64];
-    for (int i = 0; i < nd; i++) x0[i] = (float)(i + 1);
-    moe_op_rope(&r, x0, 1, nd, 0);
-    for (int i = 0; i < nd; i++) ASSERT_NEAR(x0[i], (i + 1) * mscale, 1e-5 * (i + 1));
-
-    /* position 7: per pair, theta mixes extrapolated and interpolated */
-    const int64_t pos = 7;
-    float x[64];
-    uint64_t seed = 31;
-    for (int i = 0; i < nd; i++) x[i] = test_rand_f32(&seed);
-    float y[64];
-    memcpy(y, x, sizeof y);
-    moe_op_rope(&r, y, 1, nd, pos);
-    for (int i = 0; i < nd / 2; i++) {
-        const double extrap = (double)pos * pow(base, -2.0 * i / nd);
-        const double interp = fs * extrap;
-        double ramp = (i - low) / fmax(0.001, high - low);
-        ramp = 1.0 - fmin(1.0, fmax(0.0, ramp));
-        const double mix = ramp * ext;
-        const double th = interp * (1 - mix) + extrap * mix;
-        if (i <= 10) ASSERT_NEAR(th, extrap, 1e-12); /* below the ramp: unscaled */
-        if (i >= 23) ASSERT_NEAR(th, interp, 1e-12); /* above: interpolated */
-        const double c = cos(th) * mscale, s = sin(th) * mscale;
-        const double ya = x[i] * c - x[i + nd / 2] * s, yb = x[i] * s + x[i + nd / 2] * c;
-        ASSERT_NEAR(y[i], ya, 2e-5);
-        ASSERT_NEAR(y[i + nd / 2], yb, 2e-5);
-    }
 }
 
 /* ==== Bit for bit with llama.cpp's prebuilt CPU backend ==================== */
@@ -810,8 +581,8 @@ static int ggml_compare_level(void *h, const moe_cpu_kernels *k, int row_ops) {
     const int64_t ks[] = {32, 96, 1024, 1056};
     uint64_t seed = 2024;
     int checked = 0;
-    float *w = xmalloc(1056 * 4), *x = xmalloc(1056 * 4), *z = xmalloc(1056 * 4);
-    char *wq = xmalloc(1056 * 4), *xq = xmalloc(1056 * 4), *rq = xmalloc(1056 * 4);
+    float *w = test_xmalloc(1056 * 4), *x = test_xmalloc(1056 * 4), *z = test_xmalloc(1056 * 4);
+    char *wq = test_xmalloc(1056 * 4), *xq = test_xmalloc(1056 * 4), *rq = test_xmalloc(1056 * 4);
     for (int d = 0; d < 4; d++) {
         ggml_vdot_fn f = (ggml_vdot_fn)dlsym(h, dots[d].sym);
         if (!f) continue;

@@ -16,12 +16,6 @@
 
 #include "cpu/kernels.h" /* moe__cpu_use_amx */
 
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) TEST_FAIL("out of memory");
-    return p;
-}
-
 /* Random Q8_0 rows: quants over the whole int8 range (-128 included) and
  * scales of different magnitudes per block, some zero. */
 static void rand_q8_rows(uint64_t *s, moe_block_q8_0 *b, int64_t nblocks) {
@@ -63,7 +57,7 @@ static float *run(void (*gemm)(moe_dtype, int64_t, const void *, int64_t, int64_
                                int64_t, float *, int64_t),
                   const void *W, const void *X, const fcase *c) {
     const size_t ny = (size_t)(c->nb * c->ldy);
-    float *y = xmalloc(ny * sizeof *y);
+    float *y = test_xmalloc(ny * sizeof *y);
     for (size_t i = 0; i < ny; i++) y[i] = -7.0f;
     gemm(MOE_DTYPE_Q8_0, c->k, W, c->r0, c->r1, X, c->nb, y, c->ldy);
     for (int64_t b = 0; b < c->nb; b++)
@@ -90,8 +84,8 @@ TEST(kernels_fast_bitexact_every_level) {
     for (size_t ci = 0; ci < sizeof fcases / sizeof fcases[0]; ci++) {
         const fcase *c = &fcases[ci];
         const int64_t nblk = c->k / MOE_QK8_0;
-        moe_block_q8_0 *W = xmalloc((size_t)(c->m * nblk) * sizeof *W);
-        moe_block_q8_0 *X = xmalloc((size_t)(c->nb * nblk) * sizeof *X);
+        moe_block_q8_0 *W = test_xmalloc((size_t)(c->m * nblk) * sizeof *W);
+        moe_block_q8_0 *X = test_xmalloc((size_t)(c->nb * nblk) * sizeof *X);
         rand_q8_rows(&seed, W, c->m * nblk);
         rand_q8_rows(&seed, X, c->nb * nblk);
         /* the extreme sums: -128 * -128 over a whole block (2^19), then -128 * 127 */
@@ -101,7 +95,7 @@ TEST(kernels_fast_bitexact_every_level) {
             memset(W[i].qs, 0x80, MOE_QK8_0);
         for (int64_t i = nblk - 1; nblk > 1 && i < c->nb * nblk; i += nblk)
             memset(X[i].qs, 0x7f, MOE_QK8_0);
-        float *ref = xmalloc((size_t)(c->nb * c->ldy) * sizeof *ref);
+        float *ref = test_xmalloc((size_t)(c->nb * c->ldy) * sizeof *ref);
         for (int64_t b = 0; b < c->nb; b++)
             for (int64_t r = c->r0; r < c->r1; r++)
                 ref[b * c->ldy + r] = ref_fast(nblk, W + r * nblk, X + b * nblk);
@@ -137,7 +131,8 @@ TEST(kernels_fast_table_switches_at_min_rows) {
     uint64_t seed = 99;
     for (int64_t nb = 1; nb <= 5; nb++) {
         const fcase c = {1024, 32, 0, 32, nb, 32};
-        moe_block_q8_0 *W = xmalloc(32 * 32 * sizeof *W), *X = xmalloc((size_t)nb * 32 * sizeof *X);
+        moe_block_q8_0 *W = test_xmalloc(32 * 32 * sizeof *W),
+                       *X = test_xmalloc((size_t)nb * 32 * sizeof *X);
         rand_q8_rows(&seed, W, 32 * 32);
         rand_q8_rows(&seed, X, nb * 32);
         float *y = run(fast->gemm, W, X, &c);
@@ -156,11 +151,11 @@ TEST(kernels_fast_close_to_exact) {
     const moe_cpu_kernels *best = moe_cpu_kernels_best();
     uint64_t seed = 7;
     const int64_t k = 2816, m = 48, nb = 9, nblk = k / MOE_QK8_0;
-    float *wf = xmalloc((size_t)(k * m) * 4), *xf = xmalloc((size_t)(k * nb) * 4);
+    float *wf = test_xmalloc((size_t)(k * m) * 4), *xf = test_xmalloc((size_t)(k * nb) * 4);
     for (int64_t i = 0; i < k * m; i++) wf[i] = test_rand_f32(&seed) * (1.0f + (float)(i % 7));
     for (int64_t i = 0; i < k * nb; i++) xf[i] = test_rand_f32(&seed) * 3.0f;
-    moe_block_q8_0 *W = xmalloc((size_t)(m * nblk) * sizeof *W);
-    moe_block_q8_0 *X = xmalloc((size_t)(nb * nblk) * sizeof *X);
+    moe_block_q8_0 *W = test_xmalloc((size_t)(m * nblk) * sizeof *W);
+    moe_block_q8_0 *X = test_xmalloc((size_t)(nb * nblk) * sizeof *X);
     moe_op_quantize(best, MOE_DTYPE_Q8_0, wf, W, m, k);
     moe_op_quantize(best, MOE_DTYPE_Q8_0, xf, X, nb, k);
     const fcase c = {k, m, 0, m, nb, m};

@@ -36,16 +36,10 @@ static const moe_dtype qtypes[] = {
 };
 #define N_QTYPES (sizeof qtypes / sizeof qtypes[0])
 
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) TEST_FAIL("out of memory");
-    return p;
-}
-
 /* Values of varied magnitude: each group of 32 scaled differently, a few
  * outliers, an all-zero group. */
 static float *quant_input(uint64_t *s, int64_t n) {
-    float *x = xmalloc((size_t)n * sizeof *x);
+    float *x = test_xmalloc((size_t)n * sizeof *x);
     for (int64_t i = 0; i < n; i++) {
         const float g = 0.1f + (float)((i / 32) % 7);
         x[i] = test_rand_f32(s) * g;
@@ -115,8 +109,8 @@ static void roundtrip(moe_dtype t, double max_rel, double rms_rel) {
     uint64_t seed = 4242 + (uint64_t)t;
     const int64_t n = 256 * 6;
     float *x = quant_input(&seed, n);
-    float *y = xmalloc((size_t)n * sizeof *y);
-    void *q = xmalloc(moe_dtype_row_bytes(t, n));
+    float *y = test_xmalloc((size_t)n * sizeof *y);
+    void *q = test_xmalloc(moe_dtype_row_bytes(t, n));
     moe_dtype_from_f32(t, x, q, n);
     moe_dtype_to_f32(t, q, y, n);
     double worst = 0.0, e2 = 0.0, x2 = 0.0;
@@ -314,17 +308,17 @@ static void check_gemm(moe_dtype wt) {
         uint64_t seed = 77 + (uint64_t)si * 13 + (uint64_t)wt;
         float *wf = quant_input(&seed, m * k), *xf = quant_input(&seed, nb * k);
         const size_t wrb = moe_dtype_row_bytes(wt, k), xrb = moe_dtype_row_bytes(dt, k);
-        char *W = xmalloc(wrb * (size_t)m), *X = xmalloc(xrb * (size_t)nb);
-        float *wd = xmalloc(sizeof(float) * (size_t)(m * k)),
-              *xd = xmalloc(sizeof(float) * (size_t)(nb * k));
+        char *W = test_xmalloc(wrb * (size_t)m), *X = test_xmalloc(xrb * (size_t)nb);
+        float *wd = test_xmalloc(sizeof(float) * (size_t)(m * k)),
+              *xd = test_xmalloc(sizeof(float) * (size_t)(nb * k));
         for (int64_t r = 0; r < m; r++) {
             moe_dtype_from_f32(wt, wf + r * k, W + r * wrb, k);
             moe_dtype_to_f32(wt, W + r * wrb, wd + r * k, k);
         }
         moe_op_quantize(ks, wt, xf, X, nb, k);
         for (int64_t b = 0; b < nb; b++) moe_dtype_to_f32(dt, X + b * xrb, xd + b * k, k);
-        float *ys = xmalloc(sizeof(float) * (size_t)(m * nb)),
-              *y = xmalloc(sizeof(float) * (size_t)(m * nb));
+        float *ys = test_xmalloc(sizeof(float) * (size_t)(m * nb)),
+              *y = test_xmalloc(sizeof(float) * (size_t)(m * nb));
         float *y2 = NULL;
         ks->gemm(wt, k, W, 0, m, X, nb, ys, m);
         for (int l = 1; l < MOE_CPU_LEVEL_COUNT; l++) {
@@ -333,7 +327,7 @@ static void check_gemm(moe_dtype wt) {
             /* in two row ranges, and whole: a row's result does not depend on
              * which rows share its call (the kernels group rows by 8, 4, 1) */
             kt->gemm(wt, k, W, 0, m, X, nb, y, m);
-            float *yw = xmalloc(sizeof(float) * (size_t)(m * nb));
+            float *yw = test_xmalloc(sizeof(float) * (size_t)(m * nb));
             memcpy(yw, y, sizeof(float) * (size_t)(m * nb));
             kt->gemm(wt, k, W, 0, m / 2, X, nb, y, m);
             kt->gemm(wt, k, W, m / 2, m, X, nb, y, m);
@@ -356,7 +350,7 @@ static void check_gemm(moe_dtype wt) {
                 TEST_FAIL("%s %s k=%lld: avx512 differs from avx2", kt->name, moe_dtype_name(wt),
                           (long long)k);
             if (!y2) {
-                y2 = xmalloc(sizeof(float) * (size_t)(m * nb));
+                y2 = test_xmalloc(sizeof(float) * (size_t)(m * nb));
                 memcpy(y2, y, sizeof(float) * (size_t)(m * nb));
             }
         }
@@ -427,11 +421,11 @@ TEST(quant_matmul_threads) {
         if (k % (int64_t)moe_dtype_block_elems(wt) || !moe_dtype_supported(wt)) continue;
         const size_t wrb = moe_dtype_row_bytes(wt, k),
                      xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
-        char *W = xmalloc(wrb * (size_t)m), *X = xmalloc(xrb * (size_t)nb);
+        char *W = test_xmalloc(wrb * (size_t)m), *X = test_xmalloc(xrb * (size_t)nb);
         for (int64_t r = 0; r < m; r++) moe_dtype_from_f32(wt, wf + r * k, W + r * wrb, k);
         moe_op_quantize(kt, wt, xf, X, nb, k);
-        float *a = xmalloc(sizeof(float) * (size_t)(m * nb)),
-              *c = xmalloc(sizeof(float) * (size_t)(m * nb));
+        float *a = test_xmalloc(sizeof(float) * (size_t)(m * nb)),
+              *c = test_xmalloc(sizeof(float) * (size_t)(m * nb));
         kt->gemm(wt, k, W, 0, m, X, nb, a, m);
         moe_pool *pool = NULL;
         ASSERT_EQ_INT(moe_pool_create(&pool, 2), 0);

@@ -19,12 +19,6 @@
 #include "moe/ops.h"
 #include "test.h"
 
-static void *fx_malloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) TEST_FAIL("out of memory");
-    return p;
-}
-
 /* Random bytes with the fp16 scale fields of each block set to finite
  * values of either sign. */
 static void random_blocks(moe_dtype wt, char *w, size_t bytes, uint64_t *s) {
@@ -59,8 +53,8 @@ static void check_fast(moe_dtype wt, int raw) {
         const int64_t k = shapes[si][0], m = shapes[si][1], nb = shapes[si][2];
         uint64_t seed = 1234 + (uint64_t)si * 77 + (uint64_t)wt * 5 + (uint64_t)raw;
         const size_t wrb = moe_dtype_row_bytes(wt, k), xrb = moe_dtype_row_bytes(dt, k);
-        char *W = fx_malloc(wrb * (size_t)m), *X = fx_malloc(xrb * (size_t)nb);
-        float *f = fx_malloc(sizeof(float) * (size_t)(k * (m > nb ? m : nb)));
+        char *W = test_xmalloc(wrb * (size_t)m), *X = test_xmalloc(xrb * (size_t)nb);
+        float *f = test_xmalloc(sizeof(float) * (size_t)(k * (m > nb ? m : nb)));
         if (raw) {
             random_blocks(wt, W, wrb * (size_t)m, &seed);
         } else {
@@ -70,7 +64,7 @@ static void check_fast(moe_dtype wt, int raw) {
         for (int64_t i = 0; i < nb * k; i++) f[i] = test_rand_f32(&seed) * (1 + i % 3);
         moe_op_quantize(k512, wt, f, X, nb, k);
         const size_t ny = sizeof(float) * (size_t)(m * nb);
-        float *yr = fx_malloc(ny), *y = fx_malloc(ny), *ys = fx_malloc(ny);
+        float *yr = test_xmalloc(ny), *y = test_xmalloc(ny), *ys = test_xmalloc(ny);
         /* each level's kernels against its own build of quant_simd.h (the
          * two builds agree: quant_gemm_* in test_quant.c) */
         for (int l = MOE_CPU_AVX2; l <= MOE_CPU_AVX512; l++) {

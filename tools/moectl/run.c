@@ -527,7 +527,7 @@ int cmd_bench(const moectl_cmd *cmd, int argc, char **argv) {
          .min = 1, .max = INT32_MAX},
         {"--read-mb", NULL, MOE_FLAG_INT, &read_mb, "MB",
          .help = "memory the read-bandwidth loop sums at batch 1 (0: skip it)", .min = 0,
-         .max = 1 << 16},
+         .max = 16384},
         {.include = run},
         {0}};
     const moe_flagset fs = cmd_flagset(cmd, bench_about, flags);
@@ -592,7 +592,13 @@ int cmd_bench(const moectl_cmd *cmd, int argc, char **argv) {
                                    ? moe_read_bandwidth(pool, (size_t)read_mb << 20, 3)
                                    : 0;
             moe_pool_destroy(pool);
-            if (rgb > 0) printf(", \"read_gb_s\": %.2f, \"read_fraction\": %.3f", rgb, wgb / rgb);
+            if (rgb > 0)
+                printf(", \"read_gb_s\": %.2f, \"read_fraction\": %.3f", rgb, wgb / rgb);
+            else if (read_mb > 0)
+                fprintf(stderr,
+                        "moectl bench: warning: no read bandwidth measured (%d MB for the "
+                        "read loop, or a pool of %d threads, could not be allocated)\n",
+                        read_mb, o.n_threads);
         }
         print_dropped(&o, c);
         print_remote_to(stdout, &o);

@@ -75,6 +75,19 @@ void moe__quant_act_from_f32(moe_dtype dt, const float *x, void *y, int64_t n);
 void moe__quant_q8_K_avx2(const float *x, moe_block_q8_K *y, int64_t n);
 void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n);
 
+/* dots_f32 / wsum_f32 (moe/ops.h) for level lv as loops over its dot_f32_lv
+ * and axpy_f32_lv: the levels without faster ones (scalar, AVX2). */
+#define MOE_ATTN_LOOPS(lv)                                                                         \
+    static void dots_f32_##lv(int64_t n, const float *a, const float *B, int64_t ldb, int64_t m,   \
+                              float scale, float *out) {                                           \
+        for (int64_t j = 0; j < m; j++) out[j] = dot_f32_##lv(n, a, B + j * ldb) * scale;          \
+    }                                                                                              \
+    static void wsum_f32_##lv(int64_t n, const float *s, const float *X, int64_t ldx, int64_t m,   \
+                              float *y) {                                                          \
+        memset(y, 0, (size_t)n * sizeof(float));                                                   \
+        for (int64_t j = 0; j < m; j++) axpy_f32_##lv(n, s[j], X + j * ldx, y);                    \
+    }
+
 /* Software prefetch distance (bytes) for the kernels that read weight rows
  * in sequence (Q8_0's, the quantised ones of quant_avx2.c and
  * quant_avx512.c; twice this far in their read order where they read 8

@@ -716,16 +716,7 @@ static void axpy_f32_avx2(int64_t n, float a, const float *x, float *y) {
     for (int64_t i = np; i < n; i++) y[i] += x[i] * a;
 }
 
-static void dots_f32_avx2(int64_t n, const float *a, const float *B, int64_t ldb, int64_t m,
-                          float scale, float *out) {
-    for (int64_t j = 0; j < m; j++) out[j] = dot_f32_avx2(n, a, B + j * ldb) * scale;
-}
-
-static void wsum_f32_avx2(int64_t n, const float *s, const float *X, int64_t ldx, int64_t m,
-                          float *y) {
-    memset(y, 0, (size_t)n * sizeof(float));
-    for (int64_t j = 0; j < m; j++) axpy_f32_avx2(n, s[j], X + j * ldx, y);
-}
+MOE_ATTN_LOOPS(avx2)
 
 const moe_cpu_kernels moe__kernels_avx2 = {
     .level = MOE_CPU_AVX2,

@@ -823,25 +823,31 @@ AI void dots4_f32(const int N, const float *a, const float *B, int64_t ldb, int6
     *done = j;
 }
 
+/* The head sizes with a register path: F(N) for n = N. */
+#define HEAD_CASES(F)                                                                              \
+    case 64:                                                                                       \
+        F(64);                                                                                     \
+        break;                                                                                     \
+    case 128:                                                                                      \
+        F(128);                                                                                    \
+        break;                                                                                     \
+    case 192:                                                                                      \
+        F(192);                                                                                    \
+        break;                                                                                     \
+    case 256:                                                                                      \
+        F(256);                                                                                    \
+        break;
+
 static void dots_f32_avx512(int64_t n, const float *a, const float *B, int64_t ldb, int64_t m,
                             float scale, float *out) {
     int64_t j = 0;
+#define DOTS4(N) dots4_f32(N, a, B, ldb, m, scale, out, &j)
     switch (n) {
-    case 64:
-        dots4_f32(64, a, B, ldb, m, scale, out, &j);
-        break;
-    case 128:
-        dots4_f32(128, a, B, ldb, m, scale, out, &j);
-        break;
-    case 192:
-        dots4_f32(192, a, B, ldb, m, scale, out, &j);
-        break;
-    case 256:
-        dots4_f32(256, a, B, ldb, m, scale, out, &j);
-        break;
+        HEAD_CASES(DOTS4)
     default:
         break;
     }
+#undef DOTS4
     for (; j < m; j++) out[j] = dot_f32_avx512(n, a, B + j * ldb) * scale;
 }
 
@@ -864,22 +870,15 @@ AI void wsum_f32_reg(const int N, const float *s, const float *X, int64_t ldx, i
 
 static void wsum_f32_avx512(int64_t n, const float *s, const float *X, int64_t ldx, int64_t m,
                             float *y) {
+#define WSUM(N)                                                                                    \
+    wsum_f32_reg(N, s, X, ldx, m, y);                                                              \
+    return
     switch (n) {
-    case 64:
-        wsum_f32_reg(64, s, X, ldx, m, y);
-        return;
-    case 128:
-        wsum_f32_reg(128, s, X, ldx, m, y);
-        return;
-    case 192:
-        wsum_f32_reg(192, s, X, ldx, m, y);
-        return;
-    case 256:
-        wsum_f32_reg(256, s, X, ldx, m, y);
-        return;
+        HEAD_CASES(WSUM)
     default:
         break;
     }
+#undef WSUM
     memset(y, 0, (size_t)n * sizeof(float));
     for (int64_t j = 0; j < m; j++) axpy_f32_avx512(n, s[j], X + j * ldx, y);
 }

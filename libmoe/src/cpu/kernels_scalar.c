@@ -143,16 +143,7 @@ static void axpy_f32_scalar(int64_t n, float a, const float *x, float *y) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-static void dots_f32_scalar(int64_t n, const float *a, const float *B, int64_t ldb, int64_t m,
-                            float scale, float *out) {
-    for (int64_t j = 0; j < m; j++) out[j] = dot_f32_scalar(n, a, B + j * ldb) * scale;
-}
-
-static void wsum_f32_scalar(int64_t n, const float *s, const float *X, int64_t ldx, int64_t m,
-                            float *y) {
-    memset(y, 0, (size_t)n * sizeof(float));
-    for (int64_t j = 0; j < m; j++) axpy_f32_scalar(n, s[j], X + j * ldx, y);
-}
+MOE_ATTN_LOOPS(scalar)
 
 const moe_cpu_kernels moe__kernels_scalar = {
     .level = MOE_CPU_SCALAR,

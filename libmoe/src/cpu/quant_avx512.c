@@ -464,23 +464,19 @@ QAI void dot_q6_K_512(const int C, int64_t nblk, const moe_block_q6_K *w, const 
     for (int c = 0; c < C; c++) y[c * ldy] = q_hsum8(acc[c]);
 }
 
-/* The 8 group scales - 32 of IQ4_XS blocks as int16, from the first 8
- * bytes of each (d, scales_h, scales_l) in each 128-bit lane of h: one
- * vpshufb puts scale g's scales_l byte and scales_h byte in int16 g, two
- * variable shifts bring its 4 low and 2 high bits down, one vpternlog
- * joins them. */
-QAI __m256i iqx_scales(__m256i h) {
-    const __m256i w =
-        _mm256_shuffle_epi8(h, _mm256_setr_epi8(4, 2, 4, 2, 5, 2, 5, 2, 6, 3, 6, 3, 7, 3, 7, 3, 4,
-                                                2, 4, 2, 5, 2, 5, 2, 6, 3, 6, 3, 7, 3, 7, 3));
-    const __m256i lo =
-        _mm256_srlv_epi16(w, _mm256_setr_epi16(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4));
-    const __m256i hi = _mm256_and_si256(
-        _mm256_srlv_epi16(w, _mm256_setr_epi16(4, 6, 8, 10, 4, 6, 8, 10, 4, 6, 8, 10, 4, 6, 8, 10)),
-        _mm256_set1_epi16(0x30));
+/* The 8 group scales - 32 of an IQ4_XS block as int16, from its first 8
+ * bytes h (d, scales_h, scales_l): one vpshufb puts scale g's scales_l byte
+ * and scales_h byte in int16 g, two variable shifts bring its 4 low and 2
+ * high bits down, one vpternlog joins them. */
+QAI __m128i iqx_scales(__m128i h) {
+    const __m128i w =
+        _mm_shuffle_epi8(h, _mm_setr_epi8(4, 2, 4, 2, 5, 2, 5, 2, 6, 3, 6, 3, 7, 3, 7, 3));
+    const __m128i lo = _mm_srlv_epi16(w, _mm_setr_epi16(0, 4, 0, 4, 0, 4, 0, 4));
+    const __m128i hi = _mm_and_si128(_mm_srlv_epi16(w, _mm_setr_epi16(4, 6, 8, 10, 4, 6, 8, 10)),
+                                     _mm_set1_epi16(0x30));
     /* (lo & 15) | hi */
-    const __m256i sc = _mm256_ternarylogic_epi32(lo, hi, _mm256_set1_epi16(15), 0xEC);
-    return _mm256_sub_epi16(sc, _mm256_set1_epi16(32));
+    const __m128i sc = _mm_ternarylogic_epi32(lo, hi, _mm_set1_epi16(15), 0xEC);
+    return _mm_sub_epi16(sc, _mm_set1_epi16(32));
 }
 
 /* Half h of IQ4_XS block b times C activation rows, into alo / ahi: qs as
@@ -550,7 +546,7 @@ QAI void dot_iq4_xs_512(const int C, const int P, int64_t nblk, const moe_block_
     for (int64_t b = 0; b < nblk; b++) {
         q_prefetch(&w[b], 3);
         const __m128i hd = _mm_loadu_si128((const __m128i *)&w[b]);
-        const __m512i s = _mm512_castsi256_si512(iqx_scales(_mm256_zextsi128_si256(hd)));
+        const __m512i s = _mm512_castsi128_si512(iqx_scales(hd));
         __m512i alo[QCOLS_MAX], ahi[QCOLS_MAX];
         for (int c = 0; c < C; c++) alo[c] = ahi[c] = _mm512_setzero_si512();
 #pragma GCC unroll 2
@@ -634,7 +630,8 @@ void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n) {
  * this class of machine, several ~14 (as the plain read loop and the Q8_0
  * kernels). Unit u = p * per + j for j < per, part p < QSTREAMS, u < n. */
 #define QSTREAMS 2
-#define IQX_STACK (32 << 10) /* bytes of reordered activations */
+/* Bytes of activations reordered on the stack (k4_order, iqx_order). */
+#define ACT_STACK (32 << 10)
 
 /* Rows r0 + u, u < n, from QSTREAMS parts of the range in turn, of Q5_K
  * (T 0), Q6_K (T 1) or IQ4_XS (T 2: activations in iqx_order's order)
@@ -706,8 +703,8 @@ void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, 
     case MOE_DTYPE_Q4_K:
         /* one activation row (decode): the rows one after another, each
          * read in order, the activations reordered once (k4_order) */
-        if (nb == 1 && xrb <= IQX_STACK) {
-            _Alignas(64) char xo[IQX_STACK];
+        if (nb == 1 && xrb <= ACT_STACK) {
+            _Alignas(64) char xo[ACT_STACK];
             k4_order(Xc, xrb, 1, nblk, xo);
             const int64_t n = r1 - r0, per = (n + QSTREAMS - 1) / QSTREAMS;
             q_prefetch_heads(QSTREAMS, Wc, wrb, r0, n, per, 1);
@@ -752,13 +749,13 @@ void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, 
         /* the batches of decode: the loop over the rows inlined with the
          * kernel (k_rows); IQ4_XS's activations reordered once (iqx_order),
          * on the stack */
-        if (nb <= QCOLS_MAX && (wt != MOE_DTYPE_IQ4_XS || (size_t)nb * xrb <= IQX_STACK)) {
+        if (nb <= QCOLS_MAX && (wt != MOE_DTYPE_IQ4_XS || (size_t)nb * xrb <= ACT_STACK)) {
             if (wt == MOE_DTYPE_Q5_K) {
                 k_rows_q5_K((int)nb, nblk, Wc, wrb, r0, r1 - r0, Xc, xrb, Y, ldy);
             } else if (wt == MOE_DTYPE_Q6_K) {
                 k_rows_q6_K((int)nb, nblk, Wc, wrb, r0, r1 - r0, Xc, xrb, Y, ldy);
             } else {
-                _Alignas(64) char xo[IQX_STACK];
+                _Alignas(64) char xo[ACT_STACK];
                 iqx_order(Xc, xrb, nb, nblk, xo);
                 k_rows_iq4_xs((int)nb, nblk, Wc, wrb, r0, r1 - r0, xo, xrb, Y, ldy);
             }
