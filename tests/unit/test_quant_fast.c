@@ -67,25 +67,30 @@ static void check_fast(moe_dtype wt, int raw) {
         float *yr = test_xmalloc(ny), *y = test_xmalloc(ny), *ys = test_xmalloc(ny);
         /* each level's kernels against its own build of quant_simd.h (the
          * two builds agree: quant_gemm_* in test_quant.c) */
-        for (int l = MOE_CPU_AVX2; l <= MOE_CPU_AVX512; l++) {
+        /* AVX-512 twice where the CPU has VBMI: with it, then without */
+        const int vbmi = moe__cpu_has_avx512vbmi;
+        for (int l = MOE_CPU_AVX2; l <= MOE_CPU_AVX512 + vbmi; l++) {
             const moe_cpu_kernels *kt = l == MOE_CPU_AVX2 ? k2 : k512;
             if (!kt) continue;
+            moe__cpu_has_avx512vbmi = l == MOE_CPU_AVX512 && vbmi;
             (l == MOE_CPU_AVX2 ? moe__quant_gemm_avx2_ref
                                : moe__quant_gemm_avx512_ref)(wt, k, W, 0, m, X, nb, yr, m);
             kt->gemm(wt, k, W, 0, m, X, nb, y, m);
             for (int64_t i = 0; i < m * nb; i++)
                 if (memcmp(&y[i], &yr[i], sizeof(float)))
-                    TEST_FAIL("%s %s%s k=%lld m=%lld nb=%lld: y[%lld] = %.9g, reference %.9g",
-                              kt->name, moe_dtype_name(wt), raw ? " (random bytes)" : "",
-                              (long long)k, (long long)m, (long long)nb, (long long)i, y[i], yr[i]);
+                    TEST_FAIL("%s%s %s%s k=%lld m=%lld nb=%lld: y[%lld] = %.9g, reference %.9g",
+                              kt->name, l > MOE_CPU_AVX512 ? " (no VBMI)" : "", moe_dtype_name(wt),
+                              raw ? " (random bytes)" : "", (long long)k, (long long)m,
+                              (long long)nb, (long long)i, y[i], yr[i]);
             /* row ranges split at odd places: 0..3, 3..m-5, m-5..m */
             const int64_t cut[4] = {0, 3, m - 5, m};
             for (int c = 0; c < 3; c++) kt->gemm(wt, k, W, cut[c], cut[c + 1], X, nb, ys, m);
             if (memcmp(ys, yr, ny))
-                TEST_FAIL("%s %s%s k=%lld m=%lld: the row split changed the results", kt->name,
-                          moe_dtype_name(wt), raw ? " (random bytes)" : "", (long long)k,
-                          (long long)m);
+                TEST_FAIL("%s%s %s%s k=%lld m=%lld: the row split changed the results", kt->name,
+                          l > MOE_CPU_AVX512 ? " (no VBMI)" : "", moe_dtype_name(wt),
+                          raw ? " (random bytes)" : "", (long long)k, (long long)m);
         }
+        moe__cpu_has_avx512vbmi = vbmi;
         free(W), free(X), free(f), free(yr), free(y), free(ys);
     }
 }

@@ -30,6 +30,7 @@
 #include "moe/ops.h"
 
 int moe__cpu_has_avx512bf16;
+int moe__cpu_has_avx512vbmi;
 int moe__cpu_use_amx;
 
 /* ==== Detection ============================================================ */
@@ -83,6 +84,7 @@ static void cpu_detect_once(void) {
     const int vnni = (c7 >> 11) & 1;
     if (!(os_avx512 && f && dq && bw && vl && vnni)) return;
     cpu_level = MOE_CPU_AVX512;
+    moe__cpu_has_avx512vbmi = (c7 >> 1) & 1;
     if (a7 >= 1) {
         unsigned a71, b71, c71, d71;
         __cpuid_count(7, 1, a71, b71, c71, d71);

@@ -20,6 +20,11 @@ extern const moe_cpu_kernels moe__kernels_avx512;
  * and falls back to widening + FMA without it. */
 extern int moe__cpu_has_avx512bf16;
 
+/* 1 if the CPU has AVX512_VBMI (vpermb); set by moe_cpu_detect(). The
+ * avx512 level does not require it (Skylake-SP / Cascade Lake lack it);
+ * IQ4_XS decode uses it where it is there. Tests may clear it. */
+extern int moe__cpu_has_avx512vbmi;
+
 /* 1 if the Q8_0 fast tile may use AMX-INT8: the CPU has it, the OS granted
  * this process the tile state (arch_prctl) and MOE_AMX is not 0. Set by
  * moe_cpu_detect(); tests may clear it to reach the VNNI tile. */

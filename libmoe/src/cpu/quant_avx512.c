@@ -37,6 +37,16 @@ QAI __m512i q_cat256(const void *a, const void *b) {
                               _mm256_loadu_si256((const __m256i *)b), 1);
 }
 
+/* vpermb (AVX512_VBMI): byte i of the result = tab's byte idx[i] & 63.
+ * Inline assembly so that this file is built without -mavx512vbmi (the
+ * avx512 level does not require it, and the compiler must not use it
+ * elsewhere); called only where moe__cpu_has_avx512vbmi. */
+QAI __m512i q_permb(__m512i idx, __m512i tab) {
+    __m512i r;
+    __asm__("vpermb %2, %1, %0" : "=v"(r) : "v"(idx), "v"(tab));
+    return r;
+}
+
 /* vpshufb control: int16 lanes of the low 256 bits = byte a of each 128-bit
  * lane zero-extended, of the high 256 bits byte b. */
 QAI __m512i q_ctl16(int a, int b) {
@@ -486,14 +496,36 @@ QAI __m128i iqx_scales(__m128i h) {
  * (activations as Q8_K has them): the levels' magnitudes by table, their
  * signs (index < 8) moved onto the activations. P = 1 (iqx_order's
  * activations: magnitudes, sign masks): the levels by table, negated by a
- * masked second lookup where the activation is negative. The products,
- * hence every sum, are the same integers either way. */
+ * masked second lookup where the activation is negative. P = 2 (the same
+ * activations, AVX512_VBMI): the levels by vpermb, which needs no masked
+ * nibbles, negated by a masked subtraction (port 0 or 5, where the second
+ * lookup is port 5 only): 4 fewer instructions a block, L2 16.5-17.7 ->
+ * 17.8-18.9 GB/s. The products, hence every sum, are the same integers
+ * every way. */
 QAI void iqx_half(const int C, const int P, const uint8_t *qs, __m512i sg, const char *X,
                   size_t xrb, int64_t b, int h, __m512i *alo, __m512i *ahi) {
     const __m512i m4 = _mm512_set1_epi8(15), eight = _mm512_set1_epi8(8);
     const __m512i tab = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moe_iq4nl_values));
     const __m512i zero = _mm512_setzero_si512();
     const __m512i q = _mm512_loadu_si512(qs + 64 * h);
+    if (P == 2) {
+        /* vpermb reads 6 index bits and tab is the 16 levels 4 times over:
+         * the nibbles need no masking */
+        const __m512i tl = q_permb(q, tab), th = q_permb(_mm512_srli_epi16(q, 4), tab);
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            const moe_block_q8_K *xb = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
+            uint64_t neg[2];
+            memcpy(neg, xb->bsums + 8 * h, sizeof neg);
+            const __m512i sl = _mm512_mask_sub_epi8(tl, neg[0], zero, tl);
+            const __m512i sh = _mm512_mask_sub_epi8(th, neg[1], zero, th);
+            alo[c] = _mm512_dpwssd_epi32(
+                alo[c], _mm512_maddubs_epi16(_mm512_loadu_si512(xb->qs + 128 * h), sl), sg);
+            ahi[c] = _mm512_dpwssd_epi32(
+                ahi[c], _mm512_maddubs_epi16(_mm512_loadu_si512(xb->qs + 128 * h + 64), sh), sg);
+        }
+        return;
+    }
     const __m512i lo = _mm512_and_si512(q, m4);
     const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
     if (P) {
@@ -634,7 +666,8 @@ void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n) {
 #define ACT_STACK (32 << 10)
 
 /* Rows r0 + u, u < n, from QSTREAMS parts of the range in turn, of Q5_K
- * (T 0), Q6_K (T 1) or IQ4_XS (T 2: activations in iqx_order's order)
+ * (T 0), Q6_K (T 1) or IQ4_XS (T 2, T 3 with VBMI: activations in
+ * iqx_order's order)
  * times C activation rows: the loop over the rows inlined with the kernel,
  * its constants set up once. */
 /* The start of each of the QSTREAMS parts of rows [r0, r0 + n) (per
@@ -667,7 +700,7 @@ QAI void k_rows(const int T, const int C, int64_t nblk, const char *W, size_t wr
         else if (T == 1)
             dot_q6_K_512(C, nblk, (const moe_block_q6_K *)w, X, xrb, y, ldy);
         else
-            dot_iq4_xs_512(C, 1, nblk, (const moe_block_iq4_xs *)w, X, xrb, y, ldy);
+            dot_iq4_xs_512(C, T - 1, nblk, (const moe_block_iq4_xs *)w, X, xrb, y, ldy);
     }
 }
 
@@ -692,6 +725,7 @@ QAI void k_rows(const int T, const int C, int64_t nblk, const char *W, size_t wr
 K_ROWS_FN(k_rows_q5_K, 0)
 K_ROWS_FN(k_rows_q6_K, 1)
 K_ROWS_FN(k_rows_iq4_xs, 2)
+K_ROWS_FN(k_rows_iq4_xs_vbmi, 3)
 
 void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                             const void *X, int64_t nb, float *Y, int64_t ldy) {
@@ -757,7 +791,8 @@ void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, 
             } else {
                 _Alignas(64) char xo[ACT_STACK];
                 iqx_order(Xc, xrb, nb, nblk, xo);
-                k_rows_iq4_xs((int)nb, nblk, Wc, wrb, r0, r1 - r0, xo, xrb, Y, ldy);
+                (moe__cpu_has_avx512vbmi ? k_rows_iq4_xs_vbmi : k_rows_iq4_xs)(
+                    (int)nb, nblk, Wc, wrb, r0, r1 - r0, xo, xrb, Y, ldy);
             }
             return;
         }
