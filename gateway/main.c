@@ -68,6 +68,7 @@ typedef struct gw_opts {
     int threads, max_seqs, ctx, max_batch_tokens, max_queue, chunked_prefill, prefill_chunk;
     int spare_slots; /* -1: 1 with fair share, 0 with fifo */
     int exact;
+    const char *cache_type;
     const char *schedule; /* "fair" or "fifo" */
     int timeout_ms;
     int max_connections, idle_ms, header_ms, http_threads, insecure, drain_ms;
@@ -76,6 +77,13 @@ typedef struct gw_opts {
     int limits_fail_closed, limits_window_s;
     uint64_t max_body, seed;
 } gw_opts;
+
+static int check_cache_type(const void *dst, char *why, size_t cap) {
+    moe_dtype t;
+    if (moe_kv_type_parse(*(const char *const *)dst, &t) == 0) return 0;
+    snprintf(why, cap, "must be f16 or f32");
+    return -1;
+}
 
 static int check_schedule(const void *dst, char *why, size_t cap) {
     const char *v = *(const char *const *)dst;
@@ -428,6 +436,10 @@ int main(int argc, char **argv) {
          .help = "llama.cpp's exact Q8_0 arithmetic for batches too (the\n"
                  "default computes 3+ rows per matrix with the fast int8 tile:\n"
                  "AMX or VNNI, 2-3x the throughput, logits within float rounding)"},
+        {"--cache-type", "MOE_CACHE_TYPE", MOE_FLAG_STRING, &o->cache_type, "f16|f32",
+         .help = "the KV cache's type, as llama.cpp's --cache-type-k/-v (f16 holds\n"
+                 "half the bytes; attention reads it directly)",
+         .def = "f16", .check = check_cache_type},
         {"--max-queue", "MOE_MAX_QUEUE", MOE_FLAG_INT, &o->max_queue, "N",
          .help = "requests waiting for slots; more get 503", .min = 1, .max = 1 << 20},
         {"--schedule", "MOE_SCHEDULE", MOE_FLAG_STRING, &o->schedule, "fair|fifo",
@@ -537,6 +549,7 @@ int main(int argc, char **argv) {
     cp.n_batch = o->max_batch_tokens + o->max_seqs;
     cp.experts = s.remote;
     cp.exact = o->exact;
+    if (o->cache_type) moe_kv_type_parse(o->cache_type, &cp.kv_type); /* checked by the flag */
     if (gw_usage_create(&s.usage, s.m->hp.n_layer, s.m->hp.n_expert, 1024) < 0) {
         moe_log(MOE_LOG_ERROR, GW, "out of memory");
         goto out;
@@ -675,20 +688,21 @@ int main(int argc, char **argv) {
     }
     const double kv_mib = (double)moe_ctx_kv_bytes_per_token(s.ctx) * n_ctx *
                           (o->max_seqs + o->spare_slots) / 1048576.0;
-    moe_log(
-        MOE_LOG_INFO, GW,
-        "serving %s as '%s' on http://%s (experts %s; %s; %d sequences x %d positions, %d "
-        "spare slots, KV %.0f MiB; schedule %s; chat format %s; %d threads, %s%s; ready in %.1f s)",
-        o->model, o->name, gw_http_address(s.http),
-        o->ro.redis     ? "per router-svc"
-        : o->ro.workers ? "on workers"
-                        : "in process",
-        s.tenants ? "API keys required" : "no API keys", o->max_seqs, n_ctx, o->spare_slots, kv_mib,
-        o->schedule, moe_chat_template_name(kind), o->threads, moe_cpu_kernels_best()->name,
-        o->exact            ? ", exact arithmetic"
-        : moe_cpu_has_amx() ? ", fast int8 batches on AMX"
-                            : ", fast int8 batches",
-        (double)(moe_mono_ms() - t0) / 1000.0);
+    moe_log(MOE_LOG_INFO, GW,
+            "serving %s as '%s' on http://%s (experts %s; %s; %d sequences x %d positions, %d "
+            "spare slots, KV %.0f MiB %s; schedule %s; chat format %s; %d threads, %s%s; ready in "
+            "%.1f s)",
+            o->model, o->name, gw_http_address(s.http),
+            o->ro.redis     ? "per router-svc"
+            : o->ro.workers ? "on workers"
+                            : "in process",
+            s.tenants ? "API keys required" : "no API keys", o->max_seqs, n_ctx, o->spare_slots,
+            kv_mib, moe_dtype_name(moe_ctx_kv_type(s.ctx)), o->schedule,
+            moe_chat_template_name(kind), o->threads, moe_cpu_kernels_best()->name,
+            o->exact            ? ", exact arithmetic"
+            : moe_cpu_has_amx() ? ", fast int8 batches on AMX"
+                                : ", fast int8 batches",
+            (double)(moe_mono_ms() - t0) / 1000.0);
     moe_stop_wait(-1);
     /* drain: no new requests; the running ones finish */
     gw_http_drain(s.http);

@@ -35,13 +35,27 @@ static void attn_task(void *arg, int ith, int nth) {
         const int i = (int)(t / hp->n_head), h = (int)(t % hp->n_head), kh = h / group;
         const int n_kv = a->pos[i] + 1;
         const float *q = a->q + (size_t)i * (size_t)a->q_stride + (size_t)h * (size_t)a->dk;
-        const float *K0 = moe__kv_at(c, c->kv_k, a->il, a->slot[i], 0) + (size_t)kh * (size_t)a->dk;
-        const float *V0 =
-            a->mla ? K0 : moe__kv_at(c, c->kv_v, a->il, a->slot[i], 0) + (size_t)kh * (size_t)a->dv;
-        c->k->dots_f32(a->dk, q, K0, c->kv_dim, n_kv, scale, sc);
-        moe_op_softmax(sc, n_kv);
+        const char *K0 = moe__kv_at(c, c->kv_k, c->k_dim, a->il, a->slot[i], 0) +
+                         (size_t)kh * (size_t)a->dk * c->kv_es;
+        const char *V0 = a->mla ? K0
+                                : moe__kv_at(c, c->kv_v, c->v_dim, a->il, a->slot[i], 0) +
+                                      (size_t)kh * (size_t)a->dv * c->kv_es;
+        const int ldv = a->mla ? c->k_dim : c->v_dim;
         float *o = a->out + (size_t)i * (size_t)a->out_stride + (size_t)h * (size_t)a->dv;
-        c->k->wsum_f32(a->dv, sc, V0, c->kv_dim, n_kv, o);
+        if (c->kv_type == MOE_DTYPE_F16) {
+            /* as ggml's mul_mat with an F16 cache: q, then the
+             * probabilities, converted to f16 first */
+            uint16_t *t16 = c->att16 + (size_t)ith * (size_t)c->att16_w;
+            c->k->from_f32(MOE_DTYPE_F16, q, t16, a->dk);
+            c->k->dots_f16(a->dk, t16, (const uint16_t *)K0, c->k_dim, n_kv, scale, sc);
+            moe_op_softmax(sc, n_kv);
+            c->k->from_f32(MOE_DTYPE_F16, sc, t16, n_kv);
+            c->k->wsum_f16(a->dv, t16, (const uint16_t *)V0, ldv, n_kv, o);
+        } else {
+            c->k->dots_f32(a->dk, q, (const float *)K0, c->k_dim, n_kv, scale, sc);
+            moe_op_softmax(sc, n_kv);
+            c->k->wsum_f32(a->dv, sc, (const float *)V0, ldv, n_kv, o);
+        }
     }
 }
 
@@ -72,7 +86,7 @@ void moe__attention_block(moe_ctx *c, int il, int n, const int32_t *pos, const i
                        c->h + (size_t)i * E);
 
     /* q, k, v in one pool run when they share a type (they share the input) */
-    const int64_t qd = c->q_dim, kvd = c->kv_dim;
+    const int64_t qd = c->q_dim, kvd = c->k_dim; /* K and V rows alike here */
     if (L->wq.type == L->wk.type && L->wq.type == L->wv.type) {
         moe_op_quantize(c->k, L->wq.type, c->h, c->act, n, E);
         c->jobs[0] = (moe__mm_job){L->wq.type, L->wq.data, qd, E, c->act, n, c->q, qd, NULL};
@@ -105,9 +119,9 @@ void moe__attention_block(moe_ctx *c, int il, int n, const int32_t *pos, const i
         }
         moe_op_rope(&rope, q, hp->n_head, hd, pos[i]);
         moe_op_rope(&rope, k, hp->n_head_kv, hd, pos[i]);
-        memcpy(moe__kv_at(c, c->kv_k, il, slot[i], pos[i]), k, (size_t)kvd * sizeof(float));
-        memcpy(moe__kv_at(c, c->kv_v, il, slot[i], pos[i]), c->vx + (size_t)i * kvd,
-               (size_t)kvd * sizeof(float));
+        moe__kv_store(c, moe__kv_at(c, c->kv_k, c->k_dim, il, slot[i], pos[i]), k, (int)kvd);
+        moe__kv_store(c, moe__kv_at(c, c->kv_v, c->v_dim, il, slot[i], pos[i]),
+                      c->vx + (size_t)i * kvd, (int)kvd);
     }
 
     attn_ctx a = {c, il, n, pos, slot, c->q, (int)qd, hd, hd, c->attn, (int)qd, 0};
@@ -181,7 +195,8 @@ static void mla_project(moe_ctx *c, const moe_layer *L, int n, const int32_t *po
 /* Legacy MLA files (attn_kv_b): as llama.cpp's non-MLA path (deepseek2.cpp)
  * runs them, the latent is expanded through attn_kv_b into each head's
  * k_nope and v; K is [k_nope | k_pe] per head, and attention is plain
- * multi-head attention over a per-head cache (rows of kv_dim, head h's K at
+ * multi-head attention over a per-head cache (K rows of n_head x head_dim,
+ * V rows of n_head x head_dim_v; head h's K at
  * h*head_dim, its V at h*head_dim_v). */
 void moe__attention_mla_kv_b(moe_ctx *c, int il, int n, const int32_t *pos, const int32_t *slot) {
     const moe_hparams *hp = &c->hp;
@@ -193,15 +208,18 @@ void moe__attention_mla_kv_b(moe_ctx *c, int il, int n, const int32_t *pos, cons
     for (int i = 0; i < n; i++)
         memcpy(c->mla_tmp + (size_t)i * R, c->kx + (size_t)i * QA, (size_t)R * sizeof(float));
     moe__ctx_matmul_f32(c, &L->wkv_b, c->mla_tmp, n, c->vx, (int64_t)H * KVB);
+    /* each row's K (H x Dk) and V (H x Dv) put together in c->attn (free
+     * until the attention writes it), then stored */
     for (int i = 0; i < n; i++) {
         const float *kv = c->vx + (size_t)i * H * KVB, *k_pe = c->kx + (size_t)i * QA + R;
-        float *K = moe__kv_at(c, c->kv_k, il, slot[i], pos[i]);
-        float *V = moe__kv_at(c, c->kv_v, il, slot[i], pos[i]);
+        float *K = c->attn, *V = c->attn + (size_t)H * Dk;
         for (int h = 0; h < H; h++) {
             memcpy(K + (size_t)h * Dk, kv + (size_t)h * KVB, (size_t)nope * sizeof(float));
             memcpy(K + (size_t)h * Dk + nope, k_pe, (size_t)P * sizeof(float));
             memcpy(V + (size_t)h * Dv, kv + (size_t)h * KVB + nope, (size_t)Dv * sizeof(float));
         }
+        moe__kv_store(c, moe__kv_at(c, c->kv_k, c->k_dim, il, slot[i], pos[i]), K, H * Dk);
+        moe__kv_store(c, moe__kv_at(c, c->kv_v, c->v_dim, il, slot[i], pos[i]), V, H * Dv);
     }
     attn_ctx a = {c, il, n, pos, slot, c->q, c->q_dim, Dk, Dv, c->attn, H * Dv, 0};
     moe_pool_run(c->pool, attn_task, &a);
@@ -220,8 +238,8 @@ void moe__attention_mla(moe_ctx *c, int il, int n, const int32_t *pos, const int
     const int Dk = hp->head_dim, nope = Dk - P, Dv = hp->head_dim_v, QA = R + P;
     mla_project(c, L, n, pos);
     for (int i = 0; i < n; i++)
-        memcpy(moe__kv_at(c, c->kv_k, il, slot[i], pos[i]), c->kx + (size_t)i * (size_t)QA,
-               (size_t)QA * sizeof(float));
+        moe__kv_store(c, moe__kv_at(c, c->kv_k, c->k_dim, il, slot[i], pos[i]),
+                      c->kx + (size_t)i * (size_t)QA, QA);
 
     /* q_abs[h] = attn_k_b[h] . q_nope[h]; then q_pe after it */
     matmul_heads(c, &L->wk_b, c->q, c->q_dim, Dk, n, c->mla_qabs, (int64_t)H * QA);

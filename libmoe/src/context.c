@@ -16,13 +16,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "context_internal.h"
 
 moe_ctx_params moe_ctx_default_params(void) {
-    return (moe_ctx_params){
-        .n_threads = 1, .n_ctx = 0, .n_slots = 1, .n_batch = 512, .experts = NULL};
+    return (moe_ctx_params){.n_threads = 1,
+                            .n_ctx = 0,
+                            .n_slots = 1,
+                            .n_batch = 512,
+                            .experts = NULL,
+                            .kv_type = MOE_DTYPE_F16};
 }
 
 void moe_ctx_destroy(moe_ctx *c) {
@@ -33,7 +38,7 @@ void moe_ctx_destroy(moe_ctx *c) {
                  c->attn, c->scores, c->router, c->route_scratch, c->sel, c->selw, c->grp_expert,
                  c->grp_start, c->row_of, c->count, c->ex_x, c->ex_y, c->sh_g, c->sh_u, c->sh_gate,
                  c->moe_out, c->out_rows, c->logits, c->gate_margin, c->mla_qa, c->mla_qabs,
-                 c->mla_o, c->mla_tmp, c->head_jobs, c);
+                 c->mla_o, c->mla_tmp, c->head_jobs, c->att16, c);
 }
 
 int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, moe_err *err) {
@@ -42,6 +47,9 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     if (!p) p = &d;
     const moe_hparams *hp = &m->hp;
     int n_ctx = p->n_ctx > 0 ? p->n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
+    if (p->kv_type != MOE_DTYPE_F16 && p->kv_type != MOE_DTYPE_F32)
+        return moe_err_set(err, MOE_EINVAL, "KV cache type %s: f16 or f32 only",
+                           moe_dtype_name(p->kv_type));
     if (p->n_threads < 1 || p->n_threads > 256)
         return moe_err_set(err, MOE_EINVAL, "n_threads %d out of range [1, 256]", p->n_threads);
     if (p->n_slots < 1 || p->n_slots > 65536 || p->n_batch < 1 || p->n_batch > 65536 || n_ctx < 1 ||
@@ -58,9 +66,17 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     c->n_slots = p->n_slots;
     c->n_batch = p->n_batch;
     c->q_dim = hp->n_head * hp->head_dim;
-    c->kv_dim = hp->is_mla ? hp->kv_lora_rank + hp->n_rot : hp->n_head_kv * hp->head_dim;
-    if (hp->mla_kv_b) /* per-head K and V rows (see attention_mla_kv_b) */
-        c->kv_dim = hp->n_head * (hp->head_dim > hp->head_dim_v ? hp->head_dim : hp->head_dim_v);
+    c->kv_type = p->kv_type;
+    c->kv_es = moe_dtype_block_bytes(p->kv_type);
+    if (hp->mla_kv_b) { /* per-head K and V rows (see attention_mla_kv_b) */
+        c->k_dim = hp->n_head * hp->head_dim;
+        c->v_dim = hp->n_head * hp->head_dim_v;
+    } else if (hp->is_mla) { /* [latent | k_pe]; V is the latent */
+        c->k_dim = hp->kv_lora_rank + hp->n_rot;
+        c->v_dim = 0;
+    } else {
+        c->k_dim = c->v_dim = hp->n_head_kv * hp->head_dim;
+    }
     c->dense_moe = p->dense_moe != 0;
     c->capacity_factor = p->capacity_factor > 0.0f ? p->capacity_factor : 0.0f;
     c->gate_margins = p->gate_margins != 0;
@@ -81,11 +97,10 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     }
 
     const size_t B = (size_t)c->n_batch, E = (size_t)hp->n_embd, K = (size_t)c->k_route;
-    const size_t kv = (size_t)hp->n_layer * (size_t)c->n_slots * (size_t)n_ctx * (size_t)c->kv_dim;
+    const size_t kv_rows = (size_t)hp->n_layer * (size_t)c->n_slots * (size_t)n_ctx;
     const size_t H = (size_t)hp->n_head, R = (size_t)hp->kv_lora_rank;
-    const size_t attn_w = (size_t)c->q_dim > H * (size_t)hp->head_dim_v
-                              ? (size_t)c->q_dim
-                              : H * (size_t)hp->head_dim_v;
+    size_t attn_w = (size_t)c->q_dim > H * (size_t)hp->head_dim_v ? (size_t)c->q_dim
+                                                                  : H * (size_t)hp->head_dim_v;
     size_t max_k = E;
     if (attn_w > max_k) max_k = attn_w;
     if (hp->is_mla) {
@@ -108,22 +123,27 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     if (S > max_k) max_k = S;
     c->slot_len = calloc((size_t)c->n_slots, sizeof(int));
     c->slot_tmp = calloc((size_t)c->n_slots, sizeof(int));
-    c->kv_k = moe__alloc(kv * sizeof(float));
+    c->kv_k = moe__alloc(kv_rows * (size_t)c->k_dim * c->kv_es);
     /* absorbed MLA: V is K's latent */
-    c->kv_v = moe__alloc(hp->is_mla && !hp->mla_kv_b ? 64 : kv * sizeof(float));
+    c->kv_v = moe__alloc(c->v_dim ? kv_rows * (size_t)c->v_dim * c->kv_es : 64);
     c->x = moe__alloc(B * E * 4);
     c->h = moe__alloc(B * E * 4);
     c->act = moe__alloc(B * max_k * 4);
     c->q = moe__alloc(B * (size_t)c->q_dim * 4);
     /* MLA: kx holds [latent | k_pe]; legacy MLA: vx holds attn_kv_b's output */
     const size_t kxw =
-        (size_t)c->kv_dim > R + (size_t)hp->n_rot ? (size_t)c->kv_dim : R + (size_t)hp->n_rot;
+        (size_t)c->k_dim > R + (size_t)hp->n_rot ? (size_t)c->k_dim : R + (size_t)hp->n_rot;
     const size_t kvbw = H * (size_t)(hp->head_dim - hp->n_rot + hp->head_dim_v);
     c->kx = moe__alloc(B * kxw * 4);
-    c->vx =
-        moe__alloc(B * (hp->mla_kv_b && kvbw > (size_t)c->kv_dim ? kvbw : (size_t)c->kv_dim) * 4);
-    c->attn = moe__alloc(B * attn_w * 4);
+    c->vx = moe__alloc(B * (hp->mla_kv_b && kvbw > (size_t)c->k_dim ? kvbw : (size_t)c->k_dim) * 4);
+    /* legacy MLA puts one row's K and V together in attn before storing them */
+    const size_t attn_n =
+        B * attn_w > (size_t)(c->k_dim + c->v_dim) ? B * attn_w : (size_t)(c->k_dim + c->v_dim);
+    c->attn = moe__alloc(attn_n * 4);
     c->scores = moe__alloc((size_t)p->n_threads * (size_t)n_ctx * 4);
+    /* f16 cache: each thread's q (k_dim at most) and probabilities (n_ctx) */
+    c->att16_w = c->k_dim > n_ctx ? c->k_dim : n_ctx;
+    c->att16 = moe__alloc((size_t)p->n_threads * (size_t)c->att16_w * 2);
     c->router = moe__alloc(B * (size_t)hp->n_expert * 4);
     c->route_scratch = moe__alloc(MOE_ROUTE_SCRATCH(hp->n_expert) * 4);
     c->sel = moe__alloc(B * K * 4);
@@ -139,13 +159,15 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     c->sh_gate = moe__alloc(B * 4);
     c->moe_out = moe__alloc(B * E * 4);
     c->out_rows = moe__alloc(B * E * 4);
-    if (!c->slot_len || !c->slot_tmp || !c->kv_k || !c->kv_v || !c->x || !c->h || !c->act ||
-        !c->q || !c->kx || !c->vx || !c->attn || !c->scores || !c->router || !c->route_scratch ||
-        !c->sel || !c->selw || !c->grp_expert || !c->grp_start || !c->row_of || !c->count ||
-        !c->ex_x || !c->ex_y || !c->sh_g || !c->sh_u || !c->sh_gate || !c->moe_out ||
+    if (!c->slot_len || !c->slot_tmp || !c->kv_k || !c->kv_v || !c->att16 || !c->x || !c->h ||
+        !c->act || !c->q || !c->kx || !c->vx || !c->attn || !c->scores || !c->router ||
+        !c->route_scratch || !c->sel || !c->selw || !c->grp_expert || !c->grp_start || !c->row_of ||
+        !c->count || !c->ex_x || !c->ex_y || !c->sh_g || !c->sh_u || !c->sh_gate || !c->moe_out ||
         !c->out_rows) {
-        rc = moe_err_set(err, MOE_ENOMEM, "out of memory for the KV cache (%.1f MiB) and scratch",
-                         2.0 * (double)kv * 4 / (1 << 20));
+        rc = moe_err_set(
+            err, MOE_ENOMEM, "out of memory for the KV cache (%.1f MiB %s) and scratch",
+            (double)kv_rows * (double)(c->k_dim + c->v_dim) * (double)c->kv_es / (1 << 20),
+            moe_dtype_name(c->kv_type));
         goto fail;
     }
     if (p->experts) {
@@ -455,11 +477,14 @@ int moe_ctx_slot_copy(moe_ctx *c, int dst, int src) {
     if (dst < 0 || dst >= c->n_slots || src < 0 || src >= c->n_slots) return MOE_EINVAL;
     if (dst == src) return 0;
     const int n = c->slot_len[src];
-    const size_t bytes = (size_t)n * (size_t)c->kv_dim * sizeof(float);
+    const size_t kb = (size_t)n * (size_t)c->k_dim * c->kv_es;
+    const size_t vb = (size_t)n * (size_t)c->v_dim * c->kv_es;
     for (int il = 0; il < c->hp.n_layer; il++) {
-        memcpy(moe__kv_at(c, c->kv_k, il, dst, 0), moe__kv_at(c, c->kv_k, il, src, 0), bytes);
-        if (!c->hp.is_mla || c->hp.mla_kv_b) /* absorbed MLA: one latent cache (kv_k) */
-            memcpy(moe__kv_at(c, c->kv_v, il, dst, 0), moe__kv_at(c, c->kv_v, il, src, 0), bytes);
+        memcpy(moe__kv_at(c, c->kv_k, c->k_dim, il, dst, 0),
+               moe__kv_at(c, c->kv_k, c->k_dim, il, src, 0), kb);
+        if (vb) /* absorbed MLA: one latent cache (kv_k) */
+            memcpy(moe__kv_at(c, c->kv_v, c->v_dim, il, dst, 0),
+                   moe__kv_at(c, c->kv_v, c->v_dim, il, src, 0), vb);
     }
     c->slot_len[dst] = n;
     return 0;
@@ -482,7 +507,20 @@ void moe_ctx_get_stats(const moe_ctx *c, moe_ctx_stats *out) {
 }
 
 size_t moe_ctx_kv_bytes_per_token(const moe_ctx *c) {
-    if (c->hp.mla_kv_b) /* K and V rows share the wider head's stride here */
-        return (size_t)c->hp.n_layer * 2 * (size_t)c->kv_dim * sizeof(float);
-    return moe_model_kv_bytes_per_token(c->m, NULL);
+    return (size_t)c->hp.n_layer * (size_t)(c->k_dim + c->v_dim) * c->kv_es;
+}
+
+moe_dtype moe_ctx_kv_type(const moe_ctx *c) {
+    return c->kv_type;
+}
+
+int moe_kv_type_parse(const char *name, moe_dtype *out) {
+    if (!name) return -1;
+    if (!strcasecmp(name, "f16"))
+        *out = MOE_DTYPE_F16;
+    else if (!strcasecmp(name, "f32"))
+        *out = MOE_DTYPE_F32;
+    else
+        return -1;
+    return 0;
 }

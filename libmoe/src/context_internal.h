@@ -20,15 +20,19 @@ struct moe_ctx {
     int n_ctx, n_slots, n_batch;
     int *slot_len; /* (n_slots) */
     int *slot_tmp; /* (n_slots) validation scratch */
-    int q_dim, kv_dim;
-    int k_route; /* experts per token: n_expert_used, or n_expert when dense */
+    int q_dim;
+    int k_dim, v_dim; /* elements of a cache row (one layer, slot and position) of K and V;
+                       * v_dim 0 for absorbed MLA, whose V is the latent part of K */
+    int k_route;      /* experts per token: n_expert_used, or n_expert when dense */
     int dense_moe;
     int exact; /* llama.cpp's exact Q8_0 arithmetic for batches (moe_ctx_params.exact) */
     float capacity_factor;
     moe_ctx_stats stats;
 
-    float *kv_k; /* (n_layer, n_slots, n_ctx, kv_dim) */
-    float *kv_v; /* (n_layer, n_slots, n_ctx, kv_dim) */
+    moe_dtype kv_type; /* MOE_DTYPE_F16 or MOE_DTYPE_F32 */
+    size_t kv_es;      /* its element size */
+    void *kv_k;        /* (n_layer, n_slots, n_ctx, k_dim) */
+    void *kv_v;        /* (n_layer, n_slots, n_ctx, v_dim) */
 
     /* scratch for one ubatch of up to n_batch tokens */
     float *x;    /* (n_batch, n_embd) residual stream */
@@ -45,21 +49,23 @@ struct moe_ctx {
     float *mla_tmp;         /* (n_batch, max(head_dim - n_rot, kv_lora_rank)) one head's rows */
     moe__mm_job *head_jobs; /* (n_head) */
     float *scores;          /* (n_threads, n_ctx) */
-    float *router;          /* (n_batch, n_expert) */
-    float *route_scratch;   /* MOE_ROUTE_SCRATCH(n_expert) */
-    int32_t *sel;           /* (n_batch, n_expert_used) chosen experts */
-    float *selw;            /* (n_batch, n_expert_used) their weights */
-    int32_t *grp_expert;    /* (n_expert) */
-    int32_t *grp_start;     /* (n_expert + 1) */
-    int32_t *row_of;        /* (n_batch, n_expert_used) row in ex_x of each choice */
-    int32_t *count;         /* (n_expert) */
-    float *ex_x;            /* (n_batch * n_expert_used, n_embd) */
-    float *ex_y;            /* (n_batch * n_expert_used, n_embd) */
-    float *sh_g;            /* (n_batch, max(n_ff_shexp, n_ff)) shared/dense FFN gate */
-    float *sh_u;            /* (n_batch, max(n_ff_shexp, n_ff)) shared/dense FFN up */
-    float *sh_gate;         /* (n_batch) */
-    float *moe_out;         /* (n_batch, n_embd) */
-    float *out_rows;        /* (n_batch, n_embd) normed rows that need logits */
+    uint16_t *att16;        /* (n_threads, att16_w) f16 cache: q, then the probabilities */
+    int att16_w;
+    float *router;        /* (n_batch, n_expert) */
+    float *route_scratch; /* MOE_ROUTE_SCRATCH(n_expert) */
+    int32_t *sel;         /* (n_batch, n_expert_used) chosen experts */
+    float *selw;          /* (n_batch, n_expert_used) their weights */
+    int32_t *grp_expert;  /* (n_expert) */
+    int32_t *grp_start;   /* (n_expert + 1) */
+    int32_t *row_of;      /* (n_batch, n_expert_used) row in ex_x of each choice */
+    int32_t *count;       /* (n_expert) */
+    float *ex_x;          /* (n_batch * n_expert_used, n_embd) */
+    float *ex_y;          /* (n_batch * n_expert_used, n_embd) */
+    float *sh_g;          /* (n_batch, max(n_ff_shexp, n_ff)) shared/dense FFN gate */
+    float *sh_u;          /* (n_batch, max(n_ff_shexp, n_ff)) shared/dense FFN up */
+    float *sh_gate;       /* (n_batch) */
+    float *moe_out;       /* (n_batch, n_embd) */
+    float *out_rows;      /* (n_batch, n_embd) normed rows that need logits */
     moe__mm_job jobs[8];
 
     float *logits; /* (n_logits, n_vocab) of the last decode */
@@ -71,12 +77,18 @@ struct moe_ctx {
     int n_margins, cap_margins;
 };
 
-/* K or V of (layer il, slot, position pos): kv_dim floats in base (c->kv_k
- * or c->kv_v). */
-static inline float *moe__kv_at(const moe_ctx *c, float *base, int il, int slot, int pos) {
-    return base +
+/* K or V of (layer il, slot, position pos): a row of dim elements (c->k_dim
+ * or c->v_dim) of the cache's type in base (c->kv_k or c->kv_v). */
+static inline char *moe__kv_at(const moe_ctx *c, void *base, int dim, int il, int slot, int pos) {
+    return (char *)base +
            (((size_t)il * (size_t)c->n_slots + (size_t)slot) * (size_t)c->n_ctx + (size_t)pos) *
-               (size_t)c->kv_dim;
+               (size_t)dim * c->kv_es;
+}
+
+/* Stores n floats at a cache address in the cache's type (f16: rounded to
+ * nearest, as ggml's copy into an F16 cache). */
+static inline void moe__kv_store(const moe_ctx *c, void *dst, const float *src, int n) {
+    c->k->from_f32(c->kv_type, src, dst, n);
 }
 
 /* Y (n rows) = X . W^T for one weight, X given in f32 (quantised into c->act). */

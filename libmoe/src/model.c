@@ -733,14 +733,15 @@ void moe_model_routing(const moe_model *m, int il, moe_routing *r) {
     if (il >= 0 && il < m->hp.n_layer) r->bias = m->layers[il].exp_probs_b.data;
 }
 
-size_t moe_model_kv_bytes_per_token(const moe_model *m, size_t *mha_equiv) {
+size_t moe_model_kv_bytes_per_token(const moe_model *m, moe_dtype kv_type, size_t *mha_equiv) {
     const moe_hparams *hp = &m->hp;
-    const size_t L = (size_t)hp->n_layer;
-    const size_t mha = L * (size_t)hp->n_head_kv * (size_t)(hp->head_dim + hp->head_dim_v) * 4;
+    const size_t L = (size_t)hp->n_layer, es = moe_dtype_block_bytes(kv_type);
+    const size_t mha = L * (size_t)hp->n_head_kv * (size_t)(hp->head_dim + hp->head_dim_v) * es;
     if (mha_equiv)
-        *mha_equiv =
-            hp->is_mla ? L * (size_t)hp->n_head * (size_t)(hp->head_dim + hp->head_dim_v) * 4 : mha;
+        *mha_equiv = hp->is_mla
+                         ? L * (size_t)hp->n_head * (size_t)(hp->head_dim + hp->head_dim_v) * es
+                         : mha;
     if (hp->mla_kv_b) return mha; /* a per-head cache, as llama.cpp keeps for these */
-    if (hp->is_mla) return L * (size_t)(hp->kv_lora_rank + hp->n_rot) * 4;
+    if (hp->is_mla) return L * (size_t)(hp->kv_lora_rank + hp->n_rot) * es;
     return mha;
 }

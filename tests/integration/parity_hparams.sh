@@ -43,7 +43,7 @@ case_() {
     else
         echo "FAIL: $label: logits differ from [$dflt] by only $d: the case tests nothing"; fail=1
     fi
-    PARITY_DTYPES=$dtypes PARITY_MKMODEL_ARGS=$args PARITY_LABEL=$label \
+    PARITY_DTYPES=$dtypes PARITY_MKMODEL_ARGS=$args PARITY_LABEL=$label PARITY_KV16=0 \
         sh tests/lib/parity.sh "$arch" "$preset" "$seed" || fail=1
 }
 

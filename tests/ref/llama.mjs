@@ -32,15 +32,20 @@ const USAGE = `usage:
 
 options:
   --threads N   threads for both batch and decode (default 1; 1 is deterministic)
+  --cache-type f16|f32
+                the KV cache's type, K and V (default f16, llama.cpp's default)
   --verbose     llama.cpp log level "info" instead of "warn" (always on stderr)
   -h, --help    this text
 
-Settings: CPU only, KV cache F32 (K and V), flash attention off, mmap on, batch = ubatch >= prompt
+Settings: CPU only, KV cache --cache-type (K and V), flash attention off, mmap on, batch = ubatch >= prompt
 (serve: max(P, min(N*P, 512))), context = tokens (+ generated) rounded up to 256 (serve: per
 sequence), greedy sampling with a fixed seed.
 Exit status: 0 ok, 1 runtime error, 2 usage error. Errors go to stderr.`;
 
 class UsageError extends Error {}
+
+// the KV cache's type for every context (--cache-type)
+let cacheType = "F16";
 
 // Route any console.log/info/debug from libraries to stderr; stdout is reserved for the JSON result.
 console.log = console.error;
@@ -82,6 +87,12 @@ function parseArgs(argv) {
             case "--vocab": o.vocab = num(a, argv[++i], 2); break;
             case "--seed": o.seed = num(a, argv[++i], 0); break;
             case "--verbose": o.verbose = true; break;
+            case "--cache-type": {
+                const t = argv[++i];
+                if (t !== "f16" && t !== "f32") throw new UsageError(`--cache-type: f16 or f32, not ${t}`);
+                cacheType = t.toUpperCase();
+                break;
+            }
             case "--texts": o.texts = argv[++i]; break;
             case "--special": o.special = true; break;
             default:
@@ -147,8 +158,8 @@ async function makeContext(model, nTokens, batch, threads) {
         sequences: 1,
         threads,
         flashAttention: false,
-        experimentalKvCacheKeyType: "F32",
-        experimentalKvCacheValueType: "F32",
+        experimentalKvCacheKeyType: cacheType,
+        experimentalKvCacheValueType: cacheType,
         swaFullCache: true,
         failedCreationRemedy: false,
         ignoreMemorySafetyChecks: true,
@@ -300,8 +311,8 @@ async function cmdServe(o) {
         sequences: N,
         threads: o.threads,
         flashAttention: false,
-        experimentalKvCacheKeyType: "F32",
-        experimentalKvCacheValueType: "F32",
+        experimentalKvCacheKeyType: cacheType,
+        experimentalKvCacheValueType: cacheType,
         swaFullCache: true,
         failedCreationRemedy: false,
         ignoreMemorySafetyChecks: true,

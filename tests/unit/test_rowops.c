@@ -1,12 +1,13 @@
 /*
  * tests/unit/test_rowops.c - the row ops of moe/ops.h (rmsnorm, softmax,
- * swiglu, rope with and without YaRN) against hand and double-precision
- * references.
+ * swiglu, rope with and without YaRN) and attention's loops over an f16
+ * cache against hand and double-precision references.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "moe/dtype.h"
 #include "moe/ops.h"
 #include "test.h"
 
@@ -225,4 +226,64 @@ TEST(kernels_rope_yarn) {
         ASSERT_NEAR(y[i], ya, 2e-5);
         ASSERT_NEAR(y[i + nd / 2], yb, 2e-5);
     }
+}
+
+/* Attention over an f16 cache (dots_f16, wsum_f16), every level: dots_f16
+ * gives the bits of the level's F16 matrix x vector at one activation row
+ * (ggml_vec_dot_f16, what llama.cpp's decode runs) times the scale, and
+ * both agree with a double-precision sum of the same f16 values; head sizes
+ * with the AVX-512 register paths (64..256) and without (96, 576; 36 and 70
+ * have tails, where the gemm, which takes multiples of 32, is not run), row
+ * counts around its steps of 4, rows strided as in the cache. */
+TEST(kernels_attention_f16_loops) {
+    const int64_t ns[] = {36, 64, 70, 96, 128, 192, 256, 576};
+    const int64_t ms[] = {1, 3, 4, 5, 9, 130};
+    uint64_t seed = 13;
+    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+        for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
+            const int64_t n = ns[ni], m = ms[mi], ld = n + 32;
+            uint16_t *a = test_xmalloc(2 * (size_t)n), *B = test_xmalloc(2 * (size_t)(ld * m));
+            uint16_t *Bc = test_xmalloc(2 * (size_t)(n * m)), *s = test_xmalloc(2 * (size_t)m);
+            for (int64_t i = 0; i < n; i++) a[i] = moe_f32_to_f16(test_rand_f32(&seed));
+            for (int64_t i = 0; i < ld * m; i++) B[i] = moe_f32_to_f16(3 * test_rand_f32(&seed));
+            for (int64_t j = 0; j < m; j++) {
+                s[j] = moe_f32_to_f16(0.5f + 0.5f * test_rand_f32(&seed));
+                memcpy(Bc + j * n, B + j * ld, 2 * (size_t)n);
+            }
+            float *o = test_xmalloc(sizeof(float) * (size_t)m);
+            float *g = test_xmalloc(sizeof(float) * (size_t)m);
+            float *y = test_xmalloc(sizeof(float) * (size_t)(n + 1));
+            for (int l = 0; l < MOE_CPU_LEVEL_COUNT; l++) {
+                const moe_cpu_kernels *k = moe_cpu_kernels_get((moe_cpu_level)l);
+                if (!k) continue;
+                k->dots_f16(n, a, B, ld, m, 0.125f, o);
+                if (n % 32 == 0) k->gemm(MOE_DTYPE_F16, n, Bc, 0, m, a, 1, g, m);
+                for (int64_t j = 0; j < m; j++) {
+                    if (n % 32 == 0 && o[j] != g[j] * 0.125f)
+                        TEST_FAIL("%s dots_f16 n=%lld m=%lld row %lld: %.9g, the F16 gemm %.9g",
+                                  k->name, (long long)n, (long long)m, (long long)j, o[j],
+                                  g[j] * 0.125f);
+                    double ref = 0, mag = 0;
+                    for (int64_t i = 0; i < n; i++) {
+                        const double t =
+                            (double)moe_f16_to_f32(a[i]) * moe_f16_to_f32(B[j * ld + i]) * 0.125;
+                        ref += t, mag += fabs(t);
+                    }
+                    ASSERT_NEAR(o[j], ref, 1e-6 * mag + 1e-30);
+                }
+                y[n] = 42.0f;
+                k->wsum_f16(n, s, B, ld, m, y);
+                ASSERT(y[n] == 42.0f); /* nothing past n written */
+                for (int64_t i = 0; i < n; i++) {
+                    double ref = 0, mag = 0;
+                    for (int64_t j = 0; j < m; j++) {
+                        const double t =
+                            (double)moe_f16_to_f32(s[j]) * moe_f16_to_f32(B[j * ld + i]);
+                        ref += t, mag += fabs(t);
+                    }
+                    ASSERT_NEAR(y[i], ref, 1e-6 * mag + 1e-30);
+                }
+            }
+            free(a), free(B), free(Bc), free(s), free(o), free(g), free(y);
+        }
 }

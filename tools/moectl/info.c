@@ -127,15 +127,16 @@ int cmd_info(const moectl_cmd *cmd, int argc, char **argv) {
     routing_words(m, routing, sizeof routing);
     const moe_gguf *g = m->gguf;
     size_t kv_mha;
-    moe_model_kv_bytes_per_token(m, &kv_mha);
+    moe_model_kv_bytes_per_token(m, MOE_DTYPE_F16, &kv_mha);
     if (json) {
         printf("{\"path\": ");
         json_str(stdout, path, strlen(path));
         printf(", \"architecture\": \"%s\", \"file_bytes\": %zu, \"n_params\": %zu, "
                "\"n_bytes\": %zu, \"active_bytes_per_token\": %zu, \"kv_bytes_per_token\": %zu, "
-               "\"kv_bytes_per_token_mha\": %zu, \"routing\": ",
+               "\"kv_bytes_per_token_f32\": %zu, \"kv_bytes_per_token_mha\": %zu, \"routing\": ",
                moe_arch_name(hp->arch), files_bytes(g), m->n_params, m->n_bytes,
-               moe_model_active_bytes(m), moe_model_kv_bytes_per_token(m, NULL), kv_mha);
+               moe_model_active_bytes(m), moe_model_kv_bytes_per_token(m, MOE_DTYPE_F16, NULL),
+               moe_model_kv_bytes_per_token(m, MOE_DTYPE_F32, NULL), kv_mha);
         json_str(stdout, routing, strlen(routing));
         printf(", \"hparams\": {\"n_vocab\": %d, \"n_ctx_train\": %d, \"n_embd\": %d, "
                "\"n_layer\": %d, \"n_head\": %d, \"n_head_kv\": %d, \"head_dim\": %d, "
@@ -182,16 +183,17 @@ int cmd_info(const moectl_cmd *cmd, int argc, char **argv) {
                : hp->qk_norm == MOE_QK_NORM_FULL ? ", full-width q/k norm"
                                                  : "");
         size_t mha;
-        const size_t kvb = moe_model_kv_bytes_per_token(m, &mha);
+        const size_t kvb = moe_model_kv_bytes_per_token(m, MOE_DTYPE_F16, &mha);
+        const size_t kv32 = moe_model_kv_bytes_per_token(m, MOE_DTYPE_F32, NULL);
         if (hp->is_mla)
             printf(
                 "mla           latent %d + rope %d per token, q LoRA %d, heads %d (q/k %d, v %d)\n"
-                "kv cache      %zu bytes/token (f32); plain multi-head attention would need "
-                "%zu (%.1fx)\n",
+                "kv cache      %zu bytes/token in f16 (the default), %zu in f32; plain "
+                "multi-head attention would need %zu (%.1fx)\n",
                 hp->kv_lora_rank, hp->n_rot, hp->q_lora_rank, hp->n_head, hp->head_dim,
-                hp->head_dim_v, kvb, mha, (double)mha / (double)kvb);
+                hp->head_dim_v, kvb, kv32, mha, (double)mha / (double)kvb);
         else
-            printf("kv cache      %zu bytes/token (f32)\n", kvb);
+            printf("kv cache      %zu bytes/token in f16 (the default), %zu in f32\n", kvb, kv32);
         printf("experts       %d routed of width %d", hp->n_expert, hp->n_ff_exp);
         if (hp->n_expert_shared > 0)
             printf(", %d shared of width %d (one FFN of %d)", hp->n_expert_shared,

@@ -24,6 +24,7 @@ typedef struct run_opts {
     moe_expert_backend *remote;                /* created by open_model, freed by close_model */
     int gate_margins;                          /* logits --gate-margins */
     int exact;                                 /* --exact */
+    const char *cache_type;                    /* --cache-type */
     int routes;                                /* logits --routes */
     uint64_t *route_rows;                      /* (n_layer x n_expert) rows per expert */
     int n_expert;
@@ -42,6 +43,13 @@ static run_opts run_opts_default(void) {
     return (run_opts){.n_threads = 1, .ro = moe_remote_opts_default()};
 }
 
+static int check_cache_type(const void *dst, char *why, size_t cap) {
+    moe_dtype t;
+    if (moe_kv_type_parse(*(const char *const *)dst, &t) == 0) return 0;
+    snprintf(why, cap, "must be f16 or f32");
+    return -1;
+}
+
 static int check_capacity_factor(const void *dst, char *why, size_t cap) {
     const float f = *(const float *)dst;
     if (f > 0.0f && f < 1e6f) return 0;
@@ -51,7 +59,7 @@ static int check_capacity_factor(const void *dst, char *why, size_t cap) {
 
 /* The flags of run_opts, writing into o: the table fragment logits, generate
  * and bench include ({.include = t}). t has RUN_N_FLAGS rows and the end. */
-enum { RUN_N_FLAGS = 5 };
+enum { RUN_N_FLAGS = 6 };
 static void run_flags(run_opts *o, moe_flag t[RUN_N_FLAGS + 1]) {
     moe_remote_opts_flags(&o->ro, o->ro_flags);
     const moe_flag rows[RUN_N_FLAGS + 1] = {
@@ -69,6 +77,10 @@ static void run_flags(run_opts *o, moe_flag t[RUN_N_FLAGS + 1]) {
          .help = "llama.cpp's exact Q8_0 arithmetic for batches too (the\n"
                  "default computes 3+ rows per matrix with the fast int8\n"
                  "tile: AMX or VNNI; logits within float rounding)"},
+        {"--cache-type", "MOE_CACHE_TYPE", MOE_FLAG_STRING, &o->cache_type, "f16|f32",
+         .help = "the KV cache's type, as llama.cpp's --cache-type-k/-v\n"
+                 "(f16 holds half the bytes; attention reads it directly)",
+         .def = "f16", .check = check_cache_type},
         {.include = o->ro_flags},
         {0}};
     memcpy(t, rows, sizeof rows);
@@ -94,6 +106,7 @@ static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_mode
     p.experts = o->remote;
     p.gate_margins = o->gate_margins;
     p.exact = o->exact;
+    if (o->cache_type) moe_kv_type_parse(o->cache_type, &p.kv_type); /* checked by the flag */
     if (o->routes) {
         o->n_expert = (*m)->hp.n_expert;
         o->route_rows = calloc((size_t)(*m)->hp.n_layer * (size_t)o->n_expert, sizeof(uint64_t));
@@ -577,12 +590,12 @@ int cmd_bench(const moectl_cmd *cmd, int argc, char **argv) {
         const size_t ab = moe_model_active_bytes(m);
         printf("{\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"threads\": %d, \"batch\": %d, "
                "\"prompt\": %d, \"gen\": %d, \"reps\": %d, \"cpu\": \"%s\", "
-               "\"numerics\": \"%s\", \"active_bytes_per_token\": %zu",
+               "\"numerics\": \"%s\", \"kv_type\": \"%s\", \"active_bytes_per_token\": %zu",
                best_pf, best_dec, o.n_threads, B, P, G, reps, moe_cpu_kernels_best()->name,
                o.exact             ? "exact"
                : moe_cpu_has_amx() ? "fast-amx"
                                    : "fast",
-               ab);
+               moe_dtype_name(moe_ctx_kv_type(c)), ab);
         /* batch 1 reads every active weight once per token */
         if (B == 1) {
             const double wgb = best_dec * (double)ab / 1e9;

@@ -192,10 +192,12 @@ void moe_model_routing(const moe_model *m, int il, moe_routing *r);
 /* 1 if layer il has routed experts (not a leading dense layer). */
 int moe_model_layer_is_moe(const moe_model *m, int il);
 
-/* Bytes of f32 KV cache per token (all layers). For MLA the cache holds the
- * latent and the RoPE key; *mha_equiv (if non-NULL) gets what plain
- * multi-head attention of the same model would hold (K and V of every head). */
-size_t moe_model_kv_bytes_per_token(const moe_model *m, size_t *mha_equiv);
+/* Bytes of KV cache per token (all layers) in kv_type (MOE_DTYPE_F16 or
+ * MOE_DTYPE_F32): what llama.cpp allocates with the same cache type. For
+ * MLA the cache holds the latent and the RoPE key; *mha_equiv (if non-NULL)
+ * gets what plain multi-head attention of the same model would hold (K and
+ * V of every head). */
+size_t moe_model_kv_bytes_per_token(const moe_model *m, moe_dtype kv_type, size_t *mha_equiv);
 
 /* Bytes of weights read per token at batch 1 (attention, router, the chosen
  * experts, shared experts, output head): the memory-bound decode's traffic. */
@@ -213,6 +215,8 @@ typedef struct moe_ctx_params {
     float capacity_factor;       /* > 0: bound each expert's rows per batch (drops overflow) */
     int gate_margins;            /* 1: keep each decoded row's smallest routing margin over
                                   * layers (moe_ctx_gate_margin; a diagnostic, default 0) */
+    moe_dtype kv_type;           /* the KV cache's type: MOE_DTYPE_F16 (default, llama.cpp's
+                                  * default) or MOE_DTYPE_F32; attention reads it directly */
     int exact;                   /* 1: llama.cpp's exact Q8_0 arithmetic for batches too
                                   * (what the parity tests compare); 0 (default): the fast
                                   * int8 tile from MOE_FAST_MIN_ROWS rows (moe/ops.h), its
@@ -289,6 +293,11 @@ void moe_ctx_get_stats(const moe_ctx *c, moe_ctx_stats *out);
 
 /* Bytes of KV cache per token per slot. */
 size_t moe_ctx_kv_bytes_per_token(const moe_ctx *c);
+/* The KV cache's type (MOE_DTYPE_F16 or MOE_DTYPE_F32). */
+moe_dtype moe_ctx_kv_type(const moe_ctx *c);
+/* A KV cache type by name, as llama.cpp's --cache-type-k/-v take it: "f16"
+ * or "f32" (any case). 0, or -1 for another name. */
+int moe_kv_type_parse(const char *name, moe_dtype *out);
 
 /* ---- Expert residency (residency.c): for services hosting a slice ---- */
 

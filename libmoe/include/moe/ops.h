@@ -70,6 +70,15 @@ typedef struct moe_cpu_kernels {
     void (*dots_f32)(int64_t n, const float *a, const float *B, int64_t ldb, int64_t m, float scale,
                      float *out);
     void (*wsum_f32)(int64_t n, const float *s, const float *X, int64_t ldx, int64_t m, float *y);
+    /* The same two over an f16 KV cache, as ggml's mul_mat runs attention on
+     * an F16 cache (flash attention off), where the f32 operand is converted
+     * to f16 first: a and s are f16 too (the caller converts them with
+     * from_f32). out[j] = ggml_vec_dot_f16(n, a, B + j * ldb) * scale;
+     * y = the sum over j of s[j] * X row j, in f32, rows in order. */
+    void (*dots_f16)(int64_t n, const uint16_t *a, const uint16_t *B, int64_t ldb, int64_t m,
+                     float scale, float *out);
+    void (*wsum_f16)(int64_t n, const uint16_t *s, const uint16_t *X, int64_t ldx, int64_t m,
+                     float *y);
 } moe_cpu_kernels;
 
 /* The best level this CPU supports (detected once; thread-safe). */

@@ -93,6 +93,19 @@ void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n);
         for (int64_t j = 0; j < m; j++) axpy_f32_##lv(n, s[j], X + j * ldx, y);                    \
     }
 
+/* dots_f16 / wsum_f16 for level lv over its dot_f16_lv (ggml_vec_dot_f16)
+ * and axpy_f16_lv (y[i] += a * x[i], x in f16). */
+#define MOE_ATTN_F16_LOOPS(lv)                                                                     \
+    static void dots_f16_##lv(int64_t n, const uint16_t *a, const uint16_t *B, int64_t ldb,        \
+                              int64_t m, float scale, float *out) {                                \
+        for (int64_t j = 0; j < m; j++) out[j] = dot_f16_##lv(n, a, B + j * ldb) * scale;          \
+    }                                                                                              \
+    static void wsum_f16_##lv(int64_t n, const uint16_t *s, const uint16_t *X, int64_t ldx,        \
+                              int64_t m, float *y) {                                               \
+        memset(y, 0, (size_t)n * sizeof(float));                                                   \
+        for (int64_t j = 0; j < m; j++) axpy_f16_##lv(n, moe_f16_to_f32(s[j]), X + j * ldx, y);    \
+    }
+
 /* Software prefetch distance (bytes) for the kernels that read weight rows
  * in sequence (Q8_0's, the quantised ones of quant_avx2.c and
  * quant_avx512.c; twice this far in their read order where they read 8

@@ -718,6 +718,23 @@ static void axpy_f32_avx2(int64_t n, float a, const float *x, float *y) {
 
 MOE_ATTN_LOOPS(avx2)
 
+/* ggml_vec_dot_f16 (AVX2), as vdot_row. */
+static float dot_f16_avx2(int64_t n, const uint16_t *a, const uint16_t *b) {
+    return vdot_row(FK_F16, n, (const char *)a, (const char *)b);
+}
+
+static void axpy_f16_avx2(int64_t n, float a, const uint16_t *x, float *y) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i,
+                         _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
+                                         va, _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * f16_to_f32(x[i]);
+}
+
+MOE_ATTN_F16_LOOPS(avx2)
+
 const moe_cpu_kernels moe__kernels_avx2 = {
     .level = MOE_CPU_AVX2,
     .name = "avx2",
@@ -728,4 +745,6 @@ const moe_cpu_kernels moe__kernels_avx2 = {
     .axpy_f32 = axpy_f32_avx2,
     .dots_f32 = dots_f32_avx2,
     .wsum_f32 = wsum_f32_avx2,
+    .dots_f16 = dots_f16_avx2,
+    .wsum_f16 = wsum_f16_avx2,
 };

@@ -791,14 +791,29 @@ static void axpy_f32_avx512(int64_t n, float a, const float *x, float *y) {
     for (int64_t i = np; i < n; i++) y[i] += x[i] * a;
 }
 
-/* dots_f32 on 4 rows of B at a time, n = N (a multiple of 64, at most
- * 256): a's vectors loaded once, each row's sum vdot_row's (4 accumulators
- * over steps of 64, (a0 + a2) + (a1 + a3), _mm512_reduce_add_ps). */
-AI void dots4_f32(const int N, const float *a, const float *B, int64_t ldb, int64_t m, float scale,
-                  float *out, int64_t *done) {
+/* ggml_vec_dot_f16 (AVX-512), as vdot_row. */
+static float dot_f16_avx512(int64_t n, const uint16_t *a, const uint16_t *b) {
+    return vdot_row(FK_F16, n, (const char *)a, (const char *)b);
+}
+
+/* Element i of an f32 (FK_F32) or f16 (FK_F16) array. */
+AI float flt_at(const int kind, const void *p, int64_t i) {
+    return flt_scalar(kind, (const char *)p, i);
+}
+/* The address of row j of an array of rows ld elements apart. */
+AI const char *flt_row(const int kind, const void *p, int64_t j, int64_t ld) {
+    return (const char *)p + (size_t)(j * ld) * (kind == FK_F32 ? 4 : 2);
+}
+
+/* dots_f32 / dots_f16 on 4 rows of B at a time, n = N (a multiple of 64,
+ * at most 256): a's vectors loaded once, each row's sum vdot_row's (4
+ * accumulators over steps of 64, (a0 + a2) + (a1 + a3),
+ * _mm512_reduce_add_ps). */
+AI void dots4(const int kind, const int N, const void *a, const void *B, int64_t ldb, int64_t m,
+              float scale, float *out, int64_t *done) {
     __m512 av[16];
 #pragma GCC unroll 16
-    for (int i = 0; i < N / 16; i++) av[i] = _mm512_loadu_ps(a + 16 * i);
+    for (int i = 0; i < N / 16; i++) av[i] = flt_load16(kind, a, 16 * i);
     int64_t j = 0;
     for (; j + 4 <= m; j += 4) {
         __m512 acc[4][4];
@@ -813,7 +828,8 @@ AI void dots4_f32(const int N, const float *a, const float *B, int64_t ldb, int6
 #pragma GCC unroll 4
                 for (int u = 0; u < 4; u++)
                     acc[r][u] = _mm512_fmadd_ps(
-                        av[i / 16 + u], _mm512_loadu_ps(B + (j + r) * ldb + i + 16 * u), acc[r][u]);
+                        av[i / 16 + u], flt_load16(kind, flt_row(kind, B, j + r, ldb), i + 16 * u),
+                        acc[r][u]);
 #pragma GCC unroll 4
         for (int r = 0; r < 4; r++)
             out[j + r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][2]),
@@ -841,7 +857,7 @@ AI void dots4_f32(const int N, const float *a, const float *B, int64_t ldb, int6
 static void dots_f32_avx512(int64_t n, const float *a, const float *B, int64_t ldb, int64_t m,
                             float scale, float *out) {
     int64_t j = 0;
-#define DOTS4(N) dots4_f32(N, a, B, ldb, m, scale, out, &j)
+#define DOTS4(N) dots4(FK_F32, N, a, B, ldb, m, scale, out, &j)
     switch (n) {
         HEAD_CASES(DOTS4)
     default:
@@ -851,18 +867,32 @@ static void dots_f32_avx512(int64_t n, const float *a, const float *B, int64_t l
     for (; j < m; j++) out[j] = dot_f32_avx512(n, a, B + j * ldb) * scale;
 }
 
-/* wsum_f32 with y in registers, n = N (a multiple of 64, at most 256):
- * axpy_f32_avx512's fma per element and row, in row order. */
-AI void wsum_f32_reg(const int N, const float *s, const float *X, int64_t ldx, int64_t m,
-                     float *y) {
+static void dots_f16_avx512(int64_t n, const uint16_t *a, const uint16_t *B, int64_t ldb, int64_t m,
+                            float scale, float *out) {
+    int64_t j = 0;
+#define DOTS4(N) dots4(FK_F16, N, a, B, ldb, m, scale, out, &j)
+    switch (n) {
+        HEAD_CASES(DOTS4)
+    default:
+        break;
+    }
+#undef DOTS4
+    for (; j < m; j++) out[j] = dot_f16_avx512(n, a, B + j * ldb) * scale;
+}
+
+/* wsum_f32 / wsum_f16 with y in registers, n = N (a multiple of 64, at
+ * most 256): axpy's fma per element and row, in row order. */
+AI void wsum_reg(const int kind, const int N, const void *s, const void *X, int64_t ldx, int64_t m,
+                 float *y) {
     __m512 acc[16];
 #pragma GCC unroll 16
     for (int i = 0; i < N / 16; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t j = 0; j < m; j++) {
-        const __m512 va = _mm512_set1_ps(s[j]);
+        const __m512 va = _mm512_set1_ps(flt_at(kind, s, j));
+        const char *x = flt_row(kind, X, j, ldx);
 #pragma GCC unroll 16
         for (int i = 0; i < N / 16; i++)
-            acc[i] = _mm512_fmadd_ps(_mm512_loadu_ps(X + j * ldx + 16 * i), va, acc[i]);
+            acc[i] = _mm512_fmadd_ps(flt_load16(kind, x, 16 * i), va, acc[i]);
     }
 #pragma GCC unroll 16
     for (int i = 0; i < N / 16; i++) _mm512_storeu_ps(y + 16 * i, acc[i]);
@@ -871,7 +901,7 @@ AI void wsum_f32_reg(const int N, const float *s, const float *X, int64_t ldx, i
 static void wsum_f32_avx512(int64_t n, const float *s, const float *X, int64_t ldx, int64_t m,
                             float *y) {
 #define WSUM(N)                                                                                    \
-    wsum_f32_reg(N, s, X, ldx, m, y);                                                              \
+    wsum_reg(FK_F32, N, s, X, ldx, m, y);                                                          \
     return
     switch (n) {
         HEAD_CASES(WSUM)
@@ -881,6 +911,31 @@ static void wsum_f32_avx512(int64_t n, const float *s, const float *X, int64_t l
 #undef WSUM
     memset(y, 0, (size_t)n * sizeof(float));
     for (int64_t j = 0; j < m; j++) axpy_f32_avx512(n, s[j], X + j * ldx, y);
+}
+
+/* y[i] += a * x[i], x in f16: 16 at a time, then one at a time. */
+static void axpy_f16_avx512(int64_t n, float a, const uint16_t *x, float *y) {
+    const __m512 va = _mm512_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(flt_load16(FK_F16, (const char *)x, i), va,
+                                                _mm512_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * _cvtsh_ss(x[i]);
+}
+
+static void wsum_f16_avx512(int64_t n, const uint16_t *s, const uint16_t *X, int64_t ldx, int64_t m,
+                            float *y) {
+#define WSUM(N)                                                                                    \
+    wsum_reg(FK_F16, N, s, X, ldx, m, y);                                                          \
+    return
+    switch (n) {
+        HEAD_CASES(WSUM)
+    default:
+        break;
+    }
+#undef WSUM
+    memset(y, 0, (size_t)n * sizeof(float));
+    for (int64_t j = 0; j < m; j++) axpy_f16_avx512(n, _cvtsh_ss(s[j]), X + j * ldx, y);
 }
 
 const moe_cpu_kernels moe__kernels_avx512 = {
@@ -893,4 +948,6 @@ const moe_cpu_kernels moe__kernels_avx512 = {
     .axpy_f32 = axpy_f32_avx512,
     .dots_f32 = dots_f32_avx512,
     .wsum_f32 = wsum_f32_avx512,
+    .dots_f16 = dots_f16_avx512,
+    .wsum_f16 = wsum_f16_avx512,
 };

@@ -145,6 +145,16 @@ static void axpy_f32_scalar(int64_t n, float a, const float *x, float *y) {
 
 MOE_ATTN_LOOPS(scalar)
 
+static float dot_f16_scalar(int64_t n, const uint16_t *a, const uint16_t *b) {
+    return dot_row_f16(n, a, b);
+}
+
+static void axpy_f16_scalar(int64_t n, float a, const uint16_t *x, float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * moe_f16_to_f32(x[i]);
+}
+
+MOE_ATTN_F16_LOOPS(scalar)
+
 const moe_cpu_kernels moe__kernels_scalar = {
     .level = MOE_CPU_SCALAR,
     .name = "scalar",
@@ -155,4 +165,6 @@ const moe_cpu_kernels moe__kernels_scalar = {
     .axpy_f32 = axpy_f32_scalar,
     .dots_f32 = dots_f32_scalar,
     .wsum_f32 = wsum_f32_scalar,
+    .dots_f16 = dots_f16_scalar,
+    .wsum_f16 = wsum_f16_scalar,
 };
