@@ -695,33 +695,43 @@ void moe_model_free(moe_model *m) {
     free(m);
 }
 
-static size_t tensor_bytes(const moe_tensor *t) {
+/* A tensor's bytes, or with elems its elements. */
+static size_t tensor_size(const moe_tensor *t, int elems) {
     if (!t->data) return 0;
-    return moe_dtype_row_bytes(t->type, t->ne[0]) * (size_t)(t->ne[1] * t->ne[2] * t->ne[3]);
+    const size_t rows = (size_t)(t->ne[1] * t->ne[2] * t->ne[3]);
+    return elems ? (size_t)t->ne[0] * rows : moe_dtype_row_bytes(t->type, t->ne[0]) * rows;
 }
 
-size_t moe_model_active_bytes(const moe_model *m) {
+/* The weights one token uses, in bytes (the embedding row included) or
+ * elements (the embedding lookup not: no multiply-adds). */
+static size_t active_size(const moe_model *m, int elems) {
+#define SZ(t) tensor_size(t, elems)
     const moe_hparams *hp = &m->hp;
-    size_t b = tensor_bytes(&m->output) + tensor_bytes(&m->output_norm);
-    b += moe_dtype_row_bytes(m->tok_embd.type, hp->n_embd);
+    size_t b = SZ(&m->output) + SZ(&m->output_norm);
+    if (!elems) b += moe_dtype_row_bytes(m->tok_embd.type, hp->n_embd);
     for (int il = 0; il < hp->n_layer; il++) {
         const moe_layer *L = &m->layers[il];
-        b += tensor_bytes(&L->wq_a) + tensor_bytes(&L->q_a_norm) + tensor_bytes(&L->wq_b) +
-             tensor_bytes(&L->wkv_a_mqa) + tensor_bytes(&L->kv_a_norm) + tensor_bytes(&L->wk_b) +
-             tensor_bytes(&L->wv_b) + tensor_bytes(&L->wkv_b);
-        b += tensor_bytes(&L->attn_norm) + tensor_bytes(&L->wq) + tensor_bytes(&L->wk) +
-             tensor_bytes(&L->wv) + tensor_bytes(&L->wo) + tensor_bytes(&L->ffn_norm) +
-             tensor_bytes(&L->gate_inp) + tensor_bytes(&L->gate_inp_shexp) +
-             tensor_bytes(&L->gate_shexp) + tensor_bytes(&L->up_shexp) +
-             tensor_bytes(&L->down_shexp) + tensor_bytes(&L->ffn_gate) + tensor_bytes(&L->ffn_up) +
-             tensor_bytes(&L->ffn_down) + tensor_bytes(&L->exp_probs_b);
+        b += SZ(&L->wq_a) + SZ(&L->q_a_norm) + SZ(&L->wq_b) + SZ(&L->wkv_a_mqa) +
+             SZ(&L->kv_a_norm) + SZ(&L->wk_b) + SZ(&L->wv_b) + SZ(&L->wkv_b);
+        b += SZ(&L->attn_norm) + SZ(&L->wq) + SZ(&L->wk) + SZ(&L->wv) + SZ(&L->wo) +
+             SZ(&L->ffn_norm) + SZ(&L->gate_inp) + SZ(&L->gate_inp_shexp) + SZ(&L->gate_shexp) +
+             SZ(&L->up_shexp) + SZ(&L->down_shexp) + SZ(&L->ffn_gate) + SZ(&L->ffn_up) +
+             SZ(&L->ffn_down) + SZ(&L->exp_probs_b);
         if (!moe_model_layer_is_moe(m, il)) continue;
-        size_t per_expert = (tensor_bytes(&L->gate_exps) + tensor_bytes(&L->up_exps) +
-                             tensor_bytes(&L->down_exps)) /
-                            (size_t)hp->n_expert;
+        size_t per_expert =
+            (SZ(&L->gate_exps) + SZ(&L->up_exps) + SZ(&L->down_exps)) / (size_t)hp->n_expert;
         b += per_expert * (size_t)hp->n_expert_used;
     }
     return b;
+#undef SZ
+}
+
+size_t moe_model_active_bytes(const moe_model *m) {
+    return active_size(m, 0);
+}
+
+size_t moe_model_active_params(const moe_model *m) {
+    return active_size(m, 1);
 }
 
 int moe_model_layer_is_moe(const moe_model *m, int il) {

@@ -99,6 +99,17 @@ r=$("$MOECTL" bench "$M" --prompt 8 --gen 4 --reps 1 --read-mb 32 | node -e '
     const f = j.decode_weight_gb_s / j.read_gb_s;
     console.log(j.read_gb_s > 0 && Math.abs(f - j.read_fraction) < 0.002 ? "ok" : JSON.stringify(j));') &&
     [ "$r" = ok ] && ok "bench at batch 1: read_gb_s, read_fraction" || bad "bench read fraction: $r"
+# batches against the int8 peak: ops = 2 x active params x tok/s, fraction = ops / peak
+P=$("$MOECTL" info "$M" --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).n_params)')
+r=$(node -e '
+    const j = JSON.parse(process.argv[1]);
+    const f = j.decode_gops / j.int8_peak_gops, ok = ["amx", "vnni", "avx2"].includes(j.int8_unit) &&
+        j.int8_peak_gops > 0 && j.decode_gops > 0 && j.decode_gops < j.int8_peak_gops &&
+        Math.abs(f - j.decode_compute_fraction) < 0.002 && j.prefill_compute_fraction > 0 &&
+        j.prefill_gops / j.prefill_tok_s < 2 * Number(process.argv[2]) / 1e9;
+    console.log(ok ? "ok" : JSON.stringify(j));' "$(cat "$TMP/b3")" "$P") &&
+    [ "$r" = ok ] && ok "bench at batch 3: int8_unit, int8_peak_gops, compute fractions" ||
+    bad "bench compute fraction: $r"
 
 # errors: stderr, non-zero exit, nothing on stdout
 check_err() { # expected-substring cmd...

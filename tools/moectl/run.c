@@ -523,7 +523,11 @@ static const char bench_about[] =
     "At batch 1 decode reads every active weight once per token: its weight\n"
     "bandwidth is printed beside the machine's read bandwidth, measured after\n"
     "the runs with the same thread count (a plain loop over --read-mb MB), and\n"
-    "their ratio (read_fraction).\n"
+    "their ratio (read_fraction). Batches (prefill, decode at --batch > 1) are\n"
+    "compute-bound: their weight ops (2 x the active parameters per token x\n"
+    "tok/s) are printed beside the int8 peak of the unit the batched tiles use\n"
+    "(amx, vnni or avx2: a register loop on every thread, measured after the\n"
+    "runs) and their ratio (prefill_compute_fraction, decode_compute_fraction).\n"
     "Prints {\"prefill_tok_s\": x, \"decode_tok_s\": y, ...}.\n";
 
 int cmd_bench(const moectl_cmd *cmd, int argc, char **argv) {
@@ -596,6 +600,30 @@ int cmd_bench(const moectl_cmd *cmd, int argc, char **argv) {
                : moe_cpu_has_amx() ? "fast-amx"
                                    : "fast",
                moe_dtype_name(moe_ctx_kv_type(c)), ab);
+        /* batches are compute-bound: the weights' ops (2 per multiply-add)
+         * per second against the int8 peak of the unit the tiles use, both
+         * with the run's threads */
+        const double ops = 2.0 * (double)moe_model_active_params(m);
+        {
+            const moe_int8_unit u = o.exact && moe_int8_unit_best() == MOE_INT8_AMX
+                                        ? MOE_INT8_VNNI
+                                        : moe_int8_unit_best();
+            moe_pool *pool = NULL;
+            const double peak = moe_cpu_kernels_best()->level >= MOE_CPU_AVX2 &&
+                                        moe_pool_create(&pool, o.n_threads) == 0
+                                    ? moe_int8_peak_gops(pool, u, 3)
+                                    : 0; /* the scalar level has no int8 unit */
+            moe_pool_destroy(pool);
+            printf(", \"prefill_gops\": %.1f", ops * best_pf / 1e9);
+            if (B > 1) printf(", \"decode_gops\": %.1f", ops * best_dec / 1e9);
+            if (peak > 0) {
+                printf(", \"int8_unit\": \"%s\", \"int8_peak_gops\": %.1f, "
+                       "\"prefill_compute_fraction\": %.3f",
+                       moe_int8_unit_name(u), peak, ops * best_pf / 1e9 / peak);
+                if (B > 1)
+                    printf(", \"decode_compute_fraction\": %.3f", ops * best_dec / 1e9 / peak);
+            }
+        }
         /* batch 1 reads every active weight once per token */
         if (B == 1) {
             const double wgb = best_dec * (double)ab / 1e9;

@@ -202,6 +202,9 @@ size_t moe_model_kv_bytes_per_token(const moe_model *m, moe_dtype kv_type, size_
 /* Bytes of weights read per token at batch 1 (attention, router, the chosen
  * experts, shared experts, output head): the memory-bound decode's traffic. */
 size_t moe_model_active_bytes(const moe_model *m);
+/* The weights a token multiplies (the same tensors, counted in elements,
+ * the embedding lookup not): 2x this is its weight ops (multiply-adds x 2). */
+size_t moe_model_active_params(const moe_model *m);
 
 /* ---- Context ------------------------------------------------------------ */
 

@@ -126,6 +126,22 @@ double moe_read_bandwidth(moe_pool *pool, size_t bytes, int reps);
 /* Threads whose partial sums moe_read_bandwidth keeps (more still read). */
 #define MOE_READ_MAX_THREADS 64
 
+/* The int8 multiply-add units the batched tiles use. */
+typedef enum moe_int8_unit {
+    MOE_INT8_AVX2, /* VPMADDUBSW + VPMADDWD */
+    MOE_INT8_VNNI, /* AVX-512 VPDPBUSD */
+    MOE_INT8_AMX   /* AMX-INT8 TDPBSSD */
+} moe_int8_unit;
+/* The unit the Q8_0 fast tile runs on here (AMX where moe_cpu_has_amx()). */
+moe_int8_unit moe_int8_unit_best(void);
+/* "avx2", "vnni", "amx". */
+const char *moe_int8_unit_name(moe_int8_unit u);
+/* The machine's int8 peak on unit u in GOPS (a multiply-add is 2 ops) with
+ * the pool's threads (pool may be NULL: one thread): a register-only loop
+ * of the unit's instruction on every thread at once, best of reps runs. The
+ * yardstick for batches, which are compute-bound. 0 if the CPU lacks it. */
+double moe_int8_peak_gops(moe_pool *pool, moe_int8_unit u, int reps);
+
 /* ---- Elementwise / row ops (single-threaded, one row) ---------------------- */
 
 /* y = x / sqrt(mean(x^2) + eps) * w; w may be NULL (no weight). The sum of

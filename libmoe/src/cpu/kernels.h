@@ -72,6 +72,13 @@ void moe__quant_gemm_avx512_ref(moe_dtype wt, int64_t k, const void *W, int64_t 
                                 const void *X, int64_t nb, float *Y, int64_t ldy);
 /* The scalar dot of one row of the K types (quant_kscalar.c). */
 float moe__quant_k_dot_scalar(moe_dtype wt, int64_t k, const void *w, const void *x);
+/* moe_int8_peak's register loops (cpu/peak.c): n steps each, returning the
+ * int8 products done (AMX: TDPBSSD; AVX-512: VPDPBUSD; AVX2: VPMADDUBSW +
+ * VPMADDWD). */
+uint64_t moe__int8_loop_amx(int64_t n);
+uint64_t moe__int8_loop_avx512(int64_t n);
+uint64_t moe__int8_loop_avx2(int64_t n);
+
 /* The activation types Q8_1 and Q8_K, the same code at every level (they
  * are a small share of the work): as ggml's x86 from_float. */
 void moe__quant_act_from_f32(moe_dtype dt, const float *x, void *y, int64_t n);

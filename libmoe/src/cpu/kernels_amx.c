@@ -292,3 +292,47 @@ int64_t moe__q8_fast_amx(int64_t k, const char *W, size_t wrb, int64_t r0, int64
     free(heap);
     return r_end;
 }
+
+/* moe_int8_peak's AMX loop: n steps of 4 independent TDPBSSD (16 x 16 x 64
+ * int8 products each: 4 C tiles from 2 A and 2 B tiles, so no tile waits
+ * on the one before) on tiles loaded once; returns the products done. */
+uint64_t moe__int8_loop_amx(int64_t n) {
+    amx_cfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) c.rows[t] = 16, c.colsb[t] = 64;
+    _tile_loadconfig(&c);
+    _Alignas(64) static const int8_t zero[16 * 64];
+    _tile_loadd(4, zero, 64);
+    _tile_loadd(5, zero, 64);
+    _tile_loadd(6, zero, 64);
+    _tile_loadd(7, zero, 64);
+    for (int t = 0; t < 4; t++) {
+        switch (t) { /* tile numbers must be constants */
+        case 0:
+            _tile_zero(0);
+            break;
+        case 1:
+            _tile_zero(1);
+            break;
+        case 2:
+            _tile_zero(2);
+            break;
+        default:
+            _tile_zero(3);
+            break;
+        }
+    }
+    for (int64_t i = 0; i < n; i++) {
+        _tile_dpbssd(0, 4, 6);
+        _tile_dpbssd(1, 4, 7);
+        _tile_dpbssd(2, 5, 6);
+        _tile_dpbssd(3, 5, 7);
+    }
+    _Alignas(64) int32_t out[16 * 16];
+    _tile_stored(0, out, 64);
+    volatile int32_t sink = out[0];
+    (void)sink;
+    _tile_release();
+    return (uint64_t)n * 4 * 16 * 16 * 64;
+}

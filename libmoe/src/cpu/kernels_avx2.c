@@ -735,6 +735,27 @@ static void axpy_f16_avx2(int64_t n, float a, const uint16_t *x, float *y) {
 
 MOE_ATTN_F16_LOOPS(avx2)
 
+/* moe_int8_peak's loop at this level (no VNNI): n steps of 8 independent
+ * VPMADDUBSW + VPMADDWD + VPADDD (32 int8 products each), as the AVX2 int8
+ * tiles multiply; returns the products done. */
+uint64_t moe__int8_loop_avx2(int64_t n) {
+    __m256i acc[8];
+    const __m256i a = _mm256_set1_epi8(1), b = _mm256_set1_epi8(2), one = _mm256_set1_epi16(1);
+    for (int u = 0; u < 8; u++) acc[u] = _mm256_setzero_si256();
+    for (int64_t i = 0; i < n; i++)
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) {
+            __m256i x = a;
+            __asm__ volatile("" : "+x"(x)); /* not hoisted out of the loop */
+            acc[u] = _mm256_add_epi32(acc[u], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b), one));
+        }
+    __m256i t = acc[0];
+    for (int u = 1; u < 8; u++) t = _mm256_add_epi32(t, acc[u]);
+    volatile int sink = _mm256_extract_epi32(t, 0);
+    (void)sink;
+    return (uint64_t)n * 8 * 32;
+}
+
 const moe_cpu_kernels moe__kernels_avx2 = {
     .level = MOE_CPU_AVX2,
     .name = "avx2",

@@ -938,6 +938,25 @@ static void wsum_f16_avx512(int64_t n, const uint16_t *s, const uint16_t *X, int
     for (int64_t j = 0; j < m; j++) axpy_f16_avx512(n, _cvtsh_ss(s[j]), X + j * ldx, y);
 }
 
+/* moe_int8_peak's loop at this level: n steps of 8 independent VPDPBUSD
+ * (64 int8 products each) kept in registers; returns the products done. */
+uint64_t moe__int8_loop_avx512(int64_t n) {
+    __m512i acc[8];
+    const __m512i a = _mm512_set1_epi8(1), b = _mm512_set1_epi8(2);
+    for (int u = 0; u < 8; u++) acc[u] = _mm512_setzero_si512();
+    for (int64_t i = 0; i < n; i++)
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) {
+            acc[u] = _mm512_dpbusd_epi32(acc[u], a, b);
+            __asm__ volatile("" : "+v"(acc[u])); /* one instruction per step, kept */
+        }
+    __m512i t = acc[0];
+    for (int u = 1; u < 8; u++) t = _mm512_add_epi32(t, acc[u]);
+    volatile int sink = _mm512_reduce_add_epi32(t);
+    (void)sink;
+    return (uint64_t)n * 8 * 64;
+}
+
 const moe_cpu_kernels moe__kernels_avx512 = {
     .level = MOE_CPU_AVX512,
     .name = "avx512",
