@@ -78,7 +78,10 @@ engine_bench() {
             r_pf=${r_pf:-0}; r_dec=${r_dec:-0}
         fi
         rb=$(echo "$ours" | num read_gb_s); rb=${rb:-0}
-        printf '%-8s %-8s %14.1f %14.1f %9s\n' "$t" prefill "$o_pf" "$r_pf" "$(ratio "$o_pf" "$r_pf")"
+        pg=$(echo "$ours" | num prefill_gops); pk=$(echo "$ours" | num int8_peak_gops)
+        pu=$(echo "$ours" | sed -n 's/.*"int8_unit": "\([a-z0-9]*\)".*/\1/p')
+        printf '%-8s %-8s %14.1f %14.1f %9s   %s GOPS, %s of the %s int8 peak (%s GOPS)\n' "$t" prefill "$o_pf" "$r_pf" \
+            "$(ratio "$o_pf" "$r_pf")" "${pg:-?}" "$(ratio "${pg:-0}" "${pk:-0}")" "${pu:-?}" "${pk:-?}"
         printf '%-8s %-8s %14.1f %14.1f %9s %12s %12s %10s %9s\n' "$t" decode "$o_dec" "$r_dec" "$(ratio "$o_dec" "$r_dec")" \
             "$(gbs "$o_dec" "$AB")" "$(gbs "$r_dec" "$AB")" "$rb" "$(ratio "$(gbs "$o_dec" "$AB")" "$rb")"
         best_ours_pf=$(max "$best_ours_pf" "$o_pf")
@@ -88,7 +91,7 @@ engine_bench() {
     printf '%-8s %-8s %14.1f %14.1f %9s\n' best prefill "$best_ours_pf" "$best_ref_pf" "$(ratio "$best_ours_pf" "$best_ref_pf")"
     printf '%-8s %-8s %14.1f %14.1f %9s %12s %12s %10s %9s\n' best decode "$best_ours_dec" "$best_ref_dec" "$(ratio "$best_ours_dec" "$best_ref_dec")" \
         "$(gbs "$best_ours_dec" "$AB")" "$(gbs "$best_ref_dec" "$AB")" "$rbbest" "$(ratio "$(gbs "$best_ours_dec" "$AB")" "$rbbest")"
-    echo "weights read per decoded token: $AB bytes (moectl's active_bytes_per_token); 'read GB/s': the read loop moectl bench runs after its runs, same threads; 'of read': moectl's GB/s over it (best: at moectl's best)"
+    echo "weights read per decoded token: $AB bytes (moectl's active_bytes_per_token); 'read GB/s': the read loop moectl bench runs after its runs, same threads; 'of read': moectl's GB/s over it (best: at moectl's best); prefill GOPS: 2 x active parameters x tok/s against the int8 unit's peak (moectl bench, same threads)"
 }
 
 mkmodel_if_missing "$MODEL" q8_0 || exit 1
