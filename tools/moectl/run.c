@@ -611,7 +611,7 @@ int cmd_bench(const moectl_cmd *cmd, int argc, char **argv) {
             moe_pool *pool = NULL;
             const double peak = moe_cpu_kernels_best()->level >= MOE_CPU_AVX2 &&
                                         moe_pool_create(&pool, o.n_threads) == 0
-                                    ? moe_int8_peak_gops(pool, u, 3)
+                                    ? moe_int8_peak_gops(pool, u, 5)
                                     : 0; /* the scalar level has no int8 unit */
             moe_pool_destroy(pool);
             printf(", \"prefill_gops\": %.1f", ops * best_pf / 1e9);
