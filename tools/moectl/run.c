@@ -552,7 +552,9 @@ int cmd_bench(const moectl_cmd *cmd, int argc, char **argv) {
     if (status >= 0) return status;
     moe_model *m;
     moe_ctx *c;
-    if (open_model(&o, P + G, B, P > 512 ? 512 : P, &m, &c)) return 1;
+    /* a step holds a prompt chunk of up to 512 or all B decode rows */
+    const int n_batch = (P > 512 ? 512 : P) > B ? (P > 512 ? 512 : P) : B;
+    if (open_model(&o, P + G, B, n_batch, &m, &c)) return 1;
     const int V = m->hp.n_vocab;
     int32_t *tok = malloc((size_t)P * 4), *pos = malloc((size_t)P * 4),
             *slot = malloc((size_t)P * 4);
