@@ -44,10 +44,10 @@ static void check_fast(moe_dtype wt, int raw) {
     const moe_cpu_kernels *k2 = moe_cpu_kernels_get(MOE_CPU_AVX2);
     if (!k2) SKIP("no AVX2");
     const int64_t blk = (int64_t)moe_dtype_block_elems(wt);
-    const int64_t shapes[][3] = {{blk, 8, 1},       {blk * 3, 13, 2}, {blk * 4, 24, 1},
-                                 {blk * 2, 37, 3},  {4096, 16, 1},    {blk * 5, 45, 2},
-                                 {blk * 2, 11, 6},  {blk, 16, 9},     {blk * 120, 8, 2},
-                                 {blk * 120, 8, 1}, {blk * 7, 9, 1},  {blk * 6, 10, 1}};
+    const int64_t shapes[][3] = {
+        {blk, 8, 1},      {blk * 3, 13, 2}, {blk * 4, 24, 1}, {blk * 2, 37, 3},  {4096, 16, 1},
+        {blk * 5, 45, 2}, {blk * 2, 11, 6}, {blk, 16, 9},     {blk * 120, 8, 2}, {blk * 120, 8, 1},
+        {blk * 7, 9, 1},  {blk * 6, 10, 1}, {blk * 84, 9, 9}};
     const moe_dtype dt = moe_dtype_dot_type(wt);
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int64_t k = shapes[si][0], m = shapes[si][1], nb = shapes[si][2];

@@ -664,6 +664,37 @@ void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n) {
 #define QSTREAMS 2
 /* Bytes of activations reordered on the stack (k4_order, iqx_order). */
 #define ACT_STACK (32 << 10)
+/* The same for IQ4_XS batches of more than QCOLS_MAX rows, in chunks. */
+#define IQX_BATCH_STACK (96 << 10)
+
+/* dot_iq4_xs_512 on C activation rows in iqx_order's order, with VBMI (P 2)
+ * or without (P 1). */
+#define IQX_COLS_CASE(P, C)                                                                        \
+    case C:                                                                                        \
+        dot_iq4_xs_512(C, P, nblk, (const moe_block_iq4_xs *)w, x, xrb, y, ldy);                   \
+        break;
+static void iqx_cols(int vbmi, int C, int64_t nblk, const char *w, const char *x, size_t xrb,
+                     float *y, int64_t ldy) {
+    if (vbmi) {
+        switch (C) {
+            IQX_COLS_CASE(2, 1)
+            IQX_COLS_CASE(2, 2)
+            IQX_COLS_CASE(2, 3)
+        default:
+            dot_iq4_xs_512(4, 2, nblk, (const moe_block_iq4_xs *)w, x, xrb, y, ldy);
+            break;
+        }
+        return;
+    }
+    switch (C) {
+        IQX_COLS_CASE(1, 1)
+        IQX_COLS_CASE(1, 2)
+        IQX_COLS_CASE(1, 3)
+    default:
+        dot_iq4_xs_512(4, 1, nblk, (const moe_block_iq4_xs *)w, x, xrb, y, ldy);
+        break;
+    }
+}
 
 /* Rows r0 + u, u < n, from QSTREAMS parts of the range in turn, of Q5_K
  * (T 0), Q6_K (T 1) or IQ4_XS (T 2, T 3 with VBMI: activations in
@@ -793,6 +824,30 @@ void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, 
                 iqx_order(Xc, xrb, nb, nblk, xo);
                 (moe__cpu_has_avx512vbmi ? k_rows_iq4_xs_vbmi : k_rows_iq4_xs)(
                     (int)nb, nblk, Wc, wrb, r0, r1 - r0, xo, xrb, Y, ldy);
+            }
+            return;
+        }
+        /* IQ4_XS batches (prefill): the activations reordered once per
+         * chunk of rows that fits IQX_BATCH_STACK (iqx_order: no lane
+         * shuffles or sign tests per column), then as below per chunk */
+        if (wt == MOE_DTYPE_IQ4_XS && (size_t)QCOLS_MAX * xrb <= IQX_BATCH_STACK) {
+            _Alignas(64) char xo[IQX_BATCH_STACK];
+            const int64_t chunk = (int64_t)(IQX_BATCH_STACK / xrb) / QCOLS_MAX * QCOLS_MAX;
+            const int vbmi = moe__cpu_has_avx512vbmi;
+            const int64_t n = r1 - r0, per = (n + QSTREAMS - 1) / QSTREAMS;
+            for (int64_t c0 = 0; c0 < nb; c0 += chunk) {
+                const int64_t cn = nb - c0 < chunk ? nb - c0 : chunk;
+                iqx_order(Xc + (size_t)c0 * xrb, xrb, cn, nblk, xo);
+                for (int64_t i = 0; i < per * QSTREAMS; i++) {
+                    const int64_t u = i % QSTREAMS * per + i / QSTREAMS;
+                    if (u >= n) continue;
+                    const int64_t r = r0 + u;
+                    for (int64_t b = 0; b < cn; b += QCOLS_MAX) {
+                        const int C = (int)(cn - b < QCOLS_MAX ? cn - b : QCOLS_MAX);
+                        iqx_cols(vbmi, C, nblk, Wc + (size_t)r * wrb, xo + (size_t)b * xrb, xrb,
+                                 Y + (c0 + b) * ldy + r, ldy);
+                    }
+                }
             }
             return;
         }
