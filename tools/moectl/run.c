@@ -526,8 +526,9 @@ static const char bench_about[] =
     "their ratio (read_fraction). Batches (prefill, decode at --batch > 1) are\n"
     "compute-bound: their weight ops (2 x the active parameters per token x\n"
     "tok/s) are printed beside the int8 peak of the unit the batched tiles use\n"
-    "(amx, vnni or avx2: a register loop on every thread, measured after the\n"
-    "runs) and their ratio (prefill_compute_fraction, decode_compute_fraction).\n"
+    "(amx for Q8_0 experts' fast tile, else vnni, or avx2: a register loop on\n"
+    "every thread, measured after the runs) and their ratio\n"
+    "(prefill_compute_fraction, decode_compute_fraction).\n"
     "Prints {\"prefill_tok_s\": x, \"decode_tok_s\": y, ...}.\n";
 
 int cmd_bench(const moectl_cmd *cmd, int argc, char **argv) {
@@ -607,7 +608,13 @@ int cmd_bench(const moectl_cmd *cmd, int argc, char **argv) {
          * with the run's threads */
         const double ops = 2.0 * (double)moe_model_active_params(m);
         {
-            const moe_int8_unit u = o.exact && moe_int8_unit_best() == MOE_INT8_AMX
+            /* AMX runs the Q8_0 fast tile only: the exact numerics and the
+             * other types' batches multiply with VNNI there */
+            const int il = m->hp.n_layer_dense_lead < m->hp.n_layer ? m->hp.n_layer_dense_lead : 0;
+            const int q8 = m->layers[il].gate_exps.data
+                               ? m->layers[il].gate_exps.type == MOE_DTYPE_Q8_0
+                               : m->layers[il].ffn_gate.type == MOE_DTYPE_Q8_0;
+            const moe_int8_unit u = (o.exact || !q8) && moe_int8_unit_best() == MOE_INT8_AMX
                                         ? MOE_INT8_VNNI
                                         : moe_int8_unit_best();
             moe_pool *pool = NULL;
