@@ -791,11 +791,6 @@ static void axpy_f32_avx512(int64_t n, float a, const float *x, float *y) {
     for (int64_t i = np; i < n; i++) y[i] += x[i] * a;
 }
 
-/* ggml_vec_dot_f16 (AVX-512), as vdot_row. */
-static float dot_f16_avx512(int64_t n, const uint16_t *a, const uint16_t *b) {
-    return vdot_row(FK_F16, n, (const char *)a, (const char *)b);
-}
-
 /* Element i of an f32 (FK_F32) or f16 (FK_F16) array. */
 AI float flt_at(const int kind, const void *p, int64_t i) {
     return flt_scalar(kind, (const char *)p, i);
@@ -854,30 +849,30 @@ AI void dots4(const int kind, const int N, const void *a, const void *B, int64_t
         F(256);                                                                                    \
         break;
 
-static void dots_f32_avx512(int64_t n, const float *a, const float *B, int64_t ldb, int64_t m,
-                            float scale, float *out) {
+/* dots_f32 (kind FK_F32) / dots_f16 (FK_F16): 4 rows at a time for the head
+ * sizes of HEAD_CASES, the rest row by row (vdot_row). */
+AI void dots_any(const int kind, int64_t n, const void *a, const void *B, int64_t ldb, int64_t m,
+                 float scale, float *out) {
     int64_t j = 0;
-#define DOTS4(N) dots4(FK_F32, N, a, B, ldb, m, scale, out, &j)
+#define DOTS4(N) dots4(kind, N, a, B, ldb, m, scale, out, &j)
     switch (n) {
         HEAD_CASES(DOTS4)
     default:
         break;
     }
 #undef DOTS4
-    for (; j < m; j++) out[j] = dot_f32_avx512(n, a, B + j * ldb) * scale;
+    for (; j < m; j++)
+        out[j] = vdot_row(kind, n, (const char *)a, flt_row(kind, B, j, ldb)) * scale;
+}
+
+static void dots_f32_avx512(int64_t n, const float *a, const float *B, int64_t ldb, int64_t m,
+                            float scale, float *out) {
+    dots_any(FK_F32, n, a, B, ldb, m, scale, out);
 }
 
 static void dots_f16_avx512(int64_t n, const uint16_t *a, const uint16_t *B, int64_t ldb, int64_t m,
                             float scale, float *out) {
-    int64_t j = 0;
-#define DOTS4(N) dots4(FK_F16, N, a, B, ldb, m, scale, out, &j)
-    switch (n) {
-        HEAD_CASES(DOTS4)
-    default:
-        break;
-    }
-#undef DOTS4
-    for (; j < m; j++) out[j] = dot_f16_avx512(n, a, B + j * ldb) * scale;
+    dots_any(FK_F16, n, a, B, ldb, m, scale, out);
 }
 
 /* wsum_f32 / wsum_f16 with y in registers, n = N (a multiple of 64, at
@@ -898,21 +893,6 @@ AI void wsum_reg(const int kind, const int N, const void *s, const void *X, int6
     for (int i = 0; i < N / 16; i++) _mm512_storeu_ps(y + 16 * i, acc[i]);
 }
 
-static void wsum_f32_avx512(int64_t n, const float *s, const float *X, int64_t ldx, int64_t m,
-                            float *y) {
-#define WSUM(N)                                                                                    \
-    wsum_reg(FK_F32, N, s, X, ldx, m, y);                                                          \
-    return
-    switch (n) {
-        HEAD_CASES(WSUM)
-    default:
-        break;
-    }
-#undef WSUM
-    memset(y, 0, (size_t)n * sizeof(float));
-    for (int64_t j = 0; j < m; j++) axpy_f32_avx512(n, s[j], X + j * ldx, y);
-}
-
 /* y[i] += a * x[i], x in f16: 16 at a time, then one at a time. */
 static void axpy_f16_avx512(int64_t n, float a, const uint16_t *x, float *y) {
     const __m512 va = _mm512_set1_ps(a);
@@ -923,10 +903,12 @@ static void axpy_f16_avx512(int64_t n, float a, const uint16_t *x, float *y) {
     for (; i < n; i++) y[i] += a * _cvtsh_ss(x[i]);
 }
 
-static void wsum_f16_avx512(int64_t n, const uint16_t *s, const uint16_t *X, int64_t ldx, int64_t m,
-                            float *y) {
+/* wsum_f32 (kind FK_F32) / wsum_f16 (FK_F16): y in registers for the head
+ * sizes of HEAD_CASES, else the level's axpy row by row. */
+AI void wsum_any(const int kind, int64_t n, const void *s, const void *X, int64_t ldx, int64_t m,
+                 float *y) {
 #define WSUM(N)                                                                                    \
-    wsum_reg(FK_F16, N, s, X, ldx, m, y);                                                          \
+    wsum_reg(kind, N, s, X, ldx, m, y);                                                            \
     return
     switch (n) {
         HEAD_CASES(WSUM)
@@ -935,7 +917,22 @@ static void wsum_f16_avx512(int64_t n, const uint16_t *s, const uint16_t *X, int
     }
 #undef WSUM
     memset(y, 0, (size_t)n * sizeof(float));
-    for (int64_t j = 0; j < m; j++) axpy_f16_avx512(n, _cvtsh_ss(s[j]), X + j * ldx, y);
+    for (int64_t j = 0; j < m; j++) {
+        if (kind == FK_F32)
+            axpy_f32_avx512(n, flt_at(kind, s, j), (const float *)X + j * ldx, y);
+        else
+            axpy_f16_avx512(n, flt_at(kind, s, j), (const uint16_t *)X + j * ldx, y);
+    }
+}
+
+static void wsum_f32_avx512(int64_t n, const float *s, const float *X, int64_t ldx, int64_t m,
+                            float *y) {
+    wsum_any(FK_F32, n, s, X, ldx, m, y);
+}
+
+static void wsum_f16_avx512(int64_t n, const uint16_t *s, const uint16_t *X, int64_t ldx, int64_t m,
+                            float *y) {
+    wsum_any(FK_F16, n, s, X, ldx, m, y);
 }
 
 /* moe_int8_peak's loop at this level: n steps of 8 independent VPDPBUSD

@@ -508,36 +508,24 @@ QAI void iqx_half(const int C, const int P, const uint8_t *qs, __m512i sg, const
     const __m512i tab = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moe_iq4nl_values));
     const __m512i zero = _mm512_setzero_si512();
     const __m512i q = _mm512_loadu_si512(qs + 64 * h);
-    if (P == 2) {
-        /* vpermb reads 6 index bits and tab is the 16 levels 4 times over:
-         * the nibbles need no masking */
-        const __m512i tl = q_permb(q, tab), th = q_permb(_mm512_srli_epi16(q, 4), tab);
-#pragma GCC unroll 4
-        for (int c = 0; c < C; c++) {
-            const moe_block_q8_K *xb = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
-            uint64_t neg[2];
-            memcpy(neg, xb->bsums + 8 * h, sizeof neg);
-            const __m512i sl = _mm512_mask_sub_epi8(tl, neg[0], zero, tl);
-            const __m512i sh = _mm512_mask_sub_epi8(th, neg[1], zero, th);
-            alo[c] = _mm512_dpwssd_epi32(
-                alo[c], _mm512_maddubs_epi16(_mm512_loadu_si512(xb->qs + 128 * h), sl), sg);
-            ahi[c] = _mm512_dpwssd_epi32(
-                ahi[c], _mm512_maddubs_epi16(_mm512_loadu_si512(xb->qs + 128 * h + 64), sh), sg);
-        }
-        return;
-    }
     const __m512i lo = _mm512_and_si512(q, m4);
     const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
     if (P) {
+        /* P 2: vpermb reads 6 index bits and tab is the 16 levels 4 times
+         * over, so the nibbles need no masking (lo, hi unused) */
         const __m512i ntab = _mm512_sub_epi8(zero, tab);
-        const __m512i tl = _mm512_shuffle_epi8(tab, lo), th = _mm512_shuffle_epi8(tab, hi);
+        const __m512i tl = P == 2 ? q_permb(q, tab) : _mm512_shuffle_epi8(tab, lo);
+        const __m512i th =
+            P == 2 ? q_permb(_mm512_srli_epi16(q, 4), tab) : _mm512_shuffle_epi8(tab, hi);
 #pragma GCC unroll 4
         for (int c = 0; c < C; c++) {
             const moe_block_q8_K *xb = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
             uint64_t neg[2];
             memcpy(neg, xb->bsums + 8 * h, sizeof neg);
-            const __m512i sl = _mm512_mask_shuffle_epi8(tl, neg[0], ntab, lo);
-            const __m512i sh = _mm512_mask_shuffle_epi8(th, neg[1], ntab, hi);
+            const __m512i sl = P == 2 ? _mm512_mask_sub_epi8(tl, neg[0], zero, tl)
+                                      : _mm512_mask_shuffle_epi8(tl, neg[0], ntab, lo);
+            const __m512i sh = P == 2 ? _mm512_mask_sub_epi8(th, neg[1], zero, th)
+                                      : _mm512_mask_shuffle_epi8(th, neg[1], ntab, hi);
             alo[c] = _mm512_dpwssd_epi32(
                 alo[c], _mm512_maddubs_epi16(_mm512_loadu_si512(xb->qs + 128 * h), sl), sg);
             ahi[c] = _mm512_dpwssd_epi32(
@@ -673,28 +661,25 @@ void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n) {
     case C:                                                                                        \
         dot_iq4_xs_512(C, P, nblk, (const moe_block_iq4_xs *)w, x, xrb, y, ldy);                   \
         break;
+#define IQX_COLS(P)                                                                                \
+    switch (C) {                                                                                   \
+        IQX_COLS_CASE(P, 1)                                                                        \
+        IQX_COLS_CASE(P, 2)                                                                        \
+        IQX_COLS_CASE(P, 3)                                                                        \
+    default:                                                                                       \
+        dot_iq4_xs_512(4, P, nblk, (const moe_block_iq4_xs *)w, x, xrb, y, ldy);                   \
+        break;                                                                                     \
+    }
 static void iqx_cols(int vbmi, int C, int64_t nblk, const char *w, const char *x, size_t xrb,
                      float *y, int64_t ldy) {
     if (vbmi) {
-        switch (C) {
-            IQX_COLS_CASE(2, 1)
-            IQX_COLS_CASE(2, 2)
-            IQX_COLS_CASE(2, 3)
-        default:
-            dot_iq4_xs_512(4, 2, nblk, (const moe_block_iq4_xs *)w, x, xrb, y, ldy);
-            break;
-        }
-        return;
-    }
-    switch (C) {
-        IQX_COLS_CASE(1, 1)
-        IQX_COLS_CASE(1, 2)
-        IQX_COLS_CASE(1, 3)
-    default:
-        dot_iq4_xs_512(4, 1, nblk, (const moe_block_iq4_xs *)w, x, xrb, y, ldy);
-        break;
+        IQX_COLS(2)
+    } else {
+        IQX_COLS(1)
     }
 }
+#undef IQX_COLS
+#undef IQX_COLS_CASE
 
 /* Rows r0 + u, u < n, from QSTREAMS parts of the range in turn, of Q5_K
  * (T 0), Q6_K (T 1) or IQ4_XS (T 2, T 3 with VBMI: activations in
