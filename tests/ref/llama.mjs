@@ -358,7 +358,7 @@ async function cmdServe(o) {
     itl.sort((a, b) => a - b);
     const r3 = x => x == null ? null : Math.round(x * 1000) / 1000;
     return {
-        sequences: N, prompt: P, gen: G, threads, kv: "f32", batch,
+        sequences: N, prompt: P, gen: G, threads, kv: cacheType.toLowerCase(), batch,
         tokens: N * G,
         wall_s: r3((t2 - t0) / 1000),
         tok_s: r3(N * G / ((t2 - t0) / 1000)),
