@@ -21,14 +21,20 @@ set -u
 for c in redis-server redis-cli openssl setsid curl; do
     command -v $c >/dev/null 2>&1 || { echo "skip: no $c (make deps)"; exit 77; }
 done
-freeport() {
-    node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });'
+# freeports: two distinct free ports, "A B" (both held open until both are
+# known: two separate calls once returned the same port for the gateway and
+# Redis)
+freeports() {
+    node -e 'const net = require("net"), a = net.createServer(), b = net.createServer();
+        a.listen(0, "127.0.0.1", () => b.listen(0, "127.0.0.1", () => {
+            console.log(a.address().port + " " + b.address().port); a.close(); b.close(); }));'
 }
 RUN=$TMP/run
 M=$TMP/tiny.gguf
 "$BUILD/moectl" mkmodel --arch llama --dtype f32 --seed 7 -o "$M" >/dev/null || { bad "mkmodel"; exit 1; }
-PORT=$(freeport) RP=$(freeport)
-[ -n "$PORT" ] && [ -n "$RP" ] || { bad "no free port"; exit 1; }
+ports=$(freeports)
+PORT=${ports% *} RP=${ports#* }
+[ -n "$PORT" ] && [ -n "$RP" ] && [ "$PORT" != "$RP" ] || { bad "no free ports ('$ports')"; exit 1; }
 BASE=http://127.0.0.1:$PORT
 export BUILD
 
