@@ -949,7 +949,8 @@ uint64_t moe__int8_loop_avx512(int64_t n) {
         }
     __m512i t = acc[0];
     for (int u = 1; u < 8; u++) t = _mm512_add_epi32(t, acc[u]);
-    volatile int sink = _mm512_reduce_add_epi32(t);
+    /* one lane: the vector sums wrap; a scalar reduction of them would overflow int */
+    volatile int sink = _mm_cvtsi128_si32(_mm512_castsi512_si128(t));
     (void)sink;
     return (uint64_t)n * 8 * 64;
 }
