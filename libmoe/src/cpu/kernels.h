@@ -72,6 +72,18 @@ void moe__quant_gemm_avx512_ref(moe_dtype wt, int64_t k, const void *W, int64_t 
                                 const void *X, int64_t nb, float *Y, int64_t ldy);
 /* The scalar dot of one row of the K types (quant_kscalar.c). */
 float moe__quant_k_dot_scalar(moe_dtype wt, int64_t k, const void *w, const void *x);
+/* Attention's loops at the AVX-512 level (attn_avx512.c), for its table. */
+float moe__dot_f32_avx512(int64_t n, const float *a, const float *b);
+void moe__axpy_f32_avx512(int64_t n, float a, const float *x, float *y);
+void moe__dots_f32_avx512(int64_t n, const float *a, const float *B, int64_t ldb, int64_t m,
+                          float scale, float *out);
+void moe__wsum_f32_avx512(int64_t n, const float *s, const float *X, int64_t ldx, int64_t m,
+                          float *y);
+void moe__dots_f16_avx512(int64_t n, const uint16_t *a, const uint16_t *B, int64_t ldb, int64_t m,
+                          float scale, float *out);
+void moe__wsum_f16_avx512(int64_t n, const uint16_t *s, const uint16_t *X, int64_t ldx, int64_t m,
+                          float *y);
+
 /* moe_int8_peak's register loops (cpu/peak.c): n steps each, returning the
  * int8 products done (AMX: TDPBSSD; AVX-512: VPDPBUSD; AVX2: VPMADDUBSW +
  * VPMADDWD). */
