@@ -189,7 +189,9 @@ int main(int argc, char **argv) {
     }
 
     moe_model *m;
-    if (moe_model_load(&m, model, &err) < 0) {
+    /* the experts this worker holds are packed as it loads them (static
+     * slice: below; router-svc's placement: registry.c), not all at once */
+    if (moe_model_load_ex(&m, model, MOE_REPACK_LAZY, &err) < 0) {
         moe_log(MOE_LOG_ERROR, "expert-worker", "%s", err.msg);
         return 1;
     }
@@ -206,6 +208,18 @@ int main(int argc, char **argv) {
         return 2;
     }
     free(moe_ok);
+    int packs = 0; /* Q8_0 experts the model packs (moe/model.h: moe_repack) */
+    for (int l = 0; l < m->hp.n_layer; l++)
+        packs |= m->layers[l].gate_exps.packed || m->layers[l].down_exps.packed;
+    if (!joined && packs) { /* the static slice: pack what it holds */
+        const int64_t t0 = moe_mono_ms();
+        for (int l = 0; l < m->hp.n_layer; l++)
+            for (int x = 0; x < m->hp.n_expert; x++)
+                if (moe_slice_has(&slice, l, x)) moe_expert_load_pages(m, l, x);
+        moe_log(MOE_LOG_INFO, "expert-worker",
+                "Q8_0 experts packed for the int8 tiles in %lld ms (MOE_REPACK=0: as stored)",
+                (long long)(moe_mono_ms() - t0));
+    }
     moe_log(MOE_LOG_INFO, "expert-worker",
             "%s (%s), hosting %d of %d (layer, expert) pairs, %d threads", model,
             moe_arch_name(m->hp.arch), moe_slice_count(&slice),

@@ -521,7 +521,10 @@ int main(int argc, char **argv) {
     moe_err err = {0};
     char name[256];
     const int64_t t0 = moe_mono_ms();
-    if (moe_model_load(&s.m, o->model, &err) < 0) {
+    /* experts on workers: the gateway never reads them */
+    const int experts_remote = (o->ro.workers && *o->ro.workers) || (o->ro.redis && *o->ro.redis);
+    if (moe_model_load_ex(&s.m, o->model, experts_remote ? MOE_REPACK_OFF : MOE_REPACK_ALL, &err) <
+        0) {
         moe_log(MOE_LOG_ERROR, GW, "%s", err.msg);
         goto out;
     }

@@ -47,6 +47,19 @@ static void act_rows(void *arg, int ith, int nth) {
     }
 }
 
+/* The product of expert e's matrix of t with nb activation rows X into Y:
+ * from its packed copy where the model has one (moe_tensor.packed), else
+ * from the weights as stored. */
+static moe__mm_job expert_job(const moe_tensor *t, int e, const void *X, int nb, float *Y,
+                              int64_t ldy, uint64_t *ns) {
+    const void *pk = t->packed ? __atomic_load_n(&t->packed[e], __ATOMIC_ACQUIRE) : NULL;
+    return (moe__mm_job){t->type,  pk ? pk : moe_tensor_expert(t, e),
+                         t->ne[1], t->ne[0],
+                         X,        nb,
+                         Y,        ldy,
+                         ns,       pk ? t->ne[1] / MOE_Q8P_ROWS * MOE_Q8P_ROWS : 0};
+}
+
 static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
     local_be *b = ctx;
     const moe_model *m = b->m;
@@ -87,24 +100,10 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
         const int e = w->expert[g], r0 = w->row_start[g], nb = w->row_start[g + 1] - r0;
         if (nb == 0) continue;
         const void *X = (const char *)b->xq + xrb * (size_t)r0;
-        b->jobs[nj++] = (moe__mm_job){gt,
-                                      moe_tensor_expert(&L->gate_exps, e),
-                                      F,
-                                      E,
-                                      X,
-                                      nb,
-                                      b->g + (size_t)r0 * F,
-                                      F,
-                                      ns ? ns + g : NULL};
-        b->jobs[nj++] = (moe__mm_job){gt,
-                                      moe_tensor_expert(&L->up_exps, e),
-                                      F,
-                                      E,
-                                      X,
-                                      nb,
-                                      b->u + (size_t)r0 * F,
-                                      F,
-                                      ns ? ns + g : NULL};
+        b->jobs[nj++] =
+            expert_job(&L->gate_exps, e, X, nb, b->g + (size_t)r0 * F, F, ns ? ns + g : NULL);
+        b->jobs[nj++] =
+            expert_job(&L->up_exps, e, X, nb, b->u + (size_t)r0 * F, F, ns ? ns + g : NULL);
     }
     moe__matmul_jobs(k, b->pool, b->jobs, nj);
 
@@ -115,15 +114,8 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
     for (int g = 0; g < w->n_groups; g++) {
         const int e = w->expert[g], r0 = w->row_start[g], nb = w->row_start[g + 1] - r0;
         if (nb == 0) continue;
-        b->jobs[nj++] = (moe__mm_job){dt,
-                                      moe_tensor_expert(&L->down_exps, e),
-                                      E,
-                                      F,
-                                      (const char *)b->hq + hrb * (size_t)r0,
-                                      nb,
-                                      w->y + (size_t)r0 * E,
-                                      E,
-                                      ns ? ns + g : NULL};
+        b->jobs[nj++] = expert_job(&L->down_exps, e, (const char *)b->hq + hrb * (size_t)r0, nb,
+                                   w->y + (size_t)r0 * E, E, ns ? ns + g : NULL);
     }
     moe__matmul_jobs(k, b->pool, b->jobs, nj);
     if (ns)

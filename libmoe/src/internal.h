@@ -19,7 +19,8 @@ typedef struct moe__mm_job {
     int64_t nb;
     float *Y;
     int64_t ldy;
-    uint64_t *ns; /* optional: each thread adds the nanoseconds it spent on this job */
+    uint64_t *ns;     /* optional: each thread adds the nanoseconds it spent on this job */
+    int64_t q8p_rows; /* W is Q8_0 packed (moe_q8p_pack): its first q8p_rows rows are tiles */
 } moe__mm_job;
 
 /* Runs all jobs in one pool run: each large job's rows are split over every
@@ -34,6 +35,11 @@ static inline size_t moe__act_row_bytes(moe_dtype wt, int64_t k) {
 
 /* Allocates zeroed memory aligned to 64 bytes; free with free(). NULL on failure. */
 void *moe__alloc(size_t n);
+
+/* residency.c: the memory of a packed expert matrix (moe_tensor.packed) of
+ * len bytes; NULL on failure. */
+void *moe__packed_alloc(size_t len);
+void moe__packed_free(void *p, size_t len);
 
 /* Frees each of the n pointers in ps (NULL ones included, as free() takes them). */
 static inline void moe__free_each(void *const *ps, size_t n) {

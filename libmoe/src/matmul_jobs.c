@@ -26,14 +26,25 @@ static void run_jobs(void *arg, int ith, int nth) {
             r0 = 0;
             r1 = J->m;
         } else {
-            /* contiguous shares, boundaries on multiples of 4 rows */
-            r0 = (J->m * ith / nth) & ~(int64_t)3;
-            r1 = ith == nth - 1 ? J->m : (J->m * (ith + 1) / nth) & ~(int64_t)3;
+            /* contiguous shares, boundaries on multiples of 4 rows (of a
+             * packed tile's 16) */
+            const int64_t a = J->q8p_rows ? MOE_Q8P_ROWS - 1 : 3;
+            r0 = (J->m * ith / nth) & ~a;
+            r1 = ith == nth - 1 ? J->m : (J->m * (ith + 1) / nth) & ~a;
         }
         if (r1 <= r0) continue;
         struct timespec t0, t1;
         if (J->ns) clock_gettime(CLOCK_MONOTONIC, &t0);
-        c->k->gemm(J->wt, J->k, J->W, r0, r1, J->X, J->nb, J->Y, J->ldy);
+        if (J->q8p_rows) {
+            /* the tiles packed, the rows after them (m % 16) as they were */
+            const int64_t p1 = r1 < J->q8p_rows ? r1 : J->q8p_rows;
+            if (p1 > r0)
+                c->k->gemm_q8p(c->k->fast && J->nb >= MOE_FAST_MIN_ROWS, J->k, J->W, r0, p1, J->X,
+                               J->nb, J->Y, J->ldy);
+            if (r1 > p1) c->k->gemm(J->wt, J->k, J->W, p1, r1, J->X, J->nb, J->Y, J->ldy);
+        } else {
+            c->k->gemm(J->wt, J->k, J->W, r0, r1, J->X, J->nb, J->Y, J->ldy);
+        }
         if (J->ns) {
             clock_gettime(CLOCK_MONOTONIC, &t1);
             const int64_t dt =

@@ -3,11 +3,15 @@
  * checked for presence, type and shape before use (see moe/model.h).
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "internal.h"
 #include "moe/model.h"
+#include "moe/ops.h"
 
 static const char *arch_names[MOE_ARCH_COUNT] = {
     [MOE_ARCH_LLAMA] = "llama",       [MOE_ARCH_QWEN2MOE] = "qwen2moe",
@@ -615,7 +619,62 @@ static void count_tensor(moe_model *m, const moe_tensor *t) {
     m->n_bytes += moe_dtype_row_bytes(t->type, t->ne[0]) * (size_t)(t->ne[1] * t->ne[2] * t->ne[3]);
 }
 
+/* The packed tables of every MoE layer's Q8_0 expert tensors with at least
+ * one whole tile of rows (the others keep packed NULL). */
+static int packed_tables(moe_model *m) {
+    const int X = m->hp.n_expert;
+    m->packed_ptrs = calloc((size_t)m->hp.n_layer * 3 * (size_t)X, sizeof *m->packed_ptrs);
+    if (!m->packed_ptrs) return MOE_ENOMEM;
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        if (!moe_model_layer_is_moe(m, il)) continue;
+        moe_layer *L = &m->layers[il];
+        moe_tensor *t[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+        for (int i = 0; i < 3; i++)
+            if (t[i]->data && t[i]->type == MOE_DTYPE_Q8_0 && t[i]->ne[1] >= MOE_Q8P_ROWS)
+                t[i]->packed = m->packed_ptrs + ((size_t)il * 3 + (size_t)i) * (size_t)X;
+    }
+    return 0;
+}
+
 int moe_model_load(moe_model **out, const char *path, moe_err *err) {
+    return moe_model_load_ex(out, path, MOE_REPACK_ALL, err);
+}
+
+typedef struct pack_share {
+    const moe_model *m;
+    int ith, nth;
+} pack_share;
+
+/* Every nth (layer, expert) pair from the ith: packed as moe_expert_load_pages packs. */
+static void *pack_pairs(void *arg) {
+    const pack_share *s = arg;
+    const int X = s->m->hp.n_expert;
+    for (int i = s->ith; i < s->m->hp.n_layer * X; i += s->nth)
+        if (moe_model_layer_is_moe(s->m, i / X)) moe_expert_load_pages(s->m, i / X, i % X);
+    return NULL;
+}
+
+/* MOE_REPACK_ALL: every expert, on up to 16 threads (reading the file's
+ * pages and writing the copies is bound by page faults and memory, ~0.3 GB/s
+ * a thread on the 2-vCPU VM); on one if threads cannot be started. */
+static void pack_all(const moe_model *m) {
+    enum { MAX_T = 16 };
+    long nc = sysconf(_SC_NPROCESSORS_ONLN);
+    const int nth = nc < 1 ? 1 : nc > MAX_T ? MAX_T : (int)nc;
+    pthread_t tid[MAX_T];
+    pack_share sh[MAX_T];
+    int started = 1;
+    for (int t = 0; t < nth; t++) sh[t] = (pack_share){m, t, nth};
+    for (int t = 1; t < nth; t++) {
+        if (pthread_create(&tid[t], NULL, pack_pairs, &sh[t])) break;
+        started++;
+    }
+    for (int t = started; t < nth; t++) pack_pairs(&sh[t]); /* the ones not started */
+    pack_pairs(&sh[0]);
+    for (int t = 1; t < started; t++) pthread_join(tid[t], NULL);
+}
+
+int moe_model_load_ex(moe_model **out, const char *path, moe_repack repack, moe_err *err) {
     *out = NULL;
     moe_model *m = calloc(1, sizeof *m);
     if (!m) return moe_err_set(err, MOE_ENOMEM, "out of memory");
@@ -680,6 +739,14 @@ int moe_model_load(moe_model **out, const char *path, moe_err *err) {
         memcpy(v.ne, t->ne, sizeof v.ne);
         count_tensor(m, &v);
     }
+    m->repack = moe_q8p_usable() ? repack : MOE_REPACK_OFF;
+    if (m->repack != MOE_REPACK_OFF) {
+        if (packed_tables(m) < 0) {
+            rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
+            goto fail;
+        }
+        if (m->repack == MOE_REPACK_ALL) pack_all(m);
+    }
     *out = m;
     return 0;
 fail:
@@ -689,6 +756,15 @@ fail:
 
 void moe_model_free(moe_model *m) {
     if (!m) return;
+    for (int il = 0; m->packed_ptrs && il < m->hp.n_layer; il++) {
+        const moe_layer *L = &m->layers[il];
+        const moe_tensor *t[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+        for (int i = 0; i < 3; i++)
+            for (int e = 0; t[i]->packed && e < m->hp.n_expert; e++)
+                moe__packed_free(t[i]->packed[e], moe_dtype_row_bytes(t[i]->type, t[i]->ne[0]) *
+                                                      (size_t)t[i]->ne[1]);
+    }
+    free(m->packed_ptrs);
     free(m->expert_ptrs);
     free(m->layers);
     moe_gguf_close(m->gguf);

@@ -2,11 +2,14 @@
  * moe/model.h: moe_expert_bytes, moe_expert_load_pages, moe_expert_drop_pages). */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "moe/dtype.h"
+#include "internal.h"
 #include "moe/model.h"
+#include "moe/ops.h"
 
 /* The three expert tensors of layer l and the bytes of expert e in each. */
 static void expert_parts(const moe_model *m, int l, int e, const uint8_t *base[3], size_t len[3]) {
@@ -44,12 +47,62 @@ static void part_residency(const uint8_t *base, size_t len, int load) {
     }
 }
 
+/* A packed copy's memory: its own mapping, in transparent huge pages where
+ * the kernel gives them (fewer page faults to fill it, fewer TLB misses to
+ * stream it). */
+void *moe__packed_alloc(size_t len) {
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+#ifdef MADV_HUGEPAGE
+    if (len >= ((size_t)2 << 20)) madvise(p, len, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+void moe__packed_free(void *p, size_t len) {
+    if (p) munmap(p, len);
+}
+
+/* Packs part t of expert e (MOE_REPACK_ALL / LAZY) from the mapping into a
+ * private copy and publishes it; its file pages then go. A copy that cannot
+ * be allocated leaves the expert read as stored. */
+static void part_pack(const moe_tensor *t, int e, const uint8_t *base, size_t len) {
+    if (__atomic_load_n(&t->packed[e], __ATOMIC_ACQUIRE)) return;
+    void *p = moe__packed_alloc(len);
+    if (!p) return;
+#ifdef MADV_POPULATE_READ /* the file's pages mapped in one call, not a fault per page */
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)base & ~(pg - 1);
+    madvise((void *)a, (uintptr_t)base + len - a, MADV_POPULATE_READ);
+#endif
+    moe_q8p_pack(base, p, t->ne[1], t->ne[0]);
+    __atomic_store_n(&t->packed[e], p, __ATOMIC_RELEASE);
+    part_residency(base, len, 0);
+}
+
+/* Unpublishes and frees part t of expert e's packed copy. A caller must not
+ * drop an expert a computation may still be reading (the expert worker drops
+ * after a grace period; see registry.c). */
+static void part_unpack(const moe_tensor *t, int e, size_t len) {
+    moe__packed_free(__atomic_exchange_n(&t->packed[e], NULL, __ATOMIC_ACQ_REL), len);
+}
+
 static void expert_residency(const moe_model *m, int l, int e, int load) {
     const uint8_t *base[3];
     size_t len[3];
     expert_parts(m, l, e, base, len);
-    for (int i = 0; i < 3; i++)
-        if (base[i]) part_residency(base[i], len[i], load);
+    const moe_layer *L = &m->layers[l];
+    const moe_tensor *t[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+    for (int i = 0; i < 3; i++) {
+        if (!base[i]) continue;
+        if (!t[i]->packed) {
+            part_residency(base[i], len[i], load);
+        } else if (load) {
+            part_pack(t[i], e, base[i], len[i]);
+        } else {
+            part_unpack(t[i], e, len[i]);
+            part_residency(base[i], len[i], 0);
+        }
+    }
 }
 
 void moe_expert_load_pages(const moe_model *m, int l, int e) {

@@ -190,3 +190,78 @@ TEST(kernels_fast_close_to_exact) {
     free(wf);
     free(xf);
 }
+
+/* The packed layout (moe/ops.h, moe_q8p_pack): its bytes as described there,
+ * and gemm_q8p on whole tiles (all of them, or a share from one tile to the
+ * next) equals gemm (exact) and gemm_fast on the rows as stored, bit for
+ * bit, for 1 to 33 activation rows; the rows after the last tile stay as
+ * stored. */
+TEST(kernels_q8p_packed_equals_plain) {
+    const moe_cpu_kernels *best = moe_cpu_kernels_best();
+    if (!best->gemm_q8p) SKIP("no packed Q8_0 kernel at this level (AVX-512 only)");
+    static const struct {
+        int64_t k, m;
+    } shapes[] = {{32, 16}, {96, 37}, {1024, 64}, {2816, 48}, {64, 165}};
+    static const int64_t nbs[] = {1, 2, 3, 4, 5, 8, 9, 17, 33};
+    uint64_t seed = 515;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int64_t k = shapes[si].k, m = shapes[si].m, nblk = k / MOE_QK8_0;
+        const int64_t m16 = m / MOE_Q8P_ROWS * MOE_Q8P_ROWS;
+        moe_block_q8_0 *W = test_xmalloc((size_t)(m * nblk) * sizeof *W);
+        moe_block_q8_0 *P = test_xmalloc((size_t)(m * nblk) * sizeof *P);
+        rand_q8_rows(&seed, W, m * nblk);
+        moe_q8p_pack(W, P, m, k);
+        /* the bytes: tile t, block b, row r: scale at 2r, quant 4j+i at 32 + 64j + 4r + i */
+        for (int64_t t = 0; t < m16 / MOE_Q8P_ROWS; t++)
+            for (int64_t b = 0; b < nblk; b++) {
+                const uint8_t *pb =
+                    (const uint8_t *)(P + t * MOE_Q8P_ROWS * nblk) + b * MOE_Q8P_ROWS * 34;
+                for (int r = 0; r < MOE_Q8P_ROWS; r++) {
+                    const moe_block_q8_0 *w = W + (t * MOE_Q8P_ROWS + r) * nblk + b;
+                    ASSERT(!memcmp(pb + 2 * r, &w->d, 2));
+                    for (int q = 0; q < MOE_QK8_0; q++)
+                        if (pb[32 + 64 * (q / 4) + 4 * r + q % 4] != ((uint8_t)w->qs[q] ^ 0x80))
+                            TEST_FAIL("packed k=%lld tile %lld block %lld row %d quant %d",
+                                      (long long)k, (long long)t, (long long)b, r, q);
+                }
+            }
+        ASSERT(!memcmp(P + m16 * nblk, W + m16 * nblk, (size_t)((m - m16) * nblk) * sizeof *W));
+        for (size_t ni = 0; ni < sizeof nbs / sizeof nbs[0]; ni++) {
+            const int64_t nb = nbs[ni];
+            moe_block_q8_0 *X = test_xmalloc((size_t)(nb * nblk) * sizeof *X);
+            rand_q8_rows(&seed, X, nb * nblk);
+            /* activations as quantised (never -128: ggml's exact row kernel
+             * takes x * sign(w) in int8, where -128 has no negation) */
+            for (int64_t i = 0; i < nb * nblk; i++)
+                for (int q = 0; q < MOE_QK8_0; q++)
+                    if (X[i].qs[q] == -128) X[i].qs[q] = -127;
+            for (int fast = 0; fast <= 1; fast++) {
+                const fcase all = {k, m, 0, m, nb, m};
+                float *ref = run(fast ? best->gemm_fast : best->gemm, W, X, &all);
+                /* all the tiles, then the rest as stored; then tile 1 alone */
+                float *y = test_xmalloc((size_t)(nb * m) * sizeof *y);
+                best->gemm_q8p(fast, k, P, 0, m16, X, nb, y, m);
+                if (m16 < m)
+                    (fast ? best->gemm_fast : best->gemm)(MOE_DTYPE_Q8_0, k, P, m16, m, X, nb, y,
+                                                          m);
+                check_bits(fast ? "gemm_q8p fast" : "gemm_q8p exact", y, ref, &all);
+                if (m16 >= 2 * MOE_Q8P_ROWS) {
+                    const fcase one = {k, m, MOE_Q8P_ROWS, 2 * MOE_Q8P_ROWS, nb, m};
+                    for (int64_t i = 0; i < nb * m; i++) y[i] = -7.0f;
+                    best->gemm_q8p(fast, k, P, one.r0, one.r1, X, nb, y, m);
+                    for (int64_t b = 0; b < nb; b++)
+                        for (int64_t r = 0; r < m; r++)
+                            if ((r < one.r0 || r >= one.r1) && y[b * m + r] != -7.0f)
+                                TEST_FAIL("gemm_q8p wrote outside tile 1 at b=%lld r=%lld",
+                                          (long long)b, (long long)r);
+                    check_bits("gemm_q8p tile 1", y, ref, &one);
+                }
+                free(y);
+                free(ref);
+            }
+            free(X);
+        }
+        free(W);
+        free(P);
+    }
+}

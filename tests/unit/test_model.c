@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "moe/model.h"
+#include "moe/ops.h"
 #include "testmodel.h"
 #include "test.h"
 
@@ -512,5 +513,70 @@ TEST(model_per_expert_layout) {
     moe_model_identity(m, id2, sizeof id2);
     ASSERT(!strcmp(id, id2)); /* workers of either layout serve the same model */
     moe_model_free(m);
+    unlink(path);
+}
+
+/* Logits of one fixed run on m: 8 prompts of 5 tokens in one batch (expert
+ * groups of 3+ rows: the fast tile), then slot 0 alone for 3 steps (batch
+ * 1: exact); the last row of each prompt and every step (11 x V floats). */
+static float *repack_run(const moe_model *m) {
+    const int V = m->hp.n_vocab;
+    float *out = test_xmalloc(sizeof(float) * (size_t)V * 11);
+    moe_ctx *c = make_ctx(m, 2, 8, 512);
+    int32_t tok[40], pos[40], slot[40];
+    int8_t want[40];
+    for (int i = 0; i < 40; i++) {
+        tok[i] = (int32_t)((i * 37 + 11) % V), pos[i] = i % 5, slot[i] = i / 5;
+        want[i] = i % 5 == 4;
+    }
+    decode(c, 40, tok, pos, slot, want);
+    for (int s = 0; s < 8; s++)
+        memcpy(out + (size_t)s * V, moe_ctx_logits(c, s), sizeof(float) * V);
+    for (int step = 0; step < 3; step++) {
+        const int32_t t = (int32_t)(step * 101 + 3) % V, p = 5 + step, s0 = 0;
+        decode(c, 1, &t, &p, &s0, NULL);
+        memcpy(out + (size_t)(8 + step) * V, moe_ctx_logits(c, 0), sizeof(float) * V);
+    }
+    moe_ctx_destroy(c);
+    return out;
+}
+
+/* Q8_0 experts repacked for the int8 tiles (moe/ops.h's packed layout): all
+ * at load, or lazily as moe_expert_load_pages brings each in (and
+ * moe_expert_drop_pages lets it go again, back to the file's bytes), give
+ * the same logits bit for bit as the experts read as stored. */
+TEST(model_repacked_experts_same_logits) {
+    if (!moe_q8p_usable()) SKIP("the packed Q8_0 layout is not used on this CPU");
+    char path[256];
+    tiny_model(MOE_ARCH_LLAMA, MOE_DTYPE_Q8_0, path, sizeof path);
+    moe_model *plain, *all, *lazy;
+    moe_err err;
+    if (moe_model_load_ex(&plain, path, MOE_REPACK_OFF, &err) < 0 ||
+        moe_model_load_ex(&all, path, MOE_REPACK_ALL, &err) < 0 ||
+        moe_model_load_ex(&lazy, path, MOE_REPACK_LAZY, &err) < 0)
+        TEST_FAIL("load: %s", err.msg);
+    const int L = plain->hp.n_layer, X = plain->hp.n_expert;
+    ASSERT(plain->layers[0].gate_exps.packed == NULL);
+    for (int il = 0; il < L; il++)
+        for (int e = 0; e < X; e++) {
+            const moe_layer *la = &all->layers[il], *ll = &lazy->layers[il];
+            ASSERT(la->gate_exps.packed[e] && la->up_exps.packed[e] && la->down_exps.packed[e]);
+            ASSERT(!ll->gate_exps.packed[e] && !ll->up_exps.packed[e] && !ll->down_exps.packed[e]);
+        }
+    /* lazy: half the experts of each layer packed, expert 0 dropped again */
+    for (int il = 0; il < L; il++) {
+        for (int e = 0; e < X / 2; e++) moe_expert_load_pages(lazy, il, e);
+        moe_expert_drop_pages(lazy, il, 0);
+        ASSERT(!lazy->layers[il].down_exps.packed[0] && lazy->layers[il].down_exps.packed[1] &&
+               !lazy->layers[il].down_exps.packed[X - 1]);
+    }
+    float *a = repack_run(plain), *b = repack_run(all), *c = repack_run(lazy);
+    const size_t n = (size_t)plain->hp.n_vocab * 11;
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], 4) || memcmp(&a[i], &c[i], 4))
+            TEST_FAIL("logit %zu (row %zu): as stored %.9g, packed at load %.9g, lazily %.9g", i,
+                      i / (size_t)plain->hp.n_vocab, a[i], b[i], c[i]);
+    free(a), free(b), free(c);
+    moe_model_free(plain), moe_model_free(all), moe_model_free(lazy);
     unlink(path);
 }

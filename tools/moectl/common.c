@@ -31,9 +31,9 @@ int parse_args(const moe_flagset *fs, const char **path, int argc, char **argv) 
     return path && !*path ? usage_error(fs) : -1;
 }
 
-int load_model(moe_model **m, const char *path) {
+int load_model(moe_model **m, const char *path, moe_repack repack) {
     moe_err err;
-    return moe_model_load(m, path, &err) < 0 ? die("%s", err.msg) : 0;
+    return moe_model_load_ex(m, path, repack, &err) < 0 ? die("%s", err.msg) : 0;
 }
 
 /* Reads a whole file, NUL-terminated; NULL (reported) on failure. */

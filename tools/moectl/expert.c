@@ -39,7 +39,7 @@ int cmd_expert(const moectl_cmd *cmd, int argc, char **argv) {
     if (status >= 0) return status;
     if (!input || layer < 0) return usage_error(&fs);
     moe_model *m;
-    if (load_model(&m, path)) return 1;
+    if (load_model(&m, path, MOE_REPACK_ALL)) return 1;
     moe_err err;
     const int E = m->hp.n_embd;
     int rc = 0, ng = 0, rows = 0;

@@ -121,7 +121,7 @@ int cmd_info(const moectl_cmd *cmd, int argc, char **argv) {
     const int status = parse_args(&fs, &path, argc, argv);
     if (status >= 0) return status;
     moe_model *m;
-    if (load_model(&m, path)) return 1;
+    if (load_model(&m, path, MOE_REPACK_OFF)) return 1;
     const moe_hparams *hp = &m->hp;
     char routing[256];
     routing_words(m, routing, sizeof routing);

@@ -56,9 +56,10 @@ int usage_error(const moe_flagset *fs);
  * --help, 2 after a bad flag or without MODEL.gguf (the usage on stderr). */
 int parse_args(const moe_flagset *fs, const char **path, int argc, char **argv);
 
-/* Loads the model at path into *m (free with moe_model_free); returns 0, or
- * 1 (the exit status) with the error reported. */
-int load_model(moe_model **m, const char *path);
+/* Loads the model at path into *m (free with moe_model_free), its Q8_0
+ * experts repacked as repack says (moe/model.h); returns 0, or 1 (the exit
+ * status) with the error reported. */
+int load_model(moe_model **m, const char *path, moe_repack repack);
 
 /* Reads a whole file, NUL-terminated; NULL (reported) on failure. */
 char *read_file(const char *path, size_t *len);

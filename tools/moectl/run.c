@@ -88,7 +88,9 @@ static void run_flags(run_opts *o, moe_flag t[RUN_N_FLAGS + 1]) {
 
 static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_model **m,
                       moe_ctx **c) {
-    if (load_model(m, o->path)) return 1;
+    /* experts on workers: this process never reads them */
+    const int remote = (o->ro.workers && *o->ro.workers) || (o->ro.redis && *o->ro.redis);
+    if (load_model(m, o->path, remote ? MOE_REPACK_OFF : MOE_REPACK_ALL)) return 1;
     moe_err err;
     moe_remote_params rp = moe_remote_default_params();
     rp.max_rows = n_batch * (o->dense_moe ? (*m)->hp.n_expert : (*m)->hp.n_expert_used);

@@ -116,6 +116,12 @@ typedef struct moe_tensor {
      * experts[0]). NULL: merged, expert e at data + e x one matrix's bytes.
      * Read it with moe_tensor_expert. */
     const void *const *experts;
+    /* Q8_0 expert weights the model repacks (moe_model_load_ex): expert e's
+     * matrix in the packed layout of moe/ops.h (moe_q8p_pack), or NULL while
+     * it is not (then it is read as stored; the results are the same bits).
+     * Read an entry with an acquire load: moe_expert_load_pages and
+     * moe_expert_drop_pages set and clear them. NULL: never packed. */
+    void **packed;
 } moe_tensor;
 
 /* Expert e's matrix (ne[0] x ne[1]) of a 3-D expert weight, in either layout. */
@@ -176,7 +182,19 @@ struct moe_model {
     int bos_id, eos_id;     /* -1 if absent */
     moe_expert_layout expert_layout;
     const void **expert_ptrs; /* owned: the per-expert layout's tables (3 x n_expert a layer) */
+    void **packed_ptrs;       /* owned: the tensors' packed tables (3 x n_expert a layer) */
+    int repack;               /* the moe_repack in force (MOE_REPACK_OFF where unusable) */
 };
+
+/* Whether the model repacks its Q8_0 experts for the batched int8 tiles
+ * (moe/ops.h: the packed layout; used where moe_q8p_usable() says so). A
+ * packed expert is a private copy: the file's pages of it are dropped. */
+typedef enum moe_repack {
+    MOE_REPACK_ALL = 0,  /* every expert at load (moe_model_load) */
+    MOE_REPACK_LAZY = 1, /* each expert when moe_expert_load_pages loads it, freed again by
+                          * moe_expert_drop_pages (expert workers: only what they hold) */
+    MOE_REPACK_OFF = 2,  /* read the experts as stored */
+} moe_repack;
 
 /* Loads a model: maps the file (and, for the first part of a split model,
  * every part: moe_gguf_open_split), reads and checks hyperparameters and
@@ -185,6 +203,9 @@ struct moe_model {
  * layout (attn_k_b/attn_v_b) or the legacy attn_kv_b. The result owns the mapping; free with
  * moe_model_free. On failure returns MOE_E* and fills err. */
 int moe_model_load(moe_model **out, const char *path, moe_err *err);
+/* moe_model_load with a repack choice (moe_model_load: MOE_REPACK_ALL).
+ * MOE_REPACK=0 in the environment turns repacking off. */
+int moe_model_load_ex(moe_model **out, const char *path, moe_repack repack, moe_err *err);
 void moe_model_free(moe_model *m);
 
 /* The routing of layer il (a MoE layer) as the model defines it. */

@@ -59,6 +59,12 @@ typedef struct moe_cpu_kernels {
     void (*gemm_fast)(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
                       int64_t nb, float *Y, int64_t ldy);
     int fast; /* 1 in a table from moe_cpu_kernels_fast (gemm is gemm_fast for batches) */
+    /* Q8_0 weights in the packed layout (moe_q8p_pack): rows [r0, r1) of
+     * the packed tiles (multiples of MOE_Q8P_ROWS), the fast numerics when
+     * fast is 1, else the exact ones; the same bits as gemm_fast / gemm on
+     * the plain rows. NULL at the levels without it (see moe_q8p_usable). */
+    void (*gemm_q8p)(int fast, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+                     int64_t nb, float *Y, int64_t ldy);
 
     /* sum a[i] * b[i] over n floats. */
     float (*dot_f32)(int64_t n, const float *a, const float *b);
@@ -99,6 +105,23 @@ const moe_cpu_kernels *moe_cpu_kernels_best(void);
 const moe_cpu_kernels *moe_cpu_kernels_fast(const moe_cpu_kernels *k);
 /* moe_cpu_kernels_best(), or its fast table unless exact. */
 const moe_cpu_kernels *moe_cpu_kernels_pick(int exact);
+
+/* ---- Packed Q8_0 ------------------------------------------------------------
+ * A Q8_0 matrix (m rows of k) repacked for the batched int8 tiles: each tile
+ * of MOE_Q8P_ROWS rows, block by block, holds the 16 rows' fp16 scales (32
+ * bytes) and then their quants as 8 groups of 4 bytes x 16 rows, each byte
+ * offset to unsigned (q ^ 0x80): 544 bytes per block, the 16 rows' bytes
+ * (the tile of rows 16t.. stays at byte 16t x row bytes). The m % 16 rows
+ * after the last tile stay as they are. The tiles then read the weights as
+ * one sequential stream, with no repacking per call (which took as long as
+ * the products at 8 rows per expert). Results are the same bits. */
+#define MOE_Q8P_ROWS 16
+/* Packs src (m x k Q8_0, row-major) into dst (the same size; not src). */
+void moe_q8p_pack(const void *src, void *dst, int64_t m, int64_t k);
+/* 1 if the best table computes the packed layout (gemm_q8p), and the Q8_0
+ * batches would gain from it: AVX-512 without AMX (whose tile reads rows as
+ * they are). MOE_REPACK=0 in the environment says no. */
+int moe_q8p_usable(void);
 /* 1 if the Q8_0 fast tile runs on AMX-INT8 here (MOE_AMX=0 turns it off). */
 int moe_cpu_has_amx(void);
 /* The best level's name, with "+amx" when the fast tile uses AMX: "avx512+amx". */

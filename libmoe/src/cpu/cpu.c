@@ -32,6 +32,7 @@
 int moe__cpu_has_avx512bf16;
 int moe__cpu_has_avx512vbmi;
 int moe__cpu_use_amx;
+int moe__pf_dist = 2048;
 
 /* ==== Detection ============================================================ */
 
@@ -63,9 +64,22 @@ static int amx_usable(unsigned d7, uint64_t xcr0) {
 }
 #endif
 
+/* kernels.h's MOE_PF_DIST: 4 KB on AMD, 2 KB elsewhere, or the environment's */
+static void pf_dist_detect(int amd) {
+    moe__pf_dist = amd ? 4096 : 2048;
+    const char *env = getenv("MOE_PF_DIST");
+    if (env && *env) {
+        char *end;
+        const long v = strtol(env, &end, 10);
+        if (!*end && v >= 256 && v <= 65536) moe__pf_dist = (int)v;
+    }
+}
+
 static void cpu_detect_once(void) {
 #ifdef MOE_X86
     unsigned a, b, c, d;
+    if (__get_cpuid(0, &a, &b, &c, &d))
+        pf_dist_detect(b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u); /* AuthenticAMD */
     if (!__get_cpuid(1, &a, &b, &c, &d)) return;
     const int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
     const int f16c = (c >> 29) & 1;
@@ -392,4 +406,36 @@ void moe_op_rope(const moe_rope *r, float *x, int64_t n_heads, int64_t head_dim,
         }
         theta *= theta_scale;
     }
+}
+
+/* ==== Packed Q8_0 ========================================================== */
+
+void moe_q8p_pack(const void *src, void *dst, int64_t m, int64_t k) {
+    const int64_t nblk = k / MOE_QK8_0;
+    const size_t rb = (size_t)nblk * sizeof(moe_block_q8_0);
+    const int64_t nt = m / MOE_Q8P_ROWS;
+    for (int64_t t = 0; t < nt; t++) {
+        const char *s = (const char *)src + (size_t)t * MOE_Q8P_ROWS * rb;
+        uint8_t *d = (uint8_t *)dst + (size_t)t * MOE_Q8P_ROWS * rb;
+        for (int64_t b = 0; b < nblk; b++, d += MOE_Q8P_ROWS * sizeof(moe_block_q8_0)) {
+            for (int r = 0; r < MOE_Q8P_ROWS; r++) {
+                const moe_block_q8_0 *x = (const moe_block_q8_0 *)(s + (size_t)r * rb) + b;
+                memcpy(d + 2 * r, &x->d, 2);
+                for (int j = 0; j < 8; j++) { /* 4 quants at a time, each ^ 0x80 */
+                    uint32_t v;
+                    memcpy(&v, x->qs + 4 * j, 4);
+                    v ^= 0x80808080u;
+                    memcpy(d + 32 + 64 * j + 4 * r, &v, 4);
+                }
+            }
+        }
+    }
+    const size_t done = (size_t)nt * MOE_Q8P_ROWS * rb;
+    memcpy((char *)dst + done, (const char *)src + done, (size_t)(m - nt * MOE_Q8P_ROWS) * rb);
+}
+
+int moe_q8p_usable(void) {
+    const char *env = getenv("MOE_REPACK");
+    if (env && !strcmp(env, "0")) return 0;
+    return moe_cpu_kernels_best()->gemm_q8p != NULL && !moe_cpu_has_amx();
 }

@@ -134,9 +134,14 @@ void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n);
  * 0.84 -> 0.90, Q8_0 0.88 -> 0.93 against 8 KB; 1 thread as fast or
  * faster; 16 KB 10-15% slower): a nearer prefetch keeps fewer lines in
  * flight past what the core's fill buffers take while both cores read.
- * The float kernels are as fast without. -DMOE_PF_DIST=N to try others. */
-#ifndef MOE_PF_DIST
-#define MOE_PF_DIST 2048
-#endif
+ * The float kernels are as fast without. On the 2-vCPU AMD EPYC (Zen 5)
+ * VM 4 KB reads more (bench-kernels --matvec q8_0, three alternating runs
+ * each, weight GB/s at 1 / 2 threads: 2 KB 27-29 / 44-50, 4 KB 32-33 /
+ * 51-57, 8 KB 30-32 / 52; 16 KB no better; none 22 / 38): its cores take
+ * more lines in flight. So the distance is chosen at detection: 4096 on
+ * AMD, 2048 elsewhere; MOE_PF_DIST=N in the environment (bytes, 256 to
+ * 65536) overrides it. */
+extern int moe__pf_dist;
+#define MOE_PF_DIST ((size_t)moe__pf_dist)
 
 #endif

@@ -333,9 +333,32 @@ AI void q8t_pack_x(q8t_buf *t, const char *X, size_t xrb, int nc, int64_t kb0, i
     }
 }
 
+/* Bytes of one block of a packed tile (moe/ops.h): 16 scales, 16 x 32 quants. */
+#define Q8P_BLOCK (MOE_Q8P_ROWS * sizeof(moe_block_q8_0))
+
+/* Block b of the chunk at kb0: its 8 groups (16 rows each, w ^ 0x80) and the
+ * 16 rows' scales, from the stack tile, or (packed) from the packed tile at
+ * pw, prefetching MOE_PF_DIST ahead in that one stream when pf. */
+AI void q8t_load_w(const int packed, const q8t_buf *t, const char *pw, int64_t kb0, int b, int pf,
+                   __m512i wj[8], __m512 *wd) {
+    if (packed) {
+        const char *pb = pw + (size_t)(kb0 + b) * Q8P_BLOCK;
+        if (pf)
+#pragma GCC unroll 9
+            for (int i = 0; i < 9; i++) __builtin_prefetch(pb + MOE_PF_DIST + 64 * i, 0, 3);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) wj[j] = _mm512_loadu_si512(pb + 32 + 64 * j);
+        *wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)pb));
+    } else {
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) wj[j] = _mm512_load_si512((const __m512i *)t->w[b][j]);
+        *wd = _mm512_load_ps(t->wd[b]);
+    }
+}
+
 /* NC (1 or 2) activations, columns c0.., through kcb blocks of the tile. */
-AI void q8t_compute(const int NC, q8t_buf *t, int c0, const char *X, size_t xrb, int64_t kb0,
-                    int kcb, int first) {
+AI void q8t_compute(const int NC, const int packed, q8t_buf *t, const char *pw, int c0,
+                    const char *X, size_t xrb, int64_t kb0, int kcb, int first) {
     __m512 acc[2][8];
 #pragma GCC unroll 2
     for (int c = 0; c < NC; c++)
@@ -349,9 +372,8 @@ AI void q8t_compute(const int NC, q8t_buf *t, int c0, const char *X, size_t xrb,
 
     for (int b = 0; b < kcb; b++) {
         __m512i wj[8];
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) wj[j] = _mm512_load_si512((const __m512i *)t->w[b][j]);
-        const __m512 wd = _mm512_load_ps(t->wd[b]);
+        __m512 wd;
+        q8t_load_w(packed, t, pw, kb0, b, c0 == 0, wj, &wd);
 #pragma GCC unroll 2
         for (int c = 0; c < NC; c++) {
             const __m512 d = _mm512_mul_ps(wd, _mm512_set1_ps(t->xd[c0 + c][b]));
@@ -383,12 +405,13 @@ AI __m512 q8t_lane_sum(const float (*a)[16]) {
 /* The tile loop both Q8_0 tiles share: per 32 activation rows and 16 weight
  * rows, K in chunks of Q8T_KB blocks packed on the stack; fast picks the
  * fast numerics' compute (q8f_compute, below) over the exact one. */
-AI void q8t_drive(const int fast, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
-                  const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy);
+AI void q8t_drive(const int fast, const int packed, int64_t k, const char *W, size_t wrb,
+                  int64_t r0, int64_t r1, const char *X, size_t xrb, int64_t nb, float *Y,
+                  int64_t ldy);
 
 static void q8_tiled(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
                      size_t xrb, int64_t nb, float *Y, int64_t ldy) {
-    q8t_drive(0, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+    q8t_drive(0, 0, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
 }
 
 /* ==== Q8_0: the fast tile (VNNI) =========================================== */
@@ -399,8 +422,8 @@ static void q8_tiled(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r
  * block order; the 16 rows of a column are one vector, so no lane sum at the
  * end. The AMX tile (kernels_amx.c) gives the same bits; this one serves
  * CPUs without it and the rows of a range that do not fill an AMX tile. */
-AI void q8f_compute(const int NC, q8t_buf *t, int c0, const char *X, size_t xrb, int64_t kb0,
-                    int kcb, int first) {
+AI void q8f_compute(const int NC, const int packed, q8t_buf *t, const char *pw, int c0,
+                    const char *X, size_t xrb, int64_t kb0, int kcb, int first) {
     __m512 acc[4];
 #pragma GCC unroll 4
     for (int c = 0; c < NC; c++)
@@ -411,9 +434,8 @@ AI void q8f_compute(const int NC, q8t_buf *t, int c0, const char *X, size_t xrb,
         xq[c] = X + (size_t)(c0 + c) * xrb + (size_t)kb0 * sizeof(moe_block_q8_0) + 2;
     for (int b = 0; b < kcb; b++) {
         __m512i wj[8];
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) wj[j] = _mm512_load_si512((const __m512i *)t->w[b][j]);
-        const __m512 wd = _mm512_load_ps(t->wd[b]);
+        __m512 wd;
+        q8t_load_w(packed, t, pw, kb0, b, c0 == 0, wj, &wd);
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++) {
             __m512i s0 = _mm512_set1_epi32(t->xs[c0 + c][b]), s1 = _mm512_setzero_si512();
@@ -432,8 +454,9 @@ AI void q8f_compute(const int NC, q8t_buf *t, int c0, const char *X, size_t xrb,
     for (int c = 0; c < NC; c++) _mm512_store_ps(t->acc[c0 + c][0], acc[c]);
 }
 
-AI void q8t_drive(const int fast, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
-                  const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+AI void q8t_drive(const int fast, const int packed, int64_t k, const char *W, size_t wrb,
+                  int64_t r0, int64_t r1, const char *X, size_t xrb, int64_t nb, float *Y,
+                  int64_t ldy) {
     q8t_buf t;
     const int64_t nblk = k / MOE_QK8_0;
     for (int64_t cs = 0; cs < nb; cs += Q8T_NC) {
@@ -448,14 +471,18 @@ AI void q8t_drive(const int fast, int64_t k, const char *W, size_t wrb, int64_t 
             for (int64_t kb0 = 0; kb0 < nblk; kb0 += Q8T_KB) {
                 const int kcb = (int)(nblk - kb0 < Q8T_KB ? nblk - kb0 : Q8T_KB);
                 q8t_pack_x(&t, Xc, xrb, nc, kb0, kcb);
-                q8t_pack_w(&t, W + (size_t)rt * wrb, wrb, nr, kb0, kcb, pf);
+                const char *pw = W + (size_t)rt * wrb; /* packed: the tile's blocks */
+                if (!packed) q8t_pack_w(&t, pw, wrb, nr, kb0, kcb, pf);
                 int c = 0;
                 if (fast) {
-                    for (; c + 4 <= nc; c += 4) q8f_compute(4, &t, c, Xc, xrb, kb0, kcb, kb0 == 0);
-                    for (; c < nc; c++) q8f_compute(1, &t, c, Xc, xrb, kb0, kcb, kb0 == 0);
+                    for (; c + 4 <= nc; c += 4)
+                        q8f_compute(4, packed, &t, pw, c, Xc, xrb, kb0, kcb, kb0 == 0);
+                    for (; c < nc; c++)
+                        q8f_compute(1, packed, &t, pw, c, Xc, xrb, kb0, kcb, kb0 == 0);
                 } else {
-                    for (; c + 2 <= nc; c += 2) q8t_compute(2, &t, c, Xc, xrb, kb0, kcb, kb0 == 0);
-                    if (c < nc) q8t_compute(1, &t, c, Xc, xrb, kb0, kcb, kb0 == 0);
+                    for (; c + 2 <= nc; c += 2)
+                        q8t_compute(2, packed, &t, pw, c, Xc, xrb, kb0, kcb, kb0 == 0);
+                    if (c < nc) q8t_compute(1, packed, &t, pw, c, Xc, xrb, kb0, kcb, kb0 == 0);
                 }
             }
             for (int c = 0; c < nc; c++)
@@ -467,7 +494,18 @@ AI void q8t_drive(const int fast, int64_t k, const char *W, size_t wrb, int64_t 
 
 void moe__q8_fast_vnni(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
                        size_t xrb, int64_t nb, float *Y, int64_t ldy) {
-    q8t_drive(1, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+    q8t_drive(1, 0, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+}
+
+/* The packed layout (moe/ops.h): the same tiles, the weights read in place. */
+static void gemm_q8p_avx512(int fast, int64_t k, const void *W, int64_t r0, int64_t r1,
+                            const void *X, int64_t nb, float *Y, int64_t ldy) {
+    if (r1 <= r0 || nb <= 0) return;
+    const size_t rb = moe_dtype_row_bytes(MOE_DTYPE_Q8_0, k);
+    if (fast)
+        q8t_drive(1, 1, k, W, rb, r0, r1, X, rb, nb, Y, ldy);
+    else
+        q8t_drive(0, 1, k, W, rb, r0, r1, X, rb, nb, Y, ldy);
 }
 
 /* ==== F32 / F16 / BF16 ===================================================== */
@@ -727,6 +765,7 @@ const moe_cpu_kernels moe__kernels_avx512 = {
     .from_f32 = from_f32_avx512,
     .gemm = gemm_avx512,
     .gemm_fast = gemm_fast_avx512,
+    .gemm_q8p = gemm_q8p_avx512,
     .dot_f32 = moe__dot_f32_avx512,
     .axpy_f32 = moe__axpy_f32_avx512,
     .dots_f32 = moe__dots_f32_avx512,
