@@ -333,6 +333,17 @@ AI void q8t_pack_x(q8t_buf *t, const char *X, size_t xrb, int nc, int64_t kb0, i
     }
 }
 
+/* -128 x the sum of a block's 32 quants: cancels the w ^ 0x80 offset of a
+ * whole block (the fast numerics sum its 8 groups in one int32). */
+AI int32_t q8_block_sum_neg128(const int8_t *qs) {
+    const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80),
+                                          _mm256_loadu_si256((const __m256i *)qs));
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+    return -_mm_cvtsi128_si32(h);
+}
+
 /* Bytes of one block of a packed tile (moe/ops.h): 16 scales, 16 x 32 quants. */
 #define Q8P_BLOCK (MOE_Q8P_ROWS * sizeof(moe_block_q8_0))
 
@@ -423,7 +434,8 @@ static void q8_tiled(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r
  * end. The AMX tile (kernels_amx.c) gives the same bits; this one serves
  * CPUs without it and the rows of a range that do not fill an AMX tile. */
 AI void q8f_compute(const int NC, const int packed, q8t_buf *t, const char *pw, int c0,
-                    const char *X, size_t xrb, int64_t kb0, int kcb, int first) {
+                    const char *X, size_t xrb, int64_t kb0, int kcb, int first, const int32_t *xs,
+                    const float *xd, int64_t xst) {
     __m512 acc[4];
 #pragma GCC unroll 4
     for (int c = 0; c < NC; c++)
@@ -436,17 +448,24 @@ AI void q8f_compute(const int NC, const int packed, q8t_buf *t, const char *pw, 
         __m512i wj[8];
         __m512 wd;
         q8t_load_w(packed, t, pw, kb0, b, c0 == 0, wj, &wd);
+        /* one int32 chain per column through the 8 groups, the columns
+         * interleaved: each vpdpbusd's result is used 4 instructions later.
+         * Zen 5 runs vpdpbusd at ~1/cycle when a result is used at once or
+         * >= 16 instructions later, at half that in between (a loop of 8
+         * independent chains: 0.53/cycle, 4 or 16: 1.0) */
+        __m512i sc[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) sc[c] = _mm512_set1_epi32(xs[(c0 + c) * xst + b]);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+#pragma GCC unroll 4
+            for (int c = 0; c < NC; c++)
+                sc[c] =
+                    _mm512_dpbusd_epi32(sc[c], wj[j], _mm512_set1_epi32(load_i32(xq[c] + 4 * j)));
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++) {
-            __m512i s0 = _mm512_set1_epi32(t->xs[c0 + c][b]), s1 = _mm512_setzero_si512();
-#pragma GCC unroll 4
-            for (int j = 0; j < 4; j++) {
-                s0 = _mm512_dpbusd_epi32(s0, wj[j], _mm512_set1_epi32(load_i32(xq[c] + 4 * j)));
-                s1 = _mm512_dpbusd_epi32(s1, wj[j + 4],
-                                         _mm512_set1_epi32(load_i32(xq[c] + 4 * j + 16)));
-            }
-            const __m512 d = _mm512_mul_ps(wd, _mm512_set1_ps(t->xd[c0 + c][b]));
-            acc[c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc[c]);
+            const __m512 d = _mm512_mul_ps(wd, _mm512_set1_ps(xd[(c0 + c) * xst + b]));
+            acc[c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sc[c]), acc[c]);
             xq[c] += sizeof(moe_block_q8_0);
         }
     }
@@ -459,9 +478,31 @@ AI void q8t_drive(const int fast, const int packed, int64_t k, const char *W, si
                   int64_t ldy) {
     q8t_buf t;
     const int64_t nblk = k / MOE_QK8_0;
+    /* packed, fast: the activations' block sums and scales once per chunk of
+     * columns, for all of K (the stack tile's q8t_pack_x redoes them per
+     * tile of 16 rows: ~20% of the packed tile's time at 8 columns) */
+    int hoist = packed && fast;
+    int32_t *xs_all = NULL;
+    float *xd_all = NULL;
+    char *heap = NULL;
+    _Alignas(64) char xstk[16384];
+    if (hoist) {
+        const size_t need = (size_t)Q8T_NC * (size_t)nblk * 8;
+        xs_all = (int32_t *)(need <= sizeof xstk ? xstk : (heap = malloc(need)));
+        hoist = xs_all != NULL; /* else per tile, as the stack tile does */
+        if (hoist) xd_all = (float *)(xs_all + (size_t)Q8T_NC * (size_t)nblk);
+    }
     for (int64_t cs = 0; cs < nb; cs += Q8T_NC) {
         const int nc = (int)(nb - cs < Q8T_NC ? nb - cs : Q8T_NC);
         const char *Xc = X + (size_t)cs * xrb;
+        if (hoist)
+            for (int c = 0; c < nc; c++) {
+                const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(Xc + (size_t)c * xrb);
+                for (int64_t b = 0; b < nblk; b++) {
+                    xs_all[c * nblk + b] = q8_block_sum_neg128(xb[b].qs);
+                    xd_all[c * nblk + b] = _cvtsh_ss(xb[b].d);
+                }
+            }
         for (int64_t rt = r0; rt < r1; rt += 16) {
             const int nr = (int)(r1 - rt < 16 ? r1 - rt : 16);
             const __mmask16 m = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
@@ -470,15 +511,18 @@ AI void q8t_drive(const int fast, const int packed, int64_t k, const char *W, si
                                  : NULL;
             for (int64_t kb0 = 0; kb0 < nblk; kb0 += Q8T_KB) {
                 const int kcb = (int)(nblk - kb0 < Q8T_KB ? nblk - kb0 : Q8T_KB);
-                q8t_pack_x(&t, Xc, xrb, nc, kb0, kcb);
+                if (!hoist) q8t_pack_x(&t, Xc, xrb, nc, kb0, kcb);
+                const int32_t *xs = hoist ? xs_all + kb0 : t.xs[0];
+                const float *xd = hoist ? xd_all + kb0 : t.xd[0];
+                const int64_t xst = hoist ? nblk : Q8T_KB;
                 const char *pw = W + (size_t)rt * wrb; /* packed: the tile's blocks */
                 if (!packed) q8t_pack_w(&t, pw, wrb, nr, kb0, kcb, pf);
                 int c = 0;
                 if (fast) {
                     for (; c + 4 <= nc; c += 4)
-                        q8f_compute(4, packed, &t, pw, c, Xc, xrb, kb0, kcb, kb0 == 0);
+                        q8f_compute(4, packed, &t, pw, c, Xc, xrb, kb0, kcb, kb0 == 0, xs, xd, xst);
                     for (; c < nc; c++)
-                        q8f_compute(1, packed, &t, pw, c, Xc, xrb, kb0, kcb, kb0 == 0);
+                        q8f_compute(1, packed, &t, pw, c, Xc, xrb, kb0, kcb, kb0 == 0, xs, xd, xst);
                 } else {
                     for (; c + 2 <= nc; c += 2)
                         q8t_compute(2, packed, &t, pw, c, Xc, xrb, kb0, kcb, kb0 == 0);
@@ -490,6 +534,7 @@ AI void q8t_drive(const int fast, const int packed, int64_t k, const char *W, si
                                       fast ? _mm512_load_ps(t.acc[c][0]) : q8t_lane_sum(t.acc[c]));
         }
     }
+    free(heap);
 }
 
 void moe__q8_fast_vnni(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
@@ -739,24 +784,26 @@ double moe__softmax_exp_avx512(float *x, int64_t n, float max) {
     return sum;
 }
 
-/* moe_int8_peak's loop at this level: n steps of 8 independent VPDPBUSD
- * (64 int8 products each) kept in registers; returns the products done. */
+/* moe_int8_peak's loop at this level: n steps of 16 independent VPDPBUSD
+ * (64 int8 products each) kept in registers; returns the products done.
+ * 16, not 8: Zen 5 runs a loop of 8 chains at half its rate (see
+ * q8f_compute), so 8 measured half the peak there. */
 uint64_t moe__int8_loop_avx512(int64_t n) {
-    __m512i acc[8];
+    __m512i acc[16];
     const __m512i a = _mm512_set1_epi8(1), b = _mm512_set1_epi8(2);
-    for (int u = 0; u < 8; u++) acc[u] = _mm512_setzero_si512();
+    for (int u = 0; u < 16; u++) acc[u] = _mm512_setzero_si512();
     for (int64_t i = 0; i < n; i++)
-#pragma GCC unroll 8
-        for (int u = 0; u < 8; u++) {
+#pragma GCC unroll 16
+        for (int u = 0; u < 16; u++) {
             acc[u] = _mm512_dpbusd_epi32(acc[u], a, b);
             __asm__ volatile("" : "+v"(acc[u])); /* one instruction per step, kept */
         }
     __m512i t = acc[0];
-    for (int u = 1; u < 8; u++) t = _mm512_add_epi32(t, acc[u]);
+    for (int u = 1; u < 16; u++) t = _mm512_add_epi32(t, acc[u]);
     /* one lane: the vector sums wrap; a scalar reduction of them would overflow int */
     volatile int sink = _mm_cvtsi128_si32(_mm512_castsi512_si128(t));
     (void)sink;
-    return (uint64_t)n * 8 * 64;
+    return (uint64_t)n * 16 * 64;
 }
 
 const moe_cpu_kernels moe__kernels_avx512 = {
