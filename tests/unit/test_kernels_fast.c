@@ -211,16 +211,21 @@ TEST(kernels_q8p_packed_equals_plain) {
         moe_block_q8_0 *P = test_xmalloc((size_t)(m * nblk) * sizeof *P);
         rand_q8_rows(&seed, W, m * nblk);
         moe_q8p_pack(W, P, m, k);
-        /* the bytes: tile t, block b, row r: scale at 2r, quant 4j+i at 32 + 64j + 4r + i */
+        /* the bytes: tile t, blocks in pairs (an odd last one alone), each
+         * pair's quants and then its scales; row r's scale at 2r of its
+         * block's scales, its quant 4j+i at 64j + 4r + i of the quants */
         for (int64_t t = 0; t < m16 / MOE_Q8P_ROWS; t++)
             for (int64_t b = 0; b < nblk; b++) {
-                const uint8_t *pb =
-                    (const uint8_t *)(P + t * MOE_Q8P_ROWS * nblk) + b * MOE_Q8P_ROWS * 34;
+                const uint8_t *pt = (const uint8_t *)(P + t * MOE_Q8P_ROWS * nblk);
+                const int paired = (b | 1) < nblk;
+                const uint8_t *pq = pt + (b / 2) * 1088 + (b & 1) * 512;
+                const uint8_t *pd =
+                    paired ? pt + (b / 2) * 1088 + 1024 + (b & 1) * 32 : pt + b * 544 + 512;
                 for (int r = 0; r < MOE_Q8P_ROWS; r++) {
                     const moe_block_q8_0 *w = W + (t * MOE_Q8P_ROWS + r) * nblk + b;
-                    ASSERT(!memcmp(pb + 2 * r, &w->d, 2));
+                    ASSERT(!memcmp(pd + 2 * r, &w->d, 2));
                     for (int q = 0; q < MOE_QK8_0; q++)
-                        if (pb[32 + 64 * (q / 4) + 4 * r + q % 4] != ((uint8_t)w->qs[q] ^ 0x80))
+                        if (pq[64 * (q / 4) + 4 * r + q % 4] != ((uint8_t)w->qs[q] ^ 0x80))
                             TEST_FAIL("packed k=%lld tile %lld block %lld row %d quant %d",
                                       (long long)k, (long long)t, (long long)b, r, q);
                 }

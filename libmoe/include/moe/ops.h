@@ -108,14 +108,25 @@ const moe_cpu_kernels *moe_cpu_kernels_pick(int exact);
 
 /* ---- Packed Q8_0 ------------------------------------------------------------
  * A Q8_0 matrix (m rows of k) repacked for the batched int8 tiles: each tile
- * of MOE_Q8P_ROWS rows, block by block, holds the 16 rows' fp16 scales (32
- * bytes) and then their quants as 8 groups of 4 bytes x 16 rows, each byte
- * offset to unsigned (q ^ 0x80): 544 bytes per block, the 16 rows' bytes
- * (the tile of rows 16t.. stays at byte 16t x row bytes). The m % 16 rows
- * after the last tile stay as they are. The tiles then read the weights as
- * one sequential stream, with no repacking per call (which took as long as
- * the products at 8 rows per expert). Results are the same bits. */
+ * of MOE_Q8P_ROWS rows holds, per block, the 16 rows' quants as 8 groups of
+ * 4 bytes x 16 rows, each byte offset to unsigned (q ^ 0x80), 512 bytes,
+ * and the 16 rows' fp16 scales, 32 bytes: 544 bytes a block, the 16 rows'
+ * own bytes (the tile of rows 16t.. stays at byte 16t x row bytes). Blocks
+ * go in pairs, quants of both and then scales of both (1088 bytes: with an
+ * even number of blocks every 64-byte group load is aligned); an odd last
+ * block is its quants, then its scales (moe_q8p_qoff, moe_q8p_doff). The
+ * m % 16 rows after the last tile stay as they are. The tiles then read the
+ * weights as one sequential stream, with no repacking per call (which took
+ * as long as the products at 8 rows per expert). Results are the same bits. */
 #define MOE_Q8P_ROWS 16
+/* Offsets in a packed tile of block b's quants and scales (nblk blocks a row). */
+static inline size_t moe_q8p_qoff(int64_t b) {
+    return (size_t)(b / 2) * 1088 + (size_t)(b & 1) * 512;
+}
+static inline size_t moe_q8p_doff(int64_t b, int64_t nblk) {
+    return (b | 1) < nblk ? (size_t)(b / 2) * 1088 + 1024 + (size_t)(b & 1) * 32
+                          : (size_t)b * 544 + 512;
+}
 /* Packs src (m x k Q8_0, row-major) into dst (the same size; not src). */
 void moe_q8p_pack(const void *src, void *dst, int64_t m, int64_t k);
 /* 1 if the best table computes the packed layout (gemm_q8p), and the Q8_0

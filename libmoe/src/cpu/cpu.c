@@ -417,15 +417,16 @@ void moe_q8p_pack(const void *src, void *dst, int64_t m, int64_t k) {
     for (int64_t t = 0; t < nt; t++) {
         const char *s = (const char *)src + (size_t)t * MOE_Q8P_ROWS * rb;
         uint8_t *d = (uint8_t *)dst + (size_t)t * MOE_Q8P_ROWS * rb;
-        for (int64_t b = 0; b < nblk; b++, d += MOE_Q8P_ROWS * sizeof(moe_block_q8_0)) {
+        for (int64_t b = 0; b < nblk; b++) {
+            uint8_t *q = d + moe_q8p_qoff(b), *sc = d + moe_q8p_doff(b, nblk);
             for (int r = 0; r < MOE_Q8P_ROWS; r++) {
                 const moe_block_q8_0 *x = (const moe_block_q8_0 *)(s + (size_t)r * rb) + b;
-                memcpy(d + 2 * r, &x->d, 2);
+                memcpy(sc + 2 * r, &x->d, 2);
                 for (int j = 0; j < 8; j++) { /* 4 quants at a time, each ^ 0x80 */
                     uint32_t v;
                     memcpy(&v, x->qs + 4 * j, 4);
                     v ^= 0x80808080u;
-                    memcpy(d + 32 + 64 * j + 4 * r, &v, 4);
+                    memcpy(q + 64 * j + 4 * r, &v, 4);
                 }
             }
         }

@@ -344,22 +344,21 @@ AI int32_t q8_block_sum_neg128(const int8_t *qs) {
     return -_mm_cvtsi128_si32(h);
 }
 
-/* Bytes of one block of a packed tile (moe/ops.h): 16 scales, 16 x 32 quants. */
-#define Q8P_BLOCK (MOE_Q8P_ROWS * sizeof(moe_block_q8_0))
-
 /* Block b of the chunk at kb0: its 8 groups (16 rows each, w ^ 0x80) and the
  * 16 rows' scales, from the stack tile, or (packed) from the packed tile at
- * pw, prefetching MOE_PF_DIST ahead in that one stream when pf. */
-AI void q8t_load_w(const int packed, const q8t_buf *t, const char *pw, int64_t kb0, int b, int pf,
-                   __m512i wj[8], __m512 *wd) {
+ * pw (nblk blocks a row), prefetching MOE_PF_DIST ahead in that one stream
+ * when pf. */
+AI void q8t_load_w(const int packed, const q8t_buf *t, const char *pw, int64_t nblk, int64_t kb0,
+                   int b, int pf, __m512i wj[8], __m512 *wd) {
     if (packed) {
-        const char *pb = pw + (size_t)(kb0 + b) * Q8P_BLOCK;
+        const char *pq = pw + moe_q8p_qoff(kb0 + b);
         if (pf)
 #pragma GCC unroll 9
-            for (int i = 0; i < 9; i++) __builtin_prefetch(pb + MOE_PF_DIST + 64 * i, 0, 3);
+            for (int i = 0; i < 9; i++) __builtin_prefetch(pq + MOE_PF_DIST + 64 * i, 0, 3);
 #pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) wj[j] = _mm512_loadu_si512(pb + 32 + 64 * j);
-        *wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)pb));
+        for (int j = 0; j < 8; j++) wj[j] = _mm512_loadu_si512(pq + 64 * j);
+        *wd = _mm512_cvtph_ps(
+            _mm256_loadu_si256((const __m256i *)(pw + moe_q8p_doff(kb0 + b, nblk))));
     } else {
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) wj[j] = _mm512_load_si512((const __m512i *)t->w[b][j]);
@@ -368,8 +367,8 @@ AI void q8t_load_w(const int packed, const q8t_buf *t, const char *pw, int64_t k
 }
 
 /* NC (1 or 2) activations, columns c0.., through kcb blocks of the tile. */
-AI void q8t_compute(const int NC, const int packed, q8t_buf *t, const char *pw, int c0,
-                    const char *X, size_t xrb, int64_t kb0, int kcb, int first) {
+AI void q8t_compute(const int NC, const int packed, q8t_buf *t, const char *pw, int64_t nblk,
+                    int c0, const char *X, size_t xrb, int64_t kb0, int kcb, int first) {
     __m512 acc[2][8];
 #pragma GCC unroll 2
     for (int c = 0; c < NC; c++)
@@ -384,7 +383,7 @@ AI void q8t_compute(const int NC, const int packed, q8t_buf *t, const char *pw, 
     for (int b = 0; b < kcb; b++) {
         __m512i wj[8];
         __m512 wd;
-        q8t_load_w(packed, t, pw, kb0, b, c0 == 0, wj, &wd);
+        q8t_load_w(packed, t, pw, nblk, kb0, b, c0 == 0, wj, &wd);
 #pragma GCC unroll 2
         for (int c = 0; c < NC; c++) {
             const __m512 d = _mm512_mul_ps(wd, _mm512_set1_ps(t->xd[c0 + c][b]));
@@ -433,9 +432,9 @@ static void q8_tiled(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r
  * block order; the 16 rows of a column are one vector, so no lane sum at the
  * end. The AMX tile (kernels_amx.c) gives the same bits; this one serves
  * CPUs without it and the rows of a range that do not fill an AMX tile. */
-AI void q8f_compute(const int NC, const int packed, q8t_buf *t, const char *pw, int c0,
-                    const char *X, size_t xrb, int64_t kb0, int kcb, int first, const int32_t *xs,
-                    const float *xd, int64_t xst) {
+AI void q8f_compute(const int NC, const int packed, q8t_buf *t, const char *pw, int64_t nblk,
+                    int c0, const char *X, size_t xrb, int64_t kb0, int kcb, int first,
+                    const int32_t *xs, const float *xd, int64_t xst) {
     __m512 acc[4];
 #pragma GCC unroll 4
     for (int c = 0; c < NC; c++)
@@ -447,7 +446,7 @@ AI void q8f_compute(const int NC, const int packed, q8t_buf *t, const char *pw, 
     for (int b = 0; b < kcb; b++) {
         __m512i wj[8];
         __m512 wd;
-        q8t_load_w(packed, t, pw, kb0, b, c0 == 0, wj, &wd);
+        q8t_load_w(packed, t, pw, nblk, kb0, b, c0 == 0, wj, &wd);
         /* one int32 chain per column through the 8 groups, the columns
          * interleaved: each vpdpbusd's result is used 4 instructions later.
          * Zen 5 runs vpdpbusd at ~1/cycle when a result is used at once or
@@ -520,13 +519,16 @@ AI void q8t_drive(const int fast, const int packed, int64_t k, const char *W, si
                 int c = 0;
                 if (fast) {
                     for (; c + 4 <= nc; c += 4)
-                        q8f_compute(4, packed, &t, pw, c, Xc, xrb, kb0, kcb, kb0 == 0, xs, xd, xst);
+                        q8f_compute(4, packed, &t, pw, nblk, c, Xc, xrb, kb0, kcb, kb0 == 0, xs, xd,
+                                    xst);
                     for (; c < nc; c++)
-                        q8f_compute(1, packed, &t, pw, c, Xc, xrb, kb0, kcb, kb0 == 0, xs, xd, xst);
+                        q8f_compute(1, packed, &t, pw, nblk, c, Xc, xrb, kb0, kcb, kb0 == 0, xs, xd,
+                                    xst);
                 } else {
                     for (; c + 2 <= nc; c += 2)
-                        q8t_compute(2, packed, &t, pw, c, Xc, xrb, kb0, kcb, kb0 == 0);
-                    if (c < nc) q8t_compute(1, packed, &t, pw, c, Xc, xrb, kb0, kcb, kb0 == 0);
+                        q8t_compute(2, packed, &t, pw, nblk, c, Xc, xrb, kb0, kcb, kb0 == 0);
+                    if (c < nc)
+                        q8t_compute(1, packed, &t, pw, nblk, c, Xc, xrb, kb0, kcb, kb0 == 0);
                 }
             }
             for (int c = 0; c < nc; c++)
@@ -542,12 +544,84 @@ void moe__q8_fast_vnni(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t
     q8t_drive(1, 0, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
 }
 
+/* The exact numerics on the packed layout for NC (1 or 2) activation rows
+ * (decode): per tile of 16 rows all of K, the 8 lane accumulators of each
+ * column in registers, the weights one sequential stream (two tiles from
+ * the two halves of the range at once, as the rows kernel reads two rows,
+ * read no faster); xc and xd: the columns' corrections and scales, [c *
+ * nblk + b]. */
+AI void q8p_rows_tile(const int NC, int64_t nblk, const char *pw, const int32_t (*xc)[8],
+                      const float *xd, const char *X, size_t xrb, float *y, int64_t ldy) {
+    __m512 acc[2][8];
+#pragma GCC unroll 2
+    for (int c = 0; c < NC; c++)
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) acc[c][j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        __m512i wj[8];
+        __m512 wd;
+        q8t_load_w(1, NULL, pw, nblk, 0, (int)b, 1, wj, &wd);
+#pragma GCC unroll 2
+        for (int c = 0; c < NC; c++) {
+            const char *xq = X + (size_t)c * xrb + (size_t)b * sizeof(moe_block_q8_0) + 2;
+            const __m512 d = _mm512_mul_ps(wd, _mm512_set1_ps(xd[c * nblk + b]));
+            const int32_t *corr = xc[c * nblk + b];
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                const __m512i sj = _mm512_dpbusd_epi32(_mm512_set1_epi32(corr[j]), wj[j],
+                                                       _mm512_set1_epi32(load_i32(xq + 4 * j)));
+                acc[c][j] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sj), acc[c][j]);
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int c = 0; c < NC; c++) {
+        _Alignas(64) float a[8][16];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) _mm512_store_ps(a[j], acc[c][j]);
+        _mm512_storeu_ps(y + (int64_t)c * ldy, q8t_lane_sum(a));
+    }
+}
+
+static void q8p_rows(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
+                     size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    const int64_t nblk = k / MOE_QK8_0;
+    _Alignas(64) int32_t stk[2 * 256 * 9];
+    int32_t *buf =
+        2 * nblk * 9 <= (int64_t)(sizeof stk / 4) ? stk : malloc((size_t)(2 * nblk * 9) * 4);
+    if (!buf) { /* no memory: the general tile */
+        q8t_drive(0, 1, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        return;
+    }
+    int32_t(*xc)[8] = (int32_t(*)[8])buf;
+    float *xd = (float *)(buf + 2 * nblk * 8);
+    const __m256i k80 = _mm256_set1_epi8((char)0x80), zero = _mm256_setzero_si256();
+    for (int64_t c = 0; c < nb; c++) {
+        const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(X + (size_t)c * xrb);
+        for (int64_t b = 0; b < nblk; b++) {
+            const __m256i s =
+                _mm256_dpbusd_epi32(zero, k80, _mm256_loadu_si256((const __m256i *)xb[b].qs));
+            _mm256_storeu_si256((__m256i *)xc[c * nblk + b], _mm256_sub_epi32(zero, s));
+            xd[c * nblk + b] = _cvtsh_ss(xb[b].d);
+        }
+    }
+    for (int64_t rt = r0; rt < r1; rt += MOE_Q8P_ROWS) {
+        if (nb == 1)
+            q8p_rows_tile(1, nblk, W + (size_t)rt * wrb, xc, xd, X, xrb, Y + rt, ldy);
+        else
+            q8p_rows_tile(2, nblk, W + (size_t)rt * wrb, xc, xd, X, xrb, Y + rt, ldy);
+    }
+    if (buf != stk) free(buf);
+}
+
 /* The packed layout (moe/ops.h): the same tiles, the weights read in place. */
 static void gemm_q8p_avx512(int fast, int64_t k, const void *W, int64_t r0, int64_t r1,
                             const void *X, int64_t nb, float *Y, int64_t ldy) {
     if (r1 <= r0 || nb <= 0) return;
     const size_t rb = moe_dtype_row_bytes(MOE_DTYPE_Q8_0, k);
-    if (fast)
+    if (!fast && nb <= 2)
+        q8p_rows(k, W, rb, r0, r1, X, rb, nb, Y, ldy);
+    else if (fast)
         q8t_drive(1, 1, k, W, rb, r0, r1, X, rb, nb, Y, ldy);
     else
         q8t_drive(0, 1, k, W, rb, r0, r1, X, rb, nb, Y, ldy);
