@@ -89,9 +89,9 @@ void moe__attention_block(moe_ctx *c, int il, int n, const int32_t *pos, const i
     const int64_t qd = c->q_dim, kvd = c->k_dim; /* K and V rows alike here */
     if (L->wq.type == L->wk.type && L->wq.type == L->wv.type) {
         moe_op_quantize(c->k, L->wq.type, c->h, c->act, n, E);
-        c->jobs[0] = (moe__mm_job){L->wq.type, L->wq.data, qd, E, c->act, n, c->q, qd, NULL, 0};
-        c->jobs[1] = (moe__mm_job){L->wk.type, L->wk.data, kvd, E, c->act, n, c->kx, kvd, NULL, 0};
-        c->jobs[2] = (moe__mm_job){L->wv.type, L->wv.data, kvd, E, c->act, n, c->vx, kvd, NULL, 0};
+        c->jobs[0] = moe__weight_job(&L->wq, c->act, n, c->q, qd);
+        c->jobs[1] = moe__weight_job(&L->wk, c->act, n, c->kx, kvd);
+        c->jobs[2] = moe__weight_job(&L->wv, c->act, n, c->vx, kvd);
         moe__matmul_jobs(c->k, c->pool, c->jobs, 3);
     } else {
         moe__ctx_matmul_f32(c, &L->wq, c->h, n, c->q, qd);

@@ -213,8 +213,8 @@ static void ffn_local(moe_ctx *c, const moe_tensor *gate, const moe_tensor *up,
                       const moe_tensor *down, int n, float *out) {
     const int64_t E = c->hp.n_embd, S = gate->ne[1];
     moe_op_quantize(c->k, gate->type, c->h, c->act, n, E);
-    c->jobs[0] = (moe__mm_job){gate->type, gate->data, S, E, c->act, n, c->sh_g, S, NULL, 0};
-    c->jobs[1] = (moe__mm_job){up->type, up->data, S, E, c->act, n, c->sh_u, S, NULL, 0};
+    c->jobs[0] = moe__weight_job(gate, c->act, n, c->sh_g, S);
+    c->jobs[1] = moe__weight_job(up, c->act, n, c->sh_u, S);
     moe__matmul_jobs(c->k, c->pool, c->jobs, 2);
     swiglu_ctx sw = {c->sh_g, c->sh_u, n, S};
     moe_pool_run(c->pool, swiglu_rows, &sw);

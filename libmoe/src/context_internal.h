@@ -96,7 +96,7 @@ static inline void moe__ctx_matmul_f32(moe_ctx *c, const moe_tensor *W, const fl
                                        float *Y, int64_t ldy) {
     const int64_t k = W->ne[0];
     moe_op_quantize(c->k, W->type, X, c->act, n, k);
-    moe__mm_job j = {W->type, W->data, W->ne[1], k, c->act, n, Y, ldy, NULL, 0};
+    moe__mm_job j = moe__weight_job(W, c->act, n, Y, ldy);
     moe__matmul_jobs(c->k, c->pool, &j, 1);
 }
 

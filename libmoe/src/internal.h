@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "moe/model.h"
 #include "moe/ops.h"
 
 /* One matrix product of a batch of jobs: Y (nb rows, stride ldy) = X . W^T,
@@ -22,6 +23,18 @@ typedef struct moe__mm_job {
     uint64_t *ns;     /* optional: each thread adds the nanoseconds it spent on this job */
     int64_t q8p_rows; /* W is Q8_0 packed (moe_q8p_pack): its first q8p_rows rows are tiles */
 } moe__mm_job;
+
+/* The job Y (nb rows, stride ldy) = X . W^T for a 2-D weight t: from its
+ * packed copy where the model made one (moe_tensor.packed), else as stored. */
+static inline moe__mm_job moe__weight_job(const moe_tensor *t, const void *X, int64_t nb, float *Y,
+                                          int64_t ldy) {
+    const void *pk = t->packed ? t->packed[0] : NULL;
+    return (moe__mm_job){t->type,  pk ? pk : t->data,
+                         t->ne[1], t->ne[0],
+                         X,        nb,
+                         Y,        ldy,
+                         NULL,     pk ? t->ne[1] / MOE_Q8P_ROWS * MOE_Q8P_ROWS : 0};
+}
 
 /* Runs all jobs in one pool run: each large job's rows are split over every
  * thread; small ones go whole to one thread. */

@@ -654,6 +654,44 @@ static void *pack_pairs(void *arg) {
     return NULL;
 }
 
+/* MOE_REPACK_ALL's 2-D weights: those of the matmuls (moe__weight_job's
+ * callers) in Q8_0 with a whole tile of rows, each packed into a copy
+ * (packed: a table of one). Not tok_embd (looked up by row), nor MLA's
+ * per-head wk_b / wv_b (read a head at a time). Returns 0 or MOE_ENOMEM. */
+static int pack_dense(moe_model *m) {
+    enum { PER_LAYER = 14 };
+    const int cap = m->hp.n_layer * PER_LAYER + 1;
+    m->packed_dense = calloc((size_t)cap * 2, sizeof *m->packed_dense);
+    if (!m->packed_dense) return MOE_ENOMEM;
+    for (int il = 0; il <= m->hp.n_layer; il++) {
+        moe_layer *L = il < m->hp.n_layer ? &m->layers[il] : NULL;
+        moe_tensor *t[PER_LAYER] = {0};
+        if (L) {
+            moe_tensor *l[PER_LAYER] = {&L->wq,       &L->wk,        &L->wv,        &L->wo,
+                                        &L->wq_a,     &L->wq_b,      &L->wkv_a_mqa, &L->wkv_b,
+                                        &L->ffn_gate, &L->ffn_up,    &L->ffn_down,  &L->gate_shexp,
+                                        &L->up_shexp, &L->down_shexp};
+            memcpy(t, l, sizeof t);
+        } else {
+            t[0] = &m->output;
+        }
+        for (int i = 0; i < PER_LAYER; i++) {
+            moe_tensor *w = t[i];
+            if (!w || !w->data || w->type != MOE_DTYPE_Q8_0 || w->ne[1] < MOE_Q8P_ROWS ||
+                w->ne[2] > 1)
+                continue;
+            const size_t len = moe_dtype_row_bytes(w->type, w->ne[0]) * (size_t)w->ne[1];
+            void *p = moe__packed_alloc(len);
+            if (!p) return MOE_ENOMEM;
+            moe_q8p_pack(w->data, p, w->ne[1], w->ne[0]);
+            void **slot = m->packed_dense + 2 * m->n_packed_dense++;
+            slot[0] = p, slot[1] = (void *)(uintptr_t)len; /* the copy and its size */
+            w->packed = slot;
+        }
+    }
+    return 0;
+}
+
 /* MOE_REPACK_ALL: every expert, on up to 16 threads (reading the file's
  * pages and writing the copies is bound by page faults and memory, ~0.3 GB/s
  * a thread on the 2-vCPU VM); on one if threads cannot be started. */
@@ -745,7 +783,13 @@ int moe_model_load_ex(moe_model **out, const char *path, moe_repack repack, moe_
             rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
             goto fail;
         }
-        if (m->repack == MOE_REPACK_ALL) pack_all(m);
+        if (m->repack == MOE_REPACK_ALL) {
+            if (pack_dense(m) < 0) {
+                rc = moe_err_set(err, MOE_ENOMEM, "out of memory for the packed weights");
+                goto fail;
+            }
+            pack_all(m);
+        }
     }
     *out = m;
     return 0;
@@ -765,6 +809,9 @@ void moe_model_free(moe_model *m) {
                                                       (size_t)t[i]->ne[1]);
     }
     free(m->packed_ptrs);
+    for (int i = 0; i < m->n_packed_dense; i++)
+        moe__packed_free(m->packed_dense[2 * i], (size_t)(uintptr_t)m->packed_dense[2 * i + 1]);
+    free(m->packed_dense);
     free(m->expert_ptrs);
     free(m->layers);
     moe_gguf_close(m->gguf);

@@ -541,14 +541,15 @@ static float *repack_run(const moe_model *m) {
     return out;
 }
 
-/* Q8_0 experts repacked for the int8 tiles (moe/ops.h's packed layout): all
- * at load, or lazily as moe_expert_load_pages brings each in (and
- * moe_expert_drop_pages lets it go again, back to the file's bytes), give
- * the same logits bit for bit as the experts read as stored. */
-TEST(model_repacked_experts_same_logits) {
+/* Q8_0 weights repacked for the int8 tiles (moe/ops.h's packed layout): all
+ * at load (experts and the 2-D weights), or the experts lazily as
+ * moe_expert_load_pages brings each in (and moe_expert_drop_pages lets it
+ * go again, back to the file's bytes), give the same logits bit for bit as
+ * the weights read as stored. */
+static void check_repacked(moe_arch arch) {
     if (!moe_q8p_usable()) SKIP("the packed Q8_0 layout is not used on this CPU");
     char path[256];
-    tiny_model(MOE_ARCH_LLAMA, MOE_DTYPE_Q8_0, path, sizeof path);
+    tiny_model(arch, MOE_DTYPE_Q8_0, path, sizeof path);
     moe_model *plain, *all, *lazy;
     moe_err err;
     if (moe_model_load_ex(&plain, path, MOE_REPACK_OFF, &err) < 0 ||
@@ -556,15 +557,19 @@ TEST(model_repacked_experts_same_logits) {
         moe_model_load_ex(&lazy, path, MOE_REPACK_LAZY, &err) < 0)
         TEST_FAIL("load: %s", err.msg);
     const int L = plain->hp.n_layer, X = plain->hp.n_expert;
-    ASSERT(plain->layers[0].gate_exps.packed == NULL);
+    ASSERT(plain->layers[L - 1].gate_exps.packed == NULL);
+    /* the 2-D weights: packed at load under MOE_REPACK_ALL only */
+    ASSERT(all->output.packed && all->output.packed[0] && !lazy->output.packed);
+    ASSERT(all->layers[0].wo.packed && !lazy->layers[0].wo.packed && !plain->layers[0].wo.packed);
     for (int il = 0; il < L; il++)
-        for (int e = 0; e < X; e++) {
+        for (int e = 0; e < X && moe_model_layer_is_moe(plain, il); e++) {
             const moe_layer *la = &all->layers[il], *ll = &lazy->layers[il];
             ASSERT(la->gate_exps.packed[e] && la->up_exps.packed[e] && la->down_exps.packed[e]);
             ASSERT(!ll->gate_exps.packed[e] && !ll->up_exps.packed[e] && !ll->down_exps.packed[e]);
         }
     /* lazy: half the experts of each layer packed, expert 0 dropped again */
     for (int il = 0; il < L; il++) {
+        if (!moe_model_layer_is_moe(plain, il)) continue;
         for (int e = 0; e < X / 2; e++) moe_expert_load_pages(lazy, il, e);
         moe_expert_drop_pages(lazy, il, 0);
         ASSERT(!lazy->layers[il].down_exps.packed[0] && lazy->layers[il].down_exps.packed[1] &&
@@ -579,4 +584,13 @@ TEST(model_repacked_experts_same_logits) {
     free(a), free(b), free(c);
     moe_model_free(plain), moe_model_free(all), moe_model_free(lazy);
     unlink(path);
+}
+TEST(model_repacked_experts_same_logits) {
+    check_repacked(MOE_ARCH_LLAMA);
+}
+TEST(model_repacked_same_logits_qwen2moe) { /* shared experts */
+    check_repacked(MOE_ARCH_QWEN2MOE);
+}
+TEST(model_repacked_same_logits_deepseek2) { /* MLA, a leading dense layer */
+    check_repacked(MOE_ARCH_DEEPSEEK2);
 }

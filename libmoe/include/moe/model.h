@@ -183,14 +183,18 @@ struct moe_model {
     moe_expert_layout expert_layout;
     const void **expert_ptrs; /* owned: the per-expert layout's tables (3 x n_expert a layer) */
     void **packed_ptrs;       /* owned: the tensors' packed tables (3 x n_expert a layer) */
-    int repack;               /* the moe_repack in force (MOE_REPACK_OFF where unusable) */
+    void **packed_dense;      /* owned: the 2-D weights' packed copies (MOE_REPACK_ALL) */
+    int n_packed_dense;
+    int repack; /* the moe_repack in force (MOE_REPACK_OFF where unusable) */
 };
 
 /* Whether the model repacks its Q8_0 experts for the batched int8 tiles
  * (moe/ops.h: the packed layout; used where moe_q8p_usable() says so). A
  * packed expert is a private copy: the file's pages of it are dropped. */
 typedef enum moe_repack {
-    MOE_REPACK_ALL = 0,  /* every expert at load (moe_model_load) */
+    MOE_REPACK_ALL = 0,  /* every expert at load (moe_model_load), and the 2-D Q8_0
+                          * weights the context multiplies (attention, shared experts,
+                          * dense FFN layers, output head) */
     MOE_REPACK_LAZY = 1, /* each expert when moe_expert_load_pages loads it, freed again by
                           * moe_expert_drop_pages (expert workers: only what they hold) */
     MOE_REPACK_OFF = 2,  /* read the experts as stored */
