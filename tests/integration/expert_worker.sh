@@ -77,34 +77,33 @@ start_worker slice "$M" "L1:0-3;L2:8,9" && {
 }
 
 # resident memory grows with the slice, not the model: the model is mapped and
-# a worker only reads the experts it hosts. RSS (smaps_rollup, exact) is read
-# before and after one row goes through every held expert: for a worker
-# hosting everything the growth is within 25% of its hosted weight bytes
-# (Info's capacity_bytes); for one expert per layer it stays under 40% of
-# that (its own eighth plus first-use buffers).
+# a worker only reads (and, where Q8_0 is packed for the int8 tiles, copies)
+# the experts it hosts. RSS (smaps_rollup, exact) is read after one row went
+# through every held expert, for a worker hosting everything and for one
+# hosting one expert per layer (an eighth): the difference is within 25% of
+# the other seven eighths of the hosted weight bytes (Info's capacity_bytes).
 MQ="$TMP/mid-q8.gguf"
 "$MOECTL" mkmodel --arch llama --dtype q8_0 --seed 2 --n-embd 512 --n-ff 1536 --n-layer 4 --n-vocab 1024 -o "$MQ" >/dev/null
 rss_kb() { sed -n 's/^Rss:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/smaps_rollup"; }
-rss_growth() { # NAME EXPERTS -> "growth_bytes capacity_bytes"
+rss_after() { # NAME EXPERTS -> "rss_bytes capacity_bytes"
     "$WORKER" --model "$MQ" --listen 127.0.0.1:0 --experts "$2" --max-rows 64 >"$TMP/$1.out" 2>"$TMP/$1.err" &
     pid=$!
     PIDS="$PIDS $pid"
     i=0
     while [ $i -lt 100 ] && ! grep -q "listening on" "$TMP/$1.out"; do sleep 0.1; i=$((i + 1)); done
     a=$(sed -n 's/^listening on //p' "$TMP/$1.out")
-    r0=$(rss_kb $pid)
     cap=$(node tests/ref/expert_client.mjs touch "$a" | sed -n 's/.*"capacity_bytes":\([0-9]*\).*/\1/p')
     r1=$(rss_kb $pid)
     kill "$pid"; wait "$pid" 2>/dev/null
-    echo "$(( (r1 - r0) * 1024 )) ${cap:-0}"
+    echo "$((r1 * 1024)) ${cap:-0}"
 }
-set -- $(rss_growth all all); g_all=$1 cap_all=$2
-set -- $(rss_growth one 0); g_one=$1
-if [ "$cap_all" -gt 0 ] && [ $g_all -gt $((cap_all * 3 / 4)) ] && [ $g_all -lt $((cap_all * 5 / 4)) ] &&
-   [ $g_one -lt $((cap_all * 2 / 5)) ]; then
-    ok "RSS grows with the slice: hosting all experts +$((g_all >> 20)) MiB for $((cap_all >> 20)) MiB of weights; one per layer +$((g_one >> 20)) MiB"
+set -- $(rss_after all all); r_all=$1 cap_all=$2
+set -- $(rss_after one 0); r_one=$1
+d=$((r_all - r_one)) want=$((cap_all * 7 / 8))
+if [ "$cap_all" -gt 0 ] && [ $d -gt $((want * 3 / 4)) ] && [ $d -lt $((want * 5 / 4)) ]; then
+    ok "RSS grows with the slice: hosting all experts $((r_all >> 20)) MiB, one per layer $((r_one >> 20)) MiB (+$((d >> 20)) MiB for $((want >> 20)) MiB more weights)"
 else
-    bad "RSS growth: all $g_all bytes for $cap_all hosted; one expert per layer $g_one"
+    bad "RSS growth: all $r_all bytes, one expert per layer $r_one, for $cap_all bytes hosted by all"
 fi
 
 # bad flags and inputs: a clear message and a non-zero exit, no crash
