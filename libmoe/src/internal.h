@@ -53,6 +53,10 @@ void *moe__alloc(size_t n);
  * len bytes; NULL on failure. */
 void *moe__packed_alloc(size_t len);
 void moe__packed_free(void *p, size_t len);
+/* The list of dropped experts' packed copies (moe_model.retired): created
+ * at load where the model packs, freed (with every copy on it) with it. */
+int moe__retired_create(moe_model *m);
+void moe__retired_free(moe_model *m);
 
 /* Frees each of the n pointers in ps (NULL ones included, as free() takes them). */
 static inline void moe__free_each(void *const *ps, size_t n) {

@@ -779,7 +779,7 @@ int moe_model_load_ex(moe_model **out, const char *path, moe_repack repack, moe_
     }
     m->repack = moe_q8p_usable() ? repack : MOE_REPACK_OFF;
     if (m->repack != MOE_REPACK_OFF) {
-        if (packed_tables(m) < 0) {
+        if (packed_tables(m) < 0 || moe__retired_create(m) < 0) {
             rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
             goto fail;
         }
@@ -809,6 +809,7 @@ void moe_model_free(moe_model *m) {
                                                       (size_t)t[i]->ne[1]);
     }
     free(m->packed_ptrs);
+    moe__retired_free(m);
     for (int i = 0; i < m->n_packed_dense; i++)
         moe__packed_free(m->packed_dense[2 * i], (size_t)(uintptr_t)m->packed_dense[2 * i + 1]);
     free(m->packed_dense);

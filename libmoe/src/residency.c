@@ -1,9 +1,11 @@
 /* residency.c - which of a mapped model's expert pages are in memory (see
  * moe/model.h: moe_expert_bytes, moe_expert_load_pages, moe_expert_drop_pages). */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "moe/dtype.h"
@@ -79,11 +81,81 @@ static void part_pack(const moe_tensor *t, int e, const uint8_t *base, size_t le
     part_residency(base, len, 0);
 }
 
-/* Unpublishes and frees part t of expert e's packed copy. A caller must not
- * drop an expert a computation may still be reading (the expert worker drops
- * after a grace period; see registry.c). */
-static void part_unpack(const moe_tensor *t, int e, size_t len) {
-    moe__packed_free(__atomic_exchange_n(&t->packed[e], NULL, __ATOMIC_ACQ_REL), len);
+/* Dropped experts' copies wait RETIRE_MS before they are unmapped: a
+ * computation that read the pointer just before the drop (an expert
+ * worker's request that passed its slice check as the slice changed) still
+ * reads valid memory; later ones read the weights as stored. */
+#define RETIRE_MS 2000
+
+typedef struct retired_copy {
+    void *p;
+    size_t len;
+    int64_t at_ms;
+} retired_copy;
+
+typedef struct retired_list {
+    pthread_mutex_t mu;
+    retired_copy *v;
+    int n, cap;
+} retired_list;
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int moe__retired_create(moe_model *m) {
+    retired_list *r = calloc(1, sizeof *r);
+    if (!r) return MOE_ENOMEM;
+    pthread_mutex_init(&r->mu, NULL);
+    m->retired = r;
+    return 0;
+}
+
+void moe__retired_free(moe_model *m) {
+    retired_list *r = m->retired;
+    if (!r) return;
+    for (int i = 0; i < r->n; i++) moe__packed_free(r->v[i].p, r->v[i].len);
+    pthread_mutex_destroy(&r->mu);
+    free(r->v);
+    free(r);
+    m->retired = NULL;
+}
+
+/* Unmaps the copies retired RETIRE_MS ago or more; with p, retires it (or,
+ * with no room on the list, unmaps it now). */
+static void retire(const moe_model *m, void *p, size_t len) {
+    retired_list *r = m->retired;
+    if (!r) {
+        moe__packed_free(p, len);
+        return;
+    }
+    const int64_t now = mono_ms();
+    pthread_mutex_lock(&r->mu);
+    int k = 0;
+    for (int i = 0; i < r->n; i++)
+        if (now - r->v[i].at_ms >= RETIRE_MS)
+            moe__packed_free(r->v[i].p, r->v[i].len);
+        else
+            r->v[k++] = r->v[i];
+    r->n = k;
+    if (p && r->n == r->cap) {
+        const int nc = r->cap ? 2 * r->cap : 64;
+        retired_copy *nv = realloc(r->v, (size_t)nc * sizeof *nv);
+        if (nv) r->v = nv, r->cap = nc;
+    }
+    if (p && r->n < r->cap)
+        r->v[r->n++] = (retired_copy){p, len, now};
+    else if (p)
+        moe__packed_free(p, len);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Unpublishes part t of expert e's packed copy and retires it. */
+static void part_unpack(const moe_model *m, const moe_tensor *t, int e, size_t len) {
+    void *p = __atomic_exchange_n(&t->packed[e], NULL, __ATOMIC_ACQ_REL);
+    if (p) retire(m, p, len);
 }
 
 static void expert_residency(const moe_model *m, int l, int e, int load) {
@@ -97,9 +169,10 @@ static void expert_residency(const moe_model *m, int l, int e, int load) {
         if (!t[i]->packed) {
             part_residency(base[i], len[i], load);
         } else if (load) {
+            retire(m, NULL, 0); /* copies dropped long enough ago go now */
             part_pack(t[i], e, base[i], len[i]);
         } else {
-            part_unpack(t[i], e, len[i]);
+            part_unpack(m, t[i], e, len[i]);
             part_residency(base[i], len[i], 0);
         }
     }

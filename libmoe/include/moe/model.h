@@ -184,6 +184,7 @@ struct moe_model {
     const void **expert_ptrs; /* owned: the per-expert layout's tables (3 x n_expert a layer) */
     void **packed_ptrs;       /* owned: the tensors' packed tables (3 x n_expert a layer) */
     void **packed_dense;      /* owned: the 2-D weights' packed copies (MOE_REPACK_ALL) */
+    void *retired;            /* owned: dropped experts' copies, freed later (residency.c) */
     int n_packed_dense;
     int repack; /* the moe_repack in force (MOE_REPACK_OFF where unusable) */
 };
