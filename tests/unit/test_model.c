@@ -547,7 +547,10 @@ static float *repack_run(const moe_model *m) {
  * go again, back to the file's bytes), give the same logits bit for bit as
  * the weights read as stored. */
 static void check_repacked(moe_arch arch) {
-    if (!moe_q8p_usable()) SKIP("the packed Q8_0 layout is not used on this CPU");
+    /* AMX CPUs pack nothing (their tile reads rows as stored): off here, before
+     * the first detection, so the packed path runs wherever AVX-512 is */
+    setenv("MOE_AMX", "0", 1);
+    if (!moe_q8p_usable()) SKIP("no packed Q8_0 kernel at this level (AVX-512 only)");
     char path[256];
     tiny_model(arch, MOE_DTYPE_Q8_0, path, sizeof path);
     moe_model *plain, *all, *lazy;
