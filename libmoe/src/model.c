@@ -657,7 +657,9 @@ static void *pack_pairs(void *arg) {
 /* MOE_REPACK_ALL's 2-D weights: those of the matmuls (moe__weight_job's
  * callers) in Q8_0 with a whole tile of rows, each packed into a copy
  * (packed: a table of one). Not tok_embd (looked up by row), nor MLA's
- * per-head wk_b / wv_b (read a head at a time). Returns 0 or MOE_ENOMEM. */
+ * per-head wk_b / wv_b (read a head at a time). Returns 0, or MOE_ENOMEM
+ * without room for the table (a copy that cannot be allocated leaves its
+ * weight read as stored). */
 static int pack_dense(moe_model *m) {
     enum { PER_LAYER = 14 };
     const int cap = m->hp.n_layer * PER_LAYER + 1;
@@ -682,7 +684,7 @@ static int pack_dense(moe_model *m) {
                 continue;
             const size_t len = moe_dtype_row_bytes(w->type, w->ne[0]) * (size_t)w->ne[1];
             void *p = moe__packed_alloc(len);
-            if (!p) return MOE_ENOMEM;
+            if (!p) continue; /* read as stored, as an expert without its copy is */
             moe_q8p_pack(w->data, p, w->ne[1], w->ne[0]);
             void **slot = m->packed_dense + 2 * m->n_packed_dense++;
             slot[0] = p, slot[1] = (void *)(uintptr_t)len; /* the copy and its size */

@@ -309,39 +309,38 @@ static void q8t_pack_w(q8t_buf *t, const char *w, size_t wrb, int nr, int64_t kb
     }
 }
 
+/* -128 x the sum of each 4-byte group of a block's 32 quants: lane j cancels
+ * the w ^ 0x80 offset of group j (the exact numerics' 8 lanes). */
+AI __m256i q8_group_corr(const int8_t *qs) {
+    const __m256i zero = _mm256_setzero_si256();
+    return _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, _mm256_set1_epi8((char)0x80),
+                                                      _mm256_loadu_si256((const __m256i *)qs)));
+}
+
+/* The 8 lanes of q8_group_corr summed: the whole block's correction (the
+ * fast numerics sum its 8 groups in one int32). */
+AI int32_t q8_corr_sum(__m256i corr) {
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(corr), _mm256_extracti128_si256(corr, 1));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+    return _mm_cvtsi128_si32(h);
+}
+
 /* Offset corrections and scales of columns [0, nc) of X, blocks [kb0, kb0+kcb).
  * Always inlined: as an out-of-line function shared by the exact and fast
  * tiles, GCC 12.2 (-O1 and up) deleted its calls (its IPA mod/ref and
  * pure-const analyses together; -fno-ipa-modref -fno-ipa-pure-const kept
  * them), leaving the tiles to read stale corrections. */
 AI void q8t_pack_x(q8t_buf *t, const char *X, size_t xrb, int nc, int64_t kb0, int kcb) {
-    const __m256i k80 = _mm256_set1_epi8((char)0x80), zero = _mm256_setzero_si256();
     for (int c = 0; c < nc; c++) {
         const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(X + (size_t)c * xrb) + kb0;
         for (int b = 0; b < kcb; b++) {
-            const __m256i s =
-                _mm256_dpbusd_epi32(zero, k80, _mm256_loadu_si256((const __m256i *)xb[b].qs));
-            const __m256i neg = _mm256_sub_epi32(zero, s);
-            _mm256_store_si256((__m256i *)t->xc[c][b], neg);
-            __m128i h =
-                _mm_add_epi32(_mm256_castsi256_si128(neg), _mm256_extracti128_si256(neg, 1));
-            h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
-            h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
-            t->xs[c][b] = _mm_cvtsi128_si32(h);
+            const __m256i corr = q8_group_corr(xb[b].qs);
+            _mm256_store_si256((__m256i *)t->xc[c][b], corr);
+            t->xs[c][b] = q8_corr_sum(corr);
             t->xd[c][b] = _cvtsh_ss(xb[b].d);
         }
     }
-}
-
-/* -128 x the sum of a block's 32 quants: cancels the w ^ 0x80 offset of a
- * whole block (the fast numerics sum its 8 groups in one int32). */
-AI int32_t q8_block_sum_neg128(const int8_t *qs) {
-    const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80),
-                                          _mm256_loadu_si256((const __m256i *)qs));
-    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
-    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
-    return -_mm_cvtsi128_si32(h);
 }
 
 /* Block b of the chunk at kb0: its 8 groups (16 rows each, w ^ 0x80) and the
@@ -498,7 +497,7 @@ AI void q8t_drive(const int fast, const int packed, int64_t k, const char *W, si
             for (int c = 0; c < nc; c++) {
                 const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(Xc + (size_t)c * xrb);
                 for (int64_t b = 0; b < nblk; b++) {
-                    xs_all[c * nblk + b] = q8_block_sum_neg128(xb[b].qs);
+                    xs_all[c * nblk + b] = q8_corr_sum(q8_group_corr(xb[b].qs));
                     xd_all[c * nblk + b] = _cvtsh_ss(xb[b].d);
                 }
             }
@@ -595,13 +594,10 @@ static void q8p_rows(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r
     }
     int32_t(*xc)[8] = (int32_t(*)[8])buf;
     float *xd = (float *)(buf + 2 * nblk * 8);
-    const __m256i k80 = _mm256_set1_epi8((char)0x80), zero = _mm256_setzero_si256();
     for (int64_t c = 0; c < nb; c++) {
         const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(X + (size_t)c * xrb);
         for (int64_t b = 0; b < nblk; b++) {
-            const __m256i s =
-                _mm256_dpbusd_epi32(zero, k80, _mm256_loadu_si256((const __m256i *)xb[b].qs));
-            _mm256_storeu_si256((__m256i *)xc[c * nblk + b], _mm256_sub_epi32(zero, s));
+            _mm256_storeu_si256((__m256i *)xc[c * nblk + b], q8_group_corr(xb[b].qs));
             xd[c * nblk + b] = _cvtsh_ss(xb[b].d);
         }
     }
