@@ -34,15 +34,11 @@ for case in ${GW_PARITY_CASES:-llama qwen2moe qwen3moe olmoe deepseek deepseek2 
     # shellcheck disable=SC2086 # dims: two options or none
     "$MOECTL" mkmodel --arch "$arch" --dtype "$dt" $dims --seed "$seed" -o "$M" >/dev/null ||
         { bad "mkmodel $case"; continue; }
-    # llama.cpp's greedy tokens, one prompt at a time
-    ref=""
-    old_ifs=$IFS; IFS=';'; set -- $PROMPTS; IFS=$old_ifs
-    for p in "$@"; do
-        r=$(node tests/ref/llama.mjs generate "$M" --tokens "$p" -n $N 2>"$TMP/ref.err" | node -e \
-            'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).tokens.join(","))') ||
-            { bad "$case: llama.cpp generate: $(tail -2 "$TMP/ref.err")"; continue 2; }
-        ref="$ref${ref:+;}$r"
-    done
+    # llama.cpp's greedy tokens, each prompt alone in a fresh context (one
+    # process for all of them)
+    ref=$(node tests/ref/llama.mjs generate "$M" --tokens "$PROMPTS" -n $N 2>"$TMP/ref.err" | node -e \
+        'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).results.map(r => r.join(",")).join(";"))') ||
+        { bad "$case: llama.cpp generate: $(tail -2 "$TMP/ref.err")"; continue; }
     n=$("$MOECTL" info "$M" --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).hparams.n_expert)')
     worker "$arch-$dt-a" "$M" "0-$((n / 2 - 1))"; A=$ADDR; PA=$WPID
     worker "$arch-$dt-b" "$M" "$((n / 2))-$((n - 1))"; B=$ADDR; PB=$WPID

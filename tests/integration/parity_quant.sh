@@ -30,16 +30,23 @@
 # llama-quantize itself by quant_mixes.sh.
 # The f32 KV cache only (PARITY_KV16=0): see tests/lib/parity.sh on the f16
 # cache and the summation order of llama.cpp's tinyBLAS.
+# The cases run two at a time (each is one thread, independent, in its own
+# folder); their output is printed in order at the end.
 fail=0
 K256="--n-embd 256 --n-ff 256"
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+n=0
 run() { # label arch preset seed dtypes... ($ARGS: extra mkmodel options)
     label=$1 arch=$2 preset=$3 seed=$4
     shift 4
-    PARITY_MKMODEL_ARGS=${ARGS:-} PARITY_LABEL=$label PARITY_DTYPES="$*" PARITY_KV16=0 \
-        sh tests/lib/parity.sh "$arch" "$preset" "$seed"
-    rc=$?
-    [ $rc -eq 77 ] && exit 77
-    [ $rc -ne 0 ] && fail=1
+    n=$((n + 1))
+    {
+        PARITY_MKMODEL_ARGS=${ARGS:-} PARITY_LABEL=$label PARITY_DTYPES="$*" PARITY_KV16=0 \
+            sh tests/lib/parity.sh "$arch" "$preset" "$seed" >"$OUT/$n.out" 2>&1
+        echo $? >"$OUT/$n.rc"
+    } &
+    [ $((n % 2)) -eq 0 ] && wait
 }
 run qwen2moe qwen2moe tiny 2 q4_0 q4_1 q5_0 q5_1 iq4_nl
 run deepseek2 deepseek2 tiny 3 q4_0 q4_1 q5_0 q5_1
@@ -54,4 +61,15 @@ ARGS=$K256 run llama-256-mix llama tiny 5 q2_k q3_k_m
 ARGS="$K256 --n-expert 4 --n-layer 3" run llama-256-e4-mix llama tiny 1 q2_k q3_k_m
 ARGS="$K256 --kv-b" run deepseek2-256-kv-b deepseek2 tiny 7 q2_k q3_k_m
 ARGS="$K256 --kv-b" run deepseek2-256-kv-b deepseek2 tiny 3 q4_k_m
+wait
+skip=0
+i=1
+while [ $i -le $n ]; do
+    cat "$OUT/$i.out"
+    rc=$(cat "$OUT/$i.rc" 2>/dev/null || echo 1)
+    [ "$rc" -eq 77 ] && skip=1
+    [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && fail=1
+    i=$((i + 1))
+done
+[ $skip = 1 ] && [ $fail = 0 ] && exit 77
 exit $fail

@@ -10,6 +10,8 @@ const USAGE = `usage:
          (teacher forced: logits after each prompt position, one batch)
   node tests/ref/llama.mjs generate MODEL.gguf --tokens 1,2,3 -n 16 [--threads N]
       -> {"tokens": [...]}   (greedy, exactly n generated ids, never stops at EOS/EOG)
+     --tokens 1,2;3,4,5 (several prompts, each in a fresh context, one model load)
+      -> {"results": [[...], [...]]}
   node tests/ref/llama.mjs tokenize MODEL.gguf --texts FILE.json [--special]
       -> {"results": [{"tokens": [...]}, ...]}  (FILE.json: an array of strings; llama.cpp's
          tokenizer with the model's pre-tokenizer; --special parses special-token text; no
@@ -70,12 +72,15 @@ function parseArgs(argv) {
             case "--tokens": {
                 const v = argv[++i];
                 if (v === undefined) throw new UsageError("--tokens needs a value");
-                const parts = v.split(",").map(s => s.trim()).filter(s => s !== "");
-                if (parts.length === 0) throw new UsageError("--tokens: empty token list");
-                o.tokens = parts.map(s => {
-                    if (!/^\d+$/.test(s)) throw new UsageError(`--tokens: not a token id: ${s}`);
-                    return Number(s);
+                o.prompts = v.split(";").map(p => {
+                    const parts = p.split(",").map(s => s.trim()).filter(s => s !== "");
+                    if (parts.length === 0) throw new UsageError("--tokens: empty token list");
+                    return parts.map(s => {
+                        if (!/^\d+$/.test(s)) throw new UsageError(`--tokens: not a token id: ${s}`);
+                        return Number(s);
+                    });
                 });
+                o.tokens = o.prompts[0];
                 break;
             }
             case "-n": case "--n": o.n = num(a, argv[++i], 0); break;
@@ -112,6 +117,8 @@ function parseArgs(argv) {
     if (o.cmd === "tokenize" && !o.texts) throw new UsageError("tokenize needs --texts FILE.json");
     if ((o.cmd === "logits" || o.cmd === "generate") && !o.tokens) throw new UsageError(`${o.cmd} needs --tokens`);
     if (o.cmd === "generate" && o.n === null) throw new UsageError("generate needs -n");
+    if (o.cmd !== "generate" && o.prompts && o.prompts.length > 1)
+        throw new UsageError("--tokens: several prompts (A;B) only for generate");
     return o;
 }
 
@@ -225,13 +232,19 @@ async function greedy(seq, prompt, n, onStep) {
 
 async function cmdGenerate(o) {
     const { model, nVocab } = await openModel(o);
-    checkTokens(o.tokens, nVocab);
-    const ctx = await makeContext(model, o.tokens.length + o.n, o.tokens.length, o.threads);
-    const seq = ctx.getSequence();
-    const tokens = await greedy(seq, o.tokens, o.n);
-    if (tokens.length !== o.n) throw new Error(`generated ${tokens.length} tokens, wanted ${o.n}`);
-    await ctx.dispose();
-    return { tokens };
+    const results = [];
+    // one model load; each prompt in a fresh context of its own size, as one
+    // call per prompt would make it
+    for (const prompt of o.prompts) {
+        checkTokens(prompt, nVocab);
+        const ctx = await makeContext(model, prompt.length + o.n, prompt.length, o.threads);
+        const seq = ctx.getSequence();
+        const tokens = await greedy(seq, prompt, o.n);
+        if (tokens.length !== o.n) throw new Error(`generated ${tokens.length} tokens, wanted ${o.n}`);
+        await ctx.dispose();
+        results.push(tokens);
+    }
+    return o.prompts.length === 1 ? { tokens: results[0] } : { results };
 }
 
 async function cmdBench(o) {
