@@ -100,7 +100,7 @@ int main(int argc, char **argv) {
             s = s * 6364136223846793005ULL + 1442695040888963407ULL;
             x[i] = (float)((double)(s >> 40) / 16777216.0 - 0.5);
         }
-        moe_expert_work w = {layer, ng, expert, row_start, E, x, y, NULL, 0};
+        moe_expert_work w = {layer, ng, expert, row_start, E, x, y, NULL, 0, 0};
         double r50, r99, l50, l99;
         const moe_remote_stats s0 = moe_remote_get_stats(remote);
         if (time_layer(remote, &w, reps, &r50, &r99) < 0 ||
@@ -135,7 +135,7 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < (size_t)k * E; i++) x[i] = (float)(i % 7) * 0.01f;
         const moe_remote_stats s0 = moe_remote_get_stats(remote);
         for (int l = hp->n_layer_dense_lead; l < hp->n_layer; l++) {
-            moe_expert_work w = {l, k, expert, row_start, E, x, y, NULL, 0};
+            moe_expert_work w = {l, k, expert, row_start, E, x, y, NULL, 0, 0};
             if (remote->submit(remote->ctx, &w, &err) < 0 || remote->wait(remote->ctx, &err) < 0)
                 return fprintf(stderr, "bench-remote: %s\n", err.msg), 1;
         }

@@ -165,12 +165,17 @@ else
     echo "added per MoE layer at batch 1 (remote - local, 1 thread): p50 $(awk -v a="$(echo "$l1" | sed -n 's/.*"remote_p50_us":\([0-9.]*\).*/\1/p')" -v b="$(echo "$l1" | sed -n 's/.*"local_p50_us":\([0-9.]*\).*/\1/p')" 'BEGIN { printf "%.0f", a - b }') us, p99 $(awk -v a="$(echo "$l1" | sed -n 's/.*"remote_p99_us":\([0-9.]*\).*/\1/p')" -v b="$(echo "$l1" | sed -n 's/.*"local_p99_us":\([0-9.]*\).*/\1/p')" 'BEGIN { printf "%.0f", a - b }') us"
     "$BUILD/bench-remote" "$MODEL" "$WA,$WB" --reps 200 --threads 2 | grep moe_layer
     "$BUILD/bench-remote" "$MODEL" "$WA,$WB" --reps 200 --threads 1 --bf16 | grep -v '"rows":64'
-    printf '%-8s %16s %16s %9s\n' batch "2 workers tok/s" "1 process tok/s" ratio
+    # --overlap: auto (the default) picks per batch size whichever of the
+    # next two has been faster; on: every batch of 6+ as two overlapped
+    # halves; off: one work per layer
+    printf '%-8s %16s %12s %12s %16s %9s\n' batch "2 workers tok/s" "overlap on" "overlap off" "1 process tok/s" ratio
     for B in 1 8 32; do
         P2=$([ $B = 1 ] && echo 128 || echo 16)
         r=$("$MOECTL" bench "$MODEL" --prompt $P2 --gen 32 --batch $B --threads 2 --reps 2 --workers "$WA,$WB" | num decode_tok_s)
+        on=$("$MOECTL" bench "$MODEL" --prompt $P2 --gen 32 --batch $B --threads 2 --reps 2 --workers "$WA,$WB" --overlap on | num decode_tok_s)
+        off=$("$MOECTL" bench "$MODEL" --prompt $P2 --gen 32 --batch $B --threads 2 --reps 2 --workers "$WA,$WB" --overlap off | num decode_tok_s)
         l=$("$MOECTL" bench "$MODEL" --prompt $P2 --gen 32 --batch $B --threads 2 --reps 2 | num decode_tok_s)
-        printf '%-8s %16.1f %16.1f %9s\n' "$B" "$r" "$l" "$(ratio "$r" "$l")"
+        printf '%-8s %16.1f %12.1f %12.1f %16.1f %9s\n' "$B" "$r" "$on" "$off" "$l" "$(ratio "$r" "$l")"
     done
     echo "targets: a MoE layer at batch 1 adds <= 150 us p50; on 2 workers >= 0.9x the single process at 8 sequences, >= 0.95x at 32 (issue 18)"
     # the same two slices behind mutual TLS (certificates made here with openssl)

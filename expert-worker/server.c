@@ -355,7 +355,8 @@ static grpc_byte_buffer *forward_message(ew_server *s, grpc_byte_buffer *bb) {
                          .x = s->x,
                          .y = s->y,
                          .expert_us = s->expert_us,
-                         .exact = r->exact};
+                         .exact = r->exact,
+                         .batched = r->batched};
     const int64_t t0 = moe_mono_us();
     int rc = s->experts->submit(s->experts->ctx, &w, &err);
     if (rc == 0) rc = s->experts->wait(s->experts->ctx, &err);

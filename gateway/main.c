@@ -316,6 +316,7 @@ static int open_experts(gw_state *s) {
     moe_remote_params rp = moe_remote_default_params();
     rp.max_rows = (s->o.max_batch_tokens + s->o.max_seqs) * s->m->hp.n_expert_used;
     rp.stop = moe_stop_flag(); /* a SIGTERM while waiting for the first placement */
+    rp.second = 1;             /* two halves of a batch out at once (unless --no-overlap) */
     moe_err err;
     if (moe_remote_opts_open(&s->remote, s->m, ro, &rp, &err) < 0) {
         if (*moe_stop_flag()) return 1; /* asked to stop before serving: not an error */
@@ -523,8 +524,8 @@ int main(int argc, char **argv) {
     const int64_t t0 = moe_mono_ms();
     /* experts on workers: the gateway never reads them */
     const int experts_remote = (o->ro.workers && *o->ro.workers) || (o->ro.redis && *o->ro.redis);
-    if (moe_model_load_ex(&s.m, o->model, experts_remote ? MOE_REPACK_OFF : MOE_REPACK_ALL, &err) <
-        0) {
+    if (moe_model_load_ex(&s.m, o->model, experts_remote ? MOE_REPACK_DENSE : MOE_REPACK_ALL,
+                          &err) < 0) {
         moe_log(MOE_LOG_ERROR, GW, "%s", err.msg);
         goto out;
     }
@@ -552,6 +553,7 @@ int main(int argc, char **argv) {
     cp.n_batch = o->max_batch_tokens + o->max_seqs;
     cp.experts = s.remote;
     cp.exact = o->exact;
+    cp.split = moe_remote_opts_split(&o->ro);
     if (o->cache_type) moe_kv_type_parse(o->cache_type, &cp.kv_type); /* checked by the flag */
     if (gw_usage_create(&s.usage, s.m->hp.n_layer, s.m->hp.n_expert, 1024) < 0) {
         moe_log(MOE_LOG_ERROR, GW, "out of memory");

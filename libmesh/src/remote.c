@@ -274,6 +274,7 @@ static int send_queued(remote_be *b, rworker *w) {
     req.dtype = dtype;
     req.hidden = (uint32_t)hp->n_embd;
     req.exact = wk->exact != 0;
+    req.batched = wk->batched != 0;
     req.n_groups = (size_t)w->n_groups;
     req.groups = w->gp;
     req.activations.data = w->act;
@@ -449,6 +450,22 @@ static void on_event(remote_be *b, rtag *t, int ok) {
     reap(w);
 }
 
+/* Sends every idle worker's queued groups; a worker whose stream cannot be
+ * used fails over. */
+static void dispatch(remote_be *b) {
+    for (int again = 1; again;) {
+        again = 0;
+        for (int i = 0; i < b->n; i++) {
+            rworker *w = b->w[i];
+            if (!w->n_queued || w->busy || w->send) continue; /* one send at a time */
+            if (send_queued(b, w) < 0) {
+                worker_failed(b, w, 1, "cannot open a Forward stream");
+                again = 1;
+            }
+        }
+    }
+}
+
 static int remote_submit(void *ctx, const moe_expert_work *wk, moe_err *err) {
     remote_be *b = ctx;
     const moe_hparams *hp = &b->m->hp;
@@ -483,23 +500,10 @@ static int remote_submit(void *ctx, const moe_expert_work *wk, moe_err *err) {
         b->n_todo++;
         moe__remote_assign(b, g);
     }
+    /* sent now, not at wait: the caller's work until then (shared experts,
+     * the other half's attention) overlaps the workers' */
+    dispatch(b);
     return 0;
-}
-
-/* Sends every idle worker's queued groups; a worker whose stream cannot be
- * used fails over. */
-static void dispatch(remote_be *b) {
-    for (int again = 1; again;) {
-        again = 0;
-        for (int i = 0; i < b->n; i++) {
-            rworker *w = b->w[i];
-            if (!w->n_queued || w->busy || w->send) continue; /* one send at a time */
-            if (send_queued(b, w) < 0) {
-                worker_failed(b, w, 1, "cannot open a Forward stream");
-                again = 1;
-            }
-        }
-    }
 }
 
 static int remote_wait(void *ctx, moe_err *err) {
@@ -628,6 +632,7 @@ static int remote_wait(void *ctx, moe_err *err) {
 static void remote_destroy(void *ctx) {
     remote_be *b = ctx;
     if (!b) return;
+    moe_expert_backend_destroy(b->be.second);
     moe__rctl_stop(b->ctl);
     for (int i = 0; i < b->n; i++) {
         rworker *w = b->w[i];
@@ -697,10 +702,23 @@ static int create_common(remote_be **out, const moe_model *m, const moe_remote_p
     b->owner = calloc((size_t)m->hp.n_expert + 1, sizeof *b->owner);
     b->done = calloc((size_t)m->hp.n_expert + 1, 1);
     b->moved = calloc((size_t)m->hp.n_expert + 1, sizeof *b->moved);
-    b->be = (moe_expert_backend){b, "remote", remote_submit, remote_wait, remote_destroy};
+    b->be = (moe_expert_backend){b, "remote", remote_submit, remote_wait, remote_destroy, NULL};
     *out = b;
     if (!b->owner || !b->done || !b->moved) return moe_err_set(err, MOE_ENOMEM, "out of memory");
     return 0;
+}
+
+/* With p->second: the second set of streams, a backend made by create with
+ * the same parameters (quiet: the first logs), attached to b. */
+static int open_second(remote_be *b, const moe_remote_params *p,
+                       int (*create)(moe_expert_backend **, const moe_remote_params *, void *,
+                                     moe_err *),
+                       void *ud, moe_err *err) {
+    if (!p || !p->second) return 0;
+    moe_remote_params p2 = *p;
+    p2.second = 0;
+    p2.quiet = 1;
+    return create(&b->be.second, &p2, ud, err);
 }
 
 /* Every routed expert of every MoE layer has a replica (unless allow_partial). */
@@ -727,6 +745,29 @@ typedef struct info_acc {
 static void info_pair(void *ud, int l, int e) {
     info_acc *a = ud;
     a->held[((size_t)l * a->b->m->hp.n_expert + e) * (size_t)a->b->cap + a->wi] = 1;
+}
+
+typedef struct list_args {
+    const moe_model *m;
+    const char *const *workers;
+    int n;
+} list_args;
+
+static int list_second(moe_expert_backend **out, const moe_remote_params *p, void *ud,
+                       moe_err *err) {
+    const list_args *a = ud;
+    return moe_expert_backend_remote_create(out, a->m, a->workers, a->n, p, err);
+}
+
+typedef struct redis_args {
+    const moe_model *m;
+    const char *url, *prefix;
+} redis_args;
+
+static int redis_second(moe_expert_backend **out, const moe_remote_params *p, void *ud,
+                        moe_err *err) {
+    const redis_args *a = ud;
+    return moe_expert_backend_remote_redis_create(out, a->m, a->url, a->prefix, p, err);
 }
 
 int moe_expert_backend_remote_create(moe_expert_backend **out, const moe_model *m,
@@ -770,6 +811,8 @@ int moe_expert_backend_remote_create(moe_expert_backend **out, const moe_model *
     char hint[64];
     snprintf(hint, sizeof hint, "the %d worker(s) given leave it out", n);
     if ((rc = check_coverage(b, hint, err)) < 0) goto fail;
+    list_args la = {m, workers, n};
+    if ((rc = open_second(b, p, list_second, &la, err)) < 0) goto fail;
     moe__remote_publish(b);
     *out = &b->be;
     return 0;
@@ -812,6 +855,8 @@ int moe_expert_backend_remote_redis_create(moe_expert_backend **out, const moe_m
     moe_pldoc_free(d);
     if (rc < 0) goto fail;
     if ((rc = check_coverage(b, "the active placement leaves it out", err)) < 0) goto fail;
+    redis_args ra = {m, url, prefix};
+    if ((rc = open_second(b, p, redis_second, &ra, err)) < 0) goto fail;
     moe__remote_publish(b);
     *out = &b->be;
     return 0;

@@ -11,6 +11,7 @@
 
 moe_remote_opts moe_remote_opts_default(void) {
     return (moe_remote_opts){.wire = "f32",
+                             .overlap = "auto",
                              .deadline_ms = moe_remote_default_params().deadline_ms,
                              .suspect_ms = moe_remote_default_params().suspect_ms,
                              .tls = moe_tls_opts_default()};
@@ -21,6 +22,18 @@ int moe_remote_check_wire(const void *dst, char *why, size_t cap) {
     if (w && (!strcmp(w, "f32") || !strcmp(w, "bf16"))) return 0;
     snprintf(why, cap, "must be f32 or bf16");
     return -1;
+}
+
+int moe_remote_check_overlap(const void *dst, char *why, size_t cap) {
+    const char *v = *(const char *const *)dst;
+    if (v && (!strcmp(v, "auto") || !strcmp(v, "on") || !strcmp(v, "off"))) return 0;
+    snprintf(why, cap, "must be auto, on or off");
+    return -1;
+}
+
+int moe_remote_opts_split(const moe_remote_opts *o) {
+    if (!o->overlap || !strcmp(o->overlap, "auto")) return MOE_SPLIT_AUTO;
+    return strcmp(o->overlap, "on") ? MOE_SPLIT_OFF : MOE_SPLIT_ON;
 }
 
 void moe_remote_opts_flags(moe_remote_opts *o, moe_flag t[MOE_REMOTE_N_FLAGS + 1]) {
@@ -44,6 +57,12 @@ void moe_remote_opts_flags(moe_remote_opts *o, moe_flag t[MOE_REMOTE_N_FLAGS + 1
          .help = "a worker silent this long and 8x its usual answer time has its\n"
                  "rows sent to another live replica (0: wait for the deadline)",
          .min = 0, .max = INT32_MAX},
+        {"--overlap", "MOE_OVERLAP", MOE_FLAG_STRING, &o->overlap, "auto|on|off",
+         .help = "a batch of 6+ tokens as two halves on two sets of streams,\n"
+                 "one half's attention running while the other's experts are\n"
+                 "out (the same logits either way); auto: per batch size,\n"
+                 "whichever has been faster (the slower tried now and then)",
+         .check = moe_remote_check_overlap},
         {.include = o->tls_flags},
         {0}};
     moe_tls_opts_flags(&o->tls, o->tls_flags);
@@ -65,6 +84,7 @@ int moe_remote_opts_open(moe_expert_backend **out, const moe_model *m, const moe
     rp.deadline_ms = o->deadline_ms;
     rp.suspect_ms = o->suspect_ms;
     rp.tls = &o->tls;
+    rp.second = rp.second && moe_remote_opts_split(o) != MOE_SPLIT_OFF;
     if (o->redis) {
         if (o->redis_password_file) {
             const int rc = moe_rlink_password_file(o->redis_password_file, err);

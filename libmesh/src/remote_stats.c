@@ -52,19 +52,39 @@ void moe__remote_publish(remote_be *b) {
 
 /* ==== Readers (any thread) ======================================================== */
 
-moe_remote_stats moe_remote_get_stats(const moe_expert_backend *be) {
+static moe_remote_stats stats_of(const remote_be *b) {
     moe_remote_stats s;
-    memset(&s, 0, sizeof s);
-    remote_be *b = remote_of(be);
-    if (!b) return s;
-    pthread_mutex_lock(&b->pub_mu);
+    pthread_mutex_lock((pthread_mutex_t *)&b->pub_mu);
     s = b->pub_st;
-    pthread_mutex_unlock(&b->pub_mu);
+    pthread_mutex_unlock((pthread_mutex_t *)&b->pub_mu);
     if (b->ctl) {
         moe__rctl_stats c = moe__rctl_get_stats(b->ctl);
         s.placements = c.placements;
         s.rows_reported = c.rows_reported;
         s.redis_failures = c.redis_failures;
+    }
+    return s;
+}
+
+moe_remote_stats moe_remote_get_stats(const moe_expert_backend *be) {
+    moe_remote_stats s;
+    memset(&s, 0, sizeof s);
+    remote_be *b = remote_of(be);
+    if (!b) return s;
+    s = stats_of(b);
+    const remote_be *b2 = remote_of(be->second);
+    if (b2) { /* the second set of streams: its traffic counts too */
+        const moe_remote_stats t = stats_of(b2);
+        s.batches += t.batches;
+        s.messages += t.messages;
+        s.bytes_sent += t.bytes_sent;
+        s.bytes_received += t.bytes_received;
+        s.retries += t.retries;
+        s.worker_failures += t.worker_failures;
+        s.suspects += t.suspects;
+        s.rows_reported += t.rows_reported;
+        s.redis_failures += t.redis_failures;
+        if (t.stall_ms_max > s.stall_ms_max) s.stall_ms_max = t.stall_ms_max;
     }
     return s;
 }
@@ -188,6 +208,27 @@ int moe_remote_get_worker_stats(const moe_expert_backend *be, moe_remote_worker_
             if (b->pl.rep[j] < k) out[b->pl.rep[j]].in_placement = 1;
     }
     pthread_mutex_unlock(&b->pub_mu);
+    /* the second set of streams: its counters added to the same worker's */
+    remote_be *b2 = remote_of(be->second);
+    if (b2 && k) {
+        pthread_mutex_lock(&b2->pub_mu);
+        for (int i = 0; i < b2->n; i++) {
+            const rworker *w = b2->w[i];
+            for (int j = 0; j < k; j++) {
+                moe_remote_worker_stats *s = &out[j];
+                if (strncmp(s->addr, w->addr, sizeof s->addr - 1)) continue;
+                s->live &= w->pub.down_until_ms <= now;
+                s->messages += w->pub.messages;
+                s->rows += w->pub.rows;
+                s->failures += w->pub.failures;
+                s->rtt_count += w->pub.results;
+                s->rtt_ms_sum += w->pub.rtt_ms_sum;
+                for (int q = 0; q < MOE_REMOTE_RTT_BUCKETS; q++) s->rtt_le[q] += w->pub.rtt_le[q];
+                break;
+            }
+        }
+        pthread_mutex_unlock(&b2->pub_mu);
+    }
     return n;
 }
 
@@ -196,5 +237,10 @@ int moe_remote_set_rtt_hook(moe_expert_backend *be, moe_remote_rtt_fn fn, void *
     if (!b) return MOE_EINVAL;
     b->rtt_fn = fn;
     b->rtt_ud = ud;
+    remote_be *b2 = remote_of(be->second);
+    if (b2) {
+        b2->rtt_fn = fn;
+        b2->rtt_ud = ud;
+    }
     return 0;
 }

@@ -156,6 +156,7 @@ static void matmul_heads(moe_ctx *c, const moe_tensor *W, const float *X, int x_
                                         Y + (size_t)h * (size_t)m,
                                         ldy,
                                         NULL,
+                                        0,
                                         0};
     }
     moe__matmul_jobs(c->k, c->pool, c->head_jobs, H);

@@ -27,7 +27,8 @@ moe_ctx_params moe_ctx_default_params(void) {
                             .n_slots = 1,
                             .n_batch = 512,
                             .experts = NULL,
-                            .kv_type = MOE_DTYPE_F16};
+                            .kv_type = MOE_DTYPE_F16,
+                            .split = MOE_SPLIT_AUTO};
 }
 
 void moe_ctx_destroy(moe_ctx *c) {
@@ -62,6 +63,7 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     c->hp = *hp;
     c->k = moe_cpu_kernels_pick(p->exact);
     c->exact = p->exact != 0;
+    c->split = p->split == MOE_SPLIT_ON || p->split == MOE_SPLIT_AUTO ? p->split : MOE_SPLIT_OFF;
     c->n_ctx = n_ctx;
     c->n_slots = p->n_slots;
     c->n_batch = p->n_batch;
@@ -148,8 +150,9 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     c->route_scratch = moe__alloc(MOE_ROUTE_SCRATCH(hp->n_expert) * 4);
     c->sel = moe__alloc(B * K * 4);
     c->selw = moe__alloc(B * K * 4);
-    c->grp_expert = moe__alloc((size_t)hp->n_expert * 4);
-    c->grp_start = moe__alloc(((size_t)hp->n_expert + 1) * 4);
+    /* two sets: each of two outstanding works (the halves of a split ubatch) */
+    c->grp_expert = moe__alloc(2 * (size_t)hp->n_expert * 4);
+    c->grp_start = moe__alloc(2 * ((size_t)hp->n_expert + 1) * 4);
     c->row_of = moe__alloc(B * K * 4);
     c->count = moe__alloc((size_t)hp->n_expert * 4);
     c->ex_x = moe__alloc(B * K * E * 4);
@@ -221,11 +224,30 @@ static void ffn_local(moe_ctx *c, const moe_tensor *gate, const moe_tensor *up,
     moe__ctx_matmul_f32(c, down, c->sh_g, n, out, E);
 }
 
-static void dense_block(moe_ctx *c, int il, int n) {
+/* Rows [row0, row0 + n) of a ubatch on their way through one MoE layer:
+ * where their routed work lives from submit to finish (the whole ubatch, or
+ * one of the two halves the context overlaps when its experts are remote). */
+typedef struct ubhalf {
+    int row0, n;   /* rows of the ubatch */
+    int batch_row; /* the first one's row in the decode's batch */
+    float *x;      /* (n, n_embd) residual rows: c->x + row0 */
+    float *moe_out;
+    int32_t *sel, *row_of;
+    float *selw;
+    float *ex_x, *ex_y;
+    int32_t *grp_expert, *grp_start;
+    moe_expert_backend *be;
+    int batched;       /* moe_expert_work.batched of the ubatch */
+    moe_expert_work w; /* the work submitted (the backend holds a pointer to it) */
+    int pending;       /* a work submitted and not yet waited for */
+    int64_t t_sub;     /* when it was submitted (on_route) */
+} ubhalf;
+
+static void dense_block(moe_ctx *c, int il, const ubhalf *u) {
     const moe_layer *L = &c->m->layers[il];
     const int E = c->hp.n_embd;
-    ffn_local(c, &L->ffn_gate, &L->ffn_up, &L->ffn_down, n, c->moe_out);
-    for (size_t i = 0; i < (size_t)n * (size_t)E; i++) c->x[i] += c->moe_out[i];
+    ffn_local(c, &L->ffn_gate, &L->ffn_up, &L->ffn_down, u->n, u->moe_out);
+    for (size_t i = 0; i < (size_t)u->n * (size_t)E; i++) u->x[i] += u->moe_out[i];
 }
 
 static int64_t ctx_now_us(void) {
@@ -234,15 +256,19 @@ static int64_t ctx_now_us(void) {
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static int moe_block(moe_ctx *c, int il, int n, int row0, moe_err *err) {
+/* Layer il's FFN for u's rows, up to the wait: rmsnorm, then a dense FFN
+ * (done here) or the router, the rows grouped by expert and handed to u's
+ * backend, and the shared experts computed while it works. c->h, c->act,
+ * c->router and the FFN scratch are free again when it returns. */
+static int moe_submit(moe_ctx *c, int il, ubhalf *u, moe_err *err) {
     const moe_hparams *hp = &c->hp;
     const moe_layer *L = &c->m->layers[il];
-    const int E = hp->n_embd, X = hp->n_expert, K = c->k_route;
+    const int E = hp->n_embd, X = hp->n_expert, K = c->k_route, n = u->n;
     for (int i = 0; i < n; i++)
-        moe_op_rmsnorm(c->x + (size_t)i * E, L->ffn_norm.data, E, hp->rms_eps,
+        moe_op_rmsnorm(u->x + (size_t)i * E, L->ffn_norm.data, E, hp->rms_eps,
                        c->h + (size_t)i * E);
     if (!moe_model_layer_is_moe(c->m, il)) {
-        dense_block(c, il, n);
+        dense_block(c, il, u);
         return 0;
     }
 
@@ -252,87 +278,100 @@ static int moe_block(moe_ctx *c, int il, int n, int row0, moe_err *err) {
     r.dense = c->dense_moe;
     moe__ctx_matmul_f32(c, &L->gate_inp, c->h, n, c->router, X);
     for (int i = 0; i < n; i++) {
-        if (moe_route(&r, c->router + (size_t)i * X, c->route_scratch, c->sel + (size_t)i * K,
-                      c->selw + (size_t)i * K) < 0)
+        if (moe_route(&r, c->router + (size_t)i * X, c->route_scratch, u->sel + (size_t)i * K,
+                      u->selw + (size_t)i * K) < 0)
             return moe_err_set(err, MOE_ENUMERIC,
                                "layer %d: non-finite router logit (or bias) for batch row %d", il,
-                               row0 + i);
+                               u->batch_row + i);
         if (c->gate_margins) {
-            const float gm = moe_route_margin(&r, c->route_scratch, c->sel + (size_t)i * K);
-            float *mm = &c->gate_margin[row0 + i];
+            const float gm = moe_route_margin(&r, c->route_scratch, u->sel + (size_t)i * K);
+            float *mm = &c->gate_margin[u->batch_row + i];
             if (gm < *mm) *mm = gm;
         }
     }
     c->stats.n_dropped +=
-        (uint64_t)moe_route_capacity(c->capacity_factor, X, n, K, c->sel, c->selw, c->count);
+        (uint64_t)moe_route_capacity(c->capacity_factor, X, n, K, u->sel, u->selw, c->count);
 
     /* group rows by expert; dropped choices (sel -1) get no row */
     memset(c->count, 0, (size_t)X * sizeof(int32_t));
     for (int i = 0; i < n * K; i++)
-        if (c->sel[i] >= 0) c->count[c->sel[i]]++;
+        if (u->sel[i] >= 0) c->count[u->sel[i]]++;
     int n_groups = 0, row = 0;
     for (int e = 0; e < X; e++) {
         if (!c->count[e]) continue;
-        c->grp_expert[n_groups] = e;
-        c->grp_start[n_groups] = row;
+        u->grp_expert[n_groups] = e;
+        u->grp_start[n_groups] = row;
         row += c->count[e];
-        c->count[e] = c->grp_start[n_groups]; /* now: next free row of e */
+        c->count[e] = u->grp_start[n_groups]; /* now: next free row of e */
         n_groups++;
     }
-    c->grp_start[n_groups] = row;
+    u->grp_start[n_groups] = row;
     c->stats.n_expert_rows += (uint64_t)row;
     for (int i = 0; i < n; i++) {
         for (int k = 0; k < K; k++) {
-            const int32_t e = c->sel[(size_t)i * K + k];
+            const int32_t e = u->sel[(size_t)i * K + k];
             if (e < 0) {
-                c->row_of[(size_t)i * K + k] = -1;
+                u->row_of[(size_t)i * K + k] = -1;
                 continue;
             }
             const int r_ = c->count[e]++;
-            c->row_of[(size_t)i * K + k] = r_;
-            memcpy(c->ex_x + (size_t)r_ * E, c->h + (size_t)i * E, (size_t)E * sizeof(float));
+            u->row_of[(size_t)i * K + k] = r_;
+            memcpy(u->ex_x + (size_t)r_ * E, c->h + (size_t)i * E, (size_t)E * sizeof(float));
         }
     }
-    moe_expert_work w = {.layer = il,
-                         .n_groups = n_groups,
-                         .expert = c->grp_expert,
-                         .row_start = c->grp_start,
-                         .n_embd = E,
-                         .x = c->ex_x,
-                         .y = c->ex_y,
-                         .exact = c->exact};
-    const int64_t t_sub = c->on_route ? ctx_now_us() : 0;
-    int rc = c->experts->submit(c->experts->ctx, &w, err);
+    u->w = (moe_expert_work){.layer = il,
+                             .n_groups = n_groups,
+                             .expert = u->grp_expert,
+                             .row_start = u->grp_start,
+                             .n_embd = E,
+                             .x = u->ex_x,
+                             .y = u->ex_y,
+                             .exact = c->exact,
+                             .batched = u->batched};
+    u->t_sub = c->on_route ? ctx_now_us() : 0;
+    int rc = u->be->submit(u->be->ctx, &u->w, err);
     if (rc < 0) return rc;
+    u->pending = 1;
 
     /* shared experts while the routed ones are computed */
     if (hp->n_ff_shexp) {
-        ffn_local(c, &L->gate_shexp, &L->up_shexp, &L->down_shexp, n, c->moe_out);
+        ffn_local(c, &L->gate_shexp, &L->up_shexp, &L->down_shexp, n, u->moe_out);
         if (L->gate_inp_shexp.data) {
             moe__ctx_matmul_f32(c, &L->gate_inp_shexp, c->h, n, c->sh_gate, 1);
             for (int i = 0; i < n; i++) {
                 const float g = 1.0f / (1.0f + expf(-c->sh_gate[i]));
-                for (int j = 0; j < E; j++) c->moe_out[(size_t)i * E + j] *= g;
+                for (int j = 0; j < E; j++) u->moe_out[(size_t)i * E + j] *= g;
             }
         }
     }
+    return 0;
+}
 
-    rc = c->experts->wait(c->experts->ctx, err);
+/* The rest of layer il's FFN for u's rows: waits for the routed experts (if
+ * submitted) and adds their weighted outputs and the shared experts' to the
+ * residual. Uses c->h as scratch. */
+static int moe_finish(moe_ctx *c, int il, ubhalf *u, moe_err *err) {
+    if (!u->pending) return 0;
+    const moe_hparams *hp = &c->hp;
+    const int E = hp->n_embd, K = c->k_route, n = u->n;
+    u->pending = 0;
+    int rc = u->be->wait(u->be->ctx, err);
     if (rc < 0) return rc;
     if (c->on_route)
-        c->on_route(c->on_route_ud, il, row0, n, K, c->sel, (double)(ctx_now_us() - t_sub));
+        c->on_route(c->on_route_ud, il, u->batch_row, n, K, u->sel,
+                    (double)(ctx_now_us() - u->t_sub));
 
     /* combine: the weighted routed outputs in selection order, then the
      * shared experts, then the residual */
     for (int i = 0; i < n; i++) {
-        float *xo = c->x + (size_t)i * E;
+        float *xo = u->x + (size_t)i * E;
         float *acc = c->h + (size_t)i * E; /* h is free now */
         int first = 1;
         for (int k = 0; k < K; k++) {
-            const int32_t r_ = c->row_of[(size_t)i * K + k];
+            const int32_t r_ = u->row_of[(size_t)i * K + k];
             if (r_ < 0) continue;
-            const float wk = c->selw[(size_t)i * K + k];
-            const float *y = c->ex_y + (size_t)r_ * E;
+            const float wk = u->selw[(size_t)i * K + k];
+            const float *y = u->ex_y + (size_t)r_ * E;
             if (first)
                 for (int j = 0; j < E; j++) acc[j] = y[j] * wk;
             else
@@ -341,7 +380,7 @@ static int moe_block(moe_ctx *c, int il, int n, int row0, moe_err *err) {
         }
         if (first) memset(acc, 0, (size_t)E * sizeof(float));
         if (hp->n_ff_shexp) {
-            const float *sh = c->moe_out + (size_t)i * E;
+            const float *sh = u->moe_out + (size_t)i * E;
             for (int j = 0; j < E; j++) acc[j] += sh[j];
         }
         for (int j = 0; j < E; j++) xo[j] += acc[j];
@@ -351,21 +390,141 @@ static int moe_block(moe_ctx *c, int il, int n, int row0, moe_err *err) {
 
 /* ---- Decode ------------------------------------------------------------------------ */
 
+/* Rows [row0, row0 + n) of the ubatch as a ubhalf: views into the
+ * context's row state (ex_x/ex_y from row0 x k_route), with grouping
+ * arrays set gi (0 or 1: each of two outstanding works has its own) and
+ * backend be. */
+static ubhalf ub_half(moe_ctx *c, int row0, int n, int batch_row, int gi, moe_expert_backend *be,
+                      int batched) {
+    const size_t E = (size_t)c->hp.n_embd, K = (size_t)c->k_route, r = (size_t)row0;
+    return (ubhalf){.row0 = row0,
+                    .n = n,
+                    .batch_row = batch_row,
+                    .x = c->x + r * E,
+                    .moe_out = c->moe_out + r * E,
+                    .sel = c->sel + r * K,
+                    .row_of = c->row_of + r * K,
+                    .selw = c->selw + r * K,
+                    .ex_x = c->ex_x + r * K * E,
+                    .ex_y = c->ex_y + r * K * E,
+                    .grp_expert = c->grp_expert + (size_t)gi * (size_t)c->hp.n_expert,
+                    .grp_start = c->grp_start + (size_t)gi * ((size_t)c->hp.n_expert + 1),
+                    .be = be,
+                    .batched = batched};
+}
+
+/* Layer il's attention for u's rows (the attention blocks work on c->x's
+ * first rows: pointed at u's for the call). */
+static void attention(moe_ctx *c, int il, const ubhalf *u, const int32_t *pos,
+                      const int32_t *slot) {
+    float *x = c->x;
+    c->x = u->x;
+    pos += u->row0;
+    slot += u->row0;
+    if (c->hp.mla_kv_b)
+        moe__attention_mla_kv_b(c, il, u->n, pos, slot);
+    else if (c->hp.is_mla)
+        moe__attention_mla(c, il, u->n, pos, slot);
+    else
+        moe__attention_block(c, il, u->n, pos, slot);
+    c->x = x;
+}
+
+/* Whether a ubatch of n rows goes through the layers as two halves: with a
+ * second expert backend (moe_expert_backend.second), each half's attention
+ * and routing run while the other half's experts are out. From 6 rows, so
+ * each half has MOE_FAST_MIN_ROWS or more: every product of a half then
+ * takes the numerics the whole ubatch would (the float types' tinyBLAS
+ * from 2 rows, the fast Q8_0 tile from 3; the routed experts' groups by
+ * the ubatch's size, moe_expert_work.batched, whatever their own rows),
+ * and the logits are the same bits either way. */
+static int ub_split_possible(const moe_ctx *c, int n) {
+    return c->split != MOE_SPLIT_OFF && c->experts->second && n >= 2 * MOE_FAST_MIN_ROWS;
+}
+
+/* MOE_SPLIT_AUTO: which way to run a ubatch of n rows. Each size class
+ * tries both ways first, then takes the one with the lower time per token,
+ * and tries the other again after `every` ubatches (8, doubling up to 256
+ * while the other keeps losing, back to 8 when it wins): whether halves pay
+ * depends on where the experts run (the workers' cores shared with this
+ * process or not, the network), which only timing shows. */
+#define SPLIT_EVERY_MIN 8
+#define SPLIT_EVERY_MAX 256
+static int split_class(int n) {
+    int k = 0;
+    while (n > 1 && k < 16) n >>= 1, k++;
+    return k;
+}
+
+static int ub_split(moe_ctx *c, int n) {
+    if (!ub_split_possible(c, n)) return 0;
+    if (c->split == MOE_SPLIT_ON) return 1;
+    struct split_rec *r = &c->split_rec[split_class(n)];
+    if (r->us_tok[0] <= 0) return 0;
+    if (r->us_tok[1] <= 0) return 1;
+    const int best = r->us_tok[1] < r->us_tok[0];
+    if (++r->since >= r->every) {
+        r->since = 0;
+        return !best;
+    }
+    return best;
+}
+
+/* Records that a ubatch of n rows took us microseconds run one way. */
+static void split_note(moe_ctx *c, int n, int split, int64_t us) {
+    if (c->split != MOE_SPLIT_AUTO || !ub_split_possible(c, n)) return;
+    struct split_rec *r = &c->split_rec[split_class(n)];
+    const double t = (double)us / n;
+    const int best_before = r->us_tok[1] > 0 && r->us_tok[1] < r->us_tok[0];
+    r->us_tok[split] = r->us_tok[split] > 0 ? 0.75 * r->us_tok[split] + 0.25 * t : t;
+    if (r->us_tok[0] <= 0 || r->us_tok[1] <= 0) return;
+    const int best = r->us_tok[1] < r->us_tok[0];
+    if (split != best_before) /* a trial of the other way: it lost again, or won */
+        r->every = best == best_before
+                       ? (r->every * 2 > SPLIT_EVERY_MAX ? SPLIT_EVERY_MAX : r->every * 2)
+                       : SPLIT_EVERY_MIN;
+    if (r->every < SPLIT_EVERY_MIN) r->every = SPLIT_EVERY_MIN;
+}
+
 static int forward_ubatch(moe_ctx *c, const moe_batch *b, int i0, int n, moe_err *err) {
     const moe_hparams *hp = &c->hp;
     const int E = hp->n_embd;
     const int32_t *tok = b->token + i0, *pos = b->pos + i0, *slot = b->slot + i0;
+    const int batched = n >= MOE_FAST_MIN_ROWS;
     for (int i = 0; i < n; i++) embed_row(&c->m->tok_embd, tok[i], c->x + (size_t)i * E);
-    for (int il = 0; il < hp->n_layer; il++) {
-        if (hp->mla_kv_b)
-            moe__attention_mla_kv_b(c, il, n, pos, slot);
-        else if (hp->is_mla)
-            moe__attention_mla(c, il, n, pos, slot);
-        else
-            moe__attention_block(c, il, n, pos, slot);
-        int rc = moe_block(c, il, n, i0, err);
-        if (rc < 0) return rc;
+    ubhalf u[2];
+    int nu = 1, rc = 0;
+    const int64_t t0 = ctx_now_us();
+    if (ub_split(c, n)) {
+        const int na = n / 2;
+        u[0] = ub_half(c, 0, na, i0, 0, c->experts, batched);
+        u[1] = ub_half(c, na, n - na, i0 + na, 1, c->experts->second, batched);
+        nu = 2;
+        c->stats.n_split++;
+    } else {
+        u[0] = ub_half(c, 0, n, i0, 0, c->experts, batched);
     }
+    /* per layer and half: finish the previous layer's FFN, then this
+     * layer's attention and FFN up to the wait (so one half's experts are
+     * out while the other half's attention and routing run) */
+    for (int il = 0; il < hp->n_layer && rc == 0; il++)
+        for (int h = 0; h < nu && rc == 0; h++) {
+            if (il > 0) rc = moe_finish(c, il - 1, &u[h], err);
+            if (rc < 0) break;
+            attention(c, il, &u[h], pos, slot);
+            rc = moe_submit(c, il, &u[h], err);
+        }
+    for (int h = 0; h < nu; h++) {
+        if (rc == 0) {
+            rc = moe_finish(c, hp->n_layer - 1, &u[h], err);
+        } else if (u[h].pending) { /* failed: the backend still holds its rows */
+            moe_err ignore;
+            u[h].pending = 0;
+            u[h].be->wait(u[h].be->ctx, &ignore);
+        }
+    }
+    if (rc < 0) return rc;
+    split_note(c, n, nu == 2, ctx_now_us() - t0);
     for (int i = 0; i < n; i++) c->slot_len[slot[i]] = pos[i] + 1;
     c->stats.n_tokens += (uint64_t)n;
 

@@ -26,6 +26,15 @@ struct moe_ctx {
     int k_route;      /* experts per token: n_expert_used, or n_expert when dense */
     int dense_moe;
     int exact; /* llama.cpp's exact Q8_0 arithmetic for batches (moe_ctx_params.exact) */
+    int split; /* moe_ctx_params.split */
+    /* MOE_SPLIT_AUTO's record per ubatch size class (floor(log2 n)): each
+     * way's time per token (moving average, 0: not tried), the ubatches
+     * since the slower way was last tried, and how many to wait before
+     * trying it again */
+    struct split_rec {
+        double us_tok[2];
+        int since, every;
+    } split_rec[17];
     float capacity_factor;
     moe_ctx_stats stats;
 
@@ -55,8 +64,8 @@ struct moe_ctx {
     float *route_scratch; /* MOE_ROUTE_SCRATCH(n_expert) */
     int32_t *sel;         /* (n_batch, n_expert_used) chosen experts */
     float *selw;          /* (n_batch, n_expert_used) their weights */
-    int32_t *grp_expert;  /* (n_expert) */
-    int32_t *grp_start;   /* (n_expert + 1) */
+    int32_t *grp_expert;  /* (2, n_expert): a set for each of two outstanding works */
+    int32_t *grp_start;   /* (2, n_expert + 1) */
     int32_t *row_of;      /* (n_batch, n_expert_used) row in ex_x of each choice */
     int32_t *count;       /* (n_expert) */
     float *ex_x;          /* (n_batch * n_expert_used, n_embd) */

@@ -51,13 +51,14 @@ static void act_rows(void *arg, int ith, int nth) {
  * from its packed copy where the model has one (moe_tensor.packed), else
  * from the weights as stored. */
 static moe__mm_job expert_job(const moe_tensor *t, int e, const void *X, int nb, float *Y,
-                              int64_t ldy, uint64_t *ns) {
+                              int64_t ldy, uint64_t *ns, int batched) {
     const void *pk = t->packed ? __atomic_load_n(&t->packed[e], __ATOMIC_ACQUIRE) : NULL;
     return (moe__mm_job){t->type,  pk ? pk : moe_tensor_expert(t, e),
                          t->ne[1], t->ne[0],
                          X,        nb,
                          Y,        ldy,
-                         ns,       pk ? t->ne[1] / MOE_Q8P_ROWS * MOE_Q8P_ROWS : 0};
+                         ns,       pk ? t->ne[1] / MOE_Q8P_ROWS * MOE_Q8P_ROWS : 0,
+                         batched};
 }
 
 static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
@@ -100,10 +101,10 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
         const int e = w->expert[g], r0 = w->row_start[g], nb = w->row_start[g + 1] - r0;
         if (nb == 0) continue;
         const void *X = (const char *)b->xq + xrb * (size_t)r0;
-        b->jobs[nj++] =
-            expert_job(&L->gate_exps, e, X, nb, b->g + (size_t)r0 * F, F, ns ? ns + g : NULL);
-        b->jobs[nj++] =
-            expert_job(&L->up_exps, e, X, nb, b->u + (size_t)r0 * F, F, ns ? ns + g : NULL);
+        b->jobs[nj++] = expert_job(&L->gate_exps, e, X, nb, b->g + (size_t)r0 * F, F,
+                                   ns ? ns + g : NULL, w->batched);
+        b->jobs[nj++] = expert_job(&L->up_exps, e, X, nb, b->u + (size_t)r0 * F, F,
+                                   ns ? ns + g : NULL, w->batched);
     }
     moe__matmul_jobs(k, b->pool, b->jobs, nj);
 
@@ -115,7 +116,7 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
         const int e = w->expert[g], r0 = w->row_start[g], nb = w->row_start[g + 1] - r0;
         if (nb == 0) continue;
         b->jobs[nj++] = expert_job(&L->down_exps, e, (const char *)b->hq + hrb * (size_t)r0, nb,
-                                   w->y + (size_t)r0 * E, E, ns ? ns + g : NULL);
+                                   w->y + (size_t)r0 * E, E, ns ? ns + g : NULL, w->batched);
     }
     moe__matmul_jobs(k, b->pool, b->jobs, nj);
     if (ns)
@@ -131,6 +132,7 @@ static int local_wait(void *ctx, moe_err *err) {
 static void local_destroy(void *ctx) {
     local_be *b = ctx;
     if (!b) return;
+    moe_expert_backend_destroy(b->be.second);
     MOE_FREE_ALL(b->xq, b->g, b->u, b->hq, b->jobs, b->ns, b);
 }
 
@@ -157,7 +159,7 @@ int moe_expert_backend_local_create(moe_expert_backend **out, const moe_model *m
         local_destroy(b);
         return moe_err_set(err, MOE_ENOMEM, "out of memory for expert scratch (%d rows)", max_rows);
     }
-    b->be = (moe_expert_backend){b, "local", local_submit, local_wait, local_destroy};
+    b->be = (moe_expert_backend){b, "local", local_submit, local_wait, local_destroy, NULL};
     *out = &b->be;
     return 0;
 }

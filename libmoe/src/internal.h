@@ -22,6 +22,7 @@ typedef struct moe__mm_job {
     int64_t ldy;
     uint64_t *ns;     /* optional: each thread adds the nanoseconds it spent on this job */
     int64_t q8p_rows; /* W is Q8_0 packed (moe_q8p_pack): its first q8p_rows rows are tiles */
+    int batched;      /* a batch's arithmetic whatever nb (moe_expert_work.batched) */
 } moe__mm_job;
 
 /* The job Y (nb rows, stride ldy) = X . W^T for a 2-D weight t: from its
@@ -33,7 +34,8 @@ static inline moe__mm_job moe__weight_job(const moe_tensor *t, const void *X, in
                          t->ne[1], t->ne[0],
                          X,        nb,
                          Y,        ldy,
-                         NULL,     pk ? t->ne[1] / MOE_Q8P_ROWS * MOE_Q8P_ROWS : 0};
+                         NULL,     pk ? t->ne[1] / MOE_Q8P_ROWS * MOE_Q8P_ROWS : 0,
+                         0};
 }
 
 /* Runs all jobs in one pool run: each large job's rows are split over every

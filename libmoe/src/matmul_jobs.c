@@ -35,15 +35,23 @@ static void run_jobs(void *arg, int ith, int nth) {
         if (r1 <= r0) continue;
         struct timespec t0, t1;
         if (J->ns) clock_gettime(CLOCK_MONOTONIC, &t0);
+        /* a fast table's gemm is gemm_fast from MOE_FAST_MIN_ROWS rows;
+         * batched asks for a batch's arithmetic below that too: Q8_0's
+         * fast tile (with a fast table), the float types' tinyBLAS */
+        const int fast = c->k->fast && (J->batched || J->nb >= MOE_FAST_MIN_ROWS);
+        void (*gemm)(moe_dtype, int64_t, const void *, int64_t, int64_t, const void *, int64_t,
+                     float *, int64_t) = c->k->gemm;
+        if (fast && J->wt == MOE_DTYPE_Q8_0)
+            gemm = c->k->gemm_fast;
+        else if (J->batched)
+            gemm = c->k->gemm_batch;
         if (J->q8p_rows) {
             /* the tiles packed, the rows after them (m % 16) as they were */
             const int64_t p1 = r1 < J->q8p_rows ? r1 : J->q8p_rows;
-            if (p1 > r0)
-                c->k->gemm_q8p(c->k->fast && J->nb >= MOE_FAST_MIN_ROWS, J->k, J->W, r0, p1, J->X,
-                               J->nb, J->Y, J->ldy);
-            if (r1 > p1) c->k->gemm(J->wt, J->k, J->W, p1, r1, J->X, J->nb, J->Y, J->ldy);
+            if (p1 > r0) c->k->gemm_q8p(fast, J->k, J->W, r0, p1, J->X, J->nb, J->Y, J->ldy);
+            if (r1 > p1) gemm(J->wt, J->k, J->W, p1, r1, J->X, J->nb, J->Y, J->ldy);
         } else {
-            c->k->gemm(J->wt, J->k, J->W, r0, r1, J->X, J->nb, J->Y, J->ldy);
+            gemm(J->wt, J->k, J->W, r0, r1, J->X, J->nb, J->Y, J->ldy);
         }
         if (J->ns) {
             clock_gettime(CLOCK_MONOTONIC, &t1);

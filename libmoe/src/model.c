@@ -780,7 +780,12 @@ int moe_model_load_ex(moe_model **out, const char *path, moe_repack repack, moe_
         count_tensor(m, &v);
     }
     m->repack = moe_q8p_usable() ? repack : MOE_REPACK_OFF;
-    if (m->repack != MOE_REPACK_OFF) {
+    if (m->repack == MOE_REPACK_DENSE) {
+        if (pack_dense(m) < 0) {
+            rc = moe_err_set(err, MOE_ENOMEM, "out of memory for the packed weights");
+            goto fail;
+        }
+    } else if (m->repack != MOE_REPACK_OFF) {
         if (packed_tables(m) < 0 || moe__retired_create(m) < 0) {
             rc = moe_err_set(err, MOE_ENOMEM, "out of memory");
             goto fail;

@@ -3,7 +3,9 @@
 # architecture, with the experts in the gateway's process and on two
 # expert-workers. The prompts are token ids, sent at once (they share engine
 # steps: continuous batching must not change a sequence's numbers), half of
-# them streamed. Models: moectl mkmodel, f32 (the dtype whose greedy tokens
+# them streamed. With the workers, --overlap on: a step of 6+ tokens (the
+# prompts') runs as two halves, the second's attention while the first's
+# experts are out. Models: moectl mkmodel, f32 (the dtype whose greedy tokens
 # llama.cpp matches exactly; see tests/lib/parity.sh), and files as users hold
 # them: Q4_K_M (llama, deepseek2) and IQ4_XS (qwen2moe), whose logits are
 # within ~3e-6 of llama.cpp's (parity_quant.sh) except after a Q8 activation
@@ -44,7 +46,7 @@ for case in ${GW_PARITY_CASES:-llama qwen2moe qwen3moe olmoe deepseek deepseek2 
     worker "$arch-$dt-b" "$M" "$((n / 2))-$((n - 1))"; B=$ADDR; PB=$WPID
     for where in local workers; do
         if [ $where = local ]; then gateway "$arch-$dt-$where" --model "$M" || continue
-        else gateway "$arch-$dt-$where" --model "$M" --workers "$A,$B" || continue; fi
+        else gateway "$arch-$dt-$where" --model "$M" --workers "$A,$B" --overlap on || continue; fi
         out=$(node tests/ref/gw_greedy.mjs --base "$GW" --model "$arch-$dt" --prompts "$PROMPTS" -n $N 2>&1 | node -e \
             'try { console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).results.map(r => r.join(",")).join(";")) } catch (e) { console.log("error") }')
         if [ "$out" = "$ref" ]; then

@@ -34,13 +34,16 @@ start() {
 }
 stop() { kill "$1" 2>/dev/null; i=0; while [ $i -lt 50 ] && kill -0 "$1" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done; }
 
+# the 12 prompt tokens go as two halves of 6 (--overlap on: the second
+# half's attention while the first's experts are out) unless OVERLAP=off
 same_as_local() { # label model workers [extra args]
     label=$1 m=$2 w=$3; shift 3
     "$MOECTL" logits "$m" --tokens $T "$@" >"$TMP/local.json" || { bad "$label: local logits"; return; }
-    "$MOECTL" logits "$m" --tokens $T --workers "$w" "$@" >"$TMP/remote.json" 2>"$TMP/remote.err" ||
+    "$MOECTL" logits "$m" --tokens $T --workers "$w" --overlap "${OVERLAP:-on}" "$@" >"$TMP/remote.json" 2>"$TMP/remote.err" ||
         { bad "$label: remote logits: $(cat "$TMP/remote.err")"; return; }
-    cmp -s "$TMP/local.json" "$TMP/remote.json" && ok "$label: logits bit-identical to the local engine" ||
-        bad "$label: remote logits differ from local"
+    cmp -s "$TMP/local.json" "$TMP/remote.json" &&
+        ok "$label: logits bit-identical to the local engine (overlap ${OVERLAP:-on})" ||
+        bad "$label: remote logits differ from local (overlap ${OVERLAP:-on})"
 }
 
 for arch in llama qwen2moe qwen3moe olmoe deepseek deepseek2; do
@@ -51,6 +54,7 @@ for arch in llama qwen2moe qwen3moe olmoe deepseek deepseek2; do
     start "$arch-a" "$M" "0-$((h - 1))"; A=$ADDR; PA=$PID
     start "$arch-b" "$M" "$h-$((n - 1))"; B=$ADDR; PB=$PID
     same_as_local "$arch, 2 workers" "$M" "$A,$B"
+    OVERLAP=off same_as_local "$arch, 2 workers" "$M" "$A,$B"
     if [ $arch = llama ] || [ $arch = deepseek2 ]; then
         start "$arch-all" "$M" all; ALL=$ADDR; PALL=$PID
         same_as_local "$arch, 1 worker" "$M" "$ALL"

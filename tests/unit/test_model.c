@@ -588,6 +588,98 @@ static void check_repacked(moe_arch arch) {
     moe_model_free(plain), moe_model_free(all), moe_model_free(lazy);
     unlink(path);
 }
+/* A ubatch run as two overlapped halves (moe_ctx_params.split: the second
+ * half's attention and routing while the first half's experts are out,
+ * here on a second local backend) gives the same logits bit for bit as the
+ * ubatch in one piece: slots spread over both halves, odd sizes, sizes too
+ * small to split, the float types and Q8_0 (whose groups of 1-2 rows then
+ * take a batch's arithmetic, moe_expert_work.batched, in both runs). */
+static void split_run(const moe_model *m, int split, float *out, uint64_t *n_split) {
+    const int V = m->hp.n_vocab, S = 4;
+    moe_pool *pool;
+    ASSERT_EQ_INT(moe_pool_create(&pool, 2), 0);
+    moe_ctx_params p = moe_ctx_default_params();
+    p.kv_type = test_kv;
+    p.n_threads = 2;
+    p.n_slots = S;
+    p.n_ctx = 64;
+    p.n_batch = 64;
+    p.split = split ? MOE_SPLIT_ON : MOE_SPLIT_OFF;
+    moe_expert_backend *be = NULL, *be2 = NULL;
+    moe_err err;
+    const int rows = 64 * m->hp.n_expert; /* room for a dense MoE too */
+    if (moe_expert_backend_local_create(&be, m, pool, rows, &err) < 0 ||
+        moe_expert_backend_local_create(&be2, m, pool, rows, &err) < 0)
+        TEST_FAIL("backend: %s", err.msg);
+    be->second = be2; /* owned by be */
+    p.experts = be;
+    moe_ctx *c;
+    if (moe_ctx_create(&c, m, &p, &err) < 0) TEST_FAIL("ctx: %s", err.msg);
+    /* a prefill of 13 rows, slots interleaved (each slot in both halves),
+     * then steps of S, 3 (too few to split) and 7 rows */
+    int32_t tok[16], pos[16], slot[16];
+    int len[4] = {0};
+    const int sizes[] = {13, S, 3, 7, S};
+    int k = 0;
+    for (size_t st = 0; st < sizeof sizes / sizeof *sizes; st++) {
+        const int n = sizes[st];
+        int8_t want[16];
+        for (int i = 0; i < n; i++) {
+            slot[i] = (i + (int)st) % S;
+            pos[i] = len[slot[i]]++;
+            tok[i] = (int32_t)((i * 37 + (int)st * 101 + 11) % V);
+            want[i] = 1;
+        }
+        decode(c, n, tok, pos, slot, want);
+        for (int i = 0; i < n; i++)
+            memcpy(out + (size_t)(k++) * V, moe_ctx_logits(c, i), sizeof(float) * V);
+    }
+    moe_ctx_stats s;
+    moe_ctx_get_stats(c, &s);
+    *n_split = s.n_split;
+    moe_ctx_destroy(c);
+    moe_expert_backend_destroy(be);
+    moe_pool_destroy(pool);
+}
+
+static void check_split(moe_arch arch, moe_dtype dt) {
+    char path[256];
+    tiny_model(arch, dt, path, sizeof path);
+    moe_model *m;
+    moe_err err;
+    if (moe_model_load(&m, path, &err) < 0) TEST_FAIL("load: %s", err.msg);
+    const size_t n = (size_t)m->hp.n_vocab * (13 + 4 + 3 + 7 + 4);
+    float *a = test_xmalloc(n * sizeof *a), *b = test_xmalloc(n * sizeof *b);
+    uint64_t sa, sb;
+    for (int kv = 0; kv < 2; kv++) {
+        test_kv = kv ? MOE_DTYPE_F32 : MOE_DTYPE_F16;
+        split_run(m, 0, a, &sa);
+        split_run(m, 1, b, &sb);
+        ASSERT_EQ_INT(sa, 0);
+        ASSERT_EQ_INT(sb, 2); /* the 13- and 7-row ubatches */
+        for (size_t i = 0; i < n; i++)
+            if (memcmp(&a[i], &b[i], 4))
+                TEST_FAIL("%s %s, %s KV: logit %zu (row %zu): whole %.9g, two halves %.9g",
+                          moe_arch_name(arch), moe_dtype_name(dt), kv ? "f32" : "f16", i,
+                          i / (size_t)m->hp.n_vocab, a[i], b[i]);
+    }
+    test_kv = MOE_DTYPE_F16;
+    free(a), free(b);
+    moe_model_free(m);
+    unlink(path);
+}
+TEST(model_split_halves_same_logits) {
+    check_split(MOE_ARCH_LLAMA, MOE_DTYPE_F32);
+    check_split(MOE_ARCH_LLAMA, MOE_DTYPE_Q8_0);
+    check_split(MOE_ARCH_QWEN2MOE, MOE_DTYPE_F16); /* shared experts */
+    check_split(MOE_ARCH_QWEN2MOE, MOE_DTYPE_Q8_0);
+}
+TEST(model_split_halves_same_logits_deepseek2) { /* MLA, a leading dense layer */
+    check_split(MOE_ARCH_DEEPSEEK2, MOE_DTYPE_F32);
+    check_split(MOE_ARCH_DEEPSEEK2, MOE_DTYPE_Q8_0);
+    check_split(MOE_ARCH_OLMOE, MOE_DTYPE_BF16);
+}
+
 TEST(model_repacked_experts_same_logits) {
     check_repacked(MOE_ARCH_LLAMA);
 }

@@ -24,7 +24,7 @@ static remote_be *fake(int n_workers) {
     model.hp.n_layer = 3, model.hp.n_expert = 4, model.hp.n_layer_dense_lead = 1;
     remote_be *b = calloc(1, sizeof *b);
     ASSERT(b);
-    b->be = (moe_expert_backend){b, "remote", NULL, NULL, NULL};
+    b->be = (moe_expert_backend){b, "remote", NULL, NULL, NULL, NULL};
     b->m = &model;
     pthread_mutex_init(&b->pub_mu, NULL);
     b->cap = n_workers;
@@ -190,7 +190,7 @@ TEST(remote_coverage_document) {
 }
 
 TEST(remote_coverage_not_remote) {
-    moe_expert_backend other = {NULL, "local", NULL, NULL, NULL};
+    moe_expert_backend other = {NULL, "local", NULL, NULL, NULL, NULL};
     moe_remote_coverage c;
     ASSERT_EQ_INT(moe_remote_get_coverage(&other, &c), MOE_EINVAL);
     ASSERT_EQ_INT(c.pairs, 0);

@@ -98,7 +98,7 @@ int cmd_expert(const moectl_cmd *cmd, int argc, char **argv) {
         rc = die("%s", err.msg);
         goto done;
     }
-    moe_expert_work w = {layer, ng, expert, row_start, E, x, y, NULL, exact};
+    moe_expert_work w = {layer, ng, expert, row_start, E, x, y, NULL, exact, 0};
     if (be->submit(be->ctx, &w, &err) < 0 || be->wait(be->ctx, &err) < 0) {
         rc = die("%s", err.msg);
         goto done;

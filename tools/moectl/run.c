@@ -90,10 +90,11 @@ static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_mode
                       moe_ctx **c) {
     /* experts on workers: this process never reads them */
     const int remote = (o->ro.workers && *o->ro.workers) || (o->ro.redis && *o->ro.redis);
-    if (load_model(m, o->path, remote ? MOE_REPACK_OFF : MOE_REPACK_ALL)) return 1;
+    if (load_model(m, o->path, remote ? MOE_REPACK_DENSE : MOE_REPACK_ALL)) return 1;
     moe_err err;
     moe_remote_params rp = moe_remote_default_params();
     rp.max_rows = n_batch * (o->dense_moe ? (*m)->hp.n_expert : (*m)->hp.n_expert_used);
+    rp.second = 1; /* two halves of a batch out at once (unless --no-overlap) */
     if (moe_remote_opts_open(&o->remote, *m, &o->ro, &rp, &err) < 0) {
         moe_model_free(*m);
         return die("%s", err.msg);
@@ -108,6 +109,7 @@ static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_mode
     p.experts = o->remote;
     p.gate_margins = o->gate_margins;
     p.exact = o->exact;
+    p.split = moe_remote_opts_split(&o->ro);
     if (o->cache_type) moe_kv_type_parse(o->cache_type, &p.kv_type); /* checked by the flag */
     if (o->routes) {
         o->n_expert = (*m)->hp.n_expert;
@@ -132,20 +134,23 @@ static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_mode
 /* Appends the remote backend's counters when experts ran on workers: its
  * totals, coverage (pairs without a live worker) and, for up to 64 workers,
  * per-worker messages, failures and round trips (rtt_le[i]: results within
- * rtt_le_ms[i] ms). */
-static void print_remote_to(FILE *f, const run_opts *o) {
+ * rtt_le_ms[i] ms), and how many ubatches went as two overlapped halves. */
+static void print_remote_to(FILE *f, const run_opts *o, const moe_ctx *c) {
     if (!o->remote) return;
     moe_remote_stats rs = moe_remote_get_stats(o->remote);
+    moe_ctx_stats st;
+    moe_ctx_get_stats(c, &st);
     fprintf(
         f,
         ", \"remote\": {\"workers\": %d, \"epoch\": %llu, \"messages\": %llu, "
         "\"worker_failures\": %llu, \"suspects\": %llu, \"retries\": %llu, \"placements\": %llu, "
-        "\"rows_reported\": %llu, \"redis_failures\": %llu, \"failover_stall_ms_max\": %.3f",
+        "\"rows_reported\": %llu, \"redis_failures\": %llu, \"failover_stall_ms_max\": %.3f, "
+        "\"split_ubatches\": %llu",
         rs.workers, (unsigned long long)rs.epoch, (unsigned long long)rs.messages,
         (unsigned long long)rs.worker_failures, (unsigned long long)rs.suspects,
         (unsigned long long)rs.retries, (unsigned long long)rs.placements,
         (unsigned long long)rs.rows_reported, (unsigned long long)rs.redis_failures,
-        rs.stall_ms_max);
+        rs.stall_ms_max, (unsigned long long)st.n_split);
     moe_remote_coverage cv;
     if (moe_remote_get_coverage(o->remote, &cv) == 0)
         fprintf(f,
@@ -497,7 +502,7 @@ int cmd_generate(const moectl_cmd *cmd, int argc, char **argv) {
             fprintf(js, "]");
         }
         print_dropped_to(js, &o, c);
-        print_remote_to(js, &o);
+        print_remote_to(js, &o, c);
         fprintf(js, "}\n");
     }
 done:
@@ -653,7 +658,7 @@ int cmd_bench(const moectl_cmd *cmd, int argc, char **argv) {
                         read_mb, o.n_threads);
         }
         print_dropped(&o, c);
-        print_remote_to(stdout, &o);
+        print_remote_to(stdout, &o, c);
         printf("}\n");
     }
     free(tok);

@@ -68,6 +68,11 @@ typedef struct moe_remote_params {
     const moe_tls_opts *tls;           /* mutual TLS with the workers (mesh/tls.h; borrowed for
                                         * create). NULL or no files: plaintext, to loopback
                                         * addresses only unless tls->insecure */
+    int second;                        /* 1: also open a second set of streams to the same
+                                        * workers (moe_expert_backend.second), so that a
+                                        * context can have two halves of a batch out at once
+                                        * (moe_ctx_params.split); its counters are added to
+                                        * the first's in the readers below (default 0) */
 } moe_remote_params;
 
 typedef struct moe_remote_stats {
@@ -199,33 +204,38 @@ typedef struct moe_remote_opts {
     const char *redis_password_file; /* --redis-password-file (mesh/rlink.h) */
     moe_tls_opts tls; /* --tls-cert, --tls-key, --tls-ca, --tls-refresh-s, --insecure */
     moe_flag tls_flags[MOE_TLS_N_FLAGS + 1];
+    const char *overlap; /* --overlap auto|on|off: a batch as two overlapped halves
+                          * (moe_ctx_params.split; off: no second set of streams) */
 } moe_remote_opts;
 
 /* The rows moe_remote_opts_flags writes, without the end row. */
-#define MOE_REMOTE_N_FLAGS 8
+#define MOE_REMOTE_N_FLAGS 9
 
 /* No workers, no Redis, wire f32, moe_remote_default_params' deadline. */
 moe_remote_opts moe_remote_opts_default(void);
 
 /* Writes the flag rows of o (--workers, --redis, --redis-password-file,
- * --prefix, --wire, --deadline-ms and the TLS flags of mesh/tls.h, each
+ * --prefix, --wire, --deadline-ms, --overlap and the TLS flags of mesh/tls.h, each
  * with its MOE_* twin) and an end row into t, for a
  * {.include = t} row. o and t are borrowed by the parser. */
 void moe_remote_opts_flags(moe_remote_opts *o, moe_flag t[MOE_REMOTE_N_FLAGS + 1]);
 
 /* A flag check: the value is "f32" or "bf16". */
 int moe_remote_check_wire(const void *dst, char *why, size_t cap);
+/* A flag check: the value is "auto", "on" or "off". */
+int moe_remote_check_overlap(const void *dst, char *why, size_t cap);
+/* --overlap as moe_ctx_params.split (MOE_SPLIT_AUTO, _ON or _OFF). */
+int moe_remote_opts_split(const moe_remote_opts *o);
 
 /* The backend o describes, for model m (borrowed): *out is NULL (and 0 is
  * returned) when o names neither workers nor Redis; otherwise the remote
  * backend over the worker list or Redis placement, owned by the caller
  * (moe_expert_backend_destroy). base (NULL: defaults) gives the other
- * parameters (max_rows, allow_partial, ...); o's wire and deadline replace
- * its, and o's TLS options are used. A worker in the list may be given as
- * id@host:port: with TLS its certificate must then name id (else the host).
- * MOE_EINVAL (with err naming the flags) for workers and Redis both,
- * an empty worker list or an unknown wire; else moe_expert_backend_remote_
- * create's or _redis_create's errors. */
+ * parameters (max_rows, allow_partial, second, ...); o's wire and deadline
+ * replace its, --overlap off clears second, and o's TLS options are used. A worker in the list may
+ * be given as id@host:port: with TLS its certificate must then name id (else the host). MOE_EINVAL
+ * (with err naming the flags) for workers and Redis both, an empty worker list or an unknown wire;
+ * else moe_expert_backend_remote_ create's or _redis_create's errors. */
 int moe_remote_opts_open(moe_expert_backend **out, const moe_model *m, const moe_remote_opts *o,
                          const moe_remote_params *base, moe_err *err);
 

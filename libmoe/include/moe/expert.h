@@ -42,6 +42,12 @@ typedef struct moe_expert_work {
     int exact;                /* 1: llama.cpp's exact Q8_0 arithmetic for every group;
                                * 0: the fast int8 tile for groups of MOE_FAST_MIN_ROWS
                                * rows or more (moe_cpu_kernels_fast) */
+    int batched;              /* 1: every group with a batch's arithmetic, whatever its rows:
+                               * the float types' tinyBLAS from 1 row (gemm_batch), and
+                               * with exact 0 the fast Q8_0 tile. The context sets it for
+                               * batches of MOE_FAST_MIN_ROWS tokens or more, so a group's
+                               * numerics depend on the batch's size, not on how its rows
+                               * fall into groups or halves */
 } moe_expert_work;
 
 /* A backend: a struct of function pointers over an opaque ctx. */
@@ -53,8 +59,13 @@ typedef struct moe_expert_backend {
     int (*submit)(void *ctx, const moe_expert_work *w, moe_err *err);
     /* Waits for the outstanding work and returns its status (0 or MOE_E*). */
     int (*wait)(void *ctx, moe_err *err);
-    /* Frees the backend (and ctx). */
+    /* Frees the backend (and ctx, and second). */
     void (*destroy)(void *ctx);
+    /* Optional (NULL: none): a backend over the same experts that runs a work
+     * of its own while this one's is outstanding, owned by this one (a remote
+     * backend's second set of streams). A context with one splits a batch in
+     * two halves and overlaps them (moe_ctx_params.split). */
+    struct moe_expert_backend *second;
 } moe_expert_backend;
 
 /* A backend over the model's own weights on this CPU. The model and pool are

@@ -193,12 +193,14 @@ struct moe_model {
  * (moe/ops.h: the packed layout; used where moe_q8p_usable() says so). A
  * packed expert is a private copy: the file's pages of it are dropped. */
 typedef enum moe_repack {
-    MOE_REPACK_ALL = 0,  /* every expert at load (moe_model_load), and the 2-D Q8_0
-                          * weights the context multiplies (attention, shared experts,
-                          * dense FFN layers, output head) */
-    MOE_REPACK_LAZY = 1, /* each expert when moe_expert_load_pages loads it, freed again by
-                          * moe_expert_drop_pages (expert workers: only what they hold) */
-    MOE_REPACK_OFF = 2,  /* read the experts as stored */
+    MOE_REPACK_ALL = 0,   /* every expert at load (moe_model_load), and the 2-D Q8_0
+                           * weights the context multiplies (attention, shared experts,
+                           * dense FFN layers, output head) */
+    MOE_REPACK_LAZY = 1,  /* each expert when moe_expert_load_pages loads it, freed again by
+                           * moe_expert_drop_pages (expert workers: only what they hold) */
+    MOE_REPACK_OFF = 2,   /* read the experts as stored */
+    MOE_REPACK_DENSE = 3, /* the 2-D weights as MOE_REPACK_ALL, the experts as stored (a
+                           * gateway or moectl whose routed experts run on workers) */
 } moe_repack;
 
 /* Loads a model: maps the file (and, for the first part of a split model,
@@ -260,7 +262,16 @@ typedef struct moe_ctx_params {
     void (*on_route)(void *ud, int layer, int row0, int n, int k, const int32_t *sel,
                      double expert_us);
     void *on_route_ud;
+    int split; /* with an experts backend that has a second (remote: a second set of
+                * streams, moe_expert_backend.second), a ubatch of 6 or more tokens may
+                * run as two halves, one half's attention and routing while the other
+                * half's experts are out; the logits are the same bits either way.
+                * MOE_SPLIT_AUTO (default): per size of ubatch, whichever way has
+                * taken less time per token lately (both are tried, the slower again
+                * now and then); MOE_SPLIT_ON: always; MOE_SPLIT_OFF: never */
 } moe_ctx_params;
+
+enum { MOE_SPLIT_OFF = 0, MOE_SPLIT_AUTO = 1, MOE_SPLIT_ON = 2 };
 
 moe_ctx_params moe_ctx_default_params(void);
 
@@ -317,6 +328,7 @@ typedef struct moe_ctx_stats {
     uint64_t n_tokens;      /* tokens run */
     uint64_t n_expert_rows; /* (token, expert) rows sent to experts */
     uint64_t n_dropped;     /* choices dropped by the capacity factor */
+    uint64_t n_split;       /* ubatches run as two overlapped halves (moe_ctx_params.split) */
 } moe_ctx_stats;
 void moe_ctx_get_stats(const moe_ctx *c, moe_ctx_stats *out);
 

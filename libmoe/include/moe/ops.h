@@ -59,6 +59,14 @@ typedef struct moe_cpu_kernels {
     void (*gemm_fast)(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
                       int64_t nb, float *Y, int64_t ldy);
     int fast; /* 1 in a table from moe_cpu_kernels_fast (gemm is gemm_fast for batches) */
+    /* gemm with a batch's arithmetic whatever nb: for 1 row the float types
+     * (F32, F16, BF16) take tinyBLAS's one accumulator per output, as from 2
+     * rows, where gemm takes ggml's vec_dot (llama.cpp's choice for a single
+     * row); the other types as gemm (their arithmetic does not depend on nb).
+     * For work whose group sizes depend on how a batch was split
+     * (moe_expert_work.batched). */
+    void (*gemm_batch)(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                       const void *X, int64_t nb, float *Y, int64_t ldy);
     /* Q8_0 weights in the packed layout (moe_q8p_pack): rows [r0, r1) of
      * the packed tiles (multiples of MOE_Q8P_ROWS), the fast numerics when
      * fast is 1, else the exact ones; the same bits as gemm_fast / gemm on

@@ -621,6 +621,32 @@ static void gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_
     }
 }
 
+/* gemm with tinyBLAS's arithmetic for one float row too (moe/ops.h). */
+static void gemm_batch_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                            const void *X, int64_t nb, float *Y, int64_t ldy) {
+    int kind = -1;
+    if (wt == MOE_DTYPE_F32) kind = FK_F32;
+    if (wt == MOE_DTYPE_F16) kind = FK_F16;
+    if (wt == MOE_DTYPE_BF16) kind = FK_BF16;
+    if (nb != 1 || kind < 0) {
+        gemm_avx2(wt, k, W, r0, r1, X, nb, Y, ldy);
+        return;
+    }
+    const size_t wrb = moe_dtype_row_bytes(wt, k);
+    for (int64_t r = r0; r < r1; r++)
+        switch (kind) { /* constant kinds, so each tile is specialised */
+        case FK_F32:
+            flt_tile(FK_F32, 1, 1, k, (const char *)W + (size_t)r * wrb, wrb, X, 0, Y + r, 1);
+            break;
+        case FK_F16:
+            flt_tile(FK_F16, 1, 1, k, (const char *)W + (size_t)r * wrb, wrb, X, 0, Y + r, 1);
+            break;
+        default:
+            flt_tile(FK_BF16, 1, 1, k, (const char *)W + (size_t)r * wrb, wrb, X, 0, Y + r, 1);
+            break;
+        }
+}
+
 /* The fast numerics (q8_fast.h) for Q8_0 weights: q8_fast_gemm above,
  * identical bit for bit to the other levels'. */
 static void gemm_fast_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
@@ -762,6 +788,7 @@ const moe_cpu_kernels moe__kernels_avx2 = {
     .from_f32 = from_f32_avx2,
     .gemm = gemm_avx2,
     .gemm_fast = gemm_fast_avx2,
+    .gemm_batch = gemm_batch_avx2,
     .dot_f32 = dot_f32_avx2,
     .axpy_f32 = axpy_f32_avx2,
     .dots_f32 = dots_f32_avx2,

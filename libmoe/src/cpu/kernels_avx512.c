@@ -778,6 +778,35 @@ static void gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int6
     }
 }
 
+/* gemm with tinyBLAS's arithmetic for one float row too (moe/ops.h). */
+static void gemm_batch_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                              const void *X, int64_t nb, float *Y, int64_t ldy) {
+    int kind = -1;
+    if (wt == MOE_DTYPE_F32) kind = FK_F32;
+    if (wt == MOE_DTYPE_F16) kind = FK_F16;
+    if (wt == MOE_DTYPE_BF16) kind = moe__cpu_has_avx512bf16 ? FK_BF16DP : FK_BF16;
+    if (nb != 1 || kind < 0) {
+        gemm_avx512(wt, k, W, r0, r1, X, nb, Y, ldy);
+        return;
+    }
+    const size_t wrb = moe_dtype_row_bytes(wt, k);
+    for (int64_t r = r0; r < r1; r++)
+        switch (kind) { /* constant kinds, so each tile is specialised */
+        case FK_F32:
+            flt_tile(FK_F32, 1, 1, k, (const char *)W + (size_t)r * wrb, wrb, X, 0, Y + r, 1);
+            break;
+        case FK_F16:
+            flt_tile(FK_F16, 1, 1, k, (const char *)W + (size_t)r * wrb, wrb, X, 0, Y + r, 1);
+            break;
+        case FK_BF16:
+            flt_tile(FK_BF16, 1, 1, k, (const char *)W + (size_t)r * wrb, wrb, X, 0, Y + r, 1);
+            break;
+        default:
+            flt_tile(FK_BF16DP, 1, 1, k, (const char *)W + (size_t)r * wrb, wrb, X, 0, Y + r, 1);
+            break;
+        }
+}
+
 /* Fast numerics: the int8 tile for Q8_0 batches (AMX-INT8 on whole tiles of
  * 16 rows where the CPU has it, this file's VNNI tile for the rest). */
 static void gemm_fast_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
@@ -882,6 +911,7 @@ const moe_cpu_kernels moe__kernels_avx512 = {
     .from_f32 = from_f32_avx512,
     .gemm = gemm_avx512,
     .gemm_fast = gemm_fast_avx512,
+    .gemm_batch = gemm_batch_avx512,
     .gemm_q8p = gemm_q8p_avx512,
     .dot_f32 = moe__dot_f32_avx512,
     .axpy_f32 = moe__axpy_f32_avx512,

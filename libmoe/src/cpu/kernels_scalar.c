@@ -161,6 +161,7 @@ const moe_cpu_kernels moe__kernels_scalar = {
     .from_f32 = from_f32_scalar,
     .gemm = gemm_scalar,
     .gemm_fast = gemm_fast_scalar,
+    .gemm_batch = gemm_scalar, /* one double sum per output, whatever nb */
     .dot_f32 = dot_f32_scalar,
     .axpy_f32 = axpy_f32_scalar,
     .dots_f32 = dots_f32_scalar,
