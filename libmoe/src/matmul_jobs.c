@@ -48,7 +48,10 @@ static void run_jobs(void *arg, int ith, int nth) {
         if (J->q8p_rows) {
             /* the tiles packed, the rows after them (m % 16) as they were */
             const int64_t p1 = r1 < J->q8p_rows ? r1 : J->q8p_rows;
-            if (p1 > r0) c->k->gemm_q8p(fast, J->k, J->W, r0, p1, J->X, J->nb, J->Y, J->ldy);
+            if (p1 > r0 && J->wt == MOE_DTYPE_Q4_K)
+                c->k->gemm_q4kp(J->k, J->W, r0, p1, J->X, J->nb, J->Y, J->ldy);
+            else if (p1 > r0)
+                c->k->gemm_q8p(fast, J->k, J->W, r0, p1, J->X, J->nb, J->Y, J->ldy);
             if (r1 > p1) gemm(J->wt, J->k, J->W, p1, r1, J->X, J->nb, J->Y, J->ldy);
         } else {
             gemm(J->wt, J->k, J->W, r0, r1, J->X, J->nb, J->Y, J->ldy);

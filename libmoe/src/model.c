@@ -619,8 +619,9 @@ static void count_tensor(moe_model *m, const moe_tensor *t) {
     m->n_bytes += moe_dtype_row_bytes(t->type, t->ne[0]) * (size_t)(t->ne[1] * t->ne[2] * t->ne[3]);
 }
 
-/* The packed tables of every MoE layer's Q8_0 expert tensors with at least
- * one whole tile of rows (the others keep packed NULL). */
+/* The packed tables of every MoE layer's expert tensors of a type packed
+ * here (moe_packed_usable: Q8_0, Q4_K) with at least one whole tile of rows
+ * (the others keep packed NULL). */
 static int packed_tables(moe_model *m) {
     const int X = m->hp.n_expert;
     m->packed_ptrs = calloc((size_t)m->hp.n_layer * 3 * (size_t)X, sizeof *m->packed_ptrs);
@@ -630,7 +631,7 @@ static int packed_tables(moe_model *m) {
         moe_layer *L = &m->layers[il];
         moe_tensor *t[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
         for (int i = 0; i < 3; i++)
-            if (t[i]->data && t[i]->type == MOE_DTYPE_Q8_0 && t[i]->ne[1] >= MOE_Q8P_ROWS)
+            if (t[i]->data && moe_packed_usable(t[i]->type) && t[i]->ne[1] >= MOE_Q8P_ROWS)
                 t[i]->packed = m->packed_ptrs + ((size_t)il * 3 + (size_t)i) * (size_t)X;
     }
     return 0;
@@ -679,13 +680,13 @@ static int pack_dense(moe_model *m) {
         }
         for (int i = 0; i < PER_LAYER; i++) {
             moe_tensor *w = t[i];
-            if (!w || !w->data || w->type != MOE_DTYPE_Q8_0 || w->ne[1] < MOE_Q8P_ROWS ||
+            if (!w || !w->data || !moe_packed_usable(w->type) || w->ne[1] < MOE_Q8P_ROWS ||
                 w->ne[2] > 1)
                 continue;
             const size_t len = moe_dtype_row_bytes(w->type, w->ne[0]) * (size_t)w->ne[1];
             void *p = moe__packed_alloc(len);
             if (!p) continue; /* read as stored, as an expert without its copy is */
-            moe_q8p_pack(w->data, p, w->ne[1], w->ne[0]);
+            moe_packed_pack(w->type, w->data, p, w->ne[1], w->ne[0]);
             void **slot = m->packed_dense + 2 * m->n_packed_dense++;
             slot[0] = p, slot[1] = (void *)(uintptr_t)len; /* the copy and its size */
             w->packed = slot;
@@ -779,7 +780,9 @@ int moe_model_load_ex(moe_model **out, const char *path, moe_repack repack, moe_
         memcpy(v.ne, t->ne, sizeof v.ne);
         count_tensor(m, &v);
     }
-    m->repack = moe_q8p_usable() ? repack : MOE_REPACK_OFF;
+    m->repack = moe_packed_usable(MOE_DTYPE_Q8_0) || moe_packed_usable(MOE_DTYPE_Q4_K)
+                    ? repack
+                    : MOE_REPACK_OFF;
     if (m->repack == MOE_REPACK_DENSE) {
         if (pack_dense(m) < 0) {
             rc = moe_err_set(err, MOE_ENOMEM, "out of memory for the packed weights");

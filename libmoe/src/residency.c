@@ -76,7 +76,7 @@ static void part_pack(const moe_tensor *t, int e, const uint8_t *base, size_t le
     const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)base & ~(pg - 1);
     madvise((void *)a, (uintptr_t)base + len - a, MADV_POPULATE_READ);
 #endif
-    moe_q8p_pack(base, p, t->ne[1], t->ne[0]);
+    moe_packed_pack(t->type, base, p, t->ne[1], t->ne[0]);
     __atomic_store_n(&t->packed[e], p, __ATOMIC_RELEASE);
     part_residency(base, len, 0);
 }

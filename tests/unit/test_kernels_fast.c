@@ -270,3 +270,93 @@ TEST(kernels_q8p_packed_equals_plain) {
         free(P);
     }
 }
+
+/* The packed Q4_K layout (moe/ops.h, moe_q4kp_pack): its header decodes to
+ * each row's scales, minimums, d and dmin and its quants sit as described;
+ * gemm_q4kp on whole tiles (all, or one tile alone) equals gemm on the rows
+ * as stored bit for bit (Q4_K has one arithmetic: gemm's, exact), for 1 to
+ * 33 activation rows; the rows after the last tile stay as stored. Weights
+ * random bytes (every 6-bit scale and minimum, every nibble), d and dmin of
+ * different magnitudes. */
+TEST(kernels_q4kp_packed_equals_plain) {
+    const moe_cpu_kernels *best = moe_cpu_kernels_best();
+    if (!best->gemm_q4kp) SKIP("no packed Q4_K kernel at this level (AVX-512 only)");
+    static const struct {
+        int64_t k, m;
+    } shapes[] = {{256, 16}, {512, 37}, {1024, 64}, {2816, 48}, {256, 165}};
+    static const int64_t nbs[] = {1, 2, 3, 4, 5, 7, 8, 9, 17, 33};
+    uint64_t seed = 919;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int64_t k = shapes[si].k, m = shapes[si].m, nblk = k / MOE_QK_K;
+        const int64_t m16 = m / MOE_Q8P_ROWS * MOE_Q8P_ROWS;
+        moe_block_q4_K *W = test_xmalloc((size_t)(m * nblk) * sizeof *W);
+        moe_block_q4_K *P = test_xmalloc((size_t)(m * nblk) * sizeof *P);
+        for (int64_t i = 0; i < m * nblk; i++) {
+            uint8_t *b = (uint8_t *)&W[i];
+            for (size_t j = 0; j < sizeof *W; j++) b[j] = (uint8_t)test_rand_u64(&seed);
+            const uint64_t u = test_rand_u64(&seed);
+            W[i].d = moe_f32_to_f16(ldexpf(1.0f + (float)(u % 1000) / 1000.0f, (int)(u % 12) - 14));
+            W[i].dmin = moe_f32_to_f16(u % 13 == 0 ? 0.0f : ldexpf(1.5f, (int)(u >> 20) % 12 - 16));
+        }
+        moe_q4kp_pack(W, P, m, k);
+        for (int64_t t = 0; t < m16 / MOE_Q8P_ROWS; t++)
+            for (int64_t b = 0; b < nblk; b++) {
+                const uint8_t *h =
+                    (const uint8_t *)(P + t * MOE_Q8P_ROWS * nblk) + b * MOE_Q4KP_BLOCK;
+                for (int r = 0; r < MOE_Q8P_ROWS; r++) {
+                    const moe_block_q4_K *w = W + (t * MOE_Q8P_ROWS + r) * nblk + b;
+                    ASSERT(!memcmp(h + 192 + 2 * r, &w->d, 2) &&
+                           !memcmp(h + 224 + 2 * r, &w->dmin, 2));
+                    for (int g = 0; g < 8; g++) {
+                        /* get_scale_min_k4 (ggml), written out again */
+                        const uint8_t *s = w->scales;
+                        const int sc = g < 4 ? s[g] & 63 : (s[g + 4] & 15) | (s[g - 4] >> 6) << 4;
+                        const int mn = g < 4 ? s[g + 4] & 63 : (s[g + 4] >> 4) | (s[g] >> 6) << 4;
+                        const int j = 16 * (g % 4) + r, sh = g < 4 ? 0 : 4, hs = g < 4 ? 0 : 2;
+                        const int hj = j < 32 ? 0 : 4;
+                        const int psc = (h[j] >> sh & 15) | (h[64 + j % 32] >> hj >> hs & 3) << 4;
+                        const int pmn = (h[96 + j] >> sh & 15) | (h[160 + j % 32] >> hj >> hs & 3)
+                                                                     << 4;
+                        if (psc != sc || pmn != mn)
+                            TEST_FAIL("packed k=%lld tile %lld block %lld row %d group %d: scale "
+                                      "%d/%d min %d/%d",
+                                      (long long)k, (long long)t, (long long)b, r, g, psc, sc, pmn,
+                                      mn);
+                    }
+                    for (int p = 0; p < 4; p++)
+                        for (int q = 0; q < 8; q++)
+                            ASSERT(!memcmp(h + 256 + (8 * p + q) * 64 + 4 * r,
+                                           w->qs + 32 * p + 4 * q, 4));
+                }
+            }
+        ASSERT(!memcmp(P + m16 * nblk, W + m16 * nblk, (size_t)((m - m16) * nblk) * sizeof *W));
+        for (size_t ni = 0; ni < sizeof nbs / sizeof nbs[0]; ni++) {
+            const int64_t nb = nbs[ni];
+            float *xf = test_xmalloc((size_t)(nb * k) * sizeof *xf);
+            for (int64_t i = 0; i < nb * k; i++)
+                xf[i] = test_rand_f32(&seed) * (1.0f + (float)(i % 5));
+            void *X = test_xmalloc((size_t)nb * moe_dtype_row_bytes(MOE_DTYPE_Q8_K, k));
+            moe_op_quantize(best, MOE_DTYPE_Q4_K, xf, X, nb, k);
+            float *ref = test_xmalloc((size_t)(nb * m) * sizeof *ref);
+            float *y = test_xmalloc((size_t)(nb * m) * sizeof *y);
+            best->gemm(MOE_DTYPE_Q4_K, k, W, 0, m, X, nb, ref, m);
+            const fcase all = {k, m, 0, m, nb, m};
+            best->gemm_q4kp(k, P, 0, m16, X, nb, y, m);
+            if (m16 < m) best->gemm(MOE_DTYPE_Q4_K, k, P, m16, m, X, nb, y, m);
+            check_bits("gemm_q4kp", y, ref, &all);
+            if (m16 >= 2 * MOE_Q8P_ROWS) {
+                const fcase one = {k, m, MOE_Q8P_ROWS, 2 * MOE_Q8P_ROWS, nb, m};
+                for (int64_t i = 0; i < nb * m; i++) y[i] = -7.0f;
+                best->gemm_q4kp(k, P, one.r0, one.r1, X, nb, y, m);
+                for (int64_t b = 0; b < nb; b++)
+                    for (int64_t r = 0; r < m; r++)
+                        if ((r < one.r0 || r >= one.r1) && y[b * m + r] != -7.0f)
+                            TEST_FAIL("gemm_q4kp wrote outside tile 1 at b=%lld r=%lld",
+                                      (long long)b, (long long)r);
+                check_bits("gemm_q4kp tile 1", y, ref, &one);
+            }
+            free(y), free(ref), free(X), free(xf);
+        }
+        free(W), free(P);
+    }
+}

@@ -11,8 +11,8 @@
 #include "test.h"
 
 /* File layouts for tiny_model (a test sets them before writing): deepseek2's
- * legacy attn_kv_b, experts one tensor each. */
-static int tiny_kv_b, tiny_per_expert;
+ * legacy attn_kv_b, experts one tensor each; rows of 256 (the K types). */
+static int tiny_kv_b, tiny_per_expert, tiny_256;
 
 /* Writes a tiny model of arch to a temp file; returns its path (static buf). */
 static const char *tiny_model(moe_arch arch, moe_dtype dt, char *path, size_t n) {
@@ -22,6 +22,12 @@ static const char *tiny_model(moe_arch arch, moe_dtype dt, char *path, size_t n)
     p.seed = 11;
     p.mla_kv_b = tiny_kv_b;
     p.expert_per_tensor = tiny_per_expert;
+    if (tiny_256) {
+        p.n_embd = 256;
+        p.n_ff = 256;
+        if (p.n_ff_shexp) p.n_ff_shexp = 256;
+        if (p.n_ff_dense) p.n_ff_dense = 256;
+    }
     snprintf(path, n, "/tmp/moe-test-%d-%s-%d.gguf", (int)getpid(), moe_arch_name(arch), (int)dt);
     moe_err err;
     if (moe_testmodel_write(&p, path, &err) < 0) TEST_FAIL("testmodel: %s", err.msg);
@@ -546,13 +552,15 @@ static float *repack_run(const moe_model *m) {
  * moe_expert_load_pages brings each in (and moe_expert_drop_pages lets it
  * go again, back to the file's bytes), give the same logits bit for bit as
  * the weights read as stored. */
-static void check_repacked(moe_arch arch) {
-    /* AMX CPUs pack nothing (their tile reads rows as stored): off here, before
+static void check_repacked(moe_arch arch, moe_dtype dt) {
+    /* AMX CPUs pack no Q8_0 (their tile reads rows as stored): off here, before
      * the first detection, so the packed path runs wherever AVX-512 is */
     setenv("MOE_AMX", "0", 1);
-    if (!moe_q8p_usable()) SKIP("no packed Q8_0 kernel at this level (AVX-512 only)");
+    if (!moe_packed_usable(dt)) SKIP("no packed kernel for this type at this level (AVX-512 only)");
     char path[256];
-    tiny_model(arch, MOE_DTYPE_Q8_0, path, sizeof path);
+    tiny_256 = dt == MOE_DTYPE_Q4_K; /* rows of 256: every matrix Q4_K */
+    tiny_model(arch, dt, path, sizeof path);
+    tiny_256 = 0;
     moe_model *plain, *all, *lazy;
     moe_err err;
     if (moe_model_load_ex(&plain, path, MOE_REPACK_OFF, &err) < 0 ||
@@ -561,9 +569,13 @@ static void check_repacked(moe_arch arch) {
         TEST_FAIL("load: %s", err.msg);
     const int L = plain->hp.n_layer, X = plain->hp.n_expert;
     ASSERT(plain->layers[L - 1].gate_exps.packed == NULL);
-    /* the 2-D weights: packed at load under MOE_REPACK_ALL only */
-    ASSERT(all->output.packed && all->output.packed[0] && !lazy->output.packed);
-    ASSERT(all->layers[0].wo.packed && !lazy->layers[0].wo.packed && !plain->layers[0].wo.packed);
+    /* the 2-D weights: packed at load under MOE_REPACK_ALL only (those of
+     * the type: a Q4_K model's rows too short for it have a fallback type) */
+    const moe_tensor *ow = &all->output, *wo = &all->layers[0].wo;
+    ASSERT(ow->type != dt || (ow->packed && ow->packed[0]));
+    ASSERT(wo->type != dt || wo->packed);
+    ASSERT(ow->type == dt || wo->type == dt);
+    ASSERT(!lazy->output.packed && !lazy->layers[0].wo.packed && !plain->layers[0].wo.packed);
     for (int il = 0; il < L; il++)
         for (int e = 0; e < X && moe_model_layer_is_moe(plain, il); e++) {
             const moe_layer *la = &all->layers[il], *ll = &lazy->layers[il];
@@ -681,11 +693,18 @@ TEST(model_split_halves_same_logits_deepseek2) { /* MLA, a leading dense layer *
 }
 
 TEST(model_repacked_experts_same_logits) {
-    check_repacked(MOE_ARCH_LLAMA);
+    check_repacked(MOE_ARCH_LLAMA, MOE_DTYPE_Q8_0);
 }
 TEST(model_repacked_same_logits_qwen2moe) { /* shared experts */
-    check_repacked(MOE_ARCH_QWEN2MOE);
+    check_repacked(MOE_ARCH_QWEN2MOE, MOE_DTYPE_Q8_0);
 }
 TEST(model_repacked_same_logits_deepseek2) { /* MLA, a leading dense layer */
-    check_repacked(MOE_ARCH_DEEPSEEK2);
+    check_repacked(MOE_ARCH_DEEPSEEK2, MOE_DTYPE_Q8_0);
+}
+TEST(model_repacked_q4_K_same_logits) { /* the Q4_K tiles */
+    check_repacked(MOE_ARCH_LLAMA, MOE_DTYPE_Q4_K);
+    check_repacked(MOE_ARCH_QWEN2MOE, MOE_DTYPE_Q4_K);
+}
+TEST(model_repacked_q4_K_same_logits_deepseek2) {
+    check_repacked(MOE_ARCH_DEEPSEEK2, MOE_DTYPE_Q4_K);
 }

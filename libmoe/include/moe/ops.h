@@ -73,6 +73,11 @@ typedef struct moe_cpu_kernels {
      * the plain rows. NULL at the levels without it (see moe_q8p_usable). */
     void (*gemm_q8p)(int fast, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
                      int64_t nb, float *Y, int64_t ldy);
+    /* Q4_K weights in the packed layout (moe_q4kp_pack): rows [r0, r1) of
+     * the packed tiles, the same bits as gemm on the plain rows. NULL at the
+     * levels without it. */
+    void (*gemm_q4kp)(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X, int64_t nb,
+                      float *Y, int64_t ldy);
 
     /* sum a[i] * b[i] over n floats. */
     float (*dot_f32)(int64_t n, const float *a, const float *b);
@@ -141,6 +146,34 @@ void moe_q8p_pack(const void *src, void *dst, int64_t m, int64_t k);
  * batches would gain from it: AVX-512 without AMX (whose tile reads rows as
  * they are). MOE_REPACK=0 in the environment says no. */
 int moe_q8p_usable(void);
+
+/* ---- Packed Q4_K ------------------------------------------------------------
+ * A Q4_K matrix (m rows of k) repacked for a batched int8 tile (VNNI) with
+ * gemm's own arithmetic: the same bits (exact integer sums per super-block,
+ * then the same two fma per super-block). Tiles of MOE_Q8P_ROWS rows, each
+ * the 16 rows' own bytes (the tile of rows 16t.. at byte 16t x row bytes);
+ * per super-block of a tile, MOE_Q4KP_BLOCK bytes:
+ *   [0, 64)     the scales' low 4 bits, byte 16 (g % 4) + r: row r's group
+ *               g (g < 4) in the low nibble, group g + 4 in the high one
+ *   [64, 96)    their top 2 bits: of the 64 bytes above, byte j's in the low
+ *               (j < 32) or high (j >= 32) nibble of byte j % 32, group g's
+ *               in bits 0-1 and g + 4's in bits 2-3
+ *   [96, 192)   the minimums, the same way
+ *   [192, 224)  the 16 rows' d (fp16), [224, 256) their dmin
+ *   [256, 2304) the quants: for group pair p (0..3) and q (0..7), 64 bytes
+ *               of 16 rows x qs[32p + 4q .. 32p + 4q + 3]: low nibbles are
+ *               group 2p's elements 4q..4q+3, high ones group 2p + 1's
+ * The m % 16 rows after the last tile stay as they are. */
+#define MOE_Q4KP_BLOCK 2304
+/* Packs src (m x k Q4_K, row-major) into dst (the same size; not src). */
+void moe_q4kp_pack(const void *src, void *dst, int64_t m, int64_t k);
+/* Packs src of weight type t (Q8_0 or Q4_K) into dst: moe_q8p_pack or
+ * moe_q4kp_pack. */
+void moe_packed_pack(moe_dtype t, const void *src, void *dst, int64_t m, int64_t k);
+/* 1 if weights of type t are packed at load here (moe_repack): Q8_0 where
+ * moe_q8p_usable, Q4_K where the best table has gemm_q4kp (AVX-512);
+ * MOE_REPACK=0 in the environment says no. */
+int moe_packed_usable(moe_dtype t);
 /* 1 if the Q8_0 fast tile runs on AMX-INT8 here (MOE_AMX=0 turns it off). */
 int moe_cpu_has_amx(void);
 /* The best level's name, with "+amx" when the fast tile uses AMX: "avx512+amx". */
