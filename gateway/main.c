@@ -105,7 +105,7 @@ typedef struct gw_state {
     gw_http *http;
     moe_metrics *reg;
     moe_metric *rtt, *uncovered, *workers_live; /* remote experts only */
-    moe_metric *w_failures, *w_suspects, *w_retries, *w_stall;
+    moe_metric *w_failures, *w_suspects, *w_retries, *w_stall, *w_second;
     moe_tenants *tenants; /* API keys (NULL: none checked) */
     gw_auth *auth;
     const char *tenants_from; /* the tenants' Redis URL (NULL: a file) */
@@ -232,6 +232,7 @@ static void before_metrics(void *ud) {
         moe_metric_set(s->w_failures, NULL, (double)rs.worker_failures);
         moe_metric_set(s->w_suspects, NULL, (double)rs.suspects);
         moe_metric_set(s->w_retries, NULL, (double)rs.retries);
+        moe_metric_set(s->w_second, NULL, (double)rs.second_batches);
         moe_metric_set(s->w_stall, NULL, rs.stall_ms_max / 1000.0);
     }
 }
@@ -309,14 +310,16 @@ static int open_experts(gw_state *s) {
     if (ro->redis) {
         char safe[512];
         moe_redis_url_redact(safe, sizeof safe, ro->redis);
-        moe_log(MOE_LOG_INFO, GW, "experts: following router-svc's placement in %s", safe);
+        moe_log(MOE_LOG_INFO, GW, "experts: following router-svc's placement in %s (overlap %s)",
+                safe, ro->overlap);
     } else if (ro->workers) {
-        moe_log(MOE_LOG_INFO, GW, "experts: on expert-workers %s", ro->workers);
+        moe_log(MOE_LOG_INFO, GW, "experts: on expert-workers %s (overlap %s)", ro->workers,
+                ro->overlap);
     }
     moe_remote_params rp = moe_remote_default_params();
     rp.max_rows = (s->o.max_batch_tokens + s->o.max_seqs) * s->m->hp.n_expert_used;
     rp.stop = moe_stop_flag(); /* a SIGTERM while waiting for the first placement */
-    rp.second = 1;             /* two halves of a batch out at once (unless --no-overlap) */
+    rp.second = 1;             /* two halves of a batch out at once (unless --overlap off) */
     moe_err err;
     if (moe_remote_opts_open(&s->remote, s->m, ro, &rp, &err) < 0) {
         if (*moe_stop_flag()) return 1; /* asked to stop before serving: not an error */
@@ -650,6 +653,10 @@ int main(int argc, char **argv) {
         s.w_retries =
             moe_metrics_counter(s.reg, "moemesh_gateway_expert_retries_total",
                                 "Row groups sent again to a replica after a failure.", NULL, 0);
+        s.w_second = moe_metrics_counter(
+            s.reg, "moemesh_gateway_expert_split_batches_total",
+            "MoE-layer works sent as the second of two overlapped halves of a batch (--overlap).",
+            NULL, 0);
         s.w_stall = moe_metrics_gauge(
             s.reg, "moemesh_gateway_expert_failover_stall_max_seconds",
             "Longest failover: from sending rows to a worker that failed to their batch served by "

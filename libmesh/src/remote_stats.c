@@ -76,6 +76,7 @@ moe_remote_stats moe_remote_get_stats(const moe_expert_backend *be) {
     if (b2) { /* the second set of streams: its traffic counts too */
         const moe_remote_stats t = stats_of(b2);
         s.batches += t.batches;
+        s.second_batches = t.batches;
         s.messages += t.messages;
         s.bytes_sent += t.bytes_sent;
         s.bytes_received += t.bytes_received;

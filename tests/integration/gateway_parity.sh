@@ -54,6 +54,11 @@ for case in ${GW_PARITY_CASES:-llama qwen2moe qwen3moe olmoe deepseek deepseek2 
         else
             bad "$case, experts $where: gateway $out; llama.cpp $ref"
         fi
+        if [ $where = workers ]; then # the prompts' steps went as two halves
+            sb=$(curl -s -m 5 "$GW/metrics" | awk '$1 == "moemesh_gateway_expert_split_batches_total" { print $2 }')
+            [ "${sb:-0}" -gt 0 ] && ok "$case: $sb MoE-layer works sent as second halves" ||
+                bad "$case: no work went as a second half (split_batches_total '${sb:-}')"
+        fi
         stop $GPID
     done
     stop $PA; stop $PB

@@ -94,7 +94,7 @@ static int open_model(run_opts *o, int n_ctx, int n_slots, int n_batch, moe_mode
     moe_err err;
     moe_remote_params rp = moe_remote_default_params();
     rp.max_rows = n_batch * (o->dense_moe ? (*m)->hp.n_expert : (*m)->hp.n_expert_used);
-    rp.second = 1; /* two halves of a batch out at once (unless --no-overlap) */
+    rp.second = 1; /* two halves of a batch out at once (unless --overlap off) */
     if (moe_remote_opts_open(&o->remote, *m, &o->ro, &rp, &err) < 0) {
         moe_model_free(*m);
         return die("%s", err.msg);

@@ -77,6 +77,8 @@ typedef struct moe_remote_params {
 
 typedef struct moe_remote_stats {
     uint64_t batches;         /* submits */
+    uint64_t second_batches;  /* of those, on the second set of streams (the second halves
+                               * of split ubatches, moe_remote_params.second) */
     uint64_t messages;        /* Forward messages sent */
     uint64_t bytes_sent;      /* serialized ForwardRequest bytes put in gRPC byte buffers */
     uint64_t bytes_received;  /* serialized ForwardResult bytes read from gRPC byte buffers */
