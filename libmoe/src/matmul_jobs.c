@@ -50,6 +50,8 @@ static void run_jobs(void *arg, int ith, int nth) {
             const int64_t p1 = r1 < J->q8p_rows ? r1 : J->q8p_rows;
             if (p1 > r0 && J->wt == MOE_DTYPE_Q4_K)
                 c->k->gemm_q4kp(J->k, J->W, r0, p1, J->X, J->nb, J->Y, J->ldy);
+            else if (p1 > r0 && (J->wt == MOE_DTYPE_Q4_0 || J->wt == MOE_DTYPE_IQ4_NL))
+                c->k->gemm_q4p(J->wt, J->k, J->W, r0, p1, J->X, J->nb, J->Y, J->ldy);
             else if (p1 > r0)
                 c->k->gemm_q8p(fast, J->k, J->W, r0, p1, J->X, J->nb, J->Y, J->ldy);
             if (r1 > p1) gemm(J->wt, J->k, J->W, p1, r1, J->X, J->nb, J->Y, J->ldy);

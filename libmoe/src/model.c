@@ -780,7 +780,8 @@ int moe_model_load_ex(moe_model **out, const char *path, moe_repack repack, moe_
         memcpy(v.ne, t->ne, sizeof v.ne);
         count_tensor(m, &v);
     }
-    m->repack = moe_packed_usable(MOE_DTYPE_Q8_0) || moe_packed_usable(MOE_DTYPE_Q4_K)
+    m->repack = moe_packed_usable(MOE_DTYPE_Q8_0) || moe_packed_usable(MOE_DTYPE_Q4_K) ||
+                        moe_packed_usable(MOE_DTYPE_Q4_0)
                     ? repack
                     : MOE_REPACK_OFF;
     if (m->repack == MOE_REPACK_DENSE) {

@@ -360,3 +360,73 @@ TEST(kernels_q4kp_packed_equals_plain) {
         free(W), free(P);
     }
 }
+
+/* The packed Q4_0 / IQ4_NL layout (moe_q4p_pack): each row's d and quants
+ * where moe/ops.h says, and gemm_q4p on whole tiles (all, or one alone)
+ * equal to gemm on the rows as stored bit for bit, for 1 to 33 activation
+ * rows; the rows after the last tile stay as stored. Quants random bytes,
+ * d of different magnitudes. */
+TEST(kernels_q4p_packed_equals_plain) {
+    const moe_cpu_kernels *best = moe_cpu_kernels_best();
+    if (!best->gemm_q4p) SKIP("no packed Q4_0 kernel at this level (AVX-512 only)");
+    static const struct {
+        int64_t k, m;
+    } shapes[] = {{32, 16}, {96, 37}, {1024, 64}, {2816, 48}, {64, 165}};
+    static const int64_t nbs[] = {1, 2, 3, 4, 5, 7, 8, 9, 17, 33};
+    static const moe_dtype types[] = {MOE_DTYPE_Q4_0, MOE_DTYPE_IQ4_NL};
+    uint64_t seed = 4404;
+    for (size_t ti = 0; ti < 2; ti++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            const moe_dtype wt = types[ti];
+            const int64_t k = shapes[si].k, m = shapes[si].m, nblk = k / MOE_QK4;
+            const int64_t m16 = m / MOE_Q8P_ROWS * MOE_Q8P_ROWS;
+            moe_block_q4_0 *W = test_xmalloc((size_t)(m * nblk) * sizeof *W);
+            moe_block_q4_0 *P = test_xmalloc((size_t)(m * nblk) * sizeof *P);
+            for (int64_t i = 0; i < m * nblk; i++) {
+                for (int j = 0; j < 16; j++) W[i].qs[j] = (uint8_t)test_rand_u64(&seed);
+                const uint64_t u = test_rand_u64(&seed);
+                W[i].d = moe_f32_to_f16(u % 11 == 0 ? 0.0f
+                                                    : ldexpf(1.0f + (float)(u % 1000) / 1000.0f,
+                                                             (int)(u >> 12) % 16 - 12));
+            }
+            moe_q4p_pack(W, P, m, k);
+            for (int64_t t = 0; t < m16 / MOE_Q8P_ROWS; t++)
+                for (int64_t b = 0; b < nblk; b++) {
+                    const uint8_t *h =
+                        (const uint8_t *)(P + t * MOE_Q8P_ROWS * nblk) + b * MOE_Q4P_BLOCK;
+                    for (int r = 0; r < MOE_Q8P_ROWS; r++) {
+                        const moe_block_q4_0 *w = W + (t * MOE_Q8P_ROWS + r) * nblk + b;
+                        ASSERT(!memcmp(h + 2 * r, &w->d, 2));
+                        for (int q = 0; q < 4; q++)
+                            ASSERT(!memcmp(h + 32 + 64 * q + 4 * r, w->qs + 4 * q, 4));
+                    }
+                }
+            ASSERT(!memcmp(P + m16 * nblk, W + m16 * nblk, (size_t)((m - m16) * nblk) * sizeof *W));
+            for (size_t ni = 0; ni < sizeof nbs / sizeof nbs[0]; ni++) {
+                const int64_t nb = nbs[ni];
+                moe_block_q8_0 *X = test_xmalloc((size_t)(nb * nblk) * sizeof *X);
+                rand_q8_rows(&seed, X, nb * nblk);
+                float *ref = test_xmalloc((size_t)(nb * m) * sizeof *ref);
+                float *y = test_xmalloc((size_t)(nb * m) * sizeof *y);
+                best->gemm(wt, k, W, 0, m, X, nb, ref, m);
+                const fcase all = {k, m, 0, m, nb, m};
+                best->gemm_q4p(wt, k, P, 0, m16, X, nb, y, m);
+                if (m16 < m) best->gemm(wt, k, P, m16, m, X, nb, y, m);
+                check_bits(wt == MOE_DTYPE_Q4_0 ? "gemm_q4p q4_0" : "gemm_q4p iq4_nl", y, ref,
+                           &all);
+                if (m16 >= 2 * MOE_Q8P_ROWS) {
+                    const fcase one = {k, m, MOE_Q8P_ROWS, 2 * MOE_Q8P_ROWS, nb, m};
+                    for (int64_t i = 0; i < nb * m; i++) y[i] = -7.0f;
+                    best->gemm_q4p(wt, k, P, one.r0, one.r1, X, nb, y, m);
+                    for (int64_t b = 0; b < nb; b++)
+                        for (int64_t r = 0; r < m; r++)
+                            if ((r < one.r0 || r >= one.r1) && y[b * m + r] != -7.0f)
+                                TEST_FAIL("gemm_q4p wrote outside tile 1 at b=%lld r=%lld",
+                                          (long long)b, (long long)r);
+                    check_bits("gemm_q4p tile 1", y, ref, &one);
+                }
+                free(y), free(ref), free(X);
+            }
+            free(W), free(P);
+        }
+}

@@ -708,3 +708,8 @@ TEST(model_repacked_q4_K_same_logits) { /* the Q4_K tiles */
 TEST(model_repacked_q4_K_same_logits_deepseek2) {
     check_repacked(MOE_ARCH_DEEPSEEK2, MOE_DTYPE_Q4_K);
 }
+TEST(model_repacked_q4_0_iq4_nl_same_logits) { /* the 32-element 4-bit tiles */
+    check_repacked(MOE_ARCH_LLAMA, MOE_DTYPE_Q4_0);
+    check_repacked(MOE_ARCH_QWEN2MOE, MOE_DTYPE_IQ4_NL);
+    check_repacked(MOE_ARCH_DEEPSEEK2, MOE_DTYPE_Q4_0);
+}

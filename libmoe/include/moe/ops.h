@@ -78,6 +78,9 @@ typedef struct moe_cpu_kernels {
      * levels without it. */
     void (*gemm_q4kp)(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X, int64_t nb,
                       float *Y, int64_t ldy);
+    /* Q4_0 or IQ4_NL (wt) in the packed layout (moe_q4p_pack), likewise. */
+    void (*gemm_q4p)(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+                     int64_t nb, float *Y, int64_t ldy);
 
     /* sum a[i] * b[i] over n floats. */
     float (*dot_f32)(int64_t n, const float *a, const float *b);
@@ -167,12 +170,22 @@ int moe_q8p_usable(void);
 #define MOE_Q4KP_BLOCK 2304
 /* Packs src (m x k Q4_K, row-major) into dst (the same size; not src). */
 void moe_q4kp_pack(const void *src, void *dst, int64_t m, int64_t k);
-/* Packs src of weight type t (Q8_0 or Q4_K) into dst: moe_q8p_pack or
- * moe_q4kp_pack. */
+
+/* ---- Packed Q4_0 and IQ4_NL ---------------------------------------------
+ * The same tiles of 16 rows for the two 32-element 4-bit types (18 bytes a
+ * block): per block of a tile, MOE_Q4P_BLOCK bytes, the 16 rows' d (fp16)
+ * then, for q (0..3), 64 bytes of 16 rows x qs[4q .. 4q + 3] (low nibbles
+ * elements 4q..4q+3, high ones 16 + 4q..). gemm's arithmetic (llama.cpp's
+ * 8-row kernels': each block's exact sum, one fma per block), so the same
+ * bits. */
+#define MOE_Q4P_BLOCK 288
+void moe_q4p_pack(const void *src, void *dst, int64_t m, int64_t k);
+
+/* Packs src of weight type t (Q8_0, Q4_K, Q4_0 or IQ4_NL) into dst. */
 void moe_packed_pack(moe_dtype t, const void *src, void *dst, int64_t m, int64_t k);
 /* 1 if weights of type t are packed at load here (moe_repack): Q8_0 where
- * moe_q8p_usable, Q4_K where the best table has gemm_q4kp (AVX-512);
- * MOE_REPACK=0 in the environment says no. */
+ * moe_q8p_usable, Q4_K, Q4_0 and IQ4_NL where the best table has their
+ * packed kernels (AVX-512); MOE_REPACK=0 in the environment says no. */
 int moe_packed_usable(moe_dtype t);
 /* 1 if the Q8_0 fast tile runs on AMX-INT8 here (MOE_AMX=0 turns it off). */
 int moe_cpu_has_amx(void);

@@ -470,19 +470,42 @@ void moe_q4kp_pack(const void *src, void *dst, int64_t m, int64_t k) {
     memcpy((char *)dst + done, (const char *)src + done, (size_t)(m - nt * MOE_Q8P_ROWS) * rb);
 }
 
+void moe_q4p_pack(const void *src, void *dst, int64_t m, int64_t k) {
+    const int64_t nblk = k / MOE_QK4;
+    const size_t rb = (size_t)nblk * sizeof(moe_block_q4_0);
+    const int64_t nt = m / MOE_Q8P_ROWS;
+    for (int64_t t = 0; t < nt; t++) {
+        const char *s = (const char *)src + (size_t)t * MOE_Q8P_ROWS * rb;
+        uint8_t *d0 = (uint8_t *)dst + (size_t)t * MOE_Q8P_ROWS * rb;
+        for (int64_t b = 0; b < nblk; b++) {
+            uint8_t *d = d0 + (size_t)b * MOE_Q4P_BLOCK;
+            for (int r = 0; r < MOE_Q8P_ROWS; r++) {
+                const moe_block_q4_0 *x = (const moe_block_q4_0 *)(s + (size_t)r * rb) + b;
+                memcpy(d + 2 * r, &x->d, 2);
+                for (int q = 0; q < 4; q++) memcpy(d + 32 + 64 * q + 4 * r, x->qs + 4 * q, 4);
+            }
+        }
+    }
+    const size_t done = (size_t)nt * MOE_Q8P_ROWS * rb;
+    memcpy((char *)dst + done, (const char *)src + done, (size_t)(m - nt * MOE_Q8P_ROWS) * rb);
+}
+
 void moe_packed_pack(moe_dtype t, const void *src, void *dst, int64_t m, int64_t k) {
     if (t == MOE_DTYPE_Q4_K)
         moe_q4kp_pack(src, dst, m, k);
+    else if (t == MOE_DTYPE_Q4_0 || t == MOE_DTYPE_IQ4_NL)
+        moe_q4p_pack(src, dst, m, k);
     else
         moe_q8p_pack(src, dst, m, k);
 }
 
 int moe_packed_usable(moe_dtype t) {
     if (t == MOE_DTYPE_Q8_0) return moe_q8p_usable();
-    if (t != MOE_DTYPE_Q4_K) return 0;
+    if (t != MOE_DTYPE_Q4_K && t != MOE_DTYPE_Q4_0 && t != MOE_DTYPE_IQ4_NL) return 0;
     const char *env = getenv("MOE_REPACK");
     if (env && !strcmp(env, "0")) return 0;
-    return moe_cpu_kernels_best()->gemm_q4kp != NULL;
+    const moe_cpu_kernels *k = moe_cpu_kernels_best();
+    return t == MOE_DTYPE_Q4_K ? k->gemm_q4kp != NULL : k->gemm_q4p != NULL;
 }
 
 int moe_q8p_usable(void) {

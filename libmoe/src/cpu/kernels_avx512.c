@@ -914,6 +914,7 @@ const moe_cpu_kernels moe__kernels_avx512 = {
     .gemm_batch = gemm_batch_avx512,
     .gemm_q8p = gemm_q8p_avx512,
     .gemm_q4kp = moe__q4kp_gemm_avx512,
+    .gemm_q4p = moe__q4p_gemm_avx512,
     .dot_f32 = moe__dot_f32_avx512,
     .axpy_f32 = moe__axpy_f32_avx512,
     .dots_f32 = moe__dots_f32_avx512,

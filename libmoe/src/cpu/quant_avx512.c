@@ -1035,3 +1035,101 @@ void moe__q4kp_gemm_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, con
         }
     }
 }
+
+/* ==== Q4_0 and IQ4_NL packed (moe_q4p_pack): 16 rows in the lanes ========= */
+
+/* C (1..4) activation rows against one tile of 16 packed rows, all of K:
+ * dot8_q4_512's arithmetic with the rows in the lanes. Per block the levels
+ * unsigned (the nibble, or the IQ4 value + 128 by vpshufb) by vpdpbusd
+ * against the activations' 4 bytes broadcast, minus the offset times the
+ * activations' block sum, then one fma with d_w * d_x. */
+QAI void q4p_tile(const int iq4, const int C, int64_t nblk, const char *tw, const char *X,
+                  size_t xrb, float *y, int64_t ldy) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512i off = _mm512_set1_epi8((char)(iq4 ? 128 : 8));
+    __m512i tbl = _mm512_setzero_si512();
+    if (iq4)
+        tbl = _mm512_add_epi8(
+            _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moe_iq4nl_values)), off);
+    __m512 acc[4];
+#pragma GCC unroll 4
+    for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        const uint8_t *h = (const uint8_t *)tw + (size_t)b * MOE_Q4P_BLOCK;
+        q_prefetch_at((const char *)h + 8 * MOE_Q4P_BLOCK, 5);
+        const moe_block_q8_0 *xb[4];
+        __m512i dlo[4], dhi[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            xb[c] = (const moe_block_q8_0 *)(X + (size_t)c * xrb) + b;
+            /* the offset times the activations' sum, taken back out at the start */
+            const __m512i x32 =
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xb[c]->qs));
+            const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, x32);
+            dlo[c] = _mm512_set1_epi32(-_mm512_reduce_add_epi32(s));
+            dhi[c] = _mm512_setzero_si512();
+        }
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) {
+            const __m512i w = _mm512_loadu_si512(h + 32 + 64 * q);
+            __m512i lo = _mm512_and_si512(w, m4);
+            __m512i hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
+            if (iq4) {
+                lo = _mm512_shuffle_epi8(tbl, lo);
+                hi = _mm512_shuffle_epi8(tbl, hi);
+            }
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++) {
+                int32_t a0, a1;
+                memcpy(&a0, xb[c]->qs + 4 * q, 4);
+                memcpy(&a1, xb[c]->qs + 16 + 4 * q, 4);
+                dlo[c] = _mm512_dpbusd_epi32(dlo[c], lo, _mm512_set1_epi32(a0));
+                dhi[c] = _mm512_dpbusd_epi32(dhi[c], hi, _mm512_set1_epi32(a1));
+            }
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(q_f16(xb[c]->d)));
+            acc[c] =
+                _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(dlo[c], dhi[c])), d, acc[c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < C; c++) _mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
+}
+
+QAI void q4p_cols(const int iq4, int64_t nblk, const char *tw, const char *X, size_t xrb,
+                  int64_t nb, float *y, int64_t ldy) {
+    int64_t c = 0;
+    for (; c + 4 <= nb; c += 4)
+        q4p_tile(iq4, 4, nblk, tw, X + (size_t)c * xrb, xrb, y + c * ldy, ldy);
+    switch (nb - c) {
+    case 3:
+        q4p_tile(iq4, 3, nblk, tw, X + (size_t)c * xrb, xrb, y + c * ldy, ldy);
+        break;
+    case 2:
+        q4p_tile(iq4, 2, nblk, tw, X + (size_t)c * xrb, xrb, y + c * ldy, ldy);
+        break;
+    case 1:
+        q4p_tile(iq4, 1, nblk, tw, X + (size_t)c * xrb, xrb, y + c * ldy, ldy);
+        break;
+    default:
+        break;
+    }
+}
+
+void moe__q4p_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                          const void *X, int64_t nb, float *Y, int64_t ldy) {
+    if (r1 <= r0 || nb <= 0) return;
+    const int64_t nblk = k / MOE_QK4;
+    const size_t wrb = (size_t)nblk * sizeof(moe_block_q4_0);
+    const size_t xrb = (size_t)nblk * sizeof(moe_block_q8_0);
+    for (int64_t rt = r0; rt < r1; rt += MOE_Q8P_ROWS) {
+        const char *tw = (const char *)W + (size_t)rt * wrb;
+        if (wt == MOE_DTYPE_IQ4_NL)
+            q4p_cols(1, nblk, tw, (const char *)X, xrb, nb, Y + rt, ldy);
+        else
+            q4p_cols(0, nblk, tw, (const char *)X, xrb, nb, Y + rt, ldy);
+    }
+}
