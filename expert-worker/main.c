@@ -208,7 +208,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     free(moe_ok);
-    int packs = 0; /* experts the model packs (Q8_0, Q4_K; moe/model.h: moe_repack) */
+    int packs = 0; /* experts the model packs (moe/model.h: moe_repack) */
     for (int l = 0; l < m->hp.n_layer; l++)
         packs |= m->layers[l].gate_exps.packed || m->layers[l].down_exps.packed;
     if (!joined && packs) { /* the static slice: pack what it holds */
@@ -216,10 +216,9 @@ int main(int argc, char **argv) {
         for (int l = 0; l < m->hp.n_layer; l++)
             for (int x = 0; x < m->hp.n_expert; x++)
                 if (moe_slice_has(&slice, l, x)) moe_expert_load_pages(m, l, x);
-        moe_log(
-            MOE_LOG_INFO, "expert-worker",
-            "experts packed for the int8 tiles (Q8_0, Q4_K) in %lld ms (MOE_REPACK=0: as stored)",
-            (long long)(moe_mono_ms() - t0));
+        moe_log(MOE_LOG_INFO, "expert-worker",
+                "experts packed for the int8 tiles in %lld ms (MOE_REPACK=0: as stored)",
+                (long long)(moe_mono_ms() - t0));
     }
     moe_log(MOE_LOG_INFO, "expert-worker",
             "%s (%s), hosting %d of %d (layer, expert) pairs, %d threads", model,

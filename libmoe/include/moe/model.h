@@ -189,11 +189,12 @@ struct moe_model {
     int repack; /* the moe_repack in force (MOE_REPACK_OFF where unusable) */
 };
 
-/* Whether the model repacks its Q8_0 experts for the batched int8 tiles
- * (moe/ops.h: the packed layout; used where moe_q8p_usable() says so). A
- * packed expert is a private copy: the file's pages of it are dropped. */
+/* Whether the model repacks its weights for the batched int8 tiles (moe/ops.h:
+ * the packed layouts of Q8_0, Q4_K, Q4_0 and IQ4_NL; each type where
+ * moe_packed_usable() says so). A packed matrix is a private copy: the
+ * file's pages of it are dropped. */
 typedef enum moe_repack {
-    MOE_REPACK_ALL = 0,   /* every expert at load (moe_model_load), and the 2-D Q8_0
+    MOE_REPACK_ALL = 0,   /* every expert at load (moe_model_load), and the 2-D
                            * weights the context multiplies (attention, shared experts,
                            * dense FFN layers, output head) */
     MOE_REPACK_LAZY = 1,  /* each expert when moe_expert_load_pages loads it, freed again by
