@@ -59,6 +59,10 @@ void moe__quant_gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, in
                           const void *X, int64_t nb, float *Y, int64_t ldy);
 void moe__quant_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                             const void *X, int64_t nb, float *Y, int64_t ldy);
+/* F32 / F16 / BF16 weights at the AVX-512 level (flt_gemm_avx512.c): gemm's
+ * arithmetic, or with batch tinyBLAS's for one activation row too. */
+void moe__flt_gemm_avx512(moe_dtype wt, int batch, int64_t k, const void *W, int64_t r0, int64_t r1,
+                          const void *X, int64_t nb, float *Y, int64_t ldy);
 /* Q4_K in the packed layout (moe_q4kp_pack), whole tiles [r0, r1): the
  * same bits as moe__quant_gemm_avx512 on the plain rows (quant_avx512.c). */
 void moe__q4kp_gemm_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,

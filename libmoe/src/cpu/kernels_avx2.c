@@ -530,16 +530,18 @@ AI void flt_tile(const int kind, const int R, const int C, int64_t k, const char
 
 /* nb == 1: vec_dot, rows in sequence; 2 <= nb <= 3: tinyBLAS arithmetic one
  * weight row at a time (one memory stream); nb >= 4: 4 x 3 tiles. */
-AI void flt_gemm(const int kind, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
-                 const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
-    if (nb == 1) {
+AI void flt_gemm(const int kind, const int batch, int64_t k, const char *W, size_t wrb, int64_t r0,
+                 int64_t r1, const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    if (nb == 1 && !batch) {
         for (int64_t r = r0; r < r1; r++) Y[r] = vdot_row(kind, k, W + (size_t)r * wrb, X);
         return;
     }
     if (nb <= 3) {
         for (int64_t r = r0; r < r1; r++) {
             const char *w = W + (size_t)r * wrb;
-            if (nb == 2)
+            if (nb == 1) /* batch: tinyBLAS's arithmetic for one row too */
+                flt_tile(kind, 1, 1, k, w, wrb, X, xrb, Y + r, ldy);
+            else if (nb == 2)
                 flt_tile(kind, 1, 2, k, w, wrb, X, xrb, Y + r, ldy);
             else
                 flt_tile(kind, 1, 3, k, w, wrb, X, xrb, Y + r, ldy);
@@ -582,17 +584,20 @@ AI void flt_gemm(const int kind, int64_t k, const char *W, size_t wrb, int64_t r
     }
 }
 
-static void gemm_f32(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
-                     size_t xrb, int64_t nb, float *Y, int64_t ldy) {
-    flt_gemm(FK_F32, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+static void gemm_f32(int batch, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
+                     const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    batch ? flt_gemm(FK_F32, 1, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy)
+          : flt_gemm(FK_F32, 0, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
 }
-static void gemm_f16(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
-                     size_t xrb, int64_t nb, float *Y, int64_t ldy) {
-    flt_gemm(FK_F16, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+static void gemm_f16(int batch, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
+                     const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    batch ? flt_gemm(FK_F16, 1, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy)
+          : flt_gemm(FK_F16, 0, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
 }
-static void gemm_bf16(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
-                      size_t xrb, int64_t nb, float *Y, int64_t ldy) {
-    flt_gemm(FK_BF16, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+static void gemm_bf16(int batch, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
+                      const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
+    batch ? flt_gemm(FK_BF16, 1, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy)
+          : flt_gemm(FK_BF16, 0, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
 }
 
 /* ==== Table ================================================================ */
@@ -607,13 +612,13 @@ static void gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_
         q8_gemm(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
         return;
     case MOE_DTYPE_F32:
-        gemm_f32(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        gemm_f32(0, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
         return;
     case MOE_DTYPE_F16:
-        gemm_f16(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        gemm_f16(0, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
         return;
     case MOE_DTYPE_BF16:
-        gemm_bf16(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        gemm_bf16(0, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
         return;
     default: /* the other quantised types: quant_avx2.c */
         moe__quant_gemm_avx2(wt, k, W, r0, r1, X, nb, Y, ldy);
@@ -624,27 +629,17 @@ static void gemm_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_
 /* gemm with tinyBLAS's arithmetic for one float row too (moe/ops.h). */
 static void gemm_batch_avx2(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                             const void *X, int64_t nb, float *Y, int64_t ldy) {
-    int kind = -1;
-    if (wt == MOE_DTYPE_F32) kind = FK_F32;
-    if (wt == MOE_DTYPE_F16) kind = FK_F16;
-    if (wt == MOE_DTYPE_BF16) kind = FK_BF16;
-    if (nb != 1 || kind < 0) {
-        gemm_avx2(wt, k, W, r0, r1, X, nb, Y, ldy);
-        return;
-    }
+    if (r1 <= r0 || nb <= 0) return;
     const size_t wrb = moe_dtype_row_bytes(wt, k);
-    for (int64_t r = r0; r < r1; r++)
-        switch (kind) { /* constant kinds, so each tile is specialised */
-        case FK_F32:
-            flt_tile(FK_F32, 1, 1, k, (const char *)W + (size_t)r * wrb, wrb, X, 0, Y + r, 1);
-            break;
-        case FK_F16:
-            flt_tile(FK_F16, 1, 1, k, (const char *)W + (size_t)r * wrb, wrb, X, 0, Y + r, 1);
-            break;
-        default:
-            flt_tile(FK_BF16, 1, 1, k, (const char *)W + (size_t)r * wrb, wrb, X, 0, Y + r, 1);
-            break;
-        }
+    const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
+    if (wt == MOE_DTYPE_F32)
+        gemm_f32(1, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+    else if (wt == MOE_DTYPE_F16)
+        gemm_f16(1, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+    else if (wt == MOE_DTYPE_BF16)
+        gemm_bf16(1, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+    else
+        gemm_avx2(wt, k, W, r0, r1, X, nb, Y, ldy);
 }
 
 /* The fast numerics (q8_fast.h) for Q8_0 weights: q8_fast_gemm above,

@@ -623,129 +623,6 @@ static void gemm_q8p_avx512(int fast, int64_t k, const void *W, int64_t r0, int6
         q8t_drive(0, 1, k, W, rb, r0, r1, X, rb, nb, Y, ldy);
 }
 
-/* ==== F32 / F16 / BF16 ===================================================== */
-
-#include "flt_avx512.h"
-
-/* Two or more activation rows (prefill), llama.cpp's path for them:
- * llamafile's tinyBLAS, one accumulator per output over steps of 16 (32
- * for vdpbf16ps), acc = fma(w, x, acc), then _mm512_reduce_add_ps. R = 4
- * weight rows x C activations share each loaded vector. */
-AI void flt_tile(const int kind, const int R, const int C, int64_t k, const char *w0, size_t wrb,
-                 const char *x0, size_t xrb, float *y, int64_t ldy) {
-    __m512 acc[4][4];
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
-    const int64_t st = kind == FK_BF16DP ? 32 : 16;
-    for (int64_t i = 0; i < k; i += st) {
-        __m512 xv[4];
-        if (kind != FK_BF16DP)
-#pragma GCC unroll 4
-            for (int c = 0; c < C; c++) xv[c] = flt_load16(kind, x0 + (size_t)c * xrb, i);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            const char *w = w0 + (size_t)r * wrb;
-            if (kind == FK_BF16DP) {
-                const __m512bh wv = (__m512bh)_mm512_loadu_si512((const uint16_t *)w + i);
-#pragma GCC unroll 4
-                for (int c = 0; c < C; c++)
-                    acc[r][c] = _mm512_dpbf16_ps(
-                        acc[r][c], wv,
-                        (__m512bh)_mm512_loadu_si512((const uint16_t *)(x0 + (size_t)c * xrb) + i));
-            } else {
-                const __m512 wv = flt_load16(kind, w, i);
-#pragma GCC unroll 4
-                for (int c = 0; c < C; c++) acc[r][c] = _mm512_fmadd_ps(wv, xv[c], acc[r][c]);
-            }
-        }
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int c = 0; c < C; c++) y[(int64_t)c * ldy + r] = _mm512_reduce_add_ps(acc[r][c]);
-}
-
-/* nb == 1: vec_dot, rows in sequence. 2 <= nb <= 3 (memory-bound): the
- * tinyBLAS arithmetic, one weight row at a time (one memory stream).
- * nb >= 4: 4 x 4 tiles. Every output's arithmetic is the same whichever
- * rows or columns share its tile. */
-AI void flt_gemm(const int kind, int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1,
-                 const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy) {
-    if (nb == 1) {
-        for (int64_t r = r0; r < r1; r++) Y[r] = vdot_row(kind, k, W + (size_t)r * wrb, X);
-        return;
-    }
-    if (nb <= 3) {
-        for (int64_t r = r0; r < r1; r++) {
-            const char *w = W + (size_t)r * wrb;
-            if (nb == 2)
-                flt_tile(kind, 1, 2, k, w, wrb, X, xrb, Y + r, ldy);
-            else
-                flt_tile(kind, 1, 3, k, w, wrb, X, xrb, Y + r, ldy);
-        }
-        return;
-    }
-    for (int64_t c = 0; c < nb; c += 4) {
-        const int C = (int)(nb - c < 4 ? nb - c : 4);
-        const char *x = X + (size_t)c * xrb;
-        float *y = Y + c * ldy;
-        int64_t r = r0;
-        for (; r + 4 <= r1; r += 4) {
-            const char *w = W + (size_t)r * wrb;
-            switch (C) {
-            case 4:
-                flt_tile(kind, 4, 4, k, w, wrb, x, xrb, y + r, ldy);
-                break;
-            case 3:
-                flt_tile(kind, 4, 3, k, w, wrb, x, xrb, y + r, ldy);
-                break;
-            case 2:
-                flt_tile(kind, 4, 2, k, w, wrb, x, xrb, y + r, ldy);
-                break;
-            default:
-                flt_tile(kind, 4, 1, k, w, wrb, x, xrb, y + r, ldy);
-                break;
-            }
-        }
-        for (; r < r1; r++) {
-            const char *w = W + (size_t)r * wrb;
-            switch (C) {
-            case 4:
-                flt_tile(kind, 1, 4, k, w, wrb, x, xrb, y + r, ldy);
-                break;
-            case 3:
-                flt_tile(kind, 1, 3, k, w, wrb, x, xrb, y + r, ldy);
-                break;
-            case 2:
-                flt_tile(kind, 1, 2, k, w, wrb, x, xrb, y + r, ldy);
-                break;
-            default:
-                flt_tile(kind, 1, 1, k, w, wrb, x, xrb, y + r, ldy);
-                break;
-            }
-        }
-    }
-}
-
-static void gemm_f32(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
-                     size_t xrb, int64_t nb, float *Y, int64_t ldy) {
-    flt_gemm(FK_F32, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
-}
-static void gemm_f16(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
-                     size_t xrb, int64_t nb, float *Y, int64_t ldy) {
-    flt_gemm(FK_F16, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
-}
-static void gemm_bf16w(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
-                       size_t xrb, int64_t nb, float *Y, int64_t ldy) {
-    flt_gemm(FK_BF16, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
-}
-static void gemm_bf16dp(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
-                        size_t xrb, int64_t nb, float *Y, int64_t ldy) {
-    flt_gemm(FK_BF16DP, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
-}
-
 /* ==== Table ================================================================ */
 
 static void gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
@@ -761,16 +638,9 @@ static void gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int6
             q8_tiled(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
         return;
     case MOE_DTYPE_F32:
-        gemm_f32(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
-        return;
     case MOE_DTYPE_F16:
-        gemm_f16(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
-        return;
     case MOE_DTYPE_BF16:
-        if (moe__cpu_has_avx512bf16)
-            gemm_bf16dp(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
-        else
-            gemm_bf16w(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        moe__flt_gemm_avx512(wt, 0, k, W, r0, r1, X, nb, Y, ldy);
         return;
     default: /* the other quantised types: quant_avx512.c */
         moe__quant_gemm_avx512(wt, k, W, r0, r1, X, nb, Y, ldy);
@@ -781,30 +651,11 @@ static void gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int6
 /* gemm with tinyBLAS's arithmetic for one float row too (moe/ops.h). */
 static void gemm_batch_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                               const void *X, int64_t nb, float *Y, int64_t ldy) {
-    int kind = -1;
-    if (wt == MOE_DTYPE_F32) kind = FK_F32;
-    if (wt == MOE_DTYPE_F16) kind = FK_F16;
-    if (wt == MOE_DTYPE_BF16) kind = moe__cpu_has_avx512bf16 ? FK_BF16DP : FK_BF16;
-    if (nb != 1 || kind < 0) {
+    if (r1 <= r0 || nb <= 0) return;
+    if (wt == MOE_DTYPE_F32 || wt == MOE_DTYPE_F16 || wt == MOE_DTYPE_BF16)
+        moe__flt_gemm_avx512(wt, 1, k, W, r0, r1, X, nb, Y, ldy);
+    else
         gemm_avx512(wt, k, W, r0, r1, X, nb, Y, ldy);
-        return;
-    }
-    const size_t wrb = moe_dtype_row_bytes(wt, k);
-    for (int64_t r = r0; r < r1; r++)
-        switch (kind) { /* constant kinds, so each tile is specialised */
-        case FK_F32:
-            flt_tile(FK_F32, 1, 1, k, (const char *)W + (size_t)r * wrb, wrb, X, 0, Y + r, 1);
-            break;
-        case FK_F16:
-            flt_tile(FK_F16, 1, 1, k, (const char *)W + (size_t)r * wrb, wrb, X, 0, Y + r, 1);
-            break;
-        case FK_BF16:
-            flt_tile(FK_BF16, 1, 1, k, (const char *)W + (size_t)r * wrb, wrb, X, 0, Y + r, 1);
-            break;
-        default:
-            flt_tile(FK_BF16DP, 1, 1, k, (const char *)W + (size_t)r * wrb, wrb, X, 0, Y + r, 1);
-            break;
-        }
 }
 
 /* Fast numerics: the int8 tile for Q8_0 batches (AMX-INT8 on whole tiles of

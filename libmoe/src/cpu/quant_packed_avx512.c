@@ -1,0 +1,279 @@
+/*
+ * cpu/quant_packed_avx512.c - the 4-bit types in the packed layouts of
+ * moe/ops.h (moe_q4kp_pack: Q4_K; moe_q4p_pack: Q4_0, IQ4_NL) at the
+ * AVX-512 level: 16 weight rows in the lanes of one int8 tile (VNNI), one
+ * sequential stream of weights, for any number of activation rows. Each
+ * gives the bits of quant_avx512.c's kernels on the rows as stored (those
+ * types' llama.cpp arithmetic is an exact integer sum per block or
+ * super-block, then one or two fma per block, which the lanes keep).
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "moe/dtype.h"
+#include "moe/ops.h"
+
+#define QAI static inline __attribute__((always_inline))
+
+/* Prefetch `lines` cache lines from p (into every level). */
+QAI void q_prefetch_at(const char *p, int lines) {
+    for (int i = 0; i < lines; i++) __builtin_prefetch(p + 64 * i, 0, 3);
+}
+
+/* The tiles [r0, r1) of a packed matrix against nb activation rows, in
+ * chunks of 4 columns and then 3, 2 or 1: TILE(C, c) runs columns c..c+C-1
+ * of the tile at rt. */
+#define PACKED_TILES(r0, r1, nb, TILE)                                                             \
+    for (int64_t rt = (r0); rt < (r1); rt += MOE_Q8P_ROWS) {                                       \
+        int64_t c = 0;                                                                             \
+        for (; c + 4 <= (nb); c += 4) TILE(4, c);                                                  \
+        switch ((nb)-c) {                                                                          \
+        case 3:                                                                                    \
+            TILE(3, c);                                                                            \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            TILE(2, c);                                                                            \
+            break;                                                                                 \
+        case 1:                                                                                    \
+            TILE(1, c);                                                                            \
+            break;                                                                                 \
+        default:                                                                                   \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+
+/* ==== Q4_K packed (moe_q4kp_pack): 16 rows in the lanes ==================== */
+
+/* One packed super-block's header: the 16 rows' scales and minimums, bytes
+ * [g][r] (s[0]: groups 0..3, s[1]: 4..7, the same for m), d and dmin. */
+QAI void q4kp_head(const uint8_t *h, __m512i *s, __m512i *m, __m512 *d, __m512 *dmin) {
+    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3);
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) { /* i = 0: scales, 1: minimums */
+        const uint8_t *p = h + 96 * i;
+        const __m512i lo = _mm512_loadu_si512(p);
+        const __m256i hh = _mm256_loadu_si256((const __m256i *)(p + 64));
+        const __m512i v = _mm512_and_si512(
+            _mm512_inserti64x4(_mm512_castsi256_si512(hh), _mm256_srli_epi16(hh, 4), 1), m4);
+        const __m512i a = _mm512_or_si512(_mm512_and_si512(lo, m4),
+                                          _mm512_slli_epi16(_mm512_and_si512(v, m2), 4));
+        const __m512i b =
+            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(lo, 4), m4),
+                            _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(v, 2), m2), 4));
+        if (i == 0)
+            s[0] = a, s[1] = b;
+        else
+            m[0] = a, m[1] = b;
+    }
+    *d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + 192)));
+    *dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + 224)));
+}
+
+/* Bytes [g][r] (two zmm of 4 groups x 16 rows) -> group g's 16 int32. */
+QAI __m512i q4kp_lane(const __m512i *v, int g) {
+    const __m512i z = v[g >> 2];
+    __m128i l;
+    switch (g & 3) {
+    case 0:
+        l = _mm512_extracti32x4_epi32(z, 0);
+        break;
+    case 1:
+        l = _mm512_extracti32x4_epi32(z, 1);
+        break;
+    case 2:
+        l = _mm512_extracti32x4_epi32(z, 2);
+        break;
+    default:
+        l = _mm512_extracti32x4_epi32(z, 3);
+        break;
+    }
+    return _mm512_cvtepu8_epi32(l);
+}
+
+/* C (1..4) activation rows against one tile of 16 packed rows, all of K:
+ * per super-block, group g's exact sums (vpdpbusd: the nibbles unsigned,
+ * the activations' 4 bytes broadcast; NQ chains a group, so that Zen 5 runs
+ * them at full rate) times its scale (vpmulld) into the super-block's
+ * int32, the minimums times the activations' group sums (vpdpwssd), then
+ * dot_q4_K's two fma with the rows in the float lanes. */
+QAI void q4kp_tile(const int C, const int NQ, int64_t nblk, const char *tw, const char *X,
+                   size_t xrb, float *y, int64_t ldy) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    __m512 acc[4], accm[4];
+#pragma GCC unroll 4
+    for (int c = 0; c < C; c++) acc[c] = accm[c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        const uint8_t *h = (const uint8_t *)tw + (size_t)b * MOE_Q4KP_BLOCK;
+        const moe_block_q8_K *xb[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) xb[c] = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
+        /* the tile is one sequential stream: two super-blocks ahead */
+        q_prefetch_at((const char *)h + 2 * MOE_Q4KP_BLOCK, MOE_Q4KP_BLOCK / 64);
+        __m512i sv[2], mv[2];
+        __m512 d, dmin;
+        q4kp_head(h, sv, mv, &d, &dmin);
+        __m512i isum[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) isum[c] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) {
+            __m512i dot[4][2][4];
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++)
+#pragma GCC unroll 4
+                for (int j = 0; j < NQ; j++) dot[c][0][j] = dot[c][1][j] = _mm512_setzero_si512();
+            const uint8_t *qp = h + 256 + (size_t)p * 512;
+#pragma GCC unroll 8
+            for (int q = 0; q < 8; q++) {
+                const __m512i w = _mm512_loadu_si512(qp + 64 * q);
+                const __m512i lo = _mm512_and_si512(w, m4);
+                const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
+#pragma GCC unroll 4
+                for (int c = 0; c < C; c++) {
+                    const int8_t *xq = xb[c]->qs + 64 * p + 4 * q;
+                    int32_t a0, a1;
+                    memcpy(&a0, xq, 4);
+                    memcpy(&a1, xq + 32, 4);
+                    dot[c][0][q % NQ] =
+                        _mm512_dpbusd_epi32(dot[c][0][q % NQ], lo, _mm512_set1_epi32(a0));
+                    dot[c][1][q % NQ] =
+                        _mm512_dpbusd_epi32(dot[c][1][q % NQ], hi, _mm512_set1_epi32(a1));
+                }
+            }
+            const __m512i s0 = q4kp_lane(sv, 2 * p), s1 = q4kp_lane(sv, 2 * p + 1);
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++) {
+                __m512i e0 = dot[c][0][0], e1 = dot[c][1][0];
+#pragma GCC unroll 4
+                for (int j = 1; j < NQ; j++) {
+                    e0 = _mm512_add_epi32(e0, dot[c][0][j]);
+                    e1 = _mm512_add_epi32(e1, dot[c][1][j]);
+                }
+                isum[c] = _mm512_add_epi32(isum[c], _mm512_add_epi32(_mm512_mullo_epi32(e0, s0),
+                                                                     _mm512_mullo_epi32(e1, s1)));
+            }
+        }
+        __m512i mp[4]; /* lane r: group 2p's minimum (low int16), 2p + 1's (high) */
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++)
+            mp[p] = _mm512_or_si512(q4kp_lane(mv, 2 * p),
+                                    _mm512_slli_epi32(q4kp_lane(mv, 2 * p + 1), 16));
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            /* the activations' sums of 32: bsums of 16 in pairs */
+            const __m128i bs2 = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)xb[c]->bsums),
+                                               _mm_loadu_si128((const __m128i *)xb[c]->bsums + 1));
+            _Alignas(16) int32_t bp[4];
+            _mm_store_si128((__m128i *)bp, bs2);
+            __m512i im = _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int p = 0; p < 4; p++)
+                im = _mm512_dpwssd_epi32(im, mp[p], _mm512_set1_epi32(bp[p]));
+            const __m512 dx = _mm512_set1_ps(xb[c]->d);
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[c]), _mm512_mul_ps(d, dx), acc[c]);
+            accm[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(im), _mm512_mul_ps(dmin, dx), accm[c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < C; c++)
+        _mm512_storeu_ps(y + (int64_t)c * ldy, _mm512_sub_ps(acc[c], accm[c]));
+}
+
+void moe__q4kp_gemm_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+                           int64_t nb, float *Y, int64_t ldy) {
+    if (r1 <= r0 || nb <= 0) return;
+    const int64_t nblk = k / MOE_QK_K;
+    const size_t wrb = (size_t)nblk * sizeof(moe_block_q4_K);
+    const size_t xrb = (size_t)nblk * sizeof(moe_block_q8_K);
+    /* 2 columns: 4 chains a group, so each accumulator waits 16 instructions */
+#define Q4KP_TILE(C, c)                                                                            \
+    q4kp_tile(C, (C) == 2 ? 4 : 2, nblk, (const char *)W + (size_t)rt * wrb,                       \
+              (const char *)X + (size_t)(c)*xrb, xrb, Y + (c)*ldy + rt, ldy)
+    PACKED_TILES(r0, r1, nb, Q4KP_TILE)
+#undef Q4KP_TILE
+}
+
+/* ==== Q4_0 and IQ4_NL packed (moe_q4p_pack): 16 rows in the lanes ========= */
+
+/* C (1..4) activation rows against one tile of 16 packed rows, all of K:
+ * dot8_q4_512's arithmetic with the rows in the lanes. Per block the levels
+ * unsigned (the nibble, or the IQ4 value + 128 by vpshufb) by vpdpbusd
+ * against the activations' 4 bytes broadcast, minus the offset times the
+ * activations' block sum, then one fma with d_w * d_x. */
+QAI void q4p_tile(const int iq4, const int C, int64_t nblk, const char *tw, const char *X,
+                  size_t xrb, float *y, int64_t ldy) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512i off = _mm512_set1_epi8((char)(iq4 ? 128 : 8));
+    __m512i tbl = _mm512_setzero_si512();
+    if (iq4)
+        tbl = _mm512_add_epi8(
+            _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moe_iq4nl_values)), off);
+    __m512 acc[4];
+#pragma GCC unroll 4
+    for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        const uint8_t *h = (const uint8_t *)tw + (size_t)b * MOE_Q4P_BLOCK;
+        q_prefetch_at((const char *)h + 8 * MOE_Q4P_BLOCK, 5);
+        const moe_block_q8_0 *xb[4];
+        __m512i dlo[4], dhi[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            xb[c] = (const moe_block_q8_0 *)(X + (size_t)c * xrb) + b;
+            /* the offset times the activations' sum, taken back out at the start */
+            const __m512i x32 =
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xb[c]->qs));
+            const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, x32);
+            dlo[c] = _mm512_set1_epi32(-_mm512_reduce_add_epi32(s));
+            dhi[c] = _mm512_setzero_si512();
+        }
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) {
+            const __m512i w = _mm512_loadu_si512(h + 32 + 64 * q);
+            __m512i lo = _mm512_and_si512(w, m4);
+            __m512i hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
+            if (iq4) {
+                lo = _mm512_shuffle_epi8(tbl, lo);
+                hi = _mm512_shuffle_epi8(tbl, hi);
+            }
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++) {
+                int32_t a0, a1;
+                memcpy(&a0, xb[c]->qs + 4 * q, 4);
+                memcpy(&a1, xb[c]->qs + 16 + 4 * q, 4);
+                dlo[c] = _mm512_dpbusd_epi32(dlo[c], lo, _mm512_set1_epi32(a0));
+                dhi[c] = _mm512_dpbusd_epi32(dhi[c], hi, _mm512_set1_epi32(a1));
+            }
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(xb[c]->d)));
+            acc[c] =
+                _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(dlo[c], dhi[c])), d, acc[c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < C; c++) _mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
+}
+
+void moe__q4p_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                          const void *X, int64_t nb, float *Y, int64_t ldy) {
+    if (r1 <= r0 || nb <= 0) return;
+    const int64_t nblk = k / MOE_QK4;
+    const size_t wrb = (size_t)nblk * sizeof(moe_block_q4_0);
+    const size_t xrb = (size_t)nblk * sizeof(moe_block_q8_0);
+#define Q4P_TILE(C, c)                                                                             \
+    q4p_tile(IQ4, C, nblk, (const char *)W + (size_t)rt * wrb, (const char *)X + (size_t)(c)*xrb,  \
+             xrb, Y + (c)*ldy + rt, ldy)
+    if (wt == MOE_DTYPE_IQ4_NL) {
+#define IQ4 1
+        PACKED_TILES(r0, r1, nb, Q4P_TILE)
+#undef IQ4
+    } else {
+#define IQ4 0
+        PACKED_TILES(r0, r1, nb, Q4P_TILE)
+#undef IQ4
+    }
+#undef Q4P_TILE
+}
