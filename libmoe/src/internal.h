@@ -21,7 +21,7 @@ typedef struct moe__mm_job {
     float *Y;
     int64_t ldy;
     uint64_t *ns;     /* optional: each thread adds the nanoseconds it spent on this job */
-    int64_t q8p_rows; /* W is packed (Q8_0: moe_q8p_pack, Q4_K: moe_q4kp_pack): its first
+    int64_t q8p_rows; /* W is packed (moe_packed_pack's layout for its type): its first
                        * q8p_rows rows are tiles */
     int batched;      /* a batch's arithmetic whatever nb (moe_expert_work.batched) */
 } moe__mm_job;

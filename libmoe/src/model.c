@@ -620,7 +620,7 @@ static void count_tensor(moe_model *m, const moe_tensor *t) {
 }
 
 /* The packed tables of every MoE layer's expert tensors of a type packed
- * here (moe_packed_usable: Q8_0, Q4_K) with at least one whole tile of rows
+ * here (moe_packed_usable) with at least one whole tile of rows
  * (the others keep packed NULL). */
 static int packed_tables(moe_model *m) {
     const int X = m->hp.n_expert;
@@ -781,7 +781,7 @@ int moe_model_load_ex(moe_model **out, const char *path, moe_repack repack, moe_
         count_tensor(m, &v);
     }
     m->repack = moe_packed_usable(MOE_DTYPE_Q8_0) || moe_packed_usable(MOE_DTYPE_Q4_K) ||
-                        moe_packed_usable(MOE_DTYPE_Q4_0)
+                        moe_packed_usable(MOE_DTYPE_Q4_0) || moe_packed_usable(MOE_DTYPE_IQ4_XS)
                     ? repack
                     : MOE_REPACK_OFF;
     if (m->repack == MOE_REPACK_DENSE) {

@@ -430,3 +430,139 @@ TEST(kernels_q4p_packed_equals_plain) {
             free(W), free(P);
         }
 }
+
+/* IQ4_XS's fast numerics (moe/ops.h, moe_iq4xsp_pack) written out again:
+ * per super-block the exact sum of (scale - 32) x level x activation, one
+ * fmaf with d_w * d_x. *mag gets the sum of the products' magnitudes. */
+static float ref_iq4xs_fast(int64_t nblk, const moe_block_iq4_xs *w, const moe_block_q8_K *x,
+                            double *mag) {
+    float s = 0.0f;
+    *mag = 0.0;
+    for (int64_t b = 0; b < nblk; b++) {
+        int64_t isum = 0, a = 0;
+        for (int g = 0; g < 8; g++) {
+            const int ls =
+                ((w[b].scales_l[g / 2] >> 4 * (g % 2)) & 15) | ((w[b].scales_h >> 2 * g) & 3) << 4;
+            for (int j = 0; j < 32; j++) {
+                const uint8_t byte = w[b].qs[16 * g + j % 16];
+                const int lv = moe_iq4nl_values[j < 16 ? byte & 15 : byte >> 4];
+                const int64_t p = (int64_t)(ls - 32) * lv * x[b].qs[32 * g + j];
+                isum += p;
+                a += llabs(p);
+            }
+        }
+        ASSERT(isum >= INT32_MIN && isum <= INT32_MAX);
+        const float d = moe_f16_to_f32(w[b].d) * x[b].d;
+        s = fmaf(d, (float)isum, s);
+        *mag += fabs((double)d) * (double)a;
+    }
+    return s;
+}
+
+/* The packed IQ4_XS layout (moe_iq4xsp_pack): each row's d, scales and
+ * quants where moe/ops.h says; gemm_iq4xsp's exact numerics equal gemm on
+ * the rows as stored bit for bit, its fast numerics (and gemm_fast on the
+ * rows as stored) the formula above bit for bit, for 1 to 33 activation
+ * rows, all tiles or one; the fast results within float rounding of the
+ * exact ones; the rows after the last tile stay as stored. */
+TEST(kernels_iq4xsp_packed_equals_plain) {
+    const moe_cpu_kernels *best = moe_cpu_kernels_best();
+    if (!best->gemm_iq4xsp) SKIP("no packed IQ4_XS kernel at this level (AVX-512 only)");
+    static const struct {
+        int64_t k, m;
+    } shapes[] = {{256, 16}, {512, 37}, {1024, 64}, {2816, 48}, {768, 165}};
+    static const int64_t nbs[] = {1, 2, 3, 4, 5, 7, 9, 17, 33};
+    uint64_t seed = 4405;
+    double worst = 0.0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int64_t k = shapes[si].k, m = shapes[si].m, nblk = k / MOE_QK_K;
+        const int64_t m16 = m / MOE_Q8P_ROWS * MOE_Q8P_ROWS;
+        moe_block_iq4_xs *W = test_xmalloc((size_t)(m * nblk) * sizeof *W);
+        moe_block_iq4_xs *P = test_xmalloc((size_t)(m * nblk) * sizeof *P);
+        for (int64_t i = 0; i < m * nblk; i++) {
+            uint8_t *b = (uint8_t *)&W[i];
+            for (size_t j = 0; j < sizeof *W; j++) b[j] = (uint8_t)test_rand_u64(&seed);
+            const uint64_t u = test_rand_u64(&seed);
+            W[i].d = moe_f32_to_f16(
+                u % 11 == 0 ? 0.0f
+                            : ldexpf(1.0f + (float)(u % 1000) / 1000.0f, (int)(u >> 12) % 12 - 14));
+        }
+        moe_iq4xsp_pack(W, P, m, k);
+        for (int64_t t = 0; t < m16 / MOE_Q8P_ROWS; t++)
+            for (int64_t b = 0; b < nblk; b++) {
+                const uint8_t *h =
+                    (const uint8_t *)(P + t * MOE_Q8P_ROWS * nblk) + b * MOE_IQ4XSP_BLOCK;
+                for (int r = 0; r < MOE_Q8P_ROWS; r++) {
+                    const moe_block_iq4_xs *w = W + (t * MOE_Q8P_ROWS + r) * nblk + b;
+                    ASSERT(!memcmp(h + 96 + 2 * r, &w->d, 2));
+                    for (int g = 0; g < 8; g++) {
+                        const int ls = ((w->scales_l[g / 2] >> 4 * (g % 2)) & 15) |
+                                       ((w->scales_h >> 2 * g) & 3) << 4;
+                        const int j = 16 * (g % 4) + r, sh = g < 4 ? 0 : 4, hs = g < 4 ? 0 : 2;
+                        const int hj = j < 32 ? 0 : 4;
+                        const int p = (h[j] >> sh & 15) | (h[64 + j % 32] >> hj >> hs & 3) << 4;
+                        if (p != ls)
+                            TEST_FAIL("packed k=%lld tile %lld block %lld row %d group %d: scale "
+                                      "%d, want %d",
+                                      (long long)k, (long long)t, (long long)b, r, g, p, ls);
+                        for (int q = 0; q < 4; q++)
+                            ASSERT(!memcmp(h + 128 + (4 * g + q) * 64 + 4 * r,
+                                           w->qs + 16 * g + 4 * q, 4));
+                    }
+                }
+            }
+        ASSERT(!memcmp(P + m16 * nblk, W + m16 * nblk, (size_t)((m - m16) * nblk) * sizeof *W));
+        for (size_t ni = 0; ni < sizeof nbs / sizeof nbs[0]; ni++) {
+            const int64_t nb = nbs[ni];
+            const size_t xrb = moe_dtype_row_bytes(MOE_DTYPE_Q8_K, k);
+            float *xf = test_xmalloc((size_t)(nb * k) * sizeof *xf);
+            for (int64_t i = 0; i < nb * k; i++)
+                xf[i] = test_rand_f32(&seed) * (1.0f + (float)(i % 5));
+            void *X = test_xmalloc((size_t)nb * xrb);
+            moe_op_quantize(best, MOE_DTYPE_IQ4_XS, xf, X, nb, k);
+            float *ref = test_xmalloc((size_t)(nb * m) * sizeof *ref);
+            float *fref = test_xmalloc((size_t)(nb * m) * sizeof *fref);
+            float *y = test_xmalloc((size_t)(nb * m) * sizeof *y);
+            best->gemm(MOE_DTYPE_IQ4_XS, k, W, 0, m, X, nb, ref, m);
+            for (int64_t b = 0; b < nb; b++)
+                for (int64_t r = 0; r < m; r++) {
+                    double mag;
+                    fref[b * m + r] =
+                        ref_iq4xs_fast(nblk, W + r * nblk,
+                                       (const moe_block_q8_K *)((const char *)X + b * xrb), &mag);
+                    const double e = fabs((double)fref[b * m + r] - ref[b * m + r]);
+                    if (!(e <= 1e-6 * mag + 1e-30))
+                        TEST_FAIL("k=%lld y[%lld][%lld]: fast %.9g, exact %.9g (sum|w x| %.3g)",
+                                  (long long)k, (long long)b, (long long)r, fref[b * m + r],
+                                  ref[b * m + r], mag);
+                    if (mag > 0 && e / mag > worst) worst = e / mag;
+                }
+            const fcase all = {k, m, 0, m, nb, m};
+            for (int fast = 0; fast < 2; fast++) {
+                const char *what = fast ? "gemm_iq4xsp fast" : "gemm_iq4xsp exact";
+                const float *want = fast ? fref : ref;
+                best->gemm_iq4xsp(fast, k, P, 0, m16, X, nb, y, m);
+                if (m16 < m)
+                    (fast ? best->gemm_fast : best->gemm)(MOE_DTYPE_IQ4_XS, k, P, m16, m, X, nb, y,
+                                                          m);
+                check_bits(what, y, want, &all);
+                if (m16 >= 2 * MOE_Q8P_ROWS) {
+                    const fcase one = {k, m, MOE_Q8P_ROWS, 2 * MOE_Q8P_ROWS, nb, m};
+                    for (int64_t i = 0; i < nb * m; i++) y[i] = -7.0f;
+                    best->gemm_iq4xsp(fast, k, P, one.r0, one.r1, X, nb, y, m);
+                    for (int64_t b = 0; b < nb; b++)
+                        for (int64_t r = 0; r < m; r++)
+                            if ((r < one.r0 || r >= one.r1) && y[b * m + r] != -7.0f)
+                                TEST_FAIL("%s wrote outside tile 1 at b=%lld r=%lld", what,
+                                          (long long)b, (long long)r);
+                    check_bits(what, y, want, &one);
+                }
+            }
+            best->gemm_fast(MOE_DTYPE_IQ4_XS, k, W, 0, m, X, nb, y, m);
+            check_bits("gemm_fast iq4_xs (rows as stored)", y, fref, &all);
+            free(y), free(fref), free(ref), free(X), free(xf);
+        }
+        free(W), free(P);
+    }
+    fprintf(stderr, "iq4_xs fast vs exact: worst difference %.3g of sum|w x|\n", worst);
+}

@@ -558,7 +558,7 @@ static void check_repacked(moe_arch arch, moe_dtype dt) {
     setenv("MOE_AMX", "0", 1);
     if (!moe_packed_usable(dt)) SKIP("no packed kernel for this type at this level (AVX-512 only)");
     char path[256];
-    tiny_256 = dt == MOE_DTYPE_Q4_K; /* rows of 256: every matrix Q4_K */
+    tiny_256 = moe_dtype_block_elems(dt) == 256; /* rows of 256: every matrix of the type */
     tiny_model(arch, dt, path, sizeof path);
     tiny_256 = 0;
     moe_model *plain, *all, *lazy;
@@ -656,7 +656,9 @@ static void split_run(const moe_model *m, int split, float *out, uint64_t *n_spl
 
 static void check_split(moe_arch arch, moe_dtype dt) {
     char path[256];
+    tiny_256 = moe_dtype_block_elems(dt) == 256;
     tiny_model(arch, dt, path, sizeof path);
+    tiny_256 = 0;
     moe_model *m;
     moe_err err;
     if (moe_model_load(&m, path, &err) < 0) TEST_FAIL("load: %s", err.msg);
@@ -685,6 +687,7 @@ TEST(model_split_halves_same_logits) {
     check_split(MOE_ARCH_LLAMA, MOE_DTYPE_Q8_0);
     check_split(MOE_ARCH_QWEN2MOE, MOE_DTYPE_F16); /* shared experts */
     check_split(MOE_ARCH_QWEN2MOE, MOE_DTYPE_Q8_0);
+    check_split(MOE_ARCH_LLAMA, MOE_DTYPE_IQ4_XS); /* its fast numerics too */
 }
 TEST(model_split_halves_same_logits_deepseek2) { /* MLA, a leading dense layer */
     check_split(MOE_ARCH_DEEPSEEK2, MOE_DTYPE_F32);
@@ -708,8 +711,78 @@ TEST(model_repacked_q4_K_same_logits) { /* the Q4_K tiles */
 TEST(model_repacked_q4_K_same_logits_deepseek2) {
     check_repacked(MOE_ARCH_DEEPSEEK2, MOE_DTYPE_Q4_K);
 }
+TEST(model_repacked_iq4_xs_same_logits) { /* exact (decode) and fast (batches) */
+    check_repacked(MOE_ARCH_LLAMA, MOE_DTYPE_IQ4_XS);
+    check_repacked(MOE_ARCH_DEEPSEEK2, MOE_DTYPE_IQ4_XS);
+}
 TEST(model_repacked_q4_0_iq4_nl_same_logits) { /* the 32-element 4-bit tiles */
     check_repacked(MOE_ARCH_LLAMA, MOE_DTYPE_Q4_0);
     check_repacked(MOE_ARCH_QWEN2MOE, MOE_DTYPE_IQ4_NL);
     check_repacked(MOE_ARCH_DEEPSEEK2, MOE_DTYPE_Q4_0);
+}
+
+/* One layer's expert work on the local backend of m: groups of 1, 2 and 5
+ * rows (experts 2, 1 and 2 again; the 5-row group's first row is the 1-row
+ * group's input again), with exact and batched as given; y gets the 8
+ * output rows. */
+static void groups_run(const moe_model *m, int exact, int batched, float *y) {
+    const int E = m->hp.n_embd;
+    int il = 0;
+    while (!moe_model_layer_is_moe(m, il)) il++;
+    moe_pool *pool;
+    ASSERT_EQ_INT(moe_pool_create(&pool, 2), 0);
+    moe_expert_backend *be;
+    moe_err err;
+    if (moe_expert_backend_local_create(&be, m, pool, 8, &err) < 0)
+        TEST_FAIL("backend: %s", err.msg);
+    float *x = test_xmalloc(sizeof(float) * 8 * (size_t)E);
+    uint64_t seed = 99;
+    for (int i = 0; i < 8 * E; i++) x[i] = test_rand_f32(&seed);
+    memcpy(x + 3 * E, x, sizeof(float) * (size_t)E);
+    const int32_t expert[3] = {2, 1, 2}, row_start[4] = {0, 1, 3, 8};
+    const moe_expert_work w = {il, 3, expert, row_start, E, x, y, NULL, exact, batched};
+    if (be->submit(be->ctx, &w, &err) < 0 || be->wait(be->ctx, &err) < 0)
+        TEST_FAIL("work: %s", err.msg);
+    free(x);
+    moe_expert_backend_destroy(be);
+    moe_pool_destroy(pool);
+}
+
+/* Expert groups give the same bits with the weights packed or as stored,
+ * for every numerics (exact; fast from MOE_FAST_MIN_ROWS rows; batched:
+ * the batch's numerics for every group, so a row's output does not depend
+ * on its group's size), for the types with a fast numerics. */
+static void check_groups_packed(moe_dtype dt) {
+    setenv("MOE_AMX", "0", 1);
+    if (!moe_packed_usable(dt)) SKIP("no packed kernel for this type at this level (AVX-512 only)");
+    char path[256];
+    tiny_256 = moe_dtype_block_elems(dt) == 256;
+    tiny_model(MOE_ARCH_LLAMA, dt, path, sizeof path);
+    tiny_256 = 0;
+    moe_model *plain, *all;
+    moe_err err;
+    if (moe_model_load_ex(&plain, path, MOE_REPACK_OFF, &err) < 0 ||
+        moe_model_load_ex(&all, path, MOE_REPACK_ALL, &err) < 0)
+        TEST_FAIL("load: %s", err.msg);
+    const size_t E = (size_t)plain->hp.n_embd, n = 8 * E;
+    float *a = test_xmalloc(n * sizeof *a), *b = test_xmalloc(n * sizeof *b);
+    for (int mode = 0; mode < 3; mode++) { /* exact, fast, fast + batched */
+        groups_run(plain, mode == 0, mode == 2, a);
+        groups_run(all, mode == 0, mode == 2, b);
+        for (size_t i = 0; i < n; i++)
+            if (memcmp(&a[i], &b[i], 4))
+                TEST_FAIL("%s mode %d: y[%zu][%zu] as stored %.9g, packed %.9g", moe_dtype_name(dt),
+                          mode, i / E, i % E, a[i], b[i]);
+        /* batched: row 0 (a group of 1) as row 3 (the same input in a group of 5) */
+        if (mode == 2 && memcmp(a, a + 3 * E, E * sizeof *a))
+            TEST_FAIL("%s batched: a row alone differs from itself in a group of 5",
+                      moe_dtype_name(dt));
+    }
+    free(a), free(b);
+    moe_model_free(plain), moe_model_free(all);
+    unlink(path);
+}
+TEST(model_expert_groups_packed_same_bits) {
+    check_groups_packed(MOE_DTYPE_Q8_0);
+    check_groups_packed(MOE_DTYPE_IQ4_XS);
 }

@@ -55,7 +55,9 @@ typedef struct moe_cpu_kernels {
      * weights each block's 32 products are summed exactly in int32 and the
      * blocks are accumulated in order, y = fmaf(d_w * d_x, (float)isum, y),
      * identical bit for bit at every level (AMX, AVX-512 VNNI, AVX2, scalar);
-     * other types as gemm. */
+     * IQ4_XS at the AVX-512 level likewise per super-block of 256 (its
+     * exact sum, y = fmaf(d_w * d_x, (float)isum, y): moe_iq4xsp_pack's
+     * fast numerics), as gemm at the others; other types as gemm. */
     void (*gemm_fast)(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
                       int64_t nb, float *Y, int64_t ldy);
     int fast; /* 1 in a table from moe_cpu_kernels_fast (gemm is gemm_fast for batches) */
@@ -81,6 +83,10 @@ typedef struct moe_cpu_kernels {
     /* Q4_0 or IQ4_NL (wt) in the packed layout (moe_q4p_pack), likewise. */
     void (*gemm_q4p)(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
                      int64_t nb, float *Y, int64_t ldy);
+    /* IQ4_XS in the packed layout (moe_iq4xsp_pack): the fast numerics when
+     * fast is 1 (gemm_fast's bits on the plain rows), else gemm's. */
+    void (*gemm_iq4xsp)(int fast, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+                        int64_t nb, float *Y, int64_t ldy);
 
     /* sum a[i] * b[i] over n floats. */
     float (*dot_f32)(int64_t n, const float *a, const float *b);
@@ -181,10 +187,27 @@ void moe_q4kp_pack(const void *src, void *dst, int64_t m, int64_t k);
 #define MOE_Q4P_BLOCK 288
 void moe_q4p_pack(const void *src, void *dst, int64_t m, int64_t k);
 
-/* Packs src of weight type t (Q8_0, Q4_K, Q4_0 or IQ4_NL) into dst. */
+/* ---- Packed IQ4_XS -------------------------------------------------------
+ * The same tiles of 16 rows for IQ4_XS (136 bytes a super-block of 256); per
+ * super-block of a tile, MOE_IQ4XSP_BLOCK bytes:
+ *   [0, 96)     the 8 groups' 6-bit scales (ls, 0..63; the weight's scale
+ *               is ls - 32) of the 16 rows, as moe_q4kp_pack's scales
+ *   [96, 128)   the 16 rows' d (fp16)
+ *   [128, 2176) the quants: for group g (0..7) and q (0..3), 64 bytes of 16
+ *               rows x qs[16g + 4q .. 16g + 4q + 3]: low nibbles are group
+ *               g's elements 4q..4q+3, high ones 16 + 4q..
+ * Two numerics read it (gemm_iq4xsp): the exact one is gemm's (ggml's 8
+ * int32 lanes per row and super-block, 8 float lanes, hsum_float_8), the
+ * fast one sums each row's super-block exactly in one int32 and
+ * accumulates y = fmaf(d_w * d_x, (float)isum, y) over the super-blocks in
+ * order (as gemm_fast on the rows as stored: the same bits). */
+#define MOE_IQ4XSP_BLOCK 2176
+void moe_iq4xsp_pack(const void *src, void *dst, int64_t m, int64_t k);
+
+/* Packs src of weight type t (Q8_0, Q4_K, Q4_0, IQ4_NL or IQ4_XS) into dst. */
 void moe_packed_pack(moe_dtype t, const void *src, void *dst, int64_t m, int64_t k);
 /* 1 if weights of type t are packed at load here (moe_repack): Q8_0 where
- * moe_q8p_usable, Q4_K, Q4_0 and IQ4_NL where the best table has their
+ * moe_q8p_usable, Q4_K, Q4_0, IQ4_NL and IQ4_XS where the best table has their
  * packed kernels (AVX-512); MOE_REPACK=0 in the environment says no. */
 int moe_packed_usable(moe_dtype t);
 /* 1 if the Q8_0 fast tile runs on AMX-INT8 here (MOE_AMX=0 turns it off). */

@@ -436,6 +436,18 @@ void moe_q8p_pack(const void *src, void *dst, int64_t m, int64_t k) {
     memcpy((char *)dst + done, (const char *)src + done, (size_t)(m - nt * MOE_Q8P_ROWS) * rb);
 }
 
+/* Group g's 6-bit values of 16 rows (v[r][g]) into the 96 bytes at d, as
+ * moe_q4kp_pack lays out Q4_K's scales. */
+static void k6_pack16(const int v[MOE_Q8P_ROWS][8], uint8_t *d) {
+    memset(d, 0, 96);
+    for (int r = 0; r < MOE_Q8P_ROWS; r++)
+        for (int g = 0; g < 4; g++) {
+            const int j = 16 * g + r, sh = j < 32 ? 0 : 4;
+            d[j] = (uint8_t)((v[r][g] & 15) | (v[r][g + 4] & 15) << 4);
+            d[64 + j % 32] |= (uint8_t)(((v[r][g] >> 4) | (v[r][g + 4] >> 4) << 2) << sh);
+        }
+}
+
 void moe_q4kp_pack(const void *src, void *dst, int64_t m, int64_t k) {
     const int64_t nblk = k / MOE_QK_K;
     const size_t rb = (size_t)nblk * sizeof(moe_block_q4_K);
@@ -445,18 +457,10 @@ void moe_q4kp_pack(const void *src, void *dst, int64_t m, int64_t k) {
         uint8_t *d0 = (uint8_t *)dst + (size_t)t * MOE_Q8P_ROWS * rb;
         for (int64_t b = 0; b < nblk; b++) {
             uint8_t *d = d0 + (size_t)b * MOE_Q4KP_BLOCK;
-            memset(d, 0, 192);
+            int sc[MOE_Q8P_ROWS][8], mn[MOE_Q8P_ROWS][8];
             for (int r = 0; r < MOE_Q8P_ROWS; r++) {
                 const moe_block_q4_K *x = (const moe_block_q4_K *)(s + (size_t)r * rb) + b;
-                int sc[8], mn[8];
-                for (int g = 0; g < 8; g++) moe__k4_scale_min(g, x->scales, &sc[g], &mn[g]);
-                for (int g = 0; g < 4; g++) {
-                    const int j = 16 * g + r, sh = j < 32 ? 0 : 4;
-                    d[j] = (uint8_t)((sc[g] & 15) | (sc[g + 4] & 15) << 4);
-                    d[64 + j % 32] |= (uint8_t)(((sc[g] >> 4) | (sc[g + 4] >> 4) << 2) << sh);
-                    d[96 + j] = (uint8_t)((mn[g] & 15) | (mn[g + 4] & 15) << 4);
-                    d[160 + j % 32] |= (uint8_t)(((mn[g] >> 4) | (mn[g + 4] >> 4) << 2) << sh);
-                }
+                for (int g = 0; g < 8; g++) moe__k4_scale_min(g, x->scales, &sc[r][g], &mn[r][g]);
                 memcpy(d + 192 + 2 * r, &x->d, 2);
                 memcpy(d + 224 + 2 * r, &x->dmin, 2);
                 for (int p = 0; p < 4; p++)
@@ -464,6 +468,8 @@ void moe_q4kp_pack(const void *src, void *dst, int64_t m, int64_t k) {
                         memcpy(d + 256 + (size_t)(8 * p + q) * 64 + 4 * r, x->qs + 32 * p + 4 * q,
                                4);
             }
+            k6_pack16(sc, d);
+            k6_pack16(mn, d + 96);
         }
     }
     const size_t done = (size_t)nt * MOE_Q8P_ROWS * rb;
@@ -490,22 +496,56 @@ void moe_q4p_pack(const void *src, void *dst, int64_t m, int64_t k) {
     memcpy((char *)dst + done, (const char *)src + done, (size_t)(m - nt * MOE_Q8P_ROWS) * rb);
 }
 
+void moe_iq4xsp_pack(const void *src, void *dst, int64_t m, int64_t k) {
+    const int64_t nblk = k / MOE_QK_K;
+    const size_t rb = (size_t)nblk * sizeof(moe_block_iq4_xs);
+    const int64_t nt = m / MOE_Q8P_ROWS;
+    for (int64_t t = 0; t < nt; t++) {
+        const char *s = (const char *)src + (size_t)t * MOE_Q8P_ROWS * rb;
+        uint8_t *d0 = (uint8_t *)dst + (size_t)t * MOE_Q8P_ROWS * rb;
+        for (int64_t b = 0; b < nblk; b++) {
+            uint8_t *d = d0 + (size_t)b * MOE_IQ4XSP_BLOCK;
+            int ls[MOE_Q8P_ROWS][8];
+            for (int r = 0; r < MOE_Q8P_ROWS; r++) {
+                const moe_block_iq4_xs *x = (const moe_block_iq4_xs *)(s + (size_t)r * rb) + b;
+                for (int g = 0; g < 8; g++)
+                    ls[r][g] = ((x->scales_l[g / 2] >> 4 * (g % 2)) & 15) |
+                               ((x->scales_h >> 2 * g) & 3) << 4;
+                memcpy(d + 96 + 2 * r, &x->d, 2);
+                for (int g = 0; g < 8; g++)
+                    for (int q = 0; q < 4; q++)
+                        memcpy(d + 128 + (size_t)(4 * g + q) * 64 + 4 * r, x->qs + 16 * g + 4 * q,
+                               4);
+            }
+            k6_pack16(ls, d);
+        }
+    }
+    const size_t done = (size_t)nt * MOE_Q8P_ROWS * rb;
+    memcpy((char *)dst + done, (const char *)src + done, (size_t)(m - nt * MOE_Q8P_ROWS) * rb);
+}
+
 void moe_packed_pack(moe_dtype t, const void *src, void *dst, int64_t m, int64_t k) {
     if (t == MOE_DTYPE_Q4_K)
         moe_q4kp_pack(src, dst, m, k);
     else if (t == MOE_DTYPE_Q4_0 || t == MOE_DTYPE_IQ4_NL)
         moe_q4p_pack(src, dst, m, k);
+    else if (t == MOE_DTYPE_IQ4_XS)
+        moe_iq4xsp_pack(src, dst, m, k);
     else
         moe_q8p_pack(src, dst, m, k);
 }
 
 int moe_packed_usable(moe_dtype t) {
     if (t == MOE_DTYPE_Q8_0) return moe_q8p_usable();
-    if (t != MOE_DTYPE_Q4_K && t != MOE_DTYPE_Q4_0 && t != MOE_DTYPE_IQ4_NL) return 0;
+    if (t != MOE_DTYPE_Q4_K && t != MOE_DTYPE_Q4_0 && t != MOE_DTYPE_IQ4_NL &&
+        t != MOE_DTYPE_IQ4_XS)
+        return 0;
     const char *env = getenv("MOE_REPACK");
     if (env && !strcmp(env, "0")) return 0;
     const moe_cpu_kernels *k = moe_cpu_kernels_best();
-    return t == MOE_DTYPE_Q4_K ? k->gemm_q4kp != NULL : k->gemm_q4p != NULL;
+    return t == MOE_DTYPE_Q4_K     ? k->gemm_q4kp != NULL
+           : t == MOE_DTYPE_IQ4_XS ? k->gemm_iq4xsp != NULL
+                                   : k->gemm_q4p != NULL;
 }
 
 int moe_q8p_usable(void) {

@@ -557,12 +557,16 @@ QAI __m512i iqx_pairsum(__m512i a, __m512i b) {
 
 /* dot_iq4_xs's arithmetic on C activation rows: per block ggml's 8 int32
  * lanes (lanes 0..3 from alo summed over its 128-bit lanes, 4..7 from
- * ahi), then one fma into 8 float lanes. */
-QAI void dot_iq4_xs_512(const int C, const int P, int64_t nblk, const moe_block_iq4_xs *w,
-                        const char *X, size_t xrb, float *y, int64_t ldy) {
+ * ahi), then one fma into 8 float lanes. F = 1: the fast numerics
+ * (moe_iq4xsp_pack's) instead: the 8 lanes summed in int32 (exact), one
+ * scalar fma per block. */
+QAI void dot_iq4_xs_512f(const int C, const int P, const int F, int64_t nblk,
+                         const moe_block_iq4_xs *w, const char *X, size_t xrb, float *y,
+                         int64_t ldy) {
     const __m512i idx[2] = {q_idx4(0), q_idx4(4)};
     __m256 acc[QCOLS_MAX];
-    for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
+    float fs[QCOLS_MAX];
+    for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps(), fs[c] = 0.0f;
     for (int64_t b = 0; b < nblk; b++) {
         q_prefetch(&w[b], 3);
         const __m128i hd = _mm_loadu_si128((const __m128i *)&w[b]);
@@ -579,13 +583,18 @@ QAI void dot_iq4_xs_512(const int C, const int P, int64_t nblk, const moe_block_
             const __m512i u = iqx_pairsum(alo[c], ahi[c]);
             const __m512i t = _mm512_add_epi32(u, _mm512_shuffle_i32x4(u, u, 0xb1));
             const __m256i sumi = _mm512_castsi512_si256(_mm512_shuffle_i32x4(t, t, 0x08));
-            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), _mm256_cvtepi32_ps(sumi), acc[c]);
+            if (F)
+                fs[c] = fmaf(dw * xb->d,
+                             (float)_mm512_reduce_add_epi32(_mm512_zextsi256_si512(sumi)), fs[c]);
+            else
+                acc[c] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), _mm256_cvtepi32_ps(sumi), acc[c]);
         }
     }
-    for (int c = 0; c < C; c++) y[c * ldy] = q_hsum8(acc[c]);
+    for (int c = 0; c < C; c++) y[c * ldy] = F ? fs[c] : q_hsum8(acc[c]);
 }
 
-/* Q8_K activation rows as dot_iq4_xs_512 reads them with P = 1: in each
+/* Q8_K activation rows as dot_iq4_xs_512f reads them with P = 1: in each
  * 128 of a block, the low nibbles' elements (16 of each group of 32) first,
  * then the high nibbles', as magnitudes in qs; in bsums, for each 64 of
  * them, a 64-bit mask of the negative ones; d as is. */
@@ -629,12 +638,32 @@ static void iqx_order(const char *X, size_t xrb, int64_t nb, int64_t nblk, char 
     }
 QK_COLS(dot_q5_K_512)
 QK_COLS(dot_q6_K_512)
-/* dot_iq4_xs_512 on activations in Q8_K's own order */
+/* dot_iq4_xs_512f on activations in Q8_K's own order */
 QAI void dot_iq4_xs_512_q(const int C, int64_t nblk, const moe_block_iq4_xs *w, const char *X,
                           size_t xrb, float *y, int64_t ldy) {
-    dot_iq4_xs_512(C, 0, nblk, w, X, xrb, y, ldy);
+    dot_iq4_xs_512f(C, 0, 0, nblk, w, X, xrb, y, ldy);
 }
 QK_COLS(dot_iq4_xs_512_q)
+
+/* IQ4_XS in the fast numerics (moe_cpu_kernels.gemm_fast) on the rows as
+ * stored: the rows a packed matrix leaves after its tiles, and matrices not
+ * packed (MOE_REPACK=0, experts not yet brought in). */
+QAI void dot_iq4_xs_512_fast(const int C, int64_t nblk, const moe_block_iq4_xs *w, const char *X,
+                             size_t xrb, float *y, int64_t ldy) {
+    dot_iq4_xs_512f(C, 0, 1, nblk, w, X, xrb, y, ldy);
+}
+QK_COLS(dot_iq4_xs_512_fast)
+void moe__iq4xs_fast_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+                            int64_t nb, float *Y, int64_t ldy) {
+    const int64_t nblk = k / MOE_QK_K;
+    const size_t wrb = (size_t)nblk * sizeof(moe_block_iq4_xs);
+    const size_t xrb = (size_t)nblk * sizeof(moe_block_q8_K);
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t b = 0; b < nb; b += QCOLS_MAX)
+            dot_iq4_xs_512_fast_cols((int)(nb - b < QCOLS_MAX ? nb - b : QCOLS_MAX), nblk,
+                                     (const char *)W + (size_t)r * wrb,
+                                     (const char *)X + (size_t)b * xrb, xrb, Y + b * ldy + r, ldy);
+}
 
 /* ==== Q8_K activations ===================================================== */
 
@@ -655,11 +684,11 @@ void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n) {
 /* The same for IQ4_XS batches of more than QCOLS_MAX rows, in chunks. */
 #define IQX_BATCH_STACK (96 << 10)
 
-/* dot_iq4_xs_512 on C activation rows in iqx_order's order, with VBMI (P 2)
+/* dot_iq4_xs_512f on C activation rows in iqx_order's order, with VBMI (P 2)
  * or without (P 1). */
 #define IQX_COLS_CASE(P, C)                                                                        \
     case C:                                                                                        \
-        dot_iq4_xs_512(C, P, nblk, (const moe_block_iq4_xs *)w, x, xrb, y, ldy);                   \
+        dot_iq4_xs_512f(C, P, 0, nblk, (const moe_block_iq4_xs *)w, x, xrb, y, ldy);               \
         break;
 #define IQX_COLS(P)                                                                                \
     switch (C) {                                                                                   \
@@ -667,7 +696,7 @@ void moe__quant_q8_K_avx512(const float *x, moe_block_q8_K *y, int64_t n) {
         IQX_COLS_CASE(P, 2)                                                                        \
         IQX_COLS_CASE(P, 3)                                                                        \
     default:                                                                                       \
-        dot_iq4_xs_512(4, P, nblk, (const moe_block_iq4_xs *)w, x, xrb, y, ldy);                   \
+        dot_iq4_xs_512f(4, P, 0, nblk, (const moe_block_iq4_xs *)w, x, xrb, y, ldy);               \
         break;                                                                                     \
     }
 static void iqx_cols(int vbmi, int C, int64_t nblk, const char *w, const char *x, size_t xrb,
@@ -716,7 +745,7 @@ QAI void k_rows(const int T, const int C, int64_t nblk, const char *W, size_t wr
         else if (T == 1)
             dot_q6_K_512(C, nblk, (const moe_block_q6_K *)w, X, xrb, y, ldy);
         else
-            dot_iq4_xs_512(C, T - 1, nblk, (const moe_block_iq4_xs *)w, X, xrb, y, ldy);
+            dot_iq4_xs_512f(C, T - 1, 0, nblk, (const moe_block_iq4_xs *)w, X, xrb, y, ldy);
     }
 }
 

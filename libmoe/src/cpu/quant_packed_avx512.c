@@ -1,11 +1,14 @@
 /*
  * cpu/quant_packed_avx512.c - the 4-bit types in the packed layouts of
- * moe/ops.h (moe_q4kp_pack: Q4_K; moe_q4p_pack: Q4_0, IQ4_NL) at the
- * AVX-512 level: 16 weight rows in the lanes of one int8 tile (VNNI), one
- * sequential stream of weights, for any number of activation rows. Each
- * gives the bits of quant_avx512.c's kernels on the rows as stored (those
- * types' llama.cpp arithmetic is an exact integer sum per block or
- * super-block, then one or two fma per block, which the lanes keep).
+ * moe/ops.h (moe_q4kp_pack: Q4_K; moe_q4p_pack: Q4_0, IQ4_NL;
+ * moe_iq4xsp_pack: IQ4_XS) at the AVX-512 level: 16 weight rows in the
+ * lanes of one int8 tile (VNNI), one sequential stream of weights, for any
+ * number of activation rows. Each gives the bits of quant_avx512.c's
+ * kernels on the rows as stored: Q4_K's, Q4_0's and IQ4_NL's llama.cpp
+ * arithmetic is an exact integer sum per block or super-block, then one or
+ * two fma per block, which the lanes keep; IQ4_XS's keeps ggml's 8 lanes
+ * per row (its exact kernel here, for decode and --exact), and its fast
+ * numerics (batches) one exact sum per row and super-block.
  */
 #include <immintrin.h>
 #include <string.h>
@@ -45,27 +48,24 @@ QAI void q_prefetch_at(const char *p, int lines) {
 
 /* ==== Q4_K packed (moe_q4kp_pack): 16 rows in the lanes ==================== */
 
+/* 96 bytes of 16 rows' 6-bit values of 8 groups (moe_q4kp_pack's scales
+ * layout) -> bytes [g][r]: v[0] groups 0..3, v[1] groups 4..7. */
+QAI void k6_unpack16(const uint8_t *p, __m512i v[2]) {
+    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3);
+    const __m512i lo = _mm512_loadu_si512(p);
+    const __m256i hh = _mm256_loadu_si256((const __m256i *)(p + 64));
+    const __m512i t = _mm512_and_si512(
+        _mm512_inserti64x4(_mm512_castsi256_si512(hh), _mm256_srli_epi16(hh, 4), 1), m4);
+    v[0] = _mm512_or_si512(_mm512_and_si512(lo, m4), _mm512_slli_epi16(_mm512_and_si512(t, m2), 4));
+    v[1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(lo, 4), m4),
+                           _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(t, 2), m2), 4));
+}
+
 /* One packed super-block's header: the 16 rows' scales and minimums, bytes
  * [g][r] (s[0]: groups 0..3, s[1]: 4..7, the same for m), d and dmin. */
 QAI void q4kp_head(const uint8_t *h, __m512i *s, __m512i *m, __m512 *d, __m512 *dmin) {
-    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3);
-#pragma GCC unroll 2
-    for (int i = 0; i < 2; i++) { /* i = 0: scales, 1: minimums */
-        const uint8_t *p = h + 96 * i;
-        const __m512i lo = _mm512_loadu_si512(p);
-        const __m256i hh = _mm256_loadu_si256((const __m256i *)(p + 64));
-        const __m512i v = _mm512_and_si512(
-            _mm512_inserti64x4(_mm512_castsi256_si512(hh), _mm256_srli_epi16(hh, 4), 1), m4);
-        const __m512i a = _mm512_or_si512(_mm512_and_si512(lo, m4),
-                                          _mm512_slli_epi16(_mm512_and_si512(v, m2), 4));
-        const __m512i b =
-            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(lo, 4), m4),
-                            _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(v, 2), m2), 4));
-        if (i == 0)
-            s[0] = a, s[1] = b;
-        else
-            m[0] = a, m[1] = b;
-    }
+    k6_unpack16(h, s);
+    k6_unpack16(h + 96, m);
     *d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + 192)));
     *dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + 224)));
 }
@@ -276,4 +276,176 @@ void moe__q4p_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, in
 #undef IQ4
     }
 #undef Q4P_TILE
+}
+
+/* ==== IQ4_XS packed (moe_iq4xsp_pack): 16 rows in the lanes ================ */
+
+/* The IQ4 levels + 128 (unsigned, for vpdpbusd) in each 128-bit lane. */
+QAI __m512i iq4_utab(void) {
+    return _mm512_add_epi8(
+        _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moe_iq4nl_values)),
+        _mm512_set1_epi8((char)128));
+}
+
+/* Group g's scale - 32 of the 16 rows as int32, from k6_unpack16's bytes. */
+QAI __m512i iq4xsp_scale(const __m512i *v, int g) {
+    return _mm512_sub_epi32(q4kp_lane(v, g), _mm512_set1_epi32(32));
+}
+
+/* The fast numerics on C (1..4) activation rows against one tile: per
+ * group, the levels + 128 (vpshufb) by vpdpbusd against the activations' 4
+ * bytes broadcast, 2 NQ chains started at -128 x the group's activation sum
+ * (Q8_K's bsums), times the group's scale (vpmulld) into the super-block's
+ * int32; then one fma per super-block with d_w * d_x. */
+QAI void iq4xsp_tile(const int C, const int NQ, int64_t nblk, const char *tw, const char *X,
+                     size_t xrb, float *y, int64_t ldy) {
+    const __m512i m4 = _mm512_set1_epi8(15), tab = iq4_utab();
+    __m512 acc[4];
+#pragma GCC unroll 4
+    for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        const uint8_t *h = (const uint8_t *)tw + (size_t)b * MOE_IQ4XSP_BLOCK;
+        q_prefetch_at((const char *)h + 2 * MOE_IQ4XSP_BLOCK, MOE_IQ4XSP_BLOCK / 64);
+        const moe_block_q8_K *xb[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) xb[c] = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
+        __m512i v[2];
+        k6_unpack16(h, v);
+        __m512i isum[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) isum[c] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            __m512i e[4][2][4];
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++) {
+#pragma GCC unroll 4
+                for (int j = 0; j < NQ; j++) e[c][0][j] = e[c][1][j] = _mm512_setzero_si512();
+                e[c][0][0] =
+                    _mm512_set1_epi32(-128 * (xb[c]->bsums[2 * g] + xb[c]->bsums[2 * g + 1]));
+            }
+            const uint8_t *qp = h + 128 + (size_t)g * 256;
+#pragma GCC unroll 4
+            for (int q = 0; q < 4; q++) {
+                const __m512i w = _mm512_loadu_si512(qp + 64 * q);
+                const __m512i lo = _mm512_shuffle_epi8(tab, _mm512_and_si512(w, m4));
+                const __m512i hi =
+                    _mm512_shuffle_epi8(tab, _mm512_and_si512(_mm512_srli_epi16(w, 4), m4));
+#pragma GCC unroll 4
+                for (int c = 0; c < C; c++) {
+                    const int8_t *xq = xb[c]->qs + 32 * g + 4 * q;
+                    int32_t a0, a1;
+                    memcpy(&a0, xq, 4);
+                    memcpy(&a1, xq + 16, 4);
+                    e[c][0][q % NQ] =
+                        _mm512_dpbusd_epi32(e[c][0][q % NQ], lo, _mm512_set1_epi32(a0));
+                    e[c][1][q % NQ] =
+                        _mm512_dpbusd_epi32(e[c][1][q % NQ], hi, _mm512_set1_epi32(a1));
+                }
+            }
+            const __m512i sg = iq4xsp_scale(v, g);
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++) {
+                __m512i t = _mm512_add_epi32(e[c][0][0], e[c][1][0]);
+#pragma GCC unroll 4
+                for (int j = 1; j < NQ; j++)
+                    t = _mm512_add_epi32(t, _mm512_add_epi32(e[c][0][j], e[c][1][j]));
+                isum[c] = _mm512_add_epi32(isum[c], _mm512_mullo_epi32(t, sg));
+            }
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + 96)));
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++)
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[c]),
+                                     _mm512_mul_ps(dw, _mm512_set1_ps(xb[c]->d)), acc[c]);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < C; c++) _mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
+}
+
+/* gemm's (dot_iq4_xs's) arithmetic on one activation row against one tile:
+ * per row ggml's 8 int32 lanes (lane L: elements 4L..4L+3 of each group of
+ * 32; the low nibbles of quant load q are lane q, the high ones lane q + 4),
+ * each group's vpdpbusd started at -128 x its 4 activations' sum and times
+ * its scale alone, then per lane one fma per super-block into 8 float lanes
+ * and hsum_float_8's sum of them. */
+QAI void iq4xsp_tile_exact(int64_t nblk, const char *tw, const char *X, float *y) {
+    const __m512i m4 = _mm512_set1_epi8(15), tab = iq4_utab(), k80 = _mm512_set1_epi8((char)0x80);
+    __m512 facc[8];
+#pragma GCC unroll 8
+    for (int l = 0; l < 8; l++) facc[l] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        const uint8_t *h = (const uint8_t *)tw + (size_t)b * MOE_IQ4XSP_BLOCK;
+        q_prefetch_at((const char *)h + 2 * MOE_IQ4XSP_BLOCK, MOE_IQ4XSP_BLOCK / 64);
+        const moe_block_q8_K *xb = (const moe_block_q8_K *)X + b;
+        /* corr[8g + L]: -128 x the sum of group g's elements 4L..4L+3 */
+        _Alignas(64) int32_t corr[64];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+            _mm512_store_si512(
+                (__m512i *)(corr + 16 * i),
+                _mm512_sub_epi32(_mm512_setzero_si512(),
+                                 _mm512_dpbusd_epi32(_mm512_setzero_si512(), k80,
+                                                     _mm512_loadu_si512(xb->qs + 64 * i))));
+        __m512i v[2];
+        k6_unpack16(h, v);
+        __m512i lacc[8];
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++) lacc[l] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            const __m512i sg = iq4xsp_scale(v, g);
+            const uint8_t *qp = h + 128 + (size_t)g * 256;
+#pragma GCC unroll 4
+            for (int q = 0; q < 4; q++) {
+                const __m512i w = _mm512_loadu_si512(qp + 64 * q);
+                const __m512i lo = _mm512_shuffle_epi8(tab, _mm512_and_si512(w, m4));
+                const __m512i hi =
+                    _mm512_shuffle_epi8(tab, _mm512_and_si512(_mm512_srli_epi16(w, 4), m4));
+                int32_t a0, a1;
+                memcpy(&a0, xb->qs + 32 * g + 4 * q, 4);
+                memcpy(&a1, xb->qs + 32 * g + 16 + 4 * q, 4);
+                const __m512i el = _mm512_dpbusd_epi32(_mm512_set1_epi32(corr[8 * g + q]), lo,
+                                                       _mm512_set1_epi32(a0));
+                const __m512i eh = _mm512_dpbusd_epi32(_mm512_set1_epi32(corr[8 * g + 4 + q]), hi,
+                                                       _mm512_set1_epi32(a1));
+                lacc[q] = _mm512_add_epi32(lacc[q], _mm512_mullo_epi32(el, sg));
+                lacc[q + 4] = _mm512_add_epi32(lacc[q + 4], _mm512_mullo_epi32(eh, sg));
+            }
+        }
+        const __m512 d = _mm512_mul_ps(
+            _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + 96))), _mm512_set1_ps(xb->d));
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++)
+            facc[l] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lacc[l]), facc[l]);
+    }
+    /* hsum_float_8: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) */
+    const __m512 r0 = _mm512_add_ps(facc[4], facc[0]), r1 = _mm512_add_ps(facc[5], facc[1]);
+    const __m512 r2 = _mm512_add_ps(facc[6], facc[2]), r3 = _mm512_add_ps(facc[7], facc[3]);
+    _mm512_storeu_ps(y, _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3)));
+}
+
+void moe__iq4xsp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64_t r1,
+                             const void *X, int64_t nb, float *Y, int64_t ldy) {
+    if (r1 <= r0 || nb <= 0) return;
+    const int64_t nblk = k / MOE_QK_K;
+    const size_t wrb = (size_t)nblk * sizeof(moe_block_iq4_xs);
+    const size_t xrb = (size_t)nblk * sizeof(moe_block_q8_K);
+    if (!fast) {
+        for (int64_t rt = r0; rt < r1; rt += MOE_Q8P_ROWS)
+            for (int64_t c = 0; c < nb; c++)
+                iq4xsp_tile_exact(nblk, (const char *)W + (size_t)rt * wrb,
+                                  (const char *)X + (size_t)c * xrb, Y + c * ldy + rt);
+        return;
+    }
+    /* 1 column: 4 chains each of lo and hi; 2 columns: 2 */
+#define IQ4XSP_TILE(C, c)                                                                          \
+    iq4xsp_tile(C,                                                                                 \
+                (C) == 1   ? 4                                                                     \
+                : (C) == 2 ? 2                                                                     \
+                           : 1,                                                                    \
+                nblk, (const char *)W + (size_t)rt * wrb, (const char *)X + (size_t)(c)*xrb, xrb,  \
+                Y + (c)*ldy + rt, ldy)
+    PACKED_TILES(r0, r1, nb, IQ4XSP_TILE)
+#undef IQ4XSP_TILE
 }
