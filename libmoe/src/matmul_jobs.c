@@ -41,7 +41,8 @@ static void run_jobs(void *arg, int ith, int nth) {
         const int fast = c->k->fast && (J->batched || J->nb >= MOE_FAST_MIN_ROWS);
         void (*gemm)(moe_dtype, int64_t, const void *, int64_t, int64_t, const void *, int64_t,
                      float *, int64_t) = c->k->gemm;
-        if (fast && (J->wt == MOE_DTYPE_Q8_0 || J->wt == MOE_DTYPE_IQ4_XS))
+        if (fast &&
+            (J->wt == MOE_DTYPE_Q8_0 || J->wt == MOE_DTYPE_IQ4_XS || J->wt == MOE_DTYPE_Q6_K))
             gemm = c->k->gemm_fast;
         else if (J->batched)
             gemm = c->k->gemm_batch;
@@ -54,6 +55,8 @@ static void run_jobs(void *arg, int ith, int nth) {
                 c->k->gemm_q4p(J->wt, J->k, J->W, r0, p1, J->X, J->nb, J->Y, J->ldy);
             else if (p1 > r0 && J->wt == MOE_DTYPE_IQ4_XS)
                 c->k->gemm_iq4xsp(fast, J->k, J->W, r0, p1, J->X, J->nb, J->Y, J->ldy);
+            else if (p1 > r0 && J->wt == MOE_DTYPE_Q6_K)
+                c->k->gemm_q6kp(fast, J->k, J->W, r0, p1, J->X, J->nb, J->Y, J->ldy);
             else if (p1 > r0)
                 c->k->gemm_q8p(fast, J->k, J->W, r0, p1, J->X, J->nb, J->Y, J->ldy);
             if (r1 > p1) gemm(J->wt, J->k, J->W, p1, r1, J->X, J->nb, J->Y, J->ldy);

@@ -434,8 +434,8 @@ TEST(kernels_q4p_packed_equals_plain) {
 /* IQ4_XS's fast numerics (moe/ops.h, moe_iq4xsp_pack) written out again:
  * per super-block the exact sum of (scale - 32) x level x activation, one
  * fmaf with d_w * d_x. *mag gets the sum of the products' magnitudes. */
-static float ref_iq4xs_fast(int64_t nblk, const moe_block_iq4_xs *w, const moe_block_q8_K *x,
-                            double *mag) {
+static float ref_iq4xs_fast(int64_t nblk, const void *wv, const moe_block_q8_K *x, double *mag) {
+    const moe_block_iq4_xs *w = wv;
     float s = 0.0f;
     *mag = 0.0;
     for (int64_t b = 0; b < nblk; b++) {
@@ -459,59 +459,105 @@ static float ref_iq4xs_fast(int64_t nblk, const moe_block_iq4_xs *w, const moe_b
     return s;
 }
 
-/* The packed IQ4_XS layout (moe_iq4xsp_pack): each row's d, scales and
- * quants where moe/ops.h says; gemm_iq4xsp's exact numerics equal gemm on
- * the rows as stored bit for bit, its fast numerics (and gemm_fast on the
- * rows as stored) the formula above bit for bit, for 1 to 33 activation
- * rows, all tiles or one; the fast results within float rounding of the
- * exact ones; the rows after the last tile stay as stored. */
-TEST(kernels_iq4xsp_packed_equals_plain) {
+/* Q6_K's fast numerics written out again: per super-block the exact sum of
+ * scale x (level - 32) x activation, one fmaf with d_w * d_x. */
+static float ref_q6k_fast(int64_t nblk, const void *wv, const moe_block_q8_K *x, double *mag) {
+    const moe_block_q6_K *w = wv;
+    float s = 0.0f;
+    *mag = 0.0;
+    for (int64_t b = 0; b < nblk; b++) {
+        int64_t isum = 0, a = 0;
+        for (int e = 0; e < MOE_QK_K; e++) {
+            const int h = e / 128, t = e % 128 / 32, l = e % 32;
+            const uint8_t lb = w[b].ql[64 * h + 32 * (t & 1) + l];
+            const int q = ((t < 2 ? lb & 15 : lb >> 4) | ((w[b].qh[32 * h + l] >> 2 * t) & 3) << 4);
+            const int64_t p = (int64_t)w[b].scales[e / 16] * (q - 32) * x[b].qs[e];
+            isum += p;
+            a += llabs(p);
+        }
+        ASSERT(isum >= INT32_MIN && isum <= INT32_MAX);
+        const float d = moe_f16_to_f32(w[b].d) * x[b].d;
+        s = fmaf(d, (float)isum, s);
+        *mag += fabs((double)d) * (double)a;
+    }
+    return s;
+}
+
+/* A 6-bit value of row r, group g (0..7) in moe_q4kp_pack's scales layout
+ * at h. */
+static int packed_k6(const uint8_t *h, int r, int g) {
+    const int j = 16 * (g % 4) + r, sh = g < 4 ? 0 : 4, hs = g < 4 ? 0 : 2, hj = j < 32 ? 0 : 4;
+    return (h[j] >> sh & 15) | (h[64 + j % 32] >> hj >> hs & 3) << 4;
+}
+
+/* Row r of block b's bytes where moe/ops.h puts them in the packed
+ * super-block h (IQ4_XS or Q6_K). */
+static void check_layout(moe_dtype dt, const uint8_t *h, const void *wv, int r) {
+    if (dt == MOE_DTYPE_IQ4_XS) {
+        const moe_block_iq4_xs *w = wv;
+        ASSERT(!memcmp(h + 96 + 2 * r, &w->d, 2));
+        for (int g = 0; g < 8; g++) {
+            const int ls = ((w->scales_l[g / 2] >> 4 * (g % 2)) & 15) | ((w->scales_h >> 2 * g) & 3)
+                                                                            << 4;
+            ASSERT_EQ_INT(packed_k6(h, r, g), ls);
+            for (int q = 0; q < 4; q++)
+                ASSERT(!memcmp(h + 128 + (4 * g + q) * 64 + 4 * r, w->qs + 16 * g + 4 * q, 4));
+        }
+        return;
+    }
+    const moe_block_q6_K *w = wv;
+    ASSERT(!memcmp(h + 256 + 2 * r, &w->d, 2));
+    for (int g = 0; g < 16; g++) ASSERT_EQ_INT((int8_t)h[16 * g + r], w->scales[g]);
+    for (int hh = 0; hh < 2; hh++)
+        for (int q = 0; q < 8; q++) {
+            const uint8_t *o = h + 288 + (8 * hh + q) * 192 + 4 * r;
+            ASSERT(!memcmp(o, w->ql + 64 * hh + 4 * q, 4));
+            ASSERT(!memcmp(o + 64, w->ql + 64 * hh + 32 + 4 * q, 4));
+            ASSERT(!memcmp(o + 128, w->qh + 32 * hh + 4 * q, 4));
+        }
+}
+
+/* The packed layouts with two numerics (IQ4_XS: moe_iq4xsp_pack, Q6_K:
+ * moe_q6kp_pack): each row's bytes where moe/ops.h says; the packed gemm's
+ * exact numerics equal gemm on the rows as stored bit for bit, its fast
+ * numerics (and gemm_fast on the rows as stored) an independent formula
+ * bit for bit, for 1 to 33 activation rows, all tiles or one; the fast
+ * results within float rounding of the exact ones; the rows after the
+ * last tile stay as stored. */
+static void check_two_numerics(moe_dtype dt, uint64_t seed) {
     const moe_cpu_kernels *best = moe_cpu_kernels_best();
-    if (!best->gemm_iq4xsp) SKIP("no packed IQ4_XS kernel at this level (AVX-512 only)");
+    void (*gemmp)(int, int64_t, const void *, int64_t, int64_t, const void *, int64_t, float *,
+                  int64_t) = dt == MOE_DTYPE_IQ4_XS ? best->gemm_iq4xsp : best->gemm_q6kp;
+    if (!gemmp) SKIP("no packed kernel for this type at this level (AVX-512 only)");
+    const size_t bs = moe_dtype_row_bytes(dt, MOE_QK_K);
+    const size_t pb = dt == MOE_DTYPE_IQ4_XS ? MOE_IQ4XSP_BLOCK : MOE_Q6KP_BLOCK;
+    float (*fast_ref)(int64_t, const void *, const moe_block_q8_K *, double *) =
+        dt == MOE_DTYPE_IQ4_XS ? ref_iq4xs_fast : ref_q6k_fast;
     static const struct {
         int64_t k, m;
     } shapes[] = {{256, 16}, {512, 37}, {1024, 64}, {2816, 48}, {768, 165}};
     static const int64_t nbs[] = {1, 2, 3, 4, 5, 7, 9, 17, 33};
-    uint64_t seed = 4405;
     double worst = 0.0;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int64_t k = shapes[si].k, m = shapes[si].m, nblk = k / MOE_QK_K;
         const int64_t m16 = m / MOE_Q8P_ROWS * MOE_Q8P_ROWS;
-        moe_block_iq4_xs *W = test_xmalloc((size_t)(m * nblk) * sizeof *W);
-        moe_block_iq4_xs *P = test_xmalloc((size_t)(m * nblk) * sizeof *P);
-        for (int64_t i = 0; i < m * nblk; i++) {
-            uint8_t *b = (uint8_t *)&W[i];
-            for (size_t j = 0; j < sizeof *W; j++) b[j] = (uint8_t)test_rand_u64(&seed);
+        const size_t wrb = bs * (size_t)nblk;
+        uint8_t *W = test_xmalloc((size_t)m * wrb), *P = test_xmalloc((size_t)m * wrb);
+        for (size_t i = 0; i < (size_t)m * wrb; i++) W[i] = (uint8_t)test_rand_u64(&seed);
+        for (int64_t i = 0; i < m * nblk; i++) { /* d: finite, different magnitudes */
             const uint64_t u = test_rand_u64(&seed);
-            W[i].d = moe_f32_to_f16(
+            const uint16_t d = moe_f32_to_f16(
                 u % 11 == 0 ? 0.0f
                             : ldexpf(1.0f + (float)(u % 1000) / 1000.0f, (int)(u >> 12) % 12 - 14));
+            memcpy(W + (size_t)i * bs + (dt == MOE_DTYPE_IQ4_XS ? 0 : bs - 2), &d, 2);
         }
-        moe_iq4xsp_pack(W, P, m, k);
+        (dt == MOE_DTYPE_IQ4_XS ? moe_iq4xsp_pack : moe_q6kp_pack)(W, P, m, k);
         for (int64_t t = 0; t < m16 / MOE_Q8P_ROWS; t++)
-            for (int64_t b = 0; b < nblk; b++) {
-                const uint8_t *h =
-                    (const uint8_t *)(P + t * MOE_Q8P_ROWS * nblk) + b * MOE_IQ4XSP_BLOCK;
-                for (int r = 0; r < MOE_Q8P_ROWS; r++) {
-                    const moe_block_iq4_xs *w = W + (t * MOE_Q8P_ROWS + r) * nblk + b;
-                    ASSERT(!memcmp(h + 96 + 2 * r, &w->d, 2));
-                    for (int g = 0; g < 8; g++) {
-                        const int ls = ((w->scales_l[g / 2] >> 4 * (g % 2)) & 15) |
-                                       ((w->scales_h >> 2 * g) & 3) << 4;
-                        const int j = 16 * (g % 4) + r, sh = g < 4 ? 0 : 4, hs = g < 4 ? 0 : 2;
-                        const int hj = j < 32 ? 0 : 4;
-                        const int p = (h[j] >> sh & 15) | (h[64 + j % 32] >> hj >> hs & 3) << 4;
-                        if (p != ls)
-                            TEST_FAIL("packed k=%lld tile %lld block %lld row %d group %d: scale "
-                                      "%d, want %d",
-                                      (long long)k, (long long)t, (long long)b, r, g, p, ls);
-                        for (int q = 0; q < 4; q++)
-                            ASSERT(!memcmp(h + 128 + (4 * g + q) * 64 + 4 * r,
-                                           w->qs + 16 * g + 4 * q, 4));
-                    }
-                }
-            }
-        ASSERT(!memcmp(P + m16 * nblk, W + m16 * nblk, (size_t)((m - m16) * nblk) * sizeof *W));
+            for (int64_t b = 0; b < nblk; b++)
+                for (int r = 0; r < MOE_Q8P_ROWS; r++)
+                    check_layout(dt, P + (size_t)t * MOE_Q8P_ROWS * wrb + (size_t)b * pb,
+                                 W + (size_t)(t * MOE_Q8P_ROWS + r) * wrb + (size_t)b * bs, r);
+        ASSERT(!memcmp(P + (size_t)m16 * wrb, W + (size_t)m16 * wrb, (size_t)(m - m16) * wrb));
         for (size_t ni = 0; ni < sizeof nbs / sizeof nbs[0]; ni++) {
             const int64_t nb = nbs[ni];
             const size_t xrb = moe_dtype_row_bytes(MOE_DTYPE_Q8_K, k);
@@ -519,37 +565,35 @@ TEST(kernels_iq4xsp_packed_equals_plain) {
             for (int64_t i = 0; i < nb * k; i++)
                 xf[i] = test_rand_f32(&seed) * (1.0f + (float)(i % 5));
             void *X = test_xmalloc((size_t)nb * xrb);
-            moe_op_quantize(best, MOE_DTYPE_IQ4_XS, xf, X, nb, k);
+            moe_op_quantize(best, dt, xf, X, nb, k);
             float *ref = test_xmalloc((size_t)(nb * m) * sizeof *ref);
             float *fref = test_xmalloc((size_t)(nb * m) * sizeof *fref);
             float *y = test_xmalloc((size_t)(nb * m) * sizeof *y);
-            best->gemm(MOE_DTYPE_IQ4_XS, k, W, 0, m, X, nb, ref, m);
+            best->gemm(dt, k, W, 0, m, X, nb, ref, m);
             for (int64_t b = 0; b < nb; b++)
                 for (int64_t r = 0; r < m; r++) {
                     double mag;
                     fref[b * m + r] =
-                        ref_iq4xs_fast(nblk, W + r * nblk,
-                                       (const moe_block_q8_K *)((const char *)X + b * xrb), &mag);
+                        fast_ref(nblk, W + (size_t)r * wrb,
+                                 (const moe_block_q8_K *)((const char *)X + b * xrb), &mag);
                     const double e = fabs((double)fref[b * m + r] - ref[b * m + r]);
                     if (!(e <= 1e-6 * mag + 1e-30))
-                        TEST_FAIL("k=%lld y[%lld][%lld]: fast %.9g, exact %.9g (sum|w x| %.3g)",
-                                  (long long)k, (long long)b, (long long)r, fref[b * m + r],
-                                  ref[b * m + r], mag);
+                        TEST_FAIL("%s k=%lld y[%lld][%lld]: fast %.9g, exact %.9g (sum|w x| %.3g)",
+                                  moe_dtype_name(dt), (long long)k, (long long)b, (long long)r,
+                                  fref[b * m + r], ref[b * m + r], mag);
                     if (mag > 0 && e / mag > worst) worst = e / mag;
                 }
             const fcase all = {k, m, 0, m, nb, m};
             for (int fast = 0; fast < 2; fast++) {
-                const char *what = fast ? "gemm_iq4xsp fast" : "gemm_iq4xsp exact";
+                const char *what = fast ? "packed gemm, fast" : "packed gemm, exact";
                 const float *want = fast ? fref : ref;
-                best->gemm_iq4xsp(fast, k, P, 0, m16, X, nb, y, m);
-                if (m16 < m)
-                    (fast ? best->gemm_fast : best->gemm)(MOE_DTYPE_IQ4_XS, k, P, m16, m, X, nb, y,
-                                                          m);
+                gemmp(fast, k, P, 0, m16, X, nb, y, m);
+                if (m16 < m) (fast ? best->gemm_fast : best->gemm)(dt, k, P, m16, m, X, nb, y, m);
                 check_bits(what, y, want, &all);
                 if (m16 >= 2 * MOE_Q8P_ROWS) {
                     const fcase one = {k, m, MOE_Q8P_ROWS, 2 * MOE_Q8P_ROWS, nb, m};
                     for (int64_t i = 0; i < nb * m; i++) y[i] = -7.0f;
-                    best->gemm_iq4xsp(fast, k, P, one.r0, one.r1, X, nb, y, m);
+                    gemmp(fast, k, P, one.r0, one.r1, X, nb, y, m);
                     for (int64_t b = 0; b < nb; b++)
                         for (int64_t r = 0; r < m; r++)
                             if ((r < one.r0 || r >= one.r1) && y[b * m + r] != -7.0f)
@@ -558,11 +602,18 @@ TEST(kernels_iq4xsp_packed_equals_plain) {
                     check_bits(what, y, want, &one);
                 }
             }
-            best->gemm_fast(MOE_DTYPE_IQ4_XS, k, W, 0, m, X, nb, y, m);
-            check_bits("gemm_fast iq4_xs (rows as stored)", y, fref, &all);
+            best->gemm_fast(dt, k, W, 0, m, X, nb, y, m);
+            check_bits("gemm_fast (rows as stored)", y, fref, &all);
             free(y), free(fref), free(ref), free(X), free(xf);
         }
         free(W), free(P);
     }
-    fprintf(stderr, "iq4_xs fast vs exact: worst difference %.3g of sum|w x|\n", worst);
+    fprintf(stderr, "%s fast vs exact: worst difference %.3g of sum|w x|\n", moe_dtype_name(dt),
+            worst);
+}
+TEST(kernels_iq4xsp_packed_equals_plain) {
+    check_two_numerics(MOE_DTYPE_IQ4_XS, 4405);
+}
+TEST(kernels_q6kp_packed_equals_plain) {
+    check_two_numerics(MOE_DTYPE_Q6_K, 4406);
 }

@@ -687,7 +687,8 @@ TEST(model_split_halves_same_logits) {
     check_split(MOE_ARCH_LLAMA, MOE_DTYPE_Q8_0);
     check_split(MOE_ARCH_QWEN2MOE, MOE_DTYPE_F16); /* shared experts */
     check_split(MOE_ARCH_QWEN2MOE, MOE_DTYPE_Q8_0);
-    check_split(MOE_ARCH_LLAMA, MOE_DTYPE_IQ4_XS); /* its fast numerics too */
+    check_split(MOE_ARCH_LLAMA, MOE_DTYPE_IQ4_XS); /* their fast numerics too */
+    check_split(MOE_ARCH_LLAMA, MOE_DTYPE_Q6_K);
 }
 TEST(model_split_halves_same_logits_deepseek2) { /* MLA, a leading dense layer */
     check_split(MOE_ARCH_DEEPSEEK2, MOE_DTYPE_F32);
@@ -711,9 +712,10 @@ TEST(model_repacked_q4_K_same_logits) { /* the Q4_K tiles */
 TEST(model_repacked_q4_K_same_logits_deepseek2) {
     check_repacked(MOE_ARCH_DEEPSEEK2, MOE_DTYPE_Q4_K);
 }
-TEST(model_repacked_iq4_xs_same_logits) { /* exact (decode) and fast (batches) */
+TEST(model_repacked_iq4_xs_q6_K_same_logits) { /* exact (decode) and fast (batches) */
     check_repacked(MOE_ARCH_LLAMA, MOE_DTYPE_IQ4_XS);
     check_repacked(MOE_ARCH_DEEPSEEK2, MOE_DTYPE_IQ4_XS);
+    check_repacked(MOE_ARCH_QWEN2MOE, MOE_DTYPE_Q6_K);
 }
 TEST(model_repacked_q4_0_iq4_nl_same_logits) { /* the 32-element 4-bit tiles */
     check_repacked(MOE_ARCH_LLAMA, MOE_DTYPE_Q4_0);
@@ -785,4 +787,5 @@ static void check_groups_packed(moe_dtype dt) {
 TEST(model_expert_groups_packed_same_bits) {
     check_groups_packed(MOE_DTYPE_Q8_0);
     check_groups_packed(MOE_DTYPE_IQ4_XS);
+    check_groups_packed(MOE_DTYPE_Q6_K);
 }

@@ -249,10 +249,10 @@ typedef struct moe_ctx_params {
                                   * layers (moe_ctx_gate_margin; a diagnostic, default 0) */
     moe_dtype kv_type;           /* the KV cache's type: MOE_DTYPE_F16 (default, llama.cpp's
                                   * default) or MOE_DTYPE_F32; attention reads it directly */
-    int exact;                   /* 1: llama.cpp's exact Q8_0 and IQ4_XS arithmetic for batches too
-                                  * (what the parity tests compare); 0 (default): the fast
-                                  * int8 tile from MOE_FAST_MIN_ROWS rows (moe/ops.h), its
-                                  * logits within float rounding of the exact ones */
+    int exact; /* 1: llama.cpp's exact Q8_0, IQ4_XS, Q6_K arithmetic for batches too
+                * (what the parity tests compare); 0 (default): the fast
+                * int8 tile from MOE_FAST_MIN_ROWS rows (moe/ops.h), its
+                * logits within float rounding of the exact ones */
     /* (optional) called on the decoding thread after the routed experts of
      * every MoE layer of every decode, with the choices for batch rows
      * row0..row0+n-1 (sel: n x k expert ids in row order, -1 where the

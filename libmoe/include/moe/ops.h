@@ -55,7 +55,7 @@ typedef struct moe_cpu_kernels {
      * weights each block's 32 products are summed exactly in int32 and the
      * blocks are accumulated in order, y = fmaf(d_w * d_x, (float)isum, y),
      * identical bit for bit at every level (AMX, AVX-512 VNNI, AVX2, scalar);
-     * IQ4_XS at the AVX-512 level likewise per super-block of 256 (its
+     * IQ4_XS and Q6_K at the AVX-512 level likewise per super-block of 256 (its
      * exact sum, y = fmaf(d_w * d_x, (float)isum, y): moe_iq4xsp_pack's
      * fast numerics), as gemm at the others; other types as gemm. */
     void (*gemm_fast)(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
@@ -87,6 +87,9 @@ typedef struct moe_cpu_kernels {
      * fast is 1 (gemm_fast's bits on the plain rows), else gemm's. */
     void (*gemm_iq4xsp)(int fast, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
                         int64_t nb, float *Y, int64_t ldy);
+    /* Q6_K in the packed layout (moe_q6kp_pack), likewise. */
+    void (*gemm_q6kp)(int fast, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+                      int64_t nb, float *Y, int64_t ldy);
 
     /* sum a[i] * b[i] over n floats. */
     float (*dot_f32)(int64_t n, const float *a, const float *b);
@@ -204,10 +207,25 @@ void moe_q4p_pack(const void *src, void *dst, int64_t m, int64_t k);
 #define MOE_IQ4XSP_BLOCK 2176
 void moe_iq4xsp_pack(const void *src, void *dst, int64_t m, int64_t k);
 
-/* Packs src of weight type t (Q8_0, Q4_K, Q4_0, IQ4_NL or IQ4_XS) into dst. */
+/* ---- Packed Q6_K ------------------------------------------------------------
+ * The same tiles of 16 rows for Q6_K (210 bytes a super-block of 256); per
+ * super-block of a tile, MOE_Q6KP_BLOCK bytes:
+ *   [0, 256)     the 16 groups' int8 scales, byte 16g + r: row r's group g
+ *   [256, 288)   the 16 rows' d (fp16)
+ *   [288, 3360)  the quants: for half h (0..1) and q (0..7), 192 bytes:
+ *                16 rows x ql[64h + 4q ..+3], 16 rows x ql[64h + 32 + 4q ..+3]
+ *                and 16 rows x qh[32h + 4q ..+3] (elements 128h + 32t + 4q..
+ *                for t = 0..3, as Q6_K splits them)
+ * Two numerics as IQ4_XS's (gemm_q6kp): the exact one gemm's (ggml's 8
+ * lanes), the fast one each row's super-block in one exact int32, one fma
+ * with d_w * d_x. */
+#define MOE_Q6KP_BLOCK 3360
+void moe_q6kp_pack(const void *src, void *dst, int64_t m, int64_t k);
+
+/* Packs src of weight type t (Q8_0, Q4_K, Q4_0, IQ4_NL, IQ4_XS or Q6_K) into dst. */
 void moe_packed_pack(moe_dtype t, const void *src, void *dst, int64_t m, int64_t k);
 /* 1 if weights of type t are packed at load here (moe_repack): Q8_0 where
- * moe_q8p_usable, Q4_K, Q4_0, IQ4_NL and IQ4_XS where the best table has their
+ * moe_q8p_usable, Q4_K, Q4_0, IQ4_NL, IQ4_XS and Q6_K where the best table has their
  * packed kernels (AVX-512); MOE_REPACK=0 in the environment says no. */
 int moe_packed_usable(moe_dtype t);
 /* 1 if the Q8_0 fast tile runs on AMX-INT8 here (MOE_AMX=0 turns it off). */

@@ -524,6 +524,33 @@ void moe_iq4xsp_pack(const void *src, void *dst, int64_t m, int64_t k) {
     memcpy((char *)dst + done, (const char *)src + done, (size_t)(m - nt * MOE_Q8P_ROWS) * rb);
 }
 
+void moe_q6kp_pack(const void *src, void *dst, int64_t m, int64_t k) {
+    const int64_t nblk = k / MOE_QK_K;
+    const size_t rb = (size_t)nblk * sizeof(moe_block_q6_K);
+    const int64_t nt = m / MOE_Q8P_ROWS;
+    for (int64_t t = 0; t < nt; t++) {
+        const char *s = (const char *)src + (size_t)t * MOE_Q8P_ROWS * rb;
+        uint8_t *d0 = (uint8_t *)dst + (size_t)t * MOE_Q8P_ROWS * rb;
+        for (int64_t b = 0; b < nblk; b++) {
+            uint8_t *d = d0 + (size_t)b * MOE_Q6KP_BLOCK;
+            for (int r = 0; r < MOE_Q8P_ROWS; r++) {
+                const moe_block_q6_K *x = (const moe_block_q6_K *)(s + (size_t)r * rb) + b;
+                for (int g = 0; g < 16; g++) d[16 * g + r] = (uint8_t)x->scales[g];
+                memcpy(d + 256 + 2 * r, &x->d, 2);
+                for (int h = 0; h < 2; h++)
+                    for (int q = 0; q < 8; q++) {
+                        uint8_t *o = d + 288 + (size_t)(8 * h + q) * 192 + 4 * r;
+                        memcpy(o, x->ql + 64 * h + 4 * q, 4);
+                        memcpy(o + 64, x->ql + 64 * h + 32 + 4 * q, 4);
+                        memcpy(o + 128, x->qh + 32 * h + 4 * q, 4);
+                    }
+            }
+        }
+    }
+    const size_t done = (size_t)nt * MOE_Q8P_ROWS * rb;
+    memcpy((char *)dst + done, (const char *)src + done, (size_t)(m - nt * MOE_Q8P_ROWS) * rb);
+}
+
 void moe_packed_pack(moe_dtype t, const void *src, void *dst, int64_t m, int64_t k) {
     if (t == MOE_DTYPE_Q4_K)
         moe_q4kp_pack(src, dst, m, k);
@@ -531,6 +558,8 @@ void moe_packed_pack(moe_dtype t, const void *src, void *dst, int64_t m, int64_t
         moe_q4p_pack(src, dst, m, k);
     else if (t == MOE_DTYPE_IQ4_XS)
         moe_iq4xsp_pack(src, dst, m, k);
+    else if (t == MOE_DTYPE_Q6_K)
+        moe_q6kp_pack(src, dst, m, k);
     else
         moe_q8p_pack(src, dst, m, k);
 }
@@ -538,13 +567,14 @@ void moe_packed_pack(moe_dtype t, const void *src, void *dst, int64_t m, int64_t
 int moe_packed_usable(moe_dtype t) {
     if (t == MOE_DTYPE_Q8_0) return moe_q8p_usable();
     if (t != MOE_DTYPE_Q4_K && t != MOE_DTYPE_Q4_0 && t != MOE_DTYPE_IQ4_NL &&
-        t != MOE_DTYPE_IQ4_XS)
+        t != MOE_DTYPE_IQ4_XS && t != MOE_DTYPE_Q6_K)
         return 0;
     const char *env = getenv("MOE_REPACK");
     if (env && !strcmp(env, "0")) return 0;
     const moe_cpu_kernels *k = moe_cpu_kernels_best();
     return t == MOE_DTYPE_Q4_K     ? k->gemm_q4kp != NULL
            : t == MOE_DTYPE_IQ4_XS ? k->gemm_iq4xsp != NULL
+           : t == MOE_DTYPE_Q6_K   ? k->gemm_q6kp != NULL
                                    : k->gemm_q4p != NULL;
 }
 

@@ -77,6 +77,12 @@ void moe__iq4xsp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int
                              const void *X, int64_t nb, float *Y, int64_t ldy);
 void moe__iq4xs_fast_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
                             int64_t nb, float *Y, int64_t ldy);
+/* Q6_K likewise (moe_q6kp_pack; the fast numerics on rows as stored by
+ * packing them into a tile on the way, quant_packed_avx512.c). */
+void moe__q6kp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64_t r1,
+                           const void *X, int64_t nb, float *Y, int64_t ldy);
+void moe__q6k_fast_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+                          int64_t nb, float *Y, int64_t ldy);
 /* quant_simd.h's arithmetic built for AVX2: the reference that
  * moe__quant_gemm_avx2's faster kernels (every quantised type: its own for
  * Q4_0, IQ4_NL, Q4_K, Q5_K, Q6_K, IQ4_XS, quant_fast256.h's for Q4_1, Q5_0,

@@ -660,12 +660,16 @@ static void gemm_batch_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0
 
 /* Fast numerics: the int8 tile for Q8_0 batches (AMX-INT8 on whole tiles of
  * 16 rows where the CPU has it, this file's VNNI tile for the rest); IQ4_XS
- * per super-block (quant_avx512.c). */
+ * and Q6_K per super-block (quant_avx512.c, quant_packed_avx512.c). */
 static void gemm_fast_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                              const void *X, int64_t nb, float *Y, int64_t ldy) {
     if (r1 <= r0 || nb <= 0) return;
     if (wt == MOE_DTYPE_IQ4_XS) {
         moe__iq4xs_fast_avx512(k, W, r0, r1, X, nb, Y, ldy);
+        return;
+    }
+    if (wt == MOE_DTYPE_Q6_K) {
+        moe__q6k_fast_avx512(k, W, r0, r1, X, nb, Y, ldy);
         return;
     }
     if (wt != MOE_DTYPE_Q8_0) {
@@ -772,6 +776,7 @@ const moe_cpu_kernels moe__kernels_avx512 = {
     .gemm_q4kp = moe__q4kp_gemm_avx512,
     .gemm_q4p = moe__q4p_gemm_avx512,
     .gemm_iq4xsp = moe__iq4xsp_gemm_avx512,
+    .gemm_q6kp = moe__q6kp_gemm_avx512,
     .dot_f32 = moe__dot_f32_avx512,
     .axpy_f32 = moe__axpy_f32_avx512,
     .dots_f32 = moe__dots_f32_avx512,

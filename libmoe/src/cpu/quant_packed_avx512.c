@@ -1,16 +1,17 @@
 /*
  * cpu/quant_packed_avx512.c - the 4-bit types in the packed layouts of
  * moe/ops.h (moe_q4kp_pack: Q4_K; moe_q4p_pack: Q4_0, IQ4_NL;
- * moe_iq4xsp_pack: IQ4_XS) at the AVX-512 level: 16 weight rows in the
+ * moe_iq4xsp_pack: IQ4_XS; moe_q6kp_pack: Q6_K) at the AVX-512 level: 16 weight rows in the
  * lanes of one int8 tile (VNNI), one sequential stream of weights, for any
  * number of activation rows. Each gives the bits of quant_avx512.c's
  * kernels on the rows as stored: Q4_K's, Q4_0's and IQ4_NL's llama.cpp
  * arithmetic is an exact integer sum per block or super-block, then one or
- * two fma per block, which the lanes keep; IQ4_XS's keeps ggml's 8 lanes
- * per row (its exact kernel here, for decode and --exact), and its fast
- * numerics (batches) one exact sum per row and super-block.
+ * two fma per block, which the lanes keep; IQ4_XS's and Q6_K's keep ggml's
+ * 8 lanes per row (their exact kernels here, for decode and --exact), and
+ * their fast numerics (batches) one exact sum per row and super-block.
  */
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -280,6 +281,14 @@ void moe__q4p_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, in
 
 /* ==== IQ4_XS packed (moe_iq4xsp_pack): 16 rows in the lanes ================ */
 
+/* 16 rows' 8 float lanes summed as hsum_float_8, ((l0 + l4) + (l2 + l6)) +
+ * ((l1 + l5) + (l3 + l7)), stored at y. */
+QAI void lanes8_store(const __m512 f[8], float *y) {
+    const __m512 r0 = _mm512_add_ps(f[4], f[0]), r1 = _mm512_add_ps(f[5], f[1]);
+    const __m512 r2 = _mm512_add_ps(f[6], f[2]), r3 = _mm512_add_ps(f[7], f[3]);
+    _mm512_storeu_ps(y, _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3)));
+}
+
 /* The IQ4 levels + 128 (unsigned, for vpdpbusd) in each 128-bit lane. */
 QAI __m512i iq4_utab(void) {
     return _mm512_add_epi8(
@@ -419,10 +428,7 @@ QAI void iq4xsp_tile_exact(int64_t nblk, const char *tw, const char *X, float *y
         for (int l = 0; l < 8; l++)
             facc[l] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lacc[l]), facc[l]);
     }
-    /* hsum_float_8: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) */
-    const __m512 r0 = _mm512_add_ps(facc[4], facc[0]), r1 = _mm512_add_ps(facc[5], facc[1]);
-    const __m512 r2 = _mm512_add_ps(facc[6], facc[2]), r3 = _mm512_add_ps(facc[7], facc[3]);
-    _mm512_storeu_ps(y, _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3)));
+    lanes8_store(facc, y);
 }
 
 void moe__iq4xsp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64_t r1,
@@ -448,4 +454,196 @@ void moe__iq4xsp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int
                 Y + (c)*ldy + rt, ldy)
     PACKED_TILES(r0, r1, nb, IQ4XSP_TILE)
 #undef IQ4XSP_TILE
+}
+
+/* ==== Q6_K packed (moe_q6kp_pack): 16 rows in the lanes ==================== */
+
+/* One 192-byte load group of a packed super-block -> the levels (0..63) of
+ * elements 128h + 32t + 4q.. of the 16 rows, t = 0..3. */
+QAI void q6kp_levels(const uint8_t *p, __m512i u[4]) {
+    const __m512i m4 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(3);
+    const __m512i a = _mm512_loadu_si512(p), b = _mm512_loadu_si512(p + 64);
+    const __m512i hb = _mm512_loadu_si512(p + 128);
+    u[0] = _mm512_or_si512(_mm512_and_si512(a, m4), _mm512_slli_epi16(_mm512_and_si512(hb, m3), 4));
+    u[1] = _mm512_or_si512(_mm512_and_si512(b, m4),
+                           _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb, 2), m3), 4));
+    u[2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(a, 4), m4),
+                           _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb, 4), m3), 4));
+    u[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(b, 4), m4),
+                           _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb, 6), m3), 4));
+}
+
+/* Group g's int8 scales of the 16 rows as int32. */
+QAI __m512i q6kp_scale(const uint8_t *h, int g) {
+    return _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(h + 16 * g)));
+}
+
+/* The fast numerics on C (1..4) activation rows against one tile: per
+ * group of 16, 4 vpdpbusd (the levels unsigned) started at -32 x the
+ * group's activation sum (Q8_K's bsums), times the group's scale into the
+ * super-block's int32; one fma per super-block with d_w * d_x. The 4
+ * groups of a load group's 4 levels run as 4 chains a column. */
+QAI void q6kp_tile(const int C, int64_t nblk, const char *tw, const char *X, size_t xrb, float *y,
+                   int64_t ldy) {
+    __m512 acc[4];
+#pragma GCC unroll 4
+    for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        const uint8_t *h = (const uint8_t *)tw + (size_t)b * MOE_Q6KP_BLOCK;
+        q_prefetch_at((const char *)h + 2 * MOE_Q6KP_BLOCK, MOE_Q6KP_BLOCK / 64);
+        const moe_block_q8_K *xb[4];
+        __m512i isum[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            xb[c] = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
+            isum[c] = _mm512_setzero_si512();
+        }
+#pragma GCC unroll 2
+        for (int hh = 0; hh < 2; hh++)
+#pragma GCC unroll 2
+            for (int qq = 0; qq < 2; qq++) {
+                /* groups 8hh + 2t + qq, t = 0..3 */
+                __m512i e[4][4];
+#pragma GCC unroll 4
+                for (int c = 0; c < C; c++)
+#pragma GCC unroll 4
+                    for (int t = 0; t < 4; t++)
+                        e[c][t] = _mm512_set1_epi32(-32 * xb[c]->bsums[8 * hh + 2 * t + qq]);
+#pragma GCC unroll 4
+                for (int q4 = 0; q4 < 4; q4++) {
+                    const int q = 4 * qq + q4;
+                    __m512i u[4];
+                    q6kp_levels(h + 288 + (size_t)(8 * hh + q) * 192, u);
+#pragma GCC unroll 4
+                    for (int c = 0; c < C; c++)
+#pragma GCC unroll 4
+                        for (int t = 0; t < 4; t++) {
+                            int32_t a;
+                            memcpy(&a, xb[c]->qs + 128 * hh + 32 * t + 4 * q, 4);
+                            e[c][t] = _mm512_dpbusd_epi32(e[c][t], u[t], _mm512_set1_epi32(a));
+                        }
+                }
+#pragma GCC unroll 4
+                for (int t = 0; t < 4; t++) {
+                    const __m512i sg = q6kp_scale(h, 8 * hh + 2 * t + qq);
+#pragma GCC unroll 4
+                    for (int c = 0; c < C; c++)
+                        isum[c] = _mm512_add_epi32(isum[c], _mm512_mullo_epi32(e[c][t], sg));
+                }
+            }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + 256)));
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++)
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[c]),
+                                     _mm512_mul_ps(dw, _mm512_set1_ps(xb[c]->d)), acc[c]);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < C; c++) _mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
+}
+
+/* gemm's (dot_q6_K's) arithmetic on one activation row against one tile:
+ * per row ggml's 8 int32 lanes (lane L: elements 4L..4L+3 of each 32, so
+ * load q is lane q), each 4 elements' vpdpbusd times its group's scale,
+ * less 32 x (bsums[2L] sc[2L] + bsums[2L+1] sc[2L+1]) per lane; one fma
+ * per lane and super-block into 8 float lanes; hsum_float_8's sum. */
+QAI void q6kp_tile_exact(int64_t nblk, const char *tw, const char *X, float *y) {
+    __m512 facc[8];
+#pragma GCC unroll 8
+    for (int l = 0; l < 8; l++) facc[l] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        const uint8_t *h = (const uint8_t *)tw + (size_t)b * MOE_Q6KP_BLOCK;
+        q_prefetch_at((const char *)h + 2 * MOE_Q6KP_BLOCK, MOE_Q6KP_BLOCK / 64);
+        const moe_block_q8_K *xb = (const moe_block_q8_K *)X + b;
+        __m512i lacc[8];
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++) {
+            /* 16 rows x (sc[2l], sc[2l + 1]) as int16 pairs, times the bsums pair */
+            const __m128i s0 = _mm_loadu_si128((const __m128i *)(h + 32 * l));
+            const __m128i s1 = _mm_loadu_si128((const __m128i *)(h + 32 * l + 16));
+            const __m512i sp = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_unpacklo_epi8(s0, s1)), _mm_unpackhi_epi8(s0, s1), 1));
+            int32_t bp;
+            memcpy(&bp, xb->bsums + 2 * l, 4);
+            lacc[l] = _mm512_sub_epi32(
+                _mm512_setzero_si512(),
+                _mm512_slli_epi32(
+                    _mm512_dpwssd_epi32(_mm512_setzero_si512(), sp, _mm512_set1_epi32(bp)), 5));
+        }
+#pragma GCC unroll 2
+        for (int hh = 0; hh < 2; hh++)
+#pragma GCC unroll 2
+            for (int qq = 0; qq < 2; qq++) {
+                __m512i sg[4];
+#pragma GCC unroll 4
+                for (int t = 0; t < 4; t++) sg[t] = q6kp_scale(h, 8 * hh + 2 * t + qq);
+#pragma GCC unroll 4
+                for (int q4 = 0; q4 < 4; q4++) {
+                    const int q = 4 * qq + q4;
+                    __m512i u[4];
+                    q6kp_levels(h + 288 + (size_t)(8 * hh + q) * 192, u);
+#pragma GCC unroll 4
+                    for (int t = 0; t < 4; t++) {
+                        int32_t a;
+                        memcpy(&a, xb->qs + 128 * hh + 32 * t + 4 * q, 4);
+                        const __m512i e =
+                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[t], _mm512_set1_epi32(a));
+                        lacc[q] = _mm512_add_epi32(lacc[q], _mm512_mullo_epi32(e, sg[t]));
+                    }
+                }
+            }
+        const __m512 d = _mm512_mul_ps(
+            _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + 256))), _mm512_set1_ps(xb->d));
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++)
+            facc[l] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lacc[l]), facc[l]);
+    }
+    lanes8_store(facc, y);
+}
+
+void moe__q6kp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64_t r1,
+                           const void *X, int64_t nb, float *Y, int64_t ldy) {
+    if (r1 <= r0 || nb <= 0) return;
+    const int64_t nblk = k / MOE_QK_K;
+    const size_t wrb = (size_t)nblk * sizeof(moe_block_q6_K);
+    const size_t xrb = (size_t)nblk * sizeof(moe_block_q8_K);
+    if (!fast) {
+        for (int64_t rt = r0; rt < r1; rt += MOE_Q8P_ROWS)
+            for (int64_t c = 0; c < nb; c++)
+                q6kp_tile_exact(nblk, (const char *)W + (size_t)rt * wrb,
+                                (const char *)X + (size_t)c * xrb, Y + c * ldy + rt);
+        return;
+    }
+#define Q6KP_TILE(C, c)                                                                            \
+    q6kp_tile(C, nblk, (const char *)W + (size_t)rt * wrb, (const char *)X + (size_t)(c)*xrb, xrb, \
+              Y + (c)*ldy + rt, ldy)
+    PACKED_TILES(r0, r1, nb, Q6KP_TILE)
+#undef Q6KP_TILE
+}
+
+/* Q6_K's fast numerics on rows as stored (gemm_fast: the rows after a
+ * packed matrix's tiles, matrices not packed): up to 16 rows at a time
+ * copied and packed into one tile (the rest zero), then q6kp_tile, so the
+ * bits are the tile's. If the scratch cannot be had, the exact numerics. */
+void moe__q6k_fast_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+                          int64_t nb, float *Y, int64_t ldy) {
+    const int64_t nblk = k / MOE_QK_K;
+    const size_t wrb = (size_t)nblk * sizeof(moe_block_q6_K);
+    const size_t tb = MOE_Q8P_ROWS * wrb;
+    char *buf = aligned_alloc(64, 2 * tb + (size_t)(nb * MOE_Q8P_ROWS) * sizeof(float) + 64);
+    if (!buf) {
+        moe__quant_gemm_avx512(MOE_DTYPE_Q6_K, k, W, r0, r1, X, nb, Y, ldy);
+        return;
+    }
+    char *plain = buf, *tile = buf + tb;
+    float *yt = (float *)(buf + 2 * tb);
+    for (int64_t r = r0; r < r1; r += MOE_Q8P_ROWS) {
+        const int64_t n = r1 - r < MOE_Q8P_ROWS ? r1 - r : MOE_Q8P_ROWS;
+        memcpy(plain, (const char *)W + (size_t)r * wrb, (size_t)n * wrb);
+        memset(plain + (size_t)n * wrb, 0, (size_t)(MOE_Q8P_ROWS - n) * wrb);
+        moe_q6kp_pack(plain, tile, MOE_Q8P_ROWS, k);
+        moe__q6kp_gemm_avx512(1, k, tile, 0, MOE_Q8P_ROWS, X, nb, yt, MOE_Q8P_ROWS);
+        for (int64_t c = 0; c < nb; c++)
+            memcpy(Y + c * ldy + r, yt + c * MOE_Q8P_ROWS, (size_t)n * sizeof(float));
+    }
+    free(buf);
 }
