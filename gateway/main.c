@@ -437,10 +437,10 @@ int main(int argc, char **argv) {
                  "and faster first tokens)",
          .def = "0", .min = 0, .max = 1 << 16},
         {"--exact", "MOE_EXACT", MOE_FLAG_BOOL, &o->exact, NULL,
-         .help = "llama.cpp's exact Q8_0, Q6_K and IQ4_XS arithmetic for\n"
-                 "batches too (the default computes 3+ rows per matrix with\n"
-                 "the fast int8 tile: AMX or VNNI, 2-3x the throughput, logits\n"
-                 "within float rounding)"},
+         .help = "llama.cpp's exact Q8_0, Q5_K, Q6_K and IQ4_XS arithmetic\n"
+                 "for batches too (the default computes 3+ rows per matrix\n"
+                 "with the fast int8 tiles: AMX or VNNI, 2-3x the throughput,\n"
+                 "logits within float rounding)"},
         {"--cache-type", "MOE_CACHE_TYPE", MOE_FLAG_STRING, &o->cache_type, "f16|f32",
          .help = "the KV cache's type, as llama.cpp's --cache-type-k/-v (f16 holds\n"
                  "half the bytes; attention reads it directly)",

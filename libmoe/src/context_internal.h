@@ -25,7 +25,7 @@ struct moe_ctx {
                        * v_dim 0 for absorbed MLA, whose V is the latent part of K */
     int k_route;      /* experts per token: n_expert_used, or n_expert when dense */
     int dense_moe;
-    int exact; /* llama.cpp's exact Q8_0 / IQ4_XS / Q6_K arithmetic for batches
+    int exact; /* llama.cpp's exact Q8_0 / Q5_K / Q6_K / IQ4_XS arithmetic for batches
                   (moe_ctx_params.exact) */
     int split; /* moe_ctx_params.split */
     /* MOE_SPLIT_AUTO's record per ubatch size class (floor(log2 n)): each

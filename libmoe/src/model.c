@@ -782,7 +782,7 @@ int moe_model_load_ex(moe_model **out, const char *path, moe_repack repack, moe_
     }
     m->repack = moe_packed_usable(MOE_DTYPE_Q8_0) || moe_packed_usable(MOE_DTYPE_Q4_K) ||
                         moe_packed_usable(MOE_DTYPE_Q4_0) || moe_packed_usable(MOE_DTYPE_IQ4_XS) ||
-                        moe_packed_usable(MOE_DTYPE_Q6_K)
+                        moe_packed_usable(MOE_DTYPE_Q6_K) || moe_packed_usable(MOE_DTYPE_Q5_K)
                     ? repack
                     : MOE_REPACK_OFF;
     if (m->repack == MOE_REPACK_DENSE) {

@@ -483,6 +483,39 @@ static float ref_q6k_fast(int64_t nblk, const void *wv, const moe_block_q8_K *x,
     return s;
 }
 
+/* Q5_K's fast numerics (Q4_K's packed arithmetic) written out again: per
+ * super-block the exact sums of scale x level x activation and of minimum
+ * x the activations' group sums, each times its scale product by one fmaf
+ * into its own float, the minimums' subtracted at the end. */
+static float ref_q5k_fast(int64_t nblk, const void *wv, const moe_block_q8_K *x, double *mag) {
+    const moe_block_q5_K *w = wv;
+    float s = 0.0f, sm = 0.0f;
+    *mag = 0.0;
+    for (int64_t b = 0; b < nblk; b++) {
+        int64_t isum = 0, imin = 0, a = 0, am = 0;
+        for (int g = 0; g < 8; g++) {
+            const uint8_t *k = w[b].scales; /* get_scale_min_k4 (ggml), written out again */
+            const int sc = g < 4 ? k[g] & 63 : (k[g + 4] & 15) | (k[g - 4] >> 6) << 4;
+            const int mn = g < 4 ? k[g + 4] & 63 : (k[g + 4] >> 4) | (k[g] >> 6) << 4;
+            for (int l = 0; l < 32; l++) {
+                const uint8_t qb = w[b].qs[32 * (g / 2) + l];
+                const int q = (g % 2 ? qb >> 4 : qb & 15) | ((w[b].qh[l] >> g) & 1) << 4;
+                const int64_t p = (int64_t)sc * q * x[b].qs[32 * g + l];
+                isum += p;
+                a += llabs(p);
+            }
+            imin += (int64_t)mn * (x[b].bsums[2 * g] + x[b].bsums[2 * g + 1]);
+            am += llabs((int64_t)mn * (x[b].bsums[2 * g] + x[b].bsums[2 * g + 1]));
+        }
+        ASSERT(isum >= INT32_MIN && isum <= INT32_MAX);
+        const float d = moe_f16_to_f32(w[b].d) * x[b].d, dm = moe_f16_to_f32(w[b].dmin) * x[b].d;
+        s = fmaf((float)isum, d, s);
+        sm = fmaf((float)imin, dm, sm);
+        *mag += fabs((double)d) * (double)a + fabs((double)dm) * (double)am;
+    }
+    return s - sm;
+}
+
 /* A 6-bit value of row r, group g (0..7) in moe_q4kp_pack's scales layout
  * at h. */
 static int packed_k6(const uint8_t *h, int r, int g) {
@@ -505,6 +538,23 @@ static void check_layout(moe_dtype dt, const uint8_t *h, const void *wv, int r) 
         }
         return;
     }
+    if (dt == MOE_DTYPE_Q5_K) {
+        const moe_block_q5_K *w = wv;
+        ASSERT(!memcmp(h + 192 + 2 * r, &w->d, 2) && !memcmp(h + 224 + 2 * r, &w->dmin, 2));
+        for (int g = 0; g < 8; g++) {
+            const uint8_t *k = w->scales;
+            ASSERT_EQ_INT(packed_k6(h, r, g),
+                          g < 4 ? k[g] & 63 : (k[g + 4] & 15) | (k[g - 4] >> 6) << 4);
+            ASSERT_EQ_INT(packed_k6(h + 96, r, g),
+                          g < 4 ? k[g + 4] & 63 : (k[g + 4] >> 4) | (k[g] >> 6) << 4);
+        }
+        for (int q = 0; q < 8; q++) {
+            ASSERT(!memcmp(h + 256 + 64 * q + 4 * r, w->qh + 4 * q, 4));
+            for (int p = 0; p < 4; p++)
+                ASSERT(!memcmp(h + 768 + (8 * p + q) * 64 + 4 * r, w->qs + 32 * p + 4 * q, 4));
+        }
+        return;
+    }
     const moe_block_q6_K *w = wv;
     ASSERT(!memcmp(h + 256 + 2 * r, &w->d, 2));
     for (int g = 0; g < 16; g++) ASSERT_EQ_INT((int8_t)h[16 * g + r], w->scales[g]);
@@ -518,7 +568,7 @@ static void check_layout(moe_dtype dt, const uint8_t *h, const void *wv, int r) 
 }
 
 /* The packed layouts with two numerics (IQ4_XS: moe_iq4xsp_pack, Q6_K:
- * moe_q6kp_pack): each row's bytes where moe/ops.h says; the packed gemm's
+ * moe_q6kp_pack, Q5_K: moe_q5kp_pack): each row's bytes where moe/ops.h says; the packed gemm's
  * exact numerics equal gemm on the rows as stored bit for bit, its fast
  * numerics (and gemm_fast on the rows as stored) an independent formula
  * bit for bit, for 1 to 33 activation rows, all tiles or one; the fast
@@ -527,12 +577,18 @@ static void check_layout(moe_dtype dt, const uint8_t *h, const void *wv, int r) 
 static void check_two_numerics(moe_dtype dt, uint64_t seed) {
     const moe_cpu_kernels *best = moe_cpu_kernels_best();
     void (*gemmp)(int, int64_t, const void *, int64_t, int64_t, const void *, int64_t, float *,
-                  int64_t) = dt == MOE_DTYPE_IQ4_XS ? best->gemm_iq4xsp : best->gemm_q6kp;
+                  int64_t) = dt == MOE_DTYPE_IQ4_XS ? best->gemm_iq4xsp
+                             : dt == MOE_DTYPE_Q6_K ? best->gemm_q6kp
+                                                    : best->gemm_q5kp;
     if (!gemmp) SKIP("no packed kernel for this type at this level (AVX-512 only)");
     const size_t bs = moe_dtype_row_bytes(dt, MOE_QK_K);
-    const size_t pb = dt == MOE_DTYPE_IQ4_XS ? MOE_IQ4XSP_BLOCK : MOE_Q6KP_BLOCK;
+    const size_t pb = dt == MOE_DTYPE_IQ4_XS ? MOE_IQ4XSP_BLOCK
+                      : dt == MOE_DTYPE_Q6_K ? MOE_Q6KP_BLOCK
+                                             : MOE_Q5KP_BLOCK;
     float (*fast_ref)(int64_t, const void *, const moe_block_q8_K *, double *) =
-        dt == MOE_DTYPE_IQ4_XS ? ref_iq4xs_fast : ref_q6k_fast;
+        dt == MOE_DTYPE_IQ4_XS ? ref_iq4xs_fast
+        : dt == MOE_DTYPE_Q6_K ? ref_q6k_fast
+                               : ref_q5k_fast;
     static const struct {
         int64_t k, m;
     } shapes[] = {{256, 16}, {512, 37}, {1024, 64}, {2816, 48}, {768, 165}};
@@ -549,9 +605,16 @@ static void check_two_numerics(moe_dtype dt, uint64_t seed) {
             const uint16_t d = moe_f32_to_f16(
                 u % 11 == 0 ? 0.0f
                             : ldexpf(1.0f + (float)(u % 1000) / 1000.0f, (int)(u >> 12) % 12 - 14));
-            memcpy(W + (size_t)i * bs + (dt == MOE_DTYPE_IQ4_XS ? 0 : bs - 2), &d, 2);
+            memcpy(W + (size_t)i * bs + (dt == MOE_DTYPE_Q6_K ? bs - 2 : 0), &d, 2);
+            if (dt == MOE_DTYPE_Q5_K) { /* dmin too */
+                const uint16_t dm =
+                    moe_f32_to_f16(u % 13 == 0 ? 0.0f : ldexpf(1.5f, (int)(u >> 20) % 12 - 16));
+                memcpy(W + (size_t)i * bs + 2, &dm, 2);
+            }
         }
-        (dt == MOE_DTYPE_IQ4_XS ? moe_iq4xsp_pack : moe_q6kp_pack)(W, P, m, k);
+        (dt == MOE_DTYPE_IQ4_XS ? moe_iq4xsp_pack
+         : dt == MOE_DTYPE_Q6_K ? moe_q6kp_pack
+                                : moe_q5kp_pack)(W, P, m, k);
         for (int64_t t = 0; t < m16 / MOE_Q8P_ROWS; t++)
             for (int64_t b = 0; b < nblk; b++)
                 for (int r = 0; r < MOE_Q8P_ROWS; r++)
@@ -616,4 +679,7 @@ TEST(kernels_iq4xsp_packed_equals_plain) {
 }
 TEST(kernels_q6kp_packed_equals_plain) {
     check_two_numerics(MOE_DTYPE_Q6_K, 4406);
+}
+TEST(kernels_q5kp_packed_equals_plain) {
+    check_two_numerics(MOE_DTYPE_Q5_K, 4407);
 }

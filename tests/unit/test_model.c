@@ -689,6 +689,7 @@ TEST(model_split_halves_same_logits) {
     check_split(MOE_ARCH_QWEN2MOE, MOE_DTYPE_Q8_0);
     check_split(MOE_ARCH_LLAMA, MOE_DTYPE_IQ4_XS); /* their fast numerics too */
     check_split(MOE_ARCH_LLAMA, MOE_DTYPE_Q6_K);
+    check_split(MOE_ARCH_LLAMA, MOE_DTYPE_Q5_K);
 }
 TEST(model_split_halves_same_logits_deepseek2) { /* MLA, a leading dense layer */
     check_split(MOE_ARCH_DEEPSEEK2, MOE_DTYPE_F32);
@@ -712,10 +713,11 @@ TEST(model_repacked_q4_K_same_logits) { /* the Q4_K tiles */
 TEST(model_repacked_q4_K_same_logits_deepseek2) {
     check_repacked(MOE_ARCH_DEEPSEEK2, MOE_DTYPE_Q4_K);
 }
-TEST(model_repacked_iq4_xs_q6_K_same_logits) { /* exact (decode) and fast (batches) */
+TEST(model_repacked_k_types_same_logits) { /* exact (decode) and fast (batches) */
     check_repacked(MOE_ARCH_LLAMA, MOE_DTYPE_IQ4_XS);
     check_repacked(MOE_ARCH_DEEPSEEK2, MOE_DTYPE_IQ4_XS);
     check_repacked(MOE_ARCH_QWEN2MOE, MOE_DTYPE_Q6_K);
+    check_repacked(MOE_ARCH_LLAMA, MOE_DTYPE_Q5_K);
 }
 TEST(model_repacked_q4_0_iq4_nl_same_logits) { /* the 32-element 4-bit tiles */
     check_repacked(MOE_ARCH_LLAMA, MOE_DTYPE_Q4_0);
@@ -788,4 +790,5 @@ TEST(model_expert_groups_packed_same_bits) {
     check_groups_packed(MOE_DTYPE_Q8_0);
     check_groups_packed(MOE_DTYPE_IQ4_XS);
     check_groups_packed(MOE_DTYPE_Q6_K);
+    check_groups_packed(MOE_DTYPE_Q5_K);
 }

@@ -25,9 +25,8 @@ int cmd_expert(const moectl_cmd *cmd, int argc, char **argv) {
          .def = "none: required", .min = 0, .max = INT32_MAX},
         {"--input", NULL, MOE_FLAG_STRING, &input, "FILE", .help = "the groups and rows (above)"},
         {"--exact", "MOE_EXACT", MOE_FLAG_BOOL, &exact, NULL,
-         .help =
-             "llama.cpp's exact Q8_0, Q6_K, IQ4_XS arithmetic (default: the\nfast int8 tile for "
-             "groups of 3+ rows)"},
+         .help = "llama.cpp's exact Q8_0, Q5_K, Q6_K and IQ4_XS arithmetic\n"
+                 "(default: the fast int8 tiles for groups of 3+ rows)"},
         {"--workers", "MOE_WORKERS", MOE_FLAG_STRING, &ro.workers, "H:P,...",
          .help = "run the experts on these expert workers"},
         {"--wire", "MOE_WIRE", MOE_FLAG_STRING, &ro.wire, "f32|bf16",

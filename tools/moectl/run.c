@@ -74,9 +74,10 @@ static void run_flags(run_opts *o, moe_flag t[RUN_N_FLAGS + 1]) {
                  "count is reported as \"dropped\"",
          .def = "off", .check = check_capacity_factor},
         {"--exact", "MOE_EXACT", MOE_FLAG_BOOL, &o->exact, NULL,
-         .help = "llama.cpp's exact Q8_0, Q6_K and IQ4_XS arithmetic for\n"
-                 "batches too (the default computes 3+ rows per matrix with\n"
-                 "the fast int8 tile: AMX or VNNI; logits within float rounding)"},
+         .help = "llama.cpp's exact Q8_0, Q5_K, Q6_K and IQ4_XS arithmetic\n"
+                 "for batches too (the default computes 3+ rows per matrix\n"
+                 "with the fast int8 tiles: AMX or VNNI; logits within float\n"
+                 "rounding)"},
         {"--cache-type", "MOE_CACHE_TYPE", MOE_FLAG_STRING, &o->cache_type, "f16|f32",
          .help = "the KV cache's type, as llama.cpp's --cache-type-k/-v\n"
                  "(f16 holds half the bytes; attention reads it directly)",

@@ -249,7 +249,7 @@ typedef struct moe_ctx_params {
                                   * layers (moe_ctx_gate_margin; a diagnostic, default 0) */
     moe_dtype kv_type;           /* the KV cache's type: MOE_DTYPE_F16 (default, llama.cpp's
                                   * default) or MOE_DTYPE_F32; attention reads it directly */
-    int exact; /* 1: llama.cpp's exact Q8_0, IQ4_XS, Q6_K arithmetic for batches too
+    int exact; /* 1: llama.cpp's exact Q8_0, Q5_K, Q6_K, IQ4_XS arithmetic for batches too
                 * (what the parity tests compare); 0 (default): the fast
                 * int8 tile from MOE_FAST_MIN_ROWS rows (moe/ops.h), its
                 * logits within float rounding of the exact ones */

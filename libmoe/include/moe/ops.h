@@ -55,7 +55,7 @@ typedef struct moe_cpu_kernels {
      * weights each block's 32 products are summed exactly in int32 and the
      * blocks are accumulated in order, y = fmaf(d_w * d_x, (float)isum, y),
      * identical bit for bit at every level (AMX, AVX-512 VNNI, AVX2, scalar);
-     * IQ4_XS and Q6_K at the AVX-512 level likewise per super-block of 256 (its
+     * IQ4_XS, Q5_K and Q6_K at the AVX-512 level likewise per super-block of 256 (its
      * exact sum, y = fmaf(d_w * d_x, (float)isum, y): moe_iq4xsp_pack's
      * fast numerics), as gemm at the others; other types as gemm. */
     void (*gemm_fast)(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
@@ -89,6 +89,9 @@ typedef struct moe_cpu_kernels {
                         int64_t nb, float *Y, int64_t ldy);
     /* Q6_K in the packed layout (moe_q6kp_pack), likewise. */
     void (*gemm_q6kp)(int fast, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+                      int64_t nb, float *Y, int64_t ldy);
+    /* Q5_K in the packed layout (moe_q5kp_pack), likewise. */
+    void (*gemm_q5kp)(int fast, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
                       int64_t nb, float *Y, int64_t ldy);
 
     /* sum a[i] * b[i] over n floats. */
@@ -222,10 +225,23 @@ void moe_iq4xsp_pack(const void *src, void *dst, int64_t m, int64_t k);
 #define MOE_Q6KP_BLOCK 3360
 void moe_q6kp_pack(const void *src, void *dst, int64_t m, int64_t k);
 
-/* Packs src of weight type t (Q8_0, Q4_K, Q4_0, IQ4_NL, IQ4_XS or Q6_K) into dst. */
+/* ---- Packed Q5_K ------------------------------------------------------------
+ * Q4_K's packed layout with Q5_K's fifth bits (176 bytes a super-block of
+ * 256); per super-block of a tile, MOE_Q5KP_BLOCK bytes: [0, 256) as Q4_K's
+ * (scales, minimums, d, dmin), [256, 768) for q (0..7) 16 rows x qh[4q ..
+ * 4q + 3] (bit g: group g's elements 4q..4q+3), [768, 2816) the nibbles as
+ * Q4_K's [256, 2304). Two numerics as IQ4_XS's (gemm_q5kp): the exact one
+ * gemm's (ggml's 8 lanes, the minimums' float sum), the fast one Q4_K's
+ * packed arithmetic (one exact int32 per row and super-block for the
+ * scales and one for the minimums, two fma). */
+#define MOE_Q5KP_BLOCK 2816
+void moe_q5kp_pack(const void *src, void *dst, int64_t m, int64_t k);
+
+/* Packs src of weight type t (Q8_0, Q4_K, Q5_K, Q6_K, Q4_0, IQ4_NL or IQ4_XS)
+ * into dst. */
 void moe_packed_pack(moe_dtype t, const void *src, void *dst, int64_t m, int64_t k);
 /* 1 if weights of type t are packed at load here (moe_repack): Q8_0 where
- * moe_q8p_usable, Q4_K, Q4_0, IQ4_NL, IQ4_XS and Q6_K where the best table has their
+ * moe_q8p_usable, Q4_K, Q5_K, Q6_K, Q4_0, IQ4_NL and IQ4_XS where the best table has their
  * packed kernels (AVX-512); MOE_REPACK=0 in the environment says no. */
 int moe_packed_usable(moe_dtype t);
 /* 1 if the Q8_0 fast tile runs on AMX-INT8 here (MOE_AMX=0 turns it off). */

@@ -524,6 +524,35 @@ void moe_iq4xsp_pack(const void *src, void *dst, int64_t m, int64_t k) {
     memcpy((char *)dst + done, (const char *)src + done, (size_t)(m - nt * MOE_Q8P_ROWS) * rb);
 }
 
+void moe_q5kp_pack(const void *src, void *dst, int64_t m, int64_t k) {
+    const int64_t nblk = k / MOE_QK_K;
+    const size_t rb = (size_t)nblk * sizeof(moe_block_q5_K);
+    const int64_t nt = m / MOE_Q8P_ROWS;
+    for (int64_t t = 0; t < nt; t++) {
+        const char *s = (const char *)src + (size_t)t * MOE_Q8P_ROWS * rb;
+        uint8_t *d0 = (uint8_t *)dst + (size_t)t * MOE_Q8P_ROWS * rb;
+        for (int64_t b = 0; b < nblk; b++) {
+            uint8_t *d = d0 + (size_t)b * MOE_Q5KP_BLOCK;
+            int sc[MOE_Q8P_ROWS][8], mn[MOE_Q8P_ROWS][8];
+            for (int r = 0; r < MOE_Q8P_ROWS; r++) {
+                const moe_block_q5_K *x = (const moe_block_q5_K *)(s + (size_t)r * rb) + b;
+                for (int g = 0; g < 8; g++) moe__k4_scale_min(g, x->scales, &sc[r][g], &mn[r][g]);
+                memcpy(d + 192 + 2 * r, &x->d, 2);
+                memcpy(d + 224 + 2 * r, &x->dmin, 2);
+                for (int q = 0; q < 8; q++) memcpy(d + 256 + 64 * q + 4 * r, x->qh + 4 * q, 4);
+                for (int p = 0; p < 4; p++)
+                    for (int q = 0; q < 8; q++)
+                        memcpy(d + 768 + (size_t)(8 * p + q) * 64 + 4 * r, x->qs + 32 * p + 4 * q,
+                               4);
+            }
+            k6_pack16(sc, d);
+            k6_pack16(mn, d + 96);
+        }
+    }
+    const size_t done = (size_t)nt * MOE_Q8P_ROWS * rb;
+    memcpy((char *)dst + done, (const char *)src + done, (size_t)(m - nt * MOE_Q8P_ROWS) * rb);
+}
+
 void moe_q6kp_pack(const void *src, void *dst, int64_t m, int64_t k) {
     const int64_t nblk = k / MOE_QK_K;
     const size_t rb = (size_t)nblk * sizeof(moe_block_q6_K);
@@ -560,6 +589,8 @@ void moe_packed_pack(moe_dtype t, const void *src, void *dst, int64_t m, int64_t
         moe_iq4xsp_pack(src, dst, m, k);
     else if (t == MOE_DTYPE_Q6_K)
         moe_q6kp_pack(src, dst, m, k);
+    else if (t == MOE_DTYPE_Q5_K)
+        moe_q5kp_pack(src, dst, m, k);
     else
         moe_q8p_pack(src, dst, m, k);
 }
@@ -567,7 +598,7 @@ void moe_packed_pack(moe_dtype t, const void *src, void *dst, int64_t m, int64_t
 int moe_packed_usable(moe_dtype t) {
     if (t == MOE_DTYPE_Q8_0) return moe_q8p_usable();
     if (t != MOE_DTYPE_Q4_K && t != MOE_DTYPE_Q4_0 && t != MOE_DTYPE_IQ4_NL &&
-        t != MOE_DTYPE_IQ4_XS && t != MOE_DTYPE_Q6_K)
+        t != MOE_DTYPE_IQ4_XS && t != MOE_DTYPE_Q6_K && t != MOE_DTYPE_Q5_K)
         return 0;
     const char *env = getenv("MOE_REPACK");
     if (env && !strcmp(env, "0")) return 0;
@@ -575,6 +606,7 @@ int moe_packed_usable(moe_dtype t) {
     return t == MOE_DTYPE_Q4_K     ? k->gemm_q4kp != NULL
            : t == MOE_DTYPE_IQ4_XS ? k->gemm_iq4xsp != NULL
            : t == MOE_DTYPE_Q6_K   ? k->gemm_q6kp != NULL
+           : t == MOE_DTYPE_Q5_K   ? k->gemm_q5kp != NULL
                                    : k->gemm_q4p != NULL;
 }
 

@@ -83,6 +83,11 @@ void moe__q6kp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64
                            const void *X, int64_t nb, float *Y, int64_t ldy);
 void moe__q6k_fast_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
                           int64_t nb, float *Y, int64_t ldy);
+/* Q5_K likewise (moe_q5kp_pack). */
+void moe__q5kp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64_t r1,
+                           const void *X, int64_t nb, float *Y, int64_t ldy);
+void moe__q5k_fast_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+                          int64_t nb, float *Y, int64_t ldy);
 /* quant_simd.h's arithmetic built for AVX2: the reference that
  * moe__quant_gemm_avx2's faster kernels (every quantised type: its own for
  * Q4_0, IQ4_NL, Q4_K, Q5_K, Q6_K, IQ4_XS, quant_fast256.h's for Q4_1, Q5_0,

@@ -659,8 +659,8 @@ static void gemm_batch_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0
 }
 
 /* Fast numerics: the int8 tile for Q8_0 batches (AMX-INT8 on whole tiles of
- * 16 rows where the CPU has it, this file's VNNI tile for the rest); IQ4_XS
- * and Q6_K per super-block (quant_avx512.c, quant_packed_avx512.c). */
+ * 16 rows where the CPU has it, this file's VNNI tile for the rest); IQ4_XS,
+ * Q5_K and Q6_K per super-block (quant_avx512.c, quant_packed_avx512.c). */
 static void gemm_fast_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                              const void *X, int64_t nb, float *Y, int64_t ldy) {
     if (r1 <= r0 || nb <= 0) return;
@@ -670,6 +670,10 @@ static void gemm_fast_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0,
     }
     if (wt == MOE_DTYPE_Q6_K) {
         moe__q6k_fast_avx512(k, W, r0, r1, X, nb, Y, ldy);
+        return;
+    }
+    if (wt == MOE_DTYPE_Q5_K) {
+        moe__q5k_fast_avx512(k, W, r0, r1, X, nb, Y, ldy);
         return;
     }
     if (wt != MOE_DTYPE_Q8_0) {
@@ -777,6 +781,7 @@ const moe_cpu_kernels moe__kernels_avx512 = {
     .gemm_q4p = moe__q4p_gemm_avx512,
     .gemm_iq4xsp = moe__iq4xsp_gemm_avx512,
     .gemm_q6kp = moe__q6kp_gemm_avx512,
+    .gemm_q5kp = moe__q5kp_gemm_avx512,
     .dot_f32 = moe__dot_f32_avx512,
     .axpy_f32 = moe__axpy_f32_avx512,
     .dots_f32 = moe__dots_f32_avx512,

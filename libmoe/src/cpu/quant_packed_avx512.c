@@ -1,12 +1,13 @@
 /*
  * cpu/quant_packed_avx512.c - the 4-bit types in the packed layouts of
  * moe/ops.h (moe_q4kp_pack: Q4_K; moe_q4p_pack: Q4_0, IQ4_NL;
- * moe_iq4xsp_pack: IQ4_XS; moe_q6kp_pack: Q6_K) at the AVX-512 level: 16 weight rows in the
+ * moe_iq4xsp_pack: IQ4_XS; moe_q6kp_pack: Q6_K; moe_q5kp_pack: Q5_K) at
+ * the AVX-512 level: 16 weight rows in the
  * lanes of one int8 tile (VNNI), one sequential stream of weights, for any
  * number of activation rows. Each gives the bits of quant_avx512.c's
  * kernels on the rows as stored: Q4_K's, Q4_0's and IQ4_NL's llama.cpp
  * arithmetic is an exact integer sum per block or super-block, then one or
- * two fma per block, which the lanes keep; IQ4_XS's and Q6_K's keep ggml's
+ * two fma per block, which the lanes keep; IQ4_XS's, Q6_K's and Q5_K's keep ggml's
  * 8 lanes per row (their exact kernels here, for decode and --exact), and
  * their fast numerics (batches) one exact sum per row and super-block.
  */
@@ -92,25 +93,42 @@ QAI __m512i q4kp_lane(const __m512i *v, int g) {
     return _mm512_cvtepu8_epi32(l);
 }
 
+/* Bit b (0..7) of each byte of v moved to bit 4, the rest 0. */
+QAI __m512i bit_to4(__m512i v, int b) {
+    const __m512i s =
+        b <= 4 ? _mm512_slli_epi16(v, (unsigned)(4 - b)) : _mm512_srli_epi16(v, (unsigned)(b - 4));
+    return _mm512_and_si512(s, _mm512_set1_epi8(16));
+}
+
+/* Q5_K's fifth bits (the packed qh of load q: bit g of a byte is group g's)
+ * into the nibbles of groups 2p (lo) and 2p + 1 (hi). */
+QAI void q5kp_bits(const uint8_t *h, int p, int q, __m512i *lo, __m512i *hi) {
+    const __m512i hb = _mm512_loadu_si512(h + 256 + 64 * q);
+    *lo = _mm512_or_si512(*lo, bit_to4(hb, 2 * p));
+    *hi = _mm512_or_si512(*hi, bit_to4(hb, 2 * p + 1));
+}
+
 /* C (1..4) activation rows against one tile of 16 packed rows, all of K:
  * per super-block, group g's exact sums (vpdpbusd: the nibbles unsigned,
  * the activations' 4 bytes broadcast; NQ chains a group, so that Zen 5 runs
  * them at full rate) times its scale (vpmulld) into the super-block's
  * int32, the minimums times the activations' group sums (vpdpwssd), then
- * dot_q4_K's two fma with the rows in the float lanes. */
-QAI void q4kp_tile(const int C, const int NQ, int64_t nblk, const char *tw, const char *X,
-                   size_t xrb, float *y, int64_t ldy) {
+ * dot_q4_K's two fma with the rows in the float lanes. Q5: Q5_K
+ * (moe_q5kp_pack) with its fifth bits, whose fast numerics this is. */
+QAI void q4kp_tile(const int Q5, const int C, const int NQ, int64_t nblk, const char *tw,
+                   const char *X, size_t xrb, float *y, int64_t ldy) {
     const __m512i m4 = _mm512_set1_epi8(15);
+    const size_t bb = Q5 ? MOE_Q5KP_BLOCK : MOE_Q4KP_BLOCK;
     __m512 acc[4], accm[4];
 #pragma GCC unroll 4
     for (int c = 0; c < C; c++) acc[c] = accm[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
-        const uint8_t *h = (const uint8_t *)tw + (size_t)b * MOE_Q4KP_BLOCK;
+        const uint8_t *h = (const uint8_t *)tw + (size_t)b * bb;
         const moe_block_q8_K *xb[4];
 #pragma GCC unroll 4
         for (int c = 0; c < C; c++) xb[c] = (const moe_block_q8_K *)(X + (size_t)c * xrb) + b;
         /* the tile is one sequential stream: two super-blocks ahead */
-        q_prefetch_at((const char *)h + 2 * MOE_Q4KP_BLOCK, MOE_Q4KP_BLOCK / 64);
+        q_prefetch_at((const char *)h + 2 * bb, (int)(bb / 64));
         __m512i sv[2], mv[2];
         __m512 d, dmin;
         q4kp_head(h, sv, mv, &d, &dmin);
@@ -124,12 +142,13 @@ QAI void q4kp_tile(const int C, const int NQ, int64_t nblk, const char *tw, cons
             for (int c = 0; c < C; c++)
 #pragma GCC unroll 4
                 for (int j = 0; j < NQ; j++) dot[c][0][j] = dot[c][1][j] = _mm512_setzero_si512();
-            const uint8_t *qp = h + 256 + (size_t)p * 512;
+            const uint8_t *qp = h + (Q5 ? 768 : 256) + (size_t)p * 512;
 #pragma GCC unroll 8
             for (int q = 0; q < 8; q++) {
                 const __m512i w = _mm512_loadu_si512(qp + 64 * q);
-                const __m512i lo = _mm512_and_si512(w, m4);
-                const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
+                __m512i lo = _mm512_and_si512(w, m4);
+                __m512i hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
+                if (Q5) q5kp_bits(h, p, q, &lo, &hi);
 #pragma GCC unroll 4
                 for (int c = 0; c < C; c++) {
                     const int8_t *xq = xb[c]->qs + 64 * p + 4 * q;
@@ -189,7 +208,7 @@ void moe__q4kp_gemm_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, con
     const size_t xrb = (size_t)nblk * sizeof(moe_block_q8_K);
     /* 2 columns: 4 chains a group, so each accumulator waits 16 instructions */
 #define Q4KP_TILE(C, c)                                                                            \
-    q4kp_tile(C, (C) == 2 ? 4 : 2, nblk, (const char *)W + (size_t)rt * wrb,                       \
+    q4kp_tile(0, C, (C) == 2 ? 4 : 2, nblk, (const char *)W + (size_t)rt * wrb,                    \
               (const char *)X + (size_t)(c)*xrb, xrb, Y + (c)*ldy + rt, ldy)
     PACKED_TILES(r0, r1, nb, Q4KP_TILE)
 #undef Q4KP_TILE
@@ -282,11 +301,11 @@ void moe__q4p_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, in
 /* ==== IQ4_XS packed (moe_iq4xsp_pack): 16 rows in the lanes ================ */
 
 /* 16 rows' 8 float lanes summed as hsum_float_8, ((l0 + l4) + (l2 + l6)) +
- * ((l1 + l5) + (l3 + l7)), stored at y. */
-QAI void lanes8_store(const __m512 f[8], float *y) {
+ * ((l1 + l5) + (l3 + l7)). */
+QAI __m512 lanes8_sum(const __m512 f[8]) {
     const __m512 r0 = _mm512_add_ps(f[4], f[0]), r1 = _mm512_add_ps(f[5], f[1]);
     const __m512 r2 = _mm512_add_ps(f[6], f[2]), r3 = _mm512_add_ps(f[7], f[3]);
-    _mm512_storeu_ps(y, _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3)));
+    return _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3));
 }
 
 /* The IQ4 levels + 128 (unsigned, for vpdpbusd) in each 128-bit lane. */
@@ -428,7 +447,7 @@ QAI void iq4xsp_tile_exact(int64_t nblk, const char *tw, const char *X, float *y
         for (int l = 0; l < 8; l++)
             facc[l] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lacc[l]), facc[l]);
     }
-    lanes8_store(facc, y);
+    _mm512_storeu_ps(y, lanes8_sum(facc));
 }
 
 void moe__iq4xsp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64_t r1,
@@ -597,7 +616,7 @@ QAI void q6kp_tile_exact(int64_t nblk, const char *tw, const char *X, float *y) 
         for (int l = 0; l < 8; l++)
             facc[l] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lacc[l]), facc[l]);
     }
-    lanes8_store(facc, y);
+    _mm512_storeu_ps(y, lanes8_sum(facc));
 }
 
 void moe__q6kp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64_t r1,
@@ -620,18 +639,20 @@ void moe__q6kp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64
 #undef Q6KP_TILE
 }
 
-/* Q6_K's fast numerics on rows as stored (gemm_fast: the rows after a
- * packed matrix's tiles, matrices not packed): up to 16 rows at a time
- * copied and packed into one tile (the rest zero), then q6kp_tile, so the
- * bits are the tile's. If the scratch cannot be had, the exact numerics. */
-void moe__q6k_fast_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+/* The fast numerics of a packed type on rows as stored (gemm_fast: the rows
+ * after a packed matrix's tiles, matrices not packed): up to 16 rows at a
+ * time copied and packed into one tile (the rest zero), then the tile, so
+ * the bits are the tile's. If the scratch cannot be had, the exact
+ * numerics. */
+static void fast_via_tile(moe_dtype wt, void (*pack)(const void *, void *, int64_t, int64_t),
+                          void (*gemmp)(int, int64_t, const void *, int64_t, int64_t, const void *,
+                                        int64_t, float *, int64_t),
+                          int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
                           int64_t nb, float *Y, int64_t ldy) {
-    const int64_t nblk = k / MOE_QK_K;
-    const size_t wrb = (size_t)nblk * sizeof(moe_block_q6_K);
-    const size_t tb = MOE_Q8P_ROWS * wrb;
+    const size_t wrb = moe_dtype_row_bytes(wt, k), tb = MOE_Q8P_ROWS * wrb;
     char *buf = aligned_alloc(64, 2 * tb + (size_t)(nb * MOE_Q8P_ROWS) * sizeof(float) + 64);
     if (!buf) {
-        moe__quant_gemm_avx512(MOE_DTYPE_Q6_K, k, W, r0, r1, X, nb, Y, ldy);
+        moe__quant_gemm_avx512(wt, k, W, r0, r1, X, nb, Y, ldy);
         return;
     }
     char *plain = buf, *tile = buf + tb;
@@ -640,10 +661,107 @@ void moe__q6k_fast_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, cons
         const int64_t n = r1 - r < MOE_Q8P_ROWS ? r1 - r : MOE_Q8P_ROWS;
         memcpy(plain, (const char *)W + (size_t)r * wrb, (size_t)n * wrb);
         memset(plain + (size_t)n * wrb, 0, (size_t)(MOE_Q8P_ROWS - n) * wrb);
-        moe_q6kp_pack(plain, tile, MOE_Q8P_ROWS, k);
-        moe__q6kp_gemm_avx512(1, k, tile, 0, MOE_Q8P_ROWS, X, nb, yt, MOE_Q8P_ROWS);
+        pack(plain, tile, MOE_Q8P_ROWS, k);
+        gemmp(1, k, tile, 0, MOE_Q8P_ROWS, X, nb, yt, MOE_Q8P_ROWS);
         for (int64_t c = 0; c < nb; c++)
             memcpy(Y + c * ldy + r, yt + c * MOE_Q8P_ROWS, (size_t)n * sizeof(float));
     }
     free(buf);
+}
+
+void moe__q6k_fast_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+                          int64_t nb, float *Y, int64_t ldy) {
+    fast_via_tile(MOE_DTYPE_Q6_K, moe_q6kp_pack, moe__q6kp_gemm_avx512, k, W, r0, r1, X, nb, Y,
+                  ldy);
+}
+
+/* ==== Q5_K packed (moe_q5kp_pack): 16 rows in the lanes ==================== */
+
+/* gemm's (dot_q5_K's) arithmetic on one activation row against one tile:
+ * per row ggml's 8 int32 lanes (load q's nibbles are lane q of groups 2p
+ * and 2p + 1), each 4 elements' vpdpbusd times its group's scale; per
+ * super-block one fma per lane into 8 float lanes, and the minimums times
+ * the activations' group sums (exact) times -d_x * dmin added to a float
+ * sum; hsum_float_8's sum of the lanes plus that sum. */
+QAI void q5kp_tile_exact(int64_t nblk, const char *tw, const char *X, float *y) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    __m512 facc[8], summs = _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int l = 0; l < 8; l++) facc[l] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        const uint8_t *h = (const uint8_t *)tw + (size_t)b * MOE_Q5KP_BLOCK;
+        q_prefetch_at((const char *)h + 2 * MOE_Q5KP_BLOCK, MOE_Q5KP_BLOCK / 64);
+        const moe_block_q8_K *xb = (const moe_block_q8_K *)X + b;
+        __m512i sv[2], mv[2];
+        __m512 dw, dmw;
+        q4kp_head(h, sv, mv, &dw, &dmw);
+        __m512i lacc[8];
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++) lacc[l] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) {
+            const __m512i s0 = q4kp_lane(sv, 2 * p), s1 = q4kp_lane(sv, 2 * p + 1);
+#pragma GCC unroll 8
+            for (int q = 0; q < 8; q++) {
+                const __m512i w = _mm512_loadu_si512(h + 768 + 512 * p + 64 * q);
+                __m512i lo = _mm512_and_si512(w, m4);
+                __m512i hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
+                q5kp_bits(h, p, q, &lo, &hi);
+                int32_t a0, a1;
+                memcpy(&a0, xb->qs + 64 * p + 4 * q, 4);
+                memcpy(&a1, xb->qs + 64 * p + 32 + 4 * q, 4);
+                const __m512i z = _mm512_setzero_si512();
+                const __m512i el = _mm512_dpbusd_epi32(z, lo, _mm512_set1_epi32(a0));
+                const __m512i eh = _mm512_dpbusd_epi32(z, hi, _mm512_set1_epi32(a1));
+                lacc[q] = _mm512_add_epi32(lacc[q], _mm512_add_epi32(_mm512_mullo_epi32(el, s0),
+                                                                     _mm512_mullo_epi32(eh, s1)));
+            }
+        }
+        /* the minimums: lane r of mp[p] group 2p's (low int16) and 2p + 1's */
+        const __m128i bs2 = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)xb->bsums),
+                                           _mm_loadu_si128((const __m128i *)xb->bsums + 1));
+        _Alignas(16) int32_t bp[4];
+        _mm_store_si128((__m128i *)bp, bs2);
+        __m512i im = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++)
+            im = _mm512_dpwssd_epi32(
+                im,
+                _mm512_or_si512(q4kp_lane(mv, 2 * p),
+                                _mm512_slli_epi32(q4kp_lane(mv, 2 * p + 1), 16)),
+                _mm512_set1_epi32(bp[p]));
+        const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(xb->d));
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++)
+            facc[l] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lacc[l]), facc[l]);
+        summs = _mm512_add_ps(summs, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(-xb->d), dmw),
+                                                   _mm512_cvtepi32_ps(im)));
+    }
+    _mm512_storeu_ps(y, _mm512_add_ps(lanes8_sum(facc), summs));
+}
+
+void moe__q5kp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64_t r1,
+                           const void *X, int64_t nb, float *Y, int64_t ldy) {
+    if (r1 <= r0 || nb <= 0) return;
+    const int64_t nblk = k / MOE_QK_K;
+    const size_t wrb = (size_t)nblk * sizeof(moe_block_q5_K);
+    const size_t xrb = (size_t)nblk * sizeof(moe_block_q8_K);
+    if (!fast) {
+        for (int64_t rt = r0; rt < r1; rt += MOE_Q8P_ROWS)
+            for (int64_t c = 0; c < nb; c++)
+                q5kp_tile_exact(nblk, (const char *)W + (size_t)rt * wrb,
+                                (const char *)X + (size_t)c * xrb, Y + c * ldy + rt);
+        return;
+    }
+#define Q5KP_TILE(C, c)                                                                            \
+    q4kp_tile(1, C, (C) == 2 ? 4 : 2, nblk, (const char *)W + (size_t)rt * wrb,                    \
+              (const char *)X + (size_t)(c)*xrb, xrb, Y + (c)*ldy + rt, ldy)
+    PACKED_TILES(r0, r1, nb, Q5KP_TILE)
+#undef Q5KP_TILE
+}
+
+void moe__q5k_fast_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+                          int64_t nb, float *Y, int64_t ldy) {
+    fast_via_tile(MOE_DTYPE_Q5_K, moe_q5kp_pack, moe__q5kp_gemm_avx512, k, W, r0, r1, X, nb, Y,
+                  ldy);
 }
