@@ -39,14 +39,15 @@ typedef struct moe_expert_work {
     float *y;                 /* (n_rows, n_embd) outputs: y = down(silu(gate x) * up x) */
     uint32_t *expert_us;      /* (n_groups) optional output: CPU microseconds each group's
                                * products took, summed over threads; NULL to skip */
-    int exact;                /* 1: llama.cpp's exact Q8_0, Q5_K, Q6_K, IQ4_XS arithmetic for every
-                               * group; 0: the fast numerics for groups of MOE_FAST_MIN_ROWS
-                               * rows or more (moe_cpu_kernels_fast) */
+    int exact;                /* 1: llama.cpp's exact arithmetic for every group (Q8_0,
+                               * Q5_K, Q6_K, IQ4_XS); 0: their fast numerics for groups of
+                               * MOE_FAST_MIN_ROWS rows or more (moe_cpu_kernels_fast) */
     int batched;              /* 1: every group with a batch's arithmetic, whatever its rows:
                                * the float types' tinyBLAS from 1 row (gemm_batch), and
-                               * with exact 0 the fast numerics (Q8_0, Q5_K, Q6_K, IQ4_XS). The context sets it
-                               * for              batches of MOE_FAST_MIN_ROWS tokens or more, so a group's              numerics depend on
-                               * the batch's size, not on how its rows              fall into groups or halves */
+                               * with exact 0 the fast numerics. The context sets it for
+                               * batches of MOE_FAST_MIN_ROWS tokens or more, so a group's
+                               * numerics depend on the batch's size, not on how its rows
+                               * fall into groups or halves */
 } moe_expert_work;
 
 /* A backend: a struct of function pointers over an opaque ctx. */
