@@ -7,6 +7,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,6 +25,7 @@ struct ew_conncap {
 
 typedef struct sock {
     unsigned long ino;
+    int fd;
     uint64_t first; /* the pass that first saw it: lower is older */
 } sock;
 
@@ -30,36 +34,15 @@ typedef struct socks {
     int n, cap;
 } socks;
 
-static int push(socks *s, unsigned long ino) {
+static int push(socks *s, unsigned long ino, int fd) {
     if (s->n == s->cap) {
         int nc = s->cap ? s->cap * 2 : 256;
         sock *nv = realloc(s->v, (size_t)nc * sizeof *nv);
         if (!nv) return -1;
         s->v = nv, s->cap = nc;
     }
-    s->v[s->n++] = (sock){ino, 0};
+    s->v[s->n++] = (sock){ino, fd, 0};
     return 0;
-}
-
-/* The inodes of the established sockets whose local port is port, from one
- * /proc/net/tcp{,6} table (its lines: "sl local:port remote:port st ...
- * uid timeout inode"). */
-static void scan_table(const char *path, int port, socks *out) {
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    char line[512];
-    if (!fgets(line, sizeof line, f)) goto done; /* the header */
-    while (fgets(line, sizeof line, f)) {
-        unsigned lport, st;
-        unsigned long ino;
-        if (sscanf(line,
-                   " %*d: %*[0-9A-Fa-f]:%X %*[0-9A-Fa-f]:%*X %X %*X:%*X %*X:%*X %*X %*u %*u %lu",
-                   &lport, &st, &ino) != 3)
-            continue;
-        if ((int)lport == port && st == 0x01 && ino) push(out, ino);
-    }
-done:
-    fclose(f);
 }
 
 static int by_ino(const void *a, const void *b) {
@@ -75,25 +58,32 @@ static int newest_first(const void *a, const void *b) {
     return x->ino > y->ino ? -1 : x->ino < y->ino;
 }
 
-/* This process's socket fds, as (inode, fd) sorted by inode: one walk of
- * /proc/self/fd per cutting pass (not one per socket cut: a flood of a
- * thousand would cost a million readlinks). */
-typedef struct fdino {
-    unsigned long ino;
-    int fd;
-} fdino;
-
-static int by_fdino(const void *a, const void *b) {
-    const unsigned long x = ((const fdino *)a)->ino, y = ((const fdino *)b)->ino;
-    return x < y ? -1 : x > y;
+/* 1 if fd is a TCP connection accepted on port: its local port is port
+ * (getsockname) and it is ESTABLISHED (TCP_INFO; the listener is LISTEN). */
+static int accepted_on(int fd, int port) {
+    struct sockaddr_storage a;
+    socklen_t len = sizeof a;
+    if (getsockname(fd, (struct sockaddr *)&a, &len) != 0) return 0;
+    int p;
+    if (a.ss_family == AF_INET)
+        p = ntohs(((const struct sockaddr_in *)&a)->sin_port);
+    else if (a.ss_family == AF_INET6)
+        p = ntohs(((const struct sockaddr_in6 *)&a)->sin6_port);
+    else
+        return 0;
+    if (p != port) return 0;
+    struct tcp_info ti;
+    socklen_t tl = sizeof ti;
+    return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 && ti.tcpi_state == TCP_ESTABLISHED;
 }
 
-static fdino *socket_fds(int *n) {
-    *n = 0;
+/* This process's connections accepted on port, (inode, fd) sorted by inode:
+ * one walk of /proc/self/fd (this process's fds only: the system-wide
+ * /proc/net/tcp tables, read before, walk the kernel's whole TCP hash, every
+ * network namespace's, on each read). */
+static void port_conns(int port, socks *out) {
     DIR *d = opendir("/proc/self/fd");
-    if (!d) return NULL;
-    fdino *v = NULL;
-    int cap = 0;
+    if (!d) return;
     char link[64], path[300];
     for (struct dirent *e; (e = readdir(d));) {
         if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
@@ -103,27 +93,19 @@ static fdino *socket_fds(int *n) {
         if (len <= 0) continue;
         link[len] = 0;
         if (sscanf(link, "socket:[%lu]", &ino) != 1) continue;
-        if (*n == cap) {
-            const int nc = cap ? cap * 2 : 256;
-            fdino *nv = realloc(v, (size_t)nc * sizeof *nv);
-            if (!nv) break;
-            v = nv, cap = nc;
-        }
-        v[(*n)++] = (fdino){ino, atoi(e->d_name)};
+        const int fd = atoi(e->d_name);
+        if (accepted_on(fd, port) && push(out, ino, fd) < 0) break;
     }
     closedir(d);
-    if (*n > 1) qsort(v, (size_t)*n, sizeof *v, by_fdino);
-    return v;
+    if (out->n > 1) qsort(out->v, (size_t)out->n, sizeof *out->v, by_ino);
 }
 
 /* One pass with memory: *seen (sorted by inode) holds what earlier passes
  * saw and is replaced by this pass's sockets with their first-seen pass. */
 static int pass_with(socks *seen, uint64_t pass, int port, int max, int *n_cut) {
     socks s = {0};
-    scan_table("/proc/net/tcp", port, &s);
-    scan_table("/proc/net/tcp6", port, &s);
+    port_conns(port, &s);
     const int n = s.n;
-    if (n > 1) qsort(s.v, (size_t)n, sizeof *s.v, by_ino);
     for (int i = 0, k = 0; i < n; i++) { /* merge: keep each known socket's first pass */
         while (k < seen->n && seen->v[k].ino < s.v[i].ino) k++;
         s.v[i].first = k < seen->n && seen->v[k].ino == s.v[i].ino ? seen->v[k].first : pass;
@@ -132,21 +114,15 @@ static int pass_with(socks *seen, uint64_t pass, int port, int max, int *n_cut) 
     *seen = s;
     *n_cut = 0;
     if (max > 0 && n > max) {
-        int nf = 0;
         sock *order = malloc((size_t)n * sizeof *order);
-        fdino *fds = order ? socket_fds(&nf) : NULL;
         if (order) {
             memcpy(order, s.v, (size_t)n * sizeof *order);
             qsort(order, (size_t)n, sizeof *order, newest_first);
-        }
-        for (int i = 0; fds && i < n - max; i++) {
-            const fdino key = {order[i].ino, -1};
-            const fdino *f = bsearch(&key, fds, (size_t)nf, sizeof *fds, by_fdino);
             /* shutdown, not close: gRPC owns the fd and frees it on the EOF */
-            if (f && shutdown(f->fd, SHUT_RDWR) == 0) (*n_cut)++;
+            for (int i = 0; i < n - max; i++)
+                if (shutdown(order[i].fd, SHUT_RDWR) == 0) (*n_cut)++;
+            free(order);
         }
-        free(fds);
-        free(order);
     }
     return n;
 }

@@ -4,11 +4,13 @@
  * gRPC core 1.51 accepts every connection and offers no limit (its
  * connection quota came in 2024; grpc_server_add_channel_from_fd, which
  * would let us accept connections ourselves, takes plaintext only). So a
- * thread counts the port's established connections every 100 ms
- * (/proc/net/tcp and tcp6: the sockets whose local port is ours) and, when
- * there are more than max, shuts down the newest ones (first seen in the
- * latest pass: socket inodes come from per-CPU batches, so their order does
- * not say; the fd found in /proc/self/fd) with shutdown(2). gRPC then sees the
+ * thread counts the port's established connections every 100 ms (the
+ * socket fds in /proc/self/fd whose local port is ours, getsockname, and
+ * whose state is ESTABLISHED, TCP_INFO: the process's own fds, not the
+ * system-wide /proc/net/tcp, whose every read walks the kernel's whole TCP
+ * hash) and, when there are more than max, shuts down the newest ones (first
+ * seen in the latest pass: socket inodes come from per-CPU batches, so their
+ * order does not say) with shutdown(2). gRPC then sees the
  * connection end and frees it itself: nothing is closed behind its back.
  * The oldest connections - the gateways' long-lived Forward streams - are
  * kept, so a flood of new connections cannot push a gateway out.
