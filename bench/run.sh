@@ -91,6 +91,13 @@ engine_bench() {
     printf '%-8s %-8s %14.1f %14.1f %9s\n' best prefill "$best_ours_pf" "$best_ref_pf" "$(ratio "$best_ours_pf" "$best_ref_pf")"
     printf '%-8s %-8s %14.1f %14.1f %9s %12s %12s %10s %9s\n' best decode "$best_ours_dec" "$best_ref_dec" "$(ratio "$best_ours_dec" "$best_ref_dec")" \
         "$(gbs "$best_ours_dec" "$AB")" "$(gbs "$best_ref_dec" "$AB")" "$rbbest" "$(ratio "$(gbs "$best_ours_dec" "$AB")" "$rbbest")"
+    # 32 sequences decoding together: the batched tiles (each type's fast numerics)
+    tmax=$(echo "$THREADS" | tr ' ' '\n' | sort -n | tail -1)
+    b32=$("$MOECTL" bench "$M" --prompt 16 --gen 32 --batch 32 --threads "$tmax" --reps 2) || echo "moectl bench --batch 32 failed"
+    d32=$(echo "$b32" | num decode_tok_s)
+    printf '%-8s %-8s %14.1f %14s %9s   %s GOPS, %s of the %s int8 peak; %sx moectl batch 1\n' "$tmax" "32 seqs" \
+        "${d32:-0}" "-" "-" "$(echo "$b32" | num decode_gops)" "$(echo "$b32" | num decode_compute_fraction)" \
+        "$(echo "$b32" | sed -n 's/.*"int8_unit": "\([a-z0-9]*\)".*/\1/p')" "$(ratio "${d32:-0}" "$best_ours_dec")"
     echo "weights read per decoded token: $AB bytes (moectl's active_bytes_per_token); 'read GB/s': the read loop moectl bench runs after its runs, same threads; 'of read': moectl's GB/s over it (best: at moectl's best); prefill GOPS: 2 x active parameters x tok/s against the int8 unit's peak (moectl bench, same threads)"
 }
 
