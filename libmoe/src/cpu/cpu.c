@@ -448,136 +448,108 @@ static void k6_pack16(const int v[MOE_Q8P_ROWS][8], uint8_t *d) {
         }
 }
 
+/* The packers of the 16-row tiles with one packed block per block of the
+ * type (all but Q8_0's pairs): for each tile of src (m x k of type t) and
+ * block b, blk(x, rb, b, d) packs block b of the 16 rows at x (rb bytes
+ * apart) into the pb bytes at d; the m % 16 rows after the last tile are
+ * copied as they are. */
+static void pack_tiles(moe_dtype t, size_t pb, const void *src, void *dst, int64_t m, int64_t k,
+                       void (*blk)(const char *x, size_t rb, int64_t b, uint8_t *d)) {
+    const int64_t nblk = k / (int64_t)moe_dtype_block_elems(t);
+    const size_t rb = moe_dtype_row_bytes(t, k);
+    const int64_t nt = m / MOE_Q8P_ROWS;
+    for (int64_t tl = 0; tl < nt; tl++) {
+        const char *s = (const char *)src + (size_t)tl * MOE_Q8P_ROWS * rb;
+        uint8_t *d0 = (uint8_t *)dst + (size_t)tl * MOE_Q8P_ROWS * rb;
+        for (int64_t b = 0; b < nblk; b++) blk(s, rb, b, d0 + (size_t)b * pb);
+    }
+    const size_t done = (size_t)nt * MOE_Q8P_ROWS * rb;
+    memcpy((char *)dst + done, (const char *)src + done, (size_t)(m - nt * MOE_Q8P_ROWS) * rb);
+}
+
+static void q4kp_block(const char *s, size_t rb, int64_t b, uint8_t *d) {
+    int sc[MOE_Q8P_ROWS][8], mn[MOE_Q8P_ROWS][8];
+    for (int r = 0; r < MOE_Q8P_ROWS; r++) {
+        const moe_block_q4_K *x = (const moe_block_q4_K *)(s + (size_t)r * rb) + b;
+        for (int g = 0; g < 8; g++) moe__k4_scale_min(g, x->scales, &sc[r][g], &mn[r][g]);
+        memcpy(d + 192 + 2 * r, &x->d, 2);
+        memcpy(d + 224 + 2 * r, &x->dmin, 2);
+        for (int p = 0; p < 4; p++)
+            for (int q = 0; q < 8; q++)
+                memcpy(d + 256 + (size_t)(8 * p + q) * 64 + 4 * r, x->qs + 32 * p + 4 * q, 4);
+    }
+    k6_pack16(sc, d);
+    k6_pack16(mn, d + 96);
+}
 void moe_q4kp_pack(const void *src, void *dst, int64_t m, int64_t k) {
-    const int64_t nblk = k / MOE_QK_K;
-    const size_t rb = (size_t)nblk * sizeof(moe_block_q4_K);
-    const int64_t nt = m / MOE_Q8P_ROWS;
-    for (int64_t t = 0; t < nt; t++) {
-        const char *s = (const char *)src + (size_t)t * MOE_Q8P_ROWS * rb;
-        uint8_t *d0 = (uint8_t *)dst + (size_t)t * MOE_Q8P_ROWS * rb;
-        for (int64_t b = 0; b < nblk; b++) {
-            uint8_t *d = d0 + (size_t)b * MOE_Q4KP_BLOCK;
-            int sc[MOE_Q8P_ROWS][8], mn[MOE_Q8P_ROWS][8];
-            for (int r = 0; r < MOE_Q8P_ROWS; r++) {
-                const moe_block_q4_K *x = (const moe_block_q4_K *)(s + (size_t)r * rb) + b;
-                for (int g = 0; g < 8; g++) moe__k4_scale_min(g, x->scales, &sc[r][g], &mn[r][g]);
-                memcpy(d + 192 + 2 * r, &x->d, 2);
-                memcpy(d + 224 + 2 * r, &x->dmin, 2);
-                for (int p = 0; p < 4; p++)
-                    for (int q = 0; q < 8; q++)
-                        memcpy(d + 256 + (size_t)(8 * p + q) * 64 + 4 * r, x->qs + 32 * p + 4 * q,
-                               4);
-            }
-            k6_pack16(sc, d);
-            k6_pack16(mn, d + 96);
-        }
-    }
-    const size_t done = (size_t)nt * MOE_Q8P_ROWS * rb;
-    memcpy((char *)dst + done, (const char *)src + done, (size_t)(m - nt * MOE_Q8P_ROWS) * rb);
+    pack_tiles(MOE_DTYPE_Q4_K, MOE_Q4KP_BLOCK, src, dst, m, k, q4kp_block);
 }
 
+static void q4p_block(const char *s, size_t rb, int64_t b, uint8_t *d) {
+    for (int r = 0; r < MOE_Q8P_ROWS; r++) {
+        const moe_block_q4_0 *x = (const moe_block_q4_0 *)(s + (size_t)r * rb) + b;
+        memcpy(d + 2 * r, &x->d, 2);
+        for (int q = 0; q < 4; q++) memcpy(d + 32 + 64 * q + 4 * r, x->qs + 4 * q, 4);
+    }
+}
 void moe_q4p_pack(const void *src, void *dst, int64_t m, int64_t k) {
-    const int64_t nblk = k / MOE_QK4;
-    const size_t rb = (size_t)nblk * sizeof(moe_block_q4_0);
-    const int64_t nt = m / MOE_Q8P_ROWS;
-    for (int64_t t = 0; t < nt; t++) {
-        const char *s = (const char *)src + (size_t)t * MOE_Q8P_ROWS * rb;
-        uint8_t *d0 = (uint8_t *)dst + (size_t)t * MOE_Q8P_ROWS * rb;
-        for (int64_t b = 0; b < nblk; b++) {
-            uint8_t *d = d0 + (size_t)b * MOE_Q4P_BLOCK;
-            for (int r = 0; r < MOE_Q8P_ROWS; r++) {
-                const moe_block_q4_0 *x = (const moe_block_q4_0 *)(s + (size_t)r * rb) + b;
-                memcpy(d + 2 * r, &x->d, 2);
-                for (int q = 0; q < 4; q++) memcpy(d + 32 + 64 * q + 4 * r, x->qs + 4 * q, 4);
-            }
-        }
-    }
-    const size_t done = (size_t)nt * MOE_Q8P_ROWS * rb;
-    memcpy((char *)dst + done, (const char *)src + done, (size_t)(m - nt * MOE_Q8P_ROWS) * rb);
+    /* IQ4_NL's blocks have Q4_0's bytes */
+    pack_tiles(MOE_DTYPE_Q4_0, MOE_Q4P_BLOCK, src, dst, m, k, q4p_block);
 }
 
+static void iq4xsp_block(const char *s, size_t rb, int64_t b, uint8_t *d) {
+    int ls[MOE_Q8P_ROWS][8];
+    for (int r = 0; r < MOE_Q8P_ROWS; r++) {
+        const moe_block_iq4_xs *x = (const moe_block_iq4_xs *)(s + (size_t)r * rb) + b;
+        for (int g = 0; g < 8; g++)
+            ls[r][g] = ((x->scales_l[g / 2] >> 4 * (g % 2)) & 15) | ((x->scales_h >> 2 * g) & 3)
+                                                                        << 4;
+        memcpy(d + 96 + 2 * r, &x->d, 2);
+        for (int g = 0; g < 8; g++)
+            for (int q = 0; q < 4; q++)
+                memcpy(d + 128 + (size_t)(4 * g + q) * 64 + 4 * r, x->qs + 16 * g + 4 * q, 4);
+    }
+    k6_pack16(ls, d);
+}
 void moe_iq4xsp_pack(const void *src, void *dst, int64_t m, int64_t k) {
-    const int64_t nblk = k / MOE_QK_K;
-    const size_t rb = (size_t)nblk * sizeof(moe_block_iq4_xs);
-    const int64_t nt = m / MOE_Q8P_ROWS;
-    for (int64_t t = 0; t < nt; t++) {
-        const char *s = (const char *)src + (size_t)t * MOE_Q8P_ROWS * rb;
-        uint8_t *d0 = (uint8_t *)dst + (size_t)t * MOE_Q8P_ROWS * rb;
-        for (int64_t b = 0; b < nblk; b++) {
-            uint8_t *d = d0 + (size_t)b * MOE_IQ4XSP_BLOCK;
-            int ls[MOE_Q8P_ROWS][8];
-            for (int r = 0; r < MOE_Q8P_ROWS; r++) {
-                const moe_block_iq4_xs *x = (const moe_block_iq4_xs *)(s + (size_t)r * rb) + b;
-                for (int g = 0; g < 8; g++)
-                    ls[r][g] = ((x->scales_l[g / 2] >> 4 * (g % 2)) & 15) |
-                               ((x->scales_h >> 2 * g) & 3) << 4;
-                memcpy(d + 96 + 2 * r, &x->d, 2);
-                for (int g = 0; g < 8; g++)
-                    for (int q = 0; q < 4; q++)
-                        memcpy(d + 128 + (size_t)(4 * g + q) * 64 + 4 * r, x->qs + 16 * g + 4 * q,
-                               4);
-            }
-            k6_pack16(ls, d);
-        }
-    }
-    const size_t done = (size_t)nt * MOE_Q8P_ROWS * rb;
-    memcpy((char *)dst + done, (const char *)src + done, (size_t)(m - nt * MOE_Q8P_ROWS) * rb);
+    pack_tiles(MOE_DTYPE_IQ4_XS, MOE_IQ4XSP_BLOCK, src, dst, m, k, iq4xsp_block);
 }
 
+static void q5kp_block(const char *s, size_t rb, int64_t b, uint8_t *d) {
+    int sc[MOE_Q8P_ROWS][8], mn[MOE_Q8P_ROWS][8];
+    for (int r = 0; r < MOE_Q8P_ROWS; r++) {
+        const moe_block_q5_K *x = (const moe_block_q5_K *)(s + (size_t)r * rb) + b;
+        for (int g = 0; g < 8; g++) moe__k4_scale_min(g, x->scales, &sc[r][g], &mn[r][g]);
+        memcpy(d + 192 + 2 * r, &x->d, 2);
+        memcpy(d + 224 + 2 * r, &x->dmin, 2);
+        for (int q = 0; q < 8; q++) memcpy(d + 256 + 64 * q + 4 * r, x->qh + 4 * q, 4);
+        for (int p = 0; p < 4; p++)
+            for (int q = 0; q < 8; q++)
+                memcpy(d + 768 + (size_t)(8 * p + q) * 64 + 4 * r, x->qs + 32 * p + 4 * q, 4);
+    }
+    k6_pack16(sc, d);
+    k6_pack16(mn, d + 96);
+}
 void moe_q5kp_pack(const void *src, void *dst, int64_t m, int64_t k) {
-    const int64_t nblk = k / MOE_QK_K;
-    const size_t rb = (size_t)nblk * sizeof(moe_block_q5_K);
-    const int64_t nt = m / MOE_Q8P_ROWS;
-    for (int64_t t = 0; t < nt; t++) {
-        const char *s = (const char *)src + (size_t)t * MOE_Q8P_ROWS * rb;
-        uint8_t *d0 = (uint8_t *)dst + (size_t)t * MOE_Q8P_ROWS * rb;
-        for (int64_t b = 0; b < nblk; b++) {
-            uint8_t *d = d0 + (size_t)b * MOE_Q5KP_BLOCK;
-            int sc[MOE_Q8P_ROWS][8], mn[MOE_Q8P_ROWS][8];
-            for (int r = 0; r < MOE_Q8P_ROWS; r++) {
-                const moe_block_q5_K *x = (const moe_block_q5_K *)(s + (size_t)r * rb) + b;
-                for (int g = 0; g < 8; g++) moe__k4_scale_min(g, x->scales, &sc[r][g], &mn[r][g]);
-                memcpy(d + 192 + 2 * r, &x->d, 2);
-                memcpy(d + 224 + 2 * r, &x->dmin, 2);
-                for (int q = 0; q < 8; q++) memcpy(d + 256 + 64 * q + 4 * r, x->qh + 4 * q, 4);
-                for (int p = 0; p < 4; p++)
-                    for (int q = 0; q < 8; q++)
-                        memcpy(d + 768 + (size_t)(8 * p + q) * 64 + 4 * r, x->qs + 32 * p + 4 * q,
-                               4);
-            }
-            k6_pack16(sc, d);
-            k6_pack16(mn, d + 96);
-        }
-    }
-    const size_t done = (size_t)nt * MOE_Q8P_ROWS * rb;
-    memcpy((char *)dst + done, (const char *)src + done, (size_t)(m - nt * MOE_Q8P_ROWS) * rb);
+    pack_tiles(MOE_DTYPE_Q5_K, MOE_Q5KP_BLOCK, src, dst, m, k, q5kp_block);
 }
 
-void moe_q6kp_pack(const void *src, void *dst, int64_t m, int64_t k) {
-    const int64_t nblk = k / MOE_QK_K;
-    const size_t rb = (size_t)nblk * sizeof(moe_block_q6_K);
-    const int64_t nt = m / MOE_Q8P_ROWS;
-    for (int64_t t = 0; t < nt; t++) {
-        const char *s = (const char *)src + (size_t)t * MOE_Q8P_ROWS * rb;
-        uint8_t *d0 = (uint8_t *)dst + (size_t)t * MOE_Q8P_ROWS * rb;
-        for (int64_t b = 0; b < nblk; b++) {
-            uint8_t *d = d0 + (size_t)b * MOE_Q6KP_BLOCK;
-            for (int r = 0; r < MOE_Q8P_ROWS; r++) {
-                const moe_block_q6_K *x = (const moe_block_q6_K *)(s + (size_t)r * rb) + b;
-                for (int g = 0; g < 16; g++) d[16 * g + r] = (uint8_t)x->scales[g];
-                memcpy(d + 256 + 2 * r, &x->d, 2);
-                for (int h = 0; h < 2; h++)
-                    for (int q = 0; q < 8; q++) {
-                        uint8_t *o = d + 288 + (size_t)(8 * h + q) * 192 + 4 * r;
-                        memcpy(o, x->ql + 64 * h + 4 * q, 4);
-                        memcpy(o + 64, x->ql + 64 * h + 32 + 4 * q, 4);
-                        memcpy(o + 128, x->qh + 32 * h + 4 * q, 4);
-                    }
+static void q6kp_block(const char *s, size_t rb, int64_t b, uint8_t *d) {
+    for (int r = 0; r < MOE_Q8P_ROWS; r++) {
+        const moe_block_q6_K *x = (const moe_block_q6_K *)(s + (size_t)r * rb) + b;
+        for (int g = 0; g < 16; g++) d[16 * g + r] = (uint8_t)x->scales[g];
+        memcpy(d + 256 + 2 * r, &x->d, 2);
+        for (int h = 0; h < 2; h++)
+            for (int q = 0; q < 8; q++) {
+                uint8_t *o = d + 288 + (size_t)(8 * h + q) * 192 + 4 * r;
+                memcpy(o, x->ql + 64 * h + 4 * q, 4);
+                memcpy(o + 64, x->ql + 64 * h + 32 + 4 * q, 4);
+                memcpy(o + 128, x->qh + 32 * h + 4 * q, 4);
             }
-        }
     }
-    const size_t done = (size_t)nt * MOE_Q8P_ROWS * rb;
-    memcpy((char *)dst + done, (const char *)src + done, (size_t)(m - nt * MOE_Q8P_ROWS) * rb);
+}
+void moe_q6kp_pack(const void *src, void *dst, int64_t m, int64_t k) {
+    pack_tiles(MOE_DTYPE_Q6_K, MOE_Q6KP_BLOCK, src, dst, m, k, q6kp_block);
 }
 
 void moe_packed_pack(moe_dtype t, const void *src, void *dst, int64_t m, int64_t k) {

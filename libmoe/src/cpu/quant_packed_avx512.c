@@ -48,6 +48,14 @@ QAI void q_prefetch_at(const char *p, int lines) {
         }                                                                                          \
     }
 
+/* The exact numerics' drivers: fn(nblk, tile, activation row, outputs) for
+ * each tile [r0, r1) and each of the nb activation rows. */
+#define EXACT_TILES(r0, r1, nb, fn)                                                                \
+    for (int64_t rt = (r0); rt < (r1); rt += MOE_Q8P_ROWS)                                         \
+        for (int64_t c = 0; c < (nb); c++)                                                         \
+    fn(nblk, (const char *)W + (size_t)rt * wrb, (const char *)X + (size_t)c * xrb,                \
+       Y + c * ldy + rt)
+
 /* ==== Q4_K packed (moe_q4kp_pack): 16 rows in the lanes ==================== */
 
 /* 96 bytes of 16 rows' 6-bit values of 8 groups (moe_q4kp_pack's scales
@@ -302,6 +310,12 @@ void moe__q4p_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, in
 
 /* 16 rows' 8 float lanes summed as hsum_float_8, ((l0 + l4) + (l2 + l6)) +
  * ((l1 + l5) + (l3 + l7)). */
+/* One super-block's 8 int32 lanes into the 8 float lanes: f += d x lane. */
+QAI void lanes8_fma(__m512 f[8], const __m512i lacc[8], __m512 d) {
+#pragma GCC unroll 8
+    for (int l = 0; l < 8; l++) f[l] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lacc[l]), f[l]);
+}
+
 QAI __m512 lanes8_sum(const __m512 f[8]) {
     const __m512 r0 = _mm512_add_ps(f[4], f[0]), r1 = _mm512_add_ps(f[5], f[1]);
     const __m512 r2 = _mm512_add_ps(f[6], f[2]), r3 = _mm512_add_ps(f[7], f[3]);
@@ -443,9 +457,7 @@ QAI void iq4xsp_tile_exact(int64_t nblk, const char *tw, const char *X, float *y
         }
         const __m512 d = _mm512_mul_ps(
             _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + 96))), _mm512_set1_ps(xb->d));
-#pragma GCC unroll 8
-        for (int l = 0; l < 8; l++)
-            facc[l] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lacc[l]), facc[l]);
+        lanes8_fma(facc, lacc, d);
     }
     _mm512_storeu_ps(y, lanes8_sum(facc));
 }
@@ -457,10 +469,7 @@ void moe__iq4xsp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int
     const size_t wrb = (size_t)nblk * sizeof(moe_block_iq4_xs);
     const size_t xrb = (size_t)nblk * sizeof(moe_block_q8_K);
     if (!fast) {
-        for (int64_t rt = r0; rt < r1; rt += MOE_Q8P_ROWS)
-            for (int64_t c = 0; c < nb; c++)
-                iq4xsp_tile_exact(nblk, (const char *)W + (size_t)rt * wrb,
-                                  (const char *)X + (size_t)c * xrb, Y + c * ldy + rt);
+        EXACT_TILES(r0, r1, nb, iq4xsp_tile_exact);
         return;
     }
     /* 1 column: 4 chains each of lo and hi; 2 columns: 2 */
@@ -612,9 +621,7 @@ QAI void q6kp_tile_exact(int64_t nblk, const char *tw, const char *X, float *y) 
             }
         const __m512 d = _mm512_mul_ps(
             _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + 256))), _mm512_set1_ps(xb->d));
-#pragma GCC unroll 8
-        for (int l = 0; l < 8; l++)
-            facc[l] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lacc[l]), facc[l]);
+        lanes8_fma(facc, lacc, d);
     }
     _mm512_storeu_ps(y, lanes8_sum(facc));
 }
@@ -626,10 +633,7 @@ void moe__q6kp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64
     const size_t wrb = (size_t)nblk * sizeof(moe_block_q6_K);
     const size_t xrb = (size_t)nblk * sizeof(moe_block_q8_K);
     if (!fast) {
-        for (int64_t rt = r0; rt < r1; rt += MOE_Q8P_ROWS)
-            for (int64_t c = 0; c < nb; c++)
-                q6kp_tile_exact(nblk, (const char *)W + (size_t)rt * wrb,
-                                (const char *)X + (size_t)c * xrb, Y + c * ldy + rt);
+        EXACT_TILES(r0, r1, nb, q6kp_tile_exact);
         return;
     }
 #define Q6KP_TILE(C, c)                                                                            \
@@ -731,9 +735,7 @@ QAI void q5kp_tile_exact(int64_t nblk, const char *tw, const char *X, float *y) 
                                 _mm512_slli_epi32(q4kp_lane(mv, 2 * p + 1), 16)),
                 _mm512_set1_epi32(bp[p]));
         const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(xb->d));
-#pragma GCC unroll 8
-        for (int l = 0; l < 8; l++)
-            facc[l] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lacc[l]), facc[l]);
+        lanes8_fma(facc, lacc, d);
         summs = _mm512_add_ps(summs, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(-xb->d), dmw),
                                                    _mm512_cvtepi32_ps(im)));
     }
@@ -747,10 +749,7 @@ void moe__q5kp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64
     const size_t wrb = (size_t)nblk * sizeof(moe_block_q5_K);
     const size_t xrb = (size_t)nblk * sizeof(moe_block_q8_K);
     if (!fast) {
-        for (int64_t rt = r0; rt < r1; rt += MOE_Q8P_ROWS)
-            for (int64_t c = 0; c < nb; c++)
-                q5kp_tile_exact(nblk, (const char *)W + (size_t)rt * wrb,
-                                (const char *)X + (size_t)c * xrb, Y + c * ldy + rt);
+        EXACT_TILES(r0, r1, nb, q5kp_tile_exact);
         return;
     }
 #define Q5KP_TILE(C, c)                                                                            \
