@@ -70,24 +70,18 @@ void moe__q4kp_gemm_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, con
 /* Q4_0 / IQ4_NL (wt) in the packed layout (moe_q4p_pack), likewise. */
 void moe__q4p_gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                           const void *X, int64_t nb, float *Y, int64_t ldy);
-/* IQ4_XS in the packed layout (moe_iq4xsp_pack): fast 1 its fast numerics,
- * else gemm's; and the fast numerics on the rows as stored
- * (quant_avx512.c). */
+/* IQ4_XS, Q6_K and Q5_K in their packed layouts (moe_iq4xsp_pack,
+ * moe_q6kp_pack, moe_q5kp_pack): fast 1 their fast numerics, else gemm's
+ * (quant_packed_avx512.c); and their fast numerics on rows as stored, the
+ * same bits (wt one of the three; quant_klanes512.h). */
 void moe__iq4xsp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64_t r1,
                              const void *X, int64_t nb, float *Y, int64_t ldy);
-void moe__iq4xs_fast_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
-                            int64_t nb, float *Y, int64_t ldy);
-/* Q6_K likewise (moe_q6kp_pack; the fast numerics on rows as stored by
- * packing them into a tile on the way, quant_packed_avx512.c). */
 void moe__q6kp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64_t r1,
                            const void *X, int64_t nb, float *Y, int64_t ldy);
-void moe__q6k_fast_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
-                          int64_t nb, float *Y, int64_t ldy);
-/* Q5_K likewise (moe_q5kp_pack). */
 void moe__q5kp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64_t r1,
                            const void *X, int64_t nb, float *Y, int64_t ldy);
-void moe__q5k_fast_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
-                          int64_t nb, float *Y, int64_t ldy);
+void moe__quant_fast_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
+                            const void *X, int64_t nb, float *Y, int64_t ldy);
 /* quant_simd.h's arithmetic built for AVX2: the reference that
  * moe__quant_gemm_avx2's faster kernels (every quantised type: its own for
  * Q4_0, IQ4_NL, Q4_K, Q5_K, Q6_K, IQ4_XS, quant_fast256.h's for Q4_1, Q5_0,

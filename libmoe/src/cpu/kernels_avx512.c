@@ -660,20 +660,12 @@ static void gemm_batch_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0
 
 /* Fast numerics: the int8 tile for Q8_0 batches (AMX-INT8 on whole tiles of
  * 16 rows where the CPU has it, this file's VNNI tile for the rest); IQ4_XS,
- * Q5_K and Q6_K per super-block (quant_avx512.c, quant_packed_avx512.c). */
+ * Q5_K and Q6_K per super-block (quant_klanes512.h). */
 static void gemm_fast_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int64_t r1,
                              const void *X, int64_t nb, float *Y, int64_t ldy) {
     if (r1 <= r0 || nb <= 0) return;
-    if (wt == MOE_DTYPE_IQ4_XS) {
-        moe__iq4xs_fast_avx512(k, W, r0, r1, X, nb, Y, ldy);
-        return;
-    }
-    if (wt == MOE_DTYPE_Q6_K) {
-        moe__q6k_fast_avx512(k, W, r0, r1, X, nb, Y, ldy);
-        return;
-    }
-    if (wt == MOE_DTYPE_Q5_K) {
-        moe__q5k_fast_avx512(k, W, r0, r1, X, nb, Y, ldy);
+    if (wt == MOE_DTYPE_IQ4_XS || wt == MOE_DTYPE_Q6_K || wt == MOE_DTYPE_Q5_K) {
+        moe__quant_fast_avx512(wt, k, W, r0, r1, X, nb, Y, ldy);
         return;
     }
     if (wt != MOE_DTYPE_Q8_0) {

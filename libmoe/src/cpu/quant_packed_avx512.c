@@ -12,7 +12,6 @@
  * their fast numerics (batches) one exact sum per row and super-block.
  */
 #include <immintrin.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -643,42 +642,6 @@ void moe__q6kp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64
 #undef Q6KP_TILE
 }
 
-/* The fast numerics of a packed type on rows as stored (gemm_fast: the rows
- * after a packed matrix's tiles, matrices not packed): up to 16 rows at a
- * time copied and packed into one tile (the rest zero), then the tile, so
- * the bits are the tile's. If the scratch cannot be had, the exact
- * numerics. */
-static void fast_via_tile(moe_dtype wt, void (*pack)(const void *, void *, int64_t, int64_t),
-                          void (*gemmp)(int, int64_t, const void *, int64_t, int64_t, const void *,
-                                        int64_t, float *, int64_t),
-                          int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
-                          int64_t nb, float *Y, int64_t ldy) {
-    const size_t wrb = moe_dtype_row_bytes(wt, k), tb = MOE_Q8P_ROWS * wrb;
-    char *buf = aligned_alloc(64, 2 * tb + (size_t)(nb * MOE_Q8P_ROWS) * sizeof(float) + 64);
-    if (!buf) {
-        moe__quant_gemm_avx512(wt, k, W, r0, r1, X, nb, Y, ldy);
-        return;
-    }
-    char *plain = buf, *tile = buf + tb;
-    float *yt = (float *)(buf + 2 * tb);
-    for (int64_t r = r0; r < r1; r += MOE_Q8P_ROWS) {
-        const int64_t n = r1 - r < MOE_Q8P_ROWS ? r1 - r : MOE_Q8P_ROWS;
-        memcpy(plain, (const char *)W + (size_t)r * wrb, (size_t)n * wrb);
-        memset(plain + (size_t)n * wrb, 0, (size_t)(MOE_Q8P_ROWS - n) * wrb);
-        pack(plain, tile, MOE_Q8P_ROWS, k);
-        gemmp(1, k, tile, 0, MOE_Q8P_ROWS, X, nb, yt, MOE_Q8P_ROWS);
-        for (int64_t c = 0; c < nb; c++)
-            memcpy(Y + c * ldy + r, yt + c * MOE_Q8P_ROWS, (size_t)n * sizeof(float));
-    }
-    free(buf);
-}
-
-void moe__q6k_fast_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
-                          int64_t nb, float *Y, int64_t ldy) {
-    fast_via_tile(MOE_DTYPE_Q6_K, moe_q6kp_pack, moe__q6kp_gemm_avx512, k, W, r0, r1, X, nb, Y,
-                  ldy);
-}
-
 /* ==== Q5_K packed (moe_q5kp_pack): 16 rows in the lanes ==================== */
 
 /* gemm's (dot_q5_K's) arithmetic on one activation row against one tile:
@@ -757,10 +720,4 @@ void moe__q5kp_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64
               (const char *)X + (size_t)(c)*xrb, xrb, Y + (c)*ldy + rt, ldy)
     PACKED_TILES(r0, r1, nb, Q5KP_TILE)
 #undef Q5KP_TILE
-}
-
-void moe__q5k_fast_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
-                          int64_t nb, float *Y, int64_t ldy) {
-    fast_via_tile(MOE_DTYPE_Q5_K, moe_q5kp_pack, moe__q5kp_gemm_avx512, k, W, r0, r1, X, nb, Y,
-                  ldy);
 }
