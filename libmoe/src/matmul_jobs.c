@@ -36,14 +36,14 @@ static void run_jobs(void *arg, int ith, int nth) {
         struct timespec t0, t1;
         if (J->ns) clock_gettime(CLOCK_MONOTONIC, &t0);
         /* a fast table's gemm is gemm_fast from MOE_FAST_MIN_ROWS rows;
-         * batched asks for a batch's arithmetic below that too: the fast
-         * numerics (with a fast table: Q8_0's tile, Q5_K's, Q6_K's and
-         * IQ4_XS's per super-block), the float types' tinyBLAS */
+         * batched asks for a batch's arithmetic below that too: the
+         * quantised types' fast numerics (with a fast table; gemm_fast is
+         * gemm for the types without), the float types' tinyBLAS */
         const int fast = c->k->fast && (J->batched || J->nb >= MOE_FAST_MIN_ROWS);
+        const int flt = J->wt == MOE_DTYPE_F32 || J->wt == MOE_DTYPE_F16 || J->wt == MOE_DTYPE_BF16;
         void (*gemm)(moe_dtype, int64_t, const void *, int64_t, int64_t, const void *, int64_t,
                      float *, int64_t) = c->k->gemm;
-        if (fast && (J->wt == MOE_DTYPE_Q8_0 || J->wt == MOE_DTYPE_IQ4_XS ||
-                     J->wt == MOE_DTYPE_Q6_K || J->wt == MOE_DTYPE_Q5_K))
+        if (fast && !flt)
             gemm = c->k->gemm_fast;
         else if (J->batched)
             gemm = c->k->gemm_batch;

@@ -780,11 +780,11 @@ int moe_model_load_ex(moe_model **out, const char *path, moe_repack repack, moe_
         memcpy(v.ne, t->ne, sizeof v.ne);
         count_tensor(m, &v);
     }
-    m->repack = moe_packed_usable(MOE_DTYPE_Q8_0) || moe_packed_usable(MOE_DTYPE_Q4_K) ||
-                        moe_packed_usable(MOE_DTYPE_Q4_0) || moe_packed_usable(MOE_DTYPE_IQ4_XS) ||
-                        moe_packed_usable(MOE_DTYPE_Q6_K) || moe_packed_usable(MOE_DTYPE_Q5_K)
-                    ? repack
-                    : MOE_REPACK_OFF;
+    /* off where no type is packed here (moe_packed_usable says which) */
+    int any_packed = 0;
+    for (uint32_t t = 0; t <= MOE_DTYPE_BF16 && !any_packed; t++)
+        any_packed = moe_packed_usable((moe_dtype)t);
+    m->repack = any_packed ? repack : MOE_REPACK_OFF;
     if (m->repack == MOE_REPACK_DENSE) {
         if (pack_dense(m) < 0) {
             rc = moe_err_set(err, MOE_ENOMEM, "out of memory for the packed weights");
