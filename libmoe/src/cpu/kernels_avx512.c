@@ -434,40 +434,57 @@ static void q8_tiled(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r
 AI void q8f_compute(const int NC, const int packed, q8t_buf *t, const char *pw, int64_t nblk,
                     int c0, const char *X, size_t xrb, int64_t kb0, int kcb, int first,
                     const int32_t *xs, const float *xd, int64_t xst) {
-    __m512 acc[4];
-#pragma GCC unroll 4
+    __m512 acc[8];
+#pragma GCC unroll 8
     for (int c = 0; c < NC; c++)
         acc[c] = first ? _mm512_setzero_ps() : _mm512_load_ps(t->acc[c0 + c][0]);
-    const char *xq[4];
-#pragma GCC unroll 4
+    const char *xq[8];
+#pragma GCC unroll 8
     for (int c = 0; c < NC; c++)
         xq[c] = X + (size_t)(c0 + c) * xrb + (size_t)kb0 * sizeof(moe_block_q8_0) + 2;
     for (int b = 0; b < kcb; b++) {
         __m512i wj[8];
         __m512 wd;
+        /* one load of the block for all NC columns, so the prefetches go
+         * out at one even pace (a second pass over the chunk for columns
+         * 4..7 issued none: at 8 columns from DRAM ~0.6 of the tile's
+         * speed from L2) */
         q8t_load_w(packed, t, pw, nblk, kb0, b, c0 == 0, wj, &wd);
-        /* one int32 chain per column through the 8 groups, the columns
-         * interleaved: each vpdpbusd's result is used 4 instructions later.
-         * Zen 5 runs vpdpbusd at ~1/cycle when a result is used at once or
-         * >= 16 instructions later, at half that in between (a loop of 8
-         * independent chains: 0.53/cycle, 4 or 16: 1.0) */
-        __m512i sc[4];
+        /* the columns in groups of up to 4, 4 int32 chains a group (S per
+         * column, over groups j = s mod S), interleaved: each vpdpbusd's
+         * result is used 4 instructions later. Zen 5 runs vpdpbusd at
+         * ~1/cycle when a result is used at once or >= 16 instructions
+         * later, at half that in between (a loop of 8 independent chains:
+         * 0.53/cycle, 4 or 16: 1.0); one chain alone waits on its latency.
+         * Integer sums are exact in any order: the same bits */
+#pragma GCC unroll 2
+        for (int g = 0; g < NC; g += 4) {
+            const int n = NC - g < 4 ? NC - g : 4, S = n == 1 ? 4 : n == 2 ? 2 : 1;
+            __m512i sc[4][4];
 #pragma GCC unroll 4
-        for (int c = 0; c < NC; c++) sc[c] = _mm512_set1_epi32(xs[(c0 + c) * xst + b]);
+            for (int c = 0; c < n; c++)
+#pragma GCC unroll 4
+                for (int s2 = 0; s2 < S; s2++)
+                    sc[c][s2] =
+                        s2 ? _mm512_setzero_si512() : _mm512_set1_epi32(xs[(c0 + g + c) * xst + b]);
 #pragma GCC unroll 8
-        for (int j = 0; j < 8; j++)
+            for (int j = 0; j < 8; j++)
 #pragma GCC unroll 4
-            for (int c = 0; c < NC; c++)
-                sc[c] =
-                    _mm512_dpbusd_epi32(sc[c], wj[j], _mm512_set1_epi32(load_i32(xq[c] + 4 * j)));
+                for (int c = 0; c < n; c++)
+                    sc[c][j % S] = _mm512_dpbusd_epi32(
+                        sc[c][j % S], wj[j], _mm512_set1_epi32(load_i32(xq[g + c] + 4 * j)));
 #pragma GCC unroll 4
-        for (int c = 0; c < NC; c++) {
-            const __m512 d = _mm512_mul_ps(wd, _mm512_set1_ps(xd[(c0 + c) * xst + b]));
-            acc[c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sc[c]), acc[c]);
-            xq[c] += sizeof(moe_block_q8_0);
+            for (int c = 0; c < n; c++) {
+                __m512i sum = sc[c][0];
+#pragma GCC unroll 4
+                for (int s2 = 1; s2 < S; s2++) sum = _mm512_add_epi32(sum, sc[c][s2]);
+                const __m512 d = _mm512_mul_ps(wd, _mm512_set1_ps(xd[(c0 + g + c) * xst + b]));
+                acc[g + c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sum), acc[g + c]);
+                xq[g + c] += sizeof(moe_block_q8_0);
+            }
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int c = 0; c < NC; c++) _mm512_store_ps(t->acc[c0 + c][0], acc[c]);
 }
 
@@ -517,12 +534,34 @@ AI void q8t_drive(const int fast, const int packed, int64_t k, const char *W, si
                 if (!packed) q8t_pack_w(&t, pw, wrb, nr, kb0, kcb, pf);
                 int c = 0;
                 if (fast) {
-                    for (; c + 4 <= nc; c += 4)
-                        q8f_compute(4, packed, &t, pw, nblk, c, Xc, xrb, kb0, kcb, kb0 == 0, xs, xd,
-                                    xst);
-                    for (; c < nc; c++)
-                        q8f_compute(1, packed, &t, pw, nblk, c, Xc, xrb, kb0, kcb, kb0 == 0, xs, xd,
-                                    xst);
+#define Q8F(C) q8f_compute(C, packed, &t, pw, nblk, c, Xc, xrb, kb0, kcb, kb0 == 0, xs, xd, xst)
+                    for (; c + 8 <= nc; c += 8) Q8F(8);
+                    switch (nc - c) {
+                    case 7:
+                        Q8F(7);
+                        break;
+                    case 6:
+                        Q8F(6);
+                        break;
+                    case 5:
+                        Q8F(5);
+                        break;
+                    case 4:
+                        Q8F(4);
+                        break;
+                    case 3:
+                        Q8F(3);
+                        break;
+                    case 2:
+                        Q8F(2);
+                        break;
+                    case 1:
+                        Q8F(1);
+                        break;
+                    default:
+                        break;
+                    }
+#undef Q8F
                 } else {
                     for (; c + 2 <= nc; c += 2)
                         q8t_compute(2, packed, &t, pw, nblk, c, Xc, xrb, kb0, kcb, kb0 == 0);
