@@ -21,6 +21,7 @@
 #include "test.h"
 
 #include "cpu/kernels.h" /* moe__cpu_has_avx512bf16 */
+#include "internal.h"    /* moe__matmul_jobs */
 
 #define GEMM_RTOL 3e-5
 
@@ -464,6 +465,76 @@ TEST(kernels_matmul_pool_matches_single_thread) {
         }
     }
     moe_pool_destroy(pool);
+}
+
+/* moe__matmul_jobs at 1-4 activation rows, where threads done with their
+ * own shares take chunks from the back of the others' (which thread
+ * computes a row changes from run to run): the same bits as one thread,
+ * over many runs at 2 and 3 threads, for packed tiles (with the rows after
+ * the last tile as stored), rows as stored, and several jobs in one run. */
+TEST(kernels_matmul_jobs_chunks_same_bits) {
+    static const moe_dtype types[] = {MOE_DTYPE_Q8_0, MOE_DTYPE_Q4_K, MOE_DTYPE_Q6_K};
+    const int64_t k = 256, ms[3] = {1048, 600, 2000};
+    moe_pool *pools[2];
+    ASSERT_EQ_INT(moe_pool_create(&pools[0], 2), 0);
+    ASSERT_EQ_INT(moe_pool_create(&pools[1], 3), 0);
+    const moe_cpu_kernels *best = moe_cpu_kernels_best();
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        const moe_dtype wt = types[ti];
+        const int packed = moe_packed_usable(wt);
+        gemm_data g[3];
+        void *W[3];
+        for (int j = 0; j < 3; j++) {
+            gemm_data_init(&g[j], wt, k, ms[j], 4, 300 + 10 * ti + j);
+            W[j] = g[j].W;
+            if (packed) {
+                W[j] = test_xmalloc(moe_dtype_row_bytes(wt, k) * (size_t)ms[j]);
+                moe_packed_pack(wt, g[j].W, W[j], ms[j], k);
+            }
+        }
+        for (int nb = 1; nb <= 4; nb++) {
+            const moe_cpu_kernels *kt = nb >= MOE_FAST_MIN_ROWS ? moe_cpu_kernels_fast(best) : best;
+            const size_t xrb = moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
+            void *xq = test_xmalloc(xrb * 4 * 3);
+            float *y1 = test_xmalloc(sizeof(float) * 4 * 2000 * 3),
+                  *y2 = test_xmalloc(sizeof(float) * 4 * 2000 * 3);
+            moe__mm_job jobs[3];
+            for (int j = 0; j < 3; j++) {
+                moe_op_quantize(kt, wt, g[j].xf, (char *)xq + xrb * 4 * j, nb, k);
+                jobs[j] = (moe__mm_job){wt,
+                                        W[j],
+                                        ms[j],
+                                        k,
+                                        (char *)xq + xrb * 4 * j,
+                                        nb,
+                                        y1 + 4 * 2000 * j,
+                                        ms[j],
+                                        NULL,
+                                        packed ? ms[j] / MOE_Q8P_ROWS * MOE_Q8P_ROWS : 0,
+                                        0};
+            }
+            memset(y1, 0, sizeof(float) * 4 * 2000 * 3);
+            moe__matmul_jobs(kt, NULL, jobs, 3);
+            for (int run = 0; run < 40; run++) {
+                for (int j = 0; j < 3; j++) jobs[j].Y = y2 + 4 * 2000 * j;
+                memset(y2, 0xff, sizeof(float) * 4 * 2000 * 3);
+                moe__matmul_jobs(kt, pools[run & 1], jobs, 3);
+                for (int j = 0; j < 3; j++)
+                    if (memcmp(y1 + 4 * 2000 * j, y2 + 4 * 2000 * j,
+                               sizeof(float) * (size_t)(ms[j] * nb)) != 0)
+                        TEST_FAIL("%s%s nb=%d job %d, %d threads: differs from 1 thread",
+                                  moe_dtype_name(wt), packed ? " packed" : "", nb, j,
+                                  2 + (run & 1));
+            }
+            free(xq), free(y1), free(y2);
+        }
+        for (int j = 0; j < 3; j++) {
+            if (packed) free(W[j]);
+            gemm_data_free(&g[j]);
+        }
+    }
+    moe_pool_destroy(pools[0]);
+    moe_pool_destroy(pools[1]);
 }
 
 /* ==== dot / axpy =========================================================== */
