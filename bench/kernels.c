@@ -135,6 +135,70 @@ static double time_matmul(const moe_cpu_kernels *k, moe_pool *pool, const mats *
     return best;
 }
 
+/* The packed layout (moe_packed_pack) at batch 1, as decode runs it: rows
+ * in contiguous shares of whole tiles, the table's packed kernel for the
+ * type (exact numerics, decode's). */
+typedef struct packed_ctx {
+    const moe_cpu_kernels *k;
+    const mats *s;
+    const char *w; /* the packed matrix */
+    const void *xq;
+    float *y;
+} packed_ctx;
+
+static void packed_task(void *arg, int ith, int nth) {
+    const packed_ctx *c = arg;
+    const moe_cpu_kernels *k = c->k;
+    const int64_t m = c->s->m, kd = c->s->k, tiles = m / MOE_Q8P_ROWS;
+    const int64_t r0 = tiles * ith / nth * MOE_Q8P_ROWS,
+                  r1 = tiles * (ith + 1) / nth * MOE_Q8P_ROWS;
+    switch (c->s->wt) {
+    case MOE_DTYPE_Q8_0:
+        k->gemm_q8p(0, kd, c->w, r0, r1, c->xq, 1, c->y, m);
+        break;
+    case MOE_DTYPE_Q4_K:
+        k->gemm_q4kp(kd, c->w, r0, r1, c->xq, 1, c->y, m);
+        break;
+    case MOE_DTYPE_Q5_K:
+        k->gemm_q5kp(0, kd, c->w, r0, r1, c->xq, 1, c->y, m);
+        break;
+    case MOE_DTYPE_Q6_K:
+        k->gemm_q6kp(0, kd, c->w, r0, r1, c->xq, 1, c->y, m);
+        break;
+    case MOE_DTYPE_IQ4_XS:
+        k->gemm_iq4xsp(0, kd, c->w, r0, r1, c->xq, 1, c->y, m);
+        break;
+    default: /* Q4_0, IQ4_NL */
+        k->gemm_q4p(c->s->wt, kd, c->w, r0, r1, c->xq, 1, c->y, m);
+        break;
+    }
+}
+
+/* Best seconds for one pass over s's matrices packed (pk: packed copies,
+ * back to back), batch 1. */
+static double time_packed(const moe_cpu_kernels *k, moe_pool *pool, const mats *s, const char *pk,
+                          int reps) {
+    float *x = xmalloc((size_t)s->k * sizeof(float));
+    for (int64_t i = 0; i < s->k; i++) x[i] = frand();
+    void *xq = xmalloc(moe_dtype_row_bytes(moe_dtype_dot_type(s->wt), s->k));
+    float *y = xmalloc((size_t)s->m * sizeof(float));
+    moe_op_quantize(k, s->wt, x, xq, 1, s->k);
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        const double t0 = moe_mono_s();
+        for (int i = 0; i < s->n; i++) {
+            packed_ctx c = {k, s, pk + s->bytes * (size_t)i, xq, y};
+            moe_pool_run(pool, packed_task, &c);
+        }
+        const double t = moe_mono_s() - t0;
+        if (t < best) best = t;
+    }
+    free(x);
+    free(xq);
+    free(y);
+    return best;
+}
+
 /* ==== Pool ================================================================= */
 
 static void empty_task(void *arg, int ith, int nth) {
@@ -247,6 +311,25 @@ int main(int argc, char **argv) {
                    moe_dtype_name(h.wt), k->name, (double)h.bytes / hs / 1e9, (long long)h.m,
                    (long long)h.k);
             free(h.w);
+        }
+        /* the packed layout where the model packs this type (decode's
+         * kernel for it): whole tiles only (m is a multiple of 16) */
+        if (moe_packed_usable(s.wt) && s.m % MOE_Q8P_ROWS == 0) {
+            const moe_cpu_kernels *k = moe_cpu_kernels_best();
+            char *pk = xmalloc(s.bytes * (size_t)s.n);
+            for (int i = 0; i < s.n; i++)
+                moe_packed_pack(s.wt, s.w + s.bytes * (size_t)i, pk + s.bytes * (size_t)i, s.m,
+                                s.k);
+            for (int t = 1; t <= 2; t++) {
+                const double sec = time_packed(k, t == 1 ? NULL : pool2, &s, pk, reps);
+                const double gbs = (double)s.bytes * s.n / sec / 1e9;
+                printf("{\"kernel\":\"%s_packed_matvec\",\"level\":\"%s\",\"threads\":%d,"
+                       "\"gb_s\":%.2f,\"read_gb_s\":%.2f,\"ratio\":%.3f,\"m\":%lld,\"k\":%lld}\n",
+                       moe_dtype_name(s.wt), k->name, t, gbs, read_bw[t], gbs / read_bw[t],
+                       (long long)s.m, (long long)s.k);
+                fflush(stdout);
+            }
+            free(pk);
         }
         free(s.w);
     }
