@@ -2,7 +2,7 @@
  * tests/unit/test_quant_fast.c - the faster decode kernels for the
  * quantised types (cpu/quant_avx512.c and cpu/quant_avx2.c: Q4_0, IQ4_NL,
  * Q4_K, Q5_K, Q6_K, IQ4_XS; cpu/quant_fast256.h at both: Q4_1, Q5_0, Q5_1, Q2_K,
- * Q3_K)
+ * Q3_K; at AVX-512 from 3 rows, Q5_0 through the Q8_0 tile, q5t_pack_w)
  * against quant_simd.h's kernels, bit for bit: its build at the same level
  * (moe__quant_gemm_{avx2,avx512}_ref). On weights quantised from floats
  * and on random bytes (every nibble, scale and minimum pattern; only the

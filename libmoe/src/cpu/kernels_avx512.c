@@ -232,6 +232,10 @@ static void q8_rows(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1
 #define Q8T_KB 16      /* blocks per K chunk */
 #define Q8T_NC 32      /* activation rows per chunk */
 #define Q8T_PF_TILES 2 /* prefetch the rows of the tile this many ahead */
+/* Q5_0 activation rows from which the tile runs (one thread, 1408 x 2048,
+ * against the rows kernel: 3 rows 1.2x, 4 1.35x, 6-16 ~2x, 32 2.5x; 2
+ * rows the same) */
+#define Q50_TILE_MIN_NB 3
 
 typedef struct q8t_buf {
     _Alignas(64) uint8_t w[Q8T_KB][8][64];      /* [block][group j][row]: (w ^ 0x80) bytes */
@@ -307,6 +311,41 @@ static void q8t_pack_w(q8t_buf *t, const char *w, size_t wrb, int nr, int64_t kb
             _mm512_store_si512((__m512i *)t->w[b][j + 4], _mm512_xor_si512(hi, k80));
         }
     }
+}
+
+/* Q5_0 rows into the same stack tile: each row's blocks [kb0, kb0 + kcb)
+ * as Q8_0 blocks of its levels (the nibble and fifth bit, minus 16; the
+ * same scale), then q8t_pack_w's transpose. The Q8_0 tile's exact
+ * arithmetic on them is dot_q5_0's (ggml's 8 lanes a block): the same
+ * bits as the rows kernel. Prefetches the same blocks of the 16 rows at pf
+ * (NULL: none) into L2. */
+static void q5t_pack_w(q8t_buf *t, const char *w, size_t wrb, int nr, int64_t kb0, int kcb,
+                       const char *pf) {
+    _Alignas(64) moe_block_q8_0 q8[16][Q8T_KB];
+    const __m128i m4 = _mm_set1_epi8(15);
+    for (int r = 0; r < 16; r++) {
+        const moe_block_q5_0 *src =
+            (const moe_block_q5_0 *)(w + (size_t)(r < nr ? r : nr - 1) * wrb) + kb0;
+        if (pf && r < nr)
+            for (size_t o = 0; o < (size_t)kcb * sizeof(moe_block_q5_0); o += 64)
+                __builtin_prefetch(pf + (size_t)r * wrb + (size_t)kb0 * sizeof(moe_block_q5_0) + o,
+                                   0, 2);
+        for (int b = 0; b < kcb; b++) {
+            const __m128i qs = _mm_loadu_si128((const __m128i *)src[b].qs);
+            const __m256i nib =
+                _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(qs, m4)),
+                                        _mm_and_si128(_mm_srli_epi16(qs, 4), m4), 1);
+            uint32_t qh;
+            memcpy(&qh, src[b].qh, 4);
+            /* a clear fifth bit: the nibble - 16 (0xf0 or-ed into the byte) */
+            const __m256i q =
+                _mm256_or_si256(nib, _mm256_andnot_si256(_mm256_movm_epi8((__mmask32)qh),
+                                                         _mm256_set1_epi8((char)0xf0)));
+            q8[r][b].d = src[b].d;
+            _mm256_storeu_si256((__m256i *)q8[r][b].qs, q);
+        }
+    }
+    q8t_pack_w(t, (const char *)q8, sizeof q8[0], 16, 0, kcb, NULL);
 }
 
 /* -128 x the sum of each 4-byte group of a block's 32 quants: lane j cancels
@@ -414,13 +453,13 @@ AI __m512 q8t_lane_sum(const float (*a)[16]) {
 /* The tile loop both Q8_0 tiles share: per 32 activation rows and 16 weight
  * rows, K in chunks of Q8T_KB blocks packed on the stack; fast picks the
  * fast numerics' compute (q8f_compute, below) over the exact one. */
-AI void q8t_drive(const int fast, const int packed, int64_t k, const char *W, size_t wrb,
-                  int64_t r0, int64_t r1, const char *X, size_t xrb, int64_t nb, float *Y,
-                  int64_t ldy);
+AI void q8t_drive(const int fast, const int packed, const int q5, int64_t k, const char *W,
+                  size_t wrb, int64_t r0, int64_t r1, const char *X, size_t xrb, int64_t nb,
+                  float *Y, int64_t ldy);
 
 static void q8_tiled(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
                      size_t xrb, int64_t nb, float *Y, int64_t ldy) {
-    q8t_drive(0, 0, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+    q8t_drive(0, 0, 0, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
 }
 
 /* ==== Q8_0: the fast tile (VNNI) =========================================== */
@@ -488,9 +527,9 @@ AI void q8f_compute(const int NC, const int packed, q8t_buf *t, const char *pw, 
     for (int c = 0; c < NC; c++) _mm512_store_ps(t->acc[c0 + c][0], acc[c]);
 }
 
-AI void q8t_drive(const int fast, const int packed, int64_t k, const char *W, size_t wrb,
-                  int64_t r0, int64_t r1, const char *X, size_t xrb, int64_t nb, float *Y,
-                  int64_t ldy) {
+AI void q8t_drive(const int fast, const int packed, const int q5, int64_t k, const char *W,
+                  size_t wrb, int64_t r0, int64_t r1, const char *X, size_t xrb, int64_t nb,
+                  float *Y, int64_t ldy) {
     q8t_buf t;
     const int64_t nblk = k / MOE_QK8_0;
     /* packed, fast: the activations' block sums and scales once per chunk of
@@ -531,7 +570,10 @@ AI void q8t_drive(const int fast, const int packed, int64_t k, const char *W, si
                 const float *xd = hoist ? xd_all + kb0 : t.xd[0];
                 const int64_t xst = hoist ? nblk : Q8T_KB;
                 const char *pw = W + (size_t)rt * wrb; /* packed: the tile's blocks */
-                if (!packed) q8t_pack_w(&t, pw, wrb, nr, kb0, kcb, pf);
+                if (q5)
+                    q5t_pack_w(&t, pw, wrb, nr, kb0, kcb, pf);
+                else if (!packed)
+                    q8t_pack_w(&t, pw, wrb, nr, kb0, kcb, pf);
                 int c = 0;
                 if (fast) {
 #define Q8F(C) q8f_compute(C, packed, &t, pw, nblk, c, Xc, xrb, kb0, kcb, kb0 == 0, xs, xd, xst)
@@ -579,7 +621,7 @@ AI void q8t_drive(const int fast, const int packed, int64_t k, const char *W, si
 
 void moe__q8_fast_vnni(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
                        size_t xrb, int64_t nb, float *Y, int64_t ldy) {
-    q8t_drive(1, 0, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+    q8t_drive(1, 0, 0, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
 }
 
 /* The exact numerics on the packed layout for NC (1 or 2) activation rows
@@ -628,7 +670,7 @@ static void q8p_rows(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r
     int32_t *buf =
         2 * nblk * 9 <= (int64_t)(sizeof stk / 4) ? stk : malloc((size_t)(2 * nblk * 9) * 4);
     if (!buf) { /* no memory: the general tile */
-        q8t_drive(0, 1, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        q8t_drive(0, 1, 0, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
         return;
     }
     int32_t(*xc)[8] = (int32_t(*)[8])buf;
@@ -657,9 +699,9 @@ static void gemm_q8p_avx512(int fast, int64_t k, const void *W, int64_t r0, int6
     if (!fast && nb <= 2)
         q8p_rows(k, W, rb, r0, r1, X, rb, nb, Y, ldy);
     else if (fast)
-        q8t_drive(1, 1, k, W, rb, r0, r1, X, rb, nb, Y, ldy);
+        q8t_drive(1, 1, 0, k, W, rb, r0, r1, X, rb, nb, Y, ldy);
     else
-        q8t_drive(0, 1, k, W, rb, r0, r1, X, rb, nb, Y, ldy);
+        q8t_drive(0, 1, 0, k, W, rb, r0, r1, X, rb, nb, Y, ldy);
 }
 
 /* ==== Table ================================================================ */
@@ -675,6 +717,15 @@ static void gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int6
             q8_rows(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
         else
             q8_tiled(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+        return;
+    case MOE_DTYPE_Q5_0:
+        /* batches: the Q8_0 tile on the rows' levels (q5t_pack_w), the
+         * same bits as the rows kernel below */
+        if (nb >= Q50_TILE_MIN_NB) {
+            q8t_drive(0, 0, 1, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+            return;
+        }
+        moe__quant_gemm_avx512(wt, k, W, r0, r1, X, nb, Y, ldy);
         return;
     case MOE_DTYPE_F32:
     case MOE_DTYPE_F16:
