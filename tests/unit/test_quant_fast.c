@@ -2,7 +2,8 @@
  * tests/unit/test_quant_fast.c - the faster decode kernels for the
  * quantised types (cpu/quant_avx512.c and cpu/quant_avx2.c: Q4_0, IQ4_NL,
  * Q4_K, Q5_K, Q6_K, IQ4_XS; cpu/quant_fast256.h at both: Q4_1, Q5_0, Q5_1, Q2_K,
- * Q3_K; at AVX-512 from 3 rows, Q5_0 through the Q8_0 tile, q5t_pack_w)
+ * Q3_K; at AVX-512 Q5_0 from 3 rows, Q4_1 and Q5_1 from 4, through the Q8_0
+ * tile: q5t_pack_w, q41t_pack_w)
  * against quant_simd.h's kernels, bit for bit: its build at the same level
  * (moe__quant_gemm_{avx2,avx512}_ref). On weights quantised from floats
  * and on random bytes (every nibble, scale and minimum pattern; only the
@@ -47,7 +48,7 @@ static void check_fast(moe_dtype wt, int raw) {
     const int64_t shapes[][3] = {
         {blk, 8, 1},      {blk * 3, 13, 2}, {blk * 4, 24, 1}, {blk * 2, 37, 3},  {4096, 16, 1},
         {blk * 5, 45, 2}, {blk * 2, 11, 6}, {blk, 16, 9},     {blk * 120, 8, 2}, {blk * 120, 8, 1},
-        {blk * 7, 9, 1},  {blk * 6, 10, 1}, {blk * 84, 9, 9}};
+        {blk * 7, 9, 1},  {blk * 6, 10, 1}, {blk * 84, 9, 9}, {blk * 3, 37, 4}};
     const moe_dtype dt = moe_dtype_dot_type(wt);
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int64_t k = shapes[si][0], m = shapes[si][1], nb = shapes[si][2];

@@ -236,6 +236,9 @@ static void q8_rows(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1
  * against the rows kernel: 3 rows 1.2x, 4 1.35x, 6-16 ~2x, 32 2.5x; 2
  * rows the same) */
 #define Q50_TILE_MIN_NB 3
+/* The same for Q4_1 and Q5_1 (Q4_1 / Q5_1: 3 rows 0.93x / 1.0x, 4 1.07x /
+ * 1.14x, 8 1.45x / 1.58x, 32 2.0x / 2.2x) */
+#define Q41_TILE_MIN_NB 4
 
 typedef struct q8t_buf {
     _Alignas(64) uint8_t w[Q8T_KB][8][64];      /* [block][group j][row]: (w ^ 0x80) bytes */
@@ -244,7 +247,16 @@ typedef struct q8t_buf {
     float xd[Q8T_NC][Q8T_KB];                   /* [col][block]: activation scales */
     int32_t xs[Q8T_NC][Q8T_KB];                 /* [col][block]: -128 * sum of the block */
     _Alignas(64) float acc[Q8T_NC][8][16];      /* [col][lane j][row]: running sums */
+    /* Q4_1 and Q5_1 (Q8_1 activations): the minimums' term, m_w x s_x summed
+     * apart in block order and added after the lanes, as dot_q4_1 */
+    _Alignas(64) float wm[Q8T_KB][16]; /* [block][row]: weight minimums */
+    float xm[Q8T_NC][Q8T_KB];          /* [col][block]: activation block sums s */
+    _Alignas(64) float sm[Q8T_NC][16]; /* [col][row]: running sums of m_w x s_x */
 } q8t_buf;
+
+/* The weight types the tile runs: Q8_0 itself, and the levels of Q5_0,
+ * Q4_1 and Q5_1 (stack tile only, exact arithmetic). */
+enum { WK_Q8 = 0, WK_Q50, WK_Q41, WK_Q51 };
 
 /* Repacks rows w (nr <= 16 of them, wrb apart), blocks [kb0, kb0 + kcb),
  * prefetching the same blocks of the 16 rows at pf (NULL: none). Missing
@@ -348,6 +360,41 @@ static void q5t_pack_w(q8t_buf *t, const char *w, size_t wrb, int nr, int64_t kb
     q8t_pack_w(t, (const char *)q8, sizeof q8[0], 16, 0, kcb, NULL);
 }
 
+/* Q4_1 (q5 = 0) or Q5_1 rows into the stack tile as q5t_pack_w does: their
+ * unsigned levels (the nibble, Q5_1's fifth bit) as Q8_0 blocks with the
+ * same d, and each block's minimum in t->wm. The tile's exact lanes plus
+ * the minimums' term summed apart are dot_q4_1's arithmetic. */
+static void q41t_pack_w(const int q5, q8t_buf *t, const char *w, size_t wrb, int nr, int64_t kb0,
+                        int kcb, const char *pf) {
+    _Alignas(64) moe_block_q8_0 q8[16][Q8T_KB];
+    const size_t bb = q5 ? sizeof(moe_block_q5_1) : sizeof(moe_block_q4_1);
+    const __m128i m4 = _mm_set1_epi8(15);
+    for (int r = 0; r < 16; r++) {
+        const char *src = w + (size_t)(r < nr ? r : nr - 1) * wrb + (size_t)kb0 * bb;
+        if (pf && r < nr)
+            for (size_t o = 0; o < (size_t)kcb * bb; o += 64)
+                __builtin_prefetch(pf + (size_t)r * wrb + (size_t)kb0 * bb + o, 0, 2);
+        for (int b = 0; b < kcb; b++) {
+            const char *blk = src + (size_t)b * bb;
+            uint16_t dm[2];
+            memcpy(dm, blk, 4);
+            const __m128i qs = _mm_loadu_si128((const __m128i *)(blk + (q5 ? 8 : 4)));
+            __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(qs, m4)),
+                                                _mm_and_si128(_mm_srli_epi16(qs, 4), m4), 1);
+            if (q5) {
+                uint32_t qh;
+                memcpy(&qh, blk + 4, 4);
+                q = _mm256_or_si256(
+                    q, _mm256_and_si256(_mm256_movm_epi8((__mmask32)qh), _mm256_set1_epi8(16)));
+            }
+            q8[r][b].d = dm[0];
+            _mm256_storeu_si256((__m256i *)q8[r][b].qs, q);
+            t->wm[b][r] = _cvtsh_ss(dm[1]);
+        }
+    }
+    q8t_pack_w(t, (const char *)q8, sizeof q8[0], 16, 0, kcb, NULL);
+}
+
 /* -128 x the sum of each 4-byte group of a block's 32 quants: lane j cancels
  * the w ^ 0x80 offset of group j (the exact numerics' 8 lanes). */
 AI __m256i q8_group_corr(const int8_t *qs) {
@@ -370,14 +417,21 @@ AI int32_t q8_corr_sum(__m256i corr) {
  * tiles, GCC 12.2 (-O1 and up) deleted its calls (its IPA mod/ref and
  * pure-const analyses together; -fno-ipa-modref -fno-ipa-pure-const kept
  * them), leaving the tiles to read stale corrections. */
-AI void q8t_pack_x(q8t_buf *t, const char *X, size_t xrb, int nc, int64_t kb0, int kcb) {
+AI void q8t_pack_x(const int x1, q8t_buf *t, const char *X, size_t xrb, int nc, int64_t kb0,
+                   int kcb) {
+    /* Q8_0 blocks (d, qs) or, x1, Q8_1 blocks (d, s, qs) */
+    const size_t xb = x1 ? sizeof(moe_block_q8_1) : sizeof(moe_block_q8_0), xo = x1 ? 4 : 2;
     for (int c = 0; c < nc; c++) {
-        const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(X + (size_t)c * xrb) + kb0;
+        const char *xr = X + (size_t)c * xrb + (size_t)kb0 * xb;
         for (int b = 0; b < kcb; b++) {
-            const __m256i corr = q8_group_corr(xb[b].qs);
+            const char *blk = xr + (size_t)b * xb;
+            uint16_t h[2];
+            memcpy(h, blk, 4);
+            const __m256i corr = q8_group_corr((const int8_t *)blk + xo);
             _mm256_store_si256((__m256i *)t->xc[c][b], corr);
             t->xs[c][b] = q8_corr_sum(corr);
-            t->xd[c][b] = _cvtsh_ss(xb[b].d);
+            t->xd[c][b] = _cvtsh_ss(h[0]);
+            if (x1) t->xm[c][b] = _cvtsh_ss(h[1]);
         }
     }
 }
@@ -405,18 +459,22 @@ AI void q8t_load_w(const int packed, const q8t_buf *t, const char *pw, int64_t n
 }
 
 /* NC (1 or 2) activations, columns c0.., through kcb blocks of the tile. */
-AI void q8t_compute(const int NC, const int packed, q8t_buf *t, const char *pw, int64_t nblk,
-                    int c0, const char *X, size_t xrb, int64_t kb0, int kcb, int first) {
-    __m512 acc[2][8];
+AI void q8t_compute(const int NC, const int packed, const int x1, q8t_buf *t, const char *pw,
+                    int64_t nblk, int c0, const char *X, size_t xrb, int64_t kb0, int kcb,
+                    int first) {
+    const size_t xb = x1 ? sizeof(moe_block_q8_1) : sizeof(moe_block_q8_0);
+    __m512 acc[2][8], sm[2];
 #pragma GCC unroll 2
-    for (int c = 0; c < NC; c++)
+    for (int c = 0; c < NC; c++) {
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++)
             acc[c][j] = first ? _mm512_setzero_ps() : _mm512_load_ps(t->acc[c0 + c][j]);
+        if (x1) sm[c] = first ? _mm512_setzero_ps() : _mm512_load_ps(t->sm[c0 + c]);
+    }
     const char *xq[2];
 #pragma GCC unroll 2
     for (int c = 0; c < NC; c++)
-        xq[c] = X + (size_t)(c0 + c) * xrb + (size_t)kb0 * sizeof(moe_block_q8_0) + 2;
+        xq[c] = X + (size_t)(c0 + c) * xrb + (size_t)kb0 * xb + (x1 ? 4 : 2);
 
     for (int b = 0; b < kcb; b++) {
         __m512i wj[8];
@@ -432,13 +490,18 @@ AI void q8t_compute(const int NC, const int packed, q8t_buf *t, const char *pw, 
                                                       _mm512_set1_epi32(load_i32(xq[c] + 4 * j)));
                 acc[c][j] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[c][j]);
             }
-            xq[c] += sizeof(moe_block_q8_0);
+            if (x1) /* the product rounded, then added: no fma, as dot_q4_1 */
+                sm[c] = _mm512_add_ps(sm[c], _mm512_mul_ps(_mm512_load_ps(t->wm[b]),
+                                                           _mm512_set1_ps(t->xm[c0 + c][b])));
+            xq[c] += xb;
         }
     }
 #pragma GCC unroll 2
-    for (int c = 0; c < NC; c++)
+    for (int c = 0; c < NC; c++) {
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) _mm512_store_ps(t->acc[c0 + c][j], acc[c][j]);
+        if (x1) _mm512_store_ps(t->sm[c0 + c], sm[c]);
+    }
 }
 
 /* hsum_float_8's order over the 8 lane accumulators, for 16 rows at once. */
@@ -453,7 +516,7 @@ AI __m512 q8t_lane_sum(const float (*a)[16]) {
 /* The tile loop both Q8_0 tiles share: per 32 activation rows and 16 weight
  * rows, K in chunks of Q8T_KB blocks packed on the stack; fast picks the
  * fast numerics' compute (q8f_compute, below) over the exact one. */
-AI void q8t_drive(const int fast, const int packed, const int q5, int64_t k, const char *W,
+AI void q8t_drive(const int fast, const int packed, const int kind, int64_t k, const char *W,
                   size_t wrb, int64_t r0, int64_t r1, const char *X, size_t xrb, int64_t nb,
                   float *Y, int64_t ldy);
 
@@ -527,7 +590,7 @@ AI void q8f_compute(const int NC, const int packed, q8t_buf *t, const char *pw, 
     for (int c = 0; c < NC; c++) _mm512_store_ps(t->acc[c0 + c][0], acc[c]);
 }
 
-AI void q8t_drive(const int fast, const int packed, const int q5, int64_t k, const char *W,
+AI void q8t_drive(const int fast, const int packed, const int kind, int64_t k, const char *W,
                   size_t wrb, int64_t r0, int64_t r1, const char *X, size_t xrb, int64_t nb,
                   float *Y, int64_t ldy) {
     q8t_buf t;
@@ -565,13 +628,15 @@ AI void q8t_drive(const int fast, const int packed, const int q5, int64_t k, con
                                  : NULL;
             for (int64_t kb0 = 0; kb0 < nblk; kb0 += Q8T_KB) {
                 const int kcb = (int)(nblk - kb0 < Q8T_KB ? nblk - kb0 : Q8T_KB);
-                if (!hoist) q8t_pack_x(&t, Xc, xrb, nc, kb0, kcb);
+                if (!hoist) q8t_pack_x(kind >= WK_Q41, &t, Xc, xrb, nc, kb0, kcb);
                 const int32_t *xs = hoist ? xs_all + kb0 : t.xs[0];
                 const float *xd = hoist ? xd_all + kb0 : t.xd[0];
                 const int64_t xst = hoist ? nblk : Q8T_KB;
                 const char *pw = W + (size_t)rt * wrb; /* packed: the tile's blocks */
-                if (q5)
+                if (kind == WK_Q50)
                     q5t_pack_w(&t, pw, wrb, nr, kb0, kcb, pf);
+                else if (kind != WK_Q8)
+                    q41t_pack_w(kind == WK_Q51, &t, pw, wrb, nr, kb0, kcb, pf);
                 else if (!packed)
                     q8t_pack_w(&t, pw, wrb, nr, kb0, kcb, pf);
                 int c = 0;
@@ -606,14 +671,19 @@ AI void q8t_drive(const int fast, const int packed, const int q5, int64_t k, con
 #undef Q8F
                 } else {
                     for (; c + 2 <= nc; c += 2)
-                        q8t_compute(2, packed, &t, pw, nblk, c, Xc, xrb, kb0, kcb, kb0 == 0);
+                        q8t_compute(2, packed, kind >= WK_Q41, &t, pw, nblk, c, Xc, xrb, kb0, kcb,
+                                    kb0 == 0);
                     if (c < nc)
-                        q8t_compute(1, packed, &t, pw, nblk, c, Xc, xrb, kb0, kcb, kb0 == 0);
+                        q8t_compute(1, packed, kind >= WK_Q41, &t, pw, nblk, c, Xc, xrb, kb0, kcb,
+                                    kb0 == 0);
                 }
             }
             for (int c = 0; c < nc; c++)
                 _mm512_mask_storeu_ps(Y + (cs + c) * ldy + rt, m,
-                                      fast ? _mm512_load_ps(t.acc[c][0]) : q8t_lane_sum(t.acc[c]));
+                                      fast             ? _mm512_load_ps(t.acc[c][0])
+                                      : kind >= WK_Q41 ? _mm512_add_ps(q8t_lane_sum(t.acc[c]),
+                                                                       _mm512_load_ps(t.sm[c]))
+                                                       : q8t_lane_sum(t.acc[c]));
         }
     }
     free(heap);
@@ -719,10 +789,19 @@ static void gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int6
             q8_tiled(k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
         return;
     case MOE_DTYPE_Q5_0:
-        /* batches: the Q8_0 tile on the rows' levels (q5t_pack_w), the
-         * same bits as the rows kernel below */
+        /* batches: the Q8_0 tile on the rows' levels (q5t_pack_w, and
+         * q41t_pack_w below), the same bits as the rows kernel */
         if (nb >= Q50_TILE_MIN_NB) {
-            q8t_drive(0, 0, 1, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+            q8t_drive(0, 0, WK_Q50, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
+            return;
+        }
+        moe__quant_gemm_avx512(wt, k, W, r0, r1, X, nb, Y, ldy);
+        return;
+    case MOE_DTYPE_Q4_1:
+    case MOE_DTYPE_Q5_1:
+        if (nb >= Q41_TILE_MIN_NB) {
+            q8t_drive(0, 0, wt == MOE_DTYPE_Q5_1 ? WK_Q51 : WK_Q41, k, W, wrb, r0, r1, X, xrb, nb,
+                      Y, ldy);
             return;
         }
         moe__quant_gemm_avx512(wt, k, W, r0, r1, X, nb, Y, ldy);
