@@ -112,8 +112,17 @@ static void run_jobs(void *arg, int ith, int nth) {
         }
         if (r1 > r0) run_rows(c, J, r0, r1);
     }
-    if (c->steal)
+    if (c->steal) {
+        /* this thread's chunks, counted by it (the caller counting every
+         * thread's would be nth x jobs steps in series), published before
+         * it takes any: a thread that looks earlier finds none and moves on
+         * (no one else writes a word while it holds no chunks) */
+        int j = 0;
+        int64_t base = 0, r0, r1;
+        chunk_at(c, ith, nth, INT64_MAX, &j, &base, &r0, &r1);
+        __atomic_store_n(&c->next[ith][0], (uint64_t)base, __ATOMIC_RELAXED);
         for (int o = 0; o < nth; o++) take_chunks(c, (ith + o) % nth, ith, nth);
+    }
 }
 
 /* Rows r0..r1 of job J on this thread. */
@@ -171,13 +180,7 @@ void moe__matmul_jobs(const moe_cpu_kernels *k, moe_pool *pool, const moe__mm_jo
         if (jobs[j].nb > nbmax) nbmax = jobs[j].nb;
     c.steal = nth > 1 && nth <= STEAL_MAX_THREADS && nbmax <= STEAL_MAX_ROWS;
     if (c.steal)
-        for (int t = 0; t < nth; t++) {
-            /* thread t's chunks: counted once, here */
-            int j = 0;
-            int64_t base = 0, r0, r1;
-            chunk_at(&c, t, nth, INT64_MAX, &j, &base, &r0, &r1);
-            c.next[t][0] = (uint64_t)base;
-        }
+        for (int t = 0; t < nth; t++) c.next[t][0] = 0; /* none yet: run_jobs counts them */
     moe_pool_run(pool, run_jobs, &c);
 }
 

@@ -467,19 +467,29 @@ static void pack_tiles(moe_dtype t, size_t pb, const void *src, void *dst, int64
     memcpy((char *)dst + done, (const char *)src + done, (size_t)(m - nt * MOE_Q8P_ROWS) * rb);
 }
 
-static void q4kp_block(const char *s, size_t rb, int64_t b, uint8_t *d) {
+/* Q4_K (q5 = 0) and Q5_K blocks share d, dmin and the scales; Q5_K's qh
+ * goes after the scales, its quants after that. */
+static void k45p_block(int q5, const char *s, size_t rb, int64_t b, uint8_t *d) {
     int sc[MOE_Q8P_ROWS][8], mn[MOE_Q8P_ROWS][8];
+    const size_t qs_at = q5 ? 768 : 256;
     for (int r = 0; r < MOE_Q8P_ROWS; r++) {
-        const moe_block_q4_K *x = (const moe_block_q4_K *)(s + (size_t)r * rb) + b;
-        for (int g = 0; g < 8; g++) moe__k4_scale_min(g, x->scales, &sc[r][g], &mn[r][g]);
-        memcpy(d + 192 + 2 * r, &x->d, 2);
-        memcpy(d + 224 + 2 * r, &x->dmin, 2);
+        const moe_block_q4_K *x4 = (const moe_block_q4_K *)(s + (size_t)r * rb) + b;
+        const moe_block_q5_K *x5 = (const moe_block_q5_K *)(s + (size_t)r * rb) + b;
+        const uint8_t *scales = q5 ? x5->scales : x4->scales, *qs = q5 ? x5->qs : x4->qs;
+        for (int g = 0; g < 8; g++) moe__k4_scale_min(g, scales, &sc[r][g], &mn[r][g]);
+        memcpy(d + 192 + 2 * r, q5 ? &x5->d : &x4->d, 2);
+        memcpy(d + 224 + 2 * r, q5 ? &x5->dmin : &x4->dmin, 2);
+        if (q5)
+            for (int q = 0; q < 8; q++) memcpy(d + 256 + 64 * q + 4 * r, x5->qh + 4 * q, 4);
         for (int p = 0; p < 4; p++)
             for (int q = 0; q < 8; q++)
-                memcpy(d + 256 + (size_t)(8 * p + q) * 64 + 4 * r, x->qs + 32 * p + 4 * q, 4);
+                memcpy(d + qs_at + (size_t)(8 * p + q) * 64 + 4 * r, qs + 32 * p + 4 * q, 4);
     }
     k6_pack16(sc, d);
     k6_pack16(mn, d + 96);
+}
+static void q4kp_block(const char *s, size_t rb, int64_t b, uint8_t *d) {
+    k45p_block(0, s, rb, b, d);
 }
 void moe_q4kp_pack(const void *src, void *dst, int64_t m, int64_t k) {
     pack_tiles(MOE_DTYPE_Q4_K, MOE_Q4KP_BLOCK, src, dst, m, k, q4kp_block);
@@ -516,19 +526,7 @@ void moe_iq4xsp_pack(const void *src, void *dst, int64_t m, int64_t k) {
 }
 
 static void q5kp_block(const char *s, size_t rb, int64_t b, uint8_t *d) {
-    int sc[MOE_Q8P_ROWS][8], mn[MOE_Q8P_ROWS][8];
-    for (int r = 0; r < MOE_Q8P_ROWS; r++) {
-        const moe_block_q5_K *x = (const moe_block_q5_K *)(s + (size_t)r * rb) + b;
-        for (int g = 0; g < 8; g++) moe__k4_scale_min(g, x->scales, &sc[r][g], &mn[r][g]);
-        memcpy(d + 192 + 2 * r, &x->d, 2);
-        memcpy(d + 224 + 2 * r, &x->dmin, 2);
-        for (int q = 0; q < 8; q++) memcpy(d + 256 + 64 * q + 4 * r, x->qh + 4 * q, 4);
-        for (int p = 0; p < 4; p++)
-            for (int q = 0; q < 8; q++)
-                memcpy(d + 768 + (size_t)(8 * p + q) * 64 + 4 * r, x->qs + 32 * p + 4 * q, 4);
-    }
-    k6_pack16(sc, d);
-    k6_pack16(mn, d + 96);
+    k45p_block(1, s, rb, b, d);
 }
 void moe_q5kp_pack(const void *src, void *dst, int64_t m, int64_t k) {
     pack_tiles(MOE_DTYPE_Q5_K, MOE_Q5KP_BLOCK, src, dst, m, k, q5kp_block);

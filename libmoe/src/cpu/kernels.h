@@ -38,6 +38,13 @@ int64_t moe__q8_fast_amx(int64_t k, const char *W, size_t wrb, int64_t r0, int64
                          const char *X, size_t xrb, int64_t nb, float *Y, int64_t ldy);
 void moe__q8_fast_vnni(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r1, const char *X,
                        size_t xrb, int64_t nb, float *Y, int64_t ldy);
+/* q8_tile_avx512.c: the exact transposed tile for Q8_0, and for Q5_0, Q4_1
+ * and Q5_1 on their levels (X in wt's dot type, xrb a row); the packed
+ * layout's gemm_q8p. */
+void moe__q8_tile_avx512(moe_dtype wt, int64_t k, const void *W, size_t wrb, int64_t r0, int64_t r1,
+                         const void *X, size_t xrb, int64_t nb, float *Y, int64_t ldy);
+void moe__q8p_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
+                          int64_t nb, float *Y, int64_t ldy);
 
 /* Row-op helpers of the SIMD levels; the public row ops (moe_op_swiglu,
  * moe_op_softmax) call the level of moe_cpu_kernels_best() so they round

@@ -7,7 +7,7 @@
  * order as y = fmaf(d_w * d_x, (float)sum, y). d_w * d_x is exact in float
  * (two fp16 values: at most 11 significant bits each), so the result has one
  * rounding per block and is the same bit for bit whatever computes it: the
- * AMX and AVX-512 VNNI tiles (kernels_amx.c, kernels_avx512.c) and the AVX2
+ * AMX and AVX-512 VNNI tiles (kernels_amx.c, q8_tile_avx512.c) and the AVX2
  * int16 tile (kernels_avx2.c) implement exactly this.
  */
 #ifndef MOE_CPU_Q8_FAST_H
