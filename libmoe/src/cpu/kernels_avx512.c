@@ -233,21 +233,14 @@ static void gemm_avx512(moe_dtype wt, int64_t k, const void *W, int64_t r0, int6
             moe__q8_tile_avx512(wt, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
         return;
     case MOE_DTYPE_Q5_0:
-        /* batches: the Q8_0 tile on the rows' levels (q5t_pack_w, and
-         * q41t_pack_w below), the same bits as the rows kernel */
-        if (nb >= Q50_TILE_MIN_NB) {
-            moe__q8_tile_avx512(wt, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
-            return;
-        }
-        moe__quant_gemm_avx512(wt, k, W, r0, r1, X, nb, Y, ldy);
-        return;
     case MOE_DTYPE_Q4_1:
     case MOE_DTYPE_Q5_1:
-        if (nb >= Q41_TILE_MIN_NB) {
+        /* batches: the Q8_0 tile on the rows' levels (q8_tile_avx512.c),
+         * the same bits as the rows kernel */
+        if (nb >= (wt == MOE_DTYPE_Q5_0 ? Q50_TILE_MIN_NB : Q41_TILE_MIN_NB))
             moe__q8_tile_avx512(wt, k, W, wrb, r0, r1, X, xrb, nb, Y, ldy);
-            return;
-        }
-        moe__quant_gemm_avx512(wt, k, W, r0, r1, X, nb, Y, ldy);
+        else
+            moe__quant_gemm_avx512(wt, k, W, r0, r1, X, nb, Y, ldy);
         return;
     case MOE_DTYPE_F32:
     case MOE_DTYPE_F16:
