@@ -56,9 +56,9 @@ double moe_int8_peak_gops(moe_pool *pool, moe_int8_unit unit, int reps) {
     if (lv < MOE_CPU_AVX2 || (unit == MOE_INT8_VNNI && lv < MOE_CPU_AVX512) ||
         (unit == MOE_INT8_AMX && !moe_cpu_has_amx()) || reps < 1)
         return 0;
-    /* products per step: 4 x 16384 (AMX), 1024 (VNNI), 256 (AVX2); steps for
+    /* products per step: 4 x 16384 (AMX), 2048 (VNNI), 256 (AVX2); steps for
      * ~10-30 ms a run on a 2-3 GHz core */
-    const int64_t per_step = unit == MOE_INT8_AMX ? 4 * 16384 : unit == MOE_INT8_VNNI ? 1024 : 256;
+    const int64_t per_step = unit == MOE_INT8_AMX ? 4 * 16384 : unit == MOE_INT8_VNNI ? 2048 : 256;
     peak_ctx c = {unit, unit == MOE_INT8_AMX ? 1 << 19 : unit == MOE_INT8_VNNI ? 1 << 21 : 1 << 22};
     moe_pool_run(pool, peak_task, &(peak_ctx){unit, c.n / 64}); /* warm up (clocks, AMX state) */
     double best = 1e30;

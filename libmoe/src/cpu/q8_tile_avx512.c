@@ -362,11 +362,9 @@ AI void q8f_compute(const int NC, const int packed, q8t_buf *t, const char *pw, 
         q8t_load_w(packed, t, pw, nblk, kb0, b, c0 == 0, wj, &wd);
         /* the columns in groups of up to 4, 4 int32 chains a group (S per
          * column, over groups j = s mod S), interleaved: each vpdpbusd's
-         * result is used 4 instructions later. Zen 5 runs vpdpbusd at
-         * ~1/cycle when a result is used at once or >= 16 instructions
-         * later, at half that in between (a loop of 8 independent chains:
-         * 0.53/cycle, 4 or 16: 1.0); one chain alone waits on its latency.
-         * Integer sums are exact in any order: the same bits */
+         * result is used 4 instructions later. One chain alone waits on
+         * vpdpbusd's latency (~4 cycles on Zen 5, which issues up to ~2 a
+         * cycle). Integer sums are exact in any order: the same bits */
 #pragma GCC unroll 2
         for (int g = 0; g < NC; g += 4) {
             const int n = NC - g < 4 ? NC - g : 4, S = n == 1 ? 4 : n == 2 ? 2 : 1;
