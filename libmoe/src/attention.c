@@ -77,34 +77,24 @@ static void add_bias(float *x, const moe_tensor *b, int n, int dim) {
         for (int j = 0; j < dim; j++) x[(size_t)i * (size_t)dim + (size_t)j] += bv[j];
 }
 
-void moe__attention_block(moe_ctx *c, int il, int n, const int32_t *pos, const int32_t *slot) {
-    const moe_hparams *hp = &c->hp;
-    const moe_layer *L = &c->m->layers[il];
-    const int E = hp->n_embd, hd = hp->head_dim;
-    for (int i = 0; i < n; i++)
-        moe_op_rmsnorm(c->x + (size_t)i * E, L->attn_norm.data, E, hp->rms_eps,
-                       c->h + (size_t)i * E);
-
-    /* q, k, v in one pool run when they share a type (they share the input) */
-    const int64_t qd = c->q_dim, kvd = c->k_dim; /* K and V rows alike here */
-    if (L->wq.type == L->wk.type && L->wq.type == L->wv.type) {
-        moe_op_quantize(c->k, L->wq.type, c->h, c->act, n, E);
-        c->jobs[0] = moe__weight_job(&L->wq, c->act, n, c->q, qd);
-        c->jobs[1] = moe__weight_job(&L->wk, c->act, n, c->kx, kvd);
-        c->jobs[2] = moe__weight_job(&L->wv, c->act, n, c->vx, kvd);
-        moe__matmul_jobs(c->k, c->pool, c->jobs, 3);
-    } else {
-        moe__ctx_matmul_f32(c, &L->wq, c->h, n, c->q, qd);
-        moe__ctx_matmul_f32(c, &L->wk, c->h, n, c->kx, kvd);
-        moe__ctx_matmul_f32(c, &L->wv, c->h, n, c->vx, kvd);
-    }
-    add_bias(c->q, &L->bq, n, (int)qd);
-    add_bias(c->kx, &L->bk, n, (int)kvd);
-    add_bias(c->vx, &L->bv, n, (int)kvd);
-
+/* The rows' q/k norms and rope, and their K and V into the cache. */
+typedef struct qkv_rows {
+    moe_ctx *c;
+    int il;
+    const int32_t *pos, *slot;
     moe_rope rope;
-    rope_params(hp, &rope);
-    for (int i = 0; i < n; i++) {
+} qkv_rows;
+
+static void qkv_rows_range(void *arg, int i0, int i1) {
+    const qkv_rows *r = arg;
+    moe_ctx *c = r->c;
+    const moe_hparams *hp = &c->hp;
+    const moe_layer *L = &c->m->layers[r->il];
+    const int il = r->il, hd = hp->head_dim;
+    const int32_t *pos = r->pos, *slot = r->slot;
+    const int64_t qd = c->q_dim, kvd = c->k_dim;
+    const moe_rope rope = r->rope;
+    for (int i = i0; i < i1; i++) {
         float *q = c->q + (size_t)i * qd, *k = c->kx + (size_t)i * kvd;
         if (hp->qk_norm == MOE_QK_NORM_FULL) {
             moe_op_rmsnorm(q, L->q_norm.data, qd, hp->rms_eps, q);
@@ -123,13 +113,42 @@ void moe__attention_block(moe_ctx *c, int il, int n, const int32_t *pos, const i
         moe__kv_store(c, moe__kv_at(c, c->kv_v, c->v_dim, il, slot[i], pos[i]),
                       c->vx + (size_t)i * kvd, (int)kvd);
     }
+}
+
+void moe__attention_block(moe_ctx *c, int il, int n, const int32_t *pos, const int32_t *slot) {
+    const moe_hparams *hp = &c->hp;
+    const moe_layer *L = &c->m->layers[il];
+    const int E = hp->n_embd, hd = hp->head_dim;
+    moe__ctx_rmsnorm(c, c->x, L->attn_norm.data, n, E, c->h);
+
+    /* q, k, v in one pool run when they share a type (they share the input) */
+    const int64_t qd = c->q_dim, kvd = c->k_dim; /* K and V rows alike here */
+    if (L->wq.type == L->wk.type && L->wq.type == L->wv.type) {
+        moe__ctx_quantize(c, L->wq.type, c->h, c->act, n, E);
+        c->jobs[0] = moe__weight_job(&L->wq, c->act, n, c->q, qd);
+        c->jobs[1] = moe__weight_job(&L->wk, c->act, n, c->kx, kvd);
+        c->jobs[2] = moe__weight_job(&L->wv, c->act, n, c->vx, kvd);
+        moe__matmul_jobs(c->k, c->pool, c->jobs, 3);
+    } else {
+        moe__ctx_matmul_f32(c, &L->wq, c->h, n, c->q, qd);
+        moe__ctx_matmul_f32(c, &L->wk, c->h, n, c->kx, kvd);
+        moe__ctx_matmul_f32(c, &L->wv, c->h, n, c->vx, kvd);
+    }
+    add_bias(c->q, &L->bq, n, (int)qd);
+    add_bias(c->kx, &L->bk, n, (int)kvd);
+    add_bias(c->vx, &L->bv, n, (int)kvd);
+
+    qkv_rows r = {.c = c, .il = il, .pos = pos, .slot = slot};
+    rope_params(hp, &r.rope);
+    /* a row's rope is ~n_head sincos pairs a dim pair: worth a hand-off from 2 rows */
+    moe_pool_for(c->pool, n, 2, qkv_rows_range, &r);
 
     attn_ctx a = {c, il, n, pos, slot, c->q, (int)qd, hd, hd, c->attn, (int)qd, 0};
     moe_pool_run(c->pool, attn_task, &a);
 
     /* x += attn . Wo (into h as scratch) */
     moe__ctx_matmul_f32(c, &L->wo, c->attn, n, c->h, E);
-    for (size_t i = 0; i < (size_t)n * (size_t)E; i++) c->x[i] += c->h[i];
+    moe__ctx_add(c, c->x, c->h, n, E);
 }
 
 /* Per-head products: for each head h, Y_h (n rows) = X_h . W_h^T where X_h is
@@ -169,15 +188,11 @@ static void mla_project(moe_ctx *c, const moe_layer *L, int n, const int32_t *po
     const moe_hparams *hp = &c->hp;
     const int E = hp->n_embd, H = hp->n_head, R = hp->kv_lora_rank, P = hp->n_rot;
     const int Dk = hp->head_dim, nope = Dk - P, QA = R + P;
-    for (int i = 0; i < n; i++)
-        moe_op_rmsnorm(c->x + (size_t)i * E, L->attn_norm.data, E, hp->rms_eps,
-                       c->h + (size_t)i * E);
+    moe__ctx_rmsnorm(c, c->x, L->attn_norm.data, n, E, c->h);
     if (hp->q_lora_rank) {
         const int QL = hp->q_lora_rank;
         moe__ctx_matmul_f32(c, &L->wq_a, c->h, n, c->mla_qa, QL);
-        for (int i = 0; i < n; i++)
-            moe_op_rmsnorm(c->mla_qa + (size_t)i * QL, L->q_a_norm.data, QL, hp->rms_eps,
-                           c->mla_qa + (size_t)i * QL);
+        moe__ctx_rmsnorm(c, c->mla_qa, L->q_a_norm.data, n, QL, c->mla_qa);
         moe__ctx_matmul_f32(c, &L->wq_b, c->mla_qa, n, c->q, c->q_dim);
     } else {
         moe__ctx_matmul_f32(c, &L->wq, c->h, n, c->q, c->q_dim);
@@ -226,7 +241,7 @@ void moe__attention_mla_kv_b(moe_ctx *c, int il, int n, const int32_t *pos, cons
     attn_ctx a = {c, il, n, pos, slot, c->q, c->q_dim, Dk, Dv, c->attn, H * Dv, 0};
     moe_pool_run(c->pool, attn_task, &a);
     moe__ctx_matmul_f32(c, &L->wo, c->attn, n, c->h, E);
-    for (size_t i = 0; i < (size_t)n * (size_t)E; i++) c->x[i] += c->h[i];
+    moe__ctx_add(c, c->x, c->h, n, E);
 }
 
 /* Multi-head Latent Attention, absorbed (deepseek2.cpp): the cache holds
@@ -262,5 +277,5 @@ void moe__attention_mla(moe_ctx *c, int il, int n, const int32_t *pos, const int
     /* out[h] = attn_v_b[h] . o[h] */
     matmul_heads(c, &L->wv_b, c->mla_o, H * R, R, n, c->attn, (int64_t)H * Dv);
     moe__ctx_matmul_f32(c, &L->wo, c->attn, n, c->h, E);
-    for (size_t i = 0; i < (size_t)n * (size_t)E; i++) c->x[i] += c->h[i];
+    moe__ctx_add(c, c->x, c->h, n, E);
 }

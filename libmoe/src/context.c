@@ -194,6 +194,41 @@ static void embed_row(const moe_tensor *t, int32_t tok, float *out) {
     moe_dtype_to_f32(t->type, (const char *)t->data + rb * (size_t)tok, out, t->ne[0]);
 }
 
+/* ---- Row ops over the pool ------------------------------------------------------- */
+
+typedef struct rows_op {
+    const float *x, *w;
+    float *y;
+    int64_t dim;
+    float eps;
+} rows_op;
+
+static void rmsnorm_range(void *arg, int i0, int i1) {
+    const rows_op *o = arg;
+    moe_op_rmsnorm_rows(o->x + (size_t)i0 * (size_t)o->dim, o->w, i1 - i0, o->dim, o->eps,
+                        o->y + (size_t)i0 * (size_t)o->dim);
+}
+
+void moe__ctx_rmsnorm(moe_ctx *c, const float *x, const float *w, int n, int dim, float *y) {
+    rows_op o = {.x = x, .w = w, .y = y, .dim = dim, .eps = c->hp.rms_eps};
+    moe_pool_for(c->pool, n, moe__rows_min_par(dim), rmsnorm_range, &o);
+}
+
+void moe__ctx_quantize(moe_ctx *c, moe_dtype wt, const float *x, void *dst, int n, int64_t k) {
+    moe__pool_quantize(c->pool, c->k, wt, x, dst, n, k);
+}
+
+static void add_range(void *arg, int i0, int i1) {
+    const rows_op *o = arg;
+    for (size_t i = (size_t)i0 * (size_t)o->dim; i < (size_t)i1 * (size_t)o->dim; i++)
+        o->y[i] += o->x[i];
+}
+
+void moe__ctx_add(moe_ctx *c, float *x, const float *h, int n, int dim) {
+    rows_op o = {.x = h, .y = x, .dim = dim};
+    moe_pool_for(c->pool, n, moe__rows_min_par(dim), add_range, &o);
+}
+
 /* ---- FFN blocks --------------------------------------------------------------------- */
 
 typedef struct swiglu_ctx {
@@ -215,7 +250,7 @@ static void swiglu_rows(void *arg, int ith, int nth) {
 static void ffn_local(moe_ctx *c, const moe_tensor *gate, const moe_tensor *up,
                       const moe_tensor *down, int n, float *out) {
     const int64_t E = c->hp.n_embd, S = gate->ne[1];
-    moe_op_quantize(c->k, gate->type, c->h, c->act, n, E);
+    moe__ctx_quantize(c, gate->type, c->h, c->act, n, E);
     c->jobs[0] = moe__weight_job(gate, c->act, n, c->sh_g, S);
     c->jobs[1] = moe__weight_job(up, c->act, n, c->sh_u, S);
     moe__matmul_jobs(c->k, c->pool, c->jobs, 2);
@@ -247,13 +282,32 @@ static void dense_block(moe_ctx *c, int il, const ubhalf *u) {
     const moe_layer *L = &c->m->layers[il];
     const int E = c->hp.n_embd;
     ffn_local(c, &L->ffn_gate, &L->ffn_up, &L->ffn_down, u->n, u->moe_out);
-    for (size_t i = 0; i < (size_t)u->n * (size_t)E; i++) u->x[i] += u->moe_out[i];
+    moe__ctx_add(c, u->x, u->moe_out, u->n, E);
 }
 
 static int64_t ctx_now_us(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+typedef struct finish_rows {
+    moe_ctx *c;
+    const ubhalf *u;
+} finish_rows;
+
+/* rows [i0, i1) of h copied to their experts' rows of ex_x */
+static void gather_range(void *arg, int i0, int i1) {
+    const finish_rows *f = arg;
+    const ubhalf *u = f->u;
+    const int E = f->c->hp.n_embd, K = f->c->k_route;
+    for (int i = i0; i < i1; i++)
+        for (int k = 0; k < K; k++) {
+            const int32_t r_ = u->row_of[(size_t)i * K + k];
+            if (r_ >= 0)
+                memcpy(u->ex_x + (size_t)r_ * E, f->c->h + (size_t)i * E,
+                       (size_t)E * sizeof(float));
+        }
 }
 
 /* Layer il's FFN for u's rows, up to the wait: rmsnorm, then a dense FFN
@@ -264,9 +318,7 @@ static int moe_submit(moe_ctx *c, int il, ubhalf *u, moe_err *err) {
     const moe_hparams *hp = &c->hp;
     const moe_layer *L = &c->m->layers[il];
     const int E = hp->n_embd, X = hp->n_expert, K = c->k_route, n = u->n;
-    for (int i = 0; i < n; i++)
-        moe_op_rmsnorm(u->x + (size_t)i * E, L->ffn_norm.data, E, hp->rms_eps,
-                       c->h + (size_t)i * E);
+    moe__ctx_rmsnorm(c, u->x, L->ffn_norm.data, n, E, c->h);
     if (!moe_model_layer_is_moe(c->m, il)) {
         dense_block(c, il, u);
         return 0;
@@ -314,11 +366,11 @@ static int moe_submit(moe_ctx *c, int il, ubhalf *u, moe_err *err) {
                 u->row_of[(size_t)i * K + k] = -1;
                 continue;
             }
-            const int r_ = c->count[e]++;
-            u->row_of[(size_t)i * K + k] = r_;
-            memcpy(u->ex_x + (size_t)r_ * E, c->h + (size_t)i * E, (size_t)E * sizeof(float));
+            u->row_of[(size_t)i * K + k] = c->count[e]++;
         }
     }
+    finish_rows gr = {c, u};
+    moe_pool_for(c->pool, n, moe__rows_min_par((int64_t)E * K), gather_range, &gr);
     u->w = (moe_expert_work){.layer = il,
                              .n_groups = n_groups,
                              .expert = u->grp_expert,
@@ -347,23 +399,15 @@ static int moe_submit(moe_ctx *c, int il, ubhalf *u, moe_err *err) {
     return 0;
 }
 
-/* The rest of layer il's FFN for u's rows: waits for the routed experts (if
- * submitted) and adds their weighted outputs and the shared experts' to the
- * residual. Uses c->h as scratch. */
-static int moe_finish(moe_ctx *c, int il, ubhalf *u, moe_err *err) {
-    if (!u->pending) return 0;
+/* combine rows [i0, i1): the weighted routed outputs in selection order,
+ * then the shared experts, then the residual */
+static void finish_range(void *arg, int i0, int i1) {
+    const finish_rows *f = arg;
+    moe_ctx *c = f->c;
+    const ubhalf *u = f->u;
     const moe_hparams *hp = &c->hp;
-    const int E = hp->n_embd, K = c->k_route, n = u->n;
-    u->pending = 0;
-    int rc = u->be->wait(u->be->ctx, err);
-    if (rc < 0) return rc;
-    if (c->on_route)
-        c->on_route(c->on_route_ud, il, u->batch_row, n, K, u->sel,
-                    (double)(ctx_now_us() - u->t_sub));
-
-    /* combine: the weighted routed outputs in selection order, then the
-     * shared experts, then the residual */
-    for (int i = 0; i < n; i++) {
+    const int E = hp->n_embd, K = c->k_route;
+    for (int i = i0; i < i1; i++) {
         float *xo = u->x + (size_t)i * E;
         float *acc = c->h + (size_t)i * E; /* h is free now */
         int first = 1;
@@ -385,6 +429,24 @@ static int moe_finish(moe_ctx *c, int il, ubhalf *u, moe_err *err) {
         }
         for (int j = 0; j < E; j++) xo[j] += acc[j];
     }
+}
+
+/* The rest of layer il's FFN for u's rows: waits for the routed experts (if
+ * submitted) and adds their weighted outputs and the shared experts' to the
+ * residual. Uses c->h as scratch. */
+static int moe_finish(moe_ctx *c, int il, ubhalf *u, moe_err *err) {
+    if (!u->pending) return 0;
+    const moe_hparams *hp = &c->hp;
+    const int E = hp->n_embd, K = c->k_route, n = u->n;
+    u->pending = 0;
+    int rc = u->be->wait(u->be->ctx, err);
+    if (rc < 0) return rc;
+    if (c->on_route)
+        c->on_route(c->on_route_ud, il, u->batch_row, n, K, u->sel,
+                    (double)(ctx_now_us() - u->t_sub));
+
+    finish_rows f = {c, u};
+    moe_pool_for(c->pool, n, moe__rows_min_par(E), finish_range, &f);
     return 0;
 }
 

@@ -101,11 +101,18 @@ static inline void moe__kv_store(const moe_ctx *c, void *dst, const float *src, 
     c->k->from_f32(c->kv_type, src, dst, n);
 }
 
+/* Row ops over the context's pool (context.c), each row's bits as one
+ * thread's: n rows of dim of x rmsnormed into y (y may be x); n rows of k
+ * quantised for weights of type wt; x[i] += h[i] for n rows of dim. */
+void moe__ctx_rmsnorm(moe_ctx *c, const float *x, const float *w, int n, int dim, float *y);
+void moe__ctx_quantize(moe_ctx *c, moe_dtype wt, const float *x, void *dst, int n, int64_t k);
+void moe__ctx_add(moe_ctx *c, float *x, const float *h, int n, int dim);
+
 /* Y (n rows) = X . W^T for one weight, X given in f32 (quantised into c->act). */
 static inline void moe__ctx_matmul_f32(moe_ctx *c, const moe_tensor *W, const float *X, int n,
                                        float *Y, int64_t ldy) {
     const int64_t k = W->ne[0];
-    moe_op_quantize(c->k, W->type, X, c->act, n, k);
+    moe__ctx_quantize(c, W->type, X, c->act, n, k);
     moe__mm_job j = moe__weight_job(W, c->act, n, Y, ldy);
     moe__matmul_jobs(c->k, c->pool, &j, 1);
 }

@@ -92,7 +92,7 @@ static int local_submit(void *ctx, const moe_expert_work *w, moe_err *err) {
     const size_t xrb = moe__act_row_bytes(gt, E), hrb = moe__act_row_bytes(dt, F);
 
     const moe_cpu_kernels *k = w->exact ? b->k : moe_cpu_kernels_fast(b->k);
-    moe_op_quantize(b->k, gt, w->x, b->xq, n_rows, E);
+    moe__pool_quantize(b->pool, b->k, gt, w->x, b->xq, n_rows, E);
     uint64_t *ns = w->expert_us ? b->ns : NULL;
     if (ns) memset(ns, 0, (size_t)w->n_groups * sizeof *ns);
 

@@ -49,6 +49,19 @@ static inline size_t moe__act_row_bytes(moe_dtype wt, int64_t k) {
     return moe_dtype_row_bytes(moe_dtype_dot_type(wt), k);
 }
 
+/* Below this many elements a row op runs on the caller alone (a pool
+ * hand-off costs about a microsecond): the rows of dim elements from
+ * which moe_pool_for splits them. */
+#define MOE_ROWS_PAR_MIN_ELEMS 16384
+static inline int moe__rows_min_par(int64_t dim) {
+    const int64_t r = MOE_ROWS_PAR_MIN_ELEMS / (dim > 0 ? dim : 1);
+    return r < 2 ? 2 : (int)r;
+}
+
+/* moe_op_quantize of n rows of k over the pool's threads (the same bytes). */
+void moe__pool_quantize(moe_pool *pool, const moe_cpu_kernels *k, moe_dtype wt, const float *x,
+                        void *dst, int n, int64_t dim);
+
 /* Allocates zeroed memory aligned to 64 bytes; free with free(). NULL on failure. */
 void *moe__alloc(size_t n);
 

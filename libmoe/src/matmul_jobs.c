@@ -184,6 +184,27 @@ void moe__matmul_jobs(const moe_cpu_kernels *k, moe_pool *pool, const moe__mm_jo
     moe_pool_run(pool, run_jobs, &c);
 }
 
+typedef struct quant_rows {
+    const moe_cpu_kernels *k;
+    moe_dtype wt;
+    const float *x;
+    void *dst;
+    int64_t dim;
+} quant_rows;
+
+static void quantize_range(void *arg, int i0, int i1) {
+    const quant_rows *q = arg;
+    const size_t rb = moe__act_row_bytes(q->wt, q->dim);
+    moe_op_quantize(q->k, q->wt, q->x + (size_t)i0 * (size_t)q->dim,
+                    (char *)q->dst + rb * (size_t)i0, i1 - i0, q->dim);
+}
+
+void moe__pool_quantize(moe_pool *pool, const moe_cpu_kernels *k, moe_dtype wt, const float *x,
+                        void *dst, int n, int64_t dim) {
+    quant_rows q = {k, wt, x, dst, dim};
+    moe_pool_for(pool, n, moe__rows_min_par(dim), quantize_range, &q);
+}
+
 void *moe__alloc(size_t n) {
     void *p = NULL;
     if (n == 0) n = 64;

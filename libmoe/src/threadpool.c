@@ -236,3 +236,25 @@ void moe_pool_run(moe_pool *p, moe_pool_fn fn, void *ctx) {
         done = atomic_load(&p->n_done);
     }
 }
+
+typedef struct pool_for_ctx {
+    moe_pool_range_fn fn;
+    void *ctx;
+    int n;
+} pool_for_ctx;
+
+static void pool_for_task(void *arg, int ith, int nth) {
+    const pool_for_ctx *f = arg;
+    const int i0 = (int)((int64_t)f->n * ith / nth), i1 = (int)((int64_t)f->n * (ith + 1) / nth);
+    if (i1 > i0) f->fn(f->ctx, i0, i1);
+}
+
+void moe_pool_for(moe_pool *p, int n, int min_par, moe_pool_range_fn fn, void *ctx) {
+    if (n <= 0) return;
+    if (!p || p->n_threads == 1 || n < min_par || n < 2) {
+        fn(ctx, 0, n);
+        return;
+    }
+    pool_for_ctx f = {fn, ctx, n};
+    moe_pool_run(p, pool_for_task, &f);
+}

@@ -42,6 +42,33 @@ TEST(kernels_rmsnorm) {
     free(z);
 }
 
+/* moe_op_rmsnorm_rows (4 rows' sums interleaved): each row the bits of
+ * moe_op_rmsnorm, for row counts around the groups of 4, with and without
+ * a weight, in place too. */
+TEST(kernels_rmsnorm_rows_same_bits) {
+    uint64_t seed = 12;
+    const int64_t n = 1000, R = 9;
+    float *x = test_rand_vec(&seed, n * R, 5.0f), *w = test_rand_vec(&seed, n, 1.0f);
+    float *want = test_xmalloc(sizeof(float) * n * R), *got = test_xmalloc(sizeof(float) * n * R);
+    for (int64_t r = 0; r < R; r++) x[r * n + r] = 1e4f * (float)(r + 1); /* rows apart */
+    for (int wi = 0; wi < 2; wi++)
+        for (int64_t nr = 1; nr <= R; nr++) {
+            const float *wv = wi ? w : NULL;
+            for (int64_t r = 0; r < nr; r++) moe_op_rmsnorm(x + r * n, wv, n, 1e-6f, want + r * n);
+            memset(got, 0xff, sizeof(float) * n * R);
+            moe_op_rmsnorm_rows(x, wv, nr, n, 1e-6f, got);
+            ASSERT(memcmp(want, got, sizeof(float) * n * (size_t)nr) == 0);
+            if (nr < R) ASSERT(((const uint32_t *)got)[n * nr] == 0xffffffffu); /* rows only */
+            memcpy(got, x, sizeof(float) * n * (size_t)nr);
+            moe_op_rmsnorm_rows(got, wv, nr, n, 1e-6f, got);
+            ASSERT(memcmp(want, got, sizeof(float) * n * (size_t)nr) == 0);
+        }
+    free(x);
+    free(w);
+    free(want);
+    free(got);
+}
+
 TEST(kernels_softmax) {
     float x[5] = {1.0f, 2.0f, 3.0f, 4.0f, 1000.0f};
     moe_op_softmax(x, 4);

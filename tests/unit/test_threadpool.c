@@ -152,3 +152,37 @@ TEST(pool_parallel_sum) {
     moe_pool_destroy(p);
     free(v);
 }
+
+typedef struct for_ctx {
+    _Atomic int *hits;
+    _Atomic int calls;
+} for_ctx;
+
+static void for_fn(void *arg, int i0, int i1) {
+    for_ctx *f = arg;
+    atomic_fetch_add(&f->calls, 1);
+    for (int i = i0; i < i1; i++) atomic_fetch_add(&f->hits[i], 1);
+}
+
+/* moe_pool_for: every item once, in one call per thread with items (or one
+ * call on the caller below min_par, or with one thread / no pool). */
+TEST(pool_for_covers_each_item_once) {
+    enum { N = 37 };
+    _Atomic int hits[N];
+    moe_pool *p3, *p1;
+    ASSERT_EQ_INT(moe_pool_create(&p3, 3), 0);
+    ASSERT_EQ_INT(moe_pool_create(&p1, 1), 0);
+    moe_pool *pools[3] = {p3, p1, NULL};
+    for (int pi = 0; pi < 3; pi++)
+        for (int n = 0; n <= N; n++)
+            for (int min_par = 1; min_par <= 8; min_par += 7) {
+                for (int i = 0; i < N; i++) atomic_store(&hits[i], 0);
+                for_ctx f = {hits, 0};
+                moe_pool_for(pools[pi], n, min_par, for_fn, &f);
+                for (int i = 0; i < N; i++) ASSERT_EQ_INT(atomic_load(&hits[i]), i < n ? 1 : 0);
+                const int split = pi == 0 && n >= 2 && n >= min_par;
+                ASSERT_EQ_INT(atomic_load(&f.calls), n == 0 ? 0 : split ? (n < 3 ? n : 3) : 1);
+            }
+    moe_pool_destroy(p3);
+    moe_pool_destroy(p1);
+}

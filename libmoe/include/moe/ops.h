@@ -292,6 +292,11 @@ double moe_int8_peak_gops(moe_pool *pool, moe_int8_unit u, int reps);
 /* y = x / sqrt(mean(x^2) + eps) * w; w may be NULL (no weight). The sum of
  * squares is accumulated in double, as ggml. y may equal x. */
 void moe_op_rmsnorm(const float *x, const float *w, int64_t n, float eps, float *y);
+/* moe_op_rmsnorm on nrows rows of n (x and y with a row stride of n), the
+ * same bits: each row's sum in its own order, 4 rows' sums interleaved (one
+ * row's chain of double adds waits on each add's latency). */
+void moe_op_rmsnorm_rows(const float *x, const float *w, int64_t nrows, int64_t n, float eps,
+                         float *y);
 
 /* In-place softmax over n floats (max subtracted, sum in double). */
 void moe_op_softmax(float *x, int64_t n);

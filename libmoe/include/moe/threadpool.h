@@ -31,4 +31,12 @@ int moe_pool_n_threads(const moe_pool *p);
  * when all have finished. A NULL pool runs fn(ctx, 0, 1) inline. */
 void moe_pool_run(moe_pool *p, moe_pool_fn fn, void *ctx);
 
+/* A range task: items [i0, i1). */
+typedef void (*moe_pool_range_fn)(void *ctx, int i0, int i1);
+/* Runs fn over items [0, n) in one contiguous share per thread (the caller
+ * takes the first), or as fn(ctx, 0, n) on the caller alone when n <
+ * min_par or the pool has one thread: for row ops too small to pay a
+ * hand-off below min_par items. */
+void moe_pool_for(moe_pool *p, int n, int min_par, moe_pool_range_fn fn, void *ctx);
+
 #endif

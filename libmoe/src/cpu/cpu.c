@@ -278,16 +278,40 @@ void moe_op_matmul(const moe_cpu_kernels *k, moe_pool *pool, moe_dtype wt, const
 
 /* ==== Row ops ============================================================== */
 
-void moe_op_rmsnorm(const float *x, const float *w, int64_t n, float eps, float *y) {
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
-    const float mean = (float)(sum / (double)n);
-    const float scale = 1.0f / sqrtf(mean + eps);
+static void rms_scale(const float *x, const float *w, int64_t n, float scale, float *y) {
     if (w) {
         for (int64_t i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
     } else {
         for (int64_t i = 0; i < n; i++) y[i] = x[i] * scale;
     }
+}
+
+void moe_op_rmsnorm(const float *x, const float *w, int64_t n, float eps, float *y) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
+    const float mean = (float)(sum / (double)n);
+    rms_scale(x, w, n, 1.0f / sqrtf(mean + eps), y);
+}
+
+void moe_op_rmsnorm_rows(const float *x, const float *w, int64_t nrows, int64_t n, float eps,
+                         float *y) {
+    int64_t r = 0;
+    for (; r + 4 <= nrows; r += 4) {
+        const float *x0 = x + r * n, *x1 = x0 + n, *x2 = x1 + n, *x3 = x2 + n;
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+        for (int64_t i = 0; i < n; i++) {
+            s0 += (double)(x0[i] * x0[i]);
+            s1 += (double)(x1[i] * x1[i]);
+            s2 += (double)(x2[i] * x2[i]);
+            s3 += (double)(x3[i] * x3[i]);
+        }
+        const double s[4] = {s0, s1, s2, s3};
+        for (int j = 0; j < 4; j++) {
+            const float mean = (float)(s[j] / (double)n);
+            rms_scale(x + (r + j) * n, w, n, 1.0f / sqrtf(mean + eps), y + (r + j) * n);
+        }
+    }
+    for (; r < nrows; r++) moe_op_rmsnorm(x + r * n, w, n, eps, y + r * n);
 }
 
 /* The row ops follow moe_cpu_kernels_best()'s level, chosen once: llama.cpp
