@@ -66,9 +66,20 @@ void moe__pool_quantize(moe_pool *pool, const moe_cpu_kernels *k, moe_dtype wt, 
 void *moe__alloc(size_t n);
 
 /* residency.c: the memory of a packed expert matrix (moe_tensor.packed) of
- * len bytes; NULL on failure. */
+ * len bytes, from 2 MB on 2 MB-aligned in transparent huge pages; NULL on
+ * failure. */
 void *moe__packed_alloc(size_t len);
 void moe__packed_free(void *p, size_t len);
+/* One mapping for n packed copies of len bytes each (MOE_REPACK_ALL: one per
+ * expert tensor of a layer), copy i at i x moe__packed_stride(len); each is
+ * freed on its own with moe__packed_free(copy, len). NULL on failure. */
+void *moe__packed_arena(size_t n, size_t len);
+size_t moe__packed_stride(size_t len);
+/* MOE_REPACK_ALL: every expert packed at load, on up to 16 threads (reading
+ * the file's pages and writing the copies is bound by page faults and
+ * memory, ~0.3 GB/s a thread on the 2-vCPU VM), each expert tensor of a
+ * layer into one arena. */
+void moe__pack_all_experts(const moe_model *m);
 /* The list of dropped experts' packed copies (moe_model.retired): created
  * at load where the model packs, freed (with every copy on it) with it. */
 int moe__retired_create(moe_model *m);

@@ -641,20 +641,6 @@ int moe_model_load(moe_model **out, const char *path, moe_err *err) {
     return moe_model_load_ex(out, path, MOE_REPACK_ALL, err);
 }
 
-typedef struct pack_share {
-    const moe_model *m;
-    int ith, nth;
-} pack_share;
-
-/* Every nth (layer, expert) pair from the ith: packed as moe_expert_load_pages packs. */
-static void *pack_pairs(void *arg) {
-    const pack_share *s = arg;
-    const int X = s->m->hp.n_expert;
-    for (int i = s->ith; i < s->m->hp.n_layer * X; i += s->nth)
-        if (moe_model_layer_is_moe(s->m, i / X)) moe_expert_load_pages(s->m, i / X, i % X);
-    return NULL;
-}
-
 /* MOE_REPACK_ALL's 2-D weights: those of the matmuls (moe__weight_job's
  * callers) in Q8_0 with a whole tile of rows, each packed into a copy
  * (packed: a table of one). Not tok_embd (looked up by row), nor MLA's
@@ -693,26 +679,6 @@ static int pack_dense(moe_model *m) {
         }
     }
     return 0;
-}
-
-/* MOE_REPACK_ALL: every expert, on up to 16 threads (reading the file's
- * pages and writing the copies is bound by page faults and memory, ~0.3 GB/s
- * a thread on the 2-vCPU VM); on one if threads cannot be started. */
-static void pack_all(const moe_model *m) {
-    enum { MAX_T = 16 };
-    long nc = sysconf(_SC_NPROCESSORS_ONLN);
-    const int nth = nc < 1 ? 1 : nc > MAX_T ? MAX_T : (int)nc;
-    pthread_t tid[MAX_T];
-    pack_share sh[MAX_T];
-    int started = 1;
-    for (int t = 0; t < nth; t++) sh[t] = (pack_share){m, t, nth};
-    for (int t = 1; t < nth; t++) {
-        if (pthread_create(&tid[t], NULL, pack_pairs, &sh[t])) break;
-        started++;
-    }
-    for (int t = started; t < nth; t++) pack_pairs(&sh[t]); /* the ones not started */
-    pack_pairs(&sh[0]);
-    for (int t = 1; t < started; t++) pthread_join(tid[t], NULL);
 }
 
 int moe_model_load_ex(moe_model **out, const char *path, moe_repack repack, moe_err *err) {
@@ -800,7 +766,7 @@ int moe_model_load_ex(moe_model **out, const char *path, moe_repack repack, moe_
                 rc = moe_err_set(err, MOE_ENOMEM, "out of memory for the packed weights");
                 goto fail;
             }
-            pack_all(m);
+            moe__pack_all_experts(m);
         }
     }
     *out = m;

@@ -590,13 +590,36 @@ static void check_repacked(moe_arch arch, moe_dtype dt) {
         ASSERT(!lazy->layers[il].down_exps.packed[0] && lazy->layers[il].down_exps.packed[1] &&
                !lazy->layers[il].down_exps.packed[X - 1]);
     }
+    /* at load: each expert tensor's copies in one arena, a page-rounded
+     * copy apart */
+    const long pg = sysconf(_SC_PAGESIZE);
+    for (int il = 0; il < L; il++) {
+        if (!moe_model_layer_is_moe(plain, il)) continue;
+        const moe_tensor *t = &all->layers[il].down_exps;
+        const size_t len = moe_dtype_row_bytes(t->type, t->ne[0]) * (size_t)t->ne[1];
+        for (int e = 1; e < X; e++)
+            ASSERT((size_t)((char *)t->packed[e] - (char *)t->packed[e - 1]) ==
+                   (len + (size_t)pg - 1) / (size_t)pg * (size_t)pg);
+    }
     float *a = repack_run(plain), *b = repack_run(all), *c = repack_run(lazy);
     const size_t n = (size_t)plain->hp.n_vocab * 11;
     for (size_t i = 0; i < n; i++)
         if (memcmp(&a[i], &b[i], 4) || memcmp(&a[i], &c[i], 4))
             TEST_FAIL("logit %zu (row %zu): as stored %.9g, packed at load %.9g, lazily %.9g", i,
                       i / (size_t)plain->hp.n_vocab, a[i], b[i], c[i]);
-    free(a), free(b), free(c);
+    free(b), free(c);
+    /* an arena's copy dropped (read as stored) and one loaded again (a copy
+     * of its own): the same logits */
+    for (int il = 0; il < L; il++) {
+        if (!moe_model_layer_is_moe(plain, il)) continue;
+        moe_expert_drop_pages(all, il, 1);
+        moe_expert_drop_pages(all, il, X - 1);
+        moe_expert_load_pages(all, il, X - 1);
+        ASSERT(!all->layers[il].up_exps.packed[1] && all->layers[il].up_exps.packed[X - 1]);
+    }
+    b = repack_run(all);
+    ASSERT(memcmp(a, b, n * sizeof *a) == 0);
+    free(a), free(b);
     moe_model_free(plain), moe_model_free(all), moe_model_free(lazy);
     unlink(path);
 }
