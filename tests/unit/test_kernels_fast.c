@@ -215,7 +215,9 @@ TEST(kernels_q8p_packed_equals_plain) {
     static const struct {
         int64_t k, m;
     } shapes[] = {{32, 16}, {96, 37}, {1024, 64}, {2816, 48}, {64, 165}};
-    static const int64_t nbs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 17, 33};
+    /* 16+: pairs of tiles (2 tiles x 1-4 columns a pass; 19, 21: groups
+     * of unequal size; 40: a second chunk of columns) */
+    static const int64_t nbs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 19, 21, 33, 40};
     uint64_t seed = 515;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int64_t k = shapes[si].k, m = shapes[si].m, nblk = k / MOE_QK8_0;
@@ -273,6 +275,12 @@ TEST(kernels_q8p_packed_equals_plain) {
                                 TEST_FAIL("gemm_q8p wrote outside tile 1 at b=%lld r=%lld",
                                           (long long)b, (long long)r);
                     check_bits("gemm_q8p tile 1", y, ref, &one);
+                }
+                if (m16 >= 3 * MOE_Q8P_ROWS) { /* from tile 1 on: pairs from an odd tile */
+                    const fcase odd = {k, m, MOE_Q8P_ROWS, m16, nb, m};
+                    for (int64_t i = 0; i < nb * m; i++) y[i] = -7.0f;
+                    best->gemm_q8p(fast, k, P, odd.r0, odd.r1, X, nb, y, m);
+                    check_bits("gemm_q8p tiles 1..", y, ref, &odd);
                 }
                 free(y);
                 free(ref);
