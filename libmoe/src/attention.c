@@ -23,12 +23,61 @@ typedef struct attn_ctx {
     int mla; /* V is the first dv values of each K row, one kv head */
 } attn_ctx;
 
+/* Heads h0 .. h0 + g - 1 of row i, which share kv head kh, over an f16 cache
+ * with the grouped kernels: K and V rows read once for the g heads; each
+ * head's bits as attn_task's own. */
+static void attn_heads_f16(const attn_ctx *a, int ith, int i, int h0, int g, int kh) {
+    moe_ctx *c = a->c;
+    const int n_kv = a->pos[i] + 1, ldv = a->mla ? c->k_dim : c->v_dim;
+    const size_t nc = (size_t)c->n_ctx, w = (size_t)c->att16_w;
+    float *sc = c->scores + (size_t)ith * MOE_ATTN_GROUP * nc;
+    uint16_t *t16 = c->att16 + (size_t)ith * MOE_ATTN_GROUP * w;
+    const char *K0 = moe__kv_at(c, c->kv_k, c->k_dim, a->il, a->slot[i], 0) +
+                     (size_t)kh * (size_t)a->dk * c->kv_es;
+    const char *V0 = a->mla ? K0
+                            : moe__kv_at(c, c->kv_v, c->v_dim, a->il, a->slot[i], 0) +
+                                  (size_t)kh * (size_t)a->dv * c->kv_es;
+    const float *q = a->q + (size_t)i * (size_t)a->q_stride + (size_t)h0 * (size_t)a->dk;
+    /* the g queries (adjacent heads: dk apart), as f16, dk apart */
+    c->k->from_f32(MOE_DTYPE_F16, q, t16, (int64_t)g * a->dk);
+    c->k->dots_f16_g(g, a->dk, t16, (const uint16_t *)K0, c->k_dim, n_kv, c->hp.kq_scale, sc,
+                     (int64_t)nc);
+    for (int h = 0; h < g; h++) {
+        moe_op_softmax(sc + (size_t)h * nc, n_kv);
+        c->k->from_f32(MOE_DTYPE_F16, sc + (size_t)h * nc, t16 + (size_t)h * w, n_kv);
+    }
+    float *o = a->out + (size_t)i * (size_t)a->out_stride + (size_t)h0 * (size_t)a->dv;
+    c->k->wsum_f16_g(g, a->dv, t16, (int64_t)w, (const uint16_t *)V0, ldv, n_kv, o, a->dv);
+}
+
+/* Whether attn_task groups the heads of a kv head (grouped kernels for the
+ * f16 cache, head sizes a multiple of 64, 2+ heads a kv head). */
+static int attn_grouped(const attn_ctx *a, int group) {
+    const moe_ctx *c = a->c;
+    return c->kv_type == MOE_DTYPE_F16 && c->k->dots_f16_g && c->k->wsum_f16_g && group > 1 &&
+           a->dk % 64 == 0 && a->dv % 64 == 0;
+}
+
 static void attn_task(void *arg, int ith, int nth) {
     const attn_ctx *a = arg;
     moe_ctx *c = a->c;
     const moe_hparams *hp = &c->hp;
     const int group = hp->n_head / (a->mla ? 1 : hp->n_head_kv);
     const float scale = hp->kq_scale;
+    if (attn_grouped(a, group)) {
+        /* tasks: (row, kv head, up to MOE_ATTN_GROUP of its heads) */
+        const int per = (group + MOE_ATTN_GROUP - 1) / MOE_ATTN_GROUP, n_kvh = hp->n_head / group;
+        const int64_t total = (int64_t)a->n * n_kvh * per;
+        for (int64_t t = total * ith / nth; t < total * (ith + 1) / nth; t++) {
+            const int i = (int)(t / ((int64_t)n_kvh * per)), r = (int)(t % ((int64_t)n_kvh * per));
+            const int kh = r / per, sub = r % per, h0 = kh * group + sub * MOE_ATTN_GROUP;
+            const int g = group - sub * MOE_ATTN_GROUP < MOE_ATTN_GROUP
+                              ? group - sub * MOE_ATTN_GROUP
+                              : MOE_ATTN_GROUP;
+            attn_heads_f16(a, ith, i, h0, g, kh);
+        }
+        return;
+    }
     float *sc = c->scores + (size_t)ith * (size_t)c->n_ctx;
     const int64_t total = (int64_t)a->n * hp->n_head;
     for (int64_t t = total * ith / nth; t < total * (ith + 1) / nth; t++) {

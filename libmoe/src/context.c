@@ -142,10 +142,12 @@ int moe_ctx_create(moe_ctx **out, const moe_model *m, const moe_ctx_params *p, m
     const size_t attn_n =
         B * attn_w > (size_t)(c->k_dim + c->v_dim) ? B * attn_w : (size_t)(c->k_dim + c->v_dim);
     c->attn = moe__alloc(attn_n * 4);
-    c->scores = moe__alloc((size_t)p->n_threads * (size_t)n_ctx * 4);
-    /* f16 cache: each thread's q (k_dim at most) and probabilities (n_ctx) */
+    /* each thread's scores, for up to MOE_ATTN_GROUP heads at once */
+    c->scores = moe__alloc((size_t)p->n_threads * MOE_ATTN_GROUP * (size_t)n_ctx * 4);
+    /* f16 cache: each thread's q (k_dim at most) and probabilities (n_ctx),
+     * up to MOE_ATTN_GROUP heads' */
     c->att16_w = c->k_dim > n_ctx ? c->k_dim : n_ctx;
-    c->att16 = moe__alloc((size_t)p->n_threads * (size_t)c->att16_w * 2);
+    c->att16 = moe__alloc((size_t)p->n_threads * MOE_ATTN_GROUP * (size_t)c->att16_w * 2);
     c->router = moe__alloc(B * (size_t)hp->n_expert * 4);
     c->route_scratch = moe__alloc(MOE_ROUTE_SCRATCH(hp->n_expert) * 4);
     c->sel = moe__alloc(B * K * 4);

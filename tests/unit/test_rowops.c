@@ -314,3 +314,59 @@ TEST(kernels_attention_f16_loops) {
             free(a), free(B), free(Bc), free(s), free(o), free(g), free(y);
         }
 }
+
+/* The grouped-query loops (dots_f16_g, wsum_f16_g, where a level has them):
+ * g = 1..MOE_ATTN_GROUP heads over the same strided rows give each head the
+ * bits of its own dots_f16 / wsum_f16 call, head sizes 64..576, row counts
+ * around dots_f16's steps of 4, nothing written past a head's outputs. */
+TEST(kernels_attention_f16_grouped_same_bits) {
+    const int64_t ns[] = {64, 128, 192, 256, 576};
+    const int64_t ms[] = {1, 3, 4, 5, 9, 130};
+    uint64_t seed = 14;
+    int ran = 0;
+    for (int l = 0; l < MOE_CPU_LEVEL_COUNT; l++) {
+        const moe_cpu_kernels *k = moe_cpu_kernels_get((moe_cpu_level)l);
+        if (!k || !k->dots_f16_g || !k->wsum_f16_g) continue;
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+            for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
+                const int64_t n = ns[ni], m = ms[mi], ld = n + 32, G = MOE_ATTN_GROUP;
+                const int64_t ldo = m + 3, lds = m + 5, ldy = n + 16;
+                uint16_t *a = test_xmalloc(2 * (size_t)(G * n)),
+                         *B = test_xmalloc(2 * (size_t)(ld * m));
+                uint16_t *s = test_xmalloc(2 * (size_t)(G * lds));
+                for (int64_t i = 0; i < G * n; i++) a[i] = moe_f32_to_f16(test_rand_f32(&seed));
+                for (int64_t i = 0; i < ld * m; i++)
+                    B[i] = moe_f32_to_f16(3 * test_rand_f32(&seed));
+                for (int64_t i = 0; i < G * lds; i++)
+                    s[i] = moe_f32_to_f16(0.5f + 0.5f * test_rand_f32(&seed));
+                float *o = test_xmalloc(sizeof(float) * (size_t)(G * ldo));
+                float *y = test_xmalloc(sizeof(float) * (size_t)(G * ldy));
+                float *want = test_xmalloc(sizeof(float) * (size_t)(n > m ? n : m));
+                for (int g = 1; g <= G; g++) {
+                    for (int64_t i = 0; i < G * ldo; i++) o[i] = 42.0f;
+                    for (int64_t i = 0; i < G * ldy; i++) y[i] = 42.0f;
+                    k->dots_f16_g(g, n, a, B, ld, m, 0.125f, o, ldo);
+                    k->wsum_f16_g(g, n, s, lds, B, ld, m, y, ldy);
+                    for (int h = 0; h < G; h++) {
+                        if (h < g) {
+                            k->dots_f16(n, a + h * n, B, ld, m, 0.125f, want);
+                            if (memcmp(want, o + h * ldo, sizeof(float) * (size_t)m))
+                                TEST_FAIL("%s dots_f16_g g=%d n=%lld m=%lld head %d", k->name, g,
+                                          (long long)n, (long long)m, h);
+                            k->wsum_f16(n, s + h * lds, B, ld, m, want);
+                            if (memcmp(want, y + h * ldy, sizeof(float) * (size_t)n))
+                                TEST_FAIL("%s wsum_f16_g g=%d n=%lld m=%lld head %d", k->name, g,
+                                          (long long)n, (long long)m, h);
+                        }
+                        for (int64_t j = h < g ? m : 0; j < ldo; j++)
+                            ASSERT(o[h * ldo + j] == 42.0f);
+                        for (int64_t i = h < g ? n : 0; i < ldy; i++)
+                            ASSERT(y[h * ldy + i] == 42.0f);
+                    }
+                }
+                ran++;
+                free(a), free(B), free(s), free(o), free(y), free(want);
+            }
+    }
+    if (!ran) SKIP("no grouped attention loops at this machine's levels");
+}

@@ -113,7 +113,18 @@ typedef struct moe_cpu_kernels {
                      float scale, float *out);
     void (*wsum_f16)(int64_t n, const uint16_t *s, const uint16_t *X, int64_t ldx, int64_t m,
                      float *y);
+    /* dots_f16 and wsum_f16 for g (1..MOE_ATTN_GROUP) heads that share the
+     * rows of B / X (grouped-query attention), each row loaded once: head
+     * i's a at a + i * n, its out at out + i * ldo; its s at s + i * lds,
+     * its y at y + i * ldy; each head's bits those of its own call. n a
+     * multiple of 64; NULL at the levels without them. */
+    void (*dots_f16_g)(int g, int64_t n, const uint16_t *a, const uint16_t *B, int64_t ldb,
+                       int64_t m, float scale, float *out, int64_t ldo);
+    void (*wsum_f16_g)(int g, int64_t n, const uint16_t *s, int64_t lds, const uint16_t *X,
+                       int64_t ldx, int64_t m, float *y, int64_t ldy);
 } moe_cpu_kernels;
+/* Heads a dots_f16_g / wsum_f16_g call takes at most. */
+#define MOE_ATTN_GROUP 4
 
 /* The best level this CPU supports (detected once; thread-safe). */
 moe_cpu_level moe_cpu_detect(void);

@@ -4,6 +4,7 @@
  * f32 cache and dots_f16 / wsum_f16 over an f16 one), with ggml's
  * vec_dot order (flt_avx512.h's vdot_row); the table is in kernels_avx512.c.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "flt_avx512.h"
@@ -166,4 +167,120 @@ void moe__wsum_f32_avx512(int64_t n, const float *s, const float *X, int64_t ldx
 void moe__wsum_f16_avx512(int64_t n, const uint16_t *s, const uint16_t *X, int64_t ldx, int64_t m,
                           float *y) {
     wsum_any(FK_F16, n, s, X, ldx, m, y);
+}
+
+/* ==== Grouped-query attention: G heads over the same rows ================= */
+
+/* dots_f16 for G heads, n a multiple of 64: per row, each 64 elements of it
+ * converted once and multiplied into every head's 4 accumulators, in
+ * vdot_row's order per head (the products commute: the same bits). */
+AI void dots_g(const int G, int64_t n, const uint16_t *a, const uint16_t *B, int64_t ldb, int64_t m,
+               float scale, float *out, int64_t ldo) {
+    /* the heads' f16 queries widened once (exact), read as f32 per row */
+    float af_stk[MOE_ATTN_GROUP * 640], *af_heap = NULL;
+    float *af = (size_t)G * (size_t)n <= sizeof af_stk / sizeof af_stk[0]
+                    ? af_stk
+                    : (af_heap = malloc(sizeof(float) * (size_t)G * (size_t)n));
+    if (!af) { /* no room: each head on its own, the same bits */
+        for (int h = 0; h < G; h++)
+            dots_any(FK_F16, n, a + (size_t)h * (size_t)n, B, ldb, m, scale,
+                     out + (size_t)h * (size_t)ldo);
+        return;
+    }
+    for (int64_t i = 0; i < (int64_t)G * n; i += 16)
+        _mm512_storeu_ps(af + i, flt_load16(FK_F16, (const char *)a, i));
+    for (int64_t j = 0; j < m; j++) {
+        const char *row = flt_row(FK_F16, B, j, ldb);
+        __m512 acc[MOE_ATTN_GROUP][4];
+#pragma GCC unroll 4
+        for (int h = 0; h < G; h++)
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) acc[h][u] = _mm512_setzero_ps();
+        for (int64_t i = 0; i < n; i += 64) {
+            __m512 b[4];
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) b[u] = flt_load16(FK_F16, row, i + 16 * u);
+#pragma GCC unroll 4
+            for (int h = 0; h < G; h++)
+#pragma GCC unroll 4
+                for (int u = 0; u < 4; u++)
+                    acc[h][u] = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(af + (size_t)h * (size_t)n + (size_t)(i + 16 * u)), b[u],
+                        acc[h][u]);
+        }
+#pragma GCC unroll 4
+        for (int h = 0; h < G; h++)
+            out[(size_t)h * (size_t)ldo + (size_t)j] =
+                _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[h][0], acc[h][2]),
+                                                   _mm512_add_ps(acc[h][1], acc[h][3]))) *
+                scale;
+    }
+    free(af_heap);
+}
+
+/* wsum_f16 for G heads, n a multiple of 64: per 64 columns, each row's
+ * slice converted once and added into every head's sums, rows in order
+ * (wsum_reg's fma per element and row: the same bits). */
+AI void wsum_g(const int G, int64_t n, const uint16_t *s, int64_t lds, const uint16_t *X,
+               int64_t ldx, int64_t m, float *y, int64_t ldy) {
+    for (int64_t i = 0; i < n; i += 64) {
+        __m512 acc[MOE_ATTN_GROUP][4];
+#pragma GCC unroll 4
+        for (int h = 0; h < G; h++)
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) acc[h][u] = _mm512_setzero_ps();
+        for (int64_t j = 0; j < m; j++) {
+            const char *x = flt_row(FK_F16, X, j, ldx);
+            __m512 v[4];
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) v[u] = flt_load16(FK_F16, x, i + 16 * u);
+#pragma GCC unroll 4
+            for (int h = 0; h < G; h++) {
+                const __m512 p = _mm512_set1_ps(_cvtsh_ss(s[(size_t)h * (size_t)lds + (size_t)j]));
+#pragma GCC unroll 4
+                for (int u = 0; u < 4; u++) acc[h][u] = _mm512_fmadd_ps(v[u], p, acc[h][u]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int h = 0; h < G; h++)
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++)
+                _mm512_storeu_ps(y + (size_t)h * (size_t)ldy + (size_t)(i + 16 * u), acc[h][u]);
+    }
+}
+
+void moe__dots_f16_g_avx512(int g, int64_t n, const uint16_t *a, const uint16_t *B, int64_t ldb,
+                            int64_t m, float scale, float *out, int64_t ldo) {
+    switch (g) {
+    case 4:
+        dots_g(4, n, a, B, ldb, m, scale, out, ldo);
+        break;
+    case 3:
+        dots_g(3, n, a, B, ldb, m, scale, out, ldo);
+        break;
+    case 2:
+        dots_g(2, n, a, B, ldb, m, scale, out, ldo);
+        break;
+    default:
+        dots_g(1, n, a, B, ldb, m, scale, out, ldo);
+        break;
+    }
+}
+
+void moe__wsum_f16_g_avx512(int g, int64_t n, const uint16_t *s, int64_t lds, const uint16_t *X,
+                            int64_t ldx, int64_t m, float *y, int64_t ldy) {
+    switch (g) {
+    case 4:
+        wsum_g(4, n, s, lds, X, ldx, m, y, ldy);
+        break;
+    case 3:
+        wsum_g(3, n, s, lds, X, ldx, m, y, ldy);
+        break;
+    case 2:
+        wsum_g(2, n, s, lds, X, ldx, m, y, ldy);
+        break;
+    default:
+        wsum_g(1, n, s, lds, X, ldx, m, y, ldy);
+        break;
+    }
 }

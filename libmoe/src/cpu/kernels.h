@@ -113,6 +113,10 @@ void moe__dots_f16_avx512(int64_t n, const uint16_t *a, const uint16_t *B, int64
                           float scale, float *out);
 void moe__wsum_f16_avx512(int64_t n, const uint16_t *s, const uint16_t *X, int64_t ldx, int64_t m,
                           float *y);
+void moe__dots_f16_g_avx512(int g, int64_t n, const uint16_t *a, const uint16_t *B, int64_t ldb,
+                            int64_t m, float scale, float *out, int64_t ldo);
+void moe__wsum_f16_g_avx512(int g, int64_t n, const uint16_t *s, int64_t lds, const uint16_t *X,
+                            int64_t ldx, int64_t m, float *y, int64_t ldy);
 
 /* moe_int8_peak's register loops (cpu/peak.c): n steps each, returning the
  * int8 products done (AMX: TDPBSSD; AVX-512: VPDPBUSD; AVX2: VPMADDUBSW +

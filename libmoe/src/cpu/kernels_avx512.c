@@ -397,4 +397,6 @@ const moe_cpu_kernels moe__kernels_avx512 = {
     .wsum_f32 = moe__wsum_f32_avx512,
     .dots_f16 = moe__dots_f16_avx512,
     .wsum_f16 = moe__wsum_f16_avx512,
+    .dots_f16_g = moe__dots_f16_g_avx512,
+    .wsum_f16_g = moe__wsum_f16_g_avx512,
 };
