@@ -96,6 +96,10 @@ has_active() { [ -n "$(active_epoch "$1")" ]; }
 epoch_above() { e=$(active_epoch "$1"); [ -n "$e" ] && [ "$e" -gt "$2" ]; }
 doc() { $RC get "$1:placement:$(active_epoch "$1")"; }
 tokens() { node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).tokens.join(","))' "$1"; }
+# The first position where two generations' tokens differ, and a few around it.
+first_diff() { node -e 'const [a, b] = process.argv.slice(1).map(f => JSON.parse(require("fs").readFileSync(f, "utf8")).tokens);
+    let i = 0; while (i < a.length && i < b.length && a[i] === b[i]) i++;
+    console.log("first difference at token " + i + " of " + a.length + "/" + b.length + ": want " + a.slice(i, i + 5).join(",") + ", got " + b.slice(i, i + 5).join(","));' "$1" "$2"; }
 jfield() { node -e 'const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(process.argv[2].split(".").reduce((o, k) => o[k], j))' "$1" "$2"; }
 addr_of() { sed -n 's/^listening on //p' "$TMP/$1.out"; }
 # A streamed generation through the cluster, to inject a fault into while it
@@ -137,7 +141,13 @@ gen_finish() {
         WHY="the fault did not hit mid-generation: $AT_FAULT of $total text bytes streamed at the fault (after ${GEN_WAIT_S} s), running then: $ALIVE_AT_FAULT"
         return 1
     fi
-    [ "$(tokens "$TMP/$1.json" 2>/dev/null)" = "$REF" ] || { WHY="tokens differ from the fault-free run: $(tail -3 "$TMP/$1.err")"; return 1; }
+    [ "$(tokens "$TMP/$1.json" 2>/dev/null)" = "$REF" ] || {
+        # where they part, and the run's files kept for a look (build/test-logs)
+        keep="$BIN/test-logs/router_cluster.$1.$$"
+        mkdir -p "$keep" && cp "$TMP/$1.err" "$TMP/$1.txt" "$TMP/local_gen.json" "$TMP"/*.err "$keep/" 2>/dev/null
+        WHY="tokens differ from the fault-free run: $(first_diff "$TMP/local_gen.json" "$TMP/$1.json"); $(grep -v '^{"tokens"' "$TMP/$1.err" | tail -2); files in $keep"
+        return 1
+    }
     WHY="fault after $AT_FAULT of $total text bytes"
     return 0
 }
