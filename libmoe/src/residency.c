@@ -215,6 +215,14 @@ void moe_expert_load_pages(const moe_model *m, int l, int e) {
     expert_residency(m, l, e, 1, NULL);
 }
 
+/* The packed tensors of layer l (gate, up, down; NULL where not packed). */
+static void packed_parts(const moe_model *m, int l, const moe_tensor *t[3]) {
+    const moe_layer *L = &m->layers[l];
+    const moe_tensor *all[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+    for (int k = 0; k < 3; k++)
+        t[k] = moe_model_layer_is_moe(m, l) && all[k]->data && all[k]->packed ? all[k] : NULL;
+}
+
 typedef struct pack_share {
     const moe_model *m;
     int ith, nth;
@@ -233,22 +241,20 @@ static void *pack_pairs(void *arg) {
         const uint8_t *base[3];
         size_t len[3];
         expert_parts(m, l, e, base, len);
+        const moe_tensor *t[3];
+        packed_parts(m, l, t);
         void *dst[3];
         for (int k = 0; k < 3; k++) {
             char *a = s->arena ? s->arena[3 * l + k] : NULL;
             dst[k] = a ? a + (size_t)e * moe__packed_stride(len[k]) : NULL;
         }
         expert_residency(m, l, e, 1, dst);
+        /* a copy of an arena not published (no part in the file) goes */
+        for (int k = 0; k < 3; k++)
+            if (dst[k] && (!t[k] || __atomic_load_n(&t[k]->packed[e], __ATOMIC_ACQUIRE) != dst[k]))
+                moe__packed_free(dst[k], len[k]);
     }
     return NULL;
-}
-
-/* The packed tensors of layer l (gate, up, down; NULL where not packed). */
-static void packed_parts(const moe_model *m, int l, const moe_tensor *t[3]) {
-    const moe_layer *L = &m->layers[l];
-    const moe_tensor *all[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
-    for (int k = 0; k < 3; k++)
-        t[k] = moe_model_layer_is_moe(m, l) && all[k]->data && all[k]->packed ? all[k] : NULL;
 }
 
 void moe__pack_all_experts(const moe_model *m) {
@@ -277,22 +283,6 @@ void moe__pack_all_experts(const moe_model *m) {
     for (int t = started; t < nth; t++) pack_pairs(&sh[t]); /* the ones not started */
     pack_pairs(&sh[0]);
     for (int t = 1; t < started; t++) pthread_join(tid[t], NULL);
-    /* an arena's copies that were not published (no part in the file) go */
-    for (int l = 0; arena && l < m->hp.n_layer; l++) {
-        const moe_tensor *t[3];
-        const uint8_t *base[3];
-        size_t len[3];
-        packed_parts(m, l, t);
-        expert_parts(m, l, 0, base, len);
-        for (int k = 0; k < 3; k++) {
-            if (!arena[3 * l + k]) continue;
-            for (int e = 0; e < X; e++) {
-                char *p = arena[3 * l + k] + (size_t)e * moe__packed_stride(len[k]);
-                if (__atomic_load_n(&t[k]->packed[e], __ATOMIC_ACQUIRE) != p)
-                    moe__packed_free(p, len[k]);
-            }
-        }
-    }
     free(arena);
 }
 

@@ -320,7 +320,8 @@ TEST(kernels_attention_f16_loops) {
  * bits of its own dots_f16 / wsum_f16 call, head sizes 64..576, row counts
  * around dots_f16's steps of 4, nothing written past a head's outputs. */
 TEST(kernels_attention_f16_grouped_same_bits) {
-    const int64_t ns[] = {64, 128, 192, 256, 576};
+    const int64_t ns[] = {64,  128, 192,
+                          256, 576, 704}; /* 704: 4 heads past the buffer, each alone */
     const int64_t ms[] = {1, 3, 4, 5, 9, 130};
     uint64_t seed = 14;
     int ran = 0;

@@ -4,7 +4,6 @@
  * f32 cache and dots_f16 / wsum_f16 over an f16 one), with ggml's
  * vec_dot order (flt_avx512.h's vdot_row); the table is in kernels_avx512.c.
  */
-#include <stdlib.h>
 #include <string.h>
 
 #include "flt_avx512.h"
@@ -176,12 +175,10 @@ void moe__wsum_f16_avx512(int64_t n, const uint16_t *s, const uint16_t *X, int64
  * vdot_row's order per head (the products commute: the same bits). */
 AI void dots_g(const int G, int64_t n, const uint16_t *a, const uint16_t *B, int64_t ldb, int64_t m,
                float scale, float *out, int64_t ldo) {
-    /* the heads' f16 queries widened once (exact), read as f32 per row */
-    float af_stk[MOE_ATTN_GROUP * 640], *af_heap = NULL;
-    float *af = (size_t)G * (size_t)n <= sizeof af_stk / sizeof af_stk[0]
-                    ? af_stk
-                    : (af_heap = malloc(sizeof(float) * (size_t)G * (size_t)n));
-    if (!af) { /* no room: each head on its own, the same bits */
+    /* the heads' f16 queries widened once (exact), read as f32 per row;
+     * heads too long for the buffer each on its own (the same bits) */
+    float af[MOE_ATTN_GROUP * 640];
+    if ((size_t)G * (size_t)n > sizeof af / sizeof af[0]) {
         for (int h = 0; h < G; h++)
             dots_any(FK_F16, n, a + (size_t)h * (size_t)n, B, ldb, m, scale,
                      out + (size_t)h * (size_t)ldo);
@@ -215,7 +212,6 @@ AI void dots_g(const int G, int64_t n, const uint16_t *a, const uint16_t *B, int
                                                    _mm512_add_ps(acc[h][1], acc[h][3]))) *
                 scale;
     }
-    free(af_heap);
 }
 
 /* wsum_f16 for G heads, n a multiple of 64: per 64 columns, each row's
@@ -249,38 +245,34 @@ AI void wsum_g(const int G, int64_t n, const uint16_t *s, int64_t lds, const uin
     }
 }
 
+/* F(G) for the group sizes 1..MOE_ATTN_GROUP */
+_Static_assert(MOE_ATTN_GROUP == 4, "GROUP_CASES lists the sizes 1..4");
+#define GROUP_CASES(F)                                                                             \
+    switch (g) {                                                                                   \
+    case 4:                                                                                        \
+        F(4);                                                                                      \
+        break;                                                                                     \
+    case 3:                                                                                        \
+        F(3);                                                                                      \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        F(2);                                                                                      \
+        break;                                                                                     \
+    default:                                                                                       \
+        F(1);                                                                                      \
+        break;                                                                                     \
+    }
+
 void moe__dots_f16_g_avx512(int g, int64_t n, const uint16_t *a, const uint16_t *B, int64_t ldb,
                             int64_t m, float scale, float *out, int64_t ldo) {
-    switch (g) {
-    case 4:
-        dots_g(4, n, a, B, ldb, m, scale, out, ldo);
-        break;
-    case 3:
-        dots_g(3, n, a, B, ldb, m, scale, out, ldo);
-        break;
-    case 2:
-        dots_g(2, n, a, B, ldb, m, scale, out, ldo);
-        break;
-    default:
-        dots_g(1, n, a, B, ldb, m, scale, out, ldo);
-        break;
-    }
+#define DOTS_G(G) dots_g(G, n, a, B, ldb, m, scale, out, ldo)
+    GROUP_CASES(DOTS_G)
+#undef DOTS_G
 }
 
 void moe__wsum_f16_g_avx512(int g, int64_t n, const uint16_t *s, int64_t lds, const uint16_t *X,
                             int64_t ldx, int64_t m, float *y, int64_t ldy) {
-    switch (g) {
-    case 4:
-        wsum_g(4, n, s, lds, X, ldx, m, y, ldy);
-        break;
-    case 3:
-        wsum_g(3, n, s, lds, X, ldx, m, y, ldy);
-        break;
-    case 2:
-        wsum_g(2, n, s, lds, X, ldx, m, y, ldy);
-        break;
-    default:
-        wsum_g(1, n, s, lds, X, ldx, m, y, ldy);
-        break;
-    }
+#define WSUM_G(G) wsum_g(G, n, s, lds, X, ldx, m, y, ldy)
+    GROUP_CASES(WSUM_G)
+#undef WSUM_G
 }

@@ -396,6 +396,19 @@ AI void q8f_compute(const int NC, const int packed, q8t_buf *t, const char *pw, 
     for (int c = 0; c < NC; c++) _mm512_store_ps(t->acc[c0 + c][0], acc[c]);
 }
 
+/* The packed fast tiles' activation terms for all of K, once per chunk of
+ * columns: nc rows of X, per block the -128 x sum correction and the scale,
+ * at [c * nblk + b]. */
+static void q8_sums_x(const char *X, size_t xrb, int nc, int64_t nblk, int32_t *xs, float *xd) {
+    for (int c = 0; c < nc; c++) {
+        const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(X + (size_t)c * xrb);
+        for (int64_t b = 0; b < nblk; b++) {
+            xs[c * nblk + b] = q8_corr_sum(q8_group_corr(xb[b].qs));
+            xd[c * nblk + b] = _cvtsh_ss(xb[b].d);
+        }
+    }
+}
+
 AI void q8t_drive(const int fast, const int packed, const int kind, int64_t k, const char *W,
                   size_t wrb, int64_t r0, int64_t r1, const char *X, size_t xrb, int64_t nb,
                   float *Y, int64_t ldy) {
@@ -418,14 +431,7 @@ AI void q8t_drive(const int fast, const int packed, const int kind, int64_t k, c
     for (int64_t cs = 0; cs < nb; cs += Q8T_NC) {
         const int nc = (int)(nb - cs < Q8T_NC ? nb - cs : Q8T_NC);
         const char *Xc = X + (size_t)cs * xrb;
-        if (hoist)
-            for (int c = 0; c < nc; c++) {
-                const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(Xc + (size_t)c * xrb);
-                for (int64_t b = 0; b < nblk; b++) {
-                    xs_all[c * nblk + b] = q8_corr_sum(q8_group_corr(xb[b].qs));
-                    xd_all[c * nblk + b] = _cvtsh_ss(xb[b].d);
-                }
-            }
+        if (hoist) q8_sums_x(Xc, xrb, nc, nblk, xs_all, xd_all);
         for (int64_t rt = r0; rt < r1; rt += 16) {
             const int nr = (int)(r1 - rt < 16 ? r1 - rt : 16);
             const __mmask16 m = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
@@ -677,17 +683,11 @@ static void q8p_fast2(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t 
     }
     float *xd_all = (float *)(xs_all + (size_t)Q8T_NC * (size_t)nblk);
     q8t_buf t;
-    const size_t tb = getenv("TB0") ? 1088 : (size_t)MOE_Q8P_ROWS * wrb;
+    const size_t tb = (size_t)MOE_Q8P_ROWS * wrb;
     for (int64_t cs = 0; cs < nb; cs += Q8T_NC) {
         const int nc = (int)(nb - cs < Q8T_NC ? nb - cs : Q8T_NC);
         const char *Xc = X + (size_t)cs * xrb;
-        for (int c = 0; c < nc; c++) {
-            const moe_block_q8_0 *xb = (const moe_block_q8_0 *)(Xc + (size_t)c * xrb);
-            for (int64_t b = 0; b < nblk; b++) {
-                xs_all[c * nblk + b] = q8_corr_sum(q8_group_corr(xb[b].qs));
-                xd_all[c * nblk + b] = _cvtsh_ss(xb[b].d);
-            }
-        }
+        q8_sums_x(Xc, xrb, nc, nblk, xs_all, xd_all);
         const int np = (nc + 3) / 4; /* passes: nc columns in np groups of 1-4, as even as can be */
         for (int64_t rt = r0; rt < r2; rt += 32) {
             const char *pw = W + (size_t)rt * wrb;
