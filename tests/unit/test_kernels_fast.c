@@ -215,9 +215,11 @@ TEST(kernels_q8p_packed_equals_plain) {
     static const struct {
         int64_t k, m;
     } shapes[] = {{32, 16}, {96, 37}, {1024, 64}, {2816, 48}, {64, 165}};
-    /* 16+: pairs of tiles (2 tiles x 1-4 columns a pass; 19, 21: groups
-     * of unequal size; 40: a second chunk of columns) */
-    static const int64_t nbs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 19, 21, 33, 40};
+    /* 8-15: the one-tile kernel of q8p_fast_avx512.c (8 columns, then
+     * 1-7 in its own groups); 16+: pairs of tiles (2 tiles x 1-4 columns a
+     * pass; 19, 21: groups of unequal size; 40: a second chunk of columns) */
+    static const int64_t nbs[] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,
+                                  12, 13, 14, 15, 16, 17, 19, 21, 33, 40};
     uint64_t seed = 515;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int64_t k = shapes[si].k, m = shapes[si].m, nblk = k / MOE_QK8_0;

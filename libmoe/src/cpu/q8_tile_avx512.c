@@ -14,14 +14,7 @@
 #include <string.h>
 
 #include "kernels.h"
-
-#define AI static inline __attribute__((always_inline))
-
-AI int32_t load_i32(const void *p) {
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
+#include "q8_vnni.h"
 
 /* ==== Q8_0: transposed tile (prefill) ====================================== */
 
@@ -193,23 +186,6 @@ static void q41t_pack_w(const int q5, q8t_buf *t, const char *w, size_t wrb, int
         }
     }
     q8t_pack_w(t, (const char *)q8, sizeof q8[0], 16, 0, kcb, NULL);
-}
-
-/* -128 x the sum of each 4-byte group of a block's 32 quants: lane j cancels
- * the w ^ 0x80 offset of group j (the exact numerics' 8 lanes). */
-AI __m256i q8_group_corr(const int8_t *qs) {
-    const __m256i zero = _mm256_setzero_si256();
-    return _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, _mm256_set1_epi8((char)0x80),
-                                                      _mm256_loadu_si256((const __m256i *)qs)));
-}
-
-/* The 8 lanes of q8_group_corr summed: the whole block's correction (the
- * fast numerics sum its 8 groups in one int32). */
-AI int32_t q8_corr_sum(__m256i corr) {
-    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(corr), _mm256_extracti128_si256(corr, 1));
-    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
-    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
-    return _mm_cvtsi128_si32(h);
 }
 
 /* Offset corrections and scales of columns [0, nc) of X, blocks [kb0, kb0+kcb).
@@ -585,6 +561,14 @@ static void q8p_rows(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t r
  * decode, steps alternating: prefill of 4 x 128 tokens +15-20%, 32
  * sequences ~2% (their 32-row dense products), by this threshold. */
 #define Q8P_PAIR_MIN_ROWS 16
+/* Activation rows from which the fast numerics below the pair tile's run
+ * q8p_fast_avx512.c's one-tile kernel, where the products are compute-bound.
+ * Decode at 32 sequences (3-15 rows an expert), each step run twice with
+ * the same batch, once with each kernel: rows of 8-15 columns took 0.84-0.95
+ * of this file's tile's cycles; 3-7 columns, bound by the memory, 0.9-1.4
+ * (which of them lost moved with the code's placement); whole steps
+ * 0.96-0.99. */
+#define Q8P_F1_MIN_ROWS 8
 /* Blocks a chunk (2 tiles x 8 blocks x 544 bytes: the passes over it stay
  * in L1; 16 measured ~4% slower) */
 #define Q8T2_KB 8
@@ -733,8 +717,9 @@ void moe__q8p_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64_
         q8p_rows(k, W, rb, r0, r1, X, rb, nb, Y, ldy);
     else if (fast && nb >= Q8P_PAIR_MIN_ROWS)
         q8p_fast2(k, W, rb, r0, r1, X, rb, nb, Y, ldy);
-    else if (fast)
-        q8t_drive(1, 1, 0, k, W, rb, r0, r1, X, rb, nb, Y, ldy);
-    else
+    else if (fast) {
+        if (nb < Q8P_F1_MIN_ROWS || !moe__q8p_fast1_avx512(k, W, r0, r1, X, nb, Y, ldy))
+            q8t_drive(1, 1, 0, k, W, rb, r0, r1, X, rb, nb, Y, ldy);
+    } else
         q8t_drive(0, 1, 0, k, W, rb, r0, r1, X, rb, nb, Y, ldy);
 }
