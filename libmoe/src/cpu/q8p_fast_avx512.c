@@ -140,7 +140,7 @@ int moe__q8p_fast1_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, cons
     const size_t rb = moe_dtype_row_bytes(MOE_DTYPE_Q8_0, k);
     const int ncm = (int)(nb < F1_NC ? nb : F1_NC);
     /* the layout of a chunk of columns: on the stack up to 8 columns of
-     * 4096 (Mixtral's 14336: 2 columns) */
+     * 3200 (the bench model's 2816; Mixtral's 4096: 6), else on the heap */
     _Alignas(64) char stk[32768];
     _Alignas(64) float accm[F1_NC][16];
     const size_t need = (size_t)nblk * (size_t)ncm * 40;
