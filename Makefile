@@ -112,8 +112,8 @@ $(BUILD)/obj/%_avx2.o: FILE_CFLAGS := $(ISA_AVX2)
 $(BUILD)/obj/%_avx512.o: FILE_CFLAGS := $(ISA_AVX512)
 $(BUILD)/obj/%_amx.o: FILE_CFLAGS := $(ISA_AVX512) -mamx-tile -mamx-int8
 # The one-tile Q8_0 kernel's loops on 64-byte boundaries: where they fell
-# decided 0.9x or 1.4x of the step time of the experts' products at some
-# column counts (decode at 32 sequences, Zen 5)
+# decided 0.9x or 1.4x of the old tile's cycles a row at some column counts
+# (decode at 32 sequences, Zen 5)
 $(BUILD)/obj/libmoe/src/cpu/q8p_fast_avx512.o: FILE_CFLAGS := $(ISA_AVX512) -falign-loops=64
 
 $(BUILD)/obj/%.o: %.c

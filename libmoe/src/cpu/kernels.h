@@ -43,9 +43,9 @@ void moe__q8_fast_vnni(int64_t k, const char *W, size_t wrb, int64_t r0, int64_t
  * layout's gemm_q8p. */
 void moe__q8_tile_avx512(moe_dtype wt, int64_t k, const void *W, size_t wrb, int64_t r0, int64_t r1,
                          const void *X, size_t xrb, int64_t nb, float *Y, int64_t ldy);
-/* q8p_fast_avx512.c: the packed Q8_0 layout's one-tile fast kernel (3-15
- * activation rows); 0 (nothing done) when memory for the activations'
- * layout is not there */
+/* q8p_fast_avx512.c: the packed Q8_0 layout's one-tile fast kernel (any
+ * number of activation rows; gemm_q8p gives it 8-15); 0 (nothing done) when
+ * memory for the activations' layout is not there */
 int moe__q8p_fast1_avx512(int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
                           int64_t nb, float *Y, int64_t ldy);
 void moe__q8p_gemm_avx512(int fast, int64_t k, const void *W, int64_t r0, int64_t r1, const void *X,
